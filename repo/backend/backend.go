@@ -1,0 +1,50 @@
+// Package backend defines where a repository's bytes live: a flat namespace of immutable
+// objects addressed by slash-separated keys. It is a leaf: it imports nothing of cairn, and
+// implementations (local/, s3/) and wrappers (retry/, limit/, faulty/) live in subfolders.
+package backend
+
+import (
+	"context"
+	"errors"
+	"io"
+)
+
+// Sentinel errors. Implementations translate their own errors into these at the edge, so
+// nothing above a backend ever sees an SDK or syscall error type for these conditions.
+var (
+	// ErrNotFound: the object does not exist.
+	ErrNotFound = errors.New("object not found")
+	// ErrUnavailable: the backend cannot be reached (refused, DNS, TLS, timeout, 5xx after
+	// retries). Callers report the backend as down.
+	ErrUnavailable = errors.New("backend unavailable")
+	// ErrPermission: the credentials were refused.
+	ErrPermission = errors.New("backend access denied")
+)
+
+// ObjectInfo describes one stored object.
+type ObjectInfo struct {
+	Key  string
+	Size int64
+}
+
+// Backend stores immutable objects. Put replaces atomically: a reader sees the old object, the
+// new one whole, or none; never a part. All methods are safe for concurrent use.
+type Backend interface {
+	// Get returns a reader of the whole object.
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// GetRange reads length bytes at offset into a new slice. A range past the end is an error.
+	GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error)
+	// Put stores data under key durably (fsynced or acknowledged by the server) before returning.
+	Put(ctx context.Context, key string, data []byte) error
+	// Delete removes key; deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+	// List calls fn for every object whose key starts with prefix, in no particular order.
+	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// Stat returns the object's size, or ErrNotFound.
+	Stat(ctx context.Context, key string) (ObjectInfo, error)
+	// Location names the backend for messages and exports (a path or s3://bucket/prefix),
+	// never with credentials.
+	Location() string
+	// Close releases connections.
+	Close() error
+}

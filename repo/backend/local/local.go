@@ -1,0 +1,358 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// tempPrefix starts the name of every file that is not (yet) an object.
+const tempPrefix = ".tmp-"
+
+// Local is a backend.Backend over a directory.
+type Local struct {
+	root string
+}
+
+var _ backend.Backend = (*Local)(nil)
+
+// Open returns a backend rooted at dir, creating the directory if it does not exist.
+func Open(dir string) (*Local, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open local backend %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open local backend %s: %w", abs, translate(err))
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return nil, fmt.Errorf("open local backend %s: %w", abs, translate(err))
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("open local backend %s: not a directory", abs)
+	}
+	return &Local{root: abs}, nil
+}
+
+// Location returns the root directory.
+func (l *Local) Location() string { return l.root }
+
+// Close does nothing: a directory holds no connections.
+func (l *Local) Close() error { return nil }
+
+// Get opens the object for reading.
+func (l *Local) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	name, err := l.filename(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	f, err := openFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	return f, nil
+}
+
+// GetRange reads length bytes at offset with one pread.
+func (l *Local) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("get %s range [%d,+%d): negative offset or length", key, offset, length)
+	}
+	name, err := l.filename(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	f, err := openFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("get %s: %w", key, translate(err))
+	}
+	if offset+length > fi.Size() {
+		return nil, fmt.Errorf("get %s range [%d,+%d): past end of object (size %d)", key, offset, length, fi.Size())
+	}
+	buf := make([]byte, length)
+	if _, err := f.ReadAt(buf, offset); err != nil {
+		return nil, fmt.Errorf("get %s range [%d,+%d): %w", key, offset, length, err)
+	}
+	return buf, nil
+}
+
+// Put writes data to a temp file in the target's directory, fsyncs it, renames it over the
+// key and fsyncs the directory: readers see the old object or the new one, never a part.
+func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
+	name, err := l.filename(ctx, key)
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	dir := filepath.Dir(name)
+	if err := l.mkdirAll(dir); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	f, err := os.CreateTemp(dir, tempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, translate(err))
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("put %s: fsync: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("put %s: close: %w", key, err)
+	}
+	// The last chance to honour a cancel: after the rename the object exists.
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if err := os.Rename(f.Name(), name); err != nil {
+		return fmt.Errorf("put %s: %w", key, translate(err))
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("put %s: fsync directory: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes the object; a missing object is not an error.
+func (l *Local) Delete(ctx context.Context, key string) error {
+	name, err := l.filename(ctx, key)
+	if err != nil {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	if err := os.Remove(name); err != nil && !errors.Is(translate(err), backend.ErrNotFound) {
+		return fmt.Errorf("delete %s: %w", key, translate(err))
+	}
+	return nil
+}
+
+// Stat returns the object's size.
+func (l *Local) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	name, err := l.filename(ctx, key)
+	if err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, err)
+	}
+	fi, err := os.Stat(name)
+	if err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, translate(err))
+	}
+	if !fi.Mode().IsRegular() {
+		return backend.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, backend.ErrNotFound)
+	}
+	return backend.ObjectInfo{Key: key, Size: fi.Size()}, nil
+}
+
+// List walks the directories under prefix. A prefix may end inside a name ("packs/ab"), so
+// the walk starts at the prefix's last directory and keeps only names that match.
+func (l *Local) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	if err := checkPrefix(prefix); err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	start := l.root
+	if i := strings.LastIndexByte(prefix, '/'); i >= 0 {
+		start = filepath.Join(l.root, filepath.FromSlash(prefix[:i]))
+	}
+	err := filepath.WalkDir(start, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == start && errors.Is(translate(err), backend.ErrNotFound) {
+				return fs.SkipAll
+			}
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walked
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if p == start {
+			return nil
+		}
+		rel, err := filepath.Rel(l.root, p)
+		if err != nil {
+			return err
+		}
+		key := filepath.ToSlash(rel)
+		if d.IsDir() {
+			// Descend only where keys can still match the prefix.
+			if !strings.HasPrefix(key+"/", prefix) && !strings.HasPrefix(prefix, key+"/") {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) || !strings.HasPrefix(key, prefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return fn(backend.ObjectInfo{Key: key, Size: fi.Size()})
+	})
+	if err != nil {
+		return fmt.Errorf("list %q: %w", prefix, err)
+	}
+	return nil
+}
+
+// Clean removes temp files older than minAge that an interrupted Put left behind. minAge
+// keeps it from removing the temp file of a Put still running in another process.
+func (l *Local) Clean(ctx context.Context, minAge time.Duration) (removed int, err error) {
+	cutoff := time.Now().Add(-minAge)
+	err = filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.IsDir() || !strings.HasPrefix(d.Name(), tempPrefix) {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil || fi.ModTime().After(cutoff) {
+			return nil
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		removed++
+		return nil
+	})
+	if err != nil {
+		return removed, fmt.Errorf("clean %s: %w", l.root, err)
+	}
+	return removed, nil
+}
+
+// filename checks ctx and key and maps the key to its file.
+func (l *Local) filename(ctx context.Context, key string) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	if err := checkKey(key); err != nil {
+		return "", err
+	}
+	return filepath.Join(l.root, filepath.FromSlash(key)), nil
+}
+
+// mkdirAll creates dir and its missing parents below the root, fsyncing each parent so the
+// new directory entry is as durable as the file that will be renamed into it.
+func (l *Local) mkdirAll(dir string) error {
+	if dir == l.root {
+		return nil
+	}
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if err := l.mkdirAll(parent); err != nil {
+		return err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // created concurrently
+		}
+		return translate(err)
+	}
+	return syncDir(parent)
+}
+
+// checkKey refuses keys that would escape the root or collide with temp files.
+func checkKey(key string) error {
+	if key == "" || strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/") || path.Clean(key) != key {
+		return fmt.Errorf("invalid key %q", key)
+	}
+	for _, part := range strings.Split(key, "/") {
+		if part == ".." || strings.HasPrefix(part, tempPrefix) {
+			return fmt.Errorf("invalid key %q", key)
+		}
+	}
+	return nil
+}
+
+// checkPrefix refuses prefixes that would walk outside the root.
+func checkPrefix(prefix string) error {
+	if strings.HasPrefix(prefix, "/") {
+		return fmt.Errorf("invalid prefix")
+	}
+	for _, part := range strings.Split(prefix, "/") {
+		if part == ".." || part == "." {
+			return fmt.Errorf("invalid prefix")
+		}
+	}
+	return nil
+}
+
+// openFile opens a regular file for reading; a directory or a missing path is ErrNotFound.
+func openFile(name string) (*os.File, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, translate(err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, translate(err)
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, backend.ErrNotFound
+	}
+	return f, nil
+}
+
+// syncDir fsyncs a directory so renames and creations in it survive a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return err
+	}
+	return d.Close()
+}
+
+// translate maps a missing path (or a path through a file, ENOTDIR) to backend.ErrNotFound
+// and a refused one to backend.ErrPermission, keeping the path in the message.
+func translate(err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
+		return backend.ErrNotFound
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: %v", backend.ErrPermission, err)
+	}
+	return err
+}

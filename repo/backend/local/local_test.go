@@ -1,0 +1,94 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/backendtest"
+)
+
+func newLocal(t *testing.T) *Local {
+	t.Helper()
+	l, err := Open(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func TestBackend(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) backend.Backend { return newLocal(t) })
+}
+
+func TestInvalidKeys(t *testing.T) {
+	l := newLocal(t)
+	ctx := context.Background()
+	for _, key := range []string{"", "/abs", "a/../b", "../escape", "a//b", "a/", "./a", ".tmp-x", "dir/.tmp-1"} {
+		if err := l.Put(ctx, key, []byte("x")); err == nil {
+			t.Errorf("Put(%q) succeeded, want an invalid-key error", key)
+		}
+		if _, err := l.Stat(ctx, key); err == nil || errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("Stat(%q) = %v, want an invalid-key error", key, err)
+		}
+	}
+	for _, prefix := range []string{"/abs", "../x", "a/../b"} {
+		if err := l.List(ctx, prefix, func(backend.ObjectInfo) error { return nil }); err == nil {
+			t.Errorf("List(%q) succeeded, want an error", prefix)
+		}
+	}
+}
+
+// TestTempFiles plays a crash: temp files left in the tree are not objects, and Clean
+// removes those old enough.
+func TestTempFiles(t *testing.T) {
+	l := newLocal(t)
+	ctx := context.Background()
+	if err := l.Put(ctx, "packs/ab/ab01", []byte("pack")); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(l.root, "packs", "ab", ".tmp-123")
+	fresh := filepath.Join(l.root, "packs", ".tmp-456")
+	for _, name := range []string{old, fresh} {
+		if err := os.WriteFile(name, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(old, past, past); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	if err := l.List(ctx, "", func(fi backend.ObjectInfo) error { keys = append(keys, fi.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(keys, []string{"packs/ab/ab01"}) {
+		t.Fatalf("List = %v, want only packs/ab/ab01", keys)
+	}
+	n, err := l.Clean(ctx, time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("Clean = %d, %v; want 1, nil", n, err)
+	}
+	if _, err := os.Stat(old); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old temp file still there: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("fresh temp file removed: %v", err)
+	}
+}
+
+func TestOpenNotADirectory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(file); err == nil {
+		t.Fatal("Open of a regular file succeeded")
+	}
+}
