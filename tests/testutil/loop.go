@@ -1,0 +1,58 @@
+package testutil
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// LoopDevice attaches image to a free loop device (losetup -f --show), read-only if asked,
+// and detaches it when the test ends. It skips (see Skip) without root or losetup.
+func LoopDevice(t testing.TB, image string, readOnly bool) string {
+	t.Helper()
+	return attachLoop(t, image, readOnly, false)
+}
+
+// LoopDevicePartitioned is LoopDevice with a partition scan (-P), so the partitions of a
+// partitioned image appear as /dev/loopNpM.
+func LoopDevicePartitioned(t testing.TB, image string, readOnly bool) string {
+	t.Helper()
+	return attachLoop(t, image, readOnly, true)
+}
+
+func attachLoop(t testing.TB, image string, readOnly, partitions bool) string {
+	t.Helper()
+	RequireRoot(t)
+	losetup := RequireCommand(t, "losetup")
+	args := []string{"-f", "--show"}
+	if readOnly {
+		args = append(args, "-r")
+	}
+	if partitions {
+		args = append(args, "-P")
+	}
+	out, err := exec.Command(losetup, append(args, image)...).CombinedOutput()
+	if err != nil {
+		Skip(t, "cannot attach a loop device (losetup %s): %v: %s",
+			strings.Join(append(args, image), " "), err, strings.TrimSpace(string(out)))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { detachLoop(t, losetup, dev) })
+	return dev
+}
+
+// detachLoop detaches dev, retrying for a while: udev or a just-finished unmount can keep
+// the device busy for a moment.
+func detachLoop(t testing.TB, losetup, dev string) {
+	t.Helper()
+	var out []byte
+	var err error
+	for range 20 {
+		if out, err = exec.Command(losetup, "-d", dev).CombinedOutput(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Errorf("detach loop device %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
+}
