@@ -1,0 +1,268 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path"
+	"strings"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Backend is a backend.Backend over one bucket and prefix.
+type Backend struct {
+	client    *minio.Client
+	transport *http.Transport
+	bucket    string
+	prefix    string // without leading or trailing slash
+	endpoint  string // for messages: scheme://host
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// Open connects to the bucket and checks it (see Check), so a wrong endpoint, refused
+// credentials or a missing bucket fail here with one clear error rather than at the first Put.
+func Open(ctx context.Context, cfg Config) (*Backend, error) {
+	b, err := New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Check(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+// New builds the client without contacting the server.
+func New(cfg Config) (*Backend, error) {
+	if cfg.Bucket == "" {
+		return nil, errors.New("s3: no bucket given")
+	}
+	host, secure, err := cfg.endpoint()
+	if err != nil {
+		return nil, err
+	}
+	tr, err := minio.DefaultTransport(secure)
+	if err != nil {
+		return nil, fmt.Errorf("s3 transport: %v", err)
+	}
+	tr.DialContext = (&net.Dialer{
+		Timeout:   orDefault(cfg.DialTimeout, DefaultDialTimeout),
+		KeepAlive: DefaultDialTimeout,
+	}).DialContext
+	tr.TLSHandshakeTimeout = orDefault(cfg.TLSHandshakeTimeout, DefaultTLSHandshakeTimeout)
+	tr.ResponseHeaderTimeout = orDefault(cfg.ResponseHeaderTimeout, DefaultResponseHeaderTimeout)
+
+	lookup := minio.BucketLookupPath
+	switch cfg.Addressing {
+	case AddressVirtualHost:
+		lookup = minio.BucketLookupDNS
+	case AddressAuto:
+		if strings.HasSuffix(strings.Split(host, ":")[0], ".amazonaws.com") {
+			lookup = minio.BucketLookupDNS
+		}
+	}
+	client, err := minio.New(host, &minio.Options{
+		Creds:        credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Secure:       secure,
+		Transport:    tr,
+		Region:       cfg.Region,
+		BucketLookup: lookup,
+		MaxRetries:   1, // package retry owns retrying, with the caller's budget
+	})
+	if err != nil {
+		return nil, fmt.Errorf("s3 endpoint %s: %v", host, err)
+	}
+	scheme := "https"
+	if !secure {
+		scheme = "http"
+	}
+	return &Backend{
+		client:    client,
+		transport: tr,
+		bucket:    cfg.Bucket,
+		prefix:    strings.Trim(cfg.Prefix, "/"),
+		endpoint:  scheme + "://" + host,
+	}, nil
+}
+
+// Check verifies that the endpoint answers, the credentials are accepted and the bucket
+// exists. Its error names the endpoint and what failed.
+func (b *Backend) Check(ctx context.Context) error {
+	what := fmt.Sprintf("s3 endpoint %s, bucket %s", b.endpoint, b.bucket)
+	ok, err := b.client.BucketExists(ctx, b.bucket)
+	if err != nil {
+		return translate(ctx, what, err)
+	}
+	if !ok {
+		return fmt.Errorf("%s: %w (bucket does not exist; create it first)", what, backend.ErrNotFound)
+	}
+	return nil
+}
+
+// Location returns s3://bucket/prefix.
+func (b *Backend) Location() string {
+	return "s3://" + path.Join(b.bucket, b.prefix)
+}
+
+// Close drops idle connections.
+func (b *Backend) Close() error {
+	b.transport.CloseIdleConnections()
+	return nil
+}
+
+// Get streams the whole object with one GET. The response is awaited here, so a missing
+// object is ErrNotFound from Get, not from the first Read.
+func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	what := "s3 get " + key
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	body, _, _, err := b.core().GetObject(ctx, b.bucket, b.name(key), minio.GetObjectOptions{})
+	if err != nil {
+		return nil, translate(ctx, what, err)
+	}
+	return &reader{body: body, ctx: ctx, what: what}, nil
+}
+
+// GetRange reads length bytes at offset with one ranged GET.
+func (b *Backend) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	what := fmt.Sprintf("s3 get %s range [%d,+%d)", key, offset, length)
+	if offset < 0 || length < 0 {
+		return nil, fmt.Errorf("%s: negative offset or length", what)
+	}
+	if length == 0 {
+		fi, err := b.Stat(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		if offset > fi.Size {
+			return nil, fmt.Errorf("%s: %v (size %d)", what, errRange, fi.Size)
+		}
+		return []byte{}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	var opts minio.GetObjectOptions
+	if err := opts.SetRange(offset, offset+length-1); err != nil {
+		return nil, fmt.Errorf("%s: %v", what, err)
+	}
+	body, info, _, err := b.core().GetObject(ctx, b.bucket, b.name(key), opts)
+	if err != nil {
+		return nil, translate(ctx, what, err)
+	}
+	defer body.Close()
+	// The server clips a range that starts inside the object but ends past it.
+	if info.Size >= 0 && info.Size < length {
+		return nil, fmt.Errorf("%s: %v", what, errRange)
+	}
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(body, buf); err != nil {
+		return nil, translate(ctx, what, err)
+	}
+	return buf, nil
+}
+
+// Put uploads data in one PUT with its size known; S3 makes it visible whole or not at all.
+func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
+	what := "s3 put " + key
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	_, err := b.client.PutObject(ctx, b.bucket, b.name(key), bytes.NewReader(data), int64(len(data)),
+		minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true})
+	return translate(ctx, what, err)
+}
+
+// Delete removes the object; S3 does not report a missing one, and neither do we.
+func (b *Backend) Delete(ctx context.Context, key string) error {
+	what := "s3 delete " + key
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	err := b.client.RemoveObject(ctx, b.bucket, b.name(key), minio.RemoveObjectOptions{})
+	if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+		return nil
+	}
+	return translate(ctx, what, err)
+}
+
+// Stat returns the object's size with a HEAD request.
+func (b *Backend) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	what := "s3 stat " + key
+	if err := ctx.Err(); err != nil {
+		return backend.ObjectInfo{}, fmt.Errorf("%s: %w", what, err)
+	}
+	info, err := b.client.StatObject(ctx, b.bucket, b.name(key), minio.StatObjectOptions{})
+	if err != nil {
+		return backend.ObjectInfo{}, translate(ctx, what, err)
+	}
+	return backend.ObjectInfo{Key: key, Size: info.Size}, nil
+}
+
+// List lists recursively under prefix; fn runs on the caller's goroutine.
+func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	what := fmt.Sprintf("s3 list %q", prefix)
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()     // stops minio's lister goroutine when fn fails
+	base := b.name("") // "" or "prefix/"
+	full := base + prefix
+	for obj := range b.client.ListObjects(lctx, b.bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true}) {
+		if obj.Err != nil {
+			return translate(ctx, what, obj.Err)
+		}
+		key := strings.TrimPrefix(obj.Key, base)
+		if strings.HasSuffix(key, "/") {
+			continue // a directory marker, not an object
+		}
+		if err := fn(backend.ObjectInfo{Key: key, Size: obj.Size}); err != nil {
+			return err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+// name maps a key to its object name under the prefix; name("") is the prefix itself, with
+// its trailing slash.
+func (b *Backend) name(key string) string {
+	if b.prefix == "" {
+		return key
+	}
+	return b.prefix + "/" + key
+}
+
+// core gives the low-level calls: one GET per Get, where minio.Object would add a HEAD and
+// an If-Match that fails when an overwrite lands in between.
+func (b *Backend) core() minio.Core { return minio.Core{Client: b.client} }
+
+// reader translates errors met while streaming a Get.
+type reader struct {
+	body io.ReadCloser
+	ctx  context.Context
+	what string
+}
+
+func (r *reader) Read(p []byte) (int, error) {
+	n, err := r.body.Read(p)
+	if err != nil && err != io.EOF {
+		err = translate(r.ctx, r.what, err)
+	}
+	return n, err
+}
+
+func (r *reader) Close() error { return r.body.Close() }

@@ -1,0 +1,164 @@
+package s3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/backendtest"
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+func TestBackend(t *testing.T) {
+	srv := testutil.StartS3(t)
+	var n atomic.Int64
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		b := open(t, srv, fmt.Sprintf("repo%d", n.Add(1)))
+		t.Cleanup(func() { b.Close() })
+		return b
+	})
+}
+
+func TestBackendNoPrefix(t *testing.T) {
+	srv := testutil.StartS3(t)
+	var n atomic.Int64
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		bucket := fmt.Sprintf("bucket%d", n.Add(1))
+		srv.CreateBucket(bucket)
+		b, err := Open(context.Background(), Config{
+			Endpoint: srv.Endpoint, Bucket: bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		return b
+	})
+}
+
+func open(t *testing.T, srv *testutil.S3Server, prefix string) *Backend {
+	t.Helper()
+	b, err := Open(context.Background(), Config{
+		Endpoint:  srv.Endpoint,
+		Bucket:    srv.Bucket,
+		Prefix:    prefix,
+		AccessKey: srv.AccessKey,
+		SecretKey: srv.SecretKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestOpenErrors checks that each way of getting the connection wrong gives its sentinel and
+// a message naming the endpoint and the cause, without the secret.
+func TestOpenErrors(t *testing.T) {
+	srv := testutil.StartS3(t)
+	host := strings.TrimPrefix(srv.Endpoint, "http://")
+	good := Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}
+	tests := []struct {
+		name     string
+		change   func(c *Config)
+		sentinel error
+		want     string
+	}{
+		{"wrong secret", func(c *Config) { c.SecretKey = "wrong-secret-key" }, backend.ErrPermission, "SignatureDoesNotMatch"},
+		{"unknown access key", func(c *Config) { c.AccessKey = "nobody" }, backend.ErrPermission, "access"},
+		{"missing bucket", func(c *Config) { c.Bucket = "no-such-bucket" }, backend.ErrNotFound, "does not exist"},
+		{"refused", func(c *Config) { c.Endpoint = "http://127.0.0.1:1" }, backend.ErrUnavailable, "connection refused"},
+		{"tls to plain http", func(c *Config) { c.Endpoint = "https://" + host }, backend.ErrUnavailable, "tls"},
+		{"no scheme means tls", func(c *Config) { c.Endpoint = host }, backend.ErrUnavailable, "tls"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := good
+			tt.change(&cfg)
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			b, err := Open(ctx, cfg)
+			if err == nil {
+				b.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, tt.sentinel) {
+				t.Errorf("Open = %v, want %v", err, tt.sentinel)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.want) || !strings.Contains(msg, "127.0.0.1") {
+				t.Errorf("Open = %q, want it to name the endpoint and contain %q", msg, tt.want)
+			}
+			if strings.Contains(msg, cfg.SecretKey) {
+				t.Errorf("error %q contains the secret key", msg)
+			}
+		})
+	}
+}
+
+func TestServerDown(t *testing.T) {
+	srv := testutil.StartS3(t)
+	b := open(t, srv, "down")
+	defer b.Close()
+	ctx := context.Background()
+	if err := b.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	if _, err := b.Stat(ctx, "k"); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("Stat with the server down = %v, want ErrUnavailable", err)
+	}
+	srv.Start()
+	if fi, err := b.Stat(ctx, "k"); err != nil || fi.Size != 1 {
+		t.Fatalf("Stat after restart = %+v, %v", fi, err)
+	}
+}
+
+func TestLocation(t *testing.T) {
+	tests := []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Endpoint: "http://127.0.0.1:9000", Bucket: "b", Prefix: "/repo/x/", SecretKey: "s3cr3t"}, "s3://b/repo/x"},
+		{Config{Endpoint: "127.0.0.1:9000", Bucket: "b"}, "s3://b"},
+	}
+	for _, tt := range tests {
+		b, err := New(tt.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := b.Location(); got != tt.want {
+			t.Errorf("Location() = %q, want %q", got, tt.want)
+		}
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	tests := []struct {
+		endpoint string
+		host     string
+		secure   bool
+		wantErr  bool
+	}{
+		{"", "s3.amazonaws.com", true, false},
+		{"127.0.0.1:9000", "127.0.0.1:9000", true, false},
+		{"http://127.0.0.1:9000", "127.0.0.1:9000", false, false},
+		{"https://s3.example.com/", "s3.example.com", true, false},
+		{"ftp://x", "", false, true},
+		{"http://127.0.0.1:9000/path", "", false, true},
+		{"http://user:pass@127.0.0.1:9000", "", false, true},
+	}
+	for _, tt := range tests {
+		host, secure, err := Config{Endpoint: tt.endpoint}.endpoint()
+		if (err != nil) != tt.wantErr || host != tt.host || secure != tt.secure {
+			t.Errorf("endpoint(%q) = %q, %v, %v; want %q, %v, error %v", tt.endpoint, host, secure, err, tt.host, tt.secure, tt.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), "pass") {
+			t.Errorf("endpoint(%q) error %q leaks the password", tt.endpoint, err)
+		}
+	}
+}
