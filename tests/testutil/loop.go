@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,10 +16,24 @@ func LoopDevice(t testing.TB, image string, readOnly bool) string {
 }
 
 // LoopDevicePartitioned is LoopDevice with a partition scan (-P), so the partitions of a
-// partitioned image appear as /dev/loopNpM.
+// partitioned image appear as /dev/loopNpM. Where the kernel has no parser for the image's
+// partition table, partx reads it and adds the partitions (BLKPG) instead.
 func LoopDevicePartitioned(t testing.TB, image string, readOnly bool) string {
 	t.Helper()
-	return attachLoop(t, image, readOnly, true)
+	dev := attachLoop(t, image, readOnly, true)
+	name := filepath.Base(dev)
+	if parts, _ := filepath.Glob(filepath.Join("/sys/block", name, name+"p*")); len(parts) > 0 {
+		return dev
+	}
+	partx, err := exec.LookPath("partx")
+	if err != nil {
+		t.Logf("the kernel found no partitions on %s and partx is missing", dev)
+		return dev
+	}
+	if out, err := exec.Command(partx, "-a", dev).CombinedOutput(); err != nil {
+		t.Logf("partx -a %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
+	}
+	return dev
 }
 
 func attachLoop(t testing.TB, image string, readOnly, partitions bool) string {
