@@ -1,0 +1,104 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Limit is a backend.Backend that lets at most n operations run at a time.
+type Limit struct {
+	backend.Backend
+	sem chan struct{}
+}
+
+var _ backend.Backend = (*Limit)(nil)
+
+// New wraps b with a limit of n concurrent operations; n < 1 is taken as 1.
+func New(b backend.Backend, n int) *Limit {
+	return &Limit{Backend: b, sem: make(chan struct{}, max(n, 1))}
+}
+
+// acquire takes a slot or returns the context's error.
+func (l *Limit) acquire(ctx context.Context, op, key string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	select {
+	case l.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%s %s: waiting for a free slot: %w", op, key, ctx.Err())
+	}
+}
+
+func (l *Limit) release() { <-l.sem }
+
+// Get holds its slot until the reader is closed: the transfer is what the limit bounds.
+// A caller holding n open readers and asking for another waits for one to close.
+func (l *Limit) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := l.acquire(ctx, "get", key); err != nil {
+		return nil, err
+	}
+	rc, err := l.Backend.Get(ctx, key)
+	if err != nil {
+		l.release()
+		return nil, err
+	}
+	return &releaser{ReadCloser: rc, release: l.release}, nil
+}
+
+// GetRange runs in a slot.
+func (l *Limit) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	if err := l.acquire(ctx, "get", key); err != nil {
+		return nil, err
+	}
+	defer l.release()
+	return l.Backend.GetRange(ctx, key, offset, length)
+}
+
+// Put runs in a slot.
+func (l *Limit) Put(ctx context.Context, key string, data []byte) error {
+	if err := l.acquire(ctx, "put", key); err != nil {
+		return err
+	}
+	defer l.release()
+	return l.Backend.Put(ctx, key, data)
+}
+
+// Delete runs in a slot.
+func (l *Limit) Delete(ctx context.Context, key string) error {
+	if err := l.acquire(ctx, "delete", key); err != nil {
+		return err
+	}
+	defer l.release()
+	return l.Backend.Delete(ctx, key)
+}
+
+// Stat runs in a slot.
+func (l *Limit) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	if err := l.acquire(ctx, "stat", key); err != nil {
+		return backend.ObjectInfo{}, err
+	}
+	defer l.release()
+	return l.Backend.Stat(ctx, key)
+}
+
+// List is not limited: its callback may call back into the backend, and holding a slot
+// across it could deadlock a limit of one. A listing is one request at a time anyway.
+
+// releaser frees the slot once, on the first Close.
+type releaser struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (r *releaser) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.release)
+	return err
+}

@@ -1,0 +1,232 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Defaults for the zero Options fields.
+const (
+	DefaultAttempts = 5
+	DefaultMinDelay = 200 * time.Millisecond
+	DefaultMaxDelay = 10 * time.Second
+)
+
+// Options bound the retrying.
+type Options struct {
+	// Attempts is the number of tries per operation, the first included; 0 means
+	// DefaultAttempts, 1 means no retry.
+	Attempts int
+	// Timeout bounds one attempt; 0 means none. For Get it bounds the wait for the response,
+	// not the reading of the body, which the caller's context governs.
+	Timeout time.Duration
+	// MinDelay is the wait before the first retry; it doubles each retry up to MaxDelay.
+	MinDelay, MaxDelay time.Duration
+	// Notify, when set, is told of each failed attempt that will be retried after delay.
+	Notify func(op, key string, attempt int, err error, delay time.Duration)
+}
+
+// Retry is a backend.Backend that retries its inner backend's transient failures.
+type Retry struct {
+	backend.Backend
+	opts Options
+}
+
+var _ backend.Backend = (*Retry)(nil)
+
+// New wraps b.
+func New(b backend.Backend, opts Options) *Retry {
+	if opts.Attempts <= 0 {
+		opts.Attempts = DefaultAttempts
+	}
+	if opts.MinDelay <= 0 {
+		opts.MinDelay = DefaultMinDelay
+	}
+	if opts.MaxDelay < opts.MinDelay {
+		opts.MaxDelay = max(DefaultMaxDelay, opts.MinDelay)
+	}
+	return &Retry{Backend: b, opts: opts}
+}
+
+// Get retries until the object's response arrives. A failure while reading the body is not
+// retried: the caller may already have consumed part of it. The attempt's context lives until
+// the reader is closed.
+func (r *Retry) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	var rc io.ReadCloser
+	err := r.do(ctx, "get", key, func(ctx context.Context) error {
+		actx, release, expired := r.attemptContext(ctx)
+		var err error
+		rc, err = r.Backend.Get(actx, key)
+		if err == nil && expired() {
+			rc.Close()
+			err = fmt.Errorf("get %s: %w", key, context.Cause(actx))
+		}
+		if err != nil {
+			release()
+			return r.timeoutErr(ctx, actx, err)
+		}
+		rc = &releaser{ReadCloser: rc, release: release}
+		return nil
+	})
+	return rc, err
+}
+
+// GetRange retries the whole read.
+func (r *Retry) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	var data []byte
+	err := r.do(ctx, "get", key, r.once(func(ctx context.Context) error {
+		var err error
+		data, err = r.Backend.GetRange(ctx, key, offset, length)
+		return err
+	}))
+	return data, err
+}
+
+// Put retries the upload; Put replaces atomically, so a retry after an unclear failure is safe.
+func (r *Retry) Put(ctx context.Context, key string, data []byte) error {
+	return r.do(ctx, "put", key, r.once(func(ctx context.Context) error {
+		return r.Backend.Put(ctx, key, data)
+	}))
+}
+
+// Delete retries the removal; deleting twice is harmless.
+func (r *Retry) Delete(ctx context.Context, key string) error {
+	return r.do(ctx, "delete", key, r.once(func(ctx context.Context) error {
+		return r.Backend.Delete(ctx, key)
+	}))
+}
+
+// Stat retries the lookup.
+func (r *Retry) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	var fi backend.ObjectInfo
+	err := r.do(ctx, "stat", key, r.once(func(ctx context.Context) error {
+		var err error
+		fi, err = r.Backend.Stat(ctx, key)
+		return err
+	}))
+	return fi, err
+}
+
+// List retries a listing that failed part way, calling fn only for keys it has not seen in
+// an earlier attempt. An error from fn is returned as it is, never retried. The attempt
+// timeout does not apply: a listing's length depends on fn and on the repository's size;
+// the transport's timeouts catch a stalled page.
+func (r *Retry) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	seen := make(map[string]struct{})
+	var fnErr error
+	err := r.do(ctx, "list", prefix, func(ctx context.Context) error {
+		return r.Backend.List(ctx, prefix, func(fi backend.ObjectInfo) error {
+			if _, ok := seen[fi.Key]; ok {
+				return nil
+			}
+			seen[fi.Key] = struct{}{}
+			if err := fn(fi); err != nil {
+				fnErr = err
+				return err
+			}
+			return nil
+		})
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+// do runs op until it succeeds, fails for good, or the attempts or ctx run out.
+func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context) error) error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		if cerr := ctx.Err(); cerr != nil {
+			if err != nil {
+				return fmt.Errorf("%s %s: %w (after: %v)", op, key, cerr, err)
+			}
+			return fmt.Errorf("%s %s: %w", op, key, cerr)
+		}
+		err = fn(ctx)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, backend.ErrUnavailable) || ctx.Err() != nil {
+			return err
+		}
+		if attempt >= r.opts.Attempts {
+			return fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
+		}
+		delay := r.backoff(attempt)
+		if r.opts.Notify != nil {
+			r.opts.Notify(op, key, attempt, err, delay)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%s %s: %w (while waiting to retry after: %v)", op, key, ctx.Err(), err)
+		case <-t.C:
+		}
+	}
+}
+
+// errAttemptTimeout is the cause of an attempt context that ran out of time.
+var errAttemptTimeout = errors.New("attempt timed out")
+
+// attemptContext returns the context for one attempt: ctx bounded by Options.Timeout, a
+// release func to call when the attempt's result is no longer used, and expired, which
+// reports whether the timeout has fired (and disarms it if not).
+func (r *Retry) attemptContext(ctx context.Context) (actx context.Context, release func(), expired func() bool) {
+	actx, cancel := context.WithCancelCause(ctx)
+	if r.opts.Timeout <= 0 {
+		return actx, func() { cancel(nil) }, func() bool { return false }
+	}
+	timer := time.AfterFunc(r.opts.Timeout, func() { cancel(errAttemptTimeout) })
+	release = func() { timer.Stop(); cancel(nil) }
+	expired = func() bool { return !timer.Stop() }
+	return actx, release, expired
+}
+
+// once wraps one attempt of a call whose result is complete when it returns (everything but
+// Get) in the attempt timeout.
+func (r *Retry) once(fn func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		actx, release, _ := r.attemptContext(ctx)
+		defer release()
+		return r.timeoutErr(ctx, actx, fn(actx))
+	}
+}
+
+// timeoutErr turns an error caused by the attempt's own timeout (not the caller's ctx) into
+// ErrUnavailable, so it is retried.
+func (r *Retry) timeoutErr(ctx, actx context.Context, err error) error {
+	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errAttemptTimeout) {
+		return fmt.Errorf("%v: %w after %v", err, backend.ErrUnavailable, r.opts.Timeout)
+	}
+	return err
+}
+
+// backoff returns the wait before retry number attempt: MinDelay doubled per attempt, capped
+// at MaxDelay, with the upper half jittered so many clients do not retry in step.
+func (r *Retry) backoff(attempt int) time.Duration {
+	d := r.opts.MinDelay << min(attempt-1, 30)
+	if d <= 0 || d > r.opts.MaxDelay {
+		d = r.opts.MaxDelay
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// releaser ends a Get's attempt context when the reader is closed.
+type releaser struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r *releaser) Close() error {
+	err := r.ReadCloser.Close()
+	r.release()
+	return err
+}

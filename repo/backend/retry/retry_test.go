@@ -1,0 +1,215 @@
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/backendtest"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+)
+
+var fast = Options{Attempts: 4, MinDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond}
+
+func newFaulty(t *testing.T) *faulty.Faulty {
+	t.Helper()
+	l, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return faulty.New(l, 1)
+}
+
+func TestBackend(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		opts := fast
+		opts.Timeout = 10 * time.Second
+		return New(newFaulty(t), opts)
+	})
+}
+
+// TestBackendFlaky runs the suite over a backend that fails a fifth of all calls: the
+// retries hide every one of them.
+func TestBackendFlaky(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) backend.Backend {
+		f := newFaulty(t)
+		f.Add(faulty.Rule{Methods: faulty.All, Fraction: 0.2})
+		opts := fast
+		opts.Attempts = 20
+		return New(f, opts)
+	})
+}
+
+func TestRetries(t *testing.T) {
+	tests := []struct {
+		name      string
+		rule      faulty.Rule
+		wantErr   error
+		wantCalls int
+	}{
+		{"no fault", faulty.Rule{Methods: faulty.Get}, nil, 1},
+		{"two failures", faulty.Rule{Methods: faulty.Put, Times: 2}, nil, 3},
+		{"ack lost", faulty.Rule{Methods: faulty.Put, Times: 1, Effect: faulty.FailAfter}, nil, 2},
+		{"always", faulty.Rule{Methods: faulty.Put}, backend.ErrUnavailable, 4},
+		{"permission", faulty.Rule{Methods: faulty.Put, Err: backend.ErrPermission}, backend.ErrPermission, 1},
+		{"not found", faulty.Rule{Methods: faulty.Put, Err: backend.ErrNotFound}, backend.ErrNotFound, 1},
+		{"other error", faulty.Rule{Methods: faulty.Put, Err: errors.New("disk full")}, nil, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFaulty(t)
+			f.Add(tt.rule)
+			r := New(f, fast)
+			err := r.Put(context.Background(), "k", []byte("v"))
+			switch {
+			case tt.wantErr == nil && tt.rule.Err != nil:
+				if err == nil || errors.Is(err, backend.ErrUnavailable) {
+					t.Fatalf("Put = %v, want the rule's error", err)
+				}
+			case tt.wantErr == nil && err != nil:
+				t.Fatalf("Put = %v, want success", err)
+			case tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+				t.Fatalf("Put = %v, want %v", err, tt.wantErr)
+			}
+			if got := f.Calls(faulty.Put); got != tt.wantCalls {
+				t.Fatalf("%d Put calls, want %d", got, tt.wantCalls)
+			}
+		})
+	}
+}
+
+// TestListNoDuplicates fails a listing after it delivered everything: the retry must not
+// deliver the keys twice.
+func TestListNoDuplicates(t *testing.T) {
+	f := newFaulty(t)
+	ctx := context.Background()
+	for i := range 5 {
+		if err := f.Put(ctx, fmt.Sprintf("k%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Add(faulty.Rule{Methods: faulty.List, Times: 1, Effect: faulty.FailAfter})
+	seen := map[string]int{}
+	err := New(f, fast).List(ctx, "", func(fi backend.ObjectInfo) error { seen[fi.Key]++; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, n := range seen {
+		if n != 1 {
+			t.Errorf("%s delivered %d times", k, n)
+		}
+	}
+	if len(seen) != 5 || f.Calls(faulty.List) != 2 {
+		t.Fatalf("%d keys in %d listings, want 5 in 2", len(seen), f.Calls(faulty.List))
+	}
+}
+
+// TestCancelDuringBackoff cancels while the wrapper waits to retry: it returns at once.
+func TestCancelDuringBackoff(t *testing.T) {
+	f := newFaulty(t)
+	f.Add(faulty.Rule{Methods: faulty.Stat})
+	r := New(f, Options{Attempts: 10, MinDelay: time.Hour, MaxDelay: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := r.Stat(ctx, "k")
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Stat = %v, want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Stat returned %v after cancel", d)
+	}
+}
+
+// slow blocks its first n calls until their context ends, like a stalled server.
+type slow struct {
+	backend.Backend
+	n int
+}
+
+func (s *slow) stall(ctx context.Context) error {
+	if s.n <= 0 {
+		return nil
+	}
+	s.n--
+	<-ctx.Done()
+	return fmt.Errorf("stalled: %w", ctx.Err())
+}
+
+func (s *slow) Put(ctx context.Context, key string, data []byte) error {
+	if err := s.stall(ctx); err != nil {
+		return err
+	}
+	return s.Backend.Put(ctx, key, data)
+}
+
+func (s *slow) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if err := s.stall(ctx); err != nil {
+		return nil, err
+	}
+	return s.Backend.Get(ctx, key)
+}
+
+// TestAttemptTimeout checks that a stalled attempt is cut by the per-attempt timeout and
+// retried, and that a Get's reader outlives the attempt timeout.
+func TestAttemptTimeout(t *testing.T) {
+	l, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &slow{Backend: l, n: 2}
+	opts := fast
+	opts.Timeout = 50 * time.Millisecond
+	r := New(s, opts)
+	ctx := context.Background()
+	if err := r.Put(ctx, "k", []byte("value")); err != nil {
+		t.Fatalf("Put after two stalls: %v", err)
+	}
+	s.n = 1
+	rc, err := r.Get(ctx, "k")
+	if err != nil {
+		t.Fatalf("Get after a stall: %v", err)
+	}
+	time.Sleep(2 * opts.Timeout)
+	data, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || string(data) != "value" {
+		t.Fatalf("reading after the attempt timeout: %q, %v", data, err)
+	}
+
+	s.n = 100
+	start := time.Now()
+	err = r.Put(ctx, "k", []byte("v"))
+	if !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("Put that always stalls = %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("gave up after %v, want about 4 × 50ms", d)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	r := New(nil, Options{MinDelay: 100 * time.Millisecond, MaxDelay: time.Second})
+	tests := []struct {
+		attempt  int
+		min, max time.Duration
+	}{
+		{1, 50 * time.Millisecond, 100 * time.Millisecond},
+		{2, 100 * time.Millisecond, 200 * time.Millisecond},
+		{4, 400 * time.Millisecond, 800 * time.Millisecond},
+		{5, 500 * time.Millisecond, time.Second},
+		{100, 500 * time.Millisecond, time.Second},
+	}
+	for _, tt := range tests {
+		for range 20 {
+			if d := r.backoff(tt.attempt); d < tt.min || d > tt.max {
+				t.Errorf("backoff(%d) = %v, want in [%v, %v]", tt.attempt, d, tt.min, tt.max)
+			}
+		}
+	}
+}
