@@ -68,6 +68,18 @@ func logicalBlockSize(f *os.File) (int64, error) {
 	return int64(size), err
 }
 
+// readOnly reports whether the device is read-only (BLKROGET). Opening a read-only device
+// for writing can succeed; only the writes fail.
+func readOnly(f *os.File) (bool, error) {
+	var ro int
+	err := control(f, func(fd int) error {
+		var err error
+		ro, err = unix.IoctlGetInt(fd, unix.BLKROGET)
+		return err
+	})
+	return ro != 0, err
+}
+
 // seekData returns the next data extent [start, end) at or after off, clipped to size.
 // ok is false when the filesystem cannot answer, so the caller treats everything as data.
 func seekData(f *os.File, off, size int64) (start, end int64, ok bool, err error) {

@@ -28,6 +28,8 @@ func InUse(path string) (string, error) {
 
 func logicalBlockSize(*os.File) (int64, error) { return 0, errors.ErrUnsupported }
 
+func readOnly(*os.File) (bool, error) { return false, nil }
+
 func seekData(_ *os.File, off, size int64) (int64, int64, bool, error) {
 	return off, size, false, nil
 }

@@ -126,6 +126,12 @@ func newDeviceTarget(f *os.File, path string, size int64) (*Target, error) {
 		return nil, fmt.Errorf("restore target %s: %w: the device has %d bytes, the volume needs %d",
 			path, ErrTooSmall, devSize, size)
 	}
+	if ro, err := readOnly(f); err != nil || ro {
+		if err == nil {
+			err = errors.New("the device is read-only")
+		}
+		return nil, fmt.Errorf("restore target %s: %w", path, err)
+	}
 	t := &Target{f: f, path: path, size: size, device: true, block: Alignment}
 	if lbs, err := logicalBlockSize(f); err == nil && lbs > t.block {
 		t.block = lbs

@@ -215,6 +215,20 @@ func TestOpenTargetDeviceTooSmall(t *testing.T) {
 	}
 }
 
+func TestOpenTargetDeviceReadOnly(t *testing.T) {
+	image := filepath.Join(t.TempDir(), "ro.img")
+	testutil.WriteImage(t, image, 4<<20, 7, testutil.Sparse)
+	dev := testutil.LoopDevice(t, image, true)
+	tg, err := OpenTarget(dev, 4<<20)
+	if err == nil {
+		tg.Close()
+		t.Fatal("OpenTarget of a read-only device succeeded")
+	}
+	if want := "restore target " + dev + ": the device is read-only"; err.Error() != want {
+		t.Errorf("err = %q, want %q", err, want)
+	}
+}
+
 // A restore to a device writes aligned buffers with O_DIRECT and others through the page
 // cache, zeroes ranges for real (garbage in, zeros out), and leaves the device's bytes past
 // the volume alone.
