@@ -1,0 +1,195 @@
+package index
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Key schema (every key starts with a short prefix and a slash):
+//
+//	m/<name>                   meta values (schema version, repository id, flags)
+//	c/<address 32 bytes>       blob location: pack (16) offset (4) length (4) plain length (4) type (1)
+//	r/<address 32 bytes>       reference count (u32); absent means zero
+//	p/<pack id 16 bytes>       pack size (u64)
+//	pc/<pack id><address>      blob listed in that pack (to forget a pack's blobs)
+//	v/<volume id>              volume record (JSON)
+//	vn/<project>\x00<name>     volume id by name
+//	vp/<path>                  volume id by path
+//	b/<backup id>              backup record (JSON)
+//	bv/<volume id>/<ns>/<id>   backups of a volume in creation order (ns = 16 hex digits)
+const schemaVersion = "1"
+
+// ErrNotFound: no such record.
+var ErrNotFound = errors.New("not found")
+
+// ErrLocked: another process has the index open.
+var ErrLocked = errors.New("the index is in use by another cairn process")
+
+// Index is the open database. Safe for concurrent use.
+type Index struct {
+	db     *badger.DB
+	dir    string
+	refsMu sync.Mutex // serialises reference count updates, so they never conflict
+}
+
+// Open opens (creating if needed) the index in dir. Only one process may have it open.
+func Open(dir string) (*Index, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
+	opts := badger.DefaultOptions(dir).
+		WithLogger(nil).
+		WithMemTableSize(16 << 20).
+		WithNumMemtables(2).
+		WithBlockCacheSize(16 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(1 << 10).
+		WithNumCompactors(2).
+		WithNumLevelZeroTables(4).
+		WithNumLevelZeroTablesStall(8).
+		WithCompactL0OnClose(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
+			return nil, fmt.Errorf("index %s: %w (stop it, or use the running gateway)", dir, ErrLocked)
+		}
+		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
+	ix := &Index{db: db, dir: dir}
+	v, err := ix.Meta("schema")
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	switch v {
+	case "":
+		err = ix.SetMeta("schema", schemaVersion)
+	case schemaVersion:
+	default:
+		err = fmt.Errorf("index %s: schema %s is not supported (this cairn uses %s); run 'cairn repo rebuild-index'", dir, v, schemaVersion)
+	}
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return ix, nil
+}
+
+// Dir is where the index lives.
+func (ix *Index) Dir() string { return ix.dir }
+
+// Close flushes and closes the database.
+func (ix *Index) Close() error { return ix.db.Close() }
+
+// Meta returns a meta value, "" when unset.
+func (ix *Index) Meta(name string) (string, error) {
+	var v string
+	err := ix.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte("m/" + name))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		b, err := item.ValueCopy(nil)
+		v = string(b)
+		return err
+	})
+	return v, err
+}
+
+// SetMeta sets a meta value; "" deletes it.
+func (ix *Index) SetMeta(name, value string) error {
+	return ix.db.Update(func(txn *badger.Txn) error {
+		if value == "" {
+			return txn.Delete([]byte("m/" + name))
+		}
+		return txn.Set([]byte("m/"+name), []byte(value))
+	})
+}
+
+// Wipe removes every record (before a rebuild).
+func (ix *Index) Wipe() error {
+	if err := ix.db.DropAll(); err != nil {
+		return err
+	}
+	return ix.SetMeta("schema", schemaVersion)
+}
+
+func getJSON(txn *badger.Txn, key string, v any) error {
+	item, err := txn.Get([]byte(key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+func setJSON(txn *badger.Txn, key string, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return txn.Set([]byte(key), b)
+}
+
+// update runs fn in a read-write transaction, retrying on conflicts.
+func (ix *Index) update(fn func(txn *badger.Txn) error) error {
+	for range 16 {
+		err := ix.db.Update(fn)
+		if !errors.Is(err, badger.ErrConflict) {
+			return err
+		}
+	}
+	return errors.New("index: too many conflicting updates")
+}
+
+// scan calls fn for each key with prefix, with the key after the prefix and the value.
+func (ix *Index) scan(prefix string, values bool, fn func(k, v []byte) error) error {
+	return ix.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.PrefetchValues = values
+		o.Prefix = []byte(prefix)
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			var v []byte
+			if values {
+				var err error
+				if v, err = item.ValueCopy(nil); err != nil {
+					return err
+				}
+			}
+			if err := fn(item.Key()[len(prefix):], v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Size returns the index's size on disk.
+func (ix *Index) Size() int64 {
+	var n int64
+	_ = filepath.Walk(ix.dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

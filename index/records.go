@@ -1,0 +1,318 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Volume statuses (Cinder's words).
+const (
+	VolumeAvailable       = "available"
+	VolumeBackingUp       = "backing-up"
+	VolumeRestoringBackup = "restoring-backup"
+	VolumeCreating        = "creating"
+	VolumeError           = "error"
+)
+
+// Backup statuses (Cinder's words).
+const (
+	BackupCreating  = "creating"
+	BackupAvailable = "available"
+	BackupDeleting  = "deleting"
+	BackupRestoring = "restoring"
+	BackupError     = "error"
+)
+
+// Volume is a block device or image file cairn backs up or restores to.
+type Volume struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Path        string    `json:"path"`
+	Project     string    `json:"project"`
+	Kind        string    `json:"kind"` // "file" or "device"
+	Size        int64     `json:"size"`
+	Status      string    `json:"status"`
+	FailReason  string    `json:"fail_reason,omitempty"`
+	Managed     bool      `json:"managed"` // created by cairn in its volume directory
+	Description string    `json:"description,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// Backup is a backup's record: its manifest's facts plus its state.
+type Backup struct {
+	ID            string       `json:"id"`
+	Name          string       `json:"name"`
+	Description   string       `json:"description,omitempty"`
+	VolumeID      string       `json:"volume_id"`
+	Project       string       `json:"project"`
+	SnapshotID    string       `json:"snapshot_id,omitempty"`
+	Status        string       `json:"status"`
+	FailReason    string       `json:"fail_reason,omitempty"`
+	Size          int64        `json:"size"`
+	IsIncremental bool         `json:"is_incremental"`
+	ParentID      string       `json:"parent_id,omitempty"`
+	Root          repo.Address `json:"root"`
+	RootLevel     int          `json:"root_level"`
+	Stats         repo.Stats   `json:"stats"`
+	CreatedAt     time.Time    `json:"created_at"`
+	UpdatedAt     time.Time    `json:"updated_at"`
+	// RestoreTarget is the volume a running restore writes to.
+	RestoreTarget string `json:"restore_volume_id,omitempty"`
+}
+
+// ObjectCount is the number of blobs the backup added (Cinder's object_count).
+func (b *Backup) ObjectCount() int64 { return b.Stats.NewBlobs }
+
+func volumeKey(id string) string                { return "v/" + id }
+func volumeNameKey(project, name string) string { return "vn/" + project + "\x00" + name }
+func volumePathKey(path string) string          { return "vp/" + path }
+func backupKey(id string) string                { return "b/" + id }
+func backupVolKey(b *Backup) string {
+	return fmt.Sprintf("bv/%s/%016x/%s", b.VolumeID, b.CreatedAt.UnixNano(), b.ID)
+}
+
+// ErrExists: a record with that name or path exists.
+var ErrExists = errors.New("already exists")
+
+// CreateVolume adds a new volume; its name (within the project) and path must be free.
+func (ix *Index) CreateVolume(v *Volume) error {
+	return ix.update(func(txn *badger.Txn) error {
+		for _, k := range []string{volumeKey(v.ID), volumeNameKey(v.Project, v.Name), volumePathKey(v.Path)} {
+			if _, err := txn.Get([]byte(k)); err == nil {
+				return fmt.Errorf("volume %s: %w", k[2:], ErrExists)
+			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+		}
+		return putVolume(txn, v)
+	})
+}
+
+func putVolume(txn *badger.Txn, v *Volume) error {
+	if err := setJSON(txn, volumeKey(v.ID), v); err != nil {
+		return err
+	}
+	if err := txn.Set([]byte(volumeNameKey(v.Project, v.Name)), []byte(v.ID)); err != nil {
+		return err
+	}
+	return txn.Set([]byte(volumePathKey(v.Path)), []byte(v.ID))
+}
+
+// Volume returns a volume by id.
+func (ix *Index) Volume(id string) (*Volume, error) {
+	var v Volume
+	err := ix.db.View(func(txn *badger.Txn) error { return getJSON(txn, volumeKey(id), &v) })
+	if err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+func (ix *Index) volumeBy(key string) (*Volume, error) {
+	var id string
+	err := ix.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		b, err := item.ValueCopy(nil)
+		id = string(b)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ix.Volume(id)
+}
+
+// VolumeByName returns a project's volume by name.
+func (ix *Index) VolumeByName(project, name string) (*Volume, error) {
+	return ix.volumeBy(volumeNameKey(project, name))
+}
+
+// VolumeByPath returns the volume registered for a path.
+func (ix *Index) VolumeByPath(path string) (*Volume, error) { return ix.volumeBy(volumePathKey(path)) }
+
+// UpdateVolume changes a volume atomically.
+func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, error) {
+	var out Volume
+	err := ix.update(func(txn *badger.Txn) error {
+		var v Volume
+		if err := getJSON(txn, volumeKey(id), &v); err != nil {
+			return err
+		}
+		oldName, oldProject := v.Name, v.Project
+		if err := fn(&v); err != nil {
+			return err
+		}
+		if v.Name != oldName || v.Project != oldProject {
+			if _, err := txn.Get([]byte(volumeNameKey(v.Project, v.Name))); err == nil {
+				return fmt.Errorf("volume name %q: %w", v.Name, ErrExists)
+			}
+			if err := txn.Delete([]byte(volumeNameKey(oldProject, oldName))); err != nil {
+				return err
+			}
+		}
+		v.UpdatedAt = time.Now().UTC()
+		out = v
+		return putVolume(txn, &v)
+	})
+	return &out, err
+}
+
+// DeleteVolume removes a volume's record.
+func (ix *Index) DeleteVolume(id string) error {
+	return ix.update(func(txn *badger.Txn) error {
+		var v Volume
+		if err := getJSON(txn, volumeKey(id), &v); err != nil {
+			return err
+		}
+		for _, k := range []string{volumeKey(id), volumeNameKey(v.Project, v.Name), volumePathKey(v.Path)} {
+			if err := txn.Delete([]byte(k)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Volumes returns every volume, by name.
+func (ix *Index) Volumes() ([]*Volume, error) {
+	var out []*Volume
+	err := ix.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = []byte("v/")
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			var v Volume
+			if err := getJSON(txn, string(it.Item().Key()), &v); err != nil {
+				return err
+			}
+			out = append(out, &v)
+		}
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+// PutBackup creates or replaces a backup record.
+func (ix *Index) PutBackup(b *Backup) error {
+	return ix.update(func(txn *badger.Txn) error { return putBackup(txn, b) })
+}
+
+func putBackup(txn *badger.Txn, b *Backup) error {
+	if err := setJSON(txn, backupKey(b.ID), b); err != nil {
+		return err
+	}
+	return txn.Set([]byte(backupVolKey(b)), nil)
+}
+
+// CreateBackup adds a new backup record; the id must be new.
+func (ix *Index) CreateBackup(b *Backup) error {
+	return ix.update(func(txn *badger.Txn) error {
+		if _, err := txn.Get([]byte(backupKey(b.ID))); err == nil {
+			return fmt.Errorf("backup %s: %w", b.ID, ErrExists)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		return putBackup(txn, b)
+	})
+}
+
+// Backup returns a backup by id.
+func (ix *Index) Backup(id string) (*Backup, error) {
+	var b Backup
+	err := ix.db.View(func(txn *badger.Txn) error { return getJSON(txn, backupKey(id), &b) })
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// UpdateBackup changes a backup atomically.
+func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, error) {
+	var out Backup
+	err := ix.update(func(txn *badger.Txn) error {
+		var b Backup
+		if err := getJSON(txn, backupKey(id), &b); err != nil {
+			return err
+		}
+		if err := fn(&b); err != nil {
+			return err
+		}
+		b.UpdatedAt = time.Now().UTC()
+		out = b
+		return putBackup(txn, &b)
+	})
+	return &out, err
+}
+
+// DeleteBackup removes a backup record.
+func (ix *Index) DeleteBackup(id string) error {
+	return ix.update(func(txn *badger.Txn) error {
+		var b Backup
+		if err := getJSON(txn, backupKey(id), &b); err != nil {
+			return err
+		}
+		if err := txn.Delete([]byte(backupVolKey(&b))); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(backupKey(id)))
+	})
+}
+
+// Backups returns every backup, oldest first.
+func (ix *Index) Backups() ([]*Backup, error) {
+	var out []*Backup
+	err := ix.scan("b/", true, func(_, v []byte) error {
+		var b Backup
+		if err := jsonUnmarshal(v, &b); err != nil {
+			return err
+		}
+		out = append(out, &b)
+		return nil
+	})
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
+			return out[i].CreatedAt.Before(out[j].CreatedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, err
+}
+
+// VolumeBackups returns a volume's backups, oldest first.
+func (ix *Index) VolumeBackups(volumeID string) ([]*Backup, error) {
+	var ids []string
+	if err := ix.scan("bv/"+volumeID+"/", false, func(k, _ []byte) error {
+		if len(k) > 17 {
+			ids = append(ids, string(k[17:]))
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	out := make([]*Backup, 0, len(ids))
+	for _, id := range ids {
+		b, err := ix.Backup(id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}

@@ -1,0 +1,134 @@
+package repo
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/zeebo/blake3"
+)
+
+// Compression names a repository's compression.
+type Compression string
+
+// Compressions a repository can use.
+const (
+	CompressZstd Compression = "zstd"
+	CompressLZ4  Compression = "lz4"
+	CompressNone Compression = "none"
+)
+
+// ParseCompression checks a user-supplied compression name.
+func ParseCompression(s string) (Compression, error) {
+	switch c := Compression(s); c {
+	case CompressZstd, CompressLZ4, CompressNone:
+		return c, nil
+	case "":
+		return CompressZstd, nil
+	}
+	return "", fmt.Errorf("unknown compression %q: use zstd, lz4 or none", s)
+}
+
+// codec bytes, the first byte of every blob's plaintext frame.
+const (
+	codecRaw  = 0
+	codecZstd = 1
+	codecLZ4  = 2
+)
+
+var (
+	zstdEnc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1), zstd.WithZeroFrames(true), zstd.WithLowerEncoderMem(true))
+	zstdDec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(64<<20))
+)
+
+var lz4Pool = sync.Pool{New: func() any { return new(lz4.Compressor) }}
+
+// encodeBlob compresses (when that saves space) and seals plain, appending the stored form to
+// dst. The address is the additional data of the seal, binding the blob to its address.
+func (k *keys) encodeBlob(dst, scratch []byte, plain []byte, c Compression, addr Address) ([]byte, []byte) {
+	frame := scratch[:0]
+	switch c {
+	case CompressZstd:
+		frame = append(frame, codecZstd)
+		frame = zstdEnc.EncodeAll(plain, frame)
+	case CompressLZ4:
+		frame = append(frame, codecLZ4)
+		bound := lz4.CompressBlockBound(len(plain))
+		frame = append(frame, make([]byte, 4+bound)...)
+		frame[1], frame[2], frame[3], frame[4] = byte(len(plain)), byte(len(plain)>>8), byte(len(plain)>>16), byte(len(plain)>>24)
+		comp := lz4Pool.Get().(*lz4.Compressor)
+		n, err := comp.CompressBlock(plain, frame[5:])
+		lz4Pool.Put(comp)
+		if err != nil || n == 0 {
+			frame = frame[:0]
+		} else {
+			frame = frame[:5+n]
+		}
+	}
+	if len(frame) == 0 || len(frame) >= len(plain)+1 {
+		frame = append(frame[:0], codecRaw)
+		frame = append(frame, plain...)
+	}
+	return k.seal(dst, frame, addr[:]), frame
+}
+
+// ErrCorrupt marks a blob that failed authentication, decompression or address verification.
+var ErrCorrupt = errors.New("checksum mismatch")
+
+// decodeBlob opens, decompresses and verifies one stored blob, appending its plaintext to dst.
+func (k *keys) decodeBlob(dst, scratch, stored []byte, t BlobType, addr Address) ([]byte, []byte, error) {
+	frame, err := k.open(scratch[:0], stored, addr[:])
+	if err != nil {
+		return dst, scratch, fmt.Errorf("blob %s: %w: %v", addr.Short(), ErrCorrupt, err)
+	}
+	if len(frame) == 0 {
+		return dst, frame, fmt.Errorf("blob %s: %w: empty frame", addr.Short(), ErrCorrupt)
+	}
+	start := len(dst)
+	switch frame[0] {
+	case codecRaw:
+		dst = append(dst, frame[1:]...)
+	case codecZstd:
+		dst, err = zstdDec.DecodeAll(frame[1:], dst)
+	case codecLZ4:
+		if len(frame) < 5 {
+			err = errors.New("short lz4 frame")
+			break
+		}
+		n := int(frame[1]) | int(frame[2])<<8 | int(frame[3])<<16 | int(frame[4])<<24
+		if n > 64<<20 {
+			err = errors.New("lz4 frame too large")
+			break
+		}
+		dst = append(dst, make([]byte, n)...)
+		var m int
+		m, err = lz4.UncompressBlock(frame[5:], dst[start:])
+		if err == nil && m != n {
+			err = errors.New("lz4 length mismatch")
+		}
+	default:
+		err = fmt.Errorf("unknown codec %d", frame[0])
+	}
+	if err != nil {
+		return dst[:start], frame, fmt.Errorf("blob %s: %w: %v", addr.Short(), ErrCorrupt, err)
+	}
+	if k.address(t, dst[start:]) != addr {
+		return dst[:start], frame, fmt.Errorf("blob %s: %w", addr.Short(), ErrCorrupt)
+	}
+	return dst, frame, nil
+}
+
+// address computes the keyed BLAKE3 address of a blob of type t.
+func (k *keys) address(t BlobType, plain []byte) Address {
+	h := k.hashers.Get().(*blake3.Hasher)
+	h.Reset()
+	h.Write([]byte{byte(t)})
+	h.Write(plain)
+	var a Address
+	h.Sum(a[:0])
+	k.hashers.Put(h)
+	return a
+}

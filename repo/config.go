@@ -1,0 +1,202 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/google/uuid"
+)
+
+// Format constants. The block size is per repository; the fan-outs are fixed by the format.
+const (
+	FormatVersion    = 1
+	DefaultBlockSize = 16 << 10
+	MinBlockSize     = 4 << 10
+	MaxBlockSize     = 4 << 20
+	LeafFanout       = 256  // block entries per leaf node
+	NodeFanout       = 1024 // children per interior node
+	DefaultPackSize  = 16 << 20
+)
+
+// Encryption modes.
+const (
+	EncryptionNone = "none"
+	EncryptionAES  = "aes-256-gcm"
+)
+
+// Config is the repository's self-description, stored in clear as the object "config".
+type Config struct {
+	Version     int         `json:"version"`
+	ID          string      `json:"id"`
+	BlockSize   int         `json:"block_size"`
+	Compression Compression `json:"compression"`
+	Encryption  string      `json:"encryption"`
+	PackSize    int         `json:"pack_size"`
+	CreatedAt   time.Time   `json:"created_at"`
+	// MasterKey is present only in unencrypted repositories, where the backend is trusted.
+	MasterKey []byte `json:"master_key,omitempty"`
+}
+
+// InitOptions choose a new repository's settings.
+type InitOptions struct {
+	BlockSize   int
+	Compression Compression
+	Encryption  string
+	Password    string
+}
+
+// ErrExists means a repository is already initialised at that location.
+var ErrExists = errors.New("a repository already exists there")
+
+// ErrNoRepository means there is no repository at that location.
+var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' first")
+
+// Init creates a repository in an empty backend location.
+func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error) {
+	if _, err := be.Stat(ctx, "config"); err == nil {
+		return Config{}, fmt.Errorf("%s: %w", be.Location(), ErrExists)
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return Config{}, fmt.Errorf("%s: %w", be.Location(), err)
+	}
+	if o.BlockSize == 0 {
+		o.BlockSize = DefaultBlockSize
+	}
+	if o.BlockSize < MinBlockSize || o.BlockSize > MaxBlockSize || o.BlockSize&(o.BlockSize-1) != 0 {
+		return Config{}, fmt.Errorf("block size %d: use a power of two from %d to %d", o.BlockSize, MinBlockSize, MaxBlockSize)
+	}
+	c, err := ParseCompression(string(o.Compression))
+	if err != nil {
+		return Config{}, err
+	}
+	if o.Encryption == "" {
+		o.Encryption = EncryptionNone
+	}
+	if o.Encryption != EncryptionNone && o.Encryption != EncryptionAES {
+		return Config{}, fmt.Errorf("unknown encryption %q: use none or aes-256-gcm", o.Encryption)
+	}
+	cfg := Config{Version: FormatVersion, ID: uuid.NewString(), BlockSize: o.BlockSize, Compression: c,
+		Encryption: o.Encryption, PackSize: DefaultPackSize, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	master := make([]byte, masterKeyLen)
+	if _, err := rand.Read(master); err != nil {
+		return Config{}, err
+	}
+	if cfg.Encryption == EncryptionAES {
+		if o.Password == "" {
+			return Config{}, ErrPasswordRequired
+		}
+		kf, err := wrapMaster(master, o.Password)
+		if err != nil {
+			return Config{}, err
+		}
+		if err := be.Put(ctx, "keys/"+uuid.NewString(), kf.marshal()); err != nil {
+			return Config{}, fmt.Errorf("write key: %w", err)
+		}
+	} else {
+		cfg.MasterKey = master
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	if err := be.Put(ctx, "config", b); err != nil {
+		return Config{}, fmt.Errorf("write config: %w", err)
+	}
+	cfg.MasterKey = nil
+	return cfg, nil
+}
+
+// readConfig loads the config and unlocks the master key.
+func readConfig(ctx context.Context, be backend.Backend, password string) (Config, *keys, error) {
+	rc, err := be.Get(ctx, "config")
+	if errors.Is(err, backend.ErrNotFound) {
+		return Config{}, nil, fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
+	}
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("%s: read config: %w", be.Location(), err)
+	}
+	var cfg Config
+	err = json.NewDecoder(rc).Decode(&cfg)
+	rc.Close()
+	if err != nil {
+		return Config{}, nil, fmt.Errorf("%s: config is not valid: %v", be.Location(), err)
+	}
+	if cfg.Version != FormatVersion {
+		return Config{}, nil, fmt.Errorf("%s: repository format %d is not supported (this cairn reads %d)", be.Location(), cfg.Version, FormatVersion)
+	}
+	if cfg.BlockSize < MinBlockSize || cfg.BlockSize > MaxBlockSize || cfg.PackSize <= 0 {
+		return Config{}, nil, fmt.Errorf("%s: config has an invalid block or pack size", be.Location())
+	}
+	master := cfg.MasterKey
+	cfg.MasterKey = nil
+	switch cfg.Encryption {
+	case EncryptionNone:
+		if len(master) != masterKeyLen {
+			return Config{}, nil, fmt.Errorf("%s: config has no valid key", be.Location())
+		}
+	case EncryptionAES:
+		if password == "" {
+			return Config{}, nil, ErrPasswordRequired
+		}
+		master, _, err = unlock(ctx, be, password)
+		if err != nil {
+			return Config{}, nil, err
+		}
+	default:
+		return Config{}, nil, fmt.Errorf("%s: unknown encryption %q", be.Location(), cfg.Encryption)
+	}
+	k, err := deriveKeys(master, cfg.Encryption == EncryptionAES)
+	return cfg, k, err
+}
+
+// unlock tries the passphrase on every key object and returns the master key and the key's name.
+func unlock(ctx context.Context, be backend.Backend, password string) ([]byte, string, error) {
+	var names []string
+	err := be.List(ctx, "keys/", func(oi backend.ObjectInfo) error {
+		names = append(names, oi.Key)
+		return nil
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("list keys: %w", err)
+	}
+	if len(names) == 0 {
+		return nil, "", fmt.Errorf("%s: encrypted repository has no key objects", be.Location())
+	}
+	for _, name := range names {
+		b, err := getAll(ctx, be, name)
+		if err != nil {
+			return nil, "", fmt.Errorf("read %s: %w", name, err)
+		}
+		var kf keyFile
+		if json.Unmarshal(b, &kf) != nil {
+			continue
+		}
+		if master, err := kf.unwrap(password); err == nil {
+			return master, name, nil
+		}
+	}
+	return nil, "", fmt.Errorf("%w: no key of %s opens with it", ErrWrongPassword, be.Location())
+}
+
+// ChangePassword wraps the master key with a new passphrase and removes the old key object.
+func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPassword string) error {
+	if newPassword == "" {
+		return errors.New("the new passphrase is empty")
+	}
+	master, oldName, err := unlock(ctx, be, oldPassword)
+	if err != nil {
+		return err
+	}
+	kf, err := wrapMaster(master, newPassword)
+	if err != nil {
+		return err
+	}
+	if err := be.Put(ctx, "keys/"+uuid.NewString(), kf.marshal()); err != nil {
+		return fmt.Errorf("write new key: %w", err)
+	}
+	if err := be.Delete(ctx, oldName); err != nil {
+		return fmt.Errorf("remove old key %s: %w", oldName, err)
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package repo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Manifest describes one backup completely: with it and the packs, the backup restores without
+// any index. It is stored sealed as manifests/<backup id>, written last, so a manifest that
+// exists names a backup whose blobs are all stored.
+type Manifest struct {
+	Version     int       `json:"version"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name,omitempty"`
+	Description string    `json:"description,omitempty"`
+	VolumeID    string    `json:"volume_id"`
+	VolumeName  string    `json:"volume_name,omitempty"`
+	VolumePath  string    `json:"volume_path,omitempty"`
+	Project     string    `json:"project,omitempty"`
+	SnapshotID  string    `json:"snapshot_id,omitempty"`
+	Size        int64     `json:"size"`
+	BlockSize   int       `json:"block_size"`
+	Root        Address   `json:"root"`
+	RootLevel   int       `json:"root_level"`
+	Incremental bool      `json:"is_incremental"`
+	ParentID    string    `json:"parent_id,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	Stats       Stats     `json:"stats"`
+}
+
+// MarshalJSON writes addresses as hex.
+func (a Address) MarshalJSON() ([]byte, error) { return json.Marshal(a.String()) }
+
+// UnmarshalJSON reads a hex address.
+func (a *Address) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	p, err := ParseAddress(s)
+	*a = p
+	return err
+}
+
+// Parent returns the manifest as the parent of an incremental.
+func (m *Manifest) Parent() *Parent {
+	return &Parent{Root: m.Root, RootLevel: m.RootLevel, Size: m.Size}
+}
+
+func manifestKey(id string) string { return "manifests/" + id }
+
+func validID(id string) bool {
+	return id != "" && len(id) <= 64 && !strings.ContainsAny(id, "/\\.\x00 ")
+}
+
+// PutManifest stores a backup's manifest durably.
+func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
+	if !validID(m.ID) {
+		return fmt.Errorf("manifest: invalid backup id %q", m.ID)
+	}
+	m.Version = FormatVersion
+	m.BlockSize = r.cfg.BlockSize
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	key := manifestKey(m.ID)
+	if err := r.be.Put(ctx, key, r.keys.seal(nil, b, []byte(key))); err != nil {
+		return fmt.Errorf("store manifest of backup %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+// GetManifest reads and authenticates a backup's manifest.
+func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, error) {
+	if !validID(id) {
+		return nil, fmt.Errorf("invalid backup id %q", id)
+	}
+	key := manifestKey(id)
+	b, err := getAll(ctx, r.be, key)
+	if err != nil {
+		return nil, fmt.Errorf("manifest of backup %s: %w", id, err)
+	}
+	return r.decodeManifest(key, b)
+}
+
+func (r *Repository) decodeManifest(key string, sealed []byte) (*Manifest, error) {
+	b, err := r.keys.open(nil, sealed, []byte(key))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
+	}
+	if m.Version != FormatVersion || m.BlockSize != r.cfg.BlockSize || m.Size < 0 || manifestKey(m.ID) != key {
+		return nil, fmt.Errorf("%s: %w: inconsistent manifest", key, ErrCorrupt)
+	}
+	if g := newGeometry(m.Size, m.BlockSize); g.rootLevel != m.RootLevel {
+		return nil, fmt.Errorf("%s: %w: root level %d for size %d", key, ErrCorrupt, m.RootLevel, m.Size)
+	}
+	return &m, nil
+}
+
+// DeleteManifest removes a backup's manifest; a missing one is not an error.
+func (r *Repository) DeleteManifest(ctx context.Context, id string) error {
+	if !validID(id) {
+		return fmt.Errorf("invalid backup id %q", id)
+	}
+	return r.be.Delete(ctx, manifestKey(id))
+}
+
+// ListManifests calls fn with every backup id that has a manifest.
+func (r *Repository) ListManifests(ctx context.Context, fn func(id string) error) error {
+	return r.be.List(ctx, "manifests/", func(oi backend.ObjectInfo) error {
+		id := strings.TrimPrefix(oi.Key, "manifests/")
+		if !validID(id) {
+			return nil
+		}
+		return fn(id)
+	})
+}
+
+// HasManifest reports whether a backup's manifest exists.
+func (r *Repository) HasManifest(ctx context.Context, id string) (bool, error) {
+	_, err := r.be.Stat(ctx, manifestKey(id))
+	if errors.Is(err, backend.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}

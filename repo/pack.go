@@ -1,0 +1,168 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/zeebo/blake3"
+)
+
+// A pack is one backend object holding many blobs back to back, then a sealed trailer that
+// lists them, then a fixed footer:
+//
+//	blob 0 | blob 1 | ... | trailer | "CRNP" ver 0 0 0 | trailer length (u32) | crc32c(trailer) (u32)
+//
+// Trailer entries are 45 bytes: type (1), address (32), offset (4), stored length (4), plain
+// length (4), little-endian. The trailer makes packs self-describing: the index can be rebuilt
+// from the packs alone.
+const (
+	packMagic      = "CRNP"
+	packVersion    = 1
+	packFooterLen  = 16
+	trailerEntry   = 45
+	trailerAD      = "cairn pack trailer"
+	maxTrailerSize = 64 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// packer accumulates blobs into one pack. It is owned by one goroutine.
+type packer struct {
+	buf     []byte
+	entries []PackEntry
+}
+
+func (p *packer) add(t BlobType, addr Address, stored []byte, plainLen int) {
+	p.entries = append(p.entries, PackEntry{Addr: addr, Location: Location{
+		Offset: uint32(len(p.buf)), Length: uint32(len(stored)), PlainLen: uint32(plainLen), Type: t}})
+	p.buf = append(p.buf, stored...)
+}
+
+func (p *packer) size() int   { return len(p.buf) }
+func (p *packer) empty() bool { return len(p.entries) == 0 }
+
+// finish seals the trailer and returns the pack's id, bytes and entries; the packer is reset
+// and must not be used until the returned slices are no longer needed (they are handed over).
+func (p *packer) finish(k *keys) (PackID, []byte, []PackEntry) {
+	trailer := make([]byte, 0, len(p.entries)*trailerEntry)
+	for _, e := range p.entries {
+		trailer = append(trailer, byte(e.Type))
+		trailer = append(trailer, e.Addr[:]...)
+		trailer = binary.LittleEndian.AppendUint32(trailer, e.Offset)
+		trailer = binary.LittleEndian.AppendUint32(trailer, e.Length)
+		trailer = binary.LittleEndian.AppendUint32(trailer, e.PlainLen)
+	}
+	sealed := k.seal(nil, trailer, []byte(trailerAD))
+	data := append(p.buf, sealed...)
+	data = append(data, packMagic...)
+	data = append(data, packVersion, 0, 0, 0)
+	data = binary.LittleEndian.AppendUint32(data, uint32(len(sealed)))
+	data = binary.LittleEndian.AppendUint32(data, crc32.Checksum(sealed, crcTable))
+	sum := blake3.Sum256(data)
+	var id PackID
+	copy(id[:], sum[:])
+	entries := p.entries
+	for i := range entries {
+		entries[i].Pack = id
+	}
+	p.buf, p.entries = nil, nil
+	return id, data, entries
+}
+
+// readTrailer reads the blob list of a stored pack of the given size.
+func (r *Repository) readTrailer(ctx context.Context, id PackID, size int64) ([]PackEntry, error) {
+	if size < packFooterLen {
+		return nil, fmt.Errorf("pack %s: too short (%d bytes)", id, size)
+	}
+	footer, err := r.be.GetRange(ctx, id.Key(), size-packFooterLen, packFooterLen)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: read footer: %w", id, err)
+	}
+	if string(footer[:4]) != packMagic || footer[4] != packVersion {
+		return nil, fmt.Errorf("pack %s: bad footer: %w", id, ErrCorrupt)
+	}
+	tl := int64(binary.LittleEndian.Uint32(footer[8:]))
+	if tl > maxTrailerSize || tl > size-packFooterLen {
+		return nil, fmt.Errorf("pack %s: bad trailer length: %w", id, ErrCorrupt)
+	}
+	sealed, err := r.be.GetRange(ctx, id.Key(), size-packFooterLen-tl, tl)
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: read trailer: %w", id, err)
+	}
+	if crc32.Checksum(sealed, crcTable) != binary.LittleEndian.Uint32(footer[12:]) {
+		return nil, fmt.Errorf("pack %s: trailer checksum: %w", id, ErrCorrupt)
+	}
+	trailer, err := r.keys.open(nil, sealed, []byte(trailerAD))
+	if err != nil {
+		return nil, fmt.Errorf("pack %s: trailer: %w: %v", id, ErrCorrupt, err)
+	}
+	return parseTrailer(id, trailer, size-packFooterLen-tl)
+}
+
+func parseTrailer(id PackID, trailer []byte, dataLen int64) ([]PackEntry, error) {
+	if len(trailer)%trailerEntry != 0 {
+		return nil, fmt.Errorf("pack %s: trailer length %d: %w", id, len(trailer), ErrCorrupt)
+	}
+	entries := make([]PackEntry, 0, len(trailer)/trailerEntry)
+	for b := trailer; len(b) > 0; b = b[trailerEntry:] {
+		var e PackEntry
+		e.Pack = id
+		e.Type = BlobType(b[0])
+		copy(e.Addr[:], b[1:33])
+		e.Offset = binary.LittleEndian.Uint32(b[33:])
+		e.Length = binary.LittleEndian.Uint32(b[37:])
+		e.PlainLen = binary.LittleEndian.Uint32(b[41:])
+		if (e.Type != BlobData && e.Type != BlobTree) || int64(e.Offset)+int64(e.Length) > dataLen {
+			return nil, fmt.Errorf("pack %s: trailer entry out of range: %w", id, ErrCorrupt)
+		}
+		entries = append(entries, e)
+	}
+	return entries, nil
+}
+
+// storePack writes a finished pack and records it in the index.
+func (r *Repository) storePack(ctx context.Context, id PackID, data []byte, entries []PackEntry) error {
+	if err := r.be.Put(ctx, id.Key(), data); err != nil {
+		return fmt.Errorf("store pack %s: %w", id, err)
+	}
+	if err := r.idx.AddPack(id, int64(len(data)), entries); err != nil {
+		return fmt.Errorf("index pack %s: %w", id, err)
+	}
+	return nil
+}
+
+// ListPacks calls fn for every pack object in the backend.
+func (r *Repository) ListPacks(ctx context.Context, fn func(id PackID, size int64) error) error {
+	return r.be.List(ctx, "packs/", func(oi backend.ObjectInfo) error {
+		id, ok := ParsePackKey(oi.Key)
+		if !ok {
+			return nil
+		}
+		return fn(id, oi.Size)
+	})
+}
+
+// PackEntries reads the blob list of one pack.
+func (r *Repository) PackEntries(ctx context.Context, id PackID, size int64) ([]PackEntry, error) {
+	return r.readTrailer(ctx, id, size)
+}
+
+func getAll(ctx context.Context, be backend.Backend, key string) ([]byte, error) {
+	rc, err := be.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+var errStop = errors.New("stop")

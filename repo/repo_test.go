@@ -1,0 +1,336 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+)
+
+// memSource is a volume held in memory, with holes where the bytes are zero runs that the
+// test marks as holes. It stands beside blockio.Source (tested on real files and devices in
+// blockio and tests/) to test the engine's logic quickly.
+type memSource struct {
+	data  []byte
+	holes [][2]int64
+}
+
+func (m *memSource) Size() int64 { return int64(len(m.data)) }
+func (m *memSource) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m.data)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.data[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+func (m *memSource) NextData(off int64) (int64, int64, error) {
+	size := int64(len(m.data))
+	for off < size {
+		in := false
+		for _, h := range m.holes {
+			if off >= h[0] && off < h[1] {
+				off, in = h[1], true
+			}
+		}
+		if !in {
+			end := size
+			for _, h := range m.holes {
+				if h[0] > off && h[0] < end {
+					end = h[0]
+				}
+			}
+			return off, end, nil
+		}
+	}
+	return size, size, io.EOF
+}
+
+type memTarget struct{ data []byte }
+
+func (t *memTarget) WriteAt(p []byte, off int64) (int, error) { return copy(t.data[off:], p), nil }
+func (t *memTarget) Zero(off, n int64) error                  { clear(t.data[off : off+n]); return nil }
+
+type fixture struct {
+	r   *repo.Repository
+	idx *index.Index
+	dir string
+}
+
+func newFixture(t *testing.T, o repo.InitOptions) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	be, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := repo.Init(ctx, be, o); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := index.Open(filepath.Join(dir, "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	r, err := repo.Open(ctx, be, idx, repo.Options{Password: o.Password, ChunkCacheBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{r: r, idx: idx, dir: dir}
+}
+
+func (f *fixture) backup(t *testing.T, id string, src repo.Source, parent *repo.Manifest) *repo.Manifest {
+	t.Helper()
+	o := repo.WriteOptions{}
+	if parent != nil {
+		o.Parent = parent.Parent()
+	}
+	var m *repo.Manifest
+	_, err := f.r.Write(context.Background(), src, o, func(res repo.WriteResult) error {
+		m = &repo.Manifest{ID: id, VolumeID: "vol", Size: src.Size(), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
+		return f.r.PutManifest(context.Background(), m)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (f *fixture) restore(t *testing.T, m *repo.Manifest) []byte {
+	t.Helper()
+	tgt := &memTarget{data: bytes.Repeat([]byte{0xAA}, int(m.Size))}
+	if err := f.r.Restore(context.Background(), m, tgt, repo.RestoreOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return tgt.data
+}
+
+func randomVolume(seed uint64, size int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, size)
+	for i := 0; i < size; i += 4096 {
+		switch rng.IntN(4) {
+		case 0: // random
+			for j := i; j < min(i+4096, size); j++ {
+				b[j] = byte(rng.Uint32())
+			}
+		case 1: // text-like
+			for j := i; j < min(i+4096, size); j++ {
+				b[j] = "the quick brown fox "[j%20]
+			}
+		case 2: // zeros
+		case 3: // a repeated block
+			copy(b[i:min(i+4096, size)], bytes.Repeat([]byte("dup!"), 1024))
+		}
+	}
+	return b
+}
+
+func TestRoundTripSizes(t *testing.T) {
+	for _, enc := range []string{repo.EncryptionNone, repo.EncryptionAES} {
+		for _, comp := range []repo.Compression{repo.CompressZstd, repo.CompressLZ4, repo.CompressNone} {
+			f := newFixture(t, repo.InitOptions{Compression: comp, Encryption: enc, Password: "pw"})
+			for _, size := range []int{0, 1, 4095, 16 << 10, 16<<10 + 1, 5<<20 + 12345} {
+				src := &memSource{data: randomVolume(uint64(size), size)}
+				m := f.backup(t, "b"+string(comp)+enc[:1]+itoa(size), src, nil)
+				if got := f.restore(t, m); sha256.Sum256(got) != sha256.Sum256(src.data) {
+					t.Fatalf("%s/%s size %d: restore differs", enc, comp, size)
+				}
+				im := f.r.Image(m)
+				buf := make([]byte, 7777)
+				for _, off := range []int64{0, 1, 16383, 16384, int64(size) / 2, int64(size) - 10} {
+					if off < 0 || off >= int64(size) {
+						continue
+					}
+					n, err := im.ReadAt(buf, off)
+					if err != nil && !errors.Is(err, io.EOF) {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(buf[:n], src.data[off:off+int64(n)]) {
+						t.Fatalf("size %d: ReadAt(%d) differs", size, off)
+					}
+				}
+			}
+		}
+	}
+}
+
+func itoa(n int) string { return string(rune('a'+n%26)) + string(rune('a'+(n/26)%26)) + string(rune('a'+(n/676)%26)) + string(rune('a'+(n/17576)%26)) }
+
+func TestIncrementalStoresOnlyChanges(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	size := 64 << 20
+	src := &memSource{data: randomVolume(1, size)}
+	full := f.backup(t, "full", src, nil)
+	same := f.backup(t, "same", src, full)
+	if same.Stats.NewBlobs != 0 || same.Root != full.Root {
+		t.Fatalf("unchanged incremental stored %d blobs (root equal: %v)", same.Stats.NewBlobs, same.Root == full.Root)
+	}
+	rng := rand.New(rand.NewPCG(9, 9))
+	changed := 0
+	for range 40 {
+		n := 4096 + rng.IntN(60<<10)
+		off := rng.IntN(size - n)
+		for j := off; j < off+n; j++ {
+			src.data[j] = byte(rng.Uint32())
+		}
+		changed += n
+	}
+	inc := f.backup(t, "inc", src, same)
+	if inc.Stats.NewPlainBytes > int64(3*changed) {
+		t.Fatalf("incremental stored %d plain bytes for %d changed", inc.Stats.NewPlainBytes, changed)
+	}
+	if got := f.restore(t, inc); !bytes.Equal(got, src.data) {
+		t.Fatal("incremental restore differs")
+	}
+	// full still restores its own point in time
+	orig := randomVolume(1, size)
+	if got := f.restore(t, full); !bytes.Equal(got, orig) {
+		t.Fatal("full restore differs after incremental")
+	}
+}
+
+func TestSparseHugeVolume(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	// A 1 TiB volume with two small data regions, described by holes: never read as data.
+	const tib = int64(1) << 40
+	src := &sparseSource{size: tib, data: map[int64][]byte{0: []byte("boot sector"), tib/2 + 7: []byte("middle")}}
+	m := f.backup(t, "sparse", src, nil)
+	if m.Stats.DataBlocks != 2 {
+		t.Fatalf("data blocks = %d, want 2", m.Stats.DataBlocks)
+	}
+	im := f.r.Image(m)
+	buf := make([]byte, 6)
+	if _, err := im.ReadAt(buf, tib/2+7); err != nil || string(buf) != "middle" {
+		t.Fatalf("read middle: %q %v", buf, err)
+	}
+	s, e, err := im.NextData(context.Background(), 16384)
+	if err != nil || s != tib/2 || e != tib/2+16384 {
+		t.Fatalf("NextData = %d %d %v", s, e, err)
+	}
+}
+
+type sparseSource struct {
+	size int64
+	data map[int64][]byte
+}
+
+func (s *sparseSource) Size() int64 { return s.size }
+func (s *sparseSource) ReadAt(p []byte, off int64) (int, error) {
+	clear(p)
+	for o, d := range s.data {
+		for i := range d {
+			if x := o + int64(i) - off; x >= 0 && x < int64(len(p)) {
+				p[x] = d[i]
+			}
+		}
+	}
+	return len(p), nil
+}
+func (s *sparseSource) NextData(off int64) (int64, int64, error) {
+	best := int64(-1)
+	for o := range s.data {
+		start := o &^ 4095
+		if start+4096 > off && (best < 0 || start < best) {
+			best = start
+		}
+	}
+	if best < 0 {
+		return s.size, s.size, io.EOF
+	}
+	return max(best, off), best + 4096, nil
+}
+
+func TestCorruptBlobDetected(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	src := &memSource{data: randomVolume(3, 1<<20)}
+	m := f.backup(t, "b1", src, nil)
+	// flip one byte in the middle of the (only) pack
+	var packPath string
+	filepath.Walk(filepath.Join(f.dir, "repo", "packs"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			packPath = p
+		}
+		return nil
+	})
+	b, _ := os.ReadFile(packPath)
+	b[len(b)/3] ^= 0x40
+	os.WriteFile(packPath, b, 0o600)
+	err := f.r.Restore(context.Background(), m, &memTarget{data: make([]byte, m.Size)}, repo.RestoreOptions{})
+	if !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("restore of corrupt backup: %v", err)
+	}
+	roots := []repo.Root{{BackupID: m.ID, Root: m.Root, Level: m.RootLevel}}
+	rep, err := f.r.Check(context.Background(), f.idx, roots, true)
+	if err != nil || rep.OK() {
+		t.Fatalf("check --read-data found nothing: %+v %v", rep, err)
+	}
+}
+
+func TestReleaseAndGC(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	a := &memSource{data: randomVolume(5, 8<<20)}
+	ma := f.backup(t, "a", a, nil)
+	b := &memSource{data: randomVolume(6, 8<<20)}
+	mb := f.backup(t, "b", b, nil)
+	if err := f.r.Release(ctx, ma.Root, ma.RootLevel); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.r.GC(ctx, f.idx, repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.BytesFreed == 0 {
+		t.Fatalf("gc freed nothing: %+v", st)
+	}
+	roots := []repo.Root{{BackupID: "b", Root: mb.Root, Level: mb.RootLevel}}
+	rep, err := f.r.Check(ctx, f.idx, roots, true)
+	if err != nil || !rep.OK() {
+		t.Fatalf("check after gc: %+v %v", rep, err)
+	}
+	if got := f.restore(t, mb); !bytes.Equal(got, b.data) {
+		t.Fatal("b differs after gc")
+	}
+	// recount gives the same answer
+	if _, err := f.r.GC(ctx, f.idx, repo.GCOptions{Recount: true, Roots: roots}); err != nil {
+		t.Fatal(err)
+	}
+	if rep, err := f.r.Check(ctx, f.idx, roots, false); err != nil || !rep.OK() || len(rep.Notes) != 0 {
+		t.Fatalf("check after recount: %+v %v", rep, err)
+	}
+}
+
+func TestExportURL(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	m := f.backup(t, "x", &memSource{data: randomVolume(7, 100000)}, nil)
+	url, err := f.r.ExportURL(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := f.r.ParseExportURL(url)
+	if err != nil || rec.Manifest.Root != m.Root {
+		t.Fatalf("parse: %v", err)
+	}
+	bad := []byte(url)
+	bad[len(bad)/2] ^= 1
+	if _, err := f.r.ParseExportURL(string(bad)); !errors.Is(err, repo.ErrBadExport) {
+		t.Fatalf("tampered url accepted: %v", err)
+	}
+	other := newFixture(t, repo.InitOptions{})
+	if _, err := other.r.ParseExportURL(url); !errors.Is(err, repo.ErrBadExport) {
+		t.Fatalf("url from another repository accepted: %v", err)
+	}
+}

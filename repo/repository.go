@@ -1,0 +1,92 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Repository is an open repository: a backend, its keys and an index. It is safe for
+// concurrent use by many backups, restores and readers at once.
+type Repository struct {
+	be   backend.Backend
+	cfg  Config
+	keys *keys
+	idx  Index
+
+	// sessions: backups, restores and deletes hold it shared; gc's sweep holds it exclusively,
+	// so gc never removes a blob that a running backup has just decided to reuse.
+	sessions sync.RWMutex
+
+	nodes  *cache[Address, *node]
+	chunks *cache[Address, []byte]
+}
+
+// Options tune an open repository.
+type Options struct {
+	Password        string
+	ChunkCacheBytes int64 // decompressed data blocks kept for random reads (FUSE)
+	NodeCacheBytes  int64 // decoded tree nodes
+}
+
+// Open opens the repository in be, unlocking it with o.Password when it is encrypted.
+func Open(ctx context.Context, be backend.Backend, idx Index, o Options) (*Repository, error) {
+	cfg, k, err := readConfig(ctx, be, o.Password)
+	if err != nil {
+		return nil, err
+	}
+	if o.NodeCacheBytes == 0 {
+		o.NodeCacheBytes = 32 << 20
+	}
+	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx}
+	r.nodes = newCache[Address, *node](o.NodeCacheBytes, func(n *node) int64 { return int64(n.size()) })
+	r.chunks = newCache[Address, []byte](o.ChunkCacheBytes, func(b []byte) int64 { return int64(cap(b)) + 64 })
+	return r, nil
+}
+
+// Config returns the repository's configuration (never the key).
+func (r *Repository) Config() Config { return r.cfg }
+
+// Backend returns the repository's backend.
+func (r *Repository) Backend() backend.Backend { return r.be }
+
+// Index returns the repository's index.
+func (r *Repository) Index() Index { return r.idx }
+
+// CacheStats returns the data chunk cache's hits and misses.
+func (r *Repository) CacheStats() (hits, misses int64) { return r.chunks.stats() }
+
+// loadBlob reads, decrypts, decompresses and verifies one blob.
+func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]byte, error) {
+	loc, ok, err := r.idx.Lookup(addr)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("blob %s: not in the index: %w", addr.Short(), backend.ErrNotFound)
+	}
+	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
+	if errors.Is(err, backend.ErrNotFound) {
+		// gc may have moved the blob to a new pack since the lookup: look once more.
+		if loc2, ok, lerr := r.idx.Lookup(addr); lerr == nil && ok && loc2 != loc {
+			loc = loc2
+			stored, err = r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("blob %s in pack %s: %w", addr.Short(), loc.Pack, err)
+	}
+	plain, _, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), nil, stored, t, addr)
+	return plain, err
+}
+
+// Chunk returns the plaintext of a data block, through the chunk cache.
+func (r *Repository) Chunk(ctx context.Context, addr Address) ([]byte, error) {
+	return r.chunks.get(addr, func() ([]byte, error) { return r.loadBlob(ctx, BlobData, addr) })
+}
+
+// ChunkCached reports whether a data block is in the cache.
+func (r *Repository) ChunkCached(addr Address) bool { return r.chunks.contains(addr) }

@@ -1,0 +1,228 @@
+package repo
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"unsafe"
+
+	"golang.org/x/sync/errgroup"
+)
+
+// Target is where a restore writes: blockio.Target satisfies it.
+type Target interface {
+	io.WriterAt
+	// Zero makes a range read as zeros (a hole in a file, zeroed blocks on a device).
+	Zero(off, n int64) error
+}
+
+// RestoreOptions tune a restore.
+type RestoreOptions struct {
+	Workers int
+	// Fresh says the target is a new sparse file that already reads as zeros, so holes need
+	// no work. Otherwise holes are zeroed: no old data is left behind.
+	Fresh    bool
+	Progress func(done, total int64)
+}
+
+// maxSpanGap is how much unneeded data a restore reads to merge two blob reads into one.
+const maxSpanGap = 256 << 10
+
+// Restore writes the backup m onto t, verifying every block against its address. A mismatch
+// stops the restore with an error naming the backup and the block's offset.
+func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o RestoreOptions) error {
+	r.sessions.RLock()
+	defer r.sessions.RUnlock()
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0) + 1
+	}
+	g := newGeometry(m.Size, r.cfg.BlockSize)
+	eg, ctx := errgroup.WithContext(ctx)
+	leaves := make(chan int64, o.Workers)
+	done := make(chan int64, o.Workers)
+	eg.Go(func() error {
+		defer close(leaves)
+		for i := range g.leaves {
+			select {
+			case leaves <- i:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	for range o.Workers {
+		eg.Go(func() error {
+			buf := alignedBuffer(int(g.leafBytes()))
+			for i := range leaves {
+				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, o.Fresh)
+				if err != nil {
+					return err
+				}
+				select {
+				case done <- n:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	go func() {
+		_ = eg.Wait()
+		close(done)
+	}()
+	var total int64
+	for n := range done {
+		total += n
+		if o.Progress != nil {
+			o.Progress(total, m.Size)
+		}
+	}
+	if err := eg.Wait(); err != nil {
+		return fmt.Errorf("restore backup %s: %w", m.ID, err)
+	}
+	return nil
+}
+
+type blobRead struct {
+	block int
+	loc   Location
+	addr  Address
+}
+
+// restoreLeaf restores one leaf's span and returns its length.
+func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, fresh bool) (int64, error) {
+	lo := i * g.leafBytes()
+	hi := min(lo+g.leafBytes(), g.size)
+	span := buf[:hi-lo]
+	lf, err := r.leaf(ctx, m.Root, m.RootLevel, i)
+	if err != nil {
+		return 0, fmt.Errorf("block map at offset %d: %w", lo, err)
+	}
+	if lf == nil {
+		if !fresh {
+			if err := t.Zero(lo, hi-lo); err != nil {
+				return 0, fmt.Errorf("zero offset %d: %w", lo, err)
+			}
+		}
+		return hi - lo, nil
+	}
+	if nb := (hi - lo + g.blockSize - 1) / g.blockSize; int64(len(lf.addrs)) != nb {
+		return 0, fmt.Errorf("block map at offset %d: leaf has %d blocks, want %d: %w", lo, len(lf.addrs), nb, ErrCorrupt)
+	}
+	var reads []blobRead
+	for b, a := range lf.addrs {
+		if a.IsZero() {
+			continue
+		}
+		loc, ok, err := r.idx.Lookup(a)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return 0, fmt.Errorf("block at offset %d: blob %s is not in the index", lo+int64(b)*g.blockSize, a.Short())
+		}
+		reads = append(reads, blobRead{block: b, loc: loc, addr: a})
+	}
+	sort.Slice(reads, func(x, y int) bool {
+		if reads[x].loc.Pack != reads[y].loc.Pack {
+			return string(reads[x].loc.Pack[:]) < string(reads[y].loc.Pack[:])
+		}
+		return reads[x].loc.Offset < reads[y].loc.Offset
+	})
+	var scratch []byte
+	for s := 0; s < len(reads); {
+		e := s + 1
+		end := int64(reads[s].loc.Offset) + int64(reads[s].loc.Length)
+		for e < len(reads) && reads[e].loc.Pack == reads[s].loc.Pack &&
+			int64(reads[e].loc.Offset) <= end+maxSpanGap && int64(reads[e].loc.Offset)+int64(reads[e].loc.Length)-int64(reads[s].loc.Offset) <= 32<<20 {
+			end = max(end, int64(reads[e].loc.Offset)+int64(reads[e].loc.Length))
+			e++
+		}
+		base := int64(reads[s].loc.Offset)
+		data, err := r.be.GetRange(ctx, reads[s].loc.Pack.Key(), base, end-base)
+		if err != nil {
+			return 0, fmt.Errorf("block at offset %d: pack %s: %w", lo+int64(reads[s].block)*g.blockSize, reads[s].loc.Pack, err)
+		}
+		for _, rd := range reads[s:e] {
+			off := int64(rd.block) * g.blockSize
+			want := g.blockLen(int64(rd.block) + i*LeafFanout)
+			stored := data[int64(rd.loc.Offset)-base : int64(rd.loc.Offset)-base+int64(rd.loc.Length)]
+			var plain []byte
+			plain, scratch, err = r.keys.decodeBlob(span[off:off:off+int64(want)], scratch, stored, BlobData, rd.addr)
+			if err != nil {
+				return 0, fmt.Errorf("block at offset %d: %w", lo+off, err)
+			}
+			if len(plain) != want || unsafe.SliceData(plain) != unsafe.SliceData(span[off:]) {
+				return 0, fmt.Errorf("block at offset %d: length %d, want %d: %w", lo+off, len(plain), want, ErrCorrupt)
+			}
+		}
+		s = e
+	}
+	return hi - lo, r.writeSpan(t, lf, g, lo, span, fresh)
+}
+
+// writeSpan writes the decoded span: runs of data blocks as single writes; holes as zeros
+// inside a run (cheaper than a syscall) or, when long, by Zero (nothing at all on a fresh file).
+func (r *Repository) writeSpan(t Target, lf *node, g geometry, lo int64, span []byte, fresh bool) error {
+	bs := int(g.blockSize)
+	nb := (len(span) + bs - 1) / bs
+	const longHole = 64 // blocks
+	for b := 0; b < nb; {
+		if lf.addrs[b].IsZero() {
+			e := b
+			for e < nb && lf.addrs[e].IsZero() {
+				e++
+			}
+			if fresh || e-b >= longHole || e == nb {
+				if !fresh {
+					if err := t.Zero(lo+int64(b*bs), int64(min(e*bs, len(span))-b*bs)); err != nil {
+						return fmt.Errorf("zero offset %d: %w", lo+int64(b*bs), err)
+					}
+				}
+				b = e
+				continue
+			}
+		}
+		// a data run, absorbing short holes (their bytes in span are zeros)
+		e := b
+		for e < nb {
+			if !lf.addrs[e].IsZero() {
+				e++
+				continue
+			}
+			h := e
+			for h < nb && lf.addrs[h].IsZero() {
+				h++
+			}
+			if fresh || h-e >= longHole || h == nb {
+				break
+			}
+			e = h
+		}
+		for x := b; x < e; x++ {
+			if lf.addrs[x].IsZero() {
+				clear(span[x*bs : min((x+1)*bs, len(span))])
+			}
+		}
+		end := min(e*bs, len(span))
+		if _, err := t.WriteAt(span[b*bs:end], lo+int64(b*bs)); err != nil {
+			return fmt.Errorf("write offset %d: %w", lo+int64(b*bs), err)
+		}
+		b = e
+	}
+	return nil
+}
+
+// alignedBuffer returns a 4096-byte aligned buffer, as O_DIRECT writes need.
+func alignedBuffer(n int) []byte {
+	b := make([]byte, n+4096)
+	off := 4096 - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))&4095)
+	if off == 4096 {
+		off = 0
+	}
+	return b[off : off+n : off+n]
+}

@@ -1,0 +1,190 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/zeebo/xxh3"
+)
+
+// A backup's block map is a tree. Leaves (level 0) hold, for LeafFanout consecutive blocks, each
+// block's xxh3-128 change fingerprint and blob address; interior nodes hold NodeFanout child
+// addresses. The zero address (and zero fingerprint) is a hole: an all-zero block or subtree.
+// Nodes are blobs like any other, so an unchanged subtree has the same address as in the parent
+// backup and is stored once: an incremental of an unchanged volume adds only its manifest.
+//
+// Node encoding: kind (1 = leaf, 2 = interior), level, two zero bytes, entry count (u32 LE),
+// then the entries: 16-byte fingerprint (hi, lo as u64 LE) + 32-byte address for leaves,
+// 32-byte addresses for interior nodes.
+const (
+	nodeLeaf     = 1
+	nodeInterior = 2
+	nodeHeader   = 8
+	leafEntry    = 48
+)
+
+// node is a decoded tree node. For a leaf, fps[i] and addrs[i] describe block i of the leaf.
+type node struct {
+	level int
+	fps   []xxh3.Uint128
+	addrs []Address
+}
+
+func (n *node) size() int { return 64 + len(n.fps)*16 + len(n.addrs)*32 }
+
+func (n *node) encode(dst []byte) []byte {
+	kind := byte(nodeInterior)
+	if n.level == 0 {
+		kind = nodeLeaf
+	}
+	dst = append(dst, kind, byte(n.level), 0, 0)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(n.addrs)))
+	for i, a := range n.addrs {
+		if n.level == 0 {
+			dst = binary.LittleEndian.AppendUint64(dst, n.fps[i].Hi)
+			dst = binary.LittleEndian.AppendUint64(dst, n.fps[i].Lo)
+		}
+		dst = append(dst, a[:]...)
+	}
+	return dst
+}
+
+func decodeNode(b []byte) (*node, error) {
+	if len(b) < nodeHeader {
+		return nil, fmt.Errorf("tree node: short: %w", ErrCorrupt)
+	}
+	n := &node{level: int(b[1])}
+	count := int(binary.LittleEndian.Uint32(b[4:]))
+	width := 32
+	switch {
+	case b[0] == nodeLeaf && n.level == 0:
+		width = leafEntry
+		if count > LeafFanout {
+			return nil, fmt.Errorf("tree node: %d entries: %w", count, ErrCorrupt)
+		}
+	case b[0] == nodeInterior && n.level > 0:
+		if count > NodeFanout {
+			return nil, fmt.Errorf("tree node: %d entries: %w", count, ErrCorrupt)
+		}
+	default:
+		return nil, fmt.Errorf("tree node: kind %d level %d: %w", b[0], n.level, ErrCorrupt)
+	}
+	if len(b) != nodeHeader+count*width {
+		return nil, fmt.Errorf("tree node: length %d for %d entries: %w", len(b), count, ErrCorrupt)
+	}
+	n.addrs = make([]Address, count)
+	if n.level == 0 {
+		n.fps = make([]xxh3.Uint128, count)
+	}
+	p := b[nodeHeader:]
+	for i := range count {
+		if n.level == 0 {
+			n.fps[i] = xxh3.Uint128{Hi: binary.LittleEndian.Uint64(p), Lo: binary.LittleEndian.Uint64(p[8:])}
+			p = p[16:]
+		}
+		copy(n.addrs[i][:], p)
+		p = p[32:]
+	}
+	return n, nil
+}
+
+// geometry is the shape of a block map for a volume size and block size.
+type geometry struct {
+	size      int64
+	blockSize int64
+	blocks    int64
+	leaves    int64
+	rootLevel int
+}
+
+func newGeometry(size int64, blockSize int) geometry {
+	g := geometry{size: size, blockSize: int64(blockSize)}
+	g.blocks = (size + g.blockSize - 1) / g.blockSize
+	g.leaves = (g.blocks + LeafFanout - 1) / LeafFanout
+	for n := g.leaves; n > 1; n = (n + NodeFanout - 1) / NodeFanout {
+		g.rootLevel++
+	}
+	return g
+}
+
+// leafBytes is the volume span one leaf covers.
+func (g geometry) leafBytes() int64 { return g.blockSize * LeafFanout }
+
+// blockLen is the length of block b (the last one may be short).
+func (g geometry) blockLen(b int64) int {
+	if rest := g.size - b*g.blockSize; rest < g.blockSize {
+		return int(rest)
+	}
+	return int(g.blockSize)
+}
+
+// span returns how many leaves one child of a node at level h covers.
+func span(h int) int64 {
+	s := int64(1)
+	for range h - 1 {
+		s *= NodeFanout
+	}
+	return s
+}
+
+// node loads a decoded tree node through the node cache.
+func (r *Repository) node(ctx context.Context, addr Address) (*node, error) {
+	return r.nodes.get(addr, func() (*node, error) {
+		b, err := r.loadBlob(ctx, BlobTree, addr)
+		if err != nil {
+			return nil, err
+		}
+		return decodeNode(b)
+	})
+}
+
+// leaf returns leaf number i of the tree under root, or nil where the leaf is a hole.
+func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i int64) (*node, error) {
+	addr, level := root, rootLevel
+	for level > 0 {
+		if addr.IsZero() {
+			return nil, nil
+		}
+		n, err := r.node(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		if n.level != level {
+			return nil, fmt.Errorf("tree node %s: level %d, want %d: %w", addr.Short(), n.level, level, ErrCorrupt)
+		}
+		c := (i / span(level)) % NodeFanout
+		if c >= int64(len(n.addrs)) {
+			return nil, fmt.Errorf("tree node %s: no child %d: %w", addr.Short(), c, ErrCorrupt)
+		}
+		addr, level = n.addrs[c], level-1
+	}
+	if addr.IsZero() {
+		return nil, nil
+	}
+	n, err := r.node(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if n.level != 0 {
+		return nil, fmt.Errorf("tree node %s: level %d, want a leaf: %w", addr.Short(), n.level, ErrCorrupt)
+	}
+	return n, nil
+}
+
+// leafAddr returns the address of leaf i (zero for a hole), loading only interior nodes.
+func (r *Repository) leafAddr(ctx context.Context, root Address, rootLevel int, i int64) (Address, error) {
+	addr, level := root, rootLevel
+	for level > 0 && !addr.IsZero() {
+		n, err := r.node(ctx, addr)
+		if err != nil {
+			return Address{}, err
+		}
+		c := (i / span(level)) % NodeFanout
+		if n.level != level || c >= int64(len(n.addrs)) {
+			return Address{}, fmt.Errorf("tree node %s: %w", addr.Short(), ErrCorrupt)
+		}
+		addr, level = n.addrs[c], level-1
+	}
+	return addr, nil
+}

@@ -1,0 +1,515 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"sync"
+
+	"github.com/zeebo/xxh3"
+	"golang.org/x/sync/errgroup"
+)
+
+// Source is a volume being backed up: blockio.Source satisfies it.
+type Source interface {
+	io.ReaderAt
+	Size() int64
+	// NextData returns the next data extent at or after off; io.EOF past the end.
+	NextData(off int64) (start, end int64, err error)
+}
+
+// Parent is the earlier backup an incremental compares against.
+type Parent struct {
+	Root      Address
+	RootLevel int
+	Size      int64
+}
+
+// WriteOptions tune a backup.
+type WriteOptions struct {
+	Parent   *Parent // nil for a full backup
+	Workers  int     // fingerprint/compress workers; 0 = GOMAXPROCS
+	Uploads  int     // packs stored at once; 0 = 2
+	Progress func(done, total int64)
+}
+
+// Stats counts what a backup read and stored.
+type Stats struct {
+	Blocks        int64 `json:"blocks"`         // blocks in the volume
+	DataBlocks    int64 `json:"data_blocks"`    // blocks that are not holes
+	ChangedBlocks int64 `json:"changed_blocks"` // data blocks whose fingerprint differs from the parent's
+	NewBlobs      int64 `json:"new_blobs"`      // blobs stored by this backup (data and tree)
+	NewBytes      int64 `json:"new_bytes"`      // their stored (compressed, sealed) bytes
+	NewPlainBytes int64 `json:"new_plain_bytes"`
+	Packs         int64 `json:"packs"`
+}
+
+// WriteResult is the block map of a written backup.
+type WriteResult struct {
+	Root      Address
+	RootLevel int
+	Stats     Stats
+}
+
+// leafJob is one leaf's span of the volume, passed from the reader to a worker and, in order,
+// to the collector. The reader owns it until it is sent; then the worker; then the collector.
+type leafJob struct {
+	i     int64
+	buf   []byte // the span's bytes; nil when the whole span is a hole
+	data  []bool // data[b]: block b of the leaf has data (else it is a hole)
+	done  chan struct{}
+	res   leafResult
+	blobs []byte // stored bytes of new blobs, back to back
+}
+
+type newBlob struct {
+	t        BlobType
+	addr     Address
+	off, n   int
+	plainLen int
+}
+
+type leafResult struct {
+	err      error
+	addr     Address // zero for an all-hole leaf
+	reused   bool    // same as the parent's leaf: nothing new below it
+	node     *node
+	newBlobs []newBlob
+	stats    Stats
+}
+
+// Write backs up src into the repository. When every blob is stored and the root is
+// referenced, it calls commit (still inside the session, so gc cannot run in between) to record
+// the backup; if commit fails, the root's reference is dropped again and the error returned.
+func (r *Repository) Write(ctx context.Context, src Source, o WriteOptions, commit func(WriteResult) error) (WriteResult, error) {
+	r.sessions.RLock()
+	defer r.sessions.RUnlock()
+	res, err := r.write(ctx, src, o)
+	if err != nil {
+		return res, err
+	}
+	if err := commit(res); err != nil {
+		if rerr := r.release(context.WithoutCancel(ctx), []Address{res.Root}, res.RootLevel); rerr != nil && !res.Root.IsZero() {
+			return res, fmt.Errorf("%w (and dropping its references failed: %v)", err, rerr)
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+func (r *Repository) write(ctx context.Context, src Source, o WriteOptions) (WriteResult, error) {
+	if o.Workers <= 0 {
+		o.Workers = runtime.GOMAXPROCS(0)
+	}
+	if o.Uploads <= 0 {
+		o.Uploads = 2
+	}
+	g := newGeometry(src.Size(), r.cfg.BlockSize)
+	w := &writeSession{r: r, g: g, o: o, src: src, pending: map[Address]struct{}{}, activated: map[Address]struct{}{}}
+	return w.run(ctx)
+}
+
+type writeSession struct {
+	r   *Repository
+	g   geometry
+	o   WriteOptions
+	src Source
+
+	mu      sync.Mutex
+	pending map[Address]struct{} // blobs in packs not yet indexed; guarded by mu
+
+	// owned by the collector goroutine:
+	activated map[Address]struct{} // tree nodes whose children this session has counted
+	refQueue  []Address            // children whose counts still need +1
+	packer    packer
+	stats     Stats
+	levels    []levelBuilder
+	root      Address
+	bufs      sync.Pool
+	uploads   *errgroup.Group // pack uploads; uctx is cancelled when one fails
+	uctx      context.Context
+}
+
+type levelBuilder struct {
+	children []Address
+	done     int64 // nodes finished at this level
+}
+
+func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
+	parent := ctx
+	eg, ctx := errgroup.WithContext(ctx)
+	w.uploads, w.uctx = errgroup.WithContext(ctx)
+	w.uploads.SetLimit(w.o.Uploads)
+	w.levels = make([]levelBuilder, w.g.rootLevel+1)
+	leafBytes := int(w.g.leafBytes())
+	w.bufs.New = func() any { return make([]byte, leafBytes) }
+
+	depth := w.o.Workers + 2
+	order := make(chan *leafJob, depth)
+	work := make(chan *leafJob, depth)
+	eg.Go(func() error { defer close(order); defer close(work); return w.read(ctx, order, work) })
+	for range w.o.Workers {
+		eg.Go(func() error {
+			scratch := make([]byte, 0, w.g.blockSize+1024)
+			for job := range work {
+				job.res = w.process(ctx, job, &scratch)
+				close(job.done)
+			}
+			return nil
+		})
+	}
+	eg.Go(func() error { return w.collect(ctx, order) })
+	err := eg.Wait()
+	if uerr := w.uploads.Wait(); err == nil {
+		err = uerr
+	}
+	if err == nil {
+		err = parent.Err()
+	}
+	if err != nil {
+		// The pack uploads that finished are indexed; their blobs are unreferenced and gc
+		// reclaims them. Counts this session added to children are a leak the index's
+		// dirty flag (set by the caller) lets gc repair.
+		return WriteResult{}, err
+	}
+	return WriteResult{Root: w.root, RootLevel: w.g.rootLevel, Stats: w.stats}, nil
+}
+
+// read walks the volume leaf by leaf, reading only data extents.
+func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) error {
+	var extStart, extEnd int64 = -1, -1
+	size, bs := w.g.size, w.g.blockSize
+	for i := int64(0); i < w.g.leaves; i++ {
+		lo := i * w.g.leafBytes()
+		hi := min(lo+w.g.leafBytes(), size)
+		job := &leafJob{i: i, done: make(chan struct{})}
+		for off := lo; off < hi; {
+			if off >= extEnd {
+				s, e, err := w.src.NextData(off)
+				if errors.Is(err, io.EOF) || (err == nil && s >= size) {
+					extStart, extEnd = size, size
+					break
+				}
+				if err != nil {
+					return fmt.Errorf("find data at offset %d: %w", off, err)
+				}
+				extStart, extEnd = s, min(e, size)
+			}
+			if extStart >= hi {
+				break
+			}
+			s, e := max(extStart, off), min(extEnd, hi)
+			if job.buf == nil {
+				job.buf = w.bufs.Get().([]byte)[:hi-lo]
+				clear(job.buf)
+				job.data = make([]bool, (hi-lo+bs-1)/bs)
+			}
+			if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read volume at offset %d: %w", s, err)
+			}
+			for b := (s - lo) / bs; b*bs < e-lo; b++ {
+				job.data[b] = true
+			}
+			off = e
+		}
+		select {
+		case order <- job:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case work <- job:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+var zeroBlock = make([]byte, MaxBlockSize)
+
+// process fingerprints a leaf's blocks and compresses and seals the ones that are new.
+func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byte) leafResult {
+	var res leafResult
+	first := job.i * LeafFanout
+	n := int(min(LeafFanout, w.g.blocks-first))
+	res.stats.Blocks = int64(n)
+	if job.buf == nil {
+		return res // all holes
+	}
+	var parent *node
+	if w.o.Parent != nil && job.i*w.g.leafBytes() < w.o.Parent.Size {
+		p, err := w.r.leaf(ctx, w.o.Parent.Root, w.o.Parent.RootLevel, job.i)
+		if err != nil {
+			return leafResult{err: fmt.Errorf("read parent block map: %w", err)}
+		}
+		parent = p
+	}
+	defer w.bufs.Put(job.buf[:cap(job.buf)])
+	nd := &node{fps: make([]xxh3.Uint128, n), addrs: make([]Address, n)}
+	bs := int(w.g.blockSize)
+	for b := range n {
+		if !job.data[b] {
+			continue
+		}
+		blk := job.buf[b*bs : min((b+1)*bs, len(job.buf))]
+		fp := xxh3.Hash128(blk)
+		if parent != nil && b < len(parent.fps) && parent.fps[b] == fp && !parent.addrs[b].IsZero() {
+			nd.fps[b], nd.addrs[b] = fp, parent.addrs[b]
+			res.stats.DataBlocks++
+			continue
+		}
+		if isZero(blk) {
+			continue
+		}
+		res.stats.DataBlocks++
+		res.stats.ChangedBlocks++
+		addr := w.r.keys.address(BlobData, blk)
+		nd.fps[b], nd.addrs[b] = fp, addr
+		if _, ok, err := w.r.idx.Lookup(addr); err != nil {
+			return leafResult{err: err}
+		} else if ok {
+			continue
+		}
+		start := len(job.blobs)
+		job.blobs, *scratch = w.r.keys.encodeBlob(job.blobs, *scratch, blk, w.r.cfg.Compression, addr)
+		res.newBlobs = append(res.newBlobs, newBlob{t: BlobData, addr: addr, off: start, n: len(job.blobs) - start, plainLen: len(blk)})
+	}
+	if ctx.Err() != nil {
+		return leafResult{err: ctx.Err()}
+	}
+	res.node = nd
+	return w.finishLeaf(res, parent)
+}
+
+// finishLeaf decides the leaf's address: zero for all holes, the parent's when nothing changed.
+func (w *writeSession) finishLeaf(res leafResult, parent *node) leafResult {
+	nd := res.node
+	allHole := true
+	for _, a := range nd.addrs {
+		if !a.IsZero() {
+			allHole = false
+			break
+		}
+	}
+	if allHole {
+		res.node = nil
+		return res
+	}
+	if parent != nil && len(parent.addrs) == len(nd.addrs) {
+		same := true
+		for b := range nd.addrs {
+			if nd.addrs[b] != parent.addrs[b] || nd.fps[b] != parent.fps[b] {
+				same = false
+				break
+			}
+		}
+		if same {
+			res.reused = true
+		}
+	}
+	res.addr = w.r.keys.address(BlobTree, nd.encode(make([]byte, 0, nodeHeader+len(nd.addrs)*leafEntry)))
+	return res
+}
+
+func isZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroBlock))
+		if string(b[:n]) != string(zeroBlock[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// collect takes results in volume order, packs new blobs and builds the tree bottom-up.
+func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error {
+	var done int64
+	for job := range order {
+		select {
+		case <-job.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		res := job.res
+		if res.err != nil {
+			return res.err
+		}
+		w.stats.Blocks += res.stats.Blocks
+		w.stats.DataBlocks += res.stats.DataBlocks
+		w.stats.ChangedBlocks += res.stats.ChangedBlocks
+		for _, b := range res.newBlobs {
+			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen); err != nil {
+				return err
+			}
+		}
+		if res.node != nil && !res.reused {
+			if err := w.ensureNode(res.addr, res.node, nil); err != nil {
+				return err
+			}
+		}
+		if err := w.push(1, res.addr); err != nil {
+			return err
+		}
+		done += res.stats.Blocks * w.g.blockSize
+		if w.o.Progress != nil {
+			w.o.Progress(min(done, w.g.size), w.g.size)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if w.g.leaves == 0 {
+		w.root = Address{}
+	}
+	if err := w.flushPack(); err != nil {
+		return err
+	}
+	if err := w.flushRefs(); err != nil {
+		return err
+	}
+	if err := w.uploads.Wait(); err != nil {
+		return err
+	}
+	if !w.root.IsZero() {
+		if _, err := w.r.idx.AddRefs([]Address{w.root}, 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// push adds a child address at the given level (1 = parents of leaves) and finishes nodes as
+// they fill. The node finished at the root level is the tree's root.
+func (w *writeSession) push(level int, child Address) error {
+	if level > w.g.rootLevel {
+		w.root = child
+		return nil
+	}
+	lb := &w.levels[level]
+	lb.children = append(lb.children, child)
+	below := w.nodesAt(level - 1)
+	if len(lb.children) < NodeFanout && lb.done*NodeFanout+int64(len(lb.children)) < below {
+		return nil
+	}
+	children := lb.children
+	lb.children = nil
+	lb.done++
+	addr := Address{}
+	for _, c := range children {
+		if !c.IsZero() {
+			nd := &node{level: level, addrs: children}
+			addr = w.r.keys.address(BlobTree, nd.encode(nil))
+			if err := w.ensureNode(addr, nd, nil); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	return w.push(level+1, addr)
+}
+
+func (w *writeSession) nodesAt(level int) int64 {
+	n := w.g.leaves
+	for range level {
+		n = (n + NodeFanout - 1) / NodeFanout
+	}
+	return n
+}
+
+// ensureNode stores a tree node unless it exists and, the first time the node becomes live,
+// counts a reference to each of its children.
+func (w *writeSession) ensureNode(addr Address, nd *node, _ []byte) error {
+	if _, ok := w.activated[addr]; ok {
+		return nil
+	}
+	_, known, err := w.r.idx.Lookup(addr)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	_, inPending := w.pending[addr]
+	w.mu.Unlock()
+	if known || inPending {
+		refs, err := w.r.idx.Refs(addr)
+		if err != nil {
+			return err
+		}
+		if refs > 0 {
+			return nil // live already: its children are counted
+		}
+	} else {
+		enc := nd.encode(nil)
+		stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
+		if err := w.addBlob(BlobTree, addr, stored, len(enc)); err != nil {
+			return err
+		}
+	}
+	w.activated[addr] = struct{}{}
+	for _, c := range nd.addrs {
+		if !c.IsZero() {
+			w.refQueue = append(w.refQueue, c)
+		}
+	}
+	if len(w.refQueue) >= 16384 {
+		return w.flushRefs()
+	}
+	return nil
+}
+
+func (w *writeSession) flushRefs() error {
+	if len(w.refQueue) == 0 {
+		return nil
+	}
+	_, err := w.r.idx.AddRefs(w.refQueue, 1)
+	w.refQueue = w.refQueue[:0]
+	return err
+}
+
+// addBlob puts a stored blob into the current pack unless this session already has it.
+func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen int) error {
+	w.mu.Lock()
+	_, dup := w.pending[addr]
+	if !dup {
+		w.pending[addr] = struct{}{}
+	}
+	w.mu.Unlock()
+	if dup {
+		return nil
+	}
+	w.packer.add(t, addr, stored, plainLen)
+	w.stats.NewBlobs++
+	w.stats.NewBytes += int64(len(stored))
+	w.stats.NewPlainBytes += int64(plainLen)
+	if w.packer.size() >= w.r.cfg.PackSize {
+		return w.flushPack()
+	}
+	return nil
+}
+
+// flushPack hands the current pack to an uploader.
+func (w *writeSession) flushPack() error {
+	if w.packer.empty() {
+		return nil
+	}
+	id, data, entries := w.packer.finish(w.r.keys)
+	w.stats.Packs++
+	if w.uctx.Err() != nil {
+		return w.uctx.Err()
+	}
+	w.uploads.Go(func() error {
+		if err := w.r.storePack(w.uctx, id, data, entries); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		for _, e := range entries {
+			delete(w.pending, e.Addr)
+		}
+		w.mu.Unlock()
+		return nil
+	})
+	return nil
+}
