@@ -69,7 +69,7 @@ func (r *Retry) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		}
 		if err != nil {
 			release()
-			return r.timeoutErr(ctx, actx, err)
+			return r.timeoutErr(ctx, actx, "get", key, err)
 		}
 		rc = &releaser{ReadCloser: rc, release: release}
 		return nil
@@ -80,7 +80,7 @@ func (r *Retry) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 // GetRange retries the whole read.
 func (r *Retry) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
 	var data []byte
-	err := r.do(ctx, "get", key, r.once(func(ctx context.Context) error {
+	err := r.do(ctx, "get", key, r.once("get", key, func(ctx context.Context) error {
 		var err error
 		data, err = r.Backend.GetRange(ctx, key, offset, length)
 		return err
@@ -90,14 +90,14 @@ func (r *Retry) GetRange(ctx context.Context, key string, offset, length int64) 
 
 // Put retries the upload; Put replaces atomically, so a retry after an unclear failure is safe.
 func (r *Retry) Put(ctx context.Context, key string, data []byte) error {
-	return r.do(ctx, "put", key, r.once(func(ctx context.Context) error {
+	return r.do(ctx, "put", key, r.once("put", key, func(ctx context.Context) error {
 		return r.Backend.Put(ctx, key, data)
 	}))
 }
 
 // Delete retries the removal; deleting twice is harmless.
 func (r *Retry) Delete(ctx context.Context, key string) error {
-	return r.do(ctx, "delete", key, r.once(func(ctx context.Context) error {
+	return r.do(ctx, "delete", key, r.once("delete", key, func(ctx context.Context) error {
 		return r.Backend.Delete(ctx, key)
 	}))
 }
@@ -105,7 +105,7 @@ func (r *Retry) Delete(ctx context.Context, key string) error {
 // Stat retries the lookup.
 func (r *Retry) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
 	var fi backend.ObjectInfo
-	err := r.do(ctx, "stat", key, r.once(func(ctx context.Context) error {
+	err := r.do(ctx, "stat", key, r.once("stat", key, func(ctx context.Context) error {
 		var err error
 		fi, err = r.Backend.Stat(ctx, key)
 		return err
@@ -157,7 +157,7 @@ func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context)
 			return err
 		}
 		if attempt >= r.opts.Attempts {
-			return fmt.Errorf("%w (gave up after %d attempts)", err, attempt)
+			return fmt.Errorf("%w; gave up after %d attempts", err, attempt)
 		}
 		delay := r.backoff(attempt)
 		if r.opts.Notify != nil {
@@ -192,19 +192,20 @@ func (r *Retry) attemptContext(ctx context.Context) (actx context.Context, relea
 
 // once wraps one attempt of a call whose result is complete when it returns (everything but
 // Get) in the attempt timeout.
-func (r *Retry) once(fn func(context.Context) error) func(context.Context) error {
+func (r *Retry) once(op, key string, fn func(context.Context) error) func(context.Context) error {
 	return func(ctx context.Context) error {
 		actx, release, _ := r.attemptContext(ctx)
 		defer release()
-		return r.timeoutErr(ctx, actx, fn(actx))
+		return r.timeoutErr(ctx, actx, op, key, fn(actx))
 	}
 }
 
 // timeoutErr turns an error caused by the attempt's own timeout (not the caller's ctx) into
 // ErrUnavailable, so it is retried.
-func (r *Retry) timeoutErr(ctx, actx context.Context, err error) error {
+// The inner error then only says "context canceled", so it is replaced.
+func (r *Retry) timeoutErr(ctx, actx context.Context, op, key string, err error) error {
 	if err != nil && ctx.Err() == nil && errors.Is(context.Cause(actx), errAttemptTimeout) {
-		return fmt.Errorf("%v: %w after %v", err, backend.ErrUnavailable, r.opts.Timeout)
+		return fmt.Errorf("%s %s: %w (no answer within %v)", op, key, backend.ErrUnavailable, r.opts.Timeout)
 	}
 	return err
 }

@@ -1,0 +1,136 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/limit"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
+	"github.com/cairn-backup/cairn/repo/backend/s3"
+)
+
+// Defaults for the zero Config fields.
+const (
+	// DefaultConcurrency bounds in-flight S3 requests.
+	DefaultConcurrency = 8
+	// DefaultRetries is how often a failed S3 call is retried.
+	DefaultRetries = 4
+	// DefaultTimeout bounds one attempt of an S3 call: long enough for a large pack over a
+	// slow link, short enough that a stalled connection is noticed.
+	DefaultTimeout = 2 * time.Minute
+)
+
+// Config says which repository to open and how to reach it. Fields set here (from flags or a
+// config file) win over the environment: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+// AWS_SECRET_ACCESS_KEY and AWS_REGION (or AWS_DEFAULT_REGION) fill only empty fields.
+type Config struct {
+	// URL is a path, file://PATH or s3://BUCKET/PREFIX (see ParseURL).
+	URL string
+
+	// Endpoint is the S3 server: host:port (TLS) or http(s)://host:port.
+	Endpoint string
+	// Region is the S3 region.
+	Region string
+	// PathStyle chooses path-style or virtual-host URLs; the zero value is auto (path-style
+	// except on AWS).
+	PathStyle s3.Addressing
+	// AccessKey and SecretKey are the S3 credentials.
+	AccessKey, SecretKey string
+
+	// Concurrency bounds in-flight operations; 0 means DefaultConcurrency for S3 and no
+	// limit for a local directory.
+	Concurrency int
+	// Retries is how often a failed S3 call is retried; 0 means DefaultRetries, negative
+	// means never.
+	Retries int
+	// Timeout bounds one attempt of an S3 call; 0 means DefaultTimeout, negative means none.
+	Timeout time.Duration
+
+	// retryDelay overrides the first backoff, for tests.
+	retryDelay time.Duration
+}
+
+// Open opens the backend cfg.URL names, wrapped in the layers it needs. For S3 it contacts
+// the server and fails with one clear error if the endpoint, credentials or bucket are wrong.
+func Open(ctx context.Context, cfg Config) (backend.Backend, error) {
+	u, err := ParseURL(cfg.URL)
+	if err != nil {
+		return nil, err
+	}
+	switch u.Kind {
+	case Local:
+		return openLocal(u, cfg)
+	case S3:
+		return openS3(ctx, u, cfg.withEnv(os.Getenv))
+	}
+	return nil, fmt.Errorf("repository %q: unknown kind %q", cfg.URL, u.Kind)
+}
+
+func openLocal(u URL, cfg Config) (backend.Backend, error) {
+	l, err := local.Open(u.Path)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Concurrency > 0 {
+		return limit.New(l, cfg.Concurrency), nil
+	}
+	return l, nil
+}
+
+func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
+	b, err := s3.Open(ctx, s3.Config{
+		Endpoint:   cfg.Endpoint,
+		Region:     cfg.Region,
+		Bucket:     u.Bucket,
+		Prefix:     u.Prefix,
+		Addressing: cfg.PathStyle,
+		AccessKey:  cfg.AccessKey,
+		SecretKey:  cfg.SecretKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	concurrency := cfg.Concurrency
+	if concurrency <= 0 {
+		concurrency = DefaultConcurrency
+	}
+	retries := cfg.Retries
+	switch {
+	case retries == 0:
+		retries = DefaultRetries
+	case retries < 0:
+		retries = 0
+	}
+	timeout := cfg.Timeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultTimeout
+	case timeout < 0:
+		timeout = 0
+	}
+	return retry.New(limit.New(b, concurrency), retry.Options{
+		Attempts: retries + 1,
+		Timeout:  timeout,
+		MinDelay: cfg.retryDelay,
+	}), nil
+}
+
+// withEnv fills the empty S3 fields from the AWS_* variables that getenv returns.
+func (c Config) withEnv(getenv func(string) string) Config {
+	fill := func(field *string, names ...string) {
+		for _, n := range names {
+			if *field == "" {
+				*field = getenv(n)
+			}
+		}
+	}
+	fill(&c.Endpoint, "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+	fill(&c.AccessKey, "AWS_ACCESS_KEY_ID")
+	fill(&c.SecretKey, "AWS_SECRET_ACCESS_KEY")
+	fill(&c.Region, "AWS_REGION", "AWS_DEFAULT_REGION")
+	return c
+}
