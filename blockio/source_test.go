@@ -263,3 +263,45 @@ func TestSourceDevice(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// Readers share a Source: concurrent ReadAt and NextData see the same bytes and extents.
+func TestSourceConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "volume.img")
+	const size = 16 << 20
+	testutil.WriteImage(t, path, size, 9, testutil.Mixed)
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenSource(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	errs := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			p := make([]byte, 1<<20)
+			for off := int64(w) << 20; off < size; off += 4 << 20 {
+				if _, _, err := s.NextData(off); err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if _, err := s.ReadAt(p, off); err != nil {
+					errs <- err
+					return
+				}
+				if !bytes.Equal(p, want[off:off+1<<20]) {
+					errs <- errors.New("concurrent ReadAt returned other bytes than the file holds")
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+}
