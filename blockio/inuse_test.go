@@ -179,7 +179,7 @@ func TestParseMountinfo(t *testing.T) {
 		point  string
 		source bool
 	}{
-		{"42 27 7:0 / /mnt/x rw,relatime shared:1 - ext4 /dev/null rw", true, 7<<8 | 0, "/mnt/x", false},
+		{"42 27 7:0 / /mnt/x rw,relatime shared:1 - ext4 /dev/null rw", true, 7 << 8, "/mnt/x", false},
 		{`43 27 259:3 / /mnt/with\040space rw - xfs /dev/nvme0n1p3 rw`, true, 259<<8 | 3, "/mnt/with space", false},
 		{"44 27 0:25 / /run rw - tmpfs tmpfs rw", true, 25, "/run", false},
 		{"garbage", false, 0, "", false},
