@@ -44,7 +44,8 @@ const (
 	// FailAfter calls the inner backend, then returns the rule's error anyway: a Put that
 	// landed but whose acknowledgement was lost.
 	FailAfter
-	// Corrupt flips one bit of the data a Get or GetRange returns.
+	// Corrupt flips one bit of the data a Get or GetRange returns; on other methods a
+	// Corrupt rule counts as fired and does nothing.
 	Corrupt
 )
 

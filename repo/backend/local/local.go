@@ -51,7 +51,8 @@ func (l *Local) Location() string { return l.root }
 // Close does nothing: a directory holds no connections.
 func (l *Local) Close() error { return nil }
 
-// Get opens the object for reading.
+// Get opens the object for reading. The reader does not watch ctx: a local read does not
+// hang the way a network read can.
 func (l *Local) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	name, err := l.filename(ctx, key)
 	if err != nil {

@@ -33,16 +33,16 @@ func translate(ctx context.Context, what string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	sentinel, detail := classify(err)
+	detail, sentinel := classify(err)
 	if sentinel == nil {
 		return fmt.Errorf("%s: %s", what, detail)
 	}
 	return fmt.Errorf("%s: %w (%s)", what, sentinel, detail)
 }
 
-// classify names the sentinel for err (nil for a permanent error of another kind) and a short
-// description of what failed.
-func classify(err error) (sentinel error, detail string) {
+// classify describes what failed in a few words and names the sentinel for err (nil for a
+// permanent error of another kind).
+func classify(err error) (detail string, sentinel error) {
 	resp := minio.ToErrorResponse(err)
 	if resp.Code == "" && resp.StatusCode == 0 {
 		errors.As(err, &resp)
@@ -58,58 +58,58 @@ func classify(err error) (sentinel error, detail string) {
 	var netErr net.Error
 	switch {
 	case errors.As(err, &dnsErr):
-		return backend.ErrUnavailable, fmt.Sprintf("cannot resolve host %s", dnsErr.Name)
+		return fmt.Sprintf("cannot resolve host %s", dnsErr.Name), backend.ErrUnavailable
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return backend.ErrUnavailable, "connection refused"
+		return "connection refused", backend.ErrUnavailable
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
-		return backend.ErrUnavailable, "connection reset"
+		return "connection reset", backend.ErrUnavailable
 	case errors.As(err, &certErr), errors.As(err, &unknownAuth), errors.As(err, &hostErr):
-		return backend.ErrUnavailable, fmt.Sprintf("tls certificate rejected: %v", err)
+		return fmt.Sprintf("tls certificate rejected: %v", err), backend.ErrUnavailable
 	case errors.As(err, &recordErr), strings.Contains(err.Error(), "HTTP response to HTTPS client"):
-		return backend.ErrUnavailable, "tls handshake failed: the server speaks plain http; write the endpoint as http://host:port"
+		return "tls handshake failed: the server speaks plain http; write the endpoint as http://host:port", backend.ErrUnavailable
 	case errors.As(err, &netErr) && netErr.Timeout():
-		return backend.ErrUnavailable, "timeout"
+		return "timeout", backend.ErrUnavailable
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-		return backend.ErrUnavailable, "connection closed early"
+		return "connection closed early", backend.ErrUnavailable
 	case errors.As(err, &netErr):
-		return backend.ErrUnavailable, err.Error()
+		return err.Error(), backend.ErrUnavailable
 	}
 	// Anything else from the transport (a proxy's garbage, a broken response) is treated as
 	// transient: retrying a permanent fault costs little, giving up on a transient one fails
 	// a backup.
-	return backend.ErrUnavailable, err.Error()
+	return err.Error(), backend.ErrUnavailable
 }
 
-func classifyResponse(resp minio.ErrorResponse) (error, string) {
+func classifyResponse(resp minio.ErrorResponse) (string, error) {
 	code := resp.Code
 	if code == "" {
 		code = http.StatusText(resp.StatusCode)
 	}
 	switch resp.Code {
 	case "NoSuchKey":
-		return backend.ErrNotFound, "no such key"
+		return "no such key", backend.ErrNotFound
 	case "NoSuchBucket":
-		return backend.ErrNotFound, fmt.Sprintf("bucket %q does not exist", resp.BucketName)
+		return fmt.Sprintf("bucket %q does not exist", resp.BucketName), backend.ErrNotFound
 	case "InvalidAccessKeyId", "XAdminUserNotFound":
-		return backend.ErrPermission, "access key not known to the server (InvalidAccessKeyId); check the access key"
+		return "access key not known to the server (InvalidAccessKeyId); check the access key", backend.ErrPermission
 	case "SignatureDoesNotMatch":
-		return backend.ErrPermission, "signature rejected (SignatureDoesNotMatch); check the secret key"
+		return "signature rejected (SignatureDoesNotMatch); check the secret key", backend.ErrPermission
 	case "AccessDenied":
-		return backend.ErrPermission, "access denied (AccessDenied); check the credentials and the bucket policy"
+		return "access denied (AccessDenied); check the credentials and the bucket policy", backend.ErrPermission
 	case "InvalidRange":
-		return nil, errRange.Error()
+		return errRange.Error(), nil
 	case "RequestTimeTooSkewed":
-		return backend.ErrPermission, "request time too skewed; check this machine's clock"
+		return "request time too skewed; check this machine's clock", backend.ErrPermission
 	case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout":
-		return backend.ErrUnavailable, fmt.Sprintf("server said %s (HTTP %d)", code, resp.StatusCode)
+		return fmt.Sprintf("server said %s (HTTP %d)", code, resp.StatusCode), backend.ErrUnavailable
 	}
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		return backend.ErrNotFound, fmt.Sprintf("not found (%s)", code)
+		return fmt.Sprintf("not found (%s)", code), backend.ErrNotFound
 	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
-		return backend.ErrPermission, fmt.Sprintf("access denied (%s); check the credentials", code)
+		return fmt.Sprintf("access denied (%s); check the credentials", code), backend.ErrPermission
 	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests:
-		return backend.ErrUnavailable, fmt.Sprintf("server error %s (HTTP %d)", code, resp.StatusCode)
+		return fmt.Sprintf("server error %s (HTTP %d)", code, resp.StatusCode), backend.ErrUnavailable
 	}
-	return nil, fmt.Sprintf("request refused: %s (HTTP %d)", code, resp.StatusCode)
+	return fmt.Sprintf("request refused: %s (HTTP %d)", code, resp.StatusCode), nil
 }
