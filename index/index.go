@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -180,11 +181,17 @@ func (ix *Index) scan(prefix string, values bool, fn func(k, v []byte) error) er
 	})
 }
 
-// Size returns the index's size on disk.
+// Size returns the disk space the index uses (allocated blocks: Badger preallocates sparse
+// files, so their length says little).
 func (ix *Index) Size() int64 {
 	var n int64
 	_ = filepath.Walk(ix.dir, func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
+		if err != nil || fi.IsDir() {
+			return nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			n += st.Blocks * 512
+		} else {
 			n += fi.Size()
 		}
 		return nil

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+)
+
+// BackupCmd groups backup commands.
+type BackupCmd struct {
+	Create  BackupCreateCmd  `cmd:"" help:"Back up a volume, full or incremental."`
+	List    BackupListCmd    `cmd:"" help:"List backups."`
+	Show    BackupShowCmd    `cmd:"" help:"Show a backup."`
+	Delete  BackupDeleteCmd  `cmd:"" help:"Delete a backup (only the latest of an incremental chain)."`
+	Restore BackupRestoreCmd `cmd:"" help:"Restore a backup to a new volume, a volume, or a device or file."`
+	Export  BackupExportCmd  `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
+	Import  BackupImportCmd  `cmd:"" help:"Import exported backup metadata into the index."`
+}
+
+// BackupCreateCmd backs up a volume.
+type BackupCreateCmd struct {
+	Volume      string `arg:"" help:"Volume id, name or path (an unknown path is registered)."`
+	Incremental bool   `help:"Store only the blocks changed since the volume's last backup." short:"i"`
+	Name        string `help:"Backup name."`
+	Description string `help:"Backup description."`
+	Force       bool   `help:"Back up an in-use volume (crash-consistent)."`
+	For         string `name:"for-project" help:"Admins: place the backup in this project." placeholder:"PROJECT"`
+}
+
+// Run backs up the volume.
+func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	p := g.progress("backing up " + c.Volume)
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
+		Incremental: c.Incremental, Force: c.Force, Project: c.For, Progress: p.update})
+	p.finish()
+	if err != nil {
+		return err
+	}
+	return g.showBackup(s, b)
+}
+
+// BackupListCmd lists backups.
+type BackupListCmd struct {
+	Volume      string `help:"Only this volume's backups." placeholder:"VOLUME"`
+	Status      string `help:"Only backups in this status."`
+	AllProjects bool   `help:"Admins: list every project's backups."`
+}
+
+// Run lists backups.
+func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: c.Status})
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		out := make([]map[string]any, 0, len(bs))
+		for _, b := range bs {
+			out = append(out, backupJSON(s, b))
+		}
+		return writeJSON(g.stdout, out)
+	}
+	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Container", "Incremental", "Created"}}
+	for _, b := range bs {
+		t.add(b.ID, b.VolumeID, b.Status, none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()), s.Location(),
+			fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
+	}
+	return t.write(g.stdout)
+}
+
+// BackupShowCmd shows a backup.
+type BackupShowCmd struct {
+	Backup string `arg:"" help:"Backup id or name."`
+}
+
+// Run shows the backup.
+func (c *BackupShowCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b, err := s.Backup(ctx, c.Backup)
+	if err != nil {
+		return err
+	}
+	return g.showBackup(s, b)
+}
+
+// BackupDeleteCmd deletes a backup.
+type BackupDeleteCmd struct {
+	Backup string `arg:"" help:"Backup id or name."`
+	Force  bool   `help:"Admins: delete even while creating or restoring (cancels a running backup)."`
+}
+
+// Run deletes the backup.
+func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b, err := s.DeleteBackup(ctx, c.Backup, c.Force)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, map[string]string{"id": b.ID, "status": "deleted"})
+	}
+	if !g.Quiet {
+		fmt.Fprintf(g.stdout, "backup %s deleted; 'cairn repo gc' reclaims its space\n", b.ID)
+	}
+	return nil
+}
+
+// BackupRestoreCmd restores a backup.
+type BackupRestoreCmd struct {
+	Backup string `arg:"" help:"Backup id or name."`
+	Volume string `help:"Overwrite this registered volume." xor:"target" placeholder:"VOLUME"`
+	To     string `help:"Write onto this block device or file (created when missing)." xor:"target" placeholder:"PATH"`
+	Name   string `help:"Name of the new volume (when neither --volume nor --to)."`
+}
+
+// Run restores the backup.
+func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	p := g.progress("restoring " + c.Backup)
+	res, err := s.Restore(ctx, gateway.RestoreRequest{Backup: c.Backup, Volume: c.Volume, To: c.To, Name: c.Name, Progress: p.update})
+	p.finish()
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, res)
+	}
+	return properties(g.stdout, [][2]string{{"backup_id", res.BackupID}, {"volume_id", none(res.VolumeID)},
+		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", humanBytes(res.Size)}})
+}
+
+// BackupExportCmd exports a backup's metadata.
+type BackupExportCmd struct {
+	Backup string `arg:"" help:"Backup id or name."`
+}
+
+// Run prints backup_service and backup_url.
+func (c *BackupExportCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	e, err := s.ExportBackup(ctx, c.Backup)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, e)
+	}
+	return properties(g.stdout, [][2]string{{"backup_service", e.BackupService}, {"backup_url", e.BackupURL}})
+}
+
+// BackupImportCmd imports exported metadata.
+type BackupImportCmd struct {
+	Service string `arg:"" help:"backup_service from the export."`
+	URL     string `arg:"" name:"url" help:"backup_url from the export."`
+}
+
+// Run imports the backup.
+func (c *BackupImportCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	b, err := s.ImportBackup(ctx, c.Service, c.URL)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, backupJSON(s, b))
+	}
+	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}})
+}
+
+func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
+	return map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
+		"status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
+		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
+		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats}
+}
+
+func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
+	if g.json() {
+		return writeJSON(g.stdout, backupJSON(s, b))
+	}
+	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
+		{"status", b.Status}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
+		{"parent_id", none(b.ParentID)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
+		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
+		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
+		{"container", s.Location()}, {"project", b.Project}})
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+	"golang.org/x/term"
+)
+
+var version = "dev"
+
+// Globals are the flags every command takes.
+type Globals struct {
+	Repo         string `help:"Repository: a directory or s3://BUCKET/PREFIX." env:"CAIRN_REPO" placeholder:"DIR|URL"`
+	StateDir     string `help:"Where the index of a remote repository lives." env:"CAIRN_STATE_DIR" placeholder:"DIR"`
+	Format       string `help:"Output format." enum:"table,json" default:"table" short:"f"`
+	Quiet        bool   `help:"No progress output." short:"q"`
+	Project      string `help:"Project to act in (the embedded CLI acts as its admin)." env:"CAIRN_PROJECT" default:"admin"`
+	PasswordFile string `help:"File holding the repository passphrase (else CAIRN_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
+	Endpoint     string `help:"S3 endpoint (else AWS_ENDPOINT_URL); http:// means no TLS." placeholder:"URL"`
+	Region       string `help:"S3 region (else AWS_REGION)."`
+	PathStyle    string `help:"S3 addressing." enum:"auto,path,virtual" default:"auto"`
+	AccessKey    string `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY"`
+	SecretKey    string `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY"`
+	Workers      int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
+	Concurrency  int    `help:"Backend requests at once (0 = default)." default:"0"`
+	LogFile      string `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE"`
+	Version      kong.VersionFlag
+
+	stdout, stderr io.Writer
+	password       string
+}
+
+// CLI is cairn's command tree.
+type CLI struct {
+	Globals
+
+	Repository RepoCmd   `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
+	Volume     VolumeCmd `cmd:"" help:"Register, create and list volumes."`
+	Backup     BackupCmd `cmd:"" help:"Create, list, restore, export and import backups."`
+
+	// Cinder's verbs, for hands that know them.
+	BackupCreate  BackupCreateCmd  `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
+	BackupList    BackupListCmd    `cmd:"" name:"backup-list" help:"Same as 'backup list'." group:"cinder"`
+	BackupShow    BackupShowCmd    `cmd:"" name:"backup-show" help:"Same as 'backup show'." group:"cinder"`
+	BackupDelete  BackupDeleteCmd  `cmd:"" name:"backup-delete" help:"Same as 'backup delete'." group:"cinder"`
+	BackupRestore BackupRestoreCmd `cmd:"" name:"backup-restore" help:"Same as 'backup restore'." group:"cinder"`
+	BackupExport  BackupExportCmd  `cmd:"" name:"backup-export" help:"Same as 'backup export'." group:"cinder"`
+	BackupImport  BackupImportCmd  `cmd:"" name:"backup-import" help:"Same as 'backup import'." group:"cinder"`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	var cli CLI
+	parser, err := kong.New(&cli,
+		kong.Name("cairn"),
+		kong.Description("Block-volume backups: deduplicated, incremental, restorable to the byte."),
+		kong.UsageOnError(),
+		kong.Vars{"version": version},
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(exitPanic(code)) }),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"}}),
+	)
+	if err != nil {
+		fmt.Fprintln(stderr, "cairn:", err)
+		return exitFailure
+	}
+	code := exitOK
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				e, ok := p.(exitPanic)
+				if !ok {
+					panic(p)
+				}
+				code = int(e)
+			}
+		}()
+		kctx, perr := parser.Parse(args)
+		if perr != nil {
+			fmt.Fprintf(stderr, "cairn: %v (see 'cairn --help')\n", perr)
+			code = exitInvalid
+			return
+		}
+		cli.stdout, cli.stderr = stdout, stderr
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		ctx = gateway.WithCaller(ctx, gateway.Caller{User: "admin", Project: cli.Project, Admin: true})
+		kctx.BindTo(ctx, (*context.Context)(nil))
+		if err := kctx.Run(&cli.Globals); err != nil {
+			fmt.Fprintln(stderr, message(err))
+			code = exitCode(err)
+		}
+	}()
+	return code
+}
+
+type exitPanic int
+
+func (g *Globals) config() (gateway.Config, error) {
+	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,
+		PathStyle: g.PathStyle, AccessKey: g.AccessKey, SecretKey: g.SecretKey, Workers: g.Workers,
+		Concurrency: g.Concurrency, Password: g.password}
+	if c.Repo == "" {
+		c.Repo = gateway.DefaultRepo()
+	}
+	logger, err := g.logger()
+	if err != nil {
+		return c, err
+	}
+	c.Logger = logger
+	return c, nil
+}
+
+func (g *Globals) logger() (*slog.Logger, error) {
+	if g.LogFile == "" {
+		return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelError + 4})), nil
+	}
+	f, err := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("log file: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(f, nil)), nil
+}
+
+// readPassword finds the passphrase: --password-file, CAIRN_PASSWORD, or a prompt.
+func (g *Globals) readPassword(prompt string, confirm bool) (string, error) {
+	if g.PasswordFile != "" {
+		b, err := os.ReadFile(g.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("password file: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	}
+	if p := os.Getenv("CAIRN_PASSWORD"); p != "" {
+		return p, nil
+	}
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
+		return "", repo.ErrPasswordRequired
+	}
+	fmt.Fprint(g.stderr, prompt)
+	b, err := term.ReadPassword(int(os.Stdin.Fd()))
+	fmt.Fprintln(g.stderr)
+	if err != nil {
+		return "", err
+	}
+	if confirm {
+		fmt.Fprint(g.stderr, "enter it again: ")
+		b2, err := term.ReadPassword(int(os.Stdin.Fd()))
+		fmt.Fprintln(g.stderr)
+		if err != nil {
+			return "", err
+		}
+		if string(b) != string(b2) {
+			return "", fmt.Errorf("%w: the passphrases differ", gateway.ErrInvalid)
+		}
+	}
+	return string(b), nil
+}
+
+// open opens the repository, asking for the passphrase when it is encrypted.
+func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
+	if g.password == "" && (g.PasswordFile != "" || os.Getenv("CAIRN_PASSWORD") != "") {
+		p, err := g.readPassword("", false)
+		if err != nil {
+			return nil, err
+		}
+		g.password = p
+	}
+	c, err := g.config()
+	if err != nil {
+		return nil, err
+	}
+	s, err := gateway.Open(ctx, c)
+	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" {
+		p, perr := g.readPassword("repository passphrase: ", false)
+		if perr != nil {
+			return nil, perr
+		}
+		g.password = p
+		c.Password = p
+		s, err = gateway.Open(ctx, c)
+	}
+	return s, err
+}
+
+func (g *Globals) json() bool { return g.Format == "json" }

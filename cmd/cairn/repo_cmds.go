@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// RepoCmd groups repository commands.
+type RepoCmd struct {
+	Init         RepoInitCmd    `cmd:"" help:"Create a repository."`
+	Check        RepoCheckCmd   `cmd:"" help:"Check that the index and the backend agree."`
+	Stats        RepoStatsCmd   `cmd:"" help:"Show sizes, dedup and compression ratios."`
+	Gc           RepoGCCmd      `cmd:"" name:"gc" help:"Reclaim the space of deleted and failed backups."`
+	RebuildIndex RepoRebuildCmd `cmd:"" name:"rebuild-index" help:"Rebuild the index from the backend alone."`
+	Passwd       RepoPasswdCmd  `cmd:"" help:"Change the passphrase of an encrypted repository."`
+}
+
+// RepoInitCmd creates a repository.
+type RepoInitCmd struct {
+	BlockSize   string `help:"Block size: the unit of change tracking and dedup." default:"16K"`
+	Compression string `help:"Compression." enum:"zstd,lz4,none" default:"zstd"`
+	Encryption  string `help:"Encryption at rest." enum:"none,aes-256-gcm" default:"none"`
+}
+
+// Run creates the repository.
+func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
+	bs, err := parseSize(c.BlockSize)
+	if err != nil {
+		return fmt.Errorf("%w: --block-size: %v", gateway.ErrInvalid, err)
+	}
+	o := repo.InitOptions{BlockSize: int(bs), Compression: repo.Compression(c.Compression), Encryption: c.Encryption}
+	if c.Encryption != repo.EncryptionNone {
+		if o.Password, err = g.readPassword("new repository passphrase: ", true); err != nil {
+			return err
+		}
+		if o.Password == "" {
+			return fmt.Errorf("%w: the passphrase is empty", gateway.ErrInvalid)
+		}
+	}
+	cfg, err := g.config()
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(cfg.Repo, "://") {
+		if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+			return fmt.Errorf("create repository directory: %w", err)
+		}
+	}
+	rc, err := gateway.Init(ctx, cfg, o)
+	if err != nil {
+		return err
+	}
+	s, err := gateway.Open(ctx, withPassword(cfg, o.Password))
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if g.json() {
+		return writeJSON(g.stdout, map[string]any{"id": rc.ID, "location": s.Location(), "block_size": rc.BlockSize,
+			"compression": rc.Compression, "encryption": rc.Encryption, "index": cfg.IndexDir()})
+	}
+	return properties(g.stdout, [][2]string{{"id", rc.ID}, {"location", s.Location()}, {"block_size", humanBytes(int64(rc.BlockSize))},
+		{"compression", string(rc.Compression)}, {"encryption", rc.Encryption}, {"index", cfg.IndexDir()}})
+}
+
+func withPassword(c gateway.Config, p string) gateway.Config {
+	c.Password = p
+	return c
+}
+
+// RepoCheckCmd checks the repository.
+type RepoCheckCmd struct {
+	ReadData bool `help:"Also read every pack and verify every block against its address."`
+}
+
+// Run checks; problems make the exit code non-zero.
+func (c *RepoCheckCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	rep, err := s.Check(ctx, c.ReadData)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(g.stdout, "checked %d backups, %d packs, %d blobs", rep.Backups, rep.Packs, rep.Blobs)
+		if rep.ReadData {
+			fmt.Fprintf(g.stdout, ", read %s", humanBytes(rep.BytesRead))
+		}
+		fmt.Fprintln(g.stdout)
+		for _, n := range rep.Notes {
+			fmt.Fprintln(g.stdout, "note:", n)
+		}
+		for _, p := range rep.Problems {
+			fmt.Fprintln(g.stdout, "problem:", p)
+		}
+	}
+	if !rep.OK() {
+		return fmt.Errorf("%w: check found %d problems in %s", repo.ErrCorrupt, len(rep.Problems), s.Location())
+	}
+	if !g.json() {
+		fmt.Fprintln(g.stdout, "no problems found")
+	}
+	return nil
+}
+
+// RepoStatsCmd prints repository statistics.
+type RepoStatsCmd struct{}
+
+// Run prints the statistics.
+func (c *RepoStatsCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	st, err := s.RepoStats(ctx)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, st)
+	}
+	return properties(g.stdout, [][2]string{
+		{"location", st.Location}, {"backup_service", st.Driver}, {"block_size", humanBytes(int64(st.BlockSize))},
+		{"compression", st.Compression}, {"encryption", st.Encryption},
+		{"volumes", fmt.Sprint(st.Volumes)}, {"backups", fmt.Sprint(st.Backups)},
+		{"logical_bytes", humanBytes(st.LogicalBytes)}, {"data_bytes", humanBytes(st.DataBytes)},
+		{"unique_bytes", humanBytes(st.UniquePlainBytes)}, {"stored_bytes", humanBytes(st.StoredBytes)},
+		{"pack_bytes", humanBytes(st.PackBytes)}, {"packs", fmt.Sprint(st.Packs)}, {"blobs", fmt.Sprint(st.Blobs)},
+		{"dedup_ratio", fmt.Sprintf("%.2f", st.DedupRatio)}, {"compression_ratio", fmt.Sprintf("%.2f", st.CompressionRatio)},
+		{"index_bytes", humanBytes(st.IndexBytes)},
+	})
+}
+
+// RepoGCCmd reclaims space.
+type RepoGCCmd struct{}
+
+// Run collects garbage.
+func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	st, err := s.GC(ctx, g.logf)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, st)
+	}
+	return properties(g.stdout, [][2]string{{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
+		{"orphan_packs_deleted", fmt.Sprint(st.PacksOrphaned)}, {"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", humanBytes(st.BytesFreed)}})
+}
+
+func (g *Globals) logf(format string, args ...any) {
+	if !g.Quiet {
+		fmt.Fprintf(g.stderr, format+"\n", args...)
+	}
+}
+
+// RepoRebuildCmd rebuilds the index.
+type RepoRebuildCmd struct{}
+
+// Run rebuilds the index from the backend.
+func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	res, err := s.RebuildIndex(ctx, g.logf)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, res)
+	}
+	return properties(g.stdout, [][2]string{{"packs", fmt.Sprint(res.Packs)}, {"backups", fmt.Sprint(res.Backups)},
+		{"volumes", fmt.Sprint(res.Volumes)}, {"skipped", fmt.Sprint(res.Skipped)}})
+}
+
+// RepoPasswdCmd changes the passphrase.
+type RepoPasswdCmd struct {
+	NewPasswordFile string `help:"File holding the new passphrase (else CAIRN_NEW_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
+}
+
+// Run changes the passphrase.
+func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if s.Repository().Config().Encryption == repo.EncryptionNone {
+		return fmt.Errorf("%w: the repository is not encrypted, so it has no passphrase", gateway.ErrInvalid)
+	}
+	var newPw string
+	switch {
+	case c.NewPasswordFile != "":
+		b, err := os.ReadFile(c.NewPasswordFile)
+		if err != nil {
+			return err
+		}
+		newPw = strings.TrimRight(string(b), "\r\n")
+	case os.Getenv("CAIRN_NEW_PASSWORD") != "":
+		newPw = os.Getenv("CAIRN_NEW_PASSWORD")
+	default:
+		ng := *g
+		ng.PasswordFile = ""
+		os.Unsetenv("CAIRN_PASSWORD")
+		if newPw, err = ng.readPassword("new passphrase: ", true); err != nil {
+			return err
+		}
+	}
+	if err := repo.ChangePassword(ctx, s.Repository().Backend(), g.password, newPw); err != nil {
+		return err
+	}
+	fmt.Fprintln(g.stdout, "passphrase changed")
+	return nil
+}

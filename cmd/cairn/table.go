@@ -1,0 +1,121 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+)
+
+// table prints rows the way the cinder client does (prettytable).
+type table struct {
+	header []string
+	rows   [][]string
+}
+
+func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
+
+func (t *table) write(w io.Writer) error {
+	widths := make([]int, len(t.header))
+	for i, h := range t.header {
+		widths[i] = utf8.RuneCountInString(h)
+	}
+	for _, r := range t.rows {
+		for i, c := range r {
+			for _, line := range strings.Split(c, "\n") {
+				widths[i] = max(widths[i], utf8.RuneCountInString(line))
+			}
+		}
+	}
+	var b strings.Builder
+	sep := func() {
+		b.WriteByte('+')
+		for _, w := range widths {
+			b.WriteString(strings.Repeat("-", w+2))
+			b.WriteByte('+')
+		}
+		b.WriteByte('\n')
+	}
+	line := func(cells []string) {
+		lines := 1
+		for _, c := range cells {
+			lines = max(lines, strings.Count(c, "\n")+1)
+		}
+		for l := range lines {
+			b.WriteByte('|')
+			for i, w := range widths {
+				cell := ""
+				if i < len(cells) {
+					if parts := strings.Split(cells[i], "\n"); l < len(parts) {
+						cell = parts[l]
+					}
+				}
+				fmt.Fprintf(&b, " %s%s |", cell, strings.Repeat(" ", w-utf8.RuneCountInString(cell)))
+			}
+			b.WriteByte('\n')
+		}
+	}
+	sep()
+	line(t.header)
+	sep()
+	for _, r := range t.rows {
+		line(r)
+	}
+	sep()
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// properties prints a Property | Value table.
+func properties(w io.Writer, kv [][2]string) error {
+	t := &table{header: []string{"Property", "Value"}}
+	for _, p := range kv {
+		t.add(p[0], p[1])
+	}
+	return t.write(w)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// humanBytes formats a size in binary units.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// parseSize reads sizes like 10G, 512MiB, 1T, 4096.
+func parseSize(s string) (int64, error) {
+	in := strings.TrimSpace(s)
+	u := strings.ToUpper(in)
+	mult := int64(1)
+	for _, suf := range []struct {
+		s string
+		m int64
+	}{{"TIB", 1 << 40}, {"GIB", 1 << 30}, {"MIB", 1 << 20}, {"KIB", 1 << 10}, {"TB", 1 << 40}, {"GB", 1 << 30}, {"MB", 1 << 20}, {"KB", 1 << 10}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(u, suf.s) {
+			u, mult = strings.TrimSpace(strings.TrimSuffix(u, suf.s)), suf.m
+			break
+		}
+	}
+	var n int64
+	if _, err := fmt.Sscanf(u, "%d", &n); err != nil || n < 0 || fmt.Sprint(n) != u {
+		return 0, fmt.Errorf("size %q: use a number with an optional unit, like 10G or 512M", in)
+	}
+	if n > (1<<62)/mult {
+		return 0, fmt.Errorf("size %q is too large", in)
+	}
+	return n * mult, nil
+}

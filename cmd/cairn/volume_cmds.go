@@ -1,0 +1,178 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+)
+
+// VolumeCmd groups volume commands.
+type VolumeCmd struct {
+	Manage   VolumeManageCmd   `cmd:"" help:"Register a block device or image file as a volume."`
+	Create   VolumeCreateCmd   `cmd:"" help:"Create a sparse image file volume in the repository's volume directory."`
+	List     VolumeListCmd     `cmd:"" help:"List volumes."`
+	Show     VolumeShowCmd     `cmd:"" help:"Show a volume."`
+	Delete   VolumeDeleteCmd   `cmd:"" help:"Delete a volume (a volume cairn created loses its image file)."`
+	Unmanage VolumeUnmanageCmd `cmd:"" help:"Forget a volume without touching its device or file."`
+}
+
+// VolumeManageCmd registers a volume.
+type VolumeManageCmd struct {
+	Path        string `arg:"" help:"Block device or image file."`
+	Name        string `help:"Volume name (default: the file name)."`
+	Description string `help:"Description."`
+}
+
+// Run registers the volume.
+func (c *VolumeManageCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: c.Path, Name: c.Name, Description: c.Description})
+	if err != nil {
+		return err
+	}
+	return g.showVolume(v)
+}
+
+// VolumeCreateCmd creates a volume image.
+type VolumeCreateCmd struct {
+	Size        string `required:"" help:"Size, like 10G."`
+	Name        string `required:"" help:"Volume name."`
+	Description string `help:"Description."`
+}
+
+// Run creates the volume.
+func (c *VolumeCreateCmd) Run(ctx context.Context, g *Globals) error {
+	size, err := parseSize(c.Size)
+	if err != nil {
+		return fmt.Errorf("%w: --size: %v", gateway.ErrInvalid, err)
+	}
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.CreateVolume(ctx, gateway.CreateVolumeRequest{Name: c.Name, Size: size, Description: c.Description})
+	if err != nil {
+		return err
+	}
+	return g.showVolume(v)
+}
+
+// VolumeListCmd lists volumes.
+type VolumeListCmd struct {
+	AllProjects bool `help:"Admins: list every project's volumes."`
+}
+
+// Run lists volumes.
+func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	vols, err := s.ListVolumes(ctx, c.AllProjects)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, nonNil(vols))
+	}
+	t := &table{header: []string{"ID", "Name", "Status", "Size", "Kind", "Path"}}
+	for _, v := range vols {
+		t.add(v.ID, v.Name, v.Status, humanBytes(v.Size), v.Kind, v.Path)
+	}
+	return t.write(g.stdout)
+}
+
+// VolumeShowCmd shows a volume.
+type VolumeShowCmd struct {
+	Volume string `arg:"" help:"Volume id, name or path."`
+}
+
+// Run shows the volume.
+func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.Volume(ctx, c.Volume)
+	if err != nil {
+		return err
+	}
+	return g.showVolume(v)
+}
+
+// VolumeDeleteCmd deletes a volume.
+type VolumeDeleteCmd struct {
+	Volume string `arg:"" help:"Volume id, name or path."`
+}
+
+// Run deletes the volume.
+func (c *VolumeDeleteCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.DeleteVolume(ctx, c.Volume)
+	if err != nil {
+		return err
+	}
+	if !g.Quiet && !g.json() {
+		fmt.Fprintf(g.stdout, "volume %s (%s) deleted\n", v.Name, v.ID)
+	}
+	return nil
+}
+
+// VolumeUnmanageCmd forgets a volume.
+type VolumeUnmanageCmd struct {
+	Volume string `arg:"" help:"Volume id, name or path."`
+}
+
+// Run forgets the volume.
+func (c *VolumeUnmanageCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	v, err := s.UnmanageVolume(ctx, c.Volume)
+	if err != nil {
+		return err
+	}
+	if !g.Quiet && !g.json() {
+		fmt.Fprintf(g.stdout, "volume %s (%s) unmanaged; %s is untouched\n", v.Name, v.ID, v.Path)
+	}
+	return nil
+}
+
+func (g *Globals) showVolume(v *index.Volume) error {
+	if g.json() {
+		return writeJSON(g.stdout, v)
+	}
+	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", v.Status}, {"size", humanBytes(v.Size)},
+		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)},
+		{"description", none(v.Description)}, {"fail_reason", none(v.FailReason)}, {"created_at", v.CreatedAt.Format(time.RFC3339)}})
+}
+
+func none(s string) string {
+	if s == "" {
+		return "None"
+	}
+	return s
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

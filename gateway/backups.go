@@ -1,0 +1,365 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/google/uuid"
+)
+
+// BackupRequest asks for a backup of a volume (seed 3.1.1, 3.2).
+type BackupRequest struct {
+	Volume      string
+	Name        string
+	Description string
+	Incremental bool
+	Force       bool   // back up an in-use volume (crash-consistent)
+	Project     string // admin only: place the backup in another project
+	Progress    func(done, total int64)
+}
+
+// Job is accepted work that runs later (at once in the embedded CLI, on a worker in serve).
+type Job func(ctx context.Context) error
+
+// StartBackup does the static checks, records the backup as creating and the volume as
+// backing-up, and returns the job that reads the volume. Nothing is written when a check fails.
+func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Backup, Job, error) {
+	c := CallerFrom(ctx)
+	project, err := targetProject(c, req.Project)
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.Name != "" {
+		if err := validName(req.Name); err != nil {
+			return nil, nil, err
+		}
+	}
+	v, err := s.Volume(ctx, req.Volume)
+	if err != nil {
+		return nil, nil, err
+	}
+	src, err := blockio.OpenSource(v.Path)
+	if err != nil {
+		return nil, nil, invalidf("volume %s: %v", v.Name, err)
+	}
+	if reason, err := blockio.InUse(v.Path); err != nil {
+		src.Close()
+		return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
+	} else if reason != "" {
+		src.Close()
+		if !req.Force {
+			return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
+		}
+		return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s) and cairn cannot snapshot this kind of volume: stop the user of the volume, then back it up without --force", v.Name, reason)
+	}
+	var parent *index.Backup
+	if req.Incremental {
+		if parent, err = s.latestBackup(v.ID); err != nil {
+			src.Close()
+			return nil, nil, err
+		}
+		if parent == nil {
+			src.Close()
+			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup to base an incremental on: create a full backup first (without --incremental)", v.Name)
+		}
+	}
+	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
+		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
+		CreatedAt: now(), UpdatedAt: now()}
+	if parent != nil {
+		b.ParentID = parent.ID
+	}
+	// Claim the volume: one backup or restore at a time.
+	if _, err := s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
+		if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
+			return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
+		}
+		v.Status, v.Size = index.VolumeBackingUp, src.Size()
+		return nil
+	}); err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	if err := s.idx.CreateBackup(b); err != nil {
+		src.Close()
+		s.setVolumeStatus(v.ID, index.VolumeAvailable, "")
+		return nil, nil, err
+	}
+	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.track(b.ID, cancel)
+	job := func(ctx context.Context) error {
+		defer cancel()
+		defer s.untrack(b.ID)
+		defer src.Close()
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+		return s.runBackup(jobCtx, b, v, src, parent, req.Progress)
+	}
+	s.log.Info("backup accepted", "backup_id", b.ID, "volume_id", v.ID, "incremental", b.IsIncremental, "project", project)
+	return b, job, nil
+}
+
+func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64)) error {
+	start := time.Now()
+	o := repo.WriteOptions{Workers: s.cfg.Workers, Progress: progress}
+	if parent != nil {
+		o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size}
+	}
+	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
+		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
+			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
+			Incremental: b.IsIncremental, ParentID: b.ParentID, CreatedAt: b.CreatedAt, Stats: res.Stats}
+		if err := s.repo.PutManifest(ctx, m); err != nil {
+			return err
+		}
+		_, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+			if rec.Status != index.BackupCreating {
+				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
+			}
+			rec.Status, rec.Root, rec.RootLevel, rec.Stats = index.BackupAvailable, res.Root, res.RootLevel, res.Stats
+			return nil
+		})
+		if err != nil {
+			_ = s.repo.DeleteManifest(context.WithoutCancel(ctx), b.ID)
+		}
+		return err
+	})
+	s.setVolumeStatus(v.ID, index.VolumeAvailable, "")
+	if err != nil {
+		reason := err.Error()
+		if errors.Is(err, context.Canceled) {
+			reason = "cancelled"
+		}
+		s.failBackup(b.ID, reason)
+		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
+		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+	}
+	secs := time.Since(start).Seconds()
+	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
+		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
+	return nil
+}
+
+func (s *Service) failBackup(id, reason string) {
+	_, err := s.idx.UpdateBackup(id, func(b *index.Backup) error {
+		if b.Status == index.BackupCreating {
+			b.Status, b.FailReason = index.BackupError, reason
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Error("cannot record failed backup", "backup_id", id, "error", err)
+	}
+}
+
+func (s *Service) setVolumeStatus(id, status, reason string) {
+	if _, err := s.idx.UpdateVolume(id, func(v *index.Volume) error {
+		v.Status, v.FailReason = status, reason
+		return nil
+	}); err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Error("cannot set volume status", "volume_id", id, "status", status, "error", err)
+	}
+}
+
+// latestBackup returns the volume's newest available backup, or nil.
+func (s *Service) latestBackup(volumeID string) (*index.Backup, error) {
+	bs, err := s.idx.VolumeBackups(volumeID)
+	if err != nil {
+		return nil, err
+	}
+	for i := len(bs) - 1; i >= 0; i-- {
+		if bs[i].Status == index.BackupAvailable || bs[i].Status == index.BackupRestoring {
+			return bs[i], nil
+		}
+	}
+	return nil, nil
+}
+
+// CreateBackup runs a backup to the end (the embedded CLI's way).
+func (s *Service) CreateBackup(ctx context.Context, req BackupRequest) (*index.Backup, error) {
+	b, job, err := s.StartBackup(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := job(ctx); err != nil {
+		return nil, err
+	}
+	return s.idx.Backup(b.ID)
+}
+
+func (s *Service) track(id string, cancel context.CancelFunc) {
+	s.mu.Lock()
+	s.cancels[id] = cancel
+	s.mu.Unlock()
+}
+
+func (s *Service) untrack(id string) {
+	s.mu.Lock()
+	delete(s.cancels, id)
+	s.mu.Unlock()
+}
+
+// ListFilter narrows a backup list.
+type ListFilter struct {
+	Volume      string
+	AllProjects bool
+	Status      string
+}
+
+// ListBackups returns the backups the caller may see, oldest first.
+func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backup, error) {
+	c := CallerFrom(ctx)
+	var volumeID string
+	if f.Volume != "" {
+		v, err := s.findVolume(ctx, f.Volume)
+		if err != nil {
+			return nil, err
+		}
+		volumeID = v.ID
+	}
+	all, err := s.idx.Backups()
+	if err != nil {
+		return nil, err
+	}
+	var out []*index.Backup
+	for _, b := range all {
+		if !(b.Project == c.Project || (f.AllProjects && c.Admin)) {
+			continue
+		}
+		if volumeID != "" && b.VolumeID != volumeID {
+			continue
+		}
+		if f.Status != "" && b.Status != f.Status {
+			continue
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Backup returns a backup by id (or unique name, or id prefix of at least 8 characters).
+// Another project's backup is not found, not forbidden.
+func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error) {
+	c := CallerFrom(ctx)
+	if ref == "" {
+		return nil, invalidf("no backup given")
+	}
+	if b, err := s.idx.Backup(ref); err == nil && c.sees(b.Project) {
+		return b, nil
+	} else if err != nil && !errors.Is(err, index.ErrNotFound) {
+		return nil, err
+	}
+	all, err := s.idx.Backups()
+	if err != nil {
+		return nil, err
+	}
+	var found []*index.Backup
+	for _, b := range all {
+		if !c.sees(b.Project) || (!c.Admin && b.Project != c.Project) {
+			continue
+		}
+		if (b.Name != "" && b.Name == ref) || (len(ref) >= 8 && strings.HasPrefix(b.ID, ref)) {
+			found = append(found, b)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, wrapf(ErrNotFound, "backup %s not found: see 'cairn backup list'", ref)
+	}
+	return nil, invalidf("%d backups match %q: use the backup id", len(found), ref)
+}
+
+// DeleteBackup deletes a backup. Only the latest of an incremental chain can go (seed 3.2.2);
+// force (admins) also deletes a backup that is being created, which cancels it (seed 3.3).
+func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*index.Backup, error) {
+	c := CallerFrom(ctx)
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if force && !c.Admin {
+		return nil, wrapf(ErrDenied, "only an admin may force-delete a backup")
+	}
+	if deps, err := s.dependants(b.ID); err != nil {
+		return nil, err
+	} else if len(deps) > 0 {
+		return nil, wrapf(ErrConflict, "backup %s has dependent incremental backups (%s): delete those first; only the latest backup of a chain can be deleted", b.ID, strings.Join(deps, ", "))
+	}
+	switch b.Status {
+	case index.BackupAvailable, index.BackupError:
+	case index.BackupCreating:
+		if !force {
+			return nil, wrapf(ErrConflict, "backup %s is being created: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
+		}
+		return s.cancelBackup(ctx, b)
+	default:
+		if !force {
+			return nil, wrapf(ErrConflict, "backup %s is %s: wait for it to finish", b.ID, b.Status)
+		}
+	}
+	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		if rec.Status == index.BackupCreating || (rec.Status == index.BackupRestoring && !force) {
+			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
+		}
+		rec.Status = index.BackupDeleting
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	// The manifest goes first: from then on nothing can resurrect the backup, and a crash
+	// before the record goes is finished by recovery.
+	if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+		return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
+	}
+	if !b.Root.IsZero() && b.Status != index.BackupError {
+		if err := s.repo.Release(ctx, b.Root, b.RootLevel); err != nil {
+			_ = s.idx.SetMeta("refs-dirty", "1")
+			return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
+		}
+	}
+	if err := s.idx.DeleteBackup(b.ID); err != nil {
+		return nil, err
+	}
+	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
+	return b, nil
+}
+
+// cancelBackup stops a running backup and removes it (seed 3.3).
+func (s *Service) cancelBackup(ctx context.Context, b *index.Backup) (*index.Backup, error) {
+	if err := s.idx.DeleteBackup(b.ID); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	cancel := s.cancels[b.ID]
+	s.mu.Unlock()
+	if cancel != nil {
+		cancel()
+	}
+	s.log.Info("backup cancelled", "backup_id", b.ID, "volume_id", b.VolumeID)
+	return b, nil
+}
+
+// dependants returns the ids of backups whose parent is id.
+func (s *Service) dependants(id string) ([]string, error) {
+	all, err := s.idx.Backups()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, b := range all {
+		if b.ParentID == id {
+			out = append(out, b.ID)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,215 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// RestoreRequest restores a backup (seed 3.5.1) to a new volume (the default), onto a
+// registered volume (Volume), or onto a block device or file path (To).
+type RestoreRequest struct {
+	Backup   string
+	Volume   string
+	To       string
+	Name     string
+	Progress func(done, total int64)
+}
+
+// RestoreResult says where a backup was restored.
+type RestoreResult struct {
+	BackupID   string `json:"backup_id"`
+	VolumeID   string `json:"volume_id,omitempty"`
+	VolumeName string `json:"volume_name,omitempty"`
+	Path       string `json:"path"`
+	Size       int64  `json:"size"`
+}
+
+// StartRestore checks the request, claims backup and target and returns the job that writes.
+func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*RestoreResult, Job, error) {
+	b, err := s.Backup(ctx, req.Backup)
+	if err != nil {
+		return nil, nil, err
+	}
+	if b.Status != index.BackupAvailable {
+		return nil, nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be restored", b.ID, b.Status)
+	}
+	if req.Volume != "" && req.To != "" {
+		return nil, nil, invalidf("give --volume or --to, not both")
+	}
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	var vol *index.Volume
+	path := req.To
+	switch {
+	case req.Volume != "":
+		if vol, err = s.findVolume(ctx, req.Volume); err != nil {
+			return nil, nil, err
+		}
+		path = vol.Path
+	case req.To != "":
+		if path, err = filepath.Abs(req.To); err != nil {
+			return nil, nil, invalidf("--to %q: %v", req.To, err)
+		}
+		if v, err := s.idx.VolumeByPath(path); err == nil {
+			vol = v
+		}
+	}
+	if path != "" {
+		if err := checkRestoreTarget(path, b.Size); err != nil {
+			return nil, nil, err
+		}
+	}
+	fresh := false
+	if vol == nil && path == "" {
+		name := req.Name
+		if name == "" {
+			name = s.freeName(CallerFrom(ctx).Project, "restore-"+b.ID[:8])
+		}
+		if err := validName(name); err != nil {
+			return nil, nil, err
+		}
+		if vol, err = s.newImageVolume(b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
+			return nil, nil, err
+		}
+		path, fresh = vol.Path, true
+	} else if vol != nil {
+		if _, err := s.idx.UpdateVolume(vol.ID, func(v *index.Volume) error {
+			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
+				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
+			}
+			v.Status, v.FailReason = index.VolumeRestoringBackup, ""
+			return nil
+		}); err != nil {
+			return nil, nil, err
+		}
+	}
+	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		if rec.Status != index.BackupAvailable {
+			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
+		}
+		rec.Status = index.BackupRestoring
+		if vol != nil {
+			rec.RestoreTarget = vol.ID
+		}
+		return nil
+	}); err != nil {
+		if vol != nil {
+			s.setVolumeStatus(vol.ID, index.VolumeAvailable, "")
+		}
+		return nil, nil, err
+	}
+	res := &RestoreResult{BackupID: b.ID, Path: path, Size: b.Size}
+	if vol != nil {
+		res.VolumeID, res.VolumeName = vol.ID, vol.Name
+	}
+	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.track("restore/"+b.ID, cancel)
+	job := func(ctx context.Context) error {
+		defer cancel()
+		defer s.untrack("restore/" + b.ID)
+		stop := context.AfterFunc(ctx, cancel)
+		defer stop()
+		return s.runRestore(jobCtx, b, m, vol, path, fresh, req.Progress)
+	}
+	return res, job, nil
+}
+
+// checkRestoreTarget refuses targets that are too small or in use.
+func checkRestoreTarget(path string, size int64) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // a new file
+	}
+	if err != nil {
+		return invalidf("restore target %s: %v", path, err)
+	}
+	if reason, err := blockio.InUse(path); err != nil {
+		return fmt.Errorf("restore target %s: %w", path, err)
+	} else if reason != "" {
+		return wrapf(ErrInUse, "restore target %s is in use (%s): unmount or detach it first", path, reason)
+	}
+	if fi.Mode().IsRegular() {
+		if fi.Size() < size {
+			return wrapf(ErrInvalid, "restore target %s is %d bytes, smaller than the backup (%d bytes): use a larger target or a new volume", path, fi.Size(), size)
+		}
+		return nil
+	}
+	if fi.Mode()&os.ModeDevice == 0 {
+		return invalidf("restore target %s is not a block device or regular file", path)
+	}
+	return nil
+}
+
+func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, fresh bool, progress func(int64, int64)) (err error) {
+	start := time.Now()
+	defer func() {
+		_, uerr := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+			if rec.Status == index.BackupRestoring {
+				rec.Status = index.BackupAvailable
+			}
+			rec.RestoreTarget = ""
+			return nil
+		})
+		if uerr != nil && !errors.Is(uerr, index.ErrNotFound) {
+			s.log.Error("cannot record restore end", "backup_id", b.ID, "error", uerr)
+		}
+		if vol != nil {
+			if err != nil {
+				s.setVolumeStatus(vol.ID, index.VolumeError, "restore incomplete: "+err.Error())
+			} else {
+				if _, uerr := s.idx.UpdateVolume(vol.ID, func(v *index.Volume) error {
+					v.Status, v.FailReason = index.VolumeAvailable, ""
+					if v.Kind == "file" {
+						v.Size = b.Size
+					}
+					return nil
+				}); uerr != nil {
+					s.log.Error("cannot record restore end", "volume_id", vol.ID, "error", uerr)
+				}
+			}
+		}
+		if err != nil {
+			s.log.Error("restore failed", "backup_id", b.ID, "target", path, "error", err)
+			err = fmt.Errorf("restore of backup %s to %s is incomplete: %w", b.ID, path, err)
+		} else {
+			secs := time.Since(start).Seconds()
+			s.log.Info("restore finished", "backup_id", b.ID, "target", path, "size", b.Size, "seconds", secs,
+				"mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
+		}
+	}()
+	t, err := blockio.OpenTarget(path, b.Size)
+	if err != nil {
+		return err
+	}
+	fresh = fresh || t.Empty()
+	err = s.repo.Restore(ctx, m, t, repo.RestoreOptions{Fresh: fresh, Progress: progress})
+	if err == nil {
+		err = t.Sync()
+	}
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, context.Canceled) {
+		err = errors.New("cancelled")
+	}
+	return err
+}
+
+// Restore runs a restore to the end (the embedded CLI's way).
+func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*RestoreResult, error) {
+	res, job, err := s.StartRestore(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return res, job(ctx)
+}

@@ -1,0 +1,260 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/s3"
+	"github.com/cairn-backup/cairn/repo/backend/stack"
+)
+
+// Config says where the repository is and how to reach it.
+type Config struct {
+	// Repo is a directory or s3://bucket/prefix.
+	Repo string
+	// StateDir holds the index and volume directory of a remote repository; default
+	// $XDG_STATE_HOME/cairn/<bucket-prefix> (as root /var/lib/cairn/state/<bucket-prefix>).
+	StateDir string
+	Password string
+	// S3 settings; empty ones come from AWS_* variables.
+	Endpoint, Region, AccessKey, SecretKey string
+	PathStyle                              string // "auto", "path" or "virtual"
+	Concurrency                            int
+	Workers                                int
+	ChunkCacheBytes                        int64
+	Logger                                 *slog.Logger
+}
+
+// Service is cairn's operations over one open repository. Safe for concurrent use.
+type Service struct {
+	cfg    Config
+	be     backend.Backend
+	idx    *index.Index
+	repo   *repo.Repository
+	log    *slog.Logger
+	volDir string
+	// Driver is the backup_service name exports carry.
+	driver string
+
+	mu      sync.Mutex
+	cancels map[string]context.CancelFunc // running jobs by backup id; guarded by mu
+}
+
+// DefaultRepo is the embedded default repository: /var/lib/cairn as root, else
+// $XDG_DATA_HOME/cairn.
+func DefaultRepo() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/cairn"
+	}
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "cairn")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".local", "share", "cairn")
+}
+
+func (c Config) backendConfig() stack.Config {
+	bc := stack.Config{URL: c.Repo, Endpoint: c.Endpoint, Region: c.Region, AccessKey: c.AccessKey,
+		SecretKey: c.SecretKey, Concurrency: c.Concurrency}
+	if a, err := s3.ParseAddressing(c.PathStyle); err == nil {
+		bc.PathStyle = a
+	}
+	return bc
+}
+
+// stateDir is where the index and the volume directory live.
+func (c Config) stateDir() string {
+	if c.StateDir != "" {
+		return c.StateDir
+	}
+	if !stack.IsRemote(c.Repo) {
+		return strings.TrimPrefix(c.Repo, "file://")
+	}
+	name := strings.NewReplacer("s3://", "", "/", "-", ":", "-").Replace(strings.TrimSuffix(c.Repo, "/"))
+	if os.Geteuid() == 0 {
+		return filepath.Join("/var/lib/cairn/state", name)
+	}
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, _ := os.UserHomeDir()
+		base = filepath.Join(home, ".local", "state")
+	}
+	return filepath.Join(base, "cairn", name)
+}
+
+// IndexDir is where the repository's index lives.
+func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), "index") }
+
+// Init creates a new repository.
+func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error) {
+	be, err := stack.Open(ctx, c.backendConfig())
+	if err != nil {
+		return repo.Config{}, err
+	}
+	defer be.Close()
+	rc, err := repo.Init(ctx, be, o)
+	if errors.Is(err, repo.ErrExists) {
+		return rc, wrapf(ErrExists, "%v", err)
+	}
+	return rc, err
+}
+
+// Open opens the repository and its index, and repairs what a crash left: backups that were
+// running are marked error, volumes leave backing-up and restoring-backup.
+func Open(ctx context.Context, c Config) (*Service, error) {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	be, err := stack.Open(ctx, c.backendConfig())
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]context.CancelFunc{}}
+	s.driver = "cairn.backup.drivers.local"
+	if stack.IsRemote(c.Repo) {
+		s.driver = "cairn.backup.drivers.s3"
+	}
+	s.volDir = filepath.Join(c.stateDir(), "volumes")
+	if _, err := be.Stat(ctx, "config"); errors.Is(err, backend.ErrNotFound) {
+		be.Close()
+		return nil, wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
+	}
+	idx, err := index.Open(c.IndexDir())
+	if err != nil {
+		be.Close()
+		return nil, err
+	}
+	r, err := repo.Open(ctx, be, idx, repo.Options{Password: c.Password, ChunkCacheBytes: c.ChunkCacheBytes})
+	if err != nil {
+		idx.Close()
+		be.Close()
+		return nil, err
+	}
+	s.idx, s.repo = idx, r
+	if err := s.bindIndex(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.recover(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("recover after a crash: %w", err)
+	}
+	return s, nil
+}
+
+// bindIndex ties a new index to this repository and refuses an index of another one.
+func (s *Service) bindIndex() error {
+	id, err := s.idx.Meta("repository")
+	if err != nil {
+		return err
+	}
+	want := s.repo.Config().ID
+	switch id {
+	case "":
+		return s.idx.SetMeta("repository", want)
+	case want:
+		return nil
+	}
+	return fmt.Errorf("the index in %s belongs to repository %s, not %s: use another --state-dir, or move it away and run 'cairn repo rebuild-index'", s.idx.Dir(), id, want)
+}
+
+// Close releases the index and the backend.
+func (s *Service) Close() error {
+	err := s.idx.Close()
+	if cerr := s.be.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Repository returns the open repository (for the FUSE tree).
+func (s *Service) Repository() *repo.Repository { return s.repo }
+
+// Index returns the open index (for the FUSE tree).
+func (s *Service) Index() *index.Index { return s.idx }
+
+// Location names the repository for messages, without credentials.
+func (s *Service) Location() string { return s.be.Location() }
+
+// Driver is the backup_service name of this repository's backend.
+func (s *Service) Driver() string { return s.driver }
+
+// recover repairs records left by a process that died mid-operation. Only one process has
+// the index open, so anything "running" in it was running in a dead process.
+func (s *Service) recover(ctx context.Context) error {
+	backups, err := s.idx.Backups()
+	if err != nil {
+		return err
+	}
+	dirty := false
+	for _, b := range backups {
+		switch b.Status {
+		case index.BackupCreating:
+			// Blobs it stored are unreferenced; counts it added to children are a leak that
+			// gc's recount repairs. Its manifest, if written, must go: it never became available.
+			dirty = true
+			if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+				return err
+			}
+			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
+				b.Status, b.FailReason = index.BackupError, "interrupted: cairn stopped while the backup ran"
+				return nil
+			}); err != nil {
+				return err
+			}
+			s.log.Warn("backup interrupted by a crash marked error", "backup_id", b.ID)
+		case index.BackupDeleting:
+			// It may or may not have dropped its references: finish the delete and recount.
+			dirty = true
+			if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+				return err
+			}
+			if err := s.idx.DeleteBackup(b.ID); err != nil {
+				return err
+			}
+		case index.BackupRestoring:
+			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
+				b.Status, b.RestoreTarget = index.BackupAvailable, ""
+				return nil
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	if dirty {
+		if err := s.idx.SetMeta("refs-dirty", "1"); err != nil {
+			return err
+		}
+	}
+	vols, err := s.idx.Volumes()
+	if err != nil {
+		return err
+	}
+	for _, v := range vols {
+		switch v.Status {
+		case index.VolumeBackingUp:
+			_, err = s.idx.UpdateVolume(v.ID, func(v *index.Volume) error { v.Status = index.VolumeAvailable; return nil })
+		case index.VolumeRestoringBackup, index.VolumeCreating:
+			_, err = s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
+				v.Status, v.FailReason = index.VolumeError, "restore interrupted: cairn stopped while it ran; the contents are incomplete"
+				return nil
+			})
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }

@@ -1,0 +1,165 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// Export is a backup's exported metadata (seed 3.1.3).
+type Export struct {
+	BackupService string `json:"backup_service"`
+	BackupURL     string `json:"backup_url"`
+}
+
+// ExportBackup returns the record that lets the backup be imported after the index is lost.
+func (s *Service) ExportBackup(ctx context.Context, ref string) (*Export, error) {
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != index.BackupAvailable {
+		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be exported", b.ID, b.Status)
+	}
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	url, err := s.repo.ExportURL(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Export{BackupService: s.driver, BackupURL: url}, nil
+}
+
+// ImportBackup makes an exported backup known to this index again (seed 3.5.2). Each backup
+// is self-contained, so an imported incremental restores even if its parent was not imported.
+func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index.Backup, error) {
+	if !CallerFrom(ctx).Admin {
+		return nil, wrapf(ErrDenied, "only an admin may import a backup")
+	}
+	if service != s.driver {
+		return nil, invalidf("backup service %q does not match this repository's %q: import into a repository of the same kind", service, s.driver)
+	}
+	rec, err := s.repo.ParseExportURL(url)
+	if err != nil {
+		return nil, wrapf(ErrInvalid, "%v", err)
+	}
+	m := rec.Manifest
+	if _, err := s.idx.Backup(m.ID); err == nil {
+		return nil, wrapf(ErrExists, "backup %s is already in the index: nothing to import", m.ID)
+	}
+	if err := s.syncPacks(ctx); err != nil {
+		return nil, err
+	}
+	has, err := s.repo.HasManifest(ctx, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	if !has {
+		if err := s.repo.PutManifest(ctx, m); err != nil {
+			return nil, err
+		}
+	}
+	b, err := s.adoptManifest(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Info("backup imported", "backup_id", b.ID, "volume_id", b.VolumeID)
+	return b, nil
+}
+
+// adoptManifest records a stored backup (and its volume, if unknown) as available and
+// counts its references.
+func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.Backup, error) {
+	if !m.Root.IsZero() {
+		if _, ok, err := s.idx.Lookup(m.Root); err != nil {
+			return nil, err
+		} else if !ok {
+			return nil, wrapf(ErrInvalid, "backup %s: its block map is not in the repository (was it deleted and garbage-collected?)", m.ID)
+		}
+	}
+	if err := s.ensureVolume(m); err != nil {
+		return nil, err
+	}
+	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
+		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
+		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: now()}
+	if b.Project == "" {
+		b.Project = DefaultProject
+	}
+	if err := s.idx.CreateBackup(b); err != nil {
+		if errors.Is(err, index.ErrExists) {
+			return nil, wrapf(ErrExists, "backup %s is already in the index", m.ID)
+		}
+		return nil, err
+	}
+	if !m.Root.IsZero() {
+		if err := s.repo.Retain(ctx, m.Root, m.RootLevel); err != nil {
+			_ = s.idx.DeleteBackup(b.ID)
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// ensureVolume registers the backup's volume from its manifest when the index lacks it.
+func (s *Service) ensureVolume(m *repo.Manifest) error {
+	if _, err := s.idx.Volume(m.VolumeID); err == nil {
+		return nil
+	}
+	project := m.Project
+	if project == "" {
+		project = DefaultProject
+	}
+	name := m.VolumeName
+	if name == "" {
+		name = m.VolumeID
+	}
+	path := m.VolumePath
+	if _, err := s.idx.VolumeByPath(path); err == nil || path == "" {
+		path = "missing:" + m.VolumeID
+	}
+	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: "file",
+		Size: m.Size, Status: index.VolumeAvailable, CreatedAt: m.CreatedAt, UpdatedAt: now()}
+	err := s.idx.CreateVolume(v)
+	if errors.Is(err, index.ErrExists) {
+		return nil
+	}
+	return err
+}
+
+// syncPacks indexes every pack in the backend the index does not know yet.
+func (s *Service) syncPacks(ctx context.Context) error {
+	type packRef struct {
+		id   repo.PackID
+		size int64
+	}
+	var missing []packRef
+	if err := s.repo.ListPacks(ctx, func(id repo.PackID, size int64) error {
+		known, err := s.idx.HasPack(id)
+		if err == nil && !known {
+			missing = append(missing, packRef{id, size})
+		}
+		return err
+	}); err != nil {
+		return fmt.Errorf("list packs: %w", err)
+	}
+	for _, p := range missing {
+		entries, err := s.repo.PackEntries(ctx, p.id, p.size)
+		if err != nil {
+			if errors.Is(err, repo.ErrCorrupt) {
+				s.log.Warn("pack skipped: unreadable trailer", "pack", p.id.String(), "error", err)
+				continue
+			}
+			return err
+		}
+		if err := s.idx.AddPack(p.id, p.size, entries); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"unicode"
+
+	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/google/uuid"
+)
+
+// ManageRequest registers an existing block device or image file as a volume.
+type ManageRequest struct {
+	Path        string
+	Name        string
+	Description string
+	Project     string // admin only: register into another project
+}
+
+// ManageVolume registers a block device or image file.
+func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.Volume, error) {
+	c := CallerFrom(ctx)
+	project, err := targetProject(c, req.Project)
+	if err != nil {
+		return nil, err
+	}
+	path, err := filepath.Abs(req.Path)
+	if err != nil {
+		return nil, invalidf("volume path %q: %v", req.Path, err)
+	}
+	src, err := blockio.OpenSource(path)
+	if err != nil {
+		return nil, invalidf("%v", err)
+	}
+	size, dev := src.Size(), src.IsDevice()
+	src.Close()
+	if existing, err := s.idx.VolumeByPath(path); err == nil {
+		return nil, wrapf(ErrExists, "%s is already volume %s (%s)", path, existing.Name, existing.ID)
+	}
+	name := req.Name
+	if name == "" {
+		name = s.freeName(project, filepath.Base(path))
+	}
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	v := &index.Volume{ID: uuid.NewString(), Name: name, Path: path, Project: project, Kind: "file", Size: size,
+		Status: index.VolumeAvailable, Description: req.Description, CreatedAt: now(), UpdatedAt: now()}
+	if dev {
+		v.Kind = "device"
+	}
+	if err := s.idx.CreateVolume(v); err != nil {
+		if errors.Is(err, index.ErrExists) {
+			return nil, wrapf(ErrExists, "a volume named %q already exists in project %s: choose another --name", name, project)
+		}
+		return nil, err
+	}
+	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size)
+	return v, nil
+}
+
+// CreateVolumeRequest creates a sparse image file in the repository's volume directory.
+type CreateVolumeRequest struct {
+	Name        string
+	Size        int64
+	Description string
+	Project     string
+}
+
+// CreateVolume creates a new, empty volume image.
+func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*index.Volume, error) {
+	c := CallerFrom(ctx)
+	project, err := targetProject(c, req.Project)
+	if err != nil {
+		return nil, err
+	}
+	if req.Size <= 0 {
+		return nil, invalidf("volume size must be positive (e.g. --size 10G)")
+	}
+	if req.Name == "" {
+		return nil, invalidf("a new volume needs a --name")
+	}
+	if err := validName(req.Name); err != nil {
+		return nil, err
+	}
+	if _, err := s.idx.VolumeByName(project, req.Name); err == nil {
+		return nil, wrapf(ErrExists, "a volume named %q already exists in project %s: choose another --name", req.Name, project)
+	}
+	return s.newImageVolume(project, req.Name, req.Description, req.Size, index.VolumeAvailable)
+}
+
+func (s *Service) newImageVolume(project, name, description string, size int64, status string) (*index.Volume, error) {
+	if err := os.MkdirAll(s.volDir, 0o700); err != nil {
+		return nil, fmt.Errorf("volume directory: %w", err)
+	}
+	id := uuid.NewString()
+	path := filepath.Join(s.volDir, id+".img")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create volume image: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+		return nil, fmt.Errorf("create volume image of %d bytes: %w", size, err)
+	}
+	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: "file", Size: size, Status: status,
+		Managed: true, Description: description, CreatedAt: now(), UpdatedAt: now()}
+	if err := s.idx.CreateVolume(v); err != nil {
+		os.Remove(path)
+		if errors.Is(err, index.ErrExists) {
+			return nil, wrapf(ErrExists, "a volume named %q already exists in project %s", name, project)
+		}
+		return nil, err
+	}
+	s.log.Info("volume created", "volume_id", v.ID, "name", v.Name, "size", v.Size)
+	return v, nil
+}
+
+// ListVolumes returns the volumes the caller may see.
+func (s *Service) ListVolumes(ctx context.Context, allProjects bool) ([]*index.Volume, error) {
+	c := CallerFrom(ctx)
+	all, err := s.idx.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	var out []*index.Volume
+	for _, v := range all {
+		if v.Project == c.Project || (allProjects && c.Admin) {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// Volume resolves a volume by id, name or path. An unknown path of a block device or image
+// file is registered on first use.
+func (s *Service) Volume(ctx context.Context, ref string) (*index.Volume, error) {
+	v, err := s.findVolume(ctx, ref)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return v, err
+	}
+	if strings.ContainsRune(ref, '/') {
+		if _, serr := os.Stat(ref); serr == nil {
+			return s.ManageVolume(ctx, ManageRequest{Path: ref})
+		}
+	}
+	return nil, err
+}
+
+func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, error) {
+	c := CallerFrom(ctx)
+	if ref == "" {
+		return nil, invalidf("no volume given")
+	}
+	if v, err := s.idx.Volume(ref); err == nil && c.sees(v.Project) {
+		return v, nil
+	}
+	if v, err := s.idx.VolumeByName(c.Project, ref); err == nil {
+		return v, nil
+	}
+	if strings.ContainsRune(ref, '/') {
+		if abs, err := filepath.Abs(ref); err == nil {
+			if v, err := s.idx.VolumeByPath(abs); err == nil && c.sees(v.Project) {
+				return v, nil
+			}
+		}
+	}
+	if c.Admin {
+		all, err := s.idx.Volumes()
+		if err != nil {
+			return nil, err
+		}
+		var found []*index.Volume
+		for _, v := range all {
+			if v.Name == ref || strings.HasPrefix(v.ID, ref) && len(ref) >= 8 {
+				found = append(found, v)
+			}
+		}
+		if len(found) == 1 {
+			return found[0], nil
+		}
+		if len(found) > 1 {
+			return nil, invalidf("%d volumes match %q: use the volume id", len(found), ref)
+		}
+	}
+	return nil, wrapf(ErrNotFound, "volume %s not found: see 'cairn volume list'", ref)
+}
+
+// DeleteVolume removes a volume: a volume cairn created loses its image file; a managed one
+// is only forgotten (use Unmanage to say so explicitly). Volumes with backups keep them.
+func (s *Service) DeleteVolume(ctx context.Context, ref string) (*index.Volume, error) {
+	v, err := s.findVolume(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup {
+		return nil, wrapf(ErrConflict, "volume %s is %s: wait for it to finish or cancel it", v.Name, v.Status)
+	}
+	if err := s.idx.DeleteVolume(v.ID); err != nil {
+		return nil, err
+	}
+	if v.Managed {
+		if err := os.Remove(v.Path); err != nil && !os.IsNotExist(err) {
+			return v, fmt.Errorf("volume %s forgotten, but its image %s could not be removed: %w", v.Name, v.Path, err)
+		}
+	}
+	s.log.Info("volume deleted", "volume_id", v.ID, "name", v.Name)
+	return v, nil
+}
+
+// UnmanageVolume forgets a volume without touching its device or file.
+func (s *Service) UnmanageVolume(ctx context.Context, ref string) (*index.Volume, error) {
+	v, err := s.findVolume(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup {
+		return nil, wrapf(ErrConflict, "volume %s is %s: wait for it to finish or cancel it", v.Name, v.Status)
+	}
+	if err := s.idx.DeleteVolume(v.ID); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func targetProject(c Caller, requested string) (string, error) {
+	if requested == "" || requested == c.Project {
+		return c.Project, nil
+	}
+	if !c.Admin {
+		return "", wrapf(ErrDenied, "only an admin may act in project %s", requested)
+	}
+	return requested, nil
+}
+
+// validName refuses names that would be ambiguous or unsafe in paths and tables.
+func validName(name string) error {
+	if name == "" || len(name) > 255 {
+		return invalidf("a name must be 1 to 255 characters")
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return invalidf("name %q contains a control character", name)
+		}
+	}
+	return nil
+}
+
+// freeName returns base, or base-2, base-3... whichever is free in the project.
+func (s *Service) freeName(project, base string) string {
+	name := base
+	for i := 2; ; i++ {
+		if _, err := s.idx.VolumeByName(project, name); errors.Is(err, index.ErrNotFound) {
+			return name
+		}
+		name = fmt.Sprintf("%s-%d", base, i)
+	}
+}
