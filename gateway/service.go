@@ -28,7 +28,7 @@ type Config struct {
 	Password string
 	// S3 settings; empty ones come from AWS_* variables.
 	Endpoint, Region, AccessKey, SecretKey string
-	PathStyle                              string // "auto", "path" or "virtual"
+	PathStyle                              string // "auto", "path" or "virtual-host"
 	Concurrency                            int
 	Workers                                int
 	ChunkCacheBytes                        int64

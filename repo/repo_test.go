@@ -167,7 +167,9 @@ func TestRoundTripSizes(t *testing.T) {
 	}
 }
 
-func itoa(n int) string { return string(rune('a'+n%26)) + string(rune('a'+(n/26)%26)) + string(rune('a'+(n/676)%26)) + string(rune('a'+(n/17576)%26)) }
+func itoa(n int) string {
+	return string(rune('a'+n%26)) + string(rune('a'+(n/26)%26)) + string(rune('a'+(n/676)%26)) + string(rune('a'+(n/17576)%26))
+}
 
 func TestIncrementalStoresOnlyChanges(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})

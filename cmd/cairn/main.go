@@ -29,7 +29,7 @@ type Globals struct {
 	PasswordFile string `help:"File holding the repository passphrase (else CAIRN_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
 	Endpoint     string `help:"S3 endpoint (else AWS_ENDPOINT_URL); http:// means no TLS." placeholder:"URL"`
 	Region       string `help:"S3 region (else AWS_REGION)."`
-	PathStyle    string `help:"S3 addressing." enum:"auto,path,virtual" default:"auto"`
+	PathStyle    string `help:"S3 addressing." enum:"auto,path,virtual-host" default:"auto"`
 	AccessKey    string `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY"`
 	SecretKey    string `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY"`
 	Workers      int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
