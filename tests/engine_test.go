@@ -1,0 +1,616 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+const mib = 1 << 20
+
+// pointInTime is one backup and the sha256 of the volume when it was taken.
+type pointInTime struct {
+	backup backupJSON
+	sha    string
+}
+
+// chain takes a full backup of volume and then incrementals after scattered writes to it (each
+// seeded by seed+i), and returns every point in time. volume may be an image file or a device.
+func (r *cairnRepo) chain(volume string, incrementals int, seed int64) []pointInTime {
+	r.t.Helper()
+	points := []pointInTime{{sha: testutil.SHA256File(r.t, volume)}}
+	points[0].backup = r.createBackup(volume)
+	for i := 1; i <= incrementals; i++ {
+		testutil.ScatterWrites(r.t, volume, seed+int64(i), 0.005, 4<<10, 64<<10)
+		p := pointInTime{sha: testutil.SHA256File(r.t, volume)}
+		if p.sha == points[i-1].sha {
+			r.t.Fatalf("scattered writes left %s unchanged", volume)
+		}
+		p.backup = r.createBackup(volume, "--incremental")
+		if !p.backup.IsIncremental || p.backup.ParentID != points[i-1].backup.ID {
+			r.t.Fatalf("incremental %d: is_incremental=%v parent_id=%q, want true and %s", i,
+				p.backup.IsIncremental, p.backup.ParentID, points[i-1].backup.ID)
+		}
+		points = append(points, p)
+	}
+	return points
+}
+
+// checkRestoresToFiles restores every point to a new file in dir and compares it by sha256.
+func (r *cairnRepo) checkRestoresToFiles(points []pointInTime, dir string) {
+	r.t.Helper()
+	for i, p := range points {
+		out := filepath.Join(dir, fmt.Sprintf("restore-%s.img", p.backup.ID))
+		r.restoreTo(p.backup.ID, out)
+		if got := testutil.SHA256File(r.t, out); got != p.sha {
+			r.t.Errorf("point %d (backup %s) restored to a file: sha256 %s, want %s", i, p.backup.ID, got, p.sha)
+		}
+		if err := os.Remove(out); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+}
+
+// repoStats is the part of 'repo stats --format json' the tests read.
+type repoStats struct {
+	Backups   int   `json:"backups"`
+	PackBytes int64 `json:"pack_bytes"`
+	Packs     int   `json:"packs"`
+}
+
+func (r *cairnRepo) stats() repoStats {
+	r.t.Helper()
+	var st repoStats
+	r.mustJSON(&st, "repo", "stats")
+	return st
+}
+
+// checkClean runs 'repo check --read-data' and fails on any problem.
+func (r *cairnRepo) checkClean() {
+	r.t.Helper()
+	out := r.mustRun("repo", "check", "--read-data")
+	if strings.Contains(out, "problem:") || !strings.Contains(out, "no problems found") {
+		r.t.Fatalf("repo check --read-data:\n%s", out)
+	}
+}
+
+// Scenario 1: a full and three incrementals of an image file, every point in time restored to
+// a file and to a loop device; the incrementals store far less than the full.
+func TestEngineChainImageFile(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	const size = 40 * mib
+	testutil.WriteImage(t, vol, size, 1, testutil.Mixed)
+	points := r.chain(vol, 3, 100)
+
+	full := points[0].backup.Stats.NewBytes
+	for i, p := range points[1:] {
+		inc := p.backup.Stats.NewBytes
+		t.Logf("incremental %d stored %d bytes, the full %d", i+1, inc, full)
+		if inc <= 0 || inc > full/5 {
+			t.Errorf("incremental %d stored %d bytes; want > 0 and far less than the full's %d", i+1, inc, full)
+		}
+		// Cross-check the JSON 'backup show' gives with what 'backup create' printed.
+		if shown := r.showBackup(p.backup.ID); shown.Stats.NewBytes != inc || shown.Status != "available" {
+			t.Errorf("backup show %s: %+v, want new_bytes %d and available", p.backup.ID, shown, inc)
+		}
+	}
+	r.checkRestoresToFiles(points, dir)
+
+	// A device larger than the volume, full of old random data: restoring must leave no old
+	// byte behind in the first size bytes (zero blocks become real zeros on devices). Newest
+	// first, so each older point has to overwrite what the newer one wrote.
+	target := filepath.Join(dir, "target.img")
+	testutil.WriteImage(t, target, size+8*mib, 2, testutil.Random)
+	dev := testutil.LoopDevice(t, target, false)
+	for i := len(points) - 1; i >= 0; i-- {
+		r.restoreTo(points[i].backup.ID, dev)
+		if got := testutil.SHA256Range(t, dev, size); got != points[i].sha {
+			t.Errorf("point %d restored to %s: sha256 %s, want %s", i, dev, got, points[i].sha)
+		}
+	}
+}
+
+// Scenario 2: the source is a loop block device.
+func TestEngineChainBlockDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "src.img")
+	testutil.WriteImage(t, img, 24*mib, 3, testutil.Mixed)
+	dev := testutil.LoopDevice(t, img, false)
+	points := r.chain(dev, 3, 200)
+	for _, p := range points {
+		if p.backup.Size != 24*mib {
+			t.Errorf("backup %s of %s has size %d, want %d", p.backup.ID, dev, p.backup.Size, 24*mib)
+		}
+	}
+	r.checkRestoresToFiles(points, dir)
+}
+
+// Scenario 3: only the latest backup of a chain can be deleted; gc reclaims the space of the
+// deleted ones and what remains still restores.
+func TestEngineDeleteRules(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 16*mib, 4, testutil.Mixed)
+	points := r.chain(vol, 3, 300)
+	id := func(i int) string { return points[i].backup.ID }
+
+	msg := r.mustFail([]int{4}, "backup", "delete", id(0))
+	if !strings.Contains(msg, id(1)) {
+		t.Errorf("deleting the full: %q does not name its dependant %s", msg, id(1))
+	}
+	msg = r.mustFail([]int{4}, "backup", "delete", id(1))
+	if !strings.Contains(msg, id(2)) {
+		t.Errorf("deleting a middle incremental: %q does not name its dependant %s", msg, id(2))
+	}
+	if got := len(r.listBackups()); got != 4 {
+		t.Fatalf("after refused deletes %d backups are listed, want 4", got)
+	}
+
+	before := r.stats()
+	r.mustRun("backup", "delete", id(3))
+	r.mustRun("backup", "delete", id(2))
+	if got := r.listBackups(); len(got) != 2 {
+		t.Fatalf("after deleting two, %d backups are listed, want 2: %+v", len(got), got)
+	}
+	r.mustFail([]int{3}, "backup", "show", id(3))
+	r.mustRun("--quiet", "repo", "gc")
+	after := r.stats()
+	t.Logf("pack bytes before gc %d, after %d", before.PackBytes, after.PackBytes)
+	if after.PackBytes >= before.PackBytes {
+		t.Errorf("repo gc reclaimed nothing: pack_bytes %d before, %d after", before.PackBytes, after.PackBytes)
+	}
+	r.checkClean()
+	r.checkRestoresToFiles(points[:2], dir)
+}
+
+// exportJSON is 'backup export --format json'.
+type exportJSON struct {
+	Service string `json:"backup_service"`
+	URL     string `json:"backup_url"`
+}
+
+// Scenario 4: export, wipe the index, import, restore; bad imports are refused.
+func TestEngineExportImport(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 12*mib, 5, testutil.Mixed)
+	points := r.chain(vol, 1, 400)
+	exports := make([]exportJSON, len(points))
+	for i, p := range points {
+		r.mustJSON(&exports[i], "backup", "export", p.backup.ID)
+		if exports[i].Service == "" || exports[i].URL == "" {
+			t.Fatalf("backup export %s: %+v", p.backup.ID, exports[i])
+		}
+	}
+
+	if err := os.RemoveAll(filepath.Join(r.Dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.listBackups(); len(got) != 0 {
+		t.Fatalf("after wiping the index 'backup list' shows %d backups, want none", len(got))
+	}
+
+	// The incremental alone: self-contained.
+	inc := exports[1]
+	r.mustRun("backup", "import", inc.Service, inc.URL)
+	r.checkRestoresToFiles(points[1:], dir)
+	full := exports[0]
+	r.mustRun("backup", "import", full.Service, full.URL)
+	if got := len(r.listBackups()); got != 2 {
+		t.Fatalf("after two imports %d backups are listed, want 2", got)
+	}
+	r.checkRestoresToFiles(points, dir)
+
+	r.mustFail([]int{4}, "backup", "import", full.Service, full.URL)
+	r.mustFail([]int{2}, "backup", "import", full.Service, "not a backup url")
+	r.mustFail([]int{2}, "backup", "import", full.Service, "cairn1.")
+	r.mustFail([]int{2}, "backup", "import", "cairn.backup.drivers.nfs", full.URL)
+	mid := len(inc.URL) / 2
+	flip := byte('A')
+	if inc.URL[mid] == 'A' {
+		flip = 'B'
+	}
+	tampered := inc.URL[:mid] + string(flip) + inc.URL[mid+1:]
+	r.mustFail([]int{2}, "backup", "import", inc.Service, tampered)
+	if got := len(r.listBackups()); got != 2 {
+		t.Fatalf("after refused imports %d backups are listed, want 2", got)
+	}
+}
+
+// volumeJSON is the part of 'volume list --format json' the tests read.
+type volumeJSON struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+}
+
+// Scenario 5: the index rebuilt from the backend alone has every backup, volume and chain.
+func TestEngineRebuildIndex(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	testutil.WriteImage(t, a, 12*mib, 6, testutil.Mixed)
+	testutil.WriteImage(t, b, 6*mib+4321, 7, testutil.Mixed)
+	points := append(r.chain(a, 2, 500), r.chain(b, 1, 600)...)
+
+	type chainLink struct {
+		ID, VolumeID, ParentID, Status string
+		Incremental                    bool
+		Size                           int64
+	}
+	links := func() []chainLink {
+		var out []chainLink
+		for _, b := range r.listBackups() {
+			out = append(out, chainLink{b.ID, b.VolumeID, b.ParentID, b.Status, b.IsIncremental, b.Size})
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+		return out
+	}
+	volumes := func() []volumeJSON {
+		var vs []volumeJSON
+		r.mustJSON(&vs, "volume", "list")
+		sort.Slice(vs, func(i, j int) bool { return vs[i].ID < vs[j].ID })
+		return vs
+	}
+	wantLinks, wantVolumes := links(), volumes()
+	if len(wantLinks) != 5 || len(wantVolumes) != 2 {
+		t.Fatalf("before the rebuild: %d backups, %d volumes; want 5 and 2", len(wantLinks), len(wantVolumes))
+	}
+
+	if err := os.RemoveAll(filepath.Join(r.Dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	r.mustRun("--quiet", "repo", "rebuild-index")
+	if got := links(); fmt.Sprint(got) != fmt.Sprint(wantLinks) {
+		t.Errorf("backups after rebuild-index:\n%+v\nwant\n%+v", got, wantLinks)
+	}
+	gotVolumes := volumes()
+	if len(gotVolumes) != len(wantVolumes) {
+		t.Fatalf("volumes after rebuild-index: %+v, want %+v", gotVolumes, wantVolumes)
+	}
+	for i, v := range gotVolumes {
+		w := wantVolumes[i]
+		if v.ID != w.ID || v.Name != w.Name || v.Path != w.Path {
+			t.Errorf("volume after rebuild-index: %+v, want %+v", v, w)
+		}
+	}
+	r.checkRestoresToFiles(points, dir)
+	r.checkClean()
+}
+
+// packFiles lists the pack files of a local repository.
+func packFiles(t *testing.T, repoDir string) []string {
+	t.Helper()
+	var packs []string
+	err := filepath.WalkDir(filepath.Join(repoDir, "packs"), func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() && !strings.HasPrefix(d.Name(), ".") {
+			packs = append(packs, path)
+		}
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return packs
+}
+
+// flipByte inverts the bits of the byte at off in path.
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Scenario 6: a flipped byte in a pack is found by check and stops a restore naming the backup
+// and an offset.
+func TestEngineCorruption(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 8*mib, 8, testutil.Random)
+	b := r.createBackup(vol)
+	packs := packFiles(t, r.Dir)
+	if len(packs) != 1 {
+		t.Fatalf("an 8 MiB backup made %d packs, want 1: %v", len(packs), packs)
+	}
+	fi, err := os.Stat(packs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	flipByte(t, packs[0], fi.Size()/2)
+
+	res := r.run("repo", "check", "--read-data")
+	if res.Code != 8 {
+		t.Fatalf("repo check --read-data on a flipped byte: exit %d, want 8\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+	}
+	if packID := filepath.Base(packs[0]); !strings.Contains(res.Stdout+res.Stderr, packID) {
+		t.Errorf("repo check does not name the damaged pack %s:\n%s%s", packID, res.Stdout, res.Stderr)
+	}
+
+	out := filepath.Join(dir, "restored.img")
+	res = r.run("--quiet", "backup", "restore", b.ID, "--to", out)
+	msg := checkFailure(t, res, []int{8}, []string{"backup", "restore", b.ID, "--to", out})
+	if !strings.Contains(msg, b.ID) || !strings.Contains(msg, "offset") {
+		t.Errorf("restore of a damaged backup: %q should name backup %s and an offset", msg, b.ID)
+	}
+	if strings.Contains(res.Stdout, out) {
+		t.Errorf("a failed restore reported its target as done:\n%s", res.Stdout)
+	}
+
+	// A restore to a new volume must leave that volume marked as failed, not available.
+	res = r.run("--quiet", "backup", "restore", b.ID, "--name", "from-damaged")
+	checkFailure(t, res, []int{8}, []string{"backup", "restore", b.ID, "--name", "from-damaged"})
+	var vols []struct {
+		Name, Status string
+	}
+	r.mustJSON(&vols, "volume", "list")
+	for _, v := range vols {
+		if v.Name == "from-damaged" && v.Status == "available" {
+			t.Errorf("volume %s restored from a damaged backup is listed as available", v.Name)
+		}
+	}
+}
+
+// Scenario 7: odd sizes restore byte-exact; a sparse 1 TiB image backs up in seconds.
+func TestEngineVolumeSizes(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+
+	odd := filepath.Join(dir, "odd.img")
+	testutil.WriteImage(t, odd, 10*mib+12345, 9, testutil.Mixed)
+	one := filepath.Join(dir, "one.img")
+	if err := os.WriteFile(one, []byte{'x'}, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty.img")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, vol := range []string{odd, one, empty} {
+		fi, _ := os.Stat(vol)
+		points := r.chain(vol, 0, 0)
+		if points[0].backup.Size != fi.Size() {
+			t.Errorf("backup of %s: size %d, want %d", vol, points[0].backup.Size, fi.Size())
+		}
+		if vol == odd { // the partial last block changes too
+			testutil.ScatterWrites(t, odd, 700, 0.01, 4<<10, 64<<10)
+			f, err := os.OpenFile(odd, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.WriteAt([]byte("the last bytes changed"), fi.Size()-22); err != nil {
+				t.Fatal(err)
+			}
+			f.Close()
+			p := pointInTime{sha: testutil.SHA256File(t, odd), backup: r.createBackup(odd, "-i")}
+			points = append(points, p)
+		}
+		r.checkRestoresToFiles(points, dir)
+	}
+
+	// 1 TiB, two small written regions; everything else a hole.
+	huge := filepath.Join(dir, "huge.img")
+	const hugeSize = 1 << 40
+	regions := []struct {
+		off  int64
+		data []byte
+	}{{3*mib + 777, make([]byte, 100<<10)}, {hugeSize - 300<<10, make([]byte, 200<<10)}}
+	f, err := os.Create(huge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, reg := range regions {
+		_, _ = rand.Read(reg.data)
+		if _, err := f.WriteAt(reg.data, reg.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Truncate(hugeSize); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	b := r.createBackup(huge)
+	took := time.Since(start)
+	t.Logf("backup of a sparse 1 TiB image took %v", took)
+	if took > 15*time.Second {
+		t.Errorf("backup of a sparse 1 TiB image took %v; holes should be skipped (SEEK_DATA)", took)
+	}
+	if b.Size != hugeSize {
+		t.Errorf("backup of the 1 TiB image has size %d", b.Size)
+	}
+	out := filepath.Join(dir, "huge-restored.img")
+	start = time.Now()
+	r.restoreTo(b.ID, out)
+	t.Logf("restore of the sparse 1 TiB image took %v", time.Since(start))
+	rf, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	st, err := rf.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != hugeSize {
+		t.Fatalf("restored 1 TiB image has %d bytes", st.Size())
+	}
+	if blocks := st.Sys().(*syscall.Stat_t).Blocks; blocks*512 > 64*mib {
+		t.Errorf("restored 1 TiB image allocates %d bytes; want it sparse", blocks*512)
+	}
+	for _, reg := range regions {
+		got := make([]byte, len(reg.data)+2*4096)
+		if _, err := rf.ReadAt(got, reg.off-4096); err != nil && reg.off+int64(len(reg.data)) < hugeSize {
+			t.Fatal(err)
+		}
+		want := append(append(make([]byte, 4096), reg.data...), make([]byte, 4096)...)
+		if reg.off+int64(len(reg.data))+4096 > hugeSize {
+			got, want = got[:len(reg.data)+4096], want[:len(reg.data)+4096]
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("restored 1 TiB image differs around offset %d", reg.off)
+		}
+	}
+}
+
+// Scenario 8: a backup killed with SIGKILL never shows as available; earlier backups restore
+// and gc + check come out clean.
+func TestEngineKilledBackup(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	small := filepath.Join(dir, "small.img")
+	testutil.WriteImage(t, small, 8*mib, 10, testutil.Mixed)
+	earlier := r.chain(small, 1, 800)
+
+	big := filepath.Join(dir, "big.img")
+	testutil.WriteImage(t, big, 300*mib, 11, testutil.Random)
+	packsBefore := len(packFiles(t, r.Dir))
+	cmd := startCairn(t, r.Env, "--quiet", "backup", "create", big, "--name", "killed")
+	deadline := time.Now().Add(30 * time.Second)
+	for len(packFiles(t, r.Dir)) == packsBefore {
+		if time.Now().After(deadline) {
+			t.Fatal("no pack appeared within 30s of starting the backup")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		t.Fatalf("the backup finished before it could be killed (%v); make the volume larger", err)
+	}
+
+	var killed *backupJSON
+	bs := r.listBackups()
+	for i := range bs {
+		if bs[i].Name == "killed" {
+			killed = &bs[i]
+		}
+	}
+	if killed == nil {
+		t.Fatalf("the killed backup is not listed: %+v", bs)
+	}
+	if killed.Status != "error" {
+		t.Errorf("killed backup %s has status %q, want error", killed.ID, killed.Status)
+	}
+	r.checkRestoresToFiles(earlier, dir)
+	r.mustRun("--quiet", "repo", "gc")
+	r.checkClean()
+	r.checkRestoresToFiles(earlier, dir)
+}
+
+// grepTree returns the files under root (skipping the directory skip) that contain needle.
+func grepTree(t *testing.T, root, skip string, needle []byte) []string {
+	t.Helper()
+	var hits []string
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path == skip {
+			return filepath.SkipDir
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, needle) {
+			hits = append(hits, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hits
+}
+
+// Scenario 11: an encrypted repository keeps names and data unreadable, refuses a wrong
+// passphrase and changes its passphrase.
+func TestEngineEncryptedRepository(t *testing.T) {
+	dir := t.TempDir()
+	const volName = "zanzibar-secret-volume"
+	marker := []byte("CAIRN-PLAINTEXT-MARKER-5f3e9a")
+	vol := filepath.Join(dir, volName+".img")
+	// Random bytes keep the compressor from hiding the marker, so the unencrypted control
+	// repository below does show it.
+	data := make([]byte, 2*mib)
+	_, _ = rand.Read(data)
+	for off := 0; off+len(marker) < len(data); off += 16 << 10 {
+		copy(data[off+100:], marker)
+	}
+	if err := os.WriteFile(vol, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sha := testutil.SHA256File(t, vol)
+
+	plain := newCairnRepo(t, nil)
+	plain.createBackup(vol)
+	if hits := grepTree(t, plain.Dir, filepath.Join(plain.Dir, "index"), marker); len(hits) == 0 {
+		t.Fatal("control: the marker is not found in an unencrypted repository, so the grep proves nothing")
+	}
+
+	const pw1, pw2 = "first passphrase", "second passphrase"
+	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=" + pw1}, "--encryption", "aes-256-gcm")
+	b := r.createBackup(vol, "--name", "zanzibar-backup")
+	points := []pointInTime{{backup: b, sha: sha}}
+	r.checkRestoresToFiles(points, dir)
+	for _, needle := range [][]byte{marker, []byte(volName), []byte("zanzibar-backup")} {
+		if hits := grepTree(t, r.Dir, filepath.Join(r.Dir, "index"), needle); len(hits) > 0 {
+			t.Errorf("plaintext %q found in %v", needle, hits)
+		}
+	}
+
+	wrong := []string{"CAIRN_REPO=" + r.Dir, "CAIRN_PASSWORD=not the passphrase"}
+	checkFailure(t, runCairn(t, wrong, "backup", "list"), []int{6}, []string{"backup", "list"})
+
+	// No new passphrase and no terminal to ask on: a clear refusal, nothing changed.
+	r.mustFail([]int{2}, "repo", "passwd")
+	r.Env = append(r.Env, "CAIRN_NEW_PASSWORD="+pw2)
+	r.mustRun("repo", "passwd")
+	checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir, "CAIRN_PASSWORD=" + pw1}, "backup", "list"),
+		[]int{6}, []string{"backup", "list", "(old passphrase)"})
+	r.Env = []string{"CAIRN_REPO=" + r.Dir, "CAIRN_PASSWORD=" + pw2}
+	r.checkRestoresToFiles(points, dir)
+	r.checkClean()
+}
