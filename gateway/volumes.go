@@ -148,10 +148,9 @@ func (s *Service) Volume(ctx context.Context, ref string) (*index.Volume, error)
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return v, err
 	}
-	if strings.ContainsRune(ref, '/') {
-		if _, serr := os.Stat(ref); serr == nil {
-			return s.ManageVolume(ctx, ManageRequest{Path: ref})
-		}
+	// Not a known id, name or path: a path to a device or image registers on first use.
+	if _, serr := os.Stat(ref); serr == nil {
+		return s.ManageVolume(ctx, ManageRequest{Path: ref})
 	}
 	return nil, err
 }
@@ -167,7 +166,7 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 	if v, err := s.idx.VolumeByName(c.Project, ref); err == nil {
 		return v, nil
 	}
-	if strings.ContainsRune(ref, '/') {
+	if _, err := os.Stat(ref); err == nil {
 		if abs, err := filepath.Abs(ref); err == nil {
 			if v, err := s.idx.VolumeByPath(abs); err == nil && c.sees(v.Project) {
 				return v, nil

@@ -127,7 +127,9 @@ type writeSession struct {
 	stats     Stats
 	levels    []levelBuilder
 	root      Address
-	bufs      sync.Pool
+	bufs      sync.Pool // leaf read buffers
+	arenas    sync.Pool // stored bytes of a leaf's new blobs
+	packBufs  sync.Pool // pack buffers, returned after upload
 	uploads   *errgroup.Group // pack uploads; uctx is cancelled when one fails
 	uctx      context.Context
 }
@@ -145,6 +147,9 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	w.levels = make([]levelBuilder, w.g.rootLevel+1)
 	leafBytes := int(w.g.leafBytes())
 	w.bufs.New = func() any { return make([]byte, leafBytes) }
+	w.arenas.New = func() any { return make([]byte, 0, leafBytes+leafBytes/8+4096) }
+	w.packBufs.New = func() any { return make([]byte, 0, w.r.cfg.PackSize+2*int(w.g.blockSize)+1<<20) }
+	w.packer.buf = w.packBufs.Get().([]byte)
 
 	depth := w.o.Workers + 2
 	order := make(chan *leafJob, depth)
@@ -162,7 +167,9 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	}
 	eg.Go(func() error { return w.collect(ctx, order) })
 	err := eg.Wait()
-	if uerr := w.uploads.Wait(); err == nil {
+	// A failed upload cancels the pipeline, whose stages then report context.Canceled: the
+	// upload's error is the one that says why, unless the caller itself cancelled.
+	if uerr := w.uploads.Wait(); err == nil || (uerr != nil && errors.Is(err, context.Canceled) && parent.Err() == nil) {
 		err = uerr
 	}
 	if err == nil {
@@ -184,7 +191,7 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
 		hi := min(lo+w.g.leafBytes(), size)
-		job := &leafJob{i: i, done: make(chan struct{})}
+		job := &leafJob{i: i, done: make(chan struct{}), blobs: w.arenas.Get().([]byte)[:0]}
 		for off := lo; off < hi; {
 			if off >= extEnd {
 				s, e, err := w.src.NextData(off)
@@ -346,6 +353,8 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 				return err
 			}
 		}
+		w.arenas.Put(job.blobs[:0])
+		job.blobs = nil
 		if res.node != nil && !res.reused {
 			if err := w.ensureNode(res.addr, res.node, nil); err != nil {
 				return err
@@ -496,14 +505,18 @@ func (w *writeSession) flushPack() error {
 		return nil
 	}
 	id, data, entries := w.packer.finish(w.r.keys)
+	w.packer.buf = w.packBufs.Get().([]byte)[:0]
 	w.stats.Packs++
 	if w.uctx.Err() != nil {
-		return w.uctx.Err()
+		// The cause is the failed upload's error, which says what went wrong; the plain
+		// context error would only say "canceled".
+		return context.Cause(w.uctx)
 	}
 	w.uploads.Go(func() error {
 		if err := w.r.storePack(w.uctx, id, data, entries); err != nil {
 			return err
 		}
+		w.packBufs.Put(data[:0])
 		w.mu.Lock()
 		for _, e := range entries {
 			delete(w.pending, e.Addr)

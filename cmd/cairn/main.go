@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
@@ -33,9 +35,13 @@ type Globals struct {
 	AccessKey    string `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY"`
 	SecretKey    string `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY"`
 	Workers      int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
-	Concurrency  int    `help:"Backend requests at once (0 = default)." default:"0"`
+	Concurrency  int    `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0"`
 	LogFile      string `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE"`
 	Version      kong.VersionFlag
+
+	// Bounds on S3 requests: a dead server fails a backup in seconds, not minutes.
+	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0"`
+	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0"`
 
 	stdout, stderr io.Writer
 	password       string
@@ -60,6 +66,11 @@ type CLI struct {
 }
 
 func main() {
+	// Volumes are terabytes; memory must not follow. A soft limit makes the collector work
+	// harder before the heap grows past what a backup needs (GOMEMLIMIT overrides it).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(160 << 20)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -114,7 +125,7 @@ type exitPanic int
 func (g *Globals) config() (gateway.Config, error) {
 	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,
 		PathStyle: g.PathStyle, AccessKey: g.AccessKey, SecretKey: g.SecretKey, Workers: g.Workers,
-		Concurrency: g.Concurrency, Password: g.password}
+		Concurrency: g.Concurrency, Retries: g.Retries, Timeout: g.Timeout, Password: g.password}
 	if c.Repo == "" {
 		c.Repo = gateway.DefaultRepo()
 	}
