@@ -108,7 +108,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 
 func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64)) error {
 	start := time.Now()
-	o := repo.WriteOptions{Workers: s.cfg.Workers, Progress: progress}
+	o := repo.WriteOptions{Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
 	if parent != nil {
 		o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size}
 	}
@@ -138,6 +138,11 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			reason = "cancelled"
 		}
 		s.failBackup(b.ID, reason)
+		// A backup that stopped part way may have counted references to blocks it never
+		// recorded: let the next gc recount them, as after a crash.
+		if merr := s.idx.SetMeta("refs-dirty", "1"); merr != nil {
+			s.log.Error("cannot mark reference counts for a recount", "backup_id", b.ID, "error", merr)
+		}
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -147,6 +148,19 @@ func checkRestoreTarget(path string, size int64) error {
 	if fi.Mode()&os.ModeDevice == 0 {
 		return invalidf("restore target %s is not a block device or regular file", path)
 	}
+	// A device cannot grow: refuse it here, before anything is claimed or written.
+	f, err := os.Open(path)
+	if err != nil {
+		return invalidf("restore target %s: %v", path, err)
+	}
+	devSize, err := blockio.DeviceSize(f)
+	f.Close() // read-only
+	if err != nil {
+		return fmt.Errorf("restore target %s: %w", path, err)
+	}
+	if devSize < size {
+		return wrapf(ErrInvalid, "restore target %s is %d bytes, smaller than the backup (%d bytes): use a larger target or a new volume", path, devSize, size)
+	}
 	return nil
 }
 
@@ -192,7 +206,13 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 		return err
 	}
 	fresh = fresh || t.Empty()
-	err = s.repo.Restore(ctx, m, t, repo.RestoreOptions{Fresh: fresh, Progress: progress})
+	// Each restore worker reads its leaf's blocks with ranged GETs: on S3 it takes as many
+	// workers as requests in flight to keep the link busy.
+	o := repo.RestoreOptions{Fresh: fresh, Progress: progress}
+	if n := s.cfg.transfers(); n > 0 {
+		o.Workers = max(n, runtime.GOMAXPROCS(0)+1)
+	}
+	err = s.repo.Restore(ctx, m, t, o)
 	if err == nil {
 		err = t.Sync()
 	}

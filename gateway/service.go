@@ -29,10 +29,17 @@ type Config struct {
 	// S3 settings; empty ones come from AWS_* variables.
 	Endpoint, Region, AccessKey, SecretKey string
 	PathStyle                              string // "auto", "path" or "virtual-host"
-	Concurrency                            int
 	Workers                                int
 	ChunkCacheBytes                        int64
 	Logger                                 *slog.Logger
+
+	// Concurrency bounds backend requests at once, and is also how many packs a backup
+	// uploads and how many ranges a restore reads at once; 0 means stack.DefaultConcurrency
+	// for S3 and the engine's defaults for a directory.
+	Concurrency int
+	// Retries and Timeout bound each S3 request (see stack.Config); 0 means the defaults.
+	Retries int
+	Timeout time.Duration
 }
 
 // Service is cairn's operations over one open repository. Safe for concurrent use.
@@ -65,11 +72,24 @@ func DefaultRepo() string {
 
 func (c Config) backendConfig() stack.Config {
 	bc := stack.Config{URL: c.Repo, Endpoint: c.Endpoint, Region: c.Region, AccessKey: c.AccessKey,
-		SecretKey: c.SecretKey, Concurrency: c.Concurrency}
+		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout}
 	if a, err := s3.ParseAddressing(c.PathStyle); err == nil {
 		bc.PathStyle = a
 	}
 	return bc
+}
+
+// transfers is how many packs a backup uploads, and how many leaves a restore reads, at
+// once: an S3 round trip is slow, so it takes --concurrency requests to fill the link; 0
+// leaves a local repository to the engine's defaults.
+func (c Config) transfers() int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	if stack.IsRemote(c.Repo) {
+		return stack.DefaultConcurrency
+	}
+	return 0
 }
 
 // stateDir is where the index and the volume directory live.
@@ -97,7 +117,7 @@ func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), "index") 
 
 // Init creates a new repository.
 func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error) {
-	be, err := stack.Open(ctx, c.backendConfig())
+	be, err := openBackend(ctx, c)
 	if err != nil {
 		return repo.Config{}, err
 	}
@@ -109,13 +129,23 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 	return rc, err
 }
 
+// openBackend opens the repository's backend. A missing bucket is the user's not-found (the
+// repository is not there), not a missing object inside it.
+func openBackend(ctx context.Context, c Config) (backend.Backend, error) {
+	be, err := stack.Open(ctx, c.backendConfig())
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, wrapf(ErrNotFound, "%v", err)
+	}
+	return be, err
+}
+
 // Open opens the repository and its index, and repairs what a crash left: backups that were
 // running are marked error, volumes leave backing-up and restoring-backup.
 func Open(ctx context.Context, c Config) (*Service, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	be, err := stack.Open(ctx, c.backendConfig())
+	be, err := openBackend(ctx, c)
 	if err != nil {
 		return nil, err
 	}

@@ -103,10 +103,19 @@ func (b *Backend) Check(ctx context.Context) error {
 		return translate(ctx, what, err)
 	}
 	if !ok {
-		return fmt.Errorf("%s: %w (bucket does not exist; create it first)", what, backend.ErrNotFound)
+		return &missingBucket{what: what}
 	}
 	return nil
 }
+
+// missingBucket is Check's error for a bucket that does not exist: it matches
+// backend.ErrNotFound without saying "object not found", which would mislead.
+type missingBucket struct{ what string }
+
+func (e *missingBucket) Error() string {
+	return e.what + ": the bucket does not exist; create it first"
+}
+func (e *missingBucket) Is(target error) bool { return target == backend.ErrNotFound }
 
 // Location returns s3://bucket/prefix.
 func (b *Backend) Location() string {
