@@ -145,6 +145,12 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	// The local backend creates its directory; a mistyped --repo must not leave one behind.
+	if u, err := stack.ParseURL(c.Repo); err == nil && u.Kind == stack.Local {
+		if _, err := os.Stat(u.Path); errors.Is(err, os.ErrNotExist) {
+			return nil, wrapf(ErrNotFound, "%s: %v", u.Path, repo.ErrNoRepository)
+		}
+	}
 	be, err := openBackend(ctx, c)
 	if err != nil {
 		return nil, err
