@@ -1,0 +1,179 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// Scenario 9: every bad input is refused with the right exit code and one line on stderr, and
+// leaves the earlier backups intact.
+func TestCLIBadInput(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 20, testutil.Mixed)
+	earlier := r.chain(vol, 1, 900)
+
+	contains := func(msg string, want ...string) {
+		t.Helper()
+		for _, w := range want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%q does not say %q", msg, w)
+			}
+		}
+	}
+
+	r.mustFail([]int{2, 3}, "backup", "create", filepath.Join(dir, "missing.img"))
+	r.mustFail([]int{2}, "backup", "create", dir)
+
+	fresh := filepath.Join(dir, "fresh.img")
+	testutil.WriteImage(t, fresh, 1*mib, 21, testutil.Random)
+	contains(r.mustFail([]int{2}, "backup", "create", fresh, "--incremental"), "full backup first")
+
+	// A loop device smaller than the backup.
+	smallImg := filepath.Join(dir, "small-target.img")
+	testutil.WriteImage(t, smallImg, 2*mib, 22, testutil.Random)
+	smallDev := testutil.LoopDevice(t, smallImg, false)
+	contains(r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", smallDev), "smaller")
+
+	// An image attached to a loop device, and a mounted loop device.
+	attached := filepath.Join(dir, "attached.img")
+	testutil.WriteImage(t, attached, 8*mib, 23, testutil.Mixed)
+	testutil.LoopDevice(t, attached, false)
+	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", attached), "in use")
+	contains(r.mustFail([]int{4}, "backup", "create", attached), "--force")
+
+	fsImg := filepath.Join(dir, "fs.img")
+	testutil.WriteImage(t, fsImg, 32*mib, 24, testutil.Sparse)
+	fsDev := testutil.LoopDevice(t, fsImg, false)
+	testutil.MakeExt4(t, fsDev)
+	testutil.Mount(t, fsDev)
+	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", fsDev), "in use")
+	contains(r.mustFail([]int{4}, "backup", "create", fsDev), "--force")
+
+	r.mustFail([]int{4}, "repo", "init")
+	for _, args := range [][]string{
+		{"backup", "show", "0badc0de-0000-4000-8000-000000000000"},
+		{"backup", "restore", "0badc0de-0000-4000-8000-000000000000", "--to", filepath.Join(dir, "x.img")},
+		{"backup", "delete", "no-such-backup"},
+		{"backup", "export", "no-such-backup"},
+	} {
+		r.mustFail([]int{3}, args...)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "x.img")); err == nil {
+		t.Error("a restore of an unknown backup created its target")
+	}
+	r.mustFail([]int{2}, "--format", "xml", "backup", "list")
+
+	// Commands against a directory with no repository, and a path that does not exist.
+	empty := t.TempDir()
+	for _, repoDir := range []string{empty, filepath.Join(empty, "does", "not", "exist")} {
+		for _, args := range [][]string{{"backup", "list"}, {"backup", "create", vol}, {"repo", "check"}} {
+			msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + repoDir}, args...), []int{3}, args)
+			contains(msg, "cairn repo init")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(empty, "does")); err == nil {
+		t.Error("a command against a missing repository created its directory")
+	}
+
+	// Nothing above touched the earlier backups.
+	if bs := r.listBackups(); len(bs) != len(earlier) {
+		t.Errorf("after the bad inputs %d backups are listed, want %d", len(bs), len(earlier))
+	}
+	r.checkRestoresToFiles(earlier, dir)
+	r.checkClean()
+}
+
+// Scenario 10: the Cinder-style aliases run the same commands; --format json parses; --quiet
+// prints no progress.
+func TestCLIAliasesFormatsQuiet(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 6*mib, 30, testutil.Mixed)
+	sha := testutil.SHA256File(t, vol)
+
+	// Without --quiet the (non-terminal) progress goes to stderr; with it, nothing does.
+	res := r.run("backup-create", vol, "--name", "by-alias")
+	if res.Code != 0 || !strings.Contains(res.Stderr, "backing up") {
+		t.Fatalf("backup-create: exit %d, want progress lines on stderr, got %q", res.Code, res.Stderr)
+	}
+	res = r.run("--quiet", "backup-create", vol, "-i", "--name", "quiet")
+	if res.Code != 0 || res.Stderr != "" {
+		t.Fatalf("backup-create --quiet: exit %d, stderr %q; want 0 and nothing", res.Code, res.Stderr)
+	}
+
+	same := func(alias, sub []string) string {
+		t.Helper()
+		a, s := r.mustRun(alias...), r.mustRun(sub...)
+		if a != s {
+			t.Errorf("cairn %v and cairn %v differ:\n%s\n%s", alias, sub, a, s)
+		}
+		return a
+	}
+	var list []backupJSON
+	if err := json.Unmarshal([]byte(same([]string{"-f", "json", "backup-list"}, []string{"-f", "json", "backup", "list"})), &list); err != nil {
+		t.Fatalf("backup list --format json: %v", err)
+	}
+	if len(list) != 2 {
+		t.Fatalf("backup list: %d backups, want 2", len(list))
+	}
+	full, inc := list[0], list[1]
+	if full.Name != "by-alias" {
+		full, inc = inc, full
+	}
+	if full.Name != "by-alias" || inc.Name != "quiet" || !inc.IsIncremental || inc.ParentID != full.ID {
+		t.Fatalf("backup list: %+v, want by-alias (full) and quiet (its incremental)", list)
+	}
+	same([]string{"backup-show", inc.ID}, []string{"backup", "show", inc.ID})
+	same([]string{"-f", "json", "backup-list", "--volume", vol}, []string{"-f", "json", "backup", "list", "--volume", vol})
+	var exp exportJSON
+	if err := json.Unmarshal([]byte(same([]string{"-f", "json", "backup-export", full.ID}, []string{"-f", "json", "backup", "export", full.ID})), &exp); err != nil {
+		t.Fatalf("backup export --format json: %v", err)
+	}
+
+	for i, restore := range [][]string{{"backup-restore"}, {"backup", "restore"}} {
+		out := filepath.Join(dir, "restored.img")
+		res := r.run(append([]string{"--quiet"}, append(restore, inc.ID, "--to", out)...)...)
+		if res.Code != 0 || res.Stderr != "" {
+			t.Fatalf("%v --quiet: exit %d, stderr %q", restore, res.Code, res.Stderr)
+		}
+		if got := testutil.SHA256File(t, out); got != sha {
+			t.Errorf("restore %d by %v: sha256 %s, want %s", i, restore, got, sha)
+		}
+		os.Remove(out)
+	}
+
+	// Import: refused alike while present; after the index is gone, the alias imports.
+	a := r.mustFail([]int{4}, "backup-import", exp.Service, exp.URL)
+	s := r.mustFail([]int{4}, "backup", "import", exp.Service, exp.URL)
+	if a != s {
+		t.Errorf("backup-import and backup import refuse differently: %q, %q", a, s)
+	}
+	r.mustFail([]int{4}, "backup-delete", full.ID)
+	r.mustRun("backup-delete", inc.ID)
+	if err := os.RemoveAll(filepath.Join(r.Dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	var imported backupJSON
+	r.mustJSON(&imported, "backup-import", exp.Service, exp.URL)
+	if imported.ID != full.ID {
+		t.Errorf("backup-import: got %+v, want backup %s", imported, full.ID)
+	}
+	r.checkRestoresToFiles([]pointInTime{{backup: full, sha: sha}}, dir)
+
+	// Every command's JSON parses.
+	for _, args := range [][]string{{"backup", "show", full.ID}, {"volume", "list"}, {"repo", "stats"}, {"repo", "check"}} {
+		out := r.mustRun(append([]string{"--format", "json"}, args...)...)
+		if !json.Valid([]byte(out)) {
+			t.Errorf("cairn --format json %v: not JSON:\n%s", args, out)
+		}
+	}
+}
