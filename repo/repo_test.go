@@ -142,7 +142,7 @@ func TestRoundTripSizes(t *testing.T) {
 	for _, enc := range []string{repo.EncryptionNone, repo.EncryptionAES} {
 		for _, comp := range []repo.Compression{repo.CompressZstd, repo.CompressLZ4, repo.CompressNone} {
 			f := newFixture(t, repo.InitOptions{Compression: comp, Encryption: enc, Password: "pw"})
-			for _, size := range []int{0, 1, 4095, 16 << 10, 16<<10 + 1, 5<<20 + 12345} {
+			for _, size := range []int{0, 1, 4095, 16 << 10, 16<<10 + 1, 2<<20 + 12345} {
 				src := &memSource{data: randomVolume(uint64(size), size)}
 				m := f.backup(t, "b"+string(comp)+enc[:1]+itoa(size), src, nil)
 				if got := f.restore(t, m); sha256.Sum256(got) != sha256.Sum256(src.data) {
@@ -173,7 +173,7 @@ func itoa(n int) string {
 
 func TestIncrementalStoresOnlyChanges(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
-	size := 64 << 20
+	size := 24 << 20
 	src := &memSource{data: randomVolume(1, size)}
 	full := f.backup(t, "full", src, nil)
 	same := f.backup(t, "same", src, full)
@@ -182,7 +182,7 @@ func TestIncrementalStoresOnlyChanges(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(9, 9))
 	changed := 0
-	for range 40 {
+	for range 16 {
 		n := 4096 + rng.IntN(60<<10)
 		off := rng.IntN(size - n)
 		for j := off; j < off+n; j++ {

@@ -127,9 +127,9 @@ type writeSession struct {
 	stats     Stats
 	levels    []levelBuilder
 	root      Address
-	bufs      sync.Pool // leaf read buffers
-	arenas    sync.Pool // stored bytes of a leaf's new blobs
-	packBufs  sync.Pool // pack buffers, returned after upload
+	bufs      sync.Pool       // leaf read buffers
+	arenas    sync.Pool       // stored bytes of a leaf's new blobs
+	packBufs  sync.Pool       // pack buffers, returned after upload
 	uploads   *errgroup.Group // pack uploads; uctx is cancelled when one fails
 	uctx      context.Context
 }
