@@ -45,6 +45,7 @@ type Globals struct {
 
 	stdout, stderr io.Writer
 	password       string
+	chunkCache     int64 // decompressed-chunk cache for commands that read images (mount)
 }
 
 // CLI is cairn's command tree.
@@ -54,6 +55,7 @@ type CLI struct {
 	Repository RepoCmd   `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
 	Volume     VolumeCmd `cmd:"" help:"Register, create and list volumes."`
 	Backup     BackupCmd `cmd:"" help:"Create, list, restore, export and import backups."`
+	Mount      MountCmd  `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 
 	// Cinder's verbs, for hands that know them.
 	BackupCreate  BackupCreateCmd  `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
@@ -126,6 +128,7 @@ func (g *Globals) config() (gateway.Config, error) {
 	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,
 		PathStyle: g.PathStyle, AccessKey: g.AccessKey, SecretKey: g.SecretKey, Workers: g.Workers,
 		Concurrency: g.Concurrency, Retries: g.Retries, Timeout: g.Timeout, Password: g.password}
+	c.ChunkCacheBytes = g.chunkCache
 	if c.Repo == "" {
 		c.Repo = gateway.DefaultRepo()
 	}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/cairn-backup/cairn/fusefs"
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// MountCmd mounts the backups as a read-only tree of volume images.
+type MountCmd struct {
+	Dir        string        `arg:"" help:"Empty directory to mount on." type:"path"`
+	AllowOther bool          `help:"Let other users in (allow_other, with the kernel checking modes); default is root only."`
+	CacheSize  string        `help:"Bound on decompressed blocks kept in memory." default:"512M"`
+	Refresh    time.Duration `help:"How often new and deleted backups show up (0 = never)." default:"30s"`
+	Debug      bool          `help:"Log every FUSE request." hidden:""`
+}
+
+// Run mounts, serves until SIGINT/SIGTERM or an external unmount, and unmounts.
+func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
+	cache, err := parseSize(c.CacheSize)
+	if err != nil {
+		return invalid{fmt.Errorf("--cache-size: %w", err)}
+	}
+	cleared, err := fusefs.PrepareMountpoint(c.Dir)
+	if cleared {
+		fmt.Fprintf(g.stderr, "cairn: detached a stale mount at %s left by a cairn that stopped without unmounting\n", c.Dir)
+	}
+	if err != nil {
+		return invalid{err}
+	}
+	g.chunkCache = cache
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	log, err := g.mountLogger()
+	if err != nil {
+		return err
+	}
+	o := fusefs.Options{AllowOther: c.AllowOther, Logger: log, Debug: c.Debug}
+	if g.Project != gateway.DefaultProject {
+		o.Project = g.Project // the admin project sees every project's backups
+	}
+	fsys, err := fusefs.Mount(c.Dir, s.Repository(), s.Index(), o)
+	if err != nil {
+		return err
+	}
+	if !g.Quiet {
+		fmt.Fprintf(g.stderr, "cairn: backups of %s mounted on %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", s.Location(), c.Dir, c.Dir)
+	}
+	done := make(chan struct{})
+	go func() { fsys.Wait(); close(done) }()
+	var tick <-chan time.Time
+	if c.Refresh > 0 {
+		t := time.NewTicker(c.Refresh)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-done:
+			return nil // unmounted from outside
+		case <-tick:
+			fsys.Refresh(ctx)
+		case <-ctx.Done():
+			unmount(g, fsys, c.Dir, done)
+			return nil
+		}
+	}
+}
+
+// unmount unmounts on a signal; with files still open it detaches lazily, so the mount
+// leaves now and the process ends when the last reader closes.
+func unmount(g *Globals, fsys *fusefs.FS, dir string, done <-chan struct{}) {
+	var err error
+	for range 10 {
+		if err = fsys.Unmount(); err == nil {
+			<-done
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	fmt.Fprintf(g.stderr, "cairn: %v; detaching lazily: it goes away when the last open file closes\n", err)
+	if err := fusefs.Detach(dir); err != nil {
+		fmt.Fprintf(g.stderr, "cairn: %v\n", err)
+		return
+	}
+	<-done
+}
+
+// mountLogger logs to --log-file, else warnings and failed reads to stderr: a mount is a
+// foreground process whose stderr an admin watches.
+func (g *Globals) mountLogger() (*slog.Logger, error) {
+	if g.LogFile != "" {
+		return g.logger()
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil
+}
+
+// invalid marks a usage error (exit code 2) without changing its message.
+type invalid struct{ err error }
+
+func (e invalid) Error() string        { return e.err.Error() }
+func (e invalid) Unwrap() error        { return e.err }
+func (e invalid) Is(target error) bool { return target == gateway.ErrInvalid }

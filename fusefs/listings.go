@@ -1,0 +1,202 @@
+//go:build linux
+
+package fusefs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/hanwen/go-fuse/v2/fs"
+)
+
+// listRoot: volumes/ and backups/.
+func (f *FS) listRoot(context.Context) ([]entry, error) {
+	return []entry{
+		f.dirEntry("volumes", ino("volumes"), f.mtime, func() *dir { return f.newDir(ino("volumes"), f.mtime, f.listVolumes) }),
+		f.dirEntry("backups", ino("backups"), f.mtime, func() *dir {
+			d := f.newDir(ino("backups"), f.mtime, f.listBackups)
+			d.lookup = f.lookupBackup
+			return d
+		}),
+	}, nil
+}
+
+// listVolumes names each volume by its sanitised name; volumes whose names collide (the
+// same name in two projects, or names that sanitise alike) all get "-<short id>".
+func (f *FS) listVolumes(context.Context) ([]entry, error) {
+	vols, err := f.ix.Volumes()
+	if err != nil {
+		return nil, fmt.Errorf("list volumes: %w", err)
+	}
+	var shown []*index.Volume
+	count := map[string]int{}
+	for _, v := range vols {
+		if f.o.Project != "" && v.Project != f.o.Project {
+			continue
+		}
+		shown = append(shown, v)
+		count[sanitize(v.Name)]++
+	}
+	out := make([]entry, 0, len(shown))
+	for _, v := range shown {
+		name := sanitize(v.Name)
+		if count[name] > 1 {
+			name += "-" + shortID(v.ID)
+		}
+		vid := v.ID
+		i := ino("volume", vid)
+		out = append(out, f.dirEntry(name, i, v.CreatedAt, func() *dir {
+			d := f.newDir(i, v.CreatedAt, nil)
+			d.list = func(ctx context.Context) ([]entry, error) { return f.listVolume(ctx, d, vid) }
+			return d
+		}))
+	}
+	return out, nil
+}
+
+// listVolume lists a volume's available backups by time, and latest. Backups in the same
+// second get "-<short id>".
+func (f *FS) listVolume(_ context.Context, d *dir, volumeID string) ([]entry, error) {
+	all, err := f.ix.VolumeBackups(volumeID)
+	if err != nil {
+		return nil, fmt.Errorf("list backups of volume %s: %w", volumeID, err)
+	}
+	var bs []*index.Backup
+	count := map[string]int{}
+	for _, b := range all {
+		if f.visible(b) {
+			bs = append(bs, b)
+			count[backupDirName(b.CreatedAt)]++
+		}
+	}
+	out := make([]entry, 0, len(bs)+1)
+	var newest *index.Backup
+	var latest string
+	for _, b := range bs {
+		name := backupDirName(b.CreatedAt)
+		if count[name] > 1 {
+			name += "-" + shortID(b.ID)
+		}
+		out = append(out, f.backupEntry(name, "volume-backup", b))
+		if newest == nil || !b.CreatedAt.Before(newest.CreatedAt) {
+			newest, latest = b, name
+		}
+	}
+	if newest != nil {
+		out = append(out, f.latestEntry(d, volumeID, latest, newest))
+	}
+	return out, nil
+}
+
+// listBackups lists every available backup by id.
+func (f *FS) listBackups(context.Context) ([]entry, error) {
+	all, err := f.ix.Backups()
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	out := make([]entry, 0, len(all))
+	for _, b := range all {
+		if f.visible(b) && sanitize(b.ID) == b.ID {
+			out = append(out, f.backupEntry(b.ID, "id-backup", b))
+		}
+	}
+	return out, nil
+}
+
+// lookupBackup finds backups/<id> with one index read.
+func (f *FS) lookupBackup(_ context.Context, name string) (*entry, error) {
+	b, err := f.ix.Backup(name)
+	if errors.Is(err, index.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", name, err)
+	}
+	if !f.visible(b) || b.ID != name {
+		return nil, nil
+	}
+	e := f.backupEntry(name, "id-backup", b)
+	return &e, nil
+}
+
+// backupEntry is a backup's directory. Its inode number depends on where it is (kind), as a
+// directory has one parent; the files in it are shared between both places.
+func (f *FS) backupEntry(name, kind string, b *index.Backup) entry {
+	i := ino(kind, b.ID)
+	return f.dirEntry(name, i, b.CreatedAt, func() *dir {
+		d := f.newDir(i, b.CreatedAt, nil)
+		d.immutable = true
+		d.list = func(ctx context.Context) ([]entry, error) { return f.listBackup(ctx, kind, b) }
+		return d
+	})
+}
+
+// manifest is what repo.Image needs of a backup, from its index record.
+func (f *FS) manifest(b *index.Backup) *repo.Manifest {
+	return &repo.Manifest{Version: repo.FormatVersion, ID: b.ID, Name: b.Name, VolumeID: b.VolumeID, Project: b.Project,
+		Size: b.Size, BlockSize: f.repo.Config().BlockSize, Root: b.Root, RootLevel: b.RootLevel,
+		Incremental: b.IsIncremental, ParentID: b.ParentID, CreatedAt: b.CreatedAt, Stats: b.Stats}
+}
+
+// listBackup: backup.json, disk.img and, with a partition table, partitions/.
+func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]entry, error) {
+	rec, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	rec = append(rec, '\n')
+	img := f.repo.Image(f.manifest(b))
+	dataBytes := min(b.Stats.DataBlocks*int64(f.repo.Config().BlockSize), b.Size)
+	out := []entry{
+		f.fileEntry("backup.json", ino("record", b.ID), b.CreatedAt, func() fileNode { return &bytesFile{data: rec} }, int64(len(rec)), int64(len(rec))),
+		f.fileEntry("disk.img", ino("disk", b.ID), b.CreatedAt, func() fileNode {
+			return &imageFile{f: f, img: f.repo.Image(f.manifest(b)), backupID: b.ID, name: "disk.img", size: b.Size}
+		}, b.Size, dataBytes),
+	}
+	_, parts, err := readPartitions(readerCtx{ctx, img}, b.Size)
+	if err != nil {
+		// The image stays readable; only its partitions are missing.
+		f.log.Warn("partition table unreadable", "backup_id", b.ID, "err", err)
+	}
+	if len(parts) > 0 {
+		i := ino(kind+"-partitions", b.ID)
+		out = append(out, f.dirEntry("partitions", i, b.CreatedAt, func() *dir {
+			d := f.newDir(i, b.CreatedAt, func(context.Context) ([]entry, error) { return f.listPartitions(b, parts), nil })
+			d.immutable = true
+			return d
+		}))
+	}
+	return out, nil
+}
+
+func (f *FS) listPartitions(b *index.Backup, parts []partition) []entry {
+	out := make([]entry, 0, len(parts))
+	for _, p := range parts {
+		name := fmt.Sprintf("p%d.img", p.Number)
+		out = append(out, f.fileEntry(name, ino("partition", b.ID, name), b.CreatedAt, func() fileNode {
+			return &imageFile{f: f, img: f.repo.Image(f.manifest(b)), backupID: b.ID, name: "partitions/" + name,
+				offset: p.Start, size: p.Length}
+		}, p.Length, p.Length))
+	}
+	return out
+}
+
+// readerCtx reads an image with a context.
+type readerCtx struct {
+	ctx context.Context
+	im  *repo.Image
+}
+
+func (r readerCtx) ReadAt(p []byte, off int64) (int, error) { return r.im.ReadAtContext(r.ctx, p, off) }
+
+// latestEntry is the volume's latest symlink; its target is read from the volume's listing
+// each time, so it follows Refresh.
+func (f *FS) latestEntry(d *dir, volumeID, target string, newest *index.Backup) entry {
+	a := f.attr(ino("latest", volumeID), syscall.S_IFLNK|0o777, int64(len(target)), newest.CreatedAt)
+	return entry{name: "latest", attr: a, short: true, target: target, node: func() fs.InodeEmbedder { return &latestLink{vol: d} }}
+}

@@ -1,0 +1,68 @@
+package fusefs
+
+import (
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/zeebo/xxh3"
+)
+
+// timeFormat names backup directories: UTC, sortable, free of ':' (which some tools mind).
+const timeFormat = "2006-01-02T150405Z"
+
+// maxName is the longest file name Linux takes.
+const maxName = 255
+
+// sanitize makes a volume name safe as one path component: separators and control
+// characters become '_', "." and ".." and "" get a prefix, and long names are cut at a rune.
+func sanitize(name string) string {
+	var b strings.Builder
+	for _, r := range name {
+		switch {
+		case r == '/' || r == '\\' || r == utf8.RuneError || unicode.IsControl(r):
+			b.WriteByte('_')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	s := b.String()
+	if s == "" || s == "." || s == ".." {
+		s = "_" + s
+	}
+	for len(s) > maxName-10 { // leave room for a "-<short id>" suffix
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}
+
+// shortID is the start of an id, enough to tell entries with the same name apart.
+func shortID(id string) string {
+	s := sanitize(id)
+	if len(s) > 8 {
+		s = s[:8]
+	}
+	return s
+}
+
+// backupDirName is a backup's directory name within its volume.
+func backupDirName(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+// ino derives a stable inode number from what a node shows (kind) and whose it is (ids), so
+// the kernel's caches stay valid across lookups and remounts. Numbers stay below 2^63,
+// where go-fuse's automatic numbers start, and above 1, the root.
+func ino(kind string, ids ...string) uint64 {
+	h := xxh3.New()
+	_, _ = h.WriteString(kind)
+	for _, id := range ids {
+		_, _ = h.WriteString("\x00")
+		_, _ = h.WriteString(id)
+	}
+	n := h.Sum64() &^ (1 << 63)
+	if n < 2 {
+		n += 2
+	}
+	return n
+}
