@@ -500,7 +500,7 @@ func TestEngineKilledBackup(t *testing.T) {
 
 	big := filepath.Join(dir, "big.img")
 	testutil.WriteImage(t, big, 300*mib, 11, testutil.Random)
-	packsBefore := len(packFiles(t, r.Dir))
+	packsBefore, statsBefore := len(packFiles(t, r.Dir)), r.stats()
 	cmd := startCairn(t, r.Env, "--quiet", "backup", "create", big, "--name", "killed")
 	deadline := time.Now().Add(30 * time.Second)
 	for len(packFiles(t, r.Dir)) == packsBefore {
@@ -533,6 +533,12 @@ func TestEngineKilledBackup(t *testing.T) {
 	r.checkRestoresToFiles(earlier, dir)
 	r.mustRun("--quiet", "repo", "gc")
 	r.checkClean()
+	// Whatever the killed backup wrote is garbage: gc takes the repository back to its size
+	// before the kill.
+	if after := r.stats(); after.PackBytes > statsBefore.PackBytes || len(packFiles(t, r.Dir)) > packsBefore {
+		t.Errorf("after gc: %d pack bytes in %d pack files; before the killed backup %d in %d",
+			after.PackBytes, len(packFiles(t, r.Dir)), statsBefore.PackBytes, packsBefore)
+	}
 	r.checkRestoresToFiles(earlier, dir)
 }
 
