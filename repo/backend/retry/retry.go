@@ -139,6 +139,13 @@ func (r *Retry) List(ctx context.Context, prefix string, fn func(backend.ObjectI
 	return err
 }
 
+// Do runs fn, a call outside the Backend interface (such as the connection check when a
+// backend is opened), under the same retry policy and attempt timeout; op and key name it in
+// errors.
+func (r *Retry) Do(ctx context.Context, op, key string, fn func(context.Context) error) error {
+	return r.do(ctx, op, key, r.once(op, key, fn))
+}
+
 // do runs op until it succeeds, fails for good, or the attempts or ctx run out.
 func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context) error) error {
 	var err error

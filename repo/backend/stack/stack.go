@@ -82,7 +82,7 @@ func openLocal(u URL, cfg Config) (backend.Backend, error) {
 }
 
 func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
-	b, err := s3.Open(ctx, s3.Config{
+	b, err := s3.New(s3.Config{
 		Endpoint:   cfg.Endpoint,
 		Region:     cfg.Region,
 		Bucket:     u.Bucket,
@@ -112,11 +112,18 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 	case timeout < 0:
 		timeout = 0
 	}
-	return retry.New(limit.New(b, concurrency), retry.Options{
+	r := retry.New(limit.New(b, concurrency), retry.Options{
 		Attempts: retries + 1,
 		Timeout:  timeout,
 		MinDelay: cfg.retryDelay,
-	}), nil
+	})
+	// The check is retried like any request: a server that answers 503 (or is restarting)
+	// when cairn starts is no reason to fail a backup.
+	if err := r.Do(ctx, "check", u.Bucket, b.Check); err != nil {
+		b.Close()
+		return nil, err
+	}
+	return r, nil
 }
 
 // withEnv fills the empty S3 fields from the AWS_* variables that getenv returns.

@@ -173,3 +173,31 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenRetries503 proves the connection check at Open is retried: a server that answers
+// 503 a few times when cairn starts does not fail the command, one that keeps answering 503
+// does, after the retries.
+func TestOpenRetries503(t *testing.T) {
+	srv := testutil.StartS3(t)
+	for _, tt := range []struct {
+		fails   int
+		wantErr error
+	}{{3, nil}, {100, backend.ErrUnavailable}} {
+		t.Run(fmt.Sprint(tt.fails, " 503s"), func(t *testing.T) {
+			p := testutil.StartFaultProxy(t, srv.Endpoint)
+			p.Fail503(tt.fails)
+			cfg := s3Config(srv, p.Endpoint, "open503")
+			cfg.Retries = 4
+			b, err := Open(context.Background(), cfg)
+			if err == nil {
+				b.Close()
+			}
+			if !errors.Is(err, tt.wantErr) && !(tt.wantErr == nil && err == nil) {
+				t.Fatalf("Open after %d 503s = %v, want %v", tt.fails, err, tt.wantErr)
+			}
+			if got := p.Requests(); got < min(tt.fails, 5) {
+				t.Errorf("proxy saw %d requests, want at least %d", got, min(tt.fails, 5))
+			}
+		})
+	}
+}
