@@ -57,6 +57,7 @@ type WriteResult struct {
 // to the collector. The reader owns it until it is sent; then the worker; then the collector.
 type leafJob struct {
 	i     int64
+	holes int64  // > 0: this job is a run of that many all-hole leaves starting at i
 	buf   []byte // the span's bytes; nil when the whole span is a hole
 	data  []bool // data[b]: block b of the leaf has data (else it is a hole)
 	done  chan struct{}
@@ -191,18 +192,32 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
 		hi := min(lo+w.g.leafBytes(), size)
-		job := &leafJob{i: i, done: make(chan struct{}), blobs: w.arenas.Get().([]byte)[:0]}
+		job := &leafJob{i: i, done: make(chan struct{})}
+		if lo >= extEnd {
+			if err := w.nextExtent(lo, &extStart, &extEnd); err != nil {
+				return err
+			}
+		}
+		if extStart >= hi {
+			// A run of hole leaves up to the next data: one job, no reads.
+			job.holes = min((extStart-lo)/w.g.leafBytes(), w.g.leaves-i)
+			close(job.done)
+			select {
+			case order <- job:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			i += job.holes - 1
+			continue
+		}
 		for off := lo; off < hi; {
 			if off >= extEnd {
-				s, e, err := w.src.NextData(off)
-				if errors.Is(err, io.EOF) || (err == nil && s >= size) {
-					extStart, extEnd = size, size
+				if err := w.nextExtent(off, &extStart, &extEnd); err != nil {
+					return err
+				}
+				if extStart >= size {
 					break
 				}
-				if err != nil {
-					return fmt.Errorf("find data at offset %d: %w", off, err)
-				}
-				extStart, extEnd = s, min(e, size)
 			}
 			if extStart >= hi {
 				break
@@ -232,6 +247,22 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+// nextExtent moves [start, end) to the next data extent at or after off; past the last one
+// both are the volume size.
+func (w *writeSession) nextExtent(off int64, start, end *int64) error {
+	size := w.g.size
+	s, e, err := w.src.NextData(off)
+	if errors.Is(err, io.EOF) || (err == nil && s >= size) {
+		*start, *end = size, size
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find data at offset %d: %w", off, err)
+	}
+	*start, *end = s, min(e, size)
 	return nil
 }
 
@@ -279,6 +310,9 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 			return leafResult{err: err}
 		} else if ok {
 			continue
+		}
+		if job.blobs == nil {
+			job.blobs = w.arenas.Get().([]byte)[:0]
 		}
 		start := len(job.blobs)
 		job.blobs, *scratch = w.r.keys.encodeBlob(job.blobs, *scratch, blk, w.r.cfg.Compression, addr)
@@ -341,6 +375,19 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if job.holes > 0 {
+			for range job.holes {
+				if err := w.push(1, Address{}); err != nil {
+					return err
+				}
+			}
+			w.stats.Blocks += min(job.holes*LeafFanout, w.g.blocks-job.i*LeafFanout)
+			done = min((job.i+job.holes)*w.g.leafBytes(), w.g.size)
+			if w.o.Progress != nil {
+				w.o.Progress(done, w.g.size)
+			}
+			continue
+		}
 		res := job.res
 		if res.err != nil {
 			return res.err
@@ -353,8 +400,10 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 				return err
 			}
 		}
-		w.arenas.Put(job.blobs[:0])
-		job.blobs = nil
+		if job.blobs != nil {
+			w.arenas.Put(job.blobs[:0])
+			job.blobs = nil
+		}
 		if res.node != nil && !res.reused {
 			if err := w.ensureNode(res.addr, res.node, nil); err != nil {
 				return err
@@ -363,7 +412,7 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		if err := w.push(1, res.addr); err != nil {
 			return err
 		}
-		done += res.stats.Blocks * w.g.blockSize
+		done = min((job.i+1)*w.g.leafBytes(), w.g.size)
 		if w.o.Progress != nil {
 			w.o.Progress(min(done, w.g.size), w.g.size)
 		}
