@@ -24,36 +24,45 @@ func (e *mountpointError) Is(target error) bool { return target == ErrMountpoint
 // stale FUSE mount left by a process that died ("transport endpoint is not connected") is
 // detached first; cleared says so, for the caller to tell the user.
 func PrepareMountpoint(dir string) (cleared bool, err error) {
-	_, err = os.Stat(dir)
+	err = checkMountpoint(dir)
 	if errors.Is(err, syscall.ENOTCONN) {
 		if derr := Detach(dir); derr != nil {
 			return false, &mountpointError{fmt.Sprintf("mountpoint %s holds a stale mount of a process that died, and detaching it failed: %v; run 'fusermount3 -u -z %s'", dir, derr, dir)}
 		}
 		cleared = true
-		_, err = os.Stat(dir)
+		err = checkMountpoint(dir)
 	}
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return cleared, &mountpointError{fmt.Sprintf("mountpoint %s does not exist; create it with 'mkdir -p %s'", dir, dir)}
-	case err != nil:
-		return cleared, &mountpointError{fmt.Sprintf("mountpoint %s: %v", dir, err)}
+	var me *mountpointError
+	if err != nil && !errors.As(err, &me) {
+		err = &mountpointError{fmt.Sprintf("mountpoint %s: %v", dir, err)}
+	}
+	return cleared, err
+}
+
+// checkMountpoint returns a mountpointError, or an error wrapping ENOTCONN for a dead mount
+// (which the kernel may only notice on a listing: it answers stat from its cache).
+func checkMountpoint(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return &mountpointError{fmt.Sprintf("mountpoint %s does not exist; create it with 'mkdir -p %s'", dir, dir)}
+	} else if err != nil {
+		return err
 	}
 	d, err := os.Open(dir)
 	if err != nil {
-		return cleared, &mountpointError{fmt.Sprintf("mountpoint %s: %v", dir, err)}
+		return err
 	}
 	defer d.Close()
 	names, err := d.Readdirnames(1)
 	if errors.Is(err, syscall.ENOTDIR) {
-		return cleared, &mountpointError{fmt.Sprintf("mountpoint %s is not a directory", dir)}
+		return &mountpointError{fmt.Sprintf("mountpoint %s is not a directory", dir)}
 	}
 	if err != nil && err != io.EOF {
-		return cleared, &mountpointError{fmt.Sprintf("mountpoint %s: %v", dir, err)}
+		return err
 	}
 	if len(names) > 0 {
-		return cleared, &mountpointError{fmt.Sprintf("mountpoint %s is not empty (is cairn already mounted there?)", dir)}
+		return &mountpointError{fmt.Sprintf("mountpoint %s is not empty (is cairn already mounted there?)", dir)}
 	}
-	return cleared, nil
+	return nil
 }
 
 // Detach unmounts dir lazily: the mount leaves the namespace now and goes away when its last
