@@ -1,0 +1,249 @@
+//go:build linux
+
+package fusefs
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// memVolume is a volume in memory with no holes.
+type memVolume []byte
+
+func (m memVolume) Size() int64 { return int64(len(m)) }
+func (m memVolume) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(m)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+func (m memVolume) NextData(off int64) (int64, int64, error) {
+	if off >= int64(len(m)) {
+		return off, off, io.EOF
+	}
+	return off, int64(len(m)), nil
+}
+
+// treeFixture is a real repository (local backend, Badger index) mounted in this process.
+// The tests only read regular files of the mount, never through a loop device.
+type treeFixture struct {
+	r   *repo.Repository
+	ix  *index.Index
+	fs  *FS
+	mnt string
+	t0  time.Time
+}
+
+func newTreeFixture(t *testing.T, o Options) *treeFixture {
+	t.Helper()
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		testutil.Skip(t, "no /dev/fuse: %v", err)
+	}
+	testutil.RequireCommand(t, "fusermount3")
+	dir := t.TempDir()
+	ctx := context.Background()
+	be, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(ctx, be, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ix, err := index.Open(filepath.Join(dir, "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	r, err := repo.Open(ctx, be, ix, repo.Options{ChunkCacheBytes: 8 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Mount(mnt, r, ix, o)
+	if err != nil {
+		testutil.Skip(t, "cannot mount FUSE: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := f.Unmount(); err != nil {
+			t.Errorf("unmount: %v", err)
+			_ = Detach(mnt)
+		}
+		f.Wait()
+	})
+	return &treeFixture{r: r, ix: ix, fs: f, mnt: mnt, t0: time.Date(2026, 11, 24, 10, 15, 0, 0, time.UTC)}
+}
+
+func (x *treeFixture) volume(t *testing.T, id, name, project string) {
+	t.Helper()
+	if err := x.ix.CreateVolume(&index.Volume{ID: id, Name: name, Path: "/dev/" + id, Project: project, Status: index.VolumeAvailable}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// backup stores data as an available backup of volume vol made at x.t0 + at.
+func (x *treeFixture) backup(t *testing.T, id, vol, project string, at time.Duration, data []byte) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := x.r.Write(ctx, memVolume(data), repo.WriteOptions{}, func(repo.WriteResult) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &index.Backup{ID: id, VolumeID: vol, Project: project, Status: index.BackupAvailable, Size: int64(len(data)),
+		Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats, CreatedAt: x.t0.Add(at)}
+	if err := x.ix.CreateBackup(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (x *treeFixture) names(t *testing.T, elem ...string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(append([]string{x.mnt}, elem...)...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.NewChaCha8([32]byte{byte(seed)}).Read(b)
+	return b
+}
+
+// TestTreeRefresh: names are sanitised and disambiguated; backups that appear or go away
+// show after Refresh (and not before: listings are cached), and latest follows.
+func TestTreeRefresh(t *testing.T) {
+	x := newTreeFixture(t, Options{})
+	x.volume(t, "v1", "web/db\x01", "admin")
+	x.volume(t, "v2aaaaaaaa", "dup", "admin")
+	x.volume(t, "v3bbbbbbbb", "dup", "other")
+	one, two := randomBytes(1, 100<<10), randomBytes(2, 70<<10+3)
+	x.backup(t, "b1", "v1", "admin", 0, one)
+
+	if got, want := x.names(t, "volumes"), []string{"dup-v2aaaaaa", "dup-v3bbbbbb", "web_db_"}; !slices.Equal(got, want) {
+		t.Fatalf("volumes/ = %v, want %v", got, want)
+	}
+	if got, want := x.names(t, "volumes", "web_db_"), []string{"2026-11-24T101500Z", "latest"}; !slices.Equal(got, want) {
+		t.Fatalf("volume dir = %v, want %v", got, want)
+	}
+	got, err := os.ReadFile(filepath.Join(x.mnt, "volumes", "web_db_", "latest", "disk.img"))
+	if err != nil || !bytes.Equal(got, one) {
+		t.Fatalf("latest/disk.img: %d bytes, %v; want the first backup", len(got), err)
+	}
+
+	// A second backup in the same second: both get their short id; latest moves.
+	x.backup(t, "b2", "v1", "admin", 500*time.Millisecond, two)
+	if got := x.names(t, "volumes", "web_db_"); len(got) != 2 {
+		t.Fatalf("before Refresh the listing changed: %v", got)
+	}
+	x.fs.Refresh(context.Background())
+	want := []string{"2026-11-24T101500Z-b1", "2026-11-24T101500Z-b2", "latest"}
+	if got := x.names(t, "volumes", "web_db_"); !slices.Equal(got, want) {
+		t.Fatalf("after Refresh: %v, want %v", got, want)
+	}
+	if target, err := os.Readlink(filepath.Join(x.mnt, "volumes", "web_db_", "latest")); err != nil || target != want[1] {
+		t.Fatalf("latest -> %q %v, want %s", target, err, want[1])
+	}
+	got, err = os.ReadFile(filepath.Join(x.mnt, "backups", "b2", "disk.img"))
+	if err != nil || !bytes.Equal(got, two) {
+		t.Fatalf("backups/b2/disk.img: %d bytes, %v", len(got), err)
+	}
+	// The old name is gone from the kernel's cache too.
+	if _, err := os.Stat(filepath.Join(x.mnt, "volumes", "web_db_", "2026-11-24T101500Z")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("renamed backup directory still resolves: %v", err)
+	}
+
+	// A backup being deleted leaves the tree.
+	if _, err := x.ix.UpdateBackup("b2", func(b *index.Backup) error { b.Status = index.BackupDeleting; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	x.fs.Refresh(context.Background())
+	if _, err := os.Stat(filepath.Join(x.mnt, "backups", "b2", "disk.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("backups/b2 after it left: %v", err)
+	}
+	if got := x.names(t, "backups"); !slices.Equal(got, []string{"b1"}) {
+		t.Errorf("backups/ = %v, want [b1]", got)
+	}
+	if target, err := os.Readlink(filepath.Join(x.mnt, "volumes", "web_db_", "latest")); err != nil || target != "2026-11-24T101500Z" {
+		t.Errorf("latest -> %q %v after the newest left", target, err)
+	}
+}
+
+// TestTreeProjectAndModes: a project filter hides other projects; --allow-other opens modes.
+func TestTreeProjectAndModes(t *testing.T) {
+	x := newTreeFixture(t, Options{Project: "p1", AllowOther: true})
+	x.volume(t, "va", "a", "p1")
+	x.volume(t, "vb", "b", "p2")
+	x.backup(t, "ba", "va", "p1", 0, randomBytes(3, 20<<10))
+	x.backup(t, "bb", "vb", "p2", 0, randomBytes(4, 20<<10))
+	if got := x.names(t, "volumes"); !slices.Equal(got, []string{"a"}) {
+		t.Errorf("volumes/ = %v, want [a]", got)
+	}
+	if _, err := os.Stat(filepath.Join(x.mnt, "backups", "bb")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("another project's backup: %v", err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(x.mnt, "backups", "ba", "disk.img"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o777 != 0o444 || st.Size != 20<<10 || st.Blksize != maxIO {
+		t.Errorf("disk.img with allow-other: mode %o size %d blksize %d", st.Mode&0o777, st.Size, st.Blksize)
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	for in, want := range map[string]string{
+		"vm1": "vm1", "a/b": "a_b", "a\\b": "a_b", "tab\there": "tab_here", "": "_", ".": "_.", "..": "_..",
+		"nul\x00": "nul_", "bad\xffutf8": "bad_utf8", "ünïcode": "ünïcode", strings.Repeat("x", 300): strings.Repeat("x", 245),
+	} {
+		if got := sanitize(in); got != want {
+			t.Errorf("sanitize(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := sanitize(strings.Repeat("é", 200)); len(got) > 245 || !strings.HasPrefix(got, "é") || strings.ContainsRune(got, '\uFFFD') {
+		t.Errorf("long name cut inside a rune: %q", got)
+	}
+}
+
+func TestInodeNumbers(t *testing.T) {
+	seen := map[uint64]string{}
+	for _, k := range [][]string{{"disk", "b1"}, {"disk", "b2"}, {"record", "b1"}, {"volume", "b1"}, {"partition", "b1", "p1.img"}, {"partition", "b1p", "1.img"}} {
+		n := ino(k[0], k[1:]...)
+		if n < 2 || n >= 1<<63 {
+			t.Errorf("ino%v = %d out of range", k, n)
+		}
+		if n != ino(k[0], k[1:]...) {
+			t.Errorf("ino%v not stable", k)
+		}
+		if prev, ok := seen[n]; ok {
+			t.Errorf("ino%v collides with %s", k, prev)
+		}
+		seen[n] = strings.Join(k, "/")
+	}
+}
