@@ -146,6 +146,9 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
+	s.metrics.bytesBackup.Add(float64(b.Size))
+	s.metrics.bytesStored.Add(float64(res.Stats.NewBytes))
+	s.notifyChange()
 	secs := time.Since(start).Seconds()
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
 		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
@@ -187,13 +190,14 @@ func (s *Service) latestBackup(volumeID string) (*index.Backup, error) {
 	return nil, nil
 }
 
-// CreateBackup runs a backup to the end (the embedded CLI's way).
+// CreateBackup accepts a backup and runs it: to the end in the embedded CLI, on a worker in
+// cairn serve (it then returns the record while still creating).
 func (s *Service) CreateBackup(ctx context.Context, req BackupRequest) (*index.Backup, error) {
 	b, job, err := s.StartBackup(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if err := job(ctx); err != nil {
+	if err := s.Submit(ctx, "backup", b.ID, job); err != nil {
 		return nil, err
 	}
 	return s.idx.Backup(b.ID)
@@ -334,6 +338,7 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	if err := s.idx.DeleteBackup(b.ID); err != nil {
 		return nil, err
 	}
+	s.notifyChange()
 	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
 }

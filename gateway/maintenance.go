@@ -158,6 +158,7 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	if err := s.idx.SetMeta("refs-dirty", ""); err != nil {
 		return nil, err
 	}
+	s.notifyChange()
 	s.log.Info("index rebuilt", "packs", res.Packs, "backups", res.Backups, "volumes", res.Volumes)
 	return res, nil
 }

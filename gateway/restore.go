@@ -196,6 +196,7 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			s.log.Error("restore failed", "backup_id", b.ID, "target", path, "error", err)
 			err = fmt.Errorf("restore of backup %s to %s is incomplete: %w", b.ID, path, err)
 		} else {
+			s.metrics.bytesRest.Add(float64(b.Size))
 			secs := time.Since(start).Seconds()
 			s.log.Info("restore finished", "backup_id", b.ID, "target", path, "size", b.Size, "seconds", secs,
 				"mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
@@ -225,11 +226,12 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	return err
 }
 
-// Restore runs a restore to the end (the embedded CLI's way).
+// Restore accepts a restore and runs it: to the end in the embedded CLI, on a worker in
+// cairn serve.
 func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*RestoreResult, error) {
 	res, job, err := s.StartRestore(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	return res, job(ctx)
+	return res, s.Submit(ctx, "restore", res.BackupID, job)
 }

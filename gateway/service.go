@@ -55,6 +55,12 @@ type Service struct {
 
 	mu      sync.Mutex
 	cancels map[string]context.CancelFunc // running jobs by backup id; guarded by mu
+	pool    *pool                         // background workers (cairn serve); guarded by mu
+
+	metrics *metrics
+	health  health
+	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
+	changed func()
 }
 
 // DefaultRepo is the embedded default repository: /var/lib/cairn as root, else
@@ -155,7 +161,8 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]context.CancelFunc{}}
+	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]context.CancelFunc{},
+		health: health{beats: map[string]beat{}, started: time.Now()}}
 	s.driver = "cairn.backup.drivers.local"
 	if stack.IsRemote(c.Repo) {
 		s.driver = "cairn.backup.drivers.s3"
@@ -177,6 +184,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		return nil, err
 	}
 	s.idx, s.repo = idx, r
+	s.metrics = newMetrics(s)
 	if err := s.bindIndex(); err != nil {
 		s.Close()
 		return nil, err
@@ -202,6 +210,22 @@ func (s *Service) bindIndex() error {
 		return nil
 	}
 	return fmt.Errorf("the index in %s belongs to repository %s, not %s: use another --state-dir, or move it away and run 'cairn repo rebuild-index'", s.idx.Dir(), id, want)
+}
+
+// OnChange registers fn to be called whenever the set of available backups changes.
+func (s *Service) OnChange(fn func()) {
+	s.mu.Lock()
+	s.changed = fn
+	s.mu.Unlock()
+}
+
+func (s *Service) notifyChange() {
+	s.mu.Lock()
+	fn := s.changed
+	s.mu.Unlock()
+	if fn != nil {
+		fn()
+	}
 }
 
 // Close releases the index and the backend.

@@ -68,6 +68,7 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	if err != nil {
 		return nil, err
 	}
+	s.notifyChange()
 	s.log.Info("backup imported", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
 }

@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"context"
+	"os"
+	"sync"
+	"time"
+)
+
+// ServiceStatus is one row of 'service list' (seed 3.6.1).
+type ServiceStatus struct {
+	Binary         string    `json:"binary"`
+	Host           string    `json:"host"`
+	Zone           string    `json:"zone"`
+	Status         string    `json:"status"` // enabled, disabled
+	State          string    `json:"state"`  // up, down
+	UpdatedAt      time.Time `json:"updated_at"`
+	DisabledReason string    `json:"disabled_reason,omitempty"`
+}
+
+// HeartbeatInterval is how often services report.
+const HeartbeatInterval = 5 * time.Second
+
+// health holds the latest heartbeat of each service; guarded by mu.
+type health struct {
+	mu      sync.Mutex
+	beats   map[string]beat
+	started time.Time
+}
+
+type beat struct {
+	at     time.Time
+	err    error
+	reason string
+}
+
+// heartbeat checks each service once and records the result.
+func (s *Service) heartbeat(ctx context.Context, api bool) {
+	now := time.Now().UTC()
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	_, berr := s.be.Stat(cctx, "config")
+	cancel()
+	verr := os.MkdirAll(s.volDir, 0o700)
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	s.health.beats["cairn-backup"] = beat{at: now, err: berr}
+	s.health.beats["cairn-volume"] = beat{at: now, err: verr}
+	if api {
+		s.health.beats["cairn-api"] = beat{at: now}
+	}
+}
+
+// RunHeartbeats reports every HeartbeatInterval until ctx ends (cairn serve).
+func (s *Service) RunHeartbeats(ctx context.Context) {
+	t := time.NewTicker(HeartbeatInterval)
+	defer t.Stop()
+	for {
+		s.heartbeat(ctx, true)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Services lists cairn's services with their state. A service is down when its last check
+// failed (the reason says why) or its heartbeat is older than three intervals.
+func (s *Service) Services(ctx context.Context) []ServiceStatus {
+	s.health.mu.Lock()
+	fresh := len(s.health.beats) > 0
+	s.health.mu.Unlock()
+	if !fresh {
+		s.heartbeat(ctx, false) // embedded CLI: check now
+	}
+	host, _ := os.Hostname()
+	s.health.mu.Lock()
+	defer s.health.mu.Unlock()
+	var out []ServiceStatus
+	for _, name := range []string{"cairn-api", "cairn-backup", "cairn-volume"} {
+		st := ServiceStatus{Binary: name, Host: host, Zone: "nova", Status: "enabled", State: "down"}
+		b, ok := s.health.beats[name]
+		switch {
+		case !ok && name == "cairn-api":
+			st.DisabledReason = "no gateway running ('cairn serve')"
+		case !ok:
+		case b.err != nil:
+			st.UpdatedAt = b.at
+			st.DisabledReason = b.err.Error()
+		case time.Since(b.at) > 3*HeartbeatInterval:
+			st.UpdatedAt = b.at
+			st.DisabledReason = "no heartbeat since " + b.at.Format(time.RFC3339)
+		default:
+			st.UpdatedAt, st.State = b.at, "up"
+		}
+		out = append(out, st)
+	}
+	return out
+}

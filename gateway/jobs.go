@@ -1,0 +1,180 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+)
+
+// pool runs accepted jobs in the background, at most n at a time (cairn serve). Without a
+// pool (the embedded CLI) jobs run in the caller.
+type pool struct {
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	ctx  context.Context
+	stop context.CancelFunc
+}
+
+// StartWorkers makes the service asynchronous: Submit runs jobs on n background workers.
+func (s *Service) StartWorkers(n int) {
+	if n <= 0 {
+		n = 2
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.pool = &pool{sem: make(chan struct{}, n), ctx: ctx, stop: stop}
+	s.mu.Unlock()
+}
+
+// Async reports whether jobs run in the background.
+func (s *Service) Async() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pool != nil
+}
+
+// Submit runs a job: in the background on the worker pool when the service is asynchronous,
+// else right away in the caller. kind and id name it in logs and metrics.
+func (s *Service) Submit(ctx context.Context, kind, id string, job Job) error {
+	s.mu.Lock()
+	p := s.pool
+	s.mu.Unlock()
+	if p == nil {
+		return s.runJob(ctx, kind, id, job)
+	}
+	s.metrics.jobsQueued.WithLabelValues(kind).Inc()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		select {
+		case p.sem <- struct{}{}:
+		case <-p.ctx.Done():
+			s.metrics.jobsQueued.WithLabelValues(kind).Dec()
+			_ = job(p.ctx) // a cancelled context makes the job record its failure and return
+			return
+		}
+		defer func() { <-p.sem }()
+		s.metrics.jobsQueued.WithLabelValues(kind).Dec()
+		_ = s.runJob(p.ctx, kind, id, job)
+	}()
+	return nil
+}
+
+func (s *Service) runJob(ctx context.Context, kind, id string, job Job) error {
+	s.metrics.jobsRunning.WithLabelValues(kind).Inc()
+	defer s.metrics.jobsRunning.WithLabelValues(kind).Dec()
+	start := time.Now()
+	s.log.Info("job started", "kind", kind, "id", id)
+	err := job(ctx)
+	result := "success"
+	if errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
+		result = "cancelled"
+	} else if err != nil {
+		result = "error"
+	}
+	s.metrics.jobs.WithLabelValues(kind, result).Inc()
+	s.metrics.jobSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	s.log.Info("job finished", "kind", kind, "id", id, "result", result, "seconds", time.Since(start).Seconds())
+	return err
+}
+
+// StopWorkers cancels running and queued jobs and waits for them to record their end.
+func (s *Service) StopWorkers(ctx context.Context) error {
+	s.mu.Lock()
+	p := s.pool
+	for _, cancel := range s.cancels {
+		cancel()
+	}
+	s.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	p.stop()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("jobs still running at shutdown: %w", ctx.Err())
+	}
+}
+
+// Running reports whether a backup or restore of the backup id is running or queued.
+func (s *Service) Running(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, b := s.cancels[id]
+	_, r := s.cancels["restore/"+id]
+	return b || r
+}
+
+// ResetBackupState sets a backup's status (admins; seed 3.5.3). On a restoring backup it
+// cancels the restore: the worker stops and the target volume is marked error, since its
+// contents are then incomplete.
+func (s *Service) ResetBackupState(ctx context.Context, ref, state string) (*index.Backup, error) {
+	if !CallerFrom(ctx).Admin {
+		return nil, wrapf(ErrDenied, "only an admin may reset a backup's state")
+	}
+	if state != index.BackupAvailable && state != index.BackupError {
+		return nil, invalidf("state %q: use available or error", state)
+	}
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	switch b.Status {
+	case index.BackupRestoring:
+		s.mu.Lock()
+		cancel := s.cancels["restore/"+b.ID]
+		s.mu.Unlock()
+		if cancel != nil {
+			cancel()
+		}
+	case index.BackupCreating:
+		return nil, wrapf(ErrConflict, "backup %s is being created: cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
+	}
+	out, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		if state == index.BackupAvailable && rec.Root.IsZero() && rec.Size > 0 {
+			return wrapf(ErrConflict, "backup %s never completed: it cannot become available", rec.ID)
+		}
+		rec.Status = state
+		if state == index.BackupAvailable {
+			rec.FailReason = ""
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.notifyChange()
+	s.log.Info("backup state reset", "backup_id", b.ID, "from", b.Status, "to", state)
+	return out, nil
+}
+
+// WaitBackup polls a backup until it leaves creating (or ctx ends), calling progress.
+func (s *Service) WaitBackup(ctx context.Context, id string) (*index.Backup, error) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		b, err := s.idx.Backup(id)
+		if errors.Is(err, index.ErrNotFound) {
+			return nil, wrapf(ErrNotFound, "backup %s was deleted (cancelled)", id)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if b.Status != index.BackupCreating && b.Status != index.BackupRestoring {
+			return b, nil
+		}
+		select {
+		case <-ctx.Done():
+			return b, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
