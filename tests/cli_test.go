@@ -151,6 +151,23 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 		os.Remove(out)
 	}
 
+	// Restore to a new volume (the default) and onto a registered volume.
+	var res1 struct {
+		VolumeID string `json:"volume_id"`
+		Path     string `json:"path"`
+	}
+	r.mustJSON(&res1, "--quiet", "backup-restore", inc.ID, "--name", "restored")
+	if res1.VolumeID == "" || testutil.SHA256File(t, res1.Path) != sha {
+		t.Errorf("restore to a new volume: %+v, want a new volume with the backup's content", res1)
+	}
+	other := filepath.Join(dir, "other.img")
+	testutil.WriteImage(t, other, 6*mib, 31, testutil.Random)
+	r.mustRun("volume", "manage", other, "--name", "other")
+	r.mustRun("--quiet", "backup", "restore", full.ID, "--volume", "other")
+	if got := testutil.SHA256File(t, other); got != sha {
+		t.Errorf("restore onto registered volume other: sha256 %s, want %s", got, sha)
+	}
+
 	// Import: refused alike while present; after the index is gone, the alias imports.
 	a := r.mustFail([]int{4}, "backup-import", exp.Service, exp.URL)
 	s := r.mustFail([]int{4}, "backup", "import", exp.Service, exp.URL)

@@ -109,6 +109,16 @@ func TestEngineChainImageFile(t *testing.T) {
 	}
 	r.checkRestoresToFiles(points, dir)
 
+	// One existing file, newest point first: each restore must replace every byte of the
+	// previous one, holes included.
+	same := filepath.Join(dir, "same.img")
+	for i := len(points) - 1; i >= 0; i-- {
+		r.restoreTo(points[i].backup.ID, same)
+		if got := testutil.SHA256File(t, same); got != points[i].sha {
+			t.Errorf("point %d restored over an earlier restore in %s: sha256 %s, want %s", i, same, got, points[i].sha)
+		}
+	}
+
 	// A device larger than the volume, full of old random data: restoring must leave no old
 	// byte behind in the first size bytes (zero blocks become real zeros on devices). Newest
 	// first, so each older point has to overwrite what the newer one wrote.
@@ -454,6 +464,10 @@ func TestEngineVolumeSizes(t *testing.T) {
 	}
 	if b.Size != hugeSize {
 		t.Errorf("backup of the 1 TiB image has size %d", b.Size)
+	}
+	// An incremental of the unchanged image adds well under 1 MiB.
+	if inc := r.createBackup(huge, "-i"); inc.Stats.NewBytes >= mib {
+		t.Errorf("incremental of an unchanged sparse 1 TiB image stored %d bytes, want < 1 MiB", inc.Stats.NewBytes)
 	}
 	out := filepath.Join(dir, "huge-restored.img")
 	start = time.Now()
