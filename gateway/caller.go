@@ -1,6 +1,9 @@
 package gateway
 
-import "context"
+import (
+	"context"
+	"path/filepath"
+)
 
 // Caller is who asks: a user acting in a project, perhaps an admin.
 type Caller struct {
@@ -29,3 +32,19 @@ func CallerFrom(ctx context.Context) Caller {
 
 // sees reports whether the caller may see a resource of project p.
 func (c Caller) sees(p string) bool { return c.Admin || c.Project == p }
+
+type workDirKey struct{}
+
+// WithWorkDir returns a context whose relative paths resolve against dir: the CLI's working
+// directory when a gateway runs the command for it.
+func WithWorkDir(ctx context.Context, dir string) context.Context {
+	return context.WithValue(ctx, workDirKey{}, dir)
+}
+
+// absPath makes p absolute against the caller's working directory.
+func absPath(ctx context.Context, p string) (string, error) {
+	if dir, ok := ctx.Value(workDirKey{}).(string); ok && dir != "" && !filepath.IsAbs(p) {
+		return filepath.Join(dir, p), nil
+	}
+	return filepath.Abs(p)
+}

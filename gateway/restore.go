@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"time"
 
@@ -58,7 +57,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		path = vol.Path
 	case req.To != "":
-		if path, err = filepath.Abs(req.To); err != nil {
+		if path, err = absPath(ctx, req.To); err != nil {
 			return nil, nil, invalidf("--to %q: %v", req.To, err)
 		}
 		if v, err := s.idx.VolumeByPath(path); err == nil {

@@ -29,7 +29,7 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	if err != nil {
 		return nil, err
 	}
-	path, err := filepath.Abs(req.Path)
+	path, err := absPath(ctx, req.Path)
 	if err != nil {
 		return nil, invalidf("volume path %q: %v", req.Path, err)
 	}
@@ -149,8 +149,10 @@ func (s *Service) Volume(ctx context.Context, ref string) (*index.Volume, error)
 		return v, err
 	}
 	// Not a known id, name or path: a path to a device or image registers on first use.
-	if _, serr := os.Stat(ref); serr == nil {
-		return s.ManageVolume(ctx, ManageRequest{Path: ref})
+	if p, perr := absPath(ctx, ref); perr == nil {
+		if _, serr := os.Stat(p); serr == nil {
+			return s.ManageVolume(ctx, ManageRequest{Path: p})
+		}
 	}
 	return nil, err
 }
@@ -166,8 +168,8 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 	if v, err := s.idx.VolumeByName(c.Project, ref); err == nil {
 		return v, nil
 	}
-	if _, err := os.Stat(ref); err == nil {
-		if abs, err := filepath.Abs(ref); err == nil {
+	if abs, err := absPath(ctx, ref); err == nil {
+		if _, err := os.Stat(abs); err == nil {
 			if v, err := s.idx.VolumeByPath(abs); err == nil && c.sees(v.Project) {
 				return v, nil
 			}
