@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"time"
 
@@ -128,10 +129,17 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 func checkRestoreTarget(path string, size int64) error {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil // a new file
+		// A new file, in a directory that must exist.
+		if _, err := os.Stat(filepath.Dir(path)); err != nil {
+			return invalidf("restore target %s: directory %s does not exist", path, filepath.Dir(path))
+		}
+		return nil
 	}
 	if err != nil {
 		return invalidf("restore target %s: %v", path, err)
+	}
+	if m := fi.Mode(); !m.IsRegular() && (m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0) {
+		return invalidf("restore target %s is not a block device or regular file", path)
 	}
 	if reason, err := blockio.InUse(path); err != nil {
 		return fmt.Errorf("restore target %s: %w", path, err)
@@ -143,9 +151,6 @@ func checkRestoreTarget(path string, size int64) error {
 			return wrapf(ErrInvalid, "restore target %s is %d bytes, smaller than the backup (%d bytes): use a larger target or a new volume", path, fi.Size(), size)
 		}
 		return nil
-	}
-	if fi.Mode()&os.ModeDevice == 0 {
-		return invalidf("restore target %s is not a block device or regular file", path)
 	}
 	// A device cannot grow: refuse it here, before anything is claimed or written.
 	f, err := os.Open(path)
