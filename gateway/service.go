@@ -138,6 +138,9 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 // openBackend opens the repository's backend. A missing bucket is the user's not-found (the
 // repository is not there), not a missing object inside it.
 func openBackend(ctx context.Context, c Config) (backend.Backend, error) {
+	if _, err := stack.ParseURL(c.Repo); err != nil {
+		return nil, invalidf("%v", err)
+	}
 	be, err := stack.Open(ctx, c.backendConfig())
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil, wrapf(ErrNotFound, "%v", err)
