@@ -57,6 +57,11 @@ func TestCLIBadInput(t *testing.T) {
 	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", fsDev), "in use")
 	contains(r.mustFail([]int{4}, "backup", "create", fsDev), "--force")
 
+	// Targets that are neither a file nor a block device, or a file in a missing directory.
+	for _, target := range []string{"/dev/null", dir, filepath.Join(dir, "no-such-dir", "x.img")} {
+		r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", target)
+	}
+
 	r.mustFail([]int{4}, "repo", "init")
 	for _, args := range [][]string{
 		{"backup", "show", "0badc0de-0000-4000-8000-000000000000"},
@@ -78,6 +83,9 @@ func TestCLIBadInput(t *testing.T) {
 			msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + repoDir}, args...), []int{3}, args)
 			contains(msg, "cairn repo init")
 		}
+	}
+	for _, bad := range []string{"ftp://host/x", "s3://"} {
+		checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + bad}, "backup", "list"), []int{2}, []string{"--repo", bad, "backup", "list"})
 	}
 	if _, err := os.Stat(filepath.Join(empty, "does")); err == nil {
 		t.Error("a command against a missing repository created its directory")
