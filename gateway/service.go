@@ -118,6 +118,9 @@ func (c Config) stateDir() string {
 	return filepath.Join(base, "cairn", name)
 }
 
+// SocketPath is where a running gateway listens for the CLI.
+func (c Config) SocketPath() string { return filepath.Join(c.stateDir(), "cairn.sock") }
+
 // IndexDir is where the repository's index lives.
 func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), "index") }
 

@@ -18,6 +18,7 @@ type BackupCmd struct {
 	Restore BackupRestoreCmd `cmd:"" help:"Restore a backup to a new volume, a volume, or a device or file."`
 	Export  BackupExportCmd  `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
 	Import  BackupImportCmd  `cmd:"" help:"Import exported backup metadata into the index."`
+	Reset   BackupResetCmd   `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`
 }
 
 // BackupCreateCmd backs up a volume.
@@ -28,6 +29,7 @@ type BackupCreateCmd struct {
 	Description string `help:"Backup description."`
 	Force       bool   `help:"Back up an in-use volume (crash-consistent)."`
 	For         string `name:"for-project" help:"Admins: place the backup in this project." placeholder:"PROJECT"`
+	Wait        bool   `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
 }
 
 // Run backs up the volume.
@@ -36,10 +38,21 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	p := g.progress("backing up " + c.Volume)
-	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
-		Incremental: c.Incremental, Force: c.Force, Project: c.For, Progress: p.update})
+	req := gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
+		Incremental: c.Incremental, Force: c.Force, Project: c.For, Progress: p.update}
+	async := s.Async()
+	if async && !c.Wait {
+		req.Progress = nil // the command returns at once; the job outlives it
+	}
+	b, err := s.CreateBackup(ctx, req)
+	if err == nil && async && c.Wait {
+		b, err = s.WaitBackup(ctx, b.ID)
+		if err == nil && b.Status == index.BackupError {
+			err = fmt.Errorf("backup %s failed: %s", b.ID, b.FailReason)
+		}
+	}
 	p.finish()
 	if err != nil {
 		return err
@@ -60,7 +73,7 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: c.Status})
 	if err != nil {
 		return err
@@ -91,7 +104,7 @@ func (c *BackupShowCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	b, err := s.Backup(ctx, c.Backup)
 	if err != nil {
 		return err
@@ -111,7 +124,7 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	b, err := s.DeleteBackup(ctx, c.Backup, c.Force)
 	if err != nil {
 		return err
@@ -131,6 +144,7 @@ type BackupRestoreCmd struct {
 	Volume string `help:"Overwrite this registered volume." xor:"target" placeholder:"VOLUME"`
 	To     string `help:"Write onto this block device or file (created when missing)." xor:"target" placeholder:"PATH"`
 	Name   string `help:"Name of the new volume (when neither --volume nor --to)."`
+	Wait   bool   `help:"With a gateway: follow the restore until it ends (the embedded CLI always does)." short:"w"`
 }
 
 // Run restores the backup.
@@ -139,9 +153,21 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	p := g.progress("restoring " + c.Backup)
-	res, err := s.Restore(ctx, gateway.RestoreRequest{Backup: c.Backup, Volume: c.Volume, To: c.To, Name: c.Name, Progress: p.update})
+	req := gateway.RestoreRequest{Backup: c.Backup, Volume: c.Volume, To: c.To, Name: c.Name, Progress: p.update}
+	async := s.Async()
+	if async && !c.Wait {
+		req.Progress = nil
+	}
+	res, err := s.Restore(ctx, req)
+	if err == nil && async && c.Wait {
+		if _, err = s.WaitBackup(ctx, res.BackupID); err == nil && res.VolumeID != "" {
+			if v, verr := s.Volume(ctx, res.VolumeID); verr == nil && v.Status == index.VolumeError {
+				err = fmt.Errorf("restore of backup %s: %s", res.BackupID, v.FailReason)
+			}
+		}
+	}
 	p.finish()
 	if err != nil {
 		return err
@@ -164,7 +190,7 @@ func (c *BackupExportCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	e, err := s.ExportBackup(ctx, c.Backup)
 	if err != nil {
 		return err
@@ -187,7 +213,7 @@ func (c *BackupImportCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	b, err := s.ImportBackup(ctx, c.Service, c.URL)
 	if err != nil {
 		return err

@@ -37,6 +37,7 @@ type Globals struct {
 	Workers      int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
 	Concurrency  int    `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0"`
 	LogFile      string `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE"`
+	Socket       string `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH"`
 	Version      kong.VersionFlag
 
 	// Bounds on S3 requests: a dead server fails a backup in seconds, not minutes.
@@ -46,6 +47,9 @@ type Globals struct {
 	stdout, stderr io.Writer
 	password       string
 	chunkCache     int64 // decompressed-chunk cache for commands that read images (mount)
+	shared         *gateway.Service // set when a gateway runs this command for a client
+	serving        bool             // cairn serve: log at info
+	log            *slog.Logger
 }
 
 // CLI is cairn's command tree.
@@ -55,6 +59,8 @@ type CLI struct {
 	Repository RepoCmd   `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
 	Volume     VolumeCmd `cmd:"" help:"Register, create and list volumes."`
 	Backup     BackupCmd `cmd:"" help:"Create, list, restore, export and import backups."`
+	Service    ServiceCmd `cmd:"" help:"Show the state of cairn's services."`
+	Serve      ServeCmd   `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
 	Mount      MountCmd  `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 
 	// Cinder's verbs, for hands that know them.
@@ -65,6 +71,8 @@ type CLI struct {
 	BackupRestore BackupRestoreCmd `cmd:"" name:"backup-restore" help:"Same as 'backup restore'." group:"cinder"`
 	BackupExport  BackupExportCmd  `cmd:"" name:"backup-export" help:"Same as 'backup export'." group:"cinder"`
 	BackupImport  BackupImportCmd  `cmd:"" name:"backup-import" help:"Same as 'backup import'." group:"cinder"`
+	BackupReset   BackupResetCmd   `cmd:"" name:"backup-reset-state" help:"Same as 'backup reset-state'." group:"cinder"`
+	ServiceList   ServiceListCmd   `cmd:"" name:"service-list" help:"Same as 'service list'." group:"cinder"`
 }
 
 func main() {
@@ -77,6 +85,15 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runCLI(ctx, args, stdout, stderr, nil)
+}
+
+// runCLI parses and runs one command line. With shared set it runs inside a gateway for a
+// forwarded command, against the gateway's open service. Without, a command goes to a running
+// gateway if one listens on the repository's socket, else it runs embedded.
+func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared *gateway.Service) int {
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("cairn"),
@@ -109,10 +126,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 			code = exitInvalid
 			return
 		}
-		cli.stdout, cli.stderr = stdout, stderr
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		ctx = gateway.WithCaller(ctx, gateway.Caller{User: "admin", Project: cli.Project, Admin: true})
+		cli.stdout, cli.stderr, cli.shared = stdout, stderr, shared
+		if shared == nil && forwardable(kctx.Command()) {
+			if c, ok := forward(ctx, &cli.Globals, args, stdout, stderr); ok {
+				code = c
+				return
+			}
+		}
+		if shared == nil {
+			ctx = gateway.WithCaller(ctx, gateway.Caller{User: "admin", Project: cli.Project, Admin: true})
+		}
 		kctx.BindTo(ctx, (*context.Context)(nil))
 		if err := kctx.Run(&cli.Globals); err != nil {
 			fmt.Fprintln(stderr, message(err))
@@ -133,10 +156,13 @@ func (g *Globals) config() (gateway.Config, error) {
 		c.Repo = gateway.DefaultRepo()
 	}
 	logger, err := g.logger()
+	if g.serving {
+		logger, err = g.serveLogger()
+	}
 	if err != nil {
 		return c, err
 	}
-	c.Logger = logger
+	c.Logger, g.log = logger, logger
 	return c, nil
 }
 
@@ -186,8 +212,12 @@ func (g *Globals) readPassword(prompt string, confirm bool) (string, error) {
 	return string(b), nil
 }
 
-// open opens the repository, asking for the passphrase when it is encrypted.
+// open opens the repository, asking for the passphrase when it is encrypted. Inside a
+// gateway it returns the gateway's service.
 func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
+	if g.shared != nil {
+		return g.shared, nil
+	}
 	if g.password == "" && (g.PasswordFile != "" || os.Getenv("CAIRN_PASSWORD") != "") {
 		p, err := g.readPassword("", false)
 		if err != nil {
@@ -212,4 +242,23 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 	return s, err
 }
 
+// closeService closes a service this command opened (not a gateway's).
+func (g *Globals) closeService(s *gateway.Service) {
+	if s != g.shared {
+		_ = s.Close()
+	}
+}
+
 func (g *Globals) json() bool { return g.Format == "json" }
+
+// socketPath is where a gateway for this repository would listen.
+func (g *Globals) socketPath() string {
+	if g.Socket != "" {
+		return g.Socket
+	}
+	c, err := g.config()
+	if err != nil {
+		return ""
+	}
+	return c.SocketPath()
+}

@@ -59,7 +59,7 @@ func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	if g.json() {
 		return writeJSON(g.stdout, map[string]any{"id": rc.ID, "location": s.Location(), "block_size": rc.BlockSize,
 			"compression": rc.Compression, "encryption": rc.Encryption, "index": cfg.IndexDir()})
@@ -84,7 +84,7 @@ func (c *RepoCheckCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	rep, err := s.Check(ctx, c.ReadData)
 	if err != nil {
 		return err
@@ -124,7 +124,7 @@ func (c *RepoStatsCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	st, err := s.RepoStats(ctx)
 	if err != nil {
 		return err
@@ -153,7 +153,7 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	st, err := s.GC(ctx, g.logf)
 	if err != nil {
 		return err
@@ -180,7 +180,7 @@ func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	res, err := s.RebuildIndex(ctx, g.logf)
 	if err != nil {
 		return err
@@ -203,7 +203,7 @@ func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	if s.Repository().Config().Encryption == repo.EncryptionNone {
 		return fmt.Errorf("%w: the repository is not encrypted, so it has no passphrase", gateway.ErrInvalid)
 	}

@@ -32,7 +32,7 @@ func (c *VolumeManageCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: c.Path, Name: c.Name, Description: c.Description})
 	if err != nil {
 		return err
@@ -57,7 +57,7 @@ func (c *VolumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	v, err := s.CreateVolume(ctx, gateway.CreateVolumeRequest{Name: c.Name, Size: size, Description: c.Description})
 	if err != nil {
 		return err
@@ -76,7 +76,7 @@ func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	vols, err := s.ListVolumes(ctx, c.AllProjects)
 	if err != nil {
 		return err
@@ -102,7 +102,7 @@ func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	v, err := s.Volume(ctx, c.Volume)
 	if err != nil {
 		return err
@@ -121,7 +121,7 @@ func (c *VolumeDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	v, err := s.DeleteVolume(ctx, c.Volume)
 	if err != nil {
 		return err
@@ -143,7 +143,7 @@ func (c *VolumeUnmanageCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	v, err := s.UnmanageVolume(ctx, c.Volume)
 	if err != nil {
 		return err

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// A gateway runs the CLI's commands for it: the CLI sends its arguments and working directory
+// over the gateway's unix socket, the gateway runs the same kong command in-process against its
+// service and streams stdout, stderr and the exit code back as JSON lines. So the CLI works the
+// same embedded or against a gateway, with the same output, and no command is written twice.
+
+const execPath = "/cairn/v1/exec"
+
+type execRequest struct {
+	Args    []string `json:"args"`
+	Cwd     string   `json:"cwd"`
+	Project string   `json:"project"`
+}
+
+type execFrame struct {
+	Out  string `json:"o,omitempty"`
+	Err  string `json:"e,omitempty"`
+	Exit *int   `json:"exit,omitempty"`
+}
+
+// forwardable says which commands a gateway can run: not those that start a gateway or a
+// mount, nor init (no repository yet).
+func forwardable(cmd string) bool {
+	for _, local := range []string{"serve", "mount", "repo init"} {
+		if cmd == local || strings.HasPrefix(cmd, local+" ") {
+			return false
+		}
+	}
+	return true
+}
+
+// forward runs the command on a gateway listening on the repository's socket. ok is false
+// when no gateway answers there (the command then runs embedded).
+func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.Writer) (code int, ok bool) {
+	sock := g.socketPath()
+	if sock == "" {
+		return 0, false
+	}
+	if _, err := os.Stat(sock); err != nil {
+		return 0, false
+	}
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	cwd, _ := os.Getwd()
+	body, _ := json.Marshal(execRequest{Args: args, Cwd: cwd, Project: g.Project})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://cairn"+execPath, bytes.NewReader(body))
+	if err != nil {
+		return 0, false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "cairn: interrupted")
+			return exitCancelled, true
+		}
+		// A socket nobody listens on is left by a gateway that died: run embedded.
+		return 0, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		fmt.Fprintf(stderr, "cairn: gateway at %s: %s\n", sock, strings.TrimSpace(string(msg)))
+		return exitFailure, true
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var f execFrame
+		if err := json.Unmarshal(sc.Bytes(), &f); err != nil {
+			continue
+		}
+		io.WriteString(stdout, f.Out)
+		io.WriteString(stderr, f.Err)
+		if f.Exit != nil {
+			return *f.Exit, true
+		}
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "cairn: interrupted (the gateway goes on with accepted work)")
+		return exitCancelled, true
+	}
+	fmt.Fprintf(stderr, "cairn: gateway at %s closed the connection before the command finished\n", sock)
+	return exitFailure, true
+}
+
+// frameWriter sends one stream of a running command as JSON lines. Writes after the request
+// ended (a background job's progress) are dropped.
+type frameWriter struct {
+	mu     *sync.Mutex
+	w      http.ResponseWriter
+	stderr bool
+	closed *bool
+}
+
+func (f *frameWriter) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if *f.closed {
+		return len(p), nil
+	}
+	fr := execFrame{Out: string(p)}
+	if f.stderr {
+		fr = execFrame{Err: string(p)}
+	}
+	b, _ := json.Marshal(fr)
+	if _, err := f.w.Write(append(b, '\n')); err != nil {
+		*f.closed = true
+		return len(p), nil
+	}
+	if fl, ok := f.w.(http.Flusher); ok {
+		fl.Flush()
+	}
+	return len(p), nil
+}
+
+// execHandler runs forwarded commands. Only the socket's owner can connect (mode 0600), so
+// the caller is the local admin, as in the embedded CLI.
+func execHandler(svc *gateway.Service) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			http.Error(w, "POST only", http.StatusMethodNotAllowed)
+			return
+		}
+		var req execRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		var mu sync.Mutex
+		closed := false
+		stdout := &frameWriter{mu: &mu, w: w, closed: &closed}
+		stderr := &frameWriter{mu: &mu, w: w, stderr: true, closed: &closed}
+		project := req.Project
+		if project == "" {
+			project = gateway.DefaultProject
+		}
+		ctx := gateway.WithCaller(r.Context(), gateway.Caller{User: "admin", Project: project, Admin: true})
+		ctx = gateway.WithWorkDir(ctx, req.Cwd)
+		code := runCLI(ctx, req.Args, stdout, stderr, svc)
+		mu.Lock()
+		b, _ := json.Marshal(execFrame{Exit: &code})
+		_, _ = w.Write(append(b, '\n'))
+		closed = true
+		mu.Unlock()
+	})
+}
+
+// socketAlive reports whether something answers on a unix socket.
+func socketAlive(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+var errGatewayRunning = errors.New("a gateway is already running for this repository")

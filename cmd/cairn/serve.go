@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"golang.org/x/sync/errgroup"
+)
+
+// ServeCmd runs the gateway: one process owns the repository and runs backups and restores
+// on background workers, serves the CLI on a unix socket and, when asked, the Block Storage
+// v3 API on TCP and the FUSE tree.
+type ServeCmd struct {
+	Listen     string `help:"Serve the Block Storage v3 API on this TCP address too (opt-in), e.g. 127.0.0.1:8776." placeholder:"ADDR"`
+	Auth       string `help:"API authentication: token (from --tokens) or noauth (trusts X-User-Id/X-Project-Id: tests and labs only)." enum:"token,noauth" default:"token"`
+	Tokens     string `help:"Tokens file: one 'TOKEN USER PROJECT ROLE[,ROLE...]' per line; role admin makes an admin." type:"existingfile" placeholder:"FILE"`
+	JobWorkers int    `help:"Backups and restores run at once." default:"2"`
+	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
+	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`
+	CacheSize  string `help:"With --mount: decompressed block cache." default:"512M"`
+}
+
+// Run serves until SIGINT or SIGTERM.
+func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
+	g.serving = true
+	if c.Auth == "token" && c.Tokens == "" && c.Listen != "" {
+		return fmt.Errorf("%w: --auth token needs --tokens FILE (or use --auth noauth for a lab)", gateway.ErrInvalid)
+	}
+	if c.Mount != "" {
+		n, err := parseSize(c.CacheSize)
+		if err != nil {
+			return fmt.Errorf("%w: --cache-size: %v", gateway.ErrInvalid, err)
+		}
+		g.chunkCache = n
+	}
+	sock := g.socketPath()
+	if socketAlive(sock) {
+		return fmt.Errorf("%w: %w at %s", gateway.ErrConflict, errGatewayRunning, sock)
+	}
+	svc, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	log := g.log
+	svc.StartWorkers(c.JobWorkers)
+	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHB()
+	go svc.RunHeartbeats(hbCtx)
+
+	apiHandler, err := newAPI(svc, c, log)
+	if err != nil {
+		return err
+	}
+	_ = os.Remove(sock) // a stale socket of a dead gateway (checked above that nobody answers)
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		return err
+	}
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ul.Close()
+		return err
+	}
+	defer os.Remove(sock)
+	sockMux := http.NewServeMux()
+	sockMux.Handle(execPath, execHandler(svc))
+	sockMux.Handle("/", apiHandler)
+	servers := []*http.Server{{Handler: sockMux, ReadHeaderTimeout: 10 * time.Second}}
+	listeners := []net.Listener{ul}
+	if c.Listen != "" {
+		tl, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			ul.Close()
+			return fmt.Errorf("listen on %s: %w", c.Listen, err)
+		}
+		servers = append(servers, &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, tl)
+	}
+	unmount, err := c.mount(svc, g)
+	if err != nil {
+		for _, l := range listeners {
+			l.Close()
+		}
+		return err
+	}
+	defer unmount()
+	log.Info("gateway serving", "repository", svc.Location(), "socket", sock, "listen", c.Listen, "auth", c.Auth,
+		"workers", c.JobWorkers, "mount", c.Mount)
+	if !g.Quiet {
+		fmt.Fprintf(g.stderr, "cairn: serving %s on %s", svc.Location(), sock)
+		if c.Listen != "" {
+			fmt.Fprintf(g.stderr, " and http://%s/v3", c.Listen)
+		}
+		fmt.Fprintln(g.stderr, " (Ctrl-C stops)")
+	}
+
+	eg, egCtx := errgroup.WithContext(ctx)
+	for i, srv := range servers {
+		l := listeners[i]
+		eg.Go(func() error {
+			if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	eg.Go(func() error {
+		<-egCtx.Done()
+		log.Info("gateway stopping: cancelling running jobs")
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(sctx)
+		}
+		return svc.StopWorkers(sctx)
+	})
+	err = eg.Wait()
+	log.Info("gateway stopped")
+	return err
+}
+
+// serveLogger is the gateway's log: JSON lines to --log-file, else text to stderr, at info.
+func (g *Globals) serveLogger() (*slog.Logger, error) {
+	if g.LogFile != "" {
+		f, err := os.OpenFile(g.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("log file: %w", err)
+		}
+		return slog.New(slog.NewJSONHandler(f, nil)), nil
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, nil)), nil
+}
