@@ -46,7 +46,7 @@ type Globals struct {
 
 	stdout, stderr io.Writer
 	password       string
-	chunkCache     int64 // decompressed-chunk cache for commands that read images (mount)
+	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
 	shared         *gateway.Service // set when a gateway runs this command for a client
 	serving        bool             // cairn serve: log at info
 	log            *slog.Logger
@@ -56,12 +56,12 @@ type Globals struct {
 type CLI struct {
 	Globals
 
-	Repository RepoCmd   `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
-	Volume     VolumeCmd `cmd:"" help:"Register, create and list volumes."`
-	Backup     BackupCmd `cmd:"" help:"Create, list, restore, export and import backups."`
+	Repository RepoCmd    `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
+	Volume     VolumeCmd  `cmd:"" help:"Register, create and list volumes."`
+	Backup     BackupCmd  `cmd:"" help:"Create, list, restore, export and import backups."`
 	Service    ServiceCmd `cmd:"" help:"Show the state of cairn's services."`
 	Serve      ServeCmd   `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
-	Mount      MountCmd  `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
+	Mount      MountCmd   `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 
 	// Cinder's verbs, for hands that know them.
 	BackupCreate  BackupCreateCmd  `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
