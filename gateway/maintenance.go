@@ -53,6 +53,13 @@ func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, 
 			return nil, err
 		} else if !has {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest is missing from the backend", r.BackupID))
+		} else if m, err := s.repo.GetManifest(ctx, r.BackupID); errors.Is(err, repo.ErrCorrupt) {
+			// Restore, export and rebuild-index all start from the manifest.
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest is damaged: %v", r.BackupID, err))
+		} else if err != nil {
+			return nil, err
+		} else if m.Root != r.Root || m.RootLevel != r.Level {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest and the index name different block maps", r.BackupID))
 		}
 	}
 	unknown, err := s.unknownManifests(ctx)
