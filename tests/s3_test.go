@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -732,6 +733,116 @@ func TestS3Encrypted(t *testing.T) {
 	for _, pw := range []string{pw1, pw2} {
 		if hits := grepTree(t, rebuilt.Dir, "", []byte(pw)); len(hits) > 0 {
 			t.Errorf("the state dir holds the passphrase %q in %v", pw, hits)
+		}
+	}
+}
+
+// agentStandIn plays "cairn serve" (until SIGTERM) and passes everything else to the real
+// binary: the Pacemaker agent's lifecycle is tested before cairn has a serve command.
+const agentStandIn = `#!/bin/sh
+for a in "$@"; do
+	if [ "$a" = serve ]; then
+		case " $* " in *" --help "*) echo "stand-in for cairn serve"; exit 0 ;; esac
+		trap 'exit 0' TERM INT
+		while :; do sleep 1; done
+	fi
+done
+exec "%s" "$@"
+`
+
+// Scenario S3-8: the failover path. The Pacemaker agent (contrib/pacemaker/cairn) passes
+// ocf-tester on a node with an empty state dir and only the bucket's credentials: its start
+// rebuilds the index from the bucket, and every backup then restores byte-exact there.
+func TestS3FailoverAgent(t *testing.T) {
+	testutil.RequireRoot(t)
+	ocfTester := testutil.RequireCommand(t, "ocf-tester")
+	testutil.RequireCommand(t, "xmllint") // ocf-tester validates the meta-data with it
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := filepath.Join(root, "contrib", "pacemaker", "cairn")
+
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	const prefix = "ha"
+	r := newS3Repo(t, srv, prefix, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 8*mib, 61, testutil.Mixed)
+	points := r.chain(vol, 1, 6100)
+
+	envFile := filepath.Join(dir, "cairn.env")
+	creds := fmt.Sprintf("AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\nAWS_ENDPOINT_URL=%s\n", srv.AccessKey, srv.SecretKey, srv.Endpoint)
+	if err := os.WriteFile(envFile, []byte(creds), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	binary := cairnBin
+	if exec.Command(cairnBin, "serve", "--help").Run() != nil {
+		binary = filepath.Join(dir, "cairn-standin")
+		if err := os.WriteFile(binary, []byte(fmt.Sprintf(agentStandIn, cairnBin)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Log("cairn has no serve command yet: a stand-in plays it; rebuild-index is the real one")
+	}
+	state := filepath.Join(dir, "node-b-state")
+	params := map[string]string{
+		"repo": "s3://" + srv.Bucket + "/" + prefix, "state_dir": state, "env_file": envFile,
+		"binary": binary, "pidfile": filepath.Join(dir, "cairn.pid"), "monitor_service": "no",
+	}
+	args := []string{"-n", "cairn-failover"}
+	for k, v := range params {
+		args = append(args, "-o", k+"="+v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, ocfTester, append(args, agent)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ocf-tester: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "passed all tests") {
+		t.Fatalf("ocf-tester did not pass:\n%s", out)
+	}
+
+	// The node's start rebuilt the index: it knows the chain and restores every backup.
+	b := &cairnRepo{t: t, Dir: state, Env: s3Env(srv, srv.Endpoint, prefix, state)}
+	if got := b.listBackups(); len(got) != len(points) || got[1].ParentID != points[0].backup.ID {
+		t.Fatalf("after the agent's start the index has %+v, want the chain of %d", got, len(points))
+	}
+	b.checkRestoresToFiles(points, dir)
+
+	// validate-all names what is wrong with the exit codes Pacemaker knows.
+	validate := func(over map[string]string) int {
+		cmd := exec.Command(agent, "validate-all")
+		cmd.Env = append(os.Environ(), "OCF_ROOT=/usr/lib/ocf")
+		for k, v := range params {
+			cmd.Env = append(cmd.Env, "OCF_RESKEY_"+k+"="+v)
+		}
+		for k, v := range over {
+			cmd.Env = append(cmd.Env, "OCF_RESKEY_"+k+"="+v) // the last one wins
+		}
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0
+	}
+	for _, c := range []struct {
+		name string
+		over map[string]string
+		want int
+	}{
+		{"good", nil, 0},
+		{"no repo", map[string]string{"repo": ""}, 6},                       // OCF_ERR_CONFIGURED
+		{"no binary", map[string]string{"binary": "/nonexistent/cairn"}, 5}, // OCF_ERR_INSTALLED
+		{"unreadable env file", map[string]string{"env_file": "/nonexistent/env"}, 6},
+		{"bad rebuild_index", map[string]string{"rebuild_index": "sometimes"}, 6},
+	} {
+		if got := validate(c.over); got != c.want {
+			t.Errorf("validate-all with %s: exit %d, want %d", c.name, got, c.want)
 		}
 	}
 }
