@@ -12,18 +12,40 @@ import (
 // it walks the block map to the leaf of each block it needs and loads only those blocks.
 // Holes read as zeros without touching the backend. Safe for concurrent use.
 type Image struct {
-	r  *Repository
-	m  *Manifest
-	g  geometry
-	mu sync.Mutex
-	// next is where the last read ended: a read starting there is sequential and prefetches.
-	next     int64
-	prefetch chan struct{} // bounds prefetching goroutines
+	r *Repository
+	m *Manifest
+	g geometry
+
+	mu      sync.Mutex // guards streams and tick
+	streams []*stream  // recent sequential readers, for prefetch
+	tick    uint64
+	loads   chan struct{} // bounds prefetch loads in flight
+}
+
+// Prefetch tuning: a read within streamSlack of where a stream's last read ended continues
+// it (the kernel's readahead sends neighbouring reads out of order); each continued read
+// doubles the stream's window, from minWindow up to maxWindow (or an eighth of the cache).
+const (
+	maxStreams   = 8
+	streamSlack  = 2 << 20
+	minWindow    = 1 << 20
+	maxWindow    = 16 << 20
+	readParallel = 4 // blocks of one read loaded at once
+)
+
+// stream is one sequential reader. Its fields are guarded by Image.mu.
+type stream struct {
+	next    int64 // where its last read ended
+	ahead   int64 // prefetch wanted up to here
+	queued  int64 // prefetch loads started up to here
+	window  int64
+	running bool // a prefetcher goroutine works on it
+	used    uint64
 }
 
 // Image returns a reader of the backup m.
 func (r *Repository) Image(m *Manifest) *Image {
-	return &Image{r: r, m: m, g: newGeometry(m.Size, r.cfg.BlockSize), next: -1, prefetch: make(chan struct{}, 4)}
+	return &Image{r: r, m: m, g: newGeometry(m.Size, r.cfg.BlockSize), loads: make(chan struct{}, readParallel)}
 }
 
 // Size is the volume size at the time of the backup.
@@ -52,15 +74,15 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		p = p[:rest]
 	}
 	bs := im.g.blockSize
+	first, last := off/bs, (off+int64(len(p))-1)/bs
+	chunks, errs := im.blocks(ctx, first, last)
 	n := 0
-	for n < len(p) {
-		pos := off + int64(n)
-		b := pos / bs
-		within := int(pos - b*bs)
-		chunk, err := im.block(ctx, b)
-		if err != nil {
-			return n, err
+	for i, chunk := range chunks {
+		if errs[i] != nil {
+			return n, errs[i]
 		}
+		b := first + int64(i)
+		within := int(off + int64(n) - b*bs)
 		var c int
 		if chunk == nil {
 			c = min(len(p)-n, im.g.blockLen(b)-within)
@@ -78,6 +100,28 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// blocks loads blocks first..last, several at once: one FUSE read spans up to 64 blocks,
+// and their loads (backend reads, decryption, decompression) are independent.
+func (im *Image) blocks(ctx context.Context, first, last int64) ([][]byte, []error) {
+	count := int(last - first + 1)
+	chunks, errs := make([][]byte, count), make([]error, count)
+	if count == 1 {
+		chunks[0], errs[0] = im.block(ctx, first)
+		return chunks, errs
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, readParallel)
+	for i := range count {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			chunks[i], errs[i] = im.block(ctx, first+int64(i))
+		})
+	}
+	wg.Wait()
+	return chunks, errs
 }
 
 // block returns block b's bytes, or nil for a hole.
@@ -107,28 +151,74 @@ func (im *Image) block(ctx context.Context, b int64) ([]byte, error) {
 	return chunk, nil
 }
 
-// maybePrefetch loads the blocks after a sequential read into the cache in the background.
+// maybePrefetch notes a read of n bytes at off; when it continues a sequential stream, the
+// blocks ahead of the stream are loaded into the chunk cache in the background.
 func (im *Image) maybePrefetch(off int64, n int) {
-	im.mu.Lock()
-	sequential := off == im.next
-	im.next = off + int64(n)
-	im.mu.Unlock()
-	if !sequential || im.r.chunks.max == 0 {
+	if im.r.chunks.max == 0 || n == 0 {
 		return
 	}
-	bs := im.g.blockSize
-	from := (off + int64(n) + bs - 1) / bs
-	to := min(from+int64(max(n, 1<<20))/bs, im.g.blocks)
-	for b := from; b < to; b++ {
-		select {
-		case im.prefetch <- struct{}{}:
-		default:
-			return // enough prefetching in flight
+	end := off + int64(n)
+	im.mu.Lock()
+	im.tick++
+	var s *stream
+	for _, st := range im.streams {
+		if off >= st.next-streamSlack && off <= st.next+streamSlack {
+			s = st
+			break
 		}
-		go func(b int64) {
-			defer func() { <-im.prefetch }()
+	}
+	if s == nil {
+		// A new reader: remember it, replacing the least recently used. A prefetcher still
+		// working on the old one finishes its (bounded) window on its own.
+		ns := &stream{next: end, ahead: end, queued: end, used: im.tick}
+		if len(im.streams) < maxStreams {
+			im.streams = append(im.streams, ns)
+		} else {
+			lru := 0
+			for i, st := range im.streams {
+				if st.used < im.streams[lru].used {
+					lru = i
+				}
+			}
+			im.streams[lru] = ns
+		}
+		im.mu.Unlock()
+		return
+	}
+	s.used = im.tick
+	s.next = max(s.next, end)
+	s.window = min(max(2*s.window, minWindow), maxWindow, max(im.r.chunks.max/8, minWindow))
+	s.ahead = max(s.ahead, min(s.next+s.window, im.m.Size))
+	s.queued = max(s.queued, s.next) // reads that overtook the prefetcher need nothing more
+	start := !s.running && s.queued < s.ahead
+	if start {
+		s.running = true
+	}
+	im.mu.Unlock()
+	if start {
+		go im.prefetch(s)
+	}
+}
+
+// prefetch loads the blocks of s from queued to ahead, readParallel at a time, until it has
+// caught up with what the stream wants.
+func (im *Image) prefetch(s *stream) {
+	bs := im.g.blockSize
+	for {
+		im.mu.Lock()
+		if s.queued >= s.ahead {
+			s.running = false
+			im.mu.Unlock()
+			return
+		}
+		b := s.queued / bs
+		s.queued = (b + 1) * bs
+		im.mu.Unlock()
+		im.loads <- struct{}{}
+		go func() {
+			defer func() { <-im.loads }()
 			_, _ = im.block(context.Background(), b)
-		}(b)
+		}()
 	}
 }
 

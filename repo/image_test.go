@@ -1,0 +1,94 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// TestImagePrefetch: sequential reads load the blocks ahead into the chunk cache, so the next
+// reads hit it; random reads do not prefetch.
+func TestImagePrefetch(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	src := &memSource{data: randomVolume(5, 16<<20)}
+	m := f.backup(t, "seq", src, nil)
+	r, err := repo.Open(context.Background(), f.r.Backend(), f.idx, repo.Options{ChunkCacheBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im := r.Image(m)
+	buf := make([]byte, 128<<10)
+	for off := int64(0); off < 1<<20; off += int64(len(buf)) {
+		if _, err := im.ReadAt(buf, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The prefetcher runs in the background: wait until it has loaded the next blocks.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, misses := r.CacheStats()
+		if misses >= (1<<20+1<<20)/16384 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	hits0, misses0 := r.CacheStats()
+	if _, err := im.ReadAt(buf, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	hits1, misses1 := r.CacheStats()
+	if misses1 != misses0 || hits1-hits0 != int64(len(buf))/16384 {
+		t.Errorf("read after a sequential run: %d hits %d misses, want every block prefetched", hits1-hits0, misses1-misses0)
+	}
+	if !bytes.Equal(buf, src.data[1<<20:1<<20+len(buf)]) {
+		t.Error("prefetched bytes differ")
+	}
+
+	// Random reads do not start streams that prefetch.
+	r2, err := repo.Open(context.Background(), f.r.Backend(), f.idx, repo.Options{ChunkCacheBytes: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	im2 := r2.Image(m)
+	small := make([]byte, 100)
+	for _, off := range []int64{9 << 20, 1 << 20, 13 << 20, 5 << 20} {
+		if _, err := im2.ReadAt(small, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, misses := r2.CacheStats(); misses != 4 {
+		t.Errorf("4 random reads loaded %d blocks, want 4", misses)
+	}
+}
+
+// TestImageConcurrentReaders: many readers of overlapping ranges, sequential and not, all
+// get the volume's bytes.
+func TestImageConcurrentReaders(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	src := &memSource{data: randomVolume(6, 6<<20+777)}
+	m := f.backup(t, "conc", src, nil)
+	im := f.r.Image(m)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			buf := make([]byte, 100_000+w*999)
+			for off := int64(w * 1234); off < int64(len(src.data)); off += int64(len(buf)) {
+				n, err := im.ReadAt(buf, off)
+				if err != nil && n == 0 {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(buf[:n], src.data[off:off+int64(n)]) {
+					t.Errorf("reader %d at %d: bytes differ", w, off)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
