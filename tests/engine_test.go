@@ -395,6 +395,40 @@ func TestEngineCorruption(t *testing.T) {
 	}
 }
 
+// A flipped byte in a backup's manifest is found by check and stops its restore.
+func TestEngineCorruptManifest(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 12, testutil.Mixed)
+	points := r.chain(vol, 0, 0)
+	other := filepath.Join(dir, "other.img")
+	testutil.WriteImage(t, other, 2*mib, 13, testutil.Mixed)
+	intact := r.chain(other, 0, 0)
+	r.checkClean()
+
+	b := points[0].backup
+	manifest := filepath.Join(r.Dir, "manifests", b.ID)
+	fi, err := os.Stat(manifest)
+	if err != nil {
+		t.Fatalf("manifest of backup %s: %v", b.ID, err)
+	}
+	flipByte(t, manifest, fi.Size()/2)
+
+	res := r.run("repo", "check")
+	if res.Code != 8 || !strings.Contains(res.Stdout, b.ID) {
+		t.Errorf("repo check with a damaged manifest: exit %d, want 8 naming backup %s\nstdout: %s\nstderr: %s", res.Code, b.ID, res.Stdout, res.Stderr)
+	}
+	if strings.Contains(res.Stdout, intact[0].backup.ID) {
+		t.Errorf("repo check blames the intact backup %s too:\n%s", intact[0].backup.ID, res.Stdout)
+	}
+	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", filepath.Join(dir, "r.img"))
+	if !strings.Contains(msg, b.ID) {
+		t.Errorf("restore with a damaged manifest: %q does not name backup %s", msg, b.ID)
+	}
+	r.checkRestoresToFiles(intact, dir)
+}
+
 // Scenario 7: odd sizes restore byte-exact; a sparse 1 TiB image backs up in seconds.
 func TestEngineVolumeSizes(t *testing.T) {
 	dir := t.TempDir()
