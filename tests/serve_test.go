@@ -1,0 +1,248 @@
+package tests
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// startGateway runs 'cairn serve' on the repository and waits for its socket. The CLI then
+// forwards every command to it.
+func startGateway(t *testing.T, r *cairnRepo, args ...string) *gatewayProc {
+	t.Helper()
+	sock := filepath.Join(r.Dir, "cairn.sock")
+	cmd := startCairn(t, r.Env, append([]string{"serve", "--quiet"}, args...)...)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cairn serve: no socket at %s after 15s", sock)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return &gatewayProc{t: t, pid: cmd.Process.Pid, wait: cmd.Wait, sock: sock}
+}
+
+type gatewayProc struct {
+	t    *testing.T
+	pid  int
+	wait func() error
+	sock string
+}
+
+// stop ends the gateway with SIGTERM and waits for it.
+func (g *gatewayProc) stop() {
+	g.t.Helper()
+	_ = syscall.Kill(g.pid, syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- g.wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		_ = syscall.Kill(g.pid, syscall.SIGKILL)
+		g.t.Fatal("cairn serve did not stop within 30s of SIGTERM")
+	}
+	if _, err := os.Stat(g.sock); err == nil {
+		g.t.Fatalf("cairn serve left its socket %s behind", g.sock)
+	}
+}
+
+// waitFor polls cond every 50 ms until it holds or the timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type gwVolume struct {
+	ID, Name, Status, Path string
+	FailReason             string `json:"fail_reason"`
+}
+
+func (r *cairnRepo) volume(ref string) gwVolume {
+	r.t.Helper()
+	var v gwVolume
+	r.mustJSON(&v, "volume", "show", ref)
+	return v
+}
+
+func (r *cairnRepo) backupStatus(id string) string {
+	for _, b := range r.listBackups() {
+		if b.ID == id {
+			return b.Status
+		}
+	}
+	return "gone"
+}
+
+func TestGatewayAsyncJobs(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "vm1.img")
+	testutil.WriteImage(t, img, 48<<20, 11, testutil.Mixed)
+	r.mustRun("volume", "manage", img, "--name", "vm1")
+	gw := startGateway(t, r, "--job-workers", "1")
+
+	// Through the gateway a backup is accepted at once and runs in the background.
+	var b backupJSON
+	r.mustJSON(&b, "backup", "create", "vm1", "--name", "first")
+	if b.Status != "creating" {
+		t.Fatalf("backup create through the gateway: status %q, want creating", b.Status)
+	}
+	waitFor(t, 60*time.Second, "the first backup to become available", func() bool { return r.backupStatus(b.ID) == "available" })
+	want1 := testutil.SHA256File(t, img)
+
+	// --wait follows it to the end; the incremental stores only the changes.
+	testutil.ScatterWrites(t, img, 12, 0.01, 4<<10, 64<<10)
+	want2 := testutil.SHA256File(t, img)
+	var inc backupJSON
+	r.mustJSON(&inc, "--quiet", "backup", "create", "vm1", "--incremental", "--wait")
+	if inc.Status != "available" || !inc.IsIncremental || inc.ParentID != b.ID {
+		t.Fatalf("incremental with --wait: %+v", inc)
+	}
+
+	// Restores through the gateway (relative paths are the CLI's, not the gateway's).
+	for id, want := range map[string]string{b.ID: want1, inc.ID: want2} {
+		out := filepath.Join(dir, "restored-"+id[:8]+".img")
+		r.mustRun("--quiet", "backup", "restore", id, "--to", out, "--wait")
+		if got := testutil.SHA256File(t, out); got != want {
+			t.Fatalf("restore of %s through the gateway: sha256 %s, want %s", id, got, want)
+		}
+	}
+
+	// service list shows all three services up.
+	out := r.mustRun("service", "list")
+	for _, svc := range []string{"cairn-api", "cairn-backup", "cairn-volume"} {
+		line := lineWith(out, svc)
+		if !strings.Contains(line, " up ") {
+			t.Fatalf("service list: %s is not up:\n%s", svc, out)
+		}
+	}
+	gw.stop()
+
+	// With the gateway gone, the same commands run embedded.
+	if got := r.backupStatus(inc.ID); got != "available" {
+		t.Fatalf("after the gateway stopped: incremental is %s", got)
+	}
+}
+
+func lineWith(out, s string) string {
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, s) {
+			return l
+		}
+	}
+	return ""
+}
+
+// TestGatewayCancel: force delete cancels a running backup (seed 3.3) and reset-state cancels
+// a restore (seed 3.5.3); nothing half-written survives and the repository checks clean.
+func TestGatewayCancel(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	small := filepath.Join(dir, "small.img")
+	testutil.WriteImage(t, small, 16<<20, 21, testutil.Mixed)
+	big := filepath.Join(dir, "big.img")
+	testutil.WriteImage(t, big, 384<<20, 22, testutil.Random)
+	r.mustRun("volume", "manage", small, "--name", "small")
+	r.mustRun("volume", "manage", big, "--name", "big")
+	base := r.createBackup("small", "--name", "base")
+	want := testutil.SHA256File(t, small)
+	startGateway(t, r, "--job-workers", "1")
+
+	// A running backup of 384 MiB of random data, cancelled by force delete.
+	var doomed backupJSON
+	r.mustJSON(&doomed, "backup", "create", "big", "--name", "doomed")
+	waitFor(t, 10*time.Second, "the big volume to be backing-up", func() bool { return r.volume("big").Status == "backing-up" })
+	r.mustRun("backup", "delete", "--force", doomed.ID)
+	if got := r.backupStatus(doomed.ID); got != "gone" {
+		t.Fatalf("force-deleted backup still listed as %s", got)
+	}
+	start := time.Now()
+	waitFor(t, 5*time.Second, "the big volume to leave backing-up", func() bool { return r.volume("big").Status == "available" })
+	t.Logf("volume left backing-up %v after the force delete", time.Since(start))
+
+	// A restore queued behind a running backup, cancelled with reset-state: its target is
+	// marked error, the backup's state is what we set.
+	var blocker backupJSON
+	r.mustJSON(&blocker, "backup", "create", "big", "--name", "blocker")
+	var res struct {
+		VolumeID string `json:"volume_id"`
+	}
+	r.mustJSON(&res, "backup", "restore", base.ID, "--name", "target")
+	r.mustRun("backup", "reset-state", base.ID, "--state", "error")
+	waitFor(t, 60*time.Second, "the restore target to be marked error", func() bool { return r.volume(res.VolumeID).Status == "error" })
+	if v := r.volume(res.VolumeID); !strings.Contains(v.FailReason, "incomplete") {
+		t.Fatalf("cancelled restore target: fail_reason %q does not say the contents are incomplete", v.FailReason)
+	}
+	waitFor(t, 60*time.Second, "the blocker backup", func() bool { return r.backupStatus(blocker.ID) == "available" })
+
+	// The base backup, set back to available, still restores byte-exact; gc and check are clean.
+	r.mustRun("backup", "reset-state", base.ID, "--state", "available")
+	out := filepath.Join(dir, "base.img")
+	r.mustRun("--quiet", "backup", "restore", base.ID, "--to", out, "--wait")
+	if got := testutil.SHA256File(t, out); got != want {
+		t.Fatalf("base backup after cancellations: sha256 %s, want %s", got, want)
+	}
+	r.mustRun("repo", "gc")
+	if out := r.mustRun("repo", "check", "--read-data"); !strings.Contains(out, "no problems found") {
+		t.Fatalf("check after cancellations:\n%s", out)
+	}
+}
+
+// TestGatewayRestartSafety: a gateway killed mid-backup leaves no backup "creating": on
+// restart it is error with a reason, and earlier backups are intact.
+func TestGatewayRestartSafety(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "big.img")
+	testutil.WriteImage(t, img, 384<<20, 31, testutil.Random)
+	r.mustRun("volume", "manage", img, "--name", "big")
+	small := filepath.Join(dir, "small.img")
+	testutil.WriteImage(t, small, 8<<20, 32, testutil.Mixed)
+	keep := r.createBackup(small, "--name", "keep")
+	want := testutil.SHA256File(t, small)
+
+	gw := startGateway(t, r)
+	var b backupJSON
+	r.mustJSON(&b, "backup", "create", "big")
+	waitFor(t, 10*time.Second, "the volume to be backing-up", func() bool { return r.volume("big").Status == "backing-up" })
+	_ = syscall.Kill(gw.pid, syscall.SIGKILL)
+	_ = gw.wait()
+
+	startGateway(t, r)
+	var got backupJSON
+	r.mustJSON(&got, "backup", "show", b.ID)
+	if got.Status != "error" || !strings.Contains(got.FailReason, "interrupted") {
+		t.Fatalf("backup killed with its gateway: %+v, want error/interrupted", got)
+	}
+	if v := r.volume("big"); v.Status != "available" {
+		t.Fatalf("volume after restart: %s, want available", v.Status)
+	}
+	out := filepath.Join(dir, "keep.img")
+	r.mustRun("--quiet", "backup", "restore", keep.ID, "--to", out, "--wait")
+	if sha := testutil.SHA256File(t, out); sha != want {
+		t.Fatalf("earlier backup after the crash: sha256 %s, want %s", sha, want)
+	}
+	r.mustRun("repo", "gc")
+	if out := r.mustRun("repo", "check", "--read-data"); !strings.Contains(out, "no problems found") {
+		t.Fatalf("check after the crash:\n%s", out)
+	}
+}
