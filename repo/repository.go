@@ -76,12 +76,22 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 			stored, err = r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 		}
 	}
+	if errors.Is(err, backend.ErrNotFound) {
+		err = missingPack{err} // the index says it is there: the repository is damaged
+	}
 	if err != nil {
 		return nil, fmt.Errorf("blob %s in pack %s: %w", addr.Short(), loc.Pack, err)
 	}
 	plain, _, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), nil, stored, t, addr)
 	return plain, err
 }
+
+// missingPack is a pack the index lists but the backend does not have: data lost, so it
+// matches ErrCorrupt as well as the backend's ErrNotFound.
+type missingPack struct{ error }
+
+func (e missingPack) Is(target error) bool { return target == ErrCorrupt }
+func (e missingPack) Unwrap() error        { return e.error }
 
 // Chunk returns the plaintext of a data block, through the chunk cache.
 func (r *Repository) Chunk(ctx context.Context, addr Address) ([]byte, error) {
