@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"syscall"
@@ -56,12 +57,13 @@ type Globals struct {
 type CLI struct {
 	Globals
 
-	Repository RepoCmd    `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
-	Volume     VolumeCmd  `cmd:"" help:"Register, create and list volumes."`
-	Backup     BackupCmd  `cmd:"" help:"Create, list, restore, export and import backups."`
-	Service    ServiceCmd `cmd:"" help:"Show the state of cairn's services."`
-	Serve      ServeCmd   `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
-	Mount      MountCmd   `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
+	Repository RepoCmd       `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
+	Volume     VolumeCmd     `cmd:"" help:"Register, create and list volumes."`
+	Backup     BackupCmd     `cmd:"" help:"Create, list, restore, export and import backups."`
+	Service    ServiceCmd    `cmd:"" help:"Show the state of cairn's services."`
+	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
+	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`
+	Mount      MountCmd      `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 
 	// Cinder's verbs, for hands that know them.
 	BackupCreate  BackupCreateCmd  `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
@@ -104,6 +106,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"}}),
+		kong.Configuration(kong.JSON, configPaths()...),
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn:", err)
@@ -137,6 +140,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 			ctx = gateway.WithCaller(ctx, gateway.Caller{User: "admin", Project: cli.Project, Admin: true})
 		}
 		kctx.BindTo(ctx, (*context.Context)(nil))
+		kctx.Bind(parser)
 		if err := kctx.Run(&cli.Globals); err != nil {
 			fmt.Fprintln(stderr, message(err))
 			code = exitCode(err)
@@ -146,6 +150,21 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 }
 
 type exitPanic int
+
+// configPaths are the configuration files, in order (later ones win over earlier ones; flags
+// and environment variables win over both): /etc/cairn/config.json, then
+// $XDG_CONFIG_HOME/cairn/config.json, then CAIRN_CONFIG. Keys are flag names in snake_case
+// (repo, endpoint, access_key, ...); see contrib/config.example.json.
+func configPaths() []string {
+	paths := []string{"/etc/cairn/config.json"}
+	if d, err := os.UserConfigDir(); err == nil {
+		paths = append(paths, filepath.Join(d, "cairn", "config.json"))
+	}
+	if p := os.Getenv("CAIRN_CONFIG"); p != "" {
+		paths = append(paths, p)
+	}
+	return paths
+}
 
 func (g *Globals) config() (gateway.Config, error) {
 	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,

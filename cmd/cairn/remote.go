@@ -40,7 +40,7 @@ type execFrame struct {
 // forwardable says which commands a gateway can run: not those that start a gateway or a
 // mount, nor init (no repository yet).
 func forwardable(cmd string) bool {
-	for _, local := range []string{"serve", "mount", "repo init"} {
+	for _, local := range []string{"serve", "mount", "repo init", "completion"} {
 		if cmd == local || strings.HasPrefix(cmd, local+" ") {
 			return false
 		}
