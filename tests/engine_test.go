@@ -668,3 +668,27 @@ func TestEngineEncryptedRepository(t *testing.T) {
 	r.checkRestoresToFiles(points, dir)
 	r.checkClean()
 }
+
+// A pack lost from the backend is found by check, and a restore that needs it fails as damage.
+func TestEngineMissingPack(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 14, testutil.Random)
+	b := r.createBackup(vol)
+	packs := packFiles(t, r.Dir)
+	if len(packs) != 1 {
+		t.Fatalf("a 2 MiB backup made %d packs, want 1", len(packs))
+	}
+	if err := os.Remove(packs[0]); err != nil {
+		t.Fatal(err)
+	}
+	res := r.run("repo", "check")
+	if res.Code != 8 || !strings.Contains(res.Stdout, filepath.Base(packs[0])) {
+		t.Errorf("repo check without a pack: exit %d, want 8 naming the pack\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+	}
+	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", filepath.Join(dir, "r.img"))
+	if !strings.Contains(msg, b.ID) {
+		t.Errorf("restore without its pack: %q does not name backup %s", msg, b.ID)
+	}
+}
