@@ -76,6 +76,13 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if parent != nil {
 		b.ParentID = parent.ID
 	}
+	// The creating record is the quota reservation: hold the quota lock until it is written.
+	release, err := s.reserveQuota(project, src.Size())
+	if err != nil {
+		src.Close()
+		return nil, nil, err
+	}
+	defer release()
 	// Claim the volume: one backup or restore at a time.
 	if _, err := s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
 		if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {

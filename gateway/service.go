@@ -40,6 +40,10 @@ type Config struct {
 	// Retries and Timeout bound each S3 request (see stack.Config); 0 means the defaults.
 	Retries int
 	Timeout time.Duration
+
+	// DefaultQuota limits each project without limits of its own; nil means unlimited
+	// (CinderQuota is Cinder's 10 backups and 1000 GiB).
+	DefaultQuota *Quota
 }
 
 // Service is cairn's operations over one open repository. Safe for concurrent use.
@@ -59,6 +63,8 @@ type Service struct {
 
 	metrics *metrics
 	health  health
+	// quotaMu serialises quota checks with the creation of the backup record they admit.
+	quotaMu sync.Mutex
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
 	changed func()
 }

@@ -25,6 +25,7 @@ import (
 //	vp/<path>                  volume id by path
 //	b/<backup id>              backup record (JSON)
 //	bv/<volume id>/<ns>/<id>   backups of a volume in creation order (ns = 16 hex digits)
+//	q/<project>\x00<resource> quota limit set for a project (quotas.go)
 const schemaVersion = "1"
 
 // ErrNotFound: no such record.

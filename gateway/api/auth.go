@@ -1,0 +1,88 @@
+package api
+
+import (
+	"bufio"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// LoadTokens reads a tokens file: one "TOKEN USER PROJECT ROLE[,ROLE...]" per line; the
+// role admin makes an admin. Blank lines and lines starting with # are skipped.
+func LoadTokens(path string) (map[string]gateway.Caller, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("tokens file: %w", err)
+	}
+	defer f.Close()
+	tokens := map[string]gateway.Caller{}
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) != 4 {
+			return nil, fmt.Errorf("tokens file %s line %d: want TOKEN USER PROJECT ROLE[,ROLE...], got %d fields", path, n, len(fields))
+		}
+		if _, dup := tokens[fields[0]]; dup {
+			return nil, fmt.Errorf("tokens file %s line %d: the token is already on an earlier line", path, n)
+		}
+		tokens[fields[0]] = gateway.Caller{User: fields[1], Project: fields[2],
+			Admin: slices.Contains(strings.Split(fields[3], ","), "admin")}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("tokens file %s: %w", path, err)
+	}
+	return tokens, nil
+}
+
+var errUnauthorized = &httpError{http.StatusUnauthorized, "the request you have made requires authentication: give a valid X-Auth-Token"}
+
+// authenticate returns the caller of a request.
+func (s *server) authenticate(r *http.Request) (gateway.Caller, error) {
+	token := r.Header.Get("X-Auth-Token")
+	if s.auth == AuthNoAuth {
+		return noauthCaller(r, token)
+	}
+	if token == "" {
+		return gateway.Caller{}, errUnauthorized
+	}
+	// Compare against every token in constant time, so timing does not reveal a prefix.
+	var found *gateway.Caller
+	for t, c := range s.tokens {
+		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+			found = &c
+		}
+	}
+	if found == nil {
+		return gateway.Caller{}, errUnauthorized
+	}
+	return *found, nil
+}
+
+// noauthCaller trusts the request's headers, as Cinder's noauth middleware does: x-user-id
+// and x-project-id (or a token "user:project"); the user admin or a role admin is an admin.
+func noauthCaller(r *http.Request, token string) (gateway.Caller, error) {
+	user, project := r.Header.Get("X-User-Id"), r.Header.Get("X-Project-Id")
+	if user == "" && token != "" {
+		user, project, _ = strings.Cut(token, ":")
+	}
+	if user == "" {
+		return gateway.Caller{}, &httpError{http.StatusUnauthorized, "noauth: give x-user-id and x-project-id headers"}
+	}
+	if project == "" {
+		project = user
+	}
+	admin := user == "admin"
+	for _, role := range strings.Split(r.Header.Get("X-Roles"), ",") {
+		admin = admin || strings.TrimSpace(role) == "admin"
+	}
+	return gateway.Caller{User: user, Project: project, Admin: admin}, nil
+}

@@ -1,0 +1,283 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"slices"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+)
+
+// backupView is a backup in Cinder's shape; parents says which backups have dependants.
+// Sizes are whole GiB rounded up; container is the repository (one for every backup).
+func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, parents map[string]bool) map[string]any {
+	out := map[string]any{"id": b.ID, "name": orNull(b.Name), "links": links(r, "backups", b.ID)}
+	if !detail {
+		return out
+	}
+	ver := versionOf(r)
+	out["status"] = b.Status
+	out["fail_reason"] = orNull(b.FailReason)
+	out["description"] = orNull(b.Description)
+	out["volume_id"] = b.VolumeID
+	out["snapshot_id"] = orNull(b.SnapshotID)
+	out["size"] = gateway.Gigabytes(b.Size)
+	out["object_count"] = b.ObjectCount()
+	out["container"] = s.svc.Location()
+	out["availability_zone"] = zone
+	out["created_at"] = stamp(b.CreatedAt)
+	out["updated_at"] = stamp(b.UpdatedAt)
+	out["data_timestamp"] = stamp(b.CreatedAt)
+	out["is_incremental"] = b.IsIncremental
+	out["has_dependent_backups"] = parents[b.ID]
+	if ver.atLeast(18) && callerOf(r).Admin {
+		out["os-backup-project-attr:project_id"] = b.Project
+	}
+	if ver.atLeast(43) {
+		out["metadata"] = map[string]string{}
+	}
+	if ver.atLeast(56) {
+		out["user_id"] = nil
+	}
+	if ver.atLeast(64) {
+		out["encryption_key_id"] = nil
+	}
+	return out
+}
+
+func (s *server) listBackups(detail bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		f := gateway.ListFilter{AllProjects: truthy(q.Get("all_tenants")), Status: q.Get("status")}
+		if id := q.Get("volume_id"); id != "" {
+			if _, err := s.svc.VolumeByID(r.Context(), id); err != nil {
+				writeJSON(w, http.StatusOK, map[string]any{"backups": []any{}})
+				return
+			}
+			f.Volume = id
+		}
+		backups, err := s.svc.ListBackups(r.Context(), f)
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		backups = slices.DeleteFunc(backups, func(b *index.Backup) bool {
+			return (q.Has("name") && b.Name != q.Get("name")) || (q.Has("project_id") && b.Project != q.Get("project_id"))
+		})
+		slices.Reverse(backups) // newest first, as Cinder sorts by default
+		from, to, err := page(r, len(backups), func(i int) string { return backups[i].ID })
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		parents, err := s.svc.Parents()
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		out := []any{}
+		for _, b := range backups[from:to] {
+			out = append(out, s.backupView(r, b, detail, parents))
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"backups": out})
+	}
+}
+
+func (s *server) showBackup(w http.ResponseWriter, r *http.Request) {
+	b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	parents, err := s.svc.Parents()
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"backup": s.backupView(r, b, true, parents)})
+}
+
+// createBody is POST backups. Pointers tell null from absent where Cinder does.
+type createBody struct {
+	Backup *struct {
+		VolumeID    string  `json:"volume_id"`
+		Name        *string `json:"name"`
+		Description *string `json:"description"`
+		Incremental bool    `json:"incremental"`
+		Force       bool    `json:"force"`
+		SnapshotID  *string `json:"snapshot_id"`
+		Container   *string `json:"container"`
+	} `json:"backup"`
+}
+
+// createBackup accepts a backup: 202 with the backup creating; a worker runs it.
+func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
+	var body createBody
+	if err := decode(r, &body); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	req := body.Backup
+	switch {
+	case req == nil:
+		s.writeFault(w, r, badRequest("missing required element 'backup' in request body"))
+		return
+	case req.VolumeID == "":
+		s.writeFault(w, r, badRequest("incorrect request body format: volume_id is required"))
+		return
+	case req.SnapshotID != nil && *req.SnapshotID != "":
+		s.writeFault(w, r, badRequest("backups of snapshots are not supported yet: back up the volume"))
+		return
+	case req.Container != nil && *req.Container != "":
+		s.writeFault(w, r, badRequest("containers are not supported: every backup goes to the gateway's repository"))
+		return
+	}
+	// Resolve the id strictly first: the gateway also takes names and paths, the API ids only.
+	v, err := s.svc.VolumeByID(r.Context(), req.VolumeID)
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	b, err := s.svc.CreateBackup(r.Context(), gateway.BackupRequest{Volume: v.ID, Name: deref(req.Name),
+		Description: deref(req.Description), Incremental: req.Incremental, Force: req.Force})
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"backup": s.backupView(r, b, false, nil)})
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func (s *server) deleteBackup(w http.ResponseWriter, r *http.Request) {
+	s.deleteBackupAs(w, r, false)
+}
+
+func (s *server) deleteBackupAs(w http.ResponseWriter, r *http.Request, force bool) {
+	b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
+	if err == nil {
+		_, err = s.svc.DeleteBackup(r.Context(), b.ID, force)
+	}
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// backupAction is POST backups/{id}/action: os-force_delete or os-reset_status.
+func (s *server) backupAction(w http.ResponseWriter, r *http.Request) {
+	var body map[string]json.RawMessage
+	if err := decode(r, &body); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	if len(body) != 1 {
+		s.writeFault(w, r, badRequest("an action body names exactly one action"))
+		return
+	}
+	for action, arg := range body {
+		switch action {
+		case "os-force_delete":
+			s.deleteBackupAs(w, r, true)
+		case "os-reset_status":
+			var st struct {
+				Status string `json:"status"`
+			}
+			if err := json.Unmarshal(arg, &st); err != nil || st.Status == "" {
+				s.writeFault(w, r, badRequest("os-reset_status needs {\"status\": \"available\" or \"error\"}"))
+				return
+			}
+			b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
+			if err == nil {
+				_, err = s.svc.ResetBackupState(r.Context(), b.ID, st.Status)
+			}
+			if err != nil {
+				s.writeFault(w, r, err)
+				return
+			}
+			w.WriteHeader(http.StatusAccepted)
+		default:
+			s.writeFault(w, r, badRequest("there is no such action: "+action))
+		}
+	}
+}
+
+// restoreBackup is POST backups/{id}/restore: 202, a worker writes the volume.
+func (s *server) restoreBackup(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Restore *struct {
+			VolumeID *string `json:"volume_id"`
+			Name     *string `json:"name"`
+		} `json:"restore"`
+	}
+	if err := decode(r, &body); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	if body.Restore == nil {
+		s.writeFault(w, r, badRequest("missing required element 'restore' in request body"))
+		return
+	}
+	b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	req := gateway.RestoreRequest{Backup: b.ID, Name: deref(body.Restore.Name)}
+	if id := deref(body.Restore.VolumeID); id != "" {
+		v, err := s.svc.VolumeByID(r.Context(), id)
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		req.Volume, req.Name = v.ID, ""
+	}
+	res, err := s.svc.Restore(r.Context(), req)
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"restore": map[string]any{
+		"backup_id": res.BackupID, "volume_id": res.VolumeID, "volume_name": res.VolumeName}})
+}
+
+func (s *server) exportBackup(w http.ResponseWriter, r *http.Request) {
+	b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	rec, err := s.svc.ExportBackup(r.Context(), b.ID)
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"backup-record": rec})
+}
+
+func (s *server) importBackup(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Record *gateway.Export `json:"backup-record"`
+	}
+	if err := decode(r, &body); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	if body.Record == nil || body.Record.BackupService == "" || body.Record.BackupURL == "" {
+		s.writeFault(w, r, badRequest("incorrect request body format: backup-record needs backup_service and backup_url"))
+		return
+	}
+	b, err := s.svc.ImportBackup(r.Context(), body.Record.BackupService, body.Record.BackupURL)
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"backup": s.backupView(r, b, false, nil)})
+}

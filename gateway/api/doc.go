@@ -1,0 +1,11 @@
+// Package api serves the subset of the Block Storage (Cinder) v3 HTTP API that covers
+// cairn's backup service, so that OpenStack tooling (python-cinderclient 9.1.0 and up)
+// drives cairn unchanged: the version documents, volumes (list, detail, show), backups
+// (create, list, detail, show, delete, os-force_delete, os-reset_status, restore,
+// export_record, import_record), os-quota-sets (show, usage, defaults, update, delete) and
+// os-services. Snapshots answer an empty list and not-found until cairn has snapshots.
+//
+// Handlers only decode, call the gateway and encode. This package is the one place that
+// maps gateway errors to HTTP statuses and Cinder fault bodies (errors.go). It knows the
+// gateway and HTTP, and nothing of the repository, the index's storage or the CLI.
+package api

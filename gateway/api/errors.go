@@ -1,0 +1,78 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// faultNames are Cinder's fault body keys by status (cinder/api/openstack/wsgi.py); any
+// other status is a computeFault.
+var faultNames = map[int]string{
+	http.StatusBadRequest:            "badRequest",
+	http.StatusUnauthorized:          "unauthorized",
+	http.StatusForbidden:             "forbidden",
+	http.StatusNotFound:              "itemNotFound",
+	http.StatusMethodNotAllowed:      "badMethod",
+	http.StatusConflict:              "conflictingRequest",
+	http.StatusRequestEntityTooLarge: "overLimit",
+	http.StatusUnsupportedMediaType:  "badMediaType",
+	http.StatusNotImplemented:        "notImplemented",
+	http.StatusServiceUnavailable:    "serviceUnavailable",
+}
+
+// statusOf maps a gateway error to its HTTP status. Invalid states (in use, not allowed now)
+// are 400 as in Cinder, whose InvalidVolume and InvalidBackup are bad requests.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, gateway.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, gateway.ErrInvalid), errors.Is(err, gateway.ErrInUse), errors.Is(err, gateway.ErrConflict):
+		return http.StatusBadRequest
+	case errors.Is(err, gateway.ErrExists):
+		return http.StatusConflict
+	case errors.Is(err, gateway.ErrQuota):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, gateway.ErrDenied):
+		return http.StatusForbidden
+	}
+	return http.StatusInternalServerError
+}
+
+// httpError is an error the API itself raises (bad body, bad URL) with its status.
+type httpError struct {
+	status int
+	msg    string
+}
+
+func (e *httpError) Error() string { return e.msg }
+
+func badRequest(msg string) error { return &httpError{http.StatusBadRequest, msg} }
+
+func notFound(msg string) error { return &httpError{http.StatusNotFound, msg} }
+
+// writeFault writes err as a Cinder fault: {"<name>": {"code": N, "message": "..."}}.
+func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	var he *httpError
+	if errors.As(err, &he) {
+		status = he.status
+	}
+	name, ok := faultNames[status]
+	if !ok {
+		name = "computeFault"
+	}
+	body := map[string]any{"code": status, "message": err.Error()}
+	if status == http.StatusRequestEntityTooLarge {
+		// Cinder says when to retry an over-quota request: any time (after freeing quota).
+		w.Header().Set("Retry-After", "0")
+		body["retryAfter"] = "0"
+	}
+	if status >= 500 {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	} else {
+		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
+	}
+	writeJSON(w, status, map[string]any{name: body})
+}

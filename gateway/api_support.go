@@ -1,0 +1,45 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+
+	"github.com/cairn-backup/cairn/index"
+)
+
+// VolumeByID returns a volume by its exact id, if the caller may see it. Unlike Volume it
+// never resolves names or paths and never registers anything: the HTTP API takes ids only,
+// so a remote caller cannot make the gateway open a path of its choosing.
+func (s *Service) VolumeByID(ctx context.Context, id string) (*index.Volume, error) {
+	v, err := s.idx.Volume(id)
+	if errors.Is(err, index.ErrNotFound) || (err == nil && !CallerFrom(ctx).sees(v.Project)) {
+		return nil, wrapf(ErrNotFound, "volume %s could not be found", id)
+	}
+	return v, err
+}
+
+// BackupByID returns a backup by its exact id, if the caller may see it (another project's
+// backup is not found). Unlike Backup it does not match names or id prefixes.
+func (s *Service) BackupByID(ctx context.Context, id string) (*index.Backup, error) {
+	b, err := s.idx.Backup(id)
+	if errors.Is(err, index.ErrNotFound) || (err == nil && !CallerFrom(ctx).sees(b.Project)) {
+		return nil, wrapf(ErrNotFound, "backup %s could not be found", id)
+	}
+	return b, err
+}
+
+// Parents returns the ids of backups that have a dependent incremental backup (Cinder's
+// has_dependent_backups).
+func (s *Service) Parents() (map[string]bool, error) {
+	all, err := s.idx.Backups()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, b := range all {
+		if b.ParentID != "" {
+			out[b.ParentID] = true
+		}
+	}
+	return out, nil
+}
