@@ -20,7 +20,8 @@ type BackupRequest struct {
 	Name        string
 	Description string
 	Incremental bool
-	Force       bool   // back up an in-use volume (crash-consistent)
+	Force       bool   // back up an in-use volume from a snapshot taken first (crash-consistent)
+	SnapshotID  string // back up this existing snapshot of the volume (seed 3.1.5)
 	Project     string // admin only: place the backup in another project
 	Progress    func(done, total int64)
 }
@@ -41,32 +42,52 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 			return nil, nil, err
 		}
 	}
-	v, err := s.Volume(ctx, req.Volume)
+	v, snap, err := s.backupSubject(ctx, req)
 	if err != nil {
 		return nil, nil, err
 	}
-	src, err := blockio.OpenSource(v.Path)
-	if err != nil {
-		return nil, nil, invalidf("volume %s: %v", v.Name, err)
-	}
-	if reason, err := blockio.InUse(v.Path); err != nil {
-		src.Close()
+	srcPath := v.Path
+	var tmp *blockio.Snapshot // a snapshot --force took, removed when the job ends
+	if snap != nil {
+		srcPath = snap.Path
+	} else if reason, err := blockio.InUse(v.Path); err != nil {
 		return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
 	} else if reason != "" {
-		src.Close()
 		if !req.Force {
 			return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
 		}
-		return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s) and cairn cannot snapshot this kind of volume: stop the user of the volume, then back it up without --force", v.Name, reason)
+		if tmp, err = blockio.TakeSnapshot(v.Path, tempSnapshotPrefix+uuid.NewString()[:8]); err != nil {
+			if errors.Is(err, blockio.ErrNoSnapshot) {
+				return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s) and cannot be snapshotted for a crash-consistent backup: %v", v.Name, reason, err)
+			}
+			return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+		srcPath = tmp.Path
+		s.log.Info("snapshot taken for a crash-consistent backup", "volume_id", v.ID, "kind", tmp.Kind, "reason", reason)
+	}
+	src, err := blockio.OpenSource(srcPath)
+	if err != nil {
+		if tmp != nil {
+			_ = tmp.Remove()
+		}
+		return nil, nil, invalidf("volume %s: %v", v.Name, err)
+	}
+	closeSrc := func() {
+		src.Close()
+		if tmp != nil {
+			if err := tmp.Remove(); err != nil {
+				s.log.Error("cannot remove the backup's snapshot", "path", tmp.Path, "error", err)
+			}
+		}
 	}
 	var parent *index.Backup
 	if req.Incremental {
 		if parent, err = s.latestBackup(v.ID); err != nil {
-			src.Close()
+			closeSrc()
 			return nil, nil, err
 		}
 		if parent == nil {
-			src.Close()
+			closeSrc()
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup to base an incremental on: create a full backup first (without --incremental)", v.Name)
 		}
 	}
@@ -79,24 +100,24 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	// The creating record is the quota reservation: hold the quota lock until it is written.
 	release, err := s.reserveQuota(project, src.Size())
 	if err != nil {
-		src.Close()
+		closeSrc()
 		return nil, nil, err
 	}
 	defer release()
-	// Claim the volume: one backup or restore at a time.
-	if _, err := s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
-		if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
-			return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
-		}
-		v.Status, v.Size = index.VolumeBackingUp, src.Size()
-		return nil
-	}); err != nil {
-		src.Close()
+	// Claim what is read: the volume, one backup or restore at a time; or, backing up a
+	// snapshot, the snapshot (seed 3.3: since Cinder 13 a snapshot's backup marks the snapshot).
+	claim, unclaim := s.claimVolume(v, src.Size()), func() { s.setVolumeStatus(v.ID, index.VolumeAvailable, "") }
+	if snap != nil {
+		b.SnapshotID = snap.ID
+		claim, unclaim = s.claimSnapshot(snap), func() { s.setSnapshotStatus(snap.ID, index.SnapshotAvailable) }
+	}
+	if err := claim(); err != nil {
+		closeSrc()
 		return nil, nil, err
 	}
 	if err := s.idx.CreateBackup(b); err != nil {
-		src.Close()
-		s.setVolumeStatus(v.ID, index.VolumeAvailable, "")
+		closeSrc()
+		unclaim()
 		return nil, nil, err
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -104,16 +125,16 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	job := func(ctx context.Context) error {
 		defer cancel()
 		defer s.untrack(b.ID)
-		defer src.Close()
+		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		return s.runBackup(jobCtx, b, v, src, parent, req.Progress)
+		return s.runBackup(jobCtx, b, v, src, parent, req.Progress, unclaim)
 	}
 	s.log.Info("backup accepted", "backup_id", b.ID, "volume_id", v.ID, "incremental", b.IsIncremental, "project", project)
 	return b, job, nil
 }
 
-func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64)) error {
+func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
 	start := time.Now()
 	o := repo.WriteOptions{Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
 	if parent != nil {
@@ -122,7 +143,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
 			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
-			Incremental: b.IsIncremental, ParentID: b.ParentID, CreatedAt: b.CreatedAt, Stats: res.Stats}
+			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
@@ -138,7 +159,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		}
 		return err
 	})
-	s.setVolumeStatus(v.ID, index.VolumeAvailable, "")
+	unclaim()
 	if err != nil {
 		reason := err.Error()
 		if errors.Is(err, context.Canceled) {

@@ -308,11 +308,23 @@ func (s *Service) recover(ctx context.Context) error {
 			return err
 		}
 	}
+	snaps, err := s.idx.Snapshots()
+	if err != nil {
+		return err
+	}
+	for _, sn := range snaps {
+		if sn.Status != index.SnapshotAvailable {
+			s.setSnapshotStatus(sn.ID, index.SnapshotAvailable)
+		}
+	}
 	vols, err := s.idx.Volumes()
 	if err != nil {
 		return err
 	}
 	for _, v := range vols {
+		if v.Kind == "file" {
+			s.removeTempSnapshots(v.Path)
+		}
 		switch v.Status {
 		case index.VolumeBackingUp:
 			_, err = s.idx.UpdateVolume(v.ID, func(v *index.Volume) error { v.Status = index.VolumeAvailable; return nil })

@@ -23,12 +23,12 @@ type BackupCmd struct {
 
 // BackupCreateCmd backs up a volume.
 type BackupCreateCmd struct {
-	Volume      string `arg:"" help:"Volume id, name or path (an unknown path is registered)."`
+	Volume      string `arg:"" optional:"" help:"Volume id, name or path (an unknown path is registered); optional with --snapshot-id."`
 	Incremental bool   `help:"Store only the blocks changed since the volume's last backup." short:"i"`
 	Name        string `help:"Backup name."`
 	Description string `help:"Backup description."`
-	Force       bool   `help:"Back up an in-use volume (crash-consistent)."`
-	For         string `name:"for-project" help:"Admins: place the backup in this project." placeholder:"PROJECT"`
+	Force       bool   `help:"Back up an in-use volume from a snapshot taken first (crash-consistent)."`
+	SnapshotID  string `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT"`
 	Wait        bool   `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
 }
 
@@ -41,7 +41,7 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	defer g.closeService(s)
 	p := g.progress("backing up " + c.Volume)
 	req := gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
-		Incremental: c.Incremental, Force: c.Force, Project: c.For, Progress: p.update}
+		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {
 		req.Progress = nil // the command returns at once; the job outlives it

@@ -60,6 +60,7 @@ type CLI struct {
 	Repository RepoCmd       `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
 	Volume     VolumeCmd     `cmd:"" help:"Register, create and list volumes."`
 	Backup     BackupCmd     `cmd:"" help:"Create, list, restore, export and import backups."`
+	Snapshot   SnapshotCmd   `cmd:"" help:"Take, list and delete point-in-time snapshots of volumes."`
 	Service    ServiceCmd    `cmd:"" help:"Show the state of cairn's services."`
 	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+)
+
+// SnapshotCmd groups snapshot commands (seed 3.1.5).
+type SnapshotCmd struct {
+	Create SnapshotCreateCmd `cmd:"" help:"Take a point-in-time snapshot of a volume (reflink on XFS/btrfs, or LVM)."`
+	List   SnapshotListCmd   `cmd:"" help:"List snapshots."`
+	Show   SnapshotShowCmd   `cmd:"" help:"Show a snapshot."`
+	Delete SnapshotDeleteCmd `cmd:"" help:"Delete a snapshot."`
+}
+
+// SnapshotCreateCmd takes a snapshot.
+type SnapshotCreateCmd struct {
+	Volume      string `arg:"" help:"Volume id, name or path."`
+	Name        string `help:"Snapshot name."`
+	Description string `help:"Description."`
+	Force       bool   `help:"Snapshot an in-use volume (crash-consistent)."`
+}
+
+// Run takes the snapshot.
+func (c *SnapshotCreateCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: c.Volume, Name: c.Name, Description: c.Description, Force: c.Force})
+	if err != nil {
+		return err
+	}
+	return g.showSnapshot(sn)
+}
+
+// SnapshotListCmd lists snapshots.
+type SnapshotListCmd struct {
+	VolumeID    string `help:"Only this volume's snapshots." placeholder:"VOLUME"`
+	AllProjects bool   `help:"Admins: list every project's snapshots."`
+}
+
+// Run lists snapshots.
+func (c *SnapshotListCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	sns, err := s.ListSnapshots(ctx, c.VolumeID, c.AllProjects)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, nonNil(sns))
+	}
+	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Kind", "Created"}}
+	for _, sn := range sns {
+		t.add(sn.ID, sn.VolumeID, sn.Status, none(sn.Name), humanBytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339))
+	}
+	return t.write(g.stdout)
+}
+
+// SnapshotShowCmd shows a snapshot.
+type SnapshotShowCmd struct {
+	Snapshot string `arg:"" help:"Snapshot id or name."`
+}
+
+// Run shows the snapshot.
+func (c *SnapshotShowCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	sn, err := s.Snapshot(ctx, c.Snapshot)
+	if err != nil {
+		return err
+	}
+	return g.showSnapshot(sn)
+}
+
+// SnapshotDeleteCmd deletes a snapshot.
+type SnapshotDeleteCmd struct {
+	Snapshot string `arg:"" help:"Snapshot id or name."`
+}
+
+// Run deletes the snapshot.
+func (c *SnapshotDeleteCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	sn, err := s.DeleteSnapshot(ctx, c.Snapshot)
+	if err != nil {
+		return err
+	}
+	if !g.Quiet && !g.json() {
+		fmt.Fprintf(g.stdout, "snapshot %s deleted\n", sn.ID)
+	}
+	return nil
+}
+
+func (g *Globals) showSnapshot(sn *index.Snapshot) error {
+	if g.json() {
+		return writeJSON(g.stdout, sn)
+	}
+	return properties(g.stdout, [][2]string{{"id", sn.ID}, {"name", none(sn.Name)}, {"volume_id", sn.VolumeID},
+		{"status", sn.Status}, {"size", humanBytes(sn.Size)}, {"kind", sn.Kind}, {"path", sn.Path},
+		{"project", sn.Project}, {"description", none(sn.Description)}, {"created_at", sn.CreatedAt.Format(time.RFC3339)}})
+}

@@ -1,0 +1,209 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/google/uuid"
+)
+
+// SnapshotRequest asks for a point-in-time snapshot of a volume (seed 3.1.5).
+type SnapshotRequest struct {
+	Volume      string
+	Name        string
+	Description string
+	Force       bool // snapshot an in-use volume (crash-consistent)
+}
+
+// CreateSnapshot takes a snapshot: a reflinked copy of an image file (XFS, btrfs) or an LVM
+// snapshot. A volume whose back end can do neither gets a clear error, never a copy that is
+// not a point in time.
+func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*index.Snapshot, error) {
+	if req.Name != "" {
+		if err := validName(req.Name); err != nil {
+			return nil, err
+		}
+	}
+	v, err := s.Volume(ctx, req.Volume)
+	if err != nil {
+		return nil, err
+	}
+	if reason, err := blockio.InUse(v.Path); err != nil {
+		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+	} else if reason != "" && !req.Force {
+		return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent snapshot", v.Name, reason)
+	}
+	id := uuid.NewString()
+	snap, err := blockio.TakeSnapshot(v.Path, id[:8])
+	if errors.Is(err, blockio.ErrNoSnapshot) {
+		return nil, wrapf(ErrInvalid, "volume %s: %v", v.Name, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+	}
+	rec := &index.Snapshot{ID: id, Name: req.Name, Description: req.Description, VolumeID: v.ID, Project: v.Project,
+		Status: index.SnapshotAvailable, Size: v.Size, Kind: snap.Kind, Path: snap.Path, CreatedAt: now(), UpdatedAt: now()}
+	if err := s.idx.CreateSnapshot(rec); err != nil {
+		_ = snap.Remove()
+		return nil, err
+	}
+	s.log.Info("snapshot created", "snapshot_id", id, "volume_id", v.ID, "kind", snap.Kind)
+	return rec, nil
+}
+
+// ListSnapshots returns the snapshots the caller may see, of one volume if given.
+func (s *Service) ListSnapshots(ctx context.Context, volume string, allProjects bool) ([]*index.Snapshot, error) {
+	c := CallerFrom(ctx)
+	var volumeID string
+	if volume != "" {
+		v, err := s.findVolume(ctx, volume)
+		if err != nil {
+			return nil, err
+		}
+		volumeID = v.ID
+	}
+	all, err := s.idx.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	var out []*index.Snapshot
+	for _, sn := range all {
+		if (sn.Project == c.Project || (allProjects && c.Admin)) && (volumeID == "" || sn.VolumeID == volumeID) {
+			out = append(out, sn)
+		}
+	}
+	return out, nil
+}
+
+// Snapshot returns a snapshot by id, unique name, or id prefix of at least 8 characters.
+func (s *Service) Snapshot(ctx context.Context, ref string) (*index.Snapshot, error) {
+	c := CallerFrom(ctx)
+	if sn, err := s.idx.Snapshot(ref); err == nil && c.sees(sn.Project) {
+		return sn, nil
+	}
+	all, err := s.idx.Snapshots()
+	if err != nil {
+		return nil, err
+	}
+	var found []*index.Snapshot
+	for _, sn := range all {
+		if c.sees(sn.Project) && ((sn.Name != "" && sn.Name == ref) || (len(ref) >= 8 && strings.HasPrefix(sn.ID, ref))) {
+			found = append(found, sn)
+		}
+	}
+	switch len(found) {
+	case 1:
+		return found[0], nil
+	case 0:
+		return nil, wrapf(ErrNotFound, "snapshot %s not found: see 'cairn snapshot list'", ref)
+	}
+	return nil, invalidf("%d snapshots match %q: use the snapshot id", len(found), ref)
+}
+
+// DeleteSnapshot removes a snapshot that no backup is reading.
+func (s *Service) DeleteSnapshot(ctx context.Context, ref string) (*index.Snapshot, error) {
+	sn, err := s.Snapshot(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.idx.UpdateSnapshot(sn.ID, func(rec *index.Snapshot) error {
+		if rec.Status == index.SnapshotBackingUp {
+			return wrapf(ErrConflict, "snapshot %s is being backed up: wait for the backup, or cancel it", rec.ID)
+		}
+		rec.Status = index.SnapshotDeleting
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := blockio.ExistingSnapshot(sn.Kind, sn.Path).Remove(); err != nil {
+		s.setSnapshotStatus(sn.ID, index.SnapshotAvailable)
+		return nil, fmt.Errorf("delete snapshot %s: %w", sn.ID, err)
+	}
+	if err := s.idx.DeleteSnapshot(sn.ID); err != nil {
+		return nil, err
+	}
+	s.log.Info("snapshot deleted", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
+	return sn, nil
+}
+
+// backupSubject resolves what a backup reads: the volume, or the snapshot it names.
+func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.Volume, *index.Snapshot, error) {
+	if req.SnapshotID == "" {
+		v, err := s.Volume(ctx, req.Volume)
+		return v, nil, err
+	}
+	sn, err := s.Snapshot(ctx, req.SnapshotID)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := s.idx.Volume(sn.VolumeID)
+	if err != nil {
+		return nil, nil, wrapf(ErrNotFound, "snapshot %s: its volume %s is gone", sn.ID, sn.VolumeID)
+	}
+	if req.Volume != "" {
+		named, err := s.findVolume(ctx, req.Volume)
+		if err != nil {
+			return nil, nil, err
+		}
+		if named.ID != v.ID {
+			return nil, nil, invalidf("snapshot %s is of volume %s, not %s", sn.ID, v.Name, named.Name)
+		}
+	}
+	return v, sn, nil
+}
+
+// claimVolume marks the volume backing-up; one backup or restore at a time.
+func (s *Service) claimVolume(v *index.Volume, size int64) func() error {
+	return func() error {
+		_, err := s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
+			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
+				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
+			}
+			v.Status, v.Size = index.VolumeBackingUp, size
+			return nil
+		})
+		return err
+	}
+}
+
+// claimSnapshot marks the snapshot backing-up.
+func (s *Service) claimSnapshot(sn *index.Snapshot) func() error {
+	return func() error {
+		_, err := s.idx.UpdateSnapshot(sn.ID, func(rec *index.Snapshot) error {
+			if rec.Status != index.SnapshotAvailable {
+				return wrapf(ErrConflict, "snapshot %s is %s: wait for it to finish", rec.ID, rec.Status)
+			}
+			rec.Status = index.SnapshotBackingUp
+			return nil
+		})
+		return err
+	}
+}
+
+func (s *Service) setSnapshotStatus(id, status string) {
+	if _, err := s.idx.UpdateSnapshot(id, func(rec *index.Snapshot) error {
+		rec.Status = status
+		return nil
+	}); err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Error("cannot set snapshot status", "snapshot_id", id, "status", status, "error", err)
+	}
+}
+
+// tempSnapshotPrefix names the snapshots --force takes for one backup, so that recovery can
+// find and remove those a crash left behind (reflink clones beside the image file).
+const tempSnapshotPrefix = "tmp-"
+
+func (s *Service) removeTempSnapshots(volumePath string) {
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(volumePath), "."+filepath.Base(volumePath)+".cairn-snap-"+tempSnapshotPrefix+"*"))
+	for _, m := range matches {
+		if err := os.Remove(m); err == nil {
+			s.log.Warn("removed a snapshot left by an interrupted backup", "path", m)
+		}
+	}
+}
