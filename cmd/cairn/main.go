@@ -24,22 +24,24 @@ var version = "dev"
 
 // Globals are the flags every command takes.
 type Globals struct {
-	Repo         string `help:"Repository: a directory or s3://BUCKET/PREFIX." env:"CAIRN_REPO" placeholder:"DIR|URL"`
-	StateDir     string `help:"Where the index of a remote repository lives." env:"CAIRN_STATE_DIR" placeholder:"DIR"`
-	Format       string `help:"Output format." enum:"table,json" default:"table" short:"f"`
-	Quiet        bool   `help:"No progress output." short:"q"`
-	Project      string `help:"Project to act in (the embedded CLI acts as its admin)." env:"CAIRN_PROJECT" default:"admin"`
-	PasswordFile string `help:"File holding the repository passphrase (else CAIRN_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
-	Endpoint     string `help:"S3 endpoint (else AWS_ENDPOINT_URL); http:// means no TLS." placeholder:"URL"`
-	Region       string `help:"S3 region (else AWS_REGION)."`
-	PathStyle    string `help:"S3 addressing." enum:"auto,path,virtual-host" default:"auto"`
-	AccessKey    string `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY"`
-	SecretKey    string `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY"`
-	Workers      int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
-	Concurrency  int    `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0"`
-	LogFile      string `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE"`
-	Socket       string `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH"`
-	Version      kong.VersionFlag
+	Repo           string `help:"Repository: a directory or s3://BUCKET/PREFIX." env:"CAIRN_REPO" placeholder:"DIR|URL"`
+	StateDir       string `help:"Where the index of a remote repository lives." env:"CAIRN_STATE_DIR" placeholder:"DIR"`
+	Format         string `help:"Output format." enum:"table,json" default:"table" short:"f"`
+	Quiet          bool   `help:"No progress output." short:"q"`
+	Project        string `help:"Project to act in (the embedded CLI acts as its admin)." env:"CAIRN_PROJECT" default:"admin"`
+	PasswordFile   string `help:"File holding the repository passphrase (else CAIRN_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
+	Endpoint       string `help:"S3 endpoint (else AWS_ENDPOINT_URL); http:// means no TLS." placeholder:"URL"`
+	Region         string `help:"S3 region (else AWS_REGION)."`
+	PathStyle      string `help:"S3 addressing." enum:"auto,path,virtual-host" default:"auto"`
+	AccessKey      string `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY"`
+	SecretKey      string `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY"`
+	Workers        int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
+	Concurrency    int    `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0"`
+	LogFile        string `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE"`
+	QuotaBackups   int64  `name:"default-quota-backups" help:"Backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1"`
+	QuotaGigabytes int64  `name:"default-quota-backup-gigabytes" help:"GiB of backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1"`
+	Socket         string `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH"`
+	Version        kong.VersionFlag
 
 	// Bounds on S3 requests: a dead server fails a backup in seconds, not minutes.
 	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0"`
@@ -61,21 +63,29 @@ type CLI struct {
 	Volume     VolumeCmd     `cmd:"" help:"Register, create and list volumes."`
 	Backup     BackupCmd     `cmd:"" help:"Create, list, restore, export and import backups."`
 	Snapshot   SnapshotCmd   `cmd:"" help:"Take, list and delete point-in-time snapshots of volumes."`
+	Quota      QuotaCmd      `cmd:"" help:"Show and change per-project backup quotas."`
 	Service    ServiceCmd    `cmd:"" help:"Show the state of cairn's services."`
 	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`
 	Mount      MountCmd      `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 
 	// Cinder's verbs, for hands that know them.
-	BackupCreate  BackupCreateCmd  `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
-	BackupList    BackupListCmd    `cmd:"" name:"backup-list" help:"Same as 'backup list'." group:"cinder"`
-	BackupShow    BackupShowCmd    `cmd:"" name:"backup-show" help:"Same as 'backup show'." group:"cinder"`
-	BackupDelete  BackupDeleteCmd  `cmd:"" name:"backup-delete" help:"Same as 'backup delete'." group:"cinder"`
-	BackupRestore BackupRestoreCmd `cmd:"" name:"backup-restore" help:"Same as 'backup restore'." group:"cinder"`
-	BackupExport  BackupExportCmd  `cmd:"" name:"backup-export" help:"Same as 'backup export'." group:"cinder"`
-	BackupImport  BackupImportCmd  `cmd:"" name:"backup-import" help:"Same as 'backup import'." group:"cinder"`
-	BackupReset   BackupResetCmd   `cmd:"" name:"backup-reset-state" help:"Same as 'backup reset-state'." group:"cinder"`
-	ServiceList   ServiceListCmd   `cmd:"" name:"service-list" help:"Same as 'service list'." group:"cinder"`
+	BackupCreate   BackupCreateCmd   `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
+	BackupList     BackupListCmd     `cmd:"" name:"backup-list" help:"Same as 'backup list'." group:"cinder"`
+	BackupShow     BackupShowCmd     `cmd:"" name:"backup-show" help:"Same as 'backup show'." group:"cinder"`
+	BackupDelete   BackupDeleteCmd   `cmd:"" name:"backup-delete" help:"Same as 'backup delete'." group:"cinder"`
+	BackupRestore  BackupRestoreCmd  `cmd:"" name:"backup-restore" help:"Same as 'backup restore'." group:"cinder"`
+	BackupExport   BackupExportCmd   `cmd:"" name:"backup-export" help:"Same as 'backup export'." group:"cinder"`
+	BackupImport   BackupImportCmd   `cmd:"" name:"backup-import" help:"Same as 'backup import'." group:"cinder"`
+	QuotaShow      QuotaShowCmd      `cmd:"" name:"quota-show" help:"Same as 'quota show'." group:"cinder"`
+	QuotaUpdate    QuotaUpdateCmd    `cmd:"" name:"quota-update" help:"Same as 'quota update'." group:"cinder"`
+	QuotaUsage     QuotaUsageCmd     `cmd:"" name:"quota-usage" help:"Same as 'quota usage'." group:"cinder"`
+	SnapshotList   SnapshotListCmd   `cmd:"" name:"snapshot-list" help:"Same as 'snapshot list'." group:"cinder"`
+	SnapshotCreate SnapshotCreateCmd `cmd:"" name:"snapshot-create" help:"Same as 'snapshot create'." group:"cinder"`
+	SnapshotShow   SnapshotShowCmd   `cmd:"" name:"snapshot-show" help:"Same as 'snapshot show'." group:"cinder"`
+	SnapshotDelete SnapshotDeleteCmd `cmd:"" name:"snapshot-delete" help:"Same as 'snapshot delete'." group:"cinder"`
+	BackupReset    BackupResetCmd    `cmd:"" name:"backup-reset-state" help:"Same as 'backup reset-state'." group:"cinder"`
+	ServiceList    ServiceListCmd    `cmd:"" name:"service-list" help:"Same as 'service list'." group:"cinder"`
 }
 
 func main() {
@@ -183,6 +193,9 @@ func (g *Globals) config() (gateway.Config, error) {
 		return c, err
 	}
 	c.Logger, g.log = logger, logger
+	if g.QuotaBackups != -1 || g.QuotaGigabytes != -1 {
+		c.DefaultQuota = &gateway.Quota{Backups: g.QuotaBackups, BackupGigabytes: g.QuotaGigabytes}
+	}
 	return c, nil
 }
 
