@@ -27,13 +27,18 @@ func TestImagePrefetch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The prefetcher runs in the background: wait until it has loaded the next blocks.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	// The prefetcher runs in the background: wait until it has started loads of at least the
+	// next 1 MiB and then stopped starting new ones (the cache counts a miss when a load starts).
+	deadline := time.Now().Add(20 * time.Second)
+	last, stable := int64(-1), 0
+	for time.Now().Before(deadline) && stable < 30 {
 		_, misses := r.CacheStats()
-		if misses >= (1<<20+1<<20)/16384 || time.Now().After(deadline) {
-			break
+		if misses == last && misses >= (2<<20)/16384 {
+			stable++
+		} else {
+			stable = 0
 		}
+		last = misses
 		time.Sleep(10 * time.Millisecond)
 	}
 	hits0, misses0 := r.CacheStats()
