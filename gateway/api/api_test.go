@@ -1,0 +1,338 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/gateway/api"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// env is a real service on a temporary local repository behind the API on 127.0.0.1.
+type env struct {
+	svc *gateway.Service
+	url string
+	dir string
+	log *bytes.Buffer
+}
+
+func newEnv(t *testing.T, o api.Options) *env {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: &gateway.Quota{Backups: 3, BackupGigabytes: 5}}
+	ctx := context.Background()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	var logs bytes.Buffer
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	srv := httptest.NewServer(api.New(svc, o))
+	t.Cleanup(srv.Close)
+	return &env{svc: svc, url: srv.URL, dir: dir, log: &logs}
+}
+
+// volume registers a small image file with data in project p.
+func (e *env) volume(t *testing.T, p, name string) *index.Volume {
+	t.Helper()
+	path := filepath.Join(e.dir, name+".img")
+	data := bytes.Repeat([]byte(name+" data block "), 100000)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: p, Admin: true})
+	v, err := e.svc.ManageVolume(ctx, gateway.ManageRequest{Path: path, Name: name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+type call struct {
+	method, path, body string
+	user, project      string // noauth headers; empty user sends none
+	version            string
+}
+
+func (e *env) do(t *testing.T, c call) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(c.method, e.url+c.path, strings.NewReader(c.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.user != "" {
+		req.Header.Set("X-User-Id", c.user)
+		req.Header.Set("X-Project-Id", c.project)
+	}
+	if c.version != "" {
+		req.Header.Set("OpenStack-API-Version", "volume "+c.version)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, body
+}
+
+var (
+	uuidRe = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	timeRe = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}`)
+	hostRe = regexp.MustCompile(`127\.0\.0\.1:\d+`)
+)
+
+// golden compares an indented, masked body with testdata/name.golden.
+func golden(t *testing.T, name string, body []byte, extra ...string) {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatalf("%s: not JSON: %v\n%s", name, err, body)
+	}
+	pretty, _ := json.MarshalIndent(v, "", "  ")
+	s := uuidRe.ReplaceAllString(string(pretty), "UUID")
+	s = timeRe.ReplaceAllString(s, "TIME")
+	s = hostRe.ReplaceAllString(s, "HOST")
+	for i := 0; i+1 < len(extra); i += 2 {
+		s = strings.ReplaceAll(s, extra[i], extra[i+1])
+	}
+	s += "\n"
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if s != string(want) {
+		t.Errorf("%s differs from %s (run with -update if intended):\n%s", name, path, s)
+	}
+}
+
+func TestVersions(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	code, _, body := e.do(t, call{method: "GET", path: "/"})
+	if code != http.StatusMultipleChoices {
+		t.Fatalf("GET /: %d", code)
+	}
+	golden(t, "versions", body)
+	code, _, body2 := e.do(t, call{method: "GET", path: "/v3/"})
+	if code != http.StatusOK || !bytes.Equal(body, body2) {
+		t.Fatalf("GET /v3/: %d %s", code, body2)
+	}
+	for _, tc := range []struct {
+		ask, echo string
+		code      int
+	}{
+		{"", "3.0", 200}, {"3.64", "3.64", 200}, {"latest", "3.70", 200}, {"3.71", "", 406}, {"4.0", "", 406}, {"x.y", "", 400},
+	} {
+		code, h, body := e.do(t, call{method: "GET", path: "/v3/admin/backups", user: "admin", project: "admin", version: tc.ask})
+		if code != tc.code || (tc.echo != "" && h.Get("OpenStack-API-Version") != "volume "+tc.echo) {
+			t.Errorf("version %q: %d %q %s", tc.ask, code, h.Get("OpenStack-API-Version"), body)
+		}
+	}
+	if !strings.Contains(e.log.String(), "without authentication") {
+		t.Errorf("noauth mode logged no warning: %s", e.log.String())
+	}
+}
+
+func TestFaults(t *testing.T) {
+	e := newEnv(t, api.Options{Tokens: map[string]gateway.Caller{"t1": {User: "u", Project: "p1"}}})
+	code, _, body := e.do(t, call{method: "GET", path: "/v3/p1/backups"})
+	if code != http.StatusUnauthorized {
+		t.Fatalf("no token: %d", code)
+	}
+	golden(t, "fault-401", body)
+	for _, tc := range []struct {
+		c    call
+		code int
+		name string
+	}{
+		{call{method: "GET", path: "/v3/backups/nope"}, 404, "fault-404"},
+		{call{method: "POST", path: "/v3/backups", body: `{"backup": {}}`}, 400, "fault-400"},
+		{call{method: "POST", path: "/v3/backups", body: `{"backup": `}, 400, ""},
+		{call{method: "POST", path: "/v3/backups", body: `{"backup": {"volume_id": "v", "snapshot_id": "s"}}`}, 400, ""},
+		{call{method: "POST", path: "/v3/backups/x/action", body: `{"os-frobnicate": null}`}, 400, ""},
+		{call{method: "PUT", path: "/v3/os-quota-sets/p1", body: `{"quota_set": {"backups": 1}}`}, 403, "fault-403"},
+		{call{method: "GET", path: "/v3/os-services"}, 403, ""},
+		{call{method: "GET", path: "/v3/snapshots/s1"}, 404, ""},
+		{call{method: "GET", path: "/v3/p2/backups"}, 400, ""},
+		{call{method: "GET", path: "/v3/p1/nothing/here"}, 404, ""},
+	} {
+		req, _ := http.NewRequest(tc.c.method, e.url+tc.c.path, strings.NewReader(tc.c.body))
+		req.Header.Set("X-Auth-Token", "t1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s %s: %d, want %d: %s", tc.c.method, tc.c.path, resp.StatusCode, tc.code, body)
+		}
+		if tc.name != "" {
+			golden(t, tc.name, body)
+		}
+	}
+}
+
+// TestBackupBodies: Cinder's shapes for create, show, list and quota usage, and a refused
+// create (413) that writes nothing.
+func TestBackupBodies(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "admin", "vol1")
+	admin := call{user: "admin", project: "admin", version: "3.64"}
+	c := admin
+	c.method, c.path, c.body = "POST", "/v3/admin/backups", `{"backup": {"volume_id": "`+v.ID+`", "name": "b1", "container": null, "incremental": false, "force": false, "snapshot_id": null}}`
+	code, _, body := e.do(t, c)
+	if code != http.StatusAccepted {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	golden(t, "backup-create", body)
+	var created struct{ Backup struct{ ID string } }
+	_ = json.Unmarshal(body, &created)
+	// The embedded service (no workers) finished it already.
+	c = admin
+	c.method, c.path = "GET", "/v3/admin/backups/"+created.Backup.ID
+	code, _, body = e.do(t, c)
+	if code != http.StatusOK {
+		t.Fatalf("show: %d %s", code, body)
+	}
+	golden(t, "backup-show", body, filepath.Join(e.dir, "repo"), "REPO")
+	c.path = "/v3/backups?all_tenants=1"
+	_, _, body = e.do(t, c)
+	golden(t, "backup-list", body)
+
+	// Another project's member: not found.
+	code, _, _ = e.do(t, call{method: "GET", path: "/v3/backups/" + created.Backup.ID, user: "bob", project: "p1"})
+	if code != http.StatusNotFound {
+		t.Fatalf("show by another project: %d", code)
+	}
+	// Quota: 5 GiB allow five 1-GiB backups but 3 backups only.
+	for range 2 {
+		c = admin
+		c.method, c.path, c.body = "POST", "/v3/backups", `{"backup": {"volume_id": "`+v.ID+`"}}`
+		if code, _, body := e.do(t, c); code != http.StatusAccepted {
+			t.Fatalf("create: %d %s", code, body)
+		}
+	}
+	code, h, body := e.do(t, c)
+	if code != http.StatusRequestEntityTooLarge || h.Get("Retry-After") != "0" {
+		t.Fatalf("over quota: %d %s", code, body)
+	}
+	golden(t, "fault-413", body)
+	all, _ := e.svc.Index().Backups()
+	if len(all) != 3 {
+		t.Fatalf("a refused create wrote a backup: %d backups", len(all))
+	}
+	c = admin
+	c.method, c.path = "GET", "/v3/os-quota-sets/admin?usage=True"
+	_, _, body = e.do(t, c)
+	golden(t, "quota-usage", body)
+	c.method, c.path, c.body = "PUT", "/v3/os-quota-sets/admin", `{"quota_set": {"tenant_id": "admin", "volumes": 3}}`
+	if code, _, body := e.do(t, c); code != http.StatusBadRequest {
+		t.Fatalf("quota update of volumes: %d %s", code, body)
+	}
+	c.body = `{"quota_set": {"backups": "-2"}}`
+	if code, _, body := e.do(t, c); code != http.StatusBadRequest {
+		t.Fatalf("quota update to -2: %d %s", code, body)
+	}
+	c.body = `{"quota_set": {"backups": -1}}`
+	if code, _, body := e.do(t, c); code != http.StatusOK || !strings.Contains(string(body), `"backups":-1`) {
+		t.Fatalf("quota update to unlimited: %d %s", code, body)
+	}
+	c.method, c.body = "DELETE", ""
+	if code, _, _ := e.do(t, c); code != http.StatusOK {
+		t.Fatalf("quota delete: %d", code)
+	}
+	c.method = "GET"
+	if _, _, body := e.do(t, c); !strings.Contains(string(body), `"backups":3`) {
+		t.Fatalf("after quota delete: %s", body)
+	}
+	// Volumes.
+	c = admin
+	c.method, c.path = "GET", "/v3/volumes/"+v.ID
+	_, _, body = e.do(t, c)
+	golden(t, "volume-show", body)
+	c.path = "/v3/volumes/" + filepath.Join(e.dir, "vol1.img")
+	if code, _, _ := e.do(t, c); code != http.StatusNotFound {
+		t.Fatalf("a volume by path through the API: %d", code)
+	}
+}
+
+func TestLoadTokens(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		text string
+		want map[string]gateway.Caller
+		err  string
+	}{
+		{"# c\n\nt1 alice p1 member\nt2 root admin admin,member\n", map[string]gateway.Caller{
+			"t1": {User: "alice", Project: "p1"}, "t2": {User: "root", Project: "admin", Admin: true}}, ""},
+		{"t1 alice p1\n", nil, "line 1: want TOKEN USER PROJECT"},
+		{"t1 a p r\nt1 b p r\n", nil, "line 2: the token is already"},
+	} {
+		path := filepath.Join(dir, "tokens")
+		if err := os.WriteFile(path, []byte(tc.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := api.LoadTokens(path)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: error %v, want %q", tc.text, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || len(got) != len(tc.want) {
+			t.Fatalf("%q: %v %v", tc.text, got, err)
+		}
+		for k, v := range tc.want {
+			if got[k] != v {
+				t.Errorf("token %s: %+v, want %+v", k, got[k], v)
+			}
+		}
+	}
+	if _, err := api.LoadTokens(filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing tokens file loaded")
+	}
+}
+
+func TestHealthzAndMetrics(t *testing.T) {
+	e := newEnv(t, api.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go e.svc.RunHeartbeats(ctx)
+	if code, _, body := e.do(t, call{method: "GET", path: "/healthz"}); code != 200 || !strings.Contains(string(body), "ok") {
+		t.Fatalf("/healthz: %d %s", code, body)
+	}
+	if code, _, body := e.do(t, call{method: "GET", path: "/metrics"}); code != 200 || !strings.Contains(string(body), "cairn_chunk_cache_hits_total") {
+		t.Fatalf("/metrics: %d %s", code, body)
+	}
+}
