@@ -57,6 +57,8 @@ func TestTableGolden(t *testing.T) {
 		{"table-unicode", table{header: []string{"Name", "Note"}, rows: [][]string{
 			{"volumé", "ünïcode counts runes"},
 			{"ß", "one rune, two bytes"},
+			{"数据卷", "wide: two columns a rune"},
+			{"e\u0301", "a combining accent takes none"},
 		}}},
 		{"table-short-row", table{header: []string{"A", "B", "C"}, rows: [][]string{{"only a"}}}},
 	}

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/rivo/uniseg"
 )
 
-// table prints rows the way the cinder client does (prettytable).
+// table prints rows the way the cinder client does (prettytable). Widths are display
+// columns (uniseg), so wide CJK characters and combining marks keep the borders aligned.
 type table struct {
 	header []string
 	rows   [][]string
@@ -19,12 +21,12 @@ func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
 func (t *table) write(w io.Writer) error {
 	widths := make([]int, len(t.header))
 	for i, h := range t.header {
-		widths[i] = utf8.RuneCountInString(h)
+		widths[i] = uniseg.StringWidth(h)
 	}
 	for _, r := range t.rows {
 		for i, c := range r {
 			for _, line := range strings.Split(c, "\n") {
-				widths[i] = max(widths[i], utf8.RuneCountInString(line))
+				widths[i] = max(widths[i], uniseg.StringWidth(line))
 			}
 		}
 	}
@@ -51,7 +53,7 @@ func (t *table) write(w io.Writer) error {
 						cell = parts[l]
 					}
 				}
-				fmt.Fprintf(&b, " %s%s |", cell, strings.Repeat(" ", w-utf8.RuneCountInString(cell)))
+				fmt.Fprintf(&b, " %s%s |", cell, strings.Repeat(" ", w-uniseg.StringWidth(cell)))
 			}
 			b.WriteByte('\n')
 		}
