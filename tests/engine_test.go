@@ -692,3 +692,50 @@ func TestEngineMissingPack(t *testing.T) {
 		t.Errorf("restore without its pack: %q does not name backup %s", msg, b.ID)
 	}
 }
+
+// allocated returns the bytes the file at path occupies on disk.
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Blocks * 512
+}
+
+// Zero blocks, written or holes, restore as holes in a file, also over a file full of old data.
+func TestEngineRestoreHoles(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	f, err := os.Create(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := make([]byte, 2*mib)
+	_, _ = rand.Read(data)
+	if _, err := f.WriteAt(data, 3*mib); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(make([]byte, 4*mib), 8*mib); err != nil { // written zeros
+		t.Fatal(err)
+	}
+	if err := f.Truncate(20 * mib); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	points := r.chain(vol, 0, 0)
+	old := filepath.Join(dir, "old.img")
+	testutil.WriteImage(t, old, 20*mib, 15, testutil.Random)
+	for _, out := range []string{filepath.Join(dir, "new.img"), old} {
+		r.restoreTo(points[0].backup.ID, out)
+		if got := testutil.SHA256File(t, out); got != points[0].sha {
+			t.Errorf("restore to %s: sha256 %s, want %s", out, got, points[0].sha)
+		}
+		if got := allocated(t, out); got > 2*mib+256<<10 {
+			t.Errorf("restore to %s allocates %d bytes; only the 2 MiB of data should be", out, got)
+		}
+	}
+}
