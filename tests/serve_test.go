@@ -1,8 +1,10 @@
 package tests
 
 import (
+	"bytes"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,19 +19,36 @@ import (
 func startGateway(t *testing.T, r *cairnRepo, args ...string) *gatewayProc {
 	t.Helper()
 	sock := filepath.Join(r.Dir, "cairn.sock")
-	cmd := startCairn(t, r.Env, append([]string{"serve", "--quiet"}, args...)...)
+	cmd := exec.Command(cairnBin, append([]string{"serve", "--quiet"}, args...)...)
+	cmd.Env = cairnEnv(r.Env)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		if c, err := net.Dial("unix", sock); err == nil {
 			c.Close()
 			break
 		}
+		select {
+		case <-exited:
+			t.Fatalf("cairn serve exited: %s", stderr.String())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cairn serve: no socket at %s after 15s", sock)
+			t.Fatalf("cairn serve: no socket at %s after 15s: %s", sock, stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return &gatewayProc{t: t, pid: cmd.Process.Pid, wait: cmd.Wait, sock: sock}
+	return &gatewayProc{t: t, pid: cmd.Process.Pid, wait: func() error { <-exited; return nil }, sock: sock}
 }
 
 type gatewayProc struct {
@@ -245,4 +264,37 @@ func TestGatewayRestartSafety(t *testing.T) {
 	if out := r.mustRun("repo", "check", "--read-data"); !strings.Contains(out, "no problems found") {
 		t.Fatalf("check after the crash:\n%s", out)
 	}
+}
+
+// TestGatewayServiceHealth: the backup service reports down, with the reason, while its S3
+// backend is unreachable, and up again when it is back (seed 3.6.1).
+func TestGatewayServiceHealth(t *testing.T) {
+	srv := testutil.StartS3(t)
+	r := newS3Repo(t, srv, "health", nil)
+	startGateway(t, r, "--retries=-1", "--timeout=1s")
+	state := func() (string, string) {
+		var svcs []struct {
+			Binary         string `json:"binary"`
+			State          string `json:"state"`
+			DisabledReason string `json:"disabled_reason"`
+		}
+		r.mustJSON(&svcs, "service", "list")
+		for _, s := range svcs {
+			if s.Binary == "cairn-backup" {
+				return s.State, s.DisabledReason
+			}
+		}
+		t.Fatal("service list has no cairn-backup")
+		return "", ""
+	}
+	if st, why := state(); st != "up" {
+		t.Fatalf("cairn-backup with a healthy backend: %s (%s)", st, why)
+	}
+	srv.Stop()
+	waitFor(t, 30*time.Second, "cairn-backup to go down", func() bool { st, _ := state(); return st == "down" })
+	if _, why := state(); !strings.Contains(why, "unavailable") {
+		t.Fatalf("cairn-backup is down without saying why: %q", why)
+	}
+	srv.Start()
+	waitFor(t, 30*time.Second, "cairn-backup to come back up", func() bool { st, _ := state(); return st == "up" })
 }
