@@ -242,6 +242,13 @@ func TestEngineExportImport(t *testing.T) {
 	if got := len(r.listBackups()); got != 2 {
 		t.Fatalf("after refused imports %d backups are listed, want 2", got)
 	}
+
+	// Another repository's export does not fit this one.
+	other := newCairnRepo(t, nil)
+	other.mustFail([]int{2}, "backup", "import", full.Service, full.URL)
+	if got := len(other.listBackups()); got != 0 {
+		t.Errorf("a refused import into another repository left %d backups", got)
+	}
 }
 
 // volumeJSON is the part of 'volume list --format json' the tests read.
