@@ -23,21 +23,21 @@ type MountCmd struct {
 func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 	cache, err := parseSize(c.CacheSize)
 	if err != nil {
-		return invalid{fmt.Errorf("--cache-size: %w", err)}
+		return mountUsageError{fmt.Errorf("--cache-size: %w", err)}
 	}
 	cleared, err := fusefs.PrepareMountpoint(c.Dir)
 	if cleared {
 		fmt.Fprintf(g.stderr, "cairn: detached a stale mount at %s left by a cairn that stopped without unmounting\n", c.Dir)
 	}
 	if err != nil {
-		return invalid{err}
+		return mountUsageError{err}
 	}
 	g.chunkCache = cache
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer g.closeService(s)
 	log, err := g.mountLogger()
 	if err != nil {
 		return err
@@ -68,15 +68,15 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 		case <-tick:
 			fsys.Refresh(ctx)
 		case <-ctx.Done():
-			unmount(g, fsys, c.Dir, done)
+			stopMount(g, fsys, c.Dir, done)
 			return nil
 		}
 	}
 }
 
-// unmount unmounts on a signal; with files still open it detaches lazily, so the mount
+// stopMount unmounts on a signal; with files still open it detaches lazily, so the mount
 // leaves now and the process ends when the last reader closes.
-func unmount(g *Globals, fsys *fusefs.FS, dir string, done <-chan struct{}) {
+func stopMount(g *Globals, fsys *fusefs.FS, dir string, done <-chan struct{}) {
 	var err error
 	for range 10 {
 		if err = fsys.Unmount(); err == nil {
@@ -102,9 +102,9 @@ func (g *Globals) mountLogger() (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), nil
 }
 
-// invalid marks a usage error (exit code 2) without changing its message.
-type invalid struct{ err error }
+// mountUsageError marks a usage error (exit code 2) without changing its message.
+type mountUsageError struct{ err error }
 
-func (e invalid) Error() string        { return e.err.Error() }
-func (e invalid) Unwrap() error        { return e.err }
-func (e invalid) Is(target error) bool { return target == gateway.ErrInvalid }
+func (e mountUsageError) Error() string        { return e.err.Error() }
+func (e mountUsageError) Unwrap() error        { return e.err }
+func (e mountUsageError) Is(target error) bool { return target == gateway.ErrInvalid }
