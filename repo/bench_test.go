@@ -258,9 +258,9 @@ func BenchmarkImageReadAt(b *testing.B) {
 	}
 }
 
-// BenchmarkImageReadAtSequential reads the image front to back in 1 MiB reads (dd bs=1M
+// BenchmarkImageSequentialRead reads the image front to back in 1 MiB reads (dd bs=1M
 // through FUSE), with prefetch into a 64 MiB chunk cache.
-func BenchmarkImageReadAtSequential(b *testing.B) {
+func BenchmarkImageSequentialRead(b *testing.B) {
 	path := benchVolume(b, benchVolumeSize)
 	br := openBenchRepo(b, "aes-256-gcm", 64<<20)
 	m := br.backup(b, "full", path, nil)

@@ -13,11 +13,13 @@
 #   BENCH_FUSE=auto|0      FUSE section (needs `cairn mount`)
 #   BENCH_FIO_SECONDS=12   length of each fio run
 #   BENCH_DIR=.bench       where the image cache, repositories and results live
+#   CAIRN_BIN=bin/cairn    the cairn binary to measure
 #   BENCH_NO_INSTALL=1     do not apt-get missing tools
+#   BENCH_IMAGE_ONLY=1     build (or find) the cached image, print its path and stop
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-CAIRN=$ROOT/bin/cairn
+CAIRN=${CAIRN_BIN:-$ROOT/bin/cairn}
 BENCH_DIR=${BENCH_DIR:-$ROOT/.bench}
 BENCH_SIZE=${BENCH_SIZE:-1G}
 BENCH_SEED=${BENCH_SEED:-1}
@@ -168,13 +170,14 @@ build_image() {
 	debugfs -R "testi <$((11 + n))>" "$tmp" 2>/dev/null | grep -q "marked in use" &&
 		debugfs -R "testi <$((12 + n))>" "$tmp" 2>/dev/null | grep -q "not in use" ||
 		die "image recipe: inodes are not numbered 12..$((11 + n)); times were not all pinned"
-	e2fsck -fn "$tmp" >/dev/null || die "image recipe: e2fsck finds errors in the new image"
+	e2fsck -fn "$tmp" >/dev/null 2>&1 || die "image recipe: e2fsck finds errors in the new image"
 	unset E2FSPROGS_FAKE_TIME
 	rm -rf "$tree" "$BENCH_DIR/times.cmds"
 	sha256sum <"$tmp" | cut -d' ' -f1 >"$IMAGE.sha256"
 	mv "$tmp" "$IMAGE"
 }
 [ -f "$IMAGE" ] && [ -f "$IMAGE.sha256" ] || build_image
+if [ "${BENCH_IMAGE_ONLY:-}" = 1 ]; then echo "$IMAGE"; exit 0; fi
 go build -o "$BENCH_DIR/mkimage" ./contrib/bench/mkimage
 
 # --- machine and versions --------------------------------------------------------------------
@@ -454,6 +457,7 @@ report() {
 	echo "- volume: ${SIZE_MIB} MiB ext4 image (recipe v$IMAGE_VERSION, seed $BENCH_SEED, sha256 $(get image.sha256 | cut -c1-16)…, $(mib "$(get image.used)") MiB allocated); incremental after $(get writes) writes of 4-64 KiB changing $(mib "$changed") MiB"
 	echo "- cairn repository: block size 16 KiB, compression $BENCH_COMPRESSION, encryption $BENCH_ENCRYPTION; restic: repository v2 defaults (compression auto, always encrypted)"
 	echo "- every step starts with cold caches (sync; echo 3 > /proc/sys/vm/drop_caches); times include a final sync; MiB/s = volume size / wall time"
+	echo "- stored bytes: cairn reports stats.new_bytes (compressed, sealed); restic reports data_added (before compression); du is the repository's growth on disk"
 	echo
 	echo "## Backup and restore (local repository on the same disk)"
 	echo
@@ -482,7 +486,7 @@ report() {
 	if [ $FUSE = 1 ]; then
 		echo "## FUSE: cairn mount against restic mount"
 		echo
-		echo "| measure | cairn | restic | cairn/restic |"
+		echo "| measure | cairn | restic | cairn/restic (speed) |"
 		echo "|---|---|---|---|"
 		echo "| sequential read of the image, dd bs=1M, MiB/s | $(speed cairn.fuse.seq) | $(speed restic.fuse.seq) | $(ratio "$(speed cairn.fuse.seq)" "$(speed restic.fuse.seq)") |"
 		echo "| 4 KiB random read IOPS, 1 job | $(get cairn.fuse.iops1) | $(get restic.fuse.iops1) | $(ratio "$(get cairn.fuse.iops1)" "$(get restic.fuse.iops1)") |"
