@@ -746,3 +746,24 @@ func TestEngineRestoreHoles(t *testing.T) {
 		}
 	}
 }
+
+// A volume whose size is not a multiple of the block size, nor of the device's sector size,
+// restores onto a larger loop device byte-exact (the partial last block cannot go O_DIRECT).
+func TestEngineOddSizeToDevice(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "odd.img")
+	const size = 10*mib + 12345
+	testutil.WriteImage(t, vol, size, 16, testutil.Random)
+	points := r.chain(vol, 1, 1600)
+	target := filepath.Join(dir, "target.img")
+	testutil.WriteImage(t, target, 12*mib, 17, testutil.Random)
+	dev := testutil.LoopDevice(t, target, false)
+	for i := len(points) - 1; i >= 0; i-- {
+		r.restoreTo(points[i].backup.ID, dev)
+		if got := testutil.SHA256Range(t, dev, size); got != points[i].sha {
+			t.Errorf("point %d restored to %s: sha256 %s, want %s", i, dev, got, points[i].sha)
+		}
+	}
+}
