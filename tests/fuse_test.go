@@ -704,6 +704,16 @@ func TestFuseBadMountpoints(t *testing.T) {
 			t.Errorf("mount %s: %q, want it to name the directory and say %q", tc.dir, msg, tc.want)
 		}
 	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.Mkdir(empty, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if msg := r.mustFail([]int{2}, "mount", empty, "--cache-size", "lots"); !strings.Contains(msg, "--cache-size") {
+		t.Errorf("mount --cache-size lots: %q, want it to name the flag", msg)
+	}
+	if mounted(t, empty) {
+		t.Errorf("a refused mount left %s mounted", empty)
+	}
 }
 
 // TestFuseProjectFilter: --project shows only that project's backups.
