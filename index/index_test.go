@@ -1,0 +1,179 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+func openTest(t *testing.T) *Index {
+	t.Helper()
+	ix, err := Open(filepath.Join(t.TempDir(), "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ix.Close() })
+	return ix
+}
+
+func addr(i int) repo.Address {
+	var a repo.Address
+	copy(a[:], fmt.Sprintf("addr-%08d", i))
+	return a
+}
+
+func TestAddRefsCrossings(t *testing.T) {
+	ix := openTest(t)
+	a, b := addr(1), addr(2)
+	tests := []struct {
+		addrs   []repo.Address
+		delta   int
+		crossed []repo.Address
+		want    map[repo.Address]uint32
+	}{
+		{[]repo.Address{a, b}, 1, []repo.Address{a, b}, map[repo.Address]uint32{a: 1, b: 1}},
+		{[]repo.Address{a}, 1, nil, map[repo.Address]uint32{a: 2}},
+		{[]repo.Address{a, a}, -1, []repo.Address{a}, map[repo.Address]uint32{a: 0}}, // twice in one call
+		{[]repo.Address{a}, -1, nil, map[repo.Address]uint32{a: 0}},                   // never below zero
+		{[]repo.Address{{}, b}, -1, []repo.Address{b}, map[repo.Address]uint32{b: 0}}, // zero address skipped
+	}
+	for i, tc := range tests {
+		got, err := ix.AddRefs(tc.addrs, tc.delta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.crossed) {
+			t.Errorf("step %d: crossed %v, want %v", i, got, tc.crossed)
+		}
+		for x, want := range tc.want {
+			if n, _ := ix.Refs(x); n != want {
+				t.Errorf("step %d: refs = %d, want %d", i, n, want)
+			}
+		}
+	}
+}
+
+func TestAddRefsConcurrentAndLarge(t *testing.T) {
+	ix := openTest(t)
+	var addrs []repo.Address
+	for i := range 10000 { // more than one transaction's batch
+		addrs = append(addrs, addr(i))
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := ix.AddRefs(addrs, 1); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, i := range []int{0, 4095, 4096, 9999} {
+		if n, _ := ix.Refs(addr(i)); n != 4 {
+			t.Fatalf("refs of %d = %d, want 4", i, n)
+		}
+	}
+}
+
+func TestPacksAndDrop(t *testing.T) {
+	ix := openTest(t)
+	p1, p2 := repo.PackID{1}, repo.PackID{2}
+	e := func(i int, p repo.PackID) repo.PackEntry {
+		return repo.PackEntry{Addr: addr(i), Location: repo.Location{Pack: p, Offset: uint32(i), Length: 10, PlainLen: 20, Type: repo.BlobData}}
+	}
+	if err := ix.AddPack(p1, 100, []repo.PackEntry{e(1, p1), e(2, p1)}); err != nil {
+		t.Fatal(err)
+	}
+	// blob 2 is repacked into p2: p1's drop must not forget it
+	if err := ix.AddPack(p2, 50, []repo.PackEntry{e(2, p2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.DropPack(p1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := ix.Lookup(addr(1)); ok {
+		t.Error("blob of a dropped pack still indexed")
+	}
+	if loc, ok, _ := ix.Lookup(addr(2)); !ok || loc.Pack != p2 {
+		t.Errorf("repacked blob: %v %v", loc, ok)
+	}
+	var packs []repo.PackID
+	ix.Packs(func(id repo.PackID, _ int64) error { packs = append(packs, id); return nil })
+	if len(packs) != 1 || packs[0] != p2 {
+		t.Errorf("packs after drop: %v", packs)
+	}
+	if has, _ := ix.HasPack(p1); has {
+		t.Error("HasPack of a dropped pack")
+	}
+}
+
+func TestRecords(t *testing.T) {
+	ix := openTest(t)
+	v := &Volume{ID: "v1", Name: "vm1", Path: "/dev/vm1", Project: "p", Status: VolumeAvailable}
+	if err := ix.CreateVolume(v); err != nil {
+		t.Fatal(err)
+	}
+	dup := *v
+	dup.ID = "v2"
+	if err := ix.CreateVolume(&dup); !errors.Is(err, ErrExists) {
+		t.Fatalf("same name and path: %v", err)
+	}
+	if got, err := ix.VolumeByName("p", "vm1"); err != nil || got.ID != "v1" {
+		t.Fatalf("by name: %v %v", got, err)
+	}
+	if _, err := ix.UpdateVolume("v1", func(v *Volume) error { v.Name = "renamed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.VolumeByName("p", "vm1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("old name still resolves: %v", err)
+	}
+	base := time.Now()
+	for i, id := range []string{"b2", "b1", "b3"} {
+		if err := ix.CreateBackup(&Backup{ID: id, VolumeID: "v1", CreatedAt: base.Add(time.Duration([]int{2, 1, 3}[i]) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bs, _ := ix.VolumeBackups("v1")
+	if len(bs) != 3 || bs[0].ID != "b1" || bs[2].ID != "b3" {
+		t.Fatalf("volume backups not in creation order: %v", ids(bs))
+	}
+	if err := ix.DeleteBackup("b1"); err != nil {
+		t.Fatal(err)
+	}
+	if bs, _ := ix.VolumeBackups("v1"); len(bs) != 2 {
+		t.Fatalf("after delete: %v", ids(bs))
+	}
+	if err := ix.DeleteVolume("v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.VolumeByPath("/dev/vm1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("path of a deleted volume resolves: %v", err)
+	}
+}
+
+func ids(bs []*Backup) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.ID)
+	}
+	return out
+}
+
+func TestOneProcessAtATime(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "index")
+	ix, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	if _, err := Open(dir); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: %v, want ErrLocked", err)
+	}
+}
