@@ -664,6 +664,19 @@ func TestEngineEncryptedRepository(t *testing.T) {
 
 	wrong := []string{"CAIRN_REPO=" + r.Dir, "CAIRN_PASSWORD=not the passphrase"}
 	checkFailure(t, runCairn(t, wrong, "backup", "list"), []int{6}, []string{"backup", "list"})
+	// No passphrase and no terminal to ask on.
+	msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "backup", "list"), []int{2}, []string{"backup", "list"})
+	if !strings.Contains(msg, "CAIRN_PASSWORD") {
+		t.Errorf("without a passphrase: %q should say how to give one", msg)
+	}
+	// --password-file works like the variable.
+	pwFile := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pwFile, []byte(pw1+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res := runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "--password-file", pwFile, "backup", "show", b.ID); res.Code != 0 {
+		t.Errorf("--password-file: exit %d: %s", res.Code, res.Stderr)
+	}
 
 	// No new passphrase and no terminal to ask on: a clear refusal, nothing changed.
 	r.mustFail([]int{2}, "repo", "passwd")
