@@ -38,7 +38,7 @@ func TestAddRefsCrossings(t *testing.T) {
 	}{
 		{[]repo.Address{a, b}, 1, []repo.Address{a, b}, map[repo.Address]uint32{a: 1, b: 1}},
 		{[]repo.Address{a}, 1, nil, map[repo.Address]uint32{a: 2}},
-		{[]repo.Address{a, a}, -1, []repo.Address{a}, map[repo.Address]uint32{a: 0}}, // twice in one call
+		{[]repo.Address{a, a}, -1, []repo.Address{a}, map[repo.Address]uint32{a: 0}},  // twice in one call
 		{[]repo.Address{a}, -1, nil, map[repo.Address]uint32{a: 0}},                   // never below zero
 		{[]repo.Address{{}, b}, -1, []repo.Address{b}, map[repo.Address]uint32{b: 0}}, // zero address skipped
 	}

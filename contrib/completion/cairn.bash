@@ -26,6 +26,13 @@ _cairn() {
       "backup-show") path="backup-show" ;;
       "completion") path="completion" ;;
       "mount") path="mount" ;;
+      "quota") path="quota" ;;
+      "quota show") path="quota show" ;;
+      "quota update") path="quota update" ;;
+      "quota usage") path="quota usage" ;;
+      "quota-show") path="quota-show" ;;
+      "quota-update") path="quota-update" ;;
+      "quota-usage") path="quota-usage" ;;
       "repo") path="repo" ;;
       "repo check") path="repo check" ;;
       "repo gc") path="repo gc" ;;
@@ -37,6 +44,15 @@ _cairn() {
       "service") path="service" ;;
       "service list") path="service list" ;;
       "service-list") path="service-list" ;;
+      "snapshot") path="snapshot" ;;
+      "snapshot create") path="snapshot create" ;;
+      "snapshot delete") path="snapshot delete" ;;
+      "snapshot list") path="snapshot list" ;;
+      "snapshot show") path="snapshot show" ;;
+      "snapshot-create") path="snapshot-create" ;;
+      "snapshot-delete") path="snapshot-delete" ;;
+      "snapshot-list") path="snapshot-list" ;;
+      "snapshot-show") path="snapshot-show" ;;
       "volume") path="volume" ;;
       "volume create") path="volume create" ;;
       "volume delete") path="volume delete" ;;
@@ -47,9 +63,9 @@ _cairn() {
     esac
   done
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --endpoint --format --help --log-file --password-file --path-style --project --quiet --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount repo serve service service-list volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --log-file --password-file --path-style --project --quiet --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "create delete export import list reset-state restore show" -- "$cur")) ;;
-    "backup create") COMPREPLY=($(compgen -W "--description --for-project --force --incremental --name --wait" -- "$cur")) ;;
+    "backup create") COMPREPLY=($(compgen -W "--description --force --incremental --name --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -57,7 +73,7 @@ _cairn() {
     "backup reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
     "backup restore") COMPREPLY=($(compgen -W "--name --to --volume --wait" -- "$cur")) ;;
     "backup show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "backup-create") COMPREPLY=($(compgen -W "--description --for-project --force --incremental --name --wait" -- "$cur")) ;;
+    "backup-create") COMPREPLY=($(compgen -W "--description --force --incremental --name --snapshot-id --wait" -- "$cur")) ;;
     "backup-delete") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
     "backup-export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -67,6 +83,13 @@ _cairn() {
     "backup-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "completion") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "mount") COMPREPLY=($(compgen -W "--allow-other --cache-size --refresh" -- "$cur")) ;;
+    "quota") COMPREPLY=($(compgen -W "show update usage" -- "$cur")) ;;
+    "quota show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "quota update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
+    "quota usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "quota-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
+    "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo") COMPREPLY=($(compgen -W "check gc init passwd rebuild-index stats" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -78,6 +101,15 @@ _cairn() {
     "service") COMPREPLY=($(compgen -W "list" -- "$cur")) ;;
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "service-list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "snapshot") COMPREPLY=($(compgen -W "create delete list show" -- "$cur")) ;;
+    "snapshot create") COMPREPLY=($(compgen -W "--description --force --name" -- "$cur")) ;;
+    "snapshot delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "snapshot list") COMPREPLY=($(compgen -W "--all-projects --volume-id" -- "$cur")) ;;
+    "snapshot show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "snapshot-create") COMPREPLY=($(compgen -W "--description --force --name" -- "$cur")) ;;
+    "snapshot-delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "snapshot-list") COMPREPLY=($(compgen -W "--all-projects --volume-id" -- "$cur")) ;;
+    "snapshot-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "volume") COMPREPLY=($(compgen -W "create delete list manage show unmanage" -- "$cur")) ;;
     "volume create") COMPREPLY=($(compgen -W "--description --name --size" -- "$cur")) ;;
     "volume delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
