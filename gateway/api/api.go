@@ -150,6 +150,7 @@ func (s *server) newRoutes() *http.ServeMux {
 	m.HandleFunc("GET /snapshots/detail", s.listSnapshots)
 	m.HandleFunc("GET /snapshots/{id}", s.showSnapshot)
 	m.HandleFunc("POST /snapshots", s.createSnapshot)
+	m.HandleFunc("DELETE /snapshots/{id}", s.deleteSnapshot)
 
 	m.HandleFunc("GET /backups", s.listBackups(false))
 	m.HandleFunc("GET /backups/detail", s.listBackups(true))

@@ -178,7 +178,7 @@ func TestFaults(t *testing.T) {
 		{call{method: "GET", path: "/v3/backups/nope"}, 404, "fault-404"},
 		{call{method: "POST", path: "/v3/backups", body: `{"backup": {}}`}, 400, "fault-400"},
 		{call{method: "POST", path: "/v3/backups", body: `{"backup": `}, 400, ""},
-		{call{method: "POST", path: "/v3/backups", body: `{"backup": {"volume_id": "v", "snapshot_id": "s"}}`}, 400, ""},
+		{call{method: "POST", path: "/v3/backups", body: `{"backup": {"volume_id": "v", "snapshot_id": "s"}}`}, 404, ""},
 		{call{method: "POST", path: "/v3/backups/x/action", body: `{"os-frobnicate": null}`}, 400, ""},
 		{call{method: "PUT", path: "/v3/os-quota-sets/p1", body: `{"quota_set": {"backups": 1}}`}, 403, "fault-403"},
 		{call{method: "GET", path: "/v3/os-services"}, 403, ""},

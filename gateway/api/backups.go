@@ -126,9 +126,6 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 	case req.VolumeID == "":
 		s.writeFault(w, r, badRequest("incorrect request body format: volume_id is required"))
 		return
-	case req.SnapshotID != nil && *req.SnapshotID != "":
-		s.writeFault(w, r, badRequest("backups of snapshots are not supported yet: back up the volume"))
-		return
 	case req.Container != nil && *req.Container != "":
 		s.writeFault(w, r, badRequest("containers are not supported: every backup goes to the gateway's repository"))
 		return
@@ -139,8 +136,15 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(w, r, err)
 		return
 	}
+	snapshot := deref(req.SnapshotID)
+	if snapshot != "" {
+		if _, err := s.snapshotByID(r, snapshot); err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+	}
 	b, err := s.svc.CreateBackup(r.Context(), gateway.BackupRequest{Volume: v.ID, Name: deref(req.Name),
-		Description: deref(req.Description), Incremental: req.Incremental, Force: req.Force})
+		Description: deref(req.Description), Incremental: req.Incremental, Force: req.Force, SnapshotID: snapshot})
 	if err != nil {
 		s.writeFault(w, r, err)
 		return

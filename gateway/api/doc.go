@@ -3,7 +3,7 @@
 // drives cairn unchanged: the version documents, volumes (list, detail, show), backups
 // (create, list, detail, show, delete, os-force_delete, os-reset_status, restore,
 // export_record, import_record), os-quota-sets (show, usage, defaults, update, delete) and
-// os-services. Snapshots answer an empty list and not-found until cairn has snapshots.
+// os-services, and snapshots (list, detail, show, create, delete; backups of snapshots).
 //
 // Handlers only decode, call the gateway and encode. This package is the one place that
 // maps gateway errors to HTTP statuses and Cinder fault bodies (errors.go). It knows the
