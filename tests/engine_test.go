@@ -452,7 +452,10 @@ func TestEngineVolumeSizes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, vol := range []string{odd, one, empty} {
-		fi, _ := os.Stat(vol)
+		fi, err := os.Stat(vol)
+		if err != nil {
+			t.Fatal(err)
+		}
 		points := r.chain(vol, 0, 0)
 		if points[0].backup.Size != fi.Size() {
 			t.Errorf("backup of %s: size %d, want %d", vol, points[0].backup.Size, fi.Size())
@@ -466,7 +469,9 @@ func TestEngineVolumeSizes(t *testing.T) {
 			if _, err := f.WriteAt([]byte("the last bytes changed"), fi.Size()-22); err != nil {
 				t.Fatal(err)
 			}
-			f.Close()
+			if err := f.Close(); err != nil {
+				t.Fatal(err)
+			}
 			p := pointInTime{sha: testutil.SHA256File(t, odd), backup: r.createBackup(odd, "-i")}
 			points = append(points, p)
 		}
