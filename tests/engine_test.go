@@ -311,6 +311,19 @@ func TestEngineRebuildIndex(t *testing.T) {
 	}
 	r.checkRestoresToFiles(points, dir)
 	r.checkClean()
+
+	// The rebuilt index carries on: an incremental finds its parent, and gc after deleting
+	// the newest two of a's chain keeps everything the rest needs.
+	testutil.ScatterWrites(t, a, 550, 0.01, 4<<10, 64<<10)
+	next := r.createBackup(a, "-i")
+	if next.ParentID != points[2].backup.ID {
+		t.Errorf("incremental after rebuild-index: parent %s, want %s", next.ParentID, points[2].backup.ID)
+	}
+	r.mustRun("backup", "delete", next.ID)
+	r.mustRun("backup", "delete", points[2].backup.ID)
+	r.mustRun("--quiet", "repo", "gc")
+	r.checkClean()
+	r.checkRestoresToFiles(append(points[:2:2], points[3:]...), dir)
 }
 
 // packFiles lists the pack files of a local repository.
