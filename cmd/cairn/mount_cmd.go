@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/cairn-backup/cairn/fusefs"
@@ -15,7 +18,7 @@ type MountCmd struct {
 	Dir        string        `arg:"" help:"Empty directory to mount on." type:"path"`
 	AllowOther bool          `help:"Let other users in (allow_other, with the kernel checking modes); default is root only."`
 	CacheSize  string        `help:"Bound on decompressed blocks kept in memory." default:"512M"`
-	Refresh    time.Duration `help:"How often new and deleted backups show up (0 = never)." default:"30s"`
+	Refresh    time.Duration `help:"How often new and deleted backups show up (0 = never; SIGHUP refreshes at once)." default:"30s"`
 	Debug      bool          `help:"Log every FUSE request." hidden:""`
 }
 
@@ -55,6 +58,9 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	done := make(chan struct{})
 	go func() { fsys.Wait(); close(done) }()
+	hup := make(chan os.Signal, 1) // SIGHUP: refresh now
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var tick <-chan time.Time
 	if c.Refresh > 0 {
 		t := time.NewTicker(c.Refresh)
@@ -66,6 +72,8 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 		case <-done:
 			return nil // unmounted from outside
 		case <-tick:
+			fsys.Refresh(ctx)
+		case <-hup:
 			fsys.Refresh(ctx)
 		case <-ctx.Done():
 			stopMount(g, fsys, c.Dir, done)
