@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -179,4 +180,45 @@ func TestSnapshotsAndBackupFromSnapshot(t *testing.T) {
 	if !strings.Contains(line, "reflink") {
 		t.Fatalf("snapshot on a file system without reflinks: %q", line)
 	}
+}
+
+// TestAPISnapshotsWithCinder: the stock cinder client takes, lists, backs up and deletes
+// snapshots through the API (seed 3.1.5: backup-create VOLUME --snapshot-id).
+func TestAPISnapshotsWithCinder(t *testing.T) {
+	e := startAPI(t, nil)
+	xfs := xfsReflinkDir(t, 300<<20)
+	path := filepath.Join(xfs, "db.img")
+	testutil.WriteImage(t, path, 12<<20, 61, testutil.Mixed)
+	v, err := e.svc.ManageVolume(e.adminCtx, gateway.ManageRequest{Path: path, Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := dict(e.ok(nil, "snapshot-create", v.ID, "--name", "s1"))
+	if snap["status"] != "available" || snap["volume_id"] != v.ID {
+		t.Fatalf("snapshot-create: %v", snap)
+	}
+	want := testutil.SHA256File(t, path)
+	testutil.ScatterWrites(t, path, 62, 0.05, 4<<10, 64<<10) // the volume moves on
+	rows := table(e.ok(nil, "snapshot-list", "--volume-id", v.ID))
+	if ids := column(rows, "ID"); len(ids) != 1 || ids[0] != snap["id"] {
+		t.Fatalf("snapshot-list: %v", rows)
+	}
+	if d := dict(e.ok(nil, "snapshot-show", snap["id"])); d["name"] != "s1" {
+		t.Fatalf("snapshot-show: %v", d)
+	}
+	b := dict(e.ok(nil, "backup-create", v.ID, "--snapshot-id", snap["id"]))
+	got := e.waitBackup(b["id"], "available")
+	if got.SnapshotID != snap["id"] {
+		t.Fatalf("backup of a snapshot records snapshot %q", got.SnapshotID)
+	}
+	out := filepath.Join(t.TempDir(), "r.img")
+	if _, err := e.svc.Restore(e.adminCtx, gateway.RestoreRequest{Backup: got.ID, To: out}); err != nil {
+		t.Fatal(err)
+	}
+	e.waitBackup(got.ID, "available")
+	if sha := testutil.SHA256File(t, out); sha != want {
+		t.Fatalf("backup of the snapshot restores %s, want the volume at the snapshot %s", sha, want)
+	}
+	e.ok(nil, "snapshot-delete", snap["id"])
+	e.fails("No snapshot with a name or ID", nil, "snapshot-show", snap["id"])
 }
