@@ -221,11 +221,16 @@ func TestEngineExportImport(t *testing.T) {
 	inc := exports[1]
 	r.mustRun("backup", "import", inc.Service, inc.URL)
 	r.checkRestoresToFiles(points[1:], dir)
+	// gc must not take the full's blobs while the full is stored but not imported.
+	r.mustFail([]int{4}, "--quiet", "repo", "gc")
 	full := exports[0]
 	r.mustRun("backup", "import", full.Service, full.URL)
 	if got := len(r.listBackups()); got != 2 {
 		t.Fatalf("after two imports %d backups are listed, want 2", got)
 	}
+	r.checkRestoresToFiles(points, dir)
+	r.mustRun("--quiet", "repo", "gc")
+	r.checkClean()
 	r.checkRestoresToFiles(points, dir)
 
 	r.mustFail([]int{4}, "backup", "import", full.Service, full.URL)
