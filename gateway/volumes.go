@@ -199,14 +199,8 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 // DeleteVolume removes a volume: a volume cairn created loses its image file; a managed one
 // is only forgotten (use Unmanage to say so explicitly). Volumes with backups keep them.
 func (s *Service) DeleteVolume(ctx context.Context, ref string) (*index.Volume, error) {
-	v, err := s.findVolume(ctx, ref)
+	v, err := s.forgetVolume(ctx, ref)
 	if err != nil {
-		return nil, err
-	}
-	if v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup {
-		return nil, wrapf(ErrConflict, "volume %s is %s: wait for it to finish or cancel it", v.Name, v.Status)
-	}
-	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		return nil, err
 	}
 	if v.Managed {
@@ -220,6 +214,11 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string) (*index.Volume, 
 
 // UnmanageVolume forgets a volume without touching its device or file.
 func (s *Service) UnmanageVolume(ctx context.Context, ref string) (*index.Volume, error) {
+	return s.forgetVolume(ctx, ref)
+}
+
+// forgetVolume removes a volume's record unless a backup or restore is using it.
+func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, error) {
 	v, err := s.findVolume(ctx, ref)
 	if err != nil {
 		return nil, err
