@@ -41,6 +41,9 @@ func TestCLIBadInput(t *testing.T) {
 	testutil.WriteImage(t, smallImg, 2*mib, 22, testutil.Random)
 	smallDev := testutil.LoopDevice(t, smallImg, false)
 	contains(r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", smallDev), "smaller")
+	smallFile := filepath.Join(dir, "small-file.img")
+	testutil.WriteImage(t, smallFile, 1*mib, 25, testutil.Random)
+	contains(r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", smallFile), "smaller")
 
 	// An image attached to a loop device, and a mounted loop device.
 	attached := filepath.Join(dir, "attached.img")
