@@ -49,7 +49,11 @@ func TestCLIBadInput(t *testing.T) {
 	attached := filepath.Join(dir, "attached.img")
 	testutil.WriteImage(t, attached, 8*mib, 23, testutil.Mixed)
 	testutil.LoopDevice(t, attached, false)
+	attachedSHA := testutil.SHA256File(t, attached)
 	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", attached), "in use")
+	if testutil.SHA256File(t, attached) != attachedSHA {
+		t.Error("a refused restore changed the attached image")
+	}
 	contains(r.mustFail([]int{4}, "backup", "create", attached), "--force")
 
 	fsImg := filepath.Join(dir, "fs.img")
@@ -57,7 +61,11 @@ func TestCLIBadInput(t *testing.T) {
 	fsDev := testutil.LoopDevice(t, fsImg, false)
 	testutil.MakeExt4(t, fsDev)
 	testutil.Mount(t, fsDev)
+	fsSHA := testutil.SHA256File(t, fsDev)
 	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", fsDev), "in use")
+	if testutil.SHA256File(t, fsDev) != fsSHA {
+		t.Error("a refused restore changed the mounted device")
+	}
 	contains(r.mustFail([]int{4}, "backup", "create", fsDev), "--force")
 
 	// Targets that are neither a file nor a block device, or a file in a missing directory.
