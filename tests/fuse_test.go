@@ -725,7 +725,7 @@ func TestFuseProjectFilter(t *testing.T) {
 	testutil.WriteImage(t, a, 2*mib, 1, testutil.Mixed)
 	testutil.WriteImage(t, b, 2*mib, 2, testutil.Mixed)
 	ba := r.createBackup(a)
-	bb := r.createBackup(b, "--for-project", "p2")
+	bb := r.createBackup(b, "--project", "p2")
 	m := mountCairn(t, r, "--project", "p2")
 	if _, err := os.Stat(m.path("backups", bb.ID, "disk.img")); err != nil {
 		t.Errorf("project p2's backup: %v", err)
@@ -736,5 +736,9 @@ func TestFuseProjectFilter(t *testing.T) {
 	ents, err := os.ReadDir(m.path("backups"))
 	if err != nil || len(ents) != 1 {
 		t.Errorf("backups/ with --project p2: %v %v, want one backup", ents, err)
+	}
+	vols, err := os.ReadDir(m.path("volumes"))
+	if err != nil || len(vols) != 1 || vols[0].Name() != "b.img" {
+		t.Errorf("volumes/ with --project p2: %v %v, want only b.img", vols, err)
 	}
 }
