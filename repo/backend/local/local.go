@@ -21,7 +21,8 @@ const tempPrefix = ".tmp-"
 
 // Local is a backend.Backend over a directory.
 type Local struct {
-	root string
+	root  string
+	files *files // recently read objects, kept open
 }
 
 var _ backend.Backend = (*Local)(nil)
@@ -42,14 +43,20 @@ func Open(dir string) (*Local, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("open local backend %s: not a directory", abs)
 	}
-	return &Local{root: abs}, nil
+	return &Local{root: abs, files: newFiles(openFilesMax)}, nil
 }
 
 // Location returns the root directory.
 func (l *Local) Location() string { return l.root }
 
 // Close does nothing: a directory holds no connections.
-func (l *Local) Close() error { return nil }
+func (l *Local) Close() error {
+	l.files.closeAll()
+	return nil
+}
+
+// openFilesMax bounds the objects kept open for range reads.
+const openFilesMax = 64
 
 // Get opens the object for reading. The reader does not watch ctx: a local read does not
 // hang the way a network read can.
@@ -74,20 +81,16 @@ func (l *Local) GetRange(ctx context.Context, key string, offset, length int64) 
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	f, err := openFile(name)
+	o, err := l.files.acquire(name)
 	if err != nil {
 		return nil, fmt.Errorf("get %s: %w", key, err)
 	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, translate(err))
-	}
-	if offset+length > fi.Size() {
-		return nil, fmt.Errorf("get %s range [%d,+%d): past end of object (size %d)", key, offset, length, fi.Size())
+	defer l.files.release(o)
+	if offset+length > o.size {
+		return nil, fmt.Errorf("get %s range [%d,+%d): past end of object (size %d)", key, offset, length, o.size)
 	}
 	buf := make([]byte, length)
-	if _, err := f.ReadAt(buf, offset); err != nil {
+	if _, err := o.f.ReadAt(buf, offset); err != nil {
 		return nil, fmt.Errorf("get %s range [%d,+%d): %w", key, offset, length, err)
 	}
 	return buf, nil
@@ -130,6 +133,8 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
 	if err := os.Rename(f.Name(), name); err != nil {
 		return fmt.Errorf("put %s: %w", key, translate(err))
 	}
+	// Readers holding the old object keep reading it whole; new ones open the new one.
+	l.files.evict(name)
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("put %s: fsync directory: %w", key, err)
 	}
@@ -142,6 +147,7 @@ func (l *Local) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
+	l.files.evict(name)
 	if err := os.Remove(name); err != nil && !errors.Is(translate(err), backend.ErrNotFound) {
 		return fmt.Errorf("delete %s: %w", key, translate(err))
 	}

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -90,5 +91,36 @@ func TestOpenNotADirectory(t *testing.T) {
 	}
 	if _, err := Open(file); err == nil {
 		t.Fatal("Open of a regular file succeeded")
+	}
+}
+
+// Cached open files never serve a replaced or deleted object.
+func TestOpenFilesFollowPutAndDelete(t *testing.T) {
+	ctx := context.Background()
+	l, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range openFilesMax + 5 { // more than the cache holds
+		key := fmt.Sprintf("packs/%03d", i)
+		if err := l.Put(ctx, key, []byte("first-"+key)); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := l.GetRange(ctx, key, 0, 5); err != nil || string(b) != "first" {
+			t.Fatalf("%s: %q %v", key, b, err)
+		}
+	}
+	if err := l.Put(ctx, "packs/001", []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := l.GetRange(ctx, "packs/001", 0, 6); err != nil || string(b) != "second" {
+		t.Fatalf("after overwrite: %q %v", b, err)
+	}
+	if err := l.Delete(ctx, "packs/002"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.GetRange(ctx, "packs/002", 0, 1); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
 	}
 }
