@@ -298,3 +298,43 @@ func TestGatewayServiceHealth(t *testing.T) {
 	srv.Start()
 	waitFor(t, 30*time.Second, "cairn-backup to come back up", func() bool { st, _ := state(); return st == "up" })
 }
+
+// TestGatewayMountShowsNewBackups: with --mount, the gateway's FUSE tree shows each backup as
+// soon as it is available, without remounting, and its image is the volume at that time.
+func TestGatewayMountShowsNewBackups(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireCommand(t, "fusermount3")
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, img, 8<<20, 71, testutil.Mixed)
+	r.mustRun("volume", "manage", img, "--name", "vm")
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	gw := startGateway(t, r, "--mount", mnt)
+	latest := filepath.Join(mnt, "volumes", "vm", "latest", "disk.img")
+	for i := range 2 {
+		if i > 0 {
+			testutil.ScatterWrites(t, img, int64(72+i), 0.05, 4<<10, 64<<10)
+		}
+		want := testutil.SHA256File(t, img)
+		var b backupJSON
+		r.mustJSON(&b, "--quiet", "backup", "create", "vm", "--wait")
+		waitFor(t, 10*time.Second, "the new backup in the mounted tree", func() bool {
+			_, err := os.Stat(filepath.Join(mnt, "backups", b.ID, "disk.img"))
+			return err == nil
+		})
+		if got := testutil.SHA256File(t, filepath.Join(mnt, "backups", b.ID, "disk.img")); got != want {
+			t.Fatalf("backup %d in the gateway's tree: sha256 %s, want %s", i, got, want)
+		}
+		if got := testutil.SHA256File(t, latest); got != want {
+			t.Fatalf("latest after backup %d: sha256 %s, want %s", i, got, want)
+		}
+	}
+	gw.stop()
+	if out, _ := exec.Command("mount").Output(); strings.Contains(string(out), mnt) {
+		t.Fatalf("the gateway left its mount behind")
+	}
+}
