@@ -188,6 +188,7 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 // read walks the volume leaf by leaf, reading only data extents.
 func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) error {
 	var extStart, extEnd int64 = -1, -1
+	var filled int64 // end of what the current leaf's buffer holds (read or cleared)
 	size, bs := w.g.size, w.g.blockSize
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
@@ -225,16 +226,21 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 			s, e := max(extStart, off), min(extEnd, hi)
 			if job.buf == nil {
 				job.buf = w.bufs.Get().([]byte)[:hi-lo]
-				clear(job.buf)
 				job.data = make([]bool, (hi-lo+bs-1)/bs)
+				filled = lo
 			}
+			clear(job.buf[filled-lo : s-lo]) // a hole inside the leaf reads as zeros
 			if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
 				return fmt.Errorf("read volume at offset %d: %w", s, err)
 			}
+			filled = e
 			for b := (s - lo) / bs; b*bs < e-lo; b++ {
 				job.data[b] = true
 			}
 			off = e
+		}
+		if job.buf != nil {
+			clear(job.buf[filled-lo:]) // the leaf's tail after the last extent
 		}
 		select {
 		case order <- job:
