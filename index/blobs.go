@@ -18,10 +18,6 @@ const locLen = 16 + 4 + 4 + 4 + 1
 func blobKey(a repo.Address) []byte { return append([]byte("c/"), a[:]...) }
 func refKey(a repo.Address) []byte  { return append([]byte("r/"), a[:]...) }
 func packKey(p repo.PackID) []byte  { return append([]byte("p/"), p[:]...) }
-func packBlobKey(p repo.PackID, a repo.Address) []byte {
-	k := append([]byte("pc/"), p[:]...)
-	return append(k, a[:]...)
-}
 
 func encodeLoc(l repo.Location) []byte {
 	b := make([]byte, 0, locLen)
@@ -74,9 +70,6 @@ func (ix *Index) AddPack(id repo.PackID, size int64, entries []repo.PackEntry) e
 	}
 	for _, e := range entries {
 		if err := wb.Set(blobKey(e.Addr), encodeLoc(e.Location)); err != nil {
-			return err
-		}
-		if err := wb.Set(packBlobKey(id, e.Addr), nil); err != nil {
 			return err
 		}
 	}
@@ -212,38 +205,30 @@ func (ix *Index) Blobs(fn func(e repo.PackEntry, refs uint32) error) error {
 	})
 }
 
-// DropPack forgets a pack and the blob entries that still point into it.
-func (ix *Index) DropPack(id repo.PackID) error {
-	var addrs []repo.Address
-	if err := ix.scan("pc/"+string(id[:]), false, func(k, _ []byte) error {
-		var a repo.Address
-		copy(a[:], k)
-		addrs = append(addrs, a)
-		return nil
-	}); err != nil {
-		return err
-	}
+// DropPack forgets a pack and those of addrs whose entries still point into it (a blob that
+// gc moved to another pack keeps its new entry).
+func (ix *Index) DropPack(id repo.PackID, addrs []repo.Address) error {
 	for len(addrs) > 0 {
 		part := addrs[:min(2048, len(addrs))]
 		addrs = addrs[len(part):]
 		if err := ix.update(func(txn *badger.Txn) error {
 			for _, a := range part {
 				item, err := txn.Get(blobKey(a))
-				if err == nil {
-					var loc repo.Location
-					_ = item.Value(func(v []byte) error { loc, _ = decodeLoc(v); return nil })
-					if loc.Pack == id {
-						if err := txn.Delete(blobKey(a)); err != nil {
-							return err
-						}
-						if err := txn.Delete(refKey(a)); err != nil {
-							return err
-						}
-					}
-				} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				}
+				if err != nil {
 					return err
 				}
-				if err := txn.Delete(packBlobKey(id, a)); err != nil {
+				var loc repo.Location
+				_ = item.Value(func(v []byte) error { loc, _ = decodeLoc(v); return nil })
+				if loc.Pack != id {
+					continue
+				}
+				if err := txn.Delete(blobKey(a)); err != nil {
+					return err
+				}
+				if err := txn.Delete(refKey(a)); err != nil {
 					return err
 				}
 			}

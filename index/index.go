@@ -19,7 +19,6 @@ import (
 //	c/<address 32 bytes>       blob location: pack (16) offset (4) length (4) plain length (4) type (1)
 //	r/<address 32 bytes>       reference count (u32); absent means zero
 //	p/<pack id 16 bytes>       pack size (u64)
-//	pc/<pack id><address>      blob listed in that pack (to forget a pack's blobs)
 //	v/<volume id>              volume record (JSON)
 //	vn/<project>\x00<name>     volume id by name
 //	vp/<path>                  volume id by path

@@ -95,7 +95,7 @@ func TestPacksAndDrop(t *testing.T) {
 	if err := ix.AddPack(p2, 50, []repo.PackEntry{e(2, p2)}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ix.DropPack(p1); err != nil {
+	if err := ix.DropPack(p1, []repo.Address{addr(1), addr(2)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok, _ := ix.Lookup(addr(1)); ok {

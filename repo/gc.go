@@ -15,8 +15,8 @@ type BlobIndex interface {
 	Packs(fn func(id PackID, size int64) error) error
 	// Blobs calls fn for every blob the index knows, with its reference count.
 	Blobs(fn func(e PackEntry, refs uint32) error) error
-	// DropPack forgets a pack and every blob entry that still points into it.
-	DropPack(id PackID) error
+	// DropPack forgets a pack and those of addrs whose entries still point into it.
+	DropPack(id PackID, addrs []Address) error
 	// ResetRefs sets every reference count to zero (before a recount).
 	ResetRefs() error
 }
@@ -54,7 +54,7 @@ type packUsage struct {
 	liveBytes int64
 	deadBytes int64
 	live      int
-	dead      int
+	dead      []Address // unreferenced blobs, to forget with the pack
 }
 
 // GC reclaims the space of blobs no backup references. It waits for running backups and
@@ -99,7 +99,7 @@ func (r *Repository) GC(ctx context.Context, bi BlobIndex, o GCOptions) (GCStats
 			u.live++
 			u.liveBytes += int64(e.Length)
 		} else {
-			u.dead++
+			u.dead = append(u.dead, e.Addr)
 			u.deadBytes += int64(e.Length)
 		}
 		return nil
@@ -113,22 +113,22 @@ func (r *Repository) GC(ctx context.Context, bi BlobIndex, o GCOptions) (GCStats
 		switch {
 		case u.live == 0:
 			// Forget the pack first: a blob the index no longer lists is never reused.
-			if err := bi.DropPack(id); err != nil {
+			if err := bi.DropPack(id, u.dead); err != nil {
 				return st, err
 			}
 			if err := r.be.Delete(ctx, id.Key()); err != nil {
 				return st, fmt.Errorf("delete pack %s: %w", id, err)
 			}
 			st.PacksDeleted++
-			st.BlobsReclaimed += int64(u.dead)
+			st.BlobsReclaimed += int64(len(u.dead))
 			st.BytesFreed += u.size
-		case u.dead > 0 && float64(u.deadBytes) >= o.RepackThreshold*float64(u.size):
+		case len(u.dead) > 0 && float64(u.deadBytes) >= o.RepackThreshold*float64(u.size):
 			freed, err := r.repack(ctx, bi, id, u.size)
 			if err != nil {
 				return st, err
 			}
 			st.PacksRepacked++
-			st.BlobsReclaimed += int64(u.dead)
+			st.BlobsReclaimed += int64(len(u.dead))
 			st.BytesFreed += freed
 		}
 	}
@@ -201,7 +201,11 @@ func (r *Repository) repack(ctx context.Context, bi BlobIndex, id PackID, size i
 		}
 		newSize = int64(len(ndata))
 	}
-	if err := bi.DropPack(id); err != nil {
+	dead := make([]Address, 0, len(entries))
+	for _, e := range entries {
+		dead = append(dead, e.Addr) // DropPack skips those now indexed in the new pack
+	}
+	if err := bi.DropPack(id, dead); err != nil {
 		return 0, err
 	}
 	if err := r.be.Delete(ctx, id.Key()); err != nil {
