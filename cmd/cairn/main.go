@@ -91,9 +91,7 @@ type CLI struct {
 func main() {
 	// Volumes are terabytes; memory must not follow. A soft limit makes the collector work
 	// harder before the heap grows past what a backup needs (GOMEMLIMIT overrides it).
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(160 << 20)
-	}
+	setMemoryLimit(0)
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -161,6 +159,18 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 }
 
 type exitPanic int
+
+// baseMemoryLimit is the soft heap limit of a command, before any block cache it keeps.
+const baseMemoryLimit = 160 << 20
+
+// setMemoryLimit sets the soft heap limit to the base plus a cache the command keeps, so the
+// collector neither lets a backup's heap grow with the volume nor fights a full cache
+// (GOMEMLIMIT overrides it).
+func setMemoryLimit(cache int64) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(baseMemoryLimit + cache)
+	}
+}
 
 // configPaths are the configuration files, in order (later ones win over earlier ones; flags
 // and environment variables win over both): /etc/cairn/config.json, then

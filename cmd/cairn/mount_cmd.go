@@ -17,7 +17,7 @@ import (
 type MountCmd struct {
 	Dir        string        `arg:"" help:"Empty directory to mount on." type:"path"`
 	AllowOther bool          `help:"Let other users in (allow_other, with the kernel checking modes); default is root only."`
-	CacheSize  string        `help:"Bound on decompressed blocks kept in memory." default:"512M"`
+	CacheSize  string        `help:"Bound on decompressed blocks kept in memory." default:"64M"`
 	Refresh    time.Duration `help:"How often new and deleted backups show up (0 = never; SIGHUP refreshes at once)." default:"30s"`
 	Debug      bool          `help:"Log every FUSE request." hidden:""`
 }
@@ -36,6 +36,7 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 		return mountUsageError{err}
 	}
 	g.chunkCache = cache
+	setMemoryLimit(cache)
 	s, err := g.open(ctx)
 	if err != nil {
 		return err

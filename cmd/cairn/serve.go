@@ -25,7 +25,7 @@ type ServeCmd struct {
 	JobWorkers int    `help:"Backups and restores run at once." default:"2"`
 	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
 	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`
-	CacheSize  string `help:"With --mount: decompressed block cache." default:"512M"`
+	CacheSize  string `help:"With --mount: decompressed block cache." default:"64M"`
 }
 
 // Run serves until SIGINT or SIGTERM.
@@ -40,6 +40,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return fmt.Errorf("%w: --cache-size: %v", gateway.ErrInvalid, err)
 		}
 		g.chunkCache = n
+		setMemoryLimit(n)
 	}
 	sock := g.socketPath()
 	if socketAlive(sock) {
