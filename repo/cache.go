@@ -78,6 +78,31 @@ func (c *cache[K, V]) get(key K, load func() (V, error)) (V, error) {
 	return call.val, call.err
 }
 
+// add caches a value loaded elsewhere, unless the key is cached or being loaded.
+func (c *cache[K, V]) add(key K, v V) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.items[key]; ok || c.max == 0 {
+		return
+	}
+	if _, ok := c.loading[key]; ok {
+		return
+	}
+	cost := c.cost(v)
+	if cost > c.max/4 {
+		return
+	}
+	c.items[key] = c.order.PushFront(&cacheEntry[K, V]{key, v})
+	c.used += cost
+	for c.used > c.max {
+		el := c.order.Back()
+		e := el.Value.(*cacheEntry[K, V])
+		c.order.Remove(el)
+		delete(c.items, e.key)
+		c.used -= c.cost(e.val)
+	}
+}
+
 // contains reports whether key is cached, without loading it.
 func (c *cache[K, V]) contains(key K) bool {
 	c.mu.Lock()

@@ -102,26 +102,53 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	return n, nil
 }
 
-// blocks loads blocks first..last, several at once: one FUSE read spans up to 64 blocks,
-// and their loads (backend reads, decryption, decompression) are independent.
+// blocks returns blocks first..last, loading those not cached with merged reads of their packs.
 func (im *Image) blocks(ctx context.Context, first, last int64) ([][]byte, []error) {
 	count := int(last - first + 1)
 	chunks, errs := make([][]byte, count), make([]error, count)
-	if count == 1 {
-		chunks[0], errs[0] = im.block(ctx, first)
-		return chunks, errs
+	if count > 1 {
+		im.preload(ctx, first, last+1) // an error shows again, per block, below
 	}
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, readParallel)
 	for i := range count {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			chunks[i], errs[i] = im.block(ctx, first+int64(i))
-		})
+		chunks[i], errs[i] = im.block(ctx, first+int64(i))
 	}
-	wg.Wait()
 	return chunks, errs
+}
+
+// preload puts the blocks in [first, end) that are not cached into the chunk cache, reading
+// neighbouring blobs of a pack with one backend request: a 16 KiB block at a time would cost
+// a request, a lookup and a buffer each.
+func (im *Image) preload(ctx context.Context, first, end int64) {
+	end = min(end, im.g.blocks)
+	var reads []blobRead
+	for b := first; b < end; {
+		lf, err := im.r.leaf(ctx, im.m.Root, im.m.RootLevel, b/LeafFanout)
+		if err != nil {
+			return
+		}
+		leafEnd := min((b/LeafFanout+1)*LeafFanout, end)
+		for ; b < leafEnd; b++ {
+			i := int(b % LeafFanout)
+			if lf == nil || i >= len(lf.addrs) || lf.addrs[i].IsZero() || im.r.chunks.contains(lf.addrs[i]) {
+				continue
+			}
+			loc, ok, err := im.r.idx.Lookup(lf.addrs[i])
+			if err != nil || !ok {
+				continue
+			}
+			reads = append(reads, blobRead{block: int(b - first), loc: loc, addr: lf.addrs[i]})
+		}
+	}
+	if len(reads) < 2 {
+		return // a single block loads as well on its own
+	}
+	_, _ = im.r.readGrouped(ctx, reads, func(rd blobRead, stored []byte) error {
+		plain, _, err := im.r.keys.decodeBlob(make([]byte, 0, rd.loc.PlainLen), nil, stored, BlobData, rd.addr)
+		if err == nil {
+			im.r.chunks.add(rd.addr, plain)
+		}
+		return nil // a bad block fails its own read later, with its offset
+	})
 }
 
 // block returns block b's bytes, or nil for a hole.
@@ -200,8 +227,8 @@ func (im *Image) maybePrefetch(off int64, n int) {
 	}
 }
 
-// prefetch loads the blocks of s from queued to ahead, readParallel at a time, until it has
-// caught up with what the stream wants.
+// prefetch loads the blocks of s from queued to ahead in runs of prefetchRun blocks (merged
+// pack reads), a few runs at once, until it has caught up with what the stream wants.
 func (im *Image) prefetch(s *stream) {
 	bs := im.g.blockSize
 	for {
@@ -212,15 +239,19 @@ func (im *Image) prefetch(s *stream) {
 			return
 		}
 		b := s.queued / bs
-		s.queued = (b + 1) * bs
+		e := min(b+prefetchRun, (s.ahead+bs-1)/bs)
+		s.queued = e * bs
 		im.mu.Unlock()
 		im.loads <- struct{}{}
 		go func() {
 			defer func() { <-im.loads }()
-			_, _ = im.block(context.Background(), b)
+			im.preload(context.Background(), b, e)
 		}()
 	}
 }
+
+// prefetchRun is how many blocks one prefetch load reads (1 MiB of 16 KiB blocks).
+const prefetchRun = 64
 
 // NextData returns the next extent at or after off that is not a hole, at block granularity:
 // [start, end). Past the last data it returns io.EOF. FUSE uses it for SEEK_DATA/SEEK_HOLE.

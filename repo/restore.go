@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"sort"
 	"unsafe"
 
 	"golang.org/x/sync/errgroup"
@@ -26,9 +25,6 @@ type RestoreOptions struct {
 	Fresh    bool
 	Progress func(done, total int64)
 }
-
-// maxSpanGap is how much unneeded data a restore reads to merge two blob reads into one.
-const maxSpanGap = 256 << 10
 
 // Restore writes the backup m onto t, verifying every block against its address. A mismatch
 // stops the restore with an error naming the backup and the block's offset.
@@ -87,12 +83,6 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 	return nil
 }
 
-type blobRead struct {
-	block int
-	loc   Location
-	addr  Address
-}
-
 // restoreLeaf restores one leaf's span and returns its length.
 func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, fresh bool) (int64, error) {
 	lo := i * g.leafBytes()
@@ -127,40 +117,23 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 		}
 		reads = append(reads, blobRead{block: b, loc: loc, addr: a})
 	}
-	sort.Slice(reads, func(x, y int) bool {
-		if reads[x].loc.Pack != reads[y].loc.Pack {
-			return string(reads[x].loc.Pack[:]) < string(reads[y].loc.Pack[:])
-		}
-		return reads[x].loc.Offset < reads[y].loc.Offset
-	})
 	var scratch []byte
-	for s := 0; s < len(reads); {
-		e := s + 1
-		end := int64(reads[s].loc.Offset) + int64(reads[s].loc.Length)
-		for e < len(reads) && reads[e].loc.Pack == reads[s].loc.Pack &&
-			int64(reads[e].loc.Offset) <= end+maxSpanGap && int64(reads[e].loc.Offset)+int64(reads[e].loc.Length)-int64(reads[s].loc.Offset) <= 32<<20 {
-			end = max(end, int64(reads[e].loc.Offset)+int64(reads[e].loc.Length))
-			e++
-		}
-		base := int64(reads[s].loc.Offset)
-		data, err := r.be.GetRange(ctx, reads[s].loc.Pack.Key(), base, end-base)
+	failed, err := r.readGrouped(ctx, reads, func(rd blobRead, stored []byte) error {
+		off := int64(rd.block) * g.blockSize
+		want := g.blockLen(int64(rd.block) + i*LeafFanout)
+		var plain []byte
+		var err error
+		plain, scratch, err = r.keys.decodeBlob(span[off:off:off+int64(want)], scratch, stored, BlobData, rd.addr)
 		if err != nil {
-			return 0, fmt.Errorf("block at offset %d: pack %s: %w", lo+int64(reads[s].block)*g.blockSize, reads[s].loc.Pack, err)
+			return err
 		}
-		for _, rd := range reads[s:e] {
-			off := int64(rd.block) * g.blockSize
-			want := g.blockLen(int64(rd.block) + i*LeafFanout)
-			stored := data[int64(rd.loc.Offset)-base : int64(rd.loc.Offset)-base+int64(rd.loc.Length)]
-			var plain []byte
-			plain, scratch, err = r.keys.decodeBlob(span[off:off:off+int64(want)], scratch, stored, BlobData, rd.addr)
-			if err != nil {
-				return 0, fmt.Errorf("block at offset %d: %w", lo+off, err)
-			}
-			if len(plain) != want || unsafe.SliceData(plain) != unsafe.SliceData(span[off:]) {
-				return 0, fmt.Errorf("block at offset %d: length %d, want %d: %w", lo+off, len(plain), want, ErrCorrupt)
-			}
+		if len(plain) != want || unsafe.SliceData(plain) != unsafe.SliceData(span[off:]) {
+			return fmt.Errorf("length %d, want %d: %w", len(plain), want, ErrCorrupt)
 		}
-		s = e
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("block at offset %d: %w", lo+int64(failed)*g.blockSize, err)
 	}
 	return hi - lo, r.writeSpan(t, lf, g, lo, span, fresh)
 }

@@ -1,0 +1,60 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// maxSpanGap is how much unneeded data a read takes to merge two blob reads into one;
+// maxSpan bounds one merged read.
+const (
+	maxSpanGap = 256 << 10
+	maxSpan    = 32 << 20
+)
+
+// blobRead is one blob to read, with where it is stored and which block it fills.
+type blobRead struct {
+	block int
+	loc   Location
+	addr  Address
+}
+
+// readGrouped reads blobs with as few backend requests as their placement allows: sorted by
+// pack and offset, neighbours (gaps up to maxSpanGap) merged into one range read. fn gets
+// each blob's stored bytes; on an error it returns the failing read's block with it.
+func (r *Repository) readGrouped(ctx context.Context, reads []blobRead, fn func(rd blobRead, stored []byte) error) (int, error) {
+	sort.Slice(reads, func(x, y int) bool {
+		if reads[x].loc.Pack != reads[y].loc.Pack {
+			return string(reads[x].loc.Pack[:]) < string(reads[y].loc.Pack[:])
+		}
+		return reads[x].loc.Offset < reads[y].loc.Offset
+	})
+	for s := 0; s < len(reads); {
+		e := s + 1
+		end := int64(reads[s].loc.Offset) + int64(reads[s].loc.Length)
+		for e < len(reads) && reads[e].loc.Pack == reads[s].loc.Pack &&
+			int64(reads[e].loc.Offset) <= end+maxSpanGap && int64(reads[e].loc.Offset)+int64(reads[e].loc.Length)-int64(reads[s].loc.Offset) <= maxSpan {
+			end = max(end, int64(reads[e].loc.Offset)+int64(reads[e].loc.Length))
+			e++
+		}
+		base := int64(reads[s].loc.Offset)
+		data, err := r.be.GetRange(ctx, reads[s].loc.Pack.Key(), base, end-base)
+		if errors.Is(err, backend.ErrNotFound) {
+			err = missingPack{err} // the index says it is there: the repository is damaged
+		}
+		if err != nil {
+			return reads[s].block, fmt.Errorf("pack %s: %w", reads[s].loc.Pack, err)
+		}
+		for _, rd := range reads[s:e] {
+			if err := fn(rd, data[int64(rd.loc.Offset)-base:int64(rd.loc.Offset)-base+int64(rd.loc.Length)]); err != nil {
+				return rd.block, err
+			}
+		}
+		s = e
+	}
+	return 0, nil
+}
