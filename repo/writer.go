@@ -57,12 +57,14 @@ type WriteResult struct {
 // to the collector. The reader owns it until it is sent; then the worker; then the collector.
 type leafJob struct {
 	i     int64
-	holes int64  // > 0: this job is a run of that many all-hole leaves starting at i
-	buf   []byte // the span's bytes; nil when the whole span is a hole
-	data  []bool // data[b]: block b of the leaf has data (else it is a hole)
-	done  chan struct{}
-	res   leafResult
-	blobs []byte // stored bytes of new blobs, back to back
+	holes int64 // > 0: this job is a run of that many all-hole leaves starting at i
+	// extents are the leaf's data ranges (absolute offsets) that the readers read.
+	extents [][2]int64
+	buf     []byte // the span's bytes; nil when the whole span is a hole
+	data    []bool // data[b]: block b of the leaf has data (else it is a hole)
+	done    chan struct{}
+	res     leafResult
+	blobs   []byte // stored bytes of new blobs, back to back
 }
 
 type newBlob struct {
@@ -185,11 +187,45 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	return WriteResult{Root: w.root, RootLevel: w.g.rootLevel, Stats: w.stats}, nil
 }
 
-// read walks the volume leaf by leaf, reading only data extents.
+// readers is how many leaves are read at once: one buffered sequential reader gets a
+// fraction of what a disk delivers at a small queue depth.
+const readers = 4
+
+// read walks the volume leaf by leaf, planning reads of data extents only, and hands each
+// leaf to a small pool that reads leaves in parallel. Jobs reach the collector in volume
+// order whatever order their reads finish in.
 func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) error {
+	toRead := make(chan *leafJob)
+	var pool errgroup.Group
+	for range readers {
+		pool.Go(func() error {
+			for job := range toRead {
+				if err := w.readLeaf(job); err != nil {
+					job.res = leafResult{err: err}
+					close(job.done)
+					continue
+				}
+				select {
+				case work <- job:
+				case <-ctx.Done():
+					job.res = leafResult{err: ctx.Err()}
+					close(job.done)
+				}
+			}
+			return nil
+		})
+	}
+	err := w.plan(ctx, order, toRead)
+	close(toRead)
+	_ = pool.Wait()
+	return err
+}
+
+// plan finds each leaf's data extents and queues the leaf; runs of hole leaves become one job
+// that needs no read.
+func (w *writeSession) plan(ctx context.Context, order, toRead chan<- *leafJob) error {
 	var extStart, extEnd int64 = -1, -1
-	var filled int64 // end of what the current leaf's buffer holds (read or cleared)
-	size, bs := w.g.size, w.g.blockSize
+	size := w.g.size
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
 		hi := min(lo+w.g.leafBytes(), size)
@@ -224,23 +260,8 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 				break
 			}
 			s, e := max(extStart, off), min(extEnd, hi)
-			if job.buf == nil {
-				job.buf = w.bufs.Get().([]byte)[:hi-lo]
-				job.data = make([]bool, (hi-lo+bs-1)/bs)
-				filled = lo
-			}
-			clear(job.buf[filled-lo : s-lo]) // a hole inside the leaf reads as zeros
-			if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
-				return fmt.Errorf("read volume at offset %d: %w", s, err)
-			}
-			filled = e
-			for b := (s - lo) / bs; b*bs < e-lo; b++ {
-				job.data[b] = true
-			}
+			job.extents = append(job.extents, [2]int64{s, e})
 			off = e
-		}
-		if job.buf != nil {
-			clear(job.buf[filled-lo:]) // the leaf's tail after the last extent
 		}
 		select {
 		case order <- job:
@@ -248,11 +269,34 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 			return ctx.Err()
 		}
 		select {
-		case work <- job:
+		case toRead <- job:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
+	return nil
+}
+
+// readLeaf reads a leaf's extents into a buffer; the parts between them read as zeros.
+func (w *writeSession) readLeaf(job *leafJob) error {
+	lo := job.i * w.g.leafBytes()
+	hi := min(lo+w.g.leafBytes(), w.g.size)
+	bs := w.g.blockSize
+	job.buf = w.bufs.Get().([]byte)[:hi-lo]
+	job.data = make([]bool, (hi-lo+bs-1)/bs)
+	filled := lo // end of what the buffer holds (read or cleared)
+	for _, x := range job.extents {
+		s, e := x[0], x[1]
+		clear(job.buf[filled-lo : s-lo])
+		if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read volume at offset %d: %w", s, err)
+		}
+		filled = e
+		for b := (s - lo) / bs; b*bs < e-lo; b++ {
+			job.data[b] = true
+		}
+	}
+	clear(job.buf[filled-lo:])
 	return nil
 }
 
