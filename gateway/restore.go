@@ -215,7 +215,7 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	// workers as requests in flight to keep the link busy.
 	o := repo.RestoreOptions{Fresh: fresh, Progress: progress}
 	if n := s.cfg.transfers(); n > 0 {
-		o.Workers = max(n, runtime.GOMAXPROCS(0)+1)
+		o.Workers = max(n, 2*runtime.GOMAXPROCS(0))
 	}
 	err = s.repo.Restore(ctx, m, t, o)
 	if err == nil {

@@ -32,7 +32,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 	r.sessions.RLock()
 	defer r.sessions.RUnlock()
 	if o.Workers <= 0 {
-		o.Workers = runtime.GOMAXPROCS(0) + 1
+		o.Workers = 2 * runtime.GOMAXPROCS(0) // reads and writes overlap with decoding
 	}
 	g := newGeometry(m.Size, r.cfg.BlockSize)
 	eg, ctx := errgroup.WithContext(ctx)
