@@ -13,7 +13,11 @@ import (
 // Source is a volume opened read-only for backup: an io.ReaderAt of exactly Size bytes that
 // also says where its data extents are. It is safe for concurrent use.
 type Source struct {
-	f      *os.File
+	f *os.File
+	// direct is the same volume opened with O_DIRECT, for aligned reads: a disk gives several
+	// times more to a few direct reads in flight than to buffered reads, and a backup does not
+	// push the host's working set out of the page cache. nil where O_DIRECT is refused.
+	direct *os.File
 	path   string
 	size   int64
 	device bool
@@ -44,6 +48,13 @@ func OpenSource(path string) (*Source, error) {
 	}
 	// A hint only: a filesystem that ignores it reads the same bytes.
 	_ = adviseSequential(f)
+	if flagDirect != 0 {
+		if d, err := os.OpenFile(path, os.O_RDONLY|flagDirect|flagNoAtime, 0); err == nil {
+			s.direct = d
+		} else if d, err := os.OpenFile(path, os.O_RDONLY|flagDirect, 0); err == nil {
+			s.direct = d
+		}
+	}
 	return s, nil
 }
 
@@ -104,9 +115,17 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	if rest := s.size - off; int64(len(p)) > rest {
 		p, tail = p[:rest], io.EOF
 	}
+	f := s.f
+	if s.direct != nil && isAligned(p, off, Alignment) {
+		f = s.direct
+	}
 	n := 0
 	for n < len(p) {
-		m, err := s.f.ReadAt(p[n:], off+int64(n))
+		m, err := f.ReadAt(p[n:], off+int64(n))
+		if err != nil && f == s.direct && errors.Is(err, syscall.EINVAL) {
+			f, err = s.f, nil // this file system refuses O_DIRECT after all: read buffered
+			continue
+		}
 		n += m
 		switch {
 		case err == nil, errors.Is(err, syscall.EINTR):
@@ -160,6 +179,9 @@ func (s *Source) DropCache(off, n int64) error {
 
 // Close closes the volume.
 func (s *Source) Close() error {
+	if s.direct != nil {
+		_ = s.direct.Close() // read-only: nothing to lose
+	}
 	if err := s.f.Close(); err != nil {
 		return fmt.Errorf("close volume %s: %w", s.path, err)
 	}

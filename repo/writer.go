@@ -149,7 +149,7 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	w.uploads.SetLimit(w.o.Uploads)
 	w.levels = make([]levelBuilder, w.g.rootLevel+1)
 	leafBytes := int(w.g.leafBytes())
-	w.bufs.New = func() any { return make([]byte, leafBytes) }
+	w.bufs.New = func() any { return alignedBuffer(leafBytes) } // sources read aligned ranges with O_DIRECT
 	w.arenas.New = func() any { return make([]byte, 0, leafBytes+leafBytes/8+4096) }
 	w.packBufs.New = func() any { return make([]byte, 0, w.r.cfg.PackSize+2*int(w.g.blockSize)+1<<20) }
 	w.packer.buf = w.packBufs.Get().([]byte)
@@ -190,6 +190,9 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 // readers is how many leaves are read at once: one buffered sequential reader gets a
 // fraction of what a disk delivers at a small queue depth.
 const readers = 4
+
+// mergeGap is the longest hole between two extents of a leaf that one read spans.
+const mergeGap = 1 << 20
 
 // read walks the volume leaf by leaf, planning reads of data extents only, and hands each
 // leaf to a small pool that reads leaves in parallel. Jobs reach the collector in volume
@@ -285,18 +288,31 @@ func (w *writeSession) readLeaf(job *leafJob) error {
 	job.buf = w.bufs.Get().([]byte)[:hi-lo]
 	job.data = make([]bool, (hi-lo+bs-1)/bs)
 	filled := lo // end of what the buffer holds (read or cleared)
-	for _, x := range job.extents {
-		s, e := x[0], x[1]
+	for i := 0; i < len(job.extents); {
+		// Extents a short hole apart are read with one request: a hole in a sparse file
+		// reads as zeros without touching the disk, and a fragmented file system image
+		// would otherwise cost a small read per extent.
+		s, e := job.extents[i][0], job.extents[i][1]
+		for _, x := range job.extents[i:] {
+			s0, e0 := x[0], x[1]
+			if s0-e > mergeGap {
+				break
+			}
+			e = e0
+			i++
+		}
 		clear(job.buf[filled-lo : s-lo])
 		if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read volume at offset %d: %w", s, err)
 		}
 		filled = e
-		for b := (s - lo) / bs; b*bs < e-lo; b++ {
+	}
+	clear(job.buf[filled-lo:])
+	for _, x := range job.extents { // only blocks with data are fingerprinted
+		for b := (x[0] - lo) / bs; b*bs < x[1]-lo; b++ {
 			job.data[b] = true
 		}
 	}
-	clear(job.buf[filled-lo:])
 	return nil
 }
 
