@@ -29,9 +29,8 @@ type health struct {
 }
 
 type beat struct {
-	at     time.Time
-	err    error
-	reason string
+	at  time.Time
+	err error
 }
 
 // heartbeat checks each service once and records the result.

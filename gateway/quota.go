@@ -28,13 +28,6 @@ var CinderQuota = Quota{Backups: 10, BackupGigabytes: 1000}
 // Unlimited is the default quota when the config sets none.
 var Unlimited = Quota{Backups: -1, BackupGigabytes: -1}
 
-func (q Quota) get(resource string) int64 {
-	if resource == QuotaBackups {
-		return q.Backups
-	}
-	return q.BackupGigabytes
-}
-
 func (q *Quota) set(resource string, n int64) {
 	if resource == QuotaBackups {
 		q.Backups = n

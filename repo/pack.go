@@ -3,7 +3,6 @@ package repo
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -164,5 +163,3 @@ func getAll(ctx context.Context, be backend.Backend, key string) ([]byte, error)
 	}
 	return b, nil
 }
-
-var errStop = errors.New("stop")

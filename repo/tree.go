@@ -171,20 +171,3 @@ func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i in
 	}
 	return n, nil
 }
-
-// leafAddr returns the address of leaf i (zero for a hole), loading only interior nodes.
-func (r *Repository) leafAddr(ctx context.Context, root Address, rootLevel int, i int64) (Address, error) {
-	addr, level := root, rootLevel
-	for level > 0 && !addr.IsZero() {
-		n, err := r.node(ctx, addr)
-		if err != nil {
-			return Address{}, err
-		}
-		c := (i / span(level)) % NodeFanout
-		if n.level != level || c >= int64(len(n.addrs)) {
-			return Address{}, fmt.Errorf("tree node %s: %w", addr.Short(), ErrCorrupt)
-		}
-		addr, level = n.addrs[c], level-1
-	}
-	return addr, nil
-}

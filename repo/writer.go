@@ -351,6 +351,7 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 		}
 		parent = p
 	}
+	//lint:ignore SA6002 one slice-header allocation per 4 MiB buffer is not worth an indirection
 	defer w.bufs.Put(job.buf[:cap(job.buf)])
 	nd := &node{fps: make([]xxh3.Uint128, n), addrs: make([]Address, n)}
 	bs := int(w.g.blockSize)
@@ -467,6 +468,7 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 			}
 		}
 		if job.blobs != nil {
+			//lint:ignore SA6002 one slice-header allocation per 4 MiB arena is not worth an indirection
 			w.arenas.Put(job.blobs[:0])
 			job.blobs = nil
 		}
@@ -631,6 +633,7 @@ func (w *writeSession) flushPack() error {
 		if err := w.r.storePack(w.uctx, id, data, entries); err != nil {
 			return err
 		}
+		//lint:ignore SA6002 one slice-header allocation per 16 MiB pack is not worth an indirection
 		w.packBufs.Put(data[:0])
 		w.mu.Lock()
 		for _, e := range entries {
