@@ -157,6 +157,20 @@ func openBackend(ctx context.Context, c Config) (backend.Backend, error) {
 	return be, err
 }
 
+// ChangePassword wraps the repository's master key with a new passphrase. It touches only the
+// backend's key objects, so it needs no index and works while a gateway runs.
+func ChangePassword(ctx context.Context, c Config, oldPassword, newPassword string) error {
+	be, err := stack.Open(ctx, c.backendConfig())
+	if err != nil {
+		return err
+	}
+	defer be.Close()
+	if _, err := be.Stat(ctx, "config"); errors.Is(err, backend.ErrNotFound) {
+		return wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
+	}
+	return repo.ChangePassword(ctx, be, oldPassword, newPassword)
+}
+
 // Open opens the repository and its index, and repairs what a crash left: backups that were
 // running are marked error, volumes leave backing-up and restoring-backup.
 func Open(ctx context.Context, c Config) (*Service, error) {

@@ -38,9 +38,10 @@ type execFrame struct {
 }
 
 // forwardable says which commands a gateway can run: not those that start a gateway or a
-// mount, nor init (no repository yet).
+// mount, nor init (no repository yet), nor passwd (it reads passphrases here and needs no
+// index).
 func forwardable(cmd string) bool {
-	for _, local := range []string{"serve", "mount", "repo init", "completion"} {
+	for _, local := range []string{"serve", "mount", "repo init", "repo passwd", "completion"} {
 		if cmd == local || strings.HasPrefix(cmd, local+" ") {
 			return false
 		}

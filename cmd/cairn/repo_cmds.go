@@ -199,13 +199,13 @@ type RepoPasswdCmd struct {
 
 // Run changes the passphrase.
 func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
-	s, err := g.open(ctx)
+	cfg, err := g.config()
 	if err != nil {
 		return err
 	}
-	defer g.closeService(s)
-	if s.Repository().Config().Encryption == repo.EncryptionNone {
-		return fmt.Errorf("%w: the repository is not encrypted, so it has no passphrase", gateway.ErrInvalid)
+	oldPw, err := g.readPassword("current passphrase: ", false)
+	if err != nil {
+		return err
 	}
 	var newPw string
 	switch {
@@ -225,7 +225,8 @@ func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 	}
-	if err := repo.ChangePassword(ctx, s.Repository().Backend(), g.password, newPw); err != nil {
+	// Only the key objects change: no index is opened, so this works while a gateway runs.
+	if err := gateway.ChangePassword(ctx, cfg, oldPw, newPw); err != nil {
 		return err
 	}
 	fmt.Fprintln(g.stdout, "passphrase changed")
