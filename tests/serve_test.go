@@ -338,3 +338,25 @@ func TestGatewayMountShowsNewBackups(t *testing.T) {
 		t.Fatalf("the gateway left its mount behind")
 	}
 }
+
+// TestGatewayPasswdWhileServing: the passphrase changes while a gateway owns the index (passwd
+// touches only the key objects), and the gateway keeps serving.
+func TestGatewayPasswdWhileServing(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=first"}, "--encryption", "aes-256-gcm")
+	img := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, img, 2<<20, 81, testutil.Mixed)
+	startGateway(t, r)
+	r.mustRun("--quiet", "backup", "create", img, "--wait")
+	res := runCairn(t, append(r.Env, "CAIRN_NEW_PASSWORD=second"), "repo", "passwd")
+	if res.Code != 0 {
+		t.Fatalf("repo passwd while a gateway runs: exit %d: %s", res.Code, res.Stderr)
+	}
+	if n := len(r.listBackups()); n != 1 { // through the gateway, which holds the key already
+		t.Fatalf("after passwd the gateway lists %d backups, want 1", n)
+	}
+	line := checkFailure(t, runCairn(t, append(r.Env, "CAIRN_NEW_PASSWORD=third"), "repo", "passwd"), []int{6}, []string{"repo", "passwd"})
+	if !strings.Contains(line, "wrong passphrase") {
+		t.Fatalf("the old passphrase still opens the repository: %q", line)
+	}
+}

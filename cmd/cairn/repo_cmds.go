@@ -8,6 +8,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
+	"golang.org/x/term"
 )
 
 // RepoCmd groups repository commands.
@@ -218,6 +219,9 @@ func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
 	case os.Getenv("CAIRN_NEW_PASSWORD") != "":
 		newPw = os.Getenv("CAIRN_NEW_PASSWORD")
 	default:
+		if !term.IsTerminal(int(os.Stdin.Fd())) {
+			return fmt.Errorf("%w: no new passphrase: set CAIRN_NEW_PASSWORD or use --new-password-file", gateway.ErrInvalid)
+		}
 		ng := *g
 		ng.PasswordFile = ""
 		os.Unsetenv("CAIRN_PASSWORD")
