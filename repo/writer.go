@@ -473,7 +473,7 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 			job.blobs = nil
 		}
 		if res.node != nil && !res.reused {
-			if err := w.ensureNode(res.addr, res.node, nil); err != nil {
+			if err := w.ensureNode(res.addr, res.node); err != nil {
 				return err
 			}
 		}
@@ -529,7 +529,7 @@ func (w *writeSession) push(level int, child Address) error {
 		if !c.IsZero() {
 			nd := &node{level: level, addrs: children}
 			addr = w.r.keys.address(BlobTree, nd.encode(nil))
-			if err := w.ensureNode(addr, nd, nil); err != nil {
+			if err := w.ensureNode(addr, nd); err != nil {
 				return err
 			}
 			break
@@ -548,7 +548,7 @@ func (w *writeSession) nodesAt(level int) int64 {
 
 // ensureNode stores a tree node unless it exists and, the first time the node becomes live,
 // counts a reference to each of its children.
-func (w *writeSession) ensureNode(addr Address, nd *node, _ []byte) error {
+func (w *writeSession) ensureNode(addr Address, nd *node) error {
 	if _, ok := w.activated[addr]; ok {
 		return nil
 	}

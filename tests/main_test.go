@@ -247,3 +247,14 @@ func (r *cairnRepo) restoreTo(id, path string) {
 	r.t.Helper()
 	r.mustRun("--quiet", "backup", "restore", id, "--to", path)
 }
+
+// onlyPack returns the repository's one pack file, failing the test if there is not exactly
+// one (tests that damage "the" pack rely on a backup small enough to fit in one).
+func onlyPack(t *testing.T, r *cairnRepo) string {
+	t.Helper()
+	packs := packFiles(t, r.Dir)
+	if len(packs) != 1 {
+		t.Fatalf("the repository has %d packs, want 1: %v", len(packs), packs)
+	}
+	return packs[0]
+}
