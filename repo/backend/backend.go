@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"time"
 )
 
 // Sentinel errors. Implementations translate their own errors into these at the edge, so
@@ -25,6 +26,9 @@ var (
 type ObjectInfo struct {
 	Key  string
 	Size int64
+	// ModTime is when the object was last written, by the store's clock (the server's for
+	// S3). Lock staleness compares these times with each other, never with a local clock.
+	ModTime time.Time
 }
 
 // Backend stores immutable objects. Put replaces atomically: a reader sees the old object, the
@@ -40,6 +44,10 @@ type Backend interface {
 	Delete(ctx context.Context, key string) error
 	// List calls fn for every object whose key starts with prefix, in no particular order.
 	List(ctx context.Context, prefix string, fn func(ObjectInfo) error) error
+	// ListAfter is List restricted to keys that sort after the key after, in key order where
+	// the store lists in order (S3). It lets a reader pick up only what is new in a prefix
+	// whose keys start with a time.
+	ListAfter(ctx context.Context, prefix, after string, fn func(ObjectInfo) error) error
 	// Stat returns the object's size, or ErrNotFound.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// Location names the backend for messages and exports (a path or s3://bucket/prefix),

@@ -9,6 +9,8 @@ import (
 	"io"
 	"math/rand/v2"
 	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,6 +33,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"Delete", testDelete},
 		{"List", testList},
 		{"Stat", testStat},
+		{"ListAfter", testListAfter},
 		{"NotFound", testNotFound},
 		{"Concurrent", testConcurrent},
 		{"Large", testLarge},
@@ -274,8 +277,47 @@ func testStat(t *testing.T, b backend.Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fi != (backend.ObjectInfo{Key: "snapshots/s1", Size: 1234}) {
+	if fi.Key != "snapshots/s1" || fi.Size != 1234 {
 		t.Fatalf("Stat = %+v", fi)
+	}
+	// ModTime is the store's clock: within a minute of this machine's for a store here.
+	if d := time.Since(fi.ModTime); d < -time.Minute || d > time.Minute {
+		t.Fatalf("Stat ModTime = %v, %v from now", fi.ModTime, d)
+	}
+}
+
+func testListAfter(t *testing.T, b backend.Backend) {
+	ctx := context.Background()
+	keys := []string{"log/0001-a", "log/0002-b", "log/0003-c", "log/0010-d", "other/0005"}
+	for i, k := range keys {
+		if err := b.Put(ctx, k, Data(uint64(i), 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		after string
+		want  []string
+	}{
+		{"", []string{"log/0001-a", "log/0002-b", "log/0003-c", "log/0010-d"}},
+		{"log/0002", []string{"log/0002-b", "log/0003-c", "log/0010-d"}},
+		{"log/0002-b", []string{"log/0003-c", "log/0010-d"}},
+		{"log/0011", nil},
+	} {
+		var got []string
+		err := b.ListAfter(ctx, "log/", tt.after, func(oi backend.ObjectInfo) error {
+			if oi.ModTime.IsZero() {
+				t.Errorf("ListAfter: %s has no ModTime", oi.Key)
+			}
+			got = append(got, oi.Key)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(got)
+		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
+			t.Errorf("ListAfter(log/, %q) = %v, want %v", tt.after, got, tt.want)
+		}
 	}
 }
 

@@ -216,6 +216,11 @@ func (f *Faulty) List(ctx context.Context, prefix string, fn func(backend.Object
 	return f.call(List, prefix, func() error { return f.Backend.List(ctx, prefix, fn) })
 }
 
+// ListAfter may fail like List.
+func (f *Faulty) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
+	return f.call(List, prefix, func() error { return f.Backend.ListAfter(ctx, prefix, after, fn) })
+}
+
 // call applies a Fail or FailAfter rule around a call without data to corrupt.
 func (f *Faulty) call(m Method, key string, inner func() error) error {
 	r := f.decide(m)

@@ -167,7 +167,7 @@ func (l *Local) Stat(ctx context.Context, key string) (backend.ObjectInfo, error
 	if !fi.Mode().IsRegular() {
 		return backend.ObjectInfo{}, fmt.Errorf("stat %s: %w", key, backend.ErrNotFound)
 	}
-	return backend.ObjectInfo{Key: key, Size: fi.Size()}, nil
+	return backend.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()}, nil
 }
 
 // List walks the directories under prefix. A prefix may end inside a name ("packs/ab"), so
@@ -218,12 +218,23 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(backend.ObjectI
 		if err != nil {
 			return err
 		}
-		return fn(backend.ObjectInfo{Key: key, Size: fi.Size()})
+		return fn(backend.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
 	})
 	if err != nil {
 		return fmt.Errorf("list %q: %w", prefix, err)
 	}
 	return nil
+}
+
+// ListAfter lists the keys under prefix that sort after after (a directory walk has no cheaper
+// way to start in the middle).
+func (l *Local) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
+	return l.List(ctx, prefix, func(oi backend.ObjectInfo) error {
+		if oi.Key <= after {
+			return nil
+		}
+		return fn(oi)
+	})
 }
 
 // Clean removes temp files older than minAge that an interrupted Put left behind. minAge

@@ -118,10 +118,15 @@ func (r *Retry) Stat(ctx context.Context, key string) (backend.ObjectInfo, error
 // timeout does not apply: a listing's length depends on fn and on the repository's size;
 // the transport's timeouts catch a stalled page.
 func (r *Retry) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	return r.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter retries like List.
+func (r *Retry) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
 	seen := make(map[string]struct{})
 	var fnErr error
 	err := r.do(ctx, "list", prefix, func(ctx context.Context) error {
-		return r.Backend.List(ctx, prefix, func(fi backend.ObjectInfo) error {
+		return r.Backend.ListAfter(ctx, prefix, after, func(fi backend.ObjectInfo) error {
 			if _, ok := seen[fi.Key]; ok {
 				return nil
 			}

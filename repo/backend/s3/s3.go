@@ -215,11 +215,16 @@ func (b *Backend) Stat(ctx context.Context, key string) (backend.ObjectInfo, err
 	if err != nil {
 		return backend.ObjectInfo{}, translate(ctx, what, err)
 	}
-	return backend.ObjectInfo{Key: key, Size: info.Size}, nil
+	return backend.ObjectInfo{Key: key, Size: info.Size, ModTime: info.LastModified}, nil
 }
 
 // List lists recursively under prefix; fn runs on the caller's goroutine.
 func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	return b.ListAfter(ctx, prefix, "", fn)
+}
+
+// ListAfter lists recursively under prefix, starting after the key after (S3's StartAfter).
+func (b *Backend) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
 	what := fmt.Sprintf("s3 list %q", prefix)
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -228,7 +233,11 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.Objec
 	defer cancel()     // stops minio's lister goroutine when fn fails
 	base := b.name("") // "" or "prefix/"
 	full := base + prefix
-	for obj := range b.client.ListObjects(lctx, b.bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true}) {
+	o := minio.ListObjectsOptions{Prefix: full, Recursive: true}
+	if after != "" {
+		o.StartAfter = base + after
+	}
+	for obj := range b.client.ListObjects(lctx, b.bucket, o) {
 		if obj.Err != nil {
 			return translate(ctx, what, obj.Err)
 		}
@@ -236,7 +245,10 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.Objec
 		if strings.HasSuffix(key, "/") {
 			continue // a directory marker, not an object
 		}
-		if err := fn(backend.ObjectInfo{Key: key, Size: obj.Size}); err != nil {
+		if key <= after {
+			continue // a store that ignores StartAfter
+		}
+		if err := fn(backend.ObjectInfo{Key: key, Size: obj.Size, ModTime: obj.LastModified}); err != nil {
 			return err
 		}
 	}
