@@ -137,8 +137,26 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
 	start := time.Now()
 	o := repo.WriteOptions{Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
-	if parent != nil {
-		o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size}
+	// Under the lock no gc runs anywhere, and the index has forgotten what earlier gcs
+	// deleted. The parent's blocks are reused without looking them up, so its manifest must
+	// still exist now: then no gc can remove them until this backup's manifest reaches them.
+	lk, err := s.repo.Lock(ctx, repo.LockShared, "backup")
+	if err == nil {
+		o.Lock = lk
+		defer lk.Unlock()
+		if parent != nil {
+			var has bool
+			if has, err = s.repo.HasManifest(ctx, parent.ID); err == nil && !has {
+				err = wrapf(ErrConflict, "its parent backup %s was deleted while it waited: run the incremental again", parent.ID)
+			}
+			o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size}
+		}
+	}
+	if err != nil {
+		unclaim()
+		s.failBackup(b.ID, err.Error())
+		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", err.Error())
+		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
@@ -166,11 +184,6 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			reason = "cancelled"
 		}
 		s.failBackup(b.ID, reason)
-		// A backup that stopped part way may have counted references to blocks it never
-		// recorded: let the next gc recount them, as after a crash.
-		if merr := s.idx.SetMeta("refs-dirty", "1"); merr != nil {
-			s.log.Error("cannot mark reference counts for a recount", "backup_id", b.ID, "error", merr)
-		}
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
@@ -352,16 +365,11 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	}); err != nil {
 		return nil, err
 	}
-	// The manifest goes first: from then on nothing can resurrect the backup, and a crash
-	// before the record goes is finished by recovery.
+	// The manifest goes first: from then on nothing can resurrect the backup, its blobs are
+	// garbage for the next gc unless another manifest reaches them, and a crash before the
+	// record goes is finished by recovery.
 	if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
 		return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
-	}
-	if !b.Root.IsZero() && b.Status != index.BackupError {
-		if err := s.repo.Release(ctx, b.Root, b.RootLevel); err != nil {
-			_ = s.idx.SetMeta("refs-dirty", "1")
-			return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
-		}
 	}
 	if err := s.idx.DeleteBackup(b.ID); err != nil {
 		return nil, err

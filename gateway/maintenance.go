@@ -7,103 +7,126 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
-// roots returns the block maps of every backup whose blobs must be kept.
-func (s *Service) roots() ([]repo.Root, error) {
+// SyncBackups brings the backup records up to date with the manifests in the backend: a
+// backup another gateway stored becomes known here (with its volume), and one whose manifest
+// another gateway deleted is forgotten. The index's packs follow through repo.Sync, which
+// runs after the listing of manifests, so every new manifest's packs are learned with it.
+func (s *Service) SyncBackups(ctx context.Context) error {
+	stored := map[string]bool{}
+	if err := s.repo.ListManifests(ctx, func(id string) error { stored[id] = true; return nil }); err != nil {
+		return err
+	}
+	if _, err := s.repo.Sync(ctx, false); err != nil {
+		return err
+	}
+	all, err := s.idx.Backups()
+	if err != nil {
+		return err
+	}
+	changed := false
+	known := map[string]bool{}
+	for _, b := range all {
+		known[b.ID] = true
+		if b.Status == index.BackupAvailable && !stored[b.ID] {
+			// Deleted through another gateway (only a committed backup's manifest goes away).
+			if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || has {
+				continue
+			}
+			if err := s.idx.DeleteBackup(b.ID); err != nil {
+				return err
+			}
+			s.log.Info("backup deleted elsewhere forgotten", "backup_id", b.ID)
+			changed = true
+		}
+	}
+	for id := range stored {
+		if known[id] {
+			continue
+		}
+		m, err := s.repo.GetManifest(ctx, id)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			s.log.Warn("stored backup not adopted: its manifest cannot be read", "backup_id", id, "error", err)
+			continue
+		}
+		if _, err := s.adoptManifest(ctx, m); err != nil {
+			if errors.Is(err, ErrExists) {
+				continue
+			}
+			s.log.Warn("stored backup not adopted", "backup_id", id, "error", err)
+			continue
+		}
+		changed = true
+	}
+	if changed {
+		s.notifyChange()
+	}
+	return nil
+}
+
+// Check verifies the repository from the manifests in the backend, and that the index's
+// available backups match them.
+func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, error) {
+	if err := s.SyncBackups(ctx); err != nil {
+		return nil, err
+	}
+	rep, err := s.repo.Check(ctx, readData)
+	if err != nil {
+		return nil, err
+	}
 	all, err := s.idx.Backups()
 	if err != nil {
 		return nil, err
 	}
-	var out []repo.Root
 	for _, b := range all {
-		if b.Status == index.BackupAvailable || b.Status == index.BackupRestoring {
-			out = append(out, repo.Root{BackupID: b.ID, Root: b.Root, Level: b.RootLevel})
+		if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
+			continue
 		}
-	}
-	return out, nil
-}
-
-// unknownManifests lists backups stored in the backend that the index does not know.
-func (s *Service) unknownManifests(ctx context.Context) ([]string, error) {
-	var out []string
-	err := s.repo.ListManifests(ctx, func(id string) error {
-		if _, err := s.idx.Backup(id); errors.Is(err, index.ErrNotFound) {
-			out = append(out, id)
-		} else if err != nil {
-			return err
-		}
-		return nil
-	})
-	return out, err
-}
-
-// Check verifies the repository (index against backend; with readData every blob).
-func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, error) {
-	roots, err := s.roots()
-	if err != nil {
-		return nil, err
-	}
-	rep, err := s.repo.Check(ctx, s.idx, roots, readData)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range roots {
-		if has, err := s.repo.HasManifest(ctx, r.BackupID); err != nil {
-			return nil, err
-		} else if !has {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest is missing from the backend", r.BackupID))
-		} else if m, err := s.repo.GetManifest(ctx, r.BackupID); errors.Is(err, repo.ErrCorrupt) {
+		m, err := s.repo.GetManifest(ctx, b.ID)
+		switch {
+		case errors.Is(err, backend.ErrNotFound):
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest is missing from the backend", b.ID))
+		case errors.Is(err, repo.ErrCorrupt):
 			// Restore, export and rebuild-index all start from the manifest.
-			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest is damaged: %v", r.BackupID, err))
-		} else if err != nil {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest is damaged: %v", b.ID, err))
+		case err != nil:
 			return nil, err
-		} else if m.Root != r.Root || m.RootLevel != r.Level {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest and the index name different block maps", r.BackupID))
+		case m.Root != b.Root || m.RootLevel != b.RootLevel || m.Size != b.Size:
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest and the index describe different backups", b.ID))
 		}
-	}
-	unknown, err := s.unknownManifests(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if len(unknown) > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d backups are stored but not in the index (e.g. %s): 'cairn backup import' or 'cairn repo rebuild-index' adds them", len(unknown), unknown[0]))
-	}
-	if d, _ := s.idx.Meta("refs-dirty"); d != "" {
-		rep.Notes = append(rep.Notes, "reference counts may be high after an interrupted operation: 'cairn repo gc' recounts them")
 	}
 	return rep, nil
 }
 
-// GC reclaims the space of deleted and failed backups. It refuses while the backend holds
-// backups the index does not know, since their blobs would look unreferenced.
-func (s *Service) GC(ctx context.Context, logf func(string, ...any)) (repo.GCStats, error) {
-	unknown, err := s.unknownManifests(ctx)
-	if err != nil {
-		return repo.GCStats{}, err
+// GC reclaims the space no stored backup needs. It decides from the manifests in the backend
+// alone (whatever the index says of any backup's status), under the repository's exclusive
+// lock, so backups, restores and gcs of every process that shares the repository are safe.
+func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error) {
+	st, err := s.repo.GC(ctx, o)
+	if errors.Is(err, repo.ErrLocked) {
+		return st, wrapf(ErrInUse, "%v", err)
 	}
-	if len(unknown) > 0 {
-		return repo.GCStats{}, wrapf(ErrConflict, "the backend holds %d backups the index does not know (e.g. %s): run 'cairn repo rebuild-index' or import them before gc, or their data would be reclaimed", len(unknown), unknown[0])
-	}
-	dirty, err := s.idx.Meta("refs-dirty")
-	if err != nil {
-		return repo.GCStats{}, err
-	}
-	roots, err := s.roots()
-	if err != nil {
-		return repo.GCStats{}, err
-	}
-	st, err := s.repo.GC(ctx, s.idx, repo.GCOptions{Recount: dirty != "", Roots: roots, Log: logf})
 	if err != nil {
 		return st, err
 	}
-	if dirty != "" {
-		if err := s.idx.SetMeta("refs-dirty", ""); err != nil {
-			return st, err
-		}
-	}
-	s.log.Info("gc finished", "packs_deleted", st.PacksDeleted, "packs_repacked", st.PacksRepacked, "bytes_freed", st.BytesFreed)
+	s.log.Info("gc finished", "backups", st.Backups, "packs_deleted", st.PacksDeleted, "packs_repacked", st.PacksRepacked, "bytes_freed", st.BytesFreed)
 	return st, nil
+}
+
+// Locks lists the repository's locks (every process on every host that uses it).
+func (s *Service) Locks(ctx context.Context) ([]repo.LockInfo, error) { return s.repo.Locks(ctx) }
+
+// Unlock removes stale locks; with force every lock (admins who know no holder still runs).
+func (s *Service) Unlock(ctx context.Context, force bool) ([]repo.LockInfo, error) {
+	if !CallerFrom(ctx).Admin {
+		return nil, wrapf(ErrDenied, "only an admin may remove repository locks")
+	}
+	return s.repo.Unlock(ctx, force)
 }
 
 // RebuildResult says what rebuild-index found.
@@ -114,8 +137,8 @@ type RebuildResult struct {
 	Skipped int `json:"skipped"`
 }
 
-// RebuildIndex forgets the index and rebuilds volumes, backups, chains, blob locations and
-// reference counts from the backend alone.
+// RebuildIndex forgets the index and rebuilds volumes, backups, chains and blob locations
+// from the backend alone.
 func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (*RebuildResult, error) {
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -126,6 +149,11 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	if running > 0 {
 		return nil, wrapf(ErrConflict, "%d backups or restores are running: wait for them before rebuilding the index", running)
 	}
+	lk, err := s.repo.Lock(ctx, repo.LockShared, "rebuild-index")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
 	repoID, _ := s.idx.Meta("repository")
 	if err := s.idx.Wipe(); err != nil {
 		return nil, err
@@ -133,7 +161,7 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	if err := s.idx.SetMeta("repository", repoID); err != nil {
 		return nil, err
 	}
-	if err := s.syncPacks(ctx); err != nil {
+	if _, err := s.repo.Sync(ctx, true); err != nil {
 		return nil, err
 	}
 	res := &RebuildResult{}
@@ -162,9 +190,6 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		return nil, err
 	}
 	res.Volumes = len(vols)
-	if err := s.idx.SetMeta("refs-dirty", ""); err != nil {
-		return nil, err
-	}
 	s.notifyChange()
 	s.log.Info("index rebuilt", "packs", res.Packs, "backups", res.Backups, "volumes", res.Volumes)
 	return res, nil
@@ -220,10 +245,7 @@ func (s *Service) RepoStats(ctx context.Context) (*Stats, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if err := s.idx.Blobs(func(e repo.PackEntry, refs uint32) error {
-		if refs == 0 {
-			return nil
-		}
+	if err := s.idx.Blobs(func(e repo.PackEntry) error {
 		st.Blobs++
 		st.UniquePlainBytes += int64(e.PlainLen)
 		st.StoredBytes += int64(e.Length)

@@ -41,6 +41,9 @@ type Config struct {
 	Retries int
 	Timeout time.Duration
 
+	// Lock times the repository's locks (see repo.LockOptions).
+	Lock repo.LockOptions
+
 	// DefaultQuota limits each project without limits of its own; nil means unlimited
 	// (CinderQuota is Cinder's 10 backups and 1000 GiB).
 	DefaultQuota *Quota
@@ -203,7 +206,8 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		be.Close()
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, idx, repo.Options{Password: c.Password, ChunkCacheBytes: c.ChunkCacheBytes})
+	r, err := repo.Open(ctx, be, idx, repo.Options{Password: c.Password, ChunkCacheBytes: c.ChunkCacheBytes, Lock: c.Lock,
+		Log: func(format string, args ...any) { c.Logger.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		idx.Close()
 		be.Close()
@@ -218,6 +222,11 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if err := s.recover(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("recover after a crash: %w", err)
+	}
+	// Learn what other gateways on this repository did since this index last looked.
+	if err := s.SyncBackups(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("catch up with the repository: %w", err)
 	}
 	return s, nil
 }
@@ -282,14 +291,22 @@ func (s *Service) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	dirty := false
 	for _, b := range backups {
 		switch b.Status {
 		case index.BackupCreating:
-			// Blobs it stored are unreferenced; counts it added to children are a leak that
-			// gc's recount repairs. Its manifest, if written, must go: it never became available.
-			dirty = true
-			if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+			// A stored manifest is the commit point: the backup is complete (the crash came
+			// between storing it and recording it). Without one, what it stored is garbage
+			// for gc.
+			if m, err := s.repo.GetManifest(ctx, b.ID); err == nil {
+				if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+					rec.Status, rec.Root, rec.RootLevel, rec.Stats, rec.Size = index.BackupAvailable, m.Root, m.RootLevel, m.Stats, m.Size
+					return nil
+				}); err != nil {
+					return err
+				}
+				s.log.Warn("backup committed just before a crash recorded available", "backup_id", b.ID)
+				continue
+			} else if !errors.Is(err, backend.ErrNotFound) {
 				return err
 			}
 			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
@@ -300,8 +317,7 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.log.Warn("backup interrupted by a crash marked error", "backup_id", b.ID)
 		case index.BackupDeleting:
-			// It may or may not have dropped its references: finish the delete and recount.
-			dirty = true
+			// Finish the delete.
 			if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
 				return err
 			}
@@ -315,11 +331,6 @@ func (s *Service) recover(ctx context.Context) error {
 			}); err != nil {
 				return err
 			}
-		}
-	}
-	if dirty {
-		if err := s.idx.SetMeta("refs-dirty", "1"); err != nil {
-			return err
 		}
 	}
 	snaps, err := s.idx.Snapshots()

@@ -52,8 +52,14 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	if _, err := s.idx.Backup(m.ID); err == nil {
 		return nil, wrapf(ErrExists, "backup %s is already in the index: nothing to import", m.ID)
 	}
-	if err := s.syncPacks(ctx); err != nil {
+	// Under a shared lock no gc runs: the blobs found below stay until the manifest protects them.
+	lk, err := s.repo.Lock(ctx, repo.LockShared, "import")
+	if err != nil {
 		return nil, err
+	}
+	defer lk.Unlock()
+	if err := s.repo.Verify(ctx, m); err != nil {
+		return nil, wrapf(ErrInvalid, "backup %s cannot be imported: %v (was it deleted and garbage-collected?)", m.ID, err)
 	}
 	has, err := s.repo.HasManifest(ctx, m.ID)
 	if err != nil {
@@ -73,8 +79,7 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	return b, nil
 }
 
-// adoptManifest records a stored backup (and its volume, if unknown) as available and
-// counts its references.
+// adoptManifest records a stored backup (and its volume, if unknown) as available.
 func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.Backup, error) {
 	if !m.Root.IsZero() {
 		if _, ok, err := s.idx.Lookup(m.Root); err != nil {
@@ -97,12 +102,6 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 			return nil, wrapf(ErrExists, "backup %s is already in the index", m.ID)
 		}
 		return nil, err
-	}
-	if !m.Root.IsZero() {
-		if err := s.repo.Retain(ctx, m.Root, m.RootLevel); err != nil {
-			_ = s.idx.DeleteBackup(b.ID)
-			return nil, err
-		}
 	}
 	return b, nil
 }
@@ -131,36 +130,4 @@ func (s *Service) ensureVolume(m *repo.Manifest) error {
 		return nil
 	}
 	return err
-}
-
-// syncPacks indexes every pack in the backend the index does not know yet.
-func (s *Service) syncPacks(ctx context.Context) error {
-	type packRef struct {
-		id   repo.PackID
-		size int64
-	}
-	var missing []packRef
-	if err := s.repo.ListPacks(ctx, func(id repo.PackID, size int64) error {
-		known, err := s.idx.HasPack(id)
-		if err == nil && !known {
-			missing = append(missing, packRef{id, size})
-		}
-		return err
-	}); err != nil {
-		return fmt.Errorf("list packs: %w", err)
-	}
-	for _, p := range missing {
-		entries, err := s.repo.PackEntries(ctx, p.id, p.size)
-		if err != nil {
-			if errors.Is(err, repo.ErrCorrupt) {
-				s.log.Warn("pack skipped: unreadable trailer", "pack", p.id.String(), "error", err)
-				continue
-			}
-			return err
-		}
-		if err := s.idx.AddPack(p.id, p.size, entries); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -8,15 +8,11 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-var (
-	_ repo.Index     = (*Index)(nil)
-	_ repo.BlobIndex = (*Index)(nil)
-)
+var _ repo.Index = (*Index)(nil)
 
 const locLen = 16 + 4 + 4 + 4 + 1
 
 func blobKey(a repo.Address) []byte { return append([]byte("c/"), a[:]...) }
-func refKey(a repo.Address) []byte  { return append([]byte("r/"), a[:]...) }
 func packKey(p repo.PackID) []byte  { return append([]byte("p/"), p[:]...) }
 
 func encodeLoc(l repo.Location) []byte {
@@ -76,95 +72,6 @@ func (ix *Index) AddPack(id repo.PackID, size int64, entries []repo.PackEntry) e
 	return wb.Flush()
 }
 
-// Refs returns a blob's reference count.
-func (ix *Index) Refs(a repo.Address) (uint32, error) {
-	var n uint32
-	err := ix.db.View(func(txn *badger.Txn) error {
-		var err error
-		n, err = getRefs(txn, a)
-		return err
-	})
-	return n, err
-}
-
-func getRefs(txn *badger.Txn, a repo.Address) (uint32, error) {
-	item, err := txn.Get(refKey(a))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	var n uint32
-	err = item.Value(func(v []byte) error {
-		if len(v) == 4 {
-			n = binary.LittleEndian.Uint32(v)
-		}
-		return nil
-	})
-	return n, err
-}
-
-// AddRefs adds delta to each address's count and returns the addresses that crossed zero:
-// were zero before (delta > 0) or are zero after (delta < 0). Counts never go below zero.
-func (ix *Index) AddRefs(addrs []repo.Address, delta int) ([]repo.Address, error) {
-	ix.refsMu.Lock()
-	defer ix.refsMu.Unlock()
-	var crossed []repo.Address
-	const batch = 4096
-	for len(addrs) > 0 {
-		part := addrs[:min(batch, len(addrs))]
-		addrs = addrs[len(part):]
-		var got []repo.Address
-		err := ix.update(func(txn *badger.Txn) error {
-			got = got[:0]
-			pending := map[repo.Address]uint32{}
-			for _, a := range part {
-				if a == (repo.Address{}) {
-					continue
-				}
-				n, ok := pending[a]
-				if !ok {
-					var err error
-					if n, err = getRefs(txn, a); err != nil {
-						return err
-					}
-				}
-				switch {
-				case delta > 0:
-					if n == 0 {
-						got = append(got, a)
-					}
-					n += uint32(delta)
-				case n > 0:
-					n = uint32(max(int64(n)+int64(delta), 0))
-					if n == 0 {
-						got = append(got, a)
-					}
-				}
-				pending[a] = n
-			}
-			for a, n := range pending {
-				var err error
-				if n == 0 {
-					err = txn.Delete(refKey(a))
-				} else {
-					err = txn.Set(refKey(a), binary.LittleEndian.AppendUint32(nil, n))
-				}
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
-		}
-		crossed = append(crossed, got...)
-	}
-	return crossed, nil
-}
-
 // Packs calls fn for every pack the index knows.
 func (ix *Index) Packs(fn func(id repo.PackID, size int64) error) error {
 	return ix.scan("p/", true, func(k, v []byte) error {
@@ -177,8 +84,8 @@ func (ix *Index) Packs(fn func(id repo.PackID, size int64) error) error {
 	})
 }
 
-// Blobs calls fn for every indexed blob with its reference count.
-func (ix *Index) Blobs(fn func(e repo.PackEntry, refs uint32) error) error {
+// Blobs calls fn for every indexed blob.
+func (ix *Index) Blobs(fn func(e repo.PackEntry) error) error {
 	return ix.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = []byte("c/")
@@ -193,11 +100,7 @@ func (ix *Index) Blobs(fn func(e repo.PackEntry, refs uint32) error) error {
 			}); err != nil {
 				return err
 			}
-			n, err := getRefs(txn, e.Addr)
-			if err != nil {
-				return err
-			}
-			if err := fn(e, n); err != nil {
+			if err := fn(e); err != nil {
 				return err
 			}
 		}
@@ -228,9 +131,6 @@ func (ix *Index) DropPack(id repo.PackID, addrs []repo.Address) error {
 				if err := txn.Delete(blobKey(a)); err != nil {
 					return err
 				}
-				if err := txn.Delete(refKey(a)); err != nil {
-					return err
-				}
 			}
 			return nil
 		}); err != nil {
@@ -238,13 +138,6 @@ func (ix *Index) DropPack(id repo.PackID, addrs []repo.Address) error {
 		}
 	}
 	return ix.db.Update(func(txn *badger.Txn) error { return txn.Delete(packKey(id)) })
-}
-
-// ResetRefs deletes every reference count.
-func (ix *Index) ResetRefs() error {
-	ix.refsMu.Lock()
-	defer ix.refsMu.Unlock()
-	return ix.db.DropPrefix([]byte("r/"))
 }
 
 // HasPack reports whether the index knows a pack.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
@@ -17,7 +16,6 @@ import (
 //
 //	m/<name>                   meta values (schema version, repository id, flags)
 //	c/<address 32 bytes>       blob location: pack (16) offset (4) length (4) plain length (4) type (1)
-//	r/<address 32 bytes>       reference count (u32); absent means zero
 //	p/<pack id 16 bytes>       pack size (u64)
 //	v/<volume id>              volume record (JSON)
 //	vn/<project>\x00<name>     volume id by name
@@ -25,7 +23,7 @@ import (
 //	b/<backup id>              backup record (JSON)
 //	bv/<volume id>/<ns>/<id>   backups of a volume in creation order (ns = 16 hex digits)
 //	q/<project>\x00<resource> quota limit set for a project (quotas.go)
-const schemaVersion = "1"
+const schemaVersion = "2"
 
 // ErrNotFound: no such record.
 var ErrNotFound = errors.New("not found")
@@ -35,9 +33,8 @@ var ErrLocked = errors.New("the index is in use by another cairn process")
 
 // Index is the open database. Safe for concurrent use.
 type Index struct {
-	db     *badger.DB
-	dir    string
-	refsMu sync.Mutex // serialises reference count updates, so they never conflict
+	db  *badger.DB
+	dir string
 }
 
 // Open opens (creating if needed) the index in dir. Only one process may have it open.
@@ -56,7 +53,9 @@ func Open(dir string) (*Index, error) {
 		WithNumCompactors(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
-		WithCompactL0OnClose(false)
+		WithCompactL0OnClose(false).
+		// A record that says "available" must survive a power cut once the command says so.
+		WithSyncWrites(true)
 	db, err := badger.Open(opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,61 +24,6 @@ func addr(i int) repo.Address {
 	var a repo.Address
 	copy(a[:], fmt.Sprintf("addr-%08d", i))
 	return a
-}
-
-func TestAddRefsCrossings(t *testing.T) {
-	ix := openTest(t)
-	a, b := addr(1), addr(2)
-	tests := []struct {
-		addrs   []repo.Address
-		delta   int
-		crossed []repo.Address
-		want    map[repo.Address]uint32
-	}{
-		{[]repo.Address{a, b}, 1, []repo.Address{a, b}, map[repo.Address]uint32{a: 1, b: 1}},
-		{[]repo.Address{a}, 1, nil, map[repo.Address]uint32{a: 2}},
-		{[]repo.Address{a, a}, -1, []repo.Address{a}, map[repo.Address]uint32{a: 0}},  // twice in one call
-		{[]repo.Address{a}, -1, nil, map[repo.Address]uint32{a: 0}},                   // never below zero
-		{[]repo.Address{{}, b}, -1, []repo.Address{b}, map[repo.Address]uint32{b: 0}}, // zero address skipped
-	}
-	for i, tc := range tests {
-		got, err := ix.AddRefs(tc.addrs, tc.delta)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(tc.crossed) {
-			t.Errorf("step %d: crossed %v, want %v", i, got, tc.crossed)
-		}
-		for x, want := range tc.want {
-			if n, _ := ix.Refs(x); n != want {
-				t.Errorf("step %d: refs = %d, want %d", i, n, want)
-			}
-		}
-	}
-}
-
-func TestAddRefsConcurrentAndLarge(t *testing.T) {
-	ix := openTest(t)
-	var addrs []repo.Address
-	for i := range 10000 { // more than one transaction's batch
-		addrs = append(addrs, addr(i))
-	}
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if _, err := ix.AddRefs(addrs, 1); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	wg.Wait()
-	for _, i := range []int{0, 4095, 4096, 9999} {
-		if n, _ := ix.Refs(addr(i)); n != 4 {
-			t.Fatalf("refs of %d = %d, want 4", i, n)
-		}
-	}
 }
 
 func TestPacksAndDrop(t *testing.T) {

@@ -42,6 +42,17 @@ func (p PackID) Key() string {
 	return "packs/" + s[:2] + "/" + s
 }
 
+// ParsePackID parses a pack id written in hex.
+func ParsePackID(s string) (PackID, error) {
+	var p PackID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(p) {
+		return p, fmt.Errorf("invalid pack id %q", s)
+	}
+	copy(p[:], b)
+	return p, nil
+}
+
 // ParsePackKey parses a backend key of the form packs/xx/<32 hex digits>.
 func ParsePackKey(key string) (PackID, bool) {
 	var p PackID

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // CheckReport lists what a check found. Problems make a repository unhealthy; Notes do not
-// (a leftover pack that gc will remove, counts that are higher than needed).
+// (a leftover pack that gc will remove).
 type CheckReport struct {
 	Backups   int      `json:"backups"`
 	Packs     int      `json:"packs"`
@@ -29,14 +30,17 @@ func (c *CheckReport) problem(format string, args ...any) {
 	}
 }
 
-// Check verifies that index and backend agree: every indexed pack exists with its size, every
-// backup's block map is complete and every blob it references is indexed in an existing pack,
-// and no reference count is lower than the backups need. With readData it also reads every
-// pack and verifies every blob against its address.
-func (r *Repository) Check(ctx context.Context, bi BlobIndex, roots []Root, readData bool) (*CheckReport, error) {
-	r.sessions.RLock()
-	defer r.sessions.RUnlock()
-	rep := &CheckReport{Backups: len(roots), ReadData: readData}
+// Check verifies the repository from its manifests: every backup the backend holds has a
+// readable manifest and a complete block map, and every blob it reaches is indexed in a pack
+// that exists; every indexed pack exists with its size. With readData it also reads every pack
+// and verifies every blob against its address. It holds a shared lock.
+func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, error) {
+	lk, err := r.Lock(ctx, LockShared, "check")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	rep := &CheckReport{ReadData: readData}
 	stored := map[PackID]int64{}
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
 		stored[id] = size
@@ -45,7 +49,7 @@ func (r *Repository) Check(ctx context.Context, bi BlobIndex, roots []Root, read
 		return nil, err
 	}
 	indexed := map[PackID]int64{}
-	if err := bi.Packs(func(id PackID, size int64) error {
+	if err := r.idx.Packs(func(id PackID, size int64) error {
 		indexed[id] = size
 		rep.Packs++
 		if got, ok := stored[id]; !ok {
@@ -57,81 +61,71 @@ func (r *Repository) Check(ctx context.Context, bi BlobIndex, roots []Root, read
 	}); err != nil {
 		return nil, err
 	}
+	unindexed := 0
 	for id := range stored {
 		if _, ok := indexed[id]; !ok {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("pack %s: not in the index (left by an interrupted backup; 'cairn repo gc' removes it)", id))
+			unindexed++
 		}
 	}
+	if unindexed > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d packs are not in the index (left by an interrupted backup; 'cairn repo gc' removes them)", unindexed))
+	}
 
-	// Expected counts: one per backup root, and one from each live tree node per child.
-	want := map[Address]uint32{}
+	var ids []string
+	if err := r.ListManifests(ctx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
+		return nil, err
+	}
+	sort.Strings(ids)
 	seen := map[Address]struct{}{}
-	for _, root := range roots {
-		if root.Root.IsZero() {
+	livePacks := map[PackID]struct{}{}
+	for _, id := range ids {
+		m, err := r.GetManifest(ctx, id)
+		if errors.Is(err, backend.ErrNotFound) {
 			continue
 		}
-		want[root.Root]++
-		err := r.Walk(ctx, root.Root, root.Level, seen, func(a Address, t BlobType) error {
+		if err != nil {
+			rep.problem("backup %s: %v", id, err)
+			continue
+		}
+		rep.Backups++
+		err = r.Walk(ctx, m.Root, m.RootLevel, seen, func(a Address, t BlobType) error {
 			loc, ok, err := r.idx.Lookup(a)
 			if err != nil {
 				return err
 			}
 			if !ok {
-				rep.problem("backup %s: blob %s is not in the index", root.BackupID, a.Short())
+				rep.problem("backup %s: blob %s is not in the index", id, a.Short())
 				return nil
 			}
+			livePacks[loc.Pack] = struct{}{}
 			if _, ok := stored[loc.Pack]; !ok {
-				rep.problem("backup %s: blob %s: pack %s is missing", root.BackupID, a.Short(), loc.Pack)
-				return nil
-			}
-			if t == BlobTree {
-				n, err := r.node(ctx, a)
-				if err != nil {
-					return err
-				}
-				for _, c := range n.addrs {
-					if !c.IsZero() {
-						want[c]++
-					}
-				}
+				rep.problem("backup %s: blob %s: pack %s is missing", id, a.Short(), loc.Pack)
 			}
 			return nil
 		})
 		if err != nil {
 			if errors.Is(err, ErrCorrupt) || errors.Is(err, backend.ErrNotFound) {
-				rep.problem("backup %s: block map: %v", root.BackupID, err)
+				rep.problem("backup %s: block map: %v", id, err)
 				continue
 			}
 			return nil, err
 		}
 	}
-	leaked := 0
-	for a, w := range want {
-		got, err := r.idx.Refs(a)
-		if err != nil {
-			return nil, err
-		}
-		if got < w {
-			rep.problem("blob %s: %d references counted, %d needed (run 'cairn repo gc' to recount)", a.Short(), got, w)
-		} else if got > w {
-			leaked++
-		}
-	}
-	if leaked > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d blobs have more references counted than needed (left by an interrupted backup; 'cairn repo gc' recounts)", leaked))
+	if dead := len(indexed) - len(livePacks); dead > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d packs hold nothing a stored backup needs ('cairn repo gc' reclaims their space)", dead))
 	}
 	if readData {
-		if err := r.checkData(ctx, bi, stored, rep); err != nil {
+		if err := r.checkData(ctx, stored, rep); err != nil {
 			return nil, err
 		}
-	} else if err := bi.Blobs(func(PackEntry, uint32) error { rep.Blobs++; return nil }); err != nil {
+	} else if err := r.idx.Blobs(func(PackEntry) error { rep.Blobs++; return nil }); err != nil {
 		return nil, err
 	}
 	return rep, nil
 }
 
 // checkData reads every indexed pack and verifies every blob in it.
-func (r *Repository) checkData(ctx context.Context, bi BlobIndex, stored map[PackID]int64, rep *CheckReport) error {
+func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep *CheckReport) error {
 	var scratch, plain []byte
 	for id, size := range stored {
 		if err := ctx.Err(); err != nil {

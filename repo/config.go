@@ -14,7 +14,7 @@ import (
 
 // Format constants. The block size is per repository; the fan-outs are fixed by the format.
 const (
-	FormatVersion    = 1
+	FormatVersion    = 2
 	DefaultBlockSize = 16 << 10
 	MinBlockSize     = 4 << 10
 	MaxBlockSize     = 4 << 20

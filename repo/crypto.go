@@ -28,6 +28,7 @@ const masterKeyLen = 64
 type keys struct {
 	addr   [32]byte    // keys chunk addresses
 	export [32]byte    // authenticates export URLs
+	object [32]byte    // authenticates small objects in an unencrypted repository
 	aead   cipher.AEAD // nil when the repository is not encrypted
 
 	hashers sync.Pool // of *blake3.Hasher keyed with addr
@@ -37,6 +38,7 @@ func deriveKeys(master []byte, encrypted bool) (*keys, error) {
 	k := &keys{}
 	blake3.DeriveKey("cairn 2026-11 chunk address", master, k.addr[:])
 	blake3.DeriveKey("cairn 2026-11 export url", master, k.export[:])
+	blake3.DeriveKey("cairn 2026-12 object mac", master, k.object[:])
 	k.hashers.New = func() any {
 		h, err := blake3.NewKeyed(k.addr[:])
 		if err != nil {

@@ -4,47 +4,31 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/google/uuid"
 )
-
-// BlobIndex is the part of the index that gc and check walk: every pack and blob it knows.
-type BlobIndex interface {
-	Index
-	// Packs calls fn for every pack the index knows.
-	Packs(fn func(id PackID, size int64) error) error
-	// Blobs calls fn for every blob the index knows, with its reference count.
-	Blobs(fn func(e PackEntry, refs uint32) error) error
-	// DropPack forgets a pack and those of addrs whose entries still point into it.
-	DropPack(id PackID, addrs []Address) error
-	// ResetRefs sets every reference count to zero (before a recount).
-	ResetRefs() error
-}
-
-// Root is a live backup's tree, as gc and check need it.
-type Root struct {
-	BackupID string
-	Root     Address
-	Level    int
-}
 
 // GCOptions tune a garbage collection.
 type GCOptions struct {
-	// Recount rebuilds every reference count from Roots first (after a crash left counts
-	// too high).
-	Recount bool
-	Roots   []Root
-	// RepackThreshold: a pack whose unreferenced bytes are at least this fraction of it is
+	// RepackThreshold: a pack whose unreachable bytes are at least this fraction of it is
 	// rewritten with only its live blobs. 0 means 0.2.
 	RepackThreshold float64
-	Log             func(format string, args ...any)
+	// DryRun decides and reports without writing or deleting anything.
+	DryRun bool
+	Log    func(format string, args ...any)
 }
 
 // GCStats says what a garbage collection did.
 type GCStats struct {
+	Backups        int   `json:"backups"`    // manifests marked from
+	LiveBlobs      int   `json:"live_blobs"` // blobs reachable from them
 	PacksDeleted   int   `json:"packs_deleted"`
 	PacksRepacked  int   `json:"packs_repacked"`
-	PacksOrphaned  int   `json:"orphan_packs_deleted"`
+	PacksKept      int   `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
+	LocksBroken    int   `json:"stale_locks_broken"`
 	BlobsReclaimed int64 `json:"blobs_reclaimed"`
 	BytesFreed     int64 `json:"bytes_freed"`
 }
@@ -54,14 +38,19 @@ type packUsage struct {
 	liveBytes int64
 	deadBytes int64
 	live      int
-	dead      []Address // unreferenced blobs, to forget with the pack
+	dead      int
 }
 
-// GC reclaims the space of blobs no backup references. It waits for running backups and
-// restores to finish and holds new ones back while it sweeps.
-func (r *Repository) GC(ctx context.Context, bi BlobIndex, o GCOptions) (GCStats, error) {
-	r.sessions.Lock()
-	defer r.sessions.Unlock()
+// ErrUnreadableBackup means gc cannot tell what a stored backup needs (its manifest or block
+// map is damaged or incomplete), so it deletes nothing.
+var ErrUnreadableBackup = errors.New("a stored backup cannot be read")
+
+// GC reclaims the space of blobs that no manifest in the backend reaches. Under the exclusive
+// lock (no backup, restore or delete runs anywhere), with the index brought fully up to date,
+// it marks every blob reachable from every manifest the backend holds, whatever any index
+// says of that backup's status, and then deletes packs with nothing reachable and repacks
+// packs that are mostly unreachable. The argument for its safety is in docs/design.md.
+func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	var st GCStats
 	logf := o.Log
 	if logf == nil {
@@ -70,98 +59,239 @@ func (r *Repository) GC(ctx context.Context, bi BlobIndex, o GCOptions) (GCStats
 	if o.RepackThreshold == 0 {
 		o.RepackThreshold = 0.2
 	}
-	if o.Recount {
-		logf("recounting references of %d backups", len(o.Roots))
-		if err := bi.ResetRefs(); err != nil {
-			return st, err
-		}
-		for _, root := range o.Roots {
-			if !root.Root.IsZero() {
-				if err := r.retain(ctx, []Address{root.Root}, root.Level); err != nil {
-					return st, fmt.Errorf("recount backup %s: %w", root.BackupID, err)
-				}
-			}
+	lk, err := r.Lock(ctx, LockExclusive, "gc")
+	if err != nil {
+		return st, err
+	}
+	defer lk.Unlock()
+	st.LocksBroken = len(lk.broken)
+	// A writer whose lock was broken because it stopped refreshing (another host) may still
+	// be alive: it will find its lock lost and commit nothing, but keep what it wrote since
+	// its lock was taken until the next gc all the same. A process of this host that is gone
+	// writes nothing more.
+	var keepAfter time.Time
+	for _, b := range lk.broken {
+		logf("broke a stale lock: %s (%s)", b, b.Why)
+		if b.Host != r.locks.host && (keepAfter.IsZero() || b.Created.Before(keepAfter)) {
+			keepAfter = b.Created.Add(-time.Hour) // its clock may be an hour off the store's
 		}
 	}
+
+	live, err := r.mark(ctx, &st)
+	if err != nil {
+		return st, err
+	}
+	st.LiveBlobs = len(live)
+	logf("marked %d blobs reachable from %d backups", len(live), st.Backups)
+
 	usage := map[PackID]*packUsage{}
-	if err := bi.Packs(func(id PackID, size int64) error {
+	if err := r.idx.Packs(func(id PackID, size int64) error {
 		usage[id] = &packUsage{size: size}
 		return nil
 	}); err != nil {
 		return st, err
 	}
-	if err := bi.Blobs(func(e PackEntry, refs uint32) error {
+	if err := r.idx.Blobs(func(e PackEntry) error {
 		u := usage[e.Pack]
 		if u == nil {
 			return nil
 		}
-		if refs > 0 {
+		if _, ok := live[e.Addr]; ok {
 			u.live++
 			u.liveBytes += int64(e.Length)
 		} else {
-			u.dead = append(u.dead, e.Addr)
+			u.dead++
 			u.deadBytes += int64(e.Length)
 		}
 		return nil
 	}); err != nil {
 		return st, err
 	}
+	var drop, repack []PackID
 	for id, u := range usage {
+		switch {
+		case u.live == 0:
+			drop = append(drop, id)
+		case u.dead > 0 && float64(u.deadBytes) >= o.RepackThreshold*float64(u.size):
+			repack = append(repack, id)
+		}
+	}
+	sort.Slice(drop, func(i, j int) bool { return string(drop[i][:]) < string(drop[j][:]) })
+	sort.Slice(repack, func(i, j int) bool { return string(repack[i][:]) < string(repack[j][:]) })
+
+	// Pack objects: their store times (for keepAfter) and their index objects' keys.
+	mod := map[PackID]time.Time{}
+	if err := r.be.List(ctx, "packs/", func(oi backend.ObjectInfo) error {
+		if id, ok := ParsePackKey(oi.Key); ok {
+			mod[id] = oi.ModTime
+		}
+		return nil
+	}); err != nil {
+		return st, err
+	}
+	indexKeys := map[PackID][]string{}
+	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
+		if _, name, ok := keyTime(indexPrefix, oi.Key); ok {
+			if id, err := ParsePackID(name); err == nil {
+				indexKeys[id] = append(indexKeys[id], oi.Key)
+			}
+		}
+		return nil
+	}); err != nil {
+		return st, err
+	}
+	young := func(id PackID) bool {
+		t, ok := mod[id]
+		return !keepAfter.IsZero() && ok && t.After(keepAfter)
+	}
+	keep := func(ids []PackID) []PackID {
+		out := ids[:0]
+		for _, id := range ids {
+			if young(id) {
+				st.PacksKept++
+				continue
+			}
+			out = append(out, id)
+		}
+		return out
+	}
+	drop, repack = keep(drop), keep(repack)
+	if o.DryRun || len(drop)+len(repack) == 0 {
+		for _, id := range drop {
+			st.PacksDeleted++
+			st.BlobsReclaimed += int64(usage[id].dead)
+			st.BytesFreed += usage[id].size
+		}
+		return st, nil
+	}
+
+	// 1. Repack: the live blobs of mostly-dead packs go into new packs (with index objects).
+	for _, id := range repack {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		switch {
-		case u.live == 0:
-			// Forget the pack first: a blob the index no longer lists is never reused.
-			if err := bi.DropPack(id, u.dead); err != nil {
-				return st, err
+		newSize, err := r.repack(ctx, id, usage[id].size, live)
+		if err != nil {
+			return st, err
+		}
+		st.PacksRepacked++
+		st.BlobsReclaimed += int64(usage[id].dead)
+		st.BytesFreed += usage[id].size - newSize
+	}
+	// 2. The deletion record, before anything goes: every address in each doomed pack, and
+	// where the live ones among them are now, so other indexes forget exactly these packs.
+	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
+	for _, id := range append(append([]PackID(nil), drop...), repack...) {
+		entries, err := r.packEntries(ctx, id, usage[id].size, indexKeys[id])
+		if err != nil {
+			return st, fmt.Errorf("gc: %w", err)
+		}
+		addrs := make([]Address, len(entries))
+		for i, e := range entries {
+			addrs[i] = e.Addr
+			if _, ok := live[e.Addr]; !ok {
+				continue
 			}
-			if err := r.be.Delete(ctx, id.Key()); err != nil {
-				return st, fmt.Errorf("delete pack %s: %w", id, err)
-			}
-			st.PacksDeleted++
-			st.BlobsReclaimed += int64(len(u.dead))
-			st.BytesFreed += u.size
-		case len(u.dead) > 0 && float64(u.deadBytes) >= o.RepackThreshold*float64(u.size):
-			freed, err := r.repack(ctx, bi, id, u.size)
+			loc, ok, err := r.idx.Lookup(e.Addr)
 			if err != nil {
 				return st, err
 			}
-			st.PacksRepacked++
-			st.BlobsReclaimed += int64(len(u.dead))
-			st.BytesFreed += freed
+			if ok && loc.Pack != id {
+				d.relocated = append(d.relocated, PackEntry{Addr: e.Addr, Location: loc})
+				if _, have := d.sizes[loc.Pack]; !have {
+					d.sizes[loc.Pack] = usage[loc.Pack].sizeOr(r, loc.Pack)
+				}
+			}
 		}
+		d.packs[id] = addrs
 	}
-	// Packs in the backend the index never learned: leftovers of backups that died between
-	// storing a pack and indexing it.
-	known := map[PackID]struct{}{} // read again: repacking added packs
-	if err := bi.Packs(func(id PackID, _ int64) error {
-		known[id] = struct{}{}
-		return nil
-	}); err != nil {
+	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
+	if err := r.putObject(ctx, key, d.encode()); err != nil {
+		return st, fmt.Errorf("gc: store the deletion record: %w", err)
+	}
+	// 3. This index forgets the packs (a blob the index does not list is never reused).
+	if err := d.apply(r.idx); err != nil {
 		return st, err
 	}
-	var orphans []PackID
-	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
-		if _, ok := known[id]; !ok {
-			orphans = append(orphans, id)
-			st.BytesFreed += size
-		}
-		return nil
-	}); err != nil {
+	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
 		return st, err
 	}
-	for _, id := range orphans {
-		if err := r.be.Delete(ctx, id.Key()); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return st, fmt.Errorf("delete orphan pack %s: %w", id, err)
+	// 4. Index objects go before their packs: an index object that exists names a pack
+	// that exists, which is what Sync relies on.
+	for id := range d.packs {
+		for _, k := range indexKeys[id] {
+			if err := r.be.Delete(ctx, k); err != nil {
+				return st, fmt.Errorf("gc: delete %s: %w", k, err)
+			}
 		}
-		st.PacksOrphaned++
+	}
+	for _, id := range drop {
+		if err := r.be.Delete(ctx, id.Key()); err != nil {
+			return st, fmt.Errorf("gc: delete pack %s: %w", id, err)
+		}
+		st.PacksDeleted++
+		st.BlobsReclaimed += int64(usage[id].dead)
+		st.BytesFreed += usage[id].size
+	}
+	for _, id := range repack {
+		if err := r.be.Delete(ctx, id.Key()); err != nil {
+			return st, fmt.Errorf("gc: delete pack %s: %w", id, err)
+		}
 	}
 	return st, nil
 }
 
-// repack rewrites the live blobs of a pack into a new one and removes the old pack.
-func (r *Repository) repack(ctx context.Context, bi BlobIndex, id PackID, size int64) (int64, error) {
+func (u *packUsage) sizeOr(r *Repository, id PackID) int64 {
+	if u != nil {
+		return u.size
+	}
+	if oi, err := r.be.Stat(context.Background(), id.Key()); err == nil {
+		return oi.Size
+	}
+	return 0
+}
+
+// mark returns every blob reachable from every manifest in the backend. A manifest or block
+// map that cannot be read stops gc: what it needs is unknown, so nothing may be deleted.
+func (r *Repository) mark(ctx context.Context, st *GCStats) (map[Address]struct{}, error) {
+	var ids []string
+	if err := r.ListManifests(ctx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
+		return nil, err
+	}
+	sort.Strings(ids)
+	live := map[Address]struct{}{}
+	for _, id := range ids {
+		m, err := r.GetManifest(ctx, id)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // deleted since the listing (a delete needs no exclusive lock)
+		}
+		if err == nil {
+			err = r.Walk(ctx, m.Root, m.RootLevel, live, func(Address, BlobType) error { return nil })
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("gc: backup %s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, ErrUnreadableBackup, err)
+		}
+		st.Backups++
+	}
+	return live, nil
+}
+
+// packEntries returns a pack's blob list from its index object, or its trailer.
+func (r *Repository) packEntries(ctx context.Context, id PackID, size int64, indexKeys []string) ([]PackEntry, error) {
+	for _, k := range indexKeys {
+		if _, _, entries, err := r.readPackIndex(ctx, k); err == nil {
+			return entries, nil
+		}
+	}
+	return r.readTrailer(ctx, id, size)
+}
+
+// repack rewrites the live blobs of a pack into a new one (with its index object) and
+// returns the new pack's size. The old pack is deleted by the caller, after the deletion record.
+func (r *Repository) repack(ctx context.Context, id PackID, size int64, live map[Address]struct{}) (int64, error) {
 	entries, err := r.readTrailer(ctx, id, size)
 	if err != nil {
 		return 0, err
@@ -173,19 +303,15 @@ func (r *Repository) repack(ctx context.Context, bi BlobIndex, id PackID, size i
 	var p packer
 	var scratch, plain []byte
 	for _, e := range entries {
+		if _, ok := live[e.Addr]; !ok {
+			continue
+		}
 		loc, ok, err := r.idx.Lookup(e.Addr)
 		if err != nil {
 			return 0, err
 		}
-		if !ok || loc.Pack != id {
-			continue // dead, or stored again elsewhere
-		}
-		refs, err := r.idx.Refs(e.Addr)
-		if err != nil {
-			return 0, err
-		}
-		if refs == 0 {
-			continue
+		if ok && loc.Pack != id {
+			continue // stored again elsewhere
 		}
 		stored := data[e.Offset : e.Offset+e.Length]
 		if plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); err != nil {
@@ -193,23 +319,12 @@ func (r *Repository) repack(ctx context.Context, bi BlobIndex, id PackID, size i
 		}
 		p.add(e.Type, e.Addr, stored, int(e.PlainLen))
 	}
-	var newSize int64
-	if !p.empty() {
-		nid, ndata, nentries := p.finish(r.keys)
-		if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
-			return 0, err
-		}
-		newSize = int64(len(ndata))
+	if p.empty() {
+		return 0, nil
 	}
-	dead := make([]Address, 0, len(entries))
-	for _, e := range entries {
-		dead = append(dead, e.Addr) // DropPack skips those now indexed in the new pack
-	}
-	if err := bi.DropPack(id, dead); err != nil {
+	nid, ndata, nentries := p.finish(r.keys)
+	if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
 		return 0, err
 	}
-	if err := r.be.Delete(ctx, id.Key()); err != nil {
-		return 0, fmt.Errorf("delete pack %s: %w", id, err)
-	}
-	return size - newSize, nil
+	return int64(len(ndata)), nil
 }

@@ -1,20 +1,27 @@
 package repo
 
-// Index is what the repository needs from the backup index: where blobs are stored and how
-// often each is referenced. Package index implements it on Badger; repo only defines it.
+// Index is what the repository needs from the backup index: where blobs are stored, which
+// packs it knows, and a few named values (how far it has followed the backend). Package index
+// implements it on Badger; repo only defines it.
 //
-// Reference counting: a tree node that is referenced (count > 0) has added one to each of its
-// children. Counts may be too high after a crash (a leak that gc's recount repairs), never too
-// low, so gc never reclaims a live blob.
+// The index is a cache of the backend: everything here can be rebuilt from pack index
+// objects, pack trailers and deletion records (Sync). Nothing is ever deleted because of what
+// an index says alone: gc decides from the manifests in the backend.
 type Index interface {
 	// Lookup returns where addr is stored.
 	Lookup(addr Address) (Location, bool, error)
 	// AddPack records a pack written to the backend and the blobs in it. Blobs already known
 	// elsewhere move to this pack (gc's repack).
 	AddPack(id PackID, size int64, entries []PackEntry) error
-	// Refs returns addr's reference count.
-	Refs(addr Address) (uint32, error)
-	// AddRefs adds delta to the count of every address (zero addresses are skipped) and
-	// returns those whose count was zero before (delta > 0) or is zero after (delta < 0).
-	AddRefs(addrs []Address, delta int) (crossed []Address, err error)
+	// HasPack reports whether the index knows a pack.
+	HasPack(id PackID) (bool, error)
+	// DropPack forgets a pack and those of addrs whose entries still point into it.
+	DropPack(id PackID, addrs []Address) error
+	// Packs calls fn for every pack the index knows.
+	Packs(fn func(id PackID, size int64) error) error
+	// Blobs calls fn for every blob the index knows.
+	Blobs(fn func(e PackEntry) error) error
+	// Meta returns a named value ("" when unset); SetMeta sets one ("" removes it).
+	Meta(name string) (string, error)
+	SetMeta(name, value string) error
 }

@@ -71,7 +71,7 @@ func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
 		return err
 	}
 	key := manifestKey(m.ID)
-	if err := r.be.Put(ctx, key, r.keys.seal(nil, b, []byte(key))); err != nil {
+	if err := r.putObject(ctx, key, b); err != nil {
 		return fmt.Errorf("store manifest of backup %s: %w", m.ID, err)
 	}
 	return nil
@@ -91,7 +91,7 @@ func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, err
 }
 
 func (r *Repository) decodeManifest(key string, sealed []byte) (*Manifest, error) {
-	b, err := r.keys.open(nil, sealed, []byte(key))
+	b, err := r.keys.openObject(key, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
 	}

@@ -48,14 +48,7 @@ func (p *packer) empty() bool { return len(p.entries) == 0 }
 // finish seals the trailer and returns the pack's id, bytes and entries; the packer is reset
 // and must not be used until the returned slices are no longer needed (they are handed over).
 func (p *packer) finish(k *keys) (PackID, []byte, []PackEntry) {
-	trailer := make([]byte, 0, len(p.entries)*trailerEntry)
-	for _, e := range p.entries {
-		trailer = append(trailer, byte(e.Type))
-		trailer = append(trailer, e.Addr[:]...)
-		trailer = binary.LittleEndian.AppendUint32(trailer, e.Offset)
-		trailer = binary.LittleEndian.AppendUint32(trailer, e.Length)
-		trailer = binary.LittleEndian.AppendUint32(trailer, e.PlainLen)
-	}
+	trailer := appendTrailer(make([]byte, 0, len(p.entries)*trailerEntry), p.entries)
 	sealed := k.seal(nil, trailer, []byte(trailerAD))
 	data := append(p.buf, sealed...)
 	data = append(data, packMagic...)
@@ -71,6 +64,18 @@ func (p *packer) finish(k *keys) (PackID, []byte, []PackEntry) {
 	}
 	p.buf, p.entries = nil, nil
 	return id, data, entries
+}
+
+// appendTrailer appends the trailer encoding of entries to b.
+func appendTrailer(b []byte, entries []PackEntry) []byte {
+	for _, e := range entries {
+		b = append(b, byte(e.Type))
+		b = append(b, e.Addr[:]...)
+		b = binary.LittleEndian.AppendUint32(b, e.Offset)
+		b = binary.LittleEndian.AppendUint32(b, e.Length)
+		b = binary.LittleEndian.AppendUint32(b, e.PlainLen)
+	}
+	return b
 }
 
 // readTrailer reads the blob list of a stored pack of the given size.
@@ -124,10 +129,14 @@ func parseTrailer(id PackID, trailer []byte, dataLen int64) ([]PackEntry, error)
 	return entries, nil
 }
 
-// storePack writes a finished pack and records it in the index.
+// storePack writes a finished pack and its index object, and records it in the index. The
+// index object lets other processes' indexes learn the pack; the trailer is the second copy.
 func (r *Repository) storePack(ctx context.Context, id PackID, data []byte, entries []PackEntry) error {
 	if err := r.be.Put(ctx, id.Key(), data); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
+	}
+	if err := r.putObject(ctx, indexKey(id), encodePackIndex(int64(len(data)), entries)); err != nil {
+		return fmt.Errorf("store the index of pack %s: %w", id, err)
 	}
 	if err := r.idx.AddPack(id, int64(len(data)), entries); err != nil {
 		return fmt.Errorf("index pack %s: %w", id, err)

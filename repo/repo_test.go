@@ -274,44 +274,9 @@ func TestCorruptBlobDetected(t *testing.T) {
 	if !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("restore of corrupt backup: %v", err)
 	}
-	roots := []repo.Root{{BackupID: m.ID, Root: m.Root, Level: m.RootLevel}}
-	rep, err := f.r.Check(context.Background(), f.idx, roots, true)
+	rep, err := f.r.Check(context.Background(), true)
 	if err != nil || rep.OK() {
 		t.Fatalf("check --read-data found nothing: %+v %v", rep, err)
-	}
-}
-
-func TestReleaseAndGC(t *testing.T) {
-	f := newFixture(t, repo.InitOptions{})
-	ctx := context.Background()
-	a := &memSource{data: randomVolume(5, 8<<20)}
-	ma := f.backup(t, "a", a, nil)
-	b := &memSource{data: randomVolume(6, 8<<20)}
-	mb := f.backup(t, "b", b, nil)
-	if err := f.r.Release(ctx, ma.Root, ma.RootLevel); err != nil {
-		t.Fatal(err)
-	}
-	st, err := f.r.GC(ctx, f.idx, repo.GCOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.BytesFreed == 0 {
-		t.Fatalf("gc freed nothing: %+v", st)
-	}
-	roots := []repo.Root{{BackupID: "b", Root: mb.Root, Level: mb.RootLevel}}
-	rep, err := f.r.Check(ctx, f.idx, roots, true)
-	if err != nil || !rep.OK() {
-		t.Fatalf("check after gc: %+v %v", rep, err)
-	}
-	if got := f.restore(t, mb); !bytes.Equal(got, b.data) {
-		t.Fatal("b differs after gc")
-	}
-	// recount gives the same answer
-	if _, err := f.r.GC(ctx, f.idx, repo.GCOptions{Recount: true, Roots: roots}); err != nil {
-		t.Fatal(err)
-	}
-	if rep, err := f.r.Check(ctx, f.idx, roots, false); err != nil || !rep.OK() || len(rep.Notes) != 0 {
-		t.Fatalf("check after recount: %+v %v", rep, err)
 	}
 }
 

@@ -17,9 +17,13 @@ type Repository struct {
 	keys *keys
 	idx  Index
 
-	// sessions: backups, restores and deletes hold it shared; gc's sweep holds it exclusively,
-	// so gc never removes a blob that a running backup has just decided to reuse.
+	// sessions is the in-process half of the repository lock (Lock): shared for backups,
+	// restores and checks, exclusive for gc. The backend's lock objects are the other half,
+	// for processes the index cannot see.
 	sessions sync.RWMutex
+	locks    *locker
+	syncMu   sync.Mutex // one Sync at a time
+	log      func(format string, args ...any)
 
 	nodes  *cache[Address, *node]
 	chunks *cache[Address, []byte]
@@ -30,6 +34,9 @@ type Options struct {
 	Password        string
 	ChunkCacheBytes int64 // decompressed data blocks kept for random reads (FUSE)
 	NodeCacheBytes  int64 // decoded tree nodes
+	Lock            LockOptions
+	// Log receives warnings about what a sync or gc skipped; nil discards them.
+	Log func(format string, args ...any)
 }
 
 // Open opens the repository in be, unlocking it with o.Password when it is encrypted.
@@ -41,10 +48,46 @@ func Open(ctx context.Context, be backend.Backend, idx Index, o Options) (*Repos
 	if o.NodeCacheBytes == 0 {
 		o.NodeCacheBytes = 32 << 20
 	}
-	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx}
+	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log}
 	r.nodes = newCache[Address, *node](o.NodeCacheBytes, func(n *node) int64 { return int64(n.size()) })
 	r.chunks = newCache[Address, []byte](o.ChunkCacheBytes, func(b []byte) int64 { return int64(cap(b)) + 64 })
 	return r, nil
+}
+
+func (r *Repository) logf(format string, args ...any) {
+	if r.log != nil {
+		r.log(format, args...)
+	}
+}
+
+// Lock takes the repository lock for op (a word for messages: "backup", "restore", "gc"):
+// shared for everything that reads or adds, exclusive for gc. It holds the in-process half
+// and a lock object in the backend, and then brings the index up to date with what other
+// processes did (Sync). Release it with Unlock.
+func (r *Repository) Lock(ctx context.Context, kind LockKind, op string) (*Lock, error) {
+	if kind == LockExclusive {
+		r.sessions.Lock()
+	} else {
+		r.sessions.RLock()
+	}
+	release := func() {
+		if kind == LockExclusive {
+			r.sessions.Unlock()
+		} else {
+			r.sessions.RUnlock()
+		}
+	}
+	lk, err := r.locks.acquire(ctx, kind, op)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	lk.release = release
+	if _, err := r.Sync(ctx, kind == LockExclusive); err != nil {
+		lk.Unlock()
+		return nil, err
+	}
+	return lk, nil
 }
 
 // Config returns the repository's configuration (never the key).

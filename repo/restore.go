@@ -29,8 +29,11 @@ type RestoreOptions struct {
 // Restore writes the backup m onto t, verifying every block against its address. A mismatch
 // stops the restore with an error naming the backup and the block's offset.
 func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o RestoreOptions) error {
-	r.sessions.RLock()
-	defer r.sessions.RUnlock()
+	lk, err := r.Lock(ctx, LockShared, "restore")
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
 	if o.Workers <= 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0) // reads and writes overlap with decoding
 	}

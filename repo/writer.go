@@ -29,6 +29,9 @@ type Parent struct {
 
 // WriteOptions tune a backup.
 type WriteOptions struct {
+	// Lock is the shared repository lock the caller took (to choose the parent under it);
+	// nil: Write takes one.
+	Lock     *Lock
 	Parent   *Parent // nil for a full backup
 	Workers  int     // fingerprint/compress workers; 0 = GOMAXPROCS
 	Uploads  int     // packs stored at once; 0 = 2
@@ -83,23 +86,27 @@ type leafResult struct {
 	stats    Stats
 }
 
-// Write backs up src into the repository. When every blob is stored and the root is
-// referenced, it calls commit (still inside the session, so gc cannot run in between) to record
-// the backup; if commit fails, the root's reference is dropped again and the error returned.
+// Write backs up src into the repository. When every blob is stored and indexed, it calls
+// commit (still under the lock, so no gc can run in between) to store the manifest and record
+// the backup. It refuses to commit once the lock is lost: a gc elsewhere may then have removed
+// blobs this backup reuses.
 func (r *Repository) Write(ctx context.Context, src Source, o WriteOptions, commit func(WriteResult) error) (WriteResult, error) {
-	r.sessions.RLock()
-	defer r.sessions.RUnlock()
+	if o.Lock == nil {
+		lk, err := r.Lock(ctx, LockShared, "backup")
+		if err != nil {
+			return WriteResult{}, err
+		}
+		defer lk.Unlock()
+		o.Lock = lk
+	}
 	res, err := r.write(ctx, src, o)
 	if err != nil {
 		return res, err
 	}
-	if err := commit(res); err != nil {
-		if rerr := r.release(context.WithoutCancel(ctx), []Address{res.Root}, res.RootLevel); rerr != nil && !res.Root.IsZero() {
-			return res, fmt.Errorf("%w (and dropping its references failed: %v)", err, rerr)
-		}
+	if err := o.Lock.Check(); err != nil {
 		return res, err
 	}
-	return res, nil
+	return res, commit(res)
 }
 
 func (r *Repository) write(ctx context.Context, src Source, o WriteOptions) (WriteResult, error) {
@@ -110,7 +117,7 @@ func (r *Repository) write(ctx context.Context, src Source, o WriteOptions) (Wri
 		o.Uploads = 2
 	}
 	g := newGeometry(src.Size(), r.cfg.BlockSize)
-	w := &writeSession{r: r, g: g, o: o, src: src, pending: map[Address]struct{}{}, activated: map[Address]struct{}{}}
+	w := &writeSession{r: r, g: g, o: o, src: src, pending: map[Address]struct{}{}, stored: map[Address]struct{}{}}
 	return w.run(ctx)
 }
 
@@ -124,17 +131,16 @@ type writeSession struct {
 	pending map[Address]struct{} // blobs in packs not yet indexed; guarded by mu
 
 	// owned by the collector goroutine:
-	activated map[Address]struct{} // tree nodes whose children this session has counted
-	refQueue  []Address            // children whose counts still need +1
-	packer    packer
-	stats     Stats
-	levels    []levelBuilder
-	root      Address
-	bufs      sync.Pool       // leaf read buffers
-	arenas    sync.Pool       // stored bytes of a leaf's new blobs
-	packBufs  sync.Pool       // pack buffers, returned after upload
-	uploads   *errgroup.Group // pack uploads; uctx is cancelled when one fails
-	uctx      context.Context
+	stored   map[Address]struct{} // tree nodes this session has stored or found stored
+	packer   packer
+	stats    Stats
+	levels   []levelBuilder
+	root     Address
+	bufs     sync.Pool       // leaf read buffers
+	arenas   sync.Pool       // stored bytes of a leaf's new blobs
+	packBufs sync.Pool       // pack buffers, returned after upload
+	uploads  *errgroup.Group // pack uploads; uctx is cancelled when one fails
+	uctx     context.Context
 }
 
 type levelBuilder struct {
@@ -179,9 +185,8 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 		err = parent.Err()
 	}
 	if err != nil {
-		// The pack uploads that finished are indexed; their blobs are unreferenced and gc
-		// reclaims them. Counts this session added to children are a leak the index's
-		// dirty flag (set by the caller) lets gc repair.
+		// The pack uploads that finished are indexed; no manifest reaches their blobs, so gc
+		// reclaims them (unless a later backup reuses them first).
 		return WriteResult{}, err
 	}
 	return WriteResult{Root: w.root, RootLevel: w.g.rootLevel, Stats: w.stats}, nil
@@ -494,18 +499,7 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 	if err := w.flushPack(); err != nil {
 		return err
 	}
-	if err := w.flushRefs(); err != nil {
-		return err
-	}
-	if err := w.uploads.Wait(); err != nil {
-		return err
-	}
-	if !w.root.IsZero() {
-		if _, err := w.r.idx.AddRefs([]Address{w.root}, 1); err != nil {
-			return err
-		}
-	}
-	return nil
+	return w.uploads.Wait()
 }
 
 // push adds a child address at the given level (1 = parents of leaves) and finishes nodes as
@@ -546,53 +540,21 @@ func (w *writeSession) nodesAt(level int) int64 {
 	return n
 }
 
-// ensureNode stores a tree node unless it exists and, the first time the node becomes live,
-// counts a reference to each of its children.
+// ensureNode stores a tree node unless the index or this session already has it. Whatever
+// the index knows is safe to reuse: the lock keeps gc out until the manifest that reaches it
+// is stored, and the index forgot every pack gc deleted when the lock was taken.
 func (w *writeSession) ensureNode(addr Address, nd *node) error {
-	if _, ok := w.activated[addr]; ok {
+	if _, ok := w.stored[addr]; ok {
 		return nil
 	}
+	w.stored[addr] = struct{}{}
 	_, known, err := w.r.idx.Lookup(addr)
-	if err != nil {
+	if err != nil || known {
 		return err
 	}
-	w.mu.Lock()
-	_, inPending := w.pending[addr]
-	w.mu.Unlock()
-	if known || inPending {
-		refs, err := w.r.idx.Refs(addr)
-		if err != nil {
-			return err
-		}
-		if refs > 0 {
-			return nil // live already: its children are counted
-		}
-	} else {
-		enc := nd.encode(nil)
-		stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
-		if err := w.addBlob(BlobTree, addr, stored, len(enc)); err != nil {
-			return err
-		}
-	}
-	w.activated[addr] = struct{}{}
-	for _, c := range nd.addrs {
-		if !c.IsZero() {
-			w.refQueue = append(w.refQueue, c)
-		}
-	}
-	if len(w.refQueue) >= 16384 {
-		return w.flushRefs()
-	}
-	return nil
-}
-
-func (w *writeSession) flushRefs() error {
-	if len(w.refQueue) == 0 {
-		return nil
-	}
-	_, err := w.r.idx.AddRefs(w.refQueue, 1)
-	w.refQueue = w.refQueue[:0]
-	return err
+	enc := nd.encode(nil)
+	stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
+	return w.addBlob(BlobTree, addr, stored, len(enc))
 }
 
 // addBlob puts a stored blob into the current pack unless this session already has it.

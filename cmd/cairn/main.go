@@ -47,6 +47,10 @@ type Globals struct {
 	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0"`
 	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0"`
 
+	// Repository locks shared by every process and host that uses the repository.
+	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken; every process on the repository must use the same value." env:"CAIRN_LOCK_STALE" default:"10m"`
+	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish." env:"CAIRN_LOCK_WAIT" default:"1m"`
+
 	stdout, stderr io.Writer
 	password       string
 	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
@@ -190,7 +194,8 @@ func configPaths() []string {
 func (g *Globals) config() (gateway.Config, error) {
 	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,
 		PathStyle: g.PathStyle, AccessKey: g.AccessKey, SecretKey: g.SecretKey, Workers: g.Workers,
-		Concurrency: g.Concurrency, Retries: g.Retries, Timeout: g.Timeout, Password: g.password}
+		Concurrency: g.Concurrency, Retries: g.Retries, Timeout: g.Timeout, Password: g.password,
+		Lock: repo.LockOptions{StaleAfter: g.LockStale, Wait: g.LockWait}}
 	c.ChunkCacheBytes = g.chunkCache
 	if c.Repo == "" {
 		c.Repo = gateway.DefaultRepo()

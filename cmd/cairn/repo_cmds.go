@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
@@ -16,8 +17,10 @@ type RepoCmd struct {
 	Init         RepoInitCmd    `cmd:"" help:"Create a repository."`
 	Check        RepoCheckCmd   `cmd:"" help:"Check that the index and the backend agree."`
 	Stats        RepoStatsCmd   `cmd:"" help:"Show sizes, dedup and compression ratios."`
-	Gc           RepoGCCmd      `cmd:"" name:"gc" help:"Reclaim the space of deleted and failed backups."`
+	Gc           RepoGCCmd      `cmd:"" name:"gc" help:"Reclaim the space that no stored backup needs."`
 	RebuildIndex RepoRebuildCmd `cmd:"" name:"rebuild-index" help:"Rebuild the index from the backend alone."`
+	Locks        RepoLocksCmd   `cmd:"" help:"List the repository's locks (every process and host that uses it)."`
+	Unlock       RepoUnlockCmd  `cmd:"" help:"Remove stale repository locks (with --force, all of them)."`
 	Passwd       RepoPasswdCmd  `cmd:"" help:"Change the passphrase of an encrypted repository."`
 }
 
@@ -146,7 +149,9 @@ func (c *RepoStatsCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 // RepoGCCmd reclaims space.
-type RepoGCCmd struct{}
+type RepoGCCmd struct {
+	DryRun bool `help:"Say what would be reclaimed; delete nothing."`
+}
 
 // Run collects garbage.
 func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
@@ -155,15 +160,76 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	st, err := s.GC(ctx, g.logf)
+	st, err := s.GC(ctx, repo.GCOptions{DryRun: c.DryRun, Log: g.logf})
 	if err != nil {
 		return err
 	}
 	if g.json() {
 		return writeJSON(g.stdout, st)
 	}
-	return properties(g.stdout, [][2]string{{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
-		{"orphan_packs_deleted", fmt.Sprint(st.PacksOrphaned)}, {"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", humanBytes(st.BytesFreed)}})
+	return properties(g.stdout, [][2]string{{"backups", fmt.Sprint(st.Backups)}, {"live_blobs", fmt.Sprint(st.LiveBlobs)},
+		{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
+		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
+		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", humanBytes(st.BytesFreed)}})
+}
+
+// RepoLocksCmd lists the repository's locks.
+type RepoLocksCmd struct{}
+
+// Run lists the locks.
+func (c *RepoLocksCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	locks, err := s.Locks(ctx)
+	if err != nil {
+		return err
+	}
+	return printLocks(g, locks)
+}
+
+func printLocks(g *Globals, locks []repo.LockInfo) error {
+	if g.json() {
+		if locks == nil {
+			locks = []repo.LockInfo{}
+		}
+		return writeJSON(g.stdout, locks)
+	}
+	t := &table{header: []string{"ID", "Kind", "Operation", "Host", "PID", "Created", "Refreshed", "State"}}
+	for _, l := range locks {
+		state := "live"
+		if l.Stale {
+			state = "stale: " + l.Why
+		}
+		t.add(l.ID, string(l.Kind), l.Operation, l.Host, fmt.Sprint(l.PID),
+			l.Created.Format(time.RFC3339), l.Refreshed.UTC().Format(time.RFC3339), state)
+	}
+	return t.write(g.stdout)
+}
+
+// RepoUnlockCmd removes stale locks.
+type RepoUnlockCmd struct {
+	Force bool `help:"Remove every lock, live ones too: only when no process that holds one still runs."`
+}
+
+// Run removes the locks.
+func (c *RepoUnlockCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	removed, err := s.Unlock(ctx, c.Force)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return printLocks(g, removed)
+	}
+	fmt.Fprintf(g.stdout, "removed %d locks\n", len(removed))
+	return nil
 }
 
 func (g *Globals) logf(format string, args ...any) {

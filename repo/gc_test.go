@@ -1,0 +1,343 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+)
+
+// peer opens the repository of f a second time with an index of its own: another gateway
+// (process or host) on the same backend.
+func (f *fixture) peer(t *testing.T, name string, lo repo.LockOptions) *fixture {
+	t.Helper()
+	be, err := local.Open(filepath.Join(f.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, err := index.Open(filepath.Join(f.dir, "index-"+name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	r, err := repo.Open(context.Background(), be, idx, repo.Options{ChunkCacheBytes: 8 << 20, Lock: lo})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{r: r, idx: idx, dir: f.dir}
+}
+
+func (f *fixture) mustCheck(t *testing.T) {
+	t.Helper()
+	rep, err := f.r.Check(context.Background(), true)
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %+v", err, rep)
+	}
+}
+
+func (f *fixture) gc(t *testing.T) repo.GCStats {
+	t.Helper()
+	st, err := f.r.GC(context.Background(), repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func TestGCReclaimsOnlyWhatNoManifestReaches(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	a := &memSource{data: randomVolume(5, 8<<20)}
+	ma := f.backup(t, "a", a, nil)
+	b := &memSource{data: randomVolume(6, 8<<20)}
+	mb := f.backup(t, "b", b, nil)
+	// A gc with nothing deleted reclaims nothing.
+	if st := f.gc(t); st.BytesFreed != 0 || st.Backups != 2 {
+		t.Fatalf("gc with every backup stored: %+v", st)
+	}
+	if err := f.r.DeleteManifest(ctx, ma.ID); err != nil {
+		t.Fatal(err)
+	}
+	st := f.gc(t)
+	if st.BytesFreed == 0 || st.Backups != 1 {
+		t.Fatalf("gc freed nothing after a delete: %+v", st)
+	}
+	f.mustCheck(t)
+	if got := f.restore(t, mb); !bytes.Equal(got, b.data) {
+		t.Fatal("b differs after gc")
+	}
+	// An index that knows nothing (a fresh state dir) must not make gc delete anything.
+	g := f.peer(t, "empty", repo.LockOptions{})
+	if st := g.gc(t); st.PacksDeleted != 0 || st.PacksRepacked != 0 {
+		t.Fatalf("gc through an empty index deleted: %+v", st)
+	}
+	if got := g.restore(t, mb); !bytes.Equal(got, b.data) {
+		t.Fatal("b differs after the second gc")
+	}
+}
+
+func TestGCRefusesWhenABackupCannotBeRead(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	f.backup(t, "a", &memSource{data: randomVolume(1, 2<<20)}, nil)
+	mb := f.backup(t, "b", &memSource{data: randomVolume(2, 2<<20)}, nil)
+	f.backup(t, "c", &memSource{data: randomVolume(3, 2<<20)}, nil)
+	if err := f.r.DeleteManifest(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(f.dir, "repo", "manifests", mb.ID)
+	raw, _ := os.ReadFile(path)
+	raw[len(raw)/2] ^= 1
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.r.GC(ctx, repo.GCOptions{})
+	if !errors.Is(err, repo.ErrUnreadableBackup) || !strings.Contains(err.Error(), "nothing was deleted") {
+		t.Fatalf("gc with a damaged manifest: %v", err)
+	}
+	packs := 0
+	_ = filepath.Walk(filepath.Join(f.dir, "repo", "packs"), func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			packs++
+		}
+		return nil
+	})
+	if packs != 3 {
+		t.Fatalf("%d packs left, want all 3", packs)
+	}
+}
+
+// Two gateways with their own indexes on one backend: one backs up while the other runs gc
+// over and over; every committed backup restores, and the second gateway dedups against the
+// first's packs.
+func TestTwoIndexesOneBackend(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	lo := repo.LockOptions{Wait: 30 * time.Second}
+	g := f.peer(t, "g", lo)
+	ctx := context.Background()
+	vols := make([]*memSource, 6)
+	for i := range vols {
+		vols[i] = &memSource{data: randomVolume(uint64(100+i), 4<<20)}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	var gcs int
+	var gcErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if _, err := g.r.GC(ctx, repo.GCOptions{}); err != nil {
+				gcErr = err
+				return
+			}
+			gcs++
+			time.Sleep(50 * time.Millisecond) // let writers in: a gc run back to back starves them
+		}
+	}()
+	ms := make([]*repo.Manifest, len(vols))
+	for i, v := range vols {
+		ms[i] = f.backup(t, fmt.Sprintf("v%d", i), v, nil)
+		if i%2 == 1 { // delete every other one: gc has something to do
+			if err := f.r.DeleteManifest(ctx, ms[i-1].ID); err != nil {
+				t.Fatal(err)
+			}
+			ms[i-1] = nil
+		}
+	}
+	close(done)
+	wg.Wait()
+	if gcErr != nil {
+		t.Fatal(gcErr)
+	}
+	if gcs == 0 {
+		t.Fatal("gc never ran")
+	}
+	g.gc(t)
+	for i, m := range ms {
+		if m == nil {
+			continue
+		}
+		for _, x := range []*fixture{f, g} {
+			if got := x.restore(t, m); !bytes.Equal(got, vols[i].data) {
+				t.Fatalf("backup %s differs", m.ID)
+			}
+		}
+	}
+	g.mustCheck(t)
+	// Dedup across indexes: the other gateway stores nothing new for the same volume.
+	var st repo.Stats
+	_, err := g.r.Write(ctx, vols[1], repo.WriteOptions{}, func(res repo.WriteResult) error {
+		st = res.Stats
+		return g.r.PutManifest(ctx, &repo.Manifest{ID: "again", VolumeID: "vol", Size: vols[1].Size(), Root: res.Root, RootLevel: res.RootLevel})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NewBlobs != 0 || st.Packs != 0 {
+		t.Fatalf("second gateway stored %d blobs in %d packs for a volume the first stored", st.NewBlobs, st.Packs)
+	}
+}
+
+// A gateway whose index still lists packs another gateway's gc deleted forgets them when it
+// takes the lock, so it stores the blocks again instead of reusing blobs that are gone.
+func TestDeletionRecordsReachOtherIndexes(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	g := f.peer(t, "g", repo.LockOptions{})
+	ctx := context.Background()
+	vol := &memSource{data: randomVolume(9, 4<<20)}
+	m := f.backup(t, "a", vol, nil)
+	if got := g.restore(t, m); !bytes.Equal(got, vol.data) { // g learns the packs
+		t.Fatal("restore through g differs")
+	}
+	if err := g.r.DeleteManifest(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := g.gc(t); st.PacksDeleted == 0 {
+		t.Fatalf("gc deleted nothing: %+v", st)
+	}
+	// f's index still lists the deleted packs until it takes a lock.
+	m2 := f.backup(t, "b", vol, nil)
+	if m2.Stats.NewBlobs == 0 {
+		t.Fatal("f reused blobs that gc deleted")
+	}
+	for _, x := range []*fixture{f, g} {
+		if got := x.restore(t, m2); !bytes.Equal(got, vol.data) {
+			t.Fatal("restore differs")
+		}
+	}
+	f.mustCheck(t)
+}
+
+// Repacking moves live blobs; another index follows the move through the deletion record.
+func TestRepackRelocatesForOtherIndexes(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	g := f.peer(t, "g", repo.LockOptions{})
+	ctx := context.Background()
+	// Two backups in one pack: small volumes share the single pack of one write? No: each
+	// write makes its own pack. Make one pack hold live and dead blobs with an incremental
+	// that rewrites most of its parent's blocks.
+	base := randomVolume(11, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	if got := g.restore(t, mA); !bytes.Equal(got, base) {
+		t.Fatal("restore differs")
+	}
+	changed := append([]byte(nil), base...)
+	copy(changed[:3<<20], randomVolume(12, 3<<20))
+	mB := f.backup(t, "b", &memSource{data: changed}, mA)
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	st := f.gc(t)
+	if st.PacksRepacked == 0 {
+		t.Fatalf("gc repacked nothing: %+v", st)
+	}
+	if got := g.restore(t, mB); !bytes.Equal(got, changed) {
+		t.Fatal("restore through the other index differs after a repack")
+	}
+	g.mustCheck(t)
+}
+
+func TestLocks(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: 2 * time.Second})
+	sh, err := f.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A shared lock elsewhere keeps gc out, with a message that names it.
+	_, err = g.r.GC(ctx, repo.GCOptions{})
+	if !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), "shared lock of backup") {
+		t.Fatalf("gc while a backup holds a lock: %v", err)
+	}
+	// Shared locks coexist.
+	sh2, err := g.r.Lock(ctx, repo.LockShared, "restore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh2.Unlock()
+	locks, err := g.r.Locks(ctx)
+	if err != nil || len(locks) != 1 || locks[0].Stale || locks[0].Operation != "backup" {
+		t.Fatalf("locks = %+v, %v", locks, err)
+	}
+	sh.Unlock()
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); err != nil {
+		t.Fatalf("gc after the lock went: %v", err)
+	}
+
+	// A lock of a process of this host that is gone is stale at once.
+	be, _ := local.Open(filepath.Join(f.dir, "repo"))
+	host, _ := os.Hostname()
+	writeForeignLock(t, f, be, "dead", host, 1<<22-1)
+	locks, err = g.r.Locks(ctx)
+	if err != nil || len(locks) != 1 || !locks[0].Stale || !strings.Contains(locks[0].Why, "is gone") {
+		t.Fatalf("locks = %+v, %v", locks, err)
+	}
+	st := g.gc(t)
+	if st.LocksBroken != 1 {
+		t.Fatalf("gc broke %d stale locks, want 1", st.LocksBroken)
+	}
+
+	// A lock of another host is stale only when it has not been refreshed for StaleAfter.
+	writeForeignLock(t, f, be, "other", "elsewhere", 1)
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("gc while another host holds a fresh lock: %v", err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if removed, err := g.r.Unlock(ctx, false); err != nil || len(removed) != 1 {
+		t.Fatalf("unlock removed %+v, %v", removed, err)
+	}
+
+	// A held lock refreshes itself; once someone removes it, the holder finds it lost.
+	lk, err := g.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	time.Sleep(600 * time.Millisecond)
+	if err := lk.Check(); err != nil {
+		t.Fatalf("a refreshed lock: %v", err)
+	}
+	if _, err := f.r.Unlock(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for lk.Check() == nil && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := lk.Check(); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("a removed lock: %v", err)
+	}
+}
+
+func writeForeignLock(t *testing.T, f *fixture, be backend.Backend, id, host string, pid int) {
+	t.Helper()
+	// Take a real lock through a throwaway repository handle, then rewrite its object as if
+	// another process had written it: the same code path that every holder uses.
+	lk, err := f.r.Lock(context.Background(), repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := lk.Info()
+	lk.Unlock()
+	if err := repo.WriteLockForTest(f.r, id, host, pid, info.Operation); err != nil {
+		t.Fatal(err)
+	}
+}

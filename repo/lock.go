@@ -1,0 +1,420 @@
+package repo
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Locks coordinate every process (on any host) that uses one repository. They are objects
+// locks/<id> in the backend, restic's model: backups, restores, deletes and checks hold a
+// shared lock; gc holds an exclusive one while it decides and deletes. docs/design.md has the
+// protocol and the argument for its safety.
+
+// LockKind says whether a lock is shared or exclusive.
+type LockKind string
+
+// Lock kinds.
+const (
+	LockShared    LockKind = "shared"
+	LockExclusive LockKind = "exclusive"
+	lockProbe     LockKind = "probe" // written only to read the store's clock; never a lock
+)
+
+// Lock timing defaults. A lock not refreshed for StaleAfter is stale and may be broken; its
+// holder gives up (the lock is "lost") when it has not refreshed for StaleAfter*3/4.
+const (
+	DefaultLockStale = 10 * time.Minute
+	lockPrefix       = "locks/"
+)
+
+// ErrLocked means the repository is locked by another process in a conflicting way.
+var ErrLocked = errors.New("the repository is locked")
+
+// ErrLockLost means a held lock was removed by someone else or could not be refreshed in time:
+// the operation must not commit anything.
+var ErrLockLost = errors.New("the repository lock was lost")
+
+// LockInfo describes one lock object.
+type LockInfo struct {
+	ID        string    `json:"id"`
+	Kind      LockKind  `json:"kind"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	Operation string    `json:"operation"`
+	Created   time.Time `json:"created"`   // by the holder's clock
+	Refreshed time.Time `json:"refreshed"` // by the store's clock
+	Stale     bool      `json:"stale"`
+	Why       string    `json:"why,omitempty"` // why it is stale
+	// Damaged is set for a lock object that cannot be authenticated (treated as live and
+	// exclusive until it is stale by age).
+	Damaged bool `json:"damaged,omitempty"`
+}
+
+func (li LockInfo) String() string {
+	return fmt.Sprintf("%s lock of %s (host %s, pid %d) since %s", li.Kind, li.Operation, li.Host, li.PID, li.Created.Format(time.RFC3339))
+}
+
+// LockOptions tune locking; zero values are the defaults.
+type LockOptions struct {
+	// StaleAfter: a lock not refreshed for this long is stale (default DefaultLockStale).
+	StaleAfter time.Duration
+	// Wait bounds how long taking a lock waits for a conflicting one (default 1 minute for
+	// an exclusive lock; shared locks wait as long as their context allows).
+	Wait time.Duration
+}
+
+type locker struct {
+	be   backend.Backend
+	k    *keys
+	o    LockOptions
+	host string
+	pid  int
+}
+
+// held are this process's locks by id, across every open Repository (a lock object naming
+// this process that is not here was left behind by it).
+var held = struct {
+	sync.Mutex
+	m map[string]*Lock
+}{m: map[string]*Lock{}}
+
+func newLocker(be backend.Backend, k *keys, o LockOptions) *locker {
+	if o.StaleAfter <= 0 {
+		o.StaleAfter = DefaultLockStale
+	}
+	host, _ := os.Hostname()
+	return &locker{be: be, k: k, o: o, host: host, pid: os.Getpid()}
+}
+
+// Lock is a held lock. Release it with Unlock; Check before committing anything.
+type Lock struct {
+	l    *locker
+	info LockInfo
+	key  string
+
+	mu          sync.Mutex
+	lastRefresh time.Time // local monotonic time of the last successful write
+	lost        error
+	stop        chan struct{}
+	done        chan struct{}
+	release     func() // releases the in-process half
+	// broken are the stale locks an exclusive locker removed when it took this lock.
+	broken []LockInfo
+}
+
+// Info describes the lock.
+func (lk *Lock) Info() LockInfo { return lk.info }
+
+// Check returns ErrLockLost (wrapped with the reason) once the lock can no longer be trusted.
+func (lk *Lock) Check() error {
+	lk.mu.Lock()
+	defer lk.mu.Unlock()
+	if lk.lost != nil {
+		return lk.lost
+	}
+	if since := time.Since(lk.lastRefresh); since > lk.l.o.StaleAfter*3/4 {
+		lk.lost = fmt.Errorf("%w: not refreshed for %s", ErrLockLost, since.Round(time.Second))
+	}
+	return lk.lost
+}
+
+// Unlock removes the lock object and releases the in-process half. Safe to call twice.
+func (lk *Lock) Unlock() {
+	select {
+	case <-lk.stop:
+		return
+	default:
+	}
+	close(lk.stop)
+	<-lk.done
+	// A lock whose removal fails goes stale and is broken later; it never blocks forever.
+	_ = lk.l.be.Delete(context.Background(), lk.key)
+	held.Lock()
+	delete(held.m, lk.info.ID)
+	held.Unlock()
+	if lk.release != nil {
+		lk.release()
+	}
+}
+
+func (lk *Lock) refresher(every time.Duration) {
+	defer close(lk.done)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-lk.stop:
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), lk.l.o.StaleAfter/4)
+		err := lk.refresh(ctx)
+		cancel()
+		if errors.Is(err, ErrLockLost) {
+			return
+		}
+	}
+}
+
+// refresh rewrites the lock object, unless someone removed it (then the lock is lost).
+func (lk *Lock) refresh(ctx context.Context) error {
+	if _, err := lk.l.be.Stat(ctx, lk.key); errors.Is(err, backend.ErrNotFound) {
+		lk.mu.Lock()
+		lk.lost = fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key)
+		lk.mu.Unlock()
+		return lk.lost
+	} else if err != nil {
+		return err
+	}
+	if err := lk.l.write(ctx, lk.key, lk.info); err != nil {
+		return err
+	}
+	lk.mu.Lock()
+	lk.lastRefresh = time.Now()
+	lk.mu.Unlock()
+	return nil
+}
+
+func newLockID() string {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b[:])
+}
+
+func (l *locker) write(ctx context.Context, key string, info LockInfo) error {
+	rec := info
+	rec.Refreshed, rec.Stale, rec.Why = time.Time{}, false, ""
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return l.be.Put(ctx, key, l.k.sealObject(key, b))
+}
+
+// acquire takes a lock of the given kind for op. It writes its own lock object first and then
+// lists the others: of two processes that do this at the same time, at least one sees the
+// other's object, so they never both hold conflicting locks (with a store whose listings show
+// every completed write, which S3 and a directory do).
+func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, error) {
+	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, PID: l.pid, Operation: op, Created: time.Now().UTC()}
+	key := lockPrefix + info.ID
+	wait := l.o.Wait
+	if wait <= 0 && kind == LockExclusive {
+		wait = time.Minute
+	}
+	var deadline time.Time
+	if wait > 0 {
+		deadline = time.Now().Add(wait)
+	}
+	lk := &Lock{l: l, info: info, key: key, stop: make(chan struct{}), done: make(chan struct{})}
+	held.Lock()
+	held.m[info.ID] = lk
+	held.Unlock()
+	fail := func(err error) (*Lock, error) {
+		_ = l.be.Delete(context.WithoutCancel(ctx), key)
+		held.Lock()
+		delete(held.m, info.ID)
+		held.Unlock()
+		return nil, err
+	}
+	written := false
+	backoff := 200 * time.Millisecond
+	for {
+		if !written {
+			if err := l.write(ctx, key, info); err != nil {
+				return fail(fmt.Errorf("take %s lock: %w", kind, err))
+			}
+			written = true
+			lk.lastRefresh = time.Now()
+		}
+		others, err := l.list(ctx, key)
+		if err != nil {
+			return fail(fmt.Errorf("take %s lock: %w", kind, err))
+		}
+		var blocking []LockInfo
+		for _, o := range others {
+			if o.Stale || o.Kind == lockProbe {
+				continue
+			}
+			if kind == LockExclusive || o.Kind == LockExclusive || o.Damaged {
+				blocking = append(blocking, o)
+			}
+		}
+		if len(blocking) == 0 {
+			if kind == LockExclusive {
+				if lk.broken, err = l.breakStale(ctx, others); err != nil {
+					return fail(fmt.Errorf("break stale locks: %w", err))
+				}
+			}
+			break
+		}
+		// An exclusive lock that waits keeps its object, so new shared lockers back off and
+		// running ones drain; a shared one steps aside while an exclusive one exists. Two
+		// exclusive lockers that see each other both step aside and retry after a random delay.
+		stepAside := kind == LockShared
+		for _, o := range blocking {
+			if o.Kind == LockExclusive || o.Damaged {
+				stepAside = true
+			}
+		}
+		if !deadline.IsZero() && time.Now().After(deadline) {
+			return fail(fmt.Errorf("%w: %s: wait for it to finish, or if its process is gone run 'cairn repo unlock'", ErrLocked, blocking[0]))
+		}
+		if stepAside {
+			if err := l.be.Delete(ctx, key); err != nil {
+				return fail(err)
+			}
+			written = false
+		}
+		jitter, _ := rand.Int(rand.Reader, big.NewInt(int64(backoff)))
+		select {
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-time.After(backoff/2 + time.Duration(jitter.Int64())/2):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+	go lk.refresher(max(l.o.StaleAfter/8, 50*time.Millisecond))
+	return lk, nil
+}
+
+// list reads every lock object but own (its key), and says which are stale. The store's clock
+// is read from the newest ModTime among own and the others, so hosts' clocks never matter.
+func (l *locker) list(ctx context.Context, own string) ([]LockInfo, error) {
+	type obj struct {
+		key string
+		mod time.Time
+	}
+	var objs []obj
+	var now time.Time
+	if err := l.be.List(ctx, lockPrefix, func(oi backend.ObjectInfo) error {
+		if oi.ModTime.After(now) {
+			now = oi.ModTime
+		}
+		if oi.Key != own {
+			objs = append(objs, obj{oi.Key, oi.ModTime})
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	var out []LockInfo
+	for _, o := range objs {
+		li := LockInfo{ID: strings.TrimPrefix(o.key, lockPrefix), Refreshed: o.mod}
+		stored, err := getAll(ctx, l.be, o.key)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // released while we listed
+		}
+		if err != nil {
+			return nil, err
+		}
+		b, err := l.k.openObject(o.key, stored)
+		if err == nil {
+			err = json.Unmarshal(b, &li)
+			li.Refreshed = o.mod
+		}
+		if err != nil || li.ID != strings.TrimPrefix(o.key, lockPrefix) {
+			li = LockInfo{ID: strings.TrimPrefix(o.key, lockPrefix), Kind: LockExclusive, Refreshed: o.mod, Damaged: true}
+		}
+		l.judge(&li, now)
+		out = append(out, li)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// judge marks a lock stale when it was not refreshed for StaleAfter by the store's clock, or
+// when it names a process of this host that no longer runs (or this process, which does not
+// hold it).
+func (l *locker) judge(li *LockInfo, now time.Time) {
+	if age := now.Sub(li.Refreshed); age > l.o.StaleAfter {
+		li.Stale, li.Why = true, fmt.Sprintf("not refreshed for %s", age.Round(time.Second))
+		return
+	}
+	if li.Damaged || li.Host != l.host || li.PID <= 0 {
+		return
+	}
+	if li.PID == l.pid {
+		held.Lock()
+		_, mine := held.m[li.ID]
+		held.Unlock()
+		if !mine {
+			li.Stale, li.Why = true, "left by this process"
+		}
+		return
+	}
+	if err := syscall.Kill(li.PID, 0); errors.Is(err, syscall.ESRCH) {
+		li.Stale, li.Why = true, fmt.Sprintf("process %d is gone", li.PID)
+	}
+}
+
+// Locks lists the repository's lock objects, saying which are stale.
+func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
+	// A probe object of our own gives the store's current time even when every other lock
+	// is old.
+	key := lockPrefix + newLockID()
+	if err := r.locks.write(ctx, key, LockInfo{Kind: lockProbe, Host: r.locks.host, PID: r.locks.pid, Operation: "probe", Created: time.Now().UTC()}); err != nil {
+		return nil, err
+	}
+	defer r.be.Delete(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless
+	all, err := r.locks.list(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, li := range all {
+		if li.Kind != lockProbe {
+			out = append(out, li)
+		}
+	}
+	return out, nil
+}
+
+// Unlock removes stale lock objects (all of them with force, which is only safe when the
+// admin knows that no process that holds them still runs) and returns what it removed.
+func (r *Repository) Unlock(ctx context.Context, force bool) ([]LockInfo, error) {
+	all, err := r.Locks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var removed []LockInfo
+	for _, li := range all {
+		if !li.Stale && !force {
+			continue
+		}
+		if err := r.be.Delete(ctx, lockPrefix+li.ID); err != nil {
+			return removed, err
+		}
+		removed = append(removed, li)
+	}
+	return removed, nil
+}
+
+// breakStale removes the stale locks among others and returns them.
+func (l *locker) breakStale(ctx context.Context, others []LockInfo) ([]LockInfo, error) {
+	var broken []LockInfo
+	for _, li := range others {
+		if li.Stale && li.Kind != lockProbe {
+			if err := l.be.Delete(ctx, lockPrefix+li.ID); err != nil {
+				return broken, err
+			}
+			broken = append(broken, li)
+		}
+	}
+	return broken, nil
+}

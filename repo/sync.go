@@ -1,0 +1,374 @@
+package repo
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Several processes (gateways on several hosts, each with its own index) share a repository.
+// Two kinds of small objects let each index follow what the others did without re-reading
+// the whole backend:
+//
+//	index/<t>-<pack id>    a copy of a pack's blob list, written right after the pack
+//	deleted/<t>-<random>   the packs one gc run deletes (with every blob address in them) and
+//	                       where the live blobs among those now are, written before anything goes
+//
+// <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only what sorts
+// after its last look, less syncMargin for clocks that disagree and writes that took a while.
+const (
+	indexPrefix   = "index/"
+	deletedPrefix = "deleted/"
+	syncMargin    = 15 * time.Minute
+)
+
+func timeKey(prefix string, t time.Time, name string) string {
+	return fmt.Sprintf("%s%016x-%s", prefix, uint64(t.UnixNano()), name)
+}
+
+// keyTime returns the time a key of timeKey carries.
+func keyTime(prefix, key string) (time.Time, string, bool) {
+	rest := strings.TrimPrefix(key, prefix)
+	ts, name, ok := strings.Cut(rest, "-")
+	if !ok || len(ts) != 16 {
+		return time.Time{}, "", false
+	}
+	n, err := strconv.ParseUint(ts, 16, 64)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	return time.Unix(0, int64(n)), name, true
+}
+
+// indexKey names the index object of a pack written now.
+func indexKey(id PackID) string { return timeKey(indexPrefix, time.Now(), id.String()) }
+
+// encodePackIndex is a pack index object's plaintext: pack size (u64) then the trailer's entries.
+func encodePackIndex(size int64, entries []PackEntry) []byte {
+	b := binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(entries)*trailerEntry), uint64(size))
+	return appendTrailer(b, entries)
+}
+
+func decodePackIndex(id PackID, b []byte) (int64, []PackEntry, error) {
+	if len(b) < 8 {
+		return 0, nil, fmt.Errorf("pack index %s: too short: %w", id, ErrCorrupt)
+	}
+	size := int64(binary.LittleEndian.Uint64(b))
+	if size < packFooterLen {
+		return 0, nil, fmt.Errorf("pack index %s: size %d: %w", id, size, ErrCorrupt)
+	}
+	entries, err := parseTrailer(id, b[8:], size-packFooterLen)
+	return size, entries, err
+}
+
+// readPackIndex reads and verifies one pack index object.
+func (r *Repository) readPackIndex(ctx context.Context, key string) (PackID, int64, []PackEntry, error) {
+	_, name, ok := keyTime(indexPrefix, key)
+	id, err := ParsePackID(name)
+	if !ok || err != nil {
+		return PackID{}, 0, nil, fmt.Errorf("%s: not a pack index object: %w", key, ErrCorrupt)
+	}
+	b, err := r.getObject(ctx, key)
+	if err != nil {
+		return id, 0, nil, err
+	}
+	size, entries, err := decodePackIndex(id, b)
+	return id, size, entries, err
+}
+
+// deletion is what one gc run removes: every blob address of each deleted pack, and the
+// current location of those blobs that are still live (stored again elsewhere, or repacked).
+type deletion struct {
+	packs     map[PackID][]Address
+	relocated []PackEntry
+	sizes     map[PackID]int64 // sizes of the packs the relocated entries point into
+}
+
+func (d *deletion) encode() []byte {
+	ids := make([]PackID, 0, len(d.packs))
+	for id := range d.packs {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return string(ids[i][:]) < string(ids[j][:]) })
+	b := binary.LittleEndian.AppendUint32(nil, uint32(len(ids)))
+	for _, id := range ids {
+		b = append(b, id[:]...)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(d.packs[id])))
+		for _, a := range d.packs[id] {
+			b = append(b, a[:]...)
+		}
+	}
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(d.relocated)))
+	for _, e := range d.relocated {
+		b = append(b, e.Addr[:]...)
+		b = append(b, e.Pack[:]...)
+		b = binary.LittleEndian.AppendUint32(b, e.Offset)
+		b = binary.LittleEndian.AppendUint32(b, e.Length)
+		b = binary.LittleEndian.AppendUint32(b, e.PlainLen)
+		b = append(b, byte(e.Type))
+		b = binary.LittleEndian.AppendUint64(b, uint64(d.sizes[e.Pack]))
+	}
+	return b
+}
+
+func decodeDeletion(b []byte) (*deletion, error) {
+	bad := fmt.Errorf("deletion record: %w", ErrCorrupt)
+	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
+	u32 := func() (uint32, bool) {
+		if len(b) < 4 {
+			return 0, false
+		}
+		v := binary.LittleEndian.Uint32(b)
+		b = b[4:]
+		return v, true
+	}
+	n, ok := u32()
+	if !ok || int(n) > len(b)/20 {
+		return nil, bad
+	}
+	for range n {
+		if len(b) < 16 {
+			return nil, bad
+		}
+		var id PackID
+		copy(id[:], b)
+		b = b[16:]
+		c, ok := u32()
+		if !ok || int(c) > len(b)/32 {
+			return nil, bad
+		}
+		addrs := make([]Address, c)
+		for i := range addrs {
+			copy(addrs[i][:], b)
+			b = b[32:]
+		}
+		d.packs[id] = addrs
+	}
+	n, ok = u32()
+	const relocLen = 32 + 16 + 4 + 4 + 4 + 1 + 8
+	if !ok || int(n)*relocLen != len(b) {
+		return nil, bad
+	}
+	for range n {
+		var e PackEntry
+		copy(e.Addr[:], b)
+		copy(e.Pack[:], b[32:])
+		e.Offset = binary.LittleEndian.Uint32(b[48:])
+		e.Length = binary.LittleEndian.Uint32(b[52:])
+		e.PlainLen = binary.LittleEndian.Uint32(b[56:])
+		e.Type = BlobType(b[60])
+		d.sizes[e.Pack] = int64(binary.LittleEndian.Uint64(b[61:]))
+		d.relocated = append(d.relocated, e)
+		b = b[relocLen:]
+	}
+	return d, nil
+}
+
+// apply makes the index forget the deleted packs and learn where relocated blobs are.
+func (d *deletion) apply(idx Index) error {
+	for id, addrs := range d.packs {
+		if err := idx.DropPack(id, addrs); err != nil {
+			return err
+		}
+	}
+	byPack := map[PackID][]PackEntry{}
+	for _, e := range d.relocated {
+		if _, gone := d.packs[e.Pack]; !gone {
+			byPack[e.Pack] = append(byPack[e.Pack], e)
+		}
+	}
+	for id, entries := range byPack {
+		if err := idx.AddPack(id, d.sizes[id], entries); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SyncStats says what a sync learned.
+type SyncStats struct {
+	Packs     int // packs learned
+	Deletions int // deletion records applied
+}
+
+// Sync brings the index up to date with what other processes did to the backend: it applies
+// the deletion records it has not applied (forgetting packs gc removed) and then learns the
+// packs written since its last look. full re-lists everything (gc and rebuild-index do).
+// Callers hold a lock (Lock does it), so no gc deletes anything while it runs.
+func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
+	r.syncMu.Lock()
+	defer r.syncMu.Unlock()
+	var st SyncStats
+	after := func(cursor string) string {
+		if full || cursor == "" {
+			return ""
+		}
+		t, _, ok := keyTime("", cursor+"-x")
+		if !ok {
+			return ""
+		}
+		return fmt.Sprintf("%016x", uint64(t.Add(-syncMargin).UnixNano()))
+	}
+	// Deletions first: a pack learned below is one whose index object outlived every
+	// deletion record that names it, so it exists (gc deletes the index object before the pack).
+	cur, err := r.idx.Meta("sync/deleted")
+	if err != nil {
+		return st, err
+	}
+	var keys []string
+	if err := r.be.ListAfter(ctx, deletedPrefix, deletedPrefix+after(cur), func(oi backend.ObjectInfo) error {
+		keys = append(keys, oi.Key)
+		return nil
+	}); err != nil {
+		return st, fmt.Errorf("sync: list deletion records: %w", err)
+	}
+	sort.Strings(keys)
+	newest := cur
+	for _, key := range keys {
+		t, _, ok := keyTime(deletedPrefix, key)
+		if !ok {
+			continue
+		}
+		if ts := fmt.Sprintf("%016x", uint64(t.UnixNano())); ts > newest {
+			newest = ts
+		}
+		if done, err := r.idx.Meta("applied/" + key); err != nil {
+			return st, err
+		} else if done != "" {
+			continue
+		}
+		b, err := r.getObject(ctx, key)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return st, fmt.Errorf("sync: %w", err)
+		}
+		d, err := decodeDeletion(b)
+		if err != nil {
+			return st, fmt.Errorf("sync: %s: %w", key, err)
+		}
+		if err := d.apply(r.idx); err != nil {
+			return st, err
+		}
+		if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
+			return st, err
+		}
+		st.Deletions++
+	}
+	if newest != cur {
+		if err := r.idx.SetMeta("sync/deleted", newest); err != nil {
+			return st, err
+		}
+	}
+
+	cur, err = r.idx.Meta("sync/index")
+	if err != nil {
+		return st, err
+	}
+	newest = cur
+	keys = keys[:0]
+	if err := r.be.ListAfter(ctx, indexPrefix, indexPrefix+after(cur), func(oi backend.ObjectInfo) error {
+		keys = append(keys, oi.Key)
+		return nil
+	}); err != nil {
+		return st, fmt.Errorf("sync: list pack index: %w", err)
+	}
+	for _, key := range keys {
+		t, name, ok := keyTime(indexPrefix, key)
+		if !ok {
+			continue
+		}
+		if ts := fmt.Sprintf("%016x", uint64(t.UnixNano())); ts > newest {
+			newest = ts
+		}
+		id, err := ParsePackID(name)
+		if err != nil {
+			continue
+		}
+		if known, err := r.idx.HasPack(id); err != nil {
+			return st, err
+		} else if known {
+			continue
+		}
+		_, size, entries, err := r.readPackIndex(ctx, key)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // deleted by a gc since the listing
+		}
+		if err != nil {
+			// A damaged index object: the pack's own trailer says the same.
+			var terr error
+			if size, entries, terr = r.trailerOf(ctx, id); terr != nil {
+				r.logf("sync: %v; and the pack: %v", err, terr)
+				continue
+			}
+		}
+		if err := r.idx.AddPack(id, size, entries); err != nil {
+			return st, err
+		}
+		st.Packs++
+	}
+	if newest != cur {
+		if err := r.idx.SetMeta("sync/index", newest); err != nil {
+			return st, err
+		}
+	}
+	if full {
+		n, err := r.learnUnindexedPacks(ctx)
+		if err != nil {
+			return st, err
+		}
+		st.Packs += n
+	}
+	return st, nil
+}
+
+// trailerOf reads a pack's size and blob list from the pack itself.
+func (r *Repository) trailerOf(ctx context.Context, id PackID) (int64, []PackEntry, error) {
+	oi, err := r.be.Stat(ctx, id.Key())
+	if err != nil {
+		return 0, nil, err
+	}
+	entries, err := r.readTrailer(ctx, id, oi.Size)
+	return oi.Size, entries, err
+}
+
+// learnUnindexedPacks indexes the packs in the backend that no index object described (a
+// writer died between storing the pack and its index object) from their trailers, so that gc
+// sees and judges them like every other pack.
+func (r *Repository) learnUnindexedPacks(ctx context.Context) (int, error) {
+	type packInfo struct {
+		id   PackID
+		size int64
+	}
+	var unknown []packInfo
+	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
+		known, err := r.idx.HasPack(id)
+		if err == nil && !known {
+			unknown = append(unknown, packInfo{id, size})
+		}
+		return err
+	}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range unknown {
+		entries, err := r.readTrailer(ctx, p.id, p.size)
+		if err != nil {
+			r.logf("sync: %v", err)
+			continue
+		}
+		if err := r.idx.AddPack(p.id, p.size, entries); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
