@@ -32,7 +32,10 @@ type Job func(ctx context.Context) error
 // StartBackup does the static checks, records the backup as creating and the volume as
 // backing-up, and returns the job that reads the volume. Nothing is written when a check fails.
 func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Backup, Job, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	project, err := targetProject(c, req.Project)
 	if err != nil {
 		return nil, nil, err
@@ -252,7 +255,10 @@ type ListFilter struct {
 
 // ListBackups returns the backups the caller may see, oldest first.
 func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backup, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var volumeID string
 	if f.Volume != "" {
 		v, err := s.findVolume(ctx, f.Volume)
@@ -284,7 +290,10 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 // Backup returns a backup by id (or unique name, or id prefix of at least 8 characters).
 // Another project's backup is not found, not forbidden.
 func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if ref == "" {
 		return nil, invalidf("no backup given")
 	}
@@ -318,7 +327,10 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 // DeleteBackup deletes a backup. Only the latest of an incremental chain can go (seed 3.2.2);
 // force (admins) also deletes a backup that is being created, which cancels it (seed 3.3).
 func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*index.Backup, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b, err := s.Backup(ctx, ref)
 	if err != nil {
 		return nil, err

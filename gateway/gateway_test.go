@@ -31,6 +31,14 @@ func newService(t *testing.T) (*gateway.Service, string) {
 	return s, dir
 }
 
+// as returns a context whose caller is user in project, an admin or not.
+func as(user, project string, admin bool) context.Context {
+	return gateway.WithCaller(context.Background(), gateway.Caller{User: user, Project: project, Admin: admin})
+}
+
+// adminCtx is the embedded CLI's caller: the admin of the default project.
+func adminCtx() context.Context { return as("admin", gateway.DefaultProject, true) }
+
 func image(t *testing.T, dir, name string, size int) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -47,7 +55,7 @@ func image(t *testing.T, dir, name string, size int) string {
 // Concurrent creates cannot overshoot a quota: the reservation is taken under one lock.
 func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 	s, dir := newService(t)
-	ctx := context.Background()
+	ctx := adminCtx()
 	limit := int64(3)
 	if _, err := s.QuotaUpdate(ctx, gateway.DefaultProject, &limit, nil); err != nil {
 		t.Fatal(err)
@@ -104,7 +112,7 @@ func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 // Only the latest backup of a chain can be deleted, and the error names the dependants.
 func TestDeleteOnlyLatestOfChain(t *testing.T) {
 	s, dir := newService(t)
-	ctx := context.Background()
+	ctx := adminCtx()
 	v := image(t, dir, "vm.img", 256<<10)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v})
 	if err != nil {

@@ -40,6 +40,9 @@ func (s *Service) unknownManifests(ctx context.Context) ([]string, error) {
 
 // Check verifies the repository (index against backend; with readData every blob).
 func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, error) {
+	if _, err := adminOf(ctx, "check the repository"); err != nil {
+		return nil, err
+	}
 	roots, err := s.roots()
 	if err != nil {
 		return nil, err
@@ -78,6 +81,9 @@ func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, 
 // GC reclaims the space of deleted and failed backups. It refuses while the backend holds
 // backups the index does not know, since their blobs would look unreferenced.
 func (s *Service) GC(ctx context.Context, logf func(string, ...any)) (repo.GCStats, error) {
+	if _, err := adminOf(ctx, "run gc"); err != nil {
+		return repo.GCStats{}, err
+	}
 	unknown, err := s.unknownManifests(ctx)
 	if err != nil {
 		return repo.GCStats{}, err
@@ -117,6 +123,9 @@ type RebuildResult struct {
 // RebuildIndex forgets the index and rebuilds volumes, backups, chains, blob locations and
 // reference counts from the backend alone.
 func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (*RebuildResult, error) {
+	if _, err := adminOf(ctx, "rebuild the index"); err != nil {
+		return nil, err
+	}
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -193,6 +202,9 @@ type Stats struct {
 
 // RepoStats computes the repository's statistics from the index.
 func (s *Service) RepoStats(ctx context.Context) (*Stats, error) {
+	if _, err := adminOf(ctx, "see the repository's statistics"); err != nil {
+		return nil, err
+	}
 	cfg := s.repo.Config()
 	st := &Stats{Location: s.Location(), Driver: s.driver, BlockSize: cfg.BlockSize, Compression: string(cfg.Compression),
 		Encryption: cfg.Encryption, IndexBytes: s.idx.Size()}
