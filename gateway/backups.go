@@ -85,13 +85,13 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	var parent *index.Backup
 	if req.Incremental {
-		if parent, err = s.latestBackup(v.ID); err != nil {
+		if parent, err = s.latestBackup(v.ID, project); err != nil {
 			closeSrc()
 			return nil, nil, err
 		}
 		if parent == nil {
 			closeSrc()
-			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup to base an incremental on: create a full backup first (without --incremental)", v.Name)
+			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
 	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
@@ -207,13 +207,18 @@ func (s *Service) setVolumeStatus(id, status, reason string) {
 	}
 }
 
-// latestBackup returns the volume's newest available backup, or nil.
-func (s *Service) latestBackup(volumeID string) (*index.Backup, error) {
+// latestBackup returns the volume's newest available backup in project, or nil. An
+// incremental chains only onto its own project's backups: a parent in another project would
+// be hidden from the incremental's owner and would block that project's deletes.
+func (s *Service) latestBackup(volumeID, project string) (*index.Backup, error) {
 	bs, err := s.idx.VolumeBackups(volumeID)
 	if err != nil {
 		return nil, err
 	}
 	for i := len(bs) - 1; i >= 0; i-- {
+		if bs[i].Project != project {
+			continue
+		}
 		if bs[i].Status == index.BackupAvailable || bs[i].Status == index.BackupRestoring {
 			return bs[i], nil
 		}
