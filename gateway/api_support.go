@@ -11,8 +11,12 @@ import (
 // never resolves names or paths and never registers anything: the HTTP API takes ids only,
 // so a remote caller cannot make the gateway open a path of its choosing.
 func (s *Service) VolumeByID(ctx context.Context, id string) (*index.Volume, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	v, err := s.idx.Volume(id)
-	if errors.Is(err, index.ErrNotFound) || (err == nil && !CallerFrom(ctx).sees(v.Project)) {
+	if errors.Is(err, index.ErrNotFound) || (err == nil && !c.sees(v.Project)) {
 		return nil, wrapf(ErrNotFound, "volume %s could not be found", id)
 	}
 	return v, err
@@ -21,8 +25,12 @@ func (s *Service) VolumeByID(ctx context.Context, id string) (*index.Volume, err
 // BackupByID returns a backup by its exact id, if the caller may see it (another project's
 // backup is not found). Unlike Backup it does not match names or id prefixes.
 func (s *Service) BackupByID(ctx context.Context, id string) (*index.Backup, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b, err := s.idx.Backup(id)
-	if errors.Is(err, index.ErrNotFound) || (err == nil && !CallerFrom(ctx).sees(b.Project)) {
+	if errors.Is(err, index.ErrNotFound) || (err == nil && !c.sees(b.Project)) {
 		return nil, wrapf(ErrNotFound, "backup %s could not be found", id)
 	}
 	return b, err

@@ -32,7 +32,10 @@ type Job func(ctx context.Context) error
 // StartBackup does the static checks, records the backup as creating and the volume as
 // backing-up, and returns the job that reads the volume. Nothing is written when a check fails.
 func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Backup, Job, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	project, err := targetProject(c, req.Project)
 	if err != nil {
 		return nil, nil, err
@@ -82,13 +85,13 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	var parent *index.Backup
 	if req.Incremental {
-		if parent, err = s.latestBackup(v.ID); err != nil {
+		if parent, err = s.latestBackup(v.ID, project); err != nil {
 			closeSrc()
 			return nil, nil, err
 		}
 		if parent == nil {
 			closeSrc()
-			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup to base an incremental on: create a full backup first (without --incremental)", v.Name)
+			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
 	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
@@ -217,13 +220,18 @@ func (s *Service) setVolumeStatus(id, status, reason string) {
 	}
 }
 
-// latestBackup returns the volume's newest available backup, or nil.
-func (s *Service) latestBackup(volumeID string) (*index.Backup, error) {
+// latestBackup returns the volume's newest available backup in project, or nil. An
+// incremental chains only onto its own project's backups: a parent in another project would
+// be hidden from the incremental's owner and would block that project's deletes.
+func (s *Service) latestBackup(volumeID, project string) (*index.Backup, error) {
 	bs, err := s.idx.VolumeBackups(volumeID)
 	if err != nil {
 		return nil, err
 	}
 	for i := len(bs) - 1; i >= 0; i-- {
+		if bs[i].Project != project {
+			continue
+		}
 		if bs[i].Status == index.BackupAvailable || bs[i].Status == index.BackupRestoring {
 			return bs[i], nil
 		}
@@ -265,7 +273,10 @@ type ListFilter struct {
 
 // ListBackups returns the backups the caller may see, oldest first.
 func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backup, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var volumeID string
 	if f.Volume != "" {
 		v, err := s.findVolume(ctx, f.Volume)
@@ -297,7 +308,10 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 // Backup returns a backup by id (or unique name, or id prefix of at least 8 characters).
 // Another project's backup is not found, not forbidden.
 func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if ref == "" {
 		return nil, invalidf("no backup given")
 	}
@@ -331,7 +345,10 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 // DeleteBackup deletes a backup. Only the latest of an incremental chain can go (seed 3.2.2);
 // force (admins) also deletes a backup that is being created, which cancels it (seed 3.3).
 func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*index.Backup, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	b, err := s.Backup(ctx, ref)
 	if err != nil {
 		return nil, err

@@ -12,22 +12,48 @@ type Caller struct {
 	Admin   bool
 }
 
-// DefaultProject is the project of the embedded CLI's admin when none is given.
+// DefaultProject is the project the embedded CLI's admin acts in when none is given, and the
+// project of a backup whose manifest names none.
 const DefaultProject = "admin"
 
 type callerKey struct{}
 
-// WithCaller returns a context that carries the caller.
+// WithCaller returns a context that carries the caller. Every entry point (CLI, CLI socket,
+// HTTP API) sets one explicitly: the service never assumes who asks.
 func WithCaller(ctx context.Context, c Caller) context.Context {
 	return context.WithValue(ctx, callerKey{}, c)
 }
 
-// CallerFrom returns the caller in ctx; without one, the embedded admin of DefaultProject.
-func CallerFrom(ctx context.Context) Caller {
-	if c, ok := ctx.Value(callerKey{}).(Caller); ok {
-		return c
+// CallerFrom returns the caller in ctx, and false when ctx carries none. There is no default:
+// a request without an identity is refused, never taken for an admin's.
+func CallerFrom(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
+
+// callerOf returns who asks, or ErrDenied when ctx names nobody (or no project). Every
+// operation that acts for a user starts with it.
+func callerOf(ctx context.Context) (Caller, error) {
+	c, ok := CallerFrom(ctx)
+	if !ok {
+		return Caller{}, wrapf(ErrDenied, "no caller identity: refusing the request")
 	}
-	return Caller{User: "admin", Project: DefaultProject, Admin: true}
+	if c.Project == "" {
+		return Caller{}, wrapf(ErrDenied, "caller %q has no project: refusing the request", c.User)
+	}
+	return c, nil
+}
+
+// adminOf returns the caller if it is an admin, else ErrDenied saying it may not do what.
+func adminOf(ctx context.Context, what string) (Caller, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return Caller{}, err
+	}
+	if !c.Admin {
+		return Caller{}, wrapf(ErrDenied, "only an admin may %s", what)
+	}
+	return c, nil
 }
 
 // sees reports whether the caller may see a resource of project p.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -31,6 +32,14 @@ func newService(t *testing.T) (*gateway.Service, string) {
 	return s, dir
 }
 
+// as returns a context whose caller is user in project, an admin or not.
+func as(user, project string, admin bool) context.Context {
+	return gateway.WithCaller(context.Background(), gateway.Caller{User: user, Project: project, Admin: admin})
+}
+
+// adminCtx is the embedded CLI's caller: the admin of the default project.
+func adminCtx() context.Context { return as("admin", gateway.DefaultProject, true) }
+
 func image(t *testing.T, dir, name string, size int) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -47,7 +56,7 @@ func image(t *testing.T, dir, name string, size int) string {
 // Concurrent creates cannot overshoot a quota: the reservation is taken under one lock.
 func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 	s, dir := newService(t)
-	ctx := context.Background()
+	ctx := adminCtx()
 	limit := int64(3)
 	if _, err := s.QuotaUpdate(ctx, gateway.DefaultProject, &limit, nil); err != nil {
 		t.Fatal(err)
@@ -104,7 +113,7 @@ func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 // Only the latest backup of a chain can be deleted, and the error names the dependants.
 func TestDeleteOnlyLatestOfChain(t *testing.T) {
 	s, dir := newService(t)
-	ctx := context.Background()
+	ctx := adminCtx()
 	v := image(t, dir, "vm.img", 256<<10)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v})
 	if err != nil {
@@ -134,5 +143,88 @@ func TestDeleteOnlyLatestOfChain(t *testing.T) {
 	}
 	if _, err := s.DeleteBackup(user, b.ID, true); !errors.Is(err, gateway.ErrNotFound) && !errors.Is(err, gateway.ErrDenied) {
 		t.Fatalf("non-admin force delete: %v", err)
+	}
+}
+
+// An incremental chains only onto a backup of its own project. The admin's incremental of
+// p1's volume does not take p1's hidden backup as its parent, so p1 can still delete it.
+func TestIncrementalParentInOwnProject(t *testing.T) {
+	s, dir := newService(t)
+	admin, p1 := adminCtx(), as("alice", "p1", false)
+	img := image(t, dir, "vm.img", 256<<10)
+	v, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full1, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum0 := sha256File(t, img)
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("changed after p1's backup"), 128<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	sum1 := sha256File(t, img)
+
+	// p1's backup is the volume's newest, but the admin's project and p2 have none.
+	for _, project := range []string{"", "p2"} {
+		_, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: v.ID, Project: project, Incremental: true})
+		if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "no available backup") {
+			t.Fatalf("incremental for project %q with only p1's backup: %v, want no available backup", project, err)
+		}
+	}
+	if bs, _ := s.ListBackups(admin, gateway.ListFilter{AllProjects: true}); len(bs) != 1 {
+		t.Fatalf("a refused incremental wrote something: %d backups, want 1", len(bs))
+	}
+
+	// The admin's own chain: full, then an incremental on it.
+	fullA, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	incA, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if incA.Project != gateway.DefaultProject || incA.ParentID != fullA.ID {
+		t.Fatalf("admin's incremental: project %s parent %s, want %s and %s", incA.Project, incA.ParentID, gateway.DefaultProject, fullA.ID)
+	}
+	// p1's incremental chains onto p1's full, not onto the admin's newer backups.
+	incP1, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm", Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if incP1.Project != "p1" || incP1.ParentID != full1.ID {
+		t.Fatalf("p1's incremental: project %s parent %s, want p1 and %s", incP1.Project, incP1.ParentID, full1.ID)
+	}
+
+	for _, c := range []struct {
+		ctx  context.Context
+		id   string
+		want string
+	}{{p1, full1.ID, sum0}, {p1, incP1.ID, sum1}, {admin, fullA.ID, sum1}, {admin, incA.ID, sum1}} {
+		if got := restoreSHA(t, s, c.ctx, c.id); got != c.want {
+			t.Fatalf("backup %s restores to sha256 %s, want %s", c.id, got, c.want)
+		}
+	}
+
+	// p1 deletes its whole chain: nothing of another project hangs on it.
+	for _, id := range []string{incP1.ID, full1.ID} {
+		if _, err := s.DeleteBackup(p1, id, false); err != nil {
+			t.Fatalf("p1 deletes its backup %s: %v", id, err)
+		}
+	}
+	if bs, _ := s.ListBackups(p1, gateway.ListFilter{}); len(bs) != 0 {
+		t.Fatalf("p1 still has %d backups", len(bs))
+	}
+	if got := restoreSHA(t, s, admin, incA.ID); got != sum1 {
+		t.Fatalf("admin's incremental after p1's deletes restores to %s, want %s", got, sum1)
 	}
 }

@@ -117,8 +117,8 @@ func (s *Service) Running(id string) bool {
 // cancels the restore: the worker stops and the target volume is marked error, since its
 // contents are then incomplete.
 func (s *Service) ResetBackupState(ctx context.Context, ref, state string) (*index.Backup, error) {
-	if !CallerFrom(ctx).Admin {
-		return nil, wrapf(ErrDenied, "only an admin may reset a backup's state")
+	if _, err := adminOf(ctx, "reset a backup's state"); err != nil {
+		return nil, err
 	}
 	if state != index.BackupAvailable && state != index.BackupError {
 		return nil, invalidf("state %q: use available or error", state)
@@ -156,14 +156,22 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, state string) (*ind
 	return out, nil
 }
 
-// WaitBackup polls a backup until it leaves creating (or ctx ends), calling progress.
+// WaitBackup polls a backup the caller may see until it leaves creating and restoring (or
+// ctx ends).
 func (s *Service) WaitBackup(ctx context.Context, id string) (*index.Backup, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
 		b, err := s.idx.Backup(id)
 		if errors.Is(err, index.ErrNotFound) {
 			return nil, wrapf(ErrNotFound, "backup %s was deleted (cancelled)", id)
+		}
+		if err == nil && !c.sees(b.Project) {
+			return nil, wrapf(ErrNotFound, "backup %s not found: see 'cairn backup list'", id)
 		}
 		if err != nil {
 			return nil, err

@@ -72,6 +72,9 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 // Check verifies the repository from the manifests in the backend, and that the index's
 // available backups match them.
 func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, error) {
+	if _, err := adminOf(ctx, "check the repository"); err != nil {
+		return nil, err
+	}
 	if err := s.SyncBackups(ctx); err != nil {
 		return nil, err
 	}
@@ -107,6 +110,9 @@ func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, 
 // alone (whatever the index says of any backup's status), under the repository's exclusive
 // lock, so backups, restores and gcs of every process that shares the repository are safe.
 func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error) {
+	if _, err := adminOf(ctx, "run gc"); err != nil {
+		return repo.GCStats{}, err
+	}
 	st, err := s.repo.GC(ctx, o)
 	if errors.Is(err, repo.ErrLocked) {
 		return st, wrapf(ErrInUse, "%v", err)
@@ -119,12 +125,17 @@ func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error
 }
 
 // Locks lists the repository's locks (every process on every host that uses it).
-func (s *Service) Locks(ctx context.Context) ([]repo.LockInfo, error) { return s.repo.Locks(ctx) }
+func (s *Service) Locks(ctx context.Context) ([]repo.LockInfo, error) {
+	if _, err := adminOf(ctx, "list the repository's locks"); err != nil {
+		return nil, err
+	}
+	return s.repo.Locks(ctx)
+}
 
 // Unlock removes stale locks; with force every lock (admins who know no holder still runs).
 func (s *Service) Unlock(ctx context.Context, force bool) ([]repo.LockInfo, error) {
-	if !CallerFrom(ctx).Admin {
-		return nil, wrapf(ErrDenied, "only an admin may remove repository locks")
+	if _, err := adminOf(ctx, "remove repository locks"); err != nil {
+		return nil, err
 	}
 	return s.repo.Unlock(ctx, force)
 }
@@ -140,6 +151,9 @@ type RebuildResult struct {
 // RebuildIndex forgets the index and rebuilds volumes, backups, chains and blob locations
 // from the backend alone.
 func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (*RebuildResult, error) {
+	if _, err := adminOf(ctx, "rebuild the index"); err != nil {
+		return nil, err
+	}
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -218,6 +232,9 @@ type Stats struct {
 
 // RepoStats computes the repository's statistics from the index.
 func (s *Service) RepoStats(ctx context.Context) (*Stats, error) {
+	if _, err := adminOf(ctx, "see the repository's statistics"); err != nil {
+		return nil, err
+	}
 	cfg := s.repo.Config()
 	st := &Stats{Location: s.Location(), Driver: s.driver, BlockSize: cfg.BlockSize, Compression: string(cfg.Compression),
 		Encryption: cfg.Encryption, IndexBytes: s.idx.Size()}

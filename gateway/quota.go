@@ -86,7 +86,10 @@ func (s *Service) quotaLimits(project string) (Quota, error) {
 }
 
 func canSeeQuota(ctx context.Context, project string) error {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return err
+	}
 	if project == "" {
 		return invalidf("no project given")
 	}
@@ -100,8 +103,8 @@ func canSeeQuota(ctx context.Context, project string) error {
 // makes it unlimited. A limit below the usage is accepted (as Cinder does by default): it
 // only refuses new backups.
 func (s *Service) QuotaUpdate(ctx context.Context, project string, backups, gigabytes *int64) (Quota, error) {
-	if !CallerFrom(ctx).Admin {
-		return Quota{}, wrapf(ErrDenied, "only an admin may change quotas")
+	if _, err := adminOf(ctx, "change quotas"); err != nil {
+		return Quota{}, err
 	}
 	if project == "" {
 		return Quota{}, invalidf("no project given")
@@ -128,8 +131,8 @@ func (s *Service) QuotaUpdate(ctx context.Context, project string, backups, giga
 
 // QuotaReset drops a project's own limits: the defaults apply again (admins).
 func (s *Service) QuotaReset(ctx context.Context, project string) error {
-	if !CallerFrom(ctx).Admin {
-		return wrapf(ErrDenied, "only an admin may change quotas")
+	if _, err := adminOf(ctx, "change quotas"); err != nil {
+		return err
 	}
 	return s.idx.DeleteQuotaLimits(project)
 }

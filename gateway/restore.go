@@ -74,7 +74,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	if vol == nil && path == "" {
 		name := req.Name
 		if name == "" {
-			name = s.freeName(CallerFrom(ctx).Project, "restore-"+b.ID[:8])
+			name = s.freeName(b.Project, "restore-"+b.ID[:8])
 		}
 		if err := validName(name); err != nil {
 			return nil, nil, err

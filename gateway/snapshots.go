@@ -25,6 +25,9 @@ type SnapshotRequest struct {
 // snapshot. A volume whose back end can do neither gets a clear error, never a copy that is
 // not a point in time.
 func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*index.Snapshot, error) {
+	if _, err := callerOf(ctx); err != nil {
+		return nil, err
+	}
 	if req.Name != "" {
 		if err := validName(req.Name); err != nil {
 			return nil, err
@@ -59,7 +62,10 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 
 // ListSnapshots returns the snapshots the caller may see, of one volume if given.
 func (s *Service) ListSnapshots(ctx context.Context, volume string, allProjects bool) ([]*index.Snapshot, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var volumeID string
 	if volume != "" {
 		v, err := s.findVolume(ctx, volume)
@@ -83,7 +89,10 @@ func (s *Service) ListSnapshots(ctx context.Context, volume string, allProjects 
 
 // Snapshot returns a snapshot by id, unique name, or id prefix of at least 8 characters.
 func (s *Service) Snapshot(ctx context.Context, ref string) (*index.Snapshot, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if sn, err := s.idx.Snapshot(ref); err == nil && c.sees(sn.Project) {
 		return sn, nil
 	}

@@ -38,8 +38,8 @@ func (s *Service) ExportBackup(ctx context.Context, ref string) (*Export, error)
 // ImportBackup makes an exported backup known to this index again (seed 3.5.2). Each backup
 // is self-contained, so an imported incremental restores even if its parent was not imported.
 func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index.Backup, error) {
-	if !CallerFrom(ctx).Admin {
-		return nil, wrapf(ErrDenied, "only an admin may import a backup")
+	if _, err := adminOf(ctx, "import a backup"); err != nil {
+		return nil, err
 	}
 	if service != s.driver {
 		return nil, invalidf("backup service %q does not match this repository's %q: import into a repository of the same kind", service, s.driver)

@@ -24,7 +24,10 @@ type ManageRequest struct {
 
 // ManageVolume registers a block device or image file.
 func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.Volume, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	project, err := targetProject(c, req.Project)
 	if err != nil {
 		return nil, err
@@ -74,7 +77,10 @@ type CreateVolumeRequest struct {
 
 // CreateVolume creates a new, empty volume image.
 func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*index.Volume, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	project, err := targetProject(c, req.Project)
 	if err != nil {
 		return nil, err
@@ -127,7 +133,10 @@ func (s *Service) newImageVolume(project, name, description string, size int64, 
 
 // ListVolumes returns the volumes the caller may see.
 func (s *Service) ListVolumes(ctx context.Context, allProjects bool) ([]*index.Volume, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	all, err := s.idx.Volumes()
 	if err != nil {
 		return nil, err
@@ -158,7 +167,10 @@ func (s *Service) Volume(ctx context.Context, ref string) (*index.Volume, error)
 }
 
 func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, error) {
-	c := CallerFrom(ctx)
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	if ref == "" {
 		return nil, invalidf("no volume given")
 	}

@@ -88,6 +88,31 @@ func TestQuotasAndProjects(t *testing.T) {
 	if testutil.SHA256File(t, out) != testutil.SHA256File(t, img) {
 		t.Fatal("p1's backup does not restore to the volume")
 	}
+
+	// Incrementals chain only within their project: p1's backup is the volume's newest, but
+	// p2 has none to build on, and the admin's incremental builds on the admin's own latest.
+	line = r.mustFail([]int{2}, "--project", "p2", "backup", "create", "vm", "--incremental")
+	if !strings.Contains(line, "no available backup") {
+		t.Fatalf("an incremental for p2 with only p1's backup of the volume: %q", line)
+	}
+	r.mustRun("quota", "update", "admin", "--backups", "3")
+	adminLatest := r.listBackups()[1]
+	inc := r.createBackup("vm", "--incremental")
+	if inc.ParentID != adminLatest.ID {
+		t.Fatalf("the admin's incremental has parent %s, want the admin's latest %s (p1's is %s)", inc.ParentID, adminLatest.ID, forP1.ID)
+	}
+	incOut := filepath.Join(dir, "inc.img")
+	r.restoreTo(inc.ID, incOut)
+	if testutil.SHA256File(t, incOut) != testutil.SHA256File(t, img) {
+		t.Fatal("the admin's incremental does not restore to the volume")
+	}
+	// Nothing of another project hangs on p1's backup: p1 can delete it.
+	r.mustRun("--project", "p1", "backup", "delete", forP1.ID)
+	var leftP1 []backupJSON
+	r.mustJSON(&leftP1, "--project", "p1", "backup", "list")
+	if len(leftP1) != 0 {
+		t.Fatalf("p1's backup list after its delete: %+v", leftP1)
+	}
 	_ = first
 	_ = os.Remove(out)
 }

@@ -37,9 +37,11 @@ _cairn() {
       "repo check") path="repo check" ;;
       "repo gc") path="repo gc" ;;
       "repo init") path="repo init" ;;
+      "repo locks") path="repo locks" ;;
       "repo passwd") path="repo passwd" ;;
       "repo rebuild-index") path="repo rebuild-index" ;;
       "repo stats") path="repo stats" ;;
+      "repo unlock") path="repo unlock" ;;
       "serve") path="serve" ;;
       "service") path="service" ;;
       "service list") path="service list" ;;
@@ -63,7 +65,7 @@ _cairn() {
     esac
   done
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --log-file --password-file --path-style --project --quiet --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "create delete export import list reset-state restore show" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--description --force --incremental --name --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
@@ -90,13 +92,15 @@ _cairn() {
     "quota-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
     "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "repo") COMPREPLY=($(compgen -W "check gc init passwd rebuild-index stats" -- "$cur")) ;;
+    "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data" -- "$cur")) ;;
-    "repo gc") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
     "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption" -- "$cur")) ;;
+    "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
     "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --tokens" -- "$cur")) ;;
     "service") COMPREPLY=($(compgen -W "list" -- "$cur")) ;;
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

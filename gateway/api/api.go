@@ -211,4 +211,9 @@ func decode(r *http.Request, v any) error {
 	return nil
 }
 
-func callerOf(r *http.Request) gateway.Caller { return gateway.CallerFrom(r.Context()) }
+// callerOf is the request's caller, set by v3 after authentication. Without one it is the
+// zero Caller, an admin of nothing; the gateway refuses such a request itself.
+func callerOf(r *http.Request) gateway.Caller {
+	c, _ := gateway.CallerFrom(r.Context())
+	return c
+}

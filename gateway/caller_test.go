@@ -1,0 +1,192 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// restoreSHA restores backup id as ctx's caller to a new file and returns the file's sha256.
+func restoreSHA(t *testing.T, s *gateway.Service, ctx context.Context, id string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "restored.img")
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: id, To: out}); err != nil {
+		t.Fatalf("restore %s: %v", id, err)
+	}
+	return sha256File(t, out)
+}
+
+// A request that names no caller is refused with ErrDenied by every operation that acts for
+// a user, and changes nothing: there is no default identity, least of all an admin.
+func TestNoCallerIsRefused(t *testing.T) {
+	s, dir := newService(t)
+	admin := adminCtx()
+	img := image(t, dir, "vm.img", 256<<10)
+	v, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := s.ExportBackup(admin, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := image(t, dir, "other.img", 64<<10)
+	target := filepath.Join(dir, "target.img")
+	limit := int64(1)
+
+	ops := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"create backup", func(ctx context.Context) error {
+			_, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+			return err
+		}},
+		{"create incremental", func(ctx context.Context) error {
+			_, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+			return err
+		}},
+		{"list backups", func(ctx context.Context) error {
+			_, err := s.ListBackups(ctx, gateway.ListFilter{AllProjects: true})
+			return err
+		}},
+		{"show backup", func(ctx context.Context) error { _, err := s.Backup(ctx, b.ID); return err }},
+		{"show backup by id", func(ctx context.Context) error { _, err := s.BackupByID(ctx, b.ID); return err }},
+		{"wait for backup", func(ctx context.Context) error { _, err := s.WaitBackup(ctx, b.ID); return err }},
+		{"delete backup", func(ctx context.Context) error { _, err := s.DeleteBackup(ctx, b.ID, false); return err }},
+		{"force-delete backup", func(ctx context.Context) error { _, err := s.DeleteBackup(ctx, b.ID, true); return err }},
+		{"restore", func(ctx context.Context) error {
+			_, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, To: target})
+			return err
+		}},
+		{"restore to a new volume", func(ctx context.Context) error {
+			_, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID})
+			return err
+		}},
+		{"export", func(ctx context.Context) error { _, err := s.ExportBackup(ctx, b.ID); return err }},
+		{"import", func(ctx context.Context) error {
+			_, err := s.ImportBackup(ctx, exp.BackupService, exp.BackupURL)
+			return err
+		}},
+		{"reset state", func(ctx context.Context) error {
+			_, err := s.ResetBackupState(ctx, b.ID, "error")
+			return err
+		}},
+		{"create volume", func(ctx context.Context) error {
+			_, err := s.CreateVolume(ctx, gateway.CreateVolumeRequest{Name: "new", Size: 1 << 20})
+			return err
+		}},
+		{"manage volume", func(ctx context.Context) error {
+			_, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: other})
+			return err
+		}},
+		{"volume by path", func(ctx context.Context) error { _, err := s.Volume(ctx, other); return err }},
+		{"list volumes", func(ctx context.Context) error { _, err := s.ListVolumes(ctx, true); return err }},
+		{"show volume", func(ctx context.Context) error { _, err := s.Volume(ctx, v.ID); return err }},
+		{"show volume by id", func(ctx context.Context) error { _, err := s.VolumeByID(ctx, v.ID); return err }},
+		{"delete volume", func(ctx context.Context) error { _, err := s.DeleteVolume(ctx, v.ID); return err }},
+		{"unmanage volume", func(ctx context.Context) error { _, err := s.UnmanageVolume(ctx, v.ID); return err }},
+		{"create snapshot", func(ctx context.Context) error {
+			_, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
+			return err
+		}},
+		{"list snapshots", func(ctx context.Context) error { _, err := s.ListSnapshots(ctx, "", true); return err }},
+		{"show snapshot", func(ctx context.Context) error { _, err := s.Snapshot(ctx, "snap"); return err }},
+		{"delete snapshot", func(ctx context.Context) error { _, err := s.DeleteSnapshot(ctx, "snap"); return err }},
+		{"quota show", func(ctx context.Context) error { _, err := s.QuotaShow(ctx, gateway.DefaultProject); return err }},
+		{"quota usage", func(ctx context.Context) error { _, err := s.QuotaUsage(ctx, gateway.DefaultProject); return err }},
+		{"quota update", func(ctx context.Context) error {
+			_, err := s.QuotaUpdate(ctx, gateway.DefaultProject, &limit, nil)
+			return err
+		}},
+		{"quota reset", func(ctx context.Context) error { return s.QuotaReset(ctx, gateway.DefaultProject) }},
+		{"check", func(ctx context.Context) error { _, err := s.Check(ctx, false); return err }},
+		{"gc", func(ctx context.Context) error { _, err := s.GC(ctx, repo.GCOptions{}); return err }},
+		{"rebuild index", func(ctx context.Context) error { _, err := s.RebuildIndex(ctx, nil); return err }},
+		{"stats", func(ctx context.Context) error { _, err := s.RepoStats(ctx); return err }},
+	}
+	callers := []struct {
+		name string
+		ctx  context.Context
+		msg  string
+	}{
+		{"no caller", context.Background(), "no caller identity: refusing the request"},
+		{"caller without a project", as("admin", "", true), `caller "admin" has no project: refusing the request`},
+	}
+	for _, c := range callers {
+		for _, op := range ops {
+			t.Run(c.name+"/"+op.name, func(t *testing.T) {
+				err := op.call(c.ctx)
+				if !errors.Is(err, gateway.ErrDenied) {
+					t.Fatalf("got %v, want ErrDenied", err)
+				}
+				if err.Error() != c.msg {
+					t.Fatalf("message %q, want %q", err.Error(), c.msg)
+				}
+			})
+		}
+	}
+
+	// Nothing changed: one volume, one available backup, no restore target, default quota.
+	if vs, err := s.ListVolumes(admin, true); err != nil || len(vs) != 1 {
+		t.Fatalf("volumes after refused requests: %d, %v; want 1", len(vs), err)
+	}
+	bs, err := s.ListBackups(admin, gateway.ListFilter{AllProjects: true})
+	if err != nil || len(bs) != 1 || bs[0].ID != b.ID || bs[0].Status != "available" {
+		t.Fatalf("backups after refused requests: %+v, %v", bs, err)
+	}
+	if _, err := os.Stat(target); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a refused restore touched its target: %v", err)
+	}
+	if q, err := s.QuotaShow(admin, gateway.DefaultProject); err != nil || q != gateway.Unlimited {
+		t.Fatalf("quota after refused requests: %+v, %v", q, err)
+	}
+	if restoreSHA(t, s, admin, b.ID) != sha256File(t, img) {
+		t.Fatal("the backup does not restore to its volume")
+	}
+}
+
+// Maintenance is for admins: a caller of a project who is not one is refused.
+func TestMaintenanceNeedsAnAdmin(t *testing.T) {
+	s, _ := newService(t)
+	user := as("alice", "p1", false)
+	for name, call := range map[string]func() error{
+		"check":         func() error { _, err := s.Check(user, false); return err },
+		"gc":            func() error { _, err := s.GC(user, repo.GCOptions{}); return err },
+		"rebuild index": func() error { _, err := s.RebuildIndex(user, nil); return err },
+		"stats":         func() error { _, err := s.RepoStats(user); return err },
+	} {
+		if err := call(); !errors.Is(err, gateway.ErrDenied) {
+			t.Errorf("%s by a non-admin: %v, want ErrDenied", name, err)
+		}
+	}
+	if _, err := s.Check(adminCtx(), false); err != nil {
+		t.Fatalf("check by the admin: %v", err)
+	}
+}
