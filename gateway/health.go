@@ -53,8 +53,14 @@ func (s *Service) heartbeat(ctx context.Context, api bool) {
 func (s *Service) RunHeartbeats(ctx context.Context) {
 	t := time.NewTicker(HeartbeatInterval)
 	defer t.Stop()
-	for {
+	for n := 0; ; n++ {
 		s.heartbeat(ctx, true)
+		if n%2 == 1 {
+			// Follow what other gateways on the repository stored and deleted.
+			if err := s.SyncBackups(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("cannot catch up with the repository", "error", err)
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -15,6 +15,8 @@ import (
 // another gateway deleted is forgotten. The index's packs follow through repo.Sync, which
 // runs after the listing of manifests, so every new manifest's packs are learned with it.
 func (s *Service) SyncBackups(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	stored := map[string]bool{}
 	if err := s.repo.ListManifests(ctx, func(id string) error { stored[id] = true; return nil }); err != nil {
 		return err

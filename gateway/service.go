@@ -66,6 +66,7 @@ type Service struct {
 
 	metrics *metrics
 	health  health
+	syncMu  sync.Mutex // one SyncBackups at a time
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).

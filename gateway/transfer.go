@@ -49,8 +49,13 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		return nil, wrapf(ErrInvalid, "%v", err)
 	}
 	m := rec.Manifest
-	if _, err := s.idx.Backup(m.ID); err == nil {
-		return nil, wrapf(ErrExists, "backup %s is already in the index: nothing to import", m.ID)
+	if b, err := s.idx.Backup(m.ID); err == nil {
+		// Known already (the index follows the repository's manifests): importing it again
+		// changes nothing and is no error.
+		if b.Root != m.Root || b.Size != m.Size {
+			return nil, wrapf(ErrExists, "backup %s is already in the index with another block map: delete it first", m.ID)
+		}
+		return b, nil
 	}
 	// Under a shared lock no gc runs: the blobs found below stay until the manifest protects them.
 	lk, err := s.repo.Lock(ctx, repo.LockShared, "import")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -23,7 +24,10 @@ type Repository struct {
 	sessions sync.RWMutex
 	locks    *locker
 	syncMu   sync.Mutex // one Sync at a time
-	log      func(format string, args ...any)
+
+	missMu       sync.Mutex
+	lastMissSync time.Time // guarded by missMu
+	log          func(format string, args ...any)
 
 	nodes  *cache[Address, *node]
 	chunks *cache[Address, []byte]
@@ -108,12 +112,21 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	if err != nil {
 		return nil, err
 	}
+	if !ok && r.syncAfterMiss(ctx) {
+		// Another process may have stored it, or moved it (gc's repack) since the index
+		// last looked.
+		if loc, ok, err = r.idx.Lookup(addr); err != nil {
+			return nil, err
+		}
+	}
 	if !ok {
 		return nil, fmt.Errorf("blob %s: not in the index: %w", addr.Short(), backend.ErrNotFound)
 	}
 	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 	if errors.Is(err, backend.ErrNotFound) {
-		// gc may have moved the blob to a new pack since the lookup: look once more.
+		// gc (here or in another process) may have moved the blob to a new pack since the
+		// lookup: follow it, and look once more.
+		r.syncAfterMiss(ctx)
 		if loc2, ok, lerr := r.idx.Lookup(addr); lerr == nil && ok && loc2 != loc {
 			loc = loc2
 			stored, err = r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
@@ -127,6 +140,20 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	}
 	plain, _, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), nil, stored, t, addr)
 	return plain, err
+}
+
+// syncAfterMiss brings the index up to date after a read found a blob missing, at most once
+// a second, and reports whether it did.
+func (r *Repository) syncAfterMiss(ctx context.Context) bool {
+	r.missMu.Lock()
+	if time.Since(r.lastMissSync) < time.Second {
+		r.missMu.Unlock()
+		return false
+	}
+	r.lastMissSync = time.Now()
+	r.missMu.Unlock()
+	_, err := r.Sync(ctx, false)
+	return err == nil
 }
 
 // missingPack is a pack the index lists but the backend does not have: data lost, so it

@@ -17,14 +17,14 @@ import (
 // Two kinds of small objects let each index follow what the others did without re-reading
 // the whole backend:
 //
-//	index/<t>-<pack id>    a copy of a pack's blob list, written right after the pack
+//	packindex/<t>-<pack id>  a copy of a pack's blob list, written right after the pack
 //	deleted/<t>-<random>   the packs one gc run deletes (with every blob address in them) and
 //	                       where the live blobs among those now are, written before anything goes
 //
 // <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only what sorts
 // after its last look, less syncMargin for clocks that disagree and writes that took a while.
 const (
-	indexPrefix   = "index/"
+	indexPrefix   = "packindex/"
 	deletedPrefix = "deleted/"
 	syncMargin    = 15 * time.Minute
 )

@@ -210,19 +210,25 @@ func TestEngineExportImport(t *testing.T) {
 		}
 	}
 
+	// The index is a cache: wiped, it comes back from the repository by itself.
 	if err := os.RemoveAll(filepath.Join(r.Dir, "index")); err != nil {
 		t.Fatal(err)
 	}
-	if got := r.listBackups(); len(got) != 0 {
-		t.Fatalf("after wiping the index 'backup list' shows %d backups, want none", len(got))
+	if got := r.listBackups(); len(got) != 2 {
+		t.Fatalf("after wiping the index 'backup list' shows %d backups, want both", len(got))
 	}
+	r.checkRestoresToFiles(points, dir)
 
+	// Import brings back backups whose manifests are gone, as long as gc has not run.
+	r.mustRun("backup", "delete", points[1].backup.ID)
+	r.mustRun("backup", "delete", points[0].backup.ID)
+	if got := r.listBackups(); len(got) != 0 {
+		t.Fatalf("after deleting both 'backup list' shows %d backups", len(got))
+	}
 	// The incremental alone: self-contained.
 	inc := exports[1]
 	r.mustRun("backup", "import", inc.Service, inc.URL)
 	r.checkRestoresToFiles(points[1:], dir)
-	// gc must not take the full's blobs while the full is stored but not imported.
-	r.mustFail([]int{4}, "--quiet", "repo", "gc")
 	full := exports[0]
 	r.mustRun("backup", "import", full.Service, full.URL)
 	if got := len(r.listBackups()); got != 2 {
@@ -233,7 +239,8 @@ func TestEngineExportImport(t *testing.T) {
 	r.checkClean()
 	r.checkRestoresToFiles(points, dir)
 
-	r.mustFail([]int{4}, "backup", "import", full.Service, full.URL)
+	// Importing a known backup again changes nothing.
+	r.mustRun("backup", "import", full.Service, full.URL)
 	r.mustFail([]int{2}, "backup", "import", full.Service, "not a backup url")
 	r.mustFail([]int{2}, "backup", "import", full.Service, "cairn1.")
 	r.mustFail([]int{2}, "backup", "import", "cairn.backup.drivers.nfs", full.URL)
@@ -246,6 +253,13 @@ func TestEngineExportImport(t *testing.T) {
 	r.mustFail([]int{2}, "backup", "import", inc.Service, tampered)
 	if got := len(r.listBackups()); got != 2 {
 		t.Fatalf("after refused imports %d backups are listed, want 2", got)
+	}
+
+	// A deleted and garbage-collected backup cannot come back.
+	r.mustRun("backup", "delete", points[1].backup.ID)
+	r.mustRun("--quiet", "repo", "gc")
+	if msg := r.mustFail([]int{2}, "backup", "import", inc.Service, inc.URL); !strings.Contains(msg, "garbage-collected") {
+		t.Errorf("import of a collected backup: %q", msg)
 	}
 
 	// Another repository's export does not fit this one.
