@@ -164,7 +164,8 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
 			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
-			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats}
+			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats,
+			CommittedAt: now()}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
@@ -173,6 +174,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
 			}
 			rec.Status, rec.Root, rec.RootLevel, rec.Stats = index.BackupAvailable, res.Root, res.RootLevel, res.Stats
+			rec.UpdatedAt = m.CommittedAt
 			return nil
 		})
 		if err != nil {
@@ -217,7 +219,9 @@ func (s *Service) setVolumeStatus(id, status, reason string) {
 		return nil
 	}); err != nil && !errors.Is(err, index.ErrNotFound) {
 		s.log.Error("cannot set volume status", "volume_id", id, "status", status, "error", err)
+		return
 	}
+	s.saveVolumeLogged(context.Background(), id)
 }
 
 // latestBackup returns the volume's newest available backup in project, or nil. An

@@ -144,10 +144,12 @@ func (s *Service) Unlock(ctx context.Context, force bool) ([]repo.LockInfo, erro
 
 // RebuildResult says what rebuild-index found.
 type RebuildResult struct {
-	Packs   int `json:"packs"`
-	Backups int `json:"backups"`
-	Volumes int `json:"volumes"`
-	Skipped int `json:"skipped"`
+	Packs     int `json:"packs"`
+	Backups   int `json:"backups"`
+	Volumes   int `json:"volumes"`
+	Snapshots int `json:"snapshots"`
+	Quotas    int `json:"quotas"`
+	Skipped   int `json:"skipped"`
 }
 
 // RebuildIndex forgets the index and rebuilds volumes, backups, chains and blob locations
@@ -183,6 +185,12 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	res := &RebuildResult{}
 	_ = s.idx.Packs(func(repo.PackID, int64) error { res.Packs++; return nil })
 	logf("indexed %d packs", res.Packs)
+	nvols, snaps, quotas, err := s.restoreMeta(ctx, logf)
+	if err != nil {
+		return nil, err
+	}
+	res.Snapshots, res.Quotas = snaps, quotas
+	logf("restored %d volumes, %d snapshots and %d quotas", nvols, snaps, quotas)
 	var ids []string
 	if err := s.repo.ListManifests(ctx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
 		return nil, err

@@ -122,6 +122,9 @@ func (s *Service) QuotaUpdate(ctx context.Context, project string, backups, giga
 	if err := s.idx.SetQuotaLimits(project, set); err != nil {
 		return Quota{}, err
 	}
+	if err := s.saveQuota(ctx, project); err != nil {
+		return Quota{}, err
+	}
 	q, err := s.quotaLimits(project)
 	if err == nil {
 		s.log.Info("quota updated", "project", project, "backups", q.Backups, "backup_gigabytes", q.BackupGigabytes)
@@ -134,7 +137,10 @@ func (s *Service) QuotaReset(ctx context.Context, project string) error {
 	if _, err := adminOf(ctx, "change quotas"); err != nil {
 		return err
 	}
-	return s.idx.DeleteQuotaLimits(project)
+	if err := s.idx.DeleteQuotaLimits(project); err != nil {
+		return err
+	}
+	return s.saveQuota(ctx, project)
 }
 
 // QuotaUsage returns a project's usage and limits.

@@ -79,7 +79,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if err := validName(name); err != nil {
 			return nil, nil, err
 		}
-		if vol, err = s.newImageVolume(b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
+		if vol, err = s.newImageVolume(ctx, b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
 			return nil, nil, err
 		}
 		path, fresh = vol.Path, true
@@ -195,6 +195,7 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 					s.log.Error("cannot record restore end", "volume_id", vol.ID, "error", uerr)
 				}
 			}
+			s.saveVolumeLogged(ctx, vol.ID)
 		}
 		if err != nil {
 			s.log.Error("restore failed", "backup_id", b.ID, "target", path, "error", err)

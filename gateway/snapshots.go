@@ -56,6 +56,11 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 		_ = snap.Remove()
 		return nil, err
 	}
+	if err := s.saveSnapshot(ctx, rec); err != nil {
+		_ = s.idx.DeleteSnapshot(rec.ID)
+		_ = snap.Remove()
+		return nil, err
+	}
 	s.log.Info("snapshot created", "snapshot_id", id, "volume_id", v.ID, "kind", snap.Kind)
 	return rec, nil
 }
@@ -136,6 +141,9 @@ func (s *Service) DeleteSnapshot(ctx context.Context, ref string) (*index.Snapsh
 	}
 	if err := s.idx.DeleteSnapshot(sn.ID); err != nil {
 		return nil, err
+	}
+	if err := s.repo.DeleteMeta(ctx, metaSnapshots, sn.ID); err != nil {
+		s.log.Warn("cannot remove the snapshot's record from the repository", "snapshot_id", sn.ID, "error", err)
 	}
 	s.log.Info("snapshot deleted", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
 	return sn, nil

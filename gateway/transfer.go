@@ -49,13 +49,10 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		return nil, wrapf(ErrInvalid, "%v", err)
 	}
 	m := rec.Manifest
-	if b, err := s.idx.Backup(m.ID); err == nil {
-		// Known already (the index follows the repository's manifests): importing it again
-		// changes nothing and is no error.
-		if b.Root != m.Root || b.Size != m.Size {
-			return nil, wrapf(ErrExists, "backup %s is already in the index with another block map: delete it first", m.ID)
-		}
-		return b, nil
+	if _, err := s.idx.Backup(m.ID); err == nil {
+		// The index follows the repository's manifests: after losing the index, a backup
+		// whose manifest is stored comes back by itself.
+		return nil, wrapf(ErrExists, "backup %s already exists (the index follows the repository): nothing to import", m.ID)
 	}
 	// Under a shared lock no gc runs: the blobs found below stay until the manifest protects them.
 	lk, err := s.repo.Lock(ctx, repo.LockShared, "import")
@@ -93,12 +90,15 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 			return nil, wrapf(ErrInvalid, "backup %s: its block map is not in the repository (was it deleted and garbage-collected?)", m.ID)
 		}
 	}
-	if err := s.ensureVolume(m); err != nil {
+	if err := s.ensureVolume(ctx, m); err != nil {
 		return nil, err
 	}
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
-		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: now()}
+		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt}
+	if b.UpdatedAt.IsZero() {
+		b.UpdatedAt = now()
+	}
 	if b.Project == "" {
 		b.Project = DefaultProject
 	}
@@ -112,9 +112,15 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 }
 
 // ensureVolume registers the backup's volume from its manifest when the index lacks it.
-func (s *Service) ensureVolume(m *repo.Manifest) error {
+func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	if _, err := s.idx.Volume(m.VolumeID); err == nil {
 		return nil
+	}
+	// The volume's own record in the repository says more than the manifest.
+	if v := s.storedVolume(ctx, m.VolumeID); v != nil {
+		if err := s.idx.CreateVolume(v); err == nil || errors.Is(err, index.ErrExists) {
+			return nil
+		}
 	}
 	project := m.Project
 	if project == "" {

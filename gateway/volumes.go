@@ -63,6 +63,10 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		}
 		return nil, err
 	}
+	if err := s.saveVolume(ctx, v.ID); err != nil {
+		_ = s.idx.DeleteVolume(v.ID)
+		return nil, err
+	}
 	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size)
 	return v, nil
 }
@@ -97,10 +101,10 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 	if _, err := s.idx.VolumeByName(project, req.Name); err == nil {
 		return nil, wrapf(ErrExists, "a volume named %q already exists in project %s: choose another --name", req.Name, project)
 	}
-	return s.newImageVolume(project, req.Name, req.Description, req.Size, index.VolumeAvailable)
+	return s.newImageVolume(ctx, project, req.Name, req.Description, req.Size, index.VolumeAvailable)
 }
 
-func (s *Service) newImageVolume(project, name, description string, size int64, status string) (*index.Volume, error) {
+func (s *Service) newImageVolume(ctx context.Context, project, name, description string, size int64, status string) (*index.Volume, error) {
 	if err := os.MkdirAll(s.volDir, 0o700); err != nil {
 		return nil, fmt.Errorf("volume directory: %w", err)
 	}
@@ -125,6 +129,11 @@ func (s *Service) newImageVolume(project, name, description string, size int64, 
 		if errors.Is(err, index.ErrExists) {
 			return nil, wrapf(ErrExists, "a volume named %q already exists in project %s", name, project)
 		}
+		return nil, err
+	}
+	if err := s.saveVolume(ctx, v.ID); err != nil {
+		_ = s.idx.DeleteVolume(v.ID)
+		os.Remove(path)
 		return nil, err
 	}
 	s.log.Info("volume created", "volume_id", v.ID, "name", v.Name, "size", v.Size)
@@ -240,6 +249,9 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	}
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		return nil, err
+	}
+	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil {
+		s.log.Warn("cannot remove the volume's record from the repository", "volume_id", v.ID, "error", err)
 	}
 	return v, nil
 }

@@ -248,10 +248,13 @@ func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, err
 		if err := getJSON(txn, backupKey(id), &b); err != nil {
 			return err
 		}
+		was := b.UpdatedAt
 		if err := fn(&b); err != nil {
 			return err
 		}
-		b.UpdatedAt = time.Now().UTC()
+		if b.UpdatedAt.Equal(was) { // fn may set it (to the time its manifest records)
+			b.UpdatedAt = time.Now().UTC()
+		}
 		out = b
 		return putBackup(txn, &b)
 	})

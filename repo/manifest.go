@@ -31,6 +31,8 @@ type Manifest struct {
 	Incremental bool      `json:"is_incremental"`
 	ParentID    string    `json:"parent_id,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
+	// CommittedAt is when the backup became available (its record's updated_at then).
+	CommittedAt time.Time `json:"committed_at,omitempty"`
 	Stats       Stats     `json:"stats"`
 }
 

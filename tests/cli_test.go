@@ -184,12 +184,12 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 		t.Errorf("restore onto registered volume other: sha256 %s, want %s", got, sha)
 	}
 
-	// Import: a backup already known imports alike through both spellings, changing nothing;
-	// after its manifest is gone (deleted, not yet garbage-collected), the alias brings it back.
-	a := r.mustRun("backup-import", exp.Service, exp.URL)
-	s := r.mustRun("backup", "import", exp.Service, exp.URL)
+	// Import: refused alike while present; after its manifest is gone (deleted, not yet
+	// garbage-collected), the alias brings it back.
+	a := r.mustFail([]int{4}, "backup-import", exp.Service, exp.URL)
+	s := r.mustFail([]int{4}, "backup", "import", exp.Service, exp.URL)
 	if a != s {
-		t.Errorf("backup-import and backup import answer differently: %q, %q", a, s)
+		t.Errorf("backup-import and backup import refuse differently: %q, %q", a, s)
 	}
 	r.mustFail([]int{4}, "backup-delete", full.ID)
 	r.mustRun("backup-delete", inc.ID)

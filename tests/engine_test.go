@@ -239,8 +239,8 @@ func TestEngineExportImport(t *testing.T) {
 	r.checkClean()
 	r.checkRestoresToFiles(points, dir)
 
-	// Importing a known backup again changes nothing.
-	r.mustRun("backup", "import", full.Service, full.URL)
+	// A backup that exists is not imported twice.
+	r.mustFail([]int{4}, "backup", "import", full.Service, full.URL)
 	r.mustFail([]int{2}, "backup", "import", full.Service, "not a backup url")
 	r.mustFail([]int{2}, "backup", "import", full.Service, "cairn1.")
 	r.mustFail([]int{2}, "backup", "import", "cairn.backup.drivers.nfs", full.URL)

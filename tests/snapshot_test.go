@@ -222,3 +222,49 @@ func TestAPISnapshotsWithCinder(t *testing.T) {
 	e.ok(nil, "snapshot-delete", snap["id"])
 	e.fails("No snapshot with a name or ID", nil, "snapshot-show", snap["id"])
 }
+
+// The index is a cache: rebuild-index on an empty state dir brings back volumes (names,
+// descriptions, kinds, projects), snapshots, quotas and backups exactly as they were.
+func TestRebuildIndexRestoresEverything(t *testing.T) {
+	xfs := xfsReflinkDir(t, 300<<20)
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(xfs, "data.img")
+	testutil.WriteImage(t, vol, 16*mib, 61, testutil.Mixed)
+	r.mustRun("volume", "manage", vol, "--name", "data", "--description", "the data volume")
+	r.mustRun("volume", "create", "--size", "8M", "--name", "scratch", "--description", "empty, never backed up")
+	r.mustRun("--project", "p1", "volume", "create", "--size", "4M", "--name", "p1vol")
+	r.mustRun("quota", "update", "p1", "--backups", "7", "--backup-gigabytes", "70")
+	r.mustRun("quota", "update", "admin", "--backups", "50")
+	r.mustRun("snapshot", "create", "data", "--name", "before-upgrade", "--description", "kept")
+	full := r.createBackup("data", "--name", "nightly", "--description", "first")
+	testutil.ScatterWrites(t, vol, 62, 0.01, 4<<10, 64<<10)
+	r.createBackup("data", "--incremental")
+	r.createBackup("--project", "p1", "p1vol")
+
+	snapshotOf := func(x *cairnRepo) map[string]string {
+		out := map[string]string{}
+		for name, args := range map[string][]string{
+			"volumes":   {"volume", "list", "--all-projects"},
+			"backups":   {"backup", "list", "--all-projects"},
+			"snapshots": {"snapshot", "list", "--all-projects"},
+			"quota p1":  {"quota", "show", "p1"},
+			"quota adm": {"quota", "show", "admin"},
+			"backup":    {"backup", "show", full.ID},
+		} {
+			out[name] = x.mustRun(append([]string{"--format", "json"}, args...)...)
+		}
+		return out
+	}
+	before := snapshotOf(r)
+	if err := os.RemoveAll(filepath.Join(r.Dir, "index")); err != nil {
+		t.Fatal(err)
+	}
+	r.mustRun("--quiet", "repo", "rebuild-index")
+	after := snapshotOf(r)
+	for k := range before {
+		if before[k] != after[k] {
+			t.Errorf("%s after rebuild-index differs:\nbefore: %s\nafter:  %s", k, before[k], after[k])
+		}
+	}
+	r.checkClean()
+}

@@ -256,7 +256,8 @@ func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
 		return writeJSON(g.stdout, res)
 	}
 	return properties(g.stdout, [][2]string{{"packs", fmt.Sprint(res.Packs)}, {"backups", fmt.Sprint(res.Backups)},
-		{"volumes", fmt.Sprint(res.Volumes)}, {"skipped", fmt.Sprint(res.Skipped)}})
+		{"volumes", fmt.Sprint(res.Volumes)}, {"snapshots", fmt.Sprint(res.Snapshots)}, {"quotas", fmt.Sprint(res.Quotas)},
+		{"skipped", fmt.Sprint(res.Skipped)}})
 }
 
 // RepoPasswdCmd changes the passphrase.

@@ -1,0 +1,96 @@
+package repo
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Metadata objects keep what the index holds that no manifest or pack says (volumes with
+// their names, kinds and descriptions; snapshots; quota limits), so that an index rebuilt from
+// the backend loses nothing. Each is meta/<kind>/<hex of its name>, sealed JSON.
+const metaPrefix = "meta/"
+
+func metaKey(kind, name string) string {
+	return metaPrefix + kind + "/" + hex.EncodeToString([]byte(name))
+}
+
+func validKind(kind string) bool {
+	return kind != "" && !strings.ContainsAny(kind, "/\\.\x00 ")
+}
+
+// PutMeta stores v (as JSON) as the metadata object name of kind.
+func (r *Repository) PutMeta(ctx context.Context, kind, name string, v any) error {
+	if !validKind(kind) || name == "" {
+		return fmt.Errorf("metadata %q/%q: invalid name", kind, name)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if err := r.putObject(ctx, metaKey(kind, name), b); err != nil {
+		return fmt.Errorf("store %s %s: %w", kind, name, err)
+	}
+	return nil
+}
+
+// DeleteMeta removes a metadata object; a missing one is not an error.
+func (r *Repository) DeleteMeta(ctx context.Context, kind, name string) error {
+	if !validKind(kind) || name == "" {
+		return fmt.Errorf("metadata %q/%q: invalid name", kind, name)
+	}
+	return r.be.Delete(ctx, metaKey(kind, name))
+}
+
+// GetMeta reads and verifies one metadata object into v; backend.ErrNotFound when absent.
+func (r *Repository) GetMeta(ctx context.Context, kind, name string, v any) error {
+	b, err := r.getObject(ctx, metaKey(kind, name))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w: %v", metaKey(kind, name), ErrCorrupt, err)
+	}
+	return nil
+}
+
+// ListMeta calls fn with the name and verified JSON of every metadata object of kind. A damaged
+// object is passed to bad (and skipped) rather than stopping the listing.
+func (r *Repository) ListMeta(ctx context.Context, kind string, fn func(name string, data []byte) error, bad func(key string, err error)) error {
+	prefix := metaPrefix + kind + "/"
+	var keys []string
+	if err := r.be.List(ctx, prefix, func(oi backend.ObjectInfo) error {
+		keys = append(keys, oi.Key)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, key := range keys {
+		raw, err := hex.DecodeString(strings.TrimPrefix(key, prefix))
+		if err != nil {
+			continue
+		}
+		b, err := r.getObject(ctx, key)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if errors.Is(err, ErrCorrupt) {
+			if bad != nil {
+				bad(key, err)
+			}
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := fn(string(raw), b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
