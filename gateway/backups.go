@@ -213,7 +213,7 @@ func (s *Service) failBackup(id, reason string) {
 	}
 }
 
-func (s *Service) setVolumeStatus(id, status, reason string) {
+func (s *Service) setVolumeStatus(id string, status index.VolumeStatus, reason string) {
 	if _, err := s.idx.UpdateVolume(id, func(v *index.Volume) error {
 		v.Status, v.FailReason = status, reason
 		return nil
@@ -236,7 +236,7 @@ func (s *Service) latestBackup(volumeID, project string) (*index.Backup, error) 
 		if bs[i].Project != project {
 			continue
 		}
-		if bs[i].Status == index.BackupAvailable || bs[i].Status == index.BackupRestoring {
+		if bs[i].Status.Committed() {
 			return bs[i], nil
 		}
 	}
@@ -301,7 +301,7 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		if volumeID != "" && b.VolumeID != volumeID {
 			continue
 		}
-		if f.Status != "" && b.Status != f.Status {
+		if f.Status != "" && string(b.Status) != f.Status {
 			continue
 		}
 		out = append(out, b)

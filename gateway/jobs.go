@@ -116,12 +116,13 @@ func (s *Service) Running(id string) bool {
 // ResetBackupState sets a backup's status (admins; seed 3.5.3). On a restoring backup it
 // cancels the restore: the worker stops and the target volume is marked error, since its
 // contents are then incomplete.
-func (s *Service) ResetBackupState(ctx context.Context, ref, state string) (*index.Backup, error) {
+func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*index.Backup, error) {
 	if _, err := adminOf(ctx, "reset a backup's state"); err != nil {
 		return nil, err
 	}
+	state := index.BackupStatus(newState)
 	if state != index.BackupAvailable && state != index.BackupError {
-		return nil, invalidf("state %q: use available or error", state)
+		return nil, invalidf("state %q: use available or error", newState)
 	}
 	b, err := s.Backup(ctx, ref)
 	if err != nil {
@@ -137,6 +138,15 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, state string) (*ind
 		}
 	case index.BackupCreating:
 		return nil, wrapf(ErrConflict, "backup %s is being created: cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
+	}
+	if state == index.BackupAvailable {
+		// Only a backup whose manifest is stored is complete; reset-state changes a status,
+		// never what the repository holds.
+		if has, err := s.repo.HasManifest(ctx, b.ID); err != nil {
+			return nil, err
+		} else if !has {
+			return nil, wrapf(ErrConflict, "backup %s never completed (no manifest is stored): it cannot become available", b.ID)
+		}
 	}
 	out, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if state == index.BackupAvailable && rec.Root.IsZero() && rec.Size > 0 {

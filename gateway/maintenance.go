@@ -89,7 +89,7 @@ func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, 
 		return nil, err
 	}
 	for _, b := range all {
-		if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
+		if !b.Status.Committed() {
 			continue
 		}
 		m, err := s.repo.GetManifest(ctx, b.ID)
@@ -258,7 +258,7 @@ func (s *Service) RepoStats(ctx context.Context) (*Stats, error) {
 		return nil, err
 	}
 	for _, b := range backups {
-		if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
+		if !b.Status.Committed() {
 			continue
 		}
 		st.Backups++

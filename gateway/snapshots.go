@@ -203,7 +203,7 @@ func (s *Service) claimSnapshot(sn *index.Snapshot) func() error {
 	}
 }
 
-func (s *Service) setSnapshotStatus(id, status string) {
+func (s *Service) setSnapshotStatus(id string, status index.SnapshotStatus) {
 	if _, err := s.idx.UpdateSnapshot(id, func(rec *index.Snapshot) error {
 		rec.Status = status
 		return nil

@@ -104,7 +104,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 	return s.newImageVolume(ctx, project, req.Name, req.Description, req.Size, index.VolumeAvailable)
 }
 
-func (s *Service) newImageVolume(ctx context.Context, project, name, description string, size int64, status string) (*index.Volume, error) {
+func (s *Service) newImageVolume(ctx context.Context, project, name, description string, size int64, status index.VolumeStatus) (*index.Volume, error) {
 	if err := os.MkdirAll(s.volDir, 0o700); err != nil {
 		return nil, fmt.Errorf("volume directory: %w", err)
 	}

@@ -12,36 +12,36 @@ import (
 
 // Volume statuses (Cinder's words).
 const (
-	VolumeAvailable       = "available"
-	VolumeBackingUp       = "backing-up"
-	VolumeRestoringBackup = "restoring-backup"
-	VolumeCreating        = "creating"
-	VolumeError           = "error"
+	VolumeAvailable       VolumeStatus = "available"
+	VolumeBackingUp       VolumeStatus = "backing-up"
+	VolumeRestoringBackup VolumeStatus = "restoring-backup"
+	VolumeCreating        VolumeStatus = "creating"
+	VolumeError           VolumeStatus = "error"
 )
 
 // Backup statuses (Cinder's words).
 const (
-	BackupCreating  = "creating"
-	BackupAvailable = "available"
-	BackupDeleting  = "deleting"
-	BackupRestoring = "restoring"
-	BackupError     = "error"
+	BackupCreating  BackupStatus = "creating"
+	BackupAvailable BackupStatus = "available"
+	BackupDeleting  BackupStatus = "deleting"
+	BackupRestoring BackupStatus = "restoring"
+	BackupError     BackupStatus = "error"
 )
 
 // Volume is a block device or image file cairn backs up or restores to.
 type Volume struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Path        string    `json:"path"`
-	Project     string    `json:"project"`
-	Kind        string    `json:"kind"` // "file" or "device"
-	Size        int64     `json:"size"`
-	Status      string    `json:"status"`
-	FailReason  string    `json:"fail_reason,omitempty"`
-	Managed     bool      `json:"managed"` // created by cairn in its volume directory
-	Description string    `json:"description,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string       `json:"id"`
+	Name        string       `json:"name"`
+	Path        string       `json:"path"`
+	Project     string       `json:"project"`
+	Kind        string       `json:"kind"` // "file" or "device"
+	Size        int64        `json:"size"`
+	Status      VolumeStatus `json:"status"`
+	FailReason  string       `json:"fail_reason,omitempty"`
+	Managed     bool         `json:"managed"` // created by cairn in its volume directory
+	Description string       `json:"description,omitempty"`
+	CreatedAt   time.Time    `json:"created_at"`
+	UpdatedAt   time.Time    `json:"updated_at"`
 }
 
 // Backup is a backup's record: its manifest's facts plus its state.
@@ -52,7 +52,7 @@ type Backup struct {
 	VolumeID      string       `json:"volume_id"`
 	Project       string       `json:"project"`
 	SnapshotID    string       `json:"snapshot_id,omitempty"`
-	Status        string       `json:"status"`
+	Status        BackupStatus `json:"status"`
 	FailReason    string       `json:"fail_reason,omitempty"`
 	Size          int64        `json:"size"`
 	IsIncremental bool         `json:"is_incremental"`
@@ -150,9 +150,12 @@ func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, err
 		if err := getJSON(txn, volumeKey(id), &v); err != nil {
 			return err
 		}
-		oldName, oldProject := v.Name, v.Project
+		oldName, oldProject, oldStatus := v.Name, v.Project, v.Status
 		if err := fn(&v); err != nil {
 			return err
+		}
+		if !oldStatus.CanBecome(v.Status) {
+			return transitionError("volume", id, oldStatus, v.Status)
 		}
 		if v.Name != oldName || v.Project != oldProject {
 			if _, err := txn.Get([]byte(volumeNameKey(v.Project, v.Name))); err == nil {
@@ -248,9 +251,12 @@ func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, err
 		if err := getJSON(txn, backupKey(id), &b); err != nil {
 			return err
 		}
-		was := b.UpdatedAt
+		was, oldStatus := b.UpdatedAt, b.Status
 		if err := fn(&b); err != nil {
 			return err
+		}
+		if !oldStatus.CanBecome(b.Status) {
+			return transitionError("backup", id, oldStatus, b.Status)
 		}
 		if b.UpdatedAt.Equal(was) { // fn may set it (to the time its manifest records)
 			b.UpdatedAt = time.Now().UTC()

@@ -11,9 +11,9 @@ import (
 
 // Snapshot statuses (Cinder's words).
 const (
-	SnapshotAvailable = "available"
-	SnapshotBackingUp = "backing-up"
-	SnapshotDeleting  = "deleting"
+	SnapshotAvailable SnapshotStatus = "available"
+	SnapshotBackingUp SnapshotStatus = "backing-up"
+	SnapshotDeleting  SnapshotStatus = "deleting"
 )
 
 // Snapshot is a point-in-time copy of a volume (seed 3.1.5): a reflinked file or an LVM
@@ -21,17 +21,17 @@ const (
 //
 //	s/<snapshot id> → Snapshot (JSON)
 type Snapshot struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Description string    `json:"description,omitempty"`
-	VolumeID    string    `json:"volume_id"`
-	Project     string    `json:"project"`
-	Status      string    `json:"status"`
-	Size        int64     `json:"size"`
-	Kind        string    `json:"kind"` // reflink or lvm
-	Path        string    `json:"path"`
-	CreatedAt   time.Time `json:"created_at"`
-	UpdatedAt   time.Time `json:"updated_at"`
+	ID          string         `json:"id"`
+	Name        string         `json:"name"`
+	Description string         `json:"description,omitempty"`
+	VolumeID    string         `json:"volume_id"`
+	Project     string         `json:"project"`
+	Status      SnapshotStatus `json:"status"`
+	Size        int64          `json:"size"`
+	Kind        string         `json:"kind"` // reflink or lvm
+	Path        string         `json:"path"`
+	CreatedAt   time.Time      `json:"created_at"`
+	UpdatedAt   time.Time      `json:"updated_at"`
 }
 
 func snapshotKey(id string) string { return "s/" + id }
@@ -66,8 +66,12 @@ func (ix *Index) UpdateSnapshot(id string, fn func(s *Snapshot) error) (*Snapsho
 		if err := getJSON(txn, snapshotKey(id), &s); err != nil {
 			return err
 		}
+		old := s.Status
 		if err := fn(&s); err != nil {
 			return err
+		}
+		if !old.CanBecome(s.Status) {
+			return transitionError("snapshot", id, old, s.Status)
 		}
 		s.UpdatedAt = time.Now().UTC()
 		out = s

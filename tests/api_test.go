@@ -223,7 +223,7 @@ func column(rows []map[string]string, col string) []string {
 }
 
 // waitBackup polls the backup through the index until it reaches status.
-func (e *apiEnv) waitBackup(id, status string) *index.Backup {
+func (e *apiEnv) waitBackup(id string, status index.BackupStatus) *index.Backup {
 	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {

@@ -87,7 +87,7 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Container", "Incremental", "Created"}}
 	for _, b := range bs {
-		t.add(b.ID, b.VolumeID, b.Status, none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()), s.Location(),
+		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()), s.Location(),
 			fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
 	}
 	return t.write(g.stdout)
@@ -236,7 +236,7 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		return writeJSON(g.stdout, backupJSON(s, b))
 	}
 	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
-		{"status", b.Status}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
+		{"status", string(b.Status)}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
 		{"parent_id", none(b.ParentID)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},

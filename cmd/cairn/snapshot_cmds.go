@@ -61,7 +61,7 @@ func (c *SnapshotListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Kind", "Created"}}
 	for _, sn := range sns {
-		t.add(sn.ID, sn.VolumeID, sn.Status, none(sn.Name), humanBytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339))
+		t.add(sn.ID, sn.VolumeID, string(sn.Status), none(sn.Name), humanBytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339))
 	}
 	return t.write(g.stdout)
 }
@@ -112,6 +112,6 @@ func (g *Globals) showSnapshot(sn *index.Snapshot) error {
 		return writeJSON(g.stdout, sn)
 	}
 	return properties(g.stdout, [][2]string{{"id", sn.ID}, {"name", none(sn.Name)}, {"volume_id", sn.VolumeID},
-		{"status", sn.Status}, {"size", humanBytes(sn.Size)}, {"kind", sn.Kind}, {"path", sn.Path},
+		{"status", string(sn.Status)}, {"size", humanBytes(sn.Size)}, {"kind", sn.Kind}, {"path", sn.Path},
 		{"project", sn.Project}, {"description", none(sn.Description)}, {"created_at", sn.CreatedAt.Format(time.RFC3339)}})
 }

@@ -86,7 +86,7 @@ func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"ID", "Name", "Status", "Size", "Kind", "Path"}}
 	for _, v := range vols {
-		t.add(v.ID, v.Name, v.Status, humanBytes(v.Size), v.Kind, v.Path)
+		t.add(v.ID, v.Name, string(v.Status), humanBytes(v.Size), v.Kind, v.Path)
 	}
 	return t.write(g.stdout)
 }
@@ -158,7 +158,7 @@ func (g *Globals) showVolume(v *index.Volume) error {
 	if g.json() {
 		return writeJSON(g.stdout, v)
 	}
-	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", v.Status}, {"size", humanBytes(v.Size)},
+	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", humanBytes(v.Size)},
 		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)},
 		{"description", none(v.Description)}, {"fail_reason", none(v.FailReason)}, {"created_at", v.CreatedAt.Format(time.RFC3339)}})
 }

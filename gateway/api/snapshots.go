@@ -47,7 +47,7 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sns = slices.DeleteFunc(sns, func(sn *index.Snapshot) bool {
-		return (q.Has("name") && sn.Name != q.Get("name")) || (q.Has("status") && sn.Status != q.Get("status"))
+		return (q.Has("name") && sn.Name != q.Get("name")) || (q.Has("status") && string(sn.Status) != q.Get("status"))
 	})
 	out := []any{}
 	for _, sn := range sns {

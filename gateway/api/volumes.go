@@ -51,7 +51,7 @@ func (s *server) listVolumes(detail bool) http.HandlerFunc {
 			return
 		}
 		vols = slices.DeleteFunc(vols, func(v *index.Volume) bool {
-			return (q.Has("name") && v.Name != q.Get("name")) || (q.Has("status") && v.Status != q.Get("status")) ||
+			return (q.Has("name") && v.Name != q.Get("name")) || (q.Has("status") && string(v.Status) != q.Get("status")) ||
 				(q.Has("project_id") && v.Project != q.Get("project_id"))
 		})
 		from, to, err := page(r, len(vols), func(i int) string { return vols[i].ID })

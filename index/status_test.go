@@ -1,0 +1,62 @@
+package index
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestBackupTransitions(t *testing.T) {
+	for _, tt := range []struct {
+		from, to BackupStatus
+		ok       bool
+	}{
+		{BackupCreating, BackupAvailable, true},
+		{BackupCreating, BackupError, true},
+		{BackupCreating, BackupRestoring, false},
+		{BackupAvailable, BackupRestoring, true},
+		{BackupAvailable, BackupCreating, false},
+		{BackupRestoring, BackupAvailable, true},
+		{BackupError, BackupAvailable, true}, // reset-state, when its manifest is stored
+		{BackupDeleting, BackupAvailable, false},
+		{BackupDeleting, BackupError, true},
+		{BackupError, BackupError, true},
+	} {
+		if got := tt.from.CanBecome(tt.to); got != tt.ok {
+			t.Errorf("%s → %s allowed = %v, want %v", tt.from, tt.to, got, tt.ok)
+		}
+	}
+	if !BackupAvailable.Committed() || !BackupRestoring.Committed() || BackupError.Committed() || BackupCreating.Committed() {
+		t.Error("Committed is wrong")
+	}
+}
+
+// Every status change goes through the table: UpdateBackup and UpdateVolume refuse others.
+func TestUpdatesFollowTheTable(t *testing.T) {
+	ix, err := Open(filepath.Join(t.TempDir(), "ix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	now := time.Now()
+	if err := ix.CreateVolume(&Volume{ID: "v", Name: "v", Path: "/v", Project: "p", Status: VolumeAvailable, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.CreateBackup(&Backup{ID: "b", VolumeID: "v", Project: "p", Status: BackupCreating, CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ix.UpdateBackup("b", func(b *Backup) error { b.Status = BackupRestoring; return nil })
+	if !errors.Is(err, ErrTransition) {
+		t.Fatalf("creating → restoring: %v", err)
+	}
+	if b, _ := ix.Backup("b"); b.Status != BackupCreating {
+		t.Fatalf("a refused change was stored: %s", b.Status)
+	}
+	if _, err := ix.UpdateBackup("b", func(b *Backup) error { b.Status = BackupAvailable; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.UpdateVolume("v", func(v *Volume) error { v.Status = VolumeCreating; return nil }); !errors.Is(err, ErrTransition) {
+		t.Fatalf("available → creating: %v", err)
+	}
+}
