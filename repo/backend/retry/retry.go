@@ -165,6 +165,10 @@ func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context)
 		if err == nil {
 			return nil
 		}
+		if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+			// The caller gave up while the attempt ran: say so, not the attempt's error.
+			return fmt.Errorf("%s %s: %w (after: %v)", op, key, cerr, err)
+		}
 		if !errors.Is(err, backend.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
