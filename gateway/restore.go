@@ -49,6 +49,11 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	if err != nil {
 		return nil, nil, fmt.Errorf("backup %s: %w", b.ID, err)
 	}
+	// Sizes and block maps come from the authenticated manifest; an index that says
+	// otherwise is out of date or damaged, and nothing is written.
+	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
+		return nil, nil, fmt.Errorf("backup %s: %w: its manifest (%d bytes) and the index (%d bytes) describe different backups: run 'cairn repo check'", b.ID, repo.ErrCorrupt, m.Size, b.Size)
+	}
 	var vol *index.Volume
 	path := req.To
 	switch {
@@ -65,10 +70,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			vol = v
 		}
 	}
+	created := false // the restore creates the file at path: a failed restore removes it
 	if path != "" {
 		if err := checkRestoreTarget(path, b.Size); err != nil {
 			return nil, nil, err
 		}
+		_, serr := os.Stat(path)
+		created = vol == nil && errors.Is(serr, os.ErrNotExist)
 	}
 	fresh := false
 	if vol == nil && path == "" {
@@ -120,7 +128,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		defer s.untrack("restore/" + b.ID)
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		return s.runRestore(jobCtx, b, m, vol, path, fresh, req.Progress)
+		err := s.runRestore(jobCtx, b, m, vol, path, fresh, req.Progress)
+		if err != nil && created {
+			if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				s.log.Error("cannot remove the failed restore's file", "path", path, "error", rerr)
+			}
+		}
+		return err
 	}
 	return res, job, nil
 }

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -742,6 +743,10 @@ func TestEngineMissingPack(t *testing.T) {
 	if !strings.Contains(msg, b.ID) {
 		t.Errorf("restore without its pack: %q does not name backup %s", msg, b.ID)
 	}
+	// The failed restore created r.img: it removes it rather than leave wrong bytes behind.
+	if _, err := os.Stat(filepath.Join(dir, "r.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed restore left the file it created: %v", err)
+	}
 }
 
 // allocated returns the bytes the file at path occupies on disk.
@@ -809,5 +814,36 @@ func TestEngineOddSizeToDevice(t *testing.T) {
 		if got := testutil.SHA256Range(t, dev, size); got != points[i].sha {
 			t.Errorf("point %d restored to %s: sha256 %s, want %s", i, dev, got, points[i].sha)
 		}
+	}
+}
+
+// A manifest is authenticated in an unencrypted repository too: a changed size is damage,
+// found by check and refused by restore, never restored as wrong bytes.
+func TestEngineTamperedManifest(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 15, testutil.Mixed)
+	b := r.createBackup(vol)
+	path := filepath.Join(r.Dir, "manifests", b.ID)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := bytes.Replace(raw, []byte(fmt.Sprintf(`"size":%d`, 4*mib)), []byte(`"size":3000000`), 1)
+	if bytes.Equal(tampered, raw) {
+		t.Fatalf("manifest does not hold the size in clear: %q", raw)
+	}
+	if err := os.WriteFile(path, tampered, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res := r.run("repo", "check", "--read-data")
+	if res.Code != 8 || !strings.Contains(res.Stdout, b.ID) || !strings.Contains(res.Stdout, "manifest") {
+		t.Errorf("check of a tampered manifest: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	out := filepath.Join(dir, "out.img")
+	r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", out)
+	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused restore left %s: %v", out, err)
 	}
 }
