@@ -192,6 +192,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
+	s.syncIndex()
 	s.metrics.bytesBackup.Add(float64(b.Size))
 	s.metrics.bytesStored.Add(float64(res.Stats.NewBytes))
 	s.notifyChange()
@@ -396,6 +397,7 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 		return nil, err
 	}
 	s.notifyChange()
+	s.syncIndex()
 	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
 }

@@ -162,6 +162,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 		return nil, err
 	}
 	s.notifyChange()
+	s.syncIndex()
 	s.log.Info("backup state reset", "backup_id", b.ID, "from", b.Status, "to", state)
 	return out, nil
 }

@@ -215,6 +215,7 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	}
 	res.Volumes = len(vols)
 	s.notifyChange()
+	s.syncIndex()
 	s.log.Info("index rebuilt", "packs", res.Packs, "backups", res.Backups, "volumes", res.Volumes)
 	return res, nil
 }

@@ -124,3 +124,10 @@ func (s *Service) restoreMeta(ctx context.Context, logf func(string, ...any)) (v
 	}, bad)
 	return
 }
+
+// syncIndex makes the index's writes durable before a command reports what they recorded.
+func (s *Service) syncIndex() {
+	if err := s.idx.Sync(); err != nil {
+		s.log.Error("cannot sync the index", "error", err)
+	}
+}

@@ -77,6 +77,7 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		return nil, err
 	}
 	s.notifyChange()
+	s.syncIndex()
 	s.log.Info("backup imported", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
 }

@@ -53,9 +53,7 @@ func Open(dir string) (*Index, error) {
 		WithNumCompactors(2).
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
-		WithCompactL0OnClose(false).
-		// A record that says "available" must survive a power cut once the command says so.
-		WithSyncWrites(true)
+		WithCompactL0OnClose(false)
 	db, err := badger.Open(opts)
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
@@ -85,6 +83,11 @@ func Open(dir string) (*Index, error) {
 
 // Dir is where the index lives.
 func (ix *Index) Dir() string { return ix.dir }
+
+// Sync makes every write so far durable. Writes are not synced one by one (a pack's blob
+// locations can be learned again from the backend); callers sync before they report a state
+// that must survive a power cut, such as a backup that became available.
+func (ix *Index) Sync() error { return ix.db.Sync() }
 
 // Close flushes and closes the database.
 func (ix *Index) Close() error { return ix.db.Close() }
