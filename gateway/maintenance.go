@@ -152,8 +152,11 @@ type RebuildResult struct {
 	Skipped   int `json:"skipped"`
 }
 
-// RebuildIndex forgets the index and rebuilds volumes, backups, chains and blob locations
-// from the backend alone.
+// RebuildIndex brings the index fully in line with the backend: every pack (from its index
+// object, else its trailer), every manifest, and every stored volume, snapshot and quota. It
+// is additive: it merges what the backend says with what the index knows and never forgets a
+// backup whose manifest is stored, so it cannot lose a backup that restored before it ran.
+// A damaged index is not repaired here but moved aside when cairn opens it.
 func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (*RebuildResult, error) {
 	if _, err := adminOf(ctx, "rebuild the index"); err != nil {
 		return nil, err
@@ -172,13 +175,6 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		return nil, err
 	}
 	defer lk.Unlock()
-	repoID, _ := s.idx.Meta("repository")
-	if err := s.idx.Wipe(); err != nil {
-		return nil, err
-	}
-	if err := s.idx.SetMeta("repository", repoID); err != nil {
-		return nil, err
-	}
 	if _, err := s.repo.Sync(ctx, true); err != nil {
 		return nil, err
 	}
@@ -196,6 +192,10 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		return nil, err
 	}
 	for _, id := range ids {
+		if b, err := s.idx.Backup(id); err == nil && b.Status != index.BackupCreating {
+			res.Backups++ // known already: kept as it is
+			continue
+		}
 		m, err := s.repo.GetManifest(ctx, id)
 		if err != nil {
 			logf("backup %s skipped: %v", id, err)

@@ -202,7 +202,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		be.Close()
 		return nil, wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
 	}
-	idx, err := index.Open(c.IndexDir())
+	idx, err := openIndex(c.IndexDir(), c.Logger)
 	if err != nil {
 		be.Close()
 		return nil, err
@@ -216,9 +216,18 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	}
 	s.idx, s.repo = idx, r
 	s.metrics = newMetrics(s)
-	if err := s.bindIndex(); err != nil {
+	fresh, err := s.bindIndex()
+	if err != nil {
 		s.Close()
 		return nil, err
+	}
+	if fresh {
+		// A new index (a new state dir, or one moved aside): bring back what only the
+		// repository's metadata objects say (volumes without backups, snapshots, quotas).
+		if _, _, _, err := s.restoreMeta(ctx, func(f string, a ...any) { s.log.Warn(fmt.Sprintf(f, a...)) }); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("catch up with the repository: %w", err)
+		}
 	}
 	if err := s.recover(ctx); err != nil {
 		s.Close()
@@ -232,20 +241,37 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	return s, nil
 }
 
-// bindIndex ties a new index to this repository and refuses an index of another one.
-func (s *Service) bindIndex() error {
+// bindIndex ties a new index to this repository (and says it was new) and refuses an index
+// of another one.
+func (s *Service) bindIndex() (bool, error) {
 	id, err := s.idx.Meta("repository")
 	if err != nil {
-		return err
+		return false, err
 	}
 	want := s.repo.Config().ID
 	switch id {
 	case "":
-		return s.idx.SetMeta("repository", want)
+		return true, s.idx.SetMeta("repository", want)
 	case want:
-		return nil
+		return false, nil
 	}
-	return fmt.Errorf("the index in %s belongs to repository %s, not %s: use another --state-dir, or move it away and run 'cairn repo rebuild-index'", s.idx.Dir(), id, want)
+	return false, fmt.Errorf("the index in %s belongs to repository %s, not %s: use another --state-dir, or move it away and run 'cairn repo rebuild-index'", s.idx.Dir(), id, want)
+}
+
+// openIndex opens the index in dir. An index that cannot be opened because it is damaged
+// (or of an older schema) is a cache, not a dead end: it is moved aside to dir.damaged-<time>
+// and a new one is made, which catches up from the repository.
+func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
+	idx, err := index.Open(dir)
+	if err == nil || errors.Is(err, index.ErrLocked) || errors.Is(err, os.ErrPermission) {
+		return idx, err
+	}
+	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405"))
+	if rerr := os.Rename(dir, aside); rerr != nil {
+		return nil, fmt.Errorf("%w; moving it aside failed too (%v): remove %s and run 'cairn repo rebuild-index'", err, rerr, dir)
+	}
+	log.Warn("the index could not be opened: moved aside, a new one catches up from the repository", "error", err, "moved_to", aside)
+	return index.Open(dir)
 }
 
 // OnChange registers fn to be called whenever the set of available backups changes.

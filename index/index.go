@@ -120,14 +120,6 @@ func (ix *Index) SetMeta(name, value string) error {
 	})
 }
 
-// Wipe removes every record (before a rebuild).
-func (ix *Index) Wipe() error {
-	if err := ix.db.DropAll(); err != nil {
-		return err
-	}
-	return ix.SetMeta("schema", schemaVersion)
-}
-
 func getJSON(txn *badger.Txn, key string, v any) error {
 	item, err := txn.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {

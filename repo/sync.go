@@ -342,14 +342,18 @@ func (r *Repository) trailerOf(ctx context.Context, id PackID) (int64, []PackEnt
 
 // learnUnindexedPacks indexes the packs in the backend that no index object described (a
 // writer died between storing the pack and its index object) from their trailers, so that gc
-// sees and judges them like every other pack.
+// sees and judges them like every other pack; and it forgets the packs the index lists that
+// the backend does not hold, so that no backup reuses a blob that is gone (the next backup
+// of data that hashes to a lost block stores it again).
 func (r *Repository) learnUnindexedPacks(ctx context.Context) (int, error) {
 	type packInfo struct {
 		id   PackID
 		size int64
 	}
 	var unknown []packInfo
+	stored := map[PackID]struct{}{}
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
+		stored[id] = struct{}{}
 		known, err := r.idx.HasPack(id)
 		if err == nil && !known {
 			unknown = append(unknown, packInfo{id, size})
@@ -357,6 +361,31 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context) (int, error) {
 		return err
 	}); err != nil {
 		return 0, err
+	}
+	missing := map[PackID][]Address{}
+	if err := r.idx.Packs(func(id PackID, _ int64) error {
+		if _, ok := stored[id]; !ok {
+			missing[id] = nil
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	if len(missing) > 0 {
+		if err := r.idx.Blobs(func(e PackEntry) error {
+			if addrs, ok := missing[e.Pack]; ok {
+				missing[e.Pack] = append(addrs, e.Addr)
+			}
+			return nil
+		}); err != nil {
+			return 0, err
+		}
+		for id, addrs := range missing {
+			r.logf("pack %s is listed by the index but missing from the backend: forgotten (%d blobs)", id, len(addrs))
+			if err := r.idx.DropPack(id, addrs); err != nil {
+				return 0, err
+			}
+		}
 	}
 	n := 0
 	for _, p := range unknown {

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -846,4 +847,55 @@ func TestEngineTamperedManifest(t *testing.T) {
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused restore left %s: %v", out, err)
 	}
+}
+
+// A damaged index is a cache, not a dead end: it is moved aside and a new one catches up
+// from the repository, with every backup restorable.
+func TestEngineDamagedIndexMovedAside(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 16, testutil.Mixed)
+	points := r.chain(vol, 1, 500)
+	r.mustRun("volume", "create", "--size", "1M", "--name", "spare", "--description", "no backups")
+	ssts, _ := filepath.Glob(filepath.Join(r.Dir, "index", "*.sst"))
+	vlogs, _ := filepath.Glob(filepath.Join(r.Dir, "index", "MANIFEST"))
+	damaged := append(ssts, vlogs...)
+	if len(damaged) == 0 {
+		t.Fatal("no index files to damage")
+	}
+	for _, f := range damaged {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 64 && i < len(b); i++ {
+			b[(i*7919)%len(b)] ^= 0xA5
+		}
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res := r.run("--format", "json", "backup", "list")
+	if res.Code != 0 {
+		t.Fatalf("backup list with a damaged index: exit %d: %s", res.Code, res.Stderr)
+	}
+	var bs []backupJSON
+	if err := json.Unmarshal([]byte(res.Stdout), &bs); err != nil || len(bs) != len(points) {
+		t.Fatalf("after moving the damaged index aside: %v, %d backups, want %d", err, len(bs), len(points))
+	}
+	if m, _ := filepath.Glob(filepath.Join(r.Dir, "index.damaged-*")); len(m) != 1 {
+		t.Errorf("the damaged index was not kept aside: %v", m)
+	}
+	r.checkRestoresToFiles(points, dir)
+	var vs []volumeJSON
+	r.mustJSON(&vs, "volume", "list")
+	found := false
+	for _, v := range vs {
+		found = found || v.Name == "spare"
+	}
+	if !found {
+		t.Errorf("the volume without backups did not come back: %+v", vs)
+	}
+	r.checkClean()
 }
