@@ -12,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // RestoreRequest restores a backup (seed 3.5.1) to a new volume (the default), onto a
@@ -110,6 +111,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol != nil {
 			rec.RestoreTarget = vol.ID
 		}
+		rec.LastRestore = &index.RestoreOutcome{Target: path, Result: "running", At: now()}
 		return nil
 	}); err != nil {
 		if vol != nil {
@@ -185,13 +187,18 @@ func checkRestoreTarget(path string, size int64) error {
 func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, fresh bool, progress func(int64, int64)) (err error) {
 	start := time.Now()
 	defer func() {
+		outcome := &index.RestoreOutcome{Target: path, Result: "succeeded", At: now()}
+		if err != nil {
+			outcome.Result, outcome.Kind, outcome.Reason = "failed", failureKind(err), err.Error()
+		}
 		_, uerr := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 			if rec.Status == index.BackupRestoring {
 				rec.Status = index.BackupAvailable
 			}
-			rec.RestoreTarget = ""
+			rec.RestoreTarget, rec.LastRestore = "", outcome
 			return nil
 		})
+		s.syncIndex()
 		if uerr != nil && !errors.Is(uerr, index.ErrNotFound) {
 			s.log.Error("cannot record restore end", "backup_id", b.ID, "error", uerr)
 		}
@@ -254,3 +261,44 @@ func (s *Service) Restore(ctx context.Context, req RestoreRequest) (*RestoreResu
 	}
 	return res, s.Submit(ctx, "restore", res.BackupID, job)
 }
+
+// failureKind classifies a job's failure for a caller that only sees its record.
+func failureKind(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.Is(err, repo.ErrCorrupt):
+		return "corrupt"
+	case errors.Is(err, backend.ErrUnavailable):
+		return "unavailable"
+	}
+	return "failed"
+}
+
+// RestoreError is the error a restore that ended as o returned, rebuilt from its record for a
+// command that waited for it; nil when it succeeded.
+func RestoreError(backupID string, o *index.RestoreOutcome) error {
+	if o == nil || o.Result != "failed" {
+		return nil
+	}
+	var kind error
+	switch o.Kind {
+	case "cancelled":
+		kind = context.Canceled
+	case "corrupt":
+		kind = repo.ErrCorrupt
+	case "unavailable":
+		kind = backend.ErrUnavailable
+	default:
+		return fmt.Errorf("restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason)
+	}
+	return &jobError{msg: fmt.Sprintf("restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason), kind: kind}
+}
+
+type jobError struct {
+	msg  string
+	kind error
+}
+
+func (e *jobError) Error() string        { return e.msg }
+func (e *jobError) Is(target error) bool { return target == e.kind }

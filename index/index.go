@@ -55,6 +55,12 @@ func Open(dir string) (*Index, error) {
 		WithNumLevelZeroTablesStall(8).
 		WithCompactL0OnClose(false)
 	db, err := badger.Open(opts)
+	if err != nil && strings.Contains(err.Error(), "Create a new file") {
+		// A process killed right after Badger created a log or memtable file, before it gave
+		// it a size, leaves an empty file that the next open refuses once and sizes
+		// (dgraph-io/badger#2207): open again.
+		db, err = badger.Open(opts)
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
 			return nil, fmt.Errorf("index %s: %w (stop it, or use the running gateway)", dir, ErrLocked)

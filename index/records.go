@@ -64,6 +64,19 @@ type Backup struct {
 	UpdatedAt     time.Time    `json:"updated_at"`
 	// RestoreTarget is the volume a running restore writes to.
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
+	// LastRestore says how the newest restore of this backup ended (or that it runs).
+	LastRestore *RestoreOutcome `json:"last_restore,omitempty"`
+}
+
+// RestoreOutcome is how a restore ended: Result is running, succeeded or failed; Kind
+// classifies a failure (corrupt, unavailable, cancelled, failed) so a command that waited for
+// it exits as the restore itself would have.
+type RestoreOutcome struct {
+	Target string    `json:"target"`
+	Result string    `json:"result"`
+	Kind   string    `json:"kind,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // ObjectCount is the number of blobs the backup added (Cinder's object_count).

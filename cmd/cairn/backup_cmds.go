@@ -162,9 +162,16 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	res, err := s.Restore(ctx, req)
 	if err == nil && async && c.Wait {
-		if _, err = s.WaitBackup(ctx, res.BackupID); err == nil && res.VolumeID != "" {
-			if v, verr := s.Volume(ctx, res.VolumeID); verr == nil && v.Status == index.VolumeError {
-				err = fmt.Errorf("restore of backup %s: %s", res.BackupID, v.FailReason)
+		var b *index.Backup
+		if b, err = s.WaitBackup(ctx, res.BackupID); err == nil {
+			// The job's outcome is the command's: its record says how it ended.
+			if b.LastRestore != nil && b.LastRestore.Target == res.Path {
+				err = gateway.RestoreError(b.ID, b.LastRestore)
+			}
+			if err == nil && res.VolumeID != "" {
+				if v, verr := s.Volume(ctx, res.VolumeID); verr == nil && v.Status == index.VolumeError {
+					err = fmt.Errorf("restore of backup %s: %s", res.BackupID, v.FailReason)
+				}
 			}
 		}
 	}
@@ -228,7 +235,19 @@ func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 	return map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
 		"status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
-		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats}
+		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
+		"last_restore": b.LastRestore}
+}
+
+func lastRestore(o *index.RestoreOutcome) string {
+	if o == nil {
+		return "-"
+	}
+	s := o.Result + " (" + o.Target + ", " + o.At.Format(time.RFC3339) + ")"
+	if o.Reason != "" {
+		s += ": " + o.Reason
+	}
+	return s
 }
 
 func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
@@ -240,5 +259,5 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"parent_id", none(b.ParentID)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
-		{"container", s.Location()}, {"project", b.Project}})
+		{"container", s.Location()}, {"project", b.Project}, {"last_restore", lastRestore(b.LastRestore)}})
 }
