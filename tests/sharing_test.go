@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -162,4 +163,45 @@ func TestTwoStateDirsOneBucket(t *testing.T) {
 	}
 	h1.restoreMatches(again.ID, sha, dir)
 	t.Logf("host 2 ran gc %d times while host 1 backed up", gcs)
+}
+
+// Through a gateway, 'backup restore --wait' exits as the restore ended, and 'backup show'
+// says how the newest restore of a backup ended.
+func TestRestoreWaitReportsFailure(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 46, testutil.Random)
+	startGateway(t, r)
+	b := r.createBackup(vol, "--wait")
+	ok := filepath.Join(dir, "ok.img")
+	r.mustRun("--quiet", "backup", "restore", b.ID, "--to", ok, "--wait")
+	var shown struct {
+		LastRestore struct{ Result, Target string } `json:"last_restore"`
+	}
+	r.mustJSON(&shown, "backup", "show", b.ID)
+	if shown.LastRestore.Result != "succeeded" || shown.LastRestore.Target != ok {
+		t.Fatalf("last_restore after a good restore: %+v", shown.LastRestore)
+	}
+	// Damage the pack in place (the gateway may hold it open, so removing it is not enough).
+	f, err := os.OpenFile(onlyPack(t, r), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{0x5a}, 64<<10), 4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	out := filepath.Join(dir, "bad.img")
+	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", out, "--wait")
+	if !strings.Contains(msg, b.ID) {
+		t.Errorf("failed restore: %q does not name the backup", msg)
+	}
+	r.mustJSON(&shown, "backup", "show", b.ID)
+	if shown.LastRestore.Result != "failed" || shown.LastRestore.Target != out {
+		t.Errorf("last_restore after a failed restore: %+v", shown.LastRestore)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("the failed restore left %s: %v", out, err)
+	}
 }
