@@ -2,7 +2,9 @@ package repo
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/google/uuid"
+	"github.com/zeebo/blake3"
 )
 
 // Format constants. The block size is per repository; the fan-outs are fixed by the format.
@@ -40,6 +43,20 @@ type Config struct {
 	CreatedAt   time.Time   `json:"created_at"`
 	// MasterKey is present only in unencrypted repositories, where the backend is trusted.
 	MasterKey []byte `json:"master_key,omitempty"`
+	// MAC authenticates everything above (HMAC-SHA256 under a key derived from the master
+	// key), so a damaged config is reported as such rather than as damage everywhere else.
+	MAC []byte `json:"mac,omitempty"`
+}
+
+// configMAC is the MAC of c (with its master key, if stored, and without its MAC).
+func configMAC(c Config, master []byte) []byte {
+	c.MAC = nil
+	b, _ := json.Marshal(c)
+	var key [32]byte
+	blake3.DeriveKey("cairn 2026-12 config mac", master, key[:])
+	m := hmac.New(sha256.New, key[:])
+	m.Write(b)
+	return m.Sum(nil)
 }
 
 // InitOptions choose a new repository's settings.
@@ -99,11 +116,12 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	} else {
 		cfg.MasterKey = master
 	}
+	cfg.MAC = configMAC(cfg, master)
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	if err := be.Put(ctx, "config", b); err != nil {
 		return Config{}, fmt.Errorf("write config: %w", err)
 	}
-	cfg.MasterKey = nil
+	cfg.MasterKey, cfg.MAC = nil, nil
 	return cfg, nil
 }
 
@@ -146,6 +164,15 @@ func readConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	default:
 		return Config{}, nil, fmt.Errorf("%s: unknown encryption %q", be.Location(), cfg.Encryption)
 	}
+	stored := cfg
+	stored.MasterKey = nil
+	if cfg.Encryption == EncryptionNone {
+		stored.MasterKey = master
+	}
+	if !hmac.Equal(cfg.MAC, configMAC(stored, master)) {
+		return Config{}, nil, fmt.Errorf("%s: config: %w: the object 'config' is damaged (its check does not match): restore it from a copy of the repository's config", be.Location(), ErrCorrupt)
+	}
+	cfg.MAC = nil
 	k, err := deriveKeys(master, cfg.Encryption == EncryptionAES)
 	return cfg, k, err
 }

@@ -899,3 +899,30 @@ func TestEngineDamagedIndexMovedAside(t *testing.T) {
 	}
 	r.checkClean()
 }
+
+// A damaged config says so, once, instead of showing up as damage in every blob.
+func TestEngineDamagedConfig(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 17, testutil.Random)
+	r.createBackup(vol)
+	path := filepath.Join(r.Dir, "config")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(raw, []byte(`"master_key": "`)) + len(`"master_key": "`) + 5
+	orig := raw[i]
+	raw[i] = 'A'
+	if orig == 'A' {
+		raw[i] = 'B'
+	}
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	msg := r.mustFail([]int{8}, "repo", "check")
+	if !strings.Contains(msg, "config") || !strings.Contains(msg, "damaged") {
+		t.Errorf("check with a damaged config: %q", msg)
+	}
+}
