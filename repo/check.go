@@ -19,6 +19,8 @@ type CheckReport struct {
 	BytesRead int64    `json:"bytes_read"`
 	Problems  []string `json:"problems"`
 	Notes     []string `json:"notes"`
+	// Classes counts problems by class (ProblemDamaged, ProblemMissing, ProblemIndex).
+	Classes map[string]int `json:"classes"`
 }
 
 // OK reports whether the check found no problems.
@@ -40,7 +42,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 		return nil, err
 	}
 	defer lk.Unlock()
-	rep := &CheckReport{ReadData: readData}
+	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}}
 	stored := map[PackID]int64{}
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
 		stored[id] = size
@@ -53,9 +55,11 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 		indexed[id] = size
 		rep.Packs++
 		if got, ok := stored[id]; !ok {
-			rep.problem("pack %s: in the index but missing from the backend", id)
+			rep.Classes[ProblemMissing]++
+			rep.problem("%s: pack %s: in the index but missing from the backend", ProblemMissing, id)
 		} else if got != size {
-			rep.problem("pack %s: %d bytes in the backend, %d in the index", id, got, size)
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: pack %s: %d bytes in the backend, %d in the index (truncated or replaced)", ProblemDamaged, id, got, size)
 		}
 		return nil
 	}); err != nil {
@@ -77,6 +81,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 	}
 	sort.Strings(ids)
 	seen := map[Address]struct{}{}
+	bad := map[Address]checkProblem{}
 	livePacks := map[PackID]struct{}{}
 	for _, id := range ids {
 		m, err := r.GetManifest(ctx, id)
@@ -84,30 +89,22 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 			continue
 		}
 		if err != nil {
-			rep.problem("backup %s: %v", id, err)
+			if !errors.Is(err, ErrCorrupt) {
+				return nil, err
+			}
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: backup %s: its manifest: %v", ProblemDamaged, id, err)
 			continue
 		}
 		rep.Backups++
-		err = r.Walk(ctx, m.Root, m.RootLevel, seen, func(a Address, t BlobType) error {
-			loc, ok, err := r.idx.Lookup(a)
-			if err != nil {
-				return err
-			}
-			if !ok {
-				rep.problem("backup %s: blob %s is not in the index", id, a.Short())
-				return nil
-			}
-			livePacks[loc.Pack] = struct{}{}
-			if _, ok := stored[loc.Pack]; !ok {
-				rep.problem("backup %s: blob %s: pack %s is missing", id, a.Short(), loc.Pack)
-			}
-			return nil
-		})
+		// Every damaged or missing object is listed with the bytes of each backup it costs;
+		// the walk goes on past it.
+		err = r.checkWalk(ctx, m, seen, bad, stored, func(loc Location) { livePacks[loc.Pack] = struct{}{} },
+			func(class string, start, end int64, what string) {
+				rep.Classes[class]++
+				rep.problem("%s: backup %s: bytes %d-%d: %s", class, id, start, end, what)
+			})
 		if err != nil {
-			if errors.Is(err, ErrCorrupt) || errors.Is(err, backend.ErrNotFound) {
-				rep.problem("backup %s: block map: %v", id, err)
-				continue
-			}
 			return nil, err
 		}
 	}
@@ -133,20 +130,43 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep
 		}
 		entries, err := r.readTrailer(ctx, id, size)
 		if err != nil {
-			rep.problem("%v", err)
-			continue
+			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
+				return err
+			}
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: %v", ProblemDamaged, err)
+			// The pack's index object is the second copy of its blob list: check the blobs by it.
+			entries = nil
+			if ierr := r.idx.Blobs(func(e PackEntry) error {
+				if e.Pack == id {
+					entries = append(entries, e)
+				}
+				return nil
+			}); ierr != nil {
+				return ierr
+			}
 		}
 		data, err := r.be.GetRange(ctx, id.Key(), 0, size)
 		if err != nil {
-			rep.problem("pack %s: read: %v", id, err)
+			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
+				return err
+			}
+			rep.Classes[classify(err)]++
+			rep.problem("%s: pack %s: read: %v", classify(err), id, err)
 			continue
 		}
 		rep.BytesRead += size
 		for _, e := range entries {
 			rep.Blobs++
+			if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
+				rep.Classes[ProblemDamaged]++
+				rep.problem("%s: pack %s offset %d: past the end of the pack (truncated)", ProblemDamaged, id, e.Offset)
+				continue
+			}
 			plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, data[e.Offset:e.Offset+e.Length], e.Type, e.Addr)
 			if err != nil {
-				rep.problem("pack %s offset %d: %v", id, e.Offset, err)
+				rep.Classes[ProblemDamaged]++
+				rep.problem("%s: pack %s offset %d: %v", ProblemDamaged, id, e.Offset, err)
 			}
 		}
 	}

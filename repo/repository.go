@@ -132,7 +132,7 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 			stored, err = r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 		}
 	}
-	if errors.Is(err, backend.ErrNotFound) {
+	if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrRange) {
 		err = missingPack{err} // the index says it is there: the repository is damaged
 	}
 	if err != nil {

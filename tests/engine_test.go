@@ -926,3 +926,47 @@ func TestEngineDamagedConfig(t *testing.T) {
 		t.Errorf("check with a damaged config: %q", msg)
 	}
 }
+
+// A truncated pack: check names the backup and the byte range it costs (here the block map's
+// node at the pack's end: the whole volume) and goes on to the others; restore exits 8
+// (damage), not 1.
+func TestEngineTruncatedPack(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	damaged := filepath.Join(dir, "a.img")
+	testutil.WriteImage(t, damaged, 3*mib, 18, testutil.Random)
+	a := r.createBackup(damaged)
+	pack := onlyPack(t, r)
+	intact := filepath.Join(dir, "b.img")
+	testutil.WriteImage(t, intact, 3*mib, 19, testutil.Random)
+	sha := testutil.SHA256File(t, intact)
+	b := r.createBackup(intact)
+	fi, err := os.Stat(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(pack, fi.Size()/2); err != nil {
+		t.Fatal(err)
+	}
+	res := r.run("repo", "check", "--read-data")
+	if res.Code != 8 {
+		t.Fatalf("check of a truncated pack: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	lines := 0
+	for _, l := range strings.Split(res.Stdout, "\n") {
+		if strings.HasPrefix(l, "problem: damaged data: backup "+a.ID+": bytes ") {
+			lines++
+		}
+		if strings.Contains(l, b.ID) {
+			t.Errorf("check blames the intact backup: %s", l)
+		}
+	}
+	if lines < 1 {
+		t.Errorf("check lists no damaged range of backup %s:\n%s", a.ID, res.Stdout)
+	}
+	r.mustFail([]int{8}, "--quiet", "backup", "restore", a.ID, "--to", filepath.Join(dir, "a-out.img"))
+	r.restoreTo(b.ID, filepath.Join(dir, "b-out.img"))
+	if got := testutil.SHA256File(t, filepath.Join(dir, "b-out.img")); got != sha {
+		t.Errorf("the intact backup restored differs")
+	}
+}

@@ -20,6 +20,9 @@ var (
 	ErrUnavailable = errors.New("backend unavailable")
 	// ErrPermission: the credentials were refused.
 	ErrPermission = errors.New("backend access denied")
+	// ErrRange: a GetRange past the end of the object (a truncated object, or an index that
+	// expects a larger one); no retry fixes it.
+	ErrRange = errors.New("range past end of object")
 )
 
 // ObjectInfo describes one stored object.

@@ -87,7 +87,7 @@ func (l *Local) GetRange(ctx context.Context, key string, offset, length int64) 
 	}
 	defer l.files.release(o)
 	if offset+length > o.size {
-		return nil, fmt.Errorf("get %s range [%d,+%d): past end of object (size %d)", key, offset, length, o.size)
+		return nil, fmt.Errorf("get %s range [%d,+%d): %w (size %d)", key, offset, length, backend.ErrRange, o.size)
 	}
 	buf := make([]byte, length)
 	if _, err := o.f.ReadAt(buf, offset); err != nil {

@@ -18,7 +18,7 @@ import (
 
 // errRange marks a GetRange past the end of an object: a caller's mistake or a corrupt index,
 // not something a retry fixes.
-var errRange = errors.New("range past end of object")
+var errRange = backend.ErrRange
 
 // translate turns an error from minio-go or the network into one wrapping a backend sentinel
 // (or the context's error), described in words a user can act on. The SDK's error is kept
@@ -97,7 +97,7 @@ func classifyResponse(resp minio.ErrorResponse) (string, error) {
 	case "AccessDenied":
 		return "access denied (AccessDenied); check the credentials and the bucket policy", backend.ErrPermission
 	case "InvalidRange":
-		return errRange.Error(), nil
+		return "range past the end of the object", backend.ErrRange
 	case "RequestTimeTooSkewed":
 		return "request time too skewed; check this machine's clock", backend.ErrPermission
 	case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout":

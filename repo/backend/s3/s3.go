@@ -154,7 +154,7 @@ func (b *Backend) GetRange(ctx context.Context, key string, offset, length int64
 			return nil, err
 		}
 		if offset > fi.Size {
-			return nil, fmt.Errorf("%s: %v (size %d)", what, errRange, fi.Size)
+			return nil, fmt.Errorf("%s: %w (size %d)", what, errRange, fi.Size)
 		}
 		return []byte{}, nil
 	}
@@ -172,7 +172,7 @@ func (b *Backend) GetRange(ctx context.Context, key string, offset, length int64
 	defer body.Close()
 	// The server clips a range that starts inside the object but ends past it.
 	if info.Size >= 0 && info.Size < length {
-		return nil, fmt.Errorf("%s: %v", what, errRange)
+		return nil, fmt.Errorf("%s: %w", what, errRange)
 	}
 	buf := make([]byte, length)
 	if _, err := io.ReadFull(body, buf); err != nil {

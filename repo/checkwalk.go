@@ -1,0 +1,126 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Problem classes of a check. Only damaged data and missing objects make a repository
+// unhealthy (exit 8): the others are fixed by a sync, a gc or a rebuild.
+const (
+	ProblemDamaged = "damaged data"
+	ProblemMissing = "missing object"
+	ProblemIndex   = "index out of date"
+)
+
+// classify says which class an error reading an object belongs to.
+func classify(err error) string {
+	var mp missingPack
+	switch {
+	case errors.Is(err, backend.ErrRange):
+		return ProblemDamaged // a truncated object
+	case errors.As(err, &mp), errors.Is(err, backend.ErrNotFound):
+		return ProblemMissing
+	default:
+		return ProblemDamaged
+	}
+}
+
+// checkWalk visits a backup's block map like Walk, but goes on past what it cannot read: each
+// unreadable tree node, and each data block that is not indexed or whose pack is missing, is
+// reported with the byte range of the volume it covers. seen is shared across backups; bad
+// remembers damaged addresses so that every backup that reaches one is told.
+type checkProblem struct{ class, what string }
+
+func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Address]struct{}, bad map[Address]checkProblem,
+	stored map[PackID]int64, visit func(Location), report func(class string, start, end int64, what string)) error {
+	g := newGeometry(m.Size, m.BlockSize)
+	bytesOf := func(firstLeaf, leaves int64) (int64, int64) {
+		start := firstLeaf * g.leafBytes()
+		return start, min(start+leaves*g.leafBytes(), m.Size)
+	}
+	checkBlob := func(a Address, t BlobType, start, end int64) bool {
+		if p, ok := bad[a]; ok {
+			report(p.class, start, end, p.what)
+			return false
+		}
+		if _, ok := seen[a]; ok {
+			return true
+		}
+		seen[a] = struct{}{}
+		loc, ok, err := r.idx.Lookup(a)
+		var p checkProblem
+		switch {
+		case err != nil:
+			p = checkProblem{ProblemIndex, err.Error()}
+		case !ok:
+			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s is in no pack the index knows", typeName(t), a.Short())}
+		default:
+			if _, ok := stored[loc.Pack]; ok {
+				visit(loc)
+				return true
+			}
+			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s: pack %s is missing", typeName(t), a.Short(), loc.Pack)}
+		}
+		bad[a] = p
+		report(p.class, start, end, p.what)
+		return false
+	}
+	var walk func(a Address, level int, firstLeaf int64) error
+	walk = func(a Address, level int, firstLeaf int64) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		leaves := int64(1)
+		if level > 0 {
+			leaves = span(level) * NodeFanout
+		}
+		start, end := bytesOf(firstLeaf, min(leaves, g.leaves-firstLeaf))
+		if a.IsZero() {
+			return nil
+		}
+		_, visited := seen[a]
+		if !checkBlob(a, BlobTree, start, end) || visited {
+			return nil
+		}
+		n, err := r.node(ctx, a)
+		if err == nil && n.level != level {
+			err = fmt.Errorf("level %d, want %d: %w", n.level, level, ErrCorrupt)
+		}
+		if err != nil {
+			if errors.Is(err, backend.ErrUnavailable) || errors.Is(err, backend.ErrPermission) || ctx.Err() != nil {
+				return err
+			}
+			p := checkProblem{classify(err), fmt.Sprintf("tree node %s: %v", a.Short(), err)}
+			bad[a] = p
+			report(p.class, start, end, p.what)
+			return nil
+		}
+		for i, c := range n.addrs {
+			if c.IsZero() {
+				continue
+			}
+			if level == 0 {
+				b := firstLeaf*LeafFanout + int64(i)
+				bs := b * g.blockSize
+				checkBlob(c, BlobData, bs, min(bs+g.blockSize, m.Size))
+				continue
+			}
+			if err := walk(c, level-1, firstLeaf+int64(i)*span(level)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return walk(m.Root, m.RootLevel, 0)
+}
+
+func typeName(t BlobType) string {
+	if t == BlobTree {
+		return "tree"
+	}
+	return "data"
+}
