@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -358,7 +357,7 @@ func (l *locker) judge(li *LockInfo, now time.Time) {
 		}
 		return
 	}
-	if err := syscall.Kill(li.PID, 0); errors.Is(err, syscall.ESRCH) {
+	if !processHolds(li.PID, li.Created) {
 		li.Stale, li.Why = true, fmt.Sprintf("process %d is gone", li.PID)
 	}
 }

@@ -1,0 +1,14 @@
+//go:build !linux
+
+package repo
+
+import (
+	"errors"
+	"syscall"
+	"time"
+)
+
+// processHolds reports whether process pid of this host still runs.
+func processHolds(pid int, _ time.Time) bool {
+	return !errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+}
