@@ -245,7 +245,12 @@ func (w *writeSession) plan(ctx context.Context, order, toRead chan<- *leafJob) 
 		}
 		if extStart >= hi {
 			// A run of hole leaves up to the next data: one job, no reads.
-			job.holes = min((extStart-lo)/w.g.leafBytes(), w.g.leaves-i)
+			// Past the last extent every remaining leaf is a hole, the last one maybe short.
+			n := w.g.leaves - i
+			if extStart < size {
+				n = min((extStart-lo)/w.g.leafBytes(), n)
+			}
+			job.holes = max(n, 1)
 			close(job.done)
 			select {
 			case order <- job:
