@@ -5,7 +5,7 @@ PKGS      := ./...
 TIMEOUT   ?= 900s
 export CGO_ENABLED ?= 0
 
-.PHONY: build test unit e2e torture demo bench lint clean
+.PHONY: build test unit e2e torture fuzz demo bench lint clean
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/cairn
@@ -30,6 +30,17 @@ e2e: build
 CAIRN_TORTURE_TRIALS ?= 20
 torture:
 	CAIRN_TORTURE_TRIALS=$(CAIRN_TORTURE_TRIALS) $(GO) test -count=1 -timeout 60m -run '^TestTorture$$' -v ./tests/
+
+# Every fuzz target (decoders of repository and wire data) for FUZZTIME each; found inputs land in
+# the package's testdata/fuzz and become regression seeds.
+FUZZTIME ?= 5s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for fz in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$fz ($(FUZZTIME))"; \
+	    $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime 1x $$pkg; exit 1; }; \
+	  done; \
+	done
 
 # Builds, makes a small sample volume, backs it up (full + incremental), restores both,
 # checks them by sha256 and prints the backup table. Uses a scratch repository.

@@ -54,6 +54,9 @@ func decodeNode(b []byte) (*node, error) {
 	if len(b) < nodeHeader {
 		return nil, fmt.Errorf("tree node: short: %w", ErrCorrupt)
 	}
+	if b[2] != 0 || b[3] != 0 {
+		return nil, fmt.Errorf("tree node: reserved header bytes set: %w", ErrCorrupt)
+	}
 	n := &node{level: int(b[1])}
 	count := int(binary.LittleEndian.Uint32(b[4:]))
 	width := 32
