@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/s3"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
+	"golang.org/x/sys/unix"
 )
 
 // Config says where the repository is and how to reach it.
@@ -43,6 +44,10 @@ type Config struct {
 
 	// Lock times the repository's locks (see repo.LockOptions).
 	Lock repo.LockOptions
+	// ReadOnly opens the repository without writing to it (list, show, restore, export, check
+	// and the FUSE tree work); a local repository on read-only media is opened so by itself.
+	// Where the index cannot be written either, it is built in a temporary directory.
+	ReadOnly bool
 
 	// DefaultQuota limits each project without limits of its own; nil means unlimited
 	// (CinderQuota is Cinder's 10 backups and 1000 GiB).
@@ -64,9 +69,10 @@ type Service struct {
 	cancels map[string]context.CancelFunc // running jobs by backup id; guarded by mu
 	pool    *pool                         // background workers (cairn serve); guarded by mu
 
-	metrics *metrics
-	health  health
-	syncMu  sync.Mutex // one SyncBackups at a time
+	metrics   *metrics
+	health    health
+	syncMu    sync.Mutex // one SyncBackups at a time
+	tempIndex string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
@@ -88,7 +94,7 @@ func DefaultRepo() string {
 
 func (c Config) backendConfig() stack.Config {
 	bc := stack.Config{URL: c.Repo, Endpoint: c.Endpoint, Region: c.Region, AccessKey: c.AccessKey,
-		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout}
+		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout, ReadOnly: c.ReadOnly}
 	if a, err := s3.ParseAddressing(c.PathStyle); err == nil {
 		bc.PathStyle = a
 	}
@@ -186,6 +192,17 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		if _, err := os.Stat(u.Path); errors.Is(err, os.ErrNotExist) {
 			return nil, wrapf(ErrNotFound, "%s: %v", u.Path, repo.ErrNoRepository)
 		}
+		if !writable(u.Path) {
+			c.ReadOnly = true // read-only media, a read-only mount or snapshot
+		}
+	}
+	indexDir, tempIndex := c.IndexDir(), ""
+	if c.ReadOnly && !writable(c.stateDir()) {
+		d, err := os.MkdirTemp("", "cairn-index-")
+		if err != nil {
+			return nil, fmt.Errorf("temporary index for a read-only repository: %w", err)
+		}
+		indexDir, tempIndex = d, d
 	}
 	be, err := openBackend(ctx, c)
 	if err != nil {
@@ -202,12 +219,13 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		be.Close()
 		return nil, wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
 	}
-	idx, err := openIndex(c.IndexDir(), c.Logger)
+	idx, err := openIndex(indexDir, c.Logger)
 	if err != nil {
 		be.Close()
 		return nil, err
 	}
-	r, err := repo.Open(ctx, be, idx, repo.Options{Password: c.Password, ChunkCacheBytes: c.ChunkCacheBytes, Lock: c.Lock,
+	s.tempIndex = tempIndex
+	r, err := repo.Open(ctx, be, idx, repo.Options{Password: c.Password, ChunkCacheBytes: c.ChunkCacheBytes, Lock: c.Lock, ReadOnly: c.ReadOnly,
 		Log: func(format string, args ...any) { c.Logger.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		idx.Close()
@@ -296,7 +314,22 @@ func (s *Service) Close() error {
 	if cerr := s.be.Close(); err == nil {
 		err = cerr
 	}
+	if s.tempIndex != "" {
+		os.RemoveAll(s.tempIndex)
+	}
 	return err
+}
+
+// writable reports whether this process may create files in dir (false on read-only media).
+func writable(dir string) bool {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			return unix.Access(d, unix.W_OK) == nil
+		}
+		if d == filepath.Dir(d) {
+			return false
+		}
+	}
 }
 
 // Repository returns the open repository (for the FUSE tree).
@@ -344,8 +377,10 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.log.Warn("backup interrupted by a crash marked error", "backup_id", b.ID)
 		case index.BackupDeleting:
-			// Finish the delete.
-			if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+			// Finish the delete (not on a read-only repository: the next writer does).
+			if err := s.repo.DeleteManifest(ctx, b.ID); errors.Is(err, backend.ErrReadOnly) {
+				continue
+			} else if err != nil {
 				return err
 			}
 			if err := s.idx.DeleteBackup(b.ID); err != nil {

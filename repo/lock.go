@@ -112,6 +112,7 @@ type Lock struct {
 	release     func() // releases the in-process half
 	// broken are the stale locks an exclusive locker removed when it took this lock.
 	broken []LockInfo
+	local  bool // no lock object (read-only repository)
 }
 
 // Info describes the lock.
@@ -123,6 +124,9 @@ func (lk *Lock) Check() error {
 	defer lk.mu.Unlock()
 	if lk.lost != nil {
 		return lk.lost
+	}
+	if lk.local {
+		return nil
 	}
 	if since := time.Since(lk.lastRefresh); since > lk.l.o.StaleAfter*3/4 {
 		lk.lost = fmt.Errorf("%w: not refreshed for %s", ErrLockLost, since.Round(time.Second))
@@ -140,7 +144,9 @@ func (lk *Lock) Unlock() {
 	close(lk.stop)
 	<-lk.done
 	// A lock whose removal fails goes stale and is broken later; it never blocks forever.
-	_ = lk.l.be.Delete(context.Background(), lk.key)
+	if !lk.local {
+		_ = lk.l.be.Delete(context.Background(), lk.key)
+	}
 	held.Lock()
 	delete(held.m, lk.info.ID)
 	held.Unlock()
@@ -185,6 +191,14 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	lk.lastRefresh = time.Now()
 	lk.mu.Unlock()
 	return nil
+}
+
+// inProcess returns a shared lock without a lock object, for a read-only repository.
+func (l *locker) inProcess(op string) *Lock {
+	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, PID: l.pid, Operation: op, Created: time.Now().UTC()},
+		stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: time.Now(), local: true}
+	close(lk.done)
+	return lk
 }
 
 func newLockID() string {

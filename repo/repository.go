@@ -23,6 +23,7 @@ type Repository struct {
 	// for processes the index cannot see.
 	sessions sync.RWMutex
 	locks    *locker
+	readOnly bool
 	syncMu   sync.Mutex // one Sync at a time
 
 	missMu       sync.Mutex
@@ -39,6 +40,9 @@ type Options struct {
 	ChunkCacheBytes int64 // decompressed data blocks kept for random reads (FUSE)
 	NodeCacheBytes  int64 // decoded tree nodes
 	Lock            LockOptions
+	// ReadOnly: the backend takes no writes (read-only media), so no lock objects are
+	// written: nothing can delete while nothing can write.
+	ReadOnly bool
 	// Log receives warnings about what a sync or gc skipped; nil discards them.
 	Log func(format string, args ...any)
 }
@@ -52,7 +56,7 @@ func Open(ctx context.Context, be backend.Backend, idx Index, o Options) (*Repos
 	if o.NodeCacheBytes == 0 {
 		o.NodeCacheBytes = 32 << 20
 	}
-	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log}
+	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log, readOnly: o.ReadOnly}
 	r.nodes = newCache[Address, *node](o.NodeCacheBytes, func(n *node) int64 { return int64(n.size()) })
 	r.chunks = newCache[Address, []byte](o.ChunkCacheBytes, func(b []byte) int64 { return int64(cap(b)) + 64 })
 	return r, nil
@@ -81,8 +85,15 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind, op string) (*Lock,
 			r.sessions.RUnlock()
 		}
 	}
-	lk, err := r.locks.acquire(ctx, kind, op)
-	if err != nil {
+	var lk *Lock
+	var err error
+	if r.readOnly {
+		if kind == LockExclusive {
+			release()
+			return nil, fmt.Errorf("%s: %w", op, backend.ErrReadOnly)
+		}
+		lk = r.locks.inProcess(op)
+	} else if lk, err = r.locks.acquire(ctx, kind, op); err != nil {
 		release()
 		return nil, err
 	}

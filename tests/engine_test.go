@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -969,4 +970,77 @@ func TestEngineTruncatedPack(t *testing.T) {
 	if got := testutil.SHA256File(t, filepath.Join(dir, "b-out.img")); got != sha {
 		t.Errorf("the intact backup restored differs")
 	}
+}
+
+// A repository on read-only media (here a read-only bind mount) restores: list, show, export,
+// check and restore work with the index built in a temporary place; writes are refused with
+// one clear line; and --read-only on a writable repository writes nothing at all.
+func TestEngineReadOnlyRepository(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 6*mib, 20, testutil.Mixed)
+	points := r.chain(vol, 1, 600)
+
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", "-o", "ro", r.Dir, ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount --bind -o ro: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", ro).Run() })
+	// Older util-linux ignores ro on the first bind: remount.
+	_ = exec.Command("mount", "-o", "remount,bind,ro", ro).Run()
+	if err := os.WriteFile(filepath.Join(ro, "probe"), nil, 0o600); err == nil {
+		t.Fatal("the bind mount is writable")
+	}
+	rr := &cairnRepo{t: t, Dir: ro, Env: []string{"CAIRN_REPO=" + ro}}
+	if got := rr.listBackups(); len(got) != len(points) {
+		t.Fatalf("read-only repository lists %d backups, want %d", len(got), len(points))
+	}
+	rr.showBackup(points[1].backup.ID)
+	rr.mustRun("backup", "export", points[0].backup.ID)
+	rr.checkClean()
+	rr.checkRestoresToFiles(points, dir)
+	msg := rr.mustFail([]int{6}, "--quiet", "backup", "create", vol)
+	if !strings.Contains(msg, "read-only") {
+		t.Errorf("backup to a read-only repository: %q", msg)
+	}
+	rr.mustFail([]int{6}, "--quiet", "repo", "gc")
+
+	// --read-only on the writable repository: the same reads, and not one byte written.
+	before := treeListing(t, r.Dir)
+	r.mustRun("--read-only", "backup", "list")
+	r.mustFail([]int{6}, "--read-only", "--quiet", "backup", "create", vol)
+	out := filepath.Join(dir, "ro-restore.img")
+	r.mustRun("--read-only", "--quiet", "backup", "restore", points[1].backup.ID, "--to", out)
+	if got := testutil.SHA256File(t, out); got != points[1].sha {
+		t.Errorf("restore with --read-only: sha256 %s, want %s", got, points[1].sha)
+	}
+	if after := treeListing(t, r.Dir); after != before {
+		t.Errorf("--read-only changed the repository:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// treeListing lists every file under dir with its size and modification time, except the
+// index (a cache the read-only commands do not use either way).
+func treeListing(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if fi.Mode().IsRegular() && !strings.HasPrefix(rel, "index"+string(filepath.Separator)) {
+			fmt.Fprintf(&b, "%s %d %d\n", rel, fi.Size(), fi.ModTime().UnixNano())
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }

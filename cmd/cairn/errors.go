@@ -41,7 +41,8 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, gateway.ErrQuota):
 		return exitQuota
-	case errors.Is(err, gateway.ErrDenied), errors.Is(err, backend.ErrPermission), errors.Is(err, repo.ErrWrongPassword):
+	case errors.Is(err, gateway.ErrDenied), errors.Is(err, backend.ErrPermission), errors.Is(err, repo.ErrWrongPassword),
+		errors.Is(err, backend.ErrReadOnly):
 		return exitDenied
 	case errors.Is(err, backend.ErrUnavailable):
 		return exitUnavailable

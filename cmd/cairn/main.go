@@ -50,6 +50,7 @@ type Globals struct {
 	// Repository locks shared by every process and host that uses the repository.
 	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken; every process on the repository must use the same value." env:"CAIRN_LOCK_STALE" default:"10m"`
 	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish." env:"CAIRN_LOCK_WAIT" default:"1m"`
+	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY"`
 
 	stdout, stderr io.Writer
 	password       string
@@ -195,7 +196,7 @@ func (g *Globals) config() (gateway.Config, error) {
 	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,
 		PathStyle: g.PathStyle, AccessKey: g.AccessKey, SecretKey: g.SecretKey, Workers: g.Workers,
 		Concurrency: g.Concurrency, Retries: g.Retries, Timeout: g.Timeout, Password: g.password,
-		Lock: repo.LockOptions{StaleAfter: g.LockStale, Wait: g.LockWait}}
+		Lock: repo.LockOptions{StaleAfter: g.LockStale, Wait: g.LockWait}, ReadOnly: g.ReadOnly}
 	c.ChunkCacheBytes = g.chunkCache
 	if c.Repo == "" {
 		c.Repo = gateway.DefaultRepo()

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // faultNames are Cinder's fault body keys by status (cinder/api/openstack/wsgi.py); any
@@ -34,8 +35,10 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, gateway.ErrQuota):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, gateway.ErrDenied):
+	case errors.Is(err, gateway.ErrDenied), errors.Is(err, backend.ErrReadOnly), errors.Is(err, backend.ErrPermission):
 		return http.StatusForbidden
+	case errors.Is(err, backend.ErrUnavailable):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

@@ -23,6 +23,8 @@ var (
 	// ErrRange: a GetRange past the end of the object (a truncated object, or an index that
 	// expects a larger one); no retry fixes it.
 	ErrRange = errors.New("range past end of object")
+	// ErrReadOnly: the repository was opened read-only (read-only media or --read-only).
+	ErrReadOnly = errors.New("the repository is read-only")
 )
 
 // ObjectInfo describes one stored object.

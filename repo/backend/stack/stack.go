@@ -9,6 +9,7 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/limit"
 	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/repo/backend/readonly"
 	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/repo/backend/s3"
 )
@@ -50,6 +51,9 @@ type Config struct {
 	// Timeout bounds one attempt of an S3 call; 0 means DefaultTimeout, negative means none.
 	Timeout time.Duration
 
+	// ReadOnly wraps the backend so that it refuses every write.
+	ReadOnly bool
+
 	// retryDelay overrides the first backoff, for tests.
 	retryDelay time.Duration
 }
@@ -61,13 +65,19 @@ func Open(ctx context.Context, cfg Config) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	var b backend.Backend
 	switch u.Kind {
 	case Local:
-		return openLocal(u, cfg)
+		b, err = openLocal(u, cfg)
 	case S3:
-		return openS3(ctx, u, cfg.withEnv(os.Getenv))
+		b, err = openS3(ctx, u, cfg.withEnv(os.Getenv))
+	default:
+		return nil, fmt.Errorf("repository %q: unknown kind %q", cfg.URL, u.Kind)
 	}
-	return nil, fmt.Errorf("repository %q: unknown kind %q", cfg.URL, u.Kind)
+	if err != nil || !cfg.ReadOnly {
+		return b, err
+	}
+	return readonly.New(b), nil
 }
 
 func openLocal(u URL, cfg Config) (backend.Backend, error) {
