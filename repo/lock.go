@@ -70,8 +70,8 @@ func (li LockInfo) String() string {
 type LockOptions struct {
 	// StaleAfter: a lock not refreshed for this long is stale (default DefaultLockStale).
 	StaleAfter time.Duration
-	// Wait bounds how long taking a lock waits for a conflicting one (default 1 minute for
-	// an exclusive lock; shared locks wait as long as their context allows).
+	// Wait bounds how long taking an exclusive lock waits for conflicting ones (default 1
+	// minute); shared locks wait as long as their context allows.
 	Wait time.Duration
 }
 
@@ -226,9 +226,14 @@ func (l *locker) write(ctx context.Context, key string, info LockInfo) error {
 func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, error) {
 	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, PID: l.pid, Operation: op, Created: time.Now().UTC()}
 	key := lockPrefix + info.ID
-	wait := l.o.Wait
-	if wait <= 0 && kind == LockExclusive {
-		wait = time.Minute
+	// Only gc's exclusive lock gives up: a backup or restore waits for a running gc as long as
+	// its context allows (gc is bounded; a dead gc's lock goes stale).
+	var wait time.Duration
+	if kind == LockExclusive {
+		wait = l.o.Wait
+		if wait <= 0 {
+			wait = time.Minute
+		}
 	}
 	var deadline time.Time
 	if wait > 0 {
