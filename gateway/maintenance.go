@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
@@ -288,4 +289,72 @@ func (s *Service) RepoStats(ctx context.Context) (*Stats, error) {
 		st.CompressionRatio = float64(st.UniquePlainBytes) / float64(st.StoredBytes)
 	}
 	return st, nil
+}
+
+// RepairBackup is one damaged backup in a repair report.
+type RepairBackup struct {
+	ID string `json:"id"`
+	// Lost are the byte ranges of the volume that cannot be restored; nil with Whole.
+	Lost      [][2]int64 `json:"lost,omitempty"`
+	Whole     bool       `json:"whole"` // its manifest is damaged: nothing can be restored
+	LostBytes int64      `json:"lost_bytes"`
+	Forgotten bool       `json:"forgotten"`
+}
+
+// RepairReport says what repo repair found and did.
+type RepairReport struct {
+	Backups  []RepairBackup `json:"backups"`
+	Problems int            `json:"problems"`
+}
+
+// Repair checks the repository and lists, per damaged backup, the byte ranges that are lost.
+// It forgets the backups named in forget (or every damaged one with forgetDamaged): their
+// manifests go, so gc can run again and reclaim what only they used; the undamaged backups are
+// untouched. Forgetting is explicit and for admins only; it never touches an undamaged backup.
+func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged bool) (*RepairReport, error) {
+	if _, err := adminOf(ctx, "repair the repository"); err != nil {
+		return nil, err
+	}
+	rep, err := s.Check(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	out := &RepairReport{Problems: len(rep.Problems)}
+	want := map[string]bool{}
+	for _, id := range forget {
+		if _, ok := rep.Lost[id]; !ok {
+			return nil, invalidf("backup %s is not damaged (or not stored): delete it with 'cairn backup delete' instead", id)
+		}
+		want[id] = true
+	}
+	ids := make([]string, 0, len(rep.Lost))
+	for id := range rep.Lost {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		rb := RepairBackup{ID: id}
+		for _, r := range rep.Lost[id] {
+			if r[1] < 0 {
+				rb.Whole, rb.Lost = true, nil
+				break
+			}
+			rb.Lost = append(rb.Lost, r)
+			rb.LostBytes += r[1] - r[0]
+		}
+		if want[id] || forgetDamaged {
+			if err := s.repo.DeleteManifest(ctx, id); err != nil {
+				return nil, fmt.Errorf("forget backup %s: %w", id, err)
+			}
+			if err := s.idx.DeleteBackup(id); err != nil && !errors.Is(err, index.ErrNotFound) {
+				return nil, err
+			}
+			rb.Forgotten = true
+			s.log.Warn("damaged backup forgotten", "backup_id", id)
+		}
+		out.Backups = append(out.Backups, rb)
+	}
+	s.syncIndex()
+	s.notifyChange()
+	return out, nil
 }

@@ -21,6 +21,9 @@ type CheckReport struct {
 	Notes     []string `json:"notes"`
 	// Classes counts problems by class (ProblemDamaged, ProblemMissing, ProblemIndex).
 	Classes map[string]int `json:"classes"`
+	// Lost lists, per stored backup with damaged or missing data, the byte ranges of its
+	// volume that cannot be restored ([0, -1]: all of it, its manifest is damaged).
+	Lost map[string][][2]int64 `json:"lost,omitempty"`
 }
 
 // OK reports whether the check found no problems.
@@ -42,7 +45,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 		return nil, err
 	}
 	defer lk.Unlock()
-	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}}
+	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}, Lost: map[string][][2]int64{}}
 	stored := map[PackID]int64{}
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
 		stored[id] = size
@@ -94,6 +97,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 			}
 			rep.Classes[ProblemDamaged]++
 			rep.problem("%s: backup %s: its manifest: %v", ProblemDamaged, id, err)
+			rep.Lost[id] = [][2]int64{{0, -1}}
 			continue
 		}
 		rep.Backups++
@@ -102,6 +106,9 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 		err = r.checkWalk(ctx, m, seen, bad, stored, func(loc Location) { livePacks[loc.Pack] = struct{}{} },
 			func(class string, start, end int64, what string) {
 				rep.Classes[class]++
+				if class != ProblemIndex {
+					rep.Lost[id] = append(rep.Lost[id], [2]int64{start, end})
+				}
 				rep.problem("%s: backup %s: bytes %d-%d: %s", class, id, start, end, what)
 			})
 		if err != nil {

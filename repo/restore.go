@@ -112,11 +112,14 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 			continue
 		}
 		loc, ok, err := r.idx.Lookup(a)
+		if err == nil && !ok && r.syncAfterMiss(ctx) {
+			loc, ok, err = r.idx.Lookup(a) // another process may have stored or moved it
+		}
 		if err != nil {
 			return 0, err
 		}
 		if !ok {
-			return 0, fmt.Errorf("block at offset %d: blob %s is not in the index", lo+int64(b)*g.blockSize, a.Short())
+			return 0, fmt.Errorf("block at offset %d: blob %s is in no pack the index knows: %w", lo+int64(b)*g.blockSize, a.Short(), ErrCorrupt)
 		}
 		reads = append(reads, blobRead{block: b, loc: loc, addr: a})
 	}

@@ -1044,3 +1044,40 @@ func treeListing(t *testing.T, dir string) string {
 	}
 	return b.String()
 }
+
+// A damaged backup stops gc (what it needs is unknown); repo repair lists it with what it
+// lost, forgets it when asked, and gc runs again without touching the other backups.
+func TestEngineRepairForgetsADamagedBackup(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	a := filepath.Join(dir, "a.img")
+	testutil.WriteImage(t, a, 3*mib, 21, testutil.Random)
+	ba := r.createBackup(a)
+	b := filepath.Join(dir, "b.img")
+	testutil.WriteImage(t, b, 3*mib, 22, testutil.Random)
+	sha := testutil.SHA256File(t, b)
+	bb := r.createBackup(b)
+	gone := r.createBackup(a, "--incremental") // deleted: garbage for gc
+	r.mustRun("backup", "delete", gone.ID)
+	path := filepath.Join(r.Dir, "manifests", ba.ID)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 1
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if msg := r.mustFail([]int{8}, "--quiet", "repo", "gc"); !strings.Contains(msg, ba.ID) || !strings.Contains(msg, "nothing was deleted") {
+		t.Errorf("gc with a damaged manifest: %q", msg)
+	}
+	res := r.run("repo", "repair")
+	if res.Code != 8 || !strings.Contains(res.Stdout, ba.ID) || strings.Contains(res.Stdout, bb.ID) {
+		t.Errorf("repair: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	r.mustFail([]int{2}, "repo", "repair", "--forget", bb.ID) // not damaged: refused
+	r.mustRun("repo", "repair", "--forget", ba.ID)
+	r.mustRun("--quiet", "repo", "gc")
+	r.checkClean()
+	r.restoreMatches(bb.ID, sha, dir)
+}

@@ -21,6 +21,7 @@ type RepoCmd struct {
 	RebuildIndex RepoRebuildCmd `cmd:"" name:"rebuild-index" help:"Rebuild the index from the backend alone."`
 	Locks        RepoLocksCmd   `cmd:"" help:"List the repository's locks (every process and host that uses it)."`
 	Unlock       RepoUnlockCmd  `cmd:"" help:"Remove stale repository locks (with --force, all of them)."`
+	Repair       RepoRepairCmd  `cmd:"" help:"List the damaged backups and what each has lost; forget the ones that cannot be saved."`
 	Passwd       RepoPasswdCmd  `cmd:"" help:"Change the passphrase of an encrypted repository."`
 }
 
@@ -301,5 +302,70 @@ func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	fmt.Fprintln(g.stdout, "passphrase changed")
+	return nil
+}
+
+// RepoRepairCmd lists damaged backups and forgets the ones the admin names.
+type RepoRepairCmd struct {
+	Forget        []string `help:"Forget this damaged backup (its manifest goes; gc can then run). Repeatable." placeholder:"BACKUP"`
+	ForgetDamaged bool     `help:"Forget every damaged backup."`
+}
+
+// Run repairs.
+func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	rep, err := s.Repair(ctx, c.Forget, c.ForgetDamaged)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		t := &table{header: []string{"Backup", "Lost", "Ranges", "Action"}}
+		for _, b := range rep.Backups {
+			lost, ranges := humanBytes(b.LostBytes), ""
+			if b.Whole {
+				lost, ranges = "all", "its manifest is damaged"
+			}
+			for i, r := range b.Lost {
+				if i == 3 {
+					ranges += fmt.Sprintf(" (+%d more)", len(b.Lost)-3)
+					break
+				}
+				if ranges != "" {
+					ranges += ", "
+				}
+				ranges += fmt.Sprintf("%d-%d", r[0], r[1])
+			}
+			action := "kept: restore what survives, or --forget it"
+			if b.Forgotten {
+				action = "forgotten"
+			}
+			t.add(b.ID, lost, ranges, action)
+		}
+		if err := t.write(g.stdout); err != nil {
+			return err
+		}
+	}
+	left := 0
+	for _, b := range rep.Backups {
+		if !b.Forgotten {
+			left++
+		}
+	}
+	switch {
+	case left > 0:
+		return fmt.Errorf("%w: %d backups are damaged: forget those that cannot be saved with 'cairn repo repair --forget ID', then run 'cairn repo gc'", repo.ErrCorrupt, left)
+	case len(rep.Backups) > 0 && !g.json():
+		fmt.Fprintf(g.stdout, "forgot %d damaged backups: run 'cairn repo gc' to reclaim their space\n", len(rep.Backups))
+	case len(rep.Backups) == 0 && !g.json():
+		fmt.Fprintln(g.stdout, "no damaged backups")
+	}
 	return nil
 }

@@ -40,6 +40,7 @@ _cairn() {
       "repo locks") path="repo locks" ;;
       "repo passwd") path="repo passwd" ;;
       "repo rebuild-index") path="repo rebuild-index" ;;
+      "repo repair") path="repo repair" ;;
       "repo stats") path="repo stats" ;;
       "repo unlock") path="repo unlock" ;;
       "serve") path="serve" ;;
@@ -92,13 +93,14 @@ _cairn() {
     "quota-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
     "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index stats unlock" -- "$cur")) ;;
+    "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
     "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption" -- "$cur")) ;;
     "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "repo repair") COMPREPLY=($(compgen -W "--forget --forget-damaged" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
     "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --tokens" -- "$cur")) ;;
