@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -23,6 +25,9 @@ type RestoreRequest struct {
 	To       string
 	Name     string
 	Progress func(done, total int64)
+	// Salvage writes what survives of a damaged backup, zeros for what does not, and lists
+	// the lost ranges (RestoreResult.Lost) instead of failing.
+	Salvage bool
 }
 
 // RestoreResult says where a backup was restored.
@@ -32,6 +37,26 @@ type RestoreResult struct {
 	VolumeName string `json:"volume_name,omitempty"`
 	Path       string `json:"path"`
 	Size       int64  `json:"size"`
+	// Lost are the byte ranges a salvage wrote as zeros (known when the restore has run).
+	Lost      [][2]int64 `json:"lost,omitempty"`
+	LostBytes int64      `json:"lost_bytes,omitempty"`
+}
+
+// addLost records a lost range, merging it with an adjacent one.
+func (r *RestoreResult) addLost(start, end int64) {
+	r.LostBytes += end - start
+	for i, x := range r.Lost {
+		if x[1] == start {
+			r.Lost[i][1] = end
+			return
+		}
+		if x[0] == end {
+			r.Lost[i][0] = start
+			return
+		}
+	}
+	r.Lost = append(r.Lost, [2]int64{start, end})
+	sort.Slice(r.Lost, func(i, j int) bool { return r.Lost[i][0] < r.Lost[j][0] })
 }
 
 // StartRestore checks the request, claims backup and target and returns the job that writes.
@@ -130,7 +155,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		defer s.untrack("restore/" + b.ID)
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		err := s.runRestore(jobCtx, b, m, vol, path, fresh, req.Progress)
+		err := s.runRestore(jobCtx, b, m, vol, path, fresh, req.Progress, req.Salvage, res)
 		if err != nil && created {
 			if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 				s.log.Error("cannot remove the failed restore's file", "path", path, "error", rerr)
@@ -184,10 +209,18 @@ func checkRestoreTarget(path string, size int64) error {
 	return nil
 }
 
-func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, fresh bool, progress func(int64, int64)) (err error) {
+func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, fresh bool, progress func(int64, int64), salvage bool, res *RestoreResult) (err error) {
+	var lostMu sync.Mutex
 	start := time.Now()
 	defer func() {
 		outcome := &index.RestoreOutcome{Target: path, Result: "succeeded", At: now()}
+		lostMu.Lock()
+		if err == nil && res.LostBytes > 0 {
+			outcome.Result = "salvaged"
+			outcome.Reason = fmt.Sprintf("%d bytes in %d ranges could not be read and were written as zeros (first: %d-%d)",
+				res.LostBytes, len(res.Lost), res.Lost[0][0], res.Lost[0][1])
+		}
+		lostMu.Unlock()
 		if err != nil {
 			outcome.Result, outcome.Kind, outcome.Reason = "failed", failureKind(err), err.Error()
 		}
@@ -236,6 +269,14 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	// Each restore worker reads its leaf's blocks with ranged GETs: on S3 it takes as many
 	// workers as requests in flight to keep the link busy.
 	o := repo.RestoreOptions{Fresh: fresh, Progress: progress}
+	if salvage {
+		o.Lost = func(start, end int64, err error) {
+			s.log.Warn("salvage: range lost", "backup_id", b.ID, "start", start, "end", end, "error", err)
+			lostMu.Lock()
+			res.addLost(start, end)
+			lostMu.Unlock()
+		}
+	}
 	if n := s.cfg.transfers(); n > 0 {
 		o.Workers = max(n, 2*runtime.GOMAXPROCS(0))
 	}

@@ -2,11 +2,13 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
 	"unsafe"
 
+	"github.com/cairn-backup/cairn/repo/backend"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -24,6 +26,10 @@ type RestoreOptions struct {
 	// no work. Otherwise holes are zeroed: no old data is left behind.
 	Fresh    bool
 	Progress func(done, total int64)
+	// Lost, when set, makes a salvage: a block or block map node that cannot be read (damaged
+	// or missing) is written as zeros and reported here (the byte range and why) instead of
+	// stopping the restore. It is called from several goroutines at once.
+	Lost func(start, end int64, err error)
 }
 
 // Restore writes the backup m onto t, verifying every block against its address. A mismatch
@@ -56,7 +62,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 		eg.Go(func() error {
 			buf := alignedBuffer(int(g.leafBytes()))
 			for i := range leaves {
-				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, o.Fresh)
+				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, o.Fresh, o.Lost)
 				if err != nil {
 					return err
 				}
@@ -87,11 +93,26 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 }
 
 // restoreLeaf restores one leaf's span and returns its length.
-func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, fresh bool) (int64, error) {
+func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, fresh bool, lost func(int64, int64, error)) (int64, error) {
 	lo := i * g.leafBytes()
 	hi := min(lo+g.leafBytes(), g.size)
 	span := buf[:hi-lo]
 	lf, err := r.leaf(ctx, m.Root, m.RootLevel, i)
+	if err == nil && lf != nil {
+		if nb := (hi - lo + g.blockSize - 1) / g.blockSize; int64(len(lf.addrs)) != nb {
+			err = fmt.Errorf("leaf has %d blocks, want %d: %w", len(lf.addrs), nb, ErrCorrupt)
+		}
+	}
+	if err != nil && lost != nil && isDamage(err) {
+		// Salvage: the whole leaf's span is lost.
+		lost(lo, hi, fmt.Errorf("block map: %w", err))
+		if !fresh {
+			if err := t.Zero(lo, hi-lo); err != nil {
+				return 0, fmt.Errorf("zero offset %d: %w", lo, err)
+			}
+		}
+		return hi - lo, nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("block map at offset %d: %w", lo, err)
 	}
@@ -103,10 +124,8 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 		}
 		return hi - lo, nil
 	}
-	if nb := (hi - lo + g.blockSize - 1) / g.blockSize; int64(len(lf.addrs)) != nb {
-		return 0, fmt.Errorf("block map at offset %d: leaf has %d blocks, want %d: %w", lo, len(lf.addrs), nb, ErrCorrupt)
-	}
 	var reads []blobRead
+	var gone map[int]error // salvage: blocks that cannot be read, written as zeros
 	for b, a := range lf.addrs {
 		if a.IsZero() {
 			continue
@@ -119,7 +138,15 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 			return 0, err
 		}
 		if !ok {
-			return 0, fmt.Errorf("block at offset %d: blob %s is in no pack the index knows: %w", lo+int64(b)*g.blockSize, a.Short(), ErrCorrupt)
+			err := fmt.Errorf("block at offset %d: blob %s is in no pack the index knows: %w", lo+int64(b)*g.blockSize, a.Short(), ErrCorrupt)
+			if lost == nil {
+				return 0, err
+			}
+			if gone == nil {
+				gone = map[int]error{}
+			}
+			gone[b] = err
+			continue
 		}
 		reads = append(reads, blobRead{block: b, loc: loc, addr: a})
 	}
@@ -138,10 +165,50 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 		}
 		return nil
 	})
+	if err != nil && lost != nil && isDamage(err) {
+		// Salvage: read the leaf's blocks one by one and keep what verifies.
+		if gone == nil {
+			gone = map[int]error{}
+		}
+		for _, rd := range reads {
+			off := int64(rd.block) * g.blockSize
+			want := g.blockLen(int64(rd.block) + i*LeafFanout)
+			stored, gerr := r.be.GetRange(ctx, rd.loc.Pack.Key(), int64(rd.loc.Offset), int64(rd.loc.Length))
+			if gerr == nil {
+				var plain []byte
+				plain, scratch, gerr = r.keys.decodeBlob(span[off:off:off+int64(want)], scratch, stored, BlobData, rd.addr)
+				if gerr == nil && (len(plain) != want || unsafe.SliceData(plain) != unsafe.SliceData(span[off:])) {
+					gerr = fmt.Errorf("length %d, want %d: %w", len(plain), want, ErrCorrupt)
+				}
+			}
+			if gerr != nil {
+				if !isDamage(gerr) {
+					return 0, gerr
+				}
+				gone[rd.block] = fmt.Errorf("block at offset %d: %w", lo+off, gerr)
+			}
+		}
+		err = nil
+	}
 	if err != nil {
 		return 0, fmt.Errorf("block at offset %d: %w", lo+int64(failed)*g.blockSize, err)
 	}
+	if len(gone) > 0 {
+		// The lost blocks read as zeros: the leaf is written as if they were holes.
+		addrs := append([]Address(nil), lf.addrs...)
+		for b, gerr := range gone {
+			addrs[b] = Address{}
+			start := lo + int64(b)*g.blockSize
+			lost(start, min(start+g.blockSize, hi), gerr)
+		}
+		lf = &node{level: lf.level, addrs: addrs}
+	}
 	return hi - lo, r.writeSpan(t, lf, g, lo, span, fresh)
+}
+
+// isDamage reports whether err means data that is damaged or missing (not an outage).
+func isDamage(err error) bool {
+	return errors.Is(err, ErrCorrupt) || errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrRange)
 }
 
 // writeSpan writes the decoded span: runs of data blocks as single writes; holes as zeros

@@ -145,6 +145,8 @@ type BackupRestoreCmd struct {
 	To     string `help:"Write onto this block device or file (created when missing)." xor:"target" placeholder:"PATH"`
 	Name   string `help:"Name of the new volume (when neither --volume nor --to)."`
 	Wait   bool   `help:"With a gateway: follow the restore until it ends (the embedded CLI always does)." short:"w"`
+	// Salvage restores what survives of a damaged backup.
+	Salvage bool `help:"Write what survives of a damaged backup, zeros for what does not, and list the lost ranges."`
 }
 
 // Run restores the backup.
@@ -155,7 +157,7 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	p := g.progress("restoring " + c.Backup)
-	req := gateway.RestoreRequest{Backup: c.Backup, Volume: c.Volume, To: c.To, Name: c.Name, Progress: p.update}
+	req := gateway.RestoreRequest{Backup: c.Backup, Volume: c.Volume, To: c.To, Name: c.Name, Progress: p.update, Salvage: c.Salvage}
 	async := s.Async()
 	if async && !c.Wait {
 		req.Progress = nil
@@ -182,8 +184,23 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if g.json() {
 		return writeJSON(g.stdout, res)
 	}
-	return properties(g.stdout, [][2]string{{"backup_id", res.BackupID}, {"volume_id", none(res.VolumeID)},
-		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", humanBytes(res.Size)}})
+	rows := [][2]string{{"backup_id", res.BackupID}, {"volume_id", none(res.VolumeID)},
+		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", humanBytes(res.Size)}}
+	if res.LostBytes > 0 {
+		ranges := ""
+		for i, r := range res.Lost {
+			if i == 8 {
+				ranges += fmt.Sprintf(" (+%d more)", len(res.Lost)-8)
+				break
+			}
+			if ranges != "" {
+				ranges += ", "
+			}
+			ranges += fmt.Sprintf("%d-%d", r[0], r[1])
+		}
+		rows = append(rows, [2]string{"lost_bytes", fmt.Sprintf("%d (written as zeros)", res.LostBytes)}, [2]string{"lost_ranges", ranges})
+	}
+	return properties(g.stdout, rows)
 }
 
 // BackupExportCmd exports a backup's metadata.

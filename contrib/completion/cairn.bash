@@ -74,7 +74,7 @@ _cairn() {
     "backup import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup list") COMPREPLY=($(compgen -W "--all-projects --status --volume" -- "$cur")) ;;
     "backup reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
-    "backup restore") COMPREPLY=($(compgen -W "--name --to --volume --wait" -- "$cur")) ;;
+    "backup restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait" -- "$cur")) ;;
     "backup show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-create") COMPREPLY=($(compgen -W "--description --force --incremental --name --snapshot-id --wait" -- "$cur")) ;;
     "backup-delete") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
@@ -82,7 +82,7 @@ _cairn() {
     "backup-import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-list") COMPREPLY=($(compgen -W "--all-projects --status --volume" -- "$cur")) ;;
     "backup-reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
-    "backup-restore") COMPREPLY=($(compgen -W "--name --to --volume --wait" -- "$cur")) ;;
+    "backup-restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait" -- "$cur")) ;;
     "backup-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "completion") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "mount") COMPREPLY=($(compgen -W "--allow-other --cache-size --refresh" -- "$cur")) ;;
