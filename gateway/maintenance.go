@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -305,6 +306,9 @@ type RepairBackup struct {
 type RepairReport struct {
 	Backups  []RepairBackup `json:"backups"`
 	Problems int            `json:"problems"`
+	// Healed counts lost blocks stored again from the volumes named in HealedFrom.
+	Healed     int      `json:"healed_blocks"`
+	HealedFrom []string `json:"healed_from,omitempty"`
 }
 
 // Repair checks the repository and lists, per damaged backup, the byte ranges that are lost.
@@ -315,11 +319,44 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if _, err := adminOf(ctx, "repair the repository"); err != nil {
 		return nil, err
 	}
-	rep, err := s.Check(ctx, false)
+	rep, err := s.Check(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	out := &RepairReport{Problems: len(rep.Problems)}
+	out := &RepairReport{}
+	// Heal first: a lost block that a registered volume still holds (the same bytes hash to
+	// the same address) is stored again, and every backup that needs it restores again.
+	if lost := rep.LostData(); len(lost) > 0 {
+		vols, err := s.idx.Volumes()
+		if err != nil {
+			return nil, err
+		}
+		for _, v := range vols {
+			if len(lost) == 0 {
+				break
+			}
+			src, err := blockio.OpenSource(v.Path)
+			if err != nil {
+				continue // not on this host, or gone
+			}
+			healed, err := s.repo.Heal(ctx, src, lost)
+			src.Close()
+			if err != nil {
+				return nil, fmt.Errorf("heal from volume %s: %w", v.Name, err)
+			}
+			if len(healed) > 0 {
+				out.Healed += len(healed)
+				out.HealedFrom = append(out.HealedFrom, v.Name)
+				s.log.Info("lost blocks stored again", "volume_id", v.ID, "blocks", len(healed))
+			}
+		}
+		if out.Healed > 0 {
+			if rep, err = s.Check(ctx, true); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out.Problems = len(rep.Problems)
 	want := map[string]bool{}
 	for _, id := range forget {
 		if _, ok := rep.Lost[id]; !ok {

@@ -24,7 +24,13 @@ type CheckReport struct {
 	// Lost lists, per stored backup with damaged or missing data, the byte ranges of its
 	// volume that cannot be restored ([0, -1]: all of it, its manifest is damaged).
 	Lost map[string][][2]int64 `json:"lost,omitempty"`
+
+	lostData map[Address]struct{} // data blobs some backup needs that cannot be read
 }
+
+// LostData returns the addresses of data blocks some backup needs that cannot be read: what
+// Heal looks for in volumes.
+func (c *CheckReport) LostData() map[Address]struct{} { return c.lostData }
 
 // OK reports whether the check found no problems.
 func (c *CheckReport) OK() bool { return len(c.Problems) == 0 }
@@ -45,7 +51,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 		return nil, err
 	}
 	defer lk.Unlock()
-	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}, Lost: map[string][][2]int64{}}
+	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}, Lost: map[string][][2]int64{}, lostData: map[Address]struct{}{}}
 	stored := map[PackID]int64{}
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
 		stored[id] = size
@@ -86,6 +92,13 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 	seen := map[Address]struct{}{}
 	bad := map[Address]checkProblem{}
 	livePacks := map[PackID]struct{}{}
+	if readData {
+		// First every blob against its address: the walk below then names each backup and
+		// byte range a damaged blob costs.
+		if err := r.checkData(ctx, stored, rep, bad); err != nil {
+			return nil, err
+		}
+	}
 	for _, id := range ids {
 		m, err := r.GetManifest(ctx, id)
 		if errors.Is(err, backend.ErrNotFound) {
@@ -115,22 +128,31 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 			return nil, err
 		}
 	}
+	for a, p := range bad {
+		if p.data {
+			rep.lostData[a] = struct{}{}
+		}
+	}
 	if dead := len(indexed) - len(livePacks); dead > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d packs hold nothing a stored backup needs ('cairn repo gc' reclaims their space)", dead))
 	}
-	if readData {
-		if err := r.checkData(ctx, stored, rep); err != nil {
+	if !readData {
+		if err := r.idx.Blobs(func(PackEntry) error { rep.Blobs++; return nil }); err != nil {
 			return nil, err
 		}
-	} else if err := r.idx.Blobs(func(PackEntry) error { rep.Blobs++; return nil }); err != nil {
-		return nil, err
 	}
 	return rep, nil
 }
 
 // checkData reads every indexed pack and verifies every blob in it.
-func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep *CheckReport) error {
+func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep *CheckReport, bad map[Address]checkProblem) error {
 	var scratch, plain []byte
+	staleCopies := 0
+	defer func() {
+		if staleCopies > 0 {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%d damaged copies of blobs that the index reads from good copies elsewhere (no backup is affected)", staleCopies))
+		}
+	}()
 	for id, size := range stored {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -168,12 +190,22 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep
 			if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
 				rep.Classes[ProblemDamaged]++
 				rep.problem("%s: pack %s offset %d: past the end of the pack (truncated)", ProblemDamaged, id, e.Offset)
+				if loc, ok, lerr := r.idx.Lookup(e.Addr); lerr == nil && ok && loc.Pack == id {
+					bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: past the end of its pack", typeName(e.Type), e.Addr.Short()), e.Type == BlobData}
+				}
 				continue
 			}
 			plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, data[e.Offset:e.Offset+e.Length], e.Type, e.Addr)
 			if err != nil {
+				if loc, ok, lerr := r.idx.Lookup(e.Addr); lerr == nil && ok && loc.Pack != id {
+					// The index reads a good copy elsewhere (stored again by repair or
+					// another backup): this one is dead weight, not lost data.
+					staleCopies++
+					continue
+				}
 				rep.Classes[ProblemDamaged]++
 				rep.problem("%s: pack %s offset %d: %v", ProblemDamaged, id, e.Offset, err)
+				bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: %v", typeName(e.Type), e.Addr.Short(), err), e.Type == BlobData}
 			}
 		}
 	}

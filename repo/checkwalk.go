@@ -33,7 +33,10 @@ func classify(err error) string {
 // unreadable tree node, and each data block that is not indexed or whose pack is missing, is
 // reported with the byte range of the volume it covers. seen is shared across backups; bad
 // remembers damaged addresses so that every backup that reaches one is told.
-type checkProblem struct{ class, what string }
+type checkProblem struct {
+	class, what string
+	data        bool // a data blob (what Heal can find again in a volume)
+}
 
 func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Address]struct{}, bad map[Address]checkProblem,
 	stored map[PackID]int64, visit func(Location), report func(class string, start, end int64, what string)) error {
@@ -55,15 +58,15 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		var p checkProblem
 		switch {
 		case err != nil:
-			p = checkProblem{ProblemIndex, err.Error()}
+			p = checkProblem{class: ProblemIndex, what: err.Error()}
 		case !ok:
-			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s is in no pack the index knows", typeName(t), a.Short())}
+			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s is in no pack the index knows", typeName(t), a.Short()), t == BlobData}
 		default:
 			if _, ok := stored[loc.Pack]; ok {
 				visit(loc)
 				return true
 			}
-			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s: pack %s is missing", typeName(t), a.Short(), loc.Pack)}
+			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s: pack %s is missing", typeName(t), a.Short(), loc.Pack), t == BlobData}
 		}
 		bad[a] = p
 		report(p.class, start, end, p.what)
@@ -94,7 +97,7 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 			if errors.Is(err, backend.ErrUnavailable) || errors.Is(err, backend.ErrPermission) || ctx.Err() != nil {
 				return err
 			}
-			p := checkProblem{classify(err), fmt.Sprintf("tree node %s: %v", a.Short(), err)}
+			p := checkProblem{class: classify(err), what: fmt.Sprintf("tree node %s: %v", a.Short(), err)}
 			bad[a] = p
 			report(p.class, start, end, p.what)
 			return nil

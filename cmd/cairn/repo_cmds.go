@@ -21,7 +21,7 @@ type RepoCmd struct {
 	RebuildIndex RepoRebuildCmd `cmd:"" name:"rebuild-index" help:"Rebuild the index from the backend alone."`
 	Locks        RepoLocksCmd   `cmd:"" help:"List the repository's locks (every process and host that uses it)."`
 	Unlock       RepoUnlockCmd  `cmd:"" help:"Remove stale repository locks (with --force, all of them)."`
-	Repair       RepoRepairCmd  `cmd:"" help:"List the damaged backups and what each has lost; forget the ones that cannot be saved."`
+	Repair       RepoRepairCmd  `cmd:"" help:"Verify every blob, store lost blocks again from registered volumes that still hold them, list what each damaged backup has lost, and forget the ones named."`
 	Passwd       RepoPasswdCmd  `cmd:"" help:"Change the passphrase of an encrypted repository."`
 }
 
@@ -351,6 +351,9 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		if err := t.write(g.stdout); err != nil {
 			return err
+		}
+		if rep.Healed > 0 {
+			fmt.Fprintf(g.stdout, "stored again %d lost blocks found in volumes %s\n", rep.Healed, strings.Join(rep.HealedFrom, ", "))
 		}
 	}
 	left := 0

@@ -1,0 +1,78 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Heal stores again every block of src whose content hashes to one of the lost addresses,
+// the way Proxmox re-stores a chunk its verify marked bad: a lost block that a volume still
+// holds comes back under the same address, so every backup that needs it restores again. It
+// reads only src's data extents, and returns the addresses it stored (removed from lost).
+func (r *Repository) Heal(ctx context.Context, src Source, lost map[Address]struct{}) ([]Address, error) {
+	if len(lost) == 0 {
+		return nil, nil
+	}
+	lk, err := r.Lock(ctx, LockShared, "repair")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	bs := int64(r.cfg.BlockSize)
+	buf := make([]byte, bs)
+	var p packer
+	var healed, pending []Address
+	var scratch []byte
+	flush := func() error {
+		if p.empty() {
+			return nil
+		}
+		if err := lk.Check(); err != nil {
+			return err
+		}
+		id, data, entries := p.finish(r.keys)
+		if err := r.storePack(ctx, id, data, entries); err != nil {
+			return err
+		}
+		healed = append(healed, pending...)
+		pending = pending[:0]
+		return nil
+	}
+	for off := int64(0); off < src.Size(); {
+		start, end, err := src.NextData(off)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return healed, err
+		}
+		// Blocks are aligned to the block size: start at the block the extent begins in.
+		for b := start / bs * bs; b < end; b += bs {
+			if err := ctx.Err(); err != nil {
+				return healed, err
+			}
+			n := int(min(bs, src.Size()-b))
+			if _, err := src.ReadAt(buf[:n], b); err != nil && !errors.Is(err, io.EOF) {
+				return healed, fmt.Errorf("read offset %d: %w", b, err)
+			}
+			a := r.keys.address(BlobData, buf[:n])
+			if _, ok := lost[a]; !ok {
+				continue
+			}
+			var stored []byte
+			stored, scratch = r.keys.encodeBlob(nil, scratch, buf[:n], r.cfg.Compression, a)
+			p.add(BlobData, a, stored, n)
+			pending = append(pending, a)
+			delete(lost, a)
+			if p.size() >= r.cfg.PackSize {
+				if err := flush(); err != nil {
+					return healed, err
+				}
+			}
+		}
+		off = max(end, off+1)
+	}
+	return healed, flush()
+}
