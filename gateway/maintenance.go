@@ -309,6 +309,10 @@ type RepairReport struct {
 	// Healed counts lost blocks stored again from the volumes named in HealedFrom.
 	Healed     int      `json:"healed_blocks"`
 	HealedFrom []string `json:"healed_from,omitempty"`
+	// PackIndexes counts pack index objects written again from their packs' trailers.
+	PackIndexes int `json:"pack_indexes_rewritten"`
+	// Trailers counts packs rewritten because their trailer was damaged.
+	Trailers int `json:"packs_rewritten"`
 }
 
 // Repair checks the repository and lists, per damaged backup, the byte ranges that are lost.
@@ -319,11 +323,21 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if _, err := adminOf(ctx, "repair the repository"); err != nil {
 		return nil, err
 	}
+	out := &RepairReport{}
+	// The second copy of each pack's blob list first, from the first.
+	n, err := s.repo.RepairPackIndex(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out.PackIndexes = n
+	// Then the first copy from the second: packs whose trailer is damaged are rewritten.
+	if out.Trailers, err = s.repo.RepairTrailers(ctx); err != nil {
+		return nil, err
+	}
 	rep, err := s.Check(ctx, true)
 	if err != nil {
 		return nil, err
 	}
-	out := &RepairReport{}
 	// Heal first: a lost block that a registered volume still holds (the same bytes hash to
 	// the same address) is stored again, and every backup that needs it restores again.
 	if lost := rep.LostData(); len(lost) > 0 {

@@ -133,6 +133,9 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 			rep.lostData[a] = struct{}{}
 		}
 	}
+	if err := r.checkPackIndex(ctx, stored, livePacks, rep); err != nil {
+		return nil, err
+	}
 	if dead := len(indexed) - len(livePacks); dead > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d packs hold nothing a stored backup needs ('cairn repo gc' reclaims their space)", dead))
 	}

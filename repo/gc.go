@@ -140,6 +140,21 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	}); err != nil {
 		return st, err
 	}
+	// Index objects of packs the backend no longer holds (lost to damage, forgotten by the
+	// sync above) would teach other indexes a pack that is not there.
+	if !o.DryRun {
+		for id, keys := range indexKeys {
+			if _, ok := mod[id]; ok {
+				continue
+			}
+			for _, k := range keys {
+				if err := r.be.Delete(ctx, k); err != nil {
+					return st, fmt.Errorf("gc: delete %s: %w", k, err)
+				}
+			}
+			delete(indexKeys, id)
+		}
+	}
 	young := func(id PackID) bool {
 		t, ok := mod[id]
 		return !keepAfter.IsZero() && ok && t.After(keepAfter)

@@ -349,8 +349,16 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 			}
 			t.add(b.ID, lost, ranges, action)
 		}
-		if err := t.write(g.stdout); err != nil {
-			return err
+		if len(rep.Backups) > 0 {
+			if err := t.write(g.stdout); err != nil {
+				return err
+			}
+		}
+		if rep.Trailers > 0 {
+			fmt.Fprintf(g.stdout, "rewrote %d packs whose trailer was damaged\n", rep.Trailers)
+		}
+		if rep.PackIndexes > 0 {
+			fmt.Fprintf(g.stdout, "wrote %d pack index objects again from their packs' trailers\n", rep.PackIndexes)
 		}
 		if rep.Healed > 0 {
 			fmt.Fprintf(g.stdout, "stored again %d lost blocks found in volumes %s\n", rep.Healed, strings.Join(rep.HealedFrom, ", "))

@@ -1,0 +1,202 @@
+package tests
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// The corruption matrix: each kind of damage to the objects of one backup (A), on a local and
+// an S3 repository, encrypted and not. For each: check finds it with the right class; restore
+// of A is byte-exact or refused as damage (exit 8), never wrong bytes; the other backup (B)
+// restores byte-exact; and repo repair heals what it can, forgets what it cannot when asked,
+// after which gc runs and check is clean. The table it prints is in docs/reliability.md.
+
+type damageKind struct {
+	name  string
+	class string // what check must report ("" = nothing: the damage is not to the repository)
+	apply func(t *testing.T, rng *rand.Rand, objs aObjects)
+}
+
+// aObjects are backup A's objects as files under the repository's root on disk.
+type aObjects struct {
+	root      string
+	packs     []string
+	packIndex []string
+	manifest  string
+}
+
+func flipAt(t *testing.T, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x5a
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileSize(t *testing.T, path string) int64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
+
+var damageKinds = []damageKind{
+	{"pack: byte flipped in a block", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.packs[0], fileSize(t, o.packs[0])/3)
+	}},
+	{"pack: truncated", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		if err := os.Truncate(o.packs[0], fileSize(t, o.packs[0])/2); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"pack: deleted", "missing object", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		if err := os.Remove(o.packs[0]); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"pack: trailer byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.packs[0], fileSize(t, o.packs[0])-40) // inside the sealed trailer, before the footer
+	}},
+	{"pack index object: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.packIndex[0], fileSize(t, o.packIndex[0])/2)
+	}},
+	{"pack index object: deleted", "missing object", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		if err := os.Remove(o.packIndex[0]); err != nil {
+			t.Fatal(err)
+		}
+	}},
+	{"manifest: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.manifest, fileSize(t, o.manifest)/2)
+	}},
+	{"random byte flips in A's objects", "", func(t *testing.T, rng *rand.Rand, o aObjects) {
+		all := append(append(append([]string(nil), o.packs...), o.packIndex...), o.manifest)
+		for range 3 {
+			p := all[rng.IntN(len(all))]
+			flipAt(t, p, rng.Int64N(fileSize(t, p)))
+		}
+	}},
+}
+
+func TestCorruptionMatrix(t *testing.T) {
+	srv := testutil.StartS3(t)
+	type row struct{ setup, kind, detected, restoreA, healed string }
+	var rows []row
+	for _, enc := range []string{"none", "aes-256-gcm"} {
+		for _, where := range []string{"local", "s3"} {
+			for ki, k := range damageKinds {
+				setup := where + ", " + enc
+				t.Run(fmt.Sprintf("%s/%s/%d", where, enc, ki), func(t *testing.T) {
+					dir := t.TempDir()
+					env := []string{"CAIRN_PASSWORD=matrix"}
+					var r *cairnRepo
+					var root string
+					if where == "local" {
+						r = newCairnRepo(t, env, "--encryption", enc)
+						root = r.Dir
+					} else {
+						prefix := fmt.Sprintf("m-%s-%d", strings.ReplaceAll(enc, "-", ""), ki)
+						r = newS3Repo(t, srv, prefix, env, "--encryption", enc)
+						root = filepath.Join(srv.Dir, srv.Bucket, prefix)
+					}
+					files := func(sub string) map[string]bool {
+						m := map[string]bool{}
+						_ = filepath.Walk(filepath.Join(root, sub), func(p string, fi os.FileInfo, err error) error {
+							if err == nil && fi.Mode().IsRegular() && !strings.HasPrefix(fi.Name(), ".") {
+								m[p] = true
+							}
+							return nil
+						})
+						return m
+					}
+					volA := filepath.Join(dir, "a.img")
+					testutil.WriteImage(t, volA, 3*mib, int64(100+ki), testutil.Mixed)
+					shaA := testutil.SHA256File(t, volA)
+					a := r.createBackup(volA)
+					objs := aObjects{root: root, manifest: filepath.Join(root, "manifests", a.ID)}
+					for p := range files("packs") {
+						objs.packs = append(objs.packs, p)
+					}
+					for p := range files("packindex") {
+						objs.packIndex = append(objs.packIndex, p)
+					}
+					sort.Strings(objs.packs)
+					sort.Strings(objs.packIndex)
+					volB := filepath.Join(dir, "b.img")
+					testutil.WriteImage(t, volB, 3*mib, int64(200+ki), testutil.Random)
+					shaB := testutil.SHA256File(t, volB)
+					b := r.createBackup(volB)
+					if len(objs.packs) != 1 || len(objs.packIndex) != 1 {
+						t.Fatalf("backup A has %d packs and %d index objects, want 1 each", len(objs.packs), len(objs.packIndex))
+					}
+
+					k.apply(t, rand.New(rand.NewPCG(uint64(ki), 9)), objs)
+
+					res := r.run("repo", "check", "--read-data")
+					detected := "yes"
+					switch {
+					case res.Code != 8:
+						t.Errorf("%s: check exit %d, want 8\n%s%s", k.name, res.Code, res.Stdout, res.Stderr)
+						detected = "NO"
+					case k.class != "" && !strings.Contains(res.Stdout, "problem: "+k.class):
+						t.Errorf("%s: check does not say %q:\n%s", k.name, k.class, res.Stdout)
+						detected = "wrong class"
+					case strings.Contains(res.Stdout, b.ID):
+						t.Errorf("%s: check blames the intact backup B:\n%s", k.name, res.Stdout)
+					}
+					outA := filepath.Join(dir, "a-out.img")
+					restoreA := "refused (exit 8)"
+					switch rr := r.run("--quiet", "backup", "restore", a.ID, "--to", outA); rr.Code {
+					case 0:
+						if got := testutil.SHA256File(t, outA); got != shaA {
+							t.Fatalf("%s: restore of A exited 0 with wrong bytes", k.name)
+						}
+						restoreA = "byte-exact"
+						os.Remove(outA)
+					case 8:
+					default:
+						t.Errorf("%s: restore of A: exit %d, want 0 or 8: %s", k.name, rr.Code, rr.Stderr)
+					}
+					r.restoreMatches(b.ID, shaB, dir)
+
+					// Repair heals what it can; what it cannot, the admin forgets; then gc runs.
+					healed := "healed"
+					if rr := r.run("repo", "repair"); rr.Code != 0 {
+						healed = "forgotten"
+						r.mustRun("repo", "repair", "--forget-damaged")
+					}
+					r.mustRun("--quiet", "repo", "gc")
+					r.checkClean()
+					r.restoreMatches(b.ID, shaB, dir)
+					if healed == "healed" {
+						r.restoreMatches(a.ID, shaA, dir)
+					}
+					rows = append(rows, row{setup, k.name, detected, restoreA, healed})
+				})
+			}
+		}
+	}
+	var sb strings.Builder
+	sb.WriteString("| repository | damage to backup A | detected by check | restore of A | after repo repair |\n|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "| %s | %s | %s | %s | %s |\n", r.setup, r.kind, r.detected, r.restoreA, r.healed)
+	}
+	t.Logf("corruption matrix:\n%s", sb.String())
+}
