@@ -151,6 +151,9 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 	if errors.Is(err, repo.ErrExists) {
 		return rc, wrapf(ErrExists, "%v", err)
 	}
+	if errors.Is(err, repo.ErrInvalidOption) {
+		return rc, invalidf("%s", strings.TrimPrefix(err.Error(), repo.ErrInvalidOption.Error()+": "))
+	}
 	return rc, err
 }
 

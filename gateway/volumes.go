@@ -276,6 +276,10 @@ func validName(name string) error {
 			return invalidf("name %q contains a control character", name)
 		}
 	}
+	// Names become directory names in the FUSE tree and parts of paths in messages.
+	if strings.ContainsRune(name, '/') || name == "." || name == ".." {
+		return invalidf("name %q: a name cannot contain '/' or be '.' or '..'", name)
+	}
 	return nil
 }
 

@@ -29,7 +29,7 @@ func ParseCompression(s string) (Compression, error) {
 	case "":
 		return CompressZstd, nil
 	}
-	return "", fmt.Errorf("unknown compression %q: use zstd, lz4 or none", s)
+	return "", fmt.Errorf("%w: unknown compression %q: use zstd, lz4 or none", ErrInvalidOption, s)
 }
 
 // codec bytes, the first byte of every blob's plaintext frame.

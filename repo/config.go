@@ -67,6 +67,10 @@ type InitOptions struct {
 	Password    string
 }
 
+// ErrInvalidOption means a repository setting that is not valid (a block size, compression
+// or encryption cairn does not know).
+var ErrInvalidOption = errors.New("invalid setting")
+
 // ErrExists means a repository is already initialised at that location.
 var ErrExists = errors.New("a repository already exists there")
 
@@ -84,7 +88,7 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 		o.BlockSize = DefaultBlockSize
 	}
 	if o.BlockSize < MinBlockSize || o.BlockSize > MaxBlockSize || o.BlockSize&(o.BlockSize-1) != 0 {
-		return Config{}, fmt.Errorf("block size %d: use a power of two from %d to %d", o.BlockSize, MinBlockSize, MaxBlockSize)
+		return Config{}, fmt.Errorf("%w: block size %d: use a power of two from %d to %d", ErrInvalidOption, o.BlockSize, MinBlockSize, MaxBlockSize)
 	}
 	c, err := ParseCompression(string(o.Compression))
 	if err != nil {
@@ -94,7 +98,7 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 		o.Encryption = EncryptionNone
 	}
 	if o.Encryption != EncryptionNone && o.Encryption != EncryptionAES {
-		return Config{}, fmt.Errorf("unknown encryption %q: use none or aes-256-gcm", o.Encryption)
+		return Config{}, fmt.Errorf("%w: unknown encryption %q: use none or aes-256-gcm", ErrInvalidOption, o.Encryption)
 	}
 	cfg := Config{Version: FormatVersion, ID: uuid.NewString(), BlockSize: o.BlockSize, Compression: c,
 		Encryption: o.Encryption, PackSize: DefaultPackSize, CreatedAt: time.Now().UTC().Truncate(time.Second)}
