@@ -32,7 +32,7 @@ type env struct {
 	log *bytes.Buffer
 }
 
-func newEnv(t *testing.T, o api.Options) *env {
+func newEnv(t testing.TB, o api.Options) *env {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: &gateway.Quota{Backups: 3, BackupGigabytes: 5}}
@@ -74,7 +74,7 @@ type call struct {
 	version            string
 }
 
-func (e *env) do(t *testing.T, c call) (int, http.Header, []byte) {
+func (e *env) do(t testing.TB, c call) (int, http.Header, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(c.method, e.url+c.path, strings.NewReader(c.body))
 	if err != nil {
