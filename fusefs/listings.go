@@ -136,11 +136,17 @@ func (f *FS) backupEntry(name, kind string, b *index.Backup) entry {
 	})
 }
 
-// manifest is what repo.Image needs of a backup, from its index record.
-func (f *FS) manifest(b *index.Backup) *repo.Manifest {
-	return &repo.Manifest{Version: repo.FormatVersion, ID: b.ID, Name: b.Name, VolumeID: b.VolumeID, Project: b.Project,
-		Size: b.Size, BlockSize: f.repo.Config().BlockSize, Root: b.Root, RootLevel: b.RootLevel,
-		Incremental: b.IsIncremental, ParentID: b.ParentID, CreatedAt: b.CreatedAt, Stats: b.Stats}
+// manifest is the backup's authenticated manifest: sizes and block maps come from it, never
+// from the index alone, and an index that says otherwise is damage, not a different image.
+func (f *FS) manifest(ctx context.Context, b *index.Backup) (*repo.Manifest, error) {
+	m, err := f.repo.GetManifest(ctx, b.ID)
+	if err != nil {
+		return nil, err
+	}
+	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
+		return nil, fmt.Errorf("backup %s: %w: its manifest and the index describe different backups", b.ID, repo.ErrCorrupt)
+	}
+	return m, nil
 }
 
 // listBackup: backup.json, disk.img and, with a partition table, partitions/.
@@ -150,12 +156,16 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 		return nil, err
 	}
 	rec = append(rec, '\n')
-	img := f.repo.Image(f.manifest(b))
+	m, err := f.manifest(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	img := f.repo.Image(m)
 	dataBytes := min(b.Stats.DataBlocks*int64(f.repo.Config().BlockSize), b.Size)
 	out := []entry{
 		f.fileEntry("backup.json", ino("record", b.ID), b.CreatedAt, func() fileNode { return &bytesFile{data: rec} }, int64(len(rec)), int64(len(rec))),
 		f.fileEntry("disk.img", ino("disk", b.ID), b.CreatedAt, func() fileNode {
-			return &imageFile{f: f, img: f.repo.Image(f.manifest(b)), backupID: b.ID, name: "disk.img", size: b.Size}
+			return &imageFile{f: f, img: f.repo.Image(m), backupID: b.ID, name: "disk.img", size: m.Size}
 		}, b.Size, dataBytes),
 	}
 	_, parts, err := readPartitions(readerCtx{ctx, img}, b.Size)
@@ -166,7 +176,7 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 	if len(parts) > 0 {
 		i := ino(kind+"-partitions", b.ID)
 		out = append(out, f.dirEntry("partitions", i, b.CreatedAt, func() *dir {
-			d := f.newDir(i, b.CreatedAt, func(context.Context) ([]entry, error) { return f.listPartitions(b, parts), nil })
+			d := f.newDir(i, b.CreatedAt, func(context.Context) ([]entry, error) { return f.listPartitions(b, m, parts), nil })
 			d.immutable = true
 			return d
 		}))
@@ -174,12 +184,12 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 	return out, nil
 }
 
-func (f *FS) listPartitions(b *index.Backup, parts []partition) []entry {
+func (f *FS) listPartitions(b *index.Backup, m *repo.Manifest, parts []partition) []entry {
 	out := make([]entry, 0, len(parts))
 	for _, p := range parts {
 		name := fmt.Sprintf("p%d.img", p.Number)
 		out = append(out, f.fileEntry(name, ino("partition", b.ID, name), b.CreatedAt, func() fileNode {
-			return &imageFile{f: f, img: f.repo.Image(f.manifest(b)), backupID: b.ID, name: "partitions/" + name,
+			return &imageFile{f: f, img: f.repo.Image(m), backupID: b.ID, name: "partitions/" + name,
 				offset: p.Start, size: p.Length}
 		}, p.Length, p.Length))
 	}

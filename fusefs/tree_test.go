@@ -106,7 +106,11 @@ func (x *treeFixture) volume(t *testing.T, id, name, project string) {
 func (x *treeFixture) backup(t *testing.T, id, vol, project string, at time.Duration, data []byte) {
 	t.Helper()
 	ctx := context.Background()
-	res, err := x.r.Write(ctx, memVolume(data), repo.WriteOptions{}, func(repo.WriteResult) error { return nil })
+	res, err := x.r.Write(ctx, memVolume(data), repo.WriteOptions{}, func(res repo.WriteResult) error {
+		// As a real backup does: the manifest is what the tree reads sizes and block maps from.
+		return x.r.PutManifest(ctx, &repo.Manifest{ID: id, VolumeID: vol, Project: project, Size: int64(len(data)),
+			Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats, CreatedAt: x.t0.Add(at)})
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

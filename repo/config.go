@@ -194,18 +194,23 @@ func unlock(ctx context.Context, be backend.Backend, password string) ([]byte, s
 	if len(names) == 0 {
 		return nil, "", fmt.Errorf("%s: encrypted repository has no key objects", be.Location())
 	}
+	var damaged []string
 	for _, name := range names {
 		b, err := getAll(ctx, be, name)
 		if err != nil {
 			return nil, "", fmt.Errorf("read %s: %w", name, err)
 		}
 		var kf keyFile
-		if json.Unmarshal(b, &kf) != nil {
+		if json.Unmarshal(b, &kf) != nil || kf.damaged() {
+			damaged = append(damaged, name)
 			continue
 		}
 		if master, err := kf.unwrap(password); err == nil {
 			return master, name, nil
 		}
+	}
+	if len(damaged) > 0 {
+		return nil, "", fmt.Errorf("%s: %w: key object %s is damaged (its checksum does not match) and no other key opens with this passphrase: restore the key object from a copy", be.Location(), ErrCorrupt, damaged[0])
 	}
 	return nil, "", fmt.Errorf("%w: no key of %s opens with it", ErrWrongPassword, be.Location())
 }

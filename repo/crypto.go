@@ -113,7 +113,21 @@ type keyFile struct {
 	P       int    `json:"p"`
 	Salt    []byte `json:"salt"`
 	Wrapped []byte `json:"wrapped"`
+	// Sum is SHA-256 over the fields above: it tells a damaged key object from a wrong
+	// passphrase (nothing secret can check a key object before it is unwrapped).
+	Sum []byte `json:"sum,omitempty"`
 }
+
+func (kf *keyFile) sum() []byte {
+	c := *kf
+	c.Sum = nil
+	b, _ := json.Marshal(c)
+	s := sha256.Sum256(b)
+	return s[:]
+}
+
+// damaged reports whether the key object fails its checksum.
+func (kf *keyFile) damaged() bool { return kf.Sum != nil && !hmac.Equal(kf.Sum, kf.sum()) }
 
 // scryptN is the scrypt cost: about 100 ms and 32 MiB on this class of machine.
 const scryptN = 1 << 15
@@ -140,7 +154,8 @@ func wrapMaster(master []byte, password string) (*keyFile, error) {
 }
 
 func (kf *keyFile) unwrap(password string) ([]byte, error) {
-	if kf.KDF != "scrypt" || kf.N < 2 || kf.N > 1<<22 || kf.R < 1 || kf.P < 1 {
+	// Bounds keep a tampered key object from asking for gigabytes of memory.
+	if kf.KDF != "scrypt" || kf.N < 2 || kf.N > 1<<18 || kf.R < 1 || kf.R > 16 || kf.P < 1 || kf.P > 4 {
 		return nil, fmt.Errorf("key object: unsupported kdf %q", kf.KDF)
 	}
 	kek, err := scrypt.Key([]byte(password), kf.Salt, kf.N, kf.R, kf.P, 32)
@@ -163,6 +178,7 @@ func (kf *keyFile) unwrap(password string) ([]byte, error) {
 }
 
 func (kf *keyFile) marshal() []byte {
+	kf.Sum = kf.sum()
 	b, _ := json.MarshalIndent(kf, "", "  ")
 	return b
 }

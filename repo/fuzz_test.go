@@ -167,3 +167,53 @@ func FuzzExportURL(f *testing.F) {
 		}
 	})
 }
+
+// Key objects and config: damage is told from a wrong passphrase, and a config that opens is
+// one Init wrote.
+func FuzzKeyObject(f *testing.F) {
+	kf, err := wrapMaster(bytes.Repeat([]byte{1}, masterKeyLen), "pw")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(kf.marshal())
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var k keyFile
+		if json.Unmarshal(b, &k) != nil || k.damaged() || k.N > scryptN || k.R > 8 || k.P > 1 {
+			return // the costs an attacker may ask for are bounded by unwrap; keep runs short
+		}
+		if master, err := k.unwrap("pw"); err == nil && len(master) != masterKeyLen {
+			t.Fatalf("a key object unwrapped to %d bytes", len(master))
+		}
+	})
+}
+
+func FuzzConfig(f *testing.F) {
+	dir := f.TempDir()
+	be, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
+		f.Fatal(err)
+	}
+	orig, err := getAll(context.Background(), be, "config")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(orig)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		be, err := local.Open(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := be.Put(context.Background(), "config", b); err != nil {
+			t.Fatal(err)
+		}
+		cfg, _, err := readConfig(context.Background(), be, "")
+		if err == nil && (cfg.BlockSize < MinBlockSize || cfg.BlockSize > MaxBlockSize) {
+			t.Fatalf("a config with block size %d opened", cfg.BlockSize)
+		}
+	})
+}
