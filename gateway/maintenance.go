@@ -313,6 +313,8 @@ type RepairReport struct {
 	PackIndexes int `json:"pack_indexes_rewritten"`
 	// Trailers counts packs rewritten because their trailer was damaged.
 	Trailers int `json:"packs_rewritten"`
+	// Forgotten counts lost blocks the index forgot, for the next full backup to store again.
+	Forgotten int `json:"blocks_to_store_again"`
 }
 
 // Repair checks the repository and lists, per damaged backup, the byte ranges that are lost.
@@ -363,6 +365,11 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 				out.HealedFrom = append(out.HealedFrom, v.Name)
 				s.log.Info("lost blocks stored again", "volume_id", v.ID, "blocks", len(healed))
 			}
+		}
+		// What no volume here holds: the index forgets the damaged copies, so the next full
+		// backup of a volume (anywhere) that still holds the data stores it again.
+		if out.Forgotten, err = s.repo.ForgetDamaged(lost); err != nil {
+			return nil, err
 		}
 		if out.Healed > 0 {
 			if rep, err = s.Check(ctx, true); err != nil {

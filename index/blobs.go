@@ -156,3 +156,23 @@ func (ix *Index) HasPack(id repo.PackID) (bool, error) {
 	})
 	return found, err
 }
+
+// ForgetBlobs deletes the location entries of addrs (damaged copies: the next backup that
+// meets the same data stores it again).
+func (ix *Index) ForgetBlobs(addrs []repo.Address) error {
+	for len(addrs) > 0 {
+		part := addrs[:min(2048, len(addrs))]
+		addrs = addrs[len(part):]
+		if err := ix.update(func(txn *badger.Txn) error {
+			for _, a := range part {
+				if err := txn.Delete(blobKey(a)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -76,3 +76,14 @@ func (r *Repository) Heal(ctx context.Context, src Source, lost map[Address]stru
 	}
 	return healed, flush()
 }
+
+// ForgetDamaged makes the index forget the lost data blobs whose only copy it knows is
+// damaged or gone: the next full backup of a volume that holds the same data stores it again
+// (as Proxmox re-uploads a chunk its verify marked bad). Nothing is deleted from the backend.
+func (r *Repository) ForgetDamaged(lost map[Address]struct{}) (int, error) {
+	addrs := make([]Address, 0, len(lost))
+	for a := range lost {
+		addrs = append(addrs, a)
+	}
+	return len(addrs), r.idx.ForgetBlobs(addrs)
+}

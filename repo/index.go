@@ -17,6 +17,9 @@ type Index interface {
 	HasPack(id PackID) (bool, error)
 	// DropPack forgets a pack and those of addrs whose entries still point into it.
 	DropPack(id PackID, addrs []Address) error
+	// ForgetBlobs forgets where addrs are stored (their copies are damaged), so that the next
+	// backup that meets the same data stores it again.
+	ForgetBlobs(addrs []Address) error
 	// Packs calls fn for every pack the index knows.
 	Packs(fn func(id PackID, size int64) error) error
 	// Blobs calls fn for every blob the index knows.

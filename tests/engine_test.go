@@ -1171,3 +1171,28 @@ func TestEngineRepairHealsFromVolume(t *testing.T) {
 	r.checkClean()
 	r.restoreMatches(b.ID, sha, dir)
 }
+
+// A lost block that no registered volume holds: repair makes the index forget its damaged
+// copy, and the next full backup of a volume that holds the data stores it again, after which
+// the damaged backup restores byte-exact (as Proxmox re-uploads a chunk its verify marked bad).
+func TestEngineNextBackupStoresALostBlockAgain(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil, "--compression", "none")
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 25, testutil.Random)
+	sha := testutil.SHA256File(t, vol)
+	b := r.createBackup(vol)
+	flipAt(t, onlyPack(t, r), 1234567)
+	r.mustRun("volume", "unmanage", vol)
+	res := r.run("repo", "repair")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "1 lost blocks are in no volume here") {
+		t.Fatalf("repair without the volume: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	again := r.createBackup(vol) // a full backup: it meets the lost block and stores it again
+	if again.Stats.NewBytes == 0 {
+		t.Fatal("the full backup stored nothing: it reused the damaged copy")
+	}
+	r.restoreMatches(b.ID, sha, dir)
+	r.mustRun("--quiet", "repo", "gc")
+	r.checkClean()
+}

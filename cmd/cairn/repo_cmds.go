@@ -360,6 +360,9 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		if rep.PackIndexes > 0 {
 			fmt.Fprintf(g.stdout, "wrote %d pack index objects again from their packs' trailers\n", rep.PackIndexes)
 		}
+		if rep.Forgotten > 0 {
+			fmt.Fprintf(g.stdout, "%d lost blocks are in no volume here: the next full backup of a volume that holds them stores them again\n", rep.Forgotten)
+		}
 		if rep.Healed > 0 {
 			fmt.Fprintf(g.stdout, "stored again %d lost blocks found in volumes %s\n", rep.Healed, strings.Join(rep.HealedFrom, ", "))
 		}
