@@ -1009,6 +1009,15 @@ func TestEngineReadOnlyRepository(t *testing.T) {
 		t.Errorf("backup to a read-only repository: %q", msg)
 	}
 	rr.mustFail([]int{6}, "--quiet", "repo", "gc")
+	// The FUSE tree of the read-only repository: every point in time byte-exact.
+	m := mountCairn(t, rr)
+	for _, p := range points {
+		img := m.path("backups", p.backup.ID, "disk.img")
+		if got := testutil.SHA256File(t, img); got != p.sha {
+			t.Errorf("read-only mount: %s: sha256 %s, want %s", img, got, p.sha)
+		}
+	}
+	m.stop(syscall.SIGTERM)
 
 	// --read-only on the writable repository: the same reads, and not one byte written.
 	before := treeListing(t, r.Dir)
