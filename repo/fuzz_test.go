@@ -3,7 +3,10 @@ package repo
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
+	"hash/crc32"
 	"path/filepath"
 	"testing"
 	"time"
@@ -216,4 +219,40 @@ func FuzzConfig(f *testing.F) {
 			t.Fatalf("a config with block size %d opened", cfg.BlockSize)
 		}
 	})
+}
+
+// A trailer changed on purpose (its CRC recomputed to match) is refused in an unencrypted
+// repository too: the CRC finds accidents, the MAC finds the rest.
+func TestTrailerAuthenticated(t *testing.T) {
+	dir := t.TempDir()
+	be, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open(context.Background(), be, nil, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p packer
+	p.add(BlobData, Address{1}, []byte("0123456789"), 10)
+	id, data, _ := p.finish(r.keys)
+	if err := be.Put(context.Background(), id.Key(), data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.readTrailer(context.Background(), id, int64(len(data))); err != nil {
+		t.Fatalf("intact trailer: %v", err)
+	}
+	tl := int(binary.LittleEndian.Uint32(data[len(data)-8:]))
+	start := len(data) - packFooterLen - tl
+	data[start+1] ^= 1 // the entry's address
+	binary.LittleEndian.PutUint32(data[len(data)-4:], crc32.Checksum(data[start:start+tl], crcTable))
+	if err := be.Put(context.Background(), id.Key(), data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.readTrailer(context.Background(), id, int64(len(data))); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("tampered trailer with a matching CRC: %v", err)
+	}
 }

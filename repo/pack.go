@@ -49,7 +49,7 @@ func (p *packer) empty() bool { return len(p.entries) == 0 }
 // and must not be used until the returned slices are no longer needed (they are handed over).
 func (p *packer) finish(k *keys) (PackID, []byte, []PackEntry) {
 	trailer := appendTrailer(make([]byte, 0, len(p.entries)*trailerEntry), p.entries)
-	sealed := k.seal(nil, trailer, []byte(trailerAD))
+	sealed := k.sealObject(trailerAD, trailer) // authenticated in an unencrypted repository too
 	data := append(p.buf, sealed...)
 	data = append(data, packMagic...)
 	data = append(data, packVersion, 0, 0, 0)
@@ -101,7 +101,7 @@ func (r *Repository) readTrailer(ctx context.Context, id PackID, size int64) ([]
 	if crc32.Checksum(sealed, crcTable) != binary.LittleEndian.Uint32(footer[12:]) {
 		return nil, fmt.Errorf("pack %s: trailer checksum: %w", id, ErrCorrupt)
 	}
-	trailer, err := r.keys.open(nil, sealed, []byte(trailerAD))
+	trailer, err := r.keys.openObject(trailerAD, sealed)
 	if err != nil {
 		return nil, fmt.Errorf("pack %s: trailer: %w: %v", id, ErrCorrupt, err)
 	}
