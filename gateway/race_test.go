@@ -53,9 +53,8 @@ func TestGCAndDeletesRacingBackups(t *testing.T) {
 		}
 	}()
 
-	content := map[string][]byte{} // backup id → the volume's bytes when it was taken
-	var latest []string            // newest backup of each volume, "" if none
-	latest = make([]string, len(vols))
+	content := map[string][]byte{}      // backup id → the volume's bytes when it was taken
+	latest := make([]string, len(vols)) // newest backup of each volume, "" if none
 	for round := range 12 {
 		v := rng.IntN(len(vols))
 		data, err := os.ReadFile(vols[v])
