@@ -7,8 +7,11 @@ export CGO_ENABLED ?= 0
 
 .PHONY: build test unit e2e torture fuzz demo bench lint clean
 
+# The version cairn --version prints: the git tag or commit this was built from.
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/cairn
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/cairn
 
 # Unit and integration tests (real loop devices, FUSE, Badger and versitygw; see tests/).
 # -race on everything; a second leg with GOMAXPROCS=1 shakes out ordering assumptions.
