@@ -64,6 +64,12 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		return st, err
 	}
 	defer lk.Unlock()
+	// The whole backend, once: every pack learned (from its index object or its trailer),
+	// every pack the backend lost forgotten; the listing serves the decisions below.
+	_, lst, err := r.sync(ctx, true)
+	if err != nil {
+		return st, err
+	}
 	st.LocksBroken = len(lk.broken)
 	// A writer whose lock was broken because it stopped refreshing (another host) may still
 	// be alive: it will find its lock lost and commit nothing, but keep what it wrote since
@@ -119,32 +125,12 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	sort.Slice(drop, func(i, j int) bool { return string(drop[i][:]) < string(drop[j][:]) })
 	sort.Slice(repack, func(i, j int) bool { return string(repack[i][:]) < string(repack[j][:]) })
 
-	// Pack objects: their store times (for keepAfter) and their index objects' keys.
-	mod := map[PackID]time.Time{}
-	if err := r.be.List(ctx, "packs/", func(oi backend.ObjectInfo) error {
-		if id, ok := ParsePackKey(oi.Key); ok {
-			mod[id] = oi.ModTime
-		}
-		return nil
-	}); err != nil {
-		return st, err
-	}
-	indexKeys := map[PackID][]string{}
-	if err := r.be.List(ctx, indexPrefix, func(oi backend.ObjectInfo) error {
-		if _, name, ok := keyTime(indexPrefix, oi.Key); ok {
-			if id, err := ParsePackID(name); err == nil {
-				indexKeys[id] = append(indexKeys[id], oi.Key)
-			}
-		}
-		return nil
-	}); err != nil {
-		return st, err
-	}
+	indexKeys := lst.indexKeys
 	// Index objects of packs the backend no longer holds (lost to damage, forgotten by the
 	// sync above) would teach other indexes a pack that is not there.
 	if !o.DryRun {
 		for id, keys := range indexKeys {
-			if _, ok := mod[id]; ok {
+			if _, ok := lst.packs[id]; ok {
 				continue
 			}
 			for _, k := range keys {
@@ -156,8 +142,8 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 	}
 	young := func(id PackID) bool {
-		t, ok := mod[id]
-		return !keepAfter.IsZero() && ok && t.After(keepAfter)
+		oi, ok := lst.packs[id]
+		return !keepAfter.IsZero() && ok && oi.ModTime.After(keepAfter)
 	}
 	keep := func(ids []PackID) []PackID {
 		out := ids[:0]

@@ -341,3 +341,46 @@ func writeForeignLock(t *testing.T, f *fixture, be backend.Backend, id, host str
 		t.Fatal(err)
 	}
 }
+
+// A deletion record written by a gc whose clock is hours behind is applied all the same:
+// records are listed in full, never from a time cursor.
+func TestDeletionRecordFromASkewedClock(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	vol := &memSource{data: randomVolume(21, 2<<20)}
+	f.backup(t, "a", vol, nil)
+	// f has seen a newer record (of a pack it never knew): a time cursor would now skip
+	// anything older.
+	if err := repo.PutDeletionForTest(f.r, time.Now(), repo.PackID{9}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.r.Sync(ctx, false); err != nil {
+		t.Fatal(err)
+	}
+	var id repo.PackID
+	var addrs []repo.Address
+	if err := f.idx.Blobs(func(e repo.PackEntry) error {
+		id = e.Pack
+		addrs = append(addrs, e.Addr)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.PutDeletionForTest(f.r, time.Now().Add(-6*time.Hour), id, addrs); err != nil {
+		t.Fatal(err)
+	}
+	// As that gc would: the pack's index object goes before the pack.
+	idxObjs, _ := filepath.Glob(filepath.Join(f.dir, "repo", "packindex", "*-"+id.String()))
+	for _, p := range idxObjs {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := f.r.Sync(ctx, false)
+	if err != nil || st.Deletions != 1 {
+		t.Fatalf("sync applied %d deletion records (%v), want the skewed one", st.Deletions, err)
+	}
+	if known, _ := f.idx.HasPack(id); known {
+		t.Fatal("the index still lists a pack a deletion record names")
+	}
+}

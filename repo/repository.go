@@ -98,7 +98,7 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind, op string) (*Lock,
 		return nil, err
 	}
 	lk.release = release
-	if _, err := r.Sync(ctx, kind == LockExclusive); err != nil {
+	if _, err := r.Sync(ctx, false); err != nil {
 		lk.Unlock()
 		return nil, err
 	}

@@ -198,14 +198,30 @@ type SyncStats struct {
 	Deletions int // deletion records applied
 }
 
+// listing is what a full sync saw of the backend: every pack object (size and store time)
+// and the index objects of each pack. gc decides from it without listing again.
+type listing struct {
+	packs     map[PackID]backend.ObjectInfo
+	indexKeys map[PackID][]string
+}
+
 // Sync brings the index up to date with what other processes did to the backend: it applies
 // the deletion records it has not applied (forgetting packs gc removed) and then learns the
 // packs written since its last look. full re-lists everything (gc and rebuild-index do).
 // Callers hold a lock (Lock does it), so no gc deletes anything while it runs.
 func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
+	st, _, err := r.sync(ctx, full)
+	return st, err
+}
+
+func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	var st SyncStats
+	var lst *listing
+	if full {
+		lst = &listing{packs: map[PackID]backend.ObjectInfo{}, indexKeys: map[PackID][]string{}}
+	}
 	after := func(cursor string) string {
 		if full || cursor == "" {
 			return ""
@@ -218,29 +234,22 @@ func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
 	}
 	// Deletions first: a pack learned below is one whose index object outlived every
 	// deletion record that names it, so it exists (gc deletes the index object before the pack).
-	cur, err := r.idx.Meta("sync/deleted")
-	if err != nil {
-		return st, err
-	}
+	// Every record is listed, not only those after a cursor: a gc host whose clock is behind
+	// must not hide one (the applied marks keep each from being applied twice).
 	var keys []string
-	if err := r.be.ListAfter(ctx, deletedPrefix, deletedPrefix+after(cur), func(oi backend.ObjectInfo) error {
+	if err := r.be.List(ctx, deletedPrefix, func(oi backend.ObjectInfo) error {
 		keys = append(keys, oi.Key)
 		return nil
 	}); err != nil {
-		return st, fmt.Errorf("sync: list deletion records: %w", err)
+		return st, lst, fmt.Errorf("sync: list deletion records: %w", err)
 	}
 	sort.Strings(keys)
-	newest := cur
 	for _, key := range keys {
-		t, _, ok := keyTime(deletedPrefix, key)
-		if !ok {
+		if _, _, ok := keyTime(deletedPrefix, key); !ok {
 			continue
 		}
-		if ts := fmt.Sprintf("%016x", uint64(t.UnixNano())); ts > newest {
-			newest = ts
-		}
 		if done, err := r.idx.Meta("applied/" + key); err != nil {
-			return st, err
+			return st, lst, err
 		} else if done != "" {
 			continue
 		}
@@ -249,37 +258,32 @@ func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
 			continue
 		}
 		if err != nil {
-			return st, fmt.Errorf("sync: %w", err)
+			return st, lst, fmt.Errorf("sync: %w", err)
 		}
 		d, err := decodeDeletion(b)
 		if err != nil {
-			return st, fmt.Errorf("sync: %s: %w", key, err)
+			return st, lst, fmt.Errorf("sync: %s: %w", key, err)
 		}
 		if err := d.apply(r.idx); err != nil {
-			return st, err
+			return st, lst, err
 		}
 		if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
-			return st, err
+			return st, lst, err
 		}
 		st.Deletions++
 	}
-	if newest != cur {
-		if err := r.idx.SetMeta("sync/deleted", newest); err != nil {
-			return st, err
-		}
-	}
 
-	cur, err = r.idx.Meta("sync/index")
+	cur, err := r.idx.Meta("sync/index")
 	if err != nil {
-		return st, err
+		return st, lst, err
 	}
-	newest = cur
+	newest := cur
 	keys = keys[:0]
 	if err := r.be.ListAfter(ctx, indexPrefix, indexPrefix+after(cur), func(oi backend.ObjectInfo) error {
 		keys = append(keys, oi.Key)
 		return nil
 	}); err != nil {
-		return st, fmt.Errorf("sync: list pack index: %w", err)
+		return st, lst, fmt.Errorf("sync: list pack index: %w", err)
 	}
 	for _, key := range keys {
 		t, name, ok := keyTime(indexPrefix, key)
@@ -293,8 +297,11 @@ func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
 		if err != nil {
 			continue
 		}
+		if lst != nil {
+			lst.indexKeys[id] = append(lst.indexKeys[id], key)
+		}
 		if known, err := r.idx.HasPack(id); err != nil {
-			return st, err
+			return st, lst, err
 		} else if known {
 			continue
 		}
@@ -311,23 +318,23 @@ func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
 			}
 		}
 		if err := r.idx.AddPack(id, size, entries); err != nil {
-			return st, err
+			return st, lst, err
 		}
 		st.Packs++
 	}
 	if newest != cur {
 		if err := r.idx.SetMeta("sync/index", newest); err != nil {
-			return st, err
+			return st, lst, err
 		}
 	}
 	if full {
-		n, err := r.learnUnindexedPacks(ctx)
+		n, err := r.learnUnindexedPacks(ctx, lst)
 		if err != nil {
-			return st, err
+			return st, lst, err
 		}
 		st.Packs += n
 	}
-	return st, nil
+	return st, lst, nil
 }
 
 // trailerOf reads a pack's size and blob list from the pack itself.
@@ -345,18 +352,21 @@ func (r *Repository) trailerOf(ctx context.Context, id PackID) (int64, []PackEnt
 // sees and judges them like every other pack; and it forgets the packs the index lists that
 // the backend does not hold, so that no backup reuses a blob that is gone (the next backup
 // of data that hashes to a lost block stores it again).
-func (r *Repository) learnUnindexedPacks(ctx context.Context) (int, error) {
+func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing) (int, error) {
 	type packInfo struct {
 		id   PackID
 		size int64
 	}
 	var unknown []packInfo
-	stored := map[PackID]struct{}{}
-	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
-		stored[id] = struct{}{}
+	if err := r.be.List(ctx, "packs/", func(oi backend.ObjectInfo) error {
+		id, ok := ParsePackKey(oi.Key)
+		if !ok {
+			return nil
+		}
+		lst.packs[id] = oi
 		known, err := r.idx.HasPack(id)
 		if err == nil && !known {
-			unknown = append(unknown, packInfo{id, size})
+			unknown = append(unknown, packInfo{id, oi.Size})
 		}
 		return err
 	}); err != nil {
@@ -364,7 +374,7 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context) (int, error) {
 	}
 	missing := map[PackID][]Address{}
 	if err := r.idx.Packs(func(id PackID, _ int64) error {
-		if _, ok := stored[id]; !ok {
+		if _, ok := lst.packs[id]; !ok {
 			missing[id] = nil
 		}
 		return nil
