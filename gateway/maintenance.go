@@ -326,14 +326,9 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 		return nil, err
 	}
 	out := &RepairReport{}
-	// The second copy of each pack's blob list first, from the first.
-	n, err := s.repo.RepairPackIndex(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out.PackIndexes = n
-	// Then the first copy from the second: packs whose trailer is damaged are rewritten.
-	if out.Trailers, err = s.repo.RepairTrailers(ctx); err != nil {
+	// Both copies of each pack's blob list first, each from the other.
+	var err error
+	if out.PackIndexes, out.Trailers, err = s.repo.RepairPacks(ctx); err != nil {
 		return nil, err
 	}
 	rep, err := s.Check(ctx, true)

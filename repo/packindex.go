@@ -71,137 +71,124 @@ func (r *Repository) checkPackIndex(ctx context.Context, stored map[PackID]int64
 	return nil
 }
 
-// RepairPackIndex writes the index object again for every pack whose index objects are
-// missing or damaged and whose trailer is good, and removes the damaged ones. It returns how
-// many it wrote.
-func (r *Repository) RepairPackIndex(ctx context.Context) (int, error) {
-	lk, err := r.Lock(ctx, LockShared, "repair")
-	if err != nil {
-		return 0, err
-	}
-	defer lk.Unlock()
-	st, err := r.scanPackIndex(ctx, true)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	err = r.ListPacks(ctx, func(id PackID, size int64) error {
-		if len(st.keys[id]) > len(st.damaged[id]) {
-			return nil // a good one exists
-		}
-		entries, err := r.readTrailer(ctx, id, size)
-		if err != nil {
-			r.logf("pack %s: its index object cannot be written again: %v", id, err)
-			return nil
-		}
-		if err := lk.Check(); err != nil {
-			return err
-		}
-		if err := r.putObject(ctx, timeKey(indexPrefix, time.Now(), id.String()), encodePackIndex(size, entries)); err != nil {
-			return fmt.Errorf("write the index of pack %s: %w", id, err)
-		}
-		for _, key := range st.damaged[id] {
-			if err := r.be.Delete(ctx, key); err != nil {
-				return err
-			}
-		}
-		n++
-		return nil
-	})
-	return n, err
-}
-
-// RepairTrailers rewrites every pack whose trailer is damaged but whose index object is good:
-// its blobs, each verified, go into a new pack (with a good trailer and index object), and the
-// old pack goes through a deletion record, as gc's repack does. It holds the exclusive lock,
-// like gc, since it deletes. It returns how many packs it rewrote.
-func (r *Repository) RepairTrailers(ctx context.Context) (int, error) {
+// RepairPacks restores both copies of every pack's blob list, each from the other, in one
+// pass under the exclusive lock (like gc, since it deletes): a pack whose index objects are
+// all missing or damaged gets a new one from its good trailer (the damaged ones go); a pack
+// whose trailer is damaged is rewritten from a good index object: its blobs, each verified, go
+// into a new pack, and the old one goes through a deletion record, as gc's repack does. It
+// returns how many index objects it wrote and how many packs it rewrote.
+func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err error) {
 	lk, err := r.Lock(ctx, LockExclusive, "repair")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer lk.Unlock()
 	st, err := r.scanPackIndex(ctx, true)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	type packInfo struct {
 		id   PackID
 		size int64
 	}
-	var broken []packInfo
+	var all []packInfo
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
-		if _, err := r.readTrailer(ctx, id, size); err != nil && (errors.Is(err, ErrCorrupt) || errors.Is(err, backend.ErrRange)) {
-			broken = append(broken, packInfo{id, size})
-		}
+		all = append(all, packInfo{id, size})
 		return nil
 	}); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	n := 0
-	for _, p := range broken {
-		var entries []PackEntry
-		for _, key := range st.keys[p.id] {
-			if _, size, e, err := r.readPackIndex(ctx, key); err == nil && size == p.size {
-				entries = e
-				break
-			}
+	for _, p := range all {
+		entries, terr := r.readTrailer(ctx, p.id, p.size)
+		if terr != nil && !errors.Is(terr, ErrCorrupt) && !errors.Is(terr, backend.ErrRange) {
+			return indexes, packs, terr
 		}
-		if entries == nil {
+		hasGood := len(st.keys[p.id]) > len(st.damaged[p.id])
+		switch {
+		case terr == nil && !hasGood:
+			if err := r.putObject(ctx, timeKey(indexPrefix, time.Now(), p.id.String()), encodePackIndex(p.size, entries)); err != nil {
+				return indexes, packs, fmt.Errorf("write the index of pack %s: %w", p.id, err)
+			}
+			for _, key := range st.damaged[p.id] {
+				if err := r.be.Delete(ctx, key); err != nil {
+					return indexes, packs, err
+				}
+			}
+			indexes++
+		case terr != nil && hasGood:
+			done, err := r.rewritePack(ctx, p.id, p.size, st.keys[p.id])
+			if err != nil {
+				return indexes, packs, err
+			}
+			if done {
+				packs++
+			}
+		case terr != nil:
 			r.logf("pack %s: its trailer is damaged and no good index object describes it", p.id)
+		}
+	}
+	return indexes, packs, nil
+}
+
+// rewritePack rewrites a pack whose trailer is damaged from one of its index objects, and
+// says whether it did.
+func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, indexKeys []string) (bool, error) {
+	var entries []PackEntry
+	for _, key := range indexKeys {
+		if _, n, e, err := r.readPackIndex(ctx, key); err == nil && n == size {
+			entries = e
+			break
+		}
+	}
+	if entries == nil {
+		r.logf("pack %s: its trailer is damaged and no index object of its size describes it", id)
+		return false, nil // never delete a pack whose contents are not known
+	}
+	data, err := r.be.GetRange(ctx, id.Key(), 0, size)
+	if err != nil {
+		return false, err
+	}
+	var pk packer
+	var scratch, plain []byte
+	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
+	for _, e := range entries {
+		d.packs[id] = append(d.packs[id], e.Addr)
+		if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
 			continue
 		}
-		data, err := r.be.GetRange(ctx, p.id.Key(), 0, p.size)
-		if err != nil {
-			return n, err
+		stored := data[e.Offset : e.Offset+e.Length]
+		if plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); err != nil {
+			continue // lost either way; check reports it
 		}
-		var pk packer
-		var scratch, plain []byte
-		d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
-		for _, e := range entries {
-			d.packs[p.id] = append(d.packs[p.id], e.Addr)
-			if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
-				continue
-			}
-			stored := data[e.Offset : e.Offset+e.Length]
-			if plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); err != nil {
-				continue // lost either way; check reports it
-			}
-			pk.add(e.Type, e.Addr, stored, int(e.PlainLen))
-		}
-		if !pk.empty() {
-			nid, ndata, nentries := pk.finish(r.keys)
-			if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
-				return n, err
-			}
-			if nid == p.id {
-				// Unencrypted and every blob intact: the rewrite is the original pack, byte for
-				// byte, and its Put replaced the damaged object. Nothing to delete.
-				n++
-				continue
-			}
-			d.relocated = nentries
-			d.sizes[nid] = int64(len(ndata))
-		}
-		key := timeKey(deletedPrefix, time.Now(), "repair"+p.id.String()[:8])
-		if err := r.putObject(ctx, key, d.encode()); err != nil {
-			return n, err
-		}
-		if err := d.apply(r.idx); err != nil {
-			return n, err
-		}
-		if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
-			return n, err
-		}
-		for _, k := range st.keys[p.id] {
-			if err := r.be.Delete(ctx, k); err != nil {
-				return n, err
-			}
-		}
-		if err := r.be.Delete(ctx, p.id.Key()); err != nil {
-			return n, err
-		}
-		n++
+		pk.add(e.Type, e.Addr, stored, int(e.PlainLen))
 	}
-	return n, nil
+	if !pk.empty() {
+		nid, ndata, nentries := pk.finish(r.keys)
+		if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
+			return false, err
+		}
+		if nid == id {
+			// Unencrypted and every blob intact: the rewrite is the original pack, byte for
+			// byte, and its Put replaced the damaged object. Nothing to delete.
+			return true, nil
+		}
+		d.relocated = nentries
+		d.sizes[nid] = int64(len(ndata))
+	}
+	key := timeKey(deletedPrefix, time.Now(), "repair"+id.String()[:8])
+	if err := r.putObject(ctx, key, d.encode()); err != nil {
+		return false, err
+	}
+	if err := d.apply(r.idx); err != nil {
+		return false, err
+	}
+	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
+		return false, err
+	}
+	for _, k := range indexKeys {
+		if err := r.be.Delete(ctx, k); err != nil {
+			return false, err
+		}
+	}
+	return true, r.be.Delete(ctx, id.Key())
 }
