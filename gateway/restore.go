@@ -333,13 +333,5 @@ func RestoreError(backupID string, o *index.RestoreOutcome) error {
 	default:
 		return fmt.Errorf("restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason)
 	}
-	return &jobError{msg: fmt.Sprintf("restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason), kind: kind}
+	return wrapf(kind, "restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason)
 }
-
-type jobError struct {
-	msg  string
-	kind error
-}
-
-func (e *jobError) Error() string        { return e.msg }
-func (e *jobError) Is(target error) bool { return target == e.kind }

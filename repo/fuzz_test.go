@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/zeebo/xxh3"
 )
@@ -114,18 +115,7 @@ func FuzzOpenObject(f *testing.F) {
 }
 
 func FuzzManifest(f *testing.F) {
-	dir := f.TempDir()
-	be, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
-		f.Fatal(err)
-	}
-	r, err := Open(context.Background(), be, nil, Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
+	r, _ := newTestRepo(f)
 	m := Manifest{Version: FormatVersion, ID: "b", VolumeID: "v", Size: 1 << 20, BlockSize: r.cfg.BlockSize, CreatedAt: time.Unix(1, 0).UTC()}
 	b, _ := json.Marshal(m)
 	f.Add(b)
@@ -145,18 +135,7 @@ func FuzzManifest(f *testing.F) {
 }
 
 func FuzzExportURL(f *testing.F) {
-	dir := f.TempDir()
-	be, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
-		f.Fatal(err)
-	}
-	r, err := Open(context.Background(), be, nil, Options{})
-	if err != nil {
-		f.Fatal(err)
-	}
+	r, _ := newTestRepo(f)
 	url, err := r.ExportURL(&Manifest{Version: FormatVersion, ID: "b", VolumeID: "v", Size: 4096, BlockSize: r.cfg.BlockSize})
 	if err != nil {
 		f.Fatal(err)
@@ -192,14 +171,7 @@ func FuzzKeyObject(f *testing.F) {
 }
 
 func FuzzConfig(f *testing.F) {
-	dir := f.TempDir()
-	be, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		f.Fatal(err)
-	}
-	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
-		f.Fatal(err)
-	}
+	_, be := newTestRepo(f)
 	orig, err := getAll(context.Background(), be, "config")
 	if err != nil {
 		f.Fatal(err)
@@ -224,18 +196,7 @@ func FuzzConfig(f *testing.F) {
 // A trailer changed on purpose (its CRC recomputed to match) is refused in an unencrypted
 // repository too: the CRC finds accidents, the MAC finds the rest.
 func TestTrailerAuthenticated(t *testing.T) {
-	dir := t.TempDir()
-	be, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := Open(context.Background(), be, nil, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, be := newTestRepo(t)
 	var p packer
 	p.add(BlobData, Address{1}, []byte("0123456789"), 10)
 	id, data, _ := p.finish(r.keys)
@@ -255,4 +216,22 @@ func TestTrailerAuthenticated(t *testing.T) {
 	if _, err := r.readTrailer(context.Background(), id, int64(len(data))); !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("tampered trailer with a matching CRC: %v", err)
 	}
+}
+
+// newTestRepo is a new unencrypted repository in a temporary directory, opened without an
+// index (enough for the decoders).
+func newTestRepo(tb testing.TB) (*Repository, backend.Backend) {
+	tb.Helper()
+	be, err := local.Open(filepath.Join(tb.TempDir(), "repo"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := Init(context.Background(), be, InitOptions{}); err != nil {
+		tb.Fatal(err)
+	}
+	r, err := Open(context.Background(), be, nil, Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return r, be
 }

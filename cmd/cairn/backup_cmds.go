@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -187,18 +188,8 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	rows := [][2]string{{"backup_id", res.BackupID}, {"volume_id", none(res.VolumeID)},
 		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", humanBytes(res.Size)}}
 	if res.LostBytes > 0 {
-		ranges := ""
-		for i, r := range res.Lost {
-			if i == 8 {
-				ranges += fmt.Sprintf(" (+%d more)", len(res.Lost)-8)
-				break
-			}
-			if ranges != "" {
-				ranges += ", "
-			}
-			ranges += fmt.Sprintf("%d-%d", r[0], r[1])
-		}
-		rows = append(rows, [2]string{"lost_bytes", fmt.Sprintf("%d (written as zeros)", res.LostBytes)}, [2]string{"lost_ranges", ranges})
+		rows = append(rows, [2]string{"lost_bytes", fmt.Sprintf("%d (written as zeros)", res.LostBytes)},
+			[2]string{"lost_ranges", byteRanges(res.Lost, 8)})
 	}
 	return properties(g.stdout, rows)
 }
@@ -277,4 +268,16 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"last_restore", lastRestore(b.LastRestore)}})
+}
+
+// byteRanges lists byte ranges as "a-b, c-d", the first most of them.
+func byteRanges(rs [][2]int64, most int) string {
+	parts := make([]string, 0, min(len(rs), most))
+	for i, r := range rs {
+		if i == most {
+			return strings.Join(parts, ", ") + fmt.Sprintf(" (+%d more)", len(rs)-most)
+		}
+		parts = append(parts, fmt.Sprintf("%d-%d", r[0], r[1]))
+	}
+	return strings.Join(parts, ", ")
 }

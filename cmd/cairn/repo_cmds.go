@@ -329,19 +329,9 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 	} else {
 		t := &table{header: []string{"Backup", "Lost", "Ranges", "Action"}}
 		for _, b := range rep.Backups {
-			lost, ranges := humanBytes(b.LostBytes), ""
+			lost, ranges := humanBytes(b.LostBytes), byteRanges(b.Lost, 3)
 			if b.Whole {
 				lost, ranges = "all", "its manifest is damaged"
-			}
-			for i, r := range b.Lost {
-				if i == 3 {
-					ranges += fmt.Sprintf(" (+%d more)", len(b.Lost)-3)
-					break
-				}
-				if ranges != "" {
-					ranges += ", "
-				}
-				ranges += fmt.Sprintf("%d-%d", r[0], r[1])
 			}
 			action := "kept: restore what survives, or --forget it"
 			if b.Forgotten {
