@@ -179,7 +179,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		st.BlobsReclaimed += int64(usage[id].dead)
 		st.BytesFreed += usage[id].size - newSize
 	}
-	// 2. The deletion record, before anything goes: every address in each doomed pack, and
+	// 2. The deletion record's contents: every address in each doomed pack, and
 	// where the live ones among them are now, so other indexes forget exactly these packs.
 	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
 	for _, id := range append(append([]PackID(nil), drop...), repack...) {
@@ -206,25 +206,27 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 		d.packs[id] = addrs
 	}
-	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
-	if err := r.putObject(ctx, key, d.encode()); err != nil {
-		return st, fmt.Errorf("gc: store the deletion record: %w", err)
-	}
-	// 3. This index forgets the packs (a blob the index does not list is never reused).
-	if err := d.apply(r.idx); err != nil {
-		return st, err
-	}
-	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
-		return st, err
-	}
-	// 4. Index objects go before their packs: an index object that exists names a pack
-	// that exists, which is what Sync relies on.
+	// 3. The doomed packs' index objects go, before the record and the packs: an index object
+	// that exists names a pack that exists, and a sync that applied the record (it lists
+	// records before index objects) cannot learn the pack again from one.
 	for id := range d.packs {
 		for _, k := range indexKeys[id] {
 			if err := r.be.Delete(ctx, k); err != nil {
 				return st, fmt.Errorf("gc: delete %s: %w", k, err)
 			}
 		}
+	}
+	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
+	if err := r.putObject(ctx, key, d.encode()); err != nil {
+		return st, fmt.Errorf("gc: store the deletion record: %w", err)
+	}
+	// 4. This index forgets the packs (a blob the index does not list is never reused); then
+	// the packs go.
+	if err := d.apply(r.idx); err != nil {
+		return st, err
+	}
+	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
+		return st, err
 	}
 	for _, id := range drop {
 		if err := r.be.Delete(ctx, id.Key()); err != nil {

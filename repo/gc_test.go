@@ -384,3 +384,64 @@ func TestDeletionRecordFromASkewedClock(t *testing.T) {
 		t.Fatal("the index still lists a pack a deletion record names")
 	}
 }
+
+// recorder notes the order of writes and deletes.
+type recorder struct {
+	backend.Backend
+	mu  sync.Mutex
+	ops []string
+}
+
+func (r *recorder) Put(ctx context.Context, key string, b []byte) error {
+	r.note("put " + key)
+	return r.Backend.Put(ctx, key, b)
+}
+
+func (r *recorder) Delete(ctx context.Context, key string) error {
+	r.note("delete " + key)
+	return r.Backend.Delete(ctx, key)
+}
+
+func (r *recorder) note(op string) {
+	r.mu.Lock()
+	r.ops = append(r.ops, op)
+	r.mu.Unlock()
+}
+
+// gc removes a pack's index objects, then writes the deletion record, then removes the pack.
+// So a sync that runs beside it without a lock (a gateway's periodic one, a read's) and
+// applied the record cannot learn the pack again from an index object, and an index object
+// never outlives its pack.
+func TestGCDeletionOrder(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	m := f.backup(t, "a", &memSource{data: randomVolume(31, 2<<20)}, nil)
+	if err := f.r.DeleteManifest(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	be, _ := local.Open(filepath.Join(f.dir, "repo"))
+	rec := &recorder{Backend: be}
+	idx, err := index.Open(filepath.Join(f.dir, "index-rec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	r, err := repo.Open(ctx, rec, idx, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := r.GC(ctx, repo.GCOptions{}); err != nil || st.PacksDeleted != 1 {
+		t.Fatalf("gc: %+v, %v", st, err)
+	}
+	pos := map[string]int{}
+	for i, op := range rec.ops {
+		for _, kind := range []string{"delete packindex/", "put deleted/", "delete packs/"} {
+			if _, seen := pos[kind]; !seen && strings.HasPrefix(op, kind) {
+				pos[kind] = i
+			}
+		}
+	}
+	if len(pos) != 3 || !(pos["delete packindex/"] < pos["put deleted/"] && pos["put deleted/"] < pos["delete packs/"]) {
+		t.Fatalf("gc's deletion order: %v", rec.ops)
+	}
+}

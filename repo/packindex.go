@@ -175,6 +175,12 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 		d.relocated = nentries
 		d.sizes[nid] = int64(len(ndata))
 	}
+	// The same order as gc: index objects, the deletion record, this index, the pack.
+	for _, k := range indexKeys {
+		if err := r.be.Delete(ctx, k); err != nil {
+			return false, err
+		}
+	}
 	key := timeKey(deletedPrefix, time.Now(), "repair"+id.String()[:8])
 	if err := r.putObject(ctx, key, d.encode()); err != nil {
 		return false, err
@@ -184,11 +190,6 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 	}
 	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
 		return false, err
-	}
-	for _, k := range indexKeys {
-		if err := r.be.Delete(ctx, k); err != nil {
-			return false, err
-		}
 	}
 	return true, r.be.Delete(ctx, id.Key())
 }
