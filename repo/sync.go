@@ -19,7 +19,7 @@ import (
 //
 //	packindex/<t>-<pack id>  a copy of a pack's blob list, written right after the pack
 //	deleted/<t>-<random>   the packs one gc run deletes (with every blob address in them) and
-//	                       where the live blobs among those now are, written before anything goes
+//	                       where the live blobs among those now are, written after their index objects go, before the packs go
 //
 // <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only what sorts
 // after its last look, less syncMargin for clocks that disagree and writes that took a while.
