@@ -19,10 +19,14 @@ import (
 //
 //	packindex/<t>-<pack id>  a copy of a pack's blob list, written right after the pack
 //	deleted/<t>-<random>   the packs one gc run deletes (with every blob address in them) and
-//	                       where the live blobs among those now are, written after their index objects go, before the packs go
+//	                       where the live blobs among those now are, written after their
+//	                       index objects go and before the packs go
 //
-// <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only what sorts
-// after its last look, less syncMargin for clocks that disagree and writes that took a while.
+// <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only the index
+// objects that sort after its last look, less syncMargin for clocks that disagree and writes
+// that took a while. Deletion records, one per gc run, are listed in full every time: a
+// missed one could make a backup reuse a blob that is gone, a missed index object costs only
+// deduplication.
 const (
 	indexPrefix   = "packindex/"
 	deletedPrefix = "deleted/"
