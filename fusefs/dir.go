@@ -69,7 +69,11 @@ func (d *dir) load(ctx context.Context) ([]entry, error) {
 		return e, nil
 	}
 	d.mu.Unlock()
-	e, err := d.list(ctx)
+	// A listing is small, bounded by the backend's timeouts, and kept: it runs to the end
+	// even when the caller's request is interrupted. The kernel interrupts a request whenever
+	// the waiting thread takes any signal (a Go program's preemption signal, SIGCHLD, a
+	// resize), and failing the listing then would turn a harmless signal into EIO.
+	e, err := d.list(context.WithoutCancel(ctx))
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +87,7 @@ func (d *dir) load(ctx context.Context) ([]entry, error) {
 // find returns the entry called name, or nil.
 func (d *dir) find(ctx context.Context, name string) (*entry, error) {
 	if d.lookup != nil {
-		return d.lookup(ctx, name)
+		return d.lookup(context.WithoutCancel(ctx), name)
 	}
 	es, err := d.load(ctx)
 	if err != nil {
@@ -101,7 +105,7 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.
 	e, err := d.find(ctx, name)
 	if err != nil {
 		d.f.log.Error("lookup failed", "dir", d.path(), "name", name, "err", err)
-		return nil, syscall.EIO
+		return nil, errno(err)
 	}
 	if e == nil {
 		return nil, syscall.ENOENT
@@ -119,7 +123,7 @@ func (d *dir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 	es, err := d.load(ctx)
 	if err != nil {
 		d.f.log.Error("list failed", "dir", d.path(), "err", err)
-		return nil, syscall.EIO
+		return nil, errno(err)
 	}
 	out := make([]fuse.DirEntry, len(es))
 	for i, e := range es {

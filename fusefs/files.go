@@ -147,7 +147,7 @@ var (
 func (l *latestLink) target(ctx context.Context) (*entry, string, syscall.Errno) {
 	es, err := l.vol.load(ctx)
 	if err != nil {
-		return nil, "", syscall.EIO
+		return nil, "", errno(err)
 	}
 	for i := range es {
 		if es[i].name == "latest" {

@@ -194,6 +194,12 @@ func (f *FS) attr(ino uint64, mode uint32, size int64, mtime time.Time) fuse.Att
 // readErrno turns a failed read into what the reader gets, logging what an admin needs.
 func (f *FS) readErrno(err error, backupID string, off int64, n int, what string) syscall.Errno {
 	f.log.Error("read failed", "backup_id", backupID, "offset", off, "length", n, "file", what, "err", err)
+	return errno(err)
+}
+
+// errno is what a failed request answers: EINTR for one the kernel interrupted (as go-fuse
+// asks of a file system that honours the interrupt; the caller retries), else EIO.
+func errno(err error) syscall.Errno {
 	if errors.Is(err, context.Canceled) {
 		return syscall.EINTR
 	}

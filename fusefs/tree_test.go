@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -249,5 +250,36 @@ func TestInodeNumbers(t *testing.T) {
 			t.Errorf("ino%v collides with %s", k, prev)
 		}
 		seen[n] = strings.Join(k, "/")
+	}
+}
+
+// TestListingIgnoresInterrupt: the kernel interrupts a request whenever the waiting thread
+// takes a signal (in a Go reader, the runtime's preemption signal), which cancels the
+// request's context. A backup's listing reads its manifest from the backend; it must still
+// complete, not fail the open with EIO (CI saw exactly that in TestFuseUnmount).
+func TestListingIgnoresInterrupt(t *testing.T) {
+	x := newTreeFixture(t, Options{})
+	x.volume(t, "vol-a", "a", "p1")
+	x.backup(t, "bk-1", "vol-a", "p1", 0, randomBytes(1, 64<<10))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	step := func(d *dir, name string) *dir {
+		t.Helper()
+		e, err := d.find(ctx, name)
+		if err != nil || e == nil {
+			t.Fatalf("lookup %s under an interrupted request: %v, %v", name, e, err)
+		}
+		return e.node().(*dir)
+	}
+	b := step(step(x.fs.root, "backups"), "bk-1")
+	es, err := b.load(ctx)
+	if err != nil {
+		t.Fatalf("listing a backup under an interrupted request: %v", err)
+	}
+	if len(es) == 0 || es[0].name != "backup.json" {
+		t.Fatalf("listing a backup: %v, want backup.json first", es)
+	}
+	if got := errno(fmt.Errorf("read: %w", context.Canceled)); got != syscall.EINTR {
+		t.Errorf("an interrupted read answers %v, want EINTR", got)
 	}
 }

@@ -640,7 +640,7 @@ func TestFuseUnmount(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		m := mountCairn(t, r)
 		if _, err := os.ReadFile(m.path("backups", b.ID, "backup.json")); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\n%s", err, m.stderr)
 		}
 		m.stop(sig)
 		if code := m.cmd.ProcessState.ExitCode(); code != 0 {
