@@ -126,7 +126,7 @@ func TestNoCallerIsRefused(t *testing.T) {
 			return err
 		}},
 		{"quota reset", func(ctx context.Context) error { return s.QuotaReset(ctx, gateway.DefaultProject) }},
-		{"check", func(ctx context.Context) error { _, err := s.Check(ctx, false); return err }},
+		{"check", func(ctx context.Context) error { _, err := s.Check(ctx, repo.CheckOptions{}); return err }},
 		{"gc", func(ctx context.Context) error { _, err := s.GC(ctx, repo.GCOptions{}); return err }},
 		{"rebuild index", func(ctx context.Context) error { _, err := s.RebuildIndex(ctx, nil); return err }},
 		{"stats", func(ctx context.Context) error { _, err := s.RepoStats(ctx); return err }},
@@ -177,7 +177,7 @@ func TestMaintenanceNeedsAnAdmin(t *testing.T) {
 	s, _ := newService(t)
 	user := as("alice", "p1", false)
 	for name, call := range map[string]func() error{
-		"check":         func() error { _, err := s.Check(user, false); return err },
+		"check":         func() error { _, err := s.Check(user, repo.CheckOptions{}); return err },
 		"gc":            func() error { _, err := s.GC(user, repo.GCOptions{}); return err },
 		"rebuild index": func() error { _, err := s.RebuildIndex(user, nil); return err },
 		"stats":         func() error { _, err := s.RepoStats(user); return err },
@@ -186,7 +186,7 @@ func TestMaintenanceNeedsAnAdmin(t *testing.T) {
 			t.Errorf("%s by a non-admin: %v, want ErrDenied", name, err)
 		}
 	}
-	if _, err := s.Check(adminCtx(), false); err != nil {
+	if _, err := s.Check(adminCtx(), repo.CheckOptions{}); err != nil {
 		t.Fatalf("check by the admin: %v", err)
 	}
 }

@@ -228,3 +228,22 @@ func TestIncrementalParentInOwnProject(t *testing.T) {
 		t.Fatalf("admin's incremental after p1's deletes restores to %s, want %s", got, sum1)
 	}
 }
+
+// A check's options are the caller's input: a share of packs outside (0, 100], or a sample
+// without reading the data, is invalid (exit 2, HTTP 400), not a failure.
+func TestCheckRejectsBadSample(t *testing.T) {
+	s, _ := newService(t)
+	for _, o := range []repo.CheckOptions{
+		{ReadData: true, SamplePercent: -5},
+		{ReadData: true, SamplePercent: 100.5},
+		{SamplePercent: 10},
+	} {
+		if _, err := s.Check(adminCtx(), o); !errors.Is(err, gateway.ErrInvalid) {
+			t.Errorf("check %+v: %v, want ErrInvalid", o, err)
+		}
+	}
+	rep, err := s.Check(adminCtx(), repo.CheckOptions{ReadData: true, SamplePercent: 2.5})
+	if err != nil || !rep.OK() || rep.SamplePercent != 2.5 {
+		t.Fatalf("check of a 2.5 %% sample of an empty repository: %v %+v", err, rep)
+	}
+}

@@ -74,15 +74,21 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 }
 
 // Check verifies the repository from the manifests in the backend, and that the index's
-// available backups match them.
-func (s *Service) Check(ctx context.Context, readData bool) (*repo.CheckReport, error) {
+// available backups match them; o says how much data it reads.
+func (s *Service) Check(ctx context.Context, o repo.CheckOptions) (*repo.CheckReport, error) {
 	if _, err := adminOf(ctx, "check the repository"); err != nil {
 		return nil, err
+	}
+	if p := o.SamplePercent; p != 0 && !(p > 0 && p <= 100) {
+		return nil, invalidf("a sample of %v%% of the packs: give a share above 0 and at most 100, like 2.5", p)
+	}
+	if o.SamplePercent != 0 && !o.ReadData {
+		return nil, invalidf("a sample of the packs applies only to a check that reads the data")
 	}
 	if err := s.SyncBackups(ctx); err != nil {
 		return nil, err
 	}
-	rep, err := s.repo.Check(ctx, readData)
+	rep, err := s.repo.Check(ctx, o)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +337,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if out.PackIndexes, out.Trailers, err = s.repo.RepairPacks(ctx); err != nil {
 		return nil, err
 	}
-	rep, err := s.Check(ctx, true)
+	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +373,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 			return nil, err
 		}
 		if out.Healed > 0 {
-			if rep, err = s.Check(ctx, true); err != nil {
+			if rep, err = s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
 				return nil, err
 			}
 		}

@@ -110,7 +110,7 @@ func TestGCAndDeletesRacingBackups(t *testing.T) {
 		}
 		os.Remove(out)
 	}
-	rep, err := s.Check(ctx, true)
+	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil || !rep.OK() {
 		t.Fatalf("check: %v %+v", err, rep)
 	}

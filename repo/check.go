@@ -1,24 +1,42 @@
 package repo
 
 import (
+	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
 	"sort"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
+// CheckOptions says how much of the repository a check reads.
+type CheckOptions struct {
+	// ReadData reads packs and verifies every blob in them against its address.
+	ReadData bool
+	// SamplePercent, with ReadData, reads only this share of the packs (above 0, at most
+	// 100), chosen uniformly at random and each read whole: a check a schedule can afford on
+	// a large repository, and which, run often, reaches every pack in time. 0 reads them all.
+	SamplePercent float64
+}
+
 // CheckReport lists what a check found. Problems make a repository unhealthy; Notes do not
 // (a leftover pack that gc will remove).
 type CheckReport struct {
-	Backups   int      `json:"backups"`
-	Packs     int      `json:"packs"`
-	Blobs     int64    `json:"blobs"`
-	ReadData  bool     `json:"read_data"`
-	BytesRead int64    `json:"bytes_read"`
-	Problems  []string `json:"problems"`
-	Notes     []string `json:"notes"`
+	Backups  int   `json:"backups"`
+	Packs    int   `json:"packs"`
+	Blobs    int64 `json:"blobs"`
+	ReadData bool  `json:"read_data"`
+	// SamplePercent is the share of the packs the check chose to read, when not all of them.
+	SamplePercent float64  `json:"sample_percent,omitempty"`
+	PacksRead     int      `json:"packs_read"`
+	BytesRead     int64    `json:"bytes_read"`
+	Problems      []string `json:"problems"`
+	Notes         []string `json:"notes"`
 	// Classes counts problems by class (ProblemDamaged, ProblemMissing, ProblemIndex).
 	Classes map[string]int `json:"classes"`
 	// Lost lists, per stored backup with damaged or missing data, the byte ranges of its
@@ -43,15 +61,23 @@ func (c *CheckReport) problem(format string, args ...any) {
 
 // Check verifies the repository from its manifests: every backup the backend holds has a
 // readable manifest and a complete block map, and every blob it reaches is indexed in a pack
-// that exists; every indexed pack exists with its size. With readData it also reads every pack
-// and verifies every blob against its address. It holds a shared lock.
-func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, error) {
+// that exists; every indexed pack exists with its size. With o.ReadData it also reads every
+// pack, or a random sample of them, and verifies every blob in them against its address. It
+// holds a shared lock.
+func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, error) {
+	if p := o.SamplePercent; p != 0 && !(p > 0 && p <= 100) {
+		return nil, fmt.Errorf("check: a sample of %v%% of the packs: give a share above 0 and at most 100", p)
+	}
+	readData := o.ReadData
 	lk, err := r.Lock(ctx, LockShared, "check")
 	if err != nil {
 		return nil, err
 	}
 	defer lk.Unlock()
 	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}, Lost: map[string][][2]int64{}, lostData: map[Address]struct{}{}}
+	if readData && o.SamplePercent < 100 {
+		rep.SamplePercent = o.SamplePercent
+	}
 	stored := map[PackID]int64{}
 	if err := r.ListPacks(ctx, func(id PackID, size int64) error {
 		stored[id] = size
@@ -95,7 +121,7 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 	if readData {
 		// First every blob against its address: the walk below then names each backup and
 		// byte range a damaged blob costs.
-		if err := r.checkData(ctx, stored, rep, bad); err != nil {
+		if err := r.checkData(ctx, stored, samplePacks(stored, rep.SamplePercent), rep, bad); err != nil {
 			return nil, err
 		}
 	}
@@ -147,8 +173,36 @@ func (r *Repository) Check(ctx context.Context, readData bool) (*CheckReport, er
 	return rep, nil
 }
 
-// checkData reads every indexed pack and verifies every blob in it.
-func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep *CheckReport, bad map[Address]checkProblem) error {
+// samplePacks returns the stored packs a check reads, in the order of their ids: all of them,
+// or percent of them (at least one) chosen uniformly at random with a seed from crypto/rand.
+func samplePacks(stored map[PackID]int64, percent float64) []PackID {
+	ids := make([]PackID, 0, len(stored))
+	for id := range stored {
+		ids = append(ids, id)
+	}
+	byID := func(a, b PackID) int { return bytes.Compare(a[:], b[:]) }
+	slices.SortFunc(ids, byID)
+	if percent <= 0 || percent >= 100 || len(ids) == 0 {
+		return ids
+	}
+	n := min(max(int(math.Ceil(float64(len(ids))*percent/100)), 1), len(ids))
+	var seed [32]byte
+	if _, err := cryptorand.Read(seed[:]); err != nil {
+		panic("crypto/rand failed: " + err.Error())
+	}
+	rng := rand.New(rand.NewChaCha8(seed))
+	// The first n places of a Fisher-Yates shuffle: a uniform choice of n packs.
+	for i := range n {
+		j := i + rng.IntN(len(ids)-i)
+		ids[i], ids[j] = ids[j], ids[i]
+	}
+	ids = ids[:n]
+	slices.SortFunc(ids, byID)
+	return ids
+}
+
+// checkData reads the packs ids and verifies every blob in them.
+func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids []PackID, rep *CheckReport, bad map[Address]checkProblem) error {
 	var scratch, plain []byte
 	staleCopies := 0
 	defer func() {
@@ -156,10 +210,11 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%d damaged copies of blobs that the index reads from good copies elsewhere (no backup is affected)", staleCopies))
 		}
 	}()
-	for id, size := range stored {
+	for _, id := range ids {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		size := stored[id]
 		entries, err := r.readTrailer(ctx, id, size)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
@@ -187,6 +242,7 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, rep
 			rep.problem("%s: pack %s: read: %v", classify(err), id, err)
 			continue
 		}
+		rep.PacksRead++
 		rep.BytesRead += size
 		for _, e := range entries {
 			rep.Blobs++

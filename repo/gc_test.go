@@ -40,7 +40,7 @@ func (f *fixture) peer(t *testing.T, name string, lo repo.LockOptions) *fixture 
 
 func (f *fixture) mustCheck(t *testing.T) {
 	t.Helper()
-	rep, err := f.r.Check(context.Background(), true)
+	rep, err := f.r.Check(context.Background(), repo.CheckOptions{ReadData: true})
 	if err != nil || !rep.OK() {
 		t.Fatalf("check: %v %+v", err, rep)
 	}

@@ -275,7 +275,7 @@ func TestCorruptBlobDetected(t *testing.T) {
 	if !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("restore of corrupt backup: %v", err)
 	}
-	rep, err := f.r.Check(context.Background(), true)
+	rep, err := f.r.Check(context.Background(), repo.CheckOptions{ReadData: true})
 	if err != nil || rep.OK() {
 		t.Fatalf("check --read-data found nothing: %+v %v", rep, err)
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
 	"golang.org/x/term"
@@ -80,17 +82,37 @@ func withPassword(c gateway.Config, p string) gateway.Config {
 
 // RepoCheckCmd checks the repository.
 type RepoCheckCmd struct {
-	ReadData bool `help:"Also read every pack and verify every block against its address."`
+	ReadData bool    `help:"Also read every pack and verify every block against its address."`
+	Sample   percent `help:"Read and verify only this percentage of the packs (above 0, at most 100, like 2.5), chosen at random; implies --read-data." placeholder:"PERCENT"`
+}
+
+// percent is a flag's share above 0 and at most 100, like 2.5; the zero value means the flag
+// was not given.
+type percent float64
+
+// Decode reads the flag's value, so that every bad one gets the same usage error (exit 2).
+func (p *percent) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("percent", &s); err != nil {
+		return err
+	}
+	v, err := strconv.ParseFloat(strings.TrimSuffix(s, "%"), 64)
+	if err != nil || !(v > 0 && v <= 100) {
+		return fmt.Errorf("%q is not a percentage above 0 and at most 100, like 2.5", s)
+	}
+	*p = percent(v)
+	return nil
 }
 
 // Run checks; problems make the exit code non-zero.
 func (c *RepoCheckCmd) Run(ctx context.Context, g *Globals) error {
+	o := repo.CheckOptions{ReadData: c.ReadData || c.Sample != 0, SamplePercent: float64(c.Sample)}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	rep, err := s.Check(ctx, c.ReadData)
+	rep, err := s.Check(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -100,8 +122,11 @@ func (c *RepoCheckCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	} else {
 		fmt.Fprintf(g.stdout, "checked %d backups, %d packs, %d blobs", rep.Backups, rep.Packs, rep.Blobs)
-		if rep.ReadData {
-			fmt.Fprintf(g.stdout, ", read %s", humanBytes(rep.BytesRead))
+		switch {
+		case rep.SamplePercent > 0:
+			fmt.Fprintf(g.stdout, ", read %d packs (a %v%% sample), %s", rep.PacksRead, rep.SamplePercent, humanBytes(rep.BytesRead))
+		case rep.ReadData:
+			fmt.Fprintf(g.stdout, ", read %d packs, %s", rep.PacksRead, humanBytes(rep.BytesRead))
 		}
 		fmt.Fprintln(g.stdout)
 		for _, n := range rep.Notes {

@@ -94,7 +94,7 @@ _cairn() {
     "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
     "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair stats unlock" -- "$cur")) ;;
-    "repo check") COMPREPLY=($(compgen -W "--read-data" -- "$cur")) ;;
+    "repo check") COMPREPLY=($(compgen -W "--read-data --sample" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
     "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption" -- "$cur")) ;;
     "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

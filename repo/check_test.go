@@ -1,0 +1,98 @@
+package repo_test
+
+import (
+	"context"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// manyPacks returns a fixture whose backups are spread over at least min packs (every backup
+// seals a pack of its own).
+func manyPacks(t *testing.T, min int) *fixture {
+	t.Helper()
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	for i := range min {
+		f.backup(t, "b"+itoa(i), &memSource{data: randomVolume(uint64(100+i), 256<<10)}, nil)
+	}
+	return f
+}
+
+func TestCheckSample(t *testing.T) {
+	f := manyPacks(t, 12)
+	ctx := context.Background()
+	full, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || !full.OK() {
+		t.Fatalf("check --read-data: %v %+v", err, full)
+	}
+	packs := full.Packs
+	if packs < 12 || full.PacksRead != packs || full.SamplePercent != 0 {
+		t.Fatalf("check --read-data read %d of %d packs (sample %v), want all of at least 12", full.PacksRead, packs, full.SamplePercent)
+	}
+	for _, tc := range []struct {
+		name    string
+		percent float64
+		want    int // packs read
+	}{
+		{"100 % reads every pack", 100, packs},
+		{"a small share reads one pack", 1, 1},
+		{"2.5 % of a dozen packs is one", 2.5, 1},
+		{"a third", 100.0 / 3, int(math.Ceil(float64(packs) / 3))},
+		{"99 % rounds up", 99, packs},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true, SamplePercent: tc.percent})
+			if err != nil || !rep.OK() {
+				t.Fatalf("check: %v %+v", err, rep)
+			}
+			if rep.PacksRead != tc.want {
+				t.Errorf("read %d packs, want %d", rep.PacksRead, tc.want)
+			}
+			if tc.want < packs && (rep.BytesRead <= 0 || rep.BytesRead >= full.BytesRead || rep.Blobs >= full.Blobs) {
+				t.Errorf("a sample read %d bytes and %d blobs, all packs %d and %d", rep.BytesRead, rep.Blobs, full.BytesRead, full.Blobs)
+			}
+			if want := tc.percent; tc.percent == 100 && rep.SamplePercent != 0 || tc.percent < 100 && rep.SamplePercent != want {
+				t.Errorf("report says a sample of %v %%, asked for %v", rep.SamplePercent, tc.percent)
+			}
+			if rep.Backups != full.Backups || rep.Packs != packs {
+				t.Errorf("a sample checked %d backups and %d packs, the full check %d and %d", rep.Backups, rep.Packs, full.Backups, full.Packs)
+			}
+		})
+	}
+	for _, p := range []float64{-1, 100.5, math.NaN(), math.Inf(1)} {
+		if _, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true, SamplePercent: p}); err == nil {
+			t.Errorf("a sample of %v %% was accepted", p)
+		}
+	}
+}
+
+// A sampled check that reads a damaged pack says so, and which backup it costs.
+func TestCheckSampleFindsDamage(t *testing.T) {
+	f := manyPacks(t, 4)
+	packs, err := filepath.Glob(filepath.Join(f.dir, "repo", "packs", "*", "*"))
+	if err != nil || len(packs) < 4 {
+		t.Fatalf("packs: %v %v", packs, err)
+	}
+	b, err := os.ReadFile(packs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/3] ^= 0x40
+	if err := os.WriteFile(packs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.r.Check(context.Background(), repo.CheckOptions{ReadData: true, SamplePercent: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK() || rep.Classes[repo.ProblemDamaged] == 0 || len(rep.Lost) != 1 {
+		t.Fatalf("a check of every pack missed a damaged one: %+v", rep)
+	}
+	if !strings.Contains(strings.Join(rep.Problems, "\n"), repo.ProblemDamaged) {
+		t.Fatalf("problems do not say damaged: %q", rep.Problems)
+	}
+}
