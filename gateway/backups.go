@@ -23,6 +23,7 @@ type BackupRequest struct {
 	Force       bool   // back up an in-use volume from a snapshot taken first (crash-consistent)
 	SnapshotID  string // back up this existing snapshot of the volume (seed 3.1.5)
 	Project     string // admin only: place the backup in another project
+	Protected   bool   // refuse delete and prune until unprotected
 	Progress    func(done, total int64)
 }
 
@@ -96,7 +97,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
-		CreatedAt: now(), UpdatedAt: now()}
+		Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
 		b.ParentID = parent.ID
 	}
@@ -165,7 +166,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
 			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
 			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats,
-			CommittedAt: now()}
+			CommittedAt: now(), Protected: b.Protected}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
@@ -361,6 +362,15 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	if force && !c.Admin {
 		return nil, wrapf(ErrDenied, "only an admin may force-delete a backup")
 	}
+	if b.Status != index.BackupCreating {
+		st, err := s.Settings(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := mayRemove(c, b, st, force, now()); err != nil {
+			return nil, err
+		}
+	}
 	if deps, err := s.dependants(b.ID); err != nil {
 		return nil, err
 	} else if len(deps) > 0 {
@@ -381,6 +391,9 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if rec.Status == index.BackupCreating || (rec.Status == index.BackupRestoring && !force) {
 			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
+		}
+		if rec.Protected {
+			return wrapf(ErrConflict, "backup %s is protected: run 'cairn backup unprotect %s' first", rec.ID, rec.ID)
 		}
 		rec.Status = index.BackupDeleting
 		return nil

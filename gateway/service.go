@@ -72,11 +72,16 @@ type Service struct {
 	metrics   *metrics
 	health    health
 	syncMu    sync.Mutex // one SyncBackups at a time
+	pruneMu   sync.Mutex // one prune at a time: each decides from the chains the last left
 	tempIndex string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
 	changed func()
+
+	policyMu   sync.Mutex      // guards the two fields below and a policy's recorded state
+	policyRuns map[string]bool // policies (and "verify <name>") running now
+	policyWake chan struct{}   // tells RunPolicies to read the policies again
 }
 
 // DefaultRepo is the embedded default repository: /var/lib/cairn as root, else

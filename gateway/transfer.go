@@ -96,12 +96,16 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 	}
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
-		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt}
+		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
+		Protected: m.Protected}
 	if b.UpdatedAt.IsZero() {
 		b.UpdatedAt = now()
 	}
 	if b.Project == "" {
 		b.Project = DefaultProject
+	}
+	if err := s.resolveParent(ctx, b); err != nil {
+		return nil, err
 	}
 	if err := s.idx.CreateBackup(b); err != nil {
 		if errors.Is(err, index.ErrExists) {
@@ -110,6 +114,39 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 		return nil, err
 	}
 	return b, nil
+}
+
+// resolveParent handles an adopted incremental whose parent is gone from the repository (a
+// prune elsewhere removed it while this backup ran, or before its manifest was rewritten):
+// as prune would have done, the nearest older available backup of the volume in its project
+// becomes its parent, or it becomes the base of its chain. Its block map is self-contained,
+// so only the chain's bookkeeping changes, never what it restores.
+func (s *Service) resolveParent(ctx context.Context, b *index.Backup) error {
+	if b.ParentID == "" {
+		return nil
+	}
+	if _, err := s.idx.Backup(b.ParentID); err == nil {
+		return nil
+	}
+	if has, err := s.repo.HasManifest(ctx, b.ParentID); err != nil || has {
+		return err
+	}
+	all, err := s.idx.VolumeBackups(b.VolumeID)
+	if err != nil {
+		return err
+	}
+	var best *index.Backup
+	for _, o := range all {
+		if o.Project == b.Project && o.Status == index.BackupAvailable && o.CreatedAt.Before(b.CreatedAt) &&
+			(best == nil || o.CreatedAt.After(best.CreatedAt)) {
+			best = o
+		}
+	}
+	b.ParentID, b.IsIncremental = "", false
+	if best != nil {
+		b.ParentID, b.IsIncremental = best.ID, true
+	}
+	return nil
 }
 
 // ensureVolume registers the backup's volume from its manifest when the index lacks it.

@@ -66,6 +66,8 @@ type Backup struct {
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
 	// LastRestore says how the newest restore of this backup ended (or that it runs).
 	LastRestore *RestoreOutcome `json:"last_restore,omitempty"`
+	// Protected backups are refused by delete, force delete and prune.
+	Protected bool `json:"protected,omitempty"`
 }
 
 // RestoreOutcome is how a restore ended: Result is running, succeeded or failed; Kind

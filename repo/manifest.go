@@ -34,6 +34,9 @@ type Manifest struct {
 	// CommittedAt is when the backup became available (its record's updated_at then).
 	CommittedAt time.Time `json:"committed_at,omitempty"`
 	Stats       Stats     `json:"stats"`
+	// Protected backups are refused by delete and prune. A manifest is rewritten (atomically,
+	// whole) only to change this flag or, after a prune, its parent: never its block map.
+	Protected bool `json:"protected,omitempty"`
 }
 
 // MarshalJSON writes addresses as hex.

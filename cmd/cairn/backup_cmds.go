@@ -12,14 +12,17 @@ import (
 
 // BackupCmd groups backup commands.
 type BackupCmd struct {
-	Create  BackupCreateCmd  `cmd:"" help:"Back up a volume, full or incremental."`
-	List    BackupListCmd    `cmd:"" help:"List backups."`
-	Show    BackupShowCmd    `cmd:"" help:"Show a backup."`
-	Delete  BackupDeleteCmd  `cmd:"" help:"Delete a backup (only the latest of an incremental chain)."`
-	Restore BackupRestoreCmd `cmd:"" help:"Restore a backup to a new volume, a volume, or a device or file."`
-	Export  BackupExportCmd  `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
-	Import  BackupImportCmd  `cmd:"" help:"Import exported backup metadata into the index."`
-	Reset   BackupResetCmd   `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`
+	Create    BackupCreateCmd    `cmd:"" help:"Back up a volume, full or incremental."`
+	List      BackupListCmd      `cmd:"" help:"List backups."`
+	Show      BackupShowCmd      `cmd:"" help:"Show a backup."`
+	Delete    BackupDeleteCmd    `cmd:"" help:"Delete a backup (only the latest of an incremental chain)."`
+	Prune     BackupPruneCmd     `cmd:"" help:"Expire backups by keep rules (--keep-last, --keep-daily, ...); chains stay restorable."`
+	Protect   BackupProtectCmd   `cmd:"" help:"Protect a backup: delete, force delete and prune refuse it."`
+	Unprotect BackupUnprotectCmd `cmd:"" help:"Remove a backup's protection."`
+	Restore   BackupRestoreCmd   `cmd:"" help:"Restore a backup to a new volume, a volume, or a device or file."`
+	Export    BackupExportCmd    `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
+	Import    BackupImportCmd    `cmd:"" help:"Import exported backup metadata into the index."`
+	Reset     BackupResetCmd     `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`
 }
 
 // BackupCreateCmd backs up a volume.
@@ -31,6 +34,7 @@ type BackupCreateCmd struct {
 	Force       bool   `help:"Back up an in-use volume from a snapshot taken first (crash-consistent)."`
 	SnapshotID  string `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT"`
 	Wait        bool   `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
+	Protected   bool   `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
 }
 
 // Run backs up the volume.
@@ -42,7 +46,7 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	defer g.closeService(s)
 	p := g.progress("backing up " + c.Volume)
 	req := gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
-		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Progress: p.update}
+		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {
 		req.Progress = nil // the command returns at once; the job outlives it
@@ -244,7 +248,7 @@ func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 		"status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
-		"last_restore": b.LastRestore}
+		"last_restore": b.LastRestore, "protected": b.Protected}
 }
 
 func lastRestore(o *index.RestoreOutcome) string {
@@ -264,7 +268,7 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 	}
 	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
 		{"status", string(b.Status)}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
-		{"parent_id", none(b.ParentID)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
+		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"last_restore", lastRestore(b.LastRestore)}})

@@ -16,15 +16,16 @@ import (
 
 // RepoCmd groups repository commands.
 type RepoCmd struct {
-	Init         RepoInitCmd    `cmd:"" help:"Create a repository."`
-	Check        RepoCheckCmd   `cmd:"" help:"Check that the index and the backend agree."`
-	Stats        RepoStatsCmd   `cmd:"" help:"Show sizes, dedup and compression ratios."`
-	Gc           RepoGCCmd      `cmd:"" name:"gc" help:"Reclaim the space that no stored backup needs."`
-	RebuildIndex RepoRebuildCmd `cmd:"" name:"rebuild-index" help:"Rebuild the index from the backend alone."`
-	Locks        RepoLocksCmd   `cmd:"" help:"List the repository's locks (every process and host that uses it)."`
-	Unlock       RepoUnlockCmd  `cmd:"" help:"Remove stale repository locks (with --force, all of them)."`
-	Repair       RepoRepairCmd  `cmd:"" help:"Verify every blob, store lost blocks again from registered volumes that still hold them, list what each damaged backup has lost, and forget the ones named."`
-	Passwd       RepoPasswdCmd  `cmd:"" help:"Change the passphrase of an encrypted repository."`
+	Init         RepoInitCmd     `cmd:"" help:"Create a repository."`
+	Check        RepoCheckCmd    `cmd:"" help:"Check that the index and the backend agree."`
+	Stats        RepoStatsCmd    `cmd:"" help:"Show sizes, dedup and compression ratios."`
+	Gc           RepoGCCmd       `cmd:"" name:"gc" help:"Reclaim the space that no stored backup needs."`
+	RebuildIndex RepoRebuildCmd  `cmd:"" name:"rebuild-index" help:"Rebuild the index from the backend alone."`
+	Locks        RepoLocksCmd    `cmd:"" help:"List the repository's locks (every process and host that uses it)."`
+	Unlock       RepoUnlockCmd   `cmd:"" help:"Remove stale repository locks (with --force, all of them)."`
+	Repair       RepoRepairCmd   `cmd:"" help:"Verify every blob, store lost blocks again from registered volumes that still hold them, list what each damaged backup has lost, and forget the ones named."`
+	Passwd       RepoPasswdCmd   `cmd:"" help:"Change the passphrase of an encrypted repository."`
+	Settings     RepoSettingsCmd `cmd:"" help:"Show or change repository-wide settings (--min-age)."`
 }
 
 // RepoInitCmd creates a repository.

@@ -1,0 +1,142 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Settings are repository-wide rules every gateway on the repository follows. They live in
+// the metadata object meta/settings/repository, so they survive the index and reach every
+// gateway at its next read.
+type Settings struct {
+	// MinAge: no backup younger than this is deleted or pruned, unless an admin forces it
+	// (Benji's disallowRemoveWhenYounger).
+	MinAge Duration `json:"min_age,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "36h0m0s" in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as Go writes it.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// UnmarshalJSON reads a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return fmt.Errorf("duration %s: want a string like \"24h\"", b)
+	}
+	v, err := time.ParseDuration(string(b[1 : len(b)-1]))
+	*d = Duration(v)
+	return err
+}
+
+const (
+	metaSettings    = "settings"
+	settingsObjName = "repository"
+)
+
+// Settings returns the repository's settings (the zero Settings when none were set).
+func (s *Service) Settings(ctx context.Context) (Settings, error) {
+	var st Settings
+	err := s.repo.GetMeta(ctx, metaSettings, settingsObjName, &st)
+	if errors.Is(err, backend.ErrNotFound) {
+		return Settings{}, nil
+	}
+	if err != nil {
+		return Settings{}, fmt.Errorf("repository settings: %w", err)
+	}
+	return st, nil
+}
+
+// UpdateSettings changes the repository's settings (admins only).
+func (s *Service) UpdateSettings(ctx context.Context, fn func(*Settings) error) (Settings, error) {
+	if _, err := adminOf(ctx, "change the repository's settings"); err != nil {
+		return Settings{}, err
+	}
+	st, err := s.Settings(ctx)
+	if err != nil {
+		return Settings{}, err
+	}
+	if err := fn(&st); err != nil {
+		return Settings{}, err
+	}
+	if st.MinAge < 0 {
+		return Settings{}, invalidf("--min-age %s is negative: give a duration like 7d or 0 to turn it off", time.Duration(st.MinAge))
+	}
+	if err := s.repo.PutMeta(ctx, metaSettings, settingsObjName, st); err != nil {
+		return Settings{}, err
+	}
+	s.log.Info("repository settings changed", "min_age", time.Duration(st.MinAge).String())
+	return st, nil
+}
+
+// ProtectBackup sets or clears a backup's protection. The manifest says it first (it is what
+// every gateway and a rebuilt index read), then the index.
+func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (*index.Backup, error) {
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != index.BackupAvailable {
+		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be protected or unprotected", b.ID, b.Status)
+	}
+	if b.Protected == protect {
+		return b, nil
+	}
+	if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { m.Protected = protect }); err != nil {
+		return nil, err
+	}
+	b, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		rec.Protected = protect
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.syncIndex()
+	s.notifyChange()
+	s.log.Info("backup protection changed", "backup_id", b.ID, "protected", protect)
+	return b, nil
+}
+
+// rewriteManifest reads a backup's manifest, changes it with fn and stores it again whole.
+// Only descriptive fields change this way (protection, the parent after a prune): the block
+// map a manifest reaches never does, so a reader that sees either version restores the same
+// bytes, and gc's reachability is the same for both.
+func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.Manifest)) error {
+	m, err := s.repo.GetManifest(ctx, id)
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", id, err)
+	}
+	root, level := m.Root, m.RootLevel
+	fn(m)
+	if m.Root != root || m.RootLevel != level || m.ID != id {
+		return fmt.Errorf("backup %s: internal error: a manifest rewrite may not change its block map", id)
+	}
+	return s.repo.PutManifest(ctx, m)
+}
+
+// mayRemove says why a committed backup may not be deleted or pruned now, or nil: protection
+// always refuses; the repository's minimum age refuses unless an admin forces it.
+func mayRemove(c Caller, b *index.Backup, st Settings, force bool, at time.Time) error {
+	if b.Protected {
+		return wrapf(ErrConflict, "backup %s is protected: run 'cairn backup unprotect %s' first", b.ID, b.ID)
+	}
+	if b.Status != index.BackupAvailable || st.MinAge <= 0 {
+		return nil
+	}
+	age := at.Sub(b.CreatedAt)
+	if age >= time.Duration(st.MinAge) || (force && c.Admin) {
+		return nil
+	}
+	return wrapf(ErrConflict, "backup %s is %s old, younger than the repository's minimum age %s: wait, or as an admin add --force",
+		b.ID, age.Round(time.Second), time.Duration(st.MinAge))
+}

@@ -1,0 +1,304 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway/retention"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// PruneRequest asks to expire backups by keep rules.
+type PruneRequest struct {
+	Volumes []string // volume ids, names or paths
+	All     bool     // every volume the caller sees
+	Rules   retention.Rules
+	DryRun  bool // decide and report, change nothing
+	Force   bool // admins: also prune backups younger than the repository's minimum age
+}
+
+// PruneDecision is what prune decided for one backup.
+type PruneDecision struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name,omitempty"`
+	VolumeID   string    `json:"volume_id"`
+	VolumeName string    `json:"volume_name"`
+	Project    string    `json:"project"`
+	CreatedAt  time.Time `json:"created_at"`
+	// Action is "keep" or "remove".
+	Action string `json:"action"`
+	// Reasons says which rules kept it ("last", "daily", ..., "newest"), or what forbade its
+	// removal ("protected", "min-age", "in-use").
+	Reasons []string `json:"reasons,omitempty"`
+	// IsIncremental and ParentID are the backup's chain position after the prune: a kept
+	// incremental whose parent goes gets the nearest older kept backup of its chain.
+	IsIncremental bool   `json:"is_incremental"`
+	ParentID      string `json:"parent_id,omitempty"`
+	Reparented    bool   `json:"reparented,omitempty"`
+	// Error says why a removal or a reparenting did not happen; the backup then stays.
+	Error string `json:"error,omitempty"`
+}
+
+// Keep and remove, as PruneDecision.Action says them.
+const (
+	PruneKeep   = "keep"
+	PruneRemove = "remove"
+)
+
+// PruneResult lists every backup considered, newest first within each volume.
+type PruneResult struct {
+	DryRun  bool            `json:"dry_run"`
+	Rules   string          `json:"rules"`
+	Backups []PruneDecision `json:"backups"`
+	Kept    int             `json:"kept"`
+	Removed int             `json:"removed"`
+	Failed  int             `json:"failed"`
+}
+
+// Prune expires backups by keep rules, volume by volume (and project by project: an admin's
+// prune never lets one project's backups decide another's). It is chain-aware: every
+// backup's block map is self-contained, so a full or a middle incremental may go while the
+// incrementals after it stay; a kept incremental whose parent goes is given the nearest older
+// kept backup of its chain as parent, or becomes the chain's base. Space comes back through
+// gc, as after a delete.
+func (s *Service) Prune(ctx context.Context, req PruneRequest) (*PruneResult, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.Rules.Empty() {
+		return nil, invalidf("prune needs at least one --keep-* rule (e.g. --keep-last 7): without one it would keep only the newest backup of each volume")
+	}
+	if req.Force && !c.Admin {
+		return nil, wrapf(ErrDenied, "only an admin may prune with --force")
+	}
+	vols, err := s.pruneVolumes(ctx, c, req)
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.Settings(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.pruneMu.Lock()
+	defer s.pruneMu.Unlock()
+	res := &PruneResult{DryRun: req.DryRun, Rules: req.Rules.String()}
+	at := now()
+	for _, v := range vols {
+		all, err := s.idx.VolumeBackups(v.ID)
+		if err != nil {
+			return nil, err
+		}
+		running := map[string]bool{} // parents of running incrementals stay
+		byProject := map[string][]*index.Backup{}
+		for _, b := range all {
+			if !c.sees(b.Project) {
+				continue
+			}
+			if b.Status == index.BackupCreating && b.ParentID != "" {
+				running[b.ParentID] = true
+			}
+			if b.Status == index.BackupAvailable || b.Status == index.BackupRestoring {
+				byProject[b.Project] = append(byProject[b.Project], b)
+			}
+		}
+		projects := make([]string, 0, len(byProject))
+		for p := range byProject {
+			projects = append(projects, p)
+		}
+		sort.Strings(projects)
+		for _, p := range projects {
+			ds := s.pruneChain(ctx, c, v, byProject[p], running, req, st, at)
+			res.Backups = append(res.Backups, ds...)
+		}
+	}
+	for _, d := range res.Backups {
+		switch {
+		case d.Error != "":
+			res.Failed++
+		case d.Action == PruneKeep:
+			res.Kept++
+		default:
+			res.Removed++
+		}
+	}
+	if !req.DryRun && res.Removed > 0 {
+		s.syncIndex()
+		s.notifyChange()
+	}
+	s.log.Info("prune finished", "rules", res.Rules, "dry_run", req.DryRun, "kept", res.Kept, "removed", res.Removed, "failed", res.Failed)
+	return res, nil
+}
+
+// pruneVolumes resolves the request's volumes, or every volume the caller sees with All.
+func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) ([]*index.Volume, error) {
+	if req.All == (len(req.Volumes) > 0) {
+		return nil, invalidf("name the volumes to prune, or give --all (not both)")
+	}
+	if !req.All {
+		out := make([]*index.Volume, 0, len(req.Volumes))
+		for _, ref := range req.Volumes {
+			v, err := s.Volume(ctx, ref)
+			if err != nil {
+				return nil, err
+			}
+			if !slices.ContainsFunc(out, func(o *index.Volume) bool { return o.ID == v.ID }) {
+				out = append(out, v)
+			}
+		}
+		return out, nil
+	}
+	all, err := s.idx.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	var out []*index.Volume
+	for _, v := range all {
+		if c.sees(v.Project) {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// pruneChain decides for one volume's backups in one project and, unless a dry run, acts:
+// first every kept incremental whose parent goes is given its new parent (manifest, then
+// index), then the removed backups go newest first, so that none is removed while a backup
+// still names it as parent.
+func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs []*index.Backup, running map[string]bool,
+	req PruneRequest, st Settings, at time.Time) []PruneDecision {
+	items := make([]retention.Item, len(bs))
+	byID := make(map[string]*index.Backup, len(bs))
+	for i, b := range bs {
+		items[i] = retention.Item{ID: b.ID, Time: b.CreatedAt}
+		byID[b.ID] = b
+	}
+	decided := retention.Apply(items, req.Rules)
+	out := make([]PruneDecision, len(decided))
+	removed := map[string]bool{}
+	for i, d := range decided {
+		b := byID[d.ID]
+		pd := PruneDecision{ID: b.ID, Name: b.Name, VolumeID: v.ID, VolumeName: v.Name, Project: b.Project,
+			CreatedAt: b.CreatedAt, Action: PruneKeep, Reasons: d.Reasons, IsIncremental: b.IsIncremental, ParentID: b.ParentID}
+		if !d.Keep {
+			switch {
+			case b.Protected:
+				pd.Reasons = []string{"protected"}
+			case b.Status != index.BackupAvailable || running[b.ID]:
+				pd.Reasons = []string{"in-use"}
+			case mayRemove(c, b, st, req.Force, at) != nil:
+				pd.Reasons = []string{"min-age"}
+			default:
+				pd.Action = PruneRemove
+				removed[b.ID] = true
+			}
+		}
+		out[i] = pd
+	}
+	// New parents: walk each kept backup's chain up past the removed ones.
+	for i := range out {
+		d := &out[i]
+		if d.Action != PruneKeep || !removed[d.ParentID] {
+			continue
+		}
+		p := d.ParentID
+		for p != "" && removed[p] {
+			if pb := byID[p]; pb != nil {
+				p = pb.ParentID
+			} else {
+				p = ""
+			}
+		}
+		d.ParentID, d.IsIncremental, d.Reparented = p, p != "", true
+	}
+	if req.DryRun {
+		return out
+	}
+	for i := range out {
+		d := &out[i]
+		if !d.Reparented {
+			continue
+		}
+		if err := s.reparent(ctx, d.ID, d.ParentID); err != nil {
+			d.Error = err.Error()
+			// The backup still names its old parent: that parent must stay.
+			s.keepChain(out, byID[d.ID].ParentID, removed)
+		}
+	}
+	// decided is newest first: children go before their parents.
+	for i := range out {
+		d := &out[i]
+		if d.Action != PruneRemove || d.Error != "" {
+			continue
+		}
+		if err := s.removeBackup(ctx, byID[d.ID]); err != nil {
+			d.Error = err.Error()
+			s.log.Error("prune could not remove a backup", "backup_id", d.ID, "error", err)
+			continue
+		}
+		s.log.Info("backup pruned", "backup_id", d.ID, "volume_id", v.ID, "created_at", d.CreatedAt)
+	}
+	return out
+}
+
+// keepChain turns the removal of id and of its removed ancestors into failures, when a
+// backup that stays still names id as its parent.
+func (s *Service) keepChain(out []PruneDecision, id string, removed map[string]bool) {
+	for id != "" && removed[id] {
+		next := ""
+		for i := range out {
+			if out[i].ID == id {
+				out[i].Error = "kept: a later backup still names it as parent"
+				next = out[i].ParentID
+			}
+		}
+		delete(removed, id)
+		id = next
+	}
+}
+
+// reparent gives a kept backup its new parent ("" makes it the base of its chain): the
+// manifest first, which is what a rebuilt index and other gateways read, then the index.
+func (s *Service) reparent(ctx context.Context, id, parent string) error {
+	if err := s.rewriteManifest(ctx, id, func(m *repo.Manifest) {
+		m.ParentID, m.Incremental = parent, parent != ""
+	}); err != nil {
+		return err
+	}
+	_, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		rec.ParentID, rec.IsIncremental = parent, parent != ""
+		return nil
+	})
+	return err
+}
+
+// removeBackup deletes one committed backup for prune: the checks prune made are made again
+// under the index's transaction (it may have changed since), then the manifest goes and
+// the record with it.
+func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
+	if deps, err := s.dependants(b.ID); err != nil {
+		return err
+	} else if len(deps) > 0 {
+		return wrapf(ErrConflict, "backup %s gained dependent backups (%v) during the prune: it stays", b.ID, deps)
+	}
+	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		if rec.Status != index.BackupAvailable {
+			return wrapf(ErrConflict, "backup %s became %s during the prune: it stays", rec.ID, rec.Status)
+		}
+		if rec.Protected {
+			return wrapf(ErrConflict, "backup %s was protected during the prune: it stays", rec.ID)
+		}
+		rec.Status = index.BackupDeleting
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+		return fmt.Errorf("delete backup %s: %w", b.ID, err)
+	}
+	return s.idx.DeleteBackup(b.ID)
+}

@@ -1,0 +1,66 @@
+package gateway_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/gateway/retention"
+)
+
+// TestPruneProjectsAndPermissions: one project's prune never removes, or counts, another
+// project's backups of the same volume; only an admin may force past the minimum age; a
+// protected backup stays; a prune with no rules is refused.
+func TestPruneProjectsAndPermissions(t *testing.T) {
+	s, dir := newService(t)
+	admin, p1 := adminCtx(), as("alice", "p1", false)
+	img := image(t, dir, "vm.img", 256<<10)
+	v, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mine []string
+	for range 3 {
+		b, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm", Incremental: len(mine) > 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mine = append(mine, b.ID)
+	}
+	adminB, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{"vm"}}); !errors.Is(err, gateway.ErrInvalid) {
+		t.Fatalf("prune without rules: %v, want invalid", err)
+	}
+	if _, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{"vm"}, Rules: retention.Rules{Last: 1}, Force: true}); !errors.Is(err, gateway.ErrDenied) {
+		t.Fatalf("non-admin prune --force: %v, want denied", err)
+	}
+	if _, err := s.ProtectBackup(p1, mine[0], true); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{"vm"}, Rules: retention.Rules{Last: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 1 || res.Kept != 2 || len(res.Backups) != 3 {
+		t.Fatalf("p1's prune: %+v, want its middle backup removed, its protected full and newest kept, nothing of the admin's", res)
+	}
+	if _, err := s.Backup(admin, adminB.ID); err != nil {
+		t.Fatalf("the admin's backup after p1's prune: %v", err)
+	}
+	newest, err := s.Backup(p1, mine[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if newest.ParentID != mine[0] || !newest.IsIncremental {
+		t.Fatalf("p1's newest: parent %q incremental %v, want %s", newest.ParentID, newest.IsIncremental, mine[0])
+	}
+	if _, err := s.DeleteBackup(p1, mine[0], false); !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("delete of a protected backup with a dependant: %v, want conflict", err)
+	}
+	if _, err := s.UpdateSettings(p1, func(st *gateway.Settings) error { return nil }); !errors.Is(err, gateway.ErrDenied) {
+		t.Fatalf("non-admin settings change: %v, want denied", err)
+	}
+}
