@@ -1,8 +1,11 @@
 package gateway
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // metrics are the service's Prometheus series (client_golang: the standard, maintained
@@ -16,6 +19,11 @@ type metrics struct {
 	bytesBackup prometheus.Counter
 	bytesStored prometheus.Counter
 	bytesRest   prometheus.Counter
+	policyRuns  *prometheus.CounterVec
+	policyLast  *prometheus.GaugeVec
+	policyOK    *prometheus.GaugeVec
+	policyNext  *prometheus.GaugeVec
+	policyLate  *prometheus.GaugeVec
 }
 
 func newMetrics(s *Service) *metrics {
@@ -34,6 +42,16 @@ func newMetrics(s *Service) *metrics {
 		Help: "Bytes finished backups added to the repository (compressed, sealed)."})
 	m.bytesRest = prometheus.NewCounter(prometheus.CounterOpts{Name: "cairn_restore_bytes_total",
 		Help: "Bytes written by finished restores."})
+	m.policyRuns = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cairn_policy_runs_total",
+		Help: "Finished policy runs by policy and result (succeeded, failed)."}, []string{"policy", "result"})
+	m.policyLast = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_policy_last_run_timestamp_seconds",
+		Help: "When the policy's last run started (Unix time)."}, []string{"policy"})
+	m.policyOK = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_policy_last_run_success",
+		Help: "1 if the policy's last finished run succeeded, else 0."}, []string{"policy"})
+	m.policyNext = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_policy_next_run_timestamp_seconds",
+		Help: "When the policy runs next (Unix time)."}, []string{"policy"})
+	m.policyLate = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_policy_overdue_volumes",
+		Help: "The policy's volumes without a successful backup for two periods of its schedule."}, []string{"policy"})
 	cacheHits := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_chunk_cache_hits_total",
 		Help: "Reads of decompressed blocks served from the cache (FUSE)."}, func() float64 {
 		h, _ := s.repo.CacheStats()
@@ -45,9 +63,62 @@ func newMetrics(s *Service) *metrics {
 		return float64(m)
 	})
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
+		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		cacheHits, cacheMisses, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
 // Metrics returns the registry to serve at /metrics.
 func (s *Service) Metrics() *prometheus.Registry { return s.metrics.reg }
+
+// policyRun records a finished policy run.
+func (m *metrics) policyRun(name string, st PolicyState, start time.Time) {
+	m.policyRuns.WithLabelValues(name, st.LastResult).Inc()
+	m.policyLast.WithLabelValues(name).Set(float64(start.Unix()))
+	ok := 0.0
+	if st.LastResult == RunSucceeded {
+		ok = 1
+	}
+	m.policyOK.WithLabelValues(name).Set(ok)
+}
+
+// policyStatus exports a policy's next run and overdue volumes.
+func (m *metrics) policyStatus(st *PolicyStatus) {
+	if !st.NextRun.IsZero() {
+		m.policyNext.WithLabelValues(st.Name).Set(float64(st.NextRun.Unix()))
+	}
+	m.policyLate.WithLabelValues(st.Name).Set(float64(len(st.Overdue)))
+}
+
+// policiesLoaded drops the series of policies that no longer exist.
+func (m *metrics) policiesLoaded(ps []*Policy) {
+	keep := map[string]bool{}
+	for _, p := range ps {
+		keep[p.Name] = true
+	}
+	for _, g := range []*prometheus.GaugeVec{m.policyLast, m.policyOK, m.policyNext, m.policyLate} {
+		for _, name := range gaugeLabels(g) {
+			if !keep[name] {
+				g.DeleteLabelValues(name)
+			}
+		}
+	}
+}
+
+// gaugeLabels lists the policy label values a vector holds now.
+func gaugeLabels(g *prometheus.GaugeVec) []string {
+	ch := make(chan prometheus.Metric, 64)
+	go func() { g.Collect(ch); close(ch) }()
+	var out []string
+	for mt := range ch {
+		var pb dto.Metric
+		if mt.Write(&pb) == nil {
+			for _, l := range pb.GetLabel() {
+				if l.GetName() == "policy" {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	return out
+}

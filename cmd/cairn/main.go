@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	_ "time/tzdata" // --timezone and policy calendars name zones on hosts without zoneinfo
 
 	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
@@ -69,6 +70,7 @@ type CLI struct {
 	Backup     BackupCmd     `cmd:"" help:"Create, list, restore, export and import backups."`
 	Snapshot   SnapshotCmd   `cmd:"" help:"Take, list and delete point-in-time snapshots of volumes."`
 	Quota      QuotaCmd      `cmd:"" help:"Show and change per-project backup quotas."`
+	Policy     PolicyCmd     `cmd:"" help:"Scheduled backups with retention and verification, run by 'cairn serve'."`
 	Service    ServiceCmd    `cmd:"" help:"Show the state of cairn's services."`
 	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`

@@ -26,6 +26,7 @@ type ServeCmd struct {
 	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
 	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`
 	CacheSize  string `help:"With --mount: decompressed block cache." default:"64M"`
+	Policies   bool   `help:"Run the repository's policies (with several gateways on one repository, let one run them: --no-policies on the others)." default:"true" negatable:""`
 }
 
 // Run serves until SIGINT or SIGTERM.
@@ -56,6 +57,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHB()
 	go svc.RunHeartbeats(hbCtx)
+	if c.Policies {
+		go svc.RunPolicies(hbCtx)
+	}
 
 	apiHandler, err := newAPI(svc, c, log)
 	if err != nil {

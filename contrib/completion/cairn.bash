@@ -13,9 +13,12 @@ _cairn() {
       "backup export") path="backup export" ;;
       "backup import") path="backup import" ;;
       "backup list") path="backup list" ;;
+      "backup protect") path="backup protect" ;;
+      "backup prune") path="backup prune" ;;
       "backup reset-state") path="backup reset-state" ;;
       "backup restore") path="backup restore" ;;
       "backup show") path="backup show" ;;
+      "backup unprotect") path="backup unprotect" ;;
       "backup-create") path="backup-create" ;;
       "backup-delete") path="backup-delete" ;;
       "backup-export") path="backup-export" ;;
@@ -26,6 +29,13 @@ _cairn() {
       "backup-show") path="backup-show" ;;
       "completion") path="completion" ;;
       "mount") path="mount" ;;
+      "policy") path="policy" ;;
+      "policy create") path="policy create" ;;
+      "policy delete") path="policy delete" ;;
+      "policy list") path="policy list" ;;
+      "policy run") path="policy run" ;;
+      "policy show") path="policy show" ;;
+      "policy update") path="policy update" ;;
       "quota") path="quota" ;;
       "quota show") path="quota show" ;;
       "quota update") path="quota update" ;;
@@ -41,6 +51,7 @@ _cairn() {
       "repo passwd") path="repo passwd" ;;
       "repo rebuild-index") path="repo rebuild-index" ;;
       "repo repair") path="repo repair" ;;
+      "repo settings") path="repo settings" ;;
       "repo stats") path="repo stats" ;;
       "repo unlock") path="repo unlock" ;;
       "serve") path="serve" ;;
@@ -66,17 +77,20 @@ _cairn() {
     esac
   done
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
-    "backup") COMPREPLY=($(compgen -W "create delete export import list reset-state restore show" -- "$cur")) ;;
-    "backup create") COMPREPLY=($(compgen -W "--description --force --incremental --name --snapshot-id --wait" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
+    "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect" -- "$cur")) ;;
+    "backup create") COMPREPLY=($(compgen -W "--description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup list") COMPREPLY=($(compgen -W "--all-projects --status --volume" -- "$cur")) ;;
+    "backup protect") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "backup prune") COMPREPLY=($(compgen -W "--all --dry-run --force --gc --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --timezone" -- "$cur")) ;;
     "backup reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
     "backup restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait" -- "$cur")) ;;
     "backup show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "backup-create") COMPREPLY=($(compgen -W "--description --force --incremental --name --snapshot-id --wait" -- "$cur")) ;;
+    "backup unprotect") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "backup-create") COMPREPLY=($(compgen -W "--description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup-delete") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
     "backup-export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -86,6 +100,13 @@ _cairn() {
     "backup-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "completion") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "mount") COMPREPLY=($(compgen -W "--allow-other --cache-size --refresh" -- "$cur")) ;;
+    "policy") COMPREPLY=($(compgen -W "create delete list run show update" -- "$cur")) ;;
+    "policy create") COMPREPLY=($(compgen -W "--all-volumes --full-every --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --schedule --timezone --verify --verify-sample --volume" -- "$cur")) ;;
+    "policy delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "policy list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "policy run") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "policy show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "policy update") COMPREPLY=($(compgen -W "--all-volumes --full-every --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --schedule --timezone --verify --verify-sample --volume" -- "$cur")) ;;
     "quota") COMPREPLY=($(compgen -W "show update usage" -- "$cur")) ;;
     "quota show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "quota update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
@@ -93,7 +114,7 @@ _cairn() {
     "quota-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
     "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair stats unlock" -- "$cur")) ;;
+    "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair settings stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data --sample" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
     "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption" -- "$cur")) ;;
@@ -101,9 +122,10 @@ _cairn() {
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo repair") COMPREPLY=($(compgen -W "--forget --forget-damaged" -- "$cur")) ;;
+    "repo settings") COMPREPLY=($(compgen -W "--min-age" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
-    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --tokens" -- "$cur")) ;;
+    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --policies --tokens" -- "$cur")) ;;
     "service") COMPREPLY=($(compgen -W "list" -- "$cur")) ;;
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "service-list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

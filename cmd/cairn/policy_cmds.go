@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// PolicyCmd manages scheduled backup policies, which 'cairn serve' runs.
+type PolicyCmd struct {
+	Create PolicyCreateCmd `cmd:"" help:"Create a policy: backups on a calendar, a prune after each, sampled verification."`
+	List   PolicyListCmd   `cmd:"" help:"List policies with their last and next runs and overdue volumes."`
+	Show   PolicyShowCmd   `cmd:"" help:"Show a policy."`
+	Update PolicyUpdateCmd `cmd:"" help:"Change a policy (only the flags given)."`
+	Delete PolicyDeleteCmd `cmd:"" help:"Delete a policy (its backups stay)."`
+	Run    PolicyRunCmd    `cmd:"" help:"Run a policy now."`
+}
+
+// PolicyFlags are what a policy says, for create and update.
+type PolicyFlags struct {
+	Volume       []string `help:"A volume the policy backs up (id, name or path); repeat for more." placeholder:"VOLUME"`
+	AllVolumes   bool     `help:"Back up every volume of the project (--project), as it is at each run."`
+	Schedule     string   `help:"When to back up: a systemd calendar expression (daily, 'Mon..Fri 02:00', '*:0/15')." placeholder:"CALENDAR"`
+	Incremental  bool     `help:"Incremental backups (the first, and every --full-every'th, is full)." negatable:""`
+	FullEvery    int      `help:"With --incremental: every Nth backup is full (0: only the first)." placeholder:"N"`
+	Verify       string   `help:"Admins: when to re-read a sample of the repository's data (a calendar expression)." placeholder:"CALENDAR"`
+	VerifySample float64  `help:"Percent of the packs each verification reads." default:"5" placeholder:"PERCENT"`
+	KeepFlags
+}
+
+// PolicyCreateCmd creates a policy.
+type PolicyCreateCmd struct {
+	Name string `arg:"" help:"Policy name."`
+	PolicyFlags
+}
+
+// Run creates the policy.
+func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
+	if c.Schedule == "" {
+		return fmt.Errorf("%w: --schedule is required: a systemd calendar expression like daily or 'Mon..Fri 02:00'", gateway.ErrInvalid)
+	}
+	rules, err := c.rules()
+	if err != nil {
+		return err
+	}
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	p := gateway.Policy{Name: c.Name, AllOfProject: c.AllVolumes, Schedule: c.Schedule, Incremental: c.Incremental,
+		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify}
+	if c.Verify != "" {
+		p.VerifySample = c.VerifySample
+	}
+	created, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: p, VolumeRefs: c.Volume})
+	if err != nil {
+		return err
+	}
+	st, err := s.PolicyStatus(ctx, created.Name)
+	if err != nil {
+		return err
+	}
+	return showPolicy(g, st)
+}
+
+// PolicyUpdateCmd changes a policy.
+type PolicyUpdateCmd struct {
+	Name string `arg:"" help:"Policy name."`
+	PolicyFlags
+}
+
+// Run changes what the flags given say.
+func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	set := flagsGiven(k)
+	var rerr error
+	var refs []string
+	if set["volume"] {
+		refs = c.Volume
+	}
+	p, err := s.UpdatePolicy(ctx, c.Name, refs, func(p *gateway.Policy) {
+		if set["all-volumes"] {
+			p.AllOfProject = c.AllVolumes
+			if c.AllVolumes {
+				p.Volumes = nil
+			}
+		}
+		if set["volume"] {
+			p.AllOfProject = false
+		}
+		if set["schedule"] {
+			p.Schedule = c.Schedule
+		}
+		if set["incremental"] {
+			p.Incremental = c.Incremental
+		}
+		if set["full-every"] {
+			p.FullEvery = c.FullEvery
+		}
+		if set["verify"] {
+			p.Verify = c.Verify
+			if p.VerifySample == 0 {
+				p.VerifySample = c.VerifySample
+			}
+		}
+		if set["verify-sample"] {
+			p.VerifySample = c.VerifySample
+		}
+		keepSet := false
+		for _, f := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "timezone"} {
+			keepSet = keepSet || set[f]
+		}
+		if keepSet {
+			r, err := c.rules()
+			if err != nil {
+				rerr = err
+				return
+			}
+			p.Keep = gateway.KeepRulesOf(r)
+		}
+	})
+	if rerr != nil {
+		return rerr
+	}
+	if err != nil {
+		return err
+	}
+	st, err := s.PolicyStatus(ctx, p.Name)
+	if err != nil {
+		return err
+	}
+	return showPolicy(g, st)
+}
+
+// PolicyListCmd lists policies.
+type PolicyListCmd struct{}
+
+// Run lists the policies.
+func (c *PolicyListCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	ps, err := s.Policies(ctx)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, ps)
+	}
+	t := &table{header: []string{"Name", "Project", "Schedule", "Volumes", "Keep", "Last Run", "Result", "Next Run", "Overdue"}}
+	for _, p := range ps {
+		t.add(p.Name, p.Project, p.Schedule, policyVolumes(p), keepText(p.Keep), timeOrDash(p.LastRun), dash(p.LastResult),
+			timeOrDash(p.NextRun), dash(strings.Join(p.Overdue, ",")))
+	}
+	return t.write(g.stdout)
+}
+
+// PolicyShowCmd shows a policy.
+type PolicyShowCmd struct {
+	Name string `arg:"" help:"Policy name."`
+}
+
+// Run shows the policy.
+func (c *PolicyShowCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	st, err := s.PolicyStatus(ctx, c.Name)
+	if err != nil {
+		return err
+	}
+	return showPolicy(g, st)
+}
+
+// PolicyDeleteCmd deletes a policy.
+type PolicyDeleteCmd struct {
+	Name string `arg:"" help:"Policy name."`
+}
+
+// Run deletes the policy.
+func (c *PolicyDeleteCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	if err := s.DeletePolicy(ctx, c.Name); err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, map[string]string{"name": c.Name, "status": "deleted"})
+	}
+	if !g.Quiet {
+		fmt.Fprintf(g.stdout, "policy %s deleted; its backups stay\n", c.Name)
+	}
+	return nil
+}
+
+// PolicyRunCmd runs a policy now.
+type PolicyRunCmd struct {
+	Name string `arg:"" help:"Policy name."`
+}
+
+// Run runs the policy and shows how it went.
+func (c *PolicyRunCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	st, err := s.RunPolicy(ctx, c.Name)
+	if st != nil {
+		if perr := showPolicy(g, st); perr != nil && err == nil {
+			err = perr
+		}
+	}
+	return err
+}
+
+// flagsGiven names the flags given on the command line (not defaults or config files).
+func flagsGiven(k *kong.Context) map[string]bool {
+	set := map[string]bool{}
+	for _, p := range k.Path {
+		if p.Flag != nil {
+			set[p.Flag.Name] = true
+		}
+	}
+	return set
+}
+
+func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
+	if g.json() {
+		return writeJSON(g.stdout, p)
+	}
+	verify := "-"
+	if p.Verify != "" {
+		verify = fmt.Sprintf("%s, %g%% of the packs", p.Verify, p.VerifySample)
+	}
+	kind := "full"
+	if p.Incremental {
+		kind = "incremental"
+		if p.FullEvery > 0 {
+			kind += fmt.Sprintf(", a full every %d", p.FullEvery)
+		}
+	}
+	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
+		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify},
+		{"last_run", timeOrDash(p.LastRun)}, {"last_result", dash(p.LastResult)}, {"last_error", dash(p.LastError)},
+		{"next_run", timeOrDash(p.NextRun)}, {"runs", fmt.Sprint(p.Runs)},
+		{"last_verify", timeOrDash(p.LastVerify)}, {"verify_result", dash(p.VerifyResult)}, {"verify_error", dash(p.VerifyError)},
+		{"overdue_volumes", dash(strings.Join(p.Overdue, ", "))}})
+}
+
+func policyVolumes(p *gateway.PolicyStatus) string {
+	if p.AllOfProject {
+		return "all of project " + p.Project
+	}
+	return strings.Join(p.VolumeNames, ",")
+}
+
+func keepText(k gateway.KeepRules) string {
+	r, err := k.Rules()
+	if err != nil || r.Empty() {
+		return "all (no prune)"
+	}
+	return r.String()
+}
+
+func timeOrDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format(time.RFC3339)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

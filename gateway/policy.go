@@ -1,0 +1,546 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway/calendar"
+	"github.com/cairn-backup/cairn/gateway/retention"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// Policy is a schedule of backups of some volumes, with the keep rules a prune applies after
+// each, and optionally a schedule of sampled verification. Policies live in the repository
+// (meta/policies/<name>); what their runs did lives in the index (a cache: lost, a policy
+// simply runs at its next time).
+type Policy struct {
+	Name         string   `json:"name"`
+	Project      string   `json:"project"`
+	Volumes      []string `json:"volumes,omitempty"`        // volume ids
+	AllOfProject bool     `json:"all_of_project,omitempty"` // every volume of Project, as it is at each run
+	Schedule     string   `json:"schedule"`
+	// Incremental backups, with a full one every FullEvery backups (0: only the first).
+	Incremental bool      `json:"incremental"`
+	FullEvery   int       `json:"full_every,omitempty"`
+	Keep        KeepRules `json:"keep"`
+	// Verify is a calendar of sampled checks (repo check --read-data --sample).
+	Verify       string    `json:"verify,omitempty"`
+	VerifySample float64   `json:"verify_sample,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// KeepRules are a policy's prune rules as stored (retention.Rules with a time zone name).
+type KeepRules struct {
+	Last     int      `json:"last,omitempty"`
+	Hourly   int      `json:"hourly,omitempty"`
+	Daily    int      `json:"daily,omitempty"`
+	Weekly   int      `json:"weekly,omitempty"`
+	Monthly  int      `json:"monthly,omitempty"`
+	Yearly   int      `json:"yearly,omitempty"`
+	Within   Duration `json:"within,omitempty"`
+	Timezone string   `json:"timezone,omitempty"`
+}
+
+// KeepRulesOf stores rules.
+func KeepRulesOf(r retention.Rules) KeepRules {
+	k := KeepRules{Last: r.Last, Hourly: r.Hourly, Daily: r.Daily, Weekly: r.Weekly, Monthly: r.Monthly, Yearly: r.Yearly,
+		Within: Duration(r.Within)}
+	if r.Location != nil {
+		k.Timezone = r.Location.String()
+	}
+	return k
+}
+
+// Rules are the stored rules, ready for retention.Apply.
+func (k KeepRules) Rules() (retention.Rules, error) {
+	r := retention.Rules{Last: k.Last, Hourly: k.Hourly, Daily: k.Daily, Weekly: k.Weekly, Monthly: k.Monthly, Yearly: k.Yearly,
+		Within: time.Duration(k.Within)}
+	if k.Timezone != "" {
+		loc, err := time.LoadLocation(k.Timezone)
+		if err != nil {
+			return r, invalidf("time zone %q: %v", k.Timezone, err)
+		}
+		r.Location = loc
+	}
+	return r, nil
+}
+
+// PolicyState is what a policy's runs did, as this gateway's index remembers it.
+type PolicyState struct {
+	LastRun      time.Time `json:"last_run,omitempty"`
+	LastResult   string    `json:"last_result,omitempty"` // succeeded, failed, running
+	LastError    string    `json:"last_error,omitempty"`
+	LastVerify   time.Time `json:"last_verify,omitempty"`
+	VerifyResult string    `json:"verify_result,omitempty"`
+	VerifyError  string    `json:"verify_error,omitempty"`
+	Runs         int       `json:"runs"`
+}
+
+// PolicyStatus is a policy with its state, its next times and the volumes it has not backed
+// up for two periods.
+type PolicyStatus struct {
+	Policy
+	PolicyState
+	NextRun    time.Time `json:"next_run,omitempty"`
+	NextVerify time.Time `json:"next_verify,omitempty"`
+	// VolumeNames are the names of the volumes a run backs up now.
+	VolumeNames []string `json:"volume_names"`
+	Overdue     []string `json:"overdue_volumes,omitempty"` // no successful backup for two periods
+}
+
+// Results of a policy run.
+const (
+	RunSucceeded = "succeeded"
+	RunFailed    = "failed"
+	RunRunning   = "running"
+)
+
+const metaPolicies = "policies"
+
+var policyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// PolicyRequest creates or changes a policy. Volumes are refs (id, name or path).
+type PolicyRequest struct {
+	Policy
+	VolumeRefs []string
+}
+
+// CreatePolicy validates and stores a new policy.
+func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !policyName.MatchString(req.Name) {
+		return nil, invalidf("policy name %q: use letters, digits, '.', '_' and '-' (at most 64)", req.Name)
+	}
+	if _, err := s.storedPolicy(ctx, req.Name); err == nil {
+		return nil, wrapf(ErrExists, "policy %s exists: change it with 'cairn policy update %s'", req.Name, req.Name)
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	p := req.Policy
+	p.CreatedAt = now()
+	if err := s.completePolicy(ctx, c, &p, req.VolumeRefs); err != nil {
+		return nil, err
+	}
+	if err := s.repo.PutMeta(ctx, metaPolicies, p.Name, &p); err != nil {
+		return nil, err
+	}
+	s.policiesChanged()
+	s.log.Info("policy created", "policy", p.Name, "schedule", p.Schedule, "project", p.Project)
+	return &p, nil
+}
+
+// UpdatePolicy changes a policy with fn (refs, when not nil, replace its volumes).
+func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, fn func(*Policy)) (*Policy, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.visiblePolicy(ctx, c, name)
+	if err != nil {
+		return nil, err
+	}
+	fn(p)
+	p.Name = name
+	if refs == nil {
+		refs = p.Volumes
+		if p.AllOfProject {
+			refs = nil
+		}
+	}
+	if err := s.completePolicy(ctx, c, p, refs); err != nil {
+		return nil, err
+	}
+	if err := s.repo.PutMeta(ctx, metaPolicies, p.Name, p); err != nil {
+		return nil, err
+	}
+	s.policiesChanged()
+	s.log.Info("policy changed", "policy", p.Name, "schedule", p.Schedule)
+	return p, nil
+}
+
+// completePolicy checks a policy and resolves its volumes, which must be the project's.
+func (s *Service) completePolicy(ctx context.Context, c Caller, p *Policy, refs []string) error {
+	if p.Project == "" {
+		p.Project = c.Project
+	}
+	if p.Project != c.Project && !c.Admin {
+		return wrapf(ErrDenied, "only an admin may make a policy for another project")
+	}
+	if _, err := calendar.Parse(p.Schedule); err != nil {
+		return invalidf("--schedule: %v", err)
+	}
+	if p.Verify != "" {
+		if !c.Admin {
+			return wrapf(ErrDenied, "only an admin may schedule verification (it reads the whole repository's data)")
+		}
+		if _, err := calendar.Parse(p.Verify); err != nil {
+			return invalidf("--verify: %v", err)
+		}
+		if p.VerifySample <= 0 || p.VerifySample > 100 {
+			return invalidf("--verify-sample %g: give a percentage above 0 and at most 100", p.VerifySample)
+		}
+	}
+	if p.FullEvery < 0 {
+		return invalidf("--full-every %d: give a count of backups, or 0 for only the first", p.FullEvery)
+	}
+	if _, err := p.Keep.Rules(); err != nil {
+		return err
+	}
+	if p.AllOfProject == (len(refs) > 0) {
+		return invalidf("name the policy's volumes with --volume, or give --project for all of a project's (not both)")
+	}
+	p.Volumes = nil
+	for _, ref := range refs {
+		v, err := s.Volume(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if v.Project != p.Project {
+			return invalidf("volume %s is in project %s, not the policy's project %s", v.Name, v.Project, p.Project)
+		}
+		p.Volumes = append(p.Volumes, v.ID)
+	}
+	p.UpdatedAt = now()
+	return nil
+}
+
+// DeletePolicy removes a policy; a run in progress finishes.
+func (s *Service) DeletePolicy(ctx context.Context, name string) error {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := s.visiblePolicy(ctx, c, name); err != nil {
+		return err
+	}
+	if err := s.repo.DeleteMeta(ctx, metaPolicies, name); err != nil {
+		return err
+	}
+	_ = s.idx.SetMeta(policyStateKey(name), "")
+	s.policiesChanged()
+	s.log.Info("policy deleted", "policy", name)
+	return nil
+}
+
+// Policies lists the policies the caller sees, with their state.
+func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.loadPolicies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []*PolicyStatus{}
+	for _, p := range all {
+		if c.sees(p.Project) {
+			out = append(out, s.policyStatus(p, now()))
+		}
+	}
+	return out, nil
+}
+
+// PolicyStatus returns one policy with its state.
+func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.visiblePolicy(ctx, c, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.policyStatus(p, now()), nil
+}
+
+func (s *Service) visiblePolicy(ctx context.Context, c Caller, name string) (*Policy, error) {
+	p, err := s.storedPolicy(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if !c.sees(p.Project) {
+		return nil, wrapf(ErrNotFound, "policy %s not found: see 'cairn policy list'", name)
+	}
+	return p, nil
+}
+
+func (s *Service) storedPolicy(ctx context.Context, name string) (*Policy, error) {
+	var p Policy
+	err := s.repo.GetMeta(ctx, metaPolicies, name, &p)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, wrapf(ErrNotFound, "policy %s not found: see 'cairn policy list'", name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// loadPolicies reads every policy from the repository, by name.
+func (s *Service) loadPolicies(ctx context.Context) ([]*Policy, error) {
+	var out []*Policy
+	err := s.repo.ListMeta(ctx, metaPolicies, func(name string, b []byte) error {
+		var p Policy
+		if json.Unmarshal(b, &p) != nil || p.Name != name {
+			s.log.Warn("policy object unreadable: skipped", "policy", name)
+			return nil
+		}
+		out = append(out, &p)
+		return nil
+	}, func(key string, err error) { s.log.Warn("policy object damaged: skipped", "key", key, "error", err) })
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, err
+}
+
+func policyStateKey(name string) string { return "policy/" + name }
+
+// policyState is what the index remembers of a policy's runs.
+func (s *Service) policyState(name string) PolicyState {
+	var st PolicyState
+	if v, err := s.idx.Meta(policyStateKey(name)); err == nil && v != "" {
+		_ = json.Unmarshal([]byte(v), &st)
+	}
+	return st
+}
+
+func (s *Service) setPolicyState(name string, fn func(*PolicyState)) PolicyState {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	st := s.policyState(name)
+	fn(&st)
+	b, _ := json.Marshal(st)
+	if err := s.idx.SetMeta(policyStateKey(name), string(b)); err != nil {
+		s.log.Error("cannot record a policy's run", "policy", name, "error", err)
+	}
+	return st
+}
+
+// policyStatus joins a policy with its state and next times.
+func (s *Service) policyStatus(p *Policy, at time.Time) *PolicyStatus {
+	st := &PolicyStatus{Policy: *p, PolicyState: s.policyState(p.Name)}
+	if sp, err := calendar.Parse(p.Schedule); err == nil {
+		st.NextRun = sp.Next(laterOf(st.LastRun, p.CreatedAt))
+		if st.NextRun.Before(at) {
+			st.NextRun = at // missed: runs as soon as the scheduler looks
+		}
+		st.Overdue = s.overdueVolumes(p, sp, at)
+	}
+	st.VolumeNames = []string{}
+	if vols, err := s.policyVolumes(p); err == nil {
+		for _, v := range vols {
+			st.VolumeNames = append(st.VolumeNames, v.Name)
+		}
+	}
+	if p.Verify != "" {
+		if sp, err := calendar.Parse(p.Verify); err == nil {
+			st.NextVerify = sp.Next(laterOf(st.LastVerify, p.CreatedAt))
+		}
+	}
+	return st
+}
+
+// overdueVolumes are the policy's volumes without an available backup for two periods of
+// its schedule (counted from the newest backup, or from the policy's creation).
+func (s *Service) overdueVolumes(p *Policy, sp *calendar.Spec, at time.Time) []string {
+	vols, err := s.policyVolumes(p)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, v := range vols {
+		since := p.CreatedAt
+		if b, err := s.latestBackup(v.ID, p.Project); err == nil && b != nil && b.CreatedAt.After(since) {
+			since = b.CreatedAt
+		}
+		first := sp.Next(since)
+		if first.IsZero() {
+			continue
+		}
+		if second := sp.Next(first); !second.IsZero() && second.Before(at) {
+			out = append(out, v.Name)
+		}
+	}
+	return out
+}
+
+// policyVolumes are the volumes a run backs up now.
+func (s *Service) policyVolumes(p *Policy) ([]*index.Volume, error) {
+	if p.AllOfProject {
+		all, err := s.idx.Volumes()
+		if err != nil {
+			return nil, err
+		}
+		var out []*index.Volume
+		for _, v := range all {
+			if v.Project == p.Project {
+				out = append(out, v)
+			}
+		}
+		return out, nil
+	}
+	out := make([]*index.Volume, 0, len(p.Volumes))
+	for _, id := range p.Volumes {
+		v, err := s.idx.Volume(id)
+		if errors.Is(err, index.ErrNotFound) {
+			continue // deleted since: the policy skips it
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// RunPolicy runs a policy now: each volume's backup (incremental unless a full is due), then
+// a prune of that volume by the policy's rules. It returns the first failure; the other
+// volumes are still backed up.
+func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p, err := s.visiblePolicy(ctx, c, name)
+	if err != nil {
+		return nil, err
+	}
+	if !s.claimPolicy(p.Name) {
+		return nil, wrapf(ErrConflict, "policy %s is running already: see 'cairn policy show %s'", p.Name, p.Name)
+	}
+	defer s.unclaimPolicy(p.Name)
+	err = s.runClaimedPolicy(ctx, p)
+	return s.policyStatus(p, now()), err
+}
+
+// runClaimedPolicy is one run of a policy the caller claimed, as the policy's project (not
+// as whoever triggered it).
+func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy) error {
+	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
+	start := now()
+	s.setPolicyState(p.Name, func(st *PolicyState) { st.LastRun, st.LastResult, st.LastError = start, RunRunning, "" })
+	s.log.Info("policy run started", "policy", p.Name)
+	err := s.policyBackups(ctx, p)
+	st := s.setPolicyState(p.Name, func(st *PolicyState) {
+		st.Runs++
+		st.LastResult = RunSucceeded
+		if err != nil {
+			st.LastResult, st.LastError = RunFailed, err.Error()
+		}
+	})
+	s.metrics.policyRun(p.Name, st, start)
+	if err != nil {
+		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(start).Seconds())
+		return fmt.Errorf("policy %s: %w", p.Name, err)
+	}
+	s.log.Info("policy run finished", "policy", p.Name, "seconds", time.Since(start).Seconds())
+	return nil
+}
+
+func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
+	vols, err := s.policyVolumes(p)
+	if err != nil {
+		return err
+	}
+	rules, err := p.Keep.Rules()
+	if err != nil {
+		return err
+	}
+	var first error
+	fail := func(err error) {
+		if first == nil {
+			first = err
+		}
+	}
+	for _, v := range vols {
+		if ctx.Err() != nil {
+			fail(ctx.Err())
+			break
+		}
+		incr, err := s.policyIncremental(p, v)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		b, err := s.CreateBackup(ctx, BackupRequest{Volume: v.ID, Incremental: incr, Name: "policy " + p.Name})
+		if err == nil && s.Async() {
+			b, err = s.WaitBackup(ctx, b.ID)
+		}
+		if err == nil && b.Status != index.BackupAvailable {
+			err = fmt.Errorf("backup %s of volume %s: %s", b.ID, v.Name, b.FailReason)
+		}
+		if err != nil {
+			s.log.Warn("policy backup failed", "policy", p.Name, "volume_id", v.ID, "error", err)
+			fail(err)
+			continue
+		}
+		if rules.Empty() {
+			continue
+		}
+		if _, err := s.Prune(ctx, PruneRequest{Volumes: []string{v.ID}, Rules: rules}); err != nil {
+			s.log.Warn("policy prune failed", "policy", p.Name, "volume_id", v.ID, "error", err)
+			fail(err)
+		}
+	}
+	return first
+}
+
+// policyIncremental says whether the volume's next backup under p is incremental: never
+// without --incremental or without an earlier backup; with FullEvery n, every nth is full.
+func (s *Service) policyIncremental(p *Policy, v *index.Volume) (bool, error) {
+	if !p.Incremental {
+		return false, nil
+	}
+	latest, err := s.latestBackup(v.ID, p.Project)
+	if err != nil || latest == nil {
+		return false, err
+	}
+	if p.FullEvery <= 0 {
+		return true, nil
+	}
+	// Count the chain back to its full backup.
+	n := 1
+	for b := latest; b.IsIncremental && b.ParentID != ""; n++ {
+		if b, err = s.idx.Backup(b.ParentID); err != nil {
+			break
+		}
+	}
+	return n < p.FullEvery, nil
+}
+
+// claimPolicy marks a policy running; false when it already is.
+func (s *Service) claimPolicy(name string) bool {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	if s.policyRuns[name] {
+		return false
+	}
+	if s.policyRuns == nil {
+		s.policyRuns = map[string]bool{}
+	}
+	s.policyRuns[name] = true
+	return true
+}
+
+func (s *Service) unclaimPolicy(name string) {
+	s.policyMu.Lock()
+	delete(s.policyRuns, name)
+	s.policyMu.Unlock()
+}
