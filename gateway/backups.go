@@ -363,6 +363,9 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 		return nil, wrapf(ErrDenied, "only an admin may force-delete a backup")
 	}
 	if b.Status != index.BackupCreating {
+		if err := s.refreshProtection(ctx, b); err != nil {
+			return nil, err
+		}
 		st, err := s.Settings(ctx)
 		if err != nil {
 			return nil, err

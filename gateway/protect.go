@@ -140,3 +140,28 @@ func mayRemove(c Caller, b *index.Backup, st Settings, force bool, at time.Time)
 	return wrapf(ErrConflict, "backup %s is %s old, younger than the repository's minimum age %s: wait, or as an admin add --force",
 		b.ID, age.Round(time.Second), time.Duration(st.MinAge))
 }
+
+// refreshProtection reads a committed backup's protection from its manifest, which another
+// gateway may have changed since this index learned it, and brings the record up to date.
+// A backup without a manifest (one that failed) keeps its record's word.
+func (s *Service) refreshProtection(ctx context.Context, b *index.Backup) error {
+	if b.Status != index.BackupAvailable {
+		return nil
+	}
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if m.Protected == b.Protected {
+		return nil
+	}
+	b.Protected = m.Protected
+	_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		rec.Protected = m.Protected
+		return nil
+	})
+	return err
+}

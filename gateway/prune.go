@@ -280,6 +280,12 @@ func (s *Service) reparent(ctx context.Context, id, parent string) error {
 // under the index's transaction (it may have changed since), then the manifest goes and
 // the record with it.
 func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
+	if err := s.refreshProtection(ctx, b); err != nil {
+		return err
+	}
+	if b.Protected {
+		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
+	}
 	if deps, err := s.dependants(b.ID); err != nil {
 		return err
 	} else if len(deps) > 0 {

@@ -286,3 +286,35 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestProtectionAcrossHosts: two hosts on one bucket. A backup protected on one is refused by
+// delete and prune on the other, whose index learned it before the protection; unprotected on
+// the first, the second deletes it.
+func TestProtectionAcrossHosts(t *testing.T) {
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	a := newS3Repo(t, srv, "prot", nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 45, testutil.Mixed)
+	old := a.createBackup(vol)
+	b := a.elsewhere()
+	if len(b.listBackups()) != 1 {
+		t.Fatalf("host b sees %d backups, want 1", len(b.listBackups()))
+	}
+	a.mustRun("backup", "protect", old.ID)
+	if msg := b.mustFail([]int{4}, "backup", "delete", old.ID); !strings.Contains(msg, "protected") {
+		t.Errorf("host b deleting a backup host a protected: %q, want it refused as protected", msg)
+	}
+	testutil.ScatterWrites(t, vol, 4501, 0.01, 4<<10, 64<<10)
+	a.createBackup(vol)
+	var res pruneJSON
+	b.mustJSON(&res, "backup", "prune", "--all", "--keep-last", "1")
+	if res.Removed != 0 || len(b.listBackups()) != 2 {
+		t.Fatalf("host b's prune removed %d backups, one of them protected through host a: %+v", res.Removed, res)
+	}
+	a.mustRun("backup", "unprotect", old.ID)
+	b.mustRun("backup", "delete", "--force", old.ID)
+	if bs := a.listBackups(); len(bs) != 1 {
+		t.Errorf("host a lists %d backups after host b deleted one, want 1", len(bs))
+	}
+}
