@@ -31,7 +31,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		return err
 	}
 	changed := false
-	known := map[string]bool{}
+	known, forgotten := map[string]bool{}, map[string]bool{}
 	for _, b := range all {
 		known[b.ID] = true
 		if b.Status == index.BackupAvailable && !stored[b.ID] {
@@ -43,7 +43,17 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 				return err
 			}
 			s.log.Info("backup deleted elsewhere forgotten", "backup_id", b.ID)
+			forgotten[b.ID] = true
 			changed = true
+		}
+	}
+	// A prune elsewhere re-links the backups after the ones it removed: their manifests say
+	// to which parent.
+	for _, b := range all {
+		if forgotten[b.ParentID] && !forgotten[b.ID] {
+			if err := s.relearnChain(ctx, b.ID); err != nil {
+				s.log.Warn("backup's parent after a prune elsewhere not learned", "backup_id", b.ID, "error", err)
+			}
 		}
 	}
 	for id := range stored {
@@ -71,6 +81,27 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		s.notifyChange()
 	}
 	return nil
+}
+
+// relearnChain takes a backup's parent, incremental flag and protection from its manifest.
+func (s *Service) relearnChain(ctx context.Context, id string) error {
+	m, err := s.repo.GetManifest(ctx, id)
+	if err != nil {
+		return err
+	}
+	rec := &index.Backup{ID: id, VolumeID: m.VolumeID, Project: m.Project, CreatedAt: m.CreatedAt,
+		ParentID: m.ParentID, IsIncremental: m.Incremental}
+	if rec.Project == "" {
+		rec.Project = DefaultProject
+	}
+	if err := s.resolveParent(ctx, rec); err != nil {
+		return err
+	}
+	_, err = s.idx.UpdateBackup(id, func(b *index.Backup) error {
+		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
+		return nil
+	})
+	return err
 }
 
 // Check verifies the repository from the manifests in the backend, and that the index's

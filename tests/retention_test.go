@@ -318,3 +318,29 @@ func TestProtectionAcrossHosts(t *testing.T) {
 		t.Errorf("host a lists %d backups after host b deleted one, want 1", len(bs))
 	}
 }
+
+// TestPruneSeenFromAnotherHost: a prune on one host re-links the kept incrementals; another
+// host's index follows at its next sync, so its parent ids name existing backups.
+func TestPruneSeenFromAnotherHost(t *testing.T) {
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	a := newS3Repo(t, srv, "relink", nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 46, testutil.Mixed)
+	points := a.chain(vol, 2, 4600)
+	b := a.elsewhere()
+	if got := b.showBackup(points[2].backup.ID).ParentID; got != points[1].backup.ID {
+		t.Fatalf("host b: parent %q, want %s", got, points[1].backup.ID)
+	}
+	a.mustRun("backup", "protect", points[0].backup.ID)
+	var res pruneJSON
+	a.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1")
+	if res.Removed != 1 {
+		t.Fatalf("prune removed %d, want the middle incremental", res.Removed)
+	}
+	top := b.showBackup(points[2].backup.ID)
+	if top.ParentID != points[0].backup.ID || !top.IsIncremental {
+		t.Errorf("host b after host a's prune: parent %q incremental %v, want %s", top.ParentID, top.IsIncremental, points[0].backup.ID)
+	}
+	b.restoreMatches(points[2].backup.ID, points[2].sha, dir)
+}
