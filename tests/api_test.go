@@ -316,6 +316,17 @@ func TestAPICinderClient(t *testing.T) {
 		t.Fatalf("restore of b2 onto volume target: sha256 %s, want %s", got, src2)
 	}
 
+	// A protected backup is refused by the API's delete as by the CLI's, forced or not.
+	admin := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: "admin", Admin: true})
+	if _, err := e.svc.ProtectBackup(admin, b2, true); err != nil {
+		t.Fatal(err)
+	}
+	e.fails(`protected`, nil, "backup-delete", b2)
+	e.fails(`protected`, nil, "backup-delete", "--force", b2)
+	if _, err := e.svc.ProtectBackup(admin, b2, false); err != nil {
+		t.Fatal(err)
+	}
+
 	// Export, delete, import: the backup comes back and still restores.
 	exp := dict(e.ok(nil, "backup-export", b2))
 	if exp["backup_service"] == "" || exp["backup_url"] == "" {
@@ -344,7 +355,8 @@ func TestAPICinderClient(t *testing.T) {
 	e.fails(`(?i)state "bogus"`, nil, "backup-reset-state", "--state", "bogus", b2)
 
 	// Cancel: force-delete of a creating backup; the volume leaves backing-up.
-	big := e.volume("admin", "big", 256<<20, testutil.Random)
+	// Large enough that the backup still runs through two starts of the cinder client.
+	big := e.volume("admin", "big", 1<<30, testutil.Random)
 	bb := dict(e.ok(nil, "backup-create", "big"))["id"]
 	e.fails(`(?i)being created`, nil, "backup-delete", bb)
 	e.ok(nil, "backup-delete", "--force", bb)
