@@ -96,7 +96,7 @@ _cairn() {
     "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
-    "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption" -- "$cur")) ;;
+    "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption --object-lock --retention" -- "$cur")) ;;
     "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
