@@ -78,10 +78,12 @@ func TestObjectLockImmutableBackups(t *testing.T) {
 	srv := testutil.StartS3(t, testutil.WithObjectLock())
 	srv.CreateBucket("plain")
 	dir := t.TempDir()
-	const retention = 5 * time.Second
+	// Long enough that b's packs are still locked at the first gc, a few processes after they
+	// were written, on a loaded machine.
+	const retention = 8 * time.Second
 
 	// Refusals.
-	lockArgs := []string{"repo", "init", "--object-lock", "governance", "--retention", "5s"}
+	lockArgs := []string{"repo", "init", "--object-lock", "governance", "--retention", "8s"}
 	local := &cairnRepo{t: t, Dir: filepath.Join(dir, "local"), Env: []string{"CAIRN_REPO=" + filepath.Join(dir, "local")}}
 	if line := local.mustFail([]int{2}, lockArgs...); !strings.Contains(line, "needs an S3 repository") {
 		t.Errorf("object lock on a directory: %q", line)
@@ -92,11 +94,11 @@ func TestObjectLockImmutableBackups(t *testing.T) {
 		t.Errorf("object lock on a bucket without it: %q", line)
 	}
 	plain.mustFail([]int{2}, "repo", "init", "--object-lock", "governance")
-	plain.mustFail([]int{2}, "repo", "init", "--retention", "5s")
+	plain.mustFail([]int{2}, "repo", "init", "--retention", "8s")
 	plain.mustFail([]int{2}, "repo", "init", "--object-lock", "governance", "--retention", "1.5s")
 
 	const prefix = "immutable"
-	r := newS3Repo(t, srv, prefix, nil, "--object-lock", "governance", "--retention", "5s")
+	r := newS3Repo(t, srv, prefix, nil, "--object-lock", "governance", "--retention", "8s")
 	volA := filepath.Join(dir, "a.img")
 	testutil.WriteImage(t, volA, 6*mib, 51, testutil.Mixed)
 	shaA := testutil.SHA256File(t, volA)
@@ -166,7 +168,7 @@ func TestObjectLockImmutableBackups(t *testing.T) {
 		} `json:"object_lock"`
 	}
 	r.mustJSON(&st, "repo", "stats")
-	if l := st.ObjectLock; l.Mode != "governance" || l.RetentionSeconds != 5 || l.Objects == 0 || l.Oldest.IsZero() || l.Newest.Before(l.Oldest) {
+	if l := st.ObjectLock; l.Mode != "governance" || l.RetentionSeconds != 8 || l.Objects == 0 || l.Oldest.IsZero() || l.Newest.Before(l.Oldest) {
 		t.Errorf("repo stats: object_lock %+v", l)
 	}
 	if out := r.mustRun("repo", "stats"); !strings.Contains(out, "oldest_retain_until") || !strings.Contains(out, "governance") {
