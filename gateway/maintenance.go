@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
@@ -161,7 +162,8 @@ func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error
 	if err != nil {
 		return st, err
 	}
-	s.log.Info("gc finished", "backups", st.Backups, "packs_deleted", st.PacksDeleted, "packs_repacked", st.PacksRepacked, "bytes_freed", st.BytesFreed)
+	s.log.Info("gc finished", "backups", st.Backups, "packs_deleted", st.PacksDeleted, "packs_repacked", st.PacksRepacked, "bytes_freed", st.BytesFreed,
+		"packs_kept_locked", st.PacksLocked, "objects_extended", st.ObjectsExtended, "versions_removed", st.VersionsRemoved)
 	return st, nil
 }
 
@@ -278,6 +280,23 @@ type Stats struct {
 	DedupRatio       float64 `json:"dedup_ratio"`       // data bytes / unique plain bytes
 	CompressionRatio float64 `json:"compression_ratio"` // unique plain / stored
 	IndexBytes       int64   `json:"index_bytes"`
+	// ObjectLock is set in an object-locked repository: its mode and retention, and the
+	// retain-until dates of its objects, read from the store (one HEAD an object).
+	ObjectLock *LockStats `json:"object_lock,omitempty"`
+}
+
+// LockStats describes an object-locked repository.
+type LockStats struct {
+	Mode             string `json:"mode"`
+	RetentionSeconds int64  `json:"retention_seconds"`
+	// Objects counts the objects whose dates were read (every one but lock objects); none
+	// when the store cannot say (a copy in a directory).
+	Objects int `json:"objects"`
+	// Unprotected counts those whose date has passed: anyone with the credentials could remove
+	// them now (gc extends the ones in use).
+	Unprotected int        `json:"unprotected"`
+	Oldest      *time.Time `json:"oldest_retain_until,omitempty"`
+	Newest      *time.Time `json:"newest_retain_until,omitempty"`
 }
 
 // RepoStats computes the repository's statistics from the index.
@@ -325,6 +344,19 @@ func (s *Service) RepoStats(ctx context.Context) (*Stats, error) {
 	}
 	if st.StoredBytes > 0 {
 		st.CompressionRatio = float64(st.UniquePlainBytes) / float64(st.StoredBytes)
+	}
+	if l := cfg.ObjectLock; l != nil {
+		st.ObjectLock = &LockStats{Mode: string(l.Mode), RetentionSeconds: l.RetentionSeconds}
+		rep, err := s.repo.Retention(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read the objects' retain-until dates: %w", err)
+		}
+		if rep != nil {
+			st.ObjectLock.Objects, st.ObjectLock.Unprotected = rep.Objects, rep.Unprotected
+			if !rep.Oldest.IsZero() {
+				st.ObjectLock.Oldest, st.ObjectLock.Newest = &rep.Oldest, &rep.Newest
+			}
+		}
 	}
 	return st, nil
 }

@@ -147,6 +147,9 @@ func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), "index") 
 
 // Init creates a new repository.
 func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error) {
+	if o.ObjectLock != nil && !stack.IsRemote(c.Repo) {
+		return repo.Config{}, invalidf("%s: object lock needs an S3 repository (s3://bucket/prefix) in a bucket created with object lock enabled: a directory cannot lock objects", c.Repo)
+	}
 	be, err := openBackend(ctx, c)
 	if err != nil {
 		return repo.Config{}, err
@@ -155,6 +158,9 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 	rc, err := repo.Init(ctx, be, o)
 	if errors.Is(err, repo.ErrExists) {
 		return rc, wrapf(ErrExists, "%v", err)
+	}
+	if errors.Is(err, repo.ErrNoObjectLock) {
+		return rc, invalidf("%v", err)
 	}
 	if errors.Is(err, repo.ErrInvalidOption) {
 		return rc, invalidf("%s", strings.TrimPrefix(err.Error(), repo.ErrInvalidOption.Error()+": "))

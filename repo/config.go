@@ -17,13 +17,20 @@ import (
 
 // Format constants. The block size is per repository; the fan-outs are fixed by the format.
 const (
-	FormatVersion    = 2
-	DefaultBlockSize = 16 << 10
-	MinBlockSize     = 4 << 10
-	MaxBlockSize     = 4 << 20
-	LeafFanout       = 256  // block entries per leaf node
-	NodeFanout       = 1024 // children per interior node
-	DefaultPackSize  = 16 << 20
+	// FormatVersion is the format of packs, manifests and the small objects, and of a config
+	// without object lock.
+	FormatVersion = 2
+	// LockedConfigVersion is the version of a config with object lock: the same format, but a
+	// cairn that does not know object lock must not write to it (its gc would hide locked
+	// objects behind delete markers for ever instead of removing them), and it refuses any
+	// version but its own.
+	LockedConfigVersion = 3
+	DefaultBlockSize    = 16 << 10
+	MinBlockSize        = 4 << 10
+	MaxBlockSize        = 4 << 20
+	LeafFanout          = 256  // block entries per leaf node
+	NodeFanout          = 1024 // children per interior node
+	DefaultPackSize     = 16 << 20
 )
 
 // Encryption modes.
@@ -41,6 +48,9 @@ type Config struct {
 	Encryption  string      `json:"encryption"`
 	PackSize    int         `json:"pack_size"`
 	CreatedAt   time.Time   `json:"created_at"`
+	// ObjectLock, when set, makes every object but lock objects immutable for a period after
+	// it is written (S3 Object Lock); absent in older configs, which read as before.
+	ObjectLock *ObjectLock `json:"object_lock,omitempty"`
 	// MasterKey is present only in unencrypted repositories, where the backend is trusted.
 	MasterKey []byte `json:"master_key,omitempty"`
 	// MAC authenticates everything above (HMAC-SHA256 under a key derived from the master
@@ -65,6 +75,9 @@ type InitOptions struct {
 	Compression Compression
 	Encryption  string
 	Password    string
+	// ObjectLock makes the repository immutable (see Config.ObjectLock); the backend must be
+	// able to lock objects (an S3 bucket with object lock enabled).
+	ObjectLock *ObjectLock
 }
 
 // ErrInvalidOption means a repository setting that is not valid (a block size, compression
@@ -102,6 +115,17 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	}
 	cfg := Config{Version: FormatVersion, ID: uuid.NewString(), BlockSize: o.BlockSize, Compression: c,
 		Encryption: o.Encryption, PackSize: DefaultPackSize, CreatedAt: time.Now().UTC().Truncate(time.Second)}
+	if o.ObjectLock != nil {
+		if err := o.ObjectLock.valid(); err != nil {
+			return Config{}, fmt.Errorf("%w: %v", ErrInvalidOption, err)
+		}
+		// Every object from the first one on (keys, the config) is locked.
+		if _, err := useRetention(ctx, be, o.ObjectLock, false); err != nil {
+			return Config{}, fmt.Errorf("%w: use a bucket created with object lock enabled", err)
+		}
+		l := *o.ObjectLock
+		cfg.Version, cfg.ObjectLock = LockedConfigVersion, &l
+	}
 	master := make([]byte, masterKeyLen)
 	if _, err := rand.Read(master); err != nil {
 		return Config{}, err
@@ -144,8 +168,16 @@ func readConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	if err != nil {
 		return Config{}, nil, fmt.Errorf("%s: config is not valid: %v", be.Location(), err)
 	}
-	if cfg.Version != FormatVersion {
-		return Config{}, nil, fmt.Errorf("%s: repository format %d is not supported (this cairn reads %d)", be.Location(), cfg.Version, FormatVersion)
+	switch {
+	case cfg.Version == FormatVersion && cfg.ObjectLock == nil:
+	case cfg.Version == LockedConfigVersion && cfg.ObjectLock != nil:
+		if err := cfg.ObjectLock.valid(); err != nil {
+			return Config{}, nil, fmt.Errorf("%s: config: %v", be.Location(), err)
+		}
+	case cfg.Version == LockedConfigVersion:
+		return Config{}, nil, fmt.Errorf("%s: config of version %d has no object lock setting", be.Location(), cfg.Version)
+	default:
+		return Config{}, nil, fmt.Errorf("%s: repository format %d is not supported (this cairn reads %d and %d)", be.Location(), cfg.Version, FormatVersion, LockedConfigVersion)
 	}
 	if cfg.BlockSize < MinBlockSize || cfg.BlockSize > MaxBlockSize || cfg.PackSize <= 0 {
 		return Config{}, nil, fmt.Errorf("%s: config has an invalid block or pack size", be.Location())
@@ -219,6 +251,15 @@ func unlock(ctx context.Context, be backend.Backend, password string) ([]byte, s
 func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPassword string) error {
 	if newPassword == "" {
 		return errors.New("the new passphrase is empty")
+	}
+	// The new key object is locked like every other in an object-locked repository; the old
+	// one is hidden, and stays as a version until its date (docs/reliability.md).
+	cfg, _, err := readConfig(ctx, be, oldPassword)
+	if err != nil {
+		return err
+	}
+	if _, err := useRetention(ctx, be, cfg.ObjectLock, false); err != nil {
+		return err
 	}
 	master, oldName, err := unlock(ctx, be, oldPassword)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -23,14 +24,18 @@ type GCOptions struct {
 
 // GCStats says what a garbage collection did.
 type GCStats struct {
-	Backups        int   `json:"backups"`    // manifests marked from
-	LiveBlobs      int   `json:"live_blobs"` // blobs reachable from them
-	PacksDeleted   int   `json:"packs_deleted"`
-	PacksRepacked  int   `json:"packs_repacked"`
-	PacksKept      int   `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
-	LocksBroken    int   `json:"stale_locks_broken"`
-	BlobsReclaimed int64 `json:"blobs_reclaimed"`
-	BytesFreed     int64 `json:"bytes_freed"`
+	Backups       int `json:"backups"`    // manifests marked from
+	LiveBlobs     int `json:"live_blobs"` // blobs reachable from them
+	PacksDeleted  int `json:"packs_deleted"`
+	PacksRepacked int `json:"packs_repacked"`
+	PacksKept     int `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
+	// Object-locked repositories (see retention.go):
+	PacksLocked     int   `json:"packs_kept_locked"` // unreachable, kept until the dates of all their objects pass
+	ObjectsExtended int   `json:"objects_extended"`  // objects in use whose lock was extended
+	VersionsRemoved int   `json:"versions_removed"`  // hidden or superseded versions removed once their dates passed
+	LocksBroken     int   `json:"stale_locks_broken"`
+	BlobsReclaimed  int64 `json:"blobs_reclaimed"`
+	BytesFreed      int64 `json:"bytes_freed"`
 }
 
 type packUsage struct {
@@ -49,7 +54,9 @@ var ErrUnreadableBackup = errors.New("a stored backup cannot be read")
 // lock (no backup, restore or delete runs anywhere), with the index brought fully up to date,
 // it marks every blob reachable from every manifest the backend holds, whatever any index
 // says of that backup's status, and then deletes packs with nothing reachable and repacks
-// packs that are mostly unreachable. The argument for its safety is in docs/design.md.
+// packs that are mostly unreachable. In an object-locked repository it removes a pack only
+// once its dates have passed, extends the locks of what is in use and removes old versions
+// (retention.go). The argument for its safety is in docs/design.md.
 func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	var st GCStats
 	logf := o.Log
@@ -157,17 +164,53 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		return out
 	}
 	drop, repack = keep(drop), keep(repack)
-	if o.DryRun || len(drop)+len(repack) == 0 {
+
+	// In an object-locked repository a pack goes only once the dates of all its objects have
+	// passed. An unreachable one waits (no gc extends it); a mostly dead one is repacked now,
+	// its live blobs moving to a new pack, and waits too (deferred): without live blobs it is
+	// no longer extended, and a later run removes it like any unreachable pack.
+	var lp *lockPass
+	var deferred []PackID
+	if r.retain != nil {
+		if lp, err = r.newLockPass(ctx, lk); err != nil {
+			return st, err
+		}
+		unlocked := func(ids []PackID, locked func(PackID)) ([]PackID, error) {
+			out := ids[:0]
+			for _, id := range ids {
+				ok, err := r.removable(ctx, lp.vs, lp.now(), o.DryRun, append([]string{id.Key()}, indexKeys[id]...)...)
+				if err != nil {
+					return nil, fmt.Errorf("gc: %w", err)
+				}
+				if ok {
+					out = append(out, id)
+				} else {
+					locked(id)
+				}
+			}
+			return out, nil
+		}
+		if drop, err = unlocked(drop, func(PackID) { st.PacksLocked++ }); err != nil {
+			return st, err
+		}
+		if repack, err = unlocked(repack, func(id PackID) { deferred = append(deferred, id) }); err != nil {
+			return st, err
+		}
+	}
+	if o.DryRun {
 		for _, id := range drop {
 			st.PacksDeleted++
 			st.BlobsReclaimed += int64(usage[id].dead)
 			st.BytesFreed += usage[id].size
 		}
-		return st, nil
+		if lp != nil {
+			err = lp.maintain(ctx, &st, usage, append(repack, deferred...), nil, true)
+		}
+		return st, err
 	}
 
 	// 1. Repack: the live blobs of mostly-dead packs go into new packs (with index objects).
-	for _, id := range repack {
+	for _, id := range append(append([]PackID(nil), repack...), deferred...) {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
@@ -176,16 +219,42 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 			return st, err
 		}
 		st.PacksRepacked++
+		if slices.Contains(deferred, id) {
+			continue // its space comes back when a later run removes it
+		}
 		st.BlobsReclaimed += int64(usage[id].dead)
 		st.BytesFreed += usage[id].size - newSize
 	}
-	// 2. The deletion record's contents: every address in each doomed pack, and
+	removed := map[string]bool{} // keys removed for good below
+	if len(drop)+len(repack) > 0 {
+		if err := r.deletePacks(ctx, drop, repack, usage, indexKeys, live, removed); err != nil {
+			return st, err
+		}
+		for _, id := range drop {
+			st.PacksDeleted++
+			st.BlobsReclaimed += int64(usage[id].dead)
+			st.BytesFreed += usage[id].size
+		}
+	}
+	if lp != nil {
+		if err := lp.maintain(ctx, &st, usage, append(repack, deferred...), removed, false); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+// deletePacks removes the doomed packs (drop and repack) in the deletion protocol's order:
+// their index objects, then the deletion record, then the packs. removed collects the keys.
+func (r *Repository) deletePacks(ctx context.Context, drop, repack []PackID, usage map[PackID]*packUsage,
+	indexKeys map[PackID][]string, live map[Address]struct{}, removed map[string]bool) error {
+	// The deletion record's contents: every address in each doomed pack, and
 	// where the live ones among them are now, so other indexes forget exactly these packs.
 	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
 	for _, id := range append(append([]PackID(nil), drop...), repack...) {
 		entries, err := r.packEntries(ctx, id, usage[id].size, indexKeys[id])
 		if err != nil {
-			return st, fmt.Errorf("gc: %w", err)
+			return fmt.Errorf("gc: %w", err)
 		}
 		addrs := make([]Address, len(entries))
 		for i, e := range entries {
@@ -195,7 +264,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 			}
 			loc, ok, err := r.idx.Lookup(e.Addr)
 			if err != nil {
-				return st, err
+				return err
 			}
 			if ok && loc.Pack != id {
 				d.relocated = append(d.relocated, PackEntry{Addr: e.Addr, Location: loc})
@@ -206,42 +275,36 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 		d.packs[id] = addrs
 	}
-	// 3. The doomed packs' index objects go, before the record and the packs: an index object
+	// The doomed packs' index objects go, before the record and the packs: an index object
 	// that exists names a pack that exists, and a sync that applied the record (it lists
 	// records before index objects) cannot learn the pack again from one.
 	for id := range d.packs {
 		for _, k := range indexKeys[id] {
-			if err := r.be.Delete(ctx, k); err != nil {
-				return st, fmt.Errorf("gc: delete %s: %w", k, err)
+			if err := r.destroy(ctx, k); err != nil {
+				return fmt.Errorf("gc: delete %s: %w", k, err)
 			}
+			removed[k] = true
 		}
 	}
 	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
 	if err := r.putObject(ctx, key, d.encode()); err != nil {
-		return st, fmt.Errorf("gc: store the deletion record: %w", err)
+		return fmt.Errorf("gc: store the deletion record: %w", err)
 	}
-	// 4. This index forgets the packs (a blob the index does not list is never reused); then
+	// This index forgets the packs (a blob the index does not list is never reused); then
 	// the packs go.
 	if err := d.apply(r.idx); err != nil {
-		return st, err
+		return err
 	}
 	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
-		return st, err
+		return err
 	}
-	for _, id := range drop {
-		if err := r.be.Delete(ctx, id.Key()); err != nil {
-			return st, fmt.Errorf("gc: delete pack %s: %w", id, err)
+	for id := range d.packs {
+		if err := r.destroy(ctx, id.Key()); err != nil {
+			return fmt.Errorf("gc: delete pack %s: %w", id, err)
 		}
-		st.PacksDeleted++
-		st.BlobsReclaimed += int64(usage[id].dead)
-		st.BytesFreed += usage[id].size
+		removed[id.Key()] = true
 	}
-	for _, id := range repack {
-		if err := r.be.Delete(ctx, id.Key()); err != nil {
-			return st, fmt.Errorf("gc: delete pack %s: %w", id, err)
-		}
-	}
-	return st, nil
+	return nil
 }
 
 func (u *packUsage) sizeOr(r *Repository, id PackID) int64 {

@@ -76,11 +76,14 @@ type LockOptions struct {
 }
 
 type locker struct {
-	be   backend.Backend
-	k    *keys
-	o    LockOptions
-	host string
-	pid  int
+	be backend.Backend
+	// retain, in an object-locked repository, removes every version of a released lock
+	// object (each refresh wrote one); nil otherwise.
+	retain *retention
+	k      *keys
+	o      LockOptions
+	host   string
+	pid    int
 }
 
 // held are this process's locks by id, across every open Repository (a lock object naming
@@ -145,7 +148,7 @@ func (lk *Lock) Unlock() {
 	<-lk.done
 	// A lock whose removal fails goes stale and is broken later; it never blocks forever.
 	if !lk.local {
-		_ = lk.l.be.Delete(context.Background(), lk.key)
+		_ = lk.l.remove(context.Background(), lk.key)
 	}
 	held.Lock()
 	delete(held.m, lk.info.ID)
@@ -191,6 +194,19 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	lk.lastRefresh = time.Now()
 	lk.mu.Unlock()
 	return nil
+}
+
+// remove removes a lock object for good, every version of it in a versioned store. A
+// version the store keeps locked (a bucket whose default retention locks every object) is
+// hidden instead, so the lock is released all the same.
+func (l *locker) remove(ctx context.Context, key string) error {
+	if l.retain != nil {
+		err := l.retain.purge(ctx, key)
+		if !errors.Is(err, backend.ErrRetained) {
+			return err
+		}
+	}
+	return l.be.Delete(ctx, key)
 }
 
 // inProcess returns a shared lock without a lock object, for a read-only repository.
@@ -244,7 +260,7 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 	held.m[info.ID] = lk
 	held.Unlock()
 	fail := func(err error) (*Lock, error) {
-		_ = l.be.Delete(context.WithoutCancel(ctx), key)
+		_ = l.remove(context.WithoutCancel(ctx), key)
 		held.Lock()
 		delete(held.m, info.ID)
 		held.Unlock()
@@ -294,7 +310,7 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 			return fail(fmt.Errorf("%w: %s: wait for it to finish, or if its process is gone run 'cairn repo unlock'", ErrLocked, blocking[0]))
 		}
 		if stepAside {
-			if err := l.be.Delete(ctx, key); err != nil {
+			if err := l.remove(ctx, key); err != nil {
 				return fail(err)
 			}
 			written = false
@@ -389,7 +405,7 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	if err := r.locks.write(ctx, key, LockInfo{Kind: lockProbe, Host: r.locks.host, PID: r.locks.pid, Operation: "probe", Created: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
-	defer r.be.Delete(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless
+	defer r.locks.remove(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless
 	all, err := r.locks.list(ctx, key)
 	if err != nil {
 		return nil, err
@@ -415,7 +431,7 @@ func (r *Repository) Unlock(ctx context.Context, force bool) ([]LockInfo, error)
 		if !li.Stale && !force {
 			continue
 		}
-		if err := r.be.Delete(ctx, lockPrefix+li.ID); err != nil {
+		if err := r.locks.remove(ctx, lockPrefix+li.ID); err != nil {
 			return removed, err
 		}
 		removed = append(removed, li)
@@ -428,7 +444,7 @@ func (l *locker) breakStale(ctx context.Context, others []LockInfo) ([]LockInfo,
 	var broken []LockInfo
 	for _, li := range others {
 		if li.Stale && li.Kind != lockProbe {
-			if err := l.be.Delete(ctx, lockPrefix+li.ID); err != nil {
+			if err := l.remove(ctx, lockPrefix+li.ID); err != nil {
 				return broken, err
 			}
 			broken = append(broken, li)

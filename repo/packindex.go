@@ -130,6 +130,16 @@ func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err e
 	return indexes, packs, nil
 }
 
+// rewritten reports whether every blob of a pack is indexed in another pack.
+func (r *Repository) rewritten(id PackID, entries []PackEntry) bool {
+	for _, e := range entries {
+		if loc, ok, err := r.idx.Lookup(e.Addr); err != nil || !ok || loc.Pack == id {
+			return false
+		}
+	}
+	return true
+}
+
 // rewritePack rewrites a pack whose trailer is damaged from one of its index objects, and
 // says whether it did.
 func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, indexKeys []string) (bool, error) {
@@ -143,6 +153,9 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 	if entries == nil {
 		r.logf("pack %s: its trailer is damaged and no index object of its size describes it", id)
 		return false, nil // never delete a pack whose contents are not known
+	}
+	if r.retain != nil && r.rewritten(id, entries) {
+		return false, nil // an earlier repair wrote its blobs again; gc removes it once its date passes
 	}
 	data, err := r.be.GetRange(ctx, id.Key(), 0, size)
 	if err != nil {
@@ -174,6 +187,11 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 		}
 		d.relocated = nentries
 		d.sizes[nid] = int64(len(ndata))
+	}
+	if r.retain != nil {
+		// Object-locked: the old pack stays until its date. Its blobs now live in the new
+		// one, so no gc extends it, and a later one removes it, index objects and all.
+		return true, nil
 	}
 	// The same order as gc: index objects, the deletion record, this index, the pack.
 	for _, k := range indexKeys {

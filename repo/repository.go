@@ -23,6 +23,9 @@ type Repository struct {
 	// for processes the index cannot see.
 	sessions sync.RWMutex
 	locks    *locker
+	// retain is the store's version and lock calls in an object-locked repository, nil
+	// otherwise (retention.go).
+	retain   *retention
 	readOnly bool
 	syncMu   sync.Mutex // one Sync at a time
 
@@ -56,7 +59,12 @@ func Open(ctx context.Context, be backend.Backend, idx Index, o Options) (*Repos
 	if o.NodeCacheBytes == 0 {
 		o.NodeCacheBytes = 32 << 20
 	}
-	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log, readOnly: o.ReadOnly}
+	rt, err := useRetention(ctx, be, cfg.ObjectLock, o.ReadOnly)
+	if err != nil {
+		return nil, fmt.Errorf("the repository is object-locked (%s) but %w: open it with --read-only", cfg.ObjectLock, err)
+	}
+	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log, readOnly: o.ReadOnly, retain: rt}
+	r.locks.retain = rt
 	r.nodes = newCache[Address, *node](o.NodeCacheBytes, func(n *node) int64 { return int64(n.size()) })
 	r.chunks = newCache[Address, []byte](o.ChunkCacheBytes, func(b []byte) int64 { return int64(cap(b)) + 64 })
 	return r, nil

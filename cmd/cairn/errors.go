@@ -42,7 +42,7 @@ func exitCode(err error) int {
 	case errors.Is(err, gateway.ErrQuota):
 		return exitQuota
 	case errors.Is(err, gateway.ErrDenied), errors.Is(err, backend.ErrPermission), errors.Is(err, repo.ErrWrongPassword),
-		errors.Is(err, backend.ErrReadOnly):
+		errors.Is(err, backend.ErrReadOnly), errors.Is(err, backend.ErrRetained):
 		return exitDenied
 	case errors.Is(err, backend.ErrUnavailable):
 		return exitUnavailable

@@ -11,7 +11,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -79,6 +81,23 @@ func TestPropertiesGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "properties", b.String())
+}
+
+// The rows repo stats adds for an object-locked repository.
+func TestStatsLockedGolden(t *testing.T) {
+	oldest := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	newest := oldest.Add(29 * 24 * time.Hour)
+	st := &gateway.Stats{Location: "s3://backups/cairn", Driver: "cairn.backup.drivers.s3", BlockSize: 16 << 10,
+		Compression: "zstd", Encryption: "aes-256-gcm", Volumes: 3, Backups: 12, LogicalBytes: 300 << 30,
+		DataBytes: 120 << 30, UniquePlainBytes: 40 << 30, StoredBytes: 25 << 30, PackBytes: 26 << 30, Packs: 1700,
+		Blobs: 2600000, DedupRatio: 3, CompressionRatio: 1.6, IndexBytes: 180 << 20,
+		ObjectLock: &gateway.LockStats{Mode: "compliance", RetentionSeconds: 30 * 24 * 3600, Objects: 3500, Unprotected: 2,
+			Oldest: &oldest, Newest: &newest}}
+	var b bytes.Buffer
+	if err := properties(&b, statsProperties(st)); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "repo-stats-locked", b.String())
 }
 
 var (

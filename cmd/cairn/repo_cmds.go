@@ -11,6 +11,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"golang.org/x/term"
 )
 
@@ -33,6 +34,26 @@ type RepoInitCmd struct {
 	BlockSize   string `help:"Block size: the unit of change tracking and dedup." default:"16K"`
 	Compression string `help:"Compression." enum:"zstd,lz4,none" default:"zstd"`
 	Encryption  string `help:"Encryption at rest." enum:"none,aes-256-gcm" default:"none"`
+	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): governance or compliance; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
+	Retention   string `help:"How long each object stays locked after it is written or extended by gc (with --object-lock): 30d, 12h, 90s." placeholder:"DURATION"`
+}
+
+// objectLock reads --object-lock and --retention.
+func (c *RepoInitCmd) objectLock() (*repo.ObjectLock, error) {
+	if c.ObjectLock == "none" {
+		if c.Retention != "" {
+			return nil, fmt.Errorf("%w: --retention needs --object-lock governance or compliance", gateway.ErrInvalid)
+		}
+		return nil, nil
+	}
+	if c.Retention == "" {
+		return nil, fmt.Errorf("%w: --object-lock needs --retention (30d, 12h, 90s)", gateway.ErrInvalid)
+	}
+	d, err := parseRetention(c.Retention)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --retention: %v", gateway.ErrInvalid, err)
+	}
+	return &repo.ObjectLock{Mode: backend.LockMode(c.ObjectLock), RetentionSeconds: int64(d / time.Second)}, nil
 }
 
 // Run creates the repository.
@@ -42,6 +63,9 @@ func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("%w: --block-size: %v", gateway.ErrInvalid, err)
 	}
 	o := repo.InitOptions{BlockSize: int(bs), Compression: repo.Compression(c.Compression), Encryption: c.Encryption}
+	if o.ObjectLock, err = c.objectLock(); err != nil {
+		return err
+	}
 	if c.Encryption != repo.EncryptionNone {
 		if o.Password, err = g.readPassword("new repository passphrase: ", true); err != nil {
 			return err
@@ -69,11 +93,19 @@ func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	if g.json() {
-		return writeJSON(g.stdout, map[string]any{"id": rc.ID, "location": s.Location(), "block_size": rc.BlockSize,
-			"compression": rc.Compression, "encryption": rc.Encryption, "index": cfg.IndexDir()})
+		out := map[string]any{"id": rc.ID, "location": s.Location(), "block_size": rc.BlockSize,
+			"compression": rc.Compression, "encryption": rc.Encryption, "index": cfg.IndexDir()}
+		if l := rc.ObjectLock; l != nil {
+			out["object_lock"] = l
+		}
+		return writeJSON(g.stdout, out)
 	}
-	return properties(g.stdout, [][2]string{{"id", rc.ID}, {"location", s.Location()}, {"block_size", humanBytes(int64(rc.BlockSize))},
-		{"compression", string(rc.Compression)}, {"encryption", rc.Encryption}, {"index", cfg.IndexDir()}})
+	props := [][2]string{{"id", rc.ID}, {"location", s.Location()}, {"block_size", humanBytes(int64(rc.BlockSize))},
+		{"compression", string(rc.Compression)}, {"encryption", rc.Encryption}}
+	if l := rc.ObjectLock; l != nil {
+		props = append(props, [2]string{"object_lock", string(l.Mode)}, [2]string{"retention", humanDuration(l.Period())})
+	}
+	return properties(g.stdout, append(props, [2]string{"index", cfg.IndexDir()}))
 }
 
 func withPassword(c gateway.Config, p string) gateway.Config {
@@ -163,7 +195,12 @@ func (c *RepoStatsCmd) Run(ctx context.Context, g *Globals) error {
 	if g.json() {
 		return writeJSON(g.stdout, st)
 	}
-	return properties(g.stdout, [][2]string{
+	return properties(g.stdout, statsProperties(st))
+}
+
+// statsProperties are the rows of repo stats.
+func statsProperties(st *gateway.Stats) [][2]string {
+	props := [][2]string{
 		{"location", st.Location}, {"backup_service", st.Driver}, {"block_size", humanBytes(int64(st.BlockSize))},
 		{"compression", st.Compression}, {"encryption", st.Encryption},
 		{"volumes", fmt.Sprint(st.Volumes)}, {"backups", fmt.Sprint(st.Backups)},
@@ -172,7 +209,22 @@ func (c *RepoStatsCmd) Run(ctx context.Context, g *Globals) error {
 		{"pack_bytes", humanBytes(st.PackBytes)}, {"packs", fmt.Sprint(st.Packs)}, {"blobs", fmt.Sprint(st.Blobs)},
 		{"dedup_ratio", fmt.Sprintf("%.2f", st.DedupRatio)}, {"compression_ratio", fmt.Sprintf("%.2f", st.CompressionRatio)},
 		{"index_bytes", humanBytes(st.IndexBytes)},
-	})
+	}
+	l := st.ObjectLock
+	if l == nil {
+		return props
+	}
+	date := func(t *time.Time) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	return append(props, [][2]string{
+		{"object_lock", l.Mode}, {"retention", humanDuration(time.Duration(l.RetentionSeconds) * time.Second)},
+		{"locked_objects", fmt.Sprint(l.Objects - l.Unprotected)}, {"unprotected_objects", fmt.Sprint(l.Unprotected)},
+		{"oldest_retain_until", date(l.Oldest)}, {"newest_retain_until", date(l.Newest)},
+	}...)
 }
 
 // RepoGCCmd reclaims space.
@@ -194,10 +246,15 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 	if g.json() {
 		return writeJSON(g.stdout, st)
 	}
-	return properties(g.stdout, [][2]string{{"backups", fmt.Sprint(st.Backups)}, {"live_blobs", fmt.Sprint(st.LiveBlobs)},
+	props := [][2]string{{"backups", fmt.Sprint(st.Backups)}, {"live_blobs", fmt.Sprint(st.LiveBlobs)},
 		{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
 		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
-		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", humanBytes(st.BytesFreed)}})
+		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", humanBytes(st.BytesFreed)}}
+	if s.Repository().Config().ObjectLock != nil {
+		props = append(props, [2]string{"packs_kept_locked", fmt.Sprint(st.PacksLocked)},
+			[2]string{"objects_extended", fmt.Sprint(st.ObjectsExtended)}, [2]string{"versions_removed", fmt.Sprint(st.VersionsRemoved)})
+	}
+	return properties(g.stdout, props)
 }
 
 // RepoLocksCmd lists the repository's locks.

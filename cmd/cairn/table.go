@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/rivo/uniseg"
 )
@@ -120,4 +122,39 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q is too large", in)
 	}
 	return n * mult, nil
+}
+
+// parseRetention reads a retention period: a number of days ("30d") or a Go duration ("12h",
+// "90s"), in whole seconds of at least one.
+func parseRetention(s string) (time.Duration, error) {
+	var d time.Duration
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		days, err := strconv.ParseInt(n, 10, 64)
+		if err != nil || days < 1 || days > 36600 {
+			return 0, fmt.Errorf("%q: want a number of days from 1 to 36600, or a duration like 12h", s)
+		}
+		d = time.Duration(days) * 24 * time.Hour
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, fmt.Errorf("%q: want a duration like 30d, 12h or 90s", s)
+		}
+	}
+	if d < time.Second || d%time.Second != 0 {
+		return 0, fmt.Errorf("%q: want whole seconds, at least one", s)
+	}
+	return d, nil
+}
+
+// humanDuration writes a period in the largest unit that divides it: 30d, 12h, 90s.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d >= 24*time.Hour && d%(24*time.Hour) == 0:
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	case d >= time.Hour && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d >= time.Minute && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return fmt.Sprintf("%ds", d/time.Second)
 }

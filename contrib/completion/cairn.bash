@@ -117,7 +117,7 @@ _cairn() {
     "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair settings stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data --sample" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
-    "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption" -- "$cur")) ;;
+    "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption --object-lock --retention" -- "$cur")) ;;
     "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

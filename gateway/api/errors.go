@@ -35,7 +35,8 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, gateway.ErrQuota):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, gateway.ErrDenied), errors.Is(err, backend.ErrReadOnly), errors.Is(err, backend.ErrPermission):
+	case errors.Is(err, gateway.ErrDenied), errors.Is(err, backend.ErrReadOnly), errors.Is(err, backend.ErrPermission),
+		errors.Is(err, backend.ErrRetained):
 		return http.StatusForbidden
 	case errors.Is(err, backend.ErrUnavailable):
 		return http.StatusServiceUnavailable

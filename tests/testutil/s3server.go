@@ -29,6 +29,9 @@ type S3Server struct {
 	Bucket string
 	// Dir is the posix directory holding the buckets.
 	Dir string
+	// VersionDir holds the old versions of objects when the server keeps versions (an
+	// object-locked bucket needs them; see WithObjectLock); "" otherwise.
+	VersionDir string
 
 	t    testing.TB
 	bin  string
@@ -59,11 +62,26 @@ func VersitygwPath() string {
 	return ""
 }
 
+// S3Option changes how StartS3 sets the server up.
+type S3Option func(*s3Options)
+
+type s3Options struct {
+	objectLock bool
+}
+
+// WithObjectLock starts the server with versioning (versitygw posix --versioning-dir) and
+// creates S3Bucket with S3 Object Lock enabled, as a bucket for immutable backups is.
+func WithObjectLock() S3Option { return func(o *s3Options) { o.objectLock = true } }
+
 // StartS3 starts versitygw on a free port of 127.0.0.1 with a posix backend in a temp
 // directory, waits until it answers, and creates S3Bucket. Without versitygw it skips (see
 // Skip). The server is killed, with its process group, when the test ends.
-func StartS3(t testing.TB) *S3Server {
+func StartS3(t testing.TB, opts ...S3Option) *S3Server {
 	t.Helper()
+	var o s3Options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	bin := VersitygwPath()
 	if bin == "" {
 		Skip(t, "needs versitygw in PATH or GOPATH/bin: go install github.com/versity/versitygw/cmd/versitygw@v1.8.0")
@@ -78,16 +96,27 @@ func StartS3(t testing.TB) *S3Server {
 		addr:      freeAddr(t),
 		logFile:   filepath.Join(t.TempDir(), "versitygw.log"),
 	}
+	if o.objectLock {
+		s.VersionDir = t.TempDir()
+	}
 	s.Endpoint = "http://" + s.addr
 	t.Cleanup(s.Stop)
 	s.Start()
-	s.CreateBucket(s.Bucket)
+	if o.objectLock {
+		s.CreateLockedBucket(s.Bucket)
+	} else {
+		s.CreateBucket(s.Bucket)
+	}
 	return s
 }
 
 // Args returns versitygw's command line (without the binary), for logs and reports.
 func (s *S3Server) Args() []string {
-	return []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.addr, "--quiet", "posix", s.Dir}
+	args := []string{"--access", s.AccessKey, "--secret", s.SecretKey, "--port", s.addr, "--quiet", "posix"}
+	if s.VersionDir != "" {
+		args = append(args, "--versioning-dir", s.VersionDir)
+	}
+	return append(args, s.Dir)
 }
 
 // Start starts the server (again) on the same address and directory and waits until it
@@ -167,12 +196,27 @@ func (s *S3Server) Client() *minio.Client {
 	return c
 }
 
-// CreateBucket creates another bucket.
+// CreateBucket creates another bucket, without object lock.
 func (s *S3Server) CreateBucket(name string) {
+	s.t.Helper()
+	s.makeBucket(name, minio.MakeBucketOptions{})
+}
+
+// CreateLockedBucket creates another bucket with S3 Object Lock enabled (and so versioning);
+// the server must have been started WithObjectLock.
+func (s *S3Server) CreateLockedBucket(name string) {
+	s.t.Helper()
+	if s.VersionDir == "" {
+		s.t.Fatalf("create locked bucket %s: start the server WithObjectLock", name)
+	}
+	s.makeBucket(name, minio.MakeBucketOptions{ObjectLocking: true})
+}
+
+func (s *S3Server) makeBucket(name string, o minio.MakeBucketOptions) {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.Client().MakeBucket(ctx, name, minio.MakeBucketOptions{}); err != nil {
+	if err := s.Client().MakeBucket(ctx, name, o); err != nil {
 		s.t.Fatalf("create bucket %s on %s: %v", name, s.Endpoint, err)
 	}
 }

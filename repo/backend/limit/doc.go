@@ -1,5 +1,5 @@
 // Package limit wraps a backend.Backend and bounds how many operations are in flight at once,
 // so a backup with many workers does not open hundreds of connections to a server. A waiting
 // call gives up as soon as its context is cancelled. It knows only the backend.Backend
-// contract, not which implementation it wraps.
+// and backend.Versioned contracts, not which implementation it wraps.
 package limit

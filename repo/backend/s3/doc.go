@@ -3,5 +3,7 @@
 // SDK's errors into backend's sentinels at this edge (NoSuchKey → ErrNotFound, refused
 // credentials → ErrPermission, network, TLS and 5xx → ErrUnavailable), so nothing above it sees
 // a minio type. It does not retry or limit concurrency itself: the retry and limit wrappers do,
-// stacked by package stack. Credentials never appear in errors or in Location.
+// stacked by package stack. Credentials never appear in errors or in Location. On a bucket
+// with Object Lock it is a backend.Versioned: it locks what it stores once given a retention,
+// and lists, dates, extends and removes object versions (lock.go).
 package s3

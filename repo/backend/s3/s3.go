@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/minio/minio-go/v7"
@@ -23,6 +24,8 @@ type Backend struct {
 	bucket    string
 	prefix    string // without leading or trailing slash
 	endpoint  string // for messages: scheme://host
+	// retention is what Put applies (nil: nothing), set once before the repository writes.
+	retention atomic.Pointer[backend.Retention]
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -182,17 +185,18 @@ func (b *Backend) GetRange(ctx context.Context, key string, offset, length int64
 }
 
 // Put uploads data in one PUT with its size known; S3 makes it visible whole or not at all.
+// With a retention set (SetRetention) the new version is locked.
 func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
 	what := "s3 put " + key
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	_, err := b.client.PutObject(ctx, b.bucket, b.name(key), bytes.NewReader(data), int64(len(data)),
-		minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true})
+	_, err := b.client.PutObject(ctx, b.bucket, b.name(key), bytes.NewReader(data), int64(len(data)), b.putOptions(key))
 	return translate(ctx, what, err)
 }
 
-// Delete removes the object; S3 does not report a missing one, and neither do we.
+// Delete removes the object; S3 does not report a missing one, and neither do we. In a
+// versioned bucket it only writes a delete marker: see DeleteVersion.
 func (b *Backend) Delete(ctx context.Context, key string) error {
 	what := "s3 delete " + key
 	if err := ctx.Err(); err != nil {
