@@ -179,7 +179,7 @@ func freePort(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startConsole runs 'cairn serve --listen' with a tokens file and waits for the console.
+// startConsole runs 'cairn serve --listen' with a tokens file and waits for its listener.
 func startConsole(t *testing.T, r *cairnRepo, args ...string) string {
 	t.Helper()
 	tokens := filepath.Join(t.TempDir(), "tokens")
@@ -187,8 +187,8 @@ func startConsole(t *testing.T, r *cairnRepo, args ...string) string {
 	addr := freePort(t)
 	startGateway(t, r, append([]string{"--listen", addr, "--tokens", tokens}, args...)...)
 	base := "http://" + addr
-	waitFor(t, 15*time.Second, "the console", func() bool {
-		resp, err := http.Get(base + "/ui/")
+	waitFor(t, 15*time.Second, "the gateway's listener", func() bool {
+		resp, err := http.Get(base + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -474,4 +474,41 @@ func jsonOut(res cairnResult, v any) error {
 		return fmt.Errorf("exit %d: %s", res.Code, res.Stderr)
 	}
 	return json.Unmarshal([]byte(res.Stdout), v)
+}
+
+// TestConsoleOnlyOnTCP: the console is served on --listen only, never on the unix socket,
+// and --no-ui turns it off there too; the API is unchanged either way.
+func TestConsoleOnlyOnTCP(t *testing.T) {
+	r := newCairnRepo(t, nil)
+	base := startConsole(t, r)
+	get := func(c *http.Client, url string) int {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(http.DefaultClient, base+"/ui/"); code != http.StatusOK {
+		t.Fatalf("console on --listen: %d", code)
+	}
+	sock := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(r.Dir, "cairn.sock"))
+	}}}
+	if code := get(sock, "http://cairn/ui/"); code != http.StatusNotFound {
+		t.Fatalf("console on the unix socket: %d, want 404", code)
+	}
+	if code := get(sock, "http://cairn/healthz"); code != http.StatusOK {
+		t.Fatalf("API on the unix socket: %d", code)
+	}
+
+	r2 := newCairnRepo(t, nil)
+	base2 := startConsole(t, r2, "--no-ui")
+	if code := get(http.DefaultClient, base2+"/ui/"); code != http.StatusNotFound {
+		t.Fatalf("console with --no-ui: %d, want 404", code)
+	}
+	if code := get(http.DefaultClient, base2+"/healthz"); code != http.StatusOK {
+		t.Fatalf("API with --no-ui: %d", code)
+	}
 }
