@@ -85,6 +85,13 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 		_, m := s.repo.CacheStats()
 		return float64(m)
 	})
+	for _, kind := range []string{"backup", "restore", "check"} {
+		m.jobsRunning.WithLabelValues(kind)
+		m.jobsQueued.WithLabelValues(kind)
+		for _, result := range []string{"success", "error", "cancelled"} {
+			m.jobs.WithLabelValues(kind, result)
+		}
+	}
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
@@ -98,6 +105,12 @@ func backendCounters() (retries, errors *prometheus.CounterVec) {
 		Help: "Backend requests that failed transiently and were retried, by operation (S3)."}, []string{"op"})
 	errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cairn_backend_errors_total",
 		Help: "Backend requests that failed on every attempt, by operation (S3)."}, []string{"op"})
+	// Every series exists from the start (at 0), so dashboards and alerts see it before the
+	// first retry.
+	for _, op := range []string{"get", "put", "delete", "stat", "list"} {
+		retries.WithLabelValues(op)
+		errors.WithLabelValues(op)
+	}
 	return retries, errors
 }
 
