@@ -2,6 +2,8 @@ package ui_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -346,4 +348,55 @@ func TestActionsNeedCSRFAndConfirmation(t *testing.T) {
 	if code, _, _ := a.post("/ui/backups/"+bk.ID+"/cancel", a.form("confirm", "yes"), ""); code != http.StatusConflict {
 		t.Fatalf("cancel of an available backup: %d", code)
 	}
+}
+
+// Restore onto an existing volume: confirmed, run as a job, and byte-exact (sha256). Another
+// project's volume cannot be the target.
+func TestRestoreOntoExistingVolume(t *testing.T) {
+	e := newEnv(t)
+	src := e.volume("p1", "alpha", 3<<20)
+	bk := e.backup(src)
+	dst := e.volume("p1", "target", 3<<20)
+	other := e.volume("p2", "bravo", 3<<20)
+	a := e.browser()
+	a.signIn("tok-alice")
+	path := "/ui/backups/" + bk.ID + "/restore"
+	if code, _, _ := a.post(path, a.form("target", "existing", "volume", other.ID, "confirm", "yes"), ""); code != http.StatusNotFound {
+		t.Fatalf("restore onto p2's volume: %d", code)
+	}
+	code, body, _ := a.post(path, a.form("target", "existing", "volume", dst.ID), "")
+	if code != http.StatusOK || !strings.Contains(body, "overwriting all of its contents") {
+		t.Fatalf("confirmation: %d\n%s", code, body)
+	}
+	code, _, h := a.post(path, a.form("target", "existing", "volume", dst.ID, "confirm", "yes"), "")
+	if code != http.StatusSeeOther || h.Get("Location") != "/ui/jobs/restore/"+bk.ID {
+		t.Fatalf("restore: %d %v", code, h)
+	}
+	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		j, err := e.svc.Job(ctx, "restore/"+bk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == gateway.JobSucceeded {
+			break
+		}
+		if j.State == gateway.JobFailed || time.Now().After(deadline) {
+			t.Fatalf("restore job %+v", j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, want := sha(t, dst.Path), sha(t, src.Path); got != want {
+		t.Fatalf("restored volume sha256 %s, want %s", got, want)
+	}
+}
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }
