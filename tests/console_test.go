@@ -380,6 +380,12 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.click(`#backup-form button[type="submit"]`, "#confirm")
 	b.confirm("#job-state")
 	bigBackup := strings.TrimPrefix(b.location(), "/ui/jobs/backup/")
+	// The job page refreshes itself: its progress bar moves while the backup runs.
+	waitFor(t, 20*time.Second, "the job page to show the big backup part done", func() bool {
+		p := js[float64](b, `(document.querySelector('#job-progress') || {value: -1}).value`)
+		return p > 0 && p < 100 && strings.Contains(b.text("#job-log"), "started")
+	})
+	b.shot("job-progress")
 	b.open("/ui/jobs")
 	b.shot("jobs")
 	b.open("/ui/policies")
