@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 )
 
@@ -50,4 +51,14 @@ func (s *Service) Parents() (map[string]bool, error) {
 		}
 	}
 	return out, nil
+}
+
+// VolumeInUse says why a volume the caller sees is in use (mounted, attached to a loop
+// device, held by device-mapper, locked by a process), or "" when it is not; the web console
+// shows it beside each volume.
+func (s *Service) VolumeInUse(ctx context.Context, v *index.Volume) (string, error) {
+	if _, err := s.VolumeByID(ctx, v.ID); err != nil {
+		return "", err
+	}
+	return blockio.InUse(v.Path)
 }

@@ -126,13 +126,24 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.track(b.ID, cancel)
+	jobID := "backup/" + b.ID
+	s.jobs.add(JobInfo{ID: jobID, Kind: "backup", Subject: b.ID, Project: project, VolumeID: v.ID, VolumeName: v.Name, Total: b.Size})
+	kind := "full"
+	if parent != nil {
+		kind = "incremental (parent " + parent.ID + ")"
+	}
+	s.jobs.logf(jobID, "accepted: %s backup of volume %s, %d bytes, by %s", kind, v.Name, b.Size, c.User)
+	if tmp != nil {
+		s.jobs.logf(jobID, "the volume is in use: backing up a %s snapshot of it", tmp.Kind)
+	}
+	progress := s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
 		defer cancel()
 		defer s.untrack(b.ID)
 		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		return s.runBackup(jobCtx, b, v, src, parent, req.Progress, unclaim)
+		return s.runBackup(jobCtx, b, v, src, parent, progress, unclaim)
 	}
 	s.log.Info("backup accepted", "backup_id", b.ID, "volume_id", v.ID, "incremental", b.IsIncremental, "project", project)
 	return b, job, nil
@@ -198,6 +209,9 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	s.metrics.bytesStored.Add(float64(res.Stats.NewBytes))
 	s.notifyChange()
 	secs := time.Since(start).Seconds()
+	s.jobs.logf("backup/"+b.ID, "available: %d bytes read, %d changed blocks, %d new bytes stored, %.1f MiB/s",
+		b.Size, res.Stats.ChangedBlocks, res.Stats.NewBytes, float64(b.Size)/(1<<20)/max(secs, 1e-9))
+	s.sampleStored()
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
 		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
 	return nil
@@ -429,6 +443,11 @@ func (s *Service) cancelBackup(ctx context.Context, b *index.Backup) (*index.Bac
 	if cancel != nil {
 		cancel()
 	}
+	who := ""
+	if c, ok := CallerFrom(ctx); ok {
+		who = c.User
+	}
+	s.jobs.logf("backup/"+b.ID, "cancelled by %s (force delete)", who)
 	s.log.Info("backup cancelled", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
 }

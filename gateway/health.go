@@ -55,6 +55,7 @@ func (s *Service) RunHeartbeats(ctx context.Context) {
 	defer t.Stop()
 	for n := 0; ; n++ {
 		s.heartbeat(ctx, true)
+		s.sampleIfStale()
 		if n%2 == 1 {
 			// Follow what other gateways on the repository stored and deleted.
 			if err := s.SyncBackups(ctx); err != nil && ctx.Err() == nil {

@@ -54,7 +54,8 @@ func (s *Service) Submit(ctx context.Context, kind, id string, job Job) error {
 		case p.sem <- struct{}{}:
 		case <-p.ctx.Done():
 			s.metrics.jobsQueued.WithLabelValues(kind).Dec()
-			_ = job(p.ctx) // a cancelled context makes the job record its failure and return
+			err := job(p.ctx) // a cancelled context makes the job record its failure and return
+			s.jobs.finish(kind+"/"+id, JobCancelled, err)
 			return
 		}
 		defer func() { <-p.sem }()
@@ -69,13 +70,15 @@ func (s *Service) runJob(ctx context.Context, kind, id string, job Job) error {
 	defer s.metrics.jobsRunning.WithLabelValues(kind).Dec()
 	start := time.Now()
 	s.log.Info("job started", "kind", kind, "id", id)
+	s.jobs.start(kind + "/" + id)
 	err := job(ctx)
-	result := "success"
+	result, state := "success", JobSucceeded
 	if errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
-		result = "cancelled"
+		result, state = "cancelled", JobCancelled
 	} else if err != nil {
-		result = "error"
+		result, state = "error", JobFailed
 	}
+	s.jobs.finish(kind+"/"+id, state, err)
 	s.metrics.jobs.WithLabelValues(kind, result).Inc()
 	s.metrics.jobSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	s.log.Info("job finished", "kind", kind, "id", id, "result", result, "seconds", time.Since(start).Seconds())

@@ -117,6 +117,16 @@ func (s *Service) Check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 	if o.SamplePercent != 0 && !o.ReadData {
 		return nil, invalidf("a sample of the packs applies only to a check that reads the data")
 	}
+	start := time.Now()
+	rep, err := s.check(ctx, o)
+	if ctx.Err() == nil {
+		s.recordCheck(start, o, rep, err)
+	}
+	return rep, err
+}
+
+// check is Check after its caller was admitted.
+func (s *Service) check(ctx context.Context, o repo.CheckOptions) (*repo.CheckReport, error) {
 	if err := s.SyncBackups(ctx); err != nil {
 		return nil, err
 	}
@@ -155,9 +165,13 @@ func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error
 	if _, err := adminOf(ctx, "run gc"); err != nil {
 		return repo.GCStats{}, err
 	}
+	start := time.Now()
 	st, err := s.repo.GC(ctx, o)
 	if errors.Is(err, repo.ErrLocked) {
 		return st, wrapf(ErrInUse, "%v", err)
+	}
+	if !o.DryRun && ctx.Err() == nil {
+		s.recordGC(start, st, err)
 	}
 	if err != nil {
 		return st, err

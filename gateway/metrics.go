@@ -24,10 +24,19 @@ type metrics struct {
 	policyOK    *prometheus.GaugeVec
 	policyNext  *prometheus.GaugeVec
 	policyLate  *prometheus.GaugeVec
+	storedBytes prometheus.Gauge
+	gcLast      prometheus.Gauge
+	gcOK        prometheus.Gauge
+	gcFreed     prometheus.Gauge
+	checkLast   prometheus.Gauge
+	checkOK     prometheus.Gauge
+	checkProbs  prometheus.Gauge
+	beRetries   *prometheus.CounterVec
+	beErrors    *prometheus.CounterVec
 }
 
-func newMetrics(s *Service) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry(), beRetries: beRetries, beErrors: beErrors}
 	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cairn_jobs_total",
 		Help: "Finished jobs by kind (backup, restore) and result (success, error, cancelled)."}, []string{"kind", "result"})
 	m.jobsRunning = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_jobs_running",
@@ -52,6 +61,20 @@ func newMetrics(s *Service) *metrics {
 		Help: "When the policy runs next (Unix time)."}, []string{"policy"})
 	m.policyLate = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cairn_policy_overdue_volumes",
 		Help: "The policy's volumes without a successful backup for two periods of its schedule."}, []string{"policy"})
+	m.storedBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_repository_stored_bytes",
+		Help: "Bytes the repository's packs hold in the backend, as last sampled (after backups and gc, and every 10 minutes)."})
+	m.gcLast = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_gc_last_run_timestamp_seconds",
+		Help: "When the last gc started (Unix time); 0 if none ran since the index was made."})
+	m.gcOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_gc_last_success",
+		Help: "1 if the last gc finished without error, else 0."})
+	m.gcFreed = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_gc_last_freed_bytes",
+		Help: "Bytes the last gc freed in the backend."})
+	m.checkLast = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_check_last_run_timestamp_seconds",
+		Help: "When the last repository check started (Unix time); 0 if none ran since the index was made."})
+	m.checkOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_check_last_success",
+		Help: "1 if the last check ran to the end and found no problem, else 0."})
+	m.checkProbs = prometheus.NewGauge(prometheus.GaugeOpts{Name: "cairn_check_last_problems",
+		Help: "Problems the last repository check found."})
 	cacheHits := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_chunk_cache_hits_total",
 		Help: "Reads of decompressed blocks served from the cache (FUSE)."}, func() float64 {
 		h, _ := s.repo.CacheStats()
@@ -62,10 +85,33 @@ func newMetrics(s *Service) *metrics {
 		_, m := s.repo.CacheStats()
 		return float64(m)
 	})
+	for _, kind := range []string{"backup", "restore", "check"} {
+		m.jobsRunning.WithLabelValues(kind)
+		m.jobsQueued.WithLabelValues(kind)
+		for _, result := range []string{"success", "error", "cancelled"} {
+			m.jobs.WithLabelValues(kind, result)
+		}
+	}
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
+		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
 		cacheHits, cacheMisses, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// backendCounters are the backend's retry and failure counters, made before the backend.
+func backendCounters() (retries, errors *prometheus.CounterVec) {
+	retries = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cairn_backend_retries_total",
+		Help: "Backend requests that failed transiently and were retried, by operation (S3)."}, []string{"op"})
+	errors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cairn_backend_errors_total",
+		Help: "Backend requests that failed on every attempt, by operation (S3)."}, []string{"op"})
+	// Every series exists from the start (at 0), so dashboards and alerts see it before the
+	// first retry.
+	for _, op := range []string{"get", "put", "delete", "stat", "list"} {
+		retries.WithLabelValues(op)
+		errors.WithLabelValues(op)
+	}
+	return retries, errors
 }
 
 // Metrics returns the registry to serve at /metrics.
@@ -121,4 +167,25 @@ func gaugeLabels(g *prometheus.GaugeVec) []string {
 		}
 	}
 	return out
+}
+
+// gcRun exports the last gc.
+func (m *metrics) gcRun(g *GCRun) {
+	m.gcLast.Set(float64(g.At.Unix()))
+	m.gcFreed.Set(float64(g.Stats.BytesFreed))
+	m.gcOK.Set(boolGauge(g.Error == ""))
+}
+
+// checkRun exports the last check.
+func (m *metrics) checkRun(c *CheckRun) {
+	m.checkLast.Set(float64(c.At.Unix()))
+	m.checkProbs.Set(float64(len(c.Problems)))
+	m.checkOK.Set(boolGauge(c.OK()))
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -150,6 +150,17 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.track("restore/"+b.ID, cancel)
+	jobID := "restore/" + b.ID
+	info := JobInfo{ID: jobID, Kind: "restore", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Target: path, Total: b.Size}
+	if vol != nil {
+		info.Target = vol.Name
+	}
+	if src, err := s.idx.Volume(b.VolumeID); err == nil {
+		info.VolumeName = src.Name
+	}
+	s.jobs.add(info)
+	s.jobs.logf(jobID, "accepted: restore of backup %s (%d bytes) to %s", b.ID, b.Size, info.Target)
+	req.Progress = s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
 		defer cancel()
 		defer s.untrack("restore/" + b.ID)
@@ -257,6 +268,7 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 		} else {
 			s.metrics.bytesRest.Add(float64(b.Size))
 			secs := time.Since(start).Seconds()
+			s.jobs.logf("restore/"+b.ID, "restored %d bytes to %s, %.1f MiB/s", b.Size, path, float64(b.Size)/(1<<20)/max(secs, 1e-9))
 			s.log.Info("restore finished", "backup_id", b.ID, "target", path, "size", b.Size, "seconds", secs,
 				"mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
 		}

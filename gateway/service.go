@@ -70,6 +70,8 @@ type Service struct {
 	pool    *pool                         // background workers (cairn serve); guarded by mu
 
 	metrics   *metrics
+	jobs      *jobTable // queued, running and recently finished jobs (the console)
+	history   *history  // stored bytes over time and the last gc and check (the console)
 	health    health
 	syncMu    sync.Mutex // one SyncBackups at a time
 	pruneMu   sync.Mutex // one prune at a time: each decides from the chains the last left
@@ -171,10 +173,14 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 // openBackend opens the repository's backend. A missing bucket is the user's not-found (the
 // repository is not there), not a missing object inside it.
 func openBackend(ctx context.Context, c Config) (backend.Backend, error) {
-	if _, err := stack.ParseURL(c.Repo); err != nil {
+	return openBackendWith(ctx, c.backendConfig())
+}
+
+func openBackendWith(ctx context.Context, bc stack.Config) (backend.Backend, error) {
+	if _, err := stack.ParseURL(bc.URL); err != nil {
 		return nil, invalidf("%v", err)
 	}
-	be, err := stack.Open(ctx, c.backendConfig())
+	be, err := stack.Open(ctx, bc)
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil, wrapf(ErrNotFound, "%v", err)
 	}
@@ -218,12 +224,17 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		}
 		indexDir, tempIndex = d, d
 	}
-	be, err := openBackend(ctx, c)
+	// The backend's counters exist before the backend, which reports into them.
+	beRetries, beErrors := backendCounters()
+	bc := c.backendConfig()
+	bc.Hooks = &stack.Hooks{OnRetry: func(op string) { beRetries.WithLabelValues(op).Inc() },
+		OnGiveUp: func(op string) { beErrors.WithLabelValues(op).Inc() }}
+	be, err := openBackendWith(ctx, bc)
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]context.CancelFunc{},
-		health: health{beats: map[string]beat{}, started: time.Now()}}
+		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable()}
 	s.driver = "cairn.backup.drivers.local"
 	if stack.IsRemote(c.Repo) {
 		s.driver = "cairn.backup.drivers.s3"
@@ -247,7 +258,8 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		return nil, err
 	}
 	s.idx, s.repo = idx, r
-	s.metrics = newMetrics(s)
+	s.metrics = newMetrics(s, beRetries, beErrors)
+	s.loadHistory()
 	fresh, err := s.bindIndex()
 	if err != nil {
 		s.Close()

@@ -27,6 +27,7 @@ type ServeCmd struct {
 	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`
 	CacheSize  string `help:"With --mount: decompressed block cache." default:"64M"`
 	Policies   bool   `help:"Run the repository's policies (with several gateways on one repository, let one run them: --no-policies on the others)." default:"true" negatable:""`
+	UI         bool   `help:"Serve the web console at /ui/ on the --listen address (sign-in with a token of --tokens; never on the unix socket)." default:"true" negatable:""`
 }
 
 // Run serves until SIGINT or SIGTERM.
@@ -61,7 +62,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		go svc.RunPolicies(hbCtx)
 	}
 
-	apiHandler, err := newAPI(svc, c, log)
+	apiHandler, tcpHandler, err := newAPI(svc, c, log)
 	if err != nil {
 		return err
 	}
@@ -89,7 +90,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			ul.Close()
 			return fmt.Errorf("listen on %s: %w", c.Listen, err)
 		}
-		servers = append(servers, &http.Server{Handler: apiHandler, ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, &http.Server{Handler: tcpHandler, ReadHeaderTimeout: 10 * time.Second})
 		listeners = append(listeners, tl)
 	}
 	unmount, err := c.mount(svc, g)
@@ -106,6 +107,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintf(g.stderr, "cairn: serving %s on %s", svc.Location(), sock)
 		if c.Listen != "" {
 			fmt.Fprintf(g.stderr, " and http://%s/v3", c.Listen)
+			if tcpHandler != apiHandler {
+				fmt.Fprintf(g.stderr, " (console: http://%s/ui/)", c.Listen)
+			}
 		}
 		fmt.Fprintln(g.stderr, " (Ctrl-C stops)")
 	}

@@ -7,17 +7,37 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/gateway/api"
+	"github.com/cairn-backup/cairn/gateway/ui"
 )
 
-// newAPI returns the Block Storage v3 API (with /metrics and /healthz) the gateway serves.
-func newAPI(svc *gateway.Service, c *ServeCmd, log *slog.Logger) (http.Handler, error) {
+// newAPI returns the Block Storage v3 API (with /metrics and /healthz) the gateway serves on
+// its unix socket, and what it serves on --listen: the same API, with the web console at
+// /ui/ unless --no-ui. The console signs in with the API's tokens, so it needs --auth token;
+// it is never on the socket.
+func newAPI(svc *gateway.Service, c *ServeCmd, log *slog.Logger) (sock, tcp http.Handler, err error) {
 	opts := api.Options{Auth: c.Auth, Logger: log}
 	if c.Tokens != "" {
 		tokens, err := api.LoadTokens(c.Tokens)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --tokens: %v", gateway.ErrInvalid, err)
+			return nil, nil, fmt.Errorf("%w: --tokens: %v", gateway.ErrInvalid, err)
 		}
 		opts.Tokens = tokens
 	}
-	return api.New(svc, opts), nil
+	sock = api.New(svc, opts)
+	if !c.UI || c.Listen == "" {
+		return sock, sock, nil
+	}
+	if c.Auth != api.AuthToken {
+		log.Warn("the web console is off: it signs in with tokens, and the API runs with --auth " + c.Auth)
+		return sock, sock, nil
+	}
+	console, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Logger: log})
+	if err != nil {
+		return nil, nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ui/", console)
+	mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+	mux.Handle("/", sock)
+	return sock, mux, nil
 }

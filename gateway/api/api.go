@@ -27,7 +27,7 @@ type Options struct {
 	// Auth is AuthToken (the default when empty) or AuthNoAuth.
 	Auth string
 	// Tokens maps a token to its caller (see LoadTokens); used in AuthToken mode.
-	Tokens map[string]gateway.Caller
+	Tokens Tokens
 	// Logger receives a line per refused or failed request; nil discards.
 	Logger *slog.Logger
 }
@@ -36,7 +36,7 @@ type Options struct {
 type server struct {
 	svc    *gateway.Service
 	auth   string
-	tokens map[string]gateway.Caller
+	tokens Tokens
 	log    *slog.Logger
 	routes *http.ServeMux // /v3 routes, without the optional project segment
 }

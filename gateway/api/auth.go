@@ -12,15 +12,34 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 )
 
+// Tokens maps each token of a tokens file to its caller. The API and the web console
+// (gateway/ui) check credentials against the same Tokens, loaded once.
+type Tokens map[string]gateway.Caller
+
+// Lookup returns the caller of token. It compares against every token in constant time, so
+// timing does not reveal a prefix.
+func (t Tokens) Lookup(token string) (gateway.Caller, bool) {
+	var found *gateway.Caller
+	for k, c := range t {
+		if subtle.ConstantTimeCompare([]byte(k), []byte(token)) == 1 {
+			found = &c
+		}
+	}
+	if token == "" || found == nil {
+		return gateway.Caller{}, false
+	}
+	return *found, true
+}
+
 // LoadTokens reads a tokens file: one "TOKEN USER PROJECT ROLE[,ROLE...]" per line; the
 // role admin makes an admin. Blank lines and lines starting with # are skipped.
-func LoadTokens(path string) (map[string]gateway.Caller, error) {
+func LoadTokens(path string) (Tokens, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokens file: %w", err)
 	}
 	defer f.Close()
-	tokens := map[string]gateway.Caller{}
+	tokens := Tokens{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -54,17 +73,11 @@ func (s *server) authenticate(r *http.Request) (gateway.Caller, error) {
 	if token == "" {
 		return gateway.Caller{}, errUnauthorized
 	}
-	// Compare against every token in constant time, so timing does not reveal a prefix.
-	var found *gateway.Caller
-	for t, c := range s.tokens {
-		if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
-			found = &c
-		}
-	}
-	if found == nil {
+	c, ok := s.tokens.Lookup(token)
+	if !ok {
 		return gateway.Caller{}, errUnauthorized
 	}
-	return *found, nil
+	return c, nil
 }
 
 // noauthCaller trusts the request's headers, as Cinder's noauth middleware does: x-user-id

@@ -23,9 +23,10 @@ var faultNames = map[int]string{
 	http.StatusServiceUnavailable:    "serviceUnavailable",
 }
 
-// statusOf maps a gateway error to its HTTP status. Invalid states (in use, not allowed now)
-// are 400 as in Cinder, whose InvalidVolume and InvalidBackup are bad requests.
-func statusOf(err error) int {
+// StatusOf maps a gateway error to its HTTP status, for the API and the web console alike.
+// Invalid states (in use, not allowed now) are 400 as in Cinder, whose InvalidVolume and
+// InvalidBackup are bad requests.
+func StatusOf(err error) int {
 	switch {
 	case errors.Is(err, gateway.ErrNotFound):
 		return http.StatusNotFound
@@ -58,7 +59,7 @@ func notFound(msg string) error { return &httpError{http.StatusNotFound, msg} }
 
 // writeFault writes err as a Cinder fault: {"<name>": {"code": N, "message": "..."}}.
 func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
-	status := statusOf(err)
+	status := StatusOf(err)
 	var he *httpError
 	if errors.As(err, &he) {
 		status = he.status

@@ -30,6 +30,8 @@ type Options struct {
 	MinDelay, MaxDelay time.Duration
 	// Notify, when set, is told of each failed attempt that will be retried after delay.
 	Notify func(op, key string, attempt int, err error, delay time.Duration)
+	// GaveUp, when set, is told of each operation that failed transiently on every attempt.
+	GaveUp func(op, key string, attempts int, err error)
 }
 
 // Retry is a backend.Backend that retries its inner backend's transient failures.
@@ -173,6 +175,9 @@ func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context)
 			return err
 		}
 		if attempt >= r.opts.Attempts {
+			if r.opts.GaveUp != nil {
+				r.opts.GaveUp(op, key, attempt, err)
+			}
 			return fmt.Errorf("%w; gave up after %d attempts", err, attempt)
 		}
 		delay := r.backoff(attempt)

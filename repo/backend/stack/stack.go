@@ -54,8 +54,18 @@ type Config struct {
 	// ReadOnly wraps the backend so that it refuses every write.
 	ReadOnly bool
 
+	// Hooks, when set, are told of S3 requests that are retried or fail for good (metrics).
+	Hooks *Hooks
+
 	// retryDelay overrides the first backoff, for tests.
 	retryDelay time.Duration
+}
+
+// Hooks observe the retry layer.
+type Hooks struct {
+	// OnRetry is told of each request that failed transiently and is retried; OnGiveUp of
+	// each that failed on every attempt. Either may be nil.
+	OnRetry, OnGiveUp func(op string)
 }
 
 // Open opens the backend cfg.URL names, wrapped in the layers it needs. For S3 it contacts
@@ -122,11 +132,18 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 	case timeout < 0:
 		timeout = 0
 	}
-	r := retry.New(limit.New(b, concurrency), retry.Options{
+	ro := retry.Options{
 		Attempts: retries + 1,
 		Timeout:  timeout,
 		MinDelay: cfg.retryDelay,
-	})
+	}
+	if h := cfg.Hooks; h != nil && h.OnRetry != nil {
+		ro.Notify = func(op, _ string, _ int, _ error, _ time.Duration) { h.OnRetry(op) }
+	}
+	if h := cfg.Hooks; h != nil && h.OnGiveUp != nil {
+		ro.GaveUp = func(op, _ string, _ int, _ error) { h.OnGiveUp(op) }
+	}
+	r := retry.New(limit.New(b, concurrency), ro)
 	// The check is retried like any request: a server that answers 503 (or is restarting)
 	// when cairn starts is no reason to fail a backup.
 	if err := r.Do(ctx, "check", u.Bucket, b.Check); err != nil {

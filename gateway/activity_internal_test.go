@@ -1,0 +1,52 @@
+package gateway
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// The job table is bounded: the last maxFinishedJobs finished jobs, the last maxJobLog lines
+// of each; rate and ETA come from the progress and the start time.
+func TestJobTableBounds(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tb := newJobTable()
+	tb.now = func() time.Time { return at }
+	for i := range maxFinishedJobs + 7 {
+		id := fmt.Sprintf("backup/%d", i)
+		tb.add(JobInfo{ID: id, Kind: "backup", Total: 100})
+		tb.start(id)
+		for n := range maxJobLog + 5 {
+			tb.logf(id, "line %d", n)
+		}
+		tb.finish(id, JobSucceeded, nil)
+	}
+	live, finished := tb.snapshot()
+	if len(live) != 0 || len(finished) != maxFinishedJobs {
+		t.Fatalf("%d live, %d finished", len(live), len(finished))
+	}
+	if newest := finished[0]; newest.ID != fmt.Sprintf("backup/%d", maxFinishedJobs+6) || len(newest.Log) != maxJobLog || newest.Done != 100 {
+		t.Fatalf("newest finished job %+v", newest)
+	}
+
+	tb.add(JobInfo{ID: "restore/x", Kind: "restore"})
+	tb.start("restore/x")
+	tb.progress("restore/x", 25<<20, 100<<20)
+	live, _ = tb.snapshot()
+	j := live[0]
+	later := at.Add(5 * time.Second)
+	if r := j.Rate(later); r != 5<<20 {
+		t.Fatalf("rate %v", r)
+	}
+	if eta := j.ETA(later); eta != 15*time.Second {
+		t.Fatalf("eta %v", eta)
+	}
+	if p := j.Percent(); p != 25 {
+		t.Fatalf("percent %v", p)
+	}
+	tb.finish("restore/x", JobFailed, fmt.Errorf("boom"))
+	_, finished = tb.snapshot()
+	if finished[0].State != JobFailed || finished[0].Error != "boom" || finished[0].ETA(later) != -1 {
+		t.Fatalf("failed job %+v", finished[0])
+	}
+}

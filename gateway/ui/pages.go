@@ -1,0 +1,232 @@
+package ui
+
+import (
+	"net/http"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// volumeRow is a line of the volumes page.
+type volumeRow struct {
+	*index.Volume
+	InUse    string
+	Last     *index.Backup
+	Backups  int
+	Policies []string
+}
+
+func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
+	vols, err := s.svc.ListVolumes(r.ctx, r.all)
+	if err != nil {
+		return err
+	}
+	backups, err := s.svc.ListBackups(r.ctx, gateway.ListFilter{AllProjects: r.all})
+	if err != nil {
+		return err
+	}
+	policies, err := s.svc.Policies(r.ctx)
+	if err != nil {
+		return err
+	}
+	byVolume := map[string][]*index.Backup{}
+	for _, b := range backups {
+		byVolume[b.VolumeID] = append(byVolume[b.VolumeID], b)
+	}
+	type key struct{ project, name string }
+	covered := map[key][]string{}
+	for _, p := range policies {
+		for _, n := range p.VolumeNames {
+			covered[key{p.Project, n}] = append(covered[key{p.Project, n}], p.Name)
+		}
+	}
+	var rows []volumeRow
+	for _, v := range vols {
+		row := volumeRow{Volume: v, Policies: covered[key{v.Project, v.Name}], Backups: len(byVolume[v.ID])}
+		row.InUse, _ = s.svc.VolumeInUse(r.ctx, v)
+		for _, b := range slices.Backward(byVolume[v.ID]) {
+			if b.Status.Committed() {
+				row.Last = b
+				break
+			}
+		}
+		rows = append(rows, row)
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Project != rows[j].Project {
+			return rows[i].Project < rows[j].Project
+		}
+		return rows[i].Name < rows[j].Name
+	})
+	var projects []string
+	if r.sess.caller.Admin {
+		projects = s.projects(r)
+	}
+	s.render(w, r.Request, r.sess, http.StatusOK, "volumes", view{Title: "Volumes", Nav: "volumes",
+		Data: map[string]any{"Rows": rows, "Projects": projects}})
+	return nil
+}
+
+// projects are the projects an admin may switch to: those that hold volumes or backups.
+func (s *server) projects(r *request) []string {
+	ctx := r.ctx
+	seen := map[string]bool{r.sess.caller.Project: true, r.sess.project: true}
+	if vols, err := s.svc.ListVolumes(ctx, true); err == nil {
+		for _, v := range vols {
+			seen[v.Project] = true
+		}
+	}
+	if bs, err := s.svc.ListBackups(ctx, gateway.ListFilter{AllProjects: true}); err == nil {
+		for _, b := range bs {
+			seen[b.Project] = true
+		}
+	}
+	var out []string
+	for p := range seen {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// backupRow is a backup on its volume's page, numbered as in the drawing.
+type backupRow struct {
+	*index.Backup
+	N       int
+	ParentN int
+	Job     *gateway.JobInfo
+}
+
+func (s *server) volumePage(w http.ResponseWriter, r *request) error {
+	v, err := s.svc.VolumeByID(r.ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	// An admin sees the volume's backups of every project; everyone else those of their own.
+	bs, err := s.svc.ListBackups(r.ctx, gateway.ListFilter{Volume: v.ID, AllProjects: r.sess.caller.Admin})
+	if err != nil {
+		return err
+	}
+	running, _, err := s.svc.Jobs(r.ctx)
+	if err != nil {
+		return err
+	}
+	jobs := map[string]*gateway.JobInfo{}
+	for i := range running {
+		jobs[running[i].Subject] = &running[i]
+	}
+	num := map[string]int{}
+	var rows []backupRow
+	live := false
+	for i, b := range bs {
+		num[b.ID] = i + 1
+		row := backupRow{Backup: b, N: i + 1, ParentN: num[b.ParentID], Job: jobs[b.ID]}
+		live = live || b.Status == index.BackupCreating || b.Status == index.BackupRestoring
+		rows = append(rows, row)
+	}
+	slices.Reverse(rows)
+	inUse, _ := s.svc.VolumeInUse(r.ctx, v)
+	hasAvailable := slices.ContainsFunc(bs, func(b *index.Backup) bool { return b.Status.Committed() && b.Project == r.sess.project })
+	s.render(w, r.Request, r.sess, http.StatusOK, "volume", view{Title: "Volume " + v.Name, Nav: "volumes", Live: live,
+		Data: map[string]any{"Volume": v, "InUse": inUse, "Rows": rows, "Chain": drawChains(bs), "CanIncremental": hasAvailable}})
+	return nil
+}
+
+func (s *server) backupPage(w http.ResponseWriter, r *request) error {
+	b, err := s.svc.BackupByID(r.ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	v, err := s.svc.VolumeByID(r.ctx, b.VolumeID)
+	if err != nil {
+		v = &index.Volume{ID: b.VolumeID, Name: b.VolumeID}
+	}
+	var parent *index.Backup
+	if b.ParentID != "" {
+		parent, _ = s.svc.BackupByID(r.ctx, b.ParentID)
+	}
+	parents, err := s.svc.Parents()
+	if err != nil {
+		return err
+	}
+	// Restore targets: the caller's volumes, other than the backup's own while it is being read.
+	vols, err := s.svc.ListVolumes(r.ctx, false)
+	if err != nil {
+		return err
+	}
+	var job *gateway.JobInfo
+	for _, kind := range []string{"backup/", "restore/"} {
+		if j, err := s.svc.Job(r.ctx, kind+b.ID); err == nil && (j.State == gateway.JobRunning || j.State == gateway.JobQueued) {
+			job = j
+		}
+	}
+	s.render(w, r.Request, r.sess, http.StatusOK, "backup", view{Title: "Backup " + b.ID[:8], Nav: "volumes",
+		Live: b.Status == index.BackupCreating || b.Status == index.BackupRestoring,
+		Data: map[string]any{"Backup": b, "Volume": v, "Parent": parent, "HasDependants": parents[b.ID], "Targets": vols, "Job": job}})
+	return nil
+}
+
+func (s *server) jobsPage(w http.ResponseWriter, r *request) error {
+	running, recent, err := s.svc.Jobs(r.ctx)
+	if err != nil {
+		return err
+	}
+	s.render(w, r.Request, r.sess, http.StatusOK, "jobs", view{Title: "Jobs", Nav: "jobs", Live: len(running) > 0,
+		Data: map[string]any{"Running": running, "Recent": recent}})
+	return nil
+}
+
+func (s *server) jobPage(w http.ResponseWriter, r *request) error {
+	j, err := s.svc.Job(r.ctx, r.PathValue("kind")+"/"+r.PathValue("subject"))
+	if err != nil {
+		return err
+	}
+	live := j.State == gateway.JobRunning || j.State == gateway.JobQueued
+	s.render(w, r.Request, r.sess, http.StatusOK, "job", view{Title: "Job " + j.Kind, Nav: "jobs", Live: live, Data: j})
+	return nil
+}
+
+func (s *server) policiesPage(w http.ResponseWriter, r *request) error {
+	ps, err := s.svc.Policies(r.ctx)
+	if err != nil {
+		return err
+	}
+	if !r.all {
+		ps = slices.DeleteFunc(ps, func(p *gateway.PolicyStatus) bool { return p.Project != r.sess.project && r.sess.caller.Admin })
+	}
+	s.render(w, r.Request, r.sess, http.StatusOK, "policies", view{Title: "Policies", Nav: "policies", Data: ps})
+	return nil
+}
+
+func (s *server) repositoryPage(w http.ResponseWriter, r *request) error {
+	st, err := s.svc.RepoStats(r.ctx)
+	if err != nil {
+		return err
+	}
+	m, err := s.svc.Maintenance(r.ctx)
+	if err != nil {
+		return err
+	}
+	locks, err := s.svc.Locks(r.ctx)
+	if err != nil {
+		locks = nil // the page still shows the rest; the error is said in place
+	}
+	var lockErr string
+	if err != nil {
+		lockErr = err.Error()
+	}
+	settings, _ := s.svc.Settings(r.ctx)
+	s.render(w, r.Request, r.sess, http.StatusOK, "repository", view{Title: "Repository", Nav: "repository",
+		Data: map[string]any{"Stats": st, "Maintenance": m, "Chart": drawStored(m.Samples), "Locks": locks, "LockErr": lockErr,
+			"MinAge": time.Duration(settings.MinAge), "CheckOptions": repo.CheckOptions{}}})
+	return nil
+}
+
+func (s *server) servicesPage(w http.ResponseWriter, r *request) error {
+	s.render(w, r.Request, r.sess, http.StatusOK, "services", view{Title: "Services", Nav: "services", Data: s.svc.Services(r.ctx)})
+	return nil
+}

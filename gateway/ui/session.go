@@ -1,0 +1,159 @@
+package ui
+
+import (
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/base64"
+	"net/http"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// cookieName is the session cookie; its value is the session's random id, nothing else.
+const cookieName = "cairn_console"
+
+// maxSessions bounds the sessions kept; past it the least recently used one goes.
+const maxSessions = 1000
+
+// session is one signed-in browser. Only the store's goroutines touch it, under its lock.
+type session struct {
+	id      string
+	caller  gateway.Caller // as the token says
+	project string         // admins: the project they act in (caller.Project at first)
+	all     bool           // admins: lists show every project
+	csrf    string
+	flash   string // a one-shot message for the next page
+	created time.Time
+	seen    time.Time
+}
+
+// sessions is the server-side session store. Sessions end when idle for idle, at most max
+// after sign-in, at sign-out, and when the gateway restarts.
+type sessions struct {
+	mu        sync.Mutex
+	byID      map[string]*session
+	idle, max time.Duration
+	now       func() time.Time
+}
+
+func newSessions(idle, max time.Duration, now func() time.Time) *sessions {
+	return &sessions{byID: map[string]*session{}, idle: idle, max: max, now: now}
+}
+
+// randomID returns 32 random bytes, base64url: session ids and CSRF tokens.
+func randomID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics itself if it cannot read)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// create starts a session for c.
+func (st *sessions) create(c gateway.Caller) *session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	t := st.now()
+	st.expireLocked(t)
+	if len(st.byID) >= maxSessions {
+		var oldest *session
+		for _, s := range st.byID {
+			if oldest == nil || s.seen.Before(oldest.seen) {
+				oldest = s
+			}
+		}
+		delete(st.byID, oldest.id)
+	}
+	s := &session{id: randomID(), caller: c, project: c.Project, csrf: randomID(), created: t, seen: t}
+	st.byID[s.id] = s
+	return s
+}
+
+// get returns a copy of the live session id names, and marks it used; nil if there is none.
+func (st *sessions) get(id string) *session {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	t := st.now()
+	s := st.byID[id]
+	if s == nil {
+		return nil
+	}
+	if st.expired(s, t) {
+		delete(st.byID, id)
+		return nil
+	}
+	s.seen = t
+	c := *s
+	return &c
+}
+
+// update changes the session id names with fn, if it is still there.
+func (st *sessions) update(id string, fn func(*session)) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s := st.byID[id]; s != nil {
+		fn(s)
+	}
+}
+
+// takeFlash returns the session's one-shot message and clears it.
+func (st *sessions) takeFlash(id string) string {
+	var msg string
+	st.update(id, func(s *session) { msg, s.flash = s.flash, "" })
+	return msg
+}
+
+func (st *sessions) remove(id string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.byID, id)
+}
+
+func (st *sessions) expired(s *session, t time.Time) bool {
+	return t.Sub(s.seen) > st.idle || t.Sub(s.created) > st.max
+}
+
+func (st *sessions) expireLocked(t time.Time) {
+	for id, s := range st.byID {
+		if st.expired(s, t) {
+			delete(st.byID, id)
+		}
+	}
+}
+
+// setCookie gives the browser the session's id: HttpOnly (no script reads it),
+// SameSite=Strict (no other site's page sends it), Secure over TLS, scoped to /ui/.
+func setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: prefix, MaxAge: maxAge,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+}
+
+// validCSRF reports whether the form's token is the session's.
+func validCSRF(s *session, r *http.Request) bool {
+	got := r.PostFormValue("csrf")
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(s.csrf)) == 1
+}
+
+// sameOrigin reports whether a POST comes from a page of this console: its Origin (or, when
+// a browser sends none, its Referer) must name the host the request was sent to. A request
+// with neither is let through to the CSRF token check, which it cannot pass without a page
+// of this session.
+func sameOrigin(r *http.Request) bool {
+	src := r.Header.Get("Origin")
+	if src == "" {
+		src = r.Header.Get("Referer")
+	}
+	if src == "" {
+		return true
+	}
+	u, err := url.Parse(src)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return u.Scheme == scheme && u.Host == r.Host
+}

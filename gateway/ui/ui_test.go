@@ -1,0 +1,402 @@
+package ui_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/gateway/api"
+	"github.com/cairn-backup/cairn/gateway/ui"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// env is a real gateway over a real repository with the console in front of it.
+type env struct {
+	t     *testing.T
+	svc   *gateway.Service
+	srv   *httptest.Server
+	clock *clock
+	dir   string
+}
+
+type clock struct {
+	mu sync.Mutex
+	at time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.at }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.at = c.at.Add(d)
+	c.mu.Unlock()
+}
+
+var tokens = api.Tokens{
+	"tok-admin": {User: "root", Project: "admin", Admin: true},
+	"tok-alice": {User: "alice", Project: "p1"},
+	"tok-bob":   {User: "bob", Project: "p2"},
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	ctx := context.Background()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.StartWorkers(2)
+	e := &env{t: t, svc: svc, clock: &clock{at: time.Now()}, dir: dir}
+	h, err := ui.New(svc, ui.Options{Tokens: tokens, Now: e.clock.now, Idle: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewServer(h)
+	t.Cleanup(func() {
+		e.srv.Close()
+		_ = svc.StopWorkers(context.Background())
+		svc.Close()
+	})
+	return e
+}
+
+// volume registers an image of size bytes in project.
+func (e *env) volume(project, name string, size int) *index.Volume {
+	e.t.Helper()
+	p := filepath.Join(e.dir, name+".img")
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*13 + len(name))
+	}
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	v, err := e.svc.ManageVolume(gateway.WithCaller(context.Background(), gateway.Caller{User: "root", Project: project, Admin: true}),
+		gateway.ManageRequest{Path: p, Name: name})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return v
+}
+
+// backup makes an available backup of v in its project.
+func (e *env) backup(v *index.Volume) *index.Backup {
+	e.t.Helper()
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "root", Project: v.Project, Admin: true})
+	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if b, err = e.svc.WaitBackup(ctx, b.ID); err != nil || b.Status != index.BackupAvailable {
+		e.t.Fatalf("backup %v: %v", b, err)
+	}
+	return b
+}
+
+// browser is a client with its own cookies that does not follow redirects.
+type browser struct {
+	e    *env
+	c    *http.Client
+	csrf string
+}
+
+func (e *env) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{e: e, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+func (b *browser) get(path string) (int, string, http.Header) {
+	b.e.t.Helper()
+	resp, err := b.c.Get(b.e.srv.URL + path)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if m := csrfField.FindSubmatch(body); m != nil {
+		b.csrf = string(m[1])
+	}
+	return resp.StatusCode, string(body), resp.Header
+}
+
+// post sends a form as a page of the console does (same Origin, the session's CSRF token).
+func (b *browser) post(path string, form url.Values, origin string) (int, string, http.Header) {
+	b.e.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, b.e.srv.URL+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if origin == "" {
+		origin = b.e.srv.URL
+	}
+	req.Header.Set("Origin", origin)
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), resp.Header
+}
+
+func (b *browser) signIn(token string) {
+	b.e.t.Helper()
+	code, _, h := b.post("/ui/signin", url.Values{"token": {token}}, "")
+	if code != http.StatusSeeOther || h.Get("Location") != "/ui/volumes" {
+		b.e.t.Fatalf("sign-in: %d %v", code, h)
+	}
+	b.get("/ui/volumes") // picks up the CSRF token
+}
+
+func (b *browser) form(kv ...string) url.Values {
+	v := url.Values{"csrf": {b.csrf}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v
+}
+
+func TestSignInSessionAndHeaders(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	code, body, h := b.get("/ui/")
+	if code != http.StatusOK || !strings.Contains(body, `name="token"`) {
+		t.Fatalf("sign-in form: %d\n%s", code, body)
+	}
+	for k, want := range map[string]string{"X-Frame-Options": "DENY", "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"} {
+		if h.Get(k) != want {
+			t.Errorf("%s: %q, want %q", k, h.Get(k), want)
+		}
+	}
+	if csp := h.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "frame-ancestors 'none'") {
+		t.Errorf("CSP %q", csp)
+	}
+	if code, _, _ := b.get("/ui/volumes"); code != http.StatusSeeOther {
+		t.Fatalf("volumes without a session: %d", code)
+	}
+	if code, body, _ := b.post("/ui/signin", url.Values{"token": {"nope"}}, ""); code != http.StatusUnauthorized || !strings.Contains(body, "not valid") {
+		t.Fatalf("bad token: %d", code)
+	}
+	if code, _, _ := b.post("/ui/signin", url.Values{"token": {"tok-alice"}}, "http://evil.example"); code != http.StatusForbidden {
+		t.Fatalf("cross-origin sign-in: %d", code)
+	}
+	_, _, h = b.post("/ui/signin", url.Values{"token": {"tok-alice"}}, "")
+	ck := h.Get("Set-Cookie")
+	for _, want := range []string{"HttpOnly", "SameSite=Strict", "Path=/ui/"} {
+		if !strings.Contains(ck, want) {
+			t.Errorf("cookie %q lacks %s", ck, want)
+		}
+	}
+	if strings.Contains(ck, "tok-alice") {
+		t.Fatal("the token is in the cookie")
+	}
+	code, body, _ = b.get("/ui/volumes")
+	if code != http.StatusOK || strings.Contains(body, "tok-alice") || !strings.Contains(body, "alice") {
+		t.Fatalf("volumes: %d", code)
+	}
+	for _, p := range []string{"/ui/jobs", "/ui/policies", "/ui/services"} {
+		if code, body, _ := b.get(p); code != http.StatusOK {
+			t.Errorf("%s: %d\n%s", p, code, body)
+		}
+	}
+	if code, _, _ := b.get("/ui/repository"); code != http.StatusForbidden {
+		t.Errorf("a member's repository page: %d", code)
+	}
+	// Idle too long: the session is gone.
+	e.clock.add(2 * time.Hour)
+	if code, _, _ := b.get("/ui/volumes"); code != http.StatusSeeOther {
+		t.Fatalf("after the idle time: %d", code)
+	}
+	b.signIn("tok-alice")
+	if code, _, _ := b.post("/ui/signout", b.form(), ""); code != http.StatusSeeOther {
+		t.Fatalf("sign-out: %d", code)
+	}
+	if code, _, _ := b.get("/ui/volumes"); code != http.StatusSeeOther {
+		t.Fatalf("after sign-out: %d", code)
+	}
+}
+
+func TestProjectsAreSeparate(t *testing.T) {
+	e := newEnv(t)
+	v1 := e.volume("p1", "alpha", 1<<20)
+	v2 := e.volume("p2", "bravo", 1<<20)
+	b1 := e.backup(v1)
+	bob := e.browser()
+	bob.signIn("tok-bob")
+	_, body, _ := bob.get("/ui/volumes")
+	if strings.Contains(body, "alpha") || !strings.Contains(body, "bravo") {
+		t.Fatalf("bob's volumes:\n%s", body)
+	}
+	for _, p := range []string{"/ui/volumes/" + v1.ID, "/ui/backups/" + b1.ID, "/ui/jobs/backup/" + b1.ID} {
+		if code, _, _ := bob.get(p); code != http.StatusNotFound {
+			t.Errorf("bob GET %s: %d, want 404", p, code)
+		}
+	}
+	if code, _, _ := bob.post("/ui/backups/"+b1.ID+"/protect", bob.form("protect", "yes", "confirm", "yes"), ""); code != http.StatusNotFound {
+		t.Errorf("bob protects alice's backup: %d", code)
+	}
+	if code, _, _ := bob.post("/ui/volumes/"+v1.ID+"/backup", bob.form("mode", "full", "confirm", "yes"), ""); code != http.StatusNotFound {
+		t.Errorf("bob backs up alice's volume: %d", code)
+	}
+	_ = v2
+	admin := e.browser()
+	admin.signIn("tok-admin")
+	if code, _, _ := admin.post("/ui/project", admin.form("project", "*"), ""); code != http.StatusSeeOther {
+		t.Fatalf("switch: %d", code)
+	}
+	_, body, _ = admin.get("/ui/volumes")
+	if !strings.Contains(body, "alpha") || !strings.Contains(body, "bravo") {
+		t.Fatalf("admin, all projects:\n%s", body)
+	}
+	if code, body, _ := admin.get("/ui/repository"); code != http.StatusOK || !strings.Contains(body, "Dedup ratio") || !strings.Contains(body, "<polyline") {
+		t.Fatalf("repository: %d\n%s", code, body)
+	}
+}
+
+func TestActionsNeedCSRFAndConfirmation(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 2<<20)
+	bk := e.backup(v)
+	a := e.browser()
+	a.signIn("tok-alice")
+	path := "/ui/backups/" + bk.ID + "/protect"
+	if code, _, _ := a.post(path, url.Values{"protect": {"yes"}, "confirm": {"yes"}}, ""); code != http.StatusForbidden {
+		t.Fatalf("POST without the CSRF token: %d", code)
+	}
+	if code, _, _ := a.post(path, a.form("protect", "yes", "confirm", "yes"), "http://evil.example"); code != http.StatusForbidden {
+		t.Fatalf("cross-origin POST: %d", code)
+	}
+	code, body, _ := a.post(path, a.form("protect", "yes"), "")
+	if code != http.StatusOK || !strings.Contains(body, `name="confirm" value="yes"`) || !strings.Contains(body, "Protect backup") {
+		t.Fatalf("confirmation page: %d\n%s", code, body)
+	}
+	if b, _ := e.svc.BackupByID(gateway.WithCaller(context.Background(), tokens["tok-alice"]), bk.ID); b.Protected {
+		t.Fatal("protected before the confirmation")
+	}
+	if code, _, _ := a.post(path, a.form("protect", "yes", "confirm", "yes"), ""); code != http.StatusSeeOther {
+		t.Fatalf("confirmed protect: %d", code)
+	}
+	if b, _ := e.svc.BackupByID(gateway.WithCaller(context.Background(), tokens["tok-alice"]), bk.ID); !b.Protected {
+		t.Fatal("not protected")
+	}
+	_, body, _ = a.get("/ui/backups/" + bk.ID)
+	if !strings.Contains(body, "Unprotect") {
+		t.Fatalf("backup page after protect:\n%s", body)
+	}
+
+	// Back up now (incremental), then follow the job to its end.
+	code, _, h := a.post("/ui/volumes/"+v.ID+"/backup", a.form("mode", "incremental", "confirm", "yes"), "")
+	if code != http.StatusSeeOther || !strings.HasPrefix(h.Get("Location"), "/ui/jobs/backup/") {
+		t.Fatalf("backup now: %d %v", code, h)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, body, _ = a.get(h.Get("Location"))
+		if strings.Contains(body, `id="job-state">succeeded`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job page:\n%s", body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(body, "available:") || !strings.Contains(body, "100 %") {
+		t.Fatalf("job page:\n%s", body)
+	}
+	_, body, _ = a.get("/ui/volumes/" + v.ID)
+	if strings.Count(body, "<line class=\"link\"") != 1 || !strings.Contains(body, "<rect") || !strings.Contains(body, "class=\"protected\"") {
+		t.Fatalf("timeline:\n%s", body)
+	}
+
+	// Prune: the first POST is a dry run that changes nothing.
+	code, body, _ = a.post("/ui/volumes/"+v.ID+"/prune", a.form("keep-last", "1"), "")
+	if code != http.StatusOK || !strings.Contains(body, `id="prune-preview"`) || !strings.Contains(body, "protected") {
+		t.Fatalf("prune preview: %d\n%s", code, body)
+	}
+	bs, _ := e.svc.ListBackups(gateway.WithCaller(context.Background(), tokens["tok-alice"]), gateway.ListFilter{})
+	if len(bs) != 2 {
+		t.Fatalf("the dry run removed backups: %d left", len(bs))
+	}
+	if code, body, _ := a.post("/ui/volumes/"+v.ID+"/prune", a.form("keep-last", "x"), ""); code != http.StatusBadRequest {
+		t.Fatalf("bad rule: %d\n%s", code, body)
+	}
+
+	// Export: a confirmation, then the record.
+	code, body, _ = a.post("/ui/backups/"+bk.ID+"/export", a.form("confirm", "yes"), "")
+	if code != http.StatusOK || !strings.Contains(body, "cairn.backup.drivers.local") {
+		t.Fatalf("export: %d\n%s", code, body)
+	}
+	// Only a running backup can be cancelled.
+	if code, _, _ := a.post("/ui/backups/"+bk.ID+"/cancel", a.form("confirm", "yes"), ""); code != http.StatusConflict {
+		t.Fatalf("cancel of an available backup: %d", code)
+	}
+}
+
+// Restore onto an existing volume: confirmed, run as a job, and byte-exact (sha256). Another
+// project's volume cannot be the target.
+func TestRestoreOntoExistingVolume(t *testing.T) {
+	e := newEnv(t)
+	src := e.volume("p1", "alpha", 3<<20)
+	bk := e.backup(src)
+	dst := e.volume("p1", "target", 3<<20)
+	other := e.volume("p2", "bravo", 3<<20)
+	a := e.browser()
+	a.signIn("tok-alice")
+	path := "/ui/backups/" + bk.ID + "/restore"
+	if code, _, _ := a.post(path, a.form("target", "existing", "volume", other.ID, "confirm", "yes"), ""); code != http.StatusNotFound {
+		t.Fatalf("restore onto p2's volume: %d", code)
+	}
+	code, body, _ := a.post(path, a.form("target", "existing", "volume", dst.ID), "")
+	if code != http.StatusOK || !strings.Contains(body, "overwriting all of its contents") {
+		t.Fatalf("confirmation: %d\n%s", code, body)
+	}
+	code, _, h := a.post(path, a.form("target", "existing", "volume", dst.ID, "confirm", "yes"), "")
+	if code != http.StatusSeeOther || h.Get("Location") != "/ui/jobs/restore/"+bk.ID {
+		t.Fatalf("restore: %d %v", code, h)
+	}
+	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		j, err := e.svc.Job(ctx, "restore/"+bk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == gateway.JobSucceeded {
+			break
+		}
+		if j.State == gateway.JobFailed || time.Now().After(deadline) {
+			t.Fatalf("restore job %+v", j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, want := sha(t, dst.Path), sha(t, src.Path); got != want {
+		t.Fatalf("restored volume sha256 %s, want %s", got, want)
+	}
+}
+
+func sha(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
