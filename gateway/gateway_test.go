@@ -13,7 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 )
 
-func newService(t *testing.T) (*gateway.Service, string) {
+func newService(t testing.TB) (*gateway.Service, string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
@@ -40,7 +40,7 @@ func as(user, project string, admin bool) context.Context {
 // adminCtx is the embedded CLI's caller: the admin of the default project.
 func adminCtx() context.Context { return as("admin", gateway.DefaultProject, true) }
 
-func image(t *testing.T, dir, name string, size int) string {
+func image(t testing.TB, dir, name string, size int) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	b := make([]byte, size)

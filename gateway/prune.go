@@ -112,7 +112,7 @@ func (s *Service) Prune(ctx context.Context, req PruneRequest) (*PruneResult, er
 		}
 		sort.Strings(projects)
 		for _, p := range projects {
-			ds := s.pruneChain(ctx, c, v, byProject[p], running, req, st, at)
+			ds := s.pruneChain(ctx, c, v, byProject[p], children(all), running, req, st, at)
 			res.Backups = append(res.Backups, ds...)
 		}
 	}
@@ -169,8 +169,8 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 // first every kept incremental whose parent goes is given its new parent (manifest, then
 // index), then the removed backups go newest first, so that none is removed while a backup
 // still names it as parent.
-func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs []*index.Backup, running map[string]bool,
-	req PruneRequest, st Settings, at time.Time) []PruneDecision {
+func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs []*index.Backup, kids map[string]int,
+	running map[string]bool, req PruneRequest, st Settings, at time.Time) []PruneDecision {
 	items := make([]retention.Item, len(bs))
 	byID := make(map[string]*index.Backup, len(bs))
 	for i, b := range bs {
@@ -223,11 +223,15 @@ func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs 
 		if !d.Reparented {
 			continue
 		}
+		old := byID[d.ID].ParentID
 		if err := s.reparent(ctx, d.ID, d.ParentID); err != nil {
 			d.Error = err.Error()
 			// The backup still names its old parent: that parent must stay.
-			s.keepChain(out, byID[d.ID].ParentID, removed)
+			s.keepChain(out, old, removed)
+			continue
 		}
+		kids[old]--
+		kids[d.ParentID]++
 	}
 	// decided is newest first: children go before their parents.
 	for i := range out {
@@ -235,11 +239,16 @@ func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs 
 		if d.Action != PruneRemove || d.Error != "" {
 			continue
 		}
+		if kids[d.ID] > 0 {
+			d.Error = "kept: a backup still names it as parent"
+			continue
+		}
 		if err := s.removeBackup(ctx, byID[d.ID]); err != nil {
 			d.Error = err.Error()
 			s.log.Error("prune could not remove a backup", "backup_id", d.ID, "error", err)
 			continue
 		}
+		kids[byID[d.ID].ParentID]--
 		s.log.Info("backup pruned", "backup_id", d.ID, "volume_id", v.ID, "created_at", d.CreatedAt)
 	}
 	return out
@@ -276,20 +285,29 @@ func (s *Service) reparent(ctx context.Context, id, parent string) error {
 	return err
 }
 
-// removeBackup deletes one committed backup for prune: the checks prune made are made again
-// under the index's transaction (it may have changed since), then the manifest goes and
-// the record with it.
+// children counts, for every backup id, the backups of the volume (in any status) that name
+// it as parent. Prune keeps the count as it re-links and removes; no backup created during
+// the prune can name a removed one, since an incremental's parent is its project's newest
+// available backup, which prune always keeps.
+func children(all []*index.Backup) map[string]int {
+	n := map[string]int{}
+	for _, b := range all {
+		if b.ParentID != "" {
+			n[b.ParentID]++
+		}
+	}
+	return n
+}
+
+// removeBackup deletes one committed backup with no dependants for prune: what prune decided
+// from is checked again (protection in the manifest; status and protection under the index's
+// transaction), then the manifest goes and the record with it.
 func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	if err := s.refreshProtection(ctx, b); err != nil {
 		return err
 	}
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
-	}
-	if deps, err := s.dependants(b.ID); err != nil {
-		return err
-	} else if len(deps) > 0 {
-		return wrapf(ErrConflict, "backup %s gained dependent backups (%v) during the prune: it stays", b.ID, deps)
 	}
 	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if rec.Status != index.BackupAvailable {
