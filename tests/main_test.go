@@ -90,9 +90,15 @@ func cairnEnv(extra []string) []string {
 // hangs; a non-zero exit is the caller's to judge.
 func runCairn(t testing.TB, env []string, args ...string) cairnResult {
 	t.Helper()
+	return runBinary(t, cairnBin, env, args...)
+}
+
+// runBinary is runCairn with another cairn binary (an installed one).
+func runBinary(t testing.TB, bin string, env []string, args ...string) cairnResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cairnCommandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cairnBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = cairnEnv(env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
