@@ -688,8 +688,26 @@ func TestEngineEncryptedRepository(t *testing.T) {
 		t.Fatal("control: the marker is not found in an unencrypted repository, so the grep proves nothing")
 	}
 
+	// A new repository is encrypted unless asked otherwise; without a passphrase and a
+	// terminal to ask on, init refuses in one line naming every way out and leaves nothing.
+	bare := filepath.Join(dir, "bare-repo")
+	msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + bare}, "repo", "init"), []int{2}, []string{"repo", "init"})
+	for _, want := range []string{"--password-file", "CAIRN_PASSWORD", "--encryption none"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("repo init without a passphrase: %q does not suggest %s", msg, want)
+		}
+	}
+	if _, err := os.Stat(bare); !os.IsNotExist(err) {
+		t.Errorf("a refused repo init left %s behind (%v)", bare, err)
+	}
+
 	const pw1, pw2 = "first passphrase", "second passphrase"
-	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=" + pw1}, "--encryption", "aes-256-gcm")
+	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=" + pw1}) // encrypted: the default
+	var cfg struct{ Encryption string }
+	r.mustJSON(&cfg, "repo", "stats")
+	if cfg.Encryption != "aes-256-gcm" {
+		t.Fatalf("repo init with a passphrase and no --encryption: encryption %q, want aes-256-gcm", cfg.Encryption)
+	}
 	b := r.createBackup(vol, "--name", "zanzibar-backup")
 	points := []pointInTime{{backup: b, sha: sha}}
 	r.checkRestoresToFiles(points, dir)
@@ -702,7 +720,7 @@ func TestEngineEncryptedRepository(t *testing.T) {
 	wrong := []string{"CAIRN_REPO=" + r.Dir, "CAIRN_PASSWORD=not the passphrase"}
 	checkFailure(t, runCairn(t, wrong, "backup", "list"), []int{6}, []string{"backup", "list"})
 	// No passphrase and no terminal to ask on.
-	msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "backup", "list"), []int{2}, []string{"backup", "list"})
+	msg = checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "backup", "list"), []int{2}, []string{"backup", "list"})
 	if !strings.Contains(msg, "CAIRN_PASSWORD") {
 		t.Errorf("without a passphrase: %q should say how to give one", msg)
 	}

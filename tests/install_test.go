@@ -75,7 +75,7 @@ func TestMakeInstall(t *testing.T) {
 	vol := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, vol, 6*mib+4096, 71, testutil.Mixed)
 	for _, args := range [][]string{
-		{"repo", "init", "--encryption", "aes-256-gcm"},
+		{"repo", "init"}, // encrypted by default, under CAIRN_PASSWORD
 		{"--quiet", "backup", "create", vol, "--name", "installed"},
 		{"--quiet", "backup", "restore", "installed", "--to", filepath.Join(dir, "restored.img")},
 	} {

@@ -61,3 +61,9 @@ func message(err error) string {
 	msg = strings.ReplaceAll(msg, "\n", " ")
 	return fmt.Sprintf("cairn: %s", msg)
 }
+
+// usageError is invalid input found by the CLI itself (exit 2), said in its own words.
+type usageError string
+
+func (e usageError) Error() string        { return string(e) }
+func (e usageError) Is(target error) bool { return target == gateway.ErrInvalid }
