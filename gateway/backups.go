@@ -372,11 +372,17 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 		if !force {
 			return nil, wrapf(ErrConflict, "backup %s is being created: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
 		}
+		if err := confirm(ctx, fmt.Sprintf("cancel the running backup %s and delete it", s.describeBackup(b))); err != nil {
+			return nil, err
+		}
 		return s.cancelBackup(ctx, b)
 	default:
 		if !force {
 			return nil, wrapf(ErrConflict, "backup %s is %s: wait for it to finish", b.ID, b.Status)
 		}
+	}
+	if err := confirm(ctx, fmt.Sprintf("delete backup %s; it cannot be restored afterwards", s.describeBackup(b))); err != nil {
+		return nil, err
 	}
 	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if rec.Status == index.BackupCreating || (rec.Status == index.BackupRestoring && !force) {
@@ -400,6 +406,19 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	s.syncIndex()
 	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
+}
+
+// describeBackup names a backup for a question: id, name, volume and time.
+func (s *Service) describeBackup(b *index.Backup) string {
+	d := b.ID
+	if b.Name != "" {
+		d += " (" + b.Name + ")"
+	}
+	vol := b.VolumeID
+	if v, err := s.idx.Volume(b.VolumeID); err == nil {
+		vol = v.Name
+	}
+	return d + " of volume " + vol + " from " + b.CreatedAt.UTC().Format(time.RFC3339)
 }
 
 // cancelBackup stops a running backup and removes it (seed 3.3).

@@ -218,10 +218,33 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 }
 
 // DeleteVolume removes a volume: a volume cairn created loses its image file; a managed one
-// is only forgotten (use Unmanage to say so explicitly). Volumes with backups keep them.
-func (s *Service) DeleteVolume(ctx context.Context, ref string) (*index.Volume, error) {
-	v, err := s.forgetVolume(ctx, ref)
+// is only forgotten (use Unmanage to say so explicitly). A volume with backups is deleted only
+// with force, and its backups stay. Removing an image or leaving backups behind is confirmed.
+func (s *Service) DeleteVolume(ctx context.Context, ref string, force bool) (*index.Volume, error) {
+	v, err := s.findVolume(ctx, ref)
 	if err != nil {
+		return nil, err
+	}
+	backups, err := s.idx.VolumeBackups(v.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(backups) > 0 && !force {
+		return nil, wrapf(ErrConflict, "volume %s has %d backups: add --force to delete it anyway (its backups stay and restore as before), or 'cairn volume unmanage %s' to only forget it", v.Name, len(backups), v.Name)
+	}
+	var lost []string
+	if v.Managed {
+		lost = append(lost, "its image "+v.Path+" is removed")
+	}
+	if len(backups) > 0 {
+		lost = append(lost, fmt.Sprintf("its %d backups stay", len(backups)))
+	}
+	if len(lost) > 0 {
+		if err := confirm(ctx, fmt.Sprintf("delete volume %s (%s)", v.Name, strings.Join(lost, "; "))); err != nil {
+			return nil, err
+		}
+	}
+	if v, err = s.forgetVolume(ctx, v.ID); err != nil {
 		return nil, err
 	}
 	if v.Managed {

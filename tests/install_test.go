@@ -77,7 +77,7 @@ func TestMakeInstall(t *testing.T) {
 	for _, args := range [][]string{
 		{"repo", "init"}, // encrypted by default, under CAIRN_PASSWORD
 		{"--quiet", "backup", "create", vol, "--name", "installed"},
-		{"--quiet", "backup", "restore", "installed", "--to", filepath.Join(dir, "restored.img")},
+		{"--quiet", "backup", "restore", "--yes", "installed", "--to", filepath.Join(dir, "restored.img")},
 	} {
 		if res := runBinary(t, bin, env, args...); res.Code != 0 {
 			t.Fatalf("installed cairn %v: exit %d: %s", args, res.Code, res.Stderr)

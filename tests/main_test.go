@@ -269,7 +269,7 @@ func (r *cairnRepo) showBackup(id string) backupJSON {
 // restoreTo restores backup id onto path (a file, created when missing, or a device).
 func (r *cairnRepo) restoreTo(id, path string) {
 	r.t.Helper()
-	r.mustRun("--quiet", "backup", "restore", id, "--to", path)
+	r.mustRun("--quiet", "backup", "restore", "--yes", id, "--to", path)
 }
 
 // onlyPack returns the repository's one pack file, failing the test if there is not exactly

@@ -267,9 +267,9 @@ func TestS3EngineScenarios(t *testing.T) {
 
 	// Delete and gc through the rebuilt index: the second full and the latest incremental go,
 	// the incremental's own blocks are reclaimed from the bucket, the rest still restores.
-	rebuilt.mustFail([]int{4}, "backup", "delete", points[1].backup.ID)
-	rebuilt.mustRun("backup", "delete", again.ID)
-	rebuilt.mustRun("backup", "delete", last.backup.ID)
+	rebuilt.mustFail([]int{4}, "backup", "delete", "--yes", points[1].backup.ID)
+	rebuilt.mustRun("backup", "delete", "--yes", again.ID)
+	rebuilt.mustRun("backup", "delete", "--yes", last.backup.ID)
 	var gc struct {
 		BytesFreed int64 `json:"bytes_freed"`
 	}
@@ -340,7 +340,7 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 	run(env, []int{0}, "--format", "json", "repo", "stats")
 	run(env, []int{0}, "repo", "check", "--read-data")
 	restored := filepath.Join(dir, "restored.img")
-	run(env, []int{0}, "--quiet", "backup", "restore", bs[1].ID, "--to", restored)
+	run(env, []int{0}, "--quiet", "backup", "restore", "--yes", bs[1].ID, "--to", restored)
 	if got := testutil.SHA256File(t, restored); got != sha {
 		t.Errorf("restored sha256 %s, want %s", got, sha)
 	}
@@ -544,7 +544,7 @@ func TestS3ServerStopsDuringRestore(t *testing.T) {
 	// Slow every request, so the restore is still reading when the server goes.
 	proxy.SetMode(testutil.ProxyStall, 250*time.Millisecond)
 	p := startS3Cairn(t, r.Env, "--retries", "2", "--timeout", "5s", "--concurrency", "1", "--quiet",
-		"backup", "restore", b.ID, "--volume", "target")
+		"backup", "restore", "--yes", b.ID, "--volume", "target")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var st syscall.Stat_t
@@ -563,7 +563,7 @@ func TestS3ServerStopsDuringRestore(t *testing.T) {
 	srv.Stop()
 	proxy.SetMode(testutil.ProxyPass, 0)
 	res := p.wait(t, 90*time.Second)
-	line := checkFailure(t, res, []int{7}, []string{"backup", "restore", b.ID, "(server stopped)"})
+	line := checkFailure(t, res, []int{7}, []string{"backup", "restore", "--yes", b.ID, "(server stopped)"})
 	if !strings.Contains(line, "incomplete") || !strings.Contains(line, target) {
 		t.Errorf("the failure %q should say the restore of %s is incomplete", line, target)
 	}
@@ -581,7 +581,7 @@ func TestS3ServerStopsDuringRestore(t *testing.T) {
 	if got := r.showBackup(b.ID); got.Status != "available" {
 		t.Errorf("backup after the failed restore is %s, want available", got.Status)
 	}
-	r.mustRun("--quiet", "backup", "restore", b.ID, "--volume", "target")
+	r.mustRun("--quiet", "backup", "restore", "--yes", b.ID, "--volume", "target")
 	if got := testutil.SHA256File(t, target); got != sha {
 		t.Errorf("restored after the server came back: sha256 %s, want %s", got, sha)
 	}
@@ -636,7 +636,7 @@ func TestS3FaultProxyRetries(t *testing.T) {
 	// A restore that meets the same faults at its start.
 	proxy.Fail503(3)
 	restored := filepath.Join(dir, "restored.img")
-	r.mustRun("--retries", "6", "--quiet", "backup", "restore", b.ID, "--to", restored)
+	r.mustRun("--retries", "6", "--quiet", "backup", "restore", "--yes", b.ID, "--to", restored)
 	if got := testutil.SHA256File(t, restored); got != sha {
 		t.Errorf("restore through 503s: sha256 %s, want %s", got, sha)
 	}

@@ -117,16 +117,17 @@ func (c *BackupShowCmd) Run(ctx context.Context, g *Globals) error {
 type BackupDeleteCmd struct {
 	Backup string `arg:"" help:"Backup id or name."`
 	Force  bool   `help:"Admins: delete even while creating or restoring (cancels a running backup)."`
+	Yes    bool   `help:"Do not ask for confirmation (needed without a terminal)." short:"y"`
 }
 
-// Run deletes the backup.
+// Run deletes the backup, once confirmed.
 func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	b, err := s.DeleteBackup(ctx, c.Backup, c.Force)
+	b, err := s.DeleteBackup(g.confirmer(ctx, c.Yes), c.Backup, c.Force)
 	if err != nil {
 		return err
 	}
@@ -146,6 +147,7 @@ type BackupRestoreCmd struct {
 	To     string `help:"Write onto this block device or file (created when missing)." xor:"target" placeholder:"PATH"`
 	Name   string `help:"Name of the new volume (when neither --volume nor --to)."`
 	Wait   bool   `help:"With a gateway: follow the restore until it ends (the embedded CLI always does)." short:"w"`
+	Yes    bool   `help:"Do not ask before overwriting a volume, a device or a non-empty file (needed without a terminal)." short:"y"`
 	// Salvage restores what survives of a damaged backup.
 	Salvage bool `help:"Write what survives of a damaged backup, zeros for what does not, and list the lost ranges."`
 }
@@ -163,7 +165,7 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if async && !c.Wait {
 		req.Progress = nil
 	}
-	res, err := s.Restore(ctx, req)
+	res, err := s.Restore(g.confirmer(ctx, c.Yes), req)
 	if err == nil && async && c.Wait {
 		var b *index.Backup
 		if b, err = s.WaitBackup(ctx, res.BackupID); err == nil {

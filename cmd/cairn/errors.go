@@ -48,6 +48,8 @@ func exitCode(err error) int {
 		return exitUnavailable
 	case errors.Is(err, repo.ErrCorrupt):
 		return exitCorrupt
+	case errors.Is(err, errDeclined):
+		return exitFailure
 	}
 	return exitFailure
 }

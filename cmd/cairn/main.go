@@ -53,6 +53,8 @@ type Globals struct {
 	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY"`
 
 	stdout, stderr io.Writer
+	stdin          *os.File // where confirm asks (os.Stdin when nil)
+	client         *client  // the far end of a command forwarded to this gateway, or nil
 	password       string
 	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
 	shared         *gateway.Service // set when a gateway runs this command for a client
@@ -103,13 +105,13 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runCLI(ctx, args, stdout, stderr, nil)
+	return runCLI(ctx, args, stdout, stderr, nil, nil)
 }
 
 // runCLI parses and runs one command line. With shared set it runs inside a gateway for a
-// forwarded command, against the gateway's open service. Without, a command goes to a running
-// gateway if one listens on the repository's socket, else it runs embedded.
-func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared *gateway.Service) int {
+// forwarded command, against the gateway's open service, for cl. Without, a command goes to a
+// running gateway if one listens on the repository's socket, else it runs embedded.
+func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared *gateway.Service, cl *client) int {
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("cairn"),
@@ -143,7 +145,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 			code = exitInvalid
 			return
 		}
-		cli.stdout, cli.stderr, cli.shared = stdout, stderr, shared
+		cli.stdout, cli.stderr, cli.shared, cli.client = stdout, stderr, shared, cl
 		if shared == nil && forwardable(kctx.Command()) {
 			if c, ok := forward(ctx, &cli.Globals, args, stdout, stderr); ok {
 				code = c
@@ -156,6 +158,10 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kctx.BindTo(ctx, (*context.Context)(nil))
 		kctx.Bind(parser)
 		if err := kctx.Run(&cli.Globals); err != nil {
+			if errors.Is(err, errAskClient) {
+				code = exitInvalid // the gateway sends the question instead (see execHandler)
+				return
+			}
 			fmt.Fprintln(stderr, message(err))
 			code = exitCode(err)
 		}
