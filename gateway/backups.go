@@ -96,7 +96,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
-		CreatedAt: now(), UpdatedAt: now()}
+		VolumePath: v.Path, VolumeIdentity: s.volumeIdentity(v), CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
 		b.ParentID = parent.ID
 	}
@@ -163,7 +163,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	}
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
-			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
+			VolumePath: b.VolumePath, VolumeIdentity: b.VolumeIdentity, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
 			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats,
 			CommittedAt: now()}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
@@ -200,6 +200,26 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
 		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
 	return nil
+}
+
+// volumeIdentity is what the volume is now (blockio.Identify), recorded in each backup. A
+// volume registered before identities were kept, or whose path now names another file or
+// device, has its record brought up to date.
+func (s *Service) volumeIdentity(v *index.Volume) string {
+	id, err := blockio.Identify(v.Path)
+	if err != nil {
+		s.log.Warn("cannot identify the volume", "volume_id", v.ID, "path", v.Path, "error", err)
+		return ""
+	}
+	if id != v.Identity {
+		if _, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
+			rec.Identity = id
+			return nil
+		}); err == nil {
+			s.saveVolumeLogged(context.Background(), v.ID)
+		}
+	}
+	return id
 }
 
 func (s *Service) failBackup(id, reason string) {

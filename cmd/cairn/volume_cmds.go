@@ -162,7 +162,8 @@ func (g *Globals) showVolume(v *index.Volume) error {
 	}
 	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", humanBytes(v.Size)},
 		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)},
-		{"description", none(v.Description)}, {"fail_reason", none(v.FailReason)}, {"created_at", v.CreatedAt.Format(time.RFC3339)}})
+		{"identity", none(v.Identity)}, {"description", none(v.Description)}, {"fail_reason", none(v.FailReason)},
+		{"created_at", v.CreatedAt.Format(time.RFC3339)}})
 }
 
 func none(s string) string {
