@@ -20,9 +20,10 @@ type BackupRequest struct {
 	Name        string
 	Description string
 	Incremental bool
-	Force       bool   // back up an in-use volume from a snapshot taken first (crash-consistent)
-	SnapshotID  string // back up this existing snapshot of the volume (seed 3.1.5)
-	Project     string // admin only: place the backup in another project
+	Force       bool              // back up an in-use volume from a snapshot taken first (crash-consistent)
+	SnapshotID  string            // back up this existing snapshot of the volume (seed 3.1.5)
+	Project     string            // admin only: place the backup in another project
+	Metadata    map[string]string // Cinder's backup metadata (3.43): kept in the manifest
 	Progress    func(done, total int64)
 }
 
@@ -44,6 +45,9 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		if err := validName(req.Name); err != nil {
 			return nil, nil, err
 		}
+	}
+	if err := validMetadata(req.Metadata); err != nil {
+		return nil, nil, err
 	}
 	v, snap, err := s.backupSubject(ctx, req)
 	if err != nil {
@@ -94,7 +98,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
-	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
+	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
 		VolumePath: v.Path, VolumeIdentity: s.volumeIdentity(v), CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
@@ -162,14 +166,22 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
-		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
-			VolumePath: b.VolumePath, VolumeIdentity: b.VolumeIdentity, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
-			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats,
-			CommittedAt: now()}
+		// The descriptive fields are the record's now: backup-update may have changed them
+		// while the backup ran, and the record and the manifest must agree.
+		s.manifestMu.Lock()
+		defer s.manifestMu.Unlock()
+		cur, err := s.idx.Backup(b.ID)
+		if err != nil {
+			return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
+		}
+		m := &repo.Manifest{ID: b.ID, Name: cur.Name, Description: cur.Description, Metadata: cur.Metadata, UserID: b.UserID,
+			VolumeID: v.ID, VolumeName: v.Name, VolumePath: b.VolumePath, VolumeIdentity: b.VolumeIdentity, Project: b.Project,
+			Size: b.Size, Root: res.Root, RootLevel: res.RootLevel, Incremental: b.IsIncremental, ParentID: b.ParentID,
+			SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats, CommittedAt: now()}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
-		_, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 			if rec.Status != index.BackupCreating {
 				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
 			}
@@ -415,8 +427,11 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	}
 	// The manifest goes first: from then on nothing can resurrect the backup, its blobs are
 	// garbage for the next gc unless another manifest reaches them, and a crash before the
-	// record goes is finished by recovery.
-	if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+	// record goes is finished by recovery. (Under manifestMu: an update rewriting it waits.)
+	s.manifestMu.Lock()
+	err = s.repo.DeleteManifest(ctx, b.ID)
+	s.manifestMu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
 	}
 	if err := s.idx.DeleteBackup(b.ID); err != nil {

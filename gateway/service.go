@@ -75,6 +75,10 @@ type Service struct {
 	tempIndex string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
+	// manifestMu serialises what writes or removes a manifest after its backup was accepted
+	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
+	// record and its manifest agree and no rewrite brings back a deleted manifest.
+	manifestMu sync.Mutex
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
 	changed func()
 }

@@ -52,9 +52,12 @@ type Backup struct {
 	ID          string `json:"id"`
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
-	VolumeID    string `json:"volume_id"`
-	Project     string `json:"project"`
-	SnapshotID  string `json:"snapshot_id,omitempty"`
+	// Metadata are Cinder's key/value pairs (3.43); UserID is who created the backup.
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	UserID     string            `json:"user_id,omitempty"`
+	VolumeID   string            `json:"volume_id"`
+	Project    string            `json:"project"`
+	SnapshotID string            `json:"snapshot_id,omitempty"`
 	// VolumePath and VolumeIdentity are where the volume was and what it was when it was
 	// backed up (as its manifest says): they outlive the volume's record.
 	VolumePath     string       `json:"volume_path,omitempty"`
@@ -86,8 +89,10 @@ type RestoreOutcome struct {
 	At     time.Time `json:"at"`
 }
 
-// ObjectCount is the number of blobs the backup added (Cinder's object_count).
-func (b *Backup) ObjectCount() int64 { return b.Stats.NewBlobs }
+// ObjectCount is Cinder's object_count: the data blocks the backup references, whether it
+// stored them or found them stored already (holes are none). Stats.NewBlobs and NewBytes say
+// what it added.
+func (b *Backup) ObjectCount() int64 { return b.Stats.DataBlocks }
 
 func volumeKey(id string) string                { return "v/" + id }
 func volumeNameKey(project, name string) string { return "vn/" + project + "\x00" + name }

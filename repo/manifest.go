@@ -19,9 +19,13 @@ type Manifest struct {
 	ID          string `json:"id"`
 	Name        string `json:"name,omitempty"`
 	Description string `json:"description,omitempty"`
-	VolumeID    string `json:"volume_id"`
-	VolumeName  string `json:"volume_name,omitempty"`
-	VolumePath  string `json:"volume_path,omitempty"`
+	// Name, Description and Metadata (Cinder's backup metadata) may be rewritten after the
+	// backup, by replacing the whole manifest; nothing else of it ever changes.
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	UserID     string            `json:"user_id,omitempty"` // who created the backup
+	VolumeID   string            `json:"volume_id"`
+	VolumeName string            `json:"volume_name,omitempty"`
+	VolumePath string            `json:"volume_path,omitempty"`
 	// VolumeIdentity is what the volume at VolumePath was (a file's device and inode, a
 	// disk's WWN...): managing the same path and identity again finds this backup's volume.
 	VolumeIdentity string    `json:"volume_identity,omitempty"`

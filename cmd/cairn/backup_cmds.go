@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,10 +88,10 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return writeJSON(g.stdout, out)
 	}
-	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Container", "Incremental", "Created"}}
+	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Stored", "Container", "Incremental", "Created"}}
 	for _, b := range bs {
-		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()), s.Location(),
-			fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
+		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()),
+			humanBytes(b.Stats.NewBytes), s.Location(), fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
 	}
 	return t.write(g.stdout)
 }
@@ -244,6 +246,7 @@ func (c *BackupImportCmd) Run(ctx context.Context, g *Globals) error {
 func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 	return map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
 		"status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
+		"stored_bytes": b.Stats.NewBytes, "metadata": nonNilMap(b.Metadata), "user_id": b.UserID,
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
 		"last_restore": b.LastRestore}
@@ -269,7 +272,27 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"parent_id", none(b.ParentID)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
-		{"container", s.Location()}, {"project", b.Project}, {"last_restore", lastRestore(b.LastRestore)}})
+		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
+		{"last_restore", lastRestore(b.LastRestore)}})
+}
+
+// metadata lists key=value pairs in key order, or None.
+func metadata(md map[string]string) string {
+	if len(md) == 0 {
+		return "None"
+	}
+	parts := make([]string, 0, len(md))
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		parts = append(parts, k+"="+md[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // byteRanges lists byte ranges as "a-b, c-d", the first most of them.
