@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/google/uuid"
 )
 
@@ -161,9 +162,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	}
 	if err != nil {
 		unclaim()
-		s.failBackup(b.ID, err.Error())
-		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", err.Error())
-		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+		return s.endFailedBackup(b, v, err)
 	}
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		// The descriptive fields are the record's now: backup-update may have changed them
@@ -196,13 +195,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	})
 	unclaim()
 	if err != nil {
-		reason := err.Error()
-		if errors.Is(err, context.Canceled) {
-			reason = "cancelled"
-		}
-		s.failBackup(b.ID, reason)
-		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
-		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+		return s.endFailedBackup(b, v, err)
 	}
 	s.syncIndex()
 	s.metrics.bytesBackup.Add(float64(b.Size))
@@ -232,6 +225,42 @@ func (s *Service) volumeIdentity(v *index.Volume) string {
 		}
 	}
 	return id
+}
+
+// endFailedBackup records how a backup that did not complete ended. One its starter cancelled
+// (Ctrl-C of the embedded CLI, a signal to it) is removed: nothing is left for an admin to
+// clean up, its reservation goes back, and gc reclaims the packs it stored. One stopped by
+// the gateway's shutdown, or failed, stays as error with the reason.
+func (s *Service) endFailedBackup(b *index.Backup, v *index.Volume, err error) error {
+	if errors.Is(err, context.Canceled) && !s.stopping.Load() {
+		s.dropCancelledBackup(b.ID)
+		s.log.Info("backup cancelled and removed", "backup_id", b.ID, "volume_id", v.ID)
+		return wrapf(context.Canceled, "backup %s of volume %s cancelled: it is removed, and 'cairn repo gc' reclaims what it stored", b.ID, v.Name)
+	}
+	reason := err.Error()
+	if errors.Is(err, context.Canceled) {
+		reason = "interrupted: the gateway stopped"
+	}
+	s.failBackup(b.ID, reason)
+	s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
+	return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+}
+
+// dropCancelledBackup removes a cancelled backup's record, and its manifest in case a Put the
+// cancellation interrupted landed after all (the record never said available, so nobody was
+// told it exists).
+func (s *Service) dropCancelledBackup(id string) {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if err := s.repo.DeleteManifest(context.Background(), id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		s.log.Warn("cannot remove a cancelled backup's manifest", "backup_id", id, "error", err)
+	}
+	if err := s.idx.DeleteBackup(id); err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Error("cannot remove a cancelled backup's record", "backup_id", id, "error", err)
+		s.failBackup(id, "cancelled")
+		return
+	}
+	s.syncIndex()
 }
 
 func (s *Service) failBackup(id, reason string) {

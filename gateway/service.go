@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
@@ -79,6 +80,9 @@ type Service struct {
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
 	// record and its manifest agree and no rewrite brings back a deleted manifest.
 	manifestMu sync.Mutex
+	// stopping is set when the gateway shuts down: the jobs it cancels then end as error
+	// (interrupted), not as cancelled by their starter.
+	stopping atomic.Bool
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
 	changed func()
 }

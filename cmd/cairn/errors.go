@@ -57,8 +57,8 @@ func exitCode(err error) int {
 // message turns an error into the one line a user sees.
 func message(err error) string {
 	msg := err.Error()
-	if errors.Is(err, context.Canceled) {
-		msg = "interrupted"
+	if errors.Is(err, context.Canceled) && strings.HasSuffix(msg, context.Canceled.Error()) {
+		msg = "interrupted" // nothing more to say than the context's own words
 	}
 	msg = strings.ReplaceAll(msg, "\n", " ")
 	return fmt.Sprintf("cairn: %s", msg)
