@@ -112,6 +112,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 // forwarded command, against the gateway's open service, for cl. Without, a command goes to a
 // running gateway if one listens on the repository's socket, else it runs embedded.
 func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared *gateway.Service, cl *client) int {
+	configs, err := loadConfigs(configPaths())
+	if err != nil {
+		fmt.Fprintln(stderr, message(err))
+		return exitCode(err)
+	}
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("cairn"),
@@ -122,7 +127,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"}}),
-		kong.Configuration(kong.JSON, configPaths()...),
+		kong.Resolvers(configs...),
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn:", err)
@@ -141,7 +146,11 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		}()
 		kctx, perr := parser.Parse(args)
 		if perr != nil {
-			fmt.Fprintf(stderr, "cairn: %v (see 'cairn --help')\n", perr)
+			if cfgErr := usageError(""); errors.As(perr, &cfgErr) { // a config file's: help would not help
+				fmt.Fprintln(stderr, message(perr))
+			} else {
+				fmt.Fprintf(stderr, "cairn: %v (see 'cairn --help')\n", perr)
+			}
 			code = exitInvalid
 			return
 		}
