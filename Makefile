@@ -5,13 +5,49 @@ PKGS      := ./...
 TIMEOUT   ?= 900s
 export CGO_ENABLED ?= 0
 
-.PHONY: build test unit e2e torture fuzz demo bench lint clean
+.PHONY: build test unit e2e torture fuzz demo bench lint clean install uninstall
 
 # The version cairn --version prints: the git tag or commit this was built from.
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 build:
 	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/cairn
+
+# Where 'make install' puts things (DESTDIR is prepended to every path, for packagers and
+# tests). systemd units go to $(PREFIX)/lib/systemd/system when PREFIX is /usr or /usr/local
+# (both are on systemd's search path); elsewhere set SYSTEMDDIR, or they are left out.
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+DOCDIR      ?= $(PREFIX)/share/doc/cairn
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+SYSTEMDDIR  ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system)
+DOCS        := README.md docs/design.md docs/reliability.md docs/fuse.md docs/benchmarks.md \
+               contrib/config.example.json contrib/systemd/cairn.env.example
+
+# The binary (built with the git version), the docs and examples, bash and zsh completion, and
+# the systemd unit rewritten to name the installed binary and docs.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/cairn
+	install -d -m 0755 $(DESTDIR)$(DOCDIR)
+	install -m 0644 $(DOCS) $(DESTDIR)$(DOCDIR)/
+	install -D -m 0644 contrib/completion/cairn.bash $(DESTDIR)$(BASHCOMPDIR)/cairn
+	install -D -m 0644 contrib/completion/_cairn $(DESTDIR)$(ZSHCOMPDIR)/_cairn
+ifneq ($(SYSTEMDDIR),)
+	install -d -m 0755 $(DESTDIR)$(SYSTEMDDIR)
+	sed -e 's|/usr/bin/cairn|$(BINDIR)/cairn|g' -e 's|/usr/share/doc/cairn|$(DOCDIR)|g' \
+	    contrib/systemd/cairn.service > $(DESTDIR)$(SYSTEMDDIR)/cairn.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDDIR)/cairn.service
+endif
+
+# Removes exactly what install put there (the shared directories stay).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/cairn $(DESTDIR)$(BASHCOMPDIR)/cairn $(DESTDIR)$(ZSHCOMPDIR)/_cairn
+	rm -f $(addprefix $(DESTDIR)$(DOCDIR)/,$(notdir $(DOCS)))
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
+ifneq ($(SYSTEMDDIR),)
+	rm -f $(DESTDIR)$(SYSTEMDDIR)/cairn.service
+endif
 
 # Unit and integration tests (real loop devices, FUSE, Badger and versitygw; see tests/).
 # -race on everything; a second leg with GOMAXPROCS=1 shakes out ordering assumptions.

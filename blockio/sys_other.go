@@ -45,3 +45,8 @@ func adviseSequential(*os.File) error { return nil }
 func adviseDontNeed(*os.File, int64, int64) error { return nil }
 
 func isBusy(error) bool { return false }
+
+// Identify says which volume path names. Linux only.
+func Identify(path string) (string, error) {
+	return "", fmt.Errorf("identify volume %s: %w", path, errors.ErrUnsupported)
+}

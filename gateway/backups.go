@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/google/uuid"
 )
 
@@ -20,10 +21,11 @@ type BackupRequest struct {
 	Name        string
 	Description string
 	Incremental bool
-	Force       bool   // back up an in-use volume from a snapshot taken first (crash-consistent)
-	SnapshotID  string // back up this existing snapshot of the volume (seed 3.1.5)
-	Project     string // admin only: place the backup in another project
-	Protected   bool   // refuse delete and prune until unprotected
+	Force       bool              // back up an in-use volume from a snapshot taken first (crash-consistent)
+	SnapshotID  string            // back up this existing snapshot of the volume (seed 3.1.5)
+	Project     string            // admin only: place the backup in another project
+	Metadata    map[string]string // Cinder's backup metadata (3.43): kept in the manifest
+	Protected   bool              // refuse delete and prune until unprotected
 	Progress    func(done, total int64)
 }
 
@@ -45,6 +47,9 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		if err := validName(req.Name); err != nil {
 			return nil, nil, err
 		}
+	}
+	if err := validMetadata(req.Metadata); err != nil {
+		return nil, nil, err
 	}
 	v, snap, err := s.backupSubject(ctx, req)
 	if err != nil {
@@ -95,9 +100,9 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
-	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
+	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
-		Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
+		VolumePath: v.Path, VolumeIdentity: s.volumeIdentity(v), Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
 		b.ParentID = parent.ID
 	}
@@ -169,19 +174,25 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	}
 	if err != nil {
 		unclaim()
-		s.failBackup(b.ID, err.Error())
-		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", err.Error())
-		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+		return s.endFailedBackup(b, v, err)
 	}
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
-		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
-			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
-			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats,
-			CommittedAt: now(), Protected: b.Protected}
+		// The descriptive fields are the record's now: backup-update may have changed them
+		// while the backup ran, and the record and the manifest must agree.
+		s.manifestMu.Lock()
+		defer s.manifestMu.Unlock()
+		cur, err := s.idx.Backup(b.ID)
+		if err != nil {
+			return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
+		}
+		m := &repo.Manifest{ID: b.ID, Name: cur.Name, Description: cur.Description, Metadata: cur.Metadata, UserID: b.UserID,
+			VolumeID: v.ID, VolumeName: v.Name, VolumePath: b.VolumePath, VolumeIdentity: b.VolumeIdentity, Project: b.Project,
+			Size: b.Size, Root: res.Root, RootLevel: res.RootLevel, Incremental: b.IsIncremental, ParentID: b.ParentID,
+			SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats, CommittedAt: now(), Protected: cur.Protected}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
-		_, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 			if rec.Status != index.BackupCreating {
 				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
 			}
@@ -196,13 +207,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	})
 	unclaim()
 	if err != nil {
-		reason := err.Error()
-		if errors.Is(err, context.Canceled) {
-			reason = "cancelled"
-		}
-		s.failBackup(b.ID, reason)
-		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
-		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+		return s.endFailedBackup(b, v, err)
 	}
 	s.syncIndex()
 	s.metrics.bytesBackup.Add(float64(b.Size))
@@ -215,6 +220,62 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
 		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
 	return nil
+}
+
+// volumeIdentity is what the volume is now (blockio.Identify), recorded in each backup. A
+// volume registered before identities were kept, or whose path now names another file or
+// device, has its record brought up to date.
+func (s *Service) volumeIdentity(v *index.Volume) string {
+	id, err := blockio.Identify(v.Path)
+	if err != nil {
+		s.log.Warn("cannot identify the volume", "volume_id", v.ID, "path", v.Path, "error", err)
+		return ""
+	}
+	if id != v.Identity {
+		if _, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
+			rec.Identity = id
+			return nil
+		}); err == nil {
+			s.saveVolumeLogged(context.Background(), v.ID)
+		}
+	}
+	return id
+}
+
+// endFailedBackup records how a backup that did not complete ended. One its starter cancelled
+// (Ctrl-C of the embedded CLI, a signal to it) is removed: nothing is left for an admin to
+// clean up, its reservation goes back, and gc reclaims the packs it stored. One stopped by
+// the gateway's shutdown, or failed, stays as error with the reason.
+func (s *Service) endFailedBackup(b *index.Backup, v *index.Volume, err error) error {
+	if errors.Is(err, context.Canceled) && !s.stopping.Load() {
+		s.dropCancelledBackup(b.ID)
+		s.log.Info("backup cancelled and removed", "backup_id", b.ID, "volume_id", v.ID)
+		return wrapf(context.Canceled, "backup %s of volume %s cancelled: it is removed, and 'cairn repo gc' reclaims what it stored", b.ID, v.Name)
+	}
+	reason := err.Error()
+	if errors.Is(err, context.Canceled) {
+		reason = "interrupted: the gateway stopped"
+	}
+	s.failBackup(b.ID, reason)
+	s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
+	return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
+}
+
+// dropCancelledBackup removes a cancelled backup's record, and its manifest in case a Put the
+// cancellation interrupted landed after all (the record never said available, so nobody was
+// told it exists).
+func (s *Service) dropCancelledBackup(id string) {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if err := s.repo.DeleteManifest(context.Background(), id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		s.log.Warn("cannot remove a cancelled backup's manifest", "backup_id", id, "error", err)
+	}
+	if err := s.idx.DeleteBackup(id); err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Error("cannot remove a cancelled backup's record", "backup_id", id, "error", err)
+		s.failBackup(id, "cancelled")
+		return
+	}
+	s.syncIndex()
 }
 
 func (s *Service) failBackup(id, reason string) {
@@ -399,11 +460,17 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 		if !force {
 			return nil, wrapf(ErrConflict, "backup %s is being created: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
 		}
+		if err := confirm(ctx, fmt.Sprintf("cancel the running backup %s and delete it", s.describeBackup(b))); err != nil {
+			return nil, err
+		}
 		return s.cancelBackup(ctx, b)
 	default:
 		if !force {
 			return nil, wrapf(ErrConflict, "backup %s is %s: wait for it to finish", b.ID, b.Status)
 		}
+	}
+	if err := confirm(ctx, fmt.Sprintf("delete backup %s; it cannot be restored afterwards", s.describeBackup(b))); err != nil {
+		return nil, err
 	}
 	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if rec.Status == index.BackupCreating || (rec.Status == index.BackupRestoring && !force) {
@@ -419,8 +486,11 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	}
 	// The manifest goes first: from then on nothing can resurrect the backup, its blobs are
 	// garbage for the next gc unless another manifest reaches them, and a crash before the
-	// record goes is finished by recovery.
-	if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+	// record goes is finished by recovery. (Under manifestMu: an update rewriting it waits.)
+	s.manifestMu.Lock()
+	err = s.repo.DeleteManifest(ctx, b.ID)
+	s.manifestMu.Unlock()
+	if err != nil {
 		return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
 	}
 	if err := s.idx.DeleteBackup(b.ID); err != nil {
@@ -430,6 +500,19 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	s.syncIndex()
 	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
+}
+
+// describeBackup names a backup for a question: id, name, volume and time.
+func (s *Service) describeBackup(b *index.Backup) string {
+	d := b.ID
+	if b.Name != "" {
+		d += " (" + b.Name + ")"
+	}
+	vol := b.VolumeID
+	if v, err := s.idx.Volume(b.VolumeID); err == nil {
+		vol = v.Name
+	}
+	return d + " of volume " + vol + " from " + b.CreatedAt.UTC().Format(time.RFC3339)
 }
 
 // cancelBackup stops a running backup and removes it (seed 3.3).

@@ -110,7 +110,7 @@ func TestNoCallerIsRefused(t *testing.T) {
 		{"list volumes", func(ctx context.Context) error { _, err := s.ListVolumes(ctx, true); return err }},
 		{"show volume", func(ctx context.Context) error { _, err := s.Volume(ctx, v.ID); return err }},
 		{"show volume by id", func(ctx context.Context) error { _, err := s.VolumeByID(ctx, v.ID); return err }},
-		{"delete volume", func(ctx context.Context) error { _, err := s.DeleteVolume(ctx, v.ID); return err }},
+		{"delete volume", func(ctx context.Context) error { _, err := s.DeleteVolume(ctx, v.ID, false); return err }},
 		{"unmanage volume", func(ctx context.Context) error { _, err := s.UnmanageVolume(ctx, v.ID); return err }},
 		{"create snapshot", func(ctx context.Context) error {
 			_, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})

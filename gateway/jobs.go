@@ -87,6 +87,7 @@ func (s *Service) runJob(ctx context.Context, kind, id string, job Job) error {
 
 // StopWorkers cancels running and queued jobs and waits for them to record their end.
 func (s *Service) StopWorkers(ctx context.Context) error {
+	s.stopping.Store(true)
 	s.mu.Lock()
 	p := s.pool
 	for _, cancel := range s.cancels {

@@ -103,6 +103,11 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		_, serr := os.Stat(path)
 		created = vol == nil && errors.Is(serr, os.ErrNotExist)
+		if q := overwriteQuestion(b, vol, path); q != "" && !created {
+			if err := confirm(ctx, q); err != nil {
+				return nil, nil, err
+			}
+		}
 	}
 	fresh := false
 	if vol == nil && path == "" {
@@ -175,6 +180,28 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		return err
 	}
 	return res, job, nil
+}
+
+// overwriteQuestion says what a restore onto path destroys: a registered volume's contents, a
+// block device's or a non-empty file's. A new or empty file loses nothing ("").
+func overwriteQuestion(b *index.Backup, vol *index.Volume, path string) string {
+	what := "backup " + b.ID
+	if b.Name != "" {
+		what += " (" + b.Name + ")"
+	}
+	if vol != nil {
+		return fmt.Sprintf("replace the contents of volume %s (%s) with %s", vol.Name, path, what)
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return ""
+	case fi.Mode().IsRegular() && fi.Size() == 0:
+		return ""
+	case fi.Mode().IsRegular():
+		return fmt.Sprintf("replace the contents of %s (%d bytes) with %s", path, fi.Size(), what)
+	}
+	return fmt.Sprintf("replace the contents of block device %s with %s", path, what)
 }
 
 // checkRestoreTarget refuses targets that are too small or in use.

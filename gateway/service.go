@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
@@ -78,6 +79,13 @@ type Service struct {
 	tempIndex string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
+	// manifestMu serialises what writes or removes a manifest after its backup was accepted
+	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
+	// record and its manifest agree and no rewrite brings back a deleted manifest.
+	manifestMu sync.Mutex
+	// stopping is set when the gateway shuts down: the jobs it cancels then end as error
+	// (interrupted), not as cancelled by their starter.
+	stopping atomic.Bool
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
 	changed func()
 

@@ -95,6 +95,7 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 		return nil, err
 	}
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
+		VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
 		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
 		Protected: m.Protected}
@@ -174,6 +175,9 @@ func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	}
 	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: "file",
 		Size: m.Size, Status: index.VolumeAvailable, CreatedAt: m.CreatedAt, UpdatedAt: now()}
+	if path == m.VolumePath {
+		v.Identity = m.VolumeIdentity
+	}
 	err := s.idx.CreateVolume(v)
 	if errors.Is(err, index.ErrExists) {
 		return nil

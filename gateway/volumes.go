@@ -52,8 +52,20 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	v := &index.Volume{ID: uuid.NewString(), Name: name, Path: path, Project: project, Kind: "file", Size: size,
-		Status: index.VolumeAvailable, Description: req.Description, CreatedAt: now(), UpdatedAt: now()}
+	identity, err := blockio.Identify(path)
+	if err != nil {
+		s.log.Warn("cannot identify the volume: its backups will not be found again after it is forgotten", "path", path, "error", err)
+	}
+	// The volume seen again after it was forgotten keeps its id, and so its backups.
+	id, earlier, err := s.forgottenVolume(c, path, identity)
+	if err != nil {
+		return nil, err
+	}
+	if id == "" {
+		id = uuid.NewString()
+	}
+	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: "file", Size: size,
+		Status: index.VolumeAvailable, Description: req.Description, Identity: identity, CreatedAt: now(), UpdatedAt: now()}
 	if dev {
 		v.Kind = "device"
 	}
@@ -67,8 +79,40 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		_ = s.idx.DeleteVolume(v.ID)
 		return nil, err
 	}
-	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size)
+	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size, "earlier_backups", earlier)
 	return v, nil
+}
+
+// forgottenVolume finds the volume that was registered at path, with the same identity, and
+// then forgotten (unmanaged or deleted) while its backups stayed: its id and how many of its
+// backups the caller sees, or "" when there is none. The newest such backup decides. Both
+// must match: a path alone may name another disk by now, an identity alone a volume that
+// moved (see docs/design.md, "Volume identity").
+func (s *Service) forgottenVolume(c Caller, path, identity string) (string, int, error) {
+	if identity == "" {
+		return "", 0, nil
+	}
+	all, err := s.idx.Backups()
+	if err != nil {
+		return "", 0, err
+	}
+	id, n := "", 0
+	for i := len(all) - 1; i >= 0; i-- {
+		b := all[i]
+		if b.VolumePath != path || b.VolumeIdentity != identity || !c.sees(b.Project) {
+			continue
+		}
+		if id == "" {
+			if _, err := s.idx.Volume(b.VolumeID); err == nil {
+				continue // registered still, at another path: not forgotten
+			}
+			id = b.VolumeID
+		}
+		if b.VolumeID == id {
+			n++
+		}
+	}
+	return id, n, nil
 }
 
 // CreateVolumeRequest creates a sparse image file in the repository's volume directory.
@@ -122,8 +166,9 @@ func (s *Service) newImageVolume(ctx context.Context, project, name, description
 		os.Remove(path)
 		return nil, fmt.Errorf("create volume image of %d bytes: %w", size, err)
 	}
+	identity, _ := blockio.Identify(path) // a file just made: it has one
 	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: "file", Size: size, Status: status,
-		Managed: true, Description: description, CreatedAt: now(), UpdatedAt: now()}
+		Managed: true, Description: description, Identity: identity, CreatedAt: now(), UpdatedAt: now()}
 	if err := s.idx.CreateVolume(v); err != nil {
 		os.Remove(path)
 		if errors.Is(err, index.ErrExists) {
@@ -218,10 +263,33 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 }
 
 // DeleteVolume removes a volume: a volume cairn created loses its image file; a managed one
-// is only forgotten (use Unmanage to say so explicitly). Volumes with backups keep them.
-func (s *Service) DeleteVolume(ctx context.Context, ref string) (*index.Volume, error) {
-	v, err := s.forgetVolume(ctx, ref)
+// is only forgotten (use Unmanage to say so explicitly). A volume with backups is deleted only
+// with force, and its backups stay. Removing an image or leaving backups behind is confirmed.
+func (s *Service) DeleteVolume(ctx context.Context, ref string, force bool) (*index.Volume, error) {
+	v, err := s.findVolume(ctx, ref)
 	if err != nil {
+		return nil, err
+	}
+	backups, err := s.idx.VolumeBackups(v.ID)
+	if err != nil {
+		return nil, err
+	}
+	if len(backups) > 0 && !force {
+		return nil, wrapf(ErrConflict, "volume %s has %d backups: add --force to delete it anyway (its backups stay and restore as before), or 'cairn volume unmanage %s' to only forget it", v.Name, len(backups), v.Name)
+	}
+	var lost []string
+	if v.Managed {
+		lost = append(lost, "its image "+v.Path+" is removed")
+	}
+	if len(backups) > 0 {
+		lost = append(lost, fmt.Sprintf("its %d backups stay", len(backups)))
+	}
+	if len(lost) > 0 {
+		if err := confirm(ctx, fmt.Sprintf("delete volume %s (%s)", v.Name, strings.Join(lost, "; "))); err != nil {
+			return nil, err
+		}
+	}
+	if v, err = s.forgetVolume(ctx, v.ID); err != nil {
 		return nil, err
 	}
 	if v.Managed {

@@ -40,28 +40,38 @@ type Volume struct {
 	FailReason  string       `json:"fail_reason,omitempty"`
 	Managed     bool         `json:"managed"` // created by cairn in its volume directory
 	Description string       `json:"description,omitempty"`
-	CreatedAt   time.Time    `json:"created_at"`
-	UpdatedAt   time.Time    `json:"updated_at"`
+	// Identity is what the volume at Path is beyond its name (blockio.Identify): with the
+	// path, it finds the volume's backups again after it was forgotten and managed anew.
+	Identity  string    `json:"identity,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // Backup is a backup's record: its manifest's facts plus its state.
 type Backup struct {
-	ID            string       `json:"id"`
-	Name          string       `json:"name"`
-	Description   string       `json:"description,omitempty"`
-	VolumeID      string       `json:"volume_id"`
-	Project       string       `json:"project"`
-	SnapshotID    string       `json:"snapshot_id,omitempty"`
-	Status        BackupStatus `json:"status"`
-	FailReason    string       `json:"fail_reason,omitempty"`
-	Size          int64        `json:"size"`
-	IsIncremental bool         `json:"is_incremental"`
-	ParentID      string       `json:"parent_id,omitempty"`
-	Root          repo.Address `json:"root"`
-	RootLevel     int          `json:"root_level"`
-	Stats         repo.Stats   `json:"stats"`
-	CreatedAt     time.Time    `json:"created_at"`
-	UpdatedAt     time.Time    `json:"updated_at"`
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// Metadata are Cinder's key/value pairs (3.43); UserID is who created the backup.
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	UserID     string            `json:"user_id,omitempty"`
+	VolumeID   string            `json:"volume_id"`
+	Project    string            `json:"project"`
+	SnapshotID string            `json:"snapshot_id,omitempty"`
+	// VolumePath and VolumeIdentity are where the volume was and what it was when it was
+	// backed up (as its manifest says): they outlive the volume's record.
+	VolumePath     string       `json:"volume_path,omitempty"`
+	VolumeIdentity string       `json:"volume_identity,omitempty"`
+	Status         BackupStatus `json:"status"`
+	FailReason     string       `json:"fail_reason,omitempty"`
+	Size           int64        `json:"size"`
+	IsIncremental  bool         `json:"is_incremental"`
+	ParentID       string       `json:"parent_id,omitempty"`
+	Root           repo.Address `json:"root"`
+	RootLevel      int          `json:"root_level"`
+	Stats          repo.Stats   `json:"stats"`
+	CreatedAt      time.Time    `json:"created_at"`
+	UpdatedAt      time.Time    `json:"updated_at"`
 	// RestoreTarget is the volume a running restore writes to.
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
 	// LastRestore says how the newest restore of this backup ended (or that it runs).
@@ -81,8 +91,10 @@ type RestoreOutcome struct {
 	At     time.Time `json:"at"`
 }
 
-// ObjectCount is the number of blobs the backup added (Cinder's object_count).
-func (b *Backup) ObjectCount() int64 { return b.Stats.NewBlobs }
+// ObjectCount is Cinder's object_count: the data blocks the backup references, whether it
+// stored them or found them stored already (holes are none). Stats.NewBlobs and NewBytes say
+// what it added.
+func (b *Backup) ObjectCount() int64 { return b.Stats.DataBlocks }
 
 func volumeKey(id string) string                { return "v/" + id }
 func volumeNameKey(project, name string) string { return "vn/" + project + "\x00" + name }

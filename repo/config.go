@@ -78,6 +78,10 @@ type InitOptions struct {
 	// ObjectLock makes the repository immutable (see Config.ObjectLock); the backend must be
 	// able to lock objects (an S3 bucket with object lock enabled).
 	ObjectLock *ObjectLock
+	// AskPassword, when set and Password is empty, gives the passphrase of an encrypted
+	// repository. Init calls it only once the settings are valid and the location is free,
+	// so nobody types a passphrase for a repository that cannot be made.
+	AskPassword func() (string, error)
 }
 
 // ErrInvalidOption means a repository setting that is not valid (a block size, compression
@@ -131,6 +135,11 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 		return Config{}, err
 	}
 	if cfg.Encryption == EncryptionAES {
+		if o.Password == "" && o.AskPassword != nil {
+			if o.Password, err = o.AskPassword(); err != nil {
+				return Config{}, err
+			}
+		}
 		if o.Password == "" {
 			return Config{}, ErrPasswordRequired
 		}

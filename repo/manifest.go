@@ -15,22 +15,29 @@ import (
 // any index. It is stored sealed as manifests/<backup id>, written last, so a manifest that
 // exists names a backup whose blobs are all stored.
 type Manifest struct {
-	Version     int       `json:"version"`
-	ID          string    `json:"id"`
-	Name        string    `json:"name,omitempty"`
-	Description string    `json:"description,omitempty"`
-	VolumeID    string    `json:"volume_id"`
-	VolumeName  string    `json:"volume_name,omitempty"`
-	VolumePath  string    `json:"volume_path,omitempty"`
-	Project     string    `json:"project,omitempty"`
-	SnapshotID  string    `json:"snapshot_id,omitempty"`
-	Size        int64     `json:"size"`
-	BlockSize   int       `json:"block_size"`
-	Root        Address   `json:"root"`
-	RootLevel   int       `json:"root_level"`
-	Incremental bool      `json:"is_incremental"`
-	ParentID    string    `json:"parent_id,omitempty"`
-	CreatedAt   time.Time `json:"created_at"`
+	Version     int    `json:"version"`
+	ID          string `json:"id"`
+	Name        string `json:"name,omitempty"`
+	Description string `json:"description,omitempty"`
+	// Name, Description and Metadata (Cinder's backup metadata) may be rewritten after the
+	// backup, by replacing the whole manifest; nothing else of it ever changes.
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	UserID     string            `json:"user_id,omitempty"` // who created the backup
+	VolumeID   string            `json:"volume_id"`
+	VolumeName string            `json:"volume_name,omitempty"`
+	VolumePath string            `json:"volume_path,omitempty"`
+	// VolumeIdentity is what the volume at VolumePath was (a file's device and inode, a
+	// disk's WWN...): managing the same path and identity again finds this backup's volume.
+	VolumeIdentity string    `json:"volume_identity,omitempty"`
+	Project        string    `json:"project,omitempty"`
+	SnapshotID     string    `json:"snapshot_id,omitempty"`
+	Size           int64     `json:"size"`
+	BlockSize      int       `json:"block_size"`
+	Root           Address   `json:"root"`
+	RootLevel      int       `json:"root_level"`
+	Incremental    bool      `json:"is_incremental"`
+	ParentID       string    `json:"parent_id,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 	// CommittedAt is when the backup became available (its record's updated_at then).
 	CommittedAt time.Time `json:"committed_at,omitempty"`
 	Stats       Stats     `json:"stats"`

@@ -335,3 +335,47 @@ func TestTrailingHoleInShortLastLeaf(t *testing.T) {
 		}
 	}
 }
+
+// AskPassword is asked only for a repository that can be made: not for invalid settings, not
+// where a repository exists, not for an unencrypted one; and its error is Init's.
+func TestInitAsksPasswordLast(t *testing.T) {
+	ctx := context.Background()
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	ask := func(pw string, err error) func() (string, error) {
+		return func() (string, error) { asked++; return pw, err }
+	}
+	refused := errors.New("no terminal")
+	for _, tc := range []struct {
+		name string
+		o    repo.InitOptions
+		want error
+		asks int
+	}{
+		{"bad block size", repo.InitOptions{BlockSize: 3000, Encryption: repo.EncryptionAES, AskPassword: ask("pw", nil)}, repo.ErrInvalidOption, 0},
+		{"refused", repo.InitOptions{Encryption: repo.EncryptionAES, AskPassword: ask("", refused)}, refused, 1},
+		{"empty", repo.InitOptions{Encryption: repo.EncryptionAES, AskPassword: ask("", nil)}, repo.ErrPasswordRequired, 1},
+		{"made", repo.InitOptions{Encryption: repo.EncryptionAES, AskPassword: ask("pw", nil)}, nil, 1},
+		{"exists", repo.InitOptions{Encryption: repo.EncryptionAES, AskPassword: ask("pw", nil)}, repo.ErrExists, 0},
+	} {
+		asked = 0
+		_, err := repo.Init(ctx, be, tc.o)
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("%s: Init: %v, want %v", tc.name, err, tc.want)
+		}
+		if asked != tc.asks {
+			t.Errorf("%s: asked for the passphrase %d times, want %d", tc.name, asked, tc.asks)
+		}
+	}
+	plain, err := local.Open(filepath.Join(t.TempDir(), "plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked = 0
+	if _, err := repo.Init(ctx, plain, repo.InitOptions{Encryption: repo.EncryptionNone, AskPassword: ask("pw", nil)}); err != nil || asked != 0 {
+		t.Errorf("unencrypted: Init %v, asked %d times, want nil and 0", err, asked)
+	}
+}

@@ -40,17 +40,17 @@ func TestCLIBadInput(t *testing.T) {
 	smallImg := filepath.Join(dir, "small-target.img")
 	testutil.WriteImage(t, smallImg, 2*mib, 22, testutil.Random)
 	smallDev := testutil.LoopDevice(t, smallImg, false)
-	contains(r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", smallDev), "smaller")
+	contains(r.mustFail([]int{2}, "backup", "restore", "--yes", earlier[0].backup.ID, "--to", smallDev), "smaller")
 	smallFile := filepath.Join(dir, "small-file.img")
 	testutil.WriteImage(t, smallFile, 1*mib, 25, testutil.Random)
-	contains(r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", smallFile), "smaller")
+	contains(r.mustFail([]int{2}, "backup", "restore", "--yes", earlier[0].backup.ID, "--to", smallFile), "smaller")
 
 	// An image attached to a loop device, and a mounted loop device.
 	attached := filepath.Join(dir, "attached.img")
 	testutil.WriteImage(t, attached, 8*mib, 23, testutil.Mixed)
 	testutil.LoopDevice(t, attached, false)
 	attachedSHA := testutil.SHA256File(t, attached)
-	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", attached), "in use")
+	contains(r.mustFail([]int{4}, "backup", "restore", "--yes", earlier[0].backup.ID, "--to", attached), "in use")
 	if testutil.SHA256File(t, attached) != attachedSHA {
 		t.Error("a refused restore changed the attached image")
 	}
@@ -62,19 +62,19 @@ func TestCLIBadInput(t *testing.T) {
 	testutil.MakeExt4(t, fsDev)
 	testutil.Mount(t, fsDev)
 	// (No hash of the mounted device: ext4's lazy init writes to it in the background.)
-	contains(r.mustFail([]int{4}, "backup", "restore", earlier[0].backup.ID, "--to", fsDev), "in use")
+	contains(r.mustFail([]int{4}, "backup", "restore", "--yes", earlier[0].backup.ID, "--to", fsDev), "in use")
 	contains(r.mustFail([]int{4}, "backup", "create", fsDev), "--force")
 
 	// Targets that are neither a file nor a block device, or a file in a missing directory.
 	for _, target := range []string{"/dev/null", dir, filepath.Join(dir, "no-such-dir", "x.img")} {
-		r.mustFail([]int{2}, "backup", "restore", earlier[0].backup.ID, "--to", target)
+		r.mustFail([]int{2}, "backup", "restore", "--yes", earlier[0].backup.ID, "--to", target)
 	}
 
 	r.mustFail([]int{4}, "repo", "init")
 	for _, args := range [][]string{
 		{"backup", "show", "0badc0de-0000-4000-8000-000000000000"},
-		{"backup", "restore", "0badc0de-0000-4000-8000-000000000000", "--to", filepath.Join(dir, "x.img")},
-		{"backup", "delete", "no-such-backup"},
+		{"backup", "restore", "--yes", "0badc0de-0000-4000-8000-000000000000", "--to", filepath.Join(dir, "x.img")},
+		{"backup", "delete", "--yes", "no-such-backup"},
 		{"backup", "export", "no-such-backup"},
 	} {
 		r.mustFail([]int{3}, args...)
@@ -155,7 +155,7 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 		t.Fatalf("backup export --format json: %v", err)
 	}
 
-	for i, restore := range [][]string{{"backup-restore"}, {"backup", "restore"}} {
+	for i, restore := range [][]string{{"backup-restore", "--yes"}, {"backup", "restore", "--yes"}} {
 		out := filepath.Join(dir, "restored.img")
 		res := r.run(append([]string{"--quiet"}, append(restore, inc.ID, "--to", out)...)...)
 		if res.Code != 0 || res.Stderr != "" {
@@ -179,7 +179,7 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 	other := filepath.Join(dir, "other.img")
 	testutil.WriteImage(t, other, 6*mib, 31, testutil.Random)
 	r.mustRun("volume", "manage", other, "--name", "other")
-	r.mustRun("--quiet", "backup", "restore", full.ID, "--volume", "other")
+	r.mustRun("--quiet", "backup", "restore", "--yes", full.ID, "--volume", "other")
 	if got := testutil.SHA256File(t, other); got != sha {
 		t.Errorf("restore onto registered volume other: sha256 %s, want %s", got, sha)
 	}
@@ -191,9 +191,9 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 	if a != s {
 		t.Errorf("backup-import and backup import refuse differently: %q, %q", a, s)
 	}
-	r.mustFail([]int{4}, "backup-delete", full.ID)
-	r.mustRun("backup-delete", inc.ID)
-	r.mustRun("backup-delete", full.ID)
+	r.mustFail([]int{4}, "backup-delete", "--yes", full.ID)
+	r.mustRun("backup-delete", "--yes", inc.ID)
+	r.mustRun("backup-delete", "--yes", full.ID)
 	if err := os.RemoveAll(filepath.Join(r.Dir, "index")); err != nil {
 		t.Fatal(err)
 	}

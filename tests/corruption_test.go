@@ -163,7 +163,7 @@ func TestCorruptionMatrix(t *testing.T) {
 					}
 					outA := filepath.Join(dir, "a-out.img")
 					restoreA := "refused (exit 8)"
-					switch rr := r.run("--quiet", "backup", "restore", a.ID, "--to", outA); rr.Code {
+					switch rr := r.run("--quiet", "backup", "restore", "--yes", a.ID, "--to", outA); rr.Code {
 					case 0:
 						if got := testutil.SHA256File(t, outA); got != shaA {
 							t.Fatalf("%s: restore of A exited 0 with wrong bytes", k.name)

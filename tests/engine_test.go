@@ -163,11 +163,11 @@ func TestEngineDeleteRules(t *testing.T) {
 	points := r.chain(vol, 3, 300)
 	id := func(i int) string { return points[i].backup.ID }
 
-	msg := r.mustFail([]int{4}, "backup", "delete", id(0))
+	msg := r.mustFail([]int{4}, "backup", "delete", "--yes", id(0))
 	if !strings.Contains(msg, id(1)) {
 		t.Errorf("deleting the full: %q does not name its dependant %s", msg, id(1))
 	}
-	msg = r.mustFail([]int{4}, "backup", "delete", id(1))
+	msg = r.mustFail([]int{4}, "backup", "delete", "--yes", id(1))
 	if !strings.Contains(msg, id(2)) {
 		t.Errorf("deleting a middle incremental: %q does not name its dependant %s", msg, id(2))
 	}
@@ -176,8 +176,8 @@ func TestEngineDeleteRules(t *testing.T) {
 	}
 
 	before := r.stats()
-	r.mustRun("backup", "delete", id(3))
-	r.mustRun("backup", "delete", id(2))
+	r.mustRun("backup", "delete", "--yes", id(3))
+	r.mustRun("backup", "delete", "--yes", id(2))
 	if got := r.listBackups(); len(got) != 2 {
 		t.Fatalf("after deleting two, %d backups are listed, want 2: %+v", len(got), got)
 	}
@@ -223,8 +223,8 @@ func TestEngineExportImport(t *testing.T) {
 	r.checkRestoresToFiles(points, dir)
 
 	// Import brings back backups whose manifests are gone, as long as gc has not run.
-	r.mustRun("backup", "delete", points[1].backup.ID)
-	r.mustRun("backup", "delete", points[0].backup.ID)
+	r.mustRun("backup", "delete", "--yes", points[1].backup.ID)
+	r.mustRun("backup", "delete", "--yes", points[0].backup.ID)
 	if got := r.listBackups(); len(got) != 0 {
 		t.Fatalf("after deleting both 'backup list' shows %d backups", len(got))
 	}
@@ -259,7 +259,7 @@ func TestEngineExportImport(t *testing.T) {
 	}
 
 	// A deleted and garbage-collected backup cannot come back.
-	r.mustRun("backup", "delete", points[1].backup.ID)
+	r.mustRun("backup", "delete", "--yes", points[1].backup.ID)
 	r.mustRun("--quiet", "repo", "gc")
 	if msg := r.mustFail([]int{2}, "backup", "import", inc.Service, inc.URL); !strings.Contains(msg, "garbage-collected") {
 		t.Errorf("import of a collected backup: %q", msg)
@@ -341,8 +341,8 @@ func TestEngineRebuildIndex(t *testing.T) {
 	if next.ParentID != points[2].backup.ID {
 		t.Errorf("incremental after rebuild-index: parent %s, want %s", next.ParentID, points[2].backup.ID)
 	}
-	r.mustRun("backup", "delete", next.ID)
-	r.mustRun("backup", "delete", points[2].backup.ID)
+	r.mustRun("backup", "delete", "--yes", next.ID)
+	r.mustRun("backup", "delete", "--yes", points[2].backup.ID)
 	r.mustRun("--quiet", "repo", "gc")
 	r.checkClean()
 	r.checkRestoresToFiles(append(points[:2:2], points[3:]...), dir)
@@ -411,8 +411,8 @@ func TestEngineCorruption(t *testing.T) {
 	}
 
 	out := filepath.Join(dir, "restored.img")
-	res = r.run("--quiet", "backup", "restore", b.ID, "--to", out)
-	msg := checkFailure(t, res, []int{8}, []string{"backup", "restore", b.ID, "--to", out})
+	res = r.run("--quiet", "backup", "restore", "--yes", b.ID, "--to", out)
+	msg := checkFailure(t, res, []int{8}, []string{"backup", "restore", "--yes", b.ID, "--to", out})
 	if !strings.Contains(msg, b.ID) || !strings.Contains(msg, "offset") {
 		t.Errorf("restore of a damaged backup: %q should name backup %s and an offset", msg, b.ID)
 	}
@@ -421,8 +421,8 @@ func TestEngineCorruption(t *testing.T) {
 	}
 
 	// A restore to a new volume must leave that volume marked as failed, not available.
-	res = r.run("--quiet", "backup", "restore", b.ID, "--name", "from-damaged")
-	checkFailure(t, res, []int{8}, []string{"backup", "restore", b.ID, "--name", "from-damaged"})
+	res = r.run("--quiet", "backup", "restore", "--yes", b.ID, "--name", "from-damaged")
+	checkFailure(t, res, []int{8}, []string{"backup", "restore", "--yes", b.ID, "--name", "from-damaged"})
 	var vols []struct {
 		Name, Status string
 	}
@@ -461,7 +461,7 @@ func TestEngineCorruptManifest(t *testing.T) {
 	if strings.Contains(res.Stdout, intact[0].backup.ID) {
 		t.Errorf("repo check blames the intact backup %s too:\n%s", intact[0].backup.ID, res.Stdout)
 	}
-	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", filepath.Join(dir, "r.img"))
+	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", b.ID, "--to", filepath.Join(dir, "r.img"))
 	if !strings.Contains(msg, b.ID) {
 		t.Errorf("restore with a damaged manifest: %q does not name backup %s", msg, b.ID)
 	}
@@ -688,8 +688,26 @@ func TestEngineEncryptedRepository(t *testing.T) {
 		t.Fatal("control: the marker is not found in an unencrypted repository, so the grep proves nothing")
 	}
 
+	// A new repository is encrypted unless asked otherwise; without a passphrase and a
+	// terminal to ask on, init refuses in one line naming every way out and leaves nothing.
+	bare := filepath.Join(dir, "bare-repo")
+	msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + bare}, "repo", "init"), []int{2}, []string{"repo", "init"})
+	for _, want := range []string{"--password-file", "CAIRN_PASSWORD", "--encryption none"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("repo init without a passphrase: %q does not suggest %s", msg, want)
+		}
+	}
+	if _, err := os.Stat(bare); !os.IsNotExist(err) {
+		t.Errorf("a refused repo init left %s behind (%v)", bare, err)
+	}
+
 	const pw1, pw2 = "first passphrase", "second passphrase"
-	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=" + pw1}, "--encryption", "aes-256-gcm")
+	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=" + pw1}) // encrypted: the default
+	var cfg struct{ Encryption string }
+	r.mustJSON(&cfg, "repo", "stats")
+	if cfg.Encryption != "aes-256-gcm" {
+		t.Fatalf("repo init with a passphrase and no --encryption: encryption %q, want aes-256-gcm", cfg.Encryption)
+	}
 	b := r.createBackup(vol, "--name", "zanzibar-backup")
 	points := []pointInTime{{backup: b, sha: sha}}
 	r.checkRestoresToFiles(points, dir)
@@ -702,7 +720,7 @@ func TestEngineEncryptedRepository(t *testing.T) {
 	wrong := []string{"CAIRN_REPO=" + r.Dir, "CAIRN_PASSWORD=not the passphrase"}
 	checkFailure(t, runCairn(t, wrong, "backup", "list"), []int{6}, []string{"backup", "list"})
 	// No passphrase and no terminal to ask on.
-	msg := checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "backup", "list"), []int{2}, []string{"backup", "list"})
+	msg = checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "backup", "list"), []int{2}, []string{"backup", "list"})
 	if !strings.Contains(msg, "CAIRN_PASSWORD") {
 		t.Errorf("without a passphrase: %q should say how to give one", msg)
 	}
@@ -741,7 +759,7 @@ func TestEngineMissingPack(t *testing.T) {
 	if res.Code != 8 || !strings.Contains(res.Stdout, filepath.Base(packs[0])) {
 		t.Errorf("repo check without a pack: exit %d, want 8 naming the pack\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
 	}
-	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", filepath.Join(dir, "r.img"))
+	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", b.ID, "--to", filepath.Join(dir, "r.img"))
 	if !strings.Contains(msg, b.ID) {
 		t.Errorf("restore without its pack: %q does not name backup %s", msg, b.ID)
 	}
@@ -844,7 +862,7 @@ func TestEngineTamperedManifest(t *testing.T) {
 		t.Errorf("check of a tampered manifest: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	out := filepath.Join(dir, "out.img")
-	r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", out)
+	r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", b.ID, "--to", out)
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused restore left %s: %v", out, err)
 	}
@@ -965,7 +983,7 @@ func TestEngineTruncatedPack(t *testing.T) {
 	if lines < 1 {
 		t.Errorf("check lists no damaged range of backup %s:\n%s", a.ID, res.Stdout)
 	}
-	r.mustFail([]int{8}, "--quiet", "backup", "restore", a.ID, "--to", filepath.Join(dir, "a-out.img"))
+	r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", a.ID, "--to", filepath.Join(dir, "a-out.img"))
 	r.restoreTo(b.ID, filepath.Join(dir, "b-out.img"))
 	if got := testutil.SHA256File(t, filepath.Join(dir, "b-out.img")); got != sha {
 		t.Errorf("the intact backup restored differs")
@@ -1024,7 +1042,7 @@ func TestEngineReadOnlyRepository(t *testing.T) {
 	r.mustRun("--read-only", "backup", "list")
 	r.mustFail([]int{6}, "--read-only", "--quiet", "backup", "create", vol)
 	out := filepath.Join(dir, "ro-restore.img")
-	r.mustRun("--read-only", "--quiet", "backup", "restore", points[1].backup.ID, "--to", out)
+	r.mustRun("--read-only", "--quiet", "backup", "restore", "--yes", points[1].backup.ID, "--to", out)
 	if got := testutil.SHA256File(t, out); got != points[1].sha {
 		t.Errorf("restore with --read-only: sha256 %s, want %s", got, points[1].sha)
 	}
@@ -1067,7 +1085,7 @@ func TestEngineRepairForgetsADamagedBackup(t *testing.T) {
 	sha := testutil.SHA256File(t, b)
 	bb := r.createBackup(b)
 	gone := r.createBackup(a, "--incremental") // deleted: garbage for gc
-	r.mustRun("backup", "delete", gone.ID)
+	r.mustRun("backup", "delete", "--yes", gone.ID)
 	path := filepath.Join(r.Dir, "manifests", ba.ID)
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -1111,12 +1129,12 @@ func TestEngineRestoreSalvage(t *testing.T) {
 	}
 	f.Close()
 	out := filepath.Join(dir, "out.img")
-	r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", out)
+	r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", b.ID, "--to", out)
 	var res struct {
 		Lost      [][2]int64 `json:"lost"`
 		LostBytes int64      `json:"lost_bytes"`
 	}
-	r.mustJSON(&res, "--quiet", "backup", "restore", b.ID, "--to", out, "--salvage")
+	r.mustJSON(&res, "--quiet", "backup", "restore", "--yes", b.ID, "--to", out, "--salvage")
 	if len(res.Lost) != 3 || res.LostBytes != 3*16384 {
 		t.Fatalf("salvage lost %+v, want three 16 KiB blocks", res)
 	}

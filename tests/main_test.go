@@ -90,9 +90,15 @@ func cairnEnv(extra []string) []string {
 // hangs; a non-zero exit is the caller's to judge.
 func runCairn(t testing.TB, env []string, args ...string) cairnResult {
 	t.Helper()
+	return runBinary(t, cairnBin, env, args...)
+}
+
+// runBinary is runCairn with another cairn binary (an installed one).
+func runBinary(t testing.TB, bin string, env []string, args ...string) cairnResult {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cairnCommandTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, cairnBin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = cairnEnv(env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -138,13 +144,31 @@ type cairnRepo struct {
 }
 
 // newCairnRepo creates a repository with 'cairn repo init initArgs...' in a fresh temp dir.
-// env is added to every command (e.g. CAIRN_PASSWORD=...).
+// env is added to every command (e.g. CAIRN_PASSWORD=...). See withEncryption.
 func newCairnRepo(t testing.TB, env []string, initArgs ...string) *cairnRepo {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "repo")
 	r := &cairnRepo{t: t, Dir: dir, Env: append([]string{"CAIRN_REPO=" + dir}, env...)}
-	r.mustRun(append([]string{"repo", "init"}, initArgs...)...)
+	r.mustRun(append([]string{"repo", "init"}, withEncryption(env, initArgs)...)...)
 	return r
+}
+
+// withEncryption completes the arguments of a test's 'repo init': a test that gives a passphrase
+// (CAIRN_PASSWORD in env) or names --encryption gets what it asks for (the default is
+// encrypted); any other asks for --encryption none explicitly, as an admin without a
+// passphrase must.
+func withEncryption(env, args []string) []string {
+	for _, a := range args {
+		if a == "--encryption" || strings.HasPrefix(a, "--encryption=") {
+			return args
+		}
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "CAIRN_PASSWORD=") {
+			return args
+		}
+	}
+	return append(append([]string(nil), args...), "--encryption", "none")
 }
 
 // run runs cairn against the repository.
@@ -245,7 +269,7 @@ func (r *cairnRepo) showBackup(id string) backupJSON {
 // restoreTo restores backup id onto path (a file, created when missing, or a device).
 func (r *cairnRepo) restoreTo(id, path string) {
 	r.t.Helper()
-	r.mustRun("--quiet", "backup", "restore", id, "--to", path)
+	r.mustRun("--quiet", "backup", "restore", "--yes", id, "--to", path)
 }
 
 // onlyPack returns the repository's one pack file, failing the test if there is not exactly

@@ -52,7 +52,7 @@ func TestQuotasAndProjects(t *testing.T) {
 	}
 	// Deleting the latest gives its quota back.
 	latest := r.listBackups()[1]
-	r.mustRun("backup", "delete", latest.ID)
+	r.mustRun("backup", "delete", "--yes", latest.ID)
 	r.createBackup("vm", "--incremental")
 
 	// An admin acting in project p1 backs up admin's volume: the backup is p1's.
@@ -84,7 +84,7 @@ func TestQuotasAndProjects(t *testing.T) {
 	}
 	// It restores byte-exact.
 	out := filepath.Join(dir, "p1.img")
-	r.mustRun("--quiet", "--project", "p1", "backup", "restore", forP1.ID, "--to", out)
+	r.mustRun("--quiet", "--project", "p1", "backup", "restore", "--yes", forP1.ID, "--to", out)
 	if testutil.SHA256File(t, out) != testutil.SHA256File(t, img) {
 		t.Fatal("p1's backup does not restore to the volume")
 	}
@@ -107,7 +107,7 @@ func TestQuotasAndProjects(t *testing.T) {
 		t.Fatal("the admin's incremental does not restore to the volume")
 	}
 	// Nothing of another project hangs on p1's backup: p1 can delete it.
-	r.mustRun("--project", "p1", "backup", "delete", forP1.ID)
+	r.mustRun("--project", "p1", "backup", "delete", "--yes", forP1.ID)
 	var leftP1 []backupJSON
 	r.mustJSON(&leftP1, "--project", "p1", "backup", "list")
 	if len(leftP1) != 0 {

@@ -47,7 +47,7 @@ func newS3Repo(t *testing.T, srv *testutil.S3Server, prefix string, extra []stri
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "state")
 	r := &cairnRepo{t: t, Dir: state, Env: s3Env(srv, srv.Endpoint, prefix, state, extra...)}
-	r.mustRun(append([]string{"repo", "init"}, initArgs...)...)
+	r.mustRun(append([]string{"repo", "init"}, withEncryption(extra, initArgs)...)...)
 	return r
 }
 
@@ -267,9 +267,9 @@ func TestS3EngineScenarios(t *testing.T) {
 
 	// Delete and gc through the rebuilt index: the second full and the latest incremental go,
 	// the incremental's own blocks are reclaimed from the bucket, the rest still restores.
-	rebuilt.mustFail([]int{4}, "backup", "delete", points[1].backup.ID)
-	rebuilt.mustRun("backup", "delete", again.ID)
-	rebuilt.mustRun("backup", "delete", last.backup.ID)
+	rebuilt.mustFail([]int{4}, "backup", "delete", "--yes", points[1].backup.ID)
+	rebuilt.mustRun("backup", "delete", "--yes", again.ID)
+	rebuilt.mustRun("backup", "delete", "--yes", last.backup.ID)
 	var gc struct {
 		BytesFreed int64 `json:"bytes_freed"`
 	}
@@ -294,6 +294,9 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 	logFile := filepath.Join(dir, "cairn.log")
 	const prefix = "creds"
 	const wrongSecret = "wrong-secret-4b1d0c9e77"
+	// The repository is encrypted, the default: its passphrase must not show either.
+	const passphrase = "passphrase-never-shown-7c2f"
+	pw := "CAIRN_PASSWORD=" + passphrase
 	vol := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, vol, 6*mib, 21, testutil.Mixed)
 	sha := testutil.SHA256File(t, vol)
@@ -313,7 +316,7 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 		return res.Stdout
 	}
 	// Endpoint by flag, keys by variable.
-	flagEnv := s3Env(srv, "", prefix, state)
+	flagEnv := s3Env(srv, "", prefix, state, pw)
 	ep := []string{"--endpoint", srv.Endpoint}
 	out := run(flagEnv, []int{0}, append(ep, "repo", "init")...)
 	if !strings.Contains(out, "s3://"+srv.Bucket+"/"+prefix) || !strings.Contains(out, filepath.Join(state, "index")) {
@@ -322,7 +325,7 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 	run(flagEnv, []int{0}, append(ep, "volume", "manage", vol, "--name", "credvol")...)
 	run(flagEnv, []int{0}, append(ep, "--quiet", "backup", "create", "credvol")...)
 	// Endpoint by AWS_ENDPOINT_URL from here on.
-	env := s3Env(srv, srv.Endpoint, prefix, state)
+	env := s3Env(srv, srv.Endpoint, prefix, state, pw)
 	run(env, []int{0}, "--quiet", "backup", "create", "credvol", "--incremental")
 	var bs []backupJSON
 	if err := jsonUnmarshal(run(env, []int{0}, "--format", "json", "backup", "list"), &bs); err != nil || len(bs) != 2 {
@@ -337,18 +340,18 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 	run(env, []int{0}, "--format", "json", "repo", "stats")
 	run(env, []int{0}, "repo", "check", "--read-data")
 	restored := filepath.Join(dir, "restored.img")
-	run(env, []int{0}, "--quiet", "backup", "restore", bs[1].ID, "--to", restored)
+	run(env, []int{0}, "--quiet", "backup", "restore", "--yes", bs[1].ID, "--to", restored)
 	if got := testutil.SHA256File(t, restored); got != sha {
 		t.Errorf("restored sha256 %s, want %s", got, sha)
 	}
 	state2 := filepath.Join(dir, "state2")
-	env2 := s3Env(srv, srv.Endpoint, prefix, state2)
+	env2 := s3Env(srv, srv.Endpoint, prefix, state2, pw)
 	run(env2, []int{4}, "backup", "import", exp.Service, exp.URL) // already known from the bucket
 	run(env2, []int{0}, "repo", "rebuild-index")
 	run(env2, []int{0}, "repo", "gc")
 	// Failures print what failed, never the keys.
-	run(s3Env(srv, srv.Endpoint, prefix, state, "AWS_SECRET_ACCESS_KEY="+wrongSecret), []int{6}, "backup", "list")
-	run(s3Env(srv, srv.Endpoint, prefix, state, "AWS_SECRET_ACCESS_KEY="+wrongSecret), []int{6}, "--secret-key", wrongSecret, "repo", "stats")
+	run(s3Env(srv, srv.Endpoint, prefix, state, pw, "AWS_SECRET_ACCESS_KEY="+wrongSecret), []int{6}, "backup", "list")
+	run(s3Env(srv, srv.Endpoint, prefix, state, pw, "AWS_SECRET_ACCESS_KEY="+wrongSecret), []int{6}, "--secret-key", wrongSecret, "repo", "stats")
 	run(env, []int{3}, "--repo", "s3://no-such-bucket/x", "backup", "list")
 
 	logged, err := os.ReadFile(logFile)
@@ -360,7 +363,7 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 		t.Fatalf("export url is not base64url after its prefix: %v", err)
 	}
 	objects := bucketObjects(t, srv, prefix)
-	for _, secret := range []string{srv.SecretKey, wrongSecret, srv.AccessKey} {
+	for _, secret := range []string{srv.SecretKey, wrongSecret, srv.AccessKey, passphrase} {
 		needle := []byte(secret)
 		for i, s := range seen {
 			if strings.Contains(s, secret) {
@@ -396,7 +399,7 @@ func TestS3UnreachableAtStart(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	const prefix = "reach"
 	good := s3Env(srv, srv.Endpoint, prefix, state)
-	runCairnOK(t, good, "repo", "init")
+	runCairnOK(t, good, "repo", "init", "--encryption", "none")
 
 	closed := closedPort(t)
 	host := strings.TrimPrefix(srv.Endpoint, "http://")
@@ -541,7 +544,7 @@ func TestS3ServerStopsDuringRestore(t *testing.T) {
 	// Slow every request, so the restore is still reading when the server goes.
 	proxy.SetMode(testutil.ProxyStall, 250*time.Millisecond)
 	p := startS3Cairn(t, r.Env, "--retries", "2", "--timeout", "5s", "--concurrency", "1", "--quiet",
-		"backup", "restore", b.ID, "--volume", "target")
+		"backup", "restore", "--yes", b.ID, "--volume", "target")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var st syscall.Stat_t
@@ -560,7 +563,7 @@ func TestS3ServerStopsDuringRestore(t *testing.T) {
 	srv.Stop()
 	proxy.SetMode(testutil.ProxyPass, 0)
 	res := p.wait(t, 90*time.Second)
-	line := checkFailure(t, res, []int{7}, []string{"backup", "restore", b.ID, "(server stopped)"})
+	line := checkFailure(t, res, []int{7}, []string{"backup", "restore", "--yes", b.ID, "(server stopped)"})
 	if !strings.Contains(line, "incomplete") || !strings.Contains(line, target) {
 		t.Errorf("the failure %q should say the restore of %s is incomplete", line, target)
 	}
@@ -578,7 +581,7 @@ func TestS3ServerStopsDuringRestore(t *testing.T) {
 	if got := r.showBackup(b.ID); got.Status != "available" {
 		t.Errorf("backup after the failed restore is %s, want available", got.Status)
 	}
-	r.mustRun("--quiet", "backup", "restore", b.ID, "--volume", "target")
+	r.mustRun("--quiet", "backup", "restore", "--yes", b.ID, "--volume", "target")
 	if got := testutil.SHA256File(t, target); got != sha {
 		t.Errorf("restored after the server came back: sha256 %s, want %s", got, sha)
 	}
@@ -633,7 +636,7 @@ func TestS3FaultProxyRetries(t *testing.T) {
 	// A restore that meets the same faults at its start.
 	proxy.Fail503(3)
 	restored := filepath.Join(dir, "restored.img")
-	r.mustRun("--retries", "6", "--quiet", "backup", "restore", b.ID, "--to", restored)
+	r.mustRun("--retries", "6", "--quiet", "backup", "restore", "--yes", b.ID, "--to", restored)
 	if got := testutil.SHA256File(t, restored); got != sha {
 		t.Errorf("restore through 503s: sha256 %s, want %s", got, sha)
 	}
@@ -689,7 +692,7 @@ func TestS3Encrypted(t *testing.T) {
 
 	const pw1, pw2 = "first s3 passphrase", "second s3 passphrase"
 	const prefix = "enc"
-	r := newS3Repo(t, srv, prefix, []string{"CAIRN_PASSWORD=" + pw1}, "--encryption", "aes-256-gcm")
+	r := newS3Repo(t, srv, prefix, []string{"CAIRN_PASSWORD=" + pw1}) // encrypted: the default
 	r.mustRun("volume", "manage", vol, "--name", volName)
 	b := r.createBackup(volName, "--name", "quokka-backup", "--description", "quokka-payroll nightly")
 	points := []pointInTime{{backup: b, sha: sha}}

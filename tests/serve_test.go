@@ -138,7 +138,7 @@ func TestGatewayAsyncJobs(t *testing.T) {
 	// Restores through the gateway (relative paths are the CLI's, not the gateway's).
 	for id, want := range map[string]string{b.ID: want1, inc.ID: want2} {
 		out := filepath.Join(dir, "restored-"+id[:8]+".img")
-		r.mustRun("--quiet", "backup", "restore", id, "--to", out, "--wait")
+		r.mustRun("--quiet", "backup", "restore", "--yes", id, "--to", out, "--wait")
 		if got := testutil.SHA256File(t, out); got != want {
 			t.Fatalf("restore of %s through the gateway: sha256 %s, want %s", id, got, want)
 		}
@@ -189,7 +189,7 @@ func TestGatewayCancel(t *testing.T) {
 	var doomed backupJSON
 	r.mustJSON(&doomed, "backup", "create", "big", "--name", "doomed")
 	waitFor(t, 10*time.Second, "the big volume to be backing-up", func() bool { return r.volume("big").Status == "backing-up" })
-	r.mustRun("backup", "delete", "--force", doomed.ID)
+	r.mustRun("backup", "delete", "--yes", "--force", doomed.ID)
 	if got := r.backupStatus(doomed.ID); got != "gone" {
 		t.Fatalf("force-deleted backup still listed as %s", got)
 	}
@@ -204,7 +204,7 @@ func TestGatewayCancel(t *testing.T) {
 	var res struct {
 		VolumeID string `json:"volume_id"`
 	}
-	r.mustJSON(&res, "backup", "restore", base.ID, "--name", "target")
+	r.mustJSON(&res, "backup", "restore", "--yes", base.ID, "--name", "target")
 	r.mustRun("backup", "reset-state", base.ID, "--state", "error")
 	waitFor(t, 60*time.Second, "the restore target to be marked error", func() bool { return r.volume(res.VolumeID).Status == "error" })
 	if v := r.volume(res.VolumeID); !strings.Contains(v.FailReason, "incomplete") {
@@ -215,7 +215,7 @@ func TestGatewayCancel(t *testing.T) {
 	// The base backup, set back to available, still restores byte-exact; gc and check are clean.
 	r.mustRun("backup", "reset-state", base.ID, "--state", "available")
 	out := filepath.Join(dir, "base.img")
-	r.mustRun("--quiet", "backup", "restore", base.ID, "--to", out, "--wait")
+	r.mustRun("--quiet", "backup", "restore", "--yes", base.ID, "--to", out, "--wait")
 	if got := testutil.SHA256File(t, out); got != want {
 		t.Fatalf("base backup after cancellations: sha256 %s, want %s", got, want)
 	}
@@ -256,7 +256,7 @@ func TestGatewayRestartSafety(t *testing.T) {
 		t.Fatalf("volume after restart: %s, want available", v.Status)
 	}
 	out := filepath.Join(dir, "keep.img")
-	r.mustRun("--quiet", "backup", "restore", keep.ID, "--to", out, "--wait")
+	r.mustRun("--quiet", "backup", "restore", "--yes", keep.ID, "--to", out, "--wait")
 	if sha := testutil.SHA256File(t, out); sha != want {
 		t.Fatalf("earlier backup after the crash: sha256 %s, want %s", sha, want)
 	}

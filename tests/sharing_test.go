@@ -26,7 +26,7 @@ func (r *cairnRepo) start(args ...string) *cairnProcess {
 func (r *cairnRepo) restoreMatches(id, sha, dir string) {
 	r.t.Helper()
 	out := filepath.Join(dir, "check-"+id+".img")
-	r.mustRun("--quiet", "backup", "restore", id, "--to", out, "--wait")
+	r.mustRun("--quiet", "backup", "restore", "--yes", id, "--to", out, "--wait")
 	if got := testutil.SHA256File(r.t, out); got != sha {
 		r.t.Fatalf("backup %s restored: sha256 %s, want %s", id, got, sha)
 	}
@@ -91,7 +91,7 @@ func TestDeleteRacingBackupThatSharesBlocks(t *testing.T) {
 		a := r.createBackup(v1, "--wait")
 		p := r.start("--quiet", "--format", "json", "backup", "create", v2, "--wait")
 		time.Sleep(delay)
-		r.mustRun("backup", "delete", a.ID)
+		r.mustRun("backup", "delete", "--yes", a.ID)
 		res := p.wait(t, 2*time.Minute)
 		if res.Code != 0 {
 			t.Fatalf("backup of v2 (delete after %v): exit %d: %s", delay, res.Code, res.Stderr)
@@ -120,7 +120,7 @@ func TestTwoStateDirsOneBucket(t *testing.T) {
 	old := filepath.Join(dir, "old.img")
 	testutil.WriteImage(t, old, 16*mib, 45, testutil.Random)
 	gone := h1.createBackup(old)
-	h1.mustRun("backup", "delete", gone.ID) // something for gc to reclaim
+	h1.mustRun("backup", "delete", "--yes", gone.ID) // something for gc to reclaim
 
 	before := packFilesOnServer(srv, "shared")
 	p := h1.start("--quiet", "--format", "json", "backup", "create", vol)
@@ -175,7 +175,7 @@ func TestRestoreWaitReportsFailure(t *testing.T) {
 	startGateway(t, r)
 	b := r.createBackup(vol, "--wait")
 	ok := filepath.Join(dir, "ok.img")
-	r.mustRun("--quiet", "backup", "restore", b.ID, "--to", ok, "--wait")
+	r.mustRun("--quiet", "backup", "restore", "--yes", b.ID, "--to", ok, "--wait")
 	var shown struct {
 		LastRestore struct{ Result, Target string } `json:"last_restore"`
 	}
@@ -193,7 +193,7 @@ func TestRestoreWaitReportsFailure(t *testing.T) {
 	}
 	f.Close()
 	out := filepath.Join(dir, "bad.img")
-	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", b.ID, "--to", out, "--wait")
+	msg := r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", b.ID, "--to", out, "--wait")
 	if !strings.Contains(msg, b.ID) {
 		t.Errorf("failed restore: %q does not name the backup", msg)
 	}

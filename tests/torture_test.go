@@ -187,11 +187,11 @@ func (tt *torture) setUp() {
 	tt.vols[0].sha = testutil.SHA256File(tt.t, tt.vols[0].path)
 	inc := tt.calibrate(opIncremental, tt.vols[0], "--quiet", "--format", "json", "backup", "create", tt.vols[0].path, "--incremental")
 	target := filepath.Join(tt.dir, "target.img")
-	tt.calibrate(opRestore, nil, "--quiet", "backup", "restore", inc, "--to", target)
+	tt.calibrate(opRestore, nil, "--quiet", "backup", "restore", "--yes", inc, "--to", target)
 	if got := testutil.SHA256File(tt.t, target); got != tt.known[inc] {
 		tt.failf("restore of %s: sha256 %s, want %s", inc, got, tt.known[inc])
 	}
-	tt.calibrate(opDelete, nil, "backup", "delete", inc)
+	tt.calibrate(opDelete, nil, "backup", "delete", "--yes", inc)
 	delete(tt.known, inc)
 	tt.calibrate(opGC, nil, "--quiet", "repo", "gc")
 	tt.calibrate(opRebuild, nil, "--quiet", "repo", "rebuild-index")
@@ -292,20 +292,20 @@ func (tt *torture) prepare(op string) *tortureRun {
 		run.id = tt.pick(tt.knownIDs())
 		run.target = filepath.Join(tt.dir, "target.img")
 		tt.freshTarget(run)
-		run.args = []string{"--quiet", "backup", "restore", run.id, "--to", run.target}
+		run.args = []string{"--quiet", "backup", "restore", "--yes", run.id, "--to", run.target}
 		run.events = []tortureEvent{{"target written", changed(run.target)}}
 	case opDelete:
 		for len(tt.known) < 2 {
 			tt.newBackup(tt.must("--quiet", "--format", "json", "backup", "create", tt.vols[0].path), tt.vols[0])
 		}
 		run.id = tt.pick(tt.leaves(true))
-		run.args = []string{"backup", "delete", run.id}
+		run.args = []string{"backup", "delete", "--yes", run.id}
 		run.events = []tortureEvent{{"manifest removed", gone(filepath.Join(repo, "manifests", run.id))}}
 	case opGC:
 		// Something to reclaim, half the time: a backup deleted just before.
 		if len(tt.known) > 2 && tt.rng.IntN(2) == 0 {
 			id := tt.pick(tt.leaves(true))
-			tt.must("backup", "delete", id)
+			tt.must("backup", "delete", "--yes", id)
 			delete(tt.known, id)
 		}
 		run.args = []string{"--quiet", "repo", "gc"}
@@ -568,7 +568,7 @@ func (tt *torture) trim() {
 		if victim == "" {
 			return
 		}
-		tt.must("backup", "delete", victim)
+		tt.must("backup", "delete", "--yes", victim)
 		delete(tt.known, victim)
 	}
 }
@@ -654,7 +654,7 @@ func (tt *torture) verifyRestores() int {
 
 func (tt *torture) restoreMatches(id string) {
 	out := filepath.Join(tt.dir, "verify-"+id+".img")
-	tt.must("--quiet", "backup", "restore", id, "--to", out)
+	tt.must("--quiet", "backup", "restore", "--yes", id, "--to", out)
 	if got := testutil.SHA256File(tt.t, out); got != tt.known[id] {
 		tt.failf("backup %s restored: sha256 %s, want %s", id, got, tt.known[id])
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -90,10 +92,10 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return writeJSON(g.stdout, out)
 	}
-	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Container", "Incremental", "Created"}}
+	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Stored", "Container", "Incremental", "Created"}}
 	for _, b := range bs {
-		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()), s.Location(),
-			fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
+		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()),
+			humanBytes(b.Stats.NewBytes), s.Location(), fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
 	}
 	return t.write(g.stdout)
 }
@@ -121,16 +123,17 @@ func (c *BackupShowCmd) Run(ctx context.Context, g *Globals) error {
 type BackupDeleteCmd struct {
 	Backup string `arg:"" help:"Backup id or name."`
 	Force  bool   `help:"Admins: delete even while creating or restoring (cancels a running backup)."`
+	Yes    bool   `help:"Do not ask for confirmation (needed without a terminal)." short:"y"`
 }
 
-// Run deletes the backup.
+// Run deletes the backup, once confirmed.
 func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	b, err := s.DeleteBackup(ctx, c.Backup, c.Force)
+	b, err := s.DeleteBackup(g.confirmer(ctx, c.Yes), c.Backup, c.Force)
 	if err != nil {
 		return err
 	}
@@ -150,6 +153,7 @@ type BackupRestoreCmd struct {
 	To     string `help:"Write onto this block device or file (created when missing)." xor:"target" placeholder:"PATH"`
 	Name   string `help:"Name of the new volume (when neither --volume nor --to)."`
 	Wait   bool   `help:"With a gateway: follow the restore until it ends (the embedded CLI always does)." short:"w"`
+	Yes    bool   `help:"Do not ask before overwriting a volume, a device or a non-empty file (needed without a terminal)." short:"y"`
 	// Salvage restores what survives of a damaged backup.
 	Salvage bool `help:"Write what survives of a damaged backup, zeros for what does not, and list the lost ranges."`
 }
@@ -167,7 +171,7 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if async && !c.Wait {
 		req.Progress = nil
 	}
-	res, err := s.Restore(ctx, req)
+	res, err := s.Restore(g.confirmer(ctx, c.Yes), req)
 	if err == nil && async && c.Wait {
 		var b *index.Backup
 		if b, err = s.WaitBackup(ctx, res.BackupID); err == nil {
@@ -246,6 +250,7 @@ func (c *BackupImportCmd) Run(ctx context.Context, g *Globals) error {
 func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 	return map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
 		"status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
+		"stored_bytes": b.Stats.NewBytes, "metadata": nonNilMap(b.Metadata), "user_id": b.UserID,
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
 		"last_restore": b.LastRestore, "protected": b.Protected}
@@ -271,7 +276,27 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
-		{"container", s.Location()}, {"project", b.Project}, {"last_restore", lastRestore(b.LastRestore)}})
+		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
+		{"last_restore", lastRestore(b.LastRestore)}})
+}
+
+// metadata lists key=value pairs in key order, or None.
+func metadata(md map[string]string) string {
+	if len(md) == 0 {
+		return "None"
+	}
+	parts := make([]string, 0, len(md))
+	for _, k := range slices.Sorted(maps.Keys(md)) {
+		parts = append(parts, k+"="+md[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // byteRanges lists byte ranges as "a-b, c-d", the first most of them.

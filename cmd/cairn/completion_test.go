@@ -11,7 +11,7 @@ import (
 func TestCompletionScriptsCurrent(t *testing.T) {
 	for shell, file := range map[string]string{"bash": "../../contrib/completion/cairn.bash", "zsh": "../../contrib/completion/_cairn"} {
 		var out, errb bytes.Buffer
-		if code := runCLI(t.Context(), []string{"completion", shell}, &out, &errb, nil); code != 0 {
+		if code := runCLI(t.Context(), []string{"completion", shell}, &out, &errb, nil, nil); code != 0 {
 			t.Fatalf("completion %s: exit %d: %s", shell, code, errb.String())
 		}
 		want, err := os.ReadFile(file)

@@ -48,6 +48,8 @@ func exitCode(err error) int {
 		return exitUnavailable
 	case errors.Is(err, repo.ErrCorrupt):
 		return exitCorrupt
+	case errors.Is(err, errDeclined):
+		return exitFailure
 	}
 	return exitFailure
 }
@@ -55,9 +57,15 @@ func exitCode(err error) int {
 // message turns an error into the one line a user sees.
 func message(err error) string {
 	msg := err.Error()
-	if errors.Is(err, context.Canceled) {
-		msg = "interrupted"
+	if errors.Is(err, context.Canceled) && strings.HasSuffix(msg, context.Canceled.Error()) {
+		msg = "interrupted" // nothing more to say than the context's own words
 	}
 	msg = strings.ReplaceAll(msg, "\n", " ")
 	return fmt.Sprintf("cairn: %s", msg)
 }
+
+// usageError is invalid input found by the CLI itself (exit 2), said in its own words.
+type usageError string
+
+func (e usageError) Error() string        { return string(e) }
+func (e usageError) Is(target error) bool { return target == gateway.ErrInvalid }

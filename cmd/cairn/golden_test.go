@@ -143,7 +143,7 @@ func TestCLIOutputGolden(t *testing.T) {
 		}
 		return mask(out, repoDir)
 	}
-	must("repo", "init")
+	must("repo", "init", "--encryption", "none")
 	golden(t, "backup-create", must("--quiet", "backup", "create", vol, "--name", "nightly", "--description", "first full"))
 	testutil.ScatterWrites(t, vol, 43, 0.02, 4<<10, 16<<10)
 	var inc struct{ ID string }

@@ -54,6 +54,8 @@ type Globals struct {
 	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY"`
 
 	stdout, stderr io.Writer
+	stdin          *os.File // where confirm asks (os.Stdin when nil)
+	client         *client  // the far end of a command forwarded to this gateway, or nil
 	password       string
 	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
 	shared         *gateway.Service // set when a gateway runs this command for a client
@@ -105,13 +107,18 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return runCLI(ctx, args, stdout, stderr, nil)
+	return runCLI(ctx, args, stdout, stderr, nil, nil)
 }
 
 // runCLI parses and runs one command line. With shared set it runs inside a gateway for a
-// forwarded command, against the gateway's open service. Without, a command goes to a running
-// gateway if one listens on the repository's socket, else it runs embedded.
-func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared *gateway.Service) int {
+// forwarded command, against the gateway's open service, for cl. Without, a command goes to a
+// running gateway if one listens on the repository's socket, else it runs embedded.
+func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared *gateway.Service, cl *client) int {
+	configs, err := loadConfigs(configPaths())
+	if err != nil {
+		fmt.Fprintln(stderr, message(err))
+		return exitCode(err)
+	}
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("cairn"),
@@ -122,7 +129,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"}}),
-		kong.Configuration(kong.JSON, configPaths()...),
+		kong.Resolvers(configs...),
 	)
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn:", err)
@@ -141,11 +148,15 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		}()
 		kctx, perr := parser.Parse(args)
 		if perr != nil {
-			fmt.Fprintf(stderr, "cairn: %v (see 'cairn --help')\n", perr)
+			if cfgErr := usageError(""); errors.As(perr, &cfgErr) { // a config file's: help would not help
+				fmt.Fprintln(stderr, message(perr))
+			} else {
+				fmt.Fprintf(stderr, "cairn: %v (see 'cairn --help')\n", perr)
+			}
 			code = exitInvalid
 			return
 		}
-		cli.stdout, cli.stderr, cli.shared = stdout, stderr, shared
+		cli.stdout, cli.stderr, cli.shared, cli.client = stdout, stderr, shared, cl
 		if shared == nil && forwardable(kctx.Command()) {
 			if c, ok := forward(ctx, &cli.Globals, args, stdout, stderr); ok {
 				code = c
@@ -158,6 +169,10 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kctx.BindTo(ctx, (*context.Context)(nil))
 		kctx.Bind(parser)
 		if err := kctx.Run(&cli.Globals); err != nil {
+			if errors.Is(err, errAskClient) {
+				code = exitInvalid // the gateway sends the question instead (see execHandler)
+				return
+			}
 			fmt.Fprintln(stderr, message(err))
 			code = exitCode(err)
 		}

@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"golang.org/x/term"
 )
 
 // A gateway runs the CLI's commands for it: the CLI sends its arguments and working directory
@@ -29,13 +31,49 @@ type execRequest struct {
 	Args    []string `json:"args"`
 	Cwd     string   `json:"cwd"`
 	Project string   `json:"project"`
+	// Terminal: the client can ask its user to confirm; Confirmed are the questions its user
+	// answered yes to (see client).
+	Terminal  bool     `json:"terminal,omitempty"`
+	Confirmed []string `json:"confirmed,omitempty"`
 }
 
 type execFrame struct {
 	Out  string `json:"o,omitempty"`
 	Err  string `json:"e,omitempty"`
 	Exit *int   `json:"exit,omitempty"`
+	// Ask comes with Exit when the command stopped, before changing anything, at a question
+	// for the client's user.
+	Ask string `json:"ask,omitempty"`
 }
+
+// client is the far end of a forwarded command, as the gateway running it sees it. The
+// gateway has no terminal to ask on: a destructive command's question goes back to the
+// client, which asks its user and, on a yes, sends the command again with the question among
+// Confirmed. The command stopped at its question before changing anything, so running it
+// again is safe, and a question that changed meanwhile (the state did) is asked again.
+type client struct {
+	terminal  bool
+	confirmed []string
+	asked     string
+}
+
+// errAskClient stops a forwarded command at a question for the client (client.asked).
+var errAskClient = errors.New("the client's user must confirm")
+
+// confirm is Globals.confirm inside a gateway.
+func (c *client) confirm(question string) error {
+	if slices.Contains(c.confirmed, question) {
+		return nil
+	}
+	if !c.terminal {
+		return needsYes(question)
+	}
+	c.asked = question
+	return errAskClient
+}
+
+// maxQuestions bounds the rounds of one forwarded command (each asks one question).
+const maxQuestions = 4
 
 // forwardable says which commands a gateway can run: not those that start a gateway or a
 // mount, nor init (no repository yet), nor passwd (it reads passphrases here and needs no
@@ -50,7 +88,8 @@ func forwardable(cmd string) bool {
 }
 
 // forward runs the command on a gateway listening on the repository's socket. ok is false
-// when no gateway answers there (the command then runs embedded).
+// when no gateway answers there (the command then runs embedded). A question the command
+// stops at is asked here, and on a yes the command is sent again.
 func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.Writer) (code int, ok bool) {
 	sock := g.socketPath()
 	if sock == "" {
@@ -59,32 +98,51 @@ func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.W
 	if _, err := os.Stat(sock); err != nil {
 		return 0, false
 	}
+	cwd, _ := os.Getwd()
+	req := execRequest{Args: args, Cwd: cwd, Project: g.Project, Terminal: term.IsTerminal(int(os.Stdin.Fd()))}
+	for range maxQuestions {
+		code, question, ok := forwardOnce(ctx, sock, req, stdout, stderr)
+		if !ok || question == "" {
+			return code, ok
+		}
+		if err := g.confirm(question, false); err != nil {
+			fmt.Fprintln(stderr, message(err))
+			return exitCode(err), true
+		}
+		req.Confirmed = append(req.Confirmed, question)
+	}
+	fmt.Fprintf(stderr, "cairn: gateway at %s asked %d questions in a row: the state keeps changing; try again\n", sock, maxQuestions)
+	return exitFailure, true
+}
+
+// forwardOnce sends the command once and relays its output; question is what the command
+// stopped at, if it did.
+func forwardOnce(ctx context.Context, sock string, req execRequest, stdout, stderr io.Writer) (code int, question string, ok bool) {
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		},
 	}}
-	cwd, _ := os.Getwd()
-	body, _ := json.Marshal(execRequest{Args: args, Cwd: cwd, Project: g.Project})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://cairn"+execPath, bytes.NewReader(body))
+	body, _ := json.Marshal(req)
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://cairn"+execPath, bytes.NewReader(body))
 	if err != nil {
-		return 0, false
+		return 0, "", false
 	}
-	resp, err := client.Do(req)
+	resp, err := client.Do(hreq)
 	if err != nil {
 		if ctx.Err() != nil {
 			fmt.Fprintln(stderr, "cairn: interrupted")
-			return exitCancelled, true
+			return exitCancelled, "", true
 		}
 		// A socket nobody listens on is left by a gateway that died: run embedded.
-		return 0, false
+		return 0, "", false
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 		fmt.Fprintf(stderr, "cairn: gateway at %s: %s\n", sock, strings.TrimSpace(string(msg)))
-		return exitFailure, true
+		return exitFailure, "", true
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
@@ -96,15 +154,15 @@ func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.W
 		io.WriteString(stdout, f.Out)
 		io.WriteString(stderr, f.Err)
 		if f.Exit != nil {
-			return *f.Exit, true
+			return *f.Exit, f.Ask, true
 		}
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(stderr, "cairn: interrupted (the gateway goes on with accepted work)")
-		return exitCancelled, true
+		return exitCancelled, "", true
 	}
 	fmt.Fprintf(stderr, "cairn: gateway at %s closed the connection before the command finished\n", sock)
-	return exitFailure, true
+	return exitFailure, "", true
 }
 
 // frameWriter sends one stream of a running command as JSON lines. Writes after the request
@@ -162,9 +220,10 @@ func execHandler(svc *gateway.Service) http.Handler {
 		}
 		ctx := gateway.WithCaller(r.Context(), gateway.Caller{User: "admin", Project: project, Admin: true})
 		ctx = gateway.WithWorkDir(ctx, req.Cwd)
-		code := runCLI(ctx, req.Args, stdout, stderr, svc)
+		cl := &client{terminal: req.Terminal, confirmed: req.Confirmed}
+		code := runCLI(ctx, req.Args, stdout, stderr, svc, cl)
 		mu.Lock()
-		b, _ := json.Marshal(execFrame{Exit: &code})
+		b, _ := json.Marshal(execFrame{Exit: &code, Ask: cl.asked})
 		_, _ = w.Write(append(b, '\n'))
 		closed = true
 		mu.Unlock()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -33,7 +34,7 @@ type RepoCmd struct {
 type RepoInitCmd struct {
 	BlockSize   string `help:"Block size: the unit of change tracking and dedup." default:"16K"`
 	Compression string `help:"Compression." enum:"zstd,lz4,none" default:"zstd"`
-	Encryption  string `help:"Encryption at rest." enum:"none,aes-256-gcm" default:"none"`
+	Encryption  string `help:"Encryption at rest: aes-256-gcm under a passphrase (--password-file, CAIRN_PASSWORD or a prompt), or none." enum:"aes-256-gcm,none" default:"aes-256-gcm"`
 	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): governance or compliance; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
 	Retention   string `help:"How long each object stays locked after it is written or extended by gc (with --object-lock): 30d, 12h, 90s." placeholder:"DURATION"`
 }
@@ -62,36 +63,50 @@ func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("%w: --block-size: %v", gateway.ErrInvalid, err)
 	}
+	var password string
 	o := repo.InitOptions{BlockSize: int(bs), Compression: repo.Compression(c.Compression), Encryption: c.Encryption}
 	if o.ObjectLock, err = c.objectLock(); err != nil {
 		return err
 	}
-	if c.Encryption != repo.EncryptionNone {
-		if o.Password, err = g.readPassword("new repository passphrase: ", true); err != nil {
-			return err
+	o.AskPassword = func() (string, error) {
+		p, err := g.readPassword("new repository passphrase: ", true)
+		password = p
+		if errors.Is(err, repo.ErrPasswordRequired) {
+			return "", usageError("a new repository is encrypted (aes-256-gcm) and there is no terminal to ask for its passphrase: give --password-file FILE or CAIRN_PASSWORD, or choose --encryption none")
 		}
-		if o.Password == "" {
-			return fmt.Errorf("%w: the passphrase is empty", gateway.ErrInvalid)
+		if err == nil && p == "" {
+			err = usageError("the passphrase is empty: a repository needs one to be encrypted")
 		}
+		return p, err
 	}
 	cfg, err := g.config()
 	if err != nil {
 		return err
 	}
+	made := false // a directory this command made goes again when init fails
 	if !strings.Contains(cfg.Repo, "://") {
+		if _, err := os.Stat(cfg.Repo); os.IsNotExist(err) {
+			made = true
+		}
 		if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
 			return fmt.Errorf("create repository directory: %w", err)
 		}
 	}
 	rc, err := gateway.Init(ctx, cfg, o)
 	if err != nil {
+		if made {
+			_ = os.Remove(cfg.Repo) // only if still empty
+		}
 		return err
 	}
-	s, err := gateway.Open(ctx, withPassword(cfg, o.Password))
+	s, err := gateway.Open(ctx, withPassword(cfg, password))
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
+	if rc.Encryption != repo.EncryptionNone && !g.Quiet && !g.json() {
+		fmt.Fprintln(g.stderr, "keep the passphrase safe: without it no backup in this repository can be restored")
+	}
 	if g.json() {
 		out := map[string]any{"id": rc.ID, "location": s.Location(), "block_size": rc.BlockSize,
 			"compression": rc.Compression, "encryption": rc.Encryption, "index": cfg.IndexDir()}

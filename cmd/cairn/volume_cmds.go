@@ -113,16 +113,18 @@ func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
 // VolumeDeleteCmd deletes a volume.
 type VolumeDeleteCmd struct {
 	Volume string `arg:"" help:"Volume id, name or path."`
+	Force  bool   `help:"Delete a volume that has backups (they stay)."`
+	Yes    bool   `help:"Do not ask before removing an image or a volume with backups (needed without a terminal)." short:"y"`
 }
 
-// Run deletes the volume.
+// Run deletes the volume, once confirmed.
 func (c *VolumeDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	v, err := s.DeleteVolume(ctx, c.Volume)
+	v, err := s.DeleteVolume(g.confirmer(ctx, c.Yes), c.Volume, c.Force)
 	if err != nil {
 		return err
 	}
@@ -160,7 +162,8 @@ func (g *Globals) showVolume(v *index.Volume) error {
 	}
 	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", humanBytes(v.Size)},
 		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)},
-		{"description", none(v.Description)}, {"fail_reason", none(v.FailReason)}, {"created_at", v.CreatedAt.Format(time.RFC3339)}})
+		{"identity", none(v.Identity)}, {"description", none(v.Description)}, {"fail_reason", none(v.FailReason)},
+		{"created_at", v.CreatedAt.Format(time.RFC3339)}})
 }
 
 func none(s string) string {

@@ -21,6 +21,6 @@ measure() { # label, command...
 measure "gc, first (index catches up)" "$CAIRN" --quiet repo gc
 measure "gc, nothing to reclaim" "$CAIRN" --quiet repo gc
 ids=$("$CAIRN" --format json backup list | grep -o '"id": *"bench-[0-9]*[02468]"' | grep -o 'bench-[0-9]*')
-for id in $ids; do echo "$id"; done | xargs -n 50 sh -c 'for i; do "$0" --quiet backup delete "$i" >/dev/null; done' "$CAIRN"
+for id in $ids; do echo "$id"; done | xargs -n 50 sh -c 'for i; do "$0" --quiet backup delete --yes "$i" >/dev/null; done' "$CAIRN"
 measure "gc after deleting half" "$CAIRN" --quiet repo gc
 measure "repo check" "$CAIRN" --quiet repo check

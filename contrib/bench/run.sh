@@ -313,7 +313,7 @@ dd_restore() {
 cairn_restore() { # cairn_restore PREFIX CLI
 	local dev
 	dev=$(new_target)
-	timed "$1.restore" "$2" backup restore inc --to "$dev" -q
+	timed "$1.restore" "$2" backup restore inc --to "$dev" --yes -q
 	verify "$1.restore" "$dev"
 	drop_target "$dev"
 }

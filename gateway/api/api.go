@@ -156,6 +156,7 @@ func (s *server) newRoutes() *http.ServeMux {
 	m.HandleFunc("GET /backups/detail", s.listBackups(true))
 	m.HandleFunc("POST /backups", s.createBackup)
 	m.HandleFunc("GET /backups/{id}", s.showBackup)
+	m.HandleFunc("PUT /backups/{id}", s.updateBackup)
 	m.HandleFunc("DELETE /backups/{id}", s.deleteBackup)
 	m.HandleFunc("POST /backups/{id}/action", s.backupAction)
 	m.HandleFunc("POST /backups/{id}/restore", s.restoreBackup)

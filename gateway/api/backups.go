@@ -35,10 +35,14 @@ func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, paren
 		out["os-backup-project-attr:project_id"] = b.Project
 	}
 	if ver.atLeast(43) {
-		out["metadata"] = map[string]string{}
+		md := b.Metadata
+		if md == nil {
+			md = map[string]string{}
+		}
+		out["metadata"] = md
 	}
 	if ver.atLeast(56) {
-		out["user_id"] = nil
+		out["user_id"] = orNull(b.UserID)
 	}
 	if ver.atLeast(64) {
 		out["encryption_key_id"] = nil
@@ -108,6 +112,8 @@ type createBody struct {
 		Force       bool    `json:"force"`
 		SnapshotID  *string `json:"snapshot_id"`
 		Container   *string `json:"container"`
+		// Metadata is 3.43's.
+		Metadata map[string]string `json:"metadata"`
 	} `json:"backup"`
 }
 
@@ -129,6 +135,9 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 	case req.Container != nil && *req.Container != "":
 		s.writeFault(w, r, badRequest("containers are not supported: every backup goes to the gateway's repository"))
 		return
+	case req.Metadata != nil && !versionOf(r).atLeast(43):
+		s.writeFault(w, r, badRequest("backup metadata needs microversion 3.43 or later"))
+		return
 	}
 	// Resolve the id strictly first: the gateway also takes names and paths, the API ids only.
 	v, err := s.svc.VolumeByID(r.Context(), req.VolumeID)
@@ -144,7 +153,8 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	b, err := s.svc.CreateBackup(r.Context(), gateway.BackupRequest{Volume: v.ID, Name: deref(req.Name),
-		Description: deref(req.Description), Incremental: req.Incremental, Force: req.Force, SnapshotID: snapshot})
+		Description: deref(req.Description), Incremental: req.Incremental, Force: req.Force, SnapshotID: snapshot,
+		Metadata: req.Metadata})
 	if err != nil {
 		s.writeFault(w, r, err)
 		return
