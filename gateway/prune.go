@@ -88,6 +88,7 @@ func (s *Service) Prune(ctx context.Context, req PruneRequest) (*PruneResult, er
 	defer s.pruneMu.Unlock()
 	res := &PruneResult{DryRun: req.DryRun, Rules: req.Rules.String()}
 	at := now()
+	var plans []*prunePlan
 	for _, v := range vols {
 		all, err := s.idx.VolumeBackups(v.ID)
 		if err != nil {
@@ -111,10 +112,28 @@ func (s *Service) Prune(ctx context.Context, req PruneRequest) (*PruneResult, er
 			projects = append(projects, p)
 		}
 		sort.Strings(projects)
+		kids := children(all)
 		for _, p := range projects {
-			ds := s.pruneChain(ctx, c, v, byProject[p], children(all), running, req, st, at)
-			res.Backups = append(res.Backups, ds...)
+			plans = append(plans, s.pruneChain(c, v, byProject[p], kids, running, req, st, at))
 		}
+	}
+	removing, touched := 0, 0
+	for _, pl := range plans {
+		if n := pl.removals(); n > 0 {
+			removing += n
+			touched++
+		}
+	}
+	if !req.DryRun && removing > 0 {
+		if err := confirm(ctx, fmt.Sprintf("remove %d backups of %d volumes by the rules %s (see --dry-run for the list); they cannot be restored afterwards", removing, touched, res.Rules)); err != nil {
+			return nil, err
+		}
+	}
+	for _, pl := range plans {
+		if !req.DryRun {
+			s.carryOut(ctx, pl)
+		}
+		res.Backups = append(res.Backups, pl.out...)
 	}
 	for _, d := range res.Backups {
 		switch {
@@ -165,12 +184,10 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 	return out, nil
 }
 
-// pruneChain decides for one volume's backups in one project and, unless a dry run, acts:
-// first every kept incremental whose parent goes is given its new parent (manifest, then
-// index), then the removed backups go newest first, so that none is removed while a backup
-// still names it as parent.
-func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs []*index.Backup, kids map[string]int,
-	running map[string]bool, req PruneRequest, st Settings, at time.Time) []PruneDecision {
+// pruneChain decides for one volume's backups in one project: the rules, then what forbids a
+// removal, then the new parent of each kept backup whose parent goes.
+func (s *Service) pruneChain(c Caller, v *index.Volume, bs []*index.Backup, kids map[string]int,
+	running map[string]bool, req PruneRequest, st Settings, at time.Time) *prunePlan {
 	items := make([]retention.Item, len(bs))
 	byID := make(map[string]*index.Backup, len(bs))
 	for i, b := range bs {
@@ -215,9 +232,33 @@ func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs 
 		}
 		d.ParentID, d.IsIncremental, d.Reparented = p, p != "", true
 	}
-	if req.DryRun {
-		return out
+	return &prunePlan{v: v, out: out, byID: byID, kids: kids, removed: removed}
+}
+
+// prunePlan is what prune decided for one volume's backups in one project.
+type prunePlan struct {
+	v       *index.Volume
+	out     []PruneDecision // newest first
+	byID    map[string]*index.Backup
+	kids    map[string]int // the volume's backups that name each backup as parent
+	removed map[string]bool
+}
+
+func (pl *prunePlan) removals() int {
+	n := 0
+	for _, d := range pl.out {
+		if d.Action == PruneRemove {
+			n++
+		}
 	}
+	return n
+}
+
+// carryOut acts on a plan: first every kept backup whose parent goes gets its new parent
+// (manifest, then index), then the removed backups go newest first, so that none is removed
+// while a backup still names it as parent. What fails is recorded in the decision and stays.
+func (s *Service) carryOut(ctx context.Context, pl *prunePlan) {
+	out, byID, kids, removed, v := pl.out, pl.byID, pl.kids, pl.removed, pl.v
 	for i := range out {
 		d := &out[i]
 		if !d.Reparented {
@@ -251,7 +292,6 @@ func (s *Service) pruneChain(ctx context.Context, c Caller, v *index.Volume, bs 
 		kids[byID[d.ID].ParentID]--
 		s.log.Info("backup pruned", "backup_id", d.ID, "volume_id", v.ID, "created_at", d.CreatedAt)
 	}
-	return out
 }
 
 // keepChain turns the removal of id and of its removed ancestors into failures, when a

@@ -131,7 +131,7 @@ func TestObjectLockImmutableBackups(t *testing.T) {
 	}
 
 	// (2) A deleted backup goes at once; its packs stay through gc while locked.
-	r.mustRun("backup", "delete", b.ID)
+	r.mustRun("backup", "delete", "--yes", b.ID)
 	if bs := r.listBackups(); len(bs) != 1 || bs[0].ID != a.ID {
 		t.Fatalf("backups after deleting %s: %+v", b.ID, bs)
 	}

@@ -51,12 +51,15 @@ func TestPruneChain(t *testing.T) {
 
 	var dry pruneJSON
 	r.mustJSON(&dry, "backup", "prune", vol, "--keep-last", "2", "--dry-run")
+	if msg := r.mustFail([]int{2}, "backup", "prune", vol, "--keep-last", "2"); !strings.Contains(msg, "--yes") || !strings.Contains(msg, "remove 3 backups") {
+		t.Errorf("prune without a terminal or --yes: %q, want it to say what it would remove and name --yes", msg)
+	}
 	if !dry.DryRun || dry.Removed != 3 || dry.Kept != 2 || len(r.listBackups()) != 5 {
 		t.Fatalf("dry run: %+v and %d backups listed, want 3 to remove, 2 kept, all 5 still there", dry, len(r.listBackups()))
 	}
 
 	var res pruneJSON
-	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "2", "--gc")
+	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "2", "--gc", "--yes")
 	want := map[string]string{}
 	for i, p := range points {
 		want[p.backup.ID] = "remove"
@@ -122,7 +125,7 @@ func TestPruneMiddle(t *testing.T) {
 	// Keep the full (protected) and the newest: the two middle incrementals go.
 	r.mustRun("backup", "protect", points[0].backup.ID)
 	var res pruneJSON
-	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1")
+	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1", "--yes")
 	if res.Removed != 2 {
 		t.Fatalf("prune: removed %d, want the 2 middle incrementals: %+v", res.Removed, res)
 	}
@@ -154,7 +157,7 @@ func TestProtectAndMinAge(t *testing.T) {
 	r.mustFail([]int{4}, "backup", "delete", "--force", b.ID)
 	second := r.createBackup(vol)
 	var res pruneJSON
-	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1")
+	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1", "--yes")
 	if res.Removed != 0 || len(r.listBackups()) != 2 {
 		t.Fatalf("prune removed %d of a protected backup and the newest: %+v", res.Removed, res)
 	}
@@ -180,17 +183,17 @@ func TestProtectAndMinAge(t *testing.T) {
 	if msg := r.mustFail([]int{4}, "backup", "delete", second.ID); !strings.Contains(msg, "minimum age") {
 		t.Errorf("delete of a young backup: %q, want it to name the minimum age", msg)
 	}
-	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1")
+	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1", "--yes")
 	if res.Removed != 0 {
 		t.Errorf("prune removed %d backups younger than the minimum age", res.Removed)
 	}
 	// An admin can force (gateway tests check that nobody else can).
-	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1", "--force")
+	r.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1", "--force", "--yes")
 	if res.Removed != 1 {
 		t.Errorf("prune --force removed %d, want the older backup", res.Removed)
 	}
 	r.mustRun("repo", "settings", "--min-age", "0")
-	r.mustRun("backup", "delete", second.ID)
+	r.mustRun("backup", "delete", "--yes", second.ID)
 	r.mustFail([]int{2}, "backup", "prune", vol)
 	r.mustFail([]int{2}, "backup", "prune", "--keep-last", "2")
 	r.mustFail([]int{2}, "backup", "prune", "--all", "--keep-within", "soon")
@@ -308,12 +311,12 @@ func TestProtectionAcrossHosts(t *testing.T) {
 	testutil.ScatterWrites(t, vol, 4501, 0.01, 4<<10, 64<<10)
 	a.createBackup(vol)
 	var res pruneJSON
-	b.mustJSON(&res, "backup", "prune", "--all", "--keep-last", "1")
+	b.mustJSON(&res, "backup", "prune", "--all", "--keep-last", "1", "--yes")
 	if res.Removed != 0 || len(b.listBackups()) != 2 {
 		t.Fatalf("host b's prune removed %d backups, one of them protected through host a: %+v", res.Removed, res)
 	}
 	a.mustRun("backup", "unprotect", old.ID)
-	b.mustRun("backup", "delete", "--force", old.ID)
+	b.mustRun("backup", "delete", "--yes", "--force", old.ID)
 	if bs := a.listBackups(); len(bs) != 1 {
 		t.Errorf("host a lists %d backups after host b deleted one, want 1", len(bs))
 	}
@@ -334,7 +337,7 @@ func TestPruneSeenFromAnotherHost(t *testing.T) {
 	}
 	a.mustRun("backup", "protect", points[0].backup.ID)
 	var res pruneJSON
-	a.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1")
+	a.mustJSON(&res, "backup", "prune", vol, "--keep-last", "1", "--yes")
 	if res.Removed != 1 {
 		t.Fatalf("prune removed %d, want the middle incremental", res.Removed)
 	}

@@ -96,6 +96,7 @@ type BackupPruneCmd struct {
 	DryRun bool `help:"Say what would be kept and removed; change nothing."`
 	GC     bool `help:"Run gc afterwards to reclaim the space." name:"gc"`
 	Force  bool `help:"Admins: also remove backups younger than the repository's --min-age."`
+	Yes    bool `help:"Do not ask before removing (needed without a terminal)." short:"y"`
 }
 
 // Run prunes.
@@ -109,7 +110,7 @@ func (c *BackupPruneCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	res, err := s.Prune(ctx, gateway.PruneRequest{Volumes: c.Volumes, All: c.All, Rules: rules, DryRun: c.DryRun, Force: c.Force})
+	res, err := s.Prune(g.confirmer(ctx, c.Yes), gateway.PruneRequest{Volumes: c.Volumes, All: c.All, Rules: rules, DryRun: c.DryRun, Force: c.Force})
 	if err != nil {
 		return err
 	}
