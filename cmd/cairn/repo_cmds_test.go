@@ -15,7 +15,7 @@ func TestRepoCheckSampleGolden(t *testing.T) {
 	repoDir := filepath.Join(t.TempDir(), "repo")
 	vol := filepath.Join(t.TempDir(), "vol.img")
 	testutil.WriteImage(t, vol, 3<<20, 7, testutil.Mixed)
-	for _, args := range [][]string{{"repo", "init"}, {"--quiet", "backup", "create", vol}} {
+	for _, args := range [][]string{{"repo", "init", "--encryption", "none"}, {"--quiet", "backup", "create", vol}} {
 		if _, errOut, code := cli(t, repoDir, args...); code != 0 {
 			t.Fatalf("cairn %v: exit %d: %s", args, code, errOut)
 		}
