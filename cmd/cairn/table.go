@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -127,18 +126,9 @@ func parseSize(s string) (int64, error) {
 // parseRetention reads a retention period: a number of days ("30d") or a Go duration ("12h",
 // "90s"), in whole seconds of at least one.
 func parseRetention(s string) (time.Duration, error) {
-	var d time.Duration
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.ParseInt(n, 10, 64)
-		if err != nil || days < 1 || days > 36600 {
-			return 0, fmt.Errorf("%q: want a number of days from 1 to 36600, or a duration like 12h", s)
-		}
-		d = time.Duration(days) * 24 * time.Hour
-	} else {
-		var err error
-		if d, err = time.ParseDuration(s); err != nil {
-			return 0, fmt.Errorf("%q: want a duration like 30d, 12h or 90s", s)
-		}
+	d, err := parseAge(s)
+	if err != nil {
+		return 0, err
 	}
 	if d < time.Second || d%time.Second != 0 {
 		return 0, fmt.Errorf("%q: want whole seconds, at least one", s)
