@@ -2,7 +2,7 @@
 GO        ?= go
 BIN       := bin/cairn
 PKGS      := ./...
-TIMEOUT   ?= 900s
+TIMEOUT   ?= 1500s
 export CGO_ENABLED ?= 0
 
 .PHONY: build test unit e2e torture fuzz demo bench lint clean install uninstall
