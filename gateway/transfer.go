@@ -97,7 +97,7 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
 		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
-		Protected: m.Protected}
+		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback}
 	if b.UpdatedAt.IsZero() {
 		b.UpdatedAt = now()
 	}

@@ -60,8 +60,11 @@ type Backup struct {
 	Root          repo.Address `json:"root"`
 	RootLevel     int          `json:"root_level"`
 	Stats         repo.Stats   `json:"stats"`
-	CreatedAt     time.Time    `json:"created_at"`
-	UpdatedAt     time.Time    `json:"updated_at"`
+	// ReadMode and ReadFallback say how the volume was read (see repo.Manifest).
+	ReadMode     string    `json:"read_mode,omitempty"`
+	ReadFallback string    `json:"read_fallback,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 	// RestoreTarget is the volume a running restore writes to.
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
 	// LastRestore says how the newest restore of this backup ended (or that it runs).
