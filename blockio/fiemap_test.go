@@ -4,8 +4,8 @@ package blockio
 
 import (
 	"bytes"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
