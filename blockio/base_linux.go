@@ -83,6 +83,9 @@ func (s *BaseStore) Probe() error {
 	dst := src + ".clone"
 	os.Remove(dst)
 	if err := cloneFile(src, dst); err != nil {
+		if errors.Is(err, ErrNoSnapshot) {
+			return fmt.Errorf("%w: %s is on a file system without reflinks", ErrNoSnapshot, filepath.Dir(filepath.Dir(s.dir)))
+		}
 		return err
 	}
 	return os.Remove(dst)

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/google/uuid"
@@ -24,7 +23,10 @@ type BackupRequest struct {
 	SnapshotID  string // back up this existing snapshot of the volume (seed 3.1.5)
 	Project     string // admin only: place the backup in another project
 	Protected   bool   // refuse delete and prune until unprotected
-	Progress    func(done, total int64)
+	// Bitmap, for an incremental of an NBD volume, names the export's dirty bitmap
+	// (qemu:dirty-bitmap:NAME): only the extents it marks are read.
+	Bitmap   string
+	Progress func(done, total int64)
 }
 
 // Job is accepted work that runs later (at once in the embedded CLI, on a worker in serve).
@@ -50,38 +52,15 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if err != nil {
 		return nil, nil, err
 	}
-	srcPath := v.Path
-	var tmp *blockio.Snapshot // a snapshot --force took, removed when the job ends
-	if snap != nil {
-		srcPath = snap.Path
-	} else if reason, err := blockio.InUse(v.Path); err != nil {
-		return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
-	} else if reason != "" {
-		if !req.Force {
-			return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
-		}
-		if tmp, err = blockio.TakeSnapshot(v.Path, tempSnapshotPrefix+uuid.NewString()[:8]); err != nil {
-			if errors.Is(err, blockio.ErrNoSnapshot) {
-				return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s) and cannot be snapshotted for a crash-consistent backup: %v", v.Name, reason, err)
-			}
-			return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
-		}
-		srcPath = tmp.Path
-		s.log.Info("snapshot taken for a crash-consistent backup", "volume_id", v.ID, "kind", tmp.Kind, "reason", reason)
-	}
-	src, err := blockio.OpenSource(srcPath)
+	id := uuid.NewString()
+	plan, err := s.openForBackup(ctx, req, v, snap, id)
 	if err != nil {
-		if tmp != nil {
-			_ = tmp.Remove()
-		}
-		return nil, nil, invalidf("volume %s: %v", v.Name, err)
+		return nil, nil, err
 	}
+	src := plan.src
 	closeSrc := func() {
-		src.Close()
-		if tmp != nil {
-			if err := tmp.Remove(); err != nil {
-				s.log.Error("cannot remove the backup's snapshot", "path", tmp.Path, "error", err)
-			}
+		if err := plan.close(); err != nil {
+			s.log.Error("cannot close the backup's source", "volume_id", v.ID, "error", err)
 		}
 	}
 	var parent *index.Backup
@@ -95,7 +74,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
-	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, VolumeID: v.ID,
+	b := &index.Backup{ID: id, Name: req.Name, Description: req.Description, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
 		Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
@@ -132,13 +111,13 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		return s.runBackup(jobCtx, b, v, src, parent, req.Progress, unclaim)
+		return s.runBackup(jobCtx, b, v, plan, parent, req.Progress, unclaim)
 	}
 	s.log.Info("backup accepted", "backup_id", b.ID, "volume_id", v.ID, "incremental", b.IsIncremental, "project", project)
 	return b, job, nil
 }
 
-func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
+func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, plan *readPlan, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
 	start := time.Now()
 	o := repo.WriteOptions{Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
 	// Under the lock no gc runs anywhere, and the index has forgotten what earlier gcs
@@ -153,7 +132,15 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			if has, err = s.repo.HasManifest(ctx, parent.ID); err == nil && !has {
 				err = wrapf(ErrConflict, "its parent backup %s was deleted while it waited: run the incremental again", parent.ID)
 			}
-			o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size}
+			o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size, DataBlocks: parent.Stats.DataBlocks}
+		}
+	}
+	var how readChoice
+	if err == nil {
+		how = s.chooseRead(ctx, plan, parent)
+		o.Changes = how.changes
+		if how.fallback != "" {
+			s.log.Warn("changed-block tracking not used", "backup_id", b.ID, "volume_id", v.ID, "reason", how.fallback)
 		}
 	}
 	if err != nil {
@@ -162,11 +149,12 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", err.Error())
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
-	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
+	res, err := s.repo.Write(ctx, plan.src, o, func(res repo.WriteResult) error {
+		res.Stats.ReadBytes += how.read
 		m := &repo.Manifest{ID: b.ID, Name: b.Name, Description: b.Description, VolumeID: v.ID, VolumeName: v.Name,
 			VolumePath: v.Path, Project: b.Project, Size: b.Size, Root: res.Root, RootLevel: res.RootLevel,
 			Incremental: b.IsIncremental, ParentID: b.ParentID, SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats,
-			CommittedAt: now(), Protected: b.Protected}
+			CommittedAt: now(), Protected: b.Protected, ReadMode: how.mode, ReadFallback: how.fallback}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
@@ -174,7 +162,8 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			if rec.Status != index.BackupCreating {
 				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
 			}
-			rec.Status, rec.Root, rec.RootLevel, rec.Stats = index.BackupAvailable, res.Root, res.RootLevel, res.Stats
+			rec.Status, rec.Root, rec.RootLevel, rec.Stats = index.BackupAvailable, res.Root, res.RootLevel, m.Stats
+			rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
 			rec.UpdatedAt = m.CommittedAt
 			return nil
 		})
@@ -193,13 +182,21 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 	}
+	if plan.clone != "" {
+		// From now on the clone this backup read is the next incremental's base.
+		if err := plan.store.Keep(plan.clone, b.ID); err != nil {
+			s.log.Error("cannot keep the change-tracking base: the next incremental reads in full", "backup_id", b.ID, "error", err)
+		} else {
+			plan.kept = true
+		}
+	}
 	s.syncIndex()
 	s.metrics.bytesBackup.Add(float64(b.Size))
 	s.metrics.bytesStored.Add(float64(res.Stats.NewBytes))
 	s.notifyChange()
 	secs := time.Since(start).Seconds()
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
-		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
+		"changed_blocks", res.Stats.ChangedBlocks, "read_bytes", res.Stats.ReadBytes+how.read, "read_mode", how.mode, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
 	return nil
 }
 

@@ -418,7 +418,7 @@ func (s *Service) recover(ctx context.Context) error {
 		return err
 	}
 	for _, v := range vols {
-		if v.Kind == "file" {
+		if v.Kind == KindFile {
 			s.removeTempSnapshots(v.Path)
 		}
 		switch v.Status {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairn-backup/cairn/blockio/nbd"
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
@@ -172,7 +173,11 @@ func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	if _, err := s.idx.VolumeByPath(path); err == nil || path == "" {
 		path = "missing:" + m.VolumeID
 	}
-	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: "file",
+	kind := KindFile
+	if nbd.IsURI(path) {
+		kind = KindNBD
+	}
+	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: kind,
 		Size: m.Size, Status: index.VolumeAvailable, CreatedAt: m.CreatedAt, UpdatedAt: now()}
 	err := s.idx.CreateVolume(v)
 	if errors.Is(err, index.ErrExists) {

@@ -30,18 +30,21 @@ const (
 
 // Volume is a block device or image file cairn backs up or restores to.
 type Volume struct {
-	ID          string       `json:"id"`
-	Name        string       `json:"name"`
-	Path        string       `json:"path"`
-	Project     string       `json:"project"`
-	Kind        string       `json:"kind"` // "file" or "device"
-	Size        int64        `json:"size"`
-	Status      VolumeStatus `json:"status"`
-	FailReason  string       `json:"fail_reason,omitempty"`
-	Managed     bool         `json:"managed"` // created by cairn in its volume directory
-	Description string       `json:"description,omitempty"`
-	CreatedAt   time.Time    `json:"created_at"`
-	UpdatedAt   time.Time    `json:"updated_at"`
+	ID         string       `json:"id"`
+	Name       string       `json:"name"`
+	Path       string       `json:"path"`
+	Project    string       `json:"project"`
+	Kind       string       `json:"kind"` // "file", "device" or "nbd" (Path is an NBD URI)
+	Size       int64        `json:"size"`
+	Status     VolumeStatus `json:"status"`
+	FailReason string       `json:"fail_reason,omitempty"`
+	Managed    bool         `json:"managed"` // created by cairn in its volume directory
+	// TrackChanges: an image file whose backups leave a reflink clone as the next
+	// incremental's base (changed-block tracking; see blockio.BaseStore).
+	TrackChanges bool      `json:"track_changes,omitempty"`
+	Description  string    `json:"description,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 }
 
 // Backup is a backup's record: its manifest's facts plus its state.

@@ -30,7 +30,7 @@ func TestQemuNBD(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	uri := testutil.StartQemuNBD(t, img, "-f", "qcow2", "-B", "b0")
+	uri := testutil.StartQemuNBD(t, "", img, "-f", "qcow2", "-B", "b0").URI()
 
 	ctx := context.Background()
 	s, err := Open(ctx, uri, "b0")
@@ -127,7 +127,7 @@ func TestQemuNBDMissingBitmapAndErrors(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "vm.qcow2")
 	testutil.Qemu(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "4M")
-	uri := testutil.StartQemuNBD(t, img, "-f", "qcow2", "-x", "disk")
+	uri := testutil.StartQemuNBD(t, "", img, "-f", "qcow2", "-x", "disk").URI()
 	ctx := context.Background()
 	s, err := Open(ctx, strings.Replace(uri, ":///", ":///disk", 1), "nope")
 	if err != nil {
