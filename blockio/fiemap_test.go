@@ -186,3 +186,51 @@ func TestChangesNextChange(t *testing.T) {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+// fixed is a mappings that answers from a list, as FIEMAP would.
+func fixed(size int64, ms ...mapping) *mappings {
+	return &mappings{size: size, got: ms, last: true}
+}
+
+// The sweep's rules, one case each: same physical bytes shared and trusted is unchanged;
+// anything else where either has data is changed.
+func TestDiffMappingsRules(t *testing.T) {
+	const mib = 1 << 20
+	sh := uint32(extentShared)
+	tests := []struct {
+		name string
+		a, b []mapping
+		want Changes
+	}{
+		{"identical shared", []mapping{{0, 100 * mib, mib, sh}}, []mapping{{0, 100 * mib, mib, sh}}, nil},
+		{"holes in both", nil, nil, nil},
+		{"same physical, not flagged shared", []mapping{{0, 100 * mib, mib, 0}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{0, mib}}},
+		{"rewritten middle", []mapping{{0, 100 * mib, 4096, sh}, {4096, 7 * mib, 8192, 0}, {12288, 100*mib + 12288, mib - 12288, sh}},
+			[]mapping{{0, 100 * mib, mib, sh}}, Changes{{4096, 12288}}},
+		{"split differently, same bytes", []mapping{{0, 100 * mib, mib / 2, sh}, {mib / 2, 100*mib + mib/2, mib / 2, sh}},
+			[]mapping{{0, 100 * mib, mib, sh}}, nil},
+		{"shifted physical", []mapping{{0, 100*mib + 4096, mib, sh}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{0, mib}}},
+		{"punched in the file", []mapping{{0, 100 * mib, 4096, sh}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{4096, mib}}},
+		{"new data past the base's", []mapping{{0, 100 * mib, mib, sh}, {3 * mib / 2, 9 * mib, 4096, 0}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{3 * mib / 2, 3*mib/2 + 4096}}},
+		{"compressed", []mapping{{0, 100 * mib, mib, sh | extentEncoded}}, []mapping{{0, 100 * mib, mib, sh | extentEncoded}}, Changes{{0, mib}}},
+		{"delayed allocation", []mapping{{0, 0, mib, extentDelalloc | extentUnknown}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{0, mib}}},
+		{"inline tail", []mapping{{0, 100 * mib, mib, sh | extentNotAligned | extentInline}}, []mapping{{0, 100 * mib, mib, sh | extentNotAligned | extentInline}}, Changes{{0, mib}}},
+		{"past the size", []mapping{{0, 100 * mib, 4 * mib, 0}}, []mapping{{0, 50 * mib, 4 * mib, 0}}, Changes{{0, 2 * mib}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := diffMappings(fixed(2*mib, tt.a...), fixed(2*mib, tt.b...), 2*mib)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(tt.want) {
+				t.Fatalf("diff = %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("diff = %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}

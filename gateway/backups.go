@@ -119,6 +119,11 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 
 func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, plan *readPlan, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
 	start := time.Now()
+	if plan.nbd != nil {
+		// A cancelled backup must not wait for an NBD server that stopped answering.
+		stop := context.AfterFunc(ctx, plan.nbd.Cancel)
+		defer stop()
+	}
 	o := repo.WriteOptions{Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
 	// Under the lock no gc runs anywhere, and the index has forgotten what earlier gcs
 	// deleted. The parent's blocks are reused without looking them up, so its manifest must

@@ -148,5 +148,9 @@ func (s *Source) Dirty(ctx context.Context, bitmap string) (blockio.Changes, err
 	return out, nil
 }
 
+// Cancel breaks the connection: reads waiting for the server fail at once (a backup that is
+// cancelled must not wait for a server that stopped answering). Close still has to be called.
+func (s *Source) Cancel() { s.c.fail(context.Canceled) }
+
 // Close ends the NBD session.
 func (s *Source) Close() error { return s.c.Close() }
