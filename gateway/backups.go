@@ -177,6 +177,15 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		}
 		return err
 	})
+	if err == nil && plan.clone != "" {
+		// From now on the clone this backup read is the next incremental's base. Still
+		// claimed: the next backup of the volume cannot start in between.
+		if kerr := plan.store.Keep(plan.clone, b.ID); kerr != nil {
+			s.log.Error("cannot keep the change-tracking base: the next incremental reads in full", "backup_id", b.ID, "error", kerr)
+		} else {
+			plan.kept = true
+		}
+	}
 	unclaim()
 	if err != nil {
 		reason := err.Error()
@@ -186,14 +195,6 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		s.failBackup(b.ID, reason)
 		s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 		return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
-	}
-	if plan.clone != "" {
-		// From now on the clone this backup read is the next incremental's base.
-		if err := plan.store.Keep(plan.clone, b.ID); err != nil {
-			s.log.Error("cannot keep the change-tracking base: the next incremental reads in full", "backup_id", b.ID, "error", err)
-		} else {
-			plan.kept = true
-		}
 	}
 	s.syncIndex()
 	s.metrics.bytesBackup.Add(float64(b.Size))
