@@ -170,6 +170,7 @@ run_size() {
 
 rm -rf "$RES"
 mkdir -p "$RES"
+REV=$(git describe --always --dirty 2>/dev/null || echo unknown) # of the tree the binary was built from, if make build ran
 NOTES=()
 SIZES=()
 for s in $CBT_SIZES; do
@@ -195,7 +196,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-" || b <= 0) pr
 {
 	echo "## Changed-block tracking: the incremental after $BENCH_FRACTION of scattered writes"
 	echo
-	echo "- $(nproc) cores, kernel $(uname -r), cairn $(git describe --always --dirty 2>/dev/null), restic $(restic version | awk '{print $2}'), qemu-nbd $(qemu-nbd --version | head -n 1 | awk '{print $2}'); load at end $(uptime | sed 's/.*load average: //')"
+	echo "- $(nproc) cores, kernel $(uname -r), cairn $REV, restic $(restic version | awk '{print $2}'), qemu-nbd $(qemu-nbd --version | head -n 1 | awk '{print $2}'); load at end $(uptime | sed 's/.*load average: //')"
 	echo "- each step on cold caches (drop_caches), wall time including a final sync; one repository for the three cairn volumes (aes-256-gcm, zstd), so the later fulls deduplicate against the first"
 	echo "- reflink: the image on XFS (reflink=1) on a loop device; NBD: a qcow2 overlay on a reflink copy of the image with bitmap b0, the same writes through qemu-io, exported by qemu-nbd -r -B b0"
 	for n in "${NOTES[@]}"; do echo "- note: $n"; done
