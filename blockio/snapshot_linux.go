@@ -45,15 +45,24 @@ func TakeSnapshot(path, name string) (*Snapshot, error) {
 }
 
 func reflinkSnapshot(path, name string) (*Snapshot, error) {
+	dst := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".cairn-snap-"+name)
+	if err := cloneFile(path, dst); err != nil {
+		return nil, err
+	}
+	return &Snapshot{Kind: "reflink", Path: dst}, nil
+}
+
+// cloneFile makes dst, which must not exist, a reflink clone of path (FICLONE): atomic and
+// instant, sharing every block. A file system without reflinks is ErrNoSnapshot.
+func cloneFile(path, dst string) error {
 	src, err := os.Open(path)
 	if err != nil {
-		return nil, pathError("volume", path, err)
+		return pathError("volume", path, err)
 	}
 	defer src.Close()
-	dst := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".cairn-snap-"+name)
 	f, err := os.OpenFile(dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("snapshot of %s: %w", path, err)
+		return fmt.Errorf("snapshot of %s: %w", path, err)
 	}
 	err = unix.IoctlFileClone(int(f.Fd()), int(src.Fd()))
 	if cerr := f.Close(); err == nil {
@@ -62,11 +71,11 @@ func reflinkSnapshot(path, name string) (*Snapshot, error) {
 	if err != nil {
 		os.Remove(dst)
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
-			return nil, fmt.Errorf("%w: %s is on a file system without reflinks (FICLONE: %v); put image files on XFS (reflink=1) or btrfs for crash-consistent backups", ErrNoSnapshot, path, err)
+			return fmt.Errorf("%w: %s is on a file system without reflinks (FICLONE: %v); put image files on XFS (reflink=1) or btrfs for crash-consistent backups", ErrNoSnapshot, path, err)
 		}
-		return nil, fmt.Errorf("snapshot of %s: FICLONE: %w", path, err)
+		return fmt.Errorf("snapshot of %s: FICLONE: %w", path, err)
 	}
-	return &Snapshot{Kind: "reflink", Path: dst}, nil
+	return nil
 }
 
 // lvmSnapshot snapshots a logical volume with the lvm2 tools.

@@ -26,7 +26,10 @@ type BackupRequest struct {
 	Project     string            // admin only: place the backup in another project
 	Metadata    map[string]string // Cinder's backup metadata (3.43): kept in the manifest
 	Protected   bool              // refuse delete and prune until unprotected
-	Progress    func(done, total int64)
+	// Bitmap, for an incremental of an NBD volume, names the export's dirty bitmap
+	// (qemu:dirty-bitmap:NAME): only the extents it marks are read.
+	Bitmap   string
+	Progress func(done, total int64)
 }
 
 // Job is accepted work that runs later (at once in the embedded CLI, on a worker in serve).
@@ -55,38 +58,15 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if err != nil {
 		return nil, nil, err
 	}
-	srcPath := v.Path
-	var tmp *blockio.Snapshot // a snapshot --force took, removed when the job ends
-	if snap != nil {
-		srcPath = snap.Path
-	} else if reason, err := blockio.InUse(v.Path); err != nil {
-		return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
-	} else if reason != "" {
-		if !req.Force {
-			return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
-		}
-		if tmp, err = blockio.TakeSnapshot(v.Path, tempSnapshotPrefix+uuid.NewString()[:8]); err != nil {
-			if errors.Is(err, blockio.ErrNoSnapshot) {
-				return nil, nil, wrapf(ErrInUse, "volume %s is in use (%s) and cannot be snapshotted for a crash-consistent backup: %v", v.Name, reason, err)
-			}
-			return nil, nil, fmt.Errorf("volume %s: %w", v.Name, err)
-		}
-		srcPath = tmp.Path
-		s.log.Info("snapshot taken for a crash-consistent backup", "volume_id", v.ID, "kind", tmp.Kind, "reason", reason)
-	}
-	src, err := blockio.OpenSource(srcPath)
+	id := uuid.NewString()
+	plan, err := s.openForBackup(ctx, req, v, snap, id)
 	if err != nil {
-		if tmp != nil {
-			_ = tmp.Remove()
-		}
-		return nil, nil, invalidf("volume %s: %v", v.Name, err)
+		return nil, nil, err
 	}
+	src := plan.src
 	closeSrc := func() {
-		src.Close()
-		if tmp != nil {
-			if err := tmp.Remove(); err != nil {
-				s.log.Error("cannot remove the backup's snapshot", "path", tmp.Path, "error", err)
-			}
+		if err := plan.close(); err != nil {
+			s.log.Error("cannot close the backup's source", "volume_id", v.ID, "error", err)
 		}
 	}
 	var parent *index.Backup
@@ -100,7 +80,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
-	b := &index.Backup{ID: uuid.NewString(), Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
+	b := &index.Backup{ID: id, Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
 		VolumePath: v.Path, VolumeIdentity: s.volumeIdentity(v), Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
@@ -138,7 +118,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		kind = "incremental (parent " + parent.ID + ")"
 	}
 	s.jobs.logf(jobID, "accepted: %s backup of volume %s, %d bytes, by %s", kind, v.Name, b.Size, c.User)
-	if tmp != nil {
+	if tmp := plan.tmp; tmp != nil {
 		s.jobs.logf(jobID, "the volume is in use: backing up a %s snapshot of it", tmp.Kind)
 	}
 	progress := s.jobProgress(jobID, req.Progress)
@@ -148,14 +128,19 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		return s.runBackup(jobCtx, b, v, src, parent, progress, unclaim)
+		return s.runBackup(jobCtx, b, v, plan, parent, progress, unclaim)
 	}
 	s.log.Info("backup accepted", "backup_id", b.ID, "volume_id", v.ID, "incremental", b.IsIncremental, "project", project)
 	return b, job, nil
 }
 
-func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, src *blockio.Source, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
+func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, plan *readPlan, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
 	start := time.Now()
+	if plan.nbd != nil {
+		// A cancelled backup must not wait for an NBD server that stopped answering.
+		stop := context.AfterFunc(ctx, plan.nbd.Cancel)
+		defer stop()
+	}
 	o := repo.WriteOptions{Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
 	// Under the lock no gc runs anywhere, and the index has forgotten what earlier gcs
 	// deleted. The parent's blocks are reused without looking them up, so its manifest must
@@ -169,14 +154,23 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			if has, err = s.repo.HasManifest(ctx, parent.ID); err == nil && !has {
 				err = wrapf(ErrConflict, "its parent backup %s was deleted while it waited: run the incremental again", parent.ID)
 			}
-			o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size}
+			o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size, DataBlocks: parent.Stats.DataBlocks}
+		}
+	}
+	var how readChoice
+	if err == nil {
+		how = s.chooseRead(ctx, plan, parent)
+		o.Changes = how.changes
+		if how.fallback != "" {
+			s.log.Warn("changed-block tracking not used", "backup_id", b.ID, "volume_id", v.ID, "reason", how.fallback)
 		}
 	}
 	if err != nil {
 		unclaim()
 		return s.endFailedBackup(b, v, err)
 	}
-	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
+	res, err := s.repo.Write(ctx, plan.src, o, func(res repo.WriteResult) error {
+		res.Stats.ReadBytes += how.read
 		// The descriptive fields are the record's now: backup-update may have changed them
 		// while the backup ran, and the record and the manifest must agree.
 		s.manifestMu.Lock()
@@ -188,7 +182,8 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		m := &repo.Manifest{ID: b.ID, Name: cur.Name, Description: cur.Description, Metadata: cur.Metadata, UserID: b.UserID,
 			VolumeID: v.ID, VolumeName: v.Name, VolumePath: b.VolumePath, VolumeIdentity: b.VolumeIdentity, Project: b.Project,
 			Size: b.Size, Root: res.Root, RootLevel: res.RootLevel, Incremental: b.IsIncremental, ParentID: b.ParentID,
-			SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats, CommittedAt: now(), Protected: cur.Protected}
+			SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats, CommittedAt: now(), Protected: cur.Protected,
+			ReadMode: how.mode, ReadFallback: how.fallback}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return err
 		}
@@ -196,7 +191,8 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			if rec.Status != index.BackupCreating {
 				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
 			}
-			rec.Status, rec.Root, rec.RootLevel, rec.Stats = index.BackupAvailable, res.Root, res.RootLevel, res.Stats
+			rec.Status, rec.Root, rec.RootLevel, rec.Stats = index.BackupAvailable, res.Root, res.RootLevel, m.Stats
+			rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
 			rec.UpdatedAt = m.CommittedAt
 			return nil
 		})
@@ -205,6 +201,15 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		}
 		return err
 	})
+	if err == nil && plan.clone != "" {
+		// From now on the clone this backup read is the next incremental's base. Still
+		// claimed: the next backup of the volume cannot start in between.
+		if kerr := plan.store.Keep(plan.clone, b.ID); kerr != nil {
+			s.log.Error("cannot keep the change-tracking base: the next incremental reads in full", "backup_id", b.ID, "error", kerr)
+		} else {
+			plan.kept = true
+		}
+	}
 	unclaim()
 	if err != nil {
 		return s.endFailedBackup(b, v, err)
@@ -218,7 +223,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		b.Size, res.Stats.ChangedBlocks, res.Stats.NewBytes, float64(b.Size)/(1<<20)/max(secs, 1e-9))
 	s.sampleStored()
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
-		"changed_blocks", res.Stats.ChangedBlocks, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
+		"changed_blocks", res.Stats.ChangedBlocks, "read_bytes", res.Stats.ReadBytes+how.read, "read_mode", how.mode, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
 	return nil
 }
 
@@ -226,6 +231,9 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 // volume registered before identities were kept, or whose path now names another file or
 // device, has its record brought up to date.
 func (s *Service) volumeIdentity(v *index.Volume) string {
+	if v.Kind == KindNBD {
+		return ""
+	}
 	id, err := blockio.Identify(v.Path)
 	if err != nil {
 		s.log.Warn("cannot identify the volume", "volume_id", v.ID, "path", v.Path, "error", err)

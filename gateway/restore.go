@@ -87,6 +87,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol, err = s.findVolume(ctx, req.Volume); err != nil {
 			return nil, nil, err
 		}
+		if vol.Kind == KindNBD {
+			return nil, nil, invalidf("volume %s is an NBD export, which cairn reads but does not write: restore --to a file or device, or to a new volume", vol.Name)
+		}
 		path = vol.Path
 	case req.To != "":
 		if path, err = absPath(ctx, req.To); err != nil {
@@ -279,7 +282,7 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			} else {
 				if _, uerr := s.idx.UpdateVolume(vol.ID, func(v *index.Volume) error {
 					v.Status, v.FailReason = index.VolumeAvailable, ""
-					if v.Kind == "file" {
+					if v.Kind == KindFile {
 						v.Size = b.Size
 					}
 					return nil

@@ -394,6 +394,7 @@ func (s *Service) recover(ctx context.Context) error {
 			if m, err := s.repo.GetManifest(ctx, b.ID); err == nil {
 				if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 					rec.Status, rec.Root, rec.RootLevel, rec.Stats, rec.Size = index.BackupAvailable, m.Root, m.RootLevel, m.Stats, m.Size
+					rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
 					return nil
 				}); err != nil {
 					return err
@@ -443,7 +444,7 @@ func (s *Service) recover(ctx context.Context) error {
 		return err
 	}
 	for _, v := range vols {
-		if v.Kind == "file" {
+		if v.Kind == KindFile {
 			s.removeTempSnapshots(v.Path)
 		}
 		switch v.Status {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cairn-backup/cairn/blockio/nbd"
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
@@ -98,7 +99,7 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 		VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
 		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
-		Protected: m.Protected}
+		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback}
 	if b.UpdatedAt.IsZero() {
 		b.UpdatedAt = now()
 	}
@@ -173,7 +174,11 @@ func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	if _, err := s.idx.VolumeByPath(path); err == nil || path == "" {
 		path = "missing:" + m.VolumeID
 	}
-	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: "file",
+	kind := KindFile
+	if nbd.IsURI(path) {
+		kind = KindNBD
+	}
+	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: kind,
 		Size: m.Size, Status: index.VolumeAvailable, CreatedAt: m.CreatedAt, UpdatedAt: now()}
 	if path == m.VolumePath {
 		v.Identity = m.VolumeIdentity

@@ -10,6 +10,7 @@ import (
 	"unicode"
 
 	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/blockio/nbd"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/google/uuid"
 )
@@ -20,6 +21,9 @@ type ManageRequest struct {
 	Name        string
 	Description string
 	Project     string // admin only: register into another project
+	// TrackChanges asks for (true) or refuses (false) changed-block tracking of an image
+	// file; nil tracks where the file system makes reflinks.
+	TrackChanges *bool
 }
 
 // ManageVolume registers a block device or image file.
@@ -32,16 +36,10 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	if err != nil {
 		return nil, err
 	}
-	path, err := absPath(ctx, req.Path)
+	path, size, kind, err := s.probeVolume(ctx, req.Path)
 	if err != nil {
-		return nil, invalidf("volume path %q: %v", req.Path, err)
+		return nil, err
 	}
-	src, err := blockio.OpenSource(path)
-	if err != nil {
-		return nil, invalidf("%v", err)
-	}
-	size, dev := src.Size(), src.IsDevice()
-	src.Close()
 	if existing, err := s.idx.VolumeByPath(path); err == nil {
 		return nil, wrapf(ErrExists, "%s is already volume %s (%s)", path, existing.Name, existing.ID)
 	}
@@ -52,9 +50,11 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	identity, err := blockio.Identify(path)
-	if err != nil {
-		s.log.Warn("cannot identify the volume: its backups will not be found again after it is forgotten", "path", path, "error", err)
+	var identity string
+	if kind != KindNBD {
+		if identity, err = blockio.Identify(path); err != nil {
+			s.log.Warn("cannot identify the volume: its backups will not be found again after it is forgotten", "path", path, "error", err)
+		}
 	}
 	// The volume seen again after it was forgotten keeps its id, and so its backups.
 	id, earlier, err := s.forgottenVolume(c, path, identity)
@@ -64,12 +64,15 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	if id == "" {
 		id = uuid.NewString()
 	}
-	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: "file", Size: size,
+	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: kind, Size: size,
 		Status: index.VolumeAvailable, Description: req.Description, Identity: identity, CreatedAt: now(), UpdatedAt: now()}
-	if dev {
-		v.Kind = "device"
+	if v.TrackChanges, err = trackChanges(v, req.TrackChanges); err != nil {
+		return nil, err
 	}
 	if err := s.idx.CreateVolume(v); err != nil {
+		if v.TrackChanges {
+			_ = blockio.RemoveBaseStore(v.Path, v.ID)
+		}
 		if errors.Is(err, index.ErrExists) {
 			return nil, wrapf(ErrExists, "a volume named %q already exists in project %s: choose another --name", name, project)
 		}
@@ -79,7 +82,7 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		_ = s.idx.DeleteVolume(v.ID)
 		return nil, err
 	}
-	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size, "earlier_backups", earlier)
+	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size, "earlier_backups", earlier, "track_changes", v.TrackChanges)
 	return v, nil
 }
 
@@ -113,6 +116,58 @@ func (s *Service) forgottenVolume(c Caller, path, identity string) (string, int,
 		}
 	}
 	return id, n, nil
+}
+
+// probeVolume opens what a volume path names to learn its size and kind: an NBD URI is
+// connected to, a path is made absolute and opened.
+func (s *Service) probeVolume(ctx context.Context, ref string) (path string, size int64, kind string, err error) {
+	if nbd.IsURI(ref) {
+		src, err := nbd.Open(ctx, ref, "")
+		if err != nil {
+			return "", 0, "", invalidf("volume %s: %v", ref, err)
+		}
+		size := src.Size()
+		_ = src.Close() // read-only
+		return ref, size, KindNBD, nil
+	}
+	path, err = absPath(ctx, ref)
+	if err != nil {
+		return "", 0, "", invalidf("volume path %q: %v", ref, err)
+	}
+	src, err := blockio.OpenSource(path)
+	if err != nil {
+		return "", 0, "", invalidf("%v", err)
+	}
+	size, kind = src.Size(), KindFile
+	if src.IsDevice() {
+		kind = KindDevice
+	}
+	src.Close()
+	return path, size, kind, nil
+}
+
+// trackChanges decides whether a new volume is tracked: an image file is when asked, or by
+// default when its file system makes reflinks; asking for tracking anything else is refused.
+func trackChanges(v *index.Volume, want *bool) (bool, error) {
+	if want != nil && !*want {
+		return false, nil
+	}
+	if v.Kind != KindFile {
+		if want != nil {
+			if v.Kind == KindNBD {
+				return false, invalidf("volume %s is an NBD export: its server tracks changes in a dirty bitmap; back up with --incremental --bitmap NAME instead of --track-changes", v.Name)
+			}
+			return false, invalidf("changed-block tracking works for image files on XFS or btrfs and for NBD exports with dirty bitmaps; %s is a block device", v.Path)
+		}
+		return false, nil
+	}
+	if err := trackable(v.Path, v.ID); err != nil {
+		if want != nil {
+			return false, invalidf("volume %s cannot be tracked: %v; put it on XFS (reflink=1) or btrfs, or leave out --track-changes", v.Name, err)
+		}
+		return false, nil
+	}
+	return true, nil
 }
 
 // CreateVolumeRequest creates a sparse image file in the repository's volume directory.
@@ -167,8 +222,9 @@ func (s *Service) newImageVolume(ctx context.Context, project, name, description
 		return nil, fmt.Errorf("create volume image of %d bytes: %w", size, err)
 	}
 	identity, _ := blockio.Identify(path) // a file just made: it has one
-	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: "file", Size: size, Status: status,
+	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: KindFile, Size: size, Status: status,
 		Managed: true, Description: description, Identity: identity, CreatedAt: now(), UpdatedAt: now()}
+	v.TrackChanges, _ = trackChanges(v, nil)
 	if err := s.idx.CreateVolume(v); err != nil {
 		os.Remove(path)
 		if errors.Is(err, index.ErrExists) {
@@ -211,7 +267,11 @@ func (s *Service) Volume(ctx context.Context, ref string) (*index.Volume, error)
 	if err == nil || !errors.Is(err, ErrNotFound) {
 		return v, err
 	}
-	// Not a known id, name or path: a path to a device or image registers on first use.
+	// Not a known id, name or path: a path to a device or image, or an NBD URI, registers on
+	// first use.
+	if nbd.IsURI(ref) {
+		return s.ManageVolume(ctx, ManageRequest{Path: ref})
+	}
 	if p, perr := absPath(ctx, ref); perr == nil {
 		if _, serr := os.Stat(p); serr == nil {
 			return s.ManageVolume(ctx, ManageRequest{Path: p})
@@ -234,7 +294,11 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 	if v, err := s.idx.VolumeByName(c.Project, ref); err == nil {
 		return v, nil
 	}
-	if abs, err := absPath(ctx, ref); err == nil {
+	if nbd.IsURI(ref) {
+		if v, err := s.idx.VolumeByPath(ref); err == nil && c.sees(v.Project) {
+			return v, nil
+		}
+	} else if abs, err := absPath(ctx, ref); err == nil {
 		if _, err := os.Stat(abs); err == nil {
 			if v, err := s.idx.VolumeByPath(abs); err == nil && c.sees(v.Project) {
 				return v, nil
@@ -320,6 +384,12 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	}
 	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil {
 		s.log.Warn("cannot remove the volume's record from the repository", "volume_id", v.ID, "error", err)
+	}
+	if v.TrackChanges {
+		// The base holds the blocks written since the last backup: give them back.
+		if err := blockio.RemoveBaseStore(v.Path, v.ID); err != nil {
+			s.log.Warn("cannot remove the volume's change-tracking base", "volume_id", v.ID, "error", err)
+		}
 	}
 	return v, nil
 }

@@ -30,16 +30,19 @@ const (
 
 // Volume is a block device or image file cairn backs up or restores to.
 type Volume struct {
-	ID          string       `json:"id"`
-	Name        string       `json:"name"`
-	Path        string       `json:"path"`
-	Project     string       `json:"project"`
-	Kind        string       `json:"kind"` // "file" or "device"
-	Size        int64        `json:"size"`
-	Status      VolumeStatus `json:"status"`
-	FailReason  string       `json:"fail_reason,omitempty"`
-	Managed     bool         `json:"managed"` // created by cairn in its volume directory
-	Description string       `json:"description,omitempty"`
+	ID         string       `json:"id"`
+	Name       string       `json:"name"`
+	Path       string       `json:"path"`
+	Project    string       `json:"project"`
+	Kind       string       `json:"kind"` // "file", "device" or "nbd" (Path is an NBD URI)
+	Size       int64        `json:"size"`
+	Status     VolumeStatus `json:"status"`
+	FailReason string       `json:"fail_reason,omitempty"`
+	Managed    bool         `json:"managed"` // created by cairn in its volume directory
+	// TrackChanges: an image file whose backups leave a reflink clone as the next
+	// incremental's base (changed-block tracking; see blockio.BaseStore).
+	TrackChanges bool   `json:"track_changes,omitempty"`
+	Description  string `json:"description,omitempty"`
 	// Identity is what the volume at Path is beyond its name (blockio.Identify): with the
 	// path, it finds the volume's backups again after it was forgotten and managed anew.
 	Identity  string    `json:"identity,omitempty"`
@@ -70,8 +73,11 @@ type Backup struct {
 	Root           repo.Address `json:"root"`
 	RootLevel      int          `json:"root_level"`
 	Stats          repo.Stats   `json:"stats"`
-	CreatedAt      time.Time    `json:"created_at"`
-	UpdatedAt      time.Time    `json:"updated_at"`
+	// ReadMode and ReadFallback say how the volume was read (see repo.Manifest).
+	ReadMode     string    `json:"read_mode,omitempty"`
+	ReadFallback string    `json:"read_fallback,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
 	// RestoreTarget is the volume a running restore writes to.
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
 	// LastRestore says how the newest restore of this backup ended (or that it runs).

@@ -41,6 +41,11 @@ type Manifest struct {
 	// CommittedAt is when the backup became available (its record's updated_at then).
 	CommittedAt time.Time `json:"committed_at,omitempty"`
 	Stats       Stats     `json:"stats"`
+	// ReadMode says how the volume was read: "full" (every data extent), or only what
+	// changed-block tracking reported ("reflink-diff", "nbd-bitmap"). ReadFallback says why a
+	// backup that asked for tracking read in full instead.
+	ReadMode     string `json:"read_mode,omitempty"`
+	ReadFallback string `json:"read_fallback,omitempty"`
 	// Protected backups are refused by delete and prune. A manifest is rewritten (atomically,
 	// whole) only to change this flag or, after a prune, its parent: never its block map.
 	Protected bool `json:"protected,omitempty"`
@@ -62,7 +67,7 @@ func (a *Address) UnmarshalJSON(b []byte) error {
 
 // Parent returns the manifest as the parent of an incremental.
 func (m *Manifest) Parent() *Parent {
-	return &Parent{Root: m.Root, RootLevel: m.RootLevel, Size: m.Size}
+	return &Parent{Root: m.Root, RootLevel: m.RootLevel, Size: m.Size, DataBlocks: m.Stats.DataBlocks}
 }
 
 func manifestKey(id string) string { return "manifests/" + id }

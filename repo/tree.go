@@ -3,7 +3,9 @@ package repo
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 
 	"github.com/zeebo/xxh3"
 )
@@ -142,28 +144,35 @@ func (r *Repository) node(ctx context.Context, addr Address) (*node, error) {
 	})
 }
 
-// leaf returns leaf number i of the tree under root, or nil where the leaf is a hole.
-func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i int64) (*node, error) {
+// leafAddress returns the address of leaf number i of the tree under root; zero where the
+// leaf is a hole.
+func (r *Repository) leafAddress(ctx context.Context, root Address, rootLevel int, i int64) (Address, error) {
 	addr, level := root, rootLevel
 	for level > 0 {
 		if addr.IsZero() {
-			return nil, nil
+			return Address{}, nil
 		}
 		n, err := r.node(ctx, addr)
 		if err != nil {
-			return nil, err
+			return Address{}, err
 		}
 		if n.level != level {
-			return nil, fmt.Errorf("tree node %s: level %d, want %d: %w", addr.Short(), n.level, level, ErrCorrupt)
+			return Address{}, fmt.Errorf("tree node %s: level %d, want %d: %w", addr.Short(), n.level, level, ErrCorrupt)
 		}
 		c := (i / span(level)) % NodeFanout
 		if c >= int64(len(n.addrs)) {
-			return nil, fmt.Errorf("tree node %s: no child %d: %w", addr.Short(), c, ErrCorrupt)
+			return Address{}, fmt.Errorf("tree node %s: no child %d: %w", addr.Short(), c, ErrCorrupt)
 		}
 		addr, level = n.addrs[c], level-1
 	}
-	if addr.IsZero() {
-		return nil, nil
+	return addr, nil
+}
+
+// leaf returns leaf number i of the tree under root, or nil where the leaf is a hole.
+func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i int64) (*node, error) {
+	addr, err := r.leafAddress(ctx, root, rootLevel, i)
+	if err != nil || addr.IsZero() {
+		return nil, err
 	}
 	n, err := r.node(ctx, addr)
 	if err != nil {
@@ -173,4 +182,37 @@ func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i in
 		return nil, fmt.Errorf("tree node %s: level %d, want a leaf: %w", addr.Short(), n.level, ErrCorrupt)
 	}
 	return n, nil
+}
+
+// DifferFromParent reads the given blocks of src and returns those whose content is not what
+// the parent recorded for them: a spot check of changed-block tracking, whose "unchanged"
+// cannot be proven. It returns the bytes it read too.
+func (r *Repository) DifferFromParent(ctx context.Context, src io.ReaderAt, p *Parent, blocks []int64) (differ []int64, read int64, err error) {
+	g := newGeometry(p.Size, r.cfg.BlockSize)
+	buf := make([]byte, g.blockSize)
+	for _, b := range blocks {
+		if b < 0 || b >= g.blocks {
+			return nil, read, fmt.Errorf("block %d outside a volume of %d blocks", b, g.blocks)
+		}
+		lf, err := r.leaf(ctx, p.Root, p.RootLevel, b/LeafFanout)
+		if err != nil {
+			return nil, read, fmt.Errorf("read parent block map: %w", err)
+		}
+		blk := buf[:g.blockLen(b)]
+		if _, err := src.ReadAt(blk, b*g.blockSize); err != nil && !errors.Is(err, io.EOF) {
+			return nil, read, fmt.Errorf("read volume at offset %d: %w", b*g.blockSize, err)
+		}
+		read += int64(len(blk))
+		e := b % LeafFanout
+		if lf == nil || e >= int64(len(lf.addrs)) || lf.addrs[e].IsZero() {
+			if !isZero(blk) {
+				differ = append(differ, b)
+			}
+			continue
+		}
+		if xxh3.Hash128(blk) != lf.fps[e] {
+			differ = append(differ, b)
+		}
+	}
+	return differ, read, nil
 }

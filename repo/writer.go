@@ -25,16 +25,32 @@ type Parent struct {
 	Root      Address
 	RootLevel int
 	Size      int64
+	// DataBlocks is the parent's Stats.DataBlocks: with Changes, the leaves that are not
+	// read are not loaded either, so the new count is the parent's plus what changed.
+	DataBlocks int64
+}
+
+// Changes says which byte ranges of an incremental's source may differ from its parent, as
+// changed-block tracking reports them (extents no longer shared with a reflinked base, the
+// dirty extents of an NBD bitmap). Everything outside them is taken from the parent's block
+// map without being read. The caller vouches for it: a range missing here is a wrong backup.
+type Changes interface {
+	// NextChange returns the next range [start, end) that may have changed and ends after
+	// off; io.EOF when none is left.
+	NextChange(off int64) (start, end int64, err error)
 }
 
 // WriteOptions tune a backup.
 type WriteOptions struct {
 	// Lock is the shared repository lock the caller took (to choose the parent under it);
 	// nil: Write takes one.
-	Lock     *Lock
-	Parent   *Parent // nil for a full backup
-	Workers  int     // fingerprint/compress workers; 0 = GOMAXPROCS
-	Uploads  int     // packs stored at once; 0 = 2
+	Lock   *Lock
+	Parent *Parent // nil for a full backup
+	// Changes, with a Parent of the source's size, limits what is read to the ranges that
+	// may have changed; nil reads every data extent.
+	Changes  Changes
+	Workers  int // fingerprint/compress workers; 0 = GOMAXPROCS
+	Uploads  int // packs stored at once; 0 = 2
 	Progress func(done, total int64)
 }
 
@@ -47,6 +63,9 @@ type Stats struct {
 	NewBytes      int64 `json:"new_bytes"`      // their stored (compressed, sealed) bytes
 	NewPlainBytes int64 `json:"new_plain_bytes"`
 	Packs         int64 `json:"packs"`
+	// ReadBytes is how many bytes were read from the source: with changed-block tracking, what
+	// changed (rounded out to blocks); without, every data extent.
+	ReadBytes int64 `json:"read_bytes"`
 }
 
 // WriteResult is the block map of a written backup.
@@ -61,6 +80,12 @@ type WriteResult struct {
 type leafJob struct {
 	i     int64
 	holes int64 // > 0: this job is a run of that many all-hole leaves starting at i
+	// reuse > 0: a run of that many leaves starting at i that did not change since the
+	// parent; their addresses are the parent's, nothing is read.
+	reuse int64
+	// keep[b]: with Changes, block b of the leaf did not change and is taken from the parent.
+	keep []bool
+	read int64 // bytes read from the source
 	// extents are the leaf's data ranges (absolute offsets) that the readers read.
 	extents [][2]int64
 	buf     []byte // the span's bytes; nil when the whole span is a hole
@@ -84,6 +109,9 @@ type leafResult struct {
 	node     *node
 	newBlobs []newBlob
 	stats    Stats
+	// parentData is how many data blocks the parent's leaf has, counted when the leaf was
+	// read for Changes: the leaves not read keep the parent's count.
+	parentData int64
 }
 
 // Write backs up src into the repository. When every blob is stored and indexed, it calls
@@ -116,6 +144,9 @@ func (r *Repository) write(ctx context.Context, src Source, o WriteOptions) (Wri
 	if o.Uploads <= 0 {
 		o.Uploads = 2
 	}
+	if o.Changes != nil && (o.Parent == nil || o.Parent.Size != src.Size()) {
+		return WriteResult{}, errors.New("changed-block tracking needs a parent backup of the volume's current size")
+	}
 	g := newGeometry(src.Size(), r.cfg.BlockSize)
 	w := &writeSession{r: r, g: g, o: o, src: src, pending: map[Address]struct{}{}, stored: map[Address]struct{}{}}
 	return w.run(ctx)
@@ -129,6 +160,10 @@ type writeSession struct {
 
 	mu      sync.Mutex
 	pending map[Address]struct{} // blobs in packs not yet indexed; guarded by mu
+
+	// owned by the planner goroutine: the current data extent and changed range.
+	extStart, extEnd int64
+	chStart, chEnd   int64
 
 	// owned by the collector goroutine:
 	stored   map[Address]struct{} // tree nodes this session has stored or found stored
@@ -159,6 +194,9 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	w.arenas.New = func() any { return make([]byte, 0, leafBytes+leafBytes/8+4096) }
 	w.packBufs.New = func() any { return make([]byte, 0, w.r.cfg.PackSize+2*int(w.g.blockSize)+1<<20) }
 	w.packer.buf = w.packBufs.Get().([]byte)
+	if w.o.Changes != nil {
+		w.stats.DataBlocks = w.o.Parent.DataBlocks // what is not read stays as the parent had it
+	}
 
 	depth := w.o.Workers + 2
 	order := make(chan *leafJob, depth)
@@ -230,51 +268,75 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 }
 
 // plan finds each leaf's data extents and queues the leaf; runs of hole leaves become one job
-// that needs no read.
+// that needs no read, and so do runs of leaves that Changes says did not change.
 func (w *writeSession) plan(ctx context.Context, order, toRead chan<- *leafJob) error {
-	var extStart, extEnd int64 = -1, -1
+	w.extStart, w.extEnd = -1, -1
+	w.chStart, w.chEnd = -1, -1
 	size := w.g.size
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
 		hi := min(lo+w.g.leafBytes(), size)
 		job := &leafJob{i: i, done: make(chan struct{})}
-		if lo >= extEnd {
-			if err := w.nextExtent(lo, &extStart, &extEnd); err != nil {
+		if w.o.Changes != nil {
+			changed, err := w.changedIn(lo, hi)
+			if err != nil {
 				return err
 			}
-		}
-		if extStart >= hi {
-			// A run of hole leaves up to the next data: one job, no reads.
-			// Past the last extent every remaining leaf is a hole, the last one maybe short.
-			n := w.g.leaves - i
-			if extStart < size {
-				n = min((extStart-lo)/w.g.leafBytes(), n)
+			if len(changed) == 0 {
+				// A run of unchanged leaves up to the next change: the parent's, unread.
+				n := w.g.leaves - i
+				if w.chStart < size {
+					n = min((w.chStart-lo)/w.g.leafBytes(), n)
+				}
+				job.reuse = max(n, 1)
+				close(job.done)
+				select {
+				case order <- job:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				i += job.reuse - 1
+				continue
 			}
-			job.holes = max(n, 1)
-			close(job.done)
-			select {
-			case order <- job:
-			case <-ctx.Done():
-				return ctx.Err()
+			bs := w.g.blockSize
+			job.keep = make([]bool, (hi-lo+bs-1)/bs)
+			for b := range job.keep {
+				job.keep[b] = true
 			}
-			i += job.holes - 1
-			continue
-		}
-		for off := lo; off < hi; {
-			if off >= extEnd {
-				if err := w.nextExtent(off, &extStart, &extEnd); err != nil {
+			for _, c := range changed {
+				for b := (c[0] - lo) / bs; b*bs < c[1]-lo; b++ {
+					job.keep[b] = false
+				}
+				if err := w.dataIn(job, c[0], c[1]); err != nil {
 					return err
 				}
-				if extStart >= size {
-					break
+			}
+		} else {
+			if lo >= w.extEnd {
+				if err := w.nextExtent(lo); err != nil {
+					return err
 				}
 			}
-			if extStart >= hi {
-				break
+			if w.extStart >= hi {
+				// A run of hole leaves up to the next data: one job, no reads.
+				// Past the last extent every remaining leaf is a hole, the last one maybe short.
+				n := w.g.leaves - i
+				if w.extStart < size {
+					n = min((w.extStart-lo)/w.g.leafBytes(), n)
+				}
+				job.holes = max(n, 1)
+				close(job.done)
+				select {
+				case order <- job:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				i += job.holes - 1
+				continue
 			}
-			s, e := max(extStart, off), min(extEnd, hi)
-			job.extents = append(job.extents, [2]int64{s, e})
-			off = e
+			if err := w.dataIn(job, lo, hi); err != nil {
+				return err
+			}
 		}
 		select {
 		case order <- job:
@@ -290,6 +352,74 @@ func (w *writeSession) plan(ctx context.Context, order, toRead chan<- *leafJob) 
 	return nil
 }
 
+// dataIn appends the data extents within [lo, hi) to the job's extents. Calls come in volume
+// order, so the source is asked for each extent once.
+func (w *writeSession) dataIn(job *leafJob, lo, hi int64) error {
+	for off := lo; off < hi; {
+		if off >= w.extEnd {
+			if err := w.nextExtent(off); err != nil {
+				return err
+			}
+			if w.extStart >= w.g.size {
+				break
+			}
+		}
+		if w.extStart >= hi {
+			break
+		}
+		s, e := max(w.extStart, off), min(w.extEnd, hi)
+		job.extents = append(job.extents, [2]int64{s, e})
+		off = e
+	}
+	return nil
+}
+
+// changedIn returns the ranges of [lo, hi) that may have changed, widened to whole blocks and
+// merged; nil when nothing in it changed.
+func (w *writeSession) changedIn(lo, hi int64) ([][2]int64, error) {
+	var out [][2]int64
+	bs := w.g.blockSize
+	for off := lo; off < hi; {
+		if off >= w.chEnd {
+			if err := w.nextChange(off); err != nil {
+				return nil, err
+			}
+		}
+		if w.chStart >= hi {
+			break
+		}
+		s, e := max(w.chStart, off), min(w.chEnd, hi)
+		s = lo + (s-lo)/bs*bs
+		e = min(lo+(e-lo+bs-1)/bs*bs, hi)
+		if n := len(out); n > 0 && s <= out[n-1][1] {
+			out[n-1][1] = max(out[n-1][1], e)
+		} else {
+			out = append(out, [2]int64{s, e})
+		}
+		off = e
+	}
+	return out, nil
+}
+
+// nextChange moves [chStart, chEnd) to the next changed range ending after off; past the last
+// one both are the volume size.
+func (w *writeSession) nextChange(off int64) error {
+	size := w.g.size
+	s, e, err := w.o.Changes.NextChange(off)
+	if errors.Is(err, io.EOF) || (err == nil && s >= size) {
+		w.chStart, w.chEnd = size, size
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("find changes at offset %d: %w", off, err)
+	}
+	if e <= off || e <= s {
+		return fmt.Errorf("find changes at offset %d: the tracking answered [%d, %d), which ends before it", off, s, e)
+	}
+	w.chStart, w.chEnd = s, min(e, size)
+	return nil
+}
+
 // readLeaf reads a leaf's extents into a buffer; the parts between them read as zeros.
 func (w *writeSession) readLeaf(job *leafJob) error {
 	lo := job.i * w.g.leafBytes()
@@ -298,6 +428,19 @@ func (w *writeSession) readLeaf(job *leafJob) error {
 	job.buf = w.bufs.Get().([]byte)[:hi-lo]
 	job.data = make([]bool, (hi-lo+bs-1)/bs)
 	filled := lo // end of what the buffer holds (read or cleared)
+	gap := int64(mergeGap)
+	if job.keep != nil {
+		gap = 0 // between changed blocks lies data that did not change: never read it
+		// Only the changed blocks are looked at: clear those (their holes read as zeros)
+		// and leave the rest of the buffer as it is, which at 1 % of changes saves clearing
+		// 99 % of every leaf.
+		for b, keep := range job.keep {
+			if !keep {
+				clear(job.buf[int64(b)*bs : min(int64(b+1)*bs, hi-lo)])
+			}
+		}
+		filled = hi
+	}
 	for i := 0; i < len(job.extents); {
 		// Extents a short hole apart are read with one request: a hole in a sparse file
 		// reads as zeros without touching the disk, and a fragmented file system image
@@ -305,17 +448,20 @@ func (w *writeSession) readLeaf(job *leafJob) error {
 		s, e := job.extents[i][0], job.extents[i][1]
 		for _, x := range job.extents[i:] {
 			s0, e0 := x[0], x[1]
-			if s0-e > mergeGap {
+			if s0-e > gap {
 				break
 			}
 			e = e0
 			i++
 		}
-		clear(job.buf[filled-lo : s-lo])
+		if filled < s {
+			clear(job.buf[filled-lo : s-lo])
+		}
 		if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read volume at offset %d: %w", s, err)
 		}
-		filled = e
+		job.read += e - s
+		filled = max(filled, e)
 	}
 	clear(job.buf[filled-lo:])
 	for _, x := range job.extents { // only blocks with data are fingerprinted
@@ -326,19 +472,19 @@ func (w *writeSession) readLeaf(job *leafJob) error {
 	return nil
 }
 
-// nextExtent moves [start, end) to the next data extent at or after off; past the last one
-// both are the volume size.
-func (w *writeSession) nextExtent(off int64, start, end *int64) error {
+// nextExtent moves [extStart, extEnd) to the next data extent at or after off; past the last
+// one both are the volume size.
+func (w *writeSession) nextExtent(off int64) error {
 	size := w.g.size
 	s, e, err := w.src.NextData(off)
 	if errors.Is(err, io.EOF) || (err == nil && s >= size) {
-		*start, *end = size, size
+		w.extStart, w.extEnd = size, size
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("find data at offset %d: %w", off, err)
 	}
-	*start, *end = s, min(e, size)
+	w.extStart, w.extEnd = s, min(e, size)
 	return nil
 }
 
@@ -365,7 +511,21 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 	defer w.bufs.Put(job.buf[:cap(job.buf)])
 	nd := &node{fps: make([]xxh3.Uint128, n), addrs: make([]Address, n)}
 	bs := int(w.g.blockSize)
+	if job.keep != nil && parent != nil {
+		for _, a := range parent.addrs {
+			if !a.IsZero() {
+				res.parentData++
+			}
+		}
+	}
 	for b := range n {
+		if job.keep != nil && job.keep[b] {
+			if parent != nil && b < len(parent.addrs) && !parent.addrs[b].IsZero() {
+				nd.fps[b], nd.addrs[b] = parent.fps[b], parent.addrs[b]
+				res.stats.DataBlocks++
+			}
+			continue
+		}
 		if !job.data[b] {
 			continue
 		}
@@ -452,6 +612,24 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		if job.reuse > 0 {
+			p := w.o.Parent
+			for k := range job.reuse {
+				addr, err := w.r.leafAddress(ctx, p.Root, p.RootLevel, job.i+k)
+				if err != nil {
+					return fmt.Errorf("read parent block map: %w", err)
+				}
+				if err := w.push(1, addr); err != nil {
+					return err
+				}
+			}
+			w.stats.Blocks += min(job.reuse*LeafFanout, w.g.blocks-job.i*LeafFanout)
+			done = min((job.i+job.reuse)*w.g.leafBytes(), w.g.size)
+			if w.o.Progress != nil {
+				w.o.Progress(done, w.g.size)
+			}
+			continue
+		}
 		if job.holes > 0 {
 			for range job.holes {
 				if err := w.push(1, Address{}); err != nil {
@@ -470,7 +648,8 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 			return res.err
 		}
 		w.stats.Blocks += res.stats.Blocks
-		w.stats.DataBlocks += res.stats.DataBlocks
+		w.stats.DataBlocks += res.stats.DataBlocks - res.parentData
+		w.stats.ReadBytes += job.read
 		w.stats.ChangedBlocks += res.stats.ChangedBlocks
 		for _, b := range res.newBlobs {
 			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen); err != nil {

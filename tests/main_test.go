@@ -237,6 +237,9 @@ type backupJSON struct {
 		ChangedBlocks int64 `json:"changed_blocks"`
 		NewBytes      int64 `json:"new_bytes"`
 	} `json:"stats"`
+	ReadBytes    int64  `json:"read_bytes"`
+	ReadMode     string `json:"read_mode"`
+	ReadFallback string `json:"read_fallback"`
 }
 
 // createBackup runs 'backup create' with args (volume first) and returns the new backup.

@@ -17,19 +17,7 @@ import (
 // xfsReflinkDir makes an XFS file system with reflink on a loop device and mounts it.
 func xfsReflinkDir(t *testing.T, size int64) string {
 	t.Helper()
-	testutil.RequireRoot(t)
-	testutil.RequireCommand(t, "mkfs.xfs")
-	img := filepath.Join(t.TempDir(), "xfs.img")
-	f, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(size)
-	f.Close()
-	if out, err := exec.Command("mkfs.xfs", "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
-		t.Fatalf("mkfs.xfs: %v: %s", err, out)
-	}
-	return testutil.MountLoop(t, img)
+	return testutil.XFSReflinkDir(t, size)
 }
 
 // TestForceBackupOfInUseVolume: an ext4 image on XFS, loop-mounted and written to all the

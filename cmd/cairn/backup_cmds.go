@@ -37,6 +37,7 @@ type BackupCreateCmd struct {
 	SnapshotID  string `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT"`
 	Wait        bool   `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
 	Protected   bool   `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
+	Bitmap      string `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
 }
 
 // Run backs up the volume.
@@ -48,7 +49,7 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	defer g.closeService(s)
 	p := g.progress("backing up " + c.Volume)
 	req := gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
-		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Progress: p.update}
+		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Bitmap: c.Bitmap, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {
 		req.Progress = nil // the command returns at once; the job outlives it
@@ -253,7 +254,20 @@ func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 		"stored_bytes": b.Stats.NewBytes, "metadata": nonNilMap(b.Metadata), "user_id": b.UserID,
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
-		"last_restore": b.LastRestore, "protected": b.Protected}
+		"last_restore": b.LastRestore, "protected": b.Protected, "read_bytes": b.Stats.ReadBytes,
+		"read_mode": b.ReadMode, "read_fallback": b.ReadFallback}
+}
+
+// readMode says how a backup read its volume, and why in full when tracking was wanted.
+func readMode(b *index.Backup) string {
+	m := b.ReadMode
+	if m == "" {
+		m = "-" // backups from before cairn recorded it
+	}
+	if b.ReadFallback != "" {
+		m += " (" + b.ReadFallback + ")"
+	}
+	return m
 }
 
 func lastRestore(o *index.RestoreOutcome) string {
@@ -275,6 +289,7 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"status", string(b.Status)}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
 		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
+		{"read_bytes", humanBytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
 		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
 		{"last_restore", lastRestore(b.LastRestore)}})

@@ -21,9 +21,10 @@ type VolumeCmd struct {
 
 // VolumeManageCmd registers a volume.
 type VolumeManageCmd struct {
-	Path        string `arg:"" help:"Block device or image file."`
-	Name        string `help:"Volume name (default: the file name)."`
-	Description string `help:"Description."`
+	Path         string `arg:"" help:"Block device, image file, or NBD URI (nbd+unix:///EXPORT?socket=PATH, nbd://HOST:PORT/EXPORT)."`
+	Name         string `help:"Volume name (default: the file name)."`
+	Description  string `help:"Description."`
+	TrackChanges *bool  `help:"Image files: keep a reflink clone after each backup so incrementals read only what changed (default: where the file system has reflinks)." negatable:""`
 }
 
 // Run registers the volume.
@@ -33,7 +34,7 @@ func (c *VolumeManageCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: c.Path, Name: c.Name, Description: c.Description})
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: c.Path, Name: c.Name, Description: c.Description, TrackChanges: c.TrackChanges})
 	if err != nil {
 		return err
 	}
@@ -161,7 +162,7 @@ func (g *Globals) showVolume(v *index.Volume) error {
 		return writeJSON(g.stdout, v)
 	}
 	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", humanBytes(v.Size)},
-		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)},
+		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)}, {"track_changes", fmt.Sprint(v.TrackChanges)},
 		{"identity", none(v.Identity)}, {"description", none(v.Description)}, {"fail_reason", none(v.FailReason)},
 		{"created_at", v.CreatedAt.Format(time.RFC3339)}})
 }

@@ -16,6 +16,7 @@
 #   CAIRN_BIN=bin/cairn    the cairn binary to measure
 #   BENCH_NO_INSTALL=1     do not apt-get missing tools
 #   BENCH_IMAGE_ONLY=1     build (or find) the cached image, print its path and stop
+#   BENCH_CBT=1|0          changed-block tracking section (contrib/bench/cbt.sh; CBT_SIZES, CBT_BIG)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -550,3 +551,12 @@ report() {
 	fi
 }
 report | tee "$BENCH_DIR/results.md"
+
+# --- 7. changed-block tracking: tracked incrementals against the untracked one and restic ------
+if [ "${BENCH_CBT:-1}" != 0 ]; then
+	cleanup
+	trap - EXIT
+	echo
+	CAIRN_BIN=$CAIRN BENCH_DIR=$BENCH_DIR BENCH_FRACTION=$BENCH_FRACTION BENCH_ENCRYPTION=$BENCH_ENCRYPTION \
+		BENCH_COMPRESSION=$BENCH_COMPRESSION ./contrib/bench/cbt.sh && cat "$BENCH_DIR/cbt-results.md" >>"$BENCH_DIR/results.md"
+fi

@@ -31,6 +31,11 @@ func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, paren
 	out["data_timestamp"] = stamp(b.CreatedAt)
 	out["is_incremental"] = b.IsIncremental
 	out["has_dependent_backups"] = parents[b.ID]
+	// cairn's own: what the backup read from the volume and how, beside what it stored.
+	out["read_bytes"] = b.Stats.ReadBytes
+	out["stored_bytes"] = b.Stats.NewBytes
+	out["read_mode"] = orNull(b.ReadMode)
+	out["read_fallback"] = orNull(b.ReadFallback)
 	if ver.atLeast(18) && callerOf(r).Admin {
 		out["os-backup-project-attr:project_id"] = b.Project
 	}

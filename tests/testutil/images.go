@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"sort"
 	"testing"
 )
 
@@ -132,8 +133,9 @@ func zeros(p []byte) { clear(p) }
 
 // ScatterWrites overwrites about fraction of the file or device at path with random bytes,
 // in writes of minSize to maxSize bytes at random offsets: the changes between a full and
-// an incremental backup. The same seed gives the same writes.
-func ScatterWrites(t testing.TB, path string, seed int64, fraction float64, minSize, maxSize int) {
+// an incremental backup. The same seed gives the same writes. It returns the bytes written,
+// counting a byte written twice once.
+func ScatterWrites(t testing.TB, path string, seed int64, fraction float64, minSize, maxSize int) int64 {
 	t.Helper()
 	if minSize <= 0 || maxSize < minSize {
 		t.Fatalf("ScatterWrites: want 0 < minSize <= maxSize, got %d, %d", minSize, maxSize)
@@ -148,6 +150,7 @@ func ScatterWrites(t testing.TB, path string, seed int64, fraction float64, minS
 	}
 	rnd, bytes := newRand(seed), newBytes(seed)
 	buf := make([]byte, maxSize)
+	var written [][2]int64
 	for left := int64(fraction * float64(size)); left > 0 && size > 0; {
 		n := min(int64(minSize+rnd.IntN(maxSize-minSize+1)), size, left)
 		off := rnd.Int64N(size - n + 1)
@@ -155,11 +158,23 @@ func ScatterWrites(t testing.TB, path string, seed int64, fraction float64, minS
 		if _, err := f.WriteAt(buf[:n], off); err != nil {
 			t.Fatalf("write %s at %d: %v", path, off, err)
 		}
+		written = append(written, [2]int64{off, off + n})
 		left -= n
 	}
 	if err := f.Close(); err != nil {
 		t.Fatalf("close %s: %v", path, err)
 	}
+	sort.Slice(written, func(i, j int) bool { return written[i][0] < written[j][0] })
+	var union, end int64
+	for _, w := range written {
+		if w[0] > end {
+			union += w[1] - w[0]
+		} else if w[1] > end {
+			union += w[1] - end
+		}
+		end = max(end, w[1])
+	}
+	return union
 }
 
 // SHA256File returns the hex sha256 of the whole file at path.

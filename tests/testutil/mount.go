@@ -1,7 +1,9 @@
 package testutil
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -56,4 +58,28 @@ func unmount(t testing.TB, umount, dir string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Errorf("unmount %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+}
+
+// XFSReflinkDir makes an XFS file system with reflinks (mkfs.xfs -m reflink=1) in an image
+// file of size bytes, mounts it on a loop device, and returns the mount point; everything is
+// undone when the test ends. It skips (see Skip) without root or mkfs.xfs.
+func XFSReflinkDir(t testing.TB, size int64) string {
+	t.Helper()
+	RequireRoot(t)
+	mkfs := RequireCommand(t, "mkfs.xfs")
+	img := filepath.Join(t.TempDir(), "xfs.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", "-m", "reflink=1", img).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.xfs: %v: %s", err, out)
+	}
+	return MountLoop(t, img)
 }

@@ -33,7 +33,7 @@ var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: mkimage tree|scatter [flags]")
+		fmt.Fprintln(os.Stderr, "usage: mkimage tree|scatter|fill [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -42,8 +42,10 @@ func main() {
 		err = treeCmd(os.Args[2:])
 	case "scatter":
 		err = scatterCmd(os.Args[2:])
+	case "fill":
+		err = fillCmd(os.Args[2:])
 	default:
-		err = fmt.Errorf("unknown command %q: use tree or scatter", os.Args[1])
+		err = fmt.Errorf("unknown command %q: use tree, scatter or fill", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkimage:", err)
@@ -271,6 +273,7 @@ func scatterCmd(args []string) error {
 	fraction := fs.Float64("fraction", 0.01, "fraction of the image to write")
 	lo := fs.Int("min", 4<<10, "smallest write, bytes (rounded up to 4 KiB)")
 	hi := fs.Int("max", 64<<10, "largest write, bytes (rounded down to 4 KiB)")
+	list := fs.String("list", "", "also write each write's offset and length, one 'OFF LEN' line each, to this file")
 	_ = fs.Parse(args)
 	const align = 4 << 10
 	lo4, hi4 := (*lo+align-1)/align, *hi/align
@@ -309,6 +312,15 @@ func scatterCmd(args []string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	if *list != "" {
+		var b []byte
+		for _, r := range ranges {
+			b = fmt.Appendf(b, "%d %d\n", r[0], r[1]-r[0])
+		}
+		if err := os.WriteFile(*list, b, 0o644); err != nil {
+			return err
+		}
+	}
 	return json.NewEncoder(os.Stdout).Encode(map[string]int64{
 		"writes": int64(len(ranges)), "bytes_written": written, "bytes_changed": union(ranges)})
 }
@@ -325,4 +337,52 @@ func union(ranges [][2]int64) int64 {
 		end = r[1]
 	}
 	return total
+}
+
+// fillCmd writes a non-sparse image of -size bytes: 1 MiB regions, alternately random bytes
+// (incompressible) and text (zstd about 3:1), every byte written, so the file system holds
+// it all and nothing is a hole. The same seed gives the same bytes.
+func fillCmd(args []string) error {
+	fs := flag.NewFlagSet("fill", flag.ExitOnError)
+	image := fs.String("image", "", "image file to create")
+	size := fs.Int64("size", 0, "size in bytes (a multiple of 1 MiB)")
+	seed := fs.Uint64("seed", 1, "generator seed")
+	_ = fs.Parse(args)
+	const region = 1 << 20
+	if *image == "" || *size <= 0 || *size%region != 0 {
+		return fmt.Errorf("fill: need -image and a -size that is a positive multiple of 1 MiB")
+	}
+	g := newGen(*seed)
+	text := make([]byte, 0, 2*region)
+	for len(text) < 2*region {
+		text = append(text, g.words[g.zipf.Uint64()]...)
+		text = append(text, ' ')
+	}
+	f, err := os.OpenFile(*image, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 4<<20)
+	buf := make([]byte, region)
+	for off := int64(0); off < *size; off += region {
+		if g.rnd.IntN(2) == 0 {
+			_, _ = g.bytes.Read(buf)
+		} else {
+			at := g.rnd.IntN(region) // a different cut of the text each time: no two blocks alike
+			copy(buf, text[at:at+region])
+		}
+		if _, err := w.Write(buf); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -1,0 +1,149 @@
+//go:build linux
+
+package blockio
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+)
+
+// BaseDirName is the directory, beside a tracked image file and on its file system, where
+// cairn keeps change-tracking bases: one subdirectory per volume.
+const BaseDirName = ".cairn-cbt"
+
+// Base suffixes: a clone being read by a running backup, and the base a finished one left.
+const (
+	cloneSuffix = ".new"
+	baseSuffix  = ".base"
+)
+
+// BaseStore holds a volume's change-tracking base: a reflink clone of the image as the last
+// backup read it. The next backup clones the image again, asks the file system which extents
+// the two no longer share (ReflinkDiff), reads only those, and its clone becomes the base. A
+// base costs the space of the blocks written since it was taken: the rest is shared with the
+// image. Bases are named by the caller (the backup they belong to), so a base is never taken
+// for another one's.
+type BaseStore struct {
+	dir string
+}
+
+// OpenBaseStore opens (creating it, mode 0700) the base directory of the volume named id
+// whose image file is image. It must be on the image's file system: clones cannot cross one.
+func OpenBaseStore(image, id string) (*BaseStore, error) {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return nil, fmt.Errorf("change-tracking base of %s: invalid name %q", image, id)
+	}
+	dir := filepath.Join(filepath.Dir(image), BaseDirName, id)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, pathError("change-tracking directory", dir, err)
+	}
+	var si, sd syscall.Stat_t
+	if err := syscall.Stat(image, &si); err != nil {
+		return nil, pathError("volume", image, err)
+	}
+	if err := syscall.Stat(dir, &sd); err != nil {
+		return nil, pathError("change-tracking directory", dir, err)
+	}
+	if si.Dev != sd.Dev {
+		return nil, fmt.Errorf("%w: change-tracking directory %s is not on the file system of %s", ErrNoSnapshot, dir, image)
+	}
+	return &BaseStore{dir: dir}, nil
+}
+
+// RemoveBaseStore deletes the base directory of volume id beside image, and the parent
+// directory when it is left empty.
+func RemoveBaseStore(image, id string) error {
+	if id == "" || strings.ContainsAny(id, "/\x00") || id == "." || id == ".." {
+		return nil
+	}
+	top := filepath.Join(filepath.Dir(image), BaseDirName)
+	if err := os.RemoveAll(filepath.Join(top, id)); err != nil {
+		return fmt.Errorf("remove change-tracking base: %w", err)
+	}
+	_ = os.Remove(top) // only when empty: other volumes' bases stay
+	return nil
+}
+
+// Dir is the store's directory.
+func (s *BaseStore) Dir() string { return s.dir }
+
+// Probe reports whether the store's file system makes reflink clones, by cloning a small
+// temporary file; nil when it does, an ErrNoSnapshot error saying why not otherwise.
+func (s *BaseStore) Probe() error {
+	src := filepath.Join(s.dir, ".probe")
+	if err := os.WriteFile(src, make([]byte, 4096), 0o600); err != nil {
+		return pathError("change-tracking directory", s.dir, err)
+	}
+	defer os.Remove(src)
+	dst := src + ".clone"
+	os.Remove(dst)
+	if err := cloneFile(src, dst); err != nil {
+		if errors.Is(err, ErrNoSnapshot) {
+			return fmt.Errorf("%w: %s is on a file system without reflinks", ErrNoSnapshot, filepath.Dir(filepath.Dir(s.dir)))
+		}
+		return err
+	}
+	return os.Remove(dst)
+}
+
+// Clone makes a reflink clone of image named name, for a backup to read: a point in time,
+// taken without stopping the image's writer. It returns the clone's path.
+func (s *BaseStore) Clone(image, name string) (string, error) {
+	dst := filepath.Join(s.dir, name+cloneSuffix)
+	os.Remove(dst) // a crashed attempt with the same name
+	if err := cloneFile(image, dst); err != nil {
+		return "", err
+	}
+	return dst, nil
+}
+
+// Base returns the path of the base named name, or "" when there is none.
+func (s *BaseStore) Base(name string) (string, error) {
+	p := filepath.Join(s.dir, name+baseSuffix)
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", pathError("change-tracking base", p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", nil
+	}
+	return p, nil
+}
+
+// Keep makes the clone at path the base named name, durably, and removes every other base
+// and clone in the store: only the newest backup's base is ever used.
+func (s *BaseStore) Keep(path, name string) error {
+	dst := filepath.Join(s.dir, name+baseSuffix)
+	if err := os.Rename(path, dst); err != nil {
+		return fmt.Errorf("keep change-tracking base: %w", err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return fmt.Errorf("keep change-tracking base: %w", err)
+	}
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("keep change-tracking base: %w", err)
+	}
+	for _, e := range entries {
+		if e.Name() != name+baseSuffix {
+			_ = os.Remove(filepath.Join(s.dir, e.Name())) // a leftover costs space, not correctness
+		}
+	}
+	return nil
+}
+
+// Drop removes the clone or base at path (a backup that failed leaves the old base as it was).
+func (s *BaseStore) Drop(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove change-tracking clone: %w", err)
+	}
+	return nil
+}

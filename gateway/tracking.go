@@ -1,0 +1,283 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+
+	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/blockio/nbd"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// How a backup read its volume (Backup.ReadMode).
+const (
+	ReadFull        = "full"         // every data extent
+	ReadReflinkDiff = "reflink-diff" // only extents no longer shared with the base a reflink clone left
+	ReadNBDBitmap   = "nbd-bitmap"   // only extents an NBD export's dirty bitmap marks
+)
+
+// Volume kinds.
+const (
+	KindFile   = "file"
+	KindDevice = "device"
+	KindNBD    = "nbd"
+)
+
+// bitmapProbes is how many blocks a bitmap calls unchanged are read and compared with the
+// parent before the bitmap is trusted.
+const bitmapProbes = 32
+
+// volumeSource is what a backup reads: an image file or block device, or an NBD export.
+type volumeSource interface {
+	repo.Source
+	Close() error
+}
+
+// readPlan is how one backup reads its volume: the source, and the change tracking that may
+// spare it reading everything. StartBackup makes it; the job decides, under the repository
+// lock, whether the tracking can be trusted against the parent.
+type readPlan struct {
+	src volumeSource
+	// Reflink tracking: the clone the backup reads, kept as the base when the backup commits.
+	store *blockio.BaseStore
+	clone string
+	kept  bool
+	// NBD: the export and the dirty bitmap named for an incremental.
+	nbd    *nbd.Source
+	bitmap string
+	// fallback is why tracking that was asked for cannot be used, known already at start.
+	fallback string
+	// tmp is the snapshot --force took of an in-use volume that is not tracked.
+	tmp *blockio.Snapshot
+}
+
+// close closes the source and drops a clone that did not become the base, or the snapshot.
+func (p *readPlan) close() error {
+	err := p.src.Close()
+	if p.clone != "" && !p.kept {
+		if derr := p.store.Drop(p.clone); err == nil {
+			err = derr
+		}
+	}
+	if p.tmp != nil {
+		if rerr := p.tmp.Remove(); err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// openForBackup opens what a backup of v (or of its snapshot) reads. An NBD volume is its
+// export. A tracked image file is read from a reflink clone made now, which becomes the next
+// base; an in-use volume needs --force, and one that is not tracked is then read from a
+// snapshot taken first.
+func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index.Volume, snap *index.Snapshot, id string) (*readPlan, error) {
+	if req.Bitmap != "" {
+		if v.Kind != KindNBD {
+			return nil, invalidf("--bitmap names an NBD export's dirty bitmap, and volume %s is a %s; image files on XFS or btrfs are tracked with reflinks ('cairn volume manage --track-changes')", v.Name, v.Kind)
+		}
+		if !req.Incremental {
+			return nil, invalidf("--bitmap needs --incremental: a full backup reads the whole volume")
+		}
+	}
+	if v.Kind == KindNBD {
+		if snap != nil {
+			return nil, invalidf("volume %s is an NBD export: cairn keeps no snapshots of it", v.Name)
+		}
+		src, err := nbd.Open(ctx, v.Path, req.Bitmap)
+		if err != nil {
+			return nil, invalidf("volume %s: %v", v.Name, err)
+		}
+		return &readPlan{src: src, nbd: src, bitmap: req.Bitmap}, nil
+	}
+	plan := &readPlan{}
+	srcPath := v.Path
+	if snap != nil {
+		srcPath = snap.Path
+		if v.TrackChanges && req.Incremental {
+			plan.fallback = "a snapshot is read in full: changed-block tracking follows the volume itself"
+		}
+	} else {
+		reason, err := blockio.InUse(v.Path)
+		if err != nil {
+			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+		}
+		if reason != "" && !req.Force {
+			return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
+		}
+		if v.TrackChanges && v.Kind == KindFile {
+			// The clone is a point in time too, so it serves --force as well.
+			store, err := blockio.OpenBaseStore(v.Path, v.ID)
+			var clone string
+			if err == nil {
+				clone, err = store.Clone(v.Path, id)
+			}
+			if err != nil {
+				plan.fallback = fmt.Sprintf("cannot clone the volume for changed-block tracking (%v): read in full", err)
+			} else {
+				plan.store, plan.clone, srcPath = store, clone, clone
+			}
+		}
+		if plan.clone == "" && reason != "" {
+			tmp, err := blockio.TakeSnapshot(v.Path, tempSnapshotPrefix+id[:8])
+			if err != nil {
+				if errors.Is(err, blockio.ErrNoSnapshot) {
+					return nil, wrapf(ErrInUse, "volume %s is in use (%s) and cannot be snapshotted for a crash-consistent backup: %v", v.Name, reason, err)
+				}
+				return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+			}
+			plan.tmp, srcPath = tmp, tmp.Path
+			s.log.Info("snapshot taken for a crash-consistent backup", "volume_id", v.ID, "kind", tmp.Kind, "reason", reason)
+		}
+	}
+	src, err := blockio.OpenSource(srcPath)
+	if err != nil {
+		if plan.tmp != nil {
+			_ = plan.tmp.Remove()
+		}
+		if plan.clone != "" {
+			_ = plan.store.Drop(plan.clone)
+		}
+		return nil, invalidf("volume %s: %v", v.Name, err)
+	}
+	plan.src = src
+	return plan, nil
+}
+
+// readChoice is what the job decided: the changes to read (nil: read everything), the mode
+// and the reason for a fallback, and the bytes the decision itself read.
+type readChoice struct {
+	changes  repo.Changes
+	mode     string
+	fallback string
+	read     int64
+}
+
+// chooseRead decides how an incremental reads: only what tracking reports, when the tracking
+// is there and belongs to the parent; otherwise everything, saying why. It runs under the
+// repository lock, after the parent's manifest was found, so the parent's blocks can be read.
+func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Backup) readChoice {
+	full := readChoice{mode: ReadFull, fallback: p.fallback}
+	size := p.src.Size()
+	switch {
+	case parent == nil:
+		return full
+	case p.clone != "":
+		base, err := p.store.Base(parent.ID)
+		if err != nil {
+			full.fallback = fmt.Sprintf("cannot use the change-tracking base of parent backup %s (%v): read in full", parent.ID, err)
+			return full
+		}
+		if base == "" {
+			full.fallback = fmt.Sprintf("no change-tracking base belongs to parent backup %s (removed, or that backup left none): read in full", parent.ID)
+			return full
+		}
+		if fi, err := os.Stat(base); err != nil || fi.Size() != size || parent.Size != size {
+			full.fallback = fmt.Sprintf("the volume's size changed since parent backup %s: read in full", parent.ID)
+			return full
+		}
+		changes, err := blockio.ReflinkDiff(p.clone, base, size)
+		if err != nil {
+			full.fallback = fmt.Sprintf("cannot compare the volume with its change-tracking base: %v: read in full", err)
+			return full
+		}
+		return readChoice{changes: changes, mode: ReadReflinkDiff}
+	case p.bitmap != "":
+		if !p.nbd.HasBitmap(p.bitmap) {
+			full.fallback = fmt.Sprintf("the NBD export offers no dirty bitmap %s (qemu:dirty-bitmap:%s): read in full", p.bitmap, p.bitmap)
+			return full
+		}
+		if parent.Size != size {
+			full.fallback = fmt.Sprintf("the volume's size changed since parent backup %s: read in full", parent.ID)
+			return full
+		}
+		dirty, err := p.nbd.Dirty(ctx, p.bitmap)
+		if err != nil {
+			full.fallback = fmt.Sprintf("cannot read dirty bitmap %s: %v: read in full", p.bitmap, err)
+			return full
+		}
+		probes, err := s.probeBlocks(p.nbd, dirty)
+		if err != nil {
+			full.fallback = fmt.Sprintf("cannot check dirty bitmap %s: %v: read in full", p.bitmap, err)
+			return full
+		}
+		rp := &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size, DataBlocks: parent.Stats.DataBlocks}
+		differ, read, err := s.repo.DifferFromParent(ctx, p.src, rp, probes)
+		full.read = read
+		if err != nil {
+			full.fallback = fmt.Sprintf("cannot check dirty bitmap %s: %v: read in full", p.bitmap, err)
+			return full
+		}
+		if len(differ) > 0 {
+			full.fallback = fmt.Sprintf("dirty bitmap %s missed changes: %d of %d sampled blocks it calls unchanged differ from parent backup %s (was it disabled, cleared, or begun after that backup?): read in full",
+				p.bitmap, len(differ), len(probes), parent.ID)
+			return full
+		}
+		return readChoice{changes: dirty, mode: ReadNBDBitmap, read: read}
+	}
+	return full
+}
+
+// probeBlocks picks up to bitmapProbes blocks at random among those the export holds data in
+// and the bitmap calls clean.
+func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, error) {
+	bs := int64(s.repo.Config().BlockSize)
+	var clean [][2]int64 // block ranges [first, end)
+	var total int64
+	for off := int64(0); ; {
+		start, end, err := src.NextData(off)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		for pos := start; pos < end; {
+			ds, de, derr := dirty.NextChange(pos)
+			if derr != nil || ds >= end {
+				ds, de = end, end
+			}
+			if first, last := (pos+bs-1)/bs, ds/bs; last > first {
+				clean = append(clean, [2]int64{first, last})
+				total += last - first
+			}
+			pos = de
+		}
+		off = end
+	}
+	if total == 0 {
+		return nil, nil
+	}
+	var out []int64
+	for range min(bitmapProbes, total) {
+		k := rand.Int64N(total)
+		for _, r := range clean {
+			if n := r[1] - r[0]; k < n {
+				out = append(out, r[0]+k)
+				break
+			} else {
+				k -= n
+			}
+		}
+	}
+	return out, nil
+}
+
+// trackable reports whether the image file at path can be tracked with reflinks: its
+// directory takes a base store and its file system clones.
+func trackable(path, id string) error {
+	st, err := blockio.OpenBaseStore(path, id)
+	if err != nil {
+		return err
+	}
+	if err := st.Probe(); err != nil {
+		_ = blockio.RemoveBaseStore(path, id)
+		return err
+	}
+	return nil
+}
