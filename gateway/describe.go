@@ -3,13 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"unicode/utf8"
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // BackupUpdate changes what describes a backup (Cinder's backup-update): a nil field stays
@@ -55,7 +53,7 @@ func (s *Service) UpdateBackup(ctx context.Context, ref string, u BackupUpdate) 
 	case index.BackupDeleting:
 		return nil, wrapf(ErrConflict, "backup %s is being deleted", b.ID)
 	case index.BackupAvailable, index.BackupRestoring:
-		if err := s.rewriteDescription(ctx, b.ID, func(m *repo.Manifest) { u.apply(&m.Name, &m.Description, &m.Metadata) }); err != nil {
+		if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { u.apply(&m.Name, &m.Description, &m.Metadata) }); err != nil {
 			return nil, err
 		}
 	}
@@ -86,29 +84,6 @@ func (u BackupUpdate) apply(name, description *string, metadata *map[string]stri
 			*metadata = nil
 		}
 	}
-}
-
-// rewriteDescription replaces a committed backup's manifest with what change makes of it,
-// under a shared repository lock: no gc runs meanwhile, so the manifest it read still names
-// stored blobs when the new one lands. Only descriptive fields may change.
-func (s *Service) rewriteDescription(ctx context.Context, id string, change func(*repo.Manifest)) error {
-	lk, err := s.repo.Lock(ctx, repo.LockShared, "update")
-	if err != nil {
-		return err
-	}
-	defer lk.Unlock()
-	m, err := s.repo.GetManifest(ctx, id)
-	if errors.Is(err, backend.ErrNotFound) {
-		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
-	}
-	if err != nil {
-		return fmt.Errorf("backup %s: %w", id, err)
-	}
-	change(m)
-	if err := s.repo.PutManifest(ctx, m); err != nil {
-		return fmt.Errorf("update backup %s: %w", id, err)
-	}
-	return nil
 }
 
 // validMetadata applies Cinder's bounds: keys of 1 to 255 characters, values of at most 255.

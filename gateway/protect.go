@@ -91,6 +91,8 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	if b.Protected == protect {
 		return b, nil
 	}
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
 	if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { m.Protected = protect }); err != nil {
 		return nil, err
 	}
@@ -107,12 +109,22 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	return b, nil
 }
 
-// rewriteManifest reads a backup's manifest, changes it with fn and stores it again whole.
-// Only descriptive fields change this way (protection, the parent after a prune): the block
-// map a manifest reaches never does, so a reader that sees either version restores the same
-// bytes, and gc's reachability is the same for both.
+// rewriteManifest replaces a committed backup's manifest with what fn makes of it. The caller
+// holds manifestMu, so no commit, delete or other rewrite of it runs meanwhile (a delete
+// between the read and the write would bring the manifest back); the shared repository lock
+// keeps gc away, so the blobs the manifest names are still stored when the new one lands.
+// Only descriptive fields change (name, description, metadata, protection, the parent after
+// a prune), never the block map: a reader that sees either version restores the same bytes.
 func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.Manifest)) error {
+	lk, err := s.repo.Lock(ctx, repo.LockShared, "update")
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
 	m, err := s.repo.GetManifest(ctx, id)
+	if errors.Is(err, backend.ErrNotFound) {
+		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
+	}
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", id, err)
 	}
@@ -121,7 +133,10 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	if m.Root != root || m.RootLevel != level || m.ID != id {
 		return fmt.Errorf("backup %s: internal error: a manifest rewrite may not change its block map", id)
 	}
-	return s.repo.PutManifest(ctx, m)
+	if err := s.repo.PutManifest(ctx, m); err != nil {
+		return fmt.Errorf("update backup %s: %w", id, err)
+	}
+	return nil
 }
 
 // mayRemove says why a committed backup may not be deleted or pruned now, or nil: protection

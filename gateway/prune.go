@@ -313,6 +313,8 @@ func (s *Service) keepChain(out []PruneDecision, id string, removed map[string]b
 // reparent gives a kept backup its new parent ("" makes it the base of its chain): the
 // manifest first, which is what a rebuilt index and other gateways read, then the index.
 func (s *Service) reparent(ctx context.Context, id, parent string) error {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
 	if err := s.rewriteManifest(ctx, id, func(m *repo.Manifest) {
 		m.ParentID, m.Incremental = parent, parent != ""
 	}); err != nil {
@@ -361,7 +363,10 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	}); err != nil {
 		return err
 	}
-	if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+	s.manifestMu.Lock() // a rewrite of this manifest must not land after the delete
+	err := s.repo.DeleteManifest(ctx, b.ID)
+	s.manifestMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("delete backup %s: %w", b.ID, err)
 	}
 	return s.idx.DeleteBackup(b.ID)
