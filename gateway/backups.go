@@ -480,34 +480,46 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	if err := confirm(ctx, fmt.Sprintf("delete backup %s; it cannot be restored afterwards", s.describeBackup(b))); err != nil {
 		return nil, err
 	}
-	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+	if err := s.removeCommitted(ctx, b.ID, func(rec *index.Backup) error {
 		if rec.Status == index.BackupCreating || (rec.Status == index.BackupRestoring && !force) {
 			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
 		}
 		if rec.Protected {
 			return wrapf(ErrConflict, "backup %s is protected: run 'cairn backup unprotect %s' first", rec.ID, rec.ID)
 		}
-		rec.Status = index.BackupDeleting
 		return nil
 	}); err != nil {
-		return nil, err
-	}
-	// The manifest goes first: from then on nothing can resurrect the backup, its blobs are
-	// garbage for the next gc unless another manifest reaches them, and a crash before the
-	// record goes is finished by recovery. (Under manifestMu: an update rewriting it waits.)
-	s.manifestMu.Lock()
-	err = s.repo.DeleteManifest(ctx, b.ID)
-	s.manifestMu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("delete backup %s: %w", b.ID, err)
-	}
-	if err := s.idx.DeleteBackup(b.ID); err != nil {
 		return nil, err
 	}
 	s.notifyChange()
 	s.syncIndex()
 	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
 	return b, nil
+}
+
+// removeCommitted deletes a committed backup: under manifestMu, so no protect or other
+// rewrite of its manifest interleaves, it marks the record deleting if may (run inside the
+// index's transaction) allows, deletes the manifest, then the record. The manifest goes
+// first: from then on nothing can resurrect the backup, its blobs are garbage for the next
+// gc unless another manifest reaches them, and a crash before the record goes is finished by
+// recovery. A protect that took manifestMu first is seen by may (the record says protected);
+// one that comes after finds the record deleting and refuses.
+func (s *Service) removeCommitted(ctx context.Context, id string, may func(*index.Backup) error) error {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		if err := may(rec); err != nil {
+			return err
+		}
+		rec.Status = index.BackupDeleting
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := s.repo.DeleteManifest(ctx, id); err != nil {
+		return fmt.Errorf("delete backup %s: %w", id, err)
+	}
+	return s.idx.DeleteBackup(id)
 }
 
 // describeBackup names a backup for a question: id, name, volume and time.

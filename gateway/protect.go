@@ -93,6 +93,12 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
+	// A delete or prune may have marked it deleting since: it takes manifestMu for that.
+	if b, err = s.idx.Backup(b.ID); err != nil {
+		return nil, err
+	} else if b.Status != index.BackupAvailable {
+		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be protected or unprotected", b.ID, b.Status)
+	}
 	if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { m.Protected = protect }); err != nil {
 		return nil, err
 	}

@@ -351,23 +351,13 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
 	}
-	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+	return s.removeCommitted(ctx, b.ID, func(rec *index.Backup) error {
 		if rec.Status != index.BackupAvailable {
 			return wrapf(ErrConflict, "backup %s became %s during the prune: it stays", rec.ID, rec.Status)
 		}
 		if rec.Protected {
 			return wrapf(ErrConflict, "backup %s was protected during the prune: it stays", rec.ID)
 		}
-		rec.Status = index.BackupDeleting
 		return nil
-	}); err != nil {
-		return err
-	}
-	s.manifestMu.Lock() // a rewrite of this manifest must not land after the delete
-	err := s.repo.DeleteManifest(ctx, b.ID)
-	s.manifestMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("delete backup %s: %w", b.ID, err)
-	}
-	return s.idx.DeleteBackup(b.ID)
+	})
 }

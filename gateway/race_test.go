@@ -116,3 +116,46 @@ func TestGCAndDeletesRacingBackups(t *testing.T) {
 	}
 	t.Logf("%d gc runs, %d backups kept", gcs.Load(), len(content))
 }
+
+// A protect racing a delete of the same backup never leaves a zombie: whichever takes the
+// manifest first wins, and a backup whose delete succeeded has no manifest left for a rebuilt
+// index (or another gateway) to find; one whose protect succeeded is still there, protected.
+func TestProtectRacingDelete(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol := image(t, dir, "vol.img", 1<<20)
+	for round := range 20 {
+		b, job, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := job(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		id := b.ID
+		var protectErr, deleteErr error
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); _, protectErr = s.ProtectBackup(ctx, id, true) }()
+		go func() { defer wg.Done(); _, deleteErr = s.DeleteBackup(ctx, id, false) }()
+		wg.Wait()
+		if (protectErr == nil) == (deleteErr == nil) {
+			t.Fatalf("round %d: protect %v, delete %v: exactly one must win", round, protectErr, deleteErr)
+		}
+		_, statErr := os.Stat(filepath.Join(dir, "repo", "manifests", id))
+		switch {
+		case deleteErr == nil && statErr == nil:
+			t.Fatalf("round %d: backup %s deleted, but its manifest is still stored", round, id)
+		case protectErr == nil && statErr != nil:
+			t.Fatalf("round %d: backup %s protected, but its manifest is gone: %v", round, id, statErr)
+		}
+		if protectErr == nil {
+			if _, err := s.ProtectBackup(ctx, id, false); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.DeleteBackup(ctx, id, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}
