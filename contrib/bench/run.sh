@@ -16,6 +16,7 @@
 #   CAIRN_BIN=bin/cairn    the cairn binary to measure
 #   BENCH_NO_INSTALL=1     do not apt-get missing tools
 #   BENCH_IMAGE_ONLY=1     build (or find) the cached image, print its path and stop
+#   BENCH_RUNS=3           measured runs; every figure is the median over them
 #   BENCH_CBT=1|0          changed-block tracking section (contrib/bench/cbt.sh; CBT_SIZES, CBT_BIG)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -194,6 +195,12 @@ put image.sha256 "$(cat "$IMAGE.sha256")"
 put image.used "$(du -B1 "$IMAGE" | cut -f1)"
 log "volume $SIZE_MIB MiB ($(get image.used) bytes allocated), load $(get load.start)"
 
+# --- 2..5: one measured run (fresh copies of the volume and fresh repositories) ---------------
+# measure fills $RES; it runs BENCH_RUNS times into $WORK/run.N, and the report shows the
+# median of the runs for every figure (merge_runs below), so no figure is one lucky sample.
+measure() {
+rm -rf "$WORK/cairn-repo" "$WORK/restic-repo" "$WORK/s3" "$WORK/cairn-s3-state" "$WORK/restic-restore"
+mkdir -p "$RES"
 cp --sparse=always "$IMAGE" "$VOL"
 
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
@@ -434,6 +441,43 @@ fi
 
 [ -n "${S3_PID:-}" ] && { kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null || true; S3_PID=; }
 put load.end "$(uptime | sed 's/.*load average: //')"
+}
+
+# merge_runs: $RES gets, for every value the runs recorded, the median over the runs when it
+# is a number (the mean of the middle two for an even count), else the last run's; the notes
+# of every run, each marked with its run; and the spread (min–max) of each time in KEY.spread.
+merge_runs() {
+	local f key vals n r
+	mkdir -p "$RES"
+	for f in "$WORK"/run.1/*; do
+		key=$(basename "$f")
+		[ "$key" = notes ] && continue
+		vals=$(for r in $(seq "$BENCH_RUNS"); do # a .hwm holds several samples: each run's peak
+			if [ -s "$WORK/run.$r/$key" ]; then sort -n "$WORK/run.$r/$key" | tail -n 1; fi
+		done)
+		n=$(printf '%s\n' "$vals" | grep -c . || true)
+		if [ "$n" -gt 0 ] && [ "$(printf '%s\n' "$vals" | grep -cE '^-?[0-9]+(\.[0-9]+)?$' || true)" = "$n" ]; then
+			printf '%s\n' "$vals" | sort -g | awk '{v[NR]=$1} END{ if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2 }' >"$RES/$key"
+			case $key in *.secs) printf '%s\n' "$vals" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{printf "%s–%s (%d runs)\n", lo, hi, NR}' >"$RES/${key%.secs}.spread" ;; esac
+		else
+			cp "$WORK/run.$BENCH_RUNS/$key" "$RES/$key" 2>/dev/null || cp "$f" "$RES/$key"
+		fi
+	done
+	for r in $(seq "$BENCH_RUNS"); do
+		[ -s "$WORK/run.$r/notes" ] && sed "s/^- /- run $r: /" "$WORK/run.$r/notes" >>"$RES/notes"
+	done
+	return 0
+}
+
+BENCH_RUNS=${BENCH_RUNS:-3}
+RESULTS=$RES
+for run in $(seq "$BENCH_RUNS"); do
+	log "run $run of $BENCH_RUNS"
+	RES=$WORK/run.$run
+	measure
+done
+RES=$RESULTS
+merge_runs
 
 # --- 6. the results table -----------------------------------------------------------------------
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-" || b <= 0) print "-"; else printf "%.2f", a/b }'; }
@@ -460,6 +504,7 @@ report() {
 	echo "- load average at start: $(get load.start); at end: $(get load.end)"
 	echo "- volume: ${SIZE_MIB} MiB ext4 image (recipe v$IMAGE_VERSION, seed $BENCH_SEED, sha256 $(get image.sha256 | cut -c1-16)…, $(mib "$(get image.used)") MiB allocated); incremental after $(get writes) writes of 4-64 KiB changing $(mib "$changed") MiB"
 	echo "- cairn repository: block size 16 KiB, compression $BENCH_COMPRESSION, encryption $BENCH_ENCRYPTION; restic: repository v2 defaults (compression auto, always encrypted)"
+	echo "- every figure is the median of $BENCH_RUNS runs (BENCH_RUNS), each on a fresh copy of the volume and fresh repositories; the spread of the times is listed at the end"
 	echo "- every step starts with cold caches (sync; echo 3 > /proc/sys/vm/drop_caches); times include a final sync; MiB/s = volume size / wall time"
 	echo "- stored bytes: cairn reports stats.new_bytes (compressed, sealed); restic reports data_added (before compression); du is the repository's growth on disk"
 	echo
@@ -543,6 +588,14 @@ report() {
 	else
 		echo "| S3 targets | not measured | - |"
 	fi
+	echo
+	echo "## Spread of the times over the runs (seconds, min–max)"
+	echo
+	echo "| step | spread |"
+	echo "|---|---|"
+	for k in "$RES"/*.spread; do
+		[ -s "$k" ] && echo "| $(basename "$k" .spread) | $(cat "$k") |"
+	done
 	if [ -s "$RES/notes" ]; then
 		echo
 		echo "## Notes"
