@@ -89,7 +89,7 @@ func readVG(r io.ReaderAt, size int64, a Area) (*VG, error) {
 
 // ParseVG parses a metadata text (as in a metadata area, or a file under
 // /etc/lvm/backup) into the VG it describes: the one top-level section with an
-// extent_size.
+// extent_size. Its PVs are not located (Scan does that), so no LV is exposed.
 func ParseVG(text []byte) (*VG, error) {
 	top, err := ParseText(text)
 	if err != nil {
@@ -101,7 +101,11 @@ func ParseVG(text []byte) (*VG, error) {
 			continue
 		}
 		if _, ok := s.Int("extent_size"); ok {
-			return buildVG(k, s)
+			vg, err := buildVG(k, s)
+			if err == nil {
+				vg.resolve()
+			}
+			return vg, err
 		}
 	}
 	return nil, fmt.Errorf("lvm metadata describes no volume group")

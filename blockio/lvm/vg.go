@@ -40,6 +40,8 @@ type LV struct {
 	Segments []Segment
 	Reason   string
 	vg       *VG
+	// kindReason is why the LV's kind cannot be exposed, whatever the image holds.
+	kindReason string
 }
 
 // Exposed says the LV can be read through ReaderAt.
@@ -109,6 +111,8 @@ func buildVG(name string, s *Section) (*VG, error) {
 	}
 	cow := map[string]string{} // a snapshot's copy-on-write LV → its origin
 	segments := 0
+	var all []*LV
+	visible := map[*LV]bool{}
 	for i, k := range lvs.Keys {
 		ls := lvs.Values[i].Sect
 		if ls == nil {
@@ -135,13 +139,17 @@ func buildVG(name string, s *Section) (*VG, error) {
 				cow[store] = origin
 			}
 		}
-		if slices.Contains(ls.Strings("status"), "VISIBLE") {
+		all = append(all, lv)
+		visible[lv] = slices.Contains(ls.Strings("status"), "VISIBLE")
+	}
+	for _, lv := range all {
+		// LVM drops VISIBLE from a snapshot's copy-on-write LV, yet lists it under the
+		// snapshot's name: so does cairn.
+		if _, ok := cow[lv.Name]; ok || visible[lv] {
 			vg.LVs = append(vg.LVs, lv)
 		}
-	}
-	for _, lv := range vg.LVs {
 		if origin, ok := cow[lv.Name]; ok {
-			lv.Reason = fmt.Sprintf("snapshot of %s: its contents are %s's blocks merged with a copy-on-write store, which cairn does not do; read %s for the volume as it is now", origin, origin, origin)
+			lv.kindReason = fmt.Sprintf("snapshot of %s: its contents are %s's blocks merged with a copy-on-write store, which cairn does not do; read %s for the volume as it is now", origin, origin, origin)
 		}
 	}
 	return vg, nil
@@ -165,8 +173,8 @@ func buildLV(vg *VG, name string, s *Section, pvs map[string]*PV, total *int) (*
 			return nil, fmt.Errorf("lv %s: %s: %w", name, k, err)
 		}
 		lv.Segments = append(lv.Segments, seg)
-		if lv.Reason == "" {
-			lv.Reason = reason
+		if lv.kindReason == "" {
+			lv.kindReason = reason
 		}
 		end = max(end, seg.Start+seg.Count)
 	}
@@ -182,8 +190,8 @@ func buildLV(vg *VG, name string, s *Section, pvs map[string]*PV, total *int) (*
 		return nil, fmt.Errorf("lv %s: too large", name)
 	}
 	lv.Size = end * vg.ExtentSize
-	if len(lv.Segments) == 0 && lv.Reason == "" {
-		lv.Reason = "it has no segments"
+	if len(lv.Segments) == 0 && lv.kindReason == "" {
+		lv.kindReason = "it has no segments"
 	}
 	return lv, nil
 }
@@ -242,11 +250,11 @@ func buildSegment(vg *VG, s *Section, pvs map[string]*PV) (seg Segment, reason s
 	return seg, "", nil
 }
 
-// resolve marks LVs whose PVs are missing from the image, or cut short by it, as not
-// exposed. It runs once Scan knows where the PVs are.
+// resolve decides which LVs are exposed: those of a kind cairn maps whose PVs are all
+// in the image, whole. It runs again whenever Scan has located the PVs.
 func (vg *VG) resolve() {
 	for _, lv := range vg.LVs {
-		if lv.Reason != "" {
+		if lv.Reason = lv.kindReason; lv.Reason != "" {
 			continue
 		}
 	segs:
