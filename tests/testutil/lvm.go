@@ -63,7 +63,8 @@ type LVMStripe struct {
 // and then build, which runs lvm commands (vgcreate, lvcreate --activate n, ...) through
 // the given function with an LVM configuration private to the test (the host's
 // /etc/lvm, its cache and locks are not touched). It skips (see Skip) without root,
-// losetup, sfdisk or lvm2. The loop devices are detached when the test ends.
+// losetup, sfdisk or lvm2. The loop devices are detached before it returns (PVs holds
+// their names for the record), so the image is free to be backed up.
 func MakeLVMImage(t testing.TB, path string, size int64, parts []int64, build func(lvm func(args ...string) string, pvs []string)) *LVMImage {
 	t.Helper()
 	RequireRoot(t)
@@ -101,6 +102,7 @@ func MakeLVMImage(t testing.TB, path string, size int64, parts []int64, build fu
 	im := &LVMImage{Path: path, Size: size, dir: t.TempDir(), LVs: map[string]*LVMLayout{},
 		pvUUID: map[string]string{}, pvStart: map[string]int64{}, devIndex: map[string]int{}}
 	ss := table.PartitionTable.SectorSize
+	var detach []func()
 	for i, p := range table.PartitionTable.Partitions {
 		r := Range{p.Start * ss, p.Size * ss}
 		im.Parts = append(im.Parts, r)
@@ -110,7 +112,13 @@ func MakeLVMImage(t testing.TB, path string, size int64, parts []int64, build fu
 			Skip(t, "cannot attach a loop device: %v: %s", err, strings.TrimSpace(string(out)))
 		}
 		dev := strings.TrimSpace(string(out))
-		t.Cleanup(func() { detachLoop(t, losetup, dev) })
+		attached := true
+		t.Cleanup(func() {
+			if attached {
+				detachLoop(t, losetup, dev)
+			}
+		})
+		detach = append(detach, func() { detachLoop(t, losetup, dev); attached = false })
 		im.PVs = append(im.PVs, dev)
 		im.devIndex[dev] = i
 	}
@@ -144,6 +152,9 @@ backup { backup = 0 archive = 0 }
 	run(append([]string{"pvcreate", "-q"}, im.PVs...)...)
 	build(run, im.PVs)
 	im.readLayout(t, run)
+	for _, d := range detach {
+		d()
+	}
 	return im
 }
 
