@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -249,5 +250,36 @@ func TestHostileMetadata(t *testing.T) {
 	binary.LittleEndian.PutUint32(b[4096:], crc(initialCRC, b[4096+4:4096+512]))
 	if _, _, err := ReadMetadata(bytes.NewReader(b), int64(len(b)), hdr.Metadata[0]); err == nil || !strings.Contains(err.Error(), "does not fit") {
 		t.Errorf("huge raw location: %v", err)
+	}
+}
+
+// TestBounds: more values, LVs or segments than cairn reads fail with an error naming the
+// bound.
+func TestBounds(t *testing.T) {
+	if _, err := ParseText([]byte("a = [" + strings.Repeat("1,", maxValues+1) + "]")); err == nil ||
+		!strings.Contains(err.Error(), "more than 524288 values") {
+		t.Errorf("too many values: %v", err)
+	}
+	var b strings.Builder
+	b.WriteString("vg { extent_size = 8192\nlogical_volumes {\n")
+	for i := range maxLVs + 1 {
+		fmt.Fprintf(&b, "l%d {}\n", i)
+	}
+	b.WriteString("}\n}\n")
+	if _, err := ParseVG([]byte(b.String())); err == nil || !strings.Contains(err.Error(), "more than 16384 logical volumes") {
+		t.Errorf("too many lvs: %v", err)
+	}
+	b.Reset()
+	b.WriteString("vg { extent_size = 8192\nphysical_volumes { pv0 { pe_count = 1000000 } }\nlogical_volumes {\n")
+	for i := range 8 {
+		fmt.Fprintf(&b, "l%d {\n", i)
+		for j := range maxSegments/8 + 1 {
+			fmt.Fprintf(&b, "segment%d { start_extent = %d\nextent_count = 1\ntype = \"striped\"\nstripe_count = 1\nstripes = [\"pv0\", 0] }\n", j, j)
+		}
+		b.WriteString("}\n")
+	}
+	b.WriteString("}\n}\n")
+	if _, err := ParseVG([]byte(b.String())); err == nil || !strings.Contains(err.Error(), "more than 32768 segments") {
+		t.Errorf("too many segments: %v", err)
 	}
 }

@@ -84,7 +84,7 @@ func (s *Section) Strings(key string) []string {
 // elements) in one document.
 const (
 	maxDepth  = 32
-	maxValues = 1 << 20
+	maxValues = 1 << 19 // at most about 32 MiB of parsed values
 )
 
 // ParseText parses LVM's config format (`key = value`, `name { ... }`, arrays in

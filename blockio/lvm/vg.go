@@ -67,8 +67,8 @@ type Stripe struct {
 
 // Bounds on what one VG may hold.
 const (
-	maxLVs      = 1 << 16
-	maxSegments = 1 << 20 // in all LVs of a VG
+	maxLVs      = 1 << 14
+	maxSegments = 1 << 15 // in all LVs of a VG
 	maxStripes  = 128     // LVM's own limit
 )
 
