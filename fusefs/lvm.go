@@ -57,7 +57,7 @@ func (f *FS) listVG(b *index.Backup, m *repo.Manifest, vg *lvm.VG) []entry {
 		}
 		name := sanitize(lv.Name) + ".img"
 		out = append(out, f.fileEntry(name, ino("lvm-lv", b.ID, vg.UUID, lv.UUID), b.CreatedAt, func() fileNode {
-			return &lvFile{f: f, img: f.repo.Image(m), lv: lv, backupID: b.ID, name: "lvm/" + sanitize(vg.Name) + "/" + name}
+			return &lvFile{f: f, lv: &LogicalVolume{LV: lv, img: f.repo.Image(m)}, backupID: b.ID, name: "lvm/" + sanitize(vg.Name) + "/" + name}
 		}, lv.Size, lv.Size))
 	}
 	return out
@@ -67,8 +67,7 @@ func (f *FS) listVG(b *index.Backup, m *repo.Manifest, vg *lvm.VG) []entry {
 type lvFile struct {
 	fileBase
 	f        *FS
-	img      *repo.Image
-	lv       *lvm.LV
+	lv       *LogicalVolume
 	backupID string
 	name     string
 }
@@ -83,65 +82,34 @@ var (
 // Read reads the LV piece by piece where its extents are in the image; as for disk.img, a
 // block that fails verification fails the read with EIO.
 func (n *lvFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if off >= n.lv.Size || off < 0 {
+	size := n.lv.Size()
+	if off >= size || off < 0 {
 		return fuse.ReadResultData(nil), 0
 	}
-	p := dest[:min(int64(len(dest)), n.lv.Size-off)]
-	r, err := n.lv.ReaderAt(readerCtx{context.WithoutCancel(ctx), n.img})
-	if err == nil {
-		_, err = r.ReadAt(p, off)
-	}
-	if err != nil && err != io.EOF {
+	p := dest[:min(int64(len(dest)), size-off)]
+	// As for disk.img: other readers may wait on the blocks this read loads.
+	if _, err := n.lv.ReadAtContext(context.WithoutCancel(ctx), p, off); err != nil && err != io.EOF {
 		return nil, n.f.readErrno(err, n.backupID, off, len(p), n.name)
 	}
 	return fuse.ReadResultData(p), 0
 }
 
-// maxSeekRuns bounds how many pieces of the mapping (segments, or stripe chunks) one
-// Lseek looks at; past that it answers as if the rest were data, which SEEK_DATA and
-// SEEK_HOLE allow.
-const maxSeekRuns = 4096
-
 // Lseek answers SEEK_DATA and SEEK_HOLE from the image's block map along the LV's
-// mapping, so holes in a linear LV are skipped as they are in disk.img.
+// mapping, so holes in an LV are skipped as they are in disk.img.
 func (n *lvFile) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence uint32) (uint64, syscall.Errno) {
 	const seekData, seekHole = 3, 4
 	if whence != seekData && whence != seekHole {
 		return 0, syscall.EINVAL
 	}
-	size := n.lv.Size
-	if off >= uint64(size) {
+	if off >= uint64(n.lv.Size()) {
 		return 0, syscall.ENXIO
 	}
-	pos := int64(off)
-	for range maxSeekRuns {
-		if pos >= size {
-			if whence == seekData {
-				return 0, syscall.ENXIO
-			}
-			return uint64(size), 0
-		}
-		at, run, _ := n.lv.Map(pos)
-		run = min(run, size-pos)
-		start, end, err := n.img.NextData(ctx, at)
-		if err == io.EOF {
-			start, end, err = at+run, at+run, nil // nothing more in the image: a hole
-		}
-		if err != nil {
-			return 0, n.f.readErrno(err, n.backupID, at, 0, n.name)
-		}
-		switch {
-		case whence == seekData && start < at+run:
-			return uint64(pos + max(0, start-at)), 0
-		case whence == seekHole && start > at:
-			return uint64(pos), 0 // pos is in a hole
-		case whence == seekHole && end < at+run:
-			return uint64(pos + end - at), 0
-		}
-		pos += run
+	pos, err := n.lv.seek(ctx, int64(off), whence == seekData)
+	if err == io.EOF {
+		return 0, syscall.ENXIO
 	}
-	if whence == seekData {
-		return uint64(pos), 0
+	if err != nil {
+		return 0, n.f.readErrno(err, n.backupID, int64(off), 0, n.name)
 	}
-	return uint64(size), 0
+	return uint64(pos), 0
 }
