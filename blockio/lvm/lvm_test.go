@@ -240,6 +240,18 @@ func TestHostileMetadata(t *testing.T) {
 			t.Errorf("%s → %s: %v, want %q", tc.from, tc.to, err, tc.want)
 		}
 	}
+	// A segment on another LV (as during pvmove) makes that LV not exposed, not the VG
+	// unreadable.
+	s := strings.Replace(string(text), `"pv0", 2`, `"lv3", 0`, 1)
+	vg, err := ParseVG([]byte(s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, lv := range vg.LVs {
+		if lv.Name == "lv2" && !strings.HasPrefix(lv.Reason, "its extents are on logical volume lv3 (a pvmove") {
+			t.Errorf("lv2 on lv3: %q", lv.Reason)
+		}
+	}
 	// A metadata area whose raw location claims more than cairn reads.
 	b, _ := os.ReadFile("testdata/pv-small.bin")
 	hdr, err := ReadLabel(bytes.NewReader(b), int64(len(b)))

@@ -118,7 +118,7 @@ func buildVG(name string, s *Section) (*VG, error) {
 		if ls == nil {
 			continue
 		}
-		lv, err := buildLV(vg, k, ls, byName, &segments)
+		lv, err := buildLV(vg, k, ls, byName, lvs, &segments)
 		if err != nil {
 			return nil, fmt.Errorf("vg %s: %w", name, err)
 		}
@@ -156,7 +156,7 @@ func buildVG(name string, s *Section) (*VG, error) {
 }
 
 // buildLV reads one logical volume's segments and decides whether it can be exposed.
-func buildLV(vg *VG, name string, s *Section, pvs map[string]*PV, total *int) (*LV, error) {
+func buildLV(vg *VG, name string, s *Section, pvs map[string]*PV, lvs *Section, total *int) (*LV, error) {
 	lv := &LV{Name: name, vg: vg}
 	lv.UUID, _ = s.String("id")
 	var end int64
@@ -168,7 +168,7 @@ func buildLV(vg *VG, name string, s *Section, pvs map[string]*PV, total *int) (*
 		if *total++; *total > maxSegments {
 			return nil, fmt.Errorf("more than %d segments", maxSegments)
 		}
-		seg, reason, err := buildSegment(vg, ss, pvs)
+		seg, reason, err := buildSegment(vg, ss, pvs, lvs)
 		if err != nil {
 			return nil, fmt.Errorf("lv %s: %s: %w", name, k, err)
 		}
@@ -198,7 +198,7 @@ func buildLV(vg *VG, name string, s *Section, pvs map[string]*PV, total *int) (*
 
 // buildSegment reads one segment; reason says why it cannot be read (its type, a PV that
 // is not in the image). An error is metadata that makes no sense.
-func buildSegment(vg *VG, s *Section, pvs map[string]*PV) (seg Segment, reason string, err error) {
+func buildSegment(vg *VG, s *Section, pvs map[string]*PV, lvs *Section) (seg Segment, reason string, err error) {
 	seg.Start, _ = s.Int("start_extent")
 	seg.Count, _ = s.Int("extent_count")
 	seg.Type, _ = s.String("type")
@@ -239,6 +239,9 @@ func buildSegment(vg *VG, s *Section, pvs map[string]*PV) (seg Segment, reason s
 			return seg, "", fmt.Errorf("bad stripes")
 		}
 		pv := pvs[pvName.Str]
+		if pv == nil && lvs.Sub(pvName.Str) != nil {
+			return seg, fmt.Sprintf("its extents are on logical volume %s (a pvmove in progress, or a stacked volume), which cairn does not follow", pvName.Str), nil
+		}
 		if pv == nil {
 			return seg, "", fmt.Errorf("stripe on unknown pv %q", pvName.Str)
 		}
