@@ -149,7 +149,8 @@ func (f *FS) manifest(ctx context.Context, b *index.Backup) (*repo.Manifest, err
 	return m, nil
 }
 
-// listBackup: backup.json, disk.img and, with a partition table, partitions/.
+// listBackup: backup.json, disk.img and, with a partition table, partitions/; with LVM
+// physical volumes on the image or its partitions, lvm/.
 func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]entry, error) {
 	rec, err := json.MarshalIndent(b, "", "  ")
 	if err != nil {
@@ -168,7 +169,7 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 			return &imageFile{f: f, img: f.repo.Image(m), backupID: b.ID, name: "disk.img", size: m.Size}
 		}, b.Size, dataBytes),
 	}
-	_, parts, err := readPartitions(readerCtx{ctx, img}, b.Size)
+	parts, devs, err := imageDevices(readerCtx{ctx, img}, b.Size)
 	if err != nil {
 		// The image stays readable; only its partitions are missing.
 		f.log.Warn("partition table unreadable", "backup_id", b.ID, "err", err)
@@ -180,6 +181,9 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 			d.immutable = true
 			return d
 		}))
+	}
+	if hasPV(readerCtx{ctx, img}, devs) {
+		out = append(out, f.lvmEntry(kind, b, m))
 	}
 	return out, nil
 }

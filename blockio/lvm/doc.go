@@ -1,0 +1,13 @@
+// Package lvm reads LVM2 volume layouts from an image without device-mapper: the PV label
+// and header in one of the first four sectors, the metadata area's header and its circular
+// text buffer, and the text metadata of the newest sequence number. From that it builds
+// each volume group with its physical and logical volumes, and gives every logical volume
+// made of linear or striped segments an io.ReaderAt over the image; the others (thin, RAID,
+// mirror, snapshot, cache, ...) are reported with the reason they are not exposed.
+//
+// Everything read is bounded (metadata size, nesting, number of logical volumes and
+// segments), so a hostile or damaged image costs little memory and fails with an error.
+// lvm knows nothing about backups, repositories or FUSE: it reads byte ranges of an
+// io.ReaderAt, and the caller says where the candidate devices (the whole image, each
+// partition) are.
+package lvm
