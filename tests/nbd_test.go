@@ -146,7 +146,7 @@ func TestNBDExport(t *testing.T) {
 	dir := t.TempDir()
 	r := newCairnRepo(t, nil)
 	img := filepath.Join(dir, "vm.img")
-	testutil.WriteImage(t, img, 24*mib, 81, testutil.Mixed)
+	testutil.WriteImage(t, img, 40*mib, 81, testutil.Mixed) // more than one 32 MiB request
 	holes := fileHoles(t, img)
 	if len(holes) == 0 {
 		t.Fatal("the test image has no holes")

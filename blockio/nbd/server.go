@@ -35,8 +35,9 @@ var ErrUnknownExport = errors.New("no such export")
 
 // Server limits.
 const (
-	// MaxRequest is the largest read or block status request served; larger ones get
-	// EINVAL, and a larger write closes the connection.
+	// MaxRequest is the largest read served; a larger one gets EINVAL, and a larger write
+	// closes the connection. Block status may ask about any length: its reply is bounded by
+	// maxDescriptors instead.
 	MaxRequest = 32 << 20
 	// connBudget bounds the read buffers of one connection's requests in flight.
 	connBudget = MaxRequest + 8<<20
@@ -460,8 +461,8 @@ func (sc *conn) check(q Request, ex Export) string {
 	switch {
 	case q.Length == 0:
 		return "request of length 0"
-	case q.Length > MaxRequest:
-		return fmt.Sprintf("request of %d bytes, more than %d", q.Length, MaxRequest)
+	case q.Type == CmdRead && q.Length > MaxRequest:
+		return fmt.Sprintf("read of %d bytes, more than %d", q.Length, MaxRequest)
 	case q.Offset > uint64(ex.Size()) || uint64(q.Length) > uint64(ex.Size())-q.Offset:
 		return fmt.Sprintf("request of %d bytes at %d beyond the export's %d bytes", q.Length, q.Offset, ex.Size())
 	case q.Type == CmdBlockStatus && !sc.allocation:

@@ -108,7 +108,7 @@ func (m memExports) List(context.Context) ([]string, error) {
 
 // serve starts a server of exports on network ("unix" or "tcp") and returns its address; the
 // server stops when the test ends.
-func serve(t *testing.T, network string, exports Exports) string {
+func serve(t testing.TB, network string, exports Exports) string {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "unix" {
@@ -133,7 +133,7 @@ func serve(t *testing.T, network string, exports Exports) string {
 // The server against cairn's own client: concurrent reads equal the source, block status
 // reports exactly the holes, the export is read-only, and unknown names fail cleanly.
 func TestServerWithClient(t *testing.T) {
-	disk := newMemExport(24<<20+4096+17, 1) // a tail shorter than a block
+	disk := newMemExport(40<<20+4096+17, 1) // a tail shorter than a block, larger than one read
 	sock := serve(t, "unix", memExports{"disk": disk, "vm1/latest": newMemExport(1<<20, 2)})
 	ctx := context.Background()
 	c, err := Dial(ctx, "nbd+unix:///disk?socket="+sock, Options{MetaContexts: []string{ContextAllocation, "qemu:dirty-bitmap:x"}})
@@ -180,7 +180,7 @@ func TestServerWithClient(t *testing.T) {
 
 	// base:allocation: every descriptor's flags match the source's holes.
 	for off := int64(0); off < disk.Size(); {
-		ds, err := c.BlockStatus(ctx, ContextAllocation, off, 8<<20)
+		ds, err := c.BlockStatus(ctx, ContextAllocation, off, 1<<31) // more than MaxRequest
 		if err != nil {
 			t.Fatal(err)
 		}
