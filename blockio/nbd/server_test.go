@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -449,6 +450,46 @@ func TestServerQemu(t *testing.T) {
 	out, err = exec.Command(testutil.RequireCommand(t, "qemu-img"), "info", "nbd://"+addr+"/none").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "no such export") {
 		t.Errorf("qemu-img info of an unknown export: %v: %s", err, out)
+	}
+}
+
+// failingExport fails every read that touches bad with an error naming the offset.
+type failingExport struct {
+	*memExport
+	bad int64
+}
+
+func (e failingExport) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off <= e.bad && e.bad < off+int64(len(p)) {
+		return 0, fmt.Errorf("backup b1: block at offset %d: checksum mismatch", e.bad/testBlock*testBlock)
+	}
+	return e.memExport.ReadAtContext(ctx, p, off)
+}
+
+type oneExport struct{ e Export }
+
+func (o oneExport) Lookup(context.Context, string) (Export, error) { return o.e, nil }
+func (o oneExport) List(context.Context) ([]string, error)         { return []string{"x"}, nil }
+
+// A read the export fails gets EIO with the export's reason; the connection serves on.
+func TestServerReadError(t *testing.T) {
+	disk := newMemExport(4<<20, 13)
+	disk.data[20] = true // the bad block must be read, not answered as a hole
+	bad := int64(20*testBlock + 100)
+	sock := serve(t, "unix", oneExport{failingExport{disk, bad}})
+	c, err := Dial(context.Background(), "nbd+unix:///x?socket="+sock, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var re *RemoteError
+	_, err = c.ReadAt(make([]byte, 1<<20), 1<<20)
+	if !errors.As(err, &re) || re.Errno != EIO || !strings.Contains(re.Message, "block at offset 1310720: checksum mismatch") {
+		t.Fatalf("read over a bad block: %v, want EIO naming the block", err)
+	}
+	p := make([]byte, 1<<20)
+	if _, err := c.ReadAt(p, 2<<20); err != nil || !bytes.Equal(p, disk.b[2<<20:3<<20]) {
+		t.Fatalf("read after the failed one: %v", err)
 	}
 }
 

@@ -46,7 +46,7 @@ die() { log "error: $*"; exit 1; }
 install_deps() {
 	local want=() cmd pkg
 	for pair in restic:restic fio:fio mkfs.ext4:e2fsprogs debugfs:e2fsprogs /usr/bin/time:time \
-		fusermount3:fuse3 losetup:util-linux jq:jq curl:curl fallocate:util-linux; do
+		fusermount3:fuse3 losetup:util-linux jq:jq curl:curl fallocate:util-linux qemu-img:qemu-utils; do
 		cmd=${pair%%:*} pkg=${pair#*:}
 		command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
 	done
