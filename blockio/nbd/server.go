@@ -508,19 +508,34 @@ func (sc *conn) fail(q Request, errno uint32, msg string) error {
 	return sc.send(h, p)
 }
 
-var readBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+// readBufs hold read replies: a small class for the 4-64 KiB reads of random access, a large
+// one for sequential reads, so a 4 KiB read never clears a megabyte. Larger reads allocate.
+var readBufs = [2]struct {
+	size int
+	pool sync.Pool
+}{{size: 64 << 10}, {size: 1 << 20}}
+
+// getBuf returns a buffer of n bytes and what gives it back.
+func getBuf(n int) ([]byte, func()) {
+	for i := range readBufs {
+		c := &readBufs[i]
+		if n <= c.size {
+			bp, _ := c.pool.Get().(*[]byte)
+			if bp == nil {
+				b := make([]byte, c.size)
+				bp = &b
+			}
+			return (*bp)[:n], func() { c.pool.Put(bp) }
+		}
+	}
+	return make([]byte, n), func() {}
+}
 
 // read answers NBD_CMD_READ: holes as NBD_REPLY_TYPE_OFFSET_HOLE chunks and data as
 // NBD_REPLY_TYPE_OFFSET_DATA chunks when structured, else the bytes with holes as zeros.
 func (sc *conn) read(ctx context.Context, q Request, ex Export) error {
-	var buf []byte
-	if q.Length <= 1<<20 {
-		bp := readBufs.Get().(*[]byte)
-		defer readBufs.Put(bp)
-		buf = (*bp)[:q.Length]
-	} else {
-		buf = make([]byte, q.Length)
-	}
+	buf, put := getBuf(int(q.Length))
+	defer put()
 	off, end := int64(q.Offset), int64(q.Offset)+int64(q.Length)
 	var data [][2]int64 // data extents within the request
 	if sc.structured {
