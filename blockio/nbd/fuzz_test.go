@@ -9,9 +9,9 @@ import (
 	"time"
 )
 
-// Fuzz targets for every decoder of what a server sends (and of what a client sends, for the
-// server to come): none may panic, and what decodes re-encodes to the same bytes. Seeds are
-// real messages, in f.Add and in testdata/fuzz.
+// Fuzz targets for every decoder of what a server sends and of what a client sends: none may
+// panic, and what decodes re-encodes to the same bytes. Seeds are
+// real messages, in f.Add and in testdata/fuzz. FuzzServerConn drives the server itself.
 
 func FuzzReadReplyHeader(f *testing.F) {
 	f.Add(AppendReplyHeader(nil, ReplyHeader{Error: 5, Cookie: 7}))
@@ -181,5 +181,53 @@ func FuzzClientReplies(f *testing.F) {
 			t.Fatal("the client hung on a reply stream")
 		}
 		c.Close()
+	})
+}
+
+// serverSession is a whole client session: handshake with every option the server knows,
+// then reads, block status, a refused write, a flush and NBD_CMD_DISC.
+func serverSession(export string) []byte {
+	b := be.AppendUint32(nil, FlagCFixedNewstyle|FlagCNoZeroes)
+	b = AppendOption(b, OptList, nil)
+	b = AppendOption(b, OptStructuredRepl, nil)
+	b = AppendOption(b, OptListMetaCtx, AppendMetaContextQuery(nil, export))
+	b = AppendOption(b, OptSetMetaCtx, AppendMetaContextQuery(nil, export, ContextAllocation))
+	b = AppendOption(b, OptInfo, AppendGo(nil, export, InfoName, InfoBlockSize))
+	b = AppendOption(b, OptGo, AppendGo(nil, export))
+	b = AppendRequest(b, Request{Type: CmdRead, Cookie: 1, Offset: 0, Length: 256 << 10})
+	b = AppendRequest(b, Request{Type: CmdBlockStatus, Cookie: 2, Offset: 4096, Length: 1 << 20})
+	b = AppendRequest(b, Request{Type: CmdBlockStatus, Flags: CmdFlagReqOne, Cookie: 3, Length: 1 << 20})
+	b = AppendRequest(b, Request{Type: CmdWrite, Cookie: 4, Offset: 0, Length: 16})
+	b = append(b, make([]byte, 16)...)
+	b = AppendRequest(b, Request{Type: CmdFlush, Cookie: 5})
+	b = AppendRequest(b, Request{Type: CmdRead, Cookie: 6, Offset: 1<<20 - 100, Length: 100})
+	return AppendRequest(b, Request{Type: CmdDisc})
+}
+
+// FuzzServerConn feeds raw bytes to a server connection as a client's: whatever they hold,
+// the server must not panic, must end the connection when they end, and must not hang.
+func FuzzServerConn(f *testing.F) {
+	f.Add(serverSession("disk"))
+	f.Add(serverSession("none"))
+	old := be.AppendUint32(nil, FlagCFixedNewstyle)
+	f.Add(AppendOption(old, OptExportName, []byte("disk")))
+	f.Add(AppendOption(be.AppendUint32(nil, FlagCFixedNewstyle), OptSetMetaCtx, AppendMetaContextQuery(nil, "disk", ContextAllocation)))
+	f.Add([]byte{0, 0, 0, 1, 0x49, 0x48, 0x41, 0x56})
+	exports := memExports{"disk": newMemExport(1<<20, 11)}
+	srv := NewServer(exports, nil)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		client, server := net.Pipe()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		done := make(chan struct{})
+		go func() { srv.ServeConn(ctx, server); close(done) }()
+		go func() { _, _ = io.Copy(io.Discard, client) }()
+		_, _ = client.Write(in)
+		client.Close()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatal("the server did not end the connection when its client went away")
+		}
 	})
 }

@@ -77,6 +77,7 @@ type CLI struct {
 	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`
 	Mount      MountCmd      `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
+	NBD        NBDCmd        `cmd:"" name:"nbd" help:"Serve backups read-only over NBD (qemu-img, qemu, nbd-client), until Ctrl-C."`
 
 	// Cinder's verbs, for hands that know them.
 	BackupCreate   BackupCreateCmd   `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`

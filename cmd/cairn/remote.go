@@ -75,11 +75,11 @@ func (c *client) confirm(question string) error {
 // maxQuestions bounds the rounds of one forwarded command (each asks one question).
 const maxQuestions = 4
 
-// forwardable says which commands a gateway can run: not those that start a gateway or a
-// mount, nor init (no repository yet), nor passwd (it reads passphrases here and needs no
+// forwardable says which commands a gateway can run: not those that start a gateway, a
+// mount or an NBD server, nor init (no repository yet), nor passwd (it reads passphrases here and needs no
 // index).
 func forwardable(cmd string) bool {
-	for _, local := range []string{"serve", "mount", "repo init", "repo passwd", "completion"} {
+	for _, local := range []string{"serve", "mount", "nbd", "repo init", "repo passwd", "completion"} {
 		if cmd == local || strings.HasPrefix(cmd, local+" ") {
 			return false
 		}

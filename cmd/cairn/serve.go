@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/gateway/api"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -27,6 +28,7 @@ type ServeCmd struct {
 	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`
 	CacheSize  string `help:"With --mount: decompressed block cache." default:"64M"`
 	Policies   bool   `help:"Run the repository's policies (with several gateways on one repository, let one run them: --no-policies on the others)." default:"true" negatable:""`
+	NBD        string `help:"Serve every available backup read-only over NBD on this TCP address too, e.g. 127.0.0.1:10809; beyond loopback it needs --auth token and --tokens (export names TOKEN@BACKUP_ID)." name:"nbd" placeholder:"ADDR"`
 	UI         bool   `help:"Serve the web console at /ui/ on the --listen address (sign-in with a token of --tokens; never on the unix socket)." default:"true" negatable:""`
 }
 
@@ -35,6 +37,17 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	g.serving = true
 	if c.Auth == "token" && c.Tokens == "" && c.Listen != "" {
 		return fmt.Errorf("%w: --auth token needs --tokens FILE (or use --auth noauth for a lab)", gateway.ErrInvalid)
+	}
+	var tokens api.Tokens
+	if c.Tokens != "" {
+		var err error
+		if tokens, err = api.LoadTokens(c.Tokens); err != nil {
+			return fmt.Errorf("%w: --tokens: %v", gateway.ErrInvalid, err)
+		}
+	}
+	nbdOpts, err := c.nbdOptions(tokens)
+	if err != nil {
+		return err
 	}
 	if c.Mount != "" {
 		n, err := parseSize(c.CacheSize)
@@ -62,7 +75,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		go svc.RunPolicies(hbCtx)
 	}
 
-	apiHandler, tcpHandler, err := newAPI(svc, c, log)
+	apiHandler, tcpHandler, err := newAPI(svc, c, tokens, log)
 	if err != nil {
 		return err
 	}
@@ -93,16 +106,28 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		servers = append(servers, &http.Server{Handler: tcpHandler, ReadHeaderTimeout: 10 * time.Second})
 		listeners = append(listeners, tl)
 	}
+	var nl net.Listener
+	if c.NBD != "" {
+		if nl, err = net.Listen("tcp", c.NBD); err != nil {
+			for _, l := range listeners {
+				l.Close()
+			}
+			return fmt.Errorf("listen on %s: %w", c.NBD, err)
+		}
+	}
 	unmount, err := c.mount(svc, g)
 	if err != nil {
 		for _, l := range listeners {
 			l.Close()
 		}
+		if nl != nil {
+			nl.Close()
+		}
 		return err
 	}
 	defer unmount()
 	log.Info("gateway serving", "repository", svc.Location(), "socket", sock, "listen", c.Listen, "auth", c.Auth,
-		"workers", c.JobWorkers, "mount", c.Mount)
+		"workers", c.JobWorkers, "mount", c.Mount, "nbd", c.NBD)
 	if !g.Quiet {
 		fmt.Fprintf(g.stderr, "cairn: serving %s on %s", svc.Location(), sock)
 		if c.Listen != "" {
@@ -110,6 +135,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			if tcpHandler != apiHandler {
 				fmt.Fprintf(g.stderr, " (console: http://%s/ui/)", c.Listen)
 			}
+		}
+		if nl != nil {
+			fmt.Fprintf(g.stderr, " and nbd://%s", nl.Addr())
 		}
 		fmt.Fprintln(g.stderr, " (Ctrl-C stops)")
 	}
@@ -124,6 +152,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return nil
 		})
 	}
+	if nl != nil {
+		eg.Go(func() error { return svc.ServeNBD(egCtx, nl, nbdOpts) })
+	}
 	eg.Go(func() error {
 		<-egCtx.Done()
 		log.Info("gateway stopping: cancelling running jobs")
@@ -137,6 +168,26 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	err = eg.Wait()
 	log.Info("gateway stopped")
 	return err
+}
+
+// nbdOptions: with --auth token and a tokens file, every NBD export name carries a token of
+// it (TOKEN@BACKUP_ID), as every API request does; without, the NBD server may only listen
+// on loopback, and serves every project's backups there.
+func (c *ServeCmd) nbdOptions(tokens api.Tokens) (gateway.NBDOptions, error) {
+	var o gateway.NBDOptions
+	if c.NBD == "" {
+		return o, nil
+	}
+	if c.Auth == api.AuthToken && tokens != nil {
+		o.Tokens = tokens.Lookup
+	}
+	if _, _, err := net.SplitHostPort(c.NBD); err != nil {
+		return o, gateway.CheckNBDListen(c.NBD, o) // says what a good address is
+	}
+	if err := gateway.CheckNBDListen(c.NBD, o); err != nil {
+		return o, usageError(fmt.Sprintf("--nbd %s reaches beyond loopback, and NBD has no authentication of its own: give --auth token and --tokens FILE (export names are then TOKEN@BACKUP_ID)", c.NBD))
+	}
+	return o, nil
 }
 
 // serveLogger is the gateway's log: JSON lines to --log-file, else text to stderr, at info.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"net/http"
 
@@ -14,15 +13,8 @@ import (
 // its unix socket, and what it serves on --listen: the same API, with the web console at
 // /ui/ unless --no-ui. The console signs in with the API's tokens, so it needs --auth token;
 // it is never on the socket.
-func newAPI(svc *gateway.Service, c *ServeCmd, log *slog.Logger) (sock, tcp http.Handler, err error) {
-	opts := api.Options{Auth: c.Auth, Logger: log}
-	if c.Tokens != "" {
-		tokens, err := api.LoadTokens(c.Tokens)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: --tokens: %v", gateway.ErrInvalid, err)
-		}
-		opts.Tokens = tokens
-	}
+func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, log *slog.Logger) (sock, tcp http.Handler, err error) {
+	opts := api.Options{Auth: c.Auth, Logger: log, Tokens: tokens}
 	sock = api.New(svc, opts)
 	if !c.UI || c.Listen == "" {
 		return sock, sock, nil

@@ -11,6 +11,7 @@
 #   BENCH_COMPRESSION=zstd cairn repository compression
 #   BENCH_S3=auto|0        S3 section (needs /usr/local/bin/versitygw or versitygw in PATH)
 #   BENCH_FUSE=auto|0      FUSE section (needs `cairn mount`)
+#   BENCH_NBD=auto|0       NBD section (needs `cairn nbd`, qemu-img and fio's nbd engine)
 #   BENCH_FIO_SECONDS=12   length of each fio run
 #   BENCH_DIR=.bench       where the image cache, repositories and results live
 #   CAIRN_BIN=bin/cairn    the cairn binary to measure
@@ -30,6 +31,7 @@ BENCH_ENCRYPTION=${BENCH_ENCRYPTION:-aes-256-gcm}
 BENCH_COMPRESSION=${BENCH_COMPRESSION:-zstd}
 BENCH_S3=${BENCH_S3:-auto}
 BENCH_FUSE=${BENCH_FUSE:-auto}
+BENCH_NBD=${BENCH_NBD:-auto}
 BENCH_FIO_SECONDS=${BENCH_FIO_SECONDS:-12}
 # IMAGE_VERSION names the image recipe (mkimage + mkfs options): bump it when either changes,
 # so a cached image from an older recipe is never used.
@@ -45,7 +47,7 @@ die() { log "error: $*"; exit 1; }
 install_deps() {
 	local want=() cmd pkg
 	for pair in restic:restic fio:fio mkfs.ext4:e2fsprogs debugfs:e2fsprogs /usr/bin/time:time \
-		fusermount3:fuse3 losetup:util-linux jq:jq curl:curl fallocate:util-linux; do
+		fusermount3:fuse3 losetup:util-linux jq:jq curl:curl fallocate:util-linux qemu-img:qemu-utils; do
 		cmd=${pair%%:*} pkg=${pair#*:}
 		command -v "$cmd" >/dev/null 2>&1 || want+=("$pkg")
 	done
@@ -439,6 +441,79 @@ if [ $FUSE = 1 ]; then
 	step "restic mount" fuse_bench restic
 fi
 
+# --- 4b. NBD: cairn nbd, read by fio's nbd engine (libnbd) and qemu-img ------------------------
+NBD=0
+if [ "$BENCH_NBD" != 0 ]; then
+	if ! "$CAIRN" nbd --help >/dev/null 2>&1; then
+		fail_note "NBD section skipped: this cairn has no 'nbd' command yet"
+	elif ! command -v qemu-img >/dev/null || ! fio --enghelp 2>/dev/null | grep -qw nbd; then
+		fail_note "NBD section skipped: it needs qemu-img (qemu-utils) and a fio built with libnbd (the nbd engine)"
+	else
+		NBD=1
+	fi
+fi
+# start_nbd: 'cairn nbd' on a free loopback port; prints the incremental's URI once it listens.
+start_nbd() {
+	local port pid i
+	port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null ||
+		echo $((20000 + RANDOM % 20000)))
+	cairn-local nbd --listen "127.0.0.1:$port" >"$WORK/nbd.log" 2>&1 &
+	pid=$!
+	echo "$pid" >>"$WORK/pids"
+	echo "$pid" >"$WORK/nbd.pid"
+	for i in $(seq 600); do
+		(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "nbd://127.0.0.1:$port/vol/latest"; return 0; }
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.05
+	done
+	log "cairn nbd did not listen: $(tail -n 3 "$WORK/nbd.log" | tr '\n' ' ')"
+	return 1
+}
+stop_nbd() {
+	local pid
+	pid=$(cat "$WORK/nbd.pid")
+	awk '/^VmHWM/{print $2}' "/proc/$pid/status" >>"$RES/cairn.nbd.hwm" 2>/dev/null || true
+	kill "$pid" 2>/dev/null || true
+	for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.05; done
+	kill -9 "$pid" 2>/dev/null || true
+}
+nbd_bench() {
+	local uri jobs
+	# sequential read of every byte through the wire, cold: fio's nbd engine, 1 MiB reads, 4 in
+	# flight (the kernel's readahead keeps several in flight for dd on the FUSE tree too)
+	drop_caches
+	uri=$(start_nbd)
+	timed cairn.nbd.seq fio --name=seq --ioengine=nbd --uri="$uri" --rw=read --bs=1M --iodepth=4 --size="$SIZE" \
+		--readonly --output-format=json
+	stop_nbd
+	# a restore as a user runs it: qemu-img convert to a file (holes skipped by block status)
+	drop_caches
+	uri=$(start_nbd)
+	rm -f "$WORK/nbd-copy.raw"
+	timed cairn.nbd.convert qemu-img convert -f raw -O raw "$uri" "$WORK/nbd-copy.raw"
+	if [ "$(sha256sum <"$WORK/nbd-copy.raw" | cut -d' ' -f1)" = "$(cat "$WORK/vol.sha256")" ]; then
+		put cairn.nbd.convert.verified ok
+	else
+		put cairn.nbd.convert.verified MISMATCH
+		fail_note "qemu-img convert of the NBD export differs from the volume"
+	fi
+	rm -f "$WORK/nbd-copy.raw"
+	stop_nbd
+	# 4 KiB random reads, one request in flight per job (as the FUSE figures), a connection each
+	for jobs in 1 4; do
+		drop_caches
+		uri=$(start_nbd)
+		fio --name=rand --ioengine=nbd --uri="$uri" --rw=randread --bs=4k --size="$SIZE" --readonly \
+			--iodepth=1 --numjobs=$jobs --time_based --runtime="$BENCH_FIO_SECONDS" --group_reporting \
+			--output-format=json --output="$RES/cairn.nbdfio$jobs.json" >/dev/null
+		put "cairn.nbd.iops$jobs" "$(jq '.jobs[0].read.iops | floor' "$RES/cairn.nbdfio$jobs.json")"
+		stop_nbd
+	done
+}
+if [ $NBD = 1 ]; then
+	step "cairn nbd" nbd_bench
+fi
+
 [ -n "${S3_PID:-}" ] && { kill "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null || true; S3_PID=; }
 put load.end "$(uptime | sed 's/.*load average: //')"
 }
@@ -544,6 +619,18 @@ report() {
 		echo "| first 4 KiB after mount, ms | $(get cairn.fuse.ttfb_ms) | $(get restic.fuse.ttfb_ms) | |"
 		echo "| peak RSS of the mount process, MiB | $(kib2mib "$(hwm cairn)") | $(kib2mib "$(hwm restic)") | |"
 		echo "| tar of the ext4 inside the image (loop, ro), s | $(secs cairn.fuse.tar) | $(secs restic.fuse.tar) | $(ratio "$(secs restic.fuse.tar)" "$(secs cairn.fuse.tar)") |"
+		echo
+	fi
+	if [ $NBD = 1 ]; then
+		echo "## NBD: cairn nbd (read-only export of the incremental, vol/latest)"
+		echo
+		echo "| measure | cairn nbd | cairn mount (FUSE) |"
+		echo "|---|---|---|"
+		echo "| sequential read of every byte, MiB/s (fio nbd engine bs=1M iodepth=4 / dd bs=1M) | $(speed cairn.nbd.seq) | $(speed cairn.fuse.seq) |"
+		echo "| qemu-img convert to a file, MiB/s (s), sha256 | $(speed cairn.nbd.convert) ($(secs cairn.nbd.convert)), $(get cairn.nbd.convert.verified) | |"
+		echo "| 4 KiB random read IOPS, 1 job | $(get cairn.nbd.iops1) | $(get cairn.fuse.iops1) |"
+		echo "| 4 KiB random read IOPS, 4 jobs | $(get cairn.nbd.iops4) | $(get cairn.fuse.iops4) |"
+		echo "| peak RSS of the server, MiB | $( [ -s "$RES/cairn.nbd.hwm" ] && kib2mib "$(sort -n "$RES/cairn.nbd.hwm" | tail -n 1)" || echo -) | $(kib2mib "$(hwm cairn)") |"
 		echo
 	fi
 	for p in cairn cairn_s3; do

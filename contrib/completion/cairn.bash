@@ -29,6 +29,7 @@ _cairn() {
       "backup-show") path="backup-show" ;;
       "completion") path="completion" ;;
       "mount") path="mount" ;;
+      "nbd") path="nbd" ;;
       "policy") path="policy" ;;
       "policy create") path="policy create" ;;
       "policy delete") path="policy delete" ;;
@@ -77,7 +78,7 @@ _cairn() {
     esac
   done
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
@@ -100,6 +101,7 @@ _cairn() {
     "backup-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "completion") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "mount") COMPREPLY=($(compgen -W "--allow-other --cache-size --refresh" -- "$cur")) ;;
+    "nbd") COMPREPLY=($(compgen -W "--cache-size --listen --tokens" -- "$cur")) ;;
     "policy") COMPREPLY=($(compgen -W "create delete list run show update" -- "$cur")) ;;
     "policy create") COMPREPLY=($(compgen -W "--all-volumes --full-every --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --schedule --timezone --verify --verify-sample --volume" -- "$cur")) ;;
     "policy delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -125,7 +127,7 @@ _cairn() {
     "repo settings") COMPREPLY=($(compgen -W "--min-age" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
-    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --policies --tokens --ui" -- "$cur")) ;;
+    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --nbd --policies --tokens --ui" -- "$cur")) ;;
     "service") COMPREPLY=($(compgen -W "list" -- "$cur")) ;;
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "service-list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

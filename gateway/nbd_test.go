@@ -1,0 +1,175 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/blockio/nbd"
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// serveNBD serves s's backups with o on a Unix socket until the test ends.
+func serveNBD(t *testing.T, s *gateway.Service, o gateway.NBDOptions) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeNBD(ctx, l, o) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return sock
+}
+
+// nbdSHA reads an export whole and returns its sha256, or the error of opening it.
+func nbdSHA(t *testing.T, sock, export string) ([32]byte, error) {
+	t.Helper()
+	c, err := nbd.Dial(context.Background(), "nbd+unix:///"+export+"?socket="+sock, nbd.Options{})
+	if err != nil {
+		return [32]byte{}, err
+	}
+	defer c.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(c, 0, c.Size())); err != nil {
+		t.Fatal(err)
+	}
+	return [32]byte(h.Sum(nil)), nil
+}
+
+func fileSHA(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// Exports by id and VOLUME/latest, within a project, and with tokens: each reads as the
+// volume was, and what a caller may not see is not found.
+func TestNBDExports(t *testing.T) {
+	s, dir := newService(t)
+	admin, p1 := adminCtx(), as("alice", "p1", false)
+	img := image(t, dir, "vm.img", 512<<10)
+	if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	full, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumFull := fileSHA(t, img)
+	if err := os.WriteFile(img, make([]byte, 512<<10), 0o600); err != nil { // all zeros now
+		t.Fatal(err)
+	}
+	inc, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm", Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumInc := fileSHA(t, img)
+	other := image(t, dir, "db.img", 128<<10)
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: other, Name: "db"}); err != nil {
+		t.Fatal(err)
+	}
+	adminB, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	all := serveNBD(t, s, gateway.NBDOptions{})
+	for export, want := range map[string][32]byte{full.ID: sumFull, inc.ID: sumInc, "vm/latest": sumInc,
+		inc.VolumeID + "/latest": sumInc, adminB.ID: fileSHA(t, other), "db/latest": fileSHA(t, other)} {
+		if got, err := nbdSHA(t, all, export); err != nil || got != want {
+			t.Errorf("export %s: %v, sha256 %x; want %x", export, err, got[:4], want[:4])
+		}
+	}
+	for _, export := range []string{"nope", "nope/latest", ""} {
+		if _, err := nbdSHA(t, all, export); err == nil || !strings.Contains(err.Error(), "no such export") {
+			t.Errorf("export %q: %v, want no such export", export, err)
+		}
+	}
+	names, err := s.NBDExports(gateway.NBDOptions{}).List(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{full.ID, inc.ID, adminB.ID, "vm/latest", "db/latest"} {
+		if !strings.Contains(" "+strings.Join(names, " ")+" ", " "+want+" ") {
+			t.Errorf("list %q lacks %s", names, want)
+		}
+	}
+
+	// One project only: the admin project's backup is not there.
+	p1only := serveNBD(t, s, gateway.NBDOptions{Project: "p1"})
+	if _, err := nbdSHA(t, p1only, full.ID); err != nil {
+		t.Error(err)
+	}
+	for _, export := range []string{adminB.ID, "db/latest"} {
+		if _, err := nbdSHA(t, p1only, export); err == nil {
+			t.Errorf("project p1's server exports %s of the admin project", export)
+		}
+	}
+
+	// Tokens: TOKEN@NAME, as the API's callers; no listing.
+	tokens := map[string]gateway.Caller{"t-alice": {User: "alice", Project: "p1"}, "t-admin": {User: "root", Project: "admin", Admin: true}}
+	lookup := func(tok string) (gateway.Caller, bool) { c, ok := tokens[tok]; return c, ok }
+	guarded := serveNBD(t, s, gateway.NBDOptions{Tokens: lookup})
+	for export, ok := range map[string]bool{"t-alice@" + full.ID: true, "t-alice@vm/latest": true, "t-alice@" + adminB.ID: false,
+		"t-admin@" + adminB.ID: true, "t-admin@" + inc.ID: true, full.ID: false, "bad@" + full.ID: false, "@" + full.ID: false} {
+		_, err := nbdSHA(t, guarded, export)
+		if (err == nil) != ok {
+			t.Errorf("with tokens, export %s: %v; want served %v", export, err, ok)
+		}
+		// The client names what it asked for; what the server says after it must not.
+		if _, said, _ := strings.Cut(fmtErr(err), "nbd.sock: "); strings.Contains(said, "t-alice") {
+			t.Errorf("a refusal echoes the token: %v", err)
+		}
+	}
+	if _, err := s.NBDExports(gateway.NBDOptions{Tokens: lookup}).List(context.Background()); err == nil {
+		t.Error("a server that checks tokens lists its exports")
+	}
+}
+
+func fmtErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// Beyond loopback, NBD needs tokens or an explicit project.
+func TestCheckNBDListen(t *testing.T) {
+	tok := func(string) (gateway.Caller, bool) { return gateway.Caller{}, false }
+	for _, tc := range []struct {
+		addr string
+		o    gateway.NBDOptions
+		ok   bool
+	}{
+		{"127.0.0.1:10809", gateway.NBDOptions{}, true},
+		{"[::1]:10809", gateway.NBDOptions{}, true},
+		{"localhost:10809", gateway.NBDOptions{}, true},
+		{"0.0.0.0:10809", gateway.NBDOptions{}, false},
+		{":10809", gateway.NBDOptions{}, false},
+		{"192.0.2.1:10809", gateway.NBDOptions{}, false},
+		{"0.0.0.0:10809", gateway.NBDOptions{Tokens: tok}, true},
+		{"0.0.0.0:10809", gateway.NBDOptions{Project: "p1"}, true},
+		{"10809", gateway.NBDOptions{}, false},
+	} {
+		err := gateway.CheckNBDListen(tc.addr, tc.o)
+		if (err == nil) != tc.ok {
+			t.Errorf("CheckNBDListen(%q, %+v) = %v, want ok %v", tc.addr, tc.o, err, tc.ok)
+		}
+	}
+}
