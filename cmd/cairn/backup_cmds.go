@@ -72,8 +72,15 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 type BackupListCmd struct {
 	Volume      string `help:"Only this volume's backups." placeholder:"VOLUME"`
 	Status      string `help:"Only backups in this status."`
-	AllProjects bool   `help:"Admins: list every project's backups."`
+	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column)."`
+	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container." short:"l"`
 }
+
+// listWidth is what the default backup list fits in; listTime is its short time of day.
+const (
+	listWidth = 120
+	listTime  = "2006-01-02 15:04"
+)
 
 // Run lists backups.
 func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
@@ -93,12 +100,56 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return writeJSON(g.stdout, out)
 	}
-	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Stored", "Container", "Incremental", "Created"}}
-	for _, b := range bs {
-		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()),
-			humanBytes(b.Stats.NewBytes), s.Location(), fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
+	vols, err := s.ListVolumes(ctx, c.AllProjects)
+	if err != nil {
+		return err
 	}
-	return t.write(g.stdout)
+	names := make(map[string]string, len(vols))
+	for _, v := range vols {
+		names[v.ID] = v.Name
+	}
+	return backupTable(bs, names, s.Location(), c.Long, c.AllProjects).write(g.stdout)
+}
+
+// backupTable is the backup list: by default the columns that fit 120 columns, the volume
+// by name (its id when it is gone), long names cut short; long adds ids and every figure.
+func backupTable(bs []*index.Backup, volNames map[string]string, location string, long, allProjects bool) *table {
+	volume := func(b *index.Backup) string {
+		if n := volNames[b.VolumeID]; n != "" {
+			return n
+		}
+		return b.VolumeID
+	}
+	t := &table{}
+	if long {
+		t.header = []string{"ID", "Volume ID", "Volume", "Name", "Status", "Size", "Stored", "Object Count", "Incremental", "Parent ID", "Created", "Container"}
+		if allProjects {
+			t.header = append(t.header, "Project")
+		}
+		for _, b := range bs {
+			row := []string{b.ID, b.VolumeID, volume(b), none(b.Name), string(b.Status), humanBytes(b.Size), humanBytes(b.Stats.NewBytes),
+				fmt.Sprint(b.ObjectCount()), fmt.Sprint(b.IsIncremental), none(b.ParentID), b.CreatedAt.Format(time.RFC3339), location}
+			if allProjects {
+				row = append(row, b.Project)
+			}
+			t.add(row...)
+		}
+		return t
+	}
+	t.header = []string{"ID", "Volume", "Name", "Status", "Size", "Created (UTC)"}
+	t.maxWidth, t.shrink = listWidth, []int{1, 2}
+	if allProjects {
+		t.header = append(t.header, "Project")
+		t.shrink = append(t.shrink, 6)
+	}
+	for _, b := range bs {
+		row := []string{b.ID, volume(b), none(b.Name), string(b.Status), humanBytes(b.Size), b.CreatedAt.UTC().Format(listTime)}
+		if allProjects {
+			row = append(row, b.Project)
+		}
+		t.add(row...)
+	}
+	return t
 }
 
 // BackupShowCmd shows a backup.
