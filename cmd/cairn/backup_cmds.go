@@ -10,6 +10,8 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // BackupCmd groups backup commands.
@@ -65,7 +67,19 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	if !async || c.Wait {
+		p.summary("backed up "+c.Volume+" as backup "+b.ID, b.Size, backupFigures(b)...)
+	}
 	return g.showBackup(s, b)
+}
+
+// backupFigures are a finished backup's read and stored bytes, for its summary line.
+func backupFigures(b *index.Backup) []string {
+	read := b.Stats.ReadBytes
+	if b.ReadMode == "" && read == 0 {
+		read = b.Size // a record from before cairn counted what it read
+	}
+	return []string{"read " + units.Bytes(read), "stored " + units.Bytes(b.Stats.NewBytes) + " new"}
 }
 
 // BackupListCmd lists backups.
@@ -127,7 +141,7 @@ func backupTable(bs []*index.Backup, volNames map[string]string, location string
 			t.header = append(t.header, "Project")
 		}
 		for _, b := range bs {
-			row := []string{b.ID, b.VolumeID, volume(b), none(b.Name), string(b.Status), humanBytes(b.Size), humanBytes(b.Stats.NewBytes),
+			row := []string{b.ID, b.VolumeID, volume(b), none(b.Name), string(b.Status), units.Bytes(b.Size), units.Bytes(b.Stats.NewBytes),
 				fmt.Sprint(b.ObjectCount()), fmt.Sprint(b.IsIncremental), none(b.ParentID), b.CreatedAt.Format(time.RFC3339), location}
 			if allProjects {
 				row = append(row, b.Project)
@@ -143,7 +157,7 @@ func backupTable(bs []*index.Backup, volNames map[string]string, location string
 		t.shrink = append(t.shrink, 6)
 	}
 	for _, b := range bs {
-		row := []string{b.ID, volume(b), none(b.Name), string(b.Status), humanBytes(b.Size), b.CreatedAt.UTC().Format(listTime)}
+		row := []string{b.ID, volume(b), none(b.Name), string(b.Status), units.Bytes(b.Size), b.CreatedAt.UTC().Format(listTime)}
 		if allProjects {
 			row = append(row, b.Project)
 		}
@@ -242,11 +256,18 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	if !async || c.Wait {
+		var lost []string
+		if res.LostBytes > 0 {
+			lost = append(lost, units.Bytes(res.LostBytes)+" lost (written as zeros)")
+		}
+		p.summary("restored backup "+res.BackupID+" to "+res.Path, res.Size, lost...)
+	}
 	if g.json() {
 		return writeJSON(g.stdout, res)
 	}
 	rows := [][2]string{{"backup_id", res.BackupID}, {"volume_id", none(res.VolumeID)},
-		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", humanBytes(res.Size)}}
+		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", units.Bytes(res.Size)}}
 	if res.LostBytes > 0 {
 		rows = append(rows, [2]string{"lost_bytes", fmt.Sprintf("%d (written as zeros)", res.LostBytes)},
 			[2]string{"lost_ranges", byteRanges(res.Lost, 8)})
@@ -337,11 +358,11 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		return writeJSON(g.stdout, backupJSON(s, b))
 	}
 	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
-		{"status", string(b.Status)}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
+		{"status", string(b.Status)}, {"size", units.Bytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
 		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
-		{"read_bytes", humanBytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
-		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
+		{"read_bytes", units.Bytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
+		{"stored_bytes", units.Bytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
 		{"last_restore", lastRestore(b.LastRestore)}})
 }
