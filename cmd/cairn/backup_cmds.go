@@ -85,7 +85,7 @@ func backupFigures(b *index.Backup) []string {
 // BackupListCmd lists backups.
 type BackupListCmd struct {
 	Volume      string `help:"Only this volume's backups." placeholder:"VOLUME"`
-	Status      string `help:"Only backups in this status."`
+	Status      string `help:"Only backups in this status: ${enum}." enum:"any,creating,available,deleting,restoring,error" default:"any"`
 	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column)."`
 	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container." short:"l"`
 }
@@ -103,7 +103,11 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: c.Status})
+	status := c.Status
+	if status == "any" {
+		status = ""
+	}
+	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: status})
 	if err != nil {
 		return err
 	}

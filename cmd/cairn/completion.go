@@ -12,7 +12,7 @@ import (
 // CompletionCmd prints a shell completion script generated from the command tree, so it
 // never drifts from the CLI.
 type CompletionCmd struct {
-	Shell string `arg:"" enum:"bash,zsh" help:"bash or zsh."`
+	Shell string `arg:"" enum:"bash,zsh" help:"The shell: ${enum}."`
 }
 
 // Run prints the script.

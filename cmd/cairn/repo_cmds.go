@@ -35,9 +35,9 @@ type RepoCmd struct {
 // RepoInitCmd creates a repository.
 type RepoInitCmd struct {
 	BlockSize   string `help:"Block size: the unit of change tracking and dedup." default:"16K"`
-	Compression string `help:"Compression." enum:"zstd,lz4,none" default:"zstd"`
-	Encryption  string `help:"Encryption at rest: aes-256-gcm under a passphrase (--password-file, CAIRN_PASSWORD or a prompt), or none." enum:"aes-256-gcm,none" default:"aes-256-gcm"`
-	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): governance or compliance; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
+	Compression string `help:"Compression: ${enum}." enum:"zstd,lz4,none" default:"zstd"`
+	Encryption  string `help:"Encryption at rest: ${enum}; aes-256-gcm under a passphrase (--password-file, CAIRN_PASSWORD or a prompt)." enum:"aes-256-gcm,none" default:"aes-256-gcm"`
+	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): ${enum}; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
 	Retention   string `help:"How long each object stays locked after it is written or extended by gc (with --object-lock): 30d, 12h, 90s." placeholder:"DURATION"`
 }
 

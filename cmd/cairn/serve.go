@@ -20,7 +20,7 @@ import (
 // v3 API on TCP and the FUSE tree.
 type ServeCmd struct {
 	Listen     string `help:"Serve the Block Storage v3 API on this TCP address too (opt-in), e.g. 127.0.0.1:8776." placeholder:"ADDR"`
-	Auth       string `help:"API authentication: token (from --tokens) or noauth (trusts X-User-Id/X-Project-Id: tests and labs only)." enum:"token,noauth" default:"token"`
+	Auth       string `help:"API authentication: ${enum}; token checks --tokens, noauth trusts X-User-Id/X-Project-Id (tests and labs only)." enum:"token,noauth" default:"token"`
 	Tokens     string `help:"Tokens file: one 'TOKEN USER PROJECT ROLE[,ROLE...]' per line; role admin makes an admin." type:"existingfile" placeholder:"FILE"`
 	JobWorkers int    `help:"Backups and restores run at once." default:"2"`
 	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
