@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -29,28 +30,113 @@ type BackupCmd struct {
 	Reset     BackupResetCmd     `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`
 }
 
-// BackupCreateCmd backs up a volume.
+// BackupCreateCmd backs up one or more volumes.
 type BackupCreateCmd struct {
-	Volume      string `arg:"" optional:"" help:"Volume id, name or path (an unknown path is registered); optional with --snapshot-id."`
-	Incremental bool   `help:"Store only the blocks changed since the volume's last backup." short:"i"`
-	Name        string `help:"Backup name."`
-	Description string `help:"Backup description."`
-	Force       bool   `help:"Back up an in-use volume from a snapshot taken first (crash-consistent)."`
-	SnapshotID  string `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT"`
-	Wait        bool   `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
-	Protected   bool   `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
-	Bitmap      string `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
+	Volumes     []string `arg:"" name:"volume" optional:"" help:"Volume ids, names or paths (an unknown path is registered), each its own backup; optional with --all or --snapshot-id."`
+	All         bool     `help:"Back up every volume of the project, each its own backup." xor:"volumes"`
+	Incremental bool     `help:"Store only the blocks changed since the volume's last backup." short:"i"`
+	Name        string   `help:"Backup name (each backup's, with several volumes)."`
+	Description string   `help:"Backup description."`
+	Force       bool     `help:"Back up an in-use volume from a snapshot taken first (crash-consistent)."`
+	SnapshotID  string   `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT" xor:"volumes"`
+	Wait        bool     `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
+	Protected   bool     `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
+	Bitmap      string   `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
 }
 
-// Run backs up the volume.
+// Run backs up the volumes: one alone as before (its backup's properties), several or --all
+// one after the other, a line for each as it ends; a failed one does not stop the rest.
 func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
+	if len(c.Volumes) == 0 && !c.All && c.SnapshotID == "" {
+		return usageError("name the volume to back up (or several, or --all, or --snapshot-id)")
+	}
+	if c.All && len(c.Volumes) > 0 {
+		return usageError("--all backs up every volume: name none with it")
+	}
+	if c.SnapshotID != "" && len(c.Volumes) > 1 {
+		return usageError("--snapshot-id backs up one snapshot: name at most its volume")
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	p := g.progress("backing up " + c.Volume)
-	req := gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
+	vols := c.Volumes
+	if c.All {
+		all, err := s.ListVolumes(ctx, false)
+		if err != nil {
+			return err
+		}
+		if len(all) == 0 {
+			return fmt.Errorf("%w: project %s has no volumes: register one with 'cairn volume manage'", gateway.ErrNotFound, g.Project)
+		}
+		for _, v := range all {
+			vols = append(vols, v.Name)
+		}
+	}
+	if len(vols) <= 1 && !c.All {
+		vol := ""
+		if len(vols) == 1 {
+			vol = vols[0]
+		}
+		b, err := c.backup(ctx, g, s, vol)
+		if err != nil {
+			return err
+		}
+		return g.showBackup(s, b)
+	}
+	return c.backupEach(ctx, g, s, vols)
+}
+
+// backupEach backs up each volume in turn and says how each ended, in a line (a JSON list
+// with --format json), then how many failed; the error is the first failure's, so the exit
+// code says what kind it was.
+func (c *BackupCreateCmd) backupEach(ctx context.Context, g *Globals, s *gateway.Service, vols []string) error {
+	var (
+		failed   []string
+		firstErr error
+		results  []map[string]any
+	)
+	for _, vol := range vols {
+		if ctx.Err() != nil {
+			failed, firstErr = append(failed, vol), cmp.Or(firstErr, ctx.Err())
+			results = append(results, map[string]any{"volume": vol, "error": message(ctx.Err())})
+			continue
+		}
+		b, err := c.backup(ctx, g, s, vol)
+		if err != nil {
+			failed, firstErr = append(failed, vol), cmp.Or(firstErr, err)
+			results = append(results, map[string]any{"volume": vol, "error": strings.TrimPrefix(message(err), "cairn: ")})
+			if !g.json() {
+				fmt.Fprintf(g.stdout, "%s: failed: %s\n", vol, strings.TrimPrefix(message(err), "cairn: "))
+			}
+			continue
+		}
+		r := backupJSON(s, b)
+		r["volume"] = vol
+		results = append(results, r)
+		if !g.json() {
+			fmt.Fprintf(g.stdout, "%s: backup %s %s, %s, stored %s new\n", vol, b.ID, b.Status, units.Bytes(b.Size), units.Bytes(b.Stats.NewBytes))
+		}
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, results); err != nil {
+			return err
+		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("%d of %d backups failed (%s): %w", len(failed), len(vols), strings.Join(failed, ", "), firstErr)
+	}
+	if !g.json() {
+		fmt.Fprintf(g.stdout, "%d backups of %d volumes: all succeeded\n", len(vols), len(vols))
+	}
+	return nil
+}
+
+// backup backs up one volume, with progress and its summary.
+func (c *BackupCreateCmd) backup(ctx context.Context, g *Globals, s *gateway.Service, vol string) (*index.Backup, error) {
+	p := g.progress("backing up " + cmp.Or(vol, "snapshot "+c.SnapshotID))
+	req := gateway.BackupRequest{Volume: vol, Name: c.Name, Description: c.Description,
 		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Bitmap: c.Bitmap, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {
@@ -65,12 +151,12 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	p.finish()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !async || c.Wait {
-		p.summary("backed up "+c.Volume+" as backup "+b.ID, b.Size, backupFigures(b)...)
+		p.summary("backed up "+cmp.Or(vol, "snapshot "+c.SnapshotID)+" as backup "+b.ID, b.Size, backupFigures(b)...)
 	}
-	return g.showBackup(s, b)
+	return b, nil
 }
 
 // backupFigures are a finished backup's read and stored bytes, for its summary line.

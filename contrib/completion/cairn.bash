@@ -79,7 +79,7 @@ _cairn() {
   case "$path" in
     "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect" -- "$cur")) ;;
-    "backup create") COMPREPLY=($(compgen -W "--bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
+    "backup create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -90,7 +90,7 @@ _cairn() {
     "backup restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait --yes" -- "$cur")) ;;
     "backup show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup unprotect") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "backup-create") COMPREPLY=($(compgen -W "--bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
+    "backup-create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup-delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup-export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
