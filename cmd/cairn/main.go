@@ -57,6 +57,7 @@ type Globals struct {
 	stdin          *os.File // where confirm asks (os.Stdin when nil)
 	client         *client  // the far end of a command forwarded to this gateway, or nil
 	password       string
+	noPrompt       bool             // never ask for a passphrase (shell completion)
 	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
 	shared         *gateway.Service // set when a gateway runs this command for a client
 	serving        bool             // cairn serve: log at info
@@ -77,6 +78,7 @@ type CLI struct {
 	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`
 	Mount      MountCmd      `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
+	Complete   CompleteCmd   `cmd:"" name:"__complete" hidden:"" help:"Print volume or backup ids and names for shell completion."`
 
 	// Cinder's verbs, for hands that know them.
 	BackupCreate   BackupCreateCmd   `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
@@ -297,7 +299,7 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 		return nil, err
 	}
 	s, err := gateway.Open(ctx, c)
-	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" {
+	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" && !g.noPrompt {
 		p, perr := g.readPassword("repository passphrase: ", false)
 		if perr != nil {
 			return nil, perr
