@@ -228,8 +228,8 @@ func TestFusePointsInTime(t *testing.T) {
 		if !ok {
 			t.Fatalf("volumes/vol.img/%s holds unknown backup %s", name, rec.ID)
 		}
-		if !strings.HasPrefix(name, rec.CreatedAt.UTC().Format("2006-01-02T150405Z")) {
-			t.Errorf("directory %s for a backup made at %v", name, rec.CreatedAt)
+		if want := rec.CreatedAt.UTC().Format("2006-01-02T150405Z"); name != want && name != want+"-"+rec.ID[:8] {
+			t.Errorf("directory %s for an unnamed backup made at %v", name, rec.CreatedAt)
 		}
 		img := filepath.Join(vdir, name, "disk.img")
 		if got := testutil.SHA256File(t, img); got != want {
@@ -737,5 +737,40 @@ func TestFuseProjectFilter(t *testing.T) {
 	vols, err := os.ReadDir(m.path("volumes"))
 	if err != nil || len(vols) != 1 || vols[0].Name() != "b.img" {
 		t.Errorf("volumes/ with --project p2: %v %v, want only b.img", vols, err)
+	}
+}
+
+// TestFuseNamedBackupFolder: through a real mount, a named backup's folder is its time then
+// its name, made safe for a path, and the time alone still resolves; both read the backup.
+func TestFuseNamedBackupFolder(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 33, testutil.Mixed)
+	sha := testutil.SHA256File(t, vol)
+	b := r.createBackup(vol, "--name", "nightly before upgrade")
+	var rec struct {
+		CreatedAt time.Time `json:"created_at"`
+	}
+	r.mustJSON(&rec, "backup", "show", b.ID)
+	m := mountCairn(t, r)
+	at := rec.CreatedAt.UTC().Format("2006-01-02T150405Z")
+	ents, err := os.ReadDir(m.path("volumes", "vol.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := at + "-nightly_before_upgrade"
+	if !slices.Equal(names, []string{want, "latest"}) {
+		t.Fatalf("volumes/vol.img has %v, want [%s latest]", names, want)
+	}
+	for _, name := range []string{want, at} {
+		if got := testutil.SHA256File(t, m.path("volumes", "vol.img", name, "disk.img")); got != sha {
+			t.Errorf("volumes/vol.img/%s/disk.img sha256 %s, want %s", name, got, sha)
+		}
 	}
 }
