@@ -774,3 +774,46 @@ func TestFuseNamedBackupFolder(t *testing.T) {
 		}
 	}
 }
+
+// TestMountServesCommands: while a plain 'cairn mount' runs, other commands on the repository
+// work (the mount owns the index and serves them on the socket, as a gateway does), and a new
+// backup shows in the mounted tree at once; a command that must open the index itself (a
+// second mount) is refused with the holder named.
+func TestMountServesCommands(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 34, testutil.Mixed)
+	first := r.createBackup(vol, "--name", "before")
+	m := mountCairn(t, r, "--refresh", "0") // no periodic refresh: only the change itself can show the new backup
+
+	testutil.ScatterWrites(t, vol, 35, 0.02, 4<<10, 16<<10)
+	sha := testutil.SHA256File(t, vol)
+	second := r.createBackup(vol, "-i", "--name", "beside-the-mount")
+	if !second.IsIncremental || second.ParentID != first.ID {
+		t.Fatalf("backup beside the mount: %+v, want an incremental of %s", second, first.ID)
+	}
+	if got := testutil.SHA256File(t, m.path("backups", second.ID, "disk.img")); got != sha {
+		t.Errorf("the new backup in the mount: sha256 %s, want %s", got, sha)
+	}
+	target, err := os.Readlink(m.path("volumes", "vol.img", "latest"))
+	if err != nil || !strings.HasSuffix(target, "-beside-the-mount") {
+		t.Errorf("latest -> %q %v, want the new backup's folder", target, err)
+	}
+	var list []backupJSON
+	r.mustJSON(&list, "backup", "list")
+	if len(list) != 2 {
+		t.Errorf("backup list beside the mount: %d backups, want 2", len(list))
+	}
+
+	other := filepath.Join(t.TempDir(), "mnt2")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	res := r.run("mount", other)
+	msg := checkFailure(t, res, []int{4}, []string{"mount", other})
+	if want := fmt.Sprintf("pid %d (cairn mount %s", m.cmd.Process.Pid, m.dir); !strings.Contains(msg, want) {
+		t.Errorf("second mount: %q does not name the holder (%s ...)", msg, want)
+	}
+}

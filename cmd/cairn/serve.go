@@ -66,16 +66,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	_ = os.Remove(sock) // a stale socket of a dead gateway (checked above that nobody answers)
-	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
-		return err
-	}
-	ul, err := net.Listen("unix", sock)
+	ul, err := listenUnix(sock)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", sock, err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ul.Close()
 		return err
 	}
 	defer os.Remove(sock)
@@ -149,4 +141,22 @@ func (g *Globals) serveLogger() (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(f, nil)), nil
 	}
 	return slog.New(slog.NewTextHandler(g.stderr, nil)), nil
+}
+
+// listenUnix listens on the CLI socket, only for its owner (mode 0600), replacing a stale
+// socket of a dead gateway or mount (the caller checked that nobody answers).
+func listenUnix(sock string) (net.Listener, error) {
+	_ = os.Remove(sock)
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		return nil, err
+	}
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ul.Close()
+		return nil, err
+	}
+	return ul, nil
 }
