@@ -17,6 +17,7 @@ import (
 type holder struct {
 	PID     int       `json:"pid"`
 	Command []string  `json:"command"`
+	Cwd     string    `json:"cwd,omitempty"` // where relative paths in Command start
 	Since   time.Time `json:"since"`
 }
 
@@ -24,7 +25,8 @@ func holderPath(dir string) string { return strings.TrimRight(dir, "/") + ".hold
 
 // writeHolder records this process as the index's holder; failing to is harmless.
 func writeHolder(dir string) {
-	b, err := json.Marshal(holder{PID: os.Getpid(), Command: redact(os.Args), Since: time.Now().UTC()})
+	cwd, _ := os.Getwd()
+	b, err := json.Marshal(holder{PID: os.Getpid(), Command: redact(os.Args), Cwd: cwd, Since: time.Now().UTC()})
 	if err != nil {
 		return
 	}
@@ -34,8 +36,8 @@ func writeHolder(dir string) {
 	}
 }
 
-// readHolder says who holds the index: "pid 1234 (cairn mount /mnt/b), since 2026-12-01
-// 14:32:10 UTC", or "" when no live process is recorded.
+// readHolder says who holds the index: "pid 1234 (cairn mount /mnt/b in /root), since
+// 2026-12-01 14:32:10 UTC", or "" when no live process is recorded.
 func readHolder(dir string) string {
 	b, err := os.ReadFile(holderPath(dir))
 	if err != nil {
@@ -49,7 +51,11 @@ func readHolder(dir string) string {
 	if len(cmd) > 0 {
 		cmd = append([]string{"cairn"}, cmd[1:]...)
 	}
-	return fmt.Sprintf("pid %d (%s), since %s", h.PID, strings.Join(cmd, " "), h.Since.Format("2006-01-02 15:04:05 MST"))
+	where := ""
+	if h.Cwd != "" {
+		where = " in " + h.Cwd
+	}
+	return fmt.Sprintf("pid %d (%s%s), since %s", h.PID, strings.Join(cmd, " "), where, h.Since.Format("2006-01-02 15:04:05 MST"))
 }
 
 // redact hides the values of flags that carry secrets.
