@@ -19,6 +19,7 @@ type entry struct {
 	name   string
 	attr   fuse.Attr
 	short  bool   // attributes change (latest): short kernel timeouts
+	hidden bool   // found by name but not listed (an older name of a backup's directory)
 	target string // a symlink's target
 	node   func() fs.InodeEmbedder
 }
@@ -125,9 +126,11 @@ func (d *dir) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 		d.f.log.Error("list failed", "dir", d.path(), "err", err)
 		return nil, errno(err)
 	}
-	out := make([]fuse.DirEntry, len(es))
-	for i, e := range es {
-		out[i] = fuse.DirEntry{Name: e.name, Mode: e.attr.Mode, Ino: e.attr.Ino}
+	out := make([]fuse.DirEntry, 0, len(es))
+	for _, e := range es {
+		if !e.hidden {
+			out = append(out, fuse.DirEntry{Name: e.name, Mode: e.attr.Mode, Ino: e.attr.Ino})
+		}
 	}
 	return fs.NewListDirStream(out), 0
 }

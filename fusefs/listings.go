@@ -59,32 +59,47 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 	return out, nil
 }
 
-// listVolume lists a volume's available backups by time, and latest. Backups in the same
-// second get "-<short id>".
+// listVolume lists a volume's available backups by time and name, and latest. Backups with
+// the same directory name (the same second and name) get "-<short id>". The names cairn
+// gave before backup names were part of them (the time alone) still resolve, unlisted.
 func (f *FS) listVolume(_ context.Context, d *dir, volumeID string) ([]entry, error) {
 	all, err := f.ix.VolumeBackups(volumeID)
 	if err != nil {
 		return nil, fmt.Errorf("list backups of volume %s: %w", volumeID, err)
 	}
 	var bs []*index.Backup
-	count := map[string]int{}
+	count, bareCount := map[string]int{}, map[string]int{}
 	for _, b := range all {
 		if f.visible(b) {
 			bs = append(bs, b)
-			count[backupDirName(b.CreatedAt)]++
+			count[backupDirName(b)]++
+			bareCount[bareDirName(b)]++
 		}
 	}
 	out := make([]entry, 0, len(bs)+1)
+	listed := make(map[string]bool, len(bs))
 	var newest *index.Backup
 	var latest string
 	for _, b := range bs {
-		name := backupDirName(b.CreatedAt)
+		name := backupDirName(b)
 		if count[name] > 1 {
 			name += "-" + shortID(b.ID)
 		}
+		listed[name] = true
 		out = append(out, f.backupEntry(name, "volume-backup", b))
 		if newest == nil || !b.CreatedAt.Before(newest.CreatedAt) {
 			newest, latest = b, name
+		}
+	}
+	for _, b := range bs {
+		old := bareDirName(b)
+		if bareCount[old] > 1 {
+			old += "-" + shortID(b.ID)
+		}
+		if !listed[old] {
+			e := f.backupEntry(old, "volume-backup-old-name", b)
+			e.hidden = true
+			out = append(out, e)
 		}
 	}
 	if newest != nil {

@@ -2,10 +2,10 @@ package fusefs
 
 import (
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cairn-backup/cairn/index"
 	"github.com/zeebo/xxh3"
 )
 
@@ -47,8 +47,44 @@ func shortID(id string) string {
 	return s
 }
 
-// backupDirName is a backup's directory name within its volume.
-func backupDirName(t time.Time) string { return t.UTC().Format(timeFormat) }
+// maxLabel bounds the backup name in a directory name, in bytes: long enough to read,
+// short enough to leave room for the time and a short id.
+const maxLabel = 100
+
+// backupDirName is a backup's directory name within its volume: its time, then its name when
+// it has one (2026-12-01T070355Z-nightly), so ls sorts by time and a name still tells
+// backups apart.
+func backupDirName(b *index.Backup) string {
+	t := bareDirName(b)
+	if l := label(b.Name); l != "" {
+		t += "-" + l
+	}
+	return t
+}
+
+// bareDirName is the time alone, the name cairn gave every backup directory before it
+// added backup names; it stays resolvable.
+func bareDirName(b *index.Backup) string { return b.CreatedAt.UTC().Format(timeFormat) }
+
+// label makes a backup name safe inside a directory name: separators, control characters
+// and white space become '_', and a long name is cut at a rune.
+func label(name string) string {
+	var b strings.Builder
+	for _, r := range strings.TrimSpace(name) {
+		switch {
+		case r == '/' || r == '\\' || r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r):
+			b.WriteByte('_')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	s := b.String()
+	for len(s) > maxLabel {
+		_, size := utf8.DecodeLastRuneInString(s)
+		s = s[:len(s)-size]
+	}
+	return s
+}
 
 // ino derives a stable inode number from what a node shows (kind) and whose it is (ids), so
 // the kernel's caches stay valid across lookups and remounts. Numbers stay below 2^63,

@@ -283,3 +283,54 @@ func TestListingIgnoresInterrupt(t *testing.T) {
 		t.Errorf("an interrupted read answers %v, want EINTR", got)
 	}
 }
+
+// TestTreeBackupNames: a named backup's directory is its time then its name, made safe for a
+// path; the same second and name get short ids; ls order is time order; the time-only name
+// of before still resolves without being listed; latest names the new form.
+func TestTreeBackupNames(t *testing.T) {
+	x := newTreeFixture(t, Options{})
+	x.volume(t, "v1", "vm", "admin")
+	data := map[string][]byte{}
+	for i, b := range []struct {
+		id, name string
+		at       time.Duration
+	}{
+		{"b1", "", 0}, {"b2", " nightly run/1\x01", time.Hour}, {"b3", "nightly", 2 * time.Hour}, {"b4", "nightly", 2*time.Hour + 500*time.Millisecond},
+	} {
+		data[b.id] = randomBytes(uint64(10+i), 40<<10)
+		x.backup(t, b.id, "v1", "admin", b.at, data[b.id])
+		if _, err := x.ix.UpdateBackup(b.id, func(r *index.Backup) error { r.Name = b.name; return nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	x.fs.Refresh(context.Background())
+	want := []string{"2026-11-24T101500Z", "2026-11-24T111500Z-nightly_run_1_", "2026-11-24T121500Z-nightly-b3",
+		"2026-11-24T121500Z-nightly-b4", "latest"}
+	if got := x.names(t, "volumes", "vm"); !slices.Equal(got, want) {
+		t.Fatalf("volumes/vm = %v, want %v", got, want)
+	}
+	if target, err := os.Readlink(filepath.Join(x.mnt, "volumes", "vm", "latest")); err != nil || target != want[3] {
+		t.Errorf("latest -> %q %v, want %s", target, err, want[3])
+	}
+	for name, id := range map[string]string{want[1]: "b2", want[2]: "b3",
+		"2026-11-24T111500Z": "b2", "2026-11-24T121500Z-b3": "b3", "2026-11-24T121500Z-b4": "b4"} { // the last three: old names
+		got, err := os.ReadFile(filepath.Join(x.mnt, "volumes", "vm", name, "disk.img"))
+		if err != nil || !bytes.Equal(got, data[id]) {
+			t.Errorf("volumes/vm/%s/disk.img: %d bytes, %v; want backup %s", name, len(got), err, id)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(x.mnt, "volumes", "vm", "2026-11-24T121500Z")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("an ambiguous old name resolves: %v", err)
+	}
+}
+
+func TestLabel(t *testing.T) {
+	for in, want := range map[string]string{
+		"nightly": "nightly", " two words ": "two_words", "a/b\\c": "a_b_c", "bell\x07": "bell_", "": "",
+		"数据": "数据", strings.Repeat("é", 80): strings.Repeat("é", 50),
+	} {
+		if got := label(in); got != want {
+			t.Errorf("label(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

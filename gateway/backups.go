@@ -12,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/units"
 	"github.com/google/uuid"
 )
 
@@ -117,7 +118,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if parent != nil {
 		kind = "incremental (parent " + parent.ID + ")"
 	}
-	s.jobs.logf(jobID, "accepted: %s backup of volume %s, %d bytes, by %s", kind, v.Name, b.Size, c.User)
+	s.jobs.logf(jobID, "accepted: %s backup of volume %s, %s, by %s", kind, v.Name, units.Bytes(b.Size), c.User)
 	if tmp := plan.tmp; tmp != nil {
 		s.jobs.logf(jobID, "the volume is in use: backing up a %s snapshot of it", tmp.Kind)
 	}
@@ -218,12 +219,14 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	s.metrics.bytesBackup.Add(float64(b.Size))
 	s.metrics.bytesStored.Add(float64(res.Stats.NewBytes))
 	s.notifyChange()
-	secs := time.Since(start).Seconds()
-	s.jobs.logf("backup/"+b.ID, "available: %d bytes read, %d changed blocks, %d new bytes stored, %.1f MiB/s",
-		b.Size, res.Stats.ChangedBlocks, res.Stats.NewBytes, float64(b.Size)/(1<<20)/max(secs, 1e-9))
+	took := time.Since(start)
+	s.jobs.logf("backup/"+b.ID, "available: %s of %s read, %d changed blocks, %s new stored, in %s, %s",
+		units.Bytes(res.Stats.ReadBytes+how.read), units.Bytes(b.Size), res.Stats.ChangedBlocks, units.Bytes(res.Stats.NewBytes),
+		units.Seconds(took), units.Rate(b.Size, took))
 	s.sampleStored()
 	s.log.Info("backup finished", "backup_id", b.ID, "volume_id", v.ID, "size", b.Size, "new_bytes", res.Stats.NewBytes,
-		"changed_blocks", res.Stats.ChangedBlocks, "read_bytes", res.Stats.ReadBytes+how.read, "read_mode", how.mode, "seconds", secs, "mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
+		"changed_blocks", res.Stats.ChangedBlocks, "read_bytes", res.Stats.ReadBytes+how.read, "read_mode", how.mode,
+		"seconds", took.Seconds(), "mib_per_s", units.MiBPerSecond(b.Size, took))
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/units"
 )
 
 // RestoreRequest restores a backup (seed 3.5.1) to a new volume (the default), onto a
@@ -167,7 +168,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		info.VolumeName = src.Name
 	}
 	s.jobs.add(info)
-	s.jobs.logf(jobID, "accepted: restore of backup %s (%d bytes) to %s", b.ID, b.Size, info.Target)
+	s.jobs.logf(jobID, "accepted: restore of backup %s (%s) to %s", b.ID, units.Bytes(b.Size), info.Target)
 	req.Progress = s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
 		defer cancel()
@@ -297,10 +298,10 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			err = fmt.Errorf("restore of backup %s to %s is incomplete: %w", b.ID, path, err)
 		} else {
 			s.metrics.bytesRest.Add(float64(b.Size))
-			secs := time.Since(start).Seconds()
-			s.jobs.logf("restore/"+b.ID, "restored %d bytes to %s, %.1f MiB/s", b.Size, path, float64(b.Size)/(1<<20)/max(secs, 1e-9))
-			s.log.Info("restore finished", "backup_id", b.ID, "target", path, "size", b.Size, "seconds", secs,
-				"mib_per_s", float64(b.Size)/(1<<20)/max(secs, 1e-9))
+			took := time.Since(start)
+			s.jobs.logf("restore/"+b.ID, "restored %s to %s in %s, %s", units.Bytes(b.Size), path, units.Seconds(took), units.Rate(b.Size, took))
+			s.log.Info("restore finished", "backup_id", b.ID, "target", path, "size", b.Size, "seconds", took.Seconds(),
+				"mib_per_s", units.MiBPerSecond(b.Size, took))
 		}
 	}()
 	t, err := blockio.OpenTarget(path, b.Size)

@@ -63,11 +63,15 @@ func Open(dir string) (*Index, error) {
 	}
 	if err != nil {
 		if strings.Contains(err.Error(), "Cannot acquire directory lock") || strings.Contains(err.Error(), "resource temporarily unavailable") {
+			if h := readHolder(dir); h != "" {
+				return nil, fmt.Errorf("index %s: %w: %s (stop it, or reach it through its socket)", dir, ErrLocked, h)
+			}
 			return nil, fmt.Errorf("index %s: %w (stop it, or use the running gateway)", dir, ErrLocked)
 		}
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
 	ix := &Index{db: db, dir: dir}
+	writeHolder(dir)
 	v, err := ix.Meta("schema")
 	if err != nil {
 		db.Close()
@@ -96,7 +100,10 @@ func (ix *Index) Dir() string { return ix.dir }
 func (ix *Index) Sync() error { return ix.db.Sync() }
 
 // Close flushes and closes the database.
-func (ix *Index) Close() error { return ix.db.Close() }
+func (ix *Index) Close() error {
+	_ = os.Remove(holderPath(ix.dir))
+	return ix.db.Close()
+}
 
 // Meta returns a meta value, "" when unset.
 func (ix *Index) Meta(name string) (string, error) {

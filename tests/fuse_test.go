@@ -228,8 +228,8 @@ func TestFusePointsInTime(t *testing.T) {
 		if !ok {
 			t.Fatalf("volumes/vol.img/%s holds unknown backup %s", name, rec.ID)
 		}
-		if !strings.HasPrefix(name, rec.CreatedAt.UTC().Format("2006-01-02T150405Z")) {
-			t.Errorf("directory %s for a backup made at %v", name, rec.CreatedAt)
+		if want := rec.CreatedAt.UTC().Format("2006-01-02T150405Z"); name != want && name != want+"-"+rec.ID[:8] {
+			t.Errorf("directory %s for an unnamed backup made at %v", name, rec.CreatedAt)
 		}
 		img := filepath.Join(vdir, name, "disk.img")
 		if got := testutil.SHA256File(t, img); got != want {
@@ -737,5 +737,83 @@ func TestFuseProjectFilter(t *testing.T) {
 	vols, err := os.ReadDir(m.path("volumes"))
 	if err != nil || len(vols) != 1 || vols[0].Name() != "b.img" {
 		t.Errorf("volumes/ with --project p2: %v %v, want only b.img", vols, err)
+	}
+}
+
+// TestFuseNamedBackupFolder: through a real mount, a named backup's folder is its time then
+// its name, made safe for a path, and the time alone still resolves; both read the backup.
+func TestFuseNamedBackupFolder(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 33, testutil.Mixed)
+	sha := testutil.SHA256File(t, vol)
+	b := r.createBackup(vol, "--name", "nightly before upgrade")
+	var rec struct {
+		CreatedAt time.Time `json:"created_at"`
+	}
+	r.mustJSON(&rec, "backup", "show", b.ID)
+	m := mountCairn(t, r)
+	at := rec.CreatedAt.UTC().Format("2006-01-02T150405Z")
+	ents, err := os.ReadDir(m.path("volumes", "vol.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	want := at + "-nightly_before_upgrade"
+	if !slices.Equal(names, []string{want, "latest"}) {
+		t.Fatalf("volumes/vol.img has %v, want [%s latest]", names, want)
+	}
+	for _, name := range []string{want, at} {
+		if got := testutil.SHA256File(t, m.path("volumes", "vol.img", name, "disk.img")); got != sha {
+			t.Errorf("volumes/vol.img/%s/disk.img sha256 %s, want %s", name, got, sha)
+		}
+	}
+}
+
+// TestMountServesCommands: while a plain 'cairn mount' runs, other commands on the repository
+// work (the mount owns the index and serves them on the socket, as a gateway does), and a new
+// backup shows in the mounted tree at once; a command that must open the index itself (a
+// second mount) is refused with the holder named.
+func TestMountServesCommands(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 34, testutil.Mixed)
+	first := r.createBackup(vol, "--name", "before")
+	m := mountCairn(t, r, "--refresh", "0") // no periodic refresh: only the change itself can show the new backup
+
+	testutil.ScatterWrites(t, vol, 35, 0.02, 4<<10, 16<<10)
+	sha := testutil.SHA256File(t, vol)
+	second := r.createBackup(vol, "-i", "--name", "beside-the-mount")
+	if !second.IsIncremental || second.ParentID != first.ID {
+		t.Fatalf("backup beside the mount: %+v, want an incremental of %s", second, first.ID)
+	}
+	if got := testutil.SHA256File(t, m.path("backups", second.ID, "disk.img")); got != sha {
+		t.Errorf("the new backup in the mount: sha256 %s, want %s", got, sha)
+	}
+	target, err := os.Readlink(m.path("volumes", "vol.img", "latest"))
+	if err != nil || !strings.HasSuffix(target, "-beside-the-mount") {
+		t.Errorf("latest -> %q %v, want the new backup's folder", target, err)
+	}
+	var list []backupJSON
+	r.mustJSON(&list, "backup", "list")
+	if len(list) != 2 {
+		t.Errorf("backup list beside the mount: %d backups, want 2", len(list))
+	}
+
+	other := filepath.Join(t.TempDir(), "mnt2")
+	if err := os.Mkdir(other, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	res := r.run("mount", other)
+	msg := checkFailure(t, res, []int{4}, []string{"mount", other})
+	if want := fmt.Sprintf("pid %d (cairn mount %s", m.cmd.Process.Pid, m.dir); !strings.Contains(msg, want) {
+		t.Errorf("second mount: %q does not name the holder (%s ...)", msg, want)
 	}
 }

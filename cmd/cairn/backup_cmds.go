@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // BackupCmd groups backup commands.
@@ -27,28 +30,113 @@ type BackupCmd struct {
 	Reset     BackupResetCmd     `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`
 }
 
-// BackupCreateCmd backs up a volume.
+// BackupCreateCmd backs up one or more volumes.
 type BackupCreateCmd struct {
-	Volume      string `arg:"" optional:"" help:"Volume id, name or path (an unknown path is registered); optional with --snapshot-id."`
-	Incremental bool   `help:"Store only the blocks changed since the volume's last backup." short:"i"`
-	Name        string `help:"Backup name."`
-	Description string `help:"Backup description."`
-	Force       bool   `help:"Back up an in-use volume from a snapshot taken first (crash-consistent)."`
-	SnapshotID  string `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT"`
-	Wait        bool   `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
-	Protected   bool   `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
-	Bitmap      string `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
+	Volumes     []string `arg:"" name:"volume" optional:"" help:"Volume ids, names or paths (an unknown path is registered), each its own backup; optional with --all or --snapshot-id."`
+	All         bool     `help:"Back up every volume of the project, each its own backup." xor:"volumes"`
+	Incremental bool     `help:"Store only the blocks changed since the volume's last backup." short:"i"`
+	Name        string   `help:"Backup name (each backup's, with several volumes)."`
+	Description string   `help:"Backup description."`
+	Force       bool     `help:"Back up an in-use volume from a snapshot taken first (crash-consistent)."`
+	SnapshotID  string   `help:"Back up this snapshot of the volume (full or --incremental)." placeholder:"SNAPSHOT" xor:"volumes"`
+	Wait        bool     `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
+	Protected   bool     `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
+	Bitmap      string   `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
 }
 
-// Run backs up the volume.
+// Run backs up the volumes: one alone as before (its backup's properties), several or --all
+// one after the other, a line for each as it ends; a failed one does not stop the rest.
 func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
+	if len(c.Volumes) == 0 && !c.All && c.SnapshotID == "" {
+		return usageError("name the volume to back up (or several, or --all, or --snapshot-id)")
+	}
+	if c.All && len(c.Volumes) > 0 {
+		return usageError("--all backs up every volume: name none with it")
+	}
+	if c.SnapshotID != "" && len(c.Volumes) > 1 {
+		return usageError("--snapshot-id backs up one snapshot: name at most its volume")
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	p := g.progress("backing up " + c.Volume)
-	req := gateway.BackupRequest{Volume: c.Volume, Name: c.Name, Description: c.Description,
+	vols := c.Volumes
+	if c.All {
+		all, err := s.ListVolumes(ctx, false)
+		if err != nil {
+			return err
+		}
+		if len(all) == 0 {
+			return fmt.Errorf("%w: project %s has no volumes: register one with 'cairn volume manage'", gateway.ErrNotFound, g.Project)
+		}
+		for _, v := range all {
+			vols = append(vols, v.Name)
+		}
+	}
+	if len(vols) <= 1 && !c.All {
+		vol := ""
+		if len(vols) == 1 {
+			vol = vols[0]
+		}
+		b, err := c.backup(ctx, g, s, vol)
+		if err != nil {
+			return err
+		}
+		return g.showBackup(s, b)
+	}
+	return c.backupEach(ctx, g, s, vols)
+}
+
+// backupEach backs up each volume in turn and says how each ended, in a line (a JSON list
+// with --format json), then how many failed; the error is the first failure's, so the exit
+// code says what kind it was.
+func (c *BackupCreateCmd) backupEach(ctx context.Context, g *Globals, s *gateway.Service, vols []string) error {
+	var (
+		failed   []string
+		firstErr error
+		results  []map[string]any
+	)
+	for _, vol := range vols {
+		if ctx.Err() != nil {
+			failed, firstErr = append(failed, vol), cmp.Or(firstErr, ctx.Err())
+			results = append(results, map[string]any{"volume": vol, "error": message(ctx.Err())})
+			continue
+		}
+		b, err := c.backup(ctx, g, s, vol)
+		if err != nil {
+			failed, firstErr = append(failed, vol), cmp.Or(firstErr, err)
+			results = append(results, map[string]any{"volume": vol, "error": strings.TrimPrefix(message(err), "cairn: ")})
+			if !g.json() {
+				fmt.Fprintf(g.stdout, "%s: failed: %s\n", vol, strings.TrimPrefix(message(err), "cairn: "))
+			}
+			continue
+		}
+		r := backupJSON(s, b)
+		r["volume"] = vol
+		results = append(results, r)
+		if !g.json() {
+			fmt.Fprintf(g.stdout, "%s: backup %s %s, %s, stored %s new\n", vol, b.ID, b.Status, units.Bytes(b.Size), units.Bytes(b.Stats.NewBytes))
+		}
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, results); err != nil {
+			return err
+		}
+	}
+	if firstErr != nil {
+		return fmt.Errorf("%d of %d backups failed (%s): %w", len(failed), len(vols), strings.Join(failed, ", "), firstErr)
+	}
+	if !g.json() {
+		fmt.Fprintf(g.stdout, "%d backups of %d volumes: all succeeded\n", len(vols), len(vols))
+	}
+	return nil
+}
+
+// backup backs up one volume, with progress and its summary.
+func (c *BackupCreateCmd) backup(ctx context.Context, g *Globals, s *gateway.Service, vol string) (*index.Backup, error) {
+	p := g.progress("backing up " + cmp.Or(vol, "snapshot "+c.SnapshotID))
+	req := gateway.BackupRequest{Volume: vol, Name: c.Name, Description: c.Description,
 		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Bitmap: c.Bitmap, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {
@@ -63,17 +151,36 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	p.finish()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return g.showBackup(s, b)
+	if !async || c.Wait {
+		p.summary("backed up "+cmp.Or(vol, "snapshot "+c.SnapshotID)+" as backup "+b.ID, b.Size, backupFigures(b)...)
+	}
+	return b, nil
+}
+
+// backupFigures are a finished backup's read and stored bytes, for its summary line.
+func backupFigures(b *index.Backup) []string {
+	read := b.Stats.ReadBytes
+	if b.ReadMode == "" && read == 0 {
+		read = b.Size // a record from before cairn counted what it read
+	}
+	return []string{"read " + units.Bytes(read), "stored " + units.Bytes(b.Stats.NewBytes) + " new"}
 }
 
 // BackupListCmd lists backups.
 type BackupListCmd struct {
 	Volume      string `help:"Only this volume's backups." placeholder:"VOLUME"`
-	Status      string `help:"Only backups in this status."`
-	AllProjects bool   `help:"Admins: list every project's backups."`
+	Status      string `help:"Only backups in this status: ${enum}." enum:"any,creating,available,deleting,restoring,error" default:"any"`
+	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column)."`
+	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container." short:"l"`
 }
+
+// listWidth is what the default backup list fits in; listTime is its short time of day.
+const (
+	listWidth = 120
+	listTime  = "2006-01-02 15:04"
+)
 
 // Run lists backups.
 func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
@@ -82,7 +189,11 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: c.Status})
+	status := c.Status
+	if status == "any" {
+		status = ""
+	}
+	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: status})
 	if err != nil {
 		return err
 	}
@@ -93,12 +204,56 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return writeJSON(g.stdout, out)
 	}
-	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Object Count", "Stored", "Container", "Incremental", "Created"}}
-	for _, b := range bs {
-		t.add(b.ID, b.VolumeID, string(b.Status), none(b.Name), humanBytes(b.Size), fmt.Sprint(b.ObjectCount()),
-			humanBytes(b.Stats.NewBytes), s.Location(), fmt.Sprint(b.IsIncremental), b.CreatedAt.Format(time.RFC3339))
+	vols, err := s.ListVolumes(ctx, c.AllProjects)
+	if err != nil {
+		return err
 	}
-	return t.write(g.stdout)
+	names := make(map[string]string, len(vols))
+	for _, v := range vols {
+		names[v.ID] = v.Name
+	}
+	return backupTable(bs, names, s.Location(), c.Long, c.AllProjects).write(g.stdout)
+}
+
+// backupTable is the backup list: by default the columns that fit 120 columns, the volume
+// by name (its id when it is gone), long names cut short; long adds ids and every figure.
+func backupTable(bs []*index.Backup, volNames map[string]string, location string, long, allProjects bool) *table {
+	volume := func(b *index.Backup) string {
+		if n := volNames[b.VolumeID]; n != "" {
+			return n
+		}
+		return b.VolumeID
+	}
+	t := &table{}
+	if long {
+		t.header = []string{"ID", "Volume ID", "Volume", "Name", "Status", "Size", "Stored", "Object Count", "Incremental", "Parent ID", "Created", "Container"}
+		if allProjects {
+			t.header = append(t.header, "Project")
+		}
+		for _, b := range bs {
+			row := []string{b.ID, b.VolumeID, volume(b), none(b.Name), string(b.Status), units.Bytes(b.Size), units.Bytes(b.Stats.NewBytes),
+				fmt.Sprint(b.ObjectCount()), fmt.Sprint(b.IsIncremental), none(b.ParentID), b.CreatedAt.Format(time.RFC3339), location}
+			if allProjects {
+				row = append(row, b.Project)
+			}
+			t.add(row...)
+		}
+		return t
+	}
+	t.header = []string{"ID", "Volume", "Name", "Status", "Size", "Created (UTC)"}
+	t.maxWidth, t.shrink = listWidth, []int{1, 2}
+	if allProjects {
+		t.header = append(t.header, "Project")
+		t.shrink = append(t.shrink, 6)
+	}
+	for _, b := range bs {
+		row := []string{b.ID, volume(b), none(b.Name), string(b.Status), units.Bytes(b.Size), b.CreatedAt.UTC().Format(listTime)}
+		if allProjects {
+			row = append(row, b.Project)
+		}
+		t.add(row...)
+	}
+	return t
 }
 
 // BackupShowCmd shows a backup.
@@ -191,11 +346,18 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
+	if !async || c.Wait {
+		var lost []string
+		if res.LostBytes > 0 {
+			lost = append(lost, units.Bytes(res.LostBytes)+" lost (written as zeros)")
+		}
+		p.summary("restored backup "+res.BackupID+" to "+res.Path, res.Size, lost...)
+	}
 	if g.json() {
 		return writeJSON(g.stdout, res)
 	}
 	rows := [][2]string{{"backup_id", res.BackupID}, {"volume_id", none(res.VolumeID)},
-		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", humanBytes(res.Size)}}
+		{"volume_name", none(res.VolumeName)}, {"path", res.Path}, {"size", units.Bytes(res.Size)}}
 	if res.LostBytes > 0 {
 		rows = append(rows, [2]string{"lost_bytes", fmt.Sprintf("%d (written as zeros)", res.LostBytes)},
 			[2]string{"lost_ranges", byteRanges(res.Lost, 8)})
@@ -286,11 +448,11 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		return writeJSON(g.stdout, backupJSON(s, b))
 	}
 	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
-		{"status", string(b.Status)}, {"size", humanBytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
+		{"status", string(b.Status)}, {"size", units.Bytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
 		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
-		{"read_bytes", humanBytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
-		{"stored_bytes", humanBytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
+		{"read_bytes", units.Bytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
+		{"stored_bytes", units.Bytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
 		{"last_restore", lastRestore(b.LastRestore)}})
 }

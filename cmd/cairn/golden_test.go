@@ -101,8 +101,9 @@ func TestStatsLockedGolden(t *testing.T) {
 }
 
 var (
-	uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
-	timeRE = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
+	uuidRE     = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	timeRE     = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`)
+	listTimeRE = regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d`)
 )
 
 // mask replaces what differs from run to run by placeholders of the same width, so table
@@ -110,7 +111,8 @@ var (
 func mask(s, repoDir string) string {
 	s = strings.ReplaceAll(s, repoDir, "/tmp/cairn-golden-"+strings.Repeat("R", len(repoDir)-len("/tmp/cairn-golden-")))
 	s = uuidRE.ReplaceAllString(s, "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx")
-	return timeRE.ReplaceAllString(s, "YYYY-MM-DDThh:mm:ssZ")
+	s = timeRE.ReplaceAllString(s, "YYYY-MM-DDThh:mm:ssZ")
+	return listTimeRE.ReplaceAllString(s, "YYYY-MM-DD hh:mm")
 }
 
 // cli runs cairn in-process against repoDir and returns stdout and stderr and the exit code.

@@ -25,38 +25,39 @@ var version = "dev"
 
 // Globals are the flags every command takes.
 type Globals struct {
-	Repo           string `help:"Repository: a directory or s3://BUCKET/PREFIX." env:"CAIRN_REPO" placeholder:"DIR|URL"`
-	StateDir       string `help:"Where the index of a remote repository lives." env:"CAIRN_STATE_DIR" placeholder:"DIR"`
-	Format         string `help:"Output format." enum:"table,json" default:"table" short:"f"`
-	Quiet          bool   `help:"No progress output." short:"q"`
-	Project        string `help:"Project to act in (the embedded CLI acts as its admin)." env:"CAIRN_PROJECT" default:"admin"`
-	PasswordFile   string `help:"File holding the repository passphrase (else CAIRN_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
-	Endpoint       string `help:"S3 endpoint (else AWS_ENDPOINT_URL); http:// means no TLS." placeholder:"URL"`
-	Region         string `help:"S3 region (else AWS_REGION)."`
-	PathStyle      string `help:"S3 addressing." enum:"auto,path,virtual-host" default:"auto"`
-	AccessKey      string `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY"`
-	SecretKey      string `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY"`
-	Workers        int    `help:"Fingerprint/compress workers (0 = one per core)." default:"0"`
-	Concurrency    int    `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0"`
-	LogFile        string `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE"`
-	QuotaBackups   int64  `name:"default-quota-backups" help:"Backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1"`
-	QuotaGigabytes int64  `name:"default-quota-backup-gigabytes" help:"GiB of backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1"`
-	Socket         string `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH"`
-	Version        kong.VersionFlag
+	Repo           string           `help:"Repository: a directory or s3://BUCKET/PREFIX." env:"CAIRN_REPO" placeholder:"DIR|URL" group:"global"`
+	StateDir       string           `help:"Where the index of a remote repository lives." env:"CAIRN_STATE_DIR" placeholder:"DIR" group:"global"`
+	Format         string           `help:"Output format: ${enum}." enum:"table,json" default:"table" short:"f" group:"global"`
+	Quiet          bool             `help:"No progress output." short:"q" group:"global"`
+	Project        string           `help:"Project to act in (the embedded CLI acts as its admin)." env:"CAIRN_PROJECT" default:"admin" group:"global"`
+	PasswordFile   string           `help:"File holding the repository passphrase (else CAIRN_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE" group:"global"`
+	Endpoint       string           `help:"S3 endpoint (else AWS_ENDPOINT_URL); http:// means no TLS." placeholder:"URL" group:"s3"`
+	Region         string           `help:"S3 region (else AWS_REGION)." group:"s3"`
+	PathStyle      string           `help:"S3 addressing: ${enum}." enum:"auto,path,virtual-host" default:"auto" group:"s3"`
+	AccessKey      string           `help:"S3 access key (else AWS_ACCESS_KEY_ID)." placeholder:"KEY" group:"s3"`
+	SecretKey      string           `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY" group:"s3"`
+	Workers        int              `help:"Fingerprint/compress workers (0 = one per core)." default:"0" group:"global"`
+	Concurrency    int              `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0" group:"global"`
+	LogFile        string           `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE" group:"global"`
+	QuotaBackups   int64            `name:"default-quota-backups" help:"Backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1" group:"global"`
+	QuotaGigabytes int64            `name:"default-quota-backup-gigabytes" help:"GiB of backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1" group:"global"`
+	Socket         string           `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH" group:"global"`
+	Version        kong.VersionFlag `group:"global" help:"Print the version and exit."`
 
 	// Bounds on S3 requests: a dead server fails a backup in seconds, not minutes.
-	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0"`
-	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0"`
+	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0" group:"s3"`
+	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0" group:"s3"`
 
 	// Repository locks shared by every process and host that uses the repository.
-	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken; every process on the repository must use the same value." env:"CAIRN_LOCK_STALE" default:"10m"`
-	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish." env:"CAIRN_LOCK_WAIT" default:"1m"`
-	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY"`
+	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken; every process on the repository must use the same value." env:"CAIRN_LOCK_STALE" default:"10m" group:"global"`
+	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish." env:"CAIRN_LOCK_WAIT" default:"1m" group:"global"`
+	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY" group:"global"`
 
 	stdout, stderr io.Writer
 	stdin          *os.File // where confirm asks (os.Stdin when nil)
 	client         *client  // the far end of a command forwarded to this gateway, or nil
 	password       string
+	noPrompt       bool             // never ask for a passphrase (shell completion)
 	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
 	shared         *gateway.Service // set when a gateway runs this command for a client
 	serving        bool             // cairn serve: log at info
@@ -78,6 +79,7 @@ type CLI struct {
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`
 	Mount      MountCmd      `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 	NBD        NBDCmd        `cmd:"" name:"nbd" help:"Serve backups read-only over NBD (qemu-img, qemu, nbd-client), until Ctrl-C."`
+	Complete   CompleteCmd   `cmd:"" name:"__complete" hidden:"" help:"Print volume or backup ids and names for shell completion."`
 
 	// Cinder's verbs, for hands that know them.
 	BackupCreate   BackupCreateCmd   `cmd:"" name:"backup-create" help:"Same as 'backup create'." group:"cinder"`
@@ -129,7 +131,8 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitPanic(code)) }),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"}}),
+		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"},
+			{Key: "global", Title: "Global flags:"}, {Key: "s3", Title: "S3 flags (s3:// repositories):"}}),
 		kong.Resolvers(configs...),
 	)
 	if err != nil {
@@ -297,7 +300,7 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 		return nil, err
 	}
 	s, err := gateway.Open(ctx, c)
-	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" {
+	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" && !g.noPrompt {
 		p, perr := g.readPassword("repository passphrase: ", false)
 		if perr != nil {
 			return nil, perr

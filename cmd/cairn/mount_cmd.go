@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -53,6 +56,17 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 	fsys, err := fusefs.Mount(c.Dir, s.Repository(), s.Index(), o)
 	if err != nil {
 		return err
+	}
+	// The mount owns the index: it serves the other commands on the CLI socket, as a gateway
+	// does, so 'cairn backup create' works beside it; new backups show at once.
+	s.OnChange(func() { fsys.Refresh(context.Background()) })
+	defer s.OnChange(nil)
+	sock := g.socketPath()
+	stopServing, serr := serveCommands(s, sock)
+	if serr != nil {
+		fmt.Fprintf(g.stderr, "cairn: other commands cannot use this repository while it is mounted: %v\n", serr)
+	} else {
+		defer stopServing()
 	}
 	if !g.Quiet {
 		fmt.Fprintf(g.stderr, "cairn: backups of %s mounted on %s; Ctrl-C or 'fusermount3 -u %s' unmounts\n", s.Location(), c.Dir, c.Dir)
@@ -117,3 +131,35 @@ type mountUsageError struct{ err error }
 func (e mountUsageError) Error() string        { return e.err.Error() }
 func (e mountUsageError) Unwrap() error        { return e.err }
 func (e mountUsageError) Is(target error) bool { return target == gateway.ErrInvalid }
+
+// serveCommands runs the CLI's commands sent to sock against svc (see execHandler) until
+// the returned stop is called.
+func serveCommands(svc *gateway.Service, sock string) (stop func(), err error) {
+	if sock == "" {
+		return nil, errors.New("no socket path")
+	}
+	if socketAlive(sock) {
+		return nil, fmt.Errorf("%w at %s", errGatewayRunning, sock)
+	}
+	l, err := listenUnix(sock)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(execPath, execHandler(svc))
+	// Commands still running when the mount stops are interrupted (a backup cleans itself
+	// up as on Ctrl-C) before the service closes under them.
+	base, interrupt := context.WithCancel(context.Background())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return base }}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(l); close(done) }()
+	return func() {
+		interrupt()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+		_ = os.Remove(sock)
+	}, nil
+}

@@ -8,6 +8,8 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // progress shows a bar on a terminal (schollz/progressbar: maintained, handles widths and
@@ -59,13 +61,27 @@ func (p *progress) update(done, total int64) {
 }
 
 func (p *progress) line() {
-	secs := time.Since(p.start).Seconds()
 	pct := 100.0
 	if p.total > 0 {
 		pct = 100 * float64(p.done) / float64(p.total)
 	}
-	fmt.Fprintf(p.g.stderr, "%s: %3.0f%% (%s of %s) %.0f MiB/s\n", p.label, pct, humanBytes(p.done), humanBytes(p.total),
-		float64(p.done)/(1<<20)/max(secs, 1e-3))
+	fmt.Fprintf(p.g.stderr, "%s: %3.0f%% (%s of %s) %s\n", p.label, pct, units.Bytes(p.done), units.Bytes(p.total),
+		units.Rate(p.done, time.Since(p.start)))
+}
+
+// summary ends a finished transfer with one line on a terminal or not (--quiet silences it):
+// what it did, the bytes read and stored or written, the time it took and the rate over
+// the whole volume.
+func (p *progress) summary(what string, size int64, figures ...string) {
+	if p.g.Quiet {
+		return
+	}
+	took := time.Since(p.start)
+	line := fmt.Sprintf("%s: %s", what, units.Bytes(size))
+	for _, f := range figures {
+		line += ", " + f
+	}
+	fmt.Fprintf(p.g.stderr, "%s, in %s, %s\n", line, units.Seconds(took), units.Rate(size, took))
 }
 
 func (p *progress) finish() {

@@ -10,6 +10,8 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/gateway/retention"
 	"github.com/cairn-backup/cairn/repo"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // KeepFlags are prune's keep rules, shared by 'backup prune' and policies.
@@ -135,7 +137,7 @@ func (c *BackupPruneCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if gcStats != nil && !g.Quiet {
-		fmt.Fprintf(g.stdout, "gc: %d packs deleted, %d repacked, %s freed\n", gcStats.PacksDeleted, gcStats.PacksRepacked, humanBytes(gcStats.BytesFreed))
+		fmt.Fprintf(g.stdout, "gc: %d packs deleted, %d repacked, %s freed\n", gcStats.PacksDeleted, gcStats.PacksRepacked, units.Bytes(gcStats.BytesFreed))
 	}
 	if res.Failed > 0 {
 		return fmt.Errorf("prune could not remove %d backups (see the table): they stay", res.Failed)

@@ -14,6 +14,8 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"golang.org/x/term"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // RepoCmd groups repository commands.
@@ -33,9 +35,9 @@ type RepoCmd struct {
 // RepoInitCmd creates a repository.
 type RepoInitCmd struct {
 	BlockSize   string `help:"Block size: the unit of change tracking and dedup." default:"16K"`
-	Compression string `help:"Compression." enum:"zstd,lz4,none" default:"zstd"`
-	Encryption  string `help:"Encryption at rest: aes-256-gcm under a passphrase (--password-file, CAIRN_PASSWORD or a prompt), or none." enum:"aes-256-gcm,none" default:"aes-256-gcm"`
-	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): governance or compliance; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
+	Compression string `help:"Compression: ${enum}." enum:"zstd,lz4,none" default:"zstd"`
+	Encryption  string `help:"Encryption at rest: ${enum}; aes-256-gcm under a passphrase (--password-file, CAIRN_PASSWORD or a prompt)." enum:"aes-256-gcm,none" default:"aes-256-gcm"`
+	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): ${enum}; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
 	Retention   string `help:"How long each object stays locked after it is written or extended by gc (with --object-lock): 30d, 12h, 90s." placeholder:"DURATION"`
 }
 
@@ -115,7 +117,7 @@ func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		return writeJSON(g.stdout, out)
 	}
-	props := [][2]string{{"id", rc.ID}, {"location", s.Location()}, {"block_size", humanBytes(int64(rc.BlockSize))},
+	props := [][2]string{{"id", rc.ID}, {"location", s.Location()}, {"block_size", units.Bytes(int64(rc.BlockSize))},
 		{"compression", string(rc.Compression)}, {"encryption", rc.Encryption}}
 	if l := rc.ObjectLock; l != nil {
 		props = append(props, [2]string{"object_lock", string(l.Mode)}, [2]string{"retention", humanDuration(l.Period())})
@@ -172,9 +174,9 @@ func (c *RepoCheckCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintf(g.stdout, "checked %d backups, %d packs, %d blobs", rep.Backups, rep.Packs, rep.Blobs)
 		switch {
 		case rep.SamplePercent > 0:
-			fmt.Fprintf(g.stdout, ", read %d packs (a %v%% sample), %s", rep.PacksRead, rep.SamplePercent, humanBytes(rep.BytesRead))
+			fmt.Fprintf(g.stdout, ", read %d packs (a %v%% sample), %s", rep.PacksRead, rep.SamplePercent, units.Bytes(rep.BytesRead))
 		case rep.ReadData:
-			fmt.Fprintf(g.stdout, ", read %d packs, %s", rep.PacksRead, humanBytes(rep.BytesRead))
+			fmt.Fprintf(g.stdout, ", read %d packs, %s", rep.PacksRead, units.Bytes(rep.BytesRead))
 		}
 		fmt.Fprintln(g.stdout)
 		for _, n := range rep.Notes {
@@ -216,14 +218,14 @@ func (c *RepoStatsCmd) Run(ctx context.Context, g *Globals) error {
 // statsProperties are the rows of repo stats.
 func statsProperties(st *gateway.Stats) [][2]string {
 	props := [][2]string{
-		{"location", st.Location}, {"backup_service", st.Driver}, {"block_size", humanBytes(int64(st.BlockSize))},
+		{"location", st.Location}, {"backup_service", st.Driver}, {"block_size", units.Bytes(int64(st.BlockSize))},
 		{"compression", st.Compression}, {"encryption", st.Encryption},
 		{"volumes", fmt.Sprint(st.Volumes)}, {"backups", fmt.Sprint(st.Backups)},
-		{"logical_bytes", humanBytes(st.LogicalBytes)}, {"data_bytes", humanBytes(st.DataBytes)},
-		{"unique_bytes", humanBytes(st.UniquePlainBytes)}, {"stored_bytes", humanBytes(st.StoredBytes)},
-		{"pack_bytes", humanBytes(st.PackBytes)}, {"packs", fmt.Sprint(st.Packs)}, {"blobs", fmt.Sprint(st.Blobs)},
+		{"logical_bytes", units.Bytes(st.LogicalBytes)}, {"data_bytes", units.Bytes(st.DataBytes)},
+		{"unique_bytes", units.Bytes(st.UniquePlainBytes)}, {"stored_bytes", units.Bytes(st.StoredBytes)},
+		{"pack_bytes", units.Bytes(st.PackBytes)}, {"packs", fmt.Sprint(st.Packs)}, {"blobs", fmt.Sprint(st.Blobs)},
 		{"dedup_ratio", fmt.Sprintf("%.2f", st.DedupRatio)}, {"compression_ratio", fmt.Sprintf("%.2f", st.CompressionRatio)},
-		{"index_bytes", humanBytes(st.IndexBytes)},
+		{"index_bytes", units.Bytes(st.IndexBytes)},
 	}
 	l := st.ObjectLock
 	if l == nil {
@@ -264,7 +266,7 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 	props := [][2]string{{"backups", fmt.Sprint(st.Backups)}, {"live_blobs", fmt.Sprint(st.LiveBlobs)},
 		{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
 		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
-		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", humanBytes(st.BytesFreed)}}
+		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", units.Bytes(st.BytesFreed)}}
 	if s.Repository().Config().ObjectLock != nil {
 		props = append(props, [2]string{"packs_kept_locked", fmt.Sprint(st.PacksLocked)},
 			[2]string{"objects_extended", fmt.Sprint(st.ObjectsExtended)}, [2]string{"versions_removed", fmt.Sprint(st.VersionsRemoved)})
@@ -427,7 +429,7 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 	} else {
 		t := &table{header: []string{"Backup", "Lost", "Ranges", "Action"}}
 		for _, b := range rep.Backups {
-			lost, ranges := humanBytes(b.LostBytes), byteRanges(b.Lost, 3)
+			lost, ranges := units.Bytes(b.LostBytes), byteRanges(b.Lost, 3)
 			if b.Whole {
 				lost, ranges = "all", "its manifest is damaged"
 			}

@@ -21,7 +21,7 @@ import (
 // v3 API on TCP and the FUSE tree.
 type ServeCmd struct {
 	Listen     string `help:"Serve the Block Storage v3 API on this TCP address too (opt-in), e.g. 127.0.0.1:8776." placeholder:"ADDR"`
-	Auth       string `help:"API authentication: token (from --tokens) or noauth (trusts X-User-Id/X-Project-Id: tests and labs only)." enum:"token,noauth" default:"token"`
+	Auth       string `help:"API authentication: ${enum}; token checks --tokens, noauth trusts X-User-Id/X-Project-Id (tests and labs only)." enum:"token,noauth" default:"token"`
 	Tokens     string `help:"Tokens file: one 'TOKEN USER PROJECT ROLE[,ROLE...]' per line; role admin makes an admin." type:"existingfile" placeholder:"FILE"`
 	JobWorkers int    `help:"Backups and restores run at once." default:"2"`
 	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
@@ -79,16 +79,8 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	_ = os.Remove(sock) // a stale socket of a dead gateway (checked above that nobody answers)
-	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
-		return err
-	}
-	ul, err := net.Listen("unix", sock)
+	ul, err := listenUnix(sock)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", sock, err)
-	}
-	if err := os.Chmod(sock, 0o600); err != nil {
-		ul.Close()
 		return err
 	}
 	defer os.Remove(sock)
@@ -200,4 +192,22 @@ func (g *Globals) serveLogger() (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(f, nil)), nil
 	}
 	return slog.New(slog.NewTextHandler(g.stderr, nil)), nil
+}
+
+// listenUnix listens on the CLI socket, only for its owner (mode 0600), replacing a stale
+// socket of a dead gateway or mount (the caller checked that nobody answers).
+func listenUnix(sock string) (net.Listener, error) {
+	_ = os.Remove(sock)
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		return nil, err
+	}
+	ul, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ul.Close()
+		return nil, err
+	}
+	return ul, nil
 }

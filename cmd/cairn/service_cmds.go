@@ -42,7 +42,7 @@ func (c *ServiceListCmd) Run(ctx context.Context, g *Globals) error {
 // BackupResetCmd sets a backup's state; on a restoring backup it cancels the restore.
 type BackupResetCmd struct {
 	Backup string `arg:"" help:"Backup id or name."`
-	State  string `help:"New state." enum:"available,error" default:"error"`
+	State  string `help:"New state: ${enum}." enum:"available,error" default:"error"`
 }
 
 // Run resets the state.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // SnapshotCmd groups snapshot commands (seed 3.1.5).
@@ -61,7 +63,7 @@ func (c *SnapshotListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Kind", "Created"}}
 	for _, sn := range sns {
-		t.add(sn.ID, sn.VolumeID, string(sn.Status), none(sn.Name), humanBytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339))
+		t.add(sn.ID, sn.VolumeID, string(sn.Status), none(sn.Name), units.Bytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339))
 	}
 	return t.write(g.stdout)
 }
@@ -112,6 +114,6 @@ func (g *Globals) showSnapshot(sn *index.Snapshot) error {
 		return writeJSON(g.stdout, sn)
 	}
 	return properties(g.stdout, [][2]string{{"id", sn.ID}, {"name", none(sn.Name)}, {"volume_id", sn.VolumeID},
-		{"status", string(sn.Status)}, {"size", humanBytes(sn.Size)}, {"kind", sn.Kind}, {"path", sn.Path},
+		{"status", string(sn.Status)}, {"size", units.Bytes(sn.Size)}, {"kind", sn.Kind}, {"path", sn.Path},
 		{"project", sn.Project}, {"description", none(sn.Description)}, {"created_at", sn.CreatedAt.Format(time.RFC3339)}})
 }

@@ -15,6 +15,56 @@ import (
 type table struct {
 	header []string
 	rows   [][]string
+	// maxWidth, when set, bounds each line: the columns in shrink lose their widest cells'
+	// ends (marked …) until the table fits, none below its header or minCell columns.
+	maxWidth int
+	shrink   []int
+}
+
+// minCell is the narrowest a shrinking column gets: enough to tell most names apart.
+const minCell = 8
+
+// fit narrows the shrinkable columns until a line is at most maxWidth display columns wide.
+func (t *table) fit(widths []int) {
+	total := func() int {
+		n := 1
+		for _, w := range widths {
+			n += w + 3
+		}
+		return n
+	}
+	for t.maxWidth > 0 && total() > t.maxWidth {
+		widest := -1
+		for _, i := range t.shrink {
+			floor := max(minCell, uniseg.StringWidth(t.header[i]))
+			if widths[i] > floor && (widest < 0 || widths[i] > widths[widest]) {
+				widest = i
+			}
+		}
+		if widest < 0 {
+			return // as narrow as it goes
+		}
+		widths[widest]--
+	}
+}
+
+// truncate cuts s to at most w display columns, ending in … when it cut.
+func truncate(s string, w int) string {
+	if uniseg.StringWidth(s) <= w {
+		return s
+	}
+	var b strings.Builder
+	used := 0
+	g := uniseg.NewGraphemes(s)
+	for g.Next() {
+		cw := g.Width()
+		if used+cw > w-1 {
+			break
+		}
+		b.WriteString(g.Str())
+		used += cw
+	}
+	return b.String() + "…"
 }
 
 func (t *table) add(cells ...string) { t.rows = append(t.rows, cells) }
@@ -31,6 +81,7 @@ func (t *table) write(w io.Writer) error {
 			}
 		}
 	}
+	t.fit(widths)
 	var b strings.Builder
 	sep := func() {
 		b.WriteByte('+')
@@ -51,7 +102,7 @@ func (t *table) write(w io.Writer) error {
 				cell := ""
 				if i < len(cells) {
 					if parts := strings.Split(cells[i], "\n"); l < len(parts) {
-						cell = parts[l]
+						cell = truncate(parts[l], w)
 					}
 				}
 				fmt.Fprintf(&b, " %s%s |", cell, strings.Repeat(" ", w-uniseg.StringWidth(cell)))
@@ -83,20 +134,6 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
-}
-
-// humanBytes formats a size in binary units.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // parseSize reads sizes like 10G, 512MiB, 1T, 4096.

@@ -7,6 +7,8 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // VolumeCmd groups volume commands.
@@ -87,7 +89,7 @@ func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"ID", "Name", "Status", "Size", "Kind", "Path"}}
 	for _, v := range vols {
-		t.add(v.ID, v.Name, string(v.Status), humanBytes(v.Size), v.Kind, v.Path)
+		t.add(v.ID, v.Name, string(v.Status), units.Bytes(v.Size), v.Kind, v.Path)
 	}
 	return t.write(g.stdout)
 }
@@ -161,7 +163,7 @@ func (g *Globals) showVolume(v *index.Volume) error {
 	if g.json() {
 		return writeJSON(g.stdout, v)
 	}
-	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", humanBytes(v.Size)},
+	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", units.Bytes(v.Size)},
 		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)}, {"track_changes", fmt.Sprint(v.TrackChanges)},
 		{"identity", none(v.Identity)}, {"description", none(v.Description)}, {"fail_reason", none(v.FailReason)},
 		{"created_at", v.CreatedAt.Format(time.RFC3339)}})

@@ -11,6 +11,8 @@ import (
 	"github.com/cairn-backup/cairn/gateway/retention"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // Every action is two POSTs of the same form: the first shows what will happen on a
@@ -77,7 +79,7 @@ func (s *server) backupNow(w http.ResponseWriter, r *request) error {
 		if incremental {
 			kind = "an incremental backup (only the blocks changed since its last backup)"
 		}
-		q := fmt.Sprintf("Back up volume %s (%s) now, as %s?", v.Name, formatBytes(v.Size), kind)
+		q := fmt.Sprintf("Back up volume %s (%s) now, as %s?", v.Name, units.Bytes(v.Size), kind)
 		return s.askConfirm(w, r, confirmView{Question: q, Details: []string{"The backup runs in the background; its progress is on the jobs page.",
 			"The backup belongs to project " + r.sess.project + "."}, Button: "Back up now", Back: prefix + "volumes/" + v.ID})
 	}
@@ -115,7 +117,7 @@ func (s *server) restore(w http.ResponseWriter, r *request) error {
 		return badForm("restore target %q: new or existing", r.PostFormValue("target"))
 	}
 	if !confirmed(r) {
-		return s.askConfirm(w, r, confirmView{Question: fmt.Sprintf("Restore backup %s (%s, %s) to %s?", b.ID, formatBytes(b.Size), stamp(b.CreatedAt), target),
+		return s.askConfirm(w, r, confirmView{Question: fmt.Sprintf("Restore backup %s (%s, %s) to %s?", b.ID, units.Bytes(b.Size), stamp(b.CreatedAt), target),
 			Details: []string{"The restore runs in the background; its progress is on the jobs page."},
 			Button:  "Restore", Back: prefix + "backups/" + b.ID, Danger: req.Volume != ""})
 	}

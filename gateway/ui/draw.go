@@ -7,6 +7,8 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // Geometry of the chain drawing: one column per backup, oldest first, one lane per chain.
@@ -112,7 +114,7 @@ func drawStored(samples []gateway.StoredSample) chartView {
 		pts = append(pts, fmt.Sprintf("%d,%s", chartW-chartPad, strings.Split(pts[0], ",")[1]))
 	}
 	v.Points = strings.Join(pts, " ")
-	v.Max, v.From, v.To = formatBytes(top), stamp(from), stamp(to)
-	v.Last = formatBytes(samples[len(samples)-1].StoredBytes)
+	v.Max, v.From, v.To = units.Bytes(top), stamp(from), stamp(to)
+	v.Last = units.Bytes(samples[len(samples)-1].StoredBytes)
 	return v
 }

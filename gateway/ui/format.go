@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"github.com/cairn-backup/cairn/units"
 )
 
 // funcs are the templates' helpers.
@@ -15,7 +17,7 @@ var funcs = template.FuncMap{
 	"age":      age,
 	"stamp":    stamp,
 	"duration": formatDuration,
-	"rate":     func(bps float64) string { return formatBytes(int64(bps)) + "/s" },
+	"rate":     func(bps float64) string { return units.Bytes(int64(bps)) + "/s" },
 	"ratio":    func(f float64) string { return fmt.Sprintf("%.2f×", f) },
 	"pct":      func(f float64) string { return fmt.Sprintf("%.0f %%", f) },
 	"short":    func(id string) string { return id[:min(len(id), 8)] },
@@ -48,25 +50,11 @@ func parsePages() (map[string]*template.Template, error) {
 func anyBytes(n any) string {
 	switch v := n.(type) {
 	case int:
-		return formatBytes(int64(v))
+		return units.Bytes(int64(v))
 	case int64:
-		return formatBytes(v)
+		return units.Bytes(v)
 	}
 	return fmt.Sprint(n)
-}
-
-// formatBytes says n in binary units: 1.5 GiB.
-func formatBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // age says how long ago t was, roughly: 5 s, 3 min, 2 h, 4 d.
