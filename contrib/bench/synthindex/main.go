@@ -157,4 +157,3 @@ func peakRSS() string {
 	}
 	return "unknown"
 }
-
