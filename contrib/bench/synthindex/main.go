@@ -94,7 +94,7 @@ func run(dir string, n int64, samples int, reuse bool) error {
 		fmt.Printf("lookup %-4s p50 %v  p99 %v  mean %v  (%d samples)\n", kind, lat[len(lat)/2], lat[len(lat)*99/100],
 			sum/time.Duration(len(lat)), len(lat))
 	}
-	fmt.Printf("peak RSS %s\n", peakRSS())
+	fmt.Printf("peak RSS %s; now %s\n", procStatus("VmHWM"), procStatus("RssAnon", "RssFile"))
 	return ix.Close()
 }
 
@@ -144,16 +144,20 @@ func fill(dir string, n int64) error {
 	return nil
 }
 
-// peakRSS is the process's high-water resident set (VmHWM).
-func peakRSS() string {
+// procStatus returns fields of /proc/self/status (VmHWM: the peak resident set; RssAnon: the
+// heap and stacks; RssFile: file pages mapped, as Badger's tables are).
+func procStatus(names ...string) string {
 	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
 		return "unknown"
 	}
+	var out []string
 	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			return strings.TrimSpace(v)
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(l, n+":"); ok {
+				out = append(out, n+" "+strings.TrimSpace(v))
+			}
 		}
 	}
-	return "unknown"
+	return strings.Join(out, ", ")
 }
