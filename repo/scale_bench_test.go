@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"testing"
@@ -218,7 +219,16 @@ func peakHeap(fn func() error) (uint64, time.Duration, error) {
 			case <-t.C:
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
-				peak = max(peak, ms.HeapInuse)
+				if ms.HeapInuse > peak {
+					peak = ms.HeapInuse
+					if name := os.Getenv("CAIRN_SCALE_HEAP_PROFILE"); name != "" {
+						// What holds the heap at its peak (as of the last collection).
+						if f, err := os.Create(name); err == nil {
+							_ = pprof.WriteHeapProfile(f)
+							f.Close()
+						}
+					}
+				}
 			}
 		}
 	}()
