@@ -54,6 +54,13 @@ func newMarkSet(tmpDir string, limit int) *markSet {
 
 // add marks a (repeats are fine).
 func (s *markSet) add(a Address) error {
+	if s.buf == nil {
+		// Its final size at once: growing by append would hold the old array and the new one
+		// (up to 1.8 times the buffer) while it copies. The pages of a fresh large allocation
+		// are the kernel's zero pages until written, so a small repository's gc costs what it
+		// fills, not 32 MiB.
+		s.buf = make([]Address, 0, s.limit)
+	}
 	s.buf = append(s.buf, a)
 	if len(s.buf) >= s.limit {
 		return s.spill()
