@@ -31,8 +31,11 @@ func classify(err error) string {
 
 // checkWalk visits a backup's block map like Walk, but goes on past what it cannot read: each
 // unreadable tree node, and each data block that is not indexed or whose pack is missing, is
-// reported with the byte range of the volume it covers. seen is shared across backups; bad
-// remembers damaged addresses so that every backup that reaches one is told.
+// reported with the byte range of the volume it covers. seen holds the tree nodes walked,
+// shared across backups (a subtree many backups share is checked once); data blocks are looked
+// up each time a new leaf reaches them, so memory grows with the tree nodes (one per
+// LeafFanout blocks), not with the blobs. bad remembers damaged addresses so that every backup
+// that reaches one is told.
 type checkProblem struct {
 	class, what string
 	data        bool // a data blob (what Heal can find again in a volume)
@@ -50,10 +53,12 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 			report(p.class, start, end, p.what)
 			return false
 		}
-		if _, ok := seen[a]; ok {
-			return true
+		if t == BlobTree { // data blocks are not remembered: one entry a blob would not fit
+			if _, ok := seen[a]; ok {
+				return true
+			}
+			seen[a] = struct{}{}
 		}
-		seen[a] = struct{}{}
 		loc, ok, err := r.idx.Lookup(a)
 		var p checkProblem
 		switch {

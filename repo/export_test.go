@@ -2,7 +2,11 @@ package repo
 
 import (
 	"context"
+	"encoding/binary"
+	"math/rand/v2"
 	"time"
+
+	"github.com/zeebo/xxh3"
 )
 
 // WriteLockForTest writes a lock object as another process (host, pid) would have.
@@ -15,4 +19,85 @@ func WriteLockForTest(r *Repository, id, host string, pid int, op string) error 
 func PutDeletionForTest(r *Repository, at time.Time, id PackID, addrs []Address) error {
 	d := &deletion{packs: map[PackID][]Address{id: addrs}, sizes: map[PackID]int64{}}
 	return r.putObject(context.Background(), timeKey(deletedPrefix, at, "test"), d.encode())
+}
+
+// SynthBackupForTest stores a backup of blocks distinct data blocks without real data: each
+// data blob is 8 bytes under a random address (seeded), in packs of 4,096, and the block map
+// over them is real (tree nodes stored as a backup stores them). gc's mark, check without
+// reading data and a sync see a repository of that many blobs; a restore would not.
+// Its pack index objects carry the time at (now, if zero), as a writer whose clock read at would
+// have named them.
+func SynthBackupForTest(ctx context.Context, r *Repository, id string, blocks int, seed uint64, at time.Time) (*Manifest, error) {
+	rng := rand.New(rand.NewPCG(seed, 99))
+	var p packer
+	flush := func() error {
+		if p.empty() {
+			return nil
+		}
+		pid, data, entries := p.finish(r.keys)
+		if at.IsZero() {
+			return r.storePack(ctx, pid, data, entries)
+		}
+		if err := r.be.Put(ctx, pid.Key(), data); err != nil {
+			return err
+		}
+		if err := r.putObject(ctx, timeKey(indexPrefix, at, pid.String()), encodePackIndex(int64(len(data)), entries)); err != nil {
+			return err
+		}
+		return r.idx.AddPack(pid, int64(len(data)), entries)
+	}
+	add := func(t BlobType, a Address, stored []byte, plain int) error {
+		p.add(t, a, stored, plain)
+		if len(p.entries) >= 4096 {
+			return flush()
+		}
+		return nil
+	}
+	var level []Address
+	leaf := &node{}
+	for b := range blocks {
+		var a Address
+		for j := 0; j < len(a); j += 8 {
+			binary.LittleEndian.PutUint64(a[j:], rng.Uint64())
+		}
+		if err := add(BlobData, a, a[:8], r.cfg.BlockSize); err != nil {
+			return nil, err
+		}
+		leaf.fps = append(leaf.fps, xxh3.Uint128{Lo: uint64(b)})
+		leaf.addrs = append(leaf.addrs, a)
+		if len(leaf.addrs) == LeafFanout || b == blocks-1 {
+			a, err := r.synthNode(leaf, add)
+			if err != nil {
+				return nil, err
+			}
+			level = append(level, a)
+			leaf = &node{}
+		}
+	}
+	rootLevel := 0
+	for len(level) > 1 {
+		rootLevel++
+		var up []Address
+		for i := 0; i < len(level); i += NodeFanout {
+			a, err := r.synthNode(&node{level: rootLevel, addrs: level[i:min(i+NodeFanout, len(level))]}, add)
+			if err != nil {
+				return nil, err
+			}
+			up = append(up, a)
+		}
+		level = up
+	}
+	if err := flush(); err != nil {
+		return nil, err
+	}
+	m := &Manifest{ID: id, VolumeID: "vol-" + id, Size: int64(blocks) * int64(r.cfg.BlockSize), BlockSize: r.cfg.BlockSize,
+		Root: level[0], RootLevel: rootLevel, CreatedAt: time.Now().UTC()}
+	return m, r.PutManifest(ctx, m)
+}
+
+func (r *Repository) synthNode(n *node, add func(BlobType, Address, []byte, int) error) (Address, error) {
+	enc := n.encode(nil)
+	a := r.keys.address(BlobTree, enc)
+	stored, _ := r.keys.encodeBlob(nil, nil, enc, r.cfg.Compression, a)
+	return a, add(BlobTree, a, stored, len(enc))
 }

@@ -19,7 +19,13 @@ type GCOptions struct {
 	RepackThreshold float64
 	// DryRun decides and reports without writing or deleting anything.
 	DryRun bool
-	Log    func(format string, args ...any)
+	// TempDir is where the mark set spills once it outgrows its memory buffer (a sorted run
+	// of 32 bytes per reachable blob); "" means the system's temporary directory.
+	TempDir string
+	// MarkBuffer bounds the addresses the mark set holds in memory (32 bytes each); 0 means
+	// 1 Mi (32 MiB).
+	MarkBuffer int
+	Log        func(format string, args ...any)
 }
 
 // GCStats says what a garbage collection did.
@@ -90,12 +96,13 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 	}
 
-	live, err := r.mark(ctx, &st)
-	if err != nil {
+	live := newMarkSet(o.TempDir, o.MarkBuffer)
+	defer live.close()
+	if err := r.mark(ctx, &st, live); err != nil {
 		return st, err
 	}
-	st.LiveBlobs = len(live)
-	logf("marked %d blobs reachable from %d backups", len(live), st.Backups)
+	st.LiveBlobs = int(live.len())
+	logf("marked %d blobs reachable from %d backups", st.LiveBlobs, st.Backups)
 
 	usage := map[PackID]*packUsage{}
 	if err := r.idx.Packs(func(id PackID, size int64) error {
@@ -109,7 +116,11 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		if u == nil {
 			return nil
 		}
-		if _, ok := live[e.Addr]; ok {
+		ok, err := live.contains(e.Addr)
+		if err != nil {
+			return err
+		}
+		if ok {
 			u.live++
 			u.liveBytes += int64(e.Length)
 		} else {
@@ -247,7 +258,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 // deletePacks removes the doomed packs (drop and repack) in the deletion protocol's order:
 // their index objects, then the deletion record, then the packs. removed collects the keys.
 func (r *Repository) deletePacks(ctx context.Context, drop, repack []PackID, usage map[PackID]*packUsage,
-	indexKeys map[PackID][]string, live map[Address]struct{}, removed map[string]bool) error {
+	indexKeys map[PackID][]string, live *markSet, removed map[string]bool) error {
 	// The deletion record's contents: every address in each doomed pack, and
 	// where the live ones among them are now, so other indexes forget exactly these packs.
 	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
@@ -259,7 +270,9 @@ func (r *Repository) deletePacks(ctx context.Context, drop, repack []PackID, usa
 		addrs := make([]Address, len(entries))
 		for i, e := range entries {
 			addrs[i] = e.Addr
-			if _, ok := live[e.Addr]; !ok {
+			if ok, err := live.has(e.Addr); err != nil {
+				return err
+			} else if !ok {
 				continue
 			}
 			loc, ok, err := r.idx.Lookup(e.Addr)
@@ -317,32 +330,39 @@ func (u *packUsage) sizeOr(r *Repository, id PackID) int64 {
 	return 0
 }
 
-// mark returns every blob reachable from every manifest in the backend. A manifest or block
-// map that cannot be read stops gc: what it needs is unknown, so nothing may be deleted.
-func (r *Repository) mark(ctx context.Context, st *GCStats) (map[Address]struct{}, error) {
+// mark adds to live every blob reachable from every manifest in the backend. A manifest or
+// block map that cannot be read stops gc: what it needs is unknown, so nothing may be deleted.
+//
+// Memory: the tree nodes walked are remembered exactly (so that a subtree many backups share
+// is walked once); there is one for every LeafFanout data blocks at most. Data blob addresses
+// go only to live, which spills to disk past its buffer.
+func (r *Repository) mark(ctx context.Context, st *GCStats, live *markSet) error {
 	var ids []string
 	if err := r.ListManifests(ctx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
-		return nil, err
+		return err
 	}
 	sort.Strings(ids)
-	live := map[Address]struct{}{}
+	trees := map[Address]struct{}{}
 	for _, id := range ids {
 		m, err := r.GetManifest(ctx, id)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue // deleted since the listing (a delete needs no exclusive lock)
 		}
 		if err == nil {
-			err = r.Walk(ctx, m.Root, m.RootLevel, live, func(Address, BlobType) error { return nil })
+			err = r.walkTrees(ctx, m.Root, m.RootLevel, trees, live.add)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return ctx.Err()
 			}
-			return nil, fmt.Errorf("gc: backup %s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, ErrUnreadableBackup, err)
+			if errors.Is(err, errMarkSet) {
+				return err
+			}
+			return fmt.Errorf("gc: backup %s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, ErrUnreadableBackup, err)
 		}
 		st.Backups++
 	}
-	return live, nil
+	return live.finish()
 }
 
 // packEntries returns a pack's blob list from its index object, or its trailer.
@@ -357,7 +377,7 @@ func (r *Repository) packEntries(ctx context.Context, id PackID, size int64, ind
 
 // repack rewrites the live blobs of a pack into a new one (with its index object) and
 // returns the new pack's size. The old pack is deleted by the caller, after the deletion record.
-func (r *Repository) repack(ctx context.Context, id PackID, size int64, live map[Address]struct{}) (int64, error) {
+func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *markSet) (int64, error) {
 	entries, err := r.readTrailer(ctx, id, size)
 	if err != nil {
 		return 0, err
@@ -369,7 +389,9 @@ func (r *Repository) repack(ctx context.Context, id PackID, size int64, live map
 	var p packer
 	var scratch, plain []byte
 	for _, e := range entries {
-		if _, ok := live[e.Addr]; !ok {
+		if ok, err := live.has(e.Addr); err != nil {
+			return 0, err
+		} else if !ok {
 			continue
 		}
 		loc, ok, err := r.idx.Lookup(e.Addr)

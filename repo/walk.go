@@ -59,3 +59,40 @@ func (r *Repository) Verify(ctx context.Context, m *Manifest) error {
 		return nil
 	})
 }
+
+// walkTrees is Walk for gc's mark: it calls add for every node and data block reachable from
+// root, remembering only the tree nodes in trees (shared across backups, so a shared subtree
+// is walked once). A data block reached twice is added twice; the mark set keeps it once.
+func (r *Repository) walkTrees(ctx context.Context, root Address, rootLevel int, trees map[Address]struct{}, add func(Address) error) error {
+	if root.IsZero() {
+		return nil
+	}
+	if _, ok := trees[root]; ok {
+		return nil
+	}
+	trees[root] = struct{}{}
+	if err := add(root); err != nil {
+		return err
+	}
+	n, err := r.node(ctx, root)
+	if err != nil {
+		return fmt.Errorf("tree node %s: %w", root.Short(), err)
+	}
+	if n.level != rootLevel {
+		return fmt.Errorf("tree node %s: level %d, want %d: %w", root.Short(), n.level, rootLevel, ErrCorrupt)
+	}
+	for _, c := range n.addrs {
+		if c.IsZero() {
+			continue
+		}
+		if rootLevel == 0 {
+			err = add(c)
+		} else {
+			err = r.walkTrees(ctx, c, rootLevel-1, trees, add)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
