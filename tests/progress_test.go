@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,5 +97,63 @@ func TestProgressSummaryTerminal(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the terminal shows no summary line:\n%s", screen)
+	}
+}
+
+// A destructive command on a real terminal (tmux) asks, and only "y" goes ahead: "n" leaves
+// the backup, "y" deletes it. No --yes anywhere.
+func TestConfirmPromptTerminal(t *testing.T) {
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		testutil.Skip(t, "tmux not installed (apt-get install tmux)")
+	}
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 53, testutil.Mixed)
+	if res := r.run("--quiet", "backup", "create", vol, "--name", "asked"); res.Code != 0 {
+		t.Fatalf("backup create: %s", res.Stderr)
+	}
+	sock := filepath.Join(dir, "tmux.sock")
+	t.Cleanup(func() { _ = exec.Command(tmux, "-S", sock, "kill-server").Run() })
+	for i, answer := range []string{"n", "y"} {
+		session := fmt.Sprintf("confirm%d", i)
+		done := filepath.Join(dir, session+".done")
+		script := filepath.Join(dir, session+".sh")
+		body := "#!/bin/sh\nexport CAIRN_REPO=" + r.Dir + "\n" + cairnBin + " backup delete asked\necho exit=$? > " + done + ".tmp\nmv " + done + ".tmp " + done + "\nsleep 60\n"
+		if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(tmux, "-S", sock, "new-session", "-d", "-s", session, "-x", "160", "-y", "40", script).CombinedOutput(); err != nil {
+			t.Fatalf("tmux new-session: %v: %s", err, out)
+		}
+		screen := func() string {
+			out, _ := exec.Command(tmux, "-S", sock, "capture-pane", "-p", "-J", "-t", session).Output()
+			return string(out)
+		}
+		waitFor(t, cairnCommandTimeout, "the delete prompt on the terminal", func() bool { return strings.Contains(screen(), "[y/N]") })
+		if s := screen(); !strings.Contains(s, "delete backup") || !strings.Contains(s, "asked") {
+			t.Fatalf("the prompt does not say what it deletes:\n%s", s)
+		}
+		if out, err := exec.Command(tmux, "-S", sock, "send-keys", "-t", session, answer, "Enter").CombinedOutput(); err != nil {
+			t.Fatalf("tmux send-keys: %v: %s", err, out)
+		}
+		var exit string
+		waitFor(t, cairnCommandTimeout, "backup delete to end", func() bool {
+			b, err := os.ReadFile(done)
+			exit = strings.TrimSpace(string(b))
+			return err == nil
+		})
+		listed := strings.Contains(r.mustRun("backup", "list"), "asked")
+		switch answer {
+		case "n":
+			if exit == "exit=0" || !listed {
+				t.Fatalf("answered n: %s, backup listed %v:\n%s", exit, listed, screen())
+			}
+		case "y":
+			if exit != "exit=0" || listed {
+				t.Fatalf("answered y: %s, backup listed %v:\n%s", exit, listed, screen())
+			}
+		}
 	}
 }
