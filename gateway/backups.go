@@ -88,12 +88,18 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		b.ParentID = parent.ID
 	}
 	// The creating record is the quota reservation: hold the quota lock until it is written.
-	release, err := s.reserveQuota(project, src.Size())
+	release, dropReservation, err := s.reserveQuota(ctx, project, id, src.Size())
 	if err != nil {
 		closeSrc()
 		return nil, nil, err
 	}
 	defer release()
+	accepted := false
+	defer func() {
+		if !accepted {
+			dropReservation()
+		}
+	}()
 	// Claim what is read: the volume, one backup or restore at a time; or, backing up a
 	// snapshot, the snapshot (seed 3.3: since Cinder 13 a snapshot's backup marks the snapshot).
 	claim, unclaim := s.claimVolume(v, src.Size()), func() { s.setVolumeStatus(v.ID, index.VolumeAvailable, "") }
@@ -129,8 +135,16 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		return s.runBackup(jobCtx, b, v, plan, parent, progress, unclaim)
+		err := s.runBackup(jobCtx, b, v, plan, parent, progress, unclaim)
+		if err != nil {
+			dropReservation()
+		} else {
+			// Other gateways count it as a reservation until they have learned its manifest.
+			time.AfterFunc(reservationGrace, dropReservation)
+		}
+		return err
 	}
+	accepted = true
 	s.log.Info("backup accepted", "backup_id", b.ID, "volume_id", v.ID, "incremental", b.IsIncremental, "project", project)
 	return b, job, nil
 }

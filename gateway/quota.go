@@ -2,8 +2,13 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
 
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // Quota resources (Cinder's names).
@@ -179,26 +184,111 @@ func (s *Service) quotaUsage(project string) (QuotaUsage, error) {
 	return u, nil
 }
 
-// reserveQuota checks that one more backup of size bytes fits project's quota, and holds the
-// quota lock until the returned release is called: the caller records the backup as creating
-// (its reservation) before releasing, so concurrent creates cannot both take the last unit.
-func (s *Service) reserveQuota(project string, size int64) (release func(), err error) {
+// reserveQuota checks that one more backup (id, of size bytes) fits project's quota, and holds
+// the quota lock until the returned release is called: the caller records the backup as
+// creating (its reservation in this index) before releasing, so concurrent creates through
+// this gateway cannot both take the last unit. Other gateways on the repository have their own
+// indexes; for them a limited project's backup also leaves a reservation object in the
+// repository (sharedReservation), and drop removes it when the backup fails.
+func (s *Service) reserveQuota(ctx context.Context, project, id string, size int64) (release, drop func(), err error) {
 	s.quotaMu.Lock()
 	u, err := s.quotaUsage(project)
 	if err != nil {
 		s.quotaMu.Unlock()
+		return nil, nil, err
+	}
+	if err := fits(project, u, size, 0, 0); err != nil {
+		s.quotaMu.Unlock()
+		return nil, nil, err
+	}
+	if u.Backups.Limit < 0 && u.BackupGigabytes.Limit < 0 {
+		return s.quotaMu.Unlock, func() {}, nil
+	}
+	drop, err = s.sharedReservation(ctx, project, id, size, u)
+	if err != nil {
+		s.quotaMu.Unlock()
+		return nil, nil, err
+	}
+	return s.quotaMu.Unlock, drop, nil
+}
+
+// fits says whether one more backup of size bytes fits u, with n backups and g gigabytes being
+// created through other gateways on top.
+func fits(project string, u QuotaUsage, size, n, g int64) error {
+	elsewhere := ""
+	if n > 0 {
+		elsewhere = fmt.Sprintf(", %d of them through other gateways", n)
+	}
+	if l := u.Backups.Limit; l >= 0 && u.Backups.InUse+u.Backups.Reserved+n+1 > l {
+		return wrapf(ErrQuota, "maximum number of backups allowed (%d) exceeded in project %s: %d in use, %d being created%s; delete a backup or raise the quota ('cairn quota update %s --backups N')",
+			l, project, u.Backups.InUse, u.Backups.Reserved+n, elsewhere, project)
+	}
+	q := u.BackupGigabytes
+	if need := Gigabytes(size); q.Limit >= 0 && q.InUse+q.Reserved+g+need > q.Limit {
+		return wrapf(ErrQuota, "requested backup exceeds the backup_gigabytes quota of project %s: requested %dG, quota is %dG and %dG has been consumed (%dG in use, %dG being created%s); delete backups or raise the quota ('cairn quota update %s --backup-gigabytes N')",
+			project, need, q.Limit, q.InUse+q.Reserved+g, q.InUse, q.Reserved+g, elsewhere, project)
+	}
+	return nil
+}
+
+// metaReservations holds a reservation object for each backup being created in a project with
+// a quota, so that gateways with their own indexes on one repository count each other's.
+const metaReservations = "reservations"
+
+// reservationGrace is how long a committed backup's reservation outlives its commit: longer
+// than any gateway takes to learn the new manifest (SyncBackups runs every few seconds), so
+// there is no moment when a gateway counts it neither as a reservation nor as a backup.
+// reservationTTL ends a reservation its gateway never removed (it died and never came back).
+const (
+	reservationGrace = 2 * time.Minute
+	reservationTTL   = 24 * time.Hour
+)
+
+type reservation struct {
+	Project   string    `json:"project"`
+	BackupID  string    `json:"backup_id"`
+	Size      int64     `json:"size"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// sharedReservation writes this backup's reservation object, then counts every other one of
+// the project that this index does not already count, and admits the backup only if it still
+// fits. Each admission writes before it lists, so of two racing admissions at least one sees
+// the other: both may refuse, never both overshoot (the lock objects' argument).
+func (s *Service) sharedReservation(ctx context.Context, project, id string, size int64, u QuotaUsage) (drop func(), err error) {
+	drop = func() {
+		if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaReservations, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			s.log.Warn("cannot remove a quota reservation; it ends by itself after a day", "backup_id", id, "error", err)
+		}
+	}
+	if err := s.repo.PutMeta(ctx, metaReservations, id, reservation{Project: project, BackupID: id, Size: size, CreatedAt: now()}); err != nil {
+		return nil, fmt.Errorf("quota reservation: %w", err)
+	}
+	var n, g int64
+	err = s.repo.ListMeta(ctx, metaReservations, func(name string, data []byte) error {
+		var r reservation
+		if json.Unmarshal(data, &r) != nil || r.BackupID != name || r.Project != project || name == id {
+			return nil
+		}
+		if now().Sub(r.CreatedAt) > reservationTTL {
+			s.repo.DeleteMeta(ctx, metaReservations, name) // its gateway is gone: best effort
+			return nil
+		}
+		if _, err := s.idx.Backup(name); err == nil {
+			return nil // counted by this index already (as being created here, or committed)
+		}
+		n++
+		g += Gigabytes(r.Size)
+		return nil
+	}, func(key string, err error) {
+		s.log.Warn("unreadable quota reservation skipped", "key", key, "error", err)
+	})
+	if err == nil {
+		err = fits(project, u, size, n, g)
+	}
+	if err != nil {
+		drop()
 		return nil, err
 	}
-	if l := u.Backups.Limit; l >= 0 && u.Backups.InUse+u.Backups.Reserved+1 > l {
-		s.quotaMu.Unlock()
-		return nil, wrapf(ErrQuota, "maximum number of backups allowed (%d) exceeded in project %s: %d in use, %d being created; delete a backup or raise the quota ('cairn quota update %s --backups N')",
-			l, project, u.Backups.InUse, u.Backups.Reserved, project)
-	}
-	g := u.BackupGigabytes
-	if need := Gigabytes(size); g.Limit >= 0 && g.InUse+g.Reserved+need > g.Limit {
-		s.quotaMu.Unlock()
-		return nil, wrapf(ErrQuota, "requested backup exceeds the backup_gigabytes quota of project %s: requested %dG, quota is %dG and %dG has been consumed (%dG in use, %dG being created); delete backups or raise the quota ('cairn quota update %s --backup-gigabytes N')",
-			project, need, g.Limit, g.InUse+g.Reserved, g.InUse, g.Reserved, project)
-	}
-	return s.quotaMu.Unlock, nil
+	return drop, nil
 }

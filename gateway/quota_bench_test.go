@@ -15,9 +15,9 @@ import (
 
 // BenchmarkQuotaAcrossGateways measures what a project's quota admits when three gateways
 // with their own indexes share one repository and 200 backup requests arrive at once, spread
-// over them, with a quota of 120 backups. Each gateway checks the quota against its own index,
-// so together they admit more than the quota (docs/benchmarks.md, "Load on one gateway"); the
-// "accepted" metric says how many.
+// over them, with a quota of 120 backups. The reservation objects in the repository keep them
+// together at the quota (docs/design.md, "Projects and quotas"); the "accepted" metric says how
+// many they admitted (120 unless racing admissions both refused a unit).
 //
 //	go test -run '^$' -bench BenchmarkQuotaAcrossGateways -benchtime 1x ./gateway/
 func BenchmarkQuotaAcrossGateways(b *testing.B) {

@@ -410,6 +410,10 @@ func (s *Service) recover(ctx context.Context) error {
 			}); err != nil {
 				return err
 			}
+			// Its quota reservation, if its project has a quota, ends with it.
+			if err := s.repo.DeleteMeta(ctx, metaReservations, b.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+				s.log.Warn("cannot remove an interrupted backup's quota reservation; it ends by itself after a day", "backup_id", b.ID, "error", err)
+			}
 			s.log.Warn("backup interrupted by a crash marked error", "backup_id", b.ID)
 		case index.BackupDeleting:
 			// Finish the delete (not on a read-only repository: the next writer does).

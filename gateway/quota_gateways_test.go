@@ -1,0 +1,92 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// Three gateways with their own indexes on one repository, 60 backup requests at once spread
+// over them, a project quota of 25 backups: together they never admit more than 25 (each
+// writes its reservation to the repository before it counts the others'), every admitted one
+// ends available, and a refused one says why.
+func TestQuotaAcrossGateways(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	const limit = 25
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: &gateway.Quota{Backups: limit, BackupGigabytes: 1000}}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var gws []*gateway.Service
+	for i := range 3 {
+		c := cfg
+		c.StateDir = filepath.Join(dir, fmt.Sprintf("state-%d", i))
+		s, err := gateway.Open(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		gws = append(gws, s)
+	}
+	admin := adminCtx()
+	var (
+		mu      sync.Mutex
+		jobs    []gateway.Job
+		refused int
+		wg      sync.WaitGroup
+	)
+	for i := range 60 {
+		v := image(t, dir, fmt.Sprintf("v%03d.img", i), 32<<10)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, job, err := gws[i%3].StartBackup(admin, gateway.BackupRequest{Volume: v})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				jobs = append(jobs, job)
+			case errors.Is(err, gateway.ErrQuota):
+				refused++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(jobs) > limit || len(jobs) == 0 || len(jobs)+refused != 60 {
+		t.Fatalf("admitted %d and refused %d of 60 under a quota of %d", len(jobs), refused, limit)
+	}
+	for _, job := range jobs {
+		if err := job(admin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Every gateway learns the others' backups and then counts them as backups, not
+	// reservations: one more is refused everywhere once the quota is full.
+	for _, s := range gws {
+		if err := s.SyncBackups(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("admitted %d, refused %d", len(jobs), refused)
+	if len(jobs) == limit {
+		v := image(t, dir, "extra.img", 32<<10)
+		for i, s := range gws {
+			if _, _, err := s.StartBackup(admin, gateway.BackupRequest{Volume: v}); !errors.Is(err, gateway.ErrQuota) {
+				t.Fatalf("gateway %d admitted a backup past the full quota: %v", i, err)
+			}
+		}
+	}
+}
