@@ -179,7 +179,7 @@ func (e *NBDExports) backup(ref string, visible func(*index.Backup) bool) (*inde
 	}
 	// Another project's backup is not found, not forbidden, as in the API.
 	if err != nil || !visible(b) {
-		return nil, unknownf("no available backup %s: export names are backup ids and VOLUME%s ('cairn backup list' shows them)", ref, latestSuffix)
+		return nil, unknownf("no available backup %s: export names are backup ids and VOLUME%s, either followed by /lvm/VG/LV for a logical volume inside ('cairn backup list' shows them)", ref, latestSuffix)
 	}
 	return b, nil
 }
