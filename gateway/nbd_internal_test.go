@@ -1,6 +1,9 @@
 package gateway
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestParseExportName: REF/lvm/VG/LV names a logical volume of a backup id or VOLUME/latest;
 // everything else is a backup's reference as it is.
@@ -27,4 +30,25 @@ func TestParseExportName(t *testing.T) {
 			t.Errorf("parseExportName(%q) = %q, %q, %q; want %q, %q, %q", tc.name, ref, vg, lv, tc.ref, tc.vg, tc.lv)
 		}
 	}
+}
+
+// FuzzParseExportName: an export name comes from the network; whatever it is, the parts
+// put back together are the name, and a logical volume's VG and LV hold no '/'.
+func FuzzParseExportName(f *testing.F) {
+	for _, s := range []string{"b1", "vm/latest/lvm/vg0/lv1", "b1/lvm/lvm/lvm", "a/b/lvm/vg/lv", "/lvm//"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		ref, vg, lv := parseExportName(name)
+		if vg == "" && lv == "" {
+			if ref != name {
+				t.Fatalf("parseExportName(%q): ref %q without an LV", name, ref)
+			}
+			return
+		}
+		if vg == "" || lv == "" || strings.Contains(vg, "/") || strings.Contains(lv, "/") || ref == "" ||
+			ref+"/lvm/"+vg+"/"+lv != name {
+			t.Fatalf("parseExportName(%q) = %q, %q, %q", name, ref, vg, lv)
+		}
+	})
 }
