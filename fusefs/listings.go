@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"syscall"
 
+	"github.com/cairn-backup/cairn/blockio/lvm"
+	"github.com/cairn-backup/cairn/blockio/part"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -184,7 +186,7 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 			return &imageFile{f: f, img: f.repo.Image(m), backupID: b.ID, name: "disk.img", size: m.Size}
 		}, b.Size, dataBytes),
 	}
-	parts, devs, err := imageDevices(readerCtx{ctx, img}, b.Size)
+	parts, devs, err := lvm.ImageDevices(ctx, img)
 	if err != nil {
 		// The image stays readable; only its partitions are missing.
 		f.log.Warn("partition table unreadable", "backup_id", b.ID, "err", err)
@@ -197,13 +199,13 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 			return d
 		}))
 	}
-	if hasPV(readerCtx{ctx, img}, devs) {
+	if lvm.HasPV(ctx, img, devs) {
 		out = append(out, f.lvmEntry(kind, b, m))
 	}
 	return out, nil
 }
 
-func (f *FS) listPartitions(b *index.Backup, m *repo.Manifest, parts []partition) []entry {
+func (f *FS) listPartitions(b *index.Backup, m *repo.Manifest, parts []part.Partition) []entry {
 	out := make([]entry, 0, len(parts))
 	for _, p := range parts {
 		name := fmt.Sprintf("p%d.img", p.Number)
@@ -214,14 +216,6 @@ func (f *FS) listPartitions(b *index.Backup, m *repo.Manifest, parts []partition
 	}
 	return out
 }
-
-// readerCtx reads an image with a context.
-type readerCtx struct {
-	ctx context.Context
-	im  *repo.Image
-}
-
-func (r readerCtx) ReadAt(p []byte, off int64) (int, error) { return r.im.ReadAtContext(r.ctx, p, off) }
 
 // latestEntry is the volume's latest symlink; its target is read from the volume's listing
 // each time, so it follows Refresh.

@@ -26,7 +26,7 @@ func (f *FS) lvmEntry(kind string, b *index.Backup, m *repo.Manifest) entry {
 }
 
 func (f *FS) listLVM(ctx context.Context, kind string, b *index.Backup, m *repo.Manifest) ([]entry, error) {
-	vgs, err := VolumeGroups(ctx, f.repo.Image(m))
+	vgs, err := lvm.ImageVGs(ctx, f.repo.Image(m))
 	if err != nil {
 		// What could be read is still shown; the rest is for the log.
 		f.log.Warn("lvm metadata partly unreadable", "backup_id", b.ID, "err", err)
@@ -35,7 +35,7 @@ func (f *FS) listLVM(ctx context.Context, kind string, b *index.Backup, m *repo.
 	for name, vg := range vgs {
 		i := ino(kind+"-lvm-vg", b.ID, vg.UUID)
 		out = append(out, f.dirEntry(name, i, b.CreatedAt, func() *dir {
-			d := f.newDir(i, b.CreatedAt, func(context.Context) ([]entry, error) { return f.listVG(b, m, vg), nil })
+			d := f.newDir(i, b.CreatedAt, func(context.Context) ([]entry, error) { return f.listVG(b, m, name, vg), nil })
 			d.immutable = true
 			return d
 		}))
@@ -45,19 +45,20 @@ func (f *FS) listLVM(ctx context.Context, kind string, b *index.Backup, m *repo.
 
 // listVG: <lv>.img for each LV that can be read, <lv>.not-exposed (a line saying why) for
 // the others, so `ls` shows every visible LV of the group.
-func (f *FS) listVG(b *index.Backup, m *repo.Manifest, vg *lvm.VG) []entry {
+func (f *FS) listVG(b *index.Backup, m *repo.Manifest, vgName string, vg *lvm.VG) []entry {
 	out := make([]entry, 0, len(vg.LVs))
 	for _, lv := range vg.LVs {
-		if !lv.Exposed() {
-			name := sanitize(lv.Name) + ".not-exposed"
+		v, err := lv.Volume(f.repo.Image(m))
+		if err != nil {
+			name := lvm.PathName(lv.Name) + ".not-exposed"
 			text := []byte(lv.Reason + "\n")
 			out = append(out, f.fileEntry(name, ino("lvm-reason", b.ID, vg.UUID, lv.UUID), b.CreatedAt,
 				func() fileNode { return &bytesFile{data: text} }, int64(len(text)), int64(len(text))))
 			continue
 		}
-		name := sanitize(lv.Name) + ".img"
+		name := lvm.PathName(lv.Name) + ".img"
 		out = append(out, f.fileEntry(name, ino("lvm-lv", b.ID, vg.UUID, lv.UUID), b.CreatedAt, func() fileNode {
-			return &lvFile{f: f, lv: &LogicalVolume{LV: lv, img: f.repo.Image(m)}, backupID: b.ID, name: "lvm/" + sanitize(vg.Name) + "/" + name}
+			return &lvFile{f: f, lv: v, backupID: b.ID, name: "lvm/" + vgName + "/" + name}
 		}, lv.Size, lv.Size))
 	}
 	return out
@@ -67,7 +68,7 @@ func (f *FS) listVG(b *index.Backup, m *repo.Manifest, vg *lvm.VG) []entry {
 type lvFile struct {
 	fileBase
 	f        *FS
-	lv       *LogicalVolume
+	lv       *lvm.Volume
 	backupID string
 	name     string
 }
@@ -104,7 +105,7 @@ func (n *lvFile) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence
 	if off >= uint64(n.lv.Size()) {
 		return 0, syscall.ENXIO
 	}
-	pos, err := n.lv.seek(ctx, int64(off), whence == seekData)
+	pos, err := n.lv.Seek(ctx, int64(off), whence == seekData)
 	if err == io.EOF {
 		return 0, syscall.ENXIO
 	}

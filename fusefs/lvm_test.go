@@ -20,7 +20,7 @@ import (
 // TestTreeLVMKinds backs up a whole-disk PV (the seed pv-kinds: a VG made by LVM with
 // linear LVs, a thin pool and thin LV, a RAID1 LV and a snapshot) with random extents, and
 // lists lvm/: the linear LVs are images of their extents, the others a .not-exposed file
-// with the reason. OpenLogicalVolume finds the same volumes by the same names.
+// with the reason. lvm.OpenVolume finds the same volumes by the same names.
 func TestTreeLVMKinds(t *testing.T) {
 	x := newTreeFixture(t, Options{})
 	seed, err := os.ReadFile("../blockio/lvm/testdata/pv-kinds.bin")
@@ -70,9 +70,9 @@ func TestTreeLVMKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := OpenLogicalVolume(context.Background(), x.r.Image(m), "vg2", "root")
+	r, err := lvm.OpenVolume(context.Background(), x.r.Image(m), "vg2", "root")
 	if err != nil || r.Size() != int64(len(wantRoot)) {
-		t.Fatalf("OpenLogicalVolume vg2/root: %v", err)
+		t.Fatalf("lvm.OpenVolume vg2/root: %v", err)
 	}
 	buf := make([]byte, 4096)
 	if _, err := r.ReadAt(buf, 2*es-2048); err != nil || !bytes.Equal(buf, wantRoot[2*es-2048:2*es+2048]) {
@@ -81,7 +81,7 @@ func TestTreeLVMKinds(t *testing.T) {
 	// Holes follow the mapping: root's data runs from after its hole across the image's
 	// hole (swap, between root's segments) to its end. swap is a hole but for its first
 	// and last bytes, which share a block of the image with root's data.
-	swap, err := OpenLogicalVolume(context.Background(), x.r.Image(m), "vg2", "swap")
+	swap, err := lvm.OpenVolume(context.Background(), x.r.Image(m), "vg2", "swap")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestTreeLVMKinds(t *testing.T) {
 	swapHead := (pe+2*es+bs-1)/bs*bs - (pe + 2*es)
 	swapTail := (pe+3*es)/bs*bs - (pe + 2*es)
 	for _, tc := range []struct {
-		v               *LogicalVolume
+		v               *lvm.Volume
 		off, start, end int64
 	}{
 		{r, 0, 0, h0},
@@ -122,11 +122,11 @@ func TestTreeLVMKinds(t *testing.T) {
 	if _, _, err := r.NextData(context.Background(), r.Size()); err != io.EOF {
 		t.Errorf("root NextData at its end: %v, want io.EOF", err)
 	}
-	if _, err := OpenLogicalVolume(context.Background(), x.r.Image(m), "vg2", "thin1"); !errors.Is(err, lvm.ErrNotExposed) ||
+	if _, err := lvm.OpenVolume(context.Background(), x.r.Image(m), "vg2", "thin1"); !errors.Is(err, lvm.ErrNotExposed) ||
 		!strings.Contains(err.Error(), "thin volume") {
-		t.Errorf("OpenLogicalVolume vg2/thin1: %v", err)
+		t.Errorf("lvm.OpenVolume vg2/thin1: %v", err)
 	}
-	if _, err := OpenLogicalVolume(context.Background(), x.r.Image(m), "vg9", "root"); !errors.Is(err, ErrNoVolume) {
-		t.Errorf("OpenLogicalVolume vg9/root: %v", err)
+	if _, err := lvm.OpenVolume(context.Background(), x.r.Image(m), "vg9", "root"); !errors.Is(err, lvm.ErrNoVolume) {
+		t.Errorf("lvm.OpenVolume vg9/root: %v", err)
 	}
 }

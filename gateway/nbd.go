@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cairn-backup/cairn/blockio/lvm"
 	"github.com/cairn-backup/cairn/blockio/nbd"
 	"github.com/cairn-backup/cairn/index"
 )
@@ -16,7 +17,8 @@ import (
 type NBDOptions struct {
 	// Project exports only that project's backups; empty exports every project's.
 	Project string
-	// Tokens, when set, checks every export name as TOKEN@BACKUP_ID or TOKEN@VOLUME/latest:
+	// Tokens, when set, checks every export name as TOKEN@BACKUP_ID or TOKEN@VOLUME/latest
+	// (and their /lvm/VG/LV forms):
 	// the token's caller must see the backup, as in the API (an admin sees every project).
 	// NBD_OPT_LIST then lists nothing, since it carries no credentials.
 	Tokens func(token string) (Caller, bool)
@@ -45,15 +47,19 @@ func isLoopback(host string) bool {
 }
 
 // ServeNBD serves every available backup over NBD on l until ctx ends: export names are
-// backup ids and VOLUME/latest (see NBDExports).
+// backup ids and VOLUME/latest, and the logical volumes inside them as .../lvm/VG/LV (see
+// NBDExports).
 func (s *Service) ServeNBD(ctx context.Context, l net.Listener, o NBDOptions) error {
 	return nbd.NewServer(s.NBDExports(o), s.log).Serve(ctx, l)
 }
 
 // NBDExports resolves NBD export names to backups: a backup id names that backup, and
-// VOLUME/latest (a volume's name or id) the volume's newest available backup. Only available
-// backups are exported; each is read through repo.Image, so holes stay holes and a block that
-// fails verification fails the read.
+// VOLUME/latest (a volume's name or id) the volume's newest available backup. Either followed
+// by /lvm/VG/LV names a logical volume inside that backup's image, found by blockio/lvm under
+// the names the FUSE tree shows in lvm/ (the VG's name, with "-<short uuid>" where two share
+// it): its size is the LV's and its reads and block status follow the LV's mapping. Only
+// available backups are exported; each is read through repo.Image, so holes stay holes and a
+// block that fails verification fails the read.
 type NBDExports struct {
 	s *Service
 	o NBDOptions
@@ -85,6 +91,7 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 		visible = func(b *index.Backup) bool { return b.Status == index.BackupAvailable && c.sees(b.Project) }
 		ref = rest
 	}
+	ref, vg, lv := parseExportName(ref)
 	b, err := e.backup(ref, visible)
 	if err != nil {
 		return nil, err
@@ -96,7 +103,53 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
 		return nil, fmt.Errorf("backup %s: its manifest and the index describe different backups: run 'cairn repo check'", b.ID)
 	}
-	return e.s.repo.Image(m), nil
+	img := e.s.repo.Image(m)
+	if vg == "" {
+		return img, nil
+	}
+	v, err := lvm.OpenVolume(ctx, img, vg, lv)
+	switch {
+	case errors.Is(err, lvm.ErrNoVolume):
+		return nil, unknownf("backup %s holds no logical volume %s/%s: names are those of lvm/ in 'cairn mount' (%v)", b.ID, vg, lv, err)
+	case errors.Is(err, lvm.ErrNotExposed):
+		return nil, unknownf("backup %s: %v", b.ID, err)
+	case err != nil:
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	return v, nil
+}
+
+// lvmSuffix ends a backup's export name where a logical volume's VG/LV follows.
+const lvmSuffix = "/lvm"
+
+// parseExportName splits REF/lvm/VG/LV into the backup's reference and the logical volume;
+// any other name is a backup's reference with vg and lv empty. VG and LV names never hold
+// a '/' (lvm.PathName), so the last two components are theirs; REF must be a backup id
+// (no '/') or end in /latest. A volume whose name itself looks like X/lvm/Y is reached by
+// VOLUME_ID/latest.
+func parseExportName(name string) (ref, vg, lv string) {
+	rest, lv, ok := cutLast(name)
+	if !ok {
+		return name, "", ""
+	}
+	rest, vg, ok = cutLast(rest)
+	if !ok {
+		return name, "", ""
+	}
+	ref, ok = strings.CutSuffix(rest, lvmSuffix)
+	if !ok || ref == "" || vg == "" || lv == "" || (strings.Contains(ref, "/") && !strings.HasSuffix(ref, latestSuffix)) {
+		return name, "", ""
+	}
+	return ref, vg, lv
+}
+
+// cutLast splits s at its last '/'.
+func cutLast(s string) (before, after string, ok bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
 }
 
 // visible says whether a backup is exported without tokens.
@@ -126,7 +179,7 @@ func (e *NBDExports) backup(ref string, visible func(*index.Backup) bool) (*inde
 	}
 	// Another project's backup is not found, not forbidden, as in the API.
 	if err != nil || !visible(b) {
-		return nil, unknownf("no available backup %s: export names are backup ids and VOLUME%s ('cairn backup list' shows them)", ref, latestSuffix)
+		return nil, unknownf("no available backup %s: export names are backup ids and VOLUME%s, either followed by /lvm/VG/LV for a logical volume inside ('cairn backup list' shows them)", ref, latestSuffix)
 	}
 	return b, nil
 }
@@ -172,7 +225,9 @@ func (e *NBDExports) volumes(ref string, visible func(*index.Backup) bool) ([]ex
 }
 
 // List names every exported backup by id and every volume with one as NAME/latest (or
-// VOLUME_ID/latest where names repeat). With tokens it refuses: a listing has no credentials.
+// VOLUME_ID/latest where names repeat). It does not list the logical volumes inside them:
+// that would read every image's LVM metadata for one listing. With tokens it refuses: a
+// listing has no credentials.
 func (e *NBDExports) List(context.Context) ([]string, error) {
 	if e.o.Tokens != nil {
 		return nil, errors.New("this server checks tokens and NBD_OPT_LIST carries none: name the export TOKEN@BACKUP_ID ('cairn backup list' shows the ids)")

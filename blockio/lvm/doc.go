@@ -7,7 +7,13 @@
 //
 // Everything read is bounded (metadata size, nesting, number of logical volumes and
 // segments), so a hostile or damaged image costs little memory and fails with an error.
-// lvm knows nothing about backups, repositories or FUSE: it reads byte ranges of an
-// io.ReaderAt, and the caller says where the candidate devices (the whole image, each
-// partition) are.
+// Scan reads byte ranges of an io.ReaderAt, and the caller says where the candidate
+// devices are. For a whole volume image (an Image: ReadAtContext, NextData, Size, which
+// repo.Image fits), ImageDevices finds those devices (the image and each partition of its
+// MBR or GPT, read by blockio/part), ImageVGs and Names find and name the volume groups, and
+// OpenVolume gives a Volume over one LV that reads along its mapping and reports the
+// image's holes through it. The FUSE tree (lvm/<vg>/<lv>.img) and the NBD exports
+// (<backup>/lvm/<vg>/<lv>) both use these, so they find the same volumes by the same names.
+//
+// lvm knows nothing about backups, repositories, FUSE or NBD.
 package lvm

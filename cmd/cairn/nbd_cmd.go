@@ -12,7 +12,7 @@ import (
 // NBDCmd serves every available backup read-only over NBD, until Ctrl-C.
 type NBDCmd struct {
 	Listen    string `help:"TCP address to serve on; beyond loopback it needs --tokens or --project." default:"127.0.0.1:10809" placeholder:"ADDR"`
-	Tokens    string `help:"Tokens file of 'cairn serve' (TOKEN USER PROJECT ROLE[,ROLE...]): export names become TOKEN@BACKUP_ID and TOKEN@VOLUME/latest." type:"existingfile" placeholder:"FILE"`
+	Tokens    string `help:"Tokens file of 'cairn serve' (TOKEN USER PROJECT ROLE[,ROLE...]): export names become TOKEN@BACKUP_ID and TOKEN@VOLUME/latest (and their /lvm/VG/LV)." type:"existingfile" placeholder:"FILE"`
 	CacheSize string `help:"Bound on decompressed blocks kept in memory." default:"64M"`
 }
 
@@ -48,7 +48,7 @@ func (c *NBDCmd) Run(ctx context.Context, g *Globals) error {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
 	if !g.Quiet {
-		fmt.Fprintf(g.stderr, "cairn: serving the backups of %s over NBD on %s (nbd://%s/BACKUP_ID, nbd://%s/VOLUME/latest); Ctrl-C stops\n",
+		fmt.Fprintf(g.stderr, "cairn: serving the backups of %s over NBD on %s (nbd://%s/BACKUP_ID, nbd://%s/VOLUME/latest, either with /lvm/VG/LV); Ctrl-C stops\n",
 			s.Location(), l.Addr(), l.Addr(), l.Addr())
 	}
 	return s.ServeNBD(ctx, l, o)

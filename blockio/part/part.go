@@ -1,4 +1,4 @@
-package fusefs
+package part
 
 import (
 	"bytes"
@@ -10,9 +10,9 @@ import (
 	"unicode/utf16"
 )
 
-// partition is one entry of a partition table, in bytes from the start of the image.
+// Partition is one entry of a partition table, in bytes from the start of the image.
 // Number is the kernel's: MBR primaries 1-4, logicals from 5, GPT entry index + 1.
-type partition struct {
+type Partition struct {
 	Number int
 	Start  int64
 	Length int64
@@ -26,12 +26,12 @@ const (
 	maxLogical       = 128
 )
 
-// readPartitions parses the partition table at the start of an image of the given size: a
-// GPT (behind its protective MBR, 512- or 4096-byte sectors, header and entry CRCs checked)
-// or an MBR with its primaries and the logical partitions of an extended one. An image
+// Read parses the partition table at the start of an image of the given size: a GPT (kind
+// "gpt", behind its protective MBR, 512- or 4096-byte sectors, header and entry CRCs checked)
+// or an MBR (kind "mbr") with its primaries and the logical partitions of an extended one. An image
 // without a table returns no partitions and no error; an error is a failed read.
 // Partitions are clipped to the image, as the kernel does; empty ones are left out.
-func readPartitions(r io.ReaderAt, size int64) (kind string, parts []partition, err error) {
+func Read(r io.ReaderAt, size int64) (kind string, parts []Partition, err error) {
 	if size < 1024 {
 		return "", nil, nil
 	}
@@ -75,7 +75,7 @@ func readPartitions(r io.ReaderAt, size int64) (kind string, parts []partition, 
 		}
 	}
 	// Logicals were appended where their extended partition sits; order by number.
-	slices.SortFunc(parts, func(a, b partition) int { return a.Number - b.Number })
+	slices.SortFunc(parts, func(a, b Partition) int { return a.Number - b.Number })
 	return "mbr", parts, nil
 }
 
@@ -103,8 +103,8 @@ func isExtended(t byte) bool { return t == 0x05 || t == 0x0f || t == 0x85 }
 // readLogical follows the chain of extended boot records that starts at sector ext.
 // Each EBR's first entry is a logical partition relative to that EBR; its second points to
 // the next EBR relative to the start of the extended partition.
-func readLogical(r io.ReaderAt, size, ext int64) ([]partition, error) {
-	var out []partition
+func readLogical(r io.ReaderAt, size, ext int64) ([]Partition, error) {
+	var out []Partition
 	sector := make([]byte, 512)
 	seen := map[int64]bool{}
 	ebr := ext
@@ -140,7 +140,7 @@ func readLogical(r io.ReaderAt, size, ext int64) ([]partition, error) {
 
 // readGPT reads the primary GPT of an image with sector size ss. ok is false when there is
 // no valid header there (wrong sector size, or a damaged table).
-func readGPT(r io.ReaderAt, size, ss int64) (parts []partition, ok bool, err error) {
+func readGPT(r io.ReaderAt, size, ss int64) (parts []Partition, ok bool, err error) {
 	if 2*ss > size {
 		return nil, false, nil
 	}
@@ -197,11 +197,11 @@ func readGPT(r io.ReaderAt, size, ss int64) (parts []partition, ok bool, err err
 }
 
 // clip bounds a partition to the image; ok is false when nothing of it is inside.
-func clip(n int, start, length, size int64) (partition, bool) {
+func clip(n int, start, length, size int64) (Partition, bool) {
 	if start <= 0 || length <= 0 || start >= size {
-		return partition{}, false
+		return Partition{}, false
 	}
-	return partition{Number: n, Start: start, Length: min(length, size-start)}, true
+	return Partition{Number: n, Start: start, Length: min(length, size-start)}, true
 }
 
 func readFull(r io.ReaderAt, p []byte, off int64) error {

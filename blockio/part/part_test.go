@@ -1,4 +1,4 @@
-package fusefs
+package part
 
 import (
 	"bytes"
@@ -71,14 +71,14 @@ func TestPartitionsAgreeWithSfdisk(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			kind, parts, err := readPartitions(f, tc.size)
+			kind, parts, err := Read(f, tc.size)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if kind != tc.kind || len(parts) != tc.want {
 				t.Fatalf("got %s with %d partitions, want %s with %d: %+v", kind, len(parts), tc.kind, tc.want, parts)
 			}
-			byNum := map[int]partition{}
+			byNum := map[int]Partition{}
 			for _, p := range parts {
 				byNum[p.Number] = p
 			}
@@ -160,19 +160,19 @@ func TestPartitionsSynthetic(t *testing.T) {
 		name string
 		img  []byte
 		size int64 // 0: len(img)
-		want []partition
+		want []Partition
 	}{
 		{"empty", make([]byte, 1<<20), 0, nil},
 		{"tiny", []byte{1, 2, 3}, 0, nil},
 		{"no signature", noSig, 0, nil},
 		{"boot sector", bootSector, 0, nil},
 		{"mbr", mbrImage(1<<20, [4]uint32{0x80, 0x83, 1, 10}, [4]uint32{}, [4]uint32{0, 0x07, 20, 5}), 0,
-			[]partition{{Number: 1, Start: 512, Length: 5120, Type: "0x83"}, {Number: 3, Start: 10240, Length: 2560, Type: "0x07"}}},
+			[]Partition{{Number: 1, Start: 512, Length: 5120, Type: "0x83"}, {Number: 3, Start: 10240, Length: 2560, Type: "0x07"}}},
 		{"clipped to image", mbrImage(1<<20, [4]uint32{0, 0x83, 2000, 100}), 0,
-			[]partition{{Number: 1, Start: 2000 * 512, Length: 1<<20 - 2000*512, Type: "0x83"}}},
+			[]Partition{{Number: 1, Start: 2000 * 512, Length: 1<<20 - 2000*512, Type: "0x83"}}},
 		{"beyond the end", mbrImage(1<<20, [4]uint32{0, 0x83, 5000, 100}), 0, nil},
 		{"start zero", mbrImage(1<<20, [4]uint32{0, 0x83, 0, 100}), 0, nil},
-		{"gpt", gptImage(""), 0, []partition{{Number: 1, Start: 51200, Length: 51200, Type: "00000001-0000-0000-0000-000000000000"}}},
+		{"gpt", gptImage(""), 0, []Partition{{Number: 1, Start: 51200, Length: 51200, Type: "00000001-0000-0000-0000-000000000000"}}},
 		{"gpt bad header crc", gptImage("header"), 0, nil},
 		{"gpt bad entries crc", gptImage("entries"), 0, nil},
 		{"gpt image shorter than its table", gptImage(""), 4096, nil},
@@ -182,7 +182,7 @@ func TestPartitionsSynthetic(t *testing.T) {
 			if size == 0 {
 				size = int64(len(tc.img))
 			}
-			_, got, err := readPartitions(bytes.NewReader(tc.img[:min(int64(len(tc.img)), size)]), size)
+			_, got, err := Read(bytes.NewReader(tc.img[:min(int64(len(tc.img)), size)]), size)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -205,7 +205,7 @@ func TestPartitionsEBRLoop(t *testing.T) {
 	copy(img[100*512:], ebr)
 	// The second EBR (at 101) points back to 101 + ... = itself via start 1.
 	copy(img[101*512:], mbrImage(512, [4]uint32{0, 0x83, 10, 10}, [4]uint32{0, 0x05, 1, 10}))
-	_, got, err := readPartitions(bytes.NewReader(img), int64(len(img)))
+	_, got, err := Read(bytes.NewReader(img), int64(len(img)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +221,7 @@ func FuzzPartitions(f *testing.F) {
 	f.Add(gptImage("")[:34*512])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		_, parts, err := readPartitions(bytes.NewReader(data), size)
+		_, parts, err := Read(bytes.NewReader(data), size)
 		if err != nil {
 			return
 		}
