@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,10 +149,19 @@ func (s *Server) ServeConn(ctx context.Context, c net.Conn) {
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	s.log.Debug("nbd client connected", "remote", c.RemoteAddr().String(), "export", name)
+	s.log.Debug("nbd client connected", "remote", c.RemoteAddr().String(), "export", logName(name))
 	if err := sc.transmit(ctx, ex); err != nil && ctx.Err() == nil {
-		s.log.Warn("nbd connection closed", "remote", c.RemoteAddr().String(), "export", name, "err", err)
+		s.log.Warn("nbd connection closed", "remote", c.RemoteAddr().String(), "export", logName(name), "err", err)
 	}
+}
+
+// logName is an export name as logs may show it: what comes before an '@' can be a credential
+// (cairn's gateway takes TOKEN@NAME), so it is cut.
+func logName(name string) string {
+	if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		return "…@" + name[i+1:]
+	}
+	return name
 }
 
 // errAbort: the client ended the handshake with NBD_OPT_ABORT.
@@ -264,7 +274,7 @@ func (sc *conn) lookup(ctx context.Context, opt uint32, name string) (Export, bo
 	typ := RepErrUnknown
 	if !errors.Is(err, ErrUnknownExport) {
 		typ = RepErrPlatform
-		sc.s.log.Warn("nbd export lookup failed", "export", name, "err", err)
+		sc.s.log.Warn("nbd export lookup failed", "export", logName(name), "err", err)
 	}
 	return nil, false, sc.replyErr(opt, typ, "%v", err)
 }

@@ -525,3 +525,16 @@ func TestServerStops(t *testing.T) {
 		t.Errorf("read after the server stopped: %v", err)
 	}
 }
+
+// Export names may carry a credential before an '@' (TOKEN@NAME): logs never show it.
+func TestLogNameHidesCredential(t *testing.T) {
+	for in, want := range map[string]string{
+		"tok-secret@1f2e/lvm/vg0/root": "…@1f2e/lvm/vg0/root",
+		"a@b@vm1/latest":               "…@vm1/latest",
+		"vm1/latest":                   "vm1/latest",
+	} {
+		if got := logName(in); got != want || strings.Contains(got, "secret") {
+			t.Errorf("logName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
