@@ -157,19 +157,28 @@ func (s *Service) QuotaUsage(ctx context.Context, project string) (QuotaUsage, e
 }
 
 func (s *Service) quotaUsage(project string) (QuotaUsage, error) {
+	u, _, err := s.quotaUsageIDs(project)
+	return u, err
+}
+
+// quotaUsageIDs is quotaUsage and the ids of every backup of the project the index knows,
+// from one reading of the records.
+func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]bool, error) {
 	q, err := s.quotaLimits(project)
 	if err != nil {
-		return QuotaUsage{}, err
+		return QuotaUsage{}, nil, err
 	}
+	ids := map[string]bool{}
 	u := QuotaUsage{Backups: QuotaUse{Limit: q.Backups}, BackupGigabytes: QuotaUse{Limit: q.BackupGigabytes}}
 	all, err := s.idx.Backups()
 	if err != nil {
-		return QuotaUsage{}, err
+		return QuotaUsage{}, nil, err
 	}
 	for _, b := range all {
 		if b.Project != project {
 			continue
 		}
+		ids[b.ID] = true
 		switch b.Status {
 		case index.BackupError:
 			// A failed backup released its reservation.
@@ -181,7 +190,7 @@ func (s *Service) quotaUsage(project string) (QuotaUsage, error) {
 			u.BackupGigabytes.InUse += Gigabytes(b.Size)
 		}
 	}
-	return u, nil
+	return u, ids, nil
 }
 
 // reserveQuota checks that one more backup (id, of size bytes) fits project's quota, and holds
@@ -204,7 +213,7 @@ func (s *Service) reserveQuota(ctx context.Context, project, id string, size int
 	if u.Backups.Limit < 0 && u.BackupGigabytes.Limit < 0 {
 		return s.quotaMu.Unlock, func() {}, nil
 	}
-	drop, err = s.sharedReservation(ctx, project, id, size, u)
+	drop, err = s.sharedReservation(ctx, project, id, size)
 	if err != nil {
 		s.quotaMu.Unlock()
 		return nil, nil, err
@@ -251,11 +260,13 @@ type reservation struct {
 	CreatedAt time.Time `json:"created_at"`
 }
 
-// sharedReservation writes this backup's reservation object, then counts every other one of
-// the project that this index does not already count, and admits the backup only if it still
-// fits. Each admission writes before it lists, so of two racing admissions at least one sees
-// the other: both may refuse, never both overshoot (the lock objects' argument).
-func (s *Service) sharedReservation(ctx context.Context, project, id string, size int64, u QuotaUsage) (drop func(), err error) {
+// sharedReservation writes this backup's reservation object, lists every other one of the
+// project, then counts the index's backups and those reservations whose backup the index does
+// not know, from one reading of the records (a catch-up between two readings could otherwise
+// hide a backup from both counts), and admits the backup only if it still fits. Each admission
+// writes before it lists, so of two racing admissions at least one sees the other: both may
+// refuse, never both overshoot (the lock objects' argument).
+func (s *Service) sharedReservation(ctx context.Context, project, id string, size int64) (drop func(), err error) {
 	drop = func() {
 		if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaReservations, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
 			s.log.Warn("cannot remove a quota reservation; it ends by itself after a day", "backup_id", id, "error", err)
@@ -264,7 +275,7 @@ func (s *Service) sharedReservation(ctx context.Context, project, id string, siz
 	if err := s.repo.PutMeta(ctx, metaReservations, id, reservation{Project: project, BackupID: id, Size: size, CreatedAt: now()}); err != nil {
 		return nil, fmt.Errorf("quota reservation: %w", err)
 	}
-	var n, g int64
+	var others []reservation
 	err = s.repo.ListMeta(ctx, metaReservations, func(name string, data []byte) error {
 		var r reservation
 		if json.Unmarshal(data, &r) != nil || r.BackupID != name || r.Project != project || name == id {
@@ -274,17 +285,24 @@ func (s *Service) sharedReservation(ctx context.Context, project, id string, siz
 			s.repo.DeleteMeta(ctx, metaReservations, name) // its gateway is gone: best effort
 			return nil
 		}
-		if _, err := s.idx.Backup(name); err == nil {
-			return nil // counted by this index already (as being created here, or committed)
-		}
-		n++
-		g += Gigabytes(r.Size)
+		others = append(others, r)
 		return nil
 	}, func(key string, err error) {
 		s.log.Warn("unreadable quota reservation skipped", "key", key, "error", err)
 	})
 	if err == nil {
-		err = fits(project, u, size, n, g)
+		var u QuotaUsage
+		var known map[string]bool
+		if u, known, err = s.quotaUsageIDs(project); err == nil {
+			var n, g int64
+			for _, r := range others {
+				if !known[r.BackupID] { // a known one is counted as a record already
+					n++
+					g += Gigabytes(r.Size)
+				}
+			}
+			err = fits(project, u, size, n, g)
+		}
 	}
 	if err != nil {
 		drop()
