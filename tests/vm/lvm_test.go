@@ -70,5 +70,35 @@ func forceBackup(t *testing.T, r results, scen string) {
 // TestLVMForceClassic: 'backup create --force' of a mounted classic LV with a writer reads an
 // LVM snapshot; the restore is fsck-clean and the snapshot is gone.
 func TestLVMForceClassic(t *testing.T) {
-	forceBackup(t, boot(t), "classic")
+	forceBackup(t, scenario(t, "classic"), "classic")
+}
+
+// TestLVMForceThin: the same for a thin LV, read through a thin snapshot.
+func TestLVMForceThin(t *testing.T) {
+	forceBackup(t, scenario(t, "thin"), "thin")
+}
+
+// TestLVMSnapshotBackups: 'snapshot create' of an LV, a full backup from the first snapshot
+// and an incremental from the second; each restore equals its snapshot, and 'snapshot delete'
+// removes the snapshot LVs.
+func TestLVMSnapshotBackups(t *testing.T) {
+	const s = "snap"
+	r := scenario(t, s)
+	r.expectZero(t, s, "setup", "snap1.rc", "snap2.rc", "restore1.rc", "restore2.rc", "delete.rc")
+	full, inc := r.backupOf(t, s, "full"), r.backupOf(t, s, "inc")
+	if r.get(t, s, "snap1.sha") == r.get(t, s, "snap2.sha") {
+		t.Fatal("the volume did not change between the snapshots: the test proves nothing")
+	}
+	if got, want := r.get(t, s, "full.sha"), r.get(t, s, "snap1.sha"); got != want {
+		t.Errorf("full backup %s restores to sha256 %s, its snapshot is %s", full.ID, got, want)
+	}
+	if got, want := r.get(t, s, "inc.sha"), r.get(t, s, "snap2.sha"); got != want {
+		t.Errorf("incremental backup %s restores to sha256 %s, its snapshot is %s", inc.ID, got, want)
+	}
+	if r.get(t, s, "volume.sha") != r.get(t, s, "snap2.sha") {
+		t.Error("the second snapshot differs from the unchanged volume")
+	}
+	if left := r.get(t, s, "leftovers"); left != "" {
+		t.Errorf("snapshot delete left behind: %s", left)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,6 +28,8 @@ import (
 // helperEnv makes the test binary, copied into the initramfs, act as a helper program there
 // instead of running tests (busybox's date has no nanoseconds, so the writer is Go).
 const helperEnv = "CAIRN_VM_HELPER"
+
+// CAIRN_VM_ONLY=a,b runs only those scenarios of testdata/lvm.sh (while working on one).
 
 // bootTimeout bounds one boot of the VM, scenarios included: under TCG the whole run takes a
 // few minutes; a hang fails the test instead of eating go test's -timeout.
@@ -119,6 +122,16 @@ var (
 	bootTime time.Duration
 )
 
+// scenario boots the VM (once) and returns its results, skipping the test when CAIRN_VM_ONLY
+// leaves its scenario out.
+func scenario(t *testing.T, name string) results {
+	t.Helper()
+	if only := os.Getenv("CAIRN_VM_ONLY"); only != "" && !slices.Contains(strings.Split(only, ","), name) {
+		t.Skipf("CAIRN_VM_ONLY=%s leaves scenario %s out", only, name)
+	}
+	return boot(t)
+}
+
 // boot builds the initramfs and runs the VM's script once for every test of the package.
 func boot(t *testing.T) results {
 	t.Helper()
@@ -173,7 +186,7 @@ func runVM(qemu, kernel, initrd string) (results, string, error) {
 	cmd := exec.CommandContext(ctx, qemu, "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1024",
 		"-display", "none", "-monitor", "none", "-serial", "stdio", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init")
+		"-append", "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init vm.only="+os.Getenv("CAIRN_VM_ONLY"))
 	cmd.Stdin = nil
 	out, err := cmd.StdoutPipe()
 	if err != nil {

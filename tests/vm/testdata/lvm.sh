@@ -1,41 +1,84 @@
 # The scenarios of tests/vm, run by the VM's /init (busybox sh). Every result is one line
 # "@@ SCENARIO KEY VALUE" on the console; vm_test.go parses them and judges. Commands' own
-# output goes to the console too, for the log of a failing run.
+# output goes to the console too, for the log of a failing run. vm.only=a,b on the kernel
+# command line runs only those scenarios.
 export CAIRN_REPO=/tmp/repo
 SCEN=setup
 
 r() { echo "@@ $SCEN $*"; }
-# j KEY CMD...: runs a cairn command with --format json and prints its output as one line.
+# j KEY CMD...: runs a cairn command with --format json, prints its output as one line and its
+# exit code as KEY.rc; the output stays in $out.
 j() { k=$1; shift; out=$(cairn --format json --quiet "$@"); rc=$?; r "$k" "$(echo "$out" | tr -d '\n')"; r "$k.rc" $rc; }
-# jid JSON: the first "id" in a JSON object.
-jid() { echo "$1" | grep -o '"id": *"[^"]*"' | head -1 | sed 's/.*"\([^"]*\)"$/\1/'; }
+# field NAME: a string field of the JSON object in $out.
+field() { echo "$out" | grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*"\([^"]*\)"$/\1/'; }
 # writer_start FILE / writer_stop: the timestamped, fsynced appender; stop prints its longest pause.
 writer_start() { CAIRN_VM_HELPER=writer vmhelper "$1" /tmp/writer.res & WPID=$!; sleep 1; }
 writer_stop() { kill $WPID; wait $WPID; r writer "$(cat /tmp/writer.res)"; rm -f /tmp/writer.res; }
-# cairn_lvs: logical volumes and dm devices cairn created and left behind.
+# leftovers: logical volumes and dm devices of cairn's that are still there.
 leftovers() { echo $(lvs --noheadings -o lv_name 2>/dev/null | grep cairn) $(dmsetup ls 2>/dev/null | grep cairn | cut -f1); }
-t0() { T0=$(cut -d' ' -f1 /proc/uptime); }
-t1() { r seconds $(awk -v a=$T0 -v b=$(cut -d' ' -f1 /proc/uptime) 'BEGIN{print b-a}'); }
+sha() { sha256sum "$1" | cut -d' ' -f1; }
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+
+# force DEVICE NAME: an in-use volume (a mounted ext4 with a writer) backed up with --force
+# through a snapshot cairn creates and removes; the restore must be fsck-clean.
+force() {
+	mkfs.ext4 -q "$1" && mkdir -p /mnt/$2 && mount "$1" /mnt/$2
+	r setup $?
+	dd if=/dev/urandom of=/mnt/$2/data bs=1M count=8 2>/dev/null
+	writer_start /mnt/$2/log
+	cairn --quiet volume manage "$1" --name $2 >/dev/null
+	cairn --quiet backup create $2; r refused.rc $?
+	j backup backup create $2 --force
+	writer_stop
+	r leftovers "$(leftovers)"
+	cairn --quiet backup restore --yes "$(field id)" --to /tmp/$2.img >/dev/null; r restore.rc $?
+	e2fsck -fn /tmp/$2.img; r fsck.rc $?
+	rm -f /tmp/$2.img
+	umount /mnt/$2
+}
+
+# An in-use classic LV, through a classic (COW) LVM snapshot.
+scen_classic() {
+	lvcreate -q -y -L 48M -n classic vg0 && force /dev/vg0/classic classic
+}
+
+# An in-use thin LV, through a thin snapshot.
+scen_thin() {
+	lvcreate -q -y -L 128M -T vg0/pool && lvcreate -q -y -V 48M -T vg0/pool -n thin && force /dev/vg0/thin thin
+}
+
+# 'snapshot create' of an LV and backups from the snapshots, full then incremental: each
+# restore equals its snapshot; 'snapshot delete' removes the LVs.
+scen_snap() {
+	lvcreate -q -y -L 32M -n plain vg0 && dd if=/dev/urandom of=/dev/vg0/plain bs=1M count=32 2>/dev/null
+	r setup $?
+	cairn --quiet volume manage /dev/vg0/plain --name plain >/dev/null
+	j snap1 snapshot create plain; S1=$(field id); P1=$(field path)
+	j full backup create --snapshot-id "$S1"; B1=$(field id)
+	dd if=/dev/urandom of=/dev/vg0/plain bs=64K count=8 seek=100 conv=notrunc 2>/dev/null
+	j snap2 snapshot create plain; S2=$(field id); P2=$(field path)
+	j inc backup create --snapshot-id "$S2" --incremental; B2=$(field id)
+	r snap1.sha "$(sha "$P1")"
+	r snap2.sha "$(sha "$P2")"
+	r volume.sha "$(sha /dev/vg0/plain)"
+	cairn --quiet backup restore --yes "$B1" --to /tmp/r1.img >/dev/null; r restore1.rc $?
+	r full.sha "$(sha /tmp/r1.img)"
+	cairn --quiet backup restore --yes "$B2" --to /tmp/r2.img >/dev/null; r restore2.rc $?
+	r inc.sha "$(sha /tmp/r2.img)"
+	rm -f /tmp/r1.img /tmp/r2.img
+	cairn --quiet snapshot delete "$S1" >/dev/null && cairn --quiet snapshot delete "$S2" >/dev/null; r delete.rc $?
+	r leftovers "$(leftovers)"
+}
 
 cairn repo init --encryption none >/dev/null; r repo_init $?
 truncate -s 400M /tmp/pv0.img
 PV=$(losetup -f); losetup "$PV" /tmp/pv0.img
 pvcreate -q "$PV" && vgcreate -q vg0 "$PV"; r vg $?
 
-# An in-use classic LV: a mounted ext4 with a writer, backed up with --force through an LVM
-# snapshot that cairn creates and removes.
-SCEN=classic; t0
-lvcreate -q -y -L 48M -n classic vg0 && mkfs.ext4 -q /dev/vg0/classic && mkdir -p /mnt/classic && mount /dev/vg0/classic /mnt/classic
-r setup $?
-dd if=/dev/urandom of=/mnt/classic/data bs=1M count=8 2>/dev/null
-writer_start /mnt/classic/log
-cairn --quiet volume manage /dev/vg0/classic --name classic >/dev/null
-cairn --quiet backup create classic; r refused.rc $?
-j backup backup create classic --force
-writer_stop
-r leftovers "$(leftovers)"
-cairn --quiet backup restore --yes "$(jid "$out")" --to /tmp/classic.img; r restore.rc $?
-e2fsck -fn /tmp/classic.img; r fsck.rc $?
-rm -f /tmp/classic.img
-umount /mnt/classic
-t1
+ONLY=$(sed -n 's/.*vm\.only=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
+for s in ${ONLY:-classic thin snap}; do
+	SCEN=$s; T0=$(uptime_s)
+	echo "== scenario $s"
+	scen_$s
+	r seconds "$(awk -v a=$T0 -v b=$(uptime_s) 'BEGIN{print b-a}')"
+done
