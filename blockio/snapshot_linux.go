@@ -18,16 +18,18 @@ import (
 var ErrNoSnapshot = errors.New("no snapshot support")
 
 // Snapshot is a point-in-time copy of a volume that can be read while the volume keeps
-// changing: a reflinked file beside an image file, or an LVM snapshot of a logical volume.
+// changing: a reflinked file beside an image file, an LVM snapshot of a logical volume, or a
+// dm-snapshot of another device-mapper device.
 type Snapshot struct {
-	Kind string // "reflink" or "lvm"
+	Kind string // "reflink", "lvm" or "dm"
 	Path string // what to read: the clone file or the snapshot device
 	lv   string // vg/lv of an LVM snapshot, for removal
 }
 
 // TakeSnapshot makes a point-in-time snapshot of the volume at path, named after name (a
 // short id). Image files are cloned with FICLONE (XFS with reflink, btrfs): atomic, instant,
-// sharing blocks. Logical volumes get an LVM snapshot (thin when the origin is thin). Anything
+// sharing blocks. Logical volumes get an LVM snapshot (thin when the origin is thin), other
+// device-mapper devices a dm-snapshot (dmSnapshot). Anything
 // else is ErrNoSnapshot with the reason: a copy made while the volume changes would not be a
 // point in time, and cairn never pretends it is.
 func TakeSnapshot(path, name string) (*Snapshot, error) {
@@ -39,6 +41,11 @@ func TakeSnapshot(path, name string) (*Snapshot, error) {
 	case fi.Mode().IsRegular():
 		return reflinkSnapshot(path, name)
 	case isBlockDevice(fi):
+		// LVM's devices carry uuids "LVM-..."; any other device-mapper device gets a
+		// dm-snapshot of cairn's own.
+		if dm, uuid := dmInfo(fi); dm != "" && !strings.HasPrefix(uuid, "LVM-") {
+			return dmSnapshot(path, dm, name)
+		}
 		return lvmSnapshot(path, name)
 	}
 	return nil, fmt.Errorf("volume %s: %w", path, ErrNotVolume)
@@ -84,12 +91,12 @@ func lvmSnapshot(dev, name string) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: %s is a block device that is not a logical volume (no lvm2 tools), and cairn snapshots only LVM volumes and image files", ErrNoSnapshot, dev)
 	}
 	out, err := exec.Command("lvs", "--noheadings", "--nosuffix", "--units", "b", "--separator", "|",
-		"-o", "vg_name,lv_name,segtype,lv_size", dev).Output()
+		"-o", "vg_name,lv_name,segtype,lv_size,vg_free", dev).Output()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s is not an LVM logical volume (cairn snapshots LVM volumes and image files on XFS or btrfs)", ErrNoSnapshot, dev)
 	}
 	f := strings.Split(strings.TrimSpace(string(out)), "|")
-	if len(f) != 4 {
+	if len(f) != 5 {
 		return nil, fmt.Errorf("lvs %s: unexpected output %q", dev, out)
 	}
 	vg, lv, segtype := strings.TrimSpace(f[0]), strings.TrimSpace(f[1]), strings.TrimSpace(f[2])
@@ -99,13 +106,32 @@ func lvmSnapshot(dev, name string) (*Snapshot, error) {
 		args = append(args, "--setactivationskip", "n", "--activate", "y")
 	} else {
 		size, _ := strconv.ParseInt(strings.TrimSpace(f[3]), 10, 64)
-		cow := max(size/10, 256<<20) // room for 10 % of the origin to change while the backup runs
+		free, _ := strconv.ParseInt(strings.TrimSpace(f[4]), 10, 64)
+		cow, err := cowSize(size, free)
+		if err != nil {
+			return nil, fmt.Errorf("%w: snapshot of %s/%s: %v", ErrNoSnapshot, vg, lv, err)
+		}
 		args = append(args, "--size", strconv.FormatInt(cow, 10)+"b")
 	}
 	if out, err := exec.Command("lvcreate", append(args, vg+"/"+lv)...).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("lvcreate snapshot of %s/%s: %v: %s", vg, lv, err, strings.TrimSpace(string(out)))
 	}
 	return &Snapshot{Kind: "lvm", Path: "/dev/" + vg + "/" + snap, lv: vg + "/" + snap}, nil
+}
+
+// cowSize is the copy-on-write space of a classic snapshot of a size-byte volume in a volume
+// group with free bytes: room for 10 % of the volume to change while the backup runs, at
+// least 256 MiB, never more than the whole volume (the most that can change) and never more
+// than the group has free; less than 1 % of the volume, or one 4 MiB extent, is refused.
+func cowSize(size, free int64) (int64, error) {
+	cow := min(max(size/10, 256<<20), size+size/100+4<<20)
+	if cow > free {
+		if free < max(size/100, 4<<20) {
+			return 0, fmt.Errorf("the volume group has %d bytes free, too little for the snapshot's copy-on-write space (about %d): extend it or free space", free, cow)
+		}
+		cow = free
+	}
+	return cow, nil
 }
 
 // Remove deletes the snapshot.
@@ -116,6 +142,8 @@ func (s *Snapshot) Remove() error {
 			return err
 		}
 		return nil
+	case "dm":
+		return removeDMSnapshot(s.Path)
 	case "lvm":
 		lv := s.lv
 		if lv == "" {

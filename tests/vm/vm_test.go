@@ -248,7 +248,7 @@ var moduleNames = []string{"loop", "crc32c_generic", "dm-mod", "dm-snapshot", "d
 // hostBinaries are the programs copied into the initramfs at their own paths, with the
 // libraries ldd names for them.
 var hostBinaries = []string{"lvm", "dmsetup", "thin_delta", "thin_check", "thin_dump", "thin_repair", "thin_restore",
-	"mkfs.ext4", "e2fsck", "blockdev"}
+	"mkfs.ext4", "e2fsck", "losetup"}
 
 // lvmCommands are lvm's command names, made links to lvm.
 var lvmCommands = []string{"lvs", "vgs", "pvs", "lvcreate", "lvremove", "lvchange", "lvdisplay", "lvconvert", "lvextend",
@@ -368,6 +368,7 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t tmpfs -o size=900m tmp /tmp
 mount -t tmpfs run /run
+mount -t tmpfs vartmp /var/tmp
 mkdir -p /run/lock/lvm /run/lvm
 while read m; do insmod "$m" 2>/dev/null || echo "vm: insmod $m failed"; done < /etc/modules.list
 echo "@@ vm ready $(cat /proc/uptime | cut -d' ' -f1)"

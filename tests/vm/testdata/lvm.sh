@@ -1,6 +1,7 @@
 # The scenarios of tests/vm, run by the VM's /init (busybox sh). Every result is one line
 # "@@ SCENARIO KEY VALUE" on the console; vm_test.go parses them and judges. Commands' own
-# output goes to the console too, for the log of a failing run. vm.only=a,b on the kernel
+# output goes to the console too, for the log of a failing run. busybox sh runs its own applets
+# before PATH, so util-linux losetup is called by its path. vm.only=a,b on the kernel
 # command line runs only those scenarios.
 export CAIRN_REPO=/tmp/repo
 SCEN=setup
@@ -31,9 +32,9 @@ force() {
 	j backup backup create $2 --force
 	writer_stop
 	r leftovers "$(leftovers)"
-	cairn --quiet backup restore --yes "$(field id)" --to /tmp/$2.img >/dev/null; r restore.rc $?
-	e2fsck -fn /tmp/$2.img; r fsck.rc $?
-	rm -f /tmp/$2.img
+	cairn --quiet backup restore --yes "$(field id)" --to /tmp/restored-$2.img >/dev/null; r restore.rc $?
+	e2fsck -fn /tmp/restored-$2.img; r fsck.rc $?
+	rm -f /tmp/restored-$2.img
 	umount /mnt/$2
 }
 
@@ -70,13 +71,41 @@ scen_snap() {
 	r leftovers "$(leftovers)"
 }
 
+# A plain device-mapper device (linear over a loop device): --force takes a dm-snapshot of
+# cairn's own and gives the device its table back; two kept snapshots share the origin.
+scen_dm() {
+	truncate -s 48M /tmp/dm-lin.img && L=$(/usr/sbin/losetup -f --show /tmp/dm-lin.img) && dmsetup create lin --table "0 98304 linear $L 0" && dmsetup mknodes lin
+	force /dev/mapper/lin lin
+	r table "$(dmsetup table lin | cut -d' ' -f3)"
+	j s1 snapshot create lin; S1=$(field id); P1=$(field path)
+	dd if=/dev/urandom of=/dev/mapper/lin bs=64K count=4 seek=40 conv=notrunc 2>/dev/null
+	j s2 snapshot create lin; S2=$(field id); P2=$(field path)
+	dd if=/dev/urandom of=/dev/mapper/lin bs=64K count=4 seek=80 conv=notrunc 2>/dev/null
+	r origin.table "$(dmsetup table lin | cut -d' ' -f3)"
+	r s1.sha "$(sha "$P1")"
+	r s2.sha "$(sha "$P2")"
+	j full backup create --snapshot-id "$S1"; B1=$(field id)
+	j inc backup create --snapshot-id "$S2" --incremental; B2=$(field id)
+	cairn --quiet backup restore --yes "$B1" --to /tmp/r1.img >/dev/null; r restore1.rc $?
+	r full.sha "$(sha /tmp/r1.img)"
+	cairn --quiet backup restore --yes "$B2" --to /tmp/r2.img >/dev/null; r restore2.rc $?
+	r inc.sha "$(sha /tmp/r2.img)"
+	rm -f /tmp/r1.img /tmp/r2.img
+	cairn --quiet snapshot delete "$S1" >/dev/null; r delete1.rc $?
+	r after1.table "$(dmsetup table lin | cut -d' ' -f3)"
+	cairn --quiet snapshot delete "$S2" >/dev/null; r delete2.rc $?
+	r after2.table "$(dmsetup table lin | cut -d' ' -f3)"
+	r leftovers "$(leftovers)"
+	r cow.loops "$(/usr/sbin/losetup -a | grep -c cairn-cow)"
+}
+
 cairn repo init --encryption none >/dev/null; r repo_init $?
 truncate -s 400M /tmp/pv0.img
 PV=$(losetup -f); losetup "$PV" /tmp/pv0.img
 pvcreate -q "$PV" && vgcreate -q vg0 "$PV"; r vg $?
 
 ONLY=$(sed -n 's/.*vm\.only=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
-for s in ${ONLY:-classic thin snap}; do
+for s in ${ONLY:-classic thin snap dm}; do
 	SCEN=$s; T0=$(uptime_s)
 	echo "== scenario $s"
 	scen_$s
