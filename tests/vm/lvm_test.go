@@ -55,6 +55,13 @@ func forceBackup(t *testing.T, r results, scen string) {
 	if left := r.get(t, scen, "leftovers"); left != "" {
 		t.Errorf("--force left behind: %s", left)
 	}
+	wantKept := "0" // a thin LV keeps the snapshot the backup read, for change tracking
+	if scen == "thin" {
+		wantKept = "1"
+	}
+	if k := r.get(t, scen, "kept"); k != wantKept {
+		t.Errorf("%s thin snapshots kept for change tracking after the backup, want %s", k, wantKept)
+	}
 	r.expectZero(t, scen, "restore.rc", "fsck.rc")
 	w := strings.Fields(r.get(t, scen, "writer"))
 	if len(w) != 2 {
@@ -133,5 +140,62 @@ func TestDMSnapshot(t *testing.T) {
 	}
 	if tb := r.get(t, s, "after2.table"); tb != "linear" {
 		t.Errorf("after deleting both snapshots the table is %q, want linear", tb)
+	}
+}
+
+// TestThinChangeTracking: a thin LV is tracked by default; each backup keeps its thin
+// snapshot (and only the latest), an incremental reads only what thin_delta reports changed
+// since the parent's (at most 2x the bytes written) and restores byte-exact; an unchanged
+// volume reads nothing; with the kept snapshot removed it reads in full and says why; the
+// pool's metadata snapshot is released; unmanaging the volume removes the kept snapshot.
+func TestThinChangeTracking(t *testing.T) {
+	const s = "thincbt"
+	r := scenario(t, s)
+	r.expectZero(t, s, "setup", "vol.rc", "restore.rc", "gone.restore.rc", "unmanage.rc", "kept.after")
+	var vol struct {
+		TrackChanges bool `json:"track_changes"`
+	}
+	if err := json.Unmarshal([]byte(r.get(t, s, "vol")), &vol); err != nil || !vol.TrackChanges {
+		t.Errorf("volume manage of a thin LV: track_changes is not true (%v): %s", err, r.get(t, s, "vol"))
+	}
+	full := r.backupOf(t, s, "full")
+	if full.ReadMode != "full" || full.ReadFallback != "" {
+		t.Errorf("full backup: read_mode %q, read_fallback %q", full.ReadMode, full.ReadFallback)
+	}
+	if k := r.get(t, s, "kept.full"); k != "1" {
+		t.Errorf("after the full backup %s thin snapshots cairn-cbt-%s, want 1", k, full.ID)
+	}
+	inc := r.backupOf(t, s, "inc")
+	changed := r.int(t, s, "changed")
+	t.Logf("thin-delta incremental: read %d bytes for %d written (%.2fx); scenario took %s s",
+		inc.ReadBytes, changed, float64(inc.ReadBytes)/float64(changed), r.get(t, s, "seconds"))
+	if inc.ReadMode != "thin-delta" || inc.ReadFallback != "" {
+		t.Errorf("incremental: read_mode %q, read_fallback %q; want thin-delta", inc.ReadMode, inc.ReadFallback)
+	}
+	if inc.ReadBytes < changed || inc.ReadBytes > 2*changed {
+		t.Errorf("incremental read %d bytes for %d changed: want between 1x and 2x", inc.ReadBytes, changed)
+	}
+	if k, want := r.get(t, s, "kept.inc"), "cairn-cbt-"+r.get(t, s, "inc.id"); k != want {
+		t.Errorf("after the incremental the kept thin snapshots are %q, want only %s", k, want)
+	}
+	if got, want := r.get(t, s, "inc.sha"), r.get(t, s, "volume.sha"); got != want {
+		t.Errorf("incremental restores to %s, the volume is %s", got, want)
+	}
+	same := r.backupOf(t, s, "same")
+	if same.ReadMode != "thin-delta" || same.ReadBytes != 0 {
+		t.Errorf("incremental of an unchanged thin LV: read_mode %q, read %d bytes; want thin-delta, 0", same.ReadMode, same.ReadBytes)
+	}
+	gone := r.backupOf(t, s, "gone")
+	if gone.ReadMode != "full" || !strings.Contains(gone.ReadFallback, "no thin snapshot kept by parent backup") {
+		t.Errorf("incremental without the kept snapshot: read_mode %q, read_fallback %q; want full, saying the snapshot is gone", gone.ReadMode, gone.ReadFallback)
+	}
+	if got, want := r.get(t, s, "gone.sha"), r.get(t, s, "gone.volume.sha"); got != want {
+		t.Errorf("the full-read incremental restores to %s, the volume is %s", got, want)
+	}
+	if m := r.get(t, s, "pool.metasnap"); m != "-" {
+		t.Errorf("the pool's metadata snapshot is still held (%s)", m)
+	}
+	if left := r.get(t, s, "leftovers"); left != "" {
+		t.Errorf("left behind: %s", left)
 	}
 }
