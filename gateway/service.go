@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -446,6 +447,15 @@ func (s *Service) recover(ctx context.Context) error {
 	for _, v := range vols {
 		if v.Kind == KindFile {
 			s.removeTempSnapshots(v.Path)
+		} else if v.Kind == KindDevice && v.Status == index.VolumeBackingUp {
+			// Asking LVM or device-mapper is slower than a glob: only when a backup died.
+			removed, err := blockio.RemoveDeviceSnapshots(v.Path, tempSnapshotPrefix)
+			for _, p := range removed {
+				s.log.Warn("removed a snapshot left by an interrupted backup", "path", p)
+			}
+			if err != nil {
+				s.log.Error("cannot remove the snapshots an interrupted backup left", "volume_id", v.ID, "error", err)
+			}
 		}
 		switch v.Status {
 		case index.VolumeBackingUp:

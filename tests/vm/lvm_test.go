@@ -199,3 +199,28 @@ func TestThinChangeTracking(t *testing.T) {
 		t.Errorf("left behind: %s", left)
 	}
 }
+
+// TestCrashLeavesNoSnapshot: a --force backup killed while it reads its temporary snapshot (of
+// an LV, and of a plain device-mapper device) leaves the snapshot; the next cairn command's
+// recovery removes it, and the device's table is linear again.
+func TestCrashLeavesNoSnapshot(t *testing.T) {
+	const s = "crash"
+	r := scenario(t, s)
+	r.expectZero(t, s, "setup")
+	for _, v := range []struct{ name, prefix, table string }{
+		{"crash", "cairn-snap-tmp-", "linear"},
+		{"crashdm", "cairn-snap-tmp-", "linear"},
+	} {
+		before := r.get(t, s, v.name+".before")
+		if !strings.Contains(before, v.prefix) {
+			t.Errorf("%s: the killed backup left %q, want its temporary snapshot (was it killed too late?)", v.name, before)
+		}
+		r.expectZero(t, s, v.name+".list.rc")
+		if after := r.get(t, s, v.name+".after"); after != "" {
+			t.Errorf("%s: after recovery %q is still there", v.name, after)
+		}
+		if tb := r.get(t, s, v.name+".table"); tb != v.table {
+			t.Errorf("%s: after recovery its table is %q, want %s", v.name, tb, v.table)
+		}
+	}
+}

@@ -16,9 +16,10 @@ field() { echo "$out" | grep -o "\"$1\": *\"[^\"]*\"" | head -1 | sed 's/.*"\([^
 writer_start() { CAIRN_VM_HELPER=writer vmhelper "$1" /tmp/writer.res & WPID=$!; sleep 1; }
 writer_stop() { kill $WPID; wait $WPID; r writer "$(cat /tmp/writer.res)"; rm -f /tmp/writer.res; }
 # leftovers: logical volumes and dm devices of cairn's that are still there, but for the thin
-# snapshots kept for change tracking (cairn-cbt-*), which kept counts.
+# snapshots kept for change tracking (cairn-cbt-*), which cbt ORIGIN lists and kept counts.
 leftovers() { echo $(lvs --noheadings -o lv_name 2>/dev/null | grep cairn | grep -v cairn-cbt-) $(dmsetup ls 2>/dev/null | grep cairn | grep -v cairn-cbt- | cut -f1); }
-kept() { lvs --noheadings -o lv_name 2>/dev/null | grep -c cairn-cbt-; }
+cbt() { lvs --noheadings --separator '|' -o lv_name,origin 2>/dev/null | tr -d ' ' | awk -F'|' -v o="$1" '$1 ~ /^cairn-cbt-/ && $2 == o {print $1}'; }
+kept() { cbt "$1" | wc -l; }
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 
@@ -34,7 +35,7 @@ force() {
 	j backup backup create $2 --force
 	writer_stop
 	r leftovers "$(leftovers)"
-	r kept "$(kept)"
+	r kept "$(kept $2)"
 	cairn --quiet backup restore --yes "$(field id)" --to /tmp/restored-$2.img >/dev/null; r restore.rc $?
 	e2fsck -fn /tmp/restored-$2.img; r fsck.rc $?
 	rm -f /tmp/restored-$2.img
@@ -117,7 +118,7 @@ scen_thincbt() {
 	dd if=/dev/urandom of=/dev/vg0/tv bs=4K count=1 seek=4000 conv=notrunc 2>/dev/null
 	r changed $((6 * 65536))
 	j inc backup create tv --incremental; B2=$(field id)
-	r kept.inc "$(lvs --noheadings -o lv_name vg0 | grep cairn-cbt- | tr -d ' ')"
+	r kept.inc "$(cbt tv)"
 	r inc.id "$B2"
 	r volume.sha "$(sha /dev/vg0/tv)"
 	cairn --quiet backup restore --yes "$B2" --to /tmp/r.img >/dev/null; r restore.rc $?
@@ -134,8 +135,33 @@ scen_thincbt() {
 	rm -f /tmp/r.img
 	r pool.metasnap "$(dmsetup status vg0-pool-tpool | cut -d' ' -f7)"
 	cairn --quiet volume unmanage tv >/dev/null; r unmanage.rc $?
-	r kept.after "$(kept)"
+	r kept.after "$(kept tv)"
 	r leftovers "$(leftovers)"
+}
+
+# A --force backup killed (SIGKILL) while it reads its temporary snapshot, of an LV and of a
+# plain device-mapper device: the next cairn command's recovery removes the snapshots.
+scen_crash() {
+	lvcreate -q -y -L 48M -n crash vg0 && mkfs.ext4 -q /dev/vg0/crash && mkdir -p /mnt/crash && mount /dev/vg0/crash /mnt/crash &&
+	truncate -s 48M /tmp/dm-crash.img && L=$(/usr/sbin/losetup -f --show /tmp/dm-crash.img) &&
+	dmsetup create crashdm --table "0 98304 linear $L 0" && dmsetup mknodes crashdm && mkfs.ext4 -q /dev/mapper/crashdm &&
+	mkdir -p /mnt/crashdm && mount /dev/mapper/crashdm /mnt/crashdm
+	r setup $?
+	for v in vg0-crash:/dev/vg0/crash crashdm:/dev/mapper/crashdm; do
+		dm=${v%%:*}; v=${v#*:}; n=$(basename $v)
+		dd if=/dev/urandom of=/mnt/$n/data bs=1M count=16 2>/dev/null; sync
+		cairn --quiet volume manage $v --name $n >/dev/null
+		cairn --quiet backup create $n --force >/dev/null 2>&1 & CP=$!
+		i=0
+		while [ $i -lt 600 ] && ! leftovers | grep -q cairn-snap-tmp-; do sleep 0.1; i=$((i+1)); done
+		kill -9 $CP; wait $CP 2>/dev/null
+		r $n.before "$(leftovers)"
+		r $n.state "$(dmsetup info -c --noheadings -o suspended $dm)"
+		cairn --quiet --log-file /tmp/cairn.log backup list >/dev/null; r $n.list.rc $?
+		r $n.after "$(leftovers)"
+		r $n.table "$(dmsetup table $dm | cut -d' ' -f3)"
+		umount /mnt/$n
+	done
 }
 
 cairn repo init --encryption none >/dev/null; r repo_init $?
@@ -144,7 +170,7 @@ PV=$(losetup -f); losetup "$PV" /tmp/pv0.img
 pvcreate -q "$PV" && vgcreate -q vg0 "$PV"; r vg $?
 
 ONLY=$(sed -n 's/.*vm\.only=\([^ ]*\).*/\1/p' /proc/cmdline | tr , ' ')
-for s in ${ONLY:-classic thin snap dm thincbt}; do
+for s in ${ONLY:-classic thin snap dm thincbt crash}; do
 	SCEN=$s; T0=$(uptime_s)
 	echo "== scenario $s"
 	scen_$s
