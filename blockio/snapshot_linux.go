@@ -181,6 +181,25 @@ func RemoveDeviceSnapshots(path, prefix string) ([]string, error) {
 	return removeDMSnapshots(dm, dmSnapPrefix+prefix)
 }
 
+// AnyDeviceSnapshots reports whether a device-mapper device exists whose name says it is a
+// snapshot of cairn's named beginning with cairn-snap-PREFIX (an LVM one shows as
+// VG-cairn--snap--PREFIX...): a sysfs scan, cheap enough to run at every start.
+func AnyDeviceSnapshots(prefix string) bool {
+	names, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	lvmName := strings.ReplaceAll("cairn-snap-"+prefix, "-", "--")
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSpace(string(b))
+		if strings.HasPrefix(name, dmSnapPrefix+prefix) || strings.Contains(name, "-"+lvmName) {
+			return true
+		}
+	}
+	return false
+}
+
 // removeLVMSnapshots removes the snapshots of logical volume dev named beginning with prefix.
 func removeLVMSnapshots(dev, prefix string) ([]string, error) {
 	if _, err := exec.LookPath("lvs"); err != nil {

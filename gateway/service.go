@@ -444,11 +444,13 @@ func (s *Service) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A --force backup snapshots the volume before it marks it backing-up: look for its
+	// snapshots when sysfs shows one, and then ask LVM or device-mapper whose it is.
+	leftSnapshots := blockio.AnyDeviceSnapshots(tempSnapshotPrefix)
 	for _, v := range vols {
 		if v.Kind == KindFile {
 			s.removeTempSnapshots(v.Path)
-		} else if v.Kind == KindDevice && v.Status == index.VolumeBackingUp {
-			// Asking LVM or device-mapper is slower than a glob: only when a backup died.
+		} else if v.Kind == KindDevice && (v.Status == index.VolumeBackingUp || leftSnapshots) {
 			removed, err := blockio.RemoveDeviceSnapshots(v.Path, tempSnapshotPrefix)
 			for _, p := range removed {
 				s.log.Warn("removed a snapshot left by an interrupted backup", "path", p)
