@@ -69,7 +69,7 @@ func forceBackup(t *testing.T, r results, scen string) {
 	}
 	t.Logf("%s: backup %s read %d bytes (%s); the writer's longest pause was %s ms over %s writes; scenario took %s s",
 		scen, b.ID, b.ReadBytes, b.ReadMode, w[0], w[1], r.get(t, scen, "seconds"))
-	if r.int(t, scen, "writer") > 5000 {
+	if r.int(t, scen, "writer") > 8000 { // TCG on a busy 2-core host: 0.2-3 s seen
 		t.Errorf("the writer paused %s ms: the snapshot must not block it for long", w[0])
 	}
 }
@@ -80,9 +80,24 @@ func TestLVMForceClassic(t *testing.T) {
 	forceBackup(t, scenario(t, "classic"), "classic")
 }
 
-// TestLVMForceThin: the same for a thin LV, read through a thin snapshot.
+// TestLVMForceThin: the same for a thin LV, read through a thin snapshot; then 'snapshot
+// create' of it makes a thin snapshot, whose backup restores equal to it, and 'snapshot
+// delete' removes it.
 func TestLVMForceThin(t *testing.T) {
-	forceBackup(t, scenario(t, "thin"), "thin")
+	const s = "thin"
+	r := scenario(t, s)
+	forceBackup(t, r, s)
+	r.expectZero(t, s, "snap.rc", "snaprestore.rc", "snapdelete.rc")
+	if st := r.get(t, s, "snap.segtype"); st != "thin" {
+		t.Errorf("snapshot create of a thin LV made a %q LV, want thin", st)
+	}
+	r.backupOf(t, s, "snapbackup")
+	if got, want := r.get(t, s, "snaprestore.sha"), r.get(t, s, "snap.sha"); got != want {
+		t.Errorf("the snapshot's backup restores to %s, the snapshot is %s", got, want)
+	}
+	if left := r.get(t, s, "snapleft"); left != "" {
+		t.Errorf("snapshot delete left behind: %s", left)
+	}
 }
 
 // TestLVMSnapshotBackups: 'snapshot create' of an LV, a full backup from the first snapshot

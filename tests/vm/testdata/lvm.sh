@@ -47,9 +47,19 @@ scen_classic() {
 	lvcreate -q -y -L 48M -n classic vg0 && force /dev/vg0/classic classic
 }
 
-# An in-use thin LV, through a thin snapshot.
+# An in-use thin LV, through a thin snapshot; then 'snapshot create' of it (a thin snapshot
+# too) and a backup of that.
 scen_thin() {
 	lvcreate -q -y -L 128M -T vg0/pool && lvcreate -q -y -V 48M -T vg0/pool -n thin && force /dev/vg0/thin thin
+	j snap snapshot create thin; S=$(field id); P=$(field path)
+	r snap.segtype "$(lvs --noheadings -o segtype "$P" | tr -d ' ')"
+	j snapbackup backup create --snapshot-id "$S"; B=$(field id)
+	r snap.sha "$(sha "$P")"
+	cairn --quiet backup restore --yes "$B" --to /tmp/r.img >/dev/null; r snaprestore.rc $?
+	r snaprestore.sha "$(sha /tmp/r.img)"
+	rm -f /tmp/r.img
+	cairn --quiet snapshot delete "$S" >/dev/null; r snapdelete.rc $?
+	r snapleft "$(leftovers)"
 }
 
 # 'snapshot create' of an LV and backups from the snapshots, full then incremental: each
