@@ -28,7 +28,7 @@ uptime_s() { cut -d' ' -f1 /proc/uptime; }
 force() {
 	mkfs.ext4 -q "$1" && mkdir -p /mnt/$2 && mount "$1" /mnt/$2
 	r setup $?
-	dd if=/dev/urandom of=/mnt/$2/data bs=1M count=8 2>/dev/null
+	dd if=/dev/urandom of=/mnt/$2/data bs=1M count=4 2>/dev/null
 	writer_start /mnt/$2/log
 	cairn --quiet volume manage "$1" --name $2 >/dev/null
 	cairn --quiet backup create $2; r refused.rc $?
@@ -65,7 +65,7 @@ scen_thin() {
 # 'snapshot create' of an LV and backups from the snapshots, full then incremental: each
 # restore equals its snapshot; 'snapshot delete' removes the LVs.
 scen_snap() {
-	lvcreate -q -y -L 32M -n plain vg0 && dd if=/dev/urandom of=/dev/vg0/plain bs=1M count=32 2>/dev/null
+	lvcreate -q -y -L 16M -n plain vg0 && dd if=/dev/urandom of=/dev/vg0/plain bs=1M count=16 2>/dev/null
 	r setup $?
 	cairn --quiet volume manage /dev/vg0/plain --name plain >/dev/null
 	j snap1 snapshot create plain; S1=$(field id); P1=$(field path)
@@ -118,14 +118,14 @@ scen_dm() {
 # (saying why) when the kept snapshot is gone.
 scen_thincbt() {
 	lvs vg0/pool >/dev/null 2>&1 || lvcreate -q -y -L 128M -T vg0/pool
-	lvcreate -q -y -V 32M -T vg0/pool -n tv && dd if=/dev/urandom of=/dev/vg0/tv bs=1M count=32 2>/dev/null
+	lvcreate -q -y -V 16M -T vg0/pool -n tv && dd if=/dev/urandom of=/dev/vg0/tv bs=1M count=16 2>/dev/null
 	r setup $?
 	j vol volume manage /dev/vg0/tv --name tv
 	j full backup create tv; B1=$(field id)
 	r kept.full "$(lvs --noheadings -o lv_name vg0 | grep -c "cairn-cbt-$B1")"
 	# 5 x 64 KiB (the pool's chunk) at scattered places, and a 4 KiB write in another chunk.
-	for s in 3 50 200 333 500; do dd if=/dev/urandom of=/dev/vg0/tv bs=64K count=1 seek=$s conv=notrunc 2>/dev/null; done
-	dd if=/dev/urandom of=/dev/vg0/tv bs=4K count=1 seek=4000 conv=notrunc 2>/dev/null
+	for s in 3 50 100 170 240; do dd if=/dev/urandom of=/dev/vg0/tv bs=64K count=1 seek=$s conv=notrunc 2>/dev/null; done
+	dd if=/dev/urandom of=/dev/vg0/tv bs=4K count=1 seek=4000 conv=notrunc 2>/dev/null # chunk 250
 	r changed $((6 * 65536))
 	j inc backup create tv --incremental; B2=$(field id)
 	r kept.inc "$(cbt tv)"
@@ -159,7 +159,7 @@ scen_crash() {
 	r setup $?
 	for v in vg0-crash:/dev/vg0/crash crashdm:/dev/mapper/crashdm; do
 		dm=${v%%:*}; v=${v#*:}; n=$(basename $v)
-		dd if=/dev/urandom of=/mnt/$n/data bs=1M count=16 2>/dev/null; sync
+		dd if=/dev/urandom of=/mnt/$n/data bs=1M count=12 2>/dev/null; sync
 		cairn --quiet volume manage $v --name $n >/dev/null
 		cairn --quiet backup create $n --force >/dev/null 2>&1 & CP=$!
 		i=0
