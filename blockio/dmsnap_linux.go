@@ -118,10 +118,10 @@ func dmSnapshot(dev, origin, name string) (*Snapshot, error) {
 	for _, t := range table {
 		sectors = max(sectors, t.start+t.length)
 	}
-	real, created := "", false
+	realName, created := "", false
 	if len(table) == 1 && table[0].kind == "snapshot-origin" && len(table[0].args) == 1 {
-		real = dmNameOf(table[0].args[0])
-		if !strings.HasPrefix(real, dmRealPrefix) {
+		realName = dmNameOf(table[0].args[0])
+		if !strings.HasPrefix(realName, dmRealPrefix) {
 			return nil, fmt.Errorf("%w: device-mapper device %s is the origin of snapshots that are not cairn's", ErrNoSnapshot, origin)
 		}
 	} else {
@@ -130,21 +130,21 @@ func dmSnapshot(dev, origin, name string) (*Snapshot, error) {
 				return nil, fmt.Errorf("%w: device-mapper device %s is a %s target", ErrNoSnapshot, origin, t.kind)
 			}
 		}
-		real, created = dmRealPrefix+name, true
-		if _, err := dmsetupIn(text, "create", real); err != nil {
+		realName, created = dmRealPrefix+name, true
+		if _, err := dmsetupIn(text, "create", realName); err != nil {
 			return nil, fmt.Errorf("snapshot of %s: %w", dev, err)
 		}
 	}
-	realDev, err := dmDevno(real)
+	realDev, err := dmDevno(realName)
 	if err != nil {
 		if created {
-			_, _ = dmsetup("remove", real)
+			_, _ = dmsetup("remove", realName)
 		}
 		return nil, fmt.Errorf("snapshot of %s: %w", dev, err)
 	}
 	undoReal := func() {
 		if created {
-			_, _ = dmsetup("remove", real)
+			_, _ = dmsetup("remove", realName)
 		}
 	}
 	cow, err := cowDevice(sectors * 512)
@@ -269,11 +269,11 @@ func removeDMSnapshot(path string) error {
 			origin = name
 		}
 	}
-	real := dmNameOf(realDev)
-	if origin == "" || !strings.HasPrefix(real, dmRealPrefix) {
+	realName := dmNameOf(realDev)
+	if origin == "" || !strings.HasPrefix(realName, dmRealPrefix) {
 		return fmt.Errorf("removed %s, but cannot find its origin to give back its table (cairn-real device %s)", snap, realDev)
 	}
-	_, text, err := dmTable(real)
+	_, text, err := dmTable(realName)
 	if err != nil {
 		return err
 	}
@@ -283,6 +283,6 @@ func removeDMSnapshot(path string) error {
 	}); err != nil {
 		return fmt.Errorf("give device-mapper device %s its table back: %w", origin, err)
 	}
-	_, err = dmsetup("remove", real)
+	_, err = dmsetup("remove", realName)
 	return err
 }
