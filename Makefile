@@ -5,7 +5,7 @@ PKGS      := ./...
 TIMEOUT   ?= 1500s
 export CGO_ENABLED ?= 0
 
-.PHONY: build test unit e2e torture fuzz demo bench lint clean install uninstall
+.PHONY: build test test-vm unit e2e torture fuzz demo bench lint clean install uninstall
 
 # The version cairn --version prints: the git tag or commit this was built from.
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -92,7 +92,14 @@ bench: build
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags vmtest ./tests/vm/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 -tags vmtest ./tests/vm/
 
 clean:
 	rm -rf bin .bench
+
+# The device-mapper and LVM tests (tests/vm): Debian's kernel booted under qemu (TCG) with an
+# initramfs of busybox, lvm2, thin-provisioning-tools, e2fsprogs and cairn. A few minutes.
+test-vm:
+	$(GO) test -tags vmtest -count=1 -timeout 20m -v ./tests/vm/

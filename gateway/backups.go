@@ -225,6 +225,14 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			plan.kept = true
 		}
 	}
+	if err == nil && plan.thinSnap != nil {
+		// The thin snapshot this backup read is the next incremental's base; older ones go.
+		if kerr := plan.thin.Keep(b.ID); kerr != nil {
+			s.log.Error("cannot keep the thin snapshot for change tracking: the next incremental reads in full", "backup_id", b.ID, "error", kerr)
+		} else {
+			plan.thinKept = true
+		}
+	}
 	unclaim()
 	if err != nil {
 		return s.endFailedBackup(b, v, err)

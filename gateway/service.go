@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -447,9 +448,20 @@ func (s *Service) recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A --force backup snapshots the volume before it marks it backing-up: look for its
+	// snapshots when sysfs shows one, and then ask LVM or device-mapper whose it is.
+	leftSnapshots := blockio.AnyDeviceSnapshots(tempSnapshotPrefix)
 	for _, v := range vols {
 		if v.Kind == KindFile {
 			s.removeTempSnapshots(v.Path)
+		} else if v.Kind == KindDevice && (v.Status == index.VolumeBackingUp || leftSnapshots) {
+			removed, err := blockio.RemoveDeviceSnapshots(v.Path, tempSnapshotPrefix)
+			for _, p := range removed {
+				s.log.Warn("removed a snapshot left by an interrupted backup", "path", p)
+			}
+			if err != nil {
+				s.log.Error("cannot remove the snapshots an interrupted backup left", "volume_id", v.ID, "error", err)
+			}
 		}
 		switch v.Status {
 		case index.VolumeBackingUp:

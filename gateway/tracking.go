@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/blockio/nbd"
@@ -19,6 +20,7 @@ const (
 	ReadFull        = "full"         // every data extent
 	ReadReflinkDiff = "reflink-diff" // only extents no longer shared with the base a reflink clone left
 	ReadNBDBitmap   = "nbd-bitmap"   // only extents an NBD export's dirty bitmap marks
+	ReadThinDelta   = "thin-delta"   // only blocks a thin pool maps differently than in the kept snapshot
 )
 
 // Volume kinds.
@@ -50,13 +52,18 @@ type readPlan struct {
 	// NBD: the export and the dirty bitmap named for an incremental.
 	nbd    *nbd.Source
 	bitmap string
+	// Thin LV: the thin snapshot the backup reads, kept as the next base when it commits.
+	thin     *blockio.ThinVolume
+	thinSnap *blockio.Snapshot
+	thinKept bool
 	// fallback is why tracking that was asked for cannot be used, known already at start.
 	fallback string
 	// tmp is the snapshot --force took of an in-use volume that is not tracked.
 	tmp *blockio.Snapshot
 }
 
-// close closes the source and drops a clone that did not become the base, or the snapshot.
+// close closes the source and drops a clone or thin snapshot that did not become the base
+// (a kept thin snapshot is deactivated), or the snapshot.
 func (p *readPlan) close() error {
 	err := p.src.Close()
 	if p.clone != "" && !p.kept {
@@ -66,6 +73,17 @@ func (p *readPlan) close() error {
 	}
 	if p.tmp != nil {
 		if rerr := p.tmp.Remove(); err == nil {
+			err = rerr
+		}
+	}
+	if p.thinSnap != nil {
+		var rerr error
+		if p.thinKept {
+			rerr = p.thin.Deactivate(strings.TrimPrefix(p.thinSnap.Path, "/dev/"))
+		} else {
+			rerr = p.thinSnap.Remove()
+		}
+		if err == nil {
 			err = rerr
 		}
 	}
@@ -123,7 +141,17 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 				plan.store, plan.clone, srcPath = store, clone, clone
 			}
 		}
-		if plan.clone == "" && reason != "" {
+		if v.TrackChanges && v.Kind == KindDevice {
+			// The thin snapshot is a point in time too, so it serves --force as well.
+			if tv := blockio.Thin(v.Path); tv == nil {
+				plan.fallback = fmt.Sprintf("volume %s is no longer a thin logical volume: read in full", v.Path)
+			} else if snap, err := tv.TakeBase(id); err != nil {
+				plan.fallback = fmt.Sprintf("cannot take a thin snapshot for changed-block tracking (%v): read in full", err)
+			} else {
+				plan.thin, plan.thinSnap, srcPath = tv, snap, snap.Path
+			}
+		}
+		if plan.clone == "" && plan.thinSnap == nil && reason != "" {
 			tmp, err := blockio.TakeSnapshot(v.Path, tempSnapshotPrefix+id[:8])
 			if err != nil {
 				if errors.Is(err, blockio.ErrNoSnapshot) {
@@ -142,6 +170,9 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 		}
 		if plan.clone != "" {
 			_ = plan.store.Drop(plan.clone)
+		}
+		if plan.thinSnap != nil {
+			_ = plan.thinSnap.Remove()
 		}
 		return nil, invalidf("volume %s: %v", v.Name, err)
 	}
@@ -187,6 +218,8 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 			return full
 		}
 		return readChoice{changes: changes, mode: ReadReflinkDiff}
+	case p.thinSnap != nil:
+		return s.chooseThin(p, parent, size)
 	case p.bitmap != "":
 		if !p.nbd.HasBitmap(p.bitmap) {
 			full.fallback = fmt.Sprintf("the NBD export offers no dirty bitmap %s (qemu:dirty-bitmap:%s): read in full", p.bitmap, p.bitmap)
@@ -221,6 +254,30 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 		return readChoice{changes: dirty, mode: ReadNBDBitmap, read: read}
 	}
 	return full
+}
+
+// chooseThin asks the thin pool which blocks differ between the snapshot the parent backup
+// kept and the one this backup reads.
+func (s *Service) chooseThin(p *readPlan, parent *index.Backup, size int64) readChoice {
+	full := readChoice{mode: ReadFull}
+	base, err := p.thin.Base(parent.ID)
+	switch {
+	case err != nil:
+		full.fallback = fmt.Sprintf("cannot find the thin snapshot kept by parent backup %s (%v): read in full", parent.ID, err)
+		return full
+	case base == "":
+		full.fallback = fmt.Sprintf("no thin snapshot kept by parent backup %s (removed, or that backup kept none): read in full", parent.ID)
+		return full
+	case parent.Size != size:
+		full.fallback = fmt.Sprintf("the volume's size changed since parent backup %s: read in full", parent.ID)
+		return full
+	}
+	changes, err := p.thin.Delta(base, strings.TrimPrefix(p.thinSnap.Path, "/dev/"), size)
+	if err != nil {
+		full.fallback = fmt.Sprintf("cannot compare the volume with the thin snapshot kept by parent backup %s: %v: read in full", parent.ID, err)
+		return full
+	}
+	return readChoice{changes: changes, mode: ReadThinDelta}
 }
 
 // probeBlocks picks up to bitmapProbes blocks at random among those the export holds data in

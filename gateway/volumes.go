@@ -146,18 +146,22 @@ func (s *Service) probeVolume(ctx context.Context, ref string) (path string, siz
 	return path, size, kind, nil
 }
 
-// trackChanges decides whether a new volume is tracked: an image file is when asked, or by
-// default when its file system makes reflinks; asking for tracking anything else is refused.
+// trackChanges decides whether a new volume is tracked: a thin logical volume is (through thin
+// snapshots kept in its pool), an image file is when asked, or by default when its file system
+// makes reflinks; asking for tracking anything else is refused.
 func trackChanges(v *index.Volume, want *bool) (bool, error) {
 	if want != nil && !*want {
 		return false, nil
+	}
+	if v.Kind == KindDevice && blockio.Thin(v.Path) != nil {
+		return true, nil // thin snapshots kept in the pool
 	}
 	if v.Kind != KindFile {
 		if want != nil {
 			if v.Kind == KindNBD {
 				return false, invalidf("volume %s is an NBD export: its server tracks changes in a dirty bitmap; back up with --incremental --bitmap NAME instead of --track-changes", v.Name)
 			}
-			return false, invalidf("changed-block tracking works for image files on XFS or btrfs and for NBD exports with dirty bitmaps; %s is a block device", v.Path)
+			return false, invalidf("changed-block tracking works for image files on XFS or btrfs, thin logical volumes and NBD exports with dirty bitmaps; %s is another block device", v.Path)
 		}
 		return false, nil
 	}
@@ -387,7 +391,13 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	}
 	if v.TrackChanges {
 		// The base holds the blocks written since the last backup: give them back.
-		if err := blockio.RemoveBaseStore(v.Path, v.ID); err != nil {
+		var err error
+		if v.Kind != KindDevice {
+			err = blockio.RemoveBaseStore(v.Path, v.ID)
+		} else if tv := blockio.Thin(v.Path); tv != nil {
+			err = tv.DropBases() // the thin snapshots kept in its pool
+		}
+		if err != nil {
 			s.log.Warn("cannot remove the volume's change-tracking base", "volume_id", v.ID, "error", err)
 		}
 	}

@@ -26,7 +26,7 @@ type VolumeManageCmd struct {
 	Path         string `arg:"" help:"Block device, image file, or NBD URI (nbd+unix:///EXPORT?socket=PATH, nbd://HOST:PORT/EXPORT)."`
 	Name         string `help:"Volume name (default: the file name)."`
 	Description  string `help:"Description."`
-	TrackChanges *bool  `help:"Image files: keep a reflink clone after each backup so incrementals read only what changed (default: where the file system has reflinks)." negatable:""`
+	TrackChanges *bool  `help:"Keep what the next incremental compares with, so it reads only what changed: a reflink clone of an image file (default where the file system has reflinks) or a thin snapshot of a thin LV (default)." negatable:""`
 }
 
 // Run registers the volume.
