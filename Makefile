@@ -23,6 +23,7 @@ BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
 ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
 SYSTEMDDIR  ?= $(if $(filter /usr /usr/local,$(PREFIX)),$(PREFIX)/lib/systemd/system)
 DOCS        := README.md docs/design.md docs/reliability.md docs/fuse.md docs/benchmarks.md \
+               docs/nbd.md docs/lvm.md docs/console.md \
                contrib/config.example.json contrib/systemd/cairn.env.example
 
 # The binary (built with the git version), the docs and examples, bash and zsh completion, and
