@@ -544,6 +544,12 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 	if err := s.repo.DeleteManifest(ctx, id); err != nil {
 		return fmt.Errorf("delete backup %s: %w", id, err)
 	}
+	// A quota reservation it may still have (a committed backup keeps one for a while, or
+	// for a day when the process that made it ended first) must not outlive it: no index
+	// knows a deleted backup, so every gateway would count the reservation.
+	if err := s.repo.DeleteMeta(ctx, metaReservations, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		s.log.Warn("cannot remove a deleted backup's quota reservation; it ends by itself after a day", "backup_id", id, "error", err)
+	}
 	return s.idx.DeleteBackup(id)
 }
 

@@ -161,14 +161,14 @@ func (s *Service) quotaUsage(project string) (QuotaUsage, error) {
 	return u, err
 }
 
-// quotaUsageIDs is quotaUsage and the ids of every backup of the project the index knows,
-// from one reading of the records.
-func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]bool, error) {
+// quotaUsageIDs is quotaUsage and every backup of the project the index knows, by id, from one
+// reading of the records.
+func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]*index.Backup, error) {
 	q, err := s.quotaLimits(project)
 	if err != nil {
 		return QuotaUsage{}, nil, err
 	}
-	ids := map[string]bool{}
+	ids := map[string]*index.Backup{}
 	u := QuotaUsage{Backups: QuotaUse{Limit: q.Backups}, BackupGigabytes: QuotaUse{Limit: q.BackupGigabytes}}
 	all, err := s.idx.Backups()
 	if err != nil {
@@ -178,7 +178,7 @@ func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]bool, er
 		if b.Project != project {
 			continue
 		}
-		ids[b.ID] = true
+		ids[b.ID] = b
 		switch b.Status {
 		case index.BackupError:
 			// A failed backup released its reservation.
@@ -292,13 +292,21 @@ func (s *Service) sharedReservation(ctx context.Context, project, id string, siz
 	})
 	if err == nil {
 		var u QuotaUsage
-		var known map[string]bool
+		var known map[string]*index.Backup
 		if u, known, err = s.quotaUsageIDs(project); err == nil {
 			var n, g int64
 			for _, r := range others {
-				if !known[r.BackupID] { // a known one is counted as a record already
+				b := known[r.BackupID]
+				if b == nil {
 					n++
 					g += Gigabytes(r.Size)
+					continue
+				}
+				// Counted as a record already. Committed longer ago than every gateway
+				// takes to learn it (its own gateway may have ended before removing it):
+				// the reservation has done its work.
+				if b.Status == index.BackupAvailable && now().Sub(b.UpdatedAt) > reservationGrace {
+					s.repo.DeleteMeta(ctx, metaReservations, r.BackupID) // best effort
 				}
 			}
 			err = fits(project, u, size, n, g)
