@@ -206,6 +206,7 @@ func startConsole(t *testing.T, r *cairnRepo, args ...string) string {
 }
 
 func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel() // long waits on timers and child processes: overlaps the other such tests
 	dir := t.TempDir()
 	r := newCairnRepo(t, nil)
 	p1 := append(append([]string{}, r.Env...), "CAIRN_PROJECT=p1")

@@ -17,6 +17,7 @@ import (
 // they admit at most 12 (reservation objects in the bucket), every admitted one ends available
 // and is listed once by every gateway, and no list ever shows a backup twice or more than 12.
 func TestQuotaThreeGatewaysOneBucket(t *testing.T) {
+	t.Parallel() // long waits on timers and child processes: overlaps the other such tests
 	const limit, requests = 12, 30
 	srv := testutil.StartS3(t)
 	dir := t.TempDir()

@@ -139,6 +139,7 @@ type gwPoint struct {
 // byte-exact through another gateway, check --read-data is clean, the killed backup is error,
 // and a full backup of an identical volume through another gateway stores no new pack.
 func TestThreeGatewaysOneBucket(t *testing.T) {
+	t.Parallel() // long waits on timers and child processes: overlaps the other such tests
 	srv := testutil.StartS3(t)
 	dir := t.TempDir()
 	const prefix = "three"

@@ -75,6 +75,7 @@ type gcJSON struct {
 // hidden behind a delete marker comes back when the marker goes; every restore is byte-exact
 // and check is clean.
 func TestObjectLockImmutableBackups(t *testing.T) {
+	t.Parallel() // long waits on timers and child processes: overlaps the other such tests
 	srv := testutil.StartS3(t, testutil.WithObjectLock())
 	srv.CreateBucket("plain")
 	dir := t.TempDir()

@@ -204,6 +204,7 @@ func TestProtectAndMinAge(t *testing.T) {
 // never keeps more than two backups (plus one in flight); with the gateway stopped for 20 s,
 // the missed run happens once when it starts again.
 func TestPolicyRunsOnSchedule(t *testing.T) {
+	t.Parallel() // long waits on timers and child processes: overlaps the other such tests
 	dir := t.TempDir()
 	r := newCairnRepo(t, nil)
 	vol := filepath.Join(dir, "vol.img")
