@@ -5,6 +5,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/cairn-backup/cairn/blockio/lvm"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/zeebo/xxh3"
 )
@@ -15,28 +16,9 @@ const timeFormat = "2006-01-02T150405Z"
 // maxName is the longest file name Linux takes.
 const maxName = 255
 
-// sanitize makes a volume name safe as one path component: separators and control
-// characters become '_', "." and ".." and "" get a prefix, and long names are cut at a rune.
-func sanitize(name string) string {
-	var b strings.Builder
-	for _, r := range name {
-		switch {
-		case r == '/' || r == '\\' || r == utf8.RuneError || unicode.IsControl(r):
-			b.WriteByte('_')
-		default:
-			b.WriteRune(r)
-		}
-	}
-	s := b.String()
-	if s == "" || s == "." || s == ".." {
-		s = "_" + s
-	}
-	for len(s) > maxName-10 { // leave room for a "-<short id>" suffix
-		_, size := utf8.DecodeLastRuneInString(s)
-		s = s[:len(s)-size]
-	}
-	return s
-}
+// sanitize makes a volume or backup name safe as one path component, by the rules the LVM
+// names of the tree follow too (lvm.PathName: one owner of what a name in the tree may be).
+func sanitize(name string) string { return lvm.PathName(name) }
 
 // shortID is the start of an id, enough to tell entries with the same name apart.
 func shortID(id string) string {

@@ -95,9 +95,11 @@ func Names(vgs []*VG) map[string]*VG {
 // maxPathName leaves room for a "-<short uuid>" suffix within Linux's 255-byte names.
 const maxPathName = 255 - 10
 
-// PathName makes a VG or LV name safe as one path component: separators and control
-// characters become '_', "." and ".." and "" get a prefix, and long names are cut at a
-// rune. LVM itself allows none of these; metadata in a backed-up image may hold anything.
+// PathName makes a name from a backup (a VG or LV name here; the FUSE tree's volume and
+// backup names too) safe as one path component: separators and control characters become
+// '_', "." and ".." and "" get a prefix, and long names are cut at a rune, leaving room for a
+// "-<short id>" suffix. LVM itself allows none of these; metadata in a backed-up image may
+// hold anything.
 func PathName(name string) string {
 	var b strings.Builder
 	for _, r := range name {
