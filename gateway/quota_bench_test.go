@@ -1,16 +1,7 @@
 package gateway_test
 
 import (
-	"context"
-	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"sync"
 	"testing"
-
-	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/repo"
 )
 
 // BenchmarkQuotaAcrossGateways measures what a project's quota admits when three gateways
@@ -23,49 +14,8 @@ import (
 func BenchmarkQuotaAcrossGateways(b *testing.B) {
 	for range b.N {
 		dir := b.TempDir()
-		ctx := context.Background()
-		cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: &gateway.Quota{Backups: 120, BackupGigabytes: 1000}}
-		if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		var gws []*gateway.Service
-		for i := range 3 {
-			c := cfg
-			c.StateDir = filepath.Join(dir, fmt.Sprintf("state-%d", i))
-			s, err := gateway.Open(ctx, c)
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { s.Close() })
-			gws = append(gws, s)
-		}
+		jobs, refused := requestAtOnce(b, dir, threeGateways(b, dir, 120), 200)
 		admin := adminCtx()
-		var mu sync.Mutex
-		var jobs []gateway.Job
-		refused := 0
-		var wg sync.WaitGroup
-		for i := range 200 {
-			v := image(b, dir, fmt.Sprintf("v%03d.img", i), 32<<10)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				_, job, err := gws[i%3].StartBackup(admin, gateway.BackupRequest{Volume: v})
-				mu.Lock()
-				defer mu.Unlock()
-				switch {
-				case err == nil:
-					jobs = append(jobs, job)
-				case errors.Is(err, gateway.ErrQuota):
-					refused++
-				default:
-					b.Error(err)
-				}
-			}()
-		}
-		wg.Wait()
 		for _, job := range jobs {
 			if err := job(admin); err != nil {
 				b.Fatal(err)

@@ -13,20 +13,17 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 )
 
-// Three gateways with their own indexes on one repository, 60 backup requests at once spread
-// over them, a project quota of 25 backups: together they never admit more than 25 (each
-// writes its reservation to the repository before it counts the others'), every admitted one
-// ends available, and a refused one says why.
-func TestQuotaAcrossGateways(t *testing.T) {
-	dir := t.TempDir()
+// threeGateways opens three services, each with its own index (state dir), on one new
+// repository in dir whose projects have a quota of limit backups.
+func threeGateways(tb testing.TB, dir string, limit int64) []*gateway.Service {
+	tb.Helper()
 	ctx := context.Background()
-	const limit = 25
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: &gateway.Quota{Backups: limit, BackupGigabytes: 1000}}
 	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	var gws []*gateway.Service
 	for i := range 3 {
@@ -34,24 +31,29 @@ func TestQuotaAcrossGateways(t *testing.T) {
 		c.StateDir = filepath.Join(dir, fmt.Sprintf("state-%d", i))
 		s, err := gateway.Open(ctx, c)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
-		t.Cleanup(func() { s.Close() })
+		tb.Cleanup(func() { s.Close() })
 		gws = append(gws, s)
 	}
+	return gws
+}
+
+// requestAtOnce asks for n backups of new small volumes at once, spread over gws, and returns
+// the admitted ones' jobs and how many the quota refused; any other error fails tb.
+func requestAtOnce(tb testing.TB, dir string, gws []*gateway.Service, n int) (jobs []gateway.Job, refused int) {
+	tb.Helper()
 	admin := adminCtx()
 	var (
-		mu      sync.Mutex
-		jobs    []gateway.Job
-		refused int
-		wg      sync.WaitGroup
+		mu sync.Mutex
+		wg sync.WaitGroup
 	)
-	for i := range 60 {
-		v := image(t, dir, fmt.Sprintf("v%03d.img", i), 32<<10)
+	for i := range n {
+		v := image(tb, dir, fmt.Sprintf("v%03d.img", i), 32<<10)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, job, err := gws[i%3].StartBackup(admin, gateway.BackupRequest{Volume: v})
+			_, job, err := gws[i%len(gws)].StartBackup(admin, gateway.BackupRequest{Volume: v})
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -60,11 +62,25 @@ func TestQuotaAcrossGateways(t *testing.T) {
 			case errors.Is(err, gateway.ErrQuota):
 				refused++
 			default:
-				t.Error(err)
+				tb.Error(err)
 			}
 		}()
 	}
 	wg.Wait()
+	return jobs, refused
+}
+
+// Three gateways with their own indexes on one repository, 60 backup requests at once spread
+// over them, a project quota of 25 backups: together they never admit more than 25 (each
+// writes its reservation to the repository before it counts the others'), every admitted one
+// ends available, and a refused one says why.
+func TestQuotaAcrossGateways(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	const limit = 25
+	gws := threeGateways(t, dir, limit)
+	admin := adminCtx()
+	jobs, refused := requestAtOnce(t, dir, gws, 60)
 	if len(jobs) > limit || len(jobs) == 0 || len(jobs)+refused != 60 {
 		t.Fatalf("admitted %d and refused %d of 60 under a quota of %d", len(jobs), refused, limit)
 	}
