@@ -360,3 +360,52 @@ func TestGatewayPasswdWhileServing(t *testing.T) {
 		t.Fatalf("the old passphrase still opens the repository: %q", line)
 	}
 }
+
+// Without --quiet, 'cairn serve' says where it serves, in every auth mode: with --auth noauth
+// it once panicked comparing the two handlers it serves (the console is off there).
+func TestServeAnnouncesItself(t *testing.T) {
+	r := newCairnRepo(t, nil)
+	for _, auth := range []string{"noauth", "token"} {
+		args := []string{"serve", "--listen", "127.0.0.1:0", "--auth", auth}
+		if auth == "token" {
+			tokens := filepath.Join(t.TempDir(), "tokens")
+			if err := os.WriteFile(tokens, []byte("s3cret-token-0123456789 admin admin admin\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--tokens", tokens)
+		}
+		cmd := exec.Command(cairnBin, args...)
+		cmd.Env = cairnEnv(r.Env)
+		var stderr lockedBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		var said string
+		deadline := time.Now().Add(15 * time.Second)
+		for said == "" {
+			select {
+			case err := <-exited:
+				t.Fatalf("--auth %s: cairn serve exited (%v): %s", auth, err, stderr.String())
+			case <-time.After(50 * time.Millisecond):
+			}
+			if s := stderr.String(); strings.Contains(s, "(Ctrl-C stops)") {
+				said = s[strings.LastIndex(s, "cairn: serving"):]
+			} else if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				<-exited
+				t.Fatalf("--auth %s: cairn serve said nothing in 15s: %q", auth, s)
+			}
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-exited; err != nil {
+			t.Errorf("--auth %s: cairn serve stopped with %v: %s", auth, err, stderr.String())
+		}
+		if !strings.Contains(said, "cairn: serving "+r.Dir) || !strings.Contains(said, "http://127.0.0.1:0/v3") ||
+			strings.Contains(said, "console") != (auth == "token") {
+			t.Errorf("--auth %s: cairn serve said %q", auth, said)
+		}
+	}
+}

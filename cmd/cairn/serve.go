@@ -75,7 +75,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		go svc.RunPolicies(hbCtx)
 	}
 
-	apiHandler, tcpHandler, err := newAPI(svc, c, tokens, log)
+	apiHandler, tcpHandler, console, err := newAPI(svc, c, tokens, log)
 	if err != nil {
 		return err
 	}
@@ -124,7 +124,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		fmt.Fprintf(g.stderr, "cairn: serving %s on %s", svc.Location(), sock)
 		if c.Listen != "" {
 			fmt.Fprintf(g.stderr, " and http://%s/v3", c.Listen)
-			if tcpHandler != apiHandler {
+			if console {
 				fmt.Fprintf(g.stderr, " (console: http://%s/ui/)", c.Listen)
 			}
 		}

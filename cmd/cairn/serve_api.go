@@ -12,24 +12,24 @@ import (
 // newAPI returns the Block Storage v3 API (with /metrics and /healthz) the gateway serves on
 // its unix socket, and what it serves on --listen: the same API, with the web console at
 // /ui/ unless --no-ui. The console signs in with the API's tokens, so it needs --auth token;
-// it is never on the socket.
-func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, log *slog.Logger) (sock, tcp http.Handler, err error) {
+// it is never on the socket. console says whether tcp serves the console.
+func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, log *slog.Logger) (sock, tcp http.Handler, console bool, err error) {
 	opts := api.Options{Auth: c.Auth, Logger: log, Tokens: tokens}
 	sock = api.New(svc, opts)
 	if !c.UI || c.Listen == "" {
-		return sock, sock, nil
+		return sock, sock, false, nil
 	}
 	if c.Auth != api.AuthToken {
 		log.Warn("the web console is off: it signs in with tokens, and the API runs with --auth " + c.Auth)
-		return sock, sock, nil
+		return sock, sock, false, nil
 	}
-	console, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Logger: log})
+	pages, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Logger: log})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/ui/", console)
+	mux.Handle("/ui/", pages)
 	mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.Handle("/", sock)
-	return sock, mux, nil
+	return sock, mux, true, nil
 }
