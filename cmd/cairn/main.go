@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -104,7 +105,34 @@ func main() {
 	// Volumes are terabytes; memory must not follow. A soft limit makes the collector work
 	// harder before the heap grows past what a backup needs (GOMEMLIMIT overrides it).
 	setMemoryLimit(0)
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	stopProfile := startCPUProfile(os.Getenv("CAIRN_CPUPROFILE"))
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopProfile()
+	os.Exit(code)
+}
+
+// startCPUProfile writes a CPU profile of the whole command to path (CAIRN_CPUPROFILE, for
+// 'go tool pprof'); with no path it does nothing. A profile that cannot start is reported and
+// the command runs without it.
+func startCPUProfile(path string) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cairn: CAIRN_CPUPROFILE: %v; running without a profile\n", err)
+		if f != nil {
+			f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
