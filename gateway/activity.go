@@ -89,12 +89,21 @@ func (j JobInfo) Percent() float64 {
 type jobTable struct {
 	mu       sync.Mutex
 	live     map[string]*JobInfo
-	finished []*JobInfo // oldest first, at most maxFinishedJobs
+	finished []*JobInfo    // oldest first, at most maxFinishedJobs
+	ended    chan struct{} // closed (and replaced) when a job finishes
 	now      func() time.Time
 }
 
 func newJobTable() *jobTable {
-	return &jobTable{live: map[string]*JobInfo{}, now: func() time.Time { return time.Now().UTC() }}
+	return &jobTable{live: map[string]*JobInfo{}, ended: make(chan struct{}), now: func() time.Time { return time.Now().UTC() }}
+}
+
+// endings returns a channel closed when the next job finishes: a waiter takes it before it
+// looks at the state it waits on, so an end between its look and its wait still wakes it.
+func (t *jobTable) endings() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ended
 }
 
 // add records an accepted job.
@@ -142,6 +151,8 @@ func (t *jobTable) finish(id, state string, err error) {
 		return
 	}
 	delete(t.live, id)
+	close(t.ended)
+	t.ended = make(chan struct{})
 	j.State, j.Finished = state, t.now()
 	if j.Started.IsZero() {
 		j.Started = j.Finished

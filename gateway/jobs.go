@@ -178,9 +178,12 @@ func (s *Service) WaitBackup(ctx context.Context, id string) (*index.Backup, err
 	if err != nil {
 		return nil, err
 	}
+	// A job's end wakes the wait at once; the ticker catches changes made elsewhere
+	// (reset-state, another gateway's delete).
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
+		ended := s.jobs.endings()
 		b, err := s.idx.Backup(id)
 		if errors.Is(err, index.ErrNotFound) {
 			return nil, wrapf(ErrNotFound, "backup %s was deleted (cancelled)", id)
@@ -197,6 +200,7 @@ func (s *Service) WaitBackup(ctx context.Context, id string) (*index.Backup, err
 		select {
 		case <-ctx.Done():
 			return b, ctx.Err()
+		case <-ended:
 		case <-t.C:
 		}
 	}
