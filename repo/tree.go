@@ -35,6 +35,14 @@ type node struct {
 
 func (n *node) size() int { return 64 + len(n.fps)*16 + len(n.addrs)*32 }
 
+// encodedLen is the length of the node's encoding.
+func (n *node) encodedLen() int {
+	if n.level == 0 {
+		return nodeHeader + len(n.addrs)*leafEntry
+	}
+	return nodeHeader + len(n.addrs)*len(Address{})
+}
+
 func (n *node) encode(dst []byte) []byte {
 	kind := byte(nodeInterior)
 	if n.level == 0 {

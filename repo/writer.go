@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/cairn-backup/cairn/repo/slab"
 	"github.com/zeebo/xxh3"
 	"golang.org/x/sync/errgroup"
 )
@@ -90,6 +91,7 @@ type leafJob struct {
 	extents [][2]int64
 	buf     []byte // the span's bytes; nil when the whole span is a hole
 	data    []bool // data[b]: block b of the leaf has data (else it is a hole)
+	parent  *node  // the parent's leaf, loaded by the reader (nil: none, or all holes)
 	done    chan struct{}
 	res     leafResult
 	blobs   []byte // stored bytes of new blobs, back to back
@@ -107,6 +109,7 @@ type leafResult struct {
 	addr     Address // zero for an all-hole leaf
 	reused   bool    // same as the parent's leaf: nothing new below it
 	node     *node
+	enc      []byte // node, encoded
 	newBlobs []newBlob
 	stats    Stats
 	// parentData is how many data blocks the parent's leaf has, counted when the leaf was
@@ -166,14 +169,17 @@ type writeSession struct {
 	chStart, chEnd   int64
 
 	// owned by the collector goroutine:
-	stored   map[Address]struct{} // tree nodes this session has stored or found stored
-	packer   packer
-	stats    Stats
-	levels   []levelBuilder
-	root     Address
-	bufs     sync.Pool       // leaf read buffers
-	arenas   sync.Pool       // stored bytes of a leaf's new blobs
-	packBufs sync.Pool       // pack buffers, returned after upload
+	stored map[Address]struct{} // tree nodes this session has stored or found stored
+	packer packer
+	stats  Stats
+	levels []levelBuilder
+	root   Address
+	// Leaf read buffers, arenas of a leaf's new stored blobs, and pack buffers (returned after
+	// upload) come from slab; whatever is still out when the session ends goes back then.
+	bufs     slab.Lender
+	leafLen  int
+	arenaLen int
+	packLen  int
 	uploads  *errgroup.Group // pack uploads; uctx is cancelled when one fails
 	uctx     context.Context
 }
@@ -189,11 +195,10 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	w.uploads, w.uctx = errgroup.WithContext(ctx)
 	w.uploads.SetLimit(w.o.Uploads)
 	w.levels = make([]levelBuilder, w.g.rootLevel+1)
-	leafBytes := int(w.g.leafBytes())
-	w.bufs.New = func() any { return alignedBuffer(leafBytes) } // sources read aligned ranges with O_DIRECT
-	w.arenas.New = func() any { return make([]byte, 0, leafBytes+leafBytes/8+4096) }
-	w.packBufs.New = func() any { return make([]byte, 0, w.r.cfg.PackSize+2*int(w.g.blockSize)+1<<20) }
-	w.packer.buf = w.packBufs.Get().([]byte)
+	w.leafLen = int(w.g.leafBytes()) // page-aligned: sources read aligned ranges with O_DIRECT
+	w.arenaLen = w.leafLen + w.leafLen/8 + 4096
+	w.packLen = w.r.cfg.PackSize + 2*int(w.g.blockSize) + 1<<20
+	defer w.bufs.Close() // after every stage and upload has stopped
 	if w.o.Changes != nil {
 		w.stats.DataBlocks = w.o.Parent.DataBlocks // what is not read stays as the parent had it
 	}
@@ -246,7 +251,7 @@ func (w *writeSession) read(ctx context.Context, order, work chan<- *leafJob) er
 	for range readers {
 		pool.Go(func() error {
 			for job := range toRead {
-				if err := w.readLeaf(job); err != nil {
+				if err := w.readLeaf(ctx, job); err != nil {
 					job.res = leafResult{err: err}
 					close(job.done)
 					continue
@@ -420,12 +425,20 @@ func (w *writeSession) nextChange(off int64) error {
 	return nil
 }
 
-// readLeaf reads a leaf's extents into a buffer; the parts between them read as zeros.
-func (w *writeSession) readLeaf(job *leafJob) error {
+// readLeaf reads a leaf's extents into a buffer (the parts between them read as zeros), and
+// the parent's leaf: the readers load both in parallel, so the workers only compute.
+func (w *writeSession) readLeaf(ctx context.Context, job *leafJob) error {
+	if w.o.Parent != nil && job.i*w.g.leafBytes() < w.o.Parent.Size {
+		p, err := w.r.leaf(ctx, w.o.Parent.Root, w.o.Parent.RootLevel, job.i)
+		if err != nil {
+			return fmt.Errorf("read parent block map: %w", err)
+		}
+		job.parent = p
+	}
 	lo := job.i * w.g.leafBytes()
 	hi := min(lo+w.g.leafBytes(), w.g.size)
 	bs := w.g.blockSize
-	job.buf = w.bufs.Get().([]byte)[:hi-lo]
+	job.buf = w.bufs.Get(w.leafLen)[:hi-lo]
 	job.data = make([]bool, (hi-lo+bs-1)/bs)
 	filled := lo // end of what the buffer holds (read or cleared)
 	gap := int64(mergeGap)
@@ -499,16 +512,8 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 	if job.buf == nil {
 		return res // all holes
 	}
-	var parent *node
-	if w.o.Parent != nil && job.i*w.g.leafBytes() < w.o.Parent.Size {
-		p, err := w.r.leaf(ctx, w.o.Parent.Root, w.o.Parent.RootLevel, job.i)
-		if err != nil {
-			return leafResult{err: fmt.Errorf("read parent block map: %w", err)}
-		}
-		parent = p
-	}
-	//lint:ignore SA6002 one slice-header allocation per 4 MiB buffer is not worth an indirection
-	defer w.bufs.Put(job.buf[:cap(job.buf)])
+	parent := job.parent
+	defer w.bufs.Put(job.buf)
 	nd := &node{fps: make([]xxh3.Uint128, n), addrs: make([]Address, n)}
 	bs := int(w.g.blockSize)
 	if job.keep != nil && parent != nil {
@@ -549,7 +554,7 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 			continue
 		}
 		if job.blobs == nil {
-			job.blobs = w.arenas.Get().([]byte)[:0]
+			job.blobs = w.bufs.Get(w.arenaLen)[:0]
 		}
 		start := len(job.blobs)
 		job.blobs, *scratch = w.r.keys.encodeBlob(job.blobs, *scratch, blk, w.r.cfg.Compression, addr)
@@ -588,7 +593,8 @@ func (w *writeSession) finishLeaf(res leafResult, parent *node) leafResult {
 			res.reused = true
 		}
 	}
-	res.addr = w.r.keys.address(BlobTree, nd.encode(make([]byte, 0, nodeHeader+len(nd.addrs)*leafEntry)))
+	res.enc = nd.encode(make([]byte, 0, nd.encodedLen()))
+	res.addr = w.r.keys.address(BlobTree, res.enc)
 	return res
 }
 
@@ -657,12 +663,11 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 			}
 		}
 		if job.blobs != nil {
-			//lint:ignore SA6002 one slice-header allocation per 4 MiB arena is not worth an indirection
-			w.arenas.Put(job.blobs[:0])
+			w.bufs.Put(job.blobs)
 			job.blobs = nil
 		}
 		if res.node != nil && !res.reused {
-			if err := w.ensureNode(res.addr, res.node); err != nil {
+			if err := w.ensureNode(res.addr, res.enc); err != nil {
 				return err
 			}
 		}
@@ -706,8 +711,9 @@ func (w *writeSession) push(level int, child Address) error {
 	for _, c := range children {
 		if !c.IsZero() {
 			nd := &node{level: level, addrs: children}
-			addr = w.r.keys.address(BlobTree, nd.encode(nil))
-			if err := w.ensureNode(addr, nd); err != nil {
+			enc := nd.encode(make([]byte, 0, nd.encodedLen()))
+			addr = w.r.keys.address(BlobTree, enc)
+			if err := w.ensureNode(addr, enc); err != nil {
 				return err
 			}
 			break
@@ -727,7 +733,7 @@ func (w *writeSession) nodesAt(level int) int64 {
 // ensureNode stores a tree node unless the index or this session already has it. Whatever
 // the index knows is safe to reuse: the lock keeps gc out until the manifest that reaches it
 // is stored, and the index forgot every pack gc deleted when the lock was taken.
-func (w *writeSession) ensureNode(addr Address, nd *node) error {
+func (w *writeSession) ensureNode(addr Address, enc []byte) error {
 	if _, ok := w.stored[addr]; ok {
 		return nil
 	}
@@ -736,7 +742,6 @@ func (w *writeSession) ensureNode(addr Address, nd *node) error {
 	if err != nil || known {
 		return err
 	}
-	enc := nd.encode(nil)
 	stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
 	return w.addBlob(BlobTree, addr, stored, len(enc))
 }
@@ -751,6 +756,9 @@ func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen
 	w.mu.Unlock()
 	if dup {
 		return nil
+	}
+	if w.packer.buf == nil { // a pack buffer only once there is something to pack
+		w.packer.buf = w.bufs.Get(w.packLen)[:0]
 	}
 	w.packer.add(t, addr, stored, plainLen)
 	w.stats.NewBlobs++
@@ -767,8 +775,7 @@ func (w *writeSession) flushPack() error {
 	if w.packer.empty() {
 		return nil
 	}
-	id, data, entries := w.packer.finish(w.r.keys)
-	w.packer.buf = w.packBufs.Get().([]byte)[:0]
+	id, data, entries := w.packer.finish(w.r.keys) // the next addBlob takes a new buffer
 	w.stats.Packs++
 	if w.uctx.Err() != nil {
 		// The cause is the failed upload's error, which says what went wrong; the plain
@@ -779,8 +786,7 @@ func (w *writeSession) flushPack() error {
 		if err := w.r.storePack(w.uctx, id, data, entries); err != nil {
 			return err
 		}
-		//lint:ignore SA6002 one slice-header allocation per 16 MiB pack is not worth an indirection
-		w.packBufs.Put(data[:0])
+		w.bufs.Put(data)
 		w.mu.Lock()
 		for _, e := range entries {
 			delete(w.pending, e.Addr)
