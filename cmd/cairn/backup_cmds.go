@@ -56,6 +56,9 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if c.SnapshotID != "" && len(c.Volumes) > 1 {
 		return usageError("--snapshot-id backs up one snapshot: name at most its volume")
 	}
+	if g.shared == nil {
+		setBackupMemoryLimit() // not inside a gateway: its limit is for all it runs
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
