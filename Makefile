@@ -74,11 +74,12 @@ torture:
 # Every fuzz target (decoders of repository and wire data) for FUZZTIME each; found inputs land in
 # the package's testdata/fuzz and become regression seeds.
 FUZZTIME ?= 5s
+FUZZPARALLEL ?= $(shell nproc)
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for fz in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$fz ($(FUZZTIME))"; \
-	    $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime 1x $$pkg; exit 1; }; \
+	    $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg >/dev/null || { $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime 1x $$pkg; exit 1; }; \
 	  done; \
 	done
 
