@@ -9,8 +9,10 @@
 # on make bench's 1 GiB ext4 image and on a large non-sparse image (CBT_BIG, default 16G; 8G
 # when the disk is short, and the report says so). Run by contrib/bench/run.sh, or alone:
 #   contrib/bench/cbt.sh            (as root; CBT_SIZES="1G 16G" by default)
-# Knobs: CBT_SIZES, CBT_BIG=16G, CBT_VERIFY=1 (restore the tracked and bitmap incrementals and
-# compare sha256), BENCH_DIR, CAIRN_BIN, BENCH_FRACTION, BENCH_ENCRYPTION, BENCH_COMPRESSION.
+# Then CBT_FIXED (10M) of scattered writes at every size, and the tracked incrementals again:
+# from the embedded CLI, and through a running 'cairn serve' (the CLI forwards to it).
+# Knobs: CBT_SIZES, CBT_BIG=16G, CBT_FIXED=10M, CBT_VERIFY=1 (restore the tracked and bitmap
+# incrementals and compare sha256), BENCH_DIR, CAIRN_BIN, BENCH_FRACTION, BENCH_ENCRYPTION, BENCH_COMPRESSION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -22,6 +24,7 @@ BENCH_COMPRESSION=${BENCH_COMPRESSION:-zstd}
 CBT_BIG=${CBT_BIG:-16G}
 CBT_SIZES=${CBT_SIZES:-"1G $CBT_BIG"}
 CBT_VERIFY=${CBT_VERIFY:-1}
+CBT_FIXED=${CBT_FIXED:-10M}
 
 log() { printf '[cbt %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -42,10 +45,11 @@ mkdir -p "$BENCH_DIR"
 go build -o "$BENCH_DIR/mkimage" ./contrib/bench/mkimage
 export CAIRN_PASSWORD=bench RESTIC_PASSWORD=bench
 
-MNT= LOOP= NBD_PID=
+MNT= LOOP= NBD_PID= GW_PID=
 cleanup() {
 	set +e
 	[ -n "$NBD_PID" ] && kill "$NBD_PID" 2>/dev/null && wait "$NBD_PID" 2>/dev/null
+	[ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null
 	[ -n "$MNT" ] && mountpoint -q "$MNT" && umount "$MNT"
 	[ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null
 	rm -rf "$WORK/run"
@@ -79,6 +83,15 @@ start_nbd() {
 	die "qemu-nbd did not start: $(cat "$RUN/qemu-nbd.log")"
 }
 stop_nbd() { kill "$NBD_PID"; wait "$NBD_PID" 2>/dev/null || true; NBD_PID=; rm -f "$RUN/nbd.sock"; }
+
+# a gateway on the repository: the CLI then forwards its commands to it
+start_gateway() {
+	$CAIRN --repo "$RUN/cairn-repo" --quiet serve >"$RUN/serve.log" 2>&1 &
+	GW_PID=$!
+	for _ in $(seq 200); do [ -S "$RUN/cairn-repo/cairn.sock" ] && return 0; sleep 0.05; done
+	die "cairn serve did not start: $(cat "$RUN/serve.log")"
+}
+stop_gateway() { kill "$GW_PID"; wait "$GW_PID" 2>/dev/null || true; GW_PID=; }
 
 # one SIZE: the whole comparison on a fresh XFS, repository and restic repository
 run_size() {
@@ -161,6 +174,40 @@ run_size() {
 		[ "$got" = "$want" ] && put "$p.nbd.verified" ok || put "$p.nbd.verified" MISMATCH
 	fi
 	stop_nbd
+	# The bitmap has marked every write since the full backup; cleared now, it marks what
+	# changes after the incremental (what libvirt's checkpoints do, by hand).
+	qemu-img bitmap --clear "$XFS/nbd.qcow2" b0
+
+	# The same amount of change at every size (CBT_FIXED, default 10 MiB: 1 % of 1 GiB), so
+	# the times show whether a tracked incremental costs what changed or what exists; once
+	# from the embedded CLI (a cold process: scrypt on the passphrase, the index opened) and
+	# once through a running gateway (the CLI forwards the command to 'cairn serve').
+	local frac
+	frac=$(awk -v c="$(numfmt --from=iec "$CBT_FIXED")" -v b="$bytes" 'BEGIN{printf "%.6f", c/b}')
+	for how in cli gateway; do
+		log "$label: $CBT_FIXED of scattered writes, tracked incrementals ($how)"
+		"$BENCH_DIR/mkimage" scatter -image "$XFS/vol.img" -seed "$([ $how = cli ] && echo 21 || echo 22)" -fraction "$frac" \
+			-min 4096 -max 65536 -list "$RUN/writes.txt" >"$RES/$p.fixed.$how.scatter.json"
+		put "$p.fixed.$how.changed" "$(jq .bytes_changed "$RES/$p.fixed.$how.scatter.json")"
+		awk -v pat="$RUN/pattern" '{print "write -q -s " pat " " $1 " " $2}' "$RUN/writes.txt" |
+			qemu-io -f qcow2 "$XFS/nbd.qcow2" >/dev/null
+		start_nbd
+		local wait=
+		if [ $how = gateway ]; then
+			start_gateway
+			wait=--wait
+		fi
+		timed "$p.fixed.$how.reflink" $cairn backup create reflink --incremental $wait -q -f json
+		timed "$p.fixed.$how.nbd" $cairn backup create nbd --incremental --bitmap b0 $wait -q -f json
+		[ $how = gateway ] && stop_gateway
+		stop_nbd
+		qemu-img bitmap --clear "$XFS/nbd.qcow2" b0
+		for k in reflink nbd; do
+			put "$p.fixed.$how.$k.read" "$(jq .read_bytes "$RES/$p.fixed.$how.$k.out")"
+			put "$p.fixed.$how.$k.mode" "$(jq -r .read_mode "$RES/$p.fixed.$how.$k.out")"
+		done
+	done
+
 	umount "$MNT"
 	MNT=
 	losetup -d "$LOOP"
@@ -208,6 +255,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-" || b <= 0) pr
 			echo "| $s ($(mib "$(get "$s.used")") MiB allocated) | $(mib "$(get "$s.changed")") MiB in $(get "$s.writes") writes | cairn $k | $(get "$s.$k.inc.secs") | $(mib "$(get "$s.$k.read")") | $(ratio "$(get "$s.$k.read")" "$(get "$s.changed")") | $(mib "$(get "$s.$k.stored")") | $(get "$s.$k.mode") | $(get "$s.$k.verified") |"
 		done
 		echo "| $s | | restic | $(get "$s.restic.inc.secs") | (whole file) | | $(mib "$(jq -s 'map(select(.message_type=="summary"))[0].data_added' "$RES/$s.restic.inc.out" 2>/dev/null || echo -)") | | |"
+	done
+	echo
+	echo "Tracked incrementals after $CBT_FIXED of scattered writes at every size (cold caches, final sync included):"
+	echo
+	echo "| image | written | how | reflink, s | read, MiB | NBD bitmap, s | read, MiB |"
+	echo "|---|---|---|---|---|---|---|"
+	for s in "${SIZES[@]}"; do
+		for how in cli gateway; do
+			echo "| $s | $(mib "$(get "$s.fixed.$how.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$s.fixed.$how.reflink.secs") | $(mib "$(get "$s.fixed.$how.reflink.read")") | $(get "$s.fixed.$how.nbd.secs") | $(mib "$(get "$s.fixed.$how.nbd.read")") |"
+		done
 	done
 	echo
 	echo "| image | full backup, s: cairn untracked / reflink (after dedup) / NBD / restic | tracked vs untracked incremental |"
