@@ -84,6 +84,12 @@ start_nbd() {
 }
 stop_nbd() { kill "$NBD_PID"; wait "$NBD_PID" 2>/dev/null || true; NBD_PID=; rm -f "$RUN/nbd.sock"; }
 
+# job_secs OUT: a backup's own time, from its record's created_at to updated_at (the commit):
+# after the source is opened (the clone) and before the base is kept, without the process
+job_secs() {
+	jq -r '[.created_at, .updated_at] | map(capture("T(?<h>[0-9]+):(?<m>[0-9]+):(?<s>[0-9.]+)Z") | (.h|tonumber)*3600 + (.m|tonumber)*60 + (.s|tonumber)) | .[1] - .[0] | . * 100 | round / 100' "$1" 2>/dev/null || echo -
+}
+
 # a gateway on the repository: the CLI then forwards its commands to it
 start_gateway() {
 	$CAIRN --repo "$RUN/cairn-repo" --quiet serve >"$RUN/serve.log" 2>&1 &
@@ -211,6 +217,7 @@ run_size() {
 		stop_nbd
 		qemu-img bitmap --clear "$XFS/nbd.qcow2" b0
 		for k in reflink nbd; do
+			put "$p.fixed.$how.$k.job" "$(job_secs "$RES/$p.fixed.$how.$k.out")"
 			put "$p.fixed.$how.$k.read" "$(jq .read_bytes "$RES/$p.fixed.$how.$k.out")"
 			put "$p.fixed.$how.$k.mode" "$(jq -r .read_mode "$RES/$p.fixed.$how.$k.out")"
 		done
@@ -265,13 +272,13 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-" || b <= 0) pr
 		echo "| $s | | restic | $(get "$s.restic.inc.secs") | (whole file) | | $(mib "$(jq -s 'map(select(.message_type=="summary"))[0].data_added' "$RES/$s.restic.inc.out" 2>/dev/null || echo -)") | | |"
 	done
 	echo
-	echo "Tracked incrementals after $CBT_FIXED of scattered writes at every size (cold caches, final sync included):"
+	echo "Tracked incrementals after $CBT_FIXED of scattered writes at every size: the command's wall time (cold caches, final sync included) and the job's own (the record's created_at to its commit)"
 	echo
-	echo "| image | written | how | reflink, s | read, MiB | NBD bitmap, s | read, MiB |"
-	echo "|---|---|---|---|---|---|---|"
+	echo "| image | written | how | reflink: command, s | job, s | read, MiB | NBD bitmap: command, s | job, s | read, MiB |"
+	echo "|---|---|---|---|---|---|---|---|---|"
 	for s in "${SIZES[@]}"; do
 		for how in cli gateway; do
-			echo "| $s | $(mib "$(get "$s.fixed.$how.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$s.fixed.$how.reflink.secs") | $(mib "$(get "$s.fixed.$how.reflink.read")") | $(get "$s.fixed.$how.nbd.secs") | $(mib "$(get "$s.fixed.$how.nbd.read")") |"
+			echo "| $s | $(mib "$(get "$s.fixed.$how.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$s.fixed.$how.reflink.secs") | $(get "$s.fixed.$how.reflink.job") | $(mib "$(get "$s.fixed.$how.reflink.read")") | $(get "$s.fixed.$how.nbd.secs") | $(get "$s.fixed.$how.nbd.job") | $(mib "$(get "$s.fixed.$how.nbd.read")") |"
 		done
 	done
 	echo
