@@ -99,7 +99,7 @@ func Open(dir string) (*Index, error) {
 		}
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
-	ix := &Index{db: db, dir: dir, packs: new(packCache)}
+	ix := &Index{db: db, dir: dir, packs: newPackCache()}
 	writeHolder(dir)
 	v, err := ix.Meta("schema")
 	if err != nil {

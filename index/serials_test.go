@@ -105,7 +105,7 @@ func TestSerialsUnderConcurrency(t *testing.T) {
 	if len(seen) != packs || ix.lastSerial != packs {
 		t.Fatalf("%d serials, counter at %d; want %d each", len(seen), ix.lastSerial, packs)
 	}
-	ix.packs = new(packCache) // resolve through pn/, not the cache
+	ix.packs = newPackCache() // resolve through pn/, not the cache
 	for i := range packs * perPack {
 		want := repo.PackID{byte(i / perPack), 0xaa}
 		if loc, ok, err := ix.Lookup(addr(i)); err != nil || !ok || loc != entry(i, want).Location {
@@ -196,7 +196,7 @@ func TestPackCacheSlotShared(t *testing.T) {
 	if err := ix.AddPack(a, 1, []repo.PackEntry{entry(1, a)}); err != nil {
 		t.Fatal(err)
 	}
-	ix.lastSerial = 10 + packCacheSlots
+	ix.lastSerial = 10 + maxPackCacheSlots
 	if err := ix.AddPack(b, 1, []repo.PackEntry{entry(2, b)}); err != nil {
 		t.Fatal(err)
 	}
@@ -205,6 +205,29 @@ func TestPackCacheSlotShared(t *testing.T) {
 			if loc, ok, err := ix.Lookup(addr(i + 1)); err != nil || !ok || loc.Pack != want {
 				t.Fatalf("blob %d: %+v %v %v", i+1, loc, ok, err)
 			}
+		}
+	}
+}
+
+// The cache grows with the serials and keeps what it held.
+func TestPackCacheGrows(t *testing.T) {
+	ix := openTest(t)
+	if n := len(ix.packs.slots); n != minPackCacheSlots {
+		t.Fatalf("a new index's cache: %d slots, want %d", n, minPackCacheSlots)
+	}
+	ix.lastSerial = minPackCacheSlots - 3
+	for i := range 6 {
+		p := repo.PackID{byte(i), 0xcc}
+		if err := ix.AddPack(p, 1, []repo.PackEntry{entry(i, p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(ix.packs.slots); n != 2*minPackCacheSlots {
+		t.Fatalf("cache after serial %d: %d slots, want %d", ix.lastSerial, n, 2*minPackCacheSlots)
+	}
+	for i := range 6 {
+		if id, ok := ix.packs.get(minPackCacheSlots - 2 + uint32(i)); !ok || id != (repo.PackID{byte(i), 0xcc}) {
+			t.Fatalf("serial %d after growing: %s %v", minPackCacheSlots-2+i, id, ok)
 		}
 	}
 }
