@@ -21,7 +21,8 @@ import (
 // reused, not even after DropPack: a blob entry left behind by a dropped pack then names a
 // serial that resolves to nothing (it reads as absent), never to another pack.
 
-const serialMetaKey = "m/pack-serial"
+// serialMeta is the counter's meta name (key m/pack-serial).
+const serialMeta = "pack-serial"
 
 func serialKey(s uint32) []byte { return binary.BigEndian.AppendUint32([]byte("pn/"), s) }
 
@@ -30,16 +31,19 @@ func packValue(size int64, serial uint32) []byte {
 	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint64(make([]byte, 0, 12), uint64(size)), serial)
 }
 
+// decodePackValue reads a p/ value; ok is false for one that is not 12 bytes or has serial 0,
+// which is never assigned.
 func decodePackValue(b []byte) (size int64, serial uint32, ok bool) {
 	if len(b) != 12 {
 		return 0, 0, false
 	}
-	return int64(binary.LittleEndian.Uint64(b)), binary.LittleEndian.Uint32(b[8:]), true
+	serial = binary.LittleEndian.Uint32(b[8:])
+	return int64(binary.LittleEndian.Uint64(b)), serial, serial != 0
 }
 
 // loadSerial reads the last serial assigned, at Open.
 func (ix *Index) loadSerial() error {
-	v, err := ix.Meta(serialMetaKey[len("m/"):])
+	v, err := ix.Meta(serialMeta)
 	if err != nil || v == "" {
 		return err
 	}
@@ -94,7 +98,7 @@ func (ix *Index) registerPack(id repo.PackID, size int64) (uint32, error) {
 		if err := txn.Set(serialKey(serial), id[:]); err != nil {
 			return err
 		}
-		return txn.Set([]byte(serialMetaKey), strconv.AppendUint(nil, uint64(serial), 10))
+		return txn.Set([]byte("m/"+serialMeta), strconv.AppendUint(nil, uint64(serial), 10))
 	})
 	if err != nil {
 		return 0, err
