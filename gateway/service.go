@@ -312,18 +312,29 @@ func (s *Service) bindIndex() (bool, error) {
 }
 
 // openIndex opens the index in dir. An index that cannot be opened because it is damaged
-// (or of an older schema) is a cache, not a dead end: it is moved aside to dir.damaged-<time>
-// and a new one is made, which catches up from the repository.
+// or of another schema (written by an older or newer cairn) is a cache, not a dead end: it is
+// moved aside to dir.damaged-<time> or dir.schema<N>-<time> and a new one is made, which
+// catches up from the repository.
 func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 	idx, err := index.Open(dir)
 	if err == nil || errors.Is(err, index.ErrLocked) || errors.Is(err, os.ErrPermission) {
 		return idx, err
 	}
-	aside := fmt.Sprintf("%s.damaged-%s", dir, time.Now().UTC().Format("20060102T150405"))
+	now := time.Now().UTC().Format("20060102T150405")
+	aside := fmt.Sprintf("%s.damaged-%s", dir, now)
+	var se *index.SchemaError
+	if errors.As(err, &se) {
+		aside = fmt.Sprintf("%s.schema%s-%s", dir, se.Found, now)
+	}
 	if rerr := os.Rename(dir, aside); rerr != nil {
 		return nil, fmt.Errorf("%w; moving it aside failed too (%v): remove %s and run 'cairn repo rebuild-index'", err, rerr, dir)
 	}
-	log.Warn("the index could not be opened: moved aside, a new one catches up from the repository", "error", err, "moved_to", aside)
+	if se != nil {
+		log.Warn(fmt.Sprintf("the index has schema %s and this cairn uses %s: moved aside, a new one is built from the repository (the old one can be deleted)", se.Found, se.Want),
+			"moved_to", aside)
+	} else {
+		log.Warn("the index could not be opened: moved aside, a new one catches up from the repository", "error", err, "moved_to", aside)
+	}
 	return index.Open(dir)
 }
 

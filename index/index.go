@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/dgraph-io/badger/v4"
@@ -14,16 +15,22 @@ import (
 
 // Key schema (every key starts with a short prefix and a slash):
 //
-//	m/<name>                   meta values (schema version, repository id, flags)
-//	c/<address 32 bytes>       blob location: pack (16) offset (4) length (4) plain length (4) type (1)
-//	p/<pack id 16 bytes>       pack size (u64)
+//	m/<name>                   meta values (schema version, repository id, flags; m/pack-serial:
+//	                           the last pack serial assigned, serials.go)
+//	c/<address 32 bytes>       blob location: pack serial, offset, length, plain length (uvarints),
+//	                           type (1 byte)
+//	p/<pack id 16 bytes>       pack size (u64 LE), serial (u32 LE)
+//	pn/<serial 4 bytes BE>     pack id: serials are this index's own, never reused
 //	v/<volume id>              volume record (JSON)
 //	vn/<project>\x00<name>     volume id by name
 //	vp/<path>                  volume id by path
 //	b/<backup id>              backup record (JSON)
 //	bv/<volume id>/<ns>/<id>   backups of a volume in creation order (ns = 16 hex digits)
 //	q/<project>\x00<resource> quota limit set for a project (quotas.go)
-const schemaVersion = "2"
+//
+// Schema 3 put pack serials in blob entries (schema 2 had the pack id): no schema is read by
+// another's code, and Open refuses it with a *SchemaError.
+const schemaVersion = "3"
 
 // ErrNotFound: no such record.
 var ErrNotFound = errors.New("not found")
@@ -31,10 +38,32 @@ var ErrNotFound = errors.New("not found")
 // ErrLocked: another process has the index open.
 var ErrLocked = errors.New("the index is in use by another cairn process")
 
+// ErrSchema: the index was written by a cairn of another index schema. The index is a cache
+// of the repository: moved away, it is built again from the repository.
+var ErrSchema = errors.New("the index has another schema")
+
+// SchemaError is Open's error for an index of another schema (errors.Is(err, ErrSchema)).
+type SchemaError struct {
+	Dir   string
+	Found string // the schema the index has
+	Want  string // the schema this cairn reads and writes
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("index %s has schema %s and this cairn uses %s: move it away, and cairn builds a new one from the repository", e.Dir, e.Found, e.Want)
+}
+
+// Is makes errors.Is(err, ErrSchema) true of a *SchemaError.
+func (e *SchemaError) Is(target error) bool { return target == ErrSchema }
+
 // Index is the open database. Safe for concurrent use.
 type Index struct {
 	db  *badger.DB
 	dir string
+
+	packMu     sync.Mutex // held while a pack is given a serial (registerPack)
+	lastSerial uint32     // the last pack serial assigned; under packMu
+	packs      *packCache // serial → pack id
 }
 
 // Open opens (creating if needed) the index in dir. Only one process may have it open.
@@ -70,7 +99,7 @@ func Open(dir string) (*Index, error) {
 		}
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}
-	ix := &Index{db: db, dir: dir}
+	ix := &Index{db: db, dir: dir, packs: newPackCache()}
 	writeHolder(dir)
 	v, err := ix.Meta("schema")
 	if err != nil {
@@ -82,7 +111,10 @@ func Open(dir string) (*Index, error) {
 		err = ix.SetMeta("schema", schemaVersion)
 	case schemaVersion:
 	default:
-		err = fmt.Errorf("index %s: schema %s is not supported (this cairn uses %s); run 'cairn repo rebuild-index'", dir, v, schemaVersion)
+		err = &SchemaError{Dir: dir, Found: v, Want: schemaVersion}
+	}
+	if err == nil {
+		err = ix.loadSerial()
 	}
 	if err != nil {
 		db.Close()

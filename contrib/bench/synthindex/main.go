@@ -1,6 +1,6 @@
 // Command synthindex measures the index at scale without real data: it fills a Badger index
 // through index.AddPack with N synthetic blob entries (random 32-byte addresses, 1,024 to a
-// pack, as 16 MiB packs of 16 KiB blocks hold) and one backup record per 65,536 blobs (a
+// pack, as 16 MiB packs of 16 KiB blocks hold; -per-pack fewer, for an index of many packs) and one backup record per 65,536 blobs (a
 // 1 GiB volume), closes it, and reports the bytes on disk per blob, the time to open it again,
 // and the latency of dedup lookups (index.Lookup) of addresses it holds (hits) and of
 // addresses it does not (misses). Used for docs/benchmarks.md ("index at scale").
@@ -20,22 +20,25 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 )
 
-const (
-	blobsPerPack   = 1024
-	blobsPerBackup = 65536
-)
+const blobsPerBackup = 65536
+
+// blobsPerPack is -per-pack: fewer blobs a pack make more packs for as many blobs, which
+// measures lookups whose pack serial is not in the index's cache (past 65,536 packs).
+var blobsPerPack = 1024
 
 func main() {
 	dir := flag.String("dir", "", "index directory (created; reused with -reuse)")
 	n := flag.Int64("n", 1_000_000, "blob entries to write")
 	samples := flag.Int("samples", 200_000, "lookups to time, of hits and of misses each")
 	reuse := flag.Bool("reuse", false, "measure an index this tool filled before (same -n) instead of filling one")
+	flag.IntVar(&blobsPerPack, "per-pack", blobsPerPack, "blob entries to a pack")
+	warm := flag.Bool("warm", false, "before timing, look up one blob of every pack (untimed), as a running gateway has")
 	flag.Parse()
 	if *dir == "" {
 		fmt.Fprintln(os.Stderr, "synthindex: -dir DIR is required")
 		os.Exit(2)
 	}
-	if err := run(*dir, *n, *samples, *reuse); err != nil {
+	if err := run(*dir, *n, *samples, *reuse, *warm); err != nil {
 		fmt.Fprintln(os.Stderr, "synthindex:", err)
 		os.Exit(1)
 	}
@@ -52,7 +55,7 @@ func addrOf(seed uint64, i int64) repo.Address {
 	return a
 }
 
-func run(dir string, n int64, samples int, reuse bool) error {
+func run(dir string, n int64, samples int, reuse, warm bool) error {
 	if !reuse {
 		if err := fill(dir, n); err != nil {
 			return err
@@ -66,6 +69,15 @@ func run(dir string, n int64, samples int, reuse bool) error {
 	open := time.Since(start)
 	size := ix.Size()
 	fmt.Printf("blobs %d  index %d bytes  %.1f B/blob  open %v\n", n, size, float64(size)/float64(n), open.Round(time.Millisecond))
+	if warm {
+		start := time.Now()
+		for i := int64(0); i < n; i += int64(blobsPerPack) {
+			if _, _, err := ix.Lookup(addrOf(1, i)); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("warmed: one lookup a pack, %d packs in %v\n", (n+int64(blobsPerPack)-1)/int64(blobsPerPack), time.Since(start).Round(time.Millisecond))
+	}
 	rng := rand.New(rand.NewPCG(7, 8))
 	for _, kind := range []string{"hit", "miss"} {
 		lat := make([]time.Duration, samples)
@@ -133,7 +145,7 @@ func fill(dir string, n int64) error {
 		if err := ix.AddPack(pack, int64(off), entries); err != nil {
 			return err
 		}
-		if i%(n/10+1) < blobsPerPack {
+		if i%(n/10+1) < int64(blobsPerPack) {
 			fmt.Fprintf(os.Stderr, "%d blobs, %.0f s\n", i, time.Since(start).Seconds())
 		}
 	}

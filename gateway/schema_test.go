@@ -1,0 +1,140 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// syncBuffer is a log destination for goroutines that log at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An index written by a cairn of the previous schema (2) is not read: the first open moves it
+// aside with one log line and builds a new one from the repository, without an admin's
+// rebuild-index, and every backup restores as before; an incremental on the new index chains
+// onto the old backups and restores too.
+func TestOldSchemaIndexRebuiltOnOpen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, admin := context.Background(), adminCtx()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image(t, dir, "vm.img", 512<<10)
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	full, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumFull := sha256File(t, img)
+	overwrite(t, img, 200<<10, "changed before the incremental")
+	inc, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm", Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumInc := sha256File(t, img)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// What an older cairn left: an index that says schema 2.
+	ix, err := index.Open(cfg.IndexDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.SetMeta("schema", "2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var logs syncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s, err = gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open with a schema-2 index: %v", err)
+	}
+	defer s.Close()
+	var said []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "schema") {
+			said = append(said, l)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "schema 2") || !strings.Contains(said[0], "level=WARN") {
+		t.Fatalf("log lines about the schema: %q; want one warning naming schema 2", said)
+	}
+	aside, _ := filepath.Glob(cfg.IndexDir() + ".schema2-*")
+	if len(aside) != 1 {
+		t.Fatalf("old index moved to %v, want one %s.schema2-<time>", aside, cfg.IndexDir())
+	}
+
+	bs, err := s.ListBackups(admin, gateway.ListFilter{})
+	if err != nil || len(bs) != 2 {
+		t.Fatalf("backups after the rebuild: %d, %v; want 2", len(bs), err)
+	}
+	for _, c := range []struct{ id, want string }{{full.ID, sumFull}, {inc.ID, sumInc}} {
+		if got := restoreSHA(t, s, admin, c.id); got != c.want {
+			t.Fatalf("backup %s restores to sha256 %s, want %s", c.id, got, c.want)
+		}
+	}
+	overwrite(t, img, 300<<10, "changed after the upgrade")
+	after, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm", Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.ParentID != inc.ID {
+		t.Fatalf("incremental on the rebuilt index: parent %s, want %s", after.ParentID, inc.ID)
+	}
+	if got, want := restoreSHA(t, s, admin, after.ID), sha256File(t, img); got != want {
+		t.Fatalf("backup %s restores to sha256 %s, want %s", after.ID, got, want)
+	}
+}
+
+func overwrite(t *testing.T, path string, off int64, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte(s), off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
