@@ -327,7 +327,7 @@ func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 		aside = fmt.Sprintf("%s.schema%s-%s", dir, se.Found, now)
 	}
 	if rerr := os.Rename(dir, aside); rerr != nil {
-		return nil, fmt.Errorf("%w; moving it aside failed too (%v): remove %s and run 'cairn repo rebuild-index'", err, rerr, dir)
+		return nil, fmt.Errorf("%w; moving it aside failed too (%v): move or remove %s by hand, and cairn builds a new one from the repository", err, rerr, dir)
 	}
 	if se != nil {
 		log.Warn(fmt.Sprintf("the index has schema %s and this cairn uses %s: moved aside, a new one is built from the repository (the old one can be deleted)", se.Found, se.Want),

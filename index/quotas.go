@@ -12,8 +12,8 @@ import (
 //	q/<project>\x00<resource>   limit (decimal int64; -1 is unlimited)
 //
 // A resource without a key has the configured default. Usage is not stored: it is counted
-// from the backup records, so it cannot drift from them. Limits are not in the repository,
-// so 'cairn repo rebuild-index' forgets them.
+// from the backup records, so it cannot drift from them. The gateway writes limits through to
+// the repository as metadata objects too (gateway/meta.go), so a rebuilt index gets them back.
 func quotaKey(project, resource string) string { return "q/" + project + "\x00" + resource }
 
 // QuotaLimits returns the limits set for a project, by resource name.
