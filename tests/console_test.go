@@ -225,7 +225,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	data := filepath.Join(dir, "data.img")
 	testutil.WriteImage(t, data, 192<<20, 2, testutil.Random)
 	big := filepath.Join(dir, "big.img")
-	testutil.WriteImage(t, big, 768<<20, 3, testutil.Random)
+	testutil.WriteImage(t, big, 1536<<20, 3, testutil.Random)
 	bravo := filepath.Join(dir, "bravo.img")
 	testutil.WriteImage(t, bravo, 4<<20, 4, testutil.Mixed)
 	inP1("volume", "manage", vm1, "--name", "vm1")
@@ -244,7 +244,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	r.mustRun("repo", "check")
 	vm1ID := inP1JSONVolume(t, p1, "vm1").ID
 
-	base := startConsole(t, r, "--job-workers", "1")
+	// One fingerprint worker, and 1.5 GiB of big: its backup must still run after the pages
+	// between its start and its cancel (768 MiB on two workers ended first once backups got
+	// faster).
+	base := startConsole(t, r, "--job-workers", "1", "--workers", "1")
 	b := startBrowser(t, base)
 
 	// Signed out: the sign-in form, and no page without a session.
