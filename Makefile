@@ -79,7 +79,7 @@ fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  for fz in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "fuzz $$pkg $$fz ($(FUZZTIME))"; \
-	    $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg >/dev/null || { $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime 1x $$pkg; exit 1; }; \
+	    out=$$($(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg 2>&1) || { echo "$$out" | tail -n 40; $(GO) test -run XXX -fuzz "^$$fz\$$" -fuzztime 1x $$pkg; exit 1; }; \
 	  done; \
 	done
 
