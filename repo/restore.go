@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/slab"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -60,7 +61,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 	})
 	for range o.Workers {
 		eg.Go(func() error {
-			buf := alignedBuffer(int(g.leafBytes()))
+			buf := slab.Aligned(int(g.leafBytes()))
 			for i := range leaves {
 				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, o.Fresh, o.Lost)
 				if err != nil {
@@ -261,14 +262,4 @@ func (r *Repository) writeSpan(t Target, lf *node, g geometry, lo int64, span []
 		b = e
 	}
 	return nil
-}
-
-// alignedBuffer returns a 4096-byte aligned buffer, as O_DIRECT writes need.
-func alignedBuffer(n int) []byte {
-	b := make([]byte, n+4096)
-	off := 4096 - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))&4095)
-	if off == 4096 {
-		off = 0
-	}
-	return b[off : off+n : off+n]
 }

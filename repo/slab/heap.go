@@ -46,9 +46,13 @@ func forget(p *byte) {
 	delete(buffers.m, p)
 }
 
-// heapAlloc returns a page-aligned buffer of size bytes from the Go heap.
-func heapAlloc(size int) []byte {
-	b := make([]byte, size+4096)
+// heapAlloc returns a page-aligned buffer of size bytes from the Go heap, recorded.
+func heapAlloc(size int) []byte { return record(Aligned(size), false) }
+
+// Aligned returns a 4096-byte aligned buffer of n bytes from the Go heap (O_DIRECT reads and
+// writes need one), for a user that keeps it: the collector frees it, slab keeps no record.
+func Aligned(n int) []byte {
+	b := make([]byte, n+4096)
 	off := (4096 - int(uintptr(unsafe.Pointer(unsafe.SliceData(b)))&4095)) & 4095
-	return record(b[off:off+size:off+size], false)
+	return b[off : off+n : off+n]
 }
