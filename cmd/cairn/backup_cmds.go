@@ -57,7 +57,7 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 		return usageError("--snapshot-id backs up one snapshot: name at most its volume")
 	}
 	if g.shared == nil {
-		setBackupMemoryLimit() // not inside a gateway: its limit is for all it runs
+		setMemoryLimit(backupMemoryLimit, 0) // not inside a gateway: its limit is for all it runs
 	}
 	s, err := g.open(ctx)
 	if err != nil {

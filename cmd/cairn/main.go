@@ -104,7 +104,7 @@ type CLI struct {
 func main() {
 	// Volumes are terabytes; memory must not follow. A soft limit makes the collector work
 	// harder before the heap grows past what a backup needs (GOMEMLIMIT overrides it).
-	setMemoryLimit(0)
+	setMemoryLimit(baseMemoryLimit, 0)
 	stopProfile := startCPUProfile(os.Getenv("CAIRN_CPUPROFILE"))
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
 	stopProfile()
@@ -217,12 +217,12 @@ type exitPanic int
 // baseMemoryLimit is the soft heap limit of a command, before any block cache it keeps.
 const baseMemoryLimit = 160 << 20
 
-// setMemoryLimit sets the soft heap limit to the base plus a cache the command keeps, so the
-// collector neither lets a backup's heap grow with the volume nor fights a full cache
-// (GOMEMLIMIT overrides it).
-func setMemoryLimit(cache int64) {
+// setMemoryLimit sets the soft heap limit to base (baseMemoryLimit, or backupMemoryLimit for an
+// embedded backup) plus a cache the command keeps, so the collector neither lets a backup's
+// heap grow with the volume nor fights a full cache (GOMEMLIMIT overrides it).
+func setMemoryLimit(base, cache int64) {
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(baseMemoryLimit + cache)
+		debug.SetMemoryLimit(base + cache)
 	}
 }
 
@@ -232,12 +232,6 @@ func setMemoryLimit(cache int64) {
 // memory instead of faulting in more. On make bench's 1 GiB image: 64 MiB gave 2.6-2.9 s
 // and 164 MiB peak RSS, 160 MiB 3.1-3.4 s and 225 MiB, 32 MiB thrashed (4.7-5.3 s).
 const backupMemoryLimit = 64 << 20
-
-func setBackupMemoryLimit() {
-	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(backupMemoryLimit)
-	}
-}
 
 // configPaths are the configuration files, in order (later ones win over earlier ones; flags
 // and environment variables win over both): /etc/cairn/config.json, then

@@ -37,7 +37,7 @@ func (c *NBDCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	g.chunkCache = cache
-	setMemoryLimit(cache)
+	setMemoryLimit(baseMemoryLimit, cache)
 	s, err := g.open(ctx)
 	if err != nil {
 		return err

@@ -55,7 +55,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return fmt.Errorf("%w: --cache-size: %v", gateway.ErrInvalid, err)
 		}
 		g.chunkCache = n
-		setMemoryLimit(n)
+		setMemoryLimit(baseMemoryLimit, n)
 	}
 	sock := g.socketPath()
 	if socketAlive(sock) {
