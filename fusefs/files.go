@@ -97,7 +97,10 @@ func (n *imageFile) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whe
 		return 0, syscall.ENXIO
 	}
 	end := n.offset + n.size
-	start, dataEnd, err := n.img.NextData(ctx, n.offset+int64(off))
+	// lseek(2) has no EINTR: callers (Go's os.File.Seek, cp) do not retry it, so an interrupt
+	// (a Go caller's preemption signal is one) must not abort the lookup. It is bounded by
+	// the backend's own timeouts.
+	start, dataEnd, err := n.img.NextData(context.WithoutCancel(ctx), n.offset+int64(off))
 	if err == io.EOF || (err == nil && start >= end) {
 		if whence == seekData {
 			return 0, syscall.ENXIO

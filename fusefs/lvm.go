@@ -105,7 +105,8 @@ func (n *lvFile) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whence
 	if off >= uint64(n.lv.Size()) {
 		return 0, syscall.ENXIO
 	}
-	pos, err := n.lv.Seek(ctx, int64(off), whence == seekData)
+	// Not cancelled by an interrupt, as in imageFile.Lseek: lseek(2) has no EINTR.
+	pos, err := n.lv.Seek(context.WithoutCancel(ctx), int64(off), whence == seekData)
 	if err == io.EOF {
 		return 0, syscall.ENXIO
 	}
