@@ -101,3 +101,10 @@ func (r *Repository) synthNode(n *node, add func(BlobType, Address, []byte, int)
 	stored, _ := r.keys.encodeBlob(nil, nil, enc, r.cfg.Compression, a)
 	return a, add(BlobTree, a, stored, len(enc))
 }
+
+// CachedBlocksForTest is how many data blocks r's chunk cache holds, prefetched ones included.
+func CachedBlocksForTest(r *Repository) int {
+	r.chunks.mu.Lock()
+	defer r.chunks.mu.Unlock()
+	return len(r.chunks.items)
+}
