@@ -157,9 +157,16 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	if err != nil {
 		return nil, fmt.Errorf("blob %s in pack %s: %w", addr.Short(), loc.Pack, err)
 	}
-	plain, _, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), nil, stored, t, addr)
+	sp := frames.Get().(*[]byte)
+	plain, frame, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), *sp, stored, t, addr)
+	*sp = frame[:0]
+	frames.Put(sp)
 	return plain, err
 }
+
+// frames holds scratch buffers for loadBlob's opened frames; the plaintext it returns is a
+// copy, so a frame is not referenced once decodeBlob returns.
+var frames = sync.Pool{New: func() any { return new([]byte) }}
 
 // syncAfterMiss brings the index up to date after a read found a blob missing, at most once
 // a second, and reports whether it did.
