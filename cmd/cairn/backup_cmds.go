@@ -319,6 +319,9 @@ type BackupRestoreCmd struct {
 
 // Run restores the backup.
 func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
+	if g.shared == nil {
+		setMemoryLimit(restoreMemoryLimit, 0) // as for backup create: not inside a gateway
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
