@@ -147,11 +147,8 @@ func (im *Image) preload(ctx context.Context, first, end int64) {
 	if len(reads) < 2 {
 		return // a single block loads as well on its own
 	}
-	var scratch []byte // the opened frames, one after another: plain is a copy
 	_, _ = im.r.readGrouped(ctx, reads, func(rd blobRead, stored []byte) error {
-		var plain []byte
-		var err error
-		plain, scratch, err = im.r.keys.decodeBlob(make([]byte, 0, rd.loc.PlainLen), scratch, stored, BlobData, rd.addr)
+		plain, err := im.r.openBlob(stored, BlobData, rd.addr, rd.loc)
 		if err == nil {
 			im.r.chunks.add(rd.addr, plain)
 		}

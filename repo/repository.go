@@ -157,6 +157,13 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	if err != nil {
 		return nil, fmt.Errorf("blob %s in pack %s: %w", addr.Short(), loc.Pack, err)
 	}
+	return r.openBlob(stored, t, addr, loc)
+}
+
+// openBlob opens, decompresses and verifies one stored blob into a new buffer of its plain
+// length. The sealed frame is opened into a pooled scratch buffer: the plaintext is a copy,
+// so no frame is referenced once decodeBlob returns.
+func (r *Repository) openBlob(stored []byte, t BlobType, addr Address, loc Location) ([]byte, error) {
 	sp := frames.Get().(*[]byte)
 	plain, frame, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), *sp, stored, t, addr)
 	*sp = frame[:0]
@@ -164,8 +171,7 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	return plain, err
 }
 
-// frames holds scratch buffers for loadBlob's opened frames; the plaintext it returns is a
-// copy, so a frame is not referenced once decodeBlob returns.
+// frames holds openBlob's scratch buffers.
 var frames = sync.Pool{New: func() any { return new([]byte) }}
 
 // syncAfterMiss brings the index up to date after a read found a blob missing, at most once

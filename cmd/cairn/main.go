@@ -218,8 +218,9 @@ type exitPanic int
 const baseMemoryLimit = 160 << 20
 
 // setMemoryLimit sets the soft heap limit to base (baseMemoryLimit, or backupMemoryLimit and
-// restoreMemoryLimit for an embedded backup and restore) plus a cache the command keeps, so the collector neither lets a backup's
-// heap grow with the volume nor fights a full cache (GOMEMLIMIT overrides it).
+// restoreMemoryLimit for an embedded backup and restore) plus a cache the command keeps, so
+// the collector neither lets a backup's heap grow with the volume nor fights a full cache
+// (GOMEMLIMIT overrides it).
 func setMemoryLimit(base, cache int64) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(base + cache)
