@@ -1,11 +1,13 @@
 package repo
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"os"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/zeebo/blake3"
@@ -30,40 +32,121 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// packer accumulates blobs into one pack. It is owned by one goroutine.
+// packer accumulates blobs into one pack. It is owned by one goroutine. The pack is built in
+// buf, or, once spool has given it a file (a backend.Spooler's), written through fw to that
+// file and hashed as it goes, so no pack is held in memory.
 type packer struct {
 	buf     []byte
 	entries []PackEntry
+	n       int // bytes of blobs so far
+
+	file *os.File       // the spooled pack, or nil
+	fw   *bufio.Writer  // buffers the writes to file; kept across packs
+	hash *blake3.Hasher // of what went to file
+	err  error          // the first failed write to file
 }
+
+// spool makes the packer, empty, write its next pack to f.
+func (p *packer) spool(f *os.File) {
+	if p.fw == nil {
+		p.fw = bufio.NewWriterSize(f, spoolBuffer)
+		p.hash = blake3.New()
+	}
+	p.fw.Reset(f)
+	p.hash.Reset()
+	p.file = f
+}
+
+// spoolBuffer is the write buffer of a spooled pack: a write per MiB instead of per blob.
+const spoolBuffer = 1 << 20
 
 func (p *packer) add(t BlobType, addr Address, stored []byte, plainLen int) {
 	p.entries = append(p.entries, PackEntry{Addr: addr, Location: Location{
-		Offset: uint32(len(p.buf)), Length: uint32(len(stored)), PlainLen: uint32(plainLen), Type: t}})
-	p.buf = append(p.buf, stored...)
+		Offset: uint32(p.n), Length: uint32(len(stored)), PlainLen: uint32(plainLen), Type: t}})
+	p.n += len(stored)
+	if p.file == nil {
+		p.buf = append(p.buf, stored...)
+		return
+	}
+	p.write(stored)
 }
 
-func (p *packer) size() int   { return len(p.buf) }
+func (p *packer) write(b []byte) {
+	if p.err != nil {
+		return
+	}
+	_, _ = p.hash.Write(b)
+	_, p.err = p.fw.Write(b)
+}
+
+func (p *packer) size() int   { return p.n }
 func (p *packer) empty() bool { return len(p.entries) == 0 }
+
+// tail returns what follows the blobs: the sealed trailer and the footer.
+func (p *packer) tail(k *keys) []byte {
+	trailer := appendTrailer(make([]byte, 0, len(p.entries)*trailerEntry), p.entries)
+	sealed := k.sealObject(trailerAD, trailer) // authenticated in an unencrypted repository too
+	t := append(sealed, packMagic...)
+	t = append(t, packVersion, 0, 0, 0)
+	t = binary.LittleEndian.AppendUint32(t, uint32(len(sealed)))
+	return binary.LittleEndian.AppendUint32(t, crc32.Checksum(sealed, crcTable))
+}
 
 // finish seals the trailer and returns the pack's id, bytes and entries; the packer is reset
 // and must not be used until the returned slices are no longer needed (they are handed over).
 func (p *packer) finish(k *keys) (PackID, []byte, []PackEntry) {
-	trailer := appendTrailer(make([]byte, 0, len(p.entries)*trailerEntry), p.entries)
-	sealed := k.sealObject(trailerAD, trailer) // authenticated in an unencrypted repository too
-	data := append(p.buf, sealed...)
-	data = append(data, packMagic...)
-	data = append(data, packVersion, 0, 0, 0)
-	data = binary.LittleEndian.AppendUint32(data, uint32(len(sealed)))
-	data = binary.LittleEndian.AppendUint32(data, crc32.Checksum(sealed, crcTable))
+	data := append(p.buf, p.tail(k)...)
 	sum := blake3.Sum256(data)
 	var id PackID
 	copy(id[:], sum[:])
+	entries := p.reset(id)
+	p.buf = nil
+	return id, data, entries
+}
+
+// finishSpool is finish for a spooled pack: it returns the pack's file, written and flushed,
+// and its size; the packer is reset and writes to no file until spool gives it another. On
+// a failed write the file is closed and removed.
+func (p *packer) finishSpool(k *keys) (PackID, *os.File, int64, []PackEntry, error) {
+	p.write(p.tail(k))
+	if p.err == nil {
+		p.err = p.fw.Flush()
+	}
+	f, err := p.file, p.err
+	size, _ := f.Seek(0, io.SeekCurrent)
+	var id PackID
+	copy(id[:], p.hash.Sum(nil)) // the first bytes of the BLAKE3 sum, as finish takes them
+	entries := p.reset(id)
+	p.file, p.err = nil, nil
+	p.fw.Reset(nil)
+	if err != nil {
+		discardSpool(f)
+		return PackID{}, nil, 0, nil, fmt.Errorf("write pack: %w", err)
+	}
+	return id, f, size, entries, nil
+}
+
+// abandon drops the pack being built; a spooled one's file is removed.
+func (p *packer) abandon() {
+	if p.file != nil {
+		discardSpool(p.file)
+	}
+	p.file, p.err, p.buf, p.entries, p.n = nil, nil, nil, nil, 0
+}
+
+// reset gives the entries their pack and empties the packer.
+func (p *packer) reset(id PackID) []PackEntry {
 	entries := p.entries
 	for i := range entries {
 		entries[i].Pack = id
 	}
-	p.buf, p.entries = nil, nil
-	return id, data, entries
+	p.entries, p.n = nil, 0
+	return entries
+}
+
+func discardSpool(f *os.File) {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
 }
 
 // appendTrailer appends the trailer encoding of entries to b.
@@ -135,10 +218,23 @@ func (r *Repository) storePack(ctx context.Context, id PackID, data []byte, entr
 	if err := r.be.Put(ctx, id.Key(), data); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
 	}
-	if err := r.putObject(ctx, indexKey(id), encodePackIndex(int64(len(data)), entries)); err != nil {
+	return r.indexPack(ctx, id, int64(len(data)), entries)
+}
+
+// storeSpooledPack is storePack for a pack written to a file of sp (packer.finishSpool).
+func (r *Repository) storeSpooledPack(ctx context.Context, sp backend.Spooler, id PackID, f *os.File, size int64, entries []PackEntry) error {
+	if err := sp.Commit(ctx, id.Key(), f); err != nil {
+		return fmt.Errorf("store pack %s: %w", id, err)
+	}
+	return r.indexPack(ctx, id, size, entries)
+}
+
+// indexPack stores a stored pack's index object and records the pack in the index.
+func (r *Repository) indexPack(ctx context.Context, id PackID, size int64, entries []PackEntry) error {
+	if err := r.putObject(ctx, indexKey(id), encodePackIndex(size, entries)); err != nil {
 		return fmt.Errorf("store the index of pack %s: %w", id, err)
 	}
-	if err := r.idx.AddPack(id, int64(len(data)), entries); err != nil {
+	if err := r.idx.AddPack(id, size, entries); err != nil {
 		return fmt.Errorf("index pack %s: %w", id, err)
 	}
 	return nil

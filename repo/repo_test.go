@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -377,5 +378,64 @@ func TestInitAsksPasswordLast(t *testing.T) {
 	asked = 0
 	if _, err := repo.Init(ctx, plain, repo.InitOptions{Encryption: repo.EncryptionNone, AskPassword: ask("pw", nil)}); err != nil || asked != 0 {
 		t.Errorf("unencrypted: Init %v, asked %d times, want nil and 0", err, asked)
+	}
+}
+
+// failingSource reads as its inner source until failAt, then fails every read.
+type failingSource struct {
+	*memSource
+	failAt int64
+}
+
+var errDiskGone = errors.New("disk gone")
+
+func (f *failingSource) ReadAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) > f.failAt {
+		return 0, errDiskGone
+	}
+	return f.memSource.ReadAt(p, off)
+}
+
+// TestFailedBackupLeavesNoSpooledPack: on a local repository a backup writes its packs to
+// spooled files (backend.Spooler). A backup whose source fails after some packs are stored
+// and while another is being written leaves no temp file behind, and the earlier backup
+// still restores.
+func TestFailedBackupLeavesNoSpooledPack(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Encryption: "none"})
+	small := &memSource{data: randomVolume(1, 4<<20)}
+	m := f.backup(t, "b1", small, nil)
+	// Random data does not compress: the read at 88 MiB fails after the readers' lead (at
+	// most about 40 MiB) and two full 16 MiB packs, with a third being written.
+	big := &memSource{data: make([]byte, 96<<20)}
+	rng := rand.New(rand.NewPCG(2, 2))
+	for i := range big.data {
+		big.data[i] = byte(rng.Uint32())
+	}
+	_, err := f.r.Write(context.Background(), &failingSource{memSource: big, failAt: 88 << 20}, repo.WriteOptions{},
+		func(repo.WriteResult) error { t.Fatal("commit called for a failed backup"); return nil })
+	if !errors.Is(err, errDiskGone) {
+		t.Fatalf("Write = %v, want the source's error", err)
+	}
+	packs := 0
+	err = filepath.WalkDir(filepath.Join(f.dir, "repo"), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if strings.HasPrefix(d.Name(), ".tmp-") {
+			t.Errorf("temp file left behind: %s", p)
+		}
+		if !d.IsDir() && strings.Contains(p, "/packs/") {
+			packs++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if packs < 3 { // the first backup's pack and at least two of the failed one's
+		t.Errorf("%d packs stored, want at least 3: the failure came before any pack was spooled", packs)
+	}
+	if got := f.restore(t, m); !bytes.Equal(got, small.data) {
+		t.Fatal("the earlier backup does not restore after a failed one")
 	}
 }

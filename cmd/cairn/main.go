@@ -228,7 +228,7 @@ func setMemoryLimit(base, cache int64) {
 }
 
 // backupMemoryLimit is the soft heap limit of an embedded 'backup create'. Its big buffers
-// (leaves, arenas, packs: about 100 MiB at most) live outside the heap (repo/slab), so the
+// (leaves, arenas, and packs unless spooled to files) live outside the heap (repo/slab), so the
 // heap holds the index and small objects; a tighter limit makes the collector reuse heap
 // memory instead of faulting in more. On make bench's 1 GiB image: 64 MiB gave 2.6-2.9 s
 // and 164 MiB peak RSS, 160 MiB 3.1-3.4 s and 225 MiB, 32 MiB thrashed (4.7-5.3 s).

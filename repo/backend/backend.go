@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"time"
 )
 
@@ -26,6 +27,19 @@ var (
 	// ErrReadOnly: the repository was opened read-only (read-only media or --read-only).
 	ErrReadOnly = errors.New("the repository is read-only")
 )
+
+// Spooler is implemented by a backend whose objects are files on the local file system. A
+// writer that would otherwise hold a large object in memory (a backup's packs) writes it to
+// a file Spool gives and hands the file to Commit, which stores it under the key as durably
+// and atomically as Put does.
+type Spooler interface {
+	// Spool creates an empty temporary file. It is not an object: List never shows it, and
+	// a Clean removes it if a crash leaves it behind.
+	Spool(ctx context.Context) (*os.File, error)
+	// Commit makes the file's contents the object key (fsynced before it returns) and
+	// closes the file; if Commit fails the file is removed.
+	Commit(ctx context.Context, key string, f *os.File) error
+}
 
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {

@@ -25,7 +25,10 @@ type Local struct {
 	files *files // recently read objects, kept open
 }
 
-var _ backend.Backend = (*Local)(nil)
+var (
+	_ backend.Backend = (*Local)(nil)
+	_ backend.Spooler = (*Local)(nil)
+)
 
 // Open returns a backend rooted at dir, creating the directory if it does not exist.
 func Open(dir string) (*Local, error) {
@@ -111,15 +114,50 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
 	if err != nil {
 		return fmt.Errorf("put %s: %w", key, translate(err))
 	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return l.commit(ctx, key, name, f)
+}
+
+// Spool creates an empty temp file in the root directory (backend.Spooler): on the same file
+// system as every object, so Commit's rename moves no data.
+func (l *Local) Spool(ctx context.Context) (*os.File, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(l.root, tempPrefix+"*")
+	if err != nil {
+		return nil, fmt.Errorf("spool in %s: %w", l.root, translate(err))
+	}
+	return f, nil
+}
+
+// Commit stores a file Spool gave under key, as Put stores its bytes (backend.Spooler).
+func (l *Local) Commit(ctx context.Context, key string, f *os.File) error {
+	name, err := l.filename(ctx, key)
+	if err == nil {
+		err = l.mkdirAll(filepath.Dir(name))
+	}
+	if err != nil {
+		_ = f.Close()
+		_ = os.Remove(f.Name())
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return l.commit(ctx, key, name, f)
+}
+
+// commit makes the written temp file f the object key at name: it fsyncs f, renames it over
+// name and fsyncs name's directory. It closes f, and removes it on failure.
+func (l *Local) commit(ctx context.Context, key, name string, f *os.File) (err error) {
 	defer func() {
 		if err != nil {
 			_ = f.Close()
 			_ = os.Remove(f.Name())
 		}
 	}()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("put %s: fsync: %w", key, err)
 	}
@@ -135,6 +173,7 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
 	}
 	// Readers holding the old object keep reading it whole; new ones open the new one.
 	l.files.evict(name)
+	dir := filepath.Dir(name)
 	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("put %s: fsync directory: %w", key, err)
 	}

@@ -124,3 +124,46 @@ func TestOpenFilesFollowPutAndDelete(t *testing.T) {
 		t.Fatalf("after delete: %v", err)
 	}
 }
+
+// A spooled file is no object until Commit, which stores it whole; a cancelled Commit stores
+// nothing and removes the file.
+func TestSpoolCommit(t *testing.T) {
+	l := newLocal(t)
+	ctx := context.Background()
+	f, err := l.Spool(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte("pack bytes")); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	if err := l.List(ctx, "", func(backend.ObjectInfo) error { n++; return nil }); err != nil || n != 0 {
+		t.Fatalf("List before Commit: %d objects, %v; want none", n, err)
+	}
+	if err := l.Commit(ctx, "packs/ab/ab01", f); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := l.GetRange(ctx, "packs/ab/ab01", 0, 10); err != nil || string(b) != "pack bytes" {
+		t.Fatalf("after Commit: %q, %v", b, err)
+	}
+	if _, err := os.Stat(f.Name()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("spooled file still there after Commit: %v", err)
+	}
+
+	g, err := l.Spool(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.Commit(cctx, "packs/cd/cd01", g); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Commit with a cancelled context = %v, want context.Canceled", err)
+	}
+	if _, err := l.Stat(ctx, "packs/cd/cd01"); !errors.Is(err, backend.ErrNotFound) {
+		t.Errorf("a cancelled Commit stored the object: %v", err)
+	}
+	if _, err := os.Stat(g.Name()); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a cancelled Commit left its file: %v", err)
+	}
+}
