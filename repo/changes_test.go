@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"sync/atomic"
 	"testing"
@@ -139,6 +140,28 @@ func TestIncrementalReadsOnlyChanges(t *testing.T) {
 		t.Fatalf("DifferFromParent = %v, %d bytes read; want the one block written behind the tracking's back", differ, read)
 	}
 	copy(src.data[30<<20:], before)
+
+	// More blocks than are checked at once: every one is read, and the differing ones come
+	// back in the order asked, whatever order their checks end in.
+	var probes, want []int64
+	for i := int64(0); i < 40; i++ {
+		b := (39 - i) * 50 // descending, spread over the volume
+		probes = append(probes, b)
+		if i%7 == 3 {
+			src.data[b*16<<10] ^= 0xff
+			want = append(want, b)
+		}
+	}
+	differ, read, err = f.r.DifferFromParent(context.Background(), src, same.Parent(), probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(differ, want) || read != int64(len(probes))*16<<10 {
+		t.Fatalf("DifferFromParent = %v, %d bytes read; want %v, %d", differ, read, want, len(probes)*16<<10)
+	}
+	for _, b := range want {
+		src.data[b*16<<10] ^= 0xff
+	}
 }
 
 // Changes without a parent of the same size are refused, never guessed at.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/zeebo/xxh3"
+	"golang.org/x/sync/errgroup"
 )
 
 // A backup's block map is a tree. Leaves (level 0) hold, for LeafFanout consecutive blocks, each
@@ -193,34 +195,51 @@ func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i in
 }
 
 // DifferFromParent reads the given blocks of src and returns those whose content is not what
-// the parent recorded for them: a spot check of changed-block tracking, whose "unchanged"
-// cannot be proven. It returns the bytes it read too.
+// the parent recorded for them, in the order given: a spot check of changed-block tracking,
+// whose "unchanged" cannot be proven. It returns the bytes it read too. The blocks are
+// checked probeWorkers at a time: each is a random read of the volume and of a parent leaf,
+// and one after another they were most of a tracked incremental of a large volume.
 func (r *Repository) DifferFromParent(ctx context.Context, src io.ReaderAt, p *Parent, blocks []int64) (differ []int64, read int64, err error) {
 	g := newGeometry(p.Size, r.cfg.BlockSize)
-	buf := make([]byte, g.blockSize)
 	for _, b := range blocks {
 		if b < 0 || b >= g.blocks {
-			return nil, read, fmt.Errorf("block %d outside a volume of %d blocks", b, g.blocks)
-		}
-		lf, err := r.leaf(ctx, p.Root, p.RootLevel, b/LeafFanout)
-		if err != nil {
-			return nil, read, fmt.Errorf("read parent block map: %w", err)
-		}
-		blk := buf[:g.blockLen(b)]
-		if _, err := src.ReadAt(blk, b*g.blockSize); err != nil && !errors.Is(err, io.EOF) {
-			return nil, read, fmt.Errorf("read volume at offset %d: %w", b*g.blockSize, err)
-		}
-		read += int64(len(blk))
-		e := b % LeafFanout
-		if lf == nil || e >= int64(len(lf.addrs)) || lf.addrs[e].IsZero() {
-			if !isZero(blk) {
-				differ = append(differ, b)
-			}
-			continue
-		}
-		if xxh3.Hash128(blk) != lf.fps[e] {
-			differ = append(differ, b)
+			return nil, 0, fmt.Errorf("block %d outside a volume of %d blocks", b, g.blocks)
 		}
 	}
-	return differ, read, nil
+	differs := make([]bool, len(blocks))
+	var n atomic.Int64
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(probeWorkers)
+	for i, b := range blocks {
+		eg.Go(func() error {
+			lf, err := r.leaf(ctx, p.Root, p.RootLevel, b/LeafFanout)
+			if err != nil {
+				return fmt.Errorf("read parent block map: %w", err)
+			}
+			blk := make([]byte, g.blockLen(b))
+			if _, err := src.ReadAt(blk, b*g.blockSize); err != nil && !errors.Is(err, io.EOF) {
+				return fmt.Errorf("read volume at offset %d: %w", b*g.blockSize, err)
+			}
+			n.Add(int64(len(blk)))
+			e := b % LeafFanout
+			if lf == nil || e >= int64(len(lf.addrs)) || lf.addrs[e].IsZero() {
+				differs[i] = !isZero(blk)
+			} else {
+				differs[i] = xxh3.Hash128(blk) != lf.fps[e]
+			}
+			return nil
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, n.Load(), err
+	}
+	for i, d := range differs {
+		if d {
+			differ = append(differ, blocks[i])
+		}
+	}
+	return differ, n.Load(), nil
 }
+
+// probeWorkers is how many blocks DifferFromParent checks at once.
+const probeWorkers = 8
