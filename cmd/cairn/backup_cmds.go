@@ -56,12 +56,15 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if c.SnapshotID != "" && len(c.Volumes) > 1 {
 		return usageError("--snapshot-id backs up one snapshot: name at most its volume")
 	}
-	if g.shared == nil {
-		setMemoryLimit(backupMemoryLimit, 0) // not inside a gateway: its limit is for all it runs
-	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
+	}
+	if g.shared == nil {
+		// Not inside a gateway: its limit is for all it runs. Set once the repository is
+		// open: under it, scrypt's 32 MiB on the passphrase made the collector and the
+		// scavenger work through the key derivation.
+		setMemoryLimit(backupMemoryLimit, 0)
 	}
 	defer g.closeService(s)
 	vols := c.Volumes
@@ -319,12 +322,12 @@ type BackupRestoreCmd struct {
 
 // Run restores the backup.
 func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
-	if g.shared == nil {
-		setMemoryLimit(restoreMemoryLimit, 0) // as for backup create: not inside a gateway
-	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
+	}
+	if g.shared == nil {
+		setMemoryLimit(restoreMemoryLimit, 0) // as for backup create: not inside a gateway
 	}
 	defer g.closeService(s)
 	p := g.progress("restoring " + c.Backup)
