@@ -108,12 +108,13 @@ func (p *packer) finish(k *keys) (PackID, []byte, []PackEntry) {
 // and its size; the packer is reset and writes to no file until spool gives it another. On
 // a failed write the file is closed and removed.
 func (p *packer) finishSpool(k *keys) (PackID, *os.File, int64, []PackEntry, error) {
-	p.write(p.tail(k))
+	tail := p.tail(k)
+	p.write(tail)
 	if p.err == nil {
 		p.err = p.fw.Flush()
 	}
 	f, err := p.file, p.err
-	size, _ := f.Seek(0, io.SeekCurrent)
+	size := int64(p.n) + int64(len(tail))
 	var id PackID
 	copy(id[:], p.hash.Sum(nil)) // the first bytes of the BLAKE3 sum, as finish takes them
 	entries := p.reset(id)
