@@ -387,6 +387,9 @@ func (s *Service) Index() *index.Index { return s.idx }
 // Location names the repository for messages, without credentials.
 func (s *Service) Location() string { return s.be.Location() }
 
+// Remote reports whether the repository is in object storage (S3), not a local directory.
+func (s *Service) Remote() bool { return stack.IsRemote(s.cfg.Repo) }
+
 // Driver is the backup_service name of this repository's backend.
 func (s *Service) Driver() string { return s.driver }
 

@@ -218,9 +218,9 @@ type exitPanic int
 const baseMemoryLimit = 160 << 20
 
 // setMemoryLimit sets the soft heap limit to base (baseMemoryLimit, or backupMemoryLimit and
-// restoreMemoryLimit for an embedded backup and restore) plus a cache the command keeps, so
-// the collector neither lets a backup's heap grow with the volume nor fights a full cache
-// (GOMEMLIMIT overrides it).
+// restoreMemoryLimit or remoteRestoreMemoryLimit for an embedded backup and restore) plus a
+// cache the command keeps, so the collector neither lets a backup's heap grow with the
+// volume nor fights a full cache (GOMEMLIMIT overrides it).
 func setMemoryLimit(base, cache int64) {
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(base + cache)
@@ -238,8 +238,15 @@ const backupMemoryLimit = 64 << 20
 // buffers are off the heap (repo/slab); the heap holds the index (Badger's memtable and
 // caches, about 50 MiB) and the merged pack reads. On make bench's 1 GiB image, alternating
 // runs beside a niced index fill: 96 MiB gave 2.8-3.1 s and 87-89 MiB peak RSS, 160 MiB
-// 2.8-3.5 s and 124-149 MiB, 64 MiB thrashed (5.6-5.9 s).
-const restoreMemoryLimit = 96 << 20
+// 2.8-3.5 s and 124-149 MiB, 64 MiB thrashed (5.6-5.9 s). Once the limit was set after the
+// repository is open (so scrypt runs under the base limit), on the quiet machine: 96 MiB
+// 3.0-3.3 s and 88-89 MiB, 80 MiB 2.7-3.1 s and 72-74 MiB, 64 MiB 5.0-5.9 s and 62 MiB.
+const restoreMemoryLimit = 80 << 20
+
+// remoteRestoreMemoryLimit is restoreMemoryLimit from S3, whose ranged reads in flight are
+// heap buffers: on make bench's image through versitygw, 96 MiB gave 4.8-6.4 s and 91-95 MiB
+// peak RSS, 80 MiB 6.4-8.0 s and 88-98 MiB.
+const remoteRestoreMemoryLimit = 96 << 20
 
 // configPaths are the configuration files, in order (later ones win over earlier ones; flags
 // and environment variables win over both): /etc/cairn/config.json, then
