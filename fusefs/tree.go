@@ -84,8 +84,13 @@ func Mount(dir string, r *repo.Repository, ix *index.Index, o Options) (*FS, err
 			DisableXAttrs:        true,
 			IgnoreSecurityLabels: true,
 			DirectMount:          true, // as root: mount(2) without fusermount; falls back to it
-			Debug:                o.Debug,
-			Options:              []string{"ro"},
+			// Every read is answered from decoded memory, never from a file descriptor, so
+			// go-fuse's splice path can never apply; left on, it still took a pipe, wrote
+			// the reply header into it and drained it again on every read before falling
+			// back to writev (9 % of the mount's CPU under random 4 KiB reads).
+			DisableSplice: true,
+			Debug:         o.Debug,
+			Options:       []string{"ro"},
 		},
 	}
 	if o.AllowOther {
