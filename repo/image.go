@@ -147,7 +147,7 @@ func (im *Image) preload(ctx context.Context, first, end int64) {
 	if len(reads) < 2 {
 		return // a single block loads as well on its own
 	}
-	_, _ = im.r.readGrouped(ctx, reads, func(rd blobRead, stored []byte) error {
+	_, _ = im.r.readGrouped(ctx, reads, nil, func(rd blobRead, stored []byte) error {
 		plain, err := im.r.openBlob(stored, BlobData, rd.addr, rd.loc)
 		if err == nil {
 			im.r.chunks.add(rd.addr, plain)

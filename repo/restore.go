@@ -62,8 +62,10 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 	for range o.Workers {
 		eg.Go(func() error {
 			buf := slab.Aligned(int(g.leafBytes()))
+			var packs []byte // the merged pack reads, reused leaf after leaf
+			defer func() { slab.Put(packs) }()
 			for i := range leaves {
-				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, o.Fresh, o.Lost)
+				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, &packs, o.Fresh, o.Lost)
 				if err != nil {
 					return err
 				}
@@ -94,7 +96,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 }
 
 // restoreLeaf restores one leaf's span and returns its length.
-func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, fresh bool, lost func(int64, int64, error)) (int64, error) {
+func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, packs *[]byte, fresh bool, lost func(int64, int64, error)) (int64, error) {
 	lo := i * g.leafBytes()
 	hi := min(lo+g.leafBytes(), g.size)
 	span := buf[:hi-lo]
@@ -152,7 +154,7 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 		reads = append(reads, blobRead{block: b, loc: loc, addr: a})
 	}
 	var scratch []byte
-	failed, err := r.readGrouped(ctx, reads, func(rd blobRead, stored []byte) error {
+	failed, err := r.readGrouped(ctx, reads, packs, func(rd blobRead, stored []byte) error {
 		off := int64(rd.block) * g.blockSize
 		want := g.blockLen(int64(rd.block) + i*LeafFanout)
 		var plain []byte

@@ -7,13 +7,16 @@ import (
 	"sort"
 
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/slab"
 )
 
 // maxSpanGap is how much unneeded data a read takes to merge two blob reads into one;
-// maxSpan bounds one merged read.
+// maxSpan bounds one merged read, and maxScratchSpan one read into a caller's scratch buffer
+// (which the caller keeps: a restore worker holds one for its whole run).
 const (
-	maxSpanGap = 256 << 10
-	maxSpan    = 32 << 20
+	maxSpanGap     = 256 << 10
+	maxSpan        = 32 << 20
+	maxScratchSpan = 4 << 20
 )
 
 // blobRead is one blob to read, with where it is stored and which block it fills.
@@ -26,7 +29,17 @@ type blobRead struct {
 // readGrouped reads blobs with as few backend requests as their placement allows: sorted by
 // pack and offset, neighbours (gaps up to maxSpanGap) merged into one range read. fn gets
 // each blob's stored bytes; on an error it returns the failing read's block with it.
-func (r *Repository) readGrouped(ctx context.Context, reads []blobRead, fn func(rd blobRead, stored []byte) error) (int, error) {
+//
+// With a scratch buffer (a repo/slab buffer or nil, owned by the caller, who slab.Puts it
+// when done) and a backend that reads into the caller's buffer (backend.RangeReader), the
+// ranges are read into scratch, grown as needed: then fn must not keep the bytes it gets.
+// Without one, each range is a fresh buffer.
+func (r *Repository) readGrouped(ctx context.Context, reads []blobRead, scratch *[]byte, fn func(rd blobRead, stored []byte) error) (int, error) {
+	rr, _ := r.be.(backend.RangeReader)
+	limit := int64(maxSpan)
+	if scratch != nil && rr != nil {
+		limit = maxScratchSpan
+	}
 	sort.Slice(reads, func(x, y int) bool {
 		if reads[x].loc.Pack != reads[y].loc.Pack {
 			return string(reads[x].loc.Pack[:]) < string(reads[y].loc.Pack[:])
@@ -37,12 +50,23 @@ func (r *Repository) readGrouped(ctx context.Context, reads []blobRead, fn func(
 		e := s + 1
 		end := int64(reads[s].loc.Offset) + int64(reads[s].loc.Length)
 		for e < len(reads) && reads[e].loc.Pack == reads[s].loc.Pack &&
-			int64(reads[e].loc.Offset) <= end+maxSpanGap && int64(reads[e].loc.Offset)+int64(reads[e].loc.Length)-int64(reads[s].loc.Offset) <= maxSpan {
+			int64(reads[e].loc.Offset) <= end+maxSpanGap && int64(reads[e].loc.Offset)+int64(reads[e].loc.Length)-int64(reads[s].loc.Offset) <= limit {
 			end = max(end, int64(reads[e].loc.Offset)+int64(reads[e].loc.Length))
 			e++
 		}
 		base := int64(reads[s].loc.Offset)
-		data, err := r.be.GetRange(ctx, reads[s].loc.Pack.Key(), base, end-base)
+		var data []byte
+		var err error
+		if scratch != nil && rr != nil {
+			if n := int(end - base); cap(*scratch) < n {
+				slab.Put(*scratch)
+				*scratch = slab.Get(n)
+			}
+			data = (*scratch)[:end-base]
+			err = rr.ReadRange(ctx, reads[s].loc.Pack.Key(), base, data)
+		} else {
+			data, err = r.be.GetRange(ctx, reads[s].loc.Pack.Key(), base, end-base)
+		}
 		if errors.Is(err, backend.ErrNotFound) {
 			err = missingPack{err} // the index says it is there: the repository is damaged
 		}

@@ -234,14 +234,14 @@ func setMemoryLimit(base, cache int64) {
 // and 164 MiB peak RSS, 160 MiB 3.1-3.4 s and 225 MiB, 32 MiB thrashed (4.7-5.3 s).
 const backupMemoryLimit = 64 << 20
 
-// restoreMemoryLimit is the soft heap limit of an embedded 'backup restore'. Its block
-// buffers are off the heap (repo/slab); the heap holds the index (Badger's memtable and
-// caches, about 50 MiB) and the merged pack reads. On make bench's 1 GiB image, alternating
-// runs beside a niced index fill: 96 MiB gave 2.8-3.1 s and 87-89 MiB peak RSS, 160 MiB
-// 2.8-3.5 s and 124-149 MiB, 64 MiB thrashed (5.6-5.9 s). Once the limit was set after the
-// repository is open (so scrypt runs under the base limit), on the quiet machine: 96 MiB
-// 3.0-3.3 s and 88-89 MiB, 80 MiB 2.7-3.1 s and 72-74 MiB, 64 MiB 5.0-5.9 s and 62 MiB.
-const restoreMemoryLimit = 80 << 20
+// restoreMemoryLimit is the soft heap limit of an embedded 'backup restore' from a local
+// repository. Its block buffers and, from a local repository, its merged pack reads are off
+// the heap (repo/slab); the heap holds the index (Badger's memtable and caches, about 50 MiB).
+// On make bench's 1 GiB image onto a loop device, cold caches: with the pack reads on the
+// heap, 80 MiB gave 2.7-4.3 s and 70-79 MiB peak RSS (96 MiB the same time, 87-89 MiB; 64
+// MiB thrashed, 5.0-5.9 s); with them in slab buffers, 64 MiB gives 1.9-3.0 s and 77-81 MiB
+// (56 MiB: 3.2-3.3 s).
+const restoreMemoryLimit = 64 << 20
 
 // remoteRestoreMemoryLimit is restoreMemoryLimit from S3, whose ranged reads in flight are
 // heap buffers: on make bench's image through versitygw, 96 MiB gave 4.8-6.4 s and 91-95 MiB

@@ -41,6 +41,15 @@ type Spooler interface {
 	Commit(ctx context.Context, key string, f *os.File) error
 }
 
+// RangeReader is implemented by a backend that can read a range into the caller's buffer
+// (the local directory: one pread), so a reader of many ranges (a restore) reuses one buffer
+// instead of a fresh allocation per range.
+type RangeReader interface {
+	// ReadRange reads len(p) bytes at offset of the object key into p. A range past the end
+	// is an error wrapping ErrRange, as for GetRange.
+	ReadRange(ctx context.Context, key string, offset int64, p []byte) error
+}
+
 // ObjectInfo describes one stored object.
 type ObjectInfo struct {
 	Key  string

@@ -26,8 +26,9 @@ type Local struct {
 }
 
 var (
-	_ backend.Backend = (*Local)(nil)
-	_ backend.Spooler = (*Local)(nil)
+	_ backend.Backend     = (*Local)(nil)
+	_ backend.Spooler     = (*Local)(nil)
+	_ backend.RangeReader = (*Local)(nil)
 )
 
 // Open returns a backend rooted at dir, creating the directory if it does not exist.
@@ -80,23 +81,35 @@ func (l *Local) GetRange(ctx context.Context, key string, offset, length int64) 
 	if offset < 0 || length < 0 {
 		return nil, fmt.Errorf("get %s range [%d,+%d): negative offset or length", key, offset, length)
 	}
+	buf := make([]byte, length)
+	if err := l.ReadRange(ctx, key, offset, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// ReadRange reads len(p) bytes at offset into p with one pread (backend.RangeReader).
+func (l *Local) ReadRange(ctx context.Context, key string, offset int64, p []byte) error {
+	length := int64(len(p))
+	if offset < 0 {
+		return fmt.Errorf("get %s range [%d,+%d): negative offset or length", key, offset, length)
+	}
 	name, err := l.filename(ctx, key)
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
+		return fmt.Errorf("get %s: %w", key, err)
 	}
 	o, err := l.files.acquire(name)
 	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", key, err)
+		return fmt.Errorf("get %s: %w", key, err)
 	}
 	defer l.files.release(o)
 	if offset+length > o.size {
-		return nil, fmt.Errorf("get %s range [%d,+%d): %w (size %d)", key, offset, length, backend.ErrRange, o.size)
+		return fmt.Errorf("get %s range [%d,+%d): %w (size %d)", key, offset, length, backend.ErrRange, o.size)
 	}
-	buf := make([]byte, length)
-	if _, err := o.f.ReadAt(buf, offset); err != nil {
-		return nil, fmt.Errorf("get %s range [%d,+%d): %w", key, offset, length, err)
+	if _, err := o.f.ReadAt(p, offset); err != nil {
+		return fmt.Errorf("get %s range [%d,+%d): %w", key, offset, length, err)
 	}
-	return buf, nil
+	return nil
 }
 
 // Put writes data to a temp file in the target's directory, fsyncs it, renames it over the
