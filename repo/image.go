@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/cairn-backup/cairn/repo/slab"
 )
 
 // Image reads a backup as the volume it was, at any offset, in O(range + log(volume size)):
@@ -147,7 +149,9 @@ func (im *Image) preload(ctx context.Context, first, end int64) {
 	if len(reads) < 2 {
 		return // a single block loads as well on its own
 	}
-	_, _ = im.r.readGrouped(ctx, reads, nil, func(rd blobRead, stored []byte) error {
+	var scratch []byte // the merged reads, opened into new plaintext buffers at once
+	defer func() { slab.Put(scratch) }()
+	_, _ = im.r.readGrouped(ctx, reads, &scratch, func(rd blobRead, stored []byte) error {
 		plain, err := im.r.openBlob(stored, BlobData, rd.addr, rd.loc)
 		if err == nil {
 			im.r.chunks.add(rd.addr, plain)

@@ -141,14 +141,16 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	if !ok {
 		return nil, fmt.Errorf("blob %s: not in the index: %w", addr.Short(), backend.ErrNotFound)
 	}
-	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
+	sp := storedBufs.Get().(*[]byte)
+	defer storedBufs.Put(sp)
+	stored, err := r.getStored(ctx, loc, sp)
 	if errors.Is(err, backend.ErrNotFound) {
 		// gc (here or in another process) may have moved the blob to a new pack since the
 		// lookup: follow it, and look once more.
 		r.syncAfterMiss(ctx)
 		if loc2, ok, lerr := r.idx.Lookup(addr); lerr == nil && ok && loc2 != loc {
 			loc = loc2
-			stored, err = r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
+			stored, err = r.getStored(ctx, loc, sp)
 		}
 	}
 	if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrRange) {
@@ -159,6 +161,27 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	}
 	return r.openBlob(stored, t, addr, loc)
 }
+
+// getStored reads a blob's stored bytes: into *buf, grown as needed, when the backend reads
+// into the caller's buffer (backend.RangeReader), else into a fresh buffer.
+func (r *Repository) getStored(ctx context.Context, loc Location, buf *[]byte) ([]byte, error) {
+	rr, ok := r.be.(backend.RangeReader)
+	if !ok {
+		return r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
+	}
+	if cap(*buf) < int(loc.Length) {
+		*buf = make([]byte, loc.Length)
+	}
+	b := (*buf)[:loc.Length]
+	if err := rr.ReadRange(ctx, loc.Pack.Key(), int64(loc.Offset), b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// storedBufs holds loadBlob's buffers for a blob's stored bytes: they are opened into a new
+// plaintext buffer at once, so none is referenced once loadBlob returns.
+var storedBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // openBlob opens, decompresses and verifies one stored blob into a new buffer of its plain
 // length. The sealed frame is opened into a pooled scratch buffer: the plaintext is a copy,
