@@ -124,18 +124,21 @@ func (c Config) transfers() int {
 	if c.Concurrency > 0 {
 		return c.Concurrency
 	}
-	if stack.IsRemote(c.Repo) {
+	if c.remote() {
 		return stack.DefaultConcurrency
 	}
 	return 0
 }
+
+// remote reports whether the repository is in object storage (S3), not a local directory.
+func (c Config) remote() bool { return stack.IsRemote(c.Repo) }
 
 // stateDir is where the index and the volume directory live.
 func (c Config) stateDir() string {
 	if c.StateDir != "" {
 		return c.StateDir
 	}
-	if !stack.IsRemote(c.Repo) {
+	if !c.remote() {
 		return strings.TrimPrefix(c.Repo, "file://")
 	}
 	name := strings.NewReplacer("s3://", "", "/", "-", ":", "-").Replace(strings.TrimSuffix(c.Repo, "/"))
@@ -158,7 +161,7 @@ func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), "index") 
 
 // Init creates a new repository.
 func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error) {
-	if o.ObjectLock != nil && !stack.IsRemote(c.Repo) {
+	if o.ObjectLock != nil && !c.remote() {
 		return repo.Config{}, invalidf("%s: object lock needs an S3 repository (s3://bucket/prefix) in a bucket created with object lock enabled: a directory cannot lock objects", c.Repo)
 	}
 	be, err := openBackend(ctx, c)
@@ -245,7 +248,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]context.CancelFunc{},
 		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable()}
 	s.driver = "cairn.backup.drivers.local"
-	if stack.IsRemote(c.Repo) {
+	if c.remote() {
 		s.driver = "cairn.backup.drivers.s3"
 	}
 	s.volDir = filepath.Join(c.stateDir(), "volumes")
@@ -388,7 +391,7 @@ func (s *Service) Index() *index.Index { return s.idx }
 func (s *Service) Location() string { return s.be.Location() }
 
 // Remote reports whether the repository is in object storage (S3), not a local directory.
-func (s *Service) Remote() bool { return stack.IsRemote(s.cfg.Repo) }
+func (s *Service) Remote() bool { return s.cfg.remote() }
 
 // Driver is the backup_service name of this repository's backend.
 func (s *Service) Driver() string { return s.driver }

@@ -79,6 +79,9 @@ func (p *packer) write(b []byte) {
 	_, p.err = p.fw.Write(b)
 }
 
+// started reports whether the packer has a pack file or buffer to add to.
+func (p *packer) started() bool { return p.file != nil || p.buf != nil }
+
 func (p *packer) size() int   { return p.n }
 func (p *packer) empty() bool { return len(p.entries) == 0 }
 

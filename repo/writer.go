@@ -774,7 +774,7 @@ func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen
 	if dup {
 		return nil
 	}
-	if w.packer.empty() && w.packer.file == nil && w.packer.buf == nil {
+	if !w.packer.started() {
 		// A pack file or buffer only once there is something to pack.
 		if w.spool != nil {
 			f, err := w.spool.Spool(w.uctx)

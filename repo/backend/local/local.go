@@ -128,11 +128,16 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
 		return fmt.Errorf("put %s: %w", key, translate(err))
 	}
 	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		_ = os.Remove(f.Name())
+		discard(f)
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return l.commit(ctx, key, name, f)
+}
+
+// discard closes and removes a temp file that will not become an object.
+func discard(f *os.File) {
+	_ = f.Close()
+	_ = os.Remove(f.Name())
 }
 
 // Spool creates an empty temp file in the root directory (backend.Spooler): on the same file
@@ -155,8 +160,7 @@ func (l *Local) Commit(ctx context.Context, key string, f *os.File) error {
 		err = l.mkdirAll(filepath.Dir(name))
 	}
 	if err != nil {
-		_ = f.Close()
-		_ = os.Remove(f.Name())
+		discard(f)
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return l.commit(ctx, key, name, f)
@@ -167,8 +171,7 @@ func (l *Local) Commit(ctx context.Context, key string, f *os.File) error {
 func (l *Local) commit(ctx context.Context, key, name string, f *os.File) (err error) {
 	defer func() {
 		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(f.Name())
+			discard(f)
 		}
 	}()
 	if err := f.Sync(); err != nil {
