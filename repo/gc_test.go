@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -450,4 +451,88 @@ func TestGCDeletionOrder(t *testing.T) {
 	if len(pos) != 3 || !(pos["delete packindex/"] < pos["put deleted/"] && pos["put deleted/"] < pos["delete packs/"]) {
 		t.Fatalf("gc's deletion order: %v", rec.ops)
 	}
+}
+
+// pausingSource reads as its inner source, but the first read reaching pauseAt closes
+// reached and waits for release.
+type pausingSource struct {
+	*memSource
+	pauseAt  int64
+	reached  chan struct{}
+	release  chan struct{}
+	announce sync.Once
+}
+
+func (p *pausingSource) ReadAt(b []byte, off int64) (int, error) {
+	if off+int64(len(b)) > p.pauseAt {
+		p.announce.Do(func() { close(p.reached) })
+		<-p.release
+	}
+	return p.memSource.ReadAt(b, off)
+}
+
+// TestGCWaitsForASpoolingBackup plays the interleaving spooled packs add: a backup on a local
+// repository has stored packs no manifest reaches yet and is writing the next one to a temp
+// file when another process runs gc. gc is refused while the backup's shared lock is held,
+// and once the backup has committed, a gc deletes nothing it needs: it restores byte-exact
+// and no temp file is left.
+func TestGCWaitsForASpoolingBackup(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Encryption: "none"})
+	g := f.peer(t, "g", repo.LockOptions{Wait: 200 * time.Millisecond})
+	ctx := context.Background()
+	data := make([]byte, 96<<20)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range data {
+		data[i] = byte(rng.Uint32())
+	}
+	src := &pausingSource{memSource: &memSource{data: data}, pauseAt: 88 << 20, reached: make(chan struct{}), release: make(chan struct{})}
+	lk, err := f.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m *repo.Manifest
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.r.Write(ctx, src, repo.WriteOptions{Lock: lk}, func(res repo.WriteResult) error {
+			m = &repo.Manifest{ID: "spooled", VolumeID: "vol", Size: src.Size(), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
+			return f.r.PutManifest(ctx, m)
+		})
+		done <- err
+	}()
+	<-src.reached
+	temps, packs := 0, 0
+	deadline := time.Now().Add(10 * time.Second)
+	for (temps == 0 || packs == 0) && time.Now().Before(deadline) {
+		temps, packs = 0, 0
+		_ = filepath.WalkDir(filepath.Join(f.dir, "repo"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), ".tmp-") {
+				temps++
+			} else if err == nil && !d.IsDir() && strings.Contains(p, "/packs/") {
+				packs++
+			}
+			return nil
+		})
+		time.Sleep(20 * time.Millisecond)
+	}
+	if temps == 0 || packs == 0 {
+		t.Fatalf("mid-backup: %d spooled files, %d stored packs; want both", temps, packs)
+	}
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("gc while a backup spools its packs: %v, want ErrLocked", err)
+	}
+	close(src.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	lk.Unlock()
+	g.gc(t)
+	if got := f.restore(t, m); !bytes.Equal(got, data) {
+		t.Fatal("the backup does not restore after gc")
+	}
+	_ = filepath.WalkDir(filepath.Join(f.dir, "repo"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), ".tmp-") {
+			t.Errorf("temp file left after the backup committed: %s", p)
+		}
+		return nil
+	})
 }
