@@ -51,27 +51,53 @@ func (ix *Index) Lookup(a repo.Address) (repo.Location, bool, error) {
 	var loc repo.Location
 	found := false
 	err := ix.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(blobKey(a))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		var serial uint32
-		if err := item.Value(func(v []byte) error {
-			serial, loc, found = decodeBlob(v)
-			return nil
-		}); err != nil || !found {
-			return err
-		}
-		loc.Pack, found, err = ix.packOf(txn, serial)
+		var err error
+		loc, found, err = ix.lookupIn(txn, a)
 		return err
 	})
-	if !found {
-		loc = repo.Location{}
-	}
 	return loc, found, err
+}
+
+// LookupBatch is Lookup for many blobs in one read transaction: a transaction costs the
+// caller two hand-offs to Badger's watermark goroutine, more than a lookup itself.
+func (ix *Index) LookupBatch(addrs []repo.Address, locs []repo.Location, found []bool) error {
+	if len(locs) < len(addrs) || len(found) < len(addrs) {
+		return fmt.Errorf("index lookup: %d addresses, room for %d answers", len(addrs), min(len(locs), len(found)))
+	}
+	return ix.db.View(func(txn *badger.Txn) error {
+		for i, a := range addrs {
+			var err error
+			if locs[i], found[i], err = ix.lookupIn(txn, a); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// lookupIn is one blob's lookup in txn. A blob whose entry names a dropped pack is absent.
+func (ix *Index) lookupIn(txn *badger.Txn, a repo.Address) (repo.Location, bool, error) {
+	item, err := txn.Get(blobKey(a))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return repo.Location{}, false, nil
+	}
+	if err != nil {
+		return repo.Location{}, false, err
+	}
+	var serial uint32
+	var loc repo.Location
+	found := false
+	if err := item.Value(func(v []byte) error {
+		serial, loc, found = decodeBlob(v)
+		return nil
+	}); err != nil || !found {
+		return repo.Location{}, false, err
+	}
+	loc.Pack, found, err = ix.packOf(txn, serial)
+	if !found || err != nil {
+		return repo.Location{}, false, err
+	}
+	return loc, true, nil
 }
 
 // AddPack records a stored pack and its blobs, which are all in it (entries name pack id).

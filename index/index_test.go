@@ -58,6 +58,48 @@ func TestPacksAndDrop(t *testing.T) {
 	}
 }
 
+// LookupBatch answers each address as Lookup does, in order: a stored blob, a repacked one,
+// one whose pack was dropped, one never stored.
+func TestLookupBatch(t *testing.T) {
+	ix := openTest(t)
+	p1, p2 := repo.PackID{1}, repo.PackID{2}
+	e := func(i int, p repo.PackID) repo.PackEntry {
+		return repo.PackEntry{Addr: addr(i), Location: repo.Location{Pack: p, Offset: uint32(i), Length: 10, PlainLen: 20, Type: repo.BlobData}}
+	}
+	if err := ix.AddPack(p1, 100, []repo.PackEntry{e(1, p1), e(2, p1), e(3, p1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.AddPack(p2, 50, []repo.PackEntry{e(2, p2), e(4, p2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.DropPack(p1, []repo.Address{addr(1)}); err != nil {
+		t.Fatal(err)
+	}
+	addrs := []repo.Address{addr(4), addr(1), addr(2), addr(9), addr(3), addr(4)}
+	locs, found := make([]repo.Location, len(addrs)), make([]bool, len(addrs))
+	if err := ix.LookupBatch(addrs, locs, found); err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range addrs {
+		loc, ok, err := ix.Lookup(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found[i] != ok || locs[i] != loc {
+			t.Errorf("address %d: batch says %v %+v, Lookup %v %+v", i, found[i], locs[i], ok, loc)
+		}
+	}
+	if want := []bool{true, false, true, false, false, true}; fmt.Sprint(found) != fmt.Sprint(want) {
+		t.Errorf("found %v, want %v", found, want)
+	}
+	if locs[2].Pack != p2 || locs[0].Offset != 4 {
+		t.Errorf("locations %+v", locs)
+	}
+	if err := ix.LookupBatch(addrs, locs[:2], found); err == nil {
+		t.Error("LookupBatch with too little room for its answers: no error")
+	}
+}
+
 func TestRecords(t *testing.T) {
 	ix := openTest(t)
 	v := &Volume{ID: "v1", Name: "vm1", Path: "/dev/vm1", Project: "p", Status: VolumeAvailable}

@@ -128,23 +128,25 @@ func (im *Image) blocks(ctx context.Context, first, last int64) ([][]byte, []err
 func (im *Image) preload(ctx context.Context, first, end int64) {
 	end = min(end, im.g.blocks)
 	var reads []blobRead
+	var look leafLookup
 	for b := first; b < end; {
 		lf, err := im.r.leaf(ctx, im.m.Root, im.m.RootLevel, b/LeafFanout)
 		if err != nil {
 			return
 		}
 		leafEnd := min((b/LeafFanout+1)*LeafFanout, end)
-		for ; b < leafEnd; b++ {
-			i := int(b % LeafFanout)
-			if lf == nil || i >= len(lf.addrs) || lf.addrs[i].IsZero() || im.r.chunks.contains(lf.addrs[i]) {
-				continue
+		if lf != nil {
+			i0 := int(b % LeafFanout)
+			i1 := min(i0+int(leafEnd-b), len(lf.addrs))
+			if i0 < i1 && look.run(im.r.idx, lf.addrs[i0:i1], func(_ int, a Address) bool { return im.r.chunks.contains(a) }) == nil {
+				for j, i := range look.blocks {
+					if look.found[j] {
+						reads = append(reads, blobRead{block: int(b-first) + i, loc: look.locs[j], addr: look.addrs[j]})
+					}
+				}
 			}
-			loc, ok, err := im.r.idx.Lookup(lf.addrs[i])
-			if err != nil || !ok {
-				continue
-			}
-			reads = append(reads, blobRead{block: int(b - first), loc: loc, addr: lf.addrs[i]})
 		}
+		b = leafEnd
 	}
 	if len(reads) < 2 {
 		return // a single block loads as well on its own

@@ -10,6 +10,9 @@ package repo
 type Index interface {
 	// Lookup returns where addr is stored.
 	Lookup(addr Address) (Location, bool, error)
+	// LookupBatch is Lookup for many addresses at once: locs[i] and found[i] answer
+	// addrs[i] (both at least as long as addrs).
+	LookupBatch(addrs []Address, locs []Location, found []bool) error
 	// AddPack records a pack written to the backend and the blobs in it. Blobs already known
 	// elsewhere move to this pack (gc's repack).
 	AddPack(id PackID, size int64, entries []PackEntry) error

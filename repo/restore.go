@@ -64,8 +64,9 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 			buf := slab.Aligned(int(g.leafBytes()))
 			var packs []byte // the merged pack reads, reused leaf after leaf
 			defer func() { slab.Put(packs) }()
+			var look leafLookup
 			for i := range leaves {
-				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, &packs, o.Fresh, o.Lost)
+				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, &packs, &look, o.Fresh, o.Lost)
 				if err != nil {
 					return err
 				}
@@ -96,7 +97,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 }
 
 // restoreLeaf restores one leaf's span and returns its length.
-func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, packs *[]byte, fresh bool, lost func(int64, int64, error)) (int64, error) {
+func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, packs *[]byte, look *leafLookup, fresh bool, lost func(int64, int64, error)) (int64, error) {
 	lo := i * g.leafBytes()
 	hi := min(lo+g.leafBytes(), g.size)
 	span := buf[:hi-lo]
@@ -129,12 +130,14 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 	}
 	var reads []blobRead
 	var gone map[int]error // salvage: blocks that cannot be read, written as zeros
-	for b, a := range lf.addrs {
-		if a.IsZero() {
-			continue
-		}
-		loc, ok, err := r.idx.Lookup(a)
-		if err == nil && !ok && r.syncAfterMiss(ctx) {
+	err = look.run(r.idx, lf.addrs, nil)
+	if err != nil {
+		return 0, err
+	}
+	for j, b := range look.blocks {
+		a, loc, ok := lf.addrs[b], look.locs[j], look.found[j]
+		var err error
+		if !ok && r.syncAfterMiss(ctx) {
 			loc, ok, err = r.idx.Lookup(a) // another process may have stored or moved it
 		}
 		if err != nil {

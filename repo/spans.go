@@ -26,6 +26,36 @@ type blobRead struct {
 	addr  Address
 }
 
+// leafLookup asks the index where a leaf's blocks are, in one batch: a leaf's 256 lookups as
+// one read transaction. Reused leaf after leaf.
+type leafLookup struct {
+	blocks []int // the blocks asked about: each non-zero address not skipped
+	addrs  []Address
+	locs   []Location
+	found  []bool
+}
+
+// run looks up addrs[b] for every b whose address is not zero and not skip(b, addr) (skip may
+// be nil): for the j-th of them, blocks[j] is b, and locs[j] and found[j] are the answer.
+func (l *leafLookup) run(idx Index, addrs []Address, skip func(b int, a Address) bool) error {
+	l.blocks, l.addrs = l.blocks[:0], l.addrs[:0]
+	for b, a := range addrs {
+		if a.IsZero() || (skip != nil && skip(b, a)) {
+			continue
+		}
+		l.blocks = append(l.blocks, b)
+		l.addrs = append(l.addrs, a)
+	}
+	if cap(l.locs) < len(l.addrs) {
+		l.locs, l.found = make([]Location, len(l.addrs)), make([]bool, len(l.addrs))
+	}
+	l.locs, l.found = l.locs[:len(l.addrs)], l.found[:len(l.addrs)]
+	if len(l.addrs) == 0 {
+		return nil
+	}
+	return idx.LookupBatch(l.addrs, l.locs, l.found)
+}
+
 // readGrouped reads blobs with as few backend requests as their placement allows: sorted by
 // pack and offset, neighbours (gaps up to maxSpanGap) merged into one range read. fn gets
 // each blob's stored bytes; on an error it returns the failing read's block with it.

@@ -223,8 +223,9 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	for range w.o.Workers {
 		eg.Go(func() error {
 			scratch := make([]byte, 0, w.g.blockSize+1024)
+			var look leafLookup
 			for job := range work {
-				job.res = w.process(ctx, job, &scratch)
+				job.res = w.process(ctx, job, &scratch, &look)
 				close(job.done)
 			}
 			return nil
@@ -521,7 +522,7 @@ func (w *writeSession) nextExtent(off int64) error {
 var zeroBlock = make([]byte, MaxBlockSize)
 
 // process fingerprints a leaf's blocks and compresses and seals the ones that are new.
-func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byte) leafResult {
+func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byte, look *leafLookup) leafResult {
 	var res leafResult
 	first := job.i * LeafFanout
 	n := int(min(LeafFanout, w.g.blocks-first))
@@ -532,6 +533,7 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 	parent := job.parent
 	defer w.bufs.Put(job.buf)
 	nd := &node{fps: make([]xxh3.Uint128, n), addrs: make([]Address, n)}
+	var changed [LeafFanout]bool // blocks whose content is not the parent's: looked up below
 	bs := int(w.g.blockSize)
 	if job.keep != nil && parent != nil {
 		for _, a := range parent.addrs {
@@ -563,19 +565,24 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 		}
 		res.stats.DataBlocks++
 		res.stats.ChangedBlocks++
-		addr := w.r.keys.address(BlobData, blk)
-		nd.fps[b], nd.addrs[b] = fp, addr
-		if _, ok, err := w.r.idx.Lookup(addr); err != nil {
-			return leafResult{err: err}
-		} else if ok {
+		nd.fps[b], nd.addrs[b] = fp, w.r.keys.address(BlobData, blk)
+		changed[b] = true
+	}
+	// The changed blocks' dedup checks, as one batch; those the index does not know are new.
+	if err := look.run(w.r.idx, nd.addrs, func(b int, _ Address) bool { return !changed[b] }); err != nil {
+		return leafResult{err: err}
+	}
+	for j, b := range look.blocks {
+		if look.found[j] {
 			continue
 		}
+		blk := job.buf[b*bs : min((b+1)*bs, len(job.buf))]
 		if job.blobs == nil {
 			job.blobs = w.bufs.Get(w.arenaLen)[:0]
 		}
 		start := len(job.blobs)
-		job.blobs, *scratch = w.r.keys.encodeBlob(job.blobs, *scratch, blk, w.r.cfg.Compression, addr)
-		res.newBlobs = append(res.newBlobs, newBlob{t: BlobData, addr: addr, off: start, n: len(job.blobs) - start, plainLen: len(blk)})
+		job.blobs, *scratch = w.r.keys.encodeBlob(job.blobs, *scratch, blk, w.r.cfg.Compression, nd.addrs[b])
+		res.newBlobs = append(res.newBlobs, newBlob{t: BlobData, addr: nd.addrs[b], off: start, n: len(job.blobs) - start, plainLen: len(blk)})
 	}
 	if ctx.Err() != nil {
 		return leafResult{err: ctx.Err()}
