@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -101,4 +102,53 @@ func (r *releaser) Close() error {
 	err := r.ReadCloser.Close()
 	r.once.Do(r.release)
 	return err
+}
+
+// Wrap is New that keeps what a local directory can do beyond backend.Backend: when b is a
+// backend.RangeReader and a backend.Spooler, so is the result. Without them a restore would
+// read into fresh heap buffers and a backup would hold its packs in memory (--concurrency on a
+// local repository: a 1 GiB restore under its 64 MiB heap limit went from 2 s to 6 s, most of
+// it in the collector).
+func Wrap(b backend.Backend, n int) backend.Backend {
+	l := New(b, n)
+	rr, ranged := b.(backend.RangeReader)
+	sp, spools := b.(backend.Spooler)
+	if ranged && spools {
+		return &files{Limit: l, rr: rr, sp: sp}
+	}
+	return l
+}
+
+// files is a Limit over a backend of local files.
+type files struct {
+	*Limit
+	rr backend.RangeReader
+	sp backend.Spooler
+}
+
+var (
+	_ backend.RangeReader = (*files)(nil)
+	_ backend.Spooler     = (*files)(nil)
+)
+
+// ReadRange runs in a slot, as GetRange does.
+func (f *files) ReadRange(ctx context.Context, key string, offset int64, p []byte) error {
+	if err := f.acquire(ctx, "get", key); err != nil {
+		return err
+	}
+	defer f.release()
+	return f.rr.ReadRange(ctx, key, offset, p)
+}
+
+// Spool takes no slot: it creates an empty local file, no request.
+func (f *files) Spool(ctx context.Context) (*os.File, error) { return f.sp.Spool(ctx) }
+
+// Commit runs in a slot, as Put does. A wait that ends in a cancel still goes to the wrapped
+// Commit, which honours the cancel and removes the file, as a failed Commit must.
+func (f *files) Commit(ctx context.Context, key string, file *os.File) error {
+	if err := f.acquire(ctx, "put", key); err != nil {
+		return f.sp.Commit(ctx, key, file)
+	}
+	defer f.release()
+	return f.sp.Commit(ctx, key, file)
 }

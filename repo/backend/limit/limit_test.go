@@ -3,6 +3,7 @@ package limit
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,5 +93,66 @@ func TestGetHoldsSlot(t *testing.T) {
 	}
 	if len(l.sem) != 0 {
 		t.Fatalf("%d slots still taken", len(l.sem))
+	}
+}
+
+// Wrap over a local directory reads ranges into the caller's buffer and spools packs, each
+// in a slot like GetRange and Put; over anything else it is New.
+func TestWrapKeepsLocalFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	l, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Wrap(l, 1)
+	rr, ranged := b.(backend.RangeReader)
+	sp, spools := b.(backend.Spooler)
+	if !ranged || !spools {
+		t.Fatalf("Wrap(local) is RangeReader %v, Spooler %v", ranged, spools)
+	}
+	if _, ok := Wrap(&counting{Backend: l}, 1).(backend.RangeReader); ok {
+		t.Error("Wrap of a backend that reads no ranges into buffers claims it does")
+	}
+
+	f, err := sp.Spool(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("spooled"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Commit(ctx, "packs/aa/one", f); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 4)
+	if err := rr.ReadRange(ctx, "packs/aa/one", 2, p); err != nil || string(p) != "oole" {
+		t.Fatalf("ReadRange = %q, %v", p, err)
+	}
+
+	// With the only slot held by an open reader, a read waits, and a cancel ends the wait; a
+	// Commit that waits and is cancelled leaves no file behind.
+	rc, err := b.Get(ctx, "packs/aa/one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := rr.ReadRange(short, "packs/aa/one", 0, p); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("ReadRange without a free slot = %v, want a deadline error", err)
+	}
+	f, err = sp.Spool(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Commit(short, "packs/aa/two", f); err == nil {
+		t.Fatal("Commit without a free slot, cancelled, succeeded")
+	}
+	if _, err := os.Stat(f.Name()); !os.IsNotExist(err) {
+		t.Errorf("a cancelled Commit left its spooled file: %v", err)
+	}
+	rc.Close()
+	if err := rr.ReadRange(ctx, "packs/aa/one", 0, p); err != nil || string(p) != "spoo" {
+		t.Fatalf("ReadRange after the slot was freed = %q, %v", p, err)
 	}
 }

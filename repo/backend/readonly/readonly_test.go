@@ -31,3 +31,30 @@ func TestReadOnly(t *testing.T) {
 		t.Fatalf("GetRange = %q, %v", b, err)
 	}
 }
+
+// Wrap over a local directory still reads ranges into the caller's buffer, and writes nothing.
+func TestWrapKeepsRangeReads(t *testing.T) {
+	l, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := l.Put(ctx, "a", []byte("xyz")); err != nil {
+		t.Fatal(err)
+	}
+	ro := readonly.Wrap(l)
+	rr, ok := ro.(backend.RangeReader)
+	if !ok {
+		t.Fatal("Wrap(local) is no RangeReader")
+	}
+	if _, ok := ro.(backend.Spooler); ok {
+		t.Error("a read-only backend offers to spool writes")
+	}
+	p := make([]byte, 2)
+	if err := rr.ReadRange(ctx, "a", 1, p); err != nil || string(p) != "yz" {
+		t.Fatalf("ReadRange = %q, %v", p, err)
+	}
+	if err := ro.Put(ctx, "b", []byte("y")); !errors.Is(err, backend.ErrReadOnly) {
+		t.Fatalf("Put = %v", err)
+	}
+}

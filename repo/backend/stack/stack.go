@@ -87,7 +87,7 @@ func Open(ctx context.Context, cfg Config) (backend.Backend, error) {
 	if err != nil || !cfg.ReadOnly {
 		return b, err
 	}
-	return readonly.New(b), nil
+	return readonly.Wrap(b), nil
 }
 
 func openLocal(u URL, cfg Config) (backend.Backend, error) {
@@ -96,7 +96,7 @@ func openLocal(u URL, cfg Config) (backend.Backend, error) {
 		return nil, err
 	}
 	if cfg.Concurrency > 0 {
-		return limit.New(l, cfg.Concurrency), nil
+		return limit.Wrap(l, cfg.Concurrency), nil
 	}
 	return l, nil
 }
