@@ -16,7 +16,7 @@ import (
 const (
 	maxSpanGap     = 256 << 10
 	maxSpan        = 32 << 20
-	maxScratchSpan = 4 << 20
+	maxScratchSpan = 1 << 20
 )
 
 // blobRead is one blob to read, with where it is stored and which block it fills.

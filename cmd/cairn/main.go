@@ -239,8 +239,10 @@ const backupMemoryLimit = 64 << 20
 // the heap (repo/slab); the heap holds the index (Badger's memtable and caches, about 50 MiB).
 // On make bench's 1 GiB image onto a loop device, cold caches: with the pack reads on the
 // heap, 80 MiB gave 2.7-4.3 s and 70-79 MiB peak RSS (96 MiB the same time, 87-89 MiB; 64
-// MiB thrashed, 5.0-5.9 s); with them in slab buffers, 64 MiB gives 1.9-3.0 s and 77-81 MiB
-// (56 MiB: 3.2-3.3 s).
+// MiB thrashed, 5.0-5.9 s); with them in slab buffers, 64 MiB gave 1.9-3.0 s and 77-81 MiB
+// (56 MiB: 3.2-3.3 s). The leaf buffers were still heap buffers then (16 MiB of it); off the
+// heap too, 64 MiB gives 1.64-1.78 s and 85 MiB, and 48 MiB thrashed in two runs of three
+// (2.5-2.65 s).
 const restoreMemoryLimit = 64 << 20
 
 // remoteRestoreMemoryLimit is restoreMemoryLimit from S3, whose ranged reads in flight are
