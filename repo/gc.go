@@ -36,12 +36,15 @@ type GCStats struct {
 	PacksRepacked int `json:"packs_repacked"`
 	PacksKept     int `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
 	// Object-locked repositories (see retention.go):
-	PacksLocked     int   `json:"packs_kept_locked"` // unreachable, kept until the dates of all their objects pass
-	ObjectsExtended int   `json:"objects_extended"`  // objects in use whose lock was extended
-	VersionsRemoved int   `json:"versions_removed"`  // hidden or superseded versions removed once their dates passed
-	LocksBroken     int   `json:"stale_locks_broken"`
-	BlobsReclaimed  int64 `json:"blobs_reclaimed"`
-	BytesFreed      int64 `json:"bytes_freed"`
+	PacksLocked     int `json:"packs_kept_locked"` // unreachable, kept until the dates of all their objects pass
+	ObjectsExtended int `json:"objects_extended"`  // objects in use whose lock was extended
+	VersionsRemoved int `json:"versions_removed"`  // hidden or superseded versions removed once their dates passed
+	LocksBroken     int `json:"stale_locks_broken"`
+	// TempFilesRemoved: temp files that interrupted writes left in a local repository, over
+	// an hour old.
+	TempFilesRemoved int   `json:"temp_files_removed"`
+	BlobsReclaimed   int64 `json:"blobs_reclaimed"`
+	BytesFreed       int64 `json:"bytes_freed"`
 }
 
 type packUsage struct {
@@ -252,7 +255,28 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 			return st, err
 		}
 	}
+	r.cleanTemp(ctx, lk, &st, logf)
 	return st, nil
+}
+
+// staleTemp is how old, by the store's clock, a temp file of an interrupted write must be
+// before gc removes it (docs/design.md, "Temp files of interrupted writes").
+const staleTemp = time.Hour
+
+// cleanTemp removes the temp files that interrupted writes left in a local repository. It
+// runs under gc's exclusive lock, after everything else: a failure is logged, not gc's.
+func (r *Repository) cleanTemp(ctx context.Context, lk *Lock, st *GCStats, logf func(string, ...any)) {
+	sp, ok := r.be.(backend.Spooler)
+	if !ok {
+		return
+	}
+	now, err := r.storeClock(ctx, lk)
+	if err == nil {
+		st.TempFilesRemoved, err = sp.Clean(ctx, now().Add(-staleTemp))
+	}
+	if err != nil {
+		logf("temp files of interrupted writes not removed: %v", err)
+	}
 }
 
 // deletePacks removes the doomed packs (drop and repack) in the deletion protocol's order:

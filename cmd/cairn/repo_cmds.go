@@ -266,7 +266,8 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 	props := [][2]string{{"backups", fmt.Sprint(st.Backups)}, {"live_blobs", fmt.Sprint(st.LiveBlobs)},
 		{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
 		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
-		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", units.Bytes(st.BytesFreed)}}
+		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", units.Bytes(st.BytesFreed)},
+		{"temp_files_removed", fmt.Sprint(st.TempFilesRemoved)}}
 	if s.Repository().Config().ObjectLock != nil {
 		props = append(props, [2]string{"packs_kept_locked", fmt.Sprint(st.PacksLocked)},
 			[2]string{"objects_extended", fmt.Sprint(st.ObjectsExtended)}, [2]string{"versions_removed", fmt.Sprint(st.VersionsRemoved)})

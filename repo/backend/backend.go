@@ -34,11 +34,14 @@ var (
 // and atomically as Put does.
 type Spooler interface {
 	// Spool creates an empty temporary file. It is not an object: List never shows it, and
-	// a Clean removes it if a crash leaves it behind.
+	// Clean removes it if a crash leaves it behind.
 	Spool(ctx context.Context) (*os.File, error)
 	// Commit makes the file's contents the object key (fsynced before it returns) and
 	// closes the file; if Commit fails the file is removed.
 	Commit(ctx context.Context, key string, f *os.File) error
+	// Clean removes the temp files (of Spool, and of Puts) that interrupted writes left
+	// behind: those last modified before before. It says how many it removed.
+	Clean(ctx context.Context, before time.Time) (int, error)
 }
 
 // RangeReader is implemented by a backend that can read a range into the caller's buffer

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -142,6 +143,11 @@ func (f *files) ReadRange(ctx context.Context, key string, offset int64, p []byt
 
 // Spool takes no slot: it creates an empty local file, no request.
 func (f *files) Spool(ctx context.Context) (*os.File, error) { return f.sp.Spool(ctx) }
+
+// Clean takes no slot: gc runs it alone, under its exclusive lock.
+func (f *files) Clean(ctx context.Context, before time.Time) (int, error) {
+	return f.sp.Clean(ctx, before)
+}
 
 // Commit runs in a slot, as Put does. A wait that ends in a cancel still goes to the wrapped
 // Commit, which honours the cancel and removes the file, as a failed Commit must.

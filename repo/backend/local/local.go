@@ -292,10 +292,11 @@ func (l *Local) ListAfter(ctx context.Context, prefix, after string, fn func(bac
 	})
 }
 
-// Clean removes temp files older than minAge that an interrupted Put left behind. minAge
-// keeps it from removing the temp file of a Put still running in another process.
-func (l *Local) Clean(ctx context.Context, minAge time.Duration) (removed int, err error) {
-	cutoff := time.Now().Add(-minAge)
+// Clean removes the temp files that interrupted writes left behind (backend.Spooler): those
+// last modified before before. gc calls it under its exclusive lock with a cutoff an hour back
+// by the store's clock, so it never takes the file of a write still running elsewhere.
+func (l *Local) Clean(ctx context.Context, before time.Time) (removed int, err error) {
+	cutoff := before
 	err = filepath.WalkDir(l.root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

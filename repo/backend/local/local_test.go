@@ -72,7 +72,7 @@ func TestTempFiles(t *testing.T) {
 	if !slices.Equal(keys, []string{"packs/ab/ab01"}) {
 		t.Fatalf("List = %v, want only packs/ab/ab01", keys)
 	}
-	n, err := l.Clean(ctx, time.Minute)
+	n, err := l.Clean(ctx, time.Now().Add(-time.Minute))
 	if err != nil || n != 1 {
 		t.Fatalf("Clean = %d, %v; want 1, nil", n, err)
 	}
