@@ -390,9 +390,6 @@ func (s *Service) Index() *index.Index { return s.idx }
 // Location names the repository for messages, without credentials.
 func (s *Service) Location() string { return s.be.Location() }
 
-// Remote reports whether the repository is in object storage (S3), not a local directory.
-func (s *Service) Remote() bool { return s.cfg.remote() }
-
 // Driver is the backup_service name of this repository's backend.
 func (s *Service) Driver() string { return s.driver }
 

@@ -327,11 +327,7 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if g.shared == nil { // as for backup create: not inside a gateway
-		if s.Remote() {
-			setMemoryLimit(remoteRestoreMemoryLimit, 0)
-		} else {
-			setMemoryLimit(restoreMemoryLimit, 0)
-		}
+		setMemoryLimit(restoreMemoryLimit, 0)
 	}
 	defer g.closeService(s)
 	p := g.progress("restoring " + c.Backup)

@@ -218,7 +218,7 @@ type exitPanic int
 const baseMemoryLimit = 160 << 20
 
 // setMemoryLimit sets the soft heap limit to base (baseMemoryLimit, or backupMemoryLimit and
-// restoreMemoryLimit or remoteRestoreMemoryLimit for an embedded backup and restore) plus a
+// restoreMemoryLimit for an embedded backup and restore) plus a
 // cache the command keeps, so the collector neither lets a backup's heap grow with the
 // volume nor fights a full cache (GOMEMLIMIT overrides it).
 func setMemoryLimit(base, cache int64) {
@@ -234,21 +234,17 @@ func setMemoryLimit(base, cache int64) {
 // and 164 MiB peak RSS, 160 MiB 3.1-3.4 s and 225 MiB, 32 MiB thrashed (4.7-5.3 s).
 const backupMemoryLimit = 64 << 20
 
-// restoreMemoryLimit is the soft heap limit of an embedded 'backup restore' from a local
-// repository. Its block buffers and, from a local repository, its merged pack reads are off
-// the heap (repo/slab); the heap holds the index (Badger's memtable and caches, about 50 MiB).
+// restoreMemoryLimit is the soft heap limit of an embedded 'backup restore'. Its block buffers
+// and merged pack reads are off the heap (repo/slab); the heap holds the index (Badger's memtable and caches, about 50 MiB).
 // On make bench's 1 GiB image onto a loop device, cold caches: with the pack reads on the
 // heap, 80 MiB gave 2.7-4.3 s and 70-79 MiB peak RSS (96 MiB the same time, 87-89 MiB; 64
 // MiB thrashed, 5.0-5.9 s); with them in slab buffers, 64 MiB gave 1.9-3.0 s and 77-81 MiB
 // (56 MiB: 3.2-3.3 s). The leaf buffers were still heap buffers then (16 MiB of it); off the
 // heap too, 64 MiB gives 1.64-1.78 s and 85 MiB, and 48 MiB thrashed in two runs of three
-// (2.5-2.65 s).
+// (2.5-2.65 s). From S3 (whose ranged reads also go into the workers' off-heap buffers since
+// the S3 backend is a backend.RangeReader), on the same image through versitygw: 3.9-4.2 s and
+// 102-112 MiB, against 3.9-4.3 s and 131-137 MiB with the 96 MiB it had before.
 const restoreMemoryLimit = 64 << 20
-
-// remoteRestoreMemoryLimit is restoreMemoryLimit from S3, whose ranged reads in flight are
-// heap buffers: on make bench's image through versitygw, 96 MiB gave 4.8-6.4 s and 91-95 MiB
-// peak RSS, 80 MiB 6.4-8.0 s and 88-98 MiB.
-const remoteRestoreMemoryLimit = 96 << 20
 
 // configPaths are the configuration files, in order (later ones win over earlier ones; flags
 // and environment variables win over both): /etc/cairn/config.json, then

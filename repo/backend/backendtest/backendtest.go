@@ -133,6 +133,38 @@ func testGetRange(t *testing.T, b backend.Backend) {
 			}
 		})
 	}
+	// A backend that reads ranges into the caller's buffer answers each range as GetRange does.
+	rr, ok := b.(backend.RangeReader)
+	if !ok {
+		return
+	}
+	for _, tt := range tests {
+		if tt.length < 0 {
+			continue
+		}
+		t.Run("ReadRange "+tt.name, func(t *testing.T) {
+			p := make([]byte, tt.length)
+			err := rr.ReadRange(ctx, "obj", tt.offset, p)
+			if tt.wantErr {
+				if err == nil {
+					t.Fatalf("ReadRange(%d, %d) succeeded, want an error", tt.offset, tt.length)
+				}
+				if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrUnavailable) {
+					t.Fatalf("ReadRange(%d, %d) = %v, want a range error, not a sentinel", tt.offset, tt.length, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ReadRange(%d, %d): %v", tt.offset, tt.length, err)
+			}
+			if want := data[tt.offset : tt.offset+tt.length]; !bytes.Equal(p, want) {
+				t.Fatalf("ReadRange(%d, %d): wrong content", tt.offset, tt.length)
+			}
+		})
+	}
+	if err := rr.ReadRange(ctx, "missing", 0, make([]byte, 10)); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("ReadRange of a missing object = %v, want ErrNotFound", err)
+	}
 }
 
 func testOverwrite(t *testing.T, b backend.Backend) {

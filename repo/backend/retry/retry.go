@@ -90,6 +90,31 @@ func (r *Retry) GetRange(ctx context.Context, key string, offset, length int64) 
 	return data, err
 }
 
+// Wrap is New that keeps a backend.RangeReader one: its ReadRange is retried as GetRange is.
+func Wrap(b backend.Backend, opts Options) backend.Backend {
+	r := New(b, opts)
+	if rr, ok := b.(backend.RangeReader); ok {
+		return &ranges{Retry: r, rr: rr}
+	}
+	return r
+}
+
+// ranges is a Retry over a backend.RangeReader.
+type ranges struct {
+	*Retry
+	rr backend.RangeReader
+}
+
+var _ backend.RangeReader = (*ranges)(nil)
+
+// ReadRange retries the whole read; an attempt that failed may have filled part of p, and the
+// next one reads all of it again.
+func (r *ranges) ReadRange(ctx context.Context, key string, offset int64, p []byte) error {
+	return r.do(ctx, "get", key, r.once("get", key, func(ctx context.Context) error {
+		return r.rr.ReadRange(ctx, key, offset, p)
+	}))
+}
+
 // Put retries the upload; Put replaces atomically, so a retry after an unclear failure is safe.
 func (r *Retry) Put(ctx context.Context, key string, data []byte) error {
 	return r.do(ctx, "put", key, r.once("put", key, func(ctx context.Context) error {

@@ -213,3 +213,54 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// flakyRanges fails its first n ReadRange calls the way a dropped connection does, after
+// writing garbage into the caller's buffer, then reads from the local directory.
+type flakyRanges struct {
+	*local.Local
+	n, calls int
+}
+
+func (f *flakyRanges) ReadRange(ctx context.Context, key string, offset int64, p []byte) error {
+	f.calls++
+	if f.calls <= f.n {
+		for i := range p {
+			p[i] = 0xee
+		}
+		return fmt.Errorf("read %s: %w", key, backend.ErrUnavailable)
+	}
+	return f.Local.ReadRange(ctx, key, offset, p)
+}
+
+// Wrap keeps a RangeReader one, and its ReadRange is retried whole: a failed attempt's bytes
+// never survive into the answer.
+func TestWrapRetriesReadRange(t *testing.T) {
+	l, err := local.Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	data := backendtest.Data(3, 5000)
+	if err := l.Put(ctx, "obj", data); err != nil {
+		t.Fatal(err)
+	}
+	f := &flakyRanges{Local: l, n: 2}
+	rr, ok := Wrap(f, fast).(backend.RangeReader)
+	if !ok {
+		t.Fatal("Wrap of a RangeReader is no RangeReader")
+	}
+	p := make([]byte, 1000)
+	if err := rr.ReadRange(ctx, "obj", 100, p); err != nil {
+		t.Fatal(err)
+	}
+	if string(p) != string(data[100:1100]) || f.calls != 3 {
+		t.Fatalf("after %d calls: wrong bytes or count (want 3)", f.calls)
+	}
+	f.calls, f.n = 0, 10
+	if err := rr.ReadRange(ctx, "obj", 100, p); !errors.Is(err, backend.ErrUnavailable) || f.calls != fast.Attempts {
+		t.Fatalf("a read failing every time: %v after %d calls, want ErrUnavailable after %d", err, f.calls, fast.Attempts)
+	}
+	if _, ok := Wrap(newFaulty(t), fast).(backend.RangeReader); ok {
+		t.Error("Wrap of a backend that reads no ranges into buffers claims it does")
+	}
+}

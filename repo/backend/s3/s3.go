@@ -28,7 +28,10 @@ type Backend struct {
 	retention atomic.Pointer[backend.Retention]
 }
 
-var _ backend.Backend = (*Backend)(nil)
+var (
+	_ backend.Backend     = (*Backend)(nil)
+	_ backend.RangeReader = (*Backend)(nil)
+)
 
 // Open connects to the bucket and checks it (see Check), so a wrong endpoint, refused
 // credentials or a missing bucket fail here with one clear error rather than at the first Put.
@@ -147,41 +150,54 @@ func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // GetRange reads length bytes at offset with one ranged GET.
 func (b *Backend) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	if length < 0 {
+		return nil, fmt.Errorf("s3 get %s range [%d,+%d): negative length", key, offset, length)
+	}
+	buf := make([]byte, length)
+	if err := b.ReadRange(ctx, key, offset, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
+}
+
+// ReadRange reads len(p) bytes at offset into p with one ranged GET (backend.RangeReader), so
+// a restore reads into its own reused buffer instead of a fresh one per range.
+func (b *Backend) ReadRange(ctx context.Context, key string, offset int64, p []byte) error {
+	length := int64(len(p))
 	what := fmt.Sprintf("s3 get %s range [%d,+%d)", key, offset, length)
-	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("%s: negative offset or length", what)
+	if offset < 0 {
+		return fmt.Errorf("%s: negative offset", what)
 	}
 	if length == 0 {
 		fi, err := b.Stat(ctx, key)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if offset > fi.Size {
-			return nil, fmt.Errorf("%s: %w (size %d)", what, errRange, fi.Size)
+			return fmt.Errorf("%s: %w (size %d)", what, errRange, fi.Size)
 		}
-		return []byte{}, nil
+		return nil
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	var opts minio.GetObjectOptions
 	if err := opts.SetRange(offset, offset+length-1); err != nil {
-		return nil, fmt.Errorf("%s: %v", what, err)
+		return fmt.Errorf("%s: %v", what, err)
 	}
 	body, info, _, err := b.core().GetObject(ctx, b.bucket, b.name(key), opts)
 	if err != nil {
-		return nil, translate(ctx, what, err)
+		return translate(ctx, what, err)
 	}
 	defer body.Close()
 	// The server clips a range that starts inside the object but ends past it.
 	if info.Size >= 0 && info.Size < length {
-		return nil, fmt.Errorf("%s: %w", what, errRange)
+		return fmt.Errorf("%s: %w", what, errRange)
 	}
-	buf := make([]byte, length)
-	if _, err := io.ReadFull(body, buf); err != nil {
-		return nil, translate(ctx, what, err)
+	if _, err := io.ReadFull(body, p); err != nil {
+		return translate(ctx, what, err)
 	}
-	return buf, nil
+	return nil
 }
 
 // Put uploads data in one PUT with its size known; S3 makes it visible whole or not at all.

@@ -143,10 +143,12 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 	if h := cfg.Hooks; h != nil && h.OnGiveUp != nil {
 		ro.GaveUp = func(op, _ string, _ int, _ error) { h.OnGiveUp(op) }
 	}
-	r := retry.New(limit.New(b, concurrency), ro)
+	// Wrap, not New: the S3 backend reads ranges into the caller's buffer, and both layers
+	// keep that.
+	r := retry.Wrap(limit.Wrap(b, concurrency), ro)
 	// The check is retried like any request: a server that answers 503 (or is restarting)
 	// when cairn starts is no reason to fail a backup.
-	if err := r.Do(ctx, "check", u.Bucket, b.Check); err != nil {
+	if err := retry.New(b, ro).Do(ctx, "check", u.Bucket, b.Check); err != nil {
 		b.Close()
 		return nil, err
 	}
