@@ -11,7 +11,8 @@
 #   contrib/bench/cbt.sh            (as root; CBT_SIZES="1G 16G" by default)
 # Then CBT_FIXED (10M) of scattered writes at every size, and the tracked incrementals again:
 # from the embedded CLI, and through a running 'cairn serve' (the CLI forwards to it).
-# Knobs: CBT_SIZES, CBT_BIG=16G, CBT_FIXED=10M, CBT_VERIFY=1 (restore the tracked and bitmap
+# Knobs: CBT_SIZES, CBT_BIG=16G, CBT_FIXED=10M, CBT_RUNS (BENCH_RUNS, else 3: rounds of the
+# fixed-change incrementals, reported as medians), CBT_VERIFY=1 (restore the tracked and bitmap
 # incrementals and compare sha256), BENCH_DIR, CAIRN_BIN, BENCH_FRACTION, BENCH_ENCRYPTION, BENCH_COMPRESSION.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,6 +26,7 @@ CBT_BIG=${CBT_BIG:-16G}
 CBT_SIZES=${CBT_SIZES:-"1G $CBT_BIG"}
 CBT_VERIFY=${CBT_VERIFY:-1}
 CBT_FIXED=${CBT_FIXED:-10M}
+CBT_RUNS=${CBT_RUNS:-${BENCH_RUNS:-3}}
 
 log() { printf '[cbt %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -83,6 +85,12 @@ start_nbd() {
 	die "qemu-nbd did not start: $(cat "$RUN/qemu-nbd.log")"
 }
 stop_nbd() { kill "$NBD_PID"; wait "$NBD_PID" 2>/dev/null || true; NBD_PID=; rm -f "$RUN/nbd.sock"; }
+
+# median PREFIX KEY: the median of PREFIX.rN.KEY over the CBT_RUNS rounds ("-" when none);
+# spread PREFIX KEY: their min-max.
+rounds() { for r in $(seq "$CBT_RUNS"); do get "$1.r$r.$2"; done | grep -v '^-$' | sort -g; }
+median() { rounds "$1" "$2" | awk '{v[NR]=$1} END{if (NR == 0) print "-"; else if (NR % 2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+spread() { rounds "$1" "$2" | awk 'NR==1{lo=$1} {hi=$1} END{if (NR == 0) print "-"; else print lo "–" hi}'; }
 
 # job_secs OUT: a backup's own time, from its record's created_at to updated_at (the commit):
 # after the source is opened (the clone) and before the base is kept, without the process
@@ -202,24 +210,32 @@ run_size() {
 			stop_nbd
 			qemu-img bitmap --clear "$XFS/nbd.qcow2" b0
 		fi
-		log "$label: $CBT_FIXED of scattered writes, tracked incrementals ($how)"
-		"$BENCH_DIR/mkimage" scatter -image "$XFS/vol.img" -seed "$([ $how = cli ] && echo 21 || echo 22)" -fraction "$frac" \
-			-min 4096 -max 65536 -list "$RUN/writes.txt" >"$RES/$p.fixed.$how.scatter.json"
-		put "$p.fixed.$how.changed" "$(jq .bytes_changed "$RES/$p.fixed.$how.scatter.json")"
-		awk -v pat="$RUN/pattern" '{print "write -q -s " pat " " $1 " " $2}' "$RUN/writes.txt" |
-			qemu-io -f qcow2 "$XFS/nbd.qcow2" >/dev/null
-		start_nbd
-		local wait=
+		local wait= r q
 		[ $how = gateway ] && wait=--wait
-		timed "$p.fixed.$how.reflink" $cairn backup create reflink --incremental $wait -q -f json
-		timed "$p.fixed.$how.nbd" $cairn backup create nbd --incremental --bitmap b0 $wait -q -f json
+		# CBT_RUNS rounds of new writes and both incrementals; the report shows each figure's
+		# median over the rounds and their spread, so no figure is one lucky sample.
+		for r in $(seq "$CBT_RUNS"); do
+			log "$label: $CBT_FIXED of scattered writes, tracked incrementals ($how, round $r of $CBT_RUNS)"
+			q=$p.fixed.$how.r$r
+			"$BENCH_DIR/mkimage" scatter -image "$XFS/vol.img" -seed "$([ $how = cli ] && echo 21 || echo 22)$r" -fraction "$frac" \
+				-min 4096 -max 65536 -list "$RUN/writes.txt" >"$RES/$q.scatter.json"
+			put "$q.changed" "$(jq .bytes_changed "$RES/$q.scatter.json")"
+			awk -v pat="$RUN/pattern" '{print "write -q -s " pat " " $1 " " $2}' "$RUN/writes.txt" |
+				qemu-io -f qcow2 "$XFS/nbd.qcow2" >/dev/null
+			start_nbd
+			timed "$q.reflink" $cairn backup create reflink --incremental $wait -q -f json
+			timed "$q.nbd" $cairn backup create nbd --incremental --bitmap b0 $wait -q -f json
+			stop_nbd
+			qemu-img bitmap --clear "$XFS/nbd.qcow2" b0
+			for k in reflink nbd; do
+				put "$q.$k.job" "$(job_secs "$RES/$q.$k.out")"
+				put "$q.$k.read" "$(jq .read_bytes "$RES/$q.$k.out")"
+			done
+		done
 		[ $how = gateway ] && stop_gateway
-		stop_nbd
-		qemu-img bitmap --clear "$XFS/nbd.qcow2" b0
-		for k in reflink nbd; do
-			put "$p.fixed.$how.$k.job" "$(job_secs "$RES/$p.fixed.$how.$k.out")"
-			put "$p.fixed.$how.$k.read" "$(jq .read_bytes "$RES/$p.fixed.$how.$k.out")"
-			put "$p.fixed.$how.$k.mode" "$(jq -r .read_mode "$RES/$p.fixed.$how.$k.out")"
+		for k in changed reflink.secs reflink.job reflink.read nbd.secs nbd.job nbd.read; do
+			put "$p.fixed.$how.$k" "$(median "$p.fixed.$how" "$k")"
+			put "$p.fixed.$how.$k.spread" "$(spread "$p.fixed.$how" "$k")"
 		done
 	done
 
@@ -272,13 +288,14 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-" || b <= 0) pr
 		echo "| $s | | restic | $(get "$s.restic.inc.secs") | (whole file) | | $(mib "$(jq -s 'map(select(.message_type=="summary"))[0].data_added' "$RES/$s.restic.inc.out" 2>/dev/null || echo -)") | | |"
 	done
 	echo
-	echo "Tracked incrementals after $CBT_FIXED of scattered writes at every size: the command's wall time (cold caches, final sync included) and the job's own (the record's created_at to its commit)"
+	echo "Tracked incrementals after $CBT_FIXED of scattered writes at every size: the command's wall time (cold caches, final sync included) and the job's own (the record's created_at to its commit); each the median of $CBT_RUNS rounds of new writes, with the rounds' min–max"
 	echo
 	echo "| image | written | how | reflink: command, s | job, s | read, MiB | NBD bitmap: command, s | job, s | read, MiB |"
 	echo "|---|---|---|---|---|---|---|---|---|"
 	for s in "${SIZES[@]}"; do
 		for how in cli gateway; do
-			echo "| $s | $(mib "$(get "$s.fixed.$how.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$s.fixed.$how.reflink.secs") | $(get "$s.fixed.$how.reflink.job") | $(mib "$(get "$s.fixed.$how.reflink.read")") | $(get "$s.fixed.$how.nbd.secs") | $(get "$s.fixed.$how.nbd.job") | $(mib "$(get "$s.fixed.$how.nbd.read")") |"
+			f=$s.fixed.$how
+			echo "| $s | $(mib "$(get "$f.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$f.reflink.secs") ($(get "$f.reflink.secs.spread")) | $(get "$f.reflink.job") ($(get "$f.reflink.job.spread")) | $(mib "$(get "$f.reflink.read")") | $(get "$f.nbd.secs") ($(get "$f.nbd.secs.spread")) | $(get "$f.nbd.job") ($(get "$f.nbd.job.spread")) | $(mib "$(get "$f.nbd.read")") |"
 		done
 	done
 	echo
