@@ -83,24 +83,12 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	bs := im.g.blockSize
 	first, last := off/bs, (off+int64(len(p))-1)/bs
 	chunks, errs := im.blocks(ctx, first, last)
-	n := 0
-	for i, chunk := range chunks {
-		if errs[i] != nil {
-			return n, errs[i]
-		}
-		b := first + int64(i)
-		within := int(off + int64(n) - b*bs)
-		var c int
-		if chunk == nil {
-			c = min(len(p)-n, im.g.blockLen(b)-within)
-			clear(p[n : n+c])
-		} else {
-			if within >= len(chunk) {
-				return n, fmt.Errorf("backup %s: block at offset %d: short block: %w", im.m.ID, b*bs, ErrCorrupt)
-			}
-			c = copy(p[n:], chunk[within:])
-		}
-		n += c
+	n, err := im.copyOut(p, off, first, chunks, errs)
+	for _, ch := range chunks {
+		im.r.chunks.release(ch) // after the copy: a released block's buffer is reused
+	}
+	if err != nil {
+		return n, err
 	}
 	im.maybePrefetch(off, n)
 	if n < want {
@@ -109,10 +97,37 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	return n, nil
 }
 
-// blocks returns blocks first..last, loading those not cached with merged reads of their packs.
-func (im *Image) blocks(ctx context.Context, first, last int64) ([][]byte, []error) {
+// copyOut copies blocks first.. (nil: a hole) into p, which starts at volume offset off, up to
+// the first error.
+func (im *Image) copyOut(p []byte, off, first int64, chunks []*chunk, errs []error) (int, error) {
+	bs := im.g.blockSize
+	n := 0
+	for i, ch := range chunks {
+		if errs[i] != nil {
+			return n, errs[i]
+		}
+		b := first + int64(i)
+		within := int(off + int64(n) - b*bs)
+		var c int
+		if ch == nil {
+			c = min(len(p)-n, im.g.blockLen(b)-within)
+			clear(p[n : n+c])
+		} else {
+			if within >= len(ch.data) {
+				return n, fmt.Errorf("backup %s: block at offset %d: short block: %w", im.m.ID, b*bs, ErrCorrupt)
+			}
+			c = copy(p[n:], ch.data[within:])
+		}
+		n += c
+	}
+	return n, nil
+}
+
+// blocks returns blocks first..last pinned (nil for a hole; the caller releases each),
+// loading those not cached with merged reads of their packs.
+func (im *Image) blocks(ctx context.Context, first, last int64) ([]*chunk, []error) {
 	count := int(last - first + 1)
-	chunks, errs := make([][]byte, count), make([]error, count)
+	chunks, errs := make([]*chunk, count), make([]error, count)
 	if count > 1 {
 		im.preload(ctx, first, last+1) // an error shows again, per block, below
 	}
@@ -154,7 +169,7 @@ func (im *Image) preload(ctx context.Context, first, end int64) {
 	var scratch []byte // the merged reads, opened into new plaintext buffers at once
 	defer func() { slab.Put(scratch) }()
 	_, _ = im.r.readGrouped(ctx, reads, &scratch, func(rd blobRead, stored []byte) error {
-		plain, err := im.r.openBlob(stored, BlobData, rd.addr, rd.loc)
+		plain, err := im.r.openBlob(im.r.chunks.buffer(), stored, BlobData, rd.addr, rd.loc)
 		if err == nil {
 			im.r.chunks.add(rd.addr, plain)
 		}
@@ -162,8 +177,8 @@ func (im *Image) preload(ctx context.Context, first, end int64) {
 	})
 }
 
-// block returns block b's bytes, or nil for a hole.
-func (im *Image) block(ctx context.Context, b int64) ([]byte, error) {
+// block returns block b pinned (the caller releases it), or nil for a hole.
+func (im *Image) block(ctx context.Context, b int64) (*chunk, error) {
 	lf, err := im.r.leaf(ctx, im.m.Root, im.m.RootLevel, b/LeafFanout)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: block map at offset %d: %w", im.m.ID, b*im.g.blockSize, err)
@@ -179,14 +194,15 @@ func (im *Image) block(ctx context.Context, b int64) ([]byte, error) {
 	if addr.IsZero() {
 		return nil, nil
 	}
-	chunk, err := im.r.Chunk(ctx, addr)
+	ch, err := im.r.chunk(ctx, addr)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: block at offset %d: %w", im.m.ID, b*im.g.blockSize, err)
 	}
-	if len(chunk) != im.g.blockLen(b) {
-		return nil, fmt.Errorf("backup %s: block at offset %d: length %d: %w", im.m.ID, b*im.g.blockSize, len(chunk), ErrCorrupt)
+	if len(ch.data) != im.g.blockLen(b) {
+		im.r.chunks.release(ch)
+		return nil, fmt.Errorf("backup %s: block at offset %d: length %d: %w", im.m.ID, b*im.g.blockSize, len(ch.data), ErrCorrupt)
 	}
-	return chunk, nil
+	return ch, nil
 }
 
 // maybePrefetch notes a read of n bytes at off; when it continues a sequential stream, the

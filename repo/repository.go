@@ -34,7 +34,7 @@ type Repository struct {
 	log          func(format string, args ...any)
 
 	nodes  *cache[Address, *node]
-	chunks *cache[Address, []byte]
+	chunks *chunkCache
 }
 
 // Options tune an open repository.
@@ -66,7 +66,7 @@ func Open(ctx context.Context, be backend.Backend, idx Index, o Options) (*Repos
 	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log, readOnly: o.ReadOnly, retain: rt}
 	r.locks.retain = rt
 	r.nodes = newCache[Address, *node](o.NodeCacheBytes, func(n *node) int64 { return int64(n.size()) })
-	r.chunks = newCache[Address, []byte](o.ChunkCacheBytes, func(b []byte) int64 { return int64(cap(b)) + 64 })
+	r.chunks = newChunkCache(o.ChunkCacheBytes, cfg.BlockSize)
 	return r, nil
 }
 
@@ -127,6 +127,11 @@ func (r *Repository) CacheStats() (hits, misses int64) { return r.chunks.stats()
 
 // loadBlob reads, decrypts, decompresses and verifies one blob.
 func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]byte, error) {
+	return r.loadBlobInto(ctx, nil, t, addr)
+}
+
+// loadBlobInto is loadBlob decoding into dst when it has room (else into a new buffer).
+func (r *Repository) loadBlobInto(ctx context.Context, dst []byte, t BlobType, addr Address) ([]byte, error) {
 	loc, ok, err := r.idx.Lookup(addr)
 	if err != nil {
 		return nil, err
@@ -159,7 +164,7 @@ func (r *Repository) loadBlob(ctx context.Context, t BlobType, addr Address) ([]
 	if err != nil {
 		return nil, fmt.Errorf("blob %s in pack %s: %w", addr.Short(), loc.Pack, err)
 	}
-	return r.openBlob(stored, t, addr, loc)
+	return r.openBlob(dst, stored, t, addr, loc)
 }
 
 // getStored reads a blob's stored bytes: into *buf, grown as needed, when the backend reads
@@ -183,12 +188,15 @@ func (r *Repository) getStored(ctx context.Context, loc Location, buf *[]byte) (
 // plaintext buffer at once, so none is referenced once loadBlob returns.
 var storedBufs = sync.Pool{New: func() any { return new([]byte) }}
 
-// openBlob opens, decompresses and verifies one stored blob into a new buffer of its plain
-// length. The sealed frame is opened into a pooled scratch buffer: the plaintext is a copy,
+// openBlob opens, decompresses and verifies one stored blob into dst when it has room for its
+// plain length, else into a new buffer. The sealed frame is opened into a pooled scratch buffer: the plaintext is a copy,
 // so no frame is referenced once decodeBlob returns.
-func (r *Repository) openBlob(stored []byte, t BlobType, addr Address, loc Location) ([]byte, error) {
+func (r *Repository) openBlob(dst, stored []byte, t BlobType, addr Address, loc Location) ([]byte, error) {
+	if cap(dst) < int(loc.PlainLen) {
+		dst = make([]byte, 0, loc.PlainLen)
+	}
 	sp := frames.Get().(*[]byte)
-	plain, frame, err := r.keys.decodeBlob(make([]byte, 0, loc.PlainLen), *sp, stored, t, addr)
+	plain, frame, err := r.keys.decodeBlob(dst[:0], *sp, stored, t, addr)
 	*sp = frame[:0]
 	frames.Put(sp)
 	return plain, err
@@ -218,9 +226,10 @@ type missingPack struct{ error }
 func (e missingPack) Is(target error) bool { return target == ErrCorrupt }
 func (e missingPack) Unwrap() error        { return e.error }
 
-// Chunk returns the plaintext of a data block, through the chunk cache.
-func (r *Repository) Chunk(ctx context.Context, addr Address) ([]byte, error) {
-	return r.chunks.get(addr, func() ([]byte, error) { return r.loadBlob(ctx, BlobData, addr) })
+// chunk returns a data block's plaintext through the chunk cache, pinned: release it with
+// r.chunks.release once its bytes are copied.
+func (r *Repository) chunk(ctx context.Context, addr Address) (*chunk, error) {
+	return r.chunks.get(addr, func(buf []byte) ([]byte, error) { return r.loadBlobInto(ctx, buf, BlobData, addr) })
 }
 
 // ChunkCached reports whether a data block is in the cache.

@@ -39,7 +39,7 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 		return mountUsageError{err}
 	}
 	g.chunkCache = cache
-	setMemoryLimit(baseMemoryLimit, cache)
+	setMemoryLimit(mountMemoryLimit, cache)
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
