@@ -6,6 +6,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"time"
@@ -51,6 +52,18 @@ type RangeReader interface {
 	// ReadRange reads len(p) bytes at offset of the object key into p. A range past the end
 	// is an error wrapping ErrRange, as for GetRange.
 	ReadRange(ctx context.Context, key string, offset int64, p []byte) error
+}
+
+// GetRangeInto is GetRange for a RangeReader: a new buffer of length, filled by ReadRange.
+func GetRangeInto(ctx context.Context, rr RangeReader, key string, offset, length int64) ([]byte, error) {
+	if length < 0 {
+		return nil, fmt.Errorf("get %s range [%d,+%d): negative length", key, offset, length)
+	}
+	buf := make([]byte, length)
+	if err := rr.ReadRange(ctx, key, offset, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
 
 // ObjectInfo describes one stored object.

@@ -78,14 +78,7 @@ func (l *Local) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // GetRange reads length bytes at offset with one pread.
 func (l *Local) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
-	if offset < 0 || length < 0 {
-		return nil, fmt.Errorf("get %s range [%d,+%d): negative offset or length", key, offset, length)
-	}
-	buf := make([]byte, length)
-	if err := l.ReadRange(ctx, key, offset, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
+	return backend.GetRangeInto(ctx, l, key, offset, length)
 }
 
 // ReadRange reads len(p) bytes at offset into p with one pread (backend.RangeReader).

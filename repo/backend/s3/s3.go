@@ -150,14 +150,7 @@ func (b *Backend) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // GetRange reads length bytes at offset with one ranged GET.
 func (b *Backend) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
-	if length < 0 {
-		return nil, fmt.Errorf("s3 get %s range [%d,+%d): negative length", key, offset, length)
-	}
-	buf := make([]byte, length)
-	if err := b.ReadRange(ctx, key, offset, buf); err != nil {
-		return nil, err
-	}
-	return buf, nil
+	return backend.GetRangeInto(ctx, b, key, offset, length)
 }
 
 // ReadRange reads len(p) bytes at offset into p with one ranged GET (backend.RangeReader), so
