@@ -6,7 +6,8 @@ import (
 )
 
 // cache is a byte-bounded LRU that loads each key once however many callers ask for it at the
-// same time. Values must not be modified by callers.
+// same time (the tree nodes'; data blocks have chunkCache, which also pins and reuses). Values
+// must not be modified by callers.
 type cache[K comparable, V any] struct {
 	mu      sync.Mutex
 	max     int64
@@ -15,8 +16,6 @@ type cache[K comparable, V any] struct {
 	items   map[K]*list.Element
 	loading map[K]*cacheCall[V]
 	cost    func(V) int64
-	hits    int64
-	misses  int64
 }
 
 type cacheEntry[K comparable, V any] struct {
@@ -40,7 +39,6 @@ func (c *cache[K, V]) get(key K, load func() (V, error)) (V, error) {
 	c.mu.Lock()
 	if el, ok := c.items[key]; ok {
 		c.order.MoveToFront(el)
-		c.hits++
 		v := el.Value.(*cacheEntry[K, V]).val
 		c.mu.Unlock()
 		return v, nil
@@ -50,7 +48,6 @@ func (c *cache[K, V]) get(key K, load func() (V, error)) (V, error) {
 		<-call.done
 		return call.val, call.err
 	}
-	c.misses++
 	call := &cacheCall[V]{done: make(chan struct{})}
 	c.loading[key] = call
 	c.mu.Unlock()
@@ -76,44 +73,4 @@ func (c *cache[K, V]) get(key K, load func() (V, error)) (V, error) {
 	c.mu.Unlock()
 	close(call.done)
 	return call.val, call.err
-}
-
-// add caches a value loaded elsewhere, unless the key is cached or being loaded.
-func (c *cache[K, V]) add(key K, v V) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.items[key]; ok || c.max == 0 {
-		return
-	}
-	if _, ok := c.loading[key]; ok {
-		return
-	}
-	cost := c.cost(v)
-	if cost > c.max/4 {
-		return
-	}
-	c.items[key] = c.order.PushFront(&cacheEntry[K, V]{key, v})
-	c.used += cost
-	for c.used > c.max {
-		el := c.order.Back()
-		e := el.Value.(*cacheEntry[K, V])
-		c.order.Remove(el)
-		delete(c.items, e.key)
-		c.used -= c.cost(e.val)
-	}
-}
-
-// contains reports whether key is cached, without loading it.
-func (c *cache[K, V]) contains(key K) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, ok := c.items[key]
-	return ok
-}
-
-// stats returns hit and miss counts.
-func (c *cache[K, V]) stats() (hits, misses int64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.hits, c.misses
 }
