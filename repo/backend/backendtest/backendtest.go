@@ -113,54 +113,42 @@ func testGetRange(t *testing.T, b backend.Backend) {
 		{"negative offset", -1, 5, true},
 		{"negative length", 0, -5, true},
 	}
+	// A backend that reads ranges into the caller's buffer answers each range as GetRange does.
+	rr, ranged := b.(backend.RangeReader)
+	check := func(t *testing.T, op string, offset, length int64, wantErr bool, got []byte, err error) {
+		t.Helper()
+		if wantErr {
+			if err == nil {
+				t.Fatalf("%s(%d, %d) = %d bytes, want an error", op, offset, length, len(got))
+			}
+			if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrUnavailable) {
+				t.Fatalf("%s(%d, %d) = %v, want a range error, not a sentinel", op, offset, length, err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("%s(%d, %d): %v", op, offset, length, err)
+		}
+		if want := data[offset : offset+length]; !bytes.Equal(got, want) {
+			t.Fatalf("%s(%d, %d): got %d bytes, wrong content", op, offset, length, len(got))
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := b.GetRange(ctx, "obj", tt.offset, tt.length)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("GetRange(%d, %d) = %d bytes, want an error", tt.offset, tt.length, len(got))
-				}
-				if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrUnavailable) {
-					t.Fatalf("GetRange(%d, %d) = %v, want a range error, not a sentinel", tt.offset, tt.length, err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("GetRange(%d, %d): %v", tt.offset, tt.length, err)
-			}
-			if want := data[tt.offset : tt.offset+tt.length]; !bytes.Equal(got, want) {
-				t.Fatalf("GetRange(%d, %d): got %d bytes, wrong content", tt.offset, tt.length, len(got))
-			}
+			check(t, "GetRange", tt.offset, tt.length, tt.wantErr, got, err)
 		})
-	}
-	// A backend that reads ranges into the caller's buffer answers each range as GetRange does.
-	rr, ok := b.(backend.RangeReader)
-	if !ok {
-		return
-	}
-	for _, tt := range tests {
-		if tt.length < 0 {
+		if !ranged || tt.length < 0 {
 			continue
 		}
 		t.Run("ReadRange "+tt.name, func(t *testing.T) {
 			p := make([]byte, tt.length)
 			err := rr.ReadRange(ctx, "obj", tt.offset, p)
-			if tt.wantErr {
-				if err == nil {
-					t.Fatalf("ReadRange(%d, %d) succeeded, want an error", tt.offset, tt.length)
-				}
-				if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrUnavailable) {
-					t.Fatalf("ReadRange(%d, %d) = %v, want a range error, not a sentinel", tt.offset, tt.length, err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("ReadRange(%d, %d): %v", tt.offset, tt.length, err)
-			}
-			if want := data[tt.offset : tt.offset+tt.length]; !bytes.Equal(p, want) {
-				t.Fatalf("ReadRange(%d, %d): wrong content", tt.offset, tt.length)
-			}
+			check(t, "ReadRange", tt.offset, tt.length, tt.wantErr, p, err)
 		})
+	}
+	if !ranged {
+		return
 	}
 	if err := rr.ReadRange(ctx, "missing", 0, make([]byte, 10)); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("ReadRange of a missing object = %v, want ErrNotFound", err)
