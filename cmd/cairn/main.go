@@ -108,6 +108,7 @@ func main() {
 	stopProfile := startCPUProfile(os.Getenv("CAIRN_CPUPROFILE"))
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
 	stopProfile()
+	writeAllocProfile(os.Getenv("CAIRN_MEMPROFILE"))
 	os.Exit(code)
 }
 
@@ -132,6 +133,24 @@ func startCPUProfile(path string) (stop func()) {
 	return func() {
 		pprof.StopCPUProfile()
 		f.Close()
+	}
+}
+
+// writeAllocProfile writes the command's allocation profile to path (CAIRN_MEMPROFILE, for
+// 'go tool pprof -sample_index=alloc_space'); with no path it does nothing.
+func writeAllocProfile(path string) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.Lookup("allocs").WriteTo(f, 0)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cairn: CAIRN_MEMPROFILE: %v\n", err)
 	}
 }
 
