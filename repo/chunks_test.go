@@ -119,3 +119,30 @@ func TestChunkCacheConcurrentPins(t *testing.T) {
 		t.Errorf("%d loads still registered", len(c.loading))
 	}
 }
+
+// Buffers given back beyond maxFreeChunks are kept while cached blocks and free buffers fit
+// in the cache's size together; as the cache fills, the free list gives that room back.
+func TestChunkCacheFreeListWithinCacheSize(t *testing.T) {
+	const blocks = 600
+	c := newChunkCache(blocks*(testBlock+64), testBlock)
+	c.mu.Lock()
+	for range blocks + 100 {
+		c.putBuf(make([]byte, 0, testBlock))
+	}
+	kept := len(c.free)
+	c.mu.Unlock()
+	if kept != blocks {
+		t.Fatalf("free list kept %d buffers in an empty cache of %d blocks, want %d", kept, blocks, blocks)
+	}
+	for i := range blocks - 100 { // blocks decoded elsewhere (prefetched) fill the cache
+		c.add(testAddr(i), fill(nil, i), nil)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.free); n != maxFreeChunks {
+		t.Fatalf("free list holds %d buffers with the cache at %d of %d blocks, want %d", n, len(c.items), blocks, maxFreeChunks)
+	}
+	if c.used+int64(len(c.free)-maxFreeChunks)*(testBlock+64) > c.max {
+		t.Fatal("cached blocks and free buffers past maxFreeChunks exceed the cache's size")
+	}
+}

@@ -108,3 +108,16 @@ func CachedBlocksForTest(r *Repository) int {
 	defer r.chunks.mu.Unlock()
 	return len(r.chunks.items)
 }
+
+// ImageCachedForTest reports how many of the blocks of im in [off, off+n) the chunk cache
+// holds.
+func ImageCachedForTest(im *Image, off, n int64) int {
+	cached := 0
+	for b := off / im.g.blockSize; b*im.g.blockSize < off+n; b++ {
+		lf, err := im.r.leaf(context.Background(), im.m.Root, im.m.RootLevel, b/LeafFanout)
+		if err == nil && lf != nil && im.r.chunks.contains(lf.addrs[b%LeafFanout]) {
+			cached++
+		}
+	}
+	return cached
+}

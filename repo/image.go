@@ -84,13 +84,18 @@ func (im *Image) ReadAtContext(ctx context.Context, p []byte, off int64) (int, e
 	first, last := off/bs, (off+int64(len(p))-1)/bs
 	chunks, errs := im.blocks(ctx, first, last)
 	n, err := im.copyOut(p, off, first, chunks, errs)
-	for _, ch := range chunks {
-		im.r.chunks.release(ch) // after the copy: a released block's buffer is reused
+	seq := err == nil && im.maybePrefetch(off, n)
+	end := off + int64(n)
+	for i, ch := range chunks { // after the copy: a released block's buffer is reused
+		if b := first + int64(i); seq && min((b+1)*bs, im.m.Size) <= end {
+			im.r.chunks.releaseConsumed(ch)
+		} else {
+			im.r.chunks.release(ch)
+		}
 	}
 	if err != nil {
 		return n, err
 	}
-	im.maybePrefetch(off, n)
 	if n < want {
 		return n, io.EOF
 	}
@@ -129,7 +134,7 @@ func (im *Image) blocks(ctx context.Context, first, last int64) ([]*chunk, []err
 	count := int(last - first + 1)
 	chunks, errs := make([]*chunk, count), make([]error, count)
 	if count > 1 {
-		im.preload(ctx, first, last+1) // an error shows again, per block, below
+		im.preload(ctx, first, last+1, nil) // an error shows again, per block, below
 	}
 	for i := range count {
 		chunks[i], errs[i] = im.block(ctx, first+int64(i))
@@ -139,8 +144,10 @@ func (im *Image) blocks(ctx context.Context, first, last int64) ([]*chunk, []err
 
 // preload puts the blocks in [first, end) that are not cached into the chunk cache, reading
 // neighbouring blobs of a pack with one backend request: a 16 KiB block at a time would cost
-// a request, a lookup and a buffer each.
-func (im *Image) preload(ctx context.Context, first, end int64) {
+// a request, a lookup and a buffer each. Blocks passed reports as no longer wanted (nil: all
+// are) are skipped when their turn comes. passed is called with the chunk cache's lock held
+// (see chunkCache.add): it must not take it.
+func (im *Image) preload(ctx context.Context, first, end int64, passed func(block int64) bool) {
 	end = min(end, im.g.blocks)
 	var reads []blobRead
 	var look leafLookup
@@ -169,9 +176,15 @@ func (im *Image) preload(ctx context.Context, first, end int64) {
 	var scratch []byte // the merged reads, opened into new plaintext buffers at once
 	defer func() { slab.Put(scratch) }()
 	_, _ = im.r.readGrouped(ctx, reads, &scratch, func(rd blobRead, stored []byte) error {
+		var unwanted func() bool
+		if passed != nil {
+			if unwanted = func() bool { return passed(first + int64(rd.block)) }; unwanted() {
+				return nil
+			}
+		}
 		plain, err := im.r.openBlob(im.r.chunks.buffer(), stored, BlobData, rd.addr, rd.loc)
 		if err == nil {
-			im.r.chunks.add(rd.addr, plain)
+			im.r.chunks.add(rd.addr, plain, unwanted) // asked again: the reader may have passed meanwhile
 		}
 		return nil // a bad block fails its own read later, with its offset
 	})
@@ -206,10 +219,11 @@ func (im *Image) block(ctx context.Context, b int64) (*chunk, error) {
 }
 
 // maybePrefetch notes a read of n bytes at off; when it continues a sequential stream, the
-// blocks ahead of the stream are loaded into the chunk cache in the background.
-func (im *Image) maybePrefetch(off int64, n int) {
+// blocks ahead of the stream are loaded into the chunk cache in the background, and it
+// reports true.
+func (im *Image) maybePrefetch(off int64, n int) bool {
 	if im.r.chunks.max == 0 || n == 0 {
-		return
+		return false
 	}
 	end := off + int64(n)
 	im.mu.Lock()
@@ -237,13 +251,13 @@ func (im *Image) maybePrefetch(off int64, n int) {
 			im.streams[lru] = ns
 		}
 		im.mu.Unlock()
-		return
+		return false
 	}
 	s.used = im.tick
 	s.next = max(s.next, end)
 	if s.runs++; s.runs < streamConfirm {
 		im.mu.Unlock()
-		return
+		return false
 	}
 	s.window = min(max(2*s.window, minWindow), maxWindow, max(im.r.chunks.max/8, minWindow))
 	s.ahead = max(s.ahead, min(s.next+s.window, im.m.Size))
@@ -256,6 +270,7 @@ func (im *Image) maybePrefetch(off int64, n int) {
 	if start {
 		go im.prefetch(s)
 	}
+	return true
 }
 
 // prefetch loads the blocks of s from queued to ahead in runs of prefetchRun blocks (merged
@@ -276,7 +291,14 @@ func (im *Image) prefetch(s *stream) {
 		im.loads <- struct{}{}
 		go func() {
 			defer func() { <-im.loads }()
-			im.preload(context.Background(), b, e)
+			// A block the stream's reads have gone past was loaded by the reader itself
+			// (and released as consumed): decoding it again would only park a block in
+			// the cache that nobody reads.
+			im.preload(context.Background(), b, e, func(block int64) bool {
+				im.mu.Lock()
+				defer im.mu.Unlock()
+				return min((block+1)*bs, im.m.Size) <= s.next
+			})
 		}()
 	}
 }

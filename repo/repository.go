@@ -189,8 +189,8 @@ func (r *Repository) getStored(ctx context.Context, loc Location, buf *[]byte) (
 var storedBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // openBlob opens, decompresses and verifies one stored blob into dst when it has room for its
-// plain length, else into a new buffer. The sealed frame is opened into a pooled scratch buffer: the plaintext is a copy,
-// so no frame is referenced once decodeBlob returns.
+// plain length, else into a new buffer. The sealed frame is opened into a pooled scratch
+// buffer: the plaintext is a copy, so no frame is referenced once decodeBlob returns.
 func (r *Repository) openBlob(dst, stored []byte, t BlobType, addr Address, loc Location) ([]byte, error) {
 	if cap(dst) < int(loc.PlainLen) {
 		dst = make([]byte, 0, loc.PlainLen)
