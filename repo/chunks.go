@@ -119,8 +119,8 @@ func (c *chunkCache) release(ch *chunk) {
 // reader will not come back for it (the kernel's page cache keeps what it read), so at its
 // last release it leaves the cache and its buffer goes to the next load. Aged out through the
 // LRU instead, a sequential read of a volume filled the whole cache with fresh buffers, each
-// page touched for the first time (0.4 s of a 1 GiB read's CPU here, and the mount's peak
-// RSS).
+// page touched for the first time (a 1 GiB read allocated 138 MB of block buffers, and set
+// the mount's peak RSS).
 func (c *chunkCache) releaseConsumed(ch *chunk) {
 	if ch == nil {
 		return
