@@ -125,7 +125,7 @@ func (k *keys) decodeBlob(dst, scratch, stored []byte, t BlobType, addr Address)
 	return dst, frame, nil
 }
 
-// ZstdSlack is the spare capacity past a block that lets the zstd decoder take its fast path:
+// zstdSlack is the spare capacity past a block that lets the zstd decoder take its fast path:
 // with fewer than 32 bytes spare past the frame's content it copies literals and matches
 // exactly, with them in 16-byte strides that may write past the content's end into the
 // spare capacity. On make bench's image the fast path decodes 16 KiB blocks 27 % faster (720

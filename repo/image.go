@@ -145,8 +145,9 @@ func (im *Image) blocks(ctx context.Context, first, last int64) ([]*chunk, []err
 // preload puts the blocks in [first, end) that are not cached into the chunk cache, reading
 // neighbouring blobs of a pack with one backend request: a 16 KiB block at a time would cost
 // a request, a lookup and a buffer each. Blocks passed reports as no longer wanted (nil: all
-// are) are skipped when their turn comes. passed is called with the chunk cache's lock held
-// (see chunkCache.add): it must not take it.
+// are) are skipped when their turn comes: asked before a block is decoded, and again with the
+// chunk cache's lock held as it is added (see chunkCache.add), so passed must not take that
+// lock.
 func (im *Image) preload(ctx context.Context, first, end int64, passed func(block int64) bool) {
 	end = min(end, im.g.blocks)
 	var reads []blobRead
