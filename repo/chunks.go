@@ -57,7 +57,11 @@ func newChunkCache(maxBytes int64, blockSize int) *chunkCache {
 		loading: map[Address]*chunkCall{}, bufCap: blockSize}
 }
 
-func chunkCost(b []byte) int64 { return int64(cap(b)) + 64 }
+// chunkOverhead is what a cached block costs beyond its buffer: its chunk, list element and
+// map entry.
+const chunkOverhead = 64
+
+func chunkCost(b []byte) int64 { return int64(cap(b)) + chunkOverhead }
 
 // get returns the block addr pinned, loading it with load (given a reusable buffer, possibly
 // nil, to decode into) once for all concurrent callers. The caller must release it.
@@ -131,12 +135,18 @@ func (c *chunkCache) releaseConsumed(ch *chunk) {
 		return
 	}
 	if ch.cached {
-		c.order.Remove(c.items[ch.addr])
-		delete(c.items, ch.addr)
-		c.used -= chunkCost(ch.data)
-		ch.cached = false
+		c.uncache(ch)
 	}
 	c.putBuf(ch.data)
+}
+
+// uncache takes a cached chunk out of the cache; its buffer is the caller's to give back once
+// unpinned. Called with mu held.
+func (c *chunkCache) uncache(ch *chunk) {
+	c.order.Remove(c.items[ch.addr])
+	delete(c.items, ch.addr)
+	c.used -= chunkCost(ch.data)
+	ch.cached = false
 }
 
 // add caches a block loaded elsewhere (a prefetch), unless it is cached or being loaded or
@@ -169,19 +179,14 @@ func (c *chunkCache) insert(ch *chunk) {
 	c.items[ch.addr] = c.order.PushFront(ch)
 	c.used += cost
 	for c.used > c.max {
-		el := c.order.Back()
-		old := el.Value.(*chunk)
-		c.order.Remove(el)
-		delete(c.items, old.addr)
-		c.used -= chunkCost(old.data)
-		old.cached = false
+		old := c.order.Back().Value.(*chunk)
+		c.uncache(old)
 		if old.refs == 0 {
 			c.putBuf(old.data)
 		}
 	}
-	for n := len(c.free); n > 0 && c.freeFull(n); n-- { // the cache grew into the free list's room
-		c.free[n-1] = nil
-		c.free = c.free[:n-1]
+	for c.freeFull(len(c.free)) { // the cache grew into the free list's room
+		c.takeBuf()
 	}
 }
 
@@ -219,7 +224,7 @@ func (c *chunkCache) putBuf(b []byte) {
 // free list of only maxFreeChunks dropped the one burst's buffers to the collector and
 // allocated the next's afresh (88 MB per GiB read). Called with mu held.
 func (c *chunkCache) freeFull(n int) bool {
-	return n > maxFreeChunks && c.used+int64(n)*int64(c.bufCap+64) > c.max
+	return n > maxFreeChunks && c.used+int64(n)*(int64(c.bufCap)+chunkOverhead) > c.max
 }
 
 // contains reports whether addr is cached, without loading it.
