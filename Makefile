@@ -51,10 +51,14 @@ ifneq ($(SYSTEMDDIR),)
 endif
 
 # Unit and integration tests (real loop devices, FUSE, Badger and versitygw; see tests/).
-# -race on everything; a second leg with GOMAXPROCS=1 shakes out ordering assumptions.
+# -race on everything; a second leg with one P per test binary (-cpu 1: GOMAXPROCS=1 for the
+# tests, while the go command still builds and runs two packages at once) shakes out ordering
+# assumptions; it builds as make build does (-trimpath, no cgo), so make build's compiled
+# packages are reused. The e2e tests that mostly wait (timers, child processes, servers) are
+# marked parallel; -parallel 4 lets four of them wait at once on two cores.
 test: build
-	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TIMEOUT) $(PKGS)
-	GOMAXPROCS=1 $(GO) test -count=1 -timeout $(TIMEOUT) ./repo/... ./index/... ./gateway/...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -parallel 4 -timeout $(TIMEOUT) $(PKGS)
+	$(GO) test -trimpath -count=1 -cpu 1 -timeout $(TIMEOUT) ./repo/... ./index/... ./gateway/...
 
 unit:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TIMEOUT) $$($(GO) list ./... | grep -v /tests)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
@@ -97,13 +98,19 @@ var damageKinds = []damageKind{
 
 func TestCorruptionMatrix(t *testing.T) {
 	srv := testutil.StartS3(t)
-	type row struct{ setup, kind, detected, restoreA, healed string }
-	var rows []row
+	var (
+		mu   sync.Mutex
+		rows []matrixRow
+		n    int // subtests so far
+	)
 	for _, enc := range []string{"none", "aes-256-gcm"} {
 		for _, where := range []string{"local", "s3"} {
 			for ki, k := range damageKinds {
 				setup := where + ", " + enc
+				order := n // the table keeps the matrix's order, not the finishing order
+				n++
 				t.Run(fmt.Sprintf("%s/%s/%d", where, enc, ki), func(t *testing.T) {
+					t.Parallel() // each subtest has its own repository (and S3 prefix): scrypt and fsyncs overlap
 					dir := t.TempDir()
 					env := []string{"CAIRN_PASSWORD=matrix"}
 					var r *cairnRepo
@@ -188,11 +195,24 @@ func TestCorruptionMatrix(t *testing.T) {
 					if healed == "healed" {
 						r.restoreMatches(a.ID, shaA, dir)
 					}
-					rows = append(rows, row{setup, k.name, detected, restoreA, healed})
+					mu.Lock()
+					rows = append(rows, matrixRow{order, setup, k.name, detected, restoreA, healed})
+					mu.Unlock()
 				})
 			}
 		}
 	}
+	t.Cleanup(func() { logMatrix(t, rows) }) // after the parallel subtests end
+}
+
+// matrixRow is one line of the corruption matrix's table; order is its subtest's place.
+type matrixRow struct {
+	order                                   int
+	setup, kind, detected, restoreA, healed string
+}
+
+func logMatrix(t *testing.T, rows []matrixRow) {
+	sort.Slice(rows, func(i, j int) bool { return rows[i].order < rows[j].order })
 	var sb strings.Builder
 	sb.WriteString("| repository | damage to backup A | detected by check | restore of A | after repo repair |\n|---|---|---|---|---|\n")
 	for _, r := range rows {

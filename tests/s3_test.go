@@ -395,6 +395,7 @@ func jsonUnmarshal(s string, v any) error {
 // Scenario S3-3: a backend that cannot be reached at start fails with one line naming the
 // endpoint and what failed, quickly, with the exit code for its kind.
 func TestS3UnreachableAtStart(t *testing.T) {
+	t.Parallel() // waits on retries, timeouts and its own server: overlaps the other such tests
 	srv := testutil.StartS3(t)
 	state := filepath.Join(t.TempDir(), "state")
 	const prefix = "reach"
@@ -464,6 +465,7 @@ func closedPort(t *testing.T) string {
 // reason, quickly; earlier backups are unharmed; once the server is back the next backup
 // succeeds and, after gc, check --read-data is clean.
 func TestS3ServerStopsDuringBackup(t *testing.T) {
+	t.Parallel() // waits on retries, timeouts and its own server: overlaps the other such tests
 	srv := testutil.StartS3(t)
 	dir := t.TempDir()
 	const prefix = "stop"
@@ -520,6 +522,7 @@ func TestS3ServerStopsDuringBackup(t *testing.T) {
 // the target is incomplete, and the target volume is marked error; the backup stays
 // available and restores once the server is back.
 func TestS3ServerStopsDuringRestore(t *testing.T) {
+	t.Parallel() // waits on retries, timeouts and its own server: overlaps the other such tests
 	srv := testutil.StartS3(t)
 	proxy := testutil.StartFaultProxy(t, srv.Endpoint)
 	dir := t.TempDir()
