@@ -16,9 +16,17 @@ boundary_race() {
 		! grep -qE 'panic:|_test\.go:[0-9]+:' <<<"$1"
 }
 
-for pkg in $($go list ./...); do
-	for fz in $($go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+# The targets are found in the packages' test files (go list compiles nothing; go test -list
+# would build every package's tests once more, without the fuzzing instrumentation).
+mapfile -t pkgs < <($go list -f '{{.ImportPath}} {{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " "}}' ./...)
+[ ${#pkgs[@]} -gt 0 ] || { echo "fuzz: go list found no packages"; exit 1; }
+n=0
+for line in "${pkgs[@]}"; do
+	read -r pkg dir files <<<"$line"
+	[ -n "$files" ] || continue
+	for fz in $(cd "$dir" && grep -ho '^func Fuzz[A-Za-z0-9_]*(' $files | sed 's/^func //; s/($//' || true); do
 		echo "fuzz $pkg $fz ($fuzztime)"
+		n=$((n + 1))
 		for attempt in 1 2; do
 			if out=$($go test -run XXX -fuzz "^$fz\$" -fuzztime "$fuzztime" -parallel "$parallel" "$pkg" 2>&1); then
 				break
@@ -33,3 +41,4 @@ for pkg in $($go list ./...); do
 		done
 	done
 done
+[ "$n" -gt 0 ] || { echo "fuzz: no fuzz targets found"; exit 1; }
