@@ -224,13 +224,17 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	}
 
 	// 1. Repack: the live blobs of mostly-dead packs go into new packs (with index objects).
+	written := map[PackID]bool{} // the packs the repacks stored: never deleted by this run
 	for _, id := range append(append([]PackID(nil), repack...), deferred...) {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		newSize, err := r.repack(ctx, id, usage[id].size, live)
+		nid, newSize, err := r.repack(ctx, id, usage[id].size, live)
 		if err != nil {
 			return st, err
+		}
+		if newSize > 0 {
+			written[nid] = true
 		}
 		st.PacksRepacked++
 		if slices.Contains(deferred, id) {
@@ -239,6 +243,11 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		st.BlobsReclaimed += int64(usage[id].dead)
 		st.BytesFreed += usage[id].size - newSize
 	}
+	// A repack's pack is named by its bytes, and in an unencrypted repository the same live
+	// blobs make the same bytes: a pack an earlier, interrupted gc repacked into may be doomed
+	// above (an index that learned the old pack again from its trailer points its blobs
+	// there) and be the very pack a repack just stored again. It now holds the live blobs.
+	drop = slices.DeleteFunc(drop, func(id PackID) bool { return written[id] })
 	removed := map[string]bool{} // keys removed for good below
 	if len(drop)+len(repack) > 0 {
 		if err := r.deletePacks(ctx, drop, repack, usage, indexKeys, live, removed); err != nil {
@@ -400,43 +409,44 @@ func (r *Repository) packEntries(ctx context.Context, id PackID, size int64, ind
 }
 
 // repack rewrites the live blobs of a pack into a new one (with its index object) and
-// returns the new pack's size. The old pack is deleted by the caller, after the deletion record.
-func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *markSet) (int64, error) {
+// returns the new pack's id and size (0 when nothing was live there). The old pack is deleted
+// by the caller, after the deletion record.
+func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *markSet) (PackID, int64, error) {
 	entries, err := r.readTrailer(ctx, id, size)
 	if err != nil {
-		return 0, err
+		return PackID{}, 0, err
 	}
 	data, err := r.be.GetRange(ctx, id.Key(), 0, size)
 	if err != nil {
-		return 0, fmt.Errorf("read pack %s: %w", id, err)
+		return PackID{}, 0, fmt.Errorf("read pack %s: %w", id, err)
 	}
 	var p packer
 	var scratch, plain []byte
 	for _, e := range entries {
 		if ok, err := live.has(e.Addr); err != nil {
-			return 0, err
+			return PackID{}, 0, err
 		} else if !ok {
 			continue
 		}
 		loc, ok, err := r.idx.Lookup(e.Addr)
 		if err != nil {
-			return 0, err
+			return PackID{}, 0, err
 		}
 		if ok && loc.Pack != id {
 			continue // stored again elsewhere
 		}
 		stored := data[e.Offset : e.Offset+e.Length]
 		if plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); err != nil {
-			return 0, fmt.Errorf("repack pack %s: live %w; run 'cairn repo check --read-data'", id, err)
+			return PackID{}, 0, fmt.Errorf("repack pack %s: live %w; run 'cairn repo check --read-data'", id, err)
 		}
 		p.add(e.Type, e.Addr, stored, int(e.PlainLen))
 	}
 	if p.empty() {
-		return 0, nil
+		return PackID{}, 0, nil
 	}
 	nid, ndata, nentries := p.finish(r.keys)
 	if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
-		return 0, err
+		return PackID{}, 0, err
 	}
-	return int64(len(ndata)), nil
+	return nid, int64(len(ndata)), nil
 }
