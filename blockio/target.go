@@ -22,7 +22,7 @@ type Target struct {
 	path      string
 	size      int64
 	device    bool
-	created   bool
+	fresh     bool // created by OpenTarget, or empty when opened: reads as zeros, its name may be new
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -30,7 +30,8 @@ type Target struct {
 // OpenTarget opens path for restoring a volume of size bytes. A missing path is created as a
 // sparse regular file of that size with mode 0600 (its directory must exist). An existing
 // regular file is truncated or extended to size and keeps its old content: the restore must
-// write or Zero every range (unless Empty says it reads as zeros already). A block device must
+// write or Zero every range (unless Empty says it reads as zeros already, as a file that was
+// empty does). A block device must
 // hold at least size bytes; it is opened O_EXCL, so a mounted or otherwise claimed device
 // fails with ErrInUse. OpenTarget does not check whether an image file is attached to a loop
 // device; call InUse for that.
@@ -68,7 +69,7 @@ func createTarget(path string, size int64) (*Target, error) {
 		_ = os.Remove(path) // ours, empty and useless
 		return nil, fmt.Errorf("restore target %s: set size to %d bytes: %w", path, size, err)
 	}
-	return &Target{f: f, path: path, size: size, created: true}, nil
+	return &Target{f: f, path: path, size: size, fresh: true}, nil
 }
 
 func openFileTarget(path string, size int64) (*Target, error) {
@@ -87,7 +88,8 @@ func openFileTarget(path string, size int64) (*Target, error) {
 		_ = f.Close() // nothing written yet
 		return nil, fmt.Errorf("restore target %s: set size to %d bytes: %w", path, size, err)
 	}
-	return &Target{f: f, path: path, size: size}, nil
+	// An empty file grown to size reads as zeros, as a created one does.
+	return &Target{f: f, path: path, size: size, fresh: fi.Size() == 0}, nil
 }
 
 func openDeviceTarget(path string, size int64) (*Target, error) {
@@ -154,9 +156,10 @@ func (t *Target) Path() string { return t.path }
 // Size returns the size of the volume being restored, which may be less than a device's.
 func (t *Target) Size() int64 { return t.size }
 
-// Empty reports whether the target read as all zeros when opened (a file OpenTarget created),
+// Empty reports whether the target read as all zeros when opened (a file OpenTarget created
+// or found empty),
 // so a restore may skip zeroing the volume's holes.
-func (t *Target) Empty() bool { return t.created }
+func (t *Target) Empty() bool { return t.fresh }
 
 // WriteAt writes p at off, which must lie within Size. Writes to a device whose offset,
 // length and memory are aligned (see AlignedBuffer) go through O_DIRECT; others through the
@@ -245,12 +248,13 @@ func (t *Target) writeZeros(off, n int64) error {
 }
 
 // Sync makes everything written so far durable: fsync of the file or device (which also
-// flushes the device's write cache) and, for a file OpenTarget created, of its directory.
+// flushes the device's write cache) and, for a file OpenTarget created or found empty (a
+// killed restore's, whose name may not be durable yet), of its directory.
 func (t *Target) Sync() error {
 	if err := t.f.Sync(); err != nil {
 		return fmt.Errorf("restore target %s: sync: %w", t.path, err)
 	}
-	if t.created {
+	if t.fresh {
 		if err := syncDir(filepath.Dir(t.path)); err != nil {
 			return fmt.Errorf("restore target %s: sync directory: %w", t.path, err)
 		}

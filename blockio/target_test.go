@@ -115,6 +115,29 @@ func TestOpenTargetResizesFile(t *testing.T) {
 	}
 }
 
+// An empty file is grown to the size and reads as zeros, as a created one: Empty says so.
+func TestOpenTargetEmptyFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "empty.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := OpenTarget(path, 3<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !tg.Empty() {
+		t.Error("Empty() = false for a file that was empty")
+	}
+	closeTarget(t, tg)
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3<<20 || !bytes.Equal(got, make([]byte, 3<<20)) {
+		t.Errorf("an empty file opened as a target: %d bytes, all zero %v", len(got), bytes.Equal(got, make([]byte, len(got))))
+	}
+}
+
 func TestOpenTargetErrors(t *testing.T) {
 	dir := t.TempDir()
 	noDir := filepath.Join(dir, "no", "such", "dir")
