@@ -604,76 +604,104 @@ func TestGCRemovesStaleTempFiles(t *testing.T) {
 	}
 }
 
-// refuseDeletionRecords is a backend whose Put of a deletion record fails while refuse is
-// set: a gc that dies after its repack and after removing the old pack's index objects,
-// before its record.
-type refuseDeletionRecords struct {
+// stopGC is a backend that refuses the Put of a deletion record (refuseRecord) or the Delete of
+// a pack (refuseDelete): a gc that dies before its record, or after it and before its packs go.
+type stopGC struct {
 	backend.Backend
-	refuse atomic.Bool
+	refuseRecord, refuseDelete atomic.Bool
 }
 
-func (b *refuseDeletionRecords) Put(ctx context.Context, key string, data []byte) error {
-	if b.refuse.Load() && strings.HasPrefix(key, "deleted/") {
+func (b *stopGC) Put(ctx context.Context, key string, data []byte) error {
+	if b.refuseRecord.Load() && strings.HasPrefix(key, "deleted/") {
 		return fmt.Errorf("put %s: refused by the test: %w", key, backend.ErrUnavailable)
 	}
 	return b.Backend.Put(ctx, key, data)
 }
 
-// A gc repacks a pack's live blobs into a new pack and dies before its deletion record: both
-// packs stay, the old one without index objects. An index that learns the old one again from
-// its trailer (a fresh index, or rebuild-index) points the live blobs at it, so the next gc
-// finds nothing reachable through the new pack and drops it, and repacks the old one, which in
-// an unencrypted repository writes the same bytes under the same pack id. That gc must not
-// delete the pack it has just written: the backup that shares the blobs restores byte-exact.
-func TestGCKeepsThePackItRepackedInto(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
-	lb, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
+func (b *stopGC) Delete(ctx context.Context, key string) error {
+	if b.refuseDelete.Load() && strings.HasPrefix(key, "packs/") {
+		return fmt.Errorf("delete %s: refused by the test: %w", key, backend.ErrUnavailable)
 	}
-	be := &refuseDeletionRecords{Backend: lb}
-	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionNone}); err != nil {
-		t.Fatal(err)
-	}
-	open := func(name string) *fixture {
-		idx, err := index.Open(filepath.Join(dir, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { idx.Close() })
-		r, err := repo.Open(ctx, be, idx, repo.Options{ChunkCacheBytes: 8 << 20})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return &fixture{r: r, idx: idx, dir: dir}
-	}
-	f := open("index")
-	a := randomVolume(21, 4<<20)
-	ma := f.backup(t, "a", &memSource{data: a}, nil)
-	b := append(append([]byte(nil), a[:2<<20]...), randomVolume(22, 2<<20)...) // a's first half
-	mb := f.backup(t, "b", &memSource{data: b}, nil)
-	if err := f.r.DeleteManifest(ctx, ma.ID); err != nil {
-		t.Fatal(err)
-	}
-	be.refuse.Store(true)
-	st, err := f.r.GC(ctx, repo.GCOptions{})
-	be.refuse.Store(false)
-	if err == nil || !strings.Contains(err.Error(), "deletion record") {
-		t.Fatalf("gc through a backend that refuses its deletion record: %+v, %v", st, err)
-	}
+	return b.Backend.Delete(ctx, key)
+}
 
-	g := open("index-fresh")
-	st = g.gc(t)
-	if st.PacksRepacked != 1 {
-		t.Fatalf("the second gc: %+v, want the old pack repacked", st)
-	}
-	g.mustCheck(t)
-	if got := g.restore(t, mb); !bytes.Equal(got, b) {
-		t.Fatal("b differs after the second gc")
-	}
-	f.mustCheck(t)
-	if got := f.restore(t, mb); !bytes.Equal(got, b) {
-		t.Fatal("b differs through the first index")
+// A gc repacks a pack's live blobs into a new pack and dies before its packs go: both stay,
+// the old one without index objects. An index that learns the old one again from its trailer
+// (the next gc's full sync; a fresh index, rebuild-index) points the live blobs at it, so the
+// next gc finds nothing reachable through the new pack and dooms it, and repacks the old one,
+// which in an unencrypted repository writes the same bytes under the same pack id. That gc
+// must not delete the pack it has just written: the backup that shares the blobs restores
+// byte-exact. (make test's crash trials found it: a gc killed after its deletion record, then
+// the next gc.)
+func TestGCKeepsThePackItRepackedInto(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		stop  string // what the first gc's backend refuses
+		fresh bool   // the second gc runs through a fresh index
+	}{
+		{"killed after its record", "delete pack", false},
+		{"killed before its record, fresh index", "deletion record", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			lb, err := local.Open(filepath.Join(dir, "repo"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			be := &stopGC{Backend: lb}
+			if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionNone}); err != nil {
+				t.Fatal(err)
+			}
+			open := func(name string) *fixture {
+				idx, err := index.Open(filepath.Join(dir, name))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { idx.Close() })
+				r, err := repo.Open(ctx, be, idx, repo.Options{ChunkCacheBytes: 8 << 20})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return &fixture{r: r, idx: idx, dir: dir}
+			}
+			f := open("index")
+			a := randomVolume(21, 4<<20)
+			ma := f.backup(t, "a", &memSource{data: a}, nil)
+			b := append(append([]byte(nil), a[:2<<20]...), randomVolume(22, 2<<20)...) // a's first half
+			mb := f.backup(t, "b", &memSource{data: b}, nil)
+			if err := f.r.DeleteManifest(ctx, ma.ID); err != nil {
+				t.Fatal(err)
+			}
+			refuse := &be.refuseDelete
+			if c.stop == "deletion record" {
+				refuse = &be.refuseRecord
+			}
+			refuse.Store(true)
+			st, err := f.r.GC(ctx, repo.GCOptions{})
+			refuse.Store(false)
+			if err == nil || !strings.Contains(err.Error(), c.stop) {
+				t.Fatalf("gc through a backend that refuses to %s: %+v, %v", c.stop, st, err)
+			}
+
+			g := f
+			if c.fresh {
+				g = open("index-fresh")
+			}
+			st = g.gc(t)
+			if st.PacksRepacked != 1 {
+				t.Fatalf("the second gc: %+v, want the old pack repacked", st)
+			}
+			g.mustCheck(t)
+			if got := g.restore(t, mb); !bytes.Equal(got, b) {
+				t.Fatal("b differs after the second gc")
+			}
+			if c.fresh {
+				f.mustCheck(t)
+				if got := f.restore(t, mb); !bytes.Equal(got, b) {
+					t.Fatal("b differs through the first index")
+				}
+			}
+		})
 	}
 }
