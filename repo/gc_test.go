@@ -28,16 +28,22 @@ func (f *fixture) peer(t *testing.T, name string, lo repo.LockOptions) *fixture 
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx, err := index.Open(filepath.Join(f.dir, "index-"+name))
+	return fixtureOn(t, be, f.dir, "index-"+name, repo.Options{ChunkCacheBytes: 8 << 20, Lock: lo})
+}
+
+// fixtureOn opens the repository in be with the index dir/name (made if new).
+func fixtureOn(t *testing.T, be backend.Backend, dir, name string, o repo.Options) *fixture {
+	t.Helper()
+	idx, err := index.Open(filepath.Join(dir, name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	r, err := repo.Open(context.Background(), be, idx, repo.Options{ChunkCacheBytes: 8 << 20, Lock: lo})
+	r, err := repo.Open(context.Background(), be, idx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{r: r, idx: idx, dir: f.dir}
+	return &fixture{r: r, idx: idx, dir: dir}
 }
 
 func (f *fixture) mustCheck(t *testing.T) {
@@ -653,18 +659,7 @@ func TestGCKeepsThePackItRepackedInto(t *testing.T) {
 			if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionNone}); err != nil {
 				t.Fatal(err)
 			}
-			open := func(name string) *fixture {
-				idx, err := index.Open(filepath.Join(dir, name))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { idx.Close() })
-				r, err := repo.Open(ctx, be, idx, repo.Options{ChunkCacheBytes: 8 << 20})
-				if err != nil {
-					t.Fatal(err)
-				}
-				return &fixture{r: r, idx: idx, dir: dir}
-			}
+			open := func(name string) *fixture { return fixtureOn(t, be, dir, name, repo.Options{ChunkCacheBytes: 8 << 20}) }
 			f := open("index")
 			a := randomVolume(21, 4<<20)
 			ma := f.backup(t, "a", &memSource{data: a}, nil)

@@ -34,17 +34,8 @@ func newLockedFixture(t *testing.T, srv *testutil.S3Server, prefix string, perio
 	if _, err := repo.Init(ctx, be, repo.InitOptions{Compression: repo.CompressNone, ObjectLock: l}); err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	idx, err := index.Open(filepath.Join(dir, "index"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idx.Close() })
-	r, err := repo.Open(ctx, be, idx, repo.Options{ChunkCacheBytes: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &lockedFixture{fixture: &fixture{r: r, idx: idx, dir: dir}, be: be.(backend.Versioned), period: period}
+	f := fixtureOn(t, be, t.TempDir(), "index", repo.Options{ChunkCacheBytes: 8 << 20})
+	return &lockedFixture{fixture: f, be: be.(backend.Versioned), period: period}
 }
 
 func openS3(t *testing.T, srv *testutil.S3Server, bucket, prefix string) backend.Backend {
