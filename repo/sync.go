@@ -408,10 +408,37 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing) (int
 			r.logf("sync: %v", err)
 			continue
 		}
+		if entries, err = r.notIndexed(entries); err != nil {
+			return n, err
+		}
 		if err := r.idx.AddPack(p.id, p.size, entries); err != nil {
 			return n, err
 		}
 		n++
 	}
 	return n, nil
+}
+
+// notIndexed returns the entries of a pack learned from its trailer whose blobs the index
+// does not already locate in another pack. Such a pack has no index object: an interrupted
+// backup's, or one an interrupted gc doomed. Pointing blobs at it would move them away from a
+// pack that has one (a committed backup's, or a repack's), so that gc would then delete that
+// pack and keep the unindexed copy, which check reports as a pack without an index object.
+// Left where they are, the unindexed pack holds nothing the index uses, and gc removes it.
+func (r *Repository) notIndexed(entries []PackEntry) ([]PackEntry, error) {
+	addrs := make([]Address, len(entries))
+	for i, e := range entries {
+		addrs[i] = e.Addr
+	}
+	locs, found := make([]Location, len(entries)), make([]bool, len(entries))
+	if err := r.idx.LookupBatch(addrs, locs, found); err != nil {
+		return nil, err
+	}
+	out := entries[:0]
+	for i, e := range entries {
+		if !found[i] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
