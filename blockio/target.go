@@ -53,10 +53,14 @@ func OpenTarget(path string, size int64) (*Target, error) {
 	return nil, fmt.Errorf("restore target %s: %w", path, ErrNotVolume)
 }
 
-// createTarget creates a new sparse image file. O_EXCL makes sure it is new: a file that
-// appeared since the stat is not silently taken over.
+// createTarget creates a new sparse image file. The link of an unnamed file (createSized), or
+// O_EXCL where there is none, makes sure it is new: a file that appeared since the stat is not
+// silently taken over.
 func createTarget(path string, size int64) (*Target, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := createSized(path, size)
+	if errors.Is(err, errNoTmpfile) {
+		f, err = createByName(path, size)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("restore target %s: directory %s does not exist: %w",
 			path, filepath.Dir(path), fs.ErrNotExist)
@@ -64,12 +68,22 @@ func createTarget(path string, size int64) (*Target, error) {
 	if err != nil {
 		return nil, pathError("restore target", path, err)
 	}
+	return &Target{f: f, path: path, size: size, fresh: true}, nil
+}
+
+// createByName is createSized on a file system without unnamed files: a process killed
+// between the create and the truncate leaves an empty file.
+func createByName(path string, size int64) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, err
+	}
 	if err := f.Truncate(size); err != nil {
 		_ = f.Close()
 		_ = os.Remove(path) // ours, empty and useless
-		return nil, fmt.Errorf("restore target %s: set size to %d bytes: %w", path, size, err)
+		return nil, fmt.Errorf("set size to %d bytes: %w", size, err)
 	}
-	return &Target{f: f, path: path, size: size, fresh: true}, nil
+	return f, nil
 }
 
 func openFileTarget(path string, size int64) (*Target, error) {

@@ -338,3 +338,32 @@ func TestAlignedBuffer(t *testing.T) {
 		t.Errorf("AlignedBuffer(0) has length %d", len(p))
 	}
 }
+
+// A new target gets its name only once it has its size (an unnamed file, linked): nothing
+// else is left in the directory, and a name that exists by then is not taken over.
+func TestCreateSizedLinksOnceSized(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "new.img")
+	f, err := createSized(path, 5<<20)
+	if errors.Is(err, errNoTmpfile) {
+		testutil.Skip(t, "the temporary directory's file system makes no unnamed files (O_TMPFILE)")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() != 5<<20 || len(ents) != 1 {
+		t.Fatalf("after createSized: %v, %d entries in the directory; want one file of 5 MiB", err, len(ents))
+	}
+	if _, err := createSized(path, 1<<20); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("createSized over an existing file: %v, want it to exist already", err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != 5<<20 {
+		t.Fatalf("the existing file was changed: %d bytes", fi.Size())
+	}
+}

@@ -230,9 +230,7 @@ func checkRestoreTarget(path string, size int64) error {
 		return wrapf(ErrInUse, "restore target %s is in use (%s): unmount or detach it first", path, reason)
 	}
 	if fi.Mode().IsRegular() {
-		// An empty file holds nothing to keep (touch, or a restore killed as it created its
-		// file): it grows to the backup's size, as a new file does.
-		if fi.Size() > 0 && fi.Size() < size {
+		if fi.Size() < size {
 			return wrapf(ErrInvalid, "restore target %s is %d bytes, smaller than the backup (%d bytes): use a larger target or a new volume", path, fi.Size(), size)
 		}
 		return nil

@@ -44,16 +44,6 @@ func TestCLIBadInput(t *testing.T) {
 	smallFile := filepath.Join(dir, "small-file.img")
 	testutil.WriteImage(t, smallFile, 1*mib, 25, testutil.Random)
 	contains(r.mustFail([]int{2}, "backup", "restore", "--yes", earlier[0].backup.ID, "--to", smallFile), "smaller")
-	// An empty file (touch, or what a restore killed as it created its file leaves) holds
-	// nothing to keep: it is restored onto like a new file, without a question.
-	emptyFile := filepath.Join(dir, "empty-file.img")
-	if err := os.WriteFile(emptyFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r.mustRun("--quiet", "backup", "restore", earlier[0].backup.ID, "--to", emptyFile)
-	if got := testutil.SHA256File(t, emptyFile); got != earlier[0].sha {
-		t.Errorf("restore onto an empty file: sha256 %s, want %s", got, earlier[0].sha)
-	}
 
 	// An image attached to a loop device, and a mounted loop device.
 	attached := filepath.Join(dir, "attached.img")
