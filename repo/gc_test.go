@@ -618,6 +618,20 @@ type stopGC struct {
 	refuseRecord, refuseDelete, refuseIndexObject atomic.Bool
 }
 
+// newStopGC makes a repository in dir/repo, through a stopGC that refuses nothing yet.
+func newStopGC(t *testing.T, dir string, o repo.InitOptions) *stopGC {
+	t.Helper()
+	lb, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &stopGC{Backend: lb}
+	if _, err := repo.Init(context.Background(), be, o); err != nil {
+		t.Fatal(err)
+	}
+	return be
+}
+
 func (b *stopGC) Put(ctx context.Context, key string, data []byte) error {
 	if (b.refuseRecord.Load() && strings.HasPrefix(key, "deleted/")) || (b.refuseIndexObject.Load() && strings.HasPrefix(key, "packindex/")) {
 		return fmt.Errorf("put %s: refused by the test: %w", key, backend.ErrUnavailable)
@@ -656,14 +670,7 @@ func TestGCKeepsThePackItRepackedInto(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			dir := t.TempDir()
-			lb, err := local.Open(filepath.Join(dir, "repo"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			be := &stopGC{Backend: lb}
-			if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionNone}); err != nil {
-				t.Fatal(err)
-			}
+			be := newStopGC(t, dir, repo.InitOptions{Encryption: repo.EncryptionNone})
 			open := func(name string) *fixture { return fixtureOn(t, be, dir, name, repo.Options{ChunkCacheBytes: 8 << 20}) }
 			f := open("index")
 			a := randomVolume(21, 4<<20)
@@ -738,19 +745,12 @@ func TestGCKeepsThePackItRepackedInto(t *testing.T) {
 func TestGCDropsAnInterruptedBackupsCopy(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	lb, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	be := &stopGC{Backend: lb}
 	const pw = "copy"
-	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: pw}); err != nil {
-		t.Fatal(err)
-	}
+	be := newStopGC(t, dir, repo.InitOptions{Encryption: repo.EncryptionAES, Password: pw})
 	f := fixtureOn(t, be, dir, "index", repo.Options{Password: pw, ChunkCacheBytes: 8 << 20})
 	data := randomVolume(31, 3<<20)
 	be.refuseIndexObject.Store(true)
-	_, err = f.r.Write(ctx, &memSource{data: data}, repo.WriteOptions{}, func(repo.WriteResult) error { return nil })
+	_, err := f.r.Write(ctx, &memSource{data: data}, repo.WriteOptions{}, func(repo.WriteResult) error { return nil })
 	be.refuseIndexObject.Store(false)
 	if err == nil || !strings.Contains(err.Error(), "index of pack") {
 		t.Fatalf("a backup whose index object is refused: %v", err)
