@@ -31,10 +31,9 @@ type Target struct {
 // sparse regular file of that size with mode 0600 (its directory must exist). An existing
 // regular file is truncated or extended to size and keeps its old content: the restore must
 // write or Zero every range (unless Empty says it reads as zeros already, as a file that was
-// empty does). A block device must
-// hold at least size bytes; it is opened O_EXCL, so a mounted or otherwise claimed device
-// fails with ErrInUse. OpenTarget does not check whether an image file is attached to a loop
-// device; call InUse for that.
+// empty does). A block device must hold at least size bytes; it is opened O_EXCL, so a
+// mounted or otherwise claimed device fails with ErrInUse. OpenTarget does not check whether
+// an image file is attached to a loop device; call InUse for that.
 func OpenTarget(path string, size int64) (*Target, error) {
 	if size < 0 {
 		return nil, fmt.Errorf("restore target %s: negative size %d", path, size)
@@ -171,8 +170,7 @@ func (t *Target) Path() string { return t.path }
 func (t *Target) Size() int64 { return t.size }
 
 // Empty reports whether the target read as all zeros when opened (a file OpenTarget created
-// or found empty),
-// so a restore may skip zeroing the volume's holes.
+// or found empty), so a restore may skip zeroing the volume's holes.
 func (t *Target) Empty() bool { return t.fresh }
 
 // WriteAt writes p at off, which must lie within Size. Writes to a device whose offset,
