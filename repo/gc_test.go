@@ -120,14 +120,7 @@ func TestGCRefusesWhenABackupCannotBeRead(t *testing.T) {
 	if !errors.Is(err, repo.ErrUnreadableBackup) || !strings.Contains(err.Error(), "nothing was deleted") {
 		t.Fatalf("gc with a damaged manifest: %v", err)
 	}
-	packs := 0
-	_ = filepath.Walk(filepath.Join(f.dir, "repo", "packs"), func(_ string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			packs++
-		}
-		return nil
-	})
-	if packs != 3 {
+	if packs := len(packFiles(f.dir)); packs != 3 {
 		t.Fatalf("%d packs left, want all 3", packs)
 	}
 }
@@ -756,16 +749,7 @@ func TestGCDropsAnInterruptedBackupsCopy(t *testing.T) {
 		t.Fatalf("a backup whose index object is refused: %v", err)
 	}
 	m := f.backup(t, "m", &memSource{data: data}, nil)
-	packs := func() int {
-		n := 0
-		_ = filepath.Walk(filepath.Join(dir, "repo", "packs"), func(_ string, fi os.FileInfo, err error) error {
-			if err == nil && !fi.IsDir() {
-				n++
-			}
-			return nil
-		})
-		return n
-	}
+	packs := func() int { return len(packFiles(dir)) }
 	if n := packs(); n != 2 {
 		t.Fatalf("%d packs before gc, want the interrupted backup's and the committed one's", n)
 	}

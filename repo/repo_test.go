@@ -257,18 +257,25 @@ func (s *sparseSource) NextData(off int64) (int64, int64, error) {
 	return max(best, off), best + 4096, nil
 }
 
+// packFiles returns the paths of the pack objects of the local repository in dir/repo.
+func packFiles(dir string) []string {
+	var packs []string
+	_ = filepath.Walk(filepath.Join(dir, "repo", "packs"), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			packs = append(packs, p)
+		}
+		return nil
+	})
+	return packs
+}
+
 func TestCorruptBlobDetected(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	src := &memSource{data: randomVolume(3, 1<<20)}
 	m := f.backup(t, "b1", src, nil)
 	// flip one byte in the middle of the (only) pack
-	var packPath string
-	filepath.Walk(filepath.Join(f.dir, "repo", "packs"), func(p string, fi os.FileInfo, err error) error {
-		if err == nil && !fi.IsDir() {
-			packPath = p
-		}
-		return nil
-	})
+	packs := packFiles(f.dir)
+	packPath := packs[len(packs)-1]
 	b, _ := os.ReadFile(packPath)
 	b[len(b)/3] ^= 0x40
 	os.WriteFile(packPath, b, 0o600)
