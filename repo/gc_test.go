@@ -334,6 +334,25 @@ func TestLocks(t *testing.T) {
 	}
 }
 
+// gc waiting for another host's lock takes the repository once that lock goes stale during
+// the wait: the waiting lock's own object, rewritten on every try, is the store's clock by
+// which the other's age is judged (written once, that clock stood still and gc gave up after
+// its whole wait with the lock long stale; found by the two-gateway crash trials).
+func TestExclusiveLockWaitsOutALockThatGoesStale(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	g := f.peer(t, "g", repo.LockOptions{Wait: 20 * time.Second, StaleAfter: time.Second})
+	be, _ := local.Open(filepath.Join(f.dir, "repo"))
+	writeForeignLock(t, f, be, "killed", "elsewhere", 1)
+	start := time.Now()
+	st := g.gc(t)
+	if st.LocksBroken != 1 {
+		t.Fatalf("gc broke %d stale locks, want 1", st.LocksBroken)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("gc took the lock after %v: it waited on past the other lock going stale (1 s)", took.Round(time.Millisecond))
+	}
+}
+
 func writeForeignLock(t *testing.T, f *fixture, be backend.Backend, id, host string, pid int) {
 	t.Helper()
 	// Take a real lock through a throwaway repository handle, then rewrite its object as if

@@ -266,16 +266,16 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 		held.Unlock()
 		return nil, err
 	}
-	written := false
 	backoff := 200 * time.Millisecond
 	for {
-		if !written {
-			if err := l.write(ctx, key, info); err != nil {
-				return fail(fmt.Errorf("take %s lock: %w", kind, err))
-			}
-			written = true
-			lk.lastRefresh = time.Now()
+		// Our object is written on every try, also while an exclusive lock waits with it in
+		// place: its time is the store's clock by which list judges the others (written once,
+		// that clock stood still, and a lock that went stale during the wait never looked
+		// stale), and a waiting lock must not look stale itself.
+		if err := l.write(ctx, key, info); err != nil {
+			return fail(fmt.Errorf("take %s lock: %w", kind, err))
 		}
+		lk.lastRefresh = time.Now()
 		others, err := l.list(ctx, key)
 		if err != nil {
 			return fail(fmt.Errorf("take %s lock: %w", kind, err))
@@ -313,7 +313,6 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 			if err := l.remove(ctx, key); err != nil {
 				return fail(err)
 			}
-			written = false
 		}
 		jitter, _ := rand.Int(rand.Reader, big.NewInt(int64(backoff)))
 		select {
@@ -321,7 +320,7 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 			return fail(ctx.Err())
 		case <-time.After(backoff/2 + time.Duration(jitter.Int64())/2):
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		backoff = min(backoff*2, 2*time.Second, max(l.o.StaleAfter/4, 50*time.Millisecond))
 	}
 	go lk.refresher(max(l.o.StaleAfter/8, 50*time.Millisecond))
 	return lk, nil
