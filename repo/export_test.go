@@ -14,6 +14,13 @@ func WriteLockForTest(r *Repository, id, host string, pid int, op string) error 
 	return r.locks.write(context.Background(), lockPrefix+id, LockInfo{ID: id, Kind: LockShared, Host: host, PID: pid, Operation: op, Created: time.Now().UTC()})
 }
 
+// StallLockForTest makes lk look as if its process had stalled for d since its last refresh.
+func StallLockForTest(lk *Lock, d time.Duration) {
+	lk.mu.Lock()
+	lk.lastRefresh = lk.lastRefresh.Add(-d)
+	lk.mu.Unlock()
+}
+
 // PutDeletionForTest stores a deletion record of pack id (with addrs) as a gc whose clock
 // reads at would have.
 func PutDeletionForTest(r *Repository, at time.Time, id PackID, addrs []Address) error {

@@ -155,6 +155,9 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 				continue
 			}
 			for _, k := range keys {
+				if err := lk.Check(); err != nil {
+					return st, err
+				}
 				if err := r.be.Delete(ctx, k); err != nil {
 					return st, fmt.Errorf("gc: delete %s: %w", k, err)
 				}
@@ -250,7 +253,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	drop = slices.DeleteFunc(drop, func(id PackID) bool { return written[id] })
 	removed := map[string]bool{} // keys removed for good below
 	if len(drop)+len(repack) > 0 {
-		if err := r.deletePacks(ctx, drop, repack, usage, indexKeys, live, removed); err != nil {
+		if err := r.deletePacks(ctx, lk, drop, repack, usage, indexKeys, live, removed); err != nil {
 			return st, err
 		}
 		for _, id := range drop {
@@ -290,7 +293,10 @@ func (r *Repository) cleanTemp(ctx context.Context, lk *Lock, st *GCStats, logf 
 
 // deletePacks removes the doomed packs (drop and repack) in the deletion protocol's order:
 // their index objects, then the deletion record, then the packs. removed collects the keys.
-func (r *Repository) deletePacks(ctx context.Context, drop, repack []PackID, usage map[PackID]*packUsage,
+// Each removal and the record come only while lk holds: a gc that stalled past --lock-stale
+// (a paused VM) may meanwhile have had backups run beside it, which reuse blobs of the packs
+// it doomed, and it stops with its lock lost before it deletes one more thing.
+func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []PackID, usage map[PackID]*packUsage,
 	indexKeys map[PackID][]string, live *markSet, removed map[string]bool) error {
 	// The deletion record's contents: every address in each doomed pack, and
 	// where the live ones among them are now, so other indexes forget exactly these packs.
@@ -324,13 +330,25 @@ func (r *Repository) deletePacks(ctx context.Context, drop, repack []PackID, usa
 	// The doomed packs' index objects go, before the record and the packs: an index object
 	// that exists names a pack that exists, and a sync that applied the record (it lists
 	// records before index objects) cannot learn the pack again from one.
+	held := func() error {
+		if err := lk.Check(); err != nil {
+			return fmt.Errorf("gc stopped before it deleted anything more: %w", err)
+		}
+		return nil
+	}
 	for id := range d.packs {
 		for _, k := range indexKeys[id] {
+			if err := held(); err != nil {
+				return err
+			}
 			if err := r.destroy(ctx, k); err != nil {
 				return fmt.Errorf("gc: delete %s: %w", k, err)
 			}
 			removed[k] = true
 		}
+	}
+	if err := held(); err != nil {
+		return err
 	}
 	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
 	if err := r.putObject(ctx, key, d.encode()); err != nil {
@@ -345,6 +363,9 @@ func (r *Repository) deletePacks(ctx context.Context, drop, repack []PackID, usa
 		return err
 	}
 	for id := range d.packs {
+		if err := held(); err != nil {
+			return err
+		}
 		if err := r.destroy(ctx, id.Key()); err != nil {
 			return fmt.Errorf("gc: delete pack %s: %w", id, err)
 		}

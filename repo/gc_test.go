@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -353,6 +354,28 @@ func TestExclusiveLockWaitsOutALockThatGoesStale(t *testing.T) {
 	}
 }
 
+// A holder that stalled past ¾ of --lock-stale has lost its lock even when its object is
+// still there: someone may have judged it stale meanwhile and be about to break it, and the
+// holder's own refresh must not bring it back and commit.
+func TestLockLostAfterAStall(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	g := f.peer(t, "g", repo.LockOptions{StaleAfter: time.Second})
+	lk, err := g.r.Lock(context.Background(), repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	time.Sleep(300 * time.Millisecond) // refreshed every 125 ms
+	if err := lk.Check(); err != nil {
+		t.Fatalf("a lock refreshing on time: %v", err)
+	}
+	repo.StallLockForTest(lk, 2*time.Second)
+	time.Sleep(300 * time.Millisecond) // a refresh comes after the "stall"
+	if err := lk.Check(); !errors.Is(err, repo.ErrLockLost) || !strings.Contains(err.Error(), "stalled") {
+		t.Fatalf("after a stall, with the object still in place: %v, want the lock lost", err)
+	}
+}
+
 func writeForeignLock(t *testing.T, f *fixture, be backend.Backend, id, host string, pid int) {
 	t.Helper()
 	// Take a real lock through a throwaway repository handle, then rewrite its object as if
@@ -628,6 +651,10 @@ func TestGCRemovesStaleTempFiles(t *testing.T) {
 type stopGC struct {
 	backend.Backend
 	refuseRecord, refuseDelete, refuseIndexObject atomic.Bool
+	// stallAt, when set, makes the first removal of an index object take that long, with
+	// every lock write refused meanwhile: the process stalls, as a paused VM does.
+	stallAt  atomic.Int64
+	stalling atomic.Bool
 }
 
 // newStopGC makes a repository in dir/repo, through a stopGC that refuses nothing yet.
@@ -645,6 +672,9 @@ func newStopGC(t *testing.T, dir string, o repo.InitOptions) *stopGC {
 }
 
 func (b *stopGC) Put(ctx context.Context, key string, data []byte) error {
+	if b.stalling.Load() && strings.HasPrefix(key, "locks/") {
+		return fmt.Errorf("put %s: the process stalls: %w", key, backend.ErrUnavailable)
+	}
 	if (b.refuseRecord.Load() && strings.HasPrefix(key, "deleted/")) || (b.refuseIndexObject.Load() && strings.HasPrefix(key, "packindex/")) {
 		return fmt.Errorf("put %s: refused by the test: %w", key, backend.ErrUnavailable)
 	}
@@ -652,6 +682,11 @@ func (b *stopGC) Put(ctx context.Context, key string, data []byte) error {
 }
 
 func (b *stopGC) Delete(ctx context.Context, key string) error {
+	if d := b.stallAt.Swap(0); d > 0 && strings.HasPrefix(key, "packindex/") {
+		b.stalling.Store(true)
+		time.Sleep(time.Duration(d))
+		b.stalling.Store(false)
+	}
 	if b.refuseDelete.Load() && strings.HasPrefix(key, "packs/") {
 		return fmt.Errorf("delete %s: refused by the test: %w", key, backend.ErrUnavailable)
 	}
@@ -780,4 +815,43 @@ func TestGCDropsAnInterruptedBackupsCopy(t *testing.T) {
 	if got := f.restore(t, m); !bytes.Equal(got, data) {
 		t.Fatal("the backup differs after gc")
 	}
+}
+
+// A gc that stalls past --lock-stale in the middle of its deletions (a paused VM: backups
+// elsewhere may have seen its lock stale and run meanwhile, reusing blobs of the packs it
+// doomed) stops with its lock lost: no deletion record, no pack deleted, every backup intact.
+func TestGCStopsWhenItsLockIsLost(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	be := newStopGC(t, dir, repo.InitOptions{})
+	f := fixtureOn(t, be, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20, Lock: repo.LockOptions{StaleAfter: time.Second}})
+	a, b := randomVolume(41, 2<<20), randomVolume(42, 2<<20)
+	f.backup(t, "a", &memSource{data: a}, nil)
+	mb := f.backup(t, "b", &memSource{data: b}, nil)
+	if err := f.r.DeleteManifest(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	before := packFiles(dir)
+	be.stallAt.Store(int64(1500 * time.Millisecond))
+	_, err := f.r.GC(ctx, repo.GCOptions{})
+	if !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("gc that stalled 1.5 s with --lock-stale 1s: %v, want its lock lost", err)
+	}
+	after := packFiles(dir)
+	for _, p := range before {
+		if !slices.Contains(after, p) {
+			t.Fatalf("pack %s is gone after the stalled gc: it deleted packs without its lock", filepath.Base(p))
+		}
+	}
+	if rec, _ := filepath.Glob(filepath.Join(dir, "repo", "deleted", "*")); len(rec) != 0 {
+		t.Fatalf("the stalled gc wrote a deletion record: %v", rec)
+	}
+	if got := f.restore(t, mb); !bytes.Equal(got, b) {
+		t.Fatal("backup b differs after the stalled gc")
+	}
+	st := f.gc(t)
+	if st.PacksDeleted == 0 {
+		t.Fatalf("the next gc: %+v, want a's packs deleted", st)
+	}
+	f.mustCheck(t)
 }

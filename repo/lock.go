@@ -108,7 +108,7 @@ type Lock struct {
 	key  string
 
 	mu          sync.Mutex
-	lastRefresh time.Time // local monotonic time of the last successful write
+	lastRefresh time.Time // local monotonic time the last successful write of the object began
 	lost        error
 	stop        chan struct{}
 	done        chan struct{}
@@ -177,8 +177,33 @@ func (lk *Lock) refresher(every time.Duration) {
 	}
 }
 
-// refresh rewrites the lock object, unless someone removed it (then the lock is lost).
+// refresh rewrites the lock object, unless someone removed it or the object may have looked
+// stale to someone since the last write began (then the lock is lost).
+//
+// The second rule closes a race that finding the object in place cannot: a holder stalled
+// past --lock-stale (a paused VM) that wakes as gc lists the locks, judges its object stale
+// and is about to remove it, would otherwise rewrite the object, see it there, and commit
+// while gc runs; its next refresh finds the object gone, too late. So the lock is lost once
+// more than ¾ of --lock-stale lies between the start of one write and the end of the next,
+// whatever the object says: the object's time is at least its last write's start, so while
+// that rule holds, its age stays under --lock-stale and no one judges it stale.
 func (lk *Lock) refresh(ctx context.Context) error {
+	limit := lk.l.o.StaleAfter * 3 / 4
+	lk.mu.Lock()
+	prev := lk.lastRefresh
+	lk.mu.Unlock()
+	start := time.Now()
+	stalled := func(at time.Time) error {
+		lk.mu.Lock()
+		defer lk.mu.Unlock()
+		if lk.lost == nil {
+			lk.lost = fmt.Errorf("%w: not refreshed for %s (stalled?), so it may have been broken as stale", ErrLockLost, at.Sub(prev).Round(time.Second))
+		}
+		return lk.lost
+	}
+	if start.Sub(prev) > limit {
+		return stalled(start)
+	}
 	if _, err := lk.l.be.Stat(ctx, lk.key); errors.Is(err, backend.ErrNotFound) {
 		lk.mu.Lock()
 		lk.lost = fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key)
@@ -190,8 +215,11 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	if err := lk.l.write(ctx, lk.key, lk.info); err != nil {
 		return err
 	}
+	if end := time.Now(); end.Sub(prev) > limit {
+		return stalled(end)
+	}
 	lk.mu.Lock()
-	lk.lastRefresh = time.Now()
+	lk.lastRefresh = start
 	lk.mu.Unlock()
 	return nil
 }
@@ -272,10 +300,10 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 		// place: its time is the store's clock by which list judges the others (written once,
 		// that clock stood still, and a lock that went stale during the wait never looked
 		// stale), and a waiting lock must not look stale itself.
+		lk.lastRefresh = time.Now()
 		if err := l.write(ctx, key, info); err != nil {
 			return fail(fmt.Errorf("take %s lock: %w", kind, err))
 		}
-		lk.lastRefresh = time.Now()
 		others, err := l.list(ctx, key)
 		if err != nil {
 			return fail(fmt.Errorf("take %s lock: %w", kind, err))
