@@ -420,17 +420,31 @@ func (tt *torture) killPoint(run *tortureRun) (time.Duration, *tortureEvent) {
 	return delay, nil
 }
 
-// runKilled runs the binary and kills it with SIGKILL after delay, counted from when ev fires
-// if ev is set (a mark never left means no kill). It reports whether the kill took it.
+// runKilled runs the trial's command, killed as killAt says; a command that cannot start or
+// hangs fails the run.
 func (tt *torture) runKilled(run *tortureRun, delay time.Duration, ev *tortureEvent) (cairnResult, bool, time.Duration) {
 	tt.listed = nil
-	cmd := exec.Command(cairnBin, run.args...)
-	cmd.Env = cairnEnv(tt.r.Env)
+	res, killed, took, err := killAt(tt.r.Env, append([]string{cairnBin}, run.args...), delay, ev, 0)
+	if err != nil {
+		tt.failf("%v", err)
+	}
+	return res, killed, took
+}
+
+// killAt runs argv (the binary and its arguments, or a wrapper that execs it) with env and
+// kills it with SIGKILL after delay, counted from when ev fires if ev is set (a mark never
+// left means no kill). With pause set it stops the process there instead (SIGSTOP) and lets
+// it go on after pause. It reports whether a kill took it, and fails (without touching a
+// testing.T: trials run it from goroutines) when the command cannot start or does not end
+// within cairnCommandTimeout.
+func killAt(env, argv []string, delay time.Duration, ev *tortureEvent, pause time.Duration) (cairnResult, bool, time.Duration, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = cairnEnv(env)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		tt.failf("start: %v", err)
+		return cairnResult{}, false, 0, fmt.Errorf("start: %w", err)
 	}
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
@@ -453,17 +467,23 @@ func (tt *torture) runKilled(run *tortureRun, delay time.Duration, ev *tortureEv
 	select {
 	case <-done:
 	case <-time.After(delay):
-		_ = cmd.Process.Signal(syscall.SIGKILL)
+		if pause == 0 {
+			_ = cmd.Process.Signal(syscall.SIGKILL)
+			break
+		}
+		_ = cmd.Process.Signal(syscall.SIGSTOP)
+		time.Sleep(pause)
+		_ = cmd.Process.Signal(syscall.SIGCONT)
 	}
 	select {
 	case <-done:
 	case <-time.After(cairnCommandTimeout):
-		tt.failf("no end within %v", cairnCommandTimeout)
+		return cairnResult{}, false, 0, fmt.Errorf("no end within %v", cairnCommandTimeout)
 	}
 	took := time.Since(start)
 	res := cairnResult{Stdout: stdout.String(), Stderr: stderr.String(), Code: cmd.ProcessState.ExitCode()}
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
-	return res, ws.Signaled() && ws.Signal() == syscall.SIGKILL, took
+	return res, ws.Signaled() && ws.Signal() == syscall.SIGKILL, took, nil
 }
 
 // recoverAfter runs the next command after a trial ('backup list', which opens the index) and
@@ -581,23 +601,36 @@ func (tt *torture) trim() {
 }
 
 // leaves returns the backups no other backup names as its parent, in the order 'backup list'
-// gives (oldest first); only available ones when available is set.
+// gives (oldest first); only available ones when available is set. A failed incremental keeps
+// its parent from being deleted (as the Block Storage service counts it a dependent), so when
+// every available backup has one, the failed ones that are leaves go first.
 func (tt *torture) leaves(available bool) []string {
-	all := tt.list()
-	parent := map[string]bool{}
-	for _, b := range all {
-		parent[b.ParentID] = true
-	}
-	var out []string
-	for _, b := range all {
-		if !parent[b.ID] && (!available || b.Status == "available") {
-			out = append(out, b.ID)
+	for {
+		all := tt.list()
+		parent := map[string]bool{}
+		for _, b := range all {
+			parent[b.ParentID] = true
+		}
+		var out, failed []string
+		for _, b := range all {
+			switch {
+			case parent[b.ID]:
+			case !available || b.Status == "available":
+				out = append(out, b.ID)
+			case b.Status == "error":
+				failed = append(failed, b.ID)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+		if len(failed) == 0 {
+			tt.failf("no backup to delete among %d", len(all))
+		}
+		for _, id := range failed {
+			tt.must("backup", "delete", "--yes", id)
 		}
 	}
-	if len(out) == 0 {
-		tt.failf("no backup to delete among %d", len(all))
-	}
-	return out
 }
 
 func (tt *torture) knownIDs() []string {
@@ -697,11 +730,14 @@ func (tt *torture) failf(format string, args ...any) {
 }
 
 // table is the summary: one line per operation.
-func (tt *torture) table() string {
+func (tt *torture) table() string { return tortureTable(tortureOps, tt.stats) }
+
+// tortureTable is a crash-trial summary: a line for each of ops.
+func tortureTable(ops []string, stats map[string]*tortureStats) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%-14s | %6s | %14s | %9s | %11s | %17s\n", "operation", "trials", "killed mid-way", "recovered", "check clean", "restores verified")
-	for _, op := range tortureOps {
-		st := tt.stats[op]
+	for _, op := range ops {
+		st := stats[op]
 		fmt.Fprintf(&b, "%-14s | %6d | %14d | %9d | %11d | %17d\n", op, st.trials, st.killed, st.recovered, st.clean, st.restores)
 	}
 	return b.String()
