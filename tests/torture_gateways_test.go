@@ -96,11 +96,7 @@ func TestTortureTwoGateways(t *testing.T) {
 	if cfg.trials == 0 {
 		t.Skip("CAIRN_TORTURE_TRIALS=0")
 	}
-	var env []string
-	enc := "none"
-	if cfg.seed&1 == 1 {
-		env, enc = []string{"CAIRN_PASSWORD=torture"}, "aes-256-gcm"
-	}
+	env, enc := tortureEncryption(cfg.seed)
 	rounds := max(cfg.trials*len(duoOps)/2, 4)
 	t.Logf("two-gateway torture seed %d, %d rounds, encryption %s (replay with CAIRN_TORTURE_SEED=%d)", cfg.seed, rounds, enc, cfg.seed)
 	d := &duo{t: t, cfg: cfg, rng: rand.New(rand.NewPCG(uint64(cfg.seed), 0x64756f)), dir: t.TempDir(),
@@ -132,13 +128,7 @@ func TestTortureTwoGateways(t *testing.T) {
 	}
 	t.Logf("%d rounds in %v; %d runs paused for %v (past their lock's life), %d of them then found their lock lost and stopped\n%s",
 		done, time.Since(start).Round(time.Millisecond), d.paused, duoPause, d.lost, tortureTable(duoOps, d.stats))
-	killed := 0
-	for _, st := range d.stats {
-		killed += st.killed
-	}
-	if killed == 0 {
-		t.Fatalf("seed %d: no round killed an operation mid-way: the kill points miss", cfg.seed)
-	}
+	requireKills(t, cfg.seed, d.stats)
 }
 
 // setUp gives each gateway two volumes of 8–16 MiB, backs each up through its gateway, and

@@ -142,13 +142,7 @@ func TestTorture(t *testing.T) {
 	if cfg.trials == 0 {
 		t.Skip("CAIRN_TORTURE_TRIALS=0")
 	}
-	// Odd seeds run on an encrypted repository, even ones on an unencrypted one: pack ids are
-	// content hashes in both, but only unencrypted packs of the same blobs are the same bytes.
-	var env []string
-	enc := "none"
-	if cfg.seed&1 == 1 {
-		env, enc = []string{"CAIRN_PASSWORD=torture"}, "aes-256-gcm"
-	}
+	env, enc := tortureEncryption(cfg.seed)
 	t.Logf("torture seed %d, %d trials per operation, encryption %s (replay with CAIRN_TORTURE_SEED=%d)", cfg.seed, cfg.trials, enc, cfg.seed)
 	tt := &torture{t: t, cfg: cfg, rng: rand.New(rand.NewPCG(uint64(cfg.seed), 0x70727475)), dir: t.TempDir(),
 		known: map[string]string{}, took: map[string]time.Duration{}, stats: map[string]*tortureStats{}}
@@ -169,13 +163,29 @@ func TestTorture(t *testing.T) {
 		}
 	}
 	t.Logf("%d trials in %v\n%s", tt.trial, time.Since(start).Round(time.Millisecond), tt.table())
-	killed := 0
-	for _, st := range tt.stats {
-		killed += st.killed
+	requireKills(t, cfg.seed, tt.stats)
+}
+
+// tortureEncryption says how a run's repository is made, from its seed: odd seeds encrypted,
+// even ones not (pack ids are content hashes in both, but only unencrypted packs of the same
+// blobs are the same bytes). It returns the environment to run with and the name to report.
+func tortureEncryption(seed int64) ([]string, string) {
+	if seed&1 == 1 {
+		return []string{"CAIRN_PASSWORD=torture"}, "aes-256-gcm"
 	}
-	if killed == 0 {
-		t.Fatalf("seed %d: no trial killed its operation mid-way: the kill points miss", cfg.seed)
+	return nil, "none"
+}
+
+// requireKills fails a run in which no trial killed its operation mid-way: its kill points
+// miss, and it proved nothing.
+func requireKills(t *testing.T, seed int64, stats map[string]*tortureStats) {
+	t.Helper()
+	for _, st := range stats {
+		if st.killed > 0 {
+			return
+		}
 	}
+	t.Fatalf("seed %d: no trial killed its operation mid-way: the kill points miss", seed)
 }
 
 // setUp makes three volumes of 8–16 MiB and runs every operation once un-killed, to measure
