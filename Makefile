@@ -69,12 +69,12 @@ e2e: build
 # Crash trials (tests/torture_test.go): SIGKILL at random points of backup, incremental,
 # restore, delete, gc and rebuild-index, CAIRN_TORTURE_TRIALS of each; after every kill the next
 # command must recover, check --read-data be clean and every backup restore byte-exact. Then
-# the same with two gateways (state dirs) on one repository, an operation on each at once
-# (tests/torture_gateways_test.go). Each prints its seed and a summary table;
-# CAIRN_TORTURE_SEED=N replays a run. ('make test' runs 3 trials of each.)
+# the same with two gateways (state dirs) on one repository, an operation on each at once, on
+# a local repository and on S3 (tests/torture_gateways_test.go). Each prints its seed and a
+# summary table; CAIRN_TORTURE_SEED=N replays a run. ('make test' runs 3 trials of each.)
 CAIRN_TORTURE_TRIALS ?= 20
 torture:
-	CAIRN_TORTURE_TRIALS=$(CAIRN_TORTURE_TRIALS) $(GO) test -count=1 -timeout 60m -run '^TestTorture(TwoGateways)?$$' -v ./tests/
+	CAIRN_TORTURE_TRIALS=$(CAIRN_TORTURE_TRIALS) $(GO) test -count=1 -timeout 60m -run '^TestTorture(TwoGateways(S3)?)?$$' -v ./tests/
 
 # Every fuzz target (decoders of repository and wire data) for FUZZTIME each; found inputs land in
 # the package's testdata/fuzz and become regression seeds. contrib/fuzz.sh says how Go's own

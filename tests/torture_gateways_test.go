@@ -73,10 +73,13 @@ type duoRun struct {
 
 // duo is the harness's state.
 type duo struct {
-	t            *testing.T
-	cfg          tortureConfig
-	rng          *rand.Rand
-	dir          string
+	t   *testing.T
+	cfg tortureConfig
+	rng *rand.Rand
+	dir string // volumes and restore targets
+	// objects is the directory that holds the repository's objects: the repository itself,
+	// or the S3 server's directory of its bucket and prefix
+	objects      string
 	gws          [2]*duoGateway
 	known        map[string]duoBackup     // backup id → what it restores to
 	took         map[string]time.Duration // each operation's last un-killed run
@@ -90,22 +93,43 @@ type duo struct {
 	vids   [2]map[string]string
 }
 
-// TestTortureTwoGateways: crash trials of two gateways at once on one repository (see above).
+// TestTortureTwoGateways: crash trials of two gateways at once on one local repository (see
+// above).
 func TestTortureTwoGateways(t *testing.T) {
+	runDuo(t, "local", func(env []string) (*cairnRepo, string) {
+		r := newCairnRepo(t, env)
+		return r, r.Dir
+	})
+}
+
+// TestTortureTwoGatewaysS3: the same on one S3 repository (versitygw on 127.0.0.1), as
+// gateways on several hosts share a bucket: interrupted uploads, listings and lock objects
+// through the S3 API. The marks are read from the server's own directory.
+func TestTortureTwoGatewaysS3(t *testing.T) {
+	runDuo(t, "s3", func(env []string) (*cairnRepo, string) {
+		srv := testutil.StartS3(t)
+		const prefix = "duo"
+		return newS3Repo(t, srv, prefix, env), filepath.Join(srv.Dir, srv.Bucket, prefix)
+	})
+}
+
+// runDuo runs the two-gateway trials on the repository open makes (with env) for gateway A;
+// it returns the directory that holds the repository's objects, for marks and post-mortems.
+func runDuo(t *testing.T, kind string, open func(env []string) (*cairnRepo, string)) {
 	cfg := tortureSettings(t)
 	if cfg.trials == 0 {
 		t.Skip("CAIRN_TORTURE_TRIALS=0")
 	}
 	env, enc := tortureEncryption(cfg.seed)
 	rounds := max(cfg.trials*len(duoOps)/2, 4)
-	t.Logf("two-gateway torture seed %d, %d rounds, encryption %s (replay with CAIRN_TORTURE_SEED=%d)", cfg.seed, rounds, enc, cfg.seed)
+	t.Logf("two-gateway torture (%s) seed %d, %d rounds, encryption %s (replay with CAIRN_TORTURE_SEED=%d)", kind, cfg.seed, rounds, enc, cfg.seed)
 	d := &duo{t: t, cfg: cfg, rng: rand.New(rand.NewPCG(uint64(cfg.seed), 0x64756f)), dir: t.TempDir(),
 		known: map[string]duoBackup{}, took: map[string]time.Duration{}, stats: map[string]*tortureStats{}}
 	for _, op := range duoOps {
 		d.stats[op] = &tortureStats{}
 	}
-	env = append(env, "CAIRN_LOCK_STALE="+duoLockStale.String())
-	a := newCairnRepo(t, env)
+	a, objects := open(append(env, "CAIRN_LOCK_STALE="+duoLockStale.String()))
+	d.objects = objects
 	d.gws = [2]*duoGateway{{name: "A", r: a, argv: []string{cairnBin}}, {name: "B", r: a.elsewhere(), argv: []string{cairnBin}}}
 	// Gateway B runs as another host where it can (root: a UTS namespace of its own), so
 	// neither can tell whether the other's processes live and a lock they leave is broken
@@ -359,7 +383,7 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 		run.id = ids[0]
 		busy[run.id] = true
 		run.args = []string{"backup", "delete", "--yes", run.id}
-		run.events = []tortureEvent{{"manifest removed", gone(filepath.Join(d.gws[0].r.Dir, "manifests", run.id))}}
+		run.events = []tortureEvent{{"manifest removed", gone(filepath.Join(d.objects, "manifests", run.id))}}
 	case opGC:
 		// something to reclaim, half the time: a backup of its own deleted just before
 		if d.own(g) > 1 && d.rng.IntN(2) == 0 {
@@ -370,8 +394,8 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 		}
 		run.args = []string{"--quiet", "repo", "gc"}
 		run.events = []tortureEvent{
-			{"deletion record", grows(filepath.Join(d.gws[0].r.Dir, "deleted"))},
-			{"pack removed", shrinks(filepath.Join(d.gws[0].r.Dir, "packs"))},
+			{"deletion record", grows(filepath.Join(d.objects, "deleted"))},
+			{"pack removed", shrinks(filepath.Join(d.objects, "packs"))},
 		}
 	}
 	return run
@@ -380,7 +404,7 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 // backupEvents are the marks a backup leaves in the repository (either gateway's backup may
 // leave them first: the kill then comes a little early).
 func (d *duo) backupEvents() []tortureEvent {
-	repo := d.gws[0].r.Dir
+	repo := d.objects
 	return []tortureEvent{
 		{"pack", grows(filepath.Join(repo, "packs"))},
 		{"pack index", grows(filepath.Join(repo, "packindex"))},
@@ -676,7 +700,7 @@ func (d *duo) describe(run *duoRun) string {
 }
 
 // failf stops the run with what failed, the round's two runs, and how to replay it; the
-// repository and gateway B's state dir are kept for a post-mortem.
+// repository's objects and both gateways' state dirs are kept for a post-mortem.
 func (d *duo) failf(format string, args ...any) {
 	d.t.Helper()
 	keep := filepath.Join(os.TempDir(), fmt.Sprintf("cairn-torture2-%d-round-%d", d.cfg.seed, d.round))
@@ -688,12 +712,15 @@ func (d *duo) failf(format string, args ...any) {
 	}
 	note := keep
 	if err := os.MkdirAll(keep, 0o700); err == nil {
-		for _, src := range []string{d.gws[0].r.Dir, d.gws[1].r.Dir} {
-			if err := exec.Command("cp", "-a", src, keep).Run(); err != nil {
+		for name, src := range map[string]string{"objects": d.objects, "state-A": d.gws[0].r.Dir, "state-B": d.gws[1].r.Dir} {
+			if name == "state-A" && src == d.objects {
+				continue // a local repository's own state dir
+			}
+			if err := exec.Command("cp", "-a", src, filepath.Join(keep, name)).Run(); err != nil {
 				note += " (partly: " + err.Error() + ")"
 			}
 		}
 	}
-	d.t.Fatalf("two-gateway torture seed %d, round %d: %s\nthe round ran: %s\nrepository and B's state dir kept in %s\n%s\nreplay: CAIRN_TORTURE_SEED=%d CAIRN_TORTURE_TRIALS=%d go test -count=1 -timeout 60m -run 'TestTortureTwoGateways$' -v ./tests/",
-		d.cfg.seed, d.round, fmt.Sprintf(format, args...), strings.Join(runs, "; "), note, tortureTable(duoOps, d.stats), d.cfg.seed, d.cfg.trials)
+	d.t.Fatalf("two-gateway torture seed %d, round %d: %s\nthe round ran: %s\nthe repository's objects and the state dirs kept in %s\n%s\nreplay: CAIRN_TORTURE_SEED=%d CAIRN_TORTURE_TRIALS=%d go test -count=1 -timeout 60m -run '%s$' -v ./tests/",
+		d.cfg.seed, d.round, fmt.Sprintf(format, args...), strings.Join(runs, "; "), note, tortureTable(duoOps, d.stats), d.cfg.seed, d.cfg.trials, d.t.Name())
 }
