@@ -51,7 +51,5 @@ func Identify(path string) (string, error) {
 	return "", fmt.Errorf("identify volume %s: %w", path, errors.ErrUnsupported)
 }
 
-var errNoTmpfile = errors.New("no O_TMPFILE here")
-
 // createSized makes the file by name (createTarget's fallback). Linux only.
 func createSized(string, int64) (*os.File, error) { return nil, errNoTmpfile }

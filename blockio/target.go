@@ -52,6 +52,10 @@ func OpenTarget(path string, size int64) (*Target, error) {
 	return nil, fmt.Errorf("restore target %s: %w", path, ErrNotVolume)
 }
 
+// errNoTmpfile means the file system cannot make unnamed files (O_TMPFILE), or this is not
+// Linux: createTarget creates the file by name instead.
+var errNoTmpfile = errors.New("no O_TMPFILE here")
+
 // createTarget creates a new sparse image file. The link of an unnamed file (createSized), or
 // O_EXCL where there is none, makes sure it is new: a file that appeared since the stat is not
 // silently taken over.

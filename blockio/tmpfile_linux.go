@@ -11,10 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// errNoTmpfile means the file system cannot make unnamed files (O_TMPFILE): the caller
-// creates the file by name instead.
-var errNoTmpfile = errors.New("no O_TMPFILE here")
-
 // createSized makes a new regular file of size bytes (sparse, mode 0600) at path, which must
 // not exist. The file is made unnamed in path's directory (O_TMPFILE), given its size, and
 // only then linked at path: a process killed in between leaves nothing, never an empty file
