@@ -155,7 +155,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 				continue
 			}
 			for _, k := range keys {
-				if err := lk.Check(); err != nil {
+				if err := stillHeld(lk); err != nil {
 					return st, err
 				}
 				if err := r.be.Delete(ctx, k); err != nil {
@@ -330,15 +330,9 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 	// The doomed packs' index objects go, before the record and the packs: an index object
 	// that exists names a pack that exists, and a sync that applied the record (it lists
 	// records before index objects) cannot learn the pack again from one.
-	held := func() error {
-		if err := lk.Check(); err != nil {
-			return fmt.Errorf("gc stopped before it deleted anything more: %w", err)
-		}
-		return nil
-	}
 	for id := range d.packs {
 		for _, k := range indexKeys[id] {
-			if err := held(); err != nil {
+			if err := stillHeld(lk); err != nil {
 				return err
 			}
 			if err := r.destroy(ctx, k); err != nil {
@@ -347,7 +341,7 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 			removed[k] = true
 		}
 	}
-	if err := held(); err != nil {
+	if err := stillHeld(lk); err != nil {
 		return err
 	}
 	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
@@ -363,13 +357,22 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 		return err
 	}
 	for id := range d.packs {
-		if err := held(); err != nil {
+		if err := stillHeld(lk); err != nil {
 			return err
 		}
 		if err := r.destroy(ctx, id.Key()); err != nil {
 			return fmt.Errorf("gc: delete pack %s: %w", id, err)
 		}
 		removed[id.Key()] = true
+	}
+	return nil
+}
+
+// stillHeld is gc's check before each thing it deletes: a gc that stalled past --lock-stale
+// stops with its lock lost (docs/design.md, "gc stalls").
+func stillHeld(lk *Lock) error {
+	if err := lk.Check(); err != nil {
+		return fmt.Errorf("gc stopped before it deleted anything more: %w", err)
 	}
 	return nil
 }
