@@ -429,16 +429,10 @@ func (d *duo) recoverAfter(before map[string]bool) {
 				d.failf("after the round, gateway %s lists backup %s as %s", d.gws[g].name, b.ID, b.Status)
 			}
 		}
-		var vols []gwVolume
-		if err := jsonUnmarshal(d.must(g, "--format", "json", "volume", "list"), &vols); err != nil {
-			d.failf("volume list: %v", err)
-		}
-		d.vids[g] = map[string]string{}
-		for _, v := range vols {
+		for _, v := range d.volumes(g) {
 			if v.Status != "available" {
 				d.failf("after the round, gateway %s's volume %s (%s) is %s: %s", d.gws[g].name, v.Name, v.Path, v.Status, v.FailReason)
 			}
-			d.vids[g][v.Path] = v.ID
 		}
 	}
 	for id := range avail[0] {
@@ -595,15 +589,21 @@ func (d *duo) volumeID(g int, v *tortureVolume) string {
 	if id, ok := d.vids[g][v.path]; ok {
 		return id
 	}
+	d.volumes(g)
+	return d.vids[g][v.path]
+}
+
+// volumes returns gateway g's 'volume list' and notes their ids by path.
+func (d *duo) volumes(g int) []gwVolume {
 	var vols []gwVolume
 	if err := jsonUnmarshal(d.must(g, "--format", "json", "volume", "list"), &vols); err != nil {
-		d.failf("volume list: %v", err)
+		d.failf("volume list on gateway %s: %v", d.gws[g].name, err)
 	}
 	d.vids[g] = map[string]string{}
 	for _, v := range vols {
 		d.vids[g][v.Path] = v.ID
 	}
-	return d.vids[g][v.path]
+	return vols
 }
 
 func (d *duo) newBackup(g int, out string, v *tortureVolume) string {
