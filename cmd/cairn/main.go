@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strings"
 	"syscall"
 	"time"
@@ -105,33 +106,38 @@ func main() {
 	// Volumes are terabytes; memory must not follow. A soft limit makes the collector work
 	// harder before the heap grows past what a backup needs (GOMEMLIMIT overrides it).
 	setMemoryLimit(baseMemoryLimit, 0)
-	stopProfile := startCPUProfile(os.Getenv("CAIRN_CPUPROFILE"))
+	stopProfile := startProfile("CAIRN_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)
+	stopTrace := startProfile("CAIRN_TRACE", trace.Start, trace.Stop)
 	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stopTrace()
 	stopProfile()
 	writeAllocProfile(os.Getenv("CAIRN_MEMPROFILE"))
 	os.Exit(code)
 }
 
-// startCPUProfile writes a CPU profile of the whole command to path (CAIRN_CPUPROFILE, for
-// 'go tool pprof'); with no path it does nothing. A profile that cannot start is reported and
-// the command runs without it.
-func startCPUProfile(path string) (stop func()) {
+// startProfile records the whole command into the file the environment variable env names:
+// a CPU profile (CAIRN_CPUPROFILE, for 'go tool pprof') or an execution trace (CAIRN_TRACE,
+// for 'go tool trace': where goroutines wait, which a CPU profile cannot show). With env
+// unset it does nothing; a recording that cannot start is reported and the command runs
+// without it.
+func startProfile(env string, start func(io.Writer) error, stop func()) func() {
+	path := os.Getenv(env)
 	if path == "" {
 		return func() {}
 	}
 	f, err := os.Create(path)
 	if err == nil {
-		err = pprof.StartCPUProfile(f)
+		err = start(f)
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "cairn: CAIRN_CPUPROFILE: %v; running without a profile\n", err)
+		fmt.Fprintf(os.Stderr, "cairn: %s: %v; running without it\n", env, err)
 		if f != nil {
 			f.Close()
 		}
 		return func() {}
 	}
 	return func() {
-		pprof.StopCPUProfile()
+		stop()
 		f.Close()
 	}
 }
