@@ -28,13 +28,15 @@ type GCOptions struct {
 	Log        func(format string, args ...any)
 }
 
-// GCStats says what a garbage collection did.
+// GCStats says what a garbage collection did, or with DryRun what it would do (then
+// BytesFreed counts a repack's dead bytes: the pack it would write is the live ones).
 type GCStats struct {
-	Backups       int `json:"backups"`    // manifests marked from
-	LiveBlobs     int `json:"live_blobs"` // blobs reachable from them
-	PacksDeleted  int `json:"packs_deleted"`
-	PacksRepacked int `json:"packs_repacked"`
-	PacksKept     int `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
+	DryRun        bool `json:"dry_run"`
+	Backups       int  `json:"backups"`    // manifests marked from
+	LiveBlobs     int  `json:"live_blobs"` // blobs reachable from them
+	PacksDeleted  int  `json:"packs_deleted"`
+	PacksRepacked int  `json:"packs_repacked"`
+	PacksKept     int  `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
 	// Object-locked repositories (see retention.go):
 	PacksLocked     int `json:"packs_kept_locked"` // unreachable, kept until the dates of all their objects pass
 	ObjectsExtended int `json:"objects_extended"`  // objects in use whose lock was extended
@@ -215,11 +217,18 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 	}
 	if o.DryRun {
+		st.DryRun = true
 		for _, id := range drop {
 			st.PacksDeleted++
 			st.BlobsReclaimed += int64(usage[id].dead)
 			st.BytesFreed += usage[id].size
 		}
+		for _, id := range repack {
+			st.PacksRepacked++
+			st.BlobsReclaimed += int64(usage[id].dead)
+			st.BytesFreed += usage[id].deadBytes
+		}
+		st.PacksRepacked += len(deferred) // repacked, their space back when a later run removes them
 		if lp != nil {
 			err = lp.maintain(ctx, &st, usage, append(repack, deferred...), nil, true)
 		}

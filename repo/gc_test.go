@@ -855,3 +855,60 @@ func TestGCStopsWhenItsLockIsLost(t *testing.T) {
 	}
 	f.mustCheck(t)
 }
+
+// TestGCDryRunSaysWhatARunWouldDo: a dry run changes nothing in the backend and reports the
+// deletions and repacks the run after it then does, with the bytes they free (a repack's
+// estimate is its dead blobs; the run also frees their trailer entries).
+func TestGCDryRunSaysWhatARunWouldDo(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	ctx := context.Background()
+	base := randomVolume(21, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	changed := append([]byte(nil), base...)
+	copy(changed[:3<<20], randomVolume(22, 3<<20))
+	mB := f.backup(t, "b", &memSource{data: changed}, mA) // a's pack: 3/4 of it dead once a goes
+	mC := f.backup(t, "c", &memSource{data: randomVolume(23, 2<<20)}, nil)
+	for _, id := range []string{mA.ID, mC.ID} { // c's pack: all of it dead
+		if err := f.r.DeleteManifest(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objects := func() []string {
+		var keys []string
+		if err := f.r.Backend().List(ctx, "", func(oi backend.ObjectInfo) error {
+			if !strings.HasPrefix(oi.Key, "locks/") {
+				keys = append(keys, fmt.Sprintf("%s %d", oi.Key, oi.Size))
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	before := objects()
+	dry, err := f.r.GC(ctx, repo.GCOptions{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := objects(); !slices.Equal(before, after) {
+		t.Fatalf("a dry run changed the backend:\nbefore %v\nafter  %v", before, after)
+	}
+	st := f.gc(t)
+	if !dry.DryRun || st.DryRun {
+		t.Errorf("dry_run is %v for the dry run and %v for the real one", dry.DryRun, st.DryRun)
+	}
+	if st.PacksDeleted == 0 || st.PacksRepacked == 0 {
+		t.Fatalf("the fixture should make gc delete a pack and repack one: %+v", st)
+	}
+	if dry.PacksDeleted != st.PacksDeleted || dry.PacksRepacked != st.PacksRepacked || dry.BlobsReclaimed != st.BlobsReclaimed {
+		t.Errorf("the dry run said %d deleted, %d repacked, %d blobs; the run did %d, %d, %d",
+			dry.PacksDeleted, dry.PacksRepacked, dry.BlobsReclaimed, st.PacksDeleted, st.PacksRepacked, st.BlobsReclaimed)
+	}
+	if slack := st.BytesFreed - dry.BytesFreed; slack < 0 || slack > 64<<10 {
+		t.Errorf("the dry run said %d bytes freed, the run freed %d", dry.BytesFreed, st.BytesFreed)
+	}
+	if got := f.restore(t, mB); !bytes.Equal(got, changed) {
+		t.Fatal("b differs after gc")
+	}
+	f.mustCheck(t)
+}

@@ -268,6 +268,9 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
 		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", units.Bytes(st.BytesFreed)},
 		{"temp_files_removed", fmt.Sprint(st.TempFilesRemoved)}}
+	if st.DryRun {
+		props = append([][2]string{{"dry_run", "yes: nothing was deleted or written; the figures are what gc would do"}}, props...)
+	}
 	if s.Repository().Config().ObjectLock != nil {
 		props = append(props, [2]string{"packs_kept_locked", fmt.Sprint(st.PacksLocked)},
 			[2]string{"objects_extended", fmt.Sprint(st.ObjectsExtended)}, [2]string{"versions_removed", fmt.Sprint(st.VersionsRemoved)})
