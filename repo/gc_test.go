@@ -912,3 +912,95 @@ func TestGCDryRunSaysWhatARunWouldDo(t *testing.T) {
 	}
 	f.mustCheck(t)
 }
+
+// pausePackRead holds the first pack read through it until release is closed; reached is
+// closed once it holds. It hides the local backend's RangeReader, so every read is a GetRange.
+type pausePackRead struct {
+	backend.Backend
+	once             sync.Once
+	reached, release chan struct{}
+}
+
+func (p *pausePackRead) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	if strings.HasPrefix(key, "packs/") {
+		p.once.Do(func() { close(p.reached); <-p.release })
+	}
+	return p.Backend.GetRange(ctx, key, off, n)
+}
+
+// TestReadsThatLoseTheirLockSaySo: a restore or a check whose lock was broken while it
+// paused (a stalled host) and which then finds what it reads gone says its lock was lost
+// and that the loss may be a gc, not damage; the same missing pack under a lock that held
+// is reported as damage, as before.
+func TestReadsThatLoseTheirLockSaySo(t *testing.T) {
+	ctx := context.Background()
+	for _, op := range []string{"restore", "check"} {
+		for _, breakLock := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/lock_broken=%v", op, breakLock), func(t *testing.T) {
+				f := newFixture(t, repo.InitOptions{})
+				data := randomVolume(31, 6<<20)
+				m := f.backup(t, "m", &memSource{data: data}, nil)
+				be, err := local.Open(filepath.Join(f.dir, "repo"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := &pausePackRead{Backend: be, reached: make(chan struct{}), release: make(chan struct{})}
+				g := fixtureOn(t, p, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20, Lock: repo.LockOptions{StaleAfter: time.Second}})
+				done := make(chan error, 1)
+				go func() {
+					switch op {
+					case "restore":
+						done <- g.r.Restore(ctx, m, &memTarget{data: make([]byte, m.Size)}, repo.RestoreOptions{})
+					case "check":
+						rep, err := g.r.Check(ctx, repo.CheckOptions{})
+						if err == nil && rep.OK() {
+							err = errors.New("check found nothing wrong")
+						} else if err == nil {
+							err = fmt.Errorf("check reported %v", rep.Problems)
+						}
+						done <- err
+					}
+				}()
+				<-p.reached
+				if breakLock {
+					// An admin's 'repo unlock --force', until g's refresher has seen its
+					// object gone (a refresh that began before a removal writes it back).
+					for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+						if _, err := f.r.Unlock(ctx, true); err != nil {
+							t.Fatal(err)
+						}
+						time.Sleep(300 * time.Millisecond) // over two of g's refreshes
+						if locks, err := f.r.Locks(ctx); err != nil {
+							t.Fatal(err)
+						} else if len(locks) == 0 {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Fatal("g's lock object keeps coming back")
+						}
+					}
+					if err := f.r.DeleteManifest(ctx, m.ID); err != nil {
+						t.Fatal(err)
+					}
+					if st := f.gc(t); st.PacksDeleted == 0 {
+						t.Fatalf("gc deleted nothing: %+v", st)
+					}
+				} else {
+					// Damage: the packs go behind everyone's back; g's lock holds.
+					if err := f.r.ListPacks(ctx, func(id repo.PackID, _ int64) error { return be.Delete(ctx, id.Key()) }); err != nil {
+						t.Fatal(err)
+					}
+				}
+				close(p.release)
+				err = <-done
+				if err == nil {
+					t.Fatalf("%s succeeded with its packs gone", op)
+				}
+				said := errors.Is(err, repo.ErrLockLost) && strings.Contains(err.Error(), "may be a gc elsewhere")
+				if said != breakLock {
+					t.Fatalf("%s with lock broken=%v: %v", op, breakLock, err)
+				}
+			})
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -43,6 +44,14 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 	defer lk.Unlock()
 	if o.Workers <= 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0) // reads and writes overlap with decoding
+	}
+	var lost atomic.Int64 // ranges a salvage wrote as zeros
+	if o.Lost != nil {
+		report := o.Lost
+		o.Lost = func(start, end int64, err error) {
+			lost.Add(1)
+			report(start, end, err)
+		}
 	}
 	g := newGeometry(m.Size, r.cfg.BlockSize)
 	eg, ctx := errgroup.WithContext(ctx)
@@ -92,7 +101,16 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 			o.Progress(total, m.Size)
 		}
 	}
-	if err := eg.Wait(); err != nil {
+	err = eg.Wait()
+	if lerr := lk.Check(); lerr != nil && ((err != nil && isDamage(err)) || lost.Load() > 0) {
+		// Without its lock the restore may have read while a gc elsewhere removed what it
+		// needed: what looks like damage may not be. (What it wrote was verified all the same.)
+		if err != nil {
+			return fmt.Errorf("restore backup %s: %w; and %w, so this may be a gc elsewhere removing what it read, not damage: run it again", m.ID, err, lerr)
+		}
+		return fmt.Errorf("restore backup %s: %w, so the %d ranges written as zeros may be a gc elsewhere removing what it read, not damage: run the salvage again", m.ID, lerr, lost.Load())
+	}
+	if err != nil {
 		return fmt.Errorf("restore backup %s: %w", m.ID, err)
 	}
 	return nil
