@@ -197,7 +197,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		unlocked := func(ids []PackID, locked func(PackID)) ([]PackID, error) {
 			out := ids[:0]
 			for _, id := range ids {
-				ok, err := r.removable(ctx, lp.vs, lp.now(), o.DryRun, append([]string{id.Key()}, indexKeys[id]...)...)
+				ok, err := lp.removable(ctx, o.DryRun, append([]string{id.Key()}, indexKeys[id]...)...)
 				if err != nil {
 					return nil, fmt.Errorf("gc: %w", err)
 				}

@@ -179,7 +179,8 @@ func (r *Repository) surelyLocked(v backend.Version, now time.Time) bool {
 // it reports whether the store will let each be removed now. The current versions' dates are
 // read; superseded versions (no reader sees them) are removed at once when their dates have
 // passed, and one that is still locked makes the keys wait.
-func (r *Repository) removable(ctx context.Context, vs versions, now time.Time, dry bool, keys ...string) (bool, error) {
+func (lp *lockPass) removable(ctx context.Context, dry bool, keys ...string) (bool, error) {
+	r, vs, now := lp.r, lp.vs, lp.now()
 	for _, key := range keys {
 		for _, v := range vs[key] {
 			if !v.Latest || v.DeleteMarker || !r.retain.set.Locks(key) {
@@ -204,7 +205,7 @@ func (r *Repository) removable(ctx context.Context, vs versions, now time.Time, 
 			if v.Latest {
 				continue
 			}
-			if gone, err := r.removeOld(ctx, v, now, dry); err != nil || !gone {
+			if gone, err := lp.removeOld(ctx, v, now, dry); err != nil || !gone {
 				return false, err
 			}
 		}
@@ -217,7 +218,8 @@ func (r *Repository) removable(ctx context.Context, vs versions, now time.Time, 
 // may not report the date of such a version (versitygw 1.8 does not): then the removal is
 // tried, the store refuses it while the version is locked, and false is reported; a dry run
 // estimates from the version's modification time instead.
-func (r *Repository) removeOld(ctx context.Context, v backend.Version, now time.Time, dry bool) (bool, error) {
+func (lp *lockPass) removeOld(ctx context.Context, v backend.Version, now time.Time, dry bool) (bool, error) {
+	r := lp.r
 	if !v.DeleteMarker && r.retain.set.Locks(v.Key) {
 		if r.surelyLocked(v, now) {
 			return false, nil
@@ -235,6 +237,9 @@ func (r *Repository) removeOld(ctx context.Context, v backend.Version, now time.
 	}
 	if dry {
 		return true, nil
+	}
+	if err := stillHeld(lp.lk); err != nil {
+		return false, err
 	}
 	err := r.retain.be.DeleteVersion(ctx, v.Key, v.ID)
 	if errors.Is(err, backend.ErrRetained) {
@@ -319,7 +324,8 @@ func (r *Repository) extend(ctx context.Context, current []backend.Version, now 
 // manifest, a replaced key object). A current version is never touched, and a delete marker
 // goes only after every version under it, so nothing hidden comes back. skip names keys gc
 // has just removed. It returns how many versions it removed (with dry, would remove).
-func (r *Repository) sweep(ctx context.Context, vs versions, skip map[string]bool, now func() time.Time, dry bool) (int, error) {
+func (lp *lockPass) sweep(ctx context.Context, skip map[string]bool, dry bool) (int, error) {
+	vs, now := lp.vs, lp.now
 	keys := make([]string, 0, len(vs))
 	for k, kv := range vs {
 		if !skip[k] && (len(kv) > 1 || kv[0].DeleteMarker) {
@@ -348,7 +354,7 @@ func (r *Repository) sweep(ctx context.Context, vs versions, skip map[string]boo
 				markers = append(markers, v)
 				continue
 			}
-			gone, err := r.removeOld(ctx, v, now(), dry)
+			gone, err := lp.removeOld(ctx, v, now(), dry)
 			if err != nil {
 				return n, err
 			}
@@ -363,7 +369,7 @@ func (r *Repository) sweep(ctx context.Context, vs versions, skip map[string]boo
 		}
 		sort.SliceStable(markers, func(i, j int) bool { return !markers[i].Latest && markers[j].Latest })
 		for _, v := range markers {
-			if _, err := r.removeOld(ctx, v, now(), dry); err != nil {
+			if _, err := lp.removeOld(ctx, v, now(), dry); err != nil {
 				return n, err
 			}
 			n++
@@ -384,6 +390,7 @@ func hasPrefix(key string, prefixes []string) bool {
 // lockPass is what gc knows of an object-locked repository's versions in one run.
 type lockPass struct {
 	r   *Repository
+	lk  *Lock            // gc's exclusive lock, checked before each version it removes
 	now func() time.Time // the store's clock, never ahead of it
 	vs  versions         // every version, listed under gc's exclusive lock before any change
 }
@@ -397,7 +404,7 @@ func (r *Repository) newLockPass(ctx context.Context, lk *Lock) (*lockPass, erro
 	if err != nil {
 		return nil, err
 	}
-	return &lockPass{r: r, now: now, vs: vs}, nil
+	return &lockPass{r: r, lk: lk, now: now, vs: vs}, nil
 }
 
 // maintain is gc's last two steps in an object-locked repository: extend the dates of the
@@ -433,7 +440,7 @@ func (lp *lockPass) maintain(ctx context.Context, st *GCStats, usage map[PackID]
 	if err != nil {
 		return fmt.Errorf("gc: extend locks: %w", err)
 	}
-	n, err = lp.r.sweep(ctx, lp.vs, removed, lp.now, dry)
+	n, err = lp.sweep(ctx, removed, dry)
 	st.VersionsRemoved = n
 	if err != nil {
 		return fmt.Errorf("gc: remove old versions: %w", err)

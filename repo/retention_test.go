@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -389,5 +391,74 @@ func TestObjectLockedSweep(t *testing.T) {
 	}
 	if got := f.restore(t, ma); !bytes.Equal(got, a.data) {
 		t.Fatal("a differs after gc")
+	}
+}
+
+// stallingVersions stalls at its first DeleteVersion of a repository object as a paused host
+// does: for stall, with every lock write refused meanwhile. It counts the removals of
+// repository objects (not lock objects) that come after the stall.
+type stallingVersions struct {
+	backend.Versioned
+	stall    time.Duration
+	stalling atomic.Bool
+	stalled  atomic.Bool
+	after    atomic.Int32
+}
+
+func (b *stallingVersions) Put(ctx context.Context, key string, data []byte) error {
+	if b.stalling.Load() && strings.HasPrefix(key, "locks/") {
+		return fmt.Errorf("put %s: the process stalls: %w", key, backend.ErrUnavailable)
+	}
+	return b.Versioned.Put(ctx, key, data)
+}
+
+func (b *stallingVersions) DeleteVersion(ctx context.Context, key, version string) error {
+	if strings.HasPrefix(key, "locks/") {
+		// a lock object's versions go when it is released
+	} else if b.stalled.Swap(true) {
+		b.after.Add(1)
+	} else {
+		b.stalling.Store(true)
+		time.Sleep(b.stall)
+		b.stalling.Store(false)
+	}
+	return b.Versioned.DeleteVersion(ctx, key, version)
+}
+
+// TestObjectLockedSweepStopsWhenItsLockIsLost: gc checks its lock before each version it
+// removes for good, as before each pack and index object. One that stalls past --lock-stale
+// while it removes versions removes no other and stops with its lock lost; the next gc
+// finishes the sweep.
+func TestObjectLockedSweepStopsWhenItsLockIsLost(t *testing.T) {
+	srv := testutil.StartS3(t, testutil.WithObjectLock())
+	const period = 2 * time.Second
+	ctx := context.Background()
+	s3 := openS3(t, srv, srv.Bucket, "stall")
+	l := &repo.ObjectLock{Mode: backend.Governance, RetentionSeconds: int64(period / time.Second)}
+	if _, err := repo.Init(ctx, s3, repo.InitOptions{Compression: repo.CompressNone, ObjectLock: l}); err != nil {
+		t.Fatal(err)
+	}
+	be := &stallingVersions{Versioned: s3.(backend.Versioned), stall: 1500 * time.Millisecond}
+	f := fixtureOn(t, be, t.TempDir(), "index", repo.Options{ChunkCacheBytes: 8 << 20, Lock: repo.LockOptions{StaleAfter: time.Second}})
+	for i := range 4 { // three superseded versions for the sweep
+		if err := f.r.PutMeta(ctx, "volumes", "x", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(period + 1500*time.Millisecond)
+	if _, err := f.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("gc that stalled 1.5 s at its first version removal with --lock-stale 1s: %v, want its lock lost", err)
+	}
+	if n := be.after.Load(); n != 0 {
+		t.Fatalf("gc removed %d more versions after it stalled past --lock-stale", n)
+	}
+	be.stall = 0
+	st := f.gc(t)
+	if st.VersionsRemoved == 0 {
+		t.Fatalf("the next gc removed no version: %+v", st)
+	}
+	var x int
+	if err := f.r.GetMeta(ctx, "volumes", "x", &x); err != nil || x != 3 {
+		t.Fatalf("meta x = %d, %v; want its current value 3", x, err)
 	}
 }
