@@ -91,6 +91,9 @@ type duo struct {
 	// its volume ids by path (nil: not read yet)
 	listed [2][]backupJSON
 	vids   [2]map[string]string
+	// mustKill: no run has been killed mid-way yet and the planned rounds or the budget are
+	// used up, so each round kills both runs, at a random point, without pauses
+	mustKill bool
 }
 
 // TestTortureTwoGateways: crash trials of two gateways at once on one local repository (see
@@ -143,10 +146,26 @@ func runDuo(t *testing.T, kind string, open func(env []string) (*cairnRepo, stri
 	start := time.Now()
 	d.setUp()
 	done := 0
-	for ; done < rounds; done++ {
-		if time.Since(start) > cfg.budget {
-			t.Logf("time budget %v used up after %d rounds of %d", cfg.budget, done, rounds)
+	for ; ; done++ {
+		over := time.Since(start) > cfg.budget
+		if done < rounds && !over {
+			d.runRound()
+			continue
+		}
+		if killedMidway(d.stats) {
+			if done < rounds {
+				t.Logf("time budget %v used up after %d rounds of %d", cfg.budget, done, rounds)
+			}
 			break
+		}
+		// A short run (make test's) can end with every kill landing after its run ended,
+		// proving nothing: rounds that kill both runs go on, for up to another budget.
+		if time.Since(start) > 2*cfg.budget {
+			break
+		}
+		if !d.mustKill {
+			t.Logf("no run killed mid-way after %d rounds: rounds that kill both runs follow", done)
+			d.mustKill = true
 		}
 		d.runRound()
 	}
@@ -196,7 +215,11 @@ func (d *duo) runRound() {
 		run := d.prepare(g, busy)
 		d.now[g] = run
 	}
-	switch d.rng.IntN(4) {
+	faults := d.rng.IntN(4)
+	if d.mustKill {
+		faults = 3
+	}
+	switch faults {
 	case 1:
 		d.now[0].kill = true
 	case 2:
@@ -205,7 +228,7 @@ func (d *duo) runRound() {
 		d.now[0].kill, d.now[1].kill = true, true
 	}
 	for _, run := range d.now {
-		run.pause = run.kill && d.rng.IntN(4) == 0
+		run.pause = run.kill && d.rng.IntN(4) == 0 && !d.mustKill
 	}
 	before := map[string]bool{}
 	for _, b := range d.list(0) {
@@ -222,7 +245,7 @@ func (d *duo) runRound() {
 		switch {
 		case !run.kill:
 			run.point = "not killed"
-		case len(run.events) > 0 && d.rng.IntN(2) == 0:
+		case len(run.events) > 0 && d.rng.IntN(2) == 0 && !d.mustKill:
 			ev = &run.events[d.rng.IntN(len(run.events))]
 			delay = 0
 			if d.rng.IntN(2) == 0 {
