@@ -218,11 +218,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	}
 	if o.DryRun {
 		st.DryRun = true
-		for _, id := range drop {
-			st.PacksDeleted++
-			st.BlobsReclaimed += int64(usage[id].dead)
-			st.BytesFreed += usage[id].size
-		}
+		st.deleted(drop, usage)
 		for _, id := range repack {
 			st.PacksRepacked++
 			st.BlobsReclaimed += int64(usage[id].dead)
@@ -265,11 +261,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		if err := r.deletePacks(ctx, lk, drop, repack, usage, indexKeys, live, removed); err != nil {
 			return st, err
 		}
-		for _, id := range drop {
-			st.PacksDeleted++
-			st.BlobsReclaimed += int64(usage[id].dead)
-			st.BytesFreed += usage[id].size
-		}
+		st.deleted(drop, usage)
 	}
 	if lp != nil {
 		if err := lp.maintain(ctx, &st, usage, append(repack, deferred...), removed, false); err != nil {
@@ -375,6 +367,15 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 		removed[id.Key()] = true
 	}
 	return nil
+}
+
+// deleted counts the dropped packs: every blob in them dead, all their bytes freed.
+func (st *GCStats) deleted(drop []PackID, usage map[PackID]*packUsage) {
+	for _, id := range drop {
+		st.PacksDeleted++
+		st.BlobsReclaimed += int64(usage[id].dead)
+		st.BytesFreed += usage[id].size
+	}
 }
 
 // stillHeld is gc's check before each thing it deletes: a gc that stalled past --lock-stale

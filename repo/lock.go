@@ -124,15 +124,24 @@ func (lk *Lock) Info() LockInfo { return lk.info }
 // Check returns ErrLockLost (wrapped with the reason) once the lock can no longer be trusted.
 func (lk *Lock) Check() error {
 	lk.mu.Lock()
+	lost, last := lk.lost, lk.lastRefresh
+	lk.mu.Unlock()
+	if lost != nil || lk.local {
+		return lost
+	}
+	if since := time.Since(last); since > lk.l.o.StaleAfter*3/4 {
+		return lk.lose(fmt.Errorf("%w: not refreshed for %s", ErrLockLost, since.Round(time.Second)))
+	}
+	return nil
+}
+
+// lose marks the lock lost for the reason err, unless it already is, and returns the first
+// reason.
+func (lk *Lock) lose(err error) error {
+	lk.mu.Lock()
 	defer lk.mu.Unlock()
-	if lk.lost != nil {
-		return lk.lost
-	}
-	if lk.local {
-		return nil
-	}
-	if since := time.Since(lk.lastRefresh); since > lk.l.o.StaleAfter*3/4 {
-		lk.lost = fmt.Errorf("%w: not refreshed for %s", ErrLockLost, since.Round(time.Second))
+	if lk.lost == nil {
+		lk.lost = err
 	}
 	return lk.lost
 }
@@ -194,21 +203,13 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	lk.mu.Unlock()
 	start := time.Now()
 	stalled := func(at time.Time) error {
-		lk.mu.Lock()
-		defer lk.mu.Unlock()
-		if lk.lost == nil {
-			lk.lost = fmt.Errorf("%w: not refreshed for %s (stalled?), so it may have been broken as stale", ErrLockLost, at.Sub(prev).Round(time.Second))
-		}
-		return lk.lost
+		return lk.lose(fmt.Errorf("%w: not refreshed for %s (stalled?), so it may have been broken as stale", ErrLockLost, at.Sub(prev).Round(time.Second)))
 	}
 	if start.Sub(prev) > limit {
 		return stalled(start)
 	}
 	if _, err := lk.l.be.Stat(ctx, lk.key); errors.Is(err, backend.ErrNotFound) {
-		lk.mu.Lock()
-		lk.lost = fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key)
-		lk.mu.Unlock()
-		return lk.lost
+		return lk.lose(fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key))
 	} else if err != nil {
 		return err
 	}
