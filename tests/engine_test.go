@@ -81,10 +81,14 @@ func (r *cairnRepo) stats() repoStats {
 // checkClean runs 'repo check --read-data' and fails on any problem.
 func (r *cairnRepo) checkClean() {
 	r.t.Helper()
-	out := r.mustRun("repo", "check", "--read-data")
-	if strings.Contains(out, "problem:") || !strings.Contains(out, "no problems found") {
+	if out := r.mustRun("repo", "check", "--read-data"); !checkFoundNothing(out) {
 		r.t.Fatalf("repo check --read-data:\n%s", out)
 	}
+}
+
+// checkFoundNothing reports whether the output of 'repo check' names no problem.
+func checkFoundNothing(out string) bool {
+	return !strings.Contains(out, "problem:") && strings.Contains(out, "no problems found")
 }
 
 // Scenario 1: a full and three incrementals of an image file, every point in time restored to

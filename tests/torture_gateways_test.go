@@ -2,11 +2,12 @@ package tests
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -180,7 +181,7 @@ func (d *duo) setUp() {
 	for g, gw := range d.gws {
 		for i := range 2 {
 			v := &tortureVolume{path: filepath.Join(d.dir, fmt.Sprintf("%s-vol%d.img", gw.name, i))}
-			d.rewrite(v)
+			v.rewrite(d.t, d.rng)
 			gw.vols = append(gw.vols, v)
 			start := time.Now()
 			d.newBackup(g, d.must(g, "--quiet", "--format", "json", "backup", "create", v.path), v)
@@ -188,7 +189,7 @@ func (d *duo) setUp() {
 		}
 	}
 	v := d.gws[1].vols[0]
-	d.scatter(v, 0.02)
+	v.scatter(d.t, d.rng, 0.02)
 	start := time.Now()
 	inc := d.newBackup(1, d.must(1, "--quiet", "--format", "json", "backup", "create", v.path, "--incremental"), v)
 	d.took[opIncremental] = time.Since(start)
@@ -346,7 +347,7 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 	var ids []string // a restore's or a delete's candidates
 	switch op {
 	case opRestore:
-		for _, id := range d.knownIDs() {
+		for _, id := range slices.Sorted(maps.Keys(d.known)) {
 			if !busy[id] {
 				ids = append(ids, id)
 			}
@@ -369,9 +370,9 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 		run.vol = gw.vols[d.rng.IntN(len(gw.vols))]
 		switch d.rng.IntN(3) {
 		case 0:
-			d.rewrite(run.vol)
+			run.vol.rewrite(d.t, d.rng)
 		case 1:
-			d.scatter(run.vol, 0.05)
+			run.vol.scatter(d.t, d.rng, 0.05)
 		default:
 			// the other gateway's volume's contents: this backup dedups against its packs
 			other := d.gws[1-g].vols[d.rng.IntN(len(d.gws[1-g].vols))]
@@ -385,15 +386,15 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 			run.vol.sha = other.sha
 		}
 		run.args = []string{"--quiet", "--format", "json", "backup", "create", run.vol.path}
-		run.events = d.backupEvents()
+		run.events = writeEvents(d.objects)
 	case opIncremental:
 		run.vol = gw.vols[d.rng.IntN(len(gw.vols))]
 		if !d.hasBackup(g, run.vol) {
 			d.newBackup(g, d.must(g, "--quiet", "--format", "json", "backup", "create", run.vol.path), run.vol)
 		}
-		d.scatter(run.vol, 0.02)
+		run.vol.scatter(d.t, d.rng, 0.02)
 		run.args = []string{"--quiet", "--format", "json", "backup", "create", run.vol.path, "--incremental"}
-		run.events = d.backupEvents()
+		run.events = writeEvents(d.objects)
 	case opRestore:
 		run.id = ids[d.rng.IntN(len(ids))]
 		busy[run.id] = true
@@ -422,17 +423,6 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 		}
 	}
 	return run
-}
-
-// backupEvents are the marks a backup leaves in the repository (either gateway's backup may
-// leave them first: the kill then comes a little early).
-func (d *duo) backupEvents() []tortureEvent {
-	repo := d.objects
-	return []tortureEvent{
-		{"pack", grows(filepath.Join(repo, "packs"))},
-		{"pack index", grows(filepath.Join(repo, "packindex"))},
-		{"manifest", grows(filepath.Join(repo, "manifests"))},
-	}
 }
 
 // recoverAfter runs the next command on each gateway after a round ('backup list' and 'volume
@@ -638,25 +628,6 @@ func (d *duo) newBackup(g int, out string, v *tortureVolume) string {
 	return b.ID
 }
 
-func (d *duo) rewrite(v *tortureVolume) {
-	testutil.WriteImage(d.t, v.path, int64(8+d.rng.IntN(9))*mib, d.rng.Int64(), testutil.Mixed)
-	v.sha = testutil.SHA256File(d.t, v.path)
-}
-
-func (d *duo) scatter(v *tortureVolume, fraction float64) {
-	testutil.ScatterWrites(d.t, v.path, d.rng.Int64(), fraction, 4<<10, 64<<10)
-	v.sha = testutil.SHA256File(d.t, v.path)
-}
-
-func (d *duo) knownIDs() []string {
-	ids := make([]string, 0, len(d.known))
-	for id := range d.known {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
-}
-
 // list returns gateway g's 'backup list', run again only after a command that may change it.
 func (d *duo) list(g int) []backupJSON {
 	if d.listed[g] == nil {
@@ -676,14 +647,14 @@ func (d *duo) list(g int) []backupJSON {
 func (d *duo) checkClean() {
 	g := d.rng.IntN(2)
 	out := d.must(g, "repo", "check", "--read-data")
-	if strings.Contains(out, "problem:") || !strings.Contains(out, "no problems found") {
+	if !checkFoundNothing(out) {
 		d.failf("repo check --read-data on gateway %s:\n%s", d.gws[g].name, out)
 	}
 }
 
 // verifyRestores restores every known backup through a random gateway.
 func (d *duo) verifyRestores() int {
-	ids := d.knownIDs()
+	ids := slices.Sorted(maps.Keys(d.known))
 	for _, id := range ids {
 		d.restoreMatches(d.rng.IntN(2), id)
 	}

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -95,6 +96,31 @@ func tortureSettings(t *testing.T) tortureConfig {
 type tortureVolume struct {
 	path string
 	sha  string
+}
+
+// rewrite gives v new contents of a new size (8–16 MiB), drawn from rng.
+func (v *tortureVolume) rewrite(t *testing.T, rng *rand.Rand) {
+	size := int64(8+rng.IntN(9)) * mib
+	testutil.WriteImage(t, v.path, size, rng.Int64(), testutil.Mixed)
+	v.sha = testutil.SHA256File(t, v.path)
+}
+
+// scatter rewrites fraction of v with 4–64 KiB writes drawn from rng.
+func (v *tortureVolume) scatter(t *testing.T, rng *rand.Rand, fraction float64) {
+	testutil.ScatterWrites(t, v.path, rng.Int64(), fraction, 4<<10, 64<<10)
+	v.sha = testutil.SHA256File(t, v.path)
+}
+
+// writeEvents are the marks a backup leaves in the repository whose objects are in dir: its
+// first pack and pack index object, and its manifest (the commit point; the kill then comes
+// before the record says available). With two gateways either one's backup may leave them
+// first: the kill then comes a little early.
+func writeEvents(dir string) []tortureEvent {
+	return []tortureEvent{
+		{"first pack", grows(filepath.Join(dir, "packs"))},
+		{"first pack index", grows(filepath.Join(dir, "packindex"))},
+		{"manifest", grows(filepath.Join(dir, "manifests"))},
+	}
 }
 
 // tortureStats is one operation's line of the summary.
@@ -201,14 +227,13 @@ func (tt *torture) setUp() {
 	tt.now = &tortureRun{op: "set-up", point: "not killed"}
 	for i := range 3 {
 		v := &tortureVolume{path: filepath.Join(tt.dir, fmt.Sprintf("vol%d.img", i))}
-		tt.rewrite(v)
+		v.rewrite(tt.t, tt.rng)
 		tt.vols = append(tt.vols, v)
 	}
 	for _, v := range tt.vols {
 		tt.calibrate(opBackup, v, "--quiet", "--format", "json", "backup", "create", v.path)
 	}
-	testutil.ScatterWrites(tt.t, tt.vols[0].path, tt.rng.Int64(), 0.02, 4<<10, 64<<10)
-	tt.vols[0].sha = testutil.SHA256File(tt.t, tt.vols[0].path)
+	tt.vols[0].scatter(tt.t, tt.rng, 0.02)
 	inc := tt.calibrate(opIncremental, tt.vols[0], "--quiet", "--format", "json", "backup", "create", tt.vols[0].path, "--incremental")
 	target := filepath.Join(tt.dir, "target.img")
 	tt.calibrate(opRestore, nil, "--quiet", "backup", "restore", "--yes", inc, "--to", target)
@@ -244,13 +269,6 @@ func (tt *torture) newBackup(out string, v *tortureVolume) string {
 	}
 	tt.known[b.ID] = v.sha
 	return b.ID
-}
-
-// rewrite gives v new contents of a new size.
-func (tt *torture) rewrite(v *tortureVolume) {
-	size := int64(8+tt.rng.IntN(9)) * mib
-	testutil.WriteImage(tt.t, v.path, size, tt.rng.Int64(), testutil.Mixed)
-	v.sha = testutil.SHA256File(tt.t, v.path)
 }
 
 // runTrial is one crash trial of op.
@@ -301,19 +319,19 @@ func (tt *torture) prepare(op string) *tortureRun {
 	case opBackup:
 		run.vol = tt.vols[tt.rng.IntN(len(tt.vols))]
 		if tt.rng.IntN(2) == 0 {
-			tt.rewrite(run.vol)
+			run.vol.rewrite(tt.t, tt.rng)
 		} else {
-			tt.scatter(run.vol, 0.05)
+			run.vol.scatter(tt.t, tt.rng, 0.05)
 		}
 		run.args = []string{"--quiet", "--format", "json", "backup", "create", run.vol.path}
-		run.events = tt.backupEvents()
+		run.events = writeEvents(tt.r.Dir)
 	case opIncremental:
 		run.vol = tt.volumeWithBackup()
-		tt.scatter(run.vol, 0.02)
+		run.vol.scatter(tt.t, tt.rng, 0.02)
 		run.args = []string{"--quiet", "--format", "json", "backup", "create", run.vol.path, "--incremental"}
-		run.events = tt.backupEvents()
+		run.events = writeEvents(tt.r.Dir)
 	case opRestore:
-		run.id = tt.pick(tt.knownIDs())
+		run.id = tt.pick(slices.Sorted(maps.Keys(tt.known)))
 		run.target = filepath.Join(tt.dir, "target.img")
 		tt.freshTarget(run)
 		run.args = []string{"--quiet", "backup", "restore", "--yes", run.id, "--to", run.target}
@@ -359,22 +377,6 @@ func (tt *torture) freshTarget(run *tortureRun) {
 	if err != nil && !os.IsNotExist(err) {
 		tt.t.Fatal(err)
 	}
-}
-
-// backupEvents are the marks a backup leaves: its first pack and pack index object, and its
-// manifest (the commit point; the kill then comes before the record says available).
-func (tt *torture) backupEvents() []tortureEvent {
-	repo := tt.r.Dir
-	return []tortureEvent{
-		{"first pack", grows(filepath.Join(repo, "packs"))},
-		{"first pack index", grows(filepath.Join(repo, "packindex"))},
-		{"manifest", grows(filepath.Join(repo, "manifests"))},
-	}
-}
-
-func (tt *torture) scatter(v *tortureVolume, fraction float64) {
-	testutil.ScatterWrites(tt.t, v.path, tt.rng.Int64(), fraction, 4<<10, 64<<10)
-	v.sha = testutil.SHA256File(tt.t, v.path)
 }
 
 // volumeWithBackup picks a volume that has an available backup to be the parent of an
@@ -650,15 +652,6 @@ func (tt *torture) leaves(available bool) []string {
 	}
 }
 
-func (tt *torture) knownIDs() []string {
-	ids := make([]string, 0, len(tt.known))
-	for id := range tt.known {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
-}
-
 func (tt *torture) pick(ids []string) string {
 	if len(ids) == 0 {
 		tt.failf("nothing to pick from")
@@ -695,14 +688,14 @@ func changes(args []string) bool {
 // checkClean runs 'repo check --read-data' and fails on any problem.
 func (tt *torture) checkClean() {
 	out := tt.must("repo", "check", "--read-data")
-	if strings.Contains(out, "problem:") || !strings.Contains(out, "no problems found") {
+	if !checkFoundNothing(out) {
 		tt.failf("repo check --read-data:\n%s", out)
 	}
 }
 
 // verifyRestores restores every known backup to a new file and compares it by sha256.
 func (tt *torture) verifyRestores() int {
-	ids := tt.knownIDs()
+	ids := slices.Sorted(maps.Keys(tt.known))
 	for _, id := range ids {
 		tt.restoreMatches(id)
 	}
