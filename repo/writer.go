@@ -80,7 +80,10 @@ type WriteResult struct {
 // leafJob is one leaf's span of the volume, passed from the reader to a worker and, in order,
 // to the collector. The reader owns it until it is sent; then the worker; then the collector.
 type leafJob struct {
-	i     int64
+	i int64
+	// since is how many of the session's packs were indexed when the leaf was planned: its
+	// dedup check sees their blobs in the index.
+	since uint64
 	holes int64 // > 0: this job is a run of that many all-hole leaves starting at i
 	// reuse > 0: a run of that many leaves starting at i that did not change since the
 	// parent; their addresses are the parent's, nothing is read.
@@ -157,7 +160,7 @@ func (r *Repository) write(ctx context.Context, src Source, o WriteOptions) (Wri
 		return WriteResult{}, errors.New("changed-block tracking needs a parent backup of the volume's current size")
 	}
 	g := newGeometry(src.Size(), r.cfg.BlockSize)
-	w := &writeSession{r: r, g: g, o: o, src: src, pending: map[Address]struct{}{}, stored: map[Address]struct{}{}}
+	w := &writeSession{r: r, g: g, o: o, src: src, packed: map[Address]struct{}{}, stored: map[Address]struct{}{}}
 	return w.run(ctx)
 }
 
@@ -167,8 +170,16 @@ type writeSession struct {
 	o   WriteOptions
 	src Source
 
+	// packed holds the blobs this session packed that a leaf's dedup check may not have
+	// seen in the index: those of packs not yet indexed, and those of the packs indexed since
+	// the oldest leaf still in the pipeline was planned (its check may have run just before
+	// they were). A block that repeats is then packed once. indexed counts the packs indexed,
+	// recent holds the entries of the last of them (the newest last), still in packed.
+	// All three are guarded by mu.
 	mu      sync.Mutex
-	pending map[Address]struct{} // blobs in packs not yet indexed; guarded by mu
+	packed  map[Address]struct{}
+	indexed uint64
+	recent  [][]PackEntry
 
 	// owned by the planner goroutine: the current data extent and changed range.
 	extStart, extEnd int64
@@ -299,7 +310,7 @@ func (w *writeSession) plan(ctx context.Context, order, toRead chan<- *leafJob) 
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
 		hi := min(lo+w.g.leafBytes(), size)
-		job := &leafJob{i: i, done: make(chan struct{})}
+		job := &leafJob{i: i, since: w.packsIndexed(), done: make(chan struct{})}
 		if w.o.Changes != nil {
 			changed, err := w.changedIn(lo, hi)
 			if err != nil {
@@ -683,6 +694,7 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		w.stats.DataBlocks += res.stats.DataBlocks - res.parentData
 		w.stats.ReadBytes += job.read
 		w.stats.ChangedBlocks += res.stats.ChangedBlocks
+		w.forgetIndexed(job.since) // every leaf from this one on was planned after those packs were indexed
 		for _, b := range res.newBlobs {
 			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen); err != nil {
 				return err
@@ -775,9 +787,9 @@ func (w *writeSession) ensureNode(addr Address, enc []byte) error {
 // addBlob puts a stored blob into the current pack unless this session already has it.
 func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen int) error {
 	w.mu.Lock()
-	_, dup := w.pending[addr]
+	_, dup := w.packed[addr]
 	if !dup {
-		w.pending[addr] = struct{}{}
+		w.packed[addr] = struct{}{}
 	}
 	w.mu.Unlock()
 	if dup {
@@ -842,11 +854,32 @@ func (w *writeSession) flushPack() error {
 	return nil
 }
 
-// unpend forgets the blobs of a stored pack: the index has them now.
+// unpend counts a stored pack as indexed. Its blobs stay in packed until forgetIndexed:
+// a leaf whose dedup check ran before the pack was indexed may have them too.
 func (w *writeSession) unpend(entries []PackEntry) {
 	w.mu.Lock()
-	for _, e := range entries {
-		delete(w.pending, e.Addr)
-	}
+	w.indexed++
+	w.recent = append(w.recent, entries)
 	w.mu.Unlock()
+}
+
+// packsIndexed returns how many of the session's packs are indexed.
+func (w *writeSession) packsIndexed() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.indexed
+}
+
+// forgetIndexed drops from packed the blobs of the first n packs indexed: every dedup check
+// still to come finds them in the index.
+func (w *writeSession) forgetIndexed(n uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(w.recent) > 0 && w.indexed-uint64(len(w.recent)) < n {
+		for _, e := range w.recent[0] {
+			delete(w.packed, e.Addr)
+		}
+		w.recent[0] = nil
+		w.recent = w.recent[1:]
+	}
 }
