@@ -1004,3 +1004,51 @@ func TestReadsThatLoseTheirLockSaySo(t *testing.T) {
 		}
 	}
 }
+
+// An image read without a lock (a mount) on a process whose index has not heard of a repack
+// elsewhere follows the moved blobs: sequential reads (prefetched in leaf batches at the
+// stale locations) and single blocks alike return the backup's bytes.
+func TestImageFollowsARepackElsewhere(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	g := f.peer(t, "g", repo.LockOptions{})
+	h := f.peer(t, "h", repo.LockOptions{})
+	ctx := context.Background()
+	base := randomVolume(21, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	changed := append([]byte(nil), base...)
+	copy(changed[:3<<20], randomVolume(22, 3<<20))
+	mB := f.backup(t, "b", &memSource{data: changed}, mA)
+	for _, x := range []*fixture{g, h} { // both know the backups' packs as they were
+		if _, err := x.r.Sync(ctx, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.gc(t); st.PacksRepacked == 0 {
+		t.Fatalf("gc repacked nothing: %+v", st)
+	}
+
+	im := g.r.Image(mB)
+	got := make([]byte, len(changed))
+	for off := 0; off < len(got); off += 128 << 10 { // sequential: the prefetch reads ahead
+		if n, err := im.ReadAt(got[off:off+128<<10], int64(off)); err != nil || n != 128<<10 {
+			t.Fatalf("sequential read at %d: %d bytes, %v", off, n, err)
+		}
+	}
+	if !bytes.Equal(got, changed) {
+		t.Fatal("sequential read after a repack elsewhere differs from the volume")
+	}
+	// Single 4 KiB reads, the moved last MiB first, on another stale process.
+	im = h.r.Image(mB)
+	p := make([]byte, 4<<10)
+	for _, off := range []int{4<<20 - 4<<10, 3<<20 + 100<<10, 3 << 20, 5 << 10, 2<<20 + 7<<10} {
+		if _, err := im.ReadAt(p, int64(off)); err != nil {
+			t.Fatalf("read at %d: %v", off, err)
+		}
+		if !bytes.Equal(p, changed[off:off+len(p)]) {
+			t.Fatalf("read at %d after a repack elsewhere differs from the volume", off)
+		}
+	}
+}
