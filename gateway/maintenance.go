@@ -177,7 +177,7 @@ func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error
 		return st, err
 	}
 	s.log.Info("gc finished", "backups", st.Backups, "packs_deleted", st.PacksDeleted, "packs_repacked", st.PacksRepacked, "bytes_freed", st.BytesFreed,
-		"packs_kept_locked", st.PacksLocked, "objects_extended", st.ObjectsExtended, "versions_removed", st.VersionsRemoved,
+		"copy_bytes", st.CopyBytes, "packs_kept_locked", st.PacksLocked, "objects_extended", st.ObjectsExtended, "versions_removed", st.VersionsRemoved,
 		"temp_files_removed", st.TempFilesRemoved)
 	return st, nil
 }

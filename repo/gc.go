@@ -47,6 +47,9 @@ type GCStats struct {
 	TempFilesRemoved int   `json:"temp_files_removed"`
 	BlobsReclaimed   int64 `json:"blobs_reclaimed"`
 	BytesFreed       int64 `json:"bytes_freed"`
+	// CopyBytes: bytes of packs that are copies of blobs the index locates in other packs
+	// (two writers stored the same block at once), counted as dead.
+	CopyBytes int64 `json:"copy_bytes"`
 }
 
 type packUsage struct {
@@ -136,12 +139,25 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	}); err != nil {
 		return st, err
 	}
+	// What a pack's size leaves after its indexed blobs, their trailer entries, the sealed
+	// trailer's overhead and the footer is blobs the index locates in another pack: copies
+	// no read uses, dead (docs/design.md, "Copies no index entry uses").
+	overhead := int64(len(r.keys.sealObject(trailerAD, nil))) + packFooterLen
+	for _, u := range usage {
+		if copies := u.size - overhead - u.liveBytes - u.deadBytes - int64(u.live+u.dead)*trailerEntry; copies > 0 {
+			u.deadBytes += copies
+			st.CopyBytes += copies
+		}
+	}
+	if st.CopyBytes > 0 {
+		logf("%d bytes of packs are copies of blobs the index locates in other packs", st.CopyBytes)
+	}
 	var drop, repack []PackID
 	for id, u := range usage {
 		switch {
 		case u.live == 0:
 			drop = append(drop, id)
-		case u.dead > 0 && float64(u.deadBytes) >= o.RepackThreshold*float64(u.size):
+		case u.deadBytes > 0 && float64(u.deadBytes) >= o.RepackThreshold*float64(u.size):
 			repack = append(repack, id)
 		}
 	}
@@ -351,7 +367,7 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 	}
 	// This index forgets the packs (a blob the index does not list is never reused); then
 	// the packs go.
-	if err := d.apply(r.idx); err != nil {
+	if err := r.applyDeletion(ctx, d); err != nil {
 		return err
 	}
 	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {

@@ -1052,3 +1052,115 @@ func TestImageFollowsARepackElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// heldIndex holds every pack back from the index until n leaf dedup checks have run, so that
+// backups running at once all find the blocks they share new and each stores them.
+type heldIndex struct {
+	repo.Index
+	n      int64
+	looked atomic.Int64
+	ready  chan struct{}
+	once   sync.Once
+}
+
+func (x *heldIndex) LookupBatch(addrs []repo.Address, locs []repo.Location, found []bool) error {
+	err := x.Index.LookupBatch(addrs, locs, found)
+	if x.looked.Add(1) == x.n {
+		x.once.Do(func() { close(x.ready) })
+	}
+	return err
+}
+
+func (x *heldIndex) AddPack(id repo.PackID, size int64, entries []repo.PackEntry) error {
+	select {
+	case <-x.ready:
+	case <-time.After(10 * time.Second):
+	}
+	return x.Index.AddPack(id, size, entries)
+}
+
+// Two backups that run at once and share blocks new to the repository both store them; the
+// index locates each in one pack, and the other pack's copies are read by nothing. gc counts
+// them dead, repacks the pack they fill half of, and every backup still restores, through
+// this index and through a fresh one (which failed before: it learned the kept pack from the
+// deletion record's relocations alone, and never located its other blobs).
+func TestGCRepacksCopiesNoIndexEntryUses(t *testing.T) {
+	dir := t.TempDir()
+	be, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := repo.Init(ctx, be, repo.InitOptions{Compression: repo.CompressNone}); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := index.Open(filepath.Join(dir, "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idx.Close() })
+	x := &heldIndex{Index: idx, n: 4, ready: make(chan struct{})}
+	r, err := repo.Open(ctx, be, x, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{r: r, idx: idx, dir: dir}
+
+	// One-leaf parts: the volumes are a+b and b+c, each two leaves, four checks in all.
+	const leaf = repo.LeafFanout * 16 << 10
+	a, b, c := randomBytes(31, leaf), randomBytes(32, leaf), randomBytes(33, leaf)
+	vols := [][]byte{append(append([]byte(nil), a...), b...), append(append([]byte(nil), b...), c...)}
+	ms := make([]*repo.Manifest, 2)
+	var wg sync.WaitGroup
+	for k, data := range vols {
+		wg.Go(func() {
+			src := &memSource{data: data}
+			_, err := r.Write(ctx, src, repo.WriteOptions{}, func(res repo.WriteResult) error {
+				ms[k] = &repo.Manifest{ID: fmt.Sprint("v", k), VolumeID: fmt.Sprint("vol", k), Size: src.Size(), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
+				return r.PutManifest(ctx, ms[k])
+			})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	if ms[0].Stats.NewBlobs+ms[1].Stats.NewBlobs < 4*repo.LeafFanout {
+		t.Fatalf("the backups stored %d and %d blobs: they did not both store the shared part", ms[0].Stats.NewBlobs, ms[1].Stats.NewBlobs)
+	}
+
+	st := f.gc(t)
+	if st.PacksRepacked != 1 || st.PacksDeleted != 0 || st.CopyBytes < int64(len(b)) || st.BytesFreed < int64(len(b)) {
+		t.Fatalf("gc: %+v; want one pack repacked and the shared part's copy (%d bytes) freed", st, len(b))
+	}
+	for k, m := range ms {
+		if got := f.restore(t, m); !bytes.Equal(got, vols[k]) {
+			t.Fatalf("backup %d differs after gc", k)
+		}
+	}
+	f.mustCheck(t)
+	if st := f.gc(t); st.PacksRepacked != 0 || st.PacksDeleted != 0 || st.CopyBytes != 0 {
+		t.Fatalf("a second gc: %+v; want nothing to do", st)
+	}
+	// A fresh index (rebuild-index, a gateway joining) replays the deletion record, which
+	// moved the copies' blobs to the other pack: it learns that pack whole, not only them.
+	g := f.peer(t, "g", repo.LockOptions{})
+	for k, m := range ms {
+		if got := g.restore(t, m); !bytes.Equal(got, vols[k]) {
+			t.Fatalf("backup %d differs through another index", k)
+		}
+	}
+	g.mustCheck(t)
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
+}

@@ -203,7 +203,7 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 	if err := r.putObject(ctx, key, d.encode()); err != nil {
 		return false, err
 	}
-	if err := d.apply(r.idx); err != nil {
+	if err := r.applyDeletion(ctx, d); err != nil {
 		return false, err
 	}
 	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {

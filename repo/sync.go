@@ -175,10 +175,15 @@ func decodeDeletion(b []byte) (*deletion, error) {
 	return d, nil
 }
 
-// apply makes the index forget the deleted packs and learn where relocated blobs are.
-func (d *deletion) apply(idx Index) error {
+// applyDeletion makes the index forget the deleted packs and learn where relocated blobs
+// are. A relocation names a pack that holds the blob; when the index does not know that pack
+// yet (a fresh index replaying the records, or one that missed the pack), the pack is learned
+// whole, from its trailer: learned from the relocations alone, the index would count it known,
+// skip its index object, and never locate its other blobs (docs/design.md, "Sync"). A pack
+// whose trailer cannot be read is left to its index object, which the sync reads next.
+func (r *Repository) applyDeletion(ctx context.Context, d *deletion) error {
 	for id, addrs := range d.packs {
-		if err := idx.DropPack(id, addrs); err != nil {
+		if err := r.idx.DropPack(id, addrs); err != nil {
 			return err
 		}
 	}
@@ -189,7 +194,35 @@ func (d *deletion) apply(idx Index) error {
 		}
 	}
 	for id, entries := range byPack {
-		if err := idx.AddPack(id, d.sizes[id], entries); err != nil {
+		known, err := r.idx.HasPack(id)
+		if err != nil {
+			return err
+		}
+		if !known {
+			all, err := r.readTrailer(ctx, id, d.sizes[id])
+			if err != nil {
+				if !errors.Is(err, backend.ErrNotFound) {
+					r.logf("sync: pack %s, where a deletion record moved blobs: %v; left to its index object", id, err)
+				}
+				continue // gone (a later record drops it) or to be learned from its index object
+			}
+			// The blobs the record moves there, and the rest of the pack where the index does
+			// not locate them already (as for any pack learned from its trailer).
+			rest, err := r.notIndexed(all)
+			if err != nil {
+				return err
+			}
+			moved := map[Address]bool{}
+			for _, e := range entries {
+				moved[e.Addr] = true
+			}
+			for _, e := range rest {
+				if !moved[e.Addr] {
+					entries = append(entries, e)
+				}
+			}
+		}
+		if err := r.idx.AddPack(id, d.sizes[id], entries); err != nil {
 			return err
 		}
 	}
@@ -268,7 +301,7 @@ func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, 
 		if err != nil {
 			return st, lst, fmt.Errorf("sync: %s: %w", key, err)
 		}
-		if err := d.apply(r.idx); err != nil {
+		if err := r.applyDeletion(ctx, d); err != nil {
 			return st, lst, err
 		}
 		if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
