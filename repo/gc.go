@@ -335,7 +335,15 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 			if err != nil {
 				return err
 			}
-			if ok && loc.Pack != id {
+			if !ok {
+				// A blob a backup needs that the index locates nowhere: its copy here may be
+				// the only one. Unless it is damaged, nothing is deleted.
+				if err := r.lastCopy(ctx, id, e); err != nil {
+					return err
+				}
+				continue
+			}
+			if loc.Pack != id {
 				d.relocated = append(d.relocated, PackEntry{Addr: e.Addr, Location: loc})
 				if _, have := d.sizes[loc.Pack]; !have {
 					d.sizes[loc.Pack] = usage[loc.Pack].sizeOr(r, loc.Pack)
@@ -383,6 +391,25 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 		removed[id.Key()] = true
 	}
 	return nil
+}
+
+// lastCopy decides for a reachable blob in a doomed pack that the index locates nowhere
+// (an index that learned part of a pack, or one told to forget the blob as damaged): a copy
+// that reads and verifies stops gc before it deletes anything, since deleting the pack could
+// lose the only copy a backup has; a damaged one is no loss (repo check reports the backup).
+func (r *Repository) lastCopy(ctx context.Context, pack PackID, e PackEntry) error {
+	var buf []byte
+	stored, err := r.getStored(ctx, e.Location, &buf)
+	if err == nil {
+		_, err = r.openBlob(nil, stored, e.Type, e.Addr, e.Location)
+	}
+	if err != nil && isDamage(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("gc: read blob %s in pack %s: %w", e.Addr.Short(), pack, err)
+	}
+	return fmt.Errorf("gc: pack %s holds blob %s, which a backup needs and the index locates nowhere: nothing was deleted; run 'cairn repo rebuild-index', then gc again", pack, e.Addr.Short())
 }
 
 // deleted counts the dropped packs: every blob in them dead, all their bytes freed.

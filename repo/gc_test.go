@@ -1164,3 +1164,81 @@ func randomBytes(seed uint64, n int) []byte {
 	}
 	return b
 }
+
+// lostBlobSetup backs up a, then b (a with every block but the first changed), deletes a and
+// makes the index forget b's first block, which is in a's pack: gc would drop that pack.
+func lostBlobSetup(t *testing.T) (f *fixture, mB *repo.Manifest, vol []byte, lost repo.Location) {
+	t.Helper()
+	f = newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	ctx := context.Background()
+	base := randomBytes(41, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	vol = append([]byte(nil), base...)
+	copy(vol[16<<10:], randomBytes(42, 4<<20-16<<10))
+	mB = f.backup(t, "b", &memSource{data: vol}, mA)
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	var first repo.Address
+	if err := f.r.Walk(ctx, mB.Root, mB.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
+		if bt == repo.BlobData && first.IsZero() {
+			first = a
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	loc, ok, err := f.idx.Lookup(first)
+	if err != nil || !ok {
+		t.Fatalf("lookup of b's first block: %v %v", ok, err)
+	}
+	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
+		t.Fatal(err)
+	}
+	return f, mB, vol, loc
+}
+
+// A pack gc would drop that holds a blob a backup needs, which the index locates nowhere (an
+// index that learned only part of the pack): gc deletes nothing and says to rebuild the index;
+// a rebuilt index locates the blob, and gc then keeps it.
+func TestGCKeepsABlobTheIndexLost(t *testing.T) {
+	f, mB, vol, lost := lostBlobSetup(t)
+	ctx := context.Background()
+	_, err := f.r.GC(ctx, repo.GCOptions{})
+	if err == nil || !strings.Contains(err.Error(), "rebuild-index") || !strings.Contains(err.Error(), lost.Pack.String()) {
+		t.Fatalf("gc with a pack holding a blob the index lost: %v", err)
+	}
+	if _, err := f.r.Backend().Stat(ctx, lost.Pack.Key()); err != nil {
+		t.Fatalf("gc deleted the pack: %v", err)
+	}
+	// A rebuilt index (a fresh one) locates the blob: gc repacks a's pack and b restores.
+	g := f.peer(t, "rebuilt", repo.LockOptions{})
+	if st := g.gc(t); st.PacksRepacked+st.PacksDeleted == 0 {
+		t.Fatalf("gc on the rebuilt index: %+v", st)
+	}
+	if got := g.restore(t, mB); !bytes.Equal(got, vol) {
+		t.Fatal("b differs after gc on the rebuilt index")
+	}
+	g.mustCheck(t)
+}
+
+// The same pack with that blob's copy damaged (the index forgot it as repair does): deleting
+// it loses nothing readable, so gc goes on.
+func TestGCDropsADamagedCopyTheIndexForgot(t *testing.T) {
+	f, _, _, lost := lostBlobSetup(t)
+	path := filepath.Join(f.dir, "repo", filepath.FromSlash(lost.Pack.Key()))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[lost.Offset+lost.Length/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.gc(t); st.PacksDeleted+st.PacksRepacked == 0 {
+		t.Fatalf("gc: %+v; want a's pack gone", st)
+	}
+	if _, err := f.r.Backend().Stat(context.Background(), lost.Pack.Key()); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("a's pack after gc: %v", err)
+	}
+}
