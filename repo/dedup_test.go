@@ -3,15 +3,11 @@ package repo_test
 import (
 	"bytes"
 	"context"
-	"math/rand/v2"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/repo/backend/local"
 )
 
 // racingIndex makes a backup's dedup check of a repeated block run just before the pack that
@@ -83,35 +79,17 @@ func (x *racingIndex) wait(c chan struct{}) {
 // its packing. Before, the session forgot the pack's blobs once it was indexed, and make
 // bench's full backup stored 6 to 340 blocks twice in some runs.
 func TestRepeatedBlockPackedOnceWhileItsPackIsIndexed(t *testing.T) {
-	dir := t.TempDir()
-	be, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	o := repo.InitOptions{Encryption: "aes-256-gcm", Password: "pw"}
-	if _, err := repo.Init(ctx, be, o); err != nil {
-		t.Fatal(err)
-	}
-	idx, err := index.Open(filepath.Join(dir, "index"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer idx.Close()
-	x := &racingIndex{Index: idx, looked: make(chan struct{}), indexed: make(chan struct{})}
-	r, err := repo.Open(ctx, be, x, repo.Options{Password: o.Password})
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := &racingIndex{looked: make(chan struct{}), indexed: make(chan struct{})}
+	f := newFixtureWith(t, repo.InitOptions{Encryption: "aes-256-gcm", Password: "pw"}, func(idx repo.Index) repo.Index {
+		x.Index = idx
+		return x
+	})
+	r, ctx := f.r, context.Background()
 
 	// Six leaves of random blocks (a 16 MiB pack fills in the fourth); the first block comes
 	// back twice in the sixth leaf.
 	const bs, leaf = 16 << 10, repo.LeafFanout * 16 << 10
-	data := make([]byte, 6*leaf)
-	rng := rand.New(rand.NewPCG(7, 7))
-	for i := range data {
-		data[i] = byte(rng.Uint32())
-	}
+	data := randomBytes(7, 6*leaf)
 	copy(data[5*leaf+10*bs:], data[:bs])
 	copy(data[5*leaf+20*bs:], data[:bs])
 	src := &memSource{data: data}

@@ -1085,26 +1085,12 @@ func (x *heldIndex) AddPack(id repo.PackID, size int64, entries []repo.PackEntry
 // this index and through a fresh one (which failed before: it learned the kept pack from the
 // deletion record's relocations alone, and never located its other blobs).
 func TestGCRepacksCopiesNoIndexEntryUses(t *testing.T) {
-	dir := t.TempDir()
-	be, err := local.Open(filepath.Join(dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := repo.Init(ctx, be, repo.InitOptions{Compression: repo.CompressNone}); err != nil {
-		t.Fatal(err)
-	}
-	idx, err := index.Open(filepath.Join(dir, "index"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { idx.Close() })
-	x := &heldIndex{Index: idx, n: 4, ready: make(chan struct{})}
-	r, err := repo.Open(ctx, be, x, repo.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{r: r, idx: idx, dir: dir}
+	x := &heldIndex{n: 4, ready: make(chan struct{})}
+	f := newFixtureWith(t, repo.InitOptions{Compression: repo.CompressNone}, func(idx repo.Index) repo.Index {
+		x.Index = idx
+		return x
+	})
+	r, ctx := f.r, context.Background()
 
 	// One-leaf parts: the volumes are a+b and b+c, each two leaves, four checks in all.
 	const leaf = repo.LeafFanout * 16 << 10

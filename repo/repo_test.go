@@ -72,6 +72,13 @@ type fixture struct {
 
 func newFixture(t *testing.T, o repo.InitOptions) *fixture {
 	t.Helper()
+	return newFixtureWith(t, o, nil)
+}
+
+// newFixtureWith is newFixture with the repository opened on wrap(index) when wrap is set: a
+// wrapper that stands beside the real index to steer timing.
+func newFixtureWith(t *testing.T, o repo.InitOptions, wrap func(repo.Index) repo.Index) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	be, err := local.Open(filepath.Join(dir, "repo"))
 	if err != nil {
@@ -86,7 +93,11 @@ func newFixture(t *testing.T, o repo.InitOptions) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { idx.Close() })
-	r, err := repo.Open(ctx, be, idx, repo.Options{Password: o.Password, ChunkCacheBytes: 8 << 20})
+	var ri repo.Index = idx
+	if wrap != nil {
+		ri = wrap(idx)
+	}
+	r, err := repo.Open(ctx, be, ri, repo.Options{Password: o.Password, ChunkCacheBytes: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
