@@ -514,6 +514,11 @@ func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *ma
 		}
 		stored := data[e.Offset : e.Offset+e.Length]
 		if plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); err != nil {
+			if !ok && isDamage(err) {
+				// A damaged copy the index was told to forget (repo repair): leaving it out
+				// loses nothing readable, and its backup stays reported as damaged.
+				continue
+			}
 			return PackID{}, 0, fmt.Errorf("repack pack %s: live %w; run 'cairn repo check --read-data'", id, err)
 		}
 		p.add(e.Type, e.Addr, stored, int(e.PlainLen))

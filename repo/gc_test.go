@@ -1151,16 +1151,17 @@ func randomBytes(seed uint64, n int) []byte {
 	return b
 }
 
-// lostBlobSetup backs up a, then b (a with every block but the first changed), deletes a and
-// makes the index forget b's first block, which is in a's pack: gc would drop that pack.
-func lostBlobSetup(t *testing.T) (f *fixture, mB *repo.Manifest, vol []byte, lost repo.Location) {
+// lostBlobSetup backs up a, then b (a with every block but the first keep changed), deletes a
+// and makes the index forget b's first block, which is in a's pack: with keep 1 gc would drop
+// that pack, with more it would repack it.
+func lostBlobSetup(t *testing.T, keep int) (f *fixture, mB *repo.Manifest, vol []byte, lost repo.Location) {
 	t.Helper()
 	f = newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	ctx := context.Background()
 	base := randomBytes(41, 4<<20)
 	mA := f.backup(t, "a", &memSource{data: base}, nil)
 	vol = append([]byte(nil), base...)
-	copy(vol[16<<10:], randomBytes(42, 4<<20-16<<10))
+	copy(vol[keep*16<<10:], randomBytes(42, 4<<20-keep*16<<10))
 	mB = f.backup(t, "b", &memSource{data: vol}, mA)
 	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
 		t.Fatal(err)
@@ -1188,7 +1189,7 @@ func lostBlobSetup(t *testing.T) (f *fixture, mB *repo.Manifest, vol []byte, los
 // index that learned only part of the pack): gc deletes nothing and says to rebuild the index;
 // a rebuilt index locates the blob, and gc then keeps it.
 func TestGCKeepsABlobTheIndexLost(t *testing.T) {
-	f, mB, vol, lost := lostBlobSetup(t)
+	f, mB, vol, lost := lostBlobSetup(t, 1)
 	ctx := context.Background()
 	_, err := f.r.GC(ctx, repo.GCOptions{})
 	if err == nil || !strings.Contains(err.Error(), "rebuild-index") || !strings.Contains(err.Error(), lost.Pack.String()) {
@@ -1211,20 +1212,46 @@ func TestGCKeepsABlobTheIndexLost(t *testing.T) {
 // The same pack with that blob's copy damaged (the index forgot it as repair does): deleting
 // it loses nothing readable, so gc goes on.
 func TestGCDropsADamagedCopyTheIndexForgot(t *testing.T) {
-	f, _, _, lost := lostBlobSetup(t)
-	path := filepath.Join(f.dir, "repo", filepath.FromSlash(lost.Pack.Key()))
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[lost.Offset+lost.Length/2] ^= 0xff
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	f, _, _, lost := lostBlobSetup(t, 1)
+	f.damage(t, lost)
 	if st := f.gc(t); st.PacksDeleted+st.PacksRepacked == 0 {
 		t.Fatalf("gc: %+v; want a's pack gone", st)
 	}
 	if _, err := f.r.Backend().Stat(context.Background(), lost.Pack.Key()); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("a's pack after gc: %v", err)
+	}
+}
+
+// damage flips a byte in the middle of the blob at loc in a local repository's pack file.
+func (f *fixture) damage(t *testing.T, loc repo.Location) {
+	t.Helper()
+	path := filepath.Join(f.dir, "repo", filepath.FromSlash(loc.Pack.Key()))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[loc.Offset+loc.Length/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A pack gc repacks that holds a damaged copy the index forgot (repo repair does that when no
+// volume can heal the block): the repack leaves it out instead of failing gc, the block's
+// backup stays damaged, and its other blocks move with the pack.
+func TestGCRepackLeavesOutADamagedCopyTheIndexForgot(t *testing.T) {
+	f, mB, vol, lost := lostBlobSetup(t, 2)
+	f.damage(t, lost)
+	st := f.gc(t)
+	if st.PacksRepacked != 1 {
+		t.Fatalf("gc: %+v; want a's pack repacked", st)
+	}
+	im := f.r.Image(mB)
+	p := make([]byte, 16<<10)
+	if _, err := im.ReadAt(p, 16<<10); err != nil || !bytes.Equal(p, vol[16<<10:32<<10]) {
+		t.Fatalf("b's second block after the repack: %v", err)
+	}
+	if _, err := im.ReadAt(p, 0); !errors.Is(err, repo.ErrCorrupt) && !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("b's first block, damaged and forgotten: %v", err)
 	}
 }
