@@ -128,3 +128,21 @@ func ImageCachedForTest(im *Image, off, n int64) int {
 	}
 	return cached
 }
+
+// SharedWaitingForTest returns how many write sessions wait for another session's pack.
+func SharedWaitingForTest(r *Repository) int64 { return r.shared.waiting.Load() }
+
+// SharedBlobsForTest returns how many new data blocks the registry of packs being stored holds.
+func SharedBlobsForTest(r *Repository) int {
+	r.shared.mu.Lock()
+	defer r.shared.mu.Unlock()
+	return len(r.shared.blobs)
+}
+
+// SetSharedFlushWaitForTest sets how long a session waits for another to flush a pack it
+// needs, until the test ends.
+func SetSharedFlushWaitForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := sharedFlushWait
+	sharedFlushWait = d
+	t.Cleanup(func() { sharedFlushWait = old })
+}

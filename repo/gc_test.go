@@ -1079,8 +1079,8 @@ func (x *heldIndex) AddPack(id repo.PackID, size int64, entries []repo.PackEntry
 	return x.Index.AddPack(id, size, entries)
 }
 
-// Two backups that run at once and share blocks new to the repository both store them; the
-// index locates each in one pack, and the other pack's copies are read by nothing. gc counts
+// Two backups that run at once on two gateways and share blocks new to the repository both
+// store them; the index locates each in one pack, and the other pack's copies are read by nothing. gc counts
 // them dead, repacks the pack they fill half of, and every backup still restores, through
 // this index and through a fresh one (which failed before: it learned the kept pack from the
 // deletion record's relocations alone, and never located its other blobs).
@@ -1090,7 +1090,14 @@ func TestGCRepacksCopiesNoIndexEntryUses(t *testing.T) {
 		x.Index = idx
 		return x
 	})
-	r, ctx := f.r, context.Background()
+	ctx := context.Background()
+	// Two handles on the repository, as two gateways: the backups of one process share what
+	// they pack (TestConcurrentBackupsShareWhatTheyPack), those of two do not.
+	r2, err := repo.Open(ctx, f.r.Backend(), x, repo.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handles := []*repo.Repository{f.r, r2}
 
 	// One-leaf parts: the volumes are a+b and b+c, each two leaves, four checks in all.
 	const leaf = repo.LeafFanout * 16 << 10
@@ -1101,6 +1108,7 @@ func TestGCRepacksCopiesNoIndexEntryUses(t *testing.T) {
 	for k, data := range vols {
 		wg.Go(func() {
 			src := &memSource{data: data}
+			r := handles[k]
 			_, err := r.Write(ctx, src, repo.WriteOptions{}, func(res repo.WriteResult) error {
 				ms[k] = &repo.Manifest{ID: fmt.Sprint("v", k), VolumeID: fmt.Sprint("vol", k), Size: src.Size(), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
 				return r.PutManifest(ctx, ms[k])

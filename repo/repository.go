@@ -35,6 +35,7 @@ type Repository struct {
 
 	nodes  *cache[Address, *node]
 	chunks *chunkCache
+	shared sharedPacks // new data blocks of the write sessions running in this process
 }
 
 // Options tune an open repository.

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sort"
 	"sync"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/slab"
@@ -68,6 +70,9 @@ type Stats struct {
 	// ReadBytes is how many bytes were read from the source: with changed-block tracking, what
 	// changed (rounded out to blocks); without, every data extent.
 	ReadBytes int64 `json:"read_bytes"`
+	// SharedBlobs: new data blocks this backup did not store because a backup running at the
+	// same time in this process had just stored them.
+	SharedBlobs int64 `json:"shared_blobs,omitempty"`
 }
 
 // WriteResult is the block map of a written backup.
@@ -104,6 +109,7 @@ type leafJob struct {
 type newBlob struct {
 	t        BlobType
 	addr     Address
+	block    int // in its leaf
 	off, n   int
 	plainLen int
 }
@@ -188,6 +194,8 @@ type writeSession struct {
 	// owned by the collector goroutine:
 	stored map[Address]struct{} // tree nodes this session has stored or found stored
 	packer packer
+	ticket *packTicket           // the pack being filled, as other sessions see it (shared.go)
+	deps   map[Address]sharedDep // data blocks left to other sessions' packs
 	stats  Stats
 	levels []levelBuilder
 	root   Address
@@ -220,6 +228,14 @@ func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
 	defer w.bufs.Close() // after every stage and upload has stopped
 	w.spool, _ = w.r.be.(backend.Spooler)
 	defer w.packer.abandon() // a pack not handed to an upload, when the session fails
+	defer func() {
+		// Before abandon (defers run last first): the sessions that depend on the pack
+		// being filled learn it is lost.
+		if w.ticket != nil {
+			w.r.shared.settle(w.ticket, w.packer.entries, errPackAbandoned)
+			w.ticket = nil
+		}
+	}()
 	if w.o.Changes != nil {
 		w.stats.DataBlocks = w.o.Parent.DataBlocks // what is not read stays as the parent had it
 	}
@@ -595,7 +611,7 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 		}
 		start := len(job.blobs)
 		job.blobs, *scratch = w.r.keys.encodeBlob(job.blobs, *scratch, blk, w.r.cfg.Compression, nd.addrs[b])
-		res.newBlobs = append(res.newBlobs, newBlob{t: BlobData, addr: nd.addrs[b], off: start, n: len(job.blobs) - start, plainLen: len(blk)})
+		res.newBlobs = append(res.newBlobs, newBlob{t: BlobData, addr: nd.addrs[b], block: b, off: start, n: len(job.blobs) - start, plainLen: len(blk)})
 	}
 	if ctx.Err() != nil {
 		return leafResult{err: ctx.Err()}
@@ -696,7 +712,8 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		w.stats.ChangedBlocks += res.stats.ChangedBlocks
 		w.forgetIndexed(job.since) // every leaf from this one on was planned after those packs were indexed
 		for _, b := range res.newBlobs {
-			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen); err != nil {
+			at := job.i*w.g.leafBytes() + int64(b.block)*w.g.blockSize
+			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen, at); err != nil {
 				return err
 			}
 		}
@@ -706,6 +723,12 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		}
 		if res.node != nil && !res.reused {
 			if err := w.ensureNode(res.addr, res.enc); err != nil {
+				return err
+			}
+		}
+		if w.ticket != nil && w.ticket.wanted.Load() {
+			// A session running at once waits for blocks in the pack being filled.
+			if err := w.flushPack(); err != nil {
 				return err
 			}
 		}
@@ -723,10 +746,96 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 	if w.g.leaves == 0 {
 		w.root = Address{}
 	}
+	// The last pack goes before the dependencies are settled: a session settling its own
+	// then finds this one's packs all uploading, never one that waits for this session.
 	if err := w.flushPack(); err != nil {
 		return err
 	}
+	if err := w.settleDeps(ctx); err != nil {
+		return err
+	}
+	if err := w.flushPack(); err != nil { // what settleDeps stored
+		return err
+	}
 	return w.uploads.Wait()
+}
+
+// errPackAbandoned settles the ticket of a pack its failed session never stored.
+var errPackAbandoned = errors.New("the backup that was storing it failed")
+
+// settleDeps makes sure every data block this session left to another session's pack is
+// stored and indexed before the session commits. A pack still filling is asked for (its
+// session flushes it after the leaf it is on) and waited for up to sharedFlushWait; a pack
+// handed to an upload is waited for. A block whose pack is lost, or was not flushed in time
+// (its session may be stuck on a slow read), is read again from this session's volume and
+// packed here (docs/design.md, "Backups running at once in one process share what they
+// pack").
+func (w *writeSession) settleDeps(ctx context.Context) error {
+	if len(w.deps) == 0 {
+		return nil
+	}
+	w.r.shared.waiting.Add(1)
+	defer w.r.shared.waiting.Add(-1)
+	var deadline <-chan time.Time
+	ok := map[*packTicket]bool{}
+	for _, d := range w.deps {
+		t := d.t
+		if _, seen := ok[t]; seen {
+			continue
+		}
+		if !t.isFlushed() {
+			t.wanted.Store(true)
+			if deadline == nil {
+				deadline = time.After(sharedFlushWait)
+			}
+			select {
+			case <-t.flushed:
+			case <-t.done:
+			case <-deadline:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if t.isFlushed() {
+			select {
+			case <-t.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		ok[t] = t.isFlushed() && t.err == nil
+	}
+	var again []Address
+	for addr, d := range w.deps {
+		if ok[d.t] {
+			w.stats.SharedBlobs++
+			continue
+		}
+		again = append(again, addr)
+	}
+	sort.Slice(again, func(i, j int) bool { return w.deps[again[i]].off < w.deps[again[j]].off })
+	var buf, scratch, enc []byte
+	for _, addr := range again {
+		d := w.deps[addr]
+		if cap(buf) < d.n {
+			buf = w.bufs.Get(int(w.g.blockSize))
+			defer w.bufs.Put(buf)
+		}
+		blk := buf[:d.n]
+		if _, err := w.src.ReadAt(blk, d.off); err != nil && !errors.Is(err, io.EOF) {
+			return fmt.Errorf("read volume at offset %d: %w", d.off, err)
+		}
+		w.stats.ReadBytes += int64(d.n)
+		if w.r.keys.address(BlobData, blk) != addr {
+			return fmt.Errorf("the volume changed while it was backed up (the block at offset %d differs from its first read): back it up again, from a snapshot (--force) if it is in use", d.off)
+		}
+		enc, scratch = w.r.keys.encodeBlob(enc[:0], scratch, blk, w.r.cfg.Compression, addr)
+		if err := w.pack(BlobData, addr, enc, d.n); err != nil {
+			return err
+		}
+	}
+	w.deps = nil
+	return nil
 }
 
 // push adds a child address at the given level (1 = parents of leaves) and finishes nodes as
@@ -781,11 +890,13 @@ func (w *writeSession) ensureNode(addr Address, enc []byte) error {
 		return err
 	}
 	stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
-	return w.addBlob(BlobTree, addr, stored, len(enc))
+	return w.addBlob(BlobTree, addr, stored, len(enc), -1)
 }
 
-// addBlob puts a stored blob into the current pack unless this session already has it.
-func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen int) error {
+// addBlob puts a stored blob into the current pack unless this session already has it, or,
+// for a data block (at is its offset in the volume; -1 for a tree node), another session
+// running at once has just packed it: then it depends on that pack (settleDeps).
+func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen int, at int64) error {
 	w.mu.Lock()
 	_, dup := w.packed[addr]
 	if !dup {
@@ -795,6 +906,23 @@ func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen
 	if dup {
 		return nil
 	}
+	if w.ticket == nil {
+		w.ticket = newTicket(w)
+	}
+	if t == BlobData && at >= 0 && len(w.deps) < maxSharedDeps {
+		if o := w.r.shared.claim(addr, w.ticket); o != nil {
+			if w.deps == nil {
+				w.deps = map[Address]sharedDep{}
+			}
+			w.deps[addr] = sharedDep{t: o, off: at, n: plainLen}
+			return nil
+		}
+	}
+	return w.pack(t, addr, stored, plainLen)
+}
+
+// pack puts a stored blob into the current pack.
+func (w *writeSession) pack(t BlobType, addr Address, stored []byte, plainLen int) error {
 	if !w.packer.started() {
 		// A pack file or buffer only once there is something to pack.
 		if w.spool != nil {
@@ -828,13 +956,23 @@ func (w *writeSession) flushPack() error {
 		return context.Cause(w.uctx)
 	}
 	w.stats.Packs++
+	t := w.ticket // settled by the upload, whatever its outcome
+	w.ticket = nil
+	if t == nil {
+		t = newTicket(w)
+	}
+	close(t.flushed)
 	if w.packer.file != nil {
+		filled := w.packer.entries // finishSpool drops them when it fails
 		id, f, size, entries, err := w.packer.finishSpool(w.r.keys)
 		if err != nil {
+			w.r.shared.settle(t, filled, err)
 			return err
 		}
 		w.uploads.Go(func() error {
-			if err := w.r.storeSpooledPack(w.uctx, w.spool, id, f, size, entries); err != nil {
+			err := w.r.storeSpooledPack(w.uctx, w.spool, id, f, size, entries)
+			w.r.shared.settle(t, entries, err)
+			if err != nil {
 				return err
 			}
 			w.unpend(entries)
@@ -844,7 +982,9 @@ func (w *writeSession) flushPack() error {
 	}
 	id, data, entries := w.packer.finish(w.r.keys) // the next addBlob takes a new buffer
 	w.uploads.Go(func() error {
-		if err := w.r.storePack(w.uctx, id, data, entries); err != nil {
+		err := w.r.storePack(w.uctx, id, data, entries)
+		w.r.shared.settle(t, entries, err)
+		if err != nil {
 			return err
 		}
 		w.bufs.Put(data)

@@ -1,0 +1,89 @@
+package repo
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// sharedPacks lets the write sessions of one Repository that run at once pack a new data
+// block once: it knows which session's pack each new block went into until that pack is
+// indexed or lost. A session that meets a block another one packed depends on that pack
+// instead of packing it again (docs/design.md, "Backups running at once in one process share
+// what they pack").
+type sharedPacks struct {
+	mu      sync.Mutex
+	blobs   map[Address]*packTicket
+	waiting atomic.Int64 // sessions waiting for another's upload (settleDeps)
+}
+
+// packTicket is one session's pack, from its first blob until it is indexed or lost.
+type packTicket struct {
+	owner *writeSession
+	// flushed is closed when the pack is handed to an upload: it then settles within an
+	// upload's time. Until then it fills for as long as its session has new blocks.
+	flushed chan struct{}
+	// wanted: a session waits for the pack; its owner flushes it after the leaf it is on.
+	wanted atomic.Bool
+	done   chan struct{} // closed once err is set: nil when the pack is indexed
+	err    error
+}
+
+func newTicket(owner *writeSession) *packTicket {
+	return &packTicket{owner: owner, flushed: make(chan struct{}), done: make(chan struct{})}
+}
+
+// isFlushed reports whether t's pack was handed to an upload.
+func (t *packTicket) isFlushed() bool {
+	select {
+	case <-t.flushed:
+		return true
+	default:
+		return false
+	}
+}
+
+// sharedFlushWait is how long a session waits for another to flush a pack it wants (the
+// other may be stuck on a slow read) before it reads the blocks again and stores them.
+var sharedFlushWait = 10 * time.Second
+
+// claim records addr as packed into t, unless another session's pack has it: then it returns
+// that pack's ticket and records nothing.
+func (s *sharedPacks) claim(addr Address, t *packTicket) *packTicket {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o, ok := s.blobs[addr]; ok && o.owner != t.owner {
+		return o
+	}
+	if s.blobs == nil {
+		s.blobs = map[Address]*packTicket{}
+	}
+	s.blobs[addr] = t
+	return nil
+}
+
+// settle ends t with err (nil: its pack is indexed): its blobs leave the registry, and the
+// sessions that depend on it learn the outcome.
+func (s *sharedPacks) settle(t *packTicket, entries []PackEntry, err error) {
+	s.mu.Lock()
+	for _, e := range entries {
+		if s.blobs[e.Addr] == t {
+			delete(s.blobs, e.Addr)
+		}
+	}
+	s.mu.Unlock()
+	t.err = err
+	close(t.done)
+}
+
+// sharedDep is a data block a session did not pack because another session's pack has it:
+// where it is in this session's volume, to read it again if that pack is lost.
+type sharedDep struct {
+	t   *packTicket
+	off int64
+	n   int
+}
+
+// maxSharedDeps bounds the blocks one session leaves to others (48 bytes each); past it, it
+// packs what it meets.
+const maxSharedDeps = 1 << 20
