@@ -53,17 +53,16 @@ func (r *Repository) Heal(ctx context.Context, src Source, lost map[Address]stru
 			if err := ctx.Err(); err != nil {
 				return healed, err
 			}
-			n := int(min(bs, src.Size()-b))
-			if _, err := src.ReadAt(buf[:n], b); err != nil && !errors.Is(err, io.EOF) {
-				return healed, fmt.Errorf("read offset %d: %w", b, err)
+			blk, a, err := r.sourceBlock(src, buf, b)
+			if err != nil {
+				return healed, err
 			}
-			a := r.keys.address(BlobData, buf[:n])
 			if _, ok := lost[a]; !ok {
 				continue
 			}
 			var stored []byte
-			stored, scratch = r.keys.encodeBlob(nil, scratch, buf[:n], r.cfg.Compression, a)
-			p.add(BlobData, a, stored, n)
+			stored, scratch = r.keys.encodeBlob(nil, scratch, blk, r.cfg.Compression, a)
+			p.add(BlobData, a, stored, len(blk))
 			pending = append(pending, a)
 			delete(lost, a)
 			if p.size() >= r.cfg.PackSize {
@@ -75,6 +74,16 @@ func (r *Repository) Heal(ctx context.Context, src Source, lost map[Address]stru
 		off = max(end, off+1)
 	}
 	return healed, flush()
+}
+
+// sourceBlock reads the block of src at off (a multiple of the block size; the last block
+// may be short) into buf, which holds a block, and returns it with its address.
+func (r *Repository) sourceBlock(src Source, buf []byte, off int64) ([]byte, Address, error) {
+	blk := buf[:min(int64(r.cfg.BlockSize), src.Size()-off)]
+	if _, err := src.ReadAt(blk, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, Address{}, fmt.Errorf("read volume at offset %d: %w", off, err)
+	}
+	return blk, r.keys.address(BlobData, blk), nil
 }
 
 // ForgetDamaged makes the index forget the lost data blobs whose only copy it knows is

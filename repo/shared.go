@@ -14,7 +14,7 @@ import (
 type sharedPacks struct {
 	mu      sync.Mutex
 	blobs   map[Address]*packTicket
-	waiting atomic.Int64 // sessions waiting for another's upload (settleDeps)
+	waiting atomic.Int64 // sessions settling what they left to other sessions (settleDeps)
 }
 
 // packTicket is one session's pack, from its first blob until it is indexed or lost.
@@ -81,9 +81,8 @@ func (s *sharedPacks) settle(t *packTicket, entries []PackEntry, err error) {
 type sharedDep struct {
 	t   *packTicket
 	off int64
-	n   int
 }
 
-// maxSharedDeps bounds the blocks one session leaves to others (48 bytes each); past it, it
-// packs what it meets.
+// maxSharedDeps bounds the blocks one session leaves to others (about 50 bytes each with the
+// address); past it, it packs what it meets.
 const maxSharedDeps = 1 << 20

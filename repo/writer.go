@@ -805,36 +805,38 @@ func (w *writeSession) settleDeps(ctx context.Context) error {
 		}
 		ok[t] = t.isFlushed() && t.err == nil
 	}
+	deps := w.deps
 	var again []Address
-	for addr, d := range w.deps {
+	for addr, d := range deps {
 		if ok[d.t] {
 			w.stats.SharedBlobs++
 			continue
 		}
 		again = append(again, addr)
 	}
-	sort.Slice(again, func(i, j int) bool { return w.deps[again[i]].off < w.deps[again[j]].off })
-	var buf, scratch, enc []byte
+	w.deps = nil
+	if len(again) == 0 {
+		return nil
+	}
+	sort.Slice(again, func(i, j int) bool { return deps[again[i]].off < deps[again[j]].off })
+	buf := w.bufs.Get(int(w.g.blockSize))
+	defer w.bufs.Put(buf)
+	var scratch, enc []byte
 	for _, addr := range again {
-		d := w.deps[addr]
-		if cap(buf) < d.n {
-			buf = w.bufs.Get(int(w.g.blockSize))
-			defer w.bufs.Put(buf)
+		d := deps[addr]
+		blk, a, err := w.r.sourceBlock(w.src, buf, d.off)
+		if err != nil {
+			return err
 		}
-		blk := buf[:d.n]
-		if _, err := w.src.ReadAt(blk, d.off); err != nil && !errors.Is(err, io.EOF) {
-			return fmt.Errorf("read volume at offset %d: %w", d.off, err)
-		}
-		w.stats.ReadBytes += int64(d.n)
-		if w.r.keys.address(BlobData, blk) != addr {
+		w.stats.ReadBytes += int64(len(blk))
+		if a != addr {
 			return fmt.Errorf("the volume changed while it was backed up (the block at offset %d differs from its first read): back it up again, from a snapshot (--force) if it is in use", d.off)
 		}
 		enc, scratch = w.r.keys.encodeBlob(enc[:0], scratch, blk, w.r.cfg.Compression, addr)
-		if err := w.pack(BlobData, addr, enc, d.n); err != nil {
+		if err := w.pack(BlobData, addr, enc, len(blk)); err != nil {
 			return err
 		}
 	}
-	w.deps = nil
 	return nil
 }
 
@@ -906,23 +908,30 @@ func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen
 	if dup {
 		return nil
 	}
-	if w.ticket == nil {
-		w.ticket = newTicket(w)
-	}
 	if t == BlobData && at >= 0 && len(w.deps) < maxSharedDeps {
-		if o := w.r.shared.claim(addr, w.ticket); o != nil {
+		if o := w.r.shared.claim(addr, w.currentTicket()); o != nil {
 			if w.deps == nil {
 				w.deps = map[Address]sharedDep{}
 			}
-			w.deps[addr] = sharedDep{t: o, off: at, n: plainLen}
+			w.deps[addr] = sharedDep{t: o, off: at}
 			return nil
 		}
 	}
 	return w.pack(t, addr, stored, plainLen)
 }
 
+// currentTicket returns the ticket of the pack being filled, which starts with its first blob
+// (or the first claim for it).
+func (w *writeSession) currentTicket() *packTicket {
+	if w.ticket == nil {
+		w.ticket = newTicket(w)
+	}
+	return w.ticket
+}
+
 // pack puts a stored blob into the current pack.
 func (w *writeSession) pack(t BlobType, addr Address, stored []byte, plainLen int) error {
+	w.currentTicket()
 	if !w.packer.started() {
 		// A pack file or buffer only once there is something to pack.
 		if w.spool != nil {
@@ -956,11 +965,8 @@ func (w *writeSession) flushPack() error {
 		return context.Cause(w.uctx)
 	}
 	w.stats.Packs++
-	t := w.ticket // settled by the upload, whatever its outcome
+	t := w.ticket // set by pack; settled by the upload, whatever its outcome
 	w.ticket = nil
-	if t == nil {
-		t = newTicket(w)
-	}
 	close(t.flushed)
 	if w.packer.file != nil {
 		filled := w.packer.entries // finishSpool drops them when it fails
