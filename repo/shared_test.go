@@ -17,8 +17,8 @@ import (
 )
 
 // gateBackend holds every pack's index object back until the test opens the gate (so no
-// other session learns the pack before it is indexed), and can make the first one fail, as a
-// lost upload.
+// other session learns the pack before it is indexed), and can make the first one held fail,
+// as a lost upload: the first backup's, held before the second starts.
 type gateBackend struct {
 	backend.Backend
 	gate      chan struct{}
@@ -30,9 +30,9 @@ var errLostUpload = errors.New("injected: the upload was lost")
 
 func (x *gateBackend) Put(ctx context.Context, key string, data []byte) error {
 	if strings.HasPrefix(key, "packindex/") {
-		x.held.Add(1)
+		n := x.held.Add(1)
 		<-x.gate
-		if x.failFirst.CompareAndSwap(true, false) {
+		if n == 1 && x.failFirst.Load() {
 			return errLostUpload
 		}
 	}
