@@ -57,11 +57,11 @@ func TestClonesBackedUpTogetherShareTheirBlocks(t *testing.T) {
 		stored += b.Stats.NewPlainBytes
 		shared += b.Stats.SharedBlobs
 	}
-	// Alone, each would store the image's 24 MiB; together they store it once, plus a
-	// little (each backup's tree nodes, and a block whose first copy was indexed in the
-	// instant between another backup's check and its claim).
+	// Alone, each would store the image's 24 MiB; together they store it once, plus each
+	// backup's tree nodes. (Before a backup looked a block up again when another had
+	// indexed a pack since its check, some runs stored half the image twice.)
 	t.Logf("four clones of %d bytes: %d bytes stored, %d blocks shared", len(data), stored, shared)
-	if shared == 0 || stored > int64(len(data))*3/2 {
+	if shared == 0 || stored > int64(len(data))*11/10 {
 		t.Fatalf("four clones backed up together stored %d bytes of %d and shared %d blocks", stored, len(data), shared)
 	}
 	for _, id := range ids {

@@ -12,9 +12,36 @@ import (
 // instead of packing it again (docs/design.md, "Backups running at once in one process share
 // what they pack").
 type sharedPacks struct {
-	mu      sync.Mutex
-	blobs   map[Address]*packTicket
-	waiting atomic.Int64 // sessions settling what they left to other sessions (settleDeps)
+	mu    sync.Mutex
+	blobs map[Address]*packTicket
+	// sessions counts the write sessions running; gen counts the packs indexed while another
+	// session ran (mu guards both). A session's dedup check that ran before one of those
+	// may have missed a block now in the index and no longer in blobs: claim says so.
+	sessions int
+	gen      uint64
+	waiting  atomic.Int64 // sessions settling what they left to other sessions (settleDeps)
+}
+
+// join counts a write session in for the time it runs; leave counts it out, once every
+// upload of its packs has settled.
+func (s *sharedPacks) join() {
+	s.mu.Lock()
+	s.sessions++
+	s.mu.Unlock()
+}
+
+func (s *sharedPacks) leave() {
+	s.mu.Lock()
+	s.sessions--
+	s.mu.Unlock()
+}
+
+// generation returns how many packs were indexed while another session ran. A leaf records
+// it before its dedup check.
+func (s *sharedPacks) generation() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
 }
 
 // packTicket is one session's pack, from its first blob until it is indexed or lost.
@@ -48,24 +75,32 @@ func (t *packTicket) isFlushed() bool {
 var sharedFlushWait = 10 * time.Second
 
 // claim records addr as packed into t, unless another session's pack has it: then it returns
-// that pack's ticket and records nothing.
-func (s *sharedPacks) claim(addr Address, t *packTicket) *packTicket {
+// that pack's ticket and records nothing. gen is the generation at which addr was last
+// looked up in the index; if packs were indexed since (cur != gen), claim records nothing
+// either: the caller looks addr up again and claims with cur.
+func (s *sharedPacks) claim(addr Address, t *packTicket, gen uint64) (o *packTicket, cur uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if o, ok := s.blobs[addr]; ok && o.owner != t.owner {
-		return o
+		return o, s.gen
+	}
+	if s.gen != gen {
+		return nil, s.gen
 	}
 	if s.blobs == nil {
 		s.blobs = map[Address]*packTicket{}
 	}
 	s.blobs[addr] = t
-	return nil
+	return nil, gen
 }
 
 // settle ends t with err (nil: its pack is indexed): its blobs leave the registry, and the
 // sessions that depend on it learn the outcome.
 func (s *sharedPacks) settle(t *packTicket, entries []PackEntry, err error) {
 	s.mu.Lock()
+	if err == nil && s.sessions > 1 {
+		s.gen++ // before its blobs leave: a claim that misses them sees it
+	}
 	for _, e := range entries {
 		if s.blobs[e.Addr] == t {
 			delete(s.blobs, e.Addr)

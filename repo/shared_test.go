@@ -242,3 +242,86 @@ func TestConcurrentBackupsStartedTogetherShare(t *testing.T) {
 		t.Fatalf("four backups at once: %d bytes stored (the volume is %d), %d blocks shared, %d read (want %d): %+v", stored, len(vol), shared, read, 4*data, stats)
 	}
 }
+
+// lateIndex holds the first backup's pack back from the index until the second backup's
+// dedup check has run (and missed it), and that check until the first backup has returned:
+// the pack is indexed, and its blobs have left the shared registry, between the second's
+// check and its packing.
+type lateIndex struct {
+	repo.Index
+	calls   atomic.Int64
+	aLooked chan struct{} // the first backup's check ran
+	bLooked chan struct{} // the second's ran
+	aDone   chan struct{} // the first backup returned
+}
+
+func (x *lateIndex) LookupBatch(addrs []repo.Address, locs []repo.Location, found []bool) error {
+	if err := x.Index.LookupBatch(addrs, locs, found); err != nil {
+		return err
+	}
+	switch x.calls.Add(1) {
+	case 1:
+		close(x.aLooked)
+	case 2:
+		close(x.bLooked)
+		<-x.aDone
+	}
+	return nil
+}
+
+func (x *lateIndex) AddPack(id repo.PackID, size int64, entries []repo.PackEntry) error {
+	<-x.bLooked
+	return x.Index.AddPack(id, size, entries)
+}
+
+// A backup whose dedup check missed blocks another backup running at once indexed just after
+// (its pack left the shared registry before this one packed them) finds them in the index
+// then and does not store them again. Before, the gateway's four clones stored half an image
+// twice in some runs.
+func TestConcurrentBackupFindsWhatWasIndexedAfterItsCheck(t *testing.T) {
+	x := &lateIndex{aLooked: make(chan struct{}), bLooked: make(chan struct{}), aDone: make(chan struct{})}
+	f := newFixtureWith(t, repo.InitOptions{}, func(idx repo.Index) repo.Index {
+		x.Index = idx
+		return x
+	})
+	ctx := context.Background()
+	vol := randomBytes(57, repo.LeafFanout*16<<10) // one leaf: one dedup check per backup
+	var res [2]repo.WriteResult
+	var errs [2]error
+	var wg sync.WaitGroup
+	write := func(k int) {
+		wg.Go(func() {
+			res[k], errs[k] = f.r.Write(ctx, &memSource{data: vol}, repo.WriteOptions{}, func(res repo.WriteResult) error {
+				return f.r.PutManifest(ctx, &repo.Manifest{ID: string(rune('a' + k)), VolumeID: "vol", Size: int64(len(vol)), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats})
+			})
+			if k == 0 {
+				close(x.aDone)
+			}
+		})
+	}
+	write(0)
+	select {
+	case <-x.aLooked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first backup never checked its blocks")
+	}
+	write(1)
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatalf("backups: %v, %v", errs[0], errs[1])
+	}
+	blocks := int64(repo.LeafFanout)
+	if a, b := res[0].Stats, res[1].Stats; a.NewBlobs < blocks || b.SharedBlobs != blocks || b.NewBlobs > 3 {
+		t.Fatalf("a stored %d blobs, b %d and shared %d; want b to store none of the %d data blocks", a.NewBlobs, b.NewBlobs, b.SharedBlobs, blocks)
+	}
+	for _, id := range []string{"a", "b"} {
+		m, err := f.r.GetManifest(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := f.restore(t, m); !bytes.Equal(got, vol) {
+			t.Fatalf("backup %s differs", id)
+		}
+	}
+	f.mustCheck(t)
+}

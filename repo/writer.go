@@ -87,8 +87,10 @@ type WriteResult struct {
 type leafJob struct {
 	i int64
 	// since is how many of the session's packs were indexed when the leaf was planned: its
-	// dedup check sees their blobs in the index.
+	// dedup check sees their blobs in the index. gen is the shared registry's generation
+	// then (sharedPacks.generation): the packs other sessions had indexed.
 	since uint64
+	gen   uint64
 	holes int64 // > 0: this job is a run of that many all-hole leaves starting at i
 	// reuse > 0: a run of that many leaves starting at i that did not change since the
 	// parent; their addresses are the parent's, nothing is read.
@@ -217,6 +219,8 @@ type levelBuilder struct {
 }
 
 func (w *writeSession) run(ctx context.Context) (WriteResult, error) {
+	w.r.shared.join()
+	defer w.r.shared.leave() // runs last: every upload has settled by then
 	parent := ctx
 	eg, ctx := errgroup.WithContext(ctx)
 	w.uploads, w.uctx = errgroup.WithContext(ctx)
@@ -326,7 +330,7 @@ func (w *writeSession) plan(ctx context.Context, order, toRead chan<- *leafJob) 
 	for i := int64(0); i < w.g.leaves; i++ {
 		lo := i * w.g.leafBytes()
 		hi := min(lo+w.g.leafBytes(), size)
-		job := &leafJob{i: i, since: w.packsIndexed(), done: make(chan struct{})}
+		job := &leafJob{i: i, since: w.packsIndexed(), gen: w.r.shared.generation(), done: make(chan struct{})}
 		if w.o.Changes != nil {
 			changed, err := w.changedIn(lo, hi)
 			if err != nil {
@@ -713,7 +717,7 @@ func (w *writeSession) collect(ctx context.Context, order <-chan *leafJob) error
 		w.forgetIndexed(job.since) // every leaf from this one on was planned after those packs were indexed
 		for _, b := range res.newBlobs {
 			at := job.i*w.g.leafBytes() + int64(b.block)*w.g.blockSize
-			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen, at); err != nil {
+			if err := w.addBlob(b.t, b.addr, job.blobs[b.off:b.off+b.n], b.plainLen, at, job.gen); err != nil {
 				return err
 			}
 		}
@@ -892,13 +896,14 @@ func (w *writeSession) ensureNode(addr Address, enc []byte) error {
 		return err
 	}
 	stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
-	return w.addBlob(BlobTree, addr, stored, len(enc), -1)
+	return w.addBlob(BlobTree, addr, stored, len(enc), -1, 0)
 }
 
 // addBlob puts a stored blob into the current pack unless this session already has it, or,
 // for a data block (at is its offset in the volume; -1 for a tree node), another session
-// running at once has just packed it: then it depends on that pack (settleDeps).
-func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen int, at int64) error {
+// running at once has just packed it: then it depends on that pack (settleDeps), or has
+// just indexed it. gen is the shared generation before the block's dedup check.
+func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen int, at int64, gen uint64) error {
 	w.mu.Lock()
 	_, dup := w.packed[addr]
 	if !dup {
@@ -909,12 +914,29 @@ func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen
 		return nil
 	}
 	if t == BlobData && at >= 0 && len(w.deps) < maxSharedDeps {
-		if o := w.r.shared.claim(addr, w.currentTicket()); o != nil {
-			if w.deps == nil {
-				w.deps = map[Address]sharedDep{}
+		for {
+			o, cur := w.r.shared.claim(addr, w.currentTicket(), gen)
+			if o != nil {
+				if w.deps == nil {
+					w.deps = map[Address]sharedDep{}
+				}
+				w.deps[addr] = sharedDep{t: o, off: at}
+				return nil
 			}
-			w.deps[addr] = sharedDep{t: o, off: at}
-			return nil
+			if cur == gen {
+				break // claimed: no pack was indexed elsewhere since the last lookup
+			}
+			// Another session indexed a pack since the block was looked up, and its
+			// blobs left the registry: the block may be in it.
+			_, known, err := w.r.idx.Lookup(addr)
+			if err != nil {
+				return err
+			}
+			if known {
+				w.stats.SharedBlobs++
+				return nil
+			}
+			gen = cur
 		}
 	}
 	return w.pack(t, addr, stored, plainLen)
