@@ -7,6 +7,7 @@ import (
 )
 
 func TestGetPutReuses(t *testing.T) {
+	SetKeep(0) // what an earlier run (-count) kept
 	SetKeep(DefaultKeep)
 	t.Cleanup(func() { SetKeep(DefaultKeep) })
 	a := Get(5 << 20)
