@@ -9,11 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 
 	"github.com/zeebo/blake3"
-	"golang.org/x/crypto/scrypt"
 )
 
 // ErrWrongPassword means no key object of the repository opens with the given passphrase.
@@ -133,14 +131,10 @@ func (kf *keyFile) damaged() bool { return kf.Sum != nil && !hmac.Equal(kf.Sum, 
 // scryptN is the scrypt cost: about 100 ms and 32 MiB on this class of machine.
 const scryptN = 1 << 15
 
-// kek derives the key that wraps the master key from password. scrypt's work buffer (32 MiB)
-// is garbage once it returns; collecting it at once sets the heap's next goal from what the
-// command really holds. Left to the next collection, the goal counted it: a mount's heap grew
-// to 107 MB before its first collection under a sequential read.
+// kek derives the key that wraps the master key from password (scryptKey: scrypt with its
+// work area out of the Go heap, so nothing of it is left for the collector).
 func (kf *keyFile) kek(password string) ([]byte, error) {
-	k, err := scrypt.Key([]byte(password), kf.Salt, kf.N, kf.R, kf.P, 32)
-	runtime.GC()
-	return k, err
+	return scryptKey([]byte(password), kf.Salt, kf.N, kf.R, kf.P, 32)
 }
 
 func wrapMaster(master []byte, password string) (*keyFile, error) {

@@ -119,3 +119,23 @@ func Kept() int {
 func roundUp(n int) int {
 	return (n + hugePage - 1) / hugePage * hugePage
 }
+
+// Release returns a buffer Get gave, as Put does, but gives its memory back at once instead
+// of keeping it warm: for a user that needs a large buffer once (scrypt's work area), whose
+// size no later Get is likely to ask for, and whose contents must not outlive it (the memory
+// of a mapped buffer reads as zeros afterwards; a heap one is cleared).
+func Release(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	b = b[:1]
+	size, ok := owned(&b[0])
+	if !ok {
+		return
+	}
+	b = unsafe.Slice(&b[0], size)
+	if !isMapped(&b[0]) {
+		clear(b)
+	}
+	cool(b)
+}
