@@ -59,15 +59,11 @@ func pop(m map[int][][]byte, size int) ([]byte, bool) {
 // Put returns a buffer Get gave (any length of it, from its start); the caller must not touch
 // it again. Anything else (a slice that append moved to the heap) is left to the collector.
 func Put(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	b = b[:1]
-	size, ok := owned(&b[0])
+	b, ok := whole(b)
 	if !ok {
 		return
 	}
-	b = unsafe.Slice(&b[0], size) // the whole buffer: Get gave out its first n bytes
+	size := len(b)
 	stock.Lock()
 	if stock.kept+size <= stock.keep {
 		stock.warm[size] = append(stock.warm[size], b)
@@ -125,17 +121,25 @@ func roundUp(n int) int {
 // size no later Get is likely to ask for, and whose contents must not outlive it (the memory
 // of a mapped buffer reads as zeros afterwards; a heap one is cleared).
 func Release(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	b = b[:1]
-	size, ok := owned(&b[0])
+	b, ok := whole(b)
 	if !ok {
 		return
 	}
-	b = unsafe.Slice(&b[0], size)
 	if !isMapped(&b[0]) {
 		clear(b)
 	}
 	cool(b)
+}
+
+// whole returns the whole buffer b starts (Get gives out its first n bytes), if Get gave it.
+func whole(b []byte) ([]byte, bool) {
+	if cap(b) == 0 {
+		return nil, false
+	}
+	b = b[:1]
+	size, ok := owned(&b[0])
+	if !ok {
+		return nil, false
+	}
+	return unsafe.Slice(&b[0], size), true
 }
