@@ -236,6 +236,11 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		}
 		indexDir, tempIndex = d, d
 	}
+	defer func() { // until the service holds it (and removes it on Close)
+		if tempIndex != "" {
+			os.RemoveAll(tempIndex)
+		}
+	}()
 	// The backend's counters exist before the backend, which reports into them.
 	beRetries, beErrors := backendCounters()
 	bc := c.backendConfig()
@@ -256,19 +261,35 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		be.Close()
 		return nil, wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
 	}
-	idx, err := openIndex(indexDir, c.Logger)
-	if err != nil {
-		be.Close()
-		return nil, err
+	// The index opens while the passphrase's key is derived (repo.Unlock: scrypt, one core).
+	type opened struct {
+		idx *index.Index
+		err error
 	}
-	s.tempIndex = tempIndex
-	r, err := repo.Open(ctx, be, idx, repo.Options{Password: c.Password, ChunkCacheBytes: c.ChunkCacheBytes, Lock: c.Lock, ReadOnly: c.ReadOnly,
+	ic := make(chan opened, 1)
+	go func() {
+		idx, err := openIndex(indexDir, c.Logger)
+		ic <- opened{idx, err}
+	}()
+	u, uerr := repo.Unlock(ctx, be, c.Password)
+	o := <-ic
+	if o.err == nil && uerr != nil {
+		o.idx.Close()
+		o.err = uerr
+	}
+	if o.err != nil {
+		be.Close()
+		return nil, o.err
+	}
+	idx := o.idx
+	r, err := repo.OpenUnlocked(ctx, be, idx, u, repo.Options{ChunkCacheBytes: c.ChunkCacheBytes, Lock: c.Lock, ReadOnly: c.ReadOnly,
 		Log: func(format string, args ...any) { c.Logger.Warn(fmt.Sprintf(format, args...)) }})
 	if err != nil {
 		idx.Close()
 		be.Close()
 		return nil, err
 	}
+	s.tempIndex, tempIndex = tempIndex, ""
 	s.idx, s.repo = idx, r
 	s.metrics = newMetrics(s, beRetries, beErrors)
 	s.loadHistory()

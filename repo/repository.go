@@ -51,12 +51,36 @@ type Options struct {
 	Log func(format string, args ...any)
 }
 
+// Unlocked is a repository's config with its keys, read and derived before the index is
+// needed: a caller may open its index meanwhile (the key derivation is about 70 ms of one
+// core) and then call OpenUnlocked.
+type Unlocked struct {
+	cfg  Config
+	keys *keys
+}
+
+// Unlock reads the repository's config in be and derives its keys, with password when it is
+// encrypted.
+func Unlock(ctx context.Context, be backend.Backend, password string) (Unlocked, error) {
+	cfg, k, err := readConfig(ctx, be, password)
+	return Unlocked{cfg: cfg, keys: k}, err
+}
+
 // Open opens the repository in be, unlocking it with o.Password when it is encrypted.
 func Open(ctx context.Context, be backend.Backend, idx Index, o Options) (*Repository, error) {
-	cfg, k, err := readConfig(ctx, be, o.Password)
+	u, err := Unlock(ctx, be, o.Password)
 	if err != nil {
 		return nil, err
 	}
+	return OpenUnlocked(ctx, be, idx, u, o)
+}
+
+// OpenUnlocked is Open with the config and keys Unlock gave for be (o.Password is not used).
+func OpenUnlocked(ctx context.Context, be backend.Backend, idx Index, u Unlocked, o Options) (*Repository, error) {
+	if u.keys == nil {
+		return nil, errors.New("open repository: not unlocked (call repo.Unlock first)")
+	}
+	cfg, k := u.cfg, u.keys
 	if o.NodeCacheBytes == 0 {
 		o.NodeCacheBytes = 32 << 20
 	}

@@ -1055,6 +1055,46 @@ func TestEngineReadOnlyRepository(t *testing.T) {
 	}
 }
 
+// A read-only repository's temporary index goes when the command ends, and also when the
+// command cannot open the repository at all (here: a wrong passphrase, found while the index
+// was being opened beside the key derivation).
+func TestReadOnlyRepositoryLeavesNoTemporaryIndex(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=right horse"})
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", "-o", "ro", r.Dir, ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount --bind -o ro: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", ro).Run() })
+	_ = exec.Command("mount", "-o", "remount,bind,ro", ro).Run()
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	left := func(when string) {
+		t.Helper()
+		entries, err := os.ReadDir(tmp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			t.Errorf("%s: %s left in the temporary directory", when, e.Name())
+		}
+	}
+	env := []string{"CAIRN_REPO=" + ro, "TMPDIR=" + tmp}
+	runCairnOK(t, append(env, "CAIRN_PASSWORD=right horse"), "backup", "list")
+	left("after backup list")
+	res := runCairn(t, append(env, "CAIRN_PASSWORD=wrong horse"), "backup", "list")
+	if line := checkFailure(t, res, []int{6}, []string{"backup", "list", "(wrong passphrase)"}); !strings.Contains(line, "passphrase") {
+		t.Errorf("wrong passphrase: %q should say so", line)
+	}
+	left("after a wrong passphrase")
+}
+
 // treeListing lists every file under dir with its size and modification time, except the
 // index (a cache the read-only commands do not use either way).
 func treeListing(t *testing.T, dir string) string {
