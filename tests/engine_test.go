@@ -1005,19 +1005,7 @@ func TestEngineReadOnlyRepository(t *testing.T) {
 	testutil.WriteImage(t, vol, 6*mib, 20, testutil.Mixed)
 	points := r.chain(vol, 1, 600)
 
-	ro := filepath.Join(dir, "ro")
-	if err := os.Mkdir(ro, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "--bind", "-o", "ro", r.Dir, ro).CombinedOutput(); err != nil {
-		t.Fatalf("mount --bind -o ro: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", ro).Run() })
-	// Older util-linux ignores ro on the first bind: remount.
-	_ = exec.Command("mount", "-o", "remount,bind,ro", ro).Run()
-	if err := os.WriteFile(filepath.Join(ro, "probe"), nil, 0o600); err == nil {
-		t.Fatal("the bind mount is writable")
-	}
+	ro := bindReadOnly(t, r.Dir, filepath.Join(dir, "ro"))
 	rr := &cairnRepo{t: t, Dir: ro, Env: []string{"CAIRN_REPO=" + ro}}
 	if got := rr.listBackups(); len(got) != len(points) {
 		t.Fatalf("read-only repository lists %d backups, want %d", len(got), len(points))
@@ -1062,15 +1050,7 @@ func TestReadOnlyRepositoryLeavesNoTemporaryIndex(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=right horse"})
-	ro := filepath.Join(dir, "ro")
-	if err := os.Mkdir(ro, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("mount", "--bind", "-o", "ro", r.Dir, ro).CombinedOutput(); err != nil {
-		t.Fatalf("mount --bind -o ro: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", ro).Run() })
-	_ = exec.Command("mount", "-o", "remount,bind,ro", ro).Run()
+	ro := bindReadOnly(t, r.Dir, filepath.Join(dir, "ro"))
 	tmp := filepath.Join(dir, "tmp")
 	if err := os.Mkdir(tmp, 0o700); err != nil {
 		t.Fatal(err)
@@ -1093,6 +1073,25 @@ func TestReadOnlyRepositoryLeavesNoTemporaryIndex(t *testing.T) {
 		t.Errorf("wrong passphrase: %q should say so", line)
 	}
 	left("after a wrong passphrase")
+}
+
+// bindReadOnly bind-mounts src read-only at dst (made here, unmounted when the test ends),
+// the way read-only media look to cairn, and returns dst.
+func bindReadOnly(t *testing.T, src, dst string) string {
+	t.Helper()
+	if err := os.Mkdir(dst, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "--bind", "-o", "ro", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("mount --bind -o ro: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", dst).Run() })
+	// Older util-linux ignores ro on the first bind: remount.
+	_ = exec.Command("mount", "-o", "remount,bind,ro", dst).Run()
+	if err := os.WriteFile(filepath.Join(dst, "probe"), nil, 0o600); err == nil {
+		t.Fatal("the bind mount is writable")
+	}
+	return dst
 }
 
 // treeListing lists every file under dir with its size and modification time, except the
