@@ -64,6 +64,8 @@ type Index struct {
 	packMu     sync.Mutex // held while a pack is given a serial (registerPack)
 	lastSerial uint32     // the last pack serial assigned; under packMu
 	packs      *packCache // serial → pack id
+
+	records backupRecords // every backup record decoded, once Backups has read them
 }
 
 // Open opens (creating if needed) the index in dir. Only one process may have it open.

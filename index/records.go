@@ -244,7 +244,7 @@ func (ix *Index) Volumes() ([]*Volume, error) {
 
 // PutBackup creates or replaces a backup record.
 func (ix *Index) PutBackup(b *Backup) error {
-	return ix.update(func(txn *badger.Txn) error { return putBackup(txn, b) })
+	return ix.writeBackup(b.ID, func(txn *badger.Txn) (*Backup, error) { return b, putBackup(txn, b) })
 }
 
 func putBackup(txn *badger.Txn, b *Backup) error {
@@ -256,13 +256,13 @@ func putBackup(txn *badger.Txn, b *Backup) error {
 
 // CreateBackup adds a new backup record; the id must be new.
 func (ix *Index) CreateBackup(b *Backup) error {
-	return ix.update(func(txn *badger.Txn) error {
+	return ix.writeBackup(b.ID, func(txn *badger.Txn) (*Backup, error) {
 		if _, err := txn.Get([]byte(backupKey(b.ID))); err == nil {
-			return fmt.Errorf("backup %s: %w", b.ID, ErrExists)
+			return nil, fmt.Errorf("backup %s: %w", b.ID, ErrExists)
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
-			return err
+			return nil, err
 		}
-		return putBackup(txn, b)
+		return b, putBackup(txn, b)
 	})
 }
 
@@ -276,62 +276,42 @@ func (ix *Index) Backup(id string) (*Backup, error) {
 	return &b, nil
 }
 
-// UpdateBackup changes a backup atomically.
+// UpdateBackup changes a backup atomically. fn must not call the index.
 func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, error) {
 	var out Backup
-	err := ix.update(func(txn *badger.Txn) error {
+	err := ix.writeBackup(id, func(txn *badger.Txn) (*Backup, error) {
 		var b Backup
 		if err := getJSON(txn, backupKey(id), &b); err != nil {
-			return err
+			return nil, err
 		}
 		was, oldStatus := b.UpdatedAt, b.Status
 		if err := fn(&b); err != nil {
-			return err
+			return nil, err
 		}
 		if !oldStatus.CanBecome(b.Status) {
-			return transitionError("backup", id, oldStatus, b.Status)
+			return nil, transitionError("backup", id, oldStatus, b.Status)
 		}
 		if b.UpdatedAt.Equal(was) { // fn may set it (to the time its manifest records)
 			b.UpdatedAt = time.Now().UTC()
 		}
 		out = b
-		return putBackup(txn, &b)
+		return &b, putBackup(txn, &b)
 	})
 	return &out, err
 }
 
 // DeleteBackup removes a backup record.
 func (ix *Index) DeleteBackup(id string) error {
-	return ix.update(func(txn *badger.Txn) error {
+	return ix.writeBackup(id, func(txn *badger.Txn) (*Backup, error) {
 		var b Backup
 		if err := getJSON(txn, backupKey(id), &b); err != nil {
-			return err
+			return nil, err
 		}
 		if err := txn.Delete([]byte(backupVolKey(&b))); err != nil {
-			return err
+			return nil, err
 		}
-		return txn.Delete([]byte(backupKey(id)))
+		return nil, txn.Delete([]byte(backupKey(id)))
 	})
-}
-
-// Backups returns every backup, oldest first.
-func (ix *Index) Backups() ([]*Backup, error) {
-	var out []*Backup
-	err := ix.scan("b/", true, func(_, v []byte) error {
-		var b Backup
-		if err := jsonUnmarshal(v, &b); err != nil {
-			return err
-		}
-		out = append(out, &b)
-		return nil
-	})
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].CreatedAt.Equal(out[j].CreatedAt) {
-			return out[i].CreatedAt.Before(out[j].CreatedAt)
-		}
-		return out[i].ID < out[j].ID
-	})
-	return out, err
 }
 
 // VolumeBackups returns a volume's backups, oldest first.
