@@ -180,12 +180,7 @@ func (rs *backupRecords) copyOut() []*Backup {
 	recs := make([]Backup, len(rs.sorted)) // one allocation for all the copies
 	out := make([]*Backup, len(rs.sorted))
 	for i, b := range rs.sorted {
-		recs[i] = *b
-		recs[i].Metadata = maps.Clone(b.Metadata)
-		if b.LastRestore != nil {
-			lr := *b.LastRestore
-			recs[i].LastRestore = &lr
-		}
+		b.copyTo(&recs[i])
 		out[i] = &recs[i]
 	}
 	return out
@@ -203,11 +198,17 @@ func roundTrip(b *Backup) (*Backup, error) {
 
 // clone returns a copy of b that shares nothing mutable with it.
 func (b *Backup) clone() *Backup {
-	c := *b
-	c.Metadata = maps.Clone(b.Metadata)
+	c := new(Backup)
+	b.copyTo(c)
+	return c
+}
+
+// copyTo makes *dst a copy of b that shares nothing mutable with it.
+func (b *Backup) copyTo(dst *Backup) {
+	*dst = *b
+	dst.Metadata = maps.Clone(b.Metadata)
 	if b.LastRestore != nil {
 		lr := *b.LastRestore
-		c.LastRestore = &lr
+		dst.LastRestore = &lr
 	}
-	return &c
 }
