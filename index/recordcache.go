@@ -100,17 +100,15 @@ func (ix *Index) Backups() ([]*Backup, error) {
 	if out, ok := rs.loaded(); ok {
 		return out, nil
 	}
-	// Held from here to the install: no record changes between the scan and the install.
-	rs.write.Lock()
-	if out, ok := rs.loaded(); ok { // another caller loaded them meanwhile
-		rs.write.Unlock()
-		return out, nil
-	}
 	if rs.tooMany.Load() {
-		rs.write.Unlock()
 		return ix.decodeBackups(nil)
 	}
+	// Held from here to the install: no record changes between the scan and the install.
+	rs.write.Lock()
 	defer rs.write.Unlock()
+	if out, ok := rs.loaded(); ok { // another caller loaded them meanwhile
+		return out, nil
+	}
 	all := map[string]*Backup{}
 	var cost int64
 	out, err := ix.decodeBackups(func(b *Backup) {
