@@ -234,3 +234,92 @@ func TestDiffMappingsRules(t *testing.T) {
 		})
 	}
 }
+
+// A fragmented file maps in many FIEMAP batches: the diff is exact across the batches' edges.
+func TestReflinkDiffAcrossBatches(t *testing.T) {
+	dir := testutil.XFSReflinkDir(t, 512<<20)
+	const size = 32 << 20
+	const stride = 8 << 10 // 4 KiB of data, 4 KiB of hole: 4,096 extents, 8 batches
+	img := filepath.Join(dir, "frag.img")
+	f, err := os.OpenFile(img, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	blk := bytes.Repeat([]byte{0x11}, 4096)
+	for off := int64(0); off < size; off += stride {
+		if _, err := f.WriteAt(blk, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	store, err := OpenBaseStore(img, "frag")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := store.Clone(img, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := extentCount(t, base, size); n < 3*fiemapBatch {
+		t.Fatalf("the base has %d extents, want at least %d (several batches)", n, 3*fiemapBatch)
+	}
+
+	// Rewritten data blocks and new data in holes, on both sides of batch edges (extent
+	// fiemapBatch*k starts at offset fiemapBatch*k*stride) and at the ends.
+	var want []Extent
+	for _, k := range []int64{0, fiemapBatch - 1, fiemapBatch, 2*fiemapBatch + 1, 5 * fiemapBatch, size/stride - 1} {
+		want = append(want, Extent{k * stride, k*stride + 4096})       // a data block
+		want = append(want, Extent{k*stride + 4096, (k + 1) * stride}) // the hole after it
+	}
+	for _, w := range want {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0x22}, int(w.End-w.Start)), w.Start); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ReflinkDiff(img, base, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !covers(c, want) {
+		t.Fatalf("diff %v misses some of the written ranges %v", c, want)
+	}
+	var changed int64
+	for _, w := range want {
+		changed += w.End - w.Start
+	}
+	if c.Bytes() != changed {
+		t.Errorf("diff covers %d bytes for %d written: %v", c.Bytes(), changed, c)
+	}
+}
+
+// extentCount counts path's extents, as the diff's walk sees them.
+func extentCount(t *testing.T, path string, size int64) int {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := newMappings(f, size)
+	n := 0
+	for {
+		_, ok, err := m.peek()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			return n
+		}
+		m.pop()
+		n++
+	}
+}
