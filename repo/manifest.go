@@ -135,8 +135,8 @@ func (r *Repository) DeleteManifest(ctx context.Context, id string) error {
 
 // ListManifests calls fn with every backup id that has a manifest.
 func (r *Repository) ListManifests(ctx context.Context, fn func(id string) error) error {
-	return r.be.List(ctx, "manifests/", func(oi backend.ObjectInfo) error {
-		id := strings.TrimPrefix(oi.Key, "manifests/")
+	return r.be.ListKeys(ctx, "manifests/", func(key string) error {
+		id := strings.TrimPrefix(key, "manifests/")
 		if !validID(id) {
 			return nil
 		}

@@ -92,6 +92,9 @@ type Backend interface {
 	// the store lists in order (S3). It lets a reader pick up only what is new in a prefix
 	// whose keys start with a time.
 	ListAfter(ctx context.Context, prefix, after string, fn func(ObjectInfo) error) error
+	// ListKeys is List of the keys alone, for a caller that needs no size or time: a local
+	// directory then reads no object's inode (on cold caches, one disk read each).
+	ListKeys(ctx context.Context, prefix string, fn func(key string) error) error
 	// Stat returns the object's size, or ErrNotFound.
 	Stat(ctx context.Context, key string) (ObjectInfo, error)
 	// Location names the backend for messages and exports (a path or s3://bucket/prefix),

@@ -271,6 +271,9 @@ func testList(t *testing.T, b backend.Backend) {
 		if got := list(t, b, tt.prefix); !slices.Equal(got, tt.want) {
 			t.Errorf("List(%q) = %v, want %v", tt.prefix, got, tt.want)
 		}
+		if got := listKeys(t, b, tt.prefix); !slices.Equal(got, tt.want) {
+			t.Errorf("ListKeys(%q) = %v, want %v", tt.prefix, got, tt.want)
+		}
 	}
 	// Sizes are reported.
 	err := b.List(ctx, "", func(fi backend.ObjectInfo) error {
@@ -288,6 +291,11 @@ func testList(t *testing.T, b backend.Backend) {
 	err = b.List(ctx, "", func(backend.ObjectInfo) error { calls++; return stop })
 	if !errors.Is(err, stop) || calls != 1 {
 		t.Fatalf("List with failing fn = %v after %d calls, want the fn's error after 1", err, calls)
+	}
+	calls = 0
+	err = b.ListKeys(ctx, "", func(string) error { calls++; return stop })
+	if !errors.Is(err, stop) || calls != 1 {
+		t.Fatalf("ListKeys with failing fn = %v after %d calls, want the fn's error after 1", err, calls)
 	}
 }
 
@@ -451,6 +459,7 @@ func testCancel(t *testing.T, b backend.Backend) {
 		"Put":      func() error { return b.Put(ctx, "new", []byte("x")) },
 		"Delete":   func() error { return b.Delete(ctx, "obj") },
 		"List":     func() error { return b.List(ctx, "", func(backend.ObjectInfo) error { return nil }) },
+		"ListKeys": func() error { return b.ListKeys(ctx, "", func(string) error { return nil }) },
 		"Stat":     func() error { _, err := b.Stat(ctx, "obj"); return err },
 	}
 	for name, op := range ops {
@@ -514,6 +523,21 @@ func list(t *testing.T, b backend.Backend, prefix string) []string {
 	})
 	if err != nil {
 		t.Fatalf("List(%q): %v", prefix, err)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// listKeys is list by ListKeys.
+func listKeys(t *testing.T, b backend.Backend, prefix string) []string {
+	t.Helper()
+	var keys []string
+	err := b.ListKeys(context.Background(), prefix, func(key string) error {
+		keys = append(keys, key)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ListKeys(%q): %v", prefix, err)
 	}
 	slices.Sort(keys)
 	return keys

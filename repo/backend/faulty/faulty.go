@@ -221,6 +221,11 @@ func (f *Faulty) ListAfter(ctx context.Context, prefix, after string, fn func(ba
 	return f.call(List, prefix, func() error { return f.Backend.ListAfter(ctx, prefix, after, fn) })
 }
 
+// ListKeys may fail like List.
+func (f *Faulty) ListKeys(ctx context.Context, prefix string, fn func(key string) error) error {
+	return f.call(List, prefix, func() error { return f.Backend.ListKeys(ctx, prefix, fn) })
+}
+
 // call applies a Fail or FailAfter rule around a call without data to corrupt.
 func (f *Faulty) call(m Method, key string, inner func() error) error {
 	r := f.decide(m)

@@ -224,9 +224,30 @@ func (l *Local) List(ctx context.Context, prefix string, fn func(backend.ObjectI
 	return l.list(ctx, prefix, "", fn)
 }
 
+// ListKeys is List without a stat of each file: the names come from the directories alone.
+// A second gateway's catch-up lists manifests/ for their ids; with 20,000 backups 70 % of
+// the walk's time was the stats (see docs/benchmarks.md, "Catch-up of a second gateway").
+func (l *Local) ListKeys(ctx context.Context, prefix string, fn func(key string) error) error {
+	return l.walk(ctx, prefix, "", func(key string, _ fs.DirEntry) error { return fn(key) })
+}
+
 // list is List of the keys that sort after after. Those it skips are not stat'ed: on cold
 // caches each stat is a read of the file's inode.
 func (l *Local) list(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
+	return l.walk(ctx, prefix, after, func(key string, d fs.DirEntry) error {
+		fi, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // removed while we walked
+		}
+		if err != nil {
+			return err
+		}
+		return fn(backend.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+	})
+}
+
+// walk calls fn with each object under prefix whose key sorts after after, and its entry.
+func (l *Local) walk(ctx context.Context, prefix, after string, fn func(key string, d fs.DirEntry) error) error {
 	if err := checkPrefix(prefix); err != nil {
 		return fmt.Errorf("list %q: %w", prefix, err)
 	}
@@ -265,14 +286,7 @@ func (l *Local) list(ctx context.Context, prefix, after string, fn func(backend.
 		if !d.Type().IsRegular() || strings.HasPrefix(d.Name(), tempPrefix) || !strings.HasPrefix(key, prefix) || key <= after {
 			return nil
 		}
-		fi, err := d.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return fn(backend.ObjectInfo{Key: key, Size: fi.Size(), ModTime: fi.ModTime()})
+		return fn(key, d)
 	})
 	if err != nil {
 		return fmt.Errorf("list %q: %w", prefix, err)

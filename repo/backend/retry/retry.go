@@ -150,15 +150,32 @@ func (r *Retry) List(ctx context.Context, prefix string, fn func(backend.ObjectI
 
 // ListAfter retries like List.
 func (r *Retry) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
+	return listing(ctx, r, prefix, func(ctx context.Context, each func(backend.ObjectInfo) error) error {
+		return r.Backend.ListAfter(ctx, prefix, after, each)
+	}, func(fi backend.ObjectInfo) string { return fi.Key }, fn)
+}
+
+// ListKeys retries like List.
+func (r *Retry) ListKeys(ctx context.Context, prefix string, fn func(key string) error) error {
+	return listing(ctx, r, prefix, func(ctx context.Context, each func(string) error) error {
+		return r.Backend.ListKeys(ctx, prefix, each)
+	}, func(k string) string { return k }, fn)
+}
+
+// listing runs list, a listing of items named by key, under the retry policy, and hands fn
+// only the items no earlier attempt handed it. An error from fn is returned as it is, never
+// retried.
+func listing[T any](ctx context.Context, r *Retry, prefix string, list func(context.Context, func(T) error) error, key func(T) string, fn func(T) error) error {
 	seen := make(map[string]struct{})
 	var fnErr error
 	err := r.do(ctx, "list", prefix, func(ctx context.Context) error {
-		return r.Backend.ListAfter(ctx, prefix, after, func(fi backend.ObjectInfo) error {
-			if _, ok := seen[fi.Key]; ok {
+		return list(ctx, func(x T) error {
+			k := key(x)
+			if _, ok := seen[k]; ok {
 				return nil
 			}
-			seen[fi.Key] = struct{}{}
-			if err := fn(fi); err != nil {
+			seen[k] = struct{}{}
+			if err := fn(x); err != nil {
 				fnErr = err
 				return err
 			}

@@ -84,28 +84,39 @@ func TestRetries(t *testing.T) {
 }
 
 // TestListNoDuplicates fails a listing after it delivered everything: the retry must not
-// deliver the keys twice.
+// deliver the keys twice, by List or by ListKeys.
 func TestListNoDuplicates(t *testing.T) {
-	f := newFaulty(t)
-	ctx := context.Background()
-	for i := range 5 {
-		if err := f.Put(ctx, fmt.Sprintf("k%d", i), nil); err != nil {
-			t.Fatal(err)
-		}
+	lists := map[string]func(b backend.Backend, each func(string)) error{
+		"List": func(b backend.Backend, each func(string)) error {
+			return b.List(context.Background(), "", func(fi backend.ObjectInfo) error { each(fi.Key); return nil })
+		},
+		"ListKeys": func(b backend.Backend, each func(string)) error {
+			return b.ListKeys(context.Background(), "", func(k string) error { each(k); return nil })
+		},
 	}
-	f.Add(faulty.Rule{Methods: faulty.List, Times: 1, Effect: faulty.FailAfter})
-	seen := map[string]int{}
-	err := New(f, fast).List(ctx, "", func(fi backend.ObjectInfo) error { seen[fi.Key]++; return nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, n := range seen {
-		if n != 1 {
-			t.Errorf("%s delivered %d times", k, n)
-		}
-	}
-	if len(seen) != 5 || f.Calls(faulty.List) != 2 {
-		t.Fatalf("%d keys in %d listings, want 5 in 2", len(seen), f.Calls(faulty.List))
+	for name, list := range lists {
+		t.Run(name, func(t *testing.T) {
+			f := newFaulty(t)
+			ctx := context.Background()
+			for i := range 5 {
+				if err := f.Put(ctx, fmt.Sprintf("k%d", i), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.Add(faulty.Rule{Methods: faulty.List, Times: 1, Effect: faulty.FailAfter})
+			seen := map[string]int{}
+			if err := list(New(f, fast), func(k string) { seen[k]++ }); err != nil {
+				t.Fatal(err)
+			}
+			for k, n := range seen {
+				if n != 1 {
+					t.Errorf("%s delivered %d times", k, n)
+				}
+			}
+			if len(seen) != 5 || f.Calls(faulty.List) != 2 {
+				t.Fatalf("%d keys in %d listings, want 5 in 2", len(seen), f.Calls(faulty.List))
+			}
+		})
 	}
 }
 

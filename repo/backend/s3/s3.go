@@ -236,6 +236,11 @@ func (b *Backend) List(ctx context.Context, prefix string, fn func(backend.Objec
 	return b.ListAfter(ctx, prefix, "", fn)
 }
 
+// ListKeys is List: S3's listing carries sizes and times at no extra cost.
+func (b *Backend) ListKeys(ctx context.Context, prefix string, fn func(key string) error) error {
+	return b.List(ctx, prefix, func(oi backend.ObjectInfo) error { return fn(oi.Key) })
+}
+
 // ListAfter lists recursively under prefix, starting after the key after (S3's StartAfter).
 func (b *Backend) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
 	what := fmt.Sprintf("s3 list %q", prefix)
