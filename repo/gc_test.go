@@ -102,6 +102,46 @@ func TestGCReclaimsOnlyWhatNoManifestReaches(t *testing.T) {
 	}
 }
 
+// deletesAfterListing is another process deleting a backup between gc's listing of
+// manifests/ and its reads: its ListKeys lists, then deletes the manifest of victim.
+type deletesAfterListing struct {
+	backend.Backend
+	victim string
+}
+
+func (d *deletesAfterListing) ListKeys(ctx context.Context, prefix string, fn func(string) error) error {
+	if err := d.Backend.ListKeys(ctx, prefix, fn); err != nil {
+		return err
+	}
+	if prefix == "manifests/" && d.victim != "" {
+		return d.Backend.Delete(ctx, "manifests/"+d.victim)
+	}
+	return nil
+}
+
+// A manifest listed but deleted before gc reads it is skipped, as its delete meant: gc
+// reclaims what only it reached, and every other backup stays whole.
+func TestGCSkipsAManifestDeletedAfterItsListing(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	a := &memSource{data: randomVolume(21, 4<<20)}
+	ma := f.backup(t, "a", a, nil)
+	b := &memSource{data: randomVolume(22, 4<<20)}
+	mb := f.backup(t, "b", b, nil)
+	be, err := local.Open(filepath.Join(f.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fixtureOn(t, &deletesAfterListing{Backend: be, victim: ma.ID}, f.dir, "index-g", repo.Options{})
+	st := g.gc(t)
+	if st.Backups != 1 || st.BytesFreed == 0 {
+		t.Fatalf("gc with a's manifest deleted after its listing: %+v, want 1 backup marked and a's data freed", st)
+	}
+	f.mustCheck(t)
+	if got := f.restore(t, mb); !bytes.Equal(got, b.data) {
+		t.Fatal("b differs after gc")
+	}
+}
+
 func TestGCRefusesWhenABackupCannotBeRead(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
 	ctx := context.Background()
