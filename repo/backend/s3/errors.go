@@ -30,8 +30,14 @@ func translate(ctx context.Context, what string, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("%s: %w", what, cerr)
 	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", what, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		// ctx is live, so the deadline was the transport's own (a dial, a TLS handshake or
+		// a response header that took too long; Go's network timeouts match it): another
+		// attempt may well succeed.
+		return fmt.Errorf("%s: %w (timeout: %v)", what, backend.ErrUnavailable, err)
 	}
 	detail, sentinel := classify(err)
 	if sentinel == nil {

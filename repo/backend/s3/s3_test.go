@@ -74,6 +74,9 @@ func TestOpenErrors(t *testing.T) {
 		{"refused", func(c *Config) { c.Endpoint = "http://127.0.0.1:1" }, backend.ErrUnavailable, "connection refused"},
 		{"tls to plain http", func(c *Config) { c.Endpoint = "https://" + host }, backend.ErrUnavailable, "tls"},
 		{"no scheme means tls", func(c *Config) { c.Endpoint = host }, backend.ErrUnavailable, "tls"},
+		// The transport's own deadline, not the caller's: worth another attempt. (A process
+		// paused past its dial's deadline, as the two-gateway torture test does, meets it.)
+		{"dial timeout", func(c *Config) { c.DialTimeout = time.Nanosecond }, backend.ErrUnavailable, "timeout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
