@@ -44,9 +44,11 @@ type GCStats struct {
 	LocksBroken     int `json:"stale_locks_broken"`
 	// TempFilesRemoved: temp files that interrupted writes left in a local repository, over
 	// an hour old.
-	TempFilesRemoved int   `json:"temp_files_removed"`
-	BlobsReclaimed   int64 `json:"blobs_reclaimed"`
-	BytesFreed       int64 `json:"bytes_freed"`
+	TempFilesRemoved int `json:"temp_files_removed"`
+	// LogObjectsRemoved: backup log objects over a day old (backuplog.go).
+	LogObjectsRemoved int   `json:"log_objects_removed"`
+	BlobsReclaimed    int64 `json:"blobs_reclaimed"`
+	BytesFreed        int64 `json:"bytes_freed"`
 	// CopyBytes: bytes of packs that are copies of blobs the index locates in other packs
 	// (two writers stored the same block at once), counted as dead.
 	CopyBytes int64 `json:"copy_bytes"`
@@ -285,6 +287,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		}
 	}
 	r.cleanTemp(ctx, lk, &st, logf)
+	r.pruneLog(ctx, lk, &st, logf)
 	return st, nil
 }
 

@@ -1303,3 +1303,37 @@ func TestGCRepackLeavesOutADamagedCopyTheIndexForgot(t *testing.T) {
 		t.Fatalf("b's first block, damaged and forgotten: %v", err)
 	}
 }
+
+// gc removes the backup log objects over a day old and keeps the newer ones: a manifest's
+// Put writes one (docs/design.md, "Catch-up: the backup log").
+func TestGCRemovesOldLogObjects(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressZstd})
+	m := f.backup(t, "b1", &memSource{data: randomVolume(3, 64<<10)}, nil)
+	logDir := filepath.Join(f.dir, "repo", "backuplog")
+	names := func() []string {
+		entries, err := os.ReadDir(logDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range entries {
+			out = append(out, e.Name())
+		}
+		return out
+	}
+	fresh := names()
+	if len(fresh) != 1 || !strings.HasSuffix(fresh[0], "-"+m.ID) {
+		t.Fatalf("after one manifest the backup log holds %v, want one object naming %s", fresh, m.ID)
+	}
+	old := fmt.Sprintf("%016x-%s", uint64(time.Now().Add(-25*time.Hour).UnixNano()), "b0")
+	if err := os.WriteFile(filepath.Join(logDir, old), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.r.GC(context.Background(), repo.GCOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(); st.LogObjectsRemoved != 1 || len(got) != 1 || got[0] != fresh[0] {
+		t.Fatalf("gc removed %d log objects and left %v, want the day-old one removed and %v kept", st.LogObjectsRemoved, got, fresh)
+	}
+}

@@ -76,7 +76,7 @@ func validID(id string) bool {
 	return id != "" && len(id) <= 64 && !strings.ContainsAny(id, "/\\.\x00 ")
 }
 
-// PutManifest stores a backup's manifest durably.
+// PutManifest stores a backup's manifest durably, then its log object (backuplog.go).
 func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("manifest: invalid backup id %q", m.ID)
@@ -91,6 +91,7 @@ func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
 	if err := r.putObject(ctx, key, b); err != nil {
 		return fmt.Errorf("store manifest of backup %s: %w", m.ID, err)
 	}
+	r.logChange(ctx, m.ID)
 	return nil
 }
 
@@ -130,7 +131,11 @@ func (r *Repository) DeleteManifest(ctx context.Context, id string) error {
 	if !validID(id) {
 		return fmt.Errorf("invalid backup id %q", id)
 	}
-	return r.be.Delete(ctx, manifestKey(id))
+	if err := r.be.Delete(ctx, manifestKey(id)); err != nil {
+		return err
+	}
+	r.logChange(ctx, id)
+	return nil
 }
 
 // ListManifests calls fn with every backup id that has a manifest.

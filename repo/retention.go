@@ -71,7 +71,7 @@ type retention struct {
 // object-locked repository; their hidden versions are removed once their dates pass. A pack,
 // a deletion record or the config behind a delete marker was hidden by someone else, and is
 // kept for the admin to look at (docs/reliability.md).
-var lockedPrefixesHidden = []string{"manifests/", metaPrefix, "keys/", lockPrefix, indexPrefix}
+var lockedPrefixesHidden = []string{"manifests/", metaPrefix, "keys/", lockPrefix, indexPrefix, logPrefix}
 
 // useRetention makes be lock what it stores from now on, as the config says. A store that
 // cannot lock is refused, unless nothing will be written (readOnly): then the repository is
@@ -82,7 +82,7 @@ func useRetention(ctx context.Context, be backend.Backend, l *ObjectLock, readOn
 	}
 	vb, ok := be.(backend.Versioned)
 	rt := &retention{be: vb, mode: l.Mode, period: l.Period(),
-		set: &backend.Retention{Mode: l.Mode, Period: l.Period(), Exempt: []string{lockPrefix}}}
+		set: &backend.Retention{Mode: l.Mode, Period: l.Period(), Exempt: []string{lockPrefix, logPrefix}}}
 	if readOnly {
 		if !ok {
 			return nil, nil

@@ -267,7 +267,7 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 		{"packs_deleted", fmt.Sprint(st.PacksDeleted)}, {"packs_repacked", fmt.Sprint(st.PacksRepacked)},
 		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
 		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", units.Bytes(st.BytesFreed)},
-		{"temp_files_removed", fmt.Sprint(st.TempFilesRemoved)}}
+		{"temp_files_removed", fmt.Sprint(st.TempFilesRemoved)}, {"log_objects_removed", fmt.Sprint(st.LogObjectsRemoved)}}
 	if st.CopyBytes > 0 {
 		props = append(props, [2]string{"copy_bytes", units.Bytes(st.CopyBytes) + " (copies of blobs stored in other packs, counted dead)"})
 	}
