@@ -10,15 +10,16 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
-	"github.com/cairn-backup/cairn/repo"
 )
 
 // BenchmarkSyncBackups: a second gateway on the same repository learning one backup the first
-// stored (SyncBackups, which a gateway runs every 10 s), with 20 to 20,000 backups already in
-// the repository. It lists every manifest and compares the list with every backup record, so
-// it grows with the number of backups (not with the blobs: the packs follow by the cursor of
-// repo.Sync). Past 200 the rest are synthetic: a record in both gateways' indexes and an
-// object under manifests/ for each, which the sync lists but, knowing the backup, never reads.
+// stored, with 20 to 20,000 backups already in the repository, both ways a gateway catches up:
+// the full catch-up (SyncBackups, when a gateway starts and at least once a minute) lists
+// every manifest and compares the list with every backup record, so it grows with the number
+// of backups (not with the blobs: the packs follow by the cursor of repo.Sync); the catch-up
+// between full ones (CatchUp, every 10 s) lists only the backup log's new keys. Past 200 the
+// rest are synthetic: a record in both gateways' indexes and an object under manifests/ for
+// each, which the full catch-up lists but, knowing the backup, never reads.
 //
 //	go test -run '^$' -bench BenchmarkSyncBackups -benchtime 10x ./gateway/
 func BenchmarkSyncBackups(b *testing.B) {
@@ -27,22 +28,7 @@ func BenchmarkSyncBackups(b *testing.B) {
 		b.Run(fmt.Sprintf("backups=%d", c.n), func(b *testing.B) {
 			dir := b.TempDir()
 			ctx := context.Background()
-			cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), StateDir: filepath.Join(dir, "state-a")}
-			if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-				b.Fatal(err)
-			}
-			if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-				b.Fatal(err)
-			}
-			open := func(c gateway.Config) *gateway.Service {
-				s, err := gateway.Open(ctx, c)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.Cleanup(func() { s.Close() })
-				return s
-			}
-			a := open(cfg)
+			a, peer, repoDir := twoGateways(b, dir)
 			admin := adminCtx()
 			for i := range n {
 				v := image(b, dir, fmt.Sprintf("base%03d.img", i), 64<<10)
@@ -50,30 +36,39 @@ func BenchmarkSyncBackups(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			cfgB := cfg
-			cfgB.StateDir = filepath.Join(dir, "state-b")
-			peer := open(cfgB)
-			synthesize(b, cfg.Repo, c.synthetic, a.Index(), peer.Index())
+			synthesize(b, repoDir, c.synthetic, a.Index(), peer.Index())
 			if err := peer.SyncBackups(ctx); err != nil {
 				b.Fatal(err)
 			}
-			var total time.Duration
+			// The log's keys of the backups above are examined once, by the first catch-up
+			// between full ones; from then on each catch-up examines what is new.
+			if err := peer.CatchUp(ctx); err != nil {
+				b.Fatal(err)
+			}
+			var full, log time.Duration
 			for i := range b.N {
-				v := image(b, dir, fmt.Sprintf("new%03d.img", i), 64<<10)
-				bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: v})
-				if err != nil {
-					b.Fatal(err)
-				}
-				start := time.Now()
-				if err := peer.SyncBackups(ctx); err != nil {
-					b.Fatal(err)
-				}
-				total += time.Since(start)
-				if got, err := peer.Index().Backup(bk.ID); err != nil || got.Status != "available" {
-					b.Fatalf("the second gateway does not know the new backup: %v %v", got, err)
+				for k, catchUp := range []func(context.Context) error{peer.SyncBackups, peer.CatchUp} {
+					v := image(b, dir, fmt.Sprintf("new%03d-%d.img", i, k), 64<<10)
+					bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: v})
+					if err != nil {
+						b.Fatal(err)
+					}
+					start := time.Now()
+					if err := catchUp(ctx); err != nil {
+						b.Fatal(err)
+					}
+					if k == 0 {
+						full += time.Since(start)
+					} else {
+						log += time.Since(start)
+					}
+					if got, err := peer.Index().Backup(bk.ID); err != nil || got.Status != "available" {
+						b.Fatalf("the second gateway does not know the new backup: %v %v", got, err)
+					}
 				}
 			}
-			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "ms/catch-up")
+			b.ReportMetric(float64(full.Microseconds())/1000/float64(b.N), "ms/full-catch-up")
+			b.ReportMetric(float64(log.Microseconds())/1000/float64(b.N), "ms/log-catch-up")
 		})
 	}
 }

@@ -58,7 +58,7 @@ func (s *Service) RunHeartbeats(ctx context.Context) {
 		s.sampleIfStale()
 		if n%2 == 1 {
 			// Follow what other gateways on the repository stored and deleted.
-			if err := s.SyncBackups(ctx); err != nil && ctx.Err() == nil {
+			if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
 				s.log.Warn("cannot catch up with the repository", "error", err)
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -17,9 +18,12 @@ import (
 // backup another gateway stored becomes known here (with its volume), and one whose manifest
 // another gateway deleted is forgotten. The index's packs follow through repo.Sync, which
 // runs after the listing of manifests, so every new manifest's packs are learned with it.
+// This is the full catch-up: it lists every manifest. Between full ones, CatchUp follows the
+// backup log instead.
 func (s *Service) SyncBackups(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
+	look := time.Now()
 	stored := map[string]bool{}
 	if err := s.repo.ListManifests(ctx, func(id string) error { stored[id] = true; return nil }); err != nil {
 		return err
@@ -40,10 +44,9 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 			if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || has {
 				continue
 			}
-			if err := s.idx.DeleteBackup(b.ID); err != nil {
+			if err := s.forget(b.ID); err != nil {
 				return err
 			}
-			s.log.Info("backup deleted elsewhere forgotten", "backup_id", b.ID)
 			forgotten[b.ID] = true
 			changed = true
 		}
@@ -65,21 +68,153 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		if errors.Is(err, backend.ErrNotFound) {
 			continue
 		}
-		if err != nil {
-			s.log.Warn("stored backup not adopted: its manifest cannot be read", "backup_id", id, "error", err)
-			continue
+		if err == nil {
+			err = s.adopt(ctx, m)
 		}
-		if _, err := s.adoptManifest(ctx, m); err != nil {
-			if errors.Is(err, ErrExists) {
-				continue
-			}
+		if err != nil {
 			s.log.Warn("stored backup not adopted", "backup_id", id, "error", err)
 			continue
 		}
 		changed = true
 	}
+	s.lastFull, s.lastLook = look, look
 	if changed {
 		s.notifyChange()
+	}
+	return nil
+}
+
+// fullCatchUpEvery bounds the time between full catch-ups: a change whose log object is
+// missing (its writer crashed before writing it) is learned within it (docs/design.md,
+// "Catch-up: the backup log"). A variable for tests.
+var fullCatchUpEvery = time.Minute
+
+// CatchUp is the heartbeat's catch-up with what other gateways on the repository stored and
+// deleted: the full one (SyncBackups) when the last is fullCatchUpEvery old, else followLog,
+// which costs what changed since the last look.
+func (s *Service) CatchUp(ctx context.Context) error {
+	s.syncMu.Lock()
+	full := s.lastFull.IsZero() || time.Since(s.lastFull) >= fullCatchUpEvery
+	s.syncMu.Unlock()
+	if full {
+		return s.SyncBackups(ctx)
+	}
+	return s.followLog(ctx)
+}
+
+// followLog examines each backup named by a log object written since the last look (less
+// repo.SyncMargin) that it has not examined yet. What it does for one depends only on the
+// backup's manifest, read now: the log says where to look, never what is there.
+func (s *Service) followLog(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	look := time.Now()
+	keys := map[string][]repo.LogEntry{} // new log objects by backup
+	var order []string
+	err := s.repo.ListLog(ctx, s.lastLook.Add(-repo.SyncMargin), func(e repo.LogEntry) error {
+		if _, done := s.logSeen[e.Key]; done {
+			return nil
+		}
+		if keys[e.BackupID] == nil {
+			order = append(order, e.BackupID)
+		}
+		keys[e.BackupID] = append(keys[e.BackupID], e)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := s.repo.Sync(ctx, false); err != nil { // after the listing, as in SyncBackups
+		return err
+	}
+	if s.logSeen == nil {
+		s.logSeen = map[string]time.Time{}
+	}
+	changed := false
+	for _, id := range order {
+		ch, err := s.examine(ctx, id)
+		if err != nil {
+			// Its keys stay unexamined: the next catch-up tries again.
+			s.log.Warn("backup named by the backup log not examined", "backup_id", id, "error", err)
+			continue
+		}
+		changed = changed || ch
+		for _, e := range keys[id] {
+			s.logSeen[e.Key] = e.Time
+		}
+	}
+	// A key older than the next listing's start is never listed again.
+	for k, t := range s.logSeen {
+		if t.Before(look.Add(-repo.SyncMargin)) {
+			delete(s.logSeen, k)
+		}
+	}
+	s.lastLook = look
+	if changed {
+		s.notifyChange()
+	}
+	return nil
+}
+
+// examine brings backup id's record in line with its manifest: adopted when the manifest is
+// there and the index does not know it, forgotten when it is gone and the record says
+// available, its name, description, metadata, protection and parent taken from it otherwise.
+// The record is read before the manifest: this gateway writes a backup's record before its
+// manifest and deletes its manifest before its record, so a record missing here with a
+// manifest there is another gateway's backup, and an available one with the manifest gone
+// was deleted.
+func (s *Service) examine(ctx context.Context, id string) (bool, error) {
+	b, err := s.idx.Backup(id)
+	known := err == nil
+	if err != nil && !errors.Is(err, index.ErrNotFound) {
+		return false, err
+	}
+	if known && b.Status != index.BackupAvailable {
+		return false, nil // one being created, deleted or restored here is this gateway's own
+	}
+	m, err := s.repo.GetManifest(ctx, id)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		if !known {
+			return false, nil
+		}
+		if err := s.forget(id); err != nil {
+			return false, err
+		}
+		// A prune elsewhere re-links the backups after the one it removed.
+		all, err := s.idx.Backups()
+		if err != nil {
+			return true, err
+		}
+		for _, c := range all {
+			if c.ParentID == id {
+				if err := s.relearnChain(ctx, c.ID); err != nil {
+					s.log.Warn("backup's parent after a prune elsewhere not learned", "backup_id", c.ID, "error", err)
+				}
+			}
+		}
+		return true, nil
+	case err != nil:
+		return false, err
+	case !known:
+		return true, s.adopt(ctx, m)
+	}
+	return s.relearn(ctx, m)
+}
+
+// forget drops the record of a backup whose manifest another gateway deleted.
+func (s *Service) forget(id string) error {
+	if err := s.idx.DeleteBackup(id); err != nil {
+		return err
+	}
+	s.log.Info("backup deleted elsewhere forgotten", "backup_id", id)
+	return nil
+}
+
+// adopt records a backup another gateway stored; one already known is not an error.
+func (s *Service) adopt(ctx context.Context, m *repo.Manifest) error {
+	if _, err := s.adoptManifest(ctx, m); err != nil && !errors.Is(err, ErrExists) {
+		return err
 	}
 	return nil
 }
@@ -90,20 +225,39 @@ func (s *Service) relearnChain(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	rec := &index.Backup{ID: id, VolumeID: m.VolumeID, Project: m.Project, CreatedAt: m.CreatedAt,
+	_, err = s.relearn(ctx, m)
+	return err
+}
+
+// relearn takes what another gateway may change in a known backup's manifest: its parent and
+// incremental flag (a prune), protection, name, description and metadata. It reports whether
+// the record changed.
+func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
+	rec := &index.Backup{ID: m.ID, VolumeID: m.VolumeID, Project: m.Project, CreatedAt: m.CreatedAt,
 		ParentID: m.ParentID, IsIncremental: m.Incremental}
 	if rec.Project == "" {
 		rec.Project = DefaultProject
 	}
 	if err := s.resolveParent(ctx, rec); err != nil {
-		return err
+		return false, err
 	}
-	_, err = s.idx.UpdateBackup(id, func(b *index.Backup) error {
+	_, err := s.idx.UpdateBackup(m.ID, func(b *index.Backup) error {
+		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
+			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) {
+			return errUnchanged // nothing to write
+		}
 		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
+		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
 		return nil
 	})
-	return err
+	if errors.Is(err, errUnchanged) {
+		return false, nil
+	}
+	return err == nil, err
 }
+
+// errUnchanged ends an update that has nothing to change.
+var errUnchanged = errors.New("unchanged")
 
 // Check verifies the repository from the manifests in the backend, and that the index's
 // available backups match them; o says how much data it reads.
@@ -178,7 +332,7 @@ func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error
 	}
 	s.log.Info("gc finished", "backups", st.Backups, "packs_deleted", st.PacksDeleted, "packs_repacked", st.PacksRepacked, "bytes_freed", st.BytesFreed,
 		"copy_bytes", st.CopyBytes, "packs_kept_locked", st.PacksLocked, "objects_extended", st.ObjectsExtended, "versions_removed", st.VersionsRemoved,
-		"temp_files_removed", st.TempFilesRemoved)
+		"temp_files_removed", st.TempFilesRemoved, "log_objects_removed", st.LogObjectsRemoved)
 	return st, nil
 }
 

@@ -71,13 +71,18 @@ type Service struct {
 	cancels map[string]context.CancelFunc // running jobs by backup id; guarded by mu
 	pool    *pool                         // background workers (cairn serve); guarded by mu
 
-	metrics   *metrics
-	jobs      *jobTable // queued, running and recently finished jobs (the console)
-	history   *history  // stored bytes over time and the last gc and check (the console)
-	health    health
-	syncMu    sync.Mutex // one SyncBackups at a time
-	pruneMu   sync.Mutex // one prune at a time: each decides from the chains the last left
-	tempIndex string     // a temporary index of a read-only repository, removed on Close
+	metrics *metrics
+	jobs    *jobTable // queued, running and recently finished jobs (the console)
+	history *history  // stored bytes over time and the last gc and check (the console)
+	health  health
+	syncMu  sync.Mutex // one catch-up at a time; guards the three below
+	// lastFull and lastLook: when the last full catch-up, and the last catch-up of either
+	// kind, started listing; logSeen: the backup log's keys examined since, with their times
+	// (maintenance.go).
+	lastFull, lastLook time.Time
+	logSeen            map[string]time.Time
+	pruneMu            sync.Mutex // one prune at a time: each decides from the chains the last left
+	tempIndex          string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted

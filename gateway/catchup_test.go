@@ -1,0 +1,186 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// twoGateways opens two services, each with its own index, on one new local repository, and
+// returns them with the repository's directory.
+func twoGateways(t testing.TB, dir string) (a, b *gateway.Service, repoDir string) {
+	t.Helper()
+	ctx := context.Background()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), StateDir: filepath.Join(dir, "state-a")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(c gateway.Config) *gateway.Service {
+		s, err := gateway.Open(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a = open(cfg)
+	cfg.StateDir = filepath.Join(dir, "state-b")
+	return a, open(cfg), cfg.Repo
+}
+
+// record returns backup id's record in s's index, or nil when s does not know it.
+func record(t *testing.T, s *gateway.Service, id string) *index.Backup {
+	t.Helper()
+	b, err := s.Index().Backup(id)
+	if errors.Is(err, index.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// dropLog removes every backup log object, as a writer that crashed right after its manifest
+// would have left none.
+func dropLog(t *testing.T, repoDir string) {
+	t.Helper()
+	if err := os.RemoveAll(filepath.Join(repoDir, "backuplog")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Between full catch-ups a gateway follows the backup log: it learns another gateway's new
+// backups (and restores them byte-exact), their changed name, metadata and protection, and
+// their deletion, without listing the manifests. The log path is the one taken: with the
+// log objects removed, the same catch-up learns nothing (docs/design.md, "Catch-up: the
+// backup log").
+func TestCatchUpFollowsTheLog(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	ctx, admin := context.Background(), adminCtx()
+	vol := image(t, dir, "vol.img", 256<<10)
+	want := map[string]string{} // backup id: the sha256 of the volume it holds
+	full, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol, Name: "first"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want[full.ID] = sha256File(t, vol)
+	f, err := os.OpenFile(vol, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("changed since the full backup"), 100<<10); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	inc, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want[inc.ID] = sha256File(t, vol)
+	if record(t, b, full.ID) != nil {
+		t.Fatal("the second gateway knows the backups before any catch-up")
+	}
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{full.ID, inc.ID} {
+		got := record(t, b, id)
+		if got == nil || got.Status != index.BackupAvailable {
+			t.Fatalf("after its catch-up the second gateway has %+v for backup %s, want it available", got, id)
+		}
+		if restoreSHA(t, b, admin, id) != want[id] {
+			t.Fatalf("backup %s, restored through the gateway that learned it, differs from its volume", id)
+		}
+	}
+	if got := record(t, b, inc.ID); got.ParentID != full.ID || !got.IsIncremental {
+		t.Fatalf("the incremental learned with parent %q (incremental %v), want %s", got.ParentID, got.IsIncremental, full.ID)
+	}
+
+	name := "renamed"
+	if _, err := a.UpdateBackup(admin, full.ID, gateway.BackupUpdate{Name: &name, Metadata: map[string]string{"k": "v"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ProtectBackup(admin, full.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteBackup(admin, inc.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, b, full.ID); got.Name != name || got.Metadata["k"] != "v" || !got.Protected {
+		t.Fatalf("after the update the second gateway has name %q, metadata %v, protected %v", got.Name, got.Metadata, got.Protected)
+	}
+	if got := record(t, b, inc.ID); got != nil {
+		t.Fatalf("the deleted incremental is still known to the second gateway: %+v", got)
+	}
+
+	// Without its log object, a new backup is not learned between full catch-ups...
+	vol2 := image(t, dir, "vol2.img", 128<<10)
+	other, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropLog(t, repoDir)
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if record(t, b, other.ID) != nil {
+		t.Fatal("a backup without a log object was learned between full catch-ups: the catch-up did not follow the log")
+	}
+	// ...and is at the full catch-up, which runs when the last one is fullCatchUpEvery old.
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, b, other.ID); got == nil || got.Status != index.BackupAvailable {
+		t.Fatalf("the full catch-up did not learn the backup whose log object was missing: %+v", got)
+	}
+}
+
+// A deletion whose log object is missing is learned at the full catch-up too, and until then
+// the backup stays known (the log is a hint, not the truth, in both directions).
+func TestCatchUpWithoutItsLogObject(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	ctx, admin := context.Background(), adminCtx()
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if record(t, b, bk.ID) == nil {
+		t.Fatal("the second gateway did not learn the backup from the log")
+	}
+	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	dropLog(t, repoDir)
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if record(t, b, bk.ID) == nil {
+		t.Fatal("a deletion without a log object was learned between full catch-ups")
+	}
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, b, bk.ID); got != nil {
+		t.Fatalf("the full catch-up did not forget the deleted backup: %+v", got)
+	}
+}
