@@ -51,15 +51,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 			changed = true
 		}
 	}
-	// A prune elsewhere re-links the backups after the ones it removed: their manifests say
-	// to which parent.
-	for _, b := range all {
-		if forgotten[b.ParentID] && !forgotten[b.ID] {
-			if err := s.relearnChain(ctx, b.ID); err != nil {
-				s.log.Warn("backup's parent after a prune elsewhere not learned", "backup_id", b.ID, "error", err)
-			}
-		}
-	}
+	s.relink(ctx, all, forgotten)
 	for id := range stored {
 		if known[id] {
 			continue
@@ -181,18 +173,11 @@ func (s *Service) examine(ctx context.Context, id string) (bool, error) {
 		if err := s.forget(id); err != nil {
 			return false, err
 		}
-		// A prune elsewhere re-links the backups after the one it removed.
 		all, err := s.idx.Backups()
 		if err != nil {
 			return true, err
 		}
-		for _, c := range all {
-			if c.ParentID == id {
-				if err := s.relearnChain(ctx, c.ID); err != nil {
-					s.log.Warn("backup's parent after a prune elsewhere not learned", "backup_id", c.ID, "error", err)
-				}
-			}
-		}
+		s.relink(ctx, all, map[string]bool{id: true})
 		return true, nil
 	case err != nil:
 		return false, err
@@ -200,6 +185,18 @@ func (s *Service) examine(ctx context.Context, id string) (bool, error) {
 		return true, s.adopt(ctx, m)
 	}
 	return s.relearn(ctx, m)
+}
+
+// relink takes the parent of each of all whose parent was forgotten from its manifest: a
+// prune elsewhere re-links the backups after the ones it removed.
+func (s *Service) relink(ctx context.Context, all []*index.Backup, forgotten map[string]bool) {
+	for _, b := range all {
+		if forgotten[b.ParentID] && !forgotten[b.ID] {
+			if err := s.relearnChain(ctx, b.ID); err != nil {
+				s.log.Warn("backup's parent after a prune elsewhere not learned", "backup_id", b.ID, "error", err)
+			}
+		}
+	}
 }
 
 // forget drops the record of a backup whose manifest another gateway deleted.

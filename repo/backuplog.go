@@ -2,7 +2,6 @@ package repo
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -43,8 +42,7 @@ type LogEntry struct {
 // ListLog calls fn, in key order, with the log objects written at or after since by their
 // writers' clocks. The caller subtracts its margin for clocks that disagree.
 func (r *Repository) ListLog(ctx context.Context, since time.Time, fn func(LogEntry) error) error {
-	after := fmt.Sprintf("%s%016x", logPrefix, uint64(max(since.UnixNano(), 1)-1))
-	return r.be.ListAfter(ctx, logPrefix, after, func(oi backend.ObjectInfo) error {
+	return r.be.ListAfter(ctx, logPrefix, logPrefix+timeStamp(since), func(oi backend.ObjectInfo) error {
 		t, id, ok := keyTime(logPrefix, oi.Key)
 		if !ok || !validID(id) {
 			return nil
@@ -77,7 +75,8 @@ func (r *Repository) pruneLog(ctx context.Context, lk *Lock, st *GCStats, logf f
 		if err != nil {
 			break
 		}
-		if err = r.be.Delete(ctx, key); err == nil {
+		err = r.be.Delete(ctx, key)
+		if err == nil {
 			st.LogObjectsRemoved++
 		}
 	}

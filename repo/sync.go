@@ -34,8 +34,12 @@ const (
 )
 
 func timeKey(prefix string, t time.Time, name string) string {
-	return fmt.Sprintf("%s%016x-%s", prefix, uint64(t.UnixNano()), name)
+	return prefix + timeStamp(t) + "-" + name
 }
+
+// timeStamp is the <t> of timeKey. A listing after prefix+timeStamp(t) returns the keys of t
+// and later: each is the stamp followed by "-" and a name, so sorts after the stamp alone.
+func timeStamp(t time.Time) string { return fmt.Sprintf("%016x", uint64(t.UnixNano())) }
 
 // keyTime returns the time a key of timeKey carries.
 func keyTime(prefix, key string) (time.Time, string, bool) {
@@ -267,7 +271,7 @@ func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, 
 		if !ok {
 			return ""
 		}
-		return fmt.Sprintf("%016x", uint64(t.Add(-syncMargin).UnixNano()))
+		return timeStamp(t.Add(-syncMargin))
 	}
 	// Deletions first: a pack learned below is one whose index object outlived every
 	// deletion record that names it, so it exists (gc deletes the index object before the pack).
@@ -327,7 +331,7 @@ func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, 
 		if !ok {
 			continue
 		}
-		if ts := fmt.Sprintf("%016x", uint64(t.UnixNano())); ts > newest {
+		if ts := timeStamp(t); ts > newest {
 			newest = ts
 		}
 		id, err := ParsePackID(name)
