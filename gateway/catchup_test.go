@@ -184,3 +184,35 @@ func TestCatchUpWithoutItsLogObject(t *testing.T) {
 		t.Fatalf("the full catch-up did not forget the deleted backup: %+v", got)
 	}
 }
+
+// A backup this gateway is itself deleting or restoring is its own: a log catch-up that meets
+// its key leaves the record alone, whatever the manifest says (docs/design.md, "Catch-up: the
+// backup log": the record is read before the manifest).
+func TestCatchUpLeavesThisGatewaysOwnWorkAlone(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx, admin := context.Background(), adminCtx()
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// b starts deleting it (its record says so) while a deletes it too.
+	if _, err := b.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
+		r.Status = index.BackupDeleting
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupDeleting {
+		t.Fatalf("a log catch-up changed the record of a backup this gateway is deleting: %+v", got)
+	}
+}
