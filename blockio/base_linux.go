@@ -3,6 +3,7 @@
 package blockio
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,16 +11,21 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // BaseDirName is the directory, beside a tracked image file and on its file system, where
 // cairn keeps change-tracking bases: one subdirectory per volume.
 const BaseDirName = ".cairn-cbt"
 
-// Base suffixes: a clone being read by a running backup, and the base a finished one left.
+// Base suffixes: a clone being read by a running backup, the base a finished one left, and
+// beside a base that is being brought forward in place, the ranges it may no longer hold as
+// its backup read them (Advance).
 const (
 	cloneSuffix = ".new"
 	baseSuffix  = ".base"
+	dirtySuffix = ".dirty"
 )
 
 // BaseStore holds a volume's change-tracking base: a reflink clone of the image as the last
@@ -146,4 +152,103 @@ func (s *BaseStore) Drop(path string) error {
 		return fmt.Errorf("remove change-tracking clone: %w", err)
 	}
 	return nil
+}
+
+// Dirty returns the ranges in which the base named name may differ from the backup it is
+// named after: those an Advance recorded and no committed backup took over. nil when there
+// are none; an error when the record cannot be read, and then the base must not be trusted.
+func (s *BaseStore) Dirty(name string) (Changes, error) {
+	p := filepath.Join(s.dir, name+dirtySuffix)
+	b, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, pathError("change-tracking record", p, err)
+	}
+	var rec dirtyRecord
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Base != name {
+		return nil, fmt.Errorf("change-tracking record %s is unreadable or not this base's", p)
+	}
+	var c Changes
+	for _, r := range rec.Ranges {
+		if r[1] <= r[0] || (len(c) > 0 && r[0] < c[len(c)-1].End) {
+			return nil, fmt.Errorf("change-tracking record %s holds ranges out of order", p)
+		}
+		c = append(c, Extent{r[0], r[1]})
+	}
+	return c, nil
+}
+
+// dirtyRecord is the .dirty file beside a base: the ranges, sorted and disjoint.
+type dirtyRecord struct {
+	Base   string     `json:"base"`
+	Ranges [][2]int64 `json:"ranges"`
+}
+
+// Advance brings the base named name forward to image in place, for a backup that will read
+// ranges from it (docs/design.md, "Bringing a base forward in place"). ranges must include
+// every range where the two may differ and every range of Dirty(name). It records ranges as
+// the base's dirty ranges, durably, before it changes anything, then clones each range of
+// image into the base (FICLONERANGE: atomic per range). It returns the base's path: it holds
+// image's bytes in ranges and the named backup's elsewhere. After an error the base may hold
+// some ranges of the image; the record covers them.
+func (s *BaseStore) Advance(image, name string, ranges Changes) (string, error) {
+	base := filepath.Join(s.dir, name+baseSuffix)
+	if len(ranges) == 0 {
+		return base, nil // nothing to clone, and any earlier record's ranges are among these
+	}
+	rec := dirtyRecord{Base: name, Ranges: make([][2]int64, 0, len(ranges))}
+	for _, r := range ranges {
+		rec.Ranges = append(rec.Ranges, [2]int64{r.Start, r.End})
+	}
+	b, _ := json.Marshal(rec)
+	if err := s.writeDurably(name+dirtySuffix, b); err != nil {
+		return "", fmt.Errorf("record the change-tracking base's dirty ranges: %w", err)
+	}
+	src, err := os.Open(image)
+	if err != nil {
+		return "", pathError("volume", image, err)
+	}
+	defer src.Close() // read-only
+	dst, err := os.OpenFile(base, os.O_WRONLY, 0)
+	if err != nil {
+		return "", pathError("change-tracking base", base, err)
+	}
+	for _, r := range ranges {
+		arg := unix.FileCloneRange{Src_fd: int64(src.Fd()), Src_offset: uint64(r.Start), Src_length: uint64(r.End - r.Start), Dest_offset: uint64(r.Start)}
+		if err := unix.IoctlFileCloneRange(int(dst.Fd()), &arg); err != nil {
+			dst.Close()
+			return "", fmt.Errorf("clone range [%d, %d) of %s into its change-tracking base: FICLONERANGE: %w", r.Start, r.End, image, err)
+		}
+	}
+	if err := dst.Close(); err != nil {
+		return "", pathError("change-tracking base", base, err)
+	}
+	return base, nil
+}
+
+// writeDurably writes file name in the store: a temporary file, synced, renamed over name,
+// and the directory synced, so a crash leaves the old file or the new one, whole.
+func (s *BaseStore) writeDurably(name string, data []byte) error {
+	tmp := filepath.Join(s.dir, name+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(s.dir, name))
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(s.dir)
 }

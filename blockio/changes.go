@@ -43,3 +43,18 @@ func (c Changes) add(start, end int64) Changes {
 	}
 	return append(c, Extent{start, end})
 }
+
+// Union returns the ranges in c or in d (both sorted and disjoint), merged where they touch.
+func (c Changes) Union(d Changes) Changes {
+	var out Changes
+	for i, j := 0, 0; i < len(c) || j < len(d); {
+		var e Extent
+		if j == len(d) || (i < len(c) && c[i].Start <= d[j].Start) {
+			e, i = c[i], i+1
+		} else {
+			e, j = d[j], j+1
+		}
+		out = out.add(e.Start, e.End)
+	}
+	return out
+}

@@ -123,7 +123,9 @@ func (m *mappings) fill() error {
 // extents), or where both read as zeros without data (holes, unwritten extents: a clone does
 // not share preallocated space). Copy-on-write never writes a shared
 // block in place and a block one of them still holds is never reused, so the same physical
-// bytes at the same offset are the same data. Both files must not be written while this runs.
+// bytes at the same offset are the same data. base must not be written while this runs; file
+// may be (the image itself, when a base is brought forward in place): a write moves the
+// range it writes to blocks base does not map, so it shows as changed from then on.
 func ReflinkDiff(file, base string, size int64) (Changes, error) {
 	f, err := os.Open(file)
 	if err != nil {

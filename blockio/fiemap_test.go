@@ -323,3 +323,100 @@ func extentCount(t *testing.T, path string, size int64) int {
 		n++
 	}
 }
+
+// Union merges two sorted lists of ranges, overlapping or touching ones into one.
+func TestChangesUnion(t *testing.T) {
+	a := Changes{{0, 10}, {20, 30}, {50, 60}}
+	b := Changes{{5, 12}, {30, 40}, {70, 80}}
+	want := Changes{{0, 12}, {20, 40}, {50, 60}, {70, 80}}
+	if got := a.Union(b); !slicesEqual(got, want) {
+		t.Errorf("Union = %v, want %v", got, want)
+	}
+	if got := Changes(nil).Union(b); !slicesEqual(got, b) {
+		t.Errorf("nil ∪ b = %v", got)
+	}
+	if got := a.Union(nil); !slicesEqual(got, a) {
+		t.Errorf("a ∪ nil = %v", got)
+	}
+}
+
+func slicesEqual(a, b Changes) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Advance on a real XFS: the record is written first, the base then holds the image's bytes in
+// the ranges and its own elsewhere, and it shares those ranges with the image; a record that
+// is not whole, or not this base's, is an error, never an empty list.
+func TestAdvanceXFS(t *testing.T) {
+	dir := testutil.XFSReflinkDir(t, 512<<20)
+	const size = 16 << 20
+	img := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, img, size, 9, testutil.Random)
+	store, err := OpenBaseStore(img, "vol-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := store.Clone(img, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Keep(clone, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	base, _ := store.Base("b1")
+	old, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two writes; only the first is advanced.
+	f, err := os.OpenFile(img, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{1 << 20, 8 << 20} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0xA5}, 64<<10), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	if d, err := store.Dirty("b1"); err != nil || d != nil {
+		t.Fatalf("Dirty before any Advance = %v, %v", d, err)
+	}
+	ranges := Changes{{1 << 20, 1<<20 + 64<<10}}
+	if p, err := store.Advance(img, "b1", ranges); err != nil || p != base {
+		t.Fatalf("Advance = %q, %v", p, err)
+	}
+	if d, err := store.Dirty("b1"); err != nil || !slicesEqual(d, ranges) {
+		t.Fatalf("Dirty after Advance = %v, %v; want %v", d, err, ranges)
+	}
+	now, _ := os.ReadFile(base)
+	cur, _ := os.ReadFile(img)
+	want := bytes.Clone(old)
+	copy(want[1<<20:1<<20+64<<10], cur[1<<20:])
+	if !bytes.Equal(now, want) {
+		t.Fatal("the base does not hold the image's bytes in the advanced range and its own elsewhere")
+	}
+	diff, err := ReflinkDiff(img, base, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if covers(diff, ranges) || !covers(diff, []Extent{{8 << 20, 8<<20 + 64<<10}}) {
+		t.Fatalf("after Advance the diff is %v: want the other write only", diff)
+	}
+	for _, bad := range []string{`{"base":"b1","ranges":[[1,`, `{"base":"b2","ranges":[]}`, `{"base":"b1","ranges":[[10,5]]}`} {
+		if err := os.WriteFile(filepath.Join(store.Dir(), "b1"+dirtySuffix), []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if d, err := store.Dirty("b1"); err == nil {
+			t.Errorf("Dirty of %q = %v, nil; want an error", bad, d)
+		}
+	}
+}
