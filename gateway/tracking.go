@@ -49,6 +49,14 @@ type readPlan struct {
 	store *blockio.BaseStore
 	clone string
 	kept  bool
+	// inPlace: an incremental of a tracked image that is not in use reads the image itself
+	// (image, the volume's path) until the job brings the parent's base forward in place
+	// (advance); clone is then that base, which is never dropped: its .dirty record keeps it
+	// usable when the backup fails. id is the backup's.
+	inPlace  bool
+	advanced bool
+	image    string
+	id       string
 	// NBD: the export and the dirty bitmap named for an incremental.
 	nbd    *nbd.Source
 	bitmap string
@@ -66,7 +74,7 @@ type readPlan struct {
 // (a kept thin snapshot is deactivated), or the snapshot.
 func (p *readPlan) close() error {
 	err := p.src.Close()
-	if p.clone != "" && !p.kept {
+	if p.clone != "" && !p.kept && !p.advanced {
 		if derr := p.store.Drop(p.clone); err == nil {
 			err = derr
 		}
@@ -129,15 +137,18 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 			return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
 		}
 		if v.TrackChanges && v.Kind == KindFile {
-			// The clone is a point in time too, so it serves --force as well.
+			// The clone is a point in time too, so it serves --force as well. An incremental
+			// of a volume not in use clones no more than what changed, in the job (advance).
 			store, err := blockio.OpenBaseStore(v.Path, v.ID)
 			var clone string
-			if err == nil {
+			if err == nil && req.Incremental && reason == "" {
+				plan.store, plan.inPlace, plan.image, plan.id = store, true, v.Path, id
+			} else if err == nil {
 				clone, err = store.Clone(v.Path, id)
 			}
 			if err != nil {
 				plan.fallback = fmt.Sprintf("cannot clone the volume for changed-block tracking (%v): read in full", err)
-			} else {
+			} else if clone != "" {
 				plan.store, plan.clone, srcPath = store, clone, clone
 			}
 		}
@@ -193,8 +204,16 @@ type readChoice struct {
 // is there and belongs to the parent; otherwise everything, saying why. It runs under the
 // repository lock, after the parent's manifest was found, so the parent's blocks can be read.
 func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Backup) readChoice {
-	full := readChoice{mode: ReadFull, fallback: p.fallback}
 	size := p.src.Size()
+	if p.inPlace {
+		changes, err := s.advance(p, parent, size)
+		if err == nil {
+			return readChoice{changes: changes, mode: ReadReflinkDiff}
+		}
+		s.log.Info("change-tracking base not brought forward in place: cloning the volume", "volume", p.image, "reason", err)
+		s.cloneNow(p)
+	}
+	full := readChoice{mode: ReadFull, fallback: p.fallback}
 	switch {
 	case parent == nil:
 		return full
@@ -212,12 +231,19 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 			full.fallback = fmt.Sprintf("the volume's size changed since parent backup %s: read in full", parent.ID)
 			return full
 		}
+		// A base an earlier backup began to bring forward holds the image's bytes in the
+		// ranges of its record: they are read too.
+		dirty, err := p.store.Dirty(parent.ID)
+		if err != nil {
+			full.fallback = fmt.Sprintf("%v: read in full", err)
+			return full
+		}
 		changes, err := blockio.ReflinkDiff(p.clone, base, size)
 		if err != nil {
 			full.fallback = fmt.Sprintf("cannot compare the volume with its change-tracking base: %v: read in full", err)
 			return full
 		}
-		return readChoice{changes: changes, mode: ReadReflinkDiff}
+		return readChoice{changes: changes.Union(dirty), mode: ReadReflinkDiff}
 	case p.thinSnap != nil:
 		return s.chooseThin(p, parent, size)
 	case p.bitmap != "":
@@ -254,6 +280,78 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 		return readChoice{changes: dirty, mode: ReadNBDBitmap, read: read}
 	}
 	return full
+}
+
+// advance brings the parent's base forward to the image in place and makes the backup read
+// it (docs/design.md, "Bringing a base forward in place"); it returns the ranges to read. It
+// does not when the image came into use since the backup was asked for (a point in time is
+// needed then), or when anything about the base cannot be trusted: the error says why, and
+// the caller clones the whole image instead.
+func (s *Service) advance(p *readPlan, parent *index.Backup, size int64) (blockio.Changes, error) {
+	if parent == nil {
+		return nil, errors.New("no parent backup")
+	}
+	if reason, err := blockio.InUse(p.image); err != nil {
+		return nil, err
+	} else if reason != "" {
+		return nil, fmt.Errorf("the volume is in use now (%s)", reason)
+	}
+	base, err := p.store.Base(parent.ID)
+	if err != nil || base == "" {
+		return nil, fmt.Errorf("no change-tracking base of parent backup %s (%v)", parent.ID, err)
+	}
+	if fi, err := os.Stat(base); err != nil || fi.Size() != size || parent.Size != size {
+		return nil, fmt.Errorf("the volume's size changed since parent backup %s", parent.ID)
+	}
+	dirty, err := p.store.Dirty(parent.ID)
+	if err != nil {
+		return nil, err
+	}
+	diff, err := blockio.ReflinkDiff(p.image, base, size)
+	if err != nil {
+		return nil, err
+	}
+	changes := diff.Union(dirty)
+	if _, err := p.store.Advance(p.image, parent.ID, changes); err != nil {
+		return nil, err
+	}
+	if err := p.use(base); err != nil {
+		return nil, err
+	}
+	p.clone, p.advanced = base, true
+	return changes, nil
+}
+
+// cloneNow clones the whole image for a backup that was to bring its base forward in place,
+// and makes the backup read the clone, which becomes the next base as a clone taken at the
+// start does. When that fails the image itself is read, in full, and no base is kept.
+func (s *Service) cloneNow(p *readPlan) {
+	clone, err := p.store.Clone(p.image, p.id)
+	if err == nil {
+		if err = p.use(clone); err != nil {
+			_ = p.store.Drop(clone)
+		}
+	}
+	if err != nil {
+		p.fallback = fmt.Sprintf("cannot clone the volume for changed-block tracking (%v): read in full", err)
+		return
+	}
+	p.clone = clone
+}
+
+// use makes the backup read the file at path instead of its source so far, which it closes.
+func (p *readPlan) use(path string) error {
+	src, err := blockio.OpenSource(path)
+	if err != nil {
+		return err
+	}
+	if src.Size() != p.src.Size() {
+		src.Close()
+		return fmt.Errorf("%s has %d bytes and the volume %d", path, src.Size(), p.src.Size())
+	}
+	old := p.src
+	p.src = src
+	return old.Close()
 }
 
 // chooseThin asks the thin pool which blocks differ between the snapshot the parent backup

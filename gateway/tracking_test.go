@@ -1,0 +1,167 @@
+package gateway_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+// An incremental of a tracked image that is not in use brings its parent's base forward in
+// place: the same file, no clone of the whole image. One that fails after that leaves the
+// base with the record of the ranges it took from the image, so the next incremental reads
+// them as well as what changed since, restores byte-exact and leaves a base that holds
+// exactly what it backed up (docs/design.md, "Bringing a base forward in place").
+func TestBaseBroughtForwardInPlace(t *testing.T) {
+	xfs := testutil.XFSReflinkDir(t, 1<<30)
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(xfs, "vm.img")
+	const size = 64 << 20
+	testutil.WriteImage(t, vol, size, 31, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.TrackChanges {
+		t.Fatal("an image on XFS with reflinks is not tracked")
+	}
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(xfs, ".cairn-cbt", v.ID)
+	ino := inode(t, filepath.Join(dir, full.ID+".base"))
+
+	// The first incremental fails while it writes, after the base was brought forward.
+	testutil.ScatterWrites(t, vol, 32, 0.02, 4096, 65536)
+	fail(t, s, v.ID)
+	if _, err := os.Stat(filepath.Join(dir, full.ID+".dirty")); err != nil {
+		t.Fatalf("the failed incremental left no record of what it took into the base: %v", err)
+	}
+	if got := inode(t, filepath.Join(dir, full.ID+".base")); got != ino {
+		t.Fatalf("the failed incremental replaced the base (inode %d, was %d)", got, ino)
+	}
+
+	// More writes, then an incremental that commits: it must read the failed one's ranges too,
+	// though the base now shares them with the image.
+	testutil.ScatterWrites(t, vol, 33, 0.02, 4096, 65536)
+	inc, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inc.ReadMode != gateway.ReadReflinkDiff || inc.ReadFallback != "" {
+		t.Fatalf("incremental read %q (%s), want %q", inc.ReadMode, inc.ReadFallback, gateway.ReadReflinkDiff)
+	}
+	if inc.Stats.ReadBytes >= size/4 {
+		t.Errorf("incremental read %d bytes of %d after 4%% of writes", inc.Stats.ReadBytes, size)
+	}
+	want := sha256File(t, vol)
+	if got := restoreSHA(t, s, ctx, inc.ID); got != want {
+		t.Fatalf("incremental restores sha256 %s, the volume has %s", got, want)
+	}
+	names, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(names) != 1 || names[0].Name() != inc.ID+".base" {
+		t.Fatalf("after the incremental the base directory holds %v, want only %s.base", names, inc.ID)
+	}
+	base := filepath.Join(dir, inc.ID+".base")
+	if got := inode(t, base); got != ino {
+		t.Errorf("the base was replaced (inode %d, was %d), not brought forward in place", got, ino)
+	}
+	if got := sha256File(t, base); got != want {
+		t.Errorf("the base holds sha256 %s, the backup it is named after %s", got, want)
+	}
+
+	// Nothing changed: the next one reads nothing.
+	same, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same.ReadMode != gateway.ReadReflinkDiff || same.Stats.ReadBytes != 0 {
+		t.Errorf("incremental of an unchanged volume: read %q, %d bytes", same.ReadMode, same.Stats.ReadBytes)
+	}
+
+	// Another incremental fails after bringing the base forward; then the volume comes into use
+	// between the next one's request and its job: that job clones the whole image (a point in
+	// time), and its comparison with the base must still read the failed one's ranges.
+	testutil.ScatterWrites(t, vol, 35, 0.02, 4096, 65536)
+	fail(t, s, v.ID)
+	if _, err := os.Stat(filepath.Join(dir, same.ID+".dirty")); err != nil {
+		t.Fatalf("the second failed incremental left no record: %v", err)
+	}
+	testutil.ScatterWrites(t, vol, 36, 0.01, 4096, 65536)
+	b, job, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.LoopDevice(t, vol, false) // in use from now on
+	if err := job(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cloned, err := s.Index().Backup(b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cloned.ReadMode != gateway.ReadReflinkDiff || cloned.Stats.ReadBytes >= size/4 {
+		t.Errorf("incremental of a volume that came into use: read %q (%s), %d bytes", cloned.ReadMode, cloned.ReadFallback, cloned.Stats.ReadBytes)
+	}
+	want = sha256File(t, vol)
+	if got := restoreSHA(t, s, ctx, cloned.ID); got != want {
+		t.Fatalf("incremental of a volume that came into use restores sha256 %s, the volume has %s", got, want)
+	}
+	if got := inode(t, filepath.Join(dir, cloned.ID+".base")); got == ino {
+		t.Error("the volume came into use and its base was still brought forward in place")
+	}
+
+	// A record that cannot be read: the base is not trusted; the whole volume is read.
+	if err := os.WriteFile(filepath.Join(dir, cloned.ID+".dirty"), []byte(`{"base":`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	testutil.ScatterWrites(t, vol, 34, 0.01, 4096, 65536)
+	torn, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true, Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if torn.ReadMode != gateway.ReadFull || !strings.Contains(torn.ReadFallback, "unreadable") || torn.Stats.ReadBytes != size {
+		t.Errorf("incremental with a torn record: read %q (%s), %d bytes; want everything", torn.ReadMode, torn.ReadFallback, torn.Stats.ReadBytes)
+	}
+	if got := restoreSHA(t, s, ctx, torn.ID); got != sha256File(t, vol) {
+		t.Fatal("incremental with a torn record restores other bytes than the volume's")
+	}
+}
+
+// fail runs an incremental of volume id that is cancelled while it writes, after its base was
+// brought forward, and checks that it failed and shows as no available backup.
+func fail(t *testing.T, s *gateway.Service, id string) {
+	t.Helper()
+	ctx := adminCtx()
+	jobCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	b, job, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: id, Incremental: true, Progress: func(int64, int64) { cancel() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := job(jobCtx); err == nil {
+		t.Fatal("the cancelled incremental succeeded")
+	}
+	if got, err := s.Index().Backup(b.ID); err == nil && got.Status == "available" {
+		t.Fatalf("the cancelled incremental shows as available: %+v", got)
+	}
+}
