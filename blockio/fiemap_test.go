@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
@@ -37,24 +38,7 @@ func TestReflinkDiffXFS(t *testing.T) {
 	img := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, img, size, 7, testutil.Mixed)
 
-	store, err := OpenBaseStore(img, "vol-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Probe(); err != nil {
-		t.Fatalf("XFS with reflink=1 does not clone: %v", err)
-	}
-	clone, err := store.Clone(img, "b1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Keep(clone, "b1"); err != nil {
-		t.Fatal(err)
-	}
-	base, err := store.Base("b1")
-	if err != nil || base == "" {
-		t.Fatalf("base b1 = %q, %v", base, err)
-	}
+	store, base := keptBase(t, img)
 	if c, err := ReflinkDiff(img, base, size); err != nil || len(c) != 0 {
 		t.Fatalf("an image and its fresh clone differ in %v (%v)", c, err)
 	}
@@ -329,27 +313,15 @@ func TestChangesUnion(t *testing.T) {
 	a := Changes{{0, 10}, {20, 30}, {50, 60}}
 	b := Changes{{5, 12}, {30, 40}, {70, 80}}
 	want := Changes{{0, 12}, {20, 40}, {50, 60}, {70, 80}}
-	if got := a.Union(b); !slicesEqual(got, want) {
+	if got := a.Union(b); !slices.Equal(got, want) {
 		t.Errorf("Union = %v, want %v", got, want)
 	}
-	if got := Changes(nil).Union(b); !slicesEqual(got, b) {
+	if got := Changes(nil).Union(b); !slices.Equal(got, b) {
 		t.Errorf("nil ∪ b = %v", got)
 	}
-	if got := a.Union(nil); !slicesEqual(got, a) {
+	if got := a.Union(nil); !slices.Equal(got, a) {
 		t.Errorf("a ∪ nil = %v", got)
 	}
-}
-
-func slicesEqual(a, b Changes) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // Advance on a real XFS: the record is written first, the base then holds the image's bytes in
@@ -360,18 +332,7 @@ func TestAdvanceXFS(t *testing.T) {
 	const size = 16 << 20
 	img := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, img, size, 9, testutil.Random)
-	store, err := OpenBaseStore(img, "vol-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	clone, err := store.Clone(img, "b1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Keep(clone, "b1"); err != nil {
-		t.Fatal(err)
-	}
-	base, _ := store.Base("b1")
+	store, base := keptBase(t, img)
 	old, err := os.ReadFile(base)
 	if err != nil {
 		t.Fatal(err)
@@ -394,7 +355,7 @@ func TestAdvanceXFS(t *testing.T) {
 	if p, err := store.Advance(img, "b1", ranges); err != nil || p != base {
 		t.Fatalf("Advance = %q, %v", p, err)
 	}
-	if d, err := store.Dirty("b1"); err != nil || !slicesEqual(d, ranges) {
+	if d, err := store.Dirty("b1"); err != nil || !slices.Equal(d, ranges) {
 		t.Fatalf("Dirty after Advance = %v, %v; want %v", d, err, ranges)
 	}
 	now, _ := os.ReadFile(base)
@@ -419,4 +380,28 @@ func TestAdvanceXFS(t *testing.T) {
 			t.Errorf("Dirty of %q = %v, nil; want an error", bad, d)
 		}
 	}
+}
+
+// keptBase opens img's base store (volume vol-1) and keeps a clone of img as base b1.
+func keptBase(t *testing.T, img string) (*BaseStore, string) {
+	t.Helper()
+	store, err := OpenBaseStore(img, "vol-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Probe(); err != nil {
+		t.Fatalf("XFS with reflink=1 does not clone: %v", err)
+	}
+	clone, err := store.Clone(img, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Keep(clone, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	base, err := store.Base("b1")
+	if err != nil || base == "" {
+		t.Fatalf("base b1 = %q, %v", base, err)
+	}
+	return store, base
 }
