@@ -93,7 +93,9 @@ median() { rounds "$1" "$2" | awk '{v[NR]=$1} END{if (NR == 0) print "-"; else i
 spread() { rounds "$1" "$2" | awk 'NR==1{lo=$1} {hi=$1} END{if (NR == 0) print "-"; else print lo "–" hi}'; }
 
 # job_secs OUT: a backup's own time, from its record's created_at to updated_at (the commit):
-# after the source is opened (the clone) and before the base is kept, without the process
+# after the source is opened and before the base is kept, without the process (since
+# 2026-12-04 a reflink incremental clones no whole image: its comparison and the clone of the
+# changed ranges into the base are inside the job; before, the whole clone came before it)
 job_secs() {
 	jq -r '[.created_at, .updated_at] | map(capture("T(?<h>[0-9]+):(?<m>[0-9]+):(?<s>[0-9.]+)Z") | (.h|tonumber)*3600 + (.m|tonumber)*60 + (.s|tonumber)) | .[1] - .[0] | . * 100 | round / 100' "$1" 2>/dev/null || echo -
 }
