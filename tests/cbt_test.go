@@ -5,7 +5,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -112,6 +114,63 @@ func TestTrackedIncrementalOnXFS(t *testing.T) {
 	r.mustRun("volume", "unmanage", "vm")
 	if _, err := os.Stat(filepath.Join(xfs, ".cairn-cbt")); !os.IsNotExist(err) {
 		t.Errorf("unmanage left the change-tracking directory: %v", err)
+	}
+}
+
+// A tracked incremental killed (SIGKILL) after it began to bring its base forward in place
+// never shows as available, and the next incremental, though the base now shares the killed
+// one's ranges with the image, reads them (the base's .dirty record) and restores byte-exact.
+func TestTrackedIncrementalKilledAfterAdvance(t *testing.T) {
+	xfs := testutil.XFSReflinkDir(t, 1<<30)
+	vol := filepath.Join(xfs, "vm.img")
+	const size = 256 << 20
+	testutil.WriteImage(t, vol, size, 41, testutil.Random)
+	r := newCairnRepo(t, nil)
+	var v struct {
+		ID string `json:"id"`
+	}
+	r.mustJSON(&v, "volume", "manage", vol, "--name", "vm")
+	full := r.createBackup("vm")
+	dirty := filepath.Join(xfs, ".cairn-cbt", v.ID, full.ID+".dirty")
+	base := filepath.Join(xfs, ".cairn-cbt", v.ID, full.ID+".base")
+	before := must(os.Stat(base)).ModTime()
+
+	// A fifth of the volume in small writes: thousands of ranges to clone, then 50 MiB to read.
+	testutil.ScatterWrites(t, vol, 42, 0.2, 4096, 16384)
+	cmd := startCairn(t, r.Env, "--quiet", "backup", "create", "vm", "--incremental", "--name", "killed")
+	// Killed once the record is there and the first ranges are cloned (the base's mtime moves).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := os.Stat(dirty)
+		if fi, serr := os.Stat(base); err == nil && serr == nil && !fi.ModTime().Equal(before) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the incremental cloned no ranges into its base within 30 s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		t.Fatalf("the incremental finished before it could be killed (%v); make the change larger", err)
+	}
+	for _, b := range r.listBackups() {
+		if b.Name == "killed" && b.Status == "available" {
+			t.Fatalf("the killed incremental shows as available: %+v", b)
+		}
+	}
+
+	testutil.ScatterWrites(t, vol, 43, 0.01, 4096, 65536)
+	inc := r.createBackup("vm", "--incremental")
+	expectRead(t, inc, "reflink-diff", "")
+	if got, want := restoredSHA(t, r, inc.ID), testutil.SHA256File(t, vol); got != want {
+		t.Fatalf("the incremental after a killed one restores sha256 %s, the volume has %s", got, want)
+	}
+	if got := restoredSHA(t, r, full.ID); got == testutil.SHA256File(t, vol) {
+		t.Fatal("the full backup restores the changed volume")
 	}
 }
 
