@@ -122,9 +122,9 @@ func (s *Service) followLog(ctx context.Context) error {
 	if s.logSeen == nil {
 		s.logSeen = map[string]time.Time{}
 	}
-	changed := false
+	changed, forgotten := false, map[string]bool{}
 	for _, id := range order {
-		ch, err := s.examine(ctx, id)
+		ch, err := s.examine(ctx, id, forgotten)
 		if err != nil {
 			// Its keys stay unexamined: the next catch-up tries again.
 			s.log.Warn("backup named by the backup log not examined", "backup_id", id, "error", err)
@@ -134,6 +134,13 @@ func (s *Service) followLog(ctx context.Context) error {
 		for _, e := range keys[id] {
 			s.logSeen[e.Key] = e.Time
 		}
+	}
+	if len(forgotten) > 0 {
+		all, err := s.idx.Backups()
+		if err != nil {
+			return err
+		}
+		s.relink(ctx, all, forgotten)
 	}
 	// A key older than the next listing's start is never listed again.
 	for k, t := range s.logSeen {
@@ -150,12 +157,13 @@ func (s *Service) followLog(ctx context.Context) error {
 
 // examine brings backup id's record in line with its manifest: adopted when the manifest is
 // there and the index does not know it, forgotten when it is gone and the record says
-// available, its name, description, metadata, protection and parent taken from it otherwise.
+// available (and added to forgotten, for the caller to re-link its children), its name,
+// description, metadata, protection and parent taken from it otherwise.
 // The record is read before the manifest: this gateway writes a backup's record before its
 // manifest and deletes its manifest before its record, so a record missing here with a
 // manifest there is another gateway's backup, and an available one with the manifest gone
 // was deleted.
-func (s *Service) examine(ctx context.Context, id string) (bool, error) {
+func (s *Service) examine(ctx context.Context, id string, forgotten map[string]bool) (bool, error) {
 	b, err := s.idx.Backup(id)
 	known := err == nil
 	if err != nil && !errors.Is(err, index.ErrNotFound) {
@@ -173,11 +181,7 @@ func (s *Service) examine(ctx context.Context, id string) (bool, error) {
 		if err := s.forget(id); err != nil {
 			return false, err
 		}
-		all, err := s.idx.Backups()
-		if err != nil {
-			return true, err
-		}
-		s.relink(ctx, all, map[string]bool{id: true})
+		forgotten[id] = true
 		return true, nil
 	case err != nil:
 		return false, err

@@ -218,32 +218,12 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 	case parent == nil:
 		return full
 	case p.clone != "":
-		base, err := p.store.Base(parent.ID)
-		if err != nil {
-			full.fallback = fmt.Sprintf("cannot use the change-tracking base of parent backup %s (%v): read in full", parent.ID, err)
-			return full
-		}
-		if base == "" {
-			full.fallback = fmt.Sprintf("no change-tracking base belongs to parent backup %s (removed, or that backup left none): read in full", parent.ID)
-			return full
-		}
-		if fi, err := os.Stat(base); err != nil || fi.Size() != size || parent.Size != size {
-			full.fallback = fmt.Sprintf("the volume's size changed since parent backup %s: read in full", parent.ID)
-			return full
-		}
-		// A base an earlier backup began to bring forward holds the image's bytes in the
-		// ranges of its record: they are read too.
-		dirty, err := p.store.Dirty(parent.ID)
+		_, changes, err := p.reflinkChanges(p.clone, parent, size)
 		if err != nil {
 			full.fallback = fmt.Sprintf("%v: read in full", err)
 			return full
 		}
-		changes, err := blockio.ReflinkDiff(p.clone, base, size)
-		if err != nil {
-			full.fallback = fmt.Sprintf("cannot compare the volume with its change-tracking base: %v: read in full", err)
-			return full
-		}
-		return readChoice{changes: changes.Union(dirty), mode: ReadReflinkDiff}
+		return readChoice{changes: changes, mode: ReadReflinkDiff}
 	case p.thinSnap != nil:
 		return s.chooseThin(p, parent, size)
 	case p.bitmap != "":
@@ -296,22 +276,10 @@ func (s *Service) advance(p *readPlan, parent *index.Backup, size int64) (blocki
 	} else if reason != "" {
 		return nil, fmt.Errorf("the volume is in use now (%s)", reason)
 	}
-	base, err := p.store.Base(parent.ID)
-	if err != nil || base == "" {
-		return nil, fmt.Errorf("no change-tracking base of parent backup %s (%v)", parent.ID, err)
-	}
-	if fi, err := os.Stat(base); err != nil || fi.Size() != size || parent.Size != size {
-		return nil, fmt.Errorf("the volume's size changed since parent backup %s", parent.ID)
-	}
-	dirty, err := p.store.Dirty(parent.ID)
+	base, changes, err := p.reflinkChanges(p.image, parent, size)
 	if err != nil {
 		return nil, err
 	}
-	diff, err := blockio.ReflinkDiff(p.image, base, size)
-	if err != nil {
-		return nil, err
-	}
-	changes := diff.Union(dirty)
 	if _, err := p.store.Advance(p.image, parent.ID, changes); err != nil {
 		return nil, err
 	}
@@ -320,6 +288,32 @@ func (s *Service) advance(p *readPlan, parent *index.Backup, size int64) (blocki
 	}
 	p.clone, p.advanced = base, true
 	return changes, nil
+}
+
+// reflinkChanges returns the base the parent backup left and the ranges where file (a clone of
+// the image, or the image itself) may differ from what the parent read: where FIEMAP finds
+// the two differ, and those of the base's .dirty record (an earlier backup began to bring the
+// base forward). The error says why they cannot be known.
+func (p *readPlan) reflinkChanges(file string, parent *index.Backup, size int64) (string, blockio.Changes, error) {
+	base, err := p.store.Base(parent.ID)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot use the change-tracking base of parent backup %s (%v)", parent.ID, err)
+	}
+	if base == "" {
+		return "", nil, fmt.Errorf("no change-tracking base belongs to parent backup %s (removed, or that backup left none)", parent.ID)
+	}
+	if fi, err := os.Stat(base); err != nil || fi.Size() != size || parent.Size != size {
+		return "", nil, fmt.Errorf("the volume's size changed since parent backup %s", parent.ID)
+	}
+	dirty, err := p.store.Dirty(parent.ID)
+	if err != nil {
+		return "", nil, err
+	}
+	diff, err := blockio.ReflinkDiff(file, base, size)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot compare the volume with its change-tracking base: %v", err)
+	}
+	return base, diff.Union(dirty), nil
 }
 
 // cloneNow clones the whole image for a backup that was to bring its base forward in place,
