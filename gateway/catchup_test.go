@@ -52,6 +52,14 @@ func record(t *testing.T, s *gateway.Service, id string) *index.Backup {
 
 // dropLog removes every backup log object, as a writer that crashed right after its manifest
 // would have left none.
+// catchUp runs g's heartbeat catch-up, which must succeed.
+func catchUp(t *testing.T, g *gateway.Service) {
+	t.Helper()
+	if err := g.CatchUp(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func dropLog(t *testing.T, repoDir string) {
 	t.Helper()
 	if err := os.RemoveAll(filepath.Join(repoDir, "backuplog")); err != nil {
@@ -67,7 +75,7 @@ func dropLog(t *testing.T, repoDir string) {
 func TestCatchUpFollowsTheLog(t *testing.T) {
 	dir := t.TempDir()
 	a, b, repoDir := twoGateways(t, dir)
-	ctx, admin := context.Background(), adminCtx()
+	admin := adminCtx()
 	vol := image(t, dir, "vol.img", 256<<10)
 	want := map[string]string{} // backup id: the sha256 of the volume it holds
 	full, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol, Name: "first"})
@@ -91,9 +99,7 @@ func TestCatchUpFollowsTheLog(t *testing.T) {
 	if record(t, b, full.ID) != nil {
 		t.Fatal("the second gateway knows the backups before any catch-up")
 	}
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	for _, id := range []string{full.ID, inc.ID} {
 		got := record(t, b, id)
 		if got == nil || got.Status != index.BackupAvailable {
@@ -117,9 +123,7 @@ func TestCatchUpFollowsTheLog(t *testing.T) {
 	if _, err := a.DeleteBackup(admin, inc.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if got := record(t, b, full.ID); got.Name != name || got.Metadata["k"] != "v" || !got.Protected {
 		t.Fatalf("after the update the second gateway has name %q, metadata %v, protected %v", got.Name, got.Metadata, got.Protected)
 	}
@@ -134,17 +138,13 @@ func TestCatchUpFollowsTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	dropLog(t, repoDir)
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if record(t, b, other.ID) != nil {
 		t.Fatal("a backup without a log object was learned between full catch-ups: the catch-up did not follow the log")
 	}
 	// ...and is at the full catch-up, which runs when the last one is fullCatchUpEvery old.
 	gateway.SetFullCatchUpEveryForTest(t, 0)
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if got := record(t, b, other.ID); got == nil || got.Status != index.BackupAvailable {
 		t.Fatalf("the full catch-up did not learn the backup whose log object was missing: %+v", got)
 	}
@@ -155,14 +155,12 @@ func TestCatchUpFollowsTheLog(t *testing.T) {
 func TestCatchUpWithoutItsLogObject(t *testing.T) {
 	dir := t.TempDir()
 	a, b, repoDir := twoGateways(t, dir)
-	ctx, admin := context.Background(), adminCtx()
+	admin := adminCtx()
 	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if record(t, b, bk.ID) == nil {
 		t.Fatal("the second gateway did not learn the backup from the log")
 	}
@@ -170,16 +168,12 @@ func TestCatchUpWithoutItsLogObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	dropLog(t, repoDir)
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if record(t, b, bk.ID) == nil {
 		t.Fatal("a deletion without a log object was learned between full catch-ups")
 	}
 	gateway.SetFullCatchUpEveryForTest(t, 0)
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if got := record(t, b, bk.ID); got != nil {
 		t.Fatalf("the full catch-up did not forget the deleted backup: %+v", got)
 	}
@@ -191,14 +185,12 @@ func TestCatchUpWithoutItsLogObject(t *testing.T) {
 func TestCatchUpLeavesThisGatewaysOwnWorkAlone(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
-	ctx, admin := context.Background(), adminCtx()
+	admin := adminCtx()
 	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	// b starts deleting it (its record says so) while a deletes it too.
 	if _, err := b.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
 		r.Status = index.BackupDeleting
@@ -209,9 +201,7 @@ func TestCatchUpLeavesThisGatewaysOwnWorkAlone(t *testing.T) {
 	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.CatchUp(ctx); err != nil {
-		t.Fatal(err)
-	}
+	catchUp(t, b)
 	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupDeleting {
 		t.Fatalf("a log catch-up changed the record of a backup this gateway is deleting: %+v", got)
 	}

@@ -29,24 +29,27 @@ func restoredSHA(t *testing.T, r *cairnRepo, id string) string {
 	return testutil.SHA256File(t, out)
 }
 
-// An image file on XFS with reflinks, tracked by default: after 1 % of scattered writes an
-// incremental reads at most 3x the bytes written and restores byte-exact; without its base it
-// reads everything and says why; the next one is tracked again; a size change reads in full.
-func TestTrackedIncrementalOnXFS(t *testing.T) {
-	xfs := testutil.XFSReflinkDir(t, 1<<30)
-	vol := filepath.Join(xfs, "vm.img")
-	const size = 256 << 20
-	testutil.WriteImage(t, vol, size, 21, testutil.Random)
-
-	r := newCairnRepo(t, nil)
-	var v struct {
-		ID           string `json:"id"`
-		TrackChanges bool   `json:"track_changes"`
-	}
+// trackedVM makes a size-byte random image vm.img (seed) on a fresh XFS with reflinks and a
+// repository that manages it as volume vm, which must be tracked by default.
+func trackedVM(t *testing.T, size, seed int64) (xfs, vol string, r *cairnRepo, v volumeJSON) {
+	t.Helper()
+	xfs = testutil.XFSReflinkDir(t, 1<<30)
+	vol = filepath.Join(xfs, "vm.img")
+	testutil.WriteImage(t, vol, size, seed, testutil.Random)
+	r = newCairnRepo(t, nil)
 	r.mustJSON(&v, "volume", "manage", vol, "--name", "vm")
 	if !v.TrackChanges {
 		t.Fatal("an image file on XFS with reflinks is not tracked by default")
 	}
+	return xfs, vol, r, v
+}
+
+// An image file on XFS with reflinks, tracked by default: after 1 % of scattered writes an
+// incremental reads at most 3x the bytes written and restores byte-exact; without its base it
+// reads everything and says why; the next one is tracked again; a size change reads in full.
+func TestTrackedIncrementalOnXFS(t *testing.T) {
+	const size = 256 << 20
+	xfs, vol, r, v := trackedVM(t, size, 21)
 	full := r.createBackup("vm")
 	expectRead(t, full, "full", "")
 	if full.ReadBytes != size {
@@ -121,15 +124,8 @@ func TestTrackedIncrementalOnXFS(t *testing.T) {
 // never shows as available, and the next incremental, though the base now shares the killed
 // one's ranges with the image, reads them (the base's .dirty record) and restores byte-exact.
 func TestTrackedIncrementalKilledAfterAdvance(t *testing.T) {
-	xfs := testutil.XFSReflinkDir(t, 1<<30)
-	vol := filepath.Join(xfs, "vm.img")
 	const size = 256 << 20
-	testutil.WriteImage(t, vol, size, 41, testutil.Random)
-	r := newCairnRepo(t, nil)
-	var v struct {
-		ID string `json:"id"`
-	}
-	r.mustJSON(&v, "volume", "manage", vol, "--name", "vm")
+	xfs, vol, r, v := trackedVM(t, size, 41)
 	full := r.createBackup("vm")
 	dirty := filepath.Join(xfs, ".cairn-cbt", v.ID, full.ID+".dirty")
 	base := filepath.Join(xfs, ".cairn-cbt", v.ID, full.ID+".base")

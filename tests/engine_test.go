@@ -279,10 +279,11 @@ func TestEngineExportImport(t *testing.T) {
 
 // volumeJSON is the part of 'volume list --format json' the tests read.
 type volumeJSON struct {
-	ID   string `json:"id"`
-	Name string `json:"name"`
-	Path string `json:"path"`
-	Size int64  `json:"size"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Path         string `json:"path"`
+	Size         int64  `json:"size"`
+	TrackChanges bool   `json:"track_changes"`
 }
 
 // Scenario 5: the index rebuilt from the backend alone has every backup, volume and chain.
