@@ -170,6 +170,94 @@ func TestTrackedIncrementalKilledAfterAdvance(t *testing.T) {
 	}
 }
 
+// extents counts the extents of path as FIEMAP reports them (xfs_io), holes not counted.
+func extents(t *testing.T, xfsIO, path string) int {
+	t.Helper()
+	out, err := exec.Command(xfsIO, "-c", "fiemap", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("xfs_io fiemap %s: %v: %s", path, err, out)
+	}
+	n := 0
+	for _, l := range strings.Split(string(out), "\n")[1:] {
+		if strings.Contains(l, ":") && !strings.Contains(l, "hole") {
+			n++
+		}
+	}
+	return n
+}
+
+// defragment runs xfs_fsr on path and fails the test unless it left fewer extents than it
+// found (so the file's blocks really moved) and the same bytes.
+func defragment(t *testing.T, fsr, xfsIO, path string) {
+	t.Helper()
+	before, sum := extents(t, xfsIO, path), testutil.SHA256File(t, path)
+	if out, err := exec.Command(fsr, path).CombinedOutput(); err != nil {
+		t.Fatalf("xfs_fsr %s: %v: %s", path, err, out)
+	}
+	if after := extents(t, xfsIO, path); after >= before {
+		t.Fatalf("xfs_fsr left %s with %d extents (%d before): nothing moved", path, after, before)
+	}
+	if testutil.SHA256File(t, path) != sum {
+		t.Fatalf("xfs_fsr changed the bytes of %s", path)
+	}
+}
+
+// Defragmenting moves a file's blocks: after xfs_fsr of the change-tracking base, and again
+// after xfs_fsr of the image, the image and the base share no blocks with each other, so the
+// next tracked incremental reads the whole volume (never takes a moved range from its parent)
+// and restores byte-exact, even when reflink copies elsewhere (a cloned VM image, a copy of
+// the file system) leave every extent of both files flagged shared; the one after that is
+// cheap again.
+func TestTrackedIncrementalAfterDefragmentation(t *testing.T) {
+	fsr, xfsIO := testutil.RequireCommand(t, "xfs_fsr"), testutil.RequireCommand(t, "xfs_io")
+	const size = 64 << 20
+	xfs, vol, r, v := trackedVM(t, size, 51)
+	r.createBackup("vm")
+	// Small scattered writes, and an incremental that clones them into the base: both files
+	// are now in thousands of extents.
+	testutil.ScatterWrites(t, vol, 52, 0.05, 4096, 16384)
+	inc := r.createBackup("vm", "--incremental")
+	expectRead(t, inc, "reflink-diff", "")
+	base := filepath.Join(xfs, ".cairn-cbt", v.ID, inc.ID+".base")
+
+	defragment(t, fsr, xfsIO, base)
+	testutil.ScatterWrites(t, vol, 53, 0.01, 4096, 65536)
+	// Copies after the writes: the written ranges are shared too now (with the copy).
+	for _, f := range []string{base, vol} {
+		if out, err := exec.Command("cp", "--reflink=always", f, filepath.Join(xfs, filepath.Base(f)+".copy")).CombinedOutput(); err != nil {
+			t.Fatalf("cp --reflink=always %s: %v: %s", f, err, out)
+		}
+	}
+	afterBase := r.createBackup("vm", "--incremental")
+	expectRead(t, afterBase, "reflink-diff", "")
+	if afterBase.ReadBytes != size {
+		t.Errorf("incremental after the base was defragmented read %d of %d bytes; want all of them", afterBase.ReadBytes, size)
+	}
+	if got, want := restoredSHA(t, r, afterBase.ID), testutil.SHA256File(t, vol); got != want {
+		t.Fatalf("incremental after the base was defragmented restores sha256 %s, the volume has %s", got, want)
+	}
+
+	defragment(t, fsr, xfsIO, vol)
+	afterImage := r.createBackup("vm", "--incremental")
+	expectRead(t, afterImage, "reflink-diff", "")
+	if afterImage.ReadBytes != size {
+		t.Errorf("incremental after the image was defragmented read %d of %d bytes; want all of them", afterImage.ReadBytes, size)
+	}
+	if got, want := restoredSHA(t, r, afterImage.ID), testutil.SHA256File(t, vol); got != want {
+		t.Fatalf("incremental after the image was defragmented restores sha256 %s, the volume has %s", got, want)
+	}
+
+	changed := testutil.ScatterWrites(t, vol, 54, 0.01, 4096, 65536)
+	again := r.createBackup("vm", "--incremental")
+	expectRead(t, again, "reflink-diff", "")
+	if again.ReadBytes > 3*changed {
+		t.Errorf("the incremental after that read %d bytes for %d written; want at most 3x", again.ReadBytes, changed)
+	}
+	if got, want := restoredSHA(t, r, again.ID), testutil.SHA256File(t, vol); got != want {
+		t.Fatalf("the incremental after that restores sha256 %s, the volume has %s", got, want)
+	}
+}
+
 // On a file system without reflinks a volume is not tracked unless asked, and asking is
 // refused with the reason.
 func TestTrackChangesNeedsReflinks(t *testing.T) {
