@@ -228,24 +228,21 @@ func TestTrackedIncrementalAfterDefragmentation(t *testing.T) {
 			t.Fatalf("cp --reflink=always %s: %v: %s", f, err, out)
 		}
 	}
-	afterBase := r.createBackup("vm", "--incremental")
-	expectRead(t, afterBase, "reflink-diff", "")
-	if afterBase.ReadBytes != size {
-		t.Errorf("incremental after the base was defragmented read %d of %d bytes; want all of them", afterBase.ReadBytes, size)
+	// A tracked incremental that reads all of the volume and restores it byte-exact.
+	readsAll := func(after string) {
+		t.Helper()
+		b := r.createBackup("vm", "--incremental")
+		expectRead(t, b, "reflink-diff", "")
+		if b.ReadBytes != size {
+			t.Errorf("incremental after %s read %d of %d bytes; want all of them", after, b.ReadBytes, size)
+		}
+		if got, want := restoredSHA(t, r, b.ID), testutil.SHA256File(t, vol); got != want {
+			t.Fatalf("incremental after %s restores sha256 %s, the volume has %s", after, got, want)
+		}
 	}
-	if got, want := restoredSHA(t, r, afterBase.ID), testutil.SHA256File(t, vol); got != want {
-		t.Fatalf("incremental after the base was defragmented restores sha256 %s, the volume has %s", got, want)
-	}
-
+	readsAll("the base was defragmented")
 	defragment(t, fsr, xfsIO, vol)
-	afterImage := r.createBackup("vm", "--incremental")
-	expectRead(t, afterImage, "reflink-diff", "")
-	if afterImage.ReadBytes != size {
-		t.Errorf("incremental after the image was defragmented read %d of %d bytes; want all of them", afterImage.ReadBytes, size)
-	}
-	if got, want := restoredSHA(t, r, afterImage.ID), testutil.SHA256File(t, vol); got != want {
-		t.Fatalf("incremental after the image was defragmented restores sha256 %s, the volume has %s", got, want)
-	}
+	readsAll("the image was defragmented")
 
 	changed := testutil.ScatterWrites(t, vol, 54, 0.01, 4096, 65536)
 	again := r.createBackup("vm", "--incremental")
