@@ -222,6 +222,9 @@ run_size() {
 			"$BENCH_DIR/mkimage" scatter -image "$XFS/vol.img" -seed "$([ $how = cli ] && echo 21 || echo 22)$r" -fraction "$frac" \
 				-min 4096 -max 65536 -list "$RUN/writes.txt" >"$RES/$q.scatter.json"
 			put "$q.changed" "$(jq .bytes_changed "$RES/$q.scatter.json")"
+			# The reflink comparison walks the image's and the base's extents: their count,
+			# which grows with every round of writes, is what its time follows.
+			put "$q.extents" "$(xfs_io -c fiemap "$XFS/vol.img" | awk 'NR > 1 && !/hole/' | wc -l)"
 			awk -v pat="$RUN/pattern" '{print "write -q -s " pat " " $1 " " $2}' "$RUN/writes.txt" |
 				qemu-io -f qcow2 "$XFS/nbd.qcow2" >/dev/null
 			start_nbd
@@ -235,7 +238,7 @@ run_size() {
 			done
 		done
 		[ $how = gateway ] && stop_gateway
-		for k in changed reflink.secs reflink.job reflink.read nbd.secs nbd.job nbd.read; do
+		for k in changed extents reflink.secs reflink.job reflink.read nbd.secs nbd.job nbd.read; do
 			put "$p.fixed.$how.$k" "$(median "$p.fixed.$how" "$k")"
 			put "$p.fixed.$how.$k.spread" "$(spread "$p.fixed.$how" "$k")"
 		done
@@ -292,12 +295,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-" || b == "-" || b <= 0) pr
 	echo
 	echo "Tracked incrementals after $CBT_FIXED of scattered writes at every size: the command's wall time (cold caches, final sync included) and the job's own (the record's created_at to its commit); each the median of $CBT_RUNS rounds of new writes, with the rounds' min–max"
 	echo
-	echo "| image | written | how | reflink: command, s | job, s | read, MiB | NBD bitmap: command, s | job, s | read, MiB |"
-	echo "|---|---|---|---|---|---|---|---|---|"
+	echo "| image | written | how | image's extents | reflink: command, s | job, s | read, MiB | NBD bitmap: command, s | job, s | read, MiB |"
+	echo "|---|---|---|---|---|---|---|---|---|---|"
 	for s in "${SIZES[@]}"; do
 		for how in cli gateway; do
 			f=$s.fixed.$how
-			echo "| $s | $(mib "$(get "$f.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$f.reflink.secs") ($(get "$f.reflink.secs.spread")) | $(get "$f.reflink.job") ($(get "$f.reflink.job.spread")) | $(mib "$(get "$f.reflink.read")") | $(get "$f.nbd.secs") ($(get "$f.nbd.secs.spread")) | $(get "$f.nbd.job") ($(get "$f.nbd.job.spread")) | $(mib "$(get "$f.nbd.read")") |"
+			echo "| $s | $(mib "$(get "$f.changed")") MiB | $([ $how = cli ] && echo "embedded CLI" || echo "through cairn serve") | $(get "$f.extents") ($(get "$f.extents.spread")) | $(get "$f.reflink.secs") ($(get "$f.reflink.secs.spread")) | $(get "$f.reflink.job") ($(get "$f.reflink.job.spread")) | $(mib "$(get "$f.reflink.read")") | $(get "$f.nbd.secs") ($(get "$f.nbd.secs.spread")) | $(get "$f.nbd.job") ($(get "$f.nbd.job.spread")) | $(mib "$(get "$f.nbd.read")") |"
 		done
 	done
 	echo
