@@ -33,12 +33,9 @@ func covers(c Changes, want []Extent) bool {
 // holes and written zeros, the diff holds every changed range and little else; a copy that
 // shares nothing differs everywhere it has data.
 func TestReflinkDiffXFS(t *testing.T) {
-	dir := testutil.XFSReflinkDir(t, 512<<20)
 	const size = 64 << 20
-	img := filepath.Join(dir, "vol.img")
-	testutil.WriteImage(t, img, size, 7, testutil.Mixed)
-
-	store, base := keptBase(t, img)
+	img, store, base := keptImage(t, size, 7, testutil.Mixed)
+	dir := filepath.Dir(img)
 	if c, err := ReflinkDiff(img, base, size); err != nil || len(c) != 0 {
 		t.Fatalf("an image and its fresh clone differ in %v (%v)", c, err)
 	}
@@ -328,11 +325,8 @@ func TestChangesUnion(t *testing.T) {
 // the ranges and its own elsewhere, and it shares those ranges with the image; a record that
 // is not whole, or not this base's, is an error, never an empty list.
 func TestAdvanceXFS(t *testing.T) {
-	dir := testutil.XFSReflinkDir(t, 512<<20)
 	const size = 16 << 20
-	img := filepath.Join(dir, "vol.img")
-	testutil.WriteImage(t, img, size, 9, testutil.Random)
-	store, base := keptBase(t, img)
+	img, store, base := keptImage(t, size, 9, testutil.Random)
 	old, err := os.ReadFile(base)
 	if err != nil {
 		t.Fatal(err)
@@ -382,9 +376,12 @@ func TestAdvanceXFS(t *testing.T) {
 	}
 }
 
-// keptBase opens img's base store (volume vol-1) and keeps a clone of img as base b1.
-func keptBase(t *testing.T, img string) (*BaseStore, string) {
+// keptImage writes a size-byte image vol.img (seed, pattern) on a fresh XFS with reflinks, opens
+// its base store (volume vol-1) and keeps a clone of it as base b1.
+func keptImage(t *testing.T, size, seed int64, pattern testutil.Pattern) (img string, store *BaseStore, base string) {
 	t.Helper()
+	img = filepath.Join(testutil.XFSReflinkDir(t, 512<<20), "vol.img")
+	testutil.WriteImage(t, img, size, seed, pattern)
 	store, err := OpenBaseStore(img, "vol-1")
 	if err != nil {
 		t.Fatal(err)
@@ -399,9 +396,8 @@ func keptBase(t *testing.T, img string) (*BaseStore, string) {
 	if err := store.Keep(clone, "b1"); err != nil {
 		t.Fatal(err)
 	}
-	base, err := store.Base("b1")
-	if err != nil || base == "" {
+	if base, err = store.Base("b1"); err != nil || base == "" {
 		t.Fatalf("base b1 = %q, %v", base, err)
 	}
-	return store, base
+	return img, store, base
 }
