@@ -3,9 +3,13 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -50,8 +54,6 @@ func record(t *testing.T, s *gateway.Service, id string) *index.Backup {
 	return b
 }
 
-// dropLog removes every backup log object, as a writer that crashed right after its manifest
-// would have left none.
 // catchUp runs g's heartbeat catch-up, which must succeed.
 func catchUp(t *testing.T, g *gateway.Service) {
 	t.Helper()
@@ -60,6 +62,8 @@ func catchUp(t *testing.T, g *gateway.Service) {
 	}
 }
 
+// dropLog removes every backup log object, as a writer that crashed right after its manifest
+// would have left none.
 func dropLog(t *testing.T, repoDir string) {
 	t.Helper()
 	if err := os.RemoveAll(filepath.Join(repoDir, "backuplog")); err != nil {
@@ -204,5 +208,75 @@ func TestCatchUpLeavesThisGatewaysOwnWorkAlone(t *testing.T) {
 	catchUp(t, b)
 	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupDeleting {
 		t.Fatalf("a log catch-up changed the record of a backup this gateway is deleting: %+v", got)
+	}
+}
+
+// indexObjects returns the names of the repository's pack index objects.
+func indexObjects(t *testing.T, repoDir string) map[string]bool {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(repoDir, "packindex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, e := range ents {
+		out[e.Name()] = true
+	}
+	return out
+}
+
+// backdate renames the pack index objects not in before (packindex/<t>-<pack id>) to the
+// names a writer whose clock was skew behind would have given them. The copies no longer
+// authenticate under their new names, so a reader learns their packs from the packs'
+// trailers, as it does for any damaged index object.
+func backdate(t *testing.T, repoDir string, before map[string]bool, skew time.Duration) {
+	t.Helper()
+	dir := filepath.Join(repoDir, "packindex")
+	for name := range indexObjects(t, repoDir) {
+		if before[name] {
+			continue
+		}
+		ts, pack, _ := strings.Cut(name, "-")
+		n, err := strconv.ParseUint(ts, 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, fmt.Sprintf("%016x-%s", n-uint64(skew), pack))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A writer whose clock is more than repo.SyncMargin behind names its pack index objects
+// before another gateway's sync window: that gateway's index does not locate the new backup's
+// blocks, and a backup is adopted only with its root located. The full catch-up rescans the
+// whole pack index for it and adopts it, and it restores byte-exact there (docs/design.md,
+// "Garbage collection and locks: the deletion protocol", Sync).
+func TestCatchUpAdoptsTheBackupOfAWriterWhoseClockIsBehind(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	admin := adminCtx()
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	first, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "first.img", 128<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b) // b's window now starts 15 minutes before now
+	if record(t, b, first.ID) == nil {
+		t.Fatal("the second gateway did not learn the first backup")
+	}
+	before := indexObjects(t, repoDir)
+	vol := image(t, dir, "second.img", 128<<10)
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backdate(t, repoDir, before, 20*time.Minute)
+	catchUp(t, b)
+	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupAvailable {
+		t.Fatalf("after a full catch-up the second gateway has %+v for backup %s, stored by a writer 20 minutes behind; want it available", got, bk.ID)
+	}
+	if restoreSHA(t, b, admin, bk.ID) != sha256File(t, vol) {
+		t.Fatalf("backup %s, restored through the gateway that adopted it, differs from its volume", bk.ID)
 	}
 }

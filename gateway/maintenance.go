@@ -52,6 +52,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		}
 	}
 	s.relink(ctx, all, forgotten)
+	var unlocated []*repo.Manifest
 	for id := range stored {
 		if known[id] {
 			continue
@@ -63,10 +64,17 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		if err == nil {
 			err = s.adopt(ctx, m)
 		}
+		if errors.As(err, new(*blockMapUnknown)) {
+			unlocated = append(unlocated, m)
+			continue
+		}
 		if err != nil {
 			s.log.Warn("stored backup not adopted", "backup_id", id, "error", err)
 			continue
 		}
+		changed = true
+	}
+	if s.adoptUnlocated(ctx, unlocated) {
 		changed = true
 	}
 	s.lastFull, s.lastLook = look, look
@@ -74,6 +82,45 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		s.notifyChange()
 	}
 	return nil
+}
+
+// rescanEvery bounds how often SyncBackups reads every pack index object again for backups
+// whose block maps the index does not locate. A variable for tests.
+var rescanEvery = 10 * time.Minute
+
+// adoptUnlocated adopts the stored backups whose block maps the index did not locate. A
+// manifest is stored only after its packs' index objects, so the index misses them only when
+// the sync's time window did: their writer's clock was more than repo.SyncMargin behind this
+// index's cursor. A Rescan, at most every rescanEvery, reads every index object and learns
+// them [TestCatchUpAdoptsTheBackupOfAWriterWhoseClockIsBehind]. It reports whether it
+// adopted any.
+func (s *Service) adoptUnlocated(ctx context.Context, ms []*repo.Manifest) bool {
+	if len(ms) == 0 {
+		return false
+	}
+	if time.Since(s.lastRescan) < rescanEvery {
+		for _, m := range ms {
+			s.log.Warn("stored backup not adopted yet: its blocks are not indexed (its writer's clock may be behind); the next rescan of the repository's pack index looks again",
+				"backup_id", m.ID, "next_rescan", s.lastRescan.Add(rescanEvery))
+		}
+		return false
+	}
+	s.lastRescan = time.Now()
+	st, err := s.repo.Rescan(ctx)
+	if err != nil {
+		s.log.Warn("rescan of the repository's pack index failed", "error", err)
+		return false
+	}
+	s.log.Info("rescanned the repository's pack index for backups whose blocks were not indexed", "packs_learned", st.Packs, "backups", len(ms))
+	adopted := false
+	for _, m := range ms {
+		if err := s.adopt(ctx, m); err != nil {
+			s.log.Warn("stored backup not adopted", "backup_id", m.ID, "error", err)
+			continue
+		}
+		adopted = true
+	}
+	return adopted
 }
 
 // fullCatchUpEvery bounds the time between full catch-ups: a change whose log object is

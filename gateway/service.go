@@ -75,12 +75,13 @@ type Service struct {
 	jobs    *jobTable // queued, running and recently finished jobs (the console)
 	history *history  // stored bytes over time and the last gc and check (the console)
 	health  health
-	syncMu  sync.Mutex // one catch-up at a time; guards the three below
+	syncMu  sync.Mutex // one catch-up at a time; guards the four below
 	// lastFull and lastLook: when the last full catch-up, and the last catch-up of either
-	// kind, started listing; logSeen: the backup log's keys examined since, with their times
-	// (maintenance.go).
+	// kind, started listing; logSeen: the backup log's keys examined since, with their times;
+	// lastRescan (maintenance.go).
 	lastFull, lastLook time.Time
 	logSeen            map[string]time.Time
+	lastRescan         time.Time  // the last Rescan of every pack index object (SyncBackups)
 	pruneMu            sync.Mutex // one prune at a time: each decides from the chains the last left
 	tempIndex          string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.

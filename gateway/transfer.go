@@ -83,13 +83,19 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	return b, nil
 }
 
+// blockMapUnknown is adoptManifest's error for a manifest whose root the index does not
+// locate: garbage-collected, or in packs this index has not learned yet (SyncBackups).
+type blockMapUnknown struct{ error }
+
+func (e *blockMapUnknown) Unwrap() error { return e.error }
+
 // adoptManifest records a stored backup (and its volume, if unknown) as available.
 func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.Backup, error) {
 	if !m.Root.IsZero() {
 		if _, ok, err := s.idx.Lookup(m.Root); err != nil {
 			return nil, err
 		} else if !ok {
-			return nil, wrapf(ErrInvalid, "backup %s: its block map is not in the repository (was it deleted and garbage-collected?)", m.ID)
+			return nil, &blockMapUnknown{wrapf(ErrInvalid, "backup %s: its block map is not in the repository (was it deleted and garbage-collected?)", m.ID)}
 		}
 	}
 	if err := s.ensureVolume(ctx, m); err != nil {

@@ -146,3 +146,14 @@ func SetSharedFlushWaitForTest(t interface{ Cleanup(func()) }, d time.Duration) 
 	sharedFlushWait = d
 	t.Cleanup(func() { sharedFlushWait = old })
 }
+
+// ReindexPackForTest stores pack id's index object again, from its trailer, under the key a
+// writer whose clock reads at would give it.
+func ReindexPackForTest(r *Repository, at time.Time, id PackID) error {
+	ctx := context.Background()
+	size, entries, err := r.trailerOf(ctx, id)
+	if err != nil {
+		return err
+	}
+	return r.putObject(ctx, timeKey(indexPrefix, at, id.String()), encodePackIndex(size, entries))
+}

@@ -89,7 +89,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	defer lk.Unlock()
 	// The whole backend, once: every pack learned (from its index object or its trailer),
 	// every pack the backend lost forgotten; the listing serves the decisions below.
-	_, lst, err := r.sync(ctx, true)
+	_, lst, err := r.sync(ctx, syncAll)
 	if err != nil {
 		return st, err
 	}

@@ -25,8 +25,9 @@ import (
 // <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only the index
 // objects that sort after its last look, less syncMargin for clocks that disagree and writes
 // that took a while. Deletion records, one per gc run, are listed in full every time: a
-// missed one could make a backup reuse a blob that is gone, a missed index object costs only
-// deduplication.
+// missed one could make a backup reuse a blob that is gone. A missed index object costs
+// deduplication, and a backup in its pack cannot be adopted by another gateway until a
+// Rescan reads every index object.
 const (
 	indexPrefix   = "packindex/"
 	deletedPrefix = "deleted/"
@@ -246,25 +247,48 @@ type listing struct {
 	indexKeys map[PackID][]string
 }
 
+// syncScope says how much of the backend a sync reads.
+type syncScope int
+
+const (
+	syncSince syncScope = iota // the index objects after the cursor, less syncMargin
+	syncIndex                  // every index object (Rescan)
+	syncAll                    // every index object and every pack (gc, rebuild-index)
+)
+
 // Sync brings the index up to date with what other processes did to the backend: it applies
 // the deletion records it has not applied (forgetting packs gc removed) and then learns the
 // packs written since its last look. full re-lists everything (gc and rebuild-index do).
 // Callers hold a lock (Lock does it), so no gc deletes anything while it runs.
 func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
-	st, _, err := r.sync(ctx, full)
+	scope := syncSince
+	if full {
+		scope = syncAll
+	}
+	st, _, err := r.sync(ctx, scope)
 	return st, err
 }
 
-func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, error) {
+// Rescan is Sync reading every pack index object, not only those after its cursor: for a
+// caller that found a committed backup whose blocks the index does not locate (its writer's
+// clock was more than syncMargin behind, so its index objects sorted before the cursor). It
+// reads no pack, so it costs a listing of packindex/ and the index objects not known yet.
+func (r *Repository) Rescan(ctx context.Context) (SyncStats, error) {
+	st, _, err := r.sync(ctx, syncIndex)
+	return st, err
+}
+
+func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *listing, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
+	full := scope == syncAll
 	var st SyncStats
 	var lst *listing
 	if full {
 		lst = &listing{packs: map[PackID]backend.ObjectInfo{}, indexKeys: map[PackID][]string{}}
 	}
 	after := func(cursor string) string {
-		if full || cursor == "" {
+		if scope != syncSince || cursor == "" {
 			return ""
 		}
 		t, _, ok := keyTime("", cursor+"-x")
@@ -319,6 +343,10 @@ func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, 
 		return st, lst, err
 	}
 	newest := cur
+	// The cursor moves to the newest key listed, but never past this host's clock when the
+	// listing starts: one writer whose clock is ahead must not move every reader's window
+	// past the keys that writers with right clocks write next [TestSyncCursorIgnoresAClockAhead].
+	listed := time.Now()
 	keys = keys[:0]
 	if err := r.be.ListAfter(ctx, indexPrefix, indexPrefix+after(cur), func(oi backend.ObjectInfo) error {
 		keys = append(keys, oi.Key)
@@ -330,6 +358,9 @@ func (r *Repository) sync(ctx context.Context, full bool) (SyncStats, *listing, 
 		t, name, ok := keyTime(indexPrefix, key)
 		if !ok {
 			continue
+		}
+		if t.After(listed) {
+			t = listed
 		}
 		if ts := timeStamp(t); ts > newest {
 			newest = ts
