@@ -240,7 +240,12 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 			full.fallback = fmt.Sprintf("cannot read dirty bitmap %s: %v: read in full", p.bitmap, err)
 			return full
 		}
-		probes, err := s.probeBlocks(p.nbd, dirty)
+		probes, zeros, err := s.probeBlocks(p.nbd, dirty)
+		if err != nil {
+			full.fallback = fmt.Sprintf("cannot check dirty bitmap %s: %v: read in full", p.bitmap, err)
+			return full
+		}
+		zeroed, err := s.zeroedSince(ctx, parent, zeros)
 		if err != nil {
 			full.fallback = fmt.Sprintf("cannot check dirty bitmap %s: %v: read in full", p.bitmap, err)
 			return full
@@ -257,9 +262,41 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 				p.bitmap, len(differ), len(probes), parent.ID)
 			return full
 		}
-		return readChoice{changes: dirty, mode: ReadNBDBitmap, read: read}
+		if len(zeroed) > 0 {
+			s.log.Info("ranges that read as zeros now and held data in the parent are read, whatever the bitmap says",
+				"bitmap", p.bitmap, "parent_id", parent.ID, "bytes", zeroed.Bytes())
+		}
+		return readChoice{changes: dirty.Union(zeroed), mode: ReadNBDBitmap, read: read}
 	}
 	return full
+}
+
+// zeroedSince returns the parts of zeros (ranges the export reports as reading zeros) where
+// the parent backup held data. They changed, whatever the dirty bitmap says: zeros written or
+// discarded while the bitmap was disabled or cleared, or an export shrunk and grown back to
+// its size, leave no dirty bit, and the spot check cannot see them (it samples blocks that
+// hold data). Reading them costs next to nothing over NBD (the server answers with a hole),
+// and the parent's block map says where it held data without reading a block.
+func (s *Service) zeroedSince(ctx context.Context, parent *index.Backup, zeros blockio.Changes) (blockio.Changes, error) {
+	if len(zeros) == 0 || parent.Root.IsZero() {
+		return nil, nil
+	}
+	img := s.repo.Image(&repo.Manifest{ID: parent.ID, Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size})
+	var out blockio.Changes
+	for _, z := range zeros {
+		for pos := z.Start; pos < z.End; {
+			start, end, err := img.NextData(ctx, pos)
+			if errors.Is(err, io.EOF) || (err == nil && start >= z.End) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read the block map of parent backup %s: %w", parent.ID, err)
+			}
+			out = append(out, blockio.Extent{Start: start, End: min(end, z.End)})
+			pos = end
+		}
+	}
+	return out, nil
 }
 
 // advance brings the parent's base forward to the image in place and makes the backup read
@@ -373,18 +410,26 @@ func (s *Service) chooseThin(p *readPlan, parent *index.Backup, size int64) read
 }
 
 // probeBlocks picks up to bitmapProbes blocks at random among those the export holds data in
-// and the bitmap calls clean.
-func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, error) {
+// and the bitmap calls clean. It returns, from the same walk of the export's allocation, the
+// ranges that read as zeros.
+func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, blockio.Changes, error) {
 	bs := int64(s.repo.Config().BlockSize)
 	var clean [][2]int64 // block ranges [first, end)
 	var total int64
+	var zeros blockio.Changes
 	for off := int64(0); ; {
 		start, end, err := src.NextData(off)
 		if errors.Is(err, io.EOF) {
+			if off < src.Size() {
+				zeros = append(zeros, blockio.Extent{Start: off, End: src.Size()})
+			}
 			break
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
+		}
+		if start > off {
+			zeros = append(zeros, blockio.Extent{Start: off, End: start})
 		}
 		for pos := start; pos < end; {
 			ds, de, derr := dirty.NextChange(pos)
@@ -400,7 +445,7 @@ func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, 
 		off = end
 	}
 	if total == 0 {
-		return nil, nil
+		return nil, zeros, nil
 	}
 	var out []int64
 	for range min(bitmapProbes, total) {
@@ -414,7 +459,7 @@ func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, 
 			}
 		}
 	}
-	return out, nil
+	return out, zeros, nil
 }
 
 // trackable reports whether the image file at path can be tracked with reflinks: its
