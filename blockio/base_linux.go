@@ -138,9 +138,23 @@ func (s *BaseStore) Keep(path, name string) error {
 	if err != nil {
 		return fmt.Errorf("keep change-tracking base: %w", err)
 	}
+	// A leftover costs space, not correctness, except a base without its .dirty record: the
+	// record goes only once its base is gone, so a base that could not be removed is never
+	// trusted whole should the backup it was named after become a parent again.
+	var records []string
 	for _, e := range entries {
-		if e.Name() != name+baseSuffix {
-			_ = os.Remove(filepath.Join(s.dir, e.Name())) // a leftover costs space, not correctness
+		switch {
+		case e.Name() == name+baseSuffix:
+		case strings.HasSuffix(e.Name(), dirtySuffix):
+			records = append(records, e.Name())
+		default:
+			_ = os.Remove(filepath.Join(s.dir, e.Name()))
+		}
+	}
+	for _, r := range records {
+		base := filepath.Join(s.dir, strings.TrimSuffix(r, dirtySuffix)+baseSuffix)
+		if _, err := os.Lstat(base); errors.Is(err, fs.ErrNotExist) {
+			_ = os.Remove(filepath.Join(s.dir, r))
 		}
 	}
 	return nil

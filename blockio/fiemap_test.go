@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -142,6 +143,36 @@ func TestBaseStoreWithoutReflinks(t *testing.T) {
 		testutil.Skip(t, "the file system of %s makes reflinks; this test needs one that does not", img)
 	} else if !errorsIs(err, ErrNoSnapshot) {
 		t.Fatalf("Probe without reflinks = %v, want ErrNoSnapshot", err)
+	}
+}
+
+// Keep removes what the new base replaces, but a .dirty record only once its base is gone: a
+// base it cannot remove (here: immutable) keeps its record, so it is never trusted whole if
+// the backup it is named after becomes a parent again (found by review). A record whose base
+// is gone goes.
+func TestKeepLeavesTheRecordOfABaseItCannotRemove(t *testing.T) {
+	img := sparseFile(t, 1<<20, extent{0, 4096})
+	store, err := OpenBaseStore(img, "v")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := func(name string) string { return filepath.Join(store.dir, name) }
+	for _, name := range []string{"old" + baseSuffix, "old" + dirtySuffix, "orphan" + dirtySuffix, "clone"} {
+		if err := os.WriteFile(file(name), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if out, err := exec.Command("chattr", "+i", file("old"+baseSuffix)).CombinedOutput(); err != nil {
+		testutil.Skip(t, "chattr +i: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("chattr", "-i", file("old"+baseSuffix)).Run() })
+	if err := store.Keep(file("clone"), "new"); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"new" + baseSuffix: true, "old" + baseSuffix: true, "old" + dirtySuffix: true, "orphan" + dirtySuffix: false, "clone": false} {
+		if _, err := os.Stat(file(name)); (err == nil) != want {
+			t.Errorf("after Keep, %s exists: %v, want %v", name, err == nil, want)
+		}
 	}
 }
 
