@@ -25,6 +25,7 @@ const (
 	extentInline      = 0x200
 	extentTail        = 0x400
 	extentUnwritten   = 0x800
+	extentMerged      = 0x1000
 	extentShared      = 0x2000
 	fiemapHeader      = 32
 	fiemapExtentBytes = 56
@@ -32,8 +33,11 @@ const (
 )
 
 // untrusted are the extent flags under which a physical address does not name the file's
-// bytes alone: data not yet placed, packed with other data, compressed or encrypted.
-const untrusted = extentUnknown | extentDelalloc | extentEncoded | extentEncrypted | extentNotAligned | extentInline | extentTail
+// bytes alone: data not yet placed, packed with other data, compressed or encrypted
+// (extentUnknown, extentDelalloc, extentEncoded, extentEncrypted, extentNotAligned,
+// extentInline, extentTail), and any flag a later kernel may add: only the four whose meaning
+// leaves the address exact are trusted.
+const untrusted = ^uint32(extentLast | extentUnwritten | extentMerged | extentShared)
 
 // mapping is one FIEMAP extent.
 type mapping struct {

@@ -228,6 +228,8 @@ func TestDiffMappingsRules(t *testing.T) {
 		{"delayed allocation", []mapping{{0, 0, mib, extentDelalloc | extentUnknown}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{0, mib}}},
 		{"inline tail", []mapping{{0, 100 * mib, mib, sh | extentNotAligned | extentInline}}, []mapping{{0, 100 * mib, mib, sh | extentNotAligned | extentInline}}, Changes{{0, mib}}},
 		{"past the size", []mapping{{0, 100 * mib, 4 * mib, 0}}, []mapping{{0, 50 * mib, 4 * mib, 0}}, Changes{{0, 2 * mib}}},
+		{"merged (block-mapped file)", []mapping{{0, 100 * mib, mib, sh | extentMerged}}, []mapping{{0, 100 * mib, mib, sh}}, nil},
+		{"a flag of a later kernel", []mapping{{0, 100 * mib, mib, sh | 0x4000}}, []mapping{{0, 100 * mib, mib, sh}}, Changes{{0, mib}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
