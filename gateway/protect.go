@@ -139,8 +139,10 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	if m.Root != root || m.RootLevel != level || m.ID != id {
 		return fmt.Errorf("backup %s: internal error: a manifest rewrite may not change its block map", id)
 	}
-	if err := s.repo.PutManifest(ctx, m); err != nil {
-		return fmt.Errorf("update backup %s: %w", id, err)
+	if err := s.repo.RewriteManifest(ctx, lk, m); errors.Is(err, repo.ErrManifestDeleted) {
+		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
+	} else if err != nil {
+		return err
 	}
 	return nil
 }

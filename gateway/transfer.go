@@ -69,6 +69,10 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		return nil, err
 	}
 	if !has {
+		// Imported on purpose: a tombstone of an earlier delete must not undo it.
+		if err := s.repo.Undelete(ctx, m.ID); err != nil {
+			return nil, err
+		}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return nil, err
 		}

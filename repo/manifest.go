@@ -131,11 +131,94 @@ func (r *Repository) DeleteManifest(ctx context.Context, id string) error {
 	if !validID(id) {
 		return fmt.Errorf("invalid backup id %q", id)
 	}
+	if err := r.PutMeta(ctx, metaTombstones, id, tombstone{Deleted: time.Now().UTC()}); err != nil {
+		return fmt.Errorf("delete backup %s: %w", id, err)
+	}
 	if err := r.be.Delete(ctx, manifestKey(id)); err != nil {
 		return err
 	}
 	r.logChange(ctx, id)
 	return nil
+}
+
+// Tombstones. A manifest rewrite (protection, name, metadata, a re-linked parent) reads the
+// manifest and stores it whole again; a delete by another process between the two would be
+// undone by the store. So every delete first stores meta/tombstones/<id>, and a rewrite looks
+// for it after its store: if the rewrite's store came after the delete, the delete's
+// tombstone came before both and the rewrite sees it and deletes the manifest again; if it
+// does not see it, the tombstone, and so the delete, came after the store. Either way the
+// delete wins (docs/design.md, "Manifest rewrites and deletes") [TestRewriteLosesToADelete].
+const metaTombstones = "tombstones"
+
+// tombstoneKeep is how long, by the store's clock, gc keeps a tombstone: far longer than a
+// delete takes from its tombstone to its manifest.
+const tombstoneKeep = 24 * time.Hour
+
+type tombstone struct {
+	Deleted time.Time `json:"deleted"`
+}
+
+// ErrManifestDeleted is RewriteManifest's error for a backup deleted while it was rewritten.
+var ErrManifestDeleted = errors.New("the backup was deleted meanwhile")
+
+// RewriteManifest stores m over its backup's manifest, which the caller read under lk: a
+// rewrite of descriptive fields, never of the block map. It stores nothing once lk is lost,
+// and when a delete came between the caller's read and this store it deletes the manifest
+// again and returns ErrManifestDeleted.
+func (r *Repository) RewriteManifest(ctx context.Context, lk *Lock, m *Manifest) error {
+	if err := lk.Check(); err != nil {
+		return fmt.Errorf("update backup %s: %w", m.ID, err)
+	}
+	if err := r.PutManifest(ctx, m); err != nil {
+		return err
+	}
+	_, err := r.be.Stat(ctx, metaKey(metaTombstones, m.ID))
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil
+	}
+	if err == nil {
+		err = r.DeleteManifest(ctx, m.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("update backup %s: look for its deletion: %w", m.ID, err)
+	}
+	return fmt.Errorf("update backup %s: %w", m.ID, ErrManifestDeleted)
+}
+
+// Undelete removes a backup's tombstone, for an import that stores its manifest again on
+// purpose.
+func (r *Repository) Undelete(ctx context.Context, id string) error {
+	if err := r.DeleteMeta(ctx, metaTombstones, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+// pruneTombstones removes the tombstones older than tombstoneKeep by the store's clock. It
+// runs under gc's exclusive lock, after everything else: a failure is logged, not gc's.
+func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(string, ...any)) {
+	now, err := r.storeClock(ctx, lk)
+	if err != nil {
+		logf("old tombstones not removed: %v", err)
+		return
+	}
+	cutoff := now().Add(-tombstoneKeep)
+	var old []string
+	err = r.be.List(ctx, metaPrefix+metaTombstones+"/", func(oi backend.ObjectInfo) error {
+		if oi.ModTime.Before(cutoff) {
+			old = append(old, oi.Key)
+		}
+		return nil
+	})
+	for _, key := range old {
+		if err != nil {
+			break
+		}
+		err = r.be.Delete(ctx, key)
+	}
+	if err != nil {
+		logf("old tombstones not removed: %v", err)
+	}
 }
 
 // ListManifests calls fn with every backup id that has a manifest.

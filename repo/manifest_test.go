@@ -1,0 +1,98 @@
+package repo_test
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// A manifest rewrite (protect, backup-update, prune's re-link) reads the manifest and stores it
+// whole again. A delete by another process between the two must win: the rewrite finds the
+// delete's tombstone after its store, deletes the manifest again and says so. A rewrite with
+// no delete stores its change; an import stores a deleted manifest again on purpose; gc drops
+// tombstones a day old by the store's clock and keeps newer ones (docs/design.md, "Manifest
+// rewrites and deletes").
+func TestRewriteLosesToADelete(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	other := f.peer(t, "b", repo.LockOptions{})
+	m := f.backup(t, "victim", &memSource{data: randomVolume(41, 1<<20)}, nil)
+	kept := f.backup(t, "kept", &memSource{data: randomVolume(42, 1<<20)}, nil)
+
+	rewrite := func(id string, name string) error {
+		lk, err := f.r.Lock(ctx, repo.LockShared, "update")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Unlock()
+		cur, err := f.r.GetManifest(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Name = name
+		if id == m.ID {
+			// Another process deletes the backup between this read and the store.
+			if err := other.r.DeleteManifest(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return f.r.RewriteManifest(ctx, lk, cur)
+	}
+	if err := rewrite(m.ID, "renamed"); !errors.Is(err, repo.ErrManifestDeleted) {
+		t.Fatalf("rewrite across a delete = %v, want ErrManifestDeleted", err)
+	}
+	if has, err := f.r.HasManifest(ctx, m.ID); err != nil || has {
+		t.Fatalf("after a rewrite across its delete, the manifest exists: %v (%v)", has, err)
+	}
+	if err := rewrite(kept.ID, "renamed"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.r.GetManifest(ctx, kept.ID); err != nil || got.Name != "renamed" {
+		t.Fatalf("rewrite without a delete: %+v, %v", got, err)
+	}
+
+	// An import stores the deleted manifest again; later rewrites of it stand.
+	if err := f.r.Undelete(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.PutManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	lk, err := f.r.Lock(ctx, repo.LockShared, "update")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Name = "imported"
+	if err := f.r.RewriteManifest(ctx, lk, m); err != nil {
+		t.Fatalf("rewrite of an imported backup: %v", err)
+	}
+	lk.Unlock()
+
+	// gc drops a tombstone a day old and keeps a new one.
+	if err := other.r.DeleteManifest(ctx, kept.ID); err != nil {
+		t.Fatal(err)
+	}
+	tomb := func(id string) string {
+		return filepath.Join(f.dir, "repo", "meta", "tombstones", hex.EncodeToString([]byte(id)))
+	}
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(tomb(kept.ID), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.DeleteManifest(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.gc(t)
+	if _, err := os.Stat(tomb(kept.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("gc kept a tombstone 25 hours old: %v", err)
+	}
+	if _, err := os.Stat(tomb(m.ID)); err != nil {
+		t.Errorf("gc removed a new tombstone: %v", err)
+	}
+}
