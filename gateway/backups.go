@@ -470,41 +470,61 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	if force && !c.Admin {
 		return nil, wrapf(ErrDenied, "only an admin may force-delete a backup")
 	}
+	if err := s.mayDelete(ctx, c, b, force); err != nil {
+		return nil, err
+	}
+	if b.Status == index.BackupCreating {
+		if err := confirm(ctx, fmt.Sprintf("cancel the running backup %s and delete it", s.describeBackup(b))); err != nil {
+			return nil, err
+		}
+		return s.cancelBackup(ctx, c, b, force)
+	}
+	if err := confirm(ctx, fmt.Sprintf("delete backup %s; it cannot be restored afterwards", s.describeBackup(b))); err != nil {
+		return nil, err
+	}
+	if err := s.deleteCommitted(ctx, b, force); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// mayDelete is delete's checks of b as read: protection and the minimum age (of a backup
+// not being created), dependants, and a status that allows it.
+func (s *Service) mayDelete(ctx context.Context, c Caller, b *index.Backup, force bool) error {
 	if b.Status != index.BackupCreating {
 		if err := s.refreshProtection(ctx, b); err != nil {
-			return nil, err
+			return err
 		}
 		st, err := s.Settings(ctx)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := mayRemove(c, b, st, force, now()); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if deps, err := s.dependants(b.ID); err != nil {
-		return nil, err
+		return err
 	} else if len(deps) > 0 {
-		return nil, wrapf(ErrConflict, "backup %s has dependent incremental backups (%s): delete those first; only the latest backup of a chain can be deleted", b.ID, strings.Join(deps, ", "))
+		return wrapf(ErrConflict, "backup %s has dependent incremental backups (%s): delete those first; only the latest backup of a chain can be deleted", b.ID, strings.Join(deps, ", "))
 	}
 	switch b.Status {
 	case index.BackupAvailable, index.BackupError:
 	case index.BackupCreating:
 		if !force {
-			return nil, wrapf(ErrConflict, "backup %s is being created: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
+			return wrapf(ErrConflict, "backup %s is being created: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
 		}
-		if err := confirm(ctx, fmt.Sprintf("cancel the running backup %s and delete it", s.describeBackup(b))); err != nil {
-			return nil, err
-		}
-		return s.cancelBackup(ctx, b)
 	default:
 		if !force {
-			return nil, wrapf(ErrConflict, "backup %s is %s: wait for it to finish", b.ID, b.Status)
+			return wrapf(ErrConflict, "backup %s is %s: wait for it to finish", b.ID, b.Status)
 		}
 	}
-	if err := confirm(ctx, fmt.Sprintf("delete backup %s; it cannot be restored afterwards", s.describeBackup(b))); err != nil {
-		return nil, err
-	}
+	return nil
+}
+
+// deleteCommitted deletes a backup that is not being created, after mayDelete and the
+// question: removeCommitted checks its record again as it marks it deleting.
+func (s *Service) deleteCommitted(ctx context.Context, b *index.Backup, force bool) error {
 	if err := s.removeCommitted(ctx, b.ID, func(rec *index.Backup) error {
 		if rec.Status == index.BackupCreating || (rec.Status == index.BackupRestoring && !force) {
 			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
@@ -514,12 +534,12 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	s.notifyChange()
 	s.syncIndex()
 	s.log.Info("backup deleted", "backup_id", b.ID, "volume_id", b.VolumeID)
-	return b, nil
+	return nil
 }
 
 // removeCommitted deletes a committed backup: under manifestMu, so no protect or other
@@ -566,9 +586,27 @@ func (s *Service) describeBackup(b *index.Backup) string {
 	return d + " of volume " + vol + " from " + b.CreatedAt.UTC().Format(time.RFC3339)
 }
 
-// cancelBackup stops a running backup and removes it (seed 3.3).
-func (s *Service) cancelBackup(ctx context.Context, b *index.Backup) (*index.Backup, error) {
-	if err := s.idx.DeleteBackup(b.ID); err != nil {
+// errNotCreating refuses cancelBackup's delete of a record that is no longer creating.
+var errNotCreating = errors.New("not being created")
+
+// cancelBackup stops a running backup and removes it (seed 3.3). Its record goes only if it
+// still says creating, under manifestMu: the commit then either ran before (the record says
+// available and its manifest is stored) or runs after, finds no record and stores no
+// manifest. A backup that committed since DeleteBackup read it is deleted as a committed one,
+// with that delete's checks: the manifest goes too, or the delete is refused.
+func (s *Service) cancelBackup(ctx context.Context, c Caller, b *index.Backup, force bool) (*index.Backup, error) {
+	s.manifestMu.Lock()
+	err := s.idx.DeleteBackupIf(b.ID, func(rec *index.Backup) error {
+		if rec.Status != index.BackupCreating {
+			return errNotCreating
+		}
+		return nil
+	})
+	s.manifestMu.Unlock()
+	if errors.Is(err, errNotCreating) {
+		return s.deleteFinished(ctx, c, b.ID, force)
+	}
+	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
@@ -577,12 +615,24 @@ func (s *Service) cancelBackup(ctx context.Context, b *index.Backup) (*index.Bac
 	if cancel != nil {
 		cancel()
 	}
-	who := ""
-	if c, ok := CallerFrom(ctx); ok {
-		who = c.User
-	}
-	s.jobs.logf("backup/"+b.ID, "cancelled by %s (force delete)", who)
+	s.jobs.logf("backup/"+b.ID, "cancelled by %s (force delete)", c.User)
 	s.log.Info("backup cancelled", "backup_id", b.ID, "volume_id", b.VolumeID)
+	return b, nil
+}
+
+// deleteFinished deletes, for a force delete that found it no longer creating, a backup that
+// finished while the delete was asked for.
+func (s *Service) deleteFinished(ctx context.Context, c Caller, id string, force bool) (*index.Backup, error) {
+	b, err := s.idx.Backup(id)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.mayDelete(ctx, c, b, force); err != nil {
+		return nil, fmt.Errorf("backup %s finished (%s) before it could be cancelled, and cannot be deleted: %w", id, b.Status, err)
+	}
+	if err := s.deleteCommitted(ctx, b, force); err != nil {
+		return nil, fmt.Errorf("backup %s finished (%s) before it could be cancelled, and cannot be deleted: %w", id, b.Status, err)
+	}
 	return b, nil
 }
 

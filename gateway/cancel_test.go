@@ -57,3 +57,71 @@ func TestCancelledBackupIsRemoved(t *testing.T) {
 		t.Errorf("backup stopped by the gateway's shutdown: %+v %v, want error, interrupted", got, err)
 	}
 }
+
+// backup delete --force of a backup it read as creating cancels it, and the commit, if it
+// comes after, finds the record gone and stores no manifest. But the backup may commit before
+// the cancel reaches it (here: while the question is asked). The delete then deletes it as
+// the committed backup it became, manifest and all, so it does not come back at this
+// gateway's next full catch-up nor appear on another gateway; one that became protected is
+// refused, and stays whole (docs/design.md, "The gateway").
+func TestForceDeleteOfABackupThatCommitsMeanwhile(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	vol := image(t, dir, "vol.img", 128<<10)
+	hasManifest := func(id string) bool {
+		t.Helper()
+		has, err := a.Repository().HasManifest(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return has
+	}
+
+	cancelled, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteBackup(adminCtx(), cancelled.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := job(context.Background()); err == nil {
+		t.Fatal("the job of a backup cancelled before it ran succeeded")
+	}
+	if hasManifest(cancelled.ID) || record(t, a, cancelled.ID) != nil {
+		t.Fatalf("a backup cancelled before its commit left its manifest (%v) or its record", hasManifest(cancelled.ID))
+	}
+
+	committed, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := gateway.WithConfirm(adminCtx(), func(string) error { return job(context.Background()) })
+	if _, err := a.DeleteBackup(ctx, committed.ID, true); err != nil {
+		t.Fatalf("force delete of a backup that committed while it was asked: %v", err)
+	}
+	if hasManifest(committed.ID) {
+		t.Errorf("delete --force reported backup %s deleted, but its manifest is still stored", committed.ID)
+	}
+	catchUp(t, a)
+	catchUp(t, b)
+	if got := record(t, a, committed.ID); got != nil {
+		t.Errorf("the deleted backup is back on the gateway that deleted it: %s", got.Status)
+	}
+	if got := record(t, b, committed.ID); got != nil {
+		t.Errorf("the deleted backup is known to the other gateway: %s", got.Status)
+	}
+
+	protected, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: vol, Protected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx = gateway.WithConfirm(adminCtx(), func(string) error { return job(context.Background()) })
+	_, err = a.DeleteBackup(ctx, protected.ID, true)
+	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("force delete of a protected backup that committed while it was asked: %v, want a one-line conflict naming the protection", err)
+	}
+	if got := record(t, a, protected.ID); got == nil || got.Status != index.BackupAvailable || !hasManifest(protected.ID) {
+		t.Fatalf("the protected backup the delete refused: %+v, manifest %v", got, hasManifest(protected.ID))
+	}
+}

@@ -144,6 +144,46 @@ func TestRecords(t *testing.T) {
 	}
 }
 
+// DeleteBackupIf decides on the record as it is in its transaction: a refusal leaves the
+// record (and the cached list) as it was, and the refusal is the error.
+func TestDeleteBackupIf(t *testing.T) {
+	ix := openTest(t)
+	if err := ix.CreateBackup(&Backup{ID: "b1", VolumeID: "v1", Status: BackupCreating, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.Backups(); err != nil { // load the cache, which a refusal must leave intact
+		t.Fatal(err)
+	}
+	if _, err := ix.UpdateBackup("b1", func(b *Backup) error { b.Status = BackupAvailable; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	errCommitted := errors.New("committed")
+	onlyCreating := func(b *Backup) error {
+		if b.Status != BackupCreating {
+			return errCommitted
+		}
+		return nil
+	}
+	if err := ix.DeleteBackupIf("b1", onlyCreating); !errors.Is(err, errCommitted) {
+		t.Fatalf("conditional delete of an available record: %v, want the refusal", err)
+	}
+	if all, err := ix.Backups(); err != nil || len(all) != 1 || all[0].Status != BackupAvailable {
+		t.Fatalf("after a refused delete: %v %v", ids(all), err)
+	}
+	if bs, _ := ix.VolumeBackups("v1"); len(bs) != 1 {
+		t.Fatalf("a refused delete dropped the volume's entry: %v", ids(bs))
+	}
+	if err := ix.DeleteBackupIf("b1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.Backup("b1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after an allowed delete: %v", err)
+	}
+	if err := ix.DeleteBackupIf("b1", onlyCreating); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("conditional delete of a missing record: %v", err)
+	}
+}
+
 func ids(bs []*Backup) []string {
 	var out []string
 	for _, b := range bs {

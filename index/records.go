@@ -301,11 +301,21 @@ func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, err
 }
 
 // DeleteBackup removes a backup record.
-func (ix *Index) DeleteBackup(id string) error {
+func (ix *Index) DeleteBackup(id string) error { return ix.DeleteBackupIf(id, nil) }
+
+// DeleteBackupIf removes a backup record if may, run inside the transaction on the record as
+// it is then, returns nil, and returns may's error otherwise: a delete decided on a status read
+// earlier cannot remove a record that changed since. may must not call the index; nil allows.
+func (ix *Index) DeleteBackupIf(id string, may func(*Backup) error) error {
 	return ix.writeBackup(id, func(txn *badger.Txn) (*Backup, error) {
 		var b Backup
 		if err := getJSON(txn, backupKey(id), &b); err != nil {
 			return nil, err
+		}
+		if may != nil {
+			if err := may(&b); err != nil {
+				return nil, err
+			}
 		}
 		if err := txn.Delete([]byte(backupVolKey(&b))); err != nil {
 			return nil, err
