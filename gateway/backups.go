@@ -200,7 +200,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			SnapshotID: b.SnapshotID, CreatedAt: b.CreatedAt, Stats: res.Stats, CommittedAt: now(), Protected: cur.Protected,
 			ReadMode: how.mode, ReadFallback: how.fallback}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
-			return err
+			return s.withdrawManifest(b.ID, err)
 		}
 		_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 			if rec.Status != index.BackupCreating {
@@ -212,9 +212,9 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			return nil
 		})
 		if err != nil {
-			_ = s.repo.DeleteManifest(context.WithoutCancel(ctx), b.ID)
+			return s.withdrawManifest(b.ID, err)
 		}
-		return err
+		return nil
 	})
 	if err == nil && plan.clone != "" {
 		// From now on the clone this backup read is the next incremental's base. Still
@@ -278,43 +278,75 @@ func (s *Service) volumeIdentity(v *index.Volume) string {
 // endFailedBackup records how a backup that did not complete ended. One its starter cancelled
 // (Ctrl-C of the embedded CLI, a signal to it) is removed: nothing is left for an admin to
 // clean up, its reservation goes back, and gc reclaims the packs it stored. One stopped by
-// the gateway's shutdown, or failed, stays as error with the reason.
+// the gateway's shutdown, or failed, stays as error with the reason; so does a cancelled one
+// whose manifest may be stored (withdrawManifest), until the next full catch-up settles it.
 func (s *Service) endFailedBackup(b *index.Backup, v *index.Volume, err error) error {
-	if errors.Is(err, context.Canceled) && !s.stopping.Load() {
+	inDoubt := errors.Is(err, errManifestInDoubt)
+	if errors.Is(err, context.Canceled) && !s.stopping.Load() && !inDoubt {
 		s.dropCancelledBackup(b.ID)
 		s.log.Info("backup cancelled and removed", "backup_id", b.ID, "volume_id", v.ID)
 		return wrapf(context.Canceled, "backup %s of volume %s cancelled: it is removed, and 'cairn repo gc' reclaims what it stored", b.ID, v.Name)
 	}
 	reason := err.Error()
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) && !inDoubt {
 		reason = "interrupted: the gateway stopped"
 	}
-	s.failBackup(b.ID, reason)
+	s.failBackup(b.ID, reason, inDoubt)
 	s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 	return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 }
 
-// dropCancelledBackup removes a cancelled backup's record, and its manifest in case a Put the
-// cancellation interrupted landed after all (the record never said available, so nobody was
-// told it exists).
+// withdrawTimeout bounds withdrawManifest's delete, whose context nothing else cancels.
+const withdrawTimeout = time.Minute
+
+// errManifestInDoubt is matched by the error of a commit whose manifest may be stored: its
+// Put or what followed failed, and the manifest could not be deleted. Its words follow the
+// cause in the fail reason; the catch-up that finds the manifest gone cuts them off again.
+var errManifestInDoubt = errors.New("its manifest may be stored")
+
+// withdrawManifest deletes the manifest of a backup whose commit failed at or after its Put,
+// and returns cause. A Put the client saw fail (a timeout, a cancelled request, a shutdown)
+// may have stored it: then every other gateway would adopt the backup as available while
+// this one records it failed. It runs under manifestMu, so nothing writes the manifest in
+// between, with a context nothing cancels (the backup's often is: that is why the Put
+// failed), bounded by withdrawTimeout. DeleteManifest writes the backup's log object too, so
+// a gateway that adopted the manifest meanwhile forgets it. When the delete fails and a look
+// cannot show the manifest absent either, the error also matches errManifestInDoubt: the
+// record then says so (Backup.ManifestInDoubt) and the next full catch-up settles it.
+func (s *Service) withdrawManifest(id string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
+	defer cancel()
+	err := s.repo.DeleteManifest(ctx, id)
+	if err == nil {
+		return cause
+	}
+	if has, herr := s.repo.HasManifest(ctx, id); herr == nil && !has {
+		return cause
+	}
+	s.log.Error("cannot delete a failed backup's manifest; the next full catch-up settles the backup by it", "backup_id", id, "error", err)
+	return fmt.Errorf("%w; %w and could not be deleted (%v): the next full catch-up makes the backup available if it is", cause, errManifestInDoubt, err)
+}
+
+// dropCancelledBackup removes a cancelled backup's record. It has no manifest: a commit the
+// cancellation interrupted withdrew the one it may have stored (withdrawManifest), and one
+// whose manifest it could not withdraw is not dropped (endFailedBackup).
 func (s *Service) dropCancelledBackup(id string) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	if err := s.repo.DeleteManifest(context.Background(), id); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		s.log.Warn("cannot remove a cancelled backup's manifest", "backup_id", id, "error", err)
-	}
 	if err := s.idx.DeleteBackup(id); err != nil && !errors.Is(err, index.ErrNotFound) {
 		s.log.Error("cannot remove a cancelled backup's record", "backup_id", id, "error", err)
-		s.failBackup(id, "cancelled")
+		s.failBackup(id, "cancelled", false)
 		return
 	}
 	s.syncIndex()
 }
 
-func (s *Service) failBackup(id, reason string) {
+// failBackup records a backup that was being created as error, with the reason; inDoubt says
+// its manifest may be stored (withdrawManifest).
+func (s *Service) failBackup(id, reason string, inDoubt bool) {
 	_, err := s.idx.UpdateBackup(id, func(b *index.Backup) error {
 		if b.Status == index.BackupCreating {
-			b.Status, b.FailReason = index.BackupError, reason
+			b.Status, b.FailReason, b.ManifestInDoubt = index.BackupError, reason, inDoubt
 		}
 		return nil
 	})

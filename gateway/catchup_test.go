@@ -14,6 +14,8 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // twoGateways opens two services, each with its own index, on one new local repository, and
@@ -278,5 +280,121 @@ func TestCatchUpAdoptsTheBackupOfAWriterWhoseClockIsBehind(t *testing.T) {
 	}
 	if restoreSHA(t, b, admin, bk.ID) != sha256File(t, vol) {
 		t.Fatalf("backup %s, restored through the gateway that adopted it, differs from its volume", bk.ID)
+	}
+}
+
+// onlyBackup returns the id of the one backup s knows (a failed CreateBackup returns none).
+func onlyBackup(t *testing.T, s *gateway.Service) string {
+	t.Helper()
+	all, err := s.Index().Backups()
+	if err != nil || len(all) != 1 {
+		t.Fatalf("%d backup records (%v), want one", len(all), err)
+	}
+	return all[0].ID
+}
+
+// faultyManifests reopens g's repository over a backend that applies rules to the calls on
+// manifests/.
+func faultyManifests(t *testing.T, g *gateway.Service, rules ...faulty.Rule) *faulty.Faulty {
+	t.Helper()
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, g, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		for _, r := range rules {
+			r.Prefix = "manifests/"
+			f.Add(r)
+		}
+		return f
+	})
+	return f
+}
+
+// A manifest Put the client saw fail (a timeout, a lost reply, a shutdown) may have been
+// stored all the same. The commit then deletes the manifest before the backup is recorded
+// error, so no other gateway adopts as available what its own gateway says failed
+// (docs/design.md, "The gateway").
+func TestFailedManifestPutThatLandedIsWithdrawn(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	faultyManifests(t, a, faulty.Rule{Methods: faulty.Put, Effect: faulty.FailAfter, Times: 1})
+	if _, err := a.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)}); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("backup whose manifest Put failed: %v, want the Put's error", err)
+	}
+	id := onlyBackup(t, a)
+	if has, err := a.Repository().HasManifest(context.Background(), id); err != nil || has {
+		t.Fatalf("the failed backup's manifest is stored (%v, %v)", has, err)
+	}
+	catchUp(t, b)
+	catchUp(t, a)
+	if got := record(t, a, id); got == nil || got.Status != index.BackupError || got.ManifestInDoubt {
+		t.Errorf("the failed backup on its own gateway: %+v, want error", got)
+	}
+	if got := record(t, b, id); got != nil {
+		t.Errorf("the other gateway knows the failed backup as %s", got.Status)
+	}
+}
+
+// When the failed commit's manifest can be neither deleted nor seen to be absent, the backup
+// is recorded error with a mark that its manifest may be stored, and the fail reason says
+// so. The next full catch-up settles it by the manifest: stored, the backup is available
+// (as every other gateway has adopted it) and restores byte-exact; absent, it stays error
+// and the mark goes. A backup an admin reset to error keeps its manifest but no mark, and
+// stays error.
+func TestManifestInDoubtSettledByTheCatchUp(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		put    faulty.Effect
+		stored bool
+	}{
+		{"stored", faulty.FailAfter, true},
+		{"not stored", faulty.Fail, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a, b, _ := twoGateways(t, dir)
+			admin := adminCtx()
+			gateway.SetFullCatchUpEveryForTest(t, 0)
+			vol := image(t, dir, "vol.img", 128<<10)
+			f := faultyManifests(t, a, faulty.Rule{Methods: faulty.Put, Effect: tc.put, Times: 1},
+				faulty.Rule{Methods: faulty.Delete | faulty.Stat, Times: 2})
+			if _, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol}); err == nil {
+				t.Fatal("backup whose manifest Put failed succeeded")
+			}
+			id := onlyBackup(t, a)
+			got := record(t, a, id)
+			if got.Status != index.BackupError || !got.ManifestInDoubt || !strings.Contains(got.FailReason, "may be stored") {
+				t.Fatalf("failed backup whose manifest could not be deleted: %s, in doubt %v, reason %q", got.Status, got.ManifestInDoubt, got.FailReason)
+			}
+			f.Reset()
+			catchUp(t, b)
+			if onB := record(t, b, id); (onB != nil) != tc.stored {
+				t.Fatalf("the other gateway has %+v, want the backup known: %v", onB, tc.stored)
+			}
+			catchUp(t, a)
+			got = record(t, a, id)
+			switch {
+			case got.ManifestInDoubt || strings.Contains(got.FailReason, "may be stored"):
+				t.Fatalf("after a full catch-up the backup is still in doubt: %s, reason %q", got.Status, got.FailReason)
+			case tc.stored && got.Status != index.BackupAvailable:
+				t.Fatalf("backup whose manifest is stored, after a full catch-up: %s, want available, as on the other gateway", got.Status)
+			case tc.stored && restoreSHA(t, a, admin, id) != sha256File(t, vol):
+				t.Fatal("the backup settled available differs from its volume")
+			case !tc.stored && (got.Status != index.BackupError || got.FailReason == ""):
+				t.Fatalf("backup without a manifest, after a full catch-up: %s, reason %q, want error with the Put's", got.Status, got.FailReason)
+			}
+
+			reset, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.ResetBackupState(admin, reset.ID, "error"); err != nil {
+				t.Fatal(err)
+			}
+			catchUp(t, a)
+			if got := record(t, a, reset.ID); got.Status != index.BackupError {
+				t.Fatalf("a backup an admin reset to error is %s after a full catch-up", got.Status)
+			}
+		})
 	}
 }

@@ -1,6 +1,13 @@
 package gateway
 
-import "time"
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
 
 // SetFullCatchUpEveryForTest sets how often CatchUp runs the full catch-up, until the test
 // ends.
@@ -8,4 +15,21 @@ func SetFullCatchUpEveryForTest(t interface{ Cleanup(func()) }, d time.Duration)
 	old := fullCatchUpEvery
 	fullCatchUpEvery = d
 	t.Cleanup(func() { fullCatchUpEvery = old })
+}
+
+// WrapBackendForTest reopens s's repository over wrap(its backend), keeping its index: a
+// gateway whose backend misbehaves (faulty.New) for the rest of the test.
+func WrapBackendForTest(t testing.TB, s *Service, wrap func(backend.Backend) backend.Backend) {
+	t.Helper()
+	ctx := context.Background()
+	be := wrap(s.be)
+	u, err := repo.Unlock(ctx, be, s.cfg.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := repo.OpenUnlocked(ctx, be, s.idx, u, repo.Options{Lock: s.cfg.Lock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.repo = r
 }

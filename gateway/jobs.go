@@ -157,6 +157,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 			return wrapf(ErrConflict, "backup %s never completed: it cannot become available", rec.ID)
 		}
 		rec.Status = state
+		endDoubt(rec) // an admin's word settles a manifest in doubt
 		if state == index.BackupAvailable {
 			rec.FailReason = ""
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -39,6 +40,14 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	known, forgotten := map[string]bool{}, map[string]bool{}
 	for _, b := range all {
 		known[b.ID] = true
+		if b.ManifestInDoubt && b.Status == index.BackupError {
+			ch, err := s.settleInDoubt(ctx, b.ID)
+			if err != nil {
+				s.log.Warn("failed backup whose manifest may be stored not settled", "backup_id", b.ID, "error", err)
+			}
+			changed = changed || ch
+			continue
+		}
 		if b.Status == index.BackupAvailable && !stored[b.ID] {
 			// Deleted through another gateway (only a committed backup's manifest goes away).
 			if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || has {
@@ -236,6 +245,54 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 		return true, s.adopt(ctx, m)
 	}
 	return s.relearn(ctx, m)
+}
+
+// settleInDoubt decides a failed backup whose manifest may be stored (withdrawManifest could
+// not delete it) by the manifest, as recovery decides an interrupted one: stored, the backup
+// is complete, and other gateways have adopted it, so it becomes available from it; gone, it
+// stays error and the doubt ends. Only the mark decides, never an error status alone: an
+// admin's reset-state to error keeps a manifest that must not make the backup available.
+// It reports whether the record changed.
+func (s *Service) settleInDoubt(ctx context.Context, id string) (bool, error) {
+	m, err := s.repo.GetManifest(ctx, id)
+	if err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return false, err
+	}
+	_, err = s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		if !rec.ManifestInDoubt || rec.Status != index.BackupError {
+			return errUnchanged // a delete, or an admin's reset-state, came first
+		}
+		endDoubt(rec)
+		if m != nil {
+			takeManifest(rec, m)
+			rec.FailReason = ""
+		}
+		return nil
+	})
+	if errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if m != nil {
+		s.log.Warn("failed backup whose manifest was stored after all recorded available", "backup_id", id)
+	}
+	return true, nil
+}
+
+// endDoubt clears rec's mark that its manifest may be stored, and the words that said so.
+func endDoubt(rec *index.Backup) {
+	if rec.ManifestInDoubt {
+		rec.ManifestInDoubt = false
+		rec.FailReason, _, _ = strings.Cut(rec.FailReason, "; "+errManifestInDoubt.Error())
+	}
+}
+
+// takeManifest makes rec the available backup its manifest m says was committed.
+func takeManifest(rec *index.Backup, m *repo.Manifest) {
+	rec.Status, rec.Root, rec.RootLevel, rec.Stats, rec.Size = index.BackupAvailable, m.Root, m.RootLevel, m.Stats, m.Size
+	rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
 }
 
 // relink takes the parent of each of all whose parent was forgotten from its manifest: a

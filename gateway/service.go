@@ -435,8 +435,7 @@ func (s *Service) recover(ctx context.Context) error {
 			// for gc.
 			if m, err := s.repo.GetManifest(ctx, b.ID); err == nil {
 				if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
-					rec.Status, rec.Root, rec.RootLevel, rec.Stats, rec.Size = index.BackupAvailable, m.Root, m.RootLevel, m.Stats, m.Size
-					rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
+					takeManifest(rec, m)
 					return nil
 				}); err != nil {
 					return err

@@ -84,6 +84,10 @@ type Backup struct {
 	LastRestore *RestoreOutcome `json:"last_restore,omitempty"`
 	// Protected backups are refused by delete, force delete and prune.
 	Protected bool `json:"protected,omitempty"`
+	// ManifestInDoubt marks a failed backup whose commit failed at or after its manifest's
+	// Put and whose manifest could not be deleted: it may be stored. The next full catch-up
+	// settles it by the manifest (stored: the backup is available; gone: the mark goes).
+	ManifestInDoubt bool `json:"manifest_in_doubt,omitempty"`
 }
 
 // RestoreOutcome is how a restore ended: Result is running, succeeded or failed; Kind

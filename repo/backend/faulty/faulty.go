@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -53,6 +54,9 @@ const (
 type Rule struct {
 	// Methods the rule applies to.
 	Methods Method
+	// Prefix, when set, limits the rule to calls whose key (a listing's prefix) starts with
+	// it: one kind of object, such as manifests/.
+	Prefix string
 	// Nth hits only the Nth call (counting from 1) of the matching methods since the rule was
 	// added; 0 hits calls with probability Fraction.
 	Nth int
@@ -116,12 +120,12 @@ func (f *Faulty) Calls(m Method) int {
 }
 
 // decide counts the call and returns the rule that fires for it, if any.
-func (f *Faulty) decide(m Method) *Rule {
+func (f *Faulty) decide(m Method, key string) *Rule {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls[m]++
 	for _, r := range f.rules {
-		if r.Methods&m == 0 || (r.Times > 0 && r.fired >= r.Times) {
+		if r.Methods&m == 0 || !strings.HasPrefix(key, r.Prefix) || (r.Times > 0 && r.fired >= r.Times) {
 			continue
 		}
 		r.seen++
@@ -153,7 +157,7 @@ func fault(r *Rule, m Method, key string) error {
 
 // Get may fail, or flip a bit of the first byte read.
 func (f *Faulty) Get(ctx context.Context, key string) (io.ReadCloser, error) {
-	r := f.decide(Get)
+	r := f.decide(Get, key)
 	if r != nil && r.Effect == Fail {
 		return nil, fault(r, Get, key)
 	}
@@ -170,7 +174,7 @@ func (f *Faulty) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // GetRange may fail, or flip a bit of a byte chosen by the seeded generator.
 func (f *Faulty) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
-	r := f.decide(GetRange)
+	r := f.decide(GetRange, key)
 	if r != nil && r.Effect == Fail {
 		return nil, fault(r, GetRange, key)
 	}
@@ -228,7 +232,7 @@ func (f *Faulty) ListKeys(ctx context.Context, prefix string, fn func(key string
 
 // call applies a Fail or FailAfter rule around a call without data to corrupt.
 func (f *Faulty) call(m Method, key string, inner func() error) error {
-	r := f.decide(m)
+	r := f.decide(m, key)
 	if r != nil && r.Effect == Fail {
 		return fault(r, m, key)
 	}

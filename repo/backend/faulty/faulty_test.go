@@ -36,6 +36,8 @@ func TestRules(t *testing.T) {
 		{"custom error", Rule{Methods: All, Nth: 1, Err: errCustom}, 2, []int{1}, errCustom},
 		{"other method", Rule{Methods: Get}, 3, nil, nil},
 		{"after", Rule{Methods: Put, Nth: 2, Effect: FailAfter}, 3, []int{2}, backend.ErrUnavailable},
+		{"prefix", Rule{Methods: Put, Prefix: "k"}, 2, []int{1, 2}, backend.ErrUnavailable},
+		{"other prefix", Rule{Methods: Put, Prefix: "manifests/"}, 3, nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
