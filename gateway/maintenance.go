@@ -247,26 +247,23 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 	return s.relearn(ctx, m)
 }
 
-// settleInDoubt decides a failed backup whose manifest may be stored (withdrawManifest could
-// not delete it) by the manifest, as recovery decides an interrupted one: stored, the backup
-// is complete, and other gateways have adopted it, so it becomes available from it; gone, it
-// stays error and the doubt ends. Only the mark decides, never an error status alone: an
-// admin's reset-state to error keeps a manifest that must not make the backup available.
-// It reports whether the record changed.
+// settleInDoubt finishes the withdrawal of a failed backup's manifest that withdrawManifest
+// could not complete: the backup was reported failed, and its delete's tombstone may be
+// stored, so a manifest still there is deleted now (and other gateways that adopted it forget
+// it at their next catch-up), never made available. Once the manifest is gone the doubt ends
+// and the backup stays error. Only the mark decides, never an error status alone: an admin's
+// reset-state to error keeps its manifest. It reports whether the record changed.
 func (s *Service) settleInDoubt(ctx context.Context, id string) (bool, error) {
-	m, err := s.repo.GetManifest(ctx, id)
-	if err != nil && !errors.Is(err, backend.ErrNotFound) {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if err := s.repo.DeleteManifest(ctx, id); err != nil {
 		return false, err
 	}
-	_, err = s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+	_, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
 		if !rec.ManifestInDoubt || rec.Status != index.BackupError {
 			return errUnchanged // a delete, or an admin's reset-state, came first
 		}
 		endDoubt(rec)
-		if m != nil {
-			takeManifest(rec, m)
-			rec.FailReason = ""
-		}
 		return nil
 	})
 	if errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
@@ -275,10 +272,13 @@ func (s *Service) settleInDoubt(ctx context.Context, id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if m != nil {
-		s.log.Warn("failed backup whose manifest was stored after all recorded available", "backup_id", id)
-	}
 	return true, nil
+}
+
+// takeManifest makes rec the available backup its manifest m says was committed.
+func takeManifest(rec *index.Backup, m *repo.Manifest) {
+	rec.Status, rec.Root, rec.RootLevel, rec.Stats, rec.Size = index.BackupAvailable, m.Root, m.RootLevel, m.Stats, m.Size
+	rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
 }
 
 // endDoubt clears rec's mark that its manifest may be stored, and the words that said so.
@@ -287,12 +287,6 @@ func endDoubt(rec *index.Backup) {
 		rec.ManifestInDoubt = false
 		rec.FailReason, _, _ = strings.Cut(rec.FailReason, "; "+errManifestInDoubt.Error())
 	}
-}
-
-// takeManifest makes rec the available backup its manifest m says was committed.
-func takeManifest(rec *index.Backup, m *repo.Manifest) {
-	rec.Status, rec.Root, rec.RootLevel, rec.Stats, rec.Size = index.BackupAvailable, m.Root, m.RootLevel, m.Stats, m.Size
-	rec.ReadMode, rec.ReadFallback = m.ReadMode, m.ReadFallback
 }
 
 // relink takes the parent of each of all whose parent was forgotten from its manifest: a

@@ -431,9 +431,21 @@ func (s *Service) recover(ctx context.Context) error {
 		switch b.Status {
 		case index.BackupCreating:
 			// A stored manifest is the commit point: the backup is complete (the crash came
-			// between storing it and recording it). Without one, what it stored is garbage
-			// for gc.
-			if m, err := s.repo.GetManifest(ctx, b.ID); err == nil {
+			// between storing it and recording it), unless its delete began (a commit that
+			// failed after its Put was withdrawing it): that delete is finished below.
+			// Without one, what it stored is garbage for gc.
+			m, err := s.repo.GetManifest(ctx, b.ID)
+			if err == nil {
+				if deleted, derr := s.repo.Deleted(ctx, b.ID); derr != nil {
+					return derr
+				} else if deleted {
+					if err := s.repo.DeleteManifest(ctx, b.ID); err != nil {
+						return err
+					}
+					err = backend.ErrNotFound
+				}
+			}
+			if err == nil {
 				if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 					takeManifest(rec, m)
 					return nil

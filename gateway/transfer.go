@@ -95,6 +95,13 @@ func (e *blockMapUnknown) Unwrap() error { return e.error }
 
 // adoptManifest records a stored backup (and its volume, if unknown) as available.
 func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.Backup, error) {
+	if deleted, err := s.repo.Deleted(ctx, m.ID); err != nil {
+		return nil, err
+	} else if deleted {
+		// Its delete began and did not finish (its deleter crashed, or its store failed):
+		// the deleter, or a rewrite, finishes it.
+		return nil, wrapf(ErrConflict, "backup %s is being deleted", m.ID)
+	}
 	if !m.Root.IsZero() {
 		if _, ok, err := s.idx.Lookup(m.Root); err != nil {
 			return nil, err

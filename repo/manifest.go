@@ -185,6 +185,17 @@ func (r *Repository) RewriteManifest(ctx context.Context, lk *Lock, m *Manifest)
 	return fmt.Errorf("update backup %s: %w", m.ID, ErrManifestDeleted)
 }
 
+// Deleted reports whether a delete of the backup began: its tombstone is stored. A manifest
+// stored with one is a delete that did not finish (a crash, a failing store), not a backup to
+// adopt or to record available.
+func (r *Repository) Deleted(ctx context.Context, id string) (bool, error) {
+	_, err := r.be.Stat(ctx, metaKey(metaTombstones, id))
+	if errors.Is(err, backend.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // Undelete removes a backup's tombstone, for an import that stores its manifest again on
 // purpose.
 func (r *Repository) Undelete(ctx context.Context, id string) error {
