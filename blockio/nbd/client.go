@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"sync"
 	"time"
 )
@@ -46,11 +47,31 @@ type Client struct {
 // call is one request waiting for its replies. The reply reader owns it until it closes done.
 type call struct {
 	req     Request
-	buf     []byte // NBD_CMD_READ: where the data goes
-	covered int64  // bytes of buf the replies filled or zeroed
+	buf     []byte  // NBD_CMD_READ: where the data goes
+	covered int64   // bytes of buf the replies filled or zeroed
+	chunks  []chunk // the ranges of buf they filled or zeroed, sorted and disjoint
 	status  map[uint32][]Descriptor
 	err     error
 	done    chan struct{}
+}
+
+// chunk is the range [at, end) of a read's buffer that one reply chunk answered.
+type chunk struct{ at, end uint64 }
+
+// cover notes that a reply chunk answered buf[at:at+n]. Chunks of one read must not overlap
+// (the NBD protocol forbids it): one that did could leave part of the buffer unanswered while
+// the count of answered bytes said every byte was, and stale bytes would pass for the volume's.
+func (cl *call) cover(at, n uint64) error {
+	end := at + n
+	i := sort.Search(len(cl.chunks), func(i int) bool { return cl.chunks[i].end > at })
+	if i < len(cl.chunks) && cl.chunks[i].at < end {
+		return protoErr("reply chunks overlap at %d of the read of %d at %d", cl.req.Offset+max(at, cl.chunks[i].at), len(cl.buf), cl.req.Offset)
+	}
+	cl.chunks = append(cl.chunks, chunk{})
+	copy(cl.chunks[i+1:], cl.chunks[i:])
+	cl.chunks[i] = chunk{at, end}
+	cl.covered += int64(n)
+	return nil
 }
 
 // RemoteError is an error the server replied with.
@@ -392,10 +413,12 @@ func (c *Client) handle(cl *call, h ReplyHeader) error {
 			return protoErr("data at %d+%d outside the read of %d at %d", start, n, len(cl.buf), cl.req.Offset)
 		}
 		at := start - cl.req.Offset
+		if err := cl.cover(at, n); err != nil {
+			return err
+		}
 		if _, err := io.ReadFull(c.conn, cl.buf[at:at+n]); err != nil {
 			return err
 		}
-		cl.covered += int64(n)
 		return nil
 	case ReplyOffsetHole:
 		p, err := c.payload(h, 12)
@@ -410,8 +433,10 @@ func (c *Client) handle(cl *call, h ReplyHeader) error {
 			return protoErr("hole at %d+%d outside the read of %d at %d", start, n, len(cl.buf), cl.req.Offset)
 		}
 		at := start - cl.req.Offset
+		if err := cl.cover(at, uint64(n)); err != nil {
+			return err
+		}
 		clear(cl.buf[at : at+uint64(n)])
-		cl.covered += int64(n)
 		return nil
 	case ReplyBlockStatus:
 		if cl.req.Type != CmdBlockStatus {

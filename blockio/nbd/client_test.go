@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -182,5 +184,53 @@ func TestParseURI(t *testing.T) {
 	}
 	if !IsURI("nbd+unix:///x?socket=s") || IsURI("/dev/sda") {
 		t.Error("IsURI")
+	}
+}
+
+// Reply chunks of one read must not overlap: two data chunks that answer the first half twice
+// count as many bytes as the whole read, and the second half would be returned unanswered
+// (whatever the buffer held). The read fails instead; one answered by disjoint chunks, data
+// and a hole, returns their bytes.
+func TestClientRefusesOverlappingChunks(t *testing.T) {
+	data := func(b []byte, off uint64, n int, fill byte, flags uint16) []byte {
+		b = AppendReplyHeader(b, ReplyHeader{Structured: true, Type: ReplyOffsetData, Flags: flags, Cookie: 1, Length: uint32(8 + n)})
+		b = be.AppendUint64(b, off)
+		return append(b, bytes.Repeat([]byte{fill}, n)...)
+	}
+	for _, tc := range []struct {
+		name    string
+		replies []byte
+		want    []byte // nil: the read must fail
+	}{
+		{"overlapping", data(data(nil, 4096, 4096, 0x5a, 0), 4096, 4096, 0x5b, ReplyFlagDone), nil},
+		{"one inside another", data(data(nil, 4096, 8192, 0x5a, 0), 6144, 2048, 0x5b, ReplyFlagDone), nil},
+		{"disjoint", AppendOffsetHole(AppendReplyHeader(data(nil, 4096, 4096, 0x5a, 0),
+			ReplyHeader{Structured: true, Type: ReplyOffsetHole, Flags: ReplyFlagDone, Cookie: 1, Length: 12}), 8192, 4096),
+			append(bytes.Repeat([]byte{0x5a}, 4096), make([]byte, 4096)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			c := &Client{conn: client, size: 1 << 20, structured: true, maxPayload: 32 << 20, minBlock: 1,
+				pending: map[uint64]*call{}, done: make(chan struct{})}
+			defer c.Close()
+			go func() {
+				_, _ = io.CopyN(io.Discard, server, RequestLen)
+				_, _ = server.Write(tc.replies)
+				_, _ = io.Copy(io.Discard, server) // NBD_CMD_DISC, until the client closes
+			}()
+			go c.readReplies()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			buf := bytes.Repeat([]byte{0xee}, 8192) // stale bytes a reply must overwrite
+			_, err := c.ReadAtContext(ctx, buf, 4096)
+			switch {
+			case tc.want == nil && err == nil:
+				t.Fatalf("a read answered by overlapping chunks succeeded, with %x... at its end", buf[8188:])
+			case tc.want != nil && err != nil:
+				t.Fatal(err)
+			case tc.want != nil && !bytes.Equal(buf, tc.want):
+				t.Fatal("the read returned other bytes than its replies")
+			}
+		})
 	}
 }
