@@ -79,7 +79,10 @@ func (s *Service) UpdateSettings(ctx context.Context, fn func(*Settings) error) 
 }
 
 // ProtectBackup sets or clears a backup's protection. The manifest says it first (it is what
-// every gateway and a rebuilt index read), then the index.
+// every gateway and a rebuilt index read), then the index. Whether there is anything to do is
+// the manifest's word, not the record's: another gateway may have changed the protection
+// since this index learned it, and a protect this record already agreed with would otherwise
+// return success and write nothing.
 func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (*index.Backup, error) {
 	b, err := s.Backup(ctx, ref)
 	if err != nil {
@@ -88,9 +91,6 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	if b.Status != index.BackupAvailable {
 		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be protected or unprotected", b.ID, b.Status)
 	}
-	if b.Protected == protect {
-		return b, nil
-	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
 	// A delete or prune may have marked it deleting since: it takes manifestMu for that.
@@ -98,6 +98,12 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 		return nil, err
 	} else if b.Status != index.BackupAvailable {
 		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be protected or unprotected", b.ID, b.Status)
+	}
+	if err := s.refreshProtection(ctx, b); err != nil {
+		return nil, err
+	}
+	if b.Protected == protect {
+		return b, nil
 	}
 	if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { m.Protected = protect }); err != nil {
 		return nil, err

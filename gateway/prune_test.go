@@ -64,3 +64,57 @@ func TestPruneProjectsAndPermissions(t *testing.T) {
 		t.Fatalf("non-admin settings change: %v, want denied", err)
 	}
 }
+
+// A protect or unprotect decides from the manifest, not from the record: through a gateway
+// whose index has not yet learned that another gateway changed the backup's protection, it
+// still writes the manifest. So a prune elsewhere keeps what the caller was told is
+// protected, and a delete elsewhere may remove what the caller was told is unprotected
+// (docs/design.md, "Protection and the minimum age").
+func TestProtectThroughAStaleRecord(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	admin := adminCtx()
+	vol := image(t, dir, "vol.img", 256<<10)
+	var ids []string
+	for i := range 3 {
+		bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol, Incremental: i > 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, bk.ID)
+	}
+	full := ids[0]
+	protect := func(g *gateway.Service, on bool) {
+		t.Helper()
+		if rec, err := g.ProtectBackup(admin, full, on); err != nil || rec.Protected != on {
+			t.Fatalf("protect %v: %+v %v", on, rec, err)
+		}
+	}
+
+	// b learns the protection, then a clears it: b's record says protected, the manifest not.
+	protect(a, true)
+	catchUp(t, b)
+	protect(a, false)
+	if !record(t, b, full).Protected {
+		t.Fatal("b's record does not say protected: the set-up is wrong")
+	}
+	protect(b, true)
+	if _, err := a.Prune(admin, gateway.PruneRequest{Volumes: []string{vol}, Rules: retention.Rules{Last: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if record(t, a, full) == nil {
+		t.Fatalf("backup %s, protected through b with success, was pruned through a", full)
+	}
+
+	// The other way round: a's record says unprotected, the manifest protected.
+	protect(a, false)
+	catchUp(t, b)
+	protect(b, true)
+	if record(t, a, full).Protected {
+		t.Fatal("a's record says protected: the set-up is wrong")
+	}
+	protect(a, false)
+	if _, err := b.DeleteBackup(admin, full, false); err != nil {
+		t.Fatalf("delete through b of backup %s, unprotected through a with success: %v", full, err)
+	}
+}
