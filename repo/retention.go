@@ -19,7 +19,8 @@ import (
 // object cairn writes is locked until a retain-until date of its write plus the retention
 // period, except lock objects (lockPrefix): they are rewritten while held and removed on
 // release, and a lock on them would protect nothing (a delete marker hides a locked object
-// as well as an unlocked one) while keeping every rewrite for the whole period.
+// as well as an unlocked one) while keeping every rewrite for the whole period. The backup
+// log (logPrefix) is exempt too: a hint, which gc removes after a day.
 //
 // On such a store a Delete only hides an object behind a delete marker. So:
 //   - a backup delete, a metadata delete and a passphrase change hide their objects (the
@@ -274,13 +275,17 @@ func (r *Repository) noteUntil(v backend.Version, until time.Time) error {
 }
 
 // extend moves the date of each version in current that is less than half the period away to
-// the period from now, and returns how many it extended (with dry, would extend).
+// the period from now, and returns how many it extended (with dry, would extend). A key the
+// retention exempts is left as it was written: unlocked.
 func (r *Repository) extend(ctx context.Context, current []backend.Version, now func() time.Time, dry bool) (int, error) {
 	var mu sync.Mutex
 	n := 0
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for _, v := range current {
+		if !r.retain.set.Locks(v.Key) {
+			continue // exempt: a lock would keep a hint, or a lock object, for a whole period
+		}
 		g.Go(func() error {
 			if known := r.knownUntil(v); known.Sub(now()) >= r.retain.period/2 {
 				return nil
@@ -408,9 +413,10 @@ func (r *Repository) newLockPass(ctx context.Context, lk *Lock) (*lockPass, erro
 }
 
 // maintain is gc's last two steps in an object-locked repository: extend the dates of the
-// objects in use, then sweep the versions no reader sees. An object is in use unless it is a
-// lock object, a pack no backup needs (unreachable, or repacked in this run: usage has no live
-// blob in it) with its index objects, or one this run removed.
+// objects in use, then sweep the versions no reader sees. An object is in use unless the
+// retention exempts its kind (lock objects, the backup log: never locked when written, so
+// never locked by gc either), it is a pack no backup needs (unreachable, or repacked in this
+// run: usage has no live blob in it) with its index objects, or this run removed it.
 func (lp *lockPass) maintain(ctx context.Context, st *GCStats, usage map[PackID]*packUsage, repacked []PackID, removed map[string]bool, dry bool) error {
 	unused := func(id PackID) bool {
 		u := usage[id]
@@ -418,7 +424,7 @@ func (lp *lockPass) maintain(ctx context.Context, st *GCStats, usage map[PackID]
 	}
 	var current []backend.Version
 	for key, kv := range lp.vs {
-		if removed[key] || strings.HasPrefix(key, lockPrefix) {
+		if removed[key] || !lp.r.retain.set.Locks(key) {
 			continue
 		}
 		if id, ok := ParsePackKey(key); ok && unused(id) {

@@ -195,6 +195,29 @@ func TestObjectLockedGC(t *testing.T) {
 	}
 }
 
+// TestObjectLockedGCLeavesTheBackupLogUnlocked: the backup log is exempt from object lock
+// (a hint, removed by gc after a day), and gc's extend pass, which locks every object in use
+// for another period, leaves it unlocked too.
+func TestObjectLockedGCLeavesTheBackupLogUnlocked(t *testing.T) {
+	srv := testutil.StartS3(t, testutil.WithObjectLock())
+	// Long enough that nothing else is due for an extension at the gc, however loaded the machine.
+	f := newLockedFixture(t, srv, "log", time.Minute)
+	f.backup(t, "a", &memSource{data: randomVolume(41, 1<<20)}, nil)
+	logs := f.versions(t, "backuplog/")
+	if len(logs) == 0 {
+		t.Fatal("the backup wrote no backup log object")
+	}
+	st := f.gc(t)
+	if st.ObjectsExtended != 0 {
+		t.Errorf("gc right after the backup extended %d objects, want none (the log is exempt, the rest locked for the period)", st.ObjectsExtended)
+	}
+	for key := range logs {
+		if u := f.until(t, key); !u.IsZero() {
+			t.Errorf("after gc, backup log object %s is locked until %v", key, u)
+		}
+	}
+}
+
 // TestObjectLockedRepackWaits: a mostly dead pack is repacked at once, but the old pack stays
 // until its date, and a later gc removes it.
 func TestObjectLockedRepackWaits(t *testing.T) {
