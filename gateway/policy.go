@@ -330,7 +330,7 @@ func (s *Service) setPolicyState(name string, fn func(*PolicyState)) PolicyState
 func (s *Service) policyStatus(p *Policy, at time.Time) *PolicyStatus {
 	st := &PolicyStatus{Policy: *p, PolicyState: s.policyState(p.Name)}
 	if sp, err := calendar.Parse(p.Schedule); err == nil {
-		st.NextRun = sp.Next(laterOf(st.LastRun, p.CreatedAt))
+		st.NextRun = nextOf(sp, laterOf(st.LastRun, p.CreatedAt))
 		if st.NextRun.Before(at) {
 			st.NextRun = at // missed: runs as soon as the scheduler looks
 		}
@@ -344,7 +344,7 @@ func (s *Service) policyStatus(p *Policy, at time.Time) *PolicyStatus {
 	}
 	if p.Verify != "" {
 		if sp, err := calendar.Parse(p.Verify); err == nil {
-			st.NextVerify = sp.Next(laterOf(st.LastVerify, p.CreatedAt))
+			st.NextVerify = nextOf(sp, laterOf(st.LastVerify, p.CreatedAt))
 		}
 	}
 	return st
@@ -363,11 +363,11 @@ func (s *Service) overdueVolumes(p *Policy, sp *calendar.Spec, at time.Time) []s
 		if b, err := s.latestBackup(v.ID, p.Project); err == nil && b != nil && b.CreatedAt.After(since) {
 			since = b.CreatedAt
 		}
-		first := sp.Next(since)
+		first := nextOf(sp, since)
 		if first.IsZero() {
 			continue
 		}
-		if second := sp.Next(first); !second.IsZero() && second.Before(at) {
+		if second := nextOf(sp, first); !second.IsZero() && second.Before(at) {
 			out = append(out, v.Name)
 		}
 	}
@@ -401,6 +401,14 @@ func (s *Service) policyVolumes(p *Policy) ([]*index.Volume, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// nextOf is the first time after `after` that a policy's calendar names, in UTC like every
+// time the gateway keeps. A calendar that names no time zone is read in the server's local
+// zone, as systemd reads a timer's and as the keep rules make their buckets: 'Mon..Fri 02:00'
+// is 02:00 on this host's clock, not in UTC, which is what now() returns.
+func nextOf(sp *calendar.Spec, after time.Time) time.Time {
+	return sp.Next(after.In(time.Local)).UTC()
 }
 
 func laterOf(a, b time.Time) time.Time {

@@ -71,7 +71,7 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 	if err != nil {
 		return wait
 	}
-	due := sp.Next(laterOf(st.LastRun, p.CreatedAt))
+	due := nextOf(sp, laterOf(st.LastRun, p.CreatedAt))
 	switch {
 	case due.IsZero():
 	case due.After(at):
@@ -79,7 +79,7 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 	case !s.claimPolicy(p.Name):
 		wait = time.Second // still running: look again soon after it ends
 	default:
-		if next := sp.Next(due); !next.IsZero() && !next.After(at) {
+		if next := nextOf(sp, due); !next.IsZero() && !next.After(at) {
 			s.log.Warn("policy runs missed while no gateway ran: running once now", "policy", p.Name, "missed_since", due)
 		}
 		pc := *p
@@ -92,7 +92,7 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 	if p.Verify != "" {
 		vs, err := calendar.Parse(p.Verify)
 		if err == nil {
-			vdue := vs.Next(laterOf(st.LastVerify, p.CreatedAt))
+			vdue := nextOf(vs, laterOf(st.LastVerify, p.CreatedAt))
 			switch {
 			case vdue.IsZero():
 			case vdue.After(at):
