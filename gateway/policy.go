@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 
@@ -81,6 +82,11 @@ type PolicyState struct {
 	VerifyResult string    `json:"verify_result,omitempty"`
 	VerifyError  string    `json:"verify_error,omitempty"`
 	Runs         int       `json:"runs"`
+	// SinceFull counts, per volume id, the backups the policy made of the volume since its
+	// last full one, that one included: what --full-every counts. Not the chain: a prune
+	// makes the oldest incremental it keeps its chain's base, so a chain shorter than N
+	// would never reach N.
+	SinceFull map[string]int `json:"since_full,omitempty"`
 }
 
 // PolicyStatus is a policy with its state, its next times and the volumes it has not backed
@@ -482,7 +488,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 			fail(ctx.Err())
 			break
 		}
-		incr, err := s.policyIncremental(p, v)
+		incr, since, err := s.policyIncremental(p, v)
 		if err != nil {
 			fail(err)
 			continue
@@ -499,6 +505,15 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 			fail(err)
 			continue
 		}
+		s.setPolicyState(p.Name, func(st *PolicyState) {
+			if st.SinceFull == nil {
+				st.SinceFull = map[string]int{}
+			}
+			st.SinceFull[v.ID] = 1
+			if b.IsIncremental {
+				st.SinceFull[v.ID] = since + 1
+			}
+		})
 		if rules.Empty() {
 			continue
 		}
@@ -507,30 +522,41 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 			fail(err)
 		}
 	}
+	// Volumes the policy no longer backs up are no longer counted.
+	s.setPolicyState(p.Name, func(st *PolicyState) {
+		for id := range st.SinceFull {
+			if !slices.ContainsFunc(vols, func(v *index.Volume) bool { return v.ID == id }) {
+				delete(st.SinceFull, id)
+			}
+		}
+	})
 	return first
 }
 
 // policyIncremental says whether the volume's next backup under p is incremental: never
-// without --incremental or without an earlier backup; with FullEvery n, every nth is full.
-func (s *Service) policyIncremental(p *Policy, v *index.Volume) (bool, error) {
+// without --incremental or without an earlier backup; with FullEvery n, every nth of the
+// policy's backups of the volume is full, however many of them a prune removed. It returns
+// the backups since the last full too (PolicyState.SinceFull).
+func (s *Service) policyIncremental(p *Policy, v *index.Volume) (incr bool, since int, err error) {
 	if !p.Incremental {
-		return false, nil
+		return false, 0, nil
 	}
 	latest, err := s.latestBackup(v.ID, p.Project)
 	if err != nil || latest == nil {
-		return false, err
+		return false, 0, err
 	}
-	if p.FullEvery <= 0 {
-		return true, nil
-	}
-	// Count the chain back to its full backup.
-	n := 1
-	for b := latest; b.IsIncremental && b.ParentID != ""; n++ {
-		if b, err = s.idx.Backup(b.ParentID); err != nil {
-			break
+	since, ok := s.policyState(p.Name).SinceFull[v.ID]
+	if !ok {
+		// Not counted yet (a new volume of the policy, or a lost index): count the chain back
+		// to its base, which is right unless a prune re-linked it; from there the count is kept.
+		since = 1
+		for b := latest; b.IsIncremental && b.ParentID != ""; since++ {
+			if b, err = s.idx.Backup(b.ParentID); err != nil {
+				break
+			}
 		}
 	}
-	return n < p.FullEvery, nil
+	return p.FullEvery <= 0 || since < p.FullEvery, since, nil
 }
 
 // claimPolicy marks a policy running; false when it already is.

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -46,5 +47,55 @@ func TestPolicyScheduleInTheServersZone(t *testing.T) {
 			t.Errorf("next run of %q is %s, %s: want 02:00 in %s", tc.schedule, st.NextRun.Format(time.RFC3339),
 				at.Format("15:04 MST"), tc.zone)
 		}
+	}
+}
+
+// A policy with --incremental --full-every 3 takes a full backup every third run, also when
+// its keep rules are shorter than that: its prune removes the chain's full and makes the
+// oldest incremental it keeps the chain's base, so counting the chain back to its base never
+// reaches 3 (docs/design.md, "Policies").
+func TestPolicyFullEverySurvivesPrune(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		keep gateway.KeepRules
+	}{
+		{"keep-last 2", gateway.KeepRules{Last: 2}},
+		{"keep all", gateway.KeepRules{Last: -1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dir := newService(t)
+			ctx := adminCtx()
+			if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+				Incremental: true, FullEvery: 3, Keep: tc.keep}, VolumeRefs: []string{"vm"}}); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for range 7 {
+				if _, err := s.RunPolicy(ctx, "nightly"); err != nil {
+					t.Fatal(err)
+				}
+				bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Its parent is the previous newest, which every prune keeps: never re-linked.
+				newest := bs[len(bs)-1]
+				switch {
+				case !newest.IsIncremental && newest.ParentID == "":
+					got = append(got, "full")
+				case newest.IsIncremental && newest.ParentID != "":
+					got = append(got, "incremental")
+				default:
+					t.Fatalf("backup %s: incremental %v with parent %q", newest.ID, newest.IsIncremental, newest.ParentID)
+				}
+			}
+			want := []string{"full", "incremental", "incremental", "full", "incremental", "incremental", "full"}
+			if !slices.Equal(got, want) {
+				t.Fatalf("7 runs with --full-every 3 took %v, want %v", got, want)
+			}
+		})
 	}
 }

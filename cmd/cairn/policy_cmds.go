@@ -26,7 +26,7 @@ type PolicyFlags struct {
 	AllVolumes   bool     `help:"Back up every volume of the project (--project), as it is at each run."`
 	Schedule     string   `help:"When to back up: a systemd calendar expression (daily, 'Mon..Fri 02:00', '*:0/15'), in the server's local time unless it names a zone ('02:00 UTC')." placeholder:"CALENDAR"`
 	Incremental  bool     `help:"Incremental backups (the first, and every --full-every'th, is full)." negatable:""`
-	FullEvery    int      `help:"With --incremental: every Nth backup is full (0: only the first)." placeholder:"N"`
+	FullEvery    int      `help:"With --incremental: every Nth of the policy's backups of a volume is full, whatever its prunes removed (0: only the first)." placeholder:"N"`
 	Verify       string   `help:"Admins: when to re-read a sample of the repository's data (a calendar expression, read as --schedule)." placeholder:"CALENDAR"`
 	VerifySample float64  `help:"Percent of the packs each verification reads." default:"5" placeholder:"PERCENT"`
 	KeepFlags
