@@ -79,12 +79,14 @@ func Apply(items []Item, r Rules) []Decision {
 	return out
 }
 
-// newestFirst orders items by time, newest first, and equal times by ID.
+// newestFirst orders items by time, newest first, and equal times by ID, the larger first:
+// the order of the index's volume listing (bv/<volume>/<time>/<id>), so the backup Apply calls
+// newest is the one an incremental takes as its parent.
 func newestFirst(a, b Item) int {
 	if c := b.Time.Compare(a.Time); c != 0 {
 		return c
 	}
-	return strings.Compare(a.ID, b.ID)
+	return strings.Compare(b.ID, a.ID)
 }
 
 // counter is the state of one count rule while Apply walks the items newest to oldest.

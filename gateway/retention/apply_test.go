@@ -28,8 +28,8 @@ var history = []string{
 	"2025-01-06 10:00:00",   // N59 Mon 2025-W02
 	"2025-03-31 23:00:00",   // N58 Mon 2025-W14
 	"2025-04-01 01:00:00",   // N57 Tue 2025-W14
-	"2025-06-15 12:00:00 b", // N56 Sun 2025-W24, same instant as N55
-	"2025-06-15 12:00:00 a", // N55 Sun 2025-W24, the smaller ID counts as the newer
+	"2025-06-15 12:00:00 a", // N56 Sun 2025-W24, same instant as N55
+	"2025-06-15 12:00:00 b", // N55 Sun 2025-W24, the larger ID counts as the newer (the index's order)
 	"2025-09-10 10:00:00",   // N54 Wed 2025-W37
 	"2025-12-28 10:00:00",   // N53 Sun 2025-W52
 	"2025-12-29 10:00:00",   // N52 Mon 2026-W01
@@ -318,7 +318,7 @@ func TestApplyHistoryDrops(t *testing.T) {
 		},
 		{
 			// Days with more than one backup keep only their newest; the pair at the same
-			// instant keeps the smaller ID.
+			// instant keeps the larger ID.
 			name:   "keep-daily unlimited",
 			rules:  retention.Rules{Daily: -1, Location: utc},
 			reason: "daily",
@@ -328,7 +328,7 @@ func TestApplyHistoryDrops(t *testing.T) {
 				"2026-11-29 11:30:00",
 				"2026-11-26 03:00:00",
 				"2026-11-22 09:00:00",
-				"2025-06-15 12:00:00 b",
+				"2025-06-15 12:00:00 a",
 			},
 		},
 		{
@@ -358,7 +358,7 @@ func TestApplyHistoryDrops(t *testing.T) {
 				// 2026-W01, across the new year
 				"2025-12-31 15:00:00", "2025-12-29 10:00:00",
 				// 2025-W24, W14
-				"2025-06-15 12:00:00 b",
+				"2025-06-15 12:00:00 a",
 				"2025-03-31 23:00:00",
 				// 2024-W09, around the leap day
 				"2024-02-29 12:00:00", "2024-02-28 22:00:00",

@@ -182,15 +182,17 @@ func TestApplyEdges(t *testing.T) {
 			},
 		},
 		{
-			name: "same instant: the smaller ID is the newer",
+			// The index lists a volume's backups by time, then ID: the one it takes as the
+			// latest (an incremental's parent) must be the one kept as the newest.
+			name: "same instant: the larger ID is the newer",
 			in: []retention.Item{
-				{ID: "c", Time: at(10, 0)}, {ID: "a", Time: at(10, 0)}, {ID: "b", Time: at(10, 0)},
+				{ID: "a", Time: at(10, 0)}, {ID: "c", Time: at(10, 0)}, {ID: "b", Time: at(10, 0)},
 			},
 			rules: retention.Rules{Last: 1, Hourly: 1},
 			want: []retention.Decision{
-				{ID: "a", Time: at(10, 0), Keep: true, Reasons: []string{"last", "hourly"}},
+				{ID: "c", Time: at(10, 0), Keep: true, Reasons: []string{"last", "hourly"}},
 				{ID: "b", Time: at(10, 0)},
-				{ID: "c", Time: at(10, 0)},
+				{ID: "a", Time: at(10, 0)},
 			},
 		},
 		{
@@ -200,8 +202,8 @@ func TestApplyEdges(t *testing.T) {
 			},
 			rules: retention.Rules{Last: 1},
 			want: []retention.Decision{
-				{ID: "a", Time: at(10, 0).In(time.FixedZone("x", 5*3600)), Keep: true, Reasons: []string{"last"}},
-				{ID: "b", Time: at(10, 0)},
+				{ID: "b", Time: at(10, 0), Keep: true, Reasons: []string{"last"}},
+				{ID: "a", Time: at(10, 0).In(time.FixedZone("x", 5*3600))},
 			},
 		},
 		{
