@@ -245,8 +245,9 @@ func fits(project string, u QuotaUsage, size, n, g int64) error {
 const metaReservations = "reservations"
 
 // reservationGrace is how long a committed backup's reservation outlives its commit: longer
-// than any gateway takes to learn the new manifest (SyncBackups runs every few seconds), so
-// there is no moment when a gateway counts it neither as a reservation nor as a backup.
+// than any gateway takes to learn the new manifest (the full catch-up runs at least once a
+// minute), so there is no moment when a gateway counts it neither as a reservation nor as a
+// backup. Another gateway measures it from when it first saw the backup committed.
 // reservationTTL ends a reservation its gateway never removed (it died and never came back).
 const (
 	reservationGrace = 2 * time.Minute
@@ -276,7 +277,9 @@ func (s *Service) sharedReservation(ctx context.Context, project, id string, siz
 		return nil, fmt.Errorf("quota reservation: %w", err)
 	}
 	var others []reservation
+	listed := map[string]bool{}
 	err = s.repo.ListMeta(ctx, metaReservations, func(name string, data []byte) error {
+		listed[name] = true
 		var r reservation
 		if json.Unmarshal(data, &r) != nil || r.BackupID != name || r.Project != project || name == id {
 			return nil
@@ -302,11 +305,29 @@ func (s *Service) sharedReservation(ctx context.Context, project, id string, siz
 					g += Gigabytes(r.Size)
 					continue
 				}
-				// Counted as a record already. Committed longer ago than every gateway
-				// takes to learn it (its own gateway may have ended before removing it):
-				// the reservation has done its work.
-				if b.Status == index.BackupAvailable && now().Sub(b.UpdatedAt) > reservationGrace {
+				// Counted as a record already. Known committed here for longer than every
+				// gateway takes to learn it (its own gateway may have ended before removing
+				// it): the reservation has done its work. The time is this gateway's own,
+				// from when it first saw the backup committed, never the record's, which
+				// is the writer's clock: a writer minutes behind would have had its
+				// reservation removed at once, while a gateway that had not learned the
+				// backup yet counted neither [TestQuotaReservationOfAWriterWhoseClockIsBehind].
+				if b.Status != index.BackupAvailable {
+					continue
+				}
+				if s.resvCommitted == nil {
+					s.resvCommitted = map[string]time.Time{}
+				}
+				if first, ok := s.resvCommitted[r.BackupID]; !ok {
+					s.resvCommitted[r.BackupID] = now()
+				} else if now().Sub(first) > reservationGrace {
 					s.repo.DeleteMeta(ctx, metaReservations, r.BackupID) // best effort
+					delete(s.resvCommitted, r.BackupID)
+				}
+			}
+			for id := range s.resvCommitted {
+				if !listed[id] {
+					delete(s.resvCommitted, id) // removed by another gateway
 				}
 			}
 			err = fits(project, u, size, n, g)

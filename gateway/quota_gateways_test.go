@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -104,5 +106,39 @@ func TestQuotaAcrossGateways(t *testing.T) {
 				t.Fatalf("gateway %d admitted a backup past the full quota: %v", i, err)
 			}
 		}
+	}
+}
+
+// Another gateway's reservation goes once that gateway has known its backup committed for
+// the grace, by its own clock. It went by the record's time, the writer's clock: a writer
+// minutes behind had its reservation removed by the first gateway that learned the backup,
+// and a third that had not learned it yet counted neither the reservation nor the backup,
+// and admitted one past the quota.
+func TestQuotaReservationOfAWriterWhoseClockIsBehind(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	gws := threeGateways(t, dir, 2)
+	a, b, c := gws[0], gws[1], gws[2]
+	admin := adminCtx()
+	first, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "v1.img", 32<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The writer's clock was three minutes behind: so is the commit time b adopted.
+	if _, err := b.Index().UpdateBackup(first.ID, func(rec *index.Backup) error {
+		rec.UpdatedAt = rec.UpdatedAt.Add(-3 * time.Minute)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.StartBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "v2.img", 32<<10)}); err != nil {
+		t.Fatal(err)
+	}
+	// c has learned neither backup: it must count both reservations.
+	if _, _, err := c.StartBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "v3.img", 32<<10)}); !errors.Is(err, gateway.ErrQuota) {
+		t.Fatalf("a third backup under a quota of 2 was admitted by a gateway that had learned neither of the others: %v", err)
 	}
 }

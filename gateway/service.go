@@ -86,6 +86,9 @@ type Service struct {
 	tempIndex          string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
+	// resvCommitted: when this gateway first counted another gateway's reservation whose
+	// backup its index knows committed (quota.go); guarded by quotaMu.
+	resvCommitted map[string]time.Time
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
 	// record and its manifest agree and no rewrite brings back a deleted manifest.
