@@ -52,6 +52,15 @@ func OpenTarget(path string, size int64) (*Target, error) {
 	return nil, fmt.Errorf("restore target %s: %w", path, ErrNotVolume)
 }
 
+// CreateTarget is OpenTarget of a path that must not exist: a new sparse image file of size
+// bytes, mode 0600. A file there already fails it with an error that matches fs.ErrExist.
+func CreateTarget(path string, size int64) (*Target, error) {
+	if size < 0 {
+		return nil, fmt.Errorf("restore target %s: negative size %d", path, size)
+	}
+	return createTarget(path, size)
+}
+
 // errNoTmpfile means the file system cannot make unnamed files (O_TMPFILE), or this is not
 // Linux: createTarget creates the file by name instead.
 var errNoTmpfile = errors.New("no O_TMPFILE here")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -175,8 +176,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		defer s.untrack("restore/" + b.ID)
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
-		err := s.runRestore(jobCtx, b, m, vol, path, fresh, req.Progress, req.Salvage, res)
-		if err != nil && created {
+		var made bool // the job created the file at path (created): only then is it its to remove
+		err := s.runRestore(jobCtx, b, m, vol, path, created, &made, fresh, req.Progress, req.Salvage, res)
+		if err != nil && made {
 			if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 				s.log.Error("cannot remove the failed restore's file", "path", path, "error", rerr)
 			}
@@ -251,7 +253,11 @@ func checkRestoreTarget(path string, size int64) error {
 	return nil
 }
 
-func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, fresh bool, progress func(int64, int64), salvage bool, res *RestoreResult) (err error) {
+// runRestore writes backup b to path (to vol's, when vol is set). With create the file must be
+// new, as it was when the restore was accepted: one that appeared since is neither taken over
+// nor, when the restore fails, removed [TestRestoreLeavesAFileThatAppearedAfterItWasAccepted];
+// *made says whether it created it.
+func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, create bool, made *bool, fresh bool, progress func(int64, int64), salvage bool, res *RestoreResult) (err error) {
 	var lostMu sync.Mutex
 	start := time.Now()
 	defer func() {
@@ -304,7 +310,16 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 				"mib_per_s", units.MiBPerSecond(b.Size, took))
 		}
 	}()
-	t, err := blockio.OpenTarget(path, b.Size)
+	var t *blockio.Target
+	if create {
+		t, err = blockio.CreateTarget(path, b.Size)
+		if errors.Is(err, fs.ErrExist) {
+			return wrapf(ErrConflict, "restore target %s appeared after the restore was accepted: it is left as it is; restore again to overwrite it", path)
+		}
+		*made = err == nil
+	} else {
+		t, err = blockio.OpenTarget(path, b.Size)
+	}
 	if err != nil {
 		return err
 	}
@@ -331,7 +346,9 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 		err = cerr
 	}
 	if errors.Is(err, context.Canceled) {
-		err = errors.New("cancelled")
+		// Said in one word, and still a cancel: the record's kind, --wait's error and the
+		// job's end say cancelled, not failed [TestCancelledRestoreIsRecordedAsCancelled].
+		err = wrapf(context.Canceled, "cancelled")
 	}
 	return err
 }
