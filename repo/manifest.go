@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,8 +206,9 @@ func (r *Repository) Undelete(ctx context.Context, id string) error {
 	return nil
 }
 
-// pruneTombstones removes the tombstones older than tombstoneKeep by the store's clock. It
-// runs under gc's exclusive lock, after everything else: a failure is logged, not gc's.
+// pruneTombstones removes the tombstones older than tombstoneKeep by the store's clock whose
+// manifests are gone. It runs under gc's exclusive lock, after everything else: a failure is
+// logged, not gc's.
 func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(string, ...any)) {
 	now, err := r.storeClock(ctx, lk)
 	if err != nil {
@@ -214,8 +216,9 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 		return
 	}
 	cutoff := now().Add(-tombstoneKeep)
+	prefix := metaPrefix + metaTombstones + "/"
 	var old []string
-	err = r.be.List(ctx, metaPrefix+metaTombstones+"/", func(oi backend.ObjectInfo) error {
+	err = r.be.List(ctx, prefix, func(oi backend.ObjectInfo) error {
 		if oi.ModTime.Before(cutoff) {
 			old = append(old, oi.Key)
 		}
@@ -224,6 +227,16 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 	for _, key := range old {
 		if err != nil {
 			break
+		}
+		// A tombstone whose manifest is still stored marks a delete that did not finish:
+		// without it, the backup would be adopted again [TestGCKeepsTheTombstoneOfAnUnfinishedDelete].
+		id, herr := hex.DecodeString(strings.TrimPrefix(key, prefix))
+		if herr != nil {
+			continue
+		}
+		var has bool
+		if has, err = r.HasManifest(ctx, string(id)); err != nil || has {
+			continue
 		}
 		err = r.be.Delete(ctx, key)
 	}

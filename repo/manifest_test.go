@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,5 +95,36 @@ func TestRewriteLosesToADelete(t *testing.T) {
 	}
 	if _, err := os.Stat(tomb(m.ID)); err != nil {
 		t.Errorf("gc removed a new tombstone: %v", err)
+	}
+}
+
+// refuseManifestDelete is a backend whose manifest deletes fail.
+type refuseManifestDelete struct{ *stopGC }
+
+func (b refuseManifestDelete) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, "manifests/") {
+		return errors.New("delete refused by the test")
+	}
+	return b.stopGC.Delete(ctx, key)
+}
+
+// A delete whose manifest delete failed leaves its tombstone beside the manifest: a delete
+// that did not finish, which adoption refuses. gc must not drop that tombstone when it is a
+// day old, or the backup would be adopted again (found by review).
+func TestGCKeepsTheTombstoneOfAnUnfinishedDelete(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := fixtureOn(t, refuseManifestDelete{newStopGC(t, dir, repo.InitOptions{})}, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20})
+	f.backup(t, "a", &memSource{data: randomVolume(3, 1<<20)}, nil)
+	if err := f.r.DeleteManifest(ctx, "a"); err == nil {
+		t.Fatal("the manifest delete did not fail")
+	}
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(filepath.Join(dir, "repo", "meta", "tombstones", hex.EncodeToString([]byte("a"))), old, old); err != nil {
+		t.Fatal(err)
+	}
+	f.gc(t)
+	if deleted, err := f.r.Deleted(ctx, "a"); err != nil || !deleted {
+		t.Fatalf("gc removed the tombstone of a delete whose manifest is still stored (%v)", err)
 	}
 }
