@@ -96,3 +96,47 @@ func TestCheckSampleFindsDamage(t *testing.T) {
 		t.Fatalf("problems do not say damaged: %q", rep.Problems)
 	}
 }
+
+// leafOf returns where a tree node of m below its root is stored, found through a peer so that
+// f's own node cache stays as it was.
+func leafOf(t *testing.T, f *fixture, m *repo.Manifest) repo.Location {
+	t.Helper()
+	p := f.peer(t, "walker", repo.LockOptions{})
+	var leaf repo.Address
+	if err := p.r.Walk(context.Background(), m.Root, m.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
+		if bt == repo.BlobTree && a != m.Root && leaf.IsZero() {
+			leaf = a
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	loc, ok, err := p.idx.Lookup(leaf)
+	if err != nil || !ok || leaf.IsZero() {
+		t.Fatalf("no leaf of backup %s below its root (%v, %v)", m.ID, ok, err)
+	}
+	return loc
+}
+
+// A check in a process that read the backup's block map before (a gc's mark here; a restore,
+// a mount, the gateway's scheduled verify) must see a tree node damaged since: it reads every
+// node from the backend, not from the node cache. Before, only --read-data of the node's pack
+// found it (found by review); plain check and a sample that missed the pack said no problem.
+func TestCheckSeesATreeNodeDamagedAfterItWasCached(t *testing.T) {
+	for _, o := range []repo.CheckOptions{{}, {ReadData: true, SamplePercent: 1}} {
+		f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+		m := f.backup(t, "a", &memSource{data: randomVolume(7, 8<<20)}, nil)
+		for i := range 30 { // packs enough that a 1 % sample may miss the node's
+			f.backup(t, "b"+itoa(i), &memSource{data: randomVolume(uint64(100+i), 64<<10)}, nil)
+		}
+		f.gc(t) // walks every tree node through the node cache
+		f.damage(t, leafOf(t, f, m))
+		rep, err := f.r.Check(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.OK() {
+			t.Fatalf("check %+v found no problem with a damaged tree node: %+v", o, rep)
+		}
+	}
+}

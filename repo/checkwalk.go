@@ -94,7 +94,13 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		if !checkBlob(a, BlobTree, start, end) || visited {
 			return nil
 		}
-		n, err := r.node(ctx, a)
+		// The backend's copy, not the node cache's: a node this process read before may
+		// have been damaged since.
+		var n *node
+		b, err := r.loadBlob(ctx, BlobTree, a)
+		if err == nil {
+			n, err = decodeNode(b)
+		}
 		if err == nil && n.level != level {
 			err = fmt.Errorf("level %d, want %d: %w", n.level, level, ErrCorrupt)
 		}
