@@ -18,18 +18,27 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
+// newRepo makes a new local repository in dir/repo and returns the config of a gateway on it
+// with its state in dir/state.
+func newRepo(t testing.TB, dir string) gateway.Config {
+	t.Helper()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), StateDir: filepath.Join(dir, "state")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.Init(context.Background(), cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // twoGateways opens two services, each with its own index, on one new local repository, and
 // returns them with the repository's directory.
 func twoGateways(t testing.TB, dir string) (a, b *gateway.Service, repoDir string) {
 	t.Helper()
 	ctx := context.Background()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), StateDir: filepath.Join(dir, "state-a")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cfg := newRepo(t, dir)
+	cfg.StateDir = filepath.Join(dir, "state-a")
 	open := func(c gateway.Config) *gateway.Service {
 		s, err := gateway.Open(ctx, c)
 		if err != nil {
@@ -410,13 +419,7 @@ func TestManifestInDoubtSettledByTheCatchUp(t *testing.T) {
 func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), StateDir: filepath.Join(dir, "state")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cfg := newRepo(t, dir)
 	s, err := gateway.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

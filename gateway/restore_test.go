@@ -11,7 +11,6 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
-	"github.com/cairn-backup/cairn/repo"
 )
 
 // backedUp makes a managed volume of 256 KiB in dir and one backup of it.
@@ -94,13 +93,7 @@ func TestCancelledRestoreIsRecordedAsCancelled(t *testing.T) {
 func TestRecoveryEndsARestoreACrashInterrupted(t *testing.T) {
 	dir := t.TempDir()
 	bg := context.Background()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	cfg := newRepo(t, dir)
 	s, err := gateway.Open(bg, cfg)
 	if err != nil {
 		t.Fatal(err)
