@@ -453,3 +453,29 @@ func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
 		t.Fatalf("after recovery its manifest is stored: %v (%v)", has, err)
 	}
 }
+
+// A delete on one gateway that died between its tombstone and its manifest's delete leaves
+// both stored: a delete that did not finish, which its gateway finishes when it starts
+// again. Another gateway's full catch-up stops showing the backup at once, so the two never
+// disagree on it (found by the two-gateway crash trials on S3, seed 1796381440294245619).
+func TestCatchUpForgetsABackupWhoseDeleteBegan(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	bk, err := a.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	faultyManifests(t, b, faulty.Rule{Methods: faulty.Delete})
+	if _, err := b.DeleteBackup(adminCtx(), bk.ID, false); err == nil {
+		t.Fatal("the delete whose manifest delete fails succeeded")
+	}
+	if has, _ := a.Repository().HasManifest(context.Background(), bk.ID); !has {
+		t.Fatal("the manifest is gone: the delete was not left half done")
+	}
+	catchUp(t, a)
+	if got := record(t, a, bk.ID); got != nil {
+		t.Fatalf("after its full catch-up the other gateway still shows a backup whose delete began: %s", got.Status)
+	}
+}

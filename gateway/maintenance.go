@@ -29,6 +29,14 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if err := s.repo.ListManifests(ctx, func(id string) error { stored[id] = true; return nil }); err != nil {
 		return err
 	}
+	// Backups whose delete began elsewhere: a manifest still stored beside its tombstone is a
+	// delete that did not finish (its deleter died mid-way and finishes it when it starts
+	// again), so this gateway stops showing it now rather than after that
+	// [TestCatchUpForgetsABackupWhoseDeleteBegan].
+	deleting := map[string]bool{}
+	if err := s.repo.ListDeleted(ctx, func(id string) error { deleting[id] = true; return nil }); err != nil {
+		return err
+	}
 	if _, err := s.repo.Sync(ctx, false); err != nil {
 		return err
 	}
@@ -48,9 +56,10 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 			changed = changed || ch
 			continue
 		}
-		if b.Status == index.BackupAvailable && !stored[b.ID] {
-			// Deleted through another gateway (only a committed backup's manifest goes away).
-			if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || has {
+		if b.Status == index.BackupAvailable && (!stored[b.ID] || deleting[b.ID]) {
+			// Deleted through another gateway (only a committed backup's manifest goes away),
+			// or its delete began there.
+			if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || (has && !deleting[b.ID]) {
 				continue
 			}
 			if err := s.forget(b.ID); err != nil {

@@ -197,6 +197,19 @@ func (r *Repository) Deleted(ctx context.Context, id string) (bool, error) {
 	return err == nil, err
 }
 
+// ListDeleted calls fn with the id of every backup whose delete began (its tombstone is
+// stored), its manifest gone or not yet.
+func (r *Repository) ListDeleted(ctx context.Context, fn func(id string) error) error {
+	prefix := metaPrefix + metaTombstones + "/"
+	return r.be.ListKeys(ctx, prefix, func(key string) error {
+		id, err := hex.DecodeString(strings.TrimPrefix(key, prefix))
+		if err != nil || !validID(string(id)) {
+			return nil
+		}
+		return fn(string(id))
+	})
+}
+
 // Undelete removes a backup's tombstone, for an import that stores its manifest again on
 // purpose.
 func (r *Repository) Undelete(ctx context.Context, id string) error {
