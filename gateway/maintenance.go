@@ -59,8 +59,10 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		if b.Status == index.BackupAvailable && (!stored[b.ID] || deleting[b.ID]) {
 			// Deleted through another gateway (only a committed backup's manifest goes away),
 			// or its delete began there.
-			if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || (has && !deleting[b.ID]) {
-				continue
+			if !deleting[b.ID] {
+				if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || has {
+					continue
+				}
 			}
 			if err := s.forget(b.ID); err != nil {
 				return err

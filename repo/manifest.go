@@ -200,14 +200,20 @@ func (r *Repository) Deleted(ctx context.Context, id string) (bool, error) {
 // ListDeleted calls fn with the id of every backup whose delete began (its tombstone is
 // stored), its manifest gone or not yet.
 func (r *Repository) ListDeleted(ctx context.Context, fn func(id string) error) error {
-	prefix := metaPrefix + metaTombstones + "/"
-	return r.be.ListKeys(ctx, prefix, func(key string) error {
-		id, err := hex.DecodeString(strings.TrimPrefix(key, prefix))
-		if err != nil || !validID(string(id)) {
-			return nil
+	return r.be.ListKeys(ctx, tombstonePrefix, func(key string) error {
+		if id, ok := tombstoneID(key); ok {
+			return fn(id)
 		}
-		return fn(string(id))
+		return nil
 	})
+}
+
+const tombstonePrefix = metaPrefix + metaTombstones + "/"
+
+// tombstoneID is the backup id a tombstone's key names.
+func tombstoneID(key string) (string, bool) {
+	id, err := hex.DecodeString(strings.TrimPrefix(key, tombstonePrefix))
+	return string(id), err == nil && validID(string(id))
 }
 
 // Undelete removes a backup's tombstone, for an import that stores its manifest again on
@@ -229,9 +235,8 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 		return
 	}
 	cutoff := now().Add(-tombstoneKeep)
-	prefix := metaPrefix + metaTombstones + "/"
 	var old []string
-	err = r.be.List(ctx, prefix, func(oi backend.ObjectInfo) error {
+	err = r.be.List(ctx, tombstonePrefix, func(oi backend.ObjectInfo) error {
 		if oi.ModTime.Before(cutoff) {
 			old = append(old, oi.Key)
 		}
@@ -243,12 +248,12 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 		}
 		// A tombstone whose manifest is still stored marks a delete that did not finish:
 		// without it, the backup would be adopted again [TestGCKeepsTheTombstoneOfAnUnfinishedDelete].
-		id, herr := hex.DecodeString(strings.TrimPrefix(key, prefix))
-		if herr != nil {
+		id, ok := tombstoneID(key)
+		if !ok {
 			continue
 		}
 		var has bool
-		if has, err = r.HasManifest(ctx, string(id)); err != nil || has {
+		if has, err = r.HasManifest(ctx, id); err != nil || has {
 			continue
 		}
 		err = r.be.Delete(ctx, key)
