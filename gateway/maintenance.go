@@ -470,10 +470,12 @@ type RebuildResult struct {
 	Snapshots int `json:"snapshots"`
 	Quotas    int `json:"quotas"`
 	Skipped   int `json:"skipped"`
+	Relearned int `json:"blobs_relearned"` // blobs located again in packs the index knew
 }
 
 // RebuildIndex brings the index fully in line with the backend: every pack (from its index
-// object, else its trailer), every manifest, and every stored volume, snapshot and quota. It
+// object, else its trailer) and every readable blob in it the index located nowhere
+// (repo.Reindex), every manifest, and every stored volume, snapshot and quota. It
 // is additive: it merges what the backend says with what the index knows and never forgets a
 // backup whose manifest is stored, so it cannot lose a backup that restored before it ran.
 // A damaged index is not repaired here but moved aside when cairn opens it.
@@ -495,12 +497,16 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		return nil, err
 	}
 	defer lk.Unlock()
-	if _, err := s.repo.Sync(ctx, true); err != nil {
+	st, err := s.repo.Reindex(ctx)
+	if err != nil {
 		return nil, err
 	}
-	res := &RebuildResult{}
+	res := &RebuildResult{Relearned: st.Relearned}
 	_ = s.idx.Packs(func(repo.PackID, int64) error { res.Packs++; return nil })
 	logf("indexed %d packs", res.Packs)
+	if res.Relearned > 0 {
+		logf("located again %d blobs the index had forgotten", res.Relearned)
+	}
 	nvols, snaps, quotas, err := s.restoreMeta(ctx, logf)
 	if err != nil {
 		return nil, err

@@ -402,11 +402,7 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 // that reads and verifies stops gc before it deletes anything, since deleting the pack could
 // lose the only copy a backup has; a damaged one is no loss (repo check reports the backup).
 func (r *Repository) lastCopy(ctx context.Context, pack PackID, e PackEntry) error {
-	var buf []byte
-	stored, err := r.getStored(ctx, e.Location, &buf)
-	if err == nil {
-		_, err = r.openBlob(nil, stored, e.Type, e.Addr, e.Location)
-	}
+	err := r.verifyCopy(ctx, e)
 	if err != nil && isDamage(err) {
 		return nil
 	}

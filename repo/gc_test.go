@@ -1202,7 +1202,7 @@ func randomBytes(seed uint64, n int) []byte {
 // lostBlobSetup backs up a, then b (a with every block but the first keep changed), deletes a
 // and makes the index forget b's first block, which is in a's pack: with keep 1 gc would drop
 // that pack, with more it would repack it.
-func lostBlobSetup(t *testing.T, keep int) (f *fixture, mB *repo.Manifest, vol []byte, lost repo.Location) {
+func lostBlobSetup(t *testing.T, keep int) (f *fixture, mB *repo.Manifest, vol []byte, lost repo.PackEntry) {
 	t.Helper()
 	f = newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	ctx := context.Background()
@@ -1230,7 +1230,7 @@ func lostBlobSetup(t *testing.T, keep int) (f *fixture, mB *repo.Manifest, vol [
 	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
 		t.Fatal(err)
 	}
-	return f, mB, vol, loc
+	return f, mB, vol, repo.PackEntry{Addr: first, Location: loc}
 }
 
 // A pack gc would drop that holds a blob a backup needs, which the index locates nowhere (an
@@ -1257,11 +1257,60 @@ func TestGCKeepsABlobTheIndexLost(t *testing.T) {
 	g.mustCheck(t)
 }
 
+// rebuild-index (Reindex) on the index that forgot the blob, not a fresh one: the full sync
+// alone skips the pack, which the index knows, so gc stayed blocked after the rebuild it asks
+// for. Reindex locates the blob again in its pack, and gc then repacks the pack.
+func TestRebuildIndexLearnsAgainABlobTheIndexForgot(t *testing.T) {
+	f, mB, vol, lost := lostBlobSetup(t, 1)
+	ctx := context.Background()
+	if _, err := f.r.GC(ctx, repo.GCOptions{}); err == nil || !strings.Contains(err.Error(), "rebuild-index") {
+		t.Fatalf("gc with a pack holding a blob the index lost: %v", err)
+	}
+	st, err := f.r.Reindex(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Relearned != 1 {
+		t.Fatalf("rebuild-index located %d blobs again; want the 1 forgotten", st.Relearned)
+	}
+	if loc, ok, err := f.idx.Lookup(lost.Addr); err != nil || !ok || loc.Pack != lost.Pack {
+		t.Fatalf("the forgotten blob after rebuild-index: %v %v %v; want it in pack %s", loc, ok, err, lost.Pack)
+	}
+	if st := f.gc(t); st.PacksRepacked+st.PacksDeleted == 0 {
+		t.Fatalf("gc after rebuild-index: %+v; want a's pack repacked", st)
+	}
+	if got := f.restore(t, mB); !bytes.Equal(got, vol) {
+		t.Fatal("b differs after rebuild-index and gc")
+	}
+	f.mustCheck(t)
+	// Nothing is left to learn: a second rebuild locates nothing.
+	if st, err := f.r.Reindex(ctx); err != nil || st.Relearned != 0 {
+		t.Fatalf("second rebuild-index: %+v %v", st, err)
+	}
+}
+
+// A damaged copy the index forgot stays forgotten through rebuild-index: located again, the
+// next backup of the same data would deduplicate against it instead of storing it again.
+func TestRebuildIndexLeavesADamagedCopyForgotten(t *testing.T) {
+	f, _, _, lost := lostBlobSetup(t, 1)
+	f.damage(t, lost.Location)
+	st, err := f.r.Reindex(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Relearned != 0 {
+		t.Fatalf("rebuild-index located %d blobs again; want the damaged one left out", st.Relearned)
+	}
+	if _, ok, err := f.idx.Lookup(lost.Addr); err != nil || ok {
+		t.Fatalf("the damaged blob after rebuild-index: located %v (%v)", ok, err)
+	}
+}
+
 // The same pack with that blob's copy damaged (the index forgot it as repair does): deleting
 // it loses nothing readable, so gc goes on.
 func TestGCDropsADamagedCopyTheIndexForgot(t *testing.T) {
 	f, _, _, lost := lostBlobSetup(t, 1)
-	f.damage(t, lost)
+	f.damage(t, lost.Location)
 	if st := f.gc(t); st.PacksDeleted+st.PacksRepacked == 0 {
 		t.Fatalf("gc: %+v; want a's pack gone", st)
 	}
@@ -1289,7 +1338,7 @@ func (f *fixture) damage(t *testing.T, loc repo.Location) {
 // backup stays damaged, and its other blocks move with the pack.
 func TestGCRepackLeavesOutADamagedCopyTheIndexForgot(t *testing.T) {
 	f, mB, vol, lost := lostBlobSetup(t, 2)
-	f.damage(t, lost)
+	f.damage(t, lost.Location)
 	st := f.gc(t)
 	if st.PacksRepacked != 1 {
 		t.Fatalf("gc: %+v; want a's pack repacked", st)

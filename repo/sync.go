@@ -1,10 +1,12 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -238,6 +240,7 @@ func (r *Repository) applyDeletion(ctx context.Context, d *deletion) error {
 type SyncStats struct {
 	Packs     int // packs learned
 	Deletions int // deletion records applied
+	Relearned int // blobs Reindex located again in packs the index knew
 }
 
 // listing is what a full sync saw of the backend: every pack object (size and store time)
@@ -245,6 +248,7 @@ type SyncStats struct {
 type listing struct {
 	packs     map[PackID]backend.ObjectInfo
 	indexKeys map[PackID][]string
+	learned   map[PackID]bool // packs this sync learned whole (Reindex skips them)
 }
 
 // syncScope says how much of the backend a sync reads.
@@ -278,6 +282,90 @@ func (r *Repository) Rescan(ctx context.Context) (SyncStats, error) {
 	return st, err
 }
 
+// Reindex is the full Sync of 'cairn repo rebuild-index', which also learns again what the
+// index forgot inside packs it knows. A full sync skips a known pack, so a blob the index
+// locates nowhere (forgotten as damaged by repair, or in a pack learned only in part) stayed
+// unlocated for good, and gc, which refuses to drop a pack holding the only readable copy of
+// a blob a backup needs, stayed blocked [TestRebuildIndexLearnsAgainABlobTheIndexForgot].
+// Reindex reads the blob list of every pack the sync did not learn whole (its index object,
+// else its trailer) and points each blob the index locates nowhere at its copy there, once
+// that copy reads and verifies: a damaged copy stays forgotten, so no backup deduplicates
+// against it, and a blob with a good copy in some other pack is located there. It moves no
+// blob the index locates, so it cannot point one away from a pack with an index object (see
+// notIndexed). It reads one index object per known pack and, for each blob it relearns, that
+// blob.
+func (r *Repository) Reindex(ctx context.Context) (SyncStats, error) {
+	st, lst, err := r.sync(ctx, syncAll)
+	if err != nil {
+		return st, err
+	}
+	ids := make([]PackID, 0, len(lst.packs))
+	for id := range lst.packs {
+		if !lst.learned[id] {
+			ids = append(ids, id)
+		}
+	}
+	slices.SortFunc(ids, func(a, b PackID) int { return bytes.Compare(a[:], b[:]) })
+	for _, id := range ids {
+		size := lst.packs[id].Size
+		entries, err := r.blobListOf(ctx, id, size, lst.indexKeys[id])
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
+				return st, err
+			}
+			r.logf("rebuild-index: pack %s: %v", id, err)
+			continue
+		}
+		if entries, err = r.notIndexed(entries); err != nil {
+			return st, err
+		}
+		good := entries[:0]
+		for _, e := range entries {
+			switch err := r.verifyCopy(ctx, e); {
+			case err == nil:
+				good = append(good, e)
+			case isDamage(err):
+				r.logf("rebuild-index: blob %s in pack %s: %v; left unindexed", e.Addr.Short(), id, err)
+			default:
+				return st, err
+			}
+		}
+		if len(good) == 0 {
+			continue
+		}
+		if err := r.idx.AddPack(id, size, good); err != nil {
+			return st, err
+		}
+		st.Relearned += len(good)
+	}
+	return st, nil
+}
+
+// blobListOf returns a pack's blob list from the first of its index objects that reads and
+// matches its size, else from its trailer.
+func (r *Repository) blobListOf(ctx context.Context, id PackID, size int64, indexKeys []string) ([]PackEntry, error) {
+	for _, key := range indexKeys {
+		_, n, entries, err := r.readPackIndex(ctx, key)
+		if err == nil && n == size {
+			return entries, nil
+		}
+		if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
+			return nil, err
+		}
+	}
+	return r.readTrailer(ctx, id, size)
+}
+
+// verifyCopy reads the copy of a blob an entry names and verifies it against its address.
+func (r *Repository) verifyCopy(ctx context.Context, e PackEntry) error {
+	var buf []byte
+	stored, err := r.getStored(ctx, e.Location, &buf)
+	if err == nil {
+		_, err = r.openBlob(nil, stored, e.Type, e.Addr, e.Location)
+	}
+	return err
+}
+
 func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *listing, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
@@ -285,7 +373,7 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 	var st SyncStats
 	var lst *listing
 	if full {
-		lst = &listing{packs: map[PackID]backend.ObjectInfo{}, indexKeys: map[PackID][]string{}}
+		lst = &listing{packs: map[PackID]backend.ObjectInfo{}, indexKeys: map[PackID][]string{}, learned: map[PackID]bool{}}
 	}
 	after := func(cursor string) string {
 		if scope != syncSince || cursor == "" {
@@ -392,6 +480,9 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 		if err := r.idx.AddPack(id, size, entries); err != nil {
 			return st, lst, err
 		}
+		if lst != nil {
+			lst.learned[id] = true
+		}
 		st.Packs++
 	}
 	if newest != cur {
@@ -482,6 +573,7 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing) (int
 		if err := r.idx.AddPack(p.id, p.size, entries); err != nil {
 			return n, err
 		}
+		lst.learned[p.id] = true // what it does not locate here, another pack holds
 		n++
 	}
 	return n, nil

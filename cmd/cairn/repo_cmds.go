@@ -365,7 +365,7 @@ func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	return properties(g.stdout, [][2]string{{"packs", fmt.Sprint(res.Packs)}, {"backups", fmt.Sprint(res.Backups)},
 		{"volumes", fmt.Sprint(res.Volumes)}, {"snapshots", fmt.Sprint(res.Snapshots)}, {"quotas", fmt.Sprint(res.Quotas)},
-		{"skipped", fmt.Sprint(res.Skipped)}})
+		{"skipped", fmt.Sprint(res.Skipped)}, {"blobs relearned", fmt.Sprint(res.Relearned)}})
 }
 
 // RepoPasswdCmd changes the passphrase.
