@@ -669,6 +669,9 @@ type RepairReport struct {
 	Trailers int `json:"packs_rewritten"`
 	// Forgotten counts lost blocks the index forgot, for the next full backup to store again.
 	Forgotten int `json:"blocks_to_store_again"`
+	// GoodCopies counts blobs whose indexed copy was damaged that the index now reads from a
+	// good copy in another pack.
+	GoodCopies int `json:"good_copies_used"`
 }
 
 // Repair checks the repository and lists, per damaged backup, the byte ranges that are lost.
@@ -689,7 +692,17 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if err != nil {
 		return nil, err
 	}
-	// Heal first: a lost block that a registered volume still holds (the same bytes hash to
+	// A blob stored twice is not lost while one copy verifies: the index reads that one.
+	if out.GoodCopies, err = s.repo.UseGoodCopies(ctx, rep); err != nil {
+		return nil, err
+	}
+	if out.GoodCopies > 0 {
+		s.log.Info("index points at good copies of damaged blobs", "blobs", out.GoodCopies)
+		if rep, err = s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
+			return nil, err
+		}
+	}
+	// Then heal: a lost block that a registered volume still holds (the same bytes hash to
 	// the same address) is stored again, and every backup that needs it restores again.
 	if lost := rep.LostData(); len(lost) > 0 {
 		vols, err := s.idx.Volumes()

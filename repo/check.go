@@ -43,7 +43,14 @@ type CheckReport struct {
 	// volume that cannot be restored ([0, -1]: all of it, its manifest is damaged).
 	Lost map[string][][2]int64 `json:"lost,omitempty"`
 
-	lostData map[Address]struct{} // data blobs some backup needs that cannot be read
+	lostData   map[Address]struct{}   // data blobs some backup needs that cannot be read
+	goodCopies map[Address]sizedEntry // good copies of blobs whose indexed copy is damaged
+}
+
+// sizedEntry is a blob's copy and the size of the pack that holds it.
+type sizedEntry struct {
+	PackEntry
+	packSize int64
 }
 
 // LostData returns the addresses of data blocks some backup needs that cannot be read: what
@@ -122,6 +129,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		// First every blob against its address: the walk below then names each backup and
 		// byte range a damaged blob costs.
 		if err := r.checkData(ctx, stored, samplePacks(stored, rep.SamplePercent), rep, bad); err != nil {
+			return nil, err
+		}
+		if err := r.findGoodCopies(ctx, stored, rep, bad); err != nil {
 			return nil, err
 		}
 	}
@@ -204,6 +214,93 @@ func samplePacks(stored map[PackID]int64, percent float64) []PackID {
 	ids = ids[:n]
 	slices.SortFunc(ids, byID)
 	return ids
+}
+
+// findGoodCopies looks in every stored pack for a good copy of each blob checkData found
+// damaged where the index reads it: a blob stored twice (by two writers, or again after the
+// index forgot it) is not lost while one copy verifies. Such a blob is taken out of bad, so
+// no backup is named for it; an index problem names the good copy, and UseGoodCopies (repo
+// repair) points the index at it [TestCheckAndRepairUseAGoodCopyInAnotherPack]. It costs a
+// trailer per stored pack, and only when checkData found damage.
+func (r *Repository) findGoodCopies(ctx context.Context, stored map[PackID]int64, rep *CheckReport, bad map[Address]checkProblem) error {
+	damagedIn := map[Address]PackID{}
+	for a := range bad {
+		if loc, ok, err := r.idx.Lookup(a); err != nil {
+			return err
+		} else if ok {
+			damagedIn[a] = loc.Pack
+		}
+	}
+	if len(damagedIn) == 0 {
+		return nil
+	}
+	ids := make([]PackID, 0, len(stored))
+	for id := range stored {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b PackID) int { return bytes.Compare(a[:], b[:]) })
+	for _, id := range ids {
+		entries, err := r.readTrailer(ctx, id, stored[id])
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
+				return err
+			}
+			continue // reported by checkData when it read the pack
+		}
+		for _, e := range entries {
+			if p, ok := damagedIn[e.Addr]; !ok || p == id {
+				continue
+			}
+			if _, found := rep.goodCopies[e.Addr]; found {
+				continue
+			}
+			if err := r.verifyCopy(ctx, e); err != nil {
+				if isDamage(err) {
+					continue
+				}
+				return err
+			}
+			if rep.goodCopies == nil {
+				rep.goodCopies = map[Address]sizedEntry{}
+			}
+			rep.goodCopies[e.Addr] = sizedEntry{e, stored[id]}
+			delete(bad, e.Addr)
+			rep.Classes[ProblemIndex]++
+			rep.problem("%s: %s blob %s: the copy the index reads in pack %s is damaged, pack %s holds a good one ('cairn repo repair' points the index at it)",
+				ProblemIndex, typeName(e.Type), e.Addr.Short(), damagedIn[e.Addr], id)
+		}
+	}
+	return nil
+}
+
+// UseGoodCopies points the index at the good copies a check found of blobs whose indexed copy
+// is damaged, each verified again under a shared lock (so no gc removes it meanwhile), and
+// returns how many it used. Nothing is written to the backend: the damaged copy is dead weight
+// that gc removes with its pack.
+func (r *Repository) UseGoodCopies(ctx context.Context, rep *CheckReport) (int, error) {
+	if len(rep.goodCopies) == 0 {
+		return 0, nil
+	}
+	lk, err := r.Lock(ctx, LockShared, "repair")
+	if err != nil {
+		return 0, err
+	}
+	defer lk.Unlock()
+	n := 0
+	for _, c := range rep.goodCopies {
+		if err := r.verifyCopy(ctx, c.PackEntry); err != nil {
+			if isDamage(err) {
+				r.logf("repair: the good copy of blob %s in pack %s: %v; left as it is", c.Addr.Short(), c.Pack, err)
+				continue
+			}
+			return n, err
+		}
+		if err := r.idx.AddPack(c.Pack, c.packSize, []PackEntry{c.PackEntry}); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, lk.Check()
 }
 
 // checkData reads the packs ids and verifies every blob in them.

@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"math"
 	"os"
 	"path/filepath"
@@ -138,5 +139,68 @@ func TestCheckSeesATreeNodeDamagedAfterItWasCached(t *testing.T) {
 		if rep.OK() {
 			t.Fatalf("check %+v found no problem with a damaged tree node: %+v", o, rep)
 		}
+	}
+}
+
+// A blob stored twice (here: again after the index forgot it) whose indexed copy is damaged
+// is not lost while the other copy verifies. Check names no backup for it and says where the
+// good copy is; UseGoodCopies (repo repair) points the index there, and both backups restore.
+func TestCheckAndRepairUseAGoodCopyInAnotherPack(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	ctx := context.Background()
+	vol := randomBytes(61, 1<<20)
+	mA := f.backup(t, "a", &memSource{data: vol}, nil)
+	var first repo.Address
+	if err := f.r.Walk(ctx, mA.Root, mA.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
+		if bt == repo.BlobData && first.IsZero() {
+			first = a
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	old, ok, err := f.idx.Lookup(first)
+	if err != nil || !ok {
+		t.Fatalf("lookup of the first block: %v %v", ok, err)
+	}
+	// Forgotten, the block is stored again by the next backup of the same data: two copies.
+	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
+		t.Fatal(err)
+	}
+	mB := f.backup(t, "b", &memSource{data: vol}, nil)
+	indexed, ok, err := f.idx.Lookup(first)
+	if err != nil || !ok || indexed.Pack == old.Pack {
+		t.Fatalf("the block after the second backup: %v %v %v; want a second copy outside pack %s", indexed, ok, err, old.Pack)
+	}
+	f.damage(t, indexed)
+
+	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Lost) != 0 || len(rep.LostData()) != 0 {
+		t.Fatalf("check counts lost %v (%d blocks) though pack %s holds a good copy", rep.Lost, len(rep.LostData()), old.Pack)
+	}
+	if rep.Classes[repo.ProblemIndex] != 1 || !strings.Contains(strings.Join(rep.Problems, "\n"), old.Pack.String()) {
+		t.Fatalf("check does not name the good copy in pack %s: %v", old.Pack, rep.Problems)
+	}
+	n, err := f.r.UseGoodCopies(ctx, rep)
+	if err != nil || n != 1 {
+		t.Fatalf("UseGoodCopies: %d %v; want 1", n, err)
+	}
+	if loc, ok, err := f.idx.Lookup(first); err != nil || !ok || loc != old {
+		t.Fatalf("the block after repair: %v %v %v; want %v", loc, ok, err, old)
+	}
+	for _, m := range []*repo.Manifest{mA, mB} {
+		if got := f.restore(t, m); sha256.Sum256(got) != sha256.Sum256(vol) {
+			t.Fatalf("backup %s restores a different sha256 after repair", m.ID)
+		}
+	}
+	rep, err = f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() {
+		t.Fatalf("check after repair: %v", rep.Problems)
 	}
 }

@@ -457,6 +457,9 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		if rep.PackIndexes > 0 {
 			fmt.Fprintf(g.stdout, "wrote %d pack index objects again from their packs' trailers\n", rep.PackIndexes)
 		}
+		if rep.GoodCopies > 0 {
+			fmt.Fprintf(g.stdout, "%d blocks whose indexed copy was damaged are read from a good copy in another pack\n", rep.GoodCopies)
+		}
 		if rep.Forgotten > 0 {
 			fmt.Fprintf(g.stdout, "%d lost blocks are in no volume here: the next full backup of a volume that holds them stores them again\n", rep.Forgotten)
 		}
