@@ -2,6 +2,7 @@ package repo
 
 import (
 	"container/list"
+	"context"
 	"sync"
 )
 
@@ -17,6 +18,10 @@ import (
 //
 // Every change to a chunk's pins and to whether it is cached happens under mu, so a buffer
 // goes to the free list exactly once, when both are gone: then nobody holds it.
+//
+// As in cache, a load that fails because its reader was cancelled is not a result for the
+// readers waiting for it: those whose contexts are alive load again, and a reader whose
+// context ends stops waiting.
 type chunkCache struct {
 	mu      sync.Mutex
 	max     int64
@@ -39,12 +44,16 @@ type chunk struct {
 }
 
 // chunkCall is a load in progress; the readers waiting for it are counted, and the chunk it
-// produces comes pinned once for each of them and once for the loader.
+// produces comes pinned once for each of them and once for the loader. A reader that stops
+// waiting (its context ended) counts itself out before the load ends or, once it has ended,
+// takes its pin as any waiter does: done is closed under mu, in the same hold that counts the
+// pins.
 type chunkCall struct {
-	done    chan struct{}
-	c       *chunk
-	err     error
-	waiters int
+	done      chan struct{}
+	c         *chunk
+	err       error
+	cancelled bool // err is its loader's cancellation: waiters load again
+	waiters   int  // under chunkCache.mu
 }
 
 // maxFreeChunks is the free list's size that the cache's size does not bound (see freeFull): a
@@ -63,23 +72,35 @@ const chunkOverhead = 64
 
 func chunkCost(b []byte) int64 { return int64(cap(b)) + chunkOverhead }
 
-// get returns the block addr pinned, loading it with load (given a reusable buffer, possibly
-// nil, to decode into) once for all concurrent callers. The caller must release it.
-func (c *chunkCache) get(addr Address, load func(buf []byte) ([]byte, error)) (*chunk, error) {
+// get returns the block addr pinned, loading it with load(ctx, buf) (buf a reusable buffer,
+// possibly nil, to decode into) once for all concurrent callers. The caller must release it.
+func (c *chunkCache) get(ctx context.Context, addr Address, load func(ctx context.Context, buf []byte) ([]byte, error)) (*chunk, error) {
 	c.mu.Lock()
-	if el, ok := c.items[addr]; ok {
-		c.order.MoveToFront(el)
-		c.hits++
-		ch := el.Value.(*chunk)
-		ch.refs++
-		c.mu.Unlock()
-		return ch, nil
-	}
-	if call, ok := c.loading[addr]; ok {
+	for {
+		if el, ok := c.items[addr]; ok {
+			c.order.MoveToFront(el)
+			c.hits++
+			ch := el.Value.(*chunk)
+			ch.refs++
+			c.mu.Unlock()
+			return ch, nil
+		}
+		call, ok := c.loading[addr]
+		if !ok {
+			break
+		}
 		call.waiters++
 		c.mu.Unlock()
-		<-call.done
-		return call.c, call.err // pinned for this waiter by the loader
+		if !c.wait(ctx, call) {
+			return nil, ctx.Err()
+		}
+		if !call.cancelled {
+			return call.c, call.err // pinned for this waiter by the loader
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		c.mu.Lock() // its loader was cancelled, this reader was not: load again
 	}
 	c.misses++
 	call := &chunkCall{done: make(chan struct{})}
@@ -87,12 +108,13 @@ func (c *chunkCache) get(addr Address, load func(buf []byte) ([]byte, error)) (*
 	buf := c.takeBuf()
 	c.mu.Unlock()
 
-	data, err := load(buf)
+	data, err := load(ctx, buf)
 
 	c.mu.Lock()
 	delete(c.loading, addr)
 	if err != nil {
 		call.err = err
+		call.cancelled = cancelledBy(ctx, err)
 		c.putBuf(buf)
 	} else {
 		if cap(buf) > 0 && (cap(data) == 0 || &data[:1][0] != &buf[:1][0]) {
@@ -101,9 +123,28 @@ func (c *chunkCache) get(addr Address, load func(buf []byte) ([]byte, error)) (*
 		call.c = &chunk{addr: addr, data: data, refs: 1 + call.waiters}
 		c.insert(call.c)
 	}
-	c.mu.Unlock()
 	close(call.done)
+	c.mu.Unlock()
 	return call.c, call.err
+}
+
+// wait waits for call to end and reports true, or reports false once ctx ends first; then the
+// reader is no longer counted among call's waiters, so no pin is left for it.
+func (c *chunkCache) wait(ctx context.Context, call *chunkCall) bool {
+	select {
+	case <-call.done:
+		return true
+	case <-ctx.Done():
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-call.done:
+		return true // ended meanwhile, with a pin for this reader
+	default:
+		call.waiters--
+		return false
+	}
 }
 
 // release unpins a chunk get returned; nil (a failed get) is ignored.

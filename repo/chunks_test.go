@@ -2,9 +2,12 @@ package repo
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -33,15 +36,16 @@ func fill(buf []byte, i int) []byte {
 // it is, for the next load.
 func TestChunkCacheReusesOnlyReleased(t *testing.T) {
 	c := newChunkCache(3*(testBlock+64), testBlock)
-	load := func(i int) func([]byte) ([]byte, error) {
-		return func(buf []byte) ([]byte, error) { return fill(buf, i), nil }
+	ctx := context.Background()
+	load := func(i int) func(context.Context, []byte) ([]byte, error) {
+		return func(_ context.Context, buf []byte) ([]byte, error) { return fill(buf, i), nil }
 	}
-	a, err := c.get(testAddr(0), load(0))
+	a, err := c.get(ctx, testAddr(0), load(0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= 4; i++ { // evicts block 0, which stays pinned
-		ch, err := c.get(testAddr(i), load(i))
+		ch, err := c.get(ctx, testAddr(i), load(i))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +71,7 @@ func TestChunkCacheReusesOnlyReleased(t *testing.T) {
 		t.Fatal("a released, evicted block's buffer is not kept for reuse")
 	}
 	// A failed load gives its buffer back and returns no chunk.
-	if _, err := c.get(testAddr(9), func([]byte) ([]byte, error) { return nil, errors.New("damaged") }); err == nil {
+	if _, err := c.get(ctx, testAddr(9), func(context.Context, []byte) ([]byte, error) { return nil, errors.New("damaged") }); err == nil {
 		t.Fatal("a failed load succeeded")
 	}
 }
@@ -83,7 +87,7 @@ func TestChunkCacheConcurrentPins(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(g), 7))
 			for range 400 {
 				i := rng.IntN(64)
-				ch, err := c.get(testAddr(i), func(buf []byte) ([]byte, error) {
+				ch, err := c.get(context.Background(), testAddr(i), func(_ context.Context, buf []byte) ([]byte, error) {
 					if rng.IntN(10) == 0 {
 						time.Sleep(50 * time.Microsecond) // let waiters pile up
 					}
@@ -144,5 +148,114 @@ func TestChunkCacheFreeListWithinCacheSize(t *testing.T) {
 	}
 	if c.used+int64(len(c.free)-maxFreeChunks)*(testBlock+64) > c.max {
 		t.Fatal("cached blocks and free buffers past maxFreeChunks exceed the cache's size")
+	}
+}
+
+// A load cancelled by its reader is not the result of the readers waiting for it: a waiter
+// whose context is alive loads again and gets the block, pinned once; a waiter whose context
+// ends stops waiting at once, while the load goes on, and is left no pin. A load's own
+// failure is still every waiter's, without a second load.
+func TestChunkCacheWaitersOfACancelledLoad(t *testing.T) {
+	c := newChunkCache(8*(testBlock+64), testBlock)
+	waiting := func(addr Address, n int) { // until n readers wait for addr's load
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			c.mu.Lock()
+			call := c.loading[addr]
+			ok := call != nil && call.waiters == n
+			c.mu.Unlock()
+			if ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("block %x: not %d waiters after 10 s", addr[:3], n)
+			}
+		}
+	}
+	type result struct {
+		ch  *chunk
+		err error
+	}
+	get := func(ctx context.Context, addr Address, load func(context.Context, []byte) ([]byte, error)) chan result {
+		res := make(chan result, 1)
+		go func() {
+			ch, err := c.get(ctx, addr, load)
+			res <- result{ch, err}
+		}()
+		return res
+	}
+	var loads atomic.Int32
+	held := make(chan struct{})
+	load := func(ctx context.Context, buf []byte) ([]byte, error) {
+		if loads.Add(1) == 1 { // the first load lasts until its reader is cancelled
+			close(held)
+			<-ctx.Done()
+			return nil, fmt.Errorf("blob %x: %w", testAddr(1).Short(), ctx.Err())
+		}
+		return fill(buf, 1), nil
+	}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxC, cancelC := context.WithCancel(context.Background())
+	defer cancelA()
+	a := get(ctxA, testAddr(1), load)
+	<-held
+	b := get(context.Background(), testAddr(1), load)
+	cc := get(ctxC, testAddr(1), load)
+	waiting(testAddr(1), 2)
+	cancelC()
+	select {
+	case r := <-cc:
+		if r.ch != nil || !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("a waiter whose context ended: %v, %v; want no block and context canceled", r.ch, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a waiter whose context ended still waits for the load")
+	}
+	waiting(testAddr(1), 1)
+	cancelA()
+	if r := <-a; r.ch != nil || !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("the cancelled loader: %v, %v; want no block and context canceled", r.ch, r.err)
+	}
+	r := <-b
+	if r.err != nil {
+		t.Fatalf("a waiter whose context is alive, its loader cancelled: %v", r.err)
+	}
+	if !bytes.Equal(r.ch.data, fill(nil, 1)) {
+		t.Fatal("a waiter that loaded again got wrong bytes")
+	}
+	if n := loads.Load(); n != 2 {
+		t.Fatalf("%d loads, want 2: the cancelled one and the waiter's", n)
+	}
+	c.mu.Lock()
+	refs := r.ch.refs
+	c.mu.Unlock()
+	if refs != 1 {
+		t.Fatalf("the block is pinned %d times with one reader holding it", refs)
+	}
+	c.release(r.ch)
+
+	loads.Store(0)
+	failing := make(chan struct{})
+	damaged := func(context.Context, []byte) ([]byte, error) {
+		loads.Add(1)
+		<-failing
+		return nil, errors.New("checksum mismatch")
+	}
+	a = get(context.Background(), testAddr(2), damaged)
+	waiting(testAddr(2), 0) // the load has begun
+	b = get(context.Background(), testAddr(2), damaged)
+	waiting(testAddr(2), 1)
+	close(failing)
+	for _, res := range []chan result{a, b} {
+		if r := <-res; r.err == nil || r.err.Error() != "checksum mismatch" {
+			t.Fatalf("a reader of a damaged block: %v, want checksum mismatch", r.err)
+		}
+	}
+	if n := loads.Load(); n != 1 {
+		t.Fatalf("a damaged block was loaded %d times, want once for both readers", n)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.loading) != 0 {
+		t.Errorf("%d loads still registered", len(c.loading))
 	}
 }

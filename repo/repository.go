@@ -254,7 +254,9 @@ func (e missingPack) Unwrap() error        { return e.error }
 // chunk returns a data block's plaintext through the chunk cache, pinned: release it with
 // r.chunks.release once its bytes are copied.
 func (r *Repository) chunk(ctx context.Context, addr Address) (*chunk, error) {
-	return r.chunks.get(addr, func(buf []byte) ([]byte, error) { return r.loadBlobInto(ctx, buf, BlobData, addr) })
+	return r.chunks.get(ctx, addr, func(ctx context.Context, buf []byte) ([]byte, error) {
+		return r.loadBlobInto(ctx, buf, BlobData, addr)
+	})
 }
 
 // ChunkCached reports whether a data block is in the cache.

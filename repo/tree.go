@@ -145,7 +145,7 @@ func span(h int) int64 {
 
 // node loads a decoded tree node through the node cache.
 func (r *Repository) node(ctx context.Context, addr Address) (*node, error) {
-	return r.nodes.get(addr, func() (*node, error) {
+	return r.nodes.get(ctx, addr, func(ctx context.Context) (*node, error) {
 		b, err := r.loadBlob(ctx, BlobTree, addr)
 		if err != nil {
 			return nil, err
