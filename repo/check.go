@@ -122,7 +122,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		return nil, err
 	}
 	sort.Strings(ids)
-	seen := map[Address]struct{}{}
+	seen := map[Address]bool{} // tree nodes walked: was the subtree clean
 	bad := map[Address]checkProblem{}
 	livePacks := map[PackID]struct{}{}
 	if readData {

@@ -6,10 +6,14 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
 )
 
 // manyPacks returns a fixture whose backups are spread over at least min packs (every backup
@@ -139,6 +143,151 @@ func TestCheckSeesATreeNodeDamagedAfterItWasCached(t *testing.T) {
 		if rep.OK() {
 			t.Fatalf("check %+v found no problem with a damaged tree node: %+v", o, rep)
 		}
+	}
+}
+
+// blobsOf returns the distinct tree nodes and data blocks of m's block map in the order a
+// depth-first walk meets them (for a volume of distinct blocks, data block i of the volume is
+// data[i]), read through a peer so that f's own node cache stays as it was.
+func blobsOf(t *testing.T, f *fixture, m *repo.Manifest) (trees, data []repo.Address) {
+	t.Helper()
+	p := f.peer(t, "lister", repo.LockOptions{})
+	if err := p.r.Walk(context.Background(), m.Root, m.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
+		if bt == repo.BlobTree {
+			trees = append(trees, a)
+		} else {
+			data = append(data, a)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return trees, data
+}
+
+// A damaged or lost block map part that several backups share (a leaf, or an interior node
+// above a damaged leaf) costs every one of them, each at its own place in its volume: a full
+// backup a, an incremental b of it, and a full backup c of another volume that holds a's first
+// part further on. Check names all three with their own byte ranges. Before, it walked a
+// shared tree node once for all backups and named only the first that reached it (found by
+// review): b and c passed as undamaged, and 'repo repair --forget' refused to forget them.
+func TestCheckNamesEveryBackupOfASharedDamagedBlock(t *testing.T) {
+	const bs = repo.DefaultBlockSize
+	const leaf = repo.LeafFanout * bs // 4 MiB of volume a leaf covers
+	const half = 1024 * leaf          // 4 GiB: what one child of a level-2 root covers
+	for _, c := range []struct {
+		name     string
+		readData bool
+		sparse   bool // 8 GiB sparse volumes whose root is level 2, not 8 MiB ones of level 1
+		// lose damages or loses a part of a's block map in its first 4 MiB (its first half
+		// when sparse), given a's tree nodes and data blocks in walk order, and returns the
+		// bytes of a's volume it costs.
+		lose func(t *testing.T, f *fixture, trees, data []repo.Address) (start, end int64)
+	}{
+		{"a damaged data block in a shared leaf", true, false, func(t *testing.T, f *fixture, _, data []repo.Address) (int64, int64) {
+			f.damage(t, lookup(t, f, data[5]))
+			return 5 * bs, 6 * bs
+		}},
+		{"a data block the index forgot, in a shared leaf", false, false, func(t *testing.T, f *fixture, _, data []repo.Address) (int64, int64) {
+			if err := f.idx.ForgetBlobs([]repo.Address{data[5]}); err != nil {
+				t.Fatal(err)
+			}
+			return 5 * bs, 6 * bs
+		}},
+		{"a damaged leaf below a shared interior node", false, true, func(t *testing.T, f *fixture, trees, _ []repo.Address) (int64, int64) {
+			f.damage(t, lookup(t, f, trees[2])) // root, its first child, that child's first leaf
+			return 0, leaf
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+			// The first part of a is its first leaf (8 MiB volumes) or its first half (sparse
+			// ones): c holds the same bytes one part further on, so its block map holds the
+			// same subtree there.
+			first, other := randomBytes(61, leaf), randomBytes(62, leaf)
+			part := int64(leaf)
+			var srcA, srcB, srcC repo.Source
+			if c.sparse {
+				part = half
+				srcA = &sparseSource{size: 2 * half, data: map[int64][]byte{0: first, half: other}}
+				srcB = &sparseSource{size: 2 * half, data: map[int64][]byte{0: first, half: randomBytes(63, bs)}}
+				srcC = &sparseSource{size: 2 * half, data: map[int64][]byte{0: other, half: first}}
+			} else {
+				srcA = &memSource{data: append(append([]byte(nil), first...), other...)}
+				srcB = &memSource{data: append(append(append([]byte(nil), first...), other[:leaf-bs]...), randomBytes(63, bs)...)}
+				srcC = &memSource{data: append(append([]byte(nil), other...), first...)}
+			}
+			mA := f.backup(t, "a", srcA, nil)
+			f.backup(t, "b", srcB, mA)
+			f.backup(t, "c", srcC, nil)
+			trees, data := blobsOf(t, f, mA)
+			start, end := c.lose(t, f, trees, data)
+			rep, err := f.r.Check(context.Background(), repo.CheckOptions{ReadData: c.readData})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][][2]int64{
+				"a": {{start, end}},
+				"b": {{start, end}},
+				"c": {{part + start, part + end}},
+			}
+			if !reflect.DeepEqual(rep.Lost, want) {
+				t.Fatalf("check says the backups lost %v, want %v\nproblems: %q", rep.Lost, want, rep.Problems)
+			}
+		})
+	}
+}
+
+// lookup returns where the index of f locates a.
+func lookup(t *testing.T, f *fixture, a repo.Address) repo.Location {
+	t.Helper()
+	loc, ok, err := f.idx.Lookup(a)
+	if err != nil || !ok {
+		t.Fatalf("blob %s is not indexed (%v, %v)", a.Short(), ok, err)
+	}
+	return loc
+}
+
+// countingBackend counts the reads of pack ranges (how a check without --read-data reads tree
+// nodes). It hides the local backend's RangeReader, so every such read is a GetRange.
+type countingBackend struct {
+	backend.Backend
+	packReads atomic.Int64
+}
+
+func (b *countingBackend) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	if strings.HasPrefix(key, "packs/") {
+		b.packReads.Add(1)
+	}
+	return b.Backend.GetRange(ctx, key, offset, length)
+}
+
+// A clean block map that many backups share is still read once by a check, however many of
+// them reach it: only a subtree with a problem is walked again for each backup.
+func TestCheckReadsASharedCleanBlockMapOnce(t *testing.T) {
+	dir := t.TempDir()
+	lb, err := local.Open(filepath.Join(dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	be := &countingBackend{Backend: lb}
+	if _, err := repo.Init(context.Background(), be, repo.InitOptions{Compression: repo.CompressNone}); err != nil {
+		t.Fatal(err)
+	}
+	f := fixtureOn(t, be, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20})
+	vol := randomBytes(71, 2*repo.LeafFanout*repo.DefaultBlockSize) // a root and two leaves
+	var m *repo.Manifest
+	for i := range 4 {
+		m = f.backup(t, "b"+itoa(i), &memSource{data: vol}, m)
+	}
+	trees, _ := blobsOf(t, f, m)
+	be.packReads.Store(0)
+	rep, err := f.r.Check(context.Background(), repo.CheckOptions{})
+	if err != nil || !rep.OK() || rep.Backups != 4 {
+		t.Fatalf("check: %v %+v", err, rep)
+	}
+	if got := be.packReads.Load(); got != int64(len(trees)) {
+		t.Fatalf("check of 4 backups sharing %d tree nodes read %d of them, want each once", len(trees), got)
 	}
 }
 

@@ -29,19 +29,22 @@ func classify(err error) string {
 	}
 }
 
-// checkWalk visits a backup's block map like Walk, but goes on past what it cannot read: each
-// unreadable tree node, and each data block that is not indexed or whose pack is missing, is
-// reported with the byte range of the volume it covers. seen holds the tree nodes walked,
-// shared across backups (a subtree many backups share is checked once); data blocks are looked
-// up each time a new leaf reaches them, so memory grows with the tree nodes (one per
-// LeafFanout blocks), not with the blobs. bad remembers damaged addresses so that every backup
-// that reaches one is told.
+// checkProblem says why check could not read or find a blob.
 type checkProblem struct {
 	class, what string
 	data        bool // a data blob (what Heal can find again in a volume)
 }
 
-func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Address]struct{}, bad map[Address]checkProblem,
+// checkWalk visits a backup's block map like Walk, but goes on past what it cannot read: each
+// unreadable tree node, and each data block that is not indexed or whose pack is missing, is
+// reported with the byte range of the volume it covers. seen holds the tree nodes walked,
+// shared across backups, each with whether its subtree was clean: a clean subtree many backups
+// share is checked once, and one with a problem is walked again for every backup (and every
+// place in it) that reaches it, so each is told the bytes it costs there. Data blocks are
+// looked up each time a leaf is walked, so memory grows with the tree nodes (one per
+// LeafFanout blocks), not with the blobs. bad remembers damaged addresses so that every backup
+// that reaches one is told.
+func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Address]bool, bad map[Address]checkProblem,
 	stored map[PackID]int64, visit func(Location), report func(class string, start, end int64, what string)) error {
 	g := newGeometry(m.Size, m.BlockSize)
 	bytesOf := func(firstLeaf, leaves int64) (int64, int64) {
@@ -52,12 +55,6 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		if p, ok := bad[a]; ok {
 			report(p.class, start, end, p.what)
 			return false
-		}
-		if t == BlobTree { // data blocks are not remembered: one entry a blob would not fit
-			if _, ok := seen[a]; ok {
-				return true
-			}
-			seen[a] = struct{}{}
 		}
 		loc, ok, err := r.idx.Lookup(a)
 		var p checkProblem
@@ -77,10 +74,11 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		report(p.class, start, end, p.what)
 		return false
 	}
-	var walk func(a Address, level int, firstLeaf int64) error
-	walk = func(a Address, level int, firstLeaf int64) error {
+	// walk checks the subtree at a and says whether it was clean.
+	var walk func(a Address, level int, firstLeaf int64) (bool, error)
+	walk = func(a Address, level int, firstLeaf int64) (bool, error) {
 		if err := ctx.Err(); err != nil {
-			return err
+			return false, err
 		}
 		leaves := int64(1)
 		if level > 0 {
@@ -88,11 +86,15 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		}
 		start, end := bytesOf(firstLeaf, min(leaves, g.leaves-firstLeaf))
 		if a.IsZero() {
-			return nil
+			return true, nil
 		}
-		_, visited := seen[a]
-		if !checkBlob(a, BlobTree, start, end) || visited {
-			return nil
+		// A clean subtree is checked once; one with a problem is walked again (damage is
+		// rare), so that this backup is told what it costs here.
+		if clean, ok := seen[a]; ok && clean {
+			return true, nil
+		}
+		if !checkBlob(a, BlobTree, start, end) {
+			return false, nil
 		}
 		// The backend's copy, not the node cache's: a node this process read before may
 		// have been damaged since.
@@ -106,13 +108,14 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		}
 		if err != nil {
 			if errors.Is(err, backend.ErrUnavailable) || errors.Is(err, backend.ErrPermission) || ctx.Err() != nil {
-				return err
+				return false, err
 			}
 			p := checkProblem{class: classify(err), what: fmt.Sprintf("tree node %s: %v", a.Short(), err)}
 			bad[a] = p
 			report(p.class, start, end, p.what)
-			return nil
+			return false, nil
 		}
+		clean := true
 		for i, c := range n.addrs {
 			if c.IsZero() {
 				continue
@@ -120,16 +123,22 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 			if level == 0 {
 				b := firstLeaf*LeafFanout + int64(i)
 				bs := b * g.blockSize
-				checkBlob(c, BlobData, bs, min(bs+g.blockSize, m.Size))
+				if !checkBlob(c, BlobData, bs, min(bs+g.blockSize, m.Size)) {
+					clean = false
+				}
 				continue
 			}
-			if err := walk(c, level-1, firstLeaf+int64(i)*span(level)); err != nil {
-				return err
+			ok, err := walk(c, level-1, firstLeaf+int64(i)*span(level))
+			if err != nil {
+				return false, err
 			}
+			clean = clean && ok
 		}
-		return nil
+		seen[a] = clean
+		return clean, nil
 	}
-	return walk(m.Root, m.RootLevel, 0)
+	_, err := walk(m.Root, m.RootLevel, 0)
+	return err
 }
 
 func typeName(t BlobType) string {
