@@ -421,11 +421,11 @@ func (st *GCStats) deleted(drop []PackID, usage map[PackID]*packUsage) {
 	}
 }
 
-// stillHeld is gc's check before each thing it deletes: a gc that stalled past --lock-stale
-// stops with its lock lost (docs/design.md, "gc stalls").
+// stillHeld is the check of gc and repair before each thing they delete: one that stalled
+// past --lock-stale stops with its lock lost (docs/design.md, "gc stalls").
 func stillHeld(lk *Lock) error {
 	if err := lk.Check(); err != nil {
-		return fmt.Errorf("gc stopped before it deleted anything more: %w", err)
+		return fmt.Errorf("%s stopped before it deleted anything more: %w", lk.info.Operation, err)
 	}
 	return nil
 }

@@ -73,10 +73,12 @@ func (r *Repository) checkPackIndex(ctx context.Context, stored map[PackID]int64
 
 // RepairPacks restores both copies of every pack's blob list, each from the other, in one
 // pass under the exclusive lock (like gc, since it deletes): a pack whose index objects are
-// all missing or damaged gets a new one from its good trailer (the damaged ones go); a pack
-// whose trailer is damaged is rewritten from a good index object: its blobs, each verified, go
-// into a new pack, and the old one goes through a deletion record, as gc's repack does. It
-// returns how many index objects it wrote and how many packs it rewrote.
+// all missing or damaged gets a new one from its good trailer; a pack whose trailer is damaged
+// is rewritten from a good index object: its blobs, each verified, go into a new pack, and the
+// old one goes through a deletion record, as gc's repack does. A damaged index object goes
+// once a good description of its pack is stored (a good index object, or a new one from the
+// trailer). Like gc, it checks its lock before each thing it deletes. It returns how many
+// index objects it wrote and how many packs it rewrote.
 func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err error) {
 	lk, err := r.Lock(ctx, LockExclusive, "repair")
 	if err != nil {
@@ -109,25 +111,42 @@ func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err e
 			if err := r.putObject(ctx, timeKey(indexPrefix, time.Now(), p.id.String()), encodePackIndex(p.size, entries)); err != nil {
 				return indexes, packs, fmt.Errorf("write the index of pack %s: %w", p.id, err)
 			}
-			for _, key := range st.damaged[p.id] {
-				if err := r.be.Delete(ctx, key); err != nil {
-					return indexes, packs, err
-				}
-			}
 			indexes++
-		case terr != nil && hasGood:
-			done, err := r.rewritePack(ctx, p.id, p.size, st.keys[p.id])
+			if err := r.deleteIndexObjects(ctx, lk, st.damaged[p.id]); err != nil {
+				return indexes, packs, err
+			}
+		case terr == nil:
+			// A good index object and a good trailer: only the damaged copies go.
+			if err := r.deleteIndexObjects(ctx, lk, st.damaged[p.id]); err != nil {
+				return indexes, packs, err
+			}
+		case hasGood:
+			done, err := r.rewritePack(ctx, lk, p.id, p.size, st.keys[p.id], st.damaged[p.id])
 			if err != nil {
 				return indexes, packs, err
 			}
 			if done {
 				packs++
 			}
-		case terr != nil:
+		default:
 			r.logf("pack %s: its trailer is damaged and no good index object describes it", p.id)
 		}
 	}
 	return indexes, packs, nil
+}
+
+// deleteIndexObjects deletes index objects of a pack that a good one or its trailer describes,
+// checking the lock before each.
+func (r *Repository) deleteIndexObjects(ctx context.Context, lk *Lock, keys []string) error {
+	for _, key := range keys {
+		if err := stillHeld(lk); err != nil {
+			return err
+		}
+		if err := r.be.Delete(ctx, key); err != nil {
+			return fmt.Errorf("delete the damaged index object %s: %w", key, err)
+		}
+	}
+	return nil
 }
 
 // rewritten reports whether every blob of a pack is indexed in another pack.
@@ -140,9 +159,9 @@ func (r *Repository) rewritten(id PackID, entries []PackEntry) bool {
 	return true
 }
 
-// rewritePack rewrites a pack whose trailer is damaged from one of its index objects, and
-// says whether it did.
-func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, indexKeys []string) (bool, error) {
+// rewritePack rewrites a pack whose trailer is damaged from one of its index objects (the
+// damaged ones are among indexKeys too), and says whether it did.
+func (r *Repository) rewritePack(ctx context.Context, lk *Lock, id PackID, size int64, indexKeys, damaged []string) (bool, error) {
 	var entries []PackEntry
 	for _, key := range indexKeys {
 		if _, n, e, err := r.readPackIndex(ctx, key); err == nil && n == size {
@@ -182,8 +201,8 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 		}
 		if nid == id {
 			// Unencrypted and every blob intact: the rewrite is the original pack, byte for
-			// byte, and its Put replaced the damaged object. Nothing to delete.
-			return true, nil
+			// byte, and its Put replaced the damaged object. Only damaged index objects go.
+			return true, r.deleteIndexObjects(ctx, lk, damaged)
 		}
 		d.relocated = nentries
 		d.sizes[nid] = int64(len(ndata))
@@ -193,11 +212,18 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 		// one, so no gc extends it, and a later one removes it, index objects and all.
 		return true, nil
 	}
-	// The same order as gc: index objects, the deletion record, this index, the pack.
+	// The same order as gc, each after a check of the lock: index objects, the deletion
+	// record, this index, the pack.
 	for _, k := range indexKeys {
+		if err := stillHeld(lk); err != nil {
+			return false, err
+		}
 		if err := r.be.Delete(ctx, k); err != nil {
 			return false, err
 		}
+	}
+	if err := stillHeld(lk); err != nil {
+		return false, err
 	}
 	key := timeKey(deletedPrefix, time.Now(), "repair"+id.String()[:8])
 	if err := r.putObject(ctx, key, d.encode()); err != nil {
@@ -207,6 +233,9 @@ func (r *Repository) rewritePack(ctx context.Context, id PackID, size int64, ind
 		return false, err
 	}
 	if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
+		return false, err
+	}
+	if err := stillHeld(lk); err != nil {
 		return false, err
 	}
 	return true, r.be.Delete(ctx, id.Key())
