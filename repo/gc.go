@@ -276,7 +276,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	drop = slices.DeleteFunc(drop, func(id PackID) bool { return written[id] })
 	removed := map[string]bool{} // keys removed for good below
 	if len(drop)+len(repack) > 0 {
-		if err := r.deletePacks(ctx, lk, drop, repack, usage, indexKeys, live, removed); err != nil {
+		if err := r.deletePacks(ctx, lk, drop, repack, usage, indexKeys, live, written, removed); err != nil {
 			return st, err
 		}
 		st.deleted(drop, usage)
@@ -318,7 +318,7 @@ func (r *Repository) cleanTemp(ctx context.Context, lk *Lock, st *GCStats, logf 
 // (a paused VM) may meanwhile have had backups run beside it, which reuse blobs of the packs
 // it doomed, and it stops with its lock lost before it deletes one more thing.
 func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []PackID, usage map[PackID]*packUsage,
-	indexKeys map[PackID][]string, live *markSet, removed map[string]bool) error {
+	indexKeys map[PackID][]string, live *markSet, written map[PackID]bool, removed map[string]bool) error {
 	// The deletion record's contents: every address in each doomed pack, and
 	// where the live ones among them are now, so other indexes forget exactly these packs.
 	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
@@ -348,6 +348,13 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 				continue
 			}
 			if loc.Pack != id {
+				// A copy: the index reads the blob elsewhere. A repack of this run copied
+				// it there, verified; any other copy in use is verified here.
+				if !written[loc.Pack] {
+					if err := r.usedCopyReads(ctx, id, e, loc); err != nil {
+						return err
+					}
+				}
 				d.relocated = append(d.relocated, PackEntry{Addr: e.Addr, Location: loc})
 				if _, have := d.sizes[loc.Pack]; !have {
 					d.sizes[loc.Pack] = usage[loc.Pack].sizeOr(r, loc.Pack)
@@ -410,6 +417,29 @@ func (r *Repository) lastCopy(ctx context.Context, pack PackID, e PackEntry) err
 		return fmt.Errorf("gc: read blob %s in pack %s: %w", e.Addr.Short(), pack, err)
 	}
 	return fmt.Errorf("gc: pack %s holds blob %s, which a backup needs and the index locates nowhere: nothing was deleted; run 'cairn repo rebuild-index', then gc again", pack, e.Addr.Short())
+}
+
+// usedCopyReads decides for a reachable blob in a doomed pack that the index reads from
+// another pack (a copy: two writers stored it, or it was stored again after the index forgot
+// it): the copy in use must read and verify. If it is damaged and the doomed copy verifies,
+// the doomed one is the only good copy a backup has, and gc stops before it deletes anything;
+// repair points the index at it [TestGCKeepsTheOnlyGoodCopyOfABlob]. It reads one blob per
+// copy in a doomed pack, and copies are few.
+func (r *Repository) usedCopyReads(ctx context.Context, pack PackID, e PackEntry, used Location) error {
+	err := r.verifyCopy(ctx, PackEntry{Addr: e.Addr, Location: used})
+	if err == nil {
+		return nil
+	}
+	if !isDamage(err) {
+		return fmt.Errorf("gc: read blob %s in pack %s: %w", e.Addr.Short(), used.Pack, err)
+	}
+	if err := r.verifyCopy(ctx, e); err != nil {
+		if isDamage(err) {
+			return nil // both damaged: deleting this one loses nothing readable
+		}
+		return fmt.Errorf("gc: read blob %s in pack %s: %w", e.Addr.Short(), pack, err)
+	}
+	return fmt.Errorf("gc: the copy of blob %s that the index reads (pack %s) is damaged, and pack %s, which gc would delete, holds a good one: nothing was deleted; run 'cairn repo repair' (the index then reads the good copy), then gc again", e.Addr.Short(), used.Pack, pack)
 }
 
 // deleted counts the dropped packs: every blob in them dead, all their bytes freed.

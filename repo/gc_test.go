@@ -1386,3 +1386,63 @@ func TestGCRemovesOldLogObjects(t *testing.T) {
 		t.Fatalf("gc removed %d log objects and left %v, want the day-old one removed and %v kept", st.LogObjectsRemoved, got, fresh)
 	}
 }
+
+// A blob stored twice whose copy in use is damaged: the other copy, in a pack gc would repack
+// (a quarter of it is that copy, dead to the index), is the only good one. gc stops with
+// nothing deleted and says to repair; after repair reads the good copy, gc keeps it and
+// both backups restore.
+func TestGCKeepsTheOnlyGoodCopyOfABlob(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	ctx := context.Background()
+	vol := randomBytes(71, 4*16<<10)
+	mA := f.backup(t, "a", &memSource{data: vol}, nil)
+	var first repo.Address
+	if err := f.r.Walk(ctx, mA.Root, mA.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
+		if bt == repo.BlobData && first.IsZero() {
+			first = a
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	good, _, err := f.idx.Lookup(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
+		t.Fatal(err)
+	}
+	mB := f.backup(t, "b", &memSource{data: vol}, nil)
+	used, ok, err := f.idx.Lookup(first)
+	if err != nil || !ok || used.Pack == good.Pack {
+		t.Fatalf("the block after the second backup: %v %v %v; want a copy outside pack %s", used, ok, err, good.Pack)
+	}
+	f.damage(t, used)
+
+	_, err = f.r.GC(ctx, repo.GCOptions{})
+	if err == nil || !strings.Contains(err.Error(), "repair") || !strings.Contains(err.Error(), good.Pack.String()) {
+		t.Fatalf("gc with the only good copy in a pack it would repack: %v", err)
+	}
+	if _, err := f.r.Backend().Stat(ctx, good.Pack.Key()); err != nil {
+		t.Fatalf("gc deleted the pack with the good copy: %v", err)
+	}
+	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.r.UseGoodCopies(ctx, rep); err != nil || n != 1 {
+		t.Fatalf("UseGoodCopies: %d %v; want 1", n, err)
+	}
+	// gc now keeps the good copy (its repack may even store it again under the name of the
+	// damaged copy's pack: packs are named by their bytes) and removes the damaged one.
+	f.gc(t)
+	for _, m := range []*repo.Manifest{mA, mB} {
+		if got := f.restore(t, m); !bytes.Equal(got, vol) {
+			t.Fatalf("backup %s differs after repair and gc", m.ID)
+		}
+	}
+	rep, err = f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() || len(rep.Notes) != 0 {
+		t.Fatalf("check after repair and gc: %v %+v; want no damaged copy left", err, rep)
+	}
+}
