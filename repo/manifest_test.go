@@ -128,3 +128,38 @@ func TestGCKeepsTheTombstoneOfAnUnfinishedDelete(t *testing.T) {
 		t.Fatalf("gc removed the tombstone of a delete whose manifest is still stored (%v)", err)
 	}
 }
+
+// The same unfinished delete, its deleter gone for good: gc finishes it once its tombstone is
+// a day old. The first gc deletes the manifest and keeps the tombstone (and the backup's data,
+// which it marked); the next removes the tombstone and reclaims the data. Before, the manifest
+// and its tombstone stayed for ever, and so did the backup's data.
+func TestGCFinishesADeleteThatDidNotFinish(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	f := fixtureOn(t, refuseManifestDelete{newStopGC(t, dir, repo.InitOptions{})}, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20})
+	f.backup(t, "a", &memSource{data: randomVolume(3, 1<<20)}, nil)
+	if err := f.r.DeleteManifest(ctx, "a"); err == nil {
+		t.Fatal("the manifest delete did not fail")
+	}
+	tomb := filepath.Join(dir, "repo", "meta", "tombstones", hex.EncodeToString([]byte("a")))
+	old := time.Now().Add(-25 * time.Hour)
+	if err := os.Chtimes(tomb, old, old); err != nil {
+		t.Fatal(err)
+	}
+	g := f.peer(t, "gc", repo.LockOptions{}) // its backend deletes manifests
+	if st := g.gc(t); st.PacksDeleted != 0 {
+		t.Fatalf("the gc that finished the delete deleted %d packs; the backup's data waits for the next", st.PacksDeleted)
+	}
+	if has, err := g.r.HasManifest(ctx, "a"); err != nil || has {
+		t.Fatalf("manifest of the unfinished delete after gc: %v %v; want it gone", has, err)
+	}
+	if deleted, err := g.r.Deleted(ctx, "a"); err != nil || !deleted {
+		t.Fatalf("gc removed the tombstone with the manifest (%v); want it kept until the next run", err)
+	}
+	if st := g.gc(t); st.PacksDeleted == 0 {
+		t.Fatalf("the next gc: %+v; want the backup's data reclaimed", st)
+	}
+	if deleted, err := g.r.Deleted(ctx, "a"); err != nil || deleted {
+		t.Fatalf("tombstone after the next gc: %v %v; want it gone", deleted, err)
+	}
+}
