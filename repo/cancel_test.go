@@ -202,15 +202,7 @@ func TestCancelledReaderDoesNotFailAnotherReaderOfTheSameBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first repo.Address // block 0's: the walk goes in order, and no block is a hole
-	if err := f.r.Walk(context.Background(), m.Root, m.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
-		if bt == repo.BlobData && first.IsZero() {
-			first = a
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	first := f.firstDataBlock(t, m) // block 0's: the walk goes in order, and no block is a hole
 
 	g, h := holdOn(t, f, first)
 	im := g.r.Image(m)

@@ -295,33 +295,9 @@ func TestCheckReadsASharedCleanBlockMapOnce(t *testing.T) {
 // is not lost while the other copy verifies. Check names no backup for it and says where the
 // good copy is; UseGoodCopies (repo repair) points the index there, and both backups restore.
 func TestCheckAndRepairUseAGoodCopyInAnotherPack(t *testing.T) {
-	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
-	ctx := context.Background()
 	vol := randomBytes(61, 1<<20)
-	mA := f.backup(t, "a", &memSource{data: vol}, nil)
-	var first repo.Address
-	if err := f.r.Walk(ctx, mA.Root, mA.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
-		if bt == repo.BlobData && first.IsZero() {
-			first = a
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	old, ok, err := f.idx.Lookup(first)
-	if err != nil || !ok {
-		t.Fatalf("lookup of the first block: %v %v", ok, err)
-	}
-	// Forgotten, the block is stored again by the next backup of the same data: two copies.
-	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
-		t.Fatal(err)
-	}
-	mB := f.backup(t, "b", &memSource{data: vol}, nil)
-	indexed, ok, err := f.idx.Lookup(first)
-	if err != nil || !ok || indexed.Pack == old.Pack {
-		t.Fatalf("the block after the second backup: %v %v %v; want a second copy outside pack %s", indexed, ok, err, old.Pack)
-	}
-	f.damage(t, indexed)
+	f, mA, mB, first, old, _ := twoCopiesSetup(t, vol)
+	ctx := context.Background()
 
 	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil {

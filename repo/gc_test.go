@@ -1214,15 +1214,7 @@ func lostBlobSetup(t *testing.T, keep int) (f *fixture, mB *repo.Manifest, vol [
 	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
 		t.Fatal(err)
 	}
-	var first repo.Address
-	if err := f.r.Walk(ctx, mB.Root, mB.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
-		if bt == repo.BlobData && first.IsZero() {
-			first = a
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	first := f.firstDataBlock(t, mB)
 	loc, ok, err := f.idx.Lookup(first)
 	if err != nil || !ok {
 		t.Fatalf("lookup of b's first block: %v %v", ok, err)
@@ -1392,34 +1384,10 @@ func TestGCRemovesOldLogObjects(t *testing.T) {
 // nothing deleted and says to repair; after repair reads the good copy, gc keeps it and
 // both backups restore.
 func TestGCKeepsTheOnlyGoodCopyOfABlob(t *testing.T) {
-	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
-	ctx := context.Background()
 	vol := randomBytes(71, 4*16<<10)
-	mA := f.backup(t, "a", &memSource{data: vol}, nil)
-	var first repo.Address
-	if err := f.r.Walk(ctx, mA.Root, mA.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
-		if bt == repo.BlobData && first.IsZero() {
-			first = a
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	good, _, err := f.idx.Lookup(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
-		t.Fatal(err)
-	}
-	mB := f.backup(t, "b", &memSource{data: vol}, nil)
-	used, ok, err := f.idx.Lookup(first)
-	if err != nil || !ok || used.Pack == good.Pack {
-		t.Fatalf("the block after the second backup: %v %v %v; want a copy outside pack %s", used, ok, err, good.Pack)
-	}
-	f.damage(t, used)
-
-	_, err = f.r.GC(ctx, repo.GCOptions{})
+	f, mA, mB, _, good, _ := twoCopiesSetup(t, vol)
+	ctx := context.Background()
+	_, err := f.r.GC(ctx, repo.GCOptions{})
 	if err == nil || !strings.Contains(err.Error(), "repair") || !strings.Contains(err.Error(), good.Pack.String()) {
 		t.Fatalf("gc with the only good copy in a pack it would repack: %v", err)
 	}
@@ -1445,4 +1413,43 @@ func TestGCKeepsTheOnlyGoodCopyOfABlob(t *testing.T) {
 	if err != nil || !rep.OK() || len(rep.Notes) != 0 {
 		t.Fatalf("check after repair and gc: %v %+v; want no damaged copy left", err, rep)
 	}
+}
+
+// firstDataBlock returns the address of the first data block of m's block map.
+func (f *fixture) firstDataBlock(t *testing.T, m *repo.Manifest) repo.Address {
+	t.Helper()
+	var first repo.Address
+	if err := f.r.Walk(context.Background(), m.Root, m.RootLevel, map[repo.Address]struct{}{}, func(a repo.Address, bt repo.BlobType) error {
+		if bt == repo.BlobData && first.IsZero() {
+			first = a
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return first
+}
+
+// twoCopiesSetup backs up vol as a, makes the index forget a's first data block and backs up
+// vol again as b, which stores that block a second time; then it damages the copy the index
+// reads (used). good is the first copy, which the index no longer reads.
+func twoCopiesSetup(t *testing.T, vol []byte) (f *fixture, mA, mB *repo.Manifest, first repo.Address, good, used repo.Location) {
+	t.Helper()
+	f = newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	mA = f.backup(t, "a", &memSource{data: vol}, nil)
+	first = f.firstDataBlock(t, mA)
+	good, ok, err := f.idx.Lookup(first)
+	if err != nil || !ok {
+		t.Fatalf("lookup of the first block: %v %v", ok, err)
+	}
+	if err := f.idx.ForgetBlobs([]repo.Address{first}); err != nil {
+		t.Fatal(err)
+	}
+	mB = f.backup(t, "b", &memSource{data: vol}, nil)
+	used, ok, err = f.idx.Lookup(first)
+	if err != nil || !ok || used.Pack == good.Pack {
+		t.Fatalf("the block after the second backup: %v %v %v; want a second copy outside pack %s", used, ok, err, good.Pack)
+	}
+	f.damage(t, used)
+	return f, mA, mB, first, good, used
 }

@@ -108,21 +108,29 @@ func (b refuseManifestDelete) Delete(ctx context.Context, key string) error {
 	return b.stopGC.Delete(ctx, key)
 }
 
-// A delete whose manifest delete failed leaves its tombstone beside the manifest: a delete
-// that did not finish, which adoption refuses. gc must not drop that tombstone when it is a
-// day old, or the backup would be adopted again (found by review).
-func TestGCKeepsTheTombstoneOfAnUnfinishedDelete(t *testing.T) {
-	ctx := context.Background()
+// unfinishedDelete backs up "a" on a backend that refuses manifest deletes and deletes it: its
+// tombstone, dated a day and an hour back, stays beside its manifest.
+func unfinishedDelete(t *testing.T) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	f := fixtureOn(t, refuseManifestDelete{newStopGC(t, dir, repo.InitOptions{})}, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20})
 	f.backup(t, "a", &memSource{data: randomVolume(3, 1<<20)}, nil)
-	if err := f.r.DeleteManifest(ctx, "a"); err == nil {
+	if err := f.r.DeleteManifest(context.Background(), "a"); err == nil {
 		t.Fatal("the manifest delete did not fail")
 	}
 	old := time.Now().Add(-25 * time.Hour)
 	if err := os.Chtimes(filepath.Join(dir, "repo", "meta", "tombstones", hex.EncodeToString([]byte("a"))), old, old); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// A delete whose manifest delete failed leaves its tombstone beside the manifest: a delete
+// that did not finish, which adoption refuses. gc must not drop that tombstone when it is a
+// day old, or the backup would be adopted again (found by review).
+func TestGCKeepsTheTombstoneOfAnUnfinishedDelete(t *testing.T) {
+	ctx := context.Background()
+	f := unfinishedDelete(t)
 	f.gc(t)
 	if deleted, err := f.r.Deleted(ctx, "a"); err != nil || !deleted {
 		t.Fatalf("gc removed the tombstone of a delete whose manifest is still stored (%v)", err)
@@ -135,17 +143,7 @@ func TestGCKeepsTheTombstoneOfAnUnfinishedDelete(t *testing.T) {
 // and its tombstone stayed for ever, and so did the backup's data.
 func TestGCFinishesADeleteThatDidNotFinish(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	f := fixtureOn(t, refuseManifestDelete{newStopGC(t, dir, repo.InitOptions{})}, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20})
-	f.backup(t, "a", &memSource{data: randomVolume(3, 1<<20)}, nil)
-	if err := f.r.DeleteManifest(ctx, "a"); err == nil {
-		t.Fatal("the manifest delete did not fail")
-	}
-	tomb := filepath.Join(dir, "repo", "meta", "tombstones", hex.EncodeToString([]byte("a")))
-	old := time.Now().Add(-25 * time.Hour)
-	if err := os.Chtimes(tomb, old, old); err != nil {
-		t.Fatal(err)
-	}
+	f := unfinishedDelete(t)
 	g := f.peer(t, "gc", repo.LockOptions{}) // its backend deletes manifests
 	if st := g.gc(t); st.PacksDeleted != 0 {
 		t.Fatalf("the gc that finished the delete deleted %d packs; the backup's data waits for the next", st.PacksDeleted)
