@@ -68,7 +68,13 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	if err != nil {
 		return nil, err
 	}
-	if !has {
+	if has {
+		// The stored manifest is the truth: the URL's copy may predate a rename, a protect or
+		// a re-linked parent [TestImportOfAnOldURLTakesTheStoredManifest].
+		if m, err = s.repo.GetManifest(ctx, m.ID); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", rec.Manifest.ID, err)
+		}
+	} else {
 		// Imported on purpose: a tombstone of an earlier delete must not undo it.
 		if err := s.repo.Undelete(ctx, m.ID); err != nil {
 			return nil, err
