@@ -75,6 +75,11 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			return nil, fmt.Errorf("backup %s: %w", rec.Manifest.ID, err)
 		}
 	} else {
+		// The blobs verified above stay only while the lock holds: once it is lost a gc
+		// elsewhere may have removed them [TestImportStoresNothingOnceItsLockIsLost].
+		if err := lk.Check(); err != nil {
+			return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
+		}
 		// Imported on purpose: a tombstone of an earlier delete must not undo it.
 		if err := s.repo.Undelete(ctx, m.ID); err != nil {
 			return nil, err

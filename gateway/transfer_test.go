@@ -1,9 +1,18 @@
 package gateway_test
 
 import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // An export URL carries the manifest as it was when exported. Imported through a gateway
@@ -51,5 +60,106 @@ func TestImportOfAnOldURLTakesTheStoredManifest(t *testing.T) {
 	catchUp(t, b)
 	if rec := record(t, b, bk.ID); rec.Name != name || !rec.Protected {
 		t.Errorf("after catch-up b's record: name %q protected %v, want %q and protected", rec.Name, rec.Protected, name)
+	}
+}
+
+// stallingBackend stalls, once armed, at the Stat of a manifest (an import's look for the
+// backup's manifest) until gate closes, and while stalled holds back every lock object call,
+// so the lock refreshes too: a paused VM.
+type stallingBackend struct {
+	backend.Backend
+	armed   atomic.Bool
+	stalled atomic.Bool
+	hit     chan struct{}
+	gate    chan struct{}
+}
+
+func (b *stallingBackend) wait(ctx context.Context, key string) error {
+	if !strings.HasPrefix(key, "locks/") || !b.stalled.Load() {
+		return nil
+	}
+	select {
+	case <-b.gate:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (b *stallingBackend) Stat(ctx context.Context, key string) (backend.ObjectInfo, error) {
+	if strings.HasPrefix(key, "manifests/") && b.armed.CompareAndSwap(true, false) {
+		b.stalled.Store(true)
+		close(b.hit)
+		<-b.gate
+	}
+	if err := b.wait(ctx, key); err != nil {
+		return backend.ObjectInfo{}, err
+	}
+	return b.Backend.Stat(ctx, key)
+}
+
+func (b *stallingBackend) Put(ctx context.Context, key string, data []byte) error {
+	if err := b.wait(ctx, key); err != nil {
+		return err
+	}
+	return b.Backend.Put(ctx, key, data)
+}
+
+// An import that stalls past --lock-stale after verifying a deleted backup's blocks has lost
+// its lock: a gc elsewhere may have broken it and removed those blocks meanwhile. It must not
+// store the manifest again, or the repository would hold a manifest (and the index an
+// available backup) whose blocks are gone.
+func TestImportStoresNothingOnceItsLockIsLost(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	cfg.Lock = repo.LockOptions{StaleAfter: time.Second}
+	open := func(state string) *gateway.Service {
+		c := cfg
+		c.StateDir = filepath.Join(dir, state)
+		s, err := gateway.Open(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open("state-a"), open("state-b")
+	admin := adminCtx()
+	vol := image(t, dir, "vol.img", 256<<10)
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := a.ExportBackup(admin, bk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	stall := &stallingBackend{hit: make(chan struct{}), gate: make(chan struct{})}
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend { stall.Backend = be; return stall })
+	stall.armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ImportBackup(admin, exp.BackupService, exp.BackupURL)
+		done <- err
+	}()
+	<-stall.hit
+	st, err := b.GC(admin, repo.GCOptions{})
+	close(stall.gate)
+	if err != nil {
+		t.Fatalf("gc through b while a's import stalled: %v", err)
+	}
+	if st.LocksBroken == 0 || st.PacksDeleted == 0 {
+		t.Fatalf("gc broke %d locks and deleted %d packs: the set-up is wrong", st.LocksBroken, st.PacksDeleted)
+	}
+	err = <-done
+	if !errors.Is(err, repo.ErrLockLost) {
+		t.Errorf("import that lost its lock: %v, want it lost", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Repo, "manifests", bk.ID)); err == nil {
+		t.Errorf("manifest of backup %s stored after gc removed its blocks", bk.ID)
 	}
 }
