@@ -8,6 +8,7 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // Export is a backup's exported metadata (seed 3.1.3).
@@ -61,7 +62,11 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		return nil, err
 	}
 	defer lk.Unlock()
-	if err := s.repo.Verify(ctx, m); err != nil {
+	if err := s.repo.Verify(ctx, m); err != nil && (errors.Is(err, backend.ErrUnavailable) || ctx.Err() != nil) {
+		// An outage or a cancel says nothing of the backup: not "invalid", try again
+		// [TestImportDuringAnOutageSaysUnavailable].
+		return nil, fmt.Errorf("backup %s cannot be imported now: %w", m.ID, err)
+	} else if err != nil {
 		return nil, wrapf(ErrInvalid, "backup %s cannot be imported: %v (was it deleted and garbage-collected?)", m.ID, err)
 	}
 	has, err := s.repo.HasManifest(ctx, m.ID)

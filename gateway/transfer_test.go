@@ -13,6 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // An export URL carries the manifest as it was when exported. Imported through a gateway
@@ -161,5 +162,34 @@ func TestImportStoresNothingOnceItsLockIsLost(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.Repo, "manifests", bk.ID)); err == nil {
 		t.Errorf("manifest of backup %s stored after gc removed its blocks", bk.ID)
+	}
+}
+
+// An import that cannot read the backup's block map because the store is down says so
+// (unavailable: try again), not that the backup is not in the repository (invalid).
+func TestImportDuringAnOutageSaysUnavailable(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	admin := adminCtx()
+	vol := image(t, dir, "vol.img", 256<<10)
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := a.ExportBackup(admin, bk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, b, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Get | faulty.GetRange, Prefix: "packs/"})
+		return f
+	})
+	_, err = b.ImportBackup(admin, exp.BackupService, exp.BackupURL)
+	if !errors.Is(err, backend.ErrUnavailable) || errors.Is(err, gateway.ErrInvalid) {
+		t.Fatalf("import while the store fails every read of a pack: %v, want unavailable, not invalid", err)
 	}
 }
