@@ -135,6 +135,22 @@ func (lk *Lock) Check() error {
 	return nil
 }
 
+// Confirm is Check, and also looks for the lock object: one removed since the last refresh
+// (broken by a gc elsewhere, or by 'repo unlock --force') is a lost lock too, which the
+// refresher would notice only up to --lock-stale/8 later. For the moment before a commit
+// [TestBackupCommitsNothingOnceItsLockObjectIsGone].
+func (lk *Lock) Confirm(ctx context.Context) error {
+	if err := lk.Check(); err != nil || lk.local {
+		return err
+	}
+	if _, err := lk.l.be.Stat(ctx, lk.key); errors.Is(err, backend.ErrNotFound) {
+		return lk.lose(fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key))
+	} else if err != nil {
+		return fmt.Errorf("look for lock object %s: %w", lk.key, err)
+	}
+	return nil
+}
+
 // lose marks the lock lost for the reason err, unless it already is, and returns the first
 // reason.
 func (lk *Lock) lose(err error) error {

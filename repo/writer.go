@@ -146,7 +146,7 @@ func (r *Repository) Write(ctx context.Context, src Source, o WriteOptions, comm
 	if err != nil {
 		return res, err
 	}
-	if err := o.Lock.Check(); err != nil {
+	if err := o.Lock.Confirm(ctx); err != nil {
 		return res, err
 	}
 	return res, commit(res)
