@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/faulty"
@@ -127,18 +128,7 @@ func TestImportStoresNothingOnceItsLockIsLost(t *testing.T) {
 	}
 	a, b := open("state-a"), open("state-b")
 	admin := adminCtx()
-	vol := image(t, dir, "vol.img", 256<<10)
-	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp, err := a.ExportBackup(admin, bk.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
-		t.Fatal(err)
-	}
+	bk, exp := exportedThenDeleted(t, a, dir)
 	stall := &stallingBackend{hit: make(chan struct{}), gate: make(chan struct{})}
 	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend { stall.Backend = be; return stall })
 	stall.armed.Store(true)
@@ -171,25 +161,34 @@ func TestImportDuringAnOutageSaysUnavailable(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
 	admin := adminCtx()
-	vol := image(t, dir, "vol.img", 256<<10)
-	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exp, err := a.ExportBackup(admin, bk.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
-		t.Fatal(err)
-	}
+	_, exp := exportedThenDeleted(t, a, dir)
 	gateway.WrapBackendForTest(t, b, func(be backend.Backend) backend.Backend {
 		f := faulty.New(be, 1)
 		f.Add(faulty.Rule{Methods: faulty.Get | faulty.GetRange, Prefix: "packs/"})
 		return f
 	})
-	_, err = b.ImportBackup(admin, exp.BackupService, exp.BackupURL)
+	_, err := b.ImportBackup(admin, exp.BackupService, exp.BackupURL)
 	if !errors.Is(err, backend.ErrUnavailable) || errors.Is(err, gateway.ErrInvalid) {
 		t.Fatalf("import while the store fails every read of a pack: %v, want unavailable, not invalid", err)
 	}
+}
+
+// exportedThenDeleted backs up a fresh image through s, exports the backup and deletes it:
+// what an import brings back.
+func exportedThenDeleted(t *testing.T, s *gateway.Service, dir string) (*index.Backup, *gateway.Export) {
+	t.Helper()
+	admin := adminCtx()
+	vol := image(t, dir, "vol.img", 256<<10)
+	bk, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := s.ExportBackup(admin, bk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteBackup(admin, bk.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	return bk, exp
 }
