@@ -26,6 +26,8 @@ const (
 	consoleAdmin = "tok-console-admin"
 	consoleAlice = "tok-console-alice"
 	consoleBob   = "tok-console-bob"
+	// consoleScraper reads /metrics only (role metrics), as Prometheus's token does.
+	consoleScraper = "tok-console-prometheus"
 )
 
 // browser is one Chromium tab on the console.
@@ -190,7 +192,7 @@ func freePort(t *testing.T) string {
 func startConsole(t *testing.T, r *cairnRepo, args ...string) string {
 	t.Helper()
 	tokens := filepath.Join(t.TempDir(), "tokens")
-	writeFile(t, tokens, consoleAdmin+" root admin admin\n"+consoleAlice+" alice p1 member\n"+consoleBob+" bob p2 member\n")
+	writeFile(t, tokens, consoleAdmin+" root admin admin\n"+consoleAlice+" alice p1 member\n"+consoleBob+" bob p2 member\n"+consoleScraper+" prometheus - metrics\n")
 	addr := freePort(t)
 	startGateway(t, r, append([]string{"--listen", addr, "--tokens", tokens}, args...)...)
 	base := "http://" + addr

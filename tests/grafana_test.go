@@ -112,9 +112,18 @@ func TestGrafanaDashboardMetricsExist(t *testing.T) {
 
 	var exported map[string]bool
 	waitFor(t, 90*time.Second, "every dashboard metric in /metrics", func() bool {
-		resp, err := http.Get(base + "/metrics")
+		req, err := http.NewRequest("GET", base+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+consoleScraper) // as prometheus.yml's scrape sends it
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			return false
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			t.Fatalf("/metrics with the scraper's token: %s", resp.Status)
 		}
 		text, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()

@@ -22,7 +22,7 @@ import (
 type ServeCmd struct {
 	Listen     string `help:"Serve the Block Storage v3 API on this TCP address too (opt-in), e.g. 127.0.0.1:8776." placeholder:"ADDR"`
 	Auth       string `help:"API authentication: ${enum}; token checks --tokens, noauth trusts X-User-Id/X-Project-Id (tests and labs only)." enum:"token,noauth" default:"token"`
-	Tokens     string `help:"Tokens file: one 'TOKEN USER PROJECT ROLE[,ROLE...]' per line; role admin makes an admin." type:"existingfile" placeholder:"FILE"`
+	Tokens     string `help:"Tokens file: one 'TOKEN USER PROJECT ROLE[,ROLE...]' per line; role admin makes an admin, role metrics alone a token that only reads /metrics." type:"existingfile" placeholder:"FILE"`
 	JobWorkers int    `help:"Backups and restores run at once." default:"2"`
 	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
 	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`

@@ -61,7 +61,7 @@ func New(svc *gateway.Service, opts Options) http.Handler {
 	}
 	s.routes = s.newRoutes()
 	top := http.NewServeMux()
-	top.Handle("GET /metrics", promhttp.HandlerFor(svc.Metrics(), promhttp.HandlerOpts{}))
+	top.Handle("GET /metrics", s.metricsGuard(promhttp.HandlerFor(svc.Metrics(), promhttp.HandlerOpts{})))
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /{$}", s.versionsRoot)
 	top.HandleFunc("/v3", s.v3)
@@ -174,6 +174,32 @@ func (s *server) newRoutes() *http.ServeMux {
 		s.writeFault(w, r, notFound("the resource could not be found"))
 	})
 	return m
+}
+
+// metricsGuard serves /metrics only to a token of an admin or of role metrics (X-Auth-Token,
+// or Authorization: Bearer as Prometheus sends it): its series name every project's policies,
+// which a member of another project must not learn. In noauth mode, where any caller may
+// claim to be an admin, it stays open.
+func (s *server) metricsGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.auth == AuthNoAuth {
+			next.ServeHTTP(w, r)
+			return
+		}
+		token := r.Header.Get("X-Auth-Token")
+		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && token == "" {
+			token = strings.TrimSpace(bearer)
+		}
+		known, allowed := s.tokens.readsMetrics(token)
+		switch {
+		case !known:
+			s.writeFault(w, r, &httpError{http.StatusUnauthorized, "/metrics needs a token of role admin or metrics: give X-Auth-Token or Authorization: Bearer"})
+		case !allowed:
+			s.writeFault(w, r, &httpError{http.StatusForbidden, "/metrics is for admins and tokens of role metrics: it names every project's policies"})
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
 }
 
 // healthz answers 200 while the backup service is up, else 503 with the reason.

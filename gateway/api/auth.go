@@ -12,27 +12,61 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 )
 
-// Tokens maps each token of a tokens file to its caller. The API and the web console
+// Tokens maps each token of a tokens file to its holder. The API and the web console
 // (gateway/ui) check credentials against the same Tokens, loaded once.
-type Tokens map[string]gateway.Caller
+type Tokens map[string]Token
 
-// Lookup returns the caller of token. It compares against every token in constant time, so
+// Token is one line of a tokens file: the caller it authenticates and its roles.
+type Token struct {
+	Caller gateway.Caller
+	// Roles are the line's roles (admin, member, metrics, ...). A token whose only role is
+	// metrics reads /metrics and nothing else: the API, the console and NBD refuse it.
+	Roles []string
+}
+
+// RoleMetrics lets a token read /metrics, which names every project's policies (for a
+// Prometheus scraper, which should not hold an admin's token).
+const RoleMetrics = "metrics"
+
+// find returns the token's entry. It compares against every token in constant time, so
 // timing does not reveal a prefix.
-func (t Tokens) Lookup(token string) (gateway.Caller, bool) {
-	var found *gateway.Caller
+func (t Tokens) find(token string) (Token, bool) {
+	var found *Token
 	for k, c := range t {
 		if subtle.ConstantTimeCompare([]byte(k), []byte(token)) == 1 {
 			found = &c
 		}
 	}
 	if token == "" || found == nil {
-		return gateway.Caller{}, false
+		return Token{}, false
 	}
 	return *found, true
 }
 
+// Lookup returns the caller of token; a metrics-only token has none.
+func (t Tokens) Lookup(token string) (gateway.Caller, bool) {
+	e, ok := t.find(token)
+	if !ok || e.metricsOnly() {
+		return gateway.Caller{}, false
+	}
+	return e.Caller, true
+}
+
+// readsMetrics says whether the token may read /metrics: an admin's, or one with role metrics.
+func (t Tokens) readsMetrics(token string) (known, allowed bool) {
+	e, ok := t.find(token)
+	if !ok {
+		return false, false
+	}
+	return true, e.Caller.Admin || slices.Contains(e.Roles, RoleMetrics)
+}
+
+func (e Token) metricsOnly() bool {
+	return len(e.Roles) > 0 && !slices.ContainsFunc(e.Roles, func(r string) bool { return r != RoleMetrics })
+}
+
 // LoadTokens reads a tokens file: one "TOKEN USER PROJECT ROLE[,ROLE...]" per line; the
-// role admin makes an admin. Blank lines and lines starting with # are skipped.
+// role admin makes an admin, the role metrics (alone) a token that only reads /metrics. Blank lines and lines starting with # are skipped.
 func LoadTokens(path string) (Tokens, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -53,8 +87,9 @@ func LoadTokens(path string) (Tokens, error) {
 		if _, dup := tokens[fields[0]]; dup {
 			return nil, fmt.Errorf("tokens file %s line %d: the token is already on an earlier line", path, n)
 		}
-		tokens[fields[0]] = gateway.Caller{User: fields[1], Project: fields[2],
-			Admin: slices.Contains(strings.Split(fields[3], ","), "admin")}
+		roles := strings.Split(fields[3], ",")
+		tokens[fields[0]] = Token{Caller: gateway.Caller{User: fields[1], Project: fields[2],
+			Admin: slices.Contains(roles, "admin")}, Roles: roles}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("tokens file %s: %w", path, err)

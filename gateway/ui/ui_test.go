@@ -46,9 +46,9 @@ func (c *clock) add(d time.Duration) {
 }
 
 var tokens = api.Tokens{
-	"tok-admin": {User: "root", Project: "admin", Admin: true},
-	"tok-alice": {User: "alice", Project: "p1"},
-	"tok-bob":   {User: "bob", Project: "p2"},
+	"tok-admin": {Caller: gateway.Caller{User: "root", Project: "admin", Admin: true}},
+	"tok-alice": {Caller: gateway.Caller{User: "alice", Project: "p1"}},
+	"tok-bob":   {Caller: gateway.Caller{User: "bob", Project: "p2"}},
 }
 
 func newEnv(t *testing.T) *env {
@@ -288,13 +288,13 @@ func TestActionsNeedCSRFAndConfirmation(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, `name="confirm" value="yes"`) || !strings.Contains(body, "Protect backup") {
 		t.Fatalf("confirmation page: %d\n%s", code, body)
 	}
-	if b, _ := e.svc.BackupByID(gateway.WithCaller(context.Background(), tokens["tok-alice"]), bk.ID); b.Protected {
+	if b, _ := e.svc.BackupByID(gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller), bk.ID); b.Protected {
 		t.Fatal("protected before the confirmation")
 	}
 	if code, _, _ := a.post(path, a.form("protect", "yes", "confirm", "yes"), ""); code != http.StatusSeeOther {
 		t.Fatalf("confirmed protect: %d", code)
 	}
-	if b, _ := e.svc.BackupByID(gateway.WithCaller(context.Background(), tokens["tok-alice"]), bk.ID); !b.Protected {
+	if b, _ := e.svc.BackupByID(gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller), bk.ID); !b.Protected {
 		t.Fatal("not protected")
 	}
 	_, body, _ = a.get("/ui/backups/" + bk.ID)
@@ -331,7 +331,7 @@ func TestActionsNeedCSRFAndConfirmation(t *testing.T) {
 	if code != http.StatusOK || !strings.Contains(body, `id="prune-preview"`) || !strings.Contains(body, "protected") {
 		t.Fatalf("prune preview: %d\n%s", code, body)
 	}
-	bs, _ := e.svc.ListBackups(gateway.WithCaller(context.Background(), tokens["tok-alice"]), gateway.ListFilter{})
+	bs, _ := e.svc.ListBackups(gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller), gateway.ListFilter{})
 	if len(bs) != 2 {
 		t.Fatalf("the dry run removed backups: %d left", len(bs))
 	}
@@ -372,7 +372,7 @@ func TestRestoreOntoExistingVolume(t *testing.T) {
 	if code != http.StatusSeeOther || h.Get("Location") != "/ui/jobs/restore/"+bk.ID {
 		t.Fatalf("restore: %d %v", code, h)
 	}
-	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"])
+	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		j, err := e.svc.Job(ctx, "restore/"+bk.ID)
