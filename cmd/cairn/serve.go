@@ -195,19 +195,34 @@ func (g *Globals) serveLogger() (*slog.Logger, error) {
 }
 
 // listenUnix listens on the CLI socket, only for its owner (mode 0600), replacing a stale
-// socket of a dead gateway or mount (the caller checked that nobody answers).
+// socket of a dead gateway or mount (the caller checked that nobody answers). The socket runs
+// commands as the gateway's user, so it must never be open to others, not even for a moment
+// under a loose umask: it is bound in a new directory of mode 0700 beside it, made 0600 there,
+// then renamed into place (which also replaces a stale one at once)
+// [TestSocketNeverAppearsOpen].
 func listenUnix(sock string) (net.Listener, error) {
-	_ = os.Remove(sock)
-	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+	dir := filepath.Dir(sock)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ul, err := net.Listen("unix", sock)
+	private, err := os.MkdirTemp(dir, ".s") // mode 0700; a short name, as socket paths are short
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}
-	if err := os.Chmod(sock, 0o600); err != nil {
+	defer os.RemoveAll(private)
+	bound := filepath.Join(private, "s")
+	ul, err := net.Listen("unix", bound)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	ul.(*net.UnixListener).SetUnlinkOnClose(false) // the callers remove sock
+	if err := os.Chmod(bound, 0o600); err != nil {
 		ul.Close()
 		return nil, err
+	}
+	if err := os.Rename(bound, sock); err != nil {
+		ul.Close()
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}
 	return ul, nil
 }
