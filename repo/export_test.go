@@ -9,9 +9,16 @@ import (
 	"github.com/zeebo/xxh3"
 )
 
-// WriteLockForTest writes a lock object as another process (host, pid) would have.
+// WriteLockForTest writes a lock object as another process (host, pid) would have, in this
+// process's boot and pid namespace.
 func WriteLockForTest(r *Repository, id, host string, pid int, op string) error {
-	return r.locks.write(context.Background(), lockPrefix+id, LockInfo{ID: id, Kind: LockShared, Host: host, PID: pid, Operation: op, Created: time.Now().UTC()})
+	return WriteLockInSpaceForTest(r, id, host, r.locks.space, pid, op)
+}
+
+// WriteLockInSpaceForTest writes a lock object as a process of host, in the boot and pid
+// namespace space, would have.
+func WriteLockInSpaceForTest(r *Repository, id, host, space string, pid int, op string) error {
+	return r.locks.write(context.Background(), lockPrefix+id, LockInfo{ID: id, Kind: LockShared, Host: host, Space: space, PID: pid, Operation: op, Created: time.Now().UTC()})
 }
 
 // StallLockForTest makes lk look as if its process had stalled for d since its last refresh.

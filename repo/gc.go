@@ -96,12 +96,12 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	st.LocksBroken = len(lk.broken)
 	// A writer whose lock was broken because it stopped refreshing (another host) may still
 	// be alive: it will find its lock lost and commit nothing, but keep what it wrote since
-	// its lock was taken until the next gc all the same. A process of this host that is gone
-	// writes nothing more.
+	// its lock was taken until the next gc all the same. A process of this host (and boot and
+	// pid namespace) that is gone writes nothing more.
 	var keepAfter time.Time
 	for _, b := range lk.broken {
 		logf("broke a stale lock: %s (%s)", b, b.Why)
-		if b.Host != r.locks.host && (keepAfter.IsZero() || b.Created.Before(keepAfter)) {
+		if !r.locks.ours(b) && (keepAfter.IsZero() || b.Created.Before(keepAfter)) {
 			keepAfter = b.Created.Add(-time.Hour) // its clock may be an hour off the store's
 		}
 	}

@@ -394,6 +394,37 @@ func TestExclusiveLockWaitsOutALockThatGoesStale(t *testing.T) {
 	}
 }
 
+// A lock of another machine (or container) with this host's name is judged by age alone: its
+// pid means nothing here. Judged by pid, a pid that no process here has made it "gone" at
+// once, and gc broke a live writer's lock and deleted what it had written.
+func TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: 2 * time.Second})
+	host, _ := os.Hostname()
+	lk, err := f.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	op := lk.Info().Operation
+	lk.Unlock()
+	if err := repo.WriteLockInSpaceForTest(f.r, "twin", host, "another-boot/pid:[4026531836]", 1<<22-1, op); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := g.r.Locks(ctx)
+	if err != nil || len(locks) != 1 || locks[0].Stale {
+		t.Fatalf("locks = %+v, %v", locks, err)
+	}
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("gc while a machine of the same name holds a fresh lock: %v", err)
+	}
+	// By age it goes stale as any other host's lock does.
+	time.Sleep(2500 * time.Millisecond)
+	if st := g.gc(t); st.LocksBroken != 1 {
+		t.Fatalf("gc broke %d stale locks, want 1", st.LocksBroken)
+	}
+}
+
 // A holder that stalled past ¾ of --lock-stale has lost its lock even when its object is
 // still there: someone may have judged it stale meanwhile and be about to break it, and the
 // holder's own refresh must not bring it back and commit.

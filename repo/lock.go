@@ -60,6 +60,10 @@ type LockInfo struct {
 	// Damaged is set for a lock object that cannot be authenticated (treated as live and
 	// exclusive until it is stale by age).
 	Damaged bool `json:"damaged,omitempty"`
+	// Space names the holder's process space: its host's boot and pid namespace
+	// (processSpace). A pid is judged only by a process in the same space: two machines (or
+	// containers) may share a host name, and a pid means nothing outside its namespace.
+	Space string `json:"space,omitempty"`
 }
 
 func (li LockInfo) String() string {
@@ -83,6 +87,7 @@ type locker struct {
 	k      *keys
 	o      LockOptions
 	host   string
+	space  string
 	pid    int
 }
 
@@ -98,7 +103,7 @@ func newLocker(be backend.Backend, k *keys, o LockOptions) *locker {
 		o.StaleAfter = DefaultLockStale
 	}
 	host, _ := os.Hostname()
-	return &locker{be: be, k: k, o: o, host: host, pid: os.Getpid()}
+	return &locker{be: be, k: k, o: o, host: host, space: processSpace(), pid: os.Getpid()}
 }
 
 // Lock is a held lock. Release it with Unlock; Check before committing anything.
@@ -256,7 +261,7 @@ func (l *locker) remove(ctx context.Context, key string) error {
 
 // inProcess returns a shared lock without a lock object, for a read-only repository.
 func (l *locker) inProcess(op string) *Lock {
-	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, PID: l.pid, Operation: op, Created: time.Now().UTC()},
+	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, Space: l.space, PID: l.pid, Operation: op, Created: time.Now().UTC()},
 		stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: time.Now(), local: true}
 	close(lk.done)
 	return lk
@@ -285,7 +290,7 @@ func (l *locker) write(ctx context.Context, key string, info LockInfo) error {
 // other's object, so they never both hold conflicting locks (with a store whose listings show
 // every completed write, which S3 and a directory do).
 func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, error) {
-	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, PID: l.pid, Operation: op, Created: time.Now().UTC()}
+	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, Space: l.space, PID: l.pid, Operation: op, Created: time.Now().UTC()}
 	key := lockPrefix + info.ID
 	// Only gc's exclusive lock gives up: a backup or restore waits for a running gc as long as
 	// its context allows (gc is bounded; a dead gc's lock goes stale).
@@ -417,14 +422,15 @@ func (l *locker) list(ctx context.Context, own string) ([]LockInfo, error) {
 }
 
 // judge marks a lock stale when it was not refreshed for StaleAfter by the store's clock, or
-// when it names a process of this host that no longer runs (or this process, which does not
-// hold it).
+// when it names a process of this host and pid namespace that no longer runs (or this
+// process, which does not hold it). A lock of a host of the same name in another boot or
+// namespace is judged by age alone [TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID].
 func (l *locker) judge(li *LockInfo, now time.Time) {
 	if age := now.Sub(li.Refreshed); age > l.o.StaleAfter {
 		li.Stale, li.Why = true, fmt.Sprintf("not refreshed for %s", age.Round(time.Second))
 		return
 	}
-	if li.Damaged || li.Host != l.host || li.PID <= 0 {
+	if li.Damaged || !l.ours(*li) || li.PID <= 0 {
 		return
 	}
 	if li.PID == l.pid {
@@ -441,12 +447,16 @@ func (l *locker) judge(li *LockInfo, now time.Time) {
 	}
 }
 
+// ours says whether li was written by a process this one can see: the same host name, boot
+// and pid namespace, so that its pid names the same process here.
+func (l *locker) ours(li LockInfo) bool { return li.Host == l.host && li.Space == l.space }
+
 // Locks lists the repository's lock objects, saying which are stale.
 func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	// A probe object of our own gives the store's current time even when every other lock
 	// is old.
 	key := lockPrefix + newLockID()
-	if err := r.locks.write(ctx, key, LockInfo{Kind: lockProbe, Host: r.locks.host, PID: r.locks.pid, Operation: "probe", Created: time.Now().UTC()}); err != nil {
+	if err := r.locks.write(ctx, key, LockInfo{Kind: lockProbe, Host: r.locks.host, Space: r.locks.space, PID: r.locks.pid, Operation: "probe", Created: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
 	defer r.locks.remove(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless

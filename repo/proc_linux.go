@@ -62,3 +62,18 @@ func bootTime() (time.Time, bool) {
 	}
 	return time.Time{}, false
 }
+
+// processSpace names where this process's pid means something: the host's boot (a random id
+// the kernel makes at each boot) and the pid namespace. Another machine of the same host name
+// or a container with its own pids has another; "" if neither can be read.
+func processSpace() string {
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return ""
+	}
+	ns, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(boot)) + "/" + ns
+}
