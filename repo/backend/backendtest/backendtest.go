@@ -34,6 +34,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"List", testList},
 		{"Stat", testStat},
 		{"ListAfter", testListAfter},
+		{"ListManyPages", testListManyPages},
 		{"NotFound", testNotFound},
 		{"Concurrent", testConcurrent},
 		{"Large", testLarge},
@@ -349,6 +350,43 @@ func testListAfter(t *testing.T, b backend.Backend) {
 		if strings.Join(got, ",") != strings.Join(tt.want, ",") {
 			t.Errorf("ListAfter(log/, %q) = %v, want %v", tt.after, got, tt.want)
 		}
+	}
+}
+
+// testListManyPages lists more keys than one page of an S3 listing holds (1,000), from the
+// start and from a key in a later page: a listing that stopped after its first page would
+// hide backups from gc's mark, which would then delete what they reach.
+func testListManyPages(t *testing.T, b backend.Backend) {
+	ctx := context.Background()
+	const n = 1500
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("many/%05d", i)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(16)
+	for _, k := range append(want, "many0", "manz/1") { // neighbours that are not under many/
+		g.Go(func() error { return b.Put(gctx, k, []byte(k)) })
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(t, b, "many/"); !slices.Equal(got, want) {
+		t.Fatalf("List(many/) gave %d keys, want %d", len(got), n)
+	}
+	if got := listKeys(t, b, "many/"); !slices.Equal(got, want) {
+		t.Fatalf("ListKeys(many/) gave %d keys, want %d", len(got), n)
+	}
+	var got []string
+	if err := b.ListAfter(ctx, "many/", want[249], func(oi backend.ObjectInfo) error {
+		got = append(got, oi.Key)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want[250:]) {
+		t.Fatalf("ListAfter(many/, %s) gave %d keys, want %d", want[249], len(got), n-250)
 	}
 }
 
