@@ -95,7 +95,10 @@ func classifyResponse(resp minio.ErrorResponse) (string, error) {
 	case "NoSuchKey":
 		return "no such key", backend.ErrNotFound
 	case "NoSuchBucket":
-		return fmt.Sprintf("bucket %q does not exist", resp.BucketName), backend.ErrNotFound
+		// Not ErrNotFound: to its callers that means this object is gone (a deleted backup,
+		// a missing pack, a lock broken), none of which a missing bucket says
+		// [TestBucketGoneIsNotAMissingObject].
+		return fmt.Sprintf("bucket %q does not exist (NoSuchBucket): it was removed, or the endpoint or bucket name is wrong", resp.BucketName), nil
 	case "InvalidAccessKeyId", "XAdminUserNotFound":
 		return "access key not known to the server (InvalidAccessKeyId); check the access key", backend.ErrPermission
 	case "SignatureDoesNotMatch":

@@ -41,6 +41,38 @@ func TestBackendNoPrefix(t *testing.T) {
 	})
 }
 
+// TestBucketGoneIsNotAMissingObject: a read in a bucket that was removed after the backend
+// opened says so, and is not ErrNotFound. A missing object means a deleted backup, a pack
+// check reports missing, a lock broken as stale; a missing bucket means none of that, and
+// must stop the caller instead.
+func TestBucketGoneIsNotAMissingObject(t *testing.T) {
+	srv := testutil.StartS3(t)
+	srv.CreateBucket("vanishing")
+	ctx := context.Background()
+	b, err := Open(ctx, Config{Endpoint: srv.Endpoint, Bucket: "vanishing", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Get(ctx, "config"); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("Get of a missing object: %v, want ErrNotFound", err)
+	}
+	if err := srv.Client().RemoveBucket(ctx, "vanishing"); err != nil {
+		t.Fatal(err)
+	}
+	rc, err := b.Get(ctx, "config")
+	if err == nil {
+		rc.Close()
+		t.Fatal("Get in a removed bucket succeeded")
+	}
+	if errors.Is(err, backend.ErrNotFound) || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Get in a removed bucket: %v; want an error that names the bucket, not ErrNotFound", err)
+	}
+	if err := b.List(ctx, "", func(backend.ObjectInfo) error { return nil }); err == nil || errors.Is(err, backend.ErrNotFound) {
+		t.Errorf("List in a removed bucket: %v; want an error, not ErrNotFound", err)
+	}
+}
+
 func open(t *testing.T, srv *testutil.S3Server, prefix string) *Backend {
 	t.Helper()
 	b, err := Open(context.Background(), Config{
