@@ -94,14 +94,15 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		return st, err
 	}
 	st.LocksBroken = len(lk.broken)
-	// A writer whose lock was broken because it stopped refreshing (another host) may still
-	// be alive: it will find its lock lost and commit nothing, but keep what it wrote since
-	// its lock was taken until the next gc all the same. A process of this host (and boot and
-	// pid namespace) that is gone writes nothing more.
+	// A writer whose lock was broken because it stopped refreshing (on any host: this one's
+	// clock may have stepped, or the process stalled) may still be alive: it will find its
+	// lock lost and commit nothing, but keep what it wrote since its lock was taken until the
+	// next gc all the same. Only a process of this host (and boot and pid namespace) seen
+	// gone writes nothing more [TestGCKeepsWhatABrokenLocksWriterWrote].
 	var keepAfter time.Time
 	for _, b := range lk.broken {
 		logf("broke a stale lock: %s (%s)", b, b.Why)
-		if !r.locks.ours(b) && (keepAfter.IsZero() || b.Created.Before(keepAfter)) {
+		if !b.gone && (keepAfter.IsZero() || b.Created.Before(keepAfter)) {
 			keepAfter = b.Created.Add(-time.Hour) // its clock may be an hour off the store's
 		}
 	}

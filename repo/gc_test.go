@@ -425,6 +425,55 @@ func TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID(t *testing.T) {
 	}
 }
 
+// TestGCKeepsWhatABrokenLocksWriterWrote: gc that breaks a lock stale by age keeps the packs
+// written since that lock was taken (until a later gc), for its writer may be alive and about
+// to find its lock lost; only a lock whose process is seen gone (this host, boot and pid
+// namespace) frees them at once. A lock of this host broken by age (a clock step, a stalled
+// process) used to count as gone, and gc deleted what its live writer had just written.
+func TestGCKeepsWhatABrokenLocksWriterWrote(t *testing.T) {
+	host, _ := os.Hostname()
+	for _, tc := range []struct {
+		name string
+		here bool // the lock names this host, boot and pid namespace
+		pid  int
+		kept bool
+	}{
+		{"another host, stale by age", false, 1, true},
+		{"this host, its process alive, stale by age", true, 1, true},
+		{"this host, its process gone", true, 1<<22 - 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{})
+			ctx := context.Background()
+			g := f.peer(t, "g", repo.LockOptions{Wait: 10 * time.Second, StaleAfter: time.Second})
+			var err error
+			if tc.here {
+				err = repo.WriteLockForTest(f.r, "writer", host, tc.pid, "backup")
+			} else {
+				err = repo.WriteLockInSpaceForTest(f.r, "writer", "elsewhere", "another-boot/pid:[1]", tc.pid, "backup")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What the writer stored before it was stopped: packs no manifest reaches yet.
+			vol := &memSource{data: randomVolume(31, 2<<20)}
+			if _, err := f.r.Write(ctx, vol, repo.WriteOptions{}, func(repo.WriteResult) error { return nil }); err != nil {
+				t.Fatal(err)
+			}
+			st := g.gc(t)
+			if st.LocksBroken != 1 {
+				t.Fatalf("gc broke %d stale locks, want 1", st.LocksBroken)
+			}
+			if tc.kept && (st.PacksKept == 0 || st.PacksDeleted != 0) {
+				t.Fatalf("gc deleted %d packs and kept %d young ones: it deleted what a live writer wrote", st.PacksDeleted, st.PacksKept)
+			}
+			if !tc.kept && (st.PacksDeleted == 0 || st.PacksKept != 0) {
+				t.Fatalf("gc deleted %d packs and kept %d young ones after the writer's process was gone", st.PacksDeleted, st.PacksKept)
+			}
+		})
+	}
+}
+
 // A holder that stalled past ¾ of --lock-stale has lost its lock even when its object is
 // still there: someone may have judged it stale meanwhile and be about to break it, and the
 // holder's own refresh must not bring it back and commit.

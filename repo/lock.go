@@ -64,6 +64,9 @@ type LockInfo struct {
 	// (processSpace). A pid is judged only by a process in the same space: two machines (or
 	// containers) may share a host name, and a pid means nothing outside its namespace.
 	Space string `json:"space,omitempty"`
+	// gone: stale because its process is gone (or is this one, which does not hold it), so
+	// it writes nothing more; a lock stale by age may have a live writer.
+	gone bool
 }
 
 func (li LockInfo) String() string {
@@ -438,12 +441,12 @@ func (l *locker) judge(li *LockInfo, now time.Time) {
 		_, mine := held.m[li.ID]
 		held.Unlock()
 		if !mine {
-			li.Stale, li.Why = true, "left by this process"
+			li.Stale, li.Why, li.gone = true, "left by this process", true
 		}
 		return
 	}
 	if !processHolds(li.PID, li.Created) {
-		li.Stale, li.Why = true, fmt.Sprintf("process %d is gone", li.PID)
+		li.Stale, li.Why, li.gone = true, fmt.Sprintf("process %d is gone", li.PID), true
 	}
 }
 
