@@ -18,7 +18,21 @@ func WriteLockForTest(r *Repository, id, host string, pid int, op string) error 
 // WriteLockInSpaceForTest writes a lock object as a process of host, in the boot and pid
 // namespace space, would have.
 func WriteLockInSpaceForTest(r *Repository, id, host, space string, pid int, op string) error {
-	return r.locks.write(context.Background(), lockPrefix+id, LockInfo{ID: id, Kind: LockShared, Host: host, Space: space, PID: pid, Operation: op, Created: time.Now().UTC()})
+	return WriteLockInfoForTest(r, LockInfo{ID: id, Kind: LockShared, Host: host, Space: space, PID: pid, Operation: op, Created: time.Now().UTC()})
+}
+
+// WriteLockInfoForTest writes the lock object li; Space "." stands for this process's.
+func WriteLockInfoForTest(r *Repository, li LockInfo) error {
+	if li.Space == "." {
+		li.Space = r.locks.space
+	}
+	return r.locks.write(context.Background(), lockPrefix+li.ID, li)
+}
+
+// ProcessStartForTest is the start of process pid in clock ticks since boot.
+func ProcessStartForTest(pid int) (uint64, error) {
+	start, _, err := processStat(pid)
+	return start, err
 }
 
 // StallLockForTest makes lk look as if its process had stalled for d since its last refresh.

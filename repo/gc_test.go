@@ -425,6 +425,34 @@ func TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID(t *testing.T) {
 	}
 }
 
+// TestLockOfALiveProcessSurvivesAClockStep: a lock of this host names its holder by pid and
+// start time since boot, which no clock step moves. Judged by wall clock instead (the
+// process's start against the lock's creation time), a holder whose clock stepped forward
+// after it took its lock (a machine that booted with its clock years behind, then synced it)
+// looked like a newer process given the same pid: its lock was broken as "gone" and gc
+// deleted what it had written at once.
+func TestLockOfALiveProcessSurvivesAClockStep(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: time.Minute})
+	host, _ := os.Hostname()
+	start, err := repo.ProcessStartForTest(1) // pid 1: a process that runs for the whole test
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.WriteLockInfoForTest(f.r, repo.LockInfo{ID: "stepped", Kind: repo.LockShared, Host: host, Space: ".",
+		PID: 1, Start: start, Operation: "backup", Created: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	locks, err := g.r.Locks(ctx)
+	if err != nil || len(locks) != 1 || locks[0].Stale {
+		t.Fatalf("locks = %+v, %v; want the live holder's lock, not stale", locks, err)
+	}
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("gc while a live process of this host holds a fresh lock: %v", err)
+	}
+}
+
 // TestGCKeepsWhatABrokenLocksWriterWrote: gc that breaks a lock stale by age keeps the packs
 // written since that lock was taken (until a later gc), for its writer may be alive and about
 // to find its lock lost; only a lock whose process is seen gone (this host, boot and pid

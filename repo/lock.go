@@ -64,6 +64,9 @@ type LockInfo struct {
 	// (processSpace). A pid is judged only by a process in the same space: two machines (or
 	// containers) may share a host name, and a pid means nothing outside its namespace.
 	Space string `json:"space,omitempty"`
+	// Start is the holder's start in clock ticks since its boot (processStart): with Space and
+	// PID it names the process whatever the wall clock does; 0 if unknown.
+	Start uint64 `json:"start,omitempty"`
 	// gone: stale because its process is gone (or is this one, which does not hold it), so
 	// it writes nothing more; a lock stale by age may have a live writer.
 	gone bool
@@ -92,6 +95,7 @@ type locker struct {
 	host   string
 	space  string
 	pid    int
+	start  uint64
 }
 
 // held are this process's locks by id, across every open Repository (a lock object naming
@@ -106,7 +110,7 @@ func newLocker(be backend.Backend, k *keys, o LockOptions) *locker {
 		o.StaleAfter = DefaultLockStale
 	}
 	host, _ := os.Hostname()
-	return &locker{be: be, k: k, o: o, host: host, space: processSpace(), pid: os.Getpid()}
+	return &locker{be: be, k: k, o: o, host: host, space: processSpace(), pid: os.Getpid(), start: processStart()}
 }
 
 // Lock is a held lock. Release it with Unlock; Check before committing anything.
@@ -264,7 +268,7 @@ func (l *locker) remove(ctx context.Context, key string) error {
 
 // inProcess returns a shared lock without a lock object, for a read-only repository.
 func (l *locker) inProcess(op string) *Lock {
-	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, Space: l.space, PID: l.pid, Operation: op, Created: time.Now().UTC()},
+	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, Space: l.space, Start: l.start, PID: l.pid, Operation: op, Created: time.Now().UTC()},
 		stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: time.Now(), local: true}
 	close(lk.done)
 	return lk
@@ -293,7 +297,7 @@ func (l *locker) write(ctx context.Context, key string, info LockInfo) error {
 // other's object, so they never both hold conflicting locks (with a store whose listings show
 // every completed write, which S3 and a directory do).
 func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, error) {
-	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, Space: l.space, PID: l.pid, Operation: op, Created: time.Now().UTC()}
+	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, Space: l.space, Start: l.start, PID: l.pid, Operation: op, Created: time.Now().UTC()}
 	key := lockPrefix + info.ID
 	// Only gc's exclusive lock gives up: a backup or restore waits for a running gc as long as
 	// its context allows (gc is bounded; a dead gc's lock goes stale).
@@ -445,7 +449,7 @@ func (l *locker) judge(li *LockInfo, now time.Time) {
 		}
 		return
 	}
-	if !processHolds(li.PID, li.Created) {
+	if !processHolds(li.PID, li.Start) {
 		li.Stale, li.Why, li.gone = true, fmt.Sprintf("process %d is gone", li.PID), true
 	}
 }
@@ -459,7 +463,7 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	// A probe object of our own gives the store's current time even when every other lock
 	// is old.
 	key := lockPrefix + newLockID()
-	if err := r.locks.write(ctx, key, LockInfo{Kind: lockProbe, Host: r.locks.host, Space: r.locks.space, PID: r.locks.pid, Operation: "probe", Created: time.Now().UTC()}); err != nil {
+	if err := r.locks.write(ctx, key, LockInfo{Kind: lockProbe, Host: r.locks.host, Space: r.locks.space, Start: r.locks.start, PID: r.locks.pid, Operation: "probe", Created: time.Now().UTC()}); err != nil {
 		return nil, err
 	}
 	defer r.locks.remove(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless

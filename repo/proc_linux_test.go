@@ -5,19 +5,25 @@ package repo
 import (
 	"os"
 	"testing"
-	"time"
 )
 
-// A pid names a lock's holder only while the process that started before the lock runs: pids
-// wrap around, and a newer process with the holder's pid does not hold its lock.
+// A pid names a lock's holder only while the process that took the lock runs: pids wrap
+// around, and a newer process with the holder's pid (another start time) does not hold it.
 func TestProcessHolds(t *testing.T) {
-	if !processHolds(os.Getpid(), time.Now()) {
-		t.Error("this process does not hold a lock it took now")
+	start := processStart()
+	if start == 0 {
+		t.Fatal("this process's start time is unknown")
 	}
-	if processHolds(os.Getpid(), time.Now().Add(-48*time.Hour)) {
-		t.Error("a process that started after the lock was taken holds it")
+	if !processHolds(os.Getpid(), start) {
+		t.Error("this process does not hold a lock it took")
 	}
-	if processHolds(1<<22+7, time.Now()) {
+	if processHolds(os.Getpid(), start+1) {
+		t.Error("a process of another start time holds the lock")
+	}
+	if !processHolds(os.Getpid(), 0) {
+		t.Error("a running process does not hold a lock that records no start")
+	}
+	if processHolds(1<<22+7, start) {
 		t.Error("a pid that names no process holds a lock")
 	}
 }
