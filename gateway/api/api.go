@@ -182,16 +182,7 @@ func (s *server) newRoutes() *http.ServeMux {
 // claim to be an admin, it stays open.
 func (s *server) metricsGuard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.auth == AuthNoAuth {
-			next.ServeHTTP(w, r)
-			return
-		}
-		token := r.Header.Get("X-Auth-Token")
-		if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && token == "" {
-			token = strings.TrimSpace(bearer)
-		}
-		known, allowed := s.tokens.readsMetrics(token)
-		switch {
+		switch known, allowed := s.operator(r); {
 		case !known:
 			s.writeFault(w, r, &httpError{http.StatusUnauthorized, "/metrics needs a token of role admin or metrics: give X-Auth-Token or Authorization: Bearer"})
 		case !allowed:
@@ -202,11 +193,31 @@ func (s *server) metricsGuard(next http.Handler) http.Handler {
 	})
 }
 
-// healthz answers 200 while the backup service is up, else 503 with the reason.
+// operator says whether the request carries a known token (X-Auth-Token, or Authorization:
+// Bearer) and whether it is an admin's or one of role metrics. In noauth mode every request
+// is allowed.
+func (s *server) operator(r *http.Request) (known, allowed bool) {
+	if s.auth == AuthNoAuth {
+		return true, true
+	}
+	token := r.Header.Get("X-Auth-Token")
+	if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && token == "" {
+		token = strings.TrimSpace(bearer)
+	}
+	return s.tokens.readsMetrics(token)
+}
+
+// healthz answers 200 while the backup service is up, else 503. The reason (the backend's
+// error: its endpoint, bucket or path) goes only to those who may read os-services or
+// /metrics; a load balancer needs the status alone.
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	for _, st := range s.svc.Services(r.Context()) {
 		if st.Binary == "cairn-backup" && st.State != "up" {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "down", "reason": st.DisabledReason})
+			body := map[string]string{"status": "down"}
+			if _, allowed := s.operator(r); allowed {
+				body["reason"] = st.DisabledReason
+			}
+			writeJSON(w, http.StatusServiceUnavailable, body)
 			return
 		}
 	}

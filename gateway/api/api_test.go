@@ -411,6 +411,42 @@ func TestMetricsAreForAdminsAndScrapers(t *testing.T) {
 	}
 }
 
+// TestHealthzSaysWhyOnlyToOperators: /healthz answers anyone up or down, but the reason it
+// is down (the backend's error, which names the repository's path, endpoint or bucket) only
+// to an admin's token or one of role metrics, as os-services is admin-only.
+func TestHealthzSaysWhyOnlyToOperators(t *testing.T) {
+	tokens := writeTokens(t, "tok-root root admin admin\ntok-bob bob pb member\ntok-prom prometheus - metrics\n")
+	e := newEnv(t, api.Options{Auth: api.AuthToken, Tokens: tokens})
+	config := filepath.Join(e.dir, "repo", "config") // the object the heartbeat looks for
+	if err := os.Rename(config, config+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		token  string
+		reason bool
+	}{{"", false}, {"tok-bob", false}, {"tok-prom", true}, {"tok-root", true}} {
+		req, err := http.NewRequest("GET", e.url+"/healthz", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.token != "" {
+			req.Header.Set("X-Auth-Token", tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"down"`) {
+			t.Fatalf("/healthz with the repository gone, token %q: %d %s", tc.token, resp.StatusCode, body)
+		}
+		if named := strings.Contains(string(body), `"reason"`); named != tc.reason {
+			t.Errorf("/healthz with token %q: %s; want the reason given: %v", tc.token, body, tc.reason)
+		}
+	}
+}
+
 // writeTokens writes a tokens file and loads it as 'cairn serve --tokens' does.
 func writeTokens(t *testing.T, text string) api.Tokens {
 	t.Helper()
