@@ -108,6 +108,27 @@ func (s *BaseStore) Clone(image, name string) (string, error) {
 	return dst, nil
 }
 
+// Lock takes the store for one backup until unlock is called: it alone then compares with,
+// brings forward, keeps or removes the volume's bases. Backups of the volume in one process
+// are one at a time anyway; this is for another process (another gateway on the same
+// repository knows the volume by the same id) whose backup would otherwise bring the same
+// base forward while this one reads it, and leave it holding what no backup read. It does not
+// wait: the error says the store is busy.
+func (s *BaseStore) Lock() (unlock func() error, err error) {
+	d, err := os.Open(s.dir)
+	if err != nil {
+		return nil, pathError("change-tracking directory", s.dir, err)
+	}
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		d.Close() // read-only
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another backup of the volume is using its change-tracking base (%s)", s.dir)
+		}
+		return nil, pathError("change-tracking directory", s.dir, err)
+	}
+	return d.Close, nil // closing the directory releases the lock
+}
+
 // Base returns the path of the base named name, or "" when there is none.
 func (s *BaseStore) Base(name string) (string, error) {
 	p := filepath.Join(s.dir, name+baseSuffix)

@@ -216,9 +216,10 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		}
 		return nil
 	})
-	if err == nil && plan.clone != "" {
+	if err == nil && plan.clone != "" && plan.unlock != nil {
 		// From now on the clone this backup read is the next incremental's base. Still
-		// claimed: the next backup of the volume cannot start in between.
+		// claimed and the store still locked: the next backup of the volume cannot start in
+		// between, here or in another process.
 		if kerr := plan.store.Keep(plan.clone, b.ID); kerr != nil {
 			s.log.Error("cannot keep the change-tracking base: the next incremental reads in full", "backup_id", b.ID, "error", kerr)
 		} else {

@@ -49,6 +49,9 @@ type readPlan struct {
 	store *blockio.BaseStore
 	clone string
 	kept  bool
+	// unlock releases the store, which the job holds from its first look at a base until the
+	// backup ends; nil when it does not hold it, and then it neither uses nor keeps a base.
+	unlock func() error
 	// inPlace: an incremental of a tracked image that is not in use reads the image itself
 	// (image, the volume's path) until the job brings the parent's base forward in place
 	// (advance); clone is then that base, which is never dropped: its .dirty record keeps it
@@ -82,6 +85,11 @@ func (p *readPlan) close() error {
 	if p.tmp != nil {
 		if rerr := p.tmp.Remove(); err == nil {
 			err = rerr
+		}
+	}
+	if p.unlock != nil {
+		if uerr := p.unlock(); err == nil {
+			err = uerr
 		}
 	}
 	if p.thinSnap != nil {
@@ -205,6 +213,17 @@ type readChoice struct {
 // repository lock, after the parent's manifest was found, so the parent's blocks can be read.
 func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Backup) readChoice {
 	size := p.src.Size()
+	if p.store != nil {
+		unlock, err := p.store.Lock()
+		if err != nil {
+			// Another process's backup of the volume is using its bases: leave them alone.
+			if p.inPlace {
+				s.cloneNow(p) // a point in time, should the volume have come into use
+			}
+			return readChoice{mode: ReadFull, fallback: fmt.Sprintf("%v: read in full", err)}
+		}
+		p.unlock = unlock
+	}
 	if p.inPlace {
 		changes, err := s.advance(p, parent, size)
 		if err == nil {

@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -163,5 +165,107 @@ func fail(t *testing.T, s *gateway.Service, id string) {
 	}
 	if got, err := s.Index().Backup(b.ID); err == nil && got.Status == "available" {
 		t.Fatalf("the cancelled incremental shows as available: %+v", got)
+	}
+}
+
+// writeAt overwrites n bytes of the file at path at off with bytes from seed.
+func writeAt(t *testing.T, path string, off int64, n int, seed byte) {
+	t.Helper()
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*31) ^ seed
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Two gateways on one repository know the same volume (by its id) and keep its base in the
+// same directory beside the image. One brings the base forward in place while the other's
+// incremental of the volume runs: the second must not bring the same base forward meanwhile.
+// It did: the first then kept, under its own backup's name, a base holding writes its backup
+// never read, and the next incremental took them for unchanged and restored older bytes.
+func TestTwoGatewaysDoNotBringOneBaseForwardAtOnce(t *testing.T) {
+	xfs := testutil.XFSReflinkDir(t, 1<<30)
+	dir := t.TempDir()
+	ctx := adminCtx()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.Init(context.Background(), cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(state string) *gateway.Service {
+		c := cfg
+		c.StateDir = filepath.Join(dir, state)
+		s, err := gateway.Open(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	s1 := open("state-1")
+	vol := filepath.Join(xfs, "vm.img")
+	const size = 64 << 20
+	testutil.WriteImage(t, vol, size, 41, testutil.Random)
+	v, err := s1.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	s2 := open("state-2") // a new index: it learns the volume from the repository
+	if err := s2.SyncBackups(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The first gateway's incremental brings the base forward and stops while it reads.
+	writeAt(t, vol, 1<<20, 64<<10, 1)
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	b1, job1, err := s1.StartBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true,
+		Progress: func(int64, int64) { once.Do(func() { close(paused); <-resume }) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- job1(ctx) }()
+	<-paused
+
+	// Meanwhile the volume is written far from that, and the second gateway's incremental of
+	// it runs (and fails after it has done what it does to the base).
+	writeAt(t, vol, 40<<20, 64<<10, 2)
+	jobCtx, cancel := context.WithCancel(ctx)
+	_, job2, err := s2.StartBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true, Progress: func(int64, int64) { cancel() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = job2(jobCtx)
+	cancel()
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := restoreSHA(t, s1, ctx, b1.ID); got == sha256File(t, vol) {
+		t.Fatal("test set-up: the first incremental read the write made after it began")
+	}
+
+	// The next incremental on the first gateway: its parent is the first incremental.
+	inc, err := s1.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := restoreSHA(t, s1, ctx, inc.ID), sha256File(t, vol); got != want {
+		t.Fatalf("incremental (read %q, %d bytes) restores sha256 %s, the volume has %s", inc.ReadMode, inc.Stats.ReadBytes, got, want)
 	}
 }
