@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tests/testutil"
+	"golang.org/x/sys/unix"
 )
 
 func inode(t *testing.T, path string) uint64 {
@@ -267,5 +269,127 @@ func TestTwoGatewaysDoNotBringOneBaseForwardAtOnce(t *testing.T) {
 	}
 	if got, want := restoreSHA(t, s1, ctx, inc.ID), sha256File(t, vol); got != want {
 		t.Fatalf("incremental (read %q, %d bytes) restores sha256 %s, the volume has %s", inc.ReadMode, inc.Stats.ReadBytes, got, want)
+	}
+}
+
+// Zeros come to an image file without data writes too: a punched hole, a zeroed range (left
+// unwritten), a truncate and extend back. An incremental that brings the base forward in
+// place reads them as the zeros they are, not the base's old bytes.
+func TestBaseBroughtForwardOverHolesAndZeroedRanges(t *testing.T) {
+	xfs := testutil.XFSReflinkDir(t, 1<<30)
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(xfs, "vm.img")
+	const size = 64 << 20
+	testutil.WriteImage(t, vol, size, 51, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name   string
+		change func(f *os.File) error
+	}{
+		{"punched hole", func(f *os.File) error {
+			return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 3<<20, 1<<20)
+		}},
+		{"zeroed range", func(f *os.File) error {
+			return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, 9<<20, 1<<20)
+		}},
+		{"preallocated after a hole", func(f *os.File) error {
+			if err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 20<<20, 1<<20); err != nil {
+				return err
+			}
+			return unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, 20<<20, 1<<20)
+		}},
+		{"truncated and extended", func(f *os.File) error {
+			if err := f.Truncate(size - 5<<20); err != nil {
+				return err
+			}
+			return f.Truncate(size)
+		}},
+	}
+	for _, st := range steps {
+		f, err := os.OpenFile(vol, os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = st.change(f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		inc, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := restoreSHA(t, s, ctx, inc.ID), sha256File(t, vol); got != want {
+			t.Fatalf("after a %s the incremental (read %q, %d bytes) restores sha256 %s, the volume has %s", st.name, inc.ReadMode, inc.Stats.ReadBytes, got, want)
+		}
+		t.Logf("%s: read %q (%s), %d bytes", st.name, inc.ReadMode, inc.ReadFallback, inc.Stats.ReadBytes)
+	}
+}
+
+// An incremental that brought the base forward and committed, but could not rename the base
+// after itself, leaves it with its record under the parent's name. When that incremental is
+// deleted (the latest may be) the parent is the parent again, and the next incremental
+// compares with that base: it must read the recorded ranges too.
+func TestBaseKeptUnderTheParentsNameAfterTheLatestIsDeleted(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil {
+		testutil.Skip(t, "chattr not installed")
+	}
+	xfs := testutil.XFSReflinkDir(t, 1<<30)
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(xfs, "vm.img")
+	const size = 64 << 20
+	testutil.WriteImage(t, vol, size, 61, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(xfs, ".cairn-cbt", v.ID)
+	chattr := func(flag string) {
+		if out, err := exec.Command("chattr", flag, dir).CombinedOutput(); err != nil {
+			t.Fatalf("chattr %s %s: %v: %s", flag, dir, err, out)
+		}
+	}
+	t.Cleanup(func() { _ = exec.Command("chattr", "-i", dir).Run() })
+	testutil.ScatterWrites(t, vol, 62, 0.02, 4096, 65536)
+	var once sync.Once
+	inc, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true,
+		Progress: func(int64, int64) { once.Do(func() { chattr("+i") }) }}) // the rename will fail
+	if err != nil {
+		t.Fatal(err)
+	}
+	chattr("-i")
+	if _, err := os.Stat(filepath.Join(dir, full.ID+".dirty")); err != nil {
+		t.Fatalf("test set-up: the base was kept after all: %v", err)
+	}
+	if got := restoreSHA(t, s, ctx, inc.ID); got != sha256File(t, vol) {
+		t.Fatal("the incremental restores other bytes than the volume's")
+	}
+	if _, err := s.DeleteBackup(ctx, inc.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	testutil.ScatterWrites(t, vol, 63, 0.01, 4096, 65536)
+	next, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.ParentID != full.ID || next.ReadMode != gateway.ReadReflinkDiff {
+		t.Errorf("next incremental: parent %s, read %q (%s); want parent %s by reflink-diff", next.ParentID, next.ReadMode, next.ReadFallback, full.ID)
+	}
+	if got, want := restoreSHA(t, s, ctx, next.ID), sha256File(t, vol); got != want {
+		t.Fatalf("incremental on the parent's base (read %q, %d bytes) restores sha256 %s, the volume has %s", next.ReadMode, next.Stats.ReadBytes, got, want)
 	}
 }
