@@ -270,6 +270,51 @@ func TestTwoGatewaysDoNotBringOneBaseForwardAtOnce(t *testing.T) {
 	if got, want := restoreSHA(t, s1, ctx, inc.ID), sha256File(t, vol); got != want {
 		t.Fatalf("incremental (read %q, %d bytes) restores sha256 %s, the volume has %s", inc.ReadMode, inc.Stats.ReadBytes, got, want)
 	}
+
+	// Again, and this time the second gateway's incremental commits: it finds the base in use,
+	// leaves it alone and reads in full; each backup restores what it read.
+	writeAt(t, vol, 2<<20, 64<<10, 3)
+	before := sha256File(t, vol)
+	paused, resume = make(chan struct{}), make(chan struct{})
+	once = sync.Once{}
+	b3, job3, err := s1.StartBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true,
+		Progress: func(int64, int64) { once.Do(func() { close(paused); <-resume }) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- job3(ctx) }()
+	<-paused
+	writeAt(t, vol, 50<<20, 64<<10, 4)
+	b4, err := s2.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b4.ReadMode != gateway.ReadFull || !strings.Contains(b4.ReadFallback, "another backup") {
+		t.Errorf("incremental while the other gateway's used the base: read %q (%s)", b4.ReadMode, b4.ReadFallback)
+	}
+	if got, want := restoreSHA(t, s2, ctx, b4.ID), sha256File(t, vol); got != want {
+		t.Fatalf("the second gateway's incremental restores sha256 %s, the volume had %s", got, want)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := restoreSHA(t, s1, ctx, b3.ID); got != before {
+		t.Fatalf("the first gateway's incremental restores sha256 %s, the volume had %s when it began", got, before)
+	}
+	for i, s := range []*gateway.Service{s1, s2} {
+		if err := s.SyncBackups(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		writeAt(t, vol, int64(10+i)<<20, 64<<10, byte(5+i))
+		inc, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := restoreSHA(t, s, ctx, inc.ID), sha256File(t, vol); got != want {
+			t.Fatalf("gateway %d: incremental (read %q, %d bytes) restores sha256 %s, the volume has %s", i+1, inc.ReadMode, inc.Stats.ReadBytes, got, want)
+		}
+	}
 }
 
 // Zeros come to an image file without data writes too: a punched hole, a zeroed range (left
