@@ -234,6 +234,9 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			plan.thinKept = true
 		}
 	}
+	if rerr := plan.release(); rerr != nil {
+		s.log.Error("cannot unlock the change-tracking base", "backup_id", b.ID, "error", rerr)
+	}
 	unclaim()
 	if err != nil {
 		return s.endFailedBackup(b, v, err)

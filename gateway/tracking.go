@@ -87,10 +87,8 @@ func (p *readPlan) close() error {
 			err = rerr
 		}
 	}
-	if p.unlock != nil {
-		if uerr := p.unlock(); err == nil {
-			err = uerr
-		}
+	if uerr := p.release(); err == nil {
+		err = uerr
 	}
 	if p.thinSnap != nil {
 		var rerr error
@@ -103,6 +101,17 @@ func (p *readPlan) close() error {
 			err = rerr
 		}
 	}
+	return err
+}
+
+// release unlocks the base store if the backup holds it. It runs before the volume is
+// unclaimed, so that the volume's next backup finds the store free.
+func (p *readPlan) release() error {
+	if p.unlock == nil {
+		return nil
+	}
+	err := p.unlock()
+	p.unlock = nil
 	return err
 }
 
