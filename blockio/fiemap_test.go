@@ -434,3 +434,44 @@ func keptImage(t *testing.T, size, seed int64, pattern testutil.Pattern) (img st
 	}
 	return img, store, base
 }
+
+// A base store is one backup's at a time, across processes: a second Lock, through another
+// open of the directory as another process would make, is refused without waiting until the
+// first is released.
+func TestBaseStoreLock(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(img, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenBaseStore(img, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock, err := st.Lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := OpenBaseStore(img, "vol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u, err := other.Lock(); err == nil {
+		u()
+		t.Fatal("a second backup locked the base store while the first held it")
+	}
+	if u, err := st.Lock(); err == nil {
+		u()
+		t.Fatal("the same store locked twice")
+	}
+	if err := unlock(); err != nil {
+		t.Fatal(err)
+	}
+	u, err := other.Lock()
+	if err != nil {
+		t.Fatalf("the store stays locked after it was released: %v", err)
+	}
+	if err := u(); err != nil {
+		t.Fatal(err)
+	}
+}
