@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tests/testutil"
 	"golang.org/x/sys/unix"
@@ -25,25 +26,36 @@ func inode(t *testing.T, path string) uint64 {
 	return st.Ino
 }
 
-// An incremental of a tracked image that is not in use brings its parent's base forward in
-// place: the same file, no clone of the whole image. One that fails after that leaves the
-// base with the record of the ranges it took from the image, so the next incremental reads
-// them as well as what changed since, restores byte-exact and leaves a base that holds
-// exactly what it backed up (docs/design.md, "Bringing a base forward in place").
-func TestBaseBroughtForwardInPlace(t *testing.T) {
-	xfs := testutil.XFSReflinkDir(t, 1<<30)
-	s, _ := newService(t)
-	ctx := adminCtx()
-	vol := filepath.Join(xfs, "vm.img")
-	const size = 64 << 20
-	testutil.WriteImage(t, vol, size, 31, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+// trackedSize is the size of trackedImage's images.
+const trackedSize = 64 << 20
+
+// trackedImage makes an image of random data (seed) on a fresh XFS with reflinks and manages
+// it in s: a volume tracked by default.
+func trackedImage(t *testing.T, s *gateway.Service, seed int64) (xfs, vol string, v *index.Volume) {
+	t.Helper()
+	xfs = testutil.XFSReflinkDir(t, 1<<30)
+	vol = filepath.Join(xfs, "vm.img")
+	testutil.WriteImage(t, vol, trackedSize, seed, testutil.Random)
+	v, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !v.TrackChanges {
 		t.Fatal("an image on XFS with reflinks is not tracked")
 	}
+	return xfs, vol, v
+}
+
+// An incremental of a tracked image that is not in use brings its parent's base forward in
+// place: the same file, no clone of the whole image. One that fails after that leaves the
+// base with the record of the ranges it took from the image, so the next incremental reads
+// them as well as what changed since, restores byte-exact and leaves a base that holds
+// exactly what it backed up (docs/design.md, "Bringing a base forward in place").
+func TestBaseBroughtForwardInPlace(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	xfs, vol, v := trackedImage(t, s, 31)
+	const size = trackedSize
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +207,6 @@ func writeAt(t *testing.T, path string, off int64, n int, seed byte) {
 // It did: the first then kept, under its own backup's name, a base holding writes its backup
 // never read, and the next incremental took them for unchanged and restored older bytes.
 func TestTwoGatewaysDoNotBringOneBaseForwardAtOnce(t *testing.T) {
-	xfs := testutil.XFSReflinkDir(t, 1<<30)
 	dir := t.TempDir()
 	ctx := adminCtx()
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
@@ -216,13 +227,7 @@ func TestTwoGatewaysDoNotBringOneBaseForwardAtOnce(t *testing.T) {
 		return s
 	}
 	s1 := open("state-1")
-	vol := filepath.Join(xfs, "vm.img")
-	const size = 64 << 20
-	testutil.WriteImage(t, vol, size, 41, testutil.Random)
-	v, err := s1.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, vol, v := trackedImage(t, s1, 41)
 	if _, err := s1.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
 		t.Fatal(err)
 	}
@@ -321,16 +326,10 @@ func TestTwoGatewaysDoNotBringOneBaseForwardAtOnce(t *testing.T) {
 // unwritten), a truncate and extend back. An incremental that brings the base forward in
 // place reads them as the zeros they are, not the base's old bytes.
 func TestBaseBroughtForwardOverHolesAndZeroedRanges(t *testing.T) {
-	xfs := testutil.XFSReflinkDir(t, 1<<30)
 	s, _ := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(xfs, "vm.img")
-	const size = 64 << 20
-	testutil.WriteImage(t, vol, size, 51, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, vol, v := trackedImage(t, s, 51)
+	const size = trackedSize
 	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
 		t.Fatal(err)
 	}
@@ -388,16 +387,9 @@ func TestBaseKeptUnderTheParentsNameAfterTheLatestIsDeleted(t *testing.T) {
 	if _, err := exec.LookPath("chattr"); err != nil {
 		testutil.Skip(t, "chattr not installed")
 	}
-	xfs := testutil.XFSReflinkDir(t, 1<<30)
 	s, _ := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(xfs, "vm.img")
-	const size = 64 << 20
-	testutil.WriteImage(t, vol, size, 61, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	xfs, vol, v := trackedImage(t, s, 61)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
 	if err != nil {
 		t.Fatal(err)

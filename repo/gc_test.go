@@ -399,25 +399,12 @@ func TestExclusiveLockWaitsOutALockThatGoesStale(t *testing.T) {
 // once, and gc broke a live writer's lock and deleted what it had written.
 func TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
-	ctx := context.Background()
 	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: 2 * time.Second})
 	host, _ := os.Hostname()
-	lk, err := f.r.Lock(ctx, repo.LockShared, "backup")
-	if err != nil {
+	if err := repo.WriteLockInSpaceForTest(f.r, "twin", host, "another-boot/pid:[4026531836]", 1<<22-1, "backup"); err != nil {
 		t.Fatal(err)
 	}
-	op := lk.Info().Operation
-	lk.Unlock()
-	if err := repo.WriteLockInSpaceForTest(f.r, "twin", host, "another-boot/pid:[4026531836]", 1<<22-1, op); err != nil {
-		t.Fatal(err)
-	}
-	locks, err := g.r.Locks(ctx)
-	if err != nil || len(locks) != 1 || locks[0].Stale {
-		t.Fatalf("locks = %+v, %v", locks, err)
-	}
-	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
-		t.Fatalf("gc while a machine of the same name holds a fresh lock: %v", err)
-	}
+	g.heldOut(t, "a machine of the same name")
 	// By age it goes stale as any other host's lock does.
 	time.Sleep(2500 * time.Millisecond)
 	if st := g.gc(t); st.LocksBroken != 1 {
@@ -433,7 +420,6 @@ func TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID(t *testing.T) {
 // deleted what it had written at once.
 func TestLockOfALiveProcessSurvivesAClockStep(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
-	ctx := context.Background()
 	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: time.Minute})
 	host, _ := os.Hostname()
 	start, err := repo.ProcessStartForTest(1) // pid 1: a process that runs for the whole test
@@ -444,12 +430,20 @@ func TestLockOfALiveProcessSurvivesAClockStep(t *testing.T) {
 		PID: 1, Start: start, Operation: "backup", Created: time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
 		t.Fatal(err)
 	}
-	locks, err := g.r.Locks(ctx)
+	g.heldOut(t, "a live process of this host")
+}
+
+// heldOut checks that the one lock of the repository, which holder took, is live: it is not
+// listed stale and keeps gc out.
+func (f *fixture) heldOut(t *testing.T, holder string) {
+	t.Helper()
+	ctx := context.Background()
+	locks, err := f.r.Locks(ctx)
 	if err != nil || len(locks) != 1 || locks[0].Stale {
-		t.Fatalf("locks = %+v, %v; want the live holder's lock, not stale", locks, err)
+		t.Fatalf("locks = %+v, %v; want the lock of %s, not stale", locks, err, holder)
 	}
-	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
-		t.Fatalf("gc while a live process of this host holds a fresh lock: %v", err)
+	if _, err := f.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("gc while %s holds a fresh lock: %v", holder, err)
 	}
 }
 

@@ -72,6 +72,7 @@ type call struct {
 	method, path, body string
 	user, project      string // noauth headers; empty user sends none
 	version            string
+	header             []string // more headers: name, value, ...
 }
 
 func (e *env) do(t testing.TB, c call) (int, http.Header, []byte) {
@@ -86,6 +87,9 @@ func (e *env) do(t testing.TB, c call) (int, http.Header, []byte) {
 	}
 	if c.version != "" {
 		req.Header.Set("OpenStack-API-Version", "volume "+c.version)
+	}
+	for i := 0; i+1 < len(c.header); i += 2 {
+		req.Header.Set(c.header[i], c.header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -361,23 +365,8 @@ func TestMetricsAreForAdminsAndScrapers(t *testing.T) {
 	}
 	get := func(path string, header ...string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("GET", e.url+path, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i+1 < len(header); i += 2 {
-			req.Header.Set(header[i], header[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(body)
+		code, _, body := e.do(t, call{method: "GET", path: path, header: header})
+		return code, string(body)
 	}
 	for _, tc := range []struct {
 		header []string
@@ -425,21 +414,13 @@ func TestHealthzSaysWhyOnlyToOperators(t *testing.T) {
 		token  string
 		reason bool
 	}{{"", false}, {"tok-bob", false}, {"tok-prom", true}, {"tok-root", true}} {
-		req, err := http.NewRequest("GET", e.url+"/healthz", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var header []string
 		if tc.token != "" {
-			req.Header.Set("X-Auth-Token", tc.token)
+			header = []string{"X-Auth-Token", tc.token}
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), `"down"`) {
-			t.Fatalf("/healthz with the repository gone, token %q: %d %s", tc.token, resp.StatusCode, body)
+		code, _, body := e.do(t, call{method: "GET", path: "/healthz", header: header})
+		if code != http.StatusServiceUnavailable || !strings.Contains(string(body), `"down"`) {
+			t.Fatalf("/healthz with the repository gone, token %q: %d %s", tc.token, code, body)
 		}
 		if named := strings.Contains(string(body), `"reason"`); named != tc.reason {
 			t.Errorf("/healthz with token %q: %s; want the reason given: %v", tc.token, body, tc.reason)
