@@ -318,6 +318,14 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 		}
 		*made = err == nil
 	} else {
+		// Asked again when the job runs (later, when jobs queue): a file attached to a loop
+		// device since the restore was accepted may be mounted, and OpenTarget's O_EXCL
+		// guards only devices [TestRestoreRefusesATargetAttachedAfterItWasAccepted].
+		if reason, ierr := blockio.InUse(path); ierr != nil && !errors.Is(ierr, fs.ErrNotExist) {
+			return fmt.Errorf("restore target %s: %w", path, ierr)
+		} else if reason != "" {
+			return wrapf(ErrInUse, "restore target %s is in use (%s): unmount or detach it first", path, reason)
+		}
 		t, err = blockio.OpenTarget(path, b.Size)
 	}
 	if err != nil {

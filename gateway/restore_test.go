@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
 // backedUp makes a managed volume of 256 KiB in dir and one backup of it.
@@ -118,5 +120,31 @@ func TestRecoveryEndsARestoreACrashInterrupted(t *testing.T) {
 	}
 	if err := gateway.RestoreError(b.ID, rec.LastRestore); err == nil {
 		t.Error("RestoreError = nil: a command waiting for the interrupted restore would report success")
+	}
+}
+
+// A restore onto a file checks that nothing uses it when its job runs, not only when it was
+// accepted: a queued restore whose target was attached to a loop device meanwhile (and so may
+// be mounted) refuses, and the file keeps its contents. Before (found by review), the job
+// wrote the backup under the loop device's users.
+func TestRestoreRefusesATargetAttachedAfterItWasAccepted(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	target := filepath.Join(dir, "target.img")
+	precious := bytes.Repeat([]byte("precious"), 1<<16) // larger than the backup
+	if err := os.WriteFile(target, precious, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.LoopDevice(t, target, false) // attached after the restore was accepted
+	err = job(adminCtx())
+	if !errors.Is(err, gateway.ErrInUse) {
+		t.Errorf("restore onto a file attached to a loop device after it was accepted: %v, want in use", err)
+	}
+	if got, err := os.ReadFile(target); err != nil || !bytes.Equal(got, precious) {
+		t.Fatalf("the file in use was changed: %d bytes (sha256 %x), %v", len(got), sha256.Sum256(got), err)
 	}
 }
