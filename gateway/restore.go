@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -97,8 +98,8 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if path, err = absPath(ctx, req.To); err != nil {
 			return nil, nil, invalidf("--to %q: %v", req.To, err)
 		}
-		if v, err := s.idx.VolumeByPath(path); err == nil {
-			vol = v
+		if vol, err = s.volumeAt(path); err != nil {
+			return nil, nil, err
 		}
 	}
 	created := false // the restore creates the file at path: a failed restore removes it
@@ -186,6 +187,45 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		return err
 	}
 	return res, job, nil
+}
+
+// volumeAt returns the registered volume that path names, or nil: the one registered at path,
+// or one registered under another name of the same file or device (a symbolic link, as
+// /dev/disk/by-id/ links are, or a hard link). Through another name a restore left the
+// volume unclaimed, so a backup of it could read it half restored
+// [TestRestoreToAnotherNameOfAVolumeClaimsIt].
+func (s *Service) volumeAt(path string) (*index.Volume, error) {
+	if v, err := s.idx.VolumeByPath(path); err == nil {
+		return v, nil
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, nil // a new file: no volume's
+	}
+	all, err := s.idx.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range all {
+		if v.Kind == KindNBD {
+			continue
+		}
+		if vfi, err := os.Stat(v.Path); err == nil && sameVolume(fi, vfi) {
+			return v, nil
+		}
+	}
+	return nil, nil
+}
+
+// sameVolume reports whether a and b are the same image file or block device.
+func sameVolume(a, b os.FileInfo) bool {
+	if os.SameFile(a, b) {
+		return true
+	}
+	sa, ok1 := a.Sys().(*syscall.Stat_t)
+	sb, ok2 := b.Sys().(*syscall.Stat_t)
+	dev := os.ModeDevice | os.ModeCharDevice
+	return ok1 && ok2 && a.Mode()&dev == os.ModeDevice && b.Mode()&dev == os.ModeDevice && sa.Rdev == sb.Rdev
 }
 
 // overwriteQuestion says what a restore onto path destroys: a registered volume's contents, a

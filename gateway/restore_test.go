@@ -148,3 +148,62 @@ func TestRestoreRefusesATargetAttachedAfterItWasAccepted(t *testing.T) {
 		t.Fatalf("the file in use was changed: %d bytes (sha256 %x), %v", len(got), sha256.Sum256(got), err)
 	}
 }
+
+// A restore --to another name of a registered volume (a symbolic link, as /dev/disk/by-id/
+// links are, or a hard link) is a restore onto that volume: it claims the volume, so no backup
+// of it runs while the restore writes, and the volume's record says how it ended. Before
+// (found by review), only the registered path was recognised: through another name the
+// volume stayed available, a backup of it could read it half restored, and a failed restore
+// left it looking intact.
+func TestRestoreToAnotherNameOfAVolumeClaimsIt(t *testing.T) {
+	for _, kind := range []string{"symlink", "hardlink"} {
+		t.Run(kind, func(t *testing.T) {
+			s, dir := newService(t)
+			b := backedUp(t, s, dir)
+			want := sha256.Sum256(imageBytes(256<<10, "vm.img"))
+			if err := os.WriteFile(filepath.Join(dir, "vm.img"), bytes.Repeat([]byte("changed!"), 32<<10), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			alias := filepath.Join(dir, "alias.img")
+			link := os.Symlink
+			if kind == "hardlink" {
+				link = os.Link
+			}
+			if err := link(filepath.Join(dir, "vm.img"), alias); err != nil {
+				t.Fatal(err)
+			}
+			res, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: alias})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.VolumeName != "vm" {
+				t.Errorf("restore to %s, another name of volume vm: result names volume %q", alias, res.VolumeName)
+			}
+			v, err := s.Volume(adminCtx(), "vm")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Status != index.VolumeRestoringBackup {
+				t.Errorf("volume vm is %s while a restore onto it (as %s) is under way", v.Status, alias)
+			}
+			if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: v.ID}); !errors.Is(err, gateway.ErrConflict) {
+				t.Errorf("backup of volume vm while a restore onto it (as %s) is under way: %v, want a conflict", alias, err)
+			}
+			if err := job(adminCtx()); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(alias); err != nil || sha256.Sum256(got) != want {
+				t.Fatalf("restored volume: sha256 %x, want %x (%v)", sha256.Sum256(got), want, err)
+			}
+		})
+	}
+}
+
+// imageBytes is what image writes into a file of that name and size.
+func imageBytes(size int, name string) []byte {
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*7 + len(name))
+	}
+	return b
+}
