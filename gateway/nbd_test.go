@@ -1,9 +1,11 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -171,5 +173,50 @@ func TestCheckNBDListen(t *testing.T) {
 		if (err == nil) != tc.ok {
 			t.Errorf("CheckNBDListen(%q, %+v) = %v, want ok %v", tc.addr, tc.o, err, tc.ok)
 		}
+	}
+}
+
+// A read that reaches the export's end and meets a block that cannot be read fails with EIO,
+// whatever the reason's wording: a pack cut short after the local backend opened it makes
+// the block's error wrap io.EOF, and the server took that for the end of the volume and sent
+// the reply's buffer as data (zeros, or another read's bytes) (found by review).
+func TestNBDReadAtTheEndFailsOnAPackCutShort(t *testing.T) {
+	s, dir := newService(t)
+	const size = 256 << 10
+	src := make([]byte, size)
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(src) // distinct, incompressible blocks
+	vol := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(vol, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+	if err != nil || len(packs) != 1 {
+		t.Fatalf("packs %q, %v: want one", packs, err)
+	}
+	sock := serveNBD(t, s, gateway.NBDOptions{})
+	c, err := nbd.Dial(context.Background(), "nbd+unix:///"+b.ID+"?socket="+sock, nbd.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	head := make([]byte, 64<<10)
+	if _, err := c.ReadAt(head, 0); err != nil || !bytes.Equal(head, src[:len(head)]) {
+		t.Fatalf("read of the head: %v", err) // the pack is open now
+	}
+	if err := os.Truncate(packs[0], size/2); err != nil { // damage: the tail's blocks are gone
+		t.Fatal(err)
+	}
+	tail := make([]byte, 64<<10)
+	n, err := c.ReadAt(tail, size-int64(len(tail)))
+	if err == nil {
+		same := bytes.Equal(tail, src[size-len(tail):])
+		t.Fatalf("read of %d bytes at the end of an export whose pack was cut short succeeded (%d bytes, as stored: %v)", len(tail), n, same)
 	}
 }
