@@ -97,7 +97,7 @@ func (r *Repository) readGrouped(ctx context.Context, reads []blobRead, scratch 
 		} else {
 			data, err = r.be.GetRange(ctx, reads[s].loc.Pack.Key(), base, end-base)
 		}
-		if errors.Is(err, backend.ErrNotFound) {
+		if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrRange) {
 			err = missingPack{err} // the index says it is there: the repository is damaged
 		}
 		if err != nil {

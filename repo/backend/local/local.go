@@ -99,7 +99,12 @@ func (l *Local) ReadRange(ctx context.Context, key string, offset int64, p []byt
 	if offset+length > o.size {
 		return fmt.Errorf("get %s range [%d,+%d): %w (size %d)", key, offset, length, backend.ErrRange, o.size)
 	}
-	if _, err := o.f.ReadAt(p, offset); err != nil {
+	if _, err := o.f.ReadAt(p, offset); errors.Is(err, io.EOF) {
+		// The object is shorter than when it was opened (o.size): cut short since, which is
+		// damage as a range past its end is, not the plain EOF that readers of a volume take
+		// for its end [TestRestoreOfAPackCutShortAfterItWasOpened].
+		return fmt.Errorf("get %s range [%d,+%d): %w (cut short since it was opened at %d bytes)", key, offset, length, backend.ErrRange, o.size)
+	} else if err != nil {
 		return fmt.Errorf("get %s range [%d,+%d): %w", key, offset, length, err)
 	}
 	return nil
