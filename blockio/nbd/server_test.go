@@ -538,3 +538,38 @@ func TestLogNameHidesCredential(t *testing.T) {
 		}
 	}
 }
+
+// eofExport fails every read that touches bad with an error that wraps io.EOF, as a block of
+// a pack cut short may.
+type eofExport struct {
+	*memExport
+	bad int64
+}
+
+func (e eofExport) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off <= e.bad && e.bad < off+int64(len(p)) {
+		return 0, fmt.Errorf("backup b1: block at offset %d: get pack range: %w", e.bad/testBlock*testBlock, io.EOF)
+	}
+	return e.memExport.ReadAtContext(ctx, p, off)
+}
+
+// A read to the export's end that fails with an error wrapping io.EOF is a failed read, not
+// the end of the volume: before (found by review), the server sent its reply buffer as data.
+func TestServerReadErrorWrappingEOFAtTheEnd(t *testing.T) {
+	const size = 4 << 20
+	disk := newMemExport(size, 14)
+	last := len(disk.data) - 1
+	disk.data[last] = true // read, not answered as a hole
+	sock := serve(t, "unix", oneExport{eofExport{disk, int64(last)*testBlock + 1}})
+	c, err := Dial(context.Background(), "nbd+unix:///x?socket="+sock, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := make([]byte, 64<<10)
+	var re *RemoteError
+	if _, err := c.ReadAt(p, size-int64(len(p))); !errors.As(err, &re) || re.Errno != EIO {
+		t.Fatalf("read to the end over a block that fails with a wrapped EOF: %v, want EIO (bytes as stored: %v)",
+			err, bytes.Equal(p, disk.b[size-len(p):]))
+	}
+}
