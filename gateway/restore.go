@@ -115,7 +115,8 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			}
 		}
 	}
-	fresh := false
+	fresh, made := false, false // made: the volume is new, made for this restore
+	var was index.Volume        // an existing volume's status and reason before the claim
 	if vol == nil && path == "" {
 		name := req.Name
 		if name == "" {
@@ -127,12 +128,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol, err = s.newImageVolume(ctx, b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
 			return nil, nil, err
 		}
-		path, fresh = vol.Path, true
+		path, fresh, made = vol.Path, true, true
 	} else if vol != nil {
 		if _, err := s.idx.UpdateVolume(vol.ID, func(v *index.Volume) error {
 			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
 				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
 			}
+			was.Status, was.FailReason = v.Status, v.FailReason
 			v.Status, v.FailReason = index.VolumeRestoringBackup, ""
 			return nil
 		}); err != nil {
@@ -150,8 +152,16 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		rec.LastRestore = &index.RestoreOutcome{Target: path, Result: "running", At: now()}
 		return nil
 	}); err != nil {
-		if vol != nil {
-			s.setVolumeStatus(vol.ID, index.VolumeAvailable, "")
+		// Nothing was written: the volume goes back to what it was, and one made for this
+		// restore goes. Before, either was set available: a volume an unfinished restore had
+		// marked error, or a new one of zeros, read as intact
+		// [TestRestoreThatLosesItsBackupLeavesTheVolumeAsItWas,
+		// TestRestoresToNewVolumesThatLoseTheBackupLeaveNoVolume].
+		switch {
+		case made:
+			s.dropUnusedVolume(ctx, vol, "restore did not start: "+err.Error())
+		case vol != nil:
+			s.setVolumeStatus(vol.ID, was.Status, was.FailReason)
 		}
 		return nil, nil, err
 	}
@@ -226,6 +236,28 @@ func sameVolume(a, b os.FileInfo) bool {
 	sb, ok2 := b.Sys().(*syscall.Stat_t)
 	dev := os.ModeDevice | os.ModeCharDevice
 	return ok1 && ok2 && a.Mode()&dev == os.ModeDevice && b.Mode()&dev == os.ModeDevice && sa.Rdev == sb.Rdev
+}
+
+// dropUnusedVolume removes a volume made for a restore that did not start: its record, here
+// and in the repository, its change-tracking base and its image, which holds nothing yet.
+// If the record cannot be removed it is marked error with reason instead.
+func (s *Service) dropUnusedVolume(ctx context.Context, v *index.Volume, reason string) {
+	if err := s.idx.DeleteVolume(v.ID); err != nil {
+		s.log.Error("cannot remove a volume made for a restore that did not start", "volume_id", v.ID, "error", err)
+		s.setVolumeStatus(v.ID, index.VolumeError, reason)
+		return
+	}
+	if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		s.log.Warn("cannot remove the volume's record from the repository", "volume_id", v.ID, "error", err)
+	}
+	if v.TrackChanges {
+		if err := blockio.RemoveBaseStore(v.Path, v.ID); err != nil {
+			s.log.Warn("cannot remove the volume's change-tracking base", "volume_id", v.ID, "error", err)
+		}
+	}
+	if err := os.Remove(v.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Error("cannot remove the image of a volume made for a restore that did not start", "path", v.Path, "error", err)
+	}
 }
 
 // overwriteQuestion says what a restore onto path destroys: a registered volume's contents, a

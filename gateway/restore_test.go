@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -263,5 +264,83 @@ func TestRestoreOfAPackCutShortAfterItWasOpened(t *testing.T) {
 	}
 	if sha256.Sum256(got) != sha256.Sum256(want) {
 		t.Errorf("salvage differs from the volume outside the lost ranges %v", res.Lost)
+	}
+}
+
+// A restore that cannot claim its backup (another restore took it since it was looked up)
+// leaves the target volume as it found it: one marked error by an earlier restore that did
+// not finish stays error, with its reason, and does not read as available with half a
+// backup in it. Before (found by review), the volume was set available.
+func TestRestoreThatLosesItsBackupLeavesTheVolumeAsItWas(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	tgt, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "tgt.img", 256<<10), Name: "tgt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "tgt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(adminCtx())
+	cancel()
+	if err := job(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled restore: %v", err)
+	}
+	before, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || before.Status != index.VolumeError {
+		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", before, err)
+	}
+	// The question is asked after the backup was found available; meanwhile another restore
+	// of the same backup is accepted.
+	ctx := gateway.WithConfirm(adminCtx(), func(string) error {
+		_, _, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "other.img")})
+		return err
+	})
+	if _, _, err := s.StartRestore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: "tgt"}); !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("restore of a backup another restore claimed meanwhile: %v, want a conflict", err)
+	}
+	after, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || after.Status != index.VolumeError || after.FailReason != before.FailReason {
+		t.Errorf("volume after a restore that could not start: %s (%q), want %s (%q)", after.Status, after.FailReason, before.Status, before.FailReason)
+	}
+}
+
+// Restores of one backup to new volumes at the same time: one claims the backup, and the
+// others leave no volume behind. Before (found by review), each that lost the claim left its
+// new volume available, all zeros, named like a restored copy of the backup.
+func TestRestoresToNewVolumesThatLoseTheBackupLeaveNoVolume(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	const n = 8
+	var wg sync.WaitGroup
+	started := make(chan string, n)
+	for range n {
+		wg.Go(func() {
+			res, _, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID})
+			if err == nil {
+				started <- res.VolumeID
+			} else if !errors.Is(err, gateway.ErrConflict) && !errors.Is(err, gateway.ErrExists) { // ErrExists: two took the same free name
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	close(started)
+	var winners []string
+	for id := range started {
+		winners = append(winners, id)
+	}
+	if len(winners) != 1 {
+		t.Fatalf("%d restores of one backup started, want 1", len(winners))
+	}
+	vols, err := s.ListVolumes(adminCtx(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		if v.Name != "vm" && v.ID != winners[0] {
+			t.Errorf("volume %s (%s) is left by a restore that did not start", v.Name, v.Status)
+		}
 	}
 }
