@@ -115,8 +115,8 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			}
 		}
 	}
-	fresh, made := false, false // made: the volume is new, made for this restore
-	var was index.Volume        // an existing volume's status and reason before the claim
+	fresh, newVol := false, false // newVol: the volume is new, made for this restore
+	var was index.Volume          // an existing volume's status and reason before the claim
 	if vol == nil && path == "" {
 		name := req.Name
 		if name == "" {
@@ -128,7 +128,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol, err = s.newImageVolume(ctx, b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
 			return nil, nil, err
 		}
-		path, fresh, made = vol.Path, true, true
+		path, fresh, newVol = vol.Path, true, true
 	} else if vol != nil {
 		if _, err := s.idx.UpdateVolume(vol.ID, func(v *index.Volume) error {
 			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
@@ -141,6 +141,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			return nil, nil, err
 		}
 	}
+	running := &index.RestoreOutcome{Target: path, Result: "running", At: now()} // this restore's, until it ends
 	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if rec.Status != index.BackupAvailable {
 			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
@@ -149,7 +150,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol != nil {
 			rec.RestoreTarget = vol.ID
 		}
-		rec.LastRestore = &index.RestoreOutcome{Target: path, Result: "running", At: now()}
+		rec.LastRestore = running
 		return nil
 	}); err != nil {
 		// Nothing was written: the volume goes back to what it was, and one made for this
@@ -158,7 +159,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		// [TestRestoreThatLosesItsBackupLeavesTheVolumeAsItWas,
 		// TestRestoresToNewVolumesThatLoseTheBackupLeaveNoVolume].
 		switch {
-		case made:
+		case newVol:
 			s.dropUnusedVolume(ctx, vol, "restore did not start: "+err.Error())
 		case vol != nil:
 			s.setVolumeStatus(vol.ID, was.Status, was.FailReason)
@@ -188,7 +189,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 		var made bool // the job created the file at path (created): only then is it its to remove
-		err := s.runRestore(jobCtx, b, m, vol, path, created, &made, fresh, req.Progress, req.Salvage, res)
+		err := s.runRestore(jobCtx, b, m, vol, path, running.At, created, &made, fresh, req.Progress, req.Salvage, res)
 		if err != nil && made {
 			if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 				s.log.Error("cannot remove the failed restore's file", "path", path, "error", rerr)
@@ -329,7 +330,7 @@ func checkRestoreTarget(path string, size int64) error {
 // new, as it was when the restore was accepted: one that appeared since is neither taken over
 // nor, when the restore fails, removed [TestRestoreLeavesAFileThatAppearedAfterItWasAccepted];
 // *made says whether it created it.
-func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, create bool, made *bool, fresh bool, progress func(int64, int64), salvage bool, res *RestoreResult) (err error) {
+func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manifest, vol *index.Volume, path string, started time.Time, create bool, made *bool, fresh bool, progress func(int64, int64), salvage bool, res *RestoreResult) (err error) {
 	var lostMu sync.Mutex
 	start := time.Now()
 	defer func() {
@@ -345,6 +346,13 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			outcome.Result, outcome.Kind, outcome.Reason = "failed", failureKind(err), err.Error()
 		}
 		_, uerr := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+			// Only while the record is still this restore's: one that reset-state cancelled
+			// may end after another restore of the backup was accepted, and ending that one's
+			// record made a command waiting for it take this end for its own
+			// [TestRestoreEndedByResetStateLeavesTheNextRestoreRecord].
+			if lr := rec.LastRestore; lr == nil || lr.Result != "running" || lr.Target != path || !lr.At.Equal(started) {
+				return errRestoreSuperseded
+			}
 			if rec.Status == index.BackupRestoring {
 				rec.Status = index.BackupAvailable
 			}
@@ -352,7 +360,10 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			return nil
 		})
 		s.syncIndex()
-		if uerr != nil && !errors.Is(uerr, index.ErrNotFound) {
+		if errors.Is(uerr, errRestoreSuperseded) {
+			s.log.Warn("restore ended after another restore of its backup began; its outcome is in this log only",
+				"backup_id", b.ID, "target", path, "result", outcome.Result, "reason", outcome.Reason)
+		} else if uerr != nil && !errors.Is(uerr, index.ErrNotFound) {
 			s.log.Error("cannot record restore end", "backup_id", b.ID, "error", uerr)
 		}
 		if vol != nil {
@@ -432,6 +443,9 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	}
 	return err
 }
+
+// errRestoreSuperseded: the backup's record belongs to a later restore.
+var errRestoreSuperseded = errors.New("the backup's restore record is another restore's")
 
 // Restore accepts a restore and runs it: to the end in the embedded CLI, on a worker in
 // cairn serve.

@@ -344,3 +344,46 @@ func TestRestoresToNewVolumesThatLoseTheBackupLeaveNoVolume(t *testing.T) {
 		}
 	}
 }
+
+// A restore cancelled by reset-state that ends after a second restore of the same backup was
+// accepted does not end the second one's record: the backup stays restoring, and its last
+// restore is the second's, still running, so a command waiting for the second does not take
+// the first's end for its own. Before (found by review), the first set the backup available
+// and its outcome over the second's: 'restore --wait' of the second returned at once with
+// success, before anything was written.
+func TestRestoreEndedByResetStateLeavesTheNextRestoreRecord(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	first, second := filepath.Join(dir, "first.img"), filepath.Join(dir, "second.img")
+	_, job1, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	_, job2, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := job1(adminCtx()); !errors.Is(err, context.Canceled) { // queued until now
+		t.Fatalf("restore cancelled by reset-state: %v, want cancelled", err)
+	}
+	rec, err := s.Backup(adminCtx(), b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Status != index.BackupRestoring || rec.LastRestore == nil || rec.LastRestore.Target != second || rec.LastRestore.Result != "running" {
+		t.Errorf("while the second restore is pending: backup %s, last restore %+v; want restoring, the second's, running", rec.Status, rec.LastRestore)
+	}
+	if err := job2(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256.Sum256(imageBytes(256<<10, "vm.img"))
+	if got, err := os.ReadFile(second); err != nil || sha256.Sum256(got) != want {
+		t.Fatalf("second restore: sha256 %x, want %x (%v)", sha256.Sum256(got), want, err)
+	}
+	if rec, err = s.Backup(adminCtx(), b.ID); err != nil || rec.Status != index.BackupAvailable || rec.LastRestore.Result != "succeeded" {
+		t.Errorf("after the second restore: %+v, %v", rec, err)
+	}
+}
