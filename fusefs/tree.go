@@ -166,9 +166,12 @@ func (f *FS) refreshDir(ctx context.Context, d *dir) {
 	}
 }
 
-// visible says whether a backup belongs in the tree.
+// visible says whether a backup belongs in the tree: a committed one, being restored or not.
+// Restoring reads a backup and changes nothing in it; when only available backups showed, the
+// newest backup left the tree while it was restored and latest went back to the one before
+// it [TestTreeShowsABackupBeingRestored].
 func (f *FS) visible(b *index.Backup) bool {
-	return b.Status == index.BackupAvailable && (f.o.Project == "" || b.Project == f.o.Project)
+	return b.Status.Committed() && (f.o.Project == "" || b.Project == f.o.Project)
 }
 
 func (f *FS) fileMode() uint32 {

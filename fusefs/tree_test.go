@@ -364,3 +364,23 @@ func TestLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestTreeShowsABackupBeingRestored: a restore only reads a backup, so the backup stays in the
+// tree and latest stays on it while it is restored. Before (found by review), it left the
+// tree and latest went back to the backup before it: older bytes under the same name.
+func TestTreeShowsABackupBeingRestored(t *testing.T) {
+	x := newTreeFixture(t, Options{})
+	x.volume(t, "v1", "vm", "admin")
+	one, two := randomBytes(3, 100<<10), randomBytes(4, 90<<10)
+	x.backup(t, "b1", "v1", "admin", 0, one)
+	x.backup(t, "b2", "v1", "admin", time.Hour, two)
+	if _, err := x.ix.UpdateBackup("b2", func(b *index.Backup) error { b.Status = index.BackupRestoring; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	x.fs.Refresh(context.Background())
+	for _, p := range []string{"volumes/vm/latest/disk.img", "backups/b2/disk.img"} {
+		if got, err := os.ReadFile(filepath.Join(x.mnt, p)); err != nil || !bytes.Equal(got, two) {
+			t.Errorf("%s while b2 is restored: %d bytes, %v; want b2's (b1's: %v)", p, len(got), err, bytes.Equal(got, one))
+		}
+	}
+}

@@ -54,11 +54,11 @@ func (s *Service) ServeNBD(ctx context.Context, l net.Listener, o NBDOptions) er
 }
 
 // NBDExports resolves NBD export names to backups: a backup id names that backup, and
-// VOLUME/latest (a volume's name or id) the volume's newest available backup. Either followed
+// VOLUME/latest (a volume's name or id) the volume's newest committed backup. Either followed
 // by /lvm/VG/LV names a logical volume inside that backup's image, found by blockio/lvm under
 // the names the FUSE tree shows in lvm/ (the VG's name, with "-<short uuid>" where two share
 // it): its size is the LV's and its reads and block status follow the LV's mapping. Only
-// available backups are exported; each is read through repo.Image, so holes stay holes and a
+// committed backups (available or being restored) are exported; each is read through repo.Image, so holes stay holes and a
 // block that fails verification fails the read.
 type NBDExports struct {
 	s *Service
@@ -88,7 +88,7 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 			// The name is not echoed: it may hold a token.
 			return nil, unknownf("this server checks tokens: name the export TOKEN@BACKUP_ID or TOKEN@VOLUME/latest with a valid token")
 		}
-		visible = func(b *index.Backup) bool { return b.Status == index.BackupAvailable && c.sees(b.Project) }
+		visible = func(b *index.Backup) bool { return b.Status.Committed() && c.sees(b.Project) }
 		ref = rest
 	}
 	ref, vg, lv := parseExportName(ref)
@@ -152,9 +152,11 @@ func cutLast(s string) (before, after string, ok bool) {
 	return s[:i], s[i+1:], true
 }
 
-// visible says whether a backup is exported without tokens.
+// visible says whether a backup is exported without tokens: a committed one, being restored
+// or not. When only available backups were, VOLUME/latest served the backup before the
+// newest while the newest was restored [TestNBDExportsABackupBeingRestored].
 func (e *NBDExports) visible(b *index.Backup) bool {
-	return b.Status == index.BackupAvailable && (e.o.Project == "" || b.Project == e.o.Project)
+	return b.Status.Committed() && (e.o.Project == "" || b.Project == e.o.Project)
 }
 
 // backup resolves a backup id or VOLUME/latest among the visible backups.

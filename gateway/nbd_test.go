@@ -220,3 +220,35 @@ func TestNBDReadAtTheEndFailsOnAPackCutShort(t *testing.T) {
 		t.Fatalf("read of %d bytes at the end of an export whose pack was cut short succeeded (%d bytes, as stored: %v)", len(tail), n, same)
 	}
 }
+
+// A backup being restored is still what it was: exported by id, and the one VOLUME/latest
+// names when it is the newest. Before (found by review), only available backups were
+// exported, so while the newest backup of a volume was restored VOLUME/latest served the one
+// before it: older bytes, with nothing to say so.
+func TestNBDExportsABackupBeingRestored(t *testing.T) {
+	s, dir := newService(t)
+	img := image(t, dir, "vm.img", 256<<10)
+	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, bytes.Repeat([]byte("newer!!!"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newest, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm", Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fileSHA(t, img)
+	if _, _, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: newest.ID, To: filepath.Join(dir, "out.img")}); err != nil {
+		t.Fatal(err) // accepted: the backup is restoring until its job runs
+	}
+	sock := serveNBD(t, s, gateway.NBDOptions{})
+	for _, export := range []string{"vm/latest", newest.ID} {
+		if got, err := nbdSHA(t, sock, export); err != nil || got != want {
+			t.Errorf("export %s while the newest backup is restored: %v, sha256 %x; want %x", export, err, got[:4], want[:4])
+		}
+	}
+}
