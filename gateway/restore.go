@@ -473,6 +473,12 @@ func failureKind(err error) string {
 // RestoreError is the error a restore that ended as o returned, rebuilt from its record for a
 // command that waited for it; nil when it succeeded.
 func RestoreError(backupID string, o *index.RestoreOutcome) error {
+	if o != nil && o.Result == "running" {
+		// The wait ended and the restore has not: reset-state set its backup available while
+		// it was queued or ran (and cancelled it). Not a success: nothing may have been
+		// written [TestWaitForARestoreResetWhileItRanIsNoSuccess].
+		return wrapf(ErrConflict, "restore of backup %s to %s has not ended: the backup's state was reset while it was queued or ran, which cancels it: 'cairn backup show %s' tells how it ended", backupID, o.Target, backupID)
+	}
 	if o == nil || o.Result != "failed" {
 		return nil
 	}

@@ -387,3 +387,29 @@ func TestRestoreEndedByResetStateLeavesTheNextRestoreRecord(t *testing.T) {
 		t.Errorf("after the second restore: %+v, %v", rec, err)
 	}
 }
+
+// A command that waits for a restore does not take it for a success when the wait ends with
+// the restore still running: reset-state set the backup available while the job was queued
+// or running. Before (found by review), RestoreError said nothing for a "running" outcome,
+// and 'restore --wait' printed "restored" before anything was written.
+func TestWaitForARestoreResetWhileItRanIsNoSuccess(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "out.img")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := s.WaitBackup(adminCtx(), b.ID) // as 'backup restore --wait' does
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gateway.RestoreError(rec.ID, rec.LastRestore); err == nil {
+		t.Errorf("a restore that has not ended (last restore %+v) reads as a success", rec.LastRestore)
+	}
+	if err := job(adminCtx()); !errors.Is(err, context.Canceled) {
+		t.Errorf("the reset restore's job: %v, want cancelled", err)
+	}
+}
