@@ -340,9 +340,15 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 	if err == nil && async && c.Wait {
 		var b *index.Backup
 		if b, err = s.WaitBackup(ctx, res.BackupID); err == nil {
-			// The job's outcome is the command's: its record says how it ended.
+			// The job's outcome is the command's: its record says how it ended. A record of
+			// another target is another restore's, which followed this one (reset-state
+			// cancels a restore): this one's end is not known, and is no success
+			// [TestRestoreWaitSupersededIsNoSuccess].
 			if b.LastRestore != nil && b.LastRestore.Target == res.Path {
 				err = gateway.RestoreError(b.ID, b.LastRestore)
+			} else {
+				err = fmt.Errorf("%w: restore of backup %s to %s: another restore of the backup followed it before it ended (was its state reset?), so it may not have run: see 'cairn backup show %s' and the log",
+					gateway.ErrConflict, b.ID, res.Path, b.ID)
 			}
 			if err == nil && res.VolumeID != "" {
 				if v, verr := s.Volume(ctx, res.VolumeID); verr == nil && v.Status == index.VolumeError {

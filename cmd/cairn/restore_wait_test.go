@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// 'backup restore --wait' inside a gateway whose restore reset-state cancelled while it was
+// queued, and which another restore of the same backup then followed: the waiting command
+// fails, and does not print the later restore's success for its own. Once a restore no longer
+// ends a later restore's record (TestRestoreEndedByResetStateLeavesTheNextRestoreRecord), the
+// command found the backup's last restore naming another target and took that for a success:
+// exit 0, "restored", and no file at its target.
+func TestRestoreWaitSupersededIsNoSuccess(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
+	vol := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.StartWorkers(1)
+	defer s.StopWorkers(bg) //nolint:errcheck // before Close: no job may outlive the index
+	release := make(chan struct{})
+	if err := s.Submit(admin, "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	first, second := filepath.Join(dir, "first.img"), filepath.Join(dir, "second.img")
+	var out, errb bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- runCLI(admin, []string{"--quiet", "backup", "restore", "--yes", b.ID, "--to", first, "--wait"}, &out, &errb, s, nil)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) { // accepted, queued
+		if rec, err := s.Backup(admin, b.ID); err == nil && rec.Status == index.BackupRestoring {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the first restore was not accepted")
+		}
+	}
+	if _, err := s.ResetBackupState(admin, b.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Restore(admin, gateway.RestoreRequest{Backup: b.ID, To: second}); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case c := <-code:
+		_, statErr := os.Stat(first)
+		if c == 0 {
+			t.Errorf("restore --wait of a restore that reset-state cancelled: exit %d (%s%s), target: %v", c, out.String(), errb.String(), statErr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("restore --wait did not return")
+	}
+	// The second restore, to its end, wrote the backup.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rec, err := s.Backup(admin, b.ID)
+		if err == nil && rec.LastRestore != nil && rec.LastRestore.Target == second && rec.LastRestore.Result != "running" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the second restore did not end: %+v, %v", rec, err)
+		}
+	}
+	got, err := os.ReadFile(second)
+	want, _ := os.ReadFile(vol)
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(want) {
+		t.Errorf("the second restore: %v, sha256 %x, want %x", err, sha256.Sum256(got), sha256.Sum256(want))
+	}
+}
