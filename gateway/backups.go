@@ -117,7 +117,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		return nil, nil, err
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.track(b.ID, cancel)
+	untrack := s.track(b.ID, cancel)
 	jobID := "backup/" + b.ID
 	s.jobs.add(JobInfo{ID: jobID, Kind: "backup", Subject: b.ID, Project: project, VolumeID: v.ID, VolumeName: v.Name, Total: b.Size})
 	kind := "full"
@@ -131,7 +131,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	progress := s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
 		defer cancel()
-		defer s.untrack(b.ID)
+		defer untrack()
 		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
@@ -402,16 +402,34 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest) (*index.B
 	return s.idx.Backup(b.ID)
 }
 
-func (s *Service) track(id string, cancel context.CancelFunc) {
+// tracked is a job's entry in Service.cancels: its own pointer, so a job that ends removes
+// its entry and never a later job's under the same id.
+type tracked struct{ cancel context.CancelFunc }
+
+// track registers cancel as job id's and returns what unregisters it, which leaves alone an
+// entry a later job put under the same id: a restore that reset-state cancelled while queued
+// ends after the next restore of its backup was accepted, and took that one's cancel with it
+// [TestRestoreEndedByResetStateLeavesTheNextRestoreCancellable].
+func (s *Service) track(id string, cancel context.CancelFunc) (untrack func()) {
+	t := &tracked{cancel: cancel}
 	s.mu.Lock()
-	s.cancels[id] = cancel
+	s.cancels[id] = t
 	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.cancels[id] == t {
+			delete(s.cancels, id)
+		}
+		s.mu.Unlock()
+	}
 }
 
-func (s *Service) untrack(id string) {
-	s.mu.Lock()
-	delete(s.cancels, id)
-	s.mu.Unlock()
+// cancelOf returns the cancel of job id, or nil. Called with s.mu held.
+func (s *Service) cancelOf(id string) context.CancelFunc {
+	if t := s.cancels[id]; t != nil {
+		return t.cancel
+	}
+	return nil
 }
 
 // ListFilter narrows a backup list.
@@ -646,7 +664,7 @@ func (s *Service) cancelBackup(ctx context.Context, c Caller, b *index.Backup, f
 		return nil, err
 	}
 	s.mu.Lock()
-	cancel := s.cancels[b.ID]
+	cancel := s.cancelOf(b.ID)
 	s.mu.Unlock()
 	if cancel != nil {
 		cancel()

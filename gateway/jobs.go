@@ -90,8 +90,8 @@ func (s *Service) StopWorkers(ctx context.Context) error {
 	s.stopping.Store(true)
 	s.mu.Lock()
 	p := s.pool
-	for _, cancel := range s.cancels {
-		cancel()
+	for _, t := range s.cancels {
+		t.cancel()
 	}
 	s.mu.Unlock()
 	if p == nil {
@@ -135,7 +135,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 	switch b.Status {
 	case index.BackupRestoring:
 		s.mu.Lock()
-		cancel := s.cancels["restore/"+b.ID]
+		cancel := s.cancelOf("restore/" + b.ID)
 		s.mu.Unlock()
 		if cancel != nil {
 			cancel()

@@ -171,7 +171,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		res.VolumeID, res.VolumeName = vol.ID, vol.Name
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s.track("restore/"+b.ID, cancel)
+	untrack := s.track("restore/"+b.ID, cancel)
 	jobID := "restore/" + b.ID
 	info := JobInfo{ID: jobID, Kind: "restore", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Target: path, Total: b.Size}
 	if vol != nil {
@@ -185,7 +185,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	req.Progress = s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
 		defer cancel()
-		defer s.untrack("restore/" + b.ID)
+		defer untrack()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 		var made bool // the job created the file at path (created): only then is it its to remove

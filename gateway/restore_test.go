@@ -413,3 +413,39 @@ func TestWaitForARestoreResetWhileItRanIsNoSuccess(t *testing.T) {
 		t.Errorf("the reset restore's job: %v, want cancelled", err)
 	}
 }
+
+// A restore cancelled by reset-state that ends after a second restore of the same backup was
+// accepted leaves the second one cancellable: reset-state of the backup then stops it.
+// Before (found by review), the first's end unregistered the second's cancel (both under
+// "restore/<backup id>"), and the second ran on, writing, with its backup reset.
+func TestRestoreEndedByResetStateLeavesTheNextRestoreCancellable(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	_, job1, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "first.img")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	second := filepath.Join(dir, "second.img")
+	_, job2, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := job1(adminCtx()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first restore: %v, want cancelled", err)
+	}
+	if !s.Running(b.ID) {
+		t.Error("the second restore, queued, is not known as running")
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	if err := job2(adminCtx()); !errors.Is(err, context.Canceled) {
+		t.Errorf("second restore after reset-state: %v, want cancelled", err)
+	}
+	if _, err := os.Stat(second); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the cancelled second restore left its target: %v", err)
+	}
+}

@@ -68,8 +68,8 @@ type Service struct {
 	driver string
 
 	mu      sync.Mutex
-	cancels map[string]context.CancelFunc // running jobs by backup id; guarded by mu
-	pool    *pool                         // background workers (cairn serve); guarded by mu
+	cancels map[string]*tracked // running jobs by backup id; guarded by mu
+	pool    *pool               // background workers (cairn serve); guarded by mu
 
 	metrics *metrics
 	jobs    *jobTable // queued, running and recently finished jobs (the console)
@@ -259,7 +259,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]context.CancelFunc{},
+	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{},
 		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable()}
 	s.driver = "cairn.backup.drivers.local"
 	if c.remote() {
