@@ -103,6 +103,8 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 	}
 	created := false // the restore creates the file at path: a failed restore removes it
+	accepted := false
+	releaseTarget := func() {} // ends the claim on path (claimTarget), once the job has ended
 	if path != "" {
 		if err := checkRestoreTarget(path, b.Size); err != nil {
 			return nil, nil, err
@@ -114,6 +116,16 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 				return nil, nil, err
 			}
 		}
+		release, err := s.claimTarget(path, b.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer func() {
+			if !accepted {
+				release()
+			}
+		}()
+		releaseTarget = release
 	}
 	fresh, newVol := false, false // newVol: the volume is new, made for this restore
 	var was index.Volume          // an existing volume's status and reason before the claim
@@ -184,6 +196,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	s.jobs.logf(jobID, "accepted: restore of backup %s (%s) to %s", b.ID, units.Bytes(b.Size), info.Target)
 	req.Progress = s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
+		defer releaseTarget()
 		defer cancel()
 		defer untrack()
 		stop := context.AfterFunc(ctx, cancel)
@@ -197,7 +210,52 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		return err
 	}
+	accepted = true
 	return res, job, nil
+}
+
+// claimTarget claims path for the restore of backup id until release is called: a second
+// restore onto the same file or device (by any of its names) while one is accepted and has
+// not ended is refused. Two at once interleaved their writes, and the target held one backup
+// or a mix of both while both reported success [TestSecondRestoreOntoTheSameFileWaitsForTheFirst].
+// Registered volumes are claimed by their status as well; this covers the other targets.
+func (s *Service) claimTarget(path, id string) (release func(), err error) {
+	keys := targetKeys(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if other, ok := s.restoring[k]; ok {
+			return nil, wrapf(ErrInUse, "restore target %s is being written by the restore of backup %s: wait for it to end", path, other)
+		}
+	}
+	for _, k := range keys {
+		s.restoring[k] = id
+	}
+	return func() {
+		s.mu.Lock()
+		for _, k := range keys {
+			delete(s.restoring, k)
+		}
+		s.mu.Unlock()
+	}, nil
+}
+
+// targetKeys names the target at path: by the path itself (a file the restore is yet to
+// make), and by what is there whatever name reaches it (device and inode, or device number).
+func targetKeys(path string) []string {
+	keys := []string{"path:" + filepath.Clean(path)}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return keys
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		if fi.Mode()&os.ModeDevice != 0 {
+			keys = append(keys, fmt.Sprintf("rdev:%d", st.Rdev))
+		} else {
+			keys = append(keys, fmt.Sprintf("file:%d:%d", st.Dev, st.Ino))
+		}
+	}
+	return keys
 }
 
 // volumeAt returns the registered volume that path names, or nil: the one registered at path,

@@ -449,3 +449,47 @@ func TestRestoreEndedByResetStateLeavesTheNextRestoreCancellable(t *testing.T) {
 		t.Errorf("the cancelled second restore left its target: %v", err)
 	}
 }
+
+// Two restores onto one file are not both accepted while the first has not ended: run at the
+// same time (two job workers) they interleave their writes, and the file holds one backup or
+// a mix of both while both report success. (Found by review.)
+func TestSecondRestoreOntoTheSameFileWaitsForTheFirst(t *testing.T) {
+	s, dir := newService(t)
+	b1 := backedUp(t, s, dir)
+	v2, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "database.img", 256<<10), Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b2, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: v2.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target.img")
+	if err := os.WriteFile(target, bytes.Repeat([]byte("old data"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, job1, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b1.ID, To: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job2, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b2.ID, To: target})
+	if err == nil {
+		var wg sync.WaitGroup
+		var e1, e2 error
+		wg.Go(func() { e1 = job1(adminCtx()) })
+		wg.Go(func() { e2 = job2(adminCtx()) })
+		wg.Wait()
+		got, _ := os.ReadFile(target)
+		t.Fatalf("a second restore onto %s was accepted while the first had not ended (jobs: %v, %v; the file is backup 1: %v, backup 2: %v)",
+			target, e1, e2, bytes.Equal(got, imageBytes(256<<10, "vm.img")), bytes.Equal(got, imageBytes(256<<10, "database.img")))
+	}
+	if !errors.Is(err, gateway.ErrInUse) && !errors.Is(err, gateway.ErrConflict) {
+		t.Errorf("second restore onto the same file: %v, want in use or a conflict", err)
+	}
+	if err := job1(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(target); err != nil || sha256.Sum256(got) != sha256.Sum256(imageBytes(256<<10, "vm.img")) {
+		t.Fatalf("first restore: %v", err)
+	}
+}

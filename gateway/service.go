@@ -70,6 +70,9 @@ type Service struct {
 	mu      sync.Mutex
 	cancels map[string]*tracked // running jobs by backup id; guarded by mu
 	pool    *pool               // background workers (cairn serve); guarded by mu
+	// restoring: the targets of restores accepted and not ended (targetKey), with their
+	// backup ids; guarded by mu.
+	restoring map[string]string
 
 	metrics *metrics
 	jobs    *jobTable // queued, running and recently finished jobs (the console)
@@ -259,7 +262,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{},
+	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{}, restoring: map[string]string{},
 		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable()}
 	s.driver = "cairn.backup.drivers.local"
 	if c.remote() {
