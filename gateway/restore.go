@@ -240,6 +240,19 @@ func (s *Service) claimTarget(path, id string) (release func(), err error) {
 	}, nil
 }
 
+// restoringOnto returns the backup id of a restore accepted onto path and not ended, or "".
+func (s *Service) restoringOnto(path string) string {
+	keys := targetKeys(path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if id, ok := s.restoring[k]; ok {
+			return id
+		}
+	}
+	return ""
+}
+
 // targetKeys names the target at path: by the path itself (a file the restore is yet to
 // make), and by what is there whatever name reaches it (device and inode, or device number).
 func targetKeys(path string) []string {

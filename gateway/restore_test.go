@@ -493,3 +493,31 @@ func TestSecondRestoreOntoTheSameFileWaitsForTheFirst(t *testing.T) {
 		t.Fatalf("first restore: %v", err)
 	}
 }
+
+// A backup of a file that a restore is writing (named by its path, which registers it) waits
+// for the restore: read half written, it would be neither the old contents nor the backup's.
+// Before (found by review), a restore onto a path that was no volume claimed nothing a backup
+// looked at.
+func TestBackupOfAFileBeingRestoredIsRefused(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	target := filepath.Join(dir, "target.img")
+	if err := os.WriteFile(target, bytes.Repeat([]byte("old data"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nb, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: target}); err == nil {
+		t.Errorf("backup %s of %s while a restore onto it is accepted", nb.ID, target)
+	} else if !errors.Is(err, gateway.ErrInUse) && !errors.Is(err, gateway.ErrConflict) {
+		t.Errorf("backup of a file being restored: %v, want in use or a conflict", err)
+	}
+	if err := job(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: target}); err != nil {
+		t.Errorf("backup of the file once the restore ended: %v", err)
+	}
+}

@@ -178,6 +178,11 @@ func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.
 // claimVolume marks the volume backing-up; one backup or restore at a time.
 func (s *Service) claimVolume(v *index.Volume, size int64) func() error {
 	return func() error {
+		if id := s.restoringOnto(v.Path); id != "" {
+			// A restore onto the path that is no volume's claims it only here
+			// [TestBackupOfAFileBeingRestoredIsRefused].
+			return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
+		}
 		_, err := s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
 			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
 				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
