@@ -343,6 +343,9 @@ func TestRestoresToNewVolumesThatLoseTheBackupLeaveNoVolume(t *testing.T) {
 			t.Errorf("volume %s (%s) is left by a restore that did not start", v.Name, v.Status)
 		}
 	}
+	if imgs, err := filepath.Glob(filepath.Join(dir, "repo", "volumes", "*.img")); err != nil || len(imgs) != 1 {
+		t.Errorf("volume images %q, %v: want only the restore's that started", imgs, err)
+	}
 }
 
 // A restore cancelled by reset-state that ends after a second restore of the same backup was
