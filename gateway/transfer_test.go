@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,9 @@ func TestImportStoresNothingOnceItsLockIsLost(t *testing.T) {
 		done <- err
 	}()
 	<-stall.hit
+	// The backup's packs are older than the import's lock by more than the hour gc allows
+	// for a broken lock's clock: gc keeps only what a broken lock's writer may have written.
+	ageFiles(t, filepath.Join(cfg.Repo, "packs"), 3*time.Hour)
 	st, err := b.GC(admin, repo.GCOptions{})
 	close(stall.gate)
 	if err != nil {
@@ -191,4 +195,19 @@ func exportedThenDeleted(t *testing.T, s *gateway.Service, dir string) (*index.B
 		t.Fatal(err)
 	}
 	return bk, exp
+}
+
+// ageFiles sets back the modification time of every file under dir by d.
+func ageFiles(t *testing.T, dir string, d time.Duration) {
+	t.Helper()
+	then := time.Now().Add(-d)
+	err := filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		return os.Chtimes(path, then, then)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
