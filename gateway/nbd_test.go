@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"io"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -182,20 +181,8 @@ func TestCheckNBDListen(t *testing.T) {
 // the reply's buffer as data (zeros, or another read's bytes) (found by review).
 func TestNBDReadAtTheEndFailsOnAPackCutShort(t *testing.T) {
 	s, dir := newService(t)
-	const size = 256 << 10
-	src := make([]byte, size)
-	_, _ = rand.NewChaCha8([32]byte{1}).Read(src) // distinct, incompressible blocks
-	vol := filepath.Join(dir, "vm.img")
-	if err := os.WriteFile(vol, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	const size = onePackSize
+	src, b := onePackBackup(t, s, dir, 1)
 	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
 	if err != nil || len(packs) != 1 {
 		t.Fatalf("packs %q, %v: want one", packs, err)

@@ -217,20 +217,8 @@ func imageBytes(size int, name string) []byte {
 // restore failed as "failed" and the salvage gave up.
 func TestRestoreOfAPackCutShortAfterItWasOpened(t *testing.T) {
 	s, dir := newService(t)
-	const size = 256 << 10
-	src := make([]byte, size)
-	_, _ = rand.NewChaCha8([32]byte{2}).Read(src) // distinct, incompressible blocks
-	vol := filepath.Join(dir, "vm.img")
-	if err := os.WriteFile(vol, src, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	const size = onePackSize
+	src, b := onePackBackup(t, s, dir, 2)
 	first := filepath.Join(dir, "first.img")
 	if _, err := s.Restore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: first}); err != nil {
 		t.Fatal(err) // the pack is open now
@@ -523,4 +511,27 @@ func TestBackupOfAFileBeingRestoredIsRefused(t *testing.T) {
 	if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: target}); err != nil {
 		t.Errorf("backup of the file once the restore ended: %v", err)
 	}
+}
+
+// onePackSize is the size of onePackBackup's volume.
+const onePackSize = 256 << 10
+
+// onePackBackup backs up a volume "vm" of onePackSize distinct, incompressible bytes (seed) in
+// dir: one pack holds all of its blocks.
+func onePackBackup(t *testing.T, s *gateway.Service, dir string, seed byte) ([]byte, *index.Backup) {
+	t.Helper()
+	src := make([]byte, onePackSize)
+	_, _ = rand.NewChaCha8([32]byte{seed}).Read(src)
+	vol := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(vol, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, b
 }
