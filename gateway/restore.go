@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -92,6 +93,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		if vol.Kind == KindNBD {
 			return nil, nil, invalidf("volume %s is an NBD export, which cairn reads but does not write: restore --to a file or device, or to a new volume", vol.Name)
+		}
+		if err := stillTheDevice(vol); err != nil {
+			return nil, nil, err
 		}
 		path = vol.Path
 	case req.To != "":
@@ -214,6 +218,27 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	return res, job, nil
 }
 
+// stillTheDevice refuses a restore by name onto a device volume whose path names another
+// device than the one it was registered as (its identity, blockio.Identify): /dev/sdb after a
+// disk swap or a renumbering, a link that leads elsewhere now. Backups bring the record up to
+// date; a restore must not overwrite whatever disk took the name
+// [TestRestoreByVolumeRefusesAnotherDeviceAtItsPath]. Image files are left to their path: a
+// copy put in place of one is still the admin's file of that volume.
+func stillTheDevice(v *index.Volume) error {
+	if v.Identity == "" || strings.HasPrefix(v.Identity, "file:") {
+		return nil // no identity recorded (an old record), or an image file
+	}
+	id, err := blockio.Identify(v.Path)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", v.Name, err)
+	}
+	if id != v.Identity {
+		return wrapf(ErrConflict, "volume %s: %s now names another device (%s, registered as %s): check which disk is there; to write to it anyway, restore --to %s",
+			v.Name, v.Path, id, v.Identity, v.Path)
+	}
+	return nil
+}
+
 // claimTarget claims path for the restore of backup id until release is called: a second
 // restore onto the same file or device (by any of its names) while one is accepted and has
 // not ended is refused. Two at once interleaved their writes, and the target held one backup
@@ -277,7 +302,9 @@ func targetKeys(path string) []string {
 // volume unclaimed, so a backup of it could read it half restored
 // [TestRestoreToAnotherNameOfAVolumeClaimsIt].
 func (s *Service) volumeAt(path string) (*index.Volume, error) {
-	if v, err := s.idx.VolumeByPath(path); err == nil {
+	// A device volume whose path names another device now is not the one there
+	// (stillTheDevice): --to that path writes to the device, claiming no volume.
+	if v, err := s.idx.VolumeByPath(path); err == nil && stillTheDevice(v) == nil {
 		return v, nil
 	}
 	fi, err := os.Stat(path)
@@ -292,7 +319,7 @@ func (s *Service) volumeAt(path string) (*index.Volume, error) {
 		if v.Kind == KindNBD {
 			continue
 		}
-		if vfi, err := os.Stat(v.Path); err == nil && sameVolume(fi, vfi) {
+		if vfi, err := os.Stat(v.Path); err == nil && sameVolume(fi, vfi) && stillTheDevice(v) == nil {
 			return v, nil
 		}
 	}
@@ -474,7 +501,13 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	} else {
 		// Asked again when the job runs (later, when jobs queue): a file attached to a loop
 		// device since the restore was accepted may be mounted, and OpenTarget's O_EXCL
-		// guards only devices [TestRestoreRefusesATargetAttachedAfterItWasAccepted].
+		// guards only devices [TestRestoreRefusesATargetAttachedAfterItWasAccepted]; a
+		// volume's path may name another device by then.
+		if vol != nil {
+			if err := stillTheDevice(vol); err != nil {
+				return err
+			}
+		}
 		if reason, ierr := blockio.InUse(path); ierr != nil && !errors.Is(ierr, fs.ErrNotExist) {
 			return fmt.Errorf("restore target %s: %w", path, ierr)
 		} else if reason != "" {

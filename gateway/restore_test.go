@@ -535,3 +535,71 @@ func onePackBackup(t *testing.T, s *gateway.Service, dir string, seed byte) ([]b
 	}
 	return src, b
 }
+
+// A restore by a device volume's name writes only to the device it was registered as. Its
+// path may name another disk by now (/dev/sdb after a disk swap or a renumbering, a by-id
+// link moved): the restore is refused and that disk is left as it was. Before (found by
+// review), it was overwritten: backups bring the record up to date, restores did not look.
+func TestRestoreByVolumeRefusesAnotherDeviceAtItsPath(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	const size = 1 << 20
+	devA := testutil.LoopDevice(t, image(t, dir, "a.img", size), false)
+	devB := testutil.LoopDevice(t, image(t, dir, "other.img", size), false) // other bytes
+	// The volume's path, a link to its device as a /dev/disk/by-* name is.
+	link := filepath.Join(dir, "disk")
+	if err := os.Symlink(devA, link); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: link, Name: "disk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256File(t, devA)
+	// The name now leads to another device.
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(devB, link); err != nil {
+		t.Fatal(err)
+	}
+	before := sha256File(t, devB)
+	_, err = s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID})
+	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "another device") {
+		t.Fatalf("restore onto a volume whose path names another device: %v, want a conflict that says so", err)
+	}
+	if got := sha256File(t, devB); got != before {
+		t.Fatal("the other device was written")
+	}
+	if got, _ := s.Volume(ctx, v.ID); got.Status != index.VolumeAvailable {
+		t.Errorf("the volume is %s after the refused restore, want available", got.Status)
+	}
+	// Named as a path, the other device is written, as asked, and the volume not claimed.
+	wantB := sha256File(t, devA)
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, To: link}); err != nil {
+		t.Fatalf("restore --to the path: %v", err)
+	}
+	if got := sha256File(t, devB); got != wantB {
+		t.Fatalf("restore --to the path: the device holds sha256 %s, want the backup's %s", got, wantB)
+	}
+	// Back at its device, the volume is restored, byte for byte.
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(devA, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(devA, bytes.Repeat([]byte{0xff}, 64<<10), 0); err != nil { // written since
+		t.Fatal(err)
+	}
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sha256File(t, devA); got != want {
+		t.Fatalf("restore onto its own device: sha256 %s, want %s", got, want)
+	}
+}
