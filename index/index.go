@@ -66,7 +66,16 @@ type Index struct {
 	packs      *packCache // serial → pack id
 
 	records backupRecords // every backup record decoded, once Backups has read them
+
+	// closeMu orders Sync and Close: Badger's Sync dereferences what its Close released, and
+	// a job that outlives a gateway's shutdown (StopWorkers gave up on it) syncs after the
+	// index closed. closed is set under it.
+	closeMu sync.RWMutex
+	closed  bool
 }
+
+// ErrClosed: the index was closed (the gateway is shutting down).
+var ErrClosed = errors.New("the index is closed")
 
 // Open opens (creating if needed) the index in dir. Only one process may have it open.
 func Open(dir string) (*Index, error) {
@@ -131,10 +140,23 @@ func (ix *Index) Dir() string { return ix.dir }
 // Sync makes every write so far durable. Writes are not synced one by one (a pack's blob
 // locations can be learned again from the backend); callers sync before they report a state
 // that must survive a power cut, such as a backup that became available.
-func (ix *Index) Sync() error { return ix.db.Sync() }
+func (ix *Index) Sync() error {
+	ix.closeMu.RLock()
+	defer ix.closeMu.RUnlock()
+	if ix.closed {
+		return ErrClosed // [TestSyncAfterCloseIsAnError]
+	}
+	return ix.db.Sync()
+}
 
 // Close flushes and closes the database.
 func (ix *Index) Close() error {
+	ix.closeMu.Lock()
+	defer ix.closeMu.Unlock()
+	if ix.closed {
+		return nil
+	}
+	ix.closed = true
 	_ = os.Remove(holderPath(ix.dir))
 	return ix.db.Close()
 }

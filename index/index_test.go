@@ -203,3 +203,22 @@ func TestOneProcessAtATime(t *testing.T) {
 		t.Fatalf("second open: %v, want ErrLocked", err)
 	}
 }
+
+// A job that outlives its gateway's shutdown may sync the index after it closed: that is an
+// error, not a panic in Badger (whose Sync dereferences what its Close released) that takes
+// the process down mid-shutdown (found by review).
+func TestSyncAfterCloseIsAnError(t *testing.T) {
+	ix, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Sync(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Sync after Close: %v, want ErrClosed", err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatalf("a second Close: %v", err)
+	}
+}
