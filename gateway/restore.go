@@ -385,6 +385,12 @@ func overwriteQuestion(b *index.Backup, vol *index.Volume, path string) string {
 func checkRestoreTarget(path string, size int64) error {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
+		// A symbolic link to nothing: the restore would not make the file it leads to (the
+		// link's name is taken), and said at its end that a file appeared meanwhile
+		// [TestRestoreToADanglingLinkSaysSo].
+		if dest, lerr := os.Readlink(path); lerr == nil {
+			return invalidf("restore target %s is a symbolic link to %s, which does not exist: give that path, or create the file or device first", path, dest)
+		}
 		// A new file, in a directory that must exist.
 		if _, err := os.Stat(filepath.Dir(path)); err != nil {
 			return invalidf("restore target %s: directory %s does not exist", path, filepath.Dir(path))

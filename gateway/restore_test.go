@@ -603,3 +603,22 @@ func TestRestoreByVolumeRefusesAnotherDeviceAtItsPath(t *testing.T) {
 		t.Fatalf("restore onto its own device: sha256 %s, want %s", got, want)
 	}
 }
+
+// A restore --to a symbolic link that leads to nothing is refused at once with what to do.
+// Before (found by review), it was accepted, and its job then failed saying a file had
+// appeared at the path after it was accepted, which the admin had not done.
+func TestRestoreToADanglingLinkSaysSo(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	link := filepath.Join(dir, "restored.img")
+	if err := os.Symlink(filepath.Join(dir, "nowhere", "vm.img"), link); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Restore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: link})
+	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "symbolic link") || strings.Contains(err.Error(), "appeared") {
+		t.Fatalf("restore to a dangling link: %v, want an invalid target that names the link", err)
+	}
+	if got, err := os.Readlink(link); err != nil || got != filepath.Join(dir, "nowhere", "vm.img") {
+		t.Fatalf("the link is %q, %v after the refused restore", got, err)
+	}
+}
