@@ -248,10 +248,8 @@ func (s *Service) claimTarget(path, id string) (release func(), err error) {
 	keys := targetKeys(path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, k := range keys {
-		if other, ok := s.restoring[k]; ok {
-			return nil, wrapf(ErrInUse, "restore target %s is being written by the restore of backup %s: wait for it to end", path, other)
-		}
+	if other := s.restorerOf(keys); other != "" {
+		return nil, wrapf(ErrInUse, "restore target %s is being written by the restore of backup %s: wait for it to end", path, other)
 	}
 	for _, k := range keys {
 		s.restoring[k] = id
@@ -270,6 +268,12 @@ func (s *Service) restoringOnto(path string) string {
 	keys := targetKeys(path)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.restorerOf(keys)
+}
+
+// restorerOf returns the backup id of the restore that claimed any of keys, or "". Called
+// with s.mu held.
+func (s *Service) restorerOf(keys []string) string {
 	for _, k := range keys {
 		if id, ok := s.restoring[k]; ok {
 			return id
@@ -282,18 +286,27 @@ func (s *Service) restoringOnto(path string) string {
 // make), and by what is there whatever name reaches it (device and inode, or device number).
 func targetKeys(path string) []string {
 	keys := []string{"path:" + filepath.Clean(path)}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return keys
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		if fi.Mode()&os.ModeDevice != 0 {
-			keys = append(keys, fmt.Sprintf("rdev:%d", st.Rdev))
-		} else {
-			keys = append(keys, fmt.Sprintf("file:%d:%d", st.Dev, st.Ino))
+	if fi, err := os.Stat(path); err == nil {
+		if k := whatIsThere(fi); k != "" {
+			keys = append(keys, k)
 		}
 	}
 	return keys
+}
+
+// whatIsThere names the file or device fi describes, whatever name reached it: a block
+// device by its device number (two nodes of one device are one), anything else by its file
+// system and inode; "" when it cannot be told.
+func whatIsThere(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	switch {
+	case !ok:
+		return "" // no stat of a Unix system: nothing to name it by
+	case fi.Mode()&(os.ModeDevice|os.ModeCharDevice) == os.ModeDevice:
+		return fmt.Sprintf("rdev:%d", st.Rdev)
+	default:
+		return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino)
+	}
 }
 
 // volumeAt returns the registered volume that path names, or nil: the one registered at path,
@@ -311,6 +324,10 @@ func (s *Service) volumeAt(path string) (*index.Volume, error) {
 	if err != nil {
 		return nil, nil // a new file: no volume's
 	}
+	here := whatIsThere(fi)
+	if here == "" {
+		return nil, nil
+	}
 	all, err := s.idx.Volumes()
 	if err != nil {
 		return nil, err
@@ -319,22 +336,11 @@ func (s *Service) volumeAt(path string) (*index.Volume, error) {
 		if v.Kind == KindNBD {
 			continue
 		}
-		if vfi, err := os.Stat(v.Path); err == nil && sameVolume(fi, vfi) && stillTheDevice(v) == nil {
+		if vfi, err := os.Stat(v.Path); err == nil && whatIsThere(vfi) == here && stillTheDevice(v) == nil {
 			return v, nil
 		}
 	}
 	return nil, nil
-}
-
-// sameVolume reports whether a and b are the same image file or block device.
-func sameVolume(a, b os.FileInfo) bool {
-	if os.SameFile(a, b) {
-		return true
-	}
-	sa, ok1 := a.Sys().(*syscall.Stat_t)
-	sb, ok2 := b.Sys().(*syscall.Stat_t)
-	dev := os.ModeDevice | os.ModeCharDevice
-	return ok1 && ok2 && a.Mode()&dev == os.ModeDevice && b.Mode()&dev == os.ModeDevice && sa.Rdev == sb.Rdev
 }
 
 // dropUnusedVolume removes a volume made for a restore that did not start: its record, here

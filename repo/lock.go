@@ -155,10 +155,20 @@ func (lk *Lock) Confirm(ctx context.Context) error {
 	if err := lk.Check(); err != nil || lk.local {
 		return err
 	}
+	err := lk.objectThere(ctx)
+	if err != nil && !errors.Is(err, ErrLockLost) {
+		err = fmt.Errorf("look for lock object %s: %w", lk.key, err)
+	}
+	return err
+}
+
+// objectThere looks for the lock object: one removed (broken as stale, or by 'repo unlock
+// --force') loses the lock. Other errors are the store's.
+func (lk *Lock) objectThere(ctx context.Context) error {
 	if _, err := lk.l.be.Stat(ctx, lk.key); errors.Is(err, backend.ErrNotFound) {
 		return lk.lose(fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key))
 	} else if err != nil {
-		return fmt.Errorf("look for lock object %s: %w", lk.key, err)
+		return err
 	}
 	return nil
 }
@@ -236,9 +246,7 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	if start.Sub(prev) > limit {
 		return stalled(start)
 	}
-	if _, err := lk.l.be.Stat(ctx, lk.key); errors.Is(err, backend.ErrNotFound) {
-		return lk.lose(fmt.Errorf("%w: its lock object %s was removed (broken as stale?)", ErrLockLost, lk.key))
-	} else if err != nil {
+	if err := lk.objectThere(ctx); err != nil {
 		return err
 	}
 	if err := lk.l.write(ctx, lk.key, lk.info); err != nil {
