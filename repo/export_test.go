@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"math/rand/v2"
 	"time"
 
@@ -27,6 +28,18 @@ func WriteLockInfoForTest(r *Repository, li LockInfo) error {
 		li.Space = r.locks.space
 	}
 	return r.locks.write(context.Background(), lockPrefix+li.ID, li)
+}
+
+// WriteSkewedLockForTest writes a lock object as a process of another host whose clock is
+// skew off this one's would have: Created and Wrote by its clock.
+func WriteSkewedLockForTest(r *Repository, id, host string, skew time.Duration) error {
+	at := time.Now().UTC().Add(skew)
+	li := LockInfo{ID: id, Kind: LockShared, Host: host, Space: "elsewhere", PID: 1, Operation: "backup", Created: at, Wrote: at}
+	b, err := json.Marshal(li)
+	if err != nil {
+		return err
+	}
+	return r.be.Put(context.Background(), lockPrefix+id, r.keys.sealObject(lockPrefix+id, b))
 }
 
 // ProcessStartForTest is the start of process pid in clock ticks since boot.

@@ -102,8 +102,10 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	var keepAfter time.Time
 	for _, b := range lk.broken {
 		logf("broke a stale lock: %s (%s)", b, b.Why)
-		if !b.gone && (keepAfter.IsZero() || b.Created.Before(keepAfter)) {
-			keepAfter = b.Created.Add(-time.Hour) // its clock may be an hour off the store's
+		// Its clock's offset at its last write is known (CreatedByStore), and may have
+		// changed since: an hour more for that.
+		if c := b.CreatedByStore().Add(-time.Hour); !b.gone && (keepAfter.IsZero() || c.Before(keepAfter)) {
+			keepAfter = c
 		}
 	}
 

@@ -451,7 +451,8 @@ func (f *fixture) heldOut(t *testing.T, holder string) {
 // written since that lock was taken (until a later gc), for its writer may be alive and about
 // to find its lock lost; only a lock whose process is seen gone (this host, boot and pid
 // namespace) frees them at once. A lock of this host broken by age (a clock step, a stalled
-// process) used to count as gone, and gc deleted what its live writer had just written.
+// process) used to count as gone, and gc deleted what its live writer had just written; so
+// did a lock of a host whose clock ran hours ahead of the store's (it was dated by that clock).
 func TestGCKeepsWhatABrokenLocksWriterWrote(t *testing.T) {
 	host, _ := os.Hostname()
 	for _, tc := range []struct {
@@ -459,19 +460,24 @@ func TestGCKeepsWhatABrokenLocksWriterWrote(t *testing.T) {
 		here bool // the lock names this host, boot and pid namespace
 		pid  int
 		kept bool
+		skew time.Duration // of another host's clock against the store's
 	}{
-		{"another host, stale by age", false, 1, true},
-		{"this host, its process alive, stale by age", true, 1, true},
-		{"this host, its process gone", true, 1<<22 - 1, false},
+		{"another host, stale by age", false, 1, true, 0},
+		{"another host whose clock is 3 h ahead, stale by age", false, 1, true, 3 * time.Hour},
+		{"this host, its process alive, stale by age", true, 1, true, 0},
+		{"this host, its process gone", true, 1<<22 - 1, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, repo.InitOptions{})
 			ctx := context.Background()
 			g := f.peer(t, "g", repo.LockOptions{Wait: 10 * time.Second, StaleAfter: time.Second})
 			var err error
-			if tc.here {
+			switch {
+			case tc.here:
 				err = repo.WriteLockForTest(f.r, "writer", host, tc.pid, "backup")
-			} else {
+			case tc.skew != 0:
+				err = repo.WriteSkewedLockForTest(f.r, "writer", "elsewhere", tc.skew)
+			default:
 				err = repo.WriteLockInSpaceForTest(f.r, "writer", "elsewhere", "another-boot/pid:[1]", tc.pid, "backup")
 			}
 			if err != nil {

@@ -67,9 +67,26 @@ type LockInfo struct {
 	// Start is the holder's start in clock ticks since its boot (processStart): with Space and
 	// PID it names the process whatever the wall clock does; 0 if unknown.
 	Start uint64 `json:"start,omitempty"`
+	// Wrote is the holder's clock when it last wrote the object: beside Refreshed (the
+	// store's clock at that write) it says how far the holder's clock is off the store's.
+	Wrote time.Time `json:"wrote,omitempty"`
 	// gone: stale because its process is gone (or is this one, which does not hold it), so
 	// it writes nothing more; a lock stale by age may have a live writer.
 	gone bool
+}
+
+// CreatedByStore is when the lock was taken by the store's clock, as near as its object tells:
+// Created moved by the holder's clock's offset at its last write (Refreshed − Wrote), or
+// Created itself if that is earlier or the offset unknown. A holder's clock hours ahead of the
+// store's would otherwise date its lock after everything it wrote.
+func (li LockInfo) CreatedByStore() time.Time {
+	if li.Wrote.IsZero() || li.Refreshed.IsZero() {
+		return li.Created
+	}
+	if c := li.Created.Add(li.Refreshed.Sub(li.Wrote)); c.Before(li.Created) {
+		return c
+	}
+	return li.Created
 }
 
 func (li LockInfo) String() string {
@@ -293,6 +310,7 @@ func newLockID() string {
 func (l *locker) write(ctx context.Context, key string, info LockInfo) error {
 	rec := info
 	rec.Refreshed, rec.Stale, rec.Why = time.Time{}, false, ""
+	rec.Wrote = time.Now().UTC()
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return err
