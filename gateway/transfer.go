@@ -81,8 +81,10 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		}
 	} else {
 		// The blobs verified above stay only while the lock holds: once it is lost a gc
-		// elsewhere may have removed them [TestImportStoresNothingOnceItsLockIsLost].
-		if err := lk.Check(); err != nil {
+		// elsewhere may have removed them [TestImportStoresNothingOnceItsLockIsLost], and so
+		// once its object is gone, refreshed on time or not
+		// [TestImportStoresNothingOnceItsLockObjectIsGone].
+		if err := lk.Confirm(ctx); err != nil {
 			return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
 		}
 		// Imported on purpose: a tombstone of an earlier delete must not undo it.

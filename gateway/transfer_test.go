@@ -159,6 +159,45 @@ func TestImportStoresNothingOnceItsLockIsLost(t *testing.T) {
 	}
 }
 
+// An import whose lock object was removed while it verified (broken by a gc elsewhere, or by
+// 'repo unlock --force') stores no manifest, though its lock was refreshed on time: the
+// backup's blocks, unreachable until the manifest is stored, may be gone.
+func TestImportStoresNothingOnceItsLockObjectIsGone(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	a, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	bk, exp := exportedThenDeleted(t, a, dir)
+	stall := &stallingBackend{hit: make(chan struct{}), gate: make(chan struct{})}
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend { stall.Backend = be; return stall })
+	stall.armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL)
+		done <- err
+	}()
+	<-stall.hit
+	locks, err := filepath.Glob(filepath.Join(cfg.Repo, "locks", "*"))
+	if err != nil || len(locks) == 0 {
+		t.Fatalf("no lock object to remove (%v): the set-up is wrong", err)
+	}
+	for _, l := range locks {
+		if err := os.Remove(l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stall.gate)
+	if err := <-done; !errors.Is(err, repo.ErrLockLost) {
+		t.Errorf("import whose lock object was removed: %v, want the lock lost", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Repo, "manifests", bk.ID)); err == nil {
+		t.Errorf("manifest of backup %s stored after its lock object was removed", bk.ID)
+	}
+}
+
 // An import that cannot read the backup's block map because the store is down says so
 // (unavailable: try again), not that the backup is not in the repository (invalid).
 func TestImportDuringAnOutageSaysUnavailable(t *testing.T) {
