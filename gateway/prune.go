@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway/retention"
@@ -342,14 +343,21 @@ func children(all []*index.Backup) map[string]int {
 }
 
 // removeBackup deletes one committed backup with no dependants for prune: what prune decided
-// from is checked again (protection in the manifest; status and protection under the index's
-// transaction), then the manifest goes and the record with it.
+// from is checked again (protection in the manifest; its dependants in the index; status and
+// protection under the index's transaction), then the manifest goes and the record with it.
 func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	if err := s.refreshProtection(ctx, b); err != nil {
 		return err
 	}
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
+	}
+	// The plan counted dependants when it decided; one may have come since (an incremental
+	// made after the newest backup was deleted takes the next newest as parent).
+	if deps, err := s.dependants(b.ID); err != nil {
+		return err
+	} else if len(deps) > 0 {
+		return wrapf(ErrConflict, "backup %s became the parent of %s during the prune: it stays", b.ID, strings.Join(deps, ", "))
 	}
 	return s.removeCommitted(ctx, b.ID, func(rec *index.Backup) error {
 		if rec.Status != index.BackupAvailable {

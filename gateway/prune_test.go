@@ -6,6 +6,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/gateway/retention"
+	"github.com/cairn-backup/cairn/index"
 )
 
 // TestPruneProjectsAndPermissions: one project's prune never removes, or counts, another
@@ -116,5 +117,46 @@ func TestProtectThroughAStaleRecord(t *testing.T) {
 	protect(a, false)
 	if _, err := b.DeleteBackup(admin, full, false); err != nil {
 		t.Fatalf("delete through b of backup %s, unprotected through a with success: %v", full, err)
+	}
+}
+
+// A prune removes a backup only if no backup names it as parent when it removes it, not only
+// when it decided: a backup may gain a dependant in between. Here, while the prune asks, the
+// newest full backup (the one the rules keep) is deleted and an incremental is made; its parent
+// is the backup the prune decided to remove, which must then stay, or the new incremental
+// names a parent that exists nowhere.
+func TestPruneKeepsABackupThatGainedADependant(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, incr := range []bool{false, true, false} {
+		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm", Incremental: incr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	var incr *index.Backup
+	asking := gateway.WithConfirm(ctx, func(string) error {
+		if _, err := s.DeleteBackup(ctx, ids[2], false); err != nil {
+			return err
+		}
+		var err error
+		incr, err = s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm", Incremental: true})
+		return err
+	})
+	if _, err := s.Prune(asking, gateway.PruneRequest{Volumes: []string{"vm"}, Rules: retention.Rules{Last: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if incr.ParentID != ids[1] {
+		t.Fatalf("the incremental made during the prune has parent %q, want %s", incr.ParentID, ids[1])
+	}
+	for _, id := range []string{ids[1], ids[0]} {
+		if _, err := s.Backup(ctx, id); err != nil {
+			t.Errorf("backup %s, an ancestor of the incremental made during the prune: %v", id, err)
+		}
 	}
 }
