@@ -404,6 +404,9 @@ func (s *Service) policyVolumes(p *Policy) ([]*index.Volume, error) {
 		if err != nil {
 			return nil, err
 		}
+		if v.Project != p.Project {
+			continue // forgotten and registered again into another project: no longer the policy's
+		}
 		out = append(out, v)
 	}
 	return out, nil

@@ -99,3 +99,43 @@ func TestPolicyFullEverySurvivesPrune(t *testing.T) {
 		})
 	}
 }
+
+// A policy names its volumes by id, and a volume forgotten and registered again keeps its id,
+// also when an admin registers it into another project. The policy of the first project must
+// then neither show the volume (its name is the other project's) nor try to back it up.
+func TestPolicySkipsAVolumeNowOfAnotherProject(t *testing.T) {
+	s, dir := newService(t)
+	admin, p1 := adminCtx(), as("alice", "p1", false)
+	img := image(t, dir, "vm.img", 64<<10)
+	v, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(p1, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 2}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnmanageVolume(admin, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	again, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "secret", Project: "p2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != v.ID {
+		t.Skipf("the volume registered again got a new id (%s, was %s): nothing to test", again.ID, v.ID)
+	}
+	st, err := s.PolicyStatus(p1, "nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.VolumeNames) != 0 || len(st.Overdue) != 0 {
+		t.Errorf("p1's policy shows volumes %v (overdue %v): want none, the volume is p2's now", st.VolumeNames, st.Overdue)
+	}
+	if _, err := s.RunPolicy(p1, "nightly"); err != nil {
+		t.Errorf("p1's policy run: %v, want nothing to do", err)
+	}
+}
