@@ -125,7 +125,24 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 				rerr = err
 				return
 			}
-			p.Keep = gateway.KeepRulesOf(r)
+			// Only the rules given change; the others, and the time zone, stay.
+			given := gateway.KeepRulesOf(r)
+			for _, f := range []struct {
+				flag     string
+				to, from *int
+			}{{"keep-last", &p.Keep.Last, &given.Last}, {"keep-hourly", &p.Keep.Hourly, &given.Hourly},
+				{"keep-daily", &p.Keep.Daily, &given.Daily}, {"keep-weekly", &p.Keep.Weekly, &given.Weekly},
+				{"keep-monthly", &p.Keep.Monthly, &given.Monthly}, {"keep-yearly", &p.Keep.Yearly, &given.Yearly}} {
+				if set[f.flag] {
+					*f.to = *f.from
+				}
+			}
+			if set["keep-within"] {
+				p.Keep.Within = given.Within
+			}
+			if set["timezone"] {
+				p.Keep.Timezone = given.Timezone
+			}
 		}
 	})
 	if rerr != nil {

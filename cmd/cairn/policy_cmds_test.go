@@ -1,0 +1,43 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// 'policy update' changes only the keep rules it is given: the others, and the time zone of
+// the buckets, stay as they were. Rebuilt from the flags given alone, '--keep-last 2' on a
+// policy keeping 30 dailies dropped them (its next run pruned all but two backups) and moved
+// the buckets to the server's zone.
+func TestPolicyUpdateKeepsTheRulesNotGiven(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	vol := filepath.Join(dir, "vol.img")
+	if err := os.WriteFile(vol, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := cli(t, repoDir, args...)
+		if code != 0 {
+			t.Fatalf("cairn %v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	must("repo", "init", "--encryption", "none")
+	must("--quiet", "policy", "create", "nightly", "--volume", vol, "--schedule", "daily",
+		"--keep-daily", "30", "--keep-weekly", "8", "--timezone", "Europe/Berlin")
+	must("--quiet", "policy", "update", "nightly", "--keep-last", "2")
+	var st gateway.PolicyStatus
+	if err := json.Unmarshal([]byte(must("--format", "json", "policy", "show", "nightly")), &st); err != nil {
+		t.Fatal(err)
+	}
+	want := gateway.KeepRules{Last: 2, Daily: 30, Weekly: 8, Timezone: "Europe/Berlin"}
+	if st.Keep != want {
+		t.Fatalf("keep rules after 'policy update --keep-last 2': %+v, want %+v", st.Keep, want)
+	}
+}
