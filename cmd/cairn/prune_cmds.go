@@ -128,16 +128,19 @@ func (c *BackupPruneCmd) Run(ctx context.Context, g *Globals) error {
 		if res.Backups == nil {
 			res.Backups = []gateway.PruneDecision{}
 		}
-		return writeJSON(g.stdout, struct {
+		if err := writeJSON(g.stdout, struct {
 			*gateway.PruneResult
 			GC *repo.GCStats `json:"gc,omitempty"`
-		}{res, gcStats})
-	}
-	if err := printPrune(g, res); err != nil {
-		return err
-	}
-	if gcStats != nil && !g.Quiet {
-		fmt.Fprintf(g.stdout, "gc: %d packs deleted, %d repacked, %s freed\n", gcStats.PacksDeleted, gcStats.PacksRepacked, units.Bytes(gcStats.BytesFreed))
+		}{res, gcStats}); err != nil {
+			return err
+		}
+	} else {
+		if err := printPrune(g, res); err != nil {
+			return err
+		}
+		if gcStats != nil && !g.Quiet {
+			fmt.Fprintf(g.stdout, "gc: %d packs deleted, %d repacked, %s freed\n", gcStats.PacksDeleted, gcStats.PacksRepacked, units.Bytes(gcStats.BytesFreed))
+		}
 	}
 	if res.Failed > 0 {
 		return fmt.Errorf("prune could not remove %d backups (see the table): they stay", res.Failed)

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A prune that could not remove a backup exits non-zero whatever the output format: with
+// --format json it printed the result and exited 0, so a script saw success.
+func TestPruneFailureExitsNonZeroInJSON(t *testing.T) {
+	dir := t.TempDir()
+	repoDir := filepath.Join(dir, "repo")
+	vol := filepath.Join(dir, "vol.img")
+	if err := os.WriteFile(vol, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		out, errOut, code := cli(t, repoDir, args...)
+		if code != 0 {
+			t.Fatalf("cairn %v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	must("repo", "init", "--encryption", "none")
+	var old struct{ ID string }
+	if err := json.Unmarshal([]byte(must("--quiet", "--format", "json", "backup", "create", vol)), &old); err != nil {
+		t.Fatal(err)
+	}
+	must("--quiet", "backup", "create", vol)
+	// The older backup's manifest no longer reads back: its removal fails, the backup stays.
+	if err := os.WriteFile(filepath.Join(repoDir, "manifests", old.ID), []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"table", "json"} {
+		out, errOut, code := cli(t, repoDir, "--format", format, "backup", "prune", vol, "--keep-last", "1", "--yes")
+		if code == 0 {
+			t.Errorf("prune --format %s with a removal that failed: exit 0: %s%s", format, out, errOut)
+		}
+	}
+}
