@@ -520,7 +520,11 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 		if rules.Empty() {
 			continue
 		}
-		if _, err := s.Prune(ctx, PruneRequest{Volumes: []string{v.ID}, Rules: rules}); err != nil {
+		res, err := s.Prune(ctx, PruneRequest{Volumes: []string{v.ID}, Rules: rules})
+		if err == nil && res.Failed > 0 {
+			err = pruneFailure(v, res)
+		}
+		if err != nil {
 			s.log.Warn("policy prune failed", "policy", p.Name, "volume_id", v.ID, "error", err)
 			fail(err)
 		}
@@ -534,6 +538,16 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 		}
 	})
 	return first
+}
+
+// pruneFailure says why a policy's prune of v left backups it should have removed.
+func pruneFailure(v *index.Volume, res *PruneResult) error {
+	for _, d := range res.Backups {
+		if d.Error != "" {
+			return fmt.Errorf("prune of volume %s: %d backups could not be removed and stay (backup %s: %s)", v.Name, res.Failed, d.ID, d.Error)
+		}
+	}
+	return nil
 }
 
 // policyIncremental says whether the volume's next backup under p is incremental: never

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -137,5 +139,35 @@ func TestPolicySkipsAVolumeNowOfAnotherProject(t *testing.T) {
 	}
 	if _, err := s.RunPolicy(p1, "nightly"); err != nil {
 		t.Errorf("p1's policy run: %v, want nothing to do", err)
+	}
+}
+
+// A policy run whose prune could not remove a backup it should have is a failed run, with the
+// reason: it said succeeded, and a policy whose retention never happens (its backups pile up
+// until the quota refuses the next) looked healthy.
+func TestPolicyRunFailsWhenItsPruneFails(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 1}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RunPolicy(ctx, "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("backups after the first run: %v, %v", bs, err)
+	}
+	// Its manifest no longer reads back: the second run's prune cannot remove it.
+	if err := os.WriteFile(filepath.Join(dir, "repo", "manifests", bs[0].ID), []byte("damaged"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.RunPolicy(ctx, "nightly")
+	if err == nil || st.LastResult != gateway.RunFailed || st.LastError == "" {
+		t.Fatalf("a run whose prune failed: %v, result %q (%q): want failed", err, st.LastResult, st.LastError)
 	}
 }
