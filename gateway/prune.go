@@ -328,18 +328,44 @@ func (s *Service) reparent(ctx context.Context, id, parent string) error {
 	return err
 }
 
-// children counts, for every backup id, the backups of the volume (in any status) that name
-// it as parent. Prune keeps the count as it re-links and removes; no backup created during
-// the prune can name a removed one, since an incremental's parent is its project's newest
-// available backup, which prune always keeps.
+// children counts, for every backup id, the backups of the volume that depend on it as
+// their parent (see dependsOnParent). Prune keeps the count as it re-links and removes;
+// removeBackup asks the index again, for a backup that gained a dependant meanwhile.
 func children(all []*index.Backup) map[string]int {
 	n := map[string]int{}
 	for _, b := range all {
-		if b.ParentID != "" {
+		if dependsOnParent(b) {
 			n[b.ParentID]++
 		}
 	}
 	return n
+}
+
+// dependsOnParent reports whether b's parent must stay while b does: in every status but
+// that of a backup which failed before it made a block map (error, no root, no manifest in
+// doubt). That one stores no manifest and can never become available, so the parent its
+// record names is only a name; counting it, one interrupted backup kept its parent and, with
+// it, every older backup of the chain from every prune.
+func dependsOnParent(b *index.Backup) bool {
+	if b.ParentID == "" {
+		return false
+	}
+	return b.Status != index.BackupError || b.ManifestInDoubt || !b.Root.IsZero() || b.Size == 0
+}
+
+// pruneDependants lists the backups that depend on id as their parent, as the index says now.
+func (s *Service) pruneDependants(id string) ([]string, error) {
+	all, err := s.idx.Backups()
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, b := range all {
+		if b.ParentID == id && dependsOnParent(b) {
+			out = append(out, b.ID)
+		}
+	}
+	return out, nil
 }
 
 // removeBackup deletes one committed backup with no dependants for prune: what prune decided
@@ -354,7 +380,7 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental
 	// made after the newest backup was deleted takes the next newest as parent).
-	if deps, err := s.dependants(b.ID); err != nil {
+	if deps, err := s.pruneDependants(b.ID); err != nil {
 		return err
 	} else if len(deps) > 0 {
 		return wrapf(ErrConflict, "backup %s became the parent of %s during the prune: it stays", b.ID, strings.Join(deps, ", "))

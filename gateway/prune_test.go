@@ -160,3 +160,47 @@ func TestPruneKeepsABackupThatGainedADependant(t *testing.T) {
 		}
 	}
 }
+
+// A backup that failed (here: interrupted by a stop of the gateway) stores no manifest, so
+// the parent its record names is no dependency: it must not keep that parent from its prune.
+// It did, and with the parent every older backup of its chain, for as long as nobody deleted
+// the failed backup by hand: one interrupted backup stopped the volume's retention.
+func TestPruneIsNotStoppedByAFailedIncremental(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	ctx := adminCtx()
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := image(t, dir, "vol.img", 256<<10)
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An incremental accepted, then the gateway stops before it runs: recovery fails it.
+	failed, _, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = gateway.Open(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := record(t, s, failed.ID); got == nil || got.Status != index.BackupError || got.ParentID != full.ID {
+		t.Fatalf("the interrupted incremental: %+v, want error, with parent %s", got, full.ID)
+	}
+	for range 2 {
+		if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.Prune(ctx, gateway.PruneRequest{Volumes: []string{vol}, Rules: retention.Rules{Last: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 2 || res.Failed != 0 {
+		t.Fatalf("prune --keep-last 1 of a full and two incrementals beside a failed incremental: %+v, want the two older removed", res)
+	}
+}
