@@ -155,12 +155,19 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	if err != nil {
 		return nil, err
 	}
+	// Without new refs it keeps the volumes it backs up now: one forgotten since (which its
+	// runs skip) would make the update fail with "not found".
+	named := !p.AllOfProject
+	vols, err := s.policyVolumes(p)
+	if err != nil {
+		return nil, err
+	}
 	fn(p)
 	p.Name = name
-	if refs == nil {
-		refs = p.Volumes
-		if p.AllOfProject {
-			refs = nil
+	if refs == nil && named && !p.AllOfProject {
+		refs = []string{}
+		for _, v := range vols {
+			refs = append(refs, v.ID)
 		}
 	}
 	if err := s.completePolicy(ctx, c, p, refs); err != nil {

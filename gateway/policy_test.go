@@ -171,3 +171,32 @@ func TestPolicyRunFailsWhenItsPruneFails(t *testing.T) {
 		t.Fatalf("a run whose prune failed: %v, result %q (%q): want failed", err, st.LastResult, st.LastError)
 	}
 }
+
+// A policy whose volume was forgotten can still be changed without naming its volumes again:
+// a change of its schedule tried to find every volume it had named, and refused with "volume
+// <id> not found" for the forgotten one (which the policy's runs already skip).
+func TestPolicyUpdateAfterAVolumeWasForgotten(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vm1, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm1.img", 64<<10), Name: "vm1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm2.img", 64<<10), Name: "vm2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 2}}, VolumeRefs: []string{"vm1", "vm2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnmanageVolume(ctx, "vm2"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.UpdatePolicy(ctx, "nightly", nil, func(p *gateway.Policy) { p.Schedule = "weekly" })
+	if err != nil {
+		t.Fatalf("schedule change of a policy one of whose volumes was forgotten: %v", err)
+	}
+	if p.Schedule != "weekly" || !slices.Equal(p.Volumes, []string{vm1.ID}) {
+		t.Fatalf("policy after the change: schedule %q, volumes %v; want weekly, [%s]", p.Schedule, p.Volumes, vm1.ID)
+	}
+}
