@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -86,7 +87,17 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 		wait = time.Second // look again once the run has recorded its start
 		go func() {
 			defer s.unclaimPolicy(pc.Name)
-			_ = s.runClaimedPolicy(ctx, &pc)
+			// The scheduler's copy may be a minute old: a policy deleted or changed through
+			// another gateway since does not run from it; the policies are read again first.
+			cur, err := s.storedPolicy(ctx, pc.Name)
+			switch {
+			case errors.Is(err, ErrNotFound), err == nil && !cur.UpdatedAt.Equal(pc.UpdatedAt):
+				s.policiesChanged()
+				return
+			case err != nil:
+				cur = &pc // cannot tell: the run goes on from the copy, and fails if the repository does
+			}
+			_ = s.runClaimedPolicy(ctx, cur)
 		}()
 	}
 	if p.Verify != "" {

@@ -1,0 +1,51 @@
+package gateway_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+)
+
+// A policy deleted through another gateway stops running on this one: the scheduler reads
+// the policies again only every minute, and ran its copy of a deleted (or changed) policy
+// until then. A run now reads its policy from the repository as it starts.
+func TestPolicyDeletedThroughAnotherGatewayStopsRunningHere(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "often", Schedule: "*:*:*",
+		Keep: gateway.KeepRules{Last: -1}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.RunPolicies(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done }) // before the gateways close
+	backups := func() int {
+		t.Helper()
+		bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(bs)
+	}
+	for deadline := time.Now().Add(10 * time.Second); backups() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the policy made no backup through the second gateway in 10 s of a schedule of every second")
+		}
+	}
+	if err := a.DeletePolicy(ctx, "often"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // a run in progress finishes
+	before := backups()
+	time.Sleep(2500 * time.Millisecond)
+	if n := backups() - before; n > 0 {
+		t.Fatalf("the policy deleted through the other gateway made %d more backups here", n)
+	}
+}
