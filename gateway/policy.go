@@ -210,7 +210,7 @@ func (s *Service) completePolicy(ctx context.Context, c Caller, p *Policy, refs 
 		return err
 	}
 	if p.AllOfProject == (len(refs) > 0) {
-		return invalidf("name the policy's volumes with --volume, or give --project for all of a project's (not both)")
+		return invalidf("name the policy's volumes with --volume, or give --all-volumes for every volume of its project (not both)")
 	}
 	p.Volumes = nil
 	for _, ref := range refs {

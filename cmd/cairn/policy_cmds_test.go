@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -39,5 +40,18 @@ func TestPolicyUpdateKeepsTheRulesNotGiven(t *testing.T) {
 	want := gateway.KeepRules{Last: 2, Daily: 30, Weekly: 8, Timezone: "Europe/Berlin"}
 	if st.Keep != want {
 		t.Fatalf("keep rules after 'policy update --keep-last 2': %+v, want %+v", st.Keep, want)
+	}
+}
+
+// A policy create that names no volumes says which flag names them all: the error sent the
+// user to --project, which picks the project and still names no volume.
+func TestPolicyCreateWithoutVolumesNamesTheFlag(t *testing.T) {
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	if _, errOut, code := cli(t, repoDir, "repo", "init", "--encryption", "none"); code != 0 {
+		t.Fatalf("repo init: exit %d: %s", code, errOut)
+	}
+	_, errOut, code := cli(t, repoDir, "policy", "create", "nightly", "--schedule", "daily", "--keep-last", "7")
+	if code != exitInvalid || !strings.Contains(errOut, "--all-volumes") || strings.Contains(errOut, "--project") {
+		t.Fatalf("policy create without volumes: exit %d: %q, want %d and the advice to give --volume or --all-volumes", code, errOut, exitInvalid)
 	}
 }
