@@ -250,3 +250,78 @@ func ageFiles(t *testing.T, dir string, d time.Duration) {
 		t.Fatal(err)
 	}
 }
+
+// An import of a backup some of whose packs are gone from the backend (lost, or removed by
+// hand) is refused: an index that still lists the packs' blobs does not make the backup
+// restorable, and it must never show as available.
+func TestImportRefusesABackupWhosePackIsMissing(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	admin := adminCtx()
+	vol := image(t, dir, "vol.img", 256<<10)
+	if _, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol}); err != nil {
+		t.Fatal(err)
+	}
+	packsDir := filepath.Join(cfg.Repo, "packs")
+	first := filesUnder(t, packsDir)
+	// One block changes: the second backup's block map and that block go to a new pack, the
+	// other blocks stay in the first backup's pack.
+	f, err := os.OpenFile(vol, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("changed"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	bk, exp := func() (*index.Backup, *gateway.Export) {
+		bk, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp, err := s.ExportBackup(admin, bk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.DeleteBackup(admin, bk.ID, false); err != nil {
+			t.Fatal(err)
+		}
+		return bk, exp
+	}()
+	if len(filesUnder(t, packsDir)) <= len(first) {
+		t.Fatal("the second backup stored no pack of its own: the set-up is wrong")
+	}
+	for p := range first {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = s.ImportBackup(admin, exp.BackupService, exp.BackupURL)
+	if !errors.Is(err, gateway.ErrInvalid) {
+		t.Errorf("import of a backup whose pack is missing: %v, want it refused as invalid", err)
+	}
+	if rec := record(t, s, bk.ID); rec != nil && rec.Status == index.BackupAvailable {
+		t.Errorf("backup %s is available after an import whose pack is missing", bk.ID)
+	}
+}
+
+// filesUnder returns the files under dir.
+func filesUnder(t *testing.T, dir string) map[string]bool {
+	t.Helper()
+	m := map[string]bool{}
+	err := filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			m[p] = true
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
