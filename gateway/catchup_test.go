@@ -479,3 +479,50 @@ func TestCatchUpForgetsABackupWhoseDeleteBegan(t *testing.T) {
 		t.Fatalf("after its full catch-up the other gateway still shows a backup whose delete began: %s", got.Status)
 	}
 }
+
+// A backup stored by a writer whose clock is behind, whose packs this index has not learned
+// yet (its last rescan ran less than the rescan interval ago), is intact: repair
+// --forget-damaged, which forgets what check reports lost, must not delete it.
+func TestRepairKeepsTheBackupOfAWriterWhoseClockIsBehind(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	admin := adminCtx()
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	// b's sync cursor an hour ahead: every pack index object a writes now sorts before b's
+	// window, as those of a writer whose clock is an hour behind do.
+	ahead := func() {
+		if err := b.Index().SetMeta("sync/index", fmt.Sprintf("%016x", time.Now().Add(time.Hour).UnixNano())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "first.img", 128<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead()
+	catchUp(t, b) // b rescans the pack index for the first backup: the next rescan is minutes away
+	if record(t, b, first.ID) == nil {
+		t.Fatal("the second gateway did not learn the first backup")
+	}
+	vol := image(t, dir, "second.img", 128<<10)
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead()
+	rep, err := b.Repair(admin, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rb := range rep.Backups {
+		if rb.ID == bk.ID {
+			t.Errorf("repair found the intact backup %s damaged (forgotten: %v)", bk.ID, rb.Forgotten)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(repoDir, "manifests", bk.ID)); err != nil {
+		t.Fatalf("manifest of the intact backup %s after repair --forget-damaged: %v", bk.ID, err)
+	}
+	if restoreSHA(t, a, admin, bk.ID) != sha256File(t, vol) {
+		t.Fatalf("backup %s differs from its volume after repair", bk.ID)
+	}
+}
