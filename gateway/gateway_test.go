@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 )
 
@@ -245,5 +246,42 @@ func TestCheckRejectsBadSample(t *testing.T) {
 	rep, err := s.Check(adminCtx(), repo.CheckOptions{ReadData: true, SamplePercent: 2.5})
 	if err != nil || !rep.OK() || rep.SamplePercent != 2.5 {
 		t.Fatalf("check of a 2.5 %% sample of an empty repository: %v %+v", err, rep)
+	}
+}
+
+// An index record that says a backup belongs to another project or volume than its manifest
+// does (a damaged index entry) shows the backup to the wrong project: check must report it,
+// not call the index clean.
+func TestCheckFindsARecordWhoseProjectDisagreesWithItsManifest(t *testing.T) {
+	s, dir := newService(t)
+	p1 := as("alice", "p1", false)
+	if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	bk, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, damage := range []func(b *index.Backup){
+		func(b *index.Backup) { b.Project = "p2" },
+		func(b *index.Backup) { b.VolumeID = "another-volume" },
+	} {
+		rec, err := s.Index().Backup(bk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Index().UpdateBackup(bk.ID, func(b *index.Backup) error { damage(b); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := s.Check(adminCtx(), repo.CheckOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.OK() {
+			t.Errorf("check of an index whose record of backup %s disagrees with its manifest (project %q, volume %s) is clean", bk.ID, rec.Project, rec.VolumeID)
+		}
+		if _, err := s.Index().UpdateBackup(bk.ID, func(b *index.Backup) error { *b = *rec; return nil }); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

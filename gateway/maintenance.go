@@ -417,9 +417,22 @@ func (s *Service) check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 			return nil, err
 		case m.Root != b.Root || m.RootLevel != b.RootLevel || m.Size != b.Size:
 			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: its manifest and the index describe different backups", b.ID))
+		case manifestProject(m) != b.Project || m.VolumeID != b.VolumeID:
+			// Neither ever changes: a record that disagrees shows the backup to another
+			// project or volume [TestCheckFindsARecordWhoseProjectDisagreesWithItsManifest].
+			rep.Problems = append(rep.Problems, fmt.Sprintf("backup %s: the index says project %s and volume %s, its manifest %s and %s",
+				b.ID, b.Project, b.VolumeID, manifestProject(m), m.VolumeID))
 		}
 	}
 	return rep, nil
+}
+
+// manifestProject is the project a manifest names, as its record says it.
+func manifestProject(m *repo.Manifest) string {
+	if m.Project == "" {
+		return DefaultProject
+	}
+	return m.Project
 }
 
 // GC reclaims the space no stored backup needs. It decides from the manifests in the backend
