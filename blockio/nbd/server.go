@@ -288,7 +288,7 @@ func (sc *conn) exportName(ctx context.Context, data []byte) (string, Export, er
 	name := string(data)
 	ex, err := sc.s.exports.Lookup(ctx, name)
 	if err != nil {
-		return "", nil, fmt.Errorf("NBD_OPT_EXPORT_NAME %q: %w", name, err)
+		return "", nil, fmt.Errorf("NBD_OPT_EXPORT_NAME %q: %w", logName(name), err)
 	}
 	b := be.AppendUint64(nil, uint64(ex.Size()))
 	b = be.AppendUint16(b, transmitFlags)

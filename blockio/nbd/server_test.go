@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -571,5 +572,41 @@ func TestServerReadErrorWrappingEOFAtTheEnd(t *testing.T) {
 	if _, err := c.ReadAt(p, size-int64(len(p))); !errors.As(err, &re) || re.Errno != EIO {
 		t.Fatalf("read to the end over a block that fails with a wrapped EOF: %v, want EIO (bytes as stored: %v)",
 			err, bytes.Equal(p, disk.b[size-len(p):]))
+	}
+}
+
+// noExports refuses every name without echoing it, as cairn's gateway does with tokens.
+type noExports struct{}
+
+func (noExports) Lookup(context.Context, string) (Export, error) { return nil, ErrUnknownExport }
+func (noExports) List(context.Context) ([]string, error)         { return nil, nil }
+
+// A refused NBD_OPT_EXPORT_NAME is logged without the credential its name may carry.
+func TestServerExportNameRefusalHidesCredential(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	l, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(noExports{}, log)
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go func() {
+		var g [18]byte
+		_, _ = io.ReadFull(c, g[:])
+		_, _ = c.Write(be.AppendUint32(nil, FlagCFixedNewstyle|FlagCNoZeroes))
+		_, _ = c.Write(AppendOption(nil, OptExportName, []byte("tok-secret@1f2e")))
+	}()
+	sc, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ServeConn(context.Background(), sc) // returns once the refusal closed the connection
+	if !strings.Contains(logs.String(), "1f2e") || strings.Contains(logs.String(), "tok-secret") {
+		t.Errorf("log of a refused export name: %q; want the name without its token", logs.String())
 	}
 }
