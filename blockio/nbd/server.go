@@ -42,6 +42,9 @@ const (
 	MaxRequest = 32 << 20
 	// connBudget bounds the read buffers of one connection's requests in flight.
 	connBudget = MaxRequest + 8<<20
+	// serverBudget bounds the read buffers of every connection's requests in flight: without
+	// it, each connection a client opens holds up to connBudget more.
+	serverBudget = 8 * connBudget
 	// connRequests bounds one connection's requests in flight.
 	connRequests = 16
 	// maxOptionLen bounds one option's data during the handshake.
@@ -55,6 +58,11 @@ const (
 	allocationID = 1
 )
 
+// replyTimeout bounds the writing of one reply: a client that stops reading its replies
+// would otherwise hold its requests' share of the server's budget for ever. A variable for
+// tests.
+var replyTimeout = 2 * time.Minute
+
 // transmitFlags: read-only, flush is a no-op that clients may send, and several
 // connections may serve one client (nothing is ever written, so they are consistent).
 const transmitFlags = FlagHasFlags | FlagReadOnly | FlagSendFlush | FlagCanMultiConn
@@ -62,10 +70,11 @@ const transmitFlags = FlagHasFlags | FlagReadOnly | FlagSendFlush | FlagCanMulti
 // Server serves exports over NBD read-only: fixed newstyle handshake, structured replies
 // (holes as NBD_REPLY_TYPE_OFFSET_HOLE) and base:allocation block status. Each connection has
 // one goroutine reading requests, up to connRequests goroutines serving them within a byte
-// budget, and replies written whole under one lock.
+// budget (its own and the server's), and replies written whole under one lock.
 type Server struct {
 	exports Exports
 	log     *slog.Logger
+	budget  *semaphore.Weighted // serverBudget, shared by every connection
 
 	mu    sync.Mutex // guards conns
 	conns map[net.Conn]struct{}
@@ -77,7 +86,7 @@ func NewServer(exports Exports, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{exports: exports, log: log, conns: map[net.Conn]struct{}{}}
+	return &Server{exports: exports, log: log, budget: semaphore.NewWeighted(serverBudget), conns: map[net.Conn]struct{}{}}
 }
 
 // Serve accepts connections on l until ctx ends, then closes l and every connection and
@@ -454,9 +463,14 @@ func (sc *conn) transmit(ctx context.Context, ex Export) error {
 				<-slots
 				return err
 			}
+			if err := sc.s.budget.Acquire(ctx, weight); err != nil {
+				budget.Release(weight)
+				<-slots
+				return err
+			}
 			wg.Add(1)
 			go func() {
-				defer func() { budget.Release(weight); <-slots; wg.Done() }()
+				defer func() { sc.s.budget.Release(weight); budget.Release(weight); <-slots; wg.Done() }()
 				var err error
 				if q.Type == CmdRead {
 					err = sc.read(ctx, q, ex)
@@ -494,6 +508,7 @@ func (sc *conn) check(q Request, ex Export) string {
 func (sc *conn) send(bufs ...[]byte) error {
 	sc.wmu.Lock()
 	defer sc.wmu.Unlock()
+	_ = sc.c.SetWriteDeadline(time.Now().Add(replyTimeout))
 	nb := net.Buffers(bufs)
 	_, err := nb.WriteTo(sc.c)
 	return err

@@ -610,3 +610,88 @@ func TestServerExportNameRefusalHidesCredential(t *testing.T) {
 		t.Errorf("log of a refused export name: %q; want the name without its token", logs.String())
 	}
 }
+
+// heldExport holds every read until release closes, counting the bytes of reads in flight.
+type heldExport struct {
+	release        chan struct{}
+	mu             sync.Mutex
+	inFlight, peak int64
+}
+
+func (e *heldExport) Size() int64 { return 1 << 40 }
+
+func (e *heldExport) NextData(_ context.Context, off int64) (int64, int64, error) {
+	return off, e.Size(), nil
+}
+
+func (e *heldExport) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	e.mu.Lock()
+	e.inFlight += int64(len(p))
+	e.peak = max(e.peak, e.inFlight)
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.inFlight -= int64(len(p))
+		e.mu.Unlock()
+	}()
+	select {
+	case <-e.release:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	clear(p)
+	return len(p), nil
+}
+
+// Many connections each reading MaxRequest hold no more than serverBudget of read buffers
+// between them, and every read is served once the export answers.
+func TestServerBoundsReadsOfManyConnections(t *testing.T) {
+	ex := &heldExport{release: make(chan struct{})}
+	sock := serve(t, "unix", oneExport{ex})
+	n := serverBudget/MaxRequest + 4
+	var conns []*rawConn
+	for i := range n {
+		r := dialRaw(t, sock, "x", false)
+		r.write(AppendRequest(nil, Request{Type: CmdRead, Cookie: uint64(i), Length: MaxRequest}))
+		conns = append(conns, r)
+	}
+	time.Sleep(500 * time.Millisecond) // time for the server to start every read it would
+	ex.mu.Lock()
+	peak := ex.peak
+	ex.mu.Unlock()
+	if peak > serverBudget {
+		t.Errorf("%d connections had %d bytes of reads in flight at once, more than %d", n, peak, serverBudget)
+	}
+	close(ex.release)
+	for i, r := range conns {
+		h, err := ReadReplyHeader(r.c)
+		if err != nil || h.Cookie != uint64(i) || h.Error != 0 {
+			t.Fatalf("reply of connection %d: %+v, %v", i, h, err)
+		}
+		if _, err := io.CopyN(io.Discard, r.c, MaxRequest); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Connections whose client stops reading replies give their share of the server's budget
+// back after replyTimeout: other clients' reads are served again.
+func TestServerStalledClientsReleaseTheBudget(t *testing.T) {
+	d := replyTimeout
+	t.Cleanup(func() { replyTimeout = d }) // after the server's end: cleanups run last first
+	replyTimeout = 200 * time.Millisecond
+	ex := &heldExport{release: make(chan struct{})}
+	close(ex.release)
+	sock := serve(t, "unix", oneExport{ex})
+	for i := range serverBudget / MaxRequest {
+		r := dialRaw(t, sock, "x", false) // never reads a reply
+		r.write(AppendRequest(nil, Request{Type: CmdRead, Cookie: uint64(i), Length: MaxRequest}))
+	}
+	r := dialRaw(t, sock, "x", false)
+	_ = r.c.SetDeadline(time.Now().Add(10 * time.Second))
+	r.write(AppendRequest(nil, Request{Type: CmdRead, Cookie: 99, Length: MaxRequest}))
+	h, err := ReadReplyHeader(r.c)
+	if err != nil || h.Cookie != 99 || h.Error != 0 {
+		t.Fatalf("read beside stalled clients: %+v, %v", h, err)
+	}
+}
