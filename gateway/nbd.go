@@ -19,7 +19,8 @@ type NBDOptions struct {
 	Project string
 	// Tokens, when set, checks every export name as TOKEN@BACKUP_ID or TOKEN@VOLUME/latest
 	// (and their /lvm/VG/LV forms):
-	// the token's caller must see the backup, as in the API (an admin sees every project).
+	// the token's caller must see the backup, as in the API (an admin sees every project),
+	// and with Project the backup must be that project's too.
 	// NBD_OPT_LIST then lists nothing, since it carries no credentials.
 	Tokens func(token string) (Caller, bool)
 }
@@ -88,7 +89,7 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 			// The name is not echoed: it may hold a token.
 			return nil, unknownf("this server checks tokens: name the export TOKEN@BACKUP_ID or TOKEN@VOLUME/latest with a valid token")
 		}
-		visible = func(b *index.Backup) bool { return b.Status.Committed() && c.sees(b.Project) }
+		visible = func(b *index.Backup) bool { return e.visible(b) && c.sees(b.Project) }
 		ref = rest
 	}
 	ref, vg, lv := parseExportName(ref)

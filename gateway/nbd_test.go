@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -236,6 +237,34 @@ func TestNBDExportsABackupBeingRestored(t *testing.T) {
 	for _, export := range []string{"vm/latest", newest.ID} {
 		if got, err := nbdSHA(t, sock, export); err != nil || got != want {
 			t.Errorf("export %s while the newest backup is restored: %v, sha256 %x; want %x", export, err, got[:4], want[:4])
+		}
+	}
+}
+
+// A server of one project that checks tokens serves that project's backups only: a token
+// that sees more (an admin's, another project's member) gets nothing of another project.
+func TestNBDExportsOfOneProjectWithTokens(t *testing.T) {
+	s, dir := newService(t)
+	p1, p2 := as("alice", "p1", false), as("bob", "p2", false)
+	var backups []string
+	for i, c := range []context.Context{p1, p2} {
+		img := image(t, dir, fmt.Sprintf("vm%d.img", i), 128<<10)
+		if _, err := s.ManageVolume(c, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.CreateBackup(c, gateway.BackupRequest{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		backups = append(backups, b.ID)
+	}
+	tokens := map[string]gateway.Caller{"t-bob": {User: "bob", Project: "p2"}, "t-admin": {User: "root", Project: "admin", Admin: true}}
+	lookup := func(tok string) (gateway.Caller, bool) { c, ok := tokens[tok]; return c, ok }
+	sock := serveNBD(t, s, gateway.NBDOptions{Project: "p1", Tokens: lookup})
+	for export, ok := range map[string]bool{"t-admin@" + backups[0]: true, "t-admin@" + backups[1]: false,
+		"t-bob@" + backups[1]: false, "t-bob@vm/latest": false, "t-admin@vm/latest": true} {
+		if _, err := nbdSHA(t, sock, export); (err == nil) != ok {
+			t.Errorf("project p1's server with tokens, export %s: %v; want served %v", export, err, ok)
 		}
 	}
 }
