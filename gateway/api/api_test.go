@@ -441,3 +441,15 @@ func writeTokens(t *testing.T, text string) api.Tokens {
 	}
 	return tokens
 }
+
+// A marker with the largest limit a client may send lists the rest, never a 500.
+func TestPageWithMarkerAndHugeLimit(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	first := e.volume(t, "p1", "a")
+	e.volume(t, "p1", "b")
+	code, _, body := e.do(t, call{method: "GET", path: "/v3/p1/volumes?marker=" + first.ID + "&limit=9223372036854775807", user: "u1", project: "p1"})
+	var got struct{ Volumes []struct{ Name string } }
+	if err := json.Unmarshal(body, &got); code != http.StatusOK || err != nil || len(got.Volumes) != 1 || got.Volumes[0].Name != "b" {
+		t.Errorf("volumes after the marker with limit 2^63-1: %d %s; want 200 with volume b", code, body)
+	}
+}

@@ -75,7 +75,7 @@ func page(r *http.Request, n int, id func(int) string) (from, to int, err error)
 		if err != nil || lim < 0 {
 			return 0, 0, badRequest("limit must be a non-negative integer")
 		}
-		to = min(n, from+lim)
+		to = from + min(lim, n-from) // from+lim may overflow
 	}
 	return from, to, nil
 }
