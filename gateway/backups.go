@@ -557,7 +557,7 @@ func (s *Service) mayDelete(ctx context.Context, c Caller, b *index.Backup, forc
 			return err
 		}
 	}
-	if deps, err := s.dependants(b.ID); err != nil {
+	if deps, err := s.dependants(b.ID, nil); err != nil {
 		return err
 	} else if len(deps) > 0 {
 		return wrapf(ErrConflict, "backup %s has dependent incremental backups (%s): delete those first; only the latest backup of a chain can be deleted", b.ID, strings.Join(deps, ", "))
@@ -690,15 +690,16 @@ func (s *Service) deleteFinished(ctx context.Context, c Caller, id string, force
 	return b, nil
 }
 
-// dependants returns the ids of backups whose parent is id.
-func (s *Service) dependants(id string) ([]string, error) {
+// dependants returns the ids of backups whose parent is id, of those counts says count
+// (nil: all).
+func (s *Service) dependants(id string, counts func(*index.Backup) bool) ([]string, error) {
 	all, err := s.idx.Backups()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, b := range all {
-		if b.ParentID == id {
+		if b.ParentID == id && (counts == nil || counts(b)) {
 			out = append(out, b.ID)
 		}
 	}

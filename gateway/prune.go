@@ -353,21 +353,6 @@ func dependsOnParent(b *index.Backup) bool {
 	return b.Status != index.BackupError || b.ManifestInDoubt || !b.Root.IsZero() || b.Size == 0
 }
 
-// pruneDependants lists the backups that depend on id as their parent, as the index says now.
-func (s *Service) pruneDependants(id string) ([]string, error) {
-	all, err := s.idx.Backups()
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, b := range all {
-		if b.ParentID == id && dependsOnParent(b) {
-			out = append(out, b.ID)
-		}
-	}
-	return out, nil
-}
-
 // removeBackup deletes one committed backup with no dependants for prune: what prune decided
 // from is checked again (protection in the manifest; its dependants in the index; status and
 // protection under the index's transaction), then the manifest goes and the record with it.
@@ -380,7 +365,7 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental
 	// made after the newest backup was deleted takes the next newest as parent).
-	if deps, err := s.pruneDependants(b.ID); err != nil {
+	if deps, err := s.dependants(b.ID, dependsOnParent); err != nil {
 		return err
 	} else if len(deps) > 0 {
 		return wrapf(ErrConflict, "backup %s became the parent of %s during the prune: it stays", b.ID, strings.Join(deps, ", "))

@@ -163,13 +163,8 @@ func TestImportStoresNothingOnceItsLockIsLost(t *testing.T) {
 // 'repo unlock --force') stores no manifest, though its lock was refreshed on time: the
 // backup's blocks, unreachable until the manifest is stored, may be gone.
 func TestImportStoresNothingOnceItsLockObjectIsGone(t *testing.T) {
-	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	a, err := gateway.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close() })
+	a, dir := newService(t)
+	repoDir := filepath.Join(dir, "repo")
 	bk, exp := exportedThenDeleted(t, a, dir)
 	stall := &stallingBackend{hit: make(chan struct{}), gate: make(chan struct{})}
 	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend { stall.Backend = be; return stall })
@@ -180,7 +175,7 @@ func TestImportStoresNothingOnceItsLockObjectIsGone(t *testing.T) {
 		done <- err
 	}()
 	<-stall.hit
-	locks, err := filepath.Glob(filepath.Join(cfg.Repo, "locks", "*"))
+	locks, err := filepath.Glob(filepath.Join(repoDir, "locks", "*"))
 	if err != nil || len(locks) == 0 {
 		t.Fatalf("no lock object to remove (%v): the set-up is wrong", err)
 	}
@@ -193,7 +188,7 @@ func TestImportStoresNothingOnceItsLockObjectIsGone(t *testing.T) {
 	if err := <-done; !errors.Is(err, repo.ErrLockLost) {
 		t.Errorf("import whose lock object was removed: %v, want the lock lost", err)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.Repo, "manifests", bk.ID)); err == nil {
+	if _, err := os.Stat(filepath.Join(repoDir, "manifests", bk.ID)); err == nil {
 		t.Errorf("manifest of backup %s stored after its lock object was removed", bk.ID)
 	}
 }
@@ -220,8 +215,13 @@ func TestImportDuringAnOutageSaysUnavailable(t *testing.T) {
 // what an import brings back.
 func exportedThenDeleted(t *testing.T, s *gateway.Service, dir string) (*index.Backup, *gateway.Export) {
 	t.Helper()
+	return exportThenDelete(t, s, image(t, dir, "vol.img", 256<<10))
+}
+
+// exportThenDelete backs up the volume vol through s, exports the backup and deletes it.
+func exportThenDelete(t *testing.T, s *gateway.Service, vol string) (*index.Backup, *gateway.Export) {
+	t.Helper()
 	admin := adminCtx()
-	vol := image(t, dir, "vol.img", 256<<10)
 	bk, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
 	if err != nil {
 		t.Fatal(err)
@@ -255,19 +255,14 @@ func ageFiles(t *testing.T, dir string, d time.Duration) {
 // hand) is refused: an index that still lists the packs' blobs does not make the backup
 // restorable, and it must never show as available.
 func TestImportRefusesABackupWhosePackIsMissing(t *testing.T) {
-	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	s, err := gateway.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s, dir := newService(t)
+	repoDir := filepath.Join(dir, "repo")
 	admin := adminCtx()
 	vol := image(t, dir, "vol.img", 256<<10)
 	if _, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol}); err != nil {
 		t.Fatal(err)
 	}
-	packsDir := filepath.Join(cfg.Repo, "packs")
+	packsDir := filepath.Join(repoDir, "packs")
 	first := filesUnder(t, packsDir)
 	// One block changes: the second backup's block map and that block go to a new pack, the
 	// other blocks stay in the first backup's pack.
@@ -279,20 +274,7 @@ func TestImportRefusesABackupWhosePackIsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	bk, exp := func() (*index.Backup, *gateway.Export) {
-		bk, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
-		if err != nil {
-			t.Fatal(err)
-		}
-		exp, err := s.ExportBackup(admin, bk.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.DeleteBackup(admin, bk.ID, false); err != nil {
-			t.Fatal(err)
-		}
-		return bk, exp
-	}()
+	bk, exp := exportThenDelete(t, s, vol)
 	if len(filesUnder(t, packsDir)) <= len(first) {
 		t.Fatal("the second backup stored no pack of its own: the set-up is wrong")
 	}

@@ -123,6 +123,28 @@ func cli(t *testing.T, repoDir string, args ...string) (string, string, int) {
 	return stdout.String(), stderr.String(), code
 }
 
+// cliRepo makes an unencrypted repository and a 64 KiB volume image in a temporary directory
+// and returns their paths with must, which runs cairn on the repository and fails the test
+// unless it exits 0.
+func cliRepo(t *testing.T) (repoDir, vol string, must func(args ...string) string) {
+	t.Helper()
+	dir := t.TempDir()
+	repoDir, vol = filepath.Join(dir, "repo"), filepath.Join(dir, "vol.img")
+	if err := os.WriteFile(vol, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must = func(args ...string) string {
+		t.Helper()
+		out, errOut, code := cli(t, repoDir, args...)
+		if code != 0 {
+			t.Fatalf("cairn %v: exit %d: %s", args, code, errOut)
+		}
+		return out
+	}
+	must("repo", "init", "--encryption", "none")
+	return repoDir, vol, must
+}
+
 // The tables a user sees for backup create, show and list, and a refused delete, with the
 // parts that change between runs masked.
 func TestCLIOutputGolden(t *testing.T) {

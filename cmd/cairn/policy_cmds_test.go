@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,21 +13,7 @@ import (
 // policy keeping 30 dailies dropped them (its next run pruned all but two backups) and moved
 // the buckets to the server's zone.
 func TestPolicyUpdateKeepsTheRulesNotGiven(t *testing.T) {
-	dir := t.TempDir()
-	repoDir := filepath.Join(dir, "repo")
-	vol := filepath.Join(dir, "vol.img")
-	if err := os.WriteFile(vol, make([]byte, 64<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	must := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := cli(t, repoDir, args...)
-		if code != 0 {
-			t.Fatalf("cairn %v: exit %d: %s", args, code, errOut)
-		}
-		return out
-	}
-	must("repo", "init", "--encryption", "none")
+	_, vol, must := cliRepo(t)
 	must("--quiet", "policy", "create", "nightly", "--volume", vol, "--schedule", "daily",
 		"--keep-daily", "30", "--keep-weekly", "8", "--timezone", "Europe/Berlin")
 	must("--quiet", "policy", "update", "nightly", "--keep-last", "2")
@@ -46,10 +30,7 @@ func TestPolicyUpdateKeepsTheRulesNotGiven(t *testing.T) {
 // A policy create that names no volumes says which flag names them all: the error sent the
 // user to --project, which picks the project and still names no volume.
 func TestPolicyCreateWithoutVolumesNamesTheFlag(t *testing.T) {
-	repoDir := filepath.Join(t.TempDir(), "repo")
-	if _, errOut, code := cli(t, repoDir, "repo", "init", "--encryption", "none"); code != 0 {
-		t.Fatalf("repo init: exit %d: %s", code, errOut)
-	}
+	repoDir, _, _ := cliRepo(t)
 	_, errOut, code := cli(t, repoDir, "policy", "create", "nightly", "--schedule", "daily", "--keep-last", "7")
 	if code != exitInvalid || !strings.Contains(errOut, "--all-volumes") || strings.Contains(errOut, "--project") {
 		t.Fatalf("policy create without volumes: exit %d: %q, want %d and the advice to give --volume or --all-volumes", code, errOut, exitInvalid)

@@ -10,21 +10,7 @@ import (
 // A prune that could not remove a backup exits non-zero whatever the output format: with
 // --format json it printed the result and exited 0, so a script saw success.
 func TestPruneFailureExitsNonZeroInJSON(t *testing.T) {
-	dir := t.TempDir()
-	repoDir := filepath.Join(dir, "repo")
-	vol := filepath.Join(dir, "vol.img")
-	if err := os.WriteFile(vol, make([]byte, 64<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	must := func(args ...string) string {
-		t.Helper()
-		out, errOut, code := cli(t, repoDir, args...)
-		if code != 0 {
-			t.Fatalf("cairn %v: exit %d: %s", args, code, errOut)
-		}
-		return out
-	}
-	must("repo", "init", "--encryption", "none")
+	repoDir, vol, must := cliRepo(t)
 	var old struct{ ID string }
 	if err := json.Unmarshal([]byte(must("--quiet", "--format", "json", "backup", "create", vol)), &old); err != nil {
 		t.Fatal(err)
