@@ -20,6 +20,10 @@ type PruneRequest struct {
 	Rules   retention.Rules
 	DryRun  bool // decide and report, change nothing
 	Force   bool // admins: also prune backups younger than the repository's minimum age
+	// Shown, when not nil, is what a dry run shown to the user would remove: the prune then
+	// removes nothing unless every backup it would remove is among them (backups made,
+	// deleted or protected since can change the decisions).
+	Shown []string
 }
 
 // PruneDecision is what prune decided for one backup.
@@ -123,6 +127,11 @@ func (s *Service) Prune(ctx context.Context, req PruneRequest) (*PruneResult, er
 		if n := pl.removals(); n > 0 {
 			removing += n
 			touched++
+		}
+	}
+	if !req.DryRun && req.Shown != nil {
+		if err := sameAsShown(plans, req.Shown); err != nil {
+			return nil, err
 		}
 	}
 	if !req.DryRun && removing > 0 {
@@ -243,6 +252,22 @@ type prunePlan struct {
 	byID    map[string]*index.Backup
 	kids    map[string]int // the volume's backups that name each backup as parent
 	removed map[string]bool
+}
+
+// sameAsShown refuses plans that would remove a backup not among those shown.
+func sameAsShown(plans []*prunePlan, shown []string) error {
+	ok := make(map[string]bool, len(shown))
+	for _, id := range shown {
+		ok[id] = true
+	}
+	for _, pl := range plans {
+		for _, d := range pl.out {
+			if d.Action == PruneRemove && !ok[d.ID] {
+				return wrapf(ErrConflict, "the prune would now also remove backup %s, which was not in the list shown (backups changed meanwhile): review the prune again", d.ID)
+			}
+		}
+	}
+	return nil
 }
 
 func (pl *prunePlan) removals() int {

@@ -221,11 +221,27 @@ func (s *server) prune(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	req := gateway.PruneRequest{Volumes: []string{v.ID}, Rules: rules, DryRun: !confirmed(r)}
+	if !req.DryRun {
+		// What the confirmation page listed, and nothing else, may go.
+		req.Shown = []string{}
+		for _, id := range strings.Split(r.PostFormValue("shown"), ",") {
+			if id != "" {
+				req.Shown = append(req.Shown, id)
+			}
+		}
+	}
 	res, err := s.svc.Prune(r.ctx, req)
 	if err != nil {
 		return err
 	}
 	if req.DryRun {
+		var shown []string
+		for _, d := range res.Backups {
+			if d.Action == gateway.PruneRemove {
+				shown = append(shown, d.ID)
+			}
+		}
+		r.PostForm.Set("shown", strings.Join(shown, ","))
 		c := confirmView{Question: fmt.Sprintf("Prune volume %s keeping %s? This removes %d of its %d backups:", v.Name, res.Rules, res.Removed, res.Kept+res.Removed),
 			Details: []string{"Kept incrementals whose parent goes are re-linked to the nearest older kept backup; gc reclaims the space later."},
 			Button:  "Prune", Back: prefix + "volumes/" + v.ID, Danger: res.Removed > 0, Prune: res}

@@ -400,3 +400,41 @@ func sha(t *testing.T, path string) string {
 	}
 	return fmt.Sprintf("%x", sha256.Sum256(b))
 }
+
+// A confirmed prune removes only backups the confirmation page listed. It ran the rules
+// again, so a backup made (or deleted, or unprotected) between the page and the click
+// changed what went: here the page says nothing is removed, and the click would have
+// removed the oldest backup.
+func TestPruneRemovesOnlyWhatItShowed(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 1<<20)
+	first := e.backup(v)
+	e.backup(v)
+	a := e.browser()
+	a.signIn("tok-alice")
+	path := "/ui/volumes/" + v.ID + "/prune"
+	shown := regexp.MustCompile(`name="shown" value="([^"]*)"`)
+	code, body, _ := a.post(path, a.form("keep-last", "2"), "")
+	m := shown.FindStringSubmatch(body)
+	if code != http.StatusOK || m == nil || m[1] != "" {
+		t.Fatalf("prune preview keeping 2 of 2 backups: %d, shown %q\n%s", code, m, body)
+	}
+	e.backup(v) // made while the page was open
+	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller)
+	if code, body, _ := a.post(path, a.form("keep-last", "2", "shown", m[1], "confirm", "yes"), ""); code != http.StatusBadRequest || !strings.Contains(body, "not in the list shown") {
+		t.Fatalf("confirmed prune after a new backup: %d, want 400 saying the list changed\n%s", code, body)
+	}
+	if bs, _ := e.svc.ListBackups(ctx, gateway.ListFilter{}); len(bs) != 3 {
+		t.Fatalf("the prune removed what its page did not show: %d of 3 backups left", len(bs))
+	}
+	code, body, _ = a.post(path, a.form("keep-last", "2"), "")
+	if m = shown.FindStringSubmatch(body); code != http.StatusOK || m == nil || m[1] != first.ID {
+		t.Fatalf("prune preview keeping 2 of 3: %d, shown %q, want %s", code, m, first.ID)
+	}
+	if code, body, _ := a.post(path, a.form("keep-last", "2", "shown", m[1], "confirm", "yes"), ""); code != http.StatusSeeOther {
+		t.Fatalf("confirmed prune: %d\n%s", code, body)
+	}
+	if _, err := e.svc.BackupByID(ctx, first.ID); err == nil {
+		t.Fatal("the backup the page listed for removal is still there")
+	}
+}
