@@ -87,6 +87,10 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if parent != nil {
 		b.ParentID = parent.ID
 	}
+	if b.CreatedAt, err = s.datedAfterEarlier(v.ID, b.CreatedAt); err != nil {
+		closeSrc()
+		return nil, nil, err
+	}
 	// The creating record is the quota reservation: hold the quota lock until it is written.
 	release, dropReservation, err := s.reserveQuota(ctx, project, id, src.Size())
 	if err != nil {
@@ -688,6 +692,30 @@ func (s *Service) deleteFinished(ctx context.Context, c Caller, id string, force
 		return nil, fmt.Errorf("backup %s finished (%s) before it could be cancelled, and cannot be deleted: %w", id, b.Status, err)
 	}
 	return b, nil
+}
+
+// datedAfterEarlier returns at, or just after the newest backup of the volume when that one
+// is dated at or after it: this host's clock went back (or the earlier backup's host's clock
+// ran ahead). Retention orders a volume's backups by date; dated by the clock alone, the
+// newest backup would sort as older than the one before it and 'prune --keep-last 1' would
+// remove the newest data [TestABackupIsDatedAfterTheVolumesEarlierBackups].
+func (s *Service) datedAfterEarlier(volumeID string, at time.Time) (time.Time, error) {
+	all, err := s.idx.VolumeBackups(volumeID)
+	if err != nil {
+		return at, err
+	}
+	latest := time.Time{}
+	for _, b := range all {
+		if b.CreatedAt.After(latest) {
+			latest = b.CreatedAt
+		}
+	}
+	if latest.Before(at) {
+		return at, nil
+	}
+	s.log.Warn("the clock is behind the date of the volume's latest backup: the new backup is dated just after it",
+		"volume_id", volumeID, "clock", at, "latest_backup", latest)
+	return latest.Add(time.Microsecond), nil
 }
 
 // dependants returns the ids of backups whose parent is id, of those counts says count

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/gateway/retention"
@@ -202,5 +203,38 @@ func TestPruneIsNotStoppedByAFailedIncremental(t *testing.T) {
 	}
 	if res.Removed != 2 || res.Failed != 0 {
 		t.Fatalf("prune --keep-last 1 of a full and two incrementals beside a failed incremental: %+v, want the two older removed", res)
+	}
+}
+
+// A backup is dated after every earlier backup of its volume, whatever the clock says: after
+// the clock went back an hour (here: the earlier backup dated an hour ahead, as a clock that
+// ran ahead would have), the new backup was dated before the one it follows, and a prune
+// keeping the last one removed the newest data.
+func TestABackupIsDatedAfterTheVolumesEarlierBackups(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := old.CreatedAt.Add(time.Hour)
+	if _, err := s.Index().UpdateBackup(old.ID, func(b *index.Backup) error { b.CreatedAt = ahead; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	newest, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !newest.CreatedAt.After(ahead) {
+		t.Fatalf("the newest backup is dated %v, before the earlier one's %v", newest.CreatedAt, ahead)
+	}
+	if _, err := s.Prune(ctx, gateway.PruneRequest{Volumes: []string{"vm"}, Rules: retention.Rules{Last: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(ctx, newest.ID); err != nil {
+		t.Fatalf("the newest backup after a prune keeping the last one: %v", err)
 	}
 }
