@@ -17,6 +17,12 @@ func SetFullCatchUpEveryForTest(t interface{ Cleanup(func()) }, d time.Duration)
 	t.Cleanup(func() { fullCatchUpEvery = old })
 }
 
+// LeaveRunningPolicyForTest records policy name's run as a gateway killed during it leaves
+// it: started at, still running.
+func LeaveRunningPolicyForTest(s *Service, name string, at time.Time) {
+	s.setPolicyState(name, func(st *PolicyState) { st.LastRun, st.LastResult = at, RunRunning })
+}
+
 // WrapBackendForTest reopens s's repository over wrap(its backend), keeping its index: a
 // gateway whose backend misbehaves (faulty.New) for the rest of the test.
 func WrapBackendForTest(t testing.TB, s *Service, wrap func(backend.Backend) backend.Backend) {

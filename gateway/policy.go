@@ -82,6 +82,10 @@ type PolicyState struct {
 	VerifyResult string    `json:"verify_result,omitempty"`
 	VerifyError  string    `json:"verify_error,omitempty"`
 	Runs         int       `json:"runs"`
+	// Interrupted: the last run ended with the gateway (stopped, or killed) before it had
+	// backed up every volume; the next start runs it again at once rather than at its next
+	// time, so the volumes it had not reached do not wait a whole period.
+	Interrupted bool `json:"interrupted,omitempty"`
 	// SinceFull counts, per volume id, the backups the policy made of the volume since its
 	// last full one, that one included: what --full-every counts. Not the chain: a prune
 	// makes the oldest incremental it keeps its chain's base, so a chain shorter than N
@@ -459,7 +463,9 @@ func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, er
 func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy) error {
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
 	start := now()
-	s.setPolicyState(p.Name, func(st *PolicyState) { st.LastRun, st.LastResult, st.LastError = start, RunRunning, "" })
+	s.setPolicyState(p.Name, func(st *PolicyState) {
+		st.LastRun, st.LastResult, st.LastError, st.Interrupted = start, RunRunning, "", false
+	})
 	s.log.Info("policy run started", "policy", p.Name)
 	err := s.policyBackups(ctx, p)
 	st := s.setPolicyState(p.Name, func(st *PolicyState) {

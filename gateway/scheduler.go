@@ -73,6 +73,9 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 		return wait
 	}
 	due := nextOf(sp, laterOf(st.LastRun, p.CreatedAt))
+	if st.Interrupted && st.LastResult == RunFailed {
+		due = at // its run ended with a gateway: again now [TestPolicyRunInterruptedByAStopRunsAgainAtStart]
+	}
 	switch {
 	case due.IsZero():
 	case due.After(at):
@@ -97,7 +100,11 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 			case err != nil:
 				cur = &pc // cannot tell: the run goes on from the copy, and fails if the repository does
 			}
-			_ = s.runClaimedPolicy(ctx, cur)
+			if err := s.runClaimedPolicy(ctx, cur); err != nil && ctx.Err() != nil {
+				s.setPolicyState(pc.Name, func(st *PolicyState) {
+					st.LastError, st.Interrupted = "interrupted: the gateway stopped during the run", true
+				})
+			}
 		}()
 	}
 	if p.Verify != "" {
@@ -158,7 +165,8 @@ func (s *Service) policiesChanged() {
 	}
 }
 
-// policiesInterrupted records as failed the runs a stopped gateway left running.
+// policiesInterrupted records as failed, and to run again now, the runs a stopped gateway left
+// running.
 func (s *Service) policiesInterrupted(ctx context.Context) {
 	ps, err := s.loadPolicies(ctx)
 	if err != nil {
@@ -171,7 +179,7 @@ func (s *Service) policiesInterrupted(ctx context.Context) {
 		}
 		if st.LastResult == RunRunning {
 			s.setPolicyState(p.Name, func(st *PolicyState) {
-				st.LastResult, st.LastError = RunFailed, "interrupted: the gateway stopped during the run"
+				st.LastResult, st.LastError, st.Interrupted = RunFailed, "interrupted: the gateway stopped during the run", true
 			})
 			s.unclaimPolicy(p.Name)
 		}

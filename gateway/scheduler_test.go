@@ -49,3 +49,36 @@ func TestPolicyDeletedThroughAnotherGatewayStopsRunningHere(t *testing.T) {
 		t.Fatalf("the policy deleted through the other gateway made %d more backups here", n)
 	}
 }
+
+// A policy run that a stopped (or killed) gateway left unfinished runs again when the
+// scheduler starts: it was recorded failed with its start as its last run, so the volumes it
+// had not reached waited for the next scheduled time (a whole day for a daily policy).
+func TestPolicyRunInterruptedByAStopRunsAgainAtStart(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	gateway.LeaveRunningPolicyForTest(s, "nightly", time.Now())
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.RunPolicies(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bs) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := s.PolicyStatus(ctx, "nightly")
+			t.Fatalf("the interrupted run did not run again at start (last result %s, next run %v)", st.LastResult, st.NextRun)
+		}
+	}
+}
