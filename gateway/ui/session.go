@@ -15,8 +15,13 @@ import (
 // cookieName is the session cookie; its value is the session's random id, nothing else.
 const cookieName = "cairn_console"
 
-// maxSessions bounds the sessions kept; past it the least recently used one goes.
-const maxSessions = 1000
+// maxSessions bounds the sessions kept; past it the least recently used one goes. One caller
+// (a token's user and project) keeps at most maxSessionsEach: past it the caller's own least
+// recently used one goes, so signing in again and again never signs others out.
+const (
+	maxSessions     = 1000
+	maxSessionsEach = 32
+)
 
 // session is one signed-in browser. Only the store's goroutines touch it, under its lock.
 type session struct {
@@ -56,13 +61,23 @@ func (st *sessions) create(c gateway.Caller) *session {
 	defer st.mu.Unlock()
 	t := st.now()
 	st.expireLocked(t)
-	if len(st.byID) >= maxSessions {
-		var oldest *session
-		for _, s := range st.byID {
-			if oldest == nil || s.seen.Before(oldest.seen) {
-				oldest = s
+	var oldest, oldestOwn *session
+	own := 0
+	for _, s := range st.byID {
+		if oldest == nil || s.seen.Before(oldest.seen) {
+			oldest = s
+		}
+		if s.caller == c {
+			own++
+			if oldestOwn == nil || s.seen.Before(oldestOwn.seen) {
+				oldestOwn = s
 			}
 		}
+	}
+	switch {
+	case own >= maxSessionsEach:
+		delete(st.byID, oldestOwn.id)
+	case len(st.byID) >= maxSessions:
 		delete(st.byID, oldest.id)
 	}
 	s := &session{id: randomID(), caller: c, project: c.Project, csrf: randomID(), created: t, seen: t}

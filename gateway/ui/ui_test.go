@@ -438,3 +438,20 @@ func TestPruneRemovesOnlyWhatItShowed(t *testing.T) {
 		t.Fatal("the backup the page listed for removal is still there")
 	}
 }
+
+// Signing in again and again, with a valid token, never signs anyone else out: the store
+// keeps 1,000 sessions, and 1,000 sign-ins of one user used to push out every other one.
+func TestSignInsOfOneUserKeepOthersSignedIn(t *testing.T) {
+	e := newEnv(t)
+	alice := e.browser()
+	alice.signIn("tok-alice")
+	for range 1001 {
+		e.clock.add(time.Millisecond) // alice's session is the least recently used
+		if code, _, _ := e.browser().post("/ui/signin", url.Values{"token": {"tok-bob"}}, ""); code != http.StatusSeeOther {
+			t.Fatalf("bob's sign-in: %d", code)
+		}
+	}
+	if code, _, _ := alice.get("/ui/volumes"); code != http.StatusOK {
+		t.Fatalf("alice's page after bob signed in 1,001 times: %d, want her still signed in", code)
+	}
+}
