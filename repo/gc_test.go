@@ -302,6 +302,62 @@ func TestRepackRelocatesForOtherIndexes(t *testing.T) {
 	g.mustCheck(t)
 }
 
+// A deletion record that no longer verifies cannot be applied, but what it is for can be
+// done without it: the index is checked against a full listing (the packs gc deleted are
+// forgotten, the repack's new pack learned). Before, the record failed the lock, and so every
+// backup, restore and check, of every index that had not applied it.
+func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	g := f.peer(t, "g", repo.LockOptions{})
+	ctx := context.Background()
+	base := randomVolume(13, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	if got := g.restore(t, mA); !bytes.Equal(got, base) { // g learns A's packs
+		t.Fatal("restore differs")
+	}
+	changed := append([]byte(nil), base...)
+	copy(changed[:3<<20], randomVolume(14, 3<<20))
+	mB := f.backup(t, "b", &memSource{data: changed}, mA)
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.gc(t); st.PacksRepacked == 0 {
+		t.Fatalf("gc repacked nothing: %+v", st)
+	}
+	records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
+	if len(records) == 0 {
+		t.Fatal("gc wrote no deletion record")
+	}
+	for _, p := range records {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b[len(b)/2] ^= 0x40
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := g.restore(t, mB); !bytes.Equal(got, changed) {
+		t.Fatal("restore through the other index differs after a damaged deletion record")
+	}
+	// A's own blocks are gone: g stores them again rather than reuse what it located.
+	mC := g.backup(t, "c", &memSource{data: base}, nil)
+	if mC.Stats.NewBlobs == 0 {
+		t.Fatal("g reused blobs that gc deleted")
+	}
+	if got := f.restore(t, mC); !bytes.Equal(got, base) {
+		t.Fatal("restore of g's backup differs")
+	}
+	rep, err := g.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %+v", err, rep)
+	}
+	if !strings.Contains(strings.Join(rep.Notes, "\n"), "deletion record deleted/") {
+		t.Fatalf("check does not note the damaged deletion record: %q", rep.Notes)
+	}
+}
+
 func TestLocks(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
 	ctx := context.Background()

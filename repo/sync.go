@@ -251,6 +251,10 @@ type listing struct {
 	learned   map[PackID]bool // packs this sync learned whole (Reindex skips them)
 }
 
+func newListing() *listing {
+	return &listing{packs: map[PackID]backend.ObjectInfo{}, indexKeys: map[PackID][]string{}, learned: map[PackID]bool{}}
+}
+
 // syncScope says how much of the backend a sync reads.
 type syncScope int
 
@@ -373,7 +377,7 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 	var st SyncStats
 	var lst *listing
 	if full {
-		lst = &listing{packs: map[PackID]backend.ObjectInfo{}, indexKeys: map[PackID][]string{}, learned: map[PackID]bool{}}
+		lst = newListing()
 	}
 	after := func(cursor string) string {
 		if scope != syncSince || cursor == "" {
@@ -389,7 +393,7 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 	// deletion record that names it, so it exists (gc deletes the index object before the pack).
 	// Every record is listed, not only those after a cursor: a gc host whose clock is behind
 	// must not hide one (the applied marks keep each from being applied twice).
-	var keys []string
+	var keys, damaged []string
 	if err := r.be.List(ctx, deletedPrefix, func(oi backend.ObjectInfo) error {
 		keys = append(keys, oi.Key)
 		return nil
@@ -410,12 +414,24 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 		if errors.Is(err, backend.ErrNotFound) {
 			continue
 		}
+		var d *deletion
+		if err == nil {
+			if d, err = decodeDeletion(b); err != nil {
+				err = fmt.Errorf("%s: %w", key, err)
+			}
+		}
+		if errors.Is(err, ErrCorrupt) {
+			// What the record says is lost, but not what it is for: the full listing below
+			// forgets every pack the backend no longer holds and learns every index object,
+			// the relocations' new packs among them. Before, the record failed every sync of
+			// every index that had not applied it, for good
+			// [TestADamagedDeletionRecordFallsBackToAFullListing].
+			r.logf("sync: %v; the index is checked against a full listing of the backend instead", err)
+			damaged = append(damaged, key)
+			continue
+		}
 		if err != nil {
 			return st, lst, fmt.Errorf("sync: %w", err)
-		}
-		d, err := decodeDeletion(b)
-		if err != nil {
-			return st, lst, fmt.Errorf("sync: %s: %w", key, err)
 		}
 		if err := r.applyDeletion(ctx, d); err != nil {
 			return st, lst, err
@@ -424,6 +440,9 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 			return st, lst, err
 		}
 		st.Deletions++
+	}
+	if len(damaged) > 0 && !full {
+		scope, full, lst = syncAll, true, newListing()
 	}
 
 	cur, err := r.idx.Meta("sync/index")
@@ -496,6 +515,11 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 			return st, lst, err
 		}
 		st.Packs += n
+	}
+	for _, key := range damaged {
+		if err := r.idx.SetMeta("applied/"+key, "1"); err != nil {
+			return st, lst, err
+		}
 	}
 	return st, lst, nil
 }
