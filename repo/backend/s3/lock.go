@@ -89,7 +89,7 @@ func (b *Backend) RetainUntil(ctx context.Context, key, version string) (time.Ti
 	}
 	info, err := b.client.StatObject(ctx, b.bucket, b.name(key), minio.StatObjectOptions{VersionID: version})
 	if err != nil {
-		return time.Time{}, translate(ctx, what, err)
+		return time.Time{}, b.translateHead(ctx, what, err)
 	}
 	s := info.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date")
 	if s == "" {

@@ -226,9 +226,29 @@ func (b *Backend) Stat(ctx context.Context, key string) (backend.ObjectInfo, err
 	}
 	info, err := b.client.StatObject(ctx, b.bucket, b.name(key), minio.StatObjectOptions{})
 	if err != nil {
-		return backend.ObjectInfo{}, translate(ctx, what, err)
+		return backend.ObjectInfo{}, b.translateHead(ctx, what, err)
 	}
 	return backend.ObjectInfo{Key: key, Size: info.Size, ModTime: info.LastModified}, nil
+}
+
+// translateHead is translate for a HEAD of an object. Its 404 has no body to say whether the
+// object or the bucket is missing (minio-go then assumes NoSuchKey), so the bucket is asked
+// about once more: a removed bucket is not a missing object
+// [TestBucketGoneIsNotAMissingObject].
+func (b *Backend) translateHead(ctx context.Context, what string, err error) error {
+	err = translate(ctx, what, err)
+	if !errors.Is(err, backend.ErrNotFound) {
+		return err
+	}
+	ok, berr := b.client.BucketExists(ctx, b.bucket)
+	if berr != nil {
+		return translate(ctx, what, berr)
+	}
+	if !ok {
+		detail, _ := classifyResponse(minio.ErrorResponse{Code: "NoSuchBucket", StatusCode: http.StatusNotFound, BucketName: b.bucket})
+		return fmt.Errorf("%s: %s", what, detail)
+	}
+	return err
 }
 
 // List lists recursively under prefix; fn runs on the caller's goroutine.

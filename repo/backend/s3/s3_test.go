@@ -71,6 +71,14 @@ func TestBucketGoneIsNotAMissingObject(t *testing.T) {
 	if err := b.List(ctx, "", func(backend.ObjectInfo) error { return nil }); err == nil || errors.Is(err, backend.ErrNotFound) {
 		t.Errorf("List in a removed bucket: %v; want an error, not ErrNotFound", err)
 	}
+	// A HEAD's 404 has no body to say which is missing: Stat (a lock's check that its object
+	// is there, a tombstone's lookup, a pack's) and RetainUntil must not guess the object.
+	if _, err := b.Stat(ctx, "config"); err == nil || errors.Is(err, backend.ErrNotFound) || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("Stat in a removed bucket: %v; want an error that names the bucket, not ErrNotFound", err)
+	}
+	if _, err := b.RetainUntil(ctx, "config", ""); err == nil || errors.Is(err, backend.ErrNotFound) {
+		t.Errorf("RetainUntil in a removed bucket: %v; want an error, not ErrNotFound", err)
+	}
 }
 
 func open(t *testing.T, srv *testutil.S3Server, prefix string) *Backend {
