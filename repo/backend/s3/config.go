@@ -1,6 +1,7 @@
 package s3
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -78,11 +79,16 @@ func (c Config) endpoint() (host string, secure bool, err error) {
 		return "s3.amazonaws.com", true, nil
 	}
 	if !strings.Contains(e, "://") {
-		return strings.TrimSuffix(e, "/"), true, nil
+		e = "https://" + e // host:port means TLS; checked like a URL, user info and all
 	}
 	u, err := url.Parse(e)
 	if err != nil {
-		return "", false, fmt.Errorf("s3 endpoint %q: %v", e, err)
+		// Not the endpoint itself, nor url.Parse's error, which quotes it: it may hold keys.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return "", false, fmt.Errorf("s3 endpoint: %v; want host:port or http(s)://host:port", err)
 	}
 	if u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil || u.RawQuery != "" {
 		return "", false, fmt.Errorf("s3 endpoint %q: want host:port or http(s)://host:port", redact(u))

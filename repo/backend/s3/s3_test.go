@@ -194,6 +194,10 @@ func TestEndpoint(t *testing.T) {
 		{"ftp://x", "", false, true},
 		{"http://127.0.0.1:9000/path", "", false, true},
 		{"http://user:pass@127.0.0.1:9000", "", false, true},
+		// Credentials written into the endpoint never reach a request or an error.
+		{"user:pass@127.0.0.1:9000", "", false, true},
+		{"http://user:pass@127.0.0.1:9000 x", "", false, true},
+		{"https://user:pass@[::1", "", false, true},
 	}
 	for _, tt := range tests {
 		host, secure, err := Config{Endpoint: tt.endpoint}.endpoint()
