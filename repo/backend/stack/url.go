@@ -37,8 +37,12 @@ func ParseURL(s string) (URL, error) {
 		if bucket == "" {
 			return URL{}, fmt.Errorf("repository %q: no bucket; write s3://bucket/prefix", s)
 		}
-		if strings.ContainsAny(bucket, ":@") {
-			return URL{}, fmt.Errorf("repository %q: the endpoint goes in --s3-endpoint or AWS_ENDPOINT_URL, not in the URL; write s3://bucket/prefix", s)
+		if strings.Contains(bucket, "@") || strings.Contains(rest, "@") && strings.Contains(bucket, ":") {
+			// A secret key may hold slashes: what comes before the last @ is not shown.
+			return URL{}, fmt.Errorf("repository %q: the keys go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or --access-key and --secret-key), not in the URL; write s3://bucket/prefix", hideUserInfo(s))
+		}
+		if strings.Contains(bucket, ":") {
+			return URL{}, fmt.Errorf("repository %q: the endpoint goes in --endpoint or AWS_ENDPOINT_URL, not in the URL; write s3://bucket/prefix", s)
 		}
 		prefix = strings.Trim(prefix, "/")
 		if prefix != "" && path.Clean(prefix) != prefix {
@@ -53,9 +57,20 @@ func ParseURL(s string) (URL, error) {
 		return URL{Kind: Local, Path: p}, nil
 	}
 	if scheme, _, ok := strings.Cut(s, "://"); ok && !strings.Contains(scheme, "/") {
-		return URL{}, fmt.Errorf("repository %q: unsupported scheme %q; use a path, file:// or s3://", s, scheme)
+		return URL{}, fmt.Errorf("repository %q: unsupported scheme %q; use a path, file:// or s3://", hideUserInfo(s), scheme)
 	}
 	return URL{Kind: Local, Path: s}, nil
+}
+
+// hideUserInfo returns the URL s for a message, with whatever lies between its "://" and its
+// last "@" (keys, which may hold slashes) replaced by "...".
+func hideUserInfo(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	i := strings.LastIndex(rest, "@")
+	if !ok || i < 0 {
+		return s
+	}
+	return scheme + "://...@" + rest[i+1:]
 }
 
 // String returns the URL in the form ParseURL accepts.

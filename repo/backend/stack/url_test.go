@@ -1,6 +1,9 @@
 package stack
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseURL(t *testing.T) {
 	tests := []struct {
@@ -27,6 +30,27 @@ func TestParseURL(t *testing.T) {
 		got, err := ParseURL(tt.in)
 		if (err != nil) != tt.wantErr || (err == nil && got != tt.want) {
 			t.Errorf("ParseURL(%q) = %+v, %v; want %+v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+// TestParseURLNeverShowsCredentials: keys written into a repository URL (as some tools take
+// them) are refused with an error that does not repeat them; a secret may hold slashes.
+func TestParseURLNeverShowsCredentials(t *testing.T) {
+	for _, in := range []string{
+		"s3://AKIAEXAMPLE:s3cr3t@bucket/prefix",
+		"s3://AKIAEXAMPLE:s3cr3t/with/slashes@bucket/prefix",
+		"s3://AKIAEXAMPLE:s3cr3t@127.0.0.1:9000/bucket",
+		"s3:https://AKIAEXAMPLE:s3cr3t@host/bucket",
+		"https://AKIAEXAMPLE:s3cr3t@host/bucket",
+	} {
+		_, err := ParseURL(in)
+		if err == nil {
+			t.Errorf("ParseURL(%q) succeeded", in)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("ParseURL(%q) = %q: the error shows the secret", in, err)
 		}
 	}
 }
