@@ -15,6 +15,7 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/s3utils"
 )
 
 // Backend is a backend.Backend over one bucket and prefix.
@@ -104,6 +105,11 @@ func New(cfg Config) (*Backend, error) {
 // exists. Its error names the endpoint and what failed.
 func (b *Backend) Check(ctx context.Context) error {
 	what := fmt.Sprintf("s3 endpoint %s, bucket %s", b.endpoint, b.bucket)
+	// minio-go checks the name before each request with a plain error, which would read as
+	// a transport failure: retried, and reported as the backend unavailable.
+	if err := s3utils.CheckValidBucketName(b.bucket); err != nil {
+		return fmt.Errorf("%s: %s; check the bucket in the repository URL", what, strings.ToLower(err.Error()))
+	}
 	ok, err := b.client.BucketExists(ctx, b.bucket)
 	if err != nil {
 		return translate(ctx, what, err)

@@ -143,6 +143,26 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
+// TestInvalidBucketName: a bucket name S3 cannot have is the user's mistake, said at once,
+// not a server that is down (which the stack retries for seconds and reports as
+// unavailable).
+func TestInvalidBucketName(t *testing.T) {
+	srv := testutil.StartS3(t)
+	for _, bucket := range []string{"ab", "Bad_Bucket", "bucket..name"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		b, err := Open(ctx, Config{Endpoint: srv.Endpoint, Bucket: bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+		cancel()
+		if err == nil {
+			b.Close()
+			t.Errorf("Open of bucket %q succeeded", bucket)
+			continue
+		}
+		if errors.Is(err, backend.ErrUnavailable) || !strings.Contains(err.Error(), bucket) {
+			t.Errorf("Open of bucket %q = %v; want an error naming the bucket, not ErrUnavailable", bucket, err)
+		}
+	}
+}
+
 func TestServerDown(t *testing.T) {
 	srv := testutil.StartS3(t)
 	b := open(t, srv, "down")
