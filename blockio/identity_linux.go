@@ -19,8 +19,9 @@ import (
 //     copy put in its place does not.
 //   - A block device: the first identifier the kernel publishes in sysfs for it, which
 //     survives reboots and renumbering: "dm:UUID" (device-mapper, LVM), "loop:DEV:INODE" (the
-//     file behind a loop device), "wwid:..." or "serial:..." (the disk's WWN or serial; a
-//     partition adds "/partN"). Without one, "rdev:MAJOR:MINOR" (st_rdev).
+//     file behind a loop device), "wwid:..." or "serial:..." (the disk's WWN or serial); a
+//     partition of a loop device or disk adds "/partN". Without one, "rdev:MAJOR:MINOR"
+//     (st_rdev).
 func Identify(path string) (string, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -53,16 +54,18 @@ func deviceIdentity(dir string) string {
 	if id := sysfsRead(dir, "dm/uuid"); id != "" {
 		return "dm:" + id
 	}
-	if backing := sysfsRead(dir, "loop/backing_file"); backing != "" {
-		var st unix.Stat_t
-		if unix.Stat(backing, &st) == nil {
-			return fmt.Sprintf("loop:%x:%d", uint64(st.Dev), uint64(st.Ino))
-		}
-		return "loop:" + backing
-	}
 	disk, part := dir, ""
 	if n := sysfsRead(dir, "partition"); n != "" {
 		disk, part = filepath.Dir(dir), "/part"+n
+	}
+	// A loop device's partitions are the file's too: their device numbers (blkext) are
+	// handed out anew at each attach, and another file's partition gets the same one.
+	if backing := sysfsRead(disk, "loop/backing_file"); backing != "" {
+		var st unix.Stat_t
+		if unix.Stat(backing, &st) == nil {
+			return fmt.Sprintf("loop:%x:%d", uint64(st.Dev), uint64(st.Ino)) + part
+		}
+		return "loop:" + backing + part
 	}
 	for _, f := range []struct{ file, kind string }{
 		{"wwid", "wwid"}, {"device/wwid", "wwid"}, {"serial", "serial"}, {"device/serial", "serial"},

@@ -4,6 +4,7 @@ package blockio
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -106,6 +107,7 @@ func TestDeviceIdentityFromSysfs(t *testing.T) {
 	write("dm-3/serial", "unused\n")
 	write("sdz/size", "100\n")
 	write("loop7/loop/backing_file", "/nonexistent/image.img\n")
+	write("loop7/loop7p2/partition", "2\n")
 	for _, tc := range []struct{ dir, want string }{
 		{"sda", "wwid:naa.5000c500a1b2c3d4"},
 		{"sda/sda2", "wwid:naa.5000c500a1b2c3d4/part2"},
@@ -114,9 +116,47 @@ func TestDeviceIdentityFromSysfs(t *testing.T) {
 		{"dm-3", "dm:LVM-abcdef0123456789"},
 		{"sdz", ""},
 		{"loop7", "loop:/nonexistent/image.img"},
+		{"loop7/loop7p2", "loop:/nonexistent/image.img/part2"},
 	} {
 		if got := deviceIdentity(filepath.Join(root, tc.dir)); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.dir, got, tc.want)
 		}
+	}
+}
+
+// A partition of a loop device is the file behind the loop device and its number: the same
+// on every loop device the file is attached to, another when another file takes the loop
+// device. Its device number (blkext, handed out anew at each attach) says neither.
+func TestIdentifyLoopPartition(t *testing.T) {
+	sfdisk := testutil.RequireCommand(t, "sfdisk")
+	dir := t.TempDir()
+	partitioned := func(name string, seed int64) string {
+		p := filepath.Join(dir, name)
+		testutil.WriteImage(t, p, 8<<20, seed, testutil.Mixed)
+		cmd := exec.Command(sfdisk, "-q", p)
+		cmd.Stdin = strings.NewReader("label: dos\n,2M\n,\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("sfdisk %s: %v: %s", p, err, out)
+		}
+		return p
+	}
+	image, other := partitioned("a.img", 5), partitioned("b.img", 6)
+	part1 := func(image string) string {
+		dev := testutil.LoopDevicePartitioned(t, image, true)
+		p := dev + "p1"
+		if _, err := os.Stat(p); err != nil {
+			testutil.Skip(t, "no partition device %s: %v", p, err)
+		}
+		return p
+	}
+	id := identify(t, part1(image))
+	if want := "loop:" + strings.TrimPrefix(identify(t, image), "file:") + "/part1"; id != want {
+		t.Errorf("first partition of a loop device on %s: %q, want %q", image, id, want)
+	}
+	if id2 := identify(t, part1(image)); id2 != id {
+		t.Errorf("the partition through a second loop device on the same file: %q, want %q", id2, id)
+	}
+	if id3 := identify(t, part1(other)); id3 == id {
+		t.Errorf("a partition of a loop device on another file has the same identity %q", id)
 	}
 }
