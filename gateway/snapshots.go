@@ -50,6 +50,11 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 	if err != nil {
 		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 	}
+	// Asked once the snapshot is taken, so that a restore accepted meanwhile is seen too.
+	if err := s.notBeingRestored(v); err != nil {
+		_ = snap.Remove()
+		return nil, err
+	}
 	rec := &index.Snapshot{ID: id, Name: req.Name, Description: req.Description, VolumeID: v.ID, Project: v.Project,
 		Status: index.SnapshotAvailable, Size: v.Size, Kind: snap.Kind, Path: snap.Path, CreatedAt: now(), UpdatedAt: now()}
 	if err := s.idx.CreateSnapshot(rec); err != nil {
@@ -63,6 +68,23 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 	}
 	s.log.Info("snapshot created", "snapshot_id", id, "volume_id", v.ID, "kind", snap.Kind)
 	return rec, nil
+}
+
+// notBeingRestored refuses a snapshot of a volume a restore is writing: it holds neither its
+// old contents nor the backup's, and an available snapshot of it would give available
+// backups of a volume that never existed [TestSnapshotOfAVolumeBeingRestoredIsRefused].
+func (s *Service) notBeingRestored(v *index.Volume) error {
+	if id := s.restoringOnto(v.Path); id != "" {
+		return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
+	}
+	cur, err := s.idx.Volume(v.ID)
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", v.Name, err)
+	}
+	if cur.Status == index.VolumeRestoringBackup || cur.Status == index.VolumeCreating {
+		return wrapf(ErrConflict, "volume %s is %s: wait for the restore to finish", v.Name, cur.Status)
+	}
+	return nil
 }
 
 // ListSnapshots returns the snapshots the caller may see, of one volume if given.

@@ -1,0 +1,42 @@
+package gateway_test
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// A volume a restore is writing is half old, half new: a snapshot of it is refused, as a
+// backup of it is, rather than kept as an available snapshot whose backups would be
+// available backups of a volume that never existed. The snapshot is taken once the restore
+// has ended.
+func TestSnapshotOfAVolumeBeingRestoredIsRefused(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 4<<20, 41, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID}); !errors.Is(err, gateway.ErrConflict) {
+		t.Errorf("snapshot of a volume being restored: %+v, %v; want a conflict", sn, err)
+	}
+	if err := job(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID}); err != nil {
+		t.Errorf("snapshot after the restore ended: %v", err)
+	}
+}
