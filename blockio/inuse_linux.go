@@ -17,7 +17,8 @@ import (
 
 // InUse reports why the volume at path is in use, or "" when it is free. A block device is in
 // use when it or one of its partitions is mounted, used as swap or held by another device
-// (device-mapper, md), or when someone else opened it O_EXCL. An image file is in use when it
+// (device-mapper, md), when someone else opened it O_EXCL, or when another process locks it
+// (as qemu locks a VM's raw disk). An image file is in use when it
 // backs a loop device (found by path, and by device and inode when the file was renamed), is
 // used as swap, or is locked by another process (as qemu locks the images of running VMs).
 // The reason reads like "mounted at /mnt/x" or "attached to /dev/loop3".
@@ -35,7 +36,7 @@ func InUse(path string) (string, error) {
 	case fi.Mode().IsRegular():
 		reason, err = fileInUse(path, uint64(st.Dev), uint64(st.Ino))
 	case isBlockDevice(fi):
-		reason, err = deviceInUse(path, uint64(st.Rdev))
+		reason, err = deviceInUse(path, uint64(st.Rdev), uint64(st.Dev), uint64(st.Ino))
 	default:
 		return "", fmt.Errorf("volume %s: %w", path, ErrNotVolume)
 	}
@@ -45,9 +46,14 @@ func InUse(path string) (string, error) {
 	return reason, nil
 }
 
-// deviceInUse checks the device rdev, at path, and its partitions.
-func deviceInUse(path string, rdev uint64) (string, error) {
+// deviceInUse checks the device rdev, at path (the node dev/ino), and its partitions.
+func deviceInUse(path string, rdev, dev, ino uint64) (string, error) {
 	if reason, err := deviceUsers(rdev); reason != "" || err != nil {
+		return reason, err
+	}
+	// qemu locks a VM's raw disk as it locks an image file, and opens it without O_EXCL.
+	// udev's shared flock while it probes the device is no user.
+	if reason, err := lockedBy(dev, ino, true); reason != "" || err != nil {
 		return reason, err
 	}
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_EXCL, 0)
@@ -58,6 +64,25 @@ func deviceInUse(path string, rdev uint64) (string, error) {
 		return "", err
 	}
 	return "", f.Close()
+}
+
+// lockedBy says which other process holds a lock (/proc/locks) on the file dev/ino, or "";
+// with noProbe, shared flocks (lock.probe) do not count.
+func lockedBy(dev, ino uint64, noProbe bool) (string, error) {
+	locks, err := readLocks()
+	if err != nil {
+		return "", err
+	}
+	for _, l := range locks {
+		if l.dev != dev || l.ino != ino || l.pid == os.Getpid() || noProbe && l.probe {
+			continue
+		}
+		if l.pid > 0 {
+			return "locked by process " + strconv.Itoa(l.pid), nil
+		}
+		return "locked by another process", nil
+	}
+	return "", nil
 }
 
 // deviceUsers looks for mounts, swap and holders of the device rdev and of its partitions.

@@ -147,10 +147,39 @@ func TestInUseHeldExclusively(t *testing.T) {
 
 // An image another process holds a lock on (as qemu does for a running VM's disks) is in use.
 func TestInUseLocked(t *testing.T) {
-	flock := testutil.RequireCommand(t, "flock")
 	image := filepath.Join(t.TempDir(), "vm.img")
 	testutil.WriteImage(t, image, 1<<20, 7, testutil.Sparse)
-	cmd := exec.Command(flock, "-x", image, "-c", "echo locked; exec sleep 60")
+	lockInOtherProcess(t, image, "-x")
+	r := inUse(t, image)
+	if !strings.HasPrefix(r, "locked by process ") {
+		t.Errorf("InUse(locked image) = %q, want locked by process", r)
+	}
+}
+
+// So is a block device: qemu locks a VM's raw disk (a logical volume, a disk) as it locks an
+// image file. The shared flock udev takes while it probes a device is no user.
+func TestInUseLockedDevice(t *testing.T) {
+	dir := t.TempDir()
+	image, probed := filepath.Join(dir, "disk.img"), filepath.Join(dir, "probed.img")
+	testutil.WriteImage(t, image, 1<<20, 8, testutil.Sparse)
+	testutil.WriteImage(t, probed, 1<<20, 9, testutil.Sparse)
+	dev, probedDev := testutil.LoopDevice(t, image, true), testutil.LoopDevice(t, probed, true)
+	lockInOtherProcess(t, probedDev, "-s")
+	if r := inUse(t, probedDev); r != "" {
+		t.Errorf("InUse(%s) = %q with only a shared flock, as udev takes", probedDev, r)
+	}
+	lockInOtherProcess(t, dev, "-x")
+	if r := inUse(t, dev); !strings.HasPrefix(r, "locked by process ") {
+		t.Errorf("InUse(locked device) = %q, want locked by process", r)
+	}
+}
+
+// lockInOtherProcess has another process hold a flock (mode -x or -s) on path until the test
+// ends.
+func lockInOtherProcess(t *testing.T, path, mode string) {
+	t.Helper()
+	flock := testutil.RequireCommand(t, "flock")
+	cmd := exec.Command(flock, mode, path, "-c", "echo locked; exec sleep 60")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -164,10 +193,6 @@ func TestInUseLocked(t *testing.T) {
 	})
 	if line, err := bufio.NewReader(out).ReadString('\n'); err != nil || line != "locked\n" {
 		t.Fatalf("flock: %q, %v", line, err)
-	}
-	r := inUse(t, image)
-	if !strings.HasPrefix(r, "locked by process ") {
-		t.Errorf("InUse(locked image) = %q, want locked by process", r)
 	}
 }
 
@@ -201,6 +226,8 @@ func TestParseLock(t *testing.T) {
 		{"1: POSIX  ADVISORY  WRITE 1234 fd:01:5678 0 EOF", true, lock{dev: 0xfd<<8 | 1, ino: 5678, pid: 1234}},
 		{"2: OFDLCK ADVISORY  READ  -1 08:02:99 100 101", true, lock{dev: 8<<8 | 2, ino: 99, pid: -1}},
 		{"2: -> FLOCK  ADVISORY  WRITE 77 08:02:99 0 EOF", false, lock{}},
+		{"3: FLOCK  ADVISORY  READ  812 00:05:1234 0 EOF", true, lock{dev: 5, ino: 1234, pid: 812, probe: true}},
+		{"4: FLOCK  ADVISORY  WRITE 813 00:05:1234 0 EOF", true, lock{dev: 5, ino: 1234, pid: 813}},
 		{"", false, lock{}},
 	}
 	for _, tt := range tests {

@@ -5,7 +5,6 @@ package blockio
 import (
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -27,20 +26,7 @@ func fileInUse(path string, dev, ino uint64) (string, error) {
 			return "used as swap", nil
 		}
 	}
-	locks, err := readLocks()
-	if err != nil {
-		return "", err
-	}
-	for _, l := range locks {
-		if l.dev != dev || l.ino != ino || l.pid == os.Getpid() {
-			continue
-		}
-		if l.pid > 0 {
-			return "locked by process " + strconv.Itoa(l.pid), nil
-		}
-		return "locked by another process", nil
-	}
-	return "", nil
+	return lockedBy(dev, ino, false)
 }
 
 // loopReason says which loop device an image is attached to and, when that device is itself

@@ -116,10 +116,12 @@ func readSwaps() ([]swap, error) {
 }
 
 // lock is a file lock held on the file dev/ino, by pid (-1 for an open file description
-// lock, which belongs to no single process).
+// lock, which belongs to no single process). probe marks a shared flock: what udev takes on a
+// block device while it probes it (systemd's block device locking), for a moment.
 type lock struct {
 	dev, ino uint64
 	pid      int
+	probe    bool
 }
 
 // readLocks parses /proc/locks, skipping waiters ("->"), which hold nothing yet.
@@ -163,5 +165,5 @@ func parseLock(line string) (lock, bool) {
 	if err != nil {
 		return lock{}, false
 	}
-	return lock{dev: dev, ino: ino, pid: pid}, true
+	return lock{dev: dev, ino: ino, pid: pid, probe: f[1] == "FLOCK" && f[3] == "READ"}, true
 }
