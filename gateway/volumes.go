@@ -338,6 +338,14 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string, force bool) (*in
 	if err != nil {
 		return nil, err
 	}
+	if v.Managed {
+		// Its image would go from under whoever uses it, and its data once they close it.
+		if reason, err := blockio.InUse(v.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
+		} else if reason != "" {
+			return nil, wrapf(ErrInUse, "volume %s is in use (%s): detach it first, or 'cairn volume unmanage %s' to only forget it and keep its image", v.Name, reason, v.Name)
+		}
+	}
 	backups, err := s.idx.VolumeBackups(v.ID)
 	if err != nil {
 		return nil, err
