@@ -374,7 +374,8 @@ func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 	return index.Open(dir)
 }
 
-// OnChange registers fn to be called whenever the set of available backups changes.
+// OnChange registers fn to be called whenever the set of available backups or of volumes
+// changes (the FUSE tree lists both).
 func (s *Service) OnChange(fn func()) {
 	s.mu.Lock()
 	s.changed = fn

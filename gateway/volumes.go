@@ -82,6 +82,7 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		_ = s.idx.DeleteVolume(v.ID)
 		return nil, err
 	}
+	s.notifyChange()
 	s.log.Info("volume managed", "volume_id", v.ID, "name", v.Name, "path", v.Path, "size", v.Size, "earlier_backups", earlier, "track_changes", v.TrackChanges)
 	return v, nil
 }
@@ -241,6 +242,7 @@ func (s *Service) newImageVolume(ctx context.Context, project, name, description
 		os.Remove(path)
 		return nil, err
 	}
+	s.notifyChange()
 	s.log.Info("volume created", "volume_id", v.ID, "name", v.Name, "size", v.Size)
 	return v, nil
 }
@@ -394,6 +396,7 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		return nil, err
 	}
+	s.notifyChange()
 	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil {
 		s.log.Warn("cannot remove the volume's record from the repository", "volume_id", v.ID, "error", err)
 	}

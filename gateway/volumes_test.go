@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"errors"
 	"os"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -28,5 +29,38 @@ func TestDeleteOfAVolumeInUseIsRefused(t *testing.T) {
 	}
 	if _, err := s.VolumeByID(ctx, v.ID); err != nil {
 		t.Errorf("the volume in use was forgotten: %v", err)
+	}
+}
+
+// The FUSE tree lists volumes as well as backups: a volume registered or forgotten is news
+// for it (OnChange), or cairn serve --mount, which refreshes only on news, listed a deleted
+// volume for good and a new one only after its first backup.
+func TestVolumeChangesAreNews(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	var news atomic.Int32
+	s.OnChange(func() { news.Add(1) })
+	for _, step := range []struct {
+		what string
+		do   func() error
+	}{
+		{"manage", func() error {
+			_, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
+			return err
+		}},
+		{"unmanage", func() error { _, err := s.UnmanageVolume(ctx, "vm"); return err }},
+		{"create", func() error {
+			_, err := s.CreateVolume(ctx, gateway.CreateVolumeRequest{Name: "scratch", Size: 1 << 20})
+			return err
+		}},
+		{"delete", func() error { _, err := s.DeleteVolume(ctx, "scratch", false); return err }},
+	} {
+		before := news.Load()
+		if err := step.do(); err != nil {
+			t.Fatalf("%s: %v", step.what, err)
+		}
+		if news.Load() == before {
+			t.Errorf("volume %s: no news for the tree", step.what)
+		}
 	}
 }
