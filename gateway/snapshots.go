@@ -37,6 +37,9 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 	if err != nil {
 		return nil, err
 	}
+	if v.Kind == KindNBD {
+		return nil, invalidf("volume %s is an NBD export: cairn keeps no snapshots of it; back it up directly (its server tracks changes: --incremental --bitmap NAME)", v.Name)
+	}
 	if reason, err := blockio.InUse(v.Path); err != nil {
 		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 	} else if reason != "" && !req.Force {

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -38,5 +39,27 @@ func TestSnapshotOfAVolumeBeingRestoredIsRefused(t *testing.T) {
 	}
 	if _, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID}); err != nil {
 		t.Errorf("snapshot after the restore ended: %v", err)
+	}
+}
+
+// cairn keeps no snapshots of an NBD export (its server does, in dirty bitmaps): asking for
+// one is bad input, said as such, not a file that does not exist.
+func TestSnapshotOfAnNBDVolumeIsInvalid(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	sock := serveNBD(t, s, gateway.NBDOptions{})
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: "nbd+unix:///vm/latest?socket=" + sock, Name: "export"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
+	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "NBD") {
+		t.Errorf("snapshot of an NBD volume: %v; want invalid, saying it is an NBD export", err)
 	}
 }
