@@ -58,8 +58,14 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 		_ = snap.Remove()
 		return nil, err
 	}
+	// The volume's record has its size when it was registered or last backed up.
+	size := v.Size
+	if src, err := blockio.OpenSource(snap.Path); err == nil {
+		size = src.Size()
+		_ = src.Close() // read-only
+	}
 	rec := &index.Snapshot{ID: id, Name: req.Name, Description: req.Description, VolumeID: v.ID, Project: v.Project,
-		Status: index.SnapshotAvailable, Size: v.Size, Kind: snap.Kind, Path: snap.Path, CreatedAt: now(), UpdatedAt: now()}
+		Status: index.SnapshotAvailable, Size: size, Kind: snap.Kind, Path: snap.Path, CreatedAt: now(), UpdatedAt: now()}
 	if err := s.idx.CreateSnapshot(rec); err != nil {
 		_ = snap.Remove()
 		return nil, err

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -61,5 +62,28 @@ func TestSnapshotOfAnNBDVolumeIsInvalid(t *testing.T) {
 	_, err = s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
 	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "NBD") {
 		t.Errorf("snapshot of an NBD volume: %v; want invalid, saying it is an NBD export", err)
+	}
+}
+
+// A snapshot's size is the volume's when it was taken, not what the volume's record said
+// when it was registered or last backed up: an image grown since then has a bigger snapshot.
+func TestSnapshotSizeIsTheVolumesNow(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1<<20, 42, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(vol, 3<<20); err != nil { // grown, as qemu-img resize does
+		t.Fatal(err)
+	}
+	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Size != 3<<20 {
+		t.Errorf("snapshot of a volume of %d bytes: size %d", 3<<20, sn.Size)
 	}
 }
