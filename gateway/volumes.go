@@ -348,9 +348,21 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string, force bool) (*in
 			return nil, wrapf(ErrInUse, "volume %s is in use (%s): detach it first, or 'cairn volume unmanage %s' to only forget it and keep its image", v.Name, reason, v.Name)
 		}
 	}
-	backups, err := s.idx.VolumeBackups(v.ID)
+	c, err := callerOf(ctx)
 	if err != nil {
 		return nil, err
+	}
+	all, err := s.idx.VolumeBackups(v.ID)
+	if err != nil {
+		return nil, err
+	}
+	// Those an admin made into another project are hidden from the volume's owner (seed
+	// 3.1.2): they neither count nor hold the delete up.
+	var backups []*index.Backup
+	for _, b := range all {
+		if c.sees(b.Project) {
+			backups = append(backups, b)
+		}
 	}
 	if len(backups) > 0 && !force {
 		return nil, wrapf(ErrConflict, "volume %s has %d backups: add --force to delete it anyway (its backups stay and restore as before), or 'cairn volume unmanage %s' to only forget it", v.Name, len(backups), v.Name)

@@ -64,3 +64,23 @@ func TestVolumeChangesAreNews(t *testing.T) {
 		}
 	}
 }
+
+// A backup an admin made of a project's volume into another project is hidden from the
+// volume's owner (seed 3.1.2): deleting the volume neither counts it nor is refused for it.
+func TestVolumeDeleteCountsOnlyTheCallersBackups(t *testing.T) {
+	s, dir := newService(t)
+	admin, p1 := adminCtx(), as("alice", "p1", false)
+	if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.Volume(p1, "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: v.ID, Project: "p2"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteVolume(p1, "vm", false); err != nil {
+		t.Errorf("the owner deleting a volume with no backups of its own: %v", err)
+	}
+}
