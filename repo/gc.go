@@ -52,6 +52,10 @@ type GCStats struct {
 	// CopyBytes: bytes of packs that are copies of blobs the index locates in other packs
 	// (two writers stored the same block at once), counted as dead.
 	CopyBytes int64 `json:"copy_bytes"`
+	// VersionsKept: the bucket keeps versions (S3 versioning on, no object lock), so what gc
+	// deletes stays stored, behind delete markers, until the bucket's lifecycle rules expire
+	// noncurrent versions.
+	VersionsKept bool `json:"versions_kept,omitempty"`
 }
 
 type packUsage struct {
@@ -94,6 +98,14 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		return st, err
 	}
 	st.LocksBroken = len(lk.broken)
+	// A bucket that keeps versions keeps what a Delete removes, unless the repository is
+	// object-locked (then gc removes every version itself): said, so that bytes_freed is not
+	// taken for space given back [TestGCSaysABucketKeepsWhatItDeletes].
+	if vb, ok := r.be.(backend.Versioned); ok && r.retain == nil {
+		if st.VersionsKept, err = vb.KeepsVersions(ctx); err != nil {
+			logf("cannot tell whether the bucket keeps versions: %v", err)
+		}
+	}
 	// A writer whose lock was broken because it stopped refreshing (on any host: this one's
 	// clock may have stepped, or the process stalled) may still be alive: it will find its
 	// lock lost and commit nothing, but keep what it wrote since its lock was taken until the

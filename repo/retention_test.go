@@ -18,6 +18,7 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
 	"github.com/cairn-backup/cairn/tests/testutil"
+	"github.com/minio/minio-go/v7"
 )
 
 // lockedFixture is a repository with object lock on a versitygw bucket created with object
@@ -487,5 +488,53 @@ func TestObjectLockedSweepStopsWhenItsLockIsLost(t *testing.T) {
 	var x int
 	if err := f.r.GetMeta(ctx, "volumes", "x", &x); err != nil || x != 3 {
 		t.Fatalf("meta x = %d, %v; want its current value 3", x, err)
+	}
+}
+
+// On a bucket that keeps versions, without object lock, a Delete only hides an object: gc says
+// so beside its bytes_freed, which would otherwise read as space given back. A bucket that
+// keeps none says nothing.
+func TestGCSaysABucketKeepsWhatItDeletes(t *testing.T) {
+	srv := testutil.StartS3(t, testutil.WithObjectLock())
+	ctx := context.Background()
+	srv.CreateBucket("versioned")
+	if err := srv.Client().SetBucketVersioning(ctx, "versioned", minio.BucketVersioningConfiguration{Status: "Enabled"}); err != nil {
+		t.Fatal(err)
+	}
+	srv.CreateBucket("plain")
+	for _, tt := range []struct {
+		bucket string
+		kept   bool
+	}{{"versioned", true}, {"plain", false}} {
+		t.Run(tt.bucket, func(t *testing.T) {
+			be := openS3(t, srv, tt.bucket, "r")
+			if _, err := repo.Init(ctx, be, repo.InitOptions{Compression: repo.CompressNone}); err != nil {
+				t.Fatal(err)
+			}
+			f := fixtureOn(t, be, t.TempDir(), "index", repo.Options{ChunkCacheBytes: 8 << 20})
+			m := f.backup(t, "a", &memSource{data: randomVolume(41, 2<<20)}, nil)
+			if err := f.r.DeleteManifest(ctx, m.ID); err != nil {
+				t.Fatal(err)
+			}
+			st := f.gc(t)
+			if st.PacksDeleted == 0 || st.BytesFreed == 0 {
+				t.Fatalf("gc deleted nothing: %+v", st)
+			}
+			if st.VersionsKept != tt.kept {
+				t.Fatalf("versions_kept = %v, want %v", st.VersionsKept, tt.kept)
+			}
+			hidden := 0
+			if err := be.(backend.Versioned).ListVersions(ctx, "packs/", func(v backend.Version) error {
+				if !v.DeleteMarker {
+					hidden++
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if (hidden > 0) != tt.kept {
+				t.Fatalf("%d pack versions are still stored; versions_kept = %v", hidden, st.VersionsKept)
+			}
+		})
 	}
 }

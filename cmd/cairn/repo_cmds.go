@@ -274,6 +274,9 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 	if st.DryRun {
 		props = append([][2]string{{"dry_run", "yes: nothing was deleted or written; the figures are what gc would do"}}, props...)
 	}
+	if st.VersionsKept {
+		props = append(props, [2]string{"versions_kept", "yes: the bucket keeps versions, so what gc deleted stays stored (and billed) until a lifecycle rule expires noncurrent versions (docs/reliability.md)"})
+	}
 	if s.Repository().Config().ObjectLock != nil {
 		props = append(props, [2]string{"packs_kept_locked", fmt.Sprint(st.PacksLocked)},
 			[2]string{"objects_extended", fmt.Sprint(st.ObjectsExtended)}, [2]string{"versions_removed", fmt.Sprint(st.VersionsRemoved)})

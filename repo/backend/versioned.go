@@ -83,6 +83,10 @@ type Versioned interface {
 	// ObjectLock reports whether the store can lock objects (an S3 bucket with an object
 	// lock configuration); false, with no error, for one that cannot.
 	ObjectLock(ctx context.Context) (bool, error)
+	// KeepsVersions reports whether a Delete leaves the object's data stored, as a version
+	// behind a delete marker (an S3 bucket with versioning enabled, object lock or not);
+	// false, with no error, for one that does not.
+	KeepsVersions(ctx context.Context) (bool, error)
 	// SetRetention makes every later Put lock its object (nil: none). A repository sets it
 	// once, when it is created or opened, before it writes.
 	SetRetention(r *Retention)

@@ -58,6 +58,9 @@ func TestWrappersOverADirectory(t *testing.T) {
 			if on, err := w.ObjectLock(ctx); on || err != nil {
 				t.Errorf("ObjectLock = %v, %v; want false, nil", on, err)
 			}
+			if on, err := w.KeepsVersions(ctx); on || err != nil {
+				t.Errorf("KeepsVersions = %v, %v; want false, nil", on, err)
+			}
 			if err := w.ListVersions(ctx, "", func(backend.Version) error { return nil }); !errors.Is(err, backend.ErrNotVersioned) {
 				t.Errorf("ListVersions = %v", err)
 			}

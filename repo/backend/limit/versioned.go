@@ -31,6 +31,19 @@ func (l *Limit) ObjectLock(ctx context.Context) (bool, error) {
 	return v.ObjectLock(ctx)
 }
 
+// KeepsVersions runs in a slot; a backend that is not Versioned keeps none.
+func (l *Limit) KeepsVersions(ctx context.Context) (bool, error) {
+	v, ok := l.Backend.(backend.Versioned)
+	if !ok {
+		return false, nil
+	}
+	if err := l.acquire(ctx, "versioning", ""); err != nil {
+		return false, err
+	}
+	defer l.release()
+	return v.KeepsVersions(ctx)
+}
+
 // SetRetention passes the retention on.
 func (l *Limit) SetRetention(r *backend.Retention) {
 	if v, ok := l.Backend.(backend.Versioned); ok {

@@ -25,6 +25,14 @@ func (r *ReadOnly) ObjectLock(ctx context.Context) (bool, error) {
 	return false, nil
 }
 
+// KeepsVersions passes the question on.
+func (r *ReadOnly) KeepsVersions(ctx context.Context) (bool, error) {
+	if v, ok := r.Backend.(backend.Versioned); ok {
+		return v.KeepsVersions(ctx)
+	}
+	return false, nil
+}
+
 // SetRetention does nothing: nothing is written.
 func (r *ReadOnly) SetRetention(*backend.Retention) {}
 

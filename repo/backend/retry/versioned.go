@@ -33,6 +33,21 @@ func (r *Retry) ObjectLock(ctx context.Context) (bool, error) {
 	return on, err
 }
 
+// KeepsVersions retries the question; a backend that is not Versioned keeps none.
+func (r *Retry) KeepsVersions(ctx context.Context) (bool, error) {
+	v, ok := r.Backend.(backend.Versioned)
+	if !ok {
+		return false, nil
+	}
+	var on bool
+	err := r.do(ctx, "versioning", "", r.once("versioning", "", func(ctx context.Context) error {
+		var err error
+		on, err = v.KeepsVersions(ctx)
+		return err
+	}))
+	return on, err
+}
+
 // SetRetention passes the retention on.
 func (r *Retry) SetRetention(ret *backend.Retention) {
 	if v, ok := r.Backend.(backend.Versioned); ok {

@@ -26,6 +26,16 @@ func (b *Backend) ObjectLock(ctx context.Context) (bool, error) {
 	return enabled == "Enabled", nil
 }
 
+// KeepsVersions reports whether the bucket's versioning is enabled: a Delete then only hides
+// the object behind a delete marker, and its data stays until a version is removed.
+func (b *Backend) KeepsVersions(ctx context.Context) (bool, error) {
+	cfg, err := b.client.GetBucketVersioning(ctx, b.bucket)
+	if err != nil {
+		return false, translate(ctx, fmt.Sprintf("s3 bucket %s: versioning", b.bucket), err)
+	}
+	return cfg.Enabled(), nil
+}
+
 // SetRetention makes every later Put lock its object, except keys under r.Exempt.
 func (b *Backend) SetRetention(r *backend.Retention) { b.retention.Store(r) }
 
