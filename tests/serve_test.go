@@ -409,3 +409,53 @@ func TestServeAnnouncesItself(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayStopEndsJobsAWaitingCommandFollows: SIGTERM to a gateway cancels its running
+// backup even while a 'backup create --wait' follows it: the backup ends as error
+// (interrupted), the waiting command fails, and the gateway stops at once. Before, the
+// servers' shutdown waited for the waiting command's request, which waited for the backup,
+// and the jobs were cancelled only after the 30 s shutdown bound, when the gateway no longer
+// waited for them to record their end.
+func TestGatewayStopEndsJobsAWaitingCommandFollows(t *testing.T) {
+	srv := testutil.StartS3(t)
+	proxy := testutil.StartFaultProxy(t, srv.Endpoint)
+	dir := t.TempDir()
+	r := newS3Repo(t, srv, "stop-wait", nil)
+	r.Env = append(r.Env, "AWS_ENDPOINT_URL="+proxy.Endpoint)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 24*mib, 51, testutil.Random)
+	r.mustRun("volume", "manage", vol, "--name", "vol")
+	gw := startGateway(t, r, "--job-workers", "1", "--concurrency", "1", "--timeout", "60s")
+
+	// Every request is slow: the backup is still running when the gateway is told to stop.
+	proxy.SetMode(testutil.ProxyStall, 2*time.Second)
+	p := r.start("--quiet", "backup", "create", "vol", "--wait")
+	waitFor(t, 20*time.Second, "the volume to be backing-up", func() bool { return r.volume("vol").Status == "backing-up" })
+	start := time.Now()
+	_ = syscall.Kill(gw.pid, syscall.SIGTERM)
+	stopped := make(chan struct{})
+	go func() { _ = gw.wait(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("cairn serve still runs 20s after SIGTERM, with a backup a command waits for")
+	}
+	t.Logf("the gateway stopped %v after SIGTERM", time.Since(start))
+	res := p.wait(t, 10*time.Second)
+	if res.Code == 0 {
+		t.Fatalf("backup create --wait of a backup the gateway's stop interrupted: exit 0\n%s%s", res.Stdout, res.Stderr)
+	}
+	proxy.SetMode(testutil.ProxyPass, 0)
+	bs := r.listBackups()
+	if len(bs) != 1 {
+		t.Fatalf("%d backups after the gateway stopped, want the one it interrupted", len(bs))
+	}
+	for _, b := range bs {
+		if b.Status != "error" {
+			t.Fatalf("backup interrupted by the gateway's stop is %s, want error", b.Status)
+		}
+	}
+	if v := r.volume("vol"); v.Status != "available" {
+		t.Fatalf("volume after the gateway stopped: %s, want available", v.Status)
+	}
+}

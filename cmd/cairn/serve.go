@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -152,10 +153,20 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		log.Info("gateway stopping: cancelling running jobs")
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
+		// The jobs are cancelled while the servers shut down, not after: a command that
+		// follows a job (--wait) keeps its request open until the job ends, and Shutdown
+		// waits for that request [TestGatewayStopEndsJobsAWaitingCommandFollows].
+		var shut sync.WaitGroup
 		for _, srv := range servers {
-			_ = srv.Shutdown(sctx)
+			shut.Go(func() { _ = srv.Shutdown(sctx) })
 		}
-		return svc.StopWorkers(sctx)
+		err := svc.StopWorkers(sctx)
+		shut.Wait()
+		if err == nil {
+			// A job a command submitted while the first stop ran has ended too.
+			err = svc.StopWorkers(sctx)
+		}
+		return err
 	})
 	err = eg.Wait()
 	log.Info("gateway stopped")
