@@ -121,7 +121,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		return nil, nil, err
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	untrack := s.track(b.ID, cancel)
+	untrack := s.track(jobCtx, b.ID, cancel)
 	jobID := "backup/" + b.ID
 	s.jobs.add(JobInfo{ID: jobID, Kind: "backup", Subject: b.ID, Project: project, VolumeID: v.ID, VolumeName: v.Name, Total: b.Size})
 	kind := "full"
@@ -407,15 +407,18 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest) (*index.B
 }
 
 // tracked is a job's entry in Service.cancels: its own pointer, so a job that ends removes
-// its entry and never a later job's under the same id.
-type tracked struct{ cancel context.CancelFunc }
+// its entry and never a later job's under the same id. done is closed when it is cancelled.
+type tracked struct {
+	cancel context.CancelFunc
+	done   <-chan struct{}
+}
 
-// track registers cancel as job id's and returns what unregisters it, which leaves alone an
-// entry a later job put under the same id: a restore that reset-state cancelled while queued
-// ends after the next restore of its backup was accepted, and took that one's cancel with it
-// [TestRestoreEndedByResetStateLeavesTheNextRestoreCancellable].
-func (s *Service) track(id string, cancel context.CancelFunc) (untrack func()) {
-	t := &tracked{cancel: cancel}
+// track registers cancel, which ends ctx, as job id's and returns what unregisters it, which
+// leaves alone an entry a later job put under the same id: a restore that reset-state
+// cancelled while queued ends after the next restore of its backup was accepted, and took that
+// one's cancel with it [TestRestoreEndedByResetStateLeavesTheNextRestoreCancellable].
+func (s *Service) track(ctx context.Context, id string, cancel context.CancelFunc) (untrack func()) {
+	t := &tracked{cancel: cancel, done: ctx.Done()}
 	s.mu.Lock()
 	s.cancels[id] = t
 	s.mu.Unlock()

@@ -125,3 +125,62 @@ func TestForceDeleteOfABackupThatCommitsMeanwhile(t *testing.T) {
 		t.Fatalf("the protected backup the delete refused: %+v, manifest %v", got, hasManifest(protected.ID))
 	}
 }
+
+// A backup cancelled (force delete) while it is queued behind another job frees its volume at
+// once, and a restore cancelled (reset-state) while queued marks its target error at once:
+// neither waits for a worker to be free. Before, the cancelled job waited for a worker's place
+// to end, and until the job ahead of it finished (hours, for a large backup) the volume of a
+// backup that was no longer listed stayed backing-up, refusing every backup, restore and
+// delete of it, and the restore's target stayed restoring-backup.
+func TestJobsCancelledWhileQueuedEndAtOnce(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	other := image(t, dir, "other.img", 1<<20)
+	s.StartWorkers(1)
+	release := make(chan struct{})
+	if err := s.Submit(adminCtx(), "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		close(release)
+		if err := s.StopWorkers(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	queued, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: other, Name: "queued"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Restore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Name: "target"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteBackup(adminCtx(), queued.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, err := s.Volume(adminCtx(), other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		target, err := s.Volume(adminCtx(), res.VolumeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Status == index.VolumeAvailable && target.Status == index.VolumeError {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5s after their jobs were cancelled in the queue: the backed-up volume is %s (want available), the restore target %s (want error)",
+				v.Status, target.Status)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := s.Index().Backup(queued.ID); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("the cancelled backup's record: %v, want gone", err)
+	}
+}

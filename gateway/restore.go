@@ -187,7 +187,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		res.VolumeID, res.VolumeName = vol.ID, vol.Name
 	}
 	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	untrack := s.track("restore/"+b.ID, cancel)
+	untrack := s.track(jobCtx, "restore/"+b.ID, cancel)
 	jobID := "restore/" + b.ID
 	info := JobInfo{ID: jobID, Kind: "restore", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Target: path, Total: b.Size}
 	if vol != nil {
