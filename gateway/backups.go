@@ -403,7 +403,14 @@ func (s *Service) CreateBackup(ctx context.Context, req BackupRequest) (*index.B
 	if err := s.Submit(ctx, "backup", b.ID, job); err != nil {
 		return nil, err
 	}
-	return s.idx.Backup(b.ID)
+	rec, err := s.idx.Backup(b.ID)
+	if errors.Is(err, index.ErrNotFound) && s.Async() {
+		// A force delete cancelled it as soon as it was accepted: it was accepted, and its
+		// record as accepted is the answer (a wait for it then finds it cancelled).
+		accepted := *b
+		return &accepted, nil
+	}
+	return rec, err
 }
 
 // tracked is a job's entry in Service.cancels: its own pointer, so a job that ends removes

@@ -206,11 +206,18 @@ func (s *Service) WaitBackup(ctx context.Context, id string) (*index.Backup, err
 	// (reset-state, another gateway's delete).
 	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
+	var last index.BackupStatus // as last read; "" before the first read
 	for {
 		ended := s.jobs.endings()
 		b, err := s.idx.Backup(id)
+		if errors.Is(err, index.ErrNotFound) && last != index.BackupRestoring {
+			// A backup being created goes only when a force delete cancels it: the command
+			// that waits for it ends as cancelled, as the embedded one does
+			// [TestBackupWaitCancelledByForceDeleteIsCancelled].
+			return nil, wrapf(context.Canceled, "backup %s was cancelled (force delete): it is removed", id)
+		}
 		if errors.Is(err, index.ErrNotFound) {
-			return nil, wrapf(ErrNotFound, "backup %s was deleted (cancelled)", id)
+			return nil, wrapf(ErrNotFound, "backup %s was deleted (force delete) while it was being restored", id)
 		}
 		if err == nil && !c.sees(b.Project) {
 			return nil, wrapf(ErrNotFound, "backup %s not found: see 'cairn backup list'", id)
@@ -221,6 +228,7 @@ func (s *Service) WaitBackup(ctx context.Context, id string) (*index.Backup, err
 		if b.Status != index.BackupCreating && b.Status != index.BackupRestoring {
 			return b, nil
 		}
+		last = b.Status
 		select {
 		case <-ctx.Done():
 			return b, ctx.Err()

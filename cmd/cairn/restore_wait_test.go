@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,5 +98,66 @@ func TestRestoreWaitSupersededIsNoSuccess(t *testing.T) {
 	want, _ := os.ReadFile(vol)
 	if err != nil || sha256.Sum256(got) != sha256.Sum256(want) {
 		t.Errorf("the second restore: %v, sha256 %x, want %x", err, sha256.Sum256(got), sha256.Sum256(want))
+	}
+}
+
+// 'backup create --wait' inside a gateway whose backup a force delete cancels exits as
+// cancelled (130), as the embedded command does when its backup is cancelled, and says so.
+// Before, the wait found the record gone and the command exited 3, "not found", as if the
+// backup it had just created had never existed.
+func TestBackupWaitCancelledByForceDeleteIsCancelled(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
+	vol := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	s.StartWorkers(1)
+	defer s.StopWorkers(bg) //nolint:errcheck // before Close: no job may outlive the index
+	release := make(chan struct{})
+	defer close(release)
+	if err := s.Submit(admin, "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		code <- runCLI(admin, []string{"--quiet", "backup", "create", "vm", "--wait"}, &out, &errb, s, nil)
+	}()
+	var id string
+	for deadline := time.Now().Add(10 * time.Second); id == ""; time.Sleep(time.Millisecond) { // accepted, queued
+		if bs, err := s.ListBackups(admin, gateway.ListFilter{}); err == nil && len(bs) == 1 {
+			id = bs[0].ID
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the backup was not accepted")
+		}
+	}
+	if _, err := s.DeleteBackup(admin, id, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-code:
+		if c != exitCancelled || !strings.Contains(errb.String(), "cancelled") {
+			t.Errorf("backup create --wait of a backup force delete cancelled: exit %d, %q; want %d, saying it was cancelled", c, errb.String(), exitCancelled)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("backup create --wait did not return")
 	}
 }
