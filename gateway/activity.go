@@ -114,14 +114,24 @@ func (t *jobTable) add(j JobInfo) {
 	t.live[j.ID] = &j
 }
 
-// start marks a job running.
-func (t *jobTable) start(id string) {
+// entry returns the live job id, or nil: the handle its runner starts and finishes it by.
+// Jobs may share an id (the restores of one backup, when reset-state cancelled the first), so
+// the id alone could name a later job than the runner's.
+func (t *jobTable) entry(id string) *JobInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if j := t.live[id]; j != nil {
-		j.State, j.Started = JobRunning, t.now()
-		j.appendLog(t.now(), "started")
+	return t.live[id]
+}
+
+// start marks job j (an entry) running.
+func (t *jobTable) start(j *JobInfo) {
+	if j == nil {
+		return
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	j.State, j.Started = JobRunning, t.now()
+	j.appendLog(t.now(), "started")
 }
 
 // progress records how many of total bytes a job has done.
@@ -142,15 +152,20 @@ func (t *jobTable) logf(id, format string, args ...any) {
 	}
 }
 
-// finish moves a job to the finished ring with its result.
-func (t *jobTable) finish(id, state string, err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	j := t.live[id]
+// finish moves job j (an entry) to the finished ring with its result, and leaves a later job
+// of the same id live [TestRestoreCancelledWhileQueuedEndsOnlyItsOwnJob].
+func (t *jobTable) finish(j *JobInfo, state string, err error) {
 	if j == nil {
 		return
 	}
-	delete(t.live, id)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !j.Finished.IsZero() {
+		return
+	}
+	if t.live[j.ID] == j {
+		delete(t.live, j.ID)
+	}
 	close(t.ended)
 	t.ended = make(chan struct{})
 	j.State, j.Finished = state, t.now()

@@ -15,11 +15,11 @@ func TestJobTableBounds(t *testing.T) {
 	for i := range maxFinishedJobs + 7 {
 		id := fmt.Sprintf("backup/%d", i)
 		tb.add(JobInfo{ID: id, Kind: "backup", Total: 100})
-		tb.start(id)
+		tb.start(tb.entry(id))
 		for n := range maxJobLog + 5 {
 			tb.logf(id, "line %d", n)
 		}
-		tb.finish(id, JobSucceeded, nil)
+		tb.finish(tb.entry(id), JobSucceeded, nil)
 	}
 	live, finished := tb.snapshot()
 	if len(live) != 0 || len(finished) != maxFinishedJobs {
@@ -30,7 +30,7 @@ func TestJobTableBounds(t *testing.T) {
 	}
 
 	tb.add(JobInfo{ID: "restore/x", Kind: "restore"})
-	tb.start("restore/x")
+	tb.start(tb.entry("restore/x"))
 	tb.progress("restore/x", 25<<20, 100<<20)
 	live, _ = tb.snapshot()
 	j := live[0]
@@ -44,7 +44,7 @@ func TestJobTableBounds(t *testing.T) {
 	if p := j.Percent(); p != 25 {
 		t.Fatalf("percent %v", p)
 	}
-	tb.finish("restore/x", JobFailed, fmt.Errorf("boom"))
+	tb.finish(tb.entry("restore/x"), JobFailed, fmt.Errorf("boom"))
 	_, finished = tb.snapshot()
 	if finished[0].State != JobFailed || finished[0].Error != "boom" || finished[0].ETA(later) != -1 {
 		t.Fatalf("failed job %+v", finished[0])

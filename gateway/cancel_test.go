@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -182,5 +184,81 @@ func TestJobsCancelledWhileQueuedEndAtOnce(t *testing.T) {
 	}
 	if _, err := s.Index().Backup(queued.ID); !errors.Is(err, index.ErrNotFound) {
 		t.Errorf("the cancelled backup's record: %v, want gone", err)
+	}
+}
+
+// A restore that reset-state cancelled while queued, followed by a second restore of the same
+// backup, ends as its own job: the jobs list shows the first cancelled and the second queued,
+// then succeeded. Both jobs are "restore/<backup id>"; before, the first's end finished the
+// second's entry (the list showed the queued restore cancelled, with the first's error), and
+// the second's real end found no entry and was never shown.
+func TestRestoreCancelledWhileQueuedEndsOnlyItsOwnJob(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	s.StartWorkers(1)
+	release := make(chan struct{})
+	if err := s.Submit(adminCtx(), "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := s.StopWorkers(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	// The first restore, as Restore accepts it, but its job ends only when gate opens: after
+	// the second restore was accepted.
+	_, job1, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "first.img")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	if err := s.Submit(adminCtx(), "restore", b.ID, func(ctx context.Context) error { <-gate; return job1(ctx) }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Restore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "second.img")}); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	jobID := "restore/" + b.ID
+	states := func() (live, ended []string) {
+		running, recent, err := s.Jobs(adminCtx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range running {
+			if j.ID == jobID {
+				live = append(live, j.State)
+			}
+		}
+		for _, j := range recent {
+			if j.ID == jobID {
+				ended = append(ended, j.State)
+			}
+		}
+		return live, ended
+	}
+	wait := func(what string, done func(live, ended []string) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			live, ended := states()
+			if done(live, ended) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: live %v, ended %v", what, live, ended)
+			}
+		}
+	}
+	wait("the first restore's end", func(_, ended []string) bool { return len(ended) > 0 })
+	if live, ended := states(); !slices.Equal(live, []string{gateway.JobQueued}) || !slices.Equal(ended, []string{gateway.JobCancelled}) {
+		t.Errorf("after the cancelled restore ended: live %v, ended %v; want the second queued, the first cancelled", live, ended)
+	}
+	close(release)
+	wait("the second restore's end", func(live, ended []string) bool { return len(live) == 0 && len(ended) == 2 })
+	if _, ended := states(); !slices.Equal(ended, []string{gateway.JobSucceeded, gateway.JobCancelled}) {
+		t.Errorf("after both restores ended: %v, want the second succeeded, the first cancelled", ended)
 	}
 }

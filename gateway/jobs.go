@@ -47,8 +47,9 @@ func (s *Service) Submit(ctx context.Context, kind, id string, job Job) error {
 		cancelled = t.done
 	}
 	s.mu.Unlock()
+	own := s.jobs.entry(kind + "/" + id)
 	if p == nil {
-		return s.runJob(ctx, kind, id, job)
+		return s.runJob(ctx, kind, id, own, job)
 	}
 	s.metrics.jobsQueued.WithLabelValues(kind).Inc()
 	p.wg.Add(1)
@@ -59,7 +60,7 @@ func (s *Service) Submit(ctx context.Context, kind, id string, job Job) error {
 		case <-p.ctx.Done():
 			s.metrics.jobsQueued.WithLabelValues(kind).Dec()
 			err := job(p.ctx) // a cancelled context makes the job record its failure and return
-			s.jobs.finish(kind+"/"+id, JobCancelled, err)
+			s.jobs.finish(own, JobCancelled, err)
 			return
 		case <-cancelled:
 			// Cancelled while queued (force delete, reset-state): it runs now, without a
@@ -67,12 +68,12 @@ func (s *Service) Submit(ctx context.Context, kind, id string, job Job) error {
 			// once rather than when the jobs ahead of it end
 			// [TestJobsCancelledWhileQueuedEndAtOnce].
 			s.metrics.jobsQueued.WithLabelValues(kind).Dec()
-			_ = s.runJob(p.ctx, kind, id, job)
+			_ = s.runJob(p.ctx, kind, id, own, job)
 			return
 		}
 		defer func() { <-p.sem }()
 		s.metrics.jobsQueued.WithLabelValues(kind).Dec()
-		_ = s.runJob(p.ctx, kind, id, job)
+		_ = s.runJob(p.ctx, kind, id, own, job)
 	}()
 	return nil
 }
@@ -88,12 +89,13 @@ func cancelKey(kind, id string) string {
 	return ""
 }
 
-func (s *Service) runJob(ctx context.Context, kind, id string, job Job) error {
+// runJob runs job, recording its start and end in its entry own (nil: none) of the job table.
+func (s *Service) runJob(ctx context.Context, kind, id string, own *JobInfo, job Job) error {
 	s.metrics.jobsRunning.WithLabelValues(kind).Inc()
 	defer s.metrics.jobsRunning.WithLabelValues(kind).Dec()
 	start := time.Now()
 	s.log.Info("job started", "kind", kind, "id", id)
-	s.jobs.start(kind + "/" + id)
+	s.jobs.start(own)
 	err := job(ctx)
 	result, state := "success", JobSucceeded
 	if errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
@@ -101,7 +103,7 @@ func (s *Service) runJob(ctx context.Context, kind, id string, job Job) error {
 	} else if err != nil {
 		result, state = "error", JobFailed
 	}
-	s.jobs.finish(kind+"/"+id, state, err)
+	s.jobs.finish(own, state, err)
 	s.metrics.jobs.WithLabelValues(kind, result).Inc()
 	s.metrics.jobSeconds.WithLabelValues(kind).Observe(time.Since(start).Seconds())
 	s.log.Info("job finished", "kind", kind, "id", id, "result", result, "seconds", time.Since(start).Seconds())
