@@ -106,7 +106,10 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}()
 	// Claim what is read: the volume, one backup or restore at a time; or, backing up a
 	// snapshot, the snapshot (seed 3.3: since Cinder 13 a snapshot's backup marks the snapshot).
-	claim, unclaim := s.claimVolume(v, src.Size()), func() { s.setVolumeStatus(v.ID, index.VolumeAvailable, "") }
+	// A volume an unfinished restore left error stays error, with its reason, after its backup
+	// [TestBackupOfAVolumeACancelledRestoreLeftErrorKeepsItError].
+	var was index.Volume // the volume's status and reason before the claim
+	claim, unclaim := s.claimVolume(v, src.Size(), &was), func() { s.setVolumeStatus(v.ID, was.Status, was.FailReason) }
 	if snap != nil {
 		b.SnapshotID = snap.ID
 		claim, unclaim = s.claimSnapshot(snap), func() { s.setSnapshotStatus(snap.ID, index.SnapshotAvailable) }

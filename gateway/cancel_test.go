@@ -262,3 +262,37 @@ func TestRestoreCancelledWhileQueuedEndsOnlyItsOwnJob(t *testing.T) {
 		t.Errorf("after both restores ended: %v, want the second succeeded, the first cancelled", ended)
 	}
 }
+
+// A backup of a volume that a cancelled restore left error (its contents are incomplete; seed
+// 3.5.3: "the destination volume is useless") leaves it error, with its reason. Before, the
+// backup's end set every volume it read available, reason and all: the next backup of it (a
+// policy's, say) made a half-restored volume look intact.
+func TestBackupOfAVolumeACancelledRestoreLeftErrorKeepsItError(t *testing.T) {
+	s, dir := newService(t)
+	b := backedUp(t, s, dir)
+	tgt, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "tgt.img", 256<<10), Name: "tgt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "tgt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ResetBackupState(adminCtx(), b.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	if err := job(adminCtx()); !errors.Is(err, context.Canceled) {
+		t.Fatalf("restore cancelled by reset-state: %v", err)
+	}
+	before, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || before.Status != index.VolumeError {
+		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", before, err)
+	}
+	if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "tgt"}); err != nil {
+		t.Fatal(err)
+	}
+	after, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || after.Status != index.VolumeError || after.FailReason != before.FailReason {
+		t.Errorf("volume after a backup of it: %s (%q), want %s (%q)", after.Status, after.FailReason, before.Status, before.FailReason)
+	}
+}

@@ -206,8 +206,9 @@ func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.
 	return v, sn, nil
 }
 
-// claimVolume marks the volume backing-up; one backup or restore at a time.
-func (s *Service) claimVolume(v *index.Volume, size int64) func() error {
+// claimVolume marks the volume backing-up; one backup or restore at a time. was gets the
+// status and reason the claim replaced.
+func (s *Service) claimVolume(v *index.Volume, size int64, was *index.Volume) func() error {
 	return func() error {
 		if id := s.restoringOnto(v.Path); id != "" {
 			// A restore onto the path that is no volume's claims it only here
@@ -218,6 +219,7 @@ func (s *Service) claimVolume(v *index.Volume, size int64) func() error {
 			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
 				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
 			}
+			was.Status, was.FailReason = v.Status, v.FailReason
 			v.Status, v.Size = index.VolumeBackingUp, size
 			return nil
 		})
