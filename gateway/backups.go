@@ -302,7 +302,7 @@ func (s *Service) endFailedBackup(b *index.Backup, v *index.Volume, err error) e
 	if errors.Is(err, context.Canceled) && !inDoubt {
 		reason = "interrupted: the gateway stopped"
 	}
-	s.failBackup(b.ID, reason, inDoubt)
+	s.failBackup(b.ID, reason, failureKind(err), inDoubt)
 	s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
 	return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 }
@@ -346,18 +346,18 @@ func (s *Service) dropCancelledBackup(id string) {
 	defer s.manifestMu.Unlock()
 	if err := s.idx.DeleteBackup(id); err != nil && !errors.Is(err, index.ErrNotFound) {
 		s.log.Error("cannot remove a cancelled backup's record", "backup_id", id, "error", err)
-		s.failBackup(id, "cancelled", false)
+		s.failBackup(id, "cancelled", "cancelled", false)
 		return
 	}
 	s.syncIndex()
 }
 
-// failBackup records a backup that was being created as error, with the reason; inDoubt says
-// its manifest may be stored (withdrawManifest).
-func (s *Service) failBackup(id, reason string, inDoubt bool) {
+// failBackup records a backup that was being created as error, with the reason and its kind
+// (failureKind); inDoubt says its manifest may be stored (withdrawManifest).
+func (s *Service) failBackup(id, reason, kind string, inDoubt bool) {
 	_, err := s.idx.UpdateBackup(id, func(b *index.Backup) error {
 		if b.Status == index.BackupCreating {
-			b.Status, b.FailReason, b.ManifestInDoubt = index.BackupError, reason, inDoubt
+			b.Status, b.FailReason, b.FailKind, b.ManifestInDoubt = index.BackupError, reason, kind, inDoubt
 		}
 		return nil
 	})

@@ -184,7 +184,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 		rec.Status = state
 		endDoubt(rec) // an admin's word settles a manifest in doubt
 		if state == index.BackupAvailable {
-			rec.FailReason = ""
+			rec.FailReason, rec.FailKind = "", ""
 		}
 		return nil
 	})

@@ -586,6 +586,27 @@ func failureKind(err error) string {
 	return "failed"
 }
 
+// BackupError is the error a backup that ended as b returned, rebuilt from its record for a
+// command that waited for it (cairn serve's 'backup create --wait'), with the exit code the
+// embedded command gives [TestBackupWaitFailureKeepsItsKind]; nil unless it failed.
+func BackupError(b *index.Backup) error {
+	if b.Status != index.BackupError {
+		return nil
+	}
+	var kind error
+	switch b.FailKind {
+	case "cancelled":
+		kind = context.Canceled
+	case "corrupt":
+		kind = repo.ErrCorrupt
+	case "unavailable":
+		kind = backend.ErrUnavailable
+	default:
+		return fmt.Errorf("backup %s failed: %s", b.ID, b.FailReason)
+	}
+	return wrapf(kind, "backup %s failed: %s", b.ID, b.FailReason)
+}
+
 // RestoreError is the error a restore that ended as o returned, rebuilt from its record for a
 // command that waited for it; nil when it succeeded.
 func RestoreError(backupID string, o *index.RestoreOutcome) error {

@@ -67,6 +67,7 @@ type Backup struct {
 	VolumeIdentity string       `json:"volume_identity,omitempty"`
 	Status         BackupStatus `json:"status"`
 	FailReason     string       `json:"fail_reason,omitempty"`
+	FailKind       string       `json:"fail_kind,omitempty"` // the failure's class, as a restore outcome's Kind
 	Size           int64        `json:"size"`
 	IsIncremental  bool         `json:"is_incremental"`
 	ParentID       string       `json:"parent_id,omitempty"`

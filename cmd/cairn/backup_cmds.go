@@ -151,8 +151,8 @@ func (c *BackupCreateCmd) backup(ctx context.Context, g *Globals, s *gateway.Ser
 	b, err := s.CreateBackup(ctx, req)
 	if err == nil && async && c.Wait {
 		b, err = s.WaitBackup(ctx, b.ID)
-		if err == nil && b.Status == index.BackupError {
-			err = fmt.Errorf("backup %s failed: %s", b.ID, b.FailReason)
+		if err == nil {
+			err = gateway.BackupError(b)
 		}
 	}
 	p.finish()
