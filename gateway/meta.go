@@ -31,6 +31,9 @@ func (s *Service) saveVolume(ctx context.Context, id string) error {
 	switch v.Status {
 	case index.VolumeBackingUp:
 		v.Status = index.VolumeAvailable
+		if v.FailReason != "" { // left error by an unfinished restore (recover)
+			v.Status = index.VolumeError
+		}
 	case index.VolumeRestoringBackup, index.VolumeCreating:
 		v.Status, v.FailReason = index.VolumeError, "restore interrupted: the contents are incomplete"
 	}

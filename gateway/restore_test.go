@@ -622,3 +622,46 @@ func TestRestoreToADanglingLinkSaysSo(t *testing.T) {
 		t.Fatalf("the link is %q, %v after the refused restore", got, err)
 	}
 }
+
+// A volume an unfinished restore left error, whose backup a crash interrupted, is error again
+// after the restart, with its reason. Before, recovery set every volume it found backing-up
+// available: a half-restored volume read as intact.
+func TestRecoveryKeepsAnErrorVolumeWhoseBackupACrashInterrupted(t *testing.T) {
+	dir := t.TempDir()
+	bg := context.Background()
+	cfg := newRepo(t, dir)
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := backedUp(t, s, dir)
+	tgt, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "tgt.img", 256<<10), Name: "tgt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "tgt"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(adminCtx())
+	cancel()
+	if err := job(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled restore: %v", err)
+	}
+	before, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || before.Status != index.VolumeError {
+		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", before, err)
+	}
+	if _, _, err := s.StartBackup(adminCtx(), gateway.BackupRequest{Volume: "tgt"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // the process dies: the backup's job never ends
+	if s, err = gateway.Open(bg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	after, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || after.Status != index.VolumeError || after.FailReason != before.FailReason {
+		t.Errorf("volume after the restart: %s (%q), want %s (%q)", after.Status, after.FailReason, before.Status, before.FailReason)
+	}
+}

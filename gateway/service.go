@@ -531,7 +531,16 @@ func (s *Service) recover(ctx context.Context) error {
 		}
 		switch v.Status {
 		case index.VolumeBackingUp:
-			_, err = s.idx.UpdateVolume(v.ID, func(v *index.Volume) error { v.Status = index.VolumeAvailable; return nil })
+			// A backup's claim keeps the reason of a volume an unfinished restore left error:
+			// such a volume is error again, not intact
+			// [TestRecoveryKeepsAnErrorVolumeWhoseBackupACrashInterrupted].
+			_, err = s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
+				v.Status = index.VolumeAvailable
+				if v.FailReason != "" {
+					v.Status = index.VolumeError
+				}
+				return nil
+			})
 		case index.VolumeRestoringBackup, index.VolumeCreating:
 			_, err = s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
 				v.Status, v.FailReason = index.VolumeError, "restore interrupted: cairn stopped while it ran; the contents are incomplete"
