@@ -48,6 +48,9 @@ func (s *Service) RunPolicies(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			// The runs see the same ctx and end; a run that outlived this return went on
+			// using the service its owner then closed [TestRunPoliciesReturnsOnceItsRunsEnded].
+			s.policyWork.Wait()
 			return
 		case <-wake:
 			loaded = time.Time{}
@@ -88,7 +91,9 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 		}
 		pc := *p
 		wait = time.Second // look again once the run has recorded its start
+		s.policyWork.Add(1)
 		go func() {
+			defer s.policyWork.Done()
 			defer s.unclaimPolicy(pc.Name)
 			// The scheduler's copy may be a minute old: a policy deleted or changed through
 			// another gateway since does not run from it; the policies are read again first.
@@ -118,7 +123,9 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 			case s.claimPolicy("verify " + p.Name):
 				pc := *p
 				wait = time.Second
+				s.policyWork.Add(1)
 				go func() {
+					defer s.policyWork.Done()
 					defer s.unclaimPolicy("verify " + pc.Name)
 					s.verifyPolicy(ctx, &pc)
 				}()

@@ -2,10 +2,13 @@ package gateway_test
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // A policy deleted through another gateway stops running on this one: the scheduler reads
@@ -80,5 +83,59 @@ func TestPolicyRunInterruptedByAStopRunsAgainAtStart(t *testing.T) {
 			st, _ := s.PolicyStatus(ctx, "nightly")
 			t.Fatalf("the interrupted run did not run again at start (last result %s, next run %v)", st.LastResult, st.NextRun)
 		}
+	}
+}
+
+// slowPackStore holds every pack Put until its context ends, and then a moment more, as a
+// store answering slowly does; hit closes at the first.
+type slowPackStore struct {
+	backend.Backend
+	once sync.Once
+	hit  chan struct{}
+}
+
+func (b *slowPackStore) Put(ctx context.Context, key string, data []byte) error {
+	if !strings.HasPrefix(key, "packs/") {
+		return b.Backend.Put(ctx, key, data)
+	}
+	b.once.Do(func() { close(b.hit) })
+	<-ctx.Done()
+	time.Sleep(300 * time.Millisecond)
+	return ctx.Err()
+}
+
+// RunPolicies returns only once the runs it started have ended: 'cairn serve' closes the
+// service when it returns, and a run that outlived it went on reading and writing an index
+// closed under it (Badger's tables are unmapped by then). The run ends recorded as interrupted.
+func TestRunPoliciesReturnsOnceItsRunsEnded(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 1<<20), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "often", Schedule: "*:*:*",
+		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	slow := &slowPackStore{hit: make(chan struct{})}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend { slow.Backend = be; return slow })
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.RunPolicies(runCtx); close(done) }()
+	select {
+	case <-slow.hit:
+	case <-time.After(10 * time.Second):
+		stop()
+		<-done
+		t.Fatal("no policy run stored a pack in 10 s of a schedule of every second")
+	}
+	stop()
+	<-done
+	st, err := s.PolicyStatus(ctx, "often")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastResult != gateway.RunFailed || !strings.Contains(st.LastError, "interrupted") {
+		t.Fatalf("when RunPolicies returned, its run was %s (%q): still running", st.LastResult, st.LastError)
 	}
 }

@@ -105,6 +105,9 @@ type Service struct {
 	policyMu   sync.Mutex      // guards the two fields below and a policy's recorded state
 	policyRuns map[string]bool // policies (and "verify <name>") running now
 	policyWake chan struct{}   // tells RunPolicies to read the policies again
+	// policyWork counts the policy runs and verifications RunPolicies started: it returns
+	// only once they ended, so none touches the service after its owner closes it.
+	policyWork sync.WaitGroup
 }
 
 // DefaultRepo is the embedded default repository: /var/lib/cairn as root, else

@@ -70,10 +70,13 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	log := g.log
 	svc.StartWorkers(c.JobWorkers)
 	hbCtx, stopHB := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopHB()
-	go svc.RunHeartbeats(hbCtx)
+	// The catch-ups and policy runs end before svc.Close (deferred above, so run after this):
+	// one that outlived it read and wrote an index closed under it.
+	var background sync.WaitGroup
+	defer func() { stopHB(); background.Wait() }()
+	background.Go(func() { svc.RunHeartbeats(hbCtx) })
 	if c.Policies {
-		go svc.RunPolicies(hbCtx)
+		background.Go(func() { svc.RunPolicies(hbCtx) })
 	}
 
 	apiHandler, tcpHandler, console, err := newAPI(svc, c, tokens, log)
@@ -151,6 +154,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	eg.Go(func() error {
 		<-egCtx.Done()
 		log.Info("gateway stopping: cancelling running jobs")
+		stopHB() // no policy run starts a job from now on
 		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		// The jobs are cancelled while the servers shut down, not after: a command that
