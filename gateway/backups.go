@@ -59,6 +59,10 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if err != nil {
 		return nil, nil, err
 	}
+	identity, err := s.volumeIdentity(v, snap == nil)
+	if err != nil {
+		return nil, nil, err
+	}
 	id := uuid.NewString()
 	plan, err := s.openForBackup(ctx, req, v, snap, id)
 	if err != nil {
@@ -83,7 +87,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	b := &index.Backup{ID: id, Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
-		VolumePath: v.Path, VolumeIdentity: s.volumeIdentity(v), Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
+		VolumePath: v.Path, VolumeIdentity: identity, Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
 		b.ParentID = parent.ID
 	}
@@ -264,16 +268,25 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 }
 
 // volumeIdentity is what the volume is now (blockio.Identify), recorded in each backup. A
-// volume registered before identities were kept, or whose path now names another file or
-// device, has its record brought up to date.
-func (s *Service) volumeIdentity(v *index.Volume) string {
+// volume registered before identities were kept, an image file (a copy put in its place is
+// still the admin's file of that volume) or a device known only by its number has its record
+// brought up to date. A device whose path now names another disk, by names that survive
+// reboots (dm, loop, wwid, serial), is refused when it is what the backup reads (read): backed
+// up, it went into the volume's history as the volume, and the record taking its identity
+// let a restore by the volume's name write onto it, which stillTheDevice exists to prevent
+// [TestBackupRefusesAnotherDeviceAtTheVolumesPath].
+func (s *Service) volumeIdentity(v *index.Volume, read bool) (string, error) {
 	if v.Kind == KindNBD {
-		return ""
+		return "", nil
 	}
 	id, err := blockio.Identify(v.Path)
 	if err != nil {
 		s.log.Warn("cannot identify the volume", "volume_id", v.ID, "path", v.Path, "error", err)
-		return ""
+		return "", nil
+	}
+	if read && id != v.Identity && stableIdentity(v.Identity) && stableIdentity(id) {
+		return "", wrapf(ErrConflict, "volume %s: %s now names another device (%s, registered as %s), and nothing was backed up: check which disk is there; if it is a disk of its own, 'cairn volume unmanage %s' and manage it as a new volume",
+			v.Name, v.Path, id, v.Identity, v.Name)
 	}
 	if id != v.Identity {
 		if _, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
@@ -283,7 +296,18 @@ func (s *Service) volumeIdentity(v *index.Volume) string {
 			s.saveVolumeLogged(context.Background(), v.ID)
 		}
 	}
-	return id
+	return id, nil
+}
+
+// stableIdentity reports whether a device identity names the device by something that
+// survives reboots and renumbering (blockio.Identify): two that differ are two devices.
+func stableIdentity(id string) bool {
+	for _, p := range []string{"dm:", "loop:", "wwid:", "serial:"} {
+		if strings.HasPrefix(id, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // endFailedBackup records how a backup that did not complete ended. One its starter cancelled

@@ -604,6 +604,53 @@ func TestRestoreByVolumeRefusesAnotherDeviceAtItsPath(t *testing.T) {
 	}
 }
 
+// A backup of a volume whose path now leads to another device (a disk swapped, a link that
+// leads elsewhere) is refused, and the volume keeps its identity: backed up, the other disk
+// went into the volume's history as the volume, and the record took its identity, so that a
+// restore of an earlier backup by the volume's name then wrote over that other disk.
+func TestBackupRefusesAnotherDeviceAtTheVolumesPath(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	const size = 1 << 20
+	devA := testutil.LoopDevice(t, image(t, dir, "a.img", size), false)
+	devB := testutil.LoopDevice(t, image(t, dir, "other.img", size), false)
+	link := filepath.Join(dir, "disk")
+	if err := os.Symlink(devA, link); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: link, Name: "disk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(devB, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "another device") {
+		t.Fatalf("backup of a volume whose path names another device: %v, want a conflict that says so", err)
+	}
+	if bs, _ := s.ListBackups(ctx, gateway.ListFilter{Volume: v.ID}); len(bs) != 1 {
+		t.Fatalf("%d backups of the volume, want the first alone", len(bs))
+	}
+	if got, _ := s.Volume(ctx, v.ID); got.Identity != v.Identity || got.Status != index.VolumeAvailable {
+		t.Fatalf("the volume is %s with identity %s after the refused backup, want available with %s", got.Status, got.Identity, v.Identity)
+	}
+	before := sha256File(t, devB)
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID}); !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("restore by the volume's name onto the other device: %v, want a conflict", err)
+	}
+	if got := sha256File(t, devB); got != before {
+		t.Fatal("the other device was written")
+	}
+}
+
 // A restore --to a symbolic link that leads to nothing is refused at once with what to do.
 // Before (found by review), it was accepted, and its job then failed saying a file had
 // appeared at the path after it was accepted, which the admin had not done.
