@@ -438,13 +438,15 @@ func (s *Service) chooseThin(p *readPlan, parent *index.Backup, size int64) read
 }
 
 // probeBlocks picks up to bitmapProbes blocks at random among those the export holds data in
-// and the bitmap calls clean. It returns, from the same walk of the export's allocation, the
-// ranges that read as zeros.
+// (in whole or in part: a write the bitmap missed may fill only part of a block that was
+// empty) and the bitmap calls clean. It returns, from the same walk of the export's
+// allocation, the ranges that read as zeros.
 func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, blockio.Changes, error) {
 	bs := int64(s.repo.Config().BlockSize)
 	var clean [][2]int64 // block ranges [first, end)
 	var total int64
 	var zeros blockio.Changes
+	var next int64 // the first block not yet looked at: one that two extents share counts once
 	for off := int64(0); ; {
 		start, end, err := src.NextData(off)
 		if errors.Is(err, io.EOF) {
@@ -459,17 +461,20 @@ func (s *Service) probeBlocks(src *nbd.Source, dirty blockio.Changes) ([]int64, 
 		if start > off {
 			zeros = append(zeros, blockio.Extent{Start: off, End: start})
 		}
-		for pos := start; pos < end; {
-			ds, de, derr := dirty.NextChange(pos)
-			if derr != nil || ds >= end {
-				ds, de = end, end
+		// The blocks the extent touches, but those any dirty range touches.
+		last := (end + bs - 1) / bs
+		for b := max(start/bs, next); b < last; {
+			ds, de, derr := dirty.NextChange(b * bs)
+			if derr != nil || ds >= last*bs {
+				ds, de = last*bs, last*bs
 			}
-			if first, last := (pos+bs-1)/bs, ds/bs; last > first {
-				clean = append(clean, [2]int64{first, last})
-				total += last - first
+			if e := ds / bs; e > b {
+				clean = append(clean, [2]int64{b, e})
+				total += e - b
 			}
-			pos = de
+			b = (de + bs - 1) / bs
 		}
+		next = max(next, last)
 		off = end
 	}
 	if total == 0 {

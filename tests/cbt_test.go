@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -449,4 +450,42 @@ func TestNBDBitmapIncrementals(t *testing.T) {
 	if !strings.Contains(line, "NBD") {
 		t.Fatalf("restore onto an NBD volume: %q", line)
 	}
+}
+
+// Writes a bitmap missed may lie in blocks that held no data in the parent and hold some now,
+// not a whole block of it (4 KiB written into every 16 KiB block of a part of the export that
+// was empty). The spot check must sample such blocks too: they hold data. Before, it sampled
+// only blocks wholly inside a run of data; a bitmap disabled while the empty half of the
+// export was written was then never checked where it missed writes, and the incremental
+// restored the parent's zeros there with read_mode nbd-bitmap.
+func TestNBDBitmapSpotCheckSamplesBlocksPartlyData(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "vm.qcow2")
+	const size = 8 << 20
+	testutil.Qemu(t, "qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=4096", img, "8M")
+	qemuIO(t, img, "write -P 0x11 0 4M")
+	testutil.Qemu(t, "qemu-img", "bitmap", "--add", "--enable", img, "b0")
+	srv := testutil.StartQemuNBD(t, filepath.Join(dir, "nbd.sock"), img, "-f", "qcow2", "-B", "b0")
+	r := newCairnRepo(t, nil)
+	r.mustRun("volume", "manage", srv.URI(), "--name", "vm")
+	full := r.createBackup("vm")
+	if got, want := restoredSHA(t, r, full.ID), rawSHA(t, img); got != want {
+		t.Fatalf("full backup restores sha256 %s, qemu-img convert gives %s", got, want)
+	}
+
+	// The bitmap is disabled, and 4 KiB written at the start of every 16 KiB of the empty half.
+	srv.Stop()
+	testutil.Qemu(t, "qemu-img", "bitmap", "--disable", img, "b0")
+	var writes []string
+	for off := 4 << 20; off < size; off += 16 << 10 {
+		writes = append(writes, fmt.Sprintf("write -P 0x22 %d 4k", off))
+	}
+	qemuIO(t, img, writes...)
+	srv.Start("-f", "qcow2", "-B", "b0")
+	inc := r.createBackup("vm", "--incremental", "--bitmap", "b0")
+	if got, want := restoredSHA(t, r, inc.ID), rawSHA(t, img); got != want {
+		t.Fatalf("bitmap incremental (read_mode %q, %q, read %d bytes) restores sha256 %s, qemu-img convert gives %s",
+			inc.ReadMode, inc.ReadFallback, inc.ReadBytes, got, want)
+	}
+	expectRead(t, inc, "full", "missed changes")
 }
