@@ -270,24 +270,7 @@ func TestRestoreCancelledWhileQueuedEndsOnlyItsOwnJob(t *testing.T) {
 func TestBackupOfAVolumeACancelledRestoreLeftErrorKeepsItError(t *testing.T) {
 	s, dir := newService(t)
 	b := backedUp(t, s, dir)
-	tgt, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "tgt.img", 256<<10), Name: "tgt"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "tgt"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ResetBackupState(adminCtx(), b.ID, "error"); err != nil {
-		t.Fatal(err)
-	}
-	if err := job(adminCtx()); !errors.Is(err, context.Canceled) {
-		t.Fatalf("restore cancelled by reset-state: %v", err)
-	}
-	before, err := s.Volume(adminCtx(), tgt.ID)
-	if err != nil || before.Status != index.VolumeError {
-		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", before, err)
-	}
+	tgt, before := leftErrorByARestore(t, s, dir, b)
 	if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "tgt"}); err != nil {
 		t.Fatal(err)
 	}

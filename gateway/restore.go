@@ -593,18 +593,25 @@ func BackupError(b *index.Backup) error {
 	if b.Status != index.BackupError {
 		return nil
 	}
-	var kind error
-	switch b.FailKind {
-	case "cancelled":
-		kind = context.Canceled
-	case "corrupt":
-		kind = repo.ErrCorrupt
-	case "unavailable":
-		kind = backend.ErrUnavailable
-	default:
+	kind := failKindError(b.FailKind)
+	if kind == nil {
 		return fmt.Errorf("backup %s failed: %s", b.ID, b.FailReason)
 	}
 	return wrapf(kind, "backup %s failed: %s", b.ID, b.FailReason)
+}
+
+// failKindError is the error a recorded kind of failure (failureKind) stands for; nil for one
+// with no exit code of its own.
+func failKindError(kind string) error {
+	switch kind {
+	case "cancelled":
+		return context.Canceled
+	case "corrupt":
+		return repo.ErrCorrupt
+	case "unavailable":
+		return backend.ErrUnavailable
+	}
+	return nil
 }
 
 // RestoreError is the error a restore that ended as o returned, rebuilt from its record for a
@@ -619,15 +626,8 @@ func RestoreError(backupID string, o *index.RestoreOutcome) error {
 	if o == nil || o.Result != "failed" {
 		return nil
 	}
-	var kind error
-	switch o.Kind {
-	case "cancelled":
-		kind = context.Canceled
-	case "corrupt":
-		kind = repo.ErrCorrupt
-	case "unavailable":
-		kind = backend.ErrUnavailable
-	default:
+	kind := failKindError(o.Kind)
+	if kind == nil {
 		return fmt.Errorf("restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason)
 	}
 	return wrapf(kind, "restore of backup %s to %s failed: %s", backupID, o.Target, o.Reason)

@@ -262,23 +262,7 @@ func TestRestoreOfAPackCutShortAfterItWasOpened(t *testing.T) {
 func TestRestoreThatLosesItsBackupLeavesTheVolumeAsItWas(t *testing.T) {
 	s, dir := newService(t)
 	b := backedUp(t, s, dir)
-	tgt, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "tgt.img", 256<<10), Name: "tgt"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "tgt"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cancelled, cancel := context.WithCancel(adminCtx())
-	cancel()
-	if err := job(cancelled); !errors.Is(err, context.Canceled) {
-		t.Fatalf("cancelled restore: %v", err)
-	}
-	before, err := s.Volume(adminCtx(), tgt.ID)
-	if err != nil || before.Status != index.VolumeError {
-		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", before, err)
-	}
+	tgt, before := leftErrorByARestore(t, s, dir, b)
 	// The question is asked after the backup was found available; meanwhile another restore
 	// of the same backup is accepted.
 	ctx := gateway.WithConfirm(adminCtx(), func(string) error {
@@ -543,32 +527,11 @@ func onePackBackup(t *testing.T, s *gateway.Service, dir string, seed byte) ([]b
 func TestRestoreByVolumeRefusesAnotherDeviceAtItsPath(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	const size = 1 << 20
-	devA := testutil.LoopDevice(t, image(t, dir, "a.img", size), false)
-	devB := testutil.LoopDevice(t, image(t, dir, "other.img", size), false) // other bytes
-	// The volume's path, a link to its device as a /dev/disk/by-* name is.
-	link := filepath.Join(dir, "disk")
-	if err := os.Symlink(devA, link); err != nil {
-		t.Fatal(err)
-	}
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: link, Name: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, b, link, devA, devB := backedUpBehindALink(t, s, dir)
 	want := sha256File(t, devA)
-	// The name now leads to another device.
-	if err := os.Remove(link); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(devB, link); err != nil {
-		t.Fatal(err)
-	}
+	pointLink(t, link, devB) // the name now leads to another device
 	before := sha256File(t, devB)
-	_, err = s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID})
+	_, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID})
 	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "another device") {
 		t.Fatalf("restore onto a volume whose path names another device: %v, want a conflict that says so", err)
 	}
@@ -586,13 +549,7 @@ func TestRestoreByVolumeRefusesAnotherDeviceAtItsPath(t *testing.T) {
 	if got := sha256File(t, devB); got != wantB {
 		t.Fatalf("restore --to the path: the device holds sha256 %s, want the backup's %s", got, wantB)
 	}
-	// Back at its device, the volume is restored, byte for byte.
-	if err := os.Remove(link); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(devA, link); err != nil {
-		t.Fatal(err)
-	}
+	pointLink(t, link, devA)                                                          // back at its device, the volume is restored, byte for byte
 	if err := os.WriteFile(devA, bytes.Repeat([]byte{0xff}, 64<<10), 0); err != nil { // written since
 		t.Fatal(err)
 	}
@@ -611,28 +568,9 @@ func TestRestoreByVolumeRefusesAnotherDeviceAtItsPath(t *testing.T) {
 func TestBackupRefusesAnotherDeviceAtTheVolumesPath(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	const size = 1 << 20
-	devA := testutil.LoopDevice(t, image(t, dir, "a.img", size), false)
-	devB := testutil.LoopDevice(t, image(t, dir, "other.img", size), false)
-	link := filepath.Join(dir, "disk")
-	if err := os.Symlink(devA, link); err != nil {
-		t.Fatal(err)
-	}
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: link, Name: "disk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Remove(link); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(devB, link); err != nil {
-		t.Fatal(err)
-	}
-	_, err = s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	v, b, link, _, devB := backedUpBehindALink(t, s, dir)
+	pointLink(t, link, devB)
+	_, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
 	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "another device") {
 		t.Fatalf("backup of a volume whose path names another device: %v, want a conflict that says so", err)
 	}
@@ -682,6 +620,25 @@ func TestRecoveryKeepsAnErrorVolumeWhoseBackupACrashInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := backedUp(t, s, dir)
+	tgt, before := leftErrorByARestore(t, s, dir, b)
+	if _, _, err := s.StartBackup(adminCtx(), gateway.BackupRequest{Volume: "tgt"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // the process dies: the backup's job never ends
+	if s, err = gateway.Open(bg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	after, err := s.Volume(adminCtx(), tgt.ID)
+	if err != nil || after.Status != index.VolumeError || after.FailReason != before.FailReason {
+		t.Errorf("volume after the restart: %s (%q), want %s (%q)", after.Status, after.FailReason, before.Status, before.FailReason)
+	}
+}
+
+// leftErrorByARestore manages a volume "tgt" under dir and leaves it error, as a restore of b
+// onto it that was cancelled leaves it; it returns the volume as registered and as left.
+func leftErrorByARestore(t *testing.T, s *gateway.Service, dir string, b *index.Backup) (tgt, left *index.Volume) {
+	t.Helper()
 	tgt, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "tgt.img", 256<<10), Name: "tgt"})
 	if err != nil {
 		t.Fatal(err)
@@ -695,20 +652,42 @@ func TestRecoveryKeepsAnErrorVolumeWhoseBackupACrashInterrupted(t *testing.T) {
 	if err := job(cancelled); !errors.Is(err, context.Canceled) {
 		t.Fatalf("cancelled restore: %v", err)
 	}
-	before, err := s.Volume(adminCtx(), tgt.ID)
-	if err != nil || before.Status != index.VolumeError {
-		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", before, err)
+	left, err = s.Volume(adminCtx(), tgt.ID)
+	if err != nil || left.Status != index.VolumeError {
+		t.Fatalf("volume after a cancelled restore onto it: %+v, %v; want error", left, err)
 	}
-	if _, _, err := s.StartBackup(adminCtx(), gateway.BackupRequest{Volume: "tgt"}); err != nil {
+	return tgt, left
+}
+
+// backedUpBehindALink manages, as volume "disk", a link under dir to a loop device over a
+// 1 MiB image (as a /dev/disk/by-* name is), and backs it up; devB is a second loop device
+// over other bytes, for the link to lead to instead.
+func backedUpBehindALink(t *testing.T, s *gateway.Service, dir string) (v *index.Volume, b *index.Backup, link, devA, devB string) {
+	t.Helper()
+	const size = 1 << 20
+	devA = testutil.LoopDevice(t, image(t, dir, "a.img", size), false)
+	devB = testutil.LoopDevice(t, image(t, dir, "other.img", size), false)
+	link = filepath.Join(dir, "disk")
+	if err := os.Symlink(devA, link); err != nil {
 		t.Fatal(err)
 	}
-	s.Close() // the process dies: the backup's job never ends
-	if s, err = gateway.Open(bg, cfg); err != nil {
+	v, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: link, Name: "disk"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close()
-	after, err := s.Volume(adminCtx(), tgt.ID)
-	if err != nil || after.Status != index.VolumeError || after.FailReason != before.FailReason {
-		t.Errorf("volume after the restart: %s (%q), want %s (%q)", after.Status, after.FailReason, before.Status, before.FailReason)
+	if b, err = s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	return v, b, link, devA, devB
+}
+
+// pointLink makes link lead to dev.
+func pointLink(t *testing.T, link, dev string) {
+	t.Helper()
+	if err := os.Remove(link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dev, link); err != nil {
+		t.Fatal(err)
 	}
 }

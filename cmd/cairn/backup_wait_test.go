@@ -2,14 +2,11 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -23,29 +20,8 @@ func TestBackupWaitFailureKeepsItsKind(t *testing.T) {
 	dir := t.TempDir()
 	cfg := gateway.Config{Repo: "s3://" + srv.Bucket + "/wait", StateDir: filepath.Join(dir, "state"), Endpoint: proxy.Endpoint,
 		AccessKey: srv.AccessKey, SecretKey: srv.SecretKey, Retries: -1, Timeout: 5 * time.Second}
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
-	vol := filepath.Join(dir, "vm.img")
-	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	s.StartWorkers(1)
-	defer s.StopWorkers(bg) //nolint:errcheck // before Close: no job may outlive the index
-	release := make(chan struct{})
-	if err := s.Submit(admin, "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	s, admin := gatewayWithVolume(t, cfg, dir)
+	release := busyWorker(t, s, admin)
 	var out, errb bytes.Buffer
 	code := make(chan int, 1)
 	go func() {

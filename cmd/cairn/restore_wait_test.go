@@ -27,33 +27,12 @@ func TestRestoreWaitSupersededIsNoSuccess(t *testing.T) {
 	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
-	vol := filepath.Join(dir, "vm.img")
-	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
+	s, admin := gatewayWithVolume(t, cfg, dir)
 	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.StartWorkers(1)
-	defer s.StopWorkers(bg) //nolint:errcheck // before Close: no job may outlive the index
-	release := make(chan struct{})
-	if err := s.Submit(admin, "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
-		t.Fatal(err)
-	}
+	release := busyWorker(t, s, admin)
 	first, second := filepath.Join(dir, "first.img"), filepath.Join(dir, "second.img")
 	var out, errb bytes.Buffer
 	code := make(chan int, 1)
@@ -95,7 +74,7 @@ func TestRestoreWaitSupersededIsNoSuccess(t *testing.T) {
 		}
 	}
 	got, err := os.ReadFile(second)
-	want, _ := os.ReadFile(vol)
+	want, _ := os.ReadFile(filepath.Join(dir, "vm.img"))
 	if err != nil || sha256.Sum256(got) != sha256.Sum256(want) {
 		t.Errorf("the second restore: %v, sha256 %x, want %x", err, sha256.Sum256(got), sha256.Sum256(want))
 	}
@@ -111,30 +90,9 @@ func TestBackupWaitCancelledByForceDeleteIsCancelled(t *testing.T) {
 	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
-	vol := filepath.Join(dir, "vm.img")
-	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	s.StartWorkers(1)
-	defer s.StopWorkers(bg) //nolint:errcheck // before Close: no job may outlive the index
-	release := make(chan struct{})
+	s, admin := gatewayWithVolume(t, cfg, dir)
+	release := busyWorker(t, s, admin)
 	defer close(release)
-	if err := s.Submit(admin, "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
-		t.Fatal(err)
-	}
 	var out, errb bytes.Buffer
 	code := make(chan int, 1)
 	go func() {
@@ -160,4 +118,42 @@ func TestBackupWaitCancelledByForceDeleteIsCancelled(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("backup create --wait did not return")
 	}
+}
+
+// gatewayWithVolume opens a gateway service on cfg, a repository initialised here, with an
+// image volume "vm" under dir; it returns the service (closed when the test ends) and the
+// embedded CLI's caller.
+func gatewayWithVolume(t *testing.T, cfg gateway.Config, dir string) (*gateway.Service, context.Context) {
+	t.Helper()
+	bg := context.Background()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
+	vol := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	return s, admin
+}
+
+// busyWorker starts one job worker on s and keeps it busy until release is closed, so that
+// the next job waits queued; the workers stop before the service closes.
+func busyWorker(t *testing.T, s *gateway.Service, admin context.Context) (release chan struct{}) {
+	t.Helper()
+	s.StartWorkers(1)
+	t.Cleanup(func() { s.StopWorkers(context.Background()) }) //nolint:errcheck // before Close: no job may outlive the index
+	release = make(chan struct{})
+	if err := s.Submit(admin, "test", "blocker", func(context.Context) error { <-release; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return release
 }
