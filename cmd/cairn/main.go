@@ -246,8 +246,11 @@ const baseMemoryLimit = 160 << 20
 // out of the cache (repo's chunkCache), so the heap holds the index, the cache and little
 // else: reading make bench's 1 GiB image with the default 64 MiB cache, a 128 MiB total gave
 // 537-583 MB/s and 131-133 MiB peak RSS, 160 + 64 MiB 539-567 MB/s and 155 MiB, and 112 MiB
-// thrashed (391-405 MB/s).
-const mountMemoryLimit = 64 << 20
+// thrashed (391-405 MB/s). The peak follows the limit, about 7 MiB above it (the binary's
+// mapped pages): 120 MiB in all (56 + 64) gave 126-127 MiB at the bench's FUSE phases, within
+// the target of the cache plus 64 MiB, with sequential reads, random reads and tar as at 128
+// (docs/benchmarks.md, 2026-12-04).
+const mountMemoryLimit = 56 << 20
 
 // setMemoryLimit sets the soft heap limit to base (baseMemoryLimit, or backupMemoryLimit and
 // restoreMemoryLimit for an embedded backup and restore) plus a
