@@ -164,66 +164,84 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 
 // readConfig loads the config and unlocks the master key.
 func readConfig(ctx context.Context, be backend.Backend, password string) (Config, *keys, error) {
+	cfg, master, _, err := openConfig(ctx, be, password)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	k, err := deriveKeys(master, cfg.Encryption == EncryptionAES)
+	return cfg, k, err
+}
+
+// openConfig loads the config and returns it with the master key and, in an encrypted
+// repository, the name of the key object that opened it.
+func openConfig(ctx context.Context, be backend.Backend, password string) (Config, []byte, string, error) {
 	rc, err := be.Get(ctx, "config")
 	if errors.Is(err, backend.ErrNotFound) {
-		return Config{}, nil, fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
+		return Config{}, nil, "", fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
 	}
 	if err != nil {
-		return Config{}, nil, fmt.Errorf("%s: read config: %w", be.Location(), err)
+		return Config{}, nil, "", fmt.Errorf("%s: read config: %w", be.Location(), err)
 	}
 	var cfg Config
 	err = json.NewDecoder(rc).Decode(&cfg)
 	rc.Close()
 	if err != nil {
-		return Config{}, nil, fmt.Errorf("%s: config is not valid: %v", be.Location(), err)
+		return Config{}, nil, "", fmt.Errorf("%s: config is not valid: %v", be.Location(), err)
 	}
 	switch {
 	case cfg.Version == FormatVersion && cfg.ObjectLock == nil:
 	case cfg.Version == LockedConfigVersion && cfg.ObjectLock != nil:
 		if err := cfg.ObjectLock.valid(); err != nil {
-			return Config{}, nil, fmt.Errorf("%s: config: %v", be.Location(), err)
+			return Config{}, nil, "", fmt.Errorf("%s: config: %v", be.Location(), err)
 		}
 	case cfg.Version == LockedConfigVersion:
-		return Config{}, nil, fmt.Errorf("%s: config of version %d has no object lock setting", be.Location(), cfg.Version)
+		return Config{}, nil, "", fmt.Errorf("%s: config of version %d has no object lock setting", be.Location(), cfg.Version)
 	default:
-		return Config{}, nil, fmt.Errorf("%s: repository format %d is not supported (this cairn reads %d and %d)", be.Location(), cfg.Version, FormatVersion, LockedConfigVersion)
+		return Config{}, nil, "", fmt.Errorf("%s: repository format %d is not supported (this cairn reads %d and %d)", be.Location(), cfg.Version, FormatVersion, LockedConfigVersion)
 	}
 	if cfg.BlockSize < MinBlockSize || cfg.BlockSize > MaxBlockSize || cfg.PackSize <= 0 {
-		return Config{}, nil, fmt.Errorf("%s: config has an invalid block or pack size", be.Location())
+		return Config{}, nil, "", fmt.Errorf("%s: config has an invalid block or pack size", be.Location())
 	}
 	master := cfg.MasterKey
 	cfg.MasterKey = nil
+	stored := cfg
+	// fits reports whether the config's MAC is the one master gives it.
+	fits := func(master []byte) bool {
+		s := stored
+		if cfg.Encryption == EncryptionNone {
+			s.MasterKey = master
+		}
+		return hmac.Equal(cfg.MAC, configMAC(s, master))
+	}
+	var keyName string
 	switch cfg.Encryption {
 	case EncryptionNone:
 		if len(master) != masterKeyLen {
-			return Config{}, nil, fmt.Errorf("%s: config has no valid key", be.Location())
+			return Config{}, nil, "", fmt.Errorf("%s: config has no valid key", be.Location())
 		}
 	case EncryptionAES:
 		if password == "" {
-			return Config{}, nil, ErrPasswordRequired
+			return Config{}, nil, "", ErrPasswordRequired
 		}
-		master, _, err = unlock(ctx, be, password)
+		master, keyName, err = unlock(ctx, be, password, fits)
 		if err != nil {
-			return Config{}, nil, err
+			return Config{}, nil, "", err
 		}
 	default:
-		return Config{}, nil, fmt.Errorf("%s: unknown encryption %q", be.Location(), cfg.Encryption)
+		return Config{}, nil, "", fmt.Errorf("%s: unknown encryption %q", be.Location(), cfg.Encryption)
 	}
-	stored := cfg
-	stored.MasterKey = nil
-	if cfg.Encryption == EncryptionNone {
-		stored.MasterKey = master
-	}
-	if !hmac.Equal(cfg.MAC, configMAC(stored, master)) {
-		return Config{}, nil, fmt.Errorf("%s: config: %w: the object 'config' is damaged (its check does not match): restore it from a copy of the repository's config", be.Location(), ErrCorrupt)
+	if !fits(master) {
+		return Config{}, nil, "", fmt.Errorf("%s: config: %w: the object 'config' is damaged (its check does not match): restore it from a copy of the repository's config", be.Location(), ErrCorrupt)
 	}
 	cfg.MAC = nil
-	k, err := deriveKeys(master, cfg.Encryption == EncryptionAES)
-	return cfg, k, err
+	return cfg, master, keyName, nil
 }
 
-// unlock tries the passphrase on every key object and returns the master key and the key's name.
-func unlock(ctx context.Context, be backend.Backend, password string) ([]byte, string, error) {
+// unlock tries the passphrase on every key object and returns the master key and the key's
+// name: the first whose master key fits the config (a key object of another repository that
+// opens with the same passphrase does not), else the first that opens, for the config's
+// check to report.
+func unlock(ctx context.Context, be backend.Backend, password string, fits func(master []byte) bool) ([]byte, string, error) {
 	var names []string
 	err := be.List(ctx, "keys/", func(oi backend.ObjectInfo) error {
 		names = append(names, oi.Key)
@@ -236,6 +254,8 @@ func unlock(ctx context.Context, be backend.Backend, password string) ([]byte, s
 		return nil, "", fmt.Errorf("%s: encrypted repository has no key objects", be.Location())
 	}
 	var damaged []string
+	var opened []byte
+	var openedName string
 	for _, name := range names {
 		b, err := getAll(ctx, be, name)
 		if err != nil {
@@ -247,8 +267,16 @@ func unlock(ctx context.Context, be backend.Backend, password string) ([]byte, s
 			continue
 		}
 		if master, err := kf.unwrap(password); err == nil {
-			return master, name, nil
+			if fits(master) {
+				return master, name, nil
+			}
+			if opened == nil {
+				opened, openedName = master, name
+			}
 		}
+	}
+	if opened != nil {
+		return opened, openedName, nil
 	}
 	if len(damaged) > 0 {
 		return nil, "", fmt.Errorf("%s: %w: key object %s is damaged (its checksum does not match) and no other key opens with this passphrase: restore the key object from a copy", be.Location(), ErrCorrupt, damaged[0])
@@ -263,15 +291,14 @@ func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPas
 	}
 	// The new key object is locked like every other in an object-locked repository; the old
 	// one is hidden, and stays as a version until its date (docs/reliability.md).
-	cfg, _, err := readConfig(ctx, be, oldPassword)
+	cfg, master, oldName, err := openConfig(ctx, be, oldPassword)
 	if err != nil {
 		return err
+	}
+	if cfg.Encryption != EncryptionAES {
+		return fmt.Errorf("%s: the repository is not encrypted: it has no passphrase to change", be.Location())
 	}
 	if _, err := useRetention(ctx, be, cfg.ObjectLock, false); err != nil {
-		return err
-	}
-	master, oldName, err := unlock(ctx, be, oldPassword)
-	if err != nil {
 		return err
 	}
 	kf, err := wrapMaster(master, newPassword)
