@@ -151,6 +151,15 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 			return Config{}, fmt.Errorf("write key: %w", err)
 		}
 	} else {
+		// An unencrypted config beside key objects is refused on open (openConfig): an
+		// encrypted init that was interrupted before its config left them.
+		keyObject, err := firstKeyObject(ctx, be)
+		if err != nil {
+			return Config{}, err
+		}
+		if keyObject != "" {
+			return Config{}, fmt.Errorf("%s holds key object %s, left by an encrypted init that did not finish: init it encrypted, or remove its keys/ first", be.Location(), keyObject)
+		}
 		cfg.MasterKey = master
 	}
 	cfg.MAC = configMAC(cfg, master)
@@ -219,6 +228,16 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 		if len(master) != masterKeyLen {
 			return Config{}, nil, "", fmt.Errorf("%s: config has no valid key", be.Location())
 		}
+		// Only an encrypted repository has key objects. An unencrypted config beside them
+		// replaced an encrypted one's (its MAC is keyed by the key it carries, so anyone can
+		// write one that fits): opened, it would store the next backups in clear.
+		keyObject, err := firstKeyObject(ctx, be)
+		if err != nil {
+			return Config{}, nil, "", err
+		}
+		if keyObject != "" {
+			return Config{}, nil, "", fmt.Errorf("%s: config: %w: it says the repository is not encrypted, but the repository has key object %s: the config was replaced; restore it from a copy of the repository's config", be.Location(), ErrCorrupt, keyObject)
+		}
 	case EncryptionAES:
 		if password == "" {
 			return Config{}, nil, "", ErrPasswordRequired
@@ -236,6 +255,22 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	cfg.MAC = nil
 	return cfg, master, keyName, nil
 }
+
+// firstKeyObject returns the name of a key object in be, or "" when it has none.
+func firstKeyObject(ctx context.Context, be backend.Backend) (string, error) {
+	var name string
+	err := be.List(ctx, "keys/", func(oi backend.ObjectInfo) error {
+		name = oi.Key
+		return errStopList
+	})
+	if err != nil && !errors.Is(err, errStopList) {
+		return "", fmt.Errorf("%s: list keys: %w", be.Location(), err)
+	}
+	return name, nil
+}
+
+// errStopList ends a List early.
+var errStopList = errors.New("stop listing")
 
 // unlock tries the passphrase on every key object and returns the master key and the key's
 // name: the first whose master key fits the config (a key object of another repository that
