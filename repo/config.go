@@ -277,41 +277,54 @@ var errStopList = errors.New("stop listing")
 // opens with the same passphrase does not), else the first that opens, for the config's
 // check to report.
 func unlock(ctx context.Context, be backend.Backend, password string, fits func(master []byte) bool) ([]byte, string, error) {
-	var names []string
-	err := be.List(ctx, "keys/", func(oi backend.ObjectInfo) error {
-		names = append(names, oi.Key)
-		return nil
-	})
-	if err != nil {
-		return nil, "", fmt.Errorf("list keys: %w", err)
-	}
-	if len(names) == 0 {
-		return nil, "", fmt.Errorf("%s: encrypted repository has no key objects", be.Location())
-	}
 	var damaged []string
-	var opened []byte
-	var openedName string
-	for _, name := range names {
-		b, err := getAll(ctx, be, name)
+	// A repo passwd elsewhere may remove a key object between the listing and its reading:
+	// the key that replaces it is in a new listing.
+	for attempt := 0; ; attempt++ {
+		var names []string
+		err := be.List(ctx, "keys/", func(oi backend.ObjectInfo) error {
+			names = append(names, oi.Key)
+			return nil
+		})
 		if err != nil {
-			return nil, "", fmt.Errorf("read %s: %w", name, err)
+			return nil, "", fmt.Errorf("list keys: %w", err)
 		}
-		var kf keyFile
-		if json.Unmarshal(b, &kf) != nil || kf.damaged() {
-			damaged = append(damaged, name)
-			continue
+		if len(names) == 0 {
+			return nil, "", fmt.Errorf("%s: encrypted repository has no key objects", be.Location())
 		}
-		if master, err := kf.unwrap(password); err == nil {
-			if fits(master) {
-				return master, name, nil
+		damaged = damaged[:0]
+		var opened []byte
+		var openedName string
+		vanished := false
+		for _, name := range names {
+			b, err := getAll(ctx, be, name)
+			if errors.Is(err, backend.ErrNotFound) {
+				vanished = true
+				continue
 			}
-			if opened == nil {
-				opened, openedName = master, name
+			if err != nil {
+				return nil, "", fmt.Errorf("read %s: %w", name, err)
+			}
+			var kf keyFile
+			if json.Unmarshal(b, &kf) != nil || kf.damaged() {
+				damaged = append(damaged, name)
+				continue
+			}
+			if master, err := kf.unwrap(password); err == nil {
+				if fits(master) {
+					return master, name, nil
+				}
+				if opened == nil {
+					opened, openedName = master, name
+				}
 			}
 		}
-	}
-	if opened != nil {
-		return opened, openedName, nil
+		if opened != nil {
+			return opened, openedName, nil
+		}
+		if !vanished || attempt == 2 {
+			break
+		}
 	}
 	if len(damaged) > 0 {
 		return nil, "", fmt.Errorf("%s: %w: key object %s is damaged (its checksum does not match) and no other key opens with this passphrase: restore the key object from a copy", be.Location(), ErrCorrupt, damaged[0])

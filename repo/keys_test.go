@@ -2,6 +2,7 @@ package repo_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -72,3 +73,53 @@ func TestForeignKeyWithTheSamePassphrase(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// passwdDuringOpen is a backend on which another process runs repo passwd from old to new
+// between an open's listing of the key objects and its reading of them.
+type passwdDuringOpen struct {
+	backend.Backend
+	t        *testing.T
+	old, new string
+	done     bool
+}
+
+func (b *passwdDuringOpen) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	if err := b.Backend.List(ctx, prefix, fn); err != nil {
+		return err
+	}
+	if prefix == "keys/" && !b.done {
+		b.done = true
+		if err := repo.ChangePassword(ctx, b.Backend, b.old, b.new); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	return nil
+}
+
+// A repository opens while another process changes a passphrase: with a passphrase whose
+// key stays, and with the new one, whatever the other process removed meanwhile.
+func TestOpenDuringPasswd(t *testing.T) {
+	ctx := context.Background()
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	// A second key, as an interrupted repo passwd from a to c leaves.
+	if err := repo.ChangePassword(ctx, &keepOldKey{be}, "a", "c"); err == nil {
+		t.Fatal("passwd without removing the old key succeeded")
+	}
+	if _, err := repo.Unlock(ctx, &passwdDuringOpen{Backend: be, t: t, old: "a", new: "b"}, "c"); err != nil {
+		t.Errorf("open with c while a passwd from a to b ran: %v", err)
+	}
+	if _, err := repo.Unlock(ctx, &passwdDuringOpen{Backend: be, t: t, old: "b", new: "d"}, "d"); err != nil {
+		t.Errorf("open with d while a passwd from b to d ran: %v", err)
+	}
+}
+
+// keepOldKey is a backend on which repo passwd stops before it removes the old key.
+type keepOldKey struct{ backend.Backend }
+
+func (keepOldKey) Delete(context.Context, string) error { return errors.New("interrupted") }
