@@ -519,8 +519,13 @@ func (w *writeSession) readLeaf(ctx context.Context, job *leafJob) error {
 		if filled < s {
 			clear(job.buf[filled-lo : s-lo])
 		}
-		if _, err := w.src.ReadAt(job.buf[s-lo:e-lo], s); err != nil && !errors.Is(err, io.EOF) {
+		n, err := w.src.ReadAt(job.buf[s-lo:e-lo], s)
+		if err != nil && !errors.Is(err, io.EOF) {
 			return fmt.Errorf("read volume at offset %d: %w", s, err)
+		}
+		if int64(n) < e-s {
+			// The rest of the buffer holds what it held before: never store it.
+			return fmt.Errorf("read volume at offset %d: it ends there, short of its size of %d bytes (did it shrink during the backup?): back it up again, from a snapshot (--force) if it is in use", s+int64(n), w.g.size)
 		}
 		job.read += e - s
 		filled = max(filled, e)
