@@ -325,3 +325,91 @@ func TestConcurrentBackupFindsWhatWasIndexedAfterItsCheck(t *testing.T) {
 	}
 	f.mustCheck(t)
 }
+
+// A backup that meets blocks of two other backups' packs still filling, both stuck on slow
+// reads, waits sharedFlushWait in all, not for ever for the second: the one timer's tick was
+// taken by the wait for the first pack, and the wait for the second had none left.
+func TestConcurrentBackupDoesNotWaitForTwoStuckPacks(t *testing.T) {
+	repo.SetSharedFlushWaitForTest(t, 200*time.Millisecond)
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	const leaf = repo.LeafFanout * 16 << 10
+	shared := randomBytes(58, 2*leaf)
+	type slowDone struct {
+		m    *repo.Manifest
+		data []byte
+		err  error
+	}
+	var slows []*stallSource
+	done := make(chan slowDone, 2)
+	defer func() {
+		for _, s := range slows {
+			close(s.release)
+		}
+		for range slows {
+			d := <-done
+			if d.err != nil {
+				t.Errorf("a slow backup: %v", d.err)
+			} else if got := f.restore(t, d.m); !bytes.Equal(got, d.data) {
+				t.Errorf("slow backup %s differs", d.m.ID)
+			}
+		}
+	}()
+	for k := range 2 {
+		// Each slow backup packs one leaf of shared, then is stuck reading its second leaf.
+		data := append(append([]byte(nil), shared[k*leaf:(k+1)*leaf]...), randomBytes(uint64(60+k), leaf)...)
+		s := &stallSource{memSource: memSource{data: data}, stallAt: leaf, release: make(chan struct{})}
+		slows = append(slows, s)
+		go func() {
+			var m *repo.Manifest
+			_, err := f.r.Write(ctx, s, repo.WriteOptions{}, func(res repo.WriteResult) error {
+				m = &repo.Manifest{ID: "slow" + itoa(k), VolumeID: "vol", Size: s.Size(), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
+				return f.r.PutManifest(ctx, m)
+			})
+			done <- slowDone{m, data, err}
+		}()
+		for deadline := time.Now().Add(10 * time.Second); !s.stalled.Load() || repo.SharedBlobsForTest(f.r) < (k+1)*repo.LeafFanout; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("slow backup %d never packed its first leaf", k)
+			}
+		}
+	}
+	fast := make(chan *repo.Manifest, 1)
+	go func() {
+		var m *repo.Manifest
+		_, err := f.r.Write(ctx, &memSource{data: shared}, repo.WriteOptions{}, func(res repo.WriteResult) error {
+			m = &repo.Manifest{ID: "fast", VolumeID: "vol", Size: int64(len(shared)), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
+			return f.r.PutManifest(ctx, m)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		fast <- m
+	}()
+	select {
+	case m := <-fast:
+		if m == nil {
+			t.FailNow()
+		}
+		if st := m.Stats; st.SharedBlobs != 0 || st.ReadBytes != 2*int64(len(shared)) {
+			t.Fatalf("the fast backup: %+v; want its blocks read again and stored", st)
+		}
+		if got := f.restore(t, m); !bytes.Equal(got, shared) {
+			t.Fatal("the fast backup differs")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the fast backup still waits for the second stuck backup's pack after 10 s (sharedFlushWait is 200 ms)")
+		for _, s := range slows {
+			close(s.release)
+		}
+		slows = nil
+		for range 2 {
+			if d := <-done; d.err == nil {
+				if got := f.restore(t, d.m); !bytes.Equal(got, d.data) {
+					t.Errorf("slow backup %s differs", d.m.ID)
+				}
+			}
+		}
+		<-fast
+	}
+}

@@ -785,7 +785,9 @@ func (w *writeSession) settleDeps(ctx context.Context) error {
 	}
 	w.r.shared.waiting.Add(1)
 	defer w.r.shared.waiting.Add(-1)
-	var deadline <-chan time.Time
+	// Closed sharedFlushWait after the first wait begins, and closed for every wait after it:
+	// a timer's one tick would bound the wait for the first pack only.
+	var expired chan struct{}
 	ok := map[*packTicket]bool{}
 	for _, d := range w.deps {
 		t := d.t
@@ -794,13 +796,15 @@ func (w *writeSession) settleDeps(ctx context.Context) error {
 		}
 		if !t.isFlushed() {
 			t.wanted.Store(true)
-			if deadline == nil {
-				deadline = time.After(sharedFlushWait)
+			if expired == nil {
+				expired = make(chan struct{})
+				timer := time.AfterFunc(sharedFlushWait, func() { close(expired) })
+				defer timer.Stop()
 			}
 			select {
 			case <-t.flushed:
 			case <-t.done:
-			case <-deadline:
+			case <-expired:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
