@@ -55,6 +55,17 @@ func loadConfigs(paths []string) ([]kong.Resolver, error) {
 	return out, nil
 }
 
+// Resolve gives flag the file's value unless one of the flag's environment variables is set:
+// kong applies those before resolvers run, and environment variables win over files.
+func (c *configFile) Resolve(ctx *kong.Context, parent *kong.Path, flag *kong.Flag) (any, error) {
+	for _, env := range flag.Envs {
+		if _, ok := os.LookupEnv(env); ok {
+			return nil, nil
+		}
+	}
+	return c.Resolver.Resolve(ctx, parent, flag)
+}
+
 // Validate refuses the first key (in sorted order) that no flag of the application takes.
 func (c *configFile) Validate(app *kong.Application) error {
 	known, snake := map[string]bool{}, map[string]bool{}

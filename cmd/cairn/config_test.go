@@ -79,3 +79,36 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+// Environment variables win over configuration files, as flags do: CAIRN_REPO from a
+// systemd EnvironmentFile names the repository even where /etc/cairn/config.json names another.
+func TestConfigFileEnvironmentWins(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no developer's file
+	dir := t.TempDir()
+	fromEnv, fromFile := filepath.Join(dir, "env-repo"), filepath.Join(dir, "file-repo")
+	config := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(config, []byte(`{"repo": "`+fromFile+`", "lock_stale": "5m"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CAIRN_CONFIG", config)
+	t.Setenv("CAIRN_REPO", fromEnv)
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"repo", "init", "--encryption", "none", "--quiet"}, &stdout, &stderr); code != exitOK {
+		t.Fatalf("repo init: exit %d: %s", code, stderr.String())
+	}
+	if _, err := os.Stat(fromFile); !os.IsNotExist(err) {
+		t.Errorf("repo init made the config file's repository %s, not CAIRN_REPO's (%v)", fromFile, err)
+	}
+	if _, err := os.Stat(filepath.Join(fromEnv, "config")); err != nil {
+		t.Errorf("no repository at CAIRN_REPO %s: %v", fromEnv, err)
+	}
+	stderr.Reset()
+	if code := run([]string{"backup", "list", "--quiet"}, &stdout, &stderr); code != exitOK {
+		t.Errorf("backup list: exit %d: %s", code, stderr.String())
+	}
+	// A flag still wins over both.
+	stderr.Reset()
+	if code := run([]string{"--repo", fromFile, "backup", "list"}, &stdout, &stderr); code != exitNotFound {
+		t.Errorf("backup list --repo %s: exit %d, want %d: %s", fromFile, code, exitNotFound, stderr.String())
+	}
+}
