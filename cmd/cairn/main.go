@@ -176,7 +176,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		return exitCode(err)
 	}
 	var cli CLI
-	parser, err := kong.New(&cli,
+	options := []kong.Option{
 		kong.Name("cairn"),
 		kong.Description("Block-volume backups: deduplicated, incremental, restorable to the byte."),
 		kong.UsageOnError(),
@@ -187,7 +187,11 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"},
 			{Key: "global", Title: "Global flags:"}, {Key: "s3", Title: "S3 flags (s3:// repositories):"}}),
 		kong.Resolvers(configs...),
-	)
+	}
+	if cl != nil {
+		options = append(options, kong.NamedMapper("existingfile", kong.MapperFunc(cl.existingFile)))
+	}
+	parser, err := kong.New(&cli, options...)
 	if err != nil {
 		fmt.Fprintln(stderr, "cairn:", err)
 		return exitFailure

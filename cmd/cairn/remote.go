@@ -11,11 +11,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
 	"golang.org/x/term"
 )
@@ -55,6 +58,7 @@ type client struct {
 	terminal  bool
 	confirmed []string
 	asked     string
+	cwd       string // the client's working directory
 }
 
 // errAskClient stops a forwarded command at a question for the client (client.asked).
@@ -70,6 +74,27 @@ func (c *client) confirm(question string) error {
 	}
 	c.asked = question
 	return errAskClient
+}
+
+// existingFile is kong's existingfile for a command a gateway runs for a client: a relative
+// path names a file in the client's working directory, not the gateway's.
+func (c *client) existingFile(ctx *kong.DecodeContext, target reflect.Value) error {
+	var path string
+	if err := ctx.Scan.PopValueInto("file", &path); err != nil {
+		return err
+	}
+	if c.cwd != "" && path != "-" && !filepath.IsAbs(path) && !strings.HasPrefix(path, "~/") {
+		path = filepath.Join(c.cwd, path)
+	}
+	st, err := os.Stat(kong.ExpandPath(path))
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%q exists but is a directory", path)
+	}
+	target.SetString(kong.ExpandPath(path))
+	return nil
 }
 
 // maxQuestions bounds the rounds of one forwarded command (each asks one question).
@@ -220,7 +245,7 @@ func execHandler(svc *gateway.Service) http.Handler {
 		}
 		ctx := gateway.WithCaller(r.Context(), gateway.Caller{User: "admin", Project: project, Admin: true})
 		ctx = gateway.WithWorkDir(ctx, req.Cwd)
-		cl := &client{terminal: req.Terminal, confirmed: req.Confirmed}
+		cl := &client{terminal: req.Terminal, confirmed: req.Confirmed, cwd: req.Cwd}
 		code := runCLI(ctx, req.Args, stdout, stderr, svc, cl)
 		mu.Lock()
 		b, _ := json.Marshal(execFrame{Exit: &code, Ask: cl.asked})
