@@ -141,6 +141,9 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind, op string) (*Lock,
 // Config returns the repository's configuration (never the key).
 func (r *Repository) Config() Config { return r.cfg }
 
+// ReadOnly reports whether the repository was opened without writing to it.
+func (r *Repository) ReadOnly() bool { return r.readOnly }
+
 // Backend returns the repository's backend.
 func (r *Repository) Backend() backend.Backend { return r.be }
 

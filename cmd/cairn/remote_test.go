@@ -63,3 +63,36 @@ func TestForwardedPasswordFileRelativeToClient(t *testing.T) {
 		t.Errorf("forwarded backup list with a missing --password-file: exit %d, want %d: %s", code, exitInvalid, msg)
 	}
 }
+
+// --read-only on a command sent to a gateway that writes to the repository is refused, not run
+// on the gateway's writable service: 'cairn --read-only backup create vm' beside a gateway
+// stored a backup, against "--read-only on a writable repository changes no byte of it".
+func TestForwardedReadOnlyRefusedByWritableGateway(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	bg := context.Background()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
+	vol := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := runCLI(admin, []string{"--read-only", "--quiet", "backup", "create", "vm"}, &out, &errb, s, &client{cwd: dir})
+	if code != exitInvalid || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "--read-only") {
+		t.Errorf("--read-only backup create on a writable gateway: exit %d, want %d and one line naming --read-only: %q", code, exitInvalid, errb.String())
+	}
+	if bs, err := s.ListBackups(admin, gateway.ListFilter{}); err != nil || len(bs) != 0 {
+		t.Errorf("--read-only backup create on a writable gateway left %d backups (%v)", len(bs), err)
+	}
+}
