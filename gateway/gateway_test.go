@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -282,6 +283,22 @@ func TestCheckFindsARecordWhoseProjectDisagreesWithItsManifest(t *testing.T) {
 		}
 		if _, err := s.Index().UpdateBackup(bk.ID, func(b *index.Backup) error { *b = *rec; return nil }); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// A --repo that names a file (or a path under one) is refused as bad input that says so,
+// not as "open local backend ...: object not found".
+func TestOpenRepoThatIsAFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "vm1.img")
+	if err := os.WriteFile(file, []byte("not a repository"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{file, filepath.Join(file, "sub")} {
+		_, err := gateway.Open(context.Background(), gateway.Config{Repo: p})
+		if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "not a directory") {
+			t.Errorf("open %s: %v, want invalid input saying it is not a directory", p, err)
 		}
 	}
 }

@@ -236,8 +236,12 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	}
 	// The local backend creates its directory; a mistyped --repo must not leave one behind.
 	if u, err := stack.ParseURL(c.Repo); err == nil && u.Kind == stack.Local {
-		if _, err := os.Stat(u.Path); errors.Is(err, os.ErrNotExist) {
+		fi, err := os.Stat(u.Path)
+		if errors.Is(err, os.ErrNotExist) {
 			return nil, wrapf(ErrNotFound, "%s: %v", u.Path, repo.ErrNoRepository)
+		}
+		if errors.Is(err, unix.ENOTDIR) || err == nil && !fi.IsDir() {
+			return nil, wrapf(ErrInvalid, "%s: not a directory: --repo names the directory 'cairn repo init' made, or s3://BUCKET/PREFIX", u.Path)
 		}
 		if !writable(u.Path) {
 			c.ReadOnly = true // read-only media, a read-only mount or snapshot
