@@ -218,13 +218,6 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 			return
 		}
 		cli.stdout, cli.stderr, cli.shared, cli.client = stdout, stderr, shared, cl
-		if shared != nil && cli.ReadOnly && !shared.Repository().ReadOnly() {
-			// The gateway's service writes; running the command on it would not honour --read-only.
-			err := fmt.Errorf("%w: --read-only: the gateway serving this repository opened it for writing; stop the gateway, or run the command without --read-only", gateway.ErrInvalid)
-			fmt.Fprintln(stderr, message(err))
-			code = exitCode(err)
-			return
-		}
 		if shared == nil && forwardable(kctx.Command()) {
 			if c, ok := forward(ctx, &cli.Globals, args, stdout, stderr); ok {
 				code = c

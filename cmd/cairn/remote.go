@@ -38,6 +38,9 @@ type execRequest struct {
 	// answered yes to (see client).
 	Terminal  bool     `json:"terminal,omitempty"`
 	Confirmed []string `json:"confirmed,omitempty"`
+	// ReadOnly: the client was given --read-only (or CAIRN_READ_ONLY, or read_only in its
+	// configuration file, none of which the gateway sees).
+	ReadOnly bool `json:"read_only,omitempty"`
 }
 
 type execFrame struct {
@@ -124,7 +127,7 @@ func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.W
 		return 0, false
 	}
 	cwd, _ := os.Getwd()
-	req := execRequest{Args: args, Cwd: cwd, Project: g.Project, Terminal: term.IsTerminal(int(os.Stdin.Fd()))}
+	req := execRequest{Args: args, Cwd: cwd, Project: g.Project, Terminal: term.IsTerminal(int(os.Stdin.Fd())), ReadOnly: g.ReadOnly}
 	for range maxQuestions {
 		code, question, ok := forwardOnce(ctx, sock, req, stdout, stderr)
 		if !ok || question == "" {
@@ -246,7 +249,13 @@ func execHandler(svc *gateway.Service) http.Handler {
 		ctx := gateway.WithCaller(r.Context(), gateway.Caller{User: "admin", Project: project, Admin: true})
 		ctx = gateway.WithWorkDir(ctx, req.Cwd)
 		cl := &client{terminal: req.Terminal, confirmed: req.Confirmed, cwd: req.Cwd}
-		code := runCLI(ctx, req.Args, stdout, stderr, svc, cl)
+		code := exitInvalid
+		if req.ReadOnly && !svc.Repository().ReadOnly() {
+			// The gateway's service writes; running the command on it would not honour --read-only.
+			fmt.Fprintln(stderr, message(fmt.Errorf("%w: --read-only: the gateway serving this repository opened it for writing; stop the gateway, or run the command without --read-only", gateway.ErrInvalid)))
+		} else {
+			code = runCLI(ctx, req.Args, stdout, stderr, svc, cl)
+		}
 		mu.Lock()
 		b, _ := json.Marshal(execFrame{Exit: &code, Ask: cl.asked})
 		_, _ = w.Write(append(b, '\n'))

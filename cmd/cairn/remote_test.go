@@ -38,35 +38,39 @@ func TestForwardedPasswordFileRelativeToClient(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cwd, "pass"), []byte("secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	exec := func(args ...string) (int, string) {
-		t.Helper()
-		body, _ := json.Marshal(execRequest{Args: args, Cwd: cwd})
-		rec := httptest.NewRecorder()
-		execHandler(s).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, execPath, bytes.NewReader(body)))
-		code, stderr := -1, ""
-		for _, line := range strings.Split(strings.TrimSpace(rec.Body.String()), "\n") {
-			var f execFrame
-			if err := json.Unmarshal([]byte(line), &f); err != nil {
-				t.Fatalf("frame %q: %v", line, err)
-			}
-			stderr += f.Err
-			if f.Exit != nil {
-				code = *f.Exit
-			}
-		}
-		return code, stderr
-	}
-	if code, msg := exec("--password-file", "pass", "backup", "list"); code != exitOK {
+	if code, msg := execOn(t, s, execRequest{Args: []string{"--password-file", "pass", "backup", "list"}, Cwd: cwd}); code != exitOK {
 		t.Errorf("forwarded backup list with --password-file relative to the client: exit %d: %s", code, msg)
 	}
-	if code, msg := exec("--password-file", "missing", "backup", "list"); code != exitInvalid {
+	if code, msg := execOn(t, s, execRequest{Args: []string{"--password-file", "missing", "backup", "list"}, Cwd: cwd}); code != exitInvalid {
 		t.Errorf("forwarded backup list with a missing --password-file: exit %d, want %d: %s", code, exitInvalid, msg)
 	}
 }
 
+// execOn runs a forwarded command in the gateway of s as execHandler does for a client, and
+// returns its exit code and stderr.
+func execOn(t *testing.T, s *gateway.Service, req execRequest) (int, string) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	rec := httptest.NewRecorder()
+	execHandler(s).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, execPath, bytes.NewReader(body)))
+	code, stderr := -1, ""
+	for _, line := range strings.Split(strings.TrimSpace(rec.Body.String()), "\n") {
+		var f execFrame
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("frame %q: %v", line, err)
+		}
+		stderr += f.Err
+		if f.Exit != nil {
+			code = *f.Exit
+		}
+	}
+	return code, stderr
+}
+
 // --read-only on a command sent to a gateway that writes to the repository is refused, not run
-// on the gateway's writable service: 'cairn --read-only backup create vm' beside a gateway
-// stored a backup, against "--read-only on a writable repository changes no byte of it".
+// on the gateway's writable service: 'cairn --read-only backup create vm' (or with
+// CAIRN_READ_ONLY=1, which only the client sees) beside a gateway stored a backup, against
+// "--read-only on a writable repository changes no byte of it".
 func TestForwardedReadOnlyRefusedByWritableGateway(t *testing.T) {
 	dir := t.TempDir()
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
@@ -87,10 +91,23 @@ func TestForwardedReadOnlyRefusedByWritableGateway(t *testing.T) {
 	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
 		t.Fatal(err)
 	}
-	var out, errb bytes.Buffer
-	code := runCLI(admin, []string{"--read-only", "--quiet", "backup", "create", "vm"}, &out, &errb, s, &client{cwd: dir})
-	if code != exitInvalid || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "--read-only") {
-		t.Errorf("--read-only backup create on a writable gateway: exit %d, want %d and one line naming --read-only: %q", code, exitInvalid, errb.String())
+	sock := filepath.Join(dir, "cairn.sock")
+	l, err := listenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: execHandler(s)}
+	go srv.Serve(l) //nolint:errcheck // ends with Close
+	defer srv.Close()
+	for _, args := range [][]string{
+		{"--read-only", "--quiet", "backup", "create", "vm"},
+		{"--quiet", "backup", "create", "vm"}, // with CAIRN_READ_ONLY=1, which the gateway does not see
+	} {
+		var out, errb bytes.Buffer
+		code, ok := forward(bg, &Globals{Socket: sock, ReadOnly: true, Project: gateway.DefaultProject}, args, &out, &errb)
+		if !ok || code != exitInvalid || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "--read-only") {
+			t.Errorf("%v read-only on a writable gateway: forwarded %v, exit %d, want %d and one line naming --read-only: %q", args, ok, code, exitInvalid, errb.String())
+		}
 	}
 	if bs, err := s.ListBackups(admin, gateway.ListFilter{}); err != nil || len(bs) != 0 {
 		t.Errorf("--read-only backup create on a writable gateway left %d backups (%v)", len(bs), err)
