@@ -36,6 +36,9 @@ type ServeCmd struct {
 // Run serves until SIGINT or SIGTERM.
 func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	g.serving = true
+	if c.JobWorkers < 1 {
+		return fmt.Errorf("%w: --job-workers %d: give at least 1 (backups and restores that run at once)", gateway.ErrInvalid, c.JobWorkers)
+	}
 	if c.Auth == "token" && c.Tokens == "" && c.Listen != "" {
 		return fmt.Errorf("%w: --auth token needs --tokens FILE (or use --auth noauth for a lab)", gateway.ErrInvalid)
 	}
