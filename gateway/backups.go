@@ -645,6 +645,10 @@ func (s *Service) deleteCommitted(ctx context.Context, b *index.Backup, force bo
 // recovery. A protect that took manifestMu first is seen by may (the record says protected);
 // one that comes after finds the record deleting and refuses.
 func (s *Service) removeCommitted(ctx context.Context, id string, may func(*index.Backup) error) error {
+	if s.repo.ReadOnly() {
+		// Refused before the record says deleting: recovery would finish the delete later.
+		return fmt.Errorf("delete backup %s: %w", id, backend.ErrReadOnly)
+	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {

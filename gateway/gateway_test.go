@@ -13,6 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 func newService(t testing.TB) (*gateway.Service, string) {
@@ -300,5 +301,46 @@ func TestOpenRepoThatIsAFile(t *testing.T) {
 		if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "not a directory") {
 			t.Errorf("open %s: %v, want invalid input saying it is not a directory", p, err)
 		}
+	}
+}
+
+// A delete refused because the repository is read-only leaves the backup as it was: before,
+// its record stayed "deleting" (the backup vanished from the list), and the next writable
+// open's recovery finished the delete the user had been told was refused.
+func TestDeleteRefusedReadOnlyKeepsTheBackup(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	bg, ctx := context.Background(), adminCtx()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(readOnly bool) *gateway.Service {
+		t.Helper()
+		c := cfg
+		c.ReadOnly = readOnly
+		s, err := gateway.Open(bg, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open(false)
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 256<<10)})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = open(true)
+	if _, err := s.DeleteBackup(ctx, b.ID, false); !errors.Is(err, backend.ErrReadOnly) {
+		t.Errorf("delete on a read-only repository: %v, want read-only", err)
+	}
+	if got, err := s.Backup(ctx, b.ID); err != nil || got.Status != index.BackupAvailable {
+		t.Errorf("after a refused delete: %+v, %v; want it available", got, err)
+	}
+	s.Close()
+	s = open(false)
+	defer s.Close()
+	if got, err := s.Backup(ctx, b.ID); err != nil || got.Status != index.BackupAvailable {
+		t.Errorf("after a refused delete, opened writable: %+v, %v; want it available", got, err)
 	}
 }
