@@ -55,6 +55,10 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if err := validMetadata(req.Metadata); err != nil {
 		return nil, nil, err
 	}
+	if s.repo.ReadOnly() {
+		// Refused before the volume is read and a record made that could only end as error.
+		return nil, nil, fmt.Errorf("back up: %w", backend.ErrReadOnly)
+	}
 	v, snap, err := s.backupSubject(ctx, req)
 	if err != nil {
 		return nil, nil, err

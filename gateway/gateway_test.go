@@ -344,3 +344,34 @@ func TestDeleteRefusedReadOnlyKeepsTheBackup(t *testing.T) {
 		t.Errorf("after a refused delete, opened writable: %+v, %v; want it available", got, err)
 	}
 }
+
+// A backup on a read-only repository is refused before anything is read or recorded; it used
+// to read the whole volume, fail at its manifest and leave a backup in error in the list.
+func TestBackupRefusedReadOnlyLeavesNoRecord(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	bg, ctx := context.Background(), adminCtx()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"})
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ReadOnly = true
+	if s, err = gateway.Open(bg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.Name}); !errors.Is(err, backend.ErrReadOnly) {
+		t.Errorf("backup on a read-only repository: %v, want read-only", err)
+	}
+	if bs, err := s.ListBackups(ctx, gateway.ListFilter{}); err != nil || len(bs) != 0 {
+		t.Errorf("a refused backup left %d backups (%v)", len(bs), err)
+	}
+}
