@@ -23,6 +23,12 @@ func LeaveRunningPolicyForTest(s *Service, name string, at time.Time) {
 	s.setPolicyState(name, func(st *PolicyState) { st.LastRun, st.LastResult = at, RunRunning })
 }
 
+// WrapBackendAtOpenForTest makes every Open until the test ends wrap the backend it opens.
+func WrapBackendAtOpenForTest(t testing.TB, wrap func(backend.Backend) backend.Backend) {
+	wrapOpened = wrap
+	t.Cleanup(func() { wrapOpened = nil })
+}
+
 // WrapBackendForTest reopens s's repository over wrap(its backend), keeping its index: a
 // gateway whose backend misbehaves (faulty.New) for the rest of the test.
 func WrapBackendForTest(t testing.TB, s *Service, wrap func(backend.Backend) backend.Backend) {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -373,5 +374,60 @@ func TestBackupRefusedReadOnlyLeavesNoRecord(t *testing.T) {
 	}
 	if bs, err := s.ListBackups(ctx, gateway.ListFilter{}); err != nil || len(bs) != 0 {
 		t.Errorf("a refused backup left %d backups (%v)", len(bs), err)
+	}
+}
+
+// noDeletes refuses, while refuse is set, every Delete of an object under prefix, as a key
+// that may write but not delete (an append-only policy) does.
+type noDeletes struct {
+	backend.Backend
+	prefix string
+	refuse *atomic.Bool
+}
+
+func (b *noDeletes) Delete(ctx context.Context, key string) error {
+	if b.refuse.Load() && strings.HasPrefix(key, b.prefix) {
+		return fmt.Errorf("delete %s: %w", key, backend.ErrPermission)
+	}
+	return b.Backend.Delete(ctx, key)
+}
+
+// A backup whose delete the backend refused stays deleting, and the next start does not fail
+// for it: recovery's attempt to finish the delete failed the start, and with it every
+// command, for as long as the backend refused. Once the backend allows it, a start finishes
+// the delete.
+func TestOpenWhileADeleteCannotFinish(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	cfg := newRepo(t, dir)
+	var refuse atomic.Bool
+	refuse.Store(true)
+	gateway.WrapBackendAtOpenForTest(t, func(be backend.Backend) backend.Backend {
+		return &noDeletes{Backend: be, prefix: "manifests/", refuse: &refuse}
+	})
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := backedUp(t, s, dir)
+	if _, err := s.DeleteBackup(adminCtx(), b.ID, false); !errors.Is(err, backend.ErrPermission) {
+		t.Fatalf("delete the backend refuses: %v", err)
+	}
+	s.Close()
+	s, err = gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open with a delete the backend still refuses: %v", err)
+	}
+	s.Close()
+	refuse.Store(false)
+	if s, err = gateway.Open(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(cfg.Repo, "manifests", b.ID)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the start the backend allowed did not finish the delete: %v", err)
+	}
+	if _, err := s.Backup(adminCtx(), b.ID); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("the deleted backup: %v, want not found", err)
 	}
 }

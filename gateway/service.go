@@ -228,6 +228,10 @@ func ChangePassword(ctx context.Context, c Config, oldPassword, newPassword stri
 	return repo.ChangePassword(ctx, be, oldPassword, newPassword)
 }
 
+// wrapOpened, when set (by tests), wraps the backend Open opens: a fault-injecting backend
+// beside the real one, from the first request on.
+var wrapOpened func(backend.Backend) backend.Backend
+
 // Open opens the repository and its index, and repairs what a crash left: backups that were
 // running are marked error, volumes leave backing-up and restoring-backup.
 func Open(ctx context.Context, c Config) (*Service, error) {
@@ -268,6 +272,9 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	be, err := openBackendWith(ctx, bc)
 	if err != nil {
 		return nil, err
+	}
+	if wrapOpened != nil {
+		be = wrapOpened(be)
 	}
 	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{}, restoring: map[string]string{},
 		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable()}
@@ -483,11 +490,15 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.log.Warn("backup interrupted by a crash marked error", "backup_id", b.ID)
 		case index.BackupDeleting:
-			// Finish the delete (not on a read-only repository: the next writer does).
+			// Finish the delete (not on a read-only repository: the next writer does). One the
+			// backend still refuses (a key that may not delete, an immutable file) stays
+			// deleting for the next start: failing the start for it, every start failed, and
+			// with it every command [TestOpenWhileADeleteCannotFinish].
 			if err := s.repo.DeleteManifest(ctx, b.ID); errors.Is(err, backend.ErrReadOnly) {
 				continue
 			} else if err != nil {
-				return err
+				s.log.Warn("cannot finish the delete of a backup; it stays deleting, and the next start tries again", "backup_id", b.ID, "error", err)
+				continue
 			}
 			if err := s.idx.DeleteBackup(b.ID); err != nil {
 				return err
