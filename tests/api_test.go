@@ -546,3 +546,31 @@ func do(t *testing.T, req *http.Request) *http.Response {
 	}
 	return resp
 }
+
+// namedBackups backs up volume as admin with cinder, once per name, and waits for each.
+func (e *apiEnv) namedBackups(volume string, names ...string) []string {
+	e.t.Helper()
+	var ids []string
+	for _, name := range names {
+		id := dict(e.ok(nil, "backup-create", "--name", name, volume))["id"]
+		e.waitBackup(id, index.BackupAvailable)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// TestAPIBackupListWithCount: 'cinder backup-list --with-count' (3.45) gets the number of
+// backups that match the filters, whatever the page, and prints it under the list.
+func TestAPIBackupListWithCount(t *testing.T) {
+	e := startAPI(t, &gateway.Quota{Backups: 10, BackupGigabytes: 1000})
+	e.volume("admin", "cvol", 1<<20, testutil.Mixed)
+	e.namedBackups("cvol", "c1", "c2", "c3")
+	out := e.ok(nil, "backup-list", "--with-count")
+	if rows := table(out); len(rows) != 3 || !strings.Contains(out, "Backup in total: 3") {
+		t.Fatalf("backup-list --with-count:\n%s", out)
+	}
+	out = e.ok(nil, "backup-list", "--with-count", "--limit", "1")
+	if rows := table(out); len(rows) != 1 || !strings.Contains(out, "Backup in total: 3") {
+		t.Fatalf("backup-list --with-count --limit 1:\n%s", out)
+	}
+}

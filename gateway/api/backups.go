@@ -89,7 +89,13 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 		for _, b := range backups[from:to] {
 			out = append(out, s.backupView(r, b, detail, parents))
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"backups": out})
+		body := map[string]any{"backups": out}
+		if versionOf(r).atLeast(45) && truthy(q.Get("with_count")) {
+			// 3.45: how many match the filters, whatever the page (cinder backup-list
+			// --with-count unpacks the list and this count).
+			body["count"] = len(backups)
+		}
+		writeJSON(w, http.StatusOK, body)
 	}
 }
 
