@@ -574,3 +574,37 @@ func TestAPIBackupListWithCount(t *testing.T) {
 		t.Fatalf("backup-list --with-count --limit 1:\n%s", out)
 	}
 }
+
+// TestAPIBackupListSorted: 'cinder backup-list --sort key:dir' lists in that order (name is
+// sent as display_name), a marker pages through that order, and an unknown key or direction
+// is a 400.
+func TestAPIBackupListSorted(t *testing.T) {
+	e := startAPI(t, &gateway.Quota{Backups: 10, BackupGigabytes: 1000})
+	e.volume("admin", "svol", 1<<20, testutil.Mixed)
+	ids := e.namedBackups("svol", "s2", "s3", "s1")
+	names := func(args ...string) string {
+		t.Helper()
+		return strings.Join(column(table(e.ok(nil, append([]string{"backup-list"}, args...)...)), "Name"), " ")
+	}
+	for _, tc := range []struct {
+		sort, want string
+	}{
+		{"name:asc", "s1 s2 s3"}, {"name:desc", "s3 s2 s1"}, {"name", "s3 s2 s1"},
+		{"created_at:asc", "s2 s3 s1"}, {"created_at:desc", "s1 s3 s2"},
+	} {
+		if got := names("--sort", tc.sort); got != tc.want {
+			t.Errorf("backup-list --sort %s: %s, want %s", tc.sort, got, tc.want)
+		}
+	}
+	if got := names("--sort", "name:asc", "--marker", ids[2], "--limit", "1"); got != "s2" {
+		t.Errorf("backup-list --sort name:asc after s1, one: %s, want s2", got)
+	}
+	for _, query := range []string{"sort=name:sideways", "sort=password", "sort=name&sort_dir=asc"} {
+		req := mustRequest(t, e.noauth+"/v3/admin/backups?"+query)
+		req.Header.Set("X-User-Id", "admin")
+		req.Header.Set("X-Project-Id", "admin")
+		if resp := do(t, req); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET backups?%s: %d, want 400", query, resp.StatusCode)
+		}
+	}
+}

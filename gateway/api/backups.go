@@ -1,9 +1,11 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -55,6 +57,23 @@ func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, paren
 	return out
 }
 
+// backupOrder compares backups by each key a list sorts by (cinderclient sends name as
+// display_name, and data_timestamp for backups).
+var backupOrder = map[string]func(a, b *index.Backup) int{
+	"id":             func(a, b *index.Backup) int { return strings.Compare(a.ID, b.ID) },
+	"name":           func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
+	"display_name":   func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
+	"status":         func(a, b *index.Backup) int { return strings.Compare(string(a.Status), string(b.Status)) },
+	"size":           func(a, b *index.Backup) int { return cmp.Compare(a.Size, b.Size) },
+	"volume_id":      func(a, b *index.Backup) int { return strings.Compare(a.VolumeID, b.VolumeID) },
+	"created_at":     func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"data_timestamp": func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"updated_at":     func(a, b *index.Backup) int { return a.UpdatedAt.Compare(b.UpdatedAt) },
+	"object_count":   func(a, b *index.Backup) int { return cmp.Compare(a.ObjectCount(), b.ObjectCount()) },
+	// One zone: every backup ties.
+	"availability_zone": func(a, b *index.Backup) int { return 0 },
+}
+
 func (s *server) listBackups(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -75,6 +94,12 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 			return (q.Has("name") && b.Name != q.Get("name")) || (q.Has("project_id") && b.Project != q.Get("project_id"))
 		})
 		slices.Reverse(backups) // newest first, as Cinder sorts by default
+		keys, err := sortKeys(r, func(k string) bool { return backupOrder[k] != nil })
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		sortBy(backups, keys, func(k string, a, b *index.Backup) int { return backupOrder[k](a, b) })
 		from, to, err := page(r, len(backups), func(i int) string { return backups[i].ID })
 		if err != nil {
 			s.writeFault(w, r, err)

@@ -3,6 +3,7 @@ package api
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,4 +79,71 @@ func page(r *http.Request, n int, id func(int) string) (from, to int, err error)
 		to = from + min(lim, n-from) // from+lim may overflow
 	}
 	return from, to, nil
+}
+
+// sortKey is one key of a list's order, as Cinder takes it: sort=key[:dir],... or the older
+// sort_key and sort_dir; a key without a direction is descending.
+type sortKey struct {
+	key  string
+	desc bool
+}
+
+// sortKeys reads a list request's order; nil when it gives none. known says which keys the
+// list sorts by (created_at and id among them); any other key or direction is refused, as
+// Cinder refuses them.
+func sortKeys(r *http.Request, known func(string) bool) ([]sortKey, error) {
+	q := r.URL.Query()
+	var keys, dirs []string
+	switch {
+	case q.Has("sort") && (q.Has("sort_key") || q.Has("sort_dir")):
+		return nil, badRequest("the sort_key and sort_dir parameters cannot be used with the sort parameter: use sort=key:dir,...")
+	case q.Has("sort"):
+		for _, item := range strings.Split(q.Get("sort"), ",") {
+			key, dir, _ := strings.Cut(item, ":")
+			keys, dirs = append(keys, strings.TrimSpace(key)), append(dirs, strings.TrimSpace(dir))
+		}
+	case q.Has("sort_key") || q.Has("sort_dir"):
+		keys, dirs = strings.Split(q.Get("sort_key"), ","), strings.Split(q.Get("sort_dir"), ",")
+		if !q.Has("sort_key") {
+			keys = []string{"created_at"}
+		}
+	default:
+		return nil, nil
+	}
+	var out []sortKey
+	for i, key := range keys {
+		dir := "desc"
+		if i < len(dirs) && strings.TrimSpace(dirs[i]) != "" {
+			dir = strings.ToLower(strings.TrimSpace(dirs[i]))
+		}
+		if dir != "asc" && dir != "desc" {
+			return nil, badRequest("unknown sort direction " + dir + ": use asc or desc")
+		}
+		if !known(key) {
+			return nil, badRequest("invalid sort key " + key)
+		}
+		out = append(out, sortKey{key, dir == "desc"})
+	}
+	// Ties go by creation time, then id, in the first key's direction, as in Cinder.
+	for _, tie := range []string{"created_at", "id"} {
+		if !slices.ContainsFunc(out, func(k sortKey) bool { return k.key == tie }) {
+			out = append(out, sortKey{tie, out[0].desc})
+		}
+	}
+	return out, nil
+}
+
+// sortBy orders items stably by keys, compared by cmp; items that tie keep their order.
+func sortBy[T any](items []T, keys []sortKey, cmp func(key string, a, b T) int) {
+	slices.SortStableFunc(items, func(a, b T) int {
+		for _, k := range keys {
+			if c := cmp(k.key, a, b); c != 0 {
+				if k.desc {
+					return -c
+				}
+				return c
+			}
+		}
+		return 0
+	})
 }
