@@ -1,8 +1,10 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -235,7 +237,14 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 const maxBody = 1 << 20
 
 // decode reads the JSON body into v, naming Cinder's complaints.
-func decode(r *http.Request, v any) error {
+func decode(r *http.Request, v any) error { return decodeBody(r, v, false) }
+
+// decodeStrict is decode for a body whose schema Cinder closes (additionalProperties false):
+// a field v does not have is refused, not dropped (a misspelt "incremental" would otherwise
+// make a full backup).
+func decodeStrict(r *http.Request, v any) error { return decodeBody(r, v, true) }
+
+func decodeBody(r *http.Request, v any, strict bool) error {
 	data, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err != nil {
 		return badRequest("cannot read the request body: " + err.Error())
@@ -243,7 +252,17 @@ func decode(r *http.Request, v any) error {
 	if len(data) > maxBody {
 		return &httpError{http.StatusRequestEntityTooLarge, "request body too large"}
 	}
-	if err := json.Unmarshal(data, v); err != nil {
+	if !strict {
+		err = json.Unmarshal(data, v)
+	} else if err = json.Unmarshal(data, v); err == nil {
+		// Unmarshal checked the syntax and types; the decoder names an unknown field.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err = dec.Decode(v); err != nil {
+			err = fmt.Errorf("%w: remove it", err)
+		}
+	}
+	if err != nil {
 		return badRequest("malformed request body: " + err.Error())
 	}
 	return nil

@@ -150,13 +150,15 @@ type createBody struct {
 		Container   *string `json:"container"`
 		// Metadata is 3.43's.
 		Metadata map[string]string `json:"metadata"`
+		// AvailabilityZone is 3.51's (cinder backup-create --availability-zone).
+		AvailabilityZone *string `json:"availability_zone"`
 	} `json:"backup"`
 }
 
 // createBackup accepts a backup: 202 with the backup creating; a worker runs it.
 func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 	var body createBody
-	if err := decode(r, &body); err != nil {
+	if err := decodeStrict(r, &body); err != nil {
 		s.writeFault(w, r, err)
 		return
 	}
@@ -173,6 +175,12 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	case req.Metadata != nil && !versionOf(r).atLeast(43):
 		s.writeFault(w, r, badRequest("backup metadata needs microversion 3.43 or later"))
+		return
+	case req.AvailabilityZone != nil && !versionOf(r).atLeast(51):
+		s.writeFault(w, r, badRequest("a backup's availability_zone needs microversion 3.51 or later"))
+		return
+	case deref(req.AvailabilityZone) != "" && *req.AvailabilityZone != zone:
+		s.writeFault(w, r, badRequest("availability zone "+*req.AvailabilityZone+" does not exist: cairn has one, "+zone))
 		return
 	}
 	// Resolve the id strictly first: the gateway also takes names and paths, the API ids only.
@@ -267,7 +275,7 @@ func (s *server) restoreBackup(w http.ResponseWriter, r *http.Request) {
 			Name     *string `json:"name"`
 		} `json:"restore"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := decodeStrict(r, &body); err != nil {
 		s.writeFault(w, r, err)
 		return
 	}
@@ -316,7 +324,7 @@ func (s *server) importBackup(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Record *gateway.Export `json:"backup-record"`
 	}
-	if err := decode(r, &body); err != nil {
+	if err := decodeStrict(r, &body); err != nil {
 		s.writeFault(w, r, err)
 		return
 	}

@@ -119,3 +119,49 @@ func FuzzAPIBodies(f *testing.F) {
 		}
 	})
 }
+
+// Backup create, restore and import bodies are closed in Cinder (additionalProperties
+// false): a field the API does not know, such as a misspelt "incremental", is a 400 naming
+// it, and nothing is backed up, restored or imported.
+func TestBackupBodiesRefuseUnknownFields(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "p1", "data")
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
+	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := func(method, path, body string) call {
+		return call{method: method, path: "/v3/p1" + path, body: body, user: "admin", project: "p1", version: "3.64"}
+	}
+	for _, tc := range []struct {
+		c     call
+		field string
+	}{
+		{admin("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`", "incremantal": true}}`), "incremantal"},
+		{admin("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`"}, "force": true}`), "force"},
+		{admin("POST", "/backups/"+b.ID+"/restore", `{"restore": {"volume": "`+v.ID+`"}}`), "volume"},
+		{admin("POST", "/backups/import_record", `{"backup-record": {"backup_service": "s", "backup_url": "u", "size": 1}}`), "size"},
+	} {
+		code, _, body := e.do(t, tc.c)
+		if code != http.StatusBadRequest || !strings.Contains(string(body), `\"`+tc.field+`\"`) {
+			t.Errorf("%s %s %s: %d %s; want 400 naming %s", tc.c.method, tc.c.path, tc.c.body, code, body, tc.field)
+		}
+	}
+	all, err := e.svc.Index().Backups()
+	if err != nil || len(all) != 1 {
+		t.Errorf("backups after refused requests: %d %v, want 1", len(all), err)
+	}
+	if vols, err := e.svc.Index().Volumes(); err != nil || len(vols) != 1 {
+		t.Errorf("volumes after a refused restore: %d %v, want 1", len(vols), err)
+	}
+	// Cinder's own fields still pass, availability_zone from 3.51 (the one zone there is).
+	c := admin("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`", "name": "n", "description": null, "container": null, "incremental": true, "force": false, "snapshot_id": null, "metadata": {"k": "v"}, "availability_zone": "nova"}}`)
+	if code, _, body := e.do(t, c); code != http.StatusAccepted {
+		t.Errorf("create with every field of Cinder's: %d %s", code, body)
+	}
+	c.body = `{"backup": {"volume_id": "` + v.ID + `", "availability_zone": "elsewhere"}}`
+	if code, _, body := e.do(t, c); code != http.StatusBadRequest || !strings.Contains(string(body), "elsewhere") {
+		t.Errorf("create in an unknown zone: %d %s", code, body)
+	}
+}
