@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
@@ -51,6 +52,9 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		if err := validName(req.Name); err != nil {
 			return nil, nil, err
 		}
+	}
+	if utf8.RuneCountInString(req.Description) > maxField {
+		return nil, nil, invalidf("a description must be at most %d characters", maxField)
 	}
 	if err := validMetadata(req.Metadata); err != nil {
 		return nil, nil, err

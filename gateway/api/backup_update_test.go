@@ -79,3 +79,25 @@ func TestBackupUpdate(t *testing.T) {
 		t.Errorf("after clearing: %+v %v", b, err)
 	}
 }
+
+// Create holds a description to Cinder's 255 characters as update does: a longer one is a
+// 400 and no backup is made.
+func TestBackupCreateBoundsDescription(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "p1", "vol1")
+	create := func(description string) (int, []byte) {
+		t.Helper()
+		code, _, out := e.do(t, call{method: "POST", path: "/v3/p1/backups", user: "carol", project: "p1", version: "3.64",
+			body: `{"backup": {"volume_id": "` + v.ID + `", "description": "` + description + `"}}`})
+		return code, out
+	}
+	if code, out := create(strings.Repeat("é", 256)); code != http.StatusBadRequest || !strings.Contains(string(out), "at most 255") {
+		t.Errorf("create with a description of 256 characters: %d %s, want 400", code, out)
+	}
+	if all, err := e.svc.Index().Backups(); err != nil || len(all) != 0 {
+		t.Errorf("a refused create left %d backups (%v)", len(all), err)
+	}
+	if code, out := create(strings.Repeat("é", 255)); code != http.StatusAccepted {
+		t.Errorf("create with a description of 255 characters: %d %s, want 202", code, out)
+	}
+}
