@@ -453,3 +453,39 @@ func TestPageWithMarkerAndHugeLimit(t *testing.T) {
 		t.Errorf("volumes after the marker with limit 2^63-1: %d %s; want 200 with volume b", code, body)
 	}
 }
+
+// A list of backups filtered by volume_id finds the backups of a volume that was unmanaged or
+// deleted (its backups stay and restore), as Cinder filters on the backups' own volume_id;
+// another project's backups of it stay hidden.
+func TestBackupListByVolumeIDOfAGoneVolume(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "p1", "gone")
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
+	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: "admin", Admin: true})
+	if _, err := e.svc.UnmanageVolume(admin, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	list := func(user, project string) []string {
+		t.Helper()
+		code, _, body := e.do(t, call{method: "GET", path: "/v3/" + project + "/backups?volume_id=" + v.ID, user: user, project: project})
+		var got struct{ Backups []struct{ ID string } }
+		if err := json.Unmarshal(body, &got); code != http.StatusOK || err != nil {
+			t.Fatalf("list by volume_id as %s: %d %s", project, code, body)
+		}
+		var ids []string
+		for _, b := range got.Backups {
+			ids = append(ids, b.ID)
+		}
+		return ids
+	}
+	if ids := list("u1", "p1"); len(ids) != 1 || ids[0] != b.ID {
+		t.Errorf("backups of the unmanaged volume by volume_id: %v, want [%s]", ids, b.ID)
+	}
+	if ids := list("u2", "p2"); len(ids) != 0 {
+		t.Errorf("another project lists p1's backups by volume_id: %v", ids)
+	}
+}

@@ -78,20 +78,17 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		f := gateway.ListFilter{AllProjects: truthy(q.Get("all_tenants")), Status: q.Get("status")}
-		if id := q.Get("volume_id"); id != "" {
-			if _, err := s.svc.VolumeByID(r.Context(), id); err != nil {
-				writeJSON(w, http.StatusOK, map[string]any{"backups": []any{}})
-				return
-			}
-			f.Volume = id
-		}
 		backups, err := s.svc.ListBackups(r.Context(), f)
 		if err != nil {
 			s.writeFault(w, r, err)
 			return
 		}
+		// volume_id is matched against the backups' own, exactly: the volume may be deleted
+		// while its backups stay (and restore), and the API takes no names or paths.
+		volume := q.Get("volume_id")
 		backups = slices.DeleteFunc(backups, func(b *index.Backup) bool {
-			return (q.Has("name") && b.Name != q.Get("name")) || (q.Has("project_id") && b.Project != q.Get("project_id"))
+			return (q.Has("name") && b.Name != q.Get("name")) || (q.Has("project_id") && b.Project != q.Get("project_id")) ||
+				(volume != "" && b.VolumeID != volume)
 		})
 		slices.Reverse(backups) // newest first, as Cinder sorts by default
 		keys, err := sortKeys(r, func(k string) bool { return backupOrder[k] != nil })
