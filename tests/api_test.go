@@ -560,7 +560,8 @@ func (e *apiEnv) namedBackups(volume string, names ...string) []string {
 }
 
 // TestAPIBackupListWithCount: 'cinder backup-list --with-count' (3.45) gets the number of
-// backups that match the filters, whatever the page, and prints it under the list.
+// backups that match the filters, whatever the page, and prints it under the list; so do
+// 'cinder list' and 'cinder snapshot-list'.
 func TestAPIBackupListWithCount(t *testing.T) {
 	e := startAPI(t, &gateway.Quota{Backups: 10, BackupGigabytes: 1000})
 	e.volume("admin", "cvol", 1<<20, testutil.Mixed)
@@ -572,6 +573,13 @@ func TestAPIBackupListWithCount(t *testing.T) {
 	out = e.ok(nil, "backup-list", "--with-count", "--limit", "1")
 	if rows := table(out); len(rows) != 1 || !strings.Contains(out, "Backup in total: 3") {
 		t.Fatalf("backup-list --with-count --limit 1:\n%s", out)
+	}
+	// Volumes and snapshots (none here) are counted too.
+	if out := e.ok(nil, "list", "--with-count"); len(table(out)) != 1 || !strings.Contains(out, "Volume in total: 1") {
+		t.Fatalf("list --with-count:\n%s", out)
+	}
+	if out := e.ok(nil, "snapshot-list", "--with-count"); !strings.Contains(out, "Snapshot in total: 0") {
+		t.Fatalf("snapshot-list --with-count:\n%s", out)
 	}
 }
 

@@ -112,9 +112,7 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 			out = append(out, s.backupView(r, b, detail, parents))
 		}
 		body := map[string]any{"backups": out}
-		if versionOf(r).atLeast(45) && truthy(q.Get("with_count")) {
-			// 3.45: how many match the filters, whatever the page (cinder backup-list
-			// --with-count unpacks the list and this count).
+		if withCount(r) {
 			body["count"] = len(backups)
 		}
 		writeJSON(w, http.StatusOK, body)

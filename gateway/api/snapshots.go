@@ -53,7 +53,11 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	for _, sn := range sns {
 		out = append(out, s.snapshotView(r, sn))
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"snapshots": out})
+	body := map[string]any{"snapshots": out}
+	if withCount(r) {
+		body["count"] = len(sns)
+	}
+	writeJSON(w, http.StatusOK, body)
 }
 
 func (s *server) showSnapshot(w http.ResponseWriter, r *http.Request) {

@@ -54,6 +54,13 @@ func truthy(v string) bool {
 	return false
 }
 
+// withCount says whether a list is to carry "count" (3.45): how many items match the filters,
+// whatever the page. cinder list, snapshot-list and backup-list --with-count unpack the list
+// and this count.
+func withCount(r *http.Request) bool {
+	return versionOf(r).atLeast(45) && truthy(r.URL.Query().Get("with_count"))
+}
+
 // page applies Cinder's marker and limit to ids in order: the items after marker, at most
 // limit of them.
 func page(r *http.Request, n int, id func(int) string) (from, to int, err error) {

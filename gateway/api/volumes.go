@@ -63,7 +63,11 @@ func (s *server) listVolumes(detail bool) http.HandlerFunc {
 		for _, v := range vols[from:to] {
 			out = append(out, volumeView(r, v, detail))
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"volumes": out})
+		body := map[string]any{"volumes": out}
+		if withCount(r) {
+			body["count"] = len(vols)
+		}
+		writeJSON(w, http.StatusOK, body)
 	}
 }
 
