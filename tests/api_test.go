@@ -616,3 +616,27 @@ func TestAPIBackupListSorted(t *testing.T) {
 		}
 	}
 }
+
+// TestAPIVolumeListSorted: 'cinder list --sort key:dir' lists volumes in that order, and a
+// marker pages through it.
+func TestAPIVolumeListSorted(t *testing.T) {
+	e := startAPI(t, nil)
+	var ids []string
+	for _, name := range []string{"vb", "vc", "va"} {
+		ids = append(ids, e.volume("admin", name, 1<<20, testutil.Mixed).ID)
+	}
+	names := func(args ...string) string {
+		t.Helper()
+		return strings.Join(column(table(e.ok(nil, append([]string{"list"}, args...)...)), "Name"), " ")
+	}
+	for _, tc := range []struct {
+		sort, want string
+	}{{"name:asc", "va vb vc"}, {"name:desc", "vc vb va"}, {"created_at:asc", "vb vc va"}} {
+		if got := names("--sort", tc.sort); got != tc.want {
+			t.Errorf("list --sort %s: %s, want %s", tc.sort, got, tc.want)
+		}
+	}
+	if got := names("--sort", "name:asc", "--marker", ids[2], "--limit", "1"); got != "vb" {
+		t.Errorf("list --sort name:asc after va, one: %s, want vb", got)
+	}
+}

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -42,6 +44,21 @@ func volumeView(r *http.Request, v *index.Volume, detail bool) map[string]any {
 	return out
 }
 
+// volumeOrder compares volumes by each key a list sorts by (cinderclient sends name as
+// display_name).
+var volumeOrder = map[string]func(a, b *index.Volume) int{
+	"id":           func(a, b *index.Volume) int { return strings.Compare(a.ID, b.ID) },
+	"name":         func(a, b *index.Volume) int { return strings.Compare(a.Name, b.Name) },
+	"display_name": func(a, b *index.Volume) int { return strings.Compare(a.Name, b.Name) },
+	"status":       func(a, b *index.Volume) int { return strings.Compare(string(a.Status), string(b.Status)) },
+	"size":         func(a, b *index.Volume) int { return cmp.Compare(a.Size, b.Size) },
+	"created_at":   func(a, b *index.Volume) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"updated_at":   func(a, b *index.Volume) int { return a.UpdatedAt.Compare(b.UpdatedAt) },
+	// One zone, never bootable: every volume ties.
+	"availability_zone": func(a, b *index.Volume) int { return 0 },
+	"bootable":          func(a, b *index.Volume) int { return 0 },
+}
+
 func (s *server) listVolumes(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -54,6 +71,12 @@ func (s *server) listVolumes(detail bool) http.HandlerFunc {
 			return (q.Has("name") && v.Name != q.Get("name")) || (q.Has("status") && string(v.Status) != q.Get("status")) ||
 				(q.Has("project_id") && v.Project != q.Get("project_id"))
 		})
+		keys, err := sortKeys(r, func(k string) bool { return volumeOrder[k] != nil })
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		sortBy(vols, keys, func(k string, a, b *index.Volume) int { return volumeOrder[k](a, b) })
 		from, to, err := page(r, len(vols), func(i int) string { return vols[i].ID })
 		if err != nil {
 			s.writeFault(w, r, err)
