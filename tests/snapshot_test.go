@@ -211,6 +211,39 @@ func TestAPISnapshotsWithCinder(t *testing.T) {
 	e.fails("No snapshot with a name or ID", nil, "snapshot-show", snap["id"])
 }
 
+// TestAPISnapshotListPagesAndSorts: 'cinder snapshot-list' takes --sort, --marker and
+// --limit as the backup and volume lists do.
+func TestAPISnapshotListPagesAndSorts(t *testing.T) {
+	e := startAPI(t, nil)
+	path := filepath.Join(xfsReflinkDir(t, 300<<20), "db.img")
+	testutil.WriteImage(t, path, 1<<20, 61, testutil.Mixed)
+	v, err := e.svc.ManageVolume(e.adminCtx, gateway.ManageRequest{Path: path, Name: "db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]string{}
+	for _, name := range []string{"sb", "sc", "sa"} {
+		ids[name] = dict(e.ok(nil, "snapshot-create", v.ID, "--name", name))["id"]
+	}
+	names := func(args ...string) string {
+		t.Helper()
+		return strings.Join(column(table(e.ok(nil, append([]string{"snapshot-list"}, args...)...)), "Name"), " ")
+	}
+	for _, tc := range []struct {
+		sort, want string
+	}{{"name:asc", "sa sb sc"}, {"name:desc", "sc sb sa"}, {"created_at:asc", "sb sc sa"}} {
+		if got := names("--sort", tc.sort); got != tc.want {
+			t.Errorf("snapshot-list --sort %s: %s, want %s", tc.sort, got, tc.want)
+		}
+	}
+	if got := names("--sort", "name:asc", "--marker", ids["sa"], "--limit", "1"); got != "sb" {
+		t.Errorf("snapshot-list --sort name:asc after sa, one: %s, want sb", got)
+	}
+	if got := names("--sort", "name:desc", "--marker", ids["sb"]); got != "sa" {
+		t.Errorf("snapshot-list --sort name:desc after sb: %s, want sa", got)
+	}
+}
+
 // The index is a cache: rebuild-index on an empty state dir brings back volumes (names,
 // descriptions, kinds, projects), snapshots, quotas and backups exactly as they were.
 func TestRebuildIndexRestoresEverything(t *testing.T) {

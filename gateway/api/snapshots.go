@@ -1,8 +1,10 @@
 package api
 
 import (
+	"cmp"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -32,6 +34,19 @@ func (s *server) snapshotByID(r *http.Request, id string) (*index.Snapshot, erro
 	return sn, nil
 }
 
+// snapshotOrder compares snapshots by each key a list sorts by (cinderclient sends name as
+// display_name).
+var snapshotOrder = map[string]func(a, b *index.Snapshot) int{
+	"id":           func(a, b *index.Snapshot) int { return strings.Compare(a.ID, b.ID) },
+	"name":         func(a, b *index.Snapshot) int { return strings.Compare(a.Name, b.Name) },
+	"display_name": func(a, b *index.Snapshot) int { return strings.Compare(a.Name, b.Name) },
+	"status":       func(a, b *index.Snapshot) int { return strings.Compare(string(a.Status), string(b.Status)) },
+	"size":         func(a, b *index.Snapshot) int { return cmp.Compare(a.Size, b.Size) },
+	"volume_id":    func(a, b *index.Snapshot) int { return strings.Compare(a.VolumeID, b.VolumeID) },
+	"created_at":   func(a, b *index.Snapshot) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"updated_at":   func(a, b *index.Snapshot) int { return a.UpdatedAt.Compare(b.UpdatedAt) },
+}
+
 func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	volume := q.Get("volume_id")
@@ -49,8 +64,19 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	sns = slices.DeleteFunc(sns, func(sn *index.Snapshot) bool {
 		return (q.Has("name") && sn.Name != q.Get("name")) || (q.Has("status") && string(sn.Status) != q.Get("status"))
 	})
+	keys, err := sortKeys(r, func(k string) bool { return snapshotOrder[k] != nil })
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	sortBy(sns, keys, func(k string, a, b *index.Snapshot) int { return snapshotOrder[k](a, b) })
+	from, to, err := page(r, len(sns), func(i int) string { return sns[i].ID })
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
 	out := []any{}
-	for _, sn := range sns {
+	for _, sn := range sns[from:to] {
 		out = append(out, s.snapshotView(r, sn))
 	}
 	body := map[string]any{"snapshots": out}
