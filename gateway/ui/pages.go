@@ -226,7 +226,16 @@ func (s *server) repositoryPage(w http.ResponseWriter, r *request) error {
 	return nil
 }
 
+// servicesPage shows every caller the services' state, and only admins why one is down: the
+// reason is the backend's error, which names the repository's path, endpoint or bucket (the
+// API's os-services and /healthz keep it for operators too).
 func (s *server) servicesPage(w http.ResponseWriter, r *request) error {
-	s.render(w, r.Request, r.sess, http.StatusOK, "services", view{Title: "Services", Nav: "services", Data: s.svc.Services(r.ctx)})
+	svcs := s.svc.Services(r.ctx)
+	if !r.sess.caller.Admin {
+		for i := range svcs {
+			svcs[i].DisabledReason = ""
+		}
+	}
+	s.render(w, r.Request, r.sess, http.StatusOK, "services", view{Title: "Services", Nav: "services", Data: svcs})
 	return nil
 }

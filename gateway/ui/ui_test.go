@@ -455,3 +455,37 @@ func TestSignInsOfOneUserKeepOthersSignedIn(t *testing.T) {
 		t.Fatalf("alice's page after bob signed in 1,001 times: %d, want her still signed in", code)
 	}
 }
+
+// Why a service is down is the backend's error, which names the repository's path, endpoint
+// or bucket: the API's os-services and /healthz tell it to operators only, and so must the
+// console. A member's services page showed it.
+func TestServicesPageTellsWhyOnlyToAdmins(t *testing.T) {
+	e := newEnv(t)
+	repoDir := filepath.Join(e.dir, "repo")
+	if err := os.Rename(filepath.Join(repoDir, "config"), filepath.Join(repoDir, "config.away")); err != nil {
+		t.Fatal(err)
+	}
+	// A link to itself: the backend's error is the file system's, with the path in it.
+	if err := os.Symlink("config", filepath.Join(repoDir, "config")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.Remove(filepath.Join(repoDir, "config"))
+		_ = os.Rename(filepath.Join(repoDir, "config.away"), filepath.Join(repoDir, "config"))
+	})
+	admin := e.browser()
+	admin.signIn("tok-admin")
+	code, body, _ := admin.get("/ui/services")
+	if code != http.StatusOK || !strings.Contains(body, repoDir) {
+		t.Fatalf("the admin's services page does not say why cairn-backup is down (%s): %d\n%s", repoDir, code, body)
+	}
+	alice := e.browser()
+	alice.signIn("tok-alice")
+	code, body, _ = alice.get("/ui/services")
+	if code != http.StatusOK || !strings.Contains(body, "down") {
+		t.Fatalf("a member's services page: %d\n%s", code, body)
+	}
+	if strings.Contains(body, repoDir) {
+		t.Fatalf("a member's services page names the repository (%s)", repoDir)
+	}
+}
