@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/cairn-backup/cairn/blockio/nbd"
+	"time"
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
@@ -73,6 +74,12 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	if err != nil {
 		return nil, err
 	}
+	dropReservation, imported := func() {}, false
+	defer func() {
+		if !imported {
+			dropReservation()
+		}
+	}()
 	if has {
 		// The stored manifest is the truth: the URL's copy may predate a rename, a protect or
 		// a re-linked parent [TestImportOfAnOldURLTakesTheStoredManifest].
@@ -80,6 +87,20 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			return nil, fmt.Errorf("backup %s: %w", rec.Manifest.ID, err)
 		}
 	} else {
+		// A backup new to the repository joins its project as a created one does: it counts
+		// against the project's quota, and over it nothing is stored (Cinder reserves backups
+		// and backup_gigabytes for an import too). The quota lock holds until its record is
+		// written [TestImportHoldsToTheQuota].
+		project := m.Project
+		if project == "" {
+			project = DefaultProject
+		}
+		release, drop, err := s.reserveQuota(ctx, project, m.ID, m.Size)
+		if err != nil {
+			return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
+		}
+		defer release()
+		dropReservation = drop
 		// The blobs verified above stay only while the lock holds: once it is lost a gc
 		// elsewhere may have removed them [TestImportStoresNothingOnceItsLockIsLost], and so
 		// once its object is gone, refreshed on time or not
@@ -99,6 +120,9 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	if err != nil {
 		return nil, err
 	}
+	// Other gateways count it as a reservation until they have learned its manifest.
+	imported = true
+	time.AfterFunc(reservationGrace, dropReservation)
 	s.notifyChange()
 	s.syncIndex()
 	s.log.Info("backup imported", "backup_id", b.ID, "volume_id", b.VolumeID)

@@ -307,3 +307,40 @@ func filesUnder(t *testing.T, dir string) map[string]bool {
 	}
 	return m
 }
+
+// An import adds a backup to its project, so it counts against that project's quota as a
+// backup does (Cinder reserves backups and backup_gigabytes for an import): over the quota
+// it is refused and stores nothing. Imports used to be let through, past any limit.
+func TestImportHoldsToTheQuota(t *testing.T) {
+	s, dir := newService(t)
+	admin := adminCtx()
+	limit := int64(1)
+	if _, err := s.QuotaUpdate(admin, gateway.DefaultProject, &limit, nil); err != nil {
+		t.Fatal(err)
+	}
+	bk, exp := exportedThenDeleted(t, s, dir)
+	if _, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "other.img", 128<<10)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.ImportBackup(admin, exp.BackupService, exp.BackupURL)
+	if !errors.Is(err, gateway.ErrQuota) {
+		t.Fatalf("import into a project at its quota: %v, want refused over quota", err)
+	}
+	if has, err := s.Repository().HasManifest(context.Background(), bk.ID); err != nil || has {
+		t.Fatalf("a refused import stored the manifest (%v, %v)", has, err)
+	}
+	if u, err := s.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.InUse != 1 || u.Backups.Reserved != 0 {
+		t.Fatalf("usage after a refused import: %+v %v, want 1 in use", u, err)
+	}
+	// With room for it, the import goes through.
+	limit = 2
+	if _, err := s.QuotaUpdate(admin, gateway.DefaultProject, &limit, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ImportBackup(admin, exp.BackupService, exp.BackupURL); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.QuotaUsage(admin, gateway.DefaultProject); u.Backups.InUse != 2 {
+		t.Fatalf("usage after the import: %+v, want 2 in use", u)
+	}
+}
