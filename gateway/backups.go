@@ -541,14 +541,23 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 	if err != nil {
 		return nil, err
 	}
-	var found []*index.Backup
+	// A name in the project the caller acts in first, as findVolume does: another project's
+	// backup of the same name (a member may name theirs at will) must not make an admin's
+	// name for the project's own backup ambiguous [TestAdminNamesABackupOfTheProjectItActsIn].
+	var found, own []*index.Backup
 	for _, b := range all {
 		if !c.sees(b.Project) || (!c.Admin && b.Project != c.Project) {
 			continue
 		}
 		if (b.Name != "" && b.Name == ref) || (len(ref) >= 8 && strings.HasPrefix(b.ID, ref)) {
 			found = append(found, b)
+			if b.Project == c.Project && b.Name == ref {
+				own = append(own, b)
+			}
 		}
+	}
+	if len(own) > 0 {
+		found = own
 	}
 	switch len(found) {
 	case 1:

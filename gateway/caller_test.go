@@ -190,3 +190,31 @@ func TestMaintenanceNeedsAnAdmin(t *testing.T) {
 		t.Fatalf("check by the admin: %v", err)
 	}
 }
+
+// An admin acting in a project resolves a backup's name in that project first, as a volume's:
+// a member of another project who named a backup alike (cinder backup-update --name) made
+// the name ambiguous to every admin command for the project ("2 backups match").
+func TestAdminNamesABackupOfTheProjectItActsIn(t *testing.T) {
+	s, dir := newService(t)
+	p1, adminP2 := as("alice", "p1", false), as("admin", "p2", true)
+	theirs, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: image(t, dir, "a.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := s.CreateBackup(adminP2, gateway.BackupRequest{Volume: image(t, dir, "b.img", 64<<10), Name: "nightly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "nightly"
+	if _, err := s.UpdateBackup(p1, theirs.ID, gateway.BackupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.Backup(adminP2, "nightly")
+	if err != nil || b.ID != ours.ID {
+		t.Fatalf("the admin in p2 names p2's backup nightly: %v %v, want %s", b, err, ours.ID)
+	}
+	// p1's member still finds only its own.
+	if b, err := s.Backup(p1, "nightly"); err != nil || b.ID != theirs.ID {
+		t.Fatalf("p1 names its backup nightly: %v %v, want %s", b, err, theirs.ID)
+	}
+}
