@@ -136,11 +136,19 @@ func (s *Service) Snapshot(ctx context.Context, ref string) (*index.Snapshot, er
 	if err != nil {
 		return nil, err
 	}
-	var found []*index.Snapshot
+	// A name in the project the caller acts in first, as Backup does
+	// [TestAdminNamesASnapshotOfTheProjectItActsIn].
+	var found, own []*index.Snapshot
 	for _, sn := range all {
 		if c.sees(sn.Project) && ((sn.Name != "" && sn.Name == ref) || (len(ref) >= 8 && strings.HasPrefix(sn.ID, ref))) {
 			found = append(found, sn)
+			if sn.Project == c.Project && sn.Name == ref {
+				own = append(own, sn)
+			}
 		}
+	}
+	if len(own) > 0 {
+		found = own
 	}
 	switch len(found) {
 	case 1:

@@ -87,3 +87,36 @@ func TestSnapshotSizeIsTheVolumesNow(t *testing.T) {
 		t.Errorf("snapshot of a volume of %d bytes: size %d", 3<<20, sn.Size)
 	}
 }
+
+// An admin acting in a project resolves a snapshot's name in that project first, as a
+// volume's and a backup's: a member of another project who names a snapshot alike made the
+// name ambiguous to every admin command for the project ("2 snapshots match").
+func TestAdminNamesASnapshotOfTheProjectItActsIn(t *testing.T) {
+	s, _ := newService(t)
+	dir := testutil.XFSReflinkDir(t, 1<<30)
+	p1, adminP2 := as("alice", "p1", false), as("admin", "p2", true)
+	var snaps []string
+	for i, project := range []string{"p1", "p2"} {
+		vol := filepath.Join(dir, project+".img")
+		testutil.WriteImage(t, vol, 1<<20, int64(50+i), testutil.Random)
+		v, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm", Project: project})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := p1
+		if project == "p2" {
+			ctx = adminP2
+		}
+		sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID, Name: "before"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, sn.ID)
+	}
+	if sn, err := s.Snapshot(adminP2, "before"); err != nil || sn.ID != snaps[1] {
+		t.Fatalf("the admin in p2 names p2's snapshot before: %v %v, want %s", sn, err, snaps[1])
+	}
+	if sn, err := s.Snapshot(p1, "before"); err != nil || sn.ID != snaps[0] {
+		t.Fatalf("p1 names its snapshot before: %v %v, want %s", sn, err, snaps[0])
+	}
+}
