@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/cairn-backup/cairn/blockio/nbd"
 	"time"
 
+	"github.com/cairn-backup/cairn/blockio/nbd"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
