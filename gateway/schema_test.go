@@ -138,3 +138,60 @@ func overwrite(t *testing.T, path string, off int64, s string) {
 		t.Fatal(err)
 	}
 }
+
+// An index whose table a crash cut short (Badger's own goroutine panicked on it, ending every
+// start of cairn) is moved aside like any damaged index, and a new one has every backup.
+func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, admin := context.Background(), adminCtx()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image(t, dir, "vm.img", 512<<10)
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tables, _ := filepath.Glob(filepath.Join(cfg.IndexDir(), "*.sst"))
+	if len(tables) == 0 {
+		t.Fatal("the closed index has no table to cut short")
+	}
+	for _, f := range tables {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(f, fi.Size()/2); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s, err = gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open with a table cut short: %v", err)
+	}
+	defer s.Close()
+	if aside, _ := filepath.Glob(cfg.IndexDir() + ".damaged-*"); len(aside) != 1 {
+		t.Fatalf("damaged index moved to %v, want one %s.damaged-<time>", aside, cfg.IndexDir())
+	}
+	if got := restoreSHA(t, s, admin, b.ID); got != sha256File(t, img) {
+		t.Fatalf("backup %s restores to sha256 %s after the new index, want the volume's", b.ID, got)
+	}
+	if _, err := s.Volume(admin, "vm"); err != nil {
+		t.Fatalf("volume vm after the new index: %v", err)
+	}
+}

@@ -94,6 +94,9 @@ func Open(dir string) (*Index, error) {
 		WithNumLevelZeroTables(4).
 		WithNumLevelZeroTablesStall(8).
 		WithCompactL0OnClose(false)
+	if err := checkTables(dir, opts); err != nil {
+		return nil, fmt.Errorf("index %s: %w", dir, err)
+	}
 	db, err := badger.Open(opts)
 	if err != nil && strings.Contains(err.Error(), "Create a new file") {
 		// A process killed right after Badger created a log or memtable file, before it gave
