@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -190,6 +191,83 @@ func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
 	}
 	if got := restoreSHA(t, s, admin, b.ID); got != sha256File(t, img) {
 		t.Fatalf("backup %s restores to sha256 %s after the new index, want the volume's", b.ID, got)
+	}
+	if _, err := s.Volume(admin, "vm"); err != nil {
+		t.Fatalf("volume vm after the new index: %v", err)
+	}
+}
+
+// An index whose value log a crash cut short (Badger opens it, and fails only when a record is
+// read: recovery did, and refused every start) is moved aside like any damaged index, and a
+// new one has every backup and volume.
+func TestOpenMovesAsideAnIndexWithATruncatedValueLog(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, admin := context.Background(), adminCtx()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image(t, dir, "vm.img", 512<<10)
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	// Records over Badger's value threshold (1 KiB) live in the value log.
+	md := map[string]string{}
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		md[k] = strings.Repeat(k, 250)
+	}
+	var ids []string
+	for range 3 {
+		b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm", Metadata: md})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := filepath.Glob(filepath.Join(cfg.IndexDir(), "*.vlog"))
+	cut := false
+	for _, f := range logs {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > 4<<10 {
+			if err := os.Truncate(f, fi.Size()/2); err != nil {
+				t.Fatal(err)
+			}
+			cut = true
+		}
+	}
+	if !cut {
+		t.Fatalf("the closed index has no value log to cut short: %v", logs)
+	}
+
+	s, err = gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("open with a value log cut short: %v", err)
+	}
+	defer s.Close()
+	if aside, _ := filepath.Glob(cfg.IndexDir() + ".damaged-*"); len(aside) != 1 {
+		t.Fatalf("damaged index moved to %v, want one %s.damaged-<time>", aside, cfg.IndexDir())
+	}
+	for _, id := range ids {
+		b, err := s.Backup(admin, id)
+		if err != nil || b.Status != "available" || !maps.Equal(b.Metadata, md) {
+			t.Fatalf("backup %s after the new index: %+v, %v", id, b, err)
+		}
+	}
+	if got := restoreSHA(t, s, admin, ids[2]); got != sha256File(t, img) {
+		t.Fatalf("backup %s restores to sha256 %s after the new index, want the volume's", ids[2], got)
 	}
 	if _, err := s.Volume(admin, "vm"); err != nil {
 		t.Fatalf("volume vm after the new index: %v", err)

@@ -367,8 +367,13 @@ func (s *Service) bindIndex() (bool, error) {
 // catches up from the repository.
 func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 	idx, err := index.Open(dir)
-	if err == nil || errors.Is(err, index.ErrLocked) || errors.Is(err, os.ErrPermission) {
-		return idx, err
+	if err == nil {
+		if err = readRecords(idx); err == nil {
+			return idx, nil
+		}
+		idx.Close()
+	} else if errors.Is(err, index.ErrLocked) || errors.Is(err, os.ErrPermission) {
+		return nil, err
 	}
 	now := time.Now().UTC().Format("20060102T150405")
 	aside := fmt.Sprintf("%s.damaged-%s", dir, now)
@@ -386,6 +391,24 @@ func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 		log.Warn("the index could not be opened: moved aside, a new one catches up from the repository", "error", err, "moved_to", aside)
 	}
 	return index.Open(dir)
+}
+
+// readRecords reads every backup, volume and snapshot record, as recovery is about to. Badger
+// opens an index whose value log a crash cut short and fails only when a value is read: such
+// an index refused every start (recover read a truncated record), where it is a cache to move
+// aside [TestOpenMovesAsideAnIndexWithATruncatedValueLog]. The backup records stay decoded in
+// memory for the gateway (index.Backups), so this costs recovery nothing more.
+func readRecords(idx *index.Index) error {
+	if _, err := idx.Backups(); err != nil {
+		return fmt.Errorf("index %s: backup records: %w", idx.Dir(), err)
+	}
+	if _, err := idx.Volumes(); err != nil {
+		return fmt.Errorf("index %s: volume records: %w", idx.Dir(), err)
+	}
+	if _, err := idx.Snapshots(); err != nil {
+		return fmt.Errorf("index %s: snapshot records: %w", idx.Dir(), err)
+	}
+	return nil
 }
 
 // OnChange registers fn to be called whenever the set of available backups or of volumes
