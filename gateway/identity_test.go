@@ -1,11 +1,13 @@
 package gateway_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
 )
 
 // A volume managed again after it was forgotten (unmanaged, or deleted with its backups kept)
@@ -80,5 +82,68 @@ func TestVolumeIdentitySurvivesForgetting(t *testing.T) {
 	}
 	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm", Incremental: true}); err == nil {
 		t.Error("an incremental of a new volume found a parent")
+	}
+}
+
+// A forgotten volume stays forgotten when the index is lost: its backups come back from their
+// manifests, the volume does not (it came back at its old path, in the project of whichever
+// backup was adopted first, where an admin's backup into another project put it in that
+// project), and managing it again still finds its backups.
+func TestLostIndexBringsNoForgottenVolumeBack(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, admin := context.Background(), adminCtx()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := image(t, dir, "vm.img", 512<<10)
+	v, err := s.ManageVolume(admin, gateway.ManageRequest{Path: path, Name: "vm", Project: "p1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An admin's backup of p1's volume into p2, then p1's own.
+	if _, err := s.CreateBackup(as("admin", "p2", true), gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(as("u1", "p1", false), gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UnmanageVolume(admin, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cfg.IndexDir()); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if bs, err := s.ListBackups(admin, gateway.ListFilter{AllProjects: true}); err != nil || len(bs) != 2 {
+		t.Fatalf("backups after the index was lost: %d, %v; want 2", len(bs), err)
+	}
+	if vs, err := s.ListVolumes(admin, true); err != nil || len(vs) != 0 {
+		for _, v := range vs {
+			t.Errorf("volume %s (%s) in project %s came back", v.Name, v.Path, v.Project)
+		}
+		t.Fatalf("volumes after the index was lost: %d, %v; want none", len(vs), err)
+	}
+	again, err := s.ManageVolume(as("u1", "p1", false), gateway.ManageRequest{Path: path, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID != v.ID {
+		t.Errorf("managed again after the index was lost: id %s, want the earlier %s", again.ID, v.ID)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/cairn-backup/cairn/blockio/nbd"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -210,41 +209,23 @@ func (s *Service) resolveParent(ctx context.Context, b *index.Backup) error {
 	return nil
 }
 
-// ensureVolume registers the backup's volume from its manifest when the index lacks it.
+// ensureVolume registers the backup's volume from its record in the repository when the
+// index lacks it. A volume without one was forgotten (unmanaged, or deleted while its backups
+// stay: forgetVolume removes the record), and its backups stay without it, as they were on the
+// gateway that forgot it. Made again from the manifest, such a volume came back after a lost
+// index, or on another gateway, at its old path and in the backup's project, which may not
+// be the volume's: that project could then back up or restore over another project's disk
+// [TestLostIndexBringsNoForgottenVolumeBack].
 func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	if _, err := s.idx.Volume(m.VolumeID); err == nil {
 		return nil
 	}
-	// The volume's own record in the repository says more than the manifest.
-	if v := s.storedVolume(ctx, m.VolumeID); v != nil {
-		if err := s.idx.CreateVolume(v); err == nil || errors.Is(err, index.ErrExists) {
-			return nil
-		}
-	}
-	project := m.Project
-	if project == "" {
-		project = DefaultProject
-	}
-	name := m.VolumeName
-	if name == "" {
-		name = m.VolumeID
-	}
-	path := m.VolumePath
-	if _, err := s.idx.VolumeByPath(path); err == nil || path == "" {
-		path = "missing:" + m.VolumeID
-	}
-	kind := KindFile
-	if nbd.IsURI(path) {
-		kind = KindNBD
-	}
-	v := &index.Volume{ID: m.VolumeID, Name: s.freeName(project, name), Path: path, Project: project, Kind: kind,
-		Size: m.Size, Status: index.VolumeAvailable, CreatedAt: m.CreatedAt, UpdatedAt: now()}
-	if path == m.VolumePath {
-		v.Identity = m.VolumeIdentity
-	}
-	err := s.idx.CreateVolume(v)
-	if errors.Is(err, index.ErrExists) {
+	v := s.storedVolume(ctx, m.VolumeID)
+	if v == nil {
 		return nil
 	}
-	return err
+	if err := s.idx.CreateVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
+		return err
+	}
+	return nil
 }
