@@ -14,6 +14,8 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // syncBuffer is a log destination for goroutines that log at once.
@@ -271,5 +273,65 @@ func TestOpenMovesAsideAnIndexWithATruncatedValueLog(t *testing.T) {
 	}
 	if _, err := s.Volume(admin, "vm"); err != nil {
 		t.Fatalf("volume vm after the new index: %v", err)
+	}
+}
+
+// A new index whose first catch-up failed (the backend unreachable for a moment) catches up
+// at the next open: the quota limits, and the volumes without backups, that only the
+// repository's metadata objects hold come back. The index was bound to the repository before
+// they were read, so the next open took it for one that had them: the limit was gone for good
+// and the project could back up past it.
+func TestNewIndexWhoseFirstCatchUpFailedCatchesUpAtTheNextOpen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx, admin := context.Background(), adminCtx()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := int64(1)
+	if _, err := s.QuotaUpdate(admin, "p1", &limit, nil); err != nil {
+		t.Fatal(err)
+	}
+	img := image(t, dir, "vm.img", 512<<10)
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm", Project: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(cfg.IndexDir()); err != nil {
+		t.Fatal(err)
+	}
+
+	opens := 0
+	gateway.WrapBackendAtOpenForTest(t, func(be backend.Backend) backend.Backend {
+		if opens++; opens > 1 {
+			return be
+		}
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.List, Prefix: "meta/quotas/", Times: 1})
+		return f
+	})
+	if s, err := gateway.Open(ctx, cfg); err == nil {
+		s.Close()
+		t.Fatal("open with the backend failing a listing of meta/quotas/ succeeded")
+	}
+	s, err = gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if q, err := s.QuotaShow(admin, "p1"); err != nil || q.Backups != limit {
+		t.Fatalf("quota of p1 after the failed catch-up: %+v, %v; want %d backups", q, err, limit)
+	}
+	if _, err := s.Volume(as("u1", "p1", false), "vm"); err != nil {
+		t.Fatalf("volume vm after the failed catch-up: %v", err)
 	}
 }

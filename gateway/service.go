@@ -327,9 +327,15 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if fresh {
 		// A new index (a new state dir, or one moved aside): bring back what only the
 		// repository's metadata objects say (volumes without backups, snapshots, quotas).
+		// Only then is it bound: one whose catch-up failed is new again at the next open
+		// [TestNewIndexWhoseFirstCatchUpFailedCatchesUpAtTheNextOpen].
 		if _, _, _, err := s.restoreMeta(ctx, func(f string, a ...any) { s.log.Warn(fmt.Sprintf(f, a...)) }); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("catch up with the repository: %w", err)
+		}
+		if err := s.idx.SetMeta("repository", s.repo.Config().ID); err != nil {
+			s.Close()
+			return nil, err
 		}
 	}
 	if err := s.recover(ctx); err != nil {
@@ -344,8 +350,8 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	return s, nil
 }
 
-// bindIndex ties a new index to this repository (and says it was new) and refuses an index
-// of another one.
+// bindIndex says whether the index is new (Open binds it to this repository once it caught
+// up) and refuses an index of another repository.
 func (s *Service) bindIndex() (bool, error) {
 	id, err := s.idx.Meta("repository")
 	if err != nil {
@@ -354,7 +360,7 @@ func (s *Service) bindIndex() (bool, error) {
 	want := s.repo.Config().ID
 	switch id {
 	case "":
-		return true, s.idx.SetMeta("repository", want)
+		return true, nil
 	case want:
 		return false, nil
 	}
