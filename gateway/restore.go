@@ -182,6 +182,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		return nil, nil, err
 	}
+	if vol != nil && !newVol {
+		// The repository's record says so too (saveVolume stores restoring-backup as the error
+		// recovery makes of it), until the restore ends: an index lost meanwhile, or another
+		// gateway, never shows the half-written volume as available
+		// [TestLostIndexKeepsAVolumeARestoreWasWritingError].
+		s.saveVolumeLogged(ctx, vol.ID)
+	}
 	res := &RestoreResult{BackupID: b.ID, Path: path, Size: b.Size}
 	if vol != nil {
 		res.VolumeID, res.VolumeName = vol.ID, vol.Name

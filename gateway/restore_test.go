@@ -126,6 +126,39 @@ func TestRecoveryEndsARestoreACrashInterrupted(t *testing.T) {
 	}
 }
 
+// A volume a restore was writing when the process died, and whose index was then lost (a
+// crash can leave it damaged, and it is moved aside), is error like one recovery ends: its
+// record in the repository said available all through the restore, so the new index showed
+// half-written contents as an intact volume.
+func TestLostIndexKeepsAVolumeARestoreWasWritingError(t *testing.T) {
+	dir := t.TempDir()
+	bg := context.Background()
+	cfg := newRepo(t, dir)
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := backedUp(t, s, dir)
+	if _, _, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close() // the process dies: the job never ends
+	if err := os.RemoveAll(cfg.IndexDir()); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = gateway.Open(bg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	v, err := s.Volume(adminCtx(), "vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Status != index.VolumeError || !strings.Contains(v.FailReason, "restore") {
+		t.Fatalf("volume after the crash and a lost index: %s (%q); want error, saying a restore did not finish", v.Status, v.FailReason)
+	}
+}
+
 // A restore onto a file checks that nothing uses it when its job runs, not only when it was
 // accepted: a queued restore whose target was attached to a loop device meanwhile (and so may
 // be mounted) refuses, and the file keeps its contents. Before (found by review), the job
