@@ -1617,3 +1617,46 @@ func twoCopiesSetup(t *testing.T, vol []byte) (f *fixture, mA, mB *repo.Manifest
 	f.damage(t, used)
 	return f, mA, mB, first, good, used
 }
+
+// Many readers of an image (a mount's FUSE threads, NBD clients) on a process whose index has
+// not heard of a repack elsewhere all miss at once: each follows the move, none fails because
+// another reader's sync of the index was still running (or had just run) when it missed.
+func TestImageConcurrentReadersFollowARepackElsewhere(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	g := f.peer(t, "g", repo.LockOptions{})
+	ctx := context.Background()
+	base := randomVolume(23, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	changed := append([]byte(nil), base...)
+	copy(changed[:3<<20], randomVolume(24, 3<<20))
+	mB := f.backup(t, "b", &memSource{data: changed}, mA)
+	if _, err := g.r.Sync(ctx, false); err != nil { // g knows the packs as they were
+		t.Fatal(err)
+	}
+	im := g.r.Image(mB)
+	p := make([]byte, 4<<10)
+	if _, err := im.ReadAt(p, 0); err != nil { // g's tree nodes are cached, its last sync is now
+		t.Fatal(err)
+	}
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.gc(t); st.PacksRepacked == 0 {
+		t.Fatalf("gc repacked nothing: %+v", st)
+	}
+	// Single blocks of the moved last MiB, each by its own reader, all at once.
+	var wg sync.WaitGroup
+	for off := 3 << 20; off < 4<<20; off += 16 << 10 {
+		wg.Go(func() {
+			p := make([]byte, 4<<10)
+			if _, err := im.ReadAt(p, int64(off)); err != nil {
+				t.Errorf("read at %d: %v", off, err)
+				return
+			}
+			if !bytes.Equal(p, changed[off:off+len(p)]) {
+				t.Errorf("read at %d after a repack elsewhere differs from the volume", off)
+			}
+		})
+	}
+	wg.Wait()
+}

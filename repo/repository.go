@@ -29,8 +29,9 @@ type Repository struct {
 	readOnly bool
 	syncMu   sync.Mutex // one Sync at a time
 
-	missMu       sync.Mutex
-	lastMissSync time.Time // guarded by missMu
+	missMu       sync.Mutex // held through a miss's sync: another miss meanwhile waits for it
+	lastMissSync time.Time  // when the last miss's sync ended; guarded by missMu
+	lastMissOK   bool       // whether it succeeded; guarded by missMu
 	log          func(format string, args ...any)
 
 	nodes  *cache[Address, *node]
@@ -234,17 +235,22 @@ func (r *Repository) openBlob(dst, stored []byte, t BlobType, addr Address, loc 
 var frames = sync.Pool{New: func() any { return new([]byte) }}
 
 // syncAfterMiss brings the index up to date after a read found a blob missing, at most once
-// a second, and reports whether it did.
+// a second, and reports whether the index may have learned where it is since (the caller then
+// looks again). A miss while another's sync runs waits for that sync: the index is being
+// changed under it (a deletion record's packs forgotten before its blobs' new packs are
+// learned), and what it missed may be there once the sync ends.
 func (r *Repository) syncAfterMiss(ctx context.Context) bool {
 	r.missMu.Lock()
+	defer r.missMu.Unlock()
 	if time.Since(r.lastMissSync) < time.Second {
-		r.missMu.Unlock()
-		return false
+		return r.lastMissOK // a sync just ended, perhaps after this reader's lookup: look again
 	}
-	r.lastMissSync = time.Now()
-	r.missMu.Unlock()
 	_, err := r.Sync(ctx, false)
-	return err == nil
+	if cancelledBy(ctx, err) {
+		return false // this reader's end, not the sync's: the next miss syncs again
+	}
+	r.lastMissSync, r.lastMissOK = time.Now(), err == nil
+	return r.lastMissOK
 }
 
 // missingPack is a pack the index lists but the backend does not have: data lost, so it
