@@ -111,12 +111,22 @@ func (d *dir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.
 	if e == nil {
 		return nil, syscall.ENOENT
 	}
+	n := e.node()
 	out.Attr = e.attr
 	if e.short {
+		// What changes (backup.json, latest) answers its attributes as they are now: the
+		// listing may be older (a backup's directory is listed once).
+		if g, ok := n.(fs.NodeGetattrer); ok {
+			var a fuse.AttrOut
+			if errno := g.Getattr(ctx, nil, &a); errno != 0 {
+				return nil, errno
+			}
+			out.Attr = a.Attr
+		}
 		out.SetEntryTimeout(shortTimeout)
 		out.SetAttrTimeout(shortTimeout)
 	}
-	return d.NewInode(ctx, e.node(), fs.StableAttr{Mode: e.attr.Mode & syscall.S_IFMT, Ino: e.attr.Ino}), 0
+	return d.NewInode(ctx, n, fs.StableAttr{Mode: e.attr.Mode & syscall.S_IFMT, Ino: e.attr.Ino}), 0
 }
 
 // Readdir lists the directory.

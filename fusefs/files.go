@@ -119,7 +119,64 @@ func (n *imageFile) Lseek(ctx context.Context, fh fs.FileHandle, off uint64, whe
 	return uint64(min(dataEnd, end) - n.offset), 0
 }
 
-// bytesFile is a small file held in memory (backup.json).
+// recordFile is backup.json: the backup's record as the index has it when the file is opened.
+// Unlike the image, the record changes (a rename, protect, a restore's outcome, here or on
+// another gateway), so each open reads it afresh and reads bypass the page cache: a kept
+// page, or a size the kernel cached, would show the record as it was.
+type recordFile struct {
+	fileBase
+	f  *FS
+	id string
+}
+
+var (
+	_ fs.NodeOpener    = (*recordFile)(nil)
+	_ fs.NodeReader    = (*recordFile)(nil)
+	_ fs.NodeGetattrer = (*recordFile)(nil)
+)
+
+// recordHandle is one open of backup.json: the record as it was then.
+type recordHandle struct{ data []byte }
+
+// Open reads the record.
+func (n *recordFile) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	rec, errno := n.f.record(n.id)
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	return &recordHandle{data: rec}, fuse.FOPEN_DIRECT_IO, 0
+}
+
+// Getattr reports the size of the record as it is now, briefly cached.
+func (n *recordFile) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	rec, errno := n.f.record(n.id)
+	if errno != 0 {
+		return errno
+	}
+	out.Attr = n.attr
+	out.Size = uint64(len(rec))
+	out.Blocks = (out.Size + 511) / 512
+	out.SetTimeout(shortTimeout)
+	return 0
+}
+
+// Read reads the record of the open.
+func (n *recordFile) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := fh.(*recordHandle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	if off >= int64(len(h.data)) {
+		return fuse.ReadResultData(nil), 0
+	}
+	end := min(off+int64(len(dest)), int64(len(h.data)))
+	return fuse.ReadResultData(h.data[off:end]), 0
+}
+
+// bytesFile is a small file held in memory (the LVM metadata text).
 type bytesFile struct {
 	fileBase
 	data []byte

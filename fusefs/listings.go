@@ -169,11 +169,10 @@ func (f *FS) manifest(ctx context.Context, b *index.Backup) (*repo.Manifest, err
 // listBackup: backup.json, disk.img and, with a partition table, partitions/; with LVM
 // physical volumes on the image or its partitions, lvm/.
 func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]entry, error) {
-	rec, err := json.MarshalIndent(b, "", "  ")
+	rec, err := recordJSON(b)
 	if err != nil {
 		return nil, err
 	}
-	rec = append(rec, '\n')
 	m, err := f.manifest(ctx, b)
 	if err != nil {
 		return nil, err
@@ -181,7 +180,7 @@ func (f *FS) listBackup(ctx context.Context, kind string, b *index.Backup) ([]en
 	img := f.repo.Image(m)
 	dataBytes := min(b.Stats.DataBlocks*int64(f.repo.Config().BlockSize), b.Size)
 	out := []entry{
-		f.fileEntry("backup.json", ino("record", b.ID), b.CreatedAt, func() fileNode { return &bytesFile{data: rec} }, int64(len(rec)), int64(len(rec))),
+		f.recordEntry(b, int64(len(rec))),
 		f.fileEntry("disk.img", ino("disk", b.ID), b.CreatedAt, func() fileNode {
 			return &imageFile{f: f, img: f.repo.Image(m), backupID: b.ID, name: "disk.img", size: m.Size}
 		}, b.Size, dataBytes),
@@ -222,4 +221,42 @@ func (f *FS) listPartitions(b *index.Backup, m *repo.Manifest, parts []part.Part
 func (f *FS) latestEntry(d *dir, volumeID, target string, newest *index.Backup) entry {
 	a := f.attr(ino("latest", volumeID), syscall.S_IFLNK|0o777, int64(len(target)), newest.CreatedAt)
 	return entry{name: "latest", attr: a, short: true, target: target, node: func() fs.InodeEmbedder { return &latestLink{vol: d} }}
+}
+
+// recordEntry is a backup's backup.json, whose content is read from the index at each open
+// (recordFile): size is the record's size now, and the kernel keeps it only briefly.
+func (f *FS) recordEntry(b *index.Backup, size int64) entry {
+	e := f.fileEntry("backup.json", ino("record", b.ID), b.CreatedAt, func() fileNode { return &recordFile{f: f, id: b.ID} }, size, size)
+	e.short = true
+	return e
+}
+
+// record is backup id's record as backup.json shows it, read from the index now; a backup
+// gone from the tree (deleted, or no longer visible to the mount) has none.
+func (f *FS) record(id string) ([]byte, syscall.Errno) {
+	b, err := f.ix.Backup(id)
+	if errors.Is(err, index.ErrNotFound) {
+		return nil, syscall.ENOENT
+	}
+	if err != nil {
+		f.log.Error("read backup record failed", "backup_id", id, "err", err)
+		return nil, errno(err)
+	}
+	if !f.visible(b) {
+		return nil, syscall.ENOENT
+	}
+	rec, err := recordJSON(b)
+	if err != nil {
+		return nil, syscall.EIO
+	}
+	return rec, 0
+}
+
+// recordJSON is the text of backup.json.
+func recordJSON(b *index.Backup) ([]byte, error) {
+	rec, err := json.MarshalIndent(b, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(rec, '\n'), nil
 }

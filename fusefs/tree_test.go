@@ -5,6 +5,7 @@ package fusefs
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -381,6 +382,51 @@ func TestTreeShowsABackupBeingRestored(t *testing.T) {
 	for _, p := range []string{"volumes/vm/latest/disk.img", "backups/b2/disk.img"} {
 		if got, err := os.ReadFile(filepath.Join(x.mnt, p)); err != nil || !bytes.Equal(got, two) {
 			t.Errorf("%s while b2 is restored: %d bytes, %v; want b2's (b1's: %v)", p, len(got), err, bytes.Equal(got, one))
+		}
+	}
+}
+
+// TestTreeRecordFollowsTheIndex: backup.json is the backup's record as it is now. A backup
+// renamed, described and protected (by this gateway or another) after its directory was
+// first read shows its new record there, under its new directory name and under backups/.
+func TestTreeRecordFollowsTheIndex(t *testing.T) {
+	x := newTreeFixture(t, Options{})
+	x.volume(t, "v1", "vm", "admin")
+	x.backup(t, "b1", "v1", "admin", 0, randomBytes(5, 40<<10))
+	read := func(p string) index.Backup {
+		t.Helper()
+		raw, err := os.ReadFile(filepath.Join(x.mnt, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b index.Backup
+		if err := json.Unmarshal(raw, &b); err != nil {
+			t.Fatalf("%s: %v: %q", p, err, raw)
+		}
+		return b
+	}
+	for _, p := range []string{"backups/b1/backup.json", "volumes/vm/2026-11-24T101500Z/backup.json"} {
+		if b := read(p); b.ID != "b1" || b.Name != "" || b.Protected {
+			t.Fatalf("%s = %+v", p, b)
+		}
+	}
+	if _, err := x.ix.UpdateBackup("b1", func(b *index.Backup) error {
+		b.Name, b.Description, b.Protected = "nightly", "kept for the audit", true
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	x.fs.Refresh(context.Background())
+	for _, p := range []string{"backups/b1/backup.json", "volumes/vm/2026-11-24T101500Z-nightly/backup.json"} {
+		if b := read(p); b.Name != "nightly" || b.Description != "kept for the audit" || !b.Protected {
+			t.Errorf("%s after a rename and protect = name %q, description %q, protected %v", p, b.Name, b.Description, b.Protected)
+		}
+	}
+	time.Sleep(shortTimeout + 100*time.Millisecond) // the kernel asks again for what it had cached
+	for _, p := range []string{"backups/b1/backup.json", "volumes/vm/2026-11-24T101500Z-nightly/backup.json"} {
+		raw, _ := os.ReadFile(filepath.Join(x.mnt, p))
+		if st, err := os.Stat(filepath.Join(x.mnt, p)); err != nil || st.Size() != int64(len(raw)) {
+			t.Errorf("%s: stat %v, %v; the record is %d bytes", p, st, err, len(raw))
 		}
 	}
 }
