@@ -817,3 +817,39 @@ func TestMountServesCommands(t *testing.T) {
 		t.Errorf("second mount: %q does not name the holder (%s ...)", msg, want)
 	}
 }
+
+// TestFuseFollowsAnotherProcess: a mount shows what another process with its own index
+// (another gateway or host on the repository) stores and deletes, at its next refresh: a new
+// backup appears with the source's bytes, and a deleted one leaves the tree.
+func TestFuseFollowsAnotherProcess(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol1, vol2 := filepath.Join(dir, "vol1.img"), filepath.Join(dir, "vol2.img")
+	testutil.WriteImage(t, vol1, 2*mib, 31, testutil.Mixed)
+	testutil.WriteImage(t, vol2, 2*mib, 32, testutil.Mixed)
+	b1 := r.createBackup(vol1)
+	m := mountCairn(t, r, "--refresh", "200ms")
+	if _, err := os.Stat(m.path("backups", b1.ID, "disk.img")); err != nil {
+		t.Fatalf("%v\n%s", err, m.stderr)
+	}
+	other := r.elsewhere()
+	b2 := other.createBackup(vol2)
+	other.mustRun("backup", "delete", "--yes", b1.ID)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err1 := os.Stat(m.path("backups", b1.ID))
+		_, err2 := os.Stat(m.path("backups", b2.ID, "disk.img"))
+		if errors.Is(err1, os.ErrNotExist) && err2 == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after another process stored %s and deleted %s: stat of the new one %v, of the deleted one %v\n%s",
+				b2.ID, b1.ID, err2, err1, m.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got, want := testutil.SHA256File(t, m.path("backups", b2.ID, "disk.img")), testutil.SHA256File(t, vol2); got != want {
+		t.Errorf("backups/%s/disk.img: sha256 %s, want the source's %s", b2.ID, got, want)
+	}
+}

@@ -87,14 +87,24 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 		case <-done:
 			return nil // unmounted from outside
 		case <-tick:
-			fsys.Refresh(ctx)
+			refreshMount(ctx, s, fsys, log)
 		case <-hup:
-			fsys.Refresh(ctx)
+			refreshMount(ctx, s, fsys, log)
 		case <-ctx.Done():
 			stopMount(g, fsys, c.Dir, done)
 			return nil
 		}
 	}
+}
+
+// refreshMount shows what changed since the last refresh: what other processes on the
+// repository stored, deleted or changed (the catch-up a gateway runs; a change it finds
+// refreshes the tree through OnChange), then the index as it is now.
+func refreshMount(ctx context.Context, s *gateway.Service, fsys *fusefs.FS, log *slog.Logger) {
+	if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("cannot catch up with the repository", "error", err)
+	}
+	fsys.Refresh(ctx)
 }
 
 // stopMount unmounts on a signal; with files still open it detaches lazily, so the mount
