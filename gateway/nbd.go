@@ -93,7 +93,18 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 		ref = rest
 	}
 	ref, vg, lv := parseExportName(ref)
+	// What another process stored since this index last looked is exported at once: a
+	// volume's latest is resolved after a catch-up, and an id this index does not know is
+	// looked up again after one ('cairn nbd' runs no other catch-up).
+	latest := strings.HasSuffix(ref, latestSuffix)
+	if latest {
+		e.catchUp(ctx)
+	}
 	b, err := e.backup(ref, visible)
+	if errors.Is(err, nbd.ErrUnknownExport) && !latest {
+		e.catchUp(ctx)
+		b, err = e.backup(ref, visible)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +129,14 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
 	}
 	return v, nil
+}
+
+// catchUp brings the index up to date with what other processes stored and deleted; when it
+// cannot, the export is resolved from the index as it is.
+func (e *NBDExports) catchUp(ctx context.Context) {
+	if err := e.s.CatchUp(ctx); err != nil && ctx.Err() == nil {
+		e.s.log.Warn("cannot catch up with the repository", "error", err)
+	}
 }
 
 // lvmSuffix ends a backup's export name where a logical volume's VG/LV follows.

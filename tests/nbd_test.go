@@ -321,3 +321,36 @@ func TestGatewayNBD(t *testing.T) {
 		t.Error("the gateway's NBD listener outlived it")
 	}
 }
+
+// TestNBDFollowsAnotherProcess: 'cairn nbd' holds its index for as long as it runs, so what
+// another process with its own index (another gateway or host on the repository) stores
+// must reach it through the repository: a backup stored there is exported by id and as its
+// volume's latest at once, and one deleted there is refused.
+func TestNBDFollowsAnotherProcess(t *testing.T) {
+	testutil.RequireCommand(t, "qemu-img")
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, img, 2*mib, 91, testutil.Mixed)
+	r.mustRun("volume", "manage", img, "--name", "vm")
+	first := r.createBackup("vm")
+	s := startNBD(t, r)
+	if got, want := qemuConvert(t, s.uri("vm/latest"), filepath.Join(dir, "first.raw")), testutil.SHA256File(t, img); got != want {
+		t.Fatalf("vm/latest: sha256 %s, want %s", got, want)
+	}
+
+	other := r.elsewhere()
+	testutil.ScatterWrites(t, img, 92, 0.2, 4<<10, 64<<10)
+	want := testutil.SHA256File(t, img)
+	second := other.createBackup(img)
+	other.mustRun("backup", "delete", "--yes", first.ID)
+	if got := qemuConvert(t, s.uri(second.ID), filepath.Join(dir, "second.raw")); got != want {
+		t.Errorf("export %s stored by another process: sha256 %s, want the source's %s", second.ID, got, want)
+	}
+	if got := qemuConvert(t, s.uri("vm/latest"), filepath.Join(dir, "latest.raw")); got != want {
+		t.Errorf("vm/latest after another process stored a newer backup: sha256 %s, want the source's %s", got, want)
+	}
+	if out, err := exec.Command("qemu-img", "info", s.uri(first.ID)).CombinedOutput(); err == nil {
+		t.Errorf("export %s deleted by another process: qemu-img info succeeded: %s", first.ID, out)
+	}
+}
