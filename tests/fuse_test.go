@@ -853,3 +853,63 @@ func TestFuseFollowsAnotherProcess(t *testing.T) {
 		t.Errorf("backups/%s/disk.img: sha256 %s, want the source's %s", b2.ID, got, want)
 	}
 }
+
+// TestFuseReadsFollowAGCElsewhere: a mount reads a backup whose pack another process's gc
+// repacked (its parent deleted there): the mount's index still names the old pack, and its
+// reads, many at once, follow the blobs to their new pack and give the source's bytes.
+func TestFuseReadsFollowAGCElsewhere(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 8*mib, 33, testutil.Random)
+	first := r.createBackup(vol)
+	// Most of the volume changes: the first backup's pack is mostly what only it needs, and
+	// gc repacks the rest of it (shared with the second, a full that deduplicates against
+	// it) once the first is gone.
+	changed := filepath.Join(dir, "changed.img")
+	testutil.WriteImage(t, changed, 6*mib, 34, testutil.Random)
+	b, err := os.ReadFile(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(vol, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := testutil.SHA256File(t, vol)
+	second := r.createBackup(vol)
+	m := mountCairn(t, r, "--refresh", "0")
+	img := m.path("backups", second.ID, "disk.img")
+	if _, err := os.Stat(img); err != nil {
+		t.Fatalf("%v\n%s", err, m.stderr)
+	}
+
+	other := r.elsewhere()
+	other.mustRun("backup", "delete", "--yes", first.ID)
+	var gc struct {
+		PacksRepacked int `json:"packs_repacked"`
+	}
+	other.mustJSON(&gc, "repo", "gc")
+	if gc.PacksRepacked == 0 {
+		t.Fatalf("gc elsewhere repacked nothing: %+v", gc)
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			if got := testutil.SHA256File(t, img); got != want {
+				t.Errorf("reader %d of backups/%s/disk.img after a gc elsewhere: sha256 %s, want the source's %s", i, second.ID, got, want)
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.Logf("cairn mount:\n%s", m.stderr)
+	}
+}
