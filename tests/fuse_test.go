@@ -913,3 +913,41 @@ func TestFuseReadsFollowAGCElsewhere(t *testing.T) {
 		t.Logf("cairn mount:\n%s", m.stderr)
 	}
 }
+
+// TestFuseRecordFollowsAnotherProcess: a backup protected by another process shows so in
+// the mount's backup.json at its next refresh, though the mount read the file before.
+func TestFuseRecordFollowsAnotherProcess(t *testing.T) {
+	requireFuse(t)
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 35, testutil.Mixed)
+	b := r.createBackup(vol)
+	m := mountCairn(t, r, "--refresh", "200ms")
+	type record struct {
+		Protected bool `json:"protected"`
+	}
+	read := func() record {
+		t.Helper()
+		raw, err := os.ReadFile(m.path("backups", b.ID, "backup.json"))
+		if err != nil {
+			t.Fatalf("%v\n%s", err, m.stderr)
+		}
+		var rec record
+		if err := json.Unmarshal(raw, &rec); err != nil {
+			t.Fatalf("backup.json: %v: %q", err, raw)
+		}
+		return rec
+	}
+	if read().Protected {
+		t.Fatal("backup.json says protected before anyone protected it")
+	}
+	r.elsewhere().mustRun("backup", "protect", b.ID)
+	deadline := time.Now().Add(10 * time.Second)
+	for !read().Protected {
+		if time.Now().After(deadline) {
+			t.Fatalf("10 s after another process protected %s, backup.json still says it is not\n%s", b.ID, m.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
