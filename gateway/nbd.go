@@ -250,10 +250,11 @@ func (e *NBDExports) volumes(ref string, visible func(*index.Backup) bool) ([]ex
 // VOLUME_ID/latest where names repeat). It does not list the logical volumes inside them:
 // that would read every image's LVM metadata for one listing. With tokens it refuses: a
 // listing has no credentials.
-func (e *NBDExports) List(context.Context) ([]string, error) {
+func (e *NBDExports) List(ctx context.Context) ([]string, error) {
 	if e.o.Tokens != nil {
 		return nil, errors.New("this server checks tokens and NBD_OPT_LIST carries none: name the export TOKEN@BACKUP_ID ('cairn backup list' shows the ids)")
 	}
+	e.catchUp(ctx) // as Lookup: name what other processes stored, not what they deleted
 	bs, err := e.s.idx.Backups()
 	if err != nil {
 		return nil, err

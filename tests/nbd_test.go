@@ -354,3 +354,30 @@ func TestNBDFollowsAnotherProcess(t *testing.T) {
 		t.Errorf("export %s deleted by another process: qemu-img info succeeded: %s", first.ID, out)
 	}
 }
+
+// TestNBDListFollowsAnotherProcess: NBD_OPT_LIST of 'cairn nbd' names a backup another
+// process stored since the server started, and no longer one it deleted.
+func TestNBDListFollowsAnotherProcess(t *testing.T) {
+	testutil.RequireCommand(t, "qemu-nbd")
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, img, 2*mib, 93, testutil.Mixed)
+	first := r.createBackup(img)
+	s := startNBD(t, r)
+	other := r.elsewhere()
+	testutil.ScatterWrites(t, img, 94, 0.2, 4<<10, 64<<10)
+	second := other.createBackup(img)
+	other.mustRun("backup", "delete", "--yes", first.ID)
+	host, port, _ := net.SplitHostPort(s.addr)
+	out, err := exec.Command("qemu-nbd", "--list", "-b", host, "-p", port).CombinedOutput()
+	if err != nil {
+		t.Fatalf("qemu-nbd --list: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "export: '"+second.ID+"'\n") {
+		t.Errorf("qemu-nbd --list lacks %s, stored by another process:\n%s", second.ID, out)
+	}
+	if strings.Contains(string(out), "export: '"+first.ID+"'\n") {
+		t.Errorf("qemu-nbd --list names %s, deleted by another process:\n%s", first.ID, out)
+	}
+}
