@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/repo"
 )
 
 // A volume managed again after it was forgotten (unmanaged, or deleted with its backups kept)
@@ -91,18 +90,9 @@ func TestVolumeIdentitySurvivesForgetting(t *testing.T) {
 // project), and managing it again still finds its backups.
 func TestLostIndexBringsNoForgottenVolumeBack(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	cfg, s := openedRepo(t, dir)
 	ctx, admin := context.Background(), adminCtx()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	path := image(t, dir, "vm.img", 512<<10)
 	v, err := s.ManageVolume(admin, gateway.ManageRequest{Path: path, Name: "vm", Project: "p1"})
 	if err != nil {

@@ -42,18 +42,9 @@ func (s *syncBuffer) String() string {
 // onto the old backups and restores too.
 func TestOldSchemaIndexRebuiltOnOpen(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	cfg, s := openedRepo(t, dir)
 	ctx, admin := context.Background(), adminCtx()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	img := image(t, dir, "vm.img", 512<<10)
 	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
 		t.Fatal(err)
@@ -146,18 +137,9 @@ func overwrite(t *testing.T, path string, off int64, s string) {
 // start of cairn) is moved aside like any damaged index, and a new one has every backup.
 func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	cfg, s := openedRepo(t, dir)
 	ctx, admin := context.Background(), adminCtx()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	img := image(t, dir, "vm.img", 512<<10)
 	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
 		t.Fatal(err)
@@ -204,18 +186,9 @@ func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
 // new one has every backup and volume.
 func TestOpenMovesAsideAnIndexWithATruncatedValueLog(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	cfg, s := openedRepo(t, dir)
 	ctx, admin := context.Background(), adminCtx()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	img := image(t, dir, "vm.img", 512<<10)
 	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
 		t.Fatal(err)
@@ -283,18 +256,9 @@ func TestOpenMovesAsideAnIndexWithATruncatedValueLog(t *testing.T) {
 // and the project could back up past it.
 func TestNewIndexWhoseFirstCatchUpFailedCatchesUpAtTheNextOpen(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
+	cfg, s := openedRepo(t, dir)
 	ctx, admin := context.Background(), adminCtx()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var err error
 	limit := int64(1)
 	if _, err := s.QuotaUpdate(admin, "p1", &limit, nil); err != nil {
 		t.Fatal(err)
@@ -334,4 +298,23 @@ func TestNewIndexWhoseFirstCatchUpFailedCatchesUpAtTheNextOpen(t *testing.T) {
 	if _, err := s.Volume(as("u1", "p1", false), "vm"); err != nil {
 		t.Fatalf("volume vm after the failed catch-up: %v", err)
 	}
+}
+
+// openedRepo initialises a local repository under dir, with the default state directory beside
+// it, and opens a service on it; the test closes it (and may open the config again).
+func openedRepo(t *testing.T, dir string) (gateway.Config, *gateway.Service) {
+	t.Helper()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
+	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, s
 }
