@@ -4,30 +4,17 @@ import (
 	"context"
 	"maps"
 	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/repo"
 )
 
 // What backup-update changes is in the manifest: an index built again from the repository
 // keeps it, for a backup updated when available and for one updated while it was creating.
 func TestUpdateBackupSurvivesARebuiltIndex(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := adminCtx()
+	cfg, s := openedRepo(t, dir)
+	ctx, admin := context.Background(), adminCtx()
 	vol := image(t, dir, "vol.img", 256<<10)
 	done, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: vol, Name: "a", Metadata: map[string]string{"k": "v"}})
 	if err != nil {

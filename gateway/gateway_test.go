@@ -20,18 +20,7 @@ import (
 func newService(t testing.TB) (*gateway.Service, string) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, s := openedRepo(t, dir)
 	t.Cleanup(func() { s.Close() })
 	return s, dir
 }

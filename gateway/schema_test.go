@@ -138,8 +138,7 @@ func overwrite(t *testing.T, path string, off int64, s string) {
 func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
 	dir := t.TempDir()
 	cfg, s := openedRepo(t, dir)
-	ctx, admin := context.Background(), adminCtx()
-	var err error
+	admin := adminCtx()
 	img := image(t, dir, "vm.img", 512<<10)
 	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
 		t.Fatal(err)
@@ -165,20 +164,7 @@ func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
 		}
 	}
 
-	s, err = gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open with a table cut short: %v", err)
-	}
-	defer s.Close()
-	if aside, _ := filepath.Glob(cfg.IndexDir() + ".damaged-*"); len(aside) != 1 {
-		t.Fatalf("damaged index moved to %v, want one %s.damaged-<time>", aside, cfg.IndexDir())
-	}
-	if got := restoreSHA(t, s, admin, b.ID); got != sha256File(t, img) {
-		t.Fatalf("backup %s restores to sha256 %s after the new index, want the volume's", b.ID, got)
-	}
-	if _, err := s.Volume(admin, "vm"); err != nil {
-		t.Fatalf("volume vm after the new index: %v", err)
-	}
+	movedAside(t, cfg, "a table cut short", b.ID, img)
 }
 
 // An index whose value log a crash cut short (Badger opens it, and fails only when a record is
@@ -187,8 +173,7 @@ func TestOpenMovesAsideAnIndexWithATruncatedTable(t *testing.T) {
 func TestOpenMovesAsideAnIndexWithATruncatedValueLog(t *testing.T) {
 	dir := t.TempDir()
 	cfg, s := openedRepo(t, dir)
-	ctx, admin := context.Background(), adminCtx()
-	var err error
+	admin := adminCtx()
 	img := image(t, dir, "vm.img", 512<<10)
 	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
 		t.Fatal(err)
@@ -227,25 +212,12 @@ func TestOpenMovesAsideAnIndexWithATruncatedValueLog(t *testing.T) {
 		t.Fatalf("the closed index has no value log to cut short: %v", logs)
 	}
 
-	s, err = gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatalf("open with a value log cut short: %v", err)
-	}
-	defer s.Close()
-	if aside, _ := filepath.Glob(cfg.IndexDir() + ".damaged-*"); len(aside) != 1 {
-		t.Fatalf("damaged index moved to %v, want one %s.damaged-<time>", aside, cfg.IndexDir())
-	}
+	s = movedAside(t, cfg, "a value log cut short", ids[2], img)
 	for _, id := range ids {
 		b, err := s.Backup(admin, id)
 		if err != nil || b.Status != "available" || !maps.Equal(b.Metadata, md) {
 			t.Fatalf("backup %s after the new index: %+v, %v", id, b, err)
 		}
-	}
-	if got := restoreSHA(t, s, admin, ids[2]); got != sha256File(t, img) {
-		t.Fatalf("backup %s restores to sha256 %s after the new index, want the volume's", ids[2], got)
-	}
-	if _, err := s.Volume(admin, "vm"); err != nil {
-		t.Fatalf("volume vm after the new index: %v", err)
 	}
 }
 
@@ -302,7 +274,7 @@ func TestNewIndexWhoseFirstCatchUpFailedCatchesUpAtTheNextOpen(t *testing.T) {
 
 // openedRepo initialises a local repository under dir, with the default state directory beside
 // it, and opens a service on it; the test closes it (and may open the config again).
-func openedRepo(t *testing.T, dir string) (gateway.Config, *gateway.Service) {
+func openedRepo(t testing.TB, dir string) (gateway.Config, *gateway.Service) {
 	t.Helper()
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
 	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
@@ -317,4 +289,26 @@ func openedRepo(t *testing.T, dir string) (gateway.Config, *gateway.Service) {
 		t.Fatal(err)
 	}
 	return cfg, s
+}
+
+// movedAside opens cfg's service again (closed when the test ends) on an index that damage
+// (what) must have moved aside, and checks that the new index restores backup id to img's
+// bytes and knows volume "vm".
+func movedAside(t *testing.T, cfg gateway.Config, what, id, img string) *gateway.Service {
+	t.Helper()
+	s, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("open with %s: %v", what, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if aside, _ := filepath.Glob(cfg.IndexDir() + ".damaged-*"); len(aside) != 1 {
+		t.Fatalf("damaged index moved to %v, want one %s.damaged-<time>", aside, cfg.IndexDir())
+	}
+	if got := restoreSHA(t, s, adminCtx(), id); got != sha256File(t, img) {
+		t.Fatalf("backup %s restores to sha256 %s after the new index, want the volume's", id, got)
+	}
+	if _, err := s.Volume(adminCtx(), "vm"); err != nil {
+		t.Fatalf("volume vm after the new index: %v", err)
+	}
+	return s
 }

@@ -12,7 +12,6 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/repo"
 )
 
 // A command a gateway runs for a client reads a relative --password-file in the client's
@@ -21,16 +20,7 @@ import (
 // with "stat /pass: no such file or directory".
 func TestForwardedPasswordFileRelativeToClient(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), Password: "secret"}
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := openedGateway(t, gateway.Config{Repo: filepath.Join(dir, "repo"), Password: "secret"})
 	cwd := filepath.Join(dir, "client")
 	if err := os.MkdirAll(cwd, 0o700); err != nil {
 		t.Fatal(err)
@@ -73,24 +63,7 @@ func execOn(t *testing.T, s *gateway.Service, req execRequest) (int, string) {
 // "--read-only on a writable repository changes no byte of it".
 func TestForwardedReadOnlyRefusedByWritableGateway(t *testing.T) {
 	dir := t.TempDir()
-	cfg := gateway.Config{Repo: filepath.Join(dir, "repo")}
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
-	vol := filepath.Join(dir, "vm.img")
-	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
+	s, admin := gatewayWithVolume(t, gateway.Config{Repo: filepath.Join(dir, "repo")}, dir)
 	sock := filepath.Join(dir, "cairn.sock")
 	l, err := listenUnix(sock)
 	if err != nil {
@@ -104,7 +77,7 @@ func TestForwardedReadOnlyRefusedByWritableGateway(t *testing.T) {
 		{"--quiet", "backup", "create", "vm"}, // with CAIRN_READ_ONLY=1, which the gateway does not see
 	} {
 		var out, errb bytes.Buffer
-		code, ok := forward(bg, &Globals{Socket: sock, ReadOnly: true, Project: gateway.DefaultProject}, args, &out, &errb)
+		code, ok := forward(context.Background(), &Globals{Socket: sock, ReadOnly: true, Project: gateway.DefaultProject}, args, &out, &errb)
 		if !ok || code != exitInvalid || strings.Count(errb.String(), "\n") != 1 || !strings.Contains(errb.String(), "--read-only") {
 			t.Errorf("%v read-only on a writable gateway: forwarded %v, exit %d, want %d and one line naming --read-only: %q", args, ok, code, exitInvalid, errb.String())
 		}

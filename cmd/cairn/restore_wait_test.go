@@ -125,16 +125,8 @@ func TestBackupWaitCancelledByForceDeleteIsCancelled(t *testing.T) {
 // embedded CLI's caller.
 func gatewayWithVolume(t *testing.T, cfg gateway.Config, dir string) (*gateway.Service, context.Context) {
 	t.Helper()
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	admin := gateway.WithCaller(bg, gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
+	s := openedGateway(t, cfg)
+	admin := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: gateway.DefaultProject, Admin: true})
 	vol := filepath.Join(dir, "vm.img")
 	if err := os.WriteFile(vol, bytes.Repeat([]byte("volume!!"), 32<<10), 0o600); err != nil {
 		t.Fatal(err)
@@ -156,4 +148,20 @@ func busyWorker(t *testing.T, s *gateway.Service, admin context.Context) (releas
 		t.Fatal(err)
 	}
 	return release
+}
+
+// openedGateway initialises a repository on cfg and opens a gateway service on it, closed
+// when the test ends.
+func openedGateway(t *testing.T, cfg gateway.Config) *gateway.Service {
+	t.Helper()
+	bg := context.Background()
+	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
