@@ -1660,3 +1660,65 @@ func TestImageConcurrentReadersFollowARepackElsewhere(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestClaims: one process anywhere holds a claim of one operation at a time; claims of other
+// operations, shared locks and gc's exclusive lock are not held up by it, nor it by them; a
+// claim whose process is gone (or that went stale) is taken over.
+func TestClaims(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: 2 * time.Second})
+	c, err := f.r.Claim(ctx, "policy nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.r.Claim(ctx, "policy nightly"); !errors.Is(err, repo.ErrLocked) || !strings.Contains(err.Error(), "claim lock of policy nightly") {
+		t.Fatalf("a second claim of the same operation: %v", err)
+	}
+	other, err := g.r.Claim(ctx, "verify nightly")
+	if err != nil {
+		t.Fatalf("a claim of another operation: %v", err)
+	}
+	other.Unlock()
+	// gc and backups neither wait for a claim nor keep one out.
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); err != nil {
+		t.Fatalf("gc while a claim is held: %v", err)
+	}
+	sh, err := f.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other, err = g.r.Claim(ctx, "verify nightly"); err != nil {
+		t.Fatalf("a claim while a backup holds a shared lock: %v", err)
+	}
+	other.Unlock()
+	sh.Unlock()
+	c.Unlock()
+	c2, err := g.r.Claim(ctx, "policy nightly")
+	if err != nil {
+		t.Fatalf("the claim once released: %v", err)
+	}
+	c2.Unlock()
+
+	// A claim of a process of this host that is gone is taken over at once; one of another
+	// host once it is stale.
+	host, _ := os.Hostname()
+	if err := repo.WriteLockInfoForTest(f.r, repo.LockInfo{ID: "dead", Kind: repo.LockClaim, Host: host, Space: ".", PID: 1<<22 - 1, Operation: "policy nightly", Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if c2, err = g.r.Claim(ctx, "policy nightly"); err != nil {
+		t.Fatalf("the claim of a process that is gone: %v", err)
+	}
+	c2.Unlock()
+	if err := repo.WriteLockInfoForTest(f.r, repo.LockInfo{ID: "far", Kind: repo.LockClaim, Host: "elsewhere", PID: 1, Operation: "policy nightly", Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.r.Claim(ctx, "policy nightly"); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("the fresh claim of another host: %v", err)
+	}
+	time.Sleep(2500 * time.Millisecond)
+	if c2, err = g.r.Claim(ctx, "policy nightly"); err != nil {
+		t.Fatalf("the stale claim of another host: %v", err)
+	}
+	c2.Unlock()
+}

@@ -30,6 +30,10 @@ const (
 	LockShared    LockKind = "shared"
 	LockExclusive LockKind = "exclusive"
 	lockProbe     LockKind = "probe" // written only to read the store's clock; never a lock
+	// LockClaim is held by one process at a time per operation ("policy nightly"), across
+	// hosts: a claim conflicts only with claims of the same operation, never with shared or
+	// exclusive locks, and is refused at once rather than waited for (Repository.Claim).
+	LockClaim LockKind = "claim"
 )
 
 // Lock timing defaults. A lock not refreshed for StaleAfter is stale and may be broken; its
@@ -368,9 +372,19 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 			if o.Stale || o.Kind == lockProbe {
 				continue
 			}
+			if kind == LockClaim || o.Kind == LockClaim {
+				if kind == o.Kind && o.Operation == op {
+					blocking = append(blocking, o)
+				}
+				continue
+			}
 			if kind == LockExclusive || o.Kind == LockExclusive || o.Damaged {
 				blocking = append(blocking, o)
 			}
+		}
+		if len(blocking) > 0 && kind == LockClaim {
+			// Held elsewhere, or two claimers that see each other: both step aside.
+			return fail(fmt.Errorf("%w: %s", ErrLocked, blocking[0]))
 		}
 		if len(blocking) == 0 {
 			if kind == LockExclusive {
@@ -483,6 +497,17 @@ func (l *locker) judge(li *LockInfo, now time.Time) {
 // ours says whether li was written by a process this one can see: the same host name, boot
 // and pid namespace, so that its pid names the same process here.
 func (l *locker) ours(li LockInfo) bool { return li.Host == l.host && li.Space == l.space }
+
+// Claim takes the claim op ("policy nightly"): at most one process anywhere holds a claim of
+// one op at a time (docs/design.md, "Policies"). It fails at once with ErrLocked, naming the
+// holder, when another process holds it. Release it with Unlock; Check says whether it is
+// still held.
+func (r *Repository) Claim(ctx context.Context, op string) (*Lock, error) {
+	if r.readOnly {
+		return nil, fmt.Errorf("%s: %w", op, backend.ErrReadOnly)
+	}
+	return r.locks.acquire(ctx, LockClaim, op)
+}
 
 // Locks lists the repository's lock objects, saying which are stale.
 func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
