@@ -20,7 +20,7 @@ func SetFullCatchUpEveryForTest(t interface{ Cleanup(func()) }, d time.Duration)
 // LeaveRunningPolicyForTest records policy name's run as a gateway killed during it leaves
 // it: started at, still running.
 func LeaveRunningPolicyForTest(s *Service, name string, at time.Time) {
-	s.setPolicyState(name, func(st *PolicyState) { st.LastRun, st.LastResult = at, RunRunning })
+	s.storeRun(context.Background(), name, PolicyRun{LastRun: at, LastResult: RunRunning})
 }
 
 // WrapBackendAtOpenForTest makes every Open until the test ends wrap the backend it opens.
@@ -44,4 +44,26 @@ func WrapBackendForTest(t testing.TB, s *Service, wrap func(backend.Backend) bac
 		t.Fatal(err)
 	}
 	s.repo = r
+}
+
+// SetPolicyReloadForTest sets how often the scheduler reads the policies and their state
+// again, until the test ends.
+func SetPolicyReloadForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := policyReload
+	policyReload = d
+	t.Cleanup(func() { policyReload = old })
+}
+
+// HoldPolicyClaimForTest takes policy name's claim through s and records its run started, as
+// a gateway running it does; release drops the claim and leaves the run recorded running, as
+// a gateway killed during the run leaves it once its claim is broken.
+func HoldPolicyClaimForTest(t testing.TB, s *Service, name string) (release func()) {
+	t.Helper()
+	lk, _, err := s.claim(context.Background(), name, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.storeRun(context.Background(), name, PolicyRun{LastRun: now(), LastResult: RunRunning})
+	t.Cleanup(lk.Unlock)
+	return lk.Unlock
 }

@@ -13,13 +13,13 @@ import (
 	"github.com/cairn-backup/cairn/gateway/calendar"
 	"github.com/cairn-backup/cairn/gateway/retention"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // Policy is a schedule of backups of some volumes, with the keep rules a prune applies after
 // each, and optionally a schedule of sampled verification. Policies live in the repository
-// (meta/policies/<name>); what their runs did lives in the index (a cache: lost, a policy
-// simply runs at its next time).
+// (meta/policies/<name>), and so does what their runs did (PolicyRun, PolicyVerify).
 type Policy struct {
 	Name         string   `json:"name"`
 	Project      string   `json:"project"`
@@ -71,26 +71,6 @@ func (k KeepRules) Rules() (retention.Rules, error) {
 		r.Location = loc
 	}
 	return r, nil
-}
-
-// PolicyState is what a policy's runs did, as this gateway's index remembers it.
-type PolicyState struct {
-	LastRun      time.Time `json:"last_run,omitempty"`
-	LastResult   string    `json:"last_result,omitempty"` // succeeded, failed, running
-	LastError    string    `json:"last_error,omitempty"`
-	LastVerify   time.Time `json:"last_verify,omitempty"`
-	VerifyResult string    `json:"verify_result,omitempty"`
-	VerifyError  string    `json:"verify_error,omitempty"`
-	Runs         int       `json:"runs"`
-	// Interrupted: the last run ended with the gateway (stopped, or killed) before it had
-	// backed up every volume; the next start runs it again at once rather than at its next
-	// time, so the volumes it had not reached do not wait a whole period.
-	Interrupted bool `json:"interrupted,omitempty"`
-	// SinceFull counts, per volume id, the backups the policy made of the volume since its
-	// last full one, that one included: what --full-every counts. Not the chain: a prune
-	// makes the oldest incremental it keeps its chain's base, so a chain shorter than N
-	// would never reach N.
-	SinceFull map[string]int `json:"since_full,omitempty"`
 }
 
 // PolicyStatus is a policy with its state, its next times and the volumes it has not backed
@@ -243,7 +223,7 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	if err := s.repo.DeleteMeta(ctx, metaPolicies, name); err != nil {
 		return err
 	}
-	_ = s.idx.SetMeta(policyStateKey(name), "")
+	s.forgetPolicyState(ctx, name)
 	s.policiesChanged()
 	s.log.Info("policy deleted", "policy", name)
 	return nil
@@ -257,6 +237,9 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 	}
 	all, err := s.loadPolicies(ctx)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.refreshPolicyStates(ctx, all); err != nil {
 		return nil, err
 	}
 	out := []*PolicyStatus{}
@@ -276,6 +259,9 @@ func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus,
 	}
 	p, err := s.visiblePolicy(ctx, c, name)
 	if err != nil {
+		return nil, err
+	}
+	if _, err := s.storedState(ctx, p.Name); err != nil {
 		return nil, err
 	}
 	return s.policyStatus(p, now()), nil
@@ -318,29 +304,6 @@ func (s *Service) loadPolicies(ctx context.Context) ([]*Policy, error) {
 	}, func(key string, err error) { s.log.Warn("policy object damaged: skipped", "key", key, "error", err) })
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, err
-}
-
-func policyStateKey(name string) string { return "policy/" + name }
-
-// policyState is what the index remembers of a policy's runs.
-func (s *Service) policyState(name string) PolicyState {
-	var st PolicyState
-	if v, err := s.idx.Meta(policyStateKey(name)); err == nil && v != "" {
-		_ = json.Unmarshal([]byte(v), &st)
-	}
-	return st
-}
-
-func (s *Service) setPolicyState(name string, fn func(*PolicyState)) PolicyState {
-	s.policyMu.Lock()
-	defer s.policyMu.Unlock()
-	st := s.policyState(name)
-	fn(&st)
-	b, _ := json.Marshal(st)
-	if err := s.idx.SetMeta(policyStateKey(name), string(b)); err != nil {
-		s.log.Error("cannot record a policy's run", "policy", name, "error", err)
-	}
-	return st
 }
 
 // policyStatus joins a policy with its state and next times.
@@ -423,6 +386,43 @@ func (s *Service) policyVolumes(p *Policy) ([]*index.Volume, error) {
 	return out, nil
 }
 
+// learnVolumes adds to the index the volumes of p that another gateway managed since this one
+// opened its index (their records are in the repository): a run here skipped them, and the
+// gateway that manages them did not run the policy, since this one held its claim
+// [TestPolicyRunOnAnotherGatewayBacksUpItsVolumes].
+func (s *Service) learnVolumes(ctx context.Context, p *Policy) error {
+	learn := func(v *index.Volume) error {
+		if _, err := s.idx.Volume(v.ID); !errors.Is(err, index.ErrNotFound) {
+			return err
+		}
+		if err := s.idx.CreateVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
+			return err
+		}
+		s.log.Info("volume managed through another gateway learned for a policy run", "policy", p.Name, "volume_id", v.ID, "volume", v.Name)
+		return nil
+	}
+	if !p.AllOfProject {
+		for _, id := range p.Volumes {
+			if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
+				continue
+			}
+			if v := s.storedVolume(ctx, id); v != nil {
+				if err := learn(v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return s.repo.ListMeta(ctx, metaVolumes, func(id string, b []byte) error {
+		var v index.Volume
+		if json.Unmarshal(b, &v) != nil || v.ID != id || v.Project != p.Project {
+			return nil
+		}
+		return learn(&v)
+	}, func(key string, err error) { s.log.Warn("volume record damaged: skipped", "key", key, "error", err) })
+}
+
 // nextOf is the first time after `after` that a policy's calendar names, in UTC like every
 // time the gateway keeps. A calendar that names no time zone is read in the server's local
 // zone, as systemd reads a timer's and as the keep rules make their buckets: 'Mon..Fri 02:00'
@@ -440,7 +440,8 @@ func laterOf(a, b time.Time) time.Time {
 
 // RunPolicy runs a policy now: each volume's backup (incremental unless a full is due), then
 // a prune of that volume by the policy's rules. It returns the first failure; the other
-// volumes are still backed up.
+// volumes are still backed up. It fails with ErrConflict while the policy runs, here or on
+// another gateway.
 func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, error) {
 	c, err := callerOf(ctx)
 	if err != nil {
@@ -454,27 +455,38 @@ func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, er
 		return nil, wrapf(ErrConflict, "policy %s is running already: see 'cairn policy show %s'", p.Name, p.Name)
 	}
 	defer s.unclaimPolicy(p.Name)
-	err = s.runClaimedPolicy(ctx, p)
+	lk, st, err := s.claim(ctx, p.Name, false)
+	if errors.Is(err, repo.ErrLocked) {
+		return nil, wrapf(ErrConflict, "policy %s is running on another gateway (%v): see 'cairn policy show %s'", p.Name, err, p.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	err = s.runClaimedPolicy(ctx, p, lk, st.PolicyRun, false)
 	return s.policyStatus(p, now()), err
 }
 
-// runClaimedPolicy is one run of a policy the caller claimed, as the policy's project (not
-// as whoever triggered it).
-func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy) error {
+// runClaimedPolicy is one run of a policy whose claim lk the caller holds, from the state run
+// it read with the claim, as the policy's project (not as whoever triggered it). A scheduled
+// run that ends with its context (the gateway stops) is recorded interrupted: the scheduler
+// runs it again at its next look. One an admin started and cancelled is only failed.
+func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock, run PolicyRun, scheduled bool) error {
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
 	start := now()
-	s.setPolicyState(p.Name, func(st *PolicyState) {
-		st.LastRun, st.LastResult, st.LastError, st.Interrupted = start, RunRunning, "", false
-	})
+	run.LastRun, run.LastResult, run.LastError, run.Interrupted = start, RunRunning, "", false
+	s.storeRun(ctx, p.Name, run)
 	s.log.Info("policy run started", "policy", p.Name)
-	err := s.policyBackups(ctx, p)
-	st := s.setPolicyState(p.Name, func(st *PolicyState) {
-		st.Runs++
-		st.LastResult = RunSucceeded
-		if err != nil {
-			st.LastResult, st.LastError = RunFailed, err.Error()
+	err := s.policyBackups(ctx, p, lk, &run)
+	run.Runs++
+	run.LastResult = RunSucceeded
+	if err != nil {
+		run.LastResult, run.LastError = RunFailed, err.Error()
+		if scheduled && ctx.Err() != nil {
+			run.LastError, run.Interrupted = "interrupted: the gateway stopped during the run", true
 		}
-	})
+	}
+	st := s.storeRun(ctx, p.Name, run)
 	s.metrics.policyRun(p.Name, st, start)
 	if err != nil {
 		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(start).Seconds())
@@ -484,7 +496,13 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy) error {
 	return nil
 }
 
-func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
+// policyBackups backs up and prunes each of p's volumes in turn, counting the backups since
+// each one's last full in run (stored after each). It stops when its claim lk is lost: another
+// gateway may run the policy then.
+func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, run *PolicyRun) error {
+	if err := s.learnVolumes(ctx, p); err != nil {
+		return err
+	}
 	vols, err := s.policyVolumes(p)
 	if err != nil {
 		return err
@@ -504,7 +522,11 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 			fail(ctx.Err())
 			break
 		}
-		incr, since, err := s.policyIncremental(p, v)
+		if err := lk.Check(); err != nil {
+			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
+			break
+		}
+		incr, since, err := s.policyIncremental(p, v, run)
 		if err != nil {
 			fail(err)
 			continue
@@ -521,15 +543,14 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 			fail(err)
 			continue
 		}
-		s.setPolicyState(p.Name, func(st *PolicyState) {
-			if st.SinceFull == nil {
-				st.SinceFull = map[string]int{}
-			}
-			st.SinceFull[v.ID] = 1
-			if b.IsIncremental {
-				st.SinceFull[v.ID] = since + 1
-			}
-		})
+		if run.SinceFull == nil {
+			run.SinceFull = map[string]int{}
+		}
+		run.SinceFull[v.ID] = 1
+		if b.IsIncremental {
+			run.SinceFull[v.ID] = since + 1
+		}
+		s.storeRun(ctx, p.Name, *run)
 		if rules.Empty() {
 			continue
 		}
@@ -543,13 +564,11 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy) error {
 		}
 	}
 	// Volumes the policy no longer backs up are no longer counted.
-	s.setPolicyState(p.Name, func(st *PolicyState) {
-		for id := range st.SinceFull {
-			if !slices.ContainsFunc(vols, func(v *index.Volume) bool { return v.ID == id }) {
-				delete(st.SinceFull, id)
-			}
+	for id := range run.SinceFull {
+		if !slices.ContainsFunc(vols, func(v *index.Volume) bool { return v.ID == id }) {
+			delete(run.SinceFull, id)
 		}
-	})
+	}
 	return first
 }
 
@@ -566,8 +585,8 @@ func pruneFailure(v *index.Volume, res *PruneResult) error {
 // policyIncremental says whether the volume's next backup under p is incremental: never
 // without --incremental or without an earlier backup; with FullEvery n, every nth of the
 // policy's backups of the volume is full, however many of them a prune removed. It returns
-// the backups since the last full too (PolicyState.SinceFull).
-func (s *Service) policyIncremental(p *Policy, v *index.Volume) (incr bool, since int, err error) {
+// the backups since the last full too (PolicyRun.SinceFull).
+func (s *Service) policyIncremental(p *Policy, v *index.Volume, run *PolicyRun) (incr bool, since int, err error) {
 	if !p.Incremental {
 		return false, 0, nil
 	}
@@ -575,9 +594,10 @@ func (s *Service) policyIncremental(p *Policy, v *index.Volume) (incr bool, sinc
 	if err != nil || latest == nil {
 		return false, 0, err
 	}
-	since, ok := s.policyState(p.Name).SinceFull[v.ID]
+	since, ok := run.SinceFull[v.ID]
 	if !ok {
-		// Not counted yet (a new volume of the policy, or a lost index): count the chain back
+		// Not counted yet (a new volume of the policy, or one an earlier cairn counted in an
+		// index since lost): count the chain back
 		// to its base, which is right unless a prune re-linked it; from there the count is kept.
 		since = 1
 		for b := latest; b.IsIncremental && b.ParentID != ""; since++ {

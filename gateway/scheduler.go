@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	mrand "math/rand/v2"
 	"strings"
 	"time"
 
@@ -12,7 +13,8 @@ import (
 
 // policyReload is how often the scheduler reads the policies again from the repository, for
 // changes made through another gateway (changes made through this one apply at once).
-const policyReload = time.Minute
+// A variable for tests.
+var policyReload = time.Minute
 
 // RunPolicies runs the repository's policies on their schedules until ctx ends ('cairn
 // serve'). A run missed while no gateway ran happens once at start: a policy is due when the
@@ -24,7 +26,6 @@ func (s *Service) RunPolicies(ctx context.Context) {
 	}
 	wake := s.policyWake
 	s.policyMu.Unlock()
-	s.policiesInterrupted(ctx)
 	var policies []*Policy
 	var loaded time.Time
 	overdue := map[string]string{} // policy → overdue volumes last logged
@@ -38,6 +39,10 @@ func (s *Service) RunPolicies(ctx context.Context) {
 			if err == nil {
 				policies, loaded = ps, at
 				s.metrics.policiesLoaded(ps)
+				// What runs on other gateways did [TestPolicyRunsOnceAcrossGateways].
+				if err := s.refreshPolicyStates(ctx, ps); err != nil && ctx.Err() == nil {
+					s.log.Warn("cannot read the policies' state", "error", err)
+				}
 			}
 		}
 		wait := policyReload
@@ -71,87 +76,158 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 		}
 	}
 	wait := policyReload
-	sp, err := calendar.Parse(p.Schedule)
-	if err != nil {
-		return wait
-	}
-	due := nextOf(sp, laterOf(st.LastRun, p.CreatedAt))
-	if st.Interrupted && st.LastResult == RunFailed {
-		due = at // its run ended with a gateway: again now [TestPolicyRunInterruptedByAStopRunsAgainAtStart]
-	}
-	switch {
-	case due.IsZero():
-	case due.After(at):
-		wait = min(wait, due.Sub(at))
-	case !s.claimPolicy(p.Name):
-		wait = time.Second // still running: look again soon after it ends
-	default:
-		if next := nextOf(sp, due); !next.IsZero() && !next.After(at) {
-			s.log.Warn("policy runs missed while no gateway ran: running once now", "policy", p.Name, "missed_since", due)
-		}
-		pc := *p
-		wait = time.Second // look again once the run has recorded its start
-		s.policyWork.Add(1)
-		go func() {
-			defer s.policyWork.Done()
-			defer s.unclaimPolicy(pc.Name)
-			// The scheduler's copy may be a minute old: a policy deleted or changed through
-			// another gateway since does not run from it; the policies are read again first.
-			cur, err := s.storedPolicy(ctx, pc.Name)
-			switch {
-			case errors.Is(err, ErrNotFound), err == nil && !cur.UpdatedAt.Equal(pc.UpdatedAt):
-				s.policiesChanged()
-				return
-			case err != nil:
-				cur = &pc // cannot tell: the run goes on from the copy, and fails if the repository does
-			}
-			if err := s.runClaimedPolicy(ctx, cur); err != nil && ctx.Err() != nil {
-				s.setPolicyState(pc.Name, func(st *PolicyState) {
-					st.LastError, st.Interrupted = "interrupted: the gateway stopped during the run", true
-				})
-			}
-		}()
+	if sp, err := calendar.Parse(p.Schedule); err == nil {
+		wait = min(wait, s.startDue(ctx, p, false, runDue(sp, p, st.PolicyRun, at), st.LastResult == RunRunning, at))
 	}
 	if p.Verify != "" {
-		vs, err := calendar.Parse(p.Verify)
-		if err == nil {
-			vdue := nextOf(vs, laterOf(st.LastVerify, p.CreatedAt))
-			switch {
-			case vdue.IsZero():
-			case vdue.After(at):
-				wait = min(wait, vdue.Sub(at))
-			case s.claimPolicy("verify " + p.Name):
-				pc := *p
-				wait = time.Second
-				s.policyWork.Add(1)
-				go func() {
-					defer s.policyWork.Done()
-					defer s.unclaimPolicy("verify " + pc.Name)
-					s.verifyPolicy(ctx, &pc)
-				}()
-			default:
-				wait = time.Second
-			}
+		if vs, err := calendar.Parse(p.Verify); err == nil {
+			wait = min(wait, s.startDue(ctx, p, true, verifyDue(vs, p, st.PolicyVerify), st.VerifyResult == RunRunning, at))
 		}
 	}
 	return wait
 }
 
-// verifyPolicy re-reads a sample of the repository's packs, as the policy says.
-func (s *Service) verifyPolicy(ctx context.Context, p *Policy) {
+// runDue is when p's next run is due by the state run: the first time its calendar names after
+// its last run (or its creation), or now for a run that ended with its gateway
+// [TestPolicyRunInterruptedByAStopRunsAgainAtStart].
+func runDue(sp *calendar.Spec, p *Policy, run PolicyRun, at time.Time) time.Time {
+	if run.Interrupted && run.LastResult == RunFailed {
+		return at
+	}
+	return nextOf(sp, laterOf(run.LastRun, p.CreatedAt))
+}
+
+// verifyDue is when p's next verification is due by the state v.
+func verifyDue(vs *calendar.Spec, p *Policy, v PolicyVerify) time.Time {
+	return nextOf(vs, laterOf(v.LastVerify, p.CreatedAt))
+}
+
+// startDue starts p's run (or verification) when it is due by the index's copy of its state,
+// or when that copy says it is running and this gateway does not run it (its gateway may be
+// gone, which the claim tells). It returns how long until it should look again.
+func (s *Service) startDue(ctx context.Context, p *Policy, verify bool, due time.Time, running bool, at time.Time) time.Duration {
+	local := p.Name
+	if verify {
+		local = "verify " + p.Name
+	}
+	if running {
+		due = at
+	}
+	s.policyMu.Lock()
+	if r := s.policyRetry[local]; r.After(due) {
+		due = r
+	}
+	s.policyMu.Unlock()
+	switch {
+	case due.IsZero():
+		return policyReload
+	case due.After(at):
+		return due.Sub(at)
+	case !s.claimPolicy(local):
+		return time.Second // running here: look again soon after it ends
+	}
+	pc := *p
+	s.policyWork.Add(1)
+	go func() {
+		defer s.policyWork.Done()
+		defer s.unclaimPolicy(local)
+		lk, st, err := s.claim(ctx, pc.Name, verify)
+		if err != nil {
+			s.claimFailed(ctx, local, verify, st, err)
+			return
+		}
+		defer lk.Unlock()
+		if verify {
+			s.verifyIfDue(ctx, &pc, st.PolicyVerify)
+		} else {
+			s.runIfDue(ctx, &pc, lk, st.PolicyRun)
+		}
+	}()
+	return time.Second // look again once the run has recorded its start
+}
+
+// claimFailed puts off the next claim of a policy's run (or verification) that another
+// gateway holds: a few seconds when two claimers stepped aside together, a reload period when
+// the state says it is running elsewhere.
+func (s *Service) claimFailed(ctx context.Context, local string, verify bool, st PolicyState, err error) {
+	retry := time.Second + time.Duration(mrand.Int64N(int64(2*time.Second)))
+	switch {
+	case !errors.Is(err, repo.ErrLocked):
+		if ctx.Err() == nil {
+			s.log.Warn("cannot claim a policy's run", "policy", local, "error", err)
+		}
+		retry = policyReload / 4
+	case !verify && st.LastResult == RunRunning, verify && st.VerifyResult == RunRunning:
+		retry = policyReload
+	}
+	s.policyMu.Lock()
+	if s.policyRetry == nil {
+		s.policyRetry = map[string]time.Time{}
+	}
+	s.policyRetry[local] = now().Add(retry)
+	s.policyMu.Unlock()
+}
+
+// runIfDue runs p, whose claim lk is held, if it is still due by the state run read with the
+// claim: another gateway may have run it since this one's copy was read.
+func (s *Service) runIfDue(ctx context.Context, p *Policy, lk *repo.Lock, run PolicyRun) {
+	// The scheduler's copy may be a minute old: a policy deleted or changed through another
+	// gateway since does not run from it; the policies are read again first.
+	cur, err := s.storedPolicy(ctx, p.Name)
+	switch {
+	case errors.Is(err, ErrNotFound), err == nil && !cur.UpdatedAt.Equal(p.UpdatedAt):
+		s.policiesChanged()
+		return
+	case err != nil:
+		cur = p // cannot tell: the run goes on from the copy, and fails if the repository does
+	}
+	sp, err := calendar.Parse(cur.Schedule)
+	if err != nil {
+		return
+	}
+	at := now()
+	due := runDue(sp, cur, run, at)
+	if run.LastResult == RunRunning {
+		// No one else holds the claim, so its runner is gone [TestPolicyClaimOfAGoneGatewayIsTakenOver].
+		s.log.Warn("policy run left running by a gateway that is gone: running again now", "policy", cur.Name, "started", run.LastRun)
+		due = at
+	}
+	if due.IsZero() || due.After(at) {
+		return // run elsewhere meanwhile [TestPolicyRunsOnceAcrossGateways]
+	}
+	if next := nextOf(sp, due); !next.IsZero() && !next.After(at) {
+		s.log.Warn("policy runs missed while no gateway ran: running once now", "policy", cur.Name, "missed_since", due)
+	}
+	_ = s.runClaimedPolicy(ctx, cur, lk, run, true)
+}
+
+// verifyIfDue re-reads a sample of the repository's packs, as p says, if p's verification is
+// still due by the state v read with its claim.
+func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
+	if v.VerifyResult == RunRunning {
+		v.VerifyResult, v.VerifyError = RunFailed, "interrupted: the gateway stopped during the check"
+		s.storeVerify(ctx, p.Name, v)
+	}
+	vs, err := calendar.Parse(p.Verify)
+	if err != nil {
+		return
+	}
+	if due := verifyDue(vs, p, v); due.IsZero() || due.After(now()) {
+		return
+	}
 	start := now()
-	s.setPolicyState(p.Name, func(st *PolicyState) { st.LastVerify, st.VerifyResult, st.VerifyError = start, RunRunning, "" })
+	v.LastVerify, v.VerifyResult, v.VerifyError = start, RunRunning, ""
+	s.storeVerify(ctx, p.Name, v)
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project, Admin: true})
 	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true, SamplePercent: p.VerifySample})
 	if err == nil && !rep.OK() {
 		err = wrapf(repo.ErrCorrupt, "%d problems found: run 'cairn repo check' for the list", len(rep.Problems))
 	}
-	s.setPolicyState(p.Name, func(st *PolicyState) {
-		st.VerifyResult = RunSucceeded
-		if err != nil {
-			st.VerifyResult, st.VerifyError = RunFailed, err.Error()
-		}
-	})
+	v.VerifyResult = RunSucceeded
+	if err != nil {
+		v.VerifyResult, v.VerifyError = RunFailed, err.Error()
+	}
+	s.storeVerify(ctx, p.Name, v)
 	if err != nil {
 		s.log.Error("policy verification failed", "policy", p.Name, "error", err)
 		return
@@ -168,32 +244,6 @@ func (s *Service) policiesChanged() {
 		select {
 		case wake <- struct{}{}:
 		default:
-		}
-	}
-}
-
-// policiesInterrupted records as failed, and to run again now, the runs a stopped gateway left
-// running.
-func (s *Service) policiesInterrupted(ctx context.Context) {
-	ps, err := s.loadPolicies(ctx)
-	if err != nil {
-		return
-	}
-	for _, p := range ps {
-		st := s.policyState(p.Name)
-		if st.LastResult == RunRunning && !s.claimPolicy(p.Name) {
-			continue
-		}
-		if st.LastResult == RunRunning {
-			s.setPolicyState(p.Name, func(st *PolicyState) {
-				st.LastResult, st.LastError, st.Interrupted = RunFailed, "interrupted: the gateway stopped during the run", true
-			})
-			s.unclaimPolicy(p.Name)
-		}
-		if st.VerifyResult == RunRunning {
-			s.setPolicyState(p.Name, func(st *PolicyState) {
-				st.VerifyResult, st.VerifyError = RunFailed, "interrupted: the gateway stopped during the check"
-			})
 		}
 	}
 }

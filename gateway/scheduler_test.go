@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -137,5 +139,181 @@ func TestRunPoliciesReturnsOnceItsRunsEnded(t *testing.T) {
 	}
 	if st.LastResult != gateway.RunFailed || !strings.Contains(st.LastError, "interrupted") {
 		t.Fatalf("when RunPolicies returned, its run was %s (%q): still running", st.LastResult, st.LastError)
+	}
+}
+
+// Two gateways on one repository both run the scheduler; a policy's due time runs on one of
+// them, once: until 2026-12-05 each ran it from its own index's state, so every gateway made
+// its own backup of every volume at every time the calendar named.
+func TestPolicyRunsOnceAcrossGateways(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 1<<20), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	// Both know the volume (the catch-up adopts it with its backup), so both could back it up.
+	if _, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Volume(ctx, "vm"); err != nil {
+		t.Fatal(err)
+	}
+	// Due once, a few seconds from now, on both gateways' clocks.
+	at := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "once",
+		Schedule: at.UTC().Format("2006-01-02 15:04:05") + " UTC", Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, g := range []*gateway.Service{a, b} {
+		wg.Add(1)
+		go func() { defer wg.Done(); g.RunPolicies(runCtx) }()
+	}
+	t.Cleanup(func() { stop(); wg.Wait() })
+	time.Sleep(time.Until(at) + 6*time.Second)
+	stop()
+	wg.Wait()
+	for _, g := range []*gateway.Service{a, b} {
+		if err := g.SyncBackups(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) != 2 {
+		t.Fatalf("the policy's one due time made %d backups across two gateways, want 1", len(bs)-1)
+	}
+	// Both gateways say what the run did, wherever it ran.
+	for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
+		st, err := g.PolicyStatus(ctx, "once")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Runs != 1 || st.LastResult != gateway.RunSucceeded {
+			t.Fatalf("gateway %s says the policy ran %d times (last %q), want once, succeeded", name, st.Runs, st.LastResult)
+		}
+	}
+}
+
+// A policy whose run another gateway holds the claim of does not run here; once that claim
+// goes (its gateway died, and the claim was broken as stale) with the run still recorded
+// running, this gateway runs it again.
+func TestPolicyClaimOfAGoneGatewayIsTakenOver(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetPolicyReloadForTest(t, time.Second)
+	ctx := adminCtx()
+	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	release := gateway.HoldPolicyClaimForTest(t, a, "nightly")
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.RunPolicies(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	backups := func() int {
+		t.Helper()
+		bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(bs)
+	}
+	time.Sleep(3 * time.Second)
+	if n := backups(); n != 0 {
+		t.Fatalf("the policy ran here (%d backups) while another gateway held its claim", n)
+	}
+	if _, err := b.RunPolicy(ctx, "nightly"); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "another gateway") {
+		t.Fatalf("policy run while another gateway holds the claim: %v", err)
+	}
+	release()
+	for deadline := time.Now().Add(10 * time.Second); backups() == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			st, _ := b.PolicyStatus(ctx, "nightly")
+			t.Fatalf("the run left running by a gone gateway was not taken over in 10 s (last result %s)", st.LastResult)
+		}
+	}
+}
+
+// A run on a gateway that did not know the policy's volume yet (managed through another
+// gateway after it opened its index) backs it up: it skipped it, and since the run held the
+// policy's claim, the gateway that manages the volume did not run the policy either.
+func TestPolicyRunOnAnotherGatewayBacksUpItsVolumes(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	for _, name := range []string{"vm", "db"} {
+		if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, name+".img", 64<<10), Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "named", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "all", Schedule: "daily",
+		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	for policy, want := range map[string]int{"named": 1, "all": 3} {
+		if _, err := a.RunPolicy(ctx, policy); err != nil {
+			t.Fatalf("policy %s run on the other gateway: %v", policy, err)
+		}
+		bs, err := a.ListBackups(ctx, gateway.ListFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(bs) != want {
+			t.Fatalf("after policy %s ran on the other gateway there are %d backups, want %d", policy, len(bs), want)
+		}
+	}
+}
+
+// A policy's --full-every count is the repository's, not one gateway's: runs that alternate
+// between two gateways take a full backup every Nth run. Until 2026-12-05 each gateway counted
+// in its own index, and a run counted only its own gateway's backups since the last full.
+func TestPolicyFullEveryCountsAcrossGateways(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Incremental: true, FullEvery: 2, Keep: gateway.KeepRules{Last: -1}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for i := range 4 {
+		g := []*gateway.Service{a, b}[i%2]
+		if err := g.SyncBackups(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.RunPolicy(ctx, "nightly"); err != nil {
+			t.Fatal(err)
+		}
+		bs, err := g.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kind := "full"
+		if bs[len(bs)-1].IsIncremental {
+			kind = "incremental"
+		}
+		got = append(got, kind)
+	}
+	if want := []string{"full", "incremental", "full", "incremental"}; !slices.Equal(got, want) {
+		t.Fatalf("4 runs with --full-every 2 alternating between two gateways took %v, want %v", got, want)
 	}
 }

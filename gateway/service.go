@@ -102,9 +102,12 @@ type Service struct {
 	// changed is called after a backup becomes available or goes (the FUSE tree refreshes).
 	changed func()
 
-	policyMu   sync.Mutex      // guards the two fields below and a policy's recorded state
+	policyMu   sync.Mutex      // guards the three fields below and the index's copy of a policy's state
 	policyRuns map[string]bool // policies (and "verify <name>") running now
-	policyWake chan struct{}   // tells RunPolicies to read the policies again
+	// policyRetry: when the scheduler may next try to claim a policy's run (or "verify <name>")
+	// that another gateway held.
+	policyRetry map[string]time.Time
+	policyWake  chan struct{} // tells RunPolicies to read the policies again
 	// policyWork counts the policy runs and verifications RunPolicies started: it returns
 	// only once they ended, so none touches the service after its owner closes it.
 	policyWork sync.WaitGroup

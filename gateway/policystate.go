@@ -1,0 +1,169 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// What a policy's runs and verifications did is stored in the repository by the gateway that
+// holds the run's (or verification's) claim, so every gateway on the repository, and an index
+// rebuilt, sees it; the index keeps a copy for the scheduler. docs/design.md, "Policies", has
+// the protocol and why a due time runs once across gateways.
+
+// PolicyRun is what a policy's runs did (meta/policy-runs/<name>).
+type PolicyRun struct {
+	LastRun    time.Time `json:"last_run,omitempty"`
+	LastResult string    `json:"last_result,omitempty"` // succeeded, failed, running
+	LastError  string    `json:"last_error,omitempty"`
+	Runs       int       `json:"runs"`
+	// Interrupted: the last run ended with its gateway (stopped, or killed) before it had
+	// backed up every volume; the next look runs it again at once rather than at its next
+	// time, so the volumes it had not reached do not wait a whole period.
+	Interrupted bool `json:"interrupted,omitempty"`
+	// SinceFull counts, per volume id, the backups the policy made of the volume since its
+	// last full one, that one included: what --full-every counts. Not the chain: a prune
+	// makes the oldest incremental it keeps its chain's base, so a chain shorter than N
+	// would never reach N.
+	SinceFull map[string]int `json:"since_full,omitempty"`
+}
+
+// PolicyVerify is what a policy's verifications did (meta/policy-verifies/<name>).
+type PolicyVerify struct {
+	LastVerify   time.Time `json:"last_verify,omitempty"`
+	VerifyResult string    `json:"verify_result,omitempty"`
+	VerifyError  string    `json:"verify_error,omitempty"`
+}
+
+// PolicyState is a policy's runs and verifications, as the index keeps them.
+type PolicyState struct {
+	PolicyRun
+	PolicyVerify
+}
+
+const (
+	metaPolicyRuns     = "policy-runs"
+	metaPolicyVerifies = "policy-verifies"
+)
+
+func policyStateKey(name string) string { return "policy/" + name }
+
+// policyState is the index's copy of a policy's state.
+func (s *Service) policyState(name string) PolicyState {
+	var st PolicyState
+	if v, err := s.idx.Meta(policyStateKey(name)); err == nil && v != "" {
+		_ = json.Unmarshal([]byte(v), &st)
+	}
+	return st
+}
+
+// cachePolicyState changes the index's copy of a policy's state with fn.
+func (s *Service) cachePolicyState(name string, fn func(*PolicyState)) PolicyState {
+	s.policyMu.Lock()
+	defer s.policyMu.Unlock()
+	st := s.policyState(name)
+	fn(&st)
+	b, _ := json.Marshal(st)
+	if err := s.idx.SetMeta(policyStateKey(name), string(b)); err != nil {
+		s.log.Error("cannot keep a policy's state in the index", "policy", name, "error", err)
+	}
+	return st
+}
+
+// storeRun stores what a run did, in the repository and in the index. Only the holder of the
+// policy's claim calls it. A store that fails is logged: the state is the schedule's, and at
+// worst another gateway runs the policy again.
+func (s *Service) storeRun(ctx context.Context, name string, run PolicyRun) PolicyState {
+	if err := s.repo.PutMeta(context.WithoutCancel(ctx), metaPolicyRuns, name, &run); err != nil {
+		s.log.Error("cannot record a policy's run in the repository", "policy", name, "error", err)
+	}
+	return s.cachePolicyState(name, func(st *PolicyState) { st.PolicyRun = run })
+}
+
+// storeVerify is storeRun for a verification.
+func (s *Service) storeVerify(ctx context.Context, name string, v PolicyVerify) {
+	if err := s.repo.PutMeta(context.WithoutCancel(ctx), metaPolicyVerifies, name, &v); err != nil {
+		s.log.Error("cannot record a policy's verification in the repository", "policy", name, "error", err)
+	}
+	s.cachePolicyState(name, func(st *PolicyState) { st.PolicyVerify = v })
+}
+
+// storedState reads a policy's state from the repository into the index's copy and returns
+// it. A part never stored there (an earlier cairn kept it in the index alone), or damaged, is
+// the index's copy.
+func (s *Service) storedState(ctx context.Context, name string) (PolicyState, error) {
+	var run PolicyRun
+	var ver PolicyVerify
+	errRun := s.repo.GetMeta(ctx, metaPolicyRuns, name, &run)
+	errVer := s.repo.GetMeta(ctx, metaPolicyVerifies, name, &ver)
+	for _, err := range []error{errRun, errVer} {
+		if err != nil && !errors.Is(err, backend.ErrNotFound) && !errors.Is(err, repo.ErrCorrupt) {
+			return PolicyState{}, err
+		}
+		if errors.Is(err, repo.ErrCorrupt) {
+			s.log.Warn("policy state object damaged: the index's copy is used", "policy", name, "error", err)
+		}
+	}
+	return s.cachePolicyState(name, func(st *PolicyState) {
+		if errRun == nil {
+			st.PolicyRun = run
+		}
+		if errVer == nil {
+			st.PolicyVerify = ver
+		}
+	}), nil
+}
+
+// refreshPolicyStates reads the states of the policies ps from the repository into the
+// index's copies.
+func (s *Service) refreshPolicyStates(ctx context.Context, ps []*Policy) error {
+	for _, p := range ps {
+		if _, err := s.storedState(ctx, p.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forgetPolicyState removes a deleted policy's state.
+func (s *Service) forgetPolicyState(ctx context.Context, name string) {
+	for _, kind := range []string{metaPolicyRuns, metaPolicyVerifies} {
+		if err := s.repo.DeleteMeta(ctx, kind, name); err != nil {
+			s.log.Warn("cannot remove a deleted policy's state", "policy", name, "error", err)
+		}
+	}
+	_ = s.idx.SetMeta(policyStateKey(name), "")
+}
+
+// claimOp names the claim of a policy's runs, or of its verifications.
+func claimOp(name string, verify bool) string {
+	if verify {
+		return "verify " + name
+	}
+	return "policy " + name
+}
+
+// claim takes the claim of a policy's runs (or verifications) across gateways, and then reads
+// the state from the repository: a run stored elsewhere before the claim was free is there.
+// errors.Is(err, repo.ErrLocked) when another gateway holds it; the index's copy is brought
+// up to date then too, so a run in progress elsewhere is seen as running.
+func (s *Service) claim(ctx context.Context, name string, verify bool) (*repo.Lock, PolicyState, error) {
+	lk, err := s.repo.Claim(ctx, claimOp(name, verify))
+	if err != nil {
+		if errors.Is(err, repo.ErrLocked) {
+			_, _ = s.storedState(ctx, name)
+		}
+		return nil, PolicyState{}, err
+	}
+	st, err := s.storedState(ctx, name)
+	if err != nil {
+		lk.Unlock()
+		return nil, st, fmt.Errorf("read policy %s's state: %w", name, err)
+	}
+	return lk, st, nil
+}
