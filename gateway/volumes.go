@@ -12,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/blockio/nbd"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/google/uuid"
 )
 
@@ -408,10 +409,16 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		return nil, err
 	}
-	s.notifyChange()
-	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil {
-		s.log.Warn("cannot remove the volume's record from the repository", "volume_id", v.ID, "error", err)
+	// Its record in the repository goes too, or the volume stays: rebuild-index and every
+	// other gateway would bring a volume back that this one said was deleted. Dropped from the
+	// index first, so a write-through meanwhile (saveVolume) finds it gone and stores nothing.
+	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		if rerr := s.idx.CreateVolume(v); rerr != nil {
+			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
+		}
+		return nil, fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
 	}
+	s.notifyChange()
 	if v.TrackChanges {
 		// The base holds the blocks written since the last backup: give them back.
 		var err error

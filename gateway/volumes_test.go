@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -82,5 +84,40 @@ func TestVolumeDeleteCountsOnlyTheCallersBackups(t *testing.T) {
 	}
 	if _, err := s.DeleteVolume(p1, "vm", false); err != nil {
 		t.Errorf("the owner deleting a volume with no backups of its own: %v", err)
+	}
+}
+
+// A volume whose record the backend does not let go (a delete refused or failing) is not
+// deleted: the index forgot it and only logged the failure, so rebuild-index, or any other
+// gateway, brought the "deleted" volume back from its record in the repository.
+func TestVolumeWhoseRecordCannotBeDeletedStays(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/volumes/", Times: 1})
+		return f
+	})
+	if _, err := s.DeleteVolume(ctx, "vm", false); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("delete of a volume whose record cannot be deleted: %v, want the backend's error", err)
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Volume(ctx, "vm"); err != nil {
+		t.Fatalf("the volume whose delete failed: %v", err)
+	}
+	if _, err := s.DeleteVolume(ctx, "vm", false); err != nil {
+		t.Fatalf("delete again once the backend allows it: %v", err)
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Volume(ctx, "vm"); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("the deleted volume after rebuild-index: %v, want not found", err)
 	}
 }
