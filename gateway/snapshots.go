@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/google/uuid"
 )
 
@@ -174,15 +175,21 @@ func (s *Service) DeleteSnapshot(ctx context.Context, ref string) (*index.Snapsh
 	}); err != nil {
 		return nil, err
 	}
+	// Its record in the repository goes first: one left behind would bring the snapshot back,
+	// after it is removed, to rebuild-index and every other gateway.
+	if err := s.repo.DeleteMeta(ctx, metaSnapshots, sn.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		s.setSnapshotStatus(sn.ID, index.SnapshotAvailable)
+		return nil, fmt.Errorf("snapshot %s is kept: its record in the repository cannot be removed (%w); try again", sn.ID, err)
+	}
 	if err := blockio.ExistingSnapshot(sn.Kind, sn.Path).Remove(); err != nil {
+		if serr := s.saveSnapshot(context.WithoutCancel(ctx), sn); serr != nil {
+			s.log.Error("cannot store again the record of a snapshot whose delete failed", "snapshot_id", sn.ID, "error", serr)
+		}
 		s.setSnapshotStatus(sn.ID, index.SnapshotAvailable)
 		return nil, fmt.Errorf("delete snapshot %s: %w", sn.ID, err)
 	}
 	if err := s.idx.DeleteSnapshot(sn.ID); err != nil {
 		return nil, err
-	}
-	if err := s.repo.DeleteMeta(ctx, metaSnapshots, sn.ID); err != nil {
-		s.log.Warn("cannot remove the snapshot's record from the repository", "snapshot_id", sn.ID, "error", err)
 	}
 	s.log.Info("snapshot deleted", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
 	return sn, nil

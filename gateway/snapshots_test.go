@@ -8,6 +8,9 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -118,5 +121,49 @@ func TestAdminNamesASnapshotOfTheProjectItActsIn(t *testing.T) {
 	}
 	if sn, err := s.Snapshot(p1, "before"); err != nil || sn.ID != snaps[0] {
 		t.Fatalf("p1 names its snapshot before: %v %v, want %s", sn, err, snaps[0])
+	}
+}
+
+// A snapshot whose record the backend does not let go is not deleted: it was removed and
+// forgotten with the failure only logged, so rebuild-index, or any other gateway, brought
+// back from its record a snapshot that no longer existed.
+func TestSnapshotWhoseRecordCannotBeDeletedStays(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1<<20, 43, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/snapshots/", Times: 1})
+		return f
+	})
+	if _, err := s.DeleteSnapshot(ctx, sn.ID); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("delete of a snapshot whose record cannot be deleted: %v, want the backend's error", err)
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Snapshot(ctx, sn.ID); err != nil || got.Status != index.SnapshotAvailable {
+		t.Fatalf("the snapshot whose delete failed: %+v, %v; want it available", got, err)
+	}
+	if _, err := os.Stat(sn.Path); err != nil {
+		t.Fatalf("the snapshot whose delete failed is gone: %v", err)
+	}
+	if _, err := s.DeleteSnapshot(ctx, sn.ID); err != nil {
+		t.Fatalf("delete again once the backend allows it: %v", err)
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Snapshot(ctx, sn.ID); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("the deleted snapshot after rebuild-index: %v, want not found", err)
 	}
 }
