@@ -15,6 +15,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 func newService(t testing.TB) (*gateway.Service, string) {
@@ -100,6 +101,52 @@ func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 	bs, _ := s.ListBackups(ctx, gateway.ListFilter{})
 	if int64(len(bs)) != limit {
 		t.Fatalf("%d backups recorded, want %d", len(bs), limit)
+	}
+}
+
+// A quota change the repository does not take is reported failed and not made here either:
+// the index kept it, so this gateway enforced limits that rebuild-index and every other
+// gateway did not know (a reset here, the old limits back after rebuild-index).
+func TestQuotaChangeTheRepositoryRefusesIsNotMade(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	limit := int64(3)
+	if _, err := s.QuotaUpdate(ctx, "p1", &limit, nil); err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Delete | faulty.Put, Prefix: "meta/quotas/"})
+		return f
+	})
+	if err := s.QuotaReset(ctx, "p1"); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("quota reset the repository refuses: %v, want the backend's error", err)
+	}
+	if q, err := s.QuotaShow(ctx, "p1"); err != nil || q.Backups != limit {
+		t.Errorf("quota of p1 after a reset that failed: %+v, %v; want %d backups", q, err, limit)
+	}
+	other := int64(7)
+	if _, err := s.QuotaUpdate(ctx, "p1", &other, nil); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("quota update the repository refuses: %v, want the backend's error", err)
+	}
+	if q, err := s.QuotaShow(ctx, "p1"); err != nil || q.Backups != limit {
+		t.Errorf("quota of p1 after an update that failed: %+v, %v; want %d backups", q, err, limit)
+	}
+	// A Put that landed though it was reported failed: rebuild-index does not bring the
+	// change back either.
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/quotas/", Effect: faulty.FailAfter, Times: 1})
+		return f
+	})
+	if _, err := s.QuotaUpdate(ctx, "p1", &other, nil); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("quota update whose store is reported failed: %v, want the backend's error", err)
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if q, err := s.QuotaShow(ctx, "p1"); err != nil || q.Backups != limit {
+		t.Errorf("quota of p1 after an update that failed, after rebuild-index: %+v, %v; want %d backups", q, err, limit)
 	}
 }
 

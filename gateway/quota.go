@@ -124,10 +124,7 @@ func (s *Service) QuotaUpdate(ctx context.Context, project string, backups, giga
 		}
 		set[r] = *v
 	}
-	if err := s.idx.SetQuotaLimits(project, set); err != nil {
-		return Quota{}, err
-	}
-	if err := s.saveQuota(ctx, project); err != nil {
+	if err := s.changeQuota(ctx, project, func() error { return s.idx.SetQuotaLimits(project, set) }); err != nil {
 		return Quota{}, err
 	}
 	q, err := s.quotaLimits(project)
@@ -142,10 +139,34 @@ func (s *Service) QuotaReset(ctx context.Context, project string) error {
 	if _, err := adminOf(ctx, "change quotas"); err != nil {
 		return err
 	}
-	if err := s.idx.DeleteQuotaLimits(project); err != nil {
+	return s.changeQuota(ctx, project, func() error { return s.idx.DeleteQuotaLimits(project) })
+}
+
+// changeQuota makes change to a project's limits in the index and writes them through to the
+// repository. When the repository does not take them the index gets the old limits back: the
+// change is reported failed, so this gateway must not enforce what rebuild-index and the other
+// gateways do not know.
+func (s *Service) changeQuota(ctx context.Context, project string, change func() error) error {
+	old, err := s.idx.QuotaLimits(project)
+	if err != nil {
 		return err
 	}
-	return s.saveQuota(ctx, project)
+	if err := change(); err != nil {
+		return err
+	}
+	err = s.saveQuota(ctx, project)
+	if err == nil {
+		return nil
+	}
+	// A Put the client saw fail may have landed: the old limits are stored again too.
+	if rerr := s.idx.DeleteQuotaLimits(project); rerr != nil {
+		s.log.Error("cannot put back the quota of a project whose change failed", "project", project, "error", rerr)
+	} else if rerr := s.idx.SetQuotaLimits(project, old); rerr != nil {
+		s.log.Error("cannot put back the quota of a project whose change failed", "project", project, "error", rerr)
+	} else if rerr := s.saveQuota(context.WithoutCancel(ctx), project); rerr != nil {
+		s.log.Warn("cannot store again the quota of a project whose change failed", "project", project, "error", rerr)
+	}
+	return fmt.Errorf("quota of project %s not changed: the repository cannot store it (%w); try again", project, err)
 }
 
 // QuotaUsage returns a project's usage and limits.
