@@ -622,6 +622,10 @@ func (s *Service) mayDelete(ctx context.Context, c Caller, b *index.Backup, forc
 	}
 	switch b.Status {
 	case index.BackupAvailable, index.BackupError:
+	case index.BackupDeleting:
+		// A delete that failed part way (removeCommitted runs under manifestMu, so one that
+		// is still running holds this one's up there): asked again, it finishes. Nothing else
+		// would before the next start [TestAFailedDeleteCanBeAskedAgain].
 	case index.BackupCreating:
 		if !force {
 			return wrapf(ErrConflict, "backup %s is being created: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)
@@ -678,7 +682,7 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 		return err
 	}
 	if err := s.repo.DeleteManifest(ctx, id); err != nil {
-		return fmt.Errorf("delete backup %s: %w", id, err)
+		return fmt.Errorf("delete backup %s: %w; it stays deleting: delete it again to finish", id, err)
 	}
 	// A quota reservation it may still have (a committed backup keeps one for a while, or
 	// for a day when the process that made it ended first) must not outlive it: no index

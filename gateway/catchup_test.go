@@ -480,6 +480,36 @@ func TestCatchUpForgetsABackupWhoseDeleteBegan(t *testing.T) {
 	}
 }
 
+// A delete whose manifest delete failed once (a timeout, the backend down for a moment) can
+// be asked again, by its owner too, while the gateway runs: the record said deleting, and a
+// second delete was refused with "wait for it to finish", though nothing but the next start
+// of the process would ever finish it.
+func TestAFailedDeleteCanBeAskedAgain(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := newService(t)
+	owner := as("alice", "p1", false)
+	if _, err := s.ManageVolume(owner, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	bk, err := s.CreateBackup(owner, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	faultyManifests(t, s, faulty.Rule{Methods: faulty.Delete, Times: 1})
+	if _, err := s.DeleteBackup(owner, bk.ID, false); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("the delete whose manifest delete fails: %v", err)
+	}
+	if _, err := s.DeleteBackup(owner, bk.ID, false); err != nil {
+		t.Fatalf("the delete asked again: %v", err)
+	}
+	if has, err := s.Repository().HasManifest(context.Background(), bk.ID); err != nil || has {
+		t.Errorf("after the second delete its manifest is stored: %v (%v)", has, err)
+	}
+	if _, err := s.Backup(owner, bk.ID); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("the deleted backup: %v, want not found", err)
+	}
+}
+
 // A backup stored by a writer whose clock is behind, whose packs this index has not learned
 // yet (its last rescan ran less than the rescan interval ago), is intact: repair
 // --forget-damaged, which forgets what check reports lost, must not delete it.
