@@ -367,7 +367,7 @@ func (s *Service) withdrawManifest(id string, cause error) error {
 		return cause
 	}
 	s.log.Error("cannot delete a failed backup's manifest; the next full catch-up settles the backup by it", "backup_id", id, "error", err)
-	return fmt.Errorf("%w; %w and could not be deleted (%v): the next full catch-up makes the backup available if it is", cause, errManifestInDoubt, err)
+	return fmt.Errorf("%w; %w and could not be deleted (%v): the next full catch-up deletes it and the backup stays failed: back the volume up again", cause, errManifestInDoubt, err)
 }
 
 // dropCancelledBackup removes a cancelled backup's record. It has no manifest: a commit the

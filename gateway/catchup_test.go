@@ -369,6 +369,8 @@ func TestManifestInDoubtSettledByTheCatchUp(t *testing.T) {
 				faulty.Rule{Methods: faulty.Delete | faulty.Stat, Times: 2})
 			if _, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol}); err == nil {
 				t.Fatal("backup whose manifest Put failed succeeded")
+			} else if strings.Contains(err.Error(), "backup available") {
+				t.Errorf("the failed backup's error promises what the catch-up does not do (it withdraws the manifest): %v", err)
 			}
 			id := onlyBackup(t, a)
 			got := record(t, a, id)
