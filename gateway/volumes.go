@@ -80,7 +80,11 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		return nil, err
 	}
 	if err := s.saveVolume(ctx, v.ID); err != nil {
-		_ = s.idx.DeleteVolume(v.ID)
+		// A Put the client saw fail may have landed: with the record gone from the index,
+		// saveVolume removes the stored one too, or rebuild-index would bring the volume back.
+		if s.idx.DeleteVolume(v.ID) == nil {
+			s.saveVolumeLogged(ctx, v.ID)
+		}
 		return nil, err
 	}
 	s.notifyChange()
@@ -239,7 +243,9 @@ func (s *Service) newImageVolume(ctx context.Context, project, name, description
 		return nil, err
 	}
 	if err := s.saveVolume(ctx, v.ID); err != nil {
-		_ = s.idx.DeleteVolume(v.ID)
+		if s.idx.DeleteVolume(v.ID) == nil {
+			s.saveVolumeLogged(ctx, v.ID) // as in ManageVolume
+		}
 		os.Remove(path)
 		return nil, err
 	}

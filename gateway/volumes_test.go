@@ -121,3 +121,30 @@ func TestVolumeWhoseRecordCannotBeDeletedStays(t *testing.T) {
 		t.Errorf("the deleted volume after rebuild-index: %v, want not found", err)
 	}
 }
+
+// A volume whose record's store was reported failed (a Put that landed, its reply lost) is
+// not created, and does not appear later either: its stored record stayed, so rebuild-index
+// brought back a volume the user was told was not made, one cairn creates without its image.
+func TestVolumeWhoseRecordStoreFailedDoesNotComeBack(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/volumes/", Effect: faulty.FailAfter, Times: 2})
+		return f
+	})
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err == nil {
+		t.Fatal("manage whose record's store failed succeeded")
+	}
+	if _, err := s.CreateVolume(ctx, gateway.CreateVolumeRequest{Name: "scratch", Size: 1 << 20}); err == nil {
+		t.Fatal("create whose record's store failed succeeded")
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"vm", "scratch"} {
+		if v, err := s.Volume(ctx, name); !errors.Is(err, gateway.ErrNotFound) {
+			t.Errorf("volume %s, reported not made, after rebuild-index: %+v, %v; want not found", name, v, err)
+		}
+	}
+}
