@@ -72,6 +72,11 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 		return nil, err
 	}
 	if err := s.saveSnapshot(ctx, rec); err != nil {
+		// A Put the client saw fail may have landed: a record left stored would bring the
+		// removed snapshot back to rebuild-index and other gateways.
+		if derr := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaSnapshots, id); derr != nil && !errors.Is(derr, backend.ErrNotFound) {
+			s.log.Warn("cannot remove the record of a snapshot whose store failed", "snapshot_id", id, "error", derr)
+		}
 		_ = s.idx.DeleteSnapshot(rec.ID)
 		_ = snap.Remove()
 		return nil, err

@@ -167,3 +167,31 @@ func TestSnapshotWhoseRecordCannotBeDeletedStays(t *testing.T) {
 		t.Errorf("the deleted snapshot after rebuild-index: %v, want not found", err)
 	}
 }
+
+// A snapshot whose record's store was reported failed (a Put that landed, its reply lost) is
+// removed, and its record with it: the record stayed, so rebuild-index brought back as
+// available a snapshot that no longer existed.
+func TestSnapshotWhoseRecordStoreFailedDoesNotComeBack(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1<<20, 44, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/snapshots/", Effect: faulty.FailAfter, Times: 1})
+		return f
+	})
+	if _, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID}); err == nil {
+		t.Fatal("snapshot whose record's store failed succeeded")
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if sns, err := s.ListSnapshots(ctx, "", true); err != nil || len(sns) != 0 {
+		t.Errorf("after rebuild-index, snapshots %+v (%v); want none", sns, err)
+	}
+}
