@@ -183,6 +183,11 @@ func (s *Service) DeleteSnapshot(ctx context.Context, ref string) (*index.Snapsh
 	// Its record in the repository goes first: one left behind would bring the snapshot back,
 	// after it is removed, to rebuild-index and every other gateway.
 	if err := s.repo.DeleteMeta(ctx, metaSnapshots, sn.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		// A Delete the client saw fail may have happened: the kept snapshot's record is
+		// stored again.
+		if serr := s.saveSnapshot(context.WithoutCancel(ctx), sn); serr != nil {
+			s.log.Warn("cannot store again the record of a snapshot whose delete failed", "snapshot_id", sn.ID, "error", serr)
+		}
 		s.setSnapshotStatus(sn.ID, index.SnapshotAvailable)
 		return nil, fmt.Errorf("snapshot %s is kept: its record in the repository cannot be removed (%w); try again", sn.ID, err)
 	}

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -193,5 +194,45 @@ func TestSnapshotWhoseRecordStoreFailedDoesNotComeBack(t *testing.T) {
 	}
 	if sns, err := s.ListSnapshots(ctx, "", true); err != nil || len(sns) != 0 {
 		t.Errorf("after rebuild-index, snapshots %+v (%v); want none", sns, err)
+	}
+}
+
+// A snapshot delete whose record's delete was reported failed though it happened (its reply
+// lost) keeps the snapshot, and an index made anew (another gateway, an index lost) has it too.
+func TestSnapshotKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := adminCtx()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1<<20, 45, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/snapshots/", Effect: faulty.FailAfter, Times: 1})
+		return f
+	})
+	if _, err := s.DeleteSnapshot(ctx, sn.ID); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("delete of a snapshot whose record's delete is reported failed: %v, want the backend's error", err)
+	}
+	cfg.StateDir = filepath.Join(dir, "state-new")
+	fresh, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.Snapshot(ctx, sn.ID); err != nil {
+		t.Errorf("the snapshot kept after a failed delete, on a new index: %v", err)
 	}
 }

@@ -419,8 +419,12 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	// other gateway would bring a volume back that this one said was deleted. Dropped from the
 	// index first, so a write-through meanwhile (saveVolume) finds it gone and stores nothing.
 	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		// A Delete the client saw fail may have happened: the kept volume's record is stored
+		// again.
 		if rerr := s.idx.CreateVolume(v); rerr != nil {
 			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
+		} else {
+			s.saveVolumeLogged(ctx, v.ID)
 		}
 		return nil, fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
 	}

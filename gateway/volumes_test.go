@@ -1,8 +1,10 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -119,6 +121,39 @@ func TestVolumeWhoseRecordCannotBeDeletedStays(t *testing.T) {
 	}
 	if _, err := s.Volume(ctx, "vm"); !errors.Is(err, gateway.ErrNotFound) {
 		t.Errorf("the deleted volume after rebuild-index: %v, want not found", err)
+	}
+}
+
+// A volume delete whose record's delete was reported failed though it happened (its reply
+// lost) keeps the volume, and an index made anew (another gateway, an index lost) has it too.
+func TestVolumeKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/volumes/", Effect: faulty.FailAfter, Times: 1})
+		return f
+	})
+	if _, err := s.DeleteVolume(ctx, "vm", false); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("delete of a volume whose record's delete is reported failed: %v, want the backend's error", err)
+	}
+	cfg.StateDir = filepath.Join(dir, "state-new")
+	fresh, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.Volume(ctx, "vm"); err != nil {
+		t.Errorf("the volume kept after a failed delete, on a new index: %v", err)
 	}
 }
 
