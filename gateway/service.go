@@ -556,6 +556,24 @@ func (s *Service) recover(ctx context.Context) error {
 		return err
 	}
 	for _, sn := range snaps {
+		if sn.Status == index.SnapshotDeleting {
+			// Its delete was interrupted (DeleteSnapshot): after the snapshot's removal it is
+			// finished; before, the snapshot stays, and so does its record in the repository,
+			// which the delete may already have removed.
+			if _, err := os.Lstat(sn.Path); errors.Is(err, os.ErrNotExist) {
+				if err := s.repo.DeleteMeta(ctx, metaSnapshots, sn.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+					s.log.Warn("cannot finish the delete of a snapshot; it stays deleting, and the next start tries again", "snapshot_id", sn.ID, "error", err)
+					continue
+				}
+				if err := s.idx.DeleteSnapshot(sn.ID); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := s.saveSnapshot(ctx, sn); err != nil {
+				s.log.Warn("cannot store again the record of a snapshot whose delete was interrupted", "snapshot_id", sn.ID, "error", err)
+			}
+		}
 		if sn.Status != index.SnapshotAvailable {
 			s.setSnapshotStatus(sn.ID, index.SnapshotAvailable)
 		}

@@ -236,3 +236,67 @@ func TestSnapshotKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
 		t.Errorf("the snapshot kept after a failed delete, on a new index: %v", err)
 	}
 }
+
+// A snapshot delete that a crash interrupted is settled at the next start by what was done:
+// before the snapshot was removed, the snapshot stays, with its record in the repository
+// (the delete removes that first), so a new index has it too; after, the delete is finished.
+// Before, both became available: the first lost from every new index, the second a snapshot
+// that no longer existed.
+func TestSnapshotDeleteInterruptedIsSettledAtStart(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	bg, ctx := context.Background(), adminCtx()
+	s, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1<<20, 46, testutil.Random)
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID, Name: "kept"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID, Name: "gone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crash: both marked deleting and their records removed; one also removed.
+	for _, sn := range []*index.Snapshot{kept, gone} {
+		if _, err := s.Index().UpdateSnapshot(sn.ID, func(rec *index.Snapshot) error {
+			rec.Status = index.SnapshotDeleting
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Repository().DeleteMeta(bg, "snapshots", sn.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(gone.Path); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = gateway.Open(bg, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, err := s.Snapshot(ctx, kept.ID); err != nil || got.Status != index.SnapshotAvailable {
+		t.Errorf("snapshot whose delete stopped before its removal: %+v, %v; want it available", got, err)
+	}
+	if got, err := s.Snapshot(ctx, gone.ID); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("snapshot whose delete stopped after its removal: %+v, %v; want not found", got, err)
+	}
+	cfg.StateDir = filepath.Join(dir, "state-new")
+	fresh, err := gateway.Open(bg, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if _, err := fresh.Snapshot(ctx, kept.ID); err != nil {
+		t.Errorf("snapshot whose delete stopped before its removal, on a new index: %v", err)
+	}
+}
