@@ -97,6 +97,9 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if s.adoptUnlocated(ctx, unlocated) {
 		changed = true
 	}
+	if err := s.syncQuotaLimits(ctx); err != nil {
+		return err
+	}
 	s.lastFull, s.lastLook = look, look
 	if changed {
 		s.notifyChange()

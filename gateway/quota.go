@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
@@ -147,6 +148,8 @@ func (s *Service) QuotaReset(ctx context.Context, project string) error {
 // change is reported failed, so this gateway must not enforce what rebuild-index and the other
 // gateways do not know.
 func (s *Service) changeQuota(ctx context.Context, project string, change func() error) error {
+	s.limitsMu.Lock()
+	defer s.limitsMu.Unlock()
 	old, err := s.idx.QuotaLimits(project)
 	if err != nil {
 		return err
@@ -167,6 +170,58 @@ func (s *Service) changeQuota(ctx context.Context, project string, change func()
 		s.log.Warn("cannot store again the quota of a project whose change failed", "project", project, "error", rerr)
 	}
 	return fmt.Errorf("quota of project %s not changed: the repository cannot store it (%w); try again", project, err)
+}
+
+// syncQuotaLimits makes the index's quota limits the repository's (meta/quotas/), part of the
+// full catch-up: a limit set or reset through another gateway applies here within a minute.
+// Until 2026-12-05 it applied only after a rebuild-index, and each gateway admitted backups by
+// the limits it had [TestQuotaSetOnOneGatewayAppliesOnAnother]. With a damaged quota object it
+// only adds and changes: what the damaged one said is not known, so no limit is dropped.
+func (s *Service) syncQuotaLimits(ctx context.Context) error {
+	s.limitsMu.Lock()
+	defer s.limitsMu.Unlock()
+	stored := map[string]map[string]int64{}
+	damaged := false
+	err := s.repo.ListMeta(ctx, metaQuotas, func(project string, b []byte) error {
+		var limits map[string]int64
+		if json.Unmarshal(b, &limits) != nil {
+			damaged = true
+			return nil
+		}
+		stored[project] = limits
+		return nil
+	}, func(key string, err error) {
+		damaged = true
+		s.log.Warn("quota object damaged: skipped", "key", key, "error", err)
+	})
+	if err != nil {
+		return err
+	}
+	have, err := s.idx.AllQuotaLimits()
+	if err != nil {
+		return err
+	}
+	for project, limits := range stored {
+		if maps.Equal(have[project], limits) {
+			continue
+		}
+		if err := s.idx.DeleteQuotaLimits(project); err != nil {
+			return err
+		}
+		if err := s.idx.SetQuotaLimits(project, limits); err != nil {
+			return err
+		}
+		s.log.Info("quota changed through another gateway", "project", project)
+	}
+	for project := range have {
+		if _, ok := stored[project]; !ok && !damaged {
+			if err := s.idx.DeleteQuotaLimits(project); err != nil {
+				return err
+			}
+			s.log.Info("quota reset through another gateway", "project", project)
+		}
+	}
+	return nil
 }
 
 // QuotaUsage returns a project's usage and limits.

@@ -142,3 +142,38 @@ func TestQuotaReservationOfAWriterWhoseClockIsBehind(t *testing.T) {
 		t.Fatalf("a third backup under a quota of 2 was admitted by a gateway that had learned neither of the others: %v", err)
 	}
 }
+
+// A quota set through one gateway applies on the others from their next full catch-up, and so
+// does its reset: until 2026-12-05 only after a rebuild-index, so a project limited to 1
+// backup through one gateway could go on backing up through another.
+func TestQuotaSetOnOneGatewayAppliesOnAnother(t *testing.T) {
+	dir := t.TempDir()
+	gws := threeGateways(t, dir, 10)
+	a, b := gws[0], gws[1]
+	admin := adminCtx()
+	one := int64(1)
+	if _, err := a.QuotaUpdate(admin, gateway.DefaultProject, &one, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(admin); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := b.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 1 {
+		t.Fatalf("the other gateway's quota after its catch-up: %+v, %v; want a limit of 1", u, err)
+	}
+	if _, err := b.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "v1.img", 32<<10)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "v2.img", 32<<10)}); !errors.Is(err, gateway.ErrQuota) {
+		t.Fatalf("a second backup through the other gateway under a quota of 1 set through the first: %v", err)
+	}
+	if err := a.QuotaReset(admin, gateway.DefaultProject); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(admin); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := b.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 10 {
+		t.Fatalf("the other gateway's quota after a reset and its catch-up: %+v, %v; want the default of 10", u, err)
+	}
+}

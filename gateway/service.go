@@ -89,6 +89,9 @@ type Service struct {
 	tempIndex          string     // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
+	// limitsMu serialises a change of quota limits (index, then repository) with the catch-up
+	// that makes the index's limits the repository's.
+	limitsMu sync.Mutex
 	// resvCommitted: when this gateway first counted another gateway's reservation whose
 	// backup its index knows committed (quota.go); guarded by quotaMu.
 	resvCommitted map[string]time.Time

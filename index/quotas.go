@@ -3,6 +3,7 @@ package index
 import (
 	"errors"
 	"strconv"
+	"strings"
 
 	"github.com/dgraph-io/badger/v4"
 )
@@ -61,4 +62,22 @@ func (ix *Index) DeleteQuotaLimits(project string) error {
 		}
 		return nil
 	})
+}
+
+// AllQuotaLimits returns every project's limits set explicitly, by project and resource.
+func (ix *Index) AllQuotaLimits() (map[string]map[string]int64, error) {
+	out := map[string]map[string]int64{}
+	err := ix.scan("q/", true, func(k, v []byte) error {
+		project, resource, ok := strings.Cut(string(k), "\x00")
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if !ok || err != nil {
+			return errors.New("index: corrupt quota limit " + strconv.Quote(string(k)))
+		}
+		if out[project] == nil {
+			out[project] = map[string]int64{}
+		}
+		out[project][resource] = n
+		return nil
+	})
+	return out, err
 }
