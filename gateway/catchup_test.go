@@ -558,3 +558,46 @@ func TestRepairKeepsTheBackupOfAWriterWhoseClockIsBehind(t *testing.T) {
 		t.Fatalf("backup %s differs from its volume after repair", bk.ID)
 	}
 }
+
+// A volume unmanaged through one gateway is forgotten by another that learned it (with its
+// backup) at that one's next full catch-up. Kept there, its next backup of the volume stored
+// the volume's record again, and the volume came back on every gateway and to every rebuilt
+// index.
+func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	gateway.SetVolumeRecordGraceForTest(t, 0)
+	ctx := adminCtx()
+	path := image(t, dir, "vm.img", 64<<10)
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: path, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if _, err := b.Volume(ctx, "vm"); err != nil {
+		t.Fatalf("the other gateway did not learn the volume with its backup: %v", err)
+	}
+	if _, err := a.UnmanageVolume(ctx, "vm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Volume(ctx, "vm"); err == nil {
+		t.Fatalf("the other gateway still has volume %s, unmanaged through the first", v.ID)
+	}
+	// Its backups stay, and no rebuilt index brings the volume back.
+	c, err := gateway.Open(context.Background(), gateway.Config{Repo: repoDir, StateDir: filepath.Join(dir, "state-c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if v, err := c.Volume(ctx, "vm"); err == nil {
+		t.Fatalf("a new index has volume %s, unmanaged through the first gateway", v.ID)
+	}
+	if bs, err := c.ListBackups(ctx, gateway.ListFilter{}); err != nil || len(bs) != 1 {
+		t.Fatalf("backups after the volume was forgotten: %d, %v", len(bs), err)
+	}
+}

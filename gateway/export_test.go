@@ -67,3 +67,11 @@ func HoldPolicyClaimForTest(t testing.TB, s *Service, name string) (release func
 	t.Cleanup(lk.Unlock)
 	return lk.Unlock
 }
+
+// SetVolumeRecordGraceForTest sets how recently made a volume must be for the catch-up to
+// leave it when its record is missing, until the test ends.
+func SetVolumeRecordGraceForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := volumeRecordGrace
+	volumeRecordGrace = d
+	t.Cleanup(func() { volumeRecordGrace = old })
+}

@@ -100,6 +100,11 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if err := s.syncQuotaLimits(ctx); err != nil {
 		return err
 	}
+	if n, err := s.forgetVolumesGone(ctx, look); err != nil {
+		return err
+	} else if n > 0 {
+		changed = true
+	}
 	s.lastFull, s.lastLook = look, look
 	if changed {
 		s.notifyChange()
@@ -313,6 +318,47 @@ func (s *Service) relink(ctx context.Context, all []*index.Backup, forgotten map
 			}
 		}
 	}
+}
+
+// volumeRecordGrace: a volume this gateway made this recently may have its record in the
+// repository still on the way, so the catch-up does not take its absence for a forget
+// elsewhere. A variable for tests.
+var volumeRecordGrace = repo.SyncMargin
+
+// forgetVolumesGone forgets the volumes whose records another gateway removed (unmanaged, or
+// deleted with their backups kept), as the catch-up forgets backups deleted elsewhere. Kept
+// here, this gateway's next write of the record (a backup of the volume, a policy run) stored
+// it again, and the volume came back on every gateway and to every rebuilt index
+// [TestVolumeForgottenOnOneGatewayIsForgottenOnAnother]. The index is read before the
+// listing; a volume made within volumeRecordGrace of it, or busy here, is left for a later
+// catch-up, and each absence is confirmed by a read of the record itself. It returns how
+// many it forgot.
+func (s *Service) forgetVolumesGone(ctx context.Context, look time.Time) (int, error) {
+	vols, err := s.idx.Volumes()
+	if err != nil {
+		return 0, err
+	}
+	stored := map[string]bool{}
+	if err := s.repo.ListMetaNames(ctx, metaVolumes, func(id string) error { stored[id] = true; return nil }); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, v := range vols {
+		if stored[v.ID] || v.CreatedAt.After(look.Add(-volumeRecordGrace)) ||
+			v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup || v.Status == index.VolumeCreating {
+			continue
+		}
+		var rec index.Volume
+		if err := s.repo.GetMeta(ctx, metaVolumes, v.ID, &rec); !errors.Is(err, backend.ErrNotFound) {
+			continue // there after all, or cannot tell
+		}
+		if err := s.idx.DeleteVolume(v.ID); err != nil {
+			return n, err
+		}
+		s.log.Info("volume forgotten elsewhere forgotten", "volume_id", v.ID, "volume", v.Name)
+		n++
+	}
+	return n, nil
 }
 
 // forget drops the record of a backup whose manifest another gateway deleted.

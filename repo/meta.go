@@ -59,6 +59,19 @@ func (r *Repository) GetMeta(ctx context.Context, kind, name string, v any) erro
 	return nil
 }
 
+// ListMetaNames calls fn with the name of every metadata object of kind, without reading them:
+// which objects exist, not what they say.
+func (r *Repository) ListMetaNames(ctx context.Context, kind string, fn func(name string) error) error {
+	prefix := metaPrefix + kind + "/"
+	return r.be.ListKeys(ctx, prefix, func(key string) error {
+		raw, err := hex.DecodeString(strings.TrimPrefix(key, prefix))
+		if err != nil {
+			return nil
+		}
+		return fn(string(raw))
+	})
+}
+
 // ListMeta calls fn with the name and verified JSON of every metadata object of kind. A damaged
 // object is passed to bad (and skipped) rather than stopping the listing.
 func (r *Repository) ListMeta(ctx context.Context, kind string, fn func(name string, data []byte) error, bad func(key string, err error)) error {
