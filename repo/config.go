@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -134,6 +135,7 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	if _, err := rand.Read(master); err != nil {
 		return Config{}, err
 	}
+	var keyName string // this init's key object
 	if cfg.Encryption == EncryptionAES {
 		if o.Password == "" && o.AskPassword != nil {
 			if o.Password, err = o.AskPassword(); err != nil {
@@ -147,7 +149,8 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 		if err != nil {
 			return Config{}, err
 		}
-		if err := be.Put(ctx, "keys/"+uuid.NewString(), kf.marshal()); err != nil {
+		keyName = "keys/" + uuid.NewString()
+		if err := be.Put(ctx, keyName, kf.marshal()); err != nil {
 			return Config{}, fmt.Errorf("write key: %w", err)
 		}
 	} else {
@@ -164,11 +167,48 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	}
 	cfg.MAC = configMAC(cfg, master)
 	b, _ := json.MarshalIndent(cfg, "", "  ")
-	if err := be.Put(ctx, "config", b); err != nil {
-		return Config{}, fmt.Errorf("write config: %w", err)
+	if err := createConfig(ctx, be, b); err != nil {
+		// Another init created the repository since the check above: its config stays, and
+		// this one's key object, which opens no repository, goes.
+		if keyName != "" && errors.Is(err, ErrExists) {
+			_ = be.Delete(ctx, keyName)
+		}
+		return Config{}, err
 	}
 	cfg.MasterKey, cfg.MAC = nil, nil
 	return cfg, nil
+}
+
+// createConfig stores the config of a new repository where no config is. Of several inits of
+// one location at once, one creates it and the others fail with ErrExists
+// (backend.Creator; docs/design.md, "Creating a repository"). A config there that is this
+// one byte for byte (random id and MAC) was stored by an attempt whose answer was lost.
+func createConfig(ctx context.Context, be backend.Backend, b []byte) error {
+	c, ok := be.(backend.Creator)
+	if !ok {
+		// A backend that cannot create exclusively (a test's wrapper): the check in Init
+		// is all there is.
+		if err := be.Put(ctx, "config", b); err != nil {
+			return fmt.Errorf("write config: %w", err)
+		}
+		return nil
+	}
+	err := c.Create(ctx, "config", b)
+	if errors.Is(err, backend.ErrExists) {
+		stored, gerr := getAll(ctx, be, "config")
+		if gerr != nil {
+			// Perhaps this init's own: not ErrExists, so its key object stays.
+			return fmt.Errorf("%s: write config: a config is there, and reading it back to tell whether this init stored it failed: %w: try to open it with this passphrase; if it does not open, another init made it", be.Location(), gerr)
+		}
+		if bytes.Equal(stored, b) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w: another 'cairn repo init' created it at the same time; open it with that init's passphrase", be.Location(), ErrExists)
+	}
+	if err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
 }
 
 // readConfig loads the config and unlocks the master key.

@@ -2,14 +2,21 @@ package repo_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
+	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
 // A key object of another repository that opens with the same passphrase (copied in by
@@ -123,3 +130,115 @@ func TestOpenDuringPasswd(t *testing.T) {
 type keepOldKey struct{ backend.Backend }
 
 func (keepOldKey) Delete(context.Context, string) error { return errors.New("interrupted") }
+
+// Several processes init the same location at once (two admins, two gateways started with an
+// init-if-missing path): each finds no config, and each would write its own key object and
+// config over the other's, leaving some of them going on with a master key the repository no
+// longer has. Exactly one creates the repository; the others fail with ErrExists and take
+// their key objects back, and the repository opens with the winner's passphrase.
+func TestConcurrentInitCreatesOneRepository(t *testing.T) {
+	for _, kind := range []string{"local", "s3"} {
+		t.Run(kind, func(t *testing.T) {
+			var open func() backend.Backend
+			if kind == "local" {
+				dir := filepath.Join(t.TempDir(), "repo")
+				open = func() backend.Backend {
+					be, err := local.Open(dir)
+					if err != nil {
+						t.Fatal(err)
+					}
+					return be
+				}
+			} else {
+				srv := testutil.StartS3(t)
+				open = func() backend.Backend { return openS3(t, srv, srv.Bucket, "racy") }
+			}
+			ctx := context.Background()
+			const n = 3
+			var passed sync.WaitGroup // every init is past its check that the location is free
+			passed.Add(n)
+			errs := make([]error, n)
+			cfgs := make([]repo.Config, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				be := open()
+				wg.Go(func() {
+					pw := fmt.Sprintf("passphrase %d", i)
+					cfgs[i], errs[i] = repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES,
+						AskPassword: func() (string, error) {
+							passed.Done()
+							passed.Wait()
+							return pw, nil
+						}})
+				})
+			}
+			wg.Wait()
+			winner := -1
+			for i, err := range errs {
+				switch {
+				case err == nil && winner >= 0:
+					t.Errorf("inits %d and %d both succeeded", winner, i)
+				case err == nil:
+					winner = i
+				case !errors.Is(err, repo.ErrExists):
+					t.Errorf("init %d: %v; want ErrExists", i, err)
+				}
+			}
+			if winner < 0 {
+				t.Fatal("no init succeeded")
+			}
+			be := open()
+			if _, err := repo.Unlock(ctx, be, fmt.Sprintf("passphrase %d", winner)); err != nil {
+				t.Fatalf("open with the passphrase of the init that succeeded: %v", err)
+			}
+			var stored repo.Config
+			if rc, err := be.Get(ctx, "config"); err != nil {
+				t.Fatal(err)
+			} else if err := json.NewDecoder(rc).Decode(&stored); err != nil {
+				t.Fatal(err)
+			} else {
+				rc.Close()
+			}
+			if stored.ID != cfgs[winner].ID {
+				t.Errorf("repository %s, want the one init %d created (%s)", stored.ID, winner, cfgs[winner].ID)
+			}
+			keys := 0
+			if err := be.List(ctx, "keys/", func(backend.ObjectInfo) error { keys++; return nil }); err != nil {
+				t.Fatal(err)
+			}
+			if keys != 1 {
+				t.Errorf("%d key objects, want the winner's alone", keys)
+			}
+		})
+	}
+}
+
+// An init whose config was stored but whose answer was lost is retried, and the retry finds a
+// config there: its own, read back, is success; one that cannot be read back is an error, and
+// the key object stays, since the config there may well be this init's and would open with
+// no other key.
+func TestInitRetriedAfterALostAnswer(t *testing.T) {
+	ctx := context.Background()
+	for _, readBack := range []bool{true, false} {
+		l, err := local.Open(filepath.Join(t.TempDir(), "repo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := faulty.New(l, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "config", Nth: 1, Effect: faulty.FailAfter})
+		if !readBack {
+			f.Add(faulty.Rule{Methods: faulty.Get, Prefix: "config", Nth: 1, Err: errors.New("read error")})
+		}
+		be := retry.New(f, retry.Options{Attempts: 3, MinDelay: time.Millisecond})
+		_, err = repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "pw"})
+		switch {
+		case readBack && err != nil:
+			t.Errorf("init whose config was stored by an attempt whose answer was lost: %v", err)
+		case !readBack && (err == nil || errors.Is(err, repo.ErrExists)):
+			t.Errorf("init that cannot read back the config it may have stored: %v; want an error, not ErrExists", err)
+		}
+		if _, err := repo.Unlock(ctx, l, "pw"); err != nil {
+			t.Errorf("read back %v: open: %v", readBack, err)
+		}
+	}
+}

@@ -27,7 +27,20 @@ var (
 	ErrRange = errors.New("range past end of object")
 	// ErrReadOnly: the repository was opened read-only (read-only media or --read-only).
 	ErrReadOnly = errors.New("the repository is read-only")
+	// ErrExists: Create found the key taken.
+	ErrExists = errors.New("object already exists")
 )
+
+// Creator is implemented by a backend that can store an object only where none is: of many
+// processes that create the same key at once, one succeeds and the others get ErrExists (a
+// directory: link(2) of a temp file; S3: PUT with If-None-Match: *). A repository's config is
+// created so, and so by one init alone. Wrappers pass it on.
+type Creator interface {
+	// Create stores data under key as durably and atomically as Put, or fails with an error
+	// wrapping ErrExists if the key holds an object. An attempt whose answer was lost may
+	// have stored it: the caller that gets ErrExists after a retry reads the object to know.
+	Create(ctx context.Context, key string, data []byte) error
+}
 
 // Spooler is implemented by a backend whose objects are files on the local file system. A
 // writer that would otherwise hold a large object in memory (a backup's packs) writes it to

@@ -30,6 +30,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) backend.Backend) {
 		{"GetRange", testGetRange},
 		{"Overwrite", testOverwrite},
 		{"OverwriteAtomic", testOverwriteAtomic},
+		{"Create", testCreate},
 		{"Delete", testDelete},
 		{"List", testList},
 		{"Stat", testStat},
@@ -169,6 +170,43 @@ func testOverwrite(t *testing.T, b backend.Backend) {
 	}
 	if got := list(t, b, ""); !slices.Equal(got, []string{"index/0"}) {
 		t.Fatalf("List after overwrites = %v, want [index/0]", got)
+	}
+}
+
+// testCreate: of writers that create one key at once, one stores its object and the others
+// get ErrExists; a key that holds an object is never replaced by Create.
+func testCreate(t *testing.T, b backend.Backend) {
+	c, ok := b.(backend.Creator)
+	if !ok {
+		t.Skip("the backend cannot create only where no object is")
+	}
+	ctx := context.Background()
+	const n = 4
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = c.Create(ctx, "config", Data(uint64(i), 1000)) })
+	}
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner >= 0:
+			t.Errorf("creates %d and %d both succeeded", winner, i)
+		case err == nil:
+			winner = i
+		case !errors.Is(err, backend.ErrExists):
+			t.Errorf("create %d: %v, want ErrExists", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no create succeeded")
+	}
+	if got := get(t, b, "config"); !bytes.Equal(got, Data(uint64(winner), 1000)) {
+		t.Errorf("the object is not the one whose create succeeded")
+	}
+	if got := list(t, b, ""); !slices.Equal(got, []string{"config"}) {
+		t.Errorf("List after creates = %v, want [config]", got)
 	}
 }
 

@@ -85,7 +85,10 @@ type rule struct {
 	seen, fired int
 }
 
-var _ backend.Backend = (*Faulty)(nil)
+var (
+	_ backend.Backend = (*Faulty)(nil)
+	_ backend.Creator = (*Faulty)(nil)
+)
 
 // New wraps b; seed makes the Fraction decisions repeatable.
 func New(b backend.Backend, seed uint64) *Faulty {
@@ -197,6 +200,15 @@ func (f *Faulty) GetRange(ctx context.Context, key string, offset, length int64)
 // Put may fail before or after storing.
 func (f *Faulty) Put(ctx context.Context, key string, data []byte) error {
 	return f.call(Put, key, func() error { return f.Backend.Put(ctx, key, data) })
+}
+
+// Create may fail before or after storing, as a Put does (backend.Creator).
+func (f *Faulty) Create(ctx context.Context, key string, data []byte) error {
+	c, ok := f.Backend.(backend.Creator)
+	if !ok {
+		return fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	}
+	return f.call(Put, key, func() error { return c.Create(ctx, key, data) })
 }
 
 // Delete may fail before or after deleting.

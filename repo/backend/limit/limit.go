@@ -17,7 +17,10 @@ type Limit struct {
 	sem chan struct{}
 }
 
-var _ backend.Backend = (*Limit)(nil)
+var (
+	_ backend.Backend = (*Limit)(nil)
+	_ backend.Creator = (*Limit)(nil)
+)
 
 // New wraps b with a limit of n concurrent operations; n < 1 is taken as 1.
 func New(b backend.Backend, n int) *Limit {
@@ -69,6 +72,20 @@ func (l *Limit) Put(ctx context.Context, key string, data []byte) error {
 	}
 	defer l.release()
 	return l.Backend.Put(ctx, key, data)
+}
+
+// Create runs in a slot (backend.Creator); a backend that cannot create only where no object
+// is says so.
+func (l *Limit) Create(ctx context.Context, key string, data []byte) error {
+	c, ok := l.Backend.(backend.Creator)
+	if !ok {
+		return fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	}
+	if err := l.acquire(ctx, "put", key); err != nil {
+		return err
+	}
+	defer l.release()
+	return c.Create(ctx, key, data)
 }
 
 // Delete runs in a slot.

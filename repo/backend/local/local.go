@@ -29,6 +29,7 @@ var (
 	_ backend.Backend     = (*Local)(nil)
 	_ backend.Spooler     = (*Local)(nil)
 	_ backend.RangeReader = (*Local)(nil)
+	_ backend.Creator     = (*Local)(nil)
 )
 
 // Open returns a backend rooted at dir, creating the directory if it does not exist.
@@ -131,6 +132,54 @@ func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
 	}
 	return l.commit(ctx, key, name, f)
 }
+
+// Create is Put that fails with backend.ErrExists when the key holds an object
+// (backend.Creator): the temp file is linked to the key's name, which link(2) refuses when
+// the name is taken, and never renamed over it.
+func (l *Local) Create(ctx context.Context, key string, data []byte) (err error) {
+	name, err := l.filename(ctx, key)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	dir := filepath.Dir(name)
+	if err := l.mkdirAll(dir); err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	f, err := os.CreateTemp(dir, tempPrefix+"*")
+	if err != nil {
+		return fmt.Errorf("create %s: %w", key, translate(err))
+	}
+	defer discard(f) // the object is the link; the temp name goes in every case
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("create %s: fsync: %w", key, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("create %s: close: %w", key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	err = link(f.Name(), name)
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EOPNOTSUPP) {
+		// A file system without hard links (vfat, exfat): a rename that refuses a taken name.
+		err = renameNoReplace(f.Name(), name)
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("create %s: %w", key, backend.ErrExists)
+	} else if err != nil {
+		return fmt.Errorf("create %s: %w", key, translate(err))
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("create %s: fsync directory: %w", key, err)
+	}
+	return nil
+}
+
+// link is os.Link; a test stands in a file system without hard links.
+var link = os.Link
 
 // discard closes and removes a temp file that will not become an object.
 func discard(f *os.File) {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,4 +167,15 @@ func TestSpoolCommit(t *testing.T) {
 	if _, err := os.Stat(g.Name()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a cancelled Commit left its file: %v", err)
 	}
+}
+
+// TestCreateWithoutHardLinks: on a file system without hard links (vfat, exfat: link(2)
+// fails with EPERM), Create stores the object with a rename that refuses a taken name, and
+// still never replaces one.
+func TestCreateWithoutHardLinks(t *testing.T) {
+	link = func(oldname, newname string) error {
+		return &os.LinkError{Op: "link", Old: oldname, New: newname, Err: syscall.EPERM}
+	}
+	t.Cleanup(func() { link = os.Link })
+	backendtest.Run(t, func(t *testing.T) backend.Backend { return newLocal(t) })
 }

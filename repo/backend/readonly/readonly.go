@@ -14,13 +14,21 @@ type ReadOnly struct {
 	backend.Backend
 }
 
-var _ backend.Backend = (*ReadOnly)(nil)
+var (
+	_ backend.Backend = (*ReadOnly)(nil)
+	_ backend.Creator = (*ReadOnly)(nil)
+)
 
 // New wraps b.
 func New(b backend.Backend) *ReadOnly { return &ReadOnly{Backend: b} }
 
 // Put refuses.
 func (r *ReadOnly) Put(_ context.Context, key string, _ []byte) error {
+	return fmt.Errorf("write %s: %w", key, backend.ErrReadOnly)
+}
+
+// Create refuses.
+func (r *ReadOnly) Create(_ context.Context, key string, _ []byte) error {
 	return fmt.Errorf("write %s: %w", key, backend.ErrReadOnly)
 }
 

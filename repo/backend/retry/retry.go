@@ -40,7 +40,10 @@ type Retry struct {
 	opts Options
 }
 
-var _ backend.Backend = (*Retry)(nil)
+var (
+	_ backend.Backend = (*Retry)(nil)
+	_ backend.Creator = (*Retry)(nil)
+)
 
 // New wraps b.
 func New(b backend.Backend, opts Options) *Retry {
@@ -119,6 +122,19 @@ func (r *ranges) ReadRange(ctx context.Context, key string, offset int64, p []by
 func (r *Retry) Put(ctx context.Context, key string, data []byte) error {
 	return r.do(ctx, "put", key, r.once("put", key, func(ctx context.Context) error {
 		return r.Backend.Put(ctx, key, data)
+	}))
+}
+
+// Create retries like Put (backend.Creator). An attempt whose answer was lost may have
+// stored the object, and the next then finds it: ErrExists after a retry may be this call's
+// own object, which the caller tells by reading it.
+func (r *Retry) Create(ctx context.Context, key string, data []byte) error {
+	c, ok := r.Backend.(backend.Creator)
+	if !ok {
+		return fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	}
+	return r.do(ctx, "put", key, r.once("put", key, func(ctx context.Context) error {
+		return c.Create(ctx, key, data)
 	}))
 }
 

@@ -32,6 +32,7 @@ type Backend struct {
 var (
 	_ backend.Backend     = (*Backend)(nil)
 	_ backend.RangeReader = (*Backend)(nil)
+	_ backend.Creator     = (*Backend)(nil)
 )
 
 // Open connects to the bucket and checks it (see Check), so a wrong endpoint, refused
@@ -207,6 +208,29 @@ func (b *Backend) Put(ctx context.Context, key string, data []byte) error {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	_, err := b.client.PutObject(ctx, b.bucket, b.name(key), bytes.NewReader(data), int64(len(data)), b.putOptions(key))
+	return translate(ctx, what, err)
+}
+
+// Create is Put with If-None-Match: * (backend.Creator): the server stores the object only
+// if the key has none (in a versioned bucket: no current version), and of writers racing
+// for it one wins; the others get 412 Precondition Failed, which is backend.ErrExists. A 409
+// ConditionalRequestConflict (AWS, while a racing write is in progress) is worth a retry.
+func (b *Backend) Create(ctx context.Context, key string, data []byte) error {
+	what := "s3 create " + key
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	o := b.putOptions(key)
+	o.SetMatchETagExcept("*")
+	_, err := b.client.PutObject(ctx, b.bucket, b.name(key), bytes.NewReader(data), int64(len(data)), o)
+	switch resp := minio.ToErrorResponse(err); {
+	case err == nil:
+		return nil
+	case resp.StatusCode == http.StatusPreconditionFailed || resp.Code == "PreconditionFailed":
+		return fmt.Errorf("%s: %w", what, backend.ErrExists)
+	case resp.Code == "ConditionalRequestConflict":
+		return fmt.Errorf("%s: %w (a racing write of the same key was in progress)", what, backend.ErrUnavailable)
+	}
 	return translate(ctx, what, err)
 }
 
