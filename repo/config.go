@@ -102,6 +102,17 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	} else if !errors.Is(err, backend.ErrNotFound) {
 		return Config{}, fmt.Errorf("%s: %w", be.Location(), err)
 	}
+	// Backups without a config are a repository that lost it, not a free location: a new
+	// config there would carry another master key, with which none of them opens.
+	for _, prefix := range []string{"manifests/", "packs/"} {
+		name, err := firstObject(ctx, be, prefix)
+		if err != nil {
+			return Config{}, err
+		}
+		if name != "" {
+			return Config{}, fmt.Errorf("%s: %w: it holds %s but no config: the repository's config was lost; put it back from a copy, or move its objects away to make a new repository there", be.Location(), ErrExists, name)
+		}
+	}
 	if o.BlockSize == 0 {
 		o.BlockSize = DefaultBlockSize
 	}
@@ -156,7 +167,7 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	} else {
 		// An unencrypted config beside key objects is refused on open (openConfig): an
 		// encrypted init that was interrupted before its config left them.
-		keyObject, err := firstKeyObject(ctx, be)
+		keyObject, err := firstObject(ctx, be, "keys/")
 		if err != nil {
 			return Config{}, err
 		}
@@ -271,7 +282,7 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 		// Only an encrypted repository has key objects. An unencrypted config beside them
 		// replaced an encrypted one's (its MAC is keyed by the key it carries, so anyone can
 		// write one that fits): opened, it would store the next backups in clear.
-		keyObject, err := firstKeyObject(ctx, be)
+		keyObject, err := firstObject(ctx, be, "keys/")
 		if err != nil {
 			return Config{}, nil, "", err
 		}
@@ -296,15 +307,15 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	return cfg, master, keyName, nil
 }
 
-// firstKeyObject returns the name of a key object in be, or "" when it has none.
-func firstKeyObject(ctx context.Context, be backend.Backend) (string, error) {
+// firstObject returns the name of an object under prefix in be, or "" when it has none.
+func firstObject(ctx context.Context, be backend.Backend, prefix string) (string, error) {
 	var name string
-	err := be.List(ctx, "keys/", func(oi backend.ObjectInfo) error {
-		name = oi.Key
+	err := be.ListKeys(ctx, prefix, func(key string) error {
+		name = key
 		return errStopList
 	})
 	if err != nil && !errors.Is(err, errStopList) {
-		return "", fmt.Errorf("%s: list keys: %w", be.Location(), err)
+		return "", fmt.Errorf("%s: list %s: %w", be.Location(), prefix, err)
 	}
 	return name, nil
 }

@@ -1,6 +1,7 @@
 package repo_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -240,5 +241,47 @@ func TestInitRetriedAfterALostAnswer(t *testing.T) {
 		if _, err := repo.Unlock(ctx, l, "pw"); err != nil {
 			t.Errorf("read back %v: open: %v", readBack, err)
 		}
+	}
+}
+
+// A repository whose config was lost (removed by mistake, not copied with the rest) is not
+// an empty location: an init there would give it a second master key, with which none of its
+// backups opens and every gc stops. Init refuses it, writes nothing, and the repository opens
+// again, every backup whole, once its config is put back.
+func TestInitRefusesALocationThatHoldsBackups(t *testing.T) {
+	ctx := context.Background()
+	o := repo.InitOptions{Encryption: repo.EncryptionAES, Password: "pw"}
+	f := newFixture(t, o)
+	vol := randomVolume(1, 1<<20)
+	m := f.backup(t, "b1", &memSource{data: vol}, nil)
+	be, err := local.Open(filepath.Join(f.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := os.ReadFile(filepath.Join(f.dir, "repo", "config"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Delete(ctx, "config"); err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []string{repo.EncryptionAES, repo.EncryptionNone} {
+		if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: enc, Password: "pw"}); !errors.Is(err, repo.ErrExists) {
+			t.Errorf("%s init where a repository lost its config: %v, want ErrExists", enc, err)
+		}
+	}
+	keys := 0
+	if err := be.List(ctx, "keys/", func(backend.ObjectInfo) error { keys++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if keys != 1 {
+		t.Errorf("%d key objects, want the repository's own alone", keys)
+	}
+	if err := be.Put(ctx, "config", saved); err != nil {
+		t.Fatal(err)
+	}
+	g := fixtureOn(t, be, t.TempDir(), "index", repo.Options{Password: "pw"})
+	if got := g.restore(t, m); !bytes.Equal(got, vol) {
+		t.Error("the backup does not restore whole once the config is back")
 	}
 }
