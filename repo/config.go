@@ -404,11 +404,43 @@ func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPas
 	if err != nil {
 		return err
 	}
-	if err := be.Put(ctx, "keys/"+uuid.NewString(), kf.marshal()); err != nil {
+	newName := "keys/" + uuid.NewString()
+	if err := be.Put(ctx, newName, kf.marshal()); err != nil {
 		return fmt.Errorf("write new key: %w", err)
 	}
-	if err := be.Delete(ctx, oldName); err != nil {
-		return fmt.Errorf("remove old key %s: %w", oldName, err)
+	// Every key object of this master that the old passphrase opens goes, not only the one
+	// that opened it: another (left by a passwd that was interrupted and run again, or by two
+	// at once) would keep the old passphrase working.
+	old := []string{oldName}
+	err = be.ListKeys(ctx, "keys/", func(name string) error {
+		if name != oldName && name != newName {
+			old = append(old, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	for i, name := range old {
+		if i > 0 {
+			b, err := getAll(ctx, be, name)
+			if errors.Is(err, backend.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", name, err)
+			}
+			var kf keyFile
+			if json.Unmarshal(b, &kf) != nil || kf.damaged() {
+				continue
+			}
+			if m, err := kf.unwrap(oldPassword); err != nil || !hmac.Equal(m, master) {
+				continue
+			}
+		}
+		if err := be.Delete(ctx, name); err != nil {
+			return fmt.Errorf("remove old key %s: %w", name, err)
+		}
 	}
 	return nil
 }

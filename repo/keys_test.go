@@ -285,3 +285,36 @@ func TestInitRefusesALocationThatHoldsBackups(t *testing.T) {
 		t.Error("the backup does not restore whole once the config is back")
 	}
 }
+
+// A passwd that was interrupted before it removed the old key reports failure; run again, it
+// succeeds, and the repository then has two key objects under the new passphrase (two
+// passwds from one passphrase to the same new one at once leave the same). A later passwd
+// must retire the passphrase it changes, every key object of it: until then the old
+// passphrase, perhaps changed because it leaked, went on opening the repository.
+func TestPasswdRetiresEveryKeyOfTheOldPassphrase(t *testing.T) {
+	ctx := context.Background()
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.ChangePassword(ctx, &keepOldKey{be}, "a", "b"); err == nil {
+		t.Fatal("passwd without removing the old key succeeded")
+	}
+	if err := repo.ChangePassword(ctx, be, "a", "b"); err != nil {
+		t.Fatalf("passwd from a to b again: %v", err)
+	}
+	if err := repo.ChangePassword(ctx, be, "b", "c"); err != nil {
+		t.Fatalf("passwd from b to c: %v", err)
+	}
+	for _, pw := range []string{"a", "b"} {
+		if _, err := repo.Unlock(ctx, be, pw); !errors.Is(err, repo.ErrWrongPassword) {
+			t.Errorf("open with %s after passwd from b to c: %v; want ErrWrongPassword", pw, err)
+		}
+	}
+	if _, err := repo.Unlock(ctx, be, "c"); err != nil {
+		t.Errorf("open with the new passphrase: %v", err)
+	}
+}
