@@ -22,12 +22,7 @@ import (
 func TestSnapshotOfAVolumeBeingRestoredIsRefused(t *testing.T) {
 	s, _ := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
-	testutil.WriteImage(t, vol, 4<<20, 41, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, _ := reflinkVolume(t, s, 4<<20, 41)
 	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -74,12 +69,7 @@ func TestSnapshotOfAnNBDVolumeIsInvalid(t *testing.T) {
 func TestSnapshotSizeIsTheVolumesNow(t *testing.T) {
 	s, _ := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
-	testutil.WriteImage(t, vol, 1<<20, 42, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, vol := reflinkVolume(t, s, 1<<20, 42)
 	if err := os.Truncate(vol, 3<<20); err != nil { // grown, as qemu-img resize does
 		t.Fatal(err)
 	}
@@ -131,12 +121,7 @@ func TestAdminNamesASnapshotOfTheProjectItActsIn(t *testing.T) {
 func TestSnapshotWhoseRecordCannotBeDeletedStays(t *testing.T) {
 	s, _ := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
-	testutil.WriteImage(t, vol, 1<<20, 43, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, _ := reflinkVolume(t, s, 1<<20, 43)
 	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -175,12 +160,7 @@ func TestSnapshotWhoseRecordCannotBeDeletedStays(t *testing.T) {
 func TestSnapshotWhoseRecordStoreFailedDoesNotComeBack(t *testing.T) {
 	s, _ := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
-	testutil.WriteImage(t, vol, 1<<20, 44, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, _ := reflinkVolume(t, s, 1<<20, 44)
 	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
 		f := faulty.New(be, 1)
 		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/snapshots/", Effect: faulty.FailAfter, Times: 1})
@@ -208,12 +188,7 @@ func TestSnapshotKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
 	}
 	t.Cleanup(func() { s.Close() })
 	ctx := adminCtx()
-	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
-	testutil.WriteImage(t, vol, 1<<20, 45, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, _ := reflinkVolume(t, s, 1<<20, 45)
 	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})
 	if err != nil {
 		t.Fatal(err)
@@ -250,12 +225,7 @@ func TestSnapshotDeleteInterruptedIsSettledAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
-	testutil.WriteImage(t, vol, 1<<20, 46, testutil.Random)
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, _ := reflinkVolume(t, s, 1<<20, 46)
 	kept, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID, Name: "kept"})
 	if err != nil {
 		t.Fatal(err)
@@ -299,4 +269,17 @@ func TestSnapshotDeleteInterruptedIsSettledAtStart(t *testing.T) {
 	if _, err := fresh.Snapshot(ctx, kept.ID); err != nil {
 		t.Errorf("snapshot whose delete stopped before its removal, on a new index: %v", err)
 	}
+}
+
+// reflinkVolume manages a new image "vm" of size random bytes (from seed) on an XFS file
+// system with reflinks, where a snapshot is a clone, and returns it with its path.
+func reflinkVolume(t *testing.T, s *gateway.Service, size int64, seed int64) (*index.Volume, string) {
+	t.Helper()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, size, seed, testutil.Random)
+	v, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: vol, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, vol
 }
