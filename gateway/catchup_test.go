@@ -601,3 +601,59 @@ func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
 		t.Fatalf("backups after the volume was forgotten: %d, %v", len(bs), err)
 	}
 }
+
+// An admin's reset of a committed backup to error is the repository's word: another gateway
+// shows it error after its catch-up, and so does an index made anew; reset to available, it is
+// available everywhere again. Kept in the index alone, the backup came back available
+// (restorable, and the parent of the next incremental) after an index loss and on every other
+// gateway.
+func TestResetToErrorOutlivesTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	status := func(g *gateway.Service) index.BackupStatus {
+		t.Helper()
+		rec, err := g.Backup(ctx, bk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec.Status
+	}
+	fresh := func(name string) *gateway.Service {
+		t.Helper()
+		g, err := gateway.Open(context.Background(), gateway.Config{Repo: repoDir, StateDir: filepath.Join(dir, name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { g.Close() })
+		return g
+	}
+	if _, err := a.ResetBackupState(ctx, bk.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if st := status(b); st != index.BackupError {
+		t.Fatalf("the other gateway shows the backup reset to error as %s", st)
+	}
+	if st := status(fresh("state-c")); st != index.BackupError {
+		t.Fatalf("a new index shows the backup reset to error as %s", st)
+	}
+	if _, err := b.ResetBackupState(ctx, bk.ID, "available"); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, a)
+	if st := status(a); st != index.BackupAvailable {
+		t.Fatalf("the first gateway shows the backup reset to available elsewhere as %s", st)
+	}
+	if st := status(fresh("state-d")); st != index.BackupAvailable {
+		t.Fatalf("a new index shows the backup reset to available as %s", st)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 )
 
 // pool runs accepted jobs in the background, at most n at a time (cairn serve). Without a
@@ -142,6 +143,10 @@ func (s *Service) Running(id string) bool {
 	return b || r
 }
 
+// resetReason is why a committed backup an admin reset to error is error (its manifest's
+// Error, its record's FailReason).
+const resetReason = "reset to error by an admin"
+
 // ResetBackupState sets a backup's status (admins; seed 3.5.3). On a restoring backup it
 // cancels the restore: the worker stops and the target volume is marked error, since its
 // contents are then incomplete.
@@ -177,14 +182,42 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 			return nil, wrapf(ErrConflict, "backup %s never completed (no manifest is stored): it cannot become available", b.ID)
 		}
 	}
+	// A committed backup's reset to error, and its undoing, is stored in its manifest, so every
+	// gateway and an index rebuilt show it: kept in the index alone, the backup came back
+	// available, restorable and a parent for incrementals [TestResetToErrorOutlivesTheIndex].
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if b, err = s.idx.Backup(b.ID); err != nil {
+		return nil, err
+	}
+	mark := ""
+	switch {
+	case state == index.BackupError && b.Status == index.BackupAvailable:
+		mark = "write"
+	case state == index.BackupAvailable && b.Status == index.BackupError && b.FailReason == resetReason:
+		mark = "clear"
+	}
+	if mark != "" {
+		if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) {
+			m.Error = ""
+			if mark == "write" {
+				m.Error = resetReason
+			}
+		}); err != nil {
+			return nil, err
+		}
+	}
 	out, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if state == index.BackupAvailable && rec.Root.IsZero() && rec.Size > 0 {
 			return wrapf(ErrConflict, "backup %s never completed: it cannot become available", rec.ID)
 		}
 		rec.Status = state
 		endDoubt(rec) // an admin's word settles a manifest in doubt
-		if state == index.BackupAvailable {
+		switch {
+		case state == index.BackupAvailable:
 			rec.FailReason, rec.FailKind = "", ""
+		case mark == "write":
+			rec.FailReason, rec.FailKind = resetReason, ""
 		}
 		return nil
 	})

@@ -56,7 +56,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 			changed = changed || ch
 			continue
 		}
-		if b.Status == index.BackupAvailable && (!stored[b.ID] || deleting[b.ID]) {
+		if committedRecord(b) && (!stored[b.ID] || deleting[b.ID]) {
 			// Deleted through another gateway (only a committed backup's manifest goes away),
 			// or its delete began there.
 			if !deleting[b.ID] {
@@ -230,6 +230,12 @@ func (s *Service) followLog(ctx context.Context) error {
 	return nil
 }
 
+// committedRecord says whether b is a committed backup as its record stands, the records a
+// catch-up follows the manifests of: an available one, or one an admin reset to error.
+func committedRecord(b *index.Backup) bool {
+	return b.Status == index.BackupAvailable || b.Status == index.BackupError && b.FailReason == resetReason
+}
+
 // examine brings backup id's record in line with its manifest: adopted when the manifest is
 // there and the index does not know it, forgotten when it is gone and the record says
 // available (and added to forgotten, for the caller to re-link its children), its name,
@@ -244,7 +250,7 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 	if err != nil && !errors.Is(err, index.ErrNotFound) {
 		return false, err
 	}
-	if known && b.Status != index.BackupAvailable {
+	if known && !committedRecord(b) {
 		return false, nil // one being created, deleted or restored here is this gateway's own
 	}
 	m, err := s.repo.GetManifest(ctx, id)
@@ -389,7 +395,8 @@ func (s *Service) relearnChain(ctx context.Context, id string) error {
 }
 
 // relearn takes what another gateway may change in a known backup's manifest: its parent and
-// incremental flag (a prune), protection, name, description and metadata. It reports whether
+// incremental flag (a prune), protection, name, description, metadata and an admin's reset to
+// error. It reports whether
 // the record changed.
 func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 	rec := &index.Backup{ID: m.ID, VolumeID: m.VolumeID, Project: m.Project, CreatedAt: m.CreatedAt,
@@ -401,12 +408,21 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		return false, err
 	}
 	_, err := s.idx.UpdateBackup(m.ID, func(b *index.Backup) error {
+		// An admin's reset-state elsewhere: a committed backup's only change of status.
+		status, reason := b.Status, b.FailReason
+		switch {
+		case m.Error != "" && b.Status == index.BackupAvailable:
+			status, reason = index.BackupError, m.Error
+		case m.Error == "" && b.Status == index.BackupError && b.FailReason == resetReason:
+			status, reason = index.BackupAvailable, ""
+		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
-			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) {
+			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status {
 			return errUnchanged // nothing to write
 		}
 		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
 		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
+		b.Status, b.FailReason = status, reason
 		return nil
 	})
 	if errors.Is(err, errUnchanged) {

@@ -158,6 +158,9 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
 		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
 		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback}
+	if m.Error != "" {
+		b.Status, b.FailReason = index.BackupError, m.Error // an admin's reset-state
+	}
 	if b.UpdatedAt.IsZero() {
 		b.UpdatedAt = now()
 	}

@@ -50,6 +50,10 @@ type Manifest struct {
 	// Protected backups are refused by delete and prune. A manifest is rewritten (atomically,
 	// whole) only to change this flag or, after a prune, its parent: never its block map.
 	Protected bool `json:"protected,omitempty"`
+	// Error is an admin's reset of the backup to error (reset-state), with why: every gateway,
+	// and an index rebuilt, shows the backup as error until it is reset to available. A
+	// descriptive field, rewritten like Protected.
+	Error string `json:"error,omitempty"`
 }
 
 // MarshalJSON writes addresses as hex.
