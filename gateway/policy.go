@@ -475,7 +475,9 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
 	start := now()
 	run.LastRun, run.LastResult, run.LastError, run.Interrupted = start, RunRunning, "", false
-	s.storeRun(ctx, p.Name, run)
+	if _, err := s.storeRun(ctx, p.Name, run); err != nil {
+		return fmt.Errorf("policy %s: record its run: %w: nothing was backed up", p.Name, err)
+	}
 	s.log.Info("policy run started", "policy", p.Name)
 	err := s.policyBackups(ctx, p, lk, &run)
 	run.Runs++
@@ -486,7 +488,7 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 			run.LastError, run.Interrupted = "interrupted: the gateway stopped during the run", true
 		}
 	}
-	st := s.storeRun(ctx, p.Name, run)
+	st, _ := s.storeRun(ctx, p.Name, run)
 	s.metrics.policyRun(p.Name, st, start)
 	if err != nil {
 		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(start).Seconds())
@@ -550,7 +552,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		if b.IsIncremental {
 			run.SinceFull[v.ID] = since + 1
 		}
-		s.storeRun(ctx, p.Name, *run)
+		_, _ = s.storeRun(ctx, p.Name, *run)
 		if rules.Empty() {
 			continue
 		}

@@ -76,13 +76,15 @@ func (s *Service) cachePolicyState(name string, fn func(*PolicyState)) PolicySta
 }
 
 // storeRun stores what a run did, in the repository and in the index. Only the holder of the
-// policy's claim calls it. A store that fails is logged: the state is the schedule's, and at
-// worst another gateway runs the policy again.
-func (s *Service) storeRun(ctx context.Context, name string, run PolicyRun) PolicyState {
+// policy's claim calls it. A store that fails is logged and returned, and the index's copy is
+// left as the repository has it: a run whose start is not in the repository must not go on,
+// since another gateway would run its due time again [TestPolicyRunNotStoredDoesNotRun].
+func (s *Service) storeRun(ctx context.Context, name string, run PolicyRun) (PolicyState, error) {
 	if err := s.repo.PutMeta(context.WithoutCancel(ctx), metaPolicyRuns, name, &run); err != nil {
 		s.log.Error("cannot record a policy's run in the repository", "policy", name, "error", err)
+		return s.policyState(name), err
 	}
-	return s.cachePolicyState(name, func(st *PolicyState) { st.PolicyRun = run })
+	return s.cachePolicyState(name, func(st *PolicyState) { st.PolicyRun = run }), nil
 }
 
 // storeVerify is storeRun for a verification.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // A policy deleted through another gateway stops running on this one: the scheduler reads
@@ -315,5 +316,50 @@ func TestPolicyFullEveryCountsAcrossGateways(t *testing.T) {
 	}
 	if want := []string{"full", "incremental", "full", "incremental"}; !slices.Equal(got, want) {
 		t.Fatalf("4 runs with --full-every 2 alternating between two gateways took %v, want %v", got, want)
+	}
+}
+
+// A gateway that cannot store a policy's run in the repository does not run it: the
+// repository would not say the due time ran, so another gateway ran it again once the claim
+// was free (until 2026-12-05 the store's error was only logged, and the run went on).
+func TestPolicyRunNotStoredDoesNotRun(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(2 * time.Second).Truncate(time.Second)
+	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "once",
+		Schedule: at.UTC().Format("2006-01-02 15:04:05") + " UTC", Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/policy-runs/", Effect: faulty.Fail})
+		return f
+	})
+	schedule := func(g *gateway.Service, d time.Duration) {
+		runCtx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { g.RunPolicies(runCtx); close(done) }()
+		time.Sleep(d)
+		stop()
+		<-done
+	}
+	schedule(a, time.Until(at)+2*time.Second)
+	schedule(b, 2*time.Second)
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bs) != 1 {
+		t.Fatalf("the policy's one due time made %d backups when one gateway could not store its run, want 1", len(bs))
 	}
 }
