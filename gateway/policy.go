@@ -480,6 +480,17 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	}
 	s.log.Info("policy run started", "policy", p.Name)
 	err := s.policyBackups(ctx, p, lk, &run)
+	if lerr := lk.Check(); lerr != nil {
+		// Another gateway may hold the claim now and store its own run: this one's result is
+		// not stored over it. The state stays running, which the next claimer, here or
+		// elsewhere, takes for an interrupted run and runs again at once
+		// [TestPolicyRunThatLostItsClaimRunsAgain].
+		if err == nil {
+			err = fmt.Errorf("the policy's claim: %w: another gateway may run it now", lerr)
+		}
+		s.log.Error("policy run stopped: its claim was lost", "policy", p.Name, "error", err)
+		return fmt.Errorf("policy %s: %w", p.Name, err)
+	}
 	run.Runs++
 	run.LastResult = RunSucceeded
 	if err != nil {
@@ -551,6 +562,11 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		run.SinceFull[v.ID] = 1
 		if b.IsIncremental {
 			run.SinceFull[v.ID] = since + 1
+		}
+		if err := lk.Check(); err != nil {
+			// Not stored: another gateway may hold the claim and store its run now.
+			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
+			break
 		}
 		_, _ = s.storeRun(ctx, p.Name, *run)
 		if rules.Empty() {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
@@ -361,5 +362,78 @@ func TestPolicyRunNotStoredDoesNotRun(t *testing.T) {
 	}
 	if len(bs) != 1 {
 		t.Fatalf("the policy's one due time made %d backups when one gateway could not store its run, want 1", len(bs))
+	}
+}
+
+// unlockAtFirstPack removes every lock object (as 'repo unlock --force' does) at the first
+// pack stored, and holds that Put until the holders had time to notice.
+type unlockAtFirstPack struct {
+	backend.Backend
+	once   sync.Once
+	unlock func()
+}
+
+func (b *unlockAtFirstPack) Put(ctx context.Context, key string, data []byte) error {
+	if strings.HasPrefix(key, "packs/") {
+		b.once.Do(func() { b.unlock(); time.Sleep(time.Second) })
+	}
+	return b.Backend.Put(ctx, key, data)
+}
+
+// A run that loses its claim stops, and leaves the policy to run again now: its volumes not
+// backed up yet are not left for the next due time. Until 2026-12-05 the stopped run stored
+// itself failed, which is not due before the calendar's next time, so a policy whose claim
+// was broken with no other gateway running it skipped the rest of its volumes for a period.
+func TestPolicyRunThatLostItsClaimRunsAgain(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	cfg.Lock.StaleAfter = 2 * time.Second
+	s, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx := adminCtx()
+	for _, name := range []string{"vm", "db"} {
+		if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, name+".img", 64<<10), Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm", "db"}}); err != nil {
+		t.Fatal(err)
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		return &unlockAtFirstPack{Backend: be, unlock: func() {
+			if _, err := s.Unlock(ctx, true); err != nil {
+				t.Error(err)
+			}
+		}}
+	})
+	if _, err := s.RunPolicy(ctx, "nightly"); err == nil {
+		t.Fatal("a policy run whose locks were removed during its first backup succeeded")
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.RunPolicies(runCtx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		backedUp := 0
+		for _, name := range []string{"vm", "db"} {
+			bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.ContainsFunc(bs, func(b *index.Backup) bool { return b.Status == index.BackupAvailable }) {
+				backedUp++
+			}
+		}
+		if backedUp == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			st, _ := s.PolicyStatus(ctx, "nightly")
+			t.Fatalf("%d of 2 volumes backed up 10 s after a run lost its claim (last result %s, next run %v)", backedUp, st.LastResult, st.NextRun)
+		}
 	}
 }
