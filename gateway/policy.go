@@ -121,6 +121,16 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 	if err := s.completePolicy(ctx, c, &p, req.VolumeRefs); err != nil {
 		return nil, err
 	}
+	// A policy of this name deleted earlier may have left its state: in another gateway's
+	// index, which takes the repository's for its own but keeps its copy where the repository
+	// has none [TestPolicyMadeAgainUnderItsNameStartsAfresh]. The new one's is stored empty.
+	if err := s.repo.PutMeta(ctx, metaPolicyRuns, p.Name, &PolicyRun{}); err != nil {
+		return nil, err
+	}
+	if err := s.repo.PutMeta(ctx, metaPolicyVerifies, p.Name, &PolicyVerify{}); err != nil {
+		return nil, err
+	}
+	s.cachePolicyState(p.Name, func(st *PolicyState) { *st = PolicyState{} })
 	if err := s.repo.PutMeta(ctx, metaPolicies, p.Name, &p); err != nil {
 		return nil, err
 	}

@@ -437,3 +437,42 @@ func TestPolicyRunThatLostItsClaimRunsAgain(t *testing.T) {
 		}
 	}
 }
+
+// A policy deleted and made again under its name starts with no runs on every gateway: until
+// 2026-12-05 a gateway that had run the old one kept its state in its index, and since the
+// repository had none for the new one, it showed the old one's runs, result and error (of
+// another project's volumes, when the new policy was another project's) and counted its
+// --full-every from them.
+func TestPolicyMadeAgainUnderItsNameStartsAfresh(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	req := gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily", Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}
+	if _, err := b.CreatePolicy(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.RunPolicy(ctx, "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.DeletePolicy(ctx, "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreatePolicy(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
+		st, err := g.PolicyStatus(ctx, "nightly")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Runs != 0 || st.LastResult != "" {
+			t.Fatalf("gateway %s says the new policy ran %d times (last %q): the deleted one's runs", name, st.Runs, st.LastResult)
+		}
+	}
+}
