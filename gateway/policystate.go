@@ -87,12 +87,14 @@ func (s *Service) storeRun(ctx context.Context, name string, run PolicyRun) (Pol
 	return s.cachePolicyState(name, func(st *PolicyState) { st.PolicyRun = run }), nil
 }
 
-// storeVerify is storeRun for a verification.
-func (s *Service) storeVerify(ctx context.Context, name string, v PolicyVerify) {
+// storeVerify is storeRun for a verification [TestPolicyVerifyNotStoredDoesNotRun].
+func (s *Service) storeVerify(ctx context.Context, name string, v PolicyVerify) error {
 	if err := s.repo.PutMeta(context.WithoutCancel(ctx), metaPolicyVerifies, name, &v); err != nil {
 		s.log.Error("cannot record a policy's verification in the repository", "policy", name, "error", err)
+		return err
 	}
 	s.cachePolicyState(name, func(st *PolicyState) { st.PolicyVerify = v })
+	return nil
 }
 
 // storedState reads a policy's state from the repository into the index's copy and returns

@@ -206,7 +206,7 @@ func (s *Service) runIfDue(ctx context.Context, p *Policy, lk *repo.Lock, run Po
 func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	if v.VerifyResult == RunRunning {
 		v.VerifyResult, v.VerifyError = RunFailed, "interrupted: the gateway stopped during the check"
-		s.storeVerify(ctx, p.Name, v)
+		_ = s.storeVerify(ctx, p.Name, v)
 	}
 	vs, err := calendar.Parse(p.Verify)
 	if err != nil {
@@ -217,7 +217,9 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	}
 	start := now()
 	v.LastVerify, v.VerifyResult, v.VerifyError = start, RunRunning, ""
-	s.storeVerify(ctx, p.Name, v)
+	if s.storeVerify(ctx, p.Name, v) != nil {
+		return // not verified: the repository would not say so, and another gateway would again
+	}
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project, Admin: true})
 	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true, SamplePercent: p.VerifySample})
 	if err == nil && !rep.OK() {
@@ -227,7 +229,7 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	if err != nil {
 		v.VerifyResult, v.VerifyError = RunFailed, err.Error()
 	}
-	s.storeVerify(ctx, p.Name, v)
+	_ = s.storeVerify(ctx, p.Name, v)
 	if err != nil {
 		s.log.Error("policy verification failed", "policy", p.Name, "error", err)
 		return

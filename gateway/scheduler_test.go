@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -474,5 +476,60 @@ func TestPolicyMadeAgainUnderItsNameStartsAfresh(t *testing.T) {
 		if st.Runs != 0 || st.LastResult != "" {
 			t.Fatalf("gateway %s says the new policy ran %d times (last %q): the deleted one's runs", name, st.Runs, st.LastResult)
 		}
+	}
+}
+
+// packReads counts the whole-object reads of packs/, as a verification makes.
+type packReads struct {
+	backend.Backend
+	n atomic.Int64
+}
+
+func (b *packReads) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	if strings.HasPrefix(key, "packs/") {
+		b.n.Add(1)
+	}
+	return b.Backend.Get(ctx, key)
+}
+
+func (b *packReads) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	if strings.HasPrefix(key, "packs/") {
+		b.n.Add(1)
+	}
+	return b.Backend.GetRange(ctx, key, offset, length)
+}
+
+// A gateway that cannot store a policy's verification in the repository does not verify: the
+// repository would not say the due time was verified, and another gateway read the sample of
+// packs again (until 2026-12-05 the store's error was only logged, and the check went on).
+func TestPolicyVerifyNotStoredDoesNotRun(t *testing.T) {
+	a, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(2 * time.Second).Truncate(time.Second)
+	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "checked", Schedule: "yearly",
+		Verify: at.UTC().Format("2006-01-02 15:04:05") + " UTC", VerifySample: 100, Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	reads := &packReads{}
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/policy-verifies/", Effect: faulty.Fail})
+		reads.Backend = f
+		return reads
+	})
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.RunPolicies(runCtx); close(done) }()
+	time.Sleep(time.Until(at) + 2*time.Second)
+	stop()
+	<-done
+	if n := reads.n.Load(); n != 0 {
+		t.Fatalf("a gateway that could not store the verification verified (%d pack reads): another gateway verifies the same due time again", n)
 	}
 }
