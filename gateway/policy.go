@@ -249,9 +249,7 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := s.refreshPolicyStates(ctx, all); err != nil {
-		return nil, err
-	}
+	s.refreshPolicyStates(ctx, all)
 	out := []*PolicyStatus{}
 	for _, p := range all {
 		if c.sees(p.Project) {

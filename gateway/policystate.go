@@ -124,14 +124,14 @@ func (s *Service) storedState(ctx context.Context, name string) (PolicyState, er
 }
 
 // refreshPolicyStates reads the states of the policies ps from the repository into the
-// index's copies.
-func (s *Service) refreshPolicyStates(ctx context.Context, ps []*Policy) error {
+// index's copies. One that cannot be read keeps its copy (logged): one bad read does not fail
+// a policy list, nor hide the others' states from the scheduler.
+func (s *Service) refreshPolicyStates(ctx context.Context, ps []*Policy) {
 	for _, p := range ps {
-		if _, err := s.storedState(ctx, p.Name); err != nil {
-			return err
+		if _, err := s.storedState(ctx, p.Name); err != nil && ctx.Err() == nil {
+			s.log.Warn("cannot read a policy's state: the index's copy is used", "policy", p.Name, "error", err)
 		}
 	}
-	return nil
 }
 
 // forgetPolicyState removes a deleted policy's state.

@@ -40,9 +40,7 @@ func (s *Service) RunPolicies(ctx context.Context) {
 				policies, loaded = ps, at
 				s.metrics.policiesLoaded(ps)
 				// What runs on other gateways did [TestPolicyRunsOnceAcrossGateways].
-				if err := s.refreshPolicyStates(ctx, ps); err != nil && ctx.Err() == nil {
-					s.log.Warn("cannot read the policies' state", "error", err)
-				}
+				s.refreshPolicyStates(ctx, ps)
 			}
 		}
 		wait := policyReload

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"io"
 	"slices"
@@ -531,5 +532,30 @@ func TestPolicyVerifyNotStoredDoesNotRun(t *testing.T) {
 	<-done
 	if n := reads.n.Load(); n != 0 {
 		t.Fatalf("a gateway that could not store the verification verified (%d pack reads): another gateway verifies the same due time again", n)
+	}
+}
+
+// A policy whose state cannot be read keeps the index's copy: one failed read failed the
+// whole policy list, and left every policy's state unread by the scheduler.
+func TestPolicyListSurvivesOneUnreadableState(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: name, Schedule: "daily",
+			Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Get, Prefix: "meta/policy-runs/" + hex.EncodeToString([]byte("a")), Effect: faulty.Fail})
+		return f
+	})
+	ps, err := s.Policies(ctx)
+	if err != nil || len(ps) != 2 {
+		t.Fatalf("policy list with one policy's state unreadable: %d policies, %v; want both", len(ps), err)
 	}
 }
