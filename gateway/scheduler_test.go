@@ -25,17 +25,9 @@ func TestPolicyDeletedThroughAnotherGatewayStopsRunningHere(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
 	ctx := adminCtx()
-	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "often", Schedule: "*:*:*",
-		Keep: gateway.KeepRules{Last: -1}}, VolumeRefs: []string{"vm"}}); err != nil {
-		t.Fatal(err)
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { b.RunPolicies(runCtx); close(done) }()
-	t.Cleanup(func() { stop(); <-done }) // before the gateways close
+	policyOfAVolume(t, b, image(t, dir, "vol.img", 64<<10), gateway.Policy{Name: "often", Schedule: "*:*:*",
+		Keep: gateway.KeepRules{Last: -1}})
+	runScheduler(t, b)
 	backups := func() int {
 		t.Helper()
 		bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
@@ -66,18 +58,10 @@ func TestPolicyDeletedThroughAnotherGatewayStopsRunningHere(t *testing.T) {
 func TestPolicyRunInterruptedByAStopRunsAgainAtStart(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
-		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
-		t.Fatal(err)
-	}
+	policyOfAVolume(t, s, image(t, dir, "vol.img", 64<<10), gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}})
 	gateway.LeaveRunningPolicyForTest(s, "nightly", time.Now())
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.RunPolicies(runCtx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	runScheduler(t, s)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
 		if err != nil {
@@ -117,27 +101,18 @@ func (b *slowPackStore) Put(ctx context.Context, key string, data []byte) error 
 func TestRunPoliciesReturnsOnceItsRunsEnded(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 1<<20), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "often", Schedule: "*:*:*",
-		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
-		t.Fatal(err)
-	}
+	policyOfAVolume(t, s, image(t, dir, "vol.img", 1<<20), gateway.Policy{Name: "often", Schedule: "*:*:*",
+		Keep: gateway.KeepRules{Last: 7}})
 	slow := &slowPackStore{hit: make(chan struct{})}
 	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend { slow.Backend = be; return slow })
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.RunPolicies(runCtx); close(done) }()
+	stop := runScheduler(t, s)
 	select {
 	case <-slow.hit:
 	case <-time.After(10 * time.Second):
 		stop()
-		<-done
 		t.Fatal("no policy run stored a pack in 10 s of a schedule of every second")
 	}
 	stop()
-	<-done
 	st, err := s.PolicyStatus(ctx, "often")
 	if err != nil {
 		t.Fatal(err)
@@ -173,16 +148,10 @@ func TestPolicyRunsOnceAcrossGateways(t *testing.T) {
 		Schedule: at.UTC().Format("2006-01-02 15:04:05") + " UTC", Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, g := range []*gateway.Service{a, b} {
-		wg.Add(1)
-		go func() { defer wg.Done(); g.RunPolicies(runCtx) }()
-	}
-	t.Cleanup(func() { stop(); wg.Wait() })
+	stopA, stopB := runScheduler(t, a), runScheduler(t, b)
 	time.Sleep(time.Until(at) + 6*time.Second)
-	stop()
-	wg.Wait()
+	stopA()
+	stopB()
 	for _, g := range []*gateway.Service{a, b} {
 		if err := g.SyncBackups(ctx); err != nil {
 			t.Fatal(err)
@@ -215,18 +184,10 @@ func TestPolicyClaimOfAGoneGatewayIsTakenOver(t *testing.T) {
 	a, b, _ := twoGateways(t, dir)
 	gateway.SetPolicyReloadForTest(t, time.Second)
 	ctx := adminCtx()
-	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
-		Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
-		t.Fatal(err)
-	}
+	policyOfAVolume(t, b, image(t, dir, "vol.img", 64<<10), gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}})
 	release := gateway.HoldPolicyClaimForTest(t, a, "nightly")
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { b.RunPolicies(runCtx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	runScheduler(t, b)
 	backups := func() int {
 		t.Helper()
 		bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
@@ -292,13 +253,8 @@ func TestPolicyFullEveryCountsAcrossGateways(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
 	ctx := adminCtx()
-	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
-		Incremental: true, FullEvery: 2, Keep: gateway.KeepRules{Last: -1}}, VolumeRefs: []string{"vm"}}); err != nil {
-		t.Fatal(err)
-	}
+	policyOfAVolume(t, a, image(t, dir, "vm.img", 256<<10), gateway.Policy{Name: "nightly", Schedule: "daily",
+		Incremental: true, FullEvery: 2, Keep: gateway.KeepRules{Last: -1}})
 	var got []string
 	for i := range 4 {
 		g := []*gateway.Service{a, b}[i%2]
@@ -347,12 +303,9 @@ func TestPolicyRunNotStoredDoesNotRun(t *testing.T) {
 		return f
 	})
 	schedule := func(g *gateway.Service, d time.Duration) {
-		runCtx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { g.RunPolicies(runCtx); close(done) }()
+		stop := runScheduler(t, g)
 		time.Sleep(d)
 		stop()
-		<-done
 	}
 	schedule(a, time.Until(at)+2*time.Second)
 	schedule(b, 2*time.Second)
@@ -416,10 +369,7 @@ func TestPolicyRunThatLostItsClaimRunsAgain(t *testing.T) {
 	if _, err := s.RunPolicy(ctx, "nightly"); err == nil {
 		t.Fatal("a policy run whose locks were removed during its first backup succeeded")
 	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.RunPolicies(runCtx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	runScheduler(t, s)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		backedUp := 0
 		for _, name := range []string{"vm", "db"} {
@@ -524,12 +474,9 @@ func TestPolicyVerifyNotStoredDoesNotRun(t *testing.T) {
 		reads.Backend = f
 		return reads
 	})
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.RunPolicies(runCtx); close(done) }()
+	stop := runScheduler(t, a)
 	time.Sleep(time.Until(at) + 2*time.Second)
 	stop()
-	<-done
 	if n := reads.n.Load(); n != 0 {
 		t.Fatalf("a gateway that could not store the verification verified (%d pack reads): another gateway verifies the same due time again", n)
 	}
@@ -558,4 +505,28 @@ func TestPolicyListSurvivesOneUnreadableState(t *testing.T) {
 	if err != nil || len(ps) != 2 {
 		t.Fatalf("policy list with one policy's state unreadable: %d policies, %v; want both", len(ps), err)
 	}
+}
+
+// policyOfAVolume manages the image at path as volume "vm" through g and makes p a policy of it.
+func policyOfAVolume(t *testing.T, g *gateway.Service, path string, p gateway.Policy) {
+	t.Helper()
+	ctx := adminCtx()
+	if _, err := g.ManageVolume(ctx, gateway.ManageRequest{Path: path, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.CreatePolicy(ctx, gateway.PolicyRequest{Policy: p, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// runScheduler runs g's policies (RunPolicies) until the test ends or stop is called; stop
+// returns once RunPolicies did.
+func runScheduler(t *testing.T, g *gateway.Service) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { g.RunPolicies(ctx); close(done) }()
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop) // before the gateways close
+	return stop
 }
