@@ -194,7 +194,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 	switch {
 	case state == index.BackupError && b.Status == index.BackupAvailable:
 		mark = "write"
-	case state == index.BackupAvailable && b.Status == index.BackupError && b.FailReason == resetReason:
+	case state == index.BackupAvailable && resetToError(b):
 		mark = "clear"
 	}
 	if mark != "" {

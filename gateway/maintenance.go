@@ -233,7 +233,12 @@ func (s *Service) followLog(ctx context.Context) error {
 // committedRecord says whether b is a committed backup as its record stands, the records a
 // catch-up follows the manifests of: an available one, or one an admin reset to error.
 func committedRecord(b *index.Backup) bool {
-	return b.Status == index.BackupAvailable || b.Status == index.BackupError && b.FailReason == resetReason
+	return b.Status == index.BackupAvailable || resetToError(b)
+}
+
+// resetToError says whether b is a committed backup an admin reset to error (reset-state).
+func resetToError(b *index.Backup) bool {
+	return b.Status == index.BackupError && b.FailReason == resetReason
 }
 
 // examine brings backup id's record in line with its manifest: adopted when the manifest is
@@ -413,7 +418,7 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		switch {
 		case m.Error != "" && b.Status == index.BackupAvailable:
 			status, reason = index.BackupError, m.Error
-		case m.Error == "" && b.Status == index.BackupError && b.FailReason == resetReason:
+		case m.Error == "" && resetToError(b):
 			status, reason = index.BackupAvailable, ""
 		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&

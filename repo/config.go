@@ -307,6 +307,23 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	return cfg, master, keyName, nil
 }
 
+// errDamagedKey: a key object that cannot be one (unparseable, or fields out of range).
+var errDamagedKey = errors.New("damaged key object")
+
+// readKeyFile reads key object name: backend.ErrNotFound when it is gone, errDamagedKey when
+// it cannot be a key object.
+func readKeyFile(ctx context.Context, be backend.Backend, name string) (*keyFile, error) {
+	b, err := getAll(ctx, be, name)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	var kf keyFile
+	if json.Unmarshal(b, &kf) != nil || kf.damaged() {
+		return nil, fmt.Errorf("%s: %w", name, errDamagedKey)
+	}
+	return &kf, nil
+}
+
 // firstObject returns the name of an object under prefix in be, or "" when it has none.
 func firstObject(ctx context.Context, be backend.Backend, prefix string) (string, error) {
 	var name string
@@ -348,18 +365,17 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 		var openedName string
 		vanished := false
 		for _, name := range names {
-			b, err := getAll(ctx, be, name)
+			kf, err := readKeyFile(ctx, be, name)
 			if errors.Is(err, backend.ErrNotFound) {
 				vanished = true
 				continue
 			}
-			if err != nil {
-				return nil, "", fmt.Errorf("read %s: %w", name, err)
-			}
-			var kf keyFile
-			if json.Unmarshal(b, &kf) != nil || kf.damaged() {
+			if errors.Is(err, errDamagedKey) {
 				damaged = append(damaged, name)
 				continue
+			}
+			if err != nil {
+				return nil, "", err
 			}
 			if master, err := kf.unwrap(password); err == nil {
 				if fits(master) {
@@ -423,16 +439,12 @@ func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPas
 	}
 	for i, name := range old {
 		if i > 0 {
-			b, err := getAll(ctx, be, name)
-			if errors.Is(err, backend.ErrNotFound) {
+			kf, err := readKeyFile(ctx, be, name)
+			if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("read %s: %w", name, err)
-			}
-			var kf keyFile
-			if json.Unmarshal(b, &kf) != nil || kf.damaged() {
-				continue
+				return err
 			}
 			if m, err := kf.unwrap(oldPassword); err != nil || !hmac.Equal(m, master) {
 				continue

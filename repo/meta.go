@@ -75,19 +75,15 @@ func (r *Repository) ListMetaNames(ctx context.Context, kind string, fn func(nam
 // ListMeta calls fn with the name and verified JSON of every metadata object of kind. A damaged
 // object is passed to bad (and skipped) rather than stopping the listing.
 func (r *Repository) ListMeta(ctx context.Context, kind string, fn func(name string, data []byte) error, bad func(key string, err error)) error {
-	prefix := metaPrefix + kind + "/"
-	var keys []string
-	if err := r.be.List(ctx, prefix, func(oi backend.ObjectInfo) error {
-		keys = append(keys, oi.Key)
+	var names []string
+	if err := r.ListMetaNames(ctx, kind, func(name string) error {
+		names = append(names, name)
 		return nil
 	}); err != nil {
 		return err
 	}
-	for _, key := range keys {
-		raw, err := hex.DecodeString(strings.TrimPrefix(key, prefix))
-		if err != nil {
-			continue
-		}
+	for _, name := range names {
+		key := metaKey(kind, name)
 		b, err := r.getObject(ctx, key)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue
@@ -101,7 +97,7 @@ func (r *Repository) ListMeta(ctx context.Context, kind string, fn func(name str
 		if err != nil {
 			return err
 		}
-		if err := fn(string(raw), b); err != nil {
+		if err := fn(name, b); err != nil {
 			return err
 		}
 	}

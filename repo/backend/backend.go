@@ -42,6 +42,16 @@ type Creator interface {
 	Create(ctx context.Context, key string, data []byte) error
 }
 
+// CreatorOf is b's Creator, for a wrapper to pass Create on to, or an error saying b cannot
+// create an object only where none is.
+func CreatorOf(b Backend, key string) (Creator, error) {
+	c, ok := b.(Creator)
+	if !ok {
+		return nil, fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	}
+	return c, nil
+}
+
 // Spooler is implemented by a backend whose objects are files on the local file system. A
 // writer that would otherwise hold a large object in memory (a backup's packs) writes it to
 // a file Spool gives and hands the file to Commit, which stores it under the key as durably

@@ -204,9 +204,9 @@ func (f *Faulty) Put(ctx context.Context, key string, data []byte) error {
 
 // Create may fail before or after storing, as a Put does (backend.Creator).
 func (f *Faulty) Create(ctx context.Context, key string, data []byte) error {
-	c, ok := f.Backend.(backend.Creator)
-	if !ok {
-		return fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	c, err := backend.CreatorOf(f.Backend, key)
+	if err != nil {
+		return err
 	}
 	return f.call(Put, key, func() error { return c.Create(ctx, key, data) })
 }

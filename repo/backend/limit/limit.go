@@ -77,9 +77,9 @@ func (l *Limit) Put(ctx context.Context, key string, data []byte) error {
 // Create runs in a slot (backend.Creator); a backend that cannot create only where no object
 // is says so.
 func (l *Limit) Create(ctx context.Context, key string, data []byte) error {
-	c, ok := l.Backend.(backend.Creator)
-	if !ok {
-		return fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	c, err := backend.CreatorOf(l.Backend, key)
+	if err != nil {
+		return err
 	}
 	if err := l.acquire(ctx, "put", key); err != nil {
 		return err

@@ -129,9 +129,9 @@ func (r *Retry) Put(ctx context.Context, key string, data []byte) error {
 // stored the object, and the next then finds it: ErrExists after a retry may be this call's
 // own object, which the caller tells by reading it.
 func (r *Retry) Create(ctx context.Context, key string, data []byte) error {
-	c, ok := r.Backend.(backend.Creator)
-	if !ok {
-		return fmt.Errorf("create %s: the backend cannot create an object only where none is", key)
+	c, err := backend.CreatorOf(r.Backend, key)
+	if err != nil {
+		return err
 	}
 	return r.do(ctx, "put", key, r.once("put", key, func(ctx context.Context) error {
 		return c.Create(ctx, key, data)
