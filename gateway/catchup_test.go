@@ -36,20 +36,20 @@ func newRepo(t testing.TB, dir string) gateway.Config {
 // returns them with the repository's directory.
 func twoGateways(t testing.TB, dir string) (a, b *gateway.Service, repoDir string) {
 	t.Helper()
-	ctx := context.Background()
 	cfg := newRepo(t, dir)
-	cfg.StateDir = filepath.Join(dir, "state-a")
-	open := func(c gateway.Config) *gateway.Service {
-		s, err := gateway.Open(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+	return gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-a")), gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-b")), cfg.Repo
+}
+
+// gatewayOn opens a service on the repository in repoDir with its index in stateDir (a new
+// one: another gateway, or an index made anew), closed when the test ends.
+func gatewayOn(t testing.TB, repoDir, stateDir string) *gateway.Service {
+	t.Helper()
+	s, err := gateway.Open(context.Background(), gateway.Config{Repo: repoDir, StateDir: stateDir})
+	if err != nil {
+		t.Fatal(err)
 	}
-	a = open(cfg)
-	cfg.StateDir = filepath.Join(dir, "state-b")
-	return a, open(cfg), cfg.Repo
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 // record returns backup id's record in s's index, or nil when s does not know it.
@@ -589,11 +589,7 @@ func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
 		t.Fatalf("the other gateway still has volume %s, unmanaged through the first", v.ID)
 	}
 	// Its backups stay, and no rebuilt index brings the volume back.
-	c, err := gateway.Open(context.Background(), gateway.Config{Repo: repoDir, StateDir: filepath.Join(dir, "state-c")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := gatewayOn(t, repoDir, filepath.Join(dir, "state-c"))
 	if v, err := c.Volume(ctx, "vm"); err == nil {
 		t.Fatalf("a new index has volume %s, unmanaged through the first gateway", v.ID)
 	}
@@ -627,15 +623,6 @@ func TestResetToErrorOutlivesTheIndex(t *testing.T) {
 		}
 		return rec.Status
 	}
-	fresh := func(name string) *gateway.Service {
-		t.Helper()
-		g, err := gateway.Open(context.Background(), gateway.Config{Repo: repoDir, StateDir: filepath.Join(dir, name)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { g.Close() })
-		return g
-	}
 	if _, err := a.ResetBackupState(ctx, bk.ID, "error"); err != nil {
 		t.Fatal(err)
 	}
@@ -643,7 +630,7 @@ func TestResetToErrorOutlivesTheIndex(t *testing.T) {
 	if st := status(b); st != index.BackupError {
 		t.Fatalf("the other gateway shows the backup reset to error as %s", st)
 	}
-	if st := status(fresh("state-c")); st != index.BackupError {
+	if st := status(gatewayOn(t, repoDir, filepath.Join(dir, "state-c"))); st != index.BackupError {
 		t.Fatalf("a new index shows the backup reset to error as %s", st)
 	}
 	if _, err := b.ResetBackupState(ctx, bk.ID, "available"); err != nil {
@@ -653,7 +640,7 @@ func TestResetToErrorOutlivesTheIndex(t *testing.T) {
 	if st := status(a); st != index.BackupAvailable {
 		t.Fatalf("the first gateway shows the backup reset to available elsewhere as %s", st)
 	}
-	if st := status(fresh("state-d")); st != index.BackupAvailable {
+	if st := status(gatewayOn(t, repoDir, filepath.Join(dir, "state-d"))); st != index.BackupAvailable {
 		t.Fatalf("a new index shows the backup reset to available as %s", st)
 	}
 }

@@ -108,13 +108,7 @@ func (b *passwdDuringOpen) List(ctx context.Context, prefix string, fn func(back
 // key stays, and with the new one, whatever the other process removed meanwhile.
 func TestOpenDuringPasswd(t *testing.T) {
 	ctx := context.Background()
-	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "a"}); err != nil {
-		t.Fatal(err)
-	}
+	be := encryptedRepo(t, "a")
 	// A second key, as an interrupted repo passwd from a to c leaves.
 	if err := repo.ChangePassword(ctx, &keepOldKey{be}, "a", "c"); err == nil {
 		t.Fatal("passwd without removing the old key succeeded")
@@ -293,13 +287,7 @@ func TestInitRefusesALocationThatHoldsBackups(t *testing.T) {
 // passphrase, perhaps changed because it leaked, went on opening the repository.
 func TestPasswdRetiresEveryKeyOfTheOldPassphrase(t *testing.T) {
 	ctx := context.Background()
-	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "a"}); err != nil {
-		t.Fatal(err)
-	}
+	be := encryptedRepo(t, "a")
 	if err := repo.ChangePassword(ctx, &keepOldKey{be}, "a", "b"); err == nil {
 		t.Fatal("passwd without removing the old key succeeded")
 	}
@@ -317,4 +305,17 @@ func TestPasswdRetiresEveryKeyOfTheOldPassphrase(t *testing.T) {
 	if _, err := repo.Unlock(ctx, be, "c"); err != nil {
 		t.Errorf("open with the new passphrase: %v", err)
 	}
+}
+
+// encryptedRepo makes a new encrypted repository in a directory, with passphrase password.
+func encryptedRepo(t *testing.T, password string) backend.Backend {
+	t.Helper()
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(context.Background(), be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: password}); err != nil {
+		t.Fatal(err)
+	}
+	return be
 }
