@@ -113,69 +113,54 @@ func (l *Local) ReadRange(ctx context.Context, key string, offset int64, p []byt
 
 // Put writes data to a temp file in the target's directory, fsyncs it, renames it over the
 // key and fsyncs the directory: readers see the old object or the new one, never a part.
-func (l *Local) Put(ctx context.Context, key string, data []byte) (err error) {
-	name, err := l.filename(ctx, key)
-	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	dir := filepath.Dir(name)
-	if err := l.mkdirAll(dir); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	f, err := os.CreateTemp(dir, tempPrefix+"*")
-	if err != nil {
-		return fmt.Errorf("put %s: %w", key, translate(err))
-	}
-	if _, err := f.Write(data); err != nil {
-		discard(f)
-		return fmt.Errorf("put %s: %w", key, err)
-	}
-	return l.commit(ctx, key, name, f)
+func (l *Local) Put(ctx context.Context, key string, data []byte) error {
+	return l.store(ctx, "put", key, data, os.Rename)
 }
 
 // Create is Put that fails with backend.ErrExists when the key holds an object
 // (backend.Creator): the temp file is linked to the key's name, which link(2) refuses when
 // the name is taken, and never renamed over it.
-func (l *Local) Create(ctx context.Context, key string, data []byte) (err error) {
+func (l *Local) Create(ctx context.Context, key string, data []byte) error {
+	return l.store(ctx, "create", key, data, publishNew)
+}
+
+// store writes data to a temp file in the target's directory and makes it the object key
+// with publish (commit).
+func (l *Local) store(ctx context.Context, op, key string, data []byte, publish func(tmp, name string) error) error {
 	name, err := l.filename(ctx, key)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", key, err)
+		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	dir := filepath.Dir(name)
 	if err := l.mkdirAll(dir); err != nil {
-		return fmt.Errorf("create %s: %w", key, err)
+		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
 	f, err := os.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
-		return fmt.Errorf("create %s: %w", key, translate(err))
+		return fmt.Errorf("%s %s: %w", op, key, translate(err))
 	}
-	defer discard(f) // the object is the link; the temp name goes in every case
 	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("create %s: %w", key, err)
+		discard(f)
+		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("create %s: fsync: %w", key, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("create %s: close: %w", key, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("create %s: %w", key, err)
-	}
-	err = link(f.Name(), name)
+	return l.commit(ctx, op, key, name, f, publish)
+}
+
+// publishNew makes the temp file tmp the object at name only if name is free: a hard link,
+// which link(2) refuses when the name is taken, then the temp name goes; on a file system
+// without hard links (vfat, exfat) a rename that refuses a taken name. A taken name is
+// backend.ErrExists.
+func publishNew(tmp, name string) error {
+	err := link(tmp, name)
 	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOTSUP) || errors.Is(err, syscall.EOPNOTSUPP) {
-		// A file system without hard links (vfat, exfat): a rename that refuses a taken name.
-		err = renameNoReplace(f.Name(), name)
+		err = renameNoReplace(tmp, name)
+	} else if err == nil {
+		_ = os.Remove(tmp)
 	}
 	if errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("create %s: %w", key, backend.ErrExists)
-	} else if err != nil {
-		return fmt.Errorf("create %s: %w", key, translate(err))
+		return backend.ErrExists
 	}
-	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("create %s: fsync directory: %w", key, err)
-	}
-	return nil
+	return err
 }
 
 // link is os.Link; a test stands in a file system without hard links.
@@ -210,35 +195,36 @@ func (l *Local) Commit(ctx context.Context, key string, f *os.File) error {
 		discard(f)
 		return fmt.Errorf("put %s: %w", key, err)
 	}
-	return l.commit(ctx, key, name, f)
+	return l.commit(ctx, "put", key, name, f, os.Rename)
 }
 
-// commit makes the written temp file f the object key at name: it fsyncs f, renames it over
-// name and fsyncs name's directory. It closes f, and removes it on failure.
-func (l *Local) commit(ctx context.Context, key, name string, f *os.File) (err error) {
+// commit makes the written temp file f the object key at name: it fsyncs f, makes it the
+// object with publish (os.Rename over name for a Put, publishNew for a Create) and fsyncs
+// name's directory. It closes f, and removes it on failure. op names the call in errors.
+func (l *Local) commit(ctx context.Context, op, key, name string, f *os.File, publish func(tmp, name string) error) (err error) {
 	defer func() {
 		if err != nil {
 			discard(f)
 		}
 	}()
 	if err := f.Sync(); err != nil {
-		return fmt.Errorf("put %s: fsync: %w", key, err)
+		return fmt.Errorf("%s %s: fsync: %w", op, key, err)
 	}
 	if err := f.Close(); err != nil {
-		return fmt.Errorf("put %s: close: %w", key, err)
+		return fmt.Errorf("%s %s: close: %w", op, key, err)
 	}
 	// The last chance to honour a cancel: after the rename the object exists.
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
-	if err := os.Rename(f.Name(), name); err != nil {
-		return fmt.Errorf("put %s: %w", key, translate(err))
+	if err := publish(f.Name(), name); err != nil {
+		return fmt.Errorf("%s %s: %w", op, key, translate(err))
 	}
 	// Readers holding the old object keep reading it whole; new ones open the new one.
 	l.files.evict(name)
 	dir := filepath.Dir(name)
 	if err := syncDir(dir); err != nil {
-		return fmt.Errorf("put %s: fsync directory: %w", key, err)
+		return fmt.Errorf("%s %s: fsync directory: %w", op, key, err)
 	}
 	return nil
 }
