@@ -28,15 +28,7 @@ func TestPolicyDeletedThroughAnotherGatewayStopsRunningHere(t *testing.T) {
 	policyOfAVolume(t, b, image(t, dir, "vol.img", 64<<10), gateway.Policy{Name: "often", Schedule: "*:*:*",
 		Keep: gateway.KeepRules{Last: -1}})
 	runScheduler(t, b)
-	backups := func() int {
-		t.Helper()
-		bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(bs)
-	}
-	for deadline := time.Now().Add(10 * time.Second); backups() == 0; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); vmBackups(t, b) == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the policy made no backup through the second gateway in 10 s of a schedule of every second")
 		}
@@ -45,9 +37,9 @@ func TestPolicyDeletedThroughAnotherGatewayStopsRunningHere(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second) // a run in progress finishes
-	before := backups()
+	before := vmBackups(t, b)
 	time.Sleep(2500 * time.Millisecond)
-	if n := backups() - before; n > 0 {
+	if n := vmBackups(t, b) - before; n > 0 {
 		t.Fatalf("the policy deleted through the other gateway made %d more backups here", n)
 	}
 }
@@ -63,11 +55,7 @@ func TestPolicyRunInterruptedByAStopRunsAgainAtStart(t *testing.T) {
 	gateway.LeaveRunningPolicyForTest(s, "nightly", time.Now())
 	runScheduler(t, s)
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(bs) > 0 {
+		if vmBackups(t, s) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -157,12 +145,8 @@ func TestPolicyRunsOnceAcrossGateways(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(bs) != 2 {
-		t.Fatalf("the policy's one due time made %d backups across two gateways, want 1", len(bs)-1)
+	if n := vmBackups(t, b); n != 2 {
+		t.Fatalf("the policy's one due time made %d backups across two gateways, want 1", n-1)
 	}
 	// Both gateways say what the run did, wherever it ran.
 	for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
@@ -188,23 +172,15 @@ func TestPolicyClaimOfAGoneGatewayIsTakenOver(t *testing.T) {
 		Keep: gateway.KeepRules{Last: 7}})
 	release := gateway.HoldPolicyClaimForTest(t, a, "nightly")
 	runScheduler(t, b)
-	backups := func() int {
-		t.Helper()
-		bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return len(bs)
-	}
 	time.Sleep(3 * time.Second)
-	if n := backups(); n != 0 {
+	if n := vmBackups(t, b); n != 0 {
 		t.Fatalf("the policy ran here (%d backups) while another gateway held its claim", n)
 	}
 	if _, err := b.RunPolicy(ctx, "nightly"); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "another gateway") {
 		t.Fatalf("policy run while another gateway holds the claim: %v", err)
 	}
 	release()
-	for deadline := time.Now().Add(10 * time.Second); backups() == 0; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); vmBackups(t, b) == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			st, _ := b.PolicyStatus(ctx, "nightly")
 			t.Fatalf("the run left running by a gone gateway was not taken over in 10 s (last result %s)", st.LastResult)
@@ -312,12 +288,8 @@ func TestPolicyRunNotStoredDoesNotRun(t *testing.T) {
 	if err := b.SyncBackups(ctx); err != nil {
 		t.Fatal(err)
 	}
-	bs, err := b.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(bs) != 1 {
-		t.Fatalf("the policy's one due time made %d backups when one gateway could not store its run, want 1", len(bs))
+	if n := vmBackups(t, b); n != 1 {
+		t.Fatalf("the policy's one due time made %d backups when one gateway could not store its run, want 1", n)
 	}
 }
 
@@ -529,4 +501,14 @@ func runScheduler(t *testing.T, g *gateway.Service) (stop func()) {
 	stop = func() { cancel(); <-done }
 	t.Cleanup(stop) // before the gateways close
 	return stop
+}
+
+// vmBackups is how many backups of volume "vm" g lists.
+func vmBackups(t *testing.T, g *gateway.Service) int {
+	t.Helper()
+	bs, err := g.ListBackups(adminCtx(), gateway.ListFilter{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(bs)
 }

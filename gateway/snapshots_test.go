@@ -182,11 +182,7 @@ func TestSnapshotWhoseRecordStoreFailedDoesNotComeBack(t *testing.T) {
 func TestSnapshotKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
 	dir := t.TempDir()
 	cfg := newRepo(t, dir)
-	s, err := gateway.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
 	ctx := adminCtx()
 	v, _ := reflinkVolume(t, s, 1<<20, 45)
 	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID})

@@ -129,11 +129,7 @@ func TestVolumeWhoseRecordCannotBeDeletedStays(t *testing.T) {
 func TestVolumeKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
 	dir := t.TempDir()
 	cfg := newRepo(t, dir)
-	s, err := gateway.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
 	ctx := adminCtx()
 	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
 		t.Fatal(err)
