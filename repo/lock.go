@@ -369,16 +369,7 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 		}
 		var blocking []LockInfo
 		for _, o := range others {
-			if o.Stale || o.Kind == lockProbe {
-				continue
-			}
-			if kind == LockClaim || o.Kind == LockClaim {
-				if kind == o.Kind && o.Operation == op {
-					blocking = append(blocking, o)
-				}
-				continue
-			}
-			if kind == LockExclusive || o.Kind == LockExclusive || o.Damaged {
+			if conflicts(kind, op, o) {
 				blocking = append(blocking, o)
 			}
 		}
@@ -421,6 +412,19 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 	}
 	go lk.refresher(max(l.o.StaleAfter/8, 50*time.Millisecond))
 	return lk, nil
+}
+
+// conflicts says whether a live lock o keeps out a lock of kind for op: a shared lock and an
+// exclusive one, or two exclusive ones, conflict (a damaged object counts as exclusive); a
+// claim conflicts only with a claim of the same op; stale locks and probes with nothing.
+func conflicts(kind LockKind, op string, o LockInfo) bool {
+	switch {
+	case o.Stale || o.Kind == lockProbe:
+		return false
+	case kind == LockClaim || o.Kind == LockClaim:
+		return kind == o.Kind && o.Operation == op
+	}
+	return kind == LockExclusive || o.Kind == LockExclusive || o.Damaged
 }
 
 // list reads every lock object but own (its key), and says which are stale. The store's clock
