@@ -360,7 +360,17 @@ func (s *Service) dropUnusedVolume(ctx context.Context, v *index.Volume, reason 
 		return
 	}
 	if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		s.log.Warn("cannot remove the volume's record from the repository", "volume_id", v.ID, "error", err)
+		// The record stays, so the volume does too (as forgetVolume keeps one), marked error
+		// with its image: dropped here only, it came back from its record at rebuild-index
+		// and on every other gateway, its image gone.
+		s.log.Error("cannot remove the record of a volume made for a restore that did not start", "volume_id", v.ID, "error", err)
+		kept := *v
+		kept.Status, kept.FailReason = index.VolumeError, reason
+		if rerr := s.idx.CreateVolume(&kept); rerr != nil {
+			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
+		}
+		s.saveVolumeLogged(ctx, v.ID)
+		return
 	}
 	if v.TrackChanges {
 		if err := blockio.RemoveBaseStore(v.Path, v.ID); err != nil {
