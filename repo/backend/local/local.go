@@ -229,15 +229,25 @@ func (l *Local) commit(ctx context.Context, op, key, name string, f *os.File, pu
 	return nil
 }
 
-// Delete removes the object; a missing object is not an error.
+// Delete removes the object and fsyncs its directory; a missing object is not an error.
+// The fsync makes a removal durable before the next step: gc removes a pack's index objects
+// before its deletion record and the record before the pack, and a crash that brought back an
+// index object whose pack stayed gone would make every sync learn a pack that no longer
+// exists, so backups would reuse its blobs.
 func (l *Local) Delete(ctx context.Context, key string) error {
 	name, err := l.filename(ctx, key)
 	if err != nil {
 		return fmt.Errorf("delete %s: %w", key, err)
 	}
 	l.files.evict(name)
-	if err := os.Remove(name); err != nil && !errors.Is(translate(err), backend.ErrNotFound) {
+	if err := os.Remove(name); err != nil {
+		if errors.Is(translate(err), backend.ErrNotFound) {
+			return nil
+		}
 		return fmt.Errorf("delete %s: %w", key, translate(err))
+	}
+	if err := syncDir(filepath.Dir(name)); err != nil {
+		return fmt.Errorf("delete %s: fsync directory: %w", key, err)
 	}
 	return nil
 }
@@ -456,8 +466,9 @@ func openFile(name string) (*os.File, error) {
 	return f, nil
 }
 
-// syncDir fsyncs a directory so renames and creations in it survive a crash.
-func syncDir(dir string) error {
+// syncDir fsyncs a directory so renames, creations and removals in it survive a crash; a
+// test watches when it runs.
+var syncDir = func(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err

@@ -179,3 +179,33 @@ func TestCreateWithoutHardLinks(t *testing.T) {
 	t.Cleanup(func() { link = os.Link })
 	backendtest.Run(t, func(t *testing.T) backend.Backend { return newLocal(t) })
 }
+
+// TestDeleteIsDurable: Delete fsyncs the object's directory after the unlink, so a crash
+// cannot bring back what it removed. gc's order (index objects, then the deletion record, then
+// the packs) rests on it: an index object back after a crash whose pack stayed gone would be
+// learned by every sync, and backups would reuse blobs that no longer exist. Before, Delete
+// only unlinked.
+func TestDeleteIsDurable(t *testing.T) {
+	l := newLocal(t)
+	ctx := context.Background()
+	const key = "packindex/00000000000000ab-ab01"
+	if err := l.Put(ctx, key, []byte("index object")); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(l.root, filepath.FromSlash(key))
+	synced := false
+	orig := syncDir
+	syncDir = func(dir string) error {
+		if _, err := os.Stat(name); dir == filepath.Dir(name) && errors.Is(err, os.ErrNotExist) {
+			synced = true
+		}
+		return orig(dir)
+	}
+	t.Cleanup(func() { syncDir = orig })
+	if err := l.Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if !synced {
+		t.Error("Delete returned without an fsync of the directory after the unlink")
+	}
+}
