@@ -75,7 +75,14 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 		// A Put the client saw fail may have landed: a record left stored would bring the
 		// removed snapshot back to rebuild-index and other gateways.
 		if derr := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaSnapshots, id); derr != nil && !errors.Is(derr, backend.ErrNotFound) {
-			s.log.Warn("cannot remove the record of a snapshot whose store failed", "snapshot_id", id, "error", derr)
+			// The record may be stored and stays, so the snapshot does too: removed, it came
+			// back from its record to rebuild-index and other gateways, available with
+			// nothing at its path.
+			s.log.Error("cannot remove the record of a snapshot whose store failed", "snapshot_id", id, "error", derr)
+			if serr := s.saveSnapshot(context.WithoutCancel(ctx), rec); serr != nil {
+				s.log.Warn("cannot write the snapshot's record to the repository", "snapshot_id", id, "error", serr)
+			}
+			return nil, fmt.Errorf("snapshot %s is kept: its record in the repository could not be stored for certain nor removed (%w); delete it with 'cairn snapshot delete %s' once the repository answers", id, err, id)
 		}
 		_ = s.idx.DeleteSnapshot(rec.ID)
 		_ = snap.Remove()

@@ -177,6 +177,37 @@ func TestSnapshotWhoseRecordStoreFailedDoesNotComeBack(t *testing.T) {
 	}
 }
 
+// A snapshot whose record's store was reported failed (the Put landed, its reply lost) and
+// whose record then cannot be removed is kept: before, the snapshot was removed and its record
+// stayed, so rebuild-index brought back an available snapshot with nothing at its path.
+func TestSnapshotWhoseRecordCanBeNeitherStoredNorRemovedIsKept(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	v, _ := reflinkVolume(t, s, 1<<20, 46)
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/snapshots/", Effect: faulty.FailAfter, Times: 1})
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/snapshots/", Times: 1})
+		return f
+	})
+	if _, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID}); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("snapshot whose record can be neither stored nor removed: %v, want the backend's error", err)
+	}
+	if _, err := s.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	sns, err := s.ListSnapshots(ctx, "", true)
+	if err != nil || len(sns) != 1 {
+		t.Fatalf("after rebuild-index, snapshots %+v (%v); want the kept one", sns, err)
+	}
+	if _, err := os.Stat(sns[0].Path); err != nil {
+		t.Fatalf("the snapshot rebuild-index shows: %v", err)
+	}
+	if _, err := s.DeleteSnapshot(ctx, sns[0].ID); err != nil {
+		t.Fatalf("delete of the kept snapshot: %v", err)
+	}
+}
+
 // A snapshot delete whose record's delete was reported failed though it happened (its reply
 // lost) keeps the snapshot, and an index made anew (another gateway, an index lost) has it too.
 func TestSnapshotKeptAfterAFailedDeleteIsStoredAgain(t *testing.T) {
