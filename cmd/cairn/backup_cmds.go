@@ -322,6 +322,9 @@ type BackupRestoreCmd struct {
 
 // Run restores the backup.
 func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
+	if c.Name != "" && (c.Volume != "" || c.To != "") {
+		return usageError("--name names the new volume a restore makes: give it without --volume and --to, or leave it out")
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
