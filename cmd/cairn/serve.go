@@ -39,6 +39,12 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if c.JobWorkers < 1 {
 		return fmt.Errorf("%w: --job-workers %d: give at least 1 (backups and restores that run at once)", gateway.ErrInvalid, c.JobWorkers)
 	}
+	if err := checkListen("--listen", c.Listen, "127.0.0.1:8776"); err != nil {
+		return err
+	}
+	if err := checkListen("--nbd", c.NBD, "127.0.0.1:10809"); err != nil {
+		return err
+	}
 	if c.Auth == "token" && c.Tokens == "" && c.Listen != "" {
 		return fmt.Errorf("%w: --auth token needs --tokens FILE (or use --auth noauth for a lab)", gateway.ErrInvalid)
 	}
@@ -198,6 +204,23 @@ func (c *ServeCmd) nbdOptions(tokens api.Tokens) (gateway.NBDOptions, error) {
 		return o, usageError(fmt.Sprintf("--nbd %s reaches beyond loopback, and NBD has no authentication of its own: give --auth token and --tokens FILE (export names are then TOKEN@BACKUP_ID)", c.NBD))
 	}
 	return o, nil
+}
+
+// checkListen refuses a TCP address the listener could never take (no port, a port out of
+// range), before the repository opens and the workers start; empty is no address. A host that
+// does not resolve, or a port in use, is only found by listening.
+func checkListen(flag, addr, example string) error {
+	if addr == "" {
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = net.LookupPort("tcp", port)
+	}
+	if err != nil {
+		return usageError(fmt.Sprintf("%s %q: %v: give HOST:PORT, e.g. %s", flag, addr, err, example))
+	}
+	return nil
 }
 
 // serveLogger is the gateway's log: JSON lines to --log-file, else text to stderr, at info.
