@@ -301,7 +301,14 @@ func (s *server) restoreBackup(w http.ResponseWriter, r *http.Request) {
 		"backup_id": res.BackupID, "volume_id": res.VolumeID, "volume_name": res.VolumeName}})
 }
 
+// exportBackup is GET backups/{id}/export_record, for admins as in Cinder (whose
+// backup:backup-export policy is admin_api, as backup-import's is): a member is refused
+// before the backup is looked up, so the answer says nothing of which backups exist.
 func (s *server) exportBackup(w http.ResponseWriter, r *http.Request) {
+	if !callerOf(r).Admin {
+		s.writeFault(w, r, &httpError{http.StatusForbidden, "only an admin may export a backup's record (policy backup:backup-export)"})
+		return
+	}
 	b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.writeFault(w, r, err)

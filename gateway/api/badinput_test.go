@@ -57,7 +57,7 @@ func TestAPIBadInputTour(t *testing.T) {
 		{p2("GET", "/backups/"+b.ID, ""), 404},
 		{p2("DELETE", "/backups/"+b.ID, ""), 404},
 		{p2("POST", "/backups/"+b.ID+"/restore", `{"restore": {}}`), 404},
-		{p2("GET", "/backups/"+b.ID+"/export_record", ""), 404},
+		{p2("GET", "/backups/"+b.ID+"/export_record", ""), 403}, // admins' alone, whoever's backup
 		{p2("POST", "/backups/"+b.ID+"/action", `{"os-force_delete": {}}`), 404},
 		{p2("GET", "/volumes/"+v.ID, ""), 404},
 		{p2("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`"}}`), 404},
@@ -163,5 +163,38 @@ func TestBackupBodiesRefuseUnknownFields(t *testing.T) {
 	c.body = `{"backup": {"volume_id": "` + v.ID + `", "availability_zone": "elsewhere"}}`
 	if code, _, body := e.do(t, c); code != http.StatusBadRequest || !strings.Contains(string(body), "elsewhere") {
 		t.Errorf("create in an unknown zone: %d %s", code, body)
+	}
+}
+
+// export_record is for admins, as in Cinder (policy backup:backup-export is admin_api): a
+// member of the backup's project is refused with 403, and so is a member of another project,
+// with the same words, so the answer tells nothing of which backups exist. It used to hand the
+// record to any member of the backup's project.
+func TestExportRecordIsForAdmins(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "p1", "data")
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
+	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusals []string
+	for _, c := range []call{
+		{method: "GET", path: "/v3/p1/backups/" + b.ID + "/export_record", user: "u1", project: "p1"},
+		{method: "GET", path: "/v3/p2/backups/" + b.ID + "/export_record", user: "u2", project: "p2"},
+		{method: "GET", path: "/v3/p2/backups/no-such-backup/export_record", user: "u2", project: "p2"},
+	} {
+		code, _, body := e.do(t, c)
+		if code != http.StatusForbidden || strings.Contains(string(body), "backup_url") {
+			t.Errorf("%s as %s: %d %s, want 403 and no record", c.path, c.user, code, body)
+		}
+		refusals = append(refusals, strings.ReplaceAll(string(body), b.ID, "no-such-backup"))
+	}
+	if refusals[1] != refusals[2] {
+		t.Errorf("another project's backup and no backup are told apart: %q, %q", refusals[1], refusals[2])
+	}
+	code, _, body := e.do(t, call{method: "GET", path: "/v3/p1/backups/" + b.ID + "/export_record", user: "admin", project: "p1"})
+	if code != http.StatusOK || !strings.Contains(string(body), "backup_url") {
+		t.Errorf("an admin's export_record: %d %s", code, body)
 	}
 }
