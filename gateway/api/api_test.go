@@ -489,3 +489,55 @@ func TestBackupListByVolumeIDOfAGoneVolume(t *testing.T) {
 		t.Errorf("another project lists p1's backups by volume_id: %v", ids)
 	}
 }
+
+// A page of backups filtered by status goes on from a marker that has left the filter since
+// the last page (it was restored, or reset to error), as Cinder pages from the marker's place
+// in the order: the next page is the backups after it, which it is not among, and the count
+// leaves it out. It used to answer 404, so a client paging through available backups failed
+// halfway whenever the last one listed changed state. Another project's backup is still not
+// found as a marker, as no backup is.
+func TestBackupPageGoesOnFromAMarkerOutsideTheFilter(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "p1", "data")
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
+	var ids []string
+	for range 3 {
+		b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	list := func(project, query string) (int, []string, float64) {
+		t.Helper()
+		code, _, body := e.do(t, call{method: "GET", path: "/v3/" + project + "/backups?" + query, user: "u-" + project, project: project, version: "3.45"})
+		var got struct {
+			Backups []struct{ ID string }
+			Count   float64
+		}
+		_ = json.Unmarshal(body, &got)
+		var out []string
+		for _, b := range got.Backups {
+			out = append(out, b.ID)
+		}
+		return code, out, got.Count
+	}
+	// The first page: the newest available backup.
+	if code, page, _ := list("p1", "status=available&limit=1"); code != http.StatusOK || len(page) != 1 || page[0] != ids[2] {
+		t.Fatalf("first page: %d %v, want [%s]", code, page, ids[2])
+	}
+	admin := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: "p1", Admin: true})
+	if _, err := e.svc.ResetBackupState(admin, ids[2], "error"); err != nil {
+		t.Fatal(err)
+	}
+	code, page, count := list("p1", "status=available&limit=1&with_count=true&marker="+ids[2])
+	if code != http.StatusOK || len(page) != 1 || page[0] != ids[1] || count != 2 {
+		t.Errorf("next page from a marker now in error: %d %v count %v, want [%s] count 2", code, page, count, ids[1])
+	}
+	if code, page, _ := list("p1", "status=available&marker="+ids[2]); code != http.StatusOK || len(page) != 2 || page[0] != ids[1] || page[1] != ids[0] {
+		t.Errorf("the rest from a marker now in error: %d %v, want [%s %s]", code, page, ids[1], ids[0])
+	}
+	if code, _, _ := list("p2", "marker="+ids[1]); code != http.StatusNotFound {
+		t.Errorf("another project's backup as a marker: %d, want 404", code)
+	}
+}

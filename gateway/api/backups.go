@@ -77,18 +77,29 @@ var backupOrder = map[string]func(a, b *index.Backup) int{
 func (s *server) listBackups(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		f := gateway.ListFilter{AllProjects: truthy(q.Get("all_tenants")), Status: q.Get("status")}
-		backups, err := s.svc.ListBackups(r.Context(), f)
+		backups, err := s.svc.ListBackups(r.Context(), gateway.ListFilter{AllProjects: truthy(q.Get("all_tenants"))})
 		if err != nil {
 			s.writeFault(w, r, err)
 			return
 		}
 		// volume_id is matched against the backups' own, exactly: the volume may be deleted
 		// while its backups stay (and restore), and the API takes no names or paths.
-		volume := q.Get("volume_id")
-		backups = slices.DeleteFunc(backups, func(b *index.Backup) bool {
+		volume, status := q.Get("volume_id"), q.Get("status")
+		excluded := func(b *index.Backup) bool {
 			return (q.Has("name") && b.Name != q.Get("name")) || (q.Has("project_id") && b.Project != q.Get("project_id")) ||
-				(volume != "" && b.VolumeID != volume)
+				(volume != "" && b.VolumeID != volume) || (status != "" && string(b.Status) != status)
+		}
+		// The marker stays in the list even when the filters leave it out (the backup the
+		// last page ended on has since changed status): as in Cinder, the next page starts
+		// after its place in the order; it is neither listed nor counted.
+		marker := q.Get("marker")
+		markerOut := false
+		backups = slices.DeleteFunc(backups, func(b *index.Backup) bool {
+			if b.ID == marker && excluded(b) {
+				markerOut = true
+				return false
+			}
+			return excluded(b)
 		})
 		slices.Reverse(backups) // newest first, as Cinder sorts by default
 		keys, err := sortKeys(r, func(k string) bool { return backupOrder[k] != nil })
@@ -114,6 +125,9 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 		body := map[string]any{"backups": out}
 		if withCount(r) {
 			body["count"] = len(backups)
+			if markerOut {
+				body["count"] = len(backups) - 1
+			}
 		}
 		writeJSON(w, http.StatusOK, body)
 	}
