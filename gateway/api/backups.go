@@ -89,18 +89,7 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 			return (q.Has("name") && b.Name != q.Get("name")) || (q.Has("project_id") && b.Project != q.Get("project_id")) ||
 				(volume != "" && b.VolumeID != volume) || (status != "" && string(b.Status) != status)
 		}
-		// The marker stays in the list even when the filters leave it out (the backup the
-		// last page ended on has since changed status): as in Cinder, the next page starts
-		// after its place in the order; it is neither listed nor counted.
-		marker := q.Get("marker")
-		markerOut := false
-		backups = slices.DeleteFunc(backups, func(b *index.Backup) bool {
-			if b.ID == marker && excluded(b) {
-				markerOut = true
-				return false
-			}
-			return excluded(b)
-		})
+		backups, markerOut := filterKeepingMarker(r, backups, func(b *index.Backup) string { return b.ID }, excluded)
 		slices.Reverse(backups) // newest first, as Cinder sorts by default
 		keys, err := sortKeys(r, func(k string) bool { return backupOrder[k] != nil })
 		if err != nil {

@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -61,7 +60,7 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(w, r, err)
 		return
 	}
-	sns = slices.DeleteFunc(sns, func(sn *index.Snapshot) bool {
+	sns, markerOut := filterKeepingMarker(r, sns, func(sn *index.Snapshot) string { return sn.ID }, func(sn *index.Snapshot) bool {
 		return (q.Has("name") && sn.Name != q.Get("name")) || (q.Has("status") && string(sn.Status) != q.Get("status"))
 	})
 	keys, err := sortKeys(r, func(k string) bool { return snapshotOrder[k] != nil })
@@ -82,6 +81,9 @@ func (s *server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	body := map[string]any{"snapshots": out}
 	if withCount(r) {
 		body["count"] = len(sns)
+		if markerOut {
+			body["count"] = len(sns) - 1
+		}
 	}
 	writeJSON(w, http.StatusOK, body)
 }

@@ -61,6 +61,23 @@ func withCount(r *http.Request) bool {
 	return versionOf(r).atLeast(45) && truthy(r.URL.Query().Get("with_count"))
 }
 
+// filterKeepingMarker drops the items excluded says to, but the request's marker: when a
+// filter leaves it out (it changed status since the page that ended on it), the next page
+// still starts after its place in the order, as in Cinder, which looks the marker up by id
+// whatever the filters. markerOut says it was kept so; it is then neither listed (page starts
+// after it) nor to be counted.
+func filterKeepingMarker[T any](r *http.Request, items []T, id func(T) string, excluded func(T) bool) (kept []T, markerOut bool) {
+	marker := r.URL.Query().Get("marker")
+	kept = slices.DeleteFunc(items, func(it T) bool {
+		if marker != "" && id(it) == marker && excluded(it) {
+			markerOut = true
+			return false
+		}
+		return excluded(it)
+	})
+	return kept, markerOut
+}
+
 // page applies Cinder's marker and limit to ids in order: the items after marker, at most
 // limit of them.
 func page(r *http.Request, n int, id func(int) string) (from, to int, err error) {

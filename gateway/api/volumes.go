@@ -3,7 +3,6 @@ package api
 import (
 	"cmp"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -67,7 +66,7 @@ func (s *server) listVolumes(detail bool) http.HandlerFunc {
 			s.writeFault(w, r, err)
 			return
 		}
-		vols = slices.DeleteFunc(vols, func(v *index.Volume) bool {
+		vols, markerOut := filterKeepingMarker(r, vols, func(v *index.Volume) string { return v.ID }, func(v *index.Volume) bool {
 			return (q.Has("name") && v.Name != q.Get("name")) || (q.Has("status") && string(v.Status) != q.Get("status")) ||
 				(q.Has("project_id") && v.Project != q.Get("project_id"))
 		})
@@ -89,6 +88,9 @@ func (s *server) listVolumes(detail bool) http.HandlerFunc {
 		body := map[string]any{"volumes": out}
 		if withCount(r) {
 			body["count"] = len(vols)
+			if markerOut {
+				body["count"] = len(vols) - 1
+			}
 		}
 		writeJSON(w, http.StatusOK, body)
 	}
