@@ -20,6 +20,7 @@ import (
 	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/stack"
 	"golang.org/x/term"
 )
 
@@ -308,6 +309,19 @@ func (g *Globals) config() (gateway.Config, error) {
 	c.ChunkCacheBytes = g.chunkCache
 	if c.Repo == "" {
 		c.Repo = gateway.DefaultRepo()
+	}
+	// A directory given relative is the working directory's, made absolute here: the volume
+	// directory beneath the state directory goes into the records of the volumes made there,
+	// which commands started elsewhere and gateways read [TestRelativeRepoVolumesWorkFromElsewhere].
+	if u, err := stack.ParseURL(c.Repo); err == nil && u.Kind == stack.Local {
+		if abs, err := filepath.Abs(u.Path); err == nil {
+			c.Repo = abs
+		}
+	}
+	if c.StateDir != "" {
+		if abs, err := filepath.Abs(c.StateDir); err == nil {
+			c.StateDir = abs
+		}
 	}
 	logger, err := g.logger()
 	if g.serving {
