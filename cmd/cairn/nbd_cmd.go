@@ -33,6 +33,9 @@ func (c *NBDCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		o.Tokens = tokens.Lookup
 	}
+	if err := checkListen("--listen", c.Listen, "127.0.0.1:10809"); err != nil {
+		return err
+	}
 	if err := gateway.CheckNBDListen(c.Listen, o); err != nil {
 		return err
 	}

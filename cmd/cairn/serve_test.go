@@ -56,3 +56,21 @@ func TestServeRefusesABadListenAddress(t *testing.T) {
 		}
 	}
 }
+
+// 'cairn nbd --listen' with a port out of range is refused as bad input in one line naming
+// the flag, before the repository opens, as 'cairn serve' refuses it; it used to open the
+// repository and then fail with exit 1.
+func TestNBDRefusesAPortOutOfRange(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no developer's file
+	dir := filepath.Join(t.TempDir(), "repo")
+	if _, err := gateway.Init(context.Background(), gateway.Config{Repo: dir}, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code := runCLI(ctx, []string{"--repo", dir, "nbd", "--listen", "127.0.0.1:99999"}, &out, &errb, nil, nil)
+	if msg := errb.String(); code != exitInvalid || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "--listen") {
+		t.Errorf("nbd --listen 127.0.0.1:99999: exit %d, want %d and one line naming --listen: %q", code, exitInvalid, msg)
+	}
+}
