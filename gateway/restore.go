@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -104,6 +105,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		if vol, err = s.volumeAt(path); err != nil {
 			return nil, nil, err
+		}
+		if vol == nil && s.insideRepository(path) {
+			return nil, nil, invalidf("restore target %s is inside the repository or its state directory, whose files are what backups are stored in: give a path outside it, or a registered volume", path)
 		}
 	}
 	created := false // the restore creates the file at path: a failed restore removes it
@@ -313,6 +317,40 @@ func whatIsThere(fi os.FileInfo) string {
 		return fmt.Sprintf("rdev:%d", st.Rdev)
 	default:
 		return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino)
+	}
+}
+
+// insideRepository says whether path (or, through symbolic links, the file it names) lies in
+// the local repository's directory or in the state directory (packs, index), other than
+// directly in the volume directory, where the images of volumes cairn created are. A restore
+// --to a pack overwrote it, and with it every backup that had blocks in it. Directories are
+// compared as files, so another name of one (a link, a bind mount) is found.
+func (s *Service) insideRepository(path string) bool {
+	var roots []os.FileInfo
+	dirs := []string{s.cfg.stateDir()}
+	if !s.cfg.remote() {
+		dirs = append(dirs, s.Location())
+	}
+	for _, d := range dirs {
+		if fi, err := os.Stat(d); err == nil {
+			roots = append(roots, fi)
+		}
+	}
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
+	if fi, err := os.Stat(filepath.Dir(path)); err == nil {
+		if vd, err := os.Stat(s.volDir); err == nil && os.SameFile(fi, vd) {
+			return false
+		}
+	}
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err == nil && slices.ContainsFunc(roots, func(r os.FileInfo) bool { return os.SameFile(fi, r) }) {
+			return true
+		}
+		if d == filepath.Dir(d) {
+			return false
+		}
 	}
 }
 

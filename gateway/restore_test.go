@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -784,5 +786,62 @@ func pointLink(t *testing.T, link, dev string) {
 	}
 	if err := os.Symlink(dev, link); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A restore --to a file in the repository's directory (a pack, the index's files, a new
+// file among them) is refused, as is registering such a file as a volume, and the backups
+// stored there still restore; a volume whose image lives in the volume directory is still a
+// target. Before, a restore with --yes onto a pack (or onto a pack registered with 'volume
+// manage') overwrote it, and every backup with blocks in it failed from then on.
+func TestRestoreIntoTheRepositoryIsRefused(t *testing.T) {
+	s, dir := newService(t)
+	_, b := onePackBackup(t, s, dir, 3)
+	small := image(t, dir, "small.img", 64<<10)
+	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: small, Name: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	b2, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+	if err != nil || len(packs) == 0 {
+		t.Fatalf("packs %q, %v", packs, err)
+	}
+	// The first backup's pack, the largest: large enough to take the second backup.
+	slices.SortFunc(packs, func(a, b string) int {
+		fa, _ := os.Stat(a)
+		fb, _ := os.Stat(b)
+		return cmp.Compare(fb.Size(), fa.Size())
+	})
+	link := filepath.Join(dir, "link.img")
+	if err := os.Symlink(packs[0], link); err != nil {
+		t.Fatal(err)
+	}
+	yes := gateway.WithConfirm(adminCtx(), func(string) error { return nil })
+	for _, to := range []string{packs[0], link, filepath.Join(dir, "repo", "new.img"), filepath.Join(dir, "repo", "index", "new.img")} {
+		if _, err := s.Restore(yes, gateway.RestoreRequest{Backup: b2.ID, To: to}); !errors.Is(err, gateway.ErrInvalid) {
+			t.Errorf("restore --to %s: %v, want invalid", to, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "repo", "new.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused restore made a file in the repository: %v", err)
+	}
+	// Nor can a file there become a volume to restore onto.
+	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: packs[0], Name: "pack"}); !errors.Is(err, gateway.ErrInvalid) {
+		t.Errorf("volume manage of a pack: %v, want invalid", err)
+	}
+	if got, want := restoreSHA(t, s, adminCtx(), b.ID), sha256File(t, filepath.Join(dir, "vm.img")); got != want {
+		t.Errorf("the first backup after the refused restores: sha256 %s, want %s", got, want)
+	}
+	v, err := s.CreateVolume(adminCtx(), gateway.CreateVolumeRequest{Name: "scratch", Size: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Restore(yes, gateway.RestoreRequest{Backup: b2.ID, To: v.Path}); err != nil {
+		t.Errorf("restore --to a volume in the volume directory: %v", err)
+	} else if got, want := sha256File(t, v.Path), sha256File(t, small); got != want {
+		t.Errorf("restore onto the volume: sha256 %s, want %s", got, want)
 	}
 }

@@ -41,6 +41,10 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	if err != nil {
 		return nil, err
 	}
+	if kind != KindNBD && s.insideRepository(path) {
+		// A restore onto such a volume would overwrite what backups are stored in.
+		return nil, invalidf("%s is inside the repository or its state directory, whose files are what backups are stored in: it cannot be a volume", path)
+	}
 	if existing, err := s.idx.VolumeByPath(path); err == nil {
 		return nil, wrapf(ErrExists, "%s is already volume %s (%s)", path, existing.Name, existing.ID)
 	}
