@@ -495,18 +495,24 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		return nil, err
 	}
 	var volumeID string
+	var gone error // the volume is no longer registered: its id may still name its backups
 	if f.Volume != "" {
 		v, err := s.findVolume(ctx, f.Volume)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNotFound):
+			volumeID, gone = f.Volume, err
+		case err != nil:
 			return nil, err
+		default:
+			volumeID = v.ID
 		}
-		volumeID = v.ID
 	}
 	all, err := s.idx.Backups()
 	if err != nil {
 		return nil, err
 	}
 	var out []*index.Backup
+	seen := false // a backup the caller sees is of volumeID
 	for _, b := range all {
 		if !(b.Project == c.Project || (f.AllProjects && c.Admin)) {
 			continue
@@ -514,10 +520,17 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		if volumeID != "" && b.VolumeID != volumeID {
 			continue
 		}
+		seen = true
 		if f.Status != "" && string(b.Status) != f.Status {
 			continue
 		}
 		out = append(out, b)
+	}
+	// A volume unmanaged or deleted keeps its backups, which restore: its id still lists
+	// them, as the API's volume_id does [TestListBackupsOfAGoneVolumeByItsID]. An id no
+	// backup the caller sees has is not found, as before.
+	if gone != nil && !seen {
+		return nil, gone
 	}
 	return out, nil
 }
