@@ -126,6 +126,66 @@ func TestOpenFilesFollowPutAndDelete(t *testing.T) {
 	}
 }
 
+// A pack deleted by another process (gc run from the CLI beside a gateway or a mount) is not
+// evicted from the open-file cache, and its space stays taken while it is open: once unused
+// for filesIdle it is closed. Before, a gateway at rest held up to 64 deleted packs open until
+// other reads pushed them out.
+func TestIdleFilesAreClosed(t *testing.T) {
+	ctx := context.Background()
+	orig := filesIdle
+	filesIdle = 100 * time.Millisecond
+	l, err := Open(t.TempDir())
+	filesIdle = orig
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const key = "packs/ab/abcdef"
+	if err := l.Put(ctx, key, []byte("pack bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.GetRange(ctx, key, 0, 4); err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(l.root, filepath.FromSlash(key))
+	if !holdsOpen(t, name) {
+		t.Fatal("the pack read is not kept open: the test shows nothing")
+	}
+	if err := os.Remove(name); err != nil { // another process's gc
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for holdsOpen(t, name) {
+		if time.Now().After(deadline) {
+			t.Fatal("a pack deleted by another process is still held open 5 s after its last read")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The cache goes on working after a sweep.
+	if err := l.Put(ctx, key, []byte("pack bytes")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := l.GetRange(ctx, key, 0, 4); err != nil || string(b) != "pack" {
+		t.Fatalf("read after the sweep: %q %v", b, err)
+	}
+}
+
+// holdsOpen says whether this process has a descriptor open on name (or on the file it was,
+// if deleted).
+func holdsOpen(t *testing.T, name string) bool {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && (target == name || target == name+" (deleted)") {
+			return true
+		}
+	}
+	return false
+}
+
 // A spooled file is no object until Commit, which stores it whole; a cancelled Commit stores
 // nothing and removes the file.
 func TestSpoolCommit(t *testing.T) {
