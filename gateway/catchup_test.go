@@ -644,3 +644,35 @@ func TestResetToErrorOutlivesTheIndex(t *testing.T) {
 		t.Fatalf("a new index shows the backup reset to available as %s", st)
 	}
 }
+
+// A reset to error of a backup being restored (its restore is cancelled by the reset) is the
+// repository's word too: kept in the index alone, because the record still said restoring
+// when the reset looked, the backup was available on every other gateway and after an index
+// loss.
+func TestResetToErrorOfABackupBeingRestoredOutlivesTheIndex(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	ctx := adminCtx()
+	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	// a restores it (its record says so) when the admin resets it to error.
+	if _, err := a.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
+		r.Status = index.BackupRestoring
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ResetBackupState(ctx, bk.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupError {
+		t.Fatalf("the other gateway shows the backup reset to error while it was restored as %+v", got)
+	}
+	if got := record(t, gatewayOn(t, repoDir, filepath.Join(dir, "state-c")), bk.ID); got == nil || got.Status != index.BackupError {
+		t.Fatalf("a new index shows the backup reset to error while it was restored as %+v", got)
+	}
+}

@@ -192,7 +192,8 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 	}
 	mark := ""
 	switch {
-	case state == index.BackupError && b.Status == index.BackupAvailable:
+	case state == index.BackupError && b.Status.Committed():
+		// One being restored too: the restore, cancelled above, may not have ended yet.
 		mark = "write"
 	case state == index.BackupAvailable && resetToError(b):
 		mark = "clear"
