@@ -194,9 +194,10 @@ func TestCatchUpWithoutItsLogObject(t *testing.T) {
 	}
 }
 
-// A backup this gateway is itself deleting or restoring is its own: a log catch-up that meets
-// its key leaves the record alone, whatever the manifest says (docs/design.md, "Catch-up: the
-// backup log": the record is read before the manifest).
+// A backup this gateway is itself deleting is its own: a log catch-up that meets its key
+// leaves the record alone, whatever the manifest says (docs/design.md, "Catch-up: the backup
+// log": the record is read before the manifest). One it restores is left alone only when its
+// manifest is gone [TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere].
 func TestCatchUpLeavesThisGatewaysOwnWorkAlone(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
@@ -674,5 +675,51 @@ func TestResetToErrorOfABackupBeingRestoredOutlivesTheIndex(t *testing.T) {
 	}
 	if got := record(t, gatewayOn(t, repoDir, filepath.Join(dir, "state-c")), bk.ID); got == nil || got.Status != index.BackupError {
 		t.Fatalf("a new index shows the backup reset to error while it was restored as %+v", got)
+	}
+}
+
+// A backup this gateway is restoring still takes what another gateway changes in its
+// manifest meanwhile (name, protection, an admin's reset to error): the log catch-up that
+// met its key while the record said restoring marked the key examined and changed nothing,
+// and the full catch-up reads only manifests it does not know, so the restored backup showed
+// its old name and protection, and stayed available and restorable, for good.
+func TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	setStatus := func(from, to index.BackupStatus) {
+		t.Helper()
+		if _, err := b.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
+			if r.Status == from {
+				r.Status = to
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setStatus(index.BackupAvailable, index.BackupRestoring) // b restores it...
+	name := "renamed"
+	if _, err := a.UpdateBackup(ctx, bk.ID, gateway.BackupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ProtectBackup(ctx, bk.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ResetBackupState(ctx, bk.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	setStatus(index.BackupRestoring, index.BackupAvailable) // ...and its restore ends, as runRestore's does
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	catchUp(t, b)
+	got := record(t, b, bk.ID)
+	if got == nil || got.Name != name || !got.Protected || got.Status != index.BackupError {
+		t.Fatalf("after a restore here, the changes made elsewhere meanwhile are not taken: %+v", got)
 	}
 }

@@ -244,7 +244,9 @@ func resetToError(b *index.Backup) bool {
 // examine brings backup id's record in line with its manifest: adopted when the manifest is
 // there and the index does not know it, forgotten when it is gone and the record says
 // available (and added to forgotten, for the caller to re-link its children), its name,
-// description, metadata, protection and parent taken from it otherwise.
+// description, metadata, protection and parent taken from it otherwise, also while this
+// gateway restores it: the full catch-up reads no manifest it knows, so a key passed over
+// then was a change lost for good [TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere].
 // The record is read before the manifest: this gateway writes a backup's record before its
 // manifest and deletes its manifest before its record, so a record missing here with a
 // manifest there is another gateway's backup, and an available one with the manifest gone
@@ -255,13 +257,16 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 	if err != nil && !errors.Is(err, index.ErrNotFound) {
 		return false, err
 	}
-	if known && !committedRecord(b) {
-		return false, nil // one being created, deleted or restored here is this gateway's own
+	restoring := known && b.Status == index.BackupRestoring
+	if known && !committedRecord(b) && !restoring {
+		return false, nil // one being created or deleted here is this gateway's own
 	}
 	m, err := s.repo.GetManifest(ctx, id)
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
-		if !known {
+		if !known || restoring {
+			// One being restored here is forgotten by the full catch-up once its restore
+			// ended; its key needs no second look.
 			return false, nil
 		}
 		if err := s.forget(id); err != nil {
@@ -416,7 +421,7 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		// An admin's reset-state elsewhere: a committed backup's only change of status.
 		status, reason := b.Status, b.FailReason
 		switch {
-		case m.Error != "" && b.Status == index.BackupAvailable:
+		case m.Error != "" && b.Status.Committed(): // being restored here too: its restore's end keeps error
 			status, reason = index.BackupError, m.Error
 		case m.Error == "" && resetToError(b):
 			status, reason = index.BackupAvailable, ""
