@@ -457,6 +457,44 @@ func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
 	}
 }
 
+// A backup a crash interrupted whose manifest is stored but damaged does not keep its gateway
+// from starting: recovery failed on it, so every start failed, and with it every command
+// (repair too), for good. It is recorded error, saying why, and the gateway opens.
+func TestRecoveryOfABackupWithADamagedManifest(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bk, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The crash came between the manifest's store and the record's update, and the stored
+	// manifest does not read back.
+	rec := record(t, s, bk.ID)
+	rec.Status = index.BackupCreating
+	if err := s.Index().DeleteBackup(bk.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Index().CreateBackup(rec); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.WriteFile(filepath.Join(cfg.Repo, "manifests", bk.ID), []byte("not a manifest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = gateway.Open(ctx, cfg); err != nil {
+		t.Fatalf("the gateway does not open over a damaged manifest: %v", err)
+	}
+	defer s.Close()
+	if got := record(t, s, bk.ID); got == nil || got.Status != index.BackupError || !strings.Contains(got.FailReason, "damaged") {
+		t.Fatalf("after recovery the backup whose manifest is damaged is %+v, want error saying so", got)
+	}
+}
+
 // A delete on one gateway that died between its tombstone and its manifest's delete leaves
 // both stored: a delete that did not finish, which its gateway finishes when it starts
 // again. Another gateway's full catch-up stops showing the backup at once, so the two never

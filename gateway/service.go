@@ -510,6 +510,18 @@ func (s *Service) recover(ctx context.Context) error {
 				}
 				s.log.Warn("backup committed just before a crash recorded available", "backup_id", b.ID)
 				continue
+			} else if errors.Is(err, repo.ErrCorrupt) {
+				// Failing the start for one damaged manifest failed every start, and with it
+				// every command, repair too [TestRecoveryOfABackupWithADamagedManifest].
+				reason := "interrupted: cairn stopped while the backup ran, and its stored manifest is damaged: run 'cairn repo check'"
+				if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
+					b.Status, b.FailReason = index.BackupError, reason
+					return nil
+				}); err != nil {
+					return err
+				}
+				s.log.Warn("backup interrupted by a crash marked error: its manifest is damaged", "backup_id", b.ID, "error", err)
+				continue
 			} else if !errors.Is(err, backend.ErrNotFound) {
 				return err
 			}
