@@ -761,3 +761,34 @@ func TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere(t *testing.T) {
 		t.Fatalf("after a restore here, the changes made elsewhere meanwhile are not taken: %+v", got)
 	}
 }
+
+// A change to a manifest whose log object is missing (its writer crashed right after the
+// manifest, or the log's store failed) is learned by rebuild-index, as docs/design.md says
+// ("Catch-up: the backup log"): the full catch-up reads only manifests it does not know, and
+// rebuild-index kept every known record as it was, so a backup reset to error and protected
+// elsewhere stayed available and unprotected here for good.
+func TestRebuildIndexTakesAChangeWhoseLogObjectIsMissing(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	ctx := adminCtx()
+	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if _, err := a.ProtectBackup(ctx, bk.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ResetBackupState(ctx, bk.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	dropLog(t, repoDir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	catchUp(t, b)
+	if _, err := b.RebuildIndex(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupError || !got.Protected {
+		t.Fatalf("after rebuild-index the backup reset to error and protected elsewhere is %+v", got)
+	}
+}

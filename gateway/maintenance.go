@@ -607,7 +607,15 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	}
 	for _, id := range ids {
 		if b, err := s.idx.Backup(id); err == nil && b.Status != index.BackupCreating {
-			res.Backups++ // known already: kept as it is
+			res.Backups++ // known already: kept, with what its manifest says of it now
+			if committedRecord(b) {
+				// A change whose log object is missing is learned here, and only here: the
+				// full catch-up reads no manifest it knows
+				// [TestRebuildIndexTakesAChangeWhoseLogObjectIsMissing].
+				if err := s.relearnChain(ctx, id); err != nil {
+					logf("backup %s kept as it was: %v", id, err)
+				}
+			}
 			continue
 		}
 		m, err := s.repo.GetManifest(ctx, id)
