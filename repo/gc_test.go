@@ -1722,3 +1722,32 @@ func TestClaims(t *testing.T) {
 	}
 	c2.Unlock()
 }
+
+// A restore whose backup another gateway deleted (and gc'd) after the restore read its
+// manifest, and before the restore's lock, fails saying so and writes nothing: it restored
+// what was left, a salvage wrote the blocks gc had removed as zeros and called the result
+// salvaged, and a plain restore stopped part way with the target half overwritten.
+func TestRestoreOfABackupDeletedElsewhereWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	m := f.backup(t, "x", &memSource{data: randomVolume(11, 1<<20)}, nil)
+	other := f.peer(t, "other", repo.LockOptions{})
+	if err := f.r.DeleteManifest(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.gc(t)
+	for _, salvage := range []bool{false, true} {
+		tgt := &memTarget{data: bytes.Repeat([]byte{0xAA}, int(m.Size))}
+		o := repo.RestoreOptions{}
+		if salvage {
+			o.Lost = func(start, end int64, err error) {}
+		}
+		err := other.r.Restore(ctx, m, tgt, o)
+		if !errors.Is(err, repo.ErrManifestDeleted) {
+			t.Errorf("restore (salvage %v) of a backup deleted elsewhere: %v, want it to say the backup was deleted", salvage, err)
+		}
+		if !bytes.Equal(tgt.data, bytes.Repeat([]byte{0xAA}, int(m.Size))) {
+			t.Errorf("restore (salvage %v) of a backup deleted elsewhere wrote to its target", salvage)
+		}
+	}
+}

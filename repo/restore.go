@@ -42,6 +42,15 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 		return err
 	}
 	defer lk.Unlock()
+	// The caller read m before this lock: a delete elsewhere since (and a gc before the lock)
+	// made a salvage write the removed blocks as zeros and call it salvaged, and a restore
+	// stop part way. With the manifest there now, no gc removes its blocks while the lock
+	// holds [TestRestoreOfABackupDeletedElsewhereWritesNothing].
+	if has, err := r.HasManifest(ctx, m.ID); err != nil {
+		return fmt.Errorf("restore backup %s: %w", m.ID, err)
+	} else if !has {
+		return fmt.Errorf("restore backup %s: %w", m.ID, ErrManifestDeleted)
+	}
 	if o.Workers <= 0 {
 		o.Workers = 2 * runtime.GOMAXPROCS(0) // reads and writes overlap with decoding
 	}
