@@ -344,3 +344,57 @@ func TestImportHoldsToTheQuota(t *testing.T) {
 		t.Fatalf("usage after the import: %+v, want 2 in use", u)
 	}
 }
+
+// catchUpAfterLog runs catchUp once, right after the first log object is stored: a
+// heartbeat's catch-up that lands between a manifest's store and what its writer does next.
+type catchUpAfterLog struct {
+	backend.Backend
+	done    atomic.Bool
+	catchUp func()
+}
+
+func (c *catchUpAfterLog) Put(ctx context.Context, key string, data []byte) error {
+	err := c.Backend.Put(ctx, key, data)
+	if err == nil && strings.HasPrefix(key, "backuplog/") && c.done.CompareAndSwap(false, true) {
+		c.catchUp()
+	}
+	return err
+}
+
+// An import stores the backup's manifest, then records it. A catch-up of the same gateway in
+// between (its heartbeat's, every 10 s) adopts the backup first; the import then found the
+// record there and failed ("already in the index") although the backup was imported.
+func TestImportThatTheCatchUpAdoptsFirstSucceeds(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	admin := adminCtx()
+	vol := image(t, dir, "vol.img", 128<<10)
+	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp, err := a.ExportBackup(admin, bk.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteBackup(admin, bk.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	var cerr error
+	gateway.WrapBackendForTest(t, b, func(be backend.Backend) backend.Backend {
+		return &catchUpAfterLog{Backend: be, catchUp: func() { cerr = b.CatchUp(context.Background()) }}
+	})
+	got, err := b.ImportBackup(admin, exp.BackupService, exp.BackupURL)
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	if err != nil {
+		t.Fatalf("an import the catch-up adopted first failed: %v", err)
+	}
+	if got.ID != bk.ID || got.Status != index.BackupAvailable {
+		t.Fatalf("the import answered %+v", got)
+	}
+	if restoreSHA(t, b, admin, bk.ID) != sha256File(t, vol) {
+		t.Fatal("the imported backup restores other bytes than its volume held")
+	}
+}
