@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -790,5 +791,53 @@ func TestRebuildIndexTakesAChangeWhoseLogObjectIsMissing(t *testing.T) {
 	}
 	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupError || !got.Protected {
 		t.Fatalf("after rebuild-index the backup reset to error and protected elsewhere is %+v", got)
+	}
+}
+
+// A protect on one gateway and a rename on another at the same moment both stay in the
+// manifest. Before (found by review), each gateway read the manifest, changed its field and
+// stored it whole: here A's protect, which read the manifest before B's rename and stored
+// after it, undid the rename; the other way round, a rename undid a protect that its gateway
+// had answered, and a prune or delete on any gateway could then remove the backup.
+func TestTwoRewritesOnTwoGatewaysKeepBothChanges(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	bk := backedUp(t, a, dir)
+	catchUp(t, b)
+	name := "renamed"
+	renamed := make(chan error, 1)
+	var once sync.Once
+	// Just before A stores the manifest it read, B's rename runs; it has a second to finish
+	// before A goes on.
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		return gateway.BeforePutForTest(be, func(key string) {
+			if key != "manifests/"+bk.ID {
+				return
+			}
+			once.Do(func() {
+				go func() {
+					_, err := b.UpdateBackup(adminCtx(), bk.ID, gateway.BackupUpdate{Name: &name})
+					renamed <- err
+				}()
+				select {
+				case err := <-renamed:
+					renamed <- err
+				case <-time.After(time.Second):
+				}
+			})
+		})
+	})
+	if _, err := a.ProtectBackup(adminCtx(), bk.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-renamed; err != nil {
+		t.Fatal(err)
+	}
+	got := record(t, gatewayOn(t, repoDir, filepath.Join(dir, "state-new")), bk.ID)
+	if got == nil {
+		t.Fatal("a new index does not know the backup")
+	}
+	if !got.Protected || got.Name != name {
+		t.Fatalf("the repository's manifest after a protect on A and a rename on B: protected %v, named %q; want protected and named %q", got.Protected, got.Name, name)
 	}
 }

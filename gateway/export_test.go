@@ -46,6 +46,11 @@ func WrapBackendForTest(t testing.TB, s *Service, wrap func(backend.Backend) bac
 	s.repo = r
 }
 
+// BeforePutForTest wraps be so that before runs ahead of every Put, with the key.
+func BeforePutForTest(be backend.Backend, before func(key string)) backend.Backend {
+	return &beforePut{Backend: be, before: before}
+}
+
 // SetPolicyReloadForTest sets how often the scheduler reads the policies and their state
 // again, until the test ends.
 func SetPolicyReloadForTest(t interface{ Cleanup(func()) }, d time.Duration) {

@@ -121,18 +121,33 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	return b, nil
 }
 
+// rewriteWait bounds how long a manifest's rewrite waits for another gateway's rewrite of it.
+const rewriteWait = 30 * time.Second
+
 // rewriteManifest replaces a committed backup's manifest with what fn makes of it. The caller
 // holds manifestMu, so no commit, delete or other rewrite of it runs meanwhile (a delete
 // between the read and the write would bring the manifest back); the shared repository lock
 // keeps gc away, so the blobs the manifest names are still stored when the new one lands.
 // Only descriptive fields change (name, description, metadata, protection, the parent after
 // a prune), never the block map: a reader that sees either version restores the same bytes.
+// Rewrites on other gateways queue behind the claim it holds from read to store.
 func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.Manifest)) error {
 	lk, err := s.repo.Lock(ctx, repo.LockShared, "update")
 	if err != nil {
 		return err
 	}
 	defer lk.Unlock()
+	// One rewrite of a manifest at a time across processes, read to store: two gateways each
+	// storing what they read lost the earlier one's change (docs/design.md, "Manifest rewrites
+	// and deletes") [TestTwoRewritesOnTwoGatewaysKeepBothChanges].
+	cl, err := s.repo.ClaimWithin(ctx, "update backup "+id, rewriteWait)
+	if errors.Is(err, repo.ErrLocked) {
+		return wrapf(ErrConflict, "backup %s is being updated on another gateway (%v): try again", id, err)
+	}
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", id, err)
+	}
+	defer cl.Unlock()
 	m, err := s.repo.GetManifest(ctx, id)
 	if errors.Is(err, backend.ErrNotFound) {
 		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
@@ -144,6 +159,9 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	fn(m)
 	if m.Root != root || m.RootLevel != level || m.ID != id {
 		return fmt.Errorf("backup %s: internal error: a manifest rewrite may not change its block map", id)
+	}
+	if err := cl.Check(); err != nil {
+		return fmt.Errorf("backup %s: its update claim: %w: nothing was changed; try again", id, err)
 	}
 	if err := s.repo.RewriteManifest(ctx, lk, m); errors.Is(err, repo.ErrManifestDeleted) {
 		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)

@@ -513,6 +513,31 @@ func (r *Repository) Claim(ctx context.Context, op string) (*Lock, error) {
 	return r.locks.acquire(ctx, LockClaim, op)
 }
 
+// ClaimWithin takes the claim op as Claim does, trying again after a random backoff while
+// another process holds it, for up to wait: for a short operation that others queue behind,
+// such as a manifest's rewrite. It fails with ErrLocked, naming the holder, once wait is over.
+func (r *Repository) ClaimWithin(ctx context.Context, op string, wait time.Duration) (*Lock, error) {
+	deadline := time.Now().Add(wait)
+	backoff := 20 * time.Millisecond
+	for {
+		lk, err := r.Claim(ctx, op)
+		if !errors.Is(err, ErrLocked) || time.Now().After(deadline) {
+			return lk, err
+		}
+		// Random, so two claimers that saw each other do not try again in step.
+		n, rerr := rand.Int(rand.Reader, big.NewInt(int64(backoff)))
+		if rerr != nil {
+			return nil, rerr
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff/2 + time.Duration(n.Int64())):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
 // Locks lists the repository's lock objects, saying which are stale.
 func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 	// A probe object of our own gives the store's current time even when every other lock
