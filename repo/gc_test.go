@@ -468,6 +468,27 @@ func TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID(t *testing.T) {
 	}
 }
 
+// TestLockIsJudgedByItsHoldersStaleness: a lock is stale only after its holder's --lock-stale,
+// however short the judge's. Before, a gc (or a gateway) run with a shorter --lock-stale broke
+// the lock of a live holder that refreshes every eighth of a longer one, between its
+// refreshes: the holder, judging by its own, went on, and a backup could commit after that gc
+// had deleted its packs.
+func TestLockIsJudgedByItsHoldersStaleness(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	holder := f.peer(t, "holder", repo.LockOptions{StaleAfter: time.Minute}) // refreshes every 7.5 s
+	g := f.peer(t, "g", repo.LockOptions{Wait: 300 * time.Millisecond, StaleAfter: time.Second})
+	lk, err := holder.r.Lock(context.Background(), repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	time.Sleep(2 * time.Second) // past g's --lock-stale, short of the holder's next refresh
+	g.heldOut(t, "a holder with a longer --lock-stale")
+	if err := lk.Check(); err != nil {
+		t.Fatalf("the holder lost its lock: %v", err)
+	}
+}
+
 // TestLockOfALiveProcessSurvivesAClockStep: a lock of this host names its holder by pid and
 // start time since boot, which no clock step moves. Judged by wall clock instead (the
 // process's start against the lock's creation time), a holder whose clock stepped forward

@@ -74,6 +74,10 @@ type LockInfo struct {
 	// Wrote is the holder's clock when it last wrote the object: beside Refreshed (the
 	// store's clock at that write) it says how far the holder's clock is off the store's.
 	Wrote time.Time `json:"wrote,omitempty"`
+	// StaleAfter is the holder's --lock-stale: it refreshes every eighth of it and gives up
+	// at three quarters, so nobody may judge its lock stale sooner, whatever their own
+	// setting (0 in objects written before 2026-12-05).
+	StaleAfter time.Duration `json:"stale_after,omitempty"`
 	// gone: stale because its process is gone (or is this one, which does not hold it), so
 	// it writes nothing more; a lock stale by age may have a live writer.
 	gone bool
@@ -297,7 +301,7 @@ func (l *locker) remove(ctx context.Context, key string) error {
 
 // inProcess returns a shared lock without a lock object, for a read-only repository.
 func (l *locker) inProcess(op string) *Lock {
-	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, Space: l.space, Start: l.start, PID: l.pid, Operation: op, Created: time.Now().UTC()},
+	lk := &Lock{l: l, info: LockInfo{ID: newLockID(), Kind: LockShared, Host: l.host, Space: l.space, Start: l.start, PID: l.pid, Operation: op, Created: time.Now().UTC(), StaleAfter: l.o.StaleAfter},
 		stop: make(chan struct{}), done: make(chan struct{}), lastRefresh: time.Now(), local: true}
 	close(lk.done)
 	return lk
@@ -327,7 +331,7 @@ func (l *locker) write(ctx context.Context, key string, info LockInfo) error {
 // other's object, so they never both hold conflicting locks (with a store whose listings show
 // every completed write, which S3 and a directory do).
 func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, error) {
-	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, Space: l.space, Start: l.start, PID: l.pid, Operation: op, Created: time.Now().UTC()}
+	info := LockInfo{ID: newLockID(), Kind: kind, Host: l.host, Space: l.space, Start: l.start, PID: l.pid, Operation: op, Created: time.Now().UTC(), StaleAfter: l.o.StaleAfter}
 	key := lockPrefix + info.ID
 	// Only gc's exclusive lock gives up: a backup or restore waits for a running gc as long as
 	// its context allows (gc is bounded; a dead gc's lock goes stale).
@@ -476,8 +480,13 @@ func (l *locker) list(ctx context.Context, own string) ([]LockInfo, error) {
 // when it names a process of this host and pid namespace that no longer runs (or this
 // process, which does not hold it). A lock of a host of the same name in another boot or
 // namespace is judged by age alone [TestLockOfAnotherMachineOfTheSameNameIsNotBrokenByPID].
+//
+// The age is held to the larger of this process's --lock-stale and the holder's: a holder with
+// a longer one refreshes more seldom and gives up later, and judged by a shorter one its lock
+// was broken while it still held it, so a backup could commit after a gc had deleted its
+// packs [TestLockIsJudgedByItsHoldersStaleness].
 func (l *locker) judge(li *LockInfo, now time.Time) {
-	if age := now.Sub(li.Refreshed); age > l.o.StaleAfter {
+	if age := now.Sub(li.Refreshed); age > max(l.o.StaleAfter, li.StaleAfter) {
 		li.Stale, li.Why = true, fmt.Sprintf("not refreshed for %s", age.Round(time.Second))
 		return
 	}
