@@ -339,10 +339,26 @@ func TestActionsNeedCSRFAndConfirmation(t *testing.T) {
 		t.Fatalf("bad rule: %d\n%s", code, body)
 	}
 
-	// Export: a confirmation, then the record.
-	code, body, _ = a.post("/ui/backups/"+bk.ID+"/export", a.form("confirm", "yes"), "")
+	// Export is for admins, as in the API (Cinder's backup:backup-export): a member sees no
+	// button and is refused; an admin gets a confirmation, then the record. Until 2026-12-05 the
+	// console gave a member the record the API refused.
+	if _, body, _ := a.get("/ui/backups/" + bk.ID); strings.Contains(body, "export-form") {
+		t.Fatalf("a member's backup page offers the export")
+	}
+	if code, body, _ := a.post("/ui/backups/"+bk.ID+"/export", a.form("confirm", "yes"), ""); code != http.StatusForbidden || strings.Contains(body, "cairn.backup.drivers.local") {
+		t.Fatalf("a member's export: %d\n%s", code, body)
+	}
+	admin := e.browser()
+	admin.signIn("tok-admin")
+	if code, _, _ := admin.post("/ui/project", admin.form("project", "*"), ""); code != http.StatusSeeOther {
+		t.Fatalf("switch: %d", code)
+	}
+	if _, body, _ := admin.get("/ui/backups/" + bk.ID); !strings.Contains(body, "export-form") {
+		t.Fatalf("the admin's backup page offers no export")
+	}
+	code, body, _ = admin.post("/ui/backups/"+bk.ID+"/export", admin.form("confirm", "yes"), "")
 	if code != http.StatusOK || !strings.Contains(body, "cairn.backup.drivers.local") {
-		t.Fatalf("export: %d\n%s", code, body)
+		t.Fatalf("the admin's export: %d\n%s", code, body)
 	}
 	// Only a running backup can be cancelled.
 	if code, _, _ := a.post("/ui/backups/"+bk.ID+"/cancel", a.form("confirm", "yes"), ""); code != http.StatusConflict {
