@@ -301,10 +301,19 @@ func TestCheckFindsARecordWhoseProjectDisagreesWithItsManifest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, damage := range []func(b *index.Backup){
+	damages := []func(b *index.Backup){
 		func(b *index.Backup) { b.Project = "p2" },
 		func(b *index.Backup) { b.VolumeID = "another-volume" },
-	} {
+	}
+	// An admin's reset to error keeps the backup committed (its manifest stays, and reset-state
+	// can make it available again), so check holds its record to its manifest too.
+	for i := range 4 {
+		if i == 2 {
+			if _, err := s.ResetBackupState(adminCtx(), bk.ID, "error"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		damage := damages[i%2]
 		rec, err := s.Index().Backup(bk.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -317,7 +326,7 @@ func TestCheckFindsARecordWhoseProjectDisagreesWithItsManifest(t *testing.T) {
 			t.Fatal(err)
 		}
 		if rep.OK() {
-			t.Errorf("check of an index whose record of backup %s disagrees with its manifest (project %q, volume %s) is clean", bk.ID, rec.Project, rec.VolumeID)
+			t.Errorf("check of an index whose record of backup %s (%s) disagrees with its manifest (project %q, volume %s) is clean", bk.ID, rec.Status, rec.Project, rec.VolumeID)
 		}
 		if _, err := s.Index().UpdateBackup(bk.ID, func(b *index.Backup) error { *b = *rec; return nil }); err != nil {
 			t.Fatal(err)

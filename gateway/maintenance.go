@@ -445,7 +445,8 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 var errUnchanged = errors.New("unchanged")
 
 // Check verifies the repository from the manifests in the backend, and that the index's
-// available backups match them; o says how much data it reads.
+// committed backups (available, being restored, or reset to error by an admin) match them; o
+// says how much data it reads.
 func (s *Service) Check(ctx context.Context, o repo.CheckOptions) (*repo.CheckReport, error) {
 	if _, err := adminOf(ctx, "check the repository"); err != nil {
 		return nil, err
@@ -478,8 +479,8 @@ func (s *Service) check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 		return nil, err
 	}
 	for _, b := range all {
-		if !b.Status.Committed() {
-			continue
+		if !b.Status.Committed() && !resetToError(b) {
+			continue // an admin's reset to error keeps the backup committed, and its manifest
 		}
 		m, err := s.repo.GetManifest(ctx, b.ID)
 		switch {
