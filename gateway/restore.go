@@ -180,7 +180,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		// TestRestoresToNewVolumesThatLoseTheBackupLeaveNoVolume].
 		switch {
 		case newVol:
-			s.dropUnusedVolume(ctx, vol, "restore did not start: "+err.Error())
+			s.dropNewVolume(ctx, vol, "restore did not start: "+err.Error())
 		case vol != nil:
 			s.setVolumeStatus(vol.ID, was.Status, was.FailReason)
 		}
@@ -388,20 +388,22 @@ func (s *Service) volumeAt(path string) (*index.Volume, error) {
 	return nil, nil
 }
 
-// dropUnusedVolume removes a volume made for a restore that did not start: its record, here
-// and in the repository, its change-tracking base and its image, which holds nothing yet.
-// If the record cannot be removed it is marked error with reason instead.
-func (s *Service) dropUnusedVolume(ctx context.Context, v *index.Volume, reason string) {
+// dropNewVolume removes a volume this gateway has just registered or made and whose start
+// failed (its record could not be stored, or the restore it was made for did not start): its
+// record, here and in the repository, its change-tracking base, and its image when cairn made
+// it (it holds nothing yet). A volume whose record cannot be removed from both stays, marked
+// error with reason, and keeps its image: dropped here only, it came back from its stored
+// record at rebuild-index and on every other gateway, its image gone
+// [TestVolumeWhoseStartFailedStaysWhenItsRecordCannotBeDeleted].
+func (s *Service) dropNewVolume(ctx context.Context, v *index.Volume, reason string) {
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
-		s.log.Error("cannot remove a volume made for a restore that did not start", "volume_id", v.ID, "error", err)
+		s.log.Error("cannot remove a volume whose start failed", "volume_id", v.ID, "error", err)
 		s.setVolumeStatus(v.ID, index.VolumeError, reason)
 		return
 	}
 	if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		// The record stays, so the volume does too (as forgetVolume keeps one), marked error
-		// with its image: dropped here only, it came back from its record at rebuild-index
-		// and on every other gateway, its image gone.
-		s.log.Error("cannot remove the record of a volume made for a restore that did not start", "volume_id", v.ID, "error", err)
+		// The record stays, so the volume does too (as forgetVolume keeps one).
+		s.log.Error("cannot remove the record of a volume whose start failed", "volume_id", v.ID, "error", err)
 		kept := *v
 		kept.Status, kept.FailReason = index.VolumeError, reason
 		if rerr := s.idx.CreateVolume(&kept); rerr != nil {
@@ -415,8 +417,11 @@ func (s *Service) dropUnusedVolume(ctx context.Context, v *index.Volume, reason 
 			s.log.Warn("cannot remove the volume's change-tracking base", "volume_id", v.ID, "error", err)
 		}
 	}
+	if !v.Managed {
+		return // the admin's device or file
+	}
 	if err := os.Remove(v.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		s.log.Error("cannot remove the image of a volume made for a restore that did not start", "path", v.Path, "error", err)
+		s.log.Error("cannot remove the image of a volume whose start failed", "path", v.Path, "error", err)
 	}
 }
 

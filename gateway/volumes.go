@@ -84,11 +84,9 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		return nil, err
 	}
 	if err := s.saveVolume(ctx, v.ID); err != nil {
-		// A Put the client saw fail may have landed: with the record gone from the index,
-		// saveVolume removes the stored one too, or rebuild-index would bring the volume back.
-		if s.idx.DeleteVolume(v.ID) == nil {
-			s.saveVolumeLogged(ctx, v.ID)
-		}
+		// A Put the client saw fail may have landed: the stored record goes too, or
+		// rebuild-index would bring the volume back.
+		s.dropNewVolume(ctx, v, "its record could not be stored in the repository: "+err.Error())
 		return nil, err
 	}
 	s.notifyChange()
@@ -247,10 +245,8 @@ func (s *Service) newImageVolume(ctx context.Context, project, name, description
 		return nil, err
 	}
 	if err := s.saveVolume(ctx, v.ID); err != nil {
-		if s.idx.DeleteVolume(v.ID) == nil {
-			s.saveVolumeLogged(ctx, v.ID) // as in ManageVolume
-		}
-		os.Remove(path)
+		// A Put the client saw fail may have landed.
+		s.dropNewVolume(ctx, v, "its record could not be stored in the repository: "+err.Error())
 		return nil, err
 	}
 	s.notifyChange()

@@ -214,3 +214,53 @@ func TestListBackupsOfAGoneVolumeByItsID(t *testing.T) {
 		}
 	}
 }
+
+// A volume whose record could not be stored (the Put failed after it landed) and whose stored
+// record then could not be removed stays, marked error, with its image: dropped from the index
+// alone, it came back at rebuild-index (and on every other gateway) while its image was gone,
+// or, managed, it was there after rebuild-index while the index had dropped it. The index and
+// the repository say the same before and after rebuild-index, and the volume can be deleted
+// once the backend allows it.
+func TestVolumeWhoseStartFailedStaysWhenItsRecordCannotBeDeleted(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		return f
+	})
+	for _, start := range []struct {
+		name string
+		do   func() error
+	}{
+		{"created", func() error {
+			_, err := s.CreateVolume(ctx, gateway.CreateVolumeRequest{Name: "created", Size: 1 << 20})
+			return err
+		}},
+		{"managed", func() error {
+			_, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "managed.img", 1<<20), Name: "managed"})
+			return err
+		}},
+	} {
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/volumes/", Times: 1, Effect: faulty.FailAfter})
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/volumes/", Times: 1})
+		if err := start.do(); err == nil {
+			t.Fatalf("volume %s whose record's store failed: no error", start.name)
+		}
+		for _, step := range []string{"after its start failed", "after rebuild-index"} {
+			v, err := s.Volume(ctx, start.name)
+			if err != nil || v.Status != "error" {
+				t.Fatalf("%s: volume %s %+v, %v; want it kept, error", step, start.name, v, err)
+			}
+			if _, err := os.Stat(v.Path); err != nil {
+				t.Fatalf("%s: the kept volume's image: %v", step, err)
+			}
+			if _, err := s.RebuildIndex(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.DeleteVolume(ctx, start.name, false); err != nil {
+			t.Fatalf("delete of the kept volume %s once the backend allows it: %v", start.name, err)
+		}
+	}
+}
