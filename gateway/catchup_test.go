@@ -841,3 +841,53 @@ func TestTwoRewritesOnTwoGatewaysKeepBothChanges(t *testing.T) {
 		t.Fatalf("the repository's manifest after a protect on A and a rename on B: protected %v, named %q; want protected and named %q", got.Protected, got.Name, name)
 	}
 }
+
+// A backup this gateway began restoring while its catch-up examined it keeps its record when
+// the catch-up then finds its manifest deleted elsewhere: the restore owns the record until it
+// ends (it finds the backup gone and writes nothing), and the full catch-up forgets it after.
+// Before (found by review), the catch-up, which had read the record as available just before,
+// dropped it under the running restore; a delete begun here in that gap lost its record the
+// same way and then failed on it.
+func TestCatchUpLeavesARecordThatARestoreHereTookMeanwhile(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	name := "renamed" // a change for b's catch-up to examine
+	if _, err := a.UpdateBackup(ctx, bk.ID, gateway.BackupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	var job gateway.Job
+	gateway.WrapBackendForTest(t, b, func(be backend.Backend) backend.Backend {
+		// Between the catch-up's read of the record and its read of the manifest, b starts a
+		// restore and a deletes the backup.
+		return &beforeGet{Backend: be, key: "manifests/" + bk.ID, before: func() {
+			var err error
+			if _, job, err = b.StartRestore(ctx, gateway.RestoreRequest{Backup: bk.ID, To: filepath.Join(dir, "copy.img")}); err != nil {
+				t.Error(err)
+			}
+			if _, err := a.DeleteBackup(ctx, bk.ID, false); err != nil {
+				t.Error(err)
+			}
+		}}
+	})
+	catchUp(t, b)
+	if job == nil {
+		t.Fatal("the catch-up did not read the changed backup's manifest")
+	}
+	if got := record(t, b, bk.ID); got == nil || got.Status != index.BackupRestoring {
+		t.Fatalf("the record of a backup being restored here, deleted elsewhere meanwhile: %+v, want it kept, restoring", got)
+	}
+	if err := job(ctx); err == nil {
+		t.Error("the restore of a backup deleted elsewhere succeeded")
+	}
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	catchUp(t, b)
+	if got := record(t, b, bk.ID); got != nil {
+		t.Fatalf("after its restore ended, the backup deleted elsewhere is still known: %+v", got)
+	}
+}

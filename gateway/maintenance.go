@@ -64,11 +64,13 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 					continue
 				}
 			}
-			if err := s.forget(b.ID); err != nil {
+			gone, err := s.forget(b.ID)
+			if err != nil {
 				return err
 			}
-			forgotten[b.ID] = true
-			changed = true
+			if gone {
+				forgotten[b.ID], changed = true, true
+			}
 		}
 	}
 	s.relink(ctx, all, forgotten)
@@ -269,11 +271,14 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 			// ended; its key needs no second look.
 			return false, nil
 		}
-		if err := s.forget(id); err != nil {
+		gone, err := s.forget(id)
+		if err != nil {
 			return false, err
 		}
-		forgotten[id] = true
-		return true, nil
+		if gone {
+			forgotten[id] = true
+		}
+		return gone, nil
 	case err != nil:
 		return false, err
 	case !known:
@@ -377,13 +382,27 @@ func (s *Service) forgetVolumesGone(ctx context.Context, look time.Time) (int, e
 	return n, nil
 }
 
-// forget drops the record of a backup whose manifest another gateway deleted.
-func (s *Service) forget(id string) error {
-	if err := s.idx.DeleteBackup(id); err != nil {
-		return err
+// forget drops the record of a backup whose manifest another gateway deleted, if the record
+// is committed still: its callers read it before they found the manifest gone, and a restore
+// or delete this gateway began in between owns the record now (the restore finds the backup
+// gone and writes nothing, and a full catch-up after its end forgets it; the delete removes
+// it) [TestCatchUpLeavesARecordThatARestoreHereTookMeanwhile]. It reports whether it dropped
+// the record.
+func (s *Service) forget(id string) (bool, error) {
+	err := s.idx.DeleteBackupIf(id, func(b *index.Backup) error {
+		if !committedRecord(b) {
+			return errUnchanged
+		}
+		return nil
+	})
+	if errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	s.log.Info("backup deleted elsewhere forgotten", "backup_id", id)
-	return nil
+	return true, nil
 }
 
 // adopt records a backup another gateway stored; one already known is not an error.
