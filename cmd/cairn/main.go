@@ -52,8 +52,8 @@ type Globals struct {
 	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0" group:"s3"`
 
 	// Repository locks shared by every process and host that uses the repository.
-	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken; every process on the repository must use the same value." env:"CAIRN_LOCK_STALE" default:"10m" group:"global"`
-	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish." env:"CAIRN_LOCK_WAIT" default:"1m" group:"global"`
+	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken (a lock records its holder's value, and others judge it by the larger of theirs and it)." env:"CAIRN_LOCK_STALE" default:"10m" group:"global"`
+	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish (0 = 1m)." env:"CAIRN_LOCK_WAIT" default:"1m" group:"global"`
 	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY" group:"global"`
 
 	stdout, stderr io.Writer
@@ -299,6 +299,30 @@ func configPaths() []string {
 		paths = append(paths, p)
 	}
 	return paths
+}
+
+// Validate refuses numbers out of range in the global flags (and their variables and config
+// file entries) before any command runs, rather than taking a default in their place.
+func (g *Globals) Validate() error {
+	switch {
+	case g.Workers < 0:
+		return usageError(fmt.Sprintf("--workers %d: give 0 (one per core) or more", g.Workers))
+	case g.Concurrency < 0:
+		return usageError(fmt.Sprintf("--concurrency %d: give 0 (the default: 8 for S3) or more", g.Concurrency))
+	case g.Retries < -1:
+		return usageError(fmt.Sprintf("--retries %d: give -1 (none), 0 (the default: 4) or more", g.Retries))
+	case g.Timeout < 0:
+		return usageError(fmt.Sprintf("--timeout %v: give a duration like 30s, or 0 for the default (2m)", g.Timeout))
+	case g.LockStale <= 0:
+		return usageError(fmt.Sprintf("--lock-stale %v: give a duration like 10m (how long a lock no one refreshes lives)", g.LockStale))
+	case g.LockWait < 0:
+		return usageError(fmt.Sprintf("--lock-wait %v: give a duration like 1m, or 0 for the default (1m)", g.LockWait))
+	case g.QuotaBackups < -1:
+		return usageError(fmt.Sprintf("--default-quota-backups %d: give -1 (unlimited), 0 or more", g.QuotaBackups))
+	case g.QuotaGigabytes < -1:
+		return usageError(fmt.Sprintf("--default-quota-backup-gigabytes %d: give -1 (unlimited), 0 or more", g.QuotaGigabytes))
+	}
+	return nil
 }
 
 func (g *Globals) config() (gateway.Config, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -72,5 +73,46 @@ func TestNBDRefusesAPortOutOfRange(t *testing.T) {
 	code := runCLI(ctx, []string{"--repo", dir, "nbd", "--listen", "127.0.0.1:99999"}, &out, &errb, nil, nil)
 	if msg := errb.String(); code != exitInvalid || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "--listen") {
 		t.Errorf("nbd --listen 127.0.0.1:99999: exit %d, want %d and one line naming --listen: %q", code, exitInvalid, msg)
+	}
+}
+
+// Global numbers out of range (from a flag or a variable) are refused as bad input in one line
+// naming the flag, before any command runs; they used to fall back to the defaults silently,
+// so '--lock-stale 0s' ran with 10 minutes. The values their help gives meaning to are taken.
+func TestGlobalNumbersOutOfRangeAreRefused(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no developer's file
+	dir := filepath.Join(t.TempDir(), "repo")
+	if _, err := gateway.Init(context.Background(), gateway.Config{Repo: dir}, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CAIRN_LOCK_STALE", "") // put back when the test ends
+	os.Unsetenv("CAIRN_LOCK_STALE")
+	run := func(env string, args ...string) (int, string) {
+		t.Helper()
+		if env != "" {
+			os.Setenv("CAIRN_LOCK_STALE", env)
+			defer os.Unsetenv("CAIRN_LOCK_STALE")
+		}
+		var out, errb bytes.Buffer
+		code := runCLI(context.Background(), append([]string{"--repo", dir}, append(args, "backup", "list")...), &out, &errb, nil, nil)
+		return code, errb.String()
+	}
+	for _, bad := range []struct{ env, flag, value string }{
+		{"", "--workers", "-1"}, {"", "--concurrency", "-2"}, {"", "--retries", "-2"}, {"", "--timeout", "-1s"},
+		{"", "--lock-stale", "0s"}, {"", "--lock-stale", "-10m"}, {"", "--lock-wait", "-1s"},
+		{"", "--default-quota-backups", "-5"}, {"", "--default-quota-backup-gigabytes", "-2"},
+		{"0s", "--lock-stale", ""},
+	} {
+		args := []string{}
+		if bad.value != "" {
+			args = append(args, bad.flag+"="+bad.value)
+		}
+		code, msg := run(bad.env, args...)
+		if code != exitInvalid || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, bad.flag) {
+			t.Errorf("%s=%s (CAIRN_LOCK_STALE=%q): exit %d, want %d and one line naming the flag: %q", bad.flag, bad.value, bad.env, code, exitInvalid, msg)
+		}
+	}
+	if code, msg := run("", "--workers=0", "--concurrency=0", "--retries=-1", "--timeout=0s", "--lock-wait=0s", "--default-quota-backups=-1"); code != exitOK {
+		t.Errorf("the values the help gives meaning to: exit %d: %s", code, msg)
 	}
 }
