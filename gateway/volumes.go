@@ -203,6 +203,11 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 	if req.Size <= 0 {
 		return nil, invalidf("volume size must be positive (e.g. --size 10G)")
 	}
+	if req.Size%512 != 0 {
+		// A block device is whole sectors (losetup refuses less), and a bare number is bytes:
+		// '--size 10' meant 10 GiB to a Cinder hand.
+		return nil, invalidf("volume size %d bytes is not a whole number of 512-byte sectors: give a unit, like --size 10G", req.Size)
+	}
 	if req.Name == "" {
 		return nil, invalidf("a new volume needs a --name")
 	}

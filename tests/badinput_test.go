@@ -64,6 +64,7 @@ func TestBadInputTour(t *testing.T) {
 		// volumes
 		{[]int{2}, []string{"volume", "create", "--size", "-5G", "--name", "neg"}},
 		{[]int{2}, []string{"volume", "create", "--size", "0", "--name", "zero"}},
+		{[]int{2}, []string{"volume", "create", "--size", "10", "--name", "bare"}}, // 10 bytes, not 10 GiB
 		{[]int{2}, []string{"volume", "create", "--size", "99999999999999999999T", "--name", "huge"}},
 		{[]int{2}, []string{"volume", "create", "--size", "1M", "--name", "../escape"}},
 		{[]int{2}, []string{"volume", "create", "--size", "1M", "--name", "ctl\x1bname"}},
