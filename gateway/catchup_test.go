@@ -53,6 +53,19 @@ func gatewayOn(t testing.TB, repoDir, stateDir string) *gateway.Service {
 	return s
 }
 
+// backedUpOnA opens two gateways on a new repository in dir (twoGateways), backs up a small
+// image on a and catches b up: both know the backup bk.
+func backedUpOnA(t *testing.T, dir string) (a, b *gateway.Service, repoDir string, bk *index.Backup) {
+	t.Helper()
+	a, b, repoDir = twoGateways(t, dir)
+	bk, err := a.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	return a, b, repoDir, bk
+}
+
 // record returns backup id's record in s's index, or nil when s does not know it.
 func record(t *testing.T, s *gateway.Service, id string) *index.Backup {
 	t.Helper()
@@ -170,13 +183,8 @@ func TestCatchUpFollowsTheLog(t *testing.T) {
 // the backup stays known (the log is a hint, not the truth, in both directions).
 func TestCatchUpWithoutItsLogObject(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir := twoGateways(t, dir)
+	a, b, repoDir, bk := backedUpOnA(t, dir)
 	admin := adminCtx()
-	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	if record(t, b, bk.ID) == nil {
 		t.Fatal("the second gateway did not learn the backup from the log")
 	}
@@ -201,13 +209,8 @@ func TestCatchUpWithoutItsLogObject(t *testing.T) {
 // manifest is gone [TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere].
 func TestCatchUpLeavesThisGatewaysOwnWorkAlone(t *testing.T) {
 	dir := t.TempDir()
-	a, b, _ := twoGateways(t, dir)
+	a, b, _, bk := backedUpOnA(t, dir)
 	admin := adminCtx()
-	bk, err := a.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	// b starts deleting it (its record says so) while a deletes it too.
 	if _, err := b.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
 		r.Status = index.BackupDeleting
@@ -417,36 +420,52 @@ func TestManifestInDoubtSettledByTheCatchUp(t *testing.T) {
 	}
 }
 
-// A gateway that crashed while it withdrew a failed commit's manifest (its tombstone stored,
-// the manifest not yet deleted; the record still creating) finishes the delete when it opens
-// again: the backup is error, not available, and its manifest is gone.
-func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
-	ctx := context.Background()
-	dir := t.TempDir()
+// backedUpAlone opens a gateway on a new repository in dir, for the caller to close, and
+// backs up a small image on it.
+func backedUpAlone(t *testing.T, dir string) (gateway.Config, *gateway.Service, *index.Backup) {
+	t.Helper()
 	cfg := newRepo(t, dir)
-	s, err := gateway.Open(ctx, cfg)
+	s, err := gateway.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bk, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
 	if err != nil {
+		s.Close()
 		t.Fatal(err)
 	}
-	// The withdrawal's tombstone lands, its manifest delete does not; then the crash.
-	faultyManifests(t, s, faulty.Rule{Methods: faulty.Delete})
-	if err := s.Repository().DeleteManifest(ctx, bk.ID); err == nil {
-		t.Fatal("the manifest delete did not fail")
-	}
-	rec := record(t, s, bk.ID)
+	return cfg, s, bk
+}
+
+// markCreating makes backup id's record say creating again, as a crash between its
+// manifest's store and its record's update leaves it.
+func markCreating(t *testing.T, s *gateway.Service, id string) {
+	t.Helper()
+	rec := record(t, s, id)
 	rec.Status = index.BackupCreating
-	if err := s.Index().DeleteBackup(bk.ID); err != nil {
+	if err := s.Index().DeleteBackup(id); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Index().CreateBackup(rec); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A gateway that crashed while it withdrew a failed commit's manifest (its tombstone stored,
+// the manifest not yet deleted; the record still creating) finishes the delete when it opens
+// again: the backup is error, not available, and its manifest is gone.
+func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
+	ctx := context.Background()
+	cfg, s, bk := backedUpAlone(t, t.TempDir())
+	// The withdrawal's tombstone lands, its manifest delete does not; then the crash.
+	faultyManifests(t, s, faulty.Rule{Methods: faulty.Delete})
+	if err := s.Repository().DeleteManifest(ctx, bk.ID); err == nil {
+		t.Fatal("the manifest delete did not fail")
+	}
+	markCreating(t, s, bk.ID)
 	s.Close()
-	if s, err = gateway.Open(ctx, cfg); err != nil {
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -463,31 +482,16 @@ func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
 // (repair too), for good. It is recorded error, saying why, and the gateway opens.
 func TestRecoveryOfABackupWithADamagedManifest(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bk, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, s, bk := backedUpAlone(t, t.TempDir())
 	// The crash came between the manifest's store and the record's update, and the stored
 	// manifest does not read back.
-	rec := record(t, s, bk.ID)
-	rec.Status = index.BackupCreating
-	if err := s.Index().DeleteBackup(bk.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Index().CreateBackup(rec); err != nil {
-		t.Fatal(err)
-	}
+	markCreating(t, s, bk.ID)
 	s.Close()
 	if err := os.WriteFile(filepath.Join(cfg.Repo, "manifests", bk.ID), []byte("not a manifest"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = gateway.Open(ctx, cfg); err != nil {
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
 		t.Fatalf("the gateway does not open over a damaged manifest: %v", err)
 	}
 	defer s.Close()
@@ -502,13 +506,8 @@ func TestRecoveryOfABackupWithADamagedManifest(t *testing.T) {
 // disagree on it (found by the two-gateway crash trials on S3, seed 1796381440294245619).
 func TestCatchUpForgetsABackupWhoseDeleteBegan(t *testing.T) {
 	dir := t.TempDir()
-	a, b, _ := twoGateways(t, dir)
+	a, b, _, bk := backedUpOnA(t, dir)
 	gateway.SetFullCatchUpEveryForTest(t, 0)
-	bk, err := a.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vol.img", 128<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	faultyManifests(t, b, faulty.Rule{Methods: faulty.Delete})
 	if _, err := b.DeleteBackup(adminCtx(), bk.ID, false); err == nil {
 		t.Fatal("the delete whose manifest delete fails succeeded")
@@ -691,13 +690,8 @@ func TestResetToErrorOutlivesTheIndex(t *testing.T) {
 // loss.
 func TestResetToErrorOfABackupBeingRestoredOutlivesTheIndex(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir := twoGateways(t, dir)
+	a, b, repoDir, bk := backedUpOnA(t, dir)
 	ctx := adminCtx()
-	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	// a restores it (its record says so) when the admin resets it to error.
 	if _, err := a.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
 		r.Status = index.BackupRestoring
@@ -724,13 +718,8 @@ func TestResetToErrorOfABackupBeingRestoredOutlivesTheIndex(t *testing.T) {
 // its old name and protection, and stayed available and restorable, for good.
 func TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere(t *testing.T) {
 	dir := t.TempDir()
-	a, b, _ := twoGateways(t, dir)
+	a, b, _, bk := backedUpOnA(t, dir)
 	ctx := adminCtx()
-	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	setStatus := func(from, to index.BackupStatus) {
 		t.Helper()
 		if _, err := b.Index().UpdateBackup(bk.ID, func(r *index.Backup) error {
@@ -770,13 +759,8 @@ func TestCatchUpDuringARestoreTakesTheChangesMadeElsewhere(t *testing.T) {
 // elsewhere stayed available and unprotected here for good.
 func TestRebuildIndexTakesAChangeWhoseLogObjectIsMissing(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir := twoGateways(t, dir)
+	a, b, repoDir, bk := backedUpOnA(t, dir)
 	ctx := adminCtx()
-	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	if _, err := a.ProtectBackup(ctx, bk.ID, true); err != nil {
 		t.Fatal(err)
 	}
@@ -850,13 +834,8 @@ func TestTwoRewritesOnTwoGatewaysKeepBothChanges(t *testing.T) {
 // same way and then failed on it.
 func TestCatchUpLeavesARecordThatARestoreHereTookMeanwhile(t *testing.T) {
 	dir := t.TempDir()
-	a, b, _ := twoGateways(t, dir)
+	a, b, _, bk := backedUpOnA(t, dir)
 	ctx := adminCtx()
-	bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
 	name := "renamed" // a change for b's catch-up to examine
 	if _, err := a.UpdateBackup(ctx, bk.ID, gateway.BackupUpdate{Name: &name}); err != nil {
 		t.Fatal(err)
