@@ -69,6 +69,36 @@ func (e *env) volume(t *testing.T, p, name string) *index.Volume {
 	return v
 }
 
+// backedUp registers a volume as volume does and backs it up as user u1, a member of p.
+func (e *env) backedUp(t *testing.T, p, name string) (*index.Volume, *index.Backup) {
+	t.Helper()
+	v := e.volume(t, p, name)
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: p})
+	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v, b
+}
+
+// page lists resource (backups or volumes) in project as user at microversion 3.45: the
+// status, the ids in the order given, and the count that with_count=true asks for.
+func (e *env) page(t *testing.T, user, project, resource, query string) (int, []string, float64) {
+	t.Helper()
+	code, _, body := e.do(t, call{method: "GET", path: "/v3/" + project + "/" + resource + "?" + query, user: user, project: project, version: "3.45"})
+	var got map[string]json.RawMessage
+	_ = json.Unmarshal(body, &got)
+	var items []struct{ ID string }
+	_ = json.Unmarshal(got[resource], &items)
+	var count float64
+	_ = json.Unmarshal(got["count"], &count)
+	var ids []string
+	for _, it := range items {
+		ids = append(ids, it.ID)
+	}
+	return code, ids, count
+}
+
 type call struct {
 	method, path, body string
 	user, project      string // noauth headers; empty user sends none
@@ -460,12 +490,7 @@ func TestPageWithMarkerAndHugeLimit(t *testing.T) {
 // another project's backups of it stay hidden.
 func TestBackupListByVolumeIDOfAGoneVolume(t *testing.T) {
 	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
-	v := e.volume(t, "p1", "gone")
-	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
-	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, b := e.backedUp(t, "p1", "gone")
 	admin := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: "admin", Admin: true})
 	if _, err := e.svc.UnmanageVolume(admin, v.ID); err != nil {
 		t.Fatal(err)
@@ -511,17 +536,7 @@ func TestBackupPageGoesOnFromAMarkerOutsideTheFilter(t *testing.T) {
 	}
 	list := func(project, query string) (int, []string, float64) {
 		t.Helper()
-		code, _, body := e.do(t, call{method: "GET", path: "/v3/" + project + "/backups?" + query, user: "u-" + project, project: project, version: "3.45"})
-		var got struct {
-			Backups []struct{ ID string }
-			Count   float64
-		}
-		_ = json.Unmarshal(body, &got)
-		var out []string
-		for _, b := range got.Backups {
-			out = append(out, b.ID)
-		}
-		return code, out, got.Count
+		return e.page(t, "u-"+project, project, "backups", query)
 	}
 	// The first page: the newest available backup.
 	if code, page, _ := list("p1", "status=available&limit=1"); code != http.StatusOK || len(page) != 1 || page[0] != ids[2] {
@@ -553,17 +568,7 @@ func TestVolumePageGoesOnFromAMarkerOutsideTheFilter(t *testing.T) {
 	}
 	list := func(query string) (int, []string, float64) {
 		t.Helper()
-		code, _, body := e.do(t, call{method: "GET", path: "/v3/p1/volumes?" + query, user: "u1", project: "p1", version: "3.45"})
-		var got struct {
-			Volumes []struct{ ID string }
-			Count   float64
-		}
-		_ = json.Unmarshal(body, &got)
-		var out []string
-		for _, v := range got.Volumes {
-			out = append(out, v.ID)
-		}
-		return code, out, got.Count
+		return e.page(t, "u1", "p1", "volumes", query)
 	}
 	code, first, _ := list("status=available&limit=1")
 	if code != http.StatusOK || len(first) != 1 {

@@ -20,12 +20,7 @@ import (
 // right status, and the index and the repository are as they were.
 func TestAPIBadInputTour(t *testing.T) {
 	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
-	v := e.volume(t, "p1", "data")
-	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
-	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, b := e.backedUp(t, "p1", "data")
 	state := func() string {
 		admin := gateway.WithCaller(context.Background(), gateway.Caller{User: "admin", Project: "admin", Admin: true})
 		bs, _ := e.svc.ListBackups(admin, gateway.ListFilter{AllProjects: true})
@@ -125,12 +120,7 @@ func FuzzAPIBodies(f *testing.F) {
 // it, and nothing is backed up, restored or imported.
 func TestBackupBodiesRefuseUnknownFields(t *testing.T) {
 	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
-	v := e.volume(t, "p1", "data")
-	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
-	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	v, b := e.backedUp(t, "p1", "data")
 	admin := func(method, path, body string) call {
 		return call{method: method, path: "/v3/p1" + path, body: body, user: "admin", project: "p1", version: "3.64"}
 	}
@@ -172,12 +162,7 @@ func TestBackupBodiesRefuseUnknownFields(t *testing.T) {
 // record to any member of the backup's project.
 func TestExportRecordIsForAdmins(t *testing.T) {
 	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
-	v := e.volume(t, "p1", "data")
-	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "u1", Project: "p1"})
-	b, err := e.svc.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, b := e.backedUp(t, "p1", "data")
 	var refusals []string
 	for _, c := range []call{
 		{method: "GET", path: "/v3/p1/backups/" + b.ID + "/export_record", user: "u1", project: "p1"},
