@@ -605,7 +605,7 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		return nil, err
 	}
 	defer lk.Unlock()
-	st, err := s.repo.Reindex(ctx)
+	st, err := s.repo.Reindex(ctx, lk)
 	if err != nil {
 		return nil, err
 	}

@@ -102,7 +102,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			return nil, err
 		}
 		if !known {
-			if _, _, err := r.sync(ctx, syncIndex); err != nil {
+			if _, _, err := r.sync(ctx, syncIndex, nil); err != nil {
 				return nil, err
 			}
 			break

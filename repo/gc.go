@@ -93,7 +93,13 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	defer lk.Unlock()
 	// The whole backend, once: every pack learned (from its index object or its trailer),
 	// every pack the backend lost forgotten; the listing serves the decisions below.
-	_, lst, err := r.sync(ctx, syncAll)
+	// A dry run writes nothing, so it learns no pack that lacks an index object (see
+	// learnUnindexedPacks) and does not count one.
+	slk := lk
+	if o.DryRun {
+		slk = nil
+	}
+	_, lst, err := r.sync(ctx, syncAll, slk)
 	if err != nil {
 		return st, err
 	}

@@ -1443,7 +1443,7 @@ func TestRebuildIndexLearnsAgainABlobTheIndexForgot(t *testing.T) {
 	if _, err := f.r.GC(ctx, repo.GCOptions{}); err == nil || !strings.Contains(err.Error(), "rebuild-index") {
 		t.Fatalf("gc with a pack holding a blob the index lost: %v", err)
 	}
-	st, err := f.r.Reindex(ctx)
+	st, err := reindex(t, f.r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1461,7 +1461,7 @@ func TestRebuildIndexLearnsAgainABlobTheIndexForgot(t *testing.T) {
 	}
 	f.mustCheck(t)
 	// Nothing is left to learn: a second rebuild locates nothing.
-	if st, err := f.r.Reindex(ctx); err != nil || st.Relearned != 0 {
+	if st, err := reindex(t, f.r); err != nil || st.Relearned != 0 {
 		t.Fatalf("second rebuild-index: %+v %v", st, err)
 	}
 }
@@ -1471,7 +1471,7 @@ func TestRebuildIndexLearnsAgainABlobTheIndexForgot(t *testing.T) {
 func TestRebuildIndexLeavesADamagedCopyForgotten(t *testing.T) {
 	f, _, _, lost := lostBlobSetup(t, 1)
 	f.damage(t, lost.Location)
-	st, err := f.r.Reindex(context.Background())
+	st, err := reindex(t, f.r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1770,5 +1770,53 @@ func TestRestoreOfABackupDeletedElsewhereWritesNothing(t *testing.T) {
 		if !bytes.Equal(tgt.data, bytes.Repeat([]byte{0xAA}, int(m.Size))) {
 			t.Errorf("restore (salvage %v) of a backup deleted elsewhere wrote to its target", salvage)
 		}
+	}
+}
+
+// reindex runs r's Reindex under a shared lock, as rebuild-index does.
+func reindex(t *testing.T, r *repo.Repository) (repo.SyncStats, error) {
+	t.Helper()
+	lk, err := r.Lock(context.Background(), repo.LockShared, "rebuild-index")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	return r.Reindex(context.Background(), lk)
+}
+
+// A pack that has no index object (a gc doomed it, deleted its index objects and was killed
+// before the pack) and that the next gc keeps (it breaks that gc's stale lock, and keeps what a
+// broken lock's holder may have written) gets an index object before the index locates its
+// blobs. A backup that then reuses them commits a manifest whose every pack has one, so check
+// is clean and another index locates its blocks. Before (found by the two-gateway crash trials,
+// seed 1796468228252032841), gc learned the pack from its trailer alone: the backup that
+// reused it was one that other gateways could not restore, and check reported the pack.
+func TestGCGivesAPackItLearnsFromItsTrailerAnIndexObject(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	data := randomVolume(41, 2<<20)
+	m1 := f.backup(t, "first", &memSource{data: data}, nil)
+	if err := f.r.DeleteManifest(ctx, m1.ID); err != nil {
+		t.Fatal(err)
+	}
+	// The interrupted gc: the pack's index objects are gone, the pack and the gc's lock stay.
+	if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
+		return f.r.Backend().Delete(ctx, oi.Key)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := repo.WriteLockInfoForTest(f.r, repo.LockInfo{ID: "killed-gc", Kind: repo.LockExclusive, Host: "elsewhere",
+		Space: "another-boot/pid:[1]", PID: 1, Operation: "gc", Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	g := f.peer(t, "g", repo.LockOptions{Wait: 10 * time.Second, StaleAfter: time.Second})
+	if st := g.gc(t); st.LocksBroken != 1 || st.PacksKept == 0 || st.PacksDeleted != 0 {
+		t.Fatalf("gc after the interrupted one: %+v; want its lock broken and its pack kept", st)
+	}
+	m2 := g.backup(t, "second", &memSource{data: data}, nil) // the same data: its blobs reused
+	g.mustCheck(t)
+	h := f.peer(t, "h", repo.LockOptions{})
+	if got := h.restore(t, m2); !bytes.Equal(got, data) {
+		t.Fatal("the backup that reused the kept pack's blobs restores different bytes through another index")
 	}
 }

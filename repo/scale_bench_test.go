@@ -103,7 +103,7 @@ func BenchmarkScale(b *testing.B) {
 		for i := range b.N {
 			r2 := open(fmt.Sprintf("index-rebuild-%d", i))
 			peak, elapsed, err := peakHeap(func() error {
-				st, err := r2.Reindex(ctx)
+				st, err := r2.Reindex(ctx, nil)
 				if err == nil && st.Packs == 0 {
 					err = fmt.Errorf("the sync learned no pack")
 				}
@@ -121,7 +121,7 @@ func BenchmarkScale(b *testing.B) {
 	// pass that reads every pack's index object for blobs the index forgot (none here).
 	b.Run("rebuild-index-existing", func(b *testing.B) {
 		run(b, r, func() error {
-			st, err := r.Reindex(ctx)
+			st, err := r.Reindex(ctx, nil)
 			if err == nil && (st.Packs != 0 || st.Relearned != 0) {
 				err = fmt.Errorf("rebuild of a complete index learned %+v", st)
 			}

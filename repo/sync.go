@@ -273,7 +273,7 @@ func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
 	if full {
 		scope = syncAll
 	}
-	st, _, err := r.sync(ctx, scope)
+	st, _, err := r.sync(ctx, scope, nil)
 	return st, err
 }
 
@@ -282,7 +282,7 @@ func (r *Repository) Sync(ctx context.Context, full bool) (SyncStats, error) {
 // clock was more than syncMargin behind, so its index objects sorted before the cursor). It
 // reads no pack, so it costs a listing of packindex/ and the index objects not known yet.
 func (r *Repository) Rescan(ctx context.Context) (SyncStats, error) {
-	st, _, err := r.sync(ctx, syncIndex)
+	st, _, err := r.sync(ctx, syncIndex, nil)
 	return st, err
 }
 
@@ -298,8 +298,8 @@ func (r *Repository) Rescan(ctx context.Context) (SyncStats, error) {
 // blob the index locates, so it cannot point one away from a pack with an index object (see
 // notIndexed). It reads one index object per known pack and, for each blob it relearns, that
 // blob.
-func (r *Repository) Reindex(ctx context.Context) (SyncStats, error) {
-	st, lst, err := r.sync(ctx, syncAll)
+func (r *Repository) Reindex(ctx context.Context, lk *Lock) (SyncStats, error) {
+	st, lst, err := r.sync(ctx, syncAll, lk)
 	if err != nil {
 		return st, err
 	}
@@ -370,7 +370,10 @@ func (r *Repository) verifyCopy(ctx context.Context, e PackEntry) error {
 	return err
 }
 
-func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *listing, error) {
+// sync is Sync, Rescan and Reindex. lk is the caller's lock, which a full sync needs to give
+// the packs it learns from their trailers an index object (learnUnindexedPacks); nil leaves
+// those packs unlearned.
+func (r *Repository) sync(ctx context.Context, scope syncScope, lk *Lock) (SyncStats, *listing, error) {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	full := scope == syncAll
@@ -510,7 +513,7 @@ func (r *Repository) sync(ctx context.Context, scope syncScope) (SyncStats, *lis
 		}
 	}
 	if full {
-		n, err := r.learnUnindexedPacks(ctx, lst)
+		n, err := r.learnUnindexedPacks(ctx, lst, lk)
 		if err != nil {
 			return st, lst, err
 		}
@@ -535,11 +538,22 @@ func (r *Repository) trailerOf(ctx context.Context, id PackID) (int64, []PackEnt
 }
 
 // learnUnindexedPacks indexes the packs in the backend that no index object described (a
-// writer died between storing the pack and its index object) from their trailers, so that gc
-// sees and judges them like every other pack; and it forgets the packs the index lists that
-// the backend does not hold, so that no backup reuses a blob that is gone (the next backup
-// of data that hashes to a lost block stores it again).
-func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing) (int, error) {
+// writer died between storing the pack and its index object, or a gc between deleting a
+// doomed pack's index objects and the pack) from their trailers, so that gc sees and judges
+// them like every other pack; and it forgets the packs the index lists that the backend does
+// not hold, so that no backup reuses a blob that is gone (the next backup of data that hashes
+// to a lost block stores it again).
+//
+// A pack it learns gets an index object first, written under lk, the caller's lock (checked
+// before the write, as gc checks it before each delete): once the index locates a blob there,
+// a backup may reuse it, and a committed backup's packs must each have one, or other indexes,
+// which learn packs from index objects, cannot locate its blocks and check reports the pack.
+// Before (found by the two-gateway crash trials, seed 1796468228252032841), a gc that broke an
+// interrupted gc's lock learned that gc's doomed packs here, kept them as its writer's, and the
+// next backup reused their blobs. Without lk, or on a read-only repository, no index object
+// can be written: a read-only index locates the blobs (it stores no backup that could reuse
+// them), a writable one leaves the pack to a gc or rebuild-index.
+func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *Lock) (int, error) {
 	type packInfo struct {
 		id   PackID
 		size int64
@@ -586,10 +600,24 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing) (int
 	}
 	n := 0
 	for _, p := range unknown {
+		if lk == nil && !r.readOnly {
+			break
+		}
 		entries, err := r.readTrailer(ctx, p.id, p.size)
 		if err != nil {
 			r.logf("sync: %v", err)
 			continue
+		}
+		if !r.readOnly {
+			if err := stillHeld(lk); err != nil {
+				return n, err
+			}
+			key := indexKey(p.id)
+			if err := r.putObject(ctx, key, encodePackIndex(p.size, entries)); err != nil {
+				return n, fmt.Errorf("store the index of pack %s, learned from its trailer: %w", p.id, err)
+			}
+			// gc deletes the index objects the listing names before it deletes a pack.
+			lst.indexKeys[p.id] = append(lst.indexKeys[p.id], key)
 		}
 		if entries, err = r.notIndexed(entries); err != nil {
 			return n, err
