@@ -428,10 +428,15 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 // recoverAfter runs the next command on each gateway after a round ('backup list' and 'volume
 // list', which open its index and read the repository) and checks that both show the same
 // available backups: every one known before (but a deleted one), and new ones only from a
-// backup run of the round (committed before its kill).
+// backup run of the round (committed before its kill). It lists twice on each: a gateway's
+// first command after a kill finishes what the kill interrupted, a delete killed before its
+// tombstone was stored among them (nothing in the repository says it began), and the other
+// gateway, which had listed first, sees that delete at its next command.
 func (d *duo) recoverAfter(before map[string]bool) {
 	var avail [2]map[string]backupJSON
-	for g := range d.gws {
+	for i := range 2 * len(d.gws) {
+		g := i % len(d.gws)
+		d.listed[g] = nil // each pass lists anew
 		avail[g] = map[string]backupJSON{}
 		for _, b := range d.list(g) {
 			switch b.Status {
