@@ -598,11 +598,11 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *
 			}
 		}
 	}
+	if lk == nil && !r.readOnly {
+		return 0, nil // no index object can be written: the packs are left to a gc or rebuild-index
+	}
 	n := 0
 	for _, p := range unknown {
-		if lk == nil && !r.readOnly {
-			break
-		}
 		entries, err := r.readTrailer(ctx, p.id, p.size)
 		if err != nil {
 			r.logf("sync: %v", err)
