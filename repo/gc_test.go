@@ -1820,3 +1820,58 @@ func TestGCGivesAPackItLearnsFromItsTrailerAnIndexObject(t *testing.T) {
 		t.Fatal("the backup that reused the kept pack's blobs restores different bytes through another index")
 	}
 }
+
+// A pack the index already knows and the backend holds without an index object (the index
+// learned it before a gc, killed since, deleted its index objects) gets one from the next gc
+// or rebuild-index, so a backup that reused its blobs meanwhile becomes one that every index
+// locates and check passes. Before, the full sync gave an index object only to packs it
+// learned: such a pack stayed without one until 'cairn repo repair', and no other index could
+// restore the backup.
+func TestGCGivesAKnownPackWithoutAnIndexObjectOne(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		run  func(t *testing.T, f *fixture)
+	}{
+		{"gc", func(t *testing.T, f *fixture) {
+			if st := f.gc(t); st.PacksDeleted != 0 {
+				t.Fatalf("gc: %+v; want the reused packs kept", st)
+			}
+		}},
+		{"rebuild-index", func(t *testing.T, f *fixture) {
+			if _, err := reindex(t, f.r); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{})
+			data := randomVolume(43, 2<<20)
+			m1 := f.backup(t, "first", &memSource{data: data}, nil)
+			if err := f.r.DeleteManifest(ctx, m1.ID); err != nil {
+				t.Fatal(err)
+			}
+			// The interrupted gc elsewhere: the packs' index objects are gone, the packs stay,
+			// and this index, which learned them before, still locates their blobs.
+			if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
+				return f.r.Backend().Delete(ctx, oi.Key)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			m2 := f.backup(t, "second", &memSource{data: data}, nil) // its blobs reused
+			h := f.peer(t, "h", repo.LockOptions{})
+			tgt := &memTarget{data: make([]byte, m2.Size)}
+			if err := h.r.Restore(ctx, m2, tgt, repo.RestoreOptions{}); err == nil {
+				t.Fatal("another index restored a backup whose packs have no index object: the test staged nothing")
+			}
+			c.run(t, f)
+			f.mustCheck(t)
+			if got := f.peer(t, "after", repo.LockOptions{}).restore(t, m2); !bytes.Equal(got, data) {
+				t.Fatal("the backup that reused the pack's blobs restores different bytes through a new index")
+			}
+			if got := h.restore(t, m2); !bytes.Equal(got, data) {
+				t.Fatal("the backup that reused the pack's blobs restores different bytes through the other index")
+			}
+		})
+	}
+}

@@ -544,21 +544,25 @@ func (r *Repository) trailerOf(ctx context.Context, id PackID) (int64, []PackEnt
 // not hold, so that no backup reuses a blob that is gone (the next backup of data that hashes
 // to a lost block stores it again).
 //
-// A pack it learns gets an index object first, written under lk, the caller's lock (checked
-// before the write, as gc checks it before each delete): once the index locates a blob there,
-// a backup may reuse it, and a committed backup's packs must each have one, or other indexes,
-// which learn packs from index objects, cannot locate its blocks and check reports the pack.
-// Before (found by the two-gateway crash trials, seed 1796468228252032841), a gc that broke an
-// interrupted gc's lock learned that gc's doomed packs here, kept them as its writer's, and the
-// next backup reused their blobs. Without lk, or on a read-only repository, no index object
-// can be written: a read-only index locates the blobs (it stores no backup that could reuse
-// them), a writable one leaves the pack to a gc or rebuild-index.
+// Every pack in the backend without an index object gets one from its trailer, written under
+// lk, the caller's lock (checked before each write, as gc checks it before each delete): a
+// pack it learns before the index locates its blobs, and a pack the index already knows (it
+// learned it before a gc, killed since, deleted its index objects) as well. Once the index
+// locates a blob there, a backup may reuse it, and a committed backup's packs must each have
+// an index object, or other indexes, which learn packs from index objects, cannot locate its
+// blocks and check reports the pack. Before (found by the two-gateway crash trials, seed
+// 1796468228252032841), a gc that broke an interrupted gc's lock learned that gc's doomed
+// packs here, kept them as its writer's, and the next backup reused their blobs; and an index
+// that had learned such a pack before the interrupted gc could reuse its blobs until a repair
+// [TestGCGivesAKnownPackWithoutAnIndexObjectOne]. Without lk, or on a read-only repository, no
+// index object can be written: a read-only index locates the blobs (it stores no backup that
+// could reuse them), a writable one leaves the pack to a gc or rebuild-index.
 func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *Lock) (int, error) {
 	type packInfo struct {
 		id   PackID
 		size int64
 	}
-	var unknown []packInfo
+	var unknown, described []packInfo // described: known to the index, without an index object
 	if err := r.be.List(ctx, "packs/", func(oi backend.ObjectInfo) error {
 		id, ok := ParsePackKey(oi.Key)
 		if !ok {
@@ -566,8 +570,11 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *
 		}
 		lst.packs[id] = oi
 		known, err := r.idx.HasPack(id)
-		if err == nil && !known {
+		switch {
+		case err == nil && !known:
 			unknown = append(unknown, packInfo{id, oi.Size})
+		case err == nil && len(lst.indexKeys[id]) == 0:
+			described = append(described, packInfo{id, oi.Size})
 		}
 		return err
 	}); err != nil {
@@ -601,6 +608,18 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *
 	if lk == nil && !r.readOnly {
 		return 0, nil // no index object can be written: the packs are left to a gc or rebuild-index
 	}
+	if !r.readOnly {
+		for _, p := range described {
+			entries, err := r.readTrailer(ctx, p.id, p.size)
+			if err != nil {
+				r.logf("sync: %v", err)
+				continue
+			}
+			if err := r.describePack(ctx, lst, lk, p.id, p.size, entries); err != nil {
+				return 0, err
+			}
+		}
+	}
 	n := 0
 	for _, p := range unknown {
 		entries, err := r.readTrailer(ctx, p.id, p.size)
@@ -609,15 +628,9 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *
 			continue
 		}
 		if !r.readOnly {
-			if err := stillHeld(lk); err != nil {
+			if err := r.describePack(ctx, lst, lk, p.id, p.size, entries); err != nil {
 				return n, err
 			}
-			key := indexKey(p.id)
-			if err := r.putObject(ctx, key, encodePackIndex(p.size, entries)); err != nil {
-				return n, fmt.Errorf("store the index of pack %s, learned from its trailer: %w", p.id, err)
-			}
-			// gc deletes the index objects the listing names before it deletes a pack.
-			lst.indexKeys[p.id] = append(lst.indexKeys[p.id], key)
 		}
 		if entries, err = r.notIndexed(entries); err != nil {
 			return n, err
@@ -629,6 +642,21 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *
 		n++
 	}
 	return n, nil
+}
+
+// describePack stores an index object for a pack that has none, from its trailer's entries,
+// once lk is still held, and adds its key to the listing: gc deletes the index objects the
+// listing names before it deletes a pack.
+func (r *Repository) describePack(ctx context.Context, lst *listing, lk *Lock, id PackID, size int64, entries []PackEntry) error {
+	if err := stillHeld(lk); err != nil {
+		return err
+	}
+	key := indexKey(id)
+	if err := r.putObject(ctx, key, encodePackIndex(size, entries)); err != nil {
+		return fmt.Errorf("store the index of pack %s, from its trailer: %w", id, err)
+	}
+	lst.indexKeys[id] = append(lst.indexKeys[id], key)
+	return nil
 }
 
 // notIndexed returns the entries of a pack learned from its trailer whose blobs the index
