@@ -1875,3 +1875,48 @@ func TestGCGivesAKnownPackWithoutAnIndexObjectOne(t *testing.T) {
 		})
 	}
 }
+
+// A read-only repository locates the blobs of a pack without an index object, learned from its
+// trailer (it stores no backup that could reuse them), but its index outlives it: --read-only
+// on a host whose state directory is writable opens the gateway's own index. A writable
+// repository that opens that index afterwards must not reuse those blobs, or its next backup
+// reaches a pack that no other index can learn. Before, it did: check reported the pack and
+// another index could not restore the backup until a gc or 'repo repair'.
+func TestAReadOnlyIndexLendsNoPackWithoutAnIndexObject(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	data := randomVolume(47, 2<<20)
+	m1 := f.backup(t, "first", &memSource{data: data}, nil)
+	if err := f.r.DeleteManifest(ctx, m1.ID); err != nil {
+		t.Fatal(err)
+	}
+	// An interrupted gc: the pack's index objects are gone, the pack stays.
+	if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
+		return f.r.Backend().Delete(ctx, oi.Key)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(readOnly bool) *fixture {
+		be, err := local.Open(filepath.Join(f.dir, "repo"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fixtureOn(t, be, f.dir, "index-shared", repo.Options{ChunkCacheBytes: 8 << 20, ReadOnly: readOnly})
+	}
+	ro := open(true)
+	if st, err := reindex(t, ro.r); err != nil || st.Packs == 0 {
+		t.Fatalf("read-only rebuild-index: %+v, %v; want the pack learned from its trailer", st, err)
+	}
+	if err := ro.idx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w := open(false)
+	m2 := w.backup(t, "second", &memSource{data: data}, nil)
+	w.mustCheck(t)
+	if got := f.peer(t, "other", repo.LockOptions{}).restore(t, m2); !bytes.Equal(got, data) {
+		t.Fatal("the backup restores different bytes through another index")
+	}
+	if got := w.restore(t, m2); !bytes.Equal(got, data) {
+		t.Fatal("the backup restores different bytes through the index it was made with")
+	}
+}

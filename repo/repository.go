@@ -91,6 +91,11 @@ func OpenUnlocked(ctx context.Context, be backend.Backend, idx Index, u Unlocked
 	}
 	r := &Repository{be: be, cfg: cfg, keys: k, idx: idx, locks: newLocker(be, k, o.Lock), log: o.Log, readOnly: o.ReadOnly, retain: rt}
 	r.locks.retain = rt
+	if !r.readOnly && idx != nil {
+		if err := r.forgetReadOnlyLearned(); err != nil {
+			return nil, err
+		}
+	}
 	r.nodes = newCache[Address, *node](o.NodeCacheBytes, func(n *node) int64 { return int64(n.size()) })
 	r.chunks = newChunkCache(o.ChunkCacheBytes, cfg.BlockSize)
 	return r, nil

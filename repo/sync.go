@@ -555,8 +555,9 @@ func (r *Repository) trailerOf(ctx context.Context, id PackID) (int64, []PackEnt
 // packs here, kept them as its writer's, and the next backup reused their blobs; and an index
 // that had learned such a pack before the interrupted gc could reuse its blobs until a repair
 // [TestGCGivesAKnownPackWithoutAnIndexObjectOne]. Without lk, or on a read-only repository, no
-// index object can be written: a read-only index locates the blobs (it stores no backup that
-// could reuse them), a writable one leaves the pack to a gc or rebuild-index.
+// index object can be written: a read-only repository locates the blobs (it stores no backup
+// that could reuse them) and lists the pack for forgetReadOnlyLearned, since its index
+// outlives it; a writable one leaves the pack to a gc or rebuild-index.
 func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *Lock) (int, error) {
 	type packInfo struct {
 		id   PackID
@@ -638,10 +639,75 @@ func (r *Repository) learnUnindexedPacks(ctx context.Context, lst *listing, lk *
 		if err := r.idx.AddPack(p.id, p.size, entries); err != nil {
 			return n, err
 		}
+		if r.readOnly {
+			if err := r.markReadOnlyLearned(p.id, entries); err != nil {
+				return n, err
+			}
+		}
 		lst.learned[p.id] = true // what it does not locate here, another pack holds
 		n++
 	}
 	return n, nil
+}
+
+// readOnlyLearnedKey names the index's list of the packs a read-only repository learned from
+// their trailers (learnUnindexedPacks), each with the blobs it located there: a line of the
+// pack id and the blob addresses.
+const readOnlyLearnedKey = "sync/read-only-learned"
+
+// markReadOnlyLearned adds a pack a read-only repository learned from its trailer to the
+// index's list, for forgetReadOnlyLearned.
+func (r *Repository) markReadOnlyLearned(id PackID, entries []PackEntry) error {
+	cur, err := r.idx.Meta(readOnlyLearnedKey)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	b.WriteString(cur)
+	b.WriteString(id.String())
+	for _, e := range entries {
+		b.WriteByte(' ')
+		b.WriteString(e.Addr.String())
+	}
+	b.WriteByte('\n')
+	return r.idx.SetMeta(readOnlyLearnedKey, b.String())
+}
+
+// forgetReadOnlyLearned makes a writable repository's index forget what a read-only one
+// learned from packs without an index object. A read-only repository may locate blobs there,
+// since it stores no backup that could reuse them; but the index outlives it (--read-only on
+// a host whose state directory is writable opens the same index), and a backup through a
+// writable repository on that index would reuse them and commit a manifest that reaches a pack
+// no other index can learn [TestAReadOnlyIndexLendsNoPackWithoutAnIndexObject]. The sync cursor
+// is reset too, so the next sync reads every index object again and learns whole each dropped
+// pack that has one by then. Dropping first and clearing the list last makes a crash between
+// them repeat the drops, which is harmless.
+func (r *Repository) forgetReadOnlyLearned() error {
+	v, err := r.idx.Meta(readOnlyLearnedKey)
+	if err != nil || v == "" {
+		return err
+	}
+	for _, line := range strings.Split(strings.TrimSpace(v), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		id, err := ParsePackID(f[0])
+		addrs := make([]Address, len(f)-1)
+		for i := 1; err == nil && i < len(f); i++ {
+			addrs[i-1], err = ParseAddress(f[i])
+		}
+		if err != nil {
+			return fmt.Errorf("index: the list of packs a read-only run learned: %v: remove the index directory and run 'cairn repo rebuild-index'", err)
+		}
+		if err := r.idx.DropPack(id, addrs); err != nil {
+			return err
+		}
+	}
+	if err := r.idx.SetMeta("sync/index", ""); err != nil {
+		return err
+	}
+	return r.idx.SetMeta(readOnlyLearnedKey, "")
 }
 
 // describePack stores an index object for a pack that has none, from its trailer's entries,
