@@ -880,6 +880,18 @@ type stopGC struct {
 	// every lock write refused meanwhile: the process stalls, as a paused VM does.
 	stallAt  atomic.Int64
 	stalling atomic.Bool
+	// stallTrailer is stallAt for the first range read of a pack (a trailer read by a full
+	// sync, right before it stores the pack's index object).
+	stallTrailer atomic.Int64
+}
+
+func (b *stopGC) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	if d := b.stallTrailer.Swap(0); d > 0 && strings.HasPrefix(key, "packs/") {
+		b.stalling.Store(true)
+		time.Sleep(time.Duration(d))
+		b.stalling.Store(false)
+	}
+	return b.Backend.GetRange(ctx, key, off, n)
 }
 
 // newStopGC makes a repository in dir/repo, through a stopGC that refuses nothing yet.
@@ -1918,5 +1930,47 @@ func TestAReadOnlyIndexLendsNoPackWithoutAnIndexObject(t *testing.T) {
 	}
 	if got := w.restore(t, m2); !bytes.Equal(got, data) {
 		t.Fatal("the backup restores different bytes through the index it was made with")
+	}
+}
+
+// A gc that stalls past --lock-stale after it found a pack without an index object and before
+// it stores one (the trailer read in between) stops with its lock lost and stores nothing: a
+// gc that broke its lock meanwhile may have deleted the pack, and an index object must never
+// name a pack that is gone. The next gc gives the pack its index object.
+func TestGCStoresNoIndexObjectOnceItsLockIsLost(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	be := newStopGC(t, dir, repo.InitOptions{})
+	f := fixtureOn(t, be, dir, "index", repo.Options{ChunkCacheBytes: 8 << 20, Lock: repo.LockOptions{StaleAfter: time.Second}})
+	data := randomVolume(53, 2<<20)
+	m := f.backup(t, "a", &memSource{data: data}, nil)
+	indexObjects := func() []string {
+		var keys []string
+		if err := be.List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
+			keys = append(keys, oi.Key)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return keys
+	}
+	for _, k := range indexObjects() { // an interrupted gc elsewhere, as in TestGCGivesAKnownPackWithoutAnIndexObjectOne
+		if err := be.Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	be.stallTrailer.Store(int64(1500 * time.Millisecond))
+	if _, err := f.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("gc that stalled 1.5 s with --lock-stale 1s before an index object: %v, want its lock lost", err)
+	}
+	if keys := indexObjects(); len(keys) != 0 {
+		t.Fatalf("the stalled gc stored index objects after its lock was lost: %v", keys)
+	}
+	if st := f.gc(t); st.PacksDeleted != 0 {
+		t.Fatalf("the next gc: %+v, want nothing deleted", st)
+	}
+	f.mustCheck(t)
+	if got := f.peer(t, "other", repo.LockOptions{}).restore(t, m); !bytes.Equal(got, data) {
+		t.Fatal("the backup restores different bytes through another index after the gcs")
 	}
 }
