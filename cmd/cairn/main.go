@@ -9,9 +9,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -188,6 +190,8 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 		kong.ExplicitGroups([]kong.Group{{Key: "cinder", Title: "Cinder-style aliases:"},
 			{Key: "global", Title: "Global flags:"}, {Key: "s3", Title: "S3 flags (s3:// repositories):"}}),
 		kong.Resolvers(configs...),
+		kong.KindMapper(reflect.Int, negativeInt(strconv.IntSize)),
+		kong.KindMapper(reflect.Int64, negativeInt(64)),
 	}
 	if cl != nil {
 		options = append(options, kong.NamedMapper("existingfile", kong.MapperFunc(cl.existingFile)))

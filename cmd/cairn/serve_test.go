@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,16 +105,53 @@ func TestGlobalNumbersOutOfRangeAreRefused(t *testing.T) {
 		{"", "--default-quota-backups", "-5"}, {"", "--default-quota-backup-gigabytes", "-2"},
 		{"0s", "--lock-stale", ""},
 	} {
-		args := []string{}
-		if bad.value != "" {
-			args = append(args, bad.flag+"="+bad.value)
+		forms := [][]string{{}}
+		if bad.value != "" { // --flag=value, and --flag value: a negative number is a value, not a short flag
+			forms = [][]string{{bad.flag + "=" + bad.value}, {bad.flag, bad.value}}
 		}
-		code, msg := run(bad.env, args...)
-		if code != exitInvalid || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, bad.flag) {
-			t.Errorf("%s=%s (CAIRN_LOCK_STALE=%q): exit %d, want %d and one line naming the flag: %q", bad.flag, bad.value, bad.env, code, exitInvalid, msg)
+		for _, args := range forms {
+			code, msg := run(bad.env, args...)
+			if code != exitInvalid || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, bad.flag) {
+				t.Errorf("%v (CAIRN_LOCK_STALE=%q): exit %d, want %d and one line naming the flag: %q", args, bad.env, code, exitInvalid, msg)
+			}
 		}
 	}
 	if code, msg := run("", "--workers=0", "--concurrency=0", "--retries=-1", "--timeout=0s", "--lock-wait=0s", "--default-quota-backups=-1"); code != exitOK {
 		t.Errorf("the values the help gives meaning to: exit %d: %s", code, msg)
+	}
+	if code, msg := run("", "--retries", "-1", "--default-quota-backups", "-1", "--default-quota-backup-gigabytes", "-1"); code != exitOK {
+		t.Errorf("-1 written as the next argument: exit %d: %s", code, msg)
+	}
+}
+
+// A negative number written as the next argument is the flag's value, as cinder's
+// quota-update takes it: 'quota-update --backups -1 p' lifts the limit. kong read "-1" as a
+// short flag and refused the command, asking for --backups=-1.
+func TestNegativeNumberAsAFlagsNextArgument(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	dir := filepath.Join(t.TempDir(), "repo")
+	if _, err := gateway.Init(context.Background(), gateway.Config{Repo: dir}, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errb bytes.Buffer
+		if code := runCLI(context.Background(), append([]string{"--repo", dir, "--format", "json"}, args...), &out, &errb, nil, nil); code != exitOK {
+			t.Fatalf("%v: exit %d: %s", args, code, errb.String())
+		}
+		return out.String()
+	}
+	run("quota-update", "--backups", "2", "--backup-gigabytes", "7", "p1")
+	out := run("quota-update", "--backups", "-1", "p1")
+	var q struct {
+		Backups         int64 `json:"backups"`
+		BackupGigabytes int64 `json:"backup_gigabytes"`
+	}
+	if err := json.Unmarshal([]byte(out), &q); err != nil || q.Backups != -1 || q.BackupGigabytes != 7 {
+		t.Fatalf("quota-update --backups -1: %s (%v); want backups -1 and the gigabytes kept", out, err)
+	}
+	var errb bytes.Buffer
+	if code := runCLI(context.Background(), []string{"--repo", dir, "quota-update", "--backups", "-x", "p1"}, io.Discard, &errb, nil, nil); code == exitOK || !strings.Contains(errb.String(), "--backups") {
+		t.Fatalf("quota-update --backups -x: exit %d: %q; want refused, naming the flag", code, errb.String())
 	}
 }
