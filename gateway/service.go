@@ -386,6 +386,10 @@ func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 		idx.Close()
 	} else if errors.Is(err, index.ErrLocked) || errors.Is(err, os.ErrPermission) {
 		return nil, err
+	} else if errors.Is(err, index.ErrNoResources) {
+		// Not damage: moved aside, the index would have to be built again, on the same full
+		// file system, and every retry moved another copy aside [TestFullDiskLeavesTheIndex].
+		return nil, fmt.Errorf("%w: %s, and try again (the index is kept)", err, resourceHint(err, dir))
 	}
 	now := time.Now().UTC().Format("20060102T150405")
 	aside := fmt.Sprintf("%s.damaged-%s", dir, now)
@@ -403,6 +407,19 @@ func openIndex(dir string, log *slog.Logger) (*index.Index, error) {
 		log.Warn("the index could not be opened: moved aside, a new one catches up from the repository", "error", err, "moved_to", aside)
 	}
 	return index.Open(dir)
+}
+
+// resourceHint says what frees the resource an index open lacked.
+func resourceHint(err error, dir string) string {
+	switch {
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return "free space on the file system that holds " + dir
+	case errors.Is(err, unix.EROFS):
+		return dir + " is on a read-only file system: give --state-dir on a writable one"
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+		return "raise the open-file limit (ulimit -n, or LimitNOFILE= in the unit)"
+	}
+	return "free memory"
 }
 
 // readRecords reads every backup, volume and snapshot record, as recovery is about to. Badger

@@ -77,8 +77,46 @@ type Index struct {
 // ErrClosed: the index was closed (the gateway is shutting down).
 var ErrClosed = errors.New("the index is closed")
 
+// ErrNoResources: the index could not be opened for want of space, quota, file descriptors
+// or memory, or on a read-only file system. Nothing in it is damaged, and moving it aside
+// cures nothing: the caller says so and leaves it.
+var ErrNoResources = errors.New("out of resources")
+
+// resourceErrnos are the causes ErrNoResources stands for. Badger formats the cause of a
+// failed open into its message (y.Wrap: "%s err: %+v") rather than wrapping it, so they are
+// also matched by their text.
+var resourceErrnos = []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT, syscall.EROFS, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM}
+
 // Open opens (creating if needed) the index in dir. Only one process may have it open.
+// An index that cannot be opened for want of resources fails with ErrNoResources and the
+// cause's errno, both matched by errors.Is [TestOpenOnAFullFileSystemIsNotDamage].
 func Open(dir string) (*Index, error) {
+	ix, err := open(dir)
+	if err == nil || errors.Is(err, ErrLocked) {
+		return ix, err
+	}
+	for _, e := range resourceErrnos {
+		if errors.Is(err, e) || strings.Contains(err.Error(), e.Error()) {
+			if !strings.HasPrefix(err.Error(), "index ") {
+				err = fmt.Errorf("index %s: %w", dir, err)
+			}
+			return nil, &resourceError{err, e}
+		}
+	}
+	return nil, err
+}
+
+// resourceError is Open's error for want of resources: its message is the cause's, and
+// errors.Is matches ErrNoResources and the errno.
+type resourceError struct {
+	error
+	errno syscall.Errno
+}
+
+func (e *resourceError) Is(target error) bool { return target == ErrNoResources || target == e.errno }
+func (e *resourceError) Unwrap() error        { return e.error }
+
+func open(dir string) (*Index, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("index %s: %w", dir, err)
 	}

@@ -1,10 +1,13 @@
 package testutil
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -24,14 +27,55 @@ func MakeExt4(t testing.TB, image string) {
 // mount point. It skips (see Skip) without root or mount.
 func Mount(t testing.TB, source string, options ...string) string {
 	t.Helper()
-	RequireRoot(t)
-	mount := RequireCommand(t, "mount")
-	umount := RequireCommand(t, "umount")
-	dir := t.TempDir() // registered first, so removed after the unmount below
 	args := []string{}
 	if len(options) > 0 {
 		args = append(args, "-o", strings.Join(options, ","))
 	}
+	return mountWith(t, source, args)
+}
+
+// MountTmpfs mounts a tmpfs of size bytes on a new temporary directory, unmounted when the
+// test ends: a file system a test can fill (FillFS). It skips (see Skip) without root.
+func MountTmpfs(t testing.TB, size int64) string {
+	t.Helper()
+	return mountWith(t, "tmpfs", []string{"-t", "tmpfs", "-o", "size=" + strconv.FormatInt(size, 10)})
+}
+
+// FillFS writes a file into dir until its file system is full (ENOSPC) and returns the
+// function that removes the file again.
+func FillFS(t testing.TB, dir string) (free func()) {
+	t.Helper()
+	p := filepath.Join(dir, "filler")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		_, err := f.Write(chunk)
+		if errors.Is(err, syscall.ENOSPC) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	return func() {
+		t.Helper()
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// mountWith runs mount with args, then source and a new temporary directory.
+func mountWith(t testing.TB, source string, args []string) string {
+	t.Helper()
+	RequireRoot(t)
+	mount := RequireCommand(t, "mount")
+	umount := RequireCommand(t, "umount")
+	dir := t.TempDir() // registered first, so removed after the unmount below
 	args = append(args, source, dir)
 	if out, err := exec.Command(mount, args...).CombinedOutput(); err != nil {
 		Skip(t, "cannot mount %s: %v: %s", source, err, strings.TrimSpace(string(out)))
