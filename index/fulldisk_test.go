@@ -25,7 +25,7 @@ func TestOpenOnAFullFileSystemIsNotDamage(t *testing.T) {
 	if err := ix.Close(); err != nil {
 		t.Fatal(err)
 	}
-	free := testutil.FillFS(t, filepath.Dir(dir))
+	free := testutil.FillFS(t, filepath.Dir(dir), 0)
 	_, err = index.Open(dir)
 	if !errors.Is(err, index.ErrNoResources) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("open on a full file system: %v; want ErrNoResources and ENOSPC", err)

@@ -41,9 +41,9 @@ func MountTmpfs(t testing.TB, size int64) string {
 	return mountWith(t, "tmpfs", []string{"-t", "tmpfs", "-o", "size=" + strconv.FormatInt(size, 10)})
 }
 
-// FillFS writes a file into dir until its file system is full (ENOSPC) and returns the
-// function that removes the file again.
-func FillFS(t testing.TB, dir string) (free func()) {
+// FillFS writes a file into dir until its file system has at most leave bytes free (0: until
+// it is full, ENOSPC) and returns the function that removes the file again.
+func FillFS(t testing.TB, dir string, leave int64) (free func()) {
 	t.Helper()
 	p := filepath.Join(dir, "filler")
 	f, err := os.Create(p)
@@ -52,6 +52,15 @@ func FillFS(t testing.TB, dir string) (free func()) {
 	}
 	chunk := make([]byte, 1<<20)
 	for {
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		if left := int64(st.Bavail) * st.Bsize; leave > 0 && left <= leave {
+			break
+		} else if leave > 0 && left-leave < int64(len(chunk)) {
+			chunk = chunk[:left-leave]
+		}
 		_, err := f.Write(chunk)
 		if errors.Is(err, syscall.ENOSPC) {
 			break

@@ -60,6 +60,30 @@ func (l *Local) Close() error {
 	return nil
 }
 
+// Reserve is the free space that a large write (a pack: a Spool, or a Put of more than
+// smallWrite bytes) must leave on the repository's file system. A local repository keeps its
+// index there (<repo>/index), and Badger writes its memtables, value log and tables through
+// memory maps of sparse files: on a full disk such a write is a SIGBUS, which killed the
+// gateway [TestFullRepositoryFailsTheBackupNotTheGateway]. Small writes (lock objects,
+// manifests, deletion records) are not held to it, so that gc can still run to free space.
+const Reserve = 64 << 20
+
+const (
+	smallWrite  = 1 << 20  // writes up to this size are not held to Reserve
+	spoolMargin = 32 << 20 // room a Spool must find beyond Reserve: a pack, and one more
+)
+
+// roomFor refuses a write of n bytes that would leave less than Reserve free. A file system
+// that cannot say how much is free is not held to it.
+func (l *Local) roomFor(op, key string, n int64) error {
+	free, ok := freeBytes(l.root)
+	if !ok || free-n >= Reserve {
+		return nil
+	}
+	return fmt.Errorf("%s %s: the repository's file system has %d MiB free, and cairn keeps %d MiB of it for the index: free space there ('cairn repo gc' reclaims what no backup needs): %w",
+		op, key, max(free, 0)>>20, Reserve>>20, syscall.ENOSPC)
+}
+
 // openFilesMax bounds the objects kept open for range reads.
 const openFilesMax = 64
 
@@ -135,6 +159,11 @@ func (l *Local) store(ctx context.Context, op, key string, data []byte, publish 
 	if err := l.mkdirAll(dir); err != nil {
 		return fmt.Errorf("%s %s: %w", op, key, err)
 	}
+	if len(data) > smallWrite {
+		if err := l.roomFor(op, key, int64(len(data))); err != nil {
+			return err
+		}
+	}
 	f, err := os.CreateTemp(dir, tempPrefix+"*")
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op, key, translate(err))
@@ -178,6 +207,9 @@ func (l *Local) Spool(ctx context.Context) (*os.File, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if err := l.roomFor("spool", "a pack", spoolMargin); err != nil {
+		return nil, err
+	}
 	f, err := os.CreateTemp(l.root, tempPrefix+"*")
 	if err != nil {
 		return nil, fmt.Errorf("spool in %s: %w", l.root, translate(err))
@@ -194,6 +226,11 @@ func (l *Local) Commit(ctx context.Context, key string, f *os.File) error {
 	if err != nil {
 		discard(f)
 		return fmt.Errorf("put %s: %w", key, err)
+	}
+	// Other writers' spools may have taken the margin Spool found.
+	if err := l.roomFor("put", key, 0); err != nil {
+		discard(f)
+		return err
 	}
 	return l.commit(ctx, "put", key, name, f, os.Rename)
 }
