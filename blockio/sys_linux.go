@@ -148,3 +148,17 @@ func adviseDontNeed(f *os.File, off, n int64) error {
 
 // isBusy reports whether err is EBUSY, what an O_EXCL open of a claimed device returns.
 func isBusy(err error) bool { return errors.Is(err, syscall.EBUSY) }
+
+// FreeSpace returns the bytes an unprivileged writer may still use on the file system that
+// holds path, and that file system's device number (to tell whether two paths share one).
+func FreeSpace(path string) (free int64, dev uint64, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return 0, 0, err
+	}
+	var fi unix.Stat_t
+	if err := unix.Stat(path, &fi); err != nil {
+		return 0, 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, fi.Dev, nil
+}

@@ -53,3 +53,6 @@ func Identify(path string) (string, error) {
 
 // createSized makes the file by name (createTarget's fallback). Linux only.
 func createSized(string, int64) (*os.File, error) { return nil, errNoTmpfile }
+
+// FreeSpace cannot tell here.
+func FreeSpace(string) (int64, uint64, error) { return 0, 0, errors.ErrUnsupported }

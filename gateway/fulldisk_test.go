@@ -110,3 +110,43 @@ func TestFullRepositoryFailsTheBackupNotTheGateway(t *testing.T) {
 		t.Fatalf("the incremental restores to sha256 %s, want the volume's", got)
 	}
 }
+
+// A restore to a new volume whose data would not fit beside the index's reserve is refused
+// before anything is made: no volume, no image, and a message that says what to do. Once
+// there is room it restores byte-exact. Before, it filled the disk and left a half-written
+// volume in error (and the gateway open to Badger's SIGBUS).
+func TestRestoreToANewVolumeThatCannotFitIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	fs := testutil.MountTmpfs(t, 320<<20)
+	_, s := openedRepo(t, fs)
+	defer s.Close()
+	admin := adminCtx()
+	img := randomImage(t, dir, "vm.img", 24<<20)
+	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := testutil.FillFS(t, fs, 80<<20) // 24 MiB of data and the 64 MiB reserve do not fit
+	_, err = s.Restore(admin, gateway.RestoreRequest{Backup: b.ID})
+	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "does not fit") || !strings.Contains(err.Error(), "--volume") {
+		t.Fatalf("restore to a new volume that cannot fit: %v; want refused, saying what to do", err)
+	}
+	vols, err := s.ListVolumes(admin, true)
+	if err != nil || len(vols) != 1 {
+		t.Fatalf("volumes after the refused restore: %d, %v; want only the managed one", len(vols), err)
+	}
+	if imgs, _ := filepath.Glob(filepath.Join(fs, "repo", "volumes", "*")); len(imgs) != 0 {
+		t.Fatalf("the refused restore left images: %v", imgs)
+	}
+	free()
+	res, err := s.Restore(admin, gateway.RestoreRequest{Backup: b.ID})
+	if err != nil {
+		t.Fatalf("restore to a new volume once there is room: %v", err)
+	}
+	if got := sha256File(t, res.Path); got != sha256File(t, img) {
+		t.Fatalf("the new volume has sha256 %s, want the backup's volume's", got)
+	}
+}

@@ -145,6 +145,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if err := validName(name); err != nil {
 			return nil, nil, err
 		}
+		if err := s.roomForImage(b.Size, min(b.Stats.DataBlocks*int64(s.repo.Config().BlockSize), b.Size)); err != nil {
+			return nil, nil, err
+		}
 		if vol, err = s.newImageVolume(ctx, b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
 			return nil, nil, err
 		}

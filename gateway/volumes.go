@@ -13,6 +13,8 @@ import (
 	"github.com/cairn-backup/cairn/blockio/nbd"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/units"
 	"github.com/google/uuid"
 )
 
@@ -218,6 +220,31 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 		return nil, wrapf(ErrExists, "a volume named %q already exists in project %s: choose another --name", req.Name, project)
 	}
 	return s.newImageVolume(ctx, project, req.Name, req.Description, req.Size, index.VolumeAvailable)
+}
+
+// roomForImage refuses a new volume image of size bytes that will hold need bytes of data
+// (a restore's data blocks: holes stay holes) when its file system has not that much free, and
+// local.Reserve more when the index lives there too (the volume directory is in the state
+// directory, beside the index, unless --state-dir moved one of them): Badger writes through
+// memory maps of sparse files and dies of a SIGBUS on a full disk. Before, a restore to a new
+// volume filled the disk and failed half-written [TestRestoreToANewVolumeThatCannotFitIsRefused].
+func (s *Service) roomForImage(size, need int64) error {
+	if err := os.MkdirAll(s.volDir, 0o700); err != nil {
+		return fmt.Errorf("volume directory: %w", err)
+	}
+	free, dev, err := blockio.FreeSpace(s.volDir)
+	if err != nil {
+		return nil // a file system that cannot tell: the write finds out
+	}
+	keep := int64(0)
+	if _, idev, err := blockio.FreeSpace(s.idx.Dir()); err == nil && idev == dev {
+		keep = local.Reserve
+	}
+	if free-need >= keep {
+		return nil
+	}
+	return wrapf(ErrConflict, "a new volume of %s holding %s of data does not fit in %s: it has %s free, and cairn keeps %s there for the index: free space, or restore onto an existing volume (--volume) or a device (--to)",
+		units.Bytes(size), units.Bytes(need), s.volDir, units.Bytes(max(free, 0)), units.Bytes(keep))
 }
 
 func (s *Service) newImageVolume(ctx context.Context, project, name, description string, size int64, status index.VolumeStatus) (*index.Volume, error) {
