@@ -39,6 +39,9 @@ func (s *Service) heartbeat(ctx context.Context, api bool) {
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	_, berr := s.be.Stat(cctx, "config")
 	cancel()
+	if berr == nil {
+		berr = s.roomForIndex() // backups are refused meanwhile
+	}
 	verr := os.MkdirAll(s.volDir, 0o700)
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()

@@ -222,6 +222,22 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 	return s.newImageVolume(ctx, project, req.Name, req.Description, req.Size, index.VolumeAvailable)
 }
 
+// roomForIndex refuses a backup while the index's file system has less than local.Reserve
+// free: a backup writes records and blob locations into the index, and Badger writes through
+// memory maps of sparse files, where a full disk is a SIGBUS that kills the gateway. A local
+// repository's packs keep the reserve (local.Reserve); this covers the state directory of a
+// remote one, which other writers may fill [TestBackupRefusedWhileTheIndexHasNoRoom].
+// Restores are not refused (they write a record or two; getting data back comes first), and
+// the heartbeat reports the backup service down meanwhile.
+func (s *Service) roomForIndex() error {
+	free, _, err := blockio.FreeSpace(s.idx.Dir())
+	if err != nil || free >= local.Reserve {
+		return nil
+	}
+	return wrapf(ErrConflict, "the file system that holds the index (%s) has %s free, under the %s cairn keeps there: free space, and try again",
+		s.idx.Dir(), units.Bytes(max(free, 0)), units.Bytes(local.Reserve))
+}
+
 // roomForImage refuses a new volume image of size bytes that will hold need bytes of data
 // (a restore's data blocks: holes stay holes) when its file system has not that much free, and
 // local.Reserve more when the index lives there too (the volume directory is in the state
