@@ -19,6 +19,11 @@ var (
 
 func invalidf(format string, args ...any) error { return wrapf(ErrInvalid, format, args...) }
 
+// Errorf returns an error that says format and matches kind (one of the sentinels above) with
+// errors.Is, without the kind's own words ("invalid request: ...") in the one line a user
+// sees. format takes no %w: the error wraps kind alone.
+func Errorf(kind error, format string, args ...any) error { return wrapf(kind, format, args...) }
+
 // wrapf returns an error that says format and matches sentinel with errors.Is, without the
 // sentinel's own words in the message.
 func wrapf(sentinel error, format string, args ...any) error {

@@ -74,7 +74,7 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 		if len(all) == 0 {
-			return fmt.Errorf("%w: project %s has no volumes: register one with 'cairn volume manage'", gateway.ErrNotFound, g.Project)
+			return gateway.Errorf(gateway.ErrNotFound, "project %s has no volumes: register one with 'cairn volume manage'", g.Project)
 		}
 		for _, v := range all {
 			vols = append(vols, v.Name)
@@ -350,8 +350,7 @@ func (c *BackupRestoreCmd) Run(ctx context.Context, g *Globals) error {
 			if b.LastRestore != nil && b.LastRestore.Target == res.Path {
 				err = gateway.RestoreError(b.ID, b.LastRestore)
 			} else {
-				err = fmt.Errorf("%w: restore of backup %s to %s: another restore of the backup followed it before it ended (was its state reset?), so it may not have run: see 'cairn backup show %s' and the log",
-					gateway.ErrConflict, b.ID, res.Path, b.ID)
+				err = gateway.Errorf(gateway.ErrConflict, "restore of backup %s to %s: another restore of the backup followed it before it ended (was its state reset?), so it may not have run: see 'cairn backup show %s' and the log", b.ID, res.Path, b.ID)
 			}
 			if err == nil && res.VolumeID != "" {
 				if v, verr := s.Volume(ctx, res.VolumeID); verr == nil && v.Status == index.VolumeError {

@@ -405,7 +405,7 @@ func (g *Globals) readPassword(prompt string, confirm bool) (string, error) {
 			return "", err
 		}
 		if string(b) != string(b2) {
-			return "", fmt.Errorf("%w: the passphrases differ", gateway.ErrInvalid)
+			return "", gateway.Errorf(gateway.ErrInvalid, "the passphrases differ")
 		}
 	}
 	return string(b), nil

@@ -41,7 +41,7 @@ type PolicyCreateCmd struct {
 // Run creates the policy.
 func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Schedule == "" {
-		return fmt.Errorf("%w: --schedule is required: a systemd calendar expression like daily or 'Mon..Fri 02:00'", gateway.ErrInvalid)
+		return gateway.Errorf(gateway.ErrInvalid, "--schedule is required: a systemd calendar expression like daily or 'Mon..Fri 02:00'")
 	}
 	rules, err := c.rules()
 	if err != nil {

@@ -36,19 +36,19 @@ func (k KeepFlags) rules() (retention.Rules, error) {
 	}{{"--keep-last", r.Last}, {"--keep-hourly", r.Hourly}, {"--keep-daily", r.Daily}, {"--keep-weekly", r.Weekly},
 		{"--keep-monthly", r.Monthly}, {"--keep-yearly", r.Yearly}} {
 		if n.v < -1 {
-			return r, fmt.Errorf("%w: %s %d: give a count, or -1 for all", gateway.ErrInvalid, n.flag, n.v)
+			return r, gateway.Errorf(gateway.ErrInvalid, "%s %d: give a count, or -1 for all", n.flag, n.v)
 		}
 	}
 	if k.KeepWithin != "" {
 		d, err := parseAge(k.KeepWithin)
 		if err != nil {
-			return r, fmt.Errorf("%w: --keep-within: %v", gateway.ErrInvalid, err)
+			return r, gateway.Errorf(gateway.ErrInvalid, "--keep-within: %v", err)
 		}
 		r.Within = d
 	}
 	loc, err := time.LoadLocation(k.Timezone)
 	if err != nil {
-		return r, fmt.Errorf("%w: --timezone %q: not a time zone: use an IANA name like Europe/Berlin, or UTC", gateway.ErrInvalid, k.Timezone)
+		return r, gateway.Errorf(gateway.ErrInvalid, "--timezone %q: not a time zone: use an IANA name like Europe/Berlin, or UTC", k.Timezone)
 	}
 	r.Location = loc
 	return r, nil
@@ -246,7 +246,7 @@ func (c *RepoSettingsCmd) Run(ctx context.Context, g *Globals) error {
 			d, err = 0, nil
 		}
 		if err != nil {
-			return fmt.Errorf("%w: --min-age: %v", gateway.ErrInvalid, err)
+			return gateway.Errorf(gateway.ErrInvalid, "--min-age: %v", err)
 		}
 		st, err = s.UpdateSettings(ctx, func(st *gateway.Settings) error { st.MinAge = gateway.Duration(d); return nil })
 		if err != nil {

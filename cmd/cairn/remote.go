@@ -252,7 +252,7 @@ func execHandler(svc *gateway.Service) http.Handler {
 		code := exitInvalid
 		if req.ReadOnly && !svc.Repository().ReadOnly() {
 			// The gateway's service writes; running the command on it would not honour --read-only.
-			fmt.Fprintln(stderr, message(fmt.Errorf("%w: --read-only: the gateway serving this repository opened it for writing; stop the gateway, or run the command without --read-only", gateway.ErrInvalid)))
+			fmt.Fprintln(stderr, message(gateway.Errorf(gateway.ErrInvalid, "--read-only: the gateway serving this repository opened it for writing; stop the gateway, or run the command without --read-only")))
 		} else {
 			code = runCLI(ctx, req.Args, stdout, stderr, svc, cl)
 		}

@@ -45,16 +45,16 @@ type RepoInitCmd struct {
 func (c *RepoInitCmd) objectLock() (*repo.ObjectLock, error) {
 	if c.ObjectLock == "none" {
 		if c.Retention != "" {
-			return nil, fmt.Errorf("%w: --retention needs --object-lock governance or compliance", gateway.ErrInvalid)
+			return nil, gateway.Errorf(gateway.ErrInvalid, "--retention needs --object-lock governance or compliance")
 		}
 		return nil, nil
 	}
 	if c.Retention == "" {
-		return nil, fmt.Errorf("%w: --object-lock needs --retention (30d, 12h, 90s)", gateway.ErrInvalid)
+		return nil, gateway.Errorf(gateway.ErrInvalid, "--object-lock needs --retention (30d, 12h, 90s)")
 	}
 	d, err := parseRetention(c.Retention)
 	if err != nil {
-		return nil, fmt.Errorf("%w: --retention: %v", gateway.ErrInvalid, err)
+		return nil, gateway.Errorf(gateway.ErrInvalid, "--retention: %v", err)
 	}
 	return &repo.ObjectLock{Mode: backend.LockMode(c.ObjectLock), RetentionSeconds: int64(d / time.Second)}, nil
 }
@@ -63,7 +63,7 @@ func (c *RepoInitCmd) objectLock() (*repo.ObjectLock, error) {
 func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 	bs, err := parseSize(c.BlockSize)
 	if err != nil {
-		return fmt.Errorf("%w: --block-size: %v", gateway.ErrInvalid, err)
+		return gateway.Errorf(gateway.ErrInvalid, "--block-size: %v", err)
 	}
 	var password string
 	o := repo.InitOptions{BlockSize: int(bs), Compression: repo.Compression(c.Compression), Encryption: c.Encryption}
@@ -398,7 +398,7 @@ func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
 		newPw = os.Getenv("CAIRN_NEW_PASSWORD")
 	default:
 		if !term.IsTerminal(int(os.Stdin.Fd())) {
-			return fmt.Errorf("%w: no new passphrase: set CAIRN_NEW_PASSWORD or use --new-password-file", gateway.ErrInvalid)
+			return gateway.Errorf(gateway.ErrInvalid, "no new passphrase: set CAIRN_NEW_PASSWORD or use --new-password-file")
 		}
 		ng := *g
 		ng.PasswordFile = ""

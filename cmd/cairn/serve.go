@@ -37,7 +37,7 @@ type ServeCmd struct {
 func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	g.serving = true
 	if c.JobWorkers < 1 {
-		return fmt.Errorf("%w: --job-workers %d: give at least 1 (backups and restores that run at once)", gateway.ErrInvalid, c.JobWorkers)
+		return gateway.Errorf(gateway.ErrInvalid, "--job-workers %d: give at least 1 (backups and restores that run at once)", c.JobWorkers)
 	}
 	if err := checkListen("--listen", c.Listen, "127.0.0.1:8776"); err != nil {
 		return err
@@ -46,13 +46,13 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	if c.Auth == "token" && c.Tokens == "" && c.Listen != "" {
-		return fmt.Errorf("%w: --auth token needs --tokens FILE (or use --auth noauth for a lab)", gateway.ErrInvalid)
+		return gateway.Errorf(gateway.ErrInvalid, "--auth token needs --tokens FILE (or use --auth noauth for a lab)")
 	}
 	var tokens api.Tokens
 	if c.Tokens != "" {
 		var err error
 		if tokens, err = api.LoadTokens(c.Tokens); err != nil {
-			return fmt.Errorf("%w: --tokens: %v", gateway.ErrInvalid, err)
+			return gateway.Errorf(gateway.ErrInvalid, "--tokens: %v", err)
 		}
 	}
 	nbdOpts, err := c.nbdOptions(tokens)
@@ -62,14 +62,14 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if c.Mount != "" {
 		n, err := parseSize(c.CacheSize)
 		if err != nil {
-			return fmt.Errorf("%w: --cache-size: %v", gateway.ErrInvalid, err)
+			return gateway.Errorf(gateway.ErrInvalid, "--cache-size: %v", err)
 		}
 		g.chunkCache = n
 		setMemoryLimit(baseMemoryLimit, n)
 	}
 	sock := g.socketPath()
 	if socketAlive(sock) {
-		return fmt.Errorf("%w: %w at %s", gateway.ErrConflict, errGatewayRunning, sock)
+		return gateway.Errorf(gateway.ErrConflict, "%v at %s: stop it first; commands reach it through that socket", errGatewayRunning, sock)
 	}
 	svc, err := g.open(ctx)
 	if err != nil {

@@ -155,3 +155,36 @@ func TestNegativeNumberAsAFlagsNextArgument(t *testing.T) {
 		t.Fatalf("quota-update --backups -x: exit %d: %q; want refused, naming the flag", code, errb.String())
 	}
 }
+
+// The line a refused command prints says what is wrong in its own words: the kind of error
+// (which sets the exit code) is not spelled out in front of it. Before, the CLI's own checks
+// printed "cairn: invalid request: --schedule is required: ..." and "cairn: not allowed in
+// this state: a gateway is already running ...".
+func TestRefusalsSayNoErrorKindWords(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	dir := filepath.Join(t.TempDir(), "repo")
+	if _, err := gateway.Init(context.Background(), gateway.Config{Repo: dir}, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kinds := []error{gateway.ErrNotFound, gateway.ErrInvalid, gateway.ErrInUse, gateway.ErrConflict, gateway.ErrQuota, gateway.ErrDenied, gateway.ErrExists}
+	for _, args := range [][]string{
+		{"policy", "create", "nightly"},
+		{"serve", "--job-workers", "0"},
+		{"backup", "create", "--all"},
+		{"backup", "prune", "--all", "--keep-last", "1", "--timezone", "Mars/Olympus"},
+		{"--repo", filepath.Join(t.TempDir(), "new"), "repo", "init", "--encryption", "none", "--retention", "3d"},
+	} {
+		var errb bytes.Buffer
+		code := runCLI(context.Background(), append([]string{"--repo", dir}, args...), io.Discard, &errb, nil, nil)
+		msg := strings.TrimPrefix(strings.TrimSpace(errb.String()), "cairn: ")
+		if code == exitOK || msg == "" || strings.Contains(msg, "\n") {
+			t.Errorf("%v: exit %d: %q; want refused in one line", args, code, errb.String())
+			continue
+		}
+		for _, k := range kinds {
+			if strings.HasPrefix(msg, k.Error()+":") {
+				t.Errorf("%v: %q starts with the error kind's words %q", args, msg, k.Error())
+			}
+		}
+	}
+}

@@ -54,7 +54,7 @@ type VolumeCreateCmd struct {
 func (c *VolumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 	size, err := parseSize(c.Size)
 	if err != nil {
-		return fmt.Errorf("%w: --size: %v", gateway.ErrInvalid, err)
+		return gateway.Errorf(gateway.ErrInvalid, "--size: %v", err)
 	}
 	s, err := g.open(ctx)
 	if err != nil {
