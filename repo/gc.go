@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -36,7 +37,10 @@ type GCStats struct {
 	LiveBlobs     int  `json:"live_blobs"` // blobs reachable from them
 	PacksDeleted  int  `json:"packs_deleted"`
 	PacksRepacked int  `json:"packs_repacked"`
-	PacksKept     int  `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
+	// PacksNotRepacked: mostly dead packs left for a later run, as there was no room for
+	// the packs their live blobs would go to.
+	PacksNotRepacked int `json:"packs_not_repacked,omitempty"`
+	PacksKept        int `json:"packs_kept_young"` // unreachable, but may belong to a writer whose lock was broken
 	// Object-locked repositories (see retention.go):
 	PacksLocked     int `json:"packs_kept_locked"` // unreachable, kept until the dates of all their objects pass
 	ObjectsExtended int `json:"objects_extended"`  // objects in use whose lock was extended
@@ -272,11 +276,24 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 
 	// 1. Repack: the live blobs of mostly-dead packs go into new packs (with index objects).
 	written := map[PackID]bool{} // the packs the repacks stored: never deleted by this run
-	for _, id := range append(append([]PackID(nil), repack...), deferred...) {
+	todo := append(append([]PackID(nil), repack...), deferred...)
+	for i, id := range todo {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
 		nid, newSize, err := r.repack(ctx, id, usage[id].size, live)
+		if errors.Is(err, syscall.ENOSPC) {
+			// No room for a new pack (a local repository keeps local.Reserve free): this
+			// pack and the rest stay as they are, live blobs and all, for a later run, and
+			// the unreachable packs still go, which is what a full repository needs. Before,
+			// gc stopped here and freed nothing [TestGCFreesSpaceWhenARepackDoesNotFit].
+			left := todo[i:]
+			logf("no room to repack: %v; %d packs left for a later run", err, len(left))
+			st.PacksNotRepacked = len(left)
+			skip := func(p PackID) bool { return slices.Contains(left, p) }
+			repack, deferred = slices.DeleteFunc(repack, skip), slices.DeleteFunc(deferred, skip)
+			break
+		}
 		if err != nil {
 			return st, err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/local"
+	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
 // peer opens the repository of f a second time with an index of its own: another gateway
@@ -1972,5 +1973,55 @@ func TestGCStoresNoIndexObjectOnceItsLockIsLost(t *testing.T) {
 	f.mustCheck(t)
 	if got := f.peer(t, "other", repo.LockOptions{}).restore(t, m); !bytes.Equal(got, data) {
 		t.Fatal("the backup restores different bytes through another index after the gcs")
+	}
+}
+
+// A gc on a local repository that has no room left for the packs a repack would write (it
+// keeps local.Reserve free) still deletes the unreachable packs, and leaves the mostly dead
+// ones as they are for a later run: that frees what a full repository needs. Before, the
+// refused repack stopped gc before it deleted anything, so a full repository could not be
+// freed by gc at all.
+func TestGCFreesSpaceWhenARepackDoesNotFit(t *testing.T) {
+	ctx := context.Background()
+	fs := testutil.MountTmpfs(t, 256<<20)
+	be, err := local.Open(filepath.Join(fs, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { be.Close() }) // its open packs, before the unmount
+	if _, err := repo.Init(ctx, be, repo.InitOptions{Compression: repo.CompressNone}); err != nil {
+		t.Fatal(err)
+	}
+	f := fixtureOn(t, be, t.TempDir(), "index", repo.Options{ChunkCacheBytes: 8 << 20})
+	a := randomBytes(71, 24<<20)
+	f.backup(t, "a", &memSource{data: a}, nil)
+	b := append(randomBytes(72, 20<<20), a[20<<20:]...) // shares a's last 4 MiB
+	mb := f.backup(t, "b", &memSource{data: b}, nil)
+	if err := f.r.DeleteManifest(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	before := packFiles(fs)
+	free := testutil.FillFS(t, fs, 66<<20) // room for no pack beyond the 64 MiB reserve
+	st, err := f.r.GC(ctx, repo.GCOptions{})
+	if err != nil {
+		t.Fatalf("gc with no room to repack: %v; want the unreachable packs deleted all the same", err)
+	}
+	if st.PacksDeleted == 0 || st.PacksNotRepacked == 0 || st.PacksRepacked != 0 {
+		t.Fatalf("gc with no room to repack: %+v; want unreachable packs deleted and the mostly dead one left", st)
+	}
+	if after := packFiles(fs); len(after) >= len(before) {
+		t.Fatalf("packs before gc %d, after %d: nothing was freed", len(before), len(after))
+	}
+	f.mustCheck(t)
+	if got := f.restore(t, mb); !bytes.Equal(got, b) {
+		t.Fatal("the backup that shares the pack left unrepacked restores different bytes")
+	}
+	free()
+	if st := f.gc(t); st.PacksRepacked == 0 {
+		t.Fatalf("gc once there is room: %+v; want the pack left last time repacked", st)
+	}
+	f.mustCheck(t)
+	if got := f.restore(t, mb); !bytes.Equal(got, b) {
+		t.Fatal("the backup restores different bytes after the repack")
 	}
 }

@@ -268,6 +268,9 @@ func (c *RepoGCCmd) Run(ctx context.Context, g *Globals) error {
 		{"packs_kept_young", fmt.Sprint(st.PacksKept)}, {"stale_locks_broken", fmt.Sprint(st.LocksBroken)},
 		{"blobs_reclaimed", fmt.Sprint(st.BlobsReclaimed)}, {"bytes_freed", units.Bytes(st.BytesFreed)},
 		{"temp_files_removed", fmt.Sprint(st.TempFilesRemoved)}, {"log_objects_removed", fmt.Sprint(st.LogObjectsRemoved)}}
+	if st.PacksNotRepacked > 0 {
+		props = append(props, [2]string{"packs_not_repacked", fmt.Sprintf("%d (no room for the packs they would be rewritten to: run gc again once there is)", st.PacksNotRepacked)})
+	}
 	if st.CopyBytes > 0 {
 		props = append(props, [2]string{"copy_bytes", units.Bytes(st.CopyBytes) + " (copies of blobs stored in other packs, counted dead)"})
 	}
