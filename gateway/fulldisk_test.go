@@ -25,18 +25,12 @@ func TestFullDiskLeavesTheIndex(t *testing.T) {
 	cfg, s := openedRepo(t, fs)
 	admin := adminCtx()
 	img := image(t, dir, "vm.img", 512<<10)
-	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := backedUpImage(t, s, img)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	free := testutil.FillFS(t, fs, 0)
-	_, err = gateway.Open(context.Background(), cfg)
+	_, err := gateway.Open(context.Background(), cfg)
 	if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free space on the file system that holds "+cfg.IndexDir()) || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("open on a full file system: %v; want one line that says to free space where the index is", err)
 	}
@@ -55,6 +49,17 @@ func TestFullDiskLeavesTheIndex(t *testing.T) {
 	if got := restoreSHA(t, s, admin, b.ID); got != sha256File(t, img) {
 		t.Fatalf("backup %s restores to sha256 %s, want the volume's", b.ID, got)
 	}
+}
+
+// gatewayOnTmpfs opens a gateway (closed when the test ends) on a new repository on a tmpfs of
+// size bytes, and returns a directory on another file system for the test's volumes, the
+// tmpfs's mount point and the gateway.
+func gatewayOnTmpfs(t *testing.T, size int64) (dir, fs string, s *gateway.Service) {
+	t.Helper()
+	dir, fs = t.TempDir(), testutil.MountTmpfs(t, size)
+	_, s = openedRepo(t, fs)
+	t.Cleanup(func() { s.Close() })
+	return dir, fs, s
 }
 
 // randomImage writes size random (incompressible) bytes to dir/name.
@@ -78,10 +83,7 @@ func randomImage(t *testing.T, dir, name string, size int) string {
 // Now a pack must leave local.Reserve free; the earlier backup restores byte-exact, and the
 // gateway still takes backups that fit.
 func TestFullRepositoryFailsTheBackupNotTheGateway(t *testing.T) {
-	dir := t.TempDir()
-	fs := testutil.MountTmpfs(t, 320<<20)
-	_, s := openedRepo(t, fs)
-	defer s.Close()
+	dir, fs, s := gatewayOnTmpfs(t, 320<<20)
 	admin := adminCtx()
 	small := randomImage(t, dir, "small.img", 24<<20)
 	big := randomImage(t, dir, "big.img", 160<<20)
@@ -116,21 +118,12 @@ func TestFullRepositoryFailsTheBackupNotTheGateway(t *testing.T) {
 // there is room it restores byte-exact. Before, it filled the disk and left a half-written
 // volume in error (and the gateway open to Badger's SIGBUS).
 func TestRestoreToANewVolumeThatCannotFitIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	fs := testutil.MountTmpfs(t, 320<<20)
-	_, s := openedRepo(t, fs)
-	defer s.Close()
+	dir, fs, s := gatewayOnTmpfs(t, 320<<20)
 	admin := adminCtx()
 	img := randomImage(t, dir, "vm.img", 24<<20)
-	if _, err := s.ManageVolume(admin, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := backedUpImage(t, s, img)
 	free := testutil.FillFS(t, fs, 80<<20) // 24 MiB of data and the 64 MiB reserve do not fit
-	_, err = s.Restore(admin, gateway.RestoreRequest{Backup: b.ID})
+	_, err := s.Restore(admin, gateway.RestoreRequest{Backup: b.ID})
 	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "does not fit") || !strings.Contains(err.Error(), "--volume") {
 		t.Fatalf("restore to a new volume that cannot fit: %v; want refused, saying what to do", err)
 	}

@@ -27,8 +27,14 @@ import (
 // backedUp makes a managed volume of 256 KiB in dir and one backup of it.
 func backedUp(t *testing.T, s *gateway.Service, dir string) *index.Backup {
 	t.Helper()
+	return backedUpImage(t, s, image(t, dir, "vm.img", 256<<10))
+}
+
+// backedUpImage manages the image img as volume "vm" and backs it up once.
+func backedUpImage(t *testing.T, s *gateway.Service, img string) *index.Backup {
+	t.Helper()
 	ctx := adminCtx()
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"})
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: img, Name: "vm"})
 	if err != nil {
 		t.Fatal(err)
 	}

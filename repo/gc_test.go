@@ -1786,6 +1786,18 @@ func TestRestoreOfABackupDeletedElsewhereWritesNothing(t *testing.T) {
 	}
 }
 
+// dropIndexObjects deletes every pack index object of f's repository, as a gc elsewhere that
+// deleted doomed packs' index objects and was killed before the packs leaves them.
+func (f *fixture) dropIndexObjects(t *testing.T) {
+	t.Helper()
+	ctx := context.Background()
+	if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
+		return f.r.Backend().Delete(ctx, oi.Key)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // reindex runs r's Reindex under a shared lock, as rebuild-index does.
 func reindex(t *testing.T, r *repo.Repository) (repo.SyncStats, error) {
 	t.Helper()
@@ -1813,11 +1825,7 @@ func TestGCGivesAPackItLearnsFromItsTrailerAnIndexObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The interrupted gc: the pack's index objects are gone, the pack and the gc's lock stay.
-	if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
-		return f.r.Backend().Delete(ctx, oi.Key)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	f.dropIndexObjects(t)
 	if err := repo.WriteLockInfoForTest(f.r, repo.LockInfo{ID: "killed-gc", Kind: repo.LockExclusive, Host: "elsewhere",
 		Space: "another-boot/pid:[1]", PID: 1, Operation: "gc", Created: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
@@ -1866,11 +1874,7 @@ func TestGCGivesAKnownPackWithoutAnIndexObjectOne(t *testing.T) {
 			}
 			// The interrupted gc elsewhere: the packs' index objects are gone, the packs stay,
 			// and this index, which learned them before, still locates their blobs.
-			if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
-				return f.r.Backend().Delete(ctx, oi.Key)
-			}); err != nil {
-				t.Fatal(err)
-			}
+			f.dropIndexObjects(t)
 			m2 := f.backup(t, "second", &memSource{data: data}, nil) // its blobs reused
 			h := f.peer(t, "h", repo.LockOptions{})
 			tgt := &memTarget{data: make([]byte, m2.Size)}
@@ -1904,11 +1908,7 @@ func TestAReadOnlyIndexLendsNoPackWithoutAnIndexObject(t *testing.T) {
 		t.Fatal(err)
 	}
 	// An interrupted gc: the pack's index objects are gone, the pack stays.
-	if err := f.r.Backend().List(ctx, "packindex/", func(oi backend.ObjectInfo) error {
-		return f.r.Backend().Delete(ctx, oi.Key)
-	}); err != nil {
-		t.Fatal(err)
-	}
+	f.dropIndexObjects(t)
 	open := func(readOnly bool) *fixture {
 		be, err := local.Open(filepath.Join(f.dir, "repo"))
 		if err != nil {
@@ -1955,11 +1955,7 @@ func TestGCStoresNoIndexObjectOnceItsLockIsLost(t *testing.T) {
 		}
 		return keys
 	}
-	for _, k := range indexObjects() { // an interrupted gc elsewhere, as in TestGCGivesAKnownPackWithoutAnIndexObjectOne
-		if err := be.Delete(ctx, k); err != nil {
-			t.Fatal(err)
-		}
-	}
+	f.dropIndexObjects(t) // an interrupted gc elsewhere, as in TestGCGivesAKnownPackWithoutAnIndexObjectOne
 	be.stallTrailer.Store(int64(1500 * time.Millisecond))
 	if _, err := f.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLockLost) {
 		t.Fatalf("gc that stalled 1.5 s with --lock-stale 1s before an index object: %v, want its lock lost", err)
