@@ -144,3 +144,27 @@ func TestRestoreToANewVolumeThatCannotFitIsRefused(t *testing.T) {
 		t.Fatalf("the new volume has sha256 %s, want the backup's volume's", got)
 	}
 }
+
+// A gateway does not catch up with the repository while its index's file system is under the
+// reserve (each catch-up writes to the index, where Badger dies of a SIGBUS on a full disk):
+// the catch-up says why, and once there is room it adopts what another gateway stored.
+func TestCatchUpWaitsWhileTheIndexHasNoRoom(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	fs := testutil.MountTmpfs(t, 128<<20)
+	a := gatewayOn(t, cfg.Repo, filepath.Join(fs, "state-a"))
+	b := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-b"))
+	bk := backedUpImage(t, b, image(t, dir, "vm.img", 256<<10))
+	free := testutil.FillFS(t, fs, 40<<20)
+	if err := a.CatchUp(context.Background()); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "holds the index") {
+		t.Fatalf("catch-up while the index has no room: %v; want it refused, saying why", err)
+	}
+	if record(t, a, bk.ID) != nil {
+		t.Fatal("the catch-up wrote to an index under the reserve")
+	}
+	free()
+	catchUp(t, a)
+	if rec := record(t, a, bk.ID); rec == nil || rec.Status != "available" {
+		t.Fatalf("after space was freed, the catch-up left %+v; want the other gateway's backup adopted", rec)
+	}
+}

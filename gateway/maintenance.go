@@ -160,8 +160,13 @@ var fullCatchUpEvery = time.Minute
 
 // CatchUp is the heartbeat's catch-up with what other gateways on the repository stored and
 // deleted: the full one (SyncBackups) when the last is fullCatchUpEvery old, else followLog,
-// which costs what changed since the last look.
+// which costs what changed since the last look. It waits while the index's file system is
+// under the reserve (roomForIndex): each catch-up writes to the index, where Badger dies of a
+// SIGBUS on a full disk [TestCatchUpWaitsWhileTheIndexHasNoRoom].
 func (s *Service) CatchUp(ctx context.Context) error {
+	if err := s.roomForIndex(); err != nil {
+		return err
+	}
 	s.syncMu.Lock()
 	full := s.lastFull.IsZero() || time.Since(s.lastFull) >= fullCatchUpEvery
 	s.syncMu.Unlock()
