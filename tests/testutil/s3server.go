@@ -67,7 +67,12 @@ type S3Option func(*s3Options)
 
 type s3Options struct {
 	objectLock bool
+	dir        string
 }
+
+// WithDataDir keeps the server's objects in dir (a file system a test can fill) instead of a
+// new temp directory.
+func WithDataDir(dir string) S3Option { return func(o *s3Options) { o.dir = dir } }
 
 // WithObjectLock starts the server with versioning (versitygw posix --versioning-dir) and
 // creates S3Bucket with S3 Object Lock enabled, as a bucket for immutable backups is.
@@ -95,6 +100,9 @@ func StartS3(t testing.TB, opts ...S3Option) *S3Server {
 		bin:       bin,
 		addr:      freeAddr(t),
 		logFile:   filepath.Join(t.TempDir(), "versitygw.log"),
+	}
+	if o.dir != "" {
+		s.Dir = o.dir
 	}
 	if o.objectLock {
 		s.VersionDir = t.TempDir()

@@ -107,6 +107,10 @@ func classifyResponse(resp minio.ErrorResponse) (string, error) {
 		return "access denied (AccessDenied); check the credentials and the bucket policy", backend.ErrPermission
 	case "InvalidRange":
 		return "range past the end of the object", backend.ErrRange
+	case "InsufficientStorage", "XMinioStorageFull":
+		// Not ErrUnavailable: retried, a full server stays full, and the user would read
+		// "unavailable" for "free space" [TestFullServerSaysSo].
+		return fmt.Sprintf("the server has no room left (%s, HTTP %d): free space on it, or raise its quota", code, resp.StatusCode), nil
 	case "RequestTimeTooSkewed":
 		return "request time too skewed; check this machine's clock", backend.ErrPermission
 	case "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout":

@@ -229,3 +229,18 @@ func TestEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// A server with no room left (versitygw answers 507 InsufficientStorage) is not unavailable:
+// the error says to free space on it and is not retried. Before, it was ErrUnavailable, so the
+// retry wrapper tried five times and the user read "backend unavailable".
+func TestFullServerSaysSo(t *testing.T) {
+	dir := testutil.MountTmpfs(t, 16<<20)
+	srv := testutil.StartS3(t, testutil.WithDataDir(dir))
+	b := open(t, srv, "full")
+	defer b.Close()
+	testutil.FillFS(t, dir, 0)
+	err := b.Put(context.Background(), "packs/00/big", make([]byte, 2<<20))
+	if err == nil || errors.Is(err, backend.ErrUnavailable) || !strings.Contains(err.Error(), "no room left") {
+		t.Fatalf("Put to a full server: %v; want an error that says it has no room, not ErrUnavailable", err)
+	}
+}
