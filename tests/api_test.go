@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -222,6 +223,15 @@ func column(rows []map[string]string, col string) []string {
 	return out
 }
 
+// nameValues turns a cinder "| Name | Value |" list (absolute-limits) into a map.
+func nameValues(rows []map[string]string) map[string]string {
+	m := map[string]string{}
+	for _, r := range rows {
+		m[r["Name"]] = r["Value"]
+	}
+	return m
+}
+
 // waitBackup polls the backup through the index until it reaches status.
 func (e *apiEnv) waitBackup(id string, status index.BackupStatus) *index.Backup {
 	e.t.Helper()
@@ -419,6 +429,21 @@ func TestAPIProjectsAndQuotas(t *testing.T) {
 		if w := want[u["Type"]]; [3]string{u["In_use"], u["Reserved"], u["Limit"]} != w {
 			t.Fatalf("quota-usage %s: %v, want in_use, reserved, limit %v", u["Type"], u, w)
 		}
+	}
+	// absolute-limits: the same figures under Cinder's names. A member gets its own project's
+	// whatever it names (as Cinder); an admin names another project.
+	wantLimits := map[string]string{"maxTotalBackups": "1", "totalBackupsUsed": "1",
+		"maxTotalBackupGigabytes": "100", "totalBackupGigabytesUsed": "1"}
+	for _, args := range [][]string{{"absolute-limits"}, {"absolute-limits", "admin"}} {
+		if got := nameValues(table(e.ok(member, args...))); !maps.Equal(got, wantLimits) {
+			t.Fatalf("member %v: %v, want %v", args, got, wantLimits)
+		}
+	}
+	if got := nameValues(table(e.ok(nil, "absolute-limits", "p1"))); !maps.Equal(got, wantLimits) {
+		t.Fatalf("admin absolute-limits p1: %v, want %v", got, wantLimits)
+	}
+	if got := nameValues(table(e.ok(nil, "absolute-limits"))); got["maxTotalBackups"] != "10" || got["totalBackupsUsed"] != "1" {
+		t.Fatalf("admin absolute-limits of its own project: %v", got)
 	}
 	e.ok(nil, "quota-update", "--backups", "5", "--backup-gigabytes", "1", "p1")
 	e.fails(`backup_gigabytes quota of project p1: requested 1G, quota is 1G and 1G has been consumed`, member, "backup-create", "pvol")

@@ -95,6 +95,7 @@ func (s *server) middleware(next http.Handler) http.Handler {
 // segment is a project id (/v3/{project}/backups, as before microversion 3.67).
 var collections = map[string]bool{
 	"volumes": true, "backups": true, "snapshots": true, "os-quota-sets": true, "os-services": true,
+	"limits": true,
 }
 
 // v3 serves /v3/...: version document, then authentication, microversion and the route.
@@ -171,6 +172,7 @@ func (s *server) newRoutes() *http.ServeMux {
 	m.HandleFunc("GET /os-quota-sets/{project}/defaults", s.defaultQuota)
 
 	m.HandleFunc("GET /os-services", s.listServices)
+	m.HandleFunc("GET /limits", s.showLimits)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(w, r, notFound("the resource could not be found"))

@@ -97,3 +97,32 @@ func (s *server) deleteQuota(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusOK)
 }
+
+// showLimits is GET limits (`cinder absolute-limits`): the caller's project's backup limits
+// and what it uses of them, under Cinder's names. An admin names another project with
+// ?project_id= (or cinderclient's ?tenant_id=) from microversion 3.39, as Cinder; anyone else
+// always gets their own. cairn has no rate limits.
+func (s *server) showLimits(w http.ResponseWriter, r *http.Request) {
+	project := callerOf(r).Project
+	if q := r.URL.Query(); versionOf(r).atLeast(39) && callerOf(r).Admin {
+		for _, key := range []string{"tenant_id", "project_id"} {
+			if v := q.Get(key); v != "" {
+				project = v
+			}
+		}
+	}
+	u, err := s.svc.QuotaUsage(r.Context(), project)
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"limits": map[string]any{
+		"rate": []any{},
+		"absolute": map[string]int64{
+			"maxTotalBackups":          u.Backups.Limit,
+			"maxTotalBackupGigabytes":  u.BackupGigabytes.Limit,
+			"totalBackupsUsed":         u.Backups.InUse,
+			"totalBackupGigabytesUsed": u.BackupGigabytes.InUse,
+		},
+	}})
+}
