@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -94,6 +95,21 @@ var ErrExists = errors.New("a repository already exists there")
 
 // ErrNoRepository means there is no repository at that location.
 var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' first")
+
+// topNames are the names a repository's objects take at the top of its location: the config
+// and the first segment of every other key (docs/design.md, "Repository format").
+var topNames = map[string]bool{"config": true, "keys": true, "packs": true, "manifests": true,
+	"packindex": true, "deleted": true, "locks": true, "backuplog": true, "meta": true}
+
+// OwnsName reports whether name, at the top of a repository's location, is the repository's:
+// its config or the first segment of its objects' keys.
+func OwnsName(name string) bool { return topNames[name] }
+
+// ownsKey reports whether key is under one of the repository's names.
+func ownsKey(key string) bool {
+	top, _, _ := strings.Cut(key, "/")
+	return OwnsName(top)
+}
 
 // Init creates a repository in an empty backend location.
 func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error) {

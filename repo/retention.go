@@ -150,13 +150,17 @@ func (r *Repository) storeClock(ctx context.Context, lk *Lock) (func() time.Time
 	return func() time.Time { return oi.ModTime.Add(time.Since(read)) }, nil
 }
 
-// versions is every version in the repository by key, from one listing.
+// versions is every version in the repository by key, from one listing. Keys that are not
+// the repository's (another's objects in the same bucket and prefix) are left out: gc
+// removes old versions of what it lists, and another's history is not its to judge.
 type versions map[string][]backend.Version
 
 func (r *Repository) listVersions(ctx context.Context) (versions, error) {
 	vs := versions{}
 	if err := r.retain.be.ListVersions(ctx, "", func(v backend.Version) error {
-		vs[v.Key] = append(vs[v.Key], v)
+		if ownsKey(v.Key) {
+			vs[v.Key] = append(vs[v.Key], v)
+		}
 		return nil
 	}); err != nil {
 		return nil, fmt.Errorf("list object versions: %w", err)
@@ -488,7 +492,7 @@ func (r *Repository) Retention(ctx context.Context) (*RetentionReport, error) {
 	rep := &RetentionReport{Mode: r.retain.mode, Period: r.retain.period}
 	var keys []string
 	if err := r.be.List(ctx, "", func(oi backend.ObjectInfo) error {
-		if !strings.HasPrefix(oi.Key, lockPrefix) {
+		if !strings.HasPrefix(oi.Key, lockPrefix) && ownsKey(oi.Key) {
 			keys = append(keys, oi.Key)
 		}
 		return nil

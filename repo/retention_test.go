@@ -381,10 +381,24 @@ func TestObjectLockedSweep(t *testing.T) {
 	if err := f.r.DeleteMeta(ctx, "volumes", "y"); err != nil {
 		t.Fatal(err)
 	}
+	// Another's object beside the repository, overwritten once: its history is not cairn's.
+	for _, text := range []string{"first", "second"} {
+		if err := f.be.Put(ctx, "notes/todo.txt", []byte(text)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	time.Sleep(period + 1500*time.Millisecond)
 	st := f.gc(t)
 	t.Logf("gc: %+v", st)
 	vs := f.versions(t, "")
+	if n := len(vs["notes/todo.txt"]); n != 2 {
+		t.Errorf("another's object: %d versions after gc, want both kept", n)
+	}
+	for k := range vs { // what gc leaves alone as another's must be exactly that
+		if top, _, _ := strings.Cut(k, "/"); !repo.OwnsName(top) && k != "notes/todo.txt" {
+			t.Errorf("%s: cairn wrote it, but repo.OwnsName(%q) is false, so gc would neither extend nor sweep it", k, top)
+		}
+	}
 	count := func(prefix string) (data, markers int) {
 		for k, kv := range vs {
 			if strings.HasPrefix(k, prefix) {
