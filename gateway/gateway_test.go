@@ -476,3 +476,45 @@ func TestOpenWhileADeleteCannotFinish(t *testing.T) {
 		t.Errorf("the deleted backup: %v, want not found", err)
 	}
 }
+
+// A local repository is not made in a directory of other files (`--repo ~` by mistake): its
+// objects and the index would sit among them. An empty directory, one holding only a new file
+// system's lost+found, and one where an init was interrupted are the repository's to take.
+func TestInitRefusesADirectoryOfOtherFiles(t *testing.T) {
+	bg := context.Background()
+	home := t.TempDir()
+	if err := os.WriteFile(filepath.Join(home, "notes.txt"), []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := gateway.Init(bg, gateway.Config{Repo: home}, repo.InitOptions{})
+	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(fmt.Sprint(err), "holds notes.txt") {
+		t.Fatalf("init among other files: %v, want invalid input naming notes.txt", err)
+	}
+	if entries, _ := os.ReadDir(home); len(entries) != 1 {
+		t.Errorf("a refused init left %d entries in the directory, want only notes.txt", len(entries))
+	}
+
+	mnt := t.TempDir() // a file system's root, as mkfs leaves it
+	if err := os.Mkdir(filepath.Join(mnt, "lost+found"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.Init(bg, gateway.Config{Repo: mnt}, repo.InitOptions{}); err != nil {
+		t.Fatalf("init beside lost+found: %v", err)
+	}
+	// The repository there now: the answer is that one exists, not that the directory is full.
+	if _, err := gateway.Init(bg, gateway.Config{Repo: mnt}, repo.InitOptions{}); !errors.Is(err, gateway.ErrExists) {
+		t.Errorf("init again: %v, want exists", err)
+	}
+	s, err := gateway.Open(bg, gateway.Config{Repo: mnt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Nor are the index Open made beside it and the names of an init that did not finish.
+	if err := os.Remove(filepath.Join(mnt, "config")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.Init(bg, gateway.Config{Repo: mnt}, repo.InitOptions{}); err != nil {
+		t.Errorf("init where an init left its key and the index: %v", err)
+	}
+}

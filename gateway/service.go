@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/repo/backend/s3"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
 	"golang.org/x/sys/unix"
@@ -175,15 +176,29 @@ func (c Config) stateDir() string {
 }
 
 // SocketPath is where a running gateway listens for the CLI.
-func (c Config) SocketPath() string { return filepath.Join(c.stateDir(), "cairn.sock") }
+func (c Config) SocketPath() string { return filepath.Join(c.stateDir(), socketName) }
+
+// The names of the gateway's state in its state directory (a local repository's own
+// directory): the CLI socket, the index (and index.holder, index.damaged-*, ... beside it) and
+// the volumes it creates.
+const (
+	socketName  = "cairn.sock"
+	indexName   = "index"
+	volumesName = "volumes"
+)
 
 // IndexDir is where the repository's index lives.
-func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), "index") }
+func (c Config) IndexDir() string { return filepath.Join(c.stateDir(), indexName) }
 
 // Init creates a new repository.
 func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error) {
 	if o.ObjectLock != nil && !c.remote() {
 		return repo.Config{}, invalidf("%s: object lock needs an S3 repository (s3://bucket/prefix) in a bucket created with object lock enabled: a directory cannot lock objects", c.Repo)
+	}
+	if !c.remote() {
+		if err := ownDirectory(c.stateDir()); err != nil {
+			return repo.Config{}, err
+		}
 	}
 	be, err := openBackend(ctx, c)
 	if err != nil {
@@ -201,6 +216,40 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 		return rc, invalidf("%s", strings.TrimPrefix(err.Error(), repo.ErrInvalidOption.Error()+": "))
 	}
 	return rc, err
+}
+
+// ownDirectory refuses to make a local repository in a directory that holds files that are
+// not cairn's (`--repo ~` by mistake): the repository's objects and the gateway's state would
+// sit among them, and gc's sweep of interrupted writes walks the whole directory. The
+// repository's own names (an interrupted init, or a repository that is there already: Init
+// says which), the gateway's state (index, volumes, socket) and a new file system's
+// lost+found are not in the way. borg and kopia refuse the same; restic does not.
+func ownDirectory(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return fmt.Errorf("read repository directory %s: %w", dir, err)
+	}
+	var foreign []string
+	for _, e := range entries {
+		name := e.Name()
+		if name == "lost+found" || repo.OwnsName(name) || local.IsTemp(name) ||
+			name == volumesName || name == socketName ||
+			name == indexName || strings.HasPrefix(name, indexName+".") {
+			continue
+		}
+		foreign = append(foreign, name)
+	}
+	switch len(foreign) {
+	case 0:
+		return nil
+	case 1, 2, 3:
+	default:
+		foreign = append(foreign[:3], "...")
+	}
+	return invalidf("%s is not empty (it holds %s) and a repository needs a directory of its own: give an empty or a new directory, such as %s", dir, strings.Join(foreign, ", "), filepath.Join(dir, "cairn"))
 }
 
 // openBackend opens the repository's backend. A missing bucket is the user's not-found (the
@@ -288,7 +337,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if c.remote() {
 		s.driver = "cairn.backup.drivers.s3"
 	}
-	s.volDir = filepath.Join(c.stateDir(), "volumes")
+	s.volDir = filepath.Join(c.stateDir(), volumesName)
 	if _, err := be.Stat(ctx, "config"); errors.Is(err, backend.ErrNotFound) {
 		be.Close()
 		return nil, wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)

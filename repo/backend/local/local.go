@@ -19,6 +19,10 @@ import (
 // tempPrefix starts the name of every file that is not (yet) an object.
 const tempPrefix = ".tmp-"
 
+// IsTemp reports whether name is that of a temp file this backend writes (an object being
+// stored, a spooled pack).
+func IsTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
+
 // Local is a backend.Backend over a directory.
 type Local struct {
 	root  string
