@@ -422,6 +422,32 @@ func (s *Service) bindIndex() (bool, error) {
 	return false, fmt.Errorf("the index in %s belongs to repository %s, not %s: use another --state-dir, or move it away and run 'cairn repo rebuild-index'", s.idx.Dir(), id, want)
 }
 
+// WaitIndex waits, up to d, until no other process on this host has the repository's index
+// open (another command run embedded, such as a second cron job's backup), polling by opening
+// and closing it. It returns nil once the index was free, or the last index.ErrLocked error
+// when d passes or ctx ends. The caller then opens the service; another process may take
+// the index first, and Open then fails with index.ErrLocked again.
+func WaitIndex(ctx context.Context, c Config, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		idx, err := index.Open(c.IndexDir())
+		if err == nil {
+			return idx.Close()
+		}
+		if !errors.Is(err, index.ErrLocked) || !time.Now().Before(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(indexPoll):
+		}
+	}
+}
+
+// indexPoll is how often WaitIndex tries the index.
+const indexPoll = 200 * time.Millisecond
+
 // openIndex opens the index in dir. An index that cannot be opened because it is damaged
 // or of another schema (written by an older or newer cairn) is a cache, not a dead end: it is
 // moved aside to dir.damaged-<time> or dir.schema<N>-<time> and a new one is made, which

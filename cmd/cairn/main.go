@@ -21,6 +21,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
 	"golang.org/x/term"
@@ -55,7 +56,7 @@ type Globals struct {
 
 	// Repository locks shared by every process and host that uses the repository.
 	LockStale time.Duration `help:"A repository lock not refreshed for this long is stale and may be broken (a lock records its holder's value, and others judge it by the larger of theirs and it)." env:"CAIRN_LOCK_STALE" default:"10m" group:"global"`
-	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish (0 = 1m)." env:"CAIRN_LOCK_WAIT" default:"1m" group:"global"`
+	LockWait  time.Duration `help:"How long gc waits for running backups and restores anywhere to finish, and a command for another one on this host that has the index open (0 = 1m)." env:"CAIRN_LOCK_WAIT" default:"1m" group:"global"`
 	ReadOnly  bool          `help:"Open the repository without writing to it: list, show, restore, export, check and mount work (automatic on read-only media)." env:"CAIRN_READ_ONLY" group:"global"`
 
 	stdout, stderr io.Writer
@@ -428,7 +429,7 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := gateway.Open(ctx, c)
+	s, err := g.openWaiting(ctx, c)
 	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" && !g.noPrompt {
 		p, perr := g.readPassword("repository passphrase: ", false)
 		if perr != nil {
@@ -436,6 +437,28 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 		}
 		g.password = p
 		c.Password = p
+		s, err = gateway.Open(ctx, c)
+	}
+	return s, err
+}
+
+// openWaiting opens the service. While another cairn command on this host has the index
+// open (two cron jobs at the same minute), it waits for it up to --lock-wait, as gc waits for
+// running backups, and says so once.
+func (g *Globals) openWaiting(ctx context.Context, c gateway.Config) (*gateway.Service, error) {
+	wait := g.LockWait
+	if wait == 0 {
+		wait = time.Minute
+	}
+	deadline := time.Now().Add(wait)
+	s, err := gateway.Open(ctx, c)
+	for told := false; errors.Is(err, index.ErrLocked) && time.Now().Before(deadline); told = true {
+		if !told && !g.Quiet {
+			fmt.Fprintf(g.stderr, "cairn: waiting up to %v (--lock-wait) for another command: %v\n", wait, err)
+		}
+		if werr := gateway.WaitIndex(ctx, c, time.Until(deadline)); werr != nil {
+			return nil, werr
+		}
 		s, err = gateway.Open(ctx, c)
 	}
 	return s, err
