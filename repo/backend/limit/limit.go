@@ -11,10 +11,12 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
-// Limit is a backend.Backend that lets at most n operations run at a time.
+// Limit is a backend.Backend that lets at most n operations run at a time and, with Rates,
+// moves at most so many bytes a second each way.
 type Limit struct {
 	backend.Backend
-	sem chan struct{}
+	sem      chan struct{} // nil: no bound on operations
+	up, down *Meter
 }
 
 var (
@@ -24,13 +26,25 @@ var (
 
 // New wraps b with a limit of n concurrent operations; n < 1 is taken as 1.
 func New(b backend.Backend, n int) *Limit {
-	return &Limit{Backend: b, sem: make(chan struct{}, max(n, 1))}
+	return newLimit(b, max(n, 1), Rates{})
+}
+
+// newLimit wraps b with at most n operations at once (n < 1: no bound) and rates r.
+func newLimit(b backend.Backend, n int, r Rates) *Limit {
+	l := &Limit{Backend: b, up: NewMeter(r.Up), down: NewMeter(r.Down)}
+	if n > 0 {
+		l.sem = make(chan struct{}, n)
+	}
+	return l
 }
 
 // acquire takes a slot or returns the context's error.
 func (l *Limit) acquire(ctx context.Context, op, key string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s %s: %w", op, key, err)
+	}
+	if l.sem == nil {
+		return nil
 	}
 	select {
 	case l.sem <- struct{}{}:
@@ -40,7 +54,20 @@ func (l *Limit) acquire(ctx context.Context, op, key string) error {
 	}
 }
 
-func (l *Limit) release() { <-l.sem }
+func (l *Limit) release() {
+	if l.sem != nil {
+		<-l.sem
+	}
+}
+
+// charge waits for the meter m to let n bytes of op on key through, before the operation
+// takes a slot (a transfer waiting for its rate holds no slot).
+func charge(ctx context.Context, m *Meter, n int64, op, key string) error {
+	if err := m.Charge(ctx, n); err != nil {
+		return fmt.Errorf("%s %s: waiting for the rate limit: %w", op, key, err)
+	}
+	return nil
+}
 
 // Get holds its slot until the reader is closed: the transfer is what the limit bounds.
 // A caller holding n open readers and asking for another waits for one to close.
@@ -53,11 +80,17 @@ func (l *Limit) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 		l.release()
 		return nil, err
 	}
+	if l.down != nil {
+		rc = &meteredReader{ReadCloser: rc, ctx: ctx, m: l.down}
+	}
 	return &releaser{ReadCloser: rc, release: l.release}, nil
 }
 
 // GetRange runs in a slot.
 func (l *Limit) GetRange(ctx context.Context, key string, offset, length int64) ([]byte, error) {
+	if err := charge(ctx, l.down, length, "get", key); err != nil {
+		return nil, err
+	}
 	if err := l.acquire(ctx, "get", key); err != nil {
 		return nil, err
 	}
@@ -67,6 +100,9 @@ func (l *Limit) GetRange(ctx context.Context, key string, offset, length int64) 
 
 // Put runs in a slot.
 func (l *Limit) Put(ctx context.Context, key string, data []byte) error {
+	if err := charge(ctx, l.up, int64(len(data)), "put", key); err != nil {
+		return err
+	}
 	if err := l.acquire(ctx, "put", key); err != nil {
 		return err
 	}
@@ -79,6 +115,9 @@ func (l *Limit) Put(ctx context.Context, key string, data []byte) error {
 func (l *Limit) Create(ctx context.Context, key string, data []byte) error {
 	c, err := backend.CreatorOf(l.Backend, key)
 	if err != nil {
+		return err
+	}
+	if err := charge(ctx, l.up, int64(len(data)), "put", key); err != nil {
 		return err
 	}
 	if err := l.acquire(ctx, "put", key); err != nil {
@@ -122,14 +161,15 @@ func (r *releaser) Close() error {
 	return err
 }
 
-// Wrap is New that keeps what the wrapped backend can do beyond backend.Backend: when b is a
+// Wrap is New that keeps what the wrapped backend can do beyond backend.Backend (below), with
+// at most n operations at once (n < 1: no bound) and rates r. When b is a
 // backend.RangeReader (a local directory, S3), so is the result, and when b is also a
 // backend.Spooler (a local directory), so is the result. Without them a restore would read
 // into fresh heap buffers and a backup would hold its packs in memory (--concurrency on a
 // local repository: a 1 GiB restore under its 64 MiB heap limit went from 2 s to 6 s, most of
 // it in the collector).
-func Wrap(b backend.Backend, n int) backend.Backend {
-	l := New(b, n)
+func Wrap(b backend.Backend, n int, r Rates) backend.Backend {
+	l := newLimit(b, n, r)
 	rr, ranged := b.(backend.RangeReader)
 	if !ranged {
 		return l
@@ -160,6 +200,9 @@ var (
 
 // ReadRange runs in a slot, as GetRange does.
 func (r *ranges) ReadRange(ctx context.Context, key string, offset int64, p []byte) error {
+	if err := charge(ctx, r.down, int64(len(p)), "get", key); err != nil {
+		return err
+	}
 	if err := r.acquire(ctx, "get", key); err != nil {
 		return err
 	}
@@ -178,6 +221,13 @@ func (f *files) Clean(ctx context.Context, before time.Time) (int, error) {
 // Commit runs in a slot, as Put does. A wait that ends in a cancel still goes to the wrapped
 // Commit, which honours the cancel and removes the file, as a failed Commit must.
 func (f *files) Commit(ctx context.Context, key string, file *os.File) error {
+	if f.up != nil {
+		if fi, err := file.Stat(); err == nil {
+			if err := charge(ctx, f.up, fi.Size(), "put", key); err != nil {
+				return f.sp.Commit(ctx, key, file)
+			}
+		}
+	}
 	if err := f.acquire(ctx, "put", key); err != nil {
 		return f.sp.Commit(ctx, key, file)
 	}

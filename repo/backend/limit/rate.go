@@ -1,0 +1,70 @@
+package limit
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"golang.org/x/time/rate"
+)
+
+// MinRate is the smallest rate a Meter takes, in bytes a second: below it a transfer would
+// wait in steps too small to be worth a timer each.
+const MinRate = 64 << 10
+
+// Rates bound the bytes a second a backend moves, each way; zero leaves that way unbounded.
+type Rates struct {
+	Up   int64 // Put, Create and Commit: bytes stored
+	Down int64 // Get, GetRange and ReadRange: bytes read
+}
+
+// A Meter lets at most its rate of bytes a second through, averaged over an eighth of a
+// second (golang.org/x/time/rate's token bucket: a well-kept one, and waits end on a cancel).
+// Several transfers sharing one share the rate. A nil Meter lets everything through.
+type Meter struct {
+	l *rate.Limiter
+}
+
+// NewMeter returns a meter of bytesPerSec (at least MinRate), or nil for 0: no limit.
+func NewMeter(bytesPerSec int64) *Meter {
+	if bytesPerSec <= 0 {
+		return nil
+	}
+	bytesPerSec = max(bytesPerSec, MinRate)
+	burst := max(bytesPerSec/8, MinRate)
+	return &Meter{l: rate.NewLimiter(rate.Limit(bytesPerSec), int(min(burst, 1<<30)))}
+}
+
+// Charge waits until n more bytes may pass, or returns ctx's error.
+func (m *Meter) Charge(ctx context.Context, n int64) error {
+	if m == nil {
+		return nil
+	}
+	for n > 0 {
+		step := min(n, int64(m.l.Burst()))
+		if err := m.l.WaitN(ctx, int(step)); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// The wait would end past ctx's deadline: the limiter says so at once.
+			return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+		}
+		n -= step
+	}
+	return nil
+}
+
+// meteredReader charges each Read's bytes once they are read.
+type meteredReader struct {
+	io.ReadCloser
+	ctx context.Context
+	m   *Meter
+}
+
+func (r *meteredReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if cerr := r.m.Charge(r.ctx, int64(n)); cerr != nil && err == nil {
+		err = cerr
+	}
+	return n, err
+}
