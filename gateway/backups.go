@@ -13,6 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/limit"
 	"github.com/cairn-backup/cairn/units"
 	"github.com/google/uuid"
 )
@@ -206,7 +207,11 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		unclaim()
 		return s.endFailedBackup(b, v, err)
 	}
-	res, err := s.repo.Write(ctx, plan.src, o, func(res repo.WriteResult) error {
+	var src repo.Source = plan.src
+	if s.volumeReads != nil {
+		src = &meteredSource{Source: plan.src, ctx: ctx, m: s.volumeReads}
+	}
+	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		res.Stats.ReadBytes += how.read
 		// The descriptive fields are the record's now: backup-update may have changed them
 		// while the backup ran, and the record and the manifest must agree.
@@ -811,4 +816,20 @@ func (s *Service) dependants(id string, counts func(*index.Backup) bool) ([]stri
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// meteredSource reads a volume at most at its meter's rate (--limit-read), shared by every
+// backup of the service, so backups leave the storage room for the volumes' own I/O. Bytes
+// are charged before they are read; a cancelled backup stops waiting.
+type meteredSource struct {
+	repo.Source
+	ctx context.Context
+	m   *limit.Meter
+}
+
+func (s *meteredSource) ReadAt(p []byte, off int64) (int, error) {
+	if err := s.m.Charge(s.ctx, int64(len(p))); err != nil {
+		return 0, err
+	}
+	return s.Source.ReadAt(p, off)
 }

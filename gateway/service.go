@@ -16,6 +16,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/limit"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/cairn-backup/cairn/repo/backend/s3"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
@@ -44,6 +45,11 @@ type Config struct {
 	// Retries and Timeout bound each S3 request (see stack.Config); 0 means the defaults.
 	Retries int
 	Timeout time.Duration
+	// Rates bound the bytes a second the service stores in and reads from the repository,
+	// and VolumeReadRate those its backups read from volumes; zero is no bound. Every job of
+	// the service shares them.
+	Rates          limit.Rates
+	VolumeReadRate int64
 
 	// Lock times the repository's locks (see repo.LockOptions).
 	Lock repo.LockOptions
@@ -65,6 +71,8 @@ type Service struct {
 	repo   *repo.Repository
 	log    *slog.Logger
 	volDir string
+	// volumeReads meters what backups read from volumes (Config.VolumeReadRate); nil: no bound.
+	volumeReads *limit.Meter
 	// Driver is the backup_service name exports carry.
 	driver string
 
@@ -132,7 +140,8 @@ func DefaultRepo() string {
 
 func (c Config) backendConfig() stack.Config {
 	bc := stack.Config{URL: c.Repo, Endpoint: c.Endpoint, Region: c.Region, AccessKey: c.AccessKey,
-		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout, ReadOnly: c.ReadOnly}
+		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout, ReadOnly: c.ReadOnly,
+		Rates: c.Rates}
 	if a, err := s3.ParseAddressing(c.PathStyle); err == nil {
 		bc.PathStyle = a
 	}
@@ -332,7 +341,8 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		be = wrapOpened(be)
 	}
 	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{}, restoring: map[string]string{},
-		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable()}
+		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable(),
+		volumeReads: limit.NewMeter(c.VolumeReadRate)}
 	s.driver = "cairn.backup.drivers.local"
 	if c.remote() {
 		s.driver = "cairn.backup.drivers.s3"

@@ -23,6 +23,7 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/limit"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
 	"golang.org/x/term"
 )
@@ -50,6 +51,11 @@ type Globals struct {
 	Socket         string           `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH" group:"global"`
 	Version        kong.VersionFlag `group:"global" help:"Print the version and exit."`
 
+	// Bandwidth: backups beside production I/O and other traffic on the link.
+	LimitUpload   string `help:"Bytes a second stored in the repository at most, like 20M (20 MiB/s; 0 = no limit); in a gateway, every job shares it." placeholder:"RATE" default:"0" env:"CAIRN_LIMIT_UPLOAD" group:"global"`
+	LimitDownload string `help:"Bytes a second read from the repository at most (restores, check, mount), like 50M (0 = no limit)." placeholder:"RATE" default:"0" env:"CAIRN_LIMIT_DOWNLOAD" group:"global"`
+	LimitRead     string `help:"Bytes a second backups read from volumes at most, like 100M (0 = no limit): room for the volumes' own I/O." placeholder:"RATE" default:"0" env:"CAIRN_LIMIT_READ" group:"global"`
+
 	// Bounds on S3 requests: a dead server fails a backup in seconds, not minutes.
 	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0" group:"s3"`
 	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0" group:"s3"`
@@ -65,6 +71,8 @@ type Globals struct {
 	password       string
 	noPrompt       bool             // never ask for a passphrase (shell completion)
 	chunkCache     int64            // decompressed-chunk cache for commands that read images (mount)
+	rates          limit.Rates      // --limit-upload, --limit-download
+	volumeReadRate int64            // --limit-read
 	shared         *gateway.Service // set when a gateway runs this command for a client
 	serving        bool             // cairn serve: log at info
 	log            *slog.Logger
@@ -327,6 +335,19 @@ func (g *Globals) Validate() error {
 	case g.QuotaGigabytes < -1:
 		return usageError(fmt.Sprintf("--default-quota-backup-gigabytes %d: give -1 (unlimited), 0 or more", g.QuotaGigabytes))
 	}
+	for _, r := range []struct {
+		flag, value string
+		into        *int64
+	}{{"--limit-upload", g.LimitUpload, &g.rates.Up}, {"--limit-download", g.LimitDownload, &g.rates.Down}, {"--limit-read", g.LimitRead, &g.volumeReadRate}} {
+		n, err := parseSize(r.value)
+		if err != nil {
+			return usageError(fmt.Sprintf("%s %q: give bytes a second like 20M (20 MiB/s), or 0 for no limit", r.flag, r.value))
+		}
+		if n > 0 && n < limit.MinRate {
+			return usageError(fmt.Sprintf("%s %s: give at least 64K (64 KiB/s), or 0 for no limit", r.flag, r.value))
+		}
+		*r.into = n
+	}
 	return nil
 }
 
@@ -334,7 +355,8 @@ func (g *Globals) config() (gateway.Config, error) {
 	c := gateway.Config{Repo: g.Repo, StateDir: g.StateDir, Endpoint: g.Endpoint, Region: g.Region,
 		PathStyle: g.PathStyle, AccessKey: g.AccessKey, SecretKey: g.SecretKey, Workers: g.Workers,
 		Concurrency: g.Concurrency, Retries: g.Retries, Timeout: g.Timeout, Password: g.password,
-		Lock: repo.LockOptions{StaleAfter: g.LockStale, Wait: g.LockWait}, ReadOnly: g.ReadOnly}
+		Lock: repo.LockOptions{StaleAfter: g.LockStale, Wait: g.LockWait}, ReadOnly: g.ReadOnly,
+		Rates: g.rates, VolumeReadRate: g.volumeReadRate}
 	c.ChunkCacheBytes = g.chunkCache
 	if c.Repo == "" {
 		c.Repo = gateway.DefaultRepo()

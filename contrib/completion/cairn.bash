@@ -119,7 +119,7 @@ _cairn() {
     return 0
   fi
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;

@@ -45,6 +45,8 @@ type Config struct {
 	// Concurrency bounds in-flight operations; 0 means DefaultConcurrency for S3 and no
 	// limit for a local directory.
 	Concurrency int
+	// Rates bound the bytes a second stored and read; zero is no bound.
+	Rates limit.Rates
 	// Retries is how often a failed S3 call is retried; 0 means DefaultRetries, negative
 	// means never.
 	Retries int
@@ -95,8 +97,8 @@ func openLocal(u URL, cfg Config) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Concurrency > 0 {
-		return limit.Wrap(l, cfg.Concurrency), nil
+	if cfg.Concurrency > 0 || cfg.Rates != (limit.Rates{}) {
+		return limit.Wrap(l, cfg.Concurrency, cfg.Rates), nil
 	}
 	return l, nil
 }
@@ -145,7 +147,12 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 	}
 	// Wrap, not New: the S3 backend reads ranges into the caller's buffer, and both layers
 	// keep that.
-	r := retry.Wrap(limit.Wrap(b, concurrency), ro)
+	r := retry.Wrap(limit.Wrap(b, concurrency, limit.Rates{}), ro)
+	if cfg.Rates != (limit.Rates{}) {
+		// Above the retries: a transfer's wait for its rate is not part of an attempt's
+		// timeout (a pack's wait behind seven others at a low rate outlasts it).
+		r = limit.Wrap(r, 0, cfg.Rates)
+	}
 	// The check is retried like any request: a server that answers 503 (or is restarting)
 	// when cairn starts is no reason to fail a backup.
 	if err := retry.New(b, ro).Do(ctx, "check", u.Bucket, b.Check); err != nil {
