@@ -182,17 +182,41 @@ func (r *Repository) rewritePack(ctx context.Context, lk *Lock, id PackID, size 
 	}
 	var pk packer
 	var scratch, plain []byte
-	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
-	for _, e := range entries {
-		d.packs[id] = append(d.packs[id], e.Addr)
+	// add puts e's blob, as data holds it, into the new pack if it verifies.
+	add := func(e PackEntry, data []byte) bool {
 		if int64(e.Offset)+int64(e.Length) > int64(len(data)) {
-			continue
+			return false
 		}
 		stored := data[e.Offset : e.Offset+e.Length]
-		if plain, scratch, err = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); err != nil {
-			continue // lost either way; check reports it
+		var derr error
+		if plain, scratch, derr = r.keys.decodeBlob(plain[:0], scratch, stored, e.Type, e.Addr); derr != nil {
+			return false
 		}
 		pk.add(e.Type, e.Addr, stored, int(e.PlainLen))
+		return true
+	}
+	d := &deletion{packs: map[PackID][]Address{}, sizes: map[PackID]int64{}}
+	var failed []PackEntry
+	for _, e := range entries {
+		d.packs[id] = append(d.packs[id], e.Addr)
+		if !add(e, data) {
+			failed = append(failed, e)
+		}
+	}
+	if len(failed) > 0 {
+		// The old pack goes once this rewrite is stored, so a blob left out now is lost for
+		// good: a bad read (a flipped bit on the way, not on the disk) must not decide that.
+		// The pack is read once more; what fails twice is damaged (check reports it, and a
+		// volume that still holds the block can store it again: 'repo repair').
+		again, err := r.be.GetRange(ctx, id.Key(), 0, size)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range failed {
+			if !add(e, again) {
+				r.logf("pack %s: blob %s does not verify in two reads: left out of the rewrite", id, e.Addr)
+			}
+		}
 	}
 	if !pk.empty() {
 		nid, ndata, nentries := pk.finish(r.keys)
