@@ -11,7 +11,7 @@ import (
 
 // A command run embedded while another process has the index open (two cron jobs at the same
 // minute) waits for it up to --lock-wait and then runs; one that waits longer gives up saying
-// who has the index. Before, it failed at once.
+// who has the index. Before, it failed at once. A server does not wait.
 func TestCommandWaitsForTheIndexUpToLockWait(t *testing.T) {
 	repoDir, vol, must := cliRepo(t)
 	must("volume", "manage", vol, "--name", "vm")
@@ -43,5 +43,16 @@ func TestCommandWaitsForTheIndexUpToLockWait(t *testing.T) {
 	}
 	if waited := time.Since(start); waited < 500*time.Millisecond {
 		t.Errorf("gave up after %v, before --lock-wait passed", waited)
+	}
+
+	// A server (here nbd; serve and mount alike) fails at once: the holder is most likely
+	// another server, which does not end.
+	start = time.Now()
+	_, errOut, code = cli(t, repoDir, "--lock-wait", "30s", "nbd", "--listen", "127.0.0.1:0")
+	if code == 0 || !strings.Contains(errOut, "in use by another cairn process") || strings.Contains(errOut, "waiting") {
+		t.Fatalf("nbd while the index is held: exit %d: %s", code, errOut)
+	}
+	if waited := time.Since(start); waited > 20*time.Second {
+		t.Errorf("nbd gave up after %v: it waited for the index", waited)
 	}
 }

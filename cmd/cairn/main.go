@@ -75,6 +75,7 @@ type Globals struct {
 	volumeReadRate int64            // --limit-read
 	shared         *gateway.Service // set when a gateway runs this command for a client
 	serving        bool             // cairn serve: log at info
+	server         bool             // serve, mount, nbd: fail at once on an index another process holds
 	log            *slog.Logger
 }
 
@@ -466,8 +467,12 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 
 // openWaiting opens the service. While another cairn command on this host has the index
 // open (two cron jobs at the same minute), it waits for it up to --lock-wait, as gc waits for
-// running backups, and says so once.
+// running backups, and says so once. A server (serve, mount, nbd) does not wait: the holder
+// is most likely another server, which does not end.
 func (g *Globals) openWaiting(ctx context.Context, c gateway.Config) (*gateway.Service, error) {
+	if g.server {
+		return gateway.Open(ctx, c)
+	}
 	wait := g.LockWait
 	if wait == 0 {
 		wait = time.Minute

@@ -38,7 +38,7 @@ func (c *MountCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return mountUsageError{err}
 	}
-	g.chunkCache = cache
+	g.chunkCache, g.server = cache, true
 	setMemoryLimit(mountMemoryLimit, cache)
 	s, err := g.open(ctx)
 	if err != nil {

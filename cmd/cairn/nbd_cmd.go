@@ -39,7 +39,7 @@ func (c *NBDCmd) Run(ctx context.Context, g *Globals) error {
 	if err := gateway.CheckNBDListen(c.Listen, o); err != nil {
 		return err
 	}
-	g.chunkCache = cache
+	g.chunkCache, g.server = cache, true
 	setMemoryLimit(baseMemoryLimit, cache)
 	s, err := g.open(ctx)
 	if err != nil {

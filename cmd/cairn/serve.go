@@ -35,7 +35,7 @@ type ServeCmd struct {
 
 // Run serves until SIGINT or SIGTERM.
 func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
-	g.serving = true
+	g.serving, g.server = true, true
 	if c.JobWorkers < 1 {
 		return gateway.Errorf(gateway.ErrInvalid, "--job-workers %d: give at least 1 (backups and restores that run at once)", c.JobWorkers)
 	}
