@@ -168,8 +168,10 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 	case req.VolumeID == "":
 		s.writeFault(w, r, badRequest("incorrect request body format: volume_id is required"))
 		return
-	case req.Container != nil && *req.Container != "":
-		s.writeFault(w, r, badRequest("containers are not supported: every backup goes to the gateway's repository"))
+	case deref(req.Container) != "" && *req.Container != s.svc.Location():
+		// The one container there is, as backup-show names it, is taken: a script that
+		// copies an earlier backup's container gets what it asked for.
+		s.writeFault(w, r, badRequest("container "+*req.Container+" is not this gateway's: every backup goes to its repository, "+s.svc.Location()))
 		return
 	case req.Metadata != nil && !versionOf(r).atLeast(43):
 		s.writeFault(w, r, badRequest("backup metadata needs microversion 3.43 or later"))

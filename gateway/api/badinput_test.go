@@ -145,8 +145,13 @@ func TestBackupBodiesRefuseUnknownFields(t *testing.T) {
 	if vols, err := e.svc.Index().Volumes(); err != nil || len(vols) != 1 {
 		t.Errorf("volumes after a refused restore: %d %v, want 1", len(vols), err)
 	}
-	// Cinder's own fields still pass, availability_zone from 3.51 (the one zone there is).
-	c := admin("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`", "name": "n", "description": null, "container": null, "incremental": true, "force": false, "snapshot_id": null, "metadata": {"k": "v"}, "availability_zone": "nova"}}`)
+	// Cinder's own fields still pass, availability_zone from 3.51 (the one zone there is) and
+	// the container as backup-show names it (the one there is); another container is refused.
+	c := admin("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`", "container": "elsewhere"}}`)
+	if code, _, body := e.do(t, c); code != http.StatusBadRequest || !strings.Contains(string(body), "container elsewhere") {
+		t.Errorf("create in another container: %d %s", code, body)
+	}
+	c = admin("POST", "/backups", `{"backup": {"volume_id": "`+v.ID+`", "name": "n", "description": null, "container": "`+e.svc.Location()+`", "incremental": true, "force": false, "snapshot_id": null, "metadata": {"k": "v"}, "availability_zone": "nova"}}`)
 	if code, _, body := e.do(t, c); code != http.StatusAccepted {
 		t.Errorf("create with every field of Cinder's: %d %s", code, body)
 	}
