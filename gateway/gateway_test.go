@@ -493,6 +493,11 @@ func TestInitRefusesADirectoryOfOtherFiles(t *testing.T) {
 	if entries, _ := os.ReadDir(home); len(entries) != 1 {
 		t.Errorf("a refused init left %d entries in the directory, want only notes.txt", len(entries))
 	}
+	// The repository's directory is what counts, wherever the state directory is.
+	_, err = gateway.Init(bg, gateway.Config{Repo: home, StateDir: t.TempDir()}, repo.InitOptions{})
+	if !errors.Is(err, gateway.ErrInvalid) {
+		t.Fatalf("init among other files, the state elsewhere: %v, want invalid input", err)
+	}
 
 	mnt := t.TempDir() // a file system's root, as mkfs leaves it
 	if err := os.Mkdir(filepath.Join(mnt, "lost+found"), 0o700); err != nil {

@@ -204,8 +204,8 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 	if o.ObjectLock != nil && !c.remote() {
 		return repo.Config{}, invalidf("%s: object lock needs an S3 repository (s3://bucket/prefix) in a bucket created with object lock enabled: a directory cannot lock objects", c.Repo)
 	}
-	if !c.remote() {
-		if err := ownDirectory(c.stateDir()); err != nil {
+	if u, err := stack.ParseURL(c.Repo); err == nil && u.Kind == stack.Local {
+		if err := ownDirectory(u.Path); err != nil {
 			return repo.Config{}, err
 		}
 	}
@@ -231,8 +231,9 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 // not cairn's (`--repo ~` by mistake): the repository's objects and the gateway's state would
 // sit among them, and gc's sweep of interrupted writes walks the whole directory. The
 // repository's own names (an interrupted init, or a repository that is there already: Init
-// says which), the gateway's state (index, volumes, socket) and a new file system's
-// lost+found are not in the way. borg and kopia refuse the same; restic does not.
+// says which), the gateway's state (index, volumes, socket: a local repository's directory is
+// its state directory unless --state-dir says otherwise) and a new file system's lost+found
+// are not in the way. borg and kopia refuse the same; restic does not.
 func ownDirectory(dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
