@@ -2,7 +2,6 @@ package limit
 
 import (
 	"context"
-	"fmt"
 	"io"
 
 	"golang.org/x/time/rate"
@@ -35,7 +34,8 @@ func NewMeter(bytesPerSec int64) *Meter {
 	return &Meter{l: rate.NewLimiter(rate.Limit(bytesPerSec), int(min(burst, 1<<30)))}
 }
 
-// Charge waits until n more bytes may pass, or returns ctx's error.
+// Charge waits until n more bytes may pass, or until ctx is done and returns its error (also
+// when the wait could not end before ctx's deadline).
 func (m *Meter) Charge(ctx context.Context, n int64) error {
 	if m == nil {
 		return nil
@@ -43,11 +43,13 @@ func (m *Meter) Charge(ctx context.Context, n int64) error {
 	for n > 0 {
 		step := min(n, int64(m.l.Burst()))
 		if err := m.l.WaitN(ctx, int(step)); err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+			// The limiter says at once when the wait would end past ctx's deadline; the wait
+			// ends there instead, so every caller sees its context done when Charge fails.
+			if _, ok := ctx.Deadline(); !ok && ctx.Err() == nil {
+				return err // no deadline to reach: not a wait at all
 			}
-			// The wait would end past ctx's deadline: the limiter says so at once.
-			return fmt.Errorf("%w (%v)", context.DeadlineExceeded, err)
+			<-ctx.Done()
+			return ctx.Err()
 		}
 		n -= step
 	}
