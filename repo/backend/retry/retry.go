@@ -236,6 +236,9 @@ func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context)
 			if r.opts.GaveUp != nil {
 				r.opts.GaveUp(op, key, attempt, err)
 			}
+			if attempt == 1 {
+				return fmt.Errorf("%w; not retried", err)
+			}
 			return fmt.Errorf("%w; gave up after %d attempts", err, attempt)
 		}
 		delay := r.backoff(attempt)

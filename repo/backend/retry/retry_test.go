@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -273,5 +274,23 @@ func TestWrapRetriesReadRange(t *testing.T) {
 	}
 	if _, ok := Wrap(newFaulty(t), fast).(backend.RangeReader); ok {
 		t.Error("Wrap of a backend that reads no ranges into buffers claims it does")
+	}
+}
+
+// The error of a request that failed on its only attempt (--retries -1) says it was not
+// retried, not "gave up after 1 attempts"; with retries it says how many attempts it made.
+func TestGaveUpSaysHowOften(t *testing.T) {
+	for _, c := range []struct {
+		attempts int
+		want     string
+	}{{1, "; not retried"}, {3, "; gave up after 3 attempts"}} {
+		f := newFaulty(t)
+		f.Add(faulty.Rule{Methods: faulty.Put})
+		o := fast
+		o.Attempts = c.attempts
+		err := New(f, o).Put(context.Background(), "k", []byte("v"))
+		if !errors.Is(err, backend.ErrUnavailable) || !strings.HasSuffix(err.Error(), c.want) {
+			t.Errorf("%d attempts: %v, want it to end in %q", c.attempts, err, c.want)
+		}
 	}
 }
