@@ -233,6 +233,11 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 			return
 		}
 		cli.stdout, cli.stderr, cli.shared, cli.client = stdout, stderr, shared, cl
+		if shared != nil {
+			if given := gatewaySettings(args); len(given) > 0 {
+				fmt.Fprintf(stderr, "cairn: %s: the gateway's own settings apply to a command it runs (give them to 'cairn serve')\n", strings.Join(given, ", "))
+			}
+		}
 		if shared == nil && forwardable(kctx.Command()) {
 			if c, ok := forward(ctx, &cli.Globals, args, stdout, stderr); ok {
 				code = c
@@ -257,6 +262,29 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer, shared
 }
 
 type exitPanic int
+
+// serviceFlags are the global flags that set up a service rather than a command: in a
+// command a gateway runs for a client they do nothing, since the gateway's service is open.
+var serviceFlags = []string{"--workers", "--concurrency", "--limit-upload", "--limit-download", "--limit-read",
+	"--retries", "--timeout", "--lock-stale", "--lock-wait", "--log-file", "--default-quota-backups",
+	"--default-quota-backup-gigabytes"}
+
+// gatewaySettings returns the service flags args gives (each once, in serviceFlags' order).
+func gatewaySettings(args []string) []string {
+	var given []string
+	for _, f := range serviceFlags {
+		for _, a := range args {
+			if a == "--" {
+				break
+			}
+			if a == f || strings.HasPrefix(a, f+"=") {
+				given = append(given, f)
+				break
+			}
+		}
+	}
+	return given
+}
 
 // baseMemoryLimit is the soft heap limit of a command, before any block cache it keeps.
 const baseMemoryLimit = 160 << 20

@@ -86,3 +86,18 @@ func TestForwardedReadOnlyRefusedByWritableGateway(t *testing.T) {
 		t.Errorf("--read-only backup create on a writable gateway left %d backups (%v)", len(bs), err)
 	}
 }
+
+// A command a gateway runs for a client says that the service flags it was given (workers,
+// concurrency, bandwidth limits) are the gateway's to set: they did nothing, silently, while
+// the client believed its backup was held to --limit-read.
+func TestForwardedServiceFlagsAreSaidToBeTheGateways(t *testing.T) {
+	dir := t.TempDir()
+	s := openedGateway(t, gateway.Config{Repo: filepath.Join(dir, "repo")})
+	code, msg := execOn(t, s, execRequest{Args: []string{"--limit-read=50M", "--workers", "2", "backup", "list"}, Cwd: dir})
+	if code != exitOK || !strings.Contains(msg, "--workers, --limit-read: the gateway's own settings apply") {
+		t.Errorf("forwarded list with service flags: exit %d: %q", code, msg)
+	}
+	if code, msg := execOn(t, s, execRequest{Args: []string{"backup", "list"}, Cwd: dir}); code != exitOK || msg != "" {
+		t.Errorf("forwarded list without them: exit %d: %q", code, msg)
+	}
+}
