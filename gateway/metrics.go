@@ -3,6 +3,7 @@ package gateway
 import (
 	"time"
 
+	"github.com/cairn-backup/cairn/repo/backend/limit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
@@ -90,6 +91,17 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 		m.jobsQueued.WithLabelValues(kind)
 		for _, result := range []string{"success", "error", "cancelled"} {
 			m.jobs.WithLabelValues(kind, result)
+		}
+	}
+	// How long the bandwidth limits held transfers back, for each limit set.
+	for _, w := range []struct {
+		way string
+		m   *limit.Meter
+	}{{"upload", s.meters.Up}, {"download", s.meters.Down}, {"read", s.volumeReads}} {
+		if w.m != nil {
+			m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "cairn_throttled_seconds_total",
+				Help:        "Time transfers waited for a bandwidth limit (--limit-upload, --limit-download, --limit-read), by way.",
+				ConstLabels: prometheus.Labels{"way": w.way}}, func() float64 { return w.m.Waited().Seconds() }))
 		}
 	}
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,

@@ -71,7 +71,9 @@ type Service struct {
 	repo   *repo.Repository
 	log    *slog.Logger
 	volDir string
-	// volumeReads meters what backups read from volumes (Config.VolumeReadRate); nil: no bound.
+	// meters hold the service's transfers to their rates (Config.Rates: the repository's
+	// meters; Config.VolumeReadRate: what backups read from volumes); nil ones: no bound.
+	meters      limit.Meters
 	volumeReads *limit.Meter
 	// Driver is the backup_service name exports carry.
 	driver string
@@ -140,8 +142,7 @@ func DefaultRepo() string {
 
 func (c Config) backendConfig() stack.Config {
 	bc := stack.Config{URL: c.Repo, Endpoint: c.Endpoint, Region: c.Region, AccessKey: c.AccessKey,
-		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout, ReadOnly: c.ReadOnly,
-		Rates: c.Rates}
+		SecretKey: c.SecretKey, Concurrency: c.Concurrency, Retries: c.Retries, Timeout: c.Timeout, ReadOnly: c.ReadOnly}
 	if a, err := s3.ParseAddressing(c.PathStyle); err == nil {
 		bc.PathStyle = a
 	}
@@ -334,6 +335,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	bc := c.backendConfig()
 	bc.Hooks = &stack.Hooks{OnRetry: func(op string) { beRetries.WithLabelValues(op).Inc() },
 		OnGiveUp: func(op string) { beErrors.WithLabelValues(op).Inc() }}
+	bc.Meters = c.Rates.Meters()
 	be, err := openBackendWith(ctx, bc)
 	if err != nil {
 		return nil, err
@@ -343,7 +345,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	}
 	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{}, restoring: map[string]string{},
 		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable(),
-		volumeReads: limit.NewMeter(c.VolumeReadRate)}
+		meters: bc.Meters, volumeReads: limit.NewMeter(c.VolumeReadRate)}
 	s.driver = "cairn.backup.drivers.local"
 	if c.remote() {
 		s.driver = "cairn.backup.drivers.s3"

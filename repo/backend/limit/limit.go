@@ -26,12 +26,12 @@ var (
 
 // New wraps b with a limit of n concurrent operations; n < 1 is taken as 1.
 func New(b backend.Backend, n int) *Limit {
-	return newLimit(b, max(n, 1), Rates{})
+	return newLimit(b, max(n, 1), Meters{})
 }
 
-// newLimit wraps b with at most n operations at once (n < 1: no bound) and rates r.
-func newLimit(b backend.Backend, n int, r Rates) *Limit {
-	l := &Limit{Backend: b, up: NewMeter(r.Up), down: NewMeter(r.Down)}
+// newLimit wraps b with at most n operations at once (n < 1: no bound) and meters m.
+func newLimit(b backend.Backend, n int, m Meters) *Limit {
+	l := &Limit{Backend: b, up: m.Up, down: m.Down}
 	if n > 0 {
 		l.sem = make(chan struct{}, n)
 	}
@@ -162,14 +162,14 @@ func (r *releaser) Close() error {
 }
 
 // Wrap is New that keeps what the wrapped backend can do beyond backend.Backend (below), with
-// at most n operations at once (n < 1: no bound) and rates r. When b is a
+// at most n operations at once (n < 1: no bound) and the meters m. When b is a
 // backend.RangeReader (a local directory, S3), so is the result, and when b is also a
 // backend.Spooler (a local directory), so is the result. Without them a restore would read
 // into fresh heap buffers and a backup would hold its packs in memory (--concurrency on a
 // local repository: a 1 GiB restore under its 64 MiB heap limit went from 2 s to 6 s, most of
 // it in the collector).
-func Wrap(b backend.Backend, n int, r Rates) backend.Backend {
-	l := newLimit(b, n, r)
+func Wrap(b backend.Backend, n int, m Meters) backend.Backend {
+	l := newLimit(b, n, m)
 	rr, ranged := b.(backend.RangeReader)
 	if !ranged {
 		return l

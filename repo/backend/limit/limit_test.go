@@ -105,13 +105,13 @@ func TestWrapKeepsLocalFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := Wrap(l, 1, Rates{})
+	b := Wrap(l, 1, Meters{})
 	rr, ranged := b.(backend.RangeReader)
 	sp, spools := b.(backend.Spooler)
 	if !ranged || !spools {
 		t.Fatalf("Wrap(local) is RangeReader %v, Spooler %v", ranged, spools)
 	}
-	if _, ok := Wrap(&counting{Backend: l}, 1, Rates{}).(backend.RangeReader); ok {
+	if _, ok := Wrap(&counting{Backend: l}, 1, Meters{}).(backend.RangeReader); ok {
 		t.Error("Wrap of a backend that reads no ranges into buffers claims it does")
 	}
 

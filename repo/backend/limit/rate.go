@@ -3,6 +3,8 @@ package limit
 import (
 	"context"
 	"io"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 )
@@ -17,11 +19,29 @@ type Rates struct {
 	Down int64 // Get, GetRange and ReadRange: bytes read
 }
 
+// Meters are the meters of a backend's two ways; nil ones leave that way unbounded.
+type Meters struct {
+	Up, Down *Meter
+}
+
+// Meters returns a meter for each way r bounds.
+func (r Rates) Meters() Meters { return Meters{Up: NewMeter(r.Up), Down: NewMeter(r.Down)} }
+
 // A Meter lets at most its rate of bytes a second through, averaged over an eighth of a
 // second (golang.org/x/time/rate's token bucket: a well-kept one, and waits end on a cancel).
 // Several transfers sharing one share the rate. A nil Meter lets everything through.
 type Meter struct {
-	l *rate.Limiter
+	l      *rate.Limiter
+	waited atomic.Int64 // nanoseconds spent in Charge
+}
+
+// Waited is how long transfers have waited for this meter in all: how much it held them
+// back (a metric).
+func (m *Meter) Waited() time.Duration {
+	if m == nil {
+		return 0
+	}
+	return time.Duration(m.waited.Load())
 }
 
 // NewMeter returns a meter of bytesPerSec (at least MinRate), or nil for 0: no limit.
@@ -40,6 +60,8 @@ func (m *Meter) Charge(ctx context.Context, n int64) error {
 	if m == nil {
 		return nil
 	}
+	start := time.Now()
+	defer func() { m.waited.Add(int64(time.Since(start))) }()
 	for n > 0 {
 		step := min(n, int64(m.l.Burst()))
 		if err := m.l.WaitN(ctx, int(step)); err != nil {

@@ -14,7 +14,7 @@ import (
 
 func TestBackendWithRates(t *testing.T) {
 	backendtest.Run(t, func(t *testing.T) backend.Backend {
-		return Wrap(newLocal(t), 0, Rates{Up: 64 << 20, Down: 64 << 20})
+		return Wrap(newLocal(t), 0, Rates{Up: 64 << 20, Down: 64 << 20}.Meters())
 	})
 }
 
@@ -26,7 +26,7 @@ func TestRatesBoundEveryTransfer(t *testing.T) {
 	least := time.Duration(float64(n-rate/8) / rate * float64(time.Second))
 	ctx := context.Background()
 	data := backendtest.Data(7, n)
-	fresh := func() backend.Backend { return Wrap(newLocal(t), 0, Rates{Up: rate, Down: rate}) }
+	fresh := func() backend.Backend { return Wrap(newLocal(t), 0, Rates{Up: rate, Down: rate}.Meters()) }
 	timed := func(what string, f func(b backend.Backend) error) {
 		t.Helper()
 		b := fresh()
@@ -86,7 +86,7 @@ func TestRatesBoundEveryTransfer(t *testing.T) {
 
 // A transfer waiting for its rate ends on a cancel, without storing anything.
 func TestRateWaitEndsOnCancel(t *testing.T) {
-	b := Wrap(newLocal(t), 0, Rates{Up: MinRate})
+	b := Wrap(newLocal(t), 0, Rates{Up: MinRate}.Meters())
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()

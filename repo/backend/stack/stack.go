@@ -45,8 +45,8 @@ type Config struct {
 	// Concurrency bounds in-flight operations; 0 means DefaultConcurrency for S3 and no
 	// limit for a local directory.
 	Concurrency int
-	// Rates bound the bytes a second stored and read; zero is no bound.
-	Rates limit.Rates
+	// Meters bound the bytes a second stored and read; nil ones leave that way unbounded.
+	Meters limit.Meters
 	// Retries is how often a failed S3 call is retried; 0 means DefaultRetries, negative
 	// means never.
 	Retries int
@@ -97,8 +97,8 @@ func openLocal(u URL, cfg Config) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Concurrency > 0 || cfg.Rates != (limit.Rates{}) {
-		return limit.Wrap(l, cfg.Concurrency, cfg.Rates), nil
+	if cfg.Concurrency > 0 || cfg.Meters != (limit.Meters{}) {
+		return limit.Wrap(l, cfg.Concurrency, cfg.Meters), nil
 	}
 	return l, nil
 }
@@ -147,11 +147,11 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 	}
 	// Wrap, not New: the S3 backend reads ranges into the caller's buffer, and both layers
 	// keep that.
-	r := retry.Wrap(limit.Wrap(b, concurrency, limit.Rates{}), ro)
-	if cfg.Rates != (limit.Rates{}) {
+	r := retry.Wrap(limit.Wrap(b, concurrency, limit.Meters{}), ro)
+	if cfg.Meters != (limit.Meters{}) {
 		// Above the retries: a transfer's wait for its rate is not part of an attempt's
 		// timeout (a pack's wait behind seven others at a low rate outlasts it).
-		r = limit.Wrap(r, 0, cfg.Rates)
+		r = limit.Wrap(r, 0, cfg.Meters)
 	}
 	// The check is retried like any request: a server that answers 503 (or is restarting)
 	// when cairn starts is no reason to fail a backup.
