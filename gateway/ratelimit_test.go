@@ -1,12 +1,10 @@
 package gateway_test
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend/limit"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -17,14 +15,7 @@ import (
 func TestThrottledTimeIsAMetric(t *testing.T) {
 	dir := t.TempDir()
 	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), Rates: limit.Rates{Up: 4 << 20}, VolumeReadRate: 4 << 20}
-	bg := context.Background()
-	if _, err := gateway.Init(bg, cfg, repo.InitOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := gateway.Open(bg, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := initOpened(t, cfg)
 	defer s.Close()
 	vol := filepath.Join(t.TempDir(), "vm.img")
 	testutil.WriteImage(t, vol, 3<<20, 5, testutil.Random)

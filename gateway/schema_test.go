@@ -280,6 +280,12 @@ func openedRepo(t testing.TB, dir string) (gateway.Config, *gateway.Service) {
 	if err := os.MkdirAll(cfg.Repo, 0o700); err != nil {
 		t.Fatal(err)
 	}
+	return cfg, initOpened(t, cfg)
+}
+
+// initOpened initialises a repository on cfg and opens a service on it; the caller closes it.
+func initOpened(t testing.TB, cfg gateway.Config) *gateway.Service {
+	t.Helper()
 	ctx := context.Background()
 	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
 		t.Fatal(err)
@@ -288,7 +294,7 @@ func openedRepo(t testing.TB, dir string) (gateway.Config, *gateway.Service) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return cfg, s
+	return s
 }
 
 // movedAside opens cfg's service again (closed when the test ends) on an index that damage
