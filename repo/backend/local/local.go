@@ -20,8 +20,21 @@ import (
 const tempPrefix = ".tmp-"
 
 // IsTemp reports whether name is that of a temp file this backend writes (an object being
-// stored, a spooled pack).
-func IsTemp(name string) bool { return strings.HasPrefix(name, tempPrefix) }
+// stored, a spooled pack): tempPrefix and the digits os.CreateTemp puts for its '*'. Only
+// such a name is ever removed as a temp file: a repository made among other files (before
+// 'repo init' refused that) may hold a user's ".tmp-notes".
+func IsTemp(name string) bool {
+	digits, ok := strings.CutPrefix(name, tempPrefix)
+	if !ok || digits == "" {
+		return false
+	}
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
 
 // Local is a backend.Backend over a directory.
 type Local struct {
@@ -408,7 +421,7 @@ func (l *Local) Clean(ctx context.Context, before time.Time) (removed int, err e
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if d.IsDir() || !strings.HasPrefix(d.Name(), tempPrefix) {
+		if d.IsDir() || !IsTemp(d.Name()) {
 			return nil
 		}
 		fi, err := d.Info()

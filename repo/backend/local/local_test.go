@@ -57,14 +57,18 @@ func TestTempFiles(t *testing.T) {
 	}
 	old := filepath.Join(l.root, "packs", "ab", ".tmp-123")
 	fresh := filepath.Join(l.root, "packs", ".tmp-456")
-	for _, name := range []string{old, fresh} {
+	// Not a name os.CreateTemp gives: someone's file in a repository made among other files.
+	mine := filepath.Join(l.root, ".tmp-notes")
+	for _, name := range []string{old, fresh, mine} {
 		if err := os.WriteFile(name, []byte("partial"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	past := time.Now().Add(-time.Hour)
-	if err := os.Chtimes(old, past, past); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{old, mine} {
+		if err := os.Chtimes(name, past, past); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var keys []string
 	if err := l.List(ctx, "", func(fi backend.ObjectInfo) error { keys = append(keys, fi.Key); return nil }); err != nil {
@@ -82,6 +86,9 @@ func TestTempFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Errorf("fresh temp file removed: %v", err)
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("a file that is no temp file of cairn's was removed: %v", err)
 	}
 }
 
