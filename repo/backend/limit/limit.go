@@ -11,7 +11,7 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
-// Limit is a backend.Backend that lets at most n operations run at a time and, with Rates,
+// Limit is a backend.Backend that lets at most n operations run at a time and, with Meters,
 // moves at most so many bytes a second each way.
 type Limit struct {
 	backend.Backend
