@@ -37,9 +37,11 @@ const (
 )
 
 // Lock timing defaults. A lock not refreshed for StaleAfter is stale and may be broken; its
-// holder gives up (the lock is "lost") when it has not refreshed for StaleAfter*3/4.
+// holder gives up (the lock is "lost") when it has not refreshed for StaleAfter*3/4. An
+// exclusive lock waits DefaultLockWait for conflicting ones unless told otherwise.
 const (
 	DefaultLockStale = 10 * time.Minute
+	DefaultLockWait  = time.Minute
 	lockPrefix       = "locks/"
 )
 
@@ -105,8 +107,8 @@ func (li LockInfo) String() string {
 type LockOptions struct {
 	// StaleAfter: a lock not refreshed for this long is stale (default DefaultLockStale).
 	StaleAfter time.Duration
-	// Wait bounds how long taking an exclusive lock waits for conflicting ones (default 1
-	// minute); shared locks wait as long as their context allows.
+	// Wait bounds how long taking an exclusive lock waits for conflicting ones (default
+	// DefaultLockWait); shared locks wait as long as their context allows.
 	Wait time.Duration
 }
 
@@ -339,7 +341,7 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 	if kind == LockExclusive {
 		wait = l.o.Wait
 		if wait <= 0 {
-			wait = time.Minute
+			wait = DefaultLockWait
 		}
 	}
 	var deadline time.Time

@@ -503,7 +503,7 @@ func (g *Globals) openWaiting(ctx context.Context, c gateway.Config) (*gateway.S
 	}
 	wait := g.LockWait
 	if wait == 0 {
-		wait = time.Minute
+		wait = repo.DefaultLockWait
 	}
 	deadline := time.Now().Add(wait)
 	s, err := gateway.Open(ctx, c)
