@@ -407,6 +407,18 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string, force bool) (*in
 	if err != nil {
 		return nil, err
 	}
+	// A snapshot outlives nothing of its volume's but its record: its clone or LV would stay,
+	// holding space, under a volume no list shows. Cinder refuses the same (or deletes them with
+	// cascade=True) [TestDeleteVolumeWithSnapshotsIsRefused].
+	if snaps, err := s.ListSnapshots(ctx, v.ID, true); err != nil {
+		return nil, err
+	} else if len(snaps) > 0 {
+		ids := make([]string, 0, 3)
+		for _, sn := range snaps[:min(len(snaps), 3)] {
+			ids = append(ids, sn.ID)
+		}
+		return nil, wrapf(ErrConflict, "volume %s has %d snapshots (%s): delete them first ('cairn snapshot delete ID'; through the API, cinder delete --cascade)", v.Name, len(snaps), strings.Join(ids, ", "))
+	}
 	all, err := s.idx.VolumeBackups(v.ID)
 	if err != nil {
 		return nil, err

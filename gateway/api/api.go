@@ -148,6 +148,8 @@ func (s *server) newRoutes() *http.ServeMux {
 	m.HandleFunc("GET /volumes", s.listVolumes(false))
 	m.HandleFunc("GET /volumes/detail", s.listVolumes(true))
 	m.HandleFunc("GET /volumes/{id}", s.showVolume)
+	m.HandleFunc("POST /volumes", s.createVolume)
+	m.HandleFunc("DELETE /volumes/{id}", s.deleteVolume)
 
 	m.HandleFunc("GET /snapshots", s.listSnapshots)
 	m.HandleFunc("GET /snapshots/detail", s.listSnapshots)
@@ -175,7 +177,13 @@ func (s *server) newRoutes() *http.ServeMux {
 	m.HandleFunc("GET /limits", s.showLimits)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.writeFault(w, r, notFound("the resource could not be found"))
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			s.writeFault(w, r, notFound("the resource could not be found"))
+			return
+		}
+		// cinder extend, attach, retype and the like: say what is missing rather than that
+		// the volume is.
+		s.writeFault(w, r, &httpError{http.StatusMethodNotAllowed, fmt.Sprintf("cairn does not serve %s %s: its Block Storage API covers volumes (list, show, create, delete), snapshots, backups, quotas, services and limits", r.Method, r.URL.Path)})
 	})
 	return m
 }

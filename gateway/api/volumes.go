@@ -2,7 +2,10 @@ package api
 
 import (
 	"cmp"
+	"encoding/json"
+	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -103,4 +106,101 @@ func (s *server) showVolume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"volume": volumeView(r, v, true)})
+}
+
+// createVolumeBody is POST volumes as cinderclient sends it: every field present, null where
+// not given. Pointers tell null from a value.
+type createVolumeBody struct {
+	Volume *struct {
+		Size             json.Number       `json:"size"`
+		Name             *string           `json:"name"`
+		Description      *string           `json:"description"`
+		AvailabilityZone *string           `json:"availability_zone"`
+		VolumeType       *string           `json:"volume_type"`
+		Metadata         map[string]string `json:"metadata"`
+		SnapshotID       *string           `json:"snapshot_id"`
+		SourceVolID      *string           `json:"source_volid"`
+		ImageRef         *string           `json:"imageRef"`
+		BackupID         *string           `json:"backup_id"`
+		ConsistencyGroup *string           `json:"consistencygroup_id"`
+		GroupID          *string           `json:"group_id"`
+	} `json:"volume"`
+}
+
+// createVolume is cinder create: a new, empty volume (a sparse image file in the gateway's
+// volume directory) of a whole number of GiB. A volume made from something else, typed, or
+// carrying metadata is refused by name, not made empty or plain.
+func (s *server) createVolume(w http.ResponseWriter, r *http.Request) {
+	var body createVolumeBody
+	if err := decode(r, &body); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	req := body.Volume
+	if req == nil {
+		s.writeFault(w, r, badRequest("missing required element 'volume' in request body"))
+		return
+	}
+	gib, err := strconv.ParseInt(req.Size.String(), 10, 64)
+	switch {
+	case err != nil || gib < 1 || gib > 1<<20:
+		s.writeFault(w, r, badRequest(fmt.Sprintf("invalid volume size %q: give a whole number of GiB from 1 to %d", req.Size.String(), 1<<20)))
+		return
+	case deref(req.BackupID) != "":
+		s.writeFault(w, r, badRequest("cairn makes a volume from a backup by restoring it: cinder backup-restore "+*req.BackupID+" (without --volume: onto a new volume)"))
+		return
+	case deref(req.SnapshotID) != "", deref(req.SourceVolID) != "", deref(req.ImageRef) != "":
+		s.writeFault(w, r, badRequest("cairn creates empty volumes only (no snapshot, source volume or image): back up the source and restore the backup onto a new volume"))
+		return
+	case deref(req.ConsistencyGroup) != "", deref(req.GroupID) != "":
+		s.writeFault(w, r, badRequest("cairn has no volume groups: leave out the group"))
+		return
+	case deref(req.VolumeType) != "":
+		s.writeFault(w, r, badRequest("volume type "+*req.VolumeType+" does not exist: cairn has no volume types, leave out --volume-type"))
+		return
+	case deref(req.AvailabilityZone) != "" && *req.AvailabilityZone != zone:
+		s.writeFault(w, r, badRequest("availability zone "+*req.AvailabilityZone+" does not exist: cairn has one, "+zone))
+		return
+	case len(req.Metadata) > 0:
+		s.writeFault(w, r, badRequest("cairn keeps no volume metadata: leave out --metadata (a backup's metadata is kept: cinder backup-create --metadata)"))
+		return
+	case deref(req.Name) == "":
+		s.writeFault(w, r, badRequest("a cairn volume needs a name, unique in its project: cinder create --name NAME SIZE"))
+		return
+	}
+	v, err := s.svc.CreateVolume(r.Context(), gateway.CreateVolumeRequest{Name: *req.Name, Size: gib << 30,
+		Description: deref(req.Description)})
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"volume": volumeView(r, v, true)})
+}
+
+// deleteVolume is cinder delete. As in Cinder, the volume's backups stay (and restore as
+// before) and its snapshots hold the delete up unless cascade=True deletes them first.
+func (s *server) deleteVolume(w http.ResponseWriter, r *http.Request) {
+	v, err := s.svc.VolumeByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	if truthy(r.URL.Query().Get("cascade")) {
+		snaps, err := s.svc.ListSnapshots(r.Context(), v.ID, true)
+		if err != nil {
+			s.writeFault(w, r, err)
+			return
+		}
+		for _, sn := range snaps {
+			if _, err := s.svc.DeleteSnapshot(r.Context(), sn.ID); err != nil {
+				s.writeFault(w, r, err)
+				return
+			}
+		}
+	}
+	if _, err := s.svc.DeleteVolume(r.Context(), v.ID, true); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusAccepted)
 }
