@@ -16,7 +16,7 @@ import (
 
 // KeepFlags are prune's keep rules, shared by 'backup prune' and policies.
 type KeepFlags struct {
-	KeepLast    int    `help:"Keep the N newest backups (-1: all)." placeholder:"N"`
+	KeepLast    int    `help:"Keep the N newest backups of the volume, made by hand or by a policy (-1: all)." placeholder:"N"`
 	KeepHourly  int    `help:"Keep the newest backup of each of the last N hours that have one." placeholder:"N"`
 	KeepDaily   int    `help:"Keep the newest backup of each of the last N days that have one." placeholder:"N"`
 	KeepWeekly  int    `help:"Keep the newest backup of each of the last N ISO weeks that have one." placeholder:"N"`
