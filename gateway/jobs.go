@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
 )
 
 // pool runs accepted jobs in the background, at most n at a time (cairn serve). Without a
@@ -97,7 +98,9 @@ func (s *Service) runJob(ctx context.Context, kind, id string, own *JobInfo, job
 	start := time.Now()
 	s.log.Info("job started", "kind", kind, "id", id)
 	s.jobs.start(own)
-	err := job(ctx)
+	// Backups and restores run under contexts of their own (retry.Patient too); a check
+	// job, under this one.
+	err := job(retry.Patient(ctx))
 	result, state := "success", JobSucceeded
 	if errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
 		result, state = "cancelled", JobCancelled

@@ -19,6 +19,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/units"
 )
 
@@ -200,7 +201,8 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	if vol != nil {
 		res.VolumeID, res.VolumeName = vol.ID, vol.Name
 	}
-	jobCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	// A job of hours waits out a store's restart or failover rather than fail of it.
+	jobCtx, cancel := context.WithCancel(retry.Patient(context.WithoutCancel(ctx)))
 	untrack := s.track(jobCtx, "restore/"+b.ID, cancel)
 	jobID := "restore/" + b.ID
 	info := JobInfo{ID: jobID, Kind: "restore", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Target: path, Total: b.Size}

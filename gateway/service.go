@@ -37,6 +37,9 @@ type Config struct {
 	Workers                                int
 	ChunkCacheBytes                        int64
 	Logger                                 *slog.Logger
+	// Notice, when set, is told what a user at a terminal should know while a command runs
+	// and the log does not reach them (the embedded CLI): the store not answering.
+	Notice func(msg string)
 
 	// Concurrency bounds backend requests at once, and is also how many packs a backup
 	// uploads and how many ranges a restore reads at once; 0 means stack.DefaultConcurrency
@@ -333,8 +336,20 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	// The backend's counters exist before the backend, which reports into them.
 	beRetries, beErrors := backendCounters()
 	bc := c.backendConfig()
+	var lastOutageWarning atomic.Int64 // unix nanoseconds
 	bc.Hooks = &stack.Hooks{OnRetry: func(op string) { beRetries.WithLabelValues(op).Inc() },
-		OnGiveUp: func(op string) { beErrors.WithLabelValues(op).Inc() }}
+		OnGiveUp: func(op string) { beErrors.WithLabelValues(op).Inc() },
+		OnOutage: func(op string, failing time.Duration, err error) {
+			// One line a minute, not one per pack upload waiting.
+			now, last := time.Now().UnixNano(), lastOutageWarning.Load()
+			if now-last >= int64(time.Minute) && lastOutageWarning.CompareAndSwap(last, now) {
+				c.Logger.Warn("the repository's store does not answer: running backups and restores wait for it",
+					"op", op, "failing_for", failing.Round(time.Second).String(), "up_to", stack.DefaultOutage.String(), "error", err)
+				if c.Notice != nil {
+					c.Notice(fmt.Sprintf("the repository's store does not answer (%v): waiting for it up to %s", err, stack.DefaultOutage))
+				}
+			}
+		}}
 	bc.Meters = c.Rates.Meters()
 	be, err := openBackendWith(ctx, bc)
 	if err != nil {

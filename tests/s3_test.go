@@ -518,6 +518,40 @@ func TestS3ServerStopsDuringBackup(t *testing.T) {
 	r.checkRestoresToFiles(earlier, dir)
 }
 
+// TestS3BackupWaitsOutARestartOfTheServer: with the default retries a backup waits out a
+// store that stops answering for longer than its few quick retries last (a restart or a
+// failover: here 6 s, where the retries of one request end within 3 s), says so once on
+// stderr, and completes; it restores byte-exact.
+func TestS3BackupWaitsOutARestartOfTheServer(t *testing.T) {
+	t.Parallel() // waits on its own server's restart: overlaps the other such tests
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	const prefix = "restart"
+	r := newS3Repo(t, srv, prefix, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 64*mib, 51, testutil.Random)
+	sha := testutil.SHA256File(t, vol)
+
+	// Slowed, so it still uploads when the server goes.
+	p := startS3Cairn(t, r.Env, "--limit-upload", "16M", "-f", "json", "backup", "create", vol)
+	waitForPack(t, srv, prefix, packFilesOnServer(srv, prefix), p)
+	srv.Stop()
+	time.Sleep(6 * time.Second)
+	srv.Start()
+	res := p.wait(t, 5*time.Minute)
+	if res.Code != 0 {
+		t.Fatalf("the backup through the server's restart: exit %d: %s", res.Code, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "does not answer") {
+		t.Errorf("the backup waited for the store without a word on stderr: %q", res.Stderr)
+	}
+	var b backupJSON
+	if err := json.Unmarshal([]byte(res.Stdout), &b); err != nil || b.Status != "available" {
+		t.Fatalf("backup create: %v %s", err, res.Stdout)
+	}
+	r.checkRestoresToFiles([]pointInTime{{backup: b, sha: sha}}, dir)
+}
+
 // Scenario S3-5: the server dies while a restore reads. The restore fails, non-zero, saying
 // the target is incomplete, and the target volume is marked error; the backup stays
 // available and restores once the server is back.

@@ -45,7 +45,7 @@ type Globals struct {
 	SecretKey      string           `help:"S3 secret key (else AWS_SECRET_ACCESS_KEY); prefer the variable, flags show in ps." placeholder:"KEY" group:"s3"`
 	Workers        int              `help:"Fingerprint/compress workers (0 = one per core)." default:"0" group:"global"`
 	Concurrency    int              `help:"Backend requests at once, also pack uploads and restore reads (0 = 8 for S3)." default:"0" group:"global"`
-	LogFile        string           `help:"Write structured logs here (else warnings go to stderr)." placeholder:"FILE" group:"global"`
+	LogFile        string           `help:"Write structured logs here (else serve and mount log to stderr, other commands nowhere)." placeholder:"FILE" group:"global"`
 	QuotaBackups   int64            `name:"default-quota-backups" help:"Backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1" group:"global"`
 	QuotaGigabytes int64            `name:"default-quota-backup-gigabytes" help:"GiB of backups a project may have unless its quota says otherwise (-1: unlimited)." default:"-1" group:"global"`
 	Socket         string           `help:"A running gateway's socket (default: in the repository's state dir)." env:"CAIRN_SOCKET" placeholder:"PATH" group:"global"`
@@ -57,7 +57,7 @@ type Globals struct {
 	LimitRead     string `help:"Bytes a second backups read from volumes at most, like 100M (0 = no limit): room for the volumes' own I/O." placeholder:"RATE" default:"0" env:"CAIRN_LIMIT_READ" group:"global"`
 
 	// Bounds on S3 requests: a dead server fails a backup in seconds, not minutes.
-	Retries int           `help:"Retries of a failed S3 request (0 = 4, -1 = none)." default:"0" group:"s3"`
+	Retries int           `help:"Retries of a failed S3 request (0: 4, and a backup or restore waits out an outage of up to 5m; -1: none)." default:"0" group:"s3"`
 	Timeout time.Duration `help:"Bound on one S3 request attempt (0 = 2m)." default:"0" group:"s3"`
 
 	// Repository locks shared by every process and host that uses the repository.
@@ -411,6 +411,10 @@ func (g *Globals) config() (gateway.Config, error) {
 		return c, err
 	}
 	c.Logger, g.log = logger, logger
+	if !g.serving && !g.Quiet {
+		// The embedded CLI's log goes nowhere without --log-file.
+		c.Notice = func(msg string) { fmt.Fprintln(g.stderr, "cairn: "+msg) }
+	}
 	if g.QuotaBackups != -1 || g.QuotaGigabytes != -1 {
 		c.DefaultQuota = &gateway.Quota{Backups: g.QuotaBackups, BackupGigabytes: g.QuotaGigabytes}
 	}

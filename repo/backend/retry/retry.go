@@ -32,6 +32,27 @@ type Options struct {
 	Notify func(op, key string, attempt int, err error, delay time.Duration)
 	// GaveUp, when set, is told of each operation that failed transiently on every attempt.
 	GaveUp func(op, key string, attempts int, err error)
+	// Outage is how long an operation under a Patient context goes on retrying after its
+	// attempts are spent, counted from its first failure: a backup or restore of hours should
+	// wait out a store's restart or failover, where a command at a terminal should not hang.
+	// 0: no longer than its attempts. It needs Attempts above 1 (retries at all).
+	Outage time.Duration
+	// Waiting, when set, is told once per operation that it goes on retrying past its
+	// attempts, for up to Outage.
+	Waiting func(op, key string, failing time.Duration, err error)
+}
+
+type patientKey struct{}
+
+// Patient marks ctx as a long job's: its operations wait out an outage of up to
+// Options.Outage before they fail.
+func Patient(ctx context.Context) context.Context {
+	return context.WithValue(ctx, patientKey{}, true)
+}
+
+func patient(ctx context.Context) bool {
+	p, _ := ctx.Value(patientKey{}).(bool)
+	return p
 }
 
 // Retry is a backend.Backend that retries its inner backend's transient failures.
@@ -214,6 +235,8 @@ func (r *Retry) Do(ctx context.Context, op, key string, fn func(context.Context)
 // do runs op until it succeeds, fails for good, or the attempts or ctx run out.
 func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context) error) error {
 	var err error
+	var firstFailure time.Time
+	waiting := false
 	for attempt := 1; ; attempt++ {
 		if cerr := ctx.Err(); cerr != nil {
 			if err != nil {
@@ -232,14 +255,28 @@ func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context)
 		if !errors.Is(err, backend.ErrUnavailable) || ctx.Err() != nil {
 			return err
 		}
+		if firstFailure.IsZero() {
+			firstFailure = time.Now()
+		}
+		failing := time.Since(firstFailure)
 		if attempt >= r.opts.Attempts {
-			if r.opts.GaveUp != nil {
-				r.opts.GaveUp(op, key, attempt, err)
+			if r.opts.Attempts > 1 && r.opts.Outage > 0 && patient(ctx) && failing < r.opts.Outage {
+				if !waiting && r.opts.Waiting != nil {
+					r.opts.Waiting(op, key, failing, err)
+				}
+				waiting = true
+			} else {
+				if r.opts.GaveUp != nil {
+					r.opts.GaveUp(op, key, attempt, err)
+				}
+				switch {
+				case attempt == 1:
+					return fmt.Errorf("%w; not retried", err)
+				case waiting:
+					return fmt.Errorf("%w; gave up after %d attempts in %s", err, attempt, failing.Round(time.Second))
+				}
+				return fmt.Errorf("%w; gave up after %d attempts", err, attempt)
 			}
-			if attempt == 1 {
-				return fmt.Errorf("%w; not retried", err)
-			}
-			return fmt.Errorf("%w; gave up after %d attempts", err, attempt)
 		}
 		delay := r.backoff(attempt)
 		if r.opts.Notify != nil {

@@ -294,3 +294,53 @@ func TestGaveUpSaysHowOften(t *testing.T) {
 		}
 	}
 }
+
+// TestPatientWaitsOutAnOutage: under a Patient context an operation goes on retrying past its
+// attempts until the store answers again, for up to Outage (Waiting told once); without one,
+// or with no Outage, it fails after its attempts as before.
+func TestPatientWaitsOutAnOutage(t *testing.T) {
+	const outage = 400 * time.Millisecond
+	for _, c := range []struct {
+		name    string
+		ctx     context.Context
+		outage  time.Duration
+		back    time.Duration // the store answers again after this long; 0: never
+		succeed bool
+	}{
+		{"patient, back within the outage", Patient(context.Background()), outage, 150 * time.Millisecond, true},
+		{"patient, never back", Patient(context.Background()), outage, 0, false},
+		{"not patient", context.Background(), outage, 150 * time.Millisecond, false},
+		{"patient, no outage set", Patient(context.Background()), 0, 150 * time.Millisecond, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFaulty(t)
+			f.Add(faulty.Rule{Methods: faulty.Put})
+			if c.back > 0 {
+				time.AfterFunc(c.back, f.Reset)
+			}
+			o := fast
+			o.Outage = c.outage
+			waited := 0
+			o.Waiting = func(op, key string, failing time.Duration, err error) { waited++ }
+			start := time.Now()
+			err := New(f, o).Put(c.ctx, "k", []byte("v"))
+			took := time.Since(start)
+			if c.succeed {
+				if err != nil || waited != 1 {
+					t.Fatalf("Put = %v, told of waiting %d times; want success after waiting, told once", err, waited)
+				}
+				return
+			}
+			if !errors.Is(err, backend.ErrUnavailable) {
+				t.Fatalf("Put = %v, want unavailable", err)
+			}
+			if patient(c.ctx) && c.outage > 0 {
+				if took < outage || waited != 1 || !strings.Contains(err.Error(), " attempts in ") {
+					t.Fatalf("gave up after %v (told of waiting %d times): %v; want after the outage's %v, told once, saying how long", took, waited, err, outage)
+				}
+			} else if took >= outage || waited != 0 || !strings.HasSuffix(err.Error(), "gave up after 4 attempts") {
+				t.Fatalf("gave up after %v (told of waiting %d times): %v; want after its 4 attempts, at once", took, waited, err)
+			}
+		})
+	}
+}

@@ -20,6 +20,10 @@ const (
 	DefaultConcurrency = 8
 	// DefaultRetries is how often a failed S3 call is retried.
 	DefaultRetries = 4
+	// DefaultOutage is how long, with the default retries, a backup's or restore's S3 calls
+	// (under a retry.Patient context) go on retrying through an outage: a store's restart or
+	// failover takes seconds to a minute, and a job of hours should not fail of it.
+	DefaultOutage = 5 * time.Minute
 	// DefaultTimeout bounds one attempt of an S3 call: long enough for a large pack over a
 	// slow link, short enough that a stalled connection is noticed.
 	DefaultTimeout = 2 * time.Minute
@@ -59,8 +63,8 @@ type Config struct {
 	// Hooks, when set, are told of S3 requests that are retried or fail for good (metrics).
 	Hooks *Hooks
 
-	// retryDelay overrides the first backoff, for tests.
-	retryDelay time.Duration
+	// retryDelay overrides the first backoff, and outage DefaultOutage, for tests.
+	retryDelay, outage time.Duration
 }
 
 // Hooks observe the retry layer.
@@ -68,6 +72,9 @@ type Hooks struct {
 	// OnRetry is told of each request that failed transiently and is retried; OnGiveUp of
 	// each that failed on every attempt. Either may be nil.
 	OnRetry, OnGiveUp func(op string)
+	// OnOutage, when set, is told once per request of a job that goes on retrying past its
+	// attempts, waiting out an outage (retry.Options.Waiting).
+	OnOutage func(op string, failing time.Duration, err error)
 }
 
 // Open opens the backend cfg.URL names, wrapped in the layers it needs. For S3 it contacts
@@ -120,10 +127,11 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 	if concurrency <= 0 {
 		concurrency = DefaultConcurrency
 	}
-	retries := cfg.Retries
+	retries, outage := cfg.Retries, time.Duration(0)
 	switch {
 	case retries == 0:
-		retries = DefaultRetries
+		// Only the default waits out an outage: a --retries given is a bound.
+		retries, outage = DefaultRetries, DefaultOutage
 	case retries < 0:
 		retries = 0
 	}
@@ -138,6 +146,13 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 		Attempts: retries + 1,
 		Timeout:  timeout,
 		MinDelay: cfg.retryDelay,
+		Outage:   outage,
+	}
+	if cfg.outage != 0 {
+		ro.Outage = cfg.outage
+	}
+	if h := cfg.Hooks; h != nil && h.OnOutage != nil {
+		ro.Waiting = func(op, _ string, failing time.Duration, err error) { h.OnOutage(op, failing, err) }
 	}
 	if h := cfg.Hooks; h != nil && h.OnRetry != nil {
 		ro.Notify = func(op, _ string, _ int, _ error, _ time.Duration) { h.OnRetry(op) }
