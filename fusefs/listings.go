@@ -37,13 +37,26 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 	}
 	var shown []*index.Volume
 	count := map[string]int{}
+	known := make(map[string]bool, len(vols))
 	for _, v := range vols {
+		known[v.ID] = true
 		if f.o.Project != "" && v.Project != f.o.Project {
 			continue
 		}
 		shown = append(shown, v)
 		count[sanitize(v.Name)]++
 	}
+	// A volume that is gone (deleted, unmanaged) keeps its backups: it is listed by its id,
+	// the name Cinder and 'backup list' give it then, so the backups of a deleted VM's disk
+	// are found where an admin looks [TestMountListsTheBackupsOfADeletedVolume].
+	gone, err := f.goneVolumes(known)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range gone {
+		count[sanitize(v.Name)]++
+	}
+	shown = append(shown, gone...)
 	out := make([]entry, 0, len(shown))
 	for _, v := range shown {
 		name := sanitize(v.Name)
@@ -57,6 +70,32 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 			d.list = func(ctx context.Context) ([]entry, error) { return f.listVolume(ctx, d, vid) }
 			return d
 		}))
+	}
+	return out, nil
+}
+
+// goneVolumes returns, for each volume not in known that has a visible backup, a stand-in
+// named by its id and dated by its first backup.
+func (f *FS) goneVolumes(known map[string]bool) ([]*index.Volume, error) {
+	all, err := f.ix.Backups()
+	if err != nil {
+		return nil, fmt.Errorf("list backups: %w", err)
+	}
+	byID := map[string]*index.Volume{}
+	var out []*index.Volume
+	for _, b := range all {
+		if known[b.VolumeID] || b.VolumeID == "" || !f.visible(b) {
+			continue
+		}
+		v := byID[b.VolumeID]
+		if v == nil {
+			v = &index.Volume{ID: b.VolumeID, Name: b.VolumeID, CreatedAt: b.CreatedAt}
+			byID[b.VolumeID] = v
+			out = append(out, v)
+		}
+		if b.CreatedAt.Before(v.CreatedAt) {
+			v.CreatedAt = b.CreatedAt
+		}
 	}
 	return out, nil
 }

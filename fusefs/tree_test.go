@@ -430,3 +430,26 @@ func TestTreeRecordFollowsTheIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestMountListsTheBackupsOfADeletedVolume: the backups of a volume that is gone (deleted or
+// unmanaged) are under volumes/<its id>, with latest, beside live volumes and only in their
+// project; the same bytes as under backups/.
+func TestMountListsTheBackupsOfADeletedVolume(t *testing.T) {
+	x := newTreeFixture(t, Options{Project: "p1"})
+	x.volume(t, "va", "a", "p1")
+	x.backup(t, "ba", "va", "p1", 0, randomBytes(5, 20<<10))
+	gone := randomBytes(6, 24<<10)
+	x.backup(t, "bg1", "vgone", "p1", time.Hour, randomBytes(7, 24<<10))
+	x.backup(t, "bg2", "vgone", "p1", 2*time.Hour, gone)
+	x.backup(t, "bo", "vother", "p2", 0, randomBytes(8, 20<<10)) // another project's gone volume
+	if got := x.names(t, "volumes"); !slices.Equal(got, []string{"a", "vgone"}) {
+		t.Fatalf("volumes/ = %v, want [a vgone]", got)
+	}
+	if got := x.names(t, "volumes", "vgone"); len(got) != 3 || got[2] != "latest" {
+		t.Fatalf("volumes/vgone = %v, want two backups and latest", got)
+	}
+	data, err := os.ReadFile(filepath.Join(x.mnt, "volumes", "vgone", "latest", "disk.img"))
+	if err != nil || !bytes.Equal(data, gone) {
+		t.Fatalf("volumes/vgone/latest/disk.img: %d bytes, %v; want the newest backup's %d", len(data), err, len(gone))
+	}
+}
