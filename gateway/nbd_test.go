@@ -268,3 +268,40 @@ func TestNBDExportsOfOneProjectWithTokens(t *testing.T) {
 		}
 	}
 }
+
+// TestNBDExportsTheLatestBackupOfADeletedVolume: a deleted volume's backups stay, and its
+// newest is VOLUME_ID/latest (listed too), as the FUSE tree shows it; not to another project.
+func TestNBDExportsTheLatestBackupOfADeletedVolume(t *testing.T) {
+	s, dir := newService(t)
+	p1 := as("alice", "p1", false)
+	img := image(t, dir, "vm.img", 256<<10)
+	v, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(img, bytes.Repeat([]byte("newer "), 256<<10/6), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := fileSHA(t, img)
+	if _, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm", Incremental: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteVolume(p1, "vm", true); err != nil {
+		t.Fatal(err)
+	}
+	sock := serveNBD(t, s, gateway.NBDOptions{})
+	if got, err := nbdSHA(t, sock, v.ID+"/latest"); err != nil || got != want {
+		t.Fatalf("export %s/latest of the deleted volume: %v, sha256 %x; want %x", v.ID, err, got[:4], want[:4])
+	}
+	names, err := s.NBDExports(gateway.NBDOptions{}).List(context.Background())
+	if err != nil || !strings.Contains(strings.Join(names, " "), v.ID+"/latest") {
+		t.Errorf("the list %v (%v) does not name %s/latest", names, err, v.ID)
+	}
+	other := serveNBD(t, s, gateway.NBDOptions{Project: "p2"})
+	if _, err := nbdSHA(t, other, v.ID+"/latest"); err == nil || !strings.Contains(err.Error(), "no such export") {
+		t.Errorf("another project's server exports the deleted volume: %v", err)
+	}
+}
