@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 	"sort"
@@ -45,9 +46,22 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 		}
 	}
 	var rows []volumeRow
+	known := make(map[string]bool, len(vols))
+	for _, v := range vols {
+		known[v.ID] = true
+	}
+	// A deleted volume's backups stay: it is listed by its id, or they could not be reached
+	// here at all [TestConsoleShowsTheBackupsOfADeletedVolume].
+	for id, bs := range byVolume {
+		if !known[id] && id != "" {
+			vols = append(vols, goneVolume(id, bs))
+		}
+	}
 	for _, v := range vols {
 		row := volumeRow{Volume: v, Policies: covered[key{v.Project, v.Name}], Backups: len(byVolume[v.ID])}
-		row.InUse, _ = s.svc.VolumeInUse(r.ctx, v)
+		if v.Status != volumeGone {
+			row.InUse, _ = s.svc.VolumeInUse(r.ctx, v)
+		}
 		for _, b := range slices.Backward(byVolume[v.ID]) {
 			if b.Status.Committed() {
 				row.Last = b
@@ -101,15 +115,36 @@ type backupRow struct {
 	Job     *gateway.JobInfo
 }
 
+// volumeGone is the status the console shows a volume in that has no record any more
+// (deleted or unmanaged) but has backups.
+const volumeGone index.VolumeStatus = "deleted"
+
+// goneVolume stands in for a volume without a record that has the backups bs (oldest
+// first): named by its id, sized as its newest backup.
+func goneVolume(id string, bs []*index.Backup) *index.Volume {
+	last := bs[len(bs)-1]
+	return &index.Volume{ID: id, Name: id, Project: last.Project, Size: last.Size, Status: volumeGone, CreatedAt: bs[0].CreatedAt}
+}
+
 func (s *server) volumePage(w http.ResponseWriter, r *request) error {
 	v, err := s.svc.VolumeByID(r.ctx, r.PathValue("id"))
-	if err != nil {
+	if err != nil && !errors.Is(err, gateway.ErrNotFound) {
 		return err
 	}
 	// An admin sees the volume's backups of every project; everyone else those of their own.
-	bs, err := s.svc.ListBackups(r.ctx, gateway.ListFilter{Volume: v.ID, AllProjects: r.sess.caller.Admin})
-	if err != nil {
-		return err
+	id := r.PathValue("id")
+	if v != nil {
+		id = v.ID
+	}
+	bs, lerr := s.svc.ListBackups(r.ctx, gateway.ListFilter{Volume: id, AllProjects: r.sess.caller.Admin})
+	if lerr != nil {
+		return lerr
+	}
+	if v == nil {
+		if len(bs) == 0 {
+			return err // no volume, and no backups of one by that id
+		}
+		v = goneVolume(id, bs)
 	}
 	running, _, err := s.svc.Jobs(r.ctx)
 	if err != nil {
@@ -129,10 +164,13 @@ func (s *server) volumePage(w http.ResponseWriter, r *request) error {
 		rows = append(rows, row)
 	}
 	slices.Reverse(rows)
-	inUse, _ := s.svc.VolumeInUse(r.ctx, v)
+	var inUse string
+	if v.Status != volumeGone {
+		inUse, _ = s.svc.VolumeInUse(r.ctx, v)
+	}
 	hasAvailable := slices.ContainsFunc(bs, func(b *index.Backup) bool { return b.Status.Committed() && b.Project == r.sess.project })
 	s.render(w, r.Request, r.sess, http.StatusOK, "volume", view{Title: "Volume " + v.Name, Nav: "volumes", Live: live,
-		Data: map[string]any{"Volume": v, "InUse": inUse, "Rows": rows, "Chain": drawChains(bs), "CanIncremental": hasAvailable}})
+		Data: map[string]any{"Volume": v, "Gone": v.Status == volumeGone, "InUse": inUse, "Rows": rows, "Chain": drawChains(bs), "CanIncremental": hasAvailable}})
 	return nil
 }
 

@@ -505,3 +505,39 @@ func TestServicesPageTellsWhyOnlyToAdmins(t *testing.T) {
 		t.Fatalf("a member's services page names the repository (%s)", repoDir)
 	}
 }
+
+// TestConsoleShowsTheBackupsOfADeletedVolume: a deleted volume's backups stay, and the
+// console lists the volume by its id (status deleted) with a page of its backups and no
+// actions that need the volume; another project sees neither.
+func TestConsoleShowsTheBackupsOfADeletedVolume(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 1<<20)
+	b := e.backup(v)
+	ctx := gateway.WithCaller(context.Background(), gateway.Caller{User: "alice", Project: "p1"})
+	if _, err := e.svc.DeleteVolume(ctx, v.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	alice := e.browser()
+	alice.signIn("tok-alice")
+	if _, body, _ := alice.get("/ui/volumes"); !strings.Contains(body, `href="/ui/volumes/`+v.ID+`"`) || !strings.Contains(body, `status deleted`) {
+		t.Fatalf("alice's volumes after the delete do not list it:\n%s", body)
+	}
+	code, body, _ := alice.get("/ui/volumes/" + v.ID)
+	if code != http.StatusOK || !strings.Contains(body, `href="/ui/backups/`+b.ID+`"`) || !strings.Contains(body, "gone-note") || strings.Contains(body, "backup-form") {
+		t.Fatalf("the deleted volume's page: %d\n%s", code, body)
+	}
+	if code, _, _ := alice.get("/ui/backups/" + b.ID); code != http.StatusOK {
+		t.Fatalf("its backup's page: %d", code)
+	}
+	bob := e.browser()
+	bob.signIn("tok-bob")
+	if code, _, _ := bob.get("/ui/volumes/" + v.ID); code != http.StatusNotFound {
+		t.Errorf("bob GET the deleted volume of p1: %d, want 404", code)
+	}
+	if _, body, _ := bob.get("/ui/volumes"); strings.Contains(body, v.ID) {
+		t.Errorf("bob's volumes list p1's deleted volume:\n%s", body)
+	}
+	if code, _, _ := alice.get("/ui/volumes/00000000-0000-0000-0000-000000000000"); code != http.StatusNotFound {
+		t.Errorf("a volume id with no volume and no backups: %d, want 404", code)
+	}
+}
