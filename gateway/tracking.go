@@ -147,6 +147,9 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 		}
 	} else {
 		reason, err := blockio.InUse(v.Path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, wrapf(ErrNotFound, "volume %s: %s is gone: restore a backup of it (onto a new volume, or --to the path), or forget it with 'cairn volume unmanage %s'", v.Name, v.Path, v.Name)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -262,5 +263,31 @@ func TestVolumeWhoseStartFailedStaysWhenItsRecordCannotBeDeleted(t *testing.T) {
 		if _, err := s.DeleteVolume(ctx, start.name, false); err != nil {
 			t.Fatalf("delete of the kept volume %s once the backend allows it: %v", start.name, err)
 		}
+	}
+}
+
+// TestBackupOfAVolumeWhoseFileIsGone: a registered image file removed behind cairn's back
+// gets a not-found error that says so and what to do, not the bare open error, and the
+// volume's earlier backup is unharmed.
+func TestBackupOfAVolumeWhoseFileIsGone(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	img := image(t, dir, "vm.img", 64<<10)
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(img); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm", Incremental: true})
+	if !errors.Is(err, gateway.ErrNotFound) || !strings.Contains(err.Error(), img+" is gone") || !strings.Contains(err.Error(), "volume unmanage vm") {
+		t.Fatalf("backup of a volume whose file is gone: %v", err)
+	}
+	if got, err := s.Backup(ctx, b.ID); err != nil || got.Status != "available" {
+		t.Fatalf("the earlier backup: %+v %v", got, err)
 	}
 }
