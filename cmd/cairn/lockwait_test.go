@@ -52,6 +52,10 @@ func TestCommandWaitsForTheIndexUpToLockWait(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "in use by another cairn process") || strings.Contains(errOut, "waiting") {
 		t.Fatalf("nbd while the index is held: exit %d: %s", code, errOut)
 	}
+	// And it says how to get what it wanted from a running gateway.
+	if !strings.Contains(errOut, "give it --mount DIR or --nbd ADDR") {
+		t.Errorf("nbd while the index is held does not point at serve --mount/--nbd: %s", errOut)
+	}
 	if waited := time.Since(start); waited > 20*time.Second {
 		t.Errorf("nbd gave up after %v: it waited for the index", waited)
 	}

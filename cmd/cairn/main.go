@@ -503,7 +503,12 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 // is most likely another server, which does not end.
 func (g *Globals) openWaiting(ctx context.Context, c gateway.Config) (*gateway.Service, error) {
 	if g.server {
-		return gateway.Open(ctx, c)
+		s, err := gateway.Open(ctx, c)
+		if errors.Is(err, index.ErrLocked) && !g.serving {
+			// Most likely that server is cairn serve, which mounts and serves NBD itself.
+			err = fmt.Errorf("%w; a running 'cairn serve' mounts backups and serves them over NBD itself: give it --mount DIR or --nbd ADDR", err)
+		}
+		return s, err
 	}
 	wait := g.LockWait
 	if wait == 0 {
