@@ -231,6 +231,14 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return s.withdrawManifest(b.ID, err)
 		}
+		// A Put that took long (retried through an outage, or stalled) may have landed after
+		// the lock could be judged stale and broken by a gc elsewhere, which may then have
+		// removed blocks this manifest needs. While the lock still holds by time, no one
+		// judged it stale before the Put landed, and a gc that starts after sees the manifest
+		// (design.md, "A manifest that lands late").
+		if err := lk.Check(); err != nil {
+			return s.withdrawManifest(b.ID, err)
+		}
 		_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 			if rec.Status != index.BackupCreating {
 				return wrapf(ErrConflict, "backup %s was cancelled", b.ID)

@@ -121,6 +121,11 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		if err := s.repo.PutManifest(ctx, m); err != nil {
 			return nil, err
 		}
+		// As a backup's commit: a Put that landed after the lock may have gone stale is
+		// withdrawn (design.md, "A manifest that lands late").
+		if err := lk.Check(); err != nil {
+			return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, err))
+		}
 	}
 	b, err := s.adoptManifest(ctx, m)
 	if errors.Is(err, ErrExists) {

@@ -398,3 +398,61 @@ func TestImportThatTheCatchUpAdoptsFirstSucceeds(t *testing.T) {
 		t.Fatal("the imported backup restores other bytes than its volume held")
 	}
 }
+
+// A backup whose manifest Put lands only after its lock may have gone stale (the store did
+// not answer the Put nor the lock's refreshes for longer than ¾ of --lock-stale: an outage
+// its retries waited out, or a stall) withdraws the manifest and fails: a gc elsewhere may
+// have broken the lock meanwhile and removed blocks the manifest needs. Before, the backup
+// was recorded available. An import likewise.
+func TestBackupWhoseManifestLandsLateIsWithdrawn(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	cfg.Lock = repo.LockOptions{StaleAfter: time.Second}
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	img := image(t, dir, "vm.img", 256<<10)
+	if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: img, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	_, exp := exportedThenDeleted(t, s, dir)
+	lateManifests(t, s)
+	b, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vm"})
+	if !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("backup whose manifest landed after its lock went stale: %v (%+v), want the lock lost", err, b)
+	}
+	// An import stores a manifest the same way, and withdraws it the same way.
+	if _, err := s.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL); !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("import whose manifest landed after its lock went stale: %v, want the lock lost", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(cfg.Repo, "manifests", "*")); len(m) != 0 {
+		t.Errorf("the late manifests stayed: %v", m)
+	}
+	bs, err := s.ListBackups(adminCtx(), gateway.ListFilter{})
+	if err != nil || len(bs) != 1 || bs[0].Status != "error" {
+		t.Fatalf("backups after the late manifests: %+v %v; want one, error", bs, err)
+	}
+}
+
+// lateManifests makes s's store answer each manifest Put only after 1.2 s, and answer no
+// lock refresh meanwhile.
+func lateManifests(t *testing.T, s *gateway.Service) {
+	var outageUntil atomic.Int64 // unix nanoseconds
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		return gateway.BeforePutForTest(be, func(key string) {
+			switch {
+			case strings.HasPrefix(key, "manifests/"):
+				// The store answers this Put only after 1.2 s, and no lock refresh meanwhile.
+				outageUntil.Store(time.Now().Add(1200 * time.Millisecond).UnixNano())
+				time.Sleep(1200 * time.Millisecond)
+			case strings.HasPrefix(key, "locks/"):
+				if d := time.Until(time.Unix(0, outageUntil.Load())); d > 0 {
+					time.Sleep(d + 100*time.Millisecond)
+				}
+			}
+		})
+	})
+}
