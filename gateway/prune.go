@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -172,6 +173,15 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 		out := make([]*index.Volume, 0, len(req.Volumes))
 		for _, ref := range req.Volumes {
 			v, err := s.Volume(ctx, ref)
+			if errors.Is(err, ErrNotFound) {
+				// A deleted volume's backups stay; they are pruned by its id
+				// [TestPruneTheBackupsOfADeletedVolumeByItsID].
+				if gone, gerr := s.goneVolume(c, ref); gerr != nil {
+					return nil, gerr
+				} else if gone != nil {
+					v, err = gone, nil
+				}
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -192,6 +202,24 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 		}
 	}
 	return out, nil
+}
+
+// goneVolume stands in for a volume without a record, of id, that has backups c sees; nil if
+// there is none.
+func (s *Service) goneVolume(c Caller, id string) (*index.Volume, error) {
+	if _, err := s.idx.Volume(id); err == nil {
+		return nil, nil
+	}
+	bs, err := s.idx.VolumeBackups(id)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range bs {
+		if c.sees(b.Project) {
+			return &index.Volume{ID: id, Name: id, Project: b.Project}, nil
+		}
+	}
+	return nil, nil
 }
 
 // pruneChain decides for one volume's backups in one project: the rules, then what forbids a

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"errors"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -236,5 +237,49 @@ func TestABackupIsDatedAfterTheVolumesEarlierBackups(t *testing.T) {
 	}
 	if _, err := s.Backup(ctx, newest.ID); err != nil {
 		t.Fatalf("the newest backup after a prune keeping the last one: %v", err)
+	}
+}
+
+// A deleted volume's backups stay, and are pruned by the volume's id, as they are listed
+// (backup list, the FUSE tree, NBD, the console); the newest kept restores byte-exact, and
+// another project's prune by that id finds no volume.
+func TestPruneTheBackupsOfADeletedVolumeByItsID(t *testing.T) {
+	s, dir := newService(t)
+	p1 := as("alice", "p1", false)
+	img := image(t, dir, "vm.img", 256<<10)
+	v, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		writeAt(t, img, int64(i)*64<<10, 4096, byte(i+1))
+		if _, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm", Incremental: i > 0}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := fileSHA(t, img)
+	if _, err := s.DeleteVolume(p1, "vm", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prune(as("bob", "p2", false), gateway.PruneRequest{Volumes: []string{v.ID}, Rules: retention.Rules{Last: 1}}); !errors.Is(err, gateway.ErrNotFound) {
+		t.Fatalf("another project's prune of p1's deleted volume: %v, want not found", err)
+	}
+	res, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{v.ID}, Rules: retention.Rules{Last: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 2 || res.Kept != 1 {
+		t.Fatalf("prune of the deleted volume's backups by its id: %+v, want 2 removed, 1 kept", res)
+	}
+	bs, err := s.ListBackups(p1, gateway.ListFilter{})
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("backups after the prune: %v %v", bs, err)
+	}
+	out := filepath.Join(dir, "out.img")
+	if _, err := s.Restore(p1, gateway.RestoreRequest{Backup: bs[0].ID, To: out}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fileSHA(t, out); got != want {
+		t.Fatalf("the kept backup restores with sha256 %x, want %x", got[:4], want[:4])
 	}
 }
