@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -101,6 +102,11 @@ func Dial(ctx context.Context, uri string, o Options) (*Client, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, a.Network, a.Addr)
 	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			// Nothing serves there: the usual cause is a server that was never started or
+			// has ended (qemu-nbd without --persistent ends with its first client).
+			return nil, fmt.Errorf("connect to NBD server %s: %w: nothing serves the export there; start it (qemu-nbd --persistent, virsh backup-begin) or check the URI", a.Addr, err)
+		}
 		return nil, fmt.Errorf("connect to NBD server %s: %w", a.Addr, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {

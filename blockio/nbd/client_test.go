@@ -234,3 +234,20 @@ func TestClientRefusesOverlappingChunks(t *testing.T) {
 		})
 	}
 }
+
+// A URI where nothing serves (a socket that is gone, a port nothing listens on) says so and
+// what to do, not only the dial's error.
+func TestDialWhereNothingServes(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := l.Addr().String()
+	l.Close()
+	for _, uri := range []string{"nbd+unix:///x?socket=" + filepath.Join(t.TempDir(), "gone.sock"), "nbd://" + closed + "/x"} {
+		_, err := Dial(context.Background(), uri, Options{DialTimeout: 5 * time.Second})
+		if err == nil || !strings.Contains(err.Error(), "nothing serves the export there") {
+			t.Errorf("%s: %v, want it to say nothing serves there", uri, err)
+		}
+	}
+}
