@@ -407,8 +407,8 @@ func (s *Service) DeleteVolume(ctx context.Context, ref string, force bool) (*in
 	if err != nil {
 		return nil, err
 	}
-	// A snapshot outlives nothing of its volume's but its record: its clone or LV would stay,
-	// holding space, under a volume no list shows. Cinder refuses the same (or deletes them with
+	// Deleted, the volume would leave its snapshots behind: their clones or LVs would hold
+	// space under a volume no list shows. Cinder refuses the same (or deletes them first with
 	// cascade=True) [TestDeleteVolumeWithSnapshotsIsRefused].
 	if snaps, err := s.ListSnapshots(ctx, v.ID, true); err != nil {
 		return nil, err

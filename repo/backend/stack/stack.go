@@ -63,8 +63,8 @@ type Config struct {
 	// Hooks, when set, are told of S3 requests that are retried or fail for good (metrics).
 	Hooks *Hooks
 
-	// retryDelay overrides the first backoff, and outage DefaultOutage, for tests.
-	retryDelay, outage time.Duration
+	// retryDelay overrides the first backoff, for tests.
+	retryDelay time.Duration
 }
 
 // Hooks observe the retry layer.
@@ -147,9 +147,6 @@ func openS3(ctx context.Context, u URL, cfg Config) (backend.Backend, error) {
 		Timeout:  timeout,
 		MinDelay: cfg.retryDelay,
 		Outage:   outage,
-	}
-	if cfg.outage != 0 {
-		ro.Outage = cfg.outage
 	}
 	if h := cfg.Hooks; h != nil && h.OnOutage != nil {
 		ro.Waiting = func(op, _ string, failing time.Duration, err error) { h.OnOutage(op, failing, err) }
