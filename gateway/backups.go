@@ -100,7 +100,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	b := &index.Backup{ID: id, Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
 		Project: project, Status: index.BackupCreating, Size: src.Size(), IsIncremental: parent != nil,
-		VolumePath: v.Path, VolumeIdentity: identity, Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
+		VolumeName: v.Name, VolumePath: v.Path, VolumeIdentity: identity, Protected: req.Protected, CreatedAt: now(), UpdatedAt: now()}
 	if parent != nil {
 		b.ParentID = parent.ID
 	}

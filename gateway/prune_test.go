@@ -272,8 +272,8 @@ func TestPruneTheBackupsOfADeletedVolumeByItsID(t *testing.T) {
 		t.Fatalf("prune of the deleted volume's backups by its id: %+v, want 2 removed, 1 kept", res)
 	}
 	bs, err := s.ListBackups(p1, gateway.ListFilter{})
-	if err != nil || len(bs) != 1 {
-		t.Fatalf("backups after the prune: %v %v", bs, err)
+	if err != nil || len(bs) != 1 || bs[0].VolumeName != "vm" {
+		t.Fatalf("backups after the prune: %v %v; want one, recording its gone volume's name", bs, err)
 	}
 	out := filepath.Join(dir, "out.img")
 	if _, err := s.Restore(p1, gateway.RestoreRequest{Backup: bs[0].ID, To: out}); err != nil {

@@ -171,7 +171,7 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 		return nil, err
 	}
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
-		VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
+		VolumeName: m.VolumeName, VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
 		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
 		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback}

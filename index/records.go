@@ -61,8 +61,10 @@ type Backup struct {
 	VolumeID   string            `json:"volume_id"`
 	Project    string            `json:"project"`
 	SnapshotID string            `json:"snapshot_id,omitempty"`
-	// VolumePath and VolumeIdentity are where the volume was and what it was when it was
-	// backed up (as its manifest says): they outlive the volume's record.
+	// VolumeName, VolumePath and VolumeIdentity are what the volume was called, where it was
+	// and what it was when it was backed up (as its manifest says): they outlive the volume's
+	// record.
+	VolumeName     string       `json:"volume_name,omitempty"`
 	VolumePath     string       `json:"volume_path,omitempty"`
 	VolumeIdentity string       `json:"volume_identity,omitempty"`
 	Status         BackupStatus `json:"status"`

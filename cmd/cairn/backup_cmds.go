@@ -222,11 +222,15 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 // backupTable is the backup list: by default the columns that fit 120 columns, the volume
-// by name (its id when it is gone), long names cut short; long adds ids and every figure.
+// by name (a gone volume's by the name its backup recorded, marked gone, else by its id),
+// long names cut short; long adds ids and every figure.
 func backupTable(bs []*index.Backup, volNames map[string]string, location string, long, allProjects bool) *table {
 	volume := func(b *index.Backup) string {
 		if n := volNames[b.VolumeID]; n != "" {
 			return n
+		}
+		if b.VolumeName != "" {
+			return b.VolumeName + " (gone)"
 		}
 		return b.VolumeID
 	}
@@ -429,7 +433,7 @@ func (c *BackupImportCmd) Run(ctx context.Context, g *Globals) error {
 
 func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 	return map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
-		"status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
+		"volume_name": b.VolumeName, "status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
 		"stored_bytes": b.Stats.NewBytes, "metadata": nonNilMap(b.Metadata), "user_id": b.UserID,
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,

@@ -91,3 +91,22 @@ func TestTruncate(t *testing.T) {
 		}
 	}
 }
+
+// A backup of a volume that is gone (deleted, unmanaged) is listed under the name the volume
+// had when it was backed up, marked gone; one made before backups recorded names, by its
+// volume's id.
+func TestBackupListNamesAGoneVolumeByItsRecordedName(t *testing.T) {
+	bs := []*index.Backup{
+		{ID: "5d6e7f80-91a2-43b4-8d5e-6f7a8b9cadbe", VolumeID: "7e6d5c4b-3a29-4817-9605-f4e3d2c1b0a9", VolumeName: "old-vm",
+			Status: index.BackupAvailable, Size: 1 << 30, Project: "admin"},
+		{ID: "6e7f8091-a2b3-44c5-9e6f-7a8b9cadbecf", VolumeID: "8f7e6d5c-4b3a-4928-a716-05f4e3d2c1b0",
+			Status: index.BackupAvailable, Size: 1 << 30, Project: "admin"},
+	}
+	var b bytes.Buffer
+	if err := backupTable(bs, map[string]string{}, "/r", false, false).write(&b); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.String(); !strings.Contains(out, "old-vm (gone)") || !strings.Contains(out, "8f7e6d5c") {
+		t.Fatalf("the list of backups of gone volumes:\n%s", out)
+	}
+}
