@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"cmp"
 	"errors"
 	"net/http"
 	"slices"
@@ -120,10 +121,11 @@ type backupRow struct {
 const volumeGone index.VolumeStatus = "deleted"
 
 // goneVolume stands in for a volume without a record that has the backups bs (oldest
-// first): named by its id, sized as its newest backup.
+// first): named as its newest backup recorded (else by its id), sized as that backup.
 func goneVolume(id string, bs []*index.Backup) *index.Volume {
 	last := bs[len(bs)-1]
-	return &index.Volume{ID: id, Name: id, Project: last.Project, Size: last.Size, Status: volumeGone, CreatedAt: bs[0].CreatedAt}
+	name := cmp.Or(last.VolumeName, id)
+	return &index.Volume{ID: id, Name: name, Project: last.Project, Size: last.Size, Status: volumeGone, CreatedAt: bs[0].CreatedAt}
 }
 
 func (s *server) volumePage(w http.ResponseWriter, r *request) error {

@@ -507,7 +507,7 @@ func TestServicesPageTellsWhyOnlyToAdmins(t *testing.T) {
 }
 
 // TestConsoleShowsTheBackupsOfADeletedVolume: a deleted volume's backups stay, and the
-// console lists the volume by its id (status deleted) with a page of its backups and no
+// console lists the volume (status deleted, by the name its backups recorded) with a page of its backups and no
 // actions that need the volume; another project sees neither.
 func TestConsoleShowsTheBackupsOfADeletedVolume(t *testing.T) {
 	e := newEnv(t)
@@ -519,7 +519,7 @@ func TestConsoleShowsTheBackupsOfADeletedVolume(t *testing.T) {
 	}
 	alice := e.browser()
 	alice.signIn("tok-alice")
-	if _, body, _ := alice.get("/ui/volumes"); !strings.Contains(body, `href="/ui/volumes/`+v.ID+`"`) || !strings.Contains(body, `status deleted`) {
+	if _, body, _ := alice.get("/ui/volumes"); !strings.Contains(body, `href="/ui/volumes/`+v.ID+`">alpha</a>`) || !strings.Contains(body, `status deleted`) {
 		t.Fatalf("alice's volumes after the delete do not list it:\n%s", body)
 	}
 	code, body, _ := alice.get("/ui/volumes/" + v.ID)
