@@ -469,7 +469,7 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		return writeJSON(g.stdout, backupJSON(s, b))
 	}
 	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
-		{"status", string(b.Status)}, {"size", units.Bytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
+		{"volume_name", none(b.VolumeName)}, {"status", string(b.Status)}, {"size", units.Bytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
 		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"read_bytes", units.Bytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
