@@ -51,8 +51,8 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 	for _, v := range vols {
 		known[v.ID] = true
 	}
-	// A deleted volume's backups stay: it is listed by its id, or they could not be reached
-	// here at all [TestConsoleShowsTheBackupsOfADeletedVolume].
+	// A deleted volume's backups stay: it is listed (status deleted, linked by its id), or
+	// they could not be reached here at all [TestConsoleShowsTheBackupsOfADeletedVolume].
 	for id, bs := range byVolume {
 		if !known[id] && id != "" {
 			vols = append(vols, goneVolume(id, bs))
@@ -143,6 +143,8 @@ func (s *server) volumePage(w http.ResponseWriter, r *request) error {
 		return lerr
 	}
 	if v == nil {
+		// Only a volume id: the list resolves names too, which are a live volume's.
+		bs = slices.DeleteFunc(bs, func(b *index.Backup) bool { return b.VolumeID != id })
 		if len(bs) == 0 {
 			return err // no volume, and no backups of one by that id
 		}

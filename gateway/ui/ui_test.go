@@ -540,4 +540,9 @@ func TestConsoleShowsTheBackupsOfADeletedVolume(t *testing.T) {
 	if code, _, _ := alice.get("/ui/volumes/00000000-0000-0000-0000-000000000000"); code != http.StatusNotFound {
 		t.Errorf("a volume id with no volume and no backups: %d, want 404", code)
 	}
+	// A live volume's name is not an id: no page of a "deleted" volume by that name.
+	e.backup(e.volume("p1", "beta", 1<<20))
+	if code, _, _ := alice.get("/ui/volumes/beta"); code != http.StatusNotFound {
+		t.Errorf("GET /ui/volumes/NAME of a live volume: %d, want 404", code)
+	}
 }
