@@ -46,9 +46,10 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 		shown = append(shown, v)
 		count[sanitize(v.Name)]++
 	}
-	// A volume that is gone (deleted, unmanaged) keeps its backups: it is listed by its id,
-	// the name Cinder and 'backup list' give it then, so the backups of a deleted VM's disk
-	// are found where an admin looks [TestMountListsTheBackupsOfADeletedVolume].
+	// A volume that is gone (deleted, unmanaged) keeps its backups: it is listed by its id
+	// (unique, where its old name may be a new volume's; Cinder shows the id too), so the
+	// backups of a deleted VM's disk are found where an admin looks
+	// [TestMountListsTheBackupsOfADeletedVolume].
 	gone, err := f.goneVolumes(known)
 	if err != nil {
 		return nil, err
