@@ -115,7 +115,11 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	accepted := false
 	releaseTarget := func() {} // ends the claim on path (claimTarget), once the job has ended
 	if path != "" {
-		if err := checkRestoreTarget(path, b.Size); err != nil {
+		what := "restore target " + path
+		if vol != nil {
+			what = "volume " + vol.Name
+		}
+		if err := checkRestoreTarget(path, what, b.Size); err != nil {
 			return nil, nil, err
 		}
 		_, serr := os.Stat(path)
@@ -452,8 +456,9 @@ func overwriteQuestion(b *index.Backup, vol *index.Volume, path string) string {
 	return fmt.Sprintf("replace the contents of block device %s with %s", path, what)
 }
 
-// checkRestoreTarget refuses targets that are too small or in use.
-func checkRestoreTarget(path string, size int64) error {
+// checkRestoreTarget refuses targets that are too small or in use; what names the target in
+// errors ("volume NAME" for a registered volume: a Cinder user knows it by its name).
+func checkRestoreTarget(path, what string, size int64) error {
 	fi, err := os.Stat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		// A symbolic link to nothing: the restore would not make the file it leads to (the
@@ -477,11 +482,11 @@ func checkRestoreTarget(path string, size int64) error {
 	if reason, err := blockio.InUse(path); err != nil {
 		return fmt.Errorf("restore target %s: %w", path, err)
 	} else if reason != "" {
-		return wrapf(ErrInUse, "restore target %s is in use (%s): unmount or detach it first", path, reason)
+		return wrapf(ErrInUse, "%s is in use (%s): unmount or detach it first", what, reason)
 	}
 	if fi.Mode().IsRegular() {
 		if fi.Size() < size {
-			return wrapf(ErrInvalid, "restore target %s is %d bytes, smaller than the backup (%d bytes): use a larger target or a new volume", path, fi.Size(), size)
+			return tooSmall(what, fi.Size(), size)
 		}
 		return nil
 	}
@@ -496,9 +501,15 @@ func checkRestoreTarget(path string, size int64) error {
 		return fmt.Errorf("restore target %s: %w", path, err)
 	}
 	if devSize < size {
-		return wrapf(ErrInvalid, "restore target %s is %d bytes, smaller than the backup (%d bytes): use a larger target or a new volume", path, devSize, size)
+		return tooSmall(what, devSize, size)
 	}
 	return nil
+}
+
+// tooSmall refuses a target of have bytes for a backup of need.
+func tooSmall(what string, have, need int64) error {
+	return wrapf(ErrInvalid, "%s is %s (%d bytes), smaller than the backup (%s, %d bytes): use a larger target or a new volume",
+		what, units.Bytes(have), have, units.Bytes(need), need)
 }
 
 // runRestore writes backup b to path (to vol's, when vol is set). With create the file must be

@@ -851,3 +851,21 @@ func TestRestoreIntoTheRepositoryIsRefused(t *testing.T) {
 		t.Errorf("restore onto the volume: sha256 %s, want %s", got, want)
 	}
 }
+
+// A restore onto a registered volume too small for the backup names the volume as its owner
+// knows it (a Cinder user never sees its path) and both sizes readably.
+func TestRestoreOntoASmallVolumeNamesIt(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "big.img", 256<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "small.img", 64<<10), Name: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID, Volume: "small"})
+	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "volume small is 64.0 KiB (65536 bytes), smaller than the backup (256.0 KiB, 262144 bytes)") {
+		t.Fatalf("restore onto a too small volume: %v", err)
+	}
+}
