@@ -13,6 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
 )
 
 // SyncBackups brings the backup records up to date with the manifests in the backend: a
@@ -478,6 +479,9 @@ func (s *Service) Check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 	if p := o.SamplePercent; p != 0 && !(p > 0 && p <= 100) {
 		return nil, invalidf("a sample of %v%% of the packs: give a share above 0 and at most 100, like 2.5", p)
 	}
+	// A check of every pack takes hours at scale: it waits out a store's restart, as a backup
+	// does (it deletes nothing, so a late request is harmless).
+	ctx = retry.Patient(ctx)
 	if o.SamplePercent != 0 && !o.ReadData {
 		return nil, invalidf("a sample of the packs applies only to a check that reads the data")
 	}
@@ -596,6 +600,8 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	if _, err := adminOf(ctx, "rebuild the index"); err != nil {
 		return nil, err
 	}
+	// Hours at scale, reading only: it waits out a store's restart, as a backup does.
+	ctx = retry.Patient(ctx)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}

@@ -552,6 +552,33 @@ func TestS3BackupWaitsOutARestartOfTheServer(t *testing.T) {
 	r.checkRestoresToFiles([]pointInTime{{backup: b, sha: sha}}, dir)
 }
 
+// TestS3CheckWaitsOutARestartOfTheServer: 'repo check --read-data', hours at scale, waits out
+// a store that stops answering for longer than its quick retries last, as a backup does, and
+// finds the repository clean.
+func TestS3CheckWaitsOutARestartOfTheServer(t *testing.T) {
+	t.Parallel() // waits on its own server's restart: overlaps the other such tests
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	r := newS3Repo(t, srv, "check-restart", nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 64*mib, 52, testutil.Random)
+	r.createBackup(vol)
+
+	// Slowed, so it still reads when the server goes.
+	p := startS3Cairn(t, r.Env, "--limit-download", "16M", "repo", "check", "--read-data")
+	time.Sleep(1500 * time.Millisecond)
+	srv.Stop()
+	time.Sleep(6 * time.Second)
+	srv.Start()
+	res := p.wait(t, 5*time.Minute)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "no problems found") {
+		t.Fatalf("check --read-data through the server's restart: exit %d\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "does not answer") {
+		t.Errorf("the check waited for the store without a word on stderr: %q", res.Stderr)
+	}
+}
+
 // Scenario S3-5: the server dies while a restore reads. The restore fails, non-zero, saying
 // the target is incomplete, and the target volume is marked error; the backup stays
 // available and restores once the server is back.
