@@ -37,9 +37,7 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 	}
 	var shown []*index.Volume
 	count := map[string]int{}
-	known := make(map[string]bool, len(vols))
 	for _, v := range vols {
-		known[v.ID] = true
 		if f.o.Project != "" && v.Project != f.o.Project {
 			continue
 		}
@@ -50,14 +48,14 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 	// (unique, where its old name may be a new volume's; Cinder shows the id too), so the
 	// backups of a deleted VM's disk are found where an admin looks
 	// [TestMountListsTheBackupsOfADeletedVolume].
-	gone, err := f.goneVolumes(known)
+	gone, err := f.ix.GoneVolumes(f.visible)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list backups: %w", err)
 	}
-	for _, v := range gone {
-		count[sanitize(v.Name)]++
+	for _, g := range gone {
+		count[sanitize(g.ID)]++
+		shown = append(shown, &index.Volume{ID: g.ID, Name: g.ID, CreatedAt: g.Backups[0].CreatedAt})
 	}
-	shown = append(shown, gone...)
 	out := make([]entry, 0, len(shown))
 	for _, v := range shown {
 		name := sanitize(v.Name)
@@ -71,32 +69,6 @@ func (f *FS) listVolumes(context.Context) ([]entry, error) {
 			d.list = func(ctx context.Context) ([]entry, error) { return f.listVolume(ctx, d, vid) }
 			return d
 		}))
-	}
-	return out, nil
-}
-
-// goneVolumes returns, for each volume not in known that has a visible backup, a stand-in
-// named by its id and dated by its first backup.
-func (f *FS) goneVolumes(known map[string]bool) ([]*index.Volume, error) {
-	all, err := f.ix.Backups()
-	if err != nil {
-		return nil, fmt.Errorf("list backups: %w", err)
-	}
-	byID := map[string]*index.Volume{}
-	var out []*index.Volume
-	for _, b := range all {
-		if known[b.VolumeID] || b.VolumeID == "" || !f.visible(b) {
-			continue
-		}
-		v := byID[b.VolumeID]
-		if v == nil {
-			v = &index.Volume{ID: b.VolumeID, Name: b.VolumeID, CreatedAt: b.CreatedAt}
-			byID[b.VolumeID] = v
-			out = append(out, v)
-		}
-		if b.CreatedAt.Before(v.CreatedAt) {
-			v.CreatedAt = b.CreatedAt
-		}
 	}
 	return out, nil
 }

@@ -220,9 +220,7 @@ func (e *NBDExports) volumes(ref string, visible func(*index.Backup) bool) ([]ex
 		return nil, err
 	}
 	var byID, byName []exportedVolume
-	known := make(map[string]bool, len(all))
 	for _, v := range all {
-		known[v.ID] = true
 		if ref != "" && v.ID != ref && v.Name != ref {
 			continue
 		}
@@ -244,51 +242,19 @@ func (e *NBDExports) volumes(ref string, visible func(*index.Backup) bool) ([]ex
 	}
 	// A volume that is gone (deleted, unmanaged) keeps its backups, and is named by its id,
 	// as the FUSE tree lists it [TestNBDExportsTheLatestBackupOfADeletedVolume].
-	gone, err := e.goneVolumes(ref, known, visible)
+	gone, err := e.s.idx.GoneVolumes(visible)
 	if err != nil {
 		return nil, err
 	}
-	byID = append(byID, gone...)
+	for _, g := range gone {
+		if ref == "" || g.ID == ref {
+			byID = append(byID, exportedVolume{&index.Volume{ID: g.ID, Name: g.ID}, g.Backups[len(g.Backups)-1]})
+		}
+	}
 	if len(byID) > 0 {
 		return byID, nil
 	}
 	return byName, nil
-}
-
-// goneVolumes returns the volumes without a record that have a visible backup, each with
-// its newest: the one with id ref, or every one for ref "".
-func (e *NBDExports) goneVolumes(ref string, known map[string]bool, visible func(*index.Backup) bool) ([]exportedVolume, error) {
-	if known[ref] {
-		return nil, nil
-	}
-	var bs []*index.Backup
-	var err error
-	if ref != "" {
-		bs, err = e.s.idx.VolumeBackups(ref)
-	} else {
-		bs, err = e.s.idx.Backups()
-	}
-	if err != nil {
-		return nil, err
-	}
-	newest := map[string]*index.Backup{}
-	var order []string
-	for _, b := range bs {
-		if known[b.VolumeID] || b.VolumeID == "" || !visible(b) {
-			continue
-		}
-		if cur, ok := newest[b.VolumeID]; !ok {
-			order = append(order, b.VolumeID)
-			newest[b.VolumeID] = b
-		} else if !b.CreatedAt.Before(cur.CreatedAt) {
-			newest[b.VolumeID] = b
-		}
-	}
-	out := make([]exportedVolume, 0, len(order))
-	for _, id := range order {
-		out = append(out, exportedVolume{&index.Volume{ID: id, Name: id}, newest[id]})
-	}
-	return out, nil
 }
 
 // List names every exported backup by id and every volume with one as NAME/latest (or

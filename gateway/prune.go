@@ -207,19 +207,11 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 // goneVolume stands in for a volume without a record, of id, that has backups c sees; nil if
 // there is none.
 func (s *Service) goneVolume(c Caller, id string) (*index.Volume, error) {
-	if _, err := s.idx.Volume(id); err == nil {
-		return nil, nil
-	}
-	bs, err := s.idx.VolumeBackups(id)
-	if err != nil {
+	gone, err := s.idx.GoneVolumes(func(b *index.Backup) bool { return b.VolumeID == id && c.sees(b.Project) })
+	if err != nil || len(gone) == 0 {
 		return nil, err
 	}
-	for _, b := range bs {
-		if c.sees(b.Project) {
-			return &index.Volume{ID: id, Name: id, Project: b.Project}, nil
-		}
-	}
-	return nil, nil
+	return &index.Volume{ID: id, Name: id, Project: gone[0].Backups[0].Project}, nil
 }
 
 // pruneChain decides for one volume's backups in one project: the rules, then what forbids a

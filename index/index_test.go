@@ -222,3 +222,28 @@ func TestSyncAfterCloseIsAnError(t *testing.T) {
 		t.Fatalf("a second Close: %v", err)
 	}
 }
+
+// GoneVolumes finds the volumes without a record that have backups, each with the backups the
+// filter keeps, oldest first; a volume with a record is never one.
+func TestGoneVolumes(t *testing.T) {
+	ix := openTest(t)
+	if err := ix.CreateVolume(&Volume{ID: "live", Name: "live", Status: VolumeAvailable}); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	for i, b := range []Backup{{ID: "b1", VolumeID: "live"}, {ID: "b2", VolumeID: "gone", Project: "p1"},
+		{ID: "b3", VolumeID: "gone", Project: "p2"}, {ID: "b4", VolumeID: "gone", Project: "p1"}} {
+		b.CreatedAt = base.Add(time.Duration(4-i) * time.Hour)
+		if err := ix.CreateBackup(&b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone, err := ix.GoneVolumes(func(b *Backup) bool { return b.Project == "p1" })
+	if err != nil || len(gone) != 1 || gone[0].ID != "gone" || len(gone[0].Backups) != 2 ||
+		gone[0].Backups[0].ID != "b4" || gone[0].Backups[1].ID != "b2" {
+		t.Fatalf("GoneVolumes(p1) = %+v, %v; want volume gone with b4, b2", gone, err)
+	}
+	if gone, err := ix.GoneVolumes(func(b *Backup) bool { return b.Project == "p3" }); err != nil || len(gone) != 0 {
+		t.Fatalf("GoneVolumes(p3) = %+v, %v; want none", gone, err)
+	}
+}

@@ -355,3 +355,41 @@ func (ix *Index) VolumeBackups(volumeID string) ([]*Backup, error) {
 	}
 	return out, nil
 }
+
+// GoneVolume is a volume that has backups but no record any more (deleted or unmanaged): its
+// backups stay, and are reached by the volume's id.
+type GoneVolume struct {
+	ID      string
+	Backups []*Backup // oldest first
+}
+
+// GoneVolumes returns the volumes without a record that have a backup keep accepts (nil:
+// any), by id, each with the backups keep accepts. The FUSE tree, NBD and prune reach a
+// deleted volume's backups through it.
+func (ix *Index) GoneVolumes(keep func(*Backup) bool) ([]GoneVolume, error) {
+	vols, err := ix.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	known := make(map[string]bool, len(vols))
+	for _, v := range vols {
+		known[v.ID] = true
+	}
+	all, err := ix.Backups()
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string][]*Backup{}
+	for _, b := range all {
+		if b.VolumeID != "" && !known[b.VolumeID] && (keep == nil || keep(b)) {
+			byID[b.VolumeID] = append(byID[b.VolumeID], b)
+		}
+	}
+	out := make([]GoneVolume, 0, len(byID))
+	for id, bs := range byID {
+		sort.SliceStable(bs, func(i, j int) bool { return bs[i].CreatedAt.Before(bs[j].CreatedAt) })
+		out = append(out, GoneVolume{ID: id, Backups: bs})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
