@@ -97,9 +97,15 @@ var ErrExists = errors.New("a repository already exists there")
 var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' first")
 
 // topNames are the names a repository's objects take at the top of its location: the config
-// and the first segment of every other key (docs/design.md, "Repository format").
-var topNames = map[string]bool{"config": true, "keys": true, "packs": true, "manifests": true,
-	"packindex": true, "deleted": true, "locks": true, "backuplog": true, "meta": true}
+// and the first segment of every other key (docs/design.md, "Repository format"), from the
+// prefixes the objects are written under.
+var topNames = func() map[string]bool {
+	names := map[string]bool{"config": true}
+	for _, p := range []string{"keys/", "packs/", "manifests/", indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
+		names[strings.TrimSuffix(p, "/")] = true
+	}
+	return names
+}()
 
 // OwnsName reports whether name, at the top of a repository's location, is the repository's:
 // its config or the first segment of its objects' keys.
