@@ -91,6 +91,7 @@ type CLI struct {
 	Policy     PolicyCmd     `cmd:"" help:"Scheduled backups with retention and verification, run by 'cairn serve'."`
 	Service    ServiceCmd    `cmd:"" help:"Show the state of cairn's services."`
 	Serve      ServeCmd      `cmd:"" help:"Run the gateway: job workers, the Block Storage v3 API, the CLI socket."`
+	User       UserCmd       `cmd:"" help:"Keep the users who sign in to the API with a password (serve --users)."`
 	Completion CompletionCmd `cmd:"" help:"Print a bash or zsh completion script."`
 	Mount      MountCmd      `cmd:"" help:"Mount backups read-only as volume images (FUSE), until Ctrl-C."`
 	NBD        NBDCmd        `cmd:"" name:"nbd" help:"Serve backups read-only over NBD (qemu-img, qemu, nbd-client), until Ctrl-C."`

@@ -107,7 +107,7 @@ const maxQuestions = 4
 // mount or an NBD server, nor init (no repository yet), nor passwd (it reads passphrases here and needs no
 // index).
 func forwardable(cmd string) bool {
-	for _, local := range []string{"serve", "mount", "nbd", "repo init", "repo passwd", "completion"} {
+	for _, local := range []string{"serve", "mount", "nbd", "repo init", "repo passwd", "completion", "user"} {
 		if cmd == local || strings.HasPrefix(cmd, local+" ") {
 			return false
 		}

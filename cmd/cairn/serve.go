@@ -24,13 +24,14 @@ type ServeCmd struct {
 	Listen     string `help:"Serve the Block Storage v3 API on this TCP address too (opt-in), e.g. 127.0.0.1:8776." placeholder:"ADDR"`
 	Auth       string `help:"API authentication: ${enum}; token checks --tokens, noauth trusts X-User-Id/X-Project-Id (tests and labs only)." enum:"token,noauth" default:"token"`
 	Tokens     string `help:"Tokens file: one 'TOKEN USER PROJECT ROLE[,ROLE...]' per line; role admin makes an admin, role metrics alone a token that only reads /metrics." type:"existingfile" placeholder:"FILE"`
+	Users      string `help:"Users file ('cairn user add'): its users sign in with a password at http://ADDR/identity/v3, as with Keystone (cinder --os-auth-url, an openrc); read again when it changes." env:"CAIRN_USERS" type:"existingfile" placeholder:"FILE"`
 	JobWorkers int    `help:"Backups and restores run at once." default:"2"`
 	Mount      string `help:"Mount the FUSE tree of backups here; new backups appear as they become available." placeholder:"DIR"`
 	AllowOther bool   `help:"With --mount: let other users read the tree (default_permissions applies)."`
 	CacheSize  string `help:"With --mount: decompressed block cache." default:"64M"`
 	Policies   bool   `help:"Run the repository's policies (with several gateways on one repository, each run happens on one of them; --no-policies on a gateway that cannot reach the policies' volumes)." default:"true" negatable:""`
 	NBD        string `help:"Serve every available backup read-only over NBD on this TCP address too, e.g. 127.0.0.1:10809; beyond loopback it needs --auth token and --tokens (export names TOKEN@BACKUP_ID)." name:"nbd" placeholder:"ADDR"`
-	UI         bool   `help:"Serve the web console at /ui/ on the --listen address (sign-in with a token of --tokens; never on the unix socket)." default:"true" negatable:""`
+	UI         bool   `help:"Serve the web console at /ui/ on the --listen address (sign-in with a user of --users or a token of --tokens; never on the unix socket)." default:"true" negatable:""`
 }
 
 // Run serves until SIGINT or SIGTERM.
@@ -45,8 +46,18 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	if err := checkListen("--nbd", c.NBD, "127.0.0.1:10809"); err != nil {
 		return err
 	}
-	if c.Auth == "token" && c.Tokens == "" && c.Listen != "" {
-		return gateway.Errorf(gateway.ErrInvalid, "--auth token needs --tokens FILE (or use --auth noauth for a lab)")
+	if c.Auth == "token" && c.Tokens == "" && c.Users == "" && c.Listen != "" {
+		return gateway.Errorf(gateway.ErrInvalid, "--auth token needs --tokens FILE or --users FILE (or use --auth noauth for a lab)")
+	}
+	var users *api.Users
+	if c.Users != "" {
+		if c.Auth != api.AuthToken {
+			return gateway.Errorf(gateway.ErrInvalid, "--users needs --auth token: with --auth %s anyone may claim to be any user", c.Auth)
+		}
+		var err error
+		if users, err = api.LoadUsers(c.Users); err != nil {
+			return gateway.Errorf(gateway.ErrInvalid, "--users: %v", err)
+		}
 	}
 	var tokens api.Tokens
 	if c.Tokens != "" {
@@ -88,7 +99,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		background.Go(func() { svc.RunPolicies(hbCtx) })
 	}
 
-	apiHandler, tcpHandler, console, err := newAPI(svc, c, tokens, log)
+	apiHandler, tcpHandler, console, err := newAPI(svc, c, tokens, users, log)
 	if err != nil {
 		return err
 	}
@@ -139,6 +150,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Fprintf(g.stderr, " and http://%s/v3", c.Listen)
 			if console {
 				fmt.Fprintf(g.stderr, " (console: http://%s/ui/)", c.Listen)
+			}
+			if users != nil {
+				fmt.Fprintf(g.stderr, " (sign-in: --os-auth-url http://%s/identity/v3)", c.Listen)
 			}
 		}
 		if nl != nil {

@@ -11,10 +11,10 @@ import (
 
 // newAPI returns the Block Storage v3 API (with /metrics and /healthz) the gateway serves on
 // its unix socket, and what it serves on --listen: the same API, with the web console at
-// /ui/ unless --no-ui. The console signs in with the API's tokens, so it needs --auth token;
+// /ui/ unless --no-ui. The console signs in with the API's tokens and users, so it needs --auth token;
 // it is never on the socket. console says whether tcp serves the console.
-func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, log *slog.Logger) (sock, tcp http.Handler, console bool, err error) {
-	opts := api.Options{Auth: c.Auth, Logger: log, Tokens: tokens}
+func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, users *api.Users, log *slog.Logger) (sock, tcp http.Handler, console bool, err error) {
+	opts := api.Options{Auth: c.Auth, Logger: log, Tokens: tokens, Users: users}
 	sock = api.New(svc, opts)
 	if !c.UI || c.Listen == "" {
 		return sock, sock, false, nil
@@ -23,7 +23,7 @@ func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, log *slog.Logg
 		log.Warn("the web console is off: it signs in with tokens, and the API runs with --auth " + c.Auth)
 		return sock, sock, false, nil
 	}
-	pages, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Logger: log})
+	pages, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Users: users, Logger: log})
 	if err != nil {
 		return nil, nil, false, err
 	}

@@ -75,6 +75,10 @@ _cairn() {
       "snapshot-delete") path="snapshot-delete" ;;
       "snapshot-list") path="snapshot-list" ;;
       "snapshot-show") path="snapshot-show" ;;
+      "user") path="user" ;;
+      "user add") path="user add" ;;
+      "user delete") path="user delete" ;;
+      "user list") path="user list" ;;
       "volume") path="volume" ;;
       "volume create") path="volume create" ;;
       "volume delete") path="volume delete" ;;
@@ -119,7 +123,7 @@ _cairn() {
     return 0
   fi
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
@@ -168,7 +172,7 @@ _cairn() {
     "repo settings") COMPREPLY=($(compgen -W "--min-age" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
-    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --nbd --policies --tokens --ui" -- "$cur")) ;;
+    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --nbd --policies --tokens --ui --users" -- "$cur")) ;;
     "service") COMPREPLY=($(compgen -W "list" -- "$cur")) ;;
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "service-list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -181,6 +185,10 @@ _cairn() {
     "snapshot-delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "snapshot-list") COMPREPLY=($(compgen -W "--all-projects --volume-id" -- "$cur")) ;;
     "snapshot-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "user") COMPREPLY=($(compgen -W "add delete list" -- "$cur")) ;;
+    "user add") COMPREPLY=($(compgen -W "--role --user-password-file --users" -- "$cur")) ;;
+    "user delete") COMPREPLY=($(compgen -W "--users" -- "$cur")) ;;
+    "user list") COMPREPLY=($(compgen -W "--users" -- "$cur")) ;;
     "volume") COMPREPLY=($(compgen -W "create delete list manage show unmanage" -- "$cur")) ;;
     "volume create") COMPREPLY=($(compgen -W "--description --name --size" -- "$cur")) ;;
     "volume delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;

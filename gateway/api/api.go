@@ -30,6 +30,8 @@ type Options struct {
 	Auth string
 	// Tokens maps a token to its caller (see LoadTokens); used in AuthToken mode.
 	Tokens Tokens
+	// Users sign in at the identity endpoint with a password and get tokens; nil: none.
+	Users *Users
 	// Logger receives a line per refused or failed request; nil discards.
 	Logger *slog.Logger
 }
@@ -39,6 +41,7 @@ type server struct {
 	svc    *gateway.Service
 	auth   string
 	tokens Tokens
+	users  *Users
 	log    *slog.Logger
 	routes *http.ServeMux // /v3 routes, without the optional project segment
 }
@@ -46,7 +49,7 @@ type server struct {
 // New returns the HTTP handler for svc: the Block Storage v3 API under /v3, the version
 // document at /, Prometheus metrics at /metrics and a liveness check at /healthz.
 func New(svc *gateway.Service, opts Options) http.Handler {
-	s := &server{svc: svc, auth: opts.Auth, tokens: opts.Tokens, log: opts.Logger}
+	s := &server{svc: svc, auth: opts.Auth, tokens: opts.Tokens, users: opts.Users, log: opts.Logger}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -57,7 +60,7 @@ func New(svc *gateway.Service, opts Options) http.Handler {
 	case AuthNoAuth:
 		s.log.Warn("the API runs without authentication (noauth): anyone who reaches it can act as any user, admin included; use it for tests and labs only")
 	case AuthToken:
-		if len(s.tokens) == 0 {
+		if len(s.tokens) == 0 && s.users == nil {
 			s.log.Warn("the API has no tokens: every request will be refused (401); give a tokens file")
 		}
 	}
@@ -66,6 +69,8 @@ func New(svc *gateway.Service, opts Options) http.Handler {
 	top.Handle("GET /metrics", s.metricsGuard(promhttp.HandlerFor(svc.Metrics(), promhttp.HandlerOpts{})))
 	top.HandleFunc("GET /healthz", s.healthz)
 	top.HandleFunc("GET /{$}", s.versionsRoot)
+	top.HandleFunc(identityPrefix, s.identity)
+	top.HandleFunc(identityPrefix+"/", s.identity)
 	top.HandleFunc("/v3", s.v3)
 	top.HandleFunc("/v3/", s.v3)
 	top.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

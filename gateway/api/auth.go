@@ -61,9 +61,7 @@ func (t Tokens) readsMetrics(token string) (known, allowed bool) {
 	return true, e.Caller.Admin || slices.Contains(e.Roles, RoleMetrics)
 }
 
-func (e Token) metricsOnly() bool {
-	return len(e.Roles) > 0 && !slices.ContainsFunc(e.Roles, func(r string) bool { return r != RoleMetrics })
-}
+func (e Token) metricsOnly() bool { return onlyMetrics(e.Roles) }
 
 // LoadTokens reads a tokens file: one "TOKEN USER PROJECT ROLE[,ROLE...]" per line; the
 // role admin makes an admin, the role metrics (alone) a token that only reads /metrics. Blank lines and lines starting with # are skipped.
@@ -109,6 +107,9 @@ func (s *server) authenticate(r *http.Request) (gateway.Caller, error) {
 		return gateway.Caller{}, errUnauthorized
 	}
 	c, ok := s.tokens.Lookup(token)
+	if !ok {
+		c, ok = s.users.Lookup(token)
+	}
 	if !ok {
 		return gateway.Caller{}, errUnauthorized
 	}

@@ -27,6 +27,7 @@ const (
 type session struct {
 	id      string
 	caller  gateway.Caller // as the token says
+	issued  string         // signed in with a password: the token it was issued, checked on each request
 	project string         // admins: the project they act in (caller.Project at first)
 	all     bool           // admins: lists show every project
 	csrf    string
@@ -56,7 +57,7 @@ func randomID() string {
 }
 
 // create starts a session for c.
-func (st *sessions) create(c gateway.Caller) *session {
+func (st *sessions) create(c gateway.Caller, issued string) *session {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	t := st.now()
@@ -80,7 +81,7 @@ func (st *sessions) create(c gateway.Caller) *session {
 	case len(st.byID) >= maxSessions:
 		delete(st.byID, oldest.id)
 	}
-	s := &session{id: randomID(), caller: c, project: c.Project, csrf: randomID(), created: t, seen: t}
+	s := &session{id: randomID(), caller: c, issued: issued, project: c.Project, csrf: randomID(), created: t, seen: t}
 	st.byID[s.id] = s
 	return s
 }

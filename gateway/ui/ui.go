@@ -36,6 +36,9 @@ const (
 type Options struct {
 	// Tokens are the API's tokens: a token signs in as its caller.
 	Tokens api.Tokens
+	// Users sign in with a name and a password (nil: none). Such a session lasts while the
+	// token it was issued is good: at most an hour, and not past a change of the user's line.
+	Users *api.Users
 	// Idle ends a session unused this long; Lifetime ends one this long after sign-in.
 	// Zero means DefaultIdle and DefaultLifetime.
 	Idle, Lifetime time.Duration
@@ -49,6 +52,7 @@ type Options struct {
 type server struct {
 	svc      *gateway.Service
 	tokens   api.Tokens
+	users    *api.Users
 	sessions *sessions
 	log      *slog.Logger
 	now      func() time.Time
@@ -73,7 +77,7 @@ func New(svc *gateway.Service, opts Options) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{svc: svc, tokens: opts.Tokens, sessions: newSessions(opts.Idle, opts.Lifetime, opts.Now),
+	s := &server{svc: svc, tokens: opts.Tokens, users: opts.Users, sessions: newSessions(opts.Idle, opts.Lifetime, opts.Now),
 		log: opts.Logger, now: opts.Now, pages: pages}
 	static, _ := fs.Sub(staticFS, "static")
 	m := http.NewServeMux()
@@ -166,7 +170,14 @@ func (s *server) session(r *http.Request) *session {
 	if err != nil || c.Value == "" {
 		return nil
 	}
-	return s.sessions.get(c.Value)
+	sess := s.sessions.get(c.Value)
+	if sess != nil && sess.issued != "" {
+		if _, ok := s.users.Lookup(sess.issued); !ok {
+			s.sessions.remove(sess.id)
+			return nil
+		}
+	}
+	return sess
 }
 
 // bind makes the request of a signed-in session: its context carries the session's caller,
@@ -281,7 +292,17 @@ func (s *server) home(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, prefix+"volumes", http.StatusSeeOther)
 		return
 	}
-	s.render(w, r, nil, http.StatusOK, "signin", view{Title: "Sign in"})
+	s.render(w, r, nil, http.StatusOK, "signin", view{Title: "Sign in", Data: s.signinForm("")})
+}
+
+// signinForm is the sign-in page's data: which ways in the gateway has, and an error.
+type signinForm struct {
+	Error         string
+	Users, Tokens bool
+}
+
+func (s *server) signinForm(msg string) signinForm {
+	return signinForm{Error: msg, Users: s.users != nil, Tokens: len(s.tokens) > 0}
 }
 
 func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
@@ -290,13 +311,29 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, nil, &statusError{http.StatusForbidden, "cross-origin request refused"})
 		return
 	}
-	c, ok := s.tokens.Lookup(r.PostFormValue("token"))
+	var c gateway.Caller
+	var issued string
+	ok, msg := false, "that token is not valid"
+	if user := strings.TrimSpace(r.PostFormValue("user")); user != "" && s.users != nil {
+		sess, err := s.users.SignIn(user, r.PostFormValue("password"), strings.TrimSpace(r.PostFormValue("project")))
+		switch {
+		case err == nil:
+			c, issued, ok = sess.Caller, sess.Token, true
+		case api.IsRefused(err):
+			msg = err.Error()
+		default:
+			s.log.Error("console: sign-in failed", "user", user, "error", err)
+			msg = "cannot sign in now: the users file cannot be read (see the gateway's log)"
+		}
+	} else {
+		c, ok = s.tokens.Lookup(r.PostFormValue("token"))
+	}
 	if !ok {
 		s.log.Warn("console: sign-in refused", "remote", r.RemoteAddr)
-		s.render(w, r, nil, http.StatusUnauthorized, "signin", view{Title: "Sign in", Data: "that token is not valid"})
+		s.render(w, r, nil, http.StatusUnauthorized, "signin", view{Title: "Sign in", Data: s.signinForm(msg)})
 		return
 	}
-	sess := s.sessions.create(c)
+	sess := s.sessions.create(c, issued)
 	setCookie(w, r, sess.id, 0)
 	s.log.Info("console: signed in", "user", c.User, "project", c.Project, "admin", c.Admin, "remote", r.RemoteAddr)
 	http.Redirect(w, r, prefix+"volumes", http.StatusSeeOther)

@@ -546,3 +546,58 @@ func TestConsoleShowsTheBackupsOfADeletedVolume(t *testing.T) {
 		t.Errorf("GET /ui/volumes/NAME of a live volume: %d, want 404", code)
 	}
 }
+
+// A user of the users file signs in with a name and a password; the session ends as soon as
+// the user's password changes, as the API's tokens do.
+func TestSignInWithAPassword(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(e.dir, "users")
+	writeUsers := func(password string) {
+		t.Helper()
+		h, err := api.HashPassword(password)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line := api.UserLine{User: "alice", Project: "p1", Roles: []string{"member"}, Hash: h}
+		if err := os.WriteFile(path, []byte(line.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		later := time.Now().Add(time.Minute) // the same size; a reload must see a new time
+		if password == "pw-2" {
+			later = later.Add(time.Minute)
+		}
+		if err := os.Chtimes(path, later, later); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeUsers("pw-1")
+	users, err := api.LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ui.New(e.svc, ui.Options{Tokens: tokens, Users: users, Idle: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Close()
+	e.srv = httptest.NewServer(h)
+	b := e.browser()
+	if code, body, _ := b.get("/ui/"); code != http.StatusOK || !strings.Contains(body, `name="user"`) || !strings.Contains(body, `name="token"`) {
+		t.Fatalf("sign-in form with users and tokens: %d\n%s", code, body)
+	}
+	if code, body, _ := b.post("/ui/signin", url.Values{"user": {"alice"}, "password": {"wrong"}}, ""); code != http.StatusUnauthorized || !strings.Contains(body, "wrong user name, password or project") {
+		t.Fatalf("a wrong password: %d\n%s", code, body)
+	}
+	if code, _, h := b.post("/ui/signin", url.Values{"user": {"alice"}, "password": {"pw-1"}}, ""); code != http.StatusSeeOther || h.Get("Location") != "/ui/volumes" {
+		t.Fatalf("sign-in with a password: %d %v", code, h)
+	}
+	if code, body, _ := b.get("/ui/volumes"); code != http.StatusOK || !strings.Contains(body, "alice") || !strings.Contains(body, "p1") {
+		t.Fatalf("volumes after a password sign-in: %d", code)
+	}
+	writeUsers("pw-2")
+	if code, _, _ := b.get("/ui/volumes"); code != http.StatusSeeOther {
+		t.Fatalf("volumes after the password changed: %d, want the sign-in page", code)
+	}
+	// A token still signs in beside the users.
+	b.signIn("tok-bob")
+}
