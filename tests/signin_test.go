@@ -51,8 +51,8 @@ func TestCinderSignsInWithAPassword(t *testing.T) {
 	img := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, img, 32<<20, 5, testutil.Mixed)
 	r.mustRun("volume", "manage", img, "--name", "vol", "--project", "p1")
-	addr := freePort(t)
-	startGateway(t, r, "--listen", addr, "--users", users)
+	addr, nbdAddr := freePort(t), freePort(t)
+	startGateway(t, r, "--listen", addr, "--users", users, "--nbd", nbdAddr)
 	authURL := "http://" + addr + "/identity/v3"
 
 	run := func(auth []string, args ...string) (string, error) {
@@ -117,6 +117,17 @@ func TestCinderSignsInWithAPassword(t *testing.T) {
 
 	// Issued tokens end when their user's password changes or the user is removed.
 	token := signIn(t, authURL, "alice", "alice-pw-1", "p1")
+	// An issued token opens NBD exports of its project, as a token of the tokens file does;
+	// without one, or with bob's for alice's backup, nothing is served.
+	testutil.RequireCommand(t, "qemu-img")
+	if got := qemuConvert(t, "nbd://"+nbdAddr+"/"+token+"@"+b, filepath.Join(dir, "nbd.img")); got != src {
+		t.Fatalf("alice's backup over NBD with her issued token: sha256 %s, want %s", got, src)
+	}
+	for _, export := range []string{b, signIn(t, authURL, "bob", "bob-pw", "p2") + "@" + b} {
+		if out, err := exec.Command("qemu-img", "info", "nbd://"+nbdAddr+"/"+export).CombinedOutput(); err == nil {
+			t.Fatalf("export %s served:\n%s", export, out)
+		}
+	}
 	listP1 := func(tok string) int {
 		req, _ := http.NewRequest("GET", "http://"+addr+"/v3/p1/backups", nil)
 		req.Header.Set("X-Auth-Token", tok)

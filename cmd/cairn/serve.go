@@ -66,7 +66,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 			return gateway.Errorf(gateway.ErrInvalid, "--tokens: %v", err)
 		}
 	}
-	nbdOpts, err := c.nbdOptions(tokens)
+	nbdOpts, err := c.nbdOptions(tokens, users)
 	if err != nil {
 		return err
 	}
@@ -200,22 +200,28 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	return err
 }
 
-// nbdOptions: with --auth token and a tokens file, every NBD export name carries a token of
-// it (TOKEN@BACKUP_ID), as every API request does; without, the NBD server may only listen
-// on loopback, and serves every project's backups there.
-func (c *ServeCmd) nbdOptions(tokens api.Tokens) (gateway.NBDOptions, error) {
+// nbdOptions: with --auth token and a tokens or users file, every NBD export name carries a
+// token (TOKEN@BACKUP_ID: one of the tokens file, or one issued to a user), as every API
+// request does; without, the NBD server may only listen on loopback, and serves every
+// project's backups there.
+func (c *ServeCmd) nbdOptions(tokens api.Tokens, users *api.Users) (gateway.NBDOptions, error) {
 	var o gateway.NBDOptions
 	if c.NBD == "" {
 		return o, nil
 	}
-	if c.Auth == api.AuthToken && tokens != nil {
-		o.Tokens = tokens.Lookup
+	if c.Auth == api.AuthToken && (tokens != nil || users != nil) {
+		o.Tokens = func(token string) (gateway.Caller, bool) {
+			if c, ok := tokens.Lookup(token); ok {
+				return c, true
+			}
+			return users.Lookup(token)
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.NBD); err != nil {
 		return o, gateway.CheckNBDListen(c.NBD, o) // says what a good address is
 	}
 	if err := gateway.CheckNBDListen(c.NBD, o); err != nil {
-		return o, usageError(fmt.Sprintf("--nbd %s reaches beyond loopback, and NBD has no authentication of its own: give --auth token and --tokens FILE (export names are then TOKEN@BACKUP_ID)", c.NBD))
+		return o, usageError(fmt.Sprintf("--nbd %s reaches beyond loopback, and NBD has no authentication of its own: give --auth token and --tokens FILE or --users FILE (export names are then TOKEN@BACKUP_ID)", c.NBD))
 	}
 	return o, nil
 }
