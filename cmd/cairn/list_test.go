@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,33 @@ func TestBackupListNamesAGoneVolumeByItsRecordedName(t *testing.T) {
 	}
 	if out := b.String(); !strings.Contains(out, "old-vm (gone)") || !strings.Contains(out, "8f7e6d5c") {
 		t.Fatalf("the list of backups of gone volumes:\n%s", out)
+	}
+}
+
+// An admin's volume list of every project says whose each volume is: names repeat across
+// projects.
+func TestVolumeListAllProjectsNamesTheProject(t *testing.T) {
+	_, vol, must := cliRepo(t)
+	vol2 := vol + "-2"
+	if err := os.WriteFile(vol2, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	must("volume", "manage", vol, "--name", "db", "--project", "p1")
+	must("volume", "manage", vol2, "--name", "db", "--project", "p2")
+	out := must("volume", "list", "--all-projects")
+	rows := 0
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "| db ") {
+			rows++
+			if !strings.HasSuffix(line, "| p1      |") && !strings.HasSuffix(line, "| p2      |") {
+				t.Errorf("a row without its project: %s", line)
+			}
+		}
+	}
+	if rows != 2 || !strings.Contains(out, "| Project |") {
+		t.Errorf("volume list --all-projects:\n%s", out)
+	}
+	if out := must("--project", "p1", "volume", "list"); strings.Contains(out, "| Project |") {
+		t.Errorf("one project's list has a Project column:\n%s", out)
 	}
 }

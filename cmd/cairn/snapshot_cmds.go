@@ -44,7 +44,7 @@ func (c *SnapshotCreateCmd) Run(ctx context.Context, g *Globals) error {
 // SnapshotListCmd lists snapshots.
 type SnapshotListCmd struct {
 	VolumeID    string `help:"Only this volume's snapshots." placeholder:"VOLUME"`
-	AllProjects bool   `help:"Admins: list every project's snapshots."`
+	AllProjects bool   `help:"Admins: list every project's snapshots (adds a Project column)."`
 }
 
 // Run lists snapshots.
@@ -62,8 +62,15 @@ func (c *SnapshotListCmd) Run(ctx context.Context, g *Globals) error {
 		return writeJSON(g.stdout, nonNil(sns))
 	}
 	t := &table{header: []string{"ID", "Volume ID", "Status", "Name", "Size", "Kind", "Created"}}
+	if c.AllProjects {
+		t.header = append(t.header, "Project")
+	}
 	for _, sn := range sns {
-		t.add(sn.ID, sn.VolumeID, string(sn.Status), none(sn.Name), units.Bytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339))
+		row := []string{sn.ID, sn.VolumeID, string(sn.Status), none(sn.Name), units.Bytes(sn.Size), sn.Kind, sn.CreatedAt.Format(time.RFC3339)}
+		if c.AllProjects {
+			row = append(row, sn.Project)
+		}
+		t.add(row...)
 	}
 	return t.write(g.stdout)
 }

@@ -70,7 +70,7 @@ func (c *VolumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 
 // VolumeListCmd lists volumes.
 type VolumeListCmd struct {
-	AllProjects bool `help:"Admins: list every project's volumes."`
+	AllProjects bool `help:"Admins: list every project's volumes (adds a Project column)."`
 }
 
 // Run lists volumes.
@@ -88,8 +88,15 @@ func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
 		return writeJSON(g.stdout, nonNil(vols))
 	}
 	t := &table{header: []string{"ID", "Name", "Status", "Size", "Kind", "Path"}}
+	if c.AllProjects {
+		t.header = append(t.header, "Project") // names repeat across projects
+	}
 	for _, v := range vols {
-		t.add(v.ID, v.Name, string(v.Status), units.Bytes(v.Size), v.Kind, v.Path)
+		row := []string{v.ID, v.Name, string(v.Status), units.Bytes(v.Size), v.Kind, v.Path}
+		if c.AllProjects {
+			row = append(row, v.Project)
+		}
+		t.add(row...)
 	}
 	return t.write(g.stdout)
 }
