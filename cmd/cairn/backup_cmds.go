@@ -218,7 +218,40 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 	for _, v := range vols {
 		names[v.ID] = v.Name
 	}
-	return backupTable(bs, names, s.Location(), c.Long, c.AllProjects).write(g.stdout)
+	if err := backupTable(bs, names, s.Location(), c.Long, c.AllProjects).write(g.stdout); err != nil {
+		return err
+	}
+	if len(bs) == 0 && !c.AllProjects && c.Volume == "" {
+		all, err := s.ListBackups(ctx, gateway.ListFilter{AllProjects: true, Status: status})
+		if err == nil { // an admin's: say where the backups are
+			projects := make([]string, 0, len(all))
+			for _, b := range all {
+				projects = append(projects, b.Project)
+			}
+			g.elsewhereHint("backups", projects)
+		}
+	}
+	return nil
+}
+
+// elsewhereHint tells an admin whose project's list came out empty that other projects hold
+// some (the embedded CLI acts in project admin, and cinder's users in their own), on stderr,
+// so the table stays what a script reads.
+func (g *Globals) elsewhereHint(what string, projects []string) {
+	if len(projects) == 0 {
+		return
+	}
+	count := map[string]int{}
+	for _, p := range projects {
+		count[p]++
+	}
+	names := slices.Sorted(maps.Keys(count))
+	list := strings.Join(names, ", ")
+	if len(names) > 5 {
+		list = strings.Join(names[:5], ", ") + ", …"
+	}
+	fmt.Fprintf(g.stderr, "cairn: no %s in project %s; %d in other projects (%s): add --all-projects, or --project P\n",
+		what, g.Project, len(projects), list)
 }
 
 // backupTable is the backup list: by default the columns that fit 120 columns, the volume

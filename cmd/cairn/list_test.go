@@ -139,3 +139,24 @@ func TestVolumeListAllProjectsNamesTheProject(t *testing.T) {
 		t.Errorf("one project's list has a Project column:\n%s", out)
 	}
 }
+
+// An admin whose own project has nothing is told where the volumes and backups are, on
+// stderr; the table on stdout stays empty.
+func TestEmptyListSaysWhereTheRestAre(t *testing.T) {
+	repoDir, vol, must := cliRepo(t)
+	must("volume", "manage", vol, "--name", "db", "--project", "p1")
+	must("--quiet", "backup", "create", "db", "--project", "p1")
+	for _, what := range []string{"volume", "backup"} {
+		out, errOut, code := cli(t, repoDir, what, "list")
+		if code != 0 || strings.Contains(out, "db") {
+			t.Fatalf("%s list in project admin: exit %d\n%s%s", what, code, out, errOut)
+		}
+		want := "cairn: no " + what + "s in project admin; 1 in other projects (p1): add --all-projects, or --project P"
+		if strings.TrimSpace(errOut) != want {
+			t.Errorf("%s list: stderr %q, want %q", what, errOut, want)
+		}
+		if _, errOut, _ := cli(t, repoDir, "--project", "p2", what, "list"); !strings.Contains(errOut, "(p1)") {
+			t.Errorf("%s list in p2 (the embedded CLI is an admin): stderr %q", what, errOut)
+		}
+	}
+}

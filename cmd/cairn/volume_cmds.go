@@ -98,7 +98,19 @@ func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		t.add(row...)
 	}
-	return t.write(g.stdout)
+	if err := t.write(g.stdout); err != nil {
+		return err
+	}
+	if len(vols) == 0 && !c.AllProjects {
+		if all, err := s.ListVolumes(ctx, true); err == nil { // an admin's
+			projects := make([]string, 0, len(all))
+			for _, v := range all {
+				projects = append(projects, v.Project)
+			}
+			g.elsewhereHint("volumes", projects)
+		}
+	}
+	return nil
 }
 
 // VolumeShowCmd shows a volume.
