@@ -30,7 +30,7 @@ type UserAddCmd struct {
 	usersFile
 	User         string   `arg:"" help:"User name."`
 	Project      string   `arg:"" help:"Project the user acts in (the API's project id and name)."`
-	Role         []string `help:"Role in the project: member, or admin (every project); repeat for more." default:"member"`
+	Role         []string `help:"Role in the project: member, admin (every project) or metrics (reads /metrics only); repeat for more." default:"member"`
 	PasswordFile string   `name:"user-password-file" help:"File holding the user's password (else CAIRN_USER_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
 }
 
@@ -42,8 +42,9 @@ func (c *UserAddCmd) Run(g *Globals) error {
 		}
 	}
 	for _, r := range c.Role {
-		if r == "" || strings.ContainsAny(r, " \t\r\n,#") {
-			return gateway.Errorf(gateway.ErrInvalid, "role %q: give one role a --role, without spaces", r)
+		if r != "member" && r != "admin" && r != api.RoleMetrics {
+			// A reader would act as a member: refuse rather than grant more than was meant.
+			return gateway.Errorf(gateway.ErrInvalid, "role %q: cairn knows member, admin (every project) and metrics (reads /metrics only)", r)
 		}
 	}
 	pw, err := c.password(g)

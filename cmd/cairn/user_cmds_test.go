@@ -35,6 +35,9 @@ func TestUserCommands(t *testing.T) {
 	if out := run(2, "user", "add", "a b", "p1"); !strings.Contains(out, `user "a b": give a name without spaces`) {
 		t.Errorf("a name with a space: %s", out)
 	}
+	if out := run(2, "user", "add", "carol", "p1", "--role", "reader"); !strings.Contains(out, `role "reader": cairn knows member, admin`) {
+		t.Errorf("an unknown role: %s", out)
+	}
 	lines, err := api.ReadUserLines(users)
 	if err != nil || len(lines) != 2 || lines[1].Project != "p2" || strings.Join(lines[1].Roles, ",") != "admin,member" {
 		t.Fatalf("the users file: %+v %v", lines, err)
