@@ -140,6 +140,12 @@ func ReadUserLines(path string) ([]UserLine, error) {
 		if _, err := bcrypt.Cost([]byte(f[3])); err != nil {
 			return nil, fmt.Errorf("users file %s line %d: the hash is not a bcrypt hash (make lines with 'cairn user add')", path, n)
 		}
+		for _, r := range strings.Split(f[2], ",") {
+			if r != "member" && r != "admin" && r != RoleMetrics {
+				// A reader would act as a member: refuse rather than grant more than was meant.
+				return nil, fmt.Errorf("users file %s line %d: role %q: cairn knows member, admin and metrics", path, n, r)
+			}
+		}
 		k := userKey{f[0], f[1]}
 		if seen[k] {
 			return nil, fmt.Errorf("users file %s line %d: user %s of project %s is already on an earlier line", path, n, f[0], f[1])

@@ -139,6 +139,7 @@ func TestUsersFileErrors(t *testing.T) {
 		{"alice p1 member\n", "line 1: want USER PROJECT ROLE[,ROLE...] HASH, got 3 fields"},
 		{"# c\nalice p1 member secret\n", "line 2: the hash is not a bcrypt hash"},
 		{"alice p1 member " + h + "\nalice p1 admin " + h + "\n", "line 2: user alice of project p1 is already on an earlier line"},
+		{"alice p1 member,reader " + h + "\n", `line 1: role "reader": cairn knows member, admin and metrics`},
 	} {
 		path := filepath.Join(dir, "users")
 		if err := os.WriteFile(path, []byte(c.text), 0o600); err != nil {
