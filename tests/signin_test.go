@@ -96,6 +96,14 @@ func TestCinderSignsInWithAPassword(t *testing.T) {
 		t.Fatalf("restored through a signed-in cinder: sha256 %s, want %s", got, src)
 	}
 
+	// The unified client signs in the same way (an openrc's OS_* variables).
+	osc := exec.Command(testutil.RequireCommand(t, "openstack"), "volume", "backup", "list", "-f", "value", "-c", "ID")
+	osc.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "OS_AUTH_URL=" + authURL, "OS_USERNAME=alice",
+		"OS_PASSWORD=alice-pw-1", "OS_PROJECT_NAME=p1", "OS_USER_DOMAIN_NAME=Default", "OS_PROJECT_DOMAIN_NAME=Default"}
+	if out, err := osc.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != b {
+		t.Fatalf("openstack volume backup list: %v\n%s", err, out)
+	}
+
 	// Seed 3.1.2: an old openrc's v2 URL and --os-tenant-name; an admin who signs in as the
 	// project's user makes a backup the project sees (and counts against its quota).
 	seed := []string{"--os-auth-url", "http://" + addr + "/identity/v2.0", "--os-tenant-name", "p1",
