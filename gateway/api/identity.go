@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"net"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -116,10 +117,13 @@ func (s *server) issueToken(w http.ResponseWriter, r *http.Request) {
 			project = scope.Project.ID // a project's id is its name
 		}
 	}
-	sess, err := s.users.SignIn(user, id.Password.User.Password, project)
+	sess, err := s.users.SignIn(RemoteHost(r), user, id.Password.User.Password, project)
 	if err != nil {
 		s.log.Warn("sign-in refused", "user", user, "project", project, "remote", r.RemoteAddr, "error", err)
-		if IsRefused(err) {
+		if err == errThrottled {
+			w.Header().Set("Retry-After", "60")
+			s.identityError(w, http.StatusTooManyRequests, "Too Many Requests", err.Error())
+		} else if IsRefused(err) {
 			s.identityError(w, http.StatusUnauthorized, "Unauthorized", "the request you have made requires authentication: "+err.Error())
 		} else {
 			s.identityError(w, http.StatusServiceUnavailable, "Service Unavailable", "cannot sign in: "+err.Error())
@@ -162,4 +166,14 @@ func catalog(r *http.Request, project string) []any {
 		services = append(services, map[string]any{"id": "cairn-" + t, "type": t, "name": "cinderv3", "endpoints": endpoints})
 	}
 	return services
+}
+
+// RemoteHost is the address a request came from, without its port: what sign-in failures are
+// counted by.
+func RemoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }

@@ -40,6 +40,60 @@ type Users struct {
 	mu      sync.Mutex
 	stamp   fileStamp // of the file entries were read from
 	entries map[userKey]userEntry
+	fails   map[string]failures // by the address sign-ins came from; under mu
+}
+
+// failures counts an address's refused sign-ins in the window that began at start.
+type failures struct {
+	n     int
+	start time.Time
+}
+
+// Failed sign-ins from one address beyond maxFailures within failureWindow are refused
+// without a password check until the window ends: a guesser gets a handful of tries a
+// minute, and a flood of guesses does not take the CPU from backups (each check is a bcrypt
+// comparison). At most maxTracked addresses are remembered.
+const (
+	maxFailures   = 5
+	failureWindow = time.Minute
+	maxTracked    = 4096
+)
+
+// errThrottled refuses a sign-in from an address that failed too often.
+const errThrottled = signInError("too many failed sign-ins from this address: wait a minute")
+
+// throttled says whether from has failed too often lately.
+func (u *Users) throttled(from string) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	f, ok := u.fails[from]
+	return ok && f.n >= maxFailures && u.now().Before(f.start.Add(failureWindow))
+}
+
+// failed records a refused sign-in from from.
+func (u *Users) failed(from string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	now := u.now()
+	if u.fails == nil {
+		u.fails = map[string]failures{}
+	}
+	if len(u.fails) >= maxTracked {
+		for a, f := range u.fails {
+			if !now.Before(f.start.Add(failureWindow)) {
+				delete(u.fails, a)
+			}
+		}
+		if len(u.fails) >= maxTracked {
+			clear(u.fails) // a flood from everywhere: forget rather than grow
+		}
+	}
+	f := u.fails[from]
+	if !now.Before(f.start.Add(failureWindow)) {
+		f = failures{start: now}
+	}
+	f.n++
+	u.fails[from] = f
 }
 
 // TokenLifetime is how long an issued token is good for: Keystone's default.
@@ -213,8 +267,20 @@ type Session struct {
 }
 
 // SignIn checks a user's password for a project and issues a token. project may be empty when
-// the user has exactly one project.
-func (u *Users) SignIn(user, password, project string) (Session, error) {
+// the user has exactly one project. from is the address the sign-in came from (its host): one
+// that failed too often lately is refused without a check.
+func (u *Users) SignIn(from, user, password, project string) (Session, error) {
+	if u.throttled(from) {
+		return Session{}, errThrottled
+	}
+	s, err := u.signIn(user, password, project)
+	if err == errSignIn {
+		u.failed(from)
+	}
+	return s, err
+}
+
+func (u *Users) signIn(user, password, project string) (Session, error) {
 	entries, err := u.current()
 	if err != nil {
 		return Session{}, err

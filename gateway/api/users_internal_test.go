@@ -51,7 +51,7 @@ func TestUsersSignInAndTokens(t *testing.T) {
 	clock := time.Now()
 	u.now = func() time.Time { return clock }
 
-	s, err := u.SignIn("alice", "pw-a", "")
+	s, err := u.SignIn("here", "alice", "pw-a", "")
 	if err != nil || s.Caller.Project != "p1" || s.Caller.Admin || s.Caller.User != "alice" {
 		t.Fatalf("alice's one project: %+v, %v", s, err)
 	}
@@ -61,17 +61,17 @@ func TestUsersSignInAndTokens(t *testing.T) {
 	for _, bad := range []struct{ user, pw, project string }{
 		{"alice", "pw-b", "p1"}, {"alice", "pw-a", "p2"}, {"carol", "pw-a", ""}, {"prom", "pw-m", "-"}, {"alice", "", "p1"},
 	} {
-		if _, err := u.SignIn(bad.user, bad.pw, bad.project); err != errSignIn {
+		if _, err := u.SignIn("there", bad.user, bad.pw, bad.project); err != errSignIn {
 			t.Errorf("sign-in %+v: %v, want %v", bad, err, errSignIn)
 		}
 	}
-	if _, err := u.SignIn("bob", "pw-b", ""); err == nil || !strings.Contains(err.Error(), "projects p1, p2: name one") {
+	if _, err := u.SignIn("here", "bob", "pw-b", ""); err == nil || !strings.Contains(err.Error(), "projects p1, p2: name one") {
 		t.Errorf("bob without a project: %v", err)
 	}
-	if _, err := u.SignIn("bob", "wrong", ""); err != errSignIn {
+	if _, err := u.SignIn("here", "bob", "wrong", ""); err != errSignIn {
 		t.Errorf("bob without a project and a wrong password: %v (his projects must not be told)", err)
 	}
-	bob, err := u.SignIn("bob", "pw-b", "p2")
+	bob, err := u.SignIn("here", "bob", "pw-b", "p2")
 	if err != nil || !bob.Caller.Admin || bob.Caller.Project != "p2" {
 		t.Fatalf("bob in p2: %+v %v", bob, err)
 	}
@@ -105,7 +105,7 @@ func TestUsersSignInAndTokens(t *testing.T) {
 	clock = time.Now()
 
 	// A new password, or the line removed, ends the tokens at once.
-	s, _ = u.SignIn("alice", "pw-a", "p1")
+	s, _ = u.SignIn("here", "alice", "pw-a", "p1")
 	lines, err := ReadUserLines(path)
 	if err != nil {
 		t.Fatal(err)
@@ -120,7 +120,7 @@ func TestUsersSignInAndTokens(t *testing.T) {
 	if _, ok := u.Lookup(bob.Token); !ok {
 		t.Error("bob's token ended with alice's password change")
 	}
-	if _, err := u.SignIn("alice", "pw-new", "p1"); err != nil {
+	if _, err := u.SignIn("here", "alice", "pw-new", "p1"); err != nil {
 		t.Errorf("the new password: %v", err)
 	}
 	rewrite(t, path, lines[:2])
@@ -163,4 +163,32 @@ func flip(s string) string {
 		return "B" + s[1:]
 	}
 	return "A" + s[1:]
+}
+
+// Five failed sign-ins from one address within a minute refuse that address, even with the
+// right password, until the minute ends; other addresses sign in meanwhile.
+func TestUsersSignInThrottle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users")
+	usersFile(t, path, "alice p1 member pw-a")
+	u, err := LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Now()
+	u.now = func() time.Time { return clock }
+	for i := range maxFailures {
+		if _, err := u.SignIn("10.0.0.9", "alice", "guess", "p1"); err != errSignIn {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	if _, err := u.SignIn("10.0.0.9", "alice", "pw-a", "p1"); err != errThrottled {
+		t.Fatalf("after %d failures: %v, want %v", maxFailures, err, errThrottled)
+	}
+	if _, err := u.SignIn("10.0.0.7", "alice", "pw-a", "p1"); err != nil {
+		t.Fatalf("from another address: %v", err)
+	}
+	clock = clock.Add(failureWindow)
+	if _, err := u.SignIn("10.0.0.9", "alice", "pw-a", "p1"); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
 }

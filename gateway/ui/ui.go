@@ -315,7 +315,7 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	var issued string
 	ok, msg := false, "that token is not valid"
 	if user := strings.TrimSpace(r.PostFormValue("user")); user != "" && s.users != nil {
-		sess, err := s.users.SignIn(user, r.PostFormValue("password"), strings.TrimSpace(r.PostFormValue("project")))
+		sess, err := s.users.SignIn(api.RemoteHost(r), user, r.PostFormValue("password"), strings.TrimSpace(r.PostFormValue("project")))
 		switch {
 		case err == nil:
 			c, issued, ok = sess.Caller, sess.Token, true
