@@ -2,8 +2,8 @@ package api
 
 import (
 	"encoding/json"
-	"net"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
