@@ -350,8 +350,9 @@ func (u *Users) Lookup(token string) (gateway.Caller, bool) {
 		return gateway.Caller{}, false
 	}
 	p64, m64, ok := strings.Cut(rest, ".")
-	payload, err1 := base64.RawURLEncoding.DecodeString(p64)
-	mac, err2 := base64.RawURLEncoding.DecodeString(m64)
+	strict := base64.RawURLEncoding.Strict() // one spelling per token
+	payload, err1 := strict.DecodeString(p64)
+	mac, err2 := strict.DecodeString(m64)
 	f := strings.Split(string(payload), "\x00")
 	if !ok || err1 != nil || err2 != nil || len(f) != 4 {
 		return gateway.Caller{}, false

@@ -192,3 +192,32 @@ func TestUsersSignInThrottle(t *testing.T) {
 		t.Fatalf("after the window: %v", err)
 	}
 }
+
+// FuzzLookupToken: no string, however made, is taken for an issued token unless this process
+// issued it, and none panics the check.
+func FuzzLookupToken(f *testing.F) {
+	path := filepath.Join(f.TempDir(), "users")
+	h, err := HashPassword("pw")
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(UserLine{User: "alice", Project: "p1", Roles: []string{"member"}, Hash: h}.String()+"\n"), 0o600); err != nil {
+		f.Fatal(err)
+	}
+	u, err := LoadUsers(path)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, err := u.SignIn("here", "alice", "pw", "p1")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(s.Token)
+	f.Add(issuedPrefix + ".")
+	f.Add(issuedPrefix + "YWxpY2UAcDEAOTk5OTk5OTk5OQB4.AAAA")
+	f.Fuzz(func(t *testing.T, token string) {
+		if _, ok := u.Lookup(token); ok && token != s.Token {
+			t.Fatalf("token %q accepted", token)
+		}
+	})
+}
