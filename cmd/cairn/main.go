@@ -448,6 +448,12 @@ func (g *Globals) readPassword(prompt string, confirm bool) (string, error) {
 	if !term.IsTerminal(int(os.Stdin.Fd())) {
 		return "", repo.ErrPasswordRequired
 	}
+	return g.promptSecret(prompt, confirm, "passphrases")
+}
+
+// promptSecret reads a secret on the terminal without echo; with confirm, twice, and the two
+// must be the same (what names them in the error).
+func (g *Globals) promptSecret(prompt string, confirm bool, what string) (string, error) {
 	fmt.Fprint(g.stderr, prompt)
 	b, err := term.ReadPassword(int(os.Stdin.Fd()))
 	fmt.Fprintln(g.stderr)
@@ -462,7 +468,7 @@ func (g *Globals) readPassword(prompt string, confirm bool) (string, error) {
 			return "", err
 		}
 		if string(b) != string(b2) {
-			return "", gateway.Errorf(gateway.ErrInvalid, "the passphrases differ")
+			return "", gateway.Errorf(gateway.ErrInvalid, "the %s differ", what)
 		}
 	}
 	return string(b), nil

@@ -84,26 +84,10 @@ func (c *UserAddCmd) password(g *Globals) (string, error) {
 	case os.Getenv("CAIRN_USER_PASSWORD") != "":
 		return os.Getenv("CAIRN_USER_PASSWORD"), nil
 	}
-	fd := int(os.Stdin.Fd())
-	if !term.IsTerminal(fd) {
+	if !term.IsTerminal(int(os.Stdin.Fd())) {
 		return "", gateway.Errorf(gateway.ErrInvalid, "no password for %s: set CAIRN_USER_PASSWORD or use --user-password-file", c.User)
 	}
-	fmt.Fprintf(g.stderr, "password for %s: ", c.User)
-	b, err := term.ReadPassword(fd)
-	fmt.Fprintln(g.stderr)
-	if err != nil {
-		return "", err
-	}
-	fmt.Fprint(g.stderr, "enter it again: ")
-	b2, err := term.ReadPassword(fd)
-	fmt.Fprintln(g.stderr)
-	if err != nil {
-		return "", err
-	}
-	if string(b) != string(b2) {
-		return "", gateway.Errorf(gateway.ErrInvalid, "the passwords differ")
-	}
-	return string(b), nil
+	return g.promptSecret("password for "+c.User+": ", true, "passwords")
 }
 
 // UserDeleteCmd removes lines.
