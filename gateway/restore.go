@@ -49,20 +49,24 @@ type RestoreResult struct {
 }
 
 // addLost records a lost range, merging it with an adjacent one.
-func (r *RestoreResult) addLost(start, end int64) {
-	r.LostBytes += end - start
-	for i, x := range r.Lost {
+func (r *RestoreResult) addLost(start, end int64) { addRange(&r.Lost, &r.LostBytes, start, end) }
+
+// addRange adds [start, end) to sorted ranges and its length to total, merging it with an
+// adjacent range.
+func addRange(ranges *[][2]int64, total *int64, start, end int64) {
+	*total += end - start
+	for i, x := range *ranges {
 		if x[1] == start {
-			r.Lost[i][1] = end
+			(*ranges)[i][1] = end
 			return
 		}
 		if x[0] == end {
-			r.Lost[i][0] = start
+			(*ranges)[i][0] = start
 			return
 		}
 	}
-	r.Lost = append(r.Lost, [2]int64{start, end})
-	sort.Slice(r.Lost, func(i, j int) bool { return r.Lost[i][0] < r.Lost[j][0] })
+	*ranges = append(*ranges, [2]int64{start, end})
+	sort.Slice(*ranges, func(i, j int) bool { return (*ranges)[i][0] < (*ranges)[j][0] })
 }
 
 // StartRestore checks the request, claims backup and target and returns the job that writes.

@@ -1208,6 +1208,67 @@ func TestEngineRestoreSalvage(t *testing.T) {
 	}
 }
 
+// backup verify reads every block of a backup and checks it, writing nothing: a sound backup
+// is ok, a damaged one fails with the corrupt exit code and lists the ranges a restore would
+// lose (the same as a salvage's), and verifying several goes on past the damaged one.
+func TestEngineVerifyBackup(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, []string{}, "--compression", "none")
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 29, testutil.Random)
+	sha := testutil.SHA256File(t, vol)
+	b := r.createBackup(vol)
+	type verified struct {
+		BackupID  string     `json:"backup_id"`
+		Result    string     `json:"result"`
+		Lost      [][2]int64 `json:"lost"`
+		LostBytes int64      `json:"lost_bytes"`
+	}
+	var ok []verified
+	r.mustJSON(&ok, "--quiet", "backup", "verify", b.ID)
+	if len(ok) != 1 || ok[0].Result != "ok" || ok[0].LostBytes != 0 || ok[0].BackupID != b.ID {
+		t.Fatalf("verify of a sound backup: %+v", ok)
+	}
+	r.restoreMatches(b.ID, sha, dir)
+
+	other := filepath.Join(dir, "other.img")
+	testutil.WriteImage(t, other, 1*mib, 30, testutil.Mixed)
+	pack := onlyPack(t, r) // the second backup's blocks go to a pack of their own
+	ob := r.createBackup(other)
+	f, err := os.OpenFile(pack, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{100000, 1500000, 3000000} { // inside data blobs
+		if _, err := f.WriteAt([]byte{0xde, 0xad}, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	line := r.mustFail([]int{8}, "--quiet", "backup", "verify", b.ID)
+	if !strings.Contains(line, "49152 bytes in 3 ranges cannot be restored") {
+		t.Errorf("verify of the damaged backup said %q", line)
+	}
+	res := r.run("--quiet", "--format", "json", "backup", "verify", ob.ID, b.ID)
+	var got []verified
+	if err := json.Unmarshal([]byte(res.Stdout), &got); err != nil || res.Code != 8 || len(got) != 2 {
+		t.Fatalf("verify of both: exit %d, %v\n%s%s", res.Code, err, res.Stdout, res.Stderr)
+	}
+	if got[0].Result != "ok" || got[1].Result != "damaged" || got[1].LostBytes != 3*16384 || len(got[1].Lost) != 3 {
+		t.Fatalf("verify of both: %+v", got)
+	}
+	if !strings.Contains(res.Stderr, "1 of 2 backups failed verification ("+b.ID+")") {
+		t.Errorf("verify of both: stderr %q", res.Stderr)
+	}
+	var salvage struct {
+		Lost [][2]int64 `json:"lost"`
+	}
+	r.mustJSON(&salvage, "--quiet", "backup", "restore", "--yes", b.ID, "--to", filepath.Join(dir, "out.img"), "--salvage")
+	if fmt.Sprint(salvage.Lost) != fmt.Sprint(got[1].Lost) {
+		t.Errorf("verify lost %v, the salvage %v", got[1].Lost, salvage.Lost)
+	}
+}
+
 // repo repair stores lost blocks again from a registered volume that still holds them (the
 // same bytes hash to the same address): the damaged backup restores byte-exact again.
 func TestEngineRepairHealsFromVolume(t *testing.T) {

@@ -25,6 +25,7 @@ type BackupCmd struct {
 	Protect   BackupProtectCmd   `cmd:"" help:"Protect a backup: delete, force delete and prune refuse it."`
 	Unprotect BackupUnprotectCmd `cmd:"" help:"Remove a backup's protection."`
 	Restore   BackupRestoreCmd   `cmd:"" help:"Restore a backup to a new volume, a volume, or a device or file."`
+	Verify    BackupVerifyCmd    `cmd:"" help:"Read every block of backups and check it, as a restore would, writing nothing."`
 	Export    BackupExportCmd    `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
 	Import    BackupImportCmd    `cmd:"" help:"Import exported backup metadata into the index."`
 	Reset     BackupResetCmd     `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`

@@ -26,6 +26,7 @@ _cairn() {
       "backup restore") path="backup restore" ;;
       "backup show") path="backup show" ;;
       "backup unprotect") path="backup unprotect" ;;
+      "backup verify") path="backup verify" ;;
       "backup-create") path="backup-create" ;;
       "backup-delete") path="backup-delete" ;;
       "backup-export") path="backup-export" ;;
@@ -103,6 +104,7 @@ _cairn() {
         "backup restore") kind=backups ;;
         "backup show") kind=backups ;;
         "backup unprotect") kind=backups ;;
+        "backup verify") kind=backups ;;
         "backup-create") kind=volumes ;;
         "backup-delete") kind=backups ;;
         "backup-export") kind=backups ;;
@@ -124,7 +126,7 @@ _cairn() {
   fi
   case "$path" in
     "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
-    "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect" -- "$cur")) ;;
+    "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect verify" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -136,6 +138,7 @@ _cairn() {
     "backup restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait --yes" -- "$cur")) ;;
     "backup show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup unprotect") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "backup verify") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup-delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup-export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

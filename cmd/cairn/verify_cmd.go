@@ -1,0 +1,67 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/units"
+)
+
+// BackupVerifyCmd verifies backups: every block read and checked, nothing written.
+type BackupVerifyCmd struct {
+	Backups []string `arg:"" name:"backup" help:"Backup ids or names; each is verified, one failing stops none (exit non-zero)."`
+}
+
+// Run verifies each backup and prints a row each.
+func (c *BackupVerifyCmd) Run(ctx context.Context, g *Globals) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	var results []*gateway.VerifyResult
+	var failed []string
+	var firstErr error
+	t := &table{header: []string{"ID", "Name", "Size", "Result", "Lost", "Seconds"}}
+	for _, ref := range c.Backups {
+		p := g.progress("verifying " + ref)
+		res, err := s.VerifyBackup(ctx, ref, p.update)
+		p.finish()
+		if err != nil {
+			failed, firstErr = append(failed, ref), cmp.Or(firstErr, err)
+			if len(c.Backups) > 1 {
+				fmt.Fprintf(g.stderr, "%s: failed: %s\n", ref, strings.TrimPrefix(message(err), "cairn: "))
+			}
+		}
+		if res == nil {
+			continue
+		}
+		results = append(results, res)
+		lost := "-"
+		if res.LostBytes > 0 {
+			lost = units.Bytes(res.LostBytes) + ": " + byteRanges(res.Lost, 4)
+		}
+		t.add(res.BackupID, none(res.Name), units.Bytes(res.Size), res.Result, lost, strconv.FormatFloat(res.Seconds, 'f', 1, 64))
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, nonNil(results)); err != nil {
+			return err
+		}
+	} else if len(results) > 0 {
+		if err := t.write(g.stdout); err != nil {
+			return err
+		}
+	}
+	switch {
+	case len(failed) > 0 && len(c.Backups) > 1:
+		// The first failure's error, so the exit code is its kind's.
+		return fmt.Errorf("%d of %d backups failed verification (%s): %w", len(failed), len(c.Backups), strings.Join(failed, ", "), firstErr)
+	case len(failed) > 0:
+		return firstErr
+	}
+	return nil
+}

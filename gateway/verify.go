@@ -1,0 +1,74 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// VerifyResult is what a verification of one backup found.
+type VerifyResult struct {
+	BackupID string `json:"backup_id"`
+	Name     string `json:"name,omitempty"`
+	Size     int64  `json:"size"`
+	// Result is "ok" (every block read and matched its address) or "damaged".
+	Result string `json:"result"`
+	// Lost are the byte ranges a restore could not write (damaged or missing blocks, or
+	// block map nodes), merged and sorted.
+	Lost      [][2]int64 `json:"lost,omitempty"`
+	LostBytes int64      `json:"lost_bytes"`
+	Seconds   float64    `json:"seconds"`
+}
+
+// discard is a restore target that keeps nothing: a verification reads and checks every
+// block as a restore does, and writes nowhere.
+type discard struct{}
+
+func (discard) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
+func (discard) Zero(int64, int64) error                { return nil }
+
+// VerifyBackup reads every block of a backup and checks it against its address, as a restore
+// does, and writes nothing: whether the backup restores, without a target and cheaper than
+// reading the whole repository ('repo check --read-data'). Damage does not stop it: every
+// lost range is listed, and the result is an ErrCorrupt error beside the report.
+func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(done, total int64)) (*VerifyResult, error) {
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
+		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be verified", b.ID, b.Status)
+	}
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
+		return nil, fmt.Errorf("backup %s: %w: its manifest (%d bytes) and the index (%d bytes) describe different backups: run 'cairn repo check'", b.ID, repo.ErrCorrupt, m.Size, b.Size)
+	}
+	res := &VerifyResult{BackupID: b.ID, Name: b.Name, Size: b.Size, Result: "ok"}
+	var mu sync.Mutex
+	start := time.Now()
+	err = s.repo.Restore(ctx, m, discard{}, repo.RestoreOptions{Fresh: true, Progress: progress,
+		Lost: func(lo, hi int64, why error) {
+			s.log.Warn("verify: range lost", "backup_id", b.ID, "start", lo, "end", hi, "error", why)
+			mu.Lock()
+			addRange(&res.Lost, &res.LostBytes, lo, hi)
+			mu.Unlock()
+		}})
+	res.Seconds = time.Since(start).Seconds()
+	if err != nil {
+		return nil, err
+	}
+	if res.LostBytes > 0 {
+		res.Result = "damaged"
+		s.log.Error("backup verification found damage", "backup_id", b.ID, "lost_bytes", res.LostBytes, "ranges", len(res.Lost))
+		return res, fmt.Errorf("backup %s: %w: %d bytes in %d ranges cannot be restored: 'cairn repo repair' stores lost blocks again from volumes that still hold them", b.ID, repo.ErrCorrupt, res.LostBytes, len(res.Lost))
+	}
+	s.log.Info("backup verified", "backup_id", b.ID, "seconds", res.Seconds)
+	return res, nil
+}
