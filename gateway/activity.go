@@ -114,6 +114,19 @@ func (t *jobTable) add(j JobInfo) {
 	t.live[j.ID] = &j
 }
 
+// addOnce adds j unless a job of its id is queued or running, and says whether it did: a job
+// that must not run twice at once (a verification of one backup).
+func (t *jobTable) addOnce(j JobInfo) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, busy := t.live[j.ID]; busy {
+		return false
+	}
+	j.State, j.Queued = JobQueued, t.now()
+	t.live[j.ID] = &j
+	return true
+}
+
 // entry returns the live job id, or nil: the handle its runner starts and finishes it by.
 // Jobs may share an id (the restores of one backup, when reset-state cancelled the first), so
 // the id alone could name a later job than the runner's.

@@ -50,3 +50,24 @@ func TestJobTableBounds(t *testing.T) {
 		t.Fatalf("failed job %+v", finished[0])
 	}
 }
+
+// addOnce adds a job only while none of its id is queued or running: two verifications of
+// one backup do not run at once, and one may run again after the first ended.
+func TestJobTableAddOnce(t *testing.T) {
+	tb := newJobTable()
+	if !tb.addOnce(JobInfo{ID: "verify/b1", Kind: "verify"}) {
+		t.Fatal("the first verification was not added")
+	}
+	if tb.addOnce(JobInfo{ID: "verify/b1", Kind: "verify"}) {
+		t.Fatal("a second verification of the same backup was added while the first is queued")
+	}
+	if !tb.addOnce(JobInfo{ID: "verify/b2", Kind: "verify"}) {
+		t.Fatal("another backup's verification was refused")
+	}
+	j := tb.entry("verify/b1")
+	tb.start(j)
+	tb.finish(j, JobSucceeded, nil)
+	if !tb.addOnce(JobInfo{ID: "verify/b1", Kind: "verify"}) {
+		t.Fatal("a verification after the first ended was refused")
+	}
+}

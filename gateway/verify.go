@@ -8,6 +8,7 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/units"
 )
 
 // VerifyResult is what a verification of one backup found.
@@ -71,4 +72,42 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	}
 	s.log.Info("backup verified", "backup_id", b.ID, "seconds", res.Seconds)
 	return res, nil
+}
+
+// StartVerify runs VerifyBackup as a job of the gateway (the console's Verify): its progress,
+// log and result are the job's, and the ranges it finds lost are in its log. It returns the
+// job's id. A backup already being verified is not verified twice at once.
+func (s *Service) StartVerify(ctx context.Context, ref string) (string, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return "", err
+	}
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return "", err
+	}
+	if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
+		return "", wrapf(ErrConflict, "backup %s is %s: only an available backup can be verified", b.ID, b.Status)
+	}
+	jobID := "verify/" + b.ID
+	info := JobInfo{ID: jobID, Kind: "verify", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Total: b.Size}
+	if v, err := s.idx.Volume(b.VolumeID); err == nil {
+		info.VolumeName = v.Name
+	}
+	if !s.jobs.addOnce(info) {
+		return "", wrapf(ErrConflict, "backup %s is being verified already: see job %s", b.ID, jobID)
+	}
+	s.jobs.logf(jobID, "accepted: verification of backup %s (%s), by %s", b.ID, units.Bytes(b.Size), c.User)
+	return jobID, s.Submit(ctx, "verify", b.ID, func(jctx context.Context) error {
+		res, err := s.VerifyBackup(WithCaller(jctx, c), b.ID, s.jobProgress(jobID, nil))
+		if res != nil {
+			for _, l := range res.Lost {
+				s.jobs.logf(jobID, "lost: bytes %d-%d", l[0], l[1])
+			}
+			if err == nil {
+				s.jobs.logf(jobID, "every block read and checked in %.1f s: the backup restores", res.Seconds)
+			}
+		}
+		return err
+	})
 }

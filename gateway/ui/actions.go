@@ -254,6 +254,25 @@ func (s *server) prune(w http.ResponseWriter, r *request) error {
 	return redirect(w, r, prefix+"volumes/"+v.ID)
 }
 
+// verify starts a verification of a backup: every block read and checked, nothing written.
+func (s *server) verify(w http.ResponseWriter, r *request) error {
+	b, err := s.svc.BackupByID(r.ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if !confirmed(r) {
+		return s.askConfirm(w, r, confirmView{Question: fmt.Sprintf("Verify backup %s (%s)?", b.ID, units.Bytes(b.Size)),
+			Details: []string{"Every block is read from the repository and checked against its address, as a restore would; nothing is written. It runs in the background; lost ranges, if any, are in the job's log."},
+			Button:  "Verify", Back: prefix + "backups/" + b.ID})
+	}
+	id, err := s.svc.StartVerify(r.ctx, b.ID)
+	if err != nil {
+		return err
+	}
+	s.flash(r, "verification accepted")
+	return redirect(w, r, prefix+"jobs/"+id)
+}
+
 // check starts a check of the repository (admins).
 func (s *server) check(w http.ResponseWriter, r *request) error {
 	var o repo.CheckOptions

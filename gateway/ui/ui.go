@@ -102,6 +102,7 @@ func New(svc *gateway.Service, opts Options) (http.Handler, error) {
 	m.Handle("POST /ui/backups/{id}/cancel", s.action(s.cancel))
 	m.Handle("POST /ui/backups/{id}/protect", s.action(s.protect))
 	m.Handle("POST /ui/backups/{id}/export", s.action(s.export))
+	m.Handle("POST /ui/backups/{id}/verify", s.action(s.verify))
 	m.Handle("POST /ui/repository/check", s.action(s.check))
 	m.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, nil, &statusError{http.StatusNotFound, "there is no such page"})

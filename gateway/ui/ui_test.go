@@ -601,3 +601,47 @@ func TestSignInWithAPassword(t *testing.T) {
 	// A token still signs in beside the users.
 	b.signIn("tok-bob")
 }
+
+// Verify on a backup's page runs a verification job of the backup: confirmed first, only in
+// the backup's project, one at a time, and its log says the backup restores.
+func TestVerifyFromTheBackupPage(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 2<<20)
+	bk := e.backup(v)
+	a := e.browser()
+	a.signIn("tok-alice")
+	if _, body, _ := a.get("/ui/backups/" + bk.ID); !strings.Contains(body, `action="/ui/backups/`+bk.ID+`/verify"`) {
+		t.Fatalf("the backup page has no Verify form:\n%s", body)
+	}
+	path := "/ui/backups/" + bk.ID + "/verify"
+	if code, body, _ := a.post(path, a.form(), ""); code != http.StatusOK || !strings.Contains(body, "Verify backup "+bk.ID) {
+		t.Fatalf("confirmation: %d\n%s", code, body)
+	}
+	bob := e.browser()
+	bob.signIn("tok-bob")
+	if code, _, _ := bob.post(path, bob.form("confirm", "yes"), ""); code != http.StatusNotFound {
+		t.Fatalf("bob verifies alice's backup: %d", code)
+	}
+	code, _, h := a.post(path, a.form("confirm", "yes"), "")
+	if code != http.StatusSeeOther || h.Get("Location") != "/ui/jobs/verify/"+bk.ID {
+		t.Fatalf("verify: %d %v", code, h)
+	}
+	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		j, err := e.svc.Job(ctx, "verify/"+bk.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.State == gateway.JobSucceeded {
+			break
+		}
+		if j.State == gateway.JobFailed || time.Now().After(deadline) {
+			t.Fatalf("verify job %+v", j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body, _ := a.get("/ui/jobs/verify/" + bk.ID); code != http.StatusOK || !strings.Contains(body, "the backup restores") {
+		t.Fatalf("the verify job's page: %d\n%s", code, body)
+	}
+}
