@@ -8,6 +8,7 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/units"
 )
 
@@ -51,6 +52,9 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
 		return nil, fmt.Errorf("backup %s: %w: its manifest (%d bytes) and the index (%d bytes) describe different backups: run 'cairn repo check'", b.ID, repo.ErrCorrupt, m.Size, b.Size)
 	}
+	// A verification of a large backup takes long: it waits out a store's restart, as a
+	// restore and a check do (it writes nothing, so a late request is harmless).
+	ctx = retry.Patient(ctx)
 	res := &VerifyResult{BackupID: b.ID, Name: b.Name, Size: b.Size, Result: "ok"}
 	var mu sync.Mutex
 	start := time.Now()

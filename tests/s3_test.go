@@ -562,7 +562,7 @@ func TestS3CheckWaitsOutARestartOfTheServer(t *testing.T) {
 	r := newS3Repo(t, srv, "check-restart", nil)
 	vol := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, vol, 64*mib, 52, testutil.Random)
-	r.createBackup(vol)
+	b := r.createBackup(vol)
 
 	// Slowed, so it still reads when the server goes.
 	p := startS3Cairn(t, r.Env, "--limit-download", "16M", "repo", "check", "--read-data")
@@ -576,6 +576,17 @@ func TestS3CheckWaitsOutARestartOfTheServer(t *testing.T) {
 	}
 	if !strings.Contains(res.Stderr, "does not answer") {
 		t.Errorf("the check waited for the store without a word on stderr: %q", res.Stderr)
+	}
+
+	// A backup's verification, as long a read, waits the same way.
+	p = startS3Cairn(t, r.Env, "--limit-download", "16M", "--quiet", "backup", "verify", b.ID)
+	time.Sleep(1500 * time.Millisecond)
+	srv.Stop()
+	time.Sleep(6 * time.Second)
+	srv.Start()
+	res = p.wait(t, 5*time.Minute)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "| ok ") {
+		t.Fatalf("backup verify through the server's restart: exit %d\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
 	}
 }
 
