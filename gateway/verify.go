@@ -71,6 +71,15 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	}
 	if res.LostBytes > 0 {
 		res.Result = "damaged"
+	}
+	outcome := &index.VerifyOutcome{Result: res.Result, LostBytes: res.LostBytes, At: now()}
+	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		rec.LastVerify = outcome
+		return nil
+	}); err != nil {
+		s.log.Warn("verify: cannot record the outcome", "backup_id", b.ID, "error", err) // deleted meanwhile
+	}
+	if res.LostBytes > 0 {
 		s.log.Error("backup verification found damage", "backup_id", b.ID, "lost_bytes", res.LostBytes, "ranges", len(res.Lost))
 		return res, fmt.Errorf("backup %s: %w: %d bytes in %d ranges cannot be restored: 'cairn repo repair' stores lost blocks again from volumes that still hold them", b.ID, repo.ErrCorrupt, res.LostBytes, len(res.Lost))
 	}

@@ -209,4 +209,8 @@ func (b *Backup) copyTo(dst *Backup) {
 		lr := *b.LastRestore
 		dst.LastRestore = &lr
 	}
+	if b.LastVerify != nil {
+		lv := *b.LastVerify
+		dst.LastVerify = &lv
+	}
 }

@@ -85,12 +85,23 @@ type Backup struct {
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
 	// LastRestore says how the newest restore of this backup ended (or that it runs).
 	LastRestore *RestoreOutcome `json:"last_restore,omitempty"`
+	// LastVerify says how the newest verification of this backup ended ('backup verify').
+	// Like LastRestore it is kept in the index only: a rebuilt index forgets it.
+	LastVerify *VerifyOutcome `json:"last_verify,omitempty"`
 	// Protected backups are refused by delete, force delete and prune.
 	Protected bool `json:"protected,omitempty"`
 	// ManifestInDoubt marks a failed backup whose commit failed at or after its manifest's
 	// Put and whose manifest could not be deleted: it may be stored. The next full catch-up
 	// settles it by the manifest (stored: the backup is available; gone: the mark goes).
 	ManifestInDoubt bool `json:"manifest_in_doubt,omitempty"`
+}
+
+// VerifyOutcome is how a verification ended: Result is ok or damaged, LostBytes what a
+// restore would lose.
+type VerifyOutcome struct {
+	Result    string    `json:"result"`
+	LostBytes int64     `json:"lost_bytes,omitempty"`
+	At        time.Time `json:"at"`
 }
 
 // RestoreOutcome is how a restore ended: Result is running, succeeded or failed; Kind

@@ -1230,6 +1230,16 @@ func TestEngineVerifyBackup(t *testing.T) {
 		t.Fatalf("verify of a sound backup: %+v", ok)
 	}
 	r.restoreMatches(b.ID, sha, dir)
+	var shown struct {
+		LastVerify struct {
+			Result    string `json:"result"`
+			LostBytes int64  `json:"lost_bytes"`
+		} `json:"last_verify"`
+	}
+	r.mustJSON(&shown, "backup", "show", b.ID)
+	if shown.LastVerify.Result != "ok" {
+		t.Errorf("last_verify after a sound verification: %+v", shown.LastVerify)
+	}
 
 	other := filepath.Join(dir, "other.img")
 	testutil.WriteImage(t, other, 1*mib, 30, testutil.Mixed)
@@ -1266,6 +1276,10 @@ func TestEngineVerifyBackup(t *testing.T) {
 	r.mustJSON(&salvage, "--quiet", "backup", "restore", "--yes", b.ID, "--to", filepath.Join(dir, "out.img"), "--salvage")
 	if fmt.Sprint(salvage.Lost) != fmt.Sprint(got[1].Lost) {
 		t.Errorf("verify lost %v, the salvage %v", got[1].Lost, salvage.Lost)
+	}
+	r.mustJSON(&shown, "backup", "show", b.ID)
+	if shown.LastVerify.Result != "damaged" || shown.LastVerify.LostBytes != 3*16384 {
+		t.Errorf("last_verify after finding damage: %+v", shown.LastVerify)
 	}
 }
 

@@ -471,7 +471,7 @@ func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 		"stored_bytes": b.Stats.NewBytes, "metadata": nonNilMap(b.Metadata), "user_id": b.UserID,
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
-		"last_restore": b.LastRestore, "protected": b.Protected, "read_bytes": b.Stats.ReadBytes,
+		"last_restore": b.LastRestore, "last_verify": b.LastVerify, "protected": b.Protected, "read_bytes": b.Stats.ReadBytes,
 		"read_mode": b.ReadMode, "read_fallback": b.ReadFallback}
 }
 
@@ -509,7 +509,18 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"read_bytes", units.Bytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
 		{"stored_bytes", units.Bytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
-		{"last_restore", lastRestore(b.LastRestore)}})
+		{"last_restore", lastRestore(b.LastRestore)}, {"last_verify", lastVerify(b.LastVerify)}})
+}
+
+func lastVerify(o *index.VerifyOutcome) string {
+	if o == nil {
+		return "-"
+	}
+	s := o.Result + " (" + o.At.Format(time.RFC3339) + ")"
+	if o.LostBytes > 0 {
+		s += ": " + units.Bytes(o.LostBytes) + " cannot be restored"
+	}
+	return s
 }
 
 // metadata lists key=value pairs in key order, or None.

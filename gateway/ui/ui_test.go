@@ -644,4 +644,7 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 	if code, body, _ := a.get("/ui/jobs/verify/" + bk.ID); code != http.StatusOK || !strings.Contains(body, "the backup restores") {
 		t.Fatalf("the verify job's page: %d\n%s", code, body)
 	}
+	if _, body, _ := a.get("/ui/backups/" + bk.ID); !strings.Contains(body, "<dt>Last verify</dt>") {
+		t.Fatalf("the backup page does not show the verification:\n%s", body)
+	}
 }
