@@ -30,6 +30,10 @@ type Policy struct {
 	Incremental bool      `json:"incremental"`
 	FullEvery   int       `json:"full_every,omitempty"`
 	Keep        KeepRules `json:"keep"`
+	// VerifyNew verifies each backup the policy makes right after it (VerifyBackup); one
+	// that fails is not followed by its volume's prune, which would remove older, sound
+	// backups to keep it.
+	VerifyNew bool `json:"verify_new,omitempty"`
 	// Verify is a calendar of sampled checks (repo check --read-data --sample).
 	Verify       string    `json:"verify,omitempty"`
 	VerifySample float64   `json:"verify_sample,omitempty"`
@@ -577,6 +581,14 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			break
 		}
 		_, _ = s.storeRun(ctx, p.Name, *run)
+		if p.VerifyNew {
+			if _, err := s.VerifyBackup(ctx, b.ID, nil); err != nil {
+				s.log.Error("policy: the new backup failed its verification; the volume's prune is skipped",
+					"policy", p.Name, "volume_id", v.ID, "backup_id", b.ID, "error", err)
+				fail(fmt.Errorf("the verification of backup %s of volume %s (its prune was skipped): %w", b.ID, v.Name, err))
+				continue
+			}
+		}
 		if rules.Empty() {
 			continue
 		}

@@ -5,10 +5,13 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // A policy's calendar without a time zone is read in the server's local zone, as systemd
@@ -198,5 +201,47 @@ func TestPolicyUpdateAfterAVolumeWasForgotten(t *testing.T) {
 	}
 	if p.Schedule != "weekly" || !slices.Equal(p.Volumes, []string{vm1.ID}) {
 		t.Fatalf("policy after the change: schedule %q, volumes %v; want weekly, [%s]", p.Schedule, p.Volumes, vm1.ID)
+	}
+}
+
+// A policy with VerifyNew verifies each backup it makes; one that fails (its blocks read back
+// damaged) is not followed by the volume's prune, so the older, sound backup the keep rules
+// would have removed stays.
+func TestPolicyVerifyNewSkipsThePruneOfADamagedBackup(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		VerifyNew: true, Keep: gateway.KeepRules{Last: 1}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.RunPolicy(ctx, "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+	if err != nil || len(bs) != 1 || bs[0].LastVerify == nil || bs[0].LastVerify.Result != "ok" {
+		t.Fatalf("after the first run: %+v, %v; want one backup, verified ok", bs, err)
+	}
+	first := bs[0].ID
+	// From now on every read of a pack comes back with a bit flipped.
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.GetRange | faulty.Get, Prefix: "packs/", Effect: faulty.Corrupt})
+		return f
+	})
+	st, err := s.RunPolicy(ctx, "nightly")
+	if err == nil || st.LastResult != gateway.RunFailed || !strings.Contains(st.LastError, "its prune was skipped") {
+		t.Fatalf("a run whose new backup is damaged: %v, result %q (%q)", err, st.LastResult, st.LastError)
+	}
+	bs, err = s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
+	if err != nil || len(bs) != 2 {
+		t.Fatalf("after the second run: %d backups (%v), want both: the first kept", len(bs), err)
+	}
+	for _, b := range bs {
+		if b.ID != first && (b.LastVerify == nil || b.LastVerify.Result != "damaged") {
+			t.Errorf("the second backup's last_verify: %+v", b.LastVerify)
+		}
 	}
 }

@@ -27,6 +27,7 @@ type PolicyFlags struct {
 	Schedule     string   `help:"When to back up: a systemd calendar expression (daily, 'Mon..Fri 02:00', '*:0/15'), in the server's local time unless it names a zone ('02:00 UTC')." placeholder:"CALENDAR"`
 	Incremental  bool     `help:"Incremental backups (the first, and every --full-every'th, is full)." negatable:""`
 	FullEvery    int      `help:"With --incremental: every Nth of the policy's backups of a volume is full, whatever its prunes removed (0: only the first)." placeholder:"N"`
+	VerifyNew    bool     `help:"Verify each backup the policy makes right after it (every block read back and checked); a volume whose new backup fails is not pruned." negatable:""`
 	Verify       string   `help:"Admins: when to re-read a sample of the repository's data (a calendar expression, read as --schedule)." placeholder:"CALENDAR"`
 	VerifySample float64  `help:"Percent of the packs each verification reads." default:"5" placeholder:"PERCENT"`
 	KeepFlags
@@ -53,7 +54,7 @@ func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	p := gateway.Policy{Name: c.Name, AllOfProject: c.AllVolumes, Schedule: c.Schedule, Incremental: c.Incremental,
-		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify}
+		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify, VerifyNew: c.VerifyNew}
 	if c.Verify != "" {
 		p.VerifySample = c.VerifySample
 	}
@@ -105,6 +106,9 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 		}
 		if set["full-every"] {
 			p.FullEvery = c.FullEvery
+		}
+		if set["verify-new"] {
+			p.VerifyNew = c.VerifyNew
 		}
 		if set["verify"] {
 			p.Verify = c.Verify
@@ -272,6 +276,9 @@ func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
 		if p.FullEvery > 0 {
 			kind += fmt.Sprintf(", a full every %d", p.FullEvery)
 		}
+	}
+	if p.VerifyNew {
+		kind += ", each verified"
 	}
 	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
 		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify},
