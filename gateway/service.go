@@ -593,6 +593,10 @@ func (s *Service) Index() *index.Index { return s.idx }
 // Location names the repository for messages, without credentials.
 func (s *Service) Location() string { return s.be.Location() }
 
+// TokenKey is the repository's key for the API tokens issued to signed-in users: the same on
+// every gateway of the repository.
+func (s *Service) TokenKey() []byte { return s.repo.TokenKey() }
+
 // Driver is the backup_service name of this repository's backend.
 func (s *Service) Driver() string { return s.driver }
 

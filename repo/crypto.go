@@ -28,6 +28,7 @@ type keys struct {
 	addr   [32]byte    // keys chunk addresses
 	export [32]byte    // authenticates export URLs
 	object [32]byte    // authenticates small objects in an unencrypted repository
+	tokens [32]byte    // signs the API tokens gateways issue to signed-in users
 	aead   cipher.AEAD // nil when the repository is not encrypted
 
 	hashers sync.Pool // of *blake3.Hasher keyed with addr
@@ -38,6 +39,7 @@ func deriveKeys(master []byte, encrypted bool) (*keys, error) {
 	blake3.DeriveKey("cairn 2026-11 chunk address", master, k.addr[:])
 	blake3.DeriveKey("cairn 2026-11 export url", master, k.export[:])
 	blake3.DeriveKey("cairn 2026-12 object mac", master, k.object[:])
+	blake3.DeriveKey("cairn 2026-12 identity tokens", master, k.tokens[:])
 	k.hashers.New = func() any {
 		h, err := blake3.NewKeyed(k.addr[:])
 		if err != nil {

@@ -147,6 +147,11 @@ func (r *Repository) Lock(ctx context.Context, kind LockKind, op string) (*Lock,
 // Config returns the repository's configuration (never the key).
 func (r *Repository) Config() Config { return r.cfg }
 
+// TokenKey is the key every gateway of this repository signs and checks its API tokens with
+// (derived from the master key, like every other key): a token one gateway issued holds on
+// another, and across restarts.
+func (r *Repository) TokenKey() []byte { return append([]byte(nil), r.keys.tokens[:]...) }
+
 // ReadOnly reports whether the repository was opened without writing to it.
 func (r *Repository) ReadOnly() bool { return r.readOnly }
 

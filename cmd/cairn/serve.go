@@ -99,6 +99,9 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 		background.Go(func() { svc.RunPolicies(hbCtx) })
 	}
 
+	if users != nil {
+		users.UseKey(svc.TokenKey()) // tokens hold on every gateway of the repository
+	}
 	apiHandler, tcpHandler, console, err := newAPI(svc, c, tokens, users, log)
 	if err != nil {
 		return err

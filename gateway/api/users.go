@@ -29,9 +29,9 @@ import (
 // The file is read again when it changes, so users are added, removed or given a new
 // password without a restart; an issued token stops working as soon as its user's line is
 // removed or its password changes (the token's MAC covers the line's hash), and after
-// TokenLifetime in any case. Tokens are MACed under a key of this process: a restart ends
-// every session, and a token works only on the gateway that issued it (the catalog it came
-// with names that gateway).
+// TokenLifetime in any case. Tokens are MACed under the repository's token key (UseKey), so
+// every gateway of the repository with the same line takes them, across restarts; without
+// one, under a key of this process.
 type Users struct {
 	path string
 	key  []byte
@@ -115,6 +115,15 @@ type fileStamp struct {
 
 // issuedPrefix starts every token Users issue, so they are told from a tokens file's at a glance.
 const issuedPrefix = "cairnu1."
+
+// UseKey makes the users' tokens signed with key (the repository's TokenKey) instead of the
+// random key LoadUsers drew: then every gateway of the repository takes the tokens any of
+// them issued, and a restart ends no session. Call it before the first sign-in.
+func (u *Users) UseKey(key []byte) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.key = append([]byte(nil), key...)
+}
 
 // LoadUsers reads a users file; its errors name the file and the line.
 func LoadUsers(path string) (*Users, error) {
@@ -332,7 +341,10 @@ func (u *Users) signIn(user, password, project string) (Session, error) {
 }
 
 func (u *Users) mac(payload string, hash []byte) []byte {
-	m := hmac.New(sha256.New, u.key)
+	u.mu.Lock()
+	key := u.key
+	u.mu.Unlock()
+	m := hmac.New(sha256.New, key)
 	m.Write([]byte(payload))
 	m.Write([]byte{0})
 	m.Write(hash)
