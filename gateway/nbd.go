@@ -108,12 +108,9 @@ func (e *NBDExports) Lookup(ctx context.Context, name string) (nbd.Export, error
 	if err != nil {
 		return nil, err
 	}
-	m, err := e.s.repo.GetManifest(ctx, b.ID)
+	m, err := e.s.manifestOf(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
-	}
-	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
-		return nil, fmt.Errorf("backup %s: its manifest and the index describe different backups: run 'cairn repo check'", b.ID)
+		return nil, err
 	}
 	img := e.s.repo.Image(m)
 	if vg == "" {

@@ -69,6 +69,20 @@ func addRange(ranges *[][2]int64, total *int64, start, end int64) {
 	sort.Slice(*ranges, func(i, j int) bool { return (*ranges)[i][0] < (*ranges)[j][0] })
 }
 
+// manifestOf reads backup b's manifest, for a restore or a verification. Sizes and block maps
+// come from the authenticated manifest; an index that says otherwise is out of date or
+// damaged, and nothing is read or written by it.
+func (s *Service) manifestOf(ctx context.Context, b *index.Backup) (*repo.Manifest, error) {
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
+		return nil, fmt.Errorf("backup %s: %w: its manifest (%d bytes) and the index (%d bytes) describe different backups: run 'cairn repo check'", b.ID, repo.ErrCorrupt, m.Size, b.Size)
+	}
+	return m, nil
+}
+
 // StartRestore checks the request, claims backup and target and returns the job that writes.
 func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*RestoreResult, Job, error) {
 	b, err := s.Backup(ctx, req.Backup)
@@ -81,14 +95,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	if req.Volume != "" && req.To != "" {
 		return nil, nil, invalidf("give --volume or --to, not both")
 	}
-	m, err := s.repo.GetManifest(ctx, b.ID)
+	m, err := s.manifestOf(ctx, b)
 	if err != nil {
-		return nil, nil, fmt.Errorf("backup %s: %w", b.ID, err)
-	}
-	// Sizes and block maps come from the authenticated manifest; an index that says
-	// otherwise is out of date or damaged, and nothing is written.
-	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
-		return nil, nil, fmt.Errorf("backup %s: %w: its manifest (%d bytes) and the index (%d bytes) describe different backups: run 'cairn repo check'", b.ID, repo.ErrCorrupt, m.Size, b.Size)
+		return nil, nil, err
 	}
 	var vol *index.Volume
 	path := req.To

@@ -45,12 +45,9 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
 		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be verified", b.ID, b.Status)
 	}
-	m, err := s.repo.GetManifest(ctx, b.ID)
+	m, err := s.manifestOf(ctx, b)
 	if err != nil {
-		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
-	}
-	if m.Size != b.Size || m.Root != b.Root || m.RootLevel != b.RootLevel {
-		return nil, fmt.Errorf("backup %s: %w: its manifest (%d bytes) and the index (%d bytes) describe different backups: run 'cairn repo check'", b.ID, repo.ErrCorrupt, m.Size, b.Size)
+		return nil, err
 	}
 	// A verification of a large backup takes long: it waits out a store's restart, as a
 	// restore and a check do (it writes nothing, so a late request is harmless).
