@@ -647,4 +647,12 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 	if _, body, _ := a.get("/ui/backups/" + bk.ID); !strings.Contains(body, "<dt>Last verify</dt>") {
 		t.Fatalf("the backup page does not show the verification:\n%s", body)
 	}
+	// A policy that verifies its new backups says so on the policies page.
+	if _, err := e.svc.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		VerifyNew: true}, VolumeRefs: []string{v.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, body, _ := a.get("/ui/policies"); !strings.Contains(body, "each verified") {
+		t.Fatalf("the policies page does not say the policy verifies its backups:\n%s", body)
+	}
 }
