@@ -111,6 +111,27 @@ func (e *env) backup(v *index.Volume) *index.Backup {
 	return b
 }
 
+// waitJob waits up to 20 s for job id, as the token's caller sees it, to succeed; a failed
+// job fails the test.
+func (e *env) waitJob(token, id string) {
+	e.t.Helper()
+	ctx := gateway.WithCaller(context.Background(), tokens[token].Caller)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		j, err := e.svc.Job(ctx, id)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if j.State == gateway.JobSucceeded {
+			return
+		}
+		if j.State == gateway.JobFailed || time.Now().After(deadline) {
+			e.t.Fatalf("job %+v", j)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // browser is a client with its own cookies that does not follow redirects.
 type browser struct {
 	e    *env
@@ -388,21 +409,7 @@ func TestRestoreOntoExistingVolume(t *testing.T) {
 	if code != http.StatusSeeOther || h.Get("Location") != "/ui/jobs/restore/"+bk.ID {
 		t.Fatalf("restore: %d %v", code, h)
 	}
-	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		j, err := e.svc.Job(ctx, "restore/"+bk.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if j.State == gateway.JobSucceeded {
-			break
-		}
-		if j.State == gateway.JobFailed || time.Now().After(deadline) {
-			t.Fatalf("restore job %+v", j)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.waitJob("tok-alice", "restore/"+bk.ID)
 	if got, want := sha(t, dst.Path), sha(t, src.Path); got != want {
 		t.Fatalf("restored volume sha256 %s, want %s", got, want)
 	}
@@ -626,21 +633,7 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 	if code != http.StatusSeeOther || h.Get("Location") != "/ui/jobs/verify/"+bk.ID {
 		t.Fatalf("verify: %d %v", code, h)
 	}
-	ctx := gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		j, err := e.svc.Job(ctx, "verify/"+bk.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if j.State == gateway.JobSucceeded {
-			break
-		}
-		if j.State == gateway.JobFailed || time.Now().After(deadline) {
-			t.Fatalf("verify job %+v", j)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	e.waitJob("tok-alice", "verify/"+bk.ID)
 	if code, body, _ := a.get("/ui/jobs/verify/" + bk.ID); code != http.StatusOK || !strings.Contains(body, "the backup restores") {
 		t.Fatalf("the verify job's page: %d\n%s", code, body)
 	}
@@ -648,7 +641,7 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 		t.Fatalf("the backup page does not show the verification:\n%s", body)
 	}
 	// A policy that verifies its new backups says so on the policies page.
-	if _, err := e.svc.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+	if _, err := e.svc.CreatePolicy(gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller), gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
 		VerifyNew: true}, VolumeRefs: []string{v.ID}}); err != nil {
 		t.Fatal(err)
 	}
