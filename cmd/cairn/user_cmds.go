@@ -41,11 +41,8 @@ func (c *UserAddCmd) Run(g *Globals) error {
 			return gateway.Errorf(gateway.ErrInvalid, "%s %q: give a name without spaces, commas or #", f.what, f.v)
 		}
 	}
-	for _, r := range c.Role {
-		if r != "member" && r != "admin" && r != api.RoleMetrics {
-			// A reader would act as a member: refuse rather than grant more than was meant.
-			return gateway.Errorf(gateway.ErrInvalid, "role %q: cairn knows member, admin (every project) and metrics (reads /metrics only)", r)
-		}
+	if err := api.CheckRoles(c.Role); err != nil {
+		return gateway.Errorf(gateway.ErrInvalid, "%v", err)
 	}
 	pw, err := c.password(g)
 	if err != nil {

@@ -3,7 +3,9 @@ package api
 import (
 	"bufio"
 	"crypto/subtle"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -72,27 +74,44 @@ func LoadTokens(path string) (Tokens, error) {
 	}
 	defer f.Close()
 	tokens := Tokens{}
-	sc := bufio.NewScanner(f)
+	err = readLines(f, "tokens file "+path, "TOKEN USER PROJECT ROLE[,ROLE...]", func(fields []string) error {
+		if _, dup := tokens[fields[0]]; dup {
+			return errors.New("the token is already on an earlier line")
+		}
+		roles := strings.Split(fields[3], ",")
+		tokens[fields[0]] = Token{Caller: gateway.Caller{User: fields[1], Project: fields[2],
+			Admin: slices.Contains(roles, "admin")}, Roles: roles}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return tokens, nil
+}
+
+// readLines reads the lines of a tokens or users file (what names it in errors): blank lines
+// and lines starting with # are skipped, every other line must have the fields format names
+// (one word each), and fn takes them. An error names the file and the line.
+func readLines(r io.Reader, what, format string, fn func(fields []string) error) error {
+	want := len(strings.Fields(format))
+	sc := bufio.NewScanner(r)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		fields := strings.Fields(line)
-		if len(fields) != 4 {
-			return nil, fmt.Errorf("tokens file %s line %d: want TOKEN USER PROJECT ROLE[,ROLE...], got %d fields", path, n, len(fields))
+		if len(fields) != want {
+			return fmt.Errorf("%s line %d: want %s, got %d fields", what, n, format, len(fields))
 		}
-		if _, dup := tokens[fields[0]]; dup {
-			return nil, fmt.Errorf("tokens file %s line %d: the token is already on an earlier line", path, n)
+		if err := fn(fields); err != nil {
+			return fmt.Errorf("%s line %d: %w", what, n, err)
 		}
-		roles := strings.Split(fields[3], ",")
-		tokens[fields[0]] = Token{Caller: gateway.Caller{User: fields[1], Project: fields[2],
-			Admin: slices.Contains(roles, "admin")}, Roles: roles}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("tokens file %s: %w", path, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
-	return tokens, nil
+	return nil
 }
 
 var errUnauthorized = &httpError{http.StatusUnauthorized, "the request you have made requires authentication: give a valid X-Auth-Token"}

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/hmac"
 	"crypto/rand"
@@ -190,33 +189,34 @@ func ReadUserLines(path string) ([]UserLine, error) {
 	}
 	var lines []UserLine
 	seen := map[userKey]bool{}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Fields(line)
-		if len(f) != 4 {
-			return nil, fmt.Errorf("users file %s line %d: want USER PROJECT ROLE[,ROLE...] HASH, got %d fields", path, n, len(f))
-		}
+	err = readLines(bytes.NewReader(data), "users file "+path, "USER PROJECT ROLE[,ROLE...] HASH", func(f []string) error {
 		if _, err := bcrypt.Cost([]byte(f[3])); err != nil {
-			return nil, fmt.Errorf("users file %s line %d: the hash is not a bcrypt hash (make lines with 'cairn user add')", path, n)
+			return errors.New("the hash is not a bcrypt hash (make lines with 'cairn user add')")
 		}
-		for _, r := range strings.Split(f[2], ",") {
-			if r != "member" && r != "admin" && r != RoleMetrics {
-				// A reader would act as a member: refuse rather than grant more than was meant.
-				return nil, fmt.Errorf("users file %s line %d: role %q: cairn knows member, admin and metrics", path, n, r)
-			}
+		roles := strings.Split(f[2], ",")
+		if err := CheckRoles(roles); err != nil {
+			return err
 		}
 		k := userKey{f[0], f[1]}
 		if seen[k] {
-			return nil, fmt.Errorf("users file %s line %d: user %s of project %s is already on an earlier line", path, n, f[0], f[1])
+			return fmt.Errorf("user %s of project %s is already on an earlier line", f[0], f[1])
 		}
 		seen[k] = true
-		lines = append(lines, UserLine{User: f[0], Project: f[1], Roles: strings.Split(f[2], ","), Hash: f[3]})
+		lines = append(lines, UserLine{User: f[0], Project: f[1], Roles: roles, Hash: f[3]})
+		return nil
+	})
+	return lines, err
+}
+
+// CheckRoles refuses a role cairn does not know: a reader (Cinder's read-only persona) would
+// act as a member, so it is refused rather than granted more than was meant.
+func CheckRoles(roles []string) error {
+	for _, r := range roles {
+		if r != "member" && r != "admin" && r != RoleMetrics {
+			return fmt.Errorf("role %q: cairn knows member, admin and metrics", r)
+		}
 	}
-	return lines, sc.Err()
+	return nil
 }
 
 func readUsers(path string) (map[userKey]userEntry, error) {
