@@ -213,12 +213,7 @@ func (c *ServeCmd) nbdOptions(tokens api.Tokens, users *api.Users) (gateway.NBDO
 		return o, nil
 	}
 	if c.Auth == api.AuthToken && (tokens != nil || users != nil) {
-		o.Tokens = func(token string) (gateway.Caller, bool) {
-			if c, ok := tokens.Lookup(token); ok {
-				return c, true
-			}
-			return users.Lookup(token)
-		}
+		o.Tokens = api.Lookup(tokens, users)
 	}
 	if _, _, err := net.SplitHostPort(c.NBD); err != nil {
 		return o, gateway.CheckNBDListen(c.NBD, o) // says what a good address is

@@ -114,6 +114,17 @@ func readLines(r io.Reader, what, format string, fn func(fields []string) error)
 	return nil
 }
 
+// Lookup returns the caller of a token of the tokens file, or else of one issued to a user
+// (users may be nil): what every check of a token takes, the API's and NBD's export names.
+func Lookup(tokens Tokens, users *Users) func(token string) (gateway.Caller, bool) {
+	return func(token string) (gateway.Caller, bool) {
+		if c, ok := tokens.Lookup(token); ok {
+			return c, true
+		}
+		return users.Lookup(token)
+	}
+}
+
 var errUnauthorized = &httpError{http.StatusUnauthorized, "the request you have made requires authentication: give a valid X-Auth-Token"}
 
 // authenticate returns the caller of a request.
@@ -125,10 +136,7 @@ func (s *server) authenticate(r *http.Request) (gateway.Caller, error) {
 	if token == "" {
 		return gateway.Caller{}, errUnauthorized
 	}
-	c, ok := s.tokens.Lookup(token)
-	if !ok {
-		c, ok = s.users.Lookup(token)
-	}
+	c, ok := Lookup(s.tokens, s.users)(token)
 	if !ok {
 		return gateway.Caller{}, errUnauthorized
 	}
