@@ -42,8 +42,8 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	if err != nil {
 		return nil, err
 	}
-	if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
-		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be verified", b.ID, b.Status)
+	if err := verifiable(b); err != nil {
+		return nil, err
 	}
 	m, err := s.manifestOf(ctx, b)
 	if err != nil {
@@ -84,6 +84,14 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	return res, nil
 }
 
+// verifiable refuses a backup without a stored manifest (creating, error, deleting).
+func verifiable(b *index.Backup) error {
+	if !b.Status.Committed() {
+		return wrapf(ErrConflict, "backup %s is %s: only an available backup can be verified", b.ID, b.Status)
+	}
+	return nil
+}
+
 // StartVerify runs VerifyBackup as a job of the gateway (the console's Verify): its progress,
 // log and result are the job's, and the ranges it finds lost are in its log. It returns the
 // job's id. A backup already being verified is not verified twice at once.
@@ -96,8 +104,8 @@ func (s *Service) StartVerify(ctx context.Context, ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if b.Status != index.BackupAvailable && b.Status != index.BackupRestoring {
-		return "", wrapf(ErrConflict, "backup %s is %s: only an available backup can be verified", b.ID, b.Status)
+	if err := verifiable(b); err != nil { // refused before a job is queued
+		return "", err
 	}
 	jobID := "verify/" + b.ID
 	info := JobInfo{ID: jobID, Kind: "verify", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Total: b.Size}
