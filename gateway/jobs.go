@@ -98,8 +98,9 @@ func (s *Service) runJob(ctx context.Context, kind, id string, own *JobInfo, job
 	start := time.Now()
 	s.log.Info("job started", "kind", kind, "id", id)
 	s.jobs.start(own)
-	// Backups and restores run under contexts of their own (retry.Patient too); a check
-	// job, under this one.
+	// Backups and restores run under contexts of their own (retry.Patient too); a check or
+	// verification job, under this one. No job that deletes runs here: a delete must not
+	// wait out an outage (docs/reliability.md, "Backend faults").
 	err := job(retry.Patient(ctx))
 	result, state := "success", JobSucceeded
 	if errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
