@@ -103,9 +103,9 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if err := s.syncQuotaLimits(ctx); err != nil {
 		return err
 	}
-	if n, err := s.forgetVolumesGone(ctx, look); err != nil {
+	if vchanged, err := s.syncVolumes(ctx, look); err != nil {
 		return err
-	} else if n > 0 {
+	} else if vchanged {
 		changed = true
 	}
 	s.lastFull, s.lastLook = look, look
@@ -352,25 +352,30 @@ func (s *Service) relink(ctx context.Context, all []*index.Backup, forgotten map
 // elsewhere. A variable for tests.
 var volumeRecordGrace = repo.SyncMargin
 
-// forgetVolumesGone forgets the volumes whose records another gateway removed (unmanaged, or
-// deleted with their backups kept), as the catch-up forgets backups deleted elsewhere. Kept
-// here, this gateway's next write of the record (a backup of the volume, a policy run) stored
-// it again, and the volume came back on every gateway and to every rebuilt index
-// [TestVolumeForgottenOnOneGatewayIsForgottenOnAnother]. The index is read before the
-// listing; a volume made within volumeRecordGrace of it, or busy here, is left for a later
-// catch-up, and each absence is confirmed by a read of the record itself. It returns how
-// many it forgot.
-func (s *Service) forgetVolumesGone(ctx context.Context, look time.Time) (int, error) {
+// syncVolumes makes the index's volumes the repository's: it forgets the volumes whose records
+// another gateway removed (unmanaged, or deleted with their backups kept), as the catch-up
+// forgets backups deleted elsewhere, and learns the ones another gateway managed or created.
+// Kept here, a forgotten volume's next write of its record (a backup of the volume, a policy
+// run) stored it again, and the volume came back on every gateway and to every rebuilt index
+// [TestVolumeForgottenOnOneGatewayIsForgottenOnAnother]; not learned, a volume managed
+// elsewhere was missing here until a backup of it was
+// [TestVolumeManagedOnOneGatewayIsListedOnAnother]. The index is read before the listing; a
+// volume made within volumeRecordGrace of it, or busy here, is left for a later catch-up, and
+// each absence is confirmed by a read of the record itself. It reports whether the index
+// changed.
+func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error) {
 	vols, err := s.idx.Volumes()
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	stored := map[string]bool{}
 	if err := s.repo.ListMetaNames(ctx, metaVolumes, func(id string) error { stored[id] = true; return nil }); err != nil {
-		return 0, err
+		return false, err
 	}
-	n := 0
+	changed := false
+	known := map[string]bool{}
 	for _, v := range vols {
+		known[v.ID] = true
 		if stored[v.ID] || v.CreatedAt.After(look.Add(-volumeRecordGrace)) ||
 			v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup || v.Status == index.VolumeCreating {
 			continue
@@ -380,12 +385,45 @@ func (s *Service) forgetVolumesGone(ctx context.Context, look time.Time) (int, e
 			continue // there after all, or cannot tell
 		}
 		if err := s.idx.DeleteVolume(v.ID); err != nil {
-			return n, err
+			return changed, err
 		}
 		s.log.Info("volume forgotten elsewhere forgotten", "volume_id", v.ID, "volume", v.Name)
-		n++
+		changed = true
 	}
-	return n, nil
+	for id := range stored {
+		if known[id] {
+			continue
+		}
+		learned, err := s.learnVolume(ctx, id)
+		if err != nil {
+			return changed, err
+		}
+		changed = changed || learned
+	}
+	return changed, nil
+}
+
+// learnVolume adds a volume the index lacks from its record in the repository, if there is
+// one. It holds volumeRecMu, which a forget of a volume here holds from its index delete to
+// its record's, so it never brings back a volume being forgotten. It reports whether it
+// learned the volume.
+func (s *Service) learnVolume(ctx context.Context, id string) (bool, error) {
+	s.volumeRecMu.Lock()
+	defer s.volumeRecMu.Unlock()
+	if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
+		return false, err
+	}
+	v := s.storedVolume(ctx, id)
+	if v == nil {
+		return false, nil
+	}
+	if err := s.idx.CreateVolume(v); errors.Is(err, index.ErrExists) {
+		return false, nil // a volume of the same name or path here: the admin's to settle
+	} else if err != nil {
+		return false, err
+	}
+	s.log.Info("volume managed through another gateway learned", "volume_id", v.ID, "volume", v.Name, "project", v.Project)
+	return true, nil
 }
 
 // forget drops the record of a backup whose manifest another gateway deleted, if the record

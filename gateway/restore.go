@@ -418,6 +418,8 @@ func (s *Service) volumeAt(path string) (*index.Volume, error) {
 // record at rebuild-index and on every other gateway, its image gone
 // [TestVolumeWhoseStartFailedStaysWhenItsRecordCannotBeDeleted].
 func (s *Service) dropNewVolume(ctx context.Context, v *index.Volume, reason string) {
+	s.volumeRecMu.Lock()
+	defer s.volumeRecMu.Unlock()
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		s.log.Error("cannot remove a volume whose start failed", "volume_id", v.ID, "error", err)
 		s.setVolumeStatus(v.ID, index.VolumeError, reason)

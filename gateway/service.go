@@ -113,6 +113,10 @@ type Service struct {
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
 	// record and its manifest agree and no rewrite brings back a deleted manifest.
 	manifestMu sync.Mutex
+	// volumeRecMu: a forget of a volume holds it from the index's delete of the record to the
+	// repository's, and the catch-up's learn of a volume managed elsewhere (learnVolume) holds
+	// it, so a learn never brings back a volume being forgotten here.
+	volumeRecMu sync.Mutex
 	// stopping is set when the gateway shuts down: the jobs it cancels then end as error
 	// (interrupted), not as cancelled by their starter.
 	stopping atomic.Bool

@@ -472,21 +472,8 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	if v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup {
 		return nil, wrapf(ErrConflict, "volume %s is %s: wait for it to finish or cancel it", v.Name, v.Status)
 	}
-	if err := s.idx.DeleteVolume(v.ID); err != nil {
+	if err := s.dropVolumeRecords(ctx, v); err != nil {
 		return nil, err
-	}
-	// Its record in the repository goes too, or the volume stays: rebuild-index and every
-	// other gateway would bring a volume back that this one said was deleted. Dropped from the
-	// index first, so a write-through meanwhile (saveVolume) finds it gone and stores nothing.
-	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		// A Delete the client saw fail may have happened: the kept volume's record is stored
-		// again.
-		if rerr := s.idx.CreateVolume(v); rerr != nil {
-			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
-		} else {
-			s.saveVolumeLogged(ctx, v.ID)
-		}
-		return nil, fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
 	}
 	s.notifyChange()
 	if v.TrackChanges {
@@ -502,6 +489,31 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 		}
 	}
 	return v, nil
+}
+
+// dropVolumeRecords removes a volume's record from the index, then from the repository, under
+// volumeRecMu (so the catch-up's learn of volumes managed elsewhere sees both or neither). If
+// the repository's cannot be removed, the index's is put back and the volume stays.
+func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error {
+	s.volumeRecMu.Lock()
+	defer s.volumeRecMu.Unlock()
+	if err := s.idx.DeleteVolume(v.ID); err != nil {
+		return err
+	}
+	// Its record in the repository goes too, or the volume stays: rebuild-index and every
+	// other gateway would bring a volume back that this one said was deleted. Dropped from the
+	// index first, so a write-through meanwhile (saveVolume) finds it gone and stores nothing.
+	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		// A Delete the client saw fail may have happened: the kept volume's record is stored
+		// again.
+		if rerr := s.idx.CreateVolume(v); rerr != nil {
+			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
+		} else {
+			s.saveVolumeLogged(ctx, v.ID)
+		}
+		return fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
+	}
+	return nil
 }
 
 func targetProject(c Caller, requested string) (string, error) {
