@@ -86,7 +86,7 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 		_, m := s.repo.CacheStats()
 		return float64(m)
 	})
-	for _, kind := range []string{"backup", "restore", "check"} {
+	for _, kind := range []string{"backup", "restore", "check", "verify"} {
 		m.jobsRunning.WithLabelValues(kind)
 		m.jobsQueued.WithLabelValues(kind)
 		for _, result := range []string{"success", "error", "cancelled"} {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -73,9 +74,10 @@ func dashboardQueries(t *testing.T, path string) []string {
 	return queries
 }
 
-// TestGrafanaDashboardMetricsExist: every metric the dashboard queries is in the /metrics of
-// a real gateway that has backed up, restored, run a policy, gc and a check, so the
-// dashboard and the exported names cannot drift apart.
+// TestGrafanaDashboardMetricsExist: every metric the dashboard queries, and every one the
+// alerting rules name, is in the /metrics of a real gateway that has backed up, restored,
+// run a policy, gc and a check, so the dashboard, the alerts and the exported names cannot
+// drift apart.
 func TestGrafanaDashboardMetricsExist(t *testing.T) {
 	root, err := moduleRoot()
 	if err != nil {
@@ -90,6 +92,17 @@ func TestGrafanaDashboardMetricsExist(t *testing.T) {
 	}
 	if len(used) < 10 {
 		t.Fatalf("the dashboard queries only %d cairn metrics: %v", len(used), used)
+	}
+	rules, err := os.ReadFile(filepath.Join(root, "contrib", "grafana", "cairn-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	alerted := metricName.FindAllString(string(rules), -1)
+	if len(alerted) < 10 {
+		t.Fatalf("the alerting rules name only %d cairn metrics: %v", len(alerted), alerted)
+	}
+	for _, m := range alerted {
+		used[m] = true
 	}
 
 	dir := t.TempDir()
@@ -149,5 +162,60 @@ func TestGrafanaDashboardMetricsExist(t *testing.T) {
 		names = append(names, m)
 	}
 	sort.Strings(names)
-	t.Logf("the dashboard's %d metrics are all exported: %s", len(names), strings.Join(names, " "))
+	t.Logf("the dashboard's and the alerts' %d metrics are all exported: %s", len(names), strings.Join(names, " "))
+}
+
+// TestAlertRules runs promtool over contrib's alerting rules: they load, and their unit tests
+// (two gateways on one repository: a policy's failed run that a later run elsewhere
+// supersedes, a check that found problems, overdue volumes, failed jobs, a gateway down)
+// fire what they expect and nothing else.
+func TestAlertRules(t *testing.T) {
+	promtool := testutil.RequireCommand(t, "promtool")
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "contrib", "grafana")
+	// The scrape config, with its token file where the test can make one, loads the rules.
+	conf, err := os.ReadFile(filepath.Join(dir, "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	token := filepath.Join(tmp, "cairn-token")
+	if err := os.WriteFile(token, []byte(consoleScraper+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(conf), "/etc/prometheus/cairn-token") {
+		t.Fatal("prometheus.yml no longer reads the token from /etc/prometheus/cairn-token: change this test with it")
+	}
+	conf = []byte(strings.ReplaceAll(string(conf), "/etc/prometheus/cairn-token", token))
+	if err := os.WriteFile(filepath.Join(tmp, "prometheus.yml"), conf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile(filepath.Join(dir, "cairn-alerts.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "cairn-alerts.yml"), rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []struct {
+		dir  string
+		args []string
+	}{
+		{tmp, []string{"check", "config", "prometheus.yml"}},
+		{dir, []string{"check", "rules", "cairn-alerts.yml"}},
+		{dir, []string{"test", "rules", "cairn-alerts.test.yml", "cairn-alerts-days.test.yml"}},
+	} {
+		cmd := exec.Command(promtool, run.args...)
+		cmd.Dir = run.dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(run.args, " "), err, out)
+		}
+		if run.args[0] == "check" && run.args[1] == "config" && !strings.Contains(string(out), "9 rules found") {
+			t.Fatalf("promtool check config loaded no rules, or not all nine:\n%s", out)
+		}
+	}
 }
