@@ -108,6 +108,11 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if vchanged {
 		changed = true
 	}
+	if schanged, err := s.syncSnapshots(ctx, look); err != nil {
+		return err
+	} else if schanged {
+		changed = true
+	}
 	s.lastFull, s.lastLook = look, look
 	if changed {
 		s.notifyChange()
@@ -424,6 +429,77 @@ func (s *Service) learnVolume(ctx context.Context, id string) (bool, error) {
 	}
 	s.log.Info("volume managed through another gateway learned", "volume_id", v.ID, "volume", v.Name, "project", v.Project)
 	return true, nil
+}
+
+// syncSnapshots makes the index's snapshots the repository's, as syncVolumes does volumes: it
+// forgets the snapshots whose records another gateway removed (a snapshot delete there) and
+// learns the ones another gateway took. Before, a snapshot deleted through one gateway stayed
+// listed, available, on every other that had learned it (with nothing at its path), and one
+// taken through one gateway was missing from the others' lists until their index was rebuilt
+// [TestSnapshotTakenOnOneGatewayIsListedOnAnother]. A snapshot this gateway took within
+// volumeRecordGrace of the look, or one it is backing up or deleting, is left; a forget removes
+// the record only if it is still available, in one transaction (a backup's claim of the
+// snapshot came first, and it is left for a later catch-up, or the backup finds it gone), and
+// never marks it deleting, which a start would settle by storing its record again were the
+// snapshot's path there. A learn needs no lock: a snapshot taken or deleted here has its index record from
+// before its repository record is stored until after that record is removed, so a learn
+// finds it known.
+func (s *Service) syncSnapshots(ctx context.Context, look time.Time) (bool, error) {
+	snaps, err := s.idx.Snapshots()
+	if err != nil {
+		return false, err
+	}
+	stored := map[string]bool{}
+	if err := s.repo.ListMetaNames(ctx, metaSnapshots, func(id string) error { stored[id] = true; return nil }); err != nil {
+		return false, err
+	}
+	changed := false
+	known := map[string]bool{}
+	for _, sn := range snaps {
+		known[sn.ID] = true
+		if stored[sn.ID] || sn.Status != index.SnapshotAvailable || sn.CreatedAt.After(look.Add(-volumeRecordGrace)) {
+			continue
+		}
+		var rec index.Snapshot
+		if err := s.repo.GetMeta(ctx, metaSnapshots, sn.ID, &rec); !errors.Is(err, backend.ErrNotFound) {
+			continue // there after all, or cannot tell
+		}
+		if err := s.idx.DeleteSnapshotIf(sn.ID, func(r *index.Snapshot) error {
+			if r.Status != index.SnapshotAvailable {
+				return errUnchanged // a backup or a delete here took it meanwhile
+			}
+			return nil
+		}); errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return changed, err
+		}
+		s.log.Info("snapshot deleted elsewhere forgotten", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
+		changed = true
+	}
+	for id := range stored {
+		if known[id] {
+			continue
+		}
+		var sn index.Snapshot
+		if err := s.repo.GetMeta(ctx, metaSnapshots, id, &sn); err != nil {
+			if !errors.Is(err, backend.ErrNotFound) {
+				s.log.Warn("snapshot record in the repository unreadable", "snapshot_id", id, "error", err)
+			}
+			continue
+		}
+		if sn.ID != id {
+			continue
+		}
+		if err := s.idx.CreateSnapshot(&sn); errors.Is(err, index.ErrExists) {
+			continue // taken here meanwhile
+		} else if err != nil {
+			return changed, err
+		}
+		s.log.Info("snapshot taken through another gateway learned", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
+		changed = true
+	}
+	return changed, nil
 }
 
 // forget drops the record of a backup whose manifest another gateway deleted, if the record

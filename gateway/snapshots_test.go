@@ -310,3 +310,74 @@ func reflinkVolume(t *testing.T, s *gateway.Service, size int64, seed int64) (*i
 	}
 	return v, vol
 }
+
+// A snapshot taken through one gateway is listed by another at its next full catch-up and
+// backed up through it byte for byte; deleted through the first, it is forgotten by the
+// other, unless the other is backing it up then. Before, the other gateway learned snapshots
+// only when its index was rebuilt, and kept one deleted elsewhere listed, available, with
+// nothing at its path.
+func TestSnapshotTakenOnOneGatewayIsListedOnAnother(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetVolumeRecordGraceForTest(t, 0)
+	ctx := adminCtx()
+	v, vol := reflinkVolume(t, a, 1<<20, 47)
+	sn, err := a.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: v.ID, Name: "before"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256File(t, vol)
+	testutil.WriteImage(t, vol, 1<<20, 48, testutil.Random) // the volume moves on; the snapshot stays
+	if _, err := b.Snapshot(ctx, sn.ID); err == nil {
+		t.Fatal("the other gateway knew the snapshot before its catch-up")
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Snapshot(ctx, "before")
+	if err != nil {
+		t.Fatalf("the other gateway does not list the snapshot taken through the first after its catch-up: %v", err)
+	}
+	if got.ID != sn.ID || got.Path != sn.Path || got.Status != index.SnapshotAvailable {
+		t.Fatalf("the other gateway learned %+v, want %+v", got, sn)
+	}
+	bk, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, SnapshotID: sn.ID})
+	if err != nil {
+		t.Fatalf("backup through the other gateway of the snapshot it learned: %v", err)
+	}
+	if restoreSHA(t, b, ctx, bk.ID) != want {
+		t.Fatal("the backup of the snapshot through the other gateway differs from the volume when the snapshot was taken")
+	}
+
+	// Deleted through the first while the other backs it up: left there, then forgotten.
+	if _, err := b.Index().UpdateSnapshot(sn.ID, func(r *index.Snapshot) error {
+		r.Status = index.SnapshotBackingUp
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.DeleteSnapshot(ctx, sn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Snapshot(ctx, sn.ID); err != nil {
+		t.Fatalf("the other gateway forgot a snapshot it was backing up: %v", err)
+	}
+	if _, err := b.Index().UpdateSnapshot(sn.ID, func(r *index.Snapshot) error {
+		r.Status = index.SnapshotAvailable
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Snapshot(ctx, sn.ID); err == nil {
+		t.Fatalf("the other gateway still lists snapshot %s (%s), deleted through the first", got.ID, got.Status)
+	}
+	if snaps, err := b.ListSnapshots(ctx, "", true); err != nil || len(snaps) != 0 {
+		t.Fatalf("the other gateway's snapshots after the delete: %v, %v", snaps, err)
+	}
+}

@@ -247,3 +247,41 @@ func TestGoneVolumes(t *testing.T) {
 		t.Fatalf("GoneVolumes(p3) = %+v, %v; want none", gone, err)
 	}
 }
+
+// DeleteSnapshotIf removes a record only when may allows it on the record as it is in the
+// transaction, and says when there is none.
+func TestDeleteSnapshotIf(t *testing.T) {
+	ix := openTest(t)
+	sn := &Snapshot{ID: "s1", VolumeID: "v1", Status: SnapshotAvailable}
+	if err := ix.CreateSnapshot(sn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.UpdateSnapshot("s1", func(s *Snapshot) error { s.Status = SnapshotBackingUp; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	busy := errors.New("busy")
+	onlyAvailable := func(s *Snapshot) error {
+		if s.Status != SnapshotAvailable {
+			return busy
+		}
+		return nil
+	}
+	if err := ix.DeleteSnapshotIf("s1", onlyAvailable); !errors.Is(err, busy) {
+		t.Fatalf("delete of a snapshot being backed up: %v, want may's error", err)
+	}
+	if _, err := ix.Snapshot("s1"); err != nil {
+		t.Fatalf("the snapshot may refused to delete: %v", err)
+	}
+	if _, err := ix.UpdateSnapshot("s1", func(s *Snapshot) error { s.Status = SnapshotAvailable; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.DeleteSnapshotIf("s1", onlyAvailable); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.Snapshot("s1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the deleted snapshot: %v, want not found", err)
+	}
+	if err := ix.DeleteSnapshotIf("s1", onlyAvailable); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("delete of no snapshot: %v, want not found", err)
+	}
+}

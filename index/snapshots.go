@@ -85,6 +85,22 @@ func (ix *Index) DeleteSnapshot(id string) error {
 	return ix.update(func(txn *badger.Txn) error { return txn.Delete([]byte(snapshotKey(id))) })
 }
 
+// DeleteSnapshotIf removes a snapshot record if may, run inside the transaction on the record
+// as it is then, returns nil, and returns may's error otherwise (ErrNotFound without a record),
+// as DeleteBackupIf does for backups. may must not call the index.
+func (ix *Index) DeleteSnapshotIf(id string, may func(*Snapshot) error) error {
+	return ix.update(func(txn *badger.Txn) error {
+		var s Snapshot
+		if err := getJSON(txn, snapshotKey(id), &s); err != nil {
+			return err
+		}
+		if err := may(&s); err != nil {
+			return err
+		}
+		return txn.Delete([]byte(snapshotKey(id)))
+	})
+}
+
 // Snapshots returns every snapshot, oldest first.
 func (ix *Index) Snapshots() ([]*Snapshot, error) {
 	var out []*Snapshot
