@@ -212,3 +212,43 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 		}
 	}
 }
+
+// backup reset-state is cinder's backup-reset-state: several backups at once, one failing
+// stops none (exit non-zero, naming it), and without --state the backups become available,
+// as cinder's default is (cairn's was error, so `cairn backup-reset-state ID` as an
+// OpenStack admin types it took a sound backup out of restores).
+func TestResetStateAsCinderDoes(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, vol, 4*mib, 61, testutil.Mixed)
+	a := r.createBackup(vol, "--name", "a")
+	b := r.createBackup(vol, "--name", "b", "--incremental")
+	status := func(id string) string {
+		t.Helper()
+		var got backupJSON
+		r.mustJSON(&got, "backup", "show", id)
+		return got.Status
+	}
+	var rows []backupJSON
+	r.mustJSON(&rows, "backup", "reset-state", a.ID, "b", "--state", "error")
+	if len(rows) != 2 || rows[0].Status != "error" || rows[1].Status != "error" {
+		t.Fatalf("reset-state of two backups to error printed %+v", rows)
+	}
+	if sa, sb := status(a.ID), status(b.ID); sa != "error" || sb != "error" {
+		t.Fatalf("after reset-state --state error of both: %s, %s", sa, sb)
+	}
+	res := r.run("backup-reset-state", a.ID, "nosuch", b.ID)
+	if res.Code == 0 || !strings.Contains(res.Stderr, "nosuch: failed") || !strings.Contains(res.Stderr, "1 of 3 backups not reset (nosuch)") {
+		t.Fatalf("reset-state with an unknown backup between two: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	if sa, sb := status(a.ID), status(b.ID); sa != "available" || sb != "available" {
+		t.Fatalf("after reset-state without --state: %s, %s; want both available, as cinder's default", sa, sb)
+	}
+	r.restoreMatches(b.ID, testutil.SHA256File(t, vol), dir)
+	// One backup: its properties, as before.
+	out := r.mustRun("backup", "reset-state", "a", "--state", "error")
+	if !strings.Contains(out, "| status ") || !strings.Contains(out, "error") {
+		t.Fatalf("reset-state of one backup printed:\n%s", out)
+	}
+}

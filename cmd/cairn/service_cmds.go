@@ -1,8 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"context"
+	"fmt"
+	"strings"
 	"time"
+
+	"github.com/cairn-backup/cairn/index"
 )
 
 // ServiceCmd groups service commands.
@@ -41,20 +46,58 @@ func (c *ServiceListCmd) Run(ctx context.Context, g *Globals) error {
 
 // BackupResetCmd sets a backup's state; on a restoring backup it cancels the restore.
 type BackupResetCmd struct {
-	Backup string `arg:"" help:"Backup id or name."`
-	State  string `help:"New state: ${enum}." enum:"available,error" default:"error"`
+	Backups []string `arg:"" name:"backup" help:"Backup ids or names; each is reset, one failing stops none (exit non-zero)."`
+	State   string   `help:"New state: ${enum}. available, as with cinder's backup-reset-state, is for a backup left restoring or reset to error (only one whose manifest is stored becomes available); error takes a backup out of restores and incrementals." enum:"available,error" default:"available"`
 }
 
-// Run resets the state.
+// Run resets the state of each backup: the backup's properties for one, a row each for
+// several.
 func (c *BackupResetCmd) Run(ctx context.Context, g *Globals) error {
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	b, err := s.ResetBackupState(ctx, c.Backup, c.State)
-	if err != nil {
-		return err
+	var done []*index.Backup
+	var failed []string
+	var firstErr error
+	for _, ref := range c.Backups {
+		b, err := s.ResetBackupState(ctx, ref, c.State)
+		if err != nil {
+			failed, firstErr = append(failed, ref), cmp.Or(firstErr, err)
+			if len(c.Backups) > 1 {
+				fmt.Fprintf(g.stderr, "%s: failed: %s\n", ref, strings.TrimPrefix(message(err), "cairn: "))
+			}
+			continue
+		}
+		done = append(done, b)
 	}
-	return g.showBackup(s, b)
+	if len(c.Backups) == 1 {
+		if firstErr != nil {
+			return firstErr
+		}
+		return g.showBackup(s, done[0])
+	}
+	if g.json() {
+		out := []any{}
+		for _, b := range done {
+			out = append(out, backupJSON(s, b))
+		}
+		if err := writeJSON(g.stdout, out); err != nil {
+			return err
+		}
+	} else if len(done) > 0 {
+		t := &table{header: []string{"ID", "Name", "Status"}}
+		for _, b := range done {
+			t.add(b.ID, none(b.Name), string(b.Status))
+		}
+		if err := t.write(g.stdout); err != nil {
+			return err
+		}
+	}
+	if len(failed) > 0 {
+		// The first failure's error, so the exit code is its kind's.
+		return fmt.Errorf("%d of %d backups not reset (%s): %w", len(failed), len(c.Backups), strings.Join(failed, ", "), firstErr)
+	}
+	return nil
 }
