@@ -252,3 +252,41 @@ func TestResetStateAsCinderDoes(t *testing.T) {
 		t.Fatalf("reset-state of one backup printed:\n%s", out)
 	}
 }
+
+// backup delete takes several backups, as cinder's backup-delete does, and deletes them
+// newest first whatever the order given, so a whole chain named oldest first goes (only the
+// latest backup of a chain may be deleted); one failing stops none.
+func TestDeleteSeveralNewestFirst(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, vol, 4*mib, 62, testutil.Mixed)
+	full := r.createBackup(vol, "--name", "full")
+	inc1 := r.createBackup(vol, "--name", "inc1", "--incremental")
+	inc2 := r.createBackup(vol, "--name", "inc2", "--incremental")
+	other := filepath.Join(dir, "other.img")
+	testutil.WriteImage(t, other, 4*mib, 63, testutil.Mixed)
+	kept := r.createBackup(other, "--name", "kept")
+	res := r.run("--format", "json", "backup-delete", "-y", full.ID, "nosuch", inc1.ID, "inc2")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "nosuch: failed") || !strings.Contains(res.Stderr, "1 of 4 backups not deleted (nosuch)") {
+		t.Fatalf("delete of a chain and an unknown backup: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	var out []map[string]string
+	if err := json.Unmarshal([]byte(res.Stdout), &out); err != nil {
+		t.Fatalf("stdout is not JSON: %v\n%s", err, res.Stdout)
+	}
+	var order []string
+	for _, d := range out {
+		order = append(order, d["id"])
+	}
+	if want := []string{inc2.ID, inc1.ID, full.ID}; strings.Join(order, " ") != strings.Join(want, " ") {
+		t.Fatalf("deleted %v, want the chain newest first %v", order, want)
+	}
+	left := r.listBackups()
+	if len(left) != 1 || left[0].ID != kept.ID {
+		t.Fatalf("backups left: %+v, want only %s", left, kept.ID)
+	}
+	r.mustRun("repo", "gc")
+	r.restoreMatches(kept.ID, testutil.SHA256File(t, other), dir)
+	r.checkClean()
+}

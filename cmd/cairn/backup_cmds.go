@@ -20,7 +20,7 @@ type BackupCmd struct {
 	Create    BackupCreateCmd    `cmd:"" help:"Back up a volume, full or incremental."`
 	List      BackupListCmd      `cmd:"" help:"List backups."`
 	Show      BackupShowCmd      `cmd:"" help:"Show a backup."`
-	Delete    BackupDeleteCmd    `cmd:"" help:"Delete a backup (only the latest of an incremental chain)."`
+	Delete    BackupDeleteCmd    `cmd:"" help:"Delete backups (only the latest of an incremental chain; several go newest first)."`
 	Prune     BackupPruneCmd     `cmd:"" help:"Expire backups by keep rules (--keep-last, --keep-daily, ...); chains stay restorable."`
 	Protect   BackupProtectCmd   `cmd:"" help:"Protect a backup: delete, force delete and prune refuse it."`
 	Unprotect BackupUnprotectCmd `cmd:"" help:"Remove a backup's protection."`
@@ -321,27 +321,66 @@ func (c *BackupShowCmd) Run(ctx context.Context, g *Globals) error {
 
 // BackupDeleteCmd deletes a backup.
 type BackupDeleteCmd struct {
-	Backup string `arg:"" help:"Backup id or name."`
-	Force  bool   `help:"Admins: delete even while creating or restoring (cancels a running backup)."`
-	Yes    bool   `help:"Do not ask for confirmation (needed without a terminal)." short:"y"`
+	Backups []string `arg:"" name:"backup" help:"Backup ids or names; newest first whatever the order given, so a chain named whole goes; one failing stops none (exit non-zero)."`
+	Force   bool     `help:"Admins: delete even while creating or restoring (cancels a running backup)."`
+	Yes     bool     `help:"Do not ask for confirmation (needed without a terminal)." short:"y"`
 }
 
-// Run deletes the backup, once confirmed.
+// Run deletes the backups, each once confirmed, newest first: only the latest backup of a
+// chain may be deleted, so `cinder backup-delete FULL INC` in that order still deletes both.
 func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	b, err := s.DeleteBackup(g.confirmer(ctx, c.Yes), c.Backup, c.Force)
-	if err != nil {
-		return err
+	type named struct {
+		ref string
+		at  time.Time
+	}
+	refs := make([]named, 0, len(c.Backups))
+	for _, ref := range c.Backups {
+		n := named{ref: ref}
+		if b, err := s.Backup(ctx, ref); err == nil {
+			n.at = b.CreatedAt
+		}
+		refs = append(refs, n) // one not found fails in its turn, with the delete's own message
+	}
+	slices.SortStableFunc(refs, func(a, b named) int { return b.at.Compare(a.at) })
+	var deleted []map[string]string
+	var failed []string
+	var firstErr error
+	for _, n := range refs {
+		b, err := s.DeleteBackup(g.confirmer(ctx, c.Yes), n.ref, c.Force)
+		if err != nil {
+			failed, firstErr = append(failed, n.ref), cmp.Or(firstErr, err)
+			if len(c.Backups) > 1 {
+				fmt.Fprintf(g.stderr, "%s: failed: %s\n", n.ref, strings.TrimPrefix(message(err), "cairn: "))
+			}
+			continue
+		}
+		deleted = append(deleted, map[string]string{"id": b.ID, "status": "deleted"})
+		if !g.json() && !g.Quiet {
+			fmt.Fprintf(g.stdout, "backup %s deleted; 'cairn repo gc' reclaims its space\n", b.ID)
+		}
 	}
 	if g.json() {
-		return writeJSON(g.stdout, map[string]string{"id": b.ID, "status": "deleted"})
+		var out any = nonNil(deleted)
+		if len(c.Backups) == 1 {
+			if len(deleted) == 0 {
+				return firstErr
+			}
+			out = deleted[0]
+		}
+		if err := writeJSON(g.stdout, out); err != nil {
+			return err
+		}
 	}
-	if !g.Quiet {
-		fmt.Fprintf(g.stdout, "backup %s deleted; 'cairn repo gc' reclaims its space\n", b.ID)
+	switch {
+	case len(failed) > 0 && len(c.Backups) > 1:
+		return fmt.Errorf("%d of %d backups not deleted (%s): %w", len(failed), len(c.Backups), strings.Join(failed, ", "), firstErr)
+	case len(failed) > 0:
+		return firstErr
 	}
 	return nil
 }
