@@ -290,3 +290,58 @@ func TestDeleteSeveralNewestFirst(t *testing.T) {
 	r.restoreMatches(kept.ID, testutil.SHA256File(t, other), dir)
 	r.checkClean()
 }
+
+// The cinder-style list verbs take cinder's flags: backup-list --all-tenants, --volume-id,
+// --name, --sort KEY[:DIR] and --limit N, snapshot-list --all-tenants; a bad sort key or
+// limit is a usage error (exit 2) that names the keys. Before, each was an unknown flag to an
+// OpenStack admin typing what cinder takes.
+func TestListsTakeCindersFlags(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, vol, 2*mib, 64, testutil.Mixed)
+	other := filepath.Join(dir, "db.img")
+	testutil.WriteImage(t, other, 3*mib, 65, testutil.Mixed)
+	r.mustRun("volume", "manage", vol, "--name", "vm")
+	r.mustRun("volume", "manage", other, "--name", "db", "--project", "p1")
+	b1 := r.createBackup("vm", "--name", "nightly")
+	b2 := r.createBackup("vm", "--name", "weekly")
+	b3 := r.createBackup("db", "--name", "nightly", "--project", "p1")
+	ids := func(args ...string) string {
+		t.Helper()
+		var bs []backupJSON
+		r.mustJSON(&bs, append([]string{"backup-list"}, args...)...)
+		var out []string
+		for _, b := range bs {
+			out = append(out, b.ID)
+		}
+		return strings.Join(out, " ")
+	}
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--all-tenants", "--sort", "created_at:desc"}, []string{b3.ID, b2.ID, b1.ID}},
+		{[]string{"--all-tenants", "--sort", "created_at:desc", "--limit", "2"}, []string{b3.ID, b2.ID}},
+		{[]string{"--all-tenants", "--name", "nightly"}, []string{b1.ID, b3.ID}},
+		{[]string{"--volume-id", "vm", "--sort", "name:desc"}, []string{b2.ID, b1.ID}},
+		{[]string{"--all-tenants", "--sort", "size"}, []string{b1.ID, b2.ID, b3.ID}},
+		{[]string{"--name", "nightly"}, []string{b1.ID}}, // project admin's only
+	} {
+		if got := ids(c.args...); got != strings.Join(c.want, " ") {
+			t.Errorf("backup-list %s: %s, want %s", strings.Join(c.args, " "), got, strings.Join(c.want, " "))
+		}
+	}
+	var vols []map[string]any
+	r.mustJSON(&vols, "volume", "list", "--all-tenants")
+	if len(vols) != 2 {
+		t.Errorf("volume list --all-tenants: %d volumes, want 2", len(vols))
+	}
+	r.mustRun("snapshot-list", "--all-tenants")
+	for _, bad := range [][]string{{"--sort", "colour"}, {"--sort", "name:up"}, {"--limit", "-1"}} {
+		res := r.run(append([]string{"backup-list"}, bad...)...)
+		if res.Code != 2 || !strings.Contains(res.Stderr, bad[0]+" "+bad[1]) {
+			t.Errorf("backup-list %s: exit %d, stderr %q; want a usage error naming it", strings.Join(bad, " "), res.Code, res.Stderr)
+		}
+	}
+}

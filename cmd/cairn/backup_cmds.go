@@ -177,10 +177,41 @@ func backupFigures(b *index.Backup) []string {
 
 // BackupListCmd lists backups.
 type BackupListCmd struct {
-	Volume      string `help:"Only this volume's backups." placeholder:"VOLUME"`
+	Volume      string `help:"Only this volume's backups (cinder's --volume-id)." placeholder:"VOLUME" aliases:"volume-id"`
+	Name        string `help:"Only backups of this name."`
 	Status      string `help:"Only backups in this status: ${enum}." enum:"any,creating,available,deleting,restoring,error" default:"any"`
-	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column)."`
+	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column; cinder's --all-tenants)." aliases:"all-tenants"`
+	Sort        string `help:"Order by KEY (created_at, name, size, status, id, volume_id), ascending unless :desc follows, like created_at:desc (the default: oldest first)." placeholder:"KEY[:asc|desc]"`
+	Limit       int    `help:"At most this many backups (after --sort)." placeholder:"N"`
 	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container." short:"l"`
+}
+
+// backupSortKeys are what backup list --sort orders by: cinder's backup-list --sort keys.
+var backupSortKeys = map[string]func(a, b *index.Backup) int{
+	"created_at": func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"name":       func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
+	"size":       func(a, b *index.Backup) int { return cmp.Compare(a.Size, b.Size) },
+	"status":     func(a, b *index.Backup) int { return strings.Compare(string(a.Status), string(b.Status)) },
+	"id":         func(a, b *index.Backup) int { return strings.Compare(a.ID, b.ID) },
+	"volume_id":  func(a, b *index.Backup) int { return strings.Compare(a.VolumeID, b.VolumeID) },
+}
+
+// backupOrder is the order spec (KEY, KEY:asc or KEY:desc) names, ties by creation time.
+func backupOrder(spec string) (func(a, b *index.Backup) int, error) {
+	key, dir, _ := strings.Cut(spec, ":")
+	by, ok := backupSortKeys[key]
+	if !ok {
+		return nil, usageError(fmt.Sprintf("--sort %s: sort by one of %s, with :asc or :desc after it", spec, strings.Join(slices.Sorted(maps.Keys(backupSortKeys)), ", ")))
+	}
+	sign := 1
+	switch dir {
+	case "", "asc":
+	case "desc":
+		sign = -1
+	default:
+		return nil, usageError(fmt.Sprintf("--sort %s: the direction is asc or desc", spec))
+	}
+	return func(a, b *index.Backup) int { return sign * cmp.Or(by(a, b), a.CreatedAt.Compare(b.CreatedAt)) }, nil
 }
 
 // listWidth is what the default backup list fits in; listTime is its short time of day.
@@ -191,6 +222,16 @@ const (
 
 // Run lists backups.
 func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
+	if c.Limit < 0 {
+		return usageError(fmt.Sprintf("--limit %d: give how many backups at most, 1 or more", c.Limit))
+	}
+	var order func(a, b *index.Backup) int
+	if c.Sort != "" {
+		var err error
+		if order, err = backupOrder(c.Sort); err != nil {
+			return err
+		}
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
@@ -203,6 +244,15 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: c.Volume, AllProjects: c.AllProjects, Status: status})
 	if err != nil {
 		return err
+	}
+	if c.Name != "" {
+		bs = slices.DeleteFunc(bs, func(b *index.Backup) bool { return b.Name != c.Name })
+	}
+	if order != nil {
+		slices.SortStableFunc(bs, order)
+	}
+	if c.Limit > 0 && len(bs) > c.Limit {
+		bs = bs[:c.Limit]
 	}
 	if g.json() {
 		out := make([]map[string]any, 0, len(bs))
@@ -222,7 +272,7 @@ func (c *BackupListCmd) Run(ctx context.Context, g *Globals) error {
 	if err := backupTable(bs, names, s.Location(), c.Long, c.AllProjects).write(g.stdout); err != nil {
 		return err
 	}
-	if len(bs) == 0 && !c.AllProjects && c.Volume == "" {
+	if len(bs) == 0 && !c.AllProjects && c.Volume == "" && c.Name == "" {
 		all, err := s.ListBackups(ctx, gateway.ListFilter{AllProjects: true, Status: status})
 		if err == nil { // an admin's: say where the backups are
 			projects := make([]string, 0, len(all))

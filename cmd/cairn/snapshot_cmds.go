@@ -44,7 +44,7 @@ func (c *SnapshotCreateCmd) Run(ctx context.Context, g *Globals) error {
 // SnapshotListCmd lists snapshots.
 type SnapshotListCmd struct {
 	VolumeID    string `help:"Only this volume's snapshots." placeholder:"VOLUME"`
-	AllProjects bool   `help:"Admins: list every project's snapshots (adds a Project column)."`
+	AllProjects bool   `help:"Admins: list every project's snapshots (adds a Project column; cinder's --all-tenants)." aliases:"all-tenants"`
 }
 
 // Run lists snapshots.

@@ -70,7 +70,7 @@ func (c *VolumeCreateCmd) Run(ctx context.Context, g *Globals) error {
 
 // VolumeListCmd lists volumes.
 type VolumeListCmd struct {
-	AllProjects bool `help:"Admins: list every project's volumes (adds a Project column)."`
+	AllProjects bool `help:"Admins: list every project's volumes (adds a Project column; cinder's --all-tenants)." aliases:"all-tenants"`
 }
 
 // Run lists volumes.

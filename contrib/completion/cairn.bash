@@ -131,7 +131,7 @@ _cairn() {
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "backup list") COMPREPLY=($(compgen -W "--all-projects --long --status --volume" -- "$cur")) ;;
+    "backup list") COMPREPLY=($(compgen -W "--all-projects --limit --long --name --sort --status --volume" -- "$cur")) ;;
     "backup protect") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup prune") COMPREPLY=($(compgen -W "--all --dry-run --force --gc --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --timezone --yes" -- "$cur")) ;;
     "backup reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
@@ -143,7 +143,7 @@ _cairn() {
     "backup-delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup-export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "backup-list") COMPREPLY=($(compgen -W "--all-projects --long --status --volume" -- "$cur")) ;;
+    "backup-list") COMPREPLY=($(compgen -W "--all-projects --limit --long --name --sort --status --volume" -- "$cur")) ;;
     "backup-reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
     "backup-restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait --yes" -- "$cur")) ;;
     "backup-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
