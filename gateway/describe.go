@@ -24,7 +24,7 @@ const maxField = 255
 // UpdateBackup renames, redescribes or re-tags a backup. The repository is the truth: a
 // committed backup's manifest is rewritten whole (one atomic Put) before its record, so a
 // rebuilt index keeps the change; a backup still creating takes it into its manifest when it
-// commits. Other gateways on the repository see it after a rebuild-index.
+// commits. Other gateways take it from the manifest at their next catch-up.
 func (s *Service) UpdateBackup(ctx context.Context, ref string, u BackupUpdate) (*index.Backup, error) {
 	b, err := s.Backup(ctx, ref)
 	if err != nil {

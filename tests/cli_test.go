@@ -345,3 +345,51 @@ func TestListsTakeCindersFlags(t *testing.T) {
 		}
 	}
 }
+
+// backup create takes cinder's --metadata and --container (only this repository's location),
+// and backup update (backup-update) renames, redescribes and re-tags a backup; what it changes
+// is in the manifest, so an index rebuilt from the repository has it.
+func TestBackupMetadataAndUpdate(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, vol, 2*mib, 66, testutil.Mixed)
+	type described struct {
+		ID          string            `json:"id"`
+		Name        string            `json:"name"`
+		Description string            `json:"description"`
+		Metadata    map[string]string `json:"metadata"`
+		Container   string            `json:"container"`
+	}
+	var b described
+	r.mustJSON(&b, "--quiet", "backup-create", vol, "--name", "n1", "--metadata", "tier=gold", "--metadata", "owner=ops=2")
+	if b.Metadata["tier"] != "gold" || b.Metadata["owner"] != "ops=2" || len(b.Metadata) != 2 {
+		t.Fatalf("backup created with metadata: %+v", b)
+	}
+	var again described
+	r.mustJSON(&again, "--quiet", "backup", "create", vol, "--container", b.Container)
+	for _, bad := range [][]string{{"--container", "elsewhere"}, {"--metadata", "novalue"}, {"--metadata", "=v"}} {
+		res := r.run(append([]string{"backup", "create", vol}, bad...)...)
+		if res.Code != 2 || !strings.Contains(res.Stderr, bad[0]) {
+			t.Errorf("backup create %s: exit %d, stderr %q; want a usage error naming it", strings.Join(bad, " "), res.Code, res.Stderr)
+		}
+	}
+	if res := r.run("backup", "update", b.ID); res.Code != 2 {
+		t.Errorf("backup update with nothing to change: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	var u described
+	r.mustJSON(&u, "backup-update", "n1", "--name", "kept", "--description", "before the upgrade", "--metadata", "ticket=42")
+	if u.ID != b.ID || u.Name != "kept" || u.Description != "before the upgrade" || len(u.Metadata) != 1 || u.Metadata["ticket"] != "42" {
+		t.Fatalf("after backup-update: %+v", u)
+	}
+	r.mustRun("repo", "rebuild-index")
+	var rebuilt described
+	r.mustJSON(&rebuilt, "backup", "show", b.ID)
+	if rebuilt.Name != "kept" || rebuilt.Description != "before the upgrade" || len(rebuilt.Metadata) != 1 || rebuilt.Metadata["ticket"] != "42" {
+		t.Fatalf("after rebuild-index: %+v, want the update kept", rebuilt)
+	}
+	r.mustJSON(&u, "backup", "update", "kept", "--name", "")
+	if u.Name != "" || u.Description != "before the upgrade" {
+		t.Fatalf("after clearing the name: %+v", u)
+	}
+}

@@ -28,6 +28,7 @@ type BackupCmd struct {
 	Verify    BackupVerifyCmd    `cmd:"" help:"Read every block of backups and check it, as a restore would, writing nothing."`
 	Export    BackupExportCmd    `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
 	Import    BackupImportCmd    `cmd:"" help:"Import exported backup metadata into the index."`
+	Update    BackupUpdateCmd    `cmd:"" help:"Change a backup's name, description or metadata."`
 	Reset     BackupResetCmd     `cmd:"" name:"reset-state" help:"Set a backup's state; cancels a running restore (admins)."`
 }
 
@@ -43,6 +44,26 @@ type BackupCreateCmd struct {
 	Wait        bool     `help:"With a gateway: follow the backup until it ends (the embedded CLI always does)." short:"w"`
 	Protected   bool     `help:"Protect the backup: delete and prune refuse it until 'cairn backup unprotect'."`
 	Bitmap      string   `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
+	Metadata    []string `help:"Backup metadata KEY=VALUE (cinder's --metadata; give it once per pair)." placeholder:"KEY=VALUE" sep:"none"`
+	Container   string   `help:"Cinder's --container: every backup goes to the repository, so only its own location (as backup show's container says) is taken." placeholder:"CONTAINER"`
+
+	md map[string]string // Metadata, parsed
+}
+
+// parseMetadata reads KEY=VALUE pairs; nil for none.
+func parseMetadata(pairs []string) (map[string]string, error) {
+	if len(pairs) == 0 {
+		return nil, nil
+	}
+	md := make(map[string]string, len(pairs))
+	for _, p := range pairs {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" {
+			return nil, usageError(fmt.Sprintf("--metadata %q: give KEY=VALUE, like --metadata tier=gold", p))
+		}
+		md[k] = v
+	}
+	return md, nil
 }
 
 // Run backs up the volumes: one alone as before (its backup's properties), several or --all
@@ -57,10 +78,19 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if c.SnapshotID != "" && len(c.Volumes) > 1 {
 		return usageError("--snapshot-id backs up one snapshot: name at most its volume")
 	}
+	md, err := parseMetadata(c.Metadata)
+	if err != nil {
+		return err
+	}
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
+	if c.Container != "" && c.Container != s.Location() {
+		g.closeService(s)
+		return usageError(fmt.Sprintf("--container %s is not this repository: every backup goes to %s; leave --container out", c.Container, s.Location()))
+	}
+	c.md = md
 	if g.shared == nil {
 		// Not inside a gateway: its limit is for all it runs. Set once the repository is
 		// open: under it, scrypt's 32 MiB on the passphrase made the collector and the
@@ -143,7 +173,7 @@ func (c *BackupCreateCmd) backupEach(ctx context.Context, g *Globals, s *gateway
 // backup backs up one volume, with progress and its summary.
 func (c *BackupCreateCmd) backup(ctx context.Context, g *Globals, s *gateway.Service, vol string) (*index.Backup, error) {
 	p := g.progress("backing up " + cmp.Or(vol, "snapshot "+c.SnapshotID))
-	req := gateway.BackupRequest{Volume: vol, Name: c.Name, Description: c.Description,
+	req := gateway.BackupRequest{Volume: vol, Name: c.Name, Description: c.Description, Metadata: c.md,
 		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Bitmap: c.Bitmap, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {
@@ -433,6 +463,35 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 		return firstErr
 	}
 	return nil
+}
+
+// BackupUpdateCmd changes what describes a backup (cinder's backup-update).
+type BackupUpdateCmd struct {
+	Backup      string   `arg:"" help:"Backup id or name."`
+	Name        *string  `help:"New name (\"\" for none)."`
+	Description *string  `help:"New description (\"\" for none)."`
+	Metadata    []string `help:"Metadata KEY=VALUE, once per pair: replaces the backup's metadata whole, as cinder's backup-update does." placeholder:"KEY=VALUE" sep:"none"`
+}
+
+// Run updates the backup and shows it.
+func (c *BackupUpdateCmd) Run(ctx context.Context, g *Globals) error {
+	md, err := parseMetadata(c.Metadata)
+	if err != nil {
+		return err
+	}
+	if c.Name == nil && c.Description == nil && md == nil {
+		return usageError("say what to change: --name, --description or --metadata KEY=VALUE")
+	}
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	b, err := s.UpdateBackup(ctx, c.Backup, gateway.BackupUpdate{Name: c.Name, Description: c.Description, Metadata: md})
+	if err != nil {
+		return err
+	}
+	return g.showBackup(s, b)
 }
 
 // BackupRestoreCmd restores a backup.

@@ -112,6 +112,7 @@ type CLI struct {
 	SnapshotCreate SnapshotCreateCmd `cmd:"" name:"snapshot-create" help:"Same as 'snapshot create'." group:"cinder"`
 	SnapshotShow   SnapshotShowCmd   `cmd:"" name:"snapshot-show" help:"Same as 'snapshot show'." group:"cinder"`
 	SnapshotDelete SnapshotDeleteCmd `cmd:"" name:"snapshot-delete" help:"Same as 'snapshot delete'." group:"cinder"`
+	BackupUpdate   BackupUpdateCmd   `cmd:"" name:"backup-update" help:"Same as 'backup update'." group:"cinder"`
 	BackupReset    BackupResetCmd    `cmd:"" name:"backup-reset-state" help:"Same as 'backup reset-state'." group:"cinder"`
 	ServiceList    ServiceListCmd    `cmd:"" name:"service-list" help:"Same as 'service list'." group:"cinder"`
 }

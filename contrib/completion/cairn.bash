@@ -26,6 +26,7 @@ _cairn() {
       "backup restore") path="backup restore" ;;
       "backup show") path="backup show" ;;
       "backup unprotect") path="backup unprotect" ;;
+      "backup update") path="backup update" ;;
       "backup verify") path="backup verify" ;;
       "backup-create") path="backup-create" ;;
       "backup-delete") path="backup-delete" ;;
@@ -35,6 +36,7 @@ _cairn() {
       "backup-reset-state") path="backup-reset-state" ;;
       "backup-restore") path="backup-restore" ;;
       "backup-show") path="backup-show" ;;
+      "backup-update") path="backup-update" ;;
       "completion") path="completion" ;;
       "mount") path="mount" ;;
       "nbd") path="nbd" ;;
@@ -104,6 +106,7 @@ _cairn() {
         "backup restore") kind=backups ;;
         "backup show") kind=backups ;;
         "backup unprotect") kind=backups ;;
+        "backup update") kind=backups ;;
         "backup verify") kind=backups ;;
         "backup-create") kind=volumes ;;
         "backup-delete") kind=backups ;;
@@ -111,6 +114,7 @@ _cairn() {
         "backup-reset-state") kind=backups ;;
         "backup-restore") kind=backups ;;
         "backup-show") kind=backups ;;
+        "backup-update") kind=backups ;;
         "snapshot create") kind=volumes ;;
         "snapshot-create") kind=volumes ;;
         "volume delete") kind=volumes ;;
@@ -125,9 +129,9 @@ _cairn() {
     return 0
   fi
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
-    "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect verify" -- "$cur")) ;;
-    "backup create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
+    "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect update verify" -- "$cur")) ;;
+    "backup create") COMPREPLY=($(compgen -W "--all --bitmap --container --description --force --incremental --metadata --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -138,8 +142,9 @@ _cairn() {
     "backup restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait --yes" -- "$cur")) ;;
     "backup show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup unprotect") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "backup update") COMPREPLY=($(compgen -W "--description --metadata --name" -- "$cur")) ;;
     "backup verify") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "backup-create") COMPREPLY=($(compgen -W "--all --bitmap --description --force --incremental --name --protected --snapshot-id --wait" -- "$cur")) ;;
+    "backup-create") COMPREPLY=($(compgen -W "--all --bitmap --container --description --force --incremental --metadata --name --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup-delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup-export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "backup-import") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
@@ -147,6 +152,7 @@ _cairn() {
     "backup-reset-state") COMPREPLY=($(compgen -W "--state" -- "$cur")) ;;
     "backup-restore") COMPREPLY=($(compgen -W "--name --salvage --to --volume --wait --yes" -- "$cur")) ;;
     "backup-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "backup-update") COMPREPLY=($(compgen -W "--description --metadata --name" -- "$cur")) ;;
     "completion") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "mount") COMPREPLY=($(compgen -W "--allow-other --cache-size --refresh" -- "$cur")) ;;
     "nbd") COMPREPLY=($(compgen -W "--cache-size --listen --tokens" -- "$cur")) ;;
