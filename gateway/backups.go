@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -842,4 +843,22 @@ func (s *meteredSource) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return s.Source.ReadAt(p, off)
+}
+
+// BackupOrder compares backups by each key a list sorts by: the Block Storage API's sort keys
+// (cinderclient sends name as display_name, and data_timestamp for backups), which the CLI's
+// backup list --sort takes too.
+var BackupOrder = map[string]func(a, b *index.Backup) int{
+	"id":             func(a, b *index.Backup) int { return strings.Compare(a.ID, b.ID) },
+	"name":           func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
+	"display_name":   func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
+	"status":         func(a, b *index.Backup) int { return strings.Compare(string(a.Status), string(b.Status)) },
+	"size":           func(a, b *index.Backup) int { return cmp.Compare(a.Size, b.Size) },
+	"volume_id":      func(a, b *index.Backup) int { return strings.Compare(a.VolumeID, b.VolumeID) },
+	"created_at":     func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"data_timestamp": func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
+	"updated_at":     func(a, b *index.Backup) int { return a.UpdatedAt.Compare(b.UpdatedAt) },
+	"object_count":   func(a, b *index.Backup) int { return cmp.Compare(a.ObjectCount(), b.ObjectCount()) },
+	// One zone: every backup ties.
+	"availability_zone": func(a, b *index.Backup) int { return 0 },
 }

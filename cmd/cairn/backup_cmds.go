@@ -211,27 +211,17 @@ type BackupListCmd struct {
 	Name        string `help:"Only backups of this name."`
 	Status      string `help:"Only backups in this status: ${enum}." enum:"any,creating,available,deleting,restoring,error" default:"any"`
 	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column; cinder's --all-tenants)." aliases:"all-tenants"`
-	Sort        string `help:"Order by KEY (created_at, name, size, status, id, volume_id), ascending unless :desc follows, like created_at:desc (the default: oldest first)." placeholder:"KEY[:asc|desc]"`
+	Sort        string `help:"Order by KEY (created_at, name, size, status, id, volume_id, ...: cinder's keys), ascending unless :desc follows, like created_at:desc (the default: oldest first)." placeholder:"KEY[:asc|desc]"`
 	Limit       int    `help:"At most this many backups (after --sort)." placeholder:"N"`
 	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container." short:"l"`
-}
-
-// backupSortKeys are what backup list --sort orders by: cinder's backup-list --sort keys.
-var backupSortKeys = map[string]func(a, b *index.Backup) int{
-	"created_at": func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
-	"name":       func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
-	"size":       func(a, b *index.Backup) int { return cmp.Compare(a.Size, b.Size) },
-	"status":     func(a, b *index.Backup) int { return strings.Compare(string(a.Status), string(b.Status)) },
-	"id":         func(a, b *index.Backup) int { return strings.Compare(a.ID, b.ID) },
-	"volume_id":  func(a, b *index.Backup) int { return strings.Compare(a.VolumeID, b.VolumeID) },
 }
 
 // backupOrder is the order spec (KEY, KEY:asc or KEY:desc) names, ties by creation time.
 func backupOrder(spec string) (func(a, b *index.Backup) int, error) {
 	key, dir, _ := strings.Cut(spec, ":")
-	by, ok := backupSortKeys[key]
+	by, ok := gateway.BackupOrder[key]
 	if !ok {
-		return nil, usageError(fmt.Sprintf("--sort %s: sort by one of %s, with :asc or :desc after it", spec, strings.Join(slices.Sorted(maps.Keys(backupSortKeys)), ", ")))
+		return nil, usageError(fmt.Sprintf("--sort %s: sort by one of %s, with :asc or :desc after it", spec, strings.Join(slices.Sorted(maps.Keys(gateway.BackupOrder)), ", ")))
 	}
 	sign := 1
 	switch dir {

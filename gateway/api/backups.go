@@ -1,11 +1,9 @@
 package api
 
 import (
-	"cmp"
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -57,23 +55,6 @@ func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, paren
 	return out
 }
 
-// backupOrder compares backups by each key a list sorts by (cinderclient sends name as
-// display_name, and data_timestamp for backups).
-var backupOrder = map[string]func(a, b *index.Backup) int{
-	"id":             func(a, b *index.Backup) int { return strings.Compare(a.ID, b.ID) },
-	"name":           func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
-	"display_name":   func(a, b *index.Backup) int { return strings.Compare(a.Name, b.Name) },
-	"status":         func(a, b *index.Backup) int { return strings.Compare(string(a.Status), string(b.Status)) },
-	"size":           func(a, b *index.Backup) int { return cmp.Compare(a.Size, b.Size) },
-	"volume_id":      func(a, b *index.Backup) int { return strings.Compare(a.VolumeID, b.VolumeID) },
-	"created_at":     func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
-	"data_timestamp": func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) },
-	"updated_at":     func(a, b *index.Backup) int { return a.UpdatedAt.Compare(b.UpdatedAt) },
-	"object_count":   func(a, b *index.Backup) int { return cmp.Compare(a.ObjectCount(), b.ObjectCount()) },
-	// One zone: every backup ties.
-	"availability_zone": func(a, b *index.Backup) int { return 0 },
-}
-
 func (s *server) listBackups(detail bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -91,12 +72,12 @@ func (s *server) listBackups(detail bool) http.HandlerFunc {
 		}
 		backups, markerOut := filterKeepingMarker(r, backups, func(b *index.Backup) string { return b.ID }, excluded)
 		slices.Reverse(backups) // newest first, as Cinder sorts by default
-		keys, err := sortKeys(r, func(k string) bool { return backupOrder[k] != nil })
+		keys, err := sortKeys(r, func(k string) bool { return gateway.BackupOrder[k] != nil })
 		if err != nil {
 			s.writeFault(w, r, err)
 			return
 		}
-		sortBy(backups, keys, func(k string, a, b *index.Backup) int { return backupOrder[k](a, b) })
+		sortBy(backups, keys, func(k string, a, b *index.Backup) int { return gateway.BackupOrder[k](a, b) })
 		from, to, err := page(r, len(backups), func(i int) string { return backups[i].ID })
 		if err != nil {
 			s.writeFault(w, r, err)
