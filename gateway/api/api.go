@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -211,8 +212,8 @@ func (s *server) metricsGuard(next http.Handler) http.Handler {
 }
 
 // operator says whether the request carries a known token (X-Auth-Token, or Authorization:
-// Bearer) and whether it is an admin's or one of role metrics. In noauth mode every request
-// is allowed.
+// Bearer; of the tokens file, or one a user's sign-in issued) and whether it is an admin's or
+// one of role metrics. In noauth mode every request is allowed.
 func (s *server) operator(r *http.Request) (known, allowed bool) {
 	if s.auth == AuthNoAuth {
 		return true, true
@@ -221,7 +222,13 @@ func (s *server) operator(r *http.Request) (known, allowed bool) {
 	if bearer, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && token == "" {
 		token = strings.TrimSpace(bearer)
 	}
-	return s.tokens.readsMetrics(token)
+	if known, allowed = s.tokens.readsMetrics(token); known {
+		return known, allowed
+	}
+	if c, roles, ok := s.users.lookup(token); ok {
+		return true, c.Admin || slices.Contains(roles, RoleMetrics)
+	}
+	return false, false
 }
 
 // healthz answers 200 while the backup service is up, else 503. The reason (the backend's

@@ -431,6 +431,55 @@ func TestMetricsAreForAdminsAndScrapers(t *testing.T) {
 	}
 }
 
+// TestMetricsTakeSignedInAdmins: a token an admin's password sign-in issued opens /metrics as
+// the admin's tokens-file token does; a member's issued token is refused (403), and an issued
+// token whose user's line is gone is not known (401). Before, every issued token was unknown
+// to /metrics and to /healthz's reason.
+func TestMetricsTakeSignedInAdmins(t *testing.T) {
+	usersPath := filepath.Join(t.TempDir(), "users")
+	var lines []string
+	for _, u := range []struct{ user, project, roles string }{{"root", "admin", "admin"}, {"bob", "pb", "member"}} {
+		hash, err := api.HashPassword("pw-" + u.user)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines = append(lines, strings.Join([]string{u.user, u.project, u.roles, hash}, " "))
+	}
+	if err := os.WriteFile(usersPath, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	users, err := api.LoadUsers(usersPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	users.UseKey([]byte("0123456789abcdef0123456789abcdef"))
+	tokens := writeTokens(t, "tok-prom prometheus - metrics\n")
+	e := newEnv(t, api.Options{Auth: api.AuthToken, Tokens: tokens, Users: users})
+	issue := func(user string) string {
+		t.Helper()
+		s, err := users.SignIn("127.0.0.1", user, "pw-"+user, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Token
+	}
+	root, bob := issue("root"), issue("bob")
+	for _, tc := range []struct {
+		token string
+		code  int
+	}{{root, http.StatusOK}, {bob, http.StatusForbidden}, {"cairnu1.bogus.bogus", http.StatusUnauthorized}} {
+		if code, _, _ := e.do(t, call{method: "GET", path: "/metrics", header: []string{"Authorization", "Bearer " + tc.token}}); code != tc.code {
+			t.Errorf("/metrics with %.12s…: %d, want %d", tc.token, code, tc.code)
+		}
+	}
+	if err := os.WriteFile(usersPath, []byte(lines[1]+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, _ := e.do(t, call{method: "GET", path: "/metrics", header: []string{"X-Auth-Token", root}}); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with the token of a removed admin: %d, want 401", code)
+	}
+}
+
 // TestHealthzSaysWhyOnlyToOperators: /healthz answers anyone up or down, but the reason it
 // is down (the backend's error, which names the repository's path, endpoint or bucket) only
 // to an admin's token or one of role metrics, as os-services is admin-only.

@@ -354,12 +354,18 @@ func (u *Users) mac(payload string, hash []byte) []byte {
 // Lookup returns the caller of a token SignIn issued, while it is good: not expired, its
 // user's line still in the file with the same password, and issued by this process.
 func (u *Users) Lookup(token string) (gateway.Caller, bool) {
+	c, _, ok := u.lookup(token)
+	return c, ok
+}
+
+// lookup is Lookup with the roles of the token's user line.
+func (u *Users) lookup(token string) (gateway.Caller, []string, bool) {
 	if u == nil {
-		return gateway.Caller{}, false
+		return gateway.Caller{}, nil, false
 	}
 	rest, ok := strings.CutPrefix(token, issuedPrefix)
 	if !ok {
-		return gateway.Caller{}, false
+		return gateway.Caller{}, nil, false
 	}
 	p64, m64, ok := strings.Cut(rest, ".")
 	strict := base64.RawURLEncoding.Strict() // one spelling per token
@@ -367,21 +373,21 @@ func (u *Users) Lookup(token string) (gateway.Caller, bool) {
 	mac, err2 := strict.DecodeString(m64)
 	f := strings.Split(string(payload), "\x00")
 	if !ok || err1 != nil || err2 != nil || len(f) != 4 {
-		return gateway.Caller{}, false
+		return gateway.Caller{}, nil, false
 	}
 	exp, err := strconv.ParseInt(f[2], 10, 64)
 	if err != nil || !u.now().Before(time.Unix(exp, 0)) {
-		return gateway.Caller{}, false
+		return gateway.Caller{}, nil, false
 	}
 	entries, err := u.current()
 	if err != nil {
-		return gateway.Caller{}, false
+		return gateway.Caller{}, nil, false
 	}
 	e, ok := entries[userKey{f[0], f[1]}]
 	if !ok || !hmac.Equal(mac, u.mac(string(payload), e.hash)) || onlyMetrics(e.roles) {
-		return gateway.Caller{}, false
+		return gateway.Caller{}, nil, false
 	}
-	return gateway.Caller{User: f[0], Project: f[1], Admin: slices.Contains(e.roles, "admin")}, true
+	return gateway.Caller{User: f[0], Project: f[1], Admin: slices.Contains(e.roles, "admin")}, e.roles, true
 }
 
 // onlyMetrics: a line whose only role is metrics signs in nowhere (a scraper takes a token
