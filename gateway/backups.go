@@ -30,7 +30,11 @@ type BackupRequest struct {
 	SnapshotID  string            // back up this existing snapshot of the volume (seed 3.1.5)
 	Project     string            // admin only: place the backup in another project
 	Metadata    map[string]string // Cinder's backup metadata (3.43): kept in the manifest
-	Protected   bool              // refuse delete and prune until unprotected
+	Hooks       Hooks             // commands around the point in time (admins only; docs/design.md, "Hooks")
+	// policyHooks: Hooks are a policy's, checked when an admin stored them; its runs act as
+	// the policy's project, not as an admin.
+	policyHooks bool
+	Protected   bool // refuse delete and prune until unprotected
 	// Bitmap, for an incremental of an NBD volume, names the export's dirty bitmap
 	// (qemu:dirty-bitmap:NAME): only the extents it marks are read.
 	Bitmap   string
@@ -62,6 +66,11 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if err := validMetadata(req.Metadata); err != nil {
 		return nil, nil, err
 	}
+	if !req.policyHooks {
+		if err := req.Hooks.validate(c); err != nil {
+			return nil, nil, err
+		}
+	}
 	if s.repo.ReadOnly() {
 		// Refused before the volume is read and a record made that could only end as error.
 		return nil, nil, fmt.Errorf("back up: %w", backend.ErrReadOnly)
@@ -77,8 +86,32 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	if err != nil {
 		return nil, nil, err
 	}
+	if !req.Hooks.empty() && v.Kind == KindNBD {
+		return nil, nil, invalidf("hooks run around the point in time a backup takes, and volume %s takes none: an NBD export is its server's point in time (quiesce before its export begins)", v.Name)
+	}
+	if !req.Hooks.empty() && snap != nil {
+		return nil, nil, invalidf("hooks run around the point in time a backup takes, and a backup of snapshot %s takes none: back up the volume itself with --pre-hook and --post-hook", snap.ID)
+	}
+	// Asked before the volume is opened (and hooks run) for a backup that cannot be made.
+	var parent *index.Backup
+	if req.Incremental {
+		if parent, err = s.latestBackup(v.ID, project); err != nil {
+			return nil, nil, err
+		}
+		if parent == nil {
+			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
+		}
+	}
 	id := uuid.NewString()
-	plan, err := s.openForBackup(ctx, req, v, snap, id)
+	var plan *readPlan
+	var hookNotes []string
+	err = s.aroundPointInTime(ctx, req.Hooks, hookSubject{backupID: id, project: project, volume: v},
+		func(f string, a ...any) { hookNotes = append(hookNotes, fmt.Sprintf(f, a...)) },
+		func() error {
+			var err error
+			plan, err = s.openForBackup(ctx, req, v, snap, id)
+			return err
+		})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -86,17 +119,6 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	closeSrc := func() {
 		if err := plan.close(); err != nil {
 			s.log.Error("cannot close the backup's source", "volume_id", v.ID, "error", err)
-		}
-	}
-	var parent *index.Backup
-	if req.Incremental {
-		if parent, err = s.latestBackup(v.ID, project); err != nil {
-			closeSrc()
-			return nil, nil, err
-		}
-		if parent == nil {
-			closeSrc()
-			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
 	}
 	b := &index.Backup{ID: id, Name: req.Name, Description: req.Description, Metadata: req.Metadata, UserID: c.User, VolumeID: v.ID,
@@ -151,8 +173,14 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		kind = "incremental (parent " + parent.ID + ")"
 	}
 	s.jobs.logf(jobID, "accepted: %s backup of volume %s, %s, by %s", kind, v.Name, units.Bytes(b.Size), c.User)
-	if tmp := plan.tmp; tmp != nil {
+	if tmp := plan.tmp; tmp != nil && req.Hooks.empty() {
 		s.jobs.logf(jobID, "the volume is in use: backing up a %s snapshot of it", tmp.Kind)
+	}
+	if !req.Hooks.empty() {
+		s.jobs.logf(jobID, "hooks ran around the point in time: backing up a snapshot of it")
+	}
+	for _, n := range hookNotes {
+		s.jobs.logf(jobID, "%s", n)
 	}
 	progress := s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {

@@ -35,10 +35,13 @@ type Policy struct {
 	// backups to keep it.
 	VerifyNew bool `json:"verify_new,omitempty"`
 	// Verify is a calendar of sampled checks (repo check --read-data --sample).
-	Verify       string    `json:"verify,omitempty"`
-	VerifySample float64   `json:"verify_sample,omitempty"`
-	CreatedAt    time.Time `json:"created_at"`
-	UpdatedAt    time.Time `json:"updated_at"`
+	Verify       string  `json:"verify,omitempty"`
+	VerifySample float64 `json:"verify_sample,omitempty"`
+	// Hooks run around each of its backups' point in time (admins only; docs/design.md,
+	// "Hooks").
+	Hooks
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
 }
 
 // KeepRules are a policy's prune rules as stored (retention.Rules with a time zone name).
@@ -122,6 +125,9 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 	}
 	p := req.Policy
 	p.CreatedAt = now()
+	if err := p.Hooks.validate(c); err != nil {
+		return nil, err
+	}
 	if err := s.completePolicy(ctx, c, &p, req.VolumeRefs); err != nil {
 		return nil, err
 	}
@@ -160,8 +166,14 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	if err != nil {
 		return nil, err
 	}
+	hooks := p.Hooks
 	fn(p)
 	p.Name = name
+	if p.Hooks != hooks { // a member may change the rest of a policy an admin gave hooks
+		if err := p.Hooks.validate(c); err != nil {
+			return nil, err
+		}
+	}
 	if refs == nil && named && !p.AllOfProject {
 		refs = []string{}
 		for _, v := range vols {
@@ -556,7 +568,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			fail(err)
 			continue
 		}
-		b, err := s.CreateBackup(ctx, BackupRequest{Volume: v.ID, Incremental: incr, Name: "policy " + p.Name})
+		b, err := s.CreateBackup(ctx, BackupRequest{Volume: v.ID, Incremental: incr, Name: "policy " + p.Name, Hooks: p.Hooks, policyHooks: true})
 		if err == nil && s.Async() {
 			b, err = s.WaitBackup(ctx, b.ID)
 		}

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -140,6 +141,9 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 	}
 	plan := &readPlan{}
 	srcPath := v.Path
+	// Hooks quiesce the volume for its point in time only: the backup then reads a snapshot
+	// or clone, never the volume as it goes on (docs/design.md, "Hooks").
+	pit := !req.Hooks.empty()
 	if snap != nil {
 		srcPath = snap.Path
 		if v.TrackChanges && req.Incremental {
@@ -161,7 +165,7 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 			// of a volume not in use clones no more than what changed, in the job (advance).
 			store, err := blockio.OpenBaseStore(v.Path, v.ID)
 			var clone string
-			if err == nil && req.Incremental && reason == "" {
+			if err == nil && req.Incremental && reason == "" && !pit {
 				plan.store, plan.inPlace, plan.image, plan.id = store, true, v.Path, id
 			} else if err == nil {
 				clone, err = store.Clone(v.Path, id)
@@ -182,16 +186,19 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 				plan.thin, plan.thinSnap, srcPath = tv, snap, snap.Path
 			}
 		}
-		if plan.clone == "" && plan.thinSnap == nil && reason != "" {
+		if plan.clone == "" && plan.thinSnap == nil && (reason != "" || pit) {
 			tmp, err := blockio.TakeSnapshot(v.Path, tempSnapshotPrefix+id[:8])
 			if err != nil {
+				if errors.Is(err, blockio.ErrNoSnapshot) && reason == "" {
+					return nil, wrapf(ErrInvalid, "volume %s cannot be snapshotted, and hooks need a point in time to run around: %v; back it up without hooks, or move it to XFS, btrfs or LVM", v.Name, err)
+				}
 				if errors.Is(err, blockio.ErrNoSnapshot) {
 					return nil, wrapf(ErrInUse, "volume %s is in use (%s) and cannot be snapshotted for a crash-consistent backup: %v", v.Name, reason, err)
 				}
 				return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 			}
 			plan.tmp, srcPath = tmp, tmp.Path
-			s.log.Info("snapshot taken for a crash-consistent backup", "volume_id", v.ID, "kind", tmp.Kind, "reason", reason)
+			s.log.Info("snapshot taken for a crash-consistent backup", "volume_id", v.ID, "kind", tmp.Kind, "reason", cmp.Or(reason, "hooks"))
 		}
 	}
 	src, err := blockio.OpenSource(srcPath)

@@ -393,3 +393,41 @@ func TestBackupMetadataAndUpdate(t *testing.T) {
 		t.Fatalf("after clearing the name: %+v", u)
 	}
 }
+
+// backup create --pre-hook/--post-hook and a policy's hooks, through the real binary: the
+// backup holds what the pre-hook wrote and not what the post-hook wrote; policy show says
+// what hooks run; a failing pre-hook is a clear error with nothing backed up.
+func TestHooksFromTheCLI(t *testing.T) {
+	r := newCairnRepo(t, nil)
+	dir := t.TempDir()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1*mib, 67, testutil.Random)
+	r.mustRun("volume", "manage", vol, "--name", "vm")
+	pre := `printf PRE | dd of="$CAIRN_VOLUME_PATH" bs=1 seek=0 conv=notrunc status=none`
+	post := `printf POST | dd of="$CAIRN_VOLUME_PATH" bs=1 seek=0 conv=notrunc status=none`
+	b := r.createBackup("vm", "--pre-hook", pre, "--post-hook", post, "--hook-timeout", "1m")
+	out := filepath.Join(dir, "out.img")
+	r.mustRun("--quiet", "backup", "restore", b.ID, "--to", out, "--yes")
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got[:3]) != "PRE" {
+		t.Errorf("the backup begins %q, want what the pre-hook wrote before its point in time", got[:4])
+	}
+	res := r.run("backup", "create", "vm", "--pre-hook", "echo cannot freeze >&2; exit 2")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "pre-hook") || !strings.Contains(res.Stderr, "cannot freeze") || strings.Count(strings.TrimSpace(res.Stderr), "\n") != 0 {
+		t.Errorf("backup whose pre-hook fails: exit %d, stderr %q; want one line naming the hook and its output", res.Code, res.Stderr)
+	}
+	if n := len(r.listBackups()); n != 1 {
+		t.Errorf("backups after the failed pre-hook: %d, want 1", n)
+	}
+	r.mustRun("policy", "create", "nightly", "--volume", "vm", "--schedule", "daily", "--keep-last", "2", "--pre-hook", pre)
+	if show := r.mustRun("policy", "show", "nightly"); !strings.Contains(show, "pre: printf PRE") {
+		t.Errorf("policy show does not say its hooks:\n%s", show)
+	}
+	r.mustRun("policy", "update", "nightly", "--post-hook", post)
+	if show := r.mustRun("policy", "show", "nightly"); !strings.Contains(show, "pre: printf PRE") || !strings.Contains(show, "post: printf POST") {
+		t.Errorf("policy show after --post-hook was added:\n%s", show)
+	}
+}

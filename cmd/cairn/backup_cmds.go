@@ -46,6 +46,7 @@ type BackupCreateCmd struct {
 	Bitmap      string   `help:"With --incremental, for an NBD volume: read only what the export's dirty bitmap marks (qemu:dirty-bitmap:NAME)." placeholder:"NAME"`
 	Metadata    []string `help:"Backup metadata KEY=VALUE (cinder's --metadata; give it once per pair)." placeholder:"KEY=VALUE" sep:"none"`
 	Container   string   `help:"Cinder's --container: every backup goes to the repository, so only its own location (as backup show's container says) is taken." placeholder:"CONTAINER"`
+	HookFlags
 
 	md map[string]string // Metadata, parsed
 }
@@ -173,7 +174,7 @@ func (c *BackupCreateCmd) backupEach(ctx context.Context, g *Globals, s *gateway
 // backup backs up one volume, with progress and its summary.
 func (c *BackupCreateCmd) backup(ctx context.Context, g *Globals, s *gateway.Service, vol string) (*index.Backup, error) {
 	p := g.progress("backing up " + cmp.Or(vol, "snapshot "+c.SnapshotID))
-	req := gateway.BackupRequest{Volume: vol, Name: c.Name, Description: c.Description, Metadata: c.md,
+	req := gateway.BackupRequest{Volume: vol, Name: c.Name, Description: c.Description, Metadata: c.md, Hooks: c.hooks(),
 		Incremental: c.Incremental, Force: c.Force, SnapshotID: c.SnapshotID, Protected: c.Protected, Bitmap: c.Bitmap, Progress: p.update}
 	async := s.Async()
 	if async && !c.Wait {

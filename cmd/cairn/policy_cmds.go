@@ -31,6 +31,36 @@ type PolicyFlags struct {
 	Verify       string   `help:"Admins: when to re-read a sample of the repository's data (a calendar expression, read as --schedule)." placeholder:"CALENDAR"`
 	VerifySample float64  `help:"Percent of the packs each verification reads." default:"5" placeholder:"PERCENT"`
 	KeepFlags
+	HookFlags
+}
+
+// HookFlags are the commands run around a backup's point in time (docs/design.md, "Hooks").
+type HookFlags struct {
+	PreHook     string        `help:"Admins: a shell command run just before the backup's point in time is taken, to quiesce what uses the volume (virsh domfsfreeze DOMAIN, fsfreeze -f MOUNT); if it fails, nothing is backed up." placeholder:"CMD"`
+	PostHook    string        `help:"Admins: a shell command run as soon as the point in time is taken (or failed), to resume (virsh domfsthaw DOMAIN); always run once --pre-hook started." placeholder:"CMD"`
+	HookTimeout time.Duration `help:"Bound on each hook; then it is killed (default 5m)." placeholder:"DURATION"`
+}
+
+func (h HookFlags) hooks() gateway.Hooks {
+	return gateway.Hooks{Pre: h.PreHook, Post: h.PostHook, Timeout: gateway.Duration(h.HookTimeout)}
+}
+
+// hooksText says what hooks run, without their commands' arguments in full.
+func hooksText(h gateway.Hooks) string {
+	if h.Pre == "" && h.Post == "" {
+		return "-"
+	}
+	var parts []string
+	if h.Pre != "" {
+		parts = append(parts, "pre: "+h.Pre)
+	}
+	if h.Post != "" {
+		parts = append(parts, "post: "+h.Post)
+	}
+	if h.Timeout > 0 {
+		parts = append(parts, "timeout "+time.Duration(h.Timeout).String())
+	}
+	return strings.Join(parts, "; ")
 }
 
 // PolicyCreateCmd creates a policy.
@@ -54,7 +84,7 @@ func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	p := gateway.Policy{Name: c.Name, AllOfProject: c.AllVolumes, Schedule: c.Schedule, Incremental: c.Incremental,
-		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify, VerifyNew: c.VerifyNew}
+		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify, VerifyNew: c.VerifyNew, Hooks: c.hooks()}
 	if c.Verify != "" {
 		p.VerifySample = c.VerifySample
 	}
@@ -118,6 +148,15 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 		}
 		if set["verify-sample"] {
 			p.VerifySample = c.VerifySample
+		}
+		if set["pre-hook"] {
+			p.Pre = c.PreHook
+		}
+		if set["post-hook"] {
+			p.Post = c.PostHook
+		}
+		if set["hook-timeout"] {
+			p.Timeout = gateway.Duration(c.HookTimeout)
 		}
 		keepSet := false
 		for _, f := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "timezone"} {
@@ -281,7 +320,7 @@ func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
 		kind += ", each verified"
 	}
 	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
-		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify},
+		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)},
 		{"last_run", timeOrDash(p.LastRun)}, {"last_result", dash(p.LastResult)}, {"last_error", dash(p.LastError)},
 		{"next_run", timeOrDash(p.NextRun)}, {"runs", fmt.Sprint(p.Runs)},
 		{"last_verify", timeOrDash(p.LastVerify)}, {"verify_result", dash(p.VerifyResult)}, {"verify_error", dash(p.VerifyError)},
