@@ -56,6 +56,24 @@ func (h Hooks) validate(c Caller) error {
 	return nil
 }
 
+// hiddenHook stands for a hook command a member is not shown.
+const hiddenHook = "(set by an admin)"
+
+// shownTo is h as caller c may see it: an admin sees the commands, a member only that there
+// are hooks (a command may name hosts, keys or credentials of the admin's).
+func (h Hooks) shownTo(c Caller) Hooks {
+	if c.Admin {
+		return h
+	}
+	if h.Pre != "" {
+		h.Pre = hiddenHook
+	}
+	if h.Post != "" {
+		h.Post = hiddenHook
+	}
+	return h
+}
+
 // hookEnv is the environment a hook runs with: the gateway's, without its CAIRN_* and AWS_*
 // variables (the passphrase and the S3 keys among them), and the backup's.
 func hookEnv(which string, b hookSubject, extra ...string) []string {

@@ -257,8 +257,20 @@ func TestPolicyHooks(t *testing.T) {
 	if _, err := s.CreatePolicy(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UpdatePolicy(member, "nightly", nil, func(p *gateway.Policy) { p.Keep.Last = 3 }); err != nil {
+	if up, err := s.UpdatePolicy(member, "nightly", nil, func(p *gateway.Policy) { p.Keep.Last = 3 }); err != nil {
 		t.Errorf("a member's change of the keep rules of a policy with hooks: %v", err)
+	} else if up.Pre != "(set by an admin)" {
+		t.Errorf("a member's update shows the pre-hook %q", up.Pre)
+	}
+	// A member sees that there are hooks, not the admin's commands; the admin sees them.
+	if st, err := s.PolicyStatus(member, "nightly"); err != nil || st.Pre != "(set by an admin)" || st.Post != "(set by an admin)" {
+		t.Errorf("the policy as a member sees it: %+v, %v", st, err)
+	}
+	if ps, err := s.Policies(member); err != nil || len(ps) != 1 || strings.Contains(ps[0].Pre, "dd of=") {
+		t.Errorf("the policies as a member lists them: %v", err)
+	}
+	if st, err := s.PolicyStatus(ctx, "nightly"); err != nil || st.Pre != hooks.Pre {
+		t.Errorf("the policy as an admin sees it: %+v, %v", st, err)
 	}
 	if _, err := s.UpdatePolicy(member, "nightly", nil, func(p *gateway.Policy) { p.Post = "true" }); !errors.Is(err, gateway.ErrDenied) {
 		t.Errorf("a member's change of a policy's hooks: %v, want denied", err)

@@ -188,7 +188,9 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	}
 	s.policiesChanged()
 	s.log.Info("policy changed", "policy", p.Name, "schedule", p.Schedule)
-	return p, nil
+	shown := *p
+	shown.Hooks = shown.Hooks.shownTo(c)
+	return &shown, nil
 }
 
 // completePolicy checks a policy and resolves its volumes, which must be the project's.
@@ -269,7 +271,9 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 	out := []*PolicyStatus{}
 	for _, p := range all {
 		if c.sees(p.Project) {
-			out = append(out, s.policyStatus(p, now()))
+			st := s.policyStatus(p, now())
+			st.Hooks = st.Hooks.shownTo(c)
+			out = append(out, st)
 		}
 	}
 	return out, nil
@@ -288,7 +292,9 @@ func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus,
 	if _, err := s.storedState(ctx, p.Name); err != nil {
 		return nil, err
 	}
-	return s.policyStatus(p, now()), nil
+	st := s.policyStatus(p, now())
+	st.Hooks = st.Hooks.shownTo(c)
+	return st, nil
 }
 
 func (s *Service) visiblePolicy(ctx context.Context, c Caller, name string) (*Policy, error) {
