@@ -157,8 +157,8 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 		}
-		if reason != "" && !req.Force {
-			return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup", v.Name, reason)
+		if reason != "" && !req.Force && !pit { // hooks quiesce it: what --force is asked for
+			return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent backup, or quiesce it with --pre-hook and --post-hook", v.Name, reason)
 		}
 		if v.TrackChanges && v.Kind == KindFile {
 			// The clone is a point in time too, so it serves --force as well. An incremental
