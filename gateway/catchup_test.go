@@ -639,8 +639,8 @@ func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
 }
 
 // A volume managed through one gateway is listed by another at that one's next full catch-up,
-// before any backup of it, and backed up through it; one it learned and the first forgets goes
-// here too. Before, the other gateway knew it only once a backup of it was adopted: a volume
+// before any backup of it, and backed up through it (a forget through the first reaches the
+// other as in TestVolumeForgottenOnOneGatewayIsForgottenOnAnother). Before, the other gateway knew it only once a backup of it was adopted: a volume
 // managed on one gateway was missing from the other's volume list, cinder list and console, and
 // a backup request there found no such volume.
 func TestVolumeManagedOnOneGatewayIsListedOnAnother(t *testing.T) {
@@ -679,15 +679,6 @@ func TestVolumeManagedOnOneGatewayIsListedOnAnother(t *testing.T) {
 	catchUp(t, a)
 	if bs, err := a.ListBackups(ctx, gateway.ListFilter{}); err != nil || len(bs) != 1 || bs[0].VolumeID != v.ID {
 		t.Fatalf("the first gateway's backups of its volume after the other's backup: %v, %v", bs, err)
-	}
-	if _, err := a.UnmanageVolume(ctx, "vm"); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SyncBackups(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if v, err := b.Volume(ctx, "vm"); err == nil {
-		t.Fatalf("the other gateway still has volume %s, unmanaged through the first", v.ID)
 	}
 	// A volume being forgotten here is not learned again from its record, whose delete is
 	// still on the way, by a catch-up meanwhile: the forget holds the lock the learn takes.

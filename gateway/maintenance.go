@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -357,55 +358,82 @@ func (s *Service) relink(ctx context.Context, all []*index.Backup, forgotten map
 // elsewhere. A variable for tests.
 var volumeRecordGrace = repo.SyncMargin
 
-// syncVolumes makes the index's volumes the repository's: it forgets the volumes whose records
-// another gateway removed (unmanaged, or deleted with their backups kept), as the catch-up
-// forgets backups deleted elsewhere, and learns the ones another gateway managed or created.
-// Kept here, a forgotten volume's next write of its record (a backup of the volume, a policy
-// run) stored it again, and the volume came back on every gateway and to every rebuilt index
-// [TestVolumeForgottenOnOneGatewayIsForgottenOnAnother]; not learned, a volume managed
-// elsewhere was missing here until a backup of it was
-// [TestVolumeManagedOnOneGatewayIsListedOnAnother]. The index is read before the listing; a
-// volume made within volumeRecordGrace of it, or busy here, is left for a later catch-up, and
-// each absence is confirmed by a read of the record itself. It reports whether the index
-// changed.
-func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error) {
-	vols, err := s.idx.Volumes()
-	if err != nil {
-		return false, err
-	}
+// recordSync is one kind of metadata record (meta/<kind>/<id>) that the full catch-up makes
+// the index's like the repository's (syncRecords): its records in the index, read before the
+// listing, each with whether it may be forgotten now; forget drops one whose repository record
+// another gateway removed, if it still may go; learn adds one another gateway stored.
+type recordSync struct {
+	kind   string
+	local  map[string]bool // the index's records: id → may be forgotten now
+	forget func(id string) (bool, error)
+	learn  func(ctx context.Context, id string) (bool, error)
+}
+
+// syncRecords runs r: each record of the index that may go and has none in the repository (a
+// listing, then a read of the record itself to confirm the absence) is forgotten; each
+// repository record the index lacks is learned. It reports whether the index changed.
+func (s *Service) syncRecords(ctx context.Context, r recordSync) (bool, error) {
 	stored := map[string]bool{}
-	if err := s.repo.ListMetaNames(ctx, metaVolumes, func(id string) error { stored[id] = true; return nil }); err != nil {
+	if err := s.repo.ListMetaNames(ctx, r.kind, func(id string) error { stored[id] = true; return nil }); err != nil {
 		return false, err
 	}
 	changed := false
-	known := map[string]bool{}
-	for _, v := range vols {
-		known[v.ID] = true
-		if stored[v.ID] || v.CreatedAt.After(look.Add(-volumeRecordGrace)) ||
-			v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup || v.Status == index.VolumeCreating {
+	for id, mayGo := range r.local {
+		if stored[id] || !mayGo {
 			continue
 		}
-		var rec index.Volume
-		if err := s.repo.GetMeta(ctx, metaVolumes, v.ID, &rec); !errors.Is(err, backend.ErrNotFound) {
+		var rec json.RawMessage
+		if err := s.repo.GetMeta(ctx, r.kind, id, &rec); !errors.Is(err, backend.ErrNotFound) {
 			continue // there after all, or cannot tell
 		}
-		if err := s.idx.DeleteVolume(v.ID); err != nil {
+		gone, err := r.forget(id)
+		if err != nil {
 			return changed, err
 		}
-		s.log.Info("volume forgotten elsewhere forgotten", "volume_id", v.ID, "volume", v.Name)
-		changed = true
+		changed = changed || gone
 	}
 	for id := range stored {
-		if known[id] {
+		if _, known := r.local[id]; known {
 			continue
 		}
-		learned, err := s.learnVolume(ctx, id)
+		learned, err := r.learn(ctx, id)
 		if err != nil {
 			return changed, err
 		}
 		changed = changed || learned
 	}
 	return changed, nil
+}
+
+// syncVolumes makes the index's volumes the repository's (syncRecords): it forgets the volumes
+// whose records another gateway removed (unmanaged, or deleted with their backups kept), as the
+// catch-up forgets backups deleted elsewhere, and learns the ones another gateway managed or
+// created. Kept here, a forgotten volume's next write of its record (a backup of the volume, a
+// policy run) stored it again, and the volume came back on every gateway and to every rebuilt
+// index [TestVolumeForgottenOnOneGatewayIsForgottenOnAnother]; not learned, a volume managed
+// elsewhere was missing here until a backup of it was
+// [TestVolumeManagedOnOneGatewayIsListedOnAnother]. A volume made within volumeRecordGrace of
+// the look, or busy here, is left for a later catch-up.
+func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error) {
+	vols, err := s.idx.Volumes()
+	if err != nil {
+		return false, err
+	}
+	local := map[string]bool{}
+	names := map[string]string{}
+	for _, v := range vols {
+		local[v.ID] = !v.CreatedAt.After(look.Add(-volumeRecordGrace)) &&
+			v.Status != index.VolumeBackingUp && v.Status != index.VolumeRestoringBackup && v.Status != index.VolumeCreating
+		names[v.ID] = v.Name
+	}
+	return s.syncRecords(ctx, recordSync{kind: metaVolumes, local: local, learn: s.learnVolume,
+		forget: func(id string) (bool, error) {
+			if err := s.idx.DeleteVolume(id); err != nil {
+				return false, err
+			}
+			s.log.Info("volume forgotten elsewhere forgotten", "volume_id", id, "volume", names[id])
+			return true, nil
+		}})
 }
 
 // learnVolume adds a volume the index lacks from its record in the repository, if there is
@@ -437,69 +465,63 @@ func (s *Service) learnVolume(ctx context.Context, id string) (bool, error) {
 // listed, available, on every other that had learned it (with nothing at its path), and one
 // taken through one gateway was missing from the others' lists until their index was rebuilt
 // [TestSnapshotTakenOnOneGatewayIsListedOnAnother]. A snapshot this gateway took within
-// volumeRecordGrace of the look, or one it is backing up or deleting, is left; a forget removes
-// the record only if it is still available, in one transaction (a backup's claim of the
-// snapshot came first, and it is left for a later catch-up, or the backup finds it gone), and
-// never marks it deleting, which a start would settle by storing its record again were the
-// snapshot's path there. A learn needs no lock: a snapshot taken or deleted here has its index record from
-// before its repository record is stored until after that record is removed, so a learn
-// finds it known.
+// volumeRecordGrace of the look, or one it is backing up or deleting, is left; a forget
+// removes the record only if it is still available, in one transaction (a backup's claim of
+// the snapshot came first, and it is left for a later catch-up, or the backup finds it gone),
+// and never marks it deleting, which a start would settle by storing its record again were
+// the snapshot's path there. A learn needs no lock: a snapshot taken or deleted here has its
+// index record from before its repository record is stored until after that record is
+// removed, so a learn finds it known.
 func (s *Service) syncSnapshots(ctx context.Context, look time.Time) (bool, error) {
 	snaps, err := s.idx.Snapshots()
 	if err != nil {
 		return false, err
 	}
-	stored := map[string]bool{}
-	if err := s.repo.ListMetaNames(ctx, metaSnapshots, func(id string) error { stored[id] = true; return nil }); err != nil {
+	local := map[string]bool{}
+	for _, sn := range snaps {
+		local[sn.ID] = sn.Status == index.SnapshotAvailable && !sn.CreatedAt.After(look.Add(-volumeRecordGrace))
+	}
+	return s.syncRecords(ctx, recordSync{kind: metaSnapshots, local: local, learn: s.learnSnapshot,
+		forget: func(id string) (bool, error) {
+			var volumeID string
+			err := s.idx.DeleteSnapshotIf(id, func(r *index.Snapshot) error {
+				if r.Status != index.SnapshotAvailable {
+					return errUnchanged // a backup or a delete here took it meanwhile
+				}
+				volumeID = r.VolumeID
+				return nil
+			})
+			if errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			s.log.Info("snapshot deleted elsewhere forgotten", "snapshot_id", id, "volume_id", volumeID)
+			return true, nil
+		}})
+}
+
+// learnSnapshot adds a snapshot the index lacks from its record in the repository, if there is
+// one. It reports whether it learned the snapshot.
+func (s *Service) learnSnapshot(ctx context.Context, id string) (bool, error) {
+	var sn index.Snapshot
+	if err := s.repo.GetMeta(ctx, metaSnapshots, id, &sn); err != nil {
+		if !errors.Is(err, backend.ErrNotFound) {
+			s.log.Warn("snapshot record in the repository unreadable", "snapshot_id", id, "error", err)
+		}
+		return false, nil
+	}
+	if sn.ID != id {
+		return false, nil
+	}
+	if err := s.idx.CreateSnapshot(&sn); errors.Is(err, index.ErrExists) {
+		return false, nil // taken here meanwhile
+	} else if err != nil {
 		return false, err
 	}
-	changed := false
-	known := map[string]bool{}
-	for _, sn := range snaps {
-		known[sn.ID] = true
-		if stored[sn.ID] || sn.Status != index.SnapshotAvailable || sn.CreatedAt.After(look.Add(-volumeRecordGrace)) {
-			continue
-		}
-		var rec index.Snapshot
-		if err := s.repo.GetMeta(ctx, metaSnapshots, sn.ID, &rec); !errors.Is(err, backend.ErrNotFound) {
-			continue // there after all, or cannot tell
-		}
-		if err := s.idx.DeleteSnapshotIf(sn.ID, func(r *index.Snapshot) error {
-			if r.Status != index.SnapshotAvailable {
-				return errUnchanged // a backup or a delete here took it meanwhile
-			}
-			return nil
-		}); errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
-			continue
-		} else if err != nil {
-			return changed, err
-		}
-		s.log.Info("snapshot deleted elsewhere forgotten", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
-		changed = true
-	}
-	for id := range stored {
-		if known[id] {
-			continue
-		}
-		var sn index.Snapshot
-		if err := s.repo.GetMeta(ctx, metaSnapshots, id, &sn); err != nil {
-			if !errors.Is(err, backend.ErrNotFound) {
-				s.log.Warn("snapshot record in the repository unreadable", "snapshot_id", id, "error", err)
-			}
-			continue
-		}
-		if sn.ID != id {
-			continue
-		}
-		if err := s.idx.CreateSnapshot(&sn); errors.Is(err, index.ErrExists) {
-			continue // taken here meanwhile
-		} else if err != nil {
-			return changed, err
-		}
-		s.log.Info("snapshot taken through another gateway learned", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
-		changed = true
-	}
-	return changed, nil
+	s.log.Info("snapshot taken through another gateway learned", "snapshot_id", sn.ID, "volume_id", sn.VolumeID)
+	return true, nil
 }
 
 // forget drops the record of a backup whose manifest another gateway deleted, if the record
