@@ -684,7 +684,7 @@ func TestVolumeManagedOnOneGatewayIsListedOnAnother(t *testing.T) {
 	// still on the way, by a catch-up meanwhile: the forget holds the lock the learn takes.
 	// Without it the catch-up, run here between the index's delete and the record's, learned
 	// the volume back, and it stayed.
-	v2, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: path, Name: "vm2"})
+	v2, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm2.img", 64<<10), Name: "vm2"})
 	if err != nil {
 		t.Fatal(err)
 	}
