@@ -648,4 +648,14 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 	if _, body, _ := a.get("/ui/policies"); !strings.Contains(body, "each verified") {
 		t.Fatalf("the policies page does not say the policy verifies its backups:\n%s", body)
 	}
+	// One an admin gave hooks says so to the project's member, without the admin's commands.
+	admin := tokens["tok-alice"].Caller
+	admin.Admin = true
+	if _, err := e.svc.CreatePolicy(gateway.WithCaller(context.Background(), admin), gateway.PolicyRequest{Policy: gateway.Policy{Name: "frozen", Schedule: "daily",
+		Hooks: gateway.Hooks{Pre: "virsh -c qemu+ssh://hv7/system domfsfreeze db"}}, VolumeRefs: []string{v.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, body, _ := a.get("/ui/policies"); !strings.Contains(body, "with hooks") || strings.Contains(body, "hv7") {
+		t.Fatalf("the policies page of a member: hooks not said, or their command shown:\n%s", body)
+	}
 }
