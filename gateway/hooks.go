@@ -84,15 +84,29 @@ func hookEnv(which string, b hookSubject, extra ...string) []string {
 		}
 		env = append(env, kv)
 	}
-	env = append(env, "CAIRN_HOOK="+which, "CAIRN_BACKUP_ID="+b.backupID, "CAIRN_VOLUME_ID="+b.volume.ID,
-		"CAIRN_VOLUME_NAME="+b.volume.Name, "CAIRN_VOLUME_PATH="+b.volume.Path, "CAIRN_PROJECT="+b.project)
+	env = append(env, "CAIRN_HOOK="+which, "CAIRN_VOLUME_ID="+b.volume.ID, "CAIRN_VOLUME_NAME="+b.volume.Name,
+		"CAIRN_VOLUME_PATH="+b.volume.Path, "CAIRN_PROJECT="+b.project)
+	if b.backupID != "" {
+		env = append(env, "CAIRN_BACKUP_ID="+b.backupID)
+	}
+	if b.snapshotID != "" {
+		env = append(env, "CAIRN_SNAPSHOT_ID="+b.snapshotID)
+	}
 	return append(env, extra...)
 }
 
-// hookSubject is what a hook is run for.
+// hookSubject is what a hook is run for: a backup of volume, or a snapshot of it.
 type hookSubject struct {
-	backupID, project string
-	volume            *index.Volume
+	backupID, snapshotID, project string
+	volume                        *index.Volume
+}
+
+// id is the backup's or snapshot's id, for logs.
+func (b hookSubject) id() string {
+	if b.backupID != "" {
+		return b.backupID
+	}
+	return b.snapshotID
 }
 
 // runHook runs one hook command under sh -c, bounded by timeout; its error names the hook and
@@ -144,8 +158,12 @@ func (s *Service) aroundPointInTime(ctx context.Context, h Hooks, sub hookSubjec
 	if h.Pre != "" {
 		err = runHook(ctx, "pre", h.Pre, h.timeout(), hookEnv("pre", sub))
 		if err != nil {
-			s.log.Warn("pre-hook failed: nothing backed up", "backup_id", sub.backupID, "volume_id", sub.volume.ID, "error", err)
-			err = wrapf(ErrInvalid, "volume %s not backed up: %v", sub.volume.Name, err)
+			what := "backed up"
+			if sub.backupID == "" {
+				what = "snapshotted"
+			}
+			s.log.Warn("pre-hook failed: nothing "+what, "id", sub.id(), "volume_id", sub.volume.ID, "error", err)
+			err = wrapf(ErrInvalid, "volume %s not %s: %v", sub.volume.Name, what, err)
 		}
 	}
 	if err == nil {
@@ -157,7 +175,7 @@ func (s *Service) aroundPointInTime(ctx context.Context, h Hooks, sub hookSubjec
 			result = err.Error()
 		}
 		if perr := runHook(ctx, "post", h.Post, h.timeout(), hookEnv("post", sub, "CAIRN_HOOK_RESULT="+result)); perr != nil {
-			s.log.Error("post-hook failed: what the pre-hook quiesced may still be quiesced", "backup_id", sub.backupID, "volume_id", sub.volume.ID, "error", perr)
+			s.log.Error("post-hook failed: what the pre-hook quiesced may still be quiesced", "id", sub.id(), "volume_id", sub.volume.ID, "error", perr)
 			log("%v: what the pre-hook quiesced may still be quiesced", perr)
 		}
 	}

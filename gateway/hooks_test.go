@@ -336,3 +336,45 @@ func TestBackupHooksOfAVolumeInUse(t *testing.T) {
 		t.Errorf("the backup has what the post-hook wrote after its point in time: %q", got)
 	}
 }
+
+// snapshot create takes hooks as a backup does: the snapshot holds what the pre-hook wrote and
+// not what the post-hook wrote; a failed pre-hook leaves no snapshot; a member gives none; a
+// volume in use is snapshotted with hooks where without them or --force it is refused.
+func TestSnapshotHooks(t *testing.T) {
+	ctx := adminCtx()
+	s, _ := newService(t)
+	dir := t.TempDir()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1<<20, 76, testutil.Random)
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.LoopDevice(t, vol, false)
+	if _, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: "vm"}); !errors.Is(err, gateway.ErrInUse) {
+		t.Fatalf("snapshot of a volume in use without --force or hooks: %v, want in use", err)
+	}
+	before := readAt(t, vol, 4096, 4)
+	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: "vm", Hooks: markHooks(dir, 0, 4096)})
+	if err != nil {
+		t.Fatalf("snapshot with hooks: %v", err)
+	}
+	if got := readAt(t, sn.Path, 0, 3); string(got) != "PRE" {
+		t.Errorf("the snapshot lacks what the pre-hook wrote: %q", got)
+	}
+	if got := readAt(t, sn.Path, 4096, 4); !bytes.Equal(got, before) {
+		t.Errorf("the snapshot has what the post-hook wrote after it: %q", got)
+	}
+	if env := envFile(t, filepath.Join(dir, "pre.env")); !strings.Contains(env, "CAIRN_SNAPSHOT_ID="+sn.ID+"\n") || strings.Contains(env, "CAIRN_BACKUP_ID") {
+		t.Errorf("the pre-hook's environment for a snapshot:\n%s", env)
+	}
+	_, err = s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: "vm", Name: "never", Hooks: gateway.Hooks{Pre: "exit 4"}})
+	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "volume vm not snapshotted") {
+		t.Errorf("snapshot whose pre-hook fails: %v", err)
+	}
+	if snaps, err := s.ListSnapshots(ctx, "", false); err != nil || len(snaps) != 1 {
+		t.Errorf("snapshots after the failed pre-hook: %d, %v; want the first only", len(snaps), err)
+	}
+	if _, err := s.CreateSnapshot(as("bob", gateway.DefaultProject, false), gateway.SnapshotRequest{Volume: "vm", Hooks: gateway.Hooks{Pre: "true"}}); !errors.Is(err, gateway.ErrDenied) {
+		t.Errorf("a member's snapshot with hooks: %v, want denied", err)
+	}
+}

@@ -19,14 +19,19 @@ type SnapshotRequest struct {
 	Volume      string
 	Name        string
 	Description string
-	Force       bool // snapshot an in-use volume (crash-consistent)
+	Force       bool  // snapshot an in-use volume (crash-consistent)
+	Hooks       Hooks // commands around the snapshot, as a backup's (admins only; they stand for Force)
 }
 
 // CreateSnapshot takes a snapshot: a reflinked copy of an image file (XFS, btrfs) or an LVM
 // snapshot. A volume whose back end can do neither gets a clear error, never a copy that is
 // not a point in time.
 func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*index.Snapshot, error) {
-	if _, err := callerOf(ctx); err != nil {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := req.Hooks.validate(c); err != nil {
 		return nil, err
 	}
 	if req.Name != "" {
@@ -43,15 +48,24 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 	}
 	if reason, err := blockio.InUse(v.Path); err != nil {
 		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
-	} else if reason != "" && !req.Force {
-		return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent snapshot", v.Name, reason)
+	} else if reason != "" && !req.Force && req.Hooks.empty() {
+		return nil, wrapf(ErrInUse, "volume %s is in use (%s): its I/O is not quiesced; add --force for a crash-consistent snapshot, or quiesce it with --pre-hook and --post-hook", v.Name, reason)
 	}
 	id := uuid.NewString()
-	snap, err := blockio.TakeSnapshot(v.Path, id[:8])
-	if errors.Is(err, blockio.ErrNoSnapshot) {
+	var snap *blockio.Snapshot
+	err = s.aroundPointInTime(ctx, req.Hooks, hookSubject{snapshotID: id, project: v.Project, volume: v},
+		func(f string, a ...any) {}, // logged by aroundPointInTime; a snapshot has no job
+		func() error {
+			var err error
+			snap, err = blockio.TakeSnapshot(v.Path, id[:8])
+			return err
+		})
+	switch {
+	case errors.Is(err, blockio.ErrNoSnapshot):
 		return nil, wrapf(ErrInvalid, "volume %s: %v", v.Name, err)
-	}
-	if err != nil {
+	case errors.Is(err, ErrInvalid): // a pre-hook's, which names the volume
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 	}
 	// Asked once the snapshot is taken, so that a restore accepted meanwhile is seen too.

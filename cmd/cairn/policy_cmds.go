@@ -36,7 +36,7 @@ type PolicyFlags struct {
 
 // HookFlags are the commands run around a backup's point in time (docs/design.md, "Hooks").
 type HookFlags struct {
-	PreHook     string        `help:"Admins: a shell command run just before the backup's point in time is taken, to quiesce what uses the volume (virsh domfsfreeze DOMAIN, fsfreeze -f MOUNT); if it fails, nothing is backed up." placeholder:"CMD"`
+	PreHook     string        `help:"Admins: a shell command run just before the point in time (the snapshot or clone read) is taken, to quiesce what uses the volume (virsh domfsfreeze DOMAIN, fsfreeze -f MOUNT); if it fails, nothing is backed up." placeholder:"CMD"`
 	PostHook    string        `help:"Admins: a shell command run as soon as the point in time is taken (or failed), to resume (virsh domfsthaw DOMAIN); always run once --pre-hook started." placeholder:"CMD"`
 	HookTimeout time.Duration `help:"Bound on each hook; then it is killed (default 5m)." placeholder:"DURATION"`
 }

@@ -25,6 +25,7 @@ type SnapshotCreateCmd struct {
 	Name        string `help:"Snapshot name."`
 	Description string `help:"Description."`
 	Force       bool   `help:"Snapshot an in-use volume (crash-consistent)."`
+	HookFlags
 }
 
 // Run takes the snapshot.
@@ -34,7 +35,7 @@ func (c *SnapshotCreateCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: c.Volume, Name: c.Name, Description: c.Description, Force: c.Force})
+	sn, err := s.CreateSnapshot(ctx, gateway.SnapshotRequest{Volume: c.Volume, Name: c.Name, Description: c.Description, Force: c.Force, Hooks: c.hooks()})
 	if err != nil {
 		return err
 	}

@@ -186,11 +186,11 @@ _cairn() {
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "service-list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "snapshot") COMPREPLY=($(compgen -W "create delete list show" -- "$cur")) ;;
-    "snapshot create") COMPREPLY=($(compgen -W "--description --force --name" -- "$cur")) ;;
+    "snapshot create") COMPREPLY=($(compgen -W "--description --force --hook-timeout --name --post-hook --pre-hook" -- "$cur")) ;;
     "snapshot delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "snapshot list") COMPREPLY=($(compgen -W "--all-projects --volume-id" -- "$cur")) ;;
     "snapshot show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "snapshot-create") COMPREPLY=($(compgen -W "--description --force --name" -- "$cur")) ;;
+    "snapshot-create") COMPREPLY=($(compgen -W "--description --force --hook-timeout --name --post-hook --pre-hook" -- "$cur")) ;;
     "snapshot-delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "snapshot-list") COMPREPLY=($(compgen -W "--all-projects --volume-id" -- "$cur")) ;;
     "snapshot-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
