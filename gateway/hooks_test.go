@@ -235,14 +235,12 @@ func TestPolicyHooks(t *testing.T) {
 	dir := t.TempDir()
 	cfg := newRepo(t, dir)
 	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
-	var vols []string
 	for _, name := range []string{"a", "b"} {
 		vol := filepath.Join(xfs, name+".img")
 		testutil.WriteImage(t, vol, 256<<10, 74, testutil.Random)
 		if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: name, Project: "p1"}); err != nil {
 			t.Fatal(err)
 		}
-		vols = append(vols, vol)
 	}
 	hooks := gateway.Hooks{
 		Pre:  `printf PRE | dd of="$CAIRN_VOLUME_PATH" bs=1 seek=0 conv=notrunc status=none; echo "pre $CAIRN_VOLUME_NAME" >> "` + dir + `/hooks.log"`,
