@@ -431,3 +431,38 @@ func TestHooksFromTheCLI(t *testing.T) {
 		t.Errorf("policy show after --post-hook was added:\n%s", show)
 	}
 }
+
+// snapshot delete takes several snapshots, as cinder's snapshot-delete does; one failing stops
+// none, and the error names it.
+func TestSnapshotDeleteSeveral(t *testing.T) {
+	r := newCairnRepo(t, nil)
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 1*mib, 68, testutil.Random)
+	r.mustRun("volume", "manage", vol, "--name", "vm")
+	files := func() int {
+		t.Helper()
+		entries, err := os.ReadDir(filepath.Dir(vol))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries)
+	}
+	before := files()
+	r.mustRun("snapshot", "create", "vm", "--name", "s1")
+	r.mustRun("snapshot", "create", "vm", "--name", "s2")
+	res := r.run("snapshot-delete", "s1", "nosuch", "s2")
+	if res.Code == 0 || !strings.Contains(res.Stderr, "nosuch: failed") || !strings.Contains(res.Stderr, "1 of 3 snapshots not deleted (nosuch)") {
+		t.Fatalf("snapshot-delete of two snapshots and an unknown one: exit %d, stderr %q", res.Code, res.Stderr)
+	}
+	if strings.Count(res.Stdout, " deleted\n") != 2 {
+		t.Errorf("snapshot-delete said:\n%s", res.Stdout)
+	}
+	var left []map[string]any
+	r.mustJSON(&left, "snapshot", "list")
+	if len(left) != 0 {
+		t.Errorf("snapshots left: %v", left)
+	}
+	if n := files(); n != before {
+		t.Errorf("files beside the volume after the snapshots' delete: %d, want %d as before them", n, before)
+	}
+}

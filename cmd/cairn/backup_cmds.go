@@ -130,20 +130,17 @@ func (c *BackupCreateCmd) Run(ctx context.Context, g *Globals) error {
 // with --format json), then how many failed; the error is the first failure's, so the exit
 // code says what kind it was.
 func (c *BackupCreateCmd) backupEach(ctx context.Context, g *Globals, s *gateway.Service, vols []string) error {
-	var (
-		failed   []string
-		firstErr error
-		results  []map[string]any
-	)
+	var results []map[string]any
+	failed := failures{g: g, total: len(vols), quiet: true} // said on stdout, a line each
 	for _, vol := range vols {
 		if ctx.Err() != nil {
-			failed, firstErr = append(failed, vol), cmp.Or(firstErr, ctx.Err())
+			failed.add(vol, ctx.Err())
 			results = append(results, map[string]any{"volume": vol, "error": message(ctx.Err())})
 			continue
 		}
 		b, err := c.backup(ctx, g, s, vol)
 		if err != nil {
-			failed, firstErr = append(failed, vol), cmp.Or(firstErr, err)
+			failed.add(vol, err)
 			results = append(results, map[string]any{"volume": vol, "error": strings.TrimPrefix(message(err), "cairn: ")})
 			if !g.json() {
 				fmt.Fprintf(g.stdout, "%s: failed: %s\n", vol, strings.TrimPrefix(message(err), "cairn: "))
@@ -162,8 +159,8 @@ func (c *BackupCreateCmd) backupEach(ctx context.Context, g *Globals, s *gateway
 			return err
 		}
 	}
-	if firstErr != nil {
-		return fmt.Errorf("%d of %d backups failed (%s): %w", len(failed), len(vols), strings.Join(failed, ", "), firstErr)
+	if err := failed.err("backups", "failed"); err != nil {
+		return err
 	}
 	if !g.json() {
 		fmt.Fprintf(g.stdout, "%d backups of %d volumes: all succeeded\n", len(vols), len(vols))
@@ -419,15 +416,11 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	slices.SortStableFunc(refs, func(a, b named) int { return b.at.Compare(a.at) })
 	var deleted []map[string]string
-	var failed []string
-	var firstErr error
+	failed := failures{g: g, total: len(c.Backups)}
 	for _, n := range refs {
 		b, err := s.DeleteBackup(g.confirmer(ctx, c.Yes), n.ref, c.Force)
 		if err != nil {
-			failed, firstErr = append(failed, n.ref), cmp.Or(firstErr, err)
-			if len(c.Backups) > 1 {
-				fmt.Fprintf(g.stderr, "%s: failed: %s\n", n.ref, strings.TrimPrefix(message(err), "cairn: "))
-			}
+			failed.add(n.ref, err)
 			continue
 		}
 		deleted = append(deleted, map[string]string{"id": b.ID, "status": "deleted"})
@@ -439,7 +432,7 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 		var out any = nonNil(deleted)
 		if len(c.Backups) == 1 {
 			if len(deleted) == 0 {
-				return firstErr
+				return failed.err("backups", "not deleted")
 			}
 			out = deleted[0]
 		}
@@ -447,13 +440,7 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 	}
-	switch {
-	case len(failed) > 0 && len(c.Backups) > 1:
-		return fmt.Errorf("%d of %d backups not deleted (%s): %w", len(failed), len(c.Backups), strings.Join(failed, ", "), firstErr)
-	case len(failed) > 0:
-		return firstErr
-	}
-	return nil
+	return failed.err("backups", "not deleted")
 }
 
 // BackupUpdateCmd changes what describes a backup (cinder's backup-update).

@@ -1,10 +1,7 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
@@ -59,22 +56,18 @@ func (c *BackupResetCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	var done []*index.Backup
-	var failed []string
-	var firstErr error
+	failed := failures{g: g, total: len(c.Backups)}
 	for _, ref := range c.Backups {
 		b, err := s.ResetBackupState(ctx, ref, c.State)
 		if err != nil {
-			failed, firstErr = append(failed, ref), cmp.Or(firstErr, err)
-			if len(c.Backups) > 1 {
-				fmt.Fprintf(g.stderr, "%s: failed: %s\n", ref, strings.TrimPrefix(message(err), "cairn: "))
-			}
+			failed.add(ref, err)
 			continue
 		}
 		done = append(done, b)
 	}
 	if len(c.Backups) == 1 {
-		if firstErr != nil {
-			return firstErr
+		if len(done) == 0 {
+			return failed.err("backups", "not reset")
 		}
 		return g.showBackup(s, done[0])
 	}
@@ -95,9 +88,5 @@ func (c *BackupResetCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 	}
-	if len(failed) > 0 {
-		// The first failure's error, so the exit code is its kind's.
-		return fmt.Errorf("%d of %d backups not reset (%s): %w", len(failed), len(c.Backups), strings.Join(failed, ", "), firstErr)
-	}
-	return nil
+	return failed.err("backups", "not reset")
 }

@@ -97,24 +97,28 @@ func (c *SnapshotShowCmd) Run(ctx context.Context, g *Globals) error {
 
 // SnapshotDeleteCmd deletes a snapshot.
 type SnapshotDeleteCmd struct {
-	Snapshot string `arg:"" help:"Snapshot id or name."`
+	Snapshots []string `arg:"" name:"snapshot" help:"Snapshot ids or names; one failing stops none (exit non-zero)."`
 }
 
-// Run deletes the snapshot.
+// Run deletes the snapshots, as cinder's snapshot-delete does.
 func (c *SnapshotDeleteCmd) Run(ctx context.Context, g *Globals) error {
 	s, err := g.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer g.closeService(s)
-	sn, err := s.DeleteSnapshot(ctx, c.Snapshot)
-	if err != nil {
-		return err
+	failed := failures{g: g, total: len(c.Snapshots)}
+	for _, ref := range c.Snapshots {
+		sn, err := s.DeleteSnapshot(ctx, ref)
+		if err != nil {
+			failed.add(ref, err)
+			continue
+		}
+		if !g.Quiet && !g.json() {
+			fmt.Fprintf(g.stdout, "snapshot %s deleted\n", sn.ID)
+		}
 	}
-	if !g.Quiet && !g.json() {
-		fmt.Fprintf(g.stdout, "snapshot %s deleted\n", sn.ID)
-	}
-	return nil
+	return failed.err("snapshots", "not deleted")
 }
 
 func (g *Globals) showSnapshot(sn *index.Snapshot) error {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"cmp"
 	"context"
-	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/units"
@@ -24,18 +21,14 @@ func (c *BackupVerifyCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	var results []*gateway.VerifyResult
-	var failed []string
-	var firstErr error
+	failed := failures{g: g, total: len(c.Backups)}
 	t := &table{header: []string{"ID", "Name", "Size", "Result", "Lost", "Seconds"}}
 	for _, ref := range c.Backups {
 		p := g.progress("verifying " + ref)
 		res, err := s.VerifyBackup(ctx, ref, p.update)
 		p.finish()
 		if err != nil {
-			failed, firstErr = append(failed, ref), cmp.Or(firstErr, err)
-			if len(c.Backups) > 1 {
-				fmt.Fprintf(g.stderr, "%s: failed: %s\n", ref, strings.TrimPrefix(message(err), "cairn: "))
-			}
+			failed.add(ref, err)
 		}
 		if res == nil {
 			continue
@@ -56,12 +49,5 @@ func (c *BackupVerifyCmd) Run(ctx context.Context, g *Globals) error {
 			return err
 		}
 	}
-	switch {
-	case len(failed) > 0 && len(c.Backups) > 1:
-		// The first failure's error, so the exit code is its kind's.
-		return fmt.Errorf("%d of %d backups failed verification (%s): %w", len(failed), len(c.Backups), strings.Join(failed, ", "), firstErr)
-	case len(failed) > 0:
-		return firstErr
-	}
-	return nil
+	return failed.err("backups", "failed verification")
 }
