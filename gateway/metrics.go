@@ -3,7 +3,9 @@ package gateway
 import (
 	"time"
 
+	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/repo/backend/limit"
+	"github.com/cairn-backup/cairn/repo/backend/local"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	dto "github.com/prometheus/client_model/go"
@@ -86,6 +88,20 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 		_, m := s.repo.CacheStats()
 		return float64(m)
 	})
+	// The index's file system: under the reserve, backups and catch-ups are refused
+	// (roomForIndex), since Badger dies of a SIGBUS on a full disk; an alert sees it coming.
+	indexFree := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_index_free_bytes",
+		Help: "Free bytes on the file system that holds the index (-1 when it cannot tell)."}, func() float64 {
+		free, _, err := blockio.FreeSpace(s.idx.Dir())
+		if err != nil {
+			return -1
+		}
+		return float64(free)
+	})
+	indexReserve := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "cairn_index_reserve_bytes",
+		Help: "Free bytes cairn keeps on the index's file system: under them, backups are refused."}, func() float64 {
+		return float64(local.Reserve)
+	})
 	for _, kind := range []string{"backup", "restore", "check", "verify"} {
 		m.jobsRunning.WithLabelValues(kind)
 		m.jobsQueued.WithLabelValues(kind)
@@ -107,7 +123,7 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
-		cacheHits, cacheMisses, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cacheHits, cacheMisses, indexFree, indexReserve, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -214,8 +214,8 @@ func TestAlertRules(t *testing.T) {
 		if err != nil {
 			t.Fatalf("promtool %s: %v\n%s", strings.Join(run.args, " "), err, out)
 		}
-		if run.args[0] == "check" && run.args[1] == "config" && !strings.Contains(string(out), "9 rules found") {
-			t.Fatalf("promtool check config loaded no rules, or not all nine:\n%s", out)
+		if run.args[0] == "check" && run.args[1] == "config" && !strings.Contains(string(out), "10 rules found") {
+			t.Fatalf("promtool check config loaded no rules, or not all ten:\n%s", out)
 		}
 	}
 }
