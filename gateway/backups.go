@@ -105,7 +105,11 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	id := uuid.NewString()
 	var plan *readPlan
 	var hookNotes []string
-	err = s.aroundPointInTime(ctx, req.Hooks, hookSubject{backupID: id, project: project, volume: v},
+	sub := hookSubject{backupID: id, project: project, volume: v}
+	if !req.policyHooks {
+		sub.dir = workDir(ctx)
+	}
+	err = s.aroundPointInTime(ctx, req.Hooks, sub,
 		func(f string, a ...any) { hookNotes = append(hookNotes, fmt.Sprintf(f, a...)) },
 		func() error {
 			var err error

@@ -67,9 +67,15 @@ func WithWorkDir(ctx context.Context, dir string) context.Context {
 	return context.WithValue(ctx, workDirKey{}, dir)
 }
 
+// workDir is the caller's working directory when a gateway runs a CLI command for it, else "".
+func workDir(ctx context.Context) string {
+	dir, _ := ctx.Value(workDirKey{}).(string)
+	return dir
+}
+
 // absPath makes p absolute against the caller's working directory.
 func absPath(ctx context.Context, p string) (string, error) {
-	if dir, ok := ctx.Value(workDirKey{}).(string); ok && dir != "" && !filepath.IsAbs(p) {
+	if dir := workDir(ctx); dir != "" && !filepath.IsAbs(p) {
 		return filepath.Join(dir, p), nil
 	}
 	return filepath.Abs(p)

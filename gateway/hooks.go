@@ -95,10 +95,13 @@ func hookEnv(which string, b hookSubject, extra ...string) []string {
 	return append(env, extra...)
 }
 
-// hookSubject is what a hook is run for: a backup of volume, or a snapshot of it.
+// hookSubject is what a hook is run for: a backup of volume, or a snapshot of it. dir is where
+// the hook runs: the working directory of the CLI that gave it, or "" for the gateway's (a
+// policy's hooks, which no one's shell gave).
 type hookSubject struct {
 	backupID, snapshotID, project string
 	volume                        *index.Volume
+	dir                           string
 }
 
 // id is the backup's or snapshot's id, for logs.
@@ -111,11 +114,11 @@ func (b hookSubject) id() string {
 
 // runHook runs one hook command under sh -c, bounded by timeout; its error names the hook and
 // says how it ended, with the end of its output.
-func runHook(ctx context.Context, which, command string, timeout time.Duration, env []string) error {
+func runHook(ctx context.Context, which, command, dir string, timeout time.Duration, env []string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
-	cmd.Env = env
+	cmd.Env, cmd.Dir = env, dir
 	cmd.Stdin = nil
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -156,7 +159,7 @@ func (s *Service) aroundPointInTime(ctx context.Context, h Hooks, sub hookSubjec
 	}
 	var err error
 	if h.Pre != "" {
-		err = runHook(ctx, "pre", h.Pre, h.timeout(), hookEnv("pre", sub))
+		err = runHook(ctx, "pre", h.Pre, sub.dir, h.timeout(), hookEnv("pre", sub))
 		if err != nil {
 			what := "backed up"
 			if sub.backupID == "" {
@@ -174,7 +177,7 @@ func (s *Service) aroundPointInTime(ctx context.Context, h Hooks, sub hookSubjec
 		if err != nil {
 			result = err.Error()
 		}
-		if perr := runHook(ctx, "post", h.Post, h.timeout(), hookEnv("post", sub, "CAIRN_HOOK_RESULT="+result)); perr != nil {
+		if perr := runHook(ctx, "post", h.Post, sub.dir, h.timeout(), hookEnv("post", sub, "CAIRN_HOOK_RESULT="+result)); perr != nil {
 			s.log.Error("post-hook failed: what the pre-hook quiesced may still be quiesced", "id", sub.id(), "volume_id", sub.volume.ID, "error", perr)
 			log("%v: what the pre-hook quiesced may still be quiesced", perr)
 		}

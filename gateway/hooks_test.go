@@ -376,3 +376,25 @@ func TestSnapshotHooks(t *testing.T) {
 		t.Errorf("a member's snapshot with hooks: %v, want denied", err)
 	}
 }
+
+// A hook given through a gateway runs in the working directory of the CLI that gave it (the
+// command line the admin typed, with relative paths), not the gateway's.
+func TestHooksRunInTheCallersDirectory(t *testing.T) {
+	s, _ := newService(t)
+	dir := t.TempDir()
+	vol := filepath.Join(testutil.XFSReflinkDir(t, 1<<30), "vm.img")
+	testutil.WriteImage(t, vol, 256<<10, 77, testutil.Random)
+	ctx := gateway.WithWorkDir(adminCtx(), dir)
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "freeze.sh"), []byte("#!/bin/sh\npwd > hook.cwd\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm", Hooks: gateway.Hooks{Pre: "./freeze.sh"}}); err != nil {
+		t.Fatalf("backup whose pre-hook is a path relative to the caller's directory: %v", err)
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "hook.cwd")); err != nil || strings.TrimSpace(string(got)) != dir {
+		t.Errorf("the hook ran in %q (%v), want the caller's %s", got, err, dir)
+	}
+}

@@ -53,7 +53,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 	}
 	id := uuid.NewString()
 	var snap *blockio.Snapshot
-	err = s.aroundPointInTime(ctx, req.Hooks, hookSubject{snapshotID: id, project: v.Project, volume: v},
+	err = s.aroundPointInTime(ctx, req.Hooks, hookSubject{snapshotID: id, project: v.Project, volume: v, dir: workDir(ctx)},
 		func(f string, a ...any) {}, // logged by aroundPointInTime; a snapshot has no job
 		func() error {
 			var err error
