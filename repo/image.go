@@ -347,3 +347,20 @@ func (im *Image) NextData(ctx context.Context, off int64) (start, end int64, err
 	}
 	return start, min(b*bs, im.m.Size), nil
 }
+
+// Source returns the image as a Source, reading under ctx: what a copy of the backup to
+// another repository backs up there. Every byte it returns was verified, as ReadAt's are.
+func (im *Image) Source(ctx context.Context) Source { return imageSource{im: im, ctx: ctx} }
+
+type imageSource struct {
+	im  *Image
+	ctx context.Context
+}
+
+func (s imageSource) ReadAt(p []byte, off int64) (int, error) {
+	return s.im.ReadAtContext(s.ctx, p, off)
+}
+func (s imageSource) Size() int64 { return s.im.Size() }
+func (s imageSource) NextData(off int64) (start, end int64, err error) {
+	return s.im.NextData(s.ctx, off)
+}

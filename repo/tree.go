@@ -243,3 +243,88 @@ func (r *Repository) DifferFromParent(ctx context.Context, src io.ReaderAt, p *P
 
 // probeWorkers is how many blocks DifferFromParent checks at once.
 const probeWorkers = 8
+
+// Changed returns the byte ranges, sorted and merged, where backup m may differ from base: the
+// blocks whose addresses differ in their block maps. Both are backups in this repository of
+// one volume size. An address is the keyed hash of a block's content, so a block outside the
+// ranges holds in m what it holds in base; subtrees with equal addresses are not loaded. It
+// is what a copy to another repository reads of an incremental whose parent was copied
+// before (design.md, "Copies to another repository").
+func (r *Repository) Changed(ctx context.Context, m, base *Manifest) ([][2]int64, error) {
+	if m.Size != base.Size {
+		return nil, fmt.Errorf("backups %s and %s are of different sizes (%d and %d bytes)", m.ID, base.ID, m.Size, base.Size)
+	}
+	g := newGeometry(m.Size, r.cfg.BlockSize)
+	if m.RootLevel != g.rootLevel || base.RootLevel != g.rootLevel {
+		return nil, fmt.Errorf("backups %s and %s: root levels %d and %d, want %d: %w", m.ID, base.ID, m.RootLevel, base.RootLevel, g.rootLevel, ErrCorrupt)
+	}
+	var out [][2]int64
+	add := func(b int64) {
+		start, end := b*g.blockSize, min((b+1)*g.blockSize, g.size)
+		if n := len(out); n > 0 && out[n-1][1] == start {
+			out[n-1][1] = end
+			return
+		}
+		out = append(out, [2]int64{start, end})
+	}
+	load := func(a Address, level int) (*node, error) {
+		if a.IsZero() {
+			return &node{level: level}, nil
+		}
+		n, err := r.node(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		if n.level != level {
+			return nil, fmt.Errorf("tree node %s: level %d, want %d: %w", a.Short(), n.level, level, ErrCorrupt)
+		}
+		return n, nil
+	}
+	entry := func(n *node, i int64) Address {
+		if i < int64(len(n.addrs)) {
+			return n.addrs[i]
+		}
+		return Address{}
+	}
+	// first is the first leaf under the nodes a and b.
+	var walk func(a, b Address, level int, first int64) error
+	walk = func(a, b Address, level int, first int64) error {
+		if a == b {
+			return nil
+		}
+		na, err := load(a, level)
+		if err != nil {
+			return err
+		}
+		nb, err := load(b, level)
+		if err != nil {
+			return err
+		}
+		if level == 0 {
+			for e := range int64(LeafFanout) {
+				blk := first*LeafFanout + e
+				if blk >= g.blocks {
+					break
+				}
+				if entry(na, e) != entry(nb, e) {
+					add(blk)
+				}
+			}
+			return nil
+		}
+		for c := range int64(NodeFanout) {
+			child := first + c*span(level)
+			if child >= g.leaves {
+				break
+			}
+			if err := walk(entry(na, c), entry(nb, c), level-1, child); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := walk(m.Root, base.Root, g.rootLevel, 0); err != nil {
+		return nil, fmt.Errorf("compare the block maps of backups %s and %s: %w", m.ID, base.ID, err)
+	}
+	return out, nil
+}
