@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -79,4 +80,22 @@ func SetVolumeRecordGraceForTest(t interface{ Cleanup(func()) }, d time.Duration
 	old := volumeRecordGrace
 	volumeRecordGrace = d
 	t.Cleanup(func() { volumeRecordGrace = old })
+}
+
+// CopyBaseForTest asks dst whether a copy read from src may be built on dst's copy of the
+// source backup parent, as CopyBackup does when nothing is said to have changed.
+func CopyBaseForTest(dst *Service, parent *index.Backup, src repo.Source) (base, fallback string) {
+	var o repo.WriteOptions
+	m := &repo.Manifest{ID: parent.ID, Size: parent.Size}
+	return dst.copyBase(context.Background(), m, src, nil, &o)
+}
+
+// ImageSourceForTest is backup id of s as a backup's source.
+func ImageSourceForTest(t testing.TB, s *Service, id string) repo.Source {
+	t.Helper()
+	m, err := s.repo.GetManifest(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.repo.Image(m).Source(context.Background())
 }

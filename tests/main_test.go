@@ -96,13 +96,26 @@ func runCairn(t testing.TB, env []string, args ...string) cairnResult {
 	return runBinary(t, cairnBin, env, args...)
 }
 
+// runCairnIn is runCairn in the working directory dir.
+func runCairnIn(t testing.TB, dir string, env []string, args ...string) cairnResult {
+	t.Helper()
+	return runBinaryIn(t, cairnBin, dir, env, args...)
+}
+
 // runBinary is runCairn with another cairn binary (an installed one).
 func runBinary(t testing.TB, bin string, env []string, args ...string) cairnResult {
+	t.Helper()
+	return runBinaryIn(t, bin, "", env, args...)
+}
+
+// runBinaryIn is runBinary in the working directory dir ("": the test's).
+func runBinaryIn(t testing.TB, bin, dir string, env []string, args ...string) cairnResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cairnCommandTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Env = cairnEnv(env)
+	cmd.Dir = dir
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -26,6 +26,7 @@ type BackupCmd struct {
 	Unprotect BackupUnprotectCmd `cmd:"" help:"Remove a backup's protection."`
 	Restore   BackupRestoreCmd   `cmd:"" help:"Restore a backup to a new volume, a volume, or a device or file."`
 	Verify    BackupVerifyCmd    `cmd:"" help:"Read every block of backups and check it, as a restore would, writing nothing."`
+	Copy      BackupCopyCmd      `cmd:"" help:"Copy backups into another repository with its own keys (an offsite copy); an incremental whose parent was copied reads only what changed."`
 	Export    BackupExportCmd    `cmd:"" help:"Print a backup's exported metadata (backup_service, backup_url)."`
 	Import    BackupImportCmd    `cmd:"" help:"Import exported backup metadata into the index."`
 	Update    BackupUpdateCmd    `cmd:"" help:"Change a backup's name, description or metadata."`

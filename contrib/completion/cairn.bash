@@ -15,6 +15,7 @@ _cairn() {
     esac
     case "${path:+$path }$w" in
       "backup") path="backup" ;;
+      "backup copy") path="backup copy" ;;
       "backup create") path="backup create" ;;
       "backup delete") path="backup delete" ;;
       "backup export") path="backup export" ;;
@@ -97,6 +98,7 @@ _cairn() {
     -*) ;;
     *) if [[ $cur != -* ]]; then
       case "$path" in
+        "backup copy") kind=backups ;;
         "backup create") kind=volumes ;;
         "backup delete") kind=backups ;;
         "backup export") kind=backups ;;
@@ -130,7 +132,8 @@ _cairn() {
   fi
   case "$path" in
     "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
-    "backup") COMPREPLY=($(compgen -W "create delete export import list protect prune reset-state restore show unprotect update verify" -- "$cur")) ;;
+    "backup") COMPREPLY=($(compgen -W "copy create delete export import list protect prune reset-state restore show unprotect update verify" -- "$cur")) ;;
+    "backup copy") COMPREPLY=($(compgen -W "--all --all-projects --to --to-password-file --to-state-dir" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --container --description --force --hook-timeout --incremental --metadata --name --post-hook --pre-hook --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/stack"
+	"github.com/cairn-backup/cairn/units"
+	"golang.org/x/term"
+)
+
+// BackupCopyCmd copies backups into another repository.
+type BackupCopyCmd struct {
+	Backups        []string `arg:"" name:"backup" optional:"" help:"Backup ids or names; each is copied, one failing stops none (exit non-zero)."`
+	All            bool     `help:"Copy every available backup of the project (with --all-projects, of every project) the destination lacks, oldest first." xor:"backups"`
+	AllProjects    bool     `help:"With --all: every project's backups (admins)."`
+	To             string   `required:"" placeholder:"DIR|URL" help:"The destination: a directory or s3://BUCKET/PREFIX made with 'cairn repo init' (the S3 flags and AWS_* variables apply to it)."`
+	ToPasswordFile string   `type:"existingfile" placeholder:"FILE" help:"File holding the destination's passphrase (else CAIRN_TO_PASSWORD, else a prompt; through a gateway, only this file)."`
+	ToStateDir     string   `placeholder:"DIR" help:"Where the destination's index lives (default: as for --repo of it; give another while a gateway serves the destination)."`
+}
+
+// Run copies each backup, oldest first, and prints a row each.
+func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
+	if !c.All && len(c.Backups) == 0 {
+		return usageError("give the backups to copy, or --all")
+	}
+	if c.AllProjects && !c.All {
+		return usageError("--all-projects goes with --all")
+	}
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	dst, err := g.openDestination(ctx, c.To, c.ToStateDir, c.ToPasswordFile)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	refs := c.Backups
+	if c.All {
+		list, err := s.ListBackups(ctx, gateway.ListFilter{AllProjects: c.AllProjects, Status: string(index.BackupAvailable)})
+		if err != nil {
+			return err
+		}
+		refs = nil
+		for _, b := range list {
+			refs = append(refs, b.ID)
+		}
+	} else {
+		// Oldest first, so that an incremental's parent is copied before it and the copy
+		// reads only what changed.
+		refs = oldestFirst(ctx, s, refs)
+	}
+	failed := failures{g: g, total: len(refs)}
+	var results []*gateway.CopyResult
+	t := &table{header: []string{"ID", "Volume", "Name", "Created", "Result", "Read", "Stored", "Seconds"}}
+	for _, ref := range refs {
+		p := g.progress("copying " + ref)
+		res, err := s.CopyBackup(ctx, ref, dst, p.update)
+		p.finish()
+		if err != nil {
+			failed.add(ref, err)
+			continue
+		}
+		results = append(results, res)
+		b := res.Backup
+		result, read, stored := "already there", "-", "-"
+		if res.Copied {
+			result = "copied (full read)"
+			if res.Base != "" {
+				result = "copied (changes only)"
+			}
+			read, stored = units.Bytes(b.Stats.ReadBytes), units.Bytes(b.Stats.NewBytes)
+		}
+		t.add(b.ID, cmp.Or(b.VolumeName, b.VolumeID), none(b.Name), b.CreatedAt.Local().Format("2006-01-02 15:04"), result, read, stored,
+			strconv.FormatFloat(res.Seconds, 'f', 1, 64))
+	}
+	if g.json() {
+		if err := writeJSON(g.stdout, nonNil(results)); err != nil {
+			return err
+		}
+	} else if len(results) > 0 {
+		if err := t.write(g.stdout); err != nil {
+			return err
+		}
+	}
+	return failed.err("backups", "not copied")
+}
+
+// oldestFirst returns the backups refs name, by id, in the order they were made; a ref
+// that names none stays, last, for the copy to say so.
+func oldestFirst(ctx context.Context, s *gateway.Service, refs []string) []string {
+	type named struct {
+		ref string
+		b   *index.Backup
+	}
+	var all []named
+	for _, ref := range refs {
+		b, err := s.Backup(ctx, ref)
+		if err != nil {
+			all = append(all, named{ref: ref})
+			continue
+		}
+		all = append(all, named{ref: b.ID, b: b})
+	}
+	slices.SortStableFunc(all, func(x, y named) int {
+		if x.b == nil || y.b == nil {
+			return cmp.Compare(boolInt(x.b == nil), boolInt(y.b == nil))
+		}
+		return x.b.CreatedAt.Compare(y.b.CreatedAt)
+	})
+	out := make([]string, 0, len(all))
+	for _, n := range all {
+		if !slices.Contains(out, n.ref) {
+			out = append(out, n.ref)
+		}
+	}
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// openDestination opens the repository a copy writes to, with the global S3 settings and
+// its own passphrase and state dir.
+func (g *Globals) openDestination(ctx context.Context, to, stateDir, passwordFile string) (*gateway.Service, error) {
+	c, err := g.config()
+	if err != nil {
+		return nil, err
+	}
+	source := c.Repo
+	c.Repo, c.StateDir, c.ReadOnly, c.Password = g.clientPath(to), "", false, ""
+	if u, err := stack.ParseURL(c.Repo); err != nil {
+		return nil, usageError(fmt.Sprintf("--to %q: give a directory or s3://BUCKET/PREFIX", to))
+	} else if u.Kind == stack.Local {
+		c.Repo, _ = filepath.Abs(g.clientPath(u.Path))
+	}
+	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(source, "/") {
+		return nil, usageError(fmt.Sprintf("--to %s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", to))
+	}
+	if stateDir != "" {
+		c.StateDir, _ = filepath.Abs(g.clientPath(stateDir))
+	}
+	switch {
+	case passwordFile != "":
+		b, err := os.ReadFile(passwordFile)
+		if err != nil {
+			return nil, fmt.Errorf("--to-password-file: %w", err)
+		}
+		c.Password = strings.TrimRight(string(b), "\r\n")
+	case g.shared != nil:
+		// A gateway has neither the client's variables nor its terminal.
+	case os.Getenv("CAIRN_TO_PASSWORD") != "":
+		c.Password = os.Getenv("CAIRN_TO_PASSWORD")
+	}
+	s, err := gateway.Open(ctx, c)
+	if errors.Is(err, repo.ErrPasswordRequired) && c.Password == "" && g.shared == nil && !g.noPrompt && term.IsTerminal(int(os.Stdin.Fd())) {
+		if c.Password, err = g.promptSecret("destination repository passphrase: ", false, "passphrases"); err != nil {
+			return nil, err
+		}
+		s, err = gateway.Open(ctx, c)
+	}
+	switch {
+	case errors.Is(err, repo.ErrPasswordRequired):
+		return nil, usageError(fmt.Sprintf("destination %s is encrypted: give its passphrase in --to-password-file FILE (or CAIRN_TO_PASSWORD, not through a gateway)", to))
+	case errors.Is(err, index.ErrLocked):
+		return nil, fmt.Errorf("destination %s: %w; or give the copy an index of its own with --to-state-dir DIR", to, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("destination %s: %w", to, err)
+	}
+	return s, nil
+}
+
+// clientPath is path as the user meant it: relative to the working directory of the CLI that
+// gave it, also when a gateway runs the command.
+func (g *Globals) clientPath(path string) string {
+	if g.client != nil && g.client.cwd != "" && path != "" && !filepath.IsAbs(path) && !strings.Contains(path, "://") {
+		return filepath.Join(g.client.cwd, path)
+	}
+	return path
+}

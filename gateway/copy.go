@@ -1,0 +1,243 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/cairn-backup/cairn/blockio"
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// How a copy read its backup (Backup.ReadMode of the copy in the destination).
+const (
+	ReadCopy     = "copy"      // every data extent of the backup in the source repository
+	ReadCopyDiff = "copy-diff" // only the blocks whose addresses differ from its parent's there
+)
+
+// copyProbes is how many blocks outside a copy's changed ranges are read from the source
+// and compared with the destination's copy of the parent before that copy is built on.
+const copyProbes = 32
+
+// CopyResult is what copying one backup to another repository did.
+type CopyResult struct {
+	Backup *index.Backup `json:"backup"` // the copy, as the destination records it
+	// Copied is false when the destination had the backup already: nothing was done.
+	Copied bool `json:"copied"`
+	// Base is the destination's copy of the backup's parent the copy was built on (only the
+	// blocks that differ from it were read); empty when the copy read the backup in full.
+	Base    string        `json:"base,omitempty"`
+	Seconds float64       `json:"seconds"`
+	Took    time.Duration `json:"-"`
+}
+
+// CopyBackup copies a backup of this repository into dst, another repository with its own
+// keys: a backup of the backup, verified as it is read, deduplicated against what dst holds,
+// and built on dst's copy of its parent where there is one (design.md, "Copies to another
+// repository"). A backup dst has already is left as it is (Copied false). For admins: the
+// copy keeps its project, which may not be the caller's.
+func (s *Service) CopyBackup(ctx context.Context, ref string, dst *Service, progress func(done, total int64)) (*CopyResult, error) {
+	if _, err := adminOf(ctx, "copy a backup to another repository"); err != nil {
+		return nil, err
+	}
+	if s.repo.Config().ID == dst.repo.Config().ID {
+		return nil, invalidf("the destination is this repository (%s): copy to another one, made with 'cairn repo init' there", dst.be.Location())
+	}
+	b, err := s.Backup(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if b.Status != index.BackupAvailable {
+		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be copied", b.ID, b.Status)
+	}
+	start := time.Now()
+	if have, err := dst.hasBackup(ctx, b.ID); err != nil {
+		return nil, err
+	} else if have != nil {
+		return &CopyResult{Backup: have}, nil
+	}
+	// Under the source's lock no gc removes the backup's blocks while they are read, once its
+	// manifest is seen there under it (as a restore does).
+	lk, err := s.repo.Lock(ctx, repo.LockShared, "copy")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, wrapf(ErrConflict, "backup %s was deleted meanwhile", b.ID)
+	} else if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+	}
+	var parent *repo.Manifest
+	var changed blockio.Changes
+	if m.ParentID != "" {
+		// The parent's block map in the source says what the backup changed; without it
+		// (pruned, damaged) the copy reads in full.
+		if pm, perr := s.repo.GetManifest(ctx, m.ParentID); perr == nil && pm.Size == m.Size {
+			if ranges, cerr := s.repo.Changed(ctx, m, pm); cerr == nil {
+				parent = pm
+				for _, r := range ranges {
+					changed = append(changed, blockio.Extent{Start: r[0], End: r[1]})
+				}
+			} else if ctx.Err() != nil {
+				return nil, cerr
+			} else {
+				s.log.Warn("copy: cannot compare a backup with its parent: it is read in full", "backup_id", m.ID, "parent_id", pm.ID, "error", cerr)
+			}
+		}
+	}
+	src := s.repo.Image(m).Source(ctx)
+	res, err := dst.storeCopy(ctx, m, src, parent, changed, lk, progress)
+	if err != nil {
+		return nil, err
+	}
+	res.Took = time.Since(start)
+	res.Seconds = res.Took.Seconds()
+	s.log.Info("backup copied", "backup_id", m.ID, "to", dst.be.Location(), "base", res.Base,
+		"read_bytes", res.Backup.Stats.ReadBytes, "new_bytes", res.Backup.Stats.NewBytes, "seconds", res.Seconds)
+	return res, nil
+}
+
+// hasBackup returns the backup with that id when this repository has it (in the index, or a
+// manifest the index has not adopted yet: then as the manifest says).
+func (s *Service) hasBackup(ctx context.Context, id string) (*index.Backup, error) {
+	if b, err := s.idx.Backup(id); err == nil {
+		return b, nil
+	} else if !errors.Is(err, index.ErrNotFound) {
+		return nil, err
+	}
+	has, err := s.repo.HasManifest(ctx, id)
+	if err != nil || !has {
+		return nil, err
+	}
+	m, err := s.repo.GetManifest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &index.Backup{ID: m.ID, Name: m.Name, VolumeID: m.VolumeID, VolumeName: m.VolumeName, Project: m.Project,
+		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
+		CreatedAt: m.CreatedAt, Stats: m.Stats}, nil
+}
+
+// storeCopy writes the backup m, read from src (the source repository's verified image of
+// it), into this repository, built on this repository's copy of parent (m's parent in the
+// source) when there is one and changed says what differs from it. srcLock is the source's
+// lock: a copy whose source lock was lost is not committed.
+func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Source, parent *repo.Manifest, changed blockio.Changes,
+	srcLock *repo.Lock, progress func(done, total int64)) (*CopyResult, error) {
+	lk, err := s.repo.Lock(ctx, repo.LockShared, "copy")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	project := m.Project
+	if project == "" {
+		project = DefaultProject
+	}
+	// As an import: the copy counts against the project's quota here, and over it nothing
+	// is stored. This service is the copy's own, so holding the quota lock until the record
+	// is written (release) keeps no other backup waiting.
+	release, drop, err := s.reserveQuota(ctx, project, m.ID, m.Size)
+	if err != nil {
+		return nil, fmt.Errorf("copy backup %s: %w", m.ID, err)
+	}
+	defer release()
+	committed := false
+	defer func() {
+		if !committed {
+			drop()
+		}
+	}()
+	o := repo.WriteOptions{Lock: lk, Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
+	mode, fallback, base := ReadCopy, "", ""
+	if parent != nil {
+		base, fallback = s.copyBase(ctx, parent, src, changed, &o)
+		if base != "" {
+			mode = ReadCopyDiff
+		}
+	}
+	var out *index.Backup
+	_, err = s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
+		if err := srcLock.Confirm(ctx); err != nil {
+			return fmt.Errorf("the source repository's lock: %w", err)
+		}
+		c := *m
+		c.Root, c.RootLevel, c.Stats, c.CommittedAt = res.Root, res.RootLevel, res.Stats, now()
+		c.ReadMode, c.ReadFallback, c.Error = mode, fallback, ""
+		if base != "" {
+			c.ParentID, c.Incremental = base, true
+		}
+		// Copied on purpose: a tombstone of an earlier delete here must not undo it.
+		if err := s.repo.Undelete(ctx, c.ID); err != nil {
+			return err
+		}
+		if err := s.repo.PutManifest(ctx, &c); err != nil {
+			return err
+		}
+		// As a backup's commit: a Put that landed after the lock may have gone stale is
+		// withdrawn (design.md, "A manifest that lands late").
+		if err := lk.Check(); err != nil {
+			return s.withdrawManifest(c.ID, err)
+		}
+		b, err := s.adoptManifest(ctx, &c)
+		if errors.Is(err, ErrExists) {
+			b, err = s.idx.Backup(c.ID) // the catch-up adopted it first
+		}
+		out = b
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("copy backup %s: %w", m.ID, err)
+	}
+	committed = true
+	time.AfterFunc(reservationGrace, drop)
+	s.notifyChange()
+	s.syncIndex()
+	s.log.Info("backup copied in", "backup_id", out.ID, "base", base, "read_mode", mode, "new_bytes", out.Stats.NewBytes)
+	return &CopyResult{Backup: out, Copied: true, Base: base}, nil
+}
+
+// copyBase sets o up to build the copy on this repository's copy of parent, when there is
+// one to trust, and returns its id; else the reason the copy reads in full, if any.
+func (s *Service) copyBase(ctx context.Context, parent *repo.Manifest, src repo.Source, changed blockio.Changes, o *repo.WriteOptions) (base, fallback string) {
+	b, err := s.idx.Backup(parent.ID)
+	if err != nil || b.Status != index.BackupAvailable || b.Size != parent.Size {
+		return "", "" // the parent was not copied here: nothing to build on
+	}
+	// Under this lock no gc removes the base's blocks, once its manifest is seen.
+	if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || !has {
+		return "", fmt.Sprintf("the copy of parent backup %s is being deleted here: read in full", b.ID)
+	}
+	rp := &repo.Parent{Root: b.Root, RootLevel: b.RootLevel, Size: b.Size, DataBlocks: b.Stats.DataBlocks}
+	probes := unchangedBlocks(changed, b.Size, int64(s.repo.Config().BlockSize), copyProbes)
+	differ, _, err := s.repo.DifferFromParent(ctx, src, rp, probes)
+	if err != nil {
+		return "", fmt.Sprintf("cannot compare with the copy of parent backup %s: %v: read in full", b.ID, err)
+	}
+	if len(differ) > 0 {
+		s.log.Error("a copy here of a backup differs from the backup", "backup_id", b.ID, "blocks", len(differ), "of", len(probes))
+		return "", fmt.Sprintf("the copy of parent backup %s differs from it in %d of %d sampled blocks: read in full; check it with 'cairn backup verify %s'",
+			b.ID, len(differ), len(probes), b.ID)
+	}
+	o.Parent, o.Changes = rp, changed
+	return b.ID, ""
+}
+
+// unchangedBlocks picks up to n blocks at random outside changed, of a volume of size bytes.
+func unchangedBlocks(changed blockio.Changes, size, bs int64, n int) []int64 {
+	blocks := (size + bs - 1) / bs
+	var out []int64
+	for try := 0; try < 8*n && len(out) < n && blocks > 0; try++ {
+		b := rand.Int64N(blocks)
+		if s, _, err := changed.NextChange(b * bs); err == nil && s < min((b+1)*bs, size) {
+			continue // the block is (partly) changed
+		}
+		out = append(out, b)
+	}
+	return out
+}

@@ -1,0 +1,103 @@
+package tests
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+type copyJSON struct {
+	Backup struct {
+		ID            string `json:"id"`
+		Status        string `json:"status"`
+		IsIncremental bool   `json:"is_incremental"`
+		ParentID      string `json:"parent_id"`
+		ReadMode      string `json:"read_mode"`
+		Stats         struct {
+			ReadBytes int64 `json:"read_bytes"`
+			NewBytes  int64 `json:"new_bytes"`
+		} `json:"stats"`
+	} `json:"backup"`
+	Copied bool   `json:"copied"`
+	Base   string `json:"base"`
+}
+
+// An offsite copy: a local repository's chain copied to a bucket with another passphrase, by
+// the embedded CLI and then through a gateway serving the local repository (a relative
+// passphrase file is the CLI's). Each incremental's copy reads only what changed; a copy made
+// again does nothing; and from a machine that has only the bucket and its passphrase, every
+// copy restores byte for byte.
+func TestCopyToABucket(t *testing.T) {
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	src := newCairnRepo(t, []string{"CAIRN_PASSWORD=local-pass"})
+	dst := newS3Repo(t, srv, "offsite", []string{"CAIRN_PASSWORD=offsite-pass"})
+	vol := filepath.Join(dir, "vol.img")
+	const size = 24 * mib
+	testutil.WriteImage(t, vol, size, 51, testutil.Mixed)
+	points := src.chain(vol, 2, 5100)
+
+	to := "s3://" + srv.Bucket + "/offsite"
+	copier := &cairnRepo{t: t, Dir: src.Dir, Env: append(append([]string(nil), src.Env...),
+		"AWS_ENDPOINT_URL="+srv.Endpoint, "AWS_ACCESS_KEY_ID="+srv.AccessKey, "AWS_SECRET_ACCESS_KEY="+srv.SecretKey,
+		"CAIRN_TO_PASSWORD=offsite-pass")}
+	copyState := filepath.Join(dir, "copy-state")
+	var res []copyJSON
+	copier.mustJSON(&res, "--quiet", "backup", "copy", "--all", "--to", to, "--to-state-dir", copyState)
+	if len(res) != len(points) {
+		t.Fatalf("copy --all: %d results, want %d", len(res), len(points))
+	}
+	for i, r := range res {
+		if !r.Copied || r.Backup.ID != points[i].backup.ID || r.Backup.Status != "available" {
+			t.Fatalf("copy %d: %+v, want backup %s copied", i, r, points[i].backup.ID)
+		}
+		if i == 0 {
+			continue
+		}
+		if r.Base != points[i-1].backup.ID || r.Backup.ParentID != points[i-1].backup.ID || r.Backup.ReadMode != "copy-diff" {
+			t.Errorf("copy of incremental %d: base %q parent %q mode %q, want built on the copy of %s", i, r.Base, r.Backup.ParentID, r.Backup.ReadMode, points[i-1].backup.ID)
+		}
+		if r.Backup.Stats.ReadBytes <= 0 || r.Backup.Stats.ReadBytes > res[0].Backup.Stats.ReadBytes/10 {
+			t.Errorf("copy of incremental %d read %d bytes, want only what changed (the full copy read %d)", i, r.Backup.Stats.ReadBytes, res[0].Backup.Stats.ReadBytes)
+		}
+	}
+	copier.mustJSON(&res, "--quiet", "backup", "copy", "--all", "--to", to, "--to-state-dir", copyState)
+	for i, r := range res {
+		if r.Copied {
+			t.Errorf("second copy --all copied backup %d again", i)
+		}
+	}
+
+	// Through a gateway on the local repository: the passphrase file is named relative to
+	// the CLI's working directory, which is not the gateway's.
+	g := startGateway(t, copier)
+	testutil.ScatterWrites(t, vol, 5199, 0.005, 4<<10, 64<<10)
+	last := pointInTime{sha: testutil.SHA256File(t, vol)}
+	last.backup = src.createBackup(vol, "--incremental", "--wait")
+	points = append(points, last)
+	work := filepath.Join(dir, "work")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "offsite.pass"), []byte("offsite-pass\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	viaGateway := runCairnIn(t, work, src.Env, "--quiet", "--format", "json", "backup", "copy", last.backup.ID,
+		"--to", to, "--to-state-dir", copyState, "--to-password-file", "offsite.pass")
+	if viaGateway.Code != 0 {
+		t.Fatalf("copy through the gateway: exit %d: %s", viaGateway.Code, viaGateway.Stderr)
+	}
+	if err := json.Unmarshal([]byte(viaGateway.Stdout), &res); err != nil || len(res) != 1 || !res[0].Copied || res[0].Base != points[2].backup.ID {
+		t.Errorf("copy through the gateway: %s (%v), want the new incremental copied on the copy of %s", viaGateway.Stdout, err, points[2].backup.ID)
+	}
+	g.stop()
+
+	// Another machine: the bucket, its passphrase, an empty state dir.
+	fresh := dst.elsewhere()
+	for _, p := range points {
+		fresh.restoreMatches(p.backup.ID, p.sha, dir)
+	}
+}
