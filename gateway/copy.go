@@ -1,16 +1,22 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/stack"
 )
 
 // How a copy read its backup (Backup.ReadMode of the copy in the destination).
@@ -44,12 +50,17 @@ func (s *Service) CopyBackup(ctx context.Context, ref string, dst *Service, prog
 	if _, err := adminOf(ctx, "copy a backup to another repository"); err != nil {
 		return nil, err
 	}
-	if s.repo.Config().ID == dst.repo.Config().ID {
-		return nil, invalidf("the destination is this repository (%s): copy to another one, made with 'cairn repo init' there", dst.be.Location())
-	}
 	b, err := s.Backup(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	return s.copyBackup(ctx, b, dst, progress)
+}
+
+// copyBackup is CopyBackup for a caller already allowed to copy b.
+func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service, progress func(done, total int64)) (*CopyResult, error) {
+	if s.repo.Config().ID == dst.repo.Config().ID {
+		return nil, invalidf("the destination is this repository (%s): copy to another one, made with 'cairn repo init' there", dst.be.Location())
 	}
 	if b.Status != index.BackupAvailable {
 		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be copied", b.ID, b.Status)
@@ -240,4 +251,99 @@ func unchangedBlocks(changed blockio.Changes, size, bs int64, n int) []int64 {
 		out = append(out, b)
 	}
 	return out
+}
+
+// OpenDestination opens another repository for copies (CopyBackup), with this service's
+// settings (S3 endpoint and keys, workers, locks, logger) and its own location, state dir
+// ("": the default for it) and passphrase. The caller closes it.
+func (s *Service) OpenDestination(ctx context.Context, location, stateDir, password string) (*Service, error) {
+	c := s.cfg
+	c.Repo, c.StateDir, c.Password, c.ReadOnly, c.ChunkCacheBytes = location, stateDir, password, false, 0
+	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(s.cfg.Repo, "/") {
+		return nil, invalidf("%s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", location)
+	}
+	return Open(ctx, c)
+}
+
+// CopyTarget is where a policy copies its volumes' backups after each run: another
+// repository, the passphrase file that opens it (read by the gateway that runs the policy, at
+// each run), and the state dir of its index there ("": the default). Admins only.
+type CopyTarget struct {
+	CopyTo           string `json:"copy_to,omitempty"`
+	CopyPasswordFile string `json:"copy_password_file,omitempty"`
+	CopyStateDir     string `json:"copy_state_dir,omitempty"`
+}
+
+// validate checks a copy target an admin gives a policy.
+func (t CopyTarget) validate(c Caller) error {
+	if t == (CopyTarget{}) {
+		return nil
+	}
+	if !c.Admin {
+		return wrapf(ErrDenied, "only an admin may make a policy copy its backups to another repository")
+	}
+	if t.CopyTo == "" {
+		return invalidf("--copy-password-file and --copy-state-dir go with --copy-to REPO")
+	}
+	if _, err := stack.ParseURL(t.CopyTo); err != nil {
+		return invalidf("--copy-to %q: give a directory or s3://BUCKET/PREFIX: %v", t.CopyTo, err)
+	}
+	for _, p := range []struct{ flag, path string }{{"--copy-password-file", t.CopyPasswordFile}, {"--copy-state-dir", t.CopyStateDir}} {
+		if p.path != "" && !filepath.IsAbs(p.path) {
+			return invalidf("%s %q: give an absolute path (the gateway that runs the policy reads it)", p.flag, p.path)
+		}
+	}
+	if !stack.IsRemote(t.CopyTo) && !filepath.IsAbs(strings.TrimPrefix(t.CopyTo, "file://")) {
+		return invalidf("--copy-to %q: give an absolute path (the gateway that runs the policy opens it)", t.CopyTo)
+	}
+	return nil
+}
+
+// policyCopies copies every available backup of the policy's volumes that the policy's copy
+// target lacks, oldest first; one failing stops none.
+func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Volume) error {
+	var password string
+	if p.CopyPasswordFile != "" {
+		b, err := os.ReadFile(p.CopyPasswordFile)
+		if err != nil {
+			return fmt.Errorf("copy to %s: the passphrase file: %w", p.CopyTo, err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	dst, err := s.OpenDestination(ctx, p.CopyTo, p.CopyStateDir, password)
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", p.CopyTo, err)
+	}
+	defer dst.Close()
+	var todo []*index.Backup
+	for _, v := range vols {
+		bs, err := s.idx.VolumeBackups(v.ID)
+		if err != nil {
+			return err
+		}
+		for _, b := range bs {
+			if b.Project == p.Project && b.Status == index.BackupAvailable {
+				todo = append(todo, b)
+			}
+		}
+	}
+	slices.SortFunc(todo, func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	var first error
+	copied := 0
+	for _, b := range todo {
+		if ctx.Err() != nil {
+			return cmp.Or(first, ctx.Err())
+		}
+		res, err := s.copyBackup(ctx, b, dst, nil)
+		if err != nil {
+			s.log.Warn("policy copy failed", "policy", p.Name, "backup_id", b.ID, "to", p.CopyTo, "error", err)
+			first = cmp.Or(first, fmt.Errorf("copy of backup %s to %s: %w", b.ID, p.CopyTo, err))
+			continue
+		}
+		if res.Copied {
+			copied++
+		}
+	}
+	s.log.Info("policy copies", "policy", p.Name, "to", p.CopyTo, "copied", copied, "backups", len(todo))
+	return first
 }

@@ -195,3 +195,74 @@ func TestCopyChecksTheParentsCopy(t *testing.T) {
 		t.Errorf("another image: base %q, fallback %q; want a full read because the copy of the parent differs", base, fallback)
 	}
 }
+
+// A policy with a copy target copies its volumes' backups there after each run, each
+// incremental on the copy of its parent, reading the destination's passphrase from its file
+// at each run; only admins give a policy a target, with absolute paths, and a member may
+// still change the rest of such a policy.
+func TestPolicyCopiesItsBackups(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	vol := image(t, dir, "vol.img", 2<<20)
+	if _, err := src.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: "vm", Project: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	dcfg, dst := otherRepo(t, t.TempDir())
+	dst.Close() // the policy opens it at each run
+	pass := filepath.Join(dir, "offsite.pass")
+	if err := os.WriteFile(pass, []byte(dcfg.Password+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := gateway.CopyTarget{CopyTo: dcfg.Repo, CopyPasswordFile: pass, CopyStateDir: filepath.Join(dir, "copy-state")}
+	req := gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Project: "p1", AllOfProject: true, Schedule: "daily",
+		Incremental: true, CopyTarget: target}}
+	member := as("bob", "p1", false)
+	if _, err := src.CreatePolicy(member, req); !errors.Is(err, gateway.ErrDenied) {
+		t.Errorf("a member's policy with a copy target: %v, want denied", err)
+	}
+	relative := req
+	relative.CopyPasswordFile = "offsite.pass"
+	if _, err := src.CreatePolicy(ctx, relative); !errors.Is(err, gateway.ErrInvalid) {
+		t.Errorf("a relative passphrase file: %v, want invalid", err)
+	}
+	if _, err := src.CreatePolicy(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.UpdatePolicy(member, "nightly", nil, func(p *gateway.Policy) { p.Keep.Last = 5 }); err != nil {
+		t.Errorf("a member's change of the keep rules of a policy with a copy target: %v", err)
+	}
+	if _, err := src.UpdatePolicy(member, "nightly", nil, func(p *gateway.Policy) { p.CopyTo = "/tmp/elsewhere" }); !errors.Is(err, gateway.ErrDenied) {
+		t.Errorf("a member's change of the copy target: %v, want denied", err)
+	}
+	var sums []string
+	for i := range 2 {
+		if i > 0 {
+			writeAt(t, vol, 700<<10, 5000, byte(i))
+		}
+		sums = append(sums, sha256File(t, vol))
+		if _, err := src.RunPolicy(ctx, "nightly"); err != nil {
+			t.Fatalf("run %d: %v", i, err)
+		}
+	}
+	list, err := src.ListBackups(ctx, gateway.ListFilter{AllProjects: true})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("the policy's backups: %d (%v), want 2", len(list), err)
+	}
+	dst, err = gateway.Open(context.Background(), gateway.Config{Repo: dcfg.Repo, StateDir: target.CopyStateDir, Password: dcfg.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	for i, b := range list {
+		c, err := dst.Backup(ctx, b.ID)
+		if err != nil {
+			t.Fatalf("backup %d of the policy was not copied: %v", i, err)
+		}
+		if i == 1 && (c.ParentID != list[0].ID || c.ReadMode != gateway.ReadCopyDiff || c.Stats.ReadBytes > 32<<10) {
+			t.Errorf("the copy of the incremental: parent %q mode %q read %d, want built on the copy of %s", c.ParentID, c.ReadMode, c.Stats.ReadBytes, list[0].ID)
+		}
+		if got := restoreSHA(t, dst, ctx, b.ID); got != sums[i] {
+			t.Errorf("the copy of the policy's backup %d restores to %s, want %s", i, got, sums[i])
+		}
+	}
+}

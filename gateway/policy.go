@@ -40,6 +40,9 @@ type Policy struct {
 	// Hooks run around each of its backups' point in time (admins only; docs/design.md,
 	// "Hooks").
 	Hooks
+	// CopyTarget: after each run, the policy's volumes' backups are copied there (admins
+	// only; docs/design.md, "Copies to another repository").
+	CopyTarget
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -128,6 +131,9 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 	if err := p.Hooks.validate(c); err != nil {
 		return nil, err
 	}
+	if err := p.CopyTarget.validate(c); err != nil {
+		return nil, err
+	}
 	if err := s.completePolicy(ctx, c, &p, req.VolumeRefs); err != nil {
 		return nil, err
 	}
@@ -166,11 +172,16 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	if err != nil {
 		return nil, err
 	}
-	hooks := p.Hooks
+	hooks, target := p.Hooks, p.CopyTarget
 	fn(p)
 	p.Name = name
 	if p.Hooks != hooks { // a member may change the rest of a policy an admin gave hooks
 		if err := p.Hooks.validate(c); err != nil {
+			return nil, err
+		}
+	}
+	if p.CopyTarget != target { // or a copy target
+		if err := p.CopyTarget.validate(c); err != nil {
 			return nil, err
 		}
 	}
@@ -616,6 +627,13 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		}
 		if err != nil {
 			s.log.Warn("policy prune failed", "policy", p.Name, "volume_id", v.ID, "error", err)
+			fail(err)
+		}
+	}
+	if p.CopyTo != "" && ctx.Err() == nil {
+		if err := lk.Check(); err != nil {
+			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
+		} else if err := s.policyCopies(ctx, p, vols); err != nil {
 			fail(err)
 		}
 	}

@@ -42,7 +42,7 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	dst, err := g.openDestination(ctx, c.To, c.ToStateDir, c.ToPasswordFile)
+	dst, err := g.openDestination(ctx, s, c.To, c.ToStateDir, c.ToPasswordFile)
 	if err != nil {
 		return err
 	}
@@ -136,55 +136,47 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// openDestination opens the repository a copy writes to, with the global S3 settings and
+// openDestination opens the repository a copy from s writes to, with s's S3 settings and
 // its own passphrase and state dir.
-func (g *Globals) openDestination(ctx context.Context, to, stateDir, passwordFile string) (*gateway.Service, error) {
-	c, err := g.config()
-	if err != nil {
-		return nil, err
-	}
-	source := c.Repo
-	c.Repo, c.StateDir, c.ReadOnly, c.Password = g.clientPath(to), "", false, ""
-	if u, err := stack.ParseURL(c.Repo); err != nil {
+func (g *Globals) openDestination(ctx context.Context, s *gateway.Service, to, stateDir, passwordFile string) (*gateway.Service, error) {
+	location := g.clientPath(to)
+	if u, err := stack.ParseURL(location); err != nil {
 		return nil, usageError(fmt.Sprintf("--to %q: give a directory or s3://BUCKET/PREFIX", to))
 	} else if u.Kind == stack.Local {
-		c.Repo, _ = filepath.Abs(g.clientPath(u.Path))
-	}
-	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(source, "/") {
-		return nil, usageError(fmt.Sprintf("--to %s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", to))
+		location, _ = filepath.Abs(u.Path)
 	}
 	if stateDir != "" {
-		c.StateDir, _ = filepath.Abs(g.clientPath(stateDir))
+		stateDir, _ = filepath.Abs(g.clientPath(stateDir))
 	}
+	var password string
 	switch {
 	case passwordFile != "":
 		b, err := os.ReadFile(passwordFile)
 		if err != nil {
 			return nil, fmt.Errorf("--to-password-file: %w", err)
 		}
-		c.Password = strings.TrimRight(string(b), "\r\n")
+		password = strings.TrimRight(string(b), "\r\n")
 	case g.shared != nil:
 		// A gateway has neither the client's variables nor its terminal.
 	case os.Getenv("CAIRN_TO_PASSWORD") != "":
-		c.Password = os.Getenv("CAIRN_TO_PASSWORD")
+		password = os.Getenv("CAIRN_TO_PASSWORD")
 	}
-	s, err := gateway.Open(ctx, c)
-	if errors.Is(err, repo.ErrPasswordRequired) && c.Password == "" && g.shared == nil && !g.noPrompt && term.IsTerminal(int(os.Stdin.Fd())) {
-		if c.Password, err = g.promptSecret("destination repository passphrase: ", false, "passphrases"); err != nil {
+	dst, err := s.OpenDestination(ctx, location, stateDir, password)
+	if errors.Is(err, repo.ErrPasswordRequired) && password == "" && g.shared == nil && !g.noPrompt && term.IsTerminal(int(os.Stdin.Fd())) {
+		if password, err = g.promptSecret("destination repository passphrase: ", false, "passphrases"); err != nil {
 			return nil, err
 		}
-		s, err = gateway.Open(ctx, c)
+		dst, err = s.OpenDestination(ctx, location, stateDir, password)
 	}
 	switch {
 	case errors.Is(err, repo.ErrPasswordRequired):
 		return nil, usageError(fmt.Sprintf("destination %s is encrypted: give its passphrase in --to-password-file FILE (or CAIRN_TO_PASSWORD, not through a gateway)", to))
 	case errors.Is(err, index.ErrLocked):
 		return nil, fmt.Errorf("destination %s: %w; or give the copy an index of its own with --to-state-dir DIR", to, err)
-	}
-	if err != nil {
+	case err != nil:
 		return nil, fmt.Errorf("destination %s: %w", to, err)
 	}
-	return s, nil
+	return dst, nil
 }
 
 // clientPath is path as the user meant it: relative to the working directory of the CLI that

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -32,6 +33,30 @@ type PolicyFlags struct {
 	VerifySample float64  `help:"Percent of the packs each verification reads." default:"5" placeholder:"PERCENT"`
 	KeepFlags
 	HookFlags
+	CopyFlags
+}
+
+// CopyFlags say where a policy copies its backups after each run.
+type CopyFlags struct {
+	CopyTo           string `help:"Admins: after each run, copy the backups of the policy's volumes that REPO lacks there, oldest first (a directory or s3://BUCKET/PREFIX; '' stops it)." placeholder:"REPO"`
+	CopyPasswordFile string `help:"The passphrase file of --copy-to's repository, read by the gateway that runs the policy." placeholder:"FILE"`
+	CopyStateDir     string `help:"Where the gateway keeps the index of --copy-to's repository (default: as for that repository)." placeholder:"DIR"`
+}
+
+// target is the copy target as the gateway will read it: paths made absolute from the CLI's
+// working directory.
+func (f CopyFlags) target(g *Globals) gateway.CopyTarget {
+	abs := func(p string) string {
+		if p == "" || strings.Contains(p, "://") {
+			return p
+		}
+		a, err := filepath.Abs(g.clientPath(p))
+		if err != nil {
+			return p
+		}
+		return a
+	}
+	return gateway.CopyTarget{CopyTo: abs(f.CopyTo), CopyPasswordFile: abs(f.CopyPasswordFile), CopyStateDir: abs(f.CopyStateDir)}
 }
 
 // HookFlags are the commands run around a backup's point in time (docs/design.md, "Hooks").
@@ -84,7 +109,8 @@ func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	p := gateway.Policy{Name: c.Name, AllOfProject: c.AllVolumes, Schedule: c.Schedule, Incremental: c.Incremental,
-		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify, VerifyNew: c.VerifyNew, Hooks: c.hooks()}
+		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify, VerifyNew: c.VerifyNew, Hooks: c.hooks(),
+		CopyTarget: c.target(g)}
 	if c.Verify != "" {
 		p.VerifySample = c.VerifySample
 	}
@@ -157,6 +183,19 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 		}
 		if set["hook-timeout"] {
 			p.Timeout = gateway.Duration(c.HookTimeout)
+		}
+		given := c.target(g)
+		if set["copy-to"] {
+			p.CopyTo = given.CopyTo
+			if given.CopyTo == "" {
+				p.CopyTarget = gateway.CopyTarget{}
+			}
+		}
+		if set["copy-password-file"] {
+			p.CopyPasswordFile = given.CopyPasswordFile
+		}
+		if set["copy-state-dir"] {
+			p.CopyStateDir = given.CopyStateDir
 		}
 		keepSet := false
 		for _, f := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "timezone"} {
@@ -320,7 +359,7 @@ func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
 		kind += ", each verified"
 	}
 	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
-		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)},
+		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)}, {"copy_to", dash(p.CopyTo)},
 		{"last_run", timeOrDash(p.LastRun)}, {"last_result", dash(p.LastResult)}, {"last_error", dash(p.LastError)},
 		{"next_run", timeOrDash(p.NextRun)}, {"runs", fmt.Sprint(p.Runs)},
 		{"last_verify", timeOrDash(p.LastVerify)}, {"verify_result", dash(p.VerifyResult)}, {"verify_error", dash(p.VerifyError)},
