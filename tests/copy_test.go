@@ -86,12 +86,15 @@ func TestCopyToABucket(t *testing.T) {
 		t.Fatal(err)
 	}
 	viaGateway := runCairnIn(t, work, src.Env, "--quiet", "--format", "json", "backup", "copy", last.backup.ID,
-		"--to", to, "--to-state-dir", copyState, "--to-password-file", "offsite.pass")
+		"--to", to, "--to-state-dir", "copy-state", "--to-password-file", "offsite.pass")
 	if viaGateway.Code != 0 {
 		t.Fatalf("copy through the gateway: exit %d: %s", viaGateway.Code, viaGateway.Stderr)
 	}
 	if err := json.Unmarshal([]byte(viaGateway.Stdout), &res); err != nil || len(res) != 1 || !res[0].Copied || res[0].Base != points[2].backup.ID {
 		t.Errorf("copy through the gateway: %s (%v), want the new incremental copied on the copy of %s", viaGateway.Stdout, err, points[2].backup.ID)
+	}
+	if _, err := os.Stat(filepath.Join(work, "copy-state", "index")); err != nil {
+		t.Errorf("the relative --to-state-dir given through the gateway is not in the CLI's working directory: %v", err)
 	}
 	g.stop()
 
