@@ -86,14 +86,8 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 		t.add(b.ID, cmp.Or(b.VolumeName, b.VolumeID), none(b.Name), b.CreatedAt.Local().Format("2006-01-02 15:04"), result, read, stored,
 			strconv.FormatFloat(res.Seconds, 'f', 1, 64))
 	}
-	if g.json() {
-		if err := writeJSON(g.stdout, nonNil(results)); err != nil {
-			return err
-		}
-	} else if len(results) > 0 {
-		if err := t.write(g.stdout); err != nil {
-			return err
-		}
+	if err := writeRows(g, results, t); err != nil {
+		return err
 	}
 	return failed.err("backups", "not copied")
 }

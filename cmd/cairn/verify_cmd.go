@@ -40,14 +40,8 @@ func (c *BackupVerifyCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		t.add(res.BackupID, none(res.Name), units.Bytes(res.Size), res.Result, lost, strconv.FormatFloat(res.Seconds, 'f', 1, 64))
 	}
-	if g.json() {
-		if err := writeJSON(g.stdout, nonNil(results)); err != nil {
-			return err
-		}
-	} else if len(results) > 0 {
-		if err := t.write(g.stdout); err != nil {
-			return err
-		}
+	if err := writeRows(g, results, t); err != nil {
+		return err
 	}
 	return failed.err("backups", "failed verification")
 }

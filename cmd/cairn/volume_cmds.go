@@ -195,6 +195,18 @@ func none(s string) string {
 	return s
 }
 
+// writeRows prints a command's results: as JSON (an array, empty for none), or as the table t
+// when there are some.
+func writeRows[T any](g *Globals, results []T, t *table) error {
+	if g.json() {
+		return writeJSON(g.stdout, nonNil(results))
+	}
+	if len(results) == 0 {
+		return nil
+	}
+	return t.write(g.stdout)
+}
+
 func nonNil[T any](s []T) []T {
 	if s == nil {
 		return []T{}
