@@ -3,6 +3,7 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -253,25 +254,101 @@ func unchangedBlocks(changed blockio.Changes, size, bs int64, n int) []int64 {
 	return out
 }
 
+// Destination is another repository copies go to (CopyBackup) and how to reach it: empty S3
+// settings are the source service's.
+type Destination struct {
+	Repo, StateDir, Password                          string
+	Endpoint, Region, AccessKey, SecretKey, PathStyle string
+}
+
+// ReadDestination reads a destination from a cairn configuration file (the keys of
+// contrib/config.example.json that say where a repository is: repo, endpoint, region,
+// path_style, access_key, secret_key, state_dir, password_file, whose passphrase it reads; other
+// keys are left to the file's other users), so another repository's S3 service and keys,
+// secret ones included, stay in a file of their own.
+func ReadDestination(path string) (Destination, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Destination{}, fmt.Errorf("destination's configuration: %w", err)
+	}
+	var f struct {
+		Repo         string `json:"repo"`
+		Endpoint     string `json:"endpoint"`
+		Region       string `json:"region"`
+		PathStyle    string `json:"path_style"`
+		AccessKey    string `json:"access_key"`
+		SecretKey    string `json:"secret_key"`
+		StateDir     string `json:"state_dir"`
+		PasswordFile string `json:"password_file"`
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		return Destination{}, invalidf("destination's configuration %s: not a JSON object of settings (as contrib/config.example.json): %v", path, err)
+	}
+	d := Destination{Repo: f.Repo, StateDir: f.StateDir, Endpoint: f.Endpoint, Region: f.Region, AccessKey: f.AccessKey,
+		SecretKey: f.SecretKey, PathStyle: f.PathStyle}
+	if f.PasswordFile != "" {
+		if d.Password, err = readPassphrase(f.PasswordFile); err != nil {
+			return Destination{}, fmt.Errorf("destination's configuration %s: %w", path, err)
+		}
+	}
+	return d, nil
+}
+
+// readPassphrase reads a passphrase file (its last line end is not the passphrase's).
+func readPassphrase(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("passphrase file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
 // OpenDestination opens another repository for copies (CopyBackup), with this service's
-// settings (S3 endpoint and keys, workers, locks, logger) and its own location, state dir
-// ("": the default for it) and passphrase. The caller closes it.
-func (s *Service) OpenDestination(ctx context.Context, location, stateDir, password string) (*Service, error) {
+// settings (S3 endpoint and keys where d gives none, workers, locks, logger). The caller
+// closes it.
+func (s *Service) OpenDestination(ctx context.Context, d Destination) (*Service, error) {
+	if d.Repo == "" {
+		return nil, invalidf("no destination repository: give one (a directory or s3://BUCKET/PREFIX)")
+	}
 	c := s.cfg
-	c.Repo, c.StateDir, c.Password, c.ReadOnly, c.ChunkCacheBytes = location, stateDir, password, false, 0
-	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(s.cfg.Repo, "/") {
-		return nil, invalidf("%s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", location)
+	c.Repo, c.StateDir, c.Password, c.ReadOnly, c.ChunkCacheBytes = d.Repo, d.StateDir, d.Password, false, 0
+	sameService := !stack.IsRemote(c.Repo) || d.Endpoint == "" || d.Endpoint == s.cfg.Endpoint
+	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(s.cfg.Repo, "/") && sameService {
+		return nil, invalidf("%s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", d.Repo)
+	}
+	for _, o := range []struct {
+		to   *string
+		from string
+	}{{&c.Endpoint, d.Endpoint}, {&c.Region, d.Region}, {&c.AccessKey, d.AccessKey},
+		{&c.SecretKey, d.SecretKey}, {&c.PathStyle, d.PathStyle}} {
+		if o.from != "" {
+			*o.to = o.from
+		}
 	}
 	return Open(ctx, c)
 }
 
 // CopyTarget is where a policy copies its volumes' backups after each run: another
-// repository, the passphrase file that opens it (read by the gateway that runs the policy, at
-// each run), and the state dir of its index there ("": the default). Admins only.
+// repository (CopyTo), or a configuration file that says where and how to reach it
+// (CopyConfig, ReadDestination; CopyTo then only names the repository instead of its repo),
+// the passphrase file that opens it, and the state dir of its index there ("": the default).
+// The gateway that runs the policy reads the files at each run. Admins only.
 type CopyTarget struct {
 	CopyTo           string `json:"copy_to,omitempty"`
+	CopyConfig       string `json:"copy_config,omitempty"`
 	CopyPasswordFile string `json:"copy_password_file,omitempty"`
 	CopyStateDir     string `json:"copy_state_dir,omitempty"`
+}
+
+// Where says where the copies go, for people.
+func (t CopyTarget) Where() string {
+	switch {
+	case t.CopyTo != "":
+		return t.CopyTo
+	case t.CopyConfig != "":
+		return "as " + t.CopyConfig + " says"
+	}
+	return ""
 }
 
 // validate checks a copy target an admin gives a policy.
@@ -282,37 +359,56 @@ func (t CopyTarget) validate(c Caller) error {
 	if !c.Admin {
 		return wrapf(ErrDenied, "only an admin may make a policy copy its backups to another repository")
 	}
-	if t.CopyTo == "" {
-		return invalidf("--copy-password-file and --copy-state-dir go with --copy-to REPO")
+	if t.CopyTo == "" && t.CopyConfig == "" {
+		return invalidf("--copy-password-file and --copy-state-dir go with --copy-to REPO or --copy-config FILE")
 	}
-	if _, err := stack.ParseURL(t.CopyTo); err != nil {
-		return invalidf("--copy-to %q: give a directory or s3://BUCKET/PREFIX: %v", t.CopyTo, err)
+	if t.CopyTo != "" {
+		if _, err := stack.ParseURL(t.CopyTo); err != nil {
+			return invalidf("--copy-to %q: give a directory or s3://BUCKET/PREFIX: %v", t.CopyTo, err)
+		}
+		if !stack.IsRemote(t.CopyTo) && !filepath.IsAbs(strings.TrimPrefix(t.CopyTo, "file://")) {
+			return invalidf("--copy-to %q: give an absolute path (the gateway that runs the policy opens it)", t.CopyTo)
+		}
 	}
-	for _, p := range []struct{ flag, path string }{{"--copy-password-file", t.CopyPasswordFile}, {"--copy-state-dir", t.CopyStateDir}} {
+	for _, p := range []struct{ flag, path string }{{"--copy-config", t.CopyConfig}, {"--copy-password-file", t.CopyPasswordFile}, {"--copy-state-dir", t.CopyStateDir}} {
 		if p.path != "" && !filepath.IsAbs(p.path) {
 			return invalidf("%s %q: give an absolute path (the gateway that runs the policy reads it)", p.flag, p.path)
 		}
 	}
-	if !stack.IsRemote(t.CopyTo) && !filepath.IsAbs(strings.TrimPrefix(t.CopyTo, "file://")) {
-		return invalidf("--copy-to %q: give an absolute path (the gateway that runs the policy opens it)", t.CopyTo)
-	}
 	return nil
+}
+
+// destination reads the target's files into the destination they say.
+func (t CopyTarget) destination() (Destination, error) {
+	var d Destination
+	if t.CopyConfig != "" {
+		var err error
+		if d, err = ReadDestination(t.CopyConfig); err != nil {
+			return d, err
+		}
+	}
+	d.Repo = cmp.Or(t.CopyTo, d.Repo)
+	d.StateDir = cmp.Or(t.CopyStateDir, d.StateDir)
+	if t.CopyPasswordFile != "" {
+		var err error
+		if d.Password, err = readPassphrase(t.CopyPasswordFile); err != nil {
+			return d, err
+		}
+	}
+	return d, nil
 }
 
 // policyCopies copies every available backup of the policy's volumes that the policy's copy
 // target lacks, oldest first; one failing stops none.
 func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Volume) error {
-	var password string
-	if p.CopyPasswordFile != "" {
-		b, err := os.ReadFile(p.CopyPasswordFile)
-		if err != nil {
-			return fmt.Errorf("copy to %s: the passphrase file: %w", p.CopyTo, err)
-		}
-		password = strings.TrimRight(string(b), "\r\n")
-	}
-	dst, err := s.OpenDestination(ctx, p.CopyTo, p.CopyStateDir, password)
+	where := p.Where()
+	d, err := p.CopyTarget.destination()
 	if err != nil {
-		return fmt.Errorf("copy to %s: %w", p.CopyTo, err)
+		return fmt.Errorf("copy to %s: %w", where, err)
+	}
+	dst, err := s.OpenDestination(ctx, d)
+	if err != nil {
+		return fmt.Errorf("copy to %s: %w", where, err)
 	}
 	defer dst.Close()
 	var todo []*index.Backup
@@ -336,14 +432,14 @@ func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Vol
 		}
 		res, err := s.copyBackup(ctx, b, dst, nil)
 		if err != nil {
-			s.log.Warn("policy copy failed", "policy", p.Name, "backup_id", b.ID, "to", p.CopyTo, "error", err)
-			first = cmp.Or(first, fmt.Errorf("copy of backup %s to %s: %w", b.ID, p.CopyTo, err))
+			s.log.Warn("policy copy failed", "policy", p.Name, "backup_id", b.ID, "to", where, "error", err)
+			first = cmp.Or(first, fmt.Errorf("copy of backup %s to %s: %w", b.ID, where, err))
 			continue
 		}
 		if res.Copied {
 			copied++
 		}
 	}
-	s.log.Info("policy copies", "policy", p.Name, "to", p.CopyTo, "copied", copied, "backups", len(todo))
+	s.log.Info("policy copies", "policy", p.Name, "to", where, "copied", copied, "backups", len(todo))
 	return first
 }

@@ -234,10 +234,18 @@ func TestPolicyCopiesItsBackups(t *testing.T) {
 	if _, err := src.UpdatePolicy(member, "nightly", nil, func(p *gateway.Policy) { p.CopyTo = "/tmp/elsewhere" }); !errors.Is(err, gateway.ErrDenied) {
 		t.Errorf("a member's change of the copy target: %v, want denied", err)
 	}
+	// The second run reads all of it from a configuration file instead.
+	conf := filepath.Join(dir, "offsite.json")
+	if err := os.WriteFile(conf, []byte(`{"repo": "`+dcfg.Repo+`", "password_file": "`+pass+`", "state_dir": "`+target.CopyStateDir+`", "concurrency": 4}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var sums []string
 	for i := range 2 {
 		if i > 0 {
 			writeAt(t, vol, 700<<10, 5000, byte(i))
+			if _, err := src.UpdatePolicy(ctx, "nightly", nil, func(p *gateway.Policy) { p.CopyTarget = gateway.CopyTarget{CopyConfig: conf} }); err != nil {
+				t.Fatal(err)
+			}
 		}
 		sums = append(sums, sha256File(t, vol))
 		if _, err := src.RunPolicy(ctx, "nightly"); err != nil {
@@ -264,5 +272,33 @@ func TestPolicyCopiesItsBackups(t *testing.T) {
 		if got := restoreSHA(t, dst, ctx, b.ID); got != sums[i] {
 			t.Errorf("the copy of the policy's backup %d restores to %s, want %s", i, got, sums[i])
 		}
+	}
+}
+
+// A destination's configuration file is a cairn configuration file: its keys say where the
+// repository is and how to reach it, its password_file is read, other keys are left alone,
+// and a file that is not a JSON object is refused as invalid.
+func TestReadDestination(t *testing.T) {
+	dir := t.TempDir()
+	pass := filepath.Join(dir, "pass")
+	if err := os.WriteFile(pass, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "c.json")
+	if err := os.WriteFile(conf, []byte(`{"repo": "s3://b/p", "endpoint": "http://127.0.0.1:9", "region": "r", "path_style": "path",
+		"access_key": "a", "secret_key": "k", "state_dir": "/s", "password_file": "`+pass+`", "log_file": "/x", "concurrency": 3}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d, err := gateway.ReadDestination(conf)
+	want := gateway.Destination{Repo: "s3://b/p", StateDir: "/s", Password: "s3cret", Endpoint: "http://127.0.0.1:9", Region: "r",
+		AccessKey: "a", SecretKey: "k", PathStyle: "path"}
+	if err != nil || d != want {
+		t.Errorf("ReadDestination = %+v, %v; want %+v", d, err, want)
+	}
+	if err := os.WriteFile(conf, []byte("repo = s3://b/p"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.ReadDestination(conf); !errors.Is(err, gateway.ErrInvalid) {
+		t.Errorf("a file that is not JSON: %v, want invalid", err)
 	}
 }

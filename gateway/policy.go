@@ -630,7 +630,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			fail(err)
 		}
 	}
-	if p.CopyTo != "" && ctx.Err() == nil {
+	if p.CopyTarget != (CopyTarget{}) && ctx.Err() == nil {
 		if err := lk.Check(); err != nil {
 			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
 		} else if err := s.policyCopies(ctx, p, vols); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
@@ -103,4 +104,63 @@ func TestCopyToABucket(t *testing.T) {
 	for _, p := range points {
 		fresh.restoreMatches(p.backup.ID, p.sha, dir)
 	}
+}
+
+// A copy between two S3 services with their own keys: the source's settings come from the
+// environment, the destination's only from a configuration file given with --to-config (its
+// endpoint, keys and passphrase file), whose secret key shows in no output. Every copy
+// restores from the second service byte for byte.
+func TestCopyBetweenTwoS3Services(t *testing.T) {
+	one := testutil.StartS3(t)
+	two := testutil.StartS3(t, testutil.WithKeys("offsiteaccess", "offsitesecret-9f8e7d6c5b4a"))
+	dir := t.TempDir()
+	src := newS3Repo(t, one, "onsite", []string{"CAIRN_PASSWORD=onsite-pass"})
+	dst := newS3Repo(t, two, "offsite", []string{"CAIRN_PASSWORD=offsite-pass"})
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 8*mib, 52, testutil.Mixed)
+	points := src.chain(vol, 1, 5200)
+
+	pass := filepath.Join(dir, "offsite.pass")
+	if err := os.WriteFile(pass, []byte("offsite-pass\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := json.Marshal(map[string]string{"repo": "s3://" + two.Bucket + "/offsite", "endpoint": two.Endpoint,
+		"access_key": two.AccessKey, "secret_key": two.SecretKey, "password_file": pass,
+		"state_dir": filepath.Join(dir, "copy-state"), "log_file": "/ignored/by/copies"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	confFile := filepath.Join(dir, "offsite.json")
+	if err := os.WriteFile(confFile, conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := src.run("--format", "json", "backup", "copy", "--all", "--to-config", confFile)
+	if out.Code != 0 {
+		t.Fatalf("copy --to-config: exit %d: %s", out.Code, out.Stderr)
+	}
+	if strings.Contains(out.Stdout+out.Stderr, two.SecretKey) {
+		t.Errorf("the destination's secret key shows in the copy's output")
+	}
+	var res []copyJSON
+	if err := json.Unmarshal([]byte(out.Stdout), &res); err != nil || len(res) != 2 || !res[0].Copied || res[1].Base != points[0].backup.ID {
+		t.Fatalf("copy --to-config: %s (%v), want both backups copied, the incremental on the full's copy", out.Stdout, err)
+	}
+	fresh := dst.elsewhere()
+	for _, p := range points {
+		fresh.restoreMatches(p.backup.ID, p.sha, dir)
+	}
+	// A file without keys leaves the source's, which the second service refuses.
+	keyless, err := json.Marshal(map[string]string{"repo": "s3://" + two.Bucket + "/offsite", "endpoint": two.Endpoint,
+		"password_file": pass, "state_dir": filepath.Join(dir, "other-state")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(confFile, keyless, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := src.run("backup", "copy", "--all", "--to-config", confFile)
+	if bad.Code == 0 || !strings.Contains(bad.Stderr, "destination s3://"+two.Bucket+"/offsite") {
+		t.Errorf("a copy to the second service with the first one's keys: exit %d: %s; want refused by the destination", bad.Code, bad.Stderr)
+	}
+	t.Logf("with the first service's keys: %s", bad.Stderr)
 }

@@ -24,8 +24,9 @@ type BackupCopyCmd struct {
 	Backups        []string `arg:"" name:"backup" optional:"" help:"Backup ids or names; each is copied, one failing stops none (exit non-zero)."`
 	All            bool     `help:"Copy every available backup of the project (with --all-projects, of every project) the destination lacks, oldest first." xor:"backups"`
 	AllProjects    bool     `help:"With --all: every project's backups (admins)."`
-	To             string   `required:"" placeholder:"DIR|URL" help:"The destination: a directory or s3://BUCKET/PREFIX made with 'cairn repo init' (the S3 flags and AWS_* variables apply to it)."`
-	ToPasswordFile string   `type:"existingfile" placeholder:"FILE" help:"File holding the destination's passphrase (else CAIRN_TO_PASSWORD, else a prompt; through a gateway, only this file)."`
+	To             string   `placeholder:"DIR|URL" help:"The destination: a directory or s3://BUCKET/PREFIX made with 'cairn repo init' (the S3 flags and AWS_* variables apply to it, unless --to-config says otherwise)."`
+	ToConfig       string   `type:"existingfile" placeholder:"FILE" help:"A cairn configuration file for the destination (repo, endpoint, region, access_key, secret_key, path_style, state_dir, password_file): another S3 service or other keys than the source's."`
+	ToPasswordFile string   `type:"existingfile" placeholder:"FILE" help:"File holding the destination's passphrase (else --to-config's, else CAIRN_TO_PASSWORD, else a prompt; through a gateway, only the files)."`
 	ToStateDir     string   `placeholder:"DIR" help:"Where the destination's index lives (default: as for --repo of it; give another while a gateway serves the destination)."`
 }
 
@@ -42,7 +43,7 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	dst, err := g.openDestination(ctx, s, c.To, c.ToStateDir, c.ToPasswordFile)
+	dst, err := g.openDestination(ctx, s, c)
 	if err != nil {
 		return err
 	}
@@ -130,37 +131,50 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// openDestination opens the repository a copy from s writes to, with s's S3 settings and
-// its own passphrase and state dir.
-func (g *Globals) openDestination(ctx context.Context, s *gateway.Service, to, stateDir, passwordFile string) (*gateway.Service, error) {
-	location := g.clientPath(to)
-	if u, err := stack.ParseURL(location); err != nil {
-		return nil, usageError(fmt.Sprintf("--to %q: give a directory or s3://BUCKET/PREFIX", to))
+// openDestination opens the repository a copy from s writes to: as --to-config says, with
+// --to, --to-state-dir and the passphrase given over it, and s's S3 settings where neither says.
+func (g *Globals) openDestination(ctx context.Context, s *gateway.Service, c *BackupCopyCmd) (*gateway.Service, error) {
+	var d gateway.Destination
+	if c.ToConfig != "" {
+		var err error
+		if d, err = gateway.ReadDestination(c.ToConfig); err != nil {
+			return nil, err
+		}
+	}
+	if c.To != "" {
+		d.Repo = g.clientPath(c.To)
+	}
+	to := cmp.Or(c.To, d.Repo)
+	if d.Repo == "" {
+		return nil, usageError("give the destination with --to DIR|s3://BUCKET/PREFIX, or a --to-config file that names its repo")
+	}
+	if u, err := stack.ParseURL(d.Repo); err != nil {
+		return nil, usageError(fmt.Sprintf("destination %q: give a directory or s3://BUCKET/PREFIX", to))
 	} else if u.Kind == stack.Local {
-		location, _ = filepath.Abs(u.Path)
+		d.Repo, _ = filepath.Abs(u.Path)
 	}
-	if stateDir != "" {
-		stateDir, _ = filepath.Abs(g.clientPath(stateDir))
+	if c.ToStateDir != "" {
+		d.StateDir, _ = filepath.Abs(g.clientPath(c.ToStateDir))
 	}
-	var password string
 	switch {
-	case passwordFile != "":
-		b, err := os.ReadFile(passwordFile)
+	case c.ToPasswordFile != "":
+		b, err := os.ReadFile(c.ToPasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("--to-password-file: %w", err)
 		}
-		password = strings.TrimRight(string(b), "\r\n")
-	case g.shared != nil:
-		// A gateway has neither the client's variables nor its terminal.
+		d.Password = strings.TrimRight(string(b), "\r\n")
+	case d.Password != "", g.shared != nil:
+		// The configuration file's; or none: a gateway has neither the client's variables
+		// nor its terminal.
 	case os.Getenv("CAIRN_TO_PASSWORD") != "":
-		password = os.Getenv("CAIRN_TO_PASSWORD")
+		d.Password = os.Getenv("CAIRN_TO_PASSWORD")
 	}
-	dst, err := s.OpenDestination(ctx, location, stateDir, password)
-	if errors.Is(err, repo.ErrPasswordRequired) && password == "" && g.shared == nil && !g.noPrompt && term.IsTerminal(int(os.Stdin.Fd())) {
-		if password, err = g.promptSecret("destination repository passphrase: ", false, "passphrases"); err != nil {
+	dst, err := s.OpenDestination(ctx, d)
+	if errors.Is(err, repo.ErrPasswordRequired) && d.Password == "" && g.shared == nil && !g.noPrompt && term.IsTerminal(int(os.Stdin.Fd())) {
+		if d.Password, err = g.promptSecret("destination repository passphrase: ", false, "passphrases"); err != nil {
 			return nil, err
 		}
-		dst, err = s.OpenDestination(ctx, location, stateDir, password)
+		dst, err = s.OpenDestination(ctx, d)
 	}
 	switch {
 	case errors.Is(err, repo.ErrPasswordRequired):

@@ -39,6 +39,7 @@ type PolicyFlags struct {
 // CopyFlags say where a policy copies its backups after each run.
 type CopyFlags struct {
 	CopyTo           string `help:"Admins: after each run, copy the backups of the policy's volumes that REPO lacks there, oldest first (a directory or s3://BUCKET/PREFIX; '' stops it)." placeholder:"REPO"`
+	CopyConfig       string `help:"Admins: a cairn configuration file for the copies' repository (repo, endpoint, keys, password_file, ...), read by the gateway that runs the policy: another S3 service or other keys than the gateway's ('' stops it)." placeholder:"FILE"`
 	CopyPasswordFile string `help:"The passphrase file of --copy-to's repository, read by the gateway that runs the policy." placeholder:"FILE"`
 	CopyStateDir     string `help:"Where the gateway keeps the index of --copy-to's repository (default: as for that repository)." placeholder:"DIR"`
 }
@@ -56,7 +57,8 @@ func (f CopyFlags) target(g *Globals) gateway.CopyTarget {
 		}
 		return a
 	}
-	return gateway.CopyTarget{CopyTo: abs(f.CopyTo), CopyPasswordFile: abs(f.CopyPasswordFile), CopyStateDir: abs(f.CopyStateDir)}
+	return gateway.CopyTarget{CopyTo: abs(f.CopyTo), CopyConfig: abs(f.CopyConfig), CopyPasswordFile: abs(f.CopyPasswordFile),
+		CopyStateDir: abs(f.CopyStateDir)}
 }
 
 // HookFlags are the commands run around a backup's point in time (docs/design.md, "Hooks").
@@ -187,9 +189,12 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 		given := c.target(g)
 		if set["copy-to"] {
 			p.CopyTo = given.CopyTo
-			if given.CopyTo == "" {
-				p.CopyTarget = gateway.CopyTarget{}
-			}
+		}
+		if set["copy-config"] {
+			p.CopyConfig = given.CopyConfig
+		}
+		if (set["copy-to"] || set["copy-config"]) && p.CopyTo == "" && p.CopyConfig == "" {
+			p.CopyTarget = gateway.CopyTarget{} // no copies any more
 		}
 		if set["copy-password-file"] {
 			p.CopyPasswordFile = given.CopyPasswordFile
@@ -359,7 +364,7 @@ func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
 		kind += ", each verified"
 	}
 	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
-		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)}, {"copy_to", dash(p.CopyTo)},
+		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)}, {"copy_to", dash(p.Where())},
 		{"last_run", timeOrDash(p.LastRun)}, {"last_result", dash(p.LastResult)}, {"last_error", dash(p.LastError)},
 		{"next_run", timeOrDash(p.NextRun)}, {"runs", fmt.Sprint(p.Runs)},
 		{"last_verify", timeOrDash(p.LastVerify)}, {"verify_result", dash(p.VerifyResult)}, {"verify_error", dash(p.VerifyError)},

@@ -66,8 +66,15 @@ func VersitygwPath() string {
 type S3Option func(*s3Options)
 
 type s3Options struct {
-	objectLock bool
-	dir        string
+	objectLock        bool
+	dir               string
+	access, secretKey string
+}
+
+// WithKeys starts the server with these credentials instead of the usual test ones: a second
+// S3 service that the first one's keys do not open.
+func WithKeys(access, secret string) S3Option {
+	return func(o *s3Options) { o.access, o.secretKey = access, secret }
 }
 
 // WithDataDir keeps the server's objects in dir (a file system a test can fill) instead of a
@@ -103,6 +110,9 @@ func StartS3(t testing.TB, opts ...S3Option) *S3Server {
 	}
 	if o.dir != "" {
 		s.Dir = o.dir
+	}
+	if o.access != "" {
+		s.AccessKey, s.SecretKey = o.access, o.secretKey
 	}
 	if o.objectLock {
 		s.VersionDir = t.TempDir()
