@@ -123,7 +123,7 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
-		cacheHits, cacheMisses, indexFree, indexReserve, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cacheHits, cacheMisses, indexFree, indexReserve, newQuotaCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -216,4 +216,38 @@ func boolGauge(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// quotaCollector exports each project's quota usage and limits when scraped: what counts
+// against each limit (in use and reserved) beside the limit, so an alert sees a project
+// nearing its quota before its backups are refused.
+type quotaCollector struct {
+	s           *Service
+	used, limit *prometheus.Desc
+}
+
+func newQuotaCollector(s *Service) *quotaCollector {
+	labels := []string{"project", "resource"}
+	return &quotaCollector{s: s,
+		used:  prometheus.NewDesc("cairn_quota_used", "What counts against a project's quota (backups, or backup_gigabytes: whole GiB of volume size), in use and reserved, as this gateway's index knows it.", labels, nil),
+		limit: prometheus.NewDesc("cairn_quota_limit", "A project's quota limit (-1: unlimited), for projects with backups or limits of their own.", labels, nil)}
+}
+
+func (c *quotaCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.used; ch <- c.limit }
+
+func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
+	usage, err := c.s.allQuotaUsage()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.used, err)
+		return
+	}
+	for project, u := range usage {
+		for _, r := range []struct {
+			name string
+			use  QuotaUse
+		}{{QuotaBackups, u.Backups}, {QuotaBackupGigabytes, u.BackupGigabytes}} {
+			ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(r.use.InUse+r.use.Reserved), project, r.name)
+			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(r.use.Limit), project, r.name)
+		}
+	}
 }

@@ -255,18 +255,56 @@ func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]*index.B
 			continue
 		}
 		ids[b.ID] = b
-		switch b.Status {
-		case index.BackupError:
-			// A failed backup released its reservation.
-		case index.BackupCreating:
-			u.Backups.Reserved++
-			u.BackupGigabytes.Reserved += Gigabytes(b.Size)
-		default:
-			u.Backups.InUse++
-			u.BackupGigabytes.InUse += Gigabytes(b.Size)
-		}
+		u.count(b)
 	}
 	return u, ids, nil
+}
+
+// count adds what backup b of the project counts against its quota.
+func (u *QuotaUsage) count(b *index.Backup) {
+	switch b.Status {
+	case index.BackupError:
+		// A failed backup released its reservation.
+	case index.BackupCreating:
+		u.Backups.Reserved++
+		u.BackupGigabytes.Reserved += Gigabytes(b.Size)
+	default:
+		u.Backups.InUse++
+		u.BackupGigabytes.InUse += Gigabytes(b.Size)
+	}
+}
+
+// allQuotaUsage is quotaUsage of every project that has backups or limits of its own, from
+// one reading of the records (the metrics).
+func (s *Service) allQuotaUsage() (map[string]*QuotaUsage, error) {
+	limits, err := s.idx.AllQuotaLimits()
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.idx.Backups()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*QuotaUsage{}
+	of := func(project string) *QuotaUsage {
+		if u := out[project]; u != nil {
+			return u
+		}
+		q := s.DefaultQuota()
+		for r, n := range limits[project] {
+			q.set(r, n)
+		}
+		u := &QuotaUsage{Backups: QuotaUse{Limit: q.Backups}, BackupGigabytes: QuotaUse{Limit: q.BackupGigabytes}}
+		out[project] = u
+		return u
+	}
+	for project := range limits {
+		of(project)
+	}
+	for _, b := range all {
+		of(b.Project).count(b)
+	}
+	return out, nil
 }
 
 // reserveQuota checks that one more backup (id, of size bytes) fits project's quota, and holds

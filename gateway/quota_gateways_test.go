@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -175,5 +177,57 @@ func TestQuotaSetOnOneGatewayAppliesOnAnother(t *testing.T) {
 	}
 	if u, err := b.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 10 {
 		t.Fatalf("the other gateway's quota after a reset and its catch-up: %+v, %v; want the default of 10", u, err)
+	}
+}
+
+// /metrics says each project's quota use beside its limit (cairn_quota_used and
+// cairn_quota_limit by project and resource): a project with backups under the default
+// quota, one with limits of its own and no backups yet; a backup in error does not count.
+func TestQuotaUseIsAMetric(t *testing.T) {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: &gateway.Quota{Backups: 10, BackupGigabytes: -1}}
+	s := initOpened(t, cfg)
+	defer s.Close()
+	admin := adminCtx()
+	var last *index.Backup
+	for i := range 4 {
+		b, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("v%d.img", i), 256<<10), Project: "p1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = b
+	}
+	if _, err := s.ResetBackupState(admin, last.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	four := int64(4)
+	if _, err := s.QuotaUpdate(admin, "p2", &four, nil); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := s.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "cairn_quota_") {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range mt.GetLabel() {
+				key += " " + l.GetValue()
+			}
+			got[key] = mt.GetGauge().GetValue()
+		}
+	}
+	want := map[string]float64{
+		"cairn_quota_used p1 backups": 3, "cairn_quota_limit p1 backups": 10,
+		"cairn_quota_used p1 backup_gigabytes": 3, "cairn_quota_limit p1 backup_gigabytes": -1,
+		"cairn_quota_used p2 backups": 0, "cairn_quota_limit p2 backups": 4,
+		"cairn_quota_used p2 backup_gigabytes": 0, "cairn_quota_limit p2 backup_gigabytes": -1,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("quota series: %v, want %v", got, want)
 	}
 }
