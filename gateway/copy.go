@@ -37,9 +37,19 @@ type CopyResult struct {
 	Copied bool `json:"copied"`
 	// Base is the destination's copy of the backup's parent the copy was built on (only the
 	// blocks that differ from it were read); empty when the copy read the backup in full.
-	Base    string        `json:"base,omitempty"`
+	Base string `json:"base,omitempty"`
+	// DryRun: nothing was copied; Backup is the source's, which a copy would copy (on Base,
+	// the destination's copy of its parent, when there is one).
+	DryRun  bool          `json:"dry_run,omitempty"`
 	Seconds float64       `json:"seconds"`
 	Took    time.Duration `json:"-"`
+}
+
+// CopyOptions tune CopyBackup.
+type CopyOptions struct {
+	// DryRun says what would be copied, and copies nothing.
+	DryRun   bool
+	Progress func(done, total int64)
 }
 
 // CopyBackup copies a backup of this repository into dst, another repository with its own
@@ -47,7 +57,7 @@ type CopyResult struct {
 // and built on dst's copy of its parent where there is one (design.md, "Copies to another
 // repository"). A backup dst has already is left as it is (Copied false). For admins: the
 // copy keeps its project, which may not be the caller's.
-func (s *Service) CopyBackup(ctx context.Context, ref string, dst *Service, progress func(done, total int64)) (*CopyResult, error) {
+func (s *Service) CopyBackup(ctx context.Context, ref string, dst *Service, o CopyOptions) (*CopyResult, error) {
 	if _, err := adminOf(ctx, "copy a backup to another repository"); err != nil {
 		return nil, err
 	}
@@ -55,11 +65,11 @@ func (s *Service) CopyBackup(ctx context.Context, ref string, dst *Service, prog
 	if err != nil {
 		return nil, err
 	}
-	return s.copyBackup(ctx, b, dst, progress)
+	return s.copyBackup(ctx, b, dst, o)
 }
 
 // copyBackup is CopyBackup for a caller already allowed to copy b.
-func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service, progress func(done, total int64)) (*CopyResult, error) {
+func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service, o CopyOptions) (*CopyResult, error) {
 	if s.repo.Config().ID == dst.repo.Config().ID {
 		return nil, invalidf("the destination is this repository (%s): copy to another one, made with 'cairn repo init' there", dst.be.Location())
 	}
@@ -71,6 +81,13 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 		return nil, err
 	} else if have != nil {
 		return &CopyResult{Backup: have}, nil
+	}
+	if o.DryRun {
+		res := &CopyResult{Backup: b, DryRun: true}
+		if p, err := dst.idx.Backup(b.ParentID); b.ParentID != "" && err == nil && p.Status == index.BackupAvailable && p.Size == b.Size {
+			res.Base = p.ID
+		}
+		return res, nil
 	}
 	// Under the source's lock no gc removes the backup's blocks while they are read, once its
 	// manifest is seen there under it (as a restore does).
@@ -104,7 +121,7 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 		}
 	}
 	src := s.repo.Image(m).Source(ctx)
-	res, err := dst.storeCopy(ctx, m, src, parent, changed, lk, progress)
+	res, err := dst.storeCopy(ctx, m, src, parent, changed, lk, o.Progress)
 	if err != nil {
 		return nil, err
 	}
@@ -430,7 +447,7 @@ func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Vol
 		if ctx.Err() != nil {
 			return cmp.Or(first, ctx.Err())
 		}
-		res, err := s.copyBackup(ctx, b, dst, nil)
+		res, err := s.copyBackup(ctx, b, dst, CopyOptions{})
 		if err != nil {
 			s.log.Warn("policy copy failed", "policy", p.Name, "backup_id", b.ID, "to", where, "error", err)
 			first = cmp.Or(first, fmt.Errorf("copy of backup %s to %s: %w", b.ID, where, err))

@@ -75,7 +75,7 @@ func TestCopyBackupsToAnotherRepository(t *testing.T) {
 
 	dcfg, dst := otherRepo(t, t.TempDir())
 	for i, id := range ids {
-		res, err := src.CopyBackup(ctx, id, dst, nil)
+		res, err := src.CopyBackup(ctx, id, dst, gateway.CopyOptions{})
 		if err != nil {
 			t.Fatalf("copy %s: %v", id, err)
 		}
@@ -108,7 +108,7 @@ func TestCopyBackupsToAnotherRepository(t *testing.T) {
 			t.Errorf("copy of backup %d: name %q metadata %v volume %q: not what the backup was", i, b.Name, b.Metadata, b.VolumeName)
 		}
 	}
-	again, err := src.CopyBackup(ctx, ids[2], dst, nil)
+	again, err := src.CopyBackup(ctx, ids[2], dst, gateway.CopyOptions{})
 	if err != nil || again.Copied {
 		t.Errorf("second copy of %s: %+v, %v; want nothing done", ids[2], again, err)
 	}
@@ -131,7 +131,7 @@ func TestCopyBackupsToAnotherRepository(t *testing.T) {
 
 	// Only the last incremental, to a third repository: read in full, restores the same.
 	_, third := otherRepo(t, t.TempDir())
-	res, err := src.CopyBackup(ctx, ids[2], third, nil)
+	res, err := src.CopyBackup(ctx, ids[2], third, gateway.CopyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,10 +152,10 @@ func TestCopyRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, dst := otherRepo(t, t.TempDir())
-	if _, err := src.CopyBackup(as("u", gateway.DefaultProject, false), b.ID, dst, nil); !errors.Is(err, gateway.ErrDenied) {
+	if _, err := src.CopyBackup(as("u", gateway.DefaultProject, false), b.ID, dst, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrDenied) {
 		t.Errorf("a member's copy: %v, want denied", err)
 	}
-	if _, err := src.CopyBackup(adminCtx(), b.ID, src, nil); !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "this repository") {
+	if _, err := src.CopyBackup(adminCtx(), b.ID, src, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "this repository") {
 		t.Errorf("a copy into the same repository: %v, want invalid", err)
 	}
 	if list, err := dst.ListBackups(adminCtx(), gateway.ListFilter{AllProjects: true}); err != nil || len(list) != 0 {
@@ -180,7 +180,7 @@ func TestCopyChecksTheParentsCopy(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, dst := otherRepo(t, t.TempDir())
-	if _, err := src.CopyBackup(ctx, p.ID, dst, nil); err != nil {
+	if _, err := src.CopyBackup(ctx, p.ID, dst, gateway.CopyOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	copyOfP, err := dst.Backup(ctx, p.ID)

@@ -47,6 +47,13 @@ func TestCopyToABucket(t *testing.T) {
 		"CAIRN_TO_PASSWORD=offsite-pass")}
 	copyState := filepath.Join(dir, "copy-state")
 	var res []copyJSON
+	copier.mustJSON(&res, "--quiet", "backup", "copy", "--all", "--to", to, "--to-state-dir", copyState, "--dry-run")
+	if len(res) != len(points) || res[0].Copied || res[0].Base != "" || res[2].Base != points[1].backup.ID {
+		t.Fatalf("copy --all --dry-run: %+v, want every backup, nothing copied, each incremental on its parent", res)
+	}
+	if out := dst.mustRun("--quiet", "--format", "json", "backup", "list"); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("after a dry run the destination lists %s", out)
+	}
 	copier.mustJSON(&res, "--quiet", "backup", "copy", "--all", "--to", to, "--to-state-dir", copyState)
 	if len(res) != len(points) {
 		t.Fatalf("copy --all: %d results, want %d", len(res), len(points))

@@ -28,6 +28,7 @@ type BackupCopyCmd struct {
 	ToConfig       string   `type:"existingfile" placeholder:"FILE" help:"A cairn configuration file for the destination (repo, endpoint, region, access_key, secret_key, path_style, state_dir, password_file): another S3 service or other keys than the source's."`
 	ToPasswordFile string   `type:"existingfile" placeholder:"FILE" help:"File holding the destination's passphrase (else --to-config's, else CAIRN_TO_PASSWORD, else a prompt; through a gateway, only the files)."`
 	ToStateDir     string   `placeholder:"DIR" help:"Where the destination's index lives (default: as for --repo of it; give another while a gateway serves the destination)."`
+	DryRun         bool     `help:"Say what would be copied, and copy nothing."`
 }
 
 // Run copies each backup, oldest first, and prints a row each.
@@ -65,10 +66,11 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	failed := failures{g: g, total: len(refs)}
 	var results []*gateway.CopyResult
+	planned := map[string]*index.Backup{} // with --dry-run: the backups the run would copy
 	t := &table{header: []string{"ID", "Volume", "Name", "Created", "Result", "Read", "Stored", "Seconds"}}
 	for _, ref := range refs {
 		p := g.progress("copying " + ref)
-		res, err := s.CopyBackup(ctx, ref, dst, p.update)
+		res, err := s.CopyBackup(ctx, ref, dst, gateway.CopyOptions{DryRun: c.DryRun, Progress: p.update})
 		p.finish()
 		if err != nil {
 			failed.add(ref, err)
@@ -76,8 +78,20 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		results = append(results, res)
 		b := res.Backup
+		if res.DryRun {
+			// Its parent would be copied first, in this run.
+			if p := planned[b.ParentID]; res.Base == "" && p != nil && p.Size == b.Size {
+				res.Base = p.ID
+			}
+			planned[b.ID] = b
+		}
 		result, read, stored := "already there", "-", "-"
-		if res.Copied {
+		switch {
+		case res.DryRun && res.Base != "":
+			result = "would copy (changes only)"
+		case res.DryRun:
+			result = "would copy (full read)"
+		case res.Copied:
 			result = "copied (full read)"
 			if res.Base != "" {
 				result = "copied (changes only)"

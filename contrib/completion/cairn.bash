@@ -133,7 +133,7 @@ _cairn() {
   case "$path" in
     "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "copy create delete export import list protect prune reset-state restore show unprotect update verify" -- "$cur")) ;;
-    "backup copy") COMPREPLY=($(compgen -W "--all --all-projects --to --to-config --to-password-file --to-state-dir" -- "$cur")) ;;
+    "backup copy") COMPREPLY=($(compgen -W "--all --all-projects --dry-run --to --to-config --to-password-file --to-state-dir" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --container --description --force --hook-timeout --incremental --metadata --name --post-hook --pre-hook --protected --snapshot-id --wait" -- "$cur")) ;;
     "backup delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "backup export") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
