@@ -206,7 +206,8 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 			return err
 		}
 		if err := s.repo.PutManifest(ctx, &c); err != nil {
-			return err
+			// It may have landed all the same (a lost reply): withdrawn, as a backup's is.
+			return s.withdrawManifest(c.ID, err)
 		}
 		// As a backup's commit: a Put that landed after the lock may have gone stale is
 		// withdrawn (design.md, "A manifest that lands late").

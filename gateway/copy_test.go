@@ -11,6 +11,8 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // otherRepo makes and opens a repository in dir with its own passphrase and 4 KiB blocks:
@@ -300,5 +302,55 @@ func TestReadDestination(t *testing.T) {
 	}
 	if _, err := gateway.ReadDestination(conf); !errors.Is(err, gateway.ErrInvalid) {
 		t.Errorf("a file that is not JSON: %v, want invalid", err)
+	}
+}
+
+// A copy that fails (a pack that cannot be stored; a manifest Put whose reply was lost,
+// which stored it all the same) leaves the destination without the backup, in its index and
+// after a catch-up, and the source as it was; the copy made again succeeds and restores byte
+// for byte.
+func TestCopyThatFailsLeavesNothing(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	vol := image(t, dir, "vol.img", 1<<20)
+	b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256File(t, vol)
+	_, dst := otherRepo(t, t.TempDir())
+	for _, rule := range []faulty.Rule{
+		{Methods: faulty.Put, Prefix: "packs/", Times: 1},
+		{Methods: faulty.Put, Prefix: "manifests/", Effect: faulty.FailAfter, Times: 1},
+	} {
+		var f *faulty.Faulty
+		gateway.WrapBackendForTest(t, dst, func(be backend.Backend) backend.Backend {
+			f = faulty.New(be, 1)
+			f.Add(rule)
+			return f
+		})
+		if _, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); err == nil {
+			t.Fatalf("a copy whose %s put failed succeeded", rule.Prefix)
+		}
+		if f.Calls(faulty.Put) == 0 {
+			t.Fatalf("the fault on %s was never reached", rule.Prefix)
+		}
+		if err := dst.SyncBackups(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := dst.Backup(ctx, b.ID); err == nil {
+			t.Fatalf("after a copy whose %s put failed the destination has the backup: %+v", rule.Prefix, got)
+		}
+		f.Reset()
+	}
+	res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{})
+	if err != nil || !res.Copied {
+		t.Fatalf("the copy made again: %+v, %v", res, err)
+	}
+	if got := restoreSHA(t, dst, ctx, b.ID); got != sum {
+		t.Errorf("the copy restores to %s, want %s", got, sum)
+	}
+	if got := restoreSHA(t, src, ctx, b.ID); got != sum {
+		t.Errorf("the source backup restores to %s after the failed copies, want %s", got, sum)
 	}
 }
