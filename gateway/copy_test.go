@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -352,5 +353,55 @@ func TestCopyThatFailsLeavesNothing(t *testing.T) {
 	}
 	if got := restoreSHA(t, src, ctx, b.ID); got != sum {
 		t.Errorf("the source backup restores to %s after the failed copies, want %s", got, sum)
+	}
+}
+
+// Two copies of one backup into one repository at once, through two gateways of it (two
+// hosts' nightly copies): the block maps they write are the same (addresses are the
+// destination's keyed hashes of the same blocks), so whichever manifest stays, the copy
+// restores byte for byte on both.
+func TestTwoCopiesOfABackupAtOnce(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	vol := image(t, dir, "vol.img", 2<<20)
+	b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256File(t, vol)
+	dcfg, one := otherRepo(t, t.TempDir())
+	other := dcfg
+	other.StateDir = filepath.Join(t.TempDir(), "state")
+	two, err := gateway.Open(context.Background(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer two.Close()
+	results := make([]*gateway.CopyResult, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, dst := range []*gateway.Service{one, two} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i], errs[i] = src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("copy %d: %v", i, err)
+		}
+	}
+	if results[0].Copied && results[1].Copied && results[0].Backup.Root != results[1].Backup.Root {
+		t.Errorf("two copies of one backup wrote two block maps: %s and %s", results[0].Backup.Root, results[1].Backup.Root)
+	}
+	for i, dst := range []*gateway.Service{one, two} {
+		if err := dst.SyncBackups(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := restoreSHA(t, dst, ctx, b.ID); got != sum {
+			t.Errorf("after two copies at once, gateway %d restores %s, want %s", i, got, sum)
+		}
 	}
 }
