@@ -17,6 +17,7 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
 )
 
@@ -89,6 +90,9 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 		}
 		return res, nil
 	}
+	// A copy of a large backup takes long: it waits out a restart of either store, as a
+	// backup and a restore do.
+	ctx = retry.Patient(ctx)
 	// Under the source's lock no gc removes the backup's blocks while they are read, once its
 	// manifest is seen there under it (as a restore does).
 	lk, err := s.repo.Lock(ctx, repo.LockShared, "copy")

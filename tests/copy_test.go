@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -170,4 +171,36 @@ func TestCopyBetweenTwoS3Services(t *testing.T) {
 		t.Errorf("a copy to the second service with the first one's keys: exit %d: %s; want refused by the destination", bad.Code, bad.Stderr)
 	}
 	t.Logf("with the first service's keys: %s", bad.Stderr)
+}
+
+// A copy to a bucket waits out a restart of its server (longer than the quick retries of one
+// request), says so once on stderr, and completes: the copy restores byte for byte.
+func TestCopyWaitsOutARestartOfTheDestination(t *testing.T) {
+	t.Parallel() // waits on its own server's restart: overlaps the other such tests
+	srv := testutil.StartS3(t)
+	dir := t.TempDir()
+	src := newCairnRepo(t, nil)
+	dst := newS3Repo(t, srv, "restart-copy", nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 64*mib, 53, testutil.Random)
+	sha := testutil.SHA256File(t, vol)
+	b := src.createBackup(vol)
+
+	env := append(append([]string(nil), src.Env...), "AWS_ENDPOINT_URL="+srv.Endpoint, "AWS_ACCESS_KEY_ID="+srv.AccessKey,
+		"AWS_SECRET_ACCESS_KEY="+srv.SecretKey)
+	// Slowed, so it still uploads when the server goes.
+	p := startS3Cairn(t, env, "--limit-upload", "16M", "-f", "json", "backup", "copy", b.ID,
+		"--to", "s3://"+srv.Bucket+"/restart-copy", "--to-state-dir", filepath.Join(dir, "copy-state"))
+	waitForPack(t, srv, "restart-copy", packFilesOnServer(srv, "restart-copy"), p)
+	srv.Stop()
+	time.Sleep(6 * time.Second)
+	srv.Start()
+	res := p.wait(t, 5*time.Minute)
+	if res.Code != 0 {
+		t.Fatalf("the copy through the server's restart: exit %d: %s", res.Code, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "does not answer") {
+		t.Errorf("the copy waited for the store without a word on stderr: %q", res.Stderr)
+	}
+	dst.elsewhere().restoreMatches(b.ID, sha, dir)
 }
