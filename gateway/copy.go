@@ -126,6 +126,9 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	}
 	src := s.repo.Image(m).Source(ctx)
 	res, err := dst.storeCopy(ctx, m, src, parent, changed, lk, o.Progress)
+	if errors.Is(err, repo.ErrCorrupt) {
+		return nil, fmt.Errorf("%w; nothing was copied: the backup is damaged in this repository ('cairn backup verify %s' lists what it lost)", err, m.ID)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -204,3 +204,27 @@ func TestCopyWaitsOutARestartOfTheDestination(t *testing.T) {
 	}
 	dst.elsewhere().restoreMatches(b.ID, sha, dir)
 }
+
+// A copy of a damaged backup writes nothing it has not verified: a flipped byte in the
+// source's only pack stops the copy with an error naming the damage (exit 8), and the
+// destination has no such backup.
+func TestCopyOfADamagedBackupFails(t *testing.T) {
+	dir := t.TempDir()
+	src := newCairnRepo(t, nil)
+	dst := newCairnRepo(t, nil)
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 4*mib, 54, testutil.Random)
+	b := src.createBackup(vol)
+	packs := packFiles(t, src.Dir)
+	if len(packs) != 1 {
+		t.Fatalf("the backup left %d packs, want 1", len(packs))
+	}
+	flipByte(t, packs[0], 1<<20)
+	res := src.run("backup", "copy", b.ID, "--to", dst.Dir)
+	if res.Code != 8 || !strings.Contains(res.Stderr, "checksum mismatch") || !strings.Contains(res.Stderr, "backup verify "+b.ID) {
+		t.Errorf("a copy of a damaged backup: exit %d: %s; want 8, the damage named and what to run", res.Code, res.Stderr)
+	}
+	if out := dst.mustRun("--format", "json", "backup", "list"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("after the failed copy the destination lists %s", out)
+	}
+}
