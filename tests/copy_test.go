@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -191,17 +190,7 @@ func TestCopyWaitsOutARestartOfTheDestination(t *testing.T) {
 	// Slowed, so it still uploads when the server goes.
 	p := startS3Cairn(t, env, "--limit-upload", "16M", "-f", "json", "backup", "copy", b.ID,
 		"--to", "s3://"+srv.Bucket+"/restart-copy", "--to-state-dir", filepath.Join(dir, "copy-state"))
-	waitForPack(t, srv, "restart-copy", packFilesOnServer(srv, "restart-copy"), p)
-	srv.Stop()
-	time.Sleep(6 * time.Second)
-	srv.Start()
-	res := p.wait(t, 5*time.Minute)
-	if res.Code != 0 {
-		t.Fatalf("the copy through the server's restart: exit %d: %s", res.Code, res.Stderr)
-	}
-	if !strings.Contains(res.Stderr, "does not answer") {
-		t.Errorf("the copy waited for the store without a word on stderr: %q", res.Stderr)
-	}
+	restartAfterFirstPack(t, srv, "restart-copy", p, "the copy")
 	dst.elsewhere().restoreMatches(b.ID, sha, dir)
 }
 

@@ -534,22 +534,32 @@ func TestS3BackupWaitsOutARestartOfTheServer(t *testing.T) {
 
 	// Slowed, so it still uploads when the server goes.
 	p := startS3Cairn(t, r.Env, "--limit-upload", "16M", "-f", "json", "backup", "create", vol)
+	res := restartAfterFirstPack(t, srv, prefix, p, "the backup")
+	var b backupJSON
+	if err := json.Unmarshal([]byte(res.Stdout), &b); err != nil || b.Status != "available" {
+		t.Fatalf("backup create: %v %s", err, res.Stdout)
+	}
+	r.checkRestoresToFiles([]pointInTime{{backup: b, sha: sha}}, dir)
+}
+
+// restartAfterFirstPack waits until p, a cairn command writing under prefix of srv's bucket,
+// has stored its first pack, then stops the server for 6 s (longer than the quick retries of
+// one request last) and starts it again. It returns p's result, and fails the test unless p
+// (what) ended well, having said on stderr that it waited for the store.
+func restartAfterFirstPack(t *testing.T, srv *testutil.S3Server, prefix string, p *cairnProcess, what string) cairnResult {
+	t.Helper()
 	waitForPack(t, srv, prefix, packFilesOnServer(srv, prefix), p)
 	srv.Stop()
 	time.Sleep(6 * time.Second)
 	srv.Start()
 	res := p.wait(t, 5*time.Minute)
 	if res.Code != 0 {
-		t.Fatalf("the backup through the server's restart: exit %d: %s", res.Code, res.Stderr)
+		t.Fatalf("%s through the server's restart: exit %d: %s", what, res.Code, res.Stderr)
 	}
 	if !strings.Contains(res.Stderr, "does not answer") {
-		t.Errorf("the backup waited for the store without a word on stderr: %q", res.Stderr)
+		t.Errorf("%s waited for the store without a word on stderr: %q", what, res.Stderr)
 	}
-	var b backupJSON
-	if err := json.Unmarshal([]byte(res.Stdout), &b); err != nil || b.Status != "available" {
-		t.Fatalf("backup create: %v %s", err, res.Stdout)
-	}
-	r.checkRestoresToFiles([]pointInTime{{backup: b, sha: sha}}, dir)
+	return res
 }
 
 // TestS3CheckWaitsOutARestartOfTheServer: 'repo check --read-data', hours at scale, waits out
