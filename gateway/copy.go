@@ -155,9 +155,7 @@ func (s *Service) hasBackup(ctx context.Context, id string) (*index.Backup, erro
 	if err != nil {
 		return nil, err
 	}
-	return &index.Backup{ID: m.ID, Name: m.Name, VolumeID: m.VolumeID, VolumeName: m.VolumeName, Project: m.Project,
-		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
-		CreatedAt: m.CreatedAt, Stats: m.Stats}, nil
+	return recordOf(m), nil
 }
 
 // storeCopy writes the backup m, read from src (the source repository's verified image of

@@ -170,6 +170,21 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 	if err := s.ensureVolume(ctx, m); err != nil {
 		return nil, err
 	}
+	b := recordOf(m)
+	if err := s.resolveParent(ctx, b); err != nil {
+		return nil, err
+	}
+	if err := s.idx.CreateBackup(b); err != nil {
+		if errors.Is(err, index.ErrExists) {
+			return nil, wrapf(ErrExists, "backup %s is already in the index", m.ID)
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// recordOf is the index record of a committed backup as its manifest says it.
+func recordOf(m *repo.Manifest) *index.Backup {
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
 		VolumeName: m.VolumeName, VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
@@ -184,16 +199,7 @@ func (s *Service) adoptManifest(ctx context.Context, m *repo.Manifest) (*index.B
 	if b.Project == "" {
 		b.Project = DefaultProject
 	}
-	if err := s.resolveParent(ctx, b); err != nil {
-		return nil, err
-	}
-	if err := s.idx.CreateBackup(b); err != nil {
-		if errors.Is(err, index.ErrExists) {
-			return nil, wrapf(ErrExists, "backup %s is already in the index", m.ID)
-		}
-		return nil, err
-	}
-	return b, nil
+	return b
 }
 
 // resolveParent handles an adopted incremental whose parent is gone from the repository (a
