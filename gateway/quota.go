@@ -78,17 +78,22 @@ func (s *Service) QuotaShow(ctx context.Context, project string) (Quota, error) 
 }
 
 func (s *Service) quotaLimits(project string) (Quota, error) {
-	q := s.DefaultQuota()
 	set, err := s.idx.QuotaLimits(project)
 	if err != nil {
 		return Quota{}, err
 	}
+	return s.limitsWith(set), nil
+}
+
+// limitsWith is the default quota with the limits a project set of its own over it.
+func (s *Service) limitsWith(set map[string]int64) Quota {
+	q := s.DefaultQuota()
 	for _, r := range QuotaResources {
 		if n, ok := set[r]; ok {
 			q.set(r, n)
 		}
 	}
-	return q, nil
+	return q
 }
 
 func canSeeQuota(ctx context.Context, project string) error {
@@ -290,10 +295,7 @@ func (s *Service) allQuotaUsage() (map[string]*QuotaUsage, error) {
 		if u := out[project]; u != nil {
 			return u
 		}
-		q := s.DefaultQuota()
-		for r, n := range limits[project] {
-			q.set(r, n)
-		}
+		q := s.limitsWith(limits[project])
 		u := &QuotaUsage{Backups: QuotaUse{Limit: q.Backups}, BackupGigabytes: QuotaUse{Limit: q.BackupGigabytes}}
 		out[project] = u
 		return u
