@@ -403,19 +403,7 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	type named struct {
-		ref string
-		at  time.Time
-	}
-	refs := make([]named, 0, len(c.Backups))
-	for _, ref := range c.Backups {
-		n := named{ref: ref}
-		if b, err := s.Backup(ctx, ref); err == nil {
-			n.at = b.CreatedAt
-		}
-		refs = append(refs, n) // one not found fails in its turn, with the delete's own message
-	}
-	slices.SortStableFunc(refs, func(a, b named) int { return b.at.Compare(a.at) })
+	refs := byCreation(ctx, s, c.Backups, true) // one not found fails in its turn, with the delete's own message
 	var deleted []map[string]string
 	failed := failures{g: g, total: len(c.Backups)}
 	for _, n := range refs {
@@ -442,6 +430,43 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	}
 	return failed.err("backups", "not deleted")
+}
+
+// namedBackup is a ref a command was given and the backup it names (nil: none).
+type namedBackup struct {
+	ref string
+	b   *index.Backup
+}
+
+// byCreation resolves refs and orders them by when their backups were made, newest or oldest
+// first; refs that name no backup follow, in the order given, for the command to fail on
+// each in its turn with its own message.
+func byCreation(ctx context.Context, s *gateway.Service, refs []string, newestFirst bool) []namedBackup {
+	out := make([]namedBackup, 0, len(refs))
+	for _, ref := range refs {
+		n := namedBackup{ref: ref}
+		if b, err := s.Backup(ctx, ref); err == nil {
+			n.b = b
+		}
+		out = append(out, n)
+	}
+	slices.SortStableFunc(out, func(x, y namedBackup) int {
+		switch {
+		case x.b == nil || y.b == nil:
+			return cmp.Compare(boolInt(x.b == nil), boolInt(y.b == nil))
+		case newestFirst:
+			return y.b.CreatedAt.Compare(x.b.CreatedAt)
+		}
+		return x.b.CreatedAt.Compare(y.b.CreatedAt)
+	})
+	return out
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // BackupUpdateCmd changes what describes a backup (cinder's backup-update).

@@ -107,42 +107,20 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 	return failed.err("backups", "not copied")
 }
 
-// oldestFirst returns the backups refs name, by id, in the order they were made; a ref
-// that names none stays, last, for the copy to say so.
+// oldestFirst returns the backups refs name, by id and each once, in the order they were
+// made; a ref that names none stays, last, for the copy to say so.
 func oldestFirst(ctx context.Context, s *gateway.Service, refs []string) []string {
-	type named struct {
-		ref string
-		b   *index.Backup
-	}
-	var all []named
-	for _, ref := range refs {
-		b, err := s.Backup(ctx, ref)
-		if err != nil {
-			all = append(all, named{ref: ref})
-			continue
+	out := make([]string, 0, len(refs))
+	for _, n := range byCreation(ctx, s, refs, false) {
+		ref := n.ref
+		if n.b != nil {
+			ref = n.b.ID
 		}
-		all = append(all, named{ref: b.ID, b: b})
-	}
-	slices.SortStableFunc(all, func(x, y named) int {
-		if x.b == nil || y.b == nil {
-			return cmp.Compare(boolInt(x.b == nil), boolInt(y.b == nil))
-		}
-		return x.b.CreatedAt.Compare(y.b.CreatedAt)
-	})
-	out := make([]string, 0, len(all))
-	for _, n := range all {
-		if !slices.Contains(out, n.ref) {
-			out = append(out, n.ref)
+		if !slices.Contains(out, ref) {
+			out = append(out, ref)
 		}
 	}
 	return out
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // openDestination opens the repository a copy from s writes to: as --to-config says, with
