@@ -401,8 +401,9 @@ func (t CopyTarget) validate(c Caller) error {
 	return nil
 }
 
-// destination reads the target's files into the destination they say.
-func (t CopyTarget) destination() (Destination, error) {
+// Destination reads the target's files into the destination they say: the configuration
+// file's settings, with CopyTo, CopyStateDir and the passphrase file's over them.
+func (t CopyTarget) Destination() (Destination, error) {
 	var d Destination
 	if t.CopyConfig != "" {
 		var err error
@@ -425,7 +426,7 @@ func (t CopyTarget) destination() (Destination, error) {
 // target lacks, oldest first; one failing stops none.
 func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Volume) error {
 	where := p.Where()
-	d, err := p.CopyTarget.destination()
+	d, err := p.CopyTarget.Destination()
 	if err != nil {
 		return fmt.Errorf("copy to %s: %w", where, err)
 	}

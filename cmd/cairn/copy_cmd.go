@@ -126,15 +126,16 @@ func oldestFirst(ctx context.Context, s *gateway.Service, refs []string) []strin
 // openDestination opens the repository a copy from s writes to: as --to-config says, with
 // --to, --to-state-dir and the passphrase given over it, and s's S3 settings where neither says.
 func (g *Globals) openDestination(ctx context.Context, s *gateway.Service, c *BackupCopyCmd) (*gateway.Service, error) {
-	var d gateway.Destination
-	if c.ToConfig != "" {
-		var err error
-		if d, err = gateway.ReadDestination(c.ToConfig); err != nil {
-			return nil, err
-		}
-	}
+	t := gateway.CopyTarget{CopyConfig: c.ToConfig, CopyPasswordFile: c.ToPasswordFile}
 	if c.To != "" {
-		d.Repo = g.clientPath(c.To)
+		t.CopyTo = g.clientPath(c.To)
+	}
+	if c.ToStateDir != "" {
+		t.CopyStateDir, _ = filepath.Abs(g.clientPath(c.ToStateDir))
+	}
+	d, err := t.Destination()
+	if err != nil {
+		return nil, err
 	}
 	to := cmp.Or(c.To, d.Repo)
 	if d.Repo == "" {
@@ -145,20 +146,9 @@ func (g *Globals) openDestination(ctx context.Context, s *gateway.Service, c *Ba
 	} else if u.Kind == stack.Local {
 		d.Repo, _ = filepath.Abs(u.Path)
 	}
-	if c.ToStateDir != "" {
-		d.StateDir, _ = filepath.Abs(g.clientPath(c.ToStateDir))
-	}
-	switch {
-	case c.ToPasswordFile != "":
-		b, err := os.ReadFile(c.ToPasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("--to-password-file: %w", err)
-		}
-		d.Password = strings.TrimRight(string(b), "\r\n")
-	case d.Password != "", g.shared != nil:
-		// The configuration file's; or none: a gateway has neither the client's variables
-		// nor its terminal.
-	case os.Getenv("CAIRN_TO_PASSWORD") != "":
+	if d.Password == "" && g.shared == nil {
+		// Neither file gave one: the variable, then the terminal. A gateway has neither the
+		// client's variables nor its terminal.
 		d.Password = os.Getenv("CAIRN_TO_PASSWORD")
 	}
 	dst, err := s.OpenDestination(ctx, d)
