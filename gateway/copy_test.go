@@ -405,3 +405,29 @@ func TestTwoCopiesOfABackupAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// A backup deleted and garbage-collected between the copy's look-up and its lock on the
+// source: the copy finds the manifest gone under the lock and fails as a conflict, stores
+// nothing in the destination, and never reads the collected blocks as zeros.
+func TestCopyOfABackupCollectedMeanwhile(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	vol := image(t, dir, "vol.img", 1<<20)
+	b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, dst := otherRepo(t, t.TempDir())
+	if _, err := src.DeleteBackup(ctx, b.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := src.GC(ctx, repo.GCOptions{}); err != nil || st.BytesFreed == 0 {
+		t.Fatalf("gc after the delete: %+v, %v; want the backup's blocks freed", st, err)
+	}
+	if _, err := gateway.CopyRecordForTest(src, b, dst); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "deleted meanwhile") {
+		t.Errorf("a copy of a backup collected meanwhile: %v, want a conflict saying it was deleted", err)
+	}
+	if list, err := dst.ListBackups(ctx, gateway.ListFilter{AllProjects: true}); err != nil || len(list) != 0 {
+		t.Errorf("the destination lists %d backups (%v) after the copy, want none", len(list), err)
+	}
+}

@@ -99,3 +99,9 @@ func ImageSourceForTest(t testing.TB, s *Service, id string) repo.Source {
 	}
 	return s.repo.Image(m).Source(context.Background())
 }
+
+// CopyRecordForTest copies the backup whose record b a caller read earlier, as CopyBackup does
+// once it has looked the backup up: what the copy meets when the backup went meanwhile.
+func CopyRecordForTest(s *Service, b *index.Backup, dst *Service) (*CopyResult, error) {
+	return s.copyBackup(context.Background(), b, dst, CopyOptions{})
+}
