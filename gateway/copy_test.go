@@ -16,6 +16,15 @@ import (
 	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
+// sourceBackup opens a service on a new repository with one backup there of an image of size
+// bytes (backedUpImage): the service, the backup and the image's sha256.
+func sourceBackup(t *testing.T, size int) (*gateway.Service, *index.Backup, string) {
+	t.Helper()
+	s, dir := newService(t)
+	img := image(t, dir, "vol.img", size)
+	return s, backedUpImage(t, s, img), sha256File(t, img)
+}
+
 // otherRepo makes and opens a repository in dir with its own passphrase and 4 KiB blocks:
 // everything a copy writes there is sealed and addressed anew.
 func otherRepo(t *testing.T, dir string) (gateway.Config, *gateway.Service) {
@@ -148,12 +157,7 @@ func TestCopyBackupsToAnotherRepository(t *testing.T) {
 
 // Copies are for admins, and never into the same repository.
 func TestCopyRefusals(t *testing.T) {
-	src, dir := newService(t)
-	vol := image(t, dir, "vol.img", 256<<10)
-	b, err := src.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, b, _ := sourceBackup(t, 256<<10)
 	_, dst := otherRepo(t, t.TempDir())
 	if _, err := src.CopyBackup(as("u", gateway.DefaultProject, false), b.ID, dst, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrDenied) {
 		t.Errorf("a member's copy: %v, want denied", err)
@@ -312,13 +316,7 @@ func TestReadDestination(t *testing.T) {
 // for byte.
 func TestCopyThatFailsLeavesNothing(t *testing.T) {
 	ctx := adminCtx()
-	src, dir := newService(t)
-	vol := image(t, dir, "vol.img", 1<<20)
-	b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256File(t, vol)
+	src, b, sum := sourceBackup(t, 1<<20)
 	_, dst := otherRepo(t, t.TempDir())
 	for _, rule := range []faulty.Rule{
 		{Methods: faulty.Put, Prefix: "packs/", Times: 1},
@@ -362,13 +360,7 @@ func TestCopyThatFailsLeavesNothing(t *testing.T) {
 // restores byte for byte on both.
 func TestTwoCopiesOfABackupAtOnce(t *testing.T) {
 	ctx := adminCtx()
-	src, dir := newService(t)
-	vol := image(t, dir, "vol.img", 2<<20)
-	b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256File(t, vol)
+	src, b, sum := sourceBackup(t, 2<<20)
 	dcfg, one := otherRepo(t, t.TempDir())
 	other := dcfg
 	other.StateDir = filepath.Join(t.TempDir(), "state")
@@ -411,12 +403,7 @@ func TestTwoCopiesOfABackupAtOnce(t *testing.T) {
 // nothing in the destination, and never reads the collected blocks as zeros.
 func TestCopyOfABackupCollectedMeanwhile(t *testing.T) {
 	ctx := adminCtx()
-	src, dir := newService(t)
-	vol := image(t, dir, "vol.img", 1<<20)
-	b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, b, _ := sourceBackup(t, 1<<20)
 	_, dst := otherRepo(t, t.TempDir())
 	if _, err := src.DeleteBackup(ctx, b.ID, false); err != nil {
 		t.Fatal(err)
