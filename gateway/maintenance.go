@@ -109,6 +109,11 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if vchanged {
 		changed = true
 	}
+	if nchanged, err := s.syncVolumeNames(ctx); err != nil {
+		return err
+	} else if nchanged {
+		changed = true
+	}
 	if schanged, err := s.syncSnapshots(ctx, look); err != nil {
 		return err
 	} else if schanged {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -513,6 +514,7 @@ func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error 
 		}
 		return fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
 	}
+	s.dropVolumeNames(ctx, v.ID, time.Time{})
 	return nil
 }
 

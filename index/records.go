@@ -48,6 +48,10 @@ type Volume struct {
 	Identity  string    `json:"identity,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// DescribedAt is the time of the rename whose name and description the volume has (zero
+	// for none): its repository object, meta/volume-names/<id>@<t>, is their truth (docs/
+	// design.md, "Volume renames").
+	DescribedAt time.Time `json:"described_at,omitzero"`
 }
 
 // Backup is a backup's record: its manifest's facts plus its state.
