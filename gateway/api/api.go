@@ -155,6 +155,7 @@ func (s *server) newRoutes() *http.ServeMux {
 	m.HandleFunc("GET /volumes/detail", s.listVolumes(true))
 	m.HandleFunc("GET /volumes/{id}", s.showVolume)
 	m.HandleFunc("POST /volumes", s.createVolume)
+	m.HandleFunc("PUT /volumes/{id}", s.updateVolume)
 	m.HandleFunc("DELETE /volumes/{id}", s.deleteVolume)
 
 	m.HandleFunc("GET /snapshots", s.listSnapshots)
@@ -189,7 +190,7 @@ func (s *server) newRoutes() *http.ServeMux {
 		}
 		// cinder extend, attach, retype and the like: say what is missing rather than that
 		// the volume is.
-		s.writeFault(w, r, &httpError{http.StatusMethodNotAllowed, fmt.Sprintf("cairn does not serve %s %s: its Block Storage API covers volumes (list, show, create, delete), snapshots, backups, quotas, services and limits", r.Method, r.URL.Path)})
+		s.writeFault(w, r, &httpError{http.StatusMethodNotAllowed, fmt.Sprintf("cairn does not serve %s %s: its Block Storage API covers volumes (list, show, create, update, delete), snapshots, backups, quotas, services and limits", r.Method, r.URL.Path)})
 	})
 	return m
 }

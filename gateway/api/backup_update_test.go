@@ -101,3 +101,52 @@ func TestBackupCreateBoundsDescription(t *testing.T) {
 		t.Errorf("create with a description of 255 characters: %d %s, want 202", code, out)
 	}
 }
+
+// PUT volumes/{id} (cinder rename, openstack volume set): the name and the description, also
+// as display_name and display_description; any other field 400; a name another volume of the
+// project has 409; another project's volume 404. The answer is the volume's detail.
+func TestVolumeUpdate(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v := e.volume(t, "p1", "vol1")
+	e.volume(t, "p1", "vol2")
+	put := func(project, body string) (int, []byte) {
+		t.Helper()
+		code, _, out := e.do(t, call{method: "PUT", path: "/v3/" + project + "/volumes/" + v.ID, body: body, user: "carol", project: project, version: "3.0"})
+		return code, out
+	}
+	for _, tc := range []struct {
+		project, body string
+		code          int
+		want          string
+	}{
+		{"p1", `{"volume": {"metadata": {"a": "b"}}}`, 400, "unsupported fields metadata"},
+		{"p1", `{"novolume": {}}`, 400, "missing required element 'volume'"},
+		{"p1", `{"volume": {"name": 7}}`, 400, "name"},
+		{"p1", `{"volume": {"name": null}}`, 400, "1 to 255 characters"},
+		{"p1", `{"volume": {"name": "vol2"}}`, 409, "already exists"},
+		{"p1", `{"volume": {}}`, 400, "say what to change"},
+		{"p2", `{"volume": {"name": "x"}}`, 404, "could not be found"},
+	} {
+		code, out := put(tc.project, tc.body)
+		if code != tc.code || !strings.Contains(strings.ToLower(string(out)), strings.ToLower(tc.want)) {
+			t.Errorf("PUT %s in %s: %d %s, want %d naming %q", tc.body, tc.project, code, out, tc.code, tc.want)
+		}
+	}
+	code, out := put("p1", `{"volume": {"name": "web", "description": "the web server"}}`)
+	if code != http.StatusOK {
+		t.Fatalf("rename: %d %s", code, out)
+	}
+	var shown struct {
+		Volume struct{ ID, Name, Description string }
+	}
+	if err := json.Unmarshal(out, &shown); err != nil || shown.Volume.ID != v.ID || shown.Volume.Name != "web" || shown.Volume.Description != "the web server" {
+		t.Fatalf("rename's answer: %s (%v)", out, err)
+	}
+	if code, out := put("p1", `{"volume": {"display_name": "www", "display_description": null}}`); code != http.StatusOK {
+		t.Fatalf("rename by display_name: %d %s", code, out)
+	}
+	got, err := e.svc.Index().Volume(v.ID)
+	if err != nil || got.Name != "www" || got.Description != "" {
+		t.Errorf("after the second rename: %+v %v", got, err)
+	}
+}

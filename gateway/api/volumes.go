@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -101,6 +102,56 @@ func (s *server) listVolumes(detail bool) http.HandlerFunc {
 
 func (s *server) showVolume(w http.ResponseWriter, r *http.Request) {
 	v, err := s.svc.VolumeByID(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"volume": volumeView(r, v, true)})
+}
+
+// updateVolume is PUT volumes/{id} (cinder rename, openstack volume set --name/--description):
+// name and description (display_name and display_description as the older clients call them).
+// Any other field is refused; Cinder's volume metadata has no place in cairn. The answer is
+// the volume's detail.
+func (s *server) updateVolume(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Volume map[string]json.RawMessage `json:"volume"`
+	}
+	if err := decode(r, &body); err != nil {
+		s.writeFault(w, r, err)
+		return
+	}
+	if body.Volume == nil {
+		s.writeFault(w, r, badRequest("missing required element 'volume' in request body"))
+		return
+	}
+	var u gateway.VolumeUpdate
+	var unsupported []string
+	for field, raw := range body.Volume {
+		var err error
+		switch field {
+		case "name", "display_name":
+			u.Name, err = nullableString(raw)
+		case "description", "display_description":
+			u.Description, err = nullableString(raw)
+		default:
+			unsupported = append(unsupported, field)
+			continue
+		}
+		if err != nil {
+			s.writeFault(w, r, badRequest("invalid input for field/attribute "+field+": "+err.Error()))
+			return
+		}
+	}
+	if len(unsupported) > 0 {
+		slices.Sort(unsupported)
+		s.writeFault(w, r, badRequest("unsupported fields "+strings.Join(unsupported, ", ")+": cairn's volumes take a name and a description."))
+		return
+	}
+	v, err := s.svc.VolumeByID(r.Context(), r.PathValue("id"))
+	if err == nil {
+		v, err = s.svc.UpdateVolume(r.Context(), v.ID, u)
+	}
 	if err != nil {
 		s.writeFault(w, r, err)
 		return
