@@ -72,3 +72,23 @@ func TestAPIBackupUpdateAndMetadata(t *testing.T) {
 		t.Errorf("after the index lost it and was rebuilt: %v", d)
 	}
 }
+
+// cinder rename through the stock client: a volume gets a new name and description, found by
+// the new name; a name another volume of the project has is refused; a user of another
+// project cannot rename it.
+func TestAPIVolumeRename(t *testing.T) {
+	e := startAPI(t, nil)
+	vol := e.volume("p1", "old-name", 1<<20, testutil.Mixed)
+	e.volume("p1", "other", 1<<20, testutil.Mixed)
+	alice := e.asToken(tokenP1)
+	e.ok(alice, "rename", "old-name", "web", "--description", "the web server")
+	d := dict(e.ok(alice, "show", "web"))
+	if d["id"] != vol.ID || d["name"] != "web" || d["description"] != "the web server" {
+		t.Errorf("cinder show after cinder rename: %v", d)
+	}
+	e.fails(`(?i)already exists`, alice, "rename", "web", "other")
+	e.fails(`(?i)no volume|not found|could not be found`, e.asNoauth("bob", "p2"), "rename", vol.ID, "mine")
+	if v, err := e.svc.Index().Volume(vol.ID); err != nil || v.Name != "web" {
+		t.Errorf("after the refused renames: %+v %v", v, err)
+	}
+}
