@@ -73,6 +73,12 @@ func TestBadInputTour(t *testing.T) {
 		{[]int{2}, []string{"volume", "manage", dir}},
 		{[]int{3}, []string{"volume", "show", "no-such-volume"}},
 		{[]int{3}, []string{"volume", "delete", "no-such-volume"}},
+		{[]int{3}, []string{"volume", "update", "no-such-volume", "--name", "x"}},
+		{[]int{2}, []string{"volume", "update", vol}},
+		{[]int{2}, []string{"volume", "update", vol, "--name", "../escape"}},
+		{[]int{2}, []string{"volume", "update", vol, "--description", long}},
+		{[]int{2}, []string{"rename", vol, long}},
+		{[]int{2}, []string{"rename", vol, ""}},
 		// snapshots, quotas, repository
 		{[]int{3}, []string{"snapshot", "show", "no-such-snapshot"}},
 		{[]int{3}, []string{"snapshot", "delete", "no-such-snapshot"}},

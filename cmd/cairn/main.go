@@ -115,6 +115,7 @@ type CLI struct {
 	BackupUpdate   BackupUpdateCmd   `cmd:"" name:"backup-update" help:"Same as 'backup update'." group:"cinder"`
 	BackupReset    BackupResetCmd    `cmd:"" name:"backup-reset-state" help:"Same as 'backup reset-state'." group:"cinder"`
 	ServiceList    ServiceListCmd    `cmd:"" name:"service-list" help:"Same as 'service list'." group:"cinder"`
+	Rename         VolumeRenameCmd   `cmd:"" name:"rename" help:"Same as 'volume update --name' (cinder rename VOLUME NAME)." group:"cinder"`
 }
 
 func main() {

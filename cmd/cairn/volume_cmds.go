@@ -17,6 +17,7 @@ type VolumeCmd struct {
 	Create   VolumeCreateCmd   `cmd:"" help:"Create a sparse image file volume in the repository's volume directory."`
 	List     VolumeListCmd     `cmd:"" help:"List volumes."`
 	Show     VolumeShowCmd     `cmd:"" help:"Show a volume."`
+	Update   VolumeUpdateCmd   `cmd:"" help:"Rename a volume or change its description (every gateway on the repository follows)."`
 	Delete   VolumeDeleteCmd   `cmd:"" help:"Delete a volume (a volume cairn created loses its image file)."`
 	Unmanage VolumeUnmanageCmd `cmd:"" help:"Forget a volume without touching its device or file."`
 }
@@ -37,6 +38,46 @@ func (c *VolumeManageCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	defer g.closeService(s)
 	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: c.Path, Name: c.Name, Description: c.Description, TrackChanges: c.TrackChanges})
+	if err != nil {
+		return err
+	}
+	return g.showVolume(v)
+}
+
+// VolumeUpdateCmd renames a volume or changes its description.
+type VolumeUpdateCmd struct {
+	Volume      string  `arg:"" help:"Volume id, name or path."`
+	Name        *string `help:"New name, unique in the volume's project."`
+	Description *string `help:"New description (\"\" for none)."`
+}
+
+// Run updates the volume and shows it.
+func (c *VolumeUpdateCmd) Run(ctx context.Context, g *Globals) error {
+	if c.Name == nil && c.Description == nil {
+		return usageError("say what to change: --name or --description")
+	}
+	return g.updateVolume(ctx, c.Volume, gateway.VolumeUpdate{Name: c.Name, Description: c.Description})
+}
+
+// VolumeRenameCmd is cinder's rename: VOLUME NAME, and maybe a description.
+type VolumeRenameCmd struct {
+	Volume      string  `arg:"" help:"Volume id, name or path."`
+	Name        string  `arg:"" help:"New name, unique in the volume's project."`
+	Description *string `help:"New description (\"\" for none)."`
+}
+
+// Run renames the volume and shows it.
+func (c *VolumeRenameCmd) Run(ctx context.Context, g *Globals) error {
+	return g.updateVolume(ctx, c.Volume, gateway.VolumeUpdate{Name: &c.Name, Description: c.Description})
+}
+
+func (g *Globals) updateVolume(ctx context.Context, ref string, u gateway.VolumeUpdate) error {
+	s, err := g.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer g.closeService(s)
+	v, err := s.UpdateVolume(ctx, ref, u)
 	if err != nil {
 		return err
 	}

@@ -55,6 +55,7 @@ _cairn() {
       "quota-show") path="quota-show" ;;
       "quota-update") path="quota-update" ;;
       "quota-usage") path="quota-usage" ;;
+      "rename") path="rename" ;;
       "repo") path="repo" ;;
       "repo check") path="repo check" ;;
       "repo gc") path="repo gc" ;;
@@ -90,6 +91,7 @@ _cairn() {
       "volume manage") path="volume manage" ;;
       "volume show") path="volume show" ;;
       "volume unmanage") path="volume unmanage" ;;
+      "volume update") path="volume update" ;;
     esac
   done
   kind=""
@@ -117,11 +119,13 @@ _cairn() {
         "backup-restore") kind=backups ;;
         "backup-show") kind=backups ;;
         "backup-update") kind=backups ;;
+        "rename") kind=volumes ;;
         "snapshot create") kind=volumes ;;
         "snapshot-create") kind=volumes ;;
         "volume delete") kind=volumes ;;
         "volume show") kind=volumes ;;
         "volume unmanage") kind=volumes ;;
+        "volume update") kind=volumes ;;
       esac
     fi ;;
   esac
@@ -131,7 +135,7 @@ _cairn() {
     return 0
   fi
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage rename repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "copy create delete export import list protect prune reset-state restore show unprotect update verify" -- "$cur")) ;;
     "backup copy") COMPREPLY=($(compgen -W "--all --all-projects --dry-run --to --to-config --to-password-file --to-state-dir" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --container --description --force --hook-timeout --incremental --metadata --name --post-hook --pre-hook --protected --snapshot-id --wait" -- "$cur")) ;;
@@ -173,6 +177,7 @@ _cairn() {
     "quota-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
     "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "rename") COMPREPLY=($(compgen -W "--description" -- "$cur")) ;;
     "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair settings stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data --sample" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
@@ -201,13 +206,14 @@ _cairn() {
     "user add") COMPREPLY=($(compgen -W "--role --user-password-file --users" -- "$cur")) ;;
     "user delete") COMPREPLY=($(compgen -W "--users" -- "$cur")) ;;
     "user list") COMPREPLY=($(compgen -W "--users" -- "$cur")) ;;
-    "volume") COMPREPLY=($(compgen -W "create delete list manage show unmanage" -- "$cur")) ;;
+    "volume") COMPREPLY=($(compgen -W "create delete list manage show unmanage update" -- "$cur")) ;;
     "volume create") COMPREPLY=($(compgen -W "--description --name --size" -- "$cur")) ;;
     "volume delete") COMPREPLY=($(compgen -W "--force --yes" -- "$cur")) ;;
     "volume list") COMPREPLY=($(compgen -W "--all-projects" -- "$cur")) ;;
     "volume manage") COMPREPLY=($(compgen -W "--description --name --track-changes" -- "$cur")) ;;
     "volume show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "volume unmanage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "volume update") COMPREPLY=($(compgen -W "--description --name" -- "$cur")) ;;
   esac
   [[ ${#COMPREPLY[@]} -eq 0 ]] && COMPREPLY=($(compgen -f -- "$cur"))
 }
