@@ -327,14 +327,17 @@ func readPassphrase(path string) (string, error) {
 }
 
 // OpenDestination opens another repository for copies (CopyBackup), with this service's
-// settings (S3 endpoint and keys where d gives none, workers, locks, logger). The caller
-// closes it.
+// settings (S3 endpoint and keys where d gives none, workers, locks, logger) and its bandwidth
+// limits, shared with its own jobs. The caller closes it.
 func (s *Service) OpenDestination(ctx context.Context, d Destination) (*Service, error) {
 	if d.Repo == "" {
 		return nil, invalidf("no destination repository: give one (a directory or s3://BUCKET/PREFIX)")
 	}
 	c := s.cfg
 	c.Repo, c.StateDir, c.Password, c.ReadOnly, c.ChunkCacheBytes = d.Repo, d.StateDir, d.Password, false, 0
+	// Its uploads and reads count against this service's limits, with every other job's
+	// [TestCopySharesTheGatewaysLimits].
+	c.sharedMeters = &s.meters
 	sameService := !stack.IsRemote(c.Repo) || d.Endpoint == "" || d.Endpoint == s.cfg.Endpoint
 	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(s.cfg.Repo, "/") && sameService {
 		return nil, invalidf("%s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", d.Repo)

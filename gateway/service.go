@@ -53,6 +53,10 @@ type Config struct {
 	// the service shares them.
 	Rates          limit.Rates
 	VolumeReadRate int64
+	// sharedMeters, when set, are another service's meters this one charges instead of its
+	// own: a copy's destination, opened by OpenDestination, shares its source gateway's
+	// limits, which its flag promises every job shares.
+	sharedMeters *limit.Meters
 
 	// Lock times the repository's locks (see repo.LockOptions).
 	Lock repo.LockOptions
@@ -355,6 +359,9 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 			}
 		}}
 	bc.Meters = c.Rates.Meters()
+	if c.sharedMeters != nil {
+		bc.Meters = *c.sharedMeters
+	}
 	be, err := openBackendWith(ctx, bc)
 	if err != nil {
 		return nil, err
