@@ -150,6 +150,26 @@ func (s *server) cancel(w http.ResponseWriter, r *request) error {
 	return redirect(w, r, prefix+"volumes/"+b.VolumeID)
 }
 
+// rename gives a volume the name and description of the volume page's form. It asks nothing:
+// a rename changes no data, and the next one undoes it.
+func (s *server) rename(w http.ResponseWriter, r *request) error {
+	v, err := s.svc.VolumeByID(r.ctx, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	name, description := strings.TrimSpace(r.PostFormValue("name")), strings.TrimSpace(r.PostFormValue("description"))
+	out, err := s.svc.UpdateVolume(r.ctx, v.ID, gateway.VolumeUpdate{Name: &name, Description: &description})
+	if err != nil {
+		return err
+	}
+	if out.Name != v.Name {
+		s.flash(r, "volume %s is now called %s", v.Name, out.Name)
+	} else {
+		s.flash(r, "volume %s: description changed", out.Name)
+	}
+	return redirect(w, r, prefix+"volumes/"+v.ID)
+}
+
 // protect sets or clears a backup's protection.
 func (s *server) protect(w http.ResponseWriter, r *request) error {
 	b, err := s.svc.BackupByID(r.ctx, r.PathValue("id"))

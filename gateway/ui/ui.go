@@ -98,6 +98,7 @@ func New(svc *gateway.Service, opts Options) (http.Handler, error) {
 	m.Handle("POST /ui/project", s.action(s.switchProject))
 	m.Handle("POST /ui/volumes/{id}/backup", s.action(s.backupNow))
 	m.Handle("POST /ui/volumes/{id}/prune", s.action(s.prune))
+	m.Handle("POST /ui/volumes/{id}/rename", s.action(s.rename))
 	m.Handle("POST /ui/backups/{id}/restore", s.action(s.restore))
 	m.Handle("POST /ui/backups/{id}/cancel", s.action(s.cancel))
 	m.Handle("POST /ui/backups/{id}/protect", s.action(s.protect))

@@ -667,3 +667,36 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 		t.Fatalf("the policies page does not say where the policy copies its backups:\n%s", body)
 	}
 }
+
+// The volume page renames its volume and changes its description; a name another volume of
+// the project has is refused with the reason; another project's user cannot.
+func TestRenameFromTheVolumePage(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 1<<20)
+	e.volume("p1", "beta", 1<<20)
+	a := e.browser()
+	a.signIn("tok-alice")
+	if _, body, _ := a.get("/ui/volumes/" + v.ID); !strings.Contains(body, `action="/ui/volumes/`+v.ID+`/rename"`) {
+		t.Fatalf("the volume page has no rename form:\n%s", body)
+	}
+	path := "/ui/volumes/" + v.ID + "/rename"
+	if code, _, _ := a.post(path, url.Values{"name": {"x"}}, ""); code != http.StatusForbidden {
+		t.Fatalf("a rename without the form's token: %d, want 403", code)
+	}
+	bob := e.browser()
+	bob.signIn("tok-bob")
+	if code, _, _ := bob.post(path, bob.form("name", "mine"), ""); code != http.StatusNotFound {
+		t.Fatalf("bob renames alice's volume: %d, want 404", code)
+	}
+	if code, body, _ := a.post(path, a.form("name", "beta", "description", ""), ""); code != http.StatusConflict || !strings.Contains(body, "already exists") {
+		t.Fatalf("a rename to another volume's name: %d\n%s", code, body)
+	}
+	code, _, h := a.post(path, a.form("name", " web ", "description", "the web server"), "")
+	if code != http.StatusSeeOther || h.Get("Location") != "/ui/volumes/"+v.ID {
+		t.Fatalf("rename: %d %v", code, h)
+	}
+	_, body, _ := a.get("/ui/volumes/" + v.ID)
+	if !strings.Contains(body, "<h1>Volume web</h1>") || !strings.Contains(body, `<dd id="volume-description">the web server</dd>`) || !strings.Contains(body, "now called web") {
+		t.Fatalf("the volume page after the rename:\n%s", body)
+	}
+}
