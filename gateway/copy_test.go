@@ -170,6 +170,21 @@ func TestCopyRefusals(t *testing.T) {
 	}
 }
 
+// A source backup's verification does not go with its copy: the copy was not verified there.
+func TestCopyIsNotVerifiedThere(t *testing.T) {
+	src, b, _ := sourceBackup(t, 256<<10)
+	if _, err := src.VerifyBackup(adminCtx(), b.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, dst := otherRepo(t, t.TempDir())
+	if _, err := src.CopyBackup(adminCtx(), b.ID, dst, gateway.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if rec := record(t, dst, b.ID); rec == nil || rec.LastVerify != nil {
+		t.Fatalf("the copy's record: %+v, want one never verified", rec)
+	}
+}
+
 // A copy is built on the destination's copy of its parent only when a sample of the blocks
 // said unchanged reads there as it does in the source: one that does not (a fake: another
 // backup's image stands for the source) is read in full, and says why.

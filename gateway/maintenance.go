@@ -571,9 +571,8 @@ func (s *Service) relearnChain(ctx context.Context, id string) error {
 }
 
 // relearn takes what another gateway may change in a known backup's manifest: its parent and
-// incremental flag (a prune), protection, name, description, metadata and an admin's reset to
-// error. It reports whether
-// the record changed.
+// incremental flag (a prune), protection, name, description, metadata, an admin's reset to
+// error and a newer verification. It reports whether the record changed.
 func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 	rec := &index.Backup{ID: m.ID, VolumeID: m.VolumeID, Project: m.Project, CreatedAt: m.CreatedAt,
 		ParentID: m.ParentID, IsIncremental: m.Incremental}
@@ -592,13 +591,19 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		case m.Error == "" && resetToError(b):
 			status, reason = index.BackupAvailable, ""
 		}
+		// A verification here whose rewrite failed stays until a newer one elsewhere.
+		verified := b.LastVerify
+		if m.Verified != nil && (verified == nil || m.Verified.At.After(verified.At)) {
+			verified = m.Verified
+		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
-			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status {
+			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status &&
+			verified == b.LastVerify {
 			return errUnchanged // nothing to write
 		}
 		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
 		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
-		b.Status, b.FailReason = status, reason
+		b.Status, b.FailReason, b.LastVerify = status, reason, verified
 		return nil
 	})
 	if errors.Is(err, errUnchanged) {

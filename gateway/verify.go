@@ -69,19 +69,38 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	if res.LostBytes > 0 {
 		res.Result = "damaged"
 	}
-	outcome := &index.VerifyOutcome{Result: res.Result, LostBytes: res.LostBytes, At: now()}
-	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
-		rec.LastVerify = outcome
-		return nil
-	}); err != nil {
-		s.log.Warn("verify: cannot record the outcome", "backup_id", b.ID, "error", err) // deleted meanwhile
-	}
+	s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: res.Result, LostBytes: res.LostBytes, At: now()})
 	if res.LostBytes > 0 {
 		s.log.Error("backup verification found damage", "backup_id", b.ID, "lost_bytes", res.LostBytes, "ranges", len(res.Lost))
 		return res, fmt.Errorf("backup %s: %w: %d bytes in %d ranges cannot be restored: 'cairn repo repair' stores lost blocks again from volumes that still hold them", b.ID, repo.ErrCorrupt, res.LostBytes, len(res.Lost))
 	}
 	s.log.Info("backup verified", "backup_id", b.ID, "seconds", res.Seconds)
 	return res, nil
+}
+
+// recordVerify keeps a verification's outcome in the backup's manifest, so every gateway and an
+// index rebuilt show it (the catch-up's relearn takes it), then in its record. Neither failing
+// undoes the verification: a failure is logged, and a read-only service keeps it in the
+// index alone [TestVerifyOutcomeIsInTheRepository].
+func (s *Service) recordVerify(ctx context.Context, id string, outcome *index.VerifyOutcome) {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	b, err := s.idx.Backup(id)
+	if err != nil {
+		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err) // deleted meanwhile
+		return
+	}
+	if !s.cfg.ReadOnly && b.Status.Committed() {
+		if err := s.rewriteManifest(context.WithoutCancel(ctx), id, func(m *repo.Manifest) { m.Verified = outcome }); err != nil {
+			s.log.Warn("verify: the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
+		}
+	}
+	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		rec.LastVerify = outcome
+		return nil
+	}); err != nil {
+		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err)
+	}
 }
 
 // verifiable refuses a backup without a stored manifest (creating, error, deleting).

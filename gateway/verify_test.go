@@ -5,7 +5,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // A backup deleted on another gateway, and its blocks removed by a gc there, while this
@@ -38,4 +42,47 @@ func TestVerifyOfABackupDeletedElsewhereIsNoDamage(t *testing.T) {
 	if after := record(t, b, bk.ID); after != nil && (after.LastVerify == nil || after.LastVerify.Result != "ok" || !after.LastVerify.At.Equal(before.At)) {
 		t.Fatalf("the failed verification was recorded: %+v", after.LastVerify)
 	}
+}
+
+// A verification's outcome is kept in the backup's manifest: another gateway shows it after its
+// catch-up, and so does an index made anew; a later verification elsewhere replaces it, and a
+// damaged one is shown as damaged everywhere. Kept in the index alone, a gateway that had
+// found a backup damaged took that knowledge with it, and the others showed none.
+func TestVerifyOutcomeIsInTheRepository(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, bk := backedUpOnA(t, filepath.Join(dir, "r"))
+	if _, err := a.VerifyBackup(adminCtx(), bk.ID, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := record(t, a, bk.ID).LastVerify
+	shows := func(what string, g *gateway.Service, want *index.VerifyOutcome) {
+		t.Helper()
+		got := record(t, g, bk.ID).LastVerify
+		if got == nil || got.Result != want.Result || got.LostBytes != want.LostBytes || !got.At.Equal(want.At) {
+			t.Fatalf("%s: last verify %+v, want %+v", what, got, want)
+		}
+	}
+	catchUp(t, b)
+	shows("the other gateway after its catch-up", b, want)
+	c := gatewayOn(t, repoDir, filepath.Join(dir, "state-c"))
+	shows("an index made anew", c, want)
+
+	// b finds the backup damaged: every read of a pack there comes back with a bit flipped.
+	gateway.WrapBackendForTest(t, b, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.GetRange | faulty.Get, Prefix: "packs/", Effect: faulty.Corrupt})
+		return f
+	})
+	if _, err := b.VerifyBackup(adminCtx(), bk.ID, nil); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("verification through corrupting reads: %v, want damage", err)
+	}
+	damaged := record(t, b, bk.ID).LastVerify
+	if damaged.Result != "damaged" || damaged.LostBytes == 0 {
+		t.Fatalf("b's outcome: %+v", damaged)
+	}
+	for _, g := range []*gateway.Service{a, c} {
+		catchUp(t, g)
+	}
+	shows("the first gateway after b found damage", a, damaged)
+	shows("the third gateway after b found damage", c, damaged)
 }

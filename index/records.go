@@ -89,8 +89,8 @@ type Backup struct {
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
 	// LastRestore says how the newest restore of this backup ended (or that it runs).
 	LastRestore *RestoreOutcome `json:"last_restore,omitempty"`
-	// LastVerify says how the newest verification of this backup ended ('backup verify').
-	// Like LastRestore it is kept in the index only: a rebuilt index forgets it.
+	// LastVerify says how the newest verification of this backup ended ('backup verify'),
+	// as its manifest does (LastRestore is kept in the index only).
 	LastVerify *VerifyOutcome `json:"last_verify,omitempty"`
 	// Protected backups are refused by delete, force delete and prune.
 	Protected bool `json:"protected,omitempty"`
@@ -102,11 +102,7 @@ type Backup struct {
 
 // VerifyOutcome is how a verification ended: Result is ok or damaged, LostBytes what a
 // restore would lose.
-type VerifyOutcome struct {
-	Result    string    `json:"result"`
-	LostBytes int64     `json:"lost_bytes,omitempty"`
-	At        time.Time `json:"at"`
-}
+type VerifyOutcome = repo.Verification
 
 // RestoreOutcome is how a restore ended: Result is running, succeeded or failed; Kind
 // classifies a failure (corrupt, unavailable, cancelled, failed) so a command that waited for

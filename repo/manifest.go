@@ -54,6 +54,18 @@ type Manifest struct {
 	// and an index rebuilt, shows the backup as error until it is reset to available. A
 	// descriptive field, rewritten like Protected.
 	Error string `json:"error,omitempty"`
+	// Verified is how the newest verification of the backup ended (backup verify, a policy's
+	// sampled verification), so every gateway, and an index rebuilt, shows it. A descriptive
+	// field, rewritten like Protected.
+	Verified *Verification `json:"verified,omitempty"`
+}
+
+// Verification is how a verification of a backup ended: "ok" or "damaged", the bytes it found
+// that a restore cannot write, and when it ended.
+type Verification struct {
+	Result    string    `json:"result"`
+	LostBytes int64     `json:"lost_bytes,omitempty"`
+	At        time.Time `json:"at"`
 }
 
 // MarshalJSON writes addresses as hex.
