@@ -328,8 +328,17 @@ func readPassphrase(path string) (string, error) {
 
 // OpenDestination opens another repository for copies (CopyBackup), with this service's
 // settings (S3 endpoint and keys where d gives none, workers, locks, logger) and its bandwidth
-// limits, shared with its own jobs. The caller closes it.
+// limits, shared with its own jobs. The caller closes it. Only an admin may: copies are, and a
+// member would otherwise be asked for the destination's passphrase only to be refused.
 func (s *Service) OpenDestination(ctx context.Context, d Destination) (*Service, error) {
+	if _, err := adminOf(ctx, "copy backups to another repository"); err != nil {
+		return nil, err
+	}
+	return s.openDestination(ctx, d)
+}
+
+// openDestination is OpenDestination for a policy's copies, whose target an admin gave.
+func (s *Service) openDestination(ctx context.Context, d Destination) (*Service, error) {
 	if d.Repo == "" {
 		return nil, invalidf("no destination repository: give one (a directory or s3://BUCKET/PREFIX)")
 	}
@@ -433,7 +442,7 @@ func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Vol
 	if err != nil {
 		return fmt.Errorf("copy to %s: %w", where, err)
 	}
-	dst, err := s.OpenDestination(ctx, d)
+	dst, err := s.openDestination(ctx, d)
 	if err != nil {
 		return fmt.Errorf("copy to %s: %w", where, err)
 	}

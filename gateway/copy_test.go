@@ -162,6 +162,12 @@ func TestCopyRefusals(t *testing.T) {
 	if _, err := src.CopyBackup(as("u", gateway.DefaultProject, false), b.ID, dst, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrDenied) {
 		t.Errorf("a member's copy: %v, want denied", err)
 	}
+	if d, err := src.OpenDestination(as("u", gateway.DefaultProject, false), gateway.Destination{Repo: t.TempDir()}); !errors.Is(err, gateway.ErrDenied) {
+		if d != nil {
+			d.Close()
+		}
+		t.Errorf("a member's opening of a destination: %v, want denied before anything is opened", err)
+	}
 	if _, err := src.CopyBackup(adminCtx(), b.ID, src, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "this repository") {
 		t.Errorf("a copy into the same repository: %v, want invalid", err)
 	}
