@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -188,6 +189,9 @@ func TestThreeGatewaysOneBucket(t *testing.T) {
 	for _, p := range fulls {
 		gws[p.via].waitAvailable(p.id, 60*time.Second)
 	}
+	// Volume a is renamed through gateway 1; the others take the rename at a full catch-up
+	// (each minute), checked at the end.
+	g1.mustRun("rename", path("a"), "web-a", "--description", "renamed through gateway 1")
 
 	// Incrementals of a, b, d and a full of e, while gateway 2 backs up a large volume and is
 	// killed once that backup has stored a pack.
@@ -253,6 +257,18 @@ func TestThreeGatewaysOneBucket(t *testing.T) {
 		gws[(p.via+1)%len(gws)].restoreMatches(p.id, p.sha, dir)
 	}
 	g1.checkClean()
+	for i, g := range gws[1:] {
+		waitFor(t, 75*time.Second, fmt.Sprintf("gateway %d to take the rename of volume a", i+2), func() bool {
+			var v struct{ ID, Path, Description string }
+			if r := g.run("--format", "json", "volume", "show", "web-a"); r.Code != 0 || json.Unmarshal([]byte(r.Stdout), &v) != nil {
+				return false
+			}
+			if v.Path != path("a") || v.Description != "renamed through gateway 1" {
+				t.Fatalf("gateway %d's volume web-a: %+v, want volume a with the rename's description", i+2, v)
+			}
+			return true
+		})
+	}
 
 	// A volume identical to b (as of its incremental), backed up in full through gateway 3,
 	// stores nothing new.
