@@ -109,7 +109,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if vchanged {
 		changed = true
 	}
-	if nchanged, err := s.syncVolumeNames(ctx); err != nil {
+	if nchanged, err := s.syncVolumeSettings(ctx); err != nil {
 		return err
 	} else if nchanged {
 		changed = true

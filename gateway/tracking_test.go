@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -428,5 +429,77 @@ func TestBaseKeptUnderTheParentsNameAfterTheLatestIsDeleted(t *testing.T) {
 	}
 	if got, want := restoreSHA(t, s, ctx, next.ID), sha256File(t, vol); got != want {
 		t.Fatalf("incremental on the parent's base (read %q, %d bytes) restores sha256 %s, the volume has %s", next.ReadMode, next.Stats.ReadBytes, got, want)
+	}
+}
+
+// Changed-block tracking turned off for a tracked image (volume update --no-track-changes)
+// gives back its base at once, and its next incremental reads in full and keeps none; turned
+// on again, the backup after it keeps a base and the one after that reads only what changed.
+// Another gateway on the repository takes the change at its catch-up, and one that cannot
+// track (an image on a file system without reflinks) is refused.
+func TestTrackingTurnedOffAndOnAgain(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetVolumeRecordGraceForTest(t, 0)
+	ctx := adminCtx()
+	xfs, vol, v := trackedImage(t, a, 41)
+	store := filepath.Join(xfs, ".cairn-cbt", v.ID)
+	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Volume(ctx, v.ID); err != nil || !got.TrackChanges {
+		t.Fatalf("the other gateway's volume before: %+v, %v; want it tracked", got, err)
+	}
+	off, on := false, true
+	if got, err := a.UpdateVolume(ctx, v.ID, gateway.VolumeUpdate{TrackChanges: &off}); err != nil || got.TrackChanges {
+		t.Fatalf("tracking turned off: %+v, %v", got, err)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Fatalf("the base store after tracking was turned off: %v, want it gone", err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Volume(ctx, v.ID); err != nil || got.TrackChanges {
+		t.Fatalf("the other gateway's volume after its catch-up: %+v, %v; want it untracked", got, err)
+	}
+	testutil.ScatterWrites(t, vol, 42, 0.01, 4096, 65536)
+	inc, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inc.ReadMode != gateway.ReadFull {
+		t.Errorf("an incremental of an untracked volume read %q, want in full", inc.ReadMode)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Fatalf("an incremental of an untracked volume kept a base: %v", err)
+	}
+	if got, err := a.UpdateVolume(ctx, v.ID, gateway.VolumeUpdate{TrackChanges: &on}); err != nil || !got.TrackChanges {
+		t.Fatalf("tracking turned on again: %+v, %v", got, err)
+	}
+	testutil.ScatterWrites(t, vol, 43, 0.01, 4096, 65536)
+	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.ScatterWrites(t, vol, 44, 0.01, 4096, 65536)
+	last, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.ReadMode != gateway.ReadReflinkDiff {
+		t.Errorf("the second incremental after tracking was turned on read %q (%s), want %q", last.ReadMode, last.ReadFallback, gateway.ReadReflinkDiff)
+	}
+	if restoreSHA(t, a, ctx, last.ID) != sha256File(t, vol) {
+		t.Fatal("the incremental read by reflink-diff restores to other bytes than the volume")
+	}
+	plain, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, testutil.MountTmpfs(t, 8<<20), "plain.img", 64<<10), Name: "plain"})
+	if err != nil || plain.TrackChanges {
+		t.Fatalf("an image on tmpfs: %+v, %v; want it untracked", plain, err)
+	}
+	if _, err := a.UpdateVolume(ctx, "plain", gateway.VolumeUpdate{TrackChanges: &on}); !errors.Is(err, gateway.ErrInvalid) {
+		t.Fatalf("tracking turned on where the file system cannot: %v, want invalid", err)
 	}
 }

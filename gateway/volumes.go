@@ -478,18 +478,24 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	}
 	s.notifyChange()
 	if v.TrackChanges {
-		// The base holds the blocks written since the last backup: give them back.
-		var err error
-		if v.Kind != KindDevice {
-			err = blockio.RemoveBaseStore(v.Path, v.ID)
-		} else if tv := blockio.Thin(v.Path); tv != nil {
-			err = tv.DropBases() // the thin snapshots kept in its pool
-		}
-		if err != nil {
-			s.log.Warn("cannot remove the volume's change-tracking base", "volume_id", v.ID, "error", err)
-		}
+		s.dropTrackingBase(v)
 	}
 	return v, nil
+}
+
+// dropTrackingBase gives back what changed-block tracking keeps of volume v (its base holds
+// the blocks written since the last backup): the reflink clone of an image, the thin
+// snapshots in an LV's pool. A failure is logged: the volume goes, or goes untracked, anyway.
+func (s *Service) dropTrackingBase(v *index.Volume) {
+	var err error
+	if v.Kind != KindDevice {
+		err = blockio.RemoveBaseStore(v.Path, v.ID)
+	} else if tv := blockio.Thin(v.Path); tv != nil {
+		err = tv.DropBases() // the thin snapshots kept in its pool
+	}
+	if err != nil {
+		s.log.Warn("cannot remove the volume's change-tracking base", "volume_id", v.ID, "error", err)
+	}
 }
 
 // dropVolumeRecords removes a volume's record from the index, then from the repository, under
@@ -514,7 +520,7 @@ func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error 
 		}
 		return fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
 	}
-	s.dropVolumeNames(ctx, v.ID, time.Time{})
+	s.dropVolumeSettings(ctx, v.ID, time.Time{})
 	return nil
 }
 

@@ -48,9 +48,9 @@ type Volume struct {
 	Identity  string    `json:"identity,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	// DescribedAt is the time of the rename whose name and description the volume has (zero
-	// for none): its repository object, meta/volume-names/<id>@<t>, is their truth (docs/
-	// design.md, "Volume renames").
+	// DescribedAt is the time of the update (volume update, cinder rename) whose name,
+	// description and tracking the volume has (zero for none): its repository object,
+	// meta/volume-settings/<id>@<t>, is their truth (docs/design.md, "Volume updates").
 	DescribedAt time.Time `json:"described_at,omitzero"`
 }
 

@@ -277,6 +277,14 @@ func TestTrackChangesNeedsReflinks(t *testing.T) {
 	if v.TrackChanges {
 		t.Fatal("a volume without reflinks is tracked")
 	}
+	// Asked for later, it is refused the same way, and the volume stays untracked.
+	line = r.mustFail([]int{2}, "volume", "update", "v", "--track-changes")
+	if !strings.Contains(line, "without reflinks") || !strings.Contains(line, "XFS") {
+		t.Fatalf("volume update --track-changes without reflinks: %q", line)
+	}
+	if r.mustJSON(&v, "volume", "show", "v"); v.TrackChanges {
+		t.Fatal("a refused volume update left the volume tracked")
+	}
 	b := r.createBackup("v")
 	expectRead(t, b, "full", "")
 	line = r.mustFail([]int{2}, "backup", "create", "v", "--incremental", "--bitmap", "b0")

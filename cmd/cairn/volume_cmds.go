@@ -17,7 +17,7 @@ type VolumeCmd struct {
 	Create   VolumeCreateCmd   `cmd:"" help:"Create a sparse image file volume in the repository's volume directory."`
 	List     VolumeListCmd     `cmd:"" help:"List volumes."`
 	Show     VolumeShowCmd     `cmd:"" help:"Show a volume."`
-	Update   VolumeUpdateCmd   `cmd:"" help:"Rename a volume or change its description (every gateway on the repository follows)."`
+	Update   VolumeUpdateCmd   `cmd:"" help:"Rename a volume, change its description, or turn changed-block tracking on or off (every gateway on the repository follows)."`
 	Delete   VolumeDeleteCmd   `cmd:"" help:"Delete a volume (a volume cairn created loses its image file)."`
 	Unmanage VolumeUnmanageCmd `cmd:"" help:"Forget a volume without touching its device or file."`
 }
@@ -44,19 +44,21 @@ func (c *VolumeManageCmd) Run(ctx context.Context, g *Globals) error {
 	return g.showVolume(v)
 }
 
-// VolumeUpdateCmd renames a volume or changes its description.
+// VolumeUpdateCmd renames a volume, changes its description, or turns changed-block tracking
+// on or off.
 type VolumeUpdateCmd struct {
-	Volume      string  `arg:"" help:"Volume id, name or path."`
-	Name        *string `help:"New name, unique in the volume's project."`
-	Description *string `help:"New description (\"\" for none)."`
+	Volume       string  `arg:"" help:"Volume id, name or path."`
+	Name         *string `help:"New name, unique in the volume's project."`
+	Description  *string `help:"New description (\"\" for none)."`
+	TrackChanges *bool   `help:"Turn changed-block tracking on (the backup after it keeps a base; the one after that reads only what changed) or off (its base is given back at once)." negatable:""`
 }
 
 // Run updates the volume and shows it.
 func (c *VolumeUpdateCmd) Run(ctx context.Context, g *Globals) error {
-	if c.Name == nil && c.Description == nil {
-		return usageError("say what to change: --name or --description")
+	if c.Name == nil && c.Description == nil && c.TrackChanges == nil {
+		return usageError("say what to change: --name, --description, or --track-changes / --no-track-changes")
 	}
-	return g.updateVolume(ctx, c.Volume, gateway.VolumeUpdate{Name: c.Name, Description: c.Description})
+	return g.updateVolume(ctx, c.Volume, gateway.VolumeUpdate{Name: c.Name, Description: c.Description, TrackChanges: c.TrackChanges})
 }
 
 // VolumeRenameCmd is cinder's rename: VOLUME NAME, and maybe a description.

@@ -213,7 +213,7 @@ _cairn() {
     "volume manage") COMPREPLY=($(compgen -W "--description --name --track-changes" -- "$cur")) ;;
     "volume show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "volume unmanage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "volume update") COMPREPLY=($(compgen -W "--description --name" -- "$cur")) ;;
+    "volume update") COMPREPLY=($(compgen -W "--description --name --track-changes" -- "$cur")) ;;
   esac
   [[ ${#COMPREPLY[@]} -eq 0 ]] && COMPREPLY=($(compgen -f -- "$cur"))
 }

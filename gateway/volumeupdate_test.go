@@ -80,10 +80,10 @@ func TestUpdateVolume(t *testing.T) {
 	}
 }
 
-// volumeNameObjects lists the rename objects of volume id in a local repository.
-func volumeNameObjects(t *testing.T, repoDir, id string) []string {
+// volumeSettingsObjects lists the update objects of volume id in a local repository.
+func volumeSettingsObjects(t *testing.T, repoDir, id string) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(repoDir, "meta", "volume-names"))
+	ents, err := os.ReadDir(filepath.Join(repoDir, "meta", "volume-settings"))
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestVolumeRenamedOnOneGatewayIsRenamedOnAnother(t *testing.T) {
 			t.Fatalf("gateway %d after two renames: %q, want the later one's", i, got)
 		}
 	}
-	if objs := volumeNameObjects(t, repoDir, v.ID); len(objs) != 1 {
+	if objs := volumeSettingsObjects(t, repoDir, v.ID); len(objs) != 1 {
 		t.Fatalf("rename objects after three renames: %v, want the newest alone", objs)
 	}
 	// A rename elsewhere to a name a volume here has is not taken here; the gateway keeps the
@@ -183,7 +183,7 @@ func TestVolumeRenamedOnOneGatewayIsRenamedOnAnother(t *testing.T) {
 	if _, err := a.UnmanageVolume(ctx, v.ID); err != nil {
 		t.Fatal(err)
 	}
-	if objs := volumeNameObjects(t, repoDir, v.ID); len(objs) != 0 {
+	if objs := volumeSettingsObjects(t, repoDir, v.ID); len(objs) != 0 {
 		t.Fatalf("rename objects of a forgotten volume: %v", objs)
 	}
 }
@@ -208,7 +208,7 @@ func TestVolumeManagedAnewIgnoresItsOldRename(t *testing.T) {
 	var f *faulty.Faulty
 	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
 		f = faulty.New(be, 1)
-		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/volume-names/"})
+		f.Add(faulty.Rule{Methods: faulty.Delete, Prefix: "meta/volume-settings/"})
 		return f
 	})
 	if _, err := s.UnmanageVolume(ctx, "renamed"); err != nil {
