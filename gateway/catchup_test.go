@@ -67,6 +67,20 @@ func backedUpOnA(t *testing.T, dir string) (a, b *gateway.Service, repoDir strin
 	return a, b, repoDir, bk
 }
 
+// managedOnA opens two gateways on one repository in dir (twoGateways), with no grace for new
+// volume records, and manages image vm.img of dir as volume vm through a.
+func managedOnA(t *testing.T, dir string) (a, b *gateway.Service, repoDir, path string, v *index.Volume) {
+	t.Helper()
+	a, b, repoDir = twoGateways(t, dir)
+	gateway.SetVolumeRecordGraceForTest(t, 0)
+	path = image(t, dir, "vm.img", 64<<10)
+	v, err := a.ManageVolume(adminCtx(), gateway.ManageRequest{Path: path, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b, repoDir, path, v
+}
+
 // record returns backup id's record in s's index, or nil when s does not know it.
 func record(t *testing.T, s *gateway.Service, id string) *index.Backup {
 	t.Helper()
@@ -645,14 +659,8 @@ func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
 // a backup request there found no such volume.
 func TestVolumeManagedOnOneGatewayIsListedOnAnother(t *testing.T) {
 	dir := t.TempDir()
-	a, b, _ := twoGateways(t, dir)
-	gateway.SetVolumeRecordGraceForTest(t, 0)
+	a, b, _, path, v := managedOnA(t, dir)
 	ctx := adminCtx()
-	path := image(t, dir, "vm.img", 64<<10)
-	v, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: path, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := b.Volume(ctx, "vm"); err == nil {
 		t.Fatal("the other gateway knew the volume before its catch-up")
 	}

@@ -103,14 +103,8 @@ func volumeSettingsObjects(t *testing.T, repoDir, id string) []string {
 // later wins everywhere; a forget removes the rename objects.
 func TestVolumeRenamedOnOneGatewayIsRenamedOnAnother(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir := twoGateways(t, dir)
-	gateway.SetVolumeRecordGraceForTest(t, 0)
+	a, b, repoDir, path, v := managedOnA(t, dir)
 	ctx := adminCtx()
-	path := image(t, dir, "vm.img", 64<<10)
-	v, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: path, Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := b.SyncBackups(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -18,21 +19,8 @@ func (s *server) updateBackup(w http.ResponseWriter, r *http.Request) {
 		s.writeFault(w, r, notFound("the resource could not be found (backup-update needs microversion 3.9 or later)"))
 		return
 	}
-	var body struct {
-		Backup map[string]json.RawMessage `json:"backup"`
-	}
-	if err := decode(r, &body); err != nil {
-		s.writeFault(w, r, err)
-		return
-	}
-	if body.Backup == nil {
-		s.writeFault(w, r, badRequest("missing required element 'backup' in request body"))
-		return
-	}
 	var u gateway.BackupUpdate
-	var unsupported []string
-	for field, raw := range body.Backup {
-		var err error
+	err := decodeUpdate(r, "backup", "", func(field string, raw json.RawMessage) (known bool, err error) {
 		switch {
 		case field == "name":
 			u.Name, err = nullableString(raw)
@@ -45,17 +33,12 @@ func (s *server) updateBackup(w http.ResponseWriter, r *http.Request) {
 			}
 			u.Metadata = md
 		default:
-			unsupported = append(unsupported, field)
-			continue
+			return false, nil
 		}
-		if err != nil {
-			s.writeFault(w, r, badRequest("invalid input for field/attribute "+field+": "+err.Error()))
-			return
-		}
-	}
-	if len(unsupported) > 0 {
-		slices.Sort(unsupported)
-		s.writeFault(w, r, badRequest("unsupported fields "+strings.Join(unsupported, ", ")+"."))
+		return true, err
+	})
+	if err != nil {
+		s.writeFault(w, r, err)
 		return
 	}
 	b, err := s.svc.BackupByID(r.Context(), r.PathValue("id"))
@@ -67,6 +50,37 @@ func (s *server) updateBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"backup": s.backupView(r, b, false, nil)})
+}
+
+// decodeUpdate reads a PUT body, {"<element>": {"<field>": value, ...}}, and gives each field to
+// take, which says whether it knows the field and what was wrong with its value. The fields it
+// does not know are refused together, as Cinder does, with hint after them.
+func decodeUpdate(r *http.Request, element, hint string, take func(field string, raw json.RawMessage) (bool, error)) error {
+	var body map[string]map[string]json.RawMessage
+	if err := decode(r, &body); err != nil {
+		return err
+	}
+	fields := body[element]
+	if fields == nil {
+		return badRequest("missing required element '" + element + "' in request body")
+	}
+	var unsupported []string
+	for field, raw := range fields {
+		known, err := take(field, raw)
+		if !known {
+			unsupported = append(unsupported, field)
+		} else if err != nil {
+			return badRequest("invalid input for field/attribute " + field + ": " + err.Error())
+		}
+	}
+	if len(unsupported) > 0 {
+		slices.Sort(unsupported)
+		if hint != "" {
+			hint = ": " + hint
+		}
+		return badRequest("unsupported fields " + strings.Join(unsupported, ", ") + cmp.Or(hint, "."))
+	}
+	return nil
 }
 
 // nullableString reads a JSON string; null is the empty string (Cinder clears the field).

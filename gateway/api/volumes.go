@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -114,38 +113,20 @@ func (s *server) showVolume(w http.ResponseWriter, r *http.Request) {
 // Any other field is refused; Cinder's volume metadata has no place in cairn. The answer is
 // the volume's detail.
 func (s *server) updateVolume(w http.ResponseWriter, r *http.Request) {
-	var body struct {
-		Volume map[string]json.RawMessage `json:"volume"`
-	}
-	if err := decode(r, &body); err != nil {
-		s.writeFault(w, r, err)
-		return
-	}
-	if body.Volume == nil {
-		s.writeFault(w, r, badRequest("missing required element 'volume' in request body"))
-		return
-	}
 	var u gateway.VolumeUpdate
-	var unsupported []string
-	for field, raw := range body.Volume {
-		var err error
+	err := decodeUpdate(r, "volume", "cairn's volumes take a name and a description.", func(field string, raw json.RawMessage) (known bool, err error) {
 		switch field {
 		case "name", "display_name":
 			u.Name, err = nullableString(raw)
 		case "description", "display_description":
 			u.Description, err = nullableString(raw)
 		default:
-			unsupported = append(unsupported, field)
-			continue
+			return false, nil
 		}
-		if err != nil {
-			s.writeFault(w, r, badRequest("invalid input for field/attribute "+field+": "+err.Error()))
-			return
-		}
-	}
-	if len(unsupported) > 0 {
-		slices.Sort(unsupported)
-		s.writeFault(w, r, badRequest("unsupported fields "+strings.Join(unsupported, ", ")+": cairn's volumes take a name and a description."))
+		return true, err
+	})
+	if err != nil {
+		s.writeFault(w, r, err)
 		return
 	}
 	v, err := s.svc.VolumeByID(r.Context(), r.PathValue("id"))
