@@ -150,23 +150,36 @@ func (s *server) cancel(w http.ResponseWriter, r *request) error {
 	return redirect(w, r, prefix+"volumes/"+b.VolumeID)
 }
 
-// rename gives a volume the name and description of the volume page's form. It asks nothing:
-// a rename changes no data, and the next one undoes it.
+// rename gives a volume the name, description and changed-block tracking of the volume page's
+// settings form. It asks nothing: it changes no backup, and the next one undoes it.
 func (s *server) rename(w http.ResponseWriter, r *request) error {
 	v, err := s.svc.VolumeByID(r.ctx, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	name, description := strings.TrimSpace(r.PostFormValue("name")), strings.TrimSpace(r.PostFormValue("description"))
-	out, err := s.svc.UpdateVolume(r.ctx, v.ID, gateway.VolumeUpdate{Name: &name, Description: &description})
+	u := gateway.VolumeUpdate{Name: &name, Description: &description}
+	if track := r.PostFormValue("track-changes") == "yes"; r.PostFormValue("track-offered") == "yes" && track != v.TrackChanges {
+		u.TrackChanges = &track
+	}
+	out, err := s.svc.UpdateVolume(r.ctx, v.ID, u)
 	if err != nil {
 		return err
 	}
+	var said []string
 	if out.Name != v.Name {
-		s.flash(r, "volume %s is now called %s", v.Name, out.Name)
-	} else {
-		s.flash(r, "volume %s: description changed", out.Name)
+		said = append(said, "now called "+out.Name)
 	}
+	if out.Description != v.Description {
+		said = append(said, "description changed")
+	}
+	if out.TrackChanges != v.TrackChanges {
+		said = append(said, map[bool]string{true: "changed-block tracking on: the next backup keeps a base", false: "changed-block tracking off: its base is given back"}[out.TrackChanges])
+	}
+	if len(said) == 0 {
+		said = append(said, "nothing changed")
+	}
+	s.flash(r, "volume %s: %s", v.Name, strings.Join(said, "; "))
 	return redirect(w, r, prefix+"volumes/"+v.ID)
 }
 

@@ -699,4 +699,16 @@ func TestRenameFromTheVolumePage(t *testing.T) {
 	if !strings.Contains(body, "<h1>Volume web</h1>") || !strings.Contains(body, `<dd id="volume-description">the web server</dd>`) || !strings.Contains(body, "now called web") {
 		t.Fatalf("the volume page after the rename:\n%s", body)
 	}
+	// Its tracking box is offered, unticked; ticked on a file system without reflinks, the
+	// settings are refused with the reason, and nothing changes.
+	if !strings.Contains(body, `<input type="checkbox" name="track-changes" value="yes"> Changed-block tracking`) {
+		t.Fatalf("the volume page offers no tracking box, or a ticked one:\n%s", body)
+	}
+	code, body, _ = a.post(path, a.form("name", "web2", "description", "", "track-offered", "yes", "track-changes", "yes"), "")
+	if code != http.StatusBadRequest || !strings.Contains(body, "cannot be tracked") {
+		t.Fatalf("tracking asked where it cannot be: %d\n%s", code, body)
+	}
+	if got, err := e.svc.Index().Volume(v.ID); err != nil || got.Name != "web" || got.TrackChanges {
+		t.Fatalf("after refused settings: %+v, %v", got, err)
+	}
 }
