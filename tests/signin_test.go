@@ -103,6 +103,20 @@ func TestCinderSignsInWithAPassword(t *testing.T) {
 	if out, err := osc.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != b {
 		t.Fatalf("openstack volume backup list: %v\n%s", err, out)
 	}
+	// openstack volume set renames the restored volume (PUT volumes/{id}), and shows the new name.
+	for _, args := range [][]string{{"volume", "set", "--name", "renamed-by-osc", "--description", "via openstack", restored},
+		{"volume", "show", "-f", "value", "-c", "name", "-c", "description", "renamed-by-osc"}} {
+		osc := exec.Command(testutil.RequireCommand(t, "openstack"), args...)
+		osc.Env = []string{"HOME=" + dir, "PATH=" + os.Getenv("PATH"), "OS_AUTH_URL=" + authURL, "OS_USERNAME=alice",
+			"OS_PASSWORD=alice-pw-1", "OS_PROJECT_NAME=p1", "OS_USER_DOMAIN_NAME=Default", "OS_PROJECT_DOMAIN_NAME=Default"}
+		out, err := osc.CombinedOutput()
+		if err != nil {
+			t.Fatalf("openstack %v: %v\n%s", args, err, out)
+		}
+		if args[1] == "show" && (!strings.Contains(string(out), "renamed-by-osc") || !strings.Contains(string(out), "via openstack")) {
+			t.Fatalf("openstack volume show after volume set: %s", out)
+		}
+	}
 
 	// Seed 3.1.2: an old openrc's v2 URL and --os-tenant-name; an admin who signs in as the
 	// project's user makes a backup the project sees (and counts against its quota).
