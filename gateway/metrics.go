@@ -123,7 +123,7 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
-		cacheHits, cacheMisses, indexFree, indexReserve, newQuotaCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cacheHits, cacheMisses, indexFree, indexReserve, newQuotaCollector(s), newDamageCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -249,5 +249,43 @@ func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.used, prometheus.GaugeValue, float64(r.use.InUse+r.use.Reserved), project, r.name)
 			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(r.use.Limit), project, r.name)
 		}
+	}
+}
+
+// damageCollector exports, for each project with backups, how many of its committed backups
+// their newest verification found damaged. The outcome is in the backup's manifest, so every
+// gateway counts a damage any of them found, and a rebuilt index still does.
+type damageCollector struct {
+	s       *Service
+	damaged *prometheus.Desc
+}
+
+func newDamageCollector(s *Service) *damageCollector {
+	return &damageCollector{s: s, damaged: prometheus.NewDesc("cairn_backups_damaged",
+		"A project's backups whose newest verification (backup verify, a policy's --verify-new, the console's Verify) found blocks a restore cannot write.",
+		[]string{"project"}, nil)}
+}
+
+func (c *damageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged }
+
+func (c *damageCollector) Collect(ch chan<- prometheus.Metric) {
+	all, err := c.s.idx.Backups()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.damaged, err)
+		return
+	}
+	count := map[string]int{}
+	for _, b := range all {
+		if !b.Status.Committed() {
+			continue
+		}
+		n := count[b.Project]
+		if b.LastVerify != nil && b.LastVerify.Result == "damaged" {
+			n++
+		}
+		count[b.Project] = n
+	}
+	for project, n := range count {
+		ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(n), project)
 	}
 }

@@ -204,23 +204,7 @@ func TestQuotaUseIsAMetric(t *testing.T) {
 	if _, err := s.QuotaUpdate(admin, "p2", &four, nil); err != nil {
 		t.Fatal(err)
 	}
-	mfs, err := s.Metrics().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		if !strings.HasPrefix(mf.GetName(), "cairn_quota_") {
-			continue
-		}
-		for _, mt := range mf.GetMetric() {
-			key := mf.GetName()
-			for _, l := range mt.GetLabel() {
-				key += " " + l.GetValue()
-			}
-			got[key] = mt.GetGauge().GetValue()
-		}
-	}
+	got := series(t, s, "cairn_quota_")
 	want := map[string]float64{
 		"cairn_quota_used p1 backups": 3, "cairn_quota_limit p1 backups": 10,
 		"cairn_quota_used p1 backup_gigabytes": 3, "cairn_quota_limit p1 backup_gigabytes": -1,
@@ -230,4 +214,28 @@ func TestQuotaUseIsAMetric(t *testing.T) {
 	if !maps.Equal(got, want) {
 		t.Errorf("quota series: %v, want %v", got, want)
 	}
+}
+
+// series gathers s's metrics whose names start with prefix: "name label-value..." → value (a
+// gauge's or a counter's).
+func series(t *testing.T, s *gateway.Service, prefix string) map[string]float64 {
+	t.Helper()
+	mfs, err := s.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), prefix) {
+			continue
+		}
+		for _, mt := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range mt.GetLabel() {
+				key += " " + l.GetValue()
+			}
+			got[key] = mt.GetGauge().GetValue() + mt.GetCounter().GetValue()
+		}
+	}
+	return got
 }

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -32,20 +33,9 @@ func TestThrottledTimeIsAMetric(t *testing.T) {
 // throttled reads cairn_throttled_seconds_total of s by way.
 func throttled(t *testing.T, s *gateway.Service) map[string]float64 {
 	t.Helper()
-	mfs, err := s.Metrics().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
 	waited := map[string]float64{}
-	for _, mf := range mfs {
-		if mf.GetName() != "cairn_throttled_seconds_total" {
-			continue
-		}
-		for _, mt := range mf.GetMetric() {
-			for _, l := range mt.GetLabel() {
-				waited[l.GetValue()] = mt.GetCounter().GetValue()
-			}
-		}
+	for key, v := range series(t, s, "cairn_throttled_seconds_total") {
+		waited[strings.TrimPrefix(key, "cairn_throttled_seconds_total ")] = v
 	}
 	return waited
 }

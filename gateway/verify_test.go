@@ -64,6 +64,9 @@ func TestVerifyOutcomeIsInTheRepository(t *testing.T) {
 	}
 	catchUp(t, b)
 	shows("the other gateway after its catch-up", b, want)
+	if got, ok := series(t, b, "cairn_backups_damaged")["cairn_backups_damaged admin"]; !ok || got != 0 {
+		t.Errorf("cairn_backups_damaged{project=admin} after a sound verification: %v (%v), want 0", got, ok)
+	}
 	c := gatewayOn(t, repoDir, filepath.Join(dir, "state-c"))
 	shows("an index made anew", c, want)
 
@@ -85,4 +88,10 @@ func TestVerifyOutcomeIsInTheRepository(t *testing.T) {
 	}
 	shows("the first gateway after b found damage", a, damaged)
 	shows("the third gateway after b found damage", c, damaged)
+	// So every gateway's /metrics counts it, for the alert CairnBackupDamaged.
+	for i, g := range []*gateway.Service{a, b, c} {
+		if got := series(t, g, "cairn_backups_damaged")["cairn_backups_damaged admin"]; got != 1 {
+			t.Errorf("gateway %d: cairn_backups_damaged{project=admin} %v, want 1", i, got)
+		}
+	}
 }

@@ -214,7 +214,7 @@ func TestAlertRules(t *testing.T) {
 		if err != nil {
 			t.Fatalf("promtool %s: %v\n%s", strings.Join(run.args, " "), err, out)
 		}
-		if run.args[0] == "check" && run.args[1] == "config" && !strings.Contains(string(out), "11 rules found") {
+		if run.args[0] == "check" && run.args[1] == "config" && !strings.Contains(string(out), "12 rules found") {
 			t.Fatalf("promtool check config loaded no rules, or not all ten:\n%s", out)
 		}
 	}
