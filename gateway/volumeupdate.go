@@ -34,8 +34,8 @@ type volumeSettings struct {
 	At           time.Time `json:"at"`
 }
 
-func (n *volumeSettings) applyTo(v *index.Volume) {
-	v.Name, v.Description, v.TrackChanges, v.DescribedAt = n.Name, n.Description, n.TrackChanges, n.At
+func (set *volumeSettings) applyTo(v *index.Volume) {
+	v.Name, v.Description, v.TrackChanges, v.DescribedAt = set.Name, set.Description, set.TrackChanges, set.At
 }
 
 // volumeSettingsKey names an update's object: the volume's id and the update's time in
@@ -199,21 +199,21 @@ func (s *Service) syncVolumeSettings(ctx context.Context) (bool, error) {
 		if err != nil || !at.After(v.DescribedAt) || !at.After(v.CreatedAt) {
 			continue // not here, taken already, or a volume made anew under its old id since
 		}
-		var names volumeSettings
-		if err := s.repo.GetMeta(ctx, metaVolumeSettings, keys[id], &names); err != nil || !names.At.Equal(at) {
+		var set volumeSettings
+		if err := s.repo.GetMeta(ctx, metaVolumeSettings, keys[id], &set); err != nil || !set.At.Equal(at) {
 			s.log.Warn("a volume's update in the repository unreadable", "volume_id", id, "key", keys[id], "error", err)
 			continue
 		}
 		var untracked bool
 		out, err := s.idx.UpdateVolume(id, func(rec *index.Volume) error {
-			if !names.At.After(rec.DescribedAt) {
+			if !set.At.After(rec.DescribedAt) {
 				return errUnchanged
 			}
-			if rec.TrackChanges && !names.TrackChanges && rec.Status == index.VolumeBackingUp {
+			if rec.TrackChanges && !set.TrackChanges && rec.Status == index.VolumeBackingUp {
 				return errUnchanged // its backup is bringing the base forward: the next catch-up
 			}
-			untracked = rec.TrackChanges && !names.TrackChanges
-			names.applyTo(rec)
+			untracked = rec.TrackChanges && !set.TrackChanges
+			set.applyTo(rec)
 			return nil
 		})
 		switch {
@@ -221,7 +221,7 @@ func (s *Service) syncVolumeSettings(ctx context.Context) (bool, error) {
 			continue
 		case errors.Is(err, index.ErrExists):
 			s.log.Warn("a volume renamed elsewhere keeps its name here: another volume of its project has the new one; rename one of them",
-				"volume_id", id, "volume", v.Name, "new_name", names.Name, "project", v.Project)
+				"volume_id", id, "volume", v.Name, "new_name", set.Name, "project", v.Project)
 			continue
 		case err != nil:
 			return changed, err
@@ -229,7 +229,7 @@ func (s *Service) syncVolumeSettings(ctx context.Context) (bool, error) {
 		if untracked {
 			s.dropTrackingBase(out)
 		}
-		s.log.Info("volume updated elsewhere", "volume_id", id, "name", names.Name, "was", v.Name, "track_changes", names.TrackChanges)
+		s.log.Info("volume updated elsewhere", "volume_id", id, "name", set.Name, "was", v.Name, "track_changes", set.TrackChanges)
 		changed = true
 	}
 	return changed, nil
