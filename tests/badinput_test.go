@@ -79,6 +79,7 @@ func TestBadInputTour(t *testing.T) {
 		{[]int{2}, []string{"volume", "update", vol, "--description", long}},
 		{[]int{2}, []string{"rename", vol, long}},
 		{[]int{2}, []string{"rename", vol, ""}},
+		{[]int{2}, []string{"rename", vol}},
 		// snapshots, quotas, repository
 		{[]int{3}, []string{"snapshot", "show", "no-such-snapshot"}},
 		{[]int{3}, []string{"snapshot", "delete", "no-such-snapshot"}},

@@ -61,16 +61,23 @@ func (c *VolumeUpdateCmd) Run(ctx context.Context, g *Globals) error {
 	return g.updateVolume(ctx, c.Volume, gateway.VolumeUpdate{Name: c.Name, Description: c.Description, TrackChanges: c.TrackChanges})
 }
 
-// VolumeRenameCmd is cinder's rename: VOLUME NAME, and maybe a description.
+// VolumeRenameCmd is cinder's rename: VOLUME [NAME], and maybe a description.
 type VolumeRenameCmd struct {
 	Volume      string  `arg:"" help:"Volume id, name or path."`
-	Name        string  `arg:"" help:"New name, unique in the volume's project."`
+	Name        string  `arg:"" optional:"" help:"New name, unique in the volume's project."`
 	Description *string `help:"New description (\"\" for none)."`
 }
 
 // Run renames the volume and shows it.
 func (c *VolumeRenameCmd) Run(ctx context.Context, g *Globals) error {
-	return g.updateVolume(ctx, c.Volume, gateway.VolumeUpdate{Name: &c.Name, Description: c.Description})
+	u := gateway.VolumeUpdate{Description: c.Description}
+	if c.Name != "" {
+		u.Name = &c.Name
+	}
+	if u.Name == nil && u.Description == nil {
+		return usageError("give the new NAME, or --description, as cinder rename takes them")
+	}
+	return g.updateVolume(ctx, c.Volume, u)
 }
 
 func (g *Globals) updateVolume(ctx context.Context, ref string, u gateway.VolumeUpdate) error {
