@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -501,5 +503,61 @@ func TestTrackingTurnedOffAndOnAgain(t *testing.T) {
 	}
 	if _, err := a.UpdateVolume(ctx, "plain", gateway.VolumeUpdate{TrackChanges: &on}); !errors.Is(err, gateway.ErrInvalid) {
 		t.Fatalf("tracking turned on where the file system cannot: %v, want invalid", err)
+	}
+}
+
+// Tracking turned off after a backup made its read plan (a clone in the base store, as a
+// backup with hooks takes) and before it claimed the volume: the update gives the base back,
+// and the backup is refused as a conflict rather than keep a base for a volume no longer
+// tracked. The next backup reads in full and keeps none.
+func TestTrackingTurnedOffWhileABackupBegins(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	xfs, vol, v := trackedImage(t, s, 51)
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(xfs, ".cairn-cbt", v.ID)
+	sync := t.TempDir()
+	started, proceed := filepath.Join(sync, "started"), filepath.Join(sync, "go")
+	// The post-hook runs after the read plan and before the claim: it holds the backup there.
+	post := fmt.Sprintf("touch %s; while [ ! -e %s ]; do sleep 0.01; done", started, proceed)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true, Hooks: gateway.Hooks{Post: post}})
+		done <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := os.Stat(started); err != nil; _, err = os.Stat(started) {
+		if time.Now().After(deadline) {
+			t.Fatal("the backup's post-hook did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	off := false
+	if _, err := s.UpdateVolume(ctx, v.ID, gateway.VolumeUpdate{TrackChanges: &off}); err != nil {
+		t.Fatalf("tracking turned off before the backup's claim: %v", err)
+	}
+	if err := os.WriteFile(proceed, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("the backup that began with tracking on: %v, want a conflict", err)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Fatalf("the base store after the refused backup: %v, want it gone", err)
+	}
+	next, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.ReadMode != gateway.ReadFull {
+		t.Errorf("the next incremental read %q, want in full", next.ReadMode)
+	}
+	if _, err := os.Stat(store); !os.IsNotExist(err) {
+		t.Fatalf("the next backup kept a base: %v", err)
+	}
+	if restoreSHA(t, s, ctx, next.ID) != sha256File(t, vol) {
+		t.Fatal("the next incremental restores to other bytes than the volume")
 	}
 }

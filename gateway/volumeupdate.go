@@ -143,8 +143,8 @@ func (s *Service) UpdateVolume(ctx context.Context, ref string, u VolumeUpdate) 
 		return nil, err
 	}
 	if u.TrackChanges != nil && !out.TrackChanges {
-		// A backup that begins from now on keeps none. Asked again, this also gives back a
-		// base a backup planned just before the update kept after it.
+		// A backup that claims the volume from now on keeps none: one that planned with
+		// tracking on is refused at its claim.
 		s.dropTrackingBase(out)
 	}
 	s.saveVolumeLogged(ctx, v.ID)
