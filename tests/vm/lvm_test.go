@@ -162,11 +162,12 @@ func TestDMSnapshot(t *testing.T) {
 // snapshot (and only the latest), an incremental reads only what thin_delta reports changed
 // since the parent's (at most 2x the bytes written) and restores byte-exact; an unchanged
 // volume reads nothing; with the kept snapshot removed it reads in full and says why; the
-// pool's metadata snapshot is released; unmanaging the volume removes the kept snapshot.
+// pool's metadata snapshot is released; turning tracking off removes the kept snapshot, and on
+// again keeps one; unmanaging the volume removes the kept snapshot.
 func TestThinChangeTracking(t *testing.T) {
 	const s = "thincbt"
 	r := scenario(t, s)
-	r.expectZero(t, s, "setup", "vol.rc", "restore.rc", "gone.restore.rc", "unmanage.rc", "kept.after")
+	r.expectZero(t, s, "setup", "vol.rc", "restore.rc", "gone.restore.rc", "untrack.rc", "kept.untracked", "kept.untracked.after", "retrack.rc", "unmanage.rc", "kept.after")
 	var vol struct {
 		TrackChanges bool `json:"track_changes"`
 	}
@@ -206,6 +207,18 @@ func TestThinChangeTracking(t *testing.T) {
 	}
 	if got, want := r.get(t, s, "gone.sha"), r.get(t, s, "gone.volume.sha"); got != want {
 		t.Errorf("the full-read incremental restores to %s, the volume is %s", got, want)
+	}
+	// volume update --no-track-changes dropped the kept snapshot (checked zero above, with the
+	// untracked incremental's); the untracked incremental read in full; turned on again, the
+	// next backup kept one.
+	if k := r.get(t, s, "kept.before.untrack"); k != "1" {
+		t.Errorf("before tracking was turned off %s kept thin snapshots, want 1", k)
+	}
+	if u := r.backupOf(t, s, "untracked"); u.ReadMode != "full" {
+		t.Errorf("the incremental after tracking was turned off: read_mode %q (%s), want full", u.ReadMode, u.ReadFallback)
+	}
+	if k := r.get(t, s, "kept.retracked"); k != "1" {
+		t.Errorf("after tracking was turned on again %s kept thin snapshots, want 1", k)
 	}
 	if m := r.get(t, s, "pool.metasnap"); m != "-" {
 		t.Errorf("the pool's metadata snapshot is still held (%s)", m)

@@ -144,6 +144,17 @@ scen_thincbt() {
 	r gone.sha "$(sha /tmp/r.img)"
 	rm -f /tmp/r.img
 	r pool.metasnap "$(dmsetup status vg0-pool-tpool | cut -d' ' -f7)"
+	# Tracking turned off later: the kept snapshot goes at once; the next incremental reads
+	# in full and keeps none. Turned on again, the backup after it keeps one.
+	r kept.before.untrack "$(kept tv)"
+	cairn --quiet volume update tv --no-track-changes >/dev/null; r untrack.rc $?
+	r kept.untracked "$(kept tv)"
+	dd if=/dev/urandom of=/dev/vg0/tv bs=64K count=1 seek=60 conv=notrunc 2>/dev/null
+	j untracked backup create tv --incremental
+	r kept.untracked.after "$(kept tv)"
+	cairn --quiet volume update tv --track-changes >/dev/null; r retrack.rc $?
+	j retracked backup create tv --incremental
+	r kept.retracked "$(kept tv)"
 	cairn --quiet volume unmanage tv >/dev/null; r unmanage.rc $?
 	r kept.after "$(kept tv)"
 	r leftovers "$(leftovers)"
