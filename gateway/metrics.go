@@ -123,7 +123,7 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
-		cacheHits, cacheMisses, indexFree, indexReserve, newQuotaCollector(s), newDamageCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cacheHits, cacheMisses, indexFree, indexReserve, newRecordsCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -218,25 +218,40 @@ func boolGauge(b bool) float64 {
 	return 0
 }
 
-// quotaCollector exports each project's quota usage and limits when scraped: what counts
-// against each limit (in use and reserved) beside the limit, so an alert sees a project
-// nearing its quota before its backups are refused.
-type quotaCollector struct {
-	s           *Service
-	used, limit *prometheus.Desc
+// recordsCollector exports, when scraped, what one reading of the backup records says per
+// project: the quota usage and limits (what counts against each limit, in use and reserved,
+// beside the limit, so an alert sees a project nearing its quota before its backups are
+// refused), and how many committed backups their newest verification found damaged. The
+// outcome is in the backup's manifest, so every gateway counts a damage any of them found,
+// and a rebuilt index still does.
+type recordsCollector struct {
+	s                    *Service
+	used, limit, damaged *prometheus.Desc
 }
 
-func newQuotaCollector(s *Service) *quotaCollector {
+func newRecordsCollector(s *Service) *recordsCollector {
 	labels := []string{"project", "resource"}
-	return &quotaCollector{s: s,
+	return &recordsCollector{s: s,
 		used:  prometheus.NewDesc("cairn_quota_used", "What counts against a project's quota (backups, or backup_gigabytes: whole GiB of volume size), in use and reserved, as this gateway's index knows it.", labels, nil),
-		limit: prometheus.NewDesc("cairn_quota_limit", "A project's quota limit (-1: unlimited), for projects with backups or limits of their own.", labels, nil)}
+		limit: prometheus.NewDesc("cairn_quota_limit", "A project's quota limit (-1: unlimited), for projects with backups or limits of their own.", labels, nil),
+		damaged: prometheus.NewDesc("cairn_backups_damaged",
+			"A project's backups whose newest verification (backup verify, a policy's --verify-new, the console's Verify) found blocks a restore cannot write.",
+			[]string{"project"}, nil)}
 }
 
-func (c *quotaCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.used; ch <- c.limit }
+func (c *recordsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.used
+	ch <- c.limit
+	ch <- c.damaged
+}
 
-func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
-	usage, err := c.s.allQuotaUsage()
+func (c *recordsCollector) Collect(ch chan<- prometheus.Metric) {
+	all, err := c.s.idx.Backups()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.used, err)
+		return
+	}
+	usage, err := c.s.allQuotaUsage(all)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.used, err)
 		return
@@ -250,42 +265,13 @@ func (c *quotaCollector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.limit, prometheus.GaugeValue, float64(r.use.Limit), project, r.name)
 		}
 	}
-}
-
-// damageCollector exports, for each project with backups, how many of its committed backups
-// their newest verification found damaged. The outcome is in the backup's manifest, so every
-// gateway counts a damage any of them found, and a rebuilt index still does.
-type damageCollector struct {
-	s       *Service
-	damaged *prometheus.Desc
-}
-
-func newDamageCollector(s *Service) *damageCollector {
-	return &damageCollector{s: s, damaged: prometheus.NewDesc("cairn_backups_damaged",
-		"A project's backups whose newest verification (backup verify, a policy's --verify-new, the console's Verify) found blocks a restore cannot write.",
-		[]string{"project"}, nil)}
-}
-
-func (c *damageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged }
-
-func (c *damageCollector) Collect(ch chan<- prometheus.Metric) {
-	all, err := c.s.idx.Backups()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.damaged, err)
-		return
-	}
-	count := map[string]int{}
+	damaged := map[string]float64{} // every project with committed backups
 	for _, b := range all {
-		if !b.Status.Committed() {
-			continue
+		if b.Status.Committed() {
+			damaged[b.Project] += boolGauge(b.LastVerify != nil && b.LastVerify.Result == "damaged")
 		}
-		n := count[b.Project]
-		if b.LastVerify != nil && b.LastVerify.Result == "damaged" {
-			n++
-		}
-		count[b.Project] = n
 	}
-	for project, n := range count {
-		ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(n), project)
+	for project, n := range damaged {
+		ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, n, project)
 	}
 }

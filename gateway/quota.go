@@ -280,13 +280,9 @@ func (u *QuotaUsage) count(b *index.Backup) {
 }
 
 // allQuotaUsage is quotaUsage of every project that has backups or limits of its own, from
-// one reading of the records (the metrics).
-func (s *Service) allQuotaUsage() (map[string]*QuotaUsage, error) {
+// all, one reading of the backup records (the metrics').
+func (s *Service) allQuotaUsage(all []*index.Backup) (map[string]*QuotaUsage, error) {
 	limits, err := s.idx.AllQuotaLimits()
-	if err != nil {
-		return nil, err
-	}
-	all, err := s.idx.Backups()
 	if err != nil {
 		return nil, err
 	}
