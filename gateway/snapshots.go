@@ -252,8 +252,9 @@ func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.
 	return v, sn, nil
 }
 
-// claimVolume marks the volume backing-up; one backup or restore at a time. was gets the
-// status and reason the claim replaced.
+// claimVolume marks the volume backing-up; one backup or restore at a time. It refuses one
+// whose changed-block tracking went off since v, the record the backup planned with, was read.
+// was gets the status and reason the claim replaced.
 func (s *Service) claimVolume(v *index.Volume, size int64, was *index.Volume) func() error {
 	return func() error {
 		if id := s.restoringOnto(v.Path); id != "" {
@@ -261,12 +262,18 @@ func (s *Service) claimVolume(v *index.Volume, size int64, was *index.Volume) fu
 			// [TestBackupOfAFileBeingRestoredIsRefused].
 			return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
 		}
-		_, err := s.idx.UpdateVolume(v.ID, func(v *index.Volume) error {
-			if v.Status != index.VolumeAvailable && v.Status != index.VolumeError {
-				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", v.Name, v.Status)
+		_, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
+			if rec.Status != index.VolumeAvailable && rec.Status != index.VolumeError {
+				return wrapf(ErrConflict, "volume %s is %s: wait for it to finish", rec.Name, rec.Status)
 			}
-			was.Status, was.FailReason = v.Status, v.FailReason
-			v.Status, v.Size = index.VolumeBackingUp, size
+			if v.TrackChanges && !rec.TrackChanges {
+				// Turned off since v was read for the read plan (which may have cloned into
+				// the base store): the update gave the base back, so this backup must not
+				// keep one [TestTrackingTurnedOffWhileABackupBegins].
+				return wrapf(ErrConflict, "volume %s's changed-block tracking was turned off while this backup began: back it up again", rec.Name)
+			}
+			was.Status, was.FailReason = rec.Status, rec.FailReason
+			rec.Status, rec.Size = index.VolumeBackingUp, size
 			return nil
 		})
 		return err
