@@ -84,6 +84,8 @@ type InitOptions struct {
 	// repository. Init calls it only once the settings are valid and the location is free,
 	// so nobody types a passphrase for a repository that cannot be made.
 	AskPassword func() (string, error)
+	// KeyLabel names the first key in 'repo key list' (an admin's or a host's name).
+	KeyLabel string
 }
 
 // ErrInvalidOption means a repository setting that is not valid (a block size, compression
@@ -151,6 +153,12 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	if o.Encryption != EncryptionNone && o.Encryption != EncryptionAES {
 		return Config{}, fmt.Errorf("%w: unknown encryption %q: use none or aes-256-gcm", ErrInvalidOption, o.Encryption)
 	}
+	if o.KeyLabel != "" && o.Encryption != EncryptionAES {
+		return Config{}, fmt.Errorf("%w: a key label names a passphrase's key, and an unencrypted repository has none", ErrInvalidOption)
+	}
+	if err := ValidKeyLabel(o.KeyLabel); err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalidOption, err)
+	}
 	cfg := Config{Version: FormatVersion, ID: uuid.NewString(), BlockSize: o.BlockSize, Compression: c,
 		Encryption: o.Encryption, PackSize: DefaultPackSize, CreatedAt: time.Now().UTC().Truncate(time.Second)}
 	if o.ObjectLock != nil {
@@ -207,6 +215,12 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 			_ = be.Delete(ctx, keyName)
 		}
 		return Config{}, err
+	}
+	if keyName != "" {
+		// Who made the key, for 'repo key list'; a repository without it opens all the same.
+		if k, err := deriveKeys(master, true); err == nil {
+			_ = putKeyMeta(ctx, be, k, keyName, newKeyMeta(o.KeyLabel))
+		}
 	}
 	cfg.MasterKey, cfg.MAC = nil, nil
 	return cfg, nil
@@ -419,62 +433,4 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 		return nil, "", fmt.Errorf("%s: %w: key object %s is damaged (its checksum does not match) and no other key opens with this passphrase: restore the key object from a copy", be.Location(), ErrCorrupt, damaged[0])
 	}
 	return nil, "", fmt.Errorf("%w: no key of %s opens with it", ErrWrongPassword, be.Location())
-}
-
-// ChangePassword wraps the master key with a new passphrase and removes the old key object.
-func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPassword string) error {
-	if newPassword == "" {
-		return errors.New("the new passphrase is empty")
-	}
-	// The new key object is locked like every other in an object-locked repository; the old
-	// one is hidden, and stays as a version until its date (docs/reliability.md).
-	cfg, master, oldName, err := openConfig(ctx, be, oldPassword)
-	if err != nil {
-		return err
-	}
-	if cfg.Encryption != EncryptionAES {
-		return fmt.Errorf("%s: the repository is not encrypted: it has no passphrase to change", be.Location())
-	}
-	if _, err := useRetention(ctx, be, cfg.ObjectLock, false); err != nil {
-		return err
-	}
-	kf, err := wrapMaster(master, newPassword)
-	if err != nil {
-		return err
-	}
-	newName := "keys/" + uuid.NewString()
-	if err := be.Put(ctx, newName, kf.marshal()); err != nil {
-		return fmt.Errorf("write new key: %w", err)
-	}
-	// Every key object of this master that the old passphrase opens goes, not only the one
-	// that opened it: another (left by a passwd that was interrupted and run again, or by two
-	// at once) would keep the old passphrase working.
-	old := []string{oldName}
-	err = be.ListKeys(ctx, "keys/", func(name string) error {
-		if name != oldName && name != newName {
-			old = append(old, name)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("list keys: %w", err)
-	}
-	for i, name := range old {
-		if i > 0 {
-			kf, err := readKeyFile(ctx, be, name)
-			if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if m, err := kf.unwrap(oldPassword); err != nil || !hmac.Equal(m, master) {
-				continue
-			}
-		}
-		if err := be.Delete(ctx, name); err != nil {
-			return fmt.Errorf("remove old key %s: %w", name, err)
-		}
-	}
-	return nil
 }

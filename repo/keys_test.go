@@ -3,11 +3,14 @@ package repo_test
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -318,4 +321,208 @@ func encryptedRepo(t *testing.T, password string) backend.Backend {
 		t.Fatal(err)
 	}
 	return be
+}
+
+// Several keys: each opens the repository with its own passphrase and lists with who added
+// it; a passphrase that already opens a key is refused for a new one; a command may not
+// remove the key it opened with, and a removed key's passphrase opens nothing.
+func TestSeveralKeys(t *testing.T) {
+	ctx := context.Background()
+	be, err := local.Open(filepath.Join(t.TempDir(), "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Init(ctx, be, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "a", KeyLabel: "first admin"}); err != nil {
+		t.Fatal(err)
+	}
+	ka := keyring(t, be, "a")
+	if _, err := ka.Add(ctx, "a", "again"); !errors.Is(err, repo.ErrKeyExists) {
+		t.Fatalf("a key with the passphrase of an existing one: %v, want ErrKeyExists", err)
+	}
+	b, err := ka.Add(ctx, "b", "gateway gw2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ka.Add(ctx, "c", "bad\x1blabel"); err == nil {
+		t.Fatal("a label with a control character was taken")
+	}
+	all, err := ka.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != 2 || all[0].Label != "first admin" || !all[0].Current || all[1].ID != b.ID || all[1].Label != "gateway gw2" || all[1].Current ||
+		all[1].Host == "" || all[1].User == "" || all[1].Created.IsZero() || all[0].Problem != "" || all[1].Problem != "" {
+		t.Fatalf("keys: %+v", all)
+	}
+	for _, pw := range []string{"a", "b"} {
+		if _, err := repo.Unlock(ctx, be, pw); err != nil {
+			t.Errorf("open with %s: %v", pw, err)
+		}
+	}
+	if _, err := ka.Remove(ctx, all[0].ID); !errors.Is(err, repo.ErrOwnKey) {
+		t.Fatalf("remove the key in use: %v, want ErrOwnKey", err)
+	}
+	if _, err := ka.Remove(ctx, "no-such-key"); !errors.Is(err, repo.ErrNoSuchKey) {
+		t.Fatalf("remove a key that is not there: %v, want ErrNoSuchKey", err)
+	}
+	kb := keyring(t, be, "b")
+	if kb.Current() != b.ID {
+		t.Fatalf("b opened key %s, want %s", kb.Current(), b.ID)
+	}
+	gone, err := kb.Remove(ctx, all[0].ID[:8])
+	if err != nil || gone.ID != all[0].ID || gone.Label != "first admin" {
+		t.Fatalf("remove a's key by its first 8 characters: %+v %v", gone, err)
+	}
+	if _, err := repo.Unlock(ctx, be, "a"); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Errorf("open with a removed key's passphrase: %v, want ErrWrongPassword", err)
+	}
+	if err := be.List(ctx, "meta/keys/", func(oi backend.ObjectInfo) error {
+		if !strings.HasSuffix(oi.Key, hex.EncodeToString([]byte(b.ID))) {
+			t.Errorf("info object %s left beside the one key", oi.Key)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Two ids with the same first characters: a prefix naming both is refused.
+	kf, err := os.ReadFile(filepath.Join(be.Location(), "keys", b.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"abcd0001-0000-0000-0000-000000000000", "abcd0002-0000-0000-0000-000000000000"} {
+		if err := be.Put(ctx, "keys/"+id, kf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := kb.Remove(ctx, "abcd"); !errors.Is(err, repo.ErrAmbiguousKey) {
+		t.Fatalf("remove by a prefix of two keys: %v, want ErrAmbiguousKey", err)
+	}
+	if _, err := kb.Remove(ctx, "abcd0002"); err != nil {
+		t.Fatalf("remove by a unique prefix: %v", err)
+	}
+}
+
+// A key's info object is sealed under its own name: one altered, or moved to another key,
+// lists as damaged, and the key opens the repository all the same.
+func TestKeyInfoIsAuthenticated(t *testing.T) {
+	ctx := context.Background()
+	be := encryptedRepo(t, "a")
+	ka := keyring(t, be, "a")
+	b, err := ka.Add(ctx, "b", "b's")
+	if err != nil {
+		t.Fatal(err)
+	}
+	infoOf := func(id string) string { return "meta/keys/" + hex.EncodeToString([]byte(id)) }
+	moved, err := getBytes(ctx, be, infoOf(ka.Current()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.Put(ctx, infoOf(b.ID), moved); err != nil {
+		t.Fatal(err)
+	}
+	all, err := ka.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range all {
+		if damaged := strings.Contains(k.Problem, "damaged info"); damaged != (k.ID == b.ID) || k.ID == b.ID && k.Label != "" {
+			t.Errorf("key %s with %s's info: %+v", k.ID, ka.Current(), k)
+		}
+	}
+	if _, err := repo.Unlock(ctx, be, "b"); err != nil {
+		t.Errorf("open with a key whose info is damaged: %v", err)
+	}
+}
+
+// Two removals at once, each by the key the other removes ("A removes B" while "B removes
+// A"), would leave no key at all. Under the keys claim the second finds its own key gone and
+// refuses, and the repository opens with the first one's key.
+func TestTwoKeysRemovingEachOtherLeaveOne(t *testing.T) {
+	ctx := context.Background()
+	be := encryptedRepo(t, "a")
+	ka := keyring(t, be, "a")
+	b, err := ka.Add(ctx, "b", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused := &pauseBeforeKeyDelete{Backend: be, reached: make(chan struct{}), resume: make(chan struct{})}
+	kaPaused, err := repo.OpenKeyring(ctx, paused, "a", repo.LockOptions{Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := repo.OpenKeyring(ctx, be, "b", repo.LockOptions{Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan error, 1)
+	go func() {
+		_, err := kaPaused.Remove(ctx, b.ID)
+		aDone <- err
+	}()
+	<-paused.reached // a has checked its own key and is about to delete b's
+	_, bErr := kb.Remove(ctx, ka.Current())
+	close(paused.resume)
+	if err := <-aDone; err != nil {
+		t.Fatalf("a removing b: %v", err)
+	}
+	if !errors.Is(bErr, repo.ErrKeyGone) {
+		t.Errorf("b removing a while a removed b: %v, want ErrKeyGone", bErr)
+	}
+	if _, err := repo.Unlock(ctx, be, "a"); err != nil {
+		t.Fatalf("after two keys removed each other, the repository does not open with a: %v", err)
+	}
+	// A passwd whose key was removed since it opened changes nothing.
+	kc, err := ka.Add(ctx, "c", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := keyring(t, be, "c")
+	if _, err := ka.Remove(ctx, kc.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := stale.ChangePassword(ctx, "d"); !errors.Is(err, repo.ErrKeyGone) {
+		t.Errorf("passwd by a removed key: %v, want ErrKeyGone", err)
+	}
+	if _, err := repo.Unlock(ctx, be, "d"); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Errorf("a passwd by a removed key left a key of its new passphrase: %v", err)
+	}
+}
+
+// pauseBeforeKeyDelete holds the first deletion of a key object until resume is closed or a
+// second has passed.
+type pauseBeforeKeyDelete struct {
+	backend.Backend
+	once            sync.Once
+	reached, resume chan struct{}
+}
+
+func (p *pauseBeforeKeyDelete) Delete(ctx context.Context, key string) error {
+	if strings.HasPrefix(key, "keys/") {
+		p.once.Do(func() {
+			close(p.reached)
+			select {
+			case <-p.resume:
+			case <-time.After(time.Second):
+			}
+		})
+	}
+	return p.Backend.Delete(ctx, key)
+}
+
+func keyring(t *testing.T, be backend.Backend, password string) *repo.Keyring {
+	t.Helper()
+	kr, err := repo.OpenKeyring(context.Background(), be, password, repo.LockOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+func getBytes(ctx context.Context, be backend.Backend, key string) ([]byte, error) {
+	rc, err := be.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
 }

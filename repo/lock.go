@@ -528,10 +528,18 @@ func (r *Repository) Claim(ctx context.Context, op string) (*Lock, error) {
 // another process holds it, for up to wait: for a short operation that others queue behind,
 // such as a manifest's rewrite. It fails with ErrLocked, naming the holder, once wait is over.
 func (r *Repository) ClaimWithin(ctx context.Context, op string, wait time.Duration) (*Lock, error) {
+	if r.readOnly {
+		return nil, fmt.Errorf("%s: %w", op, backend.ErrReadOnly)
+	}
+	return r.locks.claimWithin(ctx, op, wait)
+}
+
+// claimWithin is ClaimWithin for whatever holds a locker (a Keyring has no Repository).
+func (l *locker) claimWithin(ctx context.Context, op string, wait time.Duration) (*Lock, error) {
 	deadline := time.Now().Add(wait)
 	backoff := 20 * time.Millisecond
 	for {
-		lk, err := r.Claim(ctx, op)
+		lk, err := l.acquire(ctx, LockClaim, op)
 		if !errors.Is(err, ErrLocked) || time.Now().After(deadline) {
 			return lk, err
 		}

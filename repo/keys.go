@@ -1,0 +1,415 @@
+package repo
+
+import (
+	"cmp"
+	"context"
+	"crypto/hmac"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/user"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+
+	"github.com/cairn-backup/cairn/repo/backend"
+)
+
+// An encrypted repository has one master key and one or more key objects (keys/<id>), each
+// wrapping it under a passphrase: an admin's, or a gateway host's. docs/design.md ("Several
+// keys") has the rules and why a repository always keeps a key that opens it.
+
+// Key errors, for the service layer to classify.
+var (
+	// ErrNoSuchKey: no key object has the id given.
+	ErrNoSuchKey = errors.New("no such key")
+	// ErrOwnKey: a command may not remove the key it opened the repository with.
+	ErrOwnKey = errors.New("a command cannot remove the key it opened the repository with")
+	// ErrKeyGone: the key the command opened with was removed, or its passphrase changed,
+	// since it opened the repository.
+	ErrKeyGone = errors.New("the key this command opened the repository with is gone")
+	// ErrAmbiguousKey: several key objects' ids start with the prefix given.
+	ErrAmbiguousKey = errors.New("several keys start with it")
+	// ErrNotEncrypted: an unencrypted repository has no passphrase and no key objects.
+	ErrNotEncrypted = errors.New("the repository is not encrypted: it has no passphrase and no key objects")
+	// ErrKeyExists: the passphrase of a new key already opens one of the repository's keys.
+	ErrKeyExists = errors.New("that passphrase already opens a key")
+)
+
+// metaKeys is the metadata kind of key info objects: meta/keys/<hex id>.
+const metaKeys = "keys"
+
+// keysClaim is the claim passwd, key add and key remove hold: one of them at a time, across
+// every process and host.
+const keysClaim = "keys"
+
+// MaxKeyLabel is the longest label a key may have, in characters.
+const MaxKeyLabel = 64
+
+// KeyInfo describes one key object.
+type KeyInfo struct {
+	ID      string    `json:"id"`
+	Label   string    `json:"label,omitempty"`
+	Host    string    `json:"host,omitempty"`
+	User    string    `json:"user,omitempty"`
+	Created time.Time `json:"created,omitzero"`
+	// Current: the key this passphrase opened.
+	Current bool `json:"current"`
+	// Problem says what is wrong with the key object or its info, if anything.
+	Problem string `json:"problem,omitempty"`
+}
+
+// keyMeta is a key info object: who added the key, and when. Not secret, and not needed to
+// open anything.
+type keyMeta struct {
+	Label   string    `json:"label,omitempty"`
+	Host    string    `json:"host,omitempty"`
+	User    string    `json:"user,omitempty"`
+	Created time.Time `json:"created"`
+}
+
+// newKeyMeta describes a key this process adds now.
+func newKeyMeta(label string) keyMeta {
+	m := keyMeta{Label: label, Created: time.Now().UTC().Truncate(time.Second)}
+	m.Host, _ = os.Hostname()
+	if u, err := user.Current(); err == nil {
+		m.User = u.Username
+	}
+	return m
+}
+
+func keyID(name string) string { return strings.TrimPrefix(name, "keys/") }
+
+// putKeyMeta stores the info object of key object name, sealed like every metadata object.
+func putKeyMeta(ctx context.Context, be backend.Backend, k *keys, name string, m keyMeta) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	key := metaKey(metaKeys, keyID(name))
+	if err := be.Put(ctx, key, k.sealObject(key, b)); err != nil {
+		return fmt.Errorf("store info of %s: %w", name, err)
+	}
+	return nil
+}
+
+// ValidKeyLabel says what is wrong with label, or nil.
+func ValidKeyLabel(label string) error {
+	if !utf8.ValidString(label) || utf8.RuneCountInString(label) > MaxKeyLabel {
+		return fmt.Errorf("key label: at most %d characters of valid UTF-8", MaxKeyLabel)
+	}
+	if strings.ContainsFunc(label, func(r rune) bool { return !unicode.IsPrint(r) }) {
+		return errors.New("key label: only printable characters (no control characters or tabs)")
+	}
+	return nil
+}
+
+// Keyring is an encrypted repository's keys, opened with one passphrase: enough to list,
+// add and remove keys and change the passphrase, without an index (so it works beside a
+// running gateway).
+type Keyring struct {
+	be       backend.Backend
+	master   []byte
+	keys     *keys
+	password string
+	current  string // the key object the passphrase opened
+	locks    *locker
+	wait     time.Duration
+}
+
+// OpenKeyring opens the keys of the encrypted repository in be with password.
+func OpenKeyring(ctx context.Context, be backend.Backend, password string, o LockOptions) (*Keyring, error) {
+	cfg, master, name, err := openConfig(ctx, be, password)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Encryption != EncryptionAES {
+		return nil, fmt.Errorf("%s: %w", be.Location(), ErrNotEncrypted)
+	}
+	// Key objects are locked like every other object in an object-locked repository; a
+	// removed one is hidden, and stays as a version until its date (docs/reliability.md).
+	rt, err := useRetention(ctx, be, cfg.ObjectLock, false)
+	if err != nil {
+		return nil, err
+	}
+	k, err := deriveKeys(master, true)
+	if err != nil {
+		return nil, err
+	}
+	l := newLocker(be, k, o)
+	l.retain = rt
+	wait := o.Wait
+	if wait <= 0 {
+		wait = DefaultLockWait
+	}
+	return &Keyring{be: be, master: master, keys: k, password: password, current: name, locks: l, wait: wait}, nil
+}
+
+// Current returns the id of the key the passphrase opened.
+func (kr *Keyring) Current() string { return keyID(kr.current) }
+
+// List describes every key object, oldest first.
+func (kr *Keyring) List(ctx context.Context) ([]KeyInfo, error) {
+	var names []string
+	if err := kr.be.ListKeys(ctx, "keys/", func(name string) error { names = append(names, name); return nil }); err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	out := make([]KeyInfo, 0, len(names))
+	for _, name := range names {
+		ki := KeyInfo{ID: keyID(name), Current: name == kr.current}
+		_, err := readKeyFile(ctx, kr.be, name)
+		switch {
+		case errors.Is(err, backend.ErrNotFound):
+			continue // removed since the listing
+		case errors.Is(err, errDamagedKey):
+			ki.Problem = "damaged key object (its checksum does not match): remove it, or restore it from a copy"
+		case err != nil:
+			return nil, err
+		}
+		m, err := kr.meta(ctx, name)
+		switch {
+		case errors.Is(err, backend.ErrNotFound):
+		case errors.Is(err, ErrCorrupt):
+			ki.Problem = cmp.Or(ki.Problem, "damaged info object (who added the key, and when, is unknown)")
+		case err != nil:
+			return nil, err
+		default:
+			ki.Label, ki.Host, ki.User, ki.Created = m.Label, m.Host, m.User, m.Created
+		}
+		out = append(out, ki)
+	}
+	slices.SortStableFunc(out, func(a, b KeyInfo) int {
+		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
+}
+
+// meta reads and verifies the info object of key object name.
+func (kr *Keyring) meta(ctx context.Context, name string) (keyMeta, error) {
+	key := metaKey(metaKeys, keyID(name))
+	stored, err := getAll(ctx, kr.be, key)
+	if err != nil {
+		return keyMeta{}, err
+	}
+	plain, err := kr.keys.openObject(key, stored)
+	if err != nil {
+		return keyMeta{}, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
+	}
+	var m keyMeta
+	if err := json.Unmarshal(plain, &m); err != nil {
+		return keyMeta{}, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
+	}
+	return m, nil
+}
+
+// claim takes the keys claim and checks that the key this keyring opened with is still there
+// and still opens with its passphrase: a command must not act on keys it no longer holds.
+func (kr *Keyring) claim(ctx context.Context) (*Lock, error) {
+	lk, err := kr.locks.claimWithin(ctx, keysClaim, kr.wait)
+	if err != nil {
+		return nil, fmt.Errorf("another passwd or key command is running: %w", err)
+	}
+	if err := kr.ownKeyThere(ctx); err != nil {
+		lk.Unlock()
+		return nil, err
+	}
+	return lk, nil
+}
+
+func (kr *Keyring) ownKeyThere(ctx context.Context) error {
+	kf, err := readKeyFile(ctx, kr.be, kr.current)
+	if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
+		return fmt.Errorf("%w: key %s was removed meanwhile (by another passwd or key remove); run the command again with a passphrase that opens the repository", ErrKeyGone, kr.Current())
+	}
+	if err != nil {
+		return err
+	}
+	if m, err := kf.unwrap(kr.password); err != nil || !hmac.Equal(m, kr.master) {
+		return fmt.Errorf("%w: key %s no longer opens with this passphrase; run the command again with a passphrase that opens the repository", ErrKeyGone, kr.Current())
+	}
+	return nil
+}
+
+// Add wraps the master key under a new passphrase, as a key object of its own with label. A
+// passphrase that already opens one of this repository's keys is refused (ErrKeyExists): one
+// passphrase, one key, so that passwd, which retires every key its passphrase opens, retires
+// only its own.
+func (kr *Keyring) Add(ctx context.Context, password, label string) (KeyInfo, error) {
+	if password == "" {
+		return KeyInfo{}, errors.New("the new key's passphrase is empty")
+	}
+	if err := ValidKeyLabel(label); err != nil {
+		return KeyInfo{}, err
+	}
+	lk, err := kr.claim(ctx)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	defer lk.Unlock()
+	if id, err := kr.opens(ctx, password); err != nil {
+		return KeyInfo{}, err
+	} else if id != "" {
+		return KeyInfo{}, fmt.Errorf("%w of this repository (%s): choose another", ErrKeyExists, id)
+	}
+	kf, err := wrapMaster(kr.master, password)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	if err := lk.Confirm(ctx); err != nil {
+		return KeyInfo{}, err
+	}
+	name := "keys/" + uuid.NewString()
+	if err := kr.be.Put(ctx, name, kf.marshal()); err != nil {
+		return KeyInfo{}, fmt.Errorf("write new key: %w", err)
+	}
+	m := newKeyMeta(label)
+	// A key without its info opens the repository all the same and lists by its id.
+	if err := putKeyMeta(ctx, kr.be, kr.keys, name, m); err != nil {
+		return KeyInfo{}, fmt.Errorf("key %s was added, but %w", keyID(name), err)
+	}
+	return KeyInfo{ID: keyID(name), Label: m.Label, Host: m.Host, User: m.User, Created: m.Created}, nil
+}
+
+// opens returns the id of a key object of this repository that password opens, or "".
+func (kr *Keyring) opens(ctx context.Context, password string) (string, error) {
+	var names []string
+	if err := kr.be.ListKeys(ctx, "keys/", func(name string) error { names = append(names, name); return nil }); err != nil {
+		return "", fmt.Errorf("list keys: %w", err)
+	}
+	for _, name := range names {
+		kf, err := readKeyFile(ctx, kr.be, name)
+		if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		if m, err := kf.unwrap(password); err == nil && hmac.Equal(m, kr.master) {
+			return keyID(name), nil
+		}
+	}
+	return "", nil
+}
+
+// Remove removes the key object id (or the one whose id starts with id, at least 4
+// characters), with its info, and returns what it was. It refuses the key this keyring
+// opened with (ErrOwnKey): that is what keeps a key that opens the repository.
+func (kr *Keyring) Remove(ctx context.Context, id string) (KeyInfo, error) {
+	lk, err := kr.claim(ctx)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	defer lk.Unlock()
+	all, err := kr.List(ctx)
+	if err != nil {
+		return KeyInfo{}, err
+	}
+	var match []KeyInfo
+	for _, ki := range all {
+		if ki.ID == id || len(id) >= 4 && strings.HasPrefix(ki.ID, id) {
+			match = append(match, ki)
+		}
+	}
+	switch {
+	case len(match) == 0:
+		return KeyInfo{}, fmt.Errorf("%w %q: 'cairn repo key list' shows the keys", ErrNoSuchKey, id)
+	case len(match) > 1 && match[0].ID != id:
+		return KeyInfo{}, fmt.Errorf("key %q: %w (%d): give more of the id", id, ErrAmbiguousKey, len(match))
+	}
+	ki := match[0]
+	if ki.Current {
+		return KeyInfo{}, fmt.Errorf("%w: key %s is the one this passphrase opens; remove it with another key's passphrase, or change this passphrase with 'cairn repo passwd'", ErrOwnKey, ki.ID)
+	}
+	if err := lk.Confirm(ctx); err != nil {
+		return KeyInfo{}, err
+	}
+	// The info first: an interrupted remove leaves a key listed by its id, never info that
+	// names a key that is not there.
+	if err := kr.be.Delete(ctx, metaKey(metaKeys, ki.ID)); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return KeyInfo{}, fmt.Errorf("remove info of key %s: %w", ki.ID, err)
+	}
+	if err := kr.be.Delete(ctx, "keys/"+ki.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return KeyInfo{}, fmt.Errorf("remove key %s: %w", ki.ID, err)
+	}
+	return ki, nil
+}
+
+// ChangePassword wraps the master key with a new passphrase and removes every key object of
+// this repository that the old passphrase opens. The new key keeps the old one's label.
+func (kr *Keyring) ChangePassword(ctx context.Context, newPassword string) error {
+	if newPassword == "" {
+		return errors.New("the new passphrase is empty")
+	}
+	lk, err := kr.claim(ctx)
+	if err != nil {
+		return err
+	}
+	defer lk.Unlock()
+	kf, err := wrapMaster(kr.master, newPassword)
+	if err != nil {
+		return err
+	}
+	m := newKeyMeta("")
+	if old, err := kr.meta(ctx, kr.current); err == nil {
+		m.Label = old.Label
+	}
+	if err := lk.Confirm(ctx); err != nil {
+		return err
+	}
+	newName := "keys/" + uuid.NewString()
+	if err := kr.be.Put(ctx, newName, kf.marshal()); err != nil {
+		return fmt.Errorf("write new key: %w", err)
+	}
+	if err := putKeyMeta(ctx, kr.be, kr.keys, newName, m); err != nil {
+		return err
+	}
+	// Every key object of this master that the old passphrase opens goes, not only the one
+	// that opened it: another (left by a passwd that was interrupted and run again) would
+	// keep the old passphrase working.
+	old := []string{kr.current}
+	err = kr.be.ListKeys(ctx, "keys/", func(name string) error {
+		if name != kr.current && name != newName {
+			old = append(old, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list keys: %w", err)
+	}
+	for i, name := range old {
+		if i > 0 {
+			kf, err := readKeyFile(ctx, kr.be, name)
+			if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			if m, err := kf.unwrap(kr.password); err != nil || !hmac.Equal(m, kr.master) {
+				continue
+			}
+		}
+		if err := kr.be.Delete(ctx, metaKey(metaKeys, keyID(name))); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("remove info of old key %s: %w", name, err)
+		}
+		if err := kr.be.Delete(ctx, name); err != nil {
+			return fmt.Errorf("remove old key %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// ChangePassword opens the keys of the repository in be with oldPassword and changes it to
+// newPassword (Keyring.ChangePassword).
+func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPassword string) error {
+	kr, err := OpenKeyring(ctx, be, oldPassword, LockOptions{})
+	if err != nil {
+		return err
+	}
+	return kr.ChangePassword(ctx, newPassword)
+}
