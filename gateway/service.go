@@ -291,20 +291,6 @@ func openBackendWith(ctx context.Context, bc stack.Config) (backend.Backend, err
 	return be, err
 }
 
-// ChangePassword wraps the repository's master key with a new passphrase. It touches only the
-// backend's key objects, so it needs no index and works while a gateway runs.
-func ChangePassword(ctx context.Context, c Config, oldPassword, newPassword string) error {
-	be, err := stack.Open(ctx, c.backendConfig())
-	if err != nil {
-		return err
-	}
-	defer be.Close()
-	if _, err := be.Stat(ctx, "config"); errors.Is(err, backend.ErrNotFound) {
-		return wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
-	}
-	return repo.ChangePassword(ctx, be, oldPassword, newPassword)
-}
-
 // wrapOpened, when set (by tests), wraps the backend Open opens: a fault-injecting backend
 // beside the real one, from the first request on.
 var wrapOpened func(backend.Backend) backend.Backend

@@ -87,7 +87,11 @@ func TestBadInputTour(t *testing.T) {
 		{[]int{2}, []string{"quota", "update", "", "--backups", "1"}},
 		{[]int{2}, []string{"repo", "repair", "--forget", b.ID}}, // not damaged
 		{[]int{2}, []string{"--repo", filepath.Join(dir, "newrepo"), "repo", "init", "--block-size", "3K"}},
-		{[]int{4}, []string{"repo", "init"}}, // exists
+		{[]int{4}, []string{"repo", "init"}},        // exists
+		{[]int{2}, []string{"repo", "key", "list"}}, // an unencrypted repository has no keys
+		{[]int{2}, []string{"repo", "key", "remove"}},
+		{[]int{2}, []string{"--repo", filepath.Join(dir, "newrepo"), "repo", "init", "--key-label", long}},
+		{[]int{2}, []string{"--repo", filepath.Join(dir, "newrepo"), "repo", "init", "--encryption", "none", "--key-label", "x"}},
 	} {
 		res := r.run(tc.args...)
 		checkFailure(t, res, tc.codes, tc.args)

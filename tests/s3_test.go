@@ -825,6 +825,22 @@ func TestS3Encrypted(t *testing.T) {
 			t.Errorf("the state dir holds the passphrase %q in %v", pw, hits)
 		}
 	}
+
+	// A key of its own for a second gateway host, in the bucket; then the first one's removed.
+	const pw3 = "third s3 passphrase"
+	withPw := func(pw string) []string { return append(append([]string(nil), r.Env...), "CAIRN_PASSWORD="+pw) }
+	runCairnOK(t, append(withPw(pw2), "CAIRN_NEW_PASSWORD="+pw3), "repo", "key", "add", "--label", "gw2")
+	var keys []keyJSON
+	if err := json.Unmarshal([]byte(runCairnOK(t, withPw(pw3), "--format", "json", "repo", "key", "list")), &keys); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 || keys[0].Current || !keys[1].Current || keys[1].Label != "gw2" {
+		t.Fatalf("keys in the bucket, listed with the new one's passphrase: %+v", keys)
+	}
+	runCairnOK(t, withPw(pw3), "repo", "key", "remove", keys[0].ID)
+	checkFailure(t, runCairn(t, withPw(pw2), "backup", "list"), []int{6}, []string{"backup", "list", "(removed key)"})
+	r.Env = withPw(pw3)
+	r.checkRestoresToFiles(points[:1], dir)
 }
 
 // agentStandIn plays "cairn serve" (until SIGTERM) and passes everything else to the real

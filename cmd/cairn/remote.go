@@ -104,10 +104,10 @@ func (c *client) existingFile(ctx *kong.DecodeContext, target reflect.Value) err
 const maxQuestions = 4
 
 // forwardable says which commands a gateway can run: not those that start a gateway, a
-// mount or an NBD server, nor init (no repository yet), nor passwd (it reads passphrases here and needs no
+// mount or an NBD server, nor init (no repository yet), nor passwd and key (they read passphrases here and need no
 // index).
 func forwardable(cmd string) bool {
-	for _, local := range []string{"serve", "mount", "nbd", "repo init", "repo passwd", "completion", "user"} {
+	for _, local := range []string{"serve", "mount", "nbd", "repo init", "repo passwd", "repo key", "completion", "user"} {
 		if cmd == local || strings.HasPrefix(cmd, local+" ") {
 			return false
 		}

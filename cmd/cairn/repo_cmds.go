@@ -13,7 +13,6 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
-	"golang.org/x/term"
 
 	"github.com/cairn-backup/cairn/units"
 )
@@ -29,6 +28,7 @@ type RepoCmd struct {
 	Unlock       RepoUnlockCmd   `cmd:"" help:"Remove stale repository locks (with --force, all of them)."`
 	Repair       RepoRepairCmd   `cmd:"" help:"Verify every blob, store lost blocks again from registered volumes that still hold them, list what each damaged backup has lost, and forget the ones named."`
 	Passwd       RepoPasswdCmd   `cmd:"" help:"Change the passphrase of an encrypted repository."`
+	Key          RepoKeyCmd      `cmd:"" help:"List, add or remove the repository's keys (a passphrase each, for admins or gateway hosts)."`
 	Settings     RepoSettingsCmd `cmd:"" help:"Show or change repository-wide settings (--min-age)."`
 }
 
@@ -39,6 +39,7 @@ type RepoInitCmd struct {
 	Encryption  string `help:"Encryption at rest: ${enum}; aes-256-gcm under a passphrase (--password-file, CAIRN_PASSWORD or a prompt)." enum:"aes-256-gcm,none" default:"aes-256-gcm"`
 	ObjectLock  string `help:"Make every backup immutable for --retention with S3 Object Lock (the bucket must have object lock enabled): ${enum}; compliance cannot be lifted by anyone, the bucket's owner included." enum:"none,governance,compliance" default:"none"`
 	Retention   string `help:"How long each object stays locked after it is written or extended by gc (with --object-lock): 30d, 12h, 90s." placeholder:"DURATION"`
+	KeyLabel    string `help:"A label for the passphrase's key in 'repo key list' (whose it is)." placeholder:"LABEL"`
 }
 
 // objectLock reads --object-lock and --retention.
@@ -66,7 +67,7 @@ func (c *RepoInitCmd) Run(ctx context.Context, g *Globals) error {
 		return gateway.Errorf(gateway.ErrInvalid, "--block-size: %v", err)
 	}
 	var password string
-	o := repo.InitOptions{BlockSize: int(bs), Compression: repo.Compression(c.Compression), Encryption: c.Encryption}
+	o := repo.InitOptions{BlockSize: int(bs), Compression: repo.Compression(c.Compression), Encryption: c.Encryption, KeyLabel: c.KeyLabel}
 	if o.ObjectLock, err = c.objectLock(); err != nil {
 		return err
 	}
@@ -372,50 +373,6 @@ func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
 	return properties(g.stdout, [][2]string{{"packs", fmt.Sprint(res.Packs)}, {"backups", fmt.Sprint(res.Backups)},
 		{"volumes", fmt.Sprint(res.Volumes)}, {"snapshots", fmt.Sprint(res.Snapshots)}, {"quotas", fmt.Sprint(res.Quotas)},
 		{"skipped", fmt.Sprint(res.Skipped)}, {"blobs relearned", fmt.Sprint(res.Relearned)}})
-}
-
-// RepoPasswdCmd changes the passphrase.
-type RepoPasswdCmd struct {
-	NewPasswordFile string `help:"File holding the new passphrase (else CAIRN_NEW_PASSWORD, else a prompt)." type:"existingfile" placeholder:"FILE"`
-}
-
-// Run changes the passphrase.
-func (c *RepoPasswdCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.config()
-	if err != nil {
-		return err
-	}
-	oldPw, err := g.readPassword("current passphrase: ", false)
-	if err != nil {
-		return err
-	}
-	var newPw string
-	switch {
-	case c.NewPasswordFile != "":
-		b, err := os.ReadFile(c.NewPasswordFile)
-		if err != nil {
-			return err
-		}
-		newPw = strings.TrimRight(string(b), "\r\n")
-	case os.Getenv("CAIRN_NEW_PASSWORD") != "":
-		newPw = os.Getenv("CAIRN_NEW_PASSWORD")
-	default:
-		if !term.IsTerminal(int(os.Stdin.Fd())) {
-			return gateway.Errorf(gateway.ErrInvalid, "no new passphrase: set CAIRN_NEW_PASSWORD or use --new-password-file")
-		}
-		ng := *g
-		ng.PasswordFile = ""
-		os.Unsetenv("CAIRN_PASSWORD")
-		if newPw, err = ng.readPassword("new passphrase: ", true); err != nil {
-			return err
-		}
-	}
-	// Only the key objects change: no index is opened, so this works while a gateway runs.
-	if err := gateway.ChangePassword(ctx, cfg, oldPw, newPw); err != nil {
-		return err
-	}
-	fmt.Fprintln(g.stdout, "passphrase changed")
-	return nil
 }
 
 // RepoRepairCmd lists damaged backups and forgets the ones the admin names.

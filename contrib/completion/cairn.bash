@@ -60,6 +60,10 @@ _cairn() {
       "repo check") path="repo check" ;;
       "repo gc") path="repo gc" ;;
       "repo init") path="repo init" ;;
+      "repo key") path="repo key" ;;
+      "repo key add") path="repo key add" ;;
+      "repo key list") path="repo key list" ;;
+      "repo key remove") path="repo key remove" ;;
       "repo locks") path="repo locks" ;;
       "repo passwd") path="repo passwd" ;;
       "repo rebuild-index") path="repo rebuild-index" ;;
@@ -178,10 +182,14 @@ _cairn() {
     "quota-update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
     "quota-usage") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "rename") COMPREPLY=($(compgen -W "--description" -- "$cur")) ;;
-    "repo") COMPREPLY=($(compgen -W "check gc init locks passwd rebuild-index repair settings stats unlock" -- "$cur")) ;;
+    "repo") COMPREPLY=($(compgen -W "check gc init key locks passwd rebuild-index repair settings stats unlock" -- "$cur")) ;;
     "repo check") COMPREPLY=($(compgen -W "--read-data --sample" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
-    "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption --object-lock --retention" -- "$cur")) ;;
+    "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption --key-label --object-lock --retention" -- "$cur")) ;;
+    "repo key") COMPREPLY=($(compgen -W "add list remove" -- "$cur")) ;;
+    "repo key add") COMPREPLY=($(compgen -W "--label --new-password-file" -- "$cur")) ;;
+    "repo key list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "repo key remove") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
