@@ -546,12 +546,16 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		return nil, err
 	}
 	var volumeID string
-	var gone error // the volume is no longer registered: its id may still name its backups
+	var gone error // the volume is no longer registered: its id or name may still name its backups
+	var registered map[string]bool
 	if f.Volume != "" {
 		v, err := s.findVolume(ctx, f.Volume)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			volumeID, gone = f.Volume, err
+			if registered, err = s.volumeIDs(); err != nil {
+				return nil, err
+			}
 		case err != nil:
 			return nil, err
 		default:
@@ -568,7 +572,9 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		if !(b.Project == c.Project || (f.AllProjects && c.Admin)) {
 			continue
 		}
-		if volumeID != "" && b.VolumeID != volumeID {
+		// A gone volume's backups list by the name they were taken under too, as the list
+		// shows them ("web (gone)"): those of a volume still registered go by its name now.
+		if volumeID != "" && b.VolumeID != volumeID && (gone == nil || b.VolumeName != volumeID || registered[b.VolumeID]) {
 			continue
 		}
 		seen = true
@@ -577,13 +583,27 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		}
 		out = append(out, b)
 	}
-	// A volume unmanaged or deleted keeps its backups, which restore: its id still lists
-	// them, as the API's volume_id does [TestListBackupsOfAGoneVolumeByItsID]. An id no
-	// backup the caller sees has is not found, as before.
+	// A volume unmanaged or deleted (or copied here from another repository) keeps its
+	// backups, which restore: its id or name still lists them, as the API's volume_id does
+	// [TestListBackupsOfAGoneVolumeByItsID]. A volume no backup the caller sees has is not
+	// found, as before.
 	if gone != nil && !seen {
 		return nil, gone
 	}
 	return out, nil
+}
+
+// volumeIDs returns the ids of every registered volume.
+func (s *Service) volumeIDs() (map[string]bool, error) {
+	vols, err := s.idx.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	ids := make(map[string]bool, len(vols))
+	for _, v := range vols {
+		ids[v.ID] = true
+	}
+	return ids, nil
 }
 
 // Backup returns a backup by id (or unique name, or id prefix of at least 8 characters).

@@ -106,8 +106,14 @@ func TestCopyToABucket(t *testing.T) {
 	}
 	g.stop()
 
-	// Another machine: the bucket, its passphrase, an empty state dir.
+	// Another machine: the bucket, its passphrase, an empty state dir. The volume is not
+	// registered there, and its backups list by its name all the same.
 	fresh := dst.elsewhere()
+	var listed []backupJSON
+	fresh.mustJSON(&listed, "backup", "list", "--volume", "vol.img")
+	if len(listed) != len(points) {
+		t.Errorf("the destination lists %d backups of volume vol.img, want %d", len(listed), len(points))
+	}
 	for _, p := range points {
 		fresh.restoreMatches(p.backup.ID, p.sha, dir)
 	}

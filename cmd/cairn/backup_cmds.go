@@ -206,7 +206,7 @@ func backupFigures(b *index.Backup) []string {
 
 // BackupListCmd lists backups.
 type BackupListCmd struct {
-	Volume      string `help:"Only this volume's backups (cinder's --volume-id)." placeholder:"VOLUME" aliases:"volume-id"`
+	Volume      string `help:"Only this volume's backups, by id or name, also of a volume no longer registered here (cinder's --volume-id)." placeholder:"VOLUME" aliases:"volume-id"`
 	Name        string `help:"Only backups of this name."`
 	Status      string `help:"Only backups in this status: ${enum}." enum:"any,creating,available,deleting,restoring,error" default:"any"`
 	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column; cinder's --all-tenants)." aliases:"all-tenants"`
