@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -320,6 +321,32 @@ func (s *Service) ListVolumes(ctx context.Context, allProjects bool) ([]*index.V
 		}
 	}
 	return out, nil
+}
+
+// BackupsByVolume returns the backups the caller sees (with all, an admin sees every
+// project's), by volume id, oldest first: what the volume listings of the CLI and the console
+// count and date.
+func (s *Service) BackupsByVolume(ctx context.Context, all bool) (map[string][]*index.Backup, error) {
+	bs, err := s.ListBackups(ctx, ListFilter{AllProjects: all})
+	if err != nil {
+		return nil, err
+	}
+	by := map[string][]*index.Backup{}
+	for _, b := range bs {
+		by[b.VolumeID] = append(by[b.VolumeID], b)
+	}
+	return by, nil
+}
+
+// LastCommitted returns the newest of bs (oldest first) that has a stored manifest, or nil:
+// a volume's last backup, failed and running ones aside.
+func LastCommitted(bs []*index.Backup) *index.Backup {
+	for _, b := range slices.Backward(bs) {
+		if b.Status.Committed() {
+			return b
+		}
+	}
+	return nil
 }
 
 // Volume resolves a volume by id, name or path. An unknown path of a block device or image

@@ -149,6 +149,19 @@ func TestCLIAliasesFormatsQuiet(t *testing.T) {
 		t.Fatalf("backup list: %+v, want by-alias (full) and quiet (its incremental)", list)
 	}
 	same([]string{"backup-show", inc.ID}, []string{"backup", "show", inc.ID})
+	// The volume's listing counts its backups and names the last one.
+	var vols []struct {
+		Name         string `json:"name"`
+		Backups      int    `json:"backups"`
+		LastBackupID string `json:"last_backup_id"`
+	}
+	r.mustJSON(&vols, "volume", "list")
+	if len(vols) != 1 || vols[0].Backups != 2 || vols[0].LastBackupID != inc.ID {
+		t.Errorf("volume list: %+v, want its 2 backups, the last %s", vols, inc.ID)
+	}
+	if out := r.mustRun("volume", "show", vol); !strings.Contains(out, "last_backup") || !strings.Contains(out, inc.ID) {
+		t.Errorf("volume show does not name the last backup %s:\n%s", inc.ID, out)
+	}
 	same([]string{"-f", "json", "backup-list", "--volume", vol}, []string{"-f", "json", "backup", "list", "--volume", vol})
 	var exp exportJSON
 	if err := json.Unmarshal([]byte(same([]string{"-f", "json", "backup-export", full.ID}, []string{"-f", "json", "backup", "export", full.ID})), &exp); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -134,17 +135,30 @@ func (c *VolumeListCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if g.json() {
-		return writeJSON(g.stdout, nonNil(vols))
+	byVolume, err := s.BackupsByVolume(ctx, c.AllProjects)
+	if err != nil {
+		return err
 	}
-	t := &table{header: []string{"ID", "Name", "Status", "Size", "Kind", "Path"}}
-	if c.AllProjects {
-		t.header = append(t.header, "Project") // names repeat across projects
-	}
+	listed := make([]volumeWithBackups, 0, len(vols))
 	for _, v := range vols {
-		row := []string{v.ID, v.Name, string(v.Status), units.Bytes(v.Size), v.Kind, v.Path}
+		listed = append(listed, withBackups(v, byVolume[v.ID]))
+	}
+	if g.json() {
+		return writeJSON(g.stdout, listed)
+	}
+	// The path last: the longest cell, and a terminal that wraps it keeps the rest aligned.
+	t := &table{header: []string{"ID", "Name", "Status", "Size", "Kind", "Backups", "Last backup (UTC)", "Path"}}
+	if c.AllProjects {
+		t.header = slices.Insert(t.header, 2, "Project") // names repeat across projects
+	}
+	for _, v := range listed {
+		last := "never"
+		if v.LastBackupAt != nil {
+			last = v.LastBackupAt.UTC().Format(listTime)
+		}
+		row := []string{v.ID, v.Name, string(v.Status), units.Bytes(v.Size), v.Kind, fmt.Sprint(v.Backups), last, v.Path}
 		if c.AllProjects {
-			row = append(row, v.Project)
+			row = slices.Insert(row, 2, v.Project)
 		}
 		t.add(row...)
 	}
@@ -179,7 +193,19 @@ func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return g.showVolume(v)
+	byVolume, err := s.BackupsByVolume(ctx, false)
+	if err != nil {
+		return err
+	}
+	vb := withBackups(v, byVolume[v.ID])
+	if g.json() {
+		return writeJSON(g.stdout, vb)
+	}
+	last := "never"
+	if vb.LastBackupAt != nil {
+		last = fmt.Sprintf("%s (%s)", vb.LastBackupID, vb.LastBackupAt.UTC().Format(time.RFC3339))
+	}
+	return properties(g.stdout, append(volumeProperties(v), [2]string{"backups", fmt.Sprint(vb.Backups)}, [2]string{"last_backup", last}))
 }
 
 // VolumeDeleteCmd deletes a volume.
@@ -232,10 +258,33 @@ func (g *Globals) showVolume(v *index.Volume) error {
 	if g.json() {
 		return writeJSON(g.stdout, v)
 	}
-	return properties(g.stdout, [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", units.Bytes(v.Size)},
+	return properties(g.stdout, volumeProperties(v))
+}
+
+func volumeProperties(v *index.Volume) [][2]string {
+	return [][2]string{{"id", v.ID}, {"name", v.Name}, {"status", string(v.Status)}, {"size", units.Bytes(v.Size)},
 		{"kind", v.Kind}, {"path", v.Path}, {"project", v.Project}, {"managed", fmt.Sprint(v.Managed)}, {"track_changes", fmt.Sprint(v.TrackChanges)},
 		{"identity", none(v.Identity)}, {"description", none(v.Description)}, {"fail_reason", none(v.FailReason)},
-		{"created_at", v.CreatedAt.Format(time.RFC3339)}})
+		{"created_at", v.CreatedAt.Format(time.RFC3339)}}
+}
+
+// volumeWithBackups is a volume as volume list and volume show print it: with how many
+// backups it has (that the caller sees) and when its last one (failed and running ones
+// aside) was taken.
+type volumeWithBackups struct {
+	*index.Volume
+	Backups      int        `json:"backups"`
+	LastBackupID string     `json:"last_backup_id,omitempty"`
+	LastBackupAt *time.Time `json:"last_backup_at,omitempty"`
+}
+
+func withBackups(v *index.Volume, bs []*index.Backup) volumeWithBackups {
+	out := volumeWithBackups{Volume: v, Backups: len(bs)}
+	if last := gateway.LastCommitted(bs); last != nil {
+		at := last.CreatedAt
+		out.LastBackupID, out.LastBackupAt = last.ID, &at
+	}
+	return out
 }
 
 func none(s string) string {

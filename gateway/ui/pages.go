@@ -27,17 +27,13 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 	if err != nil {
 		return err
 	}
-	backups, err := s.svc.ListBackups(r.ctx, gateway.ListFilter{AllProjects: r.all})
+	byVolume, err := s.svc.BackupsByVolume(r.ctx, r.all)
 	if err != nil {
 		return err
 	}
 	policies, err := s.svc.Policies(r.ctx)
 	if err != nil {
 		return err
-	}
-	byVolume := map[string][]*index.Backup{}
-	for _, b := range backups {
-		byVolume[b.VolumeID] = append(byVolume[b.VolumeID], b)
 	}
 	type key struct{ project, name string }
 	covered := map[key][]string{}
@@ -59,15 +55,9 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 		}
 	}
 	for _, v := range vols {
-		row := volumeRow{Volume: v, Policies: covered[key{v.Project, v.Name}], Backups: len(byVolume[v.ID])}
+		row := volumeRow{Volume: v, Policies: covered[key{v.Project, v.Name}], Backups: len(byVolume[v.ID]), Last: gateway.LastCommitted(byVolume[v.ID])}
 		if v.Status != volumeGone {
 			row.InUse, _ = s.svc.VolumeInUse(r.ctx, v)
-		}
-		for _, b := range slices.Backward(byVolume[v.ID]) {
-			if b.Status.Committed() {
-				row.Last = b
-				break
-			}
 		}
 		rows = append(rows, row)
 	}
