@@ -73,6 +73,9 @@ func (s *Service) RunHeartbeats(ctx context.Context) {
 	}
 }
 
+// noGateway is why the API service is down where no gateway runs (the embedded CLI).
+const noGateway = "no gateway running ('cairn serve')"
+
 // Services lists cairn's services with their state. A service is down when its last check
 // failed (the reason says why) or its heartbeat is older than three intervals.
 func (s *Service) Services(ctx context.Context) []ServiceStatus {
@@ -91,7 +94,7 @@ func (s *Service) Services(ctx context.Context) []ServiceStatus {
 		b, ok := s.health.beats[name]
 		switch {
 		case !ok && name == "cairn-api":
-			st.DisabledReason = "no gateway running ('cairn serve')"
+			st.DisabledReason = noGateway
 		case !ok:
 		case b.err != nil:
 			st.UpdatedAt = b.at

@@ -71,8 +71,13 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 	if r.sess.caller.Admin {
 		projects = s.projects(r)
 	}
+	// What needs attention heads the first page an admin sees; the page stands without it.
+	var concerns []gateway.Concern
+	if ov, err := s.svc.Overview(r.ctx, r.all); err == nil {
+		concerns = ov.Concerns
+	}
 	s.render(w, r.Request, r.sess, http.StatusOK, "volumes", view{Title: "Volumes", Nav: "volumes",
-		Data: map[string]any{"Rows": rows, "Projects": projects}})
+		Data: map[string]any{"Rows": rows, "Projects": projects, "Concerns": concerns}})
 	return nil
 }
 

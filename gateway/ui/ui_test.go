@@ -277,7 +277,15 @@ func TestProjectsAreSeparate(t *testing.T) {
 	if code, _, _ := bob.post("/ui/volumes/"+v1.ID+"/backup", bob.form("mode", "full", "confirm", "yes"), ""); code != http.StatusNotFound {
 		t.Errorf("bob backs up alice's volume: %d", code)
 	}
-	_ = v2
+	// What needs attention heads the page, the caller's own only: bob's unprotected bravo,
+	// never alice's.
+	if !strings.Contains(body, `id="attention"`) || !strings.Contains(body, "volume bravo has no backup") || strings.Contains(body, "volume alpha") {
+		t.Errorf("bob's attention box:\n%s", body)
+	}
+	e.backup(v2)
+	if _, body, _ = bob.get("/ui/volumes"); strings.Contains(body, `id="attention"`) {
+		t.Errorf("bob's page after bravo's backup still asks for attention:\n%s", body)
+	}
 	admin := e.browser()
 	admin.signIn("tok-admin")
 	if code, _, _ := admin.post("/ui/project", admin.form("project", "*"), ""); code != http.StatusSeeOther {

@@ -1,0 +1,196 @@
+package gateway
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/units"
+)
+
+// Kinds of concern: what 'cairn status' and the console's volumes page ask an admin to look at.
+const (
+	ConcernBackupFailed  = "backup-failed"  // a volume's newest backup failed
+	ConcernBackupDamaged = "backup-damaged" // a verification found a backup damaged
+	ConcernUnprotected   = "unprotected"    // a volume without a backup that no policy backs up
+	ConcernOverdue       = "overdue"        // a policy's volume without a backup for two periods
+	ConcernPolicyFailed  = "policy-failed"  // a policy's last run, or its verification, failed
+	ConcernGCFailed      = "gc-failed"      // the last gc failed
+	ConcernCheck         = "check-problems" // the last check failed or found problems
+	ConcernStaleLock     = "stale-lock"     // a lock whose holder seems gone
+	ConcernServiceDown   = "service-down"   // a service without a recent heartbeat
+	ConcernQuota         = "quota"          // a project at 90 % or more of a quota
+)
+
+// Concern is one thing that needs an admin's attention, said in one line.
+type Concern struct {
+	Kind    string    `json:"kind"`
+	Project string    `json:"project,omitempty"`
+	Subject string    `json:"subject"` // a volume's name, a backup's id, a policy's name, ...
+	At      time.Time `json:"at,omitzero"`
+	Message string    `json:"message"`
+}
+
+// Overview is the state of the caller's backups at a glance.
+type Overview struct {
+	Volumes int `json:"volumes"`
+	// Backups counts the backups by status.
+	Backups map[index.BackupStatus]int `json:"backups"`
+	// Succeeded and Failed count the backups taken in the last 24 hours.
+	Succeeded int       `json:"succeeded_24h"`
+	Failed    int       `json:"failed_24h"`
+	Concerns  []Concern `json:"concerns"`
+}
+
+// quotaNear is the share of a quota at which a project is a concern.
+const quotaNear = 0.9
+
+// Overview summarises the volumes, backups and policies the caller sees (with all, an admin
+// sees every project's) and lists what needs attention; for an admin also the repository's
+// maintenance, locks and services.
+func (s *Service) Overview(ctx context.Context, all bool) (*Overview, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	all = all && c.Admin
+	inView := func(project string) bool { return project == c.Project || all }
+	vols, err := s.ListVolumes(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	byVolume, err := s.BackupsByVolume(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	policies, err := s.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	o := &Overview{Volumes: len(vols), Backups: map[index.BackupStatus]int{}, Concerns: []Concern{}}
+	add := func(kind, project, subject string, at time.Time, format string, args ...any) {
+		o.Concerns = append(o.Concerns, Concern{Kind: kind, Project: project, Subject: subject, At: at, Message: fmt.Sprintf(format, args...)})
+	}
+	dayAgo := now().Add(-24 * time.Hour)
+	projects := map[string]bool{c.Project: true}
+	for _, bs := range byVolume {
+		for _, b := range bs {
+			projects[b.Project] = true
+			o.Backups[b.Status]++
+			if b.CreatedAt.After(dayAgo) {
+				switch {
+				case b.Status == index.BackupError:
+					o.Failed++
+				case b.Status.Committed():
+					o.Succeeded++
+				}
+			}
+			if v := b.LastVerify; v != nil && v.Result == "damaged" && b.Status.Committed() {
+				add(ConcernBackupDamaged, b.Project, b.ID, v.At, "backup %s of volume %s is damaged: a restore would lose %s; 'cairn repo repair' says what can be recovered",
+					b.ID, cmp.Or(b.VolumeName, b.VolumeID), units.Bytes(v.LostBytes))
+			}
+		}
+	}
+	type key struct{ project, name string }
+	covered := map[key]bool{}
+	for _, p := range policies {
+		if !inView(p.Project) {
+			continue
+		}
+		for _, n := range p.VolumeNames {
+			covered[key{p.Project, n}] = true
+		}
+		for _, n := range p.Overdue {
+			add(ConcernOverdue, p.Project, n, time.Time{}, "volume %s: no backup by policy %s for two of its periods", n, p.Name)
+		}
+		if p.LastResult == RunFailed {
+			add(ConcernPolicyFailed, p.Project, p.Name, p.LastRun, "policy %s: its last run failed: %s", p.Name, p.LastError)
+		}
+		if p.VerifyResult == RunFailed {
+			add(ConcernPolicyFailed, p.Project, p.Name, p.LastVerify, "policy %s: its last verification failed: %s", p.Name, p.VerifyError)
+		}
+	}
+	for _, v := range vols {
+		projects[v.Project] = true
+		bs := byVolume[v.ID]
+		if failed := newestFailed(bs); failed != nil {
+			add(ConcernBackupFailed, v.Project, v.Name, failed.CreatedAt, "volume %s: its last backup (%s) failed: %s", v.Name, failed.ID, cmp.Or(failed.FailReason, "no reason recorded"))
+		}
+		if LastCommitted(bs) == nil && !covered[key{v.Project, v.Name}] && v.Status == index.VolumeAvailable {
+			add(ConcernUnprotected, v.Project, v.Name, v.CreatedAt, "volume %s has no backup, and no policy backs it up", v.Name)
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(projects)) {
+		if !inView(p) {
+			continue
+		}
+		u, err := s.QuotaUsage(ctx, p)
+		if err != nil {
+			continue
+		}
+		for _, q := range []struct {
+			name string
+			use  QuotaUse
+		}{{"backups", u.Backups}, {"backup_gigabytes", u.BackupGigabytes}} {
+			if q.use.Limit > 0 && float64(q.use.InUse+q.use.Reserved) >= quotaNear*float64(q.use.Limit) {
+				add(ConcernQuota, p, q.name, time.Time{}, "project %s uses %d of its %d %s (%d in use, %d reserved): 'cairn quota update' or delete backups",
+					p, q.use.InUse+q.use.Reserved, q.use.Limit, q.name, q.use.InUse, q.use.Reserved)
+			}
+		}
+	}
+	if c.Admin {
+		s.maintenanceConcerns(ctx, add)
+	}
+	slices.SortStableFunc(o.Concerns, func(a, b Concern) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Project, b.Project), cmp.Compare(a.Subject, b.Subject))
+	})
+	return o, nil
+}
+
+// maintenanceConcerns adds what an admin alone is told: the repository's last gc and check,
+// stale locks, services that are down.
+func (s *Service) maintenanceConcerns(ctx context.Context, add func(kind, project, subject string, at time.Time, format string, args ...any)) {
+	if m, err := s.Maintenance(ctx); err == nil {
+		if g := m.LastGC; g != nil && g.Error != "" {
+			add(ConcernGCFailed, "", "gc", g.At, "the last gc failed: %s", g.Error)
+		}
+		if ck := m.LastCheck; ck != nil && !ck.OK() {
+			if ck.Error != "" {
+				add(ConcernCheck, "", "check", ck.At, "the last check failed: %s", ck.Error)
+			} else {
+				add(ConcernCheck, "", "check", ck.At, "the last check found %d problems: 'cairn repo check' lists them", len(ck.Problems))
+			}
+		}
+	}
+	if locks, err := s.Locks(ctx); err == nil {
+		for _, l := range locks {
+			if l.Stale {
+				add(ConcernStaleLock, "", l.ID, l.Created, "a stale %s lock of %s (host %s, pid %d): %s; 'cairn repo unlock' removes it", l.Kind, l.Operation, l.Host, l.PID, l.Why)
+			}
+		}
+	}
+	for _, sv := range s.Services(ctx) {
+		// Without a gateway the API is down by design: the embedded CLI is a way to run.
+		if sv.State == "down" && sv.DisabledReason != noGateway {
+			add(ConcernServiceDown, "", sv.Binary, sv.UpdatedAt, "service %s on %s is down: %s", sv.Binary, sv.Host, cmp.Or(sv.DisabledReason, "no heartbeat"))
+		}
+	}
+}
+
+// newestFailed returns the newest of bs (oldest first) when it failed, with no backup of the
+// volume committed since; nil otherwise. A backup running now does not hide one that failed.
+func newestFailed(bs []*index.Backup) *index.Backup {
+	for _, b := range slices.Backward(bs) {
+		switch {
+		case b.Status == index.BackupError:
+			return b
+		case b.Status.Committed():
+			return nil
+		}
+	}
+	return nil
+}
