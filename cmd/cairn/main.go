@@ -83,6 +83,7 @@ type Globals struct {
 type CLI struct {
 	Globals
 
+	Status     StatusCmd     `cmd:"" help:"What needs attention now: failed, damaged, unprotected and overdue volumes and backups, quotas near their limit, maintenance, locks, services."`
 	Repository RepoCmd       `cmd:"" name:"repo" help:"Create, check and maintain the repository."`
 	Volume     VolumeCmd     `cmd:"" help:"Register, create and list volumes."`
 	Backup     BackupCmd     `cmd:"" help:"Create, list, restore, export and import backups."`

@@ -84,6 +84,7 @@ _cairn() {
       "snapshot-delete") path="snapshot-delete" ;;
       "snapshot-list") path="snapshot-list" ;;
       "snapshot-show") path="snapshot-show" ;;
+      "status") path="status" ;;
       "user") path="user" ;;
       "user add") path="user add" ;;
       "user delete") path="user delete" ;;
@@ -139,7 +140,7 @@ _cairn() {
     return 0
   fi
   case "$path" in
-    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage rename repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show user volume" -- "$cur")) ;;
+    "") COMPREPLY=($(compgen -W "--access-key --concurrency --default-quota-backup-gigabytes --default-quota-backups --endpoint --format --help --limit-download --limit-read --limit-upload --lock-stale --lock-wait --log-file --password-file --path-style --project --quiet --read-only --region --repo --retries --secret-key --socket --state-dir --timeout --version --workers backup backup-create backup-delete backup-export backup-import backup-list backup-reset-state backup-restore backup-show backup-update completion mount nbd policy quota quota-show quota-update quota-usage rename repo serve service service-list snapshot snapshot-create snapshot-delete snapshot-list snapshot-show status user volume" -- "$cur")) ;;
     "backup") COMPREPLY=($(compgen -W "copy create delete export import list protect prune reset-state restore show unprotect update verify" -- "$cur")) ;;
     "backup copy") COMPREPLY=($(compgen -W "--all --all-projects --dry-run --to --to-config --to-password-file --to-state-dir" -- "$cur")) ;;
     "backup create") COMPREPLY=($(compgen -W "--all --bitmap --container --description --force --hook-timeout --incremental --metadata --name --post-hook --pre-hook --protected --snapshot-id --wait" -- "$cur")) ;;
@@ -210,6 +211,7 @@ _cairn() {
     "snapshot-delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "snapshot-list") COMPREPLY=($(compgen -W "--all-projects --volume-id" -- "$cur")) ;;
     "snapshot-show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "status") COMPREPLY=($(compgen -W "--all-projects --exit-code" -- "$cur")) ;;
     "user") COMPREPLY=($(compgen -W "add delete list" -- "$cur")) ;;
     "user add") COMPREPLY=($(compgen -W "--role --user-password-file --users" -- "$cur")) ;;
     "user delete") COMPREPLY=($(compgen -W "--users" -- "$cur")) ;;
