@@ -49,15 +49,23 @@ type Overview struct {
 // quotaNear is the share of a quota at which a project is a concern.
 const quotaNear = 0.9
 
-// Overview summarises the volumes, backups and policies the caller sees (with all, an admin
-// sees every project's) and lists what needs attention; for an admin also the repository's
-// maintenance, locks and services.
-func (s *Service) Overview(ctx context.Context, all bool) (*Overview, error) {
+// OverviewOptions say what an overview covers.
+type OverviewOptions struct {
+	// All: an admin's overview of every project.
+	All bool
+	// Locks: look for stale locks too (admins). Listing them writes a probe object to read
+	// the store's clock, so a page that refreshes itself leaves them out.
+	Locks bool
+}
+
+// Overview summarises the volumes, backups and policies the caller sees and lists what needs
+// attention; for an admin also the repository's maintenance, locks and services.
+func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview, error) {
 	c, err := callerOf(ctx)
 	if err != nil {
 		return nil, err
 	}
-	all = all && c.Admin
+	all := opt.All && c.Admin
 	inView := func(project string) bool { return project == c.Project || all }
 	vols, err := s.ListVolumes(ctx, all)
 	if err != nil {
@@ -143,7 +151,7 @@ func (s *Service) Overview(ctx context.Context, all bool) (*Overview, error) {
 		}
 	}
 	if c.Admin {
-		s.maintenanceConcerns(ctx, add)
+		s.maintenanceConcerns(ctx, opt.Locks, add)
 	}
 	slices.SortStableFunc(o.Concerns, func(a, b Concern) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Project, b.Project), cmp.Compare(a.Subject, b.Subject))
@@ -153,7 +161,7 @@ func (s *Service) Overview(ctx context.Context, all bool) (*Overview, error) {
 
 // maintenanceConcerns adds what an admin alone is told: the repository's last gc and check,
 // stale locks, services that are down.
-func (s *Service) maintenanceConcerns(ctx context.Context, add func(kind, project, subject string, at time.Time, format string, args ...any)) {
+func (s *Service) maintenanceConcerns(ctx context.Context, locks bool, add func(kind, project, subject string, at time.Time, format string, args ...any)) {
 	if m, err := s.Maintenance(ctx); err == nil {
 		if g := m.LastGC; g != nil && g.Error != "" {
 			add(ConcernGCFailed, "", "gc", g.At, "the last gc failed: %s", g.Error)
@@ -166,8 +174,12 @@ func (s *Service) maintenanceConcerns(ctx context.Context, add func(kind, projec
 			}
 		}
 	}
-	if locks, err := s.Locks(ctx); err == nil {
-		for _, l := range locks {
+	if locks {
+		ls, err := s.Locks(ctx)
+		if err != nil {
+			ls = nil // the rest of the overview stands without them
+		}
+		for _, l := range ls {
 			if l.Stale {
 				add(ConcernStaleLock, "", l.ID, l.Created, "a stale %s lock of %s (host %s, pid %d): %s; 'cairn repo unlock' removes it", l.Kind, l.Operation, l.Host, l.PID, l.Why)
 			}

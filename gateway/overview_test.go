@@ -57,7 +57,7 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	o, err := s.Overview(ctx, false)
+	o, err := s.Overview(ctx, gateway.OverviewOptions{Locks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "failing", Incremental: true}); err != nil {
 		t.Fatal(err)
 	}
-	if o, err = s.Overview(ctx, false); err != nil {
+	if o, err = s.Overview(ctx, gateway.OverviewOptions{Locks: true}); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range o.Concerns {
@@ -101,7 +101,7 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 		}
 	}
 
-	other, err := s.Overview(as("u2", "p2", false), true)
+	other, err := s.Overview(as("u2", "p2", false), gateway.OverviewOptions{All: true, Locks: true})
 	if err != nil {
 		t.Fatal(err)
 	}

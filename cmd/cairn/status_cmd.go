@@ -34,7 +34,7 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	o, err := s.Overview(ctx, c.AllProjects)
+	o, err := s.Overview(ctx, gateway.OverviewOptions{All: c.AllProjects, Locks: true})
 	if err != nil {
 		return err
 	}
