@@ -211,8 +211,11 @@ func (kr *Keyring) meta(ctx context.Context, name string) (keyMeta, error) {
 // and still opens with its passphrase: a command must not act on keys it no longer holds.
 func (kr *Keyring) claim(ctx context.Context) (*Lock, error) {
 	lk, err := kr.locks.claimWithin(ctx, keysClaim, kr.wait)
-	if err != nil {
+	if errors.Is(err, ErrLocked) {
 		return nil, fmt.Errorf("another passwd or key command is running: %w", err)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := kr.ownKeyThere(ctx); err != nil {
 		lk.Unlock()
