@@ -75,7 +75,7 @@ type keyMeta struct {
 
 // newKeyMeta describes a key this process adds now.
 func newKeyMeta(label string) keyMeta {
-	m := keyMeta{Label: label, Created: time.Now().UTC().Truncate(time.Second)}
+	m := keyMeta{Label: label, Created: time.Now().UTC()}
 	m.Host, _ = os.Hostname()
 	if u, err := user.Current(); err == nil {
 		m.User = u.Username
