@@ -90,6 +90,29 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 		}
 		return res, nil
 	}
+	// The copy shows among the gateway's jobs (the console's Jobs page) while it runs and
+	// after: a repository job, for admins, as its destination is theirs to know. It runs in
+	// the caller (a CLI through the socket): the caller's end cancels it.
+	id := "copy/" + b.ID
+	s.jobs.add(JobInfo{ID: id, Kind: "copy", Subject: b.ID, VolumeID: b.VolumeID, VolumeName: b.VolumeName, Target: dst.be.Location()})
+	var res *CopyResult
+	err := s.runJob(ctx, "copy", b.ID, s.jobs.entry(id), func(ctx context.Context) (err error) {
+		o.Progress = s.jobProgress(id, o.Progress)
+		res, err = s.copyManifest(ctx, b, dst, o)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.Took = time.Since(start)
+	res.Seconds = res.Took.Seconds()
+	s.log.Info("backup copied", "backup_id", b.ID, "to", dst.be.Location(), "base", res.Base,
+		"read_bytes", res.Backup.Stats.ReadBytes, "new_bytes", res.Backup.Stats.NewBytes, "seconds", res.Seconds)
+	return res, nil
+}
+
+// copyManifest copies backup b, which dst does not have, under the source's lock.
+func (s *Service) copyManifest(ctx context.Context, b *index.Backup, dst *Service, o CopyOptions) (*CopyResult, error) {
 	// A copy of a large backup takes long: it waits out a restart of either store, as a
 	// backup and a restore do.
 	ctx = retry.Patient(ctx)
@@ -129,14 +152,7 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	if errors.Is(err, repo.ErrCorrupt) {
 		return nil, fmt.Errorf("%w; nothing was copied: the backup is damaged in this repository ('cairn backup verify %s' lists what it lost)", err, m.ID)
 	}
-	if err != nil {
-		return nil, err
-	}
-	res.Took = time.Since(start)
-	res.Seconds = res.Took.Seconds()
-	s.log.Info("backup copied", "backup_id", m.ID, "to", dst.be.Location(), "base", res.Base,
-		"read_bytes", res.Backup.Stats.ReadBytes, "new_bytes", res.Backup.Stats.NewBytes, "seconds", res.Seconds)
-	return res, nil
+	return res, err
 }
 
 // hasBackup returns the backup with that id when this repository has it (in the index, or a

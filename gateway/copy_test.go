@@ -124,6 +124,28 @@ func TestCopyBackupsToAnotherRepository(t *testing.T) {
 	if err != nil || again.Copied {
 		t.Errorf("second copy of %s: %+v, %v; want nothing done", ids[2], again, err)
 	}
+	// Each copy was a job of the source's gateway, for its admins (the console's Jobs page),
+	// with its destination and all its bytes done; a copy that had nothing to do was none.
+	_, recent, err := src.Jobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copies := 0
+	for _, j := range recent {
+		if j.Kind != "copy" {
+			continue
+		}
+		copies++
+		if j.State != gateway.JobSucceeded || j.Target != dst.Location() || j.Total == 0 || j.Done != j.Total || j.Project != "" {
+			t.Errorf("copy job %+v, want succeeded, to %s, every byte done, no project", j, dst.Location())
+		}
+	}
+	if copies != len(ids) {
+		t.Errorf("%d copy jobs, want %d", copies, len(ids))
+	}
+	if _, recent, _ := src.Jobs(as("u2", "p2", false)); len(recent) != 0 {
+		t.Errorf("a project's member sees the gateway's jobs %+v", recent)
+	}
 
 	// The copies are the destination's: its index goes, and a new one finds them.
 	dst.Close()
