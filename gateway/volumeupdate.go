@@ -160,7 +160,8 @@ func (s *Service) UpdateVolume(ctx context.Context, ref string, u VolumeUpdate) 
 // made anew after an object ignores it, so a failure is logged.
 func (s *Service) dropVolumeSettings(ctx context.Context, id string, before time.Time) {
 	var old []string
-	err := s.repo.ListMetaNames(ctx, metaVolumeSettings, func(name string) error {
+	// Its own objects alone: their names start with "<id>@".
+	err := s.repo.ListMetaNamesFrom(ctx, metaVolumeSettings, id+"@", func(name string) error {
 		if vid, at, ok := parseVolumeSettingsKey(name); ok && vid == id && (before.IsZero() || at.Before(before)) {
 			old = append(old, name)
 		}

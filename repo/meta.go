@@ -62,8 +62,14 @@ func (r *Repository) GetMeta(ctx context.Context, kind, name string, v any) erro
 // ListMetaNames calls fn with the name of every metadata object of kind, without reading them:
 // which objects exist, not what they say.
 func (r *Repository) ListMetaNames(ctx context.Context, kind string, fn func(name string) error) error {
+	return r.ListMetaNamesFrom(ctx, kind, "", fn)
+}
+
+// ListMetaNamesFrom is ListMetaNames of the names that start with from: one listing of those
+// keys alone, as a name's hex starts with the hex of its start.
+func (r *Repository) ListMetaNamesFrom(ctx context.Context, kind, from string, fn func(name string) error) error {
 	prefix := metaPrefix + kind + "/"
-	return r.be.ListKeys(ctx, prefix, func(key string) error {
+	return r.be.ListKeys(ctx, prefix+hex.EncodeToString([]byte(from)), func(key string) error {
 		raw, err := hex.DecodeString(strings.TrimPrefix(key, prefix))
 		if err != nil {
 			return nil
