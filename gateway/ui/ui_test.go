@@ -720,3 +720,38 @@ func TestRenameFromTheVolumePage(t *testing.T) {
 		t.Fatalf("after refused settings: %+v, %v", got, err)
 	}
 }
+
+// A copy to another repository shows among the jobs with its destination, to admins, and its
+// page links to the backup it copied; a project's member sees no such job.
+func TestCopyShowsAsAJob(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("admin", "web", 1<<20)
+	b := e.backup(v)
+	ctx := context.Background()
+	dcfg := gateway.Config{Repo: filepath.Join(e.dir, "offsite")}
+	if _, err := gateway.Init(ctx, dcfg, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := gateway.Open(ctx, dcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	admin := gateway.WithCaller(ctx, tokens["tok-admin"].Caller)
+	if _, err := e.svc.CopyBackup(admin, b.ID, dst, gateway.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	br := e.browser()
+	br.signIn("tok-admin")
+	if code, body, _ := br.get("/ui/jobs"); code != http.StatusOK || !strings.Contains(body, "/ui/jobs/copy/"+b.ID) || !strings.Contains(body, dst.Location()) {
+		t.Fatalf("jobs page after a copy: %d\n%s", code, body)
+	}
+	if code, body, _ := br.get("/ui/jobs/copy/" + b.ID); code != http.StatusOK || !strings.Contains(body, `href="/ui/backups/`+b.ID+`"`) || !strings.Contains(body, "succeeded") {
+		t.Fatalf("the copy's job page: %d\n%s", code, body)
+	}
+	bob := e.browser()
+	bob.signIn("tok-bob")
+	if code, _, _ := bob.get("/ui/jobs/copy/" + b.ID); code != http.StatusNotFound {
+		t.Errorf("bob sees the copy job: %d", code)
+	}
+}
