@@ -218,7 +218,7 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 		}
 		c := *m
 		c.Root, c.RootLevel, c.Stats, c.CommittedAt = res.Root, res.RootLevel, res.Stats, now()
-		c.ReadMode, c.ReadFallback, c.Error, c.Verified = mode, fallback, "", nil // not verified there
+		c.ReadMode, c.ReadFallback, c.Error, c.Verified, c.Restored = mode, fallback, "", nil, nil // neither verified nor restored there
 		if base != "" {
 			c.ParentID, c.Incremental = base, true
 		}

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -104,4 +105,24 @@ func ImageSourceForTest(t testing.TB, s *Service, id string) repo.Source {
 // once it has looked the backup up: what the copy meets when the backup went meanwhile.
 func CopyRecordForTest(s *Service, b *index.Backup, dst *Service) (*CopyResult, error) {
 	return s.copyBackup(context.Background(), b, dst, CopyOptions{})
+}
+
+// RecordRestoreForTest puts outcome into backup id's manifest as the end of a restore on s
+// does (recordRestore), and reports whether the manifest now holds it or a newer one.
+func RecordRestoreForTest(s *Service, id string, outcome *index.RestoreOutcome) error {
+	s.recordRestore(context.Background(), id, outcome)
+	m, err := s.repo.GetManifest(context.Background(), id)
+	if err != nil {
+		return err
+	}
+	if m.Restored == nil || m.Restored.At.Before(outcome.At) {
+		return fmt.Errorf("the manifest's restore outcome %+v, want %+v or a newer one", m.Restored, outcome)
+	}
+	return nil
+}
+
+// RecordVerifyForTest records outcome as the end of a verification of backup id on s does
+// (recordVerify).
+func RecordVerifyForTest(s *Service, id string, outcome *index.VerifyOutcome) {
+	s.recordVerify(context.Background(), id, outcome)
 }

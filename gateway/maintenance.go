@@ -596,14 +596,19 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		if m.Verified != nil && (verified == nil || m.Verified.At.After(verified.At)) {
 			verified = m.Verified
 		}
+		// So does a restore's, and one running here is never replaced: its end records itself.
+		restored := b.LastRestore
+		if m.Restored != nil && (restored == nil || restored.Result != "running" && m.Restored.At.After(restored.At)) {
+			restored = m.Restored
+		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
 			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status &&
-			verified == b.LastVerify {
+			verified == b.LastVerify && restored == b.LastRestore {
 			return errUnchanged // nothing to write
 		}
 		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
 		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
-		b.Status, b.FailReason, b.LastVerify = status, reason, verified
+		b.Status, b.FailReason, b.LastVerify, b.LastRestore = status, reason, verified, restored
 		return nil
 	})
 	if errors.Is(err, errUnchanged) {

@@ -561,6 +561,9 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			return nil
 		})
 		s.syncIndex()
+		if uerr == nil {
+			s.recordRestore(ctx, b.ID, outcome)
+		}
 		if errors.Is(uerr, errRestoreSuperseded) {
 			s.log.Warn("restore ended after another restore of its backup began; its outcome is in this log only",
 				"backup_id", b.ID, "target", path, "result", outcome.Result, "reason", outcome.Reason)

@@ -91,7 +91,13 @@ func (s *Service) recordVerify(ctx context.Context, id string, outcome *index.Ve
 		return
 	}
 	if !s.cfg.ReadOnly && b.Status.Committed() {
-		if err := s.rewriteManifest(context.WithoutCancel(ctx), id, func(m *repo.Manifest) { m.Verified = outcome }); err != nil {
+		// The newer outcome stays: another gateway's, stored since this one read the record.
+		err := s.rewriteManifest(context.WithoutCancel(ctx), id, func(m *repo.Manifest) {
+			if m.Verified == nil || !m.Verified.At.After(outcome.At) {
+				m.Verified = outcome
+			}
+		})
+		if err != nil {
 			s.log.Warn("verify: the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
 		}
 	}
@@ -100,6 +106,28 @@ func (s *Service) recordVerify(ctx context.Context, id string, outcome *index.Ve
 		return nil
 	}); err != nil {
 		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err)
+	}
+}
+
+// recordRestore puts a restore's outcome, which its record holds now, into the backup's
+// manifest, so every gateway and a rebuilt index show it (docs/design.md); a failure keeps it
+// in this index only.
+func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.RestoreOutcome) {
+	if s.cfg.ReadOnly {
+		return
+	}
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if b, err := s.idx.Backup(id); err != nil || !b.Status.Committed() {
+		return // deleted meanwhile, or reset to error here: its manifest is not ours to write
+	}
+	err := s.rewriteManifest(context.WithoutCancel(ctx), id, func(m *repo.Manifest) {
+		if m.Restored == nil || !m.Restored.At.After(outcome.At) {
+			m.Restored = outcome
+		}
+	})
+	if err != nil {
+		s.log.Warn("restore: the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
 	}
 }
 

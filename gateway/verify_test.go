@@ -94,4 +94,74 @@ func TestVerifyOutcomeIsInTheRepository(t *testing.T) {
 			t.Errorf("gateway %d: cairn_backups_damaged{project=admin} %v, want 1", i, got)
 		}
 	}
+	// A verification that ended before b's, recorded on a after it, leaves b's in the
+	// manifest, and a takes it back at its next catch-up.
+	gateway.RecordVerifyForTest(a, bk.ID, want)
+	d := gatewayOn(t, repoDir, filepath.Join(dir, "state-d"))
+	shows("an index made anew after an older outcome was recorded", d, damaged)
+	catchUp(t, a)
+	shows("the gateway that recorded the older outcome, after its catch-up", a, damaged)
+}
+
+// A restore's outcome is kept in the backup's manifest once it ends: another gateway shows it
+// after its catch-up, and so does an index made anew; a later restore elsewhere (here one that
+// failed) replaces it everywhere, and an older outcome written after a newer one does not
+// replace it. A copy does not carry it. Kept in the index alone, which restore came back, and
+// where, was one gateway's knowledge.
+func TestRestoreOutcomeIsInTheRepository(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, bk := backedUpOnA(t, filepath.Join(dir, "r"))
+	want := sha256File(t, filepath.Join(dir, "r", "vm.img"))
+	if got := restoreSHA(t, a, adminCtx(), bk.ID); got != want {
+		t.Fatalf("restore on a: sha256 %s, want %s", got, want)
+	}
+	ok := record(t, a, bk.ID).LastRestore
+	if ok == nil || ok.Result != "succeeded" {
+		t.Fatalf("a's outcome: %+v", ok)
+	}
+	shows := func(what string, g *gateway.Service, want *index.RestoreOutcome) {
+		t.Helper()
+		got := record(t, g, bk.ID).LastRestore
+		if got == nil || got.Result != want.Result || got.Target != want.Target || !got.At.Equal(want.At) {
+			t.Fatalf("%s: last restore %+v, want %+v", what, got, want)
+		}
+	}
+	catchUp(t, b)
+	shows("the other gateway after its catch-up", b, ok)
+	c := gatewayOn(t, repoDir, filepath.Join(dir, "state-c"))
+	shows("an index made anew", c, ok)
+
+	// b's restore fails: every read of a pack comes back with a bit flipped.
+	gateway.WrapBackendForTest(t, b, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.GetRange | faulty.Get, Prefix: "packs/", Effect: faulty.Corrupt})
+		return f
+	})
+	if _, err := b.Restore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, To: filepath.Join(dir, "bad.img")}); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("restore through corrupting reads: %v, want damage", err)
+	}
+	failed := record(t, b, bk.ID).LastRestore
+	if failed.Result != "failed" || failed.Kind != "corrupt" {
+		t.Fatalf("b's outcome: %+v", failed)
+	}
+	for _, g := range []*gateway.Service{a, c} {
+		catchUp(t, g)
+	}
+	shows("the first gateway after b's restore failed", a, failed)
+	shows("the third gateway after b's restore failed", c, failed)
+
+	// a restore that ended before b's, recorded after it, leaves b's in the manifest.
+	if err := gateway.RecordRestoreForTest(a, bk.ID, ok); err != nil {
+		t.Fatal(err)
+	}
+	d := gatewayOn(t, repoDir, filepath.Join(dir, "state-d"))
+	shows("an index made anew after an older outcome was recorded", d, failed)
+
+	_, dst := otherRepo(t, t.TempDir())
+	if _, err := c.CopyBackup(adminCtx(), bk.ID, dst, gateway.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, dst, bk.ID).LastRestore; got != nil {
+		t.Errorf("the copy's last restore: %+v, want none", got)
+	}
 }

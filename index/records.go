@@ -87,10 +87,11 @@ type Backup struct {
 	UpdatedAt    time.Time `json:"updated_at"`
 	// RestoreTarget is the volume a running restore writes to.
 	RestoreTarget string `json:"restore_volume_id,omitempty"`
-	// LastRestore says how the newest restore of this backup ended (or that it runs).
+	// LastRestore says how the newest restore of this backup ended (or that it runs), as its
+	// manifest does once it ended.
 	LastRestore *RestoreOutcome `json:"last_restore,omitempty"`
 	// LastVerify says how the newest verification of this backup ended ('backup verify'),
-	// as its manifest does (LastRestore is kept in the index only).
+	// as its manifest does.
 	LastVerify *VerifyOutcome `json:"last_verify,omitempty"`
 	// Protected backups are refused by delete, force delete and prune.
 	Protected bool `json:"protected,omitempty"`
@@ -104,16 +105,10 @@ type Backup struct {
 // restore would lose.
 type VerifyOutcome = repo.Verification
 
-// RestoreOutcome is how a restore ended: Result is running, succeeded or failed; Kind
-// classifies a failure (corrupt, unavailable, cancelled, failed) so a command that waited for
-// it exits as the restore itself would have.
-type RestoreOutcome struct {
-	Target string    `json:"target"`
-	Result string    `json:"result"`
-	Kind   string    `json:"kind,omitempty"`
-	Reason string    `json:"reason,omitempty"`
-	At     time.Time `json:"at"`
-}
+// RestoreOutcome is how a restore ended: Result is running, succeeded, salvaged or failed;
+// Kind classifies a failure (corrupt, unavailable, cancelled, failed) so a command that waited
+// for it exits as the restore itself would have.
+type RestoreOutcome = repo.Restoration
 
 // ObjectCount is Cinder's object_count: the data blocks the backup references, whether it
 // stored them or found them stored already (holes are none). Stats.NewBlobs and NewBytes say

@@ -58,6 +58,21 @@ type Manifest struct {
 	// sampled verification), so every gateway, and an index rebuilt, shows it. A descriptive
 	// field, rewritten like Protected.
 	Verified *Verification `json:"verified,omitempty"`
+	// Restored is how the newest restore of the backup that ended did (succeeded, salvaged or
+	// failed), so every gateway, and an index rebuilt, shows it. A descriptive field,
+	// rewritten like Protected.
+	Restored *Restoration `json:"restored,omitempty"`
+}
+
+// Restoration is how a restore of a backup went: Result is succeeded, salvaged or failed (or,
+// in an index only, running); Kind classifies a failure (corrupt, unavailable, cancelled,
+// failed); Target is what it wrote.
+type Restoration struct {
+	Target string    `json:"target"`
+	Result string    `json:"result"`
+	Kind   string    `json:"kind,omitempty"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // Verification is how a verification of a backup ended: "ok" or "damaged", the bytes it found
