@@ -6,7 +6,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -38,13 +37,7 @@ func TestInterruptedBackupCleansUp(t *testing.T) {
 			_ = cmd.Wait()
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for len(packFiles(t, r.Dir)) == packsBefore {
-		if time.Now().After(deadline) {
-			t.Fatal("no pack appeared within 30s of starting the backup")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForNewPack(t, r.Dir, packsBefore)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}

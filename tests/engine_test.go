@@ -354,6 +354,19 @@ func TestEngineRebuildIndex(t *testing.T) {
 }
 
 // packFiles lists the pack files of a local repository.
+// waitForNewPack waits up to 30 s for the repository in repoDir to hold more than before pack
+// files: a backup started meanwhile has stored data, and killing it now interrupts it.
+func waitForNewPack(t *testing.T, repoDir string, before int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(packFiles(t, repoDir)) == before {
+		if time.Now().After(deadline) {
+			t.Fatal("no pack appeared within 30s of starting the backup")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func packFiles(t *testing.T, repoDir string) []string {
 	t.Helper()
 	var packs []string
@@ -599,13 +612,7 @@ func TestEngineKilledBackup(t *testing.T) {
 	testutil.WriteImage(t, big, 300*mib, 11, testutil.Random)
 	packsBefore, statsBefore := len(packFiles(t, r.Dir)), r.stats()
 	cmd := startCairn(t, r.Env, "--quiet", "backup", "create", big, "--name", "killed")
-	deadline := time.Now().Add(30 * time.Second)
-	for len(packFiles(t, r.Dir)) == packsBefore {
-		if time.Now().After(deadline) {
-			t.Fatal("no pack appeared within 30s of starting the backup")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForNewPack(t, r.Dir, packsBefore)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -47,13 +46,7 @@ func TestStatusNamesWhatNeedsAttention(t *testing.T) {
 	r.mustRun("volume", "manage", big, "--name", "big")
 	packsBefore := len(packFiles(t, r.Dir))
 	cmd := startCairn(t, r.Env, "--quiet", "backup", "create", "big")
-	deadline := time.Now().Add(30 * time.Second)
-	for len(packFiles(t, r.Dir)) == packsBefore {
-		if time.Now().After(deadline) {
-			t.Fatal("no pack appeared within 30s of starting the backup")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForNewPack(t, r.Dir, packsBefore)
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

@@ -61,14 +61,19 @@ func (g *Globals) readNewPassword(file, prompt string) (string, error) {
 	return g.promptSecret(prompt, true, "passphrases")
 }
 
-// keyPassword is readPassword for the key commands: without a passphrase they go on, so that
-// an unencrypted repository says it has no keys rather than asking for one.
-func (g *Globals) keyPassword(prompt string) (string, error) {
+// keyCommand reads the configuration and the passphrase of a key command. Without a
+// passphrase it goes on, so that an unencrypted repository says it has no keys rather than
+// asking for one.
+func (g *Globals) keyCommand(prompt string) (gateway.Config, string, error) {
+	cfg, err := g.config()
+	if err != nil {
+		return gateway.Config{}, "", err
+	}
 	pw, err := g.readPassword(prompt, false)
 	if errors.Is(err, repo.ErrPasswordRequired) {
-		return "", nil
+		return cfg, "", nil
 	}
-	return pw, err
+	return cfg, pw, err
 }
 
 // RepoKeyCmd groups the key commands.
@@ -83,11 +88,7 @@ type RepoKeyListCmd struct{}
 
 // Run lists the keys.
 func (c *RepoKeyListCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.config()
-	if err != nil {
-		return err
-	}
-	pw, err := g.keyPassword("passphrase: ")
+	cfg, pw, err := g.keyCommand("passphrase: ")
 	if err != nil {
 		return err
 	}
@@ -121,14 +122,10 @@ type RepoKeyAddCmd struct {
 
 // Run adds the key.
 func (c *RepoKeyAddCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.config()
-	if err != nil {
-		return err
-	}
 	if err := repo.ValidKeyLabel(c.Label); err != nil {
 		return gateway.Errorf(gateway.ErrInvalid, "--label: %v", err)
 	}
-	pw, err := g.keyPassword("a passphrase that opens the repository: ")
+	cfg, pw, err := g.keyCommand("a passphrase that opens the repository: ")
 	if err != nil {
 		return err
 	}
@@ -154,11 +151,7 @@ type RepoKeyRemoveCmd struct {
 
 // Run removes the key.
 func (c *RepoKeyRemoveCmd) Run(ctx context.Context, g *Globals) error {
-	cfg, err := g.config()
-	if err != nil {
-		return err
-	}
-	pw, err := g.keyPassword("passphrase: ")
+	cfg, pw, err := g.keyCommand("passphrase: ")
 	if err != nil {
 		return err
 	}
