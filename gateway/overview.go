@@ -16,6 +16,7 @@ import (
 const (
 	ConcernBackupFailed  = "backup-failed"  // a volume's newest backup failed
 	ConcernBackupDamaged = "backup-damaged" // a verification found a backup damaged
+	ConcernVolumeError   = "volume-error"   // a volume in error (a restore onto it incomplete, ...)
 	ConcernUnprotected   = "unprotected"    // a volume without a backup that no policy backs up
 	ConcernOverdue       = "overdue"        // a policy's volume without a backup for two periods
 	ConcernPolicyFailed  = "policy-failed"  // a policy's last run, or its verification, failed
@@ -127,6 +128,9 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 		bs := byVolume[v.ID]
 		if failed := newestFailed(bs); failed != nil {
 			add(ConcernBackupFailed, v.Project, v.Name, failed.CreatedAt, "volume %s: its last backup (%s) failed: %s", v.Name, failed.ID, cmp.Or(failed.FailReason, "no reason recorded"))
+		}
+		if v.Status == index.VolumeError {
+			add(ConcernVolumeError, v.Project, v.Name, v.UpdatedAt, "volume %s is in error: %s", v.Name, cmp.Or(v.FailReason, "no reason recorded"))
 		}
 		if LastCommitted(bs) == nil && !covered[key{v.Project, v.Name}] && v.Status == index.VolumeAvailable {
 			add(ConcernUnprotected, v.Project, v.Name, v.CreatedAt, "volume %s has no backup, and no policy backs it up", v.Name)

@@ -19,7 +19,7 @@ import (
 func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	for _, name := range []string{"good", "failing", "bare", "covered"} {
+	for _, name := range []string{"good", "failing", "bare", "covered", "target"} {
 		if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, name+".img", 128<<10), Name: name}); err != nil {
 			t.Fatal(err)
 		}
@@ -51,6 +51,10 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 	if _, err := s.VerifyBackup(ctx, good.ID, nil); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("verification through corrupting reads: %v, want damage", err)
 	}
+	// A restore onto "target" through the same reads fails and leaves the volume in error.
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: good.ID, Volume: "target"}); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("restore through corrupting reads: %v, want damage", err)
+	}
 	f.Reset()
 	two := int64(2)
 	if _, err := s.QuotaUpdate(ctx, gateway.DefaultProject, &two, nil); err != nil {
@@ -69,18 +73,18 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 		got[c.Kind+" "+c.Subject] = c.Message
 	}
 	for _, want := range []string{gateway.ConcernBackupFailed + " failing", gateway.ConcernBackupDamaged + " " + good.ID,
-		gateway.ConcernUnprotected + " bare", gateway.ConcernQuota + " backups"} {
+		gateway.ConcernUnprotected + " bare", gateway.ConcernQuota + " backups", gateway.ConcernVolumeError + " target"} {
 		if _, ok := got[want]; !ok {
 			t.Errorf("no concern %q in %v", want, got)
 		}
 	}
-	if len(got) != 4 {
-		t.Errorf("concerns %v, want the four above (not 'covered', which a policy backs up; not 'good' unprotected)", got)
+	if len(got) != 5 {
+		t.Errorf("concerns %v, want the five above (not 'covered', which a policy backs up; not 'good' unprotected; not 'target' unprotected, which is in error)", got)
 	}
 	if !strings.Contains(got[gateway.ConcernBackupFailed+" failing"], "failing") {
 		t.Errorf("the failed backup's concern: %q", got[gateway.ConcernBackupFailed+" failing"])
 	}
-	if o.Volumes != 4 || o.Backups[index.BackupAvailable] != 2 || o.Backups[index.BackupError] != 1 || o.Succeeded != 2 || o.Failed != 1 {
+	if o.Volumes != 5 || o.Backups[index.BackupAvailable] != 2 || o.Backups[index.BackupError] != 1 || o.Succeeded != 2 || o.Failed != 1 {
 		t.Errorf("overview counts: %+v", o)
 	}
 
