@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
 	"github.com/cairn-backup/cairn/gateway"
-	"github.com/cairn-backup/cairn/index"
 )
 
 // StatusCmd shows what needs attention.
@@ -51,13 +51,7 @@ func (c *StatusCmd) Run(ctx context.Context, g *Globals) error {
 
 func printOverview(w io.Writer, o *gateway.Overview, allProjects bool) error {
 	var counts []string
-	for _, st := range slices.Sorted(func(yield func(index.BackupStatus) bool) {
-		for k := range o.Backups {
-			if !yield(k) {
-				return
-			}
-		}
-	}) {
+	for _, st := range slices.Sorted(maps.Keys(o.Backups)) {
 		counts = append(counts, fmt.Sprintf("%d %s", o.Backups[st], st))
 	}
 	total := 0

@@ -193,7 +193,8 @@ func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	byVolume, err := s.BackupsByVolume(ctx, false)
+	// Every backup of the volume the caller sees: an admin's of any project.
+	byVolume, err := s.BackupsByVolume(ctx, true)
 	if err != nil {
 		return err
 	}
