@@ -57,6 +57,9 @@ type OverviewOptions struct {
 	// Locks: look for stale locks too (admins). Listing them writes a probe object to read
 	// the store's clock, so a page that refreshes itself leaves them out.
 	Locks bool
+	// Policies, when not nil, are the caller's policies as Policies gave them just now: a
+	// page that shows them too reads them from the store once.
+	Policies []*PolicyStatus
 }
 
 // Overview summarises the volumes, backups and policies the caller sees and lists what needs
@@ -76,9 +79,11 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 	if err != nil {
 		return nil, err
 	}
-	policies, err := s.Policies(ctx)
-	if err != nil {
-		return nil, err
+	policies := opt.Policies
+	if policies == nil {
+		if policies, err = s.Policies(ctx); err != nil {
+			return nil, err
+		}
 	}
 	o := &Overview{Volumes: len(vols), Backups: map[index.BackupStatus]int{}, Concerns: []Concern{}}
 	add := func(kind, project, subject string, at time.Time, format string, args ...any) {

@@ -73,7 +73,7 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 	}
 	// What needs attention heads the first page an admin sees; the page stands without it.
 	var concerns []gateway.Concern
-	if ov, err := s.svc.Overview(r.ctx, gateway.OverviewOptions{All: r.all}); err == nil {
+	if ov, err := s.svc.Overview(r.ctx, gateway.OverviewOptions{All: r.all, Policies: policies}); err == nil {
 		concerns = ov.Concerns
 	}
 	s.render(w, r.Request, r.sess, http.StatusOK, "volumes", view{Title: "Volumes", Nav: "volumes",

@@ -755,3 +755,21 @@ func TestCopyShowsAsAJob(t *testing.T) {
 		t.Errorf("bob sees the copy job: %d", code)
 	}
 }
+
+// The volumes page's attention box counts a volume a policy backs up as protected, as cairn
+// status does (the page hands the overview the policies it read).
+func TestAttentionBoxKnowsThePolicies(t *testing.T) {
+	e := newEnv(t)
+	e.volume("admin", "covered", 1<<20)
+	e.volume("admin", "bare", 1<<20)
+	admin := gateway.WithCaller(context.Background(), tokens["tok-admin"].Caller)
+	if _, err := e.svc.CreatePolicy(admin, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily"}, VolumeRefs: []string{"covered"}}); err != nil {
+		t.Fatal(err)
+	}
+	br := e.browser()
+	br.signIn("tok-admin")
+	_, body, _ := br.get("/ui/volumes")
+	if !strings.Contains(body, "volume bare has no backup") || strings.Contains(body, "volume covered has no backup") {
+		t.Errorf("attention box with a policy backing up covered:\n%s", body)
+	}
+}
