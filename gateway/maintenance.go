@@ -598,7 +598,7 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		}
 		// So does a restore's, and one running here is never replaced: its end records itself.
 		restored := b.LastRestore
-		if m.Restored != nil && (restored == nil || restored.Result != "running" && m.Restored.At.After(restored.At)) {
+		if m.Restored != nil && (restored == nil || !restored.Running() && m.Restored.At.After(restored.At)) {
 			restored = m.Restored
 		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&

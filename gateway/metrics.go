@@ -268,7 +268,7 @@ func (c *recordsCollector) Collect(ch chan<- prometheus.Metric) {
 	damaged := map[string]float64{} // every project with committed backups
 	for _, b := range all {
 		if b.Status.Committed() {
-			damaged[b.Project] += boolGauge(b.LastVerify != nil && b.LastVerify.Result == "damaged")
+			damaged[b.Project] += boolGauge(b.LastVerify.Damaged())
 		}
 	}
 	for project, n := range damaged {

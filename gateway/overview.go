@@ -103,7 +103,7 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 					o.Succeeded++
 				}
 			}
-			if v := b.LastVerify; v != nil && v.Result == "damaged" && b.Status.Committed() {
+			if v := b.LastVerify; v.Damaged() && b.Status.Committed() {
 				add(ConcernBackupDamaged, b.Project, b.ID, v.At, "backup %s of volume %s is damaged: a restore would lose %s; 'cairn repo repair' says what can be recovered",
 					b.ID, cmp.Or(b.VolumeName, b.VolumeID), units.Bytes(v.LostBytes))
 			}

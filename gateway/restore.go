@@ -182,7 +182,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			return nil, nil, err
 		}
 	}
-	running := &index.RestoreOutcome{Target: path, Result: "running", At: now()} // this restore's, until it ends
+	running := &index.RestoreOutcome{Target: path, Result: repo.RestoreRunning, At: now()} // this restore's, until it ends
 	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		if rec.Status != index.BackupAvailable {
 			return wrapf(ErrConflict, "backup %s is %s", rec.ID, rec.Status)
@@ -535,23 +535,23 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	var lostMu sync.Mutex
 	start := time.Now()
 	defer func() {
-		outcome := &index.RestoreOutcome{Target: path, Result: "succeeded", At: now()}
+		outcome := &index.RestoreOutcome{Target: path, Result: repo.RestoreSucceeded, At: now()}
 		lostMu.Lock()
 		if err == nil && res.LostBytes > 0 {
-			outcome.Result = "salvaged"
+			outcome.Result = repo.RestoreSalvaged
 			outcome.Reason = fmt.Sprintf("%d bytes in %d ranges could not be read and were written as zeros (first: %d-%d)",
 				res.LostBytes, len(res.Lost), res.Lost[0][0], res.Lost[0][1])
 		}
 		lostMu.Unlock()
 		if err != nil {
-			outcome.Result, outcome.Kind, outcome.Reason = "failed", failureKind(err), err.Error()
+			outcome.Result, outcome.Kind, outcome.Reason = repo.RestoreFailed, failureKind(err), err.Error()
 		}
 		_, uerr := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 			// Only while the record is still this restore's: one that reset-state cancelled
 			// may end after another restore of the backup was accepted, and ending that one's
 			// record made a command waiting for it take this end for its own
 			// [TestRestoreEndedByResetStateLeavesTheNextRestoreRecord].
-			if lr := rec.LastRestore; lr == nil || lr.Result != "running" || lr.Target != path || !lr.At.Equal(started) {
+			if lr := rec.LastRestore; !lr.Running() || lr.Target != path || !lr.At.Equal(started) {
 				return errRestoreSuperseded
 			}
 			if rec.Status == index.BackupRestoring {
@@ -711,13 +711,13 @@ func failKindError(kind string) error {
 // RestoreError is the error a restore that ended as o returned, rebuilt from its record for a
 // command that waited for it; nil when it succeeded.
 func RestoreError(backupID string, o *index.RestoreOutcome) error {
-	if o != nil && o.Result == "running" {
+	if o.Running() {
 		// The wait ended and the restore has not: reset-state set its backup available while
 		// it was queued or ran (and cancelled it). Not a success: nothing may have been
 		// written [TestWaitForARestoreResetWhileItRanIsNoSuccess].
 		return wrapf(ErrConflict, "restore of backup %s to %s has not ended: the backup's state was reset while it was queued or ran, which cancels it: 'cairn backup show %s' tells how it ended", backupID, o.Target, backupID)
 	}
-	if o == nil || o.Result != "failed" {
+	if o == nil || o.Result != repo.RestoreFailed {
 		return nil
 	}
 	kind := failKindError(o.Kind)

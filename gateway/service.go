@@ -676,8 +676,8 @@ func (s *Service) recover(ctx context.Context) error {
 			// says so (a restore that still read "running" looked like one that succeeded
 			// to a command that waited for it) [TestRecoveryEndsARestoreACrashInterrupted].
 			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
-				if lr := b.LastRestore; lr != nil && lr.Result == "running" {
-					b.LastRestore = &index.RestoreOutcome{Target: lr.Target, Result: "failed", Kind: "failed", At: now(),
+				if lr := b.LastRestore; lr.Running() {
+					b.LastRestore = &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: now(),
 						Reason: "interrupted: cairn stopped while the restore ran; " + lr.Target + " is incomplete"}
 				}
 				b.Status, b.RestoreTarget = index.BackupAvailable, ""

@@ -52,7 +52,7 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	// A verification of a large backup takes long: it waits out a store's restart, as a
 	// restore and a check do (it writes nothing, so a late request is harmless).
 	ctx = retry.Patient(ctx)
-	res := &VerifyResult{BackupID: b.ID, Name: b.Name, Size: b.Size, Result: "ok"}
+	res := &VerifyResult{BackupID: b.ID, Name: b.Name, Size: b.Size, Result: repo.VerifyOK}
 	var mu sync.Mutex
 	start := time.Now()
 	err = s.repo.Restore(ctx, m, discard{}, repo.RestoreOptions{Fresh: true, Progress: progress,
@@ -67,7 +67,7 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 		return nil, err
 	}
 	if res.LostBytes > 0 {
-		res.Result = "damaged"
+		res.Result = repo.VerifyDamaged
 	}
 	s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: res.Result, LostBytes: res.LostBytes, At: now()})
 	if res.LostBytes > 0 {

@@ -75,6 +75,22 @@ type Restoration struct {
 	At     time.Time `json:"at"`
 }
 
+// Results of a verification and of a restore (Verification.Result, Restoration.Result).
+const (
+	VerifyOK         = "ok"
+	VerifyDamaged    = "damaged"
+	RestoreRunning   = "running" // in an index only, never in a manifest
+	RestoreSucceeded = "succeeded"
+	RestoreSalvaged  = "salvaged"
+	RestoreFailed    = "failed"
+)
+
+// Damaged reports whether v, a verification's outcome or nil, found the backup damaged.
+func (v *Verification) Damaged() bool { return v != nil && v.Result == VerifyDamaged }
+
+// Running reports whether r, a restore's outcome or nil, is of a restore that runs.
+func (r *Restoration) Running() bool { return r != nil && r.Result == RestoreRunning }
+
 // Verification is how a verification of a backup ended: "ok" or "damaged", the bytes it found
 // that a restore cannot write, and when it ended.
 type Verification struct {
