@@ -85,22 +85,15 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 func (s *Service) recordVerify(ctx context.Context, id string, outcome *index.VerifyOutcome) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	b, err := s.idx.Backup(id)
-	if err != nil {
+	if _, err := s.idx.Backup(id); err != nil {
 		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err) // deleted meanwhile
 		return
 	}
-	if !s.cfg.ReadOnly && b.Status.Committed() {
-		// The newer outcome stays: another gateway's, stored since this one read the record.
-		err := s.rewriteManifest(context.WithoutCancel(ctx), id, func(m *repo.Manifest) {
-			if m.Verified == nil || !m.Verified.At.After(outcome.At) {
-				m.Verified = outcome
-			}
-		})
-		if err != nil {
-			s.log.Warn("verify: the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
+	s.outcomeToManifest(ctx, id, "verify", func(m *repo.Manifest) {
+		if m.Verified == nil || !m.Verified.At.After(outcome.At) {
+			m.Verified = outcome
 		}
-	}
+	})
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
 		rec.LastVerify = outcome
 		return nil
@@ -110,24 +103,32 @@ func (s *Service) recordVerify(ctx context.Context, id string, outcome *index.Ve
 }
 
 // recordRestore puts a restore's outcome, which its record holds now, into the backup's
-// manifest, so every gateway and a rebuilt index show it (docs/design.md); a failure keeps it
-// in this index only.
+// manifest, so every gateway and a rebuilt index show it (docs/design.md)
+// [TestRestoreOutcomeIsInTheRepository].
 func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.RestoreOutcome) {
-	if s.cfg.ReadOnly {
-		return
-	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	if b, err := s.idx.Backup(id); err != nil || !b.Status.Committed() {
-		return // deleted meanwhile, or reset to error here: its manifest is not ours to write
-	}
-	err := s.rewriteManifest(context.WithoutCancel(ctx), id, func(m *repo.Manifest) {
+	s.outcomeToManifest(ctx, id, "restore", func(m *repo.Manifest) {
 		if m.Restored == nil || !m.Restored.At.After(outcome.At) {
 			m.Restored = outcome
 		}
 	})
-	if err != nil {
-		s.log.Warn("restore: the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
+}
+
+// outcomeToManifest rewrites backup id's manifest with set, which puts an outcome of what (a
+// verification, a restore) in it unless the manifest has a newer one: another gateway's,
+// stored since. A read-only service, a backup without a stored manifest here (deleted
+// meanwhile, reset to error) or a rewrite that fails leaves the outcome in this index alone;
+// the last is logged. It runs under manifestMu.
+func (s *Service) outcomeToManifest(ctx context.Context, id, what string, set func(*repo.Manifest)) {
+	if s.cfg.ReadOnly {
+		return
+	}
+	if b, err := s.idx.Backup(id); err != nil || !b.Status.Committed() {
+		return
+	}
+	if err := s.rewriteManifest(context.WithoutCancel(ctx), id, set); err != nil {
+		s.log.Warn(what+": the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
 	}
 }
 
