@@ -194,11 +194,11 @@ func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	// Every backup of the volume the caller sees: an admin's of any project.
-	byVolume, err := s.BackupsByVolume(ctx, true)
+	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: v.ID, AllProjects: true})
 	if err != nil {
 		return err
 	}
-	vb := withBackups(v, byVolume[v.ID])
+	vb := withBackups(v, bs)
 	if g.json() {
 		return writeJSON(g.stdout, vb)
 	}
