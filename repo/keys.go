@@ -254,10 +254,10 @@ func (kr *Keyring) Add(ctx context.Context, password, label string) (KeyInfo, er
 		return KeyInfo{}, err
 	}
 	defer lk.Unlock()
-	if id, err := kr.opens(ctx, password); err != nil {
+	if names, err := kr.openedBy(ctx, password, true); err != nil {
 		return KeyInfo{}, err
-	} else if id != "" {
-		return KeyInfo{}, fmt.Errorf("%w of this repository (%s): choose another", ErrKeyExists, id)
+	} else if len(names) > 0 {
+		return KeyInfo{}, fmt.Errorf("%w of this repository (%s): choose another", ErrKeyExists, keyID(names[0]))
 	}
 	kf, err := wrapMaster(kr.master, password)
 	if err != nil {
@@ -278,25 +278,41 @@ func (kr *Keyring) Add(ctx context.Context, password, label string) (KeyInfo, er
 	return KeyInfo{ID: keyID(name), Label: m.Label, Host: m.Host, User: m.User, Created: m.Created}, nil
 }
 
-// opens returns the id of a key object of this repository that password opens, or "".
-func (kr *Keyring) opens(ctx context.Context, password string) (string, error) {
+// openedBy returns the names of the key objects of this repository (of its master key) that
+// password opens; with first, only the first one found.
+func (kr *Keyring) openedBy(ctx context.Context, password string, first bool) ([]string, error) {
 	var names []string
 	if err := kr.be.ListKeys(ctx, "keys/", func(name string) error { names = append(names, name); return nil }); err != nil {
-		return "", fmt.Errorf("list keys: %w", err)
+		return nil, fmt.Errorf("list keys: %w", err)
 	}
+	var out []string
 	for _, name := range names {
 		kf, err := readKeyFile(ctx, kr.be, name)
 		if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
 			continue
 		}
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if m, err := kf.unwrap(password); err == nil && hmac.Equal(m, kr.master) {
-			return keyID(name), nil
+			if out = append(out, name); first {
+				break
+			}
 		}
 	}
-	return "", nil
+	return out, nil
+}
+
+// removeKey removes key object name and its info: the info first, so an interrupted removal
+// leaves a key listed by its id, never info that names a key that is not there.
+func (kr *Keyring) removeKey(ctx context.Context, name string) error {
+	if err := kr.be.Delete(ctx, metaKey(metaKeys, keyID(name))); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("remove info of key %s: %w", keyID(name), err)
+	}
+	if err := kr.be.Delete(ctx, name); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("remove key %s: %w", keyID(name), err)
+	}
+	return nil
 }
 
 // Remove removes the key object id (or the one whose id starts with id, at least 4
@@ -331,13 +347,8 @@ func (kr *Keyring) Remove(ctx context.Context, id string) (KeyInfo, error) {
 	if err := lk.Confirm(ctx); err != nil {
 		return KeyInfo{}, err
 	}
-	// The info first: an interrupted remove leaves a key listed by its id, never info that
-	// names a key that is not there.
-	if err := kr.be.Delete(ctx, metaKey(metaKeys, ki.ID)); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		return KeyInfo{}, fmt.Errorf("remove info of key %s: %w", ki.ID, err)
-	}
-	if err := kr.be.Delete(ctx, "keys/"+ki.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		return KeyInfo{}, fmt.Errorf("remove key %s: %w", ki.ID, err)
+	if err := kr.removeKey(ctx, "keys/"+ki.ID); err != nil {
+		return KeyInfo{}, err
 	}
 	return ki, nil
 }
@@ -373,35 +384,17 @@ func (kr *Keyring) ChangePassword(ctx context.Context, newPassword string) error
 	}
 	// Every key object of this master that the old passphrase opens goes, not only the one
 	// that opened it: another (left by a passwd that was interrupted and run again) would
-	// keep the old passphrase working.
-	old := []string{kr.current}
-	err = kr.be.ListKeys(ctx, "keys/", func(name string) error {
-		if name != kr.current && name != newName {
-			old = append(old, name)
-		}
-		return nil
-	})
+	// keep the old passphrase working. Not the new one, should the two passphrases be one.
+	old, err := kr.openedBy(ctx, kr.password, false)
 	if err != nil {
-		return fmt.Errorf("list keys: %w", err)
+		return err
 	}
-	for i, name := range old {
-		if i > 0 {
-			kf, err := readKeyFile(ctx, kr.be, name)
-			if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
-				continue
-			}
-			if err != nil {
-				return err
-			}
-			if m, err := kf.unwrap(kr.password); err != nil || !hmac.Equal(m, kr.master) {
-				continue
-			}
+	for _, name := range old {
+		if name == newName {
+			continue
 		}
-		if err := kr.be.Delete(ctx, metaKey(metaKeys, keyID(name))); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("remove info of old key %s: %w", name, err)
-		}
-		if err := kr.be.Delete(ctx, name); err != nil {
-			return fmt.Errorf("remove old key %s: %w", name, err)
+		if err := kr.removeKey(ctx, name); err != nil {
+			return fmt.Errorf("passwd: the new passphrase works, but the old one still does: %w", err)
 		}
 	}
 	return nil
