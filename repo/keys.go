@@ -91,8 +91,7 @@ func putKeyMeta(ctx context.Context, be backend.Backend, k *keys, name string, m
 	if err != nil {
 		return err
 	}
-	key := metaKey(metaKeys, keyID(name))
-	if err := be.Put(ctx, key, k.sealObject(key, b)); err != nil {
+	if err := putSealed(ctx, be, k, metaKey(metaKeys, keyID(name)), b); err != nil {
 		return fmt.Errorf("store info of %s: %w", name, err)
 	}
 	return nil
@@ -192,13 +191,9 @@ func (kr *Keyring) List(ctx context.Context) ([]KeyInfo, error) {
 // meta reads and verifies the info object of key object name.
 func (kr *Keyring) meta(ctx context.Context, name string) (keyMeta, error) {
 	key := metaKey(metaKeys, keyID(name))
-	stored, err := getAll(ctx, kr.be, key)
+	plain, err := getSealed(ctx, kr.be, kr.keys, key)
 	if err != nil {
 		return keyMeta{}, err
-	}
-	plain, err := kr.keys.openObject(key, stored)
-	if err != nil {
-		return keyMeta{}, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
 	}
 	var m keyMeta
 	if err := json.Unmarshal(plain, &m); err != nil {

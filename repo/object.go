@@ -6,6 +6,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // Small objects (manifests, pack index objects, deletion records, locks) are sealed with
@@ -56,16 +58,26 @@ func (k *keys) openObject(key string, stored []byte) ([]byte, error) {
 
 // putObject seals and stores a small object.
 func (r *Repository) putObject(ctx context.Context, key string, plain []byte) error {
-	return r.be.Put(ctx, key, r.keys.sealObject(key, plain))
+	return putSealed(ctx, r.be, r.keys, key, plain)
 }
 
 // getObject reads and verifies a small object; a failed check is ErrCorrupt naming the key.
 func (r *Repository) getObject(ctx context.Context, key string) ([]byte, error) {
-	stored, err := getAll(ctx, r.be, key)
+	return getSealed(ctx, r.be, r.keys, key)
+}
+
+// putSealed is putObject for whatever holds the keys (a Keyring has no Repository).
+func putSealed(ctx context.Context, be backend.Backend, k *keys, key string, plain []byte) error {
+	return be.Put(ctx, key, k.sealObject(key, plain))
+}
+
+// getSealed is getObject for whatever holds the keys.
+func getSealed(ctx context.Context, be backend.Backend, k *keys, key string) ([]byte, error) {
+	stored, err := getAll(ctx, be, key)
 	if err != nil {
 		return nil, err
 	}
-	plain, err := r.keys.openObject(key, stored)
+	plain, err := k.openObject(key, stored)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
 	}
