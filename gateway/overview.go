@@ -57,9 +57,36 @@ type OverviewOptions struct {
 	// Locks: look for stale locks too (admins). Listing them writes a probe object to read
 	// the store's clock, so a page that refreshes itself leaves them out.
 	Locks bool
-	// Policies, when not nil, are the caller's policies as Policies gave them just now: a
-	// page that shows them too reads them from the store once.
+	// Inventory, when not nil, is the caller's inventory as Inventory gave it just now: a page
+	// that shows it too reads it once.
+	Inventory *Inventory
+}
+
+// Inventory is what a caller sees of volumes, backups and policies, read once for a page that
+// lists them and for its overview.
+type Inventory struct {
+	Volumes []*index.Volume
+	// ByVolume are the backups by volume id, oldest first (BackupsByVolume).
+	ByVolume map[string][]*index.Backup
 	Policies []*PolicyStatus
+}
+
+// Inventory reads the volumes, backups and policies the caller sees (with all, an admin sees
+// every project's volumes and backups).
+func (s *Service) Inventory(ctx context.Context, all bool) (*Inventory, error) {
+	vols, err := s.ListVolumes(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	byVolume, err := s.BackupsByVolume(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	policies, err := s.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &Inventory{Volumes: vols, ByVolume: byVolume, Policies: policies}, nil
 }
 
 // Overview summarises the volumes, backups and policies the caller sees and lists what needs
@@ -71,20 +98,13 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 	}
 	all := opt.All && c.Admin
 	inView := func(project string) bool { return project == c.Project || all }
-	vols, err := s.ListVolumes(ctx, all)
-	if err != nil {
-		return nil, err
-	}
-	byVolume, err := s.BackupsByVolume(ctx, all)
-	if err != nil {
-		return nil, err
-	}
-	policies := opt.Policies
-	if policies == nil {
-		if policies, err = s.Policies(ctx); err != nil {
+	inv := opt.Inventory
+	if inv == nil {
+		if inv, err = s.Inventory(ctx, all); err != nil {
 			return nil, err
 		}
 	}
+	vols, byVolume, policies := inv.Volumes, inv.ByVolume, inv.Policies
 	o := &Overview{Volumes: len(vols), Backups: map[index.BackupStatus]int{}, Concerns: []Concern{}}
 	add := func(kind, project, subject string, at time.Time, format string, args ...any) {
 		o.Concerns = append(o.Concerns, Concern{Kind: kind, Project: project, Subject: subject, At: at, Message: fmt.Sprintf(format, args...)})

@@ -23,18 +23,12 @@ type volumeRow struct {
 }
 
 func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
-	vols, err := s.svc.ListVolumes(r.ctx, r.all)
+	inv, err := s.svc.Inventory(r.ctx, r.all)
 	if err != nil {
 		return err
 	}
-	byVolume, err := s.svc.BackupsByVolume(r.ctx, r.all)
-	if err != nil {
-		return err
-	}
-	policies, err := s.svc.Policies(r.ctx)
-	if err != nil {
-		return err
-	}
+	// The gone volumes below are the page's own: the inventory's list stays as it was.
+	vols, byVolume, policies := slices.Clone(inv.Volumes), inv.ByVolume, inv.Policies
 	type key struct{ project, name string }
 	covered := map[key][]string{}
 	for _, p := range policies {
@@ -73,7 +67,7 @@ func (s *server) volumesPage(w http.ResponseWriter, r *request) error {
 	}
 	// What needs attention heads the first page an admin sees; the page stands without it.
 	var concerns []gateway.Concern
-	if ov, err := s.svc.Overview(r.ctx, gateway.OverviewOptions{All: r.all, Policies: policies}); err == nil {
+	if ov, err := s.svc.Overview(r.ctx, gateway.OverviewOptions{All: r.all, Inventory: inv}); err == nil {
 		concerns = ov.Concerns
 	}
 	s.render(w, r.Request, r.sess, http.StatusOK, "volumes", view{Title: "Volumes", Nav: "volumes",
