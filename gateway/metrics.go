@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -123,7 +125,7 @@ func newMetrics(s *Service, beRetries, beErrors *prometheus.CounterVec) *metrics
 	m.reg.MustRegister(m.jobs, m.jobsRunning, m.jobsQueued, m.jobSeconds, m.bytesBackup, m.bytesStored, m.bytesRest,
 		m.policyRuns, m.policyLast, m.policyOK, m.policyNext, m.policyLate,
 		m.storedBytes, m.gcLast, m.gcOK, m.gcFreed, m.checkLast, m.checkOK, m.checkProbs, m.beRetries, m.beErrors,
-		cacheHits, cacheMisses, indexFree, indexReserve, newRecordsCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cacheHits, cacheMisses, indexFree, indexReserve, newRecordsCollector(s), newAttentionCollector(s), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -274,4 +276,75 @@ func (c *recordsCollector) Collect(ch chan<- prometheus.Metric) {
 	for project, n := range damaged {
 		ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, n, project)
 	}
+}
+
+// attentionCollector exports, when scraped, what 'cairn status --all-projects' lists: how
+// many things of each kind need attention, per project (maintenance and services: project
+// ""). Stale locks are left out: finding them writes a probe object, and a scrape must not
+// write. A kind with nothing to report is one series at 0 (project ""), so an alert's series
+// exists before its first concern. Scrapes within attentionTTL of the last share its count:
+// the overview reads the policies and their states from the repository.
+type attentionCollector struct {
+	s    *Service
+	desc *prometheus.Desc
+
+	mu     sync.Mutex
+	at     time.Time
+	counts map[[2]string]int // kind, project
+	err    error
+}
+
+// attentionTTL is how long a scrape's count of concerns serves the next scrapes.
+const attentionTTL = 15 * time.Second
+
+func newAttentionCollector(s *Service) *attentionCollector {
+	return &attentionCollector{s: s, desc: prometheus.NewDesc("cairn_attention",
+		"Things that need an admin's attention, by kind and project, as 'cairn status --all-projects' lists them (stale locks left out): failed or damaged backups, volumes in error, unprotected or overdue, failed policy runs, gc and checks, services down, quotas at 90 %.",
+		[]string{"kind", "project"}, nil)}
+}
+
+func (c *attentionCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *attentionCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.count()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, err)
+		return
+	}
+	for _, kind := range concernKinds {
+		if kind == ConcernStaleLock {
+			continue
+		}
+		n := 0
+		for k, v := range counts {
+			if k[0] == kind {
+				ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(v), kind, k[1])
+				n++
+			}
+		}
+		if n == 0 {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 0, kind, "")
+		}
+	}
+}
+
+// count is the concerns by kind and project, from the overview of at most attentionTTL ago.
+func (c *attentionCollector) count() (map[[2]string]int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < attentionTTL {
+		return c.counts, c.err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ctx = WithCaller(ctx, Caller{User: "metrics", Project: DefaultProject, Admin: true})
+	o, err := c.s.Overview(ctx, OverviewOptions{All: true})
+	c.at, c.counts, c.err = time.Now(), nil, err
+	if err == nil {
+		c.counts = map[[2]string]int{}
+		for _, k := range o.Concerns {
+			c.counts[[2]string{k.Kind, k.Project}]++
+		}
+	}
+	return c.counts, c.err
 }

@@ -27,6 +27,11 @@ const (
 	ConcernQuota         = "quota"          // a project at 90 % or more of a quota
 )
 
+// concernKinds are the kinds of concern, in the order they are listed.
+var concernKinds = []string{ConcernBackupDamaged, ConcernBackupFailed, ConcernCheck, ConcernGCFailed,
+	ConcernOverdue, ConcernPolicyFailed, ConcernQuota, ConcernServiceDown, ConcernStaleLock,
+	ConcernUnprotected, ConcernVolumeError}
+
 // Concern is one thing that needs an admin's attention, said in one line.
 type Concern struct {
 	Kind    string    `json:"kind"`

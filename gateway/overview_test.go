@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 
@@ -86,6 +87,20 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 	}
 	if o.Volumes != 5 || o.Backups[index.BackupAvailable] != 2 || o.Backups[index.BackupError] != 1 || o.Succeeded != 2 || o.Failed != 1 {
 		t.Errorf("overview counts: %+v", o)
+	}
+	// /metrics counts the same concerns, for alerts: each kind found, in its project; every
+	// other kind at 0.
+	want := map[string]float64{}
+	for _, k := range []string{gateway.ConcernBackupFailed, gateway.ConcernBackupDamaged, gateway.ConcernUnprotected,
+		gateway.ConcernQuota, gateway.ConcernVolumeError} {
+		want["cairn_attention "+k+" admin"] = 1
+	}
+	for _, k := range []string{gateway.ConcernCheck, gateway.ConcernGCFailed, gateway.ConcernOverdue,
+		gateway.ConcernPolicyFailed, gateway.ConcernServiceDown} {
+		want["cairn_attention "+k+" "] = 0
+	}
+	if got := series(t, s, "cairn_attention"); !maps.Equal(got, want) {
+		t.Errorf("cairn_attention series %v, want %v", got, want)
 	}
 
 	// Once a backup of "failing" succeeds, its failure is past.
