@@ -87,7 +87,7 @@ fuzz:
 # Builds, makes a small sample volume, backs it up (full + incremental), restores both,
 # checks them by sha256 and prints the backup table. Uses a scratch repository.
 demo: build
-	./contrib/demo.sh
+	CAIRN=$(abspath $(BIN)) ./contrib/demo.sh
 
 bench: build
 	./contrib/bench/run.sh

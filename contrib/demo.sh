@@ -3,7 +3,7 @@
 # and checked by sha256, then the backup table. Runs in a scratch repository (DEMO_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CAIRN="$PWD/bin/cairn"
+CAIRN="${CAIRN:-$PWD/bin/cairn}"   # make demo gives the binary it built
 DIR="${DEMO_DIR:-$(mktemp -d /tmp/cairn-demo.XXXXXX)}"
 export CAIRN_REPO="$DIR/repo"
 say() { printf '\n== %s\n' "$*"; }
