@@ -136,6 +136,15 @@ func TestRecoveryEndsARestoreACrashInterrupted(t *testing.T) {
 	if err := gateway.RestoreError(b.ID, rec.LastRestore); err == nil {
 		t.Error("RestoreError = nil: a command waiting for the interrupted restore would report success")
 	}
+	// The outcome is in the manifest too: an index made anew says the same.
+	other := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-other"))
+	got, err := other.Backup(adminCtx(), b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lr := got.LastRestore; lr == nil || lr.Result != "failed" || !strings.Contains(lr.Reason, "interrupted") || lr.Target != target {
+		t.Fatalf("an index made anew after the restart: last restore %+v; want the interrupted restore of %s, failed", lr, target)
+	}
 }
 
 // A volume a restore was writing when the process died, and whose index was then lost (a

@@ -674,16 +674,25 @@ func (s *Service) recover(ctx context.Context) error {
 		case index.BackupRestoring:
 			// Its restore ended with the process: the target is incomplete, and the record
 			// says so (a restore that still read "running" looked like one that succeeded
-			// to a command that waited for it) [TestRecoveryEndsARestoreACrashInterrupted].
+			// to a command that waited for it), and so does the manifest, for the other
+			// gateways and a rebuilt index, as for a restore that ended
+			// [TestRecoveryEndsARestoreACrashInterrupted]. The crash's time is not known:
+			// the outcome is dated when the restore started, so a restore another gateway
+			// ended after that start stays the newest.
+			var ended *index.RestoreOutcome
 			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
 				if lr := b.LastRestore; lr.Running() {
-					b.LastRestore = &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: now(),
+					ended = &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: lr.At,
 						Reason: "interrupted: cairn stopped while the restore ran; " + lr.Target + " is incomplete"}
+					b.LastRestore = ended
 				}
 				b.Status, b.RestoreTarget = index.BackupAvailable, ""
 				return nil
 			}); err != nil {
 				return err
+			}
+			if ended != nil {
+				s.recordRestore(ctx, b.ID, ended)
 			}
 		}
 	}
