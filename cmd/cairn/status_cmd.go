@@ -63,7 +63,7 @@ func printOverview(w io.Writer, o *gateway.Overview, allProjects bool) error {
 		backups += ": " + strings.Join(counts, ", ")
 	}
 	if err := properties(w, [][2]string{{"volumes", fmt.Sprint(o.Volumes)}, {"backups", backups},
-		{"last 24 hours", fmt.Sprintf("%d backups succeeded, %d failed", o.Succeeded, o.Failed)},
+		{"last 24 hours", fmt.Sprintf("%s succeeded, %d failed", backupsCount(o.Succeeded), o.Failed)},
 		{"attention", attentionSummary(len(o.Concerns))}}); err != nil {
 		return err
 	}
@@ -91,4 +91,12 @@ func attentionSummary(n int) string {
 		return "1 thing (below)"
 	}
 	return fmt.Sprintf("%d things (below)", n)
+}
+
+// backupsCount is "1 backup" or "N backups".
+func backupsCount(n int) string {
+	if n == 1 {
+		return "1 backup"
+	}
+	return fmt.Sprintf("%d backups", n)
 }
