@@ -34,8 +34,11 @@ const copyProbes = 32
 // CopyResult is what copying one backup to another repository did.
 type CopyResult struct {
 	Backup *index.Backup `json:"backup"` // the copy, as the destination records it
-	// Copied is false when the destination had the backup already: nothing was done.
+	// Copied is false when the destination had the backup already, or (Skipped) deleted it
+	// after an earlier copy: nothing was done.
 	Copied bool `json:"copied"`
+	// Skipped says why a backup the destination lacks was not copied (SkipDeletedThere).
+	Skipped string `json:"skipped,omitempty"`
 	// Base is the destination's copy of the backup's parent the copy was built on (only the
 	// blocks that differ from it were read); empty when the copy read the backup in full.
 	Base string `json:"base,omitempty"`
@@ -49,8 +52,13 @@ type CopyResult struct {
 // CopyOptions tune CopyBackup.
 type CopyOptions struct {
 	// DryRun says what would be copied, and copies nothing.
-	DryRun   bool
-	Progress func(done, total int64)
+	DryRun bool
+	// SkipDeletedThere leaves a backup the destination deleted after an earlier copy of it
+	// (its manifest here records that copy): a copy of every backup (--all, a policy's copy
+	// target) does not undo the destination's deletes. A copy of a backup named by its id
+	// copies it again.
+	SkipDeletedThere bool
+	Progress         func(done, total int64)
 }
 
 // CopyBackup copies a backup of this repository into dst, another repository with its own
@@ -83,6 +91,19 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	} else if have != nil {
 		return &CopyResult{Backup: have}, nil
 	}
+	dstID := dst.repo.Config().ID
+	if o.SkipDeletedThere {
+		m, err := s.repo.GetManifest(ctx, b.ID)
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil, wrapf(ErrConflict, "backup %s was deleted meanwhile", b.ID)
+		} else if err != nil {
+			return nil, fmt.Errorf("backup %s: %w", b.ID, err)
+		}
+		if c := m.CopiedTo(dstID); c != nil {
+			return &CopyResult{Backup: b, Skipped: fmt.Sprintf("deleted in the destination after its copy of %s: 'cairn backup copy %s' copies it again",
+				c.At.UTC().Format(time.RFC3339), b.ID)}, nil
+		}
+	}
 	if o.DryRun {
 		res := &CopyResult{Backup: b, DryRun: true}
 		if p, err := dst.idx.Backup(b.ParentID); b.ParentID != "" && err == nil && p.Status == index.BackupAvailable && p.Size == b.Size {
@@ -104,6 +125,7 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	if err != nil {
 		return nil, err
 	}
+	s.recordCopy(ctx, b.ID, repo.CopyRecord{Repository: dstID, At: now()})
 	res.Took = time.Since(start)
 	res.Seconds = res.Took.Seconds()
 	s.log.Info("backup copied", "backup_id", b.ID, "to", dst.be.Location(), "base", res.Base,
@@ -219,6 +241,7 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 		c := *m
 		c.Root, c.RootLevel, c.Stats, c.CommittedAt = res.Root, res.RootLevel, res.Stats, now()
 		c.ReadMode, c.ReadFallback, c.Error, c.Verified, c.Restored = mode, fallback, "", nil, nil // neither verified nor restored there
+		c.Copies = nil // the source's copies, not the copy's
 		if base != "" {
 			c.ParentID, c.Incremental = base, true
 		}
@@ -477,12 +500,12 @@ func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Vol
 	}
 	slices.SortFunc(todo, func(a, b *index.Backup) int { return a.CreatedAt.Compare(b.CreatedAt) })
 	var first error
-	copied := 0
+	copied, skipped := 0, 0
 	for _, b := range todo {
 		if ctx.Err() != nil {
 			return cmp.Or(first, ctx.Err())
 		}
-		res, err := s.copyBackup(ctx, b, dst, CopyOptions{})
+		res, err := s.copyBackup(ctx, b, dst, CopyOptions{SkipDeletedThere: true})
 		if err != nil {
 			s.log.Warn("policy copy failed", "policy", p.Name, "backup_id", b.ID, "to", where, "error", err)
 			first = cmp.Or(first, fmt.Errorf("copy of backup %s to %s: %w", b.ID, where, err))
@@ -491,7 +514,10 @@ func (s *Service) policyCopies(ctx context.Context, p *Policy, vols []*index.Vol
 		if res.Copied {
 			copied++
 		}
+		if res.Skipped != "" {
+			skipped++
+		}
 	}
-	s.log.Info("policy copies", "policy", p.Name, "to", where, "copied", copied, "backups", len(todo))
+	s.log.Info("policy copies", "policy", p.Name, "to", where, "copied", copied, "deleted_there", skipped, "backups", len(todo))
 	return first
 }

@@ -323,6 +323,31 @@ func TestPolicyCopiesItsBackups(t *testing.T) {
 			t.Errorf("the copy of the policy's backup %d restores to %s, want %s", i, got, sums[i])
 		}
 	}
+	// The destination deletes its copy of the newest; the next run copies its new backup,
+	// and not that one again.
+	if _, err := dst.DeleteBackup(ctx, list[1].ID, false); err != nil {
+		t.Fatal(err)
+	}
+	dst.Close()
+	writeAt(t, vol, 900<<10, 5000, 9)
+	if _, err := src.RunPolicy(ctx, "nightly"); err != nil {
+		t.Fatalf("the run after the destination's delete: %v", err)
+	}
+	after, err := src.ListBackups(ctx, gateway.ListFilter{AllProjects: true})
+	if err != nil || len(after) != 3 {
+		t.Fatalf("the policy's backups: %d (%v), want 3", len(after), err)
+	}
+	dst2, err := gateway.Open(context.Background(), gateway.Config{Repo: dcfg.Repo, StateDir: target.CopyStateDir, Password: dcfg.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst2.Close()
+	if _, err := dst2.Backup(ctx, list[1].ID); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("the backup the destination deleted, after the next run: %v, want not found", err)
+	}
+	if got := restoreSHA(t, dst2, ctx, after[2].ID); got != sha256File(t, vol) {
+		t.Errorf("the copy of the run's new backup restores to %s", got)
+	}
 }
 
 // A destination's configuration file is a cairn configuration file: its keys say where the
@@ -459,5 +484,92 @@ func TestCopyOfABackupCollectedMeanwhile(t *testing.T) {
 	}
 	if list, err := dst.ListBackups(ctx, gateway.ListFilter{AllProjects: true}); err != nil || len(list) != 0 {
 		t.Errorf("the destination lists %d backups (%v) after the copy, want none", len(list), err)
+	}
+}
+
+// A backup the destination deleted after a copy of it is not copied there again by a copy of
+// every backup (--all, a policy): the source's manifest records the copy, so a gateway with an
+// index made anew leaves it too. Copied by its id, it is copied again. Before, every --all
+// run copied back what the destination's own retention had deleted.
+func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	vol := image(t, dir, "vol.img", 1<<20)
+	var ids, sums []string
+	for i := range 2 {
+		if i > 0 {
+			writeAt(t, vol, 300<<10, 5000, 7)
+		}
+		b, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: i > 0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, sums = append(ids, b.ID), append(sums, sha256File(t, vol))
+	}
+	_, dst := otherRepo(t, t.TempDir())
+	all := func(what string, g *gateway.Service) []*gateway.CopyResult {
+		t.Helper()
+		var out []*gateway.CopyResult
+		for _, id := range ids {
+			res, err := g.CopyBackup(ctx, id, dst, gateway.CopyOptions{SkipDeletedThere: true})
+			if err != nil {
+				t.Fatalf("%s: copy %s: %v", what, id, err)
+			}
+			out = append(out, res)
+		}
+		return out
+	}
+	for i, res := range all("the first copy of all", src) {
+		if !res.Copied || res.Skipped != "" {
+			t.Fatalf("the first copy of all, backup %d: %+v, want copied", i, res)
+		}
+	}
+	dstID := dst.Repository().Config().ID
+	for i, id := range ids {
+		m, err := src.Repository().GetManifest(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := m.CopiedTo(dstID); c == nil || len(m.Copies) != 1 {
+			t.Errorf("backup %d's manifest lists copies %+v, want one, to %s", i, m.Copies, dstID)
+		}
+		if cm, err := dst.Repository().GetManifest(ctx, id); err != nil || len(cm.Copies) != 0 {
+			t.Errorf("the copy of backup %d lists copies %+v (%v), want none: they are the source's", i, cm.Copies, err)
+		}
+	}
+	if _, err := dst.DeleteBackup(ctx, ids[1], false); err != nil {
+		t.Fatal(err)
+	}
+	fresh := gatewayOn(t, filepath.Join(dir, "repo"), filepath.Join(dir, "state-fresh"))
+	for what, g := range map[string]*gateway.Service{"the source's gateway": src, "a gateway with an index made anew": fresh} {
+		res := all(what, g)
+		if res[0].Copied || res[0].Skipped != "" {
+			t.Errorf("%s: the backup still there: %+v, want already there", what, res[0])
+		}
+		if res[1].Copied || !strings.Contains(res[1].Skipped, "deleted in the destination") {
+			t.Errorf("%s: the backup deleted there: %+v, want skipped as deleted there", what, res[1])
+		}
+	}
+	if _, err := dst.Backup(ctx, ids[1]); !errors.Is(err, gateway.ErrNotFound) {
+		t.Fatalf("the deleted copy after copies of all: %v, want not found", err)
+	}
+	// By its id it is copied again, and restores there.
+	res, err := src.CopyBackup(ctx, ids[1], dst, gateway.CopyOptions{})
+	if err != nil || !res.Copied {
+		t.Fatalf("a copy by id of the backup deleted there: %+v, %v; want copied", res, err)
+	}
+	if got := restoreSHA(t, dst, ctx, ids[1]); got != sums[1] {
+		t.Errorf("the copy made again restores to %s, want %s", got, sums[1])
+	}
+	// A copy into a second repository lists neither copy: the list is the source backup's.
+	_, dst2 := otherRepo(t, t.TempDir())
+	if _, err := src.CopyBackup(ctx, ids[0], dst2, gateway.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if cm, err := dst2.Repository().GetManifest(ctx, ids[0]); err != nil || len(cm.Copies) != 0 {
+		t.Errorf("the copy in a second repository lists copies %+v (%v), want none", cm.Copies, err)
+	}
+	if m, err := src.Repository().GetManifest(ctx, ids[0]); err != nil || len(m.Copies) != 2 {
+		t.Errorf("the source backup copied to two repositories lists %+v (%v)", m.Copies, err)
 	}
 }

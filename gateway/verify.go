@@ -115,6 +115,21 @@ func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.R
 	})
 }
 
+// recordCopy puts a copy of backup id into another repository in the backup's manifest, so
+// that a copy of every backup there leaves it once that repository has deleted it
+// (CopyOptions.SkipDeletedThere), on every gateway and after a rebuilt index.
+func (s *Service) recordCopy(ctx context.Context, id string, c repo.CopyRecord) {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) {
+		if old := m.CopiedTo(c.Repository); old != nil {
+			*old = c
+		} else {
+			m.Copies = append(m.Copies, c)
+		}
+	})
+}
+
 // outcomeToManifest rewrites backup id's manifest with set, which puts an outcome of what (a
 // verification, a restore) in it unless the manifest has a newer one: another gateway's,
 // stored since. A read-only service, a backup without a stored manifest here (deleted

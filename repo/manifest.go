@@ -62,6 +62,28 @@ type Manifest struct {
 	// failed), so every gateway, and an index rebuilt, shows it. A descriptive field,
 	// rewritten like Protected.
 	Restored *Restoration `json:"restored,omitempty"`
+	// Copies are the other repositories the backup was copied to (backup copy, a policy's
+	// copy target), so that a copy one of them deleted since is not made again by a copy of
+	// every backup there (docs/design.md, "Copies to another repository"). A descriptive
+	// field, rewritten like Protected.
+	Copies []CopyRecord `json:"copies,omitempty"`
+}
+
+// CopyRecord is one copy of a backup into another repository: that repository's id, and when
+// the copy's commit there landed.
+type CopyRecord struct {
+	Repository string    `json:"repository"`
+	At         time.Time `json:"at"`
+}
+
+// CopiedTo returns the record of the backup's copy into the repository with that id, or nil.
+func (m *Manifest) CopiedTo(repository string) *CopyRecord {
+	for i := range m.Copies {
+		if m.Copies[i].Repository == repository {
+			return &m.Copies[i]
+		}
+	}
+	return nil
 }
 
 // Restoration is how a restore of a backup went: Result is succeeded, salvaged or failed (or,

@@ -117,6 +117,20 @@ func TestCopyToABucket(t *testing.T) {
 	for _, p := range points {
 		fresh.restoreMatches(p.backup.ID, p.sha, dir)
 	}
+
+	// The offsite's own retention deletes the newest copy: the next copy --all leaves it, says
+	// so, and exits 0; copied by its id, it is there again.
+	fresh.mustRun("--quiet", "backup", "delete", "--yes", last.backup.ID)
+	again := copier.run("backup", "copy", "--all", "--to", to, "--to-state-dir", copyState)
+	if again.Code != 0 || !strings.Contains(again.Stdout, "deleted there: not copied again") ||
+		!strings.Contains(again.Stderr, "1 of these backups were deleted in the destination after an earlier copy") {
+		t.Fatalf("copy --all after the destination deleted a copy: exit %d\nstdout: %s\nstderr: %s", again.Code, again.Stdout, again.Stderr)
+	}
+	if res := fresh.run("backup", "show", last.backup.ID); res.Code != 3 {
+		t.Errorf("the copy the destination deleted, after copy --all: backup show exits %d, want 3 (not found)", res.Code)
+	}
+	copier.mustRun("--quiet", "backup", "copy", last.backup.ID, "--to", to, "--to-state-dir", copyState)
+	fresh.restoreMatches(last.backup.ID, last.sha, dir)
 }
 
 // A copy between two S3 services with their own keys: the source's settings come from the

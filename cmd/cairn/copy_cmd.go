@@ -22,7 +22,7 @@ import (
 // BackupCopyCmd copies backups into another repository.
 type BackupCopyCmd struct {
 	Backups        []string `arg:"" name:"backup" optional:"" help:"Backup ids or names; each is copied, one failing stops none (exit non-zero)."`
-	All            bool     `help:"Copy every available backup of the project (with --all-projects, of every project) the destination lacks, oldest first." xor:"backups"`
+	All            bool     `help:"Copy every available backup of the project (with --all-projects, of every project) the destination lacks, oldest first; one it deleted after an earlier copy is left (copy it by id to bring it back)." xor:"backups"`
 	AllProjects    bool     `help:"With --all: every project's backups (admins)."`
 	To             string   `placeholder:"DIR|URL" help:"The destination: a directory or s3://BUCKET/PREFIX made with 'cairn repo init' (the S3 flags and AWS_* variables apply to it, unless --to-config says otherwise)."`
 	ToConfig       string   `type:"existingfile" placeholder:"FILE" help:"A cairn configuration file for the destination (repo, endpoint, region, access_key, secret_key, path_style, state_dir, password_file): another S3 service or other keys than the source's."`
@@ -67,10 +67,11 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 	failed := failures{g: g, total: len(refs)}
 	var results []*gateway.CopyResult
 	planned := map[string]*index.Backup{} // with --dry-run: the backups the run would copy
+	var skipped []string                  // deleted in the destination after an earlier copy
 	t := &table{header: []string{"ID", "Volume", "Name", "Created", "Result", "Read", "Stored", "Seconds"}}
 	for _, ref := range refs {
 		p := g.progress("copying " + ref)
-		res, err := s.CopyBackup(ctx, ref, dst, gateway.CopyOptions{DryRun: c.DryRun, Progress: p.update})
+		res, err := s.CopyBackup(ctx, ref, dst, gateway.CopyOptions{DryRun: c.DryRun, SkipDeletedThere: c.All, Progress: p.update})
 		p.finish()
 		if err != nil {
 			failed.add(ref, err)
@@ -87,6 +88,9 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 		}
 		result, read, stored := "already there", "-", "-"
 		switch {
+		case res.Skipped != "":
+			result = "deleted there: not copied again"
+			skipped = append(skipped, b.ID)
 		case res.DryRun && res.Base != "":
 			result = "would copy (changes only)"
 		case res.DryRun:
@@ -103,6 +107,9 @@ func (c *BackupCopyCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	if err := writeRows(g, results, t); err != nil {
 		return err
+	}
+	if len(skipped) > 0 && !g.json() {
+		fmt.Fprintf(g.stderr, "cairn: %d of these backups were deleted in the destination after an earlier copy, and were left; a copy by id brings one back ('cairn backup copy %s')\n", len(skipped), skipped[0])
 	}
 	return failed.err("backups", "not copied")
 }
