@@ -241,7 +241,8 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 		c := *m
 		c.Root, c.RootLevel, c.Stats, c.CommittedAt = res.Root, res.RootLevel, res.Stats, now()
 		c.ReadMode, c.ReadFallback, c.Error, c.Verified, c.Restored = mode, fallback, "", nil, nil // neither verified nor restored there
-		c.Copies = nil // the source's copies, not the copy's
+		// The repositories the source backup was copied to are the source's to know.
+		c.Copies = nil
 		if base != "" {
 			c.ParentID, c.Incremental = base, true
 		}
