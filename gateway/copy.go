@@ -125,7 +125,7 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	if err != nil {
 		return nil, err
 	}
-	s.recordCopy(ctx, b.ID, repo.CopyRecord{Repository: dstID, At: now()})
+	s.recordCopy(ctx, b.ID, repo.CopyRecord{Repository: dstID, Location: dst.be.Location(), At: now()})
 	res.Took = time.Since(start)
 	res.Seconds = res.Took.Seconds()
 	s.log.Info("backup copied", "backup_id", b.ID, "to", dst.be.Location(), "base", res.Base,

@@ -507,6 +507,7 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 		ids, sums = append(ids, b.ID), append(sums, sha256File(t, vol))
 	}
 	_, dst := otherRepo(t, t.TempDir())
+	other := gatewayOn(t, filepath.Join(dir, "repo"), filepath.Join(dir, "state-other")) // knows both backups
 	all := func(what string, g *gateway.Service) []*gateway.CopyResult {
 		t.Helper()
 		var out []*gateway.CopyResult
@@ -537,10 +538,18 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 			t.Errorf("the copy of backup %d lists copies %+v (%v), want none: they are the source's", i, cm.Copies, err)
 		}
 	}
+	// backup show's copies: on the gateway that copied, on another after its catch-up, and
+	// on an index made anew.
+	catchUp(t, other)
+	fresh := gatewayOn(t, filepath.Join(dir, "repo"), filepath.Join(dir, "state-fresh"))
+	for what, g := range map[string]*gateway.Service{"the gateway that copied": src, "another after its catch-up": other, "an index made anew": fresh} {
+		if c := record(t, g, ids[0]).Copies; len(c) != 1 || c[0].Repository != dstID || c[0].Location != dst.Location() || c[0].At.IsZero() {
+			t.Errorf("%s: backup 0's copies %+v, want one, to %s at %s", what, c, dstID, dst.Location())
+		}
+	}
 	if _, err := dst.DeleteBackup(ctx, ids[1], false); err != nil {
 		t.Fatal(err)
 	}
-	fresh := gatewayOn(t, filepath.Join(dir, "repo"), filepath.Join(dir, "state-fresh"))
 	for what, g := range map[string]*gateway.Service{"the source's gateway": src, "a gateway with an index made anew": fresh} {
 		res := all(what, g)
 		if res[0].Copied || res[0].Skipped != "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -572,7 +573,8 @@ func (s *Service) relearnChain(ctx context.Context, id string) error {
 
 // relearn takes what another gateway may change in a known backup's manifest: its parent and
 // incremental flag (a prune), protection, name, description, metadata, an admin's reset to
-// error and a newer verification. It reports whether the record changed.
+// error, a newer verification or restore, and its copies. It reports whether the record
+// changed.
 func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 	rec := &index.Backup{ID: m.ID, VolumeID: m.VolumeID, Project: m.Project, CreatedAt: m.CreatedAt,
 		ParentID: m.ParentID, IsIncremental: m.Incremental}
@@ -603,18 +605,26 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
 			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status &&
-			verified == b.LastVerify && restored == b.LastRestore {
+			verified == b.LastVerify && restored == b.LastRestore && sameCopies(b.Copies, m.Copies) {
 			return errUnchanged // nothing to write
 		}
 		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
 		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
 		b.Status, b.FailReason, b.LastVerify, b.LastRestore = status, reason, verified, restored
+		b.Copies = m.Copies
 		return nil
 	})
 	if errors.Is(err, errUnchanged) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// sameCopies reports whether two lists of copies say the same (times compared as instants).
+func sameCopies(a, b []repo.CopyRecord) bool {
+	return slices.EqualFunc(a, b, func(x, y repo.CopyRecord) bool {
+		return x.Repository == y.Repository && x.Location == y.Location && x.At.Equal(y.At)
+	})
 }
 
 // errUnchanged ends an update that has nothing to change.

@@ -189,7 +189,8 @@ func recordOf(m *repo.Manifest) *index.Backup {
 		VolumeName: m.VolumeName, VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
 		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
-		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback, LastVerify: m.Verified, LastRestore: m.Restored}
+		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback, LastVerify: m.Verified, LastRestore: m.Restored,
+		Copies: m.Copies}
 	if m.Error != "" {
 		b.Status, b.FailReason = index.BackupError, m.Error // an admin's reset-state
 	}

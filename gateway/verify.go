@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -121,13 +123,21 @@ func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.R
 func (s *Service) recordCopy(ctx context.Context, id string, c repo.CopyRecord) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) {
-		if old := m.CopiedTo(c.Repository); old != nil {
-			*old = c
-		} else {
-			m.Copies = append(m.Copies, c)
+	set := func(copies []repo.CopyRecord) []repo.CopyRecord {
+		copies = slices.Clone(copies)
+		if i := slices.IndexFunc(copies, func(o repo.CopyRecord) bool { return o.Repository == c.Repository }); i >= 0 {
+			copies[i] = c
+			return copies
 		}
-	})
+		return append(copies, c)
+	}
+	s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) { m.Copies = set(m.Copies) })
+	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		rec.Copies = set(rec.Copies)
+		return nil
+	}); err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Warn("copy: cannot record it in the index", "backup_id", id, "error", err)
+	}
 }
 
 // outcomeToManifest rewrites backup id's manifest with set, which puts an outcome of what (a

@@ -69,10 +69,12 @@ type Manifest struct {
 	Copies []CopyRecord `json:"copies,omitempty"`
 }
 
-// CopyRecord is one copy of a backup into another repository: that repository's id, and when
-// the copy's commit there landed.
+// CopyRecord is one copy of a backup into another repository: that repository's id, where it
+// was (a directory or s3://BUCKET/PREFIX, for people: the id is what counts), and when the
+// copy's commit there landed.
 type CopyRecord struct {
 	Repository string    `json:"repository"`
+	Location   string    `json:"location,omitempty"`
 	At         time.Time `json:"at"`
 }
 

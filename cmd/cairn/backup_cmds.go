@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 
 	"github.com/cairn-backup/cairn/units"
 )
@@ -624,7 +625,26 @@ func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
 		"last_restore": b.LastRestore, "last_verify": b.LastVerify, "protected": b.Protected, "read_bytes": b.Stats.ReadBytes,
-		"read_mode": b.ReadMode, "read_fallback": b.ReadFallback}
+		"read_mode": b.ReadMode, "read_fallback": b.ReadFallback, "copies": nonNilCopies(b.Copies)}
+}
+
+func nonNilCopies(c []repo.CopyRecord) []repo.CopyRecord {
+	if c == nil {
+		return []repo.CopyRecord{}
+	}
+	return c
+}
+
+// copies lists where a backup was copied to, and when, or "-".
+func copies(cs []repo.CopyRecord) string {
+	if len(cs) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		parts = append(parts, cmp.Or(c.Location, c.Repository)+" ("+c.At.Format(time.RFC3339)+")")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // readMode says how a backup read its volume, and why in full when tracking was wanted.
@@ -661,7 +681,7 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 		{"read_bytes", units.Bytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
 		{"stored_bytes", units.Bytes(b.Stats.NewBytes)}, {"changed_blocks", fmt.Sprint(b.Stats.ChangedBlocks)},
 		{"container", s.Location()}, {"project", b.Project}, {"user_id", none(b.UserID)}, {"metadata", metadata(b.Metadata)},
-		{"last_restore", lastRestore(b.LastRestore)}, {"last_verify", lastVerify(b.LastVerify)}})
+		{"last_restore", lastRestore(b.LastRestore)}, {"last_verify", lastVerify(b.LastVerify)}, {"copies", copies(b.Copies)}})
 }
 
 func lastVerify(o *index.VerifyOutcome) string {
