@@ -581,7 +581,7 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 		if f.Status != "" && string(b.Status) != f.Status {
 			continue
 		}
-		out = append(out, b)
+		out = append(out, backupShownTo(b, c))
 	}
 	// A volume unmanaged or deleted (or copied here from another repository) keeps its
 	// backups, which restore: its id or name still lists them, as the API's volume_id does
@@ -613,6 +613,29 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 	if err != nil {
 		return nil, err
 	}
+	b, err := s.backupOf(c, ref)
+	if err != nil {
+		return nil, err
+	}
+	return backupShownTo(b, c), nil
+}
+
+// backupShownTo is backup b as caller c may see it: where it was copied to is an admin's to
+// know (as a copy's job is), so a member sees when, not where.
+func backupShownTo(b *index.Backup, c Caller) *index.Backup {
+	if c.Admin || len(b.Copies) == 0 {
+		return b
+	}
+	shown := *b // records may be shared with the index's cache: never changed in place
+	shown.Copies = make([]repo.CopyRecord, len(b.Copies))
+	for i, cp := range b.Copies {
+		shown.Copies[i] = repo.CopyRecord{At: cp.At}
+	}
+	return &shown
+}
+
+// backupOf is Backup for caller c.
+func (s *Service) backupOf(c Caller, ref string) (*index.Backup, error) {
 	if ref == "" {
 		return nil, invalidf("no backup given")
 	}

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -546,6 +547,28 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 		if c := record(t, g, ids[0]).Copies; len(c) != 1 || c[0].Repository != dstID || c[0].Location != dst.Location() || c[0].At.IsZero() {
 			t.Errorf("%s: backup 0's copies %+v, want one, to %s at %s", what, c, dstID, dst.Location())
 		}
+	}
+	// A member of the project sees when its backup was copied, not where: the destination is
+	// an admin's to know, as a copy's job is. An admin sees both.
+	member := as("bob", gateway.DefaultProject, false)
+	for what, get := range map[string]func(context.Context) (*index.Backup, error){
+		"backup show": func(c context.Context) (*index.Backup, error) { return src.Backup(c, ids[0]) },
+		"backup list": func(c context.Context) (*index.Backup, error) {
+			l, err := src.ListBackups(c, gateway.ListFilter{})
+			if err != nil || len(l) == 0 {
+				return nil, fmt.Errorf("list: %d, %v", len(l), err)
+			}
+			return l[0], nil
+		}} {
+		if b, err := get(member); err != nil || len(b.Copies) != 1 || b.Copies[0].Location != "" || b.Copies[0].Repository != "" || b.Copies[0].At.IsZero() {
+			t.Errorf("%s to a member: %+v (%v), want when and not where", what, b, err)
+		}
+		if b, err := get(ctx); err != nil || len(b.Copies) != 1 || b.Copies[0].Location != dst.Location() {
+			t.Errorf("%s to an admin: %+v (%v), want where too", what, b, err)
+		}
+	}
+	if c := record(t, src, ids[0]).Copies; len(c) != 1 || c[0].Location == "" {
+		t.Errorf("a member's view changed the index's record: %+v", c)
 	}
 	if _, err := dst.DeleteBackup(ctx, ids[1], false); err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package index
 import (
 	"encoding/json"
 	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -213,4 +214,5 @@ func (b *Backup) copyTo(dst *Backup) {
 		lv := *b.LastVerify
 		dst.LastVerify = &lv
 	}
+	dst.Copies = slices.Clone(b.Copies)
 }

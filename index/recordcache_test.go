@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairn-backup/cairn/repo"
 )
 
 func testBackup(i int, at time.Time) *Backup {
@@ -127,6 +129,7 @@ func TestBackupsAreTheCallersOwn(t *testing.T) {
 	at := time.Now().UTC()
 	b := testBackup(1, at)
 	b.LastRestore = &RestoreOutcome{Target: "v", Result: "running", At: at}
+	b.Copies = []repo.CopyRecord{{Repository: "r", Location: "s3://offsite", At: at}}
 	if err := ix.CreateBackup(b); err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +140,12 @@ func TestBackupsAreTheCallersOwn(t *testing.T) {
 	if err != nil || len(first) != 1 {
 		t.Fatal(err, len(first))
 	}
-	first[0].Name, first[0].Metadata["k"], first[0].LastRestore.Result = "mine", "mine", "mine"
+	first[0].Name, first[0].Metadata["k"], first[0].LastRestore.Result, first[0].Copies[0].Location = "mine", "mine", "mine", "mine"
 	again, err := ix.Backups()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g := again[0]; g.Name != b.Name || g.Metadata["k"] != "v" || g.LastRestore.Result != "running" {
+	if g := again[0]; g.Name != b.Name || g.Metadata["k"] != "v" || g.LastRestore.Result != "running" || g.Copies[0].Location != "s3://offsite" {
 		t.Fatalf("a caller's change reached the index's copy: %+v %+v", g, *g.LastRestore)
 	}
 	sameAsDisk(t, ix, "after a caller's changes")

@@ -642,7 +642,7 @@ func copies(cs []repo.CopyRecord) string {
 	}
 	parts := make([]string, 0, len(cs))
 	for _, c := range cs {
-		parts = append(parts, cmp.Or(c.Location, c.Repository)+" ("+c.At.Format(time.RFC3339)+")")
+		parts = append(parts, cmp.Or(c.Location, c.Repository, "another repository")+" ("+c.At.Format(time.RFC3339)+")")
 	}
 	return strings.Join(parts, ", ")
 }

@@ -749,6 +749,9 @@ func TestCopyShowsAsAJob(t *testing.T) {
 	if code, body, _ := br.get("/ui/jobs/copy/" + b.ID); code != http.StatusOK || !strings.Contains(body, `href="/ui/backups/`+b.ID+`"`) || !strings.Contains(body, "succeeded") {
 		t.Fatalf("the copy's job page: %d\n%s", code, body)
 	}
+	if code, body, _ := br.get("/ui/backups/" + b.ID); code != http.StatusOK || !strings.Contains(body, `<dd id="copies"><code>`+dst.Location()+`</code>`) {
+		t.Fatalf("the backup's page after its copy names no copy: %d\n%s", code, body)
+	}
 	bob := e.browser()
 	bob.signIn("tok-bob")
 	if code, _, _ := bob.get("/ui/jobs/copy/" + b.ID); code != http.StatusNotFound {
