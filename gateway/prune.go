@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -174,8 +175,10 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 		for _, ref := range req.Volumes {
 			v, err := s.Volume(ctx, ref)
 			if errors.Is(err, ErrNotFound) {
-				// A deleted volume's backups stay; they are pruned by its id
-				// [TestPruneTheBackupsOfADeletedVolumeByItsID].
+				// A deleted volume's backups stay; they are pruned by its id, or by the name
+				// they were taken under, as 'backup list --volume' finds them: a repository
+				// of copies has no volume records at all
+				// [TestPruneTheBackupsOfADeletedVolumeByItsID, TestPruneGoneVolumes].
 				if gone, gerr := s.goneVolume(c, ref); gerr != nil {
 					return nil, gerr
 				} else if gone != nil {
@@ -201,17 +204,46 @@ func (s *Service) pruneVolumes(ctx context.Context, c Caller, req PruneRequest) 
 			out = append(out, v)
 		}
 	}
+	// Every volume's backups: those of volumes that are gone too (deleted or unmanaged with
+	// their backups kept, or copied here from another repository).
+	gone, err := s.idx.GoneVolumes(func(b *index.Backup) bool { return c.sees(b.Project) })
+	if err != nil {
+		return nil, err
+	}
+	for _, g := range gone {
+		out = append(out, goneStandIn(g))
+	}
 	return out, nil
 }
 
-// goneVolume stands in for a volume without a record, of id, that has backups c sees; nil if
-// there is none.
-func (s *Service) goneVolume(c Caller, id string) (*index.Volume, error) {
-	gone, err := s.idx.GoneVolumes(func(b *index.Backup) bool { return b.VolumeID == id && c.sees(b.Project) })
+// goneVolume stands in for a volume without a record that has backups c sees, named by ref:
+// its id, or the name its backups were taken under; nil if there is none. A name that several
+// gone volumes had is refused as ambiguous.
+func (s *Service) goneVolume(c Caller, ref string) (*index.Volume, error) {
+	gone, err := s.idx.GoneVolumes(func(b *index.Backup) bool {
+		return (b.VolumeID == ref || b.VolumeName == ref) && c.sees(b.Project)
+	})
 	if err != nil || len(gone) == 0 {
 		return nil, err
 	}
-	return &index.Volume{ID: id, Name: id, Project: gone[0].Backups[0].Project}, nil
+	if i := slices.IndexFunc(gone, func(g index.GoneVolume) bool { return g.ID == ref }); i >= 0 {
+		return goneStandIn(gone[i]), nil
+	}
+	if len(gone) > 1 {
+		ids := make([]string, len(gone))
+		for i, g := range gone {
+			ids[i] = g.ID
+		}
+		return nil, invalidf("%d gone volumes had the name %s (%s): prune by volume id", len(gone), ref, strings.Join(ids, ", "))
+	}
+	return goneStandIn(gone[0]), nil
+}
+
+// goneStandIn is a volume record for a gone volume's backups (oldest first): its id, and the
+// name its newest backup was taken under.
+func goneStandIn(g index.GoneVolume) *index.Volume {
+	newest := g.Backups[len(g.Backups)-1]
+	return &index.Volume{ID: g.ID, Name: cmp.Or(newest.VolumeName, g.ID), Project: newest.Project}
 }
 
 // pruneChain decides for one volume's backups in one project: the rules, then what forbids a

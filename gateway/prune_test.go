@@ -2,7 +2,9 @@ package gateway_test
 
 import (
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,5 +283,66 @@ func TestPruneTheBackupsOfADeletedVolumeByItsID(t *testing.T) {
 	}
 	if got := fileSHA(t, out); got != want {
 		t.Fatalf("the kept backup restores with sha256 %x, want %x", got[:4], want[:4])
+	}
+}
+
+// Backups of volumes that are gone (deleted with their backups kept, or copied here from
+// another repository, which has no volume records at all) are pruned by the name they were
+// taken under, and by --all, like any volume's. Before, --all left them out and their name
+// was "not found": a repository of offsite copies could not be pruned at all.
+func TestPruneGoneVolumes(t *testing.T) {
+	s, dir := newService(t)
+	p1 := as("alice", "p1", false)
+	files := 0
+	backups := func(name string, n int) {
+		t.Helper()
+		files++
+		img := image(t, dir, fmt.Sprintf("%s-%d.img", name, files), 256<<10)
+		if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: img, Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			writeAt(t, img, int64(i)*64<<10, 4096, byte(i+1))
+			if _, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: name, Incremental: i > 0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	backups("old", 4)
+	if _, err := s.DeleteVolume(p1, "old", true); err != nil {
+		t.Fatal(err)
+	}
+	backups("live", 3)
+	count := func(what string, want int) {
+		t.Helper()
+		if bs, err := s.ListBackups(p1, gateway.ListFilter{Volume: what}); err != nil || len(bs) != want {
+			t.Fatalf("backups of %s: %d (%v), want %d", what, len(bs), err, want)
+		}
+	}
+	res, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{"old"}, Rules: retention.Rules{Last: 3}})
+	if err != nil || res.Removed != 1 || res.Kept != 3 {
+		t.Fatalf("prune of the gone volume by its name: %+v, %v; want 1 removed, 3 kept", res, err)
+	}
+	if res.Backups[0].VolumeName != "old" {
+		t.Errorf("the gone volume's decisions name volume %q, want its name", res.Backups[0].VolumeName)
+	}
+	count("old", 3)
+	if _, err := s.Prune(as("bob", "p2", false), gateway.PruneRequest{Volumes: []string{"old"}, Rules: retention.Rules{Last: 1}}); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("another project's prune of p1's gone volume by name: %v, want not found", err)
+	}
+	res, err = s.Prune(p1, gateway.PruneRequest{All: true, Rules: retention.Rules{Last: 2}})
+	if err != nil || res.Removed != 2 || res.Kept != 4 {
+		t.Fatalf("prune --all: %+v, %v; want one removed of each volume, two kept of each", res, err)
+	}
+	count("old", 2)
+	count("live", 2)
+
+	// A second gone volume of the same name: the name is ambiguous, the ids are not.
+	backups("old", 1)
+	if _, err := s.DeleteVolume(p1, "old", true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{"old"}, Rules: retention.Rules{Last: 1}}); !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "prune by volume id") {
+		t.Errorf("prune by a name two gone volumes had: %v, want invalid, saying to use the id", err)
 	}
 }

@@ -131,6 +131,27 @@ func TestCopyToABucket(t *testing.T) {
 	}
 	copier.mustRun("--quiet", "backup", "copy", last.backup.ID, "--to", to, "--to-state-dir", copyState)
 	fresh.restoreMatches(last.backup.ID, last.sha, dir)
+
+	// The offsite keeps fewer: a prune there (its volumes are all gone: copies bring no volume
+	// records) removes the older copies, and the next copy --all leaves them removed.
+	fresh.mustRun("--quiet", "backup", "prune", "--all", "--keep-last", "2", "--yes")
+	fresh.mustJSON(&listed, "backup", "list")
+	if len(listed) != 2 {
+		t.Fatalf("the destination after prune --all --keep-last 2 lists %d backups, want 2", len(listed))
+	}
+	copier.mustJSON(&res, "--quiet", "backup", "copy", "--all", "--to", to, "--to-state-dir", copyState)
+	for _, r := range res {
+		if r.Copied {
+			t.Errorf("copy --all after the destination's prune copied %s again", r.Backup.ID)
+		}
+	}
+	fresh.mustJSON(&listed, "backup", "list")
+	if len(listed) != 2 {
+		t.Errorf("the destination lists %d backups after copy --all, want the 2 its prune kept", len(listed))
+	}
+	for _, p := range points[len(points)-2:] {
+		fresh.restoreMatches(p.backup.ID, p.sha, dir)
+	}
 }
 
 // A copy between two S3 services with their own keys: the source's settings come from the

@@ -92,8 +92,8 @@ func parseAge(s string) (time.Duration, error) {
 
 // BackupPruneCmd expires backups by keep rules.
 type BackupPruneCmd struct {
-	Volumes []string `arg:"" optional:"" help:"Volumes (id, name or path) whose backups to prune." name:"volume"`
-	All     bool     `help:"Prune every volume's backups (admins: every project's)."`
+	Volumes []string `arg:"" optional:"" help:"Volumes (id, name or path) whose backups to prune; a gone volume (deleted, or copied here from another repository) by its id or the name its backups were taken under." name:"volume"`
+	All     bool     `help:"Prune every volume's backups, gone volumes' too (admins: every project's)."`
 	KeepFlags
 	DryRun bool `help:"Say what would be kept and removed; change nothing."`
 	GC     bool `help:"Run gc afterwards to reclaim the space." name:"gc"`
