@@ -166,12 +166,19 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 			add(ConcernUnprotected, v.Project, v.Name, v.CreatedAt, "volume %s has no backup, and no policy backs it up", v.Name)
 		}
 	}
+	// Every project's quota usage from the backups already read: asked project by project,
+	// each read every backup record again, and /metrics asks for this overview.
+	var seen []*index.Backup
+	for _, bs := range byVolume {
+		seen = append(seen, bs...)
+	}
+	usage, err := s.allQuotaUsage(seen)
+	if err != nil {
+		return nil, err
+	}
 	for _, p := range slices.Sorted(maps.Keys(projects)) {
-		if !inView(p) {
-			continue
-		}
-		u, err := s.QuotaUsage(ctx, p)
-		if err != nil {
+		u := usage[p]
+		if !inView(p) || u == nil {
 			continue
 		}
 		for _, q := range []struct {
