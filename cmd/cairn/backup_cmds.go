@@ -213,7 +213,7 @@ type BackupListCmd struct {
 	AllProjects bool   `help:"Admins: list every project's backups (adds a Project column; cinder's --all-tenants)." aliases:"all-tenants"`
 	Sort        string `help:"Order by KEY (created_at, name, size, status, id, volume_id, ...: cinder's keys), ascending unless :desc follows, like created_at:desc (the default: oldest first)." placeholder:"KEY[:asc|desc]"`
 	Limit       int    `help:"At most this many backups (after --sort)." placeholder:"N"`
-	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container." short:"l"`
+	Long        bool   `help:"Every column: volume ids, stored bytes, object counts, parents, the container, copies in other repositories." short:"l"`
 }
 
 // backupOrder is the order spec (KEY, KEY:asc or KEY:desc) names, ties by creation time.
@@ -327,7 +327,8 @@ func (g *Globals) elsewhereHint(what string, projects []string) {
 
 // backupTable is the backup list: by default the columns that fit 120 columns, the volume
 // by name (a gone volume's by the name its backup recorded, marked gone, else by its id),
-// long names cut short; long adds ids and every figure.
+// long names cut short; long adds ids and every figure, and how many other repositories hold a
+// copy of the backup.
 func backupTable(bs []*index.Backup, volNames map[string]string, location string, long, allProjects bool) *table {
 	volume := func(b *index.Backup) string {
 		if n := volNames[b.VolumeID]; n != "" {
@@ -340,13 +341,14 @@ func backupTable(bs []*index.Backup, volNames map[string]string, location string
 	}
 	t := &table{}
 	if long {
-		t.header = []string{"ID", "Volume ID", "Volume", "Name", "Status", "Size", "Stored", "Object Count", "Incremental", "Parent ID", "Created", "Container"}
+		t.header = []string{"ID", "Volume ID", "Volume", "Name", "Status", "Size", "Stored", "Object Count", "Incremental", "Parent ID", "Created", "Container", "Copies"}
 		if allProjects {
 			t.header = append(t.header, "Project")
 		}
 		for _, b := range bs {
 			row := []string{b.ID, b.VolumeID, volume(b), none(b.Name), string(b.Status), units.Bytes(b.Size), units.Bytes(b.Stats.NewBytes),
-				fmt.Sprint(b.ObjectCount()), fmt.Sprint(b.IsIncremental), none(b.ParentID), b.CreatedAt.Format(time.RFC3339), location}
+				fmt.Sprint(b.ObjectCount()), fmt.Sprint(b.IsIncremental), none(b.ParentID), b.CreatedAt.Format(time.RFC3339), location,
+				fmt.Sprint(len(b.Copies))}
 			if allProjects {
 				row = append(row, b.Project)
 			}

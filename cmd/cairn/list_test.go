@@ -23,7 +23,8 @@ func realisticBackups() ([]*index.Backup, map[string]string) {
 	}
 	bs := []*index.Backup{
 		{ID: "1f2e3d4c-5b6a-4798-8a1b-2c3d4e5f6a7b", VolumeID: "6f1c2a9e-0b7d-4c3e-9a51-2d8e7f4b1c60", Name: "nightly-2026-12-01-before-the-schema-upgrade",
-			Status: index.BackupAvailable, Size: 1023<<30 + 900<<20, Project: "admin", CreatedAt: at, Stats: repo.Stats{NewBytes: 97 << 30}},
+			Status: index.BackupAvailable, Size: 1023<<30 + 900<<20, Project: "admin", CreatedAt: at, Stats: repo.Stats{NewBytes: 97 << 30},
+			Copies: []repo.CopyRecord{{Repository: "9f0e1d2c-3b4a-4596-8877-665544332211", Location: "s3://offsite/cairn", At: at.Add(time.Hour)}}},
 		{ID: "2a3b4c5d-6e7f-4081-9a2b-3c4d5e6f7a8b", VolumeID: "0a9b8c7d-6e5f-4a3b-8c2d-1e0f9a8b7c6d", Name: "hourly",
 			Status: index.BackupCreating, Size: 20 << 30, IsIncremental: true, ParentID: "1f2e3d4c-5b6a-4798-8a1b-2c3d4e5f6a7b",
 			Project: "tenant-with-a-long-project-name", CreatedAt: at.Add(time.Hour)},
