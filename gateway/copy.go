@@ -86,12 +86,18 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be copied", b.ID, b.Status)
 	}
 	start := time.Now()
+	dstID := dst.repo.Config().ID
 	if have, err := dst.hasBackup(ctx, b.ID); err != nil {
 		return nil, err
 	} else if have != nil {
+		// A copy made before copies were recorded (or whose record did not land) is
+		// recorded now, once (the record in this index says so from then on), so that a
+		// later delete there is left too.
+		if !slices.ContainsFunc(b.Copies, func(c repo.CopyRecord) bool { return c.Repository == dstID }) && !o.DryRun {
+			s.recordCopy(ctx, b.ID, repo.CopyRecord{Repository: dstID, Location: dst.be.Location(), At: cmp.Or(have.UpdatedAt, now())})
+		}
 		return &CopyResult{Backup: have}, nil
 	}
-	dstID := dst.repo.Config().ID
 	if o.SkipDeletedThere {
 		m, err := s.repo.GetManifest(ctx, b.ID)
 		if errors.Is(err, backend.ErrNotFound) {

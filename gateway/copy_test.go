@@ -605,3 +605,34 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 		t.Errorf("the source backup copied to two repositories lists %+v (%v)", m.Copies, err)
 	}
 }
+
+// A copy made before copies were recorded is recorded when a later copy finds it there
+// already, so the destination's delete of it is left by the copies after that too.
+func TestCopyFoundThereIsRecorded(t *testing.T) {
+	ctx := adminCtx()
+	src, b, _ := sourceBackup(t, 1<<20)
+	_, dst := otherRepo(t, t.TempDir())
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); err != nil || !res.Copied {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	gateway.ForgetCopiesForTest(t, src, b.ID)
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{SkipDeletedThere: true, DryRun: true}); err != nil || res.Copied || len(record(t, src, b.ID).Copies) != 0 {
+		t.Fatalf("a dry run over the copy already there: %+v, %v; copies %+v, want nothing recorded", res, err, record(t, src, b.ID).Copies)
+	}
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{SkipDeletedThere: true}); err != nil || res.Copied || res.Skipped != "" {
+		t.Fatalf("a copy of all over the copy already there: %+v, %v; want already there", res, err)
+	}
+	m, err := src.Repository().GetManifest(ctx, b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.CopiedTo(dst.Repository().Config().ID) == nil || len(record(t, src, b.ID).Copies) != 1 {
+		t.Fatalf("the copy found there is not recorded: manifest %+v, index %+v", m.Copies, record(t, src, b.ID).Copies)
+	}
+	if _, err := dst.DeleteBackup(ctx, b.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{SkipDeletedThere: true}); err != nil || res.Copied || res.Skipped == "" {
+		t.Errorf("a copy of all after the destination deleted it: %+v, %v; want skipped", res, err)
+	}
+}
