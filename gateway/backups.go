@@ -627,7 +627,7 @@ func backupShownTo(b *index.Backup, c Caller) *index.Backup {
 		return b
 	}
 	shown := *b // records may be shared with the index's cache: never changed in place
-	shown.Copies = make([]repo.CopyRecord, len(b.Copies))
+	shown.Copies = make(repo.CopyRecords, len(b.Copies))
 	for i, cp := range b.Copies {
 		shown.Copies[i] = repo.CopyRecord{At: cp.At}
 	}

@@ -87,28 +87,22 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	}
 	start := time.Now()
 	dstID := dst.repo.Config().ID
+	// The record of b says where it was copied to, as its manifest does (recordCopy writes
+	// both; a catch-up and a rebuilt index take the manifest's).
+	recorded := b.Copies.To(dstID)
 	if have, err := dst.hasBackup(ctx, b.ID); err != nil {
 		return nil, err
 	} else if have != nil {
 		// A copy made before copies were recorded (or whose record did not land) is
-		// recorded now, once (the record in this index says so from then on), so that a
-		// later delete there is left too.
-		if !slices.ContainsFunc(b.Copies, func(c repo.CopyRecord) bool { return c.Repository == dstID }) && !o.DryRun {
+		// recorded now, once, so that a later delete there is left too.
+		if recorded == nil && !o.DryRun {
 			s.recordCopy(ctx, b.ID, repo.CopyRecord{Repository: dstID, Location: dst.be.Location(), At: cmp.Or(have.UpdatedAt, now())})
 		}
 		return &CopyResult{Backup: have}, nil
 	}
-	if o.SkipDeletedThere {
-		m, err := s.repo.GetManifest(ctx, b.ID)
-		if errors.Is(err, backend.ErrNotFound) {
-			return nil, wrapf(ErrConflict, "backup %s was deleted meanwhile", b.ID)
-		} else if err != nil {
-			return nil, fmt.Errorf("backup %s: %w", b.ID, err)
-		}
-		if c := m.CopiedTo(dstID); c != nil {
-			return &CopyResult{Backup: b, Skipped: fmt.Sprintf("deleted in the destination after its copy of %s: 'cairn backup copy %s' copies it again",
-				c.At.UTC().Format(time.RFC3339), b.ID)}, nil
-		}
+	if o.SkipDeletedThere && recorded != nil {
+		return &CopyResult{Backup: b, Skipped: fmt.Sprintf("deleted in the destination after its copy of %s: 'cairn backup copy %s' copies it again",
+			recorded.At.UTC().Format(time.RFC3339), b.ID)}, nil
 	}
 	if o.DryRun {
 		res := &CopyResult{Backup: b, DryRun: true}

@@ -532,7 +532,7 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c := m.CopiedTo(dstID); c == nil || len(m.Copies) != 1 {
+		if c := m.Copies.To(dstID); c == nil || len(m.Copies) != 1 {
 			t.Errorf("backup %d's manifest lists copies %+v, want one, to %s", i, m.Copies, dstID)
 		}
 		if cm, err := dst.Repository().GetManifest(ctx, id); err != nil || len(cm.Copies) != 0 {
@@ -626,7 +626,7 @@ func TestCopyFoundThereIsRecorded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.CopiedTo(dst.Repository().Config().ID) == nil || len(record(t, src, b.ID).Copies) != 1 {
+	if m.Copies.To(dst.Repository().Config().ID) == nil || len(record(t, src, b.ID).Copies) != 1 {
 		t.Fatalf("the copy found there is not recorded: manifest %+v, index %+v", m.Copies, record(t, src, b.ID).Copies)
 	}
 	if _, err := dst.DeleteBackup(ctx, b.ID, false); err != nil {

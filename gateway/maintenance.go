@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -605,7 +604,7 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		}
 		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
 			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status &&
-			verified == b.LastVerify && restored == b.LastRestore && sameCopies(b.Copies, m.Copies) {
+			verified == b.LastVerify && restored == b.LastRestore && b.Copies.Equal(m.Copies) {
 			return errUnchanged // nothing to write
 		}
 		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
@@ -618,13 +617,6 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
-}
-
-// sameCopies reports whether two lists of copies say the same (times compared as instants).
-func sameCopies(a, b []repo.CopyRecord) bool {
-	return slices.EqualFunc(a, b, func(x, y repo.CopyRecord) bool {
-		return x.Repository == y.Repository && x.Location == y.Location && x.At.Equal(y.At)
-	})
 }
 
 // errUnchanged ends an update that has nothing to change.

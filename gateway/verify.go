@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -123,17 +122,9 @@ func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.R
 func (s *Service) recordCopy(ctx context.Context, id string, c repo.CopyRecord) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	set := func(copies []repo.CopyRecord) []repo.CopyRecord {
-		copies = slices.Clone(copies)
-		if i := slices.IndexFunc(copies, func(o repo.CopyRecord) bool { return o.Repository == c.Repository }); i >= 0 {
-			copies[i] = c
-			return copies
-		}
-		return append(copies, c)
-	}
-	s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) { m.Copies = set(m.Copies) })
+	s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) { m.Copies = m.Copies.With(c) })
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
-		rec.Copies = set(rec.Copies)
+		rec.Copies = rec.Copies.With(c)
 		return nil
 	}); err != nil && !errors.Is(err, index.ErrNotFound) {
 		s.log.Warn("copy: cannot record it in the index", "backup_id", id, "error", err)

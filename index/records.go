@@ -94,7 +94,7 @@ type Backup struct {
 	// as its manifest does.
 	LastVerify *VerifyOutcome `json:"last_verify,omitempty"`
 	// Copies are the other repositories the backup was copied to, as its manifest says.
-	Copies []repo.CopyRecord `json:"copies,omitempty"`
+	Copies repo.CopyRecords `json:"copies,omitempty"`
 	// Protected backups are refused by delete, force delete and prune.
 	Protected bool `json:"protected,omitempty"`
 	// ManifestInDoubt marks a failed backup whose commit failed at or after its manifest's

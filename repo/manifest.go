@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -66,7 +67,7 @@ type Manifest struct {
 	// copy target), so that a copy one of them deleted since is not made again by a copy of
 	// every backup there (docs/design.md, "Copies to another repository"). A descriptive
 	// field, rewritten like Protected.
-	Copies []CopyRecord `json:"copies,omitempty"`
+	Copies CopyRecords `json:"copies,omitempty"`
 }
 
 // CopyRecord is one copy of a backup into another repository: that repository's id, where it
@@ -78,14 +79,33 @@ type CopyRecord struct {
 	At         time.Time `json:"at"`
 }
 
-// CopiedTo returns the record of the backup's copy into the repository with that id, or nil.
-func (m *Manifest) CopiedTo(repository string) *CopyRecord {
-	for i := range m.Copies {
-		if m.Copies[i].Repository == repository {
-			return &m.Copies[i]
-		}
+// CopyRecords are a backup's copies, one per repository.
+type CopyRecords []CopyRecord
+
+// To returns the record of the copy into the repository with that id, or nil.
+func (cs CopyRecords) To(repository string) *CopyRecord {
+	if i := slices.IndexFunc(cs, func(c CopyRecord) bool { return c.Repository == repository }); i >= 0 {
+		return &cs[i]
 	}
 	return nil
+}
+
+// With returns the records with c in place of the one of c's repository, or added; cs is
+// left as it was.
+func (cs CopyRecords) With(c CopyRecord) CopyRecords {
+	out := slices.Clone(cs)
+	if old := out.To(c.Repository); old != nil {
+		*old = c
+		return out
+	}
+	return append(out, c)
+}
+
+// Equal reports whether two lists say the same, times compared as instants.
+func (cs CopyRecords) Equal(o CopyRecords) bool {
+	return slices.EqualFunc(cs, o, func(x, y CopyRecord) bool {
+		return x.Repository == y.Repository && x.Location == y.Location && x.At.Equal(y.At)
+	})
 }
 
 // Restoration is how a restore of a backup went: Result is succeeded, salvaged or failed (or,

@@ -630,15 +630,15 @@ func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
 		"read_mode": b.ReadMode, "read_fallback": b.ReadFallback, "copies": nonNilCopies(b.Copies)}
 }
 
-func nonNilCopies(c []repo.CopyRecord) []repo.CopyRecord {
+func nonNilCopies(c repo.CopyRecords) repo.CopyRecords {
 	if c == nil {
-		return []repo.CopyRecord{}
+		return repo.CopyRecords{}
 	}
 	return c
 }
 
 // copies lists where a backup was copied to, and when, or "-".
-func copies(cs []repo.CopyRecord) string {
+func copies(cs repo.CopyRecords) string {
 	if len(cs) == 0 {
 		return "-"
 	}
