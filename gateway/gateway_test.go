@@ -477,6 +477,40 @@ func TestOpenWhileADeleteCannotFinish(t *testing.T) {
 	}
 }
 
+// A repository is not made where its state directory already holds an index (one
+// CAIRN_STATE_DIR for every repository): that index is another repository's, so the new one
+// was made and then failed to open, exit 4, or failed because the process serving the other
+// repository held the index. A repository that is there already still says so.
+func TestInitRefusesAStateDirOfAnotherRepository(t *testing.T) {
+	bg := context.Background()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	a := gateway.Config{Repo: filepath.Join(dir, "a"), StateDir: state}
+	if _, err := gateway.Init(bg, a, repo.InitOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := gateway.Open(bg, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	b := gateway.Config{Repo: filepath.Join(dir, "b"), StateDir: state}
+	_, err = gateway.Init(bg, b, repo.InitOptions{})
+	if !errors.Is(err, gateway.ErrExists) || !strings.Contains(fmt.Sprint(err), "already holds the index of another repository") {
+		t.Fatalf("init with another repository's state directory: %v, want exists naming the index", err)
+	}
+	if _, err := os.Stat(filepath.Join(b.Repo, "config")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused init made a repository: %v", err)
+	}
+	if _, err := gateway.Init(bg, a, repo.InitOptions{}); !errors.Is(err, gateway.ErrExists) || strings.Contains(fmt.Sprint(err), "index") {
+		t.Errorf("init of the repository that is there: %v, want exists, saying so", err)
+	}
+	b.StateDir = filepath.Join(dir, "state-b")
+	if _, err := gateway.Init(bg, b, repo.InitOptions{}); err != nil {
+		t.Errorf("init with a state directory of its own: %v", err)
+	}
+}
+
 // A local repository is not made in a directory of other files (`--repo ~` by mistake): its
 // objects and the index would sit among them. An empty directory, one holding only a new file
 // system's lost+found, and one where an init was interrupted are the repository's to take.

@@ -226,6 +226,9 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 		return repo.Config{}, err
 	}
 	defer be.Close()
+	if err := freeStateDir(ctx, c, be); err != nil {
+		return repo.Config{}, err
+	}
 	rc, err := repo.Init(ctx, be, o)
 	if errors.Is(err, repo.ErrExists) {
 		return rc, wrapf(ErrExists, "%v", err)
@@ -237,6 +240,42 @@ func Init(ctx context.Context, c Config, o repo.InitOptions) (repo.Config, error
 		return rc, invalidf("%s", strings.TrimPrefix(err.Error(), repo.ErrInvalidOption.Error()+": "))
 	}
 	return rc, err
+}
+
+// freeStateDir refuses to make a repository whose state directory (given by --state-dir, or a
+// remote repository's default) already holds an index: a new repository has a new id, so that
+// index is another repository's, and the repository would be made and then fail to open ("the
+// index belongs to repository ..."), or fail because the process serving the other one holds
+// it. A repository that is there already is left to repo.Init to say so.
+func freeStateDir(ctx context.Context, c Config, be backend.Backend) error {
+	if u, err := stack.ParseURL(c.Repo); err == nil && u.Kind == stack.Local && sameDir(u.Path, c.stateDir()) {
+		return nil // a local repository's own directory: repo.Init judges what is there
+	}
+	if _, err := be.Stat(ctx, "config"); !errors.Is(err, backend.ErrNotFound) {
+		return nil
+	}
+	entries, err := os.ReadDir(c.IndexDir())
+	if err != nil || len(entries) == 0 {
+		return nil
+	}
+	return wrapf(ErrExists, "state directory %s already holds the index of another repository: give this repository a --state-dir of its own (a state directory holds one repository's index and socket), or move %s away if that repository is gone", c.stateDir(), c.IndexDir())
+}
+
+// sameDir reports whether a and b name one directory (symbolic links followed where they
+// exist).
+func sameDir(a, b string) bool {
+	return canonicalPath(a) == canonicalPath(b)
+}
+
+// canonicalPath is p absolute, clean and with its symbolic links followed as far as it exists.
+func canonicalPath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	if real, err := filepath.EvalSymlinks(p); err == nil {
+		return real
+	}
+	return filepath.Clean(p)
 }
 
 // ownDirectory refuses to make a local repository in a directory that holds files that are
@@ -589,6 +628,25 @@ func (s *Service) Index() *index.Index { return s.idx }
 
 // Location names the repository for messages, without credentials.
 func (s *Service) Location() string { return s.be.Location() }
+
+// Serves reports whether location (a directory or URL, as --repo takes it) names the repository
+// this service has open. A CLI sends its commands to the process listening on its state
+// directory's socket; a state directory that two repositories share (one CAIRN_STATE_DIR for
+// all) must not let a command meant for one act on the other.
+func (s *Service) Serves(location string) bool {
+	want, err := stack.ParseURL(location)
+	if err != nil {
+		return false
+	}
+	have, err := stack.ParseURL(s.be.Location())
+	if err != nil || want.Kind != have.Kind {
+		return false
+	}
+	if want.Kind == stack.Local {
+		return sameDir(want.Path, have.Path)
+	}
+	return want.Bucket == have.Bucket && want.Prefix == have.Prefix
+}
 
 // TokenKey is the repository's key for the API tokens issued to signed-in users: the same on
 // every gateway of the repository.

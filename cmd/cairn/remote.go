@@ -41,6 +41,10 @@ type execRequest struct {
 	// ReadOnly: the client was given --read-only (or CAIRN_READ_ONLY, or read_only in its
 	// configuration file, none of which the gateway sees).
 	ReadOnly bool `json:"read_only,omitempty"`
+	// Repository: the repository the client's command is for (its --repo, CAIRN_REPO, its
+	// configuration file's or the default, resolved), which the gateway must be serving; empty
+	// when the client gave --socket and no repository (whatever that gateway serves).
+	Repository string `json:"repository,omitempty"`
 }
 
 type execFrame struct {
@@ -128,6 +132,11 @@ func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.W
 	}
 	cwd, _ := os.Getwd()
 	req := execRequest{Args: args, Cwd: cwd, Project: g.Project, Terminal: term.IsTerminal(int(os.Stdin.Fd())), ReadOnly: g.ReadOnly}
+	if g.Repo != "" || g.Socket == "" {
+		if c, err := g.config(); err == nil {
+			req.Repository = c.Repo
+		}
+	}
 	for range maxQuestions {
 		code, question, ok := forwardOnce(ctx, sock, req, stdout, stderr)
 		if !ok || question == "" {
@@ -250,10 +259,14 @@ func execHandler(svc *gateway.Service) http.Handler {
 		ctx = gateway.WithWorkDir(ctx, req.Cwd)
 		cl := &client{terminal: req.Terminal, confirmed: req.Confirmed, cwd: req.Cwd}
 		code := exitInvalid
-		if req.ReadOnly && !svc.Repository().ReadOnly() {
+		switch {
+		case req.Repository != "" && !svc.Serves(req.Repository):
+			// One state directory for two repositories: this socket is the other one's.
+			fmt.Fprintln(stderr, message(gateway.Errorf(gateway.ErrInvalid, "repository %s: the cairn process on this state directory's socket serves %s, another repository: give each repository a --state-dir of its own (it holds one repository's socket and index), or --socket of the gateway serving %s", req.Repository, svc.Location(), req.Repository)))
+		case req.ReadOnly && !svc.Repository().ReadOnly():
 			// The gateway's service writes; running the command on it would not honour --read-only.
 			fmt.Fprintln(stderr, message(gateway.Errorf(gateway.ErrInvalid, "--read-only: the gateway serving this repository opened it for writing; stop the gateway, or run the command without --read-only")))
-		} else {
+		default:
 			code = runCLI(ctx, req.Args, stdout, stderr, svc, cl)
 		}
 		mu.Lock()

@@ -101,3 +101,58 @@ func TestForwardedServiceFlagsAreSaidToBeTheGateways(t *testing.T) {
 		t.Errorf("forwarded list without them: exit %d: %q", code, msg)
 	}
 }
+
+// A command is run only by a process serving the repository it names. With one state directory
+// for two repositories (one CAIRN_STATE_DIR), 'cairn --repo B backup list' went to the socket of
+// a gateway or mount serving A, listed A's backups as B's, and a delete by id deleted in A.
+func TestForwardedCommandForAnotherRepositoryIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	a := gateway.Config{Repo: filepath.Join(dir, "a"), StateDir: state}
+	s, admin := gatewayWithVolume(t, a, dir)
+	l, err := listenUnix(a.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: execHandler(s)}
+	go srv.Serve(l) //nolint:errcheck // ends with Close
+	defer srv.Close()
+	rename := func(g *Globals, from, name string) (int, string) {
+		t.Helper()
+		g.Project, g.Quiet = gateway.DefaultProject, true
+		var out, errb bytes.Buffer
+		code, ok := forward(context.Background(), g, []string{"volume", "update", from, "--name", name}, &out, &errb)
+		if !ok {
+			t.Fatalf("rename to %s: not forwarded", name)
+		}
+		return code, errb.String()
+	}
+	volumeName := func() string {
+		t.Helper()
+		vs, err := s.ListVolumes(admin, false)
+		if err != nil || len(vs) != 1 {
+			t.Fatalf("volumes: %v %v", vs, err)
+		}
+		return vs[0].Name
+	}
+
+	code, msg := rename(&Globals{Repo: filepath.Join(dir, "b"), StateDir: state}, "vm", "renamed-for-b")
+	if code != exitInvalid || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, "another repository") {
+		t.Errorf("a command for repository b on a's socket: exit %d, want %d and one line saying it serves another repository: %q", code, exitInvalid, msg)
+	}
+	if n := volumeName(); n != "vm" {
+		t.Fatalf("a command for repository b renamed a's volume to %s", n)
+	}
+	// The same repository by another path (a symbolic link, a trailing slash) is the same one.
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	if code, msg := rename(&Globals{Repo: filepath.Join(link, "a") + "/", StateDir: state}, "vm", "vm2"); code != exitOK || volumeName() != "vm2" {
+		t.Errorf("a command for a by a symbolic link: exit %d (%q), volume %s", code, msg, volumeName())
+	}
+	// --socket and no repository: whatever that gateway serves.
+	if code, msg := rename(&Globals{Socket: a.SocketPath()}, "vm2", "vm3"); code != exitOK || volumeName() != "vm3" {
+		t.Errorf("a command given --socket alone: exit %d (%q), volume %s", code, msg, volumeName())
+	}
+}
