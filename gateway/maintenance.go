@@ -15,6 +15,7 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/retry"
+	"github.com/cairn-backup/cairn/units"
 )
 
 // SyncBackups brings the backup records up to date with the manifests in the backend: a
@@ -663,6 +664,11 @@ func (s *Service) check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 		if !b.Status.Committed() && !resetToError(b) {
 			continue // an admin's reset to error keeps the backup committed, and its manifest
 		}
+		if v := b.LastVerify; v.Damaged() && !o.ReadData {
+			// Without --read-data "no problems found" read as if the damage were gone.
+			rep.Notes = append(rep.Notes, fmt.Sprintf("backup %s: its last verification (%s) found %s it cannot restore; this check reads no data: 'cairn repo repair' says what can be recovered",
+				b.ID, v.At.UTC().Format("2006-01-02 15:04 MST"), units.Bytes(v.LostBytes)))
+		}
 		m, err := s.repo.GetManifest(ctx, b.ID)
 		switch {
 		case errors.Is(err, backend.ErrNotFound):
@@ -968,6 +974,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if out.PackIndexes, out.Trailers, err = s.repo.RepairPacks(ctx); err != nil {
 		return nil, err
 	}
+	checked := now()
 	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil {
 		return nil, err
@@ -978,6 +985,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	}
 	if out.GoodCopies > 0 {
 		s.log.Info("index points at good copies of damaged blobs", "blobs", out.GoodCopies)
+		checked = now()
 		if rep, err = s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
 			return nil, err
 		}
@@ -1014,6 +1022,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 			return nil, err
 		}
 		if out.Healed > 0 {
+			checked = now()
 			if rep, err = s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
 				return nil, err
 			}
@@ -1054,7 +1063,47 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 		}
 		out.Backups = append(out.Backups, rb)
 	}
+	s.settleVerifications(ctx, out.Backups, checked)
 	s.syncIndex()
 	s.notifyChange()
 	return out, nil
+}
+
+// settleVerifications records what repair's last check, which read every blob of every backup
+// as a verification of each would, says of the backups: one a verification found damaged that
+// the check found whole (repair stored its lost blocks again, or the index now reads good
+// copies) is ok from then on, and one the check found damaged is damaged, with what it loses
+// now. Until 2026-12-06 a repaired backup stayed "damaged" in cairn status, the console and
+// cairn_attention (its alert firing) until someone verified it again. Other backups keep
+// their outcome: recording theirs would rewrite every manifest.
+func (s *Service) settleVerifications(ctx context.Context, damaged []RepairBackup, at time.Time) {
+	lost := map[string]RepairBackup{}
+	for _, rb := range damaged {
+		if !rb.Forgotten {
+			lost[rb.ID] = rb
+		}
+	}
+	all, err := s.idx.Backups()
+	if err != nil {
+		s.log.Warn("repair: cannot record the backups' verification", "error", err)
+		return
+	}
+	for _, b := range all {
+		if !b.Status.Committed() {
+			continue
+		}
+		rb, isLost := lost[b.ID]
+		switch {
+		case isLost:
+			bytes := rb.LostBytes
+			if rb.Whole {
+				bytes = b.Size
+			}
+			if v := b.LastVerify; !v.Damaged() || v.LostBytes != bytes {
+				s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: repo.VerifyDamaged, LostBytes: bytes, At: at})
+			}
+		case b.LastVerify.Damaged():
+			s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: repo.VerifyOK, At: at})
+		}
+	}
 }

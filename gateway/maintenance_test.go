@@ -1,14 +1,18 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
 )
 
 // A full backup and an incremental of an unchanged volume share their whole block map. With a
@@ -81,5 +85,108 @@ func TestRepairForgetsEveryBackupOfASharedDamagedBlock(t *testing.T) {
 	}
 	if _, err := s.Backup(ctx, full.ID); err != nil {
 		t.Fatalf("the full backup, not named: %v", err)
+	}
+}
+
+// Repair's last check reads every blob of every backup, as a verification would, so what it
+// finds is recorded: a backup a verification found damaged and repair healed is ok from then
+// on, and a damaged one nobody had verified is damaged. Before, the healed backup stayed
+// "damaged" in cairn status, the console and cairn_attention (its alert firing) until someone
+// verified it again, right after repair had said "no damaged backups" (found by use).
+func TestRepairRecordsWhatItsCheckFound(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	backUp := func(name string, seed uint64) (string, string) {
+		t.Helper()
+		vol := filepath.Join(dir, name)
+		b := make([]byte, 1<<20)
+		rng := rand.New(rand.NewPCG(seed, seed))
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		if err := os.WriteFile(vol, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		before, _ := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+		bk, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _ := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+		if len(after) != len(before)+1 {
+			t.Fatalf("backup of %s stored %d packs, want one", name, len(after)-len(before))
+		}
+		for _, p := range after {
+			if !slices.Contains(before, p) {
+				return bk.ID, p
+			}
+		}
+		panic("unreachable")
+	}
+	damage := func(pack string) {
+		t.Helper()
+		p, err := os.ReadFile(pack)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p[len(p)/3] ^= 0x40 // a data block's
+		if err := os.WriteFile(pack, p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	healed, healedPack := backUp("healed.img", 7)
+	lost, lostPack := backUp("lost.img", 8)
+	damage(healedPack)
+	damage(lostPack)
+	if err := os.Remove(filepath.Join(dir, "lost.img")); err != nil { // nothing to heal it from
+		t.Fatal(err)
+	}
+	if res, err := s.VerifyBackup(ctx, healed, nil); !errors.Is(err, repo.ErrCorrupt) || res == nil || res.Result != repo.VerifyDamaged {
+		t.Fatalf("verify of the damaged backup: %+v, %v", res, err)
+	}
+	// A check that reads no data says what the verification found, instead of only "no
+	// problems found".
+	crep, err := s.Check(ctx, repo.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(crep.Notes) != 1 || !strings.Contains(crep.Notes[0], healed) || !strings.Contains(crep.Notes[0], "repo repair") {
+		t.Errorf("check without --read-data after a verification found damage: notes %q, want one naming %s", crep.Notes, healed)
+	}
+
+	rep, err := s.Repair(ctx, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Healed != 1 || len(rep.Backups) != 1 || rep.Backups[0].ID != lost {
+		t.Fatalf("repair: healed %d blocks, damaged %+v; want one healed, %s damaged", rep.Healed, rep.Backups, lost)
+	}
+	for id, want := range map[string]string{healed: repo.VerifyOK, lost: repo.VerifyDamaged} {
+		b, err := s.Backup(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := s.Repository().GetManifest(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for where, v := range map[string]*repo.Verification{"record": b.LastVerify, "manifest": m.Verified} {
+			if v == nil || v.Result != want || (want == repo.VerifyDamaged) != (v.LostBytes == 16<<10) {
+				t.Errorf("backup %s after repair: its %s's verification %+v, want %s", id, where, v, want)
+			}
+		}
+	}
+	o, err := s.Overview(ctx, gateway.OverviewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var damagedNow []string
+	for _, c := range o.Concerns {
+		if c.Kind == gateway.ConcernBackupDamaged {
+			damagedNow = append(damagedNow, c.Subject)
+		}
+	}
+	if !slices.Equal(damagedNow, []string{lost}) {
+		t.Errorf("damaged backups in the overview after repair: %v, want only %s", damagedNow, lost)
 	}
 }
