@@ -13,6 +13,8 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // A full backup and an incremental of an unchanged volume share their whole block map. With a
@@ -188,5 +190,93 @@ func TestRepairRecordsWhatItsCheckFound(t *testing.T) {
 	}
 	if !slices.Equal(damagedNow, []string{lost}) {
 		t.Errorf("damaged backups in the overview after repair: %v, want only %s", damagedNow, lost)
+	}
+}
+
+// A block a verification finds damaged is stored again by the next backup of the same data,
+// which mends every backup that needs it: the index forgets the damaged copy once a second
+// read of it fails too. Before, every later backup deduplicated against the damaged copy and
+// was committed available, and damaged, until repo repair ran (found by use: two policy runs
+// with --verify-new failed on the same block, and a new full backup was damaged as well). A
+// read that went wrong once, on the way, forgets nothing: the copy is good, and unindexed it
+// would fail every restore that needs it.
+func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(dir, "vm.img")
+	b := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(9, 9))
+	for i := range b {
+		b[i] = byte(rng.Uint32()) // every block distinct
+	}
+	if err := os.WriteFile(vol, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256File(t, vol)
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storedBy := func() int64 {
+		t.Helper()
+		bk, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bk.Stats.NewBytes
+	}
+
+	// One read of the pack comes back with a bit flipped; the copy on disk is good.
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		return f
+	})
+	// The first round's bad read is of the block map, the next ones' of the data (the block
+	// map is cached by then), for a verification and for a restore.
+	for round := range 3 {
+		f.Add(faulty.Rule{Methods: faulty.GetRange, Prefix: "packs/", Effect: faulty.Corrupt, Times: 1})
+		if res, err := s.VerifyBackup(ctx, full.ID, nil); err != nil || res.Result != repo.VerifyOK {
+			t.Fatalf("round %d: verify through one bad read: %+v, %v; want ok (the copy is read again)", round, res, err)
+		}
+		f.Add(faulty.Rule{Methods: faulty.GetRange, Prefix: "packs/", Effect: faulty.Corrupt, Times: 1})
+		if got := restoreSHA(t, s, ctx, full.ID); got != want {
+			t.Fatalf("round %d: restore through one bad read: sha256 %s, want %s", round, got, want)
+		}
+	}
+	if f.Calls(faulty.GetRange) == 0 {
+		t.Fatal("the verification read nothing through the faulty backend")
+	}
+	if n := storedBy(); n != 0 {
+		t.Errorf("a backup after one bad read stored %d bytes again, want 0: the index forgot a good copy", n)
+	}
+	if got := restoreSHA(t, s, ctx, full.ID); got != want {
+		t.Fatalf("restore after one bad read: sha256 %s, want %s", got, want)
+	}
+
+	// Now the copy on disk is damaged.
+	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+	if err != nil || len(packs) != 1 {
+		t.Fatalf("packs: %v %v; want the full backup's one", packs, err)
+	}
+	p, err := os.ReadFile(packs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p[len(p)/3] ^= 0x40 // a data block's
+	if err := os.WriteFile(packs[0], p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) || res == nil || res.LostBytes != 16<<10 {
+		t.Fatalf("verify of the damaged backup: %+v, %v; want 16 KiB lost", res, err)
+	}
+	if n := storedBy(); n < 16<<10 || n > 2*16<<10 {
+		t.Errorf("the backup after the verification stored %d bytes, want the damaged block again (16 KiB and its seal)", n)
+	}
+	if res, err := s.VerifyBackup(ctx, full.ID, nil); err != nil || res.Result != repo.VerifyOK {
+		t.Errorf("the damaged backup after the next backup stored its block again: %+v, %v; want ok", res, err)
+	}
+	if got := restoreSHA(t, s, ctx, full.ID); got != want {
+		t.Errorf("restore of the mended backup: sha256 %s, want %s", got, want)
 	}
 }

@@ -58,6 +58,43 @@ func TestPacksAndDrop(t *testing.T) {
 	}
 }
 
+// ForgetBlobAt forgets a blob only while the index still names the copy found damaged: one
+// stored again elsewhere in the meantime (a backup of the same data) stays, or every restore
+// that needs it would fail although a good copy is there.
+func TestForgetBlobAt(t *testing.T) {
+	ix := openTest(t)
+	p1, p2 := repo.PackID{1}, repo.PackID{2}
+	e := func(i int, p repo.PackID, off uint32) repo.PackEntry {
+		return repo.PackEntry{Addr: addr(i), Location: repo.Location{Pack: p, Offset: off, Length: 10, PlainLen: 20, Type: repo.BlobData}}
+	}
+	if err := ix.AddPack(p1, 100, []repo.PackEntry{e(1, p1, 0), e(2, p1, 10)}); err != nil {
+		t.Fatal(err)
+	}
+	damaged1, _, _ := ix.Lookup(addr(1))
+	damaged2, _, _ := ix.Lookup(addr(2))
+	if err := ix.AddPack(p2, 50, []repo.PackEntry{e(2, p2, 0)}); err != nil { // blob 2 stored again
+		t.Fatal(err)
+	}
+	if forgot, err := ix.ForgetBlobAt(addr(2), damaged2); err != nil || forgot {
+		t.Errorf("forget of blob 2 at its old copy: %v, %v; want kept", forgot, err)
+	}
+	if loc, ok, _ := ix.Lookup(addr(2)); !ok || loc.Pack != p2 {
+		t.Errorf("blob 2 after a forget of its old copy: %v %v, want in %s", loc, ok, p2)
+	}
+	if forgot, err := ix.ForgetBlobAt(addr(1), repo.Location{Pack: p1, Offset: 10}); err != nil || forgot {
+		t.Errorf("forget of blob 1 at another offset: %v, %v; want kept", forgot, err)
+	}
+	if forgot, err := ix.ForgetBlobAt(addr(1), damaged1); err != nil || !forgot {
+		t.Errorf("forget of blob 1 at its copy: %v, %v; want forgotten", forgot, err)
+	}
+	if _, ok, _ := ix.Lookup(addr(1)); ok {
+		t.Error("blob 1 still indexed after its forget")
+	}
+	if forgot, err := ix.ForgetBlobAt(addr(3), damaged1); err != nil || forgot {
+		t.Errorf("forget of a blob never stored: %v, %v", forgot, err)
+	}
+}
+
 // LookupBatch answers each address as Lookup does, in order: a stored blob, a repacked one,
 // one whose pack was dropped, one never stored.
 func TestLookupBatch(t *testing.T) {

@@ -86,6 +86,37 @@ func (r *Repository) sourceBlock(src Source, buf []byte, off int64) ([]byte, Add
 	return blk, r.keys.address(BlobData, blk), nil
 }
 
+// readAgain is called when the stored copy of addr at loc did not open (ErrCorrupt) for a
+// reader (a restore, a verification, the mount, a check's walk). It reads that copy once more
+// and returns it, decoded into dst when it has room, if it opens now: a read that went wrong
+// on the way fails no restore and marks no backup damaged. When it fails again the index
+// forgets the copy, as repair does with what no volume holds: the next backup that meets the
+// same data stores it again, which mends every backup that needs it. Until 2026-12-06 every
+// later backup of the same data deduplicated against the damaged copy and was committed
+// available, and damaged, until repair ran. A copy the index no longer names there (stored
+// again meanwhile) is left alone, and so is one whose second read fails otherwise (an
+// outage): neither judges the copy.
+func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, loc Location, dst []byte) ([]byte, bool) {
+	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
+	if err == nil {
+		var plain []byte
+		if plain, _, err = r.keys.decodeBlob(dst, nil, stored, t, addr); err == nil {
+			return plain, true
+		}
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		return nil, false
+	}
+	forgot, err := r.idx.ForgetBlobAt(addr, loc)
+	switch {
+	case err != nil:
+		r.logf("blob %s in pack %s is damaged, and the index could not forget it: %v", addr.Short(), loc.Pack, err)
+	case forgot:
+		r.logf("blob %s in pack %s is damaged: the index forgot it, so the next backup of the same data stores it again", addr.Short(), loc.Pack)
+	}
+	return nil, false
+}
+
 // ForgetDamaged makes the index forget the lost data blobs whose only copy it knows is
 // damaged or gone: the next full backup of a volume that holds the same data stores it again
 // (as Proxmox re-uploads a chunk its verify marked bad). Nothing is deleted from the backend.

@@ -203,7 +203,13 @@ func (r *Repository) loadBlobInto(ctx context.Context, dst []byte, t BlobType, a
 	if err != nil {
 		return nil, fmt.Errorf("blob %s in pack %s: %w", addr.Short(), loc.Pack, err)
 	}
-	return r.openBlob(dst, stored, t, addr, loc)
+	plain, err := r.openBlob(dst, stored, t, addr, loc)
+	if errors.Is(err, ErrCorrupt) {
+		if again, ok := r.readAgain(ctx, t, addr, loc, dst[:0]); ok {
+			return again, nil
+		}
+	}
+	return plain, err
 }
 
 // getStored reads a blob's stored bytes: into *buf, grown as needed, when the backend reads

@@ -192,6 +192,11 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 		var plain []byte
 		var err error
 		plain, scratch, err = r.keys.decodeBlob(span[off:off:off+int64(want)], scratch, stored, BlobData, rd.addr)
+		if errors.Is(err, ErrCorrupt) {
+			if again, ok := r.readAgain(ctx, BlobData, rd.addr, rd.loc, span[off:off:off+int64(want)]); ok {
+				plain, err = again, nil
+			}
+		}
 		if err != nil {
 			return err
 		}
@@ -211,7 +216,13 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 			stored, gerr := r.be.GetRange(ctx, rd.loc.Pack.Key(), int64(rd.loc.Offset), int64(rd.loc.Length))
 			if gerr == nil {
 				var plain []byte
-				plain, scratch, gerr = r.keys.decodeBlob(span[off:off:off+int64(want)], scratch, stored, BlobData, rd.addr)
+				dst := span[off : off : off+int64(want)]
+				plain, scratch, gerr = r.keys.decodeBlob(dst, scratch, stored, BlobData, rd.addr)
+				if errors.Is(gerr, ErrCorrupt) {
+					if again, ok := r.readAgain(ctx, BlobData, rd.addr, rd.loc, dst); ok {
+						plain, gerr = again, nil
+					}
+				}
 				if gerr == nil && (len(plain) != want || unsafe.SliceData(plain) != unsafe.SliceData(span[off:])) {
 					gerr = fmt.Errorf("length %d, want %d: %w", len(plain), want, ErrCorrupt)
 				}
