@@ -94,12 +94,21 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	}
 	// Asked before the volume is opened (and hooks run) for a backup that cannot be made.
 	var parent *index.Backup
+	var fullInstead string // why an incremental that was asked for is a full backup
 	if req.Incremental {
 		if parent, err = s.latestBackup(v.ID, project); err != nil {
 			return nil, nil, err
 		}
 		if parent == nil {
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
+		}
+		if lv := parent.LastVerify; lv.Damaged() {
+			// An incremental keeps its parent's unchanged blocks without reading them, so on
+			// a parent a verification found damaged it is damaged the same way. A full backup
+			// reads every block and stores again what the index forgot as damaged.
+			fullInstead = fmt.Sprintf("parent backup %s was found damaged (%s lost, verified %s): a full backup instead, which stores the lost blocks again where the volume still holds them",
+				parent.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST"))
+			parent = nil
 		}
 	}
 	id := uuid.NewString()
@@ -118,6 +127,9 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		})
 	if err != nil {
 		return nil, nil, err
+	}
+	if fullInstead != "" {
+		plan.fallback = fullInstead
 	}
 	src := plan.src
 	closeSrc := func() {

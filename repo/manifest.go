@@ -45,7 +45,8 @@ type Manifest struct {
 	Stats       Stats     `json:"stats"`
 	// ReadMode says how the volume was read: "full" (every data extent), or only what
 	// changed-block tracking reported ("reflink-diff", "nbd-bitmap"). ReadFallback says why a
-	// backup that asked for tracking read in full instead.
+	// backup that asked for tracking read in full instead, or why an incremental that was
+	// asked for is a full backup (its parent was found damaged).
 	ReadMode     string `json:"read_mode,omitempty"`
 	ReadFallback string `json:"read_fallback,omitempty"`
 	// Protected backups are refused by delete and prune. A manifest is rewritten (atomically,
