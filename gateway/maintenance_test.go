@@ -346,3 +346,52 @@ func TestIncrementalOnADamagedParentIsAFullBackup(t *testing.T) {
 		t.Errorf("the incremental after it: incremental %v, parent %q, read_fallback %q; want an incremental of %s", inc.IsIncremental, inc.ParentID, inc.ReadFallback, next.ID)
 	}
 }
+
+// Reads that go wrong on the way for a while (a faulty link: every read corrupted) make a
+// verification find damage and the index mark the copies, but the copies stay readable: once
+// the link is good, the backup restores whole, and the next backup stores the marked blocks
+// again instead of reusing them, which costs space and loses nothing. An index that forgot
+// them instead failed every restore that needed them until a rebuild.
+func TestCopiesMarkedDamagedByAFaultyLinkStayReadable(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol := filepath.Join(dir, "vm.img")
+	b := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(13, 13))
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(vol, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	want := sha256File(t, vol)
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		return f
+	})
+	f.Add(faulty.Rule{Methods: faulty.GetRange | faulty.Get, Prefix: "packs/", Effect: faulty.Corrupt})
+	if _, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("verify through a link that corrupts every read: %v, want damage", err)
+	}
+	f.Reset()
+	if got := restoreSHA(t, s, ctx, full.ID); got != want {
+		t.Fatalf("restore once the link is good: sha256 %s, want %s", got, want)
+	}
+	next, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Stats.NewBytes == 0 {
+		t.Error("the backup after the verification reused the copies it found damaged")
+	}
+	for _, id := range []string{full.ID, next.ID} {
+		if got := restoreSHA(t, s, ctx, id); got != want {
+			t.Errorf("restore %s: sha256 %s, want %s", id, got, want)
+		}
+	}
+}

@@ -120,7 +120,10 @@ func (ix *Index) AddPack(id repo.PackID, size int64, entries []repo.PackEntry) e
 			return err
 		}
 	}
-	return wb.Flush()
+	if err := wb.Flush(); err != nil {
+		return err
+	}
+	return ix.clearDamaged(entries)
 }
 
 // Packs calls fn for every pack the index knows.
@@ -250,23 +253,6 @@ func (ix *Index) HasPack(id repo.PackID) (bool, error) {
 		return err
 	})
 	return found, err
-}
-
-// ForgetBlobAt deletes a's location entry only while it still names loc (the same pack and
-// offset): a copy a reader found damaged there, while a backup of this process may just have
-// stored the blob again elsewhere, and that entry must stay. It reports whether the entry went.
-func (ix *Index) ForgetBlobAt(a repo.Address, loc repo.Location) (bool, error) {
-	forgot := false
-	err := ix.update(func(txn *badger.Txn) error {
-		forgot = false
-		cur, ok, err := ix.lookupIn(txn, a)
-		if err != nil || !ok || cur.Pack != loc.Pack || cur.Offset != loc.Offset {
-			return err
-		}
-		forgot = true
-		return txn.Delete(blobKey(a))
-	})
-	return forgot, err
 }
 
 // ForgetBlobs deletes the location entries of addrs (damaged copies: the next backup that

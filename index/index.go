@@ -66,6 +66,7 @@ type Index struct {
 	packs      *packCache // serial → pack id
 
 	records backupRecords // every backup record decoded, once Backups has read them
+	damaged damagedMarks  // copies readers found damaged (damaged.go)
 
 	// closeMu orders Sync and Close: Badger's Sync dereferences what its Close released, and
 	// a job that outlives a gateway's shutdown (StopWorkers gave up on it) syncs after the
@@ -167,6 +168,9 @@ func open(dir string) (*Index, error) {
 	}
 	if err == nil {
 		err = ix.loadSerial()
+	}
+	if err == nil {
+		err = ix.loadDamaged()
 	}
 	if err != nil {
 		db.Close()

@@ -58,11 +58,16 @@ func TestPacksAndDrop(t *testing.T) {
 	}
 }
 
-// ForgetBlobAt forgets a blob only while the index still names the copy found damaged: one
-// stored again elsewhere in the meantime (a backup of the same data) stays, or every restore
-// that needs it would fail although a good copy is there.
-func TestForgetBlobAt(t *testing.T) {
-	ix := openTest(t)
+// A copy marked damaged is reported at its own location only, across a reopen, until the
+// block is stored again elsewhere: a backup then reuses the new copy. Reads still find the
+// marked copy (a copy judged by reads that went wrong on the way must stay readable).
+func TestDamagedMarks(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "index")
+	ix, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ix.Close() }()
 	p1, p2 := repo.PackID{1}, repo.PackID{2}
 	e := func(i int, p repo.PackID, off uint32) repo.PackEntry {
 		return repo.PackEntry{Addr: addr(i), Location: repo.Location{Pack: p, Offset: off, Length: 10, PlainLen: 20, Type: repo.BlobData}}
@@ -70,28 +75,38 @@ func TestForgetBlobAt(t *testing.T) {
 	if err := ix.AddPack(p1, 100, []repo.PackEntry{e(1, p1, 0), e(2, p1, 10)}); err != nil {
 		t.Fatal(err)
 	}
-	damaged1, _, _ := ix.Lookup(addr(1))
-	damaged2, _, _ := ix.Lookup(addr(2))
-	if err := ix.AddPack(p2, 50, []repo.PackEntry{e(2, p2, 0)}); err != nil { // blob 2 stored again
+	loc1, _, _ := ix.Lookup(addr(1))
+	if ix.Damaged(addr(1), loc1) {
+		t.Fatal("a copy never marked is damaged")
+	}
+	if err := ix.MarkDamaged(addr(1), loc1); err != nil {
 		t.Fatal(err)
 	}
-	if forgot, err := ix.ForgetBlobAt(addr(2), damaged2); err != nil || forgot {
-		t.Errorf("forget of blob 2 at its old copy: %v, %v; want kept", forgot, err)
+	if !ix.Damaged(addr(1), loc1) || ix.Damaged(addr(1), repo.Location{Pack: p1, Offset: 10}) || ix.Damaged(addr(2), loc1) {
+		t.Error("the mark is not of that copy alone")
 	}
-	if loc, ok, _ := ix.Lookup(addr(2)); !ok || loc.Pack != p2 {
-		t.Errorf("blob 2 after a forget of its old copy: %v %v, want in %s", loc, ok, p2)
+	if got, ok, _ := ix.Lookup(addr(1)); !ok || got != loc1 {
+		t.Errorf("a marked copy's lookup: %v %v, want it still found at %v", got, ok, loc1)
 	}
-	if forgot, err := ix.ForgetBlobAt(addr(1), repo.Location{Pack: p1, Offset: 10}); err != nil || forgot {
-		t.Errorf("forget of blob 1 at another offset: %v, %v; want kept", forgot, err)
+	ix.Close()
+	if ix, err = Open(dir); err != nil {
+		t.Fatal(err)
 	}
-	if forgot, err := ix.ForgetBlobAt(addr(1), damaged1); err != nil || !forgot {
-		t.Errorf("forget of blob 1 at its copy: %v, %v; want forgotten", forgot, err)
+	if !ix.Damaged(addr(1), loc1) {
+		t.Error("the mark is gone after a reopen")
 	}
-	if _, ok, _ := ix.Lookup(addr(1)); ok {
-		t.Error("blob 1 still indexed after its forget")
+	// Stored again elsewhere (a backup, or repair's heal): the new copy is not marked, nor is
+	// the mark kept.
+	if err := ix.AddPack(p2, 50, []repo.PackEntry{e(1, p2, 0)}); err != nil {
+		t.Fatal(err)
 	}
-	if forgot, err := ix.ForgetBlobAt(addr(3), damaged1); err != nil || forgot {
-		t.Errorf("forget of a blob never stored: %v, %v", forgot, err)
+	loc2, _, _ := ix.Lookup(addr(1))
+	if loc2.Pack != p2 || ix.Damaged(addr(1), loc2) || ix.Damaged(addr(1), loc1) {
+		t.Errorf("after the block was stored again at %v: damaged there %v, at the old copy %v; want neither", loc2, ix.Damaged(addr(1), loc2), ix.Damaged(addr(1), loc1))
+	}
+	n := 0
+	if err := ix.scan(damagedPrefix, false, func([]byte, []byte) error { n++; return nil }); err != nil || n != 0 {
+		t.Errorf("marks left in the index: %d (%v)", n, err)
 	}
 }
 

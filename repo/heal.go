@@ -89,13 +89,12 @@ func (r *Repository) sourceBlock(src Source, buf []byte, off int64) ([]byte, Add
 // readAgain is called when the stored copy of addr at loc did not open (ErrCorrupt) for a
 // reader (a restore, a verification, the mount, a check's walk). It reads that copy once more
 // and returns it, decoded into dst when it has room, if it opens now: a read that went wrong
-// on the way fails no restore and marks no backup damaged. When it fails again the index
-// forgets the copy, as repair does with what no volume holds: the next backup that meets the
-// same data stores it again, which mends every backup that needs it. Until 2026-12-06 every
-// later backup of the same data deduplicated against the damaged copy and was committed
-// available, and damaged, until repair ran. A copy the index no longer names there (stored
-// again meanwhile) is left alone, and so is one whose second read fails otherwise (an
-// outage): neither judges the copy.
+// on the way fails no restore and marks no backup damaged. When it fails again the index marks
+// the copy damaged: reads still go there, but backups no longer deduplicate against it, so the
+// next backup that meets the same data stores it again, and its new copy mends every backup
+// that needs it, as repair's heal does. Until 2026-12-06 every later backup of the same data
+// deduplicated against the damaged copy and was committed available, and damaged, until
+// repair ran. A second read that fails otherwise (an outage, a cancelled read) judges nothing.
 func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, loc Location, dst []byte) ([]byte, bool) {
 	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 	if err == nil {
@@ -104,15 +103,13 @@ func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, lo
 			return plain, true
 		}
 	}
-	if !errors.Is(err, ErrCorrupt) {
+	if !errors.Is(err, ErrCorrupt) || r.idx.Damaged(addr, loc) {
 		return nil, false
 	}
-	forgot, err := r.idx.ForgetBlobAt(addr, loc)
-	switch {
-	case err != nil:
-		r.logf("blob %s in pack %s is damaged, and the index could not forget it: %v", addr.Short(), loc.Pack, err)
-	case forgot:
-		r.logf("blob %s in pack %s is damaged: the index forgot it, so the next backup of the same data stores it again", addr.Short(), loc.Pack)
+	if err := r.idx.MarkDamaged(addr, loc); err != nil {
+		r.logf("blob %s in pack %s is damaged, and the index could not mark it so: %v", addr.Short(), loc.Pack, err)
+	} else {
+		r.logf("blob %s in pack %s is damaged: the next backup of the same data stores it again", addr.Short(), loc.Pack)
 	}
 	return nil, false
 }

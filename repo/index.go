@@ -23,9 +23,11 @@ type Index interface {
 	// ForgetBlobs forgets where addrs are stored (their copies are damaged), so that the next
 	// backup that meets the same data stores it again.
 	ForgetBlobs(addrs []Address) error
-	// ForgetBlobAt forgets where addr is stored only while the index still names loc for it
-	// (a copy found damaged there), and reports whether it did.
-	ForgetBlobAt(addr Address, loc Location) (bool, error)
+	// MarkDamaged records that the copy of addr at loc is damaged (two reads of it failed);
+	// Damaged reports whether the copy of addr at loc, where a lookup found it, is so marked.
+	// Reads still go to a marked copy; backups store the block again instead of reusing it.
+	MarkDamaged(addr Address, loc Location) error
+	Damaged(addr Address, loc Location) bool
 	// Packs calls fn for every pack the index knows.
 	Packs(fn func(id PackID, size int64) error) error
 	// Blobs calls fn for every blob the index knows.

@@ -611,8 +611,8 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 		return leafResult{err: err}
 	}
 	for j, b := range look.blocks {
-		if look.found[j] {
-			continue
+		if look.found[j] && !w.r.idx.Damaged(look.addrs[j], look.locs[j]) {
+			continue // a copy a reader found damaged is stored again (Index.MarkDamaged)
 		}
 		blk := job.buf[b*bs : min((b+1)*bs, len(job.buf))]
 		if job.blobs == nil {
@@ -900,8 +900,8 @@ func (w *writeSession) ensureNode(addr Address, enc []byte) error {
 		return nil
 	}
 	w.stored[addr] = struct{}{}
-	_, known, err := w.r.idx.Lookup(addr)
-	if err != nil || known {
+	loc, known, err := w.r.idx.Lookup(addr)
+	if err != nil || known && !w.r.idx.Damaged(addr, loc) {
 		return err
 	}
 	stored, _ := w.r.keys.encodeBlob(nil, nil, enc, w.r.cfg.Compression, addr)
@@ -937,11 +937,11 @@ func (w *writeSession) addBlob(t BlobType, addr Address, stored []byte, plainLen
 			}
 			// Another session indexed a pack since the block was looked up, and its
 			// blobs left the registry: the block may be in it.
-			_, known, err := w.r.idx.Lookup(addr)
+			loc, known, err := w.r.idx.Lookup(addr)
 			if err != nil {
 				return err
 			}
-			if known {
+			if known && !w.r.idx.Damaged(addr, loc) {
 				w.stats.SharedBlobs++
 				return nil
 			}
