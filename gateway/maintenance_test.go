@@ -247,6 +247,23 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 	if f.Calls(faulty.GetRange) == 0 {
 		t.Fatal("the verification read nothing through the faulty backend")
 	}
+	// A check that reads the data: one bad read of any of its reads (a block map node, the
+	// pack's trailer, the pack) is no damage either.
+	before := f.Calls(faulty.GetRange)
+	if rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil || !rep.OK() {
+		t.Fatalf("check: %v, %v", rep, err)
+	}
+	reads := f.Calls(faulty.GetRange) - before
+	if reads < 3 {
+		t.Fatalf("a check read %d ranges of packs, want at least a node, a trailer and a pack", reads)
+	}
+	for n := 1; n <= reads; n++ {
+		f.Add(faulty.Rule{Methods: faulty.GetRange, Prefix: "packs/", Effect: faulty.Corrupt, Nth: n, Times: 1})
+		if rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil || !rep.OK() || rep.PacksRead != 1 {
+			t.Errorf("check through one bad read (its read %d of %d): %v, %v; want no problems", n, reads, rep.Problems, err)
+		}
+		f.Reset()
+	}
 	if n := storedBy(); n != 0 {
 		t.Errorf("a backup after one bad read stored %d bytes again, want 0: the index forgot a good copy", n)
 	}

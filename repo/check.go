@@ -375,6 +375,9 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids
 		}
 		size := stored[id]
 		entries, err := r.readTrailer(ctx, id, size)
+		if errors.Is(err, ErrCorrupt) {
+			entries, err = r.readTrailer(ctx, id, size) // one bad read on the way is no damage
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, backend.ErrUnavailable) {
 				return err
@@ -420,6 +423,11 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids
 					// another backup): this one is dead weight, not lost data.
 					staleCopies++
 					continue
+				}
+				loc := e.Location
+				loc.Pack = id
+				if _, ok := r.readAgain(ctx, e.Type, e.Addr, loc, nil); ok {
+					continue // the pack's read went wrong on the way: the copy is good
 				}
 				rep.Classes[ProblemDamaged]++
 				rep.problem("%s: pack %s offset %d: %v", ProblemDamaged, id, e.Offset, err)
