@@ -511,6 +511,32 @@ func TestInitRefusesAStateDirOfAnotherRepository(t *testing.T) {
 	}
 }
 
+// Two locations name one repository when they are the same directory (after symbolic links,
+// a trailing slash) or the same bucket and prefix.
+func TestSameRepository(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Symlink(dir, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{dir + "/r", dir + "/link/r/", true},
+		{dir + "/r", "file://" + dir + "/r", true},
+		{dir + "/r", dir + "/s", false},
+		{"s3://bucket/cairn", "s3://bucket/cairn/", true},
+		{"s3://bucket/cairn", "s3://bucket/other", false},
+		{"s3://bucket/cairn", "s3://other/cairn", false},
+		{"s3://bucket/cairn", dir + "/r", false},
+		{"", dir + "/r", false},
+	} {
+		if got := gateway.SameRepository(c.a, c.b); got != c.same {
+			t.Errorf("SameRepository(%q, %q) = %v, want %v", c.a, c.b, got, c.same)
+		}
+	}
+}
+
 // A local repository is not made in a directory of other files (`--repo ~` by mistake): its
 // objects and the index would sit among them. An empty directory, one holding only a new file
 // system's lost+found, and one where an init was interrupted are the repository's to take.

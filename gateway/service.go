@@ -267,15 +267,23 @@ func sameDir(a, b string) bool {
 	return canonicalPath(a) == canonicalPath(b)
 }
 
-// canonicalPath is p absolute, clean and with its symbolic links followed as far as it exists.
+// canonicalPath is p absolute, clean and with its symbolic links followed as far as it exists
+// (the rest, not there yet, is appended as it is).
 func canonicalPath(p string) string {
 	if abs, err := filepath.Abs(p); err == nil {
 		p = abs
 	}
-	if real, err := filepath.EvalSymlinks(p); err == nil {
-		return real
+	p = filepath.Clean(p)
+	rest := ""
+	for dir := p; ; dir = filepath.Dir(dir) {
+		if real, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(real, rest)
+		}
+		if filepath.Dir(dir) == dir {
+			return p
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
 	}
-	return filepath.Clean(p)
 }
 
 // ownDirectory refuses to make a local repository in a directory that holds files that are
@@ -633,19 +641,23 @@ func (s *Service) Location() string { return s.be.Location() }
 // this service has open. A CLI sends its commands to the process listening on its state
 // directory's socket; a state directory that two repositories share (one CAIRN_STATE_DIR for
 // all) must not let a command meant for one act on the other.
-func (s *Service) Serves(location string) bool {
-	want, err := stack.ParseURL(location)
+func (s *Service) Serves(location string) bool { return SameRepository(location, s.be.Location()) }
+
+// SameRepository reports whether two locations (directories or URLs, as --repo takes them)
+// name one repository: the same directory after symbolic links, or the same bucket and prefix.
+func SameRepository(a, b string) bool {
+	ua, err := stack.ParseURL(a)
 	if err != nil {
 		return false
 	}
-	have, err := stack.ParseURL(s.be.Location())
-	if err != nil || want.Kind != have.Kind {
+	ub, err := stack.ParseURL(b)
+	if err != nil || ua.Kind != ub.Kind {
 		return false
 	}
-	if want.Kind == stack.Local {
-		return sameDir(want.Path, have.Path)
+	if ua.Kind == stack.Local {
+		return sameDir(ua.Path, ub.Path)
 	}
-	return want.Bucket == have.Bucket && want.Prefix == have.Prefix
+	return ua.Bucket == ub.Bucket && ua.Prefix == ub.Prefix
 }
 
 // TokenKey is the repository's key for the API tokens issued to signed-in users: the same on

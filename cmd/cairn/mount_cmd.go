@@ -157,6 +157,7 @@ func serveCommands(svc *gateway.Service, sock string) (stop func(), err error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(execPath, execHandler(svc))
+	mux.Handle(repositoryPath, repositoryHandler(svc))
 	// Commands still running when the mount stops are interrupted (a backup cleans itself
 	// up as on Ctrl-C) before the service closes under them.
 	base, interrupt := context.WithCancel(context.Background())

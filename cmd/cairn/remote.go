@@ -277,6 +277,39 @@ func execHandler(svc *gateway.Service) http.Handler {
 	})
 }
 
+// repositoryPath answers which repository the process on the socket serves: a gateway started
+// on the same state directory for another repository says so, instead of "already running for
+// this repository".
+const repositoryPath = "/cairn/v1/repository"
+
+func repositoryHandler(svc *gateway.Service) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, svc.Location())
+	})
+}
+
+// socketRepository asks the process on sock which repository it serves; "" when it does not
+// say (an older cairn) or does not answer.
+func socketRepository(sock string) string {
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	resp, err := client.Get("http://cairn" + repositoryPath)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
 // socketAlive reports whether something answers on a unix socket.
 func socketAlive(path string) bool {
 	c, err := net.DialTimeout("unix", path, time.Second)

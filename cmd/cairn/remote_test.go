@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 )
@@ -114,7 +115,10 @@ func TestForwardedCommandForAnotherRepositoryIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: execHandler(s)}
+	mux := http.NewServeMux()
+	mux.Handle(execPath, execHandler(s))
+	mux.Handle(repositoryPath, repositoryHandler(s))
+	srv := &http.Server{Handler: mux}
 	go srv.Serve(l) //nolint:errcheck // ends with Close
 	defer srv.Close()
 	rename := func(g *Globals, from, name string) (int, string) {
@@ -154,5 +158,38 @@ func TestForwardedCommandForAnotherRepositoryIsRefused(t *testing.T) {
 	// --socket and no repository: whatever that gateway serves.
 	if code, msg := rename(&Globals{Socket: a.SocketPath()}, "vm2", "vm3"); code != exitOK || volumeName() != "vm3" {
 		t.Errorf("a command given --socket alone: exit %d (%q), volume %s", code, msg, volumeName())
+	}
+}
+
+// A gateway started for another repository on a state directory whose socket a running one
+// holds is told which repository that one serves, not "a gateway is already running for this
+// repository"; for the same repository the message stays.
+func TestServeOnAnotherRepositorysSocketSaysSo(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir()) // no developer's file
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	a := gateway.Config{Repo: filepath.Join(dir, "a"), StateDir: state}
+	s := openedGateway(t, a)
+	l, err := listenUnix(a.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(execPath, execHandler(s))
+	mux.Handle(repositoryPath, repositoryHandler(s))
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l) //nolint:errcheck // ends with Close
+	defer srv.Close()
+	if got := socketRepository(a.SocketPath()); !gateway.SameRepository(got, a.Repo) {
+		t.Fatalf("the socket says it serves %q, want %s", got, a.Repo)
+	}
+	for repoDir, want := range map[string]string{filepath.Join(dir, "b"): "serves " + a.Repo + ", another repository", a.Repo: "already running for this repository"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		var out, errb bytes.Buffer
+		code := runCLI(ctx, []string{"--repo", repoDir, "--state-dir", state, "serve", "--auth", "noauth", "--no-policies"}, &out, &errb, nil, nil)
+		cancel()
+		if msg := errb.String(); code != exitConflict || strings.Count(msg, "\n") != 1 || !strings.Contains(msg, want) {
+			t.Errorf("serve --repo %s: exit %d, want %d and one line saying %q: %q", repoDir, code, exitConflict, want, msg)
+		}
 	}
 }

@@ -80,6 +80,11 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	sock := g.socketPath()
 	if socketAlive(sock) {
+		if other := socketRepository(sock); other != "" {
+			if cfg, err := g.config(); err == nil && !gateway.SameRepository(cfg.Repo, other) {
+				return gateway.Errorf(gateway.ErrConflict, "the cairn process on %s serves %s, another repository: give this repository a --state-dir of its own (it holds one repository's socket and index)", sock, other)
+			}
+		}
 		return gateway.Errorf(gateway.ErrConflict, "%v at %s: stop it first; commands reach it through that socket", errGatewayRunning, sock)
 	}
 	svc, err := g.open(ctx)
@@ -113,6 +118,7 @@ func (c *ServeCmd) Run(ctx context.Context, g *Globals) error {
 	defer os.Remove(sock)
 	sockMux := http.NewServeMux()
 	sockMux.Handle(execPath, execHandler(svc))
+	sockMux.Handle(repositoryPath, repositoryHandler(svc))
 	sockMux.Handle("/", apiHandler)
 	servers := []*http.Server{{Handler: sockMux, ReadHeaderTimeout: 10 * time.Second}}
 	listeners := []net.Listener{ul}
