@@ -25,15 +25,7 @@ import (
 func TestRepairForgetsEveryBackupOfASharedDamagedBlock(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(dir, "vm.img")
-	b := make([]byte, 1<<20)
-	rng := rand.New(rand.NewPCG(5, 5))
-	for i := range b {
-		b[i] = byte(rng.Uint32()) // every block distinct: the damage costs one of them
-	}
-	if err := os.WriteFile(vol, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	vol, _ := distinctVolume(t, dir, "vm.img", 5)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
 	if err != nil {
 		t.Fatal(err)
@@ -42,18 +34,7 @@ func TestRepairForgetsEveryBackupOfASharedDamagedBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
-	if err != nil || len(packs) != 1 {
-		t.Fatalf("packs: %v %v; want the full backup's one", packs, err)
-	}
-	p, err := os.ReadFile(packs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	p[len(p)/3] ^= 0x40 // in the data blocks, far before the block map and the trailer
-	if err := os.WriteFile(packs[0], p, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damagePack(t, onlyPack(t, dir)) // the full backup's
 	if err := os.Remove(vol); err != nil {
 		t.Fatal(err)
 	}
@@ -100,21 +81,13 @@ func TestRepairRecordsWhatItsCheckFound(t *testing.T) {
 	ctx := adminCtx()
 	backUp := func(name string, seed uint64) (string, string) {
 		t.Helper()
-		vol := filepath.Join(dir, name)
-		b := make([]byte, 1<<20)
-		rng := rand.New(rand.NewPCG(seed, seed))
-		for i := range b {
-			b[i] = byte(rng.Uint32())
-		}
-		if err := os.WriteFile(vol, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		before, _ := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+		vol, _ := distinctVolume(t, dir, name, seed)
+		before := packs(t, dir)
 		bk, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
 		if err != nil {
 			t.Fatal(err)
 		}
-		after, _ := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+		after := packs(t, dir)
 		if len(after) != len(before)+1 {
 			t.Fatalf("backup of %s stored %d packs, want one", name, len(after)-len(before))
 		}
@@ -125,21 +98,10 @@ func TestRepairRecordsWhatItsCheckFound(t *testing.T) {
 		}
 		panic("unreachable")
 	}
-	damage := func(pack string) {
-		t.Helper()
-		p, err := os.ReadFile(pack)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p[len(p)/3] ^= 0x40 // a data block's
-		if err := os.WriteFile(pack, p, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	healed, healedPack := backUp("healed.img", 7)
 	lost, lostPack := backUp("lost.img", 8)
-	damage(healedPack)
-	damage(lostPack)
+	damagePack(t, healedPack)
+	damagePack(t, lostPack)
 	if err := os.Remove(filepath.Join(dir, "lost.img")); err != nil { // nothing to heal it from
 		t.Fatal(err)
 	}
@@ -194,25 +156,16 @@ func TestRepairRecordsWhatItsCheckFound(t *testing.T) {
 }
 
 // A block a verification finds damaged is stored again by the next backup of the same data,
-// which mends every backup that needs it: the index forgets the damaged copy once a second
-// read of it fails too. Before, every later backup deduplicated against the damaged copy and
-// was committed available, and damaged, until repo repair ran (found by use: two policy runs
-// with --verify-new failed on the same block, and a new full backup was damaged as well). A
-// read that went wrong once, on the way, forgets nothing: the copy is good, and unindexed it
-// would fail every restore that needs it.
+// which mends every backup that needs it: the index marks the damaged copy once a second read
+// of it fails too, and backups no longer reuse it. Before, every later backup deduplicated
+// against the damaged copy and was committed available, and damaged, until repo repair ran
+// (found by use: two policy runs with --verify-new failed on the same block, and a new full
+// backup was damaged as well). A read that went wrong once, on the way, is read again and
+// marks nothing: the copy is good.
 func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(dir, "vm.img")
-	b := make([]byte, 1<<20)
-	rng := rand.New(rand.NewPCG(9, 9))
-	for i := range b {
-		b[i] = byte(rng.Uint32()) // every block distinct
-	}
-	if err := os.WriteFile(vol, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	want := sha256File(t, vol)
+	vol, want := distinctVolume(t, dir, "vm.img", 9)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
 	if err != nil {
 		t.Fatal(err)
@@ -227,11 +180,7 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 	}
 
 	// One read of the pack comes back with a bit flipped; the copy on disk is good.
-	var f *faulty.Faulty
-	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
-		f = faulty.New(be, 1)
-		return f
-	})
+	f := faultyRepository(t, s)
 	// The first round's bad read is of the block map, the next ones' of the data (the block
 	// map is cached by then), for a verification and for a restore.
 	for round := range 3 {
@@ -272,18 +221,7 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 	}
 
 	// Now the copy on disk is damaged.
-	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
-	if err != nil || len(packs) != 1 {
-		t.Fatalf("packs: %v %v; want the full backup's one", packs, err)
-	}
-	p, err := os.ReadFile(packs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	p[len(p)/3] ^= 0x40 // a data block's
-	if err := os.WriteFile(packs[0], p, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damagePack(t, onlyPack(t, dir))
 	if res, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) || res == nil || res.LostBytes != 16<<10 {
 		t.Fatalf("verify of the damaged backup: %+v, %v; want 16 KiB lost", res, err)
 	}
@@ -306,32 +244,12 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 func TestIncrementalOnADamagedParentIsAFullBackup(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(dir, "vm.img")
-	b := make([]byte, 1<<20)
-	rng := rand.New(rand.NewPCG(11, 11))
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	if err := os.WriteFile(vol, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	want := sha256File(t, vol)
+	vol, want := distinctVolume(t, dir, "vm.img", 11)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
 	if err != nil {
 		t.Fatal(err)
 	}
-	packs, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
-	if err != nil || len(packs) != 1 {
-		t.Fatalf("packs: %v %v", packs, err)
-	}
-	p, err := os.ReadFile(packs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	p[len(p)/3] ^= 0x40
-	if err := os.WriteFile(packs[0], p, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	damagePack(t, onlyPack(t, dir))
 	if _, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("verify of the damaged backup: %v", err)
 	}
@@ -372,25 +290,12 @@ func TestIncrementalOnADamagedParentIsAFullBackup(t *testing.T) {
 func TestCopiesMarkedDamagedByAFaultyLinkStayReadable(t *testing.T) {
 	s, dir := newService(t)
 	ctx := adminCtx()
-	vol := filepath.Join(dir, "vm.img")
-	b := make([]byte, 1<<20)
-	rng := rand.New(rand.NewPCG(13, 13))
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
-	if err := os.WriteFile(vol, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	want := sha256File(t, vol)
+	vol, want := distinctVolume(t, dir, "vm.img", 13)
 	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var f *faulty.Faulty
-	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
-		f = faulty.New(be, 1)
-		return f
-	})
+	f := faultyRepository(t, s)
 	f.Add(faulty.Rule{Methods: faulty.GetRange | faulty.Get, Prefix: "packs/", Effect: faulty.Corrupt})
 	if _, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("verify through a link that corrupts every read: %v, want damage", err)
@@ -411,4 +316,66 @@ func TestCopiesMarkedDamagedByAFaultyLinkStayReadable(t *testing.T) {
 			t.Errorf("restore %s: sha256 %s, want %s", id, got, want)
 		}
 	}
+}
+
+// distinctVolume writes a 1 MiB volume named name in dir whose blocks are all distinct (from
+// seed), so damage to one stored block costs one of them, and returns its path and sha256.
+func distinctVolume(t *testing.T, dir, name string, seed uint64) (string, string) {
+	t.Helper()
+	vol := filepath.Join(dir, name)
+	b := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(seed, seed))
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	if err := os.WriteFile(vol, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return vol, sha256File(t, vol)
+}
+
+// packs lists the repository's pack files (newService's repository, under dir).
+func packs(t *testing.T, dir string) []string {
+	t.Helper()
+	ps, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ps
+}
+
+// onlyPack is the repository's one pack.
+func onlyPack(t *testing.T, dir string) string {
+	t.Helper()
+	ps := packs(t, dir)
+	if len(ps) != 1 {
+		t.Fatalf("packs: %v; want one", ps)
+	}
+	return ps[0]
+}
+
+// damagePack flips a bit of a data block of the pack file: a third of the way in, far before
+// the block map and the trailer.
+func damagePack(t *testing.T, pack string) {
+	t.Helper()
+	p, err := os.ReadFile(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p[len(p)/3] ^= 0x40
+	if err := os.WriteFile(pack, p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// faultyRepository makes s read and write its repository through a faulty backend for the
+// rest of the test.
+func faultyRepository(t *testing.T, s *gateway.Service) *faulty.Faulty {
+	t.Helper()
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		return f
+	})
+	return f
 }

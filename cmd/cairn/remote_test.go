@@ -111,16 +111,7 @@ func TestForwardedCommandForAnotherRepositoryIsRefused(t *testing.T) {
 	state := filepath.Join(dir, "state")
 	a := gateway.Config{Repo: filepath.Join(dir, "a"), StateDir: state}
 	s, admin := gatewayWithVolume(t, a, dir)
-	l, err := listenUnix(a.SocketPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle(execPath, execHandler(s))
-	mux.Handle(repositoryPath, repositoryHandler(s))
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l) //nolint:errcheck // ends with Close
-	defer srv.Close()
+	serveSocket(t, s, a.SocketPath())
 	rename := func(g *Globals, from, name string) (int, string) {
 		t.Helper()
 		g.Project, g.Quiet = gateway.DefaultProject, true
@@ -170,16 +161,7 @@ func TestServeOnAnotherRepositorysSocketSaysSo(t *testing.T) {
 	state := filepath.Join(dir, "state")
 	a := gateway.Config{Repo: filepath.Join(dir, "a"), StateDir: state}
 	s := openedGateway(t, a)
-	l, err := listenUnix(a.SocketPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle(execPath, execHandler(s))
-	mux.Handle(repositoryPath, repositoryHandler(s))
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(l) //nolint:errcheck // ends with Close
-	defer srv.Close()
+	serveSocket(t, s, a.SocketPath())
 	if got := socketRepository(a.SocketPath()); !gateway.SameRepository(got, a.Repo) {
 		t.Fatalf("the socket says it serves %q, want %s", got, a.Repo)
 	}
@@ -192,4 +174,20 @@ func TestServeOnAnotherRepositorysSocketSaysSo(t *testing.T) {
 			t.Errorf("serve --repo %s: exit %d, want %d and one line saying %q: %q", repoDir, code, exitConflict, want, msg)
 		}
 	}
+}
+
+// serveSocket answers the CLI's requests on sock for s, as a gateway's or a mount's socket
+// does, until the test ends.
+func serveSocket(t *testing.T, s *gateway.Service, sock string) {
+	t.Helper()
+	l, err := listenUnix(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(execPath, execHandler(s))
+	mux.Handle(repositoryPath, repositoryHandler(s))
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l) //nolint:errcheck // ends with Close
+	t.Cleanup(func() { srv.Close() })
 }
