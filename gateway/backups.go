@@ -105,7 +105,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		if lv := parent.LastVerify; lv.Damaged() {
 			// An incremental keeps its parent's unchanged blocks without reading them, so on
 			// a parent a verification found damaged it is damaged the same way. A full backup
-			// reads every block and stores again what the index forgot as damaged.
+			// looks every block up and stores again those whose copy a reader marked damaged.
 			fullInstead = fmt.Sprintf("parent backup %s was found damaged (%s lost, verified %s): a full backup instead, which stores the lost blocks again where the volume still holds them",
 				parent.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST"))
 			parent = nil
