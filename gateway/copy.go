@@ -388,7 +388,7 @@ func (s *Service) openDestination(ctx context.Context, d Destination) (*Service,
 	// [TestCopySharesTheGatewaysLimits].
 	c.sharedMeters = &s.meters
 	sameService := !stack.IsRemote(c.Repo) || d.Endpoint == "" || d.Endpoint == s.cfg.Endpoint
-	if strings.TrimSuffix(c.Repo, "/") == strings.TrimSuffix(s.cfg.Repo, "/") && sameService {
+	if SameRepository(c.Repo, s.cfg.Repo) && sameService {
 		return nil, invalidf("%s is the repository the backups are in: copy them to another one, made with 'cairn repo init'", d.Repo)
 	}
 	for _, o := range []struct {
