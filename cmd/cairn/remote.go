@@ -155,12 +155,7 @@ func forward(ctx context.Context, g *Globals, args []string, stdout, stderr io.W
 // forwardOnce sends the command once and relays its output; question is what the command
 // stopped at, if it did.
 func forwardOnce(ctx context.Context, sock string, req execRequest, stdout, stderr io.Writer) (code int, question string, ok bool) {
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
+	client := socketClient(sock)
 	body, _ := json.Marshal(req)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://cairn"+execPath, bytes.NewReader(body))
 	if err != nil {
@@ -292,12 +287,8 @@ func repositoryHandler(svc *gateway.Service) http.Handler {
 // socketRepository asks the process on sock which repository it serves; "" when it does not
 // say (an older cairn) or does not answer.
 func socketRepository(sock string) string {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-	}}
+	client := socketClient(sock)
+	client.Timeout = 2 * time.Second
 	resp, err := client.Get("http://cairn" + repositoryPath)
 	if err != nil {
 		return ""
@@ -308,6 +299,16 @@ func socketRepository(sock string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// socketClient is an HTTP client of the cairn process listening on the unix socket sock.
+func socketClient(sock string) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
 }
 
 // socketAlive reports whether something answers on a unix socket.
