@@ -974,8 +974,13 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if out.PackIndexes, out.Trailers, err = s.repo.RepairPacks(ctx); err != nil {
 		return nil, err
 	}
-	checked := now()
-	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true})
+	// Each check reads every blob; the last one's findings are recorded, as of its start.
+	var checked time.Time
+	check := func() (*repo.CheckReport, error) {
+		checked = now()
+		return s.Check(ctx, repo.CheckOptions{ReadData: true})
+	}
+	rep, err := check()
 	if err != nil {
 		return nil, err
 	}
@@ -985,8 +990,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	}
 	if out.GoodCopies > 0 {
 		s.log.Info("index points at good copies of damaged blobs", "blobs", out.GoodCopies)
-		checked = now()
-		if rep, err = s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
+		if rep, err = check(); err != nil {
 			return nil, err
 		}
 	}
@@ -1022,8 +1026,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 			return nil, err
 		}
 		if out.Healed > 0 {
-			checked = now()
-			if rep, err = s.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil {
+			if rep, err = check(); err != nil {
 				return nil, err
 			}
 		}
