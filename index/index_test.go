@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -107,6 +108,47 @@ func TestDamagedMarks(t *testing.T) {
 	n := 0
 	if err := ix.scan(damagedPrefix, false, func([]byte, []byte) error { n++; return nil }); err != nil || n != 0 {
 		t.Errorf("marks left in the index: %d (%v)", n, err)
+	}
+}
+
+// A reader marks a copy damaged while a backup of the same process stores the block again
+// elsewhere, in either order or at once: the new copy is never taken for damaged (a backup would
+// store it yet again, and nothing is lost either way, but a mark must judge only the copy it
+// was made for). A mark made after the new copy landed stays for the old location only, as after
+// a crash between AddPack's write and its clearing of the marks.
+func TestDamagedMarkAndAStoreElsewhereAtOnce(t *testing.T) {
+	ix := openTest(t)
+	e := func(i int, p repo.PackID) repo.PackEntry {
+		return repo.PackEntry{Addr: addr(i), Location: repo.Location{Pack: p, Offset: 0, Length: 10, PlainLen: 20, Type: repo.BlobData}}
+	}
+	for i := range 200 {
+		old, fresh := repo.PackID{1, byte(i), byte(i >> 8)}, repo.PackID{2, byte(i), byte(i >> 8)}
+		if err := ix.AddPack(old, 100, []repo.PackEntry{e(i, old)}); err != nil {
+			t.Fatal(err)
+		}
+		damaged, _, _ := ix.Lookup(addr(i))
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if err := ix.MarkDamaged(addr(i), damaged); err != nil {
+				t.Error(err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := ix.AddPack(fresh, 100, []repo.PackEntry{e(i, fresh)}); err != nil {
+				t.Error(err)
+			}
+		}()
+		wg.Wait()
+		now, ok, _ := ix.Lookup(addr(i))
+		if !ok || now.Pack != fresh {
+			t.Fatalf("round %d: the block is at %v, want the new copy", i, now)
+		}
+		if ix.Damaged(addr(i), now) {
+			t.Fatalf("round %d: the new copy is taken for damaged", i)
+		}
 	}
 }
 
