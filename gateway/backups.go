@@ -109,6 +109,12 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 			fullInstead = fmt.Sprintf("parent backup %s was found damaged (%s lost, verified %s): a full backup instead, which stores the lost blocks again where the volume still holds them",
 				parent.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST"))
 			parent = nil
+			// The verification may have been another gateway's, within the last full
+			// catch-up: its marks are learned now, or this full backup reuses the damaged
+			// copies ("Marks in the repository").
+			if _, err := s.repo.LearnDamaged(ctx); err != nil {
+				return nil, nil, fmt.Errorf("learn the repository's damaged copies before a full backup: %w", err)
+			}
 		}
 	}
 	id := uuid.NewString()

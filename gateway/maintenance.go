@@ -43,6 +43,12 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if _, err := s.repo.Sync(ctx, false); err != nil {
 		return err
 	}
+	// Copies a reader of another gateway (or of this one, before its index was rebuilt)
+	// found damaged: backups here store those blocks again too (docs/design.md, "Marks in
+	// the repository").
+	if _, err := s.repo.LearnDamaged(ctx); err != nil {
+		return err
+	}
 	all, err := s.idx.Backups()
 	if err != nil {
 		return err
@@ -785,6 +791,7 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	if res.Relearned > 0 {
 		logf("located again %d blobs the index had forgotten", res.Relearned)
 	}
+
 	nvols, snaps, quotas, err := s.restoreMeta(ctx, logf)
 	if err != nil {
 		return nil, err

@@ -327,6 +327,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	r.cleanTemp(ctx, lk, &st, logf)
 	r.pruneLog(ctx, lk, &st, logf)
 	r.pruneTombstones(ctx, lk, logf)
+	r.pruneDamagedMarks(ctx, lk, logf)
 	return st, nil
 }
 

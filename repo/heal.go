@@ -94,7 +94,8 @@ func (r *Repository) sourceBlock(src Source, buf []byte, off int64) ([]byte, Add
 // next backup that meets the same data stores it again, and its new copy mends every backup
 // that needs it, as repair's heal does. Until 2026-12-06 every later backup of the same data
 // deduplicated against the damaged copy and was committed available, and damaged, until
-// repair ran. A second read that fails otherwise (an outage, a cancelled read) judges nothing.
+// repair ran. The mark is stored in the repository too, for other gateways and a rebuilt
+// index (LearnDamaged). A second read that fails otherwise (an outage, a cancelled read) judges nothing.
 func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, loc Location, dst []byte) ([]byte, bool) {
 	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 	if err == nil {
@@ -110,6 +111,7 @@ func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, lo
 		r.logf("blob %s in pack %s is damaged, and the index could not mark it so: %v", addr.Short(), loc.Pack, err)
 	} else {
 		r.logf("blob %s in pack %s is damaged: the next backup of the same data stores it again", addr.Short(), loc.Pack)
+		r.storeDamagedMark(ctx, addr, loc)
 	}
 	return nil, false
 }

@@ -1,0 +1,156 @@
+package gateway_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+)
+
+// markObjects lists the repository's mark objects of damaged copies (under dir/repo).
+func markObjects(t *testing.T, dir string) []string {
+	t.Helper()
+	ms, err := filepath.Glob(filepath.Join(dir, "repo", "meta", "damaged", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// damagedOnA backs up a 1 MiB volume of distinct blocks through gateway a, damages one block
+// of its pack and verifies it through a, which finds the damage. It returns the volume's
+// sha256 and the backup.
+func damagedOnA(t *testing.T, a *gateway.Service, dir string) (string, string) {
+	t.Helper()
+	ctx := adminCtx()
+	vol, want := distinctVolume(t, dir, "vm.img", 17)
+	full, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	damagePack(t, onlyPack(t, dir))
+	if res, err := a.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) || res == nil || res.LostBytes != 16<<10 {
+		t.Fatalf("verify of the damaged backup: %+v, %v; want 16 KiB lost", res, err)
+	}
+	if ms := markObjects(t, dir); len(ms) != 1 {
+		t.Fatalf("mark objects after the verification: %v; want one", ms)
+	}
+	return want, full.ID
+}
+
+// Any backup on another gateway stores the block again once its full catch-up learned the
+// marks: one of another volume that holds the same data.
+func TestDamageFoundOnOneGatewayIsNotReusedByAnotherVolume(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	damagedOnA(t, a, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	catchUp(t, b)
+	if n := storedBy(t, b, copyOf(t, filepath.Join(dir, "vm.img"), dir, "same.img")); n < 16<<10 || n > 2*16<<10 {
+		t.Fatalf("gateway b's backup of the same data stored %d bytes, want the damaged block again (16 KiB and its seal)", n)
+	}
+}
+
+// storedBy backs up path through s and returns the bytes the backup stored.
+func storedBy(t *testing.T, s *gateway.Service, path string) int64 {
+	t.Helper()
+	bk, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bk.Stats.NewBytes
+}
+
+// copyOf copies the file at path to dir/name (another volume with the same data).
+func copyOf(t *testing.T, path, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A copy one gateway found damaged is not reused by another gateway on the same repository:
+// its next backup of the same data stores the block again, and that mends the damaged backup
+// for both. Before, the mark was the finder's index's alone, and the other gateway's backup
+// deduplicated against the damaged copy and was committed available, and damaged.
+func TestDamageFoundOnOneGatewayIsStoredAgainByAnother(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	want, id := damagedOnA(t, a, dir)
+	// Within a minute of its last full catch-up, b learns of the verification (the backup
+	// log) and not of the marks, until an incremental on the damaged backup, which is a full
+	// backup, learns them before it reads.
+	catchUp(t, b)
+	bk, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: filepath.Join(dir, "vm.img"), Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bk.Stats.NewBytes; bk.ParentID != "" || n < 16<<10 || n > 2*16<<10 {
+		t.Fatalf("gateway b's incremental on the damaged backup: parent %q, stored %d bytes; want a full backup that stores the damaged block again (16 KiB and its seal)", bk.ParentID, n)
+	}
+	catchUp(t, a)
+	for name, s := range map[string]*gateway.Service{"a": a, "b": b} {
+		if res, err := s.VerifyBackup(ctx, id, nil); err != nil || res.Result != repo.VerifyOK {
+			t.Errorf("verify through %s of the backup b mended: %+v, %v; want ok", name, res, err)
+		}
+		if got := restoreSHA(t, s, ctx, id); got != want {
+			t.Errorf("restore through %s of the backup b mended: sha256 %s, want %s", name, got, want)
+		}
+	}
+}
+
+// An index made anew (the old one deleted: it is a cache) keeps the marks: the first backup
+// after it stores the damaged block again.
+func TestNewIndexKeepsTheMarksOfDamagedCopies(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	a, err := gateway.Open(adminCtx(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, id := damagedOnA(t, a, dir)
+	a.Close()
+	if err := os.RemoveAll(cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	if n := storedBy(t, s, filepath.Join(dir, "vm.img")); n < 16<<10 || n > 2*16<<10 {
+		t.Fatalf("the first backup after the index was made anew stored %d bytes, want the damaged block again", n)
+	}
+	if got := restoreSHA(t, s, adminCtx(), id); got != want {
+		t.Errorf("restore of the mended backup: sha256 %s, want %s", got, want)
+	}
+}
+
+// gc keeps the mark object of a copy whose pack is still stored (some index may read it
+// there) and deletes it once gc deleted the pack.
+func TestGCDeletesTheMarksOfDeletedPacks(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	_, id := damagedOnA(t, s, dir)
+	if _, err := s.GC(ctx, repo.GCOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ms := markObjects(t, dir); len(ms) != 1 {
+		t.Fatalf("mark objects after a gc that kept the pack: %v; want the one", ms)
+	}
+	if _, err := s.DeleteBackup(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.GC(ctx, repo.GCOptions{}); err != nil || st.PacksDeleted != 1 {
+		t.Fatalf("gc after the delete: %+v, %v; want the pack deleted", st, err)
+	}
+	if ms := markObjects(t, dir); len(ms) != 0 {
+		t.Errorf("mark objects after gc deleted their pack: %v; want none", ms)
+	}
+}
