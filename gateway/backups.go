@@ -405,6 +405,11 @@ func (s *Service) endFailedBackup(b *index.Backup, v *index.Volume, err error) e
 	}
 	s.failBackup(b.ID, reason, failureKind(err), inDoubt)
 	s.log.Error("backup failed", "backup_id", b.ID, "volume_id", v.ID, "error", reason)
+	// Every gateway and an index made anew show it too ("Failed backups in the repository");
+	// with a context of its own, as the backup's is often what ended it.
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
+	defer cancel()
+	s.storeFailure(ctx, b.ID)
 	return fmt.Errorf("backup %s of volume %s: %w", b.ID, v.Name, err)
 }
 
@@ -797,10 +802,14 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
+	failed := false
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
 		if err := may(rec); err != nil {
 			return err
 		}
+		// One asked again after a delete that failed part way is deleting already: a
+		// failure's object it may have goes too.
+		failed = failedRecord(rec) || rec.Status == index.BackupDeleting
 		rec.Status = index.BackupDeleting
 		return nil
 	}); err != nil {
@@ -808,6 +817,11 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 	}
 	if err := s.repo.DeleteManifest(ctx, id); err != nil {
 		return fmt.Errorf("delete backup %s: %w; it stays deleting: delete it again to finish", id, err)
+	}
+	if failed {
+		if err := s.repo.DeleteMeta(ctx, metaFailed, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("delete backup %s: %w; it stays deleting: delete it again to finish", id, err)
+		}
 	}
 	// A quota reservation it may still have (a committed backup keeps one for a while, or
 	// for a day when the process that made it ended first) must not outlive it: no index

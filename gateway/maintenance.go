@@ -126,6 +126,11 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if schanged {
 		changed = true
 	}
+	if fchanged, err := s.syncFailures(ctx, stored); err != nil {
+		return err
+	} else if fchanged {
+		changed = true
+	}
 	s.lastFull, s.lastLook = look, look
 	if changed {
 		s.notifyChange()

@@ -738,6 +738,12 @@ func (s *Service) recover(ctx context.Context) error {
 				s.log.Warn("cannot finish the delete of a backup; it stays deleting, and the next start tries again", "backup_id", b.ID, "error", err)
 				continue
 			}
+			// A failed backup's record in the repository goes too, or the catch-up would
+			// learn the backup again ("Failed backups in the repository").
+			if err := s.repo.DeleteMeta(ctx, metaFailed, b.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+				s.log.Warn("cannot finish the delete of a backup; it stays deleting, and the next start tries again", "backup_id", b.ID, "error", err)
+				continue
+			}
 			if err := s.idx.DeleteBackup(b.ID); err != nil {
 				return err
 			}

@@ -101,6 +101,10 @@ type Backup struct {
 	// Put and whose manifest could not be deleted: it may be stored. The next full catch-up
 	// settles it by the manifest (stored: the backup is available; gone: the mark goes).
 	ManifestInDoubt bool `json:"manifest_in_doubt,omitempty"`
+	// FailureStored says a failed backup's record is stored in the repository
+	// (meta/failed/<id>: by this gateway, or learned from it), so that its object's absence
+	// means a delete (docs/design.md, "Failed backups in the repository").
+	FailureStored bool `json:"failure_stored,omitempty"`
 }
 
 // VerifyOutcome is how a verification ended: Result is ok or damaged, LostBytes what a
