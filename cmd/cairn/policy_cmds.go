@@ -38,8 +38,8 @@ type PolicyFlags struct {
 
 // CopyFlags say where a policy copies its backups after each run.
 type CopyFlags struct {
-	CopyTo           string `help:"Admins: after each run, copy the backups of the policy's volumes that REPO lacks there, oldest first (a directory or s3://BUCKET/PREFIX; '' stops it)." placeholder:"REPO"`
-	CopyConfig       string `help:"Admins: a cairn configuration file for the copies' repository (repo, endpoint, keys, password_file, ...), read by the gateway that runs the policy: another S3 service or other keys than the gateway's ('' stops it)." placeholder:"FILE"`
+	CopyTo           string `help:"Admins: after each run, copy the backups of the policy's volumes that REPO lacks there, oldest first (a directory or s3://BUCKET/PREFIX; an empty one, --copy-to=, stops it)." placeholder:"REPO"`
+	CopyConfig       string `help:"Admins: a cairn configuration file for the copies' repository (repo, endpoint, keys, password_file, ...), read by the gateway that runs the policy: another S3 service or other keys than the gateway's (an empty one, --copy-config=, stops it)." placeholder:"FILE"`
 	CopyPasswordFile string `help:"The passphrase file of --copy-to's repository, read by the gateway that runs the policy." placeholder:"FILE"`
 	CopyStateDir     string `help:"Where the gateway keeps the index of --copy-to's repository (default: as for that repository)." placeholder:"DIR"`
 }
