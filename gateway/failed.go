@@ -67,15 +67,12 @@ func (s *Service) storeFailureLocked(ctx context.Context, id string) error {
 
 // syncFailures is the full catch-up's part for failed backups: it stores the failed records
 // not stored yet, learns those other gateways stored, and forgets stored ones whose object is
-// gone (deleted through another gateway). manifests is the catch-up's listing of manifests:
-// a backup with one is the manifest's to describe. (A failed backup's withdrawn manifest left
-// a tombstone, so a tombstone says nothing here.) The records are read before the listing of meta/failed/: see
-// the argument in docs/design.md. It reports whether a record was added or removed.
-func (s *Service) syncFailures(ctx context.Context, manifests map[string]bool) (bool, error) {
-	all, err := s.idx.Backups()
-	if err != nil {
-		return false, err
-	}
+// gone (deleted through another gateway). all is the catch-up's reading of the records, which
+// must come before the listing of meta/failed/ that this makes (the argument in
+// docs/design.md), and manifests its listing of manifests: a backup with one is the
+// manifest's to describe. (A failed backup's withdrawn manifest left a tombstone, so a
+// tombstone says nothing here.) It reports whether a record was added or removed.
+func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifests map[string]bool) (bool, error) {
 	listed := map[string]bool{}
 	if err := s.repo.ListMetaNames(ctx, metaFailed, func(id string) error { listed[id] = true; return nil }); err != nil {
 		return false, err

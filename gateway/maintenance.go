@@ -126,7 +126,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if schanged {
 		changed = true
 	}
-	if fchanged, err := s.syncFailures(ctx, stored); err != nil {
+	if fchanged, err := s.syncFailures(ctx, all, stored); err != nil {
 		return err
 	} else if fchanged {
 		changed = true
