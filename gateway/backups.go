@@ -809,7 +809,7 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 		}
 		// One asked again after a delete that failed part way is deleting already: a
 		// failure's object it may have goes too.
-		failed = failedRecord(rec) || rec.Status == index.BackupDeleting
+		failed = failedRecord(rec) || rec.FailureStored || rec.Status == index.BackupDeleting
 		rec.Status = index.BackupDeleting
 		return nil
 	}); err != nil {
