@@ -3,11 +3,14 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"os"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // maxStoredSamples bounds the stored-bytes history: at one sample per backup, gc or prune and
@@ -27,6 +30,7 @@ type StoredSample struct {
 // GCRun is how the last gc ended.
 type GCRun struct {
 	At      time.Time    `json:"at"`
+	Host    string       `json:"host,omitempty"` // the host of the gateway that ran it
 	Seconds float64      `json:"seconds"`
 	Stats   repo.GCStats `json:"stats"`
 	Error   string       `json:"error,omitempty"`
@@ -35,6 +39,7 @@ type GCRun struct {
 // CheckRun is how the last check ended.
 type CheckRun struct {
 	At       time.Time `json:"at"`
+	Host     string    `json:"host,omitempty"` // the host of the gateway that ran it
 	Seconds  float64   `json:"seconds"`
 	ReadData bool      `json:"read_data"`
 	Sample   float64   `json:"sample_percent,omitempty"`
@@ -116,17 +121,18 @@ func (s *Service) sampleIfStale() {
 }
 
 func (s *Service) recordGC(start time.Time, st repo.GCStats, err error) {
-	g := &GCRun{At: start.UTC(), Seconds: time.Since(start).Seconds(), Stats: st}
+	g := &GCRun{At: start.UTC(), Host: hostName(), Seconds: time.Since(start).Seconds(), Stats: st}
 	if err != nil {
 		g.Error = err.Error()
 	}
 	s.putHistory(historyGCKey, g)
+	s.shareRun(lastRunGC, g.At, g)
 	s.metrics.gcRun(g)
 	s.sampleStored()
 }
 
 func (s *Service) recordCheck(start time.Time, o repo.CheckOptions, rep *repo.CheckReport, err error) {
-	c := &CheckRun{At: start.UTC(), Seconds: time.Since(start).Seconds(), ReadData: o.ReadData, Sample: o.SamplePercent}
+	c := &CheckRun{At: start.UTC(), Host: hostName(), Seconds: time.Since(start).Seconds(), ReadData: o.ReadData, Sample: o.SamplePercent}
 	if rep != nil {
 		c.Packs, c.Blobs, c.Backups, c.Problems = rep.Packs, rep.Blobs, rep.Backups, rep.Problems
 	}
@@ -135,6 +141,7 @@ func (s *Service) recordCheck(start time.Time, o repo.CheckOptions, rep *repo.Ch
 	}
 	s.putHistory(historyCheckKey, c)
 	s.metrics.checkRun(c)
+	s.shareRun(lastRunCheck, c.At, c)
 }
 
 func (s *Service) putHistory(key string, v any) {
@@ -214,4 +221,68 @@ func (s *Service) StartCheck(ctx context.Context, o repo.CheckOptions) (string, 
 		}
 		return nil
 	})
+}
+
+// The last gc and check in the repository (docs/design.md): meta/last-run/<hex name>, so that
+// every gateway on the repository, and an index made anew, show how they ended.
+const (
+	metaLastRun  = "last-run"
+	lastRunGC    = "gc"
+	lastRunCheck = "check"
+)
+
+// hostName names this host in a run's record ("" when it cannot be had).
+func hostName() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// shareRun stores the record r of a gc or check that started at and ended here in the
+// repository, unless the repository holds a newer one. A failure is logged: the record stays
+// in this index.
+func (s *Service) shareRun(name string, at time.Time, r any) {
+	if s.cfg.ReadOnly || s.repo.ReadOnly() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
+	defer cancel()
+	var stored struct {
+		At time.Time `json:"at"`
+	}
+	err := s.repo.GetMeta(ctx, metaLastRun, name, &stored)
+	if err == nil && stored.At.After(at) {
+		return
+	}
+	if err == nil || errors.Is(err, backend.ErrNotFound) || errors.Is(err, repo.ErrCorrupt) {
+		err = s.repo.PutMeta(ctx, metaLastRun, name, r)
+	}
+	if err != nil {
+		s.log.Warn("cannot store the last "+name+" in the repository; other gateways will not show it", "error", err)
+	}
+}
+
+// syncRuns takes the repository's records of the last gc and check where they are newer than
+// this index's (the full catch-up). A record that cannot be read is logged and skipped.
+func (s *Service) syncRuns(ctx context.Context) {
+	get := func(name string, v any) bool {
+		err := s.repo.GetMeta(ctx, metaLastRun, name, v)
+		if err != nil && !errors.Is(err, backend.ErrNotFound) {
+			s.log.Warn("cannot read the last "+name+" from the repository", "error", err)
+		}
+		return err == nil
+	}
+	var g GCRun
+	if get(lastRunGC, &g) {
+		if mine := s.lastGC(); mine == nil || g.At.After(mine.At) {
+			s.putHistory(historyGCKey, &g)
+			s.metrics.gcRun(&g)
+		}
+	}
+	var c CheckRun
+	if get(lastRunCheck, &c) {
+		if mine := s.lastCheck(); mine == nil || c.At.After(mine.At) {
+			s.putHistory(historyCheckKey, &c)
+			s.metrics.checkRun(&c)
+		}
+	}
 }

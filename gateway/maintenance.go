@@ -126,6 +126,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if schanged {
 		changed = true
 	}
+	s.syncRuns(ctx)
 	if fchanged, err := s.syncFailures(ctx, all, stored); err != nil {
 		return err
 	} else if fchanged {

@@ -205,13 +205,13 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 func (s *Service) maintenanceConcerns(ctx context.Context, locks bool, add func(kind, project, subject string, at time.Time, format string, args ...any)) {
 	if m, err := s.Maintenance(ctx); err == nil {
 		if g := m.LastGC; g != nil && g.Error != "" {
-			add(ConcernGCFailed, "", "gc", g.At, "the last gc failed: %s", g.Error)
+			add(ConcernGCFailed, "", "gc", g.At, "the last gc%s failed: %s", elsewhere(g.Host), g.Error)
 		}
 		if ck := m.LastCheck; ck != nil && !ck.OK() {
 			if ck.Error != "" {
-				add(ConcernCheck, "", "check", ck.At, "the last check failed: %s", ck.Error)
+				add(ConcernCheck, "", "check", ck.At, "the last check%s failed: %s", elsewhere(ck.Host), ck.Error)
 			} else {
-				add(ConcernCheck, "", "check", ck.At, "the last check found %d problems: 'cairn repo check' lists them", len(ck.Problems))
+				add(ConcernCheck, "", "check", ck.At, "the last check%s found %d problems: 'cairn repo check' lists them", elsewhere(ck.Host), len(ck.Problems))
 			}
 		}
 	}
@@ -246,4 +246,13 @@ func newestFailed(bs []*index.Backup) *index.Backup {
 		}
 	}
 	return nil
+}
+
+// elsewhere names the host of a gc or check another host's gateway ran (" on HOST"), and is
+// empty for this host's.
+func elsewhere(host string) string {
+	if host == "" || host == hostName() {
+		return ""
+	}
+	return " on " + host
 }
