@@ -141,7 +141,7 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 			continue
 		}
 		for _, n := range p.VolumeNames {
-			covered[key{p.Project, n}] = true
+			covered[key{p.Project, n}] = !p.PruneOnly || covered[key{p.Project, n}] // a prune-only policy backs up nothing
 		}
 		for _, n := range p.Overdue {
 			add(ConcernOverdue, p.Project, n, time.Time{}, "volume %s: no backup by policy %s for two of its periods", n, p.Name)

@@ -43,6 +43,10 @@ type Policy struct {
 	// CopyTarget: after each run, the policy's volumes' backups are copied there (admins
 	// only; docs/design.md, "Copies to another repository").
 	CopyTarget
+	// PruneOnly: the policy backs up nothing; each run prunes the backups of its volumes by
+	// Keep (with AllOfProject, of every volume of the project, those that are gone too: the
+	// retention of a repository of copies, whose volumes are all gone).
+	PruneOnly bool      `json:"prune_only,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -229,7 +233,11 @@ func (s *Service) completePolicy(ctx context.Context, c Caller, p *Policy, refs 
 	if p.FullEvery < 0 {
 		return invalidf("--full-every %d: give a count of backups, or 0 for only the first", p.FullEvery)
 	}
-	if _, err := p.Keep.Rules(); err != nil {
+	rules, err := p.Keep.Rules()
+	if err != nil {
+		return err
+	}
+	if err := p.pruneOnlyValid(rules); err != nil {
 		return err
 	}
 	if p.AllOfProject == (len(refs) > 0) {
@@ -247,6 +255,27 @@ func (s *Service) completePolicy(ctx context.Context, c Caller, p *Policy, refs 
 		p.Volumes = append(p.Volumes, v.ID)
 	}
 	p.UpdatedAt = now()
+	return nil
+}
+
+// pruneOnlyValid refuses a prune-only policy without rules, or with what only a policy that
+// backs up has.
+func (p *Policy) pruneOnlyValid(rules retention.Rules) error {
+	if !p.PruneOnly {
+		return nil
+	}
+	if rules.Empty() {
+		return invalidf("a prune-only policy needs at least one --keep-* rule (e.g. --keep-monthly 12): it does nothing else")
+	}
+	for _, f := range []struct {
+		set  bool
+		flag string
+	}{{p.Incremental, "--incremental"}, {p.FullEvery > 0, "--full-every"}, {p.VerifyNew, "--verify-new"},
+		{p.Hooks != (Hooks{}), "--pre-hook and --post-hook"}, {p.CopyTarget != (CopyTarget{}), "--copy-to"}} {
+		if f.set {
+			return invalidf("a prune-only policy backs up nothing, so %s does not apply to it: leave it out, or make a policy that backs up (without --prune-only)", f.flag)
+		}
+	}
 	return nil
 }
 
@@ -372,8 +401,12 @@ func (s *Service) policyStatus(p *Policy, at time.Time) *PolicyStatus {
 }
 
 // overdueVolumes are the policy's volumes without an available backup for two periods of
-// its schedule (counted from the newest backup, or from the policy's creation).
+// its schedule (counted from the newest backup, or from the policy's creation); none for a
+// prune-only policy.
 func (s *Service) overdueVolumes(p *Policy, sp *calendar.Spec, at time.Time) []string {
+	if p.PruneOnly {
+		return nil // it backs up nothing
+	}
 	vols, err := s.policyVolumes(p)
 	if err != nil {
 		return nil
@@ -557,6 +590,9 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 	if err := s.learnVolumes(ctx, p); err != nil {
 		return err
 	}
+	if p.PruneOnly {
+		return s.policyPrune(ctx, p)
+	}
 	vols, err := s.policyVolumes(p)
 	if err != nil {
 		return err
@@ -644,6 +680,32 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		}
 	}
 	return first
+}
+
+// policyPrune is the run of a prune-only policy: one prune of its volumes' backups by its
+// rules, as its project (every volume of the project, gone ones too, with AllOfProject).
+func (s *Service) policyPrune(ctx context.Context, p *Policy) error {
+	rules, err := p.Keep.Rules()
+	if err != nil {
+		return err
+	}
+	req := PruneRequest{Rules: rules, All: p.AllOfProject}
+	if !p.AllOfProject {
+		req.Volumes = p.Volumes
+	}
+	res, err := s.Prune(ctx, req)
+	if err != nil {
+		return fmt.Errorf("prune: %w", err)
+	}
+	if res.Failed > 0 {
+		for _, d := range res.Backups {
+			if d.Error != "" {
+				return fmt.Errorf("prune: %d backups could not be removed and stay (backup %s: %s)", res.Failed, d.ID, d.Error)
+			}
+		}
+	}
+	s.log.Info("policy pruned", "policy", p.Name, "kept", res.Kept, "removed", res.Removed)
+	return nil
 }
 
 // pruneFailure says why a policy's prune of v left backups it should have removed.

@@ -1,6 +1,8 @@
 package gateway_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -243,5 +245,89 @@ func TestPolicyVerifyNewSkipsThePruneOfADamagedBackup(t *testing.T) {
 		if b.ID != first && (b.LastVerify == nil || b.LastVerify.Result != "damaged") {
 			t.Errorf("the second backup's last_verify: %+v", b.LastVerify)
 		}
+	}
+}
+
+// A prune-only policy backs up nothing and prunes every volume of its project by its rules,
+// those that are gone too (the retention of a repository of copies, whose volumes are all
+// gone): before, a policy pruned only after its own backups, so such a repository's
+// retention needed a 'backup prune' from cron. It leaves other projects alone, never makes
+// a volume overdue, and does not count as protecting one.
+func TestPruneOnlyPolicyPrunesGoneVolumes(t *testing.T) {
+	s, dir := newService(t)
+	p1 := as("alice", "p1", false)
+	backups := func(ctx context.Context, name string, n int) {
+		t.Helper()
+		img := image(t, dir, name+".img", 256<<10)
+		if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: img, Name: name}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			writeAt(t, img, int64(i)*64<<10, 4096, byte(i+1))
+			if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: name, Incremental: i > 0}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	backups(p1, "old", 4)
+	if _, err := s.DeleteVolume(p1, "old", true); err != nil {
+		t.Fatal(err)
+	}
+	backups(p1, "live", 3)
+	p2 := as("bob", "p2", false)
+	backups(p2, "other", 3)
+	for _, bad := range []gateway.Policy{
+		{Name: "norules", Schedule: "daily", AllOfProject: true, PruneOnly: true},
+		{Name: "incr", Schedule: "daily", AllOfProject: true, PruneOnly: true, Incremental: true, Keep: gateway.KeepRules{Last: 1}},
+	} {
+		if _, err := s.CreatePolicy(p1, gateway.PolicyRequest{Policy: bad}); !errors.Is(err, gateway.ErrInvalid) {
+			t.Errorf("prune-only policy %s: %v, want it refused", bad.Name, err)
+		}
+	}
+	if _, err := s.CreatePolicy(p1, gateway.PolicyRequest{Policy: gateway.Policy{Name: "retention", Schedule: "daily",
+		AllOfProject: true, PruneOnly: true, Keep: gateway.KeepRules{Last: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	count := func(ctx context.Context) int {
+		t.Helper()
+		bs, err := s.ListBackups(ctx, gateway.ListFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(bs)
+	}
+	st, err := s.RunPolicy(p1, "retention")
+	if err != nil || st.LastResult != gateway.RunSucceeded {
+		t.Fatalf("run of the prune-only policy: %v, %+v", err, st)
+	}
+	if n := count(p1); n != 4 {
+		t.Errorf("p1 has %d backups after the prune-only run, want 2 of each of its volumes, the gone one too", n)
+	}
+	if n := count(p2); n != 3 {
+		t.Errorf("p2 has %d backups after p1's prune-only run, want its 3", n)
+	}
+	// A new volume of the project without a backup is not covered by it, and not overdue.
+	if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: image(t, dir, "new.img", 64<<10), Name: "new"}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := s.Overview(p1, gateway.OverviewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, c := range o.Concerns {
+		kinds[c.Kind]++
+	}
+	if kinds[gateway.ConcernUnprotected] != 1 || kinds[gateway.ConcernOverdue] != 0 {
+		t.Errorf("concerns with a prune-only policy over the project: %v, want the new volume unprotected and nothing overdue", o.Concerns)
+	}
+	// Two periods of its calendar without a backup make no volume of it overdue.
+	if _, err := s.CreatePolicy(p1, gateway.PolicyRequest{Policy: gateway.Policy{Name: "often", Schedule: "*:*:0/1",
+		AllOfProject: true, PruneOnly: true, Keep: gateway.KeepRules{Last: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2100 * time.Millisecond)
+	if st, err := s.PolicyStatus(p1, "often"); err != nil || len(st.Overdue) != 0 {
+		t.Errorf("a prune-only policy after two of its periods: overdue %v (%v), want none", st.Overdue, err)
 	}
 }

@@ -31,6 +31,7 @@ type PolicyFlags struct {
 	VerifyNew    bool     `help:"Verify each backup the policy makes right after it (every block read back and checked); a volume whose new backup fails is not pruned." negatable:""`
 	Verify       string   `help:"Admins: when to re-read a sample of the repository's data (a calendar expression, read as --schedule)." placeholder:"CALENDAR"`
 	VerifySample float64  `help:"Percent of the packs each verification reads." default:"5" placeholder:"PERCENT"`
+	PruneOnly    bool     `help:"Back up nothing: each run prunes the backups of the policy's volumes by its --keep-* rules; with --all-volumes, of every volume of the project, those that are gone too (the retention of a repository of copies)." negatable:""`
 	KeepFlags
 	HookFlags
 	CopyFlags
@@ -112,7 +113,7 @@ func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
 	defer g.closeService(s)
 	p := gateway.Policy{Name: c.Name, AllOfProject: c.AllVolumes, Schedule: c.Schedule, Incremental: c.Incremental,
 		FullEvery: c.FullEvery, Keep: gateway.KeepRulesOf(rules), Verify: c.Verify, VerifyNew: c.VerifyNew, Hooks: c.hooks(),
-		CopyTarget: c.target(g)}
+		CopyTarget: c.target(g), PruneOnly: c.PruneOnly}
 	if c.Verify != "" {
 		p.VerifySample = c.VerifySample
 	}
@@ -167,6 +168,9 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 		}
 		if set["verify-new"] {
 			p.VerifyNew = c.VerifyNew
+		}
+		if set["prune-only"] {
+			p.PruneOnly = c.PruneOnly
 		}
 		if set["verify"] {
 			p.Verify = c.Verify
@@ -264,7 +268,11 @@ func (c *PolicyListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"Name", "Project", "Schedule", "Volumes", "Keep", "Last Run", "Result", "Next Run", "Overdue"}}
 	for _, p := range ps {
-		t.add(p.Name, p.Project, p.Schedule, policyVolumes(p), keepText(p.Keep), timeOrDash(p.LastRun), dash(p.LastResult),
+		keep := keepText(p.Keep)
+		if p.PruneOnly {
+			keep += ", prune only"
+		}
+		t.add(p.Name, p.Project, p.Schedule, policyVolumes(p), keep, timeOrDash(p.LastRun), dash(p.LastResult),
 			timeOrDash(p.NextRun), dash(strings.Join(p.Overdue, ",")))
 	}
 	return t.write(g.stdout)
@@ -362,6 +370,9 @@ func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
 	}
 	if p.VerifyNew {
 		kind += ", each verified"
+	}
+	if p.PruneOnly {
+		kind = "none (prune only)"
 	}
 	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
 		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)}, {"copy_to", dash(p.Where())},

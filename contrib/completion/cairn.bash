@@ -169,12 +169,12 @@ _cairn() {
     "mount") COMPREPLY=($(compgen -W "--allow-other --cache-size --refresh" -- "$cur")) ;;
     "nbd") COMPREPLY=($(compgen -W "--cache-size --listen --tokens" -- "$cur")) ;;
     "policy") COMPREPLY=($(compgen -W "create delete list run show update" -- "$cur")) ;;
-    "policy create") COMPREPLY=($(compgen -W "--all-volumes --copy-config --copy-password-file --copy-state-dir --copy-to --full-every --hook-timeout --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --post-hook --pre-hook --schedule --timezone --verify --verify-new --verify-sample --volume" -- "$cur")) ;;
+    "policy create") COMPREPLY=($(compgen -W "--all-volumes --copy-config --copy-password-file --copy-state-dir --copy-to --full-every --hook-timeout --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --post-hook --pre-hook --prune-only --schedule --timezone --verify --verify-new --verify-sample --volume" -- "$cur")) ;;
     "policy delete") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "policy list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "policy run") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "policy show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "policy update") COMPREPLY=($(compgen -W "--all-volumes --copy-config --copy-password-file --copy-state-dir --copy-to --full-every --hook-timeout --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --post-hook --pre-hook --schedule --timezone --verify --verify-new --verify-sample --volume" -- "$cur")) ;;
+    "policy update") COMPREPLY=($(compgen -W "--all-volumes --copy-config --copy-password-file --copy-state-dir --copy-to --full-every --hook-timeout --incremental --keep-daily --keep-hourly --keep-last --keep-monthly --keep-weekly --keep-within --keep-yearly --post-hook --pre-hook --prune-only --schedule --timezone --verify --verify-new --verify-sample --volume" -- "$cur")) ;;
     "quota") COMPREPLY=($(compgen -W "show update usage" -- "$cur")) ;;
     "quota show") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "quota update") COMPREPLY=($(compgen -W "--backup-gigabytes --backups" -- "$cur")) ;;
