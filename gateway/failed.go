@@ -82,7 +82,14 @@ func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifes
 	for _, b := range all {
 		known[b.ID] = true
 		switch {
-		case !failedRecord(b) || listed[b.ID]:
+		case !failedRecord(b):
+		case listed[b.ID]:
+			if !b.FailureStored {
+				// Stored by a store that did not get to set the mark (a crash): set now,
+				// or a delete through another gateway would be taken for a failed store
+				// and undone by storing the record again.
+				s.markFailureStored(b.ID)
+			}
 		case !b.FailureStored:
 			if !s.cfg.ReadOnly && !s.repo.ReadOnly() {
 				s.storeFailure(ctx, b.ID)
@@ -106,6 +113,23 @@ func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifes
 		changed = changed || learned
 	}
 	return changed, nil
+}
+
+// markFailureStored sets failure_stored in backup id's record while it is a failed one, its
+// object being stored.
+func (s *Service) markFailureStored(id string) {
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	_, err := s.idx.UpdateBackup(id, func(r *index.Backup) error {
+		if !failedRecord(r) || r.FailureStored {
+			return errUnchanged
+		}
+		r.FailureStored = true
+		return nil
+	})
+	if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, index.ErrNotFound) {
+		s.log.Warn("cannot record that a failed backup's record is stored", "backup_id", id, "error", err)
+	}
 }
 
 // learnFailure adds the failed backup another gateway stored as meta/failed/<id>.

@@ -153,3 +153,29 @@ func TestFailureStoredWhenTheRepositoryIsBack(t *testing.T) {
 		t.Errorf("the other gateway after the failure was stored: %+v, want it failed", got)
 	}
 }
+
+// A failure stored by a gateway that died before it recorded the store: its next full
+// catch-up finds the object and records it, so a delete through another gateway afterwards
+// is taken for a delete (forgotten), not for a failed store (stored again, and back on every
+// gateway).
+func TestFailureStoredBeforeACrashIsNotStoredAgainAfterItsDelete(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	id := failedOnA(t, a, dir)
+	if _, err := a.Index().UpdateBackup(id, func(r *index.Backup) error { r.FailureStored = false; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, a)
+	catchUp(t, b)
+	if _, err := b.DeleteBackup(adminCtx(), id, false); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, a)
+	catchUp(t, b)
+	for name, s := range map[string]*gateway.Service{"a": a, "b": b} {
+		if got := record(t, s, id); got != nil {
+			t.Errorf("after its delete through b, %s has the failed backup again: %s", name, got.Status)
+		}
+	}
+}
