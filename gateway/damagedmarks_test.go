@@ -154,3 +154,62 @@ func TestGCDeletesTheMarksOfDeletedPacks(t *testing.T) {
 		t.Errorf("mark objects after gc deleted their pack: %v; want none", ms)
 	}
 }
+
+// Once a later backup stored the block a verification lost, the damaged backup is recorded
+// mended (a verification ok) at the next full catch-up, on every gateway, and `cairn status`
+// no longer lists it: before, it stayed damaged, and its alert firing, until someone verified
+// it again or ran repair. One whose lost block was not stored again stays damaged.
+func TestDamagedBackupMendedByALaterBackupSaysSo(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	ctx := adminCtx()
+	want, id := damagedOnA(t, a, dir)
+	lv := record(t, a, id).LastVerify
+	if lv == nil || len(lv.LostBlocks) != 1 {
+		t.Fatalf("the damaged backup's last verification: %+v, want its one lost block", lv)
+	}
+	damaged := func(s *gateway.Service) int {
+		t.Helper()
+		o, err := s.Overview(ctx, gateway.OverviewOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, c := range o.Concerns {
+			if c.Kind == gateway.ConcernBackupDamaged {
+				n++
+			}
+		}
+		return n
+	}
+	// Nothing stored it again yet: the catch-ups leave it damaged, also on b, which knows no
+	// mark of the copy (its object was not stored) and reads it to find it damaged.
+	for _, m := range markObjects(t, dir) {
+		if err := os.Remove(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	catchUp(t, a)
+	catchUp(t, b) // learns the backup, damaged
+	catchUp(t, b) // looks whether it was mended
+	for name, s := range map[string]*gateway.Service{"a": a, "b": b} {
+		if got := record(t, s, id).LastVerify; !got.Damaged() || damaged(s) != 1 {
+			t.Fatalf("before any backup stored the lost block again, %s records %+v (%d damage concerns), want it damaged", name, got, damaged(s))
+		}
+	}
+	if n := storedBy(t, a, filepath.Join(dir, "vm.img")); n < 16<<10 {
+		t.Fatalf("the backup after the verification stored %d bytes, want the damaged block again", n)
+	}
+	catchUp(t, a)
+	catchUp(t, b)
+	for name, s := range map[string]*gateway.Service{"a": a, "b": b} {
+		got := record(t, s, id).LastVerify
+		if got == nil || got.Result != repo.VerifyOK || !got.Mended || damaged(s) != 0 {
+			t.Errorf("after a backup stored the lost block again, %s records %+v (%d damage concerns), want ok, mended", name, got, damaged(s))
+		}
+	}
+	if got := restoreSHA(t, a, ctx, id); got != want {
+		t.Errorf("restore of the mended backup: sha256 %s, want %s", got, want)
+	}
+}

@@ -127,6 +127,9 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		changed = true
 	}
 	s.syncRuns(ctx)
+	if s.recordMended(ctx, all) {
+		changed = true
+	}
 	if fchanged, err := s.syncFailures(ctx, all, stored); err != nil {
 		return err
 	} else if fchanged {

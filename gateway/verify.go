@@ -1,9 +1,11 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -55,12 +57,20 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	ctx = retry.Patient(ctx)
 	res := &VerifyResult{BackupID: b.ID, Name: b.Name, Size: b.Size, Result: repo.VerifyOK}
 	var mu sync.Mutex
+	var lostBlocks []repo.Address // the lost data blocks, while every lost range is one
+	unknown := false
 	start := time.Now()
 	err = s.repo.Restore(ctx, m, discard{}, repo.RestoreOptions{Fresh: true, Progress: progress,
 		Lost: func(lo, hi int64, why error) {
 			s.log.Warn("verify: range lost", "backup_id", b.ID, "start", lo, "end", hi, "error", why)
 			mu.Lock()
 			addRange(&res.Lost, &res.LostBytes, lo, hi)
+			var lb *repo.LostBlockError
+			if errors.As(why, &lb) && len(lostBlocks) < repo.MaxLostBlocks {
+				lostBlocks = append(lostBlocks, lb.Addr)
+			} else {
+				unknown = true
+			}
 			mu.Unlock()
 		}})
 	res.Seconds = time.Since(start).Seconds()
@@ -70,7 +80,12 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	if res.LostBytes > 0 {
 		res.Result = repo.VerifyDamaged
 	}
-	s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: res.Result, LostBytes: res.LostBytes, At: now()})
+	outcome := &index.VerifyOutcome{Result: res.Result, LostBytes: res.LostBytes, At: now()}
+	if res.LostBytes > 0 && !unknown {
+		slices.SortFunc(lostBlocks, func(a, b repo.Address) int { return bytes.Compare(a[:], b[:]) })
+		outcome.LostBlocks = slices.Compact(lostBlocks)
+	}
+	s.recordVerify(ctx, b.ID, outcome)
 	if res.LostBytes > 0 {
 		s.log.Error("backup verification found damage", "backup_id", b.ID, "lost_bytes", res.LostBytes, "ranges", len(res.Lost))
 		return res, fmt.Errorf("backup %s: %w: %d bytes in %d ranges cannot be restored: 'cairn repo repair' stores lost blocks again from volumes that still hold them", b.ID, repo.ErrCorrupt, res.LostBytes, len(res.Lost))
@@ -192,4 +207,34 @@ func (s *Service) StartVerify(ctx context.Context, ref string) (string, error) {
 		}
 		return err
 	})
+}
+
+// recordMended records a verification ok for each committed backup whose last verification
+// found damage, recorded its lost blocks, and whose lost blocks were all stored again since
+// (repo.Mended): the full catch-up's look (docs/design.md, "A damaged backup that a later
+// backup mended says so"). A read-only service records nothing. It reports whether it
+// recorded one.
+func (s *Service) recordMended(ctx context.Context, all []*index.Backup) bool {
+	if s.cfg.ReadOnly || s.repo.ReadOnly() {
+		return false
+	}
+	changed := false
+	for _, b := range all {
+		lv := b.LastVerify
+		if !b.Status.Committed() || !lv.Damaged() || len(lv.LostBlocks) == 0 {
+			continue
+		}
+		ok, err := s.repo.Mended(ctx, lv.LostBlocks)
+		if err != nil {
+			s.log.Warn("cannot look whether a damaged backup was mended", "backup_id", b.ID, "error", err)
+			return changed
+		}
+		if !ok {
+			continue
+		}
+		s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: repo.VerifyOK, At: now(), Mended: true})
+		s.log.Info("damaged backup mended: every block its last verification lost was stored again and verifies", "backup_id", b.ID, "blocks", len(lv.LostBlocks))
+		changed = true
+	}
+	return changed
 }

@@ -212,6 +212,7 @@ func (b *Backup) copyTo(dst *Backup) {
 	}
 	if b.LastVerify != nil {
 		lv := *b.LastVerify
+		lv.LostBlocks = slices.Clone(lv.LostBlocks)
 		dst.LastVerify = &lv
 	}
 	dst.Copies = slices.Clone(b.Copies)

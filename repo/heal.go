@@ -126,3 +126,31 @@ func (r *Repository) ForgetDamaged(lost map[Address]struct{}) (int, error) {
 	}
 	return len(addrs), r.idx.ForgetBlobs(addrs)
 }
+
+// Mended reports whether every one of the data blocks addrs (a damaged verification's lost
+// blocks) was stored again: the index reads each at a copy not marked damaged, and each reads
+// and verifies there. A copy that does not is marked damaged by the read (readAgain), and the
+// answer is false; only an outage or a cancelled read is an error (docs/design.md, "A damaged
+// backup that a later backup mended says so").
+func (r *Repository) Mended(ctx context.Context, addrs []Address) (bool, error) {
+	if len(addrs) == 0 {
+		return false, nil
+	}
+	for _, a := range addrs {
+		loc, ok, err := r.idx.Lookup(a)
+		if err != nil {
+			return false, err
+		}
+		if !ok || r.idx.Damaged(a, loc) {
+			return false, nil
+		}
+	}
+	for _, a := range addrs {
+		if _, err := r.loadBlob(ctx, BlobData, a); isDamage(err) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}

@@ -142,7 +142,27 @@ type Verification struct {
 	Result    string    `json:"result"`
 	LostBytes int64     `json:"lost_bytes,omitempty"`
 	At        time.Time `json:"at"`
+	// LostBlocks are the addresses of the data blocks a damaged verification lost, when it
+	// knows them all (at most MaxLostBlocks, no lost block map node), so that a later look can
+	// tell when they were stored again (Repository.Mended).
+	LostBlocks []Address `json:"lost_blocks,omitempty"`
+	// Mended says the outcome is ok because every lost block of the damaged verification
+	// before it was stored again and now reads and verifies.
+	Mended bool `json:"mended,omitempty"`
 }
+
+// MaxLostBlocks bounds the lost blocks a verification records.
+const MaxLostBlocks = 256
+
+// LostBlockError is what a salvage reports (RestoreOptions.Lost) for a data block it could
+// not read: Addr says which block, so that a caller can tell later whether it was stored again.
+type LostBlockError struct {
+	Addr Address
+	Err  error
+}
+
+func (e *LostBlockError) Error() string { return e.Err.Error() }
+func (e *LostBlockError) Unwrap() error { return e.Err }
 
 // MarshalJSON writes addresses as hex.
 func (a Address) MarshalJSON() ([]byte, error) { return json.Marshal(a.String()) }

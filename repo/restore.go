@@ -245,7 +245,7 @@ func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i
 		for b, gerr := range gone {
 			addrs[b] = Address{}
 			start := lo + int64(b)*g.blockSize
-			lost(start, min(start+g.blockSize, hi), gerr)
+			lost(start, min(start+g.blockSize, hi), &LostBlockError{Addr: lf.addrs[b], Err: gerr})
 		}
 		lf = &node{level: lf.level, addrs: addrs}
 	}

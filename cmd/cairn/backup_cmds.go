@@ -694,6 +694,9 @@ func lastVerify(o *index.VerifyOutcome) string {
 	if o.LostBytes > 0 {
 		s += ": " + units.Bytes(o.LostBytes) + " cannot be restored"
 	}
+	if o.Mended {
+		s += ": the blocks the verification before it lost were stored again and verify"
+	}
 	return s
 }
 
