@@ -213,3 +213,35 @@ func TestDamagedBackupMendedByALaterBackupSaysSo(t *testing.T) {
 		t.Errorf("restore of the mended backup: sha256 %s, want %s", got, want)
 	}
 }
+
+// A verification recorded after the catch-up read the records, which found other damage,
+// stays: the look replaces only the outcome it judged.
+func TestMendedLooksOnlyAtTheOutcomeItJudged(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	_, id := damagedOnA(t, s, dir)
+	first := onlyPack(t, dir)
+	if n := storedBy(t, s, filepath.Join(dir, "vm.img")); n < 16<<10 {
+		t.Fatalf("the backup after the verification stored %d bytes, want the damaged block again", n)
+	}
+	stale, err := s.Index().Backups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another block of the first pack is damaged now, and a verification finds it.
+	p, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p[len(p)/2] ^= 0x40
+	if err := os.WriteFile(first, p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifyBackup(ctx, id, nil); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("verify with a second block damaged: %v, want damage found", err)
+	}
+	gateway.RecordMendedForTest(s, stale)
+	if got := record(t, s, id).LastVerify; !got.Damaged() {
+		t.Errorf("after the look over records read before the second verification: %+v, want that verification's damage", got)
+	}
+}

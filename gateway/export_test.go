@@ -137,3 +137,8 @@ func ForgetCopiesForTest(t testing.TB, s *Service, id string) {
 		t.Fatal(err)
 	}
 }
+
+// RecordMendedForTest runs the full catch-up's look for mended backups over the records all.
+func RecordMendedForTest(s *Service, all []*index.Backup) bool {
+	return s.recordMended(context.Background(), all)
+}

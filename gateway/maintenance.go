@@ -800,7 +800,6 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	if res.Relearned > 0 {
 		logf("located again %d blobs the index had forgotten", res.Relearned)
 	}
-
 	nvols, snaps, quotas, err := s.restoreMeta(ctx, logf)
 	if err != nil {
 		return nil, err

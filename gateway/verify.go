@@ -99,21 +99,44 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 // undoes the verification: a failure is logged, and a read-only service keeps it in the
 // index alone [TestVerifyOutcomeIsInTheRepository].
 func (s *Service) recordVerify(ctx context.Context, id string, outcome *index.VerifyOutcome) {
+	s.recordVerifyOver(ctx, id, outcome, nil)
+}
+
+// recordVerifyOver is recordVerify that, when over is not nil, replaces only the outcome over
+// (recordMended's): a verification recorded since, here or in the manifest by another
+// gateway, stays.
+func (s *Service) recordVerifyOver(ctx context.Context, id string, outcome, over *index.VerifyOutcome) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	if _, err := s.idx.Backup(id); err != nil {
+	b, err := s.idx.Backup(id)
+	if err != nil {
 		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err) // deleted meanwhile
 		return
 	}
+	replaces := func(v *index.VerifyOutcome) bool {
+		return over == nil || v != nil && v.At.Equal(over.At) && v.Result == over.Result
+	}
+	if !replaces(b.LastVerify) {
+		return
+	}
 	s.outcomeToManifest(ctx, id, "verify", func(m *repo.Manifest) {
+		if over != nil {
+			if replaces(m.Verified) {
+				m.Verified = outcome
+			}
+			return
+		}
 		if m.Verified == nil || !m.Verified.At.After(outcome.At) {
 			m.Verified = outcome
 		}
 	})
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		if !replaces(rec.LastVerify) {
+			return errUnchanged
+		}
 		rec.LastVerify = outcome
 		return nil
-	}); err != nil {
+	}); err != nil && !errors.Is(err, errUnchanged) {
 		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err)
 	}
 }
@@ -232,7 +255,7 @@ func (s *Service) recordMended(ctx context.Context, all []*index.Backup) bool {
 		if !ok {
 			continue
 		}
-		s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: repo.VerifyOK, At: now(), Mended: true})
+		s.recordVerifyOver(ctx, b.ID, &index.VerifyOutcome{Result: repo.VerifyOK, At: now(), Mended: true}, lv)
 		s.log.Info("damaged backup mended: every block its last verification lost was stored again and verifies", "backup_id", b.ID, "blocks", len(lv.LostBlocks))
 		changed = true
 	}

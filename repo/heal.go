@@ -95,7 +95,8 @@ func (r *Repository) sourceBlock(src Source, buf []byte, off int64) ([]byte, Add
 // that needs it, as repair's heal does. Until 2026-12-06 every later backup of the same data
 // deduplicated against the damaged copy and was committed available, and damaged, until
 // repair ran. The mark is stored in the repository too, for other gateways and a rebuilt
-// index (LearnDamaged). A second read that fails otherwise (an outage, a cancelled read) judges nothing.
+// index (LearnDamaged). A second read that fails otherwise (an outage, a cancelled read)
+// judges nothing.
 func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, loc Location, dst []byte) ([]byte, bool) {
 	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 	if err == nil {
