@@ -11,13 +11,22 @@ import (
 )
 
 // markObjects lists the repository's mark objects of damaged copies (under dir/repo).
-func markObjects(t *testing.T, dir string) []string {
+func markObjects(t *testing.T, dir string) []string { return repoFiles(t, dir, "meta", "damaged", "*") }
+
+// concernsOf counts the concerns of kind in s's overview for the admin.
+func concernsOf(t *testing.T, s *gateway.Service, kind string) int {
 	t.Helper()
-	ms, err := filepath.Glob(filepath.Join(dir, "repo", "meta", "damaged", "*"))
+	o, err := s.Overview(adminCtx(), gateway.OverviewOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ms
+	n := 0
+	for _, c := range o.Concerns {
+		if c.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
 
 // damagedOnA backs up a 1 MiB volume of distinct blocks through gateway a, damages one block
@@ -169,20 +178,7 @@ func TestDamagedBackupMendedByALaterBackupSaysSo(t *testing.T) {
 	if lv == nil || len(lv.LostBlocks) != 1 {
 		t.Fatalf("the damaged backup's last verification: %+v, want its one lost block", lv)
 	}
-	damaged := func(s *gateway.Service) int {
-		t.Helper()
-		o, err := s.Overview(ctx, gateway.OverviewOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, c := range o.Concerns {
-			if c.Kind == gateway.ConcernBackupDamaged {
-				n++
-			}
-		}
-		return n
-	}
+	damaged := func(s *gateway.Service) int { return concernsOf(t, s, gateway.ConcernBackupDamaged) }
 	// Nothing stored it again yet: the catch-ups leave it damaged, also on b, which knows no
 	// mark of the copy (its object was not stored) and reads it to find it damaged.
 	for _, m := range markObjects(t, dir) {

@@ -177,18 +177,6 @@ func (s *Service) forgetFailure(ctx context.Context, id string) (bool, error) {
 	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	err := s.idx.DeleteBackupIf(id, func(b *index.Backup) error {
-		if !failedRecord(b) || !b.FailureStored {
-			return errUnchanged
-		}
-		return nil
-	})
-	if errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	s.log.Info("failed backup deleted elsewhere forgotten", "backup_id", id)
-	return true, nil
+	return s.dropRecord(id, func(b *index.Backup) bool { return failedRecord(b) && b.FailureStored },
+		"failed backup deleted elsewhere forgotten")
 }

@@ -24,20 +24,7 @@ func TestLastCheckShowsOnEveryGateway(t *testing.T) {
 	if rep, err := a.Check(ctx, repo.CheckOptions{ReadData: true}); err != nil || rep.OK() {
 		t.Fatalf("check of a damaged pack: %v, %v; want problems", rep, err)
 	}
-	concerns := func(s *gateway.Service) int {
-		t.Helper()
-		o, err := s.Overview(ctx, gateway.OverviewOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, c := range o.Concerns {
-			if c.Kind == gateway.ConcernCheck {
-				n++
-			}
-		}
-		return n
-	}
+	concerns := func(s *gateway.Service) int { return concernsOf(t, s, gateway.ConcernCheck) }
 	catchUp(t, b)
 	m, err := b.Maintenance(ctx)
 	if err != nil {

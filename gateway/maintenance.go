@@ -552,8 +552,14 @@ func (s *Service) learnSnapshot(ctx context.Context, id string) (bool, error) {
 // it) [TestCatchUpLeavesARecordThatARestoreHereTookMeanwhile]. It reports whether it dropped
 // the record.
 func (s *Service) forget(id string) (bool, error) {
+	return s.dropRecord(id, committedRecord, "backup deleted elsewhere forgotten")
+}
+
+// dropRecord removes backup id's record if still, asked in the index's transaction, says it
+// may go, and logs msg when it went. It reports whether it removed the record.
+func (s *Service) dropRecord(id string, still func(*index.Backup) bool, msg string) (bool, error) {
 	err := s.idx.DeleteBackupIf(id, func(b *index.Backup) error {
-		if !committedRecord(b) {
+		if !still(b) {
 			return errUnchanged
 		}
 		return nil
@@ -564,7 +570,7 @@ func (s *Service) forget(id string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	s.log.Info("backup deleted elsewhere forgotten", "backup_id", id)
+	s.log.Info(msg, "backup_id", id)
 	return true, nil
 }
 

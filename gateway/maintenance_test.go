@@ -335,13 +335,17 @@ func distinctVolume(t *testing.T, dir, name string, seed uint64) (string, string
 }
 
 // packs lists the repository's pack files (newService's repository, under dir).
-func packs(t *testing.T, dir string) []string {
+func packs(t *testing.T, dir string) []string { return repoFiles(t, dir, "packs", "*", "*") }
+
+// repoFiles lists the files of the local repository under dir (newService's) that match the
+// pattern whose path elements are elem.
+func repoFiles(t *testing.T, dir string, elem ...string) []string {
 	t.Helper()
-	ps, err := filepath.Glob(filepath.Join(dir, "repo", "packs", "*", "*"))
+	fs, err := filepath.Glob(filepath.Join(append([]string{dir, "repo"}, elem...)...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ps
+	return fs
 }
 
 // onlyPack is the repository's one pack.
