@@ -815,13 +815,8 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 	}); err != nil {
 		return err
 	}
-	if err := s.repo.DeleteManifest(ctx, id); err != nil {
+	if err := s.deleteStored(ctx, id, failed); err != nil {
 		return fmt.Errorf("delete backup %s: %w; it stays deleting: delete it again to finish", id, err)
-	}
-	if failed {
-		if err := s.repo.DeleteMeta(ctx, metaFailed, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("delete backup %s: %w; it stays deleting: delete it again to finish", id, err)
-		}
 	}
 	// A quota reservation it may still have (a committed backup keeps one for a while, or
 	// for a day when the process that made it ended first) must not outlive it: no index
@@ -830,6 +825,21 @@ func (s *Service) removeCommitted(ctx context.Context, id string, may func(*inde
 		s.log.Warn("cannot remove a deleted backup's quota reservation; it ends by itself after a day", "backup_id", id, "error", err)
 	}
 	return s.idx.DeleteBackup(id)
+}
+
+// deleteStored removes what the repository holds of backup id for its delete: its manifest
+// (after its tombstone, and with its log object), and with failure the record of its failure
+// ("Failed backups in the repository"), which the catch-up would learn the backup from again.
+func (s *Service) deleteStored(ctx context.Context, id string, failure bool) error {
+	if err := s.repo.DeleteManifest(ctx, id); err != nil {
+		return err
+	}
+	if failure {
+		if err := s.repo.DeleteMeta(ctx, metaFailed, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // describeBackup names a backup for a question: id, name, volume and time.

@@ -52,8 +52,14 @@ func (s *Service) storeFailureLocked(ctx context.Context, id string) error {
 	if err := s.repo.PutMeta(ctx, metaFailed, id, &rec); err != nil {
 		return err
 	}
-	_, err = s.idx.UpdateBackup(id, func(r *index.Backup) error {
-		if !failedRecord(r) {
+	return s.setFailureStored(id)
+}
+
+// setFailureStored sets failure_stored in backup id's record while it is a failed one, whose
+// object is stored. It runs under manifestMu.
+func (s *Service) setFailureStored(id string) error {
+	_, err := s.idx.UpdateBackup(id, func(r *index.Backup) error {
+		if !failedRecord(r) || r.FailureStored {
 			return errUnchanged
 		}
 		r.FailureStored = true
@@ -120,14 +126,7 @@ func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifes
 func (s *Service) markFailureStored(id string) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	_, err := s.idx.UpdateBackup(id, func(r *index.Backup) error {
-		if !failedRecord(r) || r.FailureStored {
-			return errUnchanged
-		}
-		r.FailureStored = true
-		return nil
-	})
-	if err != nil && !errors.Is(err, errUnchanged) && !errors.Is(err, index.ErrNotFound) {
+	if err := s.setFailureStored(id); err != nil {
 		s.log.Warn("cannot record that a failed backup's record is stored", "backup_id", id, "error", err)
 	}
 }

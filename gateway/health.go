@@ -85,7 +85,7 @@ func (s *Service) Services(ctx context.Context) []ServiceStatus {
 	if !fresh {
 		s.heartbeat(ctx, false) // embedded CLI: check now
 	}
-	host, _ := os.Hostname()
+	host := hostName()
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
 	var out []ServiceStatus

@@ -732,15 +732,10 @@ func (s *Service) recover(ctx context.Context) error {
 			// backend still refuses (a key that may not delete, an immutable file) stays
 			// deleting for the next start: failing the start for it, every start failed, and
 			// with it every command [TestOpenWhileADeleteCannotFinish].
-			if err := s.repo.DeleteManifest(ctx, b.ID); errors.Is(err, backend.ErrReadOnly) {
+			// It may have been a failed one: the record of its failure goes too.
+			if err := s.deleteStored(ctx, b.ID, true); errors.Is(err, backend.ErrReadOnly) {
 				continue
 			} else if err != nil {
-				s.log.Warn("cannot finish the delete of a backup; it stays deleting, and the next start tries again", "backup_id", b.ID, "error", err)
-				continue
-			}
-			// A failed backup's record in the repository goes too, or the catch-up would
-			// learn the backup again ("Failed backups in the repository").
-			if err := s.repo.DeleteMeta(ctx, metaFailed, b.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
 				s.log.Warn("cannot finish the delete of a backup; it stays deleting, and the next start tries again", "backup_id", b.ID, "error", err)
 				continue
 			}

@@ -257,13 +257,16 @@ func (ix *Index) HasPack(id repo.PackID) (bool, error) {
 
 // ForgetBlobs deletes the location entries of addrs (damaged copies: the next backup that
 // meets the same data stores it again).
-func (ix *Index) ForgetBlobs(addrs []repo.Address) error {
+func (ix *Index) ForgetBlobs(addrs []repo.Address) error { return ix.deleteKeysOf(addrs, blobKey) }
+
+// deleteKeysOf deletes key(a) for each a of addrs, 2048 to a transaction.
+func (ix *Index) deleteKeysOf(addrs []repo.Address, key func(repo.Address) []byte) error {
 	for len(addrs) > 0 {
 		part := addrs[:min(2048, len(addrs))]
 		addrs = addrs[len(part):]
 		if err := ix.update(func(txn *badger.Txn) error {
 			for _, a := range part {
-				if err := txn.Delete(blobKey(a)); err != nil {
+				if err := txn.Delete(key(a)); err != nil {
 					return err
 				}
 			}

@@ -115,14 +115,7 @@ func (ix *Index) clearDamaged(entries []repo.PackEntry) error {
 	if len(gone) == 0 {
 		return nil
 	}
-	if err := ix.update(func(txn *badger.Txn) error {
-		for _, a := range gone {
-			if err := txn.Delete(damagedKey(a)); err != nil {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
+	if err := ix.deleteKeysOf(gone, damagedKey); err != nil {
 		return err
 	}
 	for _, a := range gone {
