@@ -13,6 +13,23 @@ import (
 // markObjects lists the repository's mark objects of damaged copies (under dir/repo).
 func markObjects(t *testing.T, dir string) []string { return repoFiles(t, dir, "meta", "damaged", "*") }
 
+// indexMadeAnew opens a gateway on a new repository in dir, runs before with it, closes it and
+// deletes its index (a cache), and returns a gateway opened on the same state directory.
+func indexMadeAnew(t *testing.T, dir string, before func(a *gateway.Service)) *gateway.Service {
+	t.Helper()
+	cfg := newRepo(t, dir)
+	a, err := gateway.Open(adminCtx(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before(a)
+	a.Close()
+	if err := os.RemoveAll(cfg.StateDir); err != nil {
+		t.Fatal(err)
+	}
+	return gatewayOn(t, cfg.Repo, cfg.StateDir)
+}
+
 // concernsOf counts the concerns of kind in s's overview for the admin.
 func concernsOf(t *testing.T, s *gateway.Service, kind string) int {
 	t.Helper()
@@ -122,17 +139,8 @@ func TestDamageFoundOnOneGatewayIsStoredAgainByAnother(t *testing.T) {
 // after it stores the damaged block again.
 func TestNewIndexKeepsTheMarksOfDamagedCopies(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	a, err := gateway.Open(adminCtx(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, id := damagedOnA(t, a, dir)
-	a.Close()
-	if err := os.RemoveAll(cfg.StateDir); err != nil {
-		t.Fatal(err)
-	}
-	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	var want, id string
+	s := indexMadeAnew(t, dir, func(a *gateway.Service) { want, id = damagedOnA(t, a, dir) })
 	if n := storedBy(t, s, filepath.Join(dir, "vm.img")); n < 16<<10 || n > 2*16<<10 {
 		t.Fatalf("the first backup after the index was made anew stored %d bytes, want the damaged block again", n)
 	}

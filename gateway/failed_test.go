@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -76,18 +75,11 @@ func TestFailedBackupShowsOnEveryGateway(t *testing.T) {
 // An index made anew (the old one deleted: it is a cache) still lists the failed backup.
 func TestFailedBackupOutlivesANewIndex(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	a, err := gateway.Open(adminCtx(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := failedOnA(t, a, dir)
-	want := record(t, a, id).FailReason
-	a.Close()
-	if err := os.RemoveAll(cfg.StateDir); err != nil {
-		t.Fatal(err)
-	}
-	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	var id, want string
+	s := indexMadeAnew(t, dir, func(a *gateway.Service) {
+		id = failedOnA(t, a, dir)
+		want = record(t, a, id).FailReason
+	})
 	if got := record(t, s, id); got == nil || got.Status != index.BackupError || got.FailReason != want {
 		t.Fatalf("the failed backup after the index was made anew: %+v, want it failed: %q", got, want)
 	}

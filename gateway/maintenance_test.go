@@ -170,14 +170,6 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	storedBy := func() int64 {
-		t.Helper()
-		bk, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return bk.Stats.NewBytes
-	}
 
 	// One read of the pack comes back with a bit flipped; the copy on disk is good.
 	f := faultyRepository(t, s)
@@ -213,7 +205,7 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 		}
 		f.Reset()
 	}
-	if n := storedBy(); n != 0 {
+	if n := storedBy(t, s, vol); n != 0 {
 		t.Errorf("a backup after one bad read stored %d bytes again, want 0: the index forgot a good copy", n)
 	}
 	if got := restoreSHA(t, s, ctx, full.ID); got != want {
@@ -225,7 +217,7 @@ func TestVerificationThatFindsDamageLetsTheNextBackupStoreItAgain(t *testing.T) 
 	if res, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) || res == nil || res.LostBytes != 16<<10 {
 		t.Fatalf("verify of the damaged backup: %+v, %v; want 16 KiB lost", res, err)
 	}
-	if n := storedBy(); n < 16<<10 || n > 2*16<<10 {
+	if n := storedBy(t, s, vol); n < 16<<10 || n > 2*16<<10 {
 		t.Errorf("the backup after the verification stored %d bytes, want the damaged block again (16 KiB and its seal)", n)
 	}
 	if res, err := s.VerifyBackup(ctx, full.ID, nil); err != nil || res.Result != repo.VerifyOK {
