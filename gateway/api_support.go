@@ -30,9 +30,24 @@ func (s *Service) BackupByID(ctx context.Context, id string) (*index.Backup, err
 	if err != nil {
 		return nil, err
 	}
-	b, err := s.idx.Backup(id)
+	b, err := s.backupByID(id)
+	if errors.Is(err, index.ErrNotFound) && s.lookElsewhere(ctx, id) {
+		b, err = s.backupByID(id)
+	}
 	if errors.Is(err, index.ErrNotFound) || (err == nil && !c.sees(b.Project)) {
 		return nil, wrapf(ErrNotFound, "backup %s could not be found", id)
+	}
+	return b, err
+}
+
+// backupByID is the index's record of backup id, or else the one another gateway is
+// creating ("Backups being created, on every gateway").
+func (s *Service) backupByID(id string) (*index.Backup, error) {
+	b, err := s.idx.Backup(id)
+	if errors.Is(err, index.ErrNotFound) {
+		if e := s.elsewhereBackupOf(id); e != nil {
+			return e, nil
+		}
 	}
 	return b, err
 }

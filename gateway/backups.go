@@ -185,6 +185,9 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		unclaim()
 		return nil, nil, err
 	}
+	// Shown by every gateway on the repository from now on, before the create returns
+	// ("Backups being created, on every gateway").
+	s.storeCreating(ctx, b)
 	// A job of hours waits out a store's restart or failover rather than fail of it.
 	jobCtx, cancel := context.WithCancel(retry.Patient(context.WithoutCancel(ctx)))
 	untrack := s.track(jobCtx, b.ID, cancel)
@@ -211,6 +214,13 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		defer closeSrc()
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
+		// A cancel requested through another gateway while the job was queued stops it
+		// before it begins; one requested later, within cancelLook.
+		s.lookForCancel(jobCtx, b.ID)
+		watched := make(chan struct{})
+		go func() { defer close(watched); s.watchCreating(jobCtx, b.ID) }()
+		defer func() { <-watched }()
+		defer cancel()
 		err := s.runBackup(jobCtx, b, v, plan, parent, progress, unclaim)
 		if err != nil {
 			dropReservation()
@@ -329,6 +339,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	if err != nil {
 		return s.endFailedBackup(b, v, err)
 	}
+	s.removeCreating(b.ID) // after the manifest
 	s.syncIndex()
 	s.metrics.bytesBackup.Add(float64(b.Size))
 	s.metrics.bytesStored.Add(float64(res.Stats.NewBytes))
@@ -455,6 +466,7 @@ func (s *Service) dropCancelledBackup(id string) {
 		s.failBackup(id, "cancelled", "cancelled", false)
 		return
 	}
+	s.removeCreating(id)
 	s.syncIndex()
 }
 
@@ -585,7 +597,7 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 			volumeID = v.ID
 		}
 	}
-	all, err := s.idx.Backups()
+	all, err := s.withElsewhere()
 	if err != nil {
 		return nil, err
 	}
@@ -637,6 +649,9 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 		return nil, err
 	}
 	b, err := s.backupOf(c, ref)
+	if errors.Is(err, ErrNotFound) && s.lookElsewhere(ctx, ref) {
+		b, err = s.backupOf(c, ref)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -667,7 +682,10 @@ func (s *Service) backupOf(c Caller, ref string) (*index.Backup, error) {
 	} else if err != nil && !errors.Is(err, index.ErrNotFound) {
 		return nil, err
 	}
-	all, err := s.idx.Backups()
+	if b := s.elsewhereBackupOf(ref); b != nil && c.sees(b.Project) {
+		return b, nil
+	}
+	all, err := s.withElsewhere()
 	if err != nil {
 		return nil, err
 	}
@@ -711,6 +729,16 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	}
 	if force && !c.Admin {
 		return nil, wrapf(ErrDenied, "only an admin may force-delete a backup")
+	}
+	if b.RunBy != "" {
+		// Another gateway is creating it ("Backups being created, on every gateway").
+		switch {
+		case b.Status == index.BackupDeleting:
+			return b, nil // asked already
+		case b.Status == index.BackupCreating && !force:
+			return nil, wrapf(ErrConflict, "backup %s is being created through the gateway on %s: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.RunBy, b.ID)
+		}
+		return s.requestCancel(ctx, c, b)
 	}
 	if err := s.mayDelete(ctx, c, b, force); err != nil {
 		return nil, err
@@ -835,8 +863,12 @@ func (s *Service) deleteStored(ctx context.Context, id string, failure bool) err
 		return err
 	}
 	if failure {
-		if err := s.repo.DeleteMeta(ctx, metaFailed, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			return err
+		// A creating object its gateway did not get to remove goes first: without the
+		// failure object, other gateways would show it as a backup being created.
+		for _, kind := range []string{metaCreating, metaFailed} {
+			if err := s.repo.DeleteMeta(ctx, kind, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
+				return err
+			}
 		}
 	}
 	return nil

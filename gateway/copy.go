@@ -70,7 +70,7 @@ func (s *Service) CopyBackup(ctx context.Context, ref string, dst *Service, o Co
 	if _, err := adminOf(ctx, "copy a backup to another repository"); err != nil {
 		return nil, err
 	}
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

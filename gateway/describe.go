@@ -26,7 +26,7 @@ const maxField = 255
 // rebuilt index keeps the change; a backup still creating takes it into its manifest when it
 // commits. Other gateways take it from the manifest at their next catch-up.
 func (s *Service) UpdateBackup(ctx context.Context, ref string, u BackupUpdate) (*index.Backup, error) {
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -142,3 +142,12 @@ func ForgetCopiesForTest(t testing.TB, s *Service, id string) {
 func RecordMendedForTest(s *Service, all []*index.Backup) bool {
 	return s.recordMended(context.Background(), all)
 }
+
+// SetCreatingTimesForTest sets how often a running backup rewrites its creating object and
+// looks for a cancel request, and when another gateway shows it interrupted, until the test
+// ends.
+func SetCreatingTimesForTest(t interface{ Cleanup(func()) }, refresh, stale, look time.Duration) {
+	r, s, l := creatingRefresh, creatingStale, cancelLook
+	creatingRefresh, creatingStale, cancelLook = refresh, stale, look
+	t.Cleanup(func() { creatingRefresh, creatingStale, cancelLook = r, s, l })
+}

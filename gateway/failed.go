@@ -52,7 +52,11 @@ func (s *Service) storeFailureLocked(ctx context.Context, id string) error {
 	if err := s.repo.PutMeta(ctx, metaFailed, id, &rec); err != nil {
 		return err
 	}
-	return s.setFailureStored(id)
+	if err := s.setFailureStored(id); err != nil {
+		return err
+	}
+	s.removeCreating(id) // after the failure object
+	return nil
 }
 
 // setFailureStored sets failure_stored in backup id's record while it is a failed one, whose
@@ -77,14 +81,14 @@ func (s *Service) setFailureStored(id string) error {
 // must come before the listing of meta/failed/ that this makes (the argument in
 // docs/design.md), and manifests its listing of manifests: a backup with one is the
 // manifest's to describe. (A failed backup's withdrawn manifest left a tombstone, so a
-// tombstone says nothing here.) It reports whether a record was added or removed.
-func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifests map[string]bool) (bool, error) {
-	listed := map[string]bool{}
+// tombstone says nothing here.) It reports whether a record was added or removed, and the
+// names it listed.
+func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifests map[string]bool) (changed bool, listed map[string]bool, err error) {
+	listed = map[string]bool{}
 	if err := s.repo.ListMetaNames(ctx, metaFailed, func(id string) error { listed[id] = true; return nil }); err != nil {
-		return false, err
+		return false, nil, err
 	}
 	known := make(map[string]bool, len(all))
-	changed := false
 	for _, b := range all {
 		known[b.ID] = true
 		switch {
@@ -103,7 +107,7 @@ func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifes
 		default:
 			gone, err := s.forgetFailure(ctx, b.ID)
 			if err != nil {
-				return changed, err
+				return changed, listed, err
 			}
 			changed = changed || gone
 		}
@@ -114,11 +118,11 @@ func (s *Service) syncFailures(ctx context.Context, all []*index.Backup, manifes
 		}
 		learned, err := s.learnFailure(ctx, id)
 		if err != nil {
-			return changed, err
+			return changed, listed, err
 		}
 		changed = changed || learned
 	}
-	return changed, nil
+	return changed, listed, nil
 }
 
 // markFailureStored sets failure_stored in backup id's record while it is a failed one, its

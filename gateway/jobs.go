@@ -162,7 +162,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 	if state != index.BackupAvailable && state != index.BackupError {
 		return nil, invalidf("state %q: use available or error", newState)
 	}
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

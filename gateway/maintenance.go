@@ -28,6 +28,13 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	look := time.Now()
+	// Backups being created through other gateways: listed before the manifests and the
+	// failures, so none is missed between its end and this listing ("Backups being created,
+	// on every gateway").
+	creating, err := s.listCreating(ctx)
+	if err != nil {
+		return err
+	}
 	stored := map[string]bool{}
 	if err := s.repo.ListManifests(ctx, func(id string) error { stored[id] = true; return nil }); err != nil {
 		return err
@@ -130,11 +137,16 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if s.recordMended(ctx, all) {
 		changed = true
 	}
-	if fchanged, err := s.syncFailures(ctx, all, stored); err != nil {
+	fchanged, failed, err := s.syncFailures(ctx, all, stored)
+	if err != nil {
 		return err
 	} else if fchanged {
 		changed = true
 	}
+	for id := range failed {
+		stored[id] = true
+	}
+	s.showCreating(ctx, creating, true, stored)
 	s.lastFull, s.lastLook = look, look
 	if changed {
 		s.notifyChange()
@@ -211,9 +223,13 @@ func (s *Service) followLog(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	look := time.Now()
+	creating, err := s.listCreating(ctx) // shown below; forgotten only by a full catch-up
+	if err != nil {
+		return err
+	}
 	keys := map[string][]repo.LogEntry{} // new log objects by backup
 	var order []string
-	err := s.repo.ListLog(ctx, s.lastLook.Add(-repo.SyncMargin), func(e repo.LogEntry) error {
+	err = s.repo.ListLog(ctx, s.lastLook.Add(-repo.SyncMargin), func(e repo.LogEntry) error {
 		if _, done := s.logSeen[e.Key]; done {
 			return nil
 		}
@@ -258,6 +274,7 @@ func (s *Service) followLog(ctx context.Context) error {
 			delete(s.logSeen, k)
 		}
 	}
+	s.showCreating(ctx, creating, false, nil)
 	s.lastLook = look
 	if changed {
 		s.notifyChange()

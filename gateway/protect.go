@@ -84,7 +84,7 @@ func (s *Service) UpdateSettings(ctx context.Context, fn func(*Settings) error) 
 // since this index learned it, and a protect this record already agreed with would otherwise
 // return success and write nothing.
 func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (*index.Backup, error) {
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -85,7 +85,7 @@ func (s *Service) manifestOf(ctx context.Context, b *index.Backup) (*repo.Manife
 
 // StartRestore checks the request, claims backup and target and returns the job that writes.
 func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*RestoreResult, Job, error) {
-	b, err := s.Backup(ctx, req.Backup)
+	b, err := s.backupHere(ctx, req.Backup)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -113,6 +113,10 @@ type Service struct {
 	// resvCommitted: when this gateway first counted another gateway's reservation whose
 	// backup its index knows committed (quota.go); guarded by quotaMu.
 	resvCommitted map[string]time.Time
+	// elsewhere: the backups other gateways are creating that the index does not hold, by
+	// id (creating.go); guarded by elsewhereMu.
+	elsewhere   map[string]*elsewhereBackup
+	elsewhereMu sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
 	// record and its manifest agree and no rewrite brings back a deleted manifest.
@@ -700,6 +704,7 @@ func (s *Service) recover(ctx context.Context) error {
 					return err
 				}
 				s.log.Warn("backup committed just before a crash recorded available", "backup_id", b.ID)
+				s.removeCreating(b.ID)
 				continue
 			} else if errors.Is(err, repo.ErrCorrupt) {
 				// Failing the start for one damaged manifest failed every start, and with it
@@ -715,6 +720,19 @@ func (s *Service) recover(ctx context.Context) error {
 				continue
 			} else if !errors.Is(err, backend.ErrNotFound) {
 				return err
+			}
+			if s.cancelPending(ctx, b.ID) {
+				// Force-deleted through another gateway while this one was down: removed, as
+				// the cancel would have ("Backups being created, on every gateway").
+				if err := s.idx.DeleteBackup(b.ID); err != nil && !errors.Is(err, index.ErrNotFound) {
+					return err
+				}
+				if err := s.repo.DeleteMeta(ctx, metaReservations, b.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+					s.log.Warn("cannot remove a cancelled backup's quota reservation; it ends by itself after a day", "backup_id", b.ID, "error", err)
+				}
+				s.removeCreating(b.ID)
+				s.log.Warn("backup interrupted by a crash and cancelled through another gateway meanwhile removed", "backup_id", b.ID)
+				continue
 			}
 			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
 				b.Status, b.FailReason = index.BackupError, "interrupted: cairn stopped while the backup ran"

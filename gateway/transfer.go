@@ -26,7 +26,7 @@ func (s *Service) ExportBackup(ctx context.Context, ref string) (*Export, error)
 	if _, err := adminOf(ctx, "export a backup's record (policy backup:backup-export)"); err != nil {
 		return nil, err
 	}
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

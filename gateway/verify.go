@@ -41,7 +41,7 @@ func (discard) Zero(int64, int64) error                { return nil }
 // reading the whole repository ('repo check --read-data'). Damage does not stop it: every
 // lost range is listed, and the result is an ErrCorrupt error beside the report.
 func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(done, total int64)) (*VerifyResult, error) {
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +202,7 @@ func (s *Service) StartVerify(ctx context.Context, ref string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	b, err := s.Backup(ctx, ref)
+	b, err := s.backupHere(ctx, ref)
 	if err != nil {
 		return "", err
 	}

@@ -105,6 +105,10 @@ type Backup struct {
 	// (meta/failed/<id>: by this gateway, or learned from it), so that its object's absence
 	// means a delete (docs/design.md, "Failed backups in the repository").
 	FailureStored bool `json:"failure_stored,omitempty"`
+	// RunBy, on a record a gateway shows of a backup another gateway is creating, is that
+	// gateway's host (docs/design.md, "Backups being created, on every gateway"). Such a
+	// record is never in an index.
+	RunBy string `json:"run_by,omitempty"`
 }
 
 // VerifyOutcome is how a verification ended: Result is ok or damaged, LostBytes what a

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -75,6 +76,19 @@ func (r *Repository) ListMetaNamesFrom(ctx context.Context, kind, from string, f
 			return nil
 		}
 		return fn(string(raw))
+	})
+}
+
+// ListMetaTimes calls fn with the name of every metadata object of kind and when it was last
+// written, by the store's clock, without reading them.
+func (r *Repository) ListMetaTimes(ctx context.Context, kind string, fn func(name string, written time.Time) error) error {
+	prefix := metaPrefix + kind + "/"
+	return r.be.List(ctx, prefix, func(o backend.ObjectInfo) error {
+		raw, err := hex.DecodeString(strings.TrimPrefix(o.Key, prefix))
+		if err != nil {
+			return nil
+		}
+		return fn(string(raw), o.ModTime)
 	})
 }
 

@@ -47,13 +47,21 @@ const (
 
 func startAPI(t *testing.T, quota *gateway.Quota) *apiEnv {
 	t.Helper()
-	e := &apiEnv{t: t, cinder: testutil.RequireCommand(t, "cinder"), dir: t.TempDir(), home: t.TempDir()}
-	ctx := context.Background()
-	cfg := gateway.Config{Repo: filepath.Join(e.dir, "repo"), DefaultQuota: quota, Workers: 2,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if _, err := gateway.Init(ctx, cfg, repo.InitOptions{}); err != nil {
+	dir := t.TempDir()
+	cfg := gateway.Config{Repo: filepath.Join(dir, "repo"), DefaultQuota: quota}
+	if _, err := gateway.Init(context.Background(), cfg, repo.InitOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	return apiOn(t, dir, cfg)
+}
+
+// apiOn opens a gateway with cfg on its repository (made already), with its volumes' images
+// in dir, and serves its API as startAPI does, until the test ends.
+func apiOn(t *testing.T, dir string, cfg gateway.Config) *apiEnv {
+	t.Helper()
+	e := &apiEnv{t: t, cinder: testutil.RequireCommand(t, "cinder"), dir: dir, home: t.TempDir()}
+	ctx := context.Background()
+	cfg.Workers, cfg.Logger = 2, slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc, err := gateway.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -415,6 +415,13 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 			failed.add(n.ref, err)
 			continue
 		}
+		if b.RunBy != "" {
+			deleted = append(deleted, map[string]string{"id": b.ID, "status": "cancel requested"})
+			if !g.json() && !g.Quiet {
+				fmt.Fprintf(g.stdout, "backup %s: cancel requested; the gateway on %s that runs it stops it and removes it\n", b.ID, b.RunBy)
+			}
+			continue
+		}
 		deleted = append(deleted, map[string]string{"id": b.ID, "status": "deleted"})
 		if !g.json() && !g.Quiet {
 			fmt.Fprintf(g.stdout, "backup %s deleted; 'cairn repo gc' reclaims its space\n", b.ID)
@@ -621,13 +628,17 @@ func (c *BackupImportCmd) Run(ctx context.Context, g *Globals) error {
 }
 
 func backupJSON(s *gateway.Service, b *index.Backup) map[string]any {
-	return map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
+	out := map[string]any{"id": b.ID, "name": b.Name, "description": b.Description, "volume_id": b.VolumeID,
 		"volume_name": b.VolumeName, "status": b.Status, "fail_reason": b.FailReason, "size": b.Size, "object_count": b.ObjectCount(),
 		"stored_bytes": b.Stats.NewBytes, "metadata": nonNilMap(b.Metadata), "user_id": b.UserID,
 		"container": s.Location(), "is_incremental": b.IsIncremental, "parent_id": b.ParentID, "project": b.Project,
 		"snapshot_id": b.SnapshotID, "created_at": b.CreatedAt, "updated_at": b.UpdatedAt, "stats": b.Stats,
 		"last_restore": b.LastRestore, "last_verify": b.LastVerify, "protected": b.Protected, "read_bytes": b.Stats.ReadBytes,
 		"read_mode": b.ReadMode, "read_fallback": b.ReadFallback, "copies": nonNilCopies(b.Copies)}
+	if b.RunBy != "" {
+		out["run_by"] = b.RunBy // created through another gateway, on that host
+	}
+	return out
 }
 
 func nonNilCopies(c repo.CopyRecords) repo.CopyRecords {
@@ -676,8 +687,12 @@ func (g *Globals) showBackup(s *gateway.Service, b *index.Backup) error {
 	if g.json() {
 		return writeJSON(g.stdout, backupJSON(s, b))
 	}
+	status := string(b.Status)
+	if b.RunBy != "" {
+		status += " (through the gateway on " + b.RunBy + ")"
+	}
 	return properties(g.stdout, [][2]string{{"id", b.ID}, {"name", none(b.Name)}, {"volume_id", b.VolumeID},
-		{"volume_name", none(b.VolumeName)}, {"status", string(b.Status)}, {"size", units.Bytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
+		{"volume_name", none(b.VolumeName)}, {"status", status}, {"size", units.Bytes(b.Size)}, {"is_incremental", fmt.Sprint(b.IsIncremental)},
 		{"parent_id", none(b.ParentID)}, {"protected", fmt.Sprint(b.Protected)}, {"created_at", b.CreatedAt.Format(time.RFC3339)},
 		{"description", none(b.Description)}, {"fail_reason", none(b.FailReason)}, {"object_count", fmt.Sprint(b.ObjectCount())},
 		{"read_bytes", units.Bytes(b.Stats.ReadBytes)}, {"read_mode", readMode(b)},
