@@ -123,6 +123,11 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	} else if vchanged {
 		changed = true
 	}
+	if vchanged, err := s.followVolumes(ctx); err != nil {
+		return err
+	} else if vchanged {
+		changed = true
+	}
 	if nchanged, err := s.syncVolumeSettings(ctx); err != nil {
 		return err
 	} else if nchanged {
@@ -472,6 +477,67 @@ func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error)
 			s.log.Info("volume forgotten elsewhere forgotten", "volume_id", id, "volume", names[id])
 			return true, nil
 		}})
+}
+
+// followVolumes brings the status of each volume the index holds, and is not busy with, up to
+// its record in the repository when that record is newer: a restore or a backup through
+// another gateway ends there, and this gateway showed the volume as the record stood when it
+// learned it (a restore's new volume stayed "error: restore interrupted" here for good,
+// while its gateway showed it available) [TestVolumeStatusFollowsARestoreThroughAnotherGateway].
+// It reads only the records written since its last look (volumeSeen, by the store's clock),
+// and each at the first look. A volume's updated_at becomes its record's, so one host's
+// clock orders one volume's changes. It reports whether it changed a volume.
+func (s *Service) followVolumes(ctx context.Context) (bool, error) {
+	written := map[string]time.Time{}
+	if err := s.repo.ListMetaTimes(ctx, metaVolumes, func(id string, at time.Time) error { written[id] = at; return nil }); err != nil {
+		return false, err
+	}
+	if s.volumeSeen == nil {
+		s.volumeSeen = map[string]time.Time{}
+	}
+	changed := false
+	for id, at := range written {
+		if seen, ok := s.volumeSeen[id]; ok && !at.After(seen) {
+			continue
+		}
+		v, err := s.idx.Volume(id)
+		if errors.Is(err, index.ErrNotFound) {
+			continue // not learned here (yet): the next look reads it
+		}
+		if err != nil {
+			return changed, err
+		}
+		r := s.storedVolume(ctx, id)
+		if r == nil {
+			continue
+		}
+		s.volumeSeen[id] = at
+		if !r.UpdatedAt.After(v.UpdatedAt) || (r.Status == v.Status && r.FailReason == v.FailReason && r.Size == v.Size) {
+			continue
+		}
+		_, err = s.idx.UpdateVolume(id, func(rec *index.Volume) error {
+			if rec.Status.Busy() || !r.UpdatedAt.After(rec.UpdatedAt) {
+				return errUnchanged // busy here: its end here stores the record
+			}
+			rec.Status, rec.FailReason, rec.Size, rec.UpdatedAt = r.Status, r.FailReason, r.Size, r.UpdatedAt
+			return nil
+		})
+		switch {
+		case errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound):
+			delete(s.volumeSeen, id) // look again next time
+			continue
+		case err != nil:
+			return changed, err
+		}
+		s.log.Info("volume status changed elsewhere followed", "volume_id", id, "volume", v.Name, "status", r.Status, "was", v.Status)
+		changed = true
+	}
+	for id := range s.volumeSeen {
+		if _, ok := written[id]; !ok {
+			delete(s.volumeSeen, id)
+		}
+	}
+	return changed, nil
 }
 
 // learnVolume adds a volume the index lacks from its record in the repository, if there is

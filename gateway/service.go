@@ -102,9 +102,10 @@ type Service struct {
 	// lastRescan (maintenance.go).
 	lastFull, lastLook time.Time
 	logSeen            map[string]time.Time
-	lastRescan         time.Time  // the last Rescan of every pack index object (SyncBackups)
-	pruneMu            sync.Mutex // one prune at a time: each decides from the chains the last left
-	tempIndex          string     // a temporary index of a read-only repository, removed on Close
+	lastRescan         time.Time            // the last Rescan of every pack index object (SyncBackups)
+	volumeSeen         map[string]time.Time // followVolumes: when each volume record it read was written
+	pruneMu            sync.Mutex           // one prune at a time: each decides from the chains the last left
+	tempIndex          string               // a temporary index of a read-only repository, removed on Close
 	// quotaMu serialises quota checks with the creation of the backup record they admit.
 	quotaMu sync.Mutex
 	// limitsMu serialises a change of quota limits (index, then repository) with the catch-up

@@ -206,7 +206,7 @@ func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, err
 		if err := getJSON(txn, volumeKey(id), &v); err != nil {
 			return err
 		}
-		oldName, oldProject, oldStatus := v.Name, v.Project, v.Status
+		oldName, oldProject, oldStatus, was := v.Name, v.Project, v.Status, v.UpdatedAt
 		if err := fn(&v); err != nil {
 			return err
 		}
@@ -221,7 +221,9 @@ func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, err
 				return err
 			}
 		}
-		v.UpdatedAt = time.Now().UTC()
+		if v.UpdatedAt.Equal(was) { // fn may set it (to the time the repository's record says)
+			v.UpdatedAt = time.Now().UTC()
+		}
 		out = v
 		return putVolume(txn, &v)
 	})

@@ -62,6 +62,12 @@ func (s BackupStatus) CanBecome(to BackupStatus) bool { return allowed(backupTra
 // CanBecome reports whether a volume may go from s to to.
 func (s VolumeStatus) CanBecome(to VolumeStatus) bool { return allowed(volumeTransitions, s, to) }
 
+// Busy reports whether a volume in status s has a job on it (a backup, a restore, its
+// creation) through the gateway whose index holds it.
+func (s VolumeStatus) Busy() bool {
+	return s == VolumeBackingUp || s == VolumeRestoringBackup || s == VolumeCreating
+}
+
 // CanBecome reports whether a snapshot may go from s to to.
 func (s SnapshotStatus) CanBecome(to SnapshotStatus) bool { return allowed(snapshotTransitions, s, to) }
 
