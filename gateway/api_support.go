@@ -17,10 +17,21 @@ func (s *Service) VolumeByID(ctx context.Context, id string) (*index.Volume, err
 		return nil, err
 	}
 	v, err := s.idx.Volume(id)
+	if errors.Is(err, index.ErrNotFound) {
+		// Made through another gateway since the last full catch-up (a restore's new
+		// volume, behind a load balancer): its record is read once.
+		if learned, lerr := s.learnVolume(ctx, id); lerr == nil && learned {
+			v, err = s.idx.Volume(id)
+			s.lookRestoring(ctx)
+		}
+	}
 	if errors.Is(err, index.ErrNotFound) || (err == nil && !c.sees(v.Project)) {
 		return nil, wrapf(ErrNotFound, "volume %s could not be found", id)
 	}
-	return v, err
+	if err != nil {
+		return nil, err
+	}
+	return s.volumeShown(v), nil
 }
 
 // BackupByID returns a backup by its exact id, if the caller may see it (another project's
@@ -37,7 +48,10 @@ func (s *Service) BackupByID(ctx context.Context, id string) (*index.Backup, err
 	if errors.Is(err, index.ErrNotFound) || (err == nil && !c.sees(b.Project)) {
 		return nil, wrapf(ErrNotFound, "backup %s could not be found", id)
 	}
-	return b, err
+	if err != nil {
+		return nil, err
+	}
+	return s.backupShown(b), nil
 }
 
 // backupByID is the index's record of backup id, or else the one another gateway is

@@ -613,6 +613,7 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 			continue
 		}
 		seen = true
+		b = s.backupShown(b)
 		if f.Status != "" && string(b.Status) != f.Status {
 			continue
 		}
@@ -655,7 +656,7 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 	if err != nil {
 		return nil, err
 	}
-	return backupShownTo(b, c), nil
+	return backupShownTo(s.backupShown(b), c), nil
 }
 
 // backupShownTo is backup b as caller c may see it: where it was copied to is an admin's to

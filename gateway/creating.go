@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/google/uuid"
 )
@@ -18,8 +19,8 @@ import (
 // the others show it from memory, never from their index. A force delete through another
 // gateway stores meta/cancel/<hex id>, which the gateway running the backup acts on.
 const (
-	metaCreating = "creating"
-	metaCancel   = "cancel"
+	metaCreating = repo.MetaCreating
+	metaCancel   = repo.MetaCancel
 )
 
 // creatingRefresh: how often a running backup's creating object is written again;
@@ -199,14 +200,18 @@ func (s *Service) cancelPending(ctx context.Context, id string) bool {
 // creatingListing is what a catch-up listed of meta/cancel/ and meta/creating/, in that
 // order (the argument in docs/design.md).
 type creatingListing struct {
-	cancels map[string]bool
-	written map[string]time.Time
+	cancels   map[string]bool
+	written   map[string]time.Time
+	restoring map[string]time.Time // meta/restoring/, listed first (restoring.go)
 }
 
 // listCreating lists meta/cancel/, then meta/creating/. It comes before the catch-up's other
 // listings.
 func (s *Service) listCreating(ctx context.Context) (creatingListing, error) {
-	l := creatingListing{cancels: map[string]bool{}, written: map[string]time.Time{}}
+	l := creatingListing{cancels: map[string]bool{}, written: map[string]time.Time{}, restoring: map[string]time.Time{}}
+	if err := s.repo.ListMetaTimes(ctx, metaRestoring, func(id string, at time.Time) error { l.restoring[id] = at; return nil }); err != nil {
+		return l, err
+	}
 	if err := s.repo.ListMetaNames(ctx, metaCancel, func(id string) error { l.cancels[id] = true; return nil }); err != nil {
 		return l, err
 	}
@@ -218,6 +223,7 @@ func (s *Service) listCreating(ctx context.Context) (creatingListing, error) {
 // the listing l. full says the catch-up also listed every manifest and failure (ended holds
 // those ids): only then are entries forgotten and leftover objects removed.
 func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool, ended map[string]bool) {
+	s.showRestoring(ctx, l.restoring, true, full)
 	all, err := s.idx.Backups()
 	if err != nil {
 		s.log.Warn("backups being created elsewhere not brought up to date", "error", err)

@@ -279,6 +279,14 @@ func (s *Service) followLog(ctx context.Context) error {
 			delete(s.logSeen, k)
 		}
 	}
+	// A restore that ended elsewhere since the listing of restores is shown ended from now on
+	// (showCreating forgets it): its volume's record, stored before the end, is followed
+	// first.
+	if vchanged, err := s.followVolumes(ctx); err != nil {
+		return err
+	} else if vchanged {
+		changed = true
+	}
 	s.showCreating(ctx, creating, false, nil)
 	s.lastLook = look
 	if changed {

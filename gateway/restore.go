@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -218,6 +219,10 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	if vol != nil {
 		res.VolumeID, res.VolumeName = vol.ID, vol.Name
 	}
+	// Shown by every gateway on the repository until it ends ("Backups being created, on
+	// every gateway").
+	shared := &restoringObject{BackupID: b.ID, VolumeID: res.VolumeID, Target: cmp.Or(res.VolumeName, path), Host: hostName(), At: running.At}
+	s.storeRestoring(ctx, shared)
 	// A job of hours waits out a store's restart or failover rather than fail of it.
 	jobCtx, cancel := context.WithCancel(retry.Patient(context.WithoutCancel(ctx)))
 	untrack := s.track(jobCtx, "restore/"+b.ID, cancel)
@@ -239,7 +244,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		stop := context.AfterFunc(ctx, cancel)
 		defer stop()
 		var made bool // the job created the file at path (created): only then is it its to remove
+		kept := make(chan struct{})
+		keepCtx, stopKeeping := context.WithCancel(jobCtx)
+		go func() { defer close(kept); s.keepRestoring(keepCtx, shared) }()
 		err := s.runRestore(jobCtx, b, m, vol, path, running.At, created, &made, fresh, req.Progress, req.Salvage, res)
+		stopKeeping()
+		<-kept
+		s.removeRestoring(b.ID) // after runRestore stored its end
 		if err != nil && made {
 			if rerr := os.Remove(path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 				s.log.Error("cannot remove the failed restore's file", "path", path, "error", rerr)

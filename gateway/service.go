@@ -117,6 +117,7 @@ type Service struct {
 	// elsewhere: the backups other gateways are creating that the index does not hold, by
 	// id (creating.go); guarded by elsewhereMu.
 	elsewhere   map[string]*elsewhereBackup
+	restoringAt map[string]*restoringElsewhere // restores other gateways run, by backup id (restoring.go)
 	elsewhereMu sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
@@ -784,6 +785,7 @@ func (s *Service) recover(ctx context.Context) error {
 			if ended != nil {
 				s.recordRestore(ctx, b.ID, ended)
 			}
+			s.removeRestoring(b.ID) // the others show the end (the volume's record says error already)
 		}
 	}
 	snaps, err := s.idx.Snapshots()

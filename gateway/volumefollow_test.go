@@ -2,7 +2,12 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
@@ -61,5 +66,74 @@ func TestVolumeStatusFollowsARestoreThroughAnotherGateway(t *testing.T) {
 	catchUp(t, b)
 	if v, err := b.Index().Volume(res.VolumeID); err != nil || v.Status != index.VolumeAvailable || v.FailReason != "" {
 		t.Fatalf("b after a restore through a succeeded: %+v %v, want available", v, err)
+	}
+}
+
+// A restore through gateway a shows on gateway b while it runs: the backup restoring, with
+// where and through which host, and its target volume restoring-backup, also when b learns
+// the new volume on a show of its id (cinder show behind a load balancer). Once it ended, b
+// shows both available. A restore whose gateway stopped reporting shows as its records
+// stand: the volume in error, as a crash leaves it.
+func TestRestoreThroughAnotherGatewayShowsOnEveryGateway(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, bk := backedUpOnA(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	gateway.SetVolumeRecordGraceForTest(t, 0)
+	host, _ := os.Hostname()
+	res, job, err := a.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: "restored"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := b.VolumeByID(adminCtx(), res.VolumeID)
+	if err != nil || v.Status != index.VolumeRestoringBackup {
+		t.Fatalf("show through b of the volume a is restoring to: %+v %v, want restoring-backup", v, err)
+	}
+	got, err := b.Backup(adminCtx(), bk.ID)
+	if err != nil || got.Status != index.BackupRestoring || !got.LastRestore.Running() || !strings.Contains(got.LastRestore.Target, host) {
+		t.Fatalf("b shows the backup a is restoring as %+v %v, want restoring through %s", got, err, host)
+	}
+	catchUp(t, b)
+	vols, err := b.ListVolumes(adminCtx(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range vols {
+		if v.ID == res.VolumeID && v.Status != index.VolumeRestoringBackup {
+			t.Fatalf("b lists the volume a is restoring to as %s", v.Status)
+		}
+	}
+	if l := listed(t, b, bk.ID); l == nil || l.Status != index.BackupRestoring {
+		t.Fatalf("b lists the backup a is restoring as %+v", l)
+	}
+	if _, err := b.Restore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, To: filepath.Join(dir, "x.img")}); !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("restore through b of a backup a is restoring: %v, want a conflict", err)
+	}
+	if err := job(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if left := creatingObjects(t, repoDir, "restoring"); len(left) != 0 {
+		t.Fatalf("restoring objects left after the restore: %v", left)
+	}
+	catchUp(t, b)
+	if v, err := b.VolumeByID(adminCtx(), res.VolumeID); err != nil || v.Status != index.VolumeAvailable {
+		t.Fatalf("b after the restore through a ended: %+v %v, want available", v, err)
+	}
+	if got, err := b.Backup(adminCtx(), bk.ID); err != nil || got.Status != index.BackupAvailable {
+		t.Fatalf("b shows the backup after its restore through a as %+v %v, want available", got, err)
+	}
+
+	// a stops reporting in the middle of another restore.
+	gateway.SetCreatingTimesForTest(t, time.Hour, 50*time.Millisecond, time.Hour)
+	res2, _, err := a.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: "abandoned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	catchUp(t, b)
+	if v, err := b.VolumeByID(adminCtx(), res2.VolumeID); err != nil || v.Status != index.VolumeError {
+		t.Fatalf("b shows the volume of a restore whose gateway stopped reporting as %+v %v, want error", v, err)
+	}
+	if got, err := b.Backup(adminCtx(), bk.ID); err != nil || got.Status != index.BackupAvailable {
+		t.Fatalf("b shows the backup of a restore whose gateway stopped reporting as %+v %v, want available", got, err)
 	}
 }

@@ -317,7 +317,7 @@ func (s *Service) ListVolumes(ctx context.Context, allProjects bool) ([]*index.V
 	var out []*index.Volume
 	for _, v := range all {
 		if v.Project == c.Project || (allProjects && c.Admin) {
-			out = append(out, v)
+			out = append(out, s.volumeShown(v))
 		}
 	}
 	return out, nil
@@ -347,6 +347,16 @@ func LastCommitted(bs []*index.Backup) *index.Backup {
 		}
 	}
 	return nil
+}
+
+// ShowVolume is Volume as this gateway shows it: restoring-backup while a restore through
+// another gateway writes it.
+func (s *Service) ShowVolume(ctx context.Context, ref string) (*index.Volume, error) {
+	v, err := s.Volume(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return s.volumeShown(v), nil
 }
 
 // Volume resolves a volume by id, name or path. An unknown path of a block device or image

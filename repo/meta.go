@@ -17,6 +17,20 @@ import (
 // the backend loses nothing. Each is meta/<kind>/<hex of its name>, sealed JSON.
 const metaPrefix = "meta/"
 
+// Kinds of metadata that say what runs now (a backup being created, a restore running, a
+// request to cancel a backup: docs/design.md, "Backups being created, on every gateway"),
+// rewritten while it runs and removed when it ends. An object-locked repository writes them
+// without a lock and removes them whole (every version), as it does lock objects: a lock
+// would keep every rewrite for the whole period and protect nothing.
+const (
+	MetaCreating  = "creating"
+	MetaCancel    = "cancel"
+	MetaRestoring = "restoring"
+)
+
+// hintPrefixes are the key prefixes of those kinds.
+var hintPrefixes = []string{metaPrefix + MetaCreating + "/", metaPrefix + MetaCancel + "/", metaPrefix + MetaRestoring + "/"}
+
 func metaKey(kind, name string) string {
 	return metaPrefix + kind + "/" + hex.EncodeToString([]byte(name))
 }
@@ -45,7 +59,15 @@ func (r *Repository) DeleteMeta(ctx context.Context, kind, name string) error {
 	if !validKind(kind) || name == "" {
 		return fmt.Errorf("metadata %q/%q: invalid name", kind, name)
 	}
-	return r.be.Delete(ctx, metaKey(kind, name))
+	key := metaKey(kind, name)
+	if r.retain != nil && (kind == MetaCreating || kind == MetaCancel || kind == MetaRestoring) {
+		// Every version, as a lock object's release; one the bucket's own default
+		// retention keeps is hidden instead.
+		if err := r.retain.purge(ctx, key); !errors.Is(err, backend.ErrRetained) {
+			return err
+		}
+	}
+	return r.be.Delete(ctx, key)
 }
 
 // GetMeta reads and verifies one metadata object into v; backend.ErrNotFound when absent.

@@ -20,7 +20,8 @@ import (
 // period, except lock objects (lockPrefix): they are rewritten while held and removed on
 // release, and a lock on them would protect nothing (a delete marker hides a locked object
 // as well as an unlocked one) while keeping every rewrite for the whole period. The backup
-// log (logPrefix) is exempt too: a hint, which gc removes after a day.
+// log (logPrefix) is exempt too: a hint, which gc removes after a day; and so are the metadata
+// that say what runs now (hintPrefixes), removed whole when it ends.
 //
 // On such a store a Delete only hides an object behind a delete marker. So:
 //   - a backup delete, a metadata delete and a passphrase change hide their objects (the
@@ -83,7 +84,7 @@ func useRetention(ctx context.Context, be backend.Backend, l *ObjectLock, readOn
 	}
 	vb, ok := be.(backend.Versioned)
 	rt := &retention{be: vb, mode: l.Mode, period: l.Period(),
-		set: &backend.Retention{Mode: l.Mode, Period: l.Period(), Exempt: []string{lockPrefix, logPrefix}}}
+		set: &backend.Retention{Mode: l.Mode, Period: l.Period(), Exempt: append([]string{lockPrefix, logPrefix}, hintPrefixes...)}}
 	if readOnly {
 		if !ok {
 			return nil, nil

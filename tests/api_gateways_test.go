@@ -17,9 +17,11 @@ import (
 // behind a load balancer, driven by the real cinder client: the id `cinder backup-create`
 // returns through one is shown by the other at once, as creating, and its list shows it; a
 // force delete through the other cancels it, and the first removes it; a backup left to run
-// becomes available through both and restores through the other byte for byte. Before, the
-// other answered 404 until the commit and its catch-up (docs/design.md, "Backups being
-// created, on every gateway").
+// becomes available through both and restores through the other byte for byte; the volume a
+// restore through the first makes is found through the other at once, restoring or
+// available, never in error. Before, the other answered 404 until the commit and its
+// catch-up, and showed a restore's new volume in error for good (docs/design.md, "Backups
+// being created, on every gateway").
 func TestAPICinderThroughTwoGateways(t *testing.T) {
 	t.Parallel() // waits on a throttled backup and the catch-up's timer: overlaps the other such tests
 	dir := t.TempDir()
@@ -68,9 +70,25 @@ func TestAPICinderThroughTwoGateways(t *testing.T) {
 	within("b shows the backup available", time.Minute, func() bool {
 		return dict(b.ok(nil, "backup-show", kept))["status"] == string(index.BackupAvailable)
 	})
-	d := dict(b.ok(nil, "backup-restore", kept))
-	b.waitVolume(d["volume_id"], "available")
+	// A restore through a to a new volume: b finds the volume at once (a learned it only at
+	// its restore), restoring or restored, never in error, then available, byte for byte.
+	d := dict(a.ok(nil, "backup-restore", kept))
+	if st := dict(b.ok(nil, "show", d["volume_id"]))["status"]; st != "restoring-backup" && st != "available" {
+		t.Fatalf("cinder show through b of the volume a restores to: %s, want restoring-backup or available", st)
+	}
+	within("b shows the volume a restored to available", time.Minute, func() bool {
+		return dict(b.ok(nil, "show", d["volume_id"]))["status"] == "available"
+	})
 	restored, err := b.svc.Index().Volume(d["volume_id"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.SHA256File(t, restored.Path); got != src {
+		t.Fatalf("restore through a, as b sees it: sha256 %s, want %s", got, src)
+	}
+	d = dict(b.ok(nil, "backup-restore", kept))
+	b.waitVolume(d["volume_id"], "available")
+	restored, err = b.svc.Index().Volume(d["volume_id"])
 	if err != nil {
 		t.Fatal(err)
 	}

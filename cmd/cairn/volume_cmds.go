@@ -189,7 +189,7 @@ func (c *VolumeShowCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	v, err := s.Volume(ctx, c.Volume)
+	v, err := s.ShowVolume(ctx, c.Volume)
 	if err != nil {
 		return err
 	}
