@@ -275,6 +275,12 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		src = &meteredSource{Source: plan.src, ctx: ctx, m: s.volumeReads}
 	}
 	res, err := s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
+		// A force delete through another gateway since the last look cancels it still
+		// ("Backups being created, on every gateway"): looked up once more before the commit.
+		if req, ok := s.cancelRequested(ctx, b.ID); ok {
+			s.cancelOnRequest(b.ID, req)
+			return wrapf(context.Canceled, "backup %s was cancelled through the gateway on %s", b.ID, req.Host)
+		}
 		res.Stats.ReadBytes += how.read
 		// The descriptive fields are the record's now: backup-update may have changed them
 		// while the backup ran, and the record and the manifest must agree.
@@ -404,6 +410,9 @@ func stableIdentity(id string) bool {
 // the gateway's shutdown, or failed, stays as error with the reason; so does a cancelled one
 // whose manifest may be stored (withdrawManifest), until the next full catch-up settles it.
 func (s *Service) endFailedBackup(b *index.Backup, v *index.Volume, err error) error {
+	if _, gerr := s.idx.Backup(b.ID); errors.Is(gerr, index.ErrNotFound) {
+		s.removeCreating(b.ID) // cancelled: its record is gone
+	}
 	inDoubt := errors.Is(err, errManifestInDoubt)
 	if errors.Is(err, context.Canceled) && !s.stopping.Load() && !inDoubt {
 		s.dropCancelledBackup(b.ID)

@@ -126,16 +126,23 @@ func (s *Service) watchCreating(ctx context.Context, id string) {
 
 // lookForCancel cancels backup id when a cancel request for it is stored.
 func (s *Service) lookForCancel(ctx context.Context, id string) {
-	if s.cfg.ReadOnly || s.repo.ReadOnly() {
-		return
-	}
-	var req cancelRequest
-	switch err := s.repo.GetMeta(ctx, metaCancel, id, &req); {
-	case err == nil && req.BackupID == id:
+	if req, ok := s.cancelRequested(ctx, id); ok {
 		s.cancelOnRequest(id, req)
-	case err != nil && !errors.Is(err, backend.ErrNotFound) && ctx.Err() == nil:
+	}
+}
+
+// cancelRequested returns the cancel request stored for backup id, if there is one. One that
+// cannot be read is logged, and taken for none: the next look reads it.
+func (s *Service) cancelRequested(ctx context.Context, id string) (cancelRequest, bool) {
+	var req cancelRequest
+	if s.cfg.ReadOnly || s.repo.ReadOnly() {
+		return req, false
+	}
+	err := s.repo.GetMeta(ctx, metaCancel, id, &req)
+	if err != nil && !errors.Is(err, backend.ErrNotFound) && ctx.Err() == nil {
 		s.log.Warn("cannot look for a request to cancel a running backup", "backup_id", id, "error", err)
 	}
+	return req, err == nil && req.BackupID == id
 }
 
 // cancelOnRequest cancels running backup id as a force delete here would (cancelBackup),
@@ -193,8 +200,8 @@ func (s *Service) requestCancel(ctx context.Context, c Caller, b *index.Backup) 
 // cancelPending says whether a cancel request for backup id is stored: recovery then drops an
 // interrupted backup, as the cancel would have.
 func (s *Service) cancelPending(ctx context.Context, id string) bool {
-	var req cancelRequest
-	return s.repo.GetMeta(ctx, metaCancel, id, &req) == nil && req.BackupID == id
+	_, ok := s.cancelRequested(ctx, id)
+	return ok
 }
 
 // creatingListing is what a catch-up listed of meta/cancel/ and meta/creating/, in that
@@ -290,6 +297,13 @@ func (s *Service) readCreating(ctx context.Context, id string) *elsewhereBackup 
 	if o.Backup.ID != id || o.Backup.Status != index.BackupCreating {
 		s.log.Warn("record of a backup being created elsewhere skipped: it does not describe one", "backup_id", id)
 		return nil
+	}
+	// A volume managed through that gateway since the last full catch-up: learned now, so
+	// the backup shows with its volume rather than as one of a volume gone.
+	if _, err := s.idx.Volume(o.Backup.VolumeID); errors.Is(err, index.ErrNotFound) {
+		if _, err := s.learnVolume(ctx, o.Backup.VolumeID); err != nil {
+			s.log.Warn("volume of a backup being created elsewhere not learned", "volume_id", o.Backup.VolumeID, "error", err)
+		}
 	}
 	rec := o.Backup
 	rec.RunBy = o.Host

@@ -46,7 +46,8 @@ func listed(t *testing.T, s *gateway.Service, id string) *index.Backup {
 // A backup accepted through gateway a shows on gateway b as creating from the moment the
 // create returns: a show of its id through b (cinder backup-show behind a load balancer)
 // finds it without waiting for a catch-up, b's list shows it after its catch-up, a member of
-// another project sees nothing, and what needs its data is refused naming a's host. b never
+// another project sees nothing, and what needs its data is refused naming a's host; b learns
+// its volume (managed through a a moment before) with it. b never
 // takes it into its index. Once it commits, b shows the committed backup and no creating
 // object is left; a failed backup leaves none either. Before, b answered 404 until the commit
 // and its catch-up.
@@ -70,6 +71,9 @@ func TestBackupBeingCreatedShowsOnEveryGateway(t *testing.T) {
 	}
 	if record(t, b, bk.ID) != nil {
 		t.Fatal("b took a backup another gateway is creating into its index")
+	}
+	if v, err := b.Index().Volume(bk.VolumeID); err != nil || v.Path != vol {
+		t.Fatalf("b does not know the volume a manages and backs up: %+v %v", v, err)
 	}
 	if _, err := b.Backup(as("eve", "other", false), bk.ID); !errors.Is(err, gateway.ErrNotFound) {
 		t.Fatalf("a member of another project asked b for the backup: %v, want not found", err)
@@ -216,7 +220,7 @@ func TestBackupBeingCreatedByAGatewayThatDiedShowsInterrupted(t *testing.T) {
 
 // A force delete (cinder's cancel, seed 3.3) through b of a backup a is creating stores a
 // request that a acts on: a queued backup stops as it begins, a running one within
-// cancelLook; either is removed, as a force delete through a removes it, and leaves no
+// cancelLook or at its commit, whichever comes first; each is removed, as a force delete through a removes it, and leaves no
 // objects behind. A request that comes after the commit leaves the backup whole.
 func TestForceDeleteCancelsABackupBeingCreatedThroughAnotherGateway(t *testing.T) {
 	dir := t.TempDir()
@@ -278,6 +282,30 @@ func TestForceDeleteCancelsABackupBeingCreatedThroughAnotherGateway(t *testing.T
 	for _, kind := range []string{"creating", "cancel"} {
 		if left := creatingObjects(t, cfg.Repo, kind); len(left) != 0 {
 			t.Fatalf("%s objects left after the cancels: %v", kind, left)
+		}
+	}
+
+	// The request lands while it runs and the gateway does not look before the commit: the
+	// commit looks, and it is cancelled all the same.
+	gateway.SetCreatingTimesForTest(t, time.Hour, time.Hour, time.Hour)
+	late, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "four.img", 256<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- job(context.Background()) }()
+	time.Sleep(200 * time.Millisecond)
+	if _, err := b.DeleteBackup(adminCtx(), late.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("a backup whose cancel through b came before its commit: %v, want cancelled", err)
+	}
+	if has, err := a.Repository().HasManifest(context.Background(), late.ID); err != nil || has || record(t, a, late.ID) != nil {
+		t.Fatalf("the backup cancelled at its commit left its manifest (%v %v) or its record", has, err)
+	}
+	for _, kind := range []string{"creating", "cancel"} {
+		if left := creatingObjects(t, cfg.Repo, kind); len(left) != 0 {
+			t.Fatalf("%s objects left after the cancel at the commit: %v", kind, left)
 		}
 	}
 

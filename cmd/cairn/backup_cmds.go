@@ -418,7 +418,7 @@ func (c *BackupDeleteCmd) Run(ctx context.Context, g *Globals) error {
 		if b.RunBy != "" {
 			deleted = append(deleted, map[string]string{"id": b.ID, "status": "cancel requested"})
 			if !g.json() && !g.Quiet {
-				fmt.Fprintf(g.stdout, "backup %s: cancel requested; the gateway on %s that runs it stops it and removes it\n", b.ID, b.RunBy)
+				fmt.Fprintf(g.stdout, "backup %s: cancel requested; the gateway on %s that runs it stops it and removes it, unless it committed first (then delete it again)\n", b.ID, b.RunBy)
 			}
 			continue
 		}
