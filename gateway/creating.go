@@ -36,8 +36,9 @@ var (
 // creatingObject is meta/creating/<id>: the backup's creating record and the host of the
 // gateway that runs it.
 type creatingObject struct {
-	Backup index.Backup `json:"backup"`
-	Host   string       `json:"host"`
+	Backup  index.Backup `json:"backup"`
+	Host    string       `json:"host"`
+	Gateway string       `json:"gateway"` // gatewayName: one this gateway finds of its own is a leftover
 }
 
 // cancelRequest is meta/cancel/<id>: a force delete of the backup through another gateway.
@@ -78,7 +79,7 @@ func (s *Service) storeCreating(ctx context.Context, b *index.Backup) {
 	if s.cfg.ReadOnly || s.repo.ReadOnly() {
 		return
 	}
-	if err := s.repo.PutMeta(ctx, metaCreating, b.ID, creatingObject{Backup: *b, Host: hostName()}); err != nil {
+	if err := s.repo.PutMeta(ctx, metaCreating, b.ID, creatingObject{Backup: *b, Host: hostName(), Gateway: s.gatewayName()}); err != nil {
 		s.log.Warn("cannot store a backup being created in the repository; other gateways show it once it ends", "backup_id", b.ID, "error", err)
 	}
 }
@@ -296,6 +297,15 @@ func (s *Service) readCreating(ctx context.Context, id string) *elsewhereBackup 
 	}
 	if o.Backup.ID != id || o.Backup.Status != index.BackupCreating {
 		s.log.Warn("record of a backup being created elsewhere skipped: it does not describe one", "backup_id", id)
+		return nil
+	}
+	if o.Gateway == s.gatewayName() {
+		// This gateway's own, which it never shows as another's: while the backup runs here
+		// the index holds it as creating, so one it does not is a leftover whose removal
+		// failed (the store was down as the backup ended), removed now.
+		if b, err := s.idx.Backup(id); errors.Is(err, index.ErrNotFound) || (err == nil && b.Status != index.BackupCreating) {
+			s.removeCreating(id)
+		}
 		return nil
 	}
 	// A volume managed through that gateway since the last full catch-up: learned now, so

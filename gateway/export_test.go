@@ -151,3 +151,18 @@ func SetCreatingTimesForTest(t interface{ Cleanup(func()) }, refresh, stale, loo
 	creatingRefresh, creatingStale, cancelLook = refresh, stale, look
 	t.Cleanup(func() { creatingRefresh, creatingStale, cancelLook = r, s, l })
 }
+
+// SetPeerTimesForTest sets how often a gateway shares its services and when another
+// gateway's show down, until the test ends.
+func SetPeerTimesForTest(t interface{ Cleanup(func()) }, share, down time.Duration) {
+	s, d := peerShareEvery, peerDownAfter
+	peerShareEvery, peerDownAfter = share, down
+	t.Cleanup(func() { peerShareEvery, peerDownAfter = s, d })
+}
+
+// ShareServicesForTest runs one heartbeat of s as cairn serve's, which stores its services in
+// the repository.
+func ShareServicesForTest(s *Service) {
+	s.heartbeat(context.Background(), true)
+	s.shareServices(context.Background())
+}

@@ -16,6 +16,9 @@ type ServiceStatus struct {
 	State          string    `json:"state"`  // up, down
 	UpdatedAt      time.Time `json:"updated_at"`
 	DisabledReason string    `json:"disabled_reason,omitempty"`
+	// Here marks this gateway's own services (the others' come from the repository:
+	// peers.go).
+	Here bool `json:"-"`
 }
 
 // HeartbeatInterval is how often services report.
@@ -26,6 +29,9 @@ type health struct {
 	mu      sync.Mutex
 	beats   map[string]beat
 	started time.Time
+	// peers: the other gateways on the repository as last read (peers.go), at peersRead.
+	peers     map[string]*peer
+	peersRead time.Time
 }
 
 type beat struct {
@@ -56,9 +62,14 @@ func (s *Service) heartbeat(ctx context.Context, api bool) {
 func (s *Service) RunHeartbeats(ctx context.Context) {
 	t := time.NewTicker(HeartbeatInterval)
 	defer t.Stop()
+	defer s.removeShared()
+	every := max(1, int(peerShareEvery/HeartbeatInterval))
 	for n := 0; ; n++ {
 		s.heartbeat(ctx, true)
 		s.sampleIfStale()
+		if n%every == 0 {
+			s.shareServices(ctx) // and look at the others'
+		}
 		if n%2 == 1 {
 			// Follow what other gateways on the repository stored and deleted.
 			if err := s.CatchUp(ctx); err != nil && ctx.Err() == nil {
@@ -76,9 +87,15 @@ func (s *Service) RunHeartbeats(ctx context.Context) {
 // noGateway is why the API service is down where no gateway runs (the embedded CLI).
 const noGateway = "no gateway running ('cairn serve')"
 
-// Services lists cairn's services with their state. A service is down when its last check
-// failed (the reason says why) or its heartbeat is older than three intervals.
+// Services lists cairn's services with their state: this gateway's, then every other
+// gateway's on the repository (peers.go). A service is down when its last check failed (the
+// reason says why) or its heartbeat is older than three intervals.
 func (s *Service) Services(ctx context.Context) []ServiceStatus {
+	return append(s.ownServices(ctx), s.peerServices(ctx)...)
+}
+
+// ownServices is Services of this gateway alone.
+func (s *Service) ownServices(ctx context.Context) []ServiceStatus {
 	s.health.mu.Lock()
 	fresh := len(s.health.beats) > 0
 	s.health.mu.Unlock()
@@ -90,7 +107,7 @@ func (s *Service) Services(ctx context.Context) []ServiceStatus {
 	defer s.health.mu.Unlock()
 	var out []ServiceStatus
 	for _, name := range []string{"cairn-api", "cairn-backup", "cairn-volume"} {
-		st := ServiceStatus{Binary: name, Host: host, Zone: "nova", Status: "enabled", State: "down"}
+		st := ServiceStatus{Binary: name, Host: host, Zone: "nova", Status: "enabled", State: "down", Here: true}
 		b, ok := s.health.beats[name]
 		switch {
 		case !ok && name == "cairn-api":

@@ -22,7 +22,8 @@ type restoringObject struct {
 	VolumeID string    `json:"volume_id,omitempty"` // the target, when it is a volume
 	Target   string    `json:"target"`
 	Host     string    `json:"host"`
-	At       time.Time `json:"at"` // when it started: its running outcome's time
+	Gateway  string    `json:"gateway"` // gatewayName: one this gateway finds of its own is a leftover
+	At       time.Time `json:"at"`      // when it started: its running outcome's time
 }
 
 // restoringElsewhere is a restore another gateway runs, as this one shows it: written is
@@ -104,6 +105,13 @@ func (s *Service) showRestoring(ctx context.Context, listed map[string]time.Time
 				continue
 			}
 			e = &restoringElsewhere{obj: o}
+		}
+		if e.obj.Gateway == s.gatewayName() {
+			// This gateway's own, and not restoring here (above): a leftover whose removal
+			// failed (the store was down as the restore ended), removed now. Shown, it made
+			// this gateway refuse its own next restore of the backup for ten minutes.
+			s.removeRestoring(id)
+			continue
 		}
 		fresh[id] = &restoringElsewhere{obj: e.obj, written: at}
 	}

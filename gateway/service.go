@@ -118,6 +118,8 @@ type Service struct {
 	// id (creating.go); guarded by elsewhereMu.
 	elsewhere   map[string]*elsewhereBackup
 	restoringAt map[string]*restoringElsewhere // restores other gateways run, by backup id (restoring.go)
+	name        string                         // gatewayName, set once (nameOnce)
+	nameOnce    sync.Once
 	elsewhereMu sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a

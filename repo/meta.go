@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,7 +19,8 @@ import (
 const metaPrefix = "meta/"
 
 // Kinds of metadata that say what runs now (a backup being created, a restore running, a
-// request to cancel a backup: docs/design.md, "Backups being created, on every gateway"),
+// request to cancel a backup: docs/design.md, "Backups being created, on every gateway"; a
+// gateway's services),
 // rewritten while it runs and removed when it ends. An object-locked repository writes them
 // without a lock and removes them whole (every version), as it does lock objects: a lock
 // would keep every rewrite for the whole period and protect nothing.
@@ -26,10 +28,20 @@ const (
 	MetaCreating  = "creating"
 	MetaCancel    = "cancel"
 	MetaRestoring = "restoring"
+	MetaGateways  = "gateways" // each running gateway's services ("Every gateway's services")
 )
 
-// hintPrefixes are the key prefixes of those kinds.
-var hintPrefixes = []string{metaPrefix + MetaCreating + "/", metaPrefix + MetaCancel + "/", metaPrefix + MetaRestoring + "/"}
+// hintKinds are those kinds, hintPrefixes their key prefixes.
+var (
+	hintKinds    = []string{MetaCreating, MetaCancel, MetaRestoring, MetaGateways}
+	hintPrefixes = func() []string {
+		var ps []string
+		for _, k := range hintKinds {
+			ps = append(ps, metaPrefix+k+"/")
+		}
+		return ps
+	}()
+)
 
 func metaKey(kind, name string) string {
 	return metaPrefix + kind + "/" + hex.EncodeToString([]byte(name))
@@ -60,7 +72,7 @@ func (r *Repository) DeleteMeta(ctx context.Context, kind, name string) error {
 		return fmt.Errorf("metadata %q/%q: invalid name", kind, name)
 	}
 	key := metaKey(kind, name)
-	if r.retain != nil && (kind == MetaCreating || kind == MetaCancel || kind == MetaRestoring) {
+	if r.retain != nil && slices.Contains(hintKinds, kind) {
 		// Every version, as a lock object's release; one the bucket's own default
 		// retention keeps is hidden instead.
 		if err := r.retain.purge(ctx, key); !errors.Is(err, backend.ErrRetained) {

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -94,6 +95,17 @@ func TestAPICinderThroughTwoGateways(t *testing.T) {
 	}
 	if got := testutil.SHA256File(t, restored.Path); got != src {
 		t.Fatalf("restore through b of the backup created through a: sha256 %s, want %s", got, src)
+	}
+	// b's service-list shows a's services too, up (each gateway stores its own at its start).
+	host, _ := os.Hostname()
+	peers := 0
+	for _, row := range table(b.ok(nil, "service-list")) {
+		if strings.HasPrefix(row["Host"], host+"@") && row["State"] == "up" {
+			peers++
+		}
+	}
+	if peers != 3 {
+		t.Fatalf("cinder service-list through b shows %d of a's services up, want 3:\n%s", peers, b.ok(nil, "service-list"))
 	}
 	if r := b.run(nil, "backup-show", "9a4b0e4e-0d57-4f39-9a2d-6e7f0e7f0e7f"); r.err == nil || !strings.Contains(r.out, "No volumebackup") {
 		t.Fatalf("backup-show of an id no gateway made: %v %s", r.err, r.out)

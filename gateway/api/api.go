@@ -237,7 +237,7 @@ func (s *server) operator(r *http.Request) (known, allowed bool) {
 // /metrics; a load balancer needs the status alone.
 func (s *server) healthz(w http.ResponseWriter, r *http.Request) {
 	for _, st := range s.svc.Services(r.Context()) {
-		if st.Binary == "cairn-backup" && st.State != "up" {
+		if st.Here && st.Binary == "cairn-backup" && st.State != "up" {
 			body := map[string]string{"status": "down"}
 			if _, allowed := s.operator(r); allowed {
 				body["reason"] = st.DisabledReason
