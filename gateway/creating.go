@@ -213,14 +213,21 @@ type creatingListing struct {
 	restoring map[string]time.Time // meta/restoring/, listed first (restoring.go)
 }
 
-// listCreating lists meta/cancel/, then meta/creating/. It comes before the catch-up's other
-// listings.
-func (s *Service) listCreating(ctx context.Context) (creatingListing, error) {
+// listCreating lists meta/restoring/, meta/cancel/ (full: only the full catch-up shows
+// another gateway's request, and removes those left), then meta/creating/. It comes before
+// the catch-up's other listings.
+func (s *Service) listCreating(ctx context.Context, full bool) (creatingListing, error) {
 	l := creatingListing{cancels: map[string]bool{}, written: map[string]time.Time{}, restoring: map[string]time.Time{}}
 	if err := s.repo.ListMetaTimes(ctx, metaRestoring, func(id string, at time.Time) error { l.restoring[id] = at; return nil }); err != nil {
 		return l, err
 	}
-	if err := s.repo.ListMetaNames(ctx, metaCancel, func(id string) error { l.cancels[id] = true; return nil }); err != nil {
+	if !full {
+		s.elsewhereMu.Lock()
+		for id, e := range s.elsewhere {
+			l.cancels[id] = e.cancelled // as the last full catch-up, or a request here, left it
+		}
+		s.elsewhereMu.Unlock()
+	} else if err := s.repo.ListMetaNames(ctx, metaCancel, func(id string) error { l.cancels[id] = true; return nil }); err != nil {
 		return l, err
 	}
 	err := s.repo.ListMetaTimes(ctx, metaCreating, func(id string, at time.Time) error { l.written[id] = at; return nil })

@@ -31,7 +31,7 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	// Backups being created through other gateways: listed before the manifests and the
 	// failures, so none is missed between its end and this listing ("Backups being created,
 	// on every gateway").
-	creating, err := s.listCreating(ctx)
+	creating, err := s.listCreating(ctx, true)
 	if err != nil {
 		return err
 	}
@@ -228,7 +228,7 @@ func (s *Service) followLog(ctx context.Context) error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
 	look := time.Now()
-	creating, err := s.listCreating(ctx) // shown below; forgotten only by a full catch-up
+	creating, err := s.listCreating(ctx, false) // shown below; forgotten only by a full catch-up
 	if err != nil {
 		return err
 	}
@@ -281,11 +281,13 @@ func (s *Service) followLog(ctx context.Context) error {
 	}
 	// A restore that ended elsewhere since the listing of restores is shown ended from now on
 	// (showCreating forgets it): its volume's record, stored before the end, is followed
-	// first.
-	if vchanged, err := s.followVolumes(ctx); err != nil {
-		return err
-	} else if vchanged {
-		changed = true
+	// first. Only then: the full catch-up follows the volumes otherwise.
+	if s.restoresEnded(creating.restoring) {
+		if vchanged, err := s.followVolumes(ctx); err != nil {
+			return err
+		} else if vchanged {
+			changed = true
+		}
 	}
 	s.showCreating(ctx, creating, false, nil)
 	s.lastLook = look

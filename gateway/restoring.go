@@ -130,6 +130,19 @@ func (s *Service) showRestoring(ctx context.Context, listed map[string]time.Time
 	}
 }
 
+// restoresEnded says whether a restore this gateway shows running elsewhere is not in the
+// listing: it ended.
+func (s *Service) restoresEnded(listed map[string]time.Time) bool {
+	s.elsewhereMu.Lock()
+	defer s.elsewhereMu.Unlock()
+	for id := range s.restoringAt {
+		if _, ok := listed[id]; !ok {
+			return true
+		}
+	}
+	return false
+}
+
 // lookRestoring lists the restores other gateways run, between catch-ups: a volume learned
 // on a show is often a restore's new volume.
 func (s *Service) lookRestoring(ctx context.Context) {
