@@ -205,8 +205,8 @@ func (s *Service) cancelPending(ctx context.Context, id string) bool {
 	return ok
 }
 
-// creatingListing is what a catch-up listed of meta/cancel/ and meta/creating/, in that
-// order (the argument in docs/design.md).
+// creatingListing is what a catch-up listed of meta/restoring/, meta/cancel/ and
+// meta/creating/, in that order (the argument in docs/design.md).
 type creatingListing struct {
 	cancels   map[string]bool
 	written   map[string]time.Time
