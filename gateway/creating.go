@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
 	"time"
 
@@ -239,14 +240,17 @@ func (s *Service) listCreating(ctx context.Context, full bool) (creatingListing,
 // those ids): only then are entries forgotten and leftover objects removed.
 func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool, ended map[string]bool) {
 	s.showRestoring(ctx, l.restoring, true, full)
-	all, err := s.idx.Backups()
-	if err != nil {
-		s.log.Warn("backups being created elsewhere not brought up to date", "error", err)
-		return
-	}
-	known := make(map[string]bool, len(all))
-	for _, b := range all {
-		known[b.ID] = true
+	// Looked up one by one, the listed and the shown: the 10-second catch-up must cost what
+	// runs, not what the repository holds.
+	knownMemo := map[string]bool{}
+	known := func(id string) bool {
+		k, ok := knownMemo[id]
+		if !ok {
+			_, err := s.idx.Backup(id)
+			k = err == nil
+			knownMemo[id] = k
+		}
+		return k
 	}
 	writable := !s.cfg.ReadOnly && !s.repo.ReadOnly()
 	if full && writable {
@@ -266,7 +270,7 @@ func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool
 				s.repo.DeleteMeta(ctx, metaCreating, id) // best effort
 			}
 			continue
-		case known[id]:
+		case known(id):
 			continue // this gateway's own, or one it learned
 		}
 		s.elsewhereMu.Lock()
@@ -280,14 +284,21 @@ func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool
 		fresh[id] = &elsewhereBackup{rec: e.rec, written: at, cancelled: l.cancels[id]}
 	}
 	s.elsewhereMu.Lock()
+	ids := slices.Collect(maps.Keys(s.elsewhere))
+	s.elsewhereMu.Unlock()
+	var gone []string
+	for _, id := range ids {
+		if known(id) || (full && fresh[id] == nil) {
+			gone = append(gone, id)
+		}
+	}
+	s.elsewhereMu.Lock()
 	defer s.elsewhereMu.Unlock()
 	if s.elsewhere == nil {
 		s.elsewhere = map[string]*elsewhereBackup{}
 	}
-	for id := range s.elsewhere {
-		if known[id] || (full && fresh[id] == nil) {
-			delete(s.elsewhere, id)
-		}
+	for _, id := range gone {
+		delete(s.elsewhere, id)
 	}
 	maps.Copy(s.elsewhere, fresh)
 }
