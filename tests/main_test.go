@@ -256,6 +256,13 @@ type backupJSON struct {
 	ReadBytes    int64  `json:"read_bytes"`
 	ReadMode     string `json:"read_mode"`
 	ReadFallback string `json:"read_fallback"`
+	// RunBy is set on a backup another gateway is creating (it is in no index here), and
+	// LastRestore names that gateway's host on one it is restoring.
+	RunBy       string `json:"run_by"`
+	LastRestore *struct {
+		Target string `json:"target"`
+		Result string `json:"result"`
+	} `json:"last_restore"`
 }
 
 // createBackup runs 'backup create' with args (volume first) and returns the new backup.

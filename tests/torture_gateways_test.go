@@ -431,23 +431,34 @@ func (d *duo) prepare(g int, busy map[string]bool) *duoRun {
 // backup run of the round (committed before its kill). It lists twice on each: a gateway's
 // first command after a kill finishes what the kill interrupted, a delete killed before its
 // tombstone was stored among them (nothing in the repository says it began), and the other
-// gateway, which had listed first, sees that delete at its next command.
+// gateway, which had listed first, sees that delete at its next command. So too a backup or
+// restore the other gateway's kill interrupted: until that gateway's next command ends it, the
+// first listing shows it running there (a backup creating, with run_by; a restore, naming that
+// gateway's host; its volume restoring-backup), as every gateway shows another's jobs
+// (docs/design.md, "Backups being created, on every gateway"); the second listing must not.
 func (d *duo) recoverAfter(before map[string]bool) {
 	var avail [2]map[string]backupJSON
 	for i := range 2 * len(d.gws) {
 		g := i % len(d.gws)
 		d.listed[g] = nil // each pass lists anew
 		avail[g] = map[string]backupJSON{}
+		first := i < len(d.gws)
 		for _, b := range d.list(g) {
-			switch b.Status {
-			case "available":
+			elsewhere := b.RunBy != "" || (b.LastRestore != nil && strings.Contains(b.LastRestore.Target, "through the gateway on"))
+			switch {
+			case b.Status == "available":
 				avail[g][b.ID] = b
-			case "error":
+			case b.Status == "restoring" && first && elsewhere:
+				avail[g][b.ID] = b // committed: it counts among the available ones
+			case b.Status == "error", (b.Status == "creating" || b.Status == "deleting") && first && elsewhere:
 			default:
-				d.failf("after the round, gateway %s lists backup %s as %s", d.gws[g].name, b.ID, b.Status)
+				d.failf("after the round, gateway %s lists backup %s as %s (run by %q)", d.gws[g].name, b.ID, b.Status, b.RunBy)
 			}
 		}
 		for _, v := range d.volumes(g) {
+			if v.Status == "restoring-backup" && first {
+				continue // another gateway's restore onto it, interrupted: as above
+			}
 			if v.Status != "available" {
 				d.failf("after the round, gateway %s's volume %s (%s) is %s: %s", d.gws[g].name, v.Name, v.Path, v.Status, v.FailReason)
 			}
