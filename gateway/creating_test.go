@@ -47,10 +47,9 @@ func listed(t *testing.T, s *gateway.Service, id string) *index.Backup {
 // create returns: a show of its id through b (cinder backup-show behind a load balancer)
 // finds it without waiting for a catch-up, b's list shows it after its catch-up, a member of
 // another project sees nothing, and what needs its data is refused naming a's host; b learns
-// its volume (managed through a a moment before) with it. b never
-// takes it into its index. Once it commits, b shows the committed backup and no creating
-// object is left; a failed backup leaves none either. Before, b answered 404 until the commit
-// and its catch-up.
+// its volume (managed through a a moment before) with it, and never takes the backup into
+// its index. Once it commits, b shows the committed backup and no creating object is left; a
+// failed backup leaves none either. Before, b answered 404 until the commit and its catch-up.
 func TestBackupBeingCreatedShowsOnEveryGateway(t *testing.T) {
 	dir := t.TempDir()
 	a, b, repoDir := twoGateways(t, dir)
