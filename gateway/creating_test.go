@@ -287,7 +287,7 @@ func TestForceDeleteCancelsABackupBeingCreatedThroughAnotherGateway(t *testing.T
 	// The request lands while it runs and the gateway does not look before the commit: the
 	// commit looks, and it is cancelled all the same.
 	gateway.SetCreatingTimesForTest(t, time.Hour, time.Hour, time.Hour)
-	late, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "four.img", 256<<10)})
+	late, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "four.img", 96<<10)})
 	if err != nil {
 		t.Fatal(err)
 	}

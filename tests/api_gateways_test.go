@@ -32,9 +32,9 @@ func TestAPICinderThroughTwoGateways(t *testing.T) {
 	}
 	ca, cb := cfg, cfg
 	ca.StateDir, cb.StateDir = filepath.Join(dir, "state-a"), filepath.Join(dir, "state-b")
-	ca.VolumeReadRate = 256 << 10 // an 8 MiB backup runs for 32 s
+	ca.VolumeReadRate = 256 << 10 // a 5 MiB backup runs for 20 s, two of b's catch-ups
 	a, b := apiOn(t, dir, ca), apiOn(t, dir, cb)
-	a.volume("admin", "vol1", 8<<20, testutil.Mixed)
+	a.volume("admin", "vol1", 5<<20, testutil.Mixed)
 	src := testutil.SHA256File(t, filepath.Join(dir, "vol1.img"))
 	within := func(what string, d time.Duration, done func() bool) {
 		t.Helper()
