@@ -906,29 +906,41 @@ var errNotCreating = errors.New("not being created")
 // manifest. A backup that committed since DeleteBackup read it is deleted as a committed one,
 // with that delete's checks: the manifest goes too, or the delete is refused.
 func (s *Service) cancelBackup(ctx context.Context, c Caller, b *index.Backup, force bool) (*index.Backup, error) {
-	s.manifestMu.Lock()
-	err := s.idx.DeleteBackupIf(b.ID, func(rec *index.Backup) error {
-		if rec.Status != index.BackupCreating {
-			return errNotCreating
-		}
-		return nil
-	})
-	s.manifestMu.Unlock()
+	err := s.stopCreating(b.ID)
 	if errors.Is(err, errNotCreating) {
 		return s.deleteFinished(ctx, c, b.ID, force)
 	}
 	if err != nil {
 		return nil, err
 	}
+	s.jobs.logf("backup/"+b.ID, "cancelled by %s (force delete)", c.User)
+	s.log.Info("backup cancelled", "backup_id", b.ID, "volume_id", b.VolumeID)
+	return b, nil
+}
+
+// stopCreating removes backup id's record while it still says creating, under manifestMu,
+// and stops its job: the commit then either ran before (errNotCreating: the record says
+// available or error) or runs after, finds no record and stores no manifest. The one owner of
+// a cancel, whether asked here or through another gateway (cancelOnRequest).
+func (s *Service) stopCreating(id string) error {
+	s.manifestMu.Lock()
+	err := s.idx.DeleteBackupIf(id, func(rec *index.Backup) error {
+		if rec.Status != index.BackupCreating {
+			return errNotCreating
+		}
+		return nil
+	})
+	s.manifestMu.Unlock()
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
-	cancel := s.cancelOf(b.ID)
+	cancel := s.cancelOf(id)
 	s.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
-	s.jobs.logf("backup/"+b.ID, "cancelled by %s (force delete)", c.User)
-	s.log.Info("backup cancelled", "backup_id", b.ID, "volume_id", b.VolumeID)
-	return b, nil
+	return nil
 }
 
 // deleteFinished deletes, for a force delete that found it no longer creating, a backup that

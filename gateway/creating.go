@@ -87,15 +87,20 @@ func (s *Service) storeCreating(ctx context.Context, b *index.Backup) {
 
 // removeCreating removes backup id's creating object and any cancel request, once what ended
 // the backup (its manifest, its failure object, or the removal of its record) is done.
-func (s *Service) removeCreating(id string) {
+func (s *Service) removeCreating(id string) { s.removeJobObjects(id, metaCreating, metaCancel) }
+
+// removeJobObjects removes the objects of kinds (creating, cancel, restoring) of the job on
+// backup id that ended here, with a context of their own (the job's has often ended). A
+// failure is logged: a catch-up removes the object later, as this gateway's own leftover.
+func (s *Service) removeJobObjects(id string, kinds ...string) {
 	if s.cfg.ReadOnly || s.repo.ReadOnly() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
 	defer cancel()
-	for _, kind := range []string{metaCreating, metaCancel} {
+	for _, kind := range kinds {
 		if err := s.repo.DeleteMeta(ctx, kind, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			s.log.Warn("cannot remove a finished backup's "+kind+" object; a full catch-up removes it", "backup_id", id, "error", err)
+			s.log.Warn("cannot remove an ended job's "+kind+" object; a catch-up removes it later", "backup_id", id, "error", err)
 		}
 	}
 }
@@ -151,28 +156,10 @@ func (s *Service) cancelRequested(ctx context.Context, id string) (cancelRequest
 // for a force delete through another gateway. A backup that ended first stays: the request
 // goes, and a delete of the committed backup is the admin's to ask for.
 func (s *Service) cancelOnRequest(id string, req cancelRequest) {
-	s.manifestMu.Lock()
-	err := s.idx.DeleteBackupIf(id, func(rec *index.Backup) error {
-		if rec.Status != index.BackupCreating {
-			return errNotCreating
-		}
-		return nil
-	})
-	s.manifestMu.Unlock()
-	if err != nil {
+	if err := s.stopCreating(id); err != nil {
 		s.log.Warn("request to cancel a backup that is no longer being created dropped", "backup_id", id, "by", req.By, "through", req.Host, "error", err)
-		ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
-		defer cancel()
-		if err := s.repo.DeleteMeta(ctx, metaCancel, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			s.log.Warn("cannot remove a cancel request", "backup_id", id, "error", err)
-		}
+		s.removeJobObjects(id, metaCancel)
 		return
-	}
-	s.mu.Lock()
-	cancel := s.cancelOf(id)
-	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
 	}
 	s.jobs.logf("backup/"+id, "cancelled by %s through the gateway on %s (force delete)", req.By, req.Host)
 	s.log.Info("backup cancelled through another gateway", "backup_id", id, "by", req.By, "through", req.Host)

@@ -118,12 +118,16 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	if err := s.syncQuotaLimits(ctx); err != nil {
 		return err
 	}
-	if vchanged, err := s.syncVolumes(ctx, look); err != nil {
+	volumes, err := s.listVolumeRecords(ctx) // one listing for both passes below
+	if err != nil {
+		return err
+	}
+	if vchanged, err := s.syncVolumes(ctx, look, volumes); err != nil {
 		return err
 	} else if vchanged {
 		changed = true
 	}
-	if vchanged, err := s.followVolumes(ctx); err != nil {
+	if vchanged, err := s.followVolumes(ctx, volumes); err != nil {
 		return err
 	} else if vchanged {
 		changed = true
@@ -283,7 +287,11 @@ func (s *Service) followLog(ctx context.Context) error {
 	// (showCreating forgets it): its volume's record, stored before the end, is followed
 	// first. Only then: the full catch-up follows the volumes otherwise.
 	if s.restoresEnded(creating.restoring) {
-		if vchanged, err := s.followVolumes(ctx); err != nil {
+		volumes, err := s.listVolumeRecords(ctx)
+		if err != nil {
+			return err
+		}
+		if vchanged, err := s.followVolumes(ctx, volumes); err != nil {
 			return err
 		} else if vchanged {
 			changed = true
@@ -417,6 +425,7 @@ var volumeRecordGrace = repo.SyncMargin
 // another gateway removed, if it still may go; learn adds one another gateway stored.
 type recordSync struct {
 	kind   string
+	stored map[string]bool // the repository's records, when the caller listed them already
 	local  map[string]bool // the index's records: id → may be forgotten now
 	forget func(id string) (bool, error)
 	learn  func(ctx context.Context, id string) (bool, error)
@@ -426,9 +435,12 @@ type recordSync struct {
 // listing, then a read of the record itself to confirm the absence) is forgotten; each
 // repository record the index lacks is learned. It reports whether the index changed.
 func (s *Service) syncRecords(ctx context.Context, r recordSync) (bool, error) {
-	stored := map[string]bool{}
-	if err := s.repo.ListMetaNames(ctx, r.kind, func(id string) error { stored[id] = true; return nil }); err != nil {
-		return false, err
+	stored := r.stored
+	if stored == nil {
+		stored = map[string]bool{}
+		if err := s.repo.ListMetaNames(ctx, r.kind, func(id string) error { stored[id] = true; return nil }); err != nil {
+			return false, err
+		}
 	}
 	changed := false
 	for id, mayGo := range r.local {
@@ -467,7 +479,7 @@ func (s *Service) syncRecords(ctx context.Context, r recordSync) (bool, error) {
 // elsewhere was missing here until a backup of it was
 // [TestVolumeManagedOnOneGatewayIsListedOnAnother]. A volume made within volumeRecordGrace of
 // the look, or busy here, is left for a later catch-up.
-func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error) {
+func (s *Service) syncVolumes(ctx context.Context, look time.Time, written map[string]time.Time) (bool, error) {
 	vols, err := s.idx.Volumes()
 	if err != nil {
 		return false, err
@@ -479,7 +491,11 @@ func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error)
 			v.Status != index.VolumeBackingUp && v.Status != index.VolumeRestoringBackup && v.Status != index.VolumeCreating
 		names[v.ID] = v.Name
 	}
-	return s.syncRecords(ctx, recordSync{kind: metaVolumes, local: local, learn: s.learnVolume,
+	stored := make(map[string]bool, len(written))
+	for id := range written {
+		stored[id] = true
+	}
+	return s.syncRecords(ctx, recordSync{kind: metaVolumes, stored: stored, local: local, learn: s.learnVolume,
 		forget: func(id string) (bool, error) {
 			if err := s.idx.DeleteVolume(id); err != nil {
 				return false, err
@@ -494,14 +510,10 @@ func (s *Service) syncVolumes(ctx context.Context, look time.Time) (bool, error)
 // another gateway ends there, and this gateway showed the volume as the record stood when it
 // learned it (a restore's new volume stayed "error: restore interrupted" here for good,
 // while its gateway showed it available) [TestVolumeStatusFollowsARestoreThroughAnotherGateway].
-// It reads only the records written since its last look (volumeSeen, by the store's clock),
-// and each at the first look. A volume's updated_at becomes its record's, so one host's
+// written is a listing of the records (listVolumeRecords); it reads only those written since
+// its last look (volumeSeen, by the store's clock), and each at the first look. A volume's updated_at becomes its record's, so one host's
 // clock orders one volume's changes. It reports whether it changed a volume.
-func (s *Service) followVolumes(ctx context.Context) (bool, error) {
-	written := map[string]time.Time{}
-	if err := s.repo.ListMetaTimes(ctx, metaVolumes, func(id string, at time.Time) error { written[id] = at; return nil }); err != nil {
-		return false, err
-	}
+func (s *Service) followVolumes(ctx context.Context, written map[string]time.Time) (bool, error) {
 	if s.volumeSeen == nil {
 		s.volumeSeen = map[string]time.Time{}
 	}
@@ -548,6 +560,14 @@ func (s *Service) followVolumes(ctx context.Context) (bool, error) {
 		}
 	}
 	return changed, nil
+}
+
+// listVolumeRecords lists meta/volumes/: each volume record's name and when it was written,
+// by the store's clock.
+func (s *Service) listVolumeRecords(ctx context.Context) (map[string]time.Time, error) {
+	written := map[string]time.Time{}
+	err := s.repo.ListMetaTimes(ctx, metaVolumes, func(id string, at time.Time) error { written[id] = at; return nil })
+	return written, err
 }
 
 // learnVolume adds a volume the index lacks from its record in the repository, if there is

@@ -66,16 +66,7 @@ func (s *Service) keepRestoring(ctx context.Context, o *restoringObject) {
 
 // removeRestoring removes the object of backup id's restore, once its end (the backup's
 // outcome in its manifest, the volume's record) is stored.
-func (s *Service) removeRestoring(id string) {
-	if s.cfg.ReadOnly || s.repo.ReadOnly() {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
-	defer cancel()
-	if err := s.repo.DeleteMeta(ctx, metaRestoring, id); err != nil && !errors.Is(err, backend.ErrNotFound) {
-		s.log.Warn("cannot remove an ended restore's object; a full catch-up removes it once it is old", "backup_id", id, "error", err)
-	}
-}
+func (s *Service) removeRestoring(id string) { s.removeJobObjects(id, metaRestoring) }
 
 // showRestoring brings what this gateway shows of restores other gateways run up to the
 // listing (backup id → written). forget: entries the listing lacks are forgotten (the
