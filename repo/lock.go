@@ -288,17 +288,23 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	return nil
 }
 
-// remove removes a lock object for good, every version of it in a versioned store. A
-// version the store keeps locked (a bucket whose default retention locks every object) is
-// hidden instead, so the lock is released all the same.
+// remove removes a lock object for good (removeWhole).
 func (l *locker) remove(ctx context.Context, key string) error {
-	if l.retain != nil {
-		err := l.retain.purge(ctx, key)
+	return removeWhole(ctx, l.be, l.retain, key)
+}
+
+// removeWhole removes an object object lock exempts (a lock object, a hint of what runs now)
+// for good: every version of it in an object-locked repository (rt set). A version the store
+// keeps locked all the same (a bucket whose default retention locks every object) is hidden
+// instead, so what it said ends all the same.
+func removeWhole(ctx context.Context, be backend.Backend, rt *retention, key string) error {
+	if rt != nil {
+		err := rt.purge(ctx, key)
 		if !errors.Is(err, backend.ErrRetained) {
 			return err
 		}
 	}
-	return l.be.Delete(ctx, key)
+	return be.Delete(ctx, key)
 }
 
 // inProcess returns a shared lock without a lock object, for a read-only repository.

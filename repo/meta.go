@@ -72,12 +72,8 @@ func (r *Repository) DeleteMeta(ctx context.Context, kind, name string) error {
 		return fmt.Errorf("metadata %q/%q: invalid name", kind, name)
 	}
 	key := metaKey(kind, name)
-	if r.retain != nil && slices.Contains(hintKinds, kind) {
-		// Every version, as a lock object's release; one the bucket's own default
-		// retention keeps is hidden instead.
-		if err := r.retain.purge(ctx, key); !errors.Is(err, backend.ErrRetained) {
-			return err
-		}
+	if slices.Contains(hintKinds, kind) {
+		return removeWhole(ctx, r.be, r.retain, key) // as a lock object's release
 	}
 	return r.be.Delete(ctx, key)
 }
