@@ -584,8 +584,8 @@ func (s *Service) learnVolume(ctx context.Context, id string) (bool, error) {
 	if v == nil {
 		return false, nil
 	}
-	if err := s.idx.CreateVolume(v); errors.Is(err, index.ErrExists) {
-		return false, nil // a volume of the same name or path here: the admin's to settle
+	if err := s.idx.LearnVolume(v); errors.Is(err, index.ErrExists) {
+		return false, nil // a volume of the same path here: the admin's to settle
 	} else if err != nil {
 		return false, err
 	}

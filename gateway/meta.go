@@ -102,7 +102,7 @@ func (s *Service) restoreMeta(ctx context.Context, logf func(string, ...any)) (v
 		if _, err := s.idx.Volume(id); err == nil {
 			return nil
 		}
-		if err := s.idx.CreateVolume(&v); err != nil && !errors.Is(err, index.ErrExists) {
+		if err := s.idx.LearnVolume(&v); err != nil && !errors.Is(err, index.ErrExists) {
 			return err
 		}
 		vols++

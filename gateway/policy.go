@@ -469,7 +469,7 @@ func (s *Service) learnVolumes(ctx context.Context, p *Policy) error {
 		if _, err := s.idx.Volume(v.ID); !errors.Is(err, index.ErrNotFound) {
 			return err
 		}
-		if err := s.idx.CreateVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
+		if err := s.idx.LearnVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
 			return err
 		}
 		s.log.Info("volume managed through another gateway learned for a policy run", "policy", p.Name, "volume_id", v.ID, "volume", v.Name)

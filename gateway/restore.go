@@ -441,7 +441,7 @@ func (s *Service) dropNewVolume(ctx context.Context, v *index.Volume, reason str
 		s.log.Error("cannot remove the record of a volume whose start failed", "volume_id", v.ID, "error", err)
 		kept := *v
 		kept.Status, kept.FailReason = index.VolumeError, reason
-		if rerr := s.idx.CreateVolume(&kept); rerr != nil {
+		if rerr := s.idx.LearnVolume(&kept); rerr != nil { // the repository records it
 			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
 		}
 		s.saveVolumeLogged(ctx, v.ID)

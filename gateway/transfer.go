@@ -251,7 +251,7 @@ func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	if v == nil {
 		return nil
 	}
-	if err := s.idx.CreateVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
+	if err := s.idx.LearnVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
 		return err
 	}
 	return nil

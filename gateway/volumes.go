@@ -218,7 +218,7 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 	if err := validName(req.Name); err != nil {
 		return nil, err
 	}
-	if _, err := s.idx.VolumeByName(project, req.Name); err == nil {
+	if s.nameTaken(project, req.Name) {
 		return nil, wrapf(ErrExists, "a volume named %q already exists in project %s: choose another --name", req.Name, project)
 	}
 	return s.newImageVolume(ctx, project, req.Name, req.Description, req.Size, index.VolumeAvailable)
@@ -390,8 +390,16 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 	if v, err := s.idx.Volume(ref); err == nil && c.sees(v.Project) {
 		return v, nil
 	}
-	if v, err := s.idx.VolumeByName(c.Project, ref); err == nil {
-		return v, nil
+	if vs, err := s.idx.VolumesByName(c.Project, ref); err != nil {
+		return nil, err
+	} else if len(vs) == 1 {
+		return vs[0], nil
+	} else if len(vs) > 1 {
+		ids := make([]string, len(vs))
+		for i, v := range vs {
+			ids[i] = v.ID
+		}
+		return nil, invalidf("%d volumes of project %s are named %q (%s): give the volume's id", len(vs), c.Project, ref, strings.Join(ids, ", "))
 	}
 	if nbd.IsURI(ref) {
 		if v, err := s.idx.VolumeByPath(ref); err == nil && c.sees(v.Project) {
@@ -549,8 +557,8 @@ func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error 
 	// index first, so a write-through meanwhile (saveVolume) finds it gone and stores nothing.
 	if err := s.repo.DeleteMeta(ctx, metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		// A Delete the client saw fail may have happened: the kept volume's record is stored
-		// again.
-		if rerr := s.idx.CreateVolume(v); rerr != nil {
+		// again. It is learned as any recorded volume is: its name may be another's by now.
+		if rerr := s.idx.LearnVolume(v); rerr != nil {
 			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
 		} else {
 			s.saveVolumeLogged(ctx, v.ID)
@@ -591,10 +599,14 @@ func validName(name string) error {
 // freeName returns base, or base-2, base-3... whichever is free in the project.
 func (s *Service) freeName(project, base string) string {
 	name := base
-	for i := 2; ; i++ {
-		if _, err := s.idx.VolumeByName(project, name); errors.Is(err, index.ErrNotFound) {
-			return name
-		}
+	for i := 2; s.nameTaken(project, name); i++ {
 		name = fmt.Sprintf("%s-%d", base, i)
 	}
+	return name
+}
+
+// nameTaken reports whether a volume of the project has the name (or the index cannot say).
+func (s *Service) nameTaken(project, name string) bool {
+	vs, err := s.idx.VolumesByName(project, name)
+	return err != nil || len(vs) > 0
 }

@@ -109,7 +109,7 @@ func (s *Service) UpdateVolume(ctx context.Context, ref string, u VolumeUpdate) 
 		return wrapf(ErrExists, "a volume named %q already exists in project %s: choose another name", set.Name, v.Project)
 	}
 	if set.Name != v.Name {
-		if _, err := s.idx.VolumeByName(v.Project, set.Name); err == nil {
+		if s.nameTaken(v.Project, set.Name) {
 			return nil, taken()
 		}
 	}
@@ -206,7 +206,9 @@ func (s *Service) syncVolumeSettings(ctx context.Context) (bool, error) {
 			continue
 		}
 		var untracked bool
-		out, err := s.idx.UpdateVolume(id, func(rec *index.Volume) error {
+		// What the repository records is taken, also a name another volume here has
+		// (docs/design.md, "Volumes of one name").
+		out, err := s.idx.UpdateVolumeAsRecorded(id, func(rec *index.Volume) error {
 			if !set.At.After(rec.DescribedAt) {
 				return errUnchanged
 			}
@@ -219,10 +221,6 @@ func (s *Service) syncVolumeSettings(ctx context.Context) (bool, error) {
 		})
 		switch {
 		case errors.Is(err, errUnchanged) || errors.Is(err, index.ErrNotFound):
-			continue
-		case errors.Is(err, index.ErrExists):
-			s.log.Warn("a volume renamed elsewhere keeps its name here: another volume of its project has the new one; rename one of them",
-				"volume_id", id, "volume", v.Name, "new_name", set.Name, "project", v.Project)
 			continue
 		case err != nil:
 			return changed, err

@@ -22,7 +22,8 @@ import (
 //	p/<pack id 16 bytes>       pack size (u64 LE), serial (u32 LE)
 //	pn/<serial 4 bytes BE>     pack id: serials are this index's own, never reused
 //	v/<volume id>              volume record (JSON)
-//	vn/<project>\x00<name>     volume id by name
+//	vn/<project>\x00<name>     ids of the project's volumes of that name, comma-separated (one
+//	                           unless volumes were learned under one name: LearnVolume)
 //	vp/<path>                  volume id by path
 //	b/<backup id>              backup record (JSON)
 //	bv/<volume id>/<ns>/<id>   backups of a volume in creation order (ns = 16 hex digits)

@@ -214,6 +214,45 @@ func TestRecords(t *testing.T) {
 	if _, err := ix.VolumeByName("p", "vm1"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("old name still resolves: %v", err)
 	}
+	// A volume the repository records under a name another volume has is learned; the name
+	// then names both, and each rename or delete takes only its own id from the name.
+	other := &Volume{ID: "v3", Name: "renamed", Path: "/dev/vm3", Project: "p", Status: VolumeAvailable}
+	if err := ix.CreateVolume(other); !errors.Is(err, ErrExists) {
+		t.Fatalf("create under a taken name: %v", err)
+	}
+	if _, err := ix.UpdateVolume("v1", func(v *Volume) error { v.Name = "x"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.UpdateVolumeAsRecorded("v1", func(v *Volume) error { v.Name = "renamed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.LearnVolume(other); err != nil {
+		t.Fatalf("learn under a taken name: %v", err)
+	}
+	if vs, err := ix.VolumesByName("p", "renamed"); err != nil || len(vs) != 2 || vs[0].ID != "v1" || vs[1].ID != "v3" {
+		t.Fatalf("volumes of one name: %v %v", vs, err)
+	}
+	if _, err := ix.VolumeByName("p", "renamed"); !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("by a name two volumes have: %v, want ErrAmbiguous", err)
+	}
+	if _, err := ix.UpdateVolume("v3", func(v *Volume) error { v.Name = "x"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.UpdateVolume("v3", func(v *Volume) error { v.Name = "renamed"; return nil }); !errors.Is(err, ErrExists) {
+		t.Fatalf("rename to a taken name: %v", err)
+	}
+	if _, err := ix.UpdateVolumeAsRecorded("v3", func(v *Volume) error { v.Name = "renamed"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.DeleteVolume("v3"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ix.VolumeByName("p", "renamed"); err != nil || got.ID != "v1" {
+		t.Fatalf("by name after the other of that name went: %v %v", got, err)
+	}
+	if _, err := ix.VolumeByName("p", "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a name nothing has now: %v", err)
+	}
 	base := time.Now()
 	for i, id := range []string{"b2", "b1", "b3"} {
 		if err := ix.CreateBackup(&Backup{ID: id, VolumeID: "v1", CreatedAt: base.Add(time.Duration([]int{2, 1, 3}[i]) * time.Second)}); err != nil {

@@ -3,7 +3,9 @@ package index
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo"
@@ -136,13 +138,30 @@ func backupVolKey(b *Backup) string {
 // ErrExists: a record with that name or path exists.
 var ErrExists = errors.New("already exists")
 
+// ErrAmbiguous: more than one volume of the project has the name.
+var ErrAmbiguous = errors.New("more than one volume has that name")
+
 // CreateVolume adds a new volume; its name (within the project) and path must be free.
-func (ix *Index) CreateVolume(v *Volume) error {
+func (ix *Index) CreateVolume(v *Volume) error { return ix.addVolume(v, false) }
+
+// LearnVolume adds a volume the repository records (managed through another gateway, or
+// before this index was made): its path must be free, but its name need not be. Gateways that
+// each made a volume of one name in one project before either learned the other's both hold
+// both; an index that left one out lost it, though the repository has it (docs/design.md,
+// "Volumes of one name").
+func (ix *Index) LearnVolume(v *Volume) error { return ix.addVolume(v, true) }
+
+func (ix *Index) addVolume(v *Volume, shareName bool) error {
 	return ix.update(func(txn *badger.Txn) error {
-		for _, k := range []string{volumeKey(v.ID), volumeNameKey(v.Project, v.Name), volumePathKey(v.Path)} {
+		for _, k := range []string{volumeKey(v.ID), volumePathKey(v.Path)} {
 			if _, err := txn.Get([]byte(k)); err == nil {
 				return fmt.Errorf("volume %s: %w", k[2:], ErrExists)
 			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+				return err
+			}
+		}
+		if !shareName {
+			if err := nameFree(txn, v.Project, v.Name); err != nil {
 				return err
 			}
 		}
@@ -154,10 +173,62 @@ func putVolume(txn *badger.Txn, v *Volume) error {
 	if err := setJSON(txn, volumeKey(v.ID), v); err != nil {
 		return err
 	}
-	if err := txn.Set([]byte(volumeNameKey(v.Project, v.Name)), []byte(v.ID)); err != nil {
+	if err := nameVolume(txn, v.Project, v.Name, v.ID); err != nil {
 		return err
 	}
 	return txn.Set([]byte(volumePathKey(v.Path)), []byte(v.ID))
+}
+
+// A name key holds the ids of the project's volumes of that name, separated by commas (ids
+// have none): one, or more where volumes were learned under a name another had
+// (LearnVolume). A key of an earlier cairn holds one id, which reads the same.
+func volumesNamed(txn *badger.Txn, project, name string) ([]string, error) {
+	item, err := txn.Get([]byte(volumeNameKey(project, name)))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	b, err := item.ValueCopy(nil)
+	if err != nil || len(b) == 0 {
+		return nil, err
+	}
+	return strings.Split(string(b), ","), nil
+}
+
+func setVolumesNamed(txn *badger.Txn, project, name string, ids []string) error {
+	if len(ids) == 0 {
+		return txn.Delete([]byte(volumeNameKey(project, name)))
+	}
+	return txn.Set([]byte(volumeNameKey(project, name)), []byte(strings.Join(ids, ",")))
+}
+
+// nameFree is ErrExists when a volume of the project has the name.
+func nameFree(txn *badger.Txn, project, name string) error {
+	ids, err := volumesNamed(txn, project, name)
+	if err == nil && len(ids) > 0 {
+		err = fmt.Errorf("volume name %q: %w", name, ErrExists)
+	}
+	return err
+}
+
+// nameVolume adds id to the name key of project and name.
+func nameVolume(txn *badger.Txn, project, name, id string) error {
+	ids, err := volumesNamed(txn, project, name)
+	if err != nil || slices.Contains(ids, id) {
+		return err
+	}
+	return setVolumesNamed(txn, project, name, append(ids, id))
+}
+
+// unnameVolume removes id from the name key of project and name.
+func unnameVolume(txn *badger.Txn, project, name, id string) error {
+	ids, err := volumesNamed(txn, project, name)
+	if err != nil || !slices.Contains(ids, id) {
+		return err
+	}
+	return setVolumesNamed(txn, project, name, slices.DeleteFunc(ids, func(x string) bool { return x == id }))
 }
 
 // Volume returns a volume by id.
@@ -190,16 +261,57 @@ func (ix *Index) volumeBy(key string) (*Volume, error) {
 	return ix.Volume(id)
 }
 
-// VolumeByName returns a project's volume by name.
+// VolumeByName returns a project's volume by name: ErrNotFound when none has it,
+// ErrAmbiguous when more than one has (VolumesByName lists them).
 func (ix *Index) VolumeByName(project, name string) (*Volume, error) {
-	return ix.volumeBy(volumeNameKey(project, name))
+	vs, err := ix.VolumesByName(project, name)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(vs) == 0:
+		return nil, ErrNotFound
+	case len(vs) > 1:
+		return nil, fmt.Errorf("%d volumes of project %s are named %q: %w", len(vs), project, name, ErrAmbiguous)
+	}
+	return vs[0], nil
+}
+
+// VolumesByName returns the project's volumes of a name: none, one, or more where volumes were
+// learned under a name another had (LearnVolume).
+func (ix *Index) VolumesByName(project, name string) ([]*Volume, error) {
+	var out []*Volume
+	err := ix.db.View(func(txn *badger.Txn) error {
+		ids, err := volumesNamed(txn, project, name)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			var v Volume
+			if err := getJSON(txn, volumeKey(id), &v); err != nil {
+				return err
+			}
+			out = append(out, &v)
+		}
+		return nil
+	})
+	return out, err
 }
 
 // VolumeByPath returns the volume registered for a path.
 func (ix *Index) VolumeByPath(path string) (*Volume, error) { return ix.volumeBy(volumePathKey(path)) }
 
-// UpdateVolume changes a volume atomically.
+// UpdateVolume changes a volume atomically; a new name must be free in its project.
 func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, error) {
+	return ix.updateVolume(id, fn, false)
+}
+
+// UpdateVolumeAsRecorded is UpdateVolume for a change the repository records (a rename through
+// another gateway): the new name need not be free, as LearnVolume's need not.
+func (ix *Index) UpdateVolumeAsRecorded(id string, fn func(v *Volume) error) (*Volume, error) {
+	return ix.updateVolume(id, fn, true)
+}
+
+func (ix *Index) updateVolume(id string, fn func(v *Volume) error, shareName bool) (*Volume, error) {
 	var out Volume
 	err := ix.update(func(txn *badger.Txn) error {
 		var v Volume
@@ -214,10 +326,12 @@ func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, err
 			return transitionError("volume", id, oldStatus, v.Status)
 		}
 		if v.Name != oldName || v.Project != oldProject {
-			if _, err := txn.Get([]byte(volumeNameKey(v.Project, v.Name))); err == nil {
-				return fmt.Errorf("volume name %q: %w", v.Name, ErrExists)
+			if !shareName {
+				if err := nameFree(txn, v.Project, v.Name); err != nil {
+					return err
+				}
 			}
-			if err := txn.Delete([]byte(volumeNameKey(oldProject, oldName))); err != nil {
+			if err := unnameVolume(txn, oldProject, oldName, id); err != nil {
 				return err
 			}
 		}
@@ -237,7 +351,10 @@ func (ix *Index) DeleteVolume(id string) error {
 		if err := getJSON(txn, volumeKey(id), &v); err != nil {
 			return err
 		}
-		for _, k := range []string{volumeKey(id), volumeNameKey(v.Project, v.Name), volumePathKey(v.Path)} {
+		if err := unnameVolume(txn, v.Project, v.Name, id); err != nil {
+			return err
+		}
+		for _, k := range []string{volumeKey(id), volumePathKey(v.Path)} {
 			if err := txn.Delete([]byte(k)); err != nil {
 				return err
 			}
