@@ -395,8 +395,21 @@ func (s *Service) insideRepository(path string) bool {
 func (s *Service) volumeAt(path string) (*index.Volume, error) {
 	// A device volume whose path names another device now is not the one there
 	// (stillTheDevice): --to that path writes to the device, claiming no volume.
-	if v, err := s.idx.VolumeByPath(path); err == nil && stillTheDevice(v) == nil {
-		return v, nil
+	// More than one volume there (learned from gateways that each managed the path, "Volumes
+	// of one name or path" in docs/design.md) is refused: a restore claims one volume, and
+	// a backup of the other could read the target half restored.
+	ambiguous := func(vs []*index.Volume) error {
+		return invalidf("%d volumes are registered at %s (%s): restore onto one of them by its id (--volume), or unmanage the others", len(vs), path, volumeIDs(vs))
+	}
+	vs, err := s.idx.VolumesByPath(path)
+	if err != nil {
+		return nil, err
+	}
+	vs = slices.DeleteFunc(vs, func(v *index.Volume) bool { return stillTheDevice(v) != nil })
+	if len(vs) > 1 {
+		return nil, ambiguous(vs)
+	} else if len(vs) == 1 {
+		return vs[0], nil
 	}
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -410,15 +423,22 @@ func (s *Service) volumeAt(path string) (*index.Volume, error) {
 	if err != nil {
 		return nil, err
 	}
+	var there []*index.Volume
 	for _, v := range all {
 		if v.Kind == KindNBD {
 			continue
 		}
 		if vfi, err := os.Stat(v.Path); err == nil && whatIsThere(vfi) == here && stillTheDevice(v) == nil {
-			return v, nil
+			there = append(there, v)
 		}
 	}
-	return nil, nil
+	switch len(there) {
+	case 0:
+		return nil, nil
+	case 1:
+		return there[0], nil
+	}
+	return nil, ambiguous(there)
 }
 
 // dropNewVolume removes a volume this gateway has just registered or made and whose start

@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -98,5 +99,70 @@ func TestVolumesOfOneNameThroughTwoGateways(t *testing.T) {
 	}
 	if v, err := b.ShowVolume(adminCtx(), "shared"); err != nil || v.ID != rb.VolumeID {
 		t.Fatalf("b: show shared after a's was deleted: %+v %v", v, err)
+	}
+}
+
+// Two gateways that manage one image before either learned the other's volume make two
+// volumes at one path. Each gateway learns the other's, as does an index made anew; the path
+// then names neither (show, and a restore --to it, which would claim one volume while a backup
+// of the other read the image half restored, are refused, naming both ids), while each is
+// backed up and restored onto by its id. Once one is unmanaged, the path is the other's.
+func TestVolumesOfOnePathThroughTwoGateways(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	gateway.SetVolumeRecordGraceForTest(t, 0)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	path := image(t, dir, "vm.img", 64<<10)
+	va, err := a.ManageVolume(adminCtx(), gateway.ManageRequest{Path: path, Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vb, err := b.ManageVolume(adminCtx(), gateway.ManageRequest{Path: path, Name: "vm-b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, a)
+	catchUp(t, b)
+	c := gatewayOn(t, repoDir, dir+"/state-c")
+	for g, s := range map[string]*gateway.Service{"a": a, "b": b, "made anew": c} {
+		for _, id := range []string{va.ID, vb.ID} {
+			if v, err := s.VolumeByID(adminCtx(), id); err != nil || v.Path != path {
+				t.Fatalf("gateway %s: volume %s: %+v %v", g, id, v, err)
+			}
+		}
+		_, err := s.ShowVolume(adminCtx(), path)
+		if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "2 volumes are registered at") ||
+			!strings.Contains(err.Error(), va.ID) || !strings.Contains(err.Error(), vb.ID) {
+			t.Fatalf("gateway %s: show %s, where two volumes are: %v", g, path, err)
+		}
+	}
+	if _, err := a.ManageVolume(adminCtx(), gateway.ManageRequest{Path: path, Name: "third"}); !errors.Is(err, gateway.ErrExists) {
+		t.Fatalf("manage a path two volumes have: %v, want ErrExists", err)
+	}
+	bk, err := b.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: va.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sha256File(t, path)
+	catchUp(t, a)
+	_, err = a.Restore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, To: path})
+	if !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "restore onto one of them") {
+		t.Fatalf("restore --to a path two volumes have: %v, want it refused", err)
+	}
+	if err := os.WriteFile(path, make([]byte, 64<<10), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Restore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Volume: vb.ID}); err != nil {
+		t.Fatal(err)
+	}
+	if got := sha256File(t, path); got != want {
+		t.Fatalf("restored onto volume %s: sha256 %s, want %s", vb.ID, got, want)
+	}
+	if _, err := a.UnmanageVolume(adminCtx(), va.ID); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if v, err := b.ShowVolume(adminCtx(), path); err != nil || v.ID != vb.ID {
+		t.Fatalf("b: show %s after a unmanaged its volume there: %+v %v", path, v, err)
 	}
 }

@@ -49,8 +49,12 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 		// A restore onto such a volume would overwrite what backups are stored in.
 		return nil, invalidf("%s is inside the repository or its state directory, whose files are what backups are stored in: it cannot be a volume", path)
 	}
-	if existing, err := s.idx.VolumeByPath(path); err == nil {
-		return nil, wrapf(ErrExists, "%s is already volume %s (%s)", path, existing.Name, existing.ID)
+	if existing, err := s.idx.VolumesByPath(path); err != nil {
+		return nil, err
+	} else if len(existing) == 1 {
+		return nil, wrapf(ErrExists, "%s is already volume %s (%s)", path, existing[0].Name, existing[0].ID)
+	} else if len(existing) > 1 {
+		return nil, wrapf(ErrExists, "%s is already %d volumes (%s)", path, len(existing), volumeIDs(existing))
 	}
 	name := req.Name
 	if name == "" {
@@ -395,21 +399,26 @@ func (s *Service) findVolume(ctx context.Context, ref string) (*index.Volume, er
 	} else if len(vs) == 1 {
 		return vs[0], nil
 	} else if len(vs) > 1 {
-		ids := make([]string, len(vs))
-		for i, v := range vs {
-			ids[i] = v.ID
-		}
-		return nil, invalidf("%d volumes of project %s are named %q (%s): give the volume's id", len(vs), c.Project, ref, strings.Join(ids, ", "))
+		return nil, invalidf("%d volumes of project %s are named %q (%s): give the volume's id", len(vs), c.Project, ref, volumeIDs(vs))
 	}
+	path := ""
 	if nbd.IsURI(ref) {
-		if v, err := s.idx.VolumeByPath(ref); err == nil && c.sees(v.Project) {
-			return v, nil
-		}
+		path = ref
 	} else if abs, err := absPath(ctx, ref); err == nil {
 		if _, err := os.Stat(abs); err == nil {
-			if v, err := s.idx.VolumeByPath(abs); err == nil && c.sees(v.Project) {
-				return v, nil
-			}
+			path = abs
+		}
+	}
+	if path != "" {
+		vs, err := s.idx.VolumesByPath(path)
+		if err != nil {
+			return nil, err
+		}
+		vs = slices.DeleteFunc(vs, func(v *index.Volume) bool { return !c.sees(v.Project) })
+		if len(vs) == 1 {
+			return vs[0], nil
+		} else if len(vs) > 1 {
+			return nil, invalidf("%d volumes are registered at %s (%s): give the volume's id", len(vs), path, volumeIDs(vs))
 		}
 	}
 	if c.Admin {
@@ -603,6 +612,15 @@ func (s *Service) freeName(project, base string) string {
 		name = fmt.Sprintf("%s-%d", base, i)
 	}
 	return name
+}
+
+// volumeIDs is the ids of vs, for a message.
+func volumeIDs(vs []*index.Volume) string {
+	ids := make([]string, len(vs))
+	for i, v := range vs {
+		ids[i] = v.ID
+	}
+	return strings.Join(ids, ", ")
 }
 
 // nameTaken reports whether a volume of the project has the name (or the index cannot say).

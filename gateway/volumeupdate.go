@@ -207,7 +207,7 @@ func (s *Service) syncVolumeSettings(ctx context.Context) (bool, error) {
 		}
 		var untracked bool
 		// What the repository records is taken, also a name another volume here has
-		// (docs/design.md, "Volumes of one name").
+		// (docs/design.md, "Volumes of one name or path").
 		out, err := s.idx.UpdateVolumeAsRecorded(id, func(rec *index.Volume) error {
 			if !set.At.After(rec.DescribedAt) {
 				return errUnchanged

@@ -162,7 +162,7 @@ func TestVolumeRenamedOnOneGatewayIsRenamedOnAnother(t *testing.T) {
 	}
 	// A rename elsewhere to a name a volume here has is taken here too, without failing the
 	// catch-up: the project then has two volumes of that name, as the repository says
-	// (docs/design.md, "Volumes of one name").
+	// (docs/design.md, "Volumes of one name or path").
 	if _, err := c.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "other.img", 64<<10), Name: "taken"}); err != nil {
 		t.Fatal(err)
 	}

@@ -253,6 +253,26 @@ func TestRecords(t *testing.T) {
 	if _, err := ix.VolumeByName("p", "x"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a name nothing has now: %v", err)
 	}
+	// So is one at a path another volume has.
+	there := &Volume{ID: "v4", Name: "elsewhere", Path: "/dev/vm1", Project: "q", Status: VolumeAvailable}
+	if err := ix.CreateVolume(there); !errors.Is(err, ErrExists) {
+		t.Fatalf("create at a taken path: %v", err)
+	}
+	if err := ix.LearnVolume(there); err != nil {
+		t.Fatalf("learn at a taken path: %v", err)
+	}
+	if vs, err := ix.VolumesByPath("/dev/vm1"); err != nil || len(vs) != 2 {
+		t.Fatalf("volumes at one path: %v %v", vs, err)
+	}
+	if _, err := ix.VolumeByPath("/dev/vm1"); !errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("by a path two volumes have: %v, want ErrAmbiguous", err)
+	}
+	if err := ix.DeleteVolume("v4"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := ix.VolumeByPath("/dev/vm1"); err != nil || got.ID != "v1" {
+		t.Fatalf("by path after the other there went: %v %v", got, err)
+	}
 	base := time.Now()
 	for i, id := range []string{"b2", "b1", "b3"} {
 		if err := ix.CreateBackup(&Backup{ID: id, VolumeID: "v1", CreatedAt: base.Add(time.Duration([]int{2, 1, 3}[i]) * time.Second)}); err != nil {

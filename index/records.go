@@ -138,30 +138,31 @@ func backupVolKey(b *Backup) string {
 // ErrExists: a record with that name or path exists.
 var ErrExists = errors.New("already exists")
 
-// ErrAmbiguous: more than one volume of the project has the name.
-var ErrAmbiguous = errors.New("more than one volume has that name")
+// ErrAmbiguous: more than one volume has the name (in its project) or the path.
+var ErrAmbiguous = errors.New("more than one volume has that name or path")
 
 // CreateVolume adds a new volume; its name (within the project) and path must be free.
 func (ix *Index) CreateVolume(v *Volume) error { return ix.addVolume(v, false) }
 
 // LearnVolume adds a volume the repository records (managed through another gateway, or
-// before this index was made): its path must be free, but its name need not be. Gateways that
-// each made a volume of one name in one project before either learned the other's both hold
-// both; an index that left one out lost it, though the repository has it (docs/design.md,
-// "Volumes of one name").
+// before this index was made): its id must be free, but its name and path need not be.
+// Gateways that each took one name or path for a volume before either learned the other's
+// both hold both; an index that left one out lost it, though the repository has it
+// (docs/design.md, "Volumes of one name or path").
 func (ix *Index) LearnVolume(v *Volume) error { return ix.addVolume(v, true) }
 
-func (ix *Index) addVolume(v *Volume, shareName bool) error {
+func (ix *Index) addVolume(v *Volume, share bool) error {
 	return ix.update(func(txn *badger.Txn) error {
-		for _, k := range []string{volumeKey(v.ID), volumePathKey(v.Path)} {
-			if _, err := txn.Get([]byte(k)); err == nil {
-				return fmt.Errorf("volume %s: %w", k[2:], ErrExists)
-			} else if !errors.Is(err, badger.ErrKeyNotFound) {
+		if _, err := txn.Get([]byte(volumeKey(v.ID))); err == nil {
+			return fmt.Errorf("volume %s: %w", v.ID, ErrExists)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if !share {
+			if err := keyFree(txn, volumeNameKey(v.Project, v.Name), "name "+v.Name); err != nil {
 				return err
 			}
-		}
-		if !shareName {
-			if err := nameFree(txn, v.Project, v.Name); err != nil {
+			if err := keyFree(txn, volumePathKey(v.Path), "path "+v.Path); err != nil {
 				return err
 			}
 		}
@@ -173,17 +174,18 @@ func putVolume(txn *badger.Txn, v *Volume) error {
 	if err := setJSON(txn, volumeKey(v.ID), v); err != nil {
 		return err
 	}
-	if err := nameVolume(txn, v.Project, v.Name, v.ID); err != nil {
+	if err := addVolumeID(txn, volumeNameKey(v.Project, v.Name), v.ID); err != nil {
 		return err
 	}
-	return txn.Set([]byte(volumePathKey(v.Path)), []byte(v.ID))
+	return addVolumeID(txn, volumePathKey(v.Path), v.ID)
 }
 
-// A name key holds the ids of the project's volumes of that name, separated by commas (ids
-// have none): one, or more where volumes were learned under a name another had
-// (LearnVolume). A key of an earlier cairn holds one id, which reads the same.
-func volumesNamed(txn *badger.Txn, project, name string) ([]string, error) {
-	item, err := txn.Get([]byte(volumeNameKey(project, name)))
+// A name or path key holds the ids of the volumes of that name (in the project) or at that
+// path, separated by commas (ids have none): one, or more where volumes were learned under a
+// name or path another had (LearnVolume). A key of an earlier cairn holds one id, which reads
+// the same.
+func volumeIDs(txn *badger.Txn, key string) ([]string, error) {
+	item, err := txn.Get([]byte(key))
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return nil, nil
 	}
@@ -197,38 +199,38 @@ func volumesNamed(txn *badger.Txn, project, name string) ([]string, error) {
 	return strings.Split(string(b), ","), nil
 }
 
-func setVolumesNamed(txn *badger.Txn, project, name string, ids []string) error {
+func setVolumeIDs(txn *badger.Txn, key string, ids []string) error {
 	if len(ids) == 0 {
-		return txn.Delete([]byte(volumeNameKey(project, name)))
+		return txn.Delete([]byte(key))
 	}
-	return txn.Set([]byte(volumeNameKey(project, name)), []byte(strings.Join(ids, ",")))
+	return txn.Set([]byte(key), []byte(strings.Join(ids, ",")))
 }
 
-// nameFree is ErrExists when a volume of the project has the name.
-func nameFree(txn *badger.Txn, project, name string) error {
-	ids, err := volumesNamed(txn, project, name)
+// keyFree is ErrExists when a volume has the name or path of key (what says which).
+func keyFree(txn *badger.Txn, key, what string) error {
+	ids, err := volumeIDs(txn, key)
 	if err == nil && len(ids) > 0 {
-		err = fmt.Errorf("volume name %q: %w", name, ErrExists)
+		err = fmt.Errorf("volume %s: %w", what, ErrExists)
 	}
 	return err
 }
 
-// nameVolume adds id to the name key of project and name.
-func nameVolume(txn *badger.Txn, project, name, id string) error {
-	ids, err := volumesNamed(txn, project, name)
+// addVolumeID adds id to a name or path key.
+func addVolumeID(txn *badger.Txn, key, id string) error {
+	ids, err := volumeIDs(txn, key)
 	if err != nil || slices.Contains(ids, id) {
 		return err
 	}
-	return setVolumesNamed(txn, project, name, append(ids, id))
+	return setVolumeIDs(txn, key, append(ids, id))
 }
 
-// unnameVolume removes id from the name key of project and name.
-func unnameVolume(txn *badger.Txn, project, name, id string) error {
-	ids, err := volumesNamed(txn, project, name)
+// removeVolumeID removes id from a name or path key.
+func removeVolumeID(txn *badger.Txn, key, id string) error {
+	ids, err := volumeIDs(txn, key)
 	if err != nil || !slices.Contains(ids, id) {
 		return err
 	}
-	return setVolumesNamed(txn, project, name, slices.DeleteFunc(ids, func(x string) bool { return x == id }))
+	return setVolumeIDs(txn, key, slices.DeleteFunc(ids, func(x string) bool { return x == id }))
 }
 
 // Volume returns a volume by id.
@@ -241,47 +243,11 @@ func (ix *Index) Volume(id string) (*Volume, error) {
 	return &v, nil
 }
 
-func (ix *Index) volumeBy(key string) (*Volume, error) {
-	var id string
-	err := ix.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(key))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		b, err := item.ValueCopy(nil)
-		id = string(b)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return ix.Volume(id)
-}
-
-// VolumeByName returns a project's volume by name: ErrNotFound when none has it,
-// ErrAmbiguous when more than one has (VolumesByName lists them).
-func (ix *Index) VolumeByName(project, name string) (*Volume, error) {
-	vs, err := ix.VolumesByName(project, name)
-	switch {
-	case err != nil:
-		return nil, err
-	case len(vs) == 0:
-		return nil, ErrNotFound
-	case len(vs) > 1:
-		return nil, fmt.Errorf("%d volumes of project %s are named %q: %w", len(vs), project, name, ErrAmbiguous)
-	}
-	return vs[0], nil
-}
-
-// VolumesByName returns the project's volumes of a name: none, one, or more where volumes were
-// learned under a name another had (LearnVolume).
-func (ix *Index) VolumesByName(project, name string) ([]*Volume, error) {
+// volumesAt returns the volumes of a name or path key.
+func (ix *Index) volumesAt(key string) ([]*Volume, error) {
 	var out []*Volume
 	err := ix.db.View(func(txn *badger.Txn) error {
-		ids, err := volumesNamed(txn, project, name)
+		ids, err := volumeIDs(txn, key)
 		if err != nil {
 			return err
 		}
@@ -297,8 +263,44 @@ func (ix *Index) VolumesByName(project, name string) ([]*Volume, error) {
 	return out, err
 }
 
-// VolumeByPath returns the volume registered for a path.
-func (ix *Index) VolumeByPath(path string) (*Volume, error) { return ix.volumeBy(volumePathKey(path)) }
+// oneVolume is the one volume of vs: ErrNotFound for none, ErrAmbiguous for more.
+func oneVolume(vs []*Volume, err error, what string) (*Volume, error) {
+	switch {
+	case err != nil:
+		return nil, err
+	case len(vs) == 0:
+		return nil, ErrNotFound
+	case len(vs) > 1:
+		return nil, fmt.Errorf("%d volumes %s: %w", len(vs), what, ErrAmbiguous)
+	}
+	return vs[0], nil
+}
+
+// VolumeByName returns a project's volume by name: ErrNotFound when none has it,
+// ErrAmbiguous when more than one has (VolumesByName lists them).
+func (ix *Index) VolumeByName(project, name string) (*Volume, error) {
+	vs, err := ix.VolumesByName(project, name)
+	return oneVolume(vs, err, fmt.Sprintf("of project %s are named %q", project, name))
+}
+
+// VolumesByName returns the project's volumes of a name: none, one, or more where volumes were
+// learned under a name another had (LearnVolume).
+func (ix *Index) VolumesByName(project, name string) ([]*Volume, error) {
+	return ix.volumesAt(volumeNameKey(project, name))
+}
+
+// VolumeByPath returns the volume registered for a path: ErrNotFound when none is,
+// ErrAmbiguous when more than one is (VolumesByPath lists them).
+func (ix *Index) VolumeByPath(path string) (*Volume, error) {
+	vs, err := ix.VolumesByPath(path)
+	return oneVolume(vs, err, "are registered at "+path)
+}
+
+// VolumesByPath returns the volumes registered for a path: none, one, or more where volumes
+// were learned at a path another had (LearnVolume).
+func (ix *Index) VolumesByPath(path string) ([]*Volume, error) {
+	return ix.volumesAt(volumePathKey(path))
+}
 
 // UpdateVolume changes a volume atomically; a new name must be free in its project.
 func (ix *Index) UpdateVolume(id string, fn func(v *Volume) error) (*Volume, error) {
@@ -327,11 +329,11 @@ func (ix *Index) updateVolume(id string, fn func(v *Volume) error, shareName boo
 		}
 		if v.Name != oldName || v.Project != oldProject {
 			if !shareName {
-				if err := nameFree(txn, v.Project, v.Name); err != nil {
+				if err := keyFree(txn, volumeNameKey(v.Project, v.Name), "name "+v.Name); err != nil {
 					return err
 				}
 			}
-			if err := unnameVolume(txn, oldProject, oldName, id); err != nil {
+			if err := removeVolumeID(txn, volumeNameKey(oldProject, oldName), id); err != nil {
 				return err
 			}
 		}
@@ -351,15 +353,13 @@ func (ix *Index) DeleteVolume(id string) error {
 		if err := getJSON(txn, volumeKey(id), &v); err != nil {
 			return err
 		}
-		if err := unnameVolume(txn, v.Project, v.Name, id); err != nil {
+		if err := removeVolumeID(txn, volumeNameKey(v.Project, v.Name), id); err != nil {
 			return err
 		}
-		for _, k := range []string{volumeKey(id), volumePathKey(v.Path)} {
-			if err := txn.Delete([]byte(k)); err != nil {
-				return err
-			}
+		if err := removeVolumeID(txn, volumePathKey(v.Path), id); err != nil {
+			return err
 		}
-		return nil
+		return txn.Delete([]byte(volumeKey(id)))
 	})
 }
 
