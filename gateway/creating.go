@@ -40,6 +40,9 @@ type creatingObject struct {
 	Backup  index.Backup `json:"backup"`
 	Host    string       `json:"host"`
 	Gateway string       `json:"gateway"` // gatewayName: one this gateway finds of its own is a leftover
+	// Process is the gateway's process: one of this host found gone shows the backup
+	// interrupted at once (docs/design.md, "A gateway process of the same host that is gone").
+	Process repo.Process `json:"process,omitzero"`
 }
 
 // cancelRequest is meta/cancel/<id>: a force delete of the backup through another gateway.
@@ -54,9 +57,12 @@ type cancelRequest struct {
 type elsewhereBackup struct {
 	rec *index.Backup // the stored creating record, RunBy set
 	// written: the object's last write by the store's clock, from the last listing (zero
-	// when it was read for a show, before any listing); cancelled: a cancel request is stored.
+	// when it was read for a show, before any listing); cancelled: a cancel request is stored;
+	// proc: the process that runs it, and gone: it was found gone (a process of this host).
 	written   time.Time
 	cancelled bool
+	proc      repo.Process
+	gone      bool
 }
 
 // shown is the record as this gateway shows it now: creating, deleting once a cancel is
@@ -66,6 +72,10 @@ func (e *elsewhereBackup) shown() *index.Backup {
 	switch {
 	case e.cancelled:
 		r.Status = index.BackupDeleting
+	case e.gone:
+		r.Status = index.BackupError
+		r.FailReason = fmt.Sprintf("interrupted: the gateway process on %s that ran it (pid %d) is gone; it records the failure when it starts again",
+			r.RunBy, e.proc.PID)
 	case !e.written.IsZero() && now().Sub(e.written) > creatingStale:
 		r.Status = index.BackupError
 		r.FailReason = fmt.Sprintf("interrupted: the gateway on %s that ran it stopped reporting at %s; it records the failure when it starts again",
@@ -80,7 +90,7 @@ func (s *Service) storeCreating(ctx context.Context, b *index.Backup) {
 	if s.cfg.ReadOnly || s.repo.ReadOnly() {
 		return
 	}
-	if err := s.repo.PutMeta(ctx, metaCreating, b.ID, creatingObject{Backup: *b, Host: hostName(), Gateway: s.gatewayName()}); err != nil {
+	if err := s.repo.PutMeta(ctx, metaCreating, b.ID, creatingObject{Backup: *b, Host: hostName(), Gateway: s.gatewayName(), Process: s.process()}); err != nil {
 		s.log.Warn("cannot store a backup being created in the repository; other gateways show it once it ends", "backup_id", b.ID, "error", err)
 	}
 }
@@ -268,7 +278,7 @@ func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool
 				continue
 			}
 		}
-		fresh[id] = &elsewhereBackup{rec: e.rec, written: at, cancelled: l.cancels[id]}
+		fresh[id] = &elsewhereBackup{rec: e.rec, written: at, cancelled: l.cancels[id], proc: e.proc, gone: s.repo.ProcessGone(e.proc)}
 	}
 	s.elsewhereMu.Lock()
 	ids := slices.Collect(maps.Keys(s.elsewhere))
@@ -325,7 +335,15 @@ func (s *Service) readCreating(ctx context.Context, id string) *elsewhereBackup 
 	if rec.RunBy == "" {
 		rec.RunBy = "another host"
 	}
-	return &elsewhereBackup{rec: &rec}
+	return &elsewhereBackup{rec: &rec, proc: o.Process, gone: s.repo.ProcessGone(o.Process)}
+}
+
+// process is this gateway's process, as its jobs' and services' objects name it.
+func (s *Service) process() repo.Process {
+	if p := s.procForTest.Load(); p != nil {
+		return *p
+	}
+	return s.repo.ThisProcess()
 }
 
 // elsewhereRecords returns the backups other gateways are creating that the index does not

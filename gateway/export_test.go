@@ -166,3 +166,11 @@ func ShareServicesForTest(s *Service) {
 	s.heartbeat(context.Background(), true)
 	s.shareServices(context.Background())
 }
+
+// SetProcessForTest makes s name process pid of this host (its start unknown), instead of
+// its own, in the objects of its jobs and services.
+func SetProcessForTest(s *Service, pid int) {
+	p := s.repo.ThisProcess()
+	p.PID, p.Start = pid, 0
+	s.procForTest.Store(&p)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -30,6 +31,9 @@ type peerObject struct {
 	Host     string          `json:"host"`
 	Services []ServiceStatus `json:"services"`
 	At       time.Time       `json:"at"`
+	// Process is the gateway's process: one of this host found gone shows its services down
+	// at once (docs/design.md, "A gateway process of the same host that is gone").
+	Process repo.Process `json:"process,omitzero"`
 }
 
 // peer is another gateway as this one last read it: written is its object's last write by
@@ -53,7 +57,7 @@ func (s *Service) gatewayName() string {
 // others show this gateway down until it stores them again.
 func (s *Service) shareServices(ctx context.Context) {
 	if !s.cfg.ReadOnly && !s.repo.ReadOnly() {
-		o := peerObject{Name: s.gatewayName(), Host: hostName(), Services: s.ownServices(ctx), At: now()}
+		o := peerObject{Name: s.gatewayName(), Host: hostName(), Services: s.ownServices(ctx), At: now(), Process: s.process()}
 		if err := s.repo.PutMeta(ctx, metaGateways, o.Name, &o); err != nil && ctx.Err() == nil {
 			s.log.Warn("cannot store this gateway's services in the repository; the other gateways show it down", "error", err)
 		}
@@ -141,9 +145,14 @@ func (s *Service) peerServices(ctx context.Context) []ServiceStatus {
 		if i := strings.LastIndexByte(name, ':'); i >= 0 && (shown == host || shown == "") {
 			shown = name[:i] + "@" + name[i+1:] // this host's other gateway: HOST@ID
 		}
+		gone := s.repo.ProcessGone(p.obj.Process)
 		for _, st := range p.obj.Services {
 			st.Host, st.Here = shown, false
-			if now().Sub(p.written) > peerDownAfter {
+			switch {
+			case gone:
+				st.State, st.UpdatedAt = "down", p.written
+				st.DisabledReason = fmt.Sprintf("process %d is gone", p.obj.Process.PID)
+			case now().Sub(p.written) > peerDownAfter:
 				st.State, st.UpdatedAt = "down", p.written
 				st.DisabledReason = "no heartbeat since " + p.written.UTC().Format(time.RFC3339)
 			}

@@ -221,7 +221,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	}
 	// Shown by every gateway on the repository until it ends ("Backups being created, on
 	// every gateway").
-	shared := &restoringObject{BackupID: b.ID, VolumeID: res.VolumeID, Target: cmp.Or(res.VolumeName, path), Host: hostName(), Gateway: s.gatewayName(), At: running.At}
+	shared := &restoringObject{BackupID: b.ID, VolumeID: res.VolumeID, Target: cmp.Or(res.VolumeName, path), Host: hostName(), Gateway: s.gatewayName(), At: running.At, Process: s.process()}
 	s.storeRestoring(ctx, shared)
 	// A job of hours waits out a store's restart or failover rather than fail of it.
 	jobCtx, cancel := context.WithCancel(retry.Patient(context.WithoutCancel(ctx)))

@@ -24,19 +24,25 @@ type restoringObject struct {
 	Host     string    `json:"host"`
 	Gateway  string    `json:"gateway"` // gatewayName: one this gateway finds of its own is a leftover
 	At       time.Time `json:"at"`      // when it started: its running outcome's time
+	// Process is the gateway's process: one of this host found gone shows the restore as
+	// its records stand at once (docs/design.md, "A gateway process of the same host that is gone").
+	Process repo.Process `json:"process,omitzero"`
 }
 
 // restoringElsewhere is a restore another gateway runs, as this one shows it: written is
-// its object's last write by the store's clock.
+// its object's last write by the store's clock; gone, that its process (of this host) was
+// found gone.
 type restoringElsewhere struct {
 	obj     restoringObject
 	written time.Time
+	gone    bool
 }
 
-// fresh says whether its gateway wrote it within creatingStale (or it was read for a show):
-// an older one is a restore whose gateway stopped, and the records say how it was left.
+// fresh says whether its gateway wrote it within creatingStale (or it was read for a show)
+// and its process was not found gone: another is a restore whose gateway stopped, and the
+// records say how it was left.
 func (r *restoringElsewhere) fresh() bool {
-	return r.written.IsZero() || now().Sub(r.written) <= creatingStale
+	return !r.gone && (r.written.IsZero() || now().Sub(r.written) <= creatingStale)
 }
 
 // storeRestoring stores the object of a restore this gateway accepted, before the restore
@@ -104,7 +110,7 @@ func (s *Service) showRestoring(ctx context.Context, listed map[string]time.Time
 			s.removeRestoring(id)
 			continue
 		}
-		fresh[id] = &restoringElsewhere{obj: e.obj, written: at}
+		fresh[id] = &restoringElsewhere{obj: e.obj, written: at, gone: s.repo.ProcessGone(e.obj.Process)}
 	}
 	s.elsewhereMu.Lock()
 	defer s.elsewhereMu.Unlock()

@@ -120,6 +120,7 @@ type Service struct {
 	restoringAt map[string]*restoringElsewhere // restores other gateways run, by backup id (restoring.go)
 	name        string                         // gatewayName, set once (nameOnce)
 	nameOnce    sync.Once
+	procForTest atomic.Pointer[repo.Process] // what process() names instead, in tests
 	elsewhereMu sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
