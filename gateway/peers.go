@@ -145,16 +145,17 @@ func (s *Service) peerServices(ctx context.Context) []ServiceStatus {
 		if i := strings.LastIndexByte(name, ':'); i >= 0 && (shown == host || shown == "") {
 			shown = name[:i] + "@" + name[i+1:] // this host's other gateway: HOST@ID
 		}
-		gone := s.repo.ProcessGone(p.obj.Process)
+		down := "" // why its services are down
+		switch {
+		case s.repo.ProcessGone(p.obj.Process):
+			down = fmt.Sprintf("process %d is gone", p.obj.Process.PID)
+		case now().Sub(p.written) > peerDownAfter:
+			down = "no heartbeat since " + p.written.UTC().Format(time.RFC3339)
+		}
 		for _, st := range p.obj.Services {
 			st.Host, st.Here = shown, false
-			switch {
-			case gone:
-				st.State, st.UpdatedAt = "down", p.written
-				st.DisabledReason = fmt.Sprintf("process %d is gone", p.obj.Process.PID)
-			case now().Sub(p.written) > peerDownAfter:
-				st.State, st.UpdatedAt = "down", p.written
-				st.DisabledReason = "no heartbeat since " + p.written.UTC().Format(time.RFC3339)
+			if down != "" {
+				st.State, st.UpdatedAt, st.DisabledReason = "down", p.written, down
 			}
 			out = append(out, st)
 		}

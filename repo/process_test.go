@@ -27,33 +27,30 @@ func TestProcessGone(t *testing.T) {
 	other.Host, space.Space = me.Host+"-twin", "another-boot/pid:[4026531836]"
 	earlier := me
 	earlier.Start = me.Start + 1
-	for _, c := range []struct {
+	type want struct {
 		what string
 		p    repo.Process
 		gone bool
-	}{
-		{"this process", me, false},
-		{"a live process", live, false},
-		{"no pid", repo.Process{Host: me.Host, Space: me.Space}, false},
-		{"an earlier process given this one's pid", earlier, me.Start != 0},
-	} {
-		if got := f.r.ProcessGone(c.p); got != c.gone {
-			t.Errorf("%s: gone %v, want %v", c.what, got, c.gone)
+	}
+	check := func(cases ...want) {
+		t.Helper()
+		for _, c := range cases {
+			if got := f.r.ProcessGone(c.p); got != c.gone {
+				t.Errorf("%s: gone %v, want %v", c.what, got, c.gone)
+			}
 		}
 	}
+	check(
+		want{"this process", me, false},
+		want{"a live process", live, false},
+		want{"no pid", repo.Process{Host: me.Host, Space: me.Space}, false},
+		want{"an earlier process given this one's pid", earlier, me.Start != 0},
+	)
 	_ = child.Process.Kill()
 	_ = child.Wait()
-	for _, c := range []struct {
-		what string
-		p    repo.Process
-		gone bool
-	}{
-		{"a process that ended", live, true},
-		{"one of another host of its pid", other, false},
-		{"one of another boot or namespace of its pid", space, false},
-	} {
-		if got := f.r.ProcessGone(c.p); got != c.gone {
-			t.Errorf("%s: gone %v, want %v", c.what, got, c.gone)
-		}
-	}
+	check(
+		want{"a process that ended", live, true},
+		want{"one of another host of its pid", other, false},
+		want{"one of another boot or namespace of its pid", space, false},
+	)
 }
