@@ -203,19 +203,27 @@ func (s *Service) cancelPending(ctx context.Context, id string) bool {
 	return ok
 }
 
-// creatingListing is what a catch-up listed of meta/restoring/, meta/cancel/ and
-// meta/creating/, in that order (the argument in docs/design.md).
+// creatingListing is what a catch-up listed of meta/restore-cancel/ (full only),
+// meta/restoring/, meta/cancel/ and meta/creating/, in that order (the argument in
+// docs/design.md).
 type creatingListing struct {
-	cancels   map[string]bool
-	written   map[string]time.Time
-	restoring map[string]time.Time // meta/restoring/, listed first (restoring.go)
+	restoreCancels map[string]bool      // meta/restore-cancel/ (restoring.go)
+	restoring      map[string]time.Time // meta/restoring/ (restoring.go)
+	cancels        map[string]bool
+	written        map[string]time.Time
 }
 
-// listCreating lists meta/restoring/, meta/cancel/ (full: only the full catch-up shows
-// another gateway's request, and removes those left), then meta/creating/. It comes before
-// the catch-up's other listings.
+// listCreating lists meta/restore-cancel/ (full: the full catch-up removes the requests
+// left), meta/restoring/, meta/cancel/ (full: only the full catch-up shows another gateway's
+// request, and removes those left), then meta/creating/. It comes before the catch-up's other
+// listings.
 func (s *Service) listCreating(ctx context.Context, full bool) (creatingListing, error) {
-	l := creatingListing{cancels: map[string]bool{}, written: map[string]time.Time{}, restoring: map[string]time.Time{}}
+	l := creatingListing{restoreCancels: map[string]bool{}, restoring: map[string]time.Time{}, cancels: map[string]bool{}, written: map[string]time.Time{}}
+	if full {
+		if err := s.repo.ListMetaNames(ctx, metaRestoreCancel, func(id string) error { l.restoreCancels[id] = true; return nil }); err != nil {
+			return l, err
+		}
+	}
 	if err := s.repo.ListMetaTimes(ctx, metaRestoring, func(id string, at time.Time) error { l.restoring[id] = at; return nil }); err != nil {
 		return l, err
 	}
@@ -237,6 +245,9 @@ func (s *Service) listCreating(ctx context.Context, full bool) (creatingListing,
 // those ids): only then are entries forgotten and leftover objects removed.
 func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool, ended map[string]bool) {
 	s.showRestoring(ctx, l.restoring, true, full)
+	if full {
+		s.removeRestoreCancels(ctx, l.restoreCancels, l.restoring)
+	}
 	// Looked up one by one, the listed and the shown: the 10-second catch-up must cost what
 	// runs, not what the repository holds.
 	knownMemo := map[string]bool{}

@@ -174,3 +174,20 @@ func SetProcessForTest(s *Service, pid int) {
 	p.PID, p.Start = pid, 0
 	s.procForTest.Store(&p)
 }
+
+// RestoreCancelledForTest says whether the restore of backup id that s runs was cancelled
+// (its job's context ended) and has not yet ended.
+func RestoreCancelledForTest(s *Service, id string) bool {
+	s.mu.Lock()
+	t := s.cancels["restore/"+id]
+	s.mu.Unlock()
+	if t == nil {
+		return false
+	}
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}

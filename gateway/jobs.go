@@ -153,7 +153,8 @@ const resetReason = "reset to error by an admin"
 
 // ResetBackupState sets a backup's status (admins; seed 3.5.3). On a restoring backup it
 // cancels the restore: the worker stops and the target volume is marked error, since its
-// contents are then incomplete.
+// contents are then incomplete. A restore another gateway runs is cancelled there, on a
+// request stored before the status changes.
 func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*index.Backup, error) {
 	if _, err := adminOf(ctx, "reset a backup's state"); err != nil {
 		return nil, err
@@ -173,6 +174,12 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 		s.mu.Unlock()
 		if cancel != nil {
 			cancel()
+		} else if e := s.restoringElsewhereOf(b.ID); e != nil {
+			// Restored through another gateway: that gateway cancels it once the request is
+			// stored (docs/design.md, "A restore cancelled through another gateway").
+			if err := s.requestRestoreCancel(ctx, b, e); err != nil {
+				return nil, err
+			}
 		}
 	case index.BackupCreating:
 		return nil, wrapf(ErrConflict, "backup %s is being created: cancel it with 'cairn backup delete --force %s'", b.ID, b.ID)

@@ -246,7 +246,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		var made bool // the job created the file at path (created): only then is it its to remove
 		kept := make(chan struct{})
 		keepCtx, stopKeeping := context.WithCancel(jobCtx)
-		go func() { defer close(kept); s.keepRestoring(keepCtx, shared) }()
+		// A reset-state through another gateway while the restore was queued stops it here.
+		s.lookForRestoreCancel(jobCtx, shared, cancel)
+		go func() { defer close(kept); s.keepRestoring(keepCtx, shared, cancel) }()
 		err := s.runRestore(jobCtx, b, m, vol, path, running.At, created, &made, fresh, req.Progress, req.Salvage, res)
 		stopKeeping()
 		<-kept

@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
@@ -14,7 +15,10 @@ import (
 // gateway"): the gateway that accepts a restore stores meta/restoring/<hex backup id> and
 // rewrites it while the restore runs; the others show the backup restoring and its target
 // volume restoring-backup, from memory, while the object is fresh.
-const metaRestoring = repo.MetaRestoring
+const (
+	metaRestoring     = repo.MetaRestoring
+	metaRestoreCancel = repo.MetaRestoreCancel
+)
 
 // restoringObject is meta/restoring/<backup id>: a restore of the backup, running on Host.
 type restoringObject struct {
@@ -36,6 +40,26 @@ type restoringElsewhere struct {
 	obj     restoringObject
 	written time.Time
 	gone    bool
+	// cancelled: a reset-state through this gateway asked its gateway to cancel it.
+	cancelled bool
+}
+
+// restoreCancelRequest is meta/restore-cancel/<backup id>: a reset-state through another
+// gateway of a backup being restored, asking the gateway that runs the restore to cancel it
+// (docs/design.md, "A restore cancelled through another gateway"). Gateway and Started name
+// the restore, as its object does: a request never cancels another restore of the backup.
+type restoreCancelRequest struct {
+	BackupID string    `json:"backup_id"`
+	Gateway  string    `json:"gateway"`
+	Started  time.Time `json:"started"`
+	By       string    `json:"by"`
+	Host     string    `json:"host"`
+	At       time.Time `json:"at"`
+}
+
+// names says whether the request is for restore o.
+func (r *restoreCancelRequest) names(o *restoringObject) bool {
+	return r.BackupID == o.BackupID && r.Gateway == o.Gateway && r.Started.Equal(o.At)
 }
 
 // fresh says whether its gateway wrote it within creatingStale (or it was read for a show)
@@ -57,22 +81,101 @@ func (s *Service) storeRestoring(ctx context.Context, o *restoringObject) {
 	}
 }
 
-func (s *Service) keepRestoring(ctx context.Context, o *restoringObject) {
-	t := time.NewTicker(creatingRefresh)
-	defer t.Stop()
+// It also looks for a request to cancel the restore every cancelLook, and calls cancel when
+// one names it (the job looked once as it began).
+func (s *Service) keepRestoring(ctx context.Context, o *restoringObject, cancel context.CancelFunc) {
+	if s.cfg.ReadOnly || s.repo.ReadOnly() {
+		return
+	}
+	look := time.NewTicker(cancelLook)
+	defer look.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-look.C:
+		}
+		s.lookForRestoreCancel(ctx, o, cancel)
+		if time.Since(last) >= creatingRefresh {
+			last = time.Now()
 			s.storeRestoring(ctx, o)
 		}
 	}
 }
 
-// removeRestoring removes the object of backup id's restore, once its end (the backup's
-// outcome in its manifest, the volume's record) is stored.
-func (s *Service) removeRestoring(id string) { s.removeJobObjects(id, metaRestoring) }
+// lookForRestoreCancel calls cancel when a request to cancel restore o is stored. A request
+// that cannot be read is logged and taken for none: the next look reads it.
+func (s *Service) lookForRestoreCancel(ctx context.Context, o *restoringObject, cancel context.CancelFunc) {
+	if s.cfg.ReadOnly || s.repo.ReadOnly() {
+		return
+	}
+	var req restoreCancelRequest
+	err := s.repo.GetMeta(ctx, metaRestoreCancel, o.BackupID, &req)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			s.log.Warn("cannot look for a request to cancel a running restore", "backup_id", o.BackupID, "error", err)
+		}
+		return
+	case !req.names(o):
+		return // for an earlier restore of the backup: a full catch-up removes it
+	}
+	s.jobs.logf("restore/"+o.BackupID, "cancelled by %s through the gateway on %s (reset-state)", req.By, req.Host)
+	s.log.Info("restore cancelled through another gateway", "backup_id", o.BackupID, "by", req.By, "through", req.Host)
+	cancel()
+}
+
+// requestRestoreCancel is a reset-state of backup b, which another gateway is restoring (e, as
+// this one shows it): it stores the request that gateway acts on. The reset goes on only once
+// the request is stored.
+func (s *Service) requestRestoreCancel(ctx context.Context, b *index.Backup, e *restoringElsewhere) error {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return err
+	}
+	req := restoreCancelRequest{BackupID: b.ID, Gateway: e.obj.Gateway, Started: e.obj.At, By: c.User, Host: hostName(), At: now()}
+	if err := s.repo.PutMeta(ctx, metaRestoreCancel, b.ID, &req); err != nil {
+		return fmt.Errorf("store the request to cancel the restore of backup %s through the gateway on %s (nothing was reset): %w", b.ID, e.obj.Host, err)
+	}
+	s.elsewhereMu.Lock()
+	e.cancelled = true
+	s.elsewhereMu.Unlock()
+	s.log.Info("cancel of a restore running through another gateway requested", "backup_id", b.ID, "runs_on", e.obj.Host, "by", c.User)
+	return nil
+}
+
+// restoringElsewhereOf returns the restore of backup id that another gateway runs, as this one
+// shows it (fresh), or nil.
+func (s *Service) restoringElsewhereOf(id string) *restoringElsewhere {
+	s.elsewhereMu.Lock()
+	defer s.elsewhereMu.Unlock()
+	if e := s.restoringAt[id]; e != nil && e.fresh() {
+		return e
+	}
+	return nil
+}
+
+// removeRestoring removes the object of backup id's restore, and any request to cancel it,
+// once its end (the backup's outcome in its manifest, the volume's record) is stored.
+func (s *Service) removeRestoring(id string) {
+	s.removeJobObjects(id, metaRestoring, metaRestoreCancel)
+}
+
+// removeRestoreCancels removes the requests (listed before the restores) whose restore ended:
+// its object is not in the restores' listing.
+func (s *Service) removeRestoreCancels(ctx context.Context, requests map[string]bool, restoring map[string]time.Time) {
+	if s.cfg.ReadOnly || s.repo.ReadOnly() {
+		return
+	}
+	for id := range requests {
+		if _, ok := restoring[id]; !ok {
+			s.repo.DeleteMeta(ctx, metaRestoreCancel, id) // best effort: the next full catch-up tries again
+		}
+	}
+}
 
 // showRestoring brings what this gateway shows of restores other gateways run up to the
 // listing (backup id → written). forget: entries the listing lacks are forgotten (the
@@ -92,16 +195,27 @@ func (s *Service) showRestoring(ctx context.Context, listed map[string]time.Time
 		}
 		s.elsewhereMu.Lock()
 		e := s.restoringAt[id]
+		cancelled := e != nil && e.cancelled
 		s.elsewhereMu.Unlock()
-		if e == nil {
+		if e == nil || !e.written.Equal(at) {
+			// Read again once rewritten: a later restore of the backup (one that began after
+			// the last look, the shown one having ended) may have taken the key.
 			var o restoringObject
-			if err := s.repo.GetMeta(ctx, metaRestoring, id, &o); err != nil || o.BackupID != id {
+			err := s.repo.GetMeta(ctx, metaRestoring, id, &o)
+			switch {
+			case err == nil && o.BackupID == id:
+				if e == nil || e.obj.Gateway != o.Gateway || !e.obj.At.Equal(o.At) {
+					cancelled = false // a cancel requested here was for another restore
+				}
+				e = &restoringElsewhere{obj: o}
+			case e != nil && err != nil && !errors.Is(err, backend.ErrNotFound):
+				s.log.Warn("record of a restore running elsewhere not read again; shown as last read", "backup_id", id, "error", err)
+			default:
 				if err != nil && !errors.Is(err, backend.ErrNotFound) {
 					s.log.Warn("record of a restore running elsewhere skipped", "backup_id", id, "error", err)
 				}
 				continue
 			}
-			e = &restoringElsewhere{obj: o}
 		}
 		if e.obj.Gateway == s.gatewayName() {
 			// This gateway's own, and not restoring here (above): a leftover whose removal
@@ -110,7 +224,7 @@ func (s *Service) showRestoring(ctx context.Context, listed map[string]time.Time
 			s.removeRestoring(id)
 			continue
 		}
-		fresh[id] = &restoringElsewhere{obj: e.obj, written: at, gone: s.repo.ProcessGone(e.obj.Process)}
+		fresh[id] = &restoringElsewhere{obj: e.obj, written: at, gone: s.repo.ProcessGone(e.obj.Process), cancelled: cancelled}
 	}
 	s.elsewhereMu.Lock()
 	defer s.elsewhereMu.Unlock()
@@ -159,8 +273,9 @@ func (s *Service) backupShown(b *index.Backup) *index.Backup {
 	}
 	s.elsewhereMu.Lock()
 	e := s.restoringAt[b.ID]
+	shows := e != nil && e.fresh() && !e.cancelled // a cancel requested here: as the reset left it
 	s.elsewhereMu.Unlock()
-	if e == nil || !e.fresh() {
+	if !shows {
 		return b
 	}
 	shown := *b

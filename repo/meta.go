@@ -19,7 +19,7 @@ import (
 const metaPrefix = "meta/"
 
 // Kinds of metadata that say what runs now (a backup being created, a restore running, a
-// request to cancel a backup: docs/design.md, "Backups being created, on every gateway"; a
+// request to cancel either: docs/design.md, "Backups being created, on every gateway"; a
 // gateway's services),
 // rewritten while it runs and removed when it ends. An object-locked repository writes them
 // without a lock and removes them whole (every version), as it does lock objects: a lock
@@ -28,12 +28,14 @@ const (
 	MetaCreating  = "creating"
 	MetaCancel    = "cancel"
 	MetaRestoring = "restoring"
-	MetaGateways  = "gateways" // each running gateway's services ("Every gateway's services")
+	// MetaRestoreCancel is a reset-state's request to cancel a restore another gateway runs.
+	MetaRestoreCancel = "restore-cancel"
+	MetaGateways      = "gateways" // each running gateway's services ("Every gateway's services")
 )
 
 // hintKinds are those kinds, hintPrefixes their key prefixes.
 var (
-	hintKinds    = []string{MetaCreating, MetaCancel, MetaRestoring, MetaGateways}
+	hintKinds    = []string{MetaCreating, MetaCancel, MetaRestoring, MetaRestoreCancel, MetaGateways}
 	hintPrefixes = func() []string {
 		var ps []string
 		for _, k := range hintKinds {
