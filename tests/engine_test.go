@@ -744,6 +744,15 @@ func TestEngineEncryptedRepository(t *testing.T) {
 	if res := runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "--password-file", pwFile, "backup", "show", b.ID); res.Code != 0 {
 		t.Errorf("--password-file: exit %d: %s", res.Code, res.Stderr)
 	}
+	// An empty one is named, not taken for no passphrase given.
+	empty := filepath.Join(dir, "empty-pw")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	msg = checkFailure(t, runCairn(t, []string{"CAIRN_REPO=" + r.Dir}, "--password-file", empty, "backup", "list"), []int{2}, []string{"backup", "list", "(empty password file)"})
+	if !strings.Contains(msg, empty+" is empty") {
+		t.Errorf("empty password file: %q should name it", msg)
+	}
 
 	// No new passphrase and no terminal to ask on: a clear refusal, nothing changed.
 	r.mustFail([]int{2}, "repo", "passwd")

@@ -495,6 +495,10 @@ func (g *Globals) open(ctx context.Context) (*gateway.Service, error) {
 		return nil, err
 	}
 	s, err := g.openWaiting(ctx, c)
+	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" && g.PasswordFile != "" {
+		// Told "set CAIRN_PASSWORD or use --password-file", an admin who did would be lost.
+		return nil, gateway.Errorf(gateway.ErrInvalid, "password file %s is empty: put the repository's passphrase in it", g.PasswordFile)
+	}
 	if errors.Is(err, repo.ErrPasswordRequired) && g.password == "" && !g.noPrompt {
 		p, perr := g.readPassword("repository passphrase: ", false)
 		if perr != nil {
