@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -151,6 +152,9 @@ func (s *Service) probeVolume(ctx context.Context, ref string) (path string, siz
 		return "", 0, "", invalidf("volume path %q: %v", ref, err)
 	}
 	src, err := blockio.OpenSource(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", 0, "", invalidf("%v: give the path of a block device or an image file ('cairn volume create --size 10G --name NAME' makes a new one)", err)
+	}
 	if err != nil {
 		return "", 0, "", invalidf("%v", err)
 	}

@@ -99,6 +99,10 @@ func TestBadInputTour(t *testing.T) {
 		res := r.run(tc.args...)
 		checkFailure(t, res, tc.codes, tc.args)
 	}
+	// A path that is not there says what a volume is and how to make one.
+	if msg := checkFailure(t, r.run("volume", "manage", filepath.Join(dir, "missing.img")), []int{2}, nil); !strings.Contains(msg, "block device or an image file") || !strings.Contains(msg, "volume create") {
+		t.Errorf("volume manage of a missing path: %q should say what to give, or how to make one", msg)
+	}
 	if _, err := os.Stat(filepath.Join(dir, "newrepo", "config")); err == nil {
 		t.Error("a refused repo init left a repository behind")
 	}
