@@ -14,7 +14,7 @@ import (
 // /ui/ unless --no-ui. The console signs in with the API's tokens and users, so it needs --auth token;
 // it is never on the socket. console says whether tcp serves the console.
 func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, users *api.Users, log *slog.Logger) (sock, tcp http.Handler, console bool, err error) {
-	opts := api.Options{Auth: c.Auth, Logger: log, Tokens: tokens, Users: users}
+	opts := api.Options{Auth: c.Auth, Logger: log, Tokens: tokens, Users: users, SocketOnly: c.Listen == ""}
 	sock = api.New(svc, opts)
 	if !c.UI || c.Listen == "" {
 		return sock, sock, false, nil

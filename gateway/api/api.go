@@ -35,6 +35,9 @@ type Options struct {
 	Users *Users
 	// Logger receives a line per refused or failed request; nil discards.
 	Logger *slog.Logger
+	// SocketOnly: the handler is served on the gateway's unix socket alone (serve without
+	// --listen), where the CLI needs no token: no warning that there are none.
+	SocketOnly bool
 }
 
 // server is the API's handler. It holds no mutable state of its own: the gateway owns it.
@@ -61,7 +64,7 @@ func New(svc *gateway.Service, opts Options) http.Handler {
 	case AuthNoAuth:
 		s.log.Warn("the API runs without authentication (noauth): anyone who reaches it can act as any user, admin included; use it for tests and labs only")
 	case AuthToken:
-		if len(s.tokens) == 0 && s.users == nil {
+		if len(s.tokens) == 0 && s.users == nil && !opts.SocketOnly {
 			s.log.Warn("the API has no tokens: every request will be refused (401); give a tokens file")
 		}
 	}

@@ -634,3 +634,15 @@ func TestVolumePageGoesOnFromAMarkerOutsideTheFilter(t *testing.T) {
 		t.Errorf("the rest from a marker now backing up: %d %v count %v, want the 2 others, count 2", code, rest, count)
 	}
 }
+
+// An API without tokens or users refuses every request, and says so at start, unless it is
+// served on the gateway's socket alone (serve without --listen), where the CLI needs none:
+// the warning there sent an admin who ran 'cairn serve' for the CLI looking for a tokens file.
+func TestNoTokensWarning(t *testing.T) {
+	for _, socketOnly := range []bool{false, true} {
+		e := newEnv(t, api.Options{Auth: api.AuthToken, SocketOnly: socketOnly})
+		if warned := strings.Contains(e.log.String(), "has no tokens"); warned == socketOnly {
+			t.Errorf("socket only %v: warned %v: %s", socketOnly, warned, e.log.String())
+		}
+	}
+}
