@@ -548,7 +548,7 @@ func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, er
 func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock, run PolicyRun, scheduled bool) error {
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
 	start := now()
-	run.LastRun, run.LastResult, run.LastError, run.Interrupted = start, RunRunning, "", false
+	run.LastRun, run.LastResult, run.LastError, run.Interrupted, run.LastDid = start, RunRunning, "", false, nil
 	if _, err := s.storeRun(ctx, p.Name, run); err != nil {
 		return fmt.Errorf("policy %s: record its run: %w: nothing was backed up", p.Name, err)
 	}
@@ -591,7 +591,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		return err
 	}
 	if p.PruneOnly {
-		return s.policyPrune(ctx, p)
+		return s.policyPrune(ctx, p, run)
 	}
 	vols, err := s.policyVolumes(p)
 	if err != nil {
@@ -616,9 +616,15 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
 			break
 		}
+		did := PolicyDid{VolumeID: v.ID, Volume: v.Name}
+		failed := func(err error) {
+			fail(err)
+			did.Error = err.Error()
+			run.LastDid = append(run.LastDid, did)
+		}
 		incr, since, err := s.policyIncremental(p, v, run)
 		if err != nil {
-			fail(err)
+			failed(err)
 			continue
 		}
 		b, err := s.CreateBackup(ctx, BackupRequest{Volume: v.ID, Incremental: incr, Name: "policy " + p.Name, Hooks: p.Hooks, policyHooks: true})
@@ -630,9 +636,10 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		}
 		if err != nil {
 			s.log.Warn("policy backup failed", "policy", p.Name, "volume_id", v.ID, "error", err)
-			fail(err)
+			failed(err)
 			continue
 		}
+		did.BackupID, did.Incremental = b.ID, b.IsIncremental
 		if run.SinceFull == nil {
 			run.SinceFull = map[string]int{}
 		}
@@ -650,21 +657,28 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			if _, err := s.VerifyBackup(ctx, b.ID, nil); err != nil {
 				s.log.Error("policy: the new backup failed its verification; the volume's prune is skipped",
 					"policy", p.Name, "volume_id", v.ID, "backup_id", b.ID, "error", err)
-				fail(fmt.Errorf("the verification of backup %s of volume %s (its prune was skipped): %w", b.ID, v.Name, err))
+				failed(fmt.Errorf("the verification of backup %s of volume %s (its prune was skipped): %w", b.ID, v.Name, err))
 				continue
 			}
+			did.Verified = true
 		}
 		if rules.Empty() {
+			run.LastDid = append(run.LastDid, did)
 			continue
 		}
 		res, err := s.Prune(ctx, PruneRequest{Volumes: []string{v.ID}, Rules: rules})
+		if res != nil {
+			did.Pruned, did.Kept = res.Removed, res.Kept
+		}
 		if err == nil && res.Failed > 0 {
 			err = pruneFailure(v, res)
 		}
 		if err != nil {
 			s.log.Warn("policy prune failed", "policy", p.Name, "volume_id", v.ID, "error", err)
-			fail(err)
+			failed(err)
+			continue
 		}
+		run.LastDid = append(run.LastDid, did)
 	}
 	if p.CopyTarget != (CopyTarget{}) && ctx.Err() == nil {
 		if err := lk.Check(); err != nil {
@@ -684,7 +698,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 
 // policyPrune is the run of a prune-only policy: one prune of its volumes' backups by its
 // rules, as its project (every volume of the project, gone ones too, with AllOfProject).
-func (s *Service) policyPrune(ctx context.Context, p *Policy) error {
+func (s *Service) policyPrune(ctx context.Context, p *Policy, run *PolicyRun) error {
 	rules, err := p.Keep.Rules()
 	if err != nil {
 		return err
@@ -697,6 +711,7 @@ func (s *Service) policyPrune(ctx context.Context, p *Policy) error {
 	if err != nil {
 		return fmt.Errorf("prune: %w", err)
 	}
+	run.LastDid = prunedByVolume(res)
 	if res.Failed > 0 {
 		for _, d := range res.Backups {
 			if d.Error != "" {
@@ -706,6 +721,30 @@ func (s *Service) policyPrune(ctx context.Context, p *Policy) error {
 	}
 	s.log.Info("policy pruned", "policy", p.Name, "kept", res.Kept, "removed", res.Removed)
 	return nil
+}
+
+// prunedByVolume is what a prune-only run did, volume by volume, in the order the prune
+// decided them.
+func prunedByVolume(res *PruneResult) []PolicyDid {
+	var out []PolicyDid
+	at := map[string]int{}
+	for _, d := range res.Backups {
+		i, ok := at[d.VolumeID]
+		if !ok {
+			i = len(out)
+			at[d.VolumeID] = i
+			out = append(out, PolicyDid{VolumeID: d.VolumeID, Volume: d.VolumeName})
+		}
+		switch {
+		case d.Error != "":
+			out[i].Error = d.Error
+		case d.Action == "remove":
+			out[i].Pruned++
+		default:
+			out[i].Kept++
+		}
+	}
+	return out
 }
 
 // pruneFailure says why a policy's prune of v left backups it should have removed.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -175,6 +176,10 @@ func TestPolicyRunFailsWhenItsPruneFails(t *testing.T) {
 	if err == nil || st.LastResult != gateway.RunFailed || st.LastError == "" {
 		t.Fatalf("a run whose prune failed: %v, result %q (%q): want failed", err, st.LastResult, st.LastError)
 	}
+	// What it did says so too: its backup made, its prune failed.
+	if d := st.LastDid; len(d) != 1 || d[0].Volume != "vm" || d[0].BackupID == "" || d[0].BackupID == bs[0].ID || d[0].Error == "" {
+		t.Errorf("what the failed run did: %+v, want vm's new backup and the prune's error", d)
+	}
 }
 
 // A policy whose volume was forgotten can still be changed without naming its volumes again:
@@ -219,7 +224,8 @@ func TestPolicyVerifyNewSkipsThePruneOfADamagedBackup(t *testing.T) {
 		VerifyNew: true, Keep: gateway.KeepRules{Last: 1}}, VolumeRefs: []string{"vm"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RunPolicy(ctx, "nightly"); err != nil {
+	st, err := s.RunPolicy(ctx, "nightly")
+	if err != nil {
 		t.Fatal(err)
 	}
 	bs, err := s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
@@ -227,15 +233,21 @@ func TestPolicyVerifyNewSkipsThePruneOfADamagedBackup(t *testing.T) {
 		t.Fatalf("after the first run: %+v, %v; want one backup, verified ok", bs, err)
 	}
 	first := bs[0].ID
+	if want := (gateway.PolicyDid{VolumeID: bs[0].VolumeID, Volume: "vm", BackupID: first, Verified: true, Kept: 1}); !slices.Equal(st.LastDid, []gateway.PolicyDid{want}) {
+		t.Errorf("what the first run did: %+v, want %+v", st.LastDid, want)
+	}
 	// From now on every read of a pack comes back with a bit flipped.
 	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
 		f := faulty.New(be, 1)
 		f.Add(faulty.Rule{Methods: faulty.GetRange | faulty.Get, Prefix: "packs/", Effect: faulty.Corrupt})
 		return f
 	})
-	st, err := s.RunPolicy(ctx, "nightly")
+	st, err = s.RunPolicy(ctx, "nightly")
 	if err == nil || st.LastResult != gateway.RunFailed || !strings.Contains(st.LastError, "its prune was skipped") {
 		t.Fatalf("a run whose new backup is damaged: %v, result %q (%q)", err, st.LastResult, st.LastError)
+	}
+	if d := st.LastDid; len(d) != 1 || d[0].BackupID == "" || d[0].BackupID == first || d[0].Verified || d[0].Pruned != 0 || !strings.Contains(d[0].Error, "its prune was skipped") {
+		t.Errorf("what the second run did: %+v, want its new backup, not verified, no prune", d)
 	}
 	bs, err = s.ListBackups(ctx, gateway.ListFilter{Volume: "vm"})
 	if err != nil || len(bs) != 2 {
@@ -305,6 +317,16 @@ func TestPruneOnlyPolicyPrunesGoneVolumes(t *testing.T) {
 	}
 	if n := count(p2); n != 3 {
 		t.Errorf("p2 has %d backups after p1's prune-only run, want its 3", n)
+	}
+	did := map[string][2]int{}
+	for _, d := range st.LastDid {
+		if d.BackupID != "" || d.Error != "" {
+			t.Errorf("a prune-only run did %+v", d)
+		}
+		did[d.Volume] = [2]int{d.Pruned, d.Kept}
+	}
+	if want := map[string][2]int{"old": {2, 2}, "live": {1, 2}}; !maps.Equal(did, want) {
+		t.Errorf("what the prune-only run did (pruned, kept by volume): %v, want %v", did, want)
 	}
 	// A new volume of the project without a backup is not covered by it, and not overdue.
 	if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: image(t, dir, "new.img", 64<<10), Name: "new"}); err != nil {

@@ -31,6 +31,23 @@ type PolicyRun struct {
 	// makes the oldest incremental it keeps its chain's base, so a chain shorter than N
 	// would never reach N.
 	SinceFull map[string]int `json:"since_full,omitempty"`
+	// LastDid is what the last run did, volume by volume, in the order it took them: so an
+	// admin sees which backups a run made and how many its prunes removed (the keep rules
+	// count every backup of a volume, those made by hand too).
+	LastDid []PolicyDid `json:"last_did,omitempty"`
+}
+
+// PolicyDid is what a policy's run did to one volume: its backup (none when it failed, or
+// for a prune-only policy), its verification, and its prune.
+type PolicyDid struct {
+	VolumeID    string `json:"volume_id,omitempty"`
+	Volume      string `json:"volume"` // its name at the run
+	BackupID    string `json:"backup_id,omitempty"`
+	Incremental bool   `json:"incremental,omitempty"`
+	Verified    bool   `json:"verified,omitempty"`
+	Pruned      int    `json:"pruned"` // backups its prune removed
+	Kept        int    `json:"kept"`   // and kept (0 when it did not prune)
+	Error       string `json:"error,omitempty"`
 }
 
 // PolicyVerify is what a policy's verifications did (meta/policy-verifies/<name>).

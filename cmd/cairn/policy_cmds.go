@@ -377,9 +377,37 @@ func showPolicy(g *Globals, p *gateway.PolicyStatus) error {
 	return properties(g.stdout, [][2]string{{"name", p.Name}, {"project", p.Project}, {"schedule", p.Schedule},
 		{"volumes", policyVolumes(p)}, {"backups", kind}, {"keep", keepText(p.Keep)}, {"verify", verify}, {"hooks", hooksText(p.Hooks)}, {"copy_to", dash(p.Where())},
 		{"last_run", timeOrDash(p.LastRun)}, {"last_result", dash(p.LastResult)}, {"last_error", dash(p.LastError)},
+		{"last_run_did", dash(didText(p.LastDid))},
 		{"next_run", timeOrDash(p.NextRun)}, {"runs", fmt.Sprint(p.Runs)},
 		{"last_verify", timeOrDash(p.LastVerify)}, {"verify_result", dash(p.VerifyResult)}, {"verify_error", dash(p.VerifyError)},
 		{"overdue_volumes", dash(strings.Join(p.Overdue, ", "))}})
+}
+
+// didText is what a policy's last run did, a volume after another: "vm1: incremental
+// BACKUP_ID, verified, pruned 4 (kept 7); vm2: failed: ...".
+func didText(did []gateway.PolicyDid) string {
+	var parts []string
+	for _, d := range did {
+		var what []string
+		if d.BackupID != "" {
+			kind := "full"
+			if d.Incremental {
+				kind = "incremental"
+			}
+			what = append(what, kind+" "+d.BackupID)
+		}
+		if d.Verified {
+			what = append(what, "verified")
+		}
+		if d.Pruned > 0 || d.Kept > 0 {
+			what = append(what, fmt.Sprintf("pruned %d (kept %d)", d.Pruned, d.Kept))
+		}
+		if d.Error != "" {
+			what = append(what, "failed: "+d.Error)
+		}
+		parts = append(parts, d.Volume+": "+strings.Join(what, ", "))
+	}
+	return strings.Join(parts, "; ")
 }
 
 func policyVolumes(p *gateway.PolicyStatus) string {
