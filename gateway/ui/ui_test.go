@@ -656,6 +656,15 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 	if _, body, _ := a.get("/ui/policies"); !strings.Contains(body, "each verified") {
 		t.Fatalf("the policies page does not say the policy verifies its backups:\n%s", body)
 	}
+	// After a run, what it did: the backup it made, verified, and its prune.
+	st, err := e.svc.RunPolicy(gateway.WithCaller(context.Background(), tokens["tok-alice"].Caller), "nightly")
+	if err != nil || len(st.LastDid) != 1 {
+		t.Fatalf("policy run: %v, %+v", err, st)
+	}
+	did := fmt.Sprintf(`<a href="/ui/backups/%s">%s</a> (full, verified)`, st.LastDid[0].BackupID, st.LastDid[0].BackupID[:8])
+	if _, body, _ := a.get("/ui/policies"); !strings.Contains(body, did) {
+		t.Fatalf("the policies page does not say what the run did (%s):\n%s", did, body)
+	}
 	// One an admin gave hooks says so to the project's member, without the admin's commands.
 	admin := tokens["tok-alice"].Caller
 	admin.Admin = true
