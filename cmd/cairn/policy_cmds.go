@@ -125,7 +125,50 @@ func (c *PolicyCreateCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return err
 	}
-	return showPolicy(g, st)
+	if err := showPolicy(g, st); err != nil {
+		return err
+	}
+	pruneNote(ctx, g, s, created)
+	return nil
+}
+
+// pruneNote tells, after a policy's keep rules were set, how many backups already there they
+// leave out, which the policy's next run removes: its rules count every backup of a volume,
+// those made by hand too, and a new admin's first run of a policy removed the day's earlier
+// backups without a word. A note on stderr; a failure to work it out is not the command's.
+func pruneNote(ctx context.Context, g *Globals, s *gateway.Service, p *gateway.Policy) {
+	rules, err := p.Keep.Rules()
+	if err != nil || rules.Empty() || g.Quiet {
+		return
+	}
+	req := gateway.PruneRequest{Rules: rules, DryRun: true, All: p.AllOfProject}
+	if !p.AllOfProject {
+		req.Volumes = p.Volumes
+	}
+	res, err := s.Prune(gateway.WithCaller(ctx, gateway.Caller{User: "policy " + p.Name, Project: p.Project}), req)
+	if err != nil || res.Removed == 0 {
+		return
+	}
+	var names []string
+	n := map[string]int{}
+	for _, d := range res.Backups {
+		if d.Action == "remove" {
+			if n[d.VolumeName] == 0 {
+				names = append(names, d.VolumeName)
+			}
+			n[d.VolumeName]++
+		}
+	}
+	var parts []string
+	for _, v := range names {
+		parts = append(parts, fmt.Sprintf("%d of %s", n[v], v))
+	}
+	what := fmt.Sprintf("%d backups already there fall", res.Removed)
+	if res.Removed == 1 {
+		what = "1 backup already there falls"
+	}
+	fmt.Fprintf(g.stderr, "cairn: note: %s outside policy %s's keep rules (%s): %s; its next run removes them ('cairn backup protect ID' keeps one out of their reach)\n",
+		what, p.Name, rules, strings.Join(parts, ", "))
 }
 
 // PolicyUpdateCmd changes a policy.
@@ -246,7 +289,11 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 	if err != nil {
 		return err
 	}
-	return showPolicy(g, st)
+	if err := showPolicy(g, st); err != nil {
+		return err
+	}
+	pruneNote(ctx, g, s, p)
+	return nil
 }
 
 // PolicyListCmd lists policies.
