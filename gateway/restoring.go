@@ -141,7 +141,9 @@ func (s *Service) requestRestoreCancel(ctx context.Context, b *index.Backup, e *
 		return fmt.Errorf("store the request to cancel the restore of backup %s through the gateway on %s (nothing was reset): %w", b.ID, e.obj.Host, err)
 	}
 	s.elsewhereMu.Lock()
-	e.cancelled = true
+	if cur := s.restoringAt[b.ID]; cur != nil && cur.obj.Gateway == req.Gateway && cur.obj.At.Equal(req.Started) {
+		cur.cancelled = true // the entry now shown: a catch-up may have replaced e since
+	}
 	s.elsewhereMu.Unlock()
 	s.log.Info("cancel of a restore running through another gateway requested", "backup_id", b.ID, "runs_on", e.obj.Host, "by", c.User)
 	return nil
