@@ -65,9 +65,9 @@ type elsewhereBackup struct {
 	gone      bool
 }
 
-// shown is the record as this gateway shows it now: creating, deleting once a cancel is
-// requested, or error when its gateway stopped rewriting its object.
-func (e *elsewhereBackup) shown() *index.Backup {
+// shown is the record as this gateway shows it at storeNow (the store's time now): creating,
+// deleting once a cancel is requested, or error when its gateway stopped rewriting its object.
+func (e *elsewhereBackup) shown(storeNow time.Time) *index.Backup {
 	r := *e.rec
 	switch {
 	case e.cancelled:
@@ -76,7 +76,7 @@ func (e *elsewhereBackup) shown() *index.Backup {
 		r.Status = index.BackupError
 		r.FailReason = fmt.Sprintf("interrupted: the gateway process on %s that ran it (pid %d) is gone; it records the failure when it starts again",
 			r.RunBy, e.proc.PID)
-	case !e.written.IsZero() && now().Sub(e.written) > creatingStale:
+	case !e.written.IsZero() && storeNow.Sub(e.written) > creatingStale:
 		r.Status = index.BackupError
 		r.FailReason = fmt.Sprintf("interrupted: the gateway on %s that ran it stopped reporting at %s; it records the failure when it starts again",
 			r.RunBy, e.written.UTC().Format(time.RFC3339))
@@ -271,7 +271,7 @@ func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool
 	fresh := map[string]*elsewhereBackup{}
 	for id, at := range l.written {
 		switch {
-		case full && (ended[id] || now().Sub(at) > reservationTTL):
+		case full && (ended[id] || s.storeNow().Sub(at) > reservationTTL):
 			// Ended (its gateway died after storing the end, before removing this), or its
 			// gateway never came back.
 			if writable {
@@ -364,7 +364,7 @@ func (s *Service) elsewhereRecords() []*index.Backup {
 	defer s.elsewhereMu.Unlock()
 	out := make([]*index.Backup, 0, len(s.elsewhere))
 	for _, e := range s.elsewhere {
-		out = append(out, e.shown())
+		out = append(out, e.shown(s.storeNow()))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].CreatedAt.Before(out[j].CreatedAt) })
 	return out
@@ -412,7 +412,7 @@ func (s *Service) elsewhereBackupOf(id string) *index.Backup {
 	if _, err := s.idx.Backup(id); err == nil {
 		return nil
 	}
-	return e.shown()
+	return e.shown(s.storeNow())
 }
 
 // backupHere is Backup for an operation that changes the backup or reads its data: one

@@ -191,3 +191,10 @@ func RestoreCancelledForTest(s *Service, id string) bool {
 		return false
 	}
 }
+
+// SetClockSkewForTest moves every gateway's clock (now) by d from the store's until the test
+// ends: hosts whose clocks are off the store's.
+func SetClockSkewForTest(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := clockSkewForTest.Swap(int64(d))
+	t.Cleanup(func() { clockSkewForTest.Store(old) })
+}

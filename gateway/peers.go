@@ -56,13 +56,16 @@ func (s *Service) gatewayName() string {
 // shareServices stores this gateway's rows, then reads the others'. A failure is logged: the
 // others show this gateway down until it stores them again.
 func (s *Service) shareServices(ctx context.Context) {
+	var stored time.Time // this gateway's clock once its object was stored
 	if !s.cfg.ReadOnly && !s.repo.ReadOnly() {
 		o := peerObject{Name: s.gatewayName(), Host: hostName(), Services: s.ownServices(ctx), At: now(), Process: s.process()}
 		if err := s.repo.PutMeta(ctx, metaGateways, o.Name, &o); err != nil && ctx.Err() == nil {
 			s.log.Warn("cannot store this gateway's services in the repository; the other gateways show it down", "error", err)
+		} else if err == nil {
+			stored = now()
 		}
 	}
-	s.readPeers(ctx)
+	s.readPeers(ctx, stored)
 }
 
 // removeShared removes this gateway's object when it stops: a gateway stopped on purpose is
@@ -79,8 +82,10 @@ func (s *Service) removeShared() {
 }
 
 // readPeers reads the other gateways' objects written since the last read, and removes those
-// not written for reservationTTL (gateways that never came back).
-func (s *Service) readPeers(ctx context.Context) {
+// not written for reservationTTL (gateways that never came back). stored, when not zero, is
+// this gateway's clock just after it stored its own object: with that write's time in the
+// listing it gives the store's clock's offset from this one (storeNow).
+func (s *Service) readPeers(ctx context.Context, stored time.Time) {
 	written := map[string]time.Time{}
 	if err := s.repo.ListMetaTimes(ctx, metaGateways, func(name string, at time.Time) error { written[name] = at; return nil }); err != nil {
 		if ctx.Err() == nil {
@@ -89,6 +94,9 @@ func (s *Service) readPeers(ctx context.Context) {
 		return
 	}
 	own := s.gatewayName()
+	if at, ok := written[own]; ok && !stored.IsZero() {
+		s.storeOffset.Store(int64(at.Sub(stored)))
+	}
 	s.health.mu.Lock()
 	old := s.health.peers
 	s.health.mu.Unlock()
@@ -97,7 +105,7 @@ func (s *Service) readPeers(ctx context.Context) {
 		if name == own {
 			continue
 		}
-		if now().Sub(at) > reservationTTL {
+		if s.storeNow().Sub(at) > reservationTTL {
 			if !s.cfg.ReadOnly && !s.repo.ReadOnly() {
 				s.repo.DeleteMeta(ctx, metaGateways, name) // best effort
 			}
@@ -128,8 +136,9 @@ func (s *Service) peerServices(ctx context.Context) []ServiceStatus {
 	stale := time.Since(s.health.peersRead) > 2*peerShareEvery
 	s.health.mu.Unlock()
 	if stale {
-		s.readPeers(ctx)
+		s.readPeers(ctx, time.Time{})
 	}
+	storeNow := s.storeNow()
 	host := hostName()
 	s.health.mu.Lock()
 	defer s.health.mu.Unlock()
@@ -149,7 +158,7 @@ func (s *Service) peerServices(ctx context.Context) []ServiceStatus {
 		switch {
 		case s.repo.ProcessGone(p.obj.Process):
 			down = fmt.Sprintf("process %d is gone", p.obj.Process.PID)
-		case now().Sub(p.written) > peerDownAfter:
+		case storeNow.Sub(p.written) > peerDownAfter:
 			down = "no heartbeat since " + p.written.UTC().Format(time.RFC3339)
 		}
 		for _, st := range p.obj.Services {

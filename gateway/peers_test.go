@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 )
 
 // peerRows returns the rows of s's service list that are not its own.
@@ -82,5 +83,42 @@ func TestGatewayThatDiesShowsDownOnTheOthers(t *testing.T) {
 	time.Sleep(10 * time.Millisecond) // b reads the others again at most every two shares
 	if rows := peerRows(t, b); len(rows) != 0 {
 		t.Fatalf("b lists a after it stopped cleanly: %+v", rows)
+	}
+}
+
+// A gateway whose clock runs 15 minutes ahead of the store's judges the others' objects by the
+// store's clock, measured on the write of its own services object: another gateway's services
+// up, the backup it is creating creating, its restore restoring. Before, all three showed as
+// if that gateway had died: services down, the backup interrupted, the restore as its records
+// stand.
+func TestAgesAreJudgedByTheStoresClock(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _, bk := backedUpOnA(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	gateway.SetClockSkewForTest(t, 15*time.Minute)
+	gateway.ShareServicesForTest(a)
+	gateway.ShareServicesForTest(b)
+	rows := peerRows(t, b)
+	if len(rows) != 3 {
+		t.Fatalf("b lists %d services of a, want its three: %+v", len(rows), rows)
+	}
+	for _, st := range rows {
+		if st.State != "up" {
+			t.Fatalf("b, 15 minutes ahead of the store, lists a's %s as %+v, want up", st.Binary, st)
+		}
+	}
+	creating, _, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: bk.VolumePath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: "restored"}); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if got, err := b.Backup(adminCtx(), creating.ID); err != nil || got.Status != index.BackupCreating {
+		t.Fatalf("b shows the backup a is creating as %+v %v, want creating", got, err)
+	}
+	if got, err := b.Backup(adminCtx(), bk.ID); err != nil || got.Status != index.BackupRestoring {
+		t.Fatalf("b shows the backup a is restoring as %+v %v, want restoring", got, err)
 	}
 }

@@ -62,11 +62,11 @@ func (r *restoreCancelRequest) names(o *restoringObject) bool {
 	return r.BackupID == o.BackupID && r.Gateway == o.Gateway && r.Started.Equal(o.At)
 }
 
-// fresh says whether its gateway wrote it within creatingStale (or it was read for a show)
-// and its process was not found gone: another is a restore whose gateway stopped, and the
-// records say how it was left.
-func (r *restoringElsewhere) fresh() bool {
-	return !r.gone && (r.written.IsZero() || now().Sub(r.written) <= creatingStale)
+// fresh says whether its gateway wrote it within creatingStale of storeNow (the store's time
+// now; or it was read for a show) and its process was not found gone: another is a restore
+// whose gateway stopped, and the records say how it was left.
+func (r *restoringElsewhere) fresh(storeNow time.Time) bool {
+	return !r.gone && (r.written.IsZero() || storeNow.Sub(r.written) <= creatingStale)
 }
 
 // storeRestoring stores the object of a restore this gateway accepted, before the restore
@@ -154,7 +154,7 @@ func (s *Service) requestRestoreCancel(ctx context.Context, b *index.Backup, e *
 func (s *Service) restoringElsewhereOf(id string) *restoringElsewhere {
 	s.elsewhereMu.Lock()
 	defer s.elsewhereMu.Unlock()
-	if e := s.restoringAt[id]; e != nil && e.fresh() {
+	if e := s.restoringAt[id]; e != nil && e.fresh(s.storeNow()) {
 		return e
 	}
 	return nil
@@ -189,7 +189,7 @@ func (s *Service) showRestoring(ctx context.Context, listed map[string]time.Time
 		if b, err := s.idx.Backup(id); err == nil && b.Status == index.BackupRestoring {
 			continue // restoring here: this gateway's own
 		}
-		if full && now().Sub(at) > reservationTTL {
+		if full && s.storeNow().Sub(at) > reservationTTL {
 			if !s.cfg.ReadOnly && !s.repo.ReadOnly() {
 				s.repo.DeleteMeta(ctx, metaRestoring, id) // best effort
 			}
@@ -275,7 +275,7 @@ func (s *Service) backupShown(b *index.Backup) *index.Backup {
 	}
 	s.elsewhereMu.Lock()
 	e := s.restoringAt[b.ID]
-	shows := e != nil && e.fresh() && !e.cancelled // a cancel requested here: as the reset left it
+	shows := e != nil && e.fresh(s.storeNow()) && !e.cancelled // a cancel requested here: as the reset left it
 	s.elsewhereMu.Unlock()
 	if !shows {
 		return b
@@ -295,7 +295,7 @@ func (s *Service) volumeShown(v *index.Volume) *index.Volume {
 	s.elsewhereMu.Lock()
 	defer s.elsewhereMu.Unlock()
 	for _, e := range s.restoringAt {
-		if e.obj.VolumeID == v.ID && e.fresh() {
+		if e.obj.VolumeID == v.ID && e.fresh(s.storeNow()) {
 			shown := *v
 			shown.Status, shown.FailReason = index.VolumeRestoringBackup, ""
 			return &shown

@@ -121,6 +121,7 @@ type Service struct {
 	name        string                         // gatewayName, set once (nameOnce)
 	nameOnce    sync.Once
 	procForTest atomic.Pointer[repo.Process] // what process() names instead, in tests
+	storeOffset atomic.Int64                 // the store's clock minus this gateway's, in ns (storeNow)
 	elsewhereMu sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
@@ -862,4 +863,14 @@ func (s *Service) recover(ctx context.Context) error {
 	return nil
 }
 
-func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+func now() time.Time {
+	return time.Now().Add(time.Duration(clockSkewForTest.Load())).UTC().Truncate(time.Microsecond)
+}
+
+// clockSkewForTest moves now() (SetClockSkewForTest): a host whose clock is off the store's.
+var clockSkewForTest atomic.Int64
+
+// storeNow is the store's time now as this gateway best knows it: its clock plus the offset it
+// last measured on its own services object (docs/design.md, "Ages by the store's clock"). The
+// ages of the objects other gateways write are judged against it.
+func (s *Service) storeNow() time.Time { return now().Add(time.Duration(s.storeOffset.Load())) }
