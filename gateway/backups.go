@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -281,6 +282,9 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			s.cancelOnRequest(b.ID, req)
 			return wrapf(context.Canceled, "backup %s was cancelled through the gateway on %s", b.ID, req.Host)
 		}
+		if h := afterLastCancelLookForTest.Load(); h != nil {
+			(*h)(b.ID)
+		}
 		res.Stats.ReadBytes += how.read
 		// The descriptive fields are the record's now: backup-update may have changed them
 		// while the backup ran, and the record and the manifest must agree.
@@ -344,6 +348,17 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	unclaim()
 	if err != nil {
 		return s.endFailedBackup(b, v, err)
+	}
+	// A force delete through another gateway stored after the commit's last look (while the
+	// manifest was being stored) deletes the backup now, before its request goes with the
+	// creating object.
+	if req, ok := s.cancelRequested(ctx, b.ID); ok {
+		s.cancelOnRequest(b.ID, req)
+		if _, err := s.idx.Backup(b.ID); errors.Is(err, index.ErrNotFound) {
+			s.removeCreating(b.ID)
+			s.notifyChange()
+			return wrapf(context.Canceled, "backup %s was deleted as it committed: %s force-deleted it through the gateway on %s", b.ID, req.By, req.Host)
+		}
 	}
 	s.removeCreating(b.ID) // after the manifest
 	s.syncIndex()
@@ -567,6 +582,10 @@ func (s *Service) track(ctx context.Context, id string, cancel context.CancelFun
 		s.mu.Unlock()
 	}
 }
+
+// afterLastCancelLookForTest, when set, runs in a backup's commit after its last look for a
+// cancel request, before its manifest is stored (SetAfterLastCancelLookForTest).
+var afterLastCancelLookForTest atomic.Pointer[func(id string)]
 
 // cancelOf returns the cancel of job id, or nil. Called with s.mu held.
 func (s *Service) cancelOf(id string) context.CancelFunc {

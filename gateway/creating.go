@@ -163,16 +163,41 @@ func (s *Service) cancelRequested(ctx context.Context, id string) (cancelRequest
 }
 
 // cancelOnRequest cancels running backup id as a force delete here would (cancelBackup),
-// for a force delete through another gateway. A backup that ended first stays: the request
-// goes, and a delete of the committed backup is the admin's to ask for.
+// for a force delete through another gateway. A backup that committed first is deleted as a
+// force delete of it here would (docs/design.md, "Backups being created, on every gateway");
+// one that ended otherwise (failed, or gone) leaves nothing to do, and the request goes.
 func (s *Service) cancelOnRequest(id string, req cancelRequest) {
 	if err := s.stopCreating(id); err != nil {
+		if b, berr := s.idx.Backup(id); errors.Is(err, errNotCreating) && berr == nil && b.Status == index.BackupAvailable {
+			s.deleteOnRequest(b, req)
+			return
+		}
 		s.log.Warn("request to cancel a backup that is no longer being created dropped", "backup_id", id, "by", req.By, "through", req.Host, "error", err)
 		s.removeJobObjects(id, metaCancel)
 		return
 	}
 	s.jobs.logf("backup/"+id, "cancelled by %s through the gateway on %s (force delete)", req.By, req.Host)
 	s.log.Info("backup cancelled through another gateway", "backup_id", id, "by", req.By, "through", req.Host)
+}
+
+// deleteOnRequest deletes backup b, which committed after a force delete through another
+// gateway had asked to cancel it, as that force delete here would have: as an admin, by the
+// deletion protocol and its checks (a protected backup stays; the refusal is logged).
+// It removes the request either way.
+func (s *Service) deleteOnRequest(b *index.Backup, req cancelRequest) {
+	defer s.removeJobObjects(b.ID, metaCancel)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	c := Caller{User: req.By, Project: b.Project, Admin: true}
+	if _, err := s.deleteFinished(WithCaller(ctx, c), c, b.ID, true); err != nil {
+		if !errors.Is(err, index.ErrNotFound) { // deleted already, by the other look
+			s.log.Warn("backup committed before a force delete through another gateway could cancel it, and not deleted", "backup_id", b.ID, "by", req.By, "through", req.Host, "error", err)
+			s.jobs.logf("backup/"+b.ID, "committed before the force delete by %s through the gateway on %s could cancel it, and not deleted: %v", req.By, req.Host, err)
+		}
+		return
+	}
+	s.jobs.logf("backup/"+b.ID, "committed before the force delete by %s through the gateway on %s could cancel it: deleted", req.By, req.Host)
+	s.log.Info("backup deleted on a force delete through another gateway that came as it committed", "backup_id", b.ID, "by", req.By, "through", req.Host)
 }
 
 // requestCancel is a force delete (or the delete of one shown interrupted) of backup b,
@@ -263,9 +288,18 @@ func (s *Service) showCreating(ctx context.Context, l creatingListing, full bool
 	writable := !s.cfg.ReadOnly && !s.repo.ReadOnly()
 	if full && writable {
 		for id := range l.cancels {
-			if _, ok := l.written[id]; !ok {
-				s.repo.DeleteMeta(ctx, metaCancel, id) // its backup ended before the listing: best effort
+			if _, ok := l.written[id]; ok {
+				continue
 			}
+			// Its backup ended before the listing. One that committed is deleted, as the
+			// force delete that asked would have done here; any other goes with the request.
+			if b, err := s.idx.Backup(id); err == nil && b.Status == index.BackupAvailable {
+				if req, ok := s.cancelRequested(ctx, id); ok {
+					s.deleteOnRequest(b, req)
+					continue
+				}
+			}
+			s.repo.DeleteMeta(ctx, metaCancel, id) // best effort
 		}
 	}
 	fresh := map[string]*elsewhereBackup{}

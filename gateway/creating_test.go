@@ -308,7 +308,39 @@ func TestForceDeleteCancelsABackupBeingCreatedThroughAnotherGateway(t *testing.T
 		}
 	}
 
-	// The request lands after the commit: the backup stays.
+	// The request lands after the last look, as the manifest is stored: the backup commits,
+	// and is then deleted, as the force delete asked. Before, the request went unread with the
+	// creating object, and the backup stayed.
+	gone := func(id, when string) {
+		t.Helper()
+		if has, err := a.Repository().HasManifest(context.Background(), id); err != nil || has || record(t, a, id) != nil {
+			t.Fatalf("the backup whose force delete came %s: manifest %v (%v) or record left on a", when, has, err)
+		}
+		catchUp(t, b)
+		if l := listed(t, b, id); l != nil {
+			t.Fatalf("b still lists the backup whose force delete came %s: %+v", when, l)
+		}
+		if left := creatingObjects(t, cfg.Repo, "cancel"); len(left) != 0 {
+			t.Fatalf("a cancel request that came %s was left: %v", when, left)
+		}
+	}
+	gateway.SetAfterLastCancelLookForTest(t, func(id string) {
+		if _, err := b.DeleteBackup(adminCtx(), id, true); err != nil {
+			t.Errorf("force delete through b as a commits: %v", err)
+		}
+	})
+	window, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "five.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := job(context.Background()); !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "deleted as it committed") {
+		t.Fatalf("the job of a backup force-deleted through b as it committed: %v, want cancelled", err)
+	}
+	gateway.SetAfterLastCancelLookForTest(t, func(string) {})
+	gone(window.ID, "as it committed")
+
+	// The request lands after the job ended (b had not caught up): the next full catch-up
+	// deletes the backup.
 	kept, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "three.img", 64<<10)})
 	if err != nil {
 		t.Fatal(err)
@@ -321,11 +353,26 @@ func TestForceDeleteCancelsABackupBeingCreatedThroughAnotherGateway(t *testing.T
 		t.Fatal(err)
 	}
 	catchUp(t, a)
-	if r := record(t, a, kept.ID); r == nil || r.Status != index.BackupAvailable {
-		t.Fatalf("a's backup that committed before the cancel request: %+v, want it available", r)
+	gone(kept.ID, "after its job ended")
+
+	// A protected backup stays, and the request goes.
+	protected, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "six.img", 64<<10), Protected: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Backup(adminCtx(), protected.ID); err != nil {
+		t.Fatal(err)
+	}
+	ctx = gateway.WithConfirm(adminCtx(), func(string) error { return job(context.Background()) })
+	if _, err := b.DeleteBackup(ctx, protected.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, a)
+	if r := record(t, a, protected.ID); r == nil || r.Status != index.BackupAvailable {
+		t.Fatalf("a's protected backup after a force delete through b that came after its commit: %+v, want it available", r)
 	}
 	catchUp(t, b)
 	if left := creatingObjects(t, cfg.Repo, "cancel"); len(left) != 0 {
-		t.Fatalf("a cancel request that came after the commit was left: %v", left)
+		t.Fatalf("the request for a protected backup was left: %v", left)
 	}
 }

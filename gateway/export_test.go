@@ -198,3 +198,10 @@ func SetClockSkewForTest(t interface{ Cleanup(func()) }, d time.Duration) {
 	old := clockSkewForTest.Swap(int64(d))
 	t.Cleanup(func() { clockSkewForTest.Store(old) })
 }
+
+// SetAfterLastCancelLookForTest runs fn in each backup's commit after its last look for a
+// cancel request and before its manifest is stored, until the test ends.
+func SetAfterLastCancelLookForTest(t interface{ Cleanup(func()) }, fn func(id string)) {
+	afterLastCancelLookForTest.Store(&fn)
+	t.Cleanup(func() { afterLastCancelLookForTest.Store(nil) })
+}
