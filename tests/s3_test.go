@@ -353,6 +353,7 @@ func TestS3CredentialsNeverShow(t *testing.T) {
 	run(s3Env(srv, srv.Endpoint, prefix, state, pw, "AWS_SECRET_ACCESS_KEY="+wrongSecret), []int{6}, "backup", "list")
 	run(s3Env(srv, srv.Endpoint, prefix, state, pw, "AWS_SECRET_ACCESS_KEY="+wrongSecret), []int{6}, "--secret-key", wrongSecret, "repo", "stats")
 	run(env, []int{3}, "--repo", "s3://no-such-bucket/x", "backup", "list")
+	run(env, []int{2}, "--repo", "s3://ab/x", "backup", "list") // a name S3 does not allow: the admin's mistake
 
 	logged, err := os.ReadFile(logFile)
 	if err != nil || len(logged) == 0 {

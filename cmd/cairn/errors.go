@@ -32,7 +32,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, context.Canceled):
 		return exitCancelled
-	case errors.Is(err, gateway.ErrInvalid), errors.Is(err, repo.ErrBadExport), errors.Is(err, repo.ErrPasswordRequired):
+	case errors.Is(err, gateway.ErrInvalid), errors.Is(err, repo.ErrBadExport), errors.Is(err, repo.ErrPasswordRequired),
+		errors.Is(err, backend.ErrBadLocation):
 		return exitInvalid
 	case errors.Is(err, gateway.ErrNotFound), errors.Is(err, repo.ErrNoRepository):
 		return exitNotFound

@@ -29,6 +29,9 @@ var (
 	ErrReadOnly = errors.New("the repository is read-only")
 	// ErrExists: Create found the key taken.
 	ErrExists = errors.New("object already exists")
+	// ErrBadLocation: the repository's location cannot name a store (an S3 bucket name
+	// S3 does not allow): what the admin typed is wrong, and no retry fixes it.
+	ErrBadLocation = errors.New("invalid repository location")
 )
 
 // Creator is implemented by a backend that can store an object only where none is: of many

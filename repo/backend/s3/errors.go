@@ -107,6 +107,8 @@ func classifyResponse(resp minio.ErrorResponse) (string, error) {
 		return "access denied (AccessDenied); check the credentials and the bucket policy", backend.ErrPermission
 	case "InvalidRange":
 		return "range past the end of the object", backend.ErrRange
+	case "InvalidBucketName":
+		return "the server does not allow that bucket name (InvalidBucketName); check the bucket in the repository URL", backend.ErrBadLocation
 	case "InsufficientStorage", "XMinioStorageFull":
 		// Not ErrUnavailable: retried, a full server stays full, and the user would read
 		// "unavailable" for "free space" [TestFullServerSaysSo].

@@ -109,7 +109,7 @@ func (b *Backend) Check(ctx context.Context) error {
 	// minio-go checks the name before each request with a plain error, which would read as
 	// a transport failure: retried, and reported as the backend unavailable.
 	if err := s3utils.CheckValidBucketName(b.bucket); err != nil {
-		return fmt.Errorf("%s: %s; check the bucket in the repository URL", what, strings.ToLower(err.Error()))
+		return &badBucket{fmt.Sprintf("%s: %s; check the bucket in the repository URL", what, strings.ToLower(err.Error()))}
 	}
 	ok, err := b.client.BucketExists(ctx, b.bucket)
 	if err != nil {
@@ -120,6 +120,12 @@ func (b *Backend) Check(ctx context.Context) error {
 	}
 	return nil
 }
+
+// badBucket is Check's error for a bucket name S3 does not allow: backend.ErrBadLocation.
+type badBucket struct{ msg string }
+
+func (e *badBucket) Error() string        { return e.msg }
+func (e *badBucket) Is(target error) bool { return target == backend.ErrBadLocation }
 
 // missingBucket is Check's error for a bucket that does not exist: it matches
 // backend.ErrNotFound without saying "object not found", which would mislead.

@@ -157,8 +157,8 @@ func TestInvalidBucketName(t *testing.T) {
 			t.Errorf("Open of bucket %q succeeded", bucket)
 			continue
 		}
-		if errors.Is(err, backend.ErrUnavailable) || !strings.Contains(err.Error(), bucket) {
-			t.Errorf("Open of bucket %q = %v; want an error naming the bucket, not ErrUnavailable", bucket, err)
+		if errors.Is(err, backend.ErrUnavailable) || !errors.Is(err, backend.ErrBadLocation) || !strings.Contains(err.Error(), bucket) {
+			t.Errorf("Open of bucket %q = %v; want ErrBadLocation naming the bucket, not ErrUnavailable", bucket, err)
 		}
 	}
 }
