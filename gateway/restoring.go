@@ -70,8 +70,8 @@ func (r *restoringElsewhere) fresh(storeNow time.Time) bool {
 }
 
 // storeRestoring stores the object of a restore this gateway accepted, before the restore
-// returns, and keepRestoring rewrites it every creatingRefresh until ctx ends. Both are best
-// effort: a failure is logged, and other gateways show the restore's end.
+// returns (keepRestoring rewrites it). Best effort: a failure is logged, and other gateways
+// show the restore's end.
 func (s *Service) storeRestoring(ctx context.Context, o *restoringObject) {
 	if s.cfg.ReadOnly || s.repo.ReadOnly() {
 		return
@@ -81,8 +81,9 @@ func (s *Service) storeRestoring(ctx context.Context, o *restoringObject) {
 	}
 }
 
-// It also looks for a request to cancel the restore every cancelLook, and calls cancel when
-// one names it (the job looked once as it began).
+// keepRestoring rewrites restore o's object every creatingRefresh until ctx ends, and looks
+// for a request to cancel the restore every cancelLook, calling cancel when one names it (the
+// job looked once as it began).
 func (s *Service) keepRestoring(ctx context.Context, o *restoringObject, cancel context.CancelFunc) {
 	if s.cfg.ReadOnly || s.repo.ReadOnly() {
 		return
