@@ -121,20 +121,24 @@ func TestResetStateThroughAnotherGatewayCancelsItsRestore(t *testing.T) {
 
 	// A stale view: the restore b saw ended before b's reset. Its request cancels no later
 	// restore, and a full catch-up removes it.
-	_, job3, err := a.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: "ended"})
-	if err != nil {
-		t.Fatal(err)
+	resetAfterItEnded := func(name string) {
+		t.Helper()
+		_, job, err := a.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		catchUp(t, b)
+		if err := job(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.ResetBackupState(adminCtx(), bk.ID, "available"); err != nil {
+			t.Fatal(err)
+		}
+		if reqs := creatingObjects(t, repoDir, "restore-cancel"); len(reqs) != 1 {
+			t.Fatalf("requests stored from b's stale view: %v, want one", reqs)
+		}
 	}
-	catchUp(t, b)
-	if err := job3(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.ResetBackupState(adminCtx(), bk.ID, "available"); err != nil {
-		t.Fatal(err)
-	}
-	if reqs := creatingObjects(t, repoDir, "restore-cancel"); len(reqs) != 1 {
-		t.Fatalf("requests stored from b's stale view: %v, want one", reqs)
-	}
+	resetAfterItEnded("ended")
 	res4, err := a.Restore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: "later"})
 	if err != nil {
 		t.Fatalf("a restore after a request for an earlier one: %v", err)
@@ -147,18 +151,8 @@ func TestResetStateThroughAnotherGatewayCancelsItsRestore(t *testing.T) {
 		t.Fatalf("later restore: sha256 %s, want %s", sum, want)
 	}
 	noObjects() // the later restore's end removed the earlier request with its own objects
-	_, job5, err := a.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: bk.ID, Name: "leftover"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
-	if err := job5(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.ResetBackupState(adminCtx(), bk.ID, "available"); err != nil {
-		t.Fatal(err)
-	}
-	catchUp(t, b)
+	resetAfterItEnded("leftover")
+	catchUp(t, b) // the 10-second one leaves it
 	if reqs := creatingObjects(t, repoDir, "restore-cancel"); len(reqs) != 1 {
 		t.Fatalf("requests left before a full catch-up: %v, want one", reqs)
 	}
