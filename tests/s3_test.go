@@ -172,6 +172,30 @@ func startS3Cairn(t *testing.T, env []string, args ...string) *cairnProcess {
 	return p
 }
 
+// whenLocked returns once a lock object of the repository at prefix is stored on srv: the
+// command p runs holds its lock, so it is past opening the repository. It fails the test when
+// p ends first, or after a minute.
+func whenLocked(t *testing.T, srv *testutil.S3Server, prefix string, p *cairnProcess) {
+	t.Helper()
+	dir := filepath.Join(srv.Dir, srv.Bucket, prefix, "locks")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if !strings.HasPrefix(e.Name(), ".") {
+				return
+			}
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("cairn %v ended before it took a lock: %s", p.cmd.Args[1:], p.stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cairn %v took no lock in a minute", p.cmd.Args[1:])
+		}
+	}
+}
+
 // wait waits up to limit for the process to end and returns its result.
 func (p *cairnProcess) wait(t *testing.T, limit time.Duration) cairnResult {
 	t.Helper()
@@ -575,9 +599,11 @@ func TestS3CheckWaitsOutARestartOfTheServer(t *testing.T) {
 	testutil.WriteImage(t, vol, 64*mib, 52, testutil.Random)
 	b := r.createBackup(vol)
 
-	// Slowed, so it still reads when the server goes.
+	// Slowed, so it still reads when the server goes. The server goes once the check holds
+	// its lock: past the repository's opening, which does not wait out a store that is down
+	// (a fixed 1.5 s was too short under load: the check was still opening).
 	p := startS3Cairn(t, r.Env, "--limit-download", "16M", "repo", "check", "--read-data")
-	time.Sleep(1500 * time.Millisecond)
+	whenLocked(t, srv, "check-restart", p)
 	srv.Stop()
 	time.Sleep(6 * time.Second)
 	srv.Start()
@@ -591,7 +617,7 @@ func TestS3CheckWaitsOutARestartOfTheServer(t *testing.T) {
 
 	// A backup's verification, as long a read, waits the same way.
 	p = startS3Cairn(t, r.Env, "--limit-download", "16M", "--quiet", "backup", "verify", b.ID)
-	time.Sleep(1500 * time.Millisecond)
+	whenLocked(t, srv, "check-restart", p)
 	srv.Stop()
 	time.Sleep(6 * time.Second)
 	srv.Start()
