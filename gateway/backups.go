@@ -354,11 +354,12 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 	// creating object.
 	if req, ok := s.cancelRequested(ctx, b.ID); ok {
 		s.cancelOnRequest(b.ID, req)
-		if _, err := s.idx.Backup(b.ID); errors.Is(err, index.ErrNotFound) {
-			s.removeCreating(b.ID)
-			s.notifyChange()
-			return wrapf(context.Canceled, "backup %s was deleted as it committed: %s force-deleted it through the gateway on %s", b.ID, req.By, req.Host)
-		}
+	}
+	if _, err := s.idx.Backup(b.ID); errors.Is(err, index.ErrNotFound) {
+		// Deleted by that look, or by the watcher's (watchCreating), which may have come first.
+		s.removeCreating(b.ID)
+		s.notifyChange()
+		return wrapf(context.Canceled, "backup %s was deleted as it committed: a force delete asked for it (the job's log says by whom)", b.ID)
 	}
 	s.removeCreating(b.ID) // after the manifest
 	s.syncIndex()
