@@ -359,7 +359,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		// Deleted by that look, or by the watcher's (watchCreating), which may have come first.
 		s.removeCreating(b.ID)
 		s.notifyChange()
-		return wrapf(context.Canceled, "backup %s was deleted as it committed: a force delete asked for it (the job's log says by whom)", b.ID)
+		return wrapf(context.Canceled, "backup %s was deleted as it committed: a delete through another gateway asked for it (the job's log says by whom)", b.ID)
 	}
 	s.removeCreating(b.ID) // after the manifest
 	s.syncIndex()
@@ -768,7 +768,7 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 		case b.Status == index.BackupCreating && !force:
 			return nil, wrapf(ErrConflict, "backup %s is being created through the gateway on %s: wait for it, or cancel it with 'cairn backup delete --force %s'", b.ID, b.RunBy, b.ID)
 		}
-		return s.requestCancel(ctx, c, b)
+		return s.requestCancel(ctx, c, b, force)
 	}
 	if err := s.mayDelete(ctx, c, b, force); err != nil {
 		return nil, err

@@ -51,6 +51,10 @@ type cancelRequest struct {
 	By       string    `json:"by"`
 	Host     string    `json:"host"`
 	At       time.Time `json:"at"`
+	// Admin and Force are the delete's: a backup that committed first is deleted with its
+	// rights, so a member's delete of one shown interrupted never passes the minimum age.
+	Admin bool `json:"admin,omitempty"`
+	Force bool `json:"force,omitempty"`
 }
 
 // elsewhereBackup is a backup another gateway is creating, as this one shows it.
@@ -180,16 +184,17 @@ func (s *Service) cancelOnRequest(id string, req cancelRequest) {
 	s.log.Info("backup cancelled through another gateway", "backup_id", id, "by", req.By, "through", req.Host)
 }
 
-// deleteOnRequest deletes backup b, which committed after a force delete through another
-// gateway had asked to cancel it, as that force delete here would have: as an admin, by the
-// deletion protocol and its checks (a protected backup stays; the refusal is logged).
-// It removes the request either way.
+// deleteOnRequest deletes backup b, which committed after a delete through another gateway
+// had asked to cancel it, as that delete here would have: with its caller's rights and force,
+// by the deletion protocol and its checks (a protected backup stays, and so does one younger
+// than the minimum age unless an admin forced the delete; the refusal is logged). It removes
+// the request either way.
 func (s *Service) deleteOnRequest(b *index.Backup, req cancelRequest) {
 	defer s.removeJobObjects(b.ID, metaCancel)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	c := Caller{User: req.By, Project: b.Project, Admin: true}
-	if _, err := s.deleteFinished(WithCaller(ctx, c), c, b.ID, true); err != nil {
+	c := Caller{User: req.By, Project: b.Project, Admin: req.Admin}
+	if _, err := s.deleteFinished(WithCaller(ctx, c), c, b.ID, req.Force); err != nil {
 		if !errors.Is(err, index.ErrNotFound) { // deleted already, by the other look
 			s.log.Warn("backup committed before a force delete through another gateway could cancel it, and not deleted", "backup_id", b.ID, "by", req.By, "through", req.Host, "error", err)
 			s.jobs.logf("backup/"+b.ID, "committed before the force delete by %s through the gateway on %s could cancel it, and not deleted: %v", req.By, req.Host, err)
@@ -202,11 +207,11 @@ func (s *Service) deleteOnRequest(b *index.Backup, req cancelRequest) {
 
 // requestCancel is a force delete (or the delete of one shown interrupted) of backup b,
 // which another gateway is creating: it stores the cancel request that gateway acts on.
-func (s *Service) requestCancel(ctx context.Context, c Caller, b *index.Backup) (*index.Backup, error) {
+func (s *Service) requestCancel(ctx context.Context, c Caller, b *index.Backup, force bool) (*index.Backup, error) {
 	if err := confirm(ctx, fmt.Sprintf("cancel backup %s, which the gateway on %s is creating, and delete it", s.describeBackup(b), b.RunBy)); err != nil {
 		return nil, err
 	}
-	req := cancelRequest{BackupID: b.ID, By: c.User, Host: hostName(), At: now()}
+	req := cancelRequest{BackupID: b.ID, By: c.User, Host: hostName(), At: now(), Admin: c.Admin, Force: force}
 	if err := s.repo.PutMeta(ctx, metaCancel, b.ID, &req); err != nil {
 		return nil, fmt.Errorf("store the request to cancel backup %s: %w", b.ID, err)
 	}

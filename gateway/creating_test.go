@@ -376,3 +376,42 @@ func TestForceDeleteCancelsABackupBeingCreatedThroughAnotherGateway(t *testing.T
 		t.Fatalf("the request for a protected backup was left: %v", left)
 	}
 }
+
+// A member's plain delete of a backup shown interrupted (its gateway was only slow to report)
+// that then commits deletes it with the member's rights: the repository's minimum age keeps
+// it. Before, the request was acted on as an admin's force delete, which passes the minimum
+// age, a protection only an admin may override.
+func TestDeleteRequestThatComesAsTheBackupCommitsKeepsItsCallersRights(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	gateway.SetCreatingTimesForTest(t, time.Hour, time.Millisecond, time.Hour) // shown interrupted at once
+	if _, err := a.UpdateSettings(adminCtx(), func(st *gateway.Settings) error {
+		st.MinAge = gateway.Duration(time.Hour)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	member := as("bob", gateway.DefaultProject, false)
+	gateway.SetAfterLastCancelLookForTest(t, func(id string) {
+		catchUp(t, b)
+		time.Sleep(5 * time.Millisecond)
+		if d, err := b.DeleteBackup(member, id, false); err != nil || d.Status != index.BackupDeleting {
+			t.Errorf("a member's delete through b of a backup shown interrupted: %+v %v, want a cancel request", d, err)
+		}
+	})
+	bk, job, err := a.StartBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, "vm.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := job(context.Background()); err != nil {
+		t.Fatalf("the backup a member asked to delete as it committed, younger than the minimum age: %v, want it kept", err)
+	}
+	gateway.SetAfterLastCancelLookForTest(t, func(string) {})
+	if r := record(t, a, bk.ID); r == nil || r.Status != index.BackupAvailable {
+		t.Fatalf("a's backup after a member's delete request that came as it committed: %+v, want it available", r)
+	}
+	if sum, want := restoreSHA(t, a, adminCtx(), bk.ID), sha256File(t, filepath.Join(dir, "vm.img")); sum != want {
+		t.Fatalf("the kept backup restored: sha256 %s, want %s", sum, want)
+	}
+}
