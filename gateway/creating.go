@@ -123,24 +123,33 @@ func (s *Service) removeJobObjects(id string, kinds ...string) {
 // creatingRefresh and looks for a cancel request every cancelLook (the job looked once as it
 // began). It stops when ctx ends.
 func (s *Service) watchCreating(ctx context.Context, id string) {
+	s.watchJob(ctx, func(ctx context.Context) { s.lookForCancel(ctx, id) }, func(ctx context.Context) {
+		if b, err := s.idx.Backup(id); err == nil && b.Status == index.BackupCreating {
+			s.storeCreating(ctx, b)
+		}
+	})
+}
+
+// watchJob runs while a job every gateway shows runs (a backup being created, a restore): it
+// calls look every cancelLook and rewrite every creatingRefresh, until ctx ends. A read-only
+// service stores no such objects and reads no requests.
+func (s *Service) watchJob(ctx context.Context, look, rewrite func(context.Context)) {
 	if s.cfg.ReadOnly || s.repo.ReadOnly() {
 		return
 	}
-	look := time.NewTicker(cancelLook)
-	defer look.Stop()
+	t := time.NewTicker(cancelLook)
+	defer t.Stop()
 	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-look.C:
+		case <-t.C:
 		}
-		s.lookForCancel(ctx, id)
+		look(ctx)
 		if time.Since(last) >= creatingRefresh {
 			last = time.Now()
-			if b, err := s.idx.Backup(id); err == nil && b.Status == index.BackupCreating {
-				s.storeCreating(ctx, b)
-			}
+			rewrite(ctx)
 		}
 	}
 }

@@ -585,7 +585,7 @@ func (s *Service) learnVolume(ctx context.Context, id string) (bool, error) {
 		return false, nil
 	}
 	if err := s.idx.LearnVolume(v); errors.Is(err, index.ErrExists) {
-		return false, nil // a volume of the same path here: the admin's to settle
+		return false, nil // learned meanwhile (its id is known here now)
 	} else if err != nil {
 		return false, err
 	}

@@ -85,24 +85,8 @@ func (s *Service) storeRestoring(ctx context.Context, o *restoringObject) {
 // for a request to cancel the restore every cancelLook, calling cancel when one names it (the
 // job looked once as it began).
 func (s *Service) keepRestoring(ctx context.Context, o *restoringObject, cancel context.CancelFunc) {
-	if s.cfg.ReadOnly || s.repo.ReadOnly() {
-		return
-	}
-	look := time.NewTicker(cancelLook)
-	defer look.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-look.C:
-		}
-		s.lookForRestoreCancel(ctx, o, cancel)
-		if time.Since(last) >= creatingRefresh {
-			last = time.Now()
-			s.storeRestoring(ctx, o)
-		}
-	}
+	s.watchJob(ctx, func(ctx context.Context) { s.lookForRestoreCancel(ctx, o, cancel) },
+		func(ctx context.Context) { s.storeRestoring(ctx, o) })
 }
 
 // lookForRestoreCancel calls cancel when a request to cancel restore o is stored. A request
