@@ -280,8 +280,8 @@ func (c *recordsCollector) Collect(ch chan<- prometheus.Metric) {
 
 // attentionCollector exports, when scraped, what 'cairn status --all-projects' lists: how
 // many things of each kind need attention, per project (maintenance and services: project
-// ""). Stale locks are left out: finding them writes a probe object, and a scrape must not
-// write. A kind with nothing to report is one series at 0 (project ""), so an alert's series
+// ""). Stale locks are found without writing, by the store's clock as this gateway measured it
+// (none before it has). A kind with nothing to report is one series at 0 (project ""), so an alert's series
 // exists before its first concern. Scrapes within attentionTTL of the last share its count:
 // the overview reads the policies and their states from the repository.
 type attentionCollector struct {
@@ -299,7 +299,7 @@ const attentionTTL = 15 * time.Second
 
 func newAttentionCollector(s *Service) *attentionCollector {
 	return &attentionCollector{s: s, desc: prometheus.NewDesc("cairn_attention",
-		"Things that need an admin's attention, by kind and project, as 'cairn status --all-projects' lists them (stale locks left out): failed or damaged backups, volumes in error, unprotected or overdue, failed policy runs, gc and checks, services down, quotas at 90 %.",
+		"Things that need an admin's attention, by kind and project, as 'cairn status --all-projects' lists them: failed or damaged backups, volumes in error, unprotected or overdue, failed policy runs, gc and checks, services down, stale locks, quotas at 90 %.",
 		[]string{"kind", "project"}, nil)}
 }
 
@@ -312,9 +312,6 @@ func (c *attentionCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, kind := range concernKinds {
-		if kind == ConcernStaleLock {
-			continue
-		}
 		n := 0
 		for k, v := range counts {
 			if k[0] == kind {

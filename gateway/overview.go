@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/units"
 )
 
@@ -59,8 +60,10 @@ const quotaNear = 0.9
 type OverviewOptions struct {
 	// All: an admin's overview of every project.
 	All bool
-	// Locks: look for stale locks too (admins). Listing them writes a probe object to read
-	// the store's clock, so a page that refreshes itself leaves them out.
+	// Locks: look for stale locks by writing a probe object to read the store's clock, as
+	// 'cairn status' does. Without it a gateway looks without writing, judging their ages by
+	// storeNow once it has measured the store's clock (before that it leaves them out), so a
+	// page that refreshes itself and a metrics scrape write nothing.
 	Locks bool
 	// Inventory, when not nil, is the caller's inventory as Inventory gave it just now: a page
 	// that shows it too reads it once.
@@ -215,15 +218,16 @@ func (s *Service) maintenanceConcerns(ctx context.Context, locks bool, add func(
 			}
 		}
 	}
-	if locks {
-		ls, err := s.Locks(ctx)
-		if err != nil {
-			ls = nil // the rest of the overview stands without them
-		}
-		for _, l := range ls {
-			if l.Stale {
-				add(ConcernStaleLock, "", l.ID, l.Created, "a stale %s lock of %s (host %s, pid %d): %s; 'cairn repo unlock' removes it", l.Kind, l.Operation, l.Host, l.PID, l.Why)
-			}
+	var ls []repo.LockInfo
+	switch {
+	case locks:
+		ls, _ = s.Locks(ctx) // on an error the rest of the overview stands without them
+	case s.storeOffsetKnown.Load():
+		ls, _ = s.repo.LocksAt(ctx, s.storeNow())
+	}
+	for _, l := range ls {
+		if l.Stale {
+			add(ConcernStaleLock, "", l.ID, l.Created, "a stale %s lock of %s (host %s, pid %d): %s; 'cairn repo unlock' removes it", l.Kind, l.Operation, l.Host, l.PID, l.Why)
 		}
 	}
 	for _, sv := range s.Services(ctx) {

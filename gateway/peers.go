@@ -96,6 +96,7 @@ func (s *Service) readPeers(ctx context.Context, stored time.Time) {
 	own := s.gatewayName()
 	if at, ok := written[own]; ok && !stored.IsZero() {
 		s.storeOffset.Store(int64(at.Sub(stored)))
+		s.storeOffsetKnown.Store(true)
 	}
 	s.health.mu.Lock()
 	old := s.health.peers

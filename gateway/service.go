@@ -116,13 +116,14 @@ type Service struct {
 	resvCommitted map[string]time.Time
 	// elsewhere: the backups other gateways are creating that the index does not hold, by
 	// id (creating.go); guarded by elsewhereMu.
-	elsewhere   map[string]*elsewhereBackup
-	restoringAt map[string]*restoringElsewhere // restores other gateways run, by backup id (restoring.go)
-	name        string                         // gatewayName, set once (nameOnce)
-	nameOnce    sync.Once
-	procForTest atomic.Pointer[repo.Process] // what process() names instead, in tests
-	storeOffset atomic.Int64                 // the store's clock minus this gateway's, in ns (storeNow)
-	elsewhereMu sync.Mutex
+	elsewhere        map[string]*elsewhereBackup
+	restoringAt      map[string]*restoringElsewhere // restores other gateways run, by backup id (restoring.go)
+	name             string                         // gatewayName, set once (nameOnce)
+	nameOnce         sync.Once
+	procForTest      atomic.Pointer[repo.Process] // what process() names instead, in tests
+	storeOffset      atomic.Int64                 // the store's clock minus this gateway's, in ns (storeNow)
+	storeOffsetKnown atomic.Bool                  // storeOffset was measured (a gateway that shares its services)
+	elsewhereMu      sync.Mutex
 	// manifestMu serialises what writes or removes a manifest after its backup was accepted
 	// (a backup's commit, backup-update's rewrite, a delete), so the descriptive fields of a
 	// record and its manifest agree and no rewrite brings back a deleted manifest.

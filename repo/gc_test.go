@@ -2021,3 +2021,44 @@ func TestGCFreesSpaceWhenARepackDoesNotFit(t *testing.T) {
 		t.Fatal("the backup restores different bytes after the repack")
 	}
 }
+
+// TestLocksAtJudgesByTheClockItIsGiven: LocksAt lists the locks without writing a probe, so
+// a metrics scrape writes nothing; a live lock is not stale by the store's time now (given, or
+// its own object's time when the one given is earlier), and is stale by a time past its
+// staleness; the listing leaves no object behind.
+func TestLocksAtJudgesByTheClockItIsGiven(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	lk, err := f.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Unlock()
+	lockObjects := func() int {
+		es, err := os.ReadDir(filepath.Join(f.dir, "repo", "locks"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	for _, c := range []struct {
+		at    time.Time
+		stale bool
+	}{
+		{time.Time{}, false},
+		{time.Now().Add(-time.Hour), false},
+		{time.Now(), false},
+		{time.Now().Add(repo.DefaultLockStale + time.Minute), true},
+	} {
+		ls, err := f.r.LocksAt(ctx, c.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) != 1 || ls[0].ID != lk.Info().ID || ls[0].Stale != c.stale {
+			t.Fatalf("LocksAt(%v): %+v, want the backup's lock, stale %v", c.at, ls, c.stale)
+		}
+		if n := lockObjects(); n != 1 {
+			t.Fatalf("LocksAt(%v) left %d lock objects, want the one lock", c.at, n)
+		}
+	}
+}

@@ -375,7 +375,7 @@ func (l *locker) acquire(ctx context.Context, kind LockKind, op string) (*Lock, 
 		if err := l.write(ctx, key, info); err != nil {
 			return fail(fmt.Errorf("take %s lock: %w", kind, err))
 		}
-		others, err := l.list(ctx, key)
+		others, err := l.list(ctx, key, time.Time{})
 		if err != nil {
 			return fail(fmt.Errorf("take %s lock: %w", kind, err))
 		}
@@ -440,14 +440,15 @@ func conflicts(kind LockKind, op string, o LockInfo) bool {
 }
 
 // list reads every lock object but own (its key), and says which are stale. The store's clock
-// is read from the newest ModTime among own and the others, so hosts' clocks never matter.
-func (l *locker) list(ctx context.Context, own string) ([]LockInfo, error) {
+// is read from the newest ModTime among own and the others, so hosts' clocks never matter;
+// storeNow, when later, stands for it (LocksAt: no object of our own was just written).
+func (l *locker) list(ctx context.Context, own string, storeNow time.Time) ([]LockInfo, error) {
 	type obj struct {
 		key string
 		mod time.Time
 	}
 	var objs []obj
-	var now time.Time
+	now := storeNow
 	if err := l.be.List(ctx, lockPrefix, func(oi backend.ObjectInfo) error {
 		if oi.ModTime.After(now) {
 			now = oi.ModTime
@@ -572,7 +573,26 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 		return nil, err
 	}
 	defer r.locks.remove(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless
-	all, err := r.locks.list(ctx, key)
+	all, err := r.locks.list(ctx, key, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	out := all[:0]
+	for _, li := range all {
+		if li.Kind != lockProbe {
+			out = append(out, li)
+		}
+	}
+	return out, nil
+}
+
+// LocksAt lists the repository's lock objects as Locks does, without writing: their ages are
+// judged against storeNow, the caller's best knowledge of the store's clock (a gateway's
+// measured offset), or the newest lock object's time when that is later. For a look that must
+// not write (a metrics scrape, a page that refreshes itself, a read-only repository); a clock
+// behind the store's only makes locks look younger (docs/design.md, "Locks").
+func (r *Repository) LocksAt(ctx context.Context, storeNow time.Time) ([]LockInfo, error) {
+	all, err := r.locks.list(ctx, "", storeNow)
 	if err != nil {
 		return nil, err
 	}

@@ -1,10 +1,13 @@
 package tests
 
 import (
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -62,6 +65,33 @@ func TestStatusNamesWhatNeedsAttention(t *testing.T) {
 	}
 	if !strings.Contains(kinds["backup-failed"], "big") || kinds["stale-lock"] == "" || !strings.Contains(kinds["unprotected"], "big") {
 		t.Fatalf("status after a killed backup of big: %+v, want its failed backup, its stale lock, and big unprotected", st.Concerns)
+	}
+	// A gateway's /metrics counts the stale lock too, found without writing: a scrape must not
+	// write, so it judges the lock's age by the store's clock as the gateway measured it.
+	tokens := filepath.Join(dir, "tokens")
+	writeFile(t, tokens, consoleScraper+" prometheus - metrics\n")
+	addr := freePort(t)
+	g := startGateway(t, r, "--listen", addr, "--tokens", tokens)
+	want := `cairn_attention{kind="stale-lock",project=""} 1`
+	var text string
+	waitFor(t, 60*time.Second, "the stale lock in /metrics", func() bool {
+		req, err := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+consoleScraper)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text = string(b)
+		return strings.Contains(text, want)
+	})
+	g.stop()
+	if out := r.mustRun("repo", "locks"); strings.Count(out, "stale") == 0 {
+		t.Fatalf("the scrapes broke or removed the stale lock:\n%s", out)
 	}
 	r.mustRun("repo", "unlock")
 	r.createBackup("big")
