@@ -96,7 +96,7 @@ func TestOverviewNamesWhatNeedsAttention(t *testing.T) {
 		want["cairn_attention "+k+" admin"] = 1
 	}
 	for _, k := range []string{gateway.ConcernCheck, gateway.ConcernGCFailed, gateway.ConcernOverdue,
-		gateway.ConcernPolicyFailed, gateway.ConcernServiceDown} {
+		gateway.ConcernPolicyFailed, gateway.ConcernServiceDown, gateway.ConcernStaleLock} {
 		want["cairn_attention "+k+" "] = 0
 	}
 	if got := series(t, s, "cairn_attention"); !maps.Equal(got, want) {
