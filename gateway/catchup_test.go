@@ -969,3 +969,29 @@ func TestCatchUpLeavesARecordThatARestoreHereTookMeanwhile(t *testing.T) {
 		t.Fatalf("after its restore ended, the backup deleted elsewhere is still known: %+v", got)
 	}
 }
+
+// A change to a committed backup (here its protection) is stamped in its manifest, and that
+// time is the backup's updated_at on the gateway that made it, on another that catches up,
+// and in an index rebuilt. Before (found by hand, 2026-12-07), each index stamped its own
+// write: B showed when it caught up, and a rebuilt index the backup's commit.
+func TestUpdatedAtIsTheManifestsOnEveryGateway(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, bk := backedUpOnA(t, dir)
+	catchUp(t, b)
+	time.Sleep(10 * time.Millisecond) // so that the change's time differs from the commit's
+	protected, err := a.ProtectBackup(adminCtx(), bk.ID, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !protected.UpdatedAt.After(bk.UpdatedAt) {
+		t.Fatalf("A's record after the protect: updated_at %v, not after the commit's %v", protected.UpdatedAt, bk.UpdatedAt)
+	}
+	time.Sleep(10 * time.Millisecond) // so that B's catch-up comes later than the change
+	catchUp(t, b)
+	for name, g := range map[string]*gateway.Service{"B": b, "a new index": gatewayOn(t, repoDir, filepath.Join(dir, "state-new"))} {
+		got := record(t, g, bk.ID)
+		if got == nil || !got.Protected || !got.UpdatedAt.Equal(protected.UpdatedAt) {
+			t.Errorf("%s shows the protected backup as %+v; want protected, updated_at %v as on A", name, got, protected.UpdatedAt)
+		}
+	}
+}

@@ -239,7 +239,7 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 			return fmt.Errorf("the source repository's lock: %w", err)
 		}
 		c := *m
-		c.Root, c.RootLevel, c.Stats, c.CommittedAt = res.Root, res.RootLevel, res.Stats, now()
+		c.Root, c.RootLevel, c.Stats, c.CommittedAt, c.UpdatedAt = res.Root, res.RootLevel, res.Stats, now(), time.Time{}
 		c.ReadMode, c.ReadFallback, c.Error, c.Verified, c.Restored = mode, fallback, "", nil, nil // neither verified nor restored there
 		// The repositories the source backup was copied to are the source's to know.
 		c.Copies = nil

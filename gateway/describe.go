@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"time"
 	"unicode/utf8"
 
 	"github.com/cairn-backup/cairn/index"
@@ -49,17 +50,19 @@ func (s *Service) UpdateBackup(ctx context.Context, ref string, u BackupUpdate) 
 	} else if err != nil {
 		return nil, err
 	}
+	var at time.Time // the manifest's rewrite, if any
 	switch b.Status {
 	case index.BackupDeleting:
 		return nil, wrapf(ErrConflict, "backup %s is being deleted", b.ID)
 	case index.BackupAvailable, index.BackupRestoring:
-		if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { u.apply(&m.Name, &m.Description, &m.Metadata) }); err != nil {
+		if at, err = s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { u.apply(&m.Name, &m.Description, &m.Metadata) }); err != nil {
 			return nil, err
 		}
 	}
 	// creating: the commit reads the record; error: no manifest to keep it in.
 	out, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		u.apply(&rec.Name, &rec.Description, &rec.Metadata)
+		stampUpdated(rec, at)
 		return nil
 	})
 	if err != nil {

@@ -130,7 +130,7 @@ func RecordVerifyForTest(s *Service, id string, outcome *index.VerifyOutcome) {
 // ForgetCopiesForTest removes every record of backup id's copies, from its manifest and the
 // index, as a copy made before copies were recorded left it.
 func ForgetCopiesForTest(t testing.TB, s *Service, id string) {
-	if err := s.rewriteManifest(context.Background(), id, func(m *repo.Manifest) { m.Copies = nil }); err != nil {
+	if _, err := s.rewriteManifest(context.Background(), id, func(m *repo.Manifest) { m.Copies = nil }); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.idx.UpdateBackup(id, func(b *index.Backup) error { b.Copies = nil; return nil }); err != nil {

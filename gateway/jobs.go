@@ -209,8 +209,9 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 	case state == index.BackupAvailable && resetToError(b):
 		mark = "clear"
 	}
+	var at time.Time // the manifest's rewrite, if any
 	if mark != "" {
-		if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) {
+		if at, err = s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) {
 			m.Error = ""
 			if mark == "write" {
 				m.Error = resetReason
@@ -224,6 +225,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 			return wrapf(ErrConflict, "backup %s never completed: it cannot become available", rec.ID)
 		}
 		rec.Status = state
+		stampUpdated(rec, at)
 		endDoubt(rec) // an admin's word settles a manifest in doubt
 		switch {
 		case state == index.BackupAvailable:

@@ -746,6 +746,9 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
 		b.Status, b.FailReason, b.LastVerify, b.LastRestore = status, reason, verified, restored
 		b.Copies = m.Copies
+		if !m.UpdatedAt.IsZero() {
+			b.UpdatedAt = m.Updated() // the rewrite's time, as the gateway that made it shows it
+		}
 		return nil
 	})
 	if errors.Is(err, errUnchanged) {

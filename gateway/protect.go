@@ -105,11 +105,13 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	if b.Protected == protect {
 		return b, nil
 	}
-	if err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { m.Protected = protect }); err != nil {
+	at, err := s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) { m.Protected = protect })
+	if err != nil {
 		return nil, err
 	}
 	b, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		rec.Protected = protect
+		stampUpdated(rec, at)
 		return nil
 	})
 	if err != nil {
@@ -130,11 +132,14 @@ const rewriteWait = 30 * time.Second
 // keeps gc away, so the blobs the manifest names are still stored when the new one lands.
 // Only descriptive fields change (name, description, metadata, protection, the parent after
 // a prune), never the block map: a reader that sees either version restores the same bytes.
-// Rewrites on other gateways queue behind the claim it holds from read to store.
-func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.Manifest)) error {
+// Rewrites on other gateways queue behind the claim it holds from read to store. It stamps
+// the manifest's UpdatedAt and returns it: the caller's index update sets the record's
+// updated_at to it, so every gateway and a rebuilt index show the same time.
+func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.Manifest)) (time.Time, error) {
+	var none time.Time
 	lk, err := s.repo.Lock(ctx, repo.LockShared, "update")
 	if err != nil {
-		return err
+		return none, err
 	}
 	defer lk.Unlock()
 	// One rewrite of a manifest at a time across processes, read to store: two gateways each
@@ -142,33 +147,34 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	// and deletes") [TestTwoRewritesOnTwoGatewaysKeepBothChanges].
 	cl, err := s.repo.ClaimWithin(ctx, "update backup "+id, rewriteWait)
 	if errors.Is(err, repo.ErrLocked) {
-		return wrapf(ErrConflict, "backup %s is being updated on another gateway (%v): try again", id, err)
+		return none, wrapf(ErrConflict, "backup %s is being updated on another gateway (%v): try again", id, err)
 	}
 	if err != nil {
-		return fmt.Errorf("backup %s: %w", id, err)
+		return none, fmt.Errorf("backup %s: %w", id, err)
 	}
 	defer cl.Unlock()
 	m, err := s.repo.GetManifest(ctx, id)
 	if errors.Is(err, backend.ErrNotFound) {
-		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
+		return none, wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
 	}
 	if err != nil {
-		return fmt.Errorf("backup %s: %w", id, err)
+		return none, fmt.Errorf("backup %s: %w", id, err)
 	}
 	root, level := m.Root, m.RootLevel
 	fn(m)
+	m.UpdatedAt = now()
 	if m.Root != root || m.RootLevel != level || m.ID != id {
-		return fmt.Errorf("backup %s: internal error: a manifest rewrite may not change its block map", id)
+		return none, fmt.Errorf("backup %s: internal error: a manifest rewrite may not change its block map", id)
 	}
 	if err := cl.Check(); err != nil {
-		return fmt.Errorf("backup %s: its update claim: %w: nothing was changed; try again", id, err)
+		return none, fmt.Errorf("backup %s: its update claim: %w: nothing was changed; try again", id, err)
 	}
 	if err := s.repo.RewriteManifest(ctx, lk, m); errors.Is(err, repo.ErrManifestDeleted) {
-		return wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
+		return none, wrapf(ErrConflict, "backup %s was deleted meanwhile", id)
 	} else if err != nil {
-		return err
+		return none, err
 	}
-	return nil
+	return m.UpdatedAt, nil
 }
 
 // mayRemove says why a committed backup may not be deleted or pruned now, or nil: protection

@@ -393,13 +393,15 @@ func (s *Service) keepChain(out []PruneDecision, id string, removed map[string]b
 func (s *Service) reparent(ctx context.Context, id, parent string) error {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	if err := s.rewriteManifest(ctx, id, func(m *repo.Manifest) {
+	at, err := s.rewriteManifest(ctx, id, func(m *repo.Manifest) {
 		m.ParentID, m.Incremental = parent, parent != ""
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
-	_, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+	_, err = s.idx.UpdateBackup(id, func(rec *index.Backup) error {
 		rec.ParentID, rec.IsIncremental = parent, parent != ""
+		stampUpdated(rec, at)
 		return nil
 	})
 	return err

@@ -188,7 +188,7 @@ func recordOf(m *repo.Manifest) *index.Backup {
 	b := &index.Backup{ID: m.ID, Name: m.Name, Description: m.Description, VolumeID: m.VolumeID, Project: m.Project,
 		VolumeName: m.VolumeName, VolumePath: m.VolumePath, VolumeIdentity: m.VolumeIdentity, Metadata: m.Metadata, UserID: m.UserID,
 		Status: index.BackupAvailable, Size: m.Size, IsIncremental: m.Incremental, ParentID: m.ParentID,
-		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.CommittedAt,
+		SnapshotID: m.SnapshotID, Root: m.Root, RootLevel: m.RootLevel, Stats: m.Stats, CreatedAt: m.CreatedAt, UpdatedAt: m.Updated(),
 		Protected: m.Protected, ReadMode: m.ReadMode, ReadFallback: m.ReadFallback, LastVerify: m.Verified, LastRestore: m.Restored,
 		Copies: m.Copies}
 	if m.Error != "" {

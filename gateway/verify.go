@@ -119,7 +119,7 @@ func (s *Service) recordVerifyOver(ctx context.Context, id string, outcome, over
 	if !replaces(b.LastVerify) {
 		return
 	}
-	s.outcomeToManifest(ctx, id, "verify", func(m *repo.Manifest) {
+	at := s.outcomeToManifest(ctx, id, "verify", func(m *repo.Manifest) {
 		if over != nil {
 			if replaces(m.Verified) {
 				m.Verified = outcome
@@ -135,6 +135,7 @@ func (s *Service) recordVerifyOver(ctx context.Context, id string, outcome, over
 			return errUnchanged
 		}
 		rec.LastVerify = outcome
+		stampUpdated(rec, at)
 		return nil
 	}); err != nil && !errors.Is(err, errUnchanged) {
 		s.log.Warn("verify: cannot record the outcome", "backup_id", id, "error", err)
@@ -147,11 +148,20 @@ func (s *Service) recordVerifyOver(ctx context.Context, id string, outcome, over
 func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.RestoreOutcome) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	s.outcomeToManifest(ctx, id, "restore", func(m *repo.Manifest) {
+	at := s.outcomeToManifest(ctx, id, "restore", func(m *repo.Manifest) {
 		if m.Restored == nil || !m.Restored.At.After(outcome.At) {
 			m.Restored = outcome
 		}
 	})
+	if at.IsZero() {
+		return
+	}
+	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		stampUpdated(rec, at)
+		return nil
+	}); err != nil && !errors.Is(err, index.ErrNotFound) {
+		s.log.Warn("restore: cannot record its time in the index", "backup_id", id, "error", err)
+	}
 }
 
 // recordCopy puts a copy of backup id into another repository in the backup's manifest, so
@@ -160,9 +170,10 @@ func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.R
 func (s *Service) recordCopy(ctx context.Context, id string, c repo.CopyRecord) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
-	s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) { m.Copies = m.Copies.With(c) })
+	at := s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) { m.Copies = m.Copies.With(c) })
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
 		rec.Copies = rec.Copies.With(c)
+		stampUpdated(rec, at)
 		return nil
 	}); err != nil && !errors.Is(err, index.ErrNotFound) {
 		s.log.Warn("copy: cannot record it in the index", "backup_id", id, "error", err)
@@ -173,16 +184,28 @@ func (s *Service) recordCopy(ctx context.Context, id string, c repo.CopyRecord) 
 // verification, a restore) in it unless the manifest has a newer one: another gateway's,
 // stored since. A read-only service, a backup without a stored manifest here (deleted
 // meanwhile, reset to error) or a rewrite that fails leaves the outcome in this index alone;
-// the last is logged. It runs under manifestMu.
-func (s *Service) outcomeToManifest(ctx context.Context, id, what string, set func(*repo.Manifest)) {
+// the last is logged. It runs under manifestMu, and returns the rewrite's time (zero when there
+// was none) for the caller's index update (stampUpdated).
+func (s *Service) outcomeToManifest(ctx context.Context, id, what string, set func(*repo.Manifest)) time.Time {
 	if s.cfg.ReadOnly {
-		return
+		return time.Time{}
 	}
 	if b, err := s.idx.Backup(id); err != nil || !b.Status.Committed() {
-		return
+		return time.Time{}
 	}
-	if err := s.rewriteManifest(context.WithoutCancel(ctx), id, set); err != nil {
+	at, err := s.rewriteManifest(context.WithoutCancel(ctx), id, set)
+	if err != nil {
 		s.log.Warn(what+": the outcome is not in the backup's manifest: other gateways and a rebuilt index do not show it", "backup_id", id, "error", err)
+	}
+	return at
+}
+
+// stampUpdated sets a record's updated_at to at, the time its manifest's rewrite stamped,
+// unless there was none (zero): the index's own update time would differ from what other
+// gateways and a rebuilt index read in the manifest.
+func stampUpdated(rec *index.Backup, at time.Time) {
+	if !at.IsZero() {
+		rec.UpdatedAt = at
 	}
 }
 

@@ -42,7 +42,11 @@ type Manifest struct {
 	CreatedAt      time.Time `json:"created_at"`
 	// CommittedAt is when the backup became available (its record's updated_at then).
 	CommittedAt time.Time `json:"committed_at,omitempty"`
-	Stats       Stats     `json:"stats"`
+	// UpdatedAt is when a rewrite last changed the manifest (a rename, protection, a reset,
+	// a prune's re-parenting, an outcome): its record's updated_at then, on every gateway and
+	// after a rebuilt index. Zero until the first rewrite (or in manifests older than it).
+	UpdatedAt time.Time `json:"updated_at,omitempty"`
+	Stats     Stats     `json:"stats"`
 	// ReadMode says how the volume was read: "full" (every data extent), or only what
 	// changed-block tracking reported ("reflink-diff", "nbd-bitmap"). ReadFallback says why a
 	// backup that asked for tracking read in full instead, or why an incremental that was
@@ -149,6 +153,15 @@ type Verification struct {
 	// Mended says the outcome is ok because every lost block of the damaged verification
 	// before it was stored again and now reads and verifies.
 	Mended bool `json:"mended,omitempty"`
+}
+
+// Updated is when the manifest last changed: its last rewrite, else its commit (the record's
+// updated_at).
+func (m *Manifest) Updated() time.Time {
+	if m.UpdatedAt.After(m.CommittedAt) {
+		return m.UpdatedAt
+	}
+	return m.CommittedAt
 }
 
 // MaxLostBlocks bounds the lost blocks a verification records.

@@ -259,8 +259,18 @@ func TestRebuildIndexRestoresEverything(t *testing.T) {
 	r.mustRun("snapshot", "create", "data", "--name", "before-upgrade", "--description", "kept")
 	full := r.createBackup("data", "--name", "nightly", "--description", "first")
 	testutil.ScatterWrites(t, vol, 62, 0.01, 4<<10, 64<<10)
-	r.createBackup("data", "--incremental")
-	r.createBackup("--project", "p1", "p1vol")
+	incr := r.createBackup("data", "--incremental")
+	p1 := r.createBackup("--project", "p1", "p1vol")
+	// Each change after the commit rewrites the manifest, and the updated_at it stamps is the
+	// one the rebuilt index shows: a protection, a new description, a verification, a restore.
+	r.mustRun("backup", "protect", full.ID)
+	r.mustRun("backup", "update", incr.ID, "--description", "after 1 % changed")
+	r.mustRun("backup", "verify", p1.ID)
+	restored := filepath.Join(t.TempDir(), "incr.img")
+	r.restoreTo(incr.ID, restored)
+	if got, want := testutil.SHA256File(t, restored), testutil.SHA256File(t, vol); got != want {
+		t.Fatalf("restore of the incremental: sha256 %s, want %s", got, want)
+	}
 
 	snapshotOf := func(x *cairnRepo) map[string]string {
 		out := map[string]string{}
