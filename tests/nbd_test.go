@@ -355,6 +355,40 @@ func TestNBDFollowsAnotherProcess(t *testing.T) {
 	}
 }
 
+// TestNBDServesCommands: while a plain 'cairn nbd' runs, other commands on the repository
+// work (the server owns the index and serves them on the socket, as a mount does), and a
+// backup made beside it is served at once. Before (found by hand, 2026-12-07), each waited its
+// --lock-wait for the index and failed, told to reach the holder through a socket it lacked.
+func TestNBDServesCommands(t *testing.T) {
+	testutil.RequireCommand(t, "qemu-img")
+	dir := t.TempDir()
+	r := newCairnRepo(t, nil)
+	img := filepath.Join(dir, "vm.img")
+	testutil.WriteImage(t, img, 2*mib, 93, testutil.Mixed)
+	r.mustRun("volume", "manage", img, "--name", "vm")
+	first := r.createBackup("vm")
+	s := startNBD(t, r)
+	testutil.ScatterWrites(t, img, 94, 0.2, 4<<10, 64<<10)
+	want := testutil.SHA256File(t, img)
+	start := time.Now()
+	second := r.createBackup("vm", "--incremental", "--name", "beside-nbd")
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the backup beside the NBD server took %v: it waited for the index", took)
+	}
+	if !second.IsIncremental || second.ParentID != first.ID {
+		t.Fatalf("backup beside the NBD server: %+v, want an incremental of %s", second, first.ID)
+	}
+	for _, export := range []string{second.ID, "vm/latest"} {
+		if got := qemuConvert(t, s.uri(export), filepath.Join(dir, strings.ReplaceAll(export, "/", "-")+".raw")); got != want {
+			t.Errorf("export %s of the backup made beside the server: sha256 %s, want the source's %s", export, got, want)
+		}
+	}
+	r.mustRun("backup", "delete", "--yes", second.ID)
+	if out, err := exec.Command("qemu-img", "info", s.uri(second.ID)).CombinedOutput(); err == nil {
+		t.Errorf("export %s deleted beside the server: qemu-img info succeeded: %s", second.ID, out)
+	}
+}
+
 // TestNBDListFollowsAnotherProcess: NBD_OPT_LIST of 'cairn nbd' names a backup another
 // process stored since the server started, and no longer one it deleted.
 func TestNBDListFollowsAnotherProcess(t *testing.T) {

@@ -50,6 +50,15 @@ func (c *NBDCmd) Run(ctx context.Context, g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.Listen, err)
 	}
+	// The NBD server owns the index: it serves the other commands on the CLI socket, as a
+	// mount does, so 'cairn backup create' works beside it and its backups are served at
+	// once. Before (found by hand, 2026-12-07), every other command waited its --lock-wait
+	// and failed, told to reach the server through a socket it did not have.
+	if stopServing, serr := serveCommands(s, g.socketPath()); serr != nil {
+		fmt.Fprintf(g.stderr, "cairn: other commands cannot use this repository while it is served over NBD: %v\n", serr)
+	} else {
+		defer stopServing()
+	}
 	if !g.Quiet {
 		fmt.Fprintf(g.stderr, "cairn: serving the backups of %s over NBD on %s (nbd://%s/BACKUP_ID, nbd://%s/VOLUME/latest, either with /lvm/VG/LV); Ctrl-C stops\n",
 			s.Location(), l.Addr(), l.Addr(), l.Addr())
