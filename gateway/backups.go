@@ -16,7 +16,6 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/limit"
-	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/units"
 	"github.com/google/uuid"
 )
@@ -190,7 +189,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	// ("Backups being created, on every gateway").
 	s.storeCreating(ctx, b)
 	// A job of hours waits out a store's restart or failover rather than fail of it.
-	jobCtx, cancel := context.WithCancel(retry.Patient(context.WithoutCancel(ctx)))
+	jobCtx, cancel := context.WithCancel(backend.Patient(context.WithoutCancel(ctx)))
 	untrack := s.track(jobCtx, b.ID, cancel)
 	jobID := "backup/" + b.ID
 	s.jobs.add(JobInfo{ID: jobID, Kind: "backup", Subject: b.ID, Project: project, VolumeID: v.ID, VolumeName: v.Name, Total: b.Size})

@@ -17,7 +17,6 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
-	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
 )
 
@@ -137,7 +136,7 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 func (s *Service) copyManifest(ctx context.Context, b *index.Backup, dst *Service, o CopyOptions) (*CopyResult, error) {
 	// A copy of a large backup takes long: it waits out a restart of either store, as a
 	// backup and a restore do.
-	ctx = retry.Patient(ctx)
+	ctx = backend.Patient(ctx)
 	// Under the source's lock no gc removes the backup's blocks while they are read, once its
 	// manifest is seen there under it (as a restore does).
 	lk, err := s.repo.Lock(ctx, repo.LockShared, "copy")

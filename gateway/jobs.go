@@ -9,7 +9,7 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/repo/backend/retry"
+	"github.com/cairn-backup/cairn/repo/backend"
 )
 
 // pool runs accepted jobs in the background, at most n at a time (cairn serve). Without a
@@ -98,10 +98,10 @@ func (s *Service) runJob(ctx context.Context, kind, id string, own *JobInfo, job
 	start := time.Now()
 	s.log.Info("job started", "kind", kind, "id", id)
 	s.jobs.start(own)
-	// Backups and restores run under contexts of their own (retry.Patient too); a check or
+	// Backups and restores run under contexts of their own (backend.Patient too); a check or
 	// verification job, under this one. No job that deletes runs here: a delete must not
 	// wait out an outage (docs/reliability.md, "Backend faults").
-	err := job(retry.Patient(ctx))
+	err := job(backend.Patient(ctx))
 	result, state := "success", JobSucceeded
 	if errors.Is(err, context.Canceled) || (err != nil && ctx.Err() != nil) {
 		result, state = "cancelled", JobCancelled

@@ -14,7 +14,6 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
-	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/units"
 )
 
@@ -772,7 +771,7 @@ func (s *Service) Check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 	}
 	// A check of every pack takes hours at scale: it waits out a store's restart, as a backup
 	// does (it deletes nothing, so a late request is harmless).
-	ctx = retry.Patient(ctx)
+	ctx = backend.Patient(ctx)
 	if o.SamplePercent != 0 && !o.ReadData {
 		return nil, invalidf("a sample of the packs applies only to a check that reads the data")
 	}
@@ -842,6 +841,9 @@ func (s *Service) GC(ctx context.Context, o repo.GCOptions) (repo.GCStats, error
 	if _, err := adminOf(ctx, "run gc"); err != nil {
 		return repo.GCStats{}, err
 	}
+	// Its mark reads every manifest and block map node, hours at scale: those reads wait out a
+	// store's restart, as a check's do; its removals do not (repo.GC makes them Impatient).
+	ctx = backend.Patient(ctx)
 	start := time.Now()
 	st, err := s.repo.GC(ctx, o)
 	if errors.Is(err, repo.ErrLocked) {
@@ -897,7 +899,7 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		return nil, err
 	}
 	// Hours at scale, reading only: it waits out a store's restart, as a backup does.
-	ctx = retry.Patient(ctx)
+	ctx = backend.Patient(ctx)
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
@@ -1105,6 +1107,9 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if _, err := adminOf(ctx, "repair the repository"); err != nil {
 		return nil, err
 	}
+	// It reads every blob, hours at scale: it waits out a store's restart, as a check does;
+	// the removals of its pack step do not (repo.RepairPacks makes them Impatient).
+	ctx = backend.Patient(ctx)
 	out := &RepairReport{}
 	// Both copies of each pack's blob list first, each from the other.
 	var err error

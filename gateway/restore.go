@@ -20,7 +20,6 @@ import (
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
-	"github.com/cairn-backup/cairn/repo/backend/retry"
 	"github.com/cairn-backup/cairn/units"
 )
 
@@ -224,7 +223,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	shared := &restoringObject{BackupID: b.ID, VolumeID: res.VolumeID, Target: cmp.Or(res.VolumeName, path), Host: hostName(), Gateway: s.gatewayName(), At: running.At, Process: s.process()}
 	s.storeRestoring(ctx, shared)
 	// A job of hours waits out a store's restart or failover rather than fail of it.
-	jobCtx, cancel := context.WithCancel(retry.Patient(context.WithoutCancel(ctx)))
+	jobCtx, cancel := context.WithCancel(backend.Patient(context.WithoutCancel(ctx)))
 	untrack := s.track(jobCtx, "restore/"+b.ID, cancel)
 	jobID := "restore/" + b.ID
 	info := JobInfo{ID: jobID, Kind: "restore", Subject: b.ID, Project: b.Project, VolumeID: b.VolumeID, Target: path, Total: b.Size}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/repo/backend/retry"
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/units"
 )
 
@@ -54,7 +54,7 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	}
 	// A verification of a large backup takes long: it waits out a store's restart, as a
 	// restore and a check do (it writes nothing, so a late request is harmless).
-	ctx = retry.Patient(ctx)
+	ctx = backend.Patient(ctx)
 	res := &VerifyResult{BackupID: b.ID, Name: b.Name, Size: b.Size, Result: repo.VerifyOK}
 	var mu sync.Mutex
 	var lostBlocks []repo.Address // the lost data blocks, while every lost range is one

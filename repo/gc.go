@@ -192,6 +192,11 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	sort.Slice(repack, func(i, j int) bool { return string(repack[i][:]) < string(repack[j][:]) })
 
 	indexKeys := lst.indexKeys
+	// gc's reads above (hours at scale) may wait out a store's restart (a Patient ctx); its
+	// removals below may not: a removal retried through an outage could land after its last
+	// lock check by more than the lock's margin, when a writer that broke the stale lock may
+	// already reuse what it removes (docs/design.md, "gc waits out an outage while it reads").
+	rm := backend.Impatient(ctx)
 	// Index objects of packs the backend no longer holds (lost to damage, forgotten by the
 	// sync above) would teach other indexes a pack that is not there.
 	if !o.DryRun {
@@ -203,7 +208,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 				if err := stillHeld(lk); err != nil {
 					return st, err
 				}
-				if err := r.be.Delete(ctx, k); err != nil {
+				if err := r.be.Delete(rm, k); err != nil {
 					return st, fmt.Errorf("gc: delete %s: %w", k, err)
 				}
 			}
@@ -314,20 +319,20 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	drop = slices.DeleteFunc(drop, func(id PackID) bool { return written[id] })
 	removed := map[string]bool{} // keys removed for good below
 	if len(drop)+len(repack) > 0 {
-		if err := r.deletePacks(ctx, lk, drop, repack, usage, indexKeys, live, written, removed); err != nil {
+		if err := r.deletePacks(rm, lk, drop, repack, usage, indexKeys, live, written, removed); err != nil {
 			return st, err
 		}
 		st.deleted(drop, usage)
 	}
 	if lp != nil {
-		if err := lp.maintain(ctx, &st, usage, append(repack, deferred...), removed, false); err != nil {
+		if err := lp.maintain(rm, &st, usage, append(repack, deferred...), removed, false); err != nil {
 			return st, err
 		}
 	}
-	r.cleanTemp(ctx, lk, &st, logf)
-	r.pruneLog(ctx, lk, &st, logf)
-	r.pruneTombstones(ctx, lk, logf)
-	r.pruneDamagedMarks(ctx, lk, logf)
+	r.cleanTemp(rm, lk, &st, logf)
+	r.pruneLog(rm, lk, &st, logf)
+	r.pruneTombstones(rm, lk, logf)
+	r.pruneDamagedMarks(rm, lk, logf)
 	return st, nil
 }
 

@@ -80,6 +80,9 @@ func (r *Repository) checkPackIndex(ctx context.Context, stored map[PackID]int64
 // trailer). Like gc, it checks its lock before each thing it deletes. It returns how many
 // index objects it wrote and how many packs it rewrote.
 func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err error) {
+	// Its reads may wait out a store's restart (a Patient ctx); its removals, under the
+	// exclusive lock as gc's, may not (docs/design.md, "gc waits out an outage while it reads").
+	rm := backend.Impatient(ctx)
 	lk, err := r.Lock(ctx, LockExclusive, "repair")
 	if err != nil {
 		return 0, 0, err
@@ -112,16 +115,16 @@ func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err e
 				return indexes, packs, fmt.Errorf("write the index of pack %s: %w", p.id, err)
 			}
 			indexes++
-			if err := r.deleteIndexObjects(ctx, lk, st.damaged[p.id]); err != nil {
+			if err := r.deleteIndexObjects(rm, lk, st.damaged[p.id]); err != nil {
 				return indexes, packs, err
 			}
 		case terr == nil:
 			// A good index object and a good trailer: only the damaged copies go.
-			if err := r.deleteIndexObjects(ctx, lk, st.damaged[p.id]); err != nil {
+			if err := r.deleteIndexObjects(rm, lk, st.damaged[p.id]); err != nil {
 				return indexes, packs, err
 			}
 		case hasGood:
-			done, err := r.rewritePack(ctx, lk, p.id, p.size, st.keys[p.id], st.damaged[p.id])
+			done, err := r.rewritePack(rm, lk, p.id, p.size, st.keys[p.id], st.damaged[p.id])
 			if err != nil {
 				return indexes, packs, err
 			}

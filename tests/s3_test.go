@@ -627,6 +627,62 @@ func TestS3CheckWaitsOutARestartOfTheServer(t *testing.T) {
 	}
 }
 
+// gc's reads (its listing and its mark, hours at scale) wait out a restart of the store as a
+// check's do, and it then removes what only a deleted backup used; the backup kept restores
+// byte-exact and the repository checks clean. Before (2026-12-07), gc failed at the first
+// request the restart refused. Its removals stay impatient (docs/design.md).
+func TestS3GCWaitsOutARestartOfTheServer(t *testing.T) {
+	t.Parallel() // waits on its own server's restart: overlaps the other such tests
+	srv := testutil.StartS3(t)
+	proxy := testutil.StartFaultProxy(t, srv.Endpoint)
+	dir := t.TempDir()
+	const prefix = "gc-restart"
+	r := newS3Repo(t, srv, prefix, nil)
+	gone, kept := filepath.Join(dir, "gone.img"), filepath.Join(dir, "kept.img")
+	testutil.WriteImage(t, gone, 8*mib, 54, testutil.Random)
+	testutil.WriteImage(t, kept, 8*mib, 55, testutil.Random)
+	old := r.createBackup(gone)
+	b := r.createBackup(kept)
+	r.mustRun("backup", "delete", "--yes", old.ID)
+	packs := func() int {
+		ents, _ := os.ReadDir(filepath.Join(srv.Dir, srv.Bucket, prefix, "packs"))
+		n := 0
+		for _, e := range ents {
+			sub, _ := os.ReadDir(filepath.Join(srv.Dir, srv.Bucket, prefix, "packs", e.Name()))
+			n += len(sub)
+		}
+		return n
+	}
+	before := packs()
+
+	// Each request slowed, so gc is still reading when the server goes, once it holds its
+	// lock (past the repository's opening, which does not wait out a store that is down).
+	env := append(append([]string{}, r.Env...), "AWS_ENDPOINT_URL="+proxy.Endpoint)
+	proxy.SetMode(testutil.ProxyStall, 250*time.Millisecond)
+	p := startS3Cairn(t, env, "repo", "gc")
+	whenLocked(t, srv, prefix, p)
+	srv.Stop()
+	time.Sleep(6 * time.Second)
+	srv.Start()
+	res := p.wait(t, 5*time.Minute)
+	proxy.SetMode(testutil.ProxyPass, 0)
+	if res.Code != 0 {
+		t.Fatalf("gc through the server's restart: exit %d\nstdout: %s\nstderr: %s", res.Code, res.Stdout, res.Stderr)
+	}
+	if !strings.Contains(res.Stderr, "does not answer") {
+		t.Errorf("gc waited for the store without a word on stderr: %q", res.Stderr)
+	}
+	if after := packs(); after >= before {
+		t.Errorf("gc through the restart removed nothing: %d packs before, %d after", before, after)
+	}
+	restored := filepath.Join(dir, "restored.img")
+	r.restoreTo(b.ID, restored)
+	if got, want := testutil.SHA256File(t, restored), testutil.SHA256File(t, kept); got != want {
+		t.Fatalf("restore of the kept backup after gc: sha256 %s, want %s", got, want)
+	}
+	r.mustRun("repo", "check", "--read-data")
+}
+
 // Scenario S3-5: the server dies while a restore reads. The restore fails, non-zero, saying
 // the target is incomplete, and the target volume is marked error; the backup stays
 // available and restores once the server is back.

@@ -129,3 +129,25 @@ type Backend interface {
 	// Close releases connections.
 	Close() error
 }
+
+type patientKey struct{}
+
+// Patient marks ctx as a long job's (a backup, a restore, a check, gc's reads): a retrying
+// wrapper (retry/) goes on retrying its operations through an outage of the store, up to its
+// bound, before they fail.
+func Patient(ctx context.Context) context.Context {
+	return context.WithValue(ctx, patientKey{}, true)
+}
+
+// Impatient takes Patient's mark off ctx: for a write or delete whose landing late matters
+// more than its failing (gc's removals, which must not land after its lock could have been
+// broken; docs/design.md, "Locks").
+func Impatient(ctx context.Context) context.Context {
+	return context.WithValue(ctx, patientKey{}, false)
+}
+
+// IsPatient says whether ctx is marked Patient.
+func IsPatient(ctx context.Context) bool {
+	p, _ := ctx.Value(patientKey{}).(bool)
+	return p
+}

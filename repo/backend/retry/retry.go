@@ -32,7 +32,7 @@ type Options struct {
 	Notify func(op, key string, attempt int, err error, delay time.Duration)
 	// GaveUp, when set, is told of each operation that failed transiently on every attempt.
 	GaveUp func(op, key string, attempts int, err error)
-	// Outage is how long an operation under a Patient context goes on retrying after its
+	// Outage is how long an operation under a backend.Patient context goes on retrying after its
 	// attempts are spent, counted from its first failure: a backup or restore of hours should
 	// wait out a store's restart or failover, where a command at a terminal should not hang.
 	// 0: no longer than its attempts. It needs Attempts above 1 (retries at all).
@@ -40,19 +40,6 @@ type Options struct {
 	// Waiting, when set, is told once per operation that it goes on retrying past its
 	// attempts, for up to Outage.
 	Waiting func(op, key string, failing time.Duration, err error)
-}
-
-type patientKey struct{}
-
-// Patient marks ctx as a long job's: its operations wait out an outage of up to
-// Options.Outage before they fail.
-func Patient(ctx context.Context) context.Context {
-	return context.WithValue(ctx, patientKey{}, true)
-}
-
-func patient(ctx context.Context) bool {
-	p, _ := ctx.Value(patientKey{}).(bool)
-	return p
 }
 
 // Retry is a backend.Backend that retries its inner backend's transient failures.
@@ -260,7 +247,7 @@ func (r *Retry) do(ctx context.Context, op, key string, fn func(context.Context)
 		}
 		failing := time.Since(firstFailure)
 		if attempt >= r.opts.Attempts {
-			if r.opts.Attempts > 1 && r.opts.Outage > 0 && patient(ctx) && failing < r.opts.Outage {
+			if r.opts.Attempts > 1 && r.opts.Outage > 0 && backend.IsPatient(ctx) && failing < r.opts.Outage {
 				if !waiting && r.opts.Waiting != nil {
 					r.opts.Waiting(op, key, failing, err)
 				}

@@ -307,10 +307,10 @@ func TestPatientWaitsOutAnOutage(t *testing.T) {
 		back    time.Duration // the store answers again after this long; 0: never
 		succeed bool
 	}{
-		{"patient, back within the outage", Patient(context.Background()), outage, 150 * time.Millisecond, true},
-		{"patient, never back", Patient(context.Background()), outage, 0, false},
+		{"patient, back within the outage", backend.Patient(context.Background()), outage, 150 * time.Millisecond, true},
+		{"patient, never back", backend.Patient(context.Background()), outage, 0, false},
 		{"not patient", context.Background(), outage, 150 * time.Millisecond, false},
-		{"patient, no outage set", Patient(context.Background()), 0, 150 * time.Millisecond, false},
+		{"patient, no outage set", backend.Patient(context.Background()), 0, 150 * time.Millisecond, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			f := newFaulty(t)
@@ -334,7 +334,7 @@ func TestPatientWaitsOutAnOutage(t *testing.T) {
 			if !errors.Is(err, backend.ErrUnavailable) {
 				t.Fatalf("Put = %v, want unavailable", err)
 			}
-			if patient(c.ctx) && c.outage > 0 {
+			if backend.IsPatient(c.ctx) && c.outage > 0 {
 				if took < outage || waited != 1 || !strings.Contains(err.Error(), " attempts in ") {
 					t.Fatalf("gave up after %v (told of waiting %d times): %v; want after the outage's %v, told once, saying how long", took, waited, err, outage)
 				}

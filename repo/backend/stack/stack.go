@@ -21,7 +21,7 @@ const (
 	// DefaultRetries is how often a failed S3 call is retried.
 	DefaultRetries = 4
 	// DefaultOutage is how long, with the default retries, a backup's or restore's S3 calls
-	// (under a retry.Patient context) go on retrying through an outage: a store's restart or
+	// (under a backend.Patient context) go on retrying through an outage: a store's restart or
 	// failover takes seconds to a minute, and a job of hours should not fail of it.
 	DefaultOutage = 5 * time.Minute
 	// DefaultTimeout bounds one attempt of an S3 call: long enough for a large pack over a
