@@ -1085,9 +1085,11 @@ type RepairBackup struct {
 type RepairReport struct {
 	Backups  []RepairBackup `json:"backups"`
 	Problems int            `json:"problems"`
-	// Healed counts lost blocks stored again from the volumes named in HealedFrom.
-	Healed     int      `json:"healed_blocks"`
-	HealedFrom []string `json:"healed_from,omitempty"`
+	// Healed counts lost blocks stored again from the volumes named in HealedFrom, and
+	// HealedNodes lost block map nodes built again from them.
+	Healed      int      `json:"healed_blocks"`
+	HealedNodes int      `json:"healed_nodes,omitempty"`
+	HealedFrom  []string `json:"healed_from,omitempty"`
 	// PackIndexes counts pack index objects written again from their packs' trailers.
 	PackIndexes int `json:"pack_indexes_rewritten"`
 	// Trailers counts packs rewritten because their trailer was damaged.
@@ -1098,6 +1100,10 @@ type RepairReport struct {
 	// good copy in another pack.
 	GoodCopies int `json:"good_copies_used"`
 }
+
+// healRounds bounds repair's rounds of heal and check: a round sees below the block map nodes
+// the one before healed, and a map is a few levels deep.
+const healRounds = 4
 
 // Repair checks the repository and lists, per damaged backup, the byte ranges that are lost.
 // It forgets the backups named in forget (or every damaged one with forgetDamaged): their
@@ -1137,40 +1143,65 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 		}
 	}
 	// Then heal: a lost block that a registered volume still holds (the same bytes hash to
-	// the same address) is stored again, and every backup that needs it restores again.
-	if lost := rep.LostData(); len(lost) > 0 {
-		vols, err := s.idx.Volumes()
-		if err != nil {
-			return nil, err
+	// the same address) is stored again, and every backup that needs it restores again; so is
+	// a lost block map node the volume's blocks build again. A check after a heal sees below
+	// the nodes it healed, and may find lost blocks there: up to healRounds rounds.
+	vols, err := s.idx.Volumes()
+	if err != nil {
+		return nil, err
+	}
+	healedFrom := map[string]bool{}
+	for round := 1; ; round++ {
+		lost, nodes := rep.LostData(), rep.LostNodes()
+		if len(lost)+len(nodes) == 0 {
+			break
 		}
+		healed := 0
 		for _, v := range vols {
-			if len(lost) == 0 {
+			if len(lost)+len(nodes) == 0 {
 				break
 			}
 			src, err := blockio.OpenSource(v.Path)
 			if err != nil {
 				continue // not on this host, or gone
 			}
-			healed, err := s.repo.Heal(ctx, src, lost)
+			hn, err := s.repo.HealNodes(ctx, src, nodes)
+			var hd []repo.Address
+			if err == nil {
+				hd, err = s.repo.Heal(ctx, src, lost)
+			}
 			src.Close()
 			if err != nil {
 				return nil, fmt.Errorf("heal from volume %s: %w", v.Name, err)
 			}
-			if len(healed) > 0 {
-				out.Healed += len(healed)
-				out.HealedFrom = append(out.HealedFrom, v.Name)
-				s.log.Info("lost blocks stored again", "volume_id", v.ID, "blocks", len(healed))
+			if len(hn)+len(hd) > 0 {
+				healed += len(hn) + len(hd)
+				out.Healed += len(hd)
+				out.HealedNodes += len(hn)
+				if !healedFrom[v.Name] {
+					healedFrom[v.Name] = true
+					out.HealedFrom = append(out.HealedFrom, v.Name)
+				}
+				s.log.Info("lost blocks stored again", "volume_id", v.ID, "blocks", len(hd), "block_map_nodes", len(hn))
 			}
 		}
 		// What no volume here holds: the index forgets the damaged copies, so the next full
-		// backup of a volume (anywhere) that still holds the data stores it again.
+		// backup of a volume (anywhere) that still holds the data stores it again (a lost
+		// node too: a backup that builds it stores it).
+		for a := range nodes {
+			lost[a] = struct{}{}
+		}
 		if out.Forgotten, err = s.repo.ForgetDamaged(lost); err != nil {
 			return nil, err
 		}
-		if out.Healed > 0 {
-			if rep, err = check(); err != nil {
-				return nil, err
-			}
+		if healed == 0 {
+			break
+		}
+		if rep, err = check(); err != nil {
+			return nil, err
+		}
+		if round == healRounds {
+			break
 		}
 	}
 	out.Problems = len(rep.Problems)

@@ -44,6 +44,7 @@ type CheckReport struct {
 	Lost map[string][][2]int64 `json:"lost,omitempty"`
 
 	lostData   map[Address]struct{}   // data blobs some backup needs that cannot be read
+	lostNodes  map[Address]LostNode   // block map nodes some backup needs that cannot be read
 	goodCopies map[Address]sizedEntry // good copies of blobs whose indexed copy is damaged
 }
 
@@ -56,6 +57,10 @@ type sizedEntry struct {
 // LostData returns the addresses of data blocks some backup needs that cannot be read: what
 // Heal looks for in volumes.
 func (c *CheckReport) LostData() map[Address]struct{} { return c.lostData }
+
+// LostNodes returns the block map nodes some backup needs that cannot be read, each with where
+// it sits: what HealNodes rebuilds from volumes.
+func (c *CheckReport) LostNodes() map[Address]LostNode { return c.lostNodes }
 
 // OK reports whether the check found no problems.
 func (c *CheckReport) OK() bool { return len(c.Problems) == 0 }
@@ -81,7 +86,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		return nil, err
 	}
 	defer lk.Unlock()
-	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}, Lost: map[string][][2]int64{}, lostData: map[Address]struct{}{}}
+	rep := &CheckReport{ReadData: readData, Classes: map[string]int{}, Lost: map[string][][2]int64{}, lostData: map[Address]struct{}{}, lostNodes: map[Address]LostNode{}}
 	if readData && o.SamplePercent < 100 {
 		rep.SamplePercent = o.SamplePercent
 	}
@@ -186,6 +191,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	for a, p := range bad {
 		if p.data {
 			rep.lostData[a] = struct{}{}
+		}
+		if p.node != nil {
+			rep.lostNodes[a] = *p.node
 		}
 	}
 	if err := r.checkPackIndex(ctx, stored, livePacks, rep); err != nil {
@@ -412,7 +420,7 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids
 				rep.Classes[ProblemDamaged]++
 				rep.problem("%s: pack %s offset %d: past the end of the pack (truncated)", ProblemDamaged, id, e.Offset)
 				if loc, ok, lerr := r.idx.Lookup(e.Addr); lerr == nil && ok && loc.Pack == id {
-					bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: past the end of its pack", typeName(e.Type), e.Addr.Short()), e.Type == BlobData}
+					bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: past the end of its pack", typeName(e.Type), e.Addr.Short()), e.Type == BlobData, bad[e.Addr].node}
 				}
 				continue
 			}
@@ -431,7 +439,7 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids
 				}
 				rep.Classes[ProblemDamaged]++
 				rep.problem("%s: pack %s offset %d: %v", ProblemDamaged, id, e.Offset, err)
-				bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: %v", typeName(e.Type), e.Addr.Short(), err), e.Type == BlobData}
+				bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: %v", typeName(e.Type), e.Addr.Short(), err), e.Type == BlobData, bad[e.Addr].node}
 			}
 		}
 	}

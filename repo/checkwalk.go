@@ -32,7 +32,8 @@ func classify(err error) string {
 // checkProblem says why check could not read or find a blob.
 type checkProblem struct {
 	class, what string
-	data        bool // a data blob (what Heal can find again in a volume)
+	data        bool      // a data blob (what Heal can find again in a volume)
+	node        *LostNode // a block map node, and where it sits (what HealNodes rebuilds)
 }
 
 // checkWalk visits a backup's block map like Walk, but goes on past what it cannot read: each
@@ -62,13 +63,13 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		case err != nil:
 			p = checkProblem{class: ProblemIndex, what: err.Error()}
 		case !ok:
-			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s is in no pack the index knows", typeName(t), a.Short()), t == BlobData}
+			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s is in no pack the index knows", typeName(t), a.Short()), t == BlobData, nil}
 		default:
 			if _, ok := stored[loc.Pack]; ok {
 				visit(loc)
 				return true
 			}
-			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s: pack %s is missing", typeName(t), a.Short(), loc.Pack), t == BlobData}
+			p = checkProblem{ProblemMissing, fmt.Sprintf("%s blob %s: pack %s is missing", typeName(t), a.Short(), loc.Pack), t == BlobData, nil}
 		}
 		bad[a] = p
 		report(p.class, start, end, p.what)
@@ -93,7 +94,15 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 		if clean, ok := seen[a]; ok && clean {
 			return true, nil
 		}
+		// Where the node sits, for HealNodes: the first place a walk met it.
+		lostNode := func() {
+			if p, ok := bad[a]; ok && p.node == nil && p.class != ProblemIndex {
+				p.node = &LostNode{Level: level, FirstLeaf: firstLeaf, Size: m.Size, BlockSize: m.BlockSize}
+				bad[a] = p
+			}
+		}
 		if !checkBlob(a, BlobTree, start, end) {
+			lostNode()
 			return false, nil
 		}
 		// The backend's copy, not the node cache's: a node this process read before may
@@ -112,6 +121,7 @@ func (r *Repository) checkWalk(ctx context.Context, m *Manifest, seen map[Addres
 			}
 			p := checkProblem{class: classify(err), what: fmt.Sprintf("tree node %s: %v", a.Short(), err)}
 			bad[a] = p
+			lostNode()
 			report(p.class, start, end, p.what)
 			return false, nil
 		}

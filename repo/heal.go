@@ -1,10 +1,14 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+
+	"github.com/zeebo/xxh3"
 )
 
 // Heal stores again every block of src whose content hashes to one of the lost addresses,
@@ -154,4 +158,147 @@ func (r *Repository) Mended(ctx context.Context, addrs []Address) (bool, error) 
 		}
 	}
 	return true, nil
+}
+
+// LostNode is a block map node some backup needs that cannot be read, with where it sits in
+// that backup's block map: its level, the first leaf under it, and the map's geometry (the
+// volume's size and block size).
+type LostNode struct {
+	Level     int
+	FirstLeaf int64
+	Size      int64
+	BlockSize int
+}
+
+// HealNodes stores again the lost block map nodes that src still determines: each is built
+// again from src's blocks as a backup builds it (a leaf from each block's fingerprint and
+// address, an interior node from its children's addresses, a hole where all is zero), and
+// stored only when the address of what was built is the lost node's. The address is the keyed
+// hash of the node's content, so a match is the lost node itself: a volume changed since
+// builds another address and stores nothing (docs/design.md, "Repair rebuilds lost block map
+// nodes"). Nodes below a rebuilt one that are lost too are stored with it. It returns the
+// addresses it stored (removed from lost). The data blocks under a healed node that are lost
+// too are Heal's: a check after this one names them.
+func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address]LostNode) ([]Address, error) {
+	if len(lost) == 0 {
+		return nil, nil
+	}
+	lk, err := r.Lock(ctx, LockShared, "repair")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
+	// The highest first: its rebuild rebuilds the lost nodes below it too.
+	addrs := make([]Address, 0, len(lost))
+	for a := range lost {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, func(a, b Address) int { return cmp.Compare(lost[b].Level, lost[a].Level) })
+	var p packer
+	var healed, pending []Address
+	var scratch []byte
+	flush := func() error {
+		if p.empty() {
+			return nil
+		}
+		if err := lk.Check(); err != nil {
+			return err
+		}
+		id, data, entries := p.finish(r.keys)
+		if err := r.storePack(ctx, id, data, entries); err != nil {
+			return err
+		}
+		healed = append(healed, pending...)
+		pending = pending[:0]
+		return nil
+	}
+	buf := make([]byte, r.cfg.BlockSize)
+	for _, a := range addrs {
+		ln, ok := lost[a]
+		if !ok || ln.BlockSize != r.cfg.BlockSize || ln.Level < 0 {
+			continue // healed with a node above it, or of a block size this cannot build
+		}
+		g := newGeometry(ln.Size, ln.BlockSize)
+		under := int64(1)
+		if ln.Level > 0 {
+			under = span(ln.Level) * NodeFanout
+		}
+		if ln.FirstLeaf >= g.leaves || src.Size() < min((ln.FirstLeaf+under)*g.leafBytes(), g.size) {
+			continue // the volume does not reach that far
+		}
+		if ln.Level > 0 && src.Size() != ln.Size {
+			continue // not the backup's volume, or resized since: not worth reading it all
+		}
+		built := map[Address][]byte{} // lost nodes met on the way, as built
+		got, err := r.buildNode(ctx, src, g, ln.Level, ln.FirstLeaf, buf, func(n Address, enc []byte) {
+			if _, ok := lost[n]; ok {
+				built[n] = enc
+			}
+		})
+		if err != nil {
+			return healed, err
+		}
+		if got != a {
+			continue // the volume changed since: not this node
+		}
+		for n, enc := range built {
+			var stored []byte
+			stored, scratch = r.keys.encodeBlob(nil, scratch, enc, r.cfg.Compression, n)
+			p.add(BlobTree, n, stored, len(enc))
+			pending = append(pending, n)
+			delete(lost, n)
+		}
+		if p.size() >= r.cfg.PackSize {
+			if err := flush(); err != nil {
+				return healed, err
+			}
+		}
+	}
+	return healed, flush()
+}
+
+// buildNode builds the block map node at level over the leaves from first on, from src's
+// blocks, as the backup that wrote the map did (writeSession.process, finishLeaf, push), and
+// returns its address (zero for a hole). Each node it builds that is not a hole is passed to
+// found with its encoding.
+func (r *Repository) buildNode(ctx context.Context, src Source, g geometry, level int, first int64, buf []byte, found func(Address, []byte)) (Address, error) {
+	if err := ctx.Err(); err != nil {
+		return Address{}, err
+	}
+	var nd *node
+	if level == 0 {
+		b0 := first * LeafFanout
+		n := int(min(LeafFanout, g.blocks-b0))
+		nd = &node{fps: make([]xxh3.Uint128, n), addrs: make([]Address, n)}
+		for i := range n {
+			b := b0 + int64(i)
+			blk := buf[:g.blockLen(b)]
+			if _, err := src.ReadAt(blk, b*g.blockSize); err != nil && !errors.Is(err, io.EOF) {
+				return Address{}, fmt.Errorf("read volume at offset %d: %w", b*g.blockSize, err)
+			}
+			if !isZero(blk) {
+				nd.fps[i], nd.addrs[i] = xxh3.Hash128(blk), r.keys.address(BlobData, blk)
+			}
+		}
+	} else {
+		nd = &node{level: level}
+		for c := range int64(NodeFanout) {
+			child := first + c*span(level)
+			if child >= g.leaves {
+				break
+			}
+			a, err := r.buildNode(ctx, src, g, level-1, child, buf, found)
+			if err != nil {
+				return Address{}, err
+			}
+			nd.addrs = append(nd.addrs, a)
+		}
+	}
+	if !slices.ContainsFunc(nd.addrs, func(a Address) bool { return !a.IsZero() }) {
+		return Address{}, nil // a hole
+	}
+	enc := nd.encode(make([]byte, 0, nd.encodedLen()))
+	a := r.keys.address(BlobTree, enc)
+	found(a, enc)
+	return a, nil
 }

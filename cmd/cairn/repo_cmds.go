@@ -426,7 +426,10 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		if rep.Forgotten > 0 {
 			fmt.Fprintf(g.stdout, "%d lost blocks are in no volume here: the next full backup of a volume that holds them stores them again\n", rep.Forgotten)
 		}
-		if rep.Healed > 0 {
+		switch {
+		case rep.HealedNodes > 0:
+			fmt.Fprintf(g.stdout, "stored again %d lost blocks and %d lost block map nodes found in volumes %s\n", rep.Healed, rep.HealedNodes, strings.Join(rep.HealedFrom, ", "))
+		case rep.Healed > 0:
 			fmt.Fprintf(g.stdout, "stored again %d lost blocks found in volumes %s\n", rep.Healed, strings.Join(rep.HealedFrom, ", "))
 		}
 	}
