@@ -1144,8 +1144,9 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	}
 	// Then heal: a lost block that a registered volume still holds (the same bytes hash to
 	// the same address) is stored again, and every backup that needs it restores again; so is
-	// a lost block map node the volume's blocks build again. A check after a heal sees below
-	// the nodes it healed, and may find lost blocks there: up to healRounds rounds.
+	// a lost block map node the volume's blocks build again, with what is lost below it (the
+	// check could not see there). A check after a heal may find more (past HealNodes's bounds,
+	// or a copy no read had marked): up to healRounds rounds.
 	vols, err := s.idx.Volumes()
 	if err != nil {
 		return nil, err
@@ -1165,7 +1166,7 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 			if err != nil {
 				continue // not on this host, or gone
 			}
-			hn, err := s.repo.HealNodes(ctx, src, nodes)
+			hn, err := s.repo.HealNodes(ctx, src, nodes, lost)
 			var hd []repo.Address
 			if err == nil {
 				hd, err = s.repo.Heal(ctx, src, lost)

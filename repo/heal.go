@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 
+	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/zeebo/xxh3"
 )
 
@@ -176,10 +177,12 @@ type LostNode struct {
 // stored only when the address of what was built is the lost node's. The address is the keyed
 // hash of the node's content, so a match is the lost node itself: a volume changed since
 // builds another address and stores nothing (docs/design.md, "Repair rebuilds lost block map
-// nodes"). Nodes below a rebuilt one that are lost too are stored with it. It returns the
-// addresses it stored (removed from lost). The data blocks under a healed node that are lost
-// too are Heal's: a check after this one names them.
-func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address]LostNode) ([]Address, error) {
+// nodes"). A check cannot see below a lost node, so what is lost there too is found here: the
+// nodes below a rebuilt one that the index does not know, or knows only at a copy marked
+// damaged (a check that read the packs marked them), are stored with it, and such data blocks
+// are added to lostData for Heal to store from the same volume; each up to a bound, past which
+// the next check names the rest. It returns the nodes it stored (those of lost removed from it).
+func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address]LostNode, lostData map[Address]struct{}) ([]Address, error) {
 	if len(lost) == 0 {
 		return nil, nil
 	}
@@ -213,6 +216,7 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		return nil
 	}
 	buf := make([]byte, r.cfg.BlockSize)
+	stored := r.storedIn(ctx)
 	for _, a := range addrs {
 		ln, ok := lost[a]
 		if !ok || ln.BlockSize != r.cfg.BlockSize || ln.Level < 0 {
@@ -230,9 +234,16 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 			continue // not the backup's volume, or resized since: not worth reading it all
 		}
 		built := map[Address][]byte{} // lost nodes met on the way, as built
-		got, err := r.buildNode(ctx, src, g, ln.Level, ln.FirstLeaf, buf, func(n Address, enc []byte) {
-			if _, ok := lost[n]; ok {
+		var builtBytes int
+		var below []Address // data blocks below that the index lacks or marks damaged
+		got, err := r.buildNode(ctx, src, g, ln.Level, ln.FirstLeaf, buf, func(t BlobType, n Address, enc []byte) {
+			_, isLost := lost[n]
+			switch {
+			case t == BlobTree && (isLost || builtBytes < healBelowBytes && !stored(n)):
 				built[n] = enc
+				builtBytes += len(enc)
+			case t == BlobData && len(below) < healBelowBlocks && !stored(n):
+				below = append(below, n)
 			}
 		})
 		if err != nil {
@@ -240,6 +251,9 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		}
 		if got != a {
 			continue // the volume changed since: not this node
+		}
+		for _, d := range below {
+			lostData[d] = struct{}{}
 		}
 		for n, enc := range built {
 			var stored []byte
@@ -257,11 +271,39 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 	return healed, flush()
 }
 
+// Bounds on what HealNodes stores below a rebuilt node besides the lost nodes themselves: the
+// encodings it keeps until the node is known to match, and the data block addresses it hands
+// to Heal. A check after names what is past them.
+const (
+	healBelowBytes  = 64 << 20
+	healBelowBlocks = 1 << 20
+)
+
+// storedIn returns whether the index reads a blob at a copy not marked damaged in a pack the
+// backend holds (a missing pack's blobs are not damaged, and no check read them), asking the
+// backend once per pack.
+func (r *Repository) storedIn(ctx context.Context) func(Address) bool {
+	there := map[PackID]bool{}
+	return func(a Address) bool {
+		loc, ok, err := r.idx.Lookup(a)
+		if err != nil || !ok || r.idx.Damaged(a, loc) {
+			return false
+		}
+		have, known := there[loc.Pack]
+		if !known {
+			_, err := r.be.Stat(ctx, loc.Pack.Key())
+			have = !errors.Is(err, backend.ErrNotFound) // an outage says nothing: taken as there
+			there[loc.Pack] = have
+		}
+		return have
+	}
+}
+
 // buildNode builds the block map node at level over the leaves from first on, from src's
 // blocks, as the backup that wrote the map did (writeSession.process, finishLeaf, push), and
-// returns its address (zero for a hole). Each node it builds that is not a hole is passed to
-// found with its encoding.
-func (r *Repository) buildNode(ctx context.Context, src Source, g geometry, level int, first int64, buf []byte, found func(Address, []byte)) (Address, error) {
+// returns its address (zero for a hole). Each data block that is not a hole is passed to found
+// with its address (and no bytes), and each node it builds that is not a hole with its encoding.
+func (r *Repository) buildNode(ctx context.Context, src Source, g geometry, level int, first int64, buf []byte, found func(BlobType, Address, []byte)) (Address, error) {
 	if err := ctx.Err(); err != nil {
 		return Address{}, err
 	}
@@ -278,6 +320,7 @@ func (r *Repository) buildNode(ctx context.Context, src Source, g geometry, leve
 			}
 			if !isZero(blk) {
 				nd.fps[i], nd.addrs[i] = xxh3.Hash128(blk), r.keys.address(BlobData, blk)
+				found(BlobData, nd.addrs[i], nil)
 			}
 		}
 	} else {
@@ -299,6 +342,6 @@ func (r *Repository) buildNode(ctx context.Context, src Source, g geometry, leve
 	}
 	enc := nd.encode(make([]byte, 0, nd.encodedLen()))
 	a := r.keys.address(BlobTree, enc)
-	found(a, enc)
+	found(BlobTree, a, enc)
 	return a, nil
 }

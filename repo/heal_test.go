@@ -3,72 +3,120 @@ package repo_test
 import (
 	"bytes"
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/cairn-backup/cairn/repo"
 )
 
-// A backup whose block map root and one of its leaves are lost (their copies damaged) is built
-// again from the volume that still holds its blocks: each round of check and HealNodes stores
-// the nodes the check can see (the root first; the leaf below it once the root reads again),
-// and the backup restores byte-exact. The volume has a hole the size of a leaf, zero blocks
-// inside a data extent, and a short last block, so every rule of how a backup builds its map
-// is met. A volume changed since builds other nodes and stores nothing.
+// A backup whose block map root, one of its leaves and one data block under that leaf are lost
+// (their copies damaged) is built again from the volume that still holds its blocks, and
+// restores byte-exact. The volume has a hole the size of a leaf, zero blocks inside a data
+// extent, and a short last block, so every rule of how a backup builds its map is met. A volume
+// changed since builds other nodes and stores nothing.
+//
+// A check that reads every pack first marks every damaged copy, so one round heals it all: the
+// root, the leaf below it that the check could not see (marked damaged), and, through Heal, the
+// data block below that. A check that only walks the block maps sees the root alone; the leaf
+// below, never read, is not known lost, and a second round (a check that reads the packs) heals
+// the rest. A pack that is gone (the backup's only one here) loses them all at once: no read
+// marks its copies, and one round heals everything all the same, the blobs below the root
+// being in a pack the backend lacks.
 func TestHealNodesBuildsLostBlockMapNodesAgain(t *testing.T) {
-	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
-	ctx := context.Background()
-	const leaf = repo.LeafFanout * 16 << 10 // the bytes one leaf covers at the default block size
-	data := randomVolume(41, 3*leaf+5000)
-	clear(data[leaf : 2*leaf])          // a hole: the root's second child is zero
-	clear(data[leaf/2 : leaf/2+64<<10]) // zero blocks in a data extent
-	src := &memSource{data: data, holes: [][2]int64{{leaf, 2 * leaf}}}
-	m := f.backup(t, "a", src, nil)
-	if m.RootLevel != 1 {
-		t.Fatalf("root level %d, want 1 (four leaves)", m.RootLevel)
-	}
-	changed := &memSource{data: bytes.Clone(data)}
-	changed.data[len(data)-1] ^= 1 // the last leaf, so the root, differ
+	for _, c := range []struct {
+		name     string
+		readData bool
+		gone     bool
+		rounds   int
+	}{{"a check that reads the packs", true, false, 1}, {"a check that walks the maps", false, false, 2}, {"a pack gone", true, true, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+			ctx := context.Background()
+			const leaf = repo.LeafFanout * 16 << 10 // the bytes one leaf covers at the default block size
+			data := randomVolume(41, 3*leaf+5000)
+			clear(data[leaf : 2*leaf])          // a hole: the root's second child is zero
+			clear(data[leaf/2 : leaf/2+64<<10]) // zero blocks in a data extent
+			src := &memSource{data: data, holes: [][2]int64{{leaf, 2 * leaf}}}
+			m := f.backup(t, "a", src, nil)
+			if m.RootLevel != 1 {
+				t.Fatalf("root level %d, want 1 (four leaves)", m.RootLevel)
+			}
+			if c.gone && len(packFiles(f.dir)) != 1 {
+				t.Fatalf("the backup is in %d packs, want 1", len(packFiles(f.dir)))
+			}
+			changed := &memSource{data: bytes.Clone(data)}
+			changed.data[len(data)-1] ^= 1 // the last leaf, so the root, differ
 
-	leafLoc := leafOf(t, f, m)
-	rootLoc, ok, err := f.idx.Lookup(m.Root)
-	if err != nil || !ok {
-		t.Fatalf("the root is not indexed: %v %v", ok, err)
-	}
-	f.damage(t, rootLoc)
-	f.damage(t, leafLoc)
+			leafLoc := leafOf(t, f, m)
+			rootLoc, ok, err := f.idx.Lookup(m.Root)
+			if err != nil || !ok {
+				t.Fatalf("the root is not indexed: %v %v", ok, err)
+			}
+			_, blocks := blobsOf(t, f, m)
+			block := blocks[0] // a data block of the first leaf, leafOf's
+			blockLoc, ok, err := f.idx.Lookup(block)
+			if err != nil || !ok {
+				t.Fatalf("the data block is not indexed: %v %v", ok, err)
+			}
+			if c.gone {
+				if rootLoc.Pack != leafLoc.Pack || rootLoc.Pack != blockLoc.Pack {
+					t.Fatal("the backup's root, leaf and block are in different packs")
+				}
+				if err := os.Remove(filepath.Join(f.dir, "repo", filepath.FromSlash(rootLoc.Pack.Key()))); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				f.damage(t, rootLoc)
+				f.damage(t, leafLoc)
+				f.damage(t, blockLoc)
+			}
 
-	// The first check only walks the block maps (a node that does not open); the later ones
-	// read every pack first (a blob found damaged there, then met by the walk).
-	readData := false
-	lostNodes := func() map[repo.Address]repo.LostNode {
-		t.Helper()
-		defer func() { readData = true }()
-		rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: readData})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep.LostNodes()
-	}
-	lost := lostNodes()
-	if ln, ok := lost[m.Root]; len(lost) != 1 || !ok || ln.Level != 1 || ln.FirstLeaf != 0 || ln.Size != int64(len(data)) {
-		t.Fatalf("lost nodes %+v, want only the root at level 1 over the whole volume", lost)
-	}
-	if healed, err := f.r.HealNodes(ctx, changed, lost); err != nil || len(healed) != 0 {
-		t.Fatalf("a changed volume healed %v (%v), want nothing", healed, err)
-	}
-	for round := 1; len(lost) > 0; round++ {
-		if round > 2 {
-			t.Fatalf("lost nodes left after two rounds: %+v", lost)
-		}
-		n := len(lost)
-		healed, err := f.r.HealNodes(ctx, src, lost)
-		if err != nil || len(healed) != n || len(lost) != 0 {
-			t.Fatalf("round %d healed %d of %d nodes (%v), %d left", round, len(healed), n, err, len(lost))
-		}
-		lost = lostNodes()
-	}
-	f.mustCheck(t)
-	if got := f.restore(t, m); !bytes.Equal(got, data) {
-		t.Fatal("the healed backup does not restore the volume")
+			check := func() *repo.CheckReport {
+				t.Helper()
+				rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: c.readData})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.readData = true // the later checks read the packs
+				return rep
+			}
+			rep := check()
+			lost := rep.LostNodes()
+			if ln, ok := lost[m.Root]; len(lost) != 1 || !ok || ln.Level != 1 || ln.FirstLeaf != 0 || ln.Size != int64(len(data)) {
+				t.Fatalf("lost nodes %+v, want only the root at level 1 over the whole volume", lost)
+			}
+			n := len(rep.LostData()) // the read of the packs saw the damaged block; the walk did not
+			if healed, err := f.r.HealNodes(ctx, changed, lost, rep.LostData()); err != nil || len(healed) != 0 || len(rep.LostData()) != n {
+				t.Fatalf("a changed volume healed %v (%v) and found %d more data blocks lost, want nothing", healed, err, len(rep.LostData())-n)
+			}
+			rounds := 0
+			for ; len(rep.LostNodes())+len(rep.LostData()) > 0; rounds++ {
+				if rounds == 3 {
+					t.Fatalf("left after three rounds: nodes %+v, data %d", rep.LostNodes(), len(rep.LostData()))
+				}
+				lostData := rep.LostData()
+				if _, err := f.r.HealNodes(ctx, src, rep.LostNodes(), lostData); err != nil || len(rep.LostNodes()) != 0 {
+					t.Fatalf("round %d: %v, %d nodes left", rounds+1, err, len(rep.LostNodes()))
+				}
+				if _, err := f.r.Heal(ctx, src, lostData); err != nil || len(lostData) != 0 {
+					t.Fatalf("round %d: %v, %d data blocks left", rounds+1, err, len(lostData))
+				}
+				rep = check()
+			}
+			if rounds != c.rounds {
+				t.Errorf("healed in %d rounds, want %d", rounds, c.rounds)
+			}
+			if c.gone { // the index still names the pack that is gone, until a sync forgets it
+				if len(rep.Lost) != 0 {
+					t.Fatalf("after healing, the check still finds lost ranges: %+v", rep)
+				}
+			} else {
+				f.mustCheck(t)
+			}
+			if got := f.restore(t, m); !bytes.Equal(got, data) {
+				t.Fatal("the healed backup does not restore the volume")
+			}
+		})
 	}
 }
