@@ -233,7 +233,7 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		if ln.Level > 0 && src.Size() != ln.Size {
 			continue // not the backup's volume, or resized since: not worth reading it all
 		}
-		built := map[Address][]byte{} // lost nodes met on the way, as built
+		built := map[Address][]byte{} // the nodes to store (lost, or lost below it), as built
 		var builtBytes int
 		var below []Address // data blocks below that the index lacks or marks damaged
 		got, err := r.buildNode(ctx, src, g, ln.Level, ln.FirstLeaf, buf, func(t BlobType, n Address, enc []byte) {
@@ -256,9 +256,9 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 			lostData[d] = struct{}{}
 		}
 		for n, enc := range built {
-			var stored []byte
-			stored, scratch = r.keys.encodeBlob(nil, scratch, enc, r.cfg.Compression, n)
-			p.add(BlobTree, n, stored, len(enc))
+			var sealed []byte
+			sealed, scratch = r.keys.encodeBlob(nil, scratch, enc, r.cfg.Compression, n)
+			p.add(BlobTree, n, sealed, len(enc))
 			pending = append(pending, n)
 			delete(lost, n)
 		}
