@@ -564,6 +564,9 @@ func (r *Repository) packEntries(ctx context.Context, id PackID, size int64, ind
 // by the caller, after the deletion record.
 func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *markSet) (PackID, int64, error) {
 	entries, err := r.readTrailer(ctx, id, size)
+	if errors.Is(err, backend.ErrRange) {
+		return PackID{}, 0, fmt.Errorf("%w: the pack is shorter than its index says (cut short): 'cairn repo repair' rewrites it from what survives", err)
+	}
 	if err != nil {
 		return PackID{}, 0, err
 	}

@@ -163,11 +163,15 @@ func (r *Repository) rewritten(id PackID, entries []PackEntry) bool {
 }
 
 // rewritePack rewrites a pack whose trailer is damaged from one of its index objects (the
-// damaged ones are among indexKeys too), and says whether it did.
+// damaged ones are among indexKeys too), and says whether it did. An index object of a larger
+// size describes a pack that was cut short (its trailer went with its end): the blobs past the
+// end are left out like those that do not verify, and the heal that follows stores them again
+// from volumes that hold them. Until 2026-12-07 such a pack stayed, and once repair had healed
+// the backup that used it, every gc failed reading its footer.
 func (r *Repository) rewritePack(ctx context.Context, lk *Lock, id PackID, size int64, indexKeys, damaged []string) (bool, error) {
 	var entries []PackEntry
 	for _, key := range indexKeys {
-		if _, n, e, err := r.readPackIndex(ctx, key); err == nil && n == size {
+		if _, n, e, err := r.readPackIndex(ctx, key); err == nil && n >= size {
 			entries = e
 			break
 		}
