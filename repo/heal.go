@@ -27,58 +27,39 @@ func (r *Repository) Heal(ctx context.Context, src Source, lost map[Address]stru
 	defer lk.Unlock()
 	bs := int64(r.cfg.BlockSize)
 	buf := make([]byte, bs)
-	var p packer
-	var healed, pending []Address
+	h := &healStore{r: r, lk: lk}
 	var scratch []byte
-	flush := func() error {
-		if p.empty() {
-			return nil
-		}
-		if err := lk.Check(); err != nil {
-			return err
-		}
-		id, data, entries := p.finish(r.keys)
-		if err := r.storePack(ctx, id, data, entries); err != nil {
-			return err
-		}
-		healed = append(healed, pending...)
-		pending = pending[:0]
-		return nil
-	}
 	for off := int64(0); off < src.Size(); {
 		start, end, err := src.NextData(off)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
-			return healed, err
+			return h.healed, err
 		}
 		// Blocks are aligned to the block size: start at the block the extent begins in.
 		for b := start / bs * bs; b < end; b += bs {
 			if err := ctx.Err(); err != nil {
-				return healed, err
+				return h.healed, err
 			}
 			blk, a, err := r.sourceBlock(src, buf, b)
 			if err != nil {
-				return healed, err
+				return h.healed, err
 			}
 			if _, ok := lost[a]; !ok {
 				continue
 			}
-			var stored []byte
-			stored, scratch = r.keys.encodeBlob(nil, scratch, blk, r.cfg.Compression, a)
-			p.add(BlobData, a, stored, len(blk))
-			pending = append(pending, a)
+			var sealed []byte
+			sealed, scratch = r.keys.encodeBlob(nil, scratch, blk, r.cfg.Compression, a)
+			h.add(BlobData, a, sealed, len(blk))
 			delete(lost, a)
-			if p.size() >= r.cfg.PackSize {
-				if err := flush(); err != nil {
-					return healed, err
-				}
+			if err := h.flushFull(ctx); err != nil {
+				return h.healed, err
 			}
 		}
 		off = max(end, off+1)
 	}
-	return healed, flush()
+	return h.done(ctx)
 }
 
 // sourceBlock reads the block of src at off (a multiple of the block size; the last block
@@ -161,6 +142,51 @@ func (r *Repository) Mended(ctx context.Context, addrs []Address) (bool, error) 
 	return true, nil
 }
 
+// healStore packs the blobs a heal stores again and stores each pack under the heal's lock,
+// keeping which addresses landed.
+type healStore struct {
+	r       *Repository
+	lk      *Lock
+	p       packer
+	healed  []Address // stored
+	pending []Address // in p
+}
+
+func (h *healStore) add(t BlobType, a Address, sealed []byte, plainLen int) {
+	h.p.add(t, a, sealed, plainLen)
+	h.pending = append(h.pending, a)
+}
+
+// flushFull stores the pack once it is full.
+func (h *healStore) flushFull(ctx context.Context) error {
+	if h.p.size() < h.r.cfg.PackSize {
+		return nil
+	}
+	return h.flush(ctx)
+}
+
+func (h *healStore) flush(ctx context.Context) error {
+	if h.p.empty() {
+		return nil
+	}
+	if err := h.lk.Check(); err != nil {
+		return err
+	}
+	id, data, entries := h.p.finish(h.r.keys)
+	if err := h.r.storePack(ctx, id, data, entries); err != nil {
+		return err
+	}
+	h.healed = append(h.healed, h.pending...)
+	h.pending = h.pending[:0]
+	return nil
+}
+
+// done stores what is left and returns every address stored.
+func (h *healStore) done(ctx context.Context) ([]Address, error) {
+	err := h.flush(ctx)
+	return h.healed, err
+}
+
 // LostNode is a block map node some backup needs that cannot be read, with where it sits in
 // that backup's block map: its level, the first leaf under it, and the map's geometry (the
 // volume's size and block size).
@@ -197,24 +223,8 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		addrs = append(addrs, a)
 	}
 	slices.SortFunc(addrs, func(a, b Address) int { return cmp.Compare(lost[b].Level, lost[a].Level) })
-	var p packer
-	var healed, pending []Address
+	h := &healStore{r: r, lk: lk}
 	var scratch []byte
-	flush := func() error {
-		if p.empty() {
-			return nil
-		}
-		if err := lk.Check(); err != nil {
-			return err
-		}
-		id, data, entries := p.finish(r.keys)
-		if err := r.storePack(ctx, id, data, entries); err != nil {
-			return err
-		}
-		healed = append(healed, pending...)
-		pending = pending[:0]
-		return nil
-	}
 	buf := make([]byte, r.cfg.BlockSize)
 	stored := r.storedIn(ctx)
 	for _, a := range addrs {
@@ -247,7 +257,7 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 			}
 		})
 		if err != nil {
-			return healed, err
+			return h.healed, err
 		}
 		if got != a {
 			continue // the volume changed since: not this node
@@ -258,17 +268,14 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		for n, enc := range built {
 			var sealed []byte
 			sealed, scratch = r.keys.encodeBlob(nil, scratch, enc, r.cfg.Compression, n)
-			p.add(BlobTree, n, sealed, len(enc))
-			pending = append(pending, n)
+			h.add(BlobTree, n, sealed, len(enc))
 			delete(lost, n)
 		}
-		if p.size() >= r.cfg.PackSize {
-			if err := flush(); err != nil {
-				return healed, err
-			}
+		if err := h.flushFull(ctx); err != nil {
+			return h.healed, err
 		}
 	}
-	return healed, flush()
+	return h.done(ctx)
 }
 
 // Bounds on what HealNodes stores below a rebuilt node besides the lost nodes themselves: the

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -573,17 +574,16 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 		return nil, err
 	}
 	defer r.locks.remove(context.WithoutCancel(ctx), key) //nolint:errcheck // a leftover probe is stale and harmless
-	all, err := r.locks.list(ctx, key, time.Time{})
+	return r.locks.locks(ctx, key, time.Time{})
+}
+
+// locks is list without the probe objects (others' as well as own).
+func (l *locker) locks(ctx context.Context, own string, storeNow time.Time) ([]LockInfo, error) {
+	all, err := l.list(ctx, own, storeNow)
 	if err != nil {
 		return nil, err
 	}
-	out := all[:0]
-	for _, li := range all {
-		if li.Kind != lockProbe {
-			out = append(out, li)
-		}
-	}
-	return out, nil
+	return slices.DeleteFunc(all, func(li LockInfo) bool { return li.Kind == lockProbe }), nil
 }
 
 // LocksAt lists the repository's lock objects as Locks does, without writing: their ages are
@@ -592,17 +592,7 @@ func (r *Repository) Locks(ctx context.Context) ([]LockInfo, error) {
 // not write (a metrics scrape, a page that refreshes itself, a read-only repository); a clock
 // behind the store's only makes locks look younger (docs/design.md, "Locks").
 func (r *Repository) LocksAt(ctx context.Context, storeNow time.Time) ([]LockInfo, error) {
-	all, err := r.locks.list(ctx, "", storeNow)
-	if err != nil {
-		return nil, err
-	}
-	out := all[:0]
-	for _, li := range all {
-		if li.Kind != lockProbe {
-			out = append(out, li)
-		}
-	}
-	return out, nil
+	return r.locks.locks(ctx, "", storeNow)
 }
 
 // Unlock removes stale lock objects (all of them with force, which is only safe when the
