@@ -280,10 +280,10 @@ func (c *recordsCollector) Collect(ch chan<- prometheus.Metric) {
 
 // attentionCollector exports, when scraped, what 'cairn status --all-projects' lists: how
 // many things of each kind need attention, per project (maintenance and services: project
-// ""). Stale locks are found without writing, by the store's clock as this gateway measured it
-// (none before it has). A kind with nothing to report is one series at 0 (project ""), so an alert's series
-// exists before its first concern. Scrapes within attentionTTL of the last share its count:
-// the overview reads the policies and their states from the repository.
+// ""). Stale locks are found without writing, by the store's clock as this gateway measured
+// it (none before it has). A kind with nothing to report is one series at 0 (project ""), so
+// an alert's series exists before its first concern. Scrapes within attentionTTL of the last
+// share its count: the overview reads the policies and their states from the repository.
 type attentionCollector struct {
 	s    *Service
 	desc *prometheus.Desc

@@ -344,11 +344,9 @@ func (r *Repository) buildNode(ctx context.Context, src Source, g geometry, leve
 			nd.addrs = append(nd.addrs, a)
 		}
 	}
-	if !slices.ContainsFunc(nd.addrs, func(a Address) bool { return !a.IsZero() }) {
-		return Address{}, nil // a hole
+	a, enc := r.keys.encodeNode(nd)
+	if !a.IsZero() {
+		found(BlobTree, a, enc)
 	}
-	enc := nd.encode(make([]byte, 0, nd.encodedLen()))
-	a := r.keys.address(BlobTree, enc)
-	found(BlobTree, a, enc)
 	return a, nil
 }

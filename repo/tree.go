@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync/atomic"
 
 	"github.com/zeebo/xxh3"
@@ -60,6 +61,17 @@ func (n *node) encode(dst []byte) []byte {
 		dst = append(dst, a[:]...)
 	}
 	return dst
+}
+
+// encodeNode is the one rule for a block map node's address, which a backup (finishLeaf, push)
+// and repair's rebuild (buildNode) must agree on to the bit: zero, a hole, when every entry is
+// zero; else the keyed address of its encoding, returned with the encoding.
+func (k *keys) encodeNode(nd *node) (Address, []byte) {
+	if !slices.ContainsFunc(nd.addrs, func(a Address) bool { return !a.IsZero() }) {
+		return Address{}, nil
+	}
+	enc := nd.encode(make([]byte, 0, nd.encodedLen()))
+	return k.address(BlobTree, enc), enc
 }
 
 func decodeNode(b []byte) (*node, error) {

@@ -632,14 +632,8 @@ func (w *writeSession) process(ctx context.Context, job *leafJob, scratch *[]byt
 // finishLeaf decides the leaf's address: zero for all holes, the parent's when nothing changed.
 func (w *writeSession) finishLeaf(res leafResult, parent *node) leafResult {
 	nd := res.node
-	allHole := true
-	for _, a := range nd.addrs {
-		if !a.IsZero() {
-			allHole = false
-			break
-		}
-	}
-	if allHole {
+	addr, enc := w.r.keys.encodeNode(nd)
+	if addr.IsZero() {
 		res.node = nil
 		return res
 	}
@@ -655,8 +649,7 @@ func (w *writeSession) finishLeaf(res leafResult, parent *node) leafResult {
 			res.reused = true
 		}
 	}
-	res.enc = nd.encode(make([]byte, 0, nd.encodedLen()))
-	res.addr = w.r.keys.address(BlobTree, res.enc)
+	res.enc, res.addr = enc, addr
 	return res
 }
 
@@ -869,16 +862,10 @@ func (w *writeSession) push(level int, child Address) error {
 	children := lb.children
 	lb.children = nil
 	lb.done++
-	addr := Address{}
-	for _, c := range children {
-		if !c.IsZero() {
-			nd := &node{level: level, addrs: children}
-			enc := nd.encode(make([]byte, 0, nd.encodedLen()))
-			addr = w.r.keys.address(BlobTree, enc)
-			if err := w.ensureNode(addr, enc); err != nil {
-				return err
-			}
-			break
+	addr, enc := w.r.keys.encodeNode(&node{level: level, addrs: children})
+	if !addr.IsZero() {
+		if err := w.ensureNode(addr, enc); err != nil {
+			return err
 		}
 	}
 	return w.push(level+1, addr)
