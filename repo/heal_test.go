@@ -3,6 +3,7 @@ package repo_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -118,5 +119,61 @@ func TestHealNodesBuildsLostBlockMapNodesAgain(t *testing.T) {
 				t.Fatal("the healed backup does not restore the volume")
 			}
 		})
+	}
+}
+
+// A lost block map node that no volume builds is forgotten by the index (repair's
+// ForgetDamaged), so that the next backup that builds it stores it again. gc must not take
+// that for "unreachable": a committed manifest still reaches the node, so gc refuses and
+// deletes nothing, not even the packs only a deleted backup used, until the node is back;
+// once HealNodes stores it from the volume, gc runs, reclaims those, and the backup restores.
+func TestGCAfterRepairForgotALostNodeDeletesNothing(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	ctx := context.Background()
+	src := &memSource{data: randomVolume(43, 8<<20)}
+	m := f.backup(t, "a", src, nil)
+	gone := f.backup(t, "b", &memSource{data: randomVolume(44, 4<<20)}, nil)
+	if err := f.r.DeleteManifest(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	rootLoc, ok, err := f.idx.Lookup(m.Root)
+	if err != nil || !ok {
+		t.Fatalf("the root is not indexed: %v %v", ok, err)
+	}
+	f.damage(t, rootLoc)
+	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := map[repo.Address]struct{}{}
+	for a := range rep.LostNodes() {
+		lost[a] = struct{}{}
+	}
+	if _, ok := lost[m.Root]; !ok {
+		t.Fatalf("the check does not name the lost root: %+v", rep.LostNodes())
+	}
+	if _, err := f.r.ForgetDamaged(lost); err != nil {
+		t.Fatal(err)
+	}
+	before := len(packFiles(f.dir))
+	if _, err := f.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrUnreadableBackup) {
+		t.Fatalf("gc with a committed backup's root forgotten: %v, want ErrUnreadableBackup", err)
+	}
+	if after := len(packFiles(f.dir)); after != before {
+		t.Fatalf("gc deleted %d packs while a backup's root was forgotten", before-after)
+	}
+	rep, err = f.r.Check(ctx, repo.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if healed, err := f.r.HealNodes(ctx, src, rep.LostNodes(), rep.LostData()); err != nil || len(healed) == 0 {
+		t.Fatalf("HealNodes after the forget: %v %v", healed, err)
+	}
+	st, err := f.r.GC(ctx, repo.GCOptions{})
+	if err != nil || st.PacksDeleted == 0 {
+		t.Fatalf("gc once the root is back: %+v %v, want the deleted backup's pack reclaimed", st, err)
+	}
+	if got := f.restore(t, m); !bytes.Equal(got, src.data) {
+		t.Fatal("the backup does not restore after the heal and gc")
 	}
 }
