@@ -499,11 +499,14 @@ func TestRecoveryFinishesAWithdrawalACrashInterrupted(t *testing.T) {
 func TestRecoveryOfABackupWithADamagedManifest(t *testing.T) {
 	ctx := context.Background()
 	cfg, s, bk := backedUpAlone(t, t.TempDir())
-	// The crash came between the manifest's store and the record's update, and the stored
+	// The crash came between the manifest's store and its second copy's, and the stored
 	// manifest does not read back.
 	markCreating(t, s, bk.ID)
 	s.Close()
 	if err := os.WriteFile(filepath.Join(cfg.Repo, "manifests", bk.ID), []byte("not a manifest"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(cfg.Repo, "manifest-copies", bk.ID)); err != nil {
 		t.Fatal(err)
 	}
 	s, err := gateway.Open(ctx, cfg)

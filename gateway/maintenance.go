@@ -1099,6 +1099,11 @@ type RepairReport struct {
 	// GoodCopies counts blobs whose indexed copy was damaged that the index now reads from a
 	// good copy in another pack.
 	GoodCopies int `json:"good_copies_used"`
+	// Manifests counts damaged manifests written again from their second copies, and
+	// ManifestCopies second copies written again (damaged, missing or older) from their
+	// manifests.
+	Manifests      int `json:"manifests_rewritten"`
+	ManifestCopies int `json:"manifest_copies_written"`
 }
 
 // healRounds bounds repair's rounds of heal and check: a round sees below the block map nodes
@@ -1131,6 +1136,17 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	rep, err := check()
 	if err != nil {
 		return nil, err
+	}
+	// Both copies of each manifest, each from the other: a damaged manifest's copy stood in
+	// for it in the check, so the check after sees the backup whole.
+	if out.Manifests, out.ManifestCopies, err = s.repo.MendManifests(ctx, rep); err != nil {
+		return nil, err
+	}
+	if out.Manifests > 0 {
+		s.log.Info("damaged manifests written again from their second copies", "manifests", out.Manifests)
+		if rep, err = check(); err != nil {
+			return nil, err
+		}
 	}
 	// A blob stored twice is not lost while one copy verifies: the index reads that one.
 	if out.GoodCopies, err = s.repo.UseGoodCopies(ctx, rep); err != nil {

@@ -168,9 +168,12 @@ func TestPolicyRunFailsWhenItsPruneFails(t *testing.T) {
 	if err != nil || len(bs) != 1 {
 		t.Fatalf("backups after the first run: %v, %v", bs, err)
 	}
-	// Its manifest no longer reads back: the second run's prune cannot remove it.
-	if err := os.WriteFile(filepath.Join(dir, "repo", "manifests", bs[0].ID), []byte("damaged"), 0o600); err != nil {
-		t.Fatal(err)
+	// Neither its manifest nor the manifest's second copy reads back: the second run's prune
+	// cannot remove it.
+	for _, sub := range []string{"manifests", "manifest-copies"} {
+		if err := os.WriteFile(filepath.Join(dir, "repo", sub, bs[0].ID), []byte("damaged"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	st, err := s.RunPolicy(ctx, "nightly")
 	if err == nil || st.LastResult != gateway.RunFailed || st.LastError == "" {

@@ -46,6 +46,9 @@ type CheckReport struct {
 	lostData   map[Address]struct{}   // data blobs some backup needs that cannot be read
 	lostNodes  map[Address]LostNode   // block map nodes some backup needs that cannot be read
 	goodCopies map[Address]sizedEntry // good copies of blobs whose indexed copy is damaged
+	// mendManifests are the backups whose manifest or its second copy repair writes again
+	// from the other (MendManifests).
+	mendManifests []string
 }
 
 // sizedEntry is a blob's copy and the size of the pack that holds it.
@@ -156,8 +159,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			return nil, err
 		}
 	}
+	noCopy, oldCopy := 0, 0
 	for _, id := range ids {
-		m, err := r.GetManifest(ctx, id)
+		mc, err := r.checkManifest(ctx, id)
 		if errors.Is(err, backend.ErrNotFound) {
 			continue
 		}
@@ -169,6 +173,24 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			rep.problem("%s: backup %s: its manifest: %v", ProblemDamaged, id, err)
 			rep.Lost[id] = [][2]int64{{0, -1}}
 			continue
+		}
+		m := mc.m
+		switch {
+		case mc.damaged != nil:
+			// Its copy stands in: the backup's blocks are walked through it, and nothing is lost.
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: backup %s: its manifest: %v; its second copy is intact ('cairn repo repair' writes the manifest again from it)", ProblemDamaged, id, mc.damaged)
+			rep.mendManifests = append(rep.mendManifests, id)
+		case mc.copyDamaged != nil:
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: backup %s: %v ('cairn repo repair' writes it again from the manifest)", ProblemDamaged, id, mc.copyDamaged)
+			rep.mendManifests = append(rep.mendManifests, id)
+		case mc.noCopy:
+			noCopy++
+			rep.mendManifests = append(rep.mendManifests, id)
+		case mc.oldCopy:
+			oldCopy++
+			rep.mendManifests = append(rep.mendManifests, id)
 		}
 		rep.Backups++
 		// Every damaged or missing object is listed with the bytes of each backup it costs;
@@ -184,6 +206,12 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		if err != nil {
 			return nil, err
 		}
+	}
+	if noCopy > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d backups' manifests have no second copy (made by an earlier cairn, or its store failed; 'cairn repo repair' stores them)", noCopy))
+	}
+	if oldCopy > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d backups' manifests have a second copy older than themselves (a rewrite stopped between the two, or made by an earlier cairn; 'cairn repo repair' stores them again)", oldCopy))
 	}
 	if err := r.checkMeta(ctx, rep); err != nil {
 		return nil, err

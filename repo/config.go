@@ -103,7 +103,7 @@ var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' fir
 // prefixes the objects are written under.
 var topNames = func() map[string]bool {
 	names := map[string]bool{"config": true}
-	for _, p := range []string{"keys/", "packs/", "manifests/", indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
+	for _, p := range []string{"keys/", "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
 		names[strings.TrimSuffix(p, "/")] = true
 	}
 	return names

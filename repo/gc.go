@@ -332,6 +332,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	r.cleanTemp(rm, lk, &st, logf)
 	r.pruneLog(rm, lk, &st, logf)
 	r.pruneTombstones(rm, lk, logf)
+	r.pruneManifestCopies(rm, lk, logf)
 	r.pruneDamagedMarks(rm, lk, logf)
 	return st, nil
 }

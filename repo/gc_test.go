@@ -153,11 +153,15 @@ func TestGCRefusesWhenABackupCannotBeRead(t *testing.T) {
 	if err := f.r.DeleteManifest(ctx, "a"); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(f.dir, "repo", "manifests", mb.ID)
-	raw, _ := os.ReadFile(path)
-	raw[len(raw)/2] ^= 1
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
+	// The manifest and its second copy: with one of them intact gc marks through it
+	// [TestManifestCopyStandsInForADamagedManifest].
+	for _, dir := range []string{"manifests", "manifest-copies"} {
+		path := filepath.Join(f.dir, "repo", dir, mb.ID)
+		raw, _ := os.ReadFile(path)
+		raw[len(raw)/2] ^= 1
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	_, err := f.r.GC(ctx, repo.GCOptions{})
 	if !errors.Is(err, repo.ErrUnreadableBackup) || !strings.Contains(err.Error(), "nothing was deleted") {

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -198,6 +199,12 @@ func (m *Manifest) Parent() *Parent {
 
 func manifestKey(id string) string { return "manifests/" + id }
 
+// manifestCopyPrefix holds each manifest's second copy: the same JSON sealed under its own key
+// (docs/design.md, "A manifest's second copy").
+const manifestCopyPrefix = "manifest-copies/"
+
+func manifestCopyKey(id string) string { return manifestCopyPrefix + id }
+
 func validID(id string) bool {
 	return id != "" && len(id) <= 64 && !strings.ContainsAny(id, "/\\.\x00 ")
 }
@@ -217,11 +224,18 @@ func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
 	if err := r.putObject(ctx, key, b); err != nil {
 		return fmt.Errorf("store manifest of backup %s: %w", m.ID, err)
 	}
+	// The manifest is the commit point; its copy only guards it against damage, so a copy
+	// that fails to store is check's to note and repair's to write.
+	if err := r.putObject(ctx, manifestCopyKey(m.ID), b); err != nil {
+		r.logf("manifest of backup %s: its second copy was not stored ('cairn repo repair' stores it): %v", m.ID, err)
+	}
 	r.logChange(ctx, m.ID)
 	return nil
 }
 
-// GetManifest reads and authenticates a backup's manifest.
+// GetManifest reads and authenticates a backup's manifest. When the manifest fails its
+// check, its second copy stands in if that one passes its own; a missing manifest is a
+// deleted backup, whatever copy is left.
 func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, error) {
 	if !validID(id) {
 		return nil, fmt.Errorf("invalid backup id %q", id)
@@ -231,7 +245,129 @@ func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, err
 	if err != nil {
 		return nil, fmt.Errorf("manifest of backup %s: %w", id, err)
 	}
-	return r.decodeManifest(key, b)
+	m, err := r.decodeManifest(key, b)
+	if err == nil || !errors.Is(err, ErrCorrupt) {
+		return m, err
+	}
+	c, _, cerr := r.getManifestCopy(ctx, id)
+	if cerr != nil {
+		return nil, err
+	}
+	r.logf("backup %s: %v; read its second copy instead ('cairn repo repair' writes the manifest again)", id, err)
+	return c, nil
+}
+
+// getManifestCopy reads and authenticates a backup's second copy of its manifest, and
+// returns it with its JSON.
+func (r *Repository) getManifestCopy(ctx context.Context, id string) (*Manifest, []byte, error) {
+	key := manifestCopyKey(id)
+	sealed, err := getAll(ctx, r.be, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("second copy of the manifest of backup %s: %w", id, err)
+	}
+	b, err := r.keys.openObject(key, sealed)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
+	}
+	m, err := r.parseManifest(manifestKey(id), b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("second copy: %w", err)
+	}
+	return m, b, nil
+}
+
+// manifestCheck is what a check found of a backup's manifest and its second copy.
+type manifestCheck struct {
+	m     *Manifest // the manifest, or its copy where the manifest is damaged
+	plain []byte    // the manifest's JSON, when it is intact
+	// damaged is the manifest's damage, when its copy stands in.
+	damaged error
+	// copyDamaged is the copy's damage; noCopy says it is missing, oldCopy that it is older
+	// than the manifest.
+	copyDamaged     error
+	noCopy, oldCopy bool
+}
+
+// checkManifest reads a backup's manifest and then its second copy. It fails (ErrCorrupt)
+// only when neither is intact, and with backend.ErrNotFound when the manifest is missing. The
+// copy is read second, so a rewrite between the two reads leaves it newer, never older: a
+// live rewrite is not reported as a stale copy (docs/design.md, "A manifest's second copy").
+func (r *Repository) checkManifest(ctx context.Context, id string) (*manifestCheck, error) {
+	key := manifestKey(id)
+	sealed, err := getAll(ctx, r.be, key)
+	if err != nil {
+		return nil, fmt.Errorf("manifest of backup %s: %w", id, err)
+	}
+	var m *Manifest
+	plain, merr := r.keys.openObject(key, sealed)
+	if merr != nil {
+		merr = fmt.Errorf("%s: %w: %v", key, ErrCorrupt, merr)
+	} else {
+		m, merr = r.parseManifest(key, plain)
+	}
+	c, cplain, cerr := r.getManifestCopy(ctx, id)
+	if cerr != nil && !errors.Is(cerr, ErrCorrupt) && !errors.Is(cerr, backend.ErrNotFound) {
+		return nil, cerr
+	}
+	mc := &manifestCheck{m: m, plain: plain}
+	switch {
+	case merr != nil && cerr != nil:
+		return nil, fmt.Errorf("%w; %v", merr, cerr)
+	case merr != nil:
+		mc.m, mc.damaged = c, merr
+	case errors.Is(cerr, backend.ErrNotFound):
+		mc.noCopy = true
+	case cerr != nil:
+		mc.copyDamaged = cerr
+	case !bytes.Equal(plain, cplain) && !c.Updated().After(m.Updated()):
+		mc.oldCopy = true
+	}
+	return mc, nil
+}
+
+// MendManifests writes again, from the other, each manifest or second copy the check found
+// damaged, missing or stale: a damaged manifest from its intact copy as a rewrite (a delete
+// that came meanwhile wins), a copy from its manifest. It returns how many manifests and how
+// many copies it wrote.
+func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (manifests, copies int, err error) {
+	if len(rep.mendManifests) == 0 {
+		return 0, 0, nil
+	}
+	lk, err := r.Lock(ctx, LockShared, "repair manifests")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer lk.Unlock()
+	for _, id := range rep.mendManifests {
+		mc, err := r.checkManifest(ctx, id)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue // deleted since the check
+		}
+		if err != nil {
+			return manifests, copies, err
+		}
+		switch {
+		case mc.damaged != nil:
+			err = r.RewriteManifest(ctx, lk, mc.m)
+			if errors.Is(err, ErrManifestDeleted) {
+				continue
+			}
+			if err == nil {
+				manifests++
+			}
+		case mc.copyDamaged != nil || mc.noCopy || mc.oldCopy:
+			if err = lk.Check(); err == nil {
+				err = r.putObject(ctx, manifestCopyKey(id), mc.plain)
+			}
+			if err == nil {
+				copies++
+			}
+		}
+		if err != nil {
+			return manifests, copies, fmt.Errorf("repair the manifest of backup %s: %w", id, err)
+		}
+	}
+	return manifests, copies, nil
 }
 
 func (r *Repository) decodeManifest(key string, sealed []byte) (*Manifest, error) {
@@ -239,6 +375,11 @@ func (r *Repository) decodeManifest(key string, sealed []byte) (*Manifest, error
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
 	}
+	return r.parseManifest(key, b)
+}
+
+// parseManifest parses an authenticated manifest stored as key's, and checks that it is one.
+func (r *Repository) parseManifest(key string, b []byte) (*Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
@@ -263,8 +404,17 @@ func (r *Repository) DeleteManifest(ctx context.Context, id string) error {
 	if err := r.be.Delete(ctx, manifestKey(id)); err != nil {
 		return err
 	}
+	r.deleteManifestCopy(ctx, id)
 	r.logChange(ctx, id)
 	return nil
+}
+
+// deleteManifestCopy removes a deleted backup's second copy of its manifest. Nothing reads a
+// copy whose manifest is gone, so one left by a failure is only garbage, which gc removes.
+func (r *Repository) deleteManifestCopy(ctx context.Context, id string) {
+	if err := r.be.Delete(ctx, manifestCopyKey(id)); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		r.logf("backup %s: its manifest's second copy was not removed (gc removes it): %v", id, err)
+	}
 }
 
 // Tombstones. A manifest rewrite (protection, name, metadata, a re-linked parent) reads the
@@ -390,6 +540,7 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 			// removes it. This run marked the backup's data, which the next reclaims
 			// [TestGCFinishesADeleteThatDidNotFinish, TestGCKeepsTheTombstoneOfAnUnfinishedDelete].
 			if err = r.be.Delete(ctx, manifestKey(id)); err == nil {
+				r.deleteManifestCopy(ctx, id)
 				logf("finished the delete of backup %s, begun over a day ago", id)
 				r.logChange(ctx, id)
 			}
@@ -399,6 +550,49 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 	}
 	if err != nil {
 		logf("old tombstones not removed: %v", err)
+	}
+}
+
+// pruneManifestCopies removes the second copies whose manifests are gone: left by a delete
+// that stopped between the two, or by a gateway of an earlier cairn. Nothing reads a copy
+// without its manifest, and each manifest is looked for again just before its copy goes
+// (docs/design.md, "A manifest's second copy"). It runs under gc's exclusive lock; a failure
+// is logged, not gc's.
+func (r *Repository) pruneManifestCopies(ctx context.Context, lk *Lock, logf func(string, ...any)) {
+	have := map[string]bool{}
+	err := r.ListManifests(ctx, func(id string) error { have[id] = true; return nil })
+	var orphans []string
+	if err == nil {
+		err = r.be.ListKeys(ctx, manifestCopyPrefix, func(key string) error {
+			if !have[strings.TrimPrefix(key, manifestCopyPrefix)] {
+				orphans = append(orphans, key)
+			}
+			return nil
+		})
+	}
+	removed := 0
+	for _, key := range orphans {
+		if err != nil {
+			break
+		}
+		var has bool
+		if id := strings.TrimPrefix(key, manifestCopyPrefix); validID(id) {
+			if has, err = r.HasManifest(ctx, id); err != nil || has {
+				continue
+			}
+		}
+		if err = stillHeld(lk); err != nil {
+			break
+		}
+		if err = r.be.Delete(ctx, key); err == nil {
+			removed++
+		}
+	}
+	if removed > 0 {
+		logf("removed %d second copies of deleted backups' manifests", removed)
+	}
+	if err != nil {
+		logf("second copies of deleted backups' manifests not removed: %v", err)
 	}
 }
 

@@ -31,6 +31,7 @@ type aObjects struct {
 	packs     []string
 	packIndex []string
 	manifest  string
+	copy      string // the manifest's second copy
 }
 
 func flipAt(t *testing.T, path string, off int64) {
@@ -87,8 +88,15 @@ var damageKinds = []damageKind{
 	{"manifest: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.manifest, fileSize(t, o.manifest)/2)
 	}},
+	{"manifest's second copy: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.copy, fileSize(t, o.copy)/2)
+	}},
+	{"manifest and its second copy: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.manifest, fileSize(t, o.manifest)/2)
+		flipAt(t, o.copy, fileSize(t, o.copy)/3)
+	}},
 	{"random byte flips in A's objects", "", func(t *testing.T, rng *rand.Rand, o aObjects) {
-		all := append(append(append([]string(nil), o.packs...), o.packIndex...), o.manifest)
+		all := append(append(append([]string(nil), o.packs...), o.packIndex...), o.manifest, o.copy)
 		for range 3 {
 			p := all[rng.IntN(len(all))]
 			flipAt(t, p, rng.Int64N(fileSize(t, p)))
@@ -137,7 +145,7 @@ func TestCorruptionMatrix(t *testing.T) {
 					testutil.WriteImage(t, volA, 3*mib, int64(100+ki), testutil.Mixed)
 					shaA := testutil.SHA256File(t, volA)
 					a := r.createBackup(volA)
-					objs := aObjects{root: root, manifest: filepath.Join(root, "manifests", a.ID)}
+					objs := aObjects{root: root, manifest: filepath.Join(root, "manifests", a.ID), copy: filepath.Join(root, "manifest-copies", a.ID)}
 					for p := range files("packs") {
 						objs.packs = append(objs.packs, p)
 					}

@@ -452,7 +452,8 @@ func TestEngineCorruption(t *testing.T) {
 	}
 }
 
-// A flipped byte in a backup's manifest is found by check and stops its restore.
+// A flipped byte in a backup's manifest and in its second copy is found by check and stops
+// its restore (one intact copy restores: TestCorruptionMatrix).
 func TestEngineCorruptManifest(t *testing.T) {
 	dir := t.TempDir()
 	r := newCairnRepo(t, nil)
@@ -465,12 +466,14 @@ func TestEngineCorruptManifest(t *testing.T) {
 	r.checkClean()
 
 	b := points[0].backup
-	manifest := filepath.Join(r.Dir, "manifests", b.ID)
-	fi, err := os.Stat(manifest)
-	if err != nil {
-		t.Fatalf("manifest of backup %s: %v", b.ID, err)
+	for _, sub := range []string{"manifests", "manifest-copies"} {
+		manifest := filepath.Join(r.Dir, sub, b.ID)
+		fi, err := os.Stat(manifest)
+		if err != nil {
+			t.Fatalf("manifest of backup %s: %v", b.ID, err)
+		}
+		flipByte(t, manifest, fi.Size()/2)
 	}
-	flipByte(t, manifest, fi.Size()/2)
 
 	res := r.run("repo", "check")
 	if res.Code != 8 || !strings.Contains(res.Stdout, b.ID) {
@@ -865,24 +868,37 @@ func TestEngineTamperedManifest(t *testing.T) {
 	r := newCairnRepo(t, nil)
 	vol := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, vol, 4*mib, 15, testutil.Mixed)
+	sha := testutil.SHA256File(t, vol)
 	b := r.createBackup(vol)
-	path := filepath.Join(r.Dir, "manifests", b.ID)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	tamper := func(sub string) {
+		t.Helper()
+		path := filepath.Join(r.Dir, sub, b.ID)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tampered := bytes.Replace(raw, []byte(fmt.Sprintf(`"size":%d`, 4*mib)), []byte(`"size":3000000`), 1)
+		if bytes.Equal(tampered, raw) {
+			t.Fatalf("%s does not hold the size in clear: %q", path, raw)
+		}
+		if err := os.WriteFile(path, tampered, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	tampered := bytes.Replace(raw, []byte(fmt.Sprintf(`"size":%d`, 4*mib)), []byte(`"size":3000000`), 1)
-	if bytes.Equal(tampered, raw) {
-		t.Fatalf("manifest does not hold the size in clear: %q", raw)
-	}
-	if err := os.WriteFile(path, tampered, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	tamper("manifests")
 	res := r.run("repo", "check", "--read-data")
 	if res.Code != 8 || !strings.Contains(res.Stdout, b.ID) || !strings.Contains(res.Stdout, "manifest") {
 		t.Errorf("check of a tampered manifest: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
+	// Its second copy stands in, not the tampered size: the restore is the volume's 4 MiB.
 	out := filepath.Join(dir, "out.img")
+	r.mustRun("--quiet", "backup", "restore", "--yes", b.ID, "--to", out)
+	if got := testutil.SHA256File(t, out); got != sha {
+		t.Fatalf("restore through the second copy: sha256 %s, want %s", got, sha)
+	}
+	os.Remove(out)
+	tamper("manifests") // the restore's end rewrote the manifest whole
+	tamper("manifest-copies")
 	r.mustFail([]int{8}, "--quiet", "backup", "restore", "--yes", b.ID, "--to", out)
 	if _, err := os.Stat(out); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a refused restore left %s: %v", out, err)
@@ -1132,8 +1148,9 @@ func treeListing(t *testing.T, dir string) string {
 	return b.String()
 }
 
-// A damaged backup stops gc (what it needs is unknown); repo repair lists it with what it
-// lost, forgets it when asked, and gc runs again without touching the other backups.
+// A damaged backup (its manifest and the manifest's second copy) stops gc (what it needs is
+// unknown); repo repair lists it with what it lost, forgets it when asked, and gc runs again
+// without touching the other backups.
 func TestEngineRepairForgetsADamagedBackup(t *testing.T) {
 	dir := t.TempDir()
 	r := newCairnRepo(t, nil)
@@ -1146,14 +1163,16 @@ func TestEngineRepairForgetsADamagedBackup(t *testing.T) {
 	bb := r.createBackup(b)
 	gone := r.createBackup(a, "--incremental") // deleted: garbage for gc
 	r.mustRun("backup", "delete", "--yes", gone.ID)
-	path := filepath.Join(r.Dir, "manifests", ba.ID)
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 1
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
+	for _, sub := range []string{"manifests", "manifest-copies"} { // one intact copy would save it
+		path := filepath.Join(r.Dir, sub, ba.ID)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[len(raw)/2] ^= 1
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if msg := r.mustFail([]int{8}, "--quiet", "repo", "gc"); !strings.Contains(msg, ba.ID) || !strings.Contains(msg, "nothing was deleted") {
 		t.Errorf("gc with a damaged manifest: %q", msg)

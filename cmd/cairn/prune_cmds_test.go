@@ -16,9 +16,12 @@ func TestPruneFailureExitsNonZeroInJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	must("--quiet", "backup", "create", vol)
-	// The older backup's manifest no longer reads back: its removal fails, the backup stays.
-	if err := os.WriteFile(filepath.Join(repoDir, "manifests", old.ID), []byte("damaged"), 0o600); err != nil {
-		t.Fatal(err)
+	// Neither the older backup's manifest nor its second copy reads back: its removal fails,
+	// the backup stays.
+	for _, sub := range []string{"manifests", "manifest-copies"} {
+		if err := os.WriteFile(filepath.Join(repoDir, sub, old.ID), []byte("damaged"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, format := range []string{"table", "json"} {
 		out, errOut, code := cli(t, repoDir, "--format", format, "backup", "prune", vol, "--keep-last", "1", "--yes")

@@ -420,6 +420,12 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		if rep.PackIndexes > 0 {
 			fmt.Fprintf(g.stdout, "wrote %d pack index objects again from their packs' trailers\n", rep.PackIndexes)
 		}
+		if rep.Manifests > 0 {
+			fmt.Fprintf(g.stdout, "wrote %d damaged manifests again from their second copies\n", rep.Manifests)
+		}
+		if rep.ManifestCopies > 0 {
+			fmt.Fprintf(g.stdout, "wrote %d second copies of manifests again (damaged, missing or older than the manifest)\n", rep.ManifestCopies)
+		}
 		if rep.GoodCopies > 0 {
 			fmt.Fprintf(g.stdout, "%d blocks whose indexed copy was damaged are read from a good copy in another pack\n", rep.GoodCopies)
 		}

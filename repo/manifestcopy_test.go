@@ -1,0 +1,277 @@
+package repo_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+)
+
+// A manifest has a second copy (docs/design.md, "A manifest's second copy"). A damaged
+// manifest no longer loses its backup: its copy stands in for restore and gc's mark, check
+// reports the damage without a lost byte, and MendManifests writes the manifest again. A
+// damaged, missing or older copy is reported and written again from the manifest. Neither a
+// missing manifest nor a copy without one brings a deleted backup back, and gc removes such a
+// copy.
+func TestManifestCopyStandsInForADamagedManifest(t *testing.T) {
+	for _, enc := range []bool{false, true} {
+		name := "plain"
+		o := repo.InitOptions{}
+		if enc {
+			name, o = "encrypted", repo.InitOptions{Encryption: "aes-256-gcm", Password: "pw"}
+		}
+		t.Run(name, func(t *testing.T) { testManifestCopy(t, o) })
+	}
+}
+
+func testManifestCopy(t *testing.T, o repo.InitOptions) {
+	ctx := context.Background()
+	f := newFixture(t, o)
+	volA := randomVolume(71, 3<<20)
+	a := f.backup(t, "a", &memSource{data: volA}, nil)
+	volB := append([]byte(nil), volA...)
+	copy(volB[1<<20:], randomVolume(72, 64<<10))
+	b := f.backup(t, "b", &memSource{data: volB}, a)
+	path := func(key string) string { return filepath.Join(f.dir, "repo", filepath.FromSlash(key)) }
+	read := func(key string) []byte {
+		t.Helper()
+		data, err := os.ReadFile(path(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	write := func(key string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path(key), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip := func(key string) {
+		t.Helper()
+		data := read(key)
+		data[len(data)/2] ^= 0x10
+		write(key, data)
+	}
+	check := func(wantProblems int, wantNote string) *repo.CheckReport {
+		t.Helper()
+		rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes := strings.Join(rep.Notes, "\n")
+		if len(rep.Problems) != wantProblems || len(rep.Lost) != 0 || (wantNote == "") != !strings.Contains(notes, "second copy") ||
+			wantNote != "" && !strings.Contains(notes, wantNote) || len(rep.LostData())+len(rep.LostNodes()) != 0 {
+			t.Fatalf("check: want %d problems and note %q, nothing lost: %+v", wantProblems, wantNote, rep)
+		}
+		return rep
+	}
+	mend := func(rep *repo.CheckReport, wantManifests, wantCopies int) {
+		t.Helper()
+		m, c, err := f.r.MendManifests(ctx, rep)
+		if err != nil || m != wantManifests || c != wantCopies {
+			t.Fatalf("mend: %d manifests, %d copies, %v; want %d, %d", m, c, err, wantManifests, wantCopies)
+		}
+	}
+	restores := func(m *repo.Manifest, vol []byte) {
+		t.Helper()
+		got, err := f.r.GetManifest(ctx, m.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Root != m.Root || got.Size != m.Size {
+			t.Fatalf("backup %s reads as %+v, want %+v", m.ID, got, m)
+		}
+		if !bytes.Equal(f.restore(t, got), vol) {
+			t.Fatalf("backup %s does not restore byte-exact", m.ID)
+		}
+	}
+	if _, err := os.Stat(path("manifest-copies/a")); err != nil {
+		t.Fatalf("a backup's commit stored no second copy of its manifest: %v", err)
+	}
+	check(0, "")
+
+	// The manifest damaged: its copy stands in everywhere, and nothing is lost.
+	flip("manifests/a")
+	restores(a, volA)
+	rep := check(1, "")
+	if !strings.Contains(rep.Problems[0], "backup a: its manifest") || !strings.Contains(rep.Problems[0], "second copy is intact") {
+		t.Fatalf("check: %q", rep.Problems)
+	}
+	st := f.gc(t) // stopped at the damaged manifest before
+	if st.Backups != 2 {
+		t.Fatalf("gc marked from %d backups, want 2", st.Backups)
+	}
+	restores(a, volA)
+	restores(b, volB)
+	mend(rep, 1, 0)
+	f.mustCheck(t)
+	restores(a, volA)
+
+	// Both damaged: the backup is lost whole, as before the copy.
+	good := read("manifests/a")
+	goodCopy := read("manifest-copies/a")
+	flip("manifests/a")
+	flip("manifest-copies/a")
+	if _, err := f.r.GetManifest(ctx, "a"); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("both copies damaged: %v", err)
+	}
+	rep, err := f.r.Check(ctx, repo.CheckOptions{})
+	if err != nil || len(rep.Lost["a"]) != 1 || rep.Lost["a"][0] != [2]int64{0, -1} {
+		t.Fatalf("both copies damaged: %v %+v", err, rep)
+	}
+	write("manifests/a", good)
+	write("manifest-copies/a", goodCopy)
+
+	// The copy damaged, and one missing: repair writes both from their manifests.
+	flip("manifest-copies/b")
+	if err := os.Remove(path("manifest-copies/a")); err != nil {
+		t.Fatal(err)
+	}
+	rep = check(1, "1 backups' manifests have no second copy")
+	if !strings.Contains(rep.Problems[0], "manifest-copies/b") {
+		t.Fatalf("check: %q", rep.Problems)
+	}
+	mend(rep, 0, 2)
+	f.mustCheck(t)
+	if rep := check(0, ""); len(rep.Notes) != 0 {
+		t.Fatalf("notes after repair: %q", rep.Notes)
+	}
+
+	// A rewrite that stopped between the manifest and its copy leaves the copy older.
+	older, olderManifest := read("manifest-copies/a"), read("manifests/a")
+	lk, err := f.r.Lock(ctx, repo.LockShared, "update")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := f.r.GetManifest(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Name, cur.UpdatedAt = "renamed", time.Now().UTC()
+	if err := f.r.RewriteManifest(ctx, lk, cur); err != nil {
+		t.Fatal(err)
+	}
+	lk.Unlock()
+	newer := read("manifests/a")
+	if bytes.Equal(read("manifest-copies/a"), older) {
+		t.Fatal("a rewrite did not store the copy")
+	}
+	// A copy newer than its manifest is a rewrite between check's two reads: not stale.
+	write("manifests/a", olderManifest)
+	check(0, "")
+	write("manifests/a", newer)
+	write("manifest-copies/a", older)
+	rep = check(0, "1 backups' manifests have a second copy older than themselves")
+	mend(rep, 0, 1)
+	if rep := check(0, ""); len(rep.Notes) != 0 {
+		t.Fatalf("notes after repair: %q", rep.Notes)
+	}
+	// The copy repair wrote stands in with the rewrite's name.
+	flip("manifests/a")
+	if got, err := f.r.GetManifest(ctx, "a"); err != nil || got.Name != "renamed" {
+		t.Fatalf("the copy repair wrote: %+v, %v", got, err)
+	}
+	write("manifests/a", read("manifest-copies/a")) // a copy is never read as the manifest
+	if _, err := f.r.GetManifest(ctx, "a"); err != nil {
+		t.Fatal(err) // the copy stands in again
+	}
+	rep = check(1, "")
+	mend(rep, 1, 0)
+	f.mustCheck(t)
+
+	// A delete removes both; a copy without its manifest brings nothing back, and gc removes it.
+	copyB := read("manifest-copies/b")
+	if err := f.r.DeleteManifest(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path("manifest-copies/b")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a delete left the copy: %v", err)
+	}
+	write("manifest-copies/b", copyB) // as a delete that stopped between the two leaves it
+	if _, err := f.r.GetManifest(ctx, "b"); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("a deleted backup with a copy left: %v", err)
+	}
+	if rep := check(0, ""); rep.Backups != 1 {
+		t.Fatalf("check counts %d backups, want 1", rep.Backups)
+	}
+	f.gc(t)
+	if _, err := os.Stat(path("manifest-copies/b")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("gc left the copy of a deleted backup: %v", err)
+	}
+	if _, err := os.Stat(path("manifest-copies/a")); err != nil {
+		t.Fatalf("gc removed the copy of a stored backup: %v", err)
+	}
+	restores(a, volA)
+	f.mustCheck(t)
+}
+
+// storesAfterCopyListing stores a manifest right after gc lists manifest-copies/: a writer
+// that stored a backup's manifest again between gc's listing of manifests/ and its removal of
+// the copies it found without one.
+type storesAfterCopyListing struct {
+	backend.Backend
+	key  string
+	data []byte
+}
+
+func (s *storesAfterCopyListing) ListKeys(ctx context.Context, prefix string, fn func(string) error) error {
+	if err := s.Backend.ListKeys(ctx, prefix, fn); err != nil {
+		return err
+	}
+	if prefix == "manifest-copies/" && s.data != nil {
+		data := s.data
+		s.data = nil
+		return s.Backend.Put(ctx, s.key, data)
+	}
+	return nil
+}
+
+// gc looks for each copy's manifest again just before it removes the copy: one stored since
+// its listing keeps its copy.
+func TestGCKeepsTheCopyOfAManifestStoredSinceItsListing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	vol := randomVolume(73, 2<<20)
+	f.backup(t, "a", &memSource{data: vol}, nil)
+	c := f.backup(t, "c", &memSource{data: vol}, nil) // all its blocks are a's too
+	dir := filepath.Join(f.dir, "repo")
+	manifest, err := os.ReadFile(filepath.Join(dir, "manifests", "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyC, err := os.ReadFile(filepath.Join(dir, "manifest-copies", "c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.DeleteManifest(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "manifest-copies", "c"), copyC, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fixtureOn(t, &storesAfterCopyListing{Backend: be, key: "manifests/c", data: manifest}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
+	g.gc(t)
+	if _, err := os.Stat(filepath.Join(dir, "manifest-copies", "c")); err != nil {
+		t.Fatalf("gc removed the copy of a manifest stored since its listing: %v", err)
+	}
+	got, err := f.r.GetManifest(ctx, "c")
+	if err != nil || got.Root != c.Root {
+		t.Fatalf("backup c: %+v, %v", got, err)
+	}
+	if !bytes.Equal(f.restore(t, got), vol) {
+		t.Fatal("backup c does not restore byte-exact")
+	}
+}
