@@ -575,9 +575,12 @@ func TestInitRefusesADirectoryOfOtherFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	// Nor are the index Open made beside it and the names of an init that did not finish.
-	if err := os.Remove(filepath.Join(mnt, "config")); err != nil {
-		t.Fatal(err)
+	// Nor are the index Open made beside it and the names of an init that did not finish (it
+	// stores the config's copy after the config).
+	for _, name := range []string{"config", "config-copy"} {
+		if err := os.Remove(filepath.Join(mnt, name)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := gateway.Init(bg, gateway.Config{Repo: mnt}, repo.InitOptions{}); err != nil {
 		t.Errorf("init where an init left its key and the index: %v", err)

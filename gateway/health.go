@@ -5,6 +5,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/cairn-backup/cairn/repo"
 )
 
 // ServiceStatus is one row of 'service list' (seed 3.6.1).
@@ -43,7 +45,7 @@ type beat struct {
 func (s *Service) heartbeat(ctx context.Context, api bool) {
 	now := time.Now().UTC()
 	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, berr := s.be.Stat(cctx, "config")
+	berr := repo.StatConfig(cctx, s.be)
 	cancel()
 	if berr == nil {
 		berr = s.roomForIndex() // backups are refused meanwhile

@@ -20,7 +20,7 @@ func withKeyring(ctx context.Context, c Config, password string, fn func(*repo.K
 		return err
 	}
 	defer be.Close()
-	if _, err := be.Stat(ctx, "config"); errors.Is(err, backend.ErrNotFound) {
+	if err := repo.StatConfig(ctx, be); errors.Is(err, backend.ErrNotFound) {
 		return wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
 	}
 	kr, err := repo.OpenKeyring(ctx, be, password, c.Lock)

@@ -1104,6 +1104,9 @@ type RepairReport struct {
 	// manifests.
 	Manifests      int `json:"manifests_rewritten"`
 	ManifestCopies int `json:"manifest_copies_written"`
+	// Config names the config object written again: "config" (from its second copy, which
+	// stood in for it) or "config-copy" (from the config); empty when neither was.
+	Config string `json:"config_written,omitempty"`
 }
 
 // healRounds bounds repair's rounds of heal and check: a round sees below the block map nodes
@@ -1137,13 +1140,16 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if err != nil {
 		return nil, err
 	}
-	// Both copies of each manifest, each from the other: a damaged manifest's copy stood in
-	// for it in the check, so the check after sees the backup whole.
+	// Both copies of the config and of each manifest, each from the other: a damaged one's
+	// copy stood in for it in the check, so the check after sees the backup whole.
+	if out.Config, err = s.repo.MendConfig(ctx, rep); err != nil {
+		return nil, err
+	}
 	if out.Manifests, out.ManifestCopies, err = s.repo.MendManifests(ctx, rep); err != nil {
 		return nil, err
 	}
-	if out.Manifests > 0 {
-		s.log.Info("damaged manifests written again from their second copies", "manifests", out.Manifests)
+	if out.Manifests > 0 || out.Config == "config" {
+		s.log.Info("damaged objects written again from their second copies", "manifests", out.Manifests, "config", out.Config == "config")
 		if rep, err = check(); err != nil {
 			return nil, err
 		}

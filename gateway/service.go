@@ -262,7 +262,7 @@ func freeStateDir(ctx context.Context, c Config, be backend.Backend) error {
 	if u, err := stack.ParseURL(c.Repo); err == nil && u.Kind == stack.Local && sameDir(u.Path, c.stateDir()) {
 		return nil // a local repository's own directory: repo.Init judges what is there
 	}
-	if _, err := be.Stat(ctx, "config"); !errors.Is(err, backend.ErrNotFound) {
+	if err := repo.StatConfig(ctx, be); !errors.Is(err, backend.ErrNotFound) {
 		return nil
 	}
 	entries, err := os.ReadDir(c.IndexDir())
@@ -421,7 +421,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		s.driver = "cairn.backup.drivers.s3"
 	}
 	s.volDir = filepath.Join(c.stateDir(), volumesName)
-	if _, err := be.Stat(ctx, "config"); errors.Is(err, backend.ErrNotFound) {
+	if err := repo.StatConfig(ctx, be); errors.Is(err, backend.ErrNotFound) {
 		be.Close()
 		return nil, wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
 	}

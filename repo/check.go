@@ -49,6 +49,8 @@ type CheckReport struct {
 	// mendManifests are the backups whose manifest or its second copy repair writes again
 	// from the other (MendManifests).
 	mendManifests []string
+	// mendConfig says the config or its second copy is to be written again (MendConfig).
+	mendConfig bool
 }
 
 // sizedEntry is a blob's copy and the size of the pack that holds it.
@@ -206,6 +208,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		if err != nil {
 			return nil, err
 		}
+	}
+	if err := r.checkConfig(ctx, rep); err != nil {
+		return nil, err
 	}
 	if noCopy > 0 {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d backups' manifests have no second copy (made by an earlier cairn, or its store failed; 'cairn repo repair' stores them)", noCopy))

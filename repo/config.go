@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -58,6 +59,12 @@ type Config struct {
 	// MAC authenticates everything above (HMAC-SHA256 under a key derived from the master
 	// key), so a damaged config is reported as such rather than as damage everywhere else.
 	MAC []byte `json:"mac,omitempty"`
+	// Damage, set by open only, says what was wrong with the config object when its second
+	// copy stood in for it (check reports it, repair writes the config again).
+	Damage string `json:"-"`
+	// raw is the config object's bytes as open read and verified them (the copy's when it
+	// stood in): what repair stores again.
+	raw []byte
 }
 
 // configMAC is the MAC of c (with its master key, if stored, and without its MAC).
@@ -102,7 +109,7 @@ var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' fir
 // and the first segment of every other key (docs/design.md, "Repository format"), from the
 // prefixes the objects are written under.
 var topNames = func() map[string]bool {
-	names := map[string]bool{"config": true}
+	names := map[string]bool{"config": true, configCopyKey: true}
 	for _, p := range []string{"keys/", "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
 		names[strings.TrimSuffix(p, "/")] = true
 	}
@@ -128,6 +135,11 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 	}
 	// Backups without a config are a repository that lost it, not a free location: a new
 	// config there would carry another master key, with which none of them opens.
+	if _, err := be.Stat(ctx, configCopyKey); err == nil {
+		return Config{}, fmt.Errorf("%s: %w: it holds the config's second copy but no config: the repository opens from the copy, and 'cairn repo repair' writes the config again", be.Location(), ErrExists)
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return Config{}, fmt.Errorf("%s: %w", be.Location(), err)
+	}
 	for _, prefix := range []string{"manifests/", "packs/"} {
 		name, err := firstObject(ctx, be, prefix)
 		if err != nil {
@@ -216,6 +228,9 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 		}
 		return Config{}, err
 	}
+	// The config's second copy: open reads it when the config is damaged. A failure here
+	// leaves a repository that opens; check notes the missing copy and repair stores it.
+	_ = be.Put(ctx, configCopyKey, b)
 	if keyName != "" {
 		// Who made the key, for 'repo key list'; a repository without it opens all the same.
 		if k, err := deriveKeys(master, true); err == nil {
@@ -268,35 +283,105 @@ func readConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	return cfg, k, err
 }
 
+// configCopyKey is the config's second copy: the same bytes, stored by init right after the
+// config (docs/design.md, "Creating a repository").
+const configCopyKey = "config-copy"
+
+// StatConfig looks for the repository in be: its config, or the config's second copy, from
+// which it opens when the config is missing. It is nil when either is there, and
+// backend.ErrNotFound when neither is.
+func StatConfig(ctx context.Context, be backend.Backend) error {
+	_, err := be.Stat(ctx, "config")
+	if errors.Is(err, backend.ErrNotFound) {
+		_, err = be.Stat(ctx, configCopyKey)
+	}
+	return err
+}
+
+// configMissing is Config.Damage when the copy stood in for a missing config.
+const configMissing = "config is missing"
+
+// errConfigDamaged marks what openConfigAt found wrong with a config object itself, as
+// opposed to the store, the passphrase or a format this cairn does not read: only then does
+// openConfig read the copy.
+var errConfigDamaged = errors.New("damaged config")
+
+// configDamage is a config object found damaged: errConfigDamaged and ErrCorrupt.
+type configDamage struct {
+	loc, key, reason string
+}
+
+func (e *configDamage) Error() string {
+	return fmt.Sprintf("%s: %s: %v: %s", e.loc, e.key, ErrCorrupt, e.reason)
+}
+
+func (e *configDamage) Is(target error) bool {
+	return target == errConfigDamaged || target == ErrCorrupt
+}
+
+// what says what is wrong, without the location.
+func (e *configDamage) what() string { return fmt.Sprintf("%s is damaged (%s)", e.key, e.reason) }
+
+func damagedConfig(be backend.Backend, key, format string, args ...any) error {
+	return &configDamage{loc: be.Location(), key: key, reason: fmt.Sprintf(format, args...)}
+}
+
 // openConfig loads the config and returns it with the master key and, in an encrypted
-// repository, the name of the key object that opened it.
+// repository, the name of the key object that opened it. When the config is damaged or
+// missing and its copy opens, the copy stands in and cfg.Damage says what was wrong.
 func openConfig(ctx context.Context, be backend.Backend, password string) (Config, []byte, string, error) {
-	rc, err := be.Get(ctx, "config")
+	cfg, master, keyName, err := openConfigAt(ctx, be, password, "config")
+	if err == nil || !errors.Is(err, errConfigDamaged) && !errors.Is(err, ErrNoRepository) {
+		return cfg, master, keyName, err
+	}
+	ccfg, cmaster, ckeyName, cerr := openConfigAt(ctx, be, password, configCopyKey)
+	var d *configDamage
+	switch {
+	case errors.As(err, &d) && errors.Is(cerr, errConfigDamaged):
+		return Config{}, nil, "", fmt.Errorf("%w; its second copy %s is damaged too: restore the config from a copy of it", err, configCopyKey)
+	case errors.As(err, &d) && errors.Is(cerr, ErrNoRepository):
+		return Config{}, nil, "", fmt.Errorf("%w; it has no second copy: restore it from a copy of the repository's config", err)
+	case cerr != nil:
+		return Config{}, nil, "", err
+	case d != nil:
+		ccfg.Damage = d.what()
+	default:
+		ccfg.Damage = configMissing
+	}
+	return ccfg, cmaster, ckeyName, nil
+}
+
+// openConfigAt is openConfig of the config object key (the config, or its copy).
+func openConfigAt(ctx context.Context, be backend.Backend, password, key string) (Config, []byte, string, error) {
+	rc, err := be.Get(ctx, key)
 	if errors.Is(err, backend.ErrNotFound) {
 		return Config{}, nil, "", fmt.Errorf("%s: %w", be.Location(), ErrNoRepository)
 	}
 	if err != nil {
-		return Config{}, nil, "", fmt.Errorf("%s: read config: %w", be.Location(), err)
+		return Config{}, nil, "", fmt.Errorf("%s: read %s: %w", be.Location(), key, err)
 	}
-	var cfg Config
-	err = json.NewDecoder(rc).Decode(&cfg)
+	raw, err := io.ReadAll(rc)
 	rc.Close()
 	if err != nil {
-		return Config{}, nil, "", fmt.Errorf("%s: config is not valid: %v", be.Location(), err)
+		return Config{}, nil, "", fmt.Errorf("%s: read %s: %w", be.Location(), key, err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return Config{}, nil, "", damagedConfig(be, key, "not valid JSON: %v", err)
 	}
 	switch {
 	case cfg.Version == FormatVersion && cfg.ObjectLock == nil:
 	case cfg.Version == LockedConfigVersion && cfg.ObjectLock != nil:
 		if err := cfg.ObjectLock.valid(); err != nil {
-			return Config{}, nil, "", fmt.Errorf("%s: config: %v", be.Location(), err)
+			return Config{}, nil, "", damagedConfig(be, key, "%v", err)
 		}
 	case cfg.Version == LockedConfigVersion:
-		return Config{}, nil, "", fmt.Errorf("%s: config of version %d has no object lock setting", be.Location(), cfg.Version)
+		return Config{}, nil, "", damagedConfig(be, key, "version %d without an object lock setting", cfg.Version)
 	default:
 		return Config{}, nil, "", fmt.Errorf("%s: repository format %d is not supported (this cairn reads %d and %d)", be.Location(), cfg.Version, FormatVersion, LockedConfigVersion)
 	}
 	if cfg.BlockSize < MinBlockSize || cfg.BlockSize > MaxBlockSize || cfg.PackSize <= 0 {
-		return Config{}, nil, "", fmt.Errorf("%s: config has an invalid block or pack size", be.Location())
+		return Config{}, nil, "", damagedConfig(be, key, "an invalid block or pack size")
 	}
 	master := cfg.MasterKey
 	cfg.MasterKey = nil
@@ -313,7 +398,7 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	switch cfg.Encryption {
 	case EncryptionNone:
 		if len(master) != masterKeyLen {
-			return Config{}, nil, "", fmt.Errorf("%s: config has no valid key", be.Location())
+			return Config{}, nil, "", damagedConfig(be, key, "no valid key")
 		}
 		// Only an encrypted repository has key objects. An unencrypted config beside them
 		// replaced an encrypted one's (its MAC is keyed by the key it carries, so anyone can
@@ -323,7 +408,7 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 			return Config{}, nil, "", err
 		}
 		if keyObject != "" {
-			return Config{}, nil, "", fmt.Errorf("%s: config: %w: it says the repository is not encrypted, but the repository has key object %s: the config was replaced; restore it from a copy of the repository's config", be.Location(), ErrCorrupt, keyObject)
+			return Config{}, nil, "", damagedConfig(be, key, "it says the repository is not encrypted, but the repository has key object %s: it was replaced", keyObject)
 		}
 	case EncryptionAES:
 		if password == "" {
@@ -337,9 +422,9 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 		return Config{}, nil, "", fmt.Errorf("%s: unknown encryption %q", be.Location(), cfg.Encryption)
 	}
 	if !fits(master) {
-		return Config{}, nil, "", fmt.Errorf("%s: config: %w: the object 'config' is damaged (its check does not match): restore it from a copy of the repository's config", be.Location(), ErrCorrupt)
+		return Config{}, nil, "", damagedConfig(be, key, "its check does not match")
 	}
-	cfg.MAC = nil
+	cfg.MAC, cfg.raw = nil, raw
 	return cfg, master, keyName, nil
 }
 
@@ -433,4 +518,54 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 		return nil, "", fmt.Errorf("%s: %w: key object %s is damaged (its checksum does not match) and no other key opens with this passphrase: restore the key object from a copy", be.Location(), ErrCorrupt, damaged[0])
 	}
 	return nil, "", fmt.Errorf("%w: no key of %s opens with it", ErrWrongPassword, be.Location())
+}
+
+// checkConfig reports the config that did not open (its copy stood in: a problem), and a copy
+// that is missing (a note: a repository an earlier cairn made) or differs from the config (a
+// problem: the config never changes after init, so the two are equal).
+func (r *Repository) checkConfig(ctx context.Context, rep *CheckReport) error {
+	if r.cfg.Damage != "" && !r.configMended.Load() {
+		class := ProblemDamaged
+		if r.cfg.Damage == configMissing {
+			class = ProblemMissing
+		}
+		rep.Classes[class]++
+		rep.problem("%s: %s; its second copy is intact ('cairn repo repair' writes the config again from it)", class, r.cfg.Damage)
+		rep.mendConfig = true
+		return nil
+	}
+	stored, err := getAll(ctx, r.be, configCopyKey)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		rep.Notes = append(rep.Notes, "the config has no second copy (made by an earlier cairn; 'cairn repo repair' stores it)")
+		rep.mendConfig = true
+	case err != nil:
+		return fmt.Errorf("read %s: %w", configCopyKey, err)
+	case !bytes.Equal(stored, r.cfg.raw):
+		rep.Classes[ProblemDamaged]++
+		rep.problem("%s: %s differs from the config, which never changes: it is damaged ('cairn repo repair' writes it again from the config)", ProblemDamaged, configCopyKey)
+		rep.mendConfig = true
+	}
+	return nil
+}
+
+// MendConfig writes the config again from the copy that stood in for it at open, or the copy
+// from the config, as the check found them; each as one Put of the bytes open verified. It
+// returns the key it wrote, or "".
+func (r *Repository) MendConfig(ctx context.Context, rep *CheckReport) (string, error) {
+	if !rep.mendConfig || len(r.cfg.raw) == 0 {
+		return "", nil
+	}
+	key := configCopyKey
+	if r.cfg.Damage != "" && !r.configMended.Load() {
+		key = "config"
+	}
+	if err := r.be.Put(ctx, key, r.cfg.raw); err != nil {
+		return "", fmt.Errorf("repair: write %s: %w", key, err)
+	}
+	if key == "config" {
+		r.configMended.Store(true)
+	}
+	r.logf("repair: wrote %s again", key)
+	return key, nil
 }

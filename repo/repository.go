@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -37,6 +38,10 @@ type Repository struct {
 	nodes  *cache[Address, *node]
 	chunks *chunkCache
 	shared sharedPacks // new data blocks of the write sessions running in this process
+
+	// configMended says repair wrote the config again since open found it damaged
+	// (cfg.Damage).
+	configMended atomic.Bool
 }
 
 // Options tune an open repository.

@@ -956,30 +956,50 @@ func TestEngineDamagedIndexMovedAside(t *testing.T) {
 	r.checkClean()
 }
 
-// A damaged config says so, once, instead of showing up as damage in every blob.
+// A damaged config says so, once, instead of showing up as damage in every blob. Its second
+// copy stands in: check reports the config, repair writes it again, and every backup restores.
+// With the copy damaged too, every command says so.
 func TestEngineDamagedConfig(t *testing.T) {
 	dir := t.TempDir()
 	r := newCairnRepo(t, nil)
 	vol := filepath.Join(dir, "vol.img")
 	testutil.WriteImage(t, vol, 2*mib, 17, testutil.Random)
-	r.createBackup(vol)
-	path := filepath.Join(r.Dir, "config")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
+	sha := testutil.SHA256File(t, vol)
+	b := r.createBackup(vol)
+	damage := func(name string) {
+		t.Helper()
+		path := filepath.Join(r.Dir, name)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := bytes.Index(raw, []byte(`"master_key": "`)) + len(`"master_key": "`) + 5
+		orig := raw[i]
+		raw[i] = 'A'
+		if orig == 'A' {
+			raw[i] = 'B'
+		}
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	i := bytes.Index(raw, []byte(`"master_key": "`)) + len(`"master_key": "`) + 5
-	orig := raw[i]
-	raw[i] = 'A'
-	if orig == 'A' {
-		raw[i] = 'B'
+	damage("config")
+	res := r.run("repo", "check")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "config is damaged") || !strings.Contains(res.Stdout, "second copy is intact") {
+		t.Errorf("check with a damaged config: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
+	r.restoreMatches(b.ID, sha, dir)
+	if out := r.mustRun("repo", "repair"); !strings.Contains(out, "wrote the config again from its second copy") {
+		t.Errorf("repair of a damaged config: %s", out)
 	}
+	r.checkClean()
+	r.restoreMatches(b.ID, sha, dir)
+
+	damage("config")
+	damage("config-copy")
 	msg := r.mustFail([]int{8}, "repo", "check")
-	if !strings.Contains(msg, "config") || !strings.Contains(msg, "damaged") {
-		t.Errorf("check with a damaged config: %q", msg)
+	if !strings.Contains(msg, "config") || !strings.Contains(msg, "damaged too") {
+		t.Errorf("check with a damaged config and copy: %q", msg)
 	}
 }
 

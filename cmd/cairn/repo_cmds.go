@@ -420,6 +420,12 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		if rep.PackIndexes > 0 {
 			fmt.Fprintf(g.stdout, "wrote %d pack index objects again from their packs' trailers\n", rep.PackIndexes)
 		}
+		switch rep.Config {
+		case "config":
+			fmt.Fprintln(g.stdout, "wrote the config again from its second copy (it was damaged or missing)")
+		case "config-copy":
+			fmt.Fprintln(g.stdout, "wrote the config's second copy again (damaged or missing)")
+		}
 		if rep.Manifests > 0 {
 			fmt.Fprintf(g.stdout, "wrote %d damaged manifests again from their second copies\n", rep.Manifests)
 		}

@@ -486,9 +486,11 @@ func TestMetricsTakeSignedInAdmins(t *testing.T) {
 func TestHealthzSaysWhyOnlyToOperators(t *testing.T) {
 	tokens := writeTokens(t, "tok-root root admin admin\ntok-bob bob pb member\ntok-prom prometheus - metrics\n")
 	e := newEnv(t, api.Options{Auth: api.AuthToken, Tokens: tokens})
-	config := filepath.Join(e.dir, "repo", "config") // the object the heartbeat looks for
-	if err := os.Rename(config, config+".moved"); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"config", "config-copy"} { // the objects the heartbeat looks for
+		config := filepath.Join(e.dir, "repo", name)
+		if err := os.Rename(config, config+".moved"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, tc := range []struct {
 		token  string
