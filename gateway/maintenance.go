@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1107,6 +1108,9 @@ type RepairReport struct {
 	// Config names the config object written again: "config" (from its second copy, which
 	// stood in for it) or "config-copy" (from the config); empty when neither was.
 	Config string `json:"config_written,omitempty"`
+	// Keys counts key objects and their copies written again, and copies of removed keys
+	// removed.
+	Keys int `json:"key_objects_mended,omitempty"`
 }
 
 // healRounds bounds repair's rounds of heal and check: a round sees below the block map nodes
@@ -1145,11 +1149,14 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if out.Config, err = s.repo.MendConfig(ctx, rep); err != nil {
 		return nil, err
 	}
+	if out.Keys, err = s.repo.MendKeys(ctx, rep, cmp.Or(s.cfg.Lock.Wait, repo.DefaultLockWait)); err != nil {
+		return nil, err
+	}
 	if out.Manifests, out.ManifestCopies, err = s.repo.MendManifests(ctx, rep); err != nil {
 		return nil, err
 	}
-	if out.Manifests > 0 || out.Config == "config" {
-		s.log.Info("damaged objects written again from their second copies", "manifests", out.Manifests, "config", out.Config == "config")
+	if out.Manifests > 0 || out.Config == "config" || out.Keys > 0 {
+		s.log.Info("damaged objects written again from their second copies", "manifests", out.Manifests, "config", out.Config == "config", "key_objects", out.Keys)
 		if rep, err = check(); err != nil {
 			return nil, err
 		}

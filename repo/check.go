@@ -51,6 +51,8 @@ type CheckReport struct {
 	mendManifests []string
 	// mendConfig says the config or its second copy is to be written again (MendConfig).
 	mendConfig bool
+	// mendKeys says a key object or a copy is to be written again or removed (MendKeys).
+	mendKeys bool
 }
 
 // sizedEntry is a blob's copy and the size of the pack that holds it.
@@ -210,6 +212,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		}
 	}
 	if err := r.checkConfig(ctx, rep); err != nil {
+		return nil, err
+	}
+	if err := r.checkKeys(ctx, rep); err != nil {
 		return nil, err
 	}
 	if noCopy > 0 {

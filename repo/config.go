@@ -110,7 +110,7 @@ var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' fir
 // prefixes the objects are written under.
 var topNames = func() map[string]bool {
 	names := map[string]bool{"config": true, configCopyKey: true}
-	for _, p := range []string{"keys/", "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
+	for _, p := range []string{"keys/", keyCopyPrefix, "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
 		names[strings.TrimSuffix(p, "/")] = true
 	}
 	return names
@@ -203,7 +203,7 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 			return Config{}, err
 		}
 		keyName = "keys/" + uuid.NewString()
-		if err := be.Put(ctx, keyName, kf.marshal()); err != nil {
+		if err := putKey(ctx, be, keyName, kf.marshal()); err != nil {
 			return Config{}, fmt.Errorf("write key: %w", err)
 		}
 	} else {
@@ -224,7 +224,7 @@ func Init(ctx context.Context, be backend.Backend, o InitOptions) (Config, error
 		// Another init created the repository since the check above: its config stays, and
 		// this one's key object, which opens no repository, goes.
 		if keyName != "" && errors.Is(err, ErrExists) {
-			_ = be.Delete(ctx, keyName)
+			_ = deleteKey(ctx, be, keyName)
 		}
 		return Config{}, err
 	}
@@ -438,11 +438,60 @@ func readKeyFile(ctx context.Context, be backend.Backend, name string) (*keyFile
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
+	return parseKeyFile(name, b)
+}
+
+func parseKeyFile(name string, b []byte) (*keyFile, error) {
 	var kf keyFile
 	if json.Unmarshal(b, &kf) != nil || kf.damaged() {
 		return nil, fmt.Errorf("%s: %w", name, errDamagedKey)
 	}
 	return &kf, nil
+}
+
+// keyCopyPrefix holds each key object's second copy (docs/design.md, "A key object's second
+// copy").
+const keyCopyPrefix = "key-copies/"
+
+// keyCopyName is the name of key object name's copy.
+func keyCopyName(name string) string { return keyCopyPrefix + strings.TrimPrefix(name, "keys/") }
+
+// readKey reads key object name, or its copy when the key object is damaged: the one way every
+// caller reads a key, so a damaged key with an intact copy opens, lists and retires as any
+// other. A missing key object is a removed key, whatever copy is left (backend.ErrNotFound).
+// fromCopy says the copy stood in.
+func readKey(ctx context.Context, be backend.Backend, name string) (kf *keyFile, fromCopy bool, err error) {
+	kf, err = readKeyFile(ctx, be, name)
+	if !errors.Is(err, errDamagedKey) {
+		return kf, false, err
+	}
+	if c, cerr := readKeyFile(ctx, be, keyCopyName(name)); cerr == nil {
+		return c, true, nil
+	} else if !errors.Is(cerr, errDamagedKey) && !errors.Is(cerr, backend.ErrNotFound) {
+		return nil, false, cerr
+	}
+	return nil, false, err
+}
+
+// putKey stores a new key object, then its copy. A copy that fails to store leaves a key that
+// opens: check notes it and repair stores it.
+func putKey(ctx context.Context, be backend.Backend, name string, b []byte) error {
+	if err := be.Put(ctx, name, b); err != nil {
+		return err
+	}
+	_ = be.Put(ctx, keyCopyName(name), b)
+	return nil
+}
+
+// deleteKey removes a key object's copy, then the key object: never a copy without its key.
+func deleteKey(ctx context.Context, be backend.Backend, name string) error {
+	if err := be.Delete(ctx, keyCopyName(name)); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return err
+	}
+	if err := be.Delete(ctx, name); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return err
+	}
+	return nil
 }
 
 // firstObject returns the name of an object under prefix in be, or "" when it has none.
@@ -486,7 +535,7 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 		var openedName string
 		vanished := false
 		for _, name := range names {
-			kf, err := readKeyFile(ctx, be, name)
+			kf, _, err := readKey(ctx, be, name)
 			if errors.Is(err, backend.ErrNotFound) {
 				vanished = true
 				continue

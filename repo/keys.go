@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/hmac"
@@ -161,12 +162,14 @@ func (kr *Keyring) List(ctx context.Context) ([]KeyInfo, error) {
 	out := make([]KeyInfo, 0, len(names))
 	for _, name := range names {
 		ki := KeyInfo{ID: keyID(name), Current: name == kr.current}
-		_, err := readKeyFile(ctx, kr.be, name)
+		_, fromCopy, err := readKey(ctx, kr.be, name)
 		switch {
 		case errors.Is(err, backend.ErrNotFound):
 			continue // removed since the listing
 		case errors.Is(err, errDamagedKey):
-			ki.Problem = "damaged key object (its checksum does not match): remove it, or restore it from a copy"
+			ki.Problem = "damaged key object (its checksum does not match), and its second copy too: remove it, or restore it from a copy"
+		case fromCopy:
+			ki.Problem = "damaged key object (its checksum does not match); its second copy is intact: 'cairn repo repair' writes it again"
 		case err != nil:
 			return nil, err
 		}
@@ -220,7 +223,7 @@ func (kr *Keyring) claim(ctx context.Context) (*Lock, error) {
 }
 
 func (kr *Keyring) ownKeyThere(ctx context.Context) error {
-	kf, err := readKeyFile(ctx, kr.be, kr.current)
+	kf, _, err := readKey(ctx, kr.be, kr.current)
 	if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
 		return fmt.Errorf("%w: key %s was removed meanwhile (by another passwd or key remove); run the command again with a passphrase that opens the repository", ErrKeyGone, kr.Current())
 	}
@@ -262,7 +265,7 @@ func (kr *Keyring) Add(ctx context.Context, password, label string) (KeyInfo, er
 		return KeyInfo{}, err
 	}
 	name := "keys/" + uuid.NewString()
-	if err := kr.be.Put(ctx, name, kf.marshal()); err != nil {
+	if err := putKey(ctx, kr.be, name, kf.marshal()); err != nil {
 		return KeyInfo{}, fmt.Errorf("write new key: %w", err)
 	}
 	m := newKeyMeta(label)
@@ -282,7 +285,7 @@ func (kr *Keyring) openedBy(ctx context.Context, password string, first bool) ([
 	}
 	var out []string
 	for _, name := range names {
-		kf, err := readKeyFile(ctx, kr.be, name)
+		kf, _, err := readKey(ctx, kr.be, name)
 		if errors.Is(err, backend.ErrNotFound) || errors.Is(err, errDamagedKey) {
 			continue
 		}
@@ -299,12 +302,13 @@ func (kr *Keyring) openedBy(ctx context.Context, password string, first bool) ([
 }
 
 // removeKey removes key object name and its info: the info first, so an interrupted removal
-// leaves a key listed by its id, never info that names a key that is not there.
+// leaves a key listed by its id, never info that names a key that is not there; then its copy
+// and the key object (deleteKey).
 func (kr *Keyring) removeKey(ctx context.Context, name string) error {
 	if err := kr.be.Delete(ctx, metaKey(metaKeys, keyID(name))); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		return fmt.Errorf("remove info of key %s: %w", keyID(name), err)
 	}
-	if err := kr.be.Delete(ctx, name); err != nil && !errors.Is(err, backend.ErrNotFound) {
+	if err := deleteKey(ctx, kr.be, name); err != nil {
 		return fmt.Errorf("remove key %s: %w", keyID(name), err)
 	}
 	return nil
@@ -371,7 +375,7 @@ func (kr *Keyring) ChangePassword(ctx context.Context, newPassword string) error
 		return err
 	}
 	newName := "keys/" + uuid.NewString()
-	if err := kr.be.Put(ctx, newName, kf.marshal()); err != nil {
+	if err := putKey(ctx, kr.be, newName, kf.marshal()); err != nil {
 		return fmt.Errorf("write new key: %w", err)
 	}
 	if err := putKeyMeta(ctx, kr.be, kr.keys, newName, m); err != nil {
@@ -403,4 +407,133 @@ func ChangePassword(ctx context.Context, be backend.Backend, oldPassword, newPas
 		return err
 	}
 	return kr.ChangePassword(ctx, newPassword)
+}
+
+// keyPair is what a look at the key objects and their copies found of one key id.
+type keyPair struct {
+	name            string // the key object's name
+	key, copy       []byte // as stored; nil when missing
+	keyOK, copyOK   bool   // each one parses as an intact key object
+	keyGone, copied bool   // no key object (a removed key's copy); a copy is stored
+}
+
+// keyPairs reads every key object and every copy.
+func (r *Repository) keyPairs(ctx context.Context) ([]*keyPair, error) {
+	byID := map[string]*keyPair{}
+	get := func(id string) *keyPair {
+		if byID[id] == nil {
+			byID[id] = &keyPair{name: "keys/" + id, keyGone: true}
+		}
+		return byID[id]
+	}
+	for _, prefix := range []string{"keys/", keyCopyPrefix} {
+		var names []string
+		if err := r.be.ListKeys(ctx, prefix, func(name string) error { names = append(names, name); return nil }); err != nil {
+			return nil, fmt.Errorf("list %s: %w", prefix, err)
+		}
+		for _, name := range names {
+			b, err := getAll(ctx, r.be, name)
+			if errors.Is(err, backend.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			_, perr := parseKeyFile(name, b)
+			p := get(strings.TrimPrefix(name, prefix))
+			if prefix == "keys/" {
+				p.key, p.keyOK, p.keyGone = b, perr == nil, false
+			} else {
+				p.copy, p.copyOK, p.copied = b, perr == nil, true
+			}
+		}
+	}
+	out := make([]*keyPair, 0, len(byID))
+	for _, p := range byID {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, func(a, b *keyPair) int { return strings.Compare(a.name, b.name) })
+	return out, nil
+}
+
+// checkKeys reports, in an encrypted repository, each key object and copy that repair writes
+// again or removes (docs/design.md, "A key object's second copy").
+func (r *Repository) checkKeys(ctx context.Context, rep *CheckReport) error {
+	if r.cfg.Encryption != EncryptionAES {
+		return nil
+	}
+	pairs, err := r.keyPairs(ctx)
+	if err != nil {
+		return err
+	}
+	noCopy, orphans := 0, 0
+	for _, p := range pairs {
+		id := keyID(p.name)
+		switch {
+		case p.keyGone:
+			orphans++
+		case !p.keyOK && p.copyOK:
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: key object %s is damaged (its checksum does not match); its second copy is intact ('cairn repo repair' writes it again from it)", ProblemDamaged, id)
+		case !p.keyOK:
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: key object %s is damaged (its checksum does not match), and it has no intact copy: remove it with 'cairn repo key remove', or restore it from a copy", ProblemDamaged, id)
+			continue // nothing for repair to do
+		case !p.copied:
+			noCopy++
+		case !bytes.Equal(p.key, p.copy):
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: %s%s differs from its key object, which never changes: it is damaged ('cairn repo repair' writes it again)", ProblemDamaged, keyCopyPrefix, id)
+		default:
+			continue
+		}
+		rep.mendKeys = true
+	}
+	if noCopy > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d key objects have no second copy (added by an earlier cairn; 'cairn repo repair' stores them)", noCopy))
+	}
+	if orphans > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d copies of removed keys are left (by an earlier cairn's key removal): they open nothing, but each wraps the master key under a removed passphrase; 'cairn repo repair' removes them", orphans))
+	}
+	return nil
+}
+
+// MendKeys writes again each damaged key object from its intact copy and each missing or
+// damaged copy from its key object, and removes the copies of removed keys, as the check
+// found them and as they are now: under the keys claim, so no key command runs between its
+// reads and its writes. It returns how many objects it wrote or removed.
+func (r *Repository) MendKeys(ctx context.Context, rep *CheckReport, wait time.Duration) (int, error) {
+	if !rep.mendKeys {
+		return 0, nil
+	}
+	lk, err := r.ClaimWithin(ctx, keysClaim, wait)
+	if err != nil {
+		return 0, fmt.Errorf("repair keys: %w", err)
+	}
+	defer lk.Unlock()
+	pairs, err := r.keyPairs(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, p := range pairs {
+		if err := lk.Confirm(ctx); err != nil {
+			return n, err
+		}
+		switch {
+		case p.keyGone:
+			err = r.be.Delete(ctx, keyCopyName(p.name))
+		case !p.keyOK && p.copyOK:
+			err = r.be.Put(ctx, p.name, p.copy)
+		case p.keyOK && (!p.copied || !bytes.Equal(p.key, p.copy)):
+			err = r.be.Put(ctx, keyCopyName(p.name), p.key)
+		default:
+			continue
+		}
+		if err != nil {
+			return n, fmt.Errorf("repair key %s: %w", keyID(p.name), err)
+		}
+		n++
+	}
+	return n, nil
 }

@@ -526,3 +526,152 @@ func getBytes(ctx context.Context, be backend.Backend, key string) ([]byte, erro
 	defer rc.Close()
 	return io.ReadAll(rc)
 }
+
+// A key object has a second copy (docs/design.md, "A key object's second copy"). With one
+// passphrase, a damaged key object no longer shuts everyone out: its copy opens, lists and
+// retires as the key would, check reports it and repair writes it again. A copy whose key
+// object is gone (a removed key) opens nothing, and repair removes it; a missing copy is
+// stored again.
+func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{Encryption: repo.EncryptionAES, Password: "a"})
+	be, err := local.Open(filepath.Join(f.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := func(name string) string { return filepath.Join(f.dir, "repo", filepath.FromSlash(name)) }
+	read := func(name string) []byte {
+		t.Helper()
+		b, err := os.ReadFile(path(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	write := func(name string, b []byte) {
+		t.Helper()
+		if err := os.WriteFile(path(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip := func(name string) {
+		t.Helper()
+		b := read(name)
+		b[len(b)/2] ^= 1
+		write(name, b)
+	}
+	exists := func(name string) bool {
+		_, err := os.Stat(path(name))
+		return err == nil
+	}
+	check := func(wantProblem, wantNote string) *repo.CheckReport {
+		t.Helper()
+		rep, err := f.r.Check(ctx, repo.CheckOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		problems, notes := strings.Join(rep.Problems, "\n"), strings.Join(rep.Notes, "\n")
+		if (wantProblem == "") != (problems == "") || !strings.Contains(problems, wantProblem) || !strings.Contains(notes, wantNote) ||
+			wantNote == "" && strings.Contains(notes, "key") {
+			t.Fatalf("check: problems %q, notes %q; want %q, %q", problems, notes, wantProblem, wantNote)
+		}
+		return rep
+	}
+	mend := func(rep *repo.CheckReport, want int) {
+		t.Helper()
+		if n, err := f.r.MendKeys(ctx, rep, time.Second); err != nil || n != want {
+			t.Fatalf("repair mended %d key objects (%v), want %d", n, err, want)
+		}
+		check("", "")
+	}
+	id := keyring(t, be, "a").Current()
+	key, cp := "keys/"+id, "key-copies/"+id
+	if !bytes.Equal(read(key), read(cp)) {
+		t.Fatal("init stored no copy of its key object, or another one")
+	}
+	good := read(key)
+	check("", "")
+
+	// The key object damaged: its copy opens the repository and lists as the key.
+	flip(key)
+	if _, err := repo.Unlock(ctx, be, "a"); err != nil {
+		t.Fatalf("open with a damaged key object beside its intact copy: %v", err)
+	}
+	if ks, err := keyring(t, be, "a").List(ctx); err != nil || len(ks) != 1 || !ks[0].Current || !strings.Contains(ks[0].Problem, "second copy is intact") {
+		t.Fatalf("key list: %+v, %v", ks, err)
+	}
+	mend(check("key object "+id+" is damaged", ""), 1)
+	if !bytes.Equal(read(key), good) {
+		t.Fatal("repair did not write the key object again from its copy")
+	}
+
+	// Both damaged: nothing opens.
+	flip(key)
+	flip(cp)
+	if _, err := repo.Unlock(ctx, be, "a"); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("open with the key object and its copy damaged: %v", err)
+	}
+	write(key, good)
+	write(cp, good)
+
+	// passwd retires a damaged key its copy opens, copy and all.
+	flip(key)
+	if err := repo.ChangePassword(ctx, be, "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Unlock(ctx, be, "a"); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("the old passphrase after passwd: %v", err)
+	}
+	if exists(key) || exists(cp) {
+		t.Fatal("passwd left the old key object or its copy")
+	}
+	kb := keyring(t, be, "b")
+	id = kb.Current()
+	key, cp = "keys/"+id, "key-copies/"+id
+	if !bytes.Equal(read(key), read(cp)) {
+		t.Fatal("passwd stored no copy of its new key object")
+	}
+
+	// A removed key's copy left behind (by an earlier cairn's removal) opens nothing; repair
+	// removes it. A missing copy is stored again.
+	c, err := kb.Add(ctx, "c", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cCopy := read("key-copies/" + c.ID)
+	if _, err := kb.Remove(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if exists("keys/"+c.ID) || exists("key-copies/"+c.ID) {
+		t.Fatal("key remove left the key object or its copy")
+	}
+	write("key-copies/"+c.ID, cCopy)
+	if _, err := repo.Unlock(ctx, be, "c"); !errors.Is(err, repo.ErrWrongPassword) {
+		t.Fatalf("a removed key's passphrase with its copy left: %v", err)
+	}
+	if err := os.Remove(path(cp)); err != nil {
+		t.Fatal(err)
+	}
+	rep := check("", "1 copies of removed keys are left")
+	check("", "1 key objects have no second copy")
+	mend(rep, 2)
+	if exists("key-copies/"+c.ID) || !bytes.Equal(read(cp), read(key)) {
+		t.Fatal("repair left a removed key's copy, or did not store the missing one")
+	}
+
+	// A damaged copy is written again from its key object.
+	flip(cp)
+	mend(check(cp+" differs from its key object", ""), 1)
+	if _, err := repo.Unlock(ctx, be, "b"); err != nil {
+		t.Fatal(err)
+	}
+
+	// A key object removed alone (by an earlier cairn) is removed, though its copy is left:
+	// a command that opened with it holds nothing any more.
+	if err := os.Remove(path(key)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kb.Add(ctx, "d", ""); !errors.Is(err, repo.ErrKeyGone) {
+		t.Fatalf("key add with a key removed but for its copy: %v, want ErrKeyGone", err)
+	}
+}

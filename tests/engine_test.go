@@ -1003,6 +1003,44 @@ func TestEngineDamagedConfig(t *testing.T) {
 	}
 }
 
+// An encrypted repository with one passphrase, its key object damaged: the key's second copy
+// opens it, every backup restores, check says which key object, and repair writes it again.
+// With the copy damaged too, nothing opens (exit 8), as before the copy.
+func TestEngineDamagedKeyObject(t *testing.T) {
+	dir := t.TempDir()
+	r := newCairnRepo(t, []string{"CAIRN_PASSWORD=only one"})
+	vol := filepath.Join(dir, "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, 27, testutil.Mixed)
+	sha := testutil.SHA256File(t, vol)
+	b := r.createBackup(vol)
+	keys, err := filepath.Glob(filepath.Join(r.Dir, "keys", "*"))
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("key objects: %v, %v; want one", keys, err)
+	}
+	id := filepath.Base(keys[0])
+	copyPath := filepath.Join(r.Dir, "key-copies", id)
+	flipByte(t, keys[0], 40)
+	r.restoreMatches(b.ID, sha, dir)
+	if out := r.mustRun("repo", "key", "list"); !strings.Contains(out, "second copy is intact") {
+		t.Errorf("key list with a damaged key object:\n%s", out)
+	}
+	res := r.run("repo", "check")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "key object "+id+" is damaged") {
+		t.Errorf("check with a damaged key object: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if out := r.mustRun("repo", "repair"); !strings.Contains(out, "mended 1 key objects") {
+		t.Errorf("repair of a damaged key object:\n%s", out)
+	}
+	r.checkClean()
+	r.restoreMatches(b.ID, sha, dir)
+
+	flipByte(t, keys[0], 40)
+	flipByte(t, copyPath, 40)
+	if msg := r.mustFail([]int{8}, "backup", "list"); !strings.Contains(msg, "damaged") {
+		t.Errorf("a key object and its copy damaged: %q", msg)
+	}
+}
+
 // A truncated pack: check names the backup and the byte range it costs (here the block map's
 // node at the pack's end: the whole volume) and goes on to the others; restore exits 8
 // (damage), not 1.

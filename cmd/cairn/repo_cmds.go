@@ -426,6 +426,9 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		case "config-copy":
 			fmt.Fprintln(g.stdout, "wrote the config's second copy again (damaged or missing)")
 		}
+		if rep.Keys > 0 {
+			fmt.Fprintf(g.stdout, "mended %d key objects and their second copies\n", rep.Keys)
+		}
 		if rep.Manifests > 0 {
 			fmt.Fprintf(g.stdout, "wrote %d damaged manifests again from their second copies\n", rep.Manifests)
 		}
