@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -273,5 +274,66 @@ func TestGCKeepsTheCopyOfAManifestStoredSinceItsListing(t *testing.T) {
 	}
 	if !bytes.Equal(f.restore(t, got), vol) {
 		t.Fatal("backup c does not restore byte-exact")
+	}
+}
+
+// deletesOnCopyRead is another gateway deleting a backup while repair mends its manifest: its
+// first read of the backup's manifest copy deletes the backup through other.
+type deletesOnCopyRead struct {
+	backend.Backend
+	t     *testing.T
+	id    string
+	other *repo.Repository
+	done  bool
+}
+
+func (d *deletesOnCopyRead) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := d.Backend.Get(ctx, key)
+	if key == "manifest-copies/"+d.id && !d.done && err == nil {
+		d.done = true
+		if derr := d.other.DeleteManifest(ctx, d.id); derr != nil {
+			d.t.Error(derr)
+		}
+	}
+	return rc, err
+}
+
+// Repair writes a damaged manifest again from its copy as a rewrite: a delete that comes
+// between its read of the copy and its store wins, and neither the manifest nor its copy is
+// left (the interleaving of repair and another gateway's delete).
+func TestMendingAManifestLosesToADelete(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	f.backup(t, "a", &memSource{data: randomVolume(74, 1<<20)}, nil)
+	other := f.peer(t, "other", repo.LockOptions{})
+	dir := filepath.Join(f.dir, "repo")
+	path := filepath.Join(dir, "manifests", "a")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)/2] ^= 1
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.r.Check(ctx, repo.CheckOptions{})
+	if err != nil || len(rep.Problems) != 1 {
+		t.Fatalf("check: %v %+v", err, rep)
+	}
+	be, err := local.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
+	if m, c, err := g.r.MendManifests(ctx, rep); err != nil || m != 0 || c != 0 {
+		t.Fatalf("mend during a delete: %d manifests, %d copies, %v; want nothing stored", m, c, err)
+	}
+	for _, sub := range []string{"manifests", "manifest-copies"} {
+		if _, err := os.Stat(filepath.Join(dir, sub, "a")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s/a after a delete that came during the mend: %v", sub, err)
+		}
+	}
+	if _, err := f.r.GetManifest(ctx, "a"); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("the deleted backup: %v", err)
 	}
 }
