@@ -539,31 +539,7 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := func(name string) string { return filepath.Join(f.dir, "repo", filepath.FromSlash(name)) }
-	read := func(name string) []byte {
-		t.Helper()
-		b, err := os.ReadFile(path(name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	write := func(name string, b []byte) {
-		t.Helper()
-		if err := os.WriteFile(path(name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	flip := func(name string) {
-		t.Helper()
-		b := read(name)
-		b[len(b)/2] ^= 1
-		write(name, b)
-	}
-	exists := func(name string) bool {
-		_, err := os.Stat(path(name))
-		return err == nil
-	}
+	files := f.objectFiles(t)
 	check := func(wantProblem, wantNote string) *repo.CheckReport {
 		t.Helper()
 		rep, err := f.r.Check(ctx, repo.CheckOptions{})
@@ -586,14 +562,14 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 	}
 	id := keyring(t, be, "a").Current()
 	key, cp := "keys/"+id, "key-copies/"+id
-	if !bytes.Equal(read(key), read(cp)) {
+	if !bytes.Equal(files.read(key), files.read(cp)) {
 		t.Fatal("init stored no copy of its key object, or another one")
 	}
-	good := read(key)
+	good := files.read(key)
 	check("", "")
 
 	// The key object damaged: its copy opens the repository and lists as the key.
-	flip(key)
+	files.flip(key)
 	if _, err := repo.Unlock(ctx, be, "a"); err != nil {
 		t.Fatalf("open with a damaged key object beside its intact copy: %v", err)
 	}
@@ -601,34 +577,34 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 		t.Fatalf("key list: %+v, %v", ks, err)
 	}
 	mend(check("key object "+id+" is damaged", ""), 1)
-	if !bytes.Equal(read(key), good) {
+	if !bytes.Equal(files.read(key), good) {
 		t.Fatal("repair did not write the key object again from its copy")
 	}
 
 	// Both damaged: nothing opens.
-	flip(key)
-	flip(cp)
+	files.flip(key)
+	files.flip(cp)
 	if _, err := repo.Unlock(ctx, be, "a"); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("open with the key object and its copy damaged: %v", err)
 	}
-	write(key, good)
-	write(cp, good)
+	files.write(key, good)
+	files.write(cp, good)
 
 	// passwd retires a damaged key its copy opens, copy and all.
-	flip(key)
+	files.flip(key)
 	if err := repo.ChangePassword(ctx, be, "a", "b"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := repo.Unlock(ctx, be, "a"); !errors.Is(err, repo.ErrWrongPassword) {
 		t.Fatalf("the old passphrase after passwd: %v", err)
 	}
-	if exists(key) || exists(cp) {
+	if files.exists(key) || files.exists(cp) {
 		t.Fatal("passwd left the old key object or its copy")
 	}
 	kb := keyring(t, be, "b")
 	id = kb.Current()
 	key, cp = "keys/"+id, "key-copies/"+id
-	if !bytes.Equal(read(key), read(cp)) {
+	if !bytes.Equal(files.read(key), files.read(cp)) {
 		t.Fatal("passwd stored no copy of its new key object")
 	}
 
@@ -638,29 +614,29 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cCopy := read("key-copies/" + c.ID)
+	cCopy := files.read("key-copies/" + c.ID)
 	if _, err := kb.Remove(ctx, c.ID); err != nil {
 		t.Fatal(err)
 	}
-	if exists("keys/"+c.ID) || exists("key-copies/"+c.ID) {
+	if files.exists("keys/"+c.ID) || files.exists("key-copies/"+c.ID) {
 		t.Fatal("key remove left the key object or its copy")
 	}
-	write("key-copies/"+c.ID, cCopy)
+	files.write("key-copies/"+c.ID, cCopy)
 	if _, err := repo.Unlock(ctx, be, "c"); !errors.Is(err, repo.ErrWrongPassword) {
 		t.Fatalf("a removed key's passphrase with its copy left: %v", err)
 	}
-	if err := os.Remove(path(cp)); err != nil {
+	if err := os.Remove(files.path(cp)); err != nil {
 		t.Fatal(err)
 	}
 	rep := check("", "1 copies of removed keys are left")
 	check("", "1 key objects have no second copy")
 	mend(rep, 2)
-	if exists("key-copies/"+c.ID) || !bytes.Equal(read(cp), read(key)) {
+	if files.exists("key-copies/"+c.ID) || !bytes.Equal(files.read(cp), files.read(key)) {
 		t.Fatal("repair left a removed key's copy, or did not store the missing one")
 	}
 
 	// A damaged copy is written again from its key object.
-	flip(cp)
+	files.flip(cp)
 	mend(check(cp+" differs from its key object", ""), 1)
 	if _, err := repo.Unlock(ctx, be, "b"); err != nil {
 		t.Fatal(err)
@@ -668,7 +644,7 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 
 	// A key object removed alone (by an earlier cairn) is removed, though its copy is left:
 	// a command that opened with it holds nothing any more.
-	if err := os.Remove(path(key)); err != nil {
+	if err := os.Remove(files.path(key)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kb.Add(ctx, "d", ""); !errors.Is(err, repo.ErrKeyGone) {

@@ -41,27 +41,7 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 	volB := append([]byte(nil), volA...)
 	copy(volB[1<<20:], randomVolume(72, 64<<10))
 	b := f.backup(t, "b", &memSource{data: volB}, a)
-	path := func(key string) string { return filepath.Join(f.dir, "repo", filepath.FromSlash(key)) }
-	read := func(key string) []byte {
-		t.Helper()
-		data, err := os.ReadFile(path(key))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
-	}
-	write := func(key string, data []byte) {
-		t.Helper()
-		if err := os.WriteFile(path(key), data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	flip := func(key string) {
-		t.Helper()
-		data := read(key)
-		data[len(data)/2] ^= 0x10
-		write(key, data)
-	}
+	files := f.objectFiles(t)
 	check := func(wantProblems int, wantNote string) *repo.CheckReport {
 		t.Helper()
 		rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
@@ -95,13 +75,13 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 			t.Fatalf("backup %s does not restore byte-exact", m.ID)
 		}
 	}
-	if _, err := os.Stat(path("manifest-copies/a")); err != nil {
+	if _, err := os.Stat(files.path("manifest-copies/a")); err != nil {
 		t.Fatalf("a backup's commit stored no second copy of its manifest: %v", err)
 	}
 	check(0, "")
 
 	// The manifest damaged: its copy stands in everywhere, and nothing is lost.
-	flip("manifests/a")
+	files.flip("manifests/a")
 	restores(a, volA)
 	rep := check(1, "")
 	if !strings.Contains(rep.Problems[0], "backup a: its manifest") || !strings.Contains(rep.Problems[0], "second copy is intact") {
@@ -118,10 +98,10 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 	restores(a, volA)
 
 	// Both damaged: the backup is lost whole, as before the copy.
-	good := read("manifests/a")
-	goodCopy := read("manifest-copies/a")
-	flip("manifests/a")
-	flip("manifest-copies/a")
+	good := files.read("manifests/a")
+	goodCopy := files.read("manifest-copies/a")
+	files.flip("manifests/a")
+	files.flip("manifest-copies/a")
 	if _, err := f.r.GetManifest(ctx, "a"); !errors.Is(err, repo.ErrCorrupt) {
 		t.Fatalf("both copies damaged: %v", err)
 	}
@@ -129,12 +109,12 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 	if err != nil || len(rep.Lost["a"]) != 1 || rep.Lost["a"][0] != [2]int64{0, -1} {
 		t.Fatalf("both copies damaged: %v %+v", err, rep)
 	}
-	write("manifests/a", good)
-	write("manifest-copies/a", goodCopy)
+	files.write("manifests/a", good)
+	files.write("manifest-copies/a", goodCopy)
 
 	// The copy damaged, and one missing: repair writes both from their manifests.
-	flip("manifest-copies/b")
-	if err := os.Remove(path("manifest-copies/a")); err != nil {
+	files.flip("manifest-copies/b")
+	if err := os.Remove(files.path("manifest-copies/a")); err != nil {
 		t.Fatal(err)
 	}
 	rep = check(1, "1 backups' manifests have no second copy")
@@ -148,7 +128,7 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 	}
 
 	// A rewrite that stopped between the manifest and its copy leaves the copy older.
-	older, olderManifest := read("manifest-copies/a"), read("manifests/a")
+	older, olderManifest := files.read("manifest-copies/a"), files.read("manifests/a")
 	lk, err := f.r.Lock(ctx, repo.LockShared, "update")
 	if err != nil {
 		t.Fatal(err)
@@ -162,26 +142,26 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 		t.Fatal(err)
 	}
 	lk.Unlock()
-	newer := read("manifests/a")
-	if bytes.Equal(read("manifest-copies/a"), older) {
+	newer := files.read("manifests/a")
+	if bytes.Equal(files.read("manifest-copies/a"), older) {
 		t.Fatal("a rewrite did not store the copy")
 	}
 	// A copy newer than its manifest is a rewrite between check's two reads: not stale.
-	write("manifests/a", olderManifest)
+	files.write("manifests/a", olderManifest)
 	check(0, "")
-	write("manifests/a", newer)
-	write("manifest-copies/a", older)
+	files.write("manifests/a", newer)
+	files.write("manifest-copies/a", older)
 	rep = check(0, "1 backups' manifests have a second copy older than themselves")
 	mend(rep, 0, 1)
 	if rep := check(0, ""); len(rep.Notes) != 0 {
 		t.Fatalf("notes after repair: %q", rep.Notes)
 	}
 	// The copy repair wrote stands in with the rewrite's name.
-	flip("manifests/a")
+	files.flip("manifests/a")
 	if got, err := f.r.GetManifest(ctx, "a"); err != nil || got.Name != "renamed" {
 		t.Fatalf("the copy repair wrote: %+v, %v", got, err)
 	}
-	write("manifests/a", read("manifest-copies/a")) // a copy is never read as the manifest
+	files.write("manifests/a", files.read("manifest-copies/a")) // a copy is never read as the manifest
 	if _, err := f.r.GetManifest(ctx, "a"); err != nil {
 		t.Fatal(err) // the copy stands in again
 	}
@@ -190,14 +170,14 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 	f.mustCheck(t)
 
 	// A delete removes both; a copy without its manifest brings nothing back, and gc removes it.
-	copyB := read("manifest-copies/b")
+	copyB := files.read("manifest-copies/b")
 	if err := f.r.DeleteManifest(ctx, "b"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(path("manifest-copies/b")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(files.path("manifest-copies/b")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a delete left the copy: %v", err)
 	}
-	write("manifest-copies/b", copyB) // as a delete that stopped between the two leaves it
+	files.write("manifest-copies/b", copyB) // as a delete that stopped between the two leaves it
 	if _, err := f.r.GetManifest(ctx, "b"); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("a deleted backup with a copy left: %v", err)
 	}
@@ -205,10 +185,10 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 		t.Fatalf("check counts %d backups, want 1", rep.Backups)
 	}
 	f.gc(t)
-	if _, err := os.Stat(path("manifest-copies/b")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(files.path("manifest-copies/b")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("gc left the copy of a deleted backup: %v", err)
 	}
-	if _, err := os.Stat(path("manifest-copies/a")); err != nil {
+	if _, err := os.Stat(files.path("manifest-copies/a")); err != nil {
 		t.Fatalf("gc removed the copy of a stored backup: %v", err)
 	}
 	restores(a, volA)
@@ -336,4 +316,46 @@ func TestMendingAManifestLosesToADelete(t *testing.T) {
 	if _, err := f.r.GetManifest(ctx, "a"); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("the deleted backup: %v", err)
 	}
+}
+
+// objectFiles are the objects of a fixture's local repository as files, by key: for tests
+// that damage them.
+type objectFiles struct {
+	t   *testing.T
+	dir string
+}
+
+func (f *fixture) objectFiles(t *testing.T) objectFiles {
+	return objectFiles{t: t, dir: filepath.Join(f.dir, "repo")}
+}
+
+func (o objectFiles) path(key string) string { return filepath.Join(o.dir, filepath.FromSlash(key)) }
+
+func (o objectFiles) read(key string) []byte {
+	o.t.Helper()
+	data, err := os.ReadFile(o.path(key))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return data
+}
+
+func (o objectFiles) write(key string, data []byte) {
+	o.t.Helper()
+	if err := os.WriteFile(o.path(key), data, 0o600); err != nil {
+		o.t.Fatal(err)
+	}
+}
+
+// flip changes one bit in the middle of the object.
+func (o objectFiles) flip(key string) {
+	o.t.Helper()
+	data := o.read(key)
+	data[len(data)/2] ^= 0x10
+	o.write(key, data)
+}
+
+func (o objectFiles) exists(key string) bool {
+	_, err := os.Stat(o.path(key))
+	return err == nil
 }

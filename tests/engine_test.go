@@ -1223,14 +1223,7 @@ func TestEngineRepairForgetsADamagedBackup(t *testing.T) {
 	r.mustRun("backup", "delete", "--yes", gone.ID)
 	for _, sub := range []string{"manifests", "manifest-copies"} { // one intact copy would save it
 		path := filepath.Join(r.Dir, sub, ba.ID)
-		raw, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw[len(raw)/2] ^= 1
-		if err := os.WriteFile(path, raw, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		flipByte(t, path, fileSize(t, path)/2)
 	}
 	if msg := r.mustFail([]int{8}, "--quiet", "repo", "gc"); !strings.Contains(msg, ba.ID) || !strings.Contains(msg, "nothing was deleted") {
 		t.Errorf("gc with a damaged manifest: %q", msg)
