@@ -121,7 +121,7 @@ func FuzzManifest(f *testing.F) {
 	f.Add(b)
 	f.Fuzz(func(t *testing.T, plain []byte) {
 		key := manifestKey("b")
-		got, err := r.decodeManifest(key, r.keys.sealObject(key, plain))
+		got, _, err := r.decodeManifest(key, "b", r.keys.sealObject(key, plain))
 		if err != nil {
 			return
 		}

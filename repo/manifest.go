@@ -245,7 +245,7 @@ func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, err
 	if err != nil {
 		return nil, fmt.Errorf("manifest of backup %s: %w", id, err)
 	}
-	m, err := r.decodeManifest(key, b)
+	m, _, err := r.decodeManifest(key, id, b)
 	if err == nil || !errors.Is(err, ErrCorrupt) {
 		return m, err
 	}
@@ -265,15 +265,7 @@ func (r *Repository) getManifestCopy(ctx context.Context, id string) (*Manifest,
 	if err != nil {
 		return nil, nil, fmt.Errorf("second copy of the manifest of backup %s: %w", id, err)
 	}
-	b, err := r.keys.openObject(key, sealed)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
-	}
-	m, err := r.parseManifest(manifestKey(id), b)
-	if err != nil {
-		return nil, nil, fmt.Errorf("second copy: %w", err)
-	}
-	return m, b, nil
+	return r.decodeManifest(key, id, sealed)
 }
 
 // manifestCheck is what a check found of a backup's manifest and its second copy.
@@ -298,13 +290,7 @@ func (r *Repository) checkManifest(ctx context.Context, id string) (*manifestChe
 	if err != nil {
 		return nil, fmt.Errorf("manifest of backup %s: %w", id, err)
 	}
-	var m *Manifest
-	plain, merr := r.keys.openObject(key, sealed)
-	if merr != nil {
-		merr = fmt.Errorf("%s: %w: %v", key, ErrCorrupt, merr)
-	} else {
-		m, merr = r.parseManifest(key, plain)
-	}
+	m, plain, merr := r.decodeManifest(key, id, sealed)
 	c, cplain, cerr := r.getManifestCopy(ctx, id)
 	if cerr != nil && !errors.Is(cerr, ErrCorrupt) && !errors.Is(cerr, backend.ErrNotFound) {
 		return nil, cerr
@@ -370,12 +356,18 @@ func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (manif
 	return manifests, copies, nil
 }
 
-func (r *Repository) decodeManifest(key string, sealed []byte) (*Manifest, error) {
+// decodeManifest opens sealed, stored under key (the manifest's or its copy's), and parses it
+// as backup id's manifest; it returns the manifest and its JSON.
+func (r *Repository) decodeManifest(key, id string, sealed []byte) (*Manifest, []byte, error) {
 	b, err := r.keys.openObject(key, sealed)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
+		return nil, nil, fmt.Errorf("%s: %w: %v", key, ErrCorrupt, err)
 	}
-	return r.parseManifest(key, b)
+	m, err := r.parseManifest(manifestKey(id), b)
+	if err != nil && key != manifestKey(id) {
+		err = fmt.Errorf("second copy: %w", err)
+	}
+	return m, b, err
 }
 
 // parseManifest parses an authenticated manifest stored as key's, and checks that it is one.
