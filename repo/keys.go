@@ -167,7 +167,7 @@ func (kr *Keyring) List(ctx context.Context) ([]KeyInfo, error) {
 		case errors.Is(err, backend.ErrNotFound):
 			continue // removed since the listing
 		case errors.Is(err, errDamagedKey):
-			ki.Problem = "damaged key object (its checksum does not match), and its second copy too: remove it, or restore it from a copy"
+			ki.Problem = "damaged key object (its checksum does not match), with no intact second copy: remove it, or restore it from a copy"
 		case fromCopy:
 			ki.Problem = "damaged key object (its checksum does not match); its second copy is intact: 'cairn repo repair' writes it again"
 		case err != nil:
