@@ -133,7 +133,8 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 
 	live := newMarkSet(o.TempDir, o.MarkBuffer)
 	defer live.close()
-	if err := r.mark(ctx, &st, live); err != nil {
+	marked, err := r.mark(ctx, &st, live)
+	if err != nil {
 		return st, err
 	}
 	st.LiveBlobs = int(live.len())
@@ -332,7 +333,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 	r.cleanTemp(rm, lk, &st, logf)
 	r.pruneLog(rm, lk, &st, logf)
 	r.pruneTombstones(rm, lk, logf)
-	r.pruneManifestCopies(rm, lk, logf)
+	r.pruneManifestCopies(rm, lk, marked, logf)
 	r.pruneDamagedMarks(rm, lk, logf)
 	return st, nil
 }
@@ -520,11 +521,12 @@ func (u *packUsage) sizeOr(r *Repository, id PackID) int64 {
 //
 // Memory: the tree nodes walked are remembered exactly (so that a subtree many backups share
 // is walked once); there is one for every LeafFanout data blocks at most. Data blob addresses
-// go only to live, which spills to disk past its buffer.
-func (r *Repository) mark(ctx context.Context, st *GCStats, live *markSet) error {
+// go only to live, which spills to disk past its buffer. It returns the backups whose
+// manifests its listing named.
+func (r *Repository) mark(ctx context.Context, st *GCStats, live *markSet) (map[string]bool, error) {
 	var ids []string
 	if err := r.ListManifests(ctx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
-		return err
+		return nil, err
 	}
 	sort.Strings(ids)
 	trees := map[Address]struct{}{}
@@ -538,16 +540,20 @@ func (r *Repository) mark(ctx context.Context, st *GCStats, live *markSet) error
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, ctx.Err()
 			}
 			if errors.Is(err, errMarkSet) {
-				return err
+				return nil, err
 			}
-			return fmt.Errorf("gc: backup %s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, ErrUnreadableBackup, err)
+			return nil, fmt.Errorf("gc: backup %s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, ErrUnreadableBackup, err)
 		}
 		st.Backups++
 	}
-	return live.finish()
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		listed[id] = true
+	}
+	return listed, live.finish()
 }
 
 // packEntries returns a pack's blob list from its index object, or its trailer.

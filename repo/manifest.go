@@ -226,7 +226,7 @@ func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
 	}
 	// The manifest is the commit point; its copy only guards it against damage, so a copy
 	// that fails to store is check's to note and repair's to write.
-	if err := r.putObject(ctx, manifestCopyKey(m.ID), b); err != nil {
+	if err := r.putManifestCopy(ctx, m.ID, b); err != nil {
 		r.logf("manifest of backup %s: its second copy was not stored ('cairn repo repair' stores it): %v", m.ID, err)
 	}
 	r.logChange(ctx, m.ID)
@@ -255,6 +255,11 @@ func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, err
 	}
 	r.logf("backup %s: %v; read its second copy instead ('cairn repo repair' writes the manifest again)", id, err)
 	return c, nil
+}
+
+// putManifestCopy stores b, backup id's manifest JSON, as the manifest's second copy.
+func (r *Repository) putManifestCopy(ctx context.Context, id string, b []byte) error {
+	return r.putObject(ctx, manifestCopyKey(id), b)
 }
 
 // getManifestCopy reads and authenticates a backup's second copy of its manifest, and
@@ -343,7 +348,7 @@ func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (manif
 			}
 		case mc.copyDamaged != nil || mc.noCopy || mc.oldCopy:
 			if err = lk.Check(); err == nil {
-				err = r.putObject(ctx, manifestCopyKey(id), mc.plain)
+				err = r.putManifestCopy(ctx, id, mc.plain)
 			}
 			if err == nil {
 				copies++
@@ -546,22 +551,18 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 }
 
 // pruneManifestCopies removes the second copies whose manifests are gone: left by a delete
-// that stopped between the two, or by a gateway of an earlier cairn. Nothing reads a copy
-// without its manifest, and each manifest is looked for again just before its copy goes
-// (docs/design.md, "A manifest's second copy"). It runs under gc's exclusive lock; a failure
-// is logged, not gc's.
-func (r *Repository) pruneManifestCopies(ctx context.Context, lk *Lock, logf func(string, ...any)) {
-	have := map[string]bool{}
-	err := r.ListManifests(ctx, func(id string) error { have[id] = true; return nil })
+// that stopped between the two, or by a gateway of an earlier cairn. have are the backups
+// whose manifests gc's mark listed. Nothing reads a copy without its manifest, and each
+// manifest is looked for again just before its copy goes (docs/design.md, "A manifest's second
+// copy"). It runs under gc's exclusive lock; a failure is logged, not gc's.
+func (r *Repository) pruneManifestCopies(ctx context.Context, lk *Lock, have map[string]bool, logf func(string, ...any)) {
 	var orphans []string
-	if err == nil {
-		err = r.be.ListKeys(ctx, manifestCopyPrefix, func(key string) error {
-			if !have[strings.TrimPrefix(key, manifestCopyPrefix)] {
-				orphans = append(orphans, key)
-			}
-			return nil
-		})
-	}
+	err := r.be.ListKeys(ctx, manifestCopyPrefix, func(key string) error {
+		if !have[strings.TrimPrefix(key, manifestCopyPrefix)] {
+			orphans = append(orphans, key)
+		}
+		return nil
+	})
 	removed := 0
 	for _, key := range orphans {
 		if err != nil {
