@@ -59,9 +59,9 @@ type Config struct {
 	// MAC authenticates everything above (HMAC-SHA256 under a key derived from the master
 	// key), so a damaged config is reported as such rather than as damage everywhere else.
 	MAC []byte `json:"mac,omitempty"`
-	// Damage, set by open only, says what was wrong with the config object when its second
+	// damage, set by open only, says what was wrong with the config object when its second
 	// copy stood in for it (check reports it, repair writes the config again).
-	Damage string `json:"-"`
+	damage string
 	// raw is the config object's bytes as open read and verified them (the copy's when it
 	// stood in): what repair stores again.
 	raw []byte
@@ -298,7 +298,7 @@ func StatConfig(ctx context.Context, be backend.Backend) error {
 	return err
 }
 
-// configMissing is Config.Damage when the copy stood in for a missing config.
+// configMissing is Config.damage when the copy stood in for a missing config.
 const configMissing = "config is missing"
 
 // errConfigDamaged marks what openConfigAt found wrong with a config object itself, as
@@ -328,7 +328,7 @@ func damagedConfig(be backend.Backend, key, format string, args ...any) error {
 
 // openConfig loads the config and returns it with the master key and, in an encrypted
 // repository, the name of the key object that opened it. When the config is damaged or
-// missing and its copy opens, the copy stands in and cfg.Damage says what was wrong.
+// missing and its copy opens, the copy stands in and cfg.damage says what was wrong.
 func openConfig(ctx context.Context, be backend.Backend, password string) (Config, []byte, string, error) {
 	cfg, master, keyName, err := openConfigAt(ctx, be, password, "config")
 	if err == nil || !errors.Is(err, errConfigDamaged) && !errors.Is(err, ErrNoRepository) {
@@ -344,9 +344,9 @@ func openConfig(ctx context.Context, be backend.Backend, password string) (Confi
 	case cerr != nil:
 		return Config{}, nil, "", err
 	case d != nil:
-		ccfg.Damage = d.what()
+		ccfg.damage = d.what()
 	default:
-		ccfg.Damage = configMissing
+		ccfg.damage = configMissing
 	}
 	return ccfg, cmaster, ckeyName, nil
 }
@@ -573,13 +573,13 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 // that is missing (a note: a repository an earlier cairn made) or differs from the config (a
 // problem: the config never changes after init, so the two are equal).
 func (r *Repository) checkConfig(ctx context.Context, rep *CheckReport) error {
-	if r.cfg.Damage != "" && !r.configMended.Load() {
+	if r.cfg.damage != "" && !r.configMended.Load() {
 		class := ProblemDamaged
-		if r.cfg.Damage == configMissing {
+		if r.cfg.damage == configMissing {
 			class = ProblemMissing
 		}
 		rep.Classes[class]++
-		rep.problem("%s: %s; its second copy is intact ('cairn repo repair' writes the config again from it)", class, r.cfg.Damage)
+		rep.problem("%s: %s; its second copy is intact ('cairn repo repair' writes the config again from it)", class, r.cfg.damage)
 		rep.mendConfig = true
 		return nil
 	}
@@ -606,7 +606,7 @@ func (r *Repository) MendConfig(ctx context.Context, rep *CheckReport) (string, 
 		return "", nil
 	}
 	key := configCopyKey
-	if r.cfg.Damage != "" && !r.configMended.Load() {
+	if r.cfg.damage != "" && !r.configMended.Load() {
 		key = "config"
 	}
 	if err := r.be.Put(ctx, key, r.cfg.raw); err != nil {

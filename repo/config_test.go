@@ -46,7 +46,7 @@ func TestEncryptedConfigReplacedByAnUnencryptedOneIsRefused(t *testing.T) {
 	// The config's second copy, which the forger did not replace, stands in: the repository
 	// opens encrypted, and says its config is damaged.
 	got, _, err := readConfig(ctx, be, "pw")
-	if err != nil || got.Encryption != EncryptionAES || got.Damage == "" {
+	if err != nil || got.Encryption != EncryptionAES || got.damage == "" {
 		t.Errorf("a forged config beside its intact copy: %+v, %v; want the copy's, encrypted", got, err)
 	}
 	if err := be.Delete(ctx, configCopyKey); err != nil {

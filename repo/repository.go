@@ -40,7 +40,7 @@ type Repository struct {
 	shared sharedPacks // new data blocks of the write sessions running in this process
 
 	// configMended says repair wrote the config again since open found it damaged
-	// (cfg.Damage).
+	// (cfg.damage).
 	configMended atomic.Bool
 }
 
