@@ -258,7 +258,7 @@ func TestGCKeepsTheCopyOfAManifestStoredSinceItsListing(t *testing.T) {
 }
 
 // deletesOnCopyRead is another gateway deleting a backup while repair mends its manifest: its
-// first read of the backup's manifest copy deletes the backup through other.
+// first read (or look for) the backup's manifest copy deletes the backup through other.
 type deletesOnCopyRead struct {
 	backend.Backend
 	t     *testing.T
@@ -269,7 +269,7 @@ type deletesOnCopyRead struct {
 
 func (d *deletesOnCopyRead) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	rc, err := d.Backend.Get(ctx, key)
-	if key == "manifest-copies/"+d.id && !d.done && err == nil {
+	if key == "manifest-copies/"+d.id && !d.done {
 		d.done = true
 		if derr := d.other.DeleteManifest(ctx, d.id); derr != nil {
 			d.t.Error(derr)
@@ -316,6 +316,43 @@ func TestMendingAManifestLosesToADelete(t *testing.T) {
 	if _, err := f.r.GetManifest(ctx, "a"); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("the deleted backup: %v", err)
 	}
+}
+
+// Repair stores a missing copy of a manifest it read; a delete between that read and the store
+// leaves the copy without its manifest. Nothing reads it (the backup stays deleted), and the
+// next gc removes it.
+func TestACopyStoredAfterADeleteIsNeverReadAndGCRemovesIt(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, repo.InitOptions{})
+	f.backup(t, "a", &memSource{data: randomVolume(75, 1<<20)}, nil)
+	other := f.peer(t, "other", repo.LockOptions{})
+	files := f.objectFiles(t)
+	if err := os.Remove(files.path("manifest-copies/a")); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := f.r.Check(ctx, repo.CheckOptions{})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %+v", err, rep)
+	}
+	be, err := local.Open(files.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
+	if m, c, err := g.r.MendManifests(ctx, rep); err != nil || m != 0 || c != 1 {
+		t.Fatalf("mend during a delete: %d manifests, %d copies, %v; want the copy stored", m, c, err)
+	}
+	if !files.exists("manifest-copies/a") || files.exists("manifests/a") {
+		t.Fatal("want the copy left without its manifest")
+	}
+	if _, err := f.r.GetManifest(ctx, "a"); !errors.Is(err, backend.ErrNotFound) {
+		t.Fatalf("the deleted backup with a copy left: %v", err)
+	}
+	f.gc(t)
+	if files.exists("manifest-copies/a") {
+		t.Fatal("gc left the copy of a deleted backup")
+	}
+	f.mustCheck(t)
 }
 
 // objectFiles are the objects of a fixture's local repository as files, by key: for tests
