@@ -187,8 +187,13 @@ func TestConcurrentBackupDoesNotWaitForAStuckPack(t *testing.T) {
 	shared := randomBytes(54, leaf)
 	slow := &stallSource{memSource: memSource{data: append(append([]byte(nil), shared...), randomBytes(55, leaf)...)}, stallAt: leaf, release: make(chan struct{})}
 	done := make(chan error, 1)
+	// How far the slow backup has collected: past a leaf, it has also passed that leaf's look
+	// for a session waiting on its pack (after which it flushes), so its next look is after
+	// the stalled second leaf.
+	var collected atomic.Int64
+	progress := func(done, _ int64) { collected.Store(done) }
 	go func() {
-		_, err := f.r.Write(ctx, slow, repo.WriteOptions{}, func(repo.WriteResult) error { return nil })
+		_, err := f.r.Write(ctx, slow, repo.WriteOptions{Progress: progress}, func(repo.WriteResult) error { return nil })
 		done <- err
 	}()
 	defer func() {
@@ -197,8 +202,11 @@ func TestConcurrentBackupDoesNotWaitForAStuckPack(t *testing.T) {
 			t.Errorf("the slow backup: %v", err)
 		}
 	}()
-	// The slow backup has packed its first leaf and waits to read its second.
-	for deadline := time.Now().Add(10 * time.Second); !slow.stalled.Load() || repo.SharedBlobsForTest(f.r) < repo.LeafFanout; time.Sleep(5 * time.Millisecond) {
+	// The slow backup has packed its first leaf, passed its look for waiting sessions, and
+	// waits to read its second. Without the last condition the fast backup could ask for the
+	// pack before that look, on a loaded machine, and the slow backup flushed it in time (a
+	// CI run of 2026-12-07 found that).
+	for deadline := time.Now().Add(10 * time.Second); !slow.stalled.Load() || repo.SharedBlobsForTest(f.r) < repo.LeafFanout || collected.Load() < leaf; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the slow backup never packed its first leaf")
 		}
