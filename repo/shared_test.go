@@ -251,10 +251,15 @@ func TestConcurrentBackupsStartedTogetherShare(t *testing.T) {
 	}
 }
 
-// lateIndex holds the first backup's pack back from the index until the second backup's
-// dedup check has run (and missed it), and that check until the first backup has returned:
-// the pack is indexed, and its blobs have left the shared registry, between the second's
-// check and its packing.
+// lateIndex holds the first backup after its dedup check until the second backup's check has
+// run (and missed the blocks), and that check until the first backup has returned: the first
+// backup's pack is stored, indexed, and its blobs have left the shared registry, between the
+// second's check and its packing.
+//
+// The first backup waits before it packs anything, not only before it indexes its pack: the
+// second backup's lock syncs the index from the bucket, and a pack stored by then is indexed
+// by that sync (a CI run of 2026-12-07 under -cpu 1 hung when the hold was on AddPack: the
+// sync's AddPack waited for a check that comes after it).
 type lateIndex struct {
 	repo.Index
 	calls   atomic.Int64
@@ -270,16 +275,18 @@ func (x *lateIndex) LookupBatch(addrs []repo.Address, locs []repo.Location, foun
 	switch x.calls.Add(1) {
 	case 1:
 		close(x.aLooked)
+		select { // bounded, so a change that breaks the order fails the test instead of hanging it
+		case <-x.bLooked:
+		case <-time.After(30 * time.Second):
+		}
 	case 2:
 		close(x.bLooked)
-		<-x.aDone
+		select {
+		case <-x.aDone:
+		case <-time.After(30 * time.Second):
+		}
 	}
 	return nil
-}
-
-func (x *lateIndex) AddPack(id repo.PackID, size int64, entries []repo.PackEntry) error {
-	<-x.bLooked
-	return x.Index.AddPack(id, size, entries)
 }
 
 // A backup whose dedup check missed blocks another backup running at once indexed just after

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,8 +65,11 @@ func (q *QemuNBD) Start(extra ...string) {
 	}
 	q.exited = make(chan error, 1)
 	go func(cmd *exec.Cmd, exited chan error) { exited <- cmd.Wait() }(q.cmd, q.exited)
+	// qemu-nbd binds its socket before it listens on it: a file that exists may still refuse a
+	// connection, so the server is up only once a connection is accepted.
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		if _, err := os.Stat(q.sock); err == nil {
+		if c, err := net.Dial("unix", q.sock); err == nil {
+			c.Close()
 			return
 		}
 		select {
@@ -75,7 +79,7 @@ func (q *QemuNBD) Start(extra ...string) {
 		default:
 		}
 		if time.Now().After(deadline) {
-			q.t.Fatalf("qemu-nbd did not create its socket %s within 10 s: %s", q.sock, q.out.String())
+			q.t.Fatalf("qemu-nbd did not accept connections on %s within 10 s: %s", q.sock, q.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
