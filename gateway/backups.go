@@ -681,10 +681,40 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 	if errors.Is(err, ErrNotFound) && s.lookElsewhere(ctx, ref) {
 		b, err = s.backupOf(c, ref)
 	}
+	if errors.Is(err, ErrNotFound) {
+		err = cmp.Or(s.lostBackup(ctx, c, ref), err)
+	}
 	if err != nil {
 		return nil, err
 	}
 	return backupShownTo(s.backupShown(b), c), nil
+}
+
+// lostBackup is the error for a backup id not found whose manifest is lost (docs/design.md,
+// "A manifest lost, its copy left"): damage that repair mends, not a deleted backup. It says
+// so to a caller who sees the backup's project (by its intact copy; only to an admin when the
+// copy is damaged too), and is nil otherwise: the backup is not found.
+func (s *Service) lostBackup(ctx context.Context, c Caller, ref string) error {
+	m, err := s.lostManifest(ctx, ref)
+	if err != nil && (m != nil && c.sees(m.Project) || m == nil && c.Admin) {
+		return err
+	}
+	return nil
+}
+
+// lostManifest says what is wrong with backup id when its manifest is not found, if it is
+// lost: the error says so, and that repair stores it again from its copy, whose manifest m
+// is; or, when the copy is damaged too, that the backup is lost (m is nil). It is nil when the
+// manifest is not lost (deleted, or never there).
+func (s *Service) lostManifest(ctx context.Context, id string) (*repo.Manifest, error) {
+	m, err := s.repo.LostManifest(ctx, id)
+	switch {
+	case !errors.Is(err, repo.ErrLostManifest):
+		return nil, nil
+	case m == nil:
+		return nil, fmt.Errorf("%w: the backup is lost ('cairn repo repair --forget-damaged' forgets it)", err)
+	}
+	return m, fmt.Errorf("%w: an admin's 'cairn repo repair' stores the manifest again from it", err)
 }
 
 // backupShownTo is backup b as caller c may see it: where it was copied to is an admin's to

@@ -600,7 +600,7 @@ func TestRepairKeepsTheBackupOfAWriterWhoseClockIsBehind(t *testing.T) {
 		t.Fatal(err)
 	}
 	ahead()
-	rep, err := b.Repair(admin, nil, true)
+	rep, err := b.Repair(admin, gateway.RepairOptions{ForgetDamaged: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -996,5 +996,53 @@ func TestUpdatedAtIsTheManifestsOnEveryGateway(t *testing.T) {
 		if got == nil || !got.Protected || !got.UpdatedAt.Equal(protected.UpdatedAt) {
 			t.Errorf("%s shows the protected backup as %+v; want protected, updated_at %v as on A", name, got, protected.UpdatedAt)
 		}
+	}
+}
+
+// A volume record removed outside cairn (its copy left) is a loss, not another gateway's
+// forget: the catch-up keeps the volume (every forget of this cairn removes the copy first),
+// the overview names it, and the volume's next backup stores its record again, which ends it
+// (docs/design.md, "A metadata object lost, its copy left"). Before, every gateway forgot the
+// volume at its next catch-up, silently.
+func TestALostVolumeRecordIsKeptByTheCatchUp(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, _, v := managedOnA(t, dir)
+	ctx := adminCtx()
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Volume(ctx, "vm"); err != nil {
+		t.Fatalf("the other gateway did not learn the volume: %v", err)
+	}
+	obj := filepath.Join(repoDir, "meta", "volumes", hex.EncodeToString([]byte(v.ID)))
+	if err := os.Remove(obj); err != nil {
+		t.Fatal(err)
+	}
+	named := func(g *gateway.Service) bool {
+		t.Helper()
+		return concerned(t, g, ctx, gateway.ConcernVolumeError, "vm", "second copy is left")
+	}
+	for _, g := range []*gateway.Service{a, b} {
+		if err := g.SyncBackups(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Volume(ctx, "vm"); err != nil {
+			t.Fatalf("a catch-up forgot the volume whose record was removed outside cairn: %v", err)
+		}
+		if !named(g) {
+			t.Error("the overview does not name the volume whose record is missing")
+		}
+	}
+	if _, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(obj); err != nil {
+		t.Fatalf("the volume's backup did not store its record again: %v", err)
+	}
+	if named(b) {
+		t.Error("the overview still names the volume after its record was stored again")
+	}
+	if c, err := b.Check(ctx, repo.CheckOptions{}); err != nil || !c.OK() {
+		t.Fatalf("check after: %+v, %v", c, err)
 	}
 }

@@ -178,6 +178,14 @@ func (s *Service) forgetFailure(ctx context.Context, id string) (bool, error) {
 	if found {
 		return false, nil
 	}
+	// Missing while its copy is left: lost (a delete of this cairn removes the copy first),
+	// so the record stays (docs/design.md, "A metadata object lost, its copy left").
+	if left, err := s.repo.MetaCopyLeft(ctx, metaFailed, id); err != nil || left {
+		if left {
+			s.missingRecord(metaFailed, id)
+		}
+		return false, err
+	}
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
 	return s.dropRecord(id, func(b *index.Backup) bool { return failedRecord(b) && b.FailureStored },

@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"encoding/hex"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -168,6 +170,27 @@ func TestFailureStoredBeforeACrashIsNotStoredAgainAfterItsDelete(t *testing.T) {
 	for name, s := range map[string]*gateway.Service{"a": a, "b": b} {
 		if got := record(t, s, id); got != nil {
 			t.Errorf("after its delete through b, %s has the failed backup again: %s", name, got.Status)
+		}
+	}
+}
+
+// A failed backup's record removed outside cairn (its copy left) is a loss, not a delete
+// through another gateway: the catch-ups keep the failed backup (every delete of this cairn
+// removes the copy first) (docs/design.md, "A metadata object lost, its copy left").
+func TestALostFailedRecordIsKept(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir := twoGateways(t, dir)
+	gateway.SetFullCatchUpEveryForTest(t, 0)
+	id := failedOnA(t, a, dir)
+	catchUp(t, b)
+	if err := os.Remove(filepath.Join(repoDir, "meta", "failed", hex.EncodeToString([]byte(id)))); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, a)
+	catchUp(t, b)
+	for _, g := range []*gateway.Service{a, b} {
+		if got := record(t, g, id); got == nil || got.Status != index.BackupError {
+			t.Fatalf("a gateway after the failed record was removed outside cairn: %+v, want the failed backup kept", got)
 		}
 	}
 }

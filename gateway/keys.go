@@ -82,6 +82,21 @@ func AddKey(ctx context.Context, c Config, password, newPassword, label string) 
 	return ki, err
 }
 
+// RestoreKey writes again, from its second copy, the missing key object that password opens
+// (removed outside cairn), and returns its id.
+func RestoreKey(ctx context.Context, c Config, password string) (string, error) {
+	be, err := stack.Open(ctx, c.backendConfig())
+	if err != nil {
+		return "", err
+	}
+	defer be.Close()
+	if err := repo.StatConfig(ctx, be); errors.Is(err, backend.ErrNotFound) {
+		return "", wrapf(ErrNotFound, "%s: %v", be.Location(), repo.ErrNoRepository)
+	}
+	id, err := repo.RestoreKey(ctx, be, password, c.Lock)
+	return id, keyError(err)
+}
+
 // RemoveKey removes the key id (or a unique prefix of it) other than the one password opens.
 func RemoveKey(ctx context.Context, c Config, password, id string) (repo.KeyInfo, error) {
 	if id == "" {

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairn-backup/cairn/blockio"
@@ -79,6 +80,9 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 				if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || has {
 					continue
 				}
+				if s.keepsLost(ctx, b.ID) {
+					continue
+				}
 			}
 			gone, err := s.forget(b.ID)
 			if err != nil {
@@ -114,6 +118,16 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 	}
 	if s.adoptUnlocated(ctx, unlocated) {
 		changed = true
+	}
+	if pending, err := s.idx.Meta(adoptLostKey); err == nil && pending != "" {
+		n, err := s.adoptLost(ctx, stored)
+		if err != nil {
+			return err
+		}
+		if err := s.idx.SetMeta(adoptLostKey, ""); err != nil {
+			return err
+		}
+		changed = changed || n > 0
 	}
 	if err := s.syncQuotaLimits(ctx); err != nil {
 		return err
@@ -339,7 +353,7 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 	m, err := s.repo.GetManifest(ctx, id)
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
-		if !known || restoring {
+		if !known || restoring || s.keepsLost(ctx, id) {
 			// One being restored here is forgotten by the full catch-up once its restore
 			// ended; its key needs no second look.
 			return false, nil
@@ -358,6 +372,121 @@ func (s *Service) examine(ctx context.Context, id string, forgotten map[string]b
 		return true, s.adopt(ctx, m)
 	}
 	return s.relearn(ctx, m)
+}
+
+// keepsLost reports whether the record of backup id, whose manifest is gone, stays because
+// the manifest is lost, not deleted: gone without a delete, its copy left. The record stays
+// (listed, counted in its project's quota, its restore refused with what repair does) until
+// repair stores the manifest again (docs/design.md, "A manifest lost, its copy left").
+func (s *Service) keepsLost(ctx context.Context, id string) bool {
+	_, err := s.lostManifest(ctx, id)
+	if err != nil {
+		s.markLost(id, err)
+	}
+	return err != nil
+}
+
+// markLost notes that backup id's manifest is lost (why says how), for the overview.
+func (s *Service) markLost(id string, why error) {
+	if s.lost.note(id) {
+		s.log.Warn("backup's manifest is lost: 'cairn repo repair' stores it again from its second copy", "backup_id", id, "error", why)
+	}
+}
+
+// adoptLostKey marks an index whose first catch-up has not yet adopted the backups whose
+// manifests are lost (a new index: Open sets it, adoptLost's caller clears it).
+const adoptLostKey = "catch-up/adopt-lost"
+
+// adoptLost records each backup whose manifest is lost and that the index does not know, from
+// its intact second copy, and keeps it as lost (markLost): what a gateway that had its record
+// keeps, so a new index hides no lost backup (docs/design.md, "A manifest lost, its copy
+// left"). listed are the manifests the caller listed before: the copies are listed after. It
+// returns how many it adopted.
+func (s *Service) adoptLost(ctx context.Context, listed map[string]bool) (int, error) {
+	n := 0
+	err := s.repo.EachLostManifest(ctx, listed, func(id string, m *repo.Manifest, err error) error {
+		if _, ierr := s.idx.Backup(id); ierr == nil {
+			return nil // known: the catch-up keeps its record
+		}
+		if err != nil {
+			s.log.Warn("backup's manifest is lost and its second copy is damaged: 'cairn repo repair --forget-damaged' forgets it", "backup_id", id, "error", err)
+			return nil
+		}
+		if err := s.adopt(ctx, m); err != nil {
+			s.log.Warn("backup whose manifest is lost not adopted from its second copy", "backup_id", id, "error", err)
+			return nil
+		}
+		s.markLost(id, repo.ErrLostManifest) // the walk established it: no second look
+		n++
+		return nil
+	})
+	return n, err
+}
+
+// missingRecord notes that the catch-up found the repository record id of kind missing while
+// its second copy is left, and kept the index's: the overview names it while it stays missing.
+func (s *Service) missingRecord(kind, id string) {
+	if s.missing.note(kind + "/" + id) {
+		s.log.Warn("repository record missing while its second copy is left (removed outside cairn?): kept in the index; 'cairn repo repair --restore-meta' stores it again", "kind", kind, "id", id)
+	}
+}
+
+// missingRecords returns the records the catch-up kept as missing (kind/id) and that are still
+// missing, with when it found each.
+func (s *Service) missingRecords(ctx context.Context) map[string]time.Time {
+	return s.missing.still(func(key string) bool {
+		kind, id, _ := strings.Cut(key, "/")
+		has, err := s.repo.HasMeta(ctx, kind, id)
+		return err == nil && has
+	})
+}
+
+// lostBackups returns the backups whose manifests a catch-up found lost and that are still
+// missing, with when it found each; a manifest stored again ends it.
+func (s *Service) lostBackups(ctx context.Context) map[string]time.Time {
+	return s.lost.still(func(id string) bool {
+		has, err := s.repo.HasManifest(ctx, id)
+		return err == nil && has
+	})
+}
+
+// missingSince holds what catch-ups found missing in the repository and kept (a backup whose
+// manifest is lost, a record whose object is gone while its copy is left), each with when it
+// was first found: the overview names each while it stays missing.
+type missingSince struct {
+	mu sync.Mutex
+	at map[string]time.Time
+}
+
+// note records key as found missing now, unless it is already; it reports whether it is new.
+func (m *missingSince) note(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.at[key]; ok {
+		return false
+	}
+	if m.at == nil {
+		m.at = map[string]time.Time{}
+	}
+	m.at[key] = now()
+	return true
+}
+
+// still returns the keys still missing, with when each was found: stored says whether a key's
+// object is stored again (one Stat for each key, none when there are none), which ends it.
+func (m *missingSince) still(stored func(key string) bool) map[string]time.Time {
+	m.mu.Lock()
+	found := maps.Clone(m.at)
+	m.mu.Unlock()
+	for key := range found {
+		if stored(key) {
+			delete(found, key)
+			m.mu.Lock()
+			delete(m.at, key)
+			m.mu.Unlock()
+		}
+	}
+	return found
 }
 
 // settleInDoubt finishes the withdrawal of a failed backup's manifest that withdrawManifest
@@ -450,6 +579,15 @@ func (s *Service) syncRecords(ctx context.Context, r recordSync) (bool, error) {
 		var rec json.RawMessage
 		if err := s.repo.GetMeta(ctx, r.kind, id, &rec); !errors.Is(err, backend.ErrNotFound) {
 			continue // there after all, or cannot tell
+		}
+		// Asked after the read: a removal of this cairn took the copy before the object, so a
+		// copy left is a loss (or an older cairn's removal), and the index keeps the record
+		// (docs/design.md, "A metadata object lost, its copy left").
+		if left, err := s.repo.MetaCopyLeft(ctx, r.kind, id); err != nil || left {
+			if left {
+				s.missingRecord(r.kind, id)
+			}
+			continue
 		}
 		gone, err := r.forget(id)
 		if err != nil {
@@ -961,6 +1099,16 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 		}
 		res.Backups++
 	}
+	listed := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		listed[id] = true
+	}
+	if n, err := s.adoptLost(ctx, listed); err != nil {
+		return nil, err
+	} else if n > 0 {
+		logf("recorded %d backups whose manifests are lost from their second copies ('cairn repo repair' stores the manifests again)", n)
+		res.Backups += n
+	}
 	vols, err := s.idx.Volumes()
 	if err != nil {
 		return nil, err
@@ -1105,12 +1253,50 @@ type RepairReport struct {
 	// manifests.
 	Manifests      int `json:"manifests_rewritten"`
 	ManifestCopies int `json:"manifest_copies_written"`
+	// LostManifests counts manifests stored again from their second copies that were missing
+	// though no delete of their backups began (docs/design.md, "A manifest lost, its copy
+	// left").
+	LostManifests int `json:"lost_manifests_stored,omitempty"`
 	// Config names the config object written again: "config" (from its second copy, which
 	// stood in for it) or "config-copy" (from the config); empty when neither was.
 	Config string `json:"config_written,omitempty"`
 	// Keys counts key objects and their copies written again, and copies of removed keys
 	// removed.
 	Keys int `json:"key_objects_mended,omitempty"`
+	// Meta counts damaged metadata objects written again from their second copies, and
+	// MetaCopies second copies written again (damaged, missing, different or older) from their
+	// objects.
+	Meta       int `json:"metadata_rewritten,omitempty"`
+	MetaCopies int `json:"metadata_copies_written,omitempty"`
+	// LostMeta are the metadata objects damaged with no second copy that stands in (a policy,
+	// a volume's record, a quota): what they held is lost; --forget-damaged removes them.
+	LostMeta []RepairMeta `json:"lost_metadata,omitempty"`
+	// MissingMeta are the metadata objects missing while their second copies are left: lost
+	// (removed outside cairn) or removed by a cairn from before the copies, which only the
+	// admin can tell; RestoreMeta stores them again, ForgetDamaged removes the copies
+	// (docs/design.md, "A metadata object lost, its copy left").
+	MissingMeta []RepairMeta `json:"missing_metadata,omitempty"`
+}
+
+// RepairMeta is one lost or missing metadata object in a repair report.
+type RepairMeta struct {
+	repo.MetaObject
+	Forgotten bool `json:"forgotten"`
+	Restored  bool `json:"restored,omitempty"`
+	// Refused says why RestoreMeta would not store it again (a tombstone beside a stored
+	// manifest: repo.ErrBackupStored).
+	Refused string `json:"refused,omitempty"`
+}
+
+// RepairOptions says what a repair may forget or store again beyond what it mends by itself.
+type RepairOptions struct {
+	// Forget names damaged backups to forget; ForgetDamaged forgets every damaged backup, every
+	// lost metadata object, and the copy of every missing one RestoreMeta does not restore.
+	Forget        []string
+	ForgetDamaged bool
+	// RestoreMeta stores again, from its intact second copy, every metadata object that is
+	// missing.
+	RestoreMeta bool
 }
 
 // healRounds bounds repair's rounds of heal and check: a round sees below the block map nodes
@@ -1121,7 +1307,8 @@ const healRounds = 4
 // It forgets the backups named in forget (or every damaged one with forgetDamaged): their
 // manifests go, so gc can run again and reclaim what only they used; the undamaged backups are
 // untouched. Forgetting is explicit and for admins only; it never touches an undamaged backup.
-func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged bool) (*RepairReport, error) {
+func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, error) {
+	forget, forgetDamaged := o.Forget, o.ForgetDamaged
 	if _, err := adminOf(ctx, "repair the repository"); err != nil {
 		return nil, err
 	}
@@ -1152,11 +1339,16 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 	if out.Keys, err = s.repo.MendKeys(ctx, rep, cmp.Or(s.cfg.Lock.Wait, repo.DefaultLockWait)); err != nil {
 		return nil, err
 	}
-	if out.Manifests, out.ManifestCopies, err = s.repo.MendManifests(ctx, rep); err != nil {
+	mended, err := s.repo.MendManifests(ctx, rep)
+	if err != nil {
 		return nil, err
 	}
-	if out.Manifests > 0 || out.Config == "config" || out.Keys > 0 {
-		s.log.Info("damaged objects written again from their second copies", "manifests", out.Manifests, "config", out.Config == "config", "key_objects", out.Keys)
+	out.Manifests, out.LostManifests, out.ManifestCopies = mended.Damaged, mended.Lost, mended.Copies
+	if out.Meta, out.MetaCopies, err = s.repo.MendMeta(ctx, rep); err != nil {
+		return nil, err
+	}
+	if out.Manifests > 0 || out.LostManifests > 0 || out.Config == "config" || out.Keys > 0 || out.Meta > 0 {
+		s.log.Info("damaged or lost objects written again from their second copies", "manifests", out.Manifests, "lost_manifests", out.LostManifests, "config", out.Config == "config", "key_objects", out.Keys, "metadata", out.Meta)
 		if rep, err = check(); err != nil {
 			return nil, err
 		}
@@ -1268,6 +1460,47 @@ func (s *Service) Repair(ctx context.Context, forget []string, forgetDamaged boo
 			s.log.Warn("damaged backup forgotten", "backup_id", id)
 		}
 		out.Backups = append(out.Backups, rb)
+	}
+	for _, m := range rep.LostMeta() {
+		rm := RepairMeta{MetaObject: m}
+		if forgetDamaged {
+			if err := s.repo.ForgetMeta(ctx, m); err != nil && !errors.Is(err, repo.ErrNotLost) {
+				return nil, fmt.Errorf("forget metadata object %s: %w", m, err)
+			}
+			rm.Forgotten = true
+			s.log.Warn("lost metadata object forgotten", "object", m.String())
+			if m.Kind == metaPolicies {
+				s.policiesChanged()
+			}
+		}
+		out.LostMeta = append(out.LostMeta, rm)
+	}
+	// A copy without its object: lost, or removed by a cairn from before the copies. Only the
+	// admin's flags decide, and restoring wins over forgetting (it loses nothing).
+	for _, m := range rep.MissingMeta() {
+		rm := RepairMeta{MetaObject: m}
+		switch err := error(nil); {
+		case o.RestoreMeta:
+			if err = s.repo.RestoreMeta(ctx, m); err == nil {
+				rm.Restored = true
+				s.log.Warn("missing metadata object stored again from its second copy", "object", m.String())
+			} else if errors.Is(err, repo.ErrBackupStored) {
+				rm.Refused = repo.ErrBackupStored.Error()
+			} else if !errors.Is(err, repo.ErrNotMissing) {
+				return nil, fmt.Errorf("store metadata object %s again: %w", m, err)
+			}
+		case forgetDamaged:
+			if err = s.repo.ForgetMeta(ctx, m); err == nil {
+				rm.Forgotten = true
+				s.log.Warn("second copy of a missing metadata object removed", "object", m.String())
+			} else if !errors.Is(err, repo.ErrNotLost) {
+				return nil, fmt.Errorf("forget metadata object %s: %w", m, err)
+			}
+		}
+		if (rm.Restored || rm.Forgotten) && m.Kind == metaPolicies {
+			s.policiesChanged()
+		}
+		out.MissingMeta = append(out.MissingMeta, rm)
 	}
 	s.settleVerifications(ctx, out.Backups, checked)
 	s.syncIndex()

@@ -39,7 +39,7 @@ func TestRepairForgetsEveryBackupOfASharedDamagedBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rep, err := s.Repair(ctx, nil, false)
+	rep, err := s.Repair(ctx, gateway.RepairOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestRepairForgetsEveryBackupOfASharedDamagedBlock(t *testing.T) {
 		t.Fatalf("repair says the full backup lost %v and the incremental %v, want the same one block", l, lost[inc.ID])
 	}
 
-	rep, err = s.Repair(ctx, []string{inc.ID}, false)
+	rep, err = s.Repair(ctx, gateway.RepairOptions{Forget: []string{inc.ID}})
 	if err != nil {
 		t.Fatalf("repair --forget of the incremental: %v", err)
 	}
@@ -118,7 +118,7 @@ func TestRepairRecordsWhatItsCheckFound(t *testing.T) {
 		t.Errorf("check without --read-data after a verification found damage: notes %q, want one naming %s", crep.Notes, healed)
 	}
 
-	rep, err := s.Repair(ctx, nil, false)
+	rep, err := s.Repair(ctx, gateway.RepairOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

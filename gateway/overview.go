@@ -3,9 +3,11 @@ package gateway
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
@@ -20,7 +22,7 @@ const (
 	ConcernVolumeError   = "volume-error"   // a volume in error (a restore onto it incomplete, ...)
 	ConcernUnprotected   = "unprotected"    // a volume without a backup that no policy backs up
 	ConcernOverdue       = "overdue"        // a policy's volume without a backup for two periods
-	ConcernPolicyFailed  = "policy-failed"  // a policy's last run, or its verification, failed
+	ConcernPolicyFailed  = "policy-failed"  // a policy's last run, or its verification, failed, or it is damaged
 	ConcernGCFailed      = "gc-failed"      // the last gc failed
 	ConcernCheck         = "check-problems" // the last check failed or found problems
 	ConcernStaleLock     = "stale-lock"     // a lock whose holder seems gone
@@ -119,6 +121,7 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 	}
 	dayAgo := now().Add(-24 * time.Hour)
 	projects := map[string]bool{c.Project: true}
+	lost := s.lostBackups(ctx)
 	for _, bs := range byVolume {
 		for _, b := range bs {
 			projects[b.Project] = true
@@ -135,12 +138,16 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 				add(ConcernBackupDamaged, b.Project, b.ID, v.At, "backup %s of volume %s is damaged: a restore would lose %s; 'cairn repo repair' says what can be recovered",
 					b.ID, cmp.Or(b.VolumeName, b.VolumeID), units.Bytes(v.LostBytes))
 			}
+			if at, ok := lost[b.ID]; ok {
+				add(ConcernBackupDamaged, b.Project, b.ID, at, "backup %s of volume %s: its manifest is missing though no delete of it began, and its second copy is intact: 'cairn repo repair' stores the manifest again",
+					b.ID, cmp.Or(b.VolumeName, b.VolumeID))
+			}
 		}
 	}
 	type key struct{ project, name string }
 	covered := map[key]bool{}
 	for _, p := range policies {
-		if !inView(p.Project) {
+		if !inView(p.Project) && p.Damaged == "" { // a damaged one is listed to admins alone
 			continue
 		}
 		for _, n := range p.VolumeNames {
@@ -149,6 +156,12 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 		for _, n := range p.Overdue {
 			add(ConcernOverdue, p.Project, n, time.Time{}, "volume %s: no backup by policy %s for two of its periods", n, p.Name)
 		}
+		switch {
+		case p.Missing:
+			add(ConcernPolicyFailed, p.Project, p.Name, time.Time{}, "policy %s does not run: its object is missing while its second copy is left (removed outside cairn?): 'cairn repo repair --restore-meta' stores it again, '--forget-damaged' removes the copy", p.Name)
+		case p.Damaged != "":
+			add(ConcernPolicyFailed, p.Project, p.Name, time.Time{}, "policy %s is damaged, its second copy too, and does not run: 'cairn policy delete %s' removes it, then create it again ('cairn repo check' says more)", p.Name, p.Name)
+		}
 		if p.LastResult == RunFailed {
 			add(ConcernPolicyFailed, p.Project, p.Name, p.LastRun, "policy %s: its last run failed: %s", p.Name, p.LastError)
 		}
@@ -156,8 +169,12 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 			add(ConcernPolicyFailed, p.Project, p.Name, p.LastVerify, "policy %s: its last verification failed: %s", p.Name, p.VerifyError)
 		}
 	}
+	missing := s.missingRecords(ctx)
 	for _, v := range vols {
 		projects[v.Project] = true
+		if at, ok := missing[metaVolumes+"/"+v.ID]; ok {
+			add(ConcernVolumeError, v.Project, v.Name, at, "volume %s: its record in the repository is missing while its second copy is left (removed outside cairn?): its next backup stores it again, or 'cairn repo repair --restore-meta'", v.Name)
+		}
 		bs := byVolume[v.ID]
 		if failed := newestFailed(bs); failed != nil {
 			add(ConcernBackupFailed, v.Project, v.Name, failed.CreatedAt, "volume %s: its last backup (%s) failed: %s", v.Name, failed.ID, cmp.Or(failed.FailReason, "no reason recorded"))
@@ -194,6 +211,11 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 			}
 		}
 	}
+	for key, at := range missing {
+		if p, ok := strings.CutPrefix(key, metaQuotas+"/"); ok && c.Admin {
+			add(ConcernQuota, p, "quota", at, "project %s: its quota record in the repository is missing while its second copy is left (removed outside cairn?): its limits hold here until 'cairn repo repair --restore-meta' stores it again", p)
+		}
+	}
 	if c.Admin {
 		s.maintenanceConcerns(ctx, opt.Locks, add)
 	}
@@ -217,6 +239,9 @@ func (s *Service) maintenanceConcerns(ctx context.Context, locks bool, add func(
 				add(ConcernCheck, "", "check", ck.At, "the last check%s found %d problems: 'cairn repo check' lists them", elsewhere(ck.Host), len(ck.Problems))
 			}
 		}
+	}
+	if _, err := s.Settings(ctx); errors.Is(err, errSettingsMissing) {
+		add(ConcernCheck, "", "settings", time.Time{}, "deletes and prunes are refused: %v", errSettingsMissing)
 	}
 	var ls []repo.LockInfo
 	switch {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -97,6 +98,13 @@ type PolicyStatus struct {
 	// VolumeNames are the names of the volumes a run backs up now.
 	VolumeNames []string `json:"volume_names"`
 	Overdue     []string `json:"overdue_volumes,omitempty"` // no successful backup for two periods
+	// Damaged says why the policy cannot be read (its object and second copy both fail their
+	// checks, or its object is missing while its copy is left: Missing): it does not run, and
+	// only its name is known.
+	Damaged string `json:"damaged,omitempty"`
+	// Missing says its object is missing while its second copy is left: removed outside cairn,
+	// or by a cairn from before the copies ('cairn repo repair --restore-meta' stores it again).
+	Missing bool `json:"missing,omitempty"`
 }
 
 // Results of a policy run.
@@ -125,7 +133,9 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 	if !policyName.MatchString(req.Name) {
 		return nil, invalidf("policy name %q: use letters, digits, '.', '_' and '-' (at most 64)", req.Name)
 	}
-	if _, err := s.storedPolicy(ctx, req.Name); err == nil {
+	if _, err := s.storedPolicy(ctx, req.Name); errors.Is(err, repo.ErrCorrupt) {
+		return nil, wrapf(ErrExists, "policy %s exists but is damaged (its second copy too): an admin removes it with 'cairn policy delete %s', then create it again", req.Name, req.Name)
+	} else if err == nil {
 		return nil, wrapf(ErrExists, "policy %s exists: change it with 'cairn policy update %s'", req.Name, req.Name)
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
@@ -285,11 +295,12 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.visiblePolicy(ctx, c, name); err != nil {
+	// A damaged policy's project is not known: an admin alone may remove it.
+	if _, err := s.visiblePolicy(ctx, c, name); err != nil && !(c.Admin && errors.Is(err, repo.ErrCorrupt)) {
 		return err
 	}
-	if err := s.repo.DeleteMeta(ctx, metaPolicies, name); err != nil {
-		return err
+	if err := s.repo.DeleteMeta(ctx, metaPolicies, name); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return err // not found: a missing policy's copy went, and with it the policy
 	}
 	s.forgetPolicyState(ctx, name)
 	s.policiesChanged()
@@ -303,7 +314,7 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	all, err := s.loadPolicies(ctx)
+	all, damaged, err := s.loadPolicies(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +325,21 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 			st := s.policyStatus(p, now())
 			st.Hooks = st.Hooks.shownTo(c)
 			out = append(out, st)
+		}
+	}
+	// Whose a damaged policy is, is not known: admins alone see it. So with a missing one,
+	// whose copy is not read until an admin decides.
+	if c.Admin {
+		for _, name := range slices.Sorted(maps.Keys(damaged)) {
+			out = append(out, &PolicyStatus{Policy: Policy{Name: name}, VolumeNames: []string{}, Damaged: damaged[name]})
+		}
+		missing, err := s.repo.MissingMetaNames(ctx, metaPolicies)
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range missing {
+			out = append(out, &PolicyStatus{Policy: Policy{Name: name}, VolumeNames: []string{}, Missing: true,
+				Damaged: "its object is missing while its second copy is left (removed outside cairn, or by a cairn from before 2026-12-07): 'cairn repo repair --restore-meta' stores it again"})
 		}
 	}
 	return out, nil
@@ -339,6 +365,14 @@ func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus,
 
 func (s *Service) visiblePolicy(ctx context.Context, c Caller, name string) (*Policy, error) {
 	p, err := s.storedPolicy(ctx, name)
+	if errors.Is(err, ErrNotFound) && c.Admin {
+		// Missing while its copy is left: lost, or removed by a cairn from before the copies
+		// (docs/design.md, "A metadata object lost, its copy left"). Whose it was is not read
+		// from the copy: admins alone hear of it, as of a damaged one.
+		if left, lerr := s.repo.MetaCopyLeft(ctx, metaPolicies, name); lerr == nil && left {
+			return nil, fmt.Errorf("policy %s: %w", name, errPolicyMissing)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -347,6 +381,10 @@ func (s *Service) visiblePolicy(ctx context.Context, c Caller, name string) (*Po
 	}
 	return p, nil
 }
+
+// errPolicyMissing says a policy's object is missing while its second copy is left: damage
+// to the repository (errors.Is(err, repo.ErrCorrupt) holds, so the CLI exits 8).
+var errPolicyMissing error = repo.Damage("its object is missing while its second copy is left (removed outside cairn?), so it does not run: 'cairn repo repair --restore-meta' stores it again, 'cairn policy delete' or '--forget-damaged' removes the copy")
 
 func (s *Service) storedPolicy(ctx context.Context, name string) (*Policy, error) {
 	var p Policy
@@ -360,20 +398,28 @@ func (s *Service) storedPolicy(ctx context.Context, name string) (*Policy, error
 	return &p, nil
 }
 
-// loadPolicies reads every policy from the repository, by name.
-func (s *Service) loadPolicies(ctx context.Context) ([]*Policy, error) {
-	var out []*Policy
-	err := s.repo.ListMeta(ctx, metaPolicies, func(name string, b []byte) error {
+// loadPolicies reads every policy from the repository, by name. A policy whose object and
+// second copy both fail their checks cannot run: it is left out, and named in damaged with
+// why, for an admin's 'policy list' and 'cairn status' to show.
+func (s *Service) loadPolicies(ctx context.Context) (out []*Policy, damaged map[string]string, err error) {
+	damaged = map[string]string{}
+	err = s.repo.ListMeta(ctx, metaPolicies, func(name string, b []byte) error {
 		var p Policy
 		if json.Unmarshal(b, &p) != nil || p.Name != name {
 			s.log.Warn("policy object unreadable: skipped", "policy", name)
+			damaged[name] = "its object does not hold a policy of that name"
 			return nil
 		}
 		out = append(out, &p)
 		return nil
-	}, func(key string, err error) { s.log.Warn("policy object damaged: skipped", "key", key, "error", err) })
+	}, func(key string, err error) {
+		s.log.Warn("policy object damaged: skipped", "key", key, "error", err)
+		if m, ok := repo.MetaObjectOf(key); ok {
+			damaged[m.Name] = err.Error()
+		}
+	})
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, err
+	return out, damaged, err
 }
 
 // policyStatus joins a policy with its state and next times.

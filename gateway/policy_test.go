@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
@@ -354,5 +356,192 @@ func TestPruneOnlyPolicyPrunesGoneVolumes(t *testing.T) {
 	time.Sleep(2100 * time.Millisecond)
 	if st, err := s.PolicyStatus(p1, "often"); err != nil || len(st.Overdue) != 0 {
 		t.Errorf("a prune-only policy after two of its periods: overdue %v (%v), want none", st.Overdue, err)
+	}
+}
+
+// A policy whose object and second copy both fail their checks cannot run: it is not left
+// silent (before 2026-12-07 it vanished from 'policy list' and 'cairn status' said nothing
+// needed attention, while its volumes' backups stopped). Admins see it listed as damaged and in
+// the overview's concerns (a project's members do not: whose it was is not known); it can
+// neither be created over nor shown, an admin deletes it, and repair --forget-damaged forgets it.
+func TestDamagedPolicyIsShownToAdmins(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	damage := func(name string) {
+		t.Helper()
+		h := hex.EncodeToString([]byte(name))
+		for _, sub := range []string{"meta", "meta-copies"} {
+			if err := os.WriteFile(filepath.Join(dir, "repo", sub, "policies", h), []byte("damaged"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, name := range []string{"nightly", "weekly"} {
+		if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: name, Schedule: "daily",
+			Keep: gateway.KeepRules{Last: 2}}, VolumeRefs: []string{"vm"}}); err != nil {
+			t.Fatal(err)
+		}
+		damage(name)
+	}
+	ps, err := s.Policies(ctx)
+	if err != nil || len(ps) != 2 || ps[0].Name != "nightly" || ps[0].Damaged == "" || ps[1].Damaged == "" {
+		t.Fatalf("policies with two damaged: %+v, %v; want both listed damaged", ps, err)
+	}
+	if ps, err := s.Policies(as("alice", "p1", false)); err != nil || len(ps) != 0 {
+		t.Errorf("a project member's policies: %+v, %v; want none", ps, err)
+	}
+	o, err := s.Overview(ctx, gateway.OverviewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	damaged := 0
+	for _, c := range o.Concerns {
+		if c.Kind == gateway.ConcernPolicyFailed && strings.Contains(c.Message, "is damaged") {
+			damaged++
+		}
+	}
+	if damaged != 2 {
+		t.Errorf("concerns: %+v; want both damaged policies", o.Concerns)
+	}
+	if _, err := s.PolicyStatus(ctx, "nightly"); !errors.Is(err, repo.ErrCorrupt) {
+		t.Errorf("show of a damaged policy: %v, want ErrCorrupt", err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 2}}, VolumeRefs: []string{"vm"}}); !errors.Is(err, gateway.ErrExists) || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("create over a damaged policy: %v, want refused as damaged", err)
+	}
+	if err := s.DeletePolicy(as("alice", gateway.DefaultProject, false), "nightly"); err == nil {
+		t.Error("a project member deleted a damaged policy")
+	}
+	if err := s.DeletePolicy(ctx, "nightly"); err != nil {
+		t.Fatalf("an admin's delete of a damaged policy: %v", err)
+	}
+	rep, err := s.Repair(ctx, gateway.RepairOptions{})
+	if err != nil || len(rep.LostMeta) != 1 || rep.LostMeta[0].Name != "weekly" || rep.LostMeta[0].Forgotten {
+		t.Fatalf("repair: %+v, %v; want policies/weekly lost and kept", rep, err)
+	}
+	if rep, err = s.Repair(ctx, gateway.RepairOptions{ForgetDamaged: true}); err != nil || len(rep.LostMeta) != 1 || !rep.LostMeta[0].Forgotten {
+		t.Fatalf("repair --forget-damaged: %+v, %v; want policies/weekly forgotten", rep, err)
+	}
+	if ps, err := s.Policies(ctx); err != nil || len(ps) != 0 {
+		t.Fatalf("policies after: %+v, %v; want none", ps, err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "weekly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 2}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatalf("create again after the forget: %v", err)
+	}
+	if c, err := s.Check(ctx, repo.CheckOptions{}); err != nil || !c.OK() {
+		t.Fatalf("check after: %+v, %v", c, err)
+	}
+}
+
+// A policy object removed outside cairn, its copy intact, stops the policy (it is absent to
+// every reader), and repair keeps the copy and names the object until the admin decides:
+// RestoreMeta stores it again and the policy is back with its rules (docs/design.md, "A
+// metadata object lost, its copy left").
+func TestALostPolicyIsStoredAgainByRepair(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 4}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	h := hex.EncodeToString([]byte("nightly"))
+	cp := filepath.Join(dir, "repo", "meta-copies", "policies", h)
+	if err := os.Remove(filepath.Join(dir, "repo", "meta", "policies", h)); err != nil {
+		t.Fatal(err)
+	}
+	// Admins see it listed as missing (it does not run: nothing reads a copy for a missing
+	// object), and the overview names it before any check; a project's member sees nothing.
+	if ps, err := s.Policies(ctx); err != nil || len(ps) != 1 || ps[0].Name != "nightly" || !ps[0].Missing || ps[0].Keep.Last != 0 {
+		t.Fatalf("policies with the object lost: %+v, %v; want nightly listed as missing, its rules unread", ps, err)
+	}
+	if ps, err := s.Policies(as("alice", gateway.DefaultProject, false)); err != nil || len(ps) != 0 {
+		t.Fatalf("a member's policies with the object lost: %+v, %v; want none", ps, err)
+	}
+	if !concerned(t, s, ctx, gateway.ConcernPolicyFailed, "nightly", "--restore-meta") {
+		t.Error("the overview does not name the lost policy")
+	}
+	if _, err := s.PolicyStatus(ctx, "nightly"); !errors.Is(err, repo.ErrCorrupt) || !strings.Contains(err.Error(), "missing while its second copy is left") {
+		t.Errorf("an admin's show of the lost policy: %v; want the loss named", err)
+	}
+	if _, err := s.PolicyStatus(as("alice", gateway.DefaultProject, false), "nightly"); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("a member's show of the lost policy: %v; want not found", err)
+	}
+	nightly := repo.MetaObject{Kind: "policies", Name: "nightly"}
+	rep, err := s.Repair(ctx, gateway.RepairOptions{})
+	if err != nil || len(rep.MissingMeta) != 1 || rep.MissingMeta[0].MetaObject != nightly || rep.MissingMeta[0].Restored || rep.MissingMeta[0].Forgotten {
+		t.Fatalf("repair: %+v, %v; want policies/nightly missing and kept", rep, err)
+	}
+	if _, err := os.Stat(cp); err != nil {
+		t.Fatalf("repair removed the copy: %v", err)
+	}
+	if rep, err = s.Repair(ctx, gateway.RepairOptions{RestoreMeta: true, ForgetDamaged: true}); err != nil || len(rep.MissingMeta) != 1 || !rep.MissingMeta[0].Restored {
+		t.Fatalf("repair with RestoreMeta: %+v, %v; want policies/nightly stored again (restoring wins over forgetting)", rep, err)
+	}
+	ps, err := s.Policies(ctx)
+	if err != nil || len(ps) != 1 || ps[0].Name != "nightly" || ps[0].Keep.Last != 4 {
+		t.Fatalf("policies after the restore: %+v, %v; want nightly keeping the last 4", ps, err)
+	}
+	if c, err := s.Check(ctx, repo.CheckOptions{}); err != nil || !c.OK() {
+		t.Fatalf("check after: %+v, %v", c, err)
+	}
+	// Lost again, an admin may delete it: its copy goes, and the policy with it.
+	if err := os.Remove(filepath.Join(dir, "repo", "meta", "policies", h)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeletePolicy(ctx, "nightly"); err != nil {
+		t.Fatalf("an admin's delete of the lost policy: %v", err)
+	}
+	if _, err := os.Stat(cp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the copy after the delete: %v", err)
+	}
+	if ps, err := s.Policies(ctx); err != nil || len(ps) != 0 {
+		t.Fatalf("policies after the delete: %+v, %v", ps, err)
+	}
+}
+
+// A settings object removed outside cairn (its copy left) does not drop its guard on a guess:
+// deletes fail, naming the loss, until an admin decides; restored, the minimum age holds again
+// (docs/design.md, "A metadata object lost, its copy left"). Before, the minimum age silently
+// became none.
+func TestALostSettingsObjectKeepsDeletesGuarded(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.UpdateSettings(ctx, func(st *gateway.Settings) error { st.MinAge = gateway.Duration(time.Hour); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	b := backedUp(t, s, dir)
+	if err := os.Remove(filepath.Join(dir, "repo", "meta", "settings", hex.EncodeToString([]byte("repository")))); err != nil {
+		t.Fatal(err)
+	}
+	member := as("bob", gateway.DefaultProject, false)
+	if _, err := s.DeleteBackup(member, b.ID, false); !errors.Is(err, repo.ErrCorrupt) || !strings.Contains(err.Error(), "--restore-meta") {
+		t.Fatalf("a delete with the settings object lost: %v; want it refused, naming the loss", err)
+	}
+	if !concerned(t, s, ctx, "", "settings", "deletes and prunes are refused") {
+		t.Error("the overview does not say deletes are refused")
+	}
+	if rep, err := s.Repair(ctx, gateway.RepairOptions{RestoreMeta: true}); err != nil || len(rep.MissingMeta) != 1 || !rep.MissingMeta[0].Restored {
+		t.Fatalf("repair --restore-meta: %+v, %v", rep, err)
+	}
+	if _, err := s.DeleteBackup(member, b.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "minimum age") {
+		t.Fatalf("a delete of a young backup after the restore: %v; want the minimum age to refuse it", err)
+	}
+	// An admin may also set the settings anew over a lost object.
+	if err := os.Remove(filepath.Join(dir, "repo", "meta", "settings", hex.EncodeToString([]byte("repository")))); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.UpdateSettings(ctx, func(st *gateway.Settings) error { st.MinAge = 0; return nil }); err != nil || st.MinAge != 0 {
+		t.Fatalf("settings set anew over a lost object: %+v, %v", st, err)
+	}
+	if _, err := s.DeleteBackup(member, b.ID, false); err != nil {
+		t.Fatalf("a delete after the minimum age was set to none: %v", err)
 	}
 }

@@ -43,11 +43,24 @@ const (
 	settingsObjName = "repository"
 )
 
-// Settings returns the repository's settings (the zero Settings when none were set).
+// errSettingsMissing says the settings object is missing while its second copy is left: damage
+// to the repository (errors.Is(err, repo.ErrCorrupt) holds, so the CLI exits 8).
+var errSettingsMissing error = repo.Damage("the settings object is missing while its second copy is left (removed outside cairn?), so its minimum age cannot be told: an admin's 'cairn repo repair --restore-meta' stores it again, '--forget-damaged' removes the copy, or 'cairn repo settings' sets it anew")
+
+// Settings returns the repository's settings (the zero Settings when none were set). A
+// settings object missing while its second copy is left was lost (every removal of this cairn
+// takes the copy first), or removed by a cairn from before the copies: its guard (the minimum
+// age) is not dropped on that guess, so it fails as a damaged one does, until an admin decides
+// (docs/design.md, "A metadata object lost, its copy left").
 func (s *Service) Settings(ctx context.Context) (Settings, error) {
 	var st Settings
 	err := s.repo.GetMeta(ctx, metaSettings, settingsObjName, &st)
 	if errors.Is(err, backend.ErrNotFound) {
+		if left, lerr := s.repo.MetaCopyLeft(ctx, metaSettings, settingsObjName); lerr != nil {
+			return Settings{}, fmt.Errorf("repository settings: %w", lerr)
+		} else if left {
+			return Settings{}, fmt.Errorf("repository settings: %w", errSettingsMissing)
+		}
 		return Settings{}, nil
 	}
 	if err != nil {
@@ -62,6 +75,9 @@ func (s *Service) UpdateSettings(ctx context.Context, fn func(*Settings) error) 
 		return Settings{}, err
 	}
 	st, err := s.Settings(ctx)
+	if errors.Is(err, errSettingsMissing) {
+		st, err = Settings{}, nil // an admin sets them anew: the copy is overwritten
+	}
 	if err != nil {
 		return Settings{}, err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 )
 
@@ -220,6 +221,18 @@ func (s *Service) syncQuotaLimits(ctx context.Context) error {
 	}
 	for project := range have {
 		if _, ok := stored[project]; !ok && !damaged {
+			// Missing while its copy is left: a loss (every reset of this cairn removes the
+			// copy first), so the index keeps the limits (docs/design.md, "A metadata object
+			// lost, its copy left").
+			if has, err := s.repo.HasMeta(ctx, metaQuotas, project); err != nil || has {
+				continue // stored since the listing, or cannot tell
+			}
+			if left, err := s.repo.MetaCopyLeft(ctx, metaQuotas, project); err != nil || left {
+				if left {
+					s.missingRecord(metaQuotas, project)
+				}
+				continue
+			}
 			if err := s.idx.DeleteQuotaLimits(project); err != nil {
 				return err
 			}
@@ -354,7 +367,7 @@ func fits(project string, u QuotaUsage, size, n, g int64) error {
 
 // metaReservations holds a reservation object for each backup being created in a project with
 // a quota, so that gateways with their own indexes on one repository count each other's.
-const metaReservations = "reservations"
+const metaReservations = repo.MetaReservations
 
 // reservationGrace is how long a committed backup's reservation outlives its commit: longer
 // than any gateway takes to learn the new manifest (the full catch-up runs at least once a

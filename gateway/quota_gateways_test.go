@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -145,21 +146,29 @@ func TestQuotaReservationOfAWriterWhoseClockIsBehind(t *testing.T) {
 	}
 }
 
+// quotaOfOneOnA opens three gateways on one repository in dir (a default of 10 backups), sets
+// the default project's quota to 1 backup through the first and catches the second up.
+func quotaOfOneOnA(t *testing.T, dir string) (a, b *gateway.Service) {
+	t.Helper()
+	gws := threeGateways(t, dir, 10)
+	a, b = gws[0], gws[1]
+	one := int64(1)
+	if _, err := a.QuotaUpdate(adminCtx(), gateway.DefaultProject, &one, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
 // A quota set through one gateway applies on the others from their next full catch-up, and so
 // does its reset: until 2026-12-05 only after a rebuild-index, so a project limited to 1
 // backup through one gateway could go on backing up through another.
 func TestQuotaSetOnOneGatewayAppliesOnAnother(t *testing.T) {
 	dir := t.TempDir()
-	gws := threeGateways(t, dir, 10)
-	a, b := gws[0], gws[1]
+	a, b := quotaOfOneOnA(t, dir)
 	admin := adminCtx()
-	one := int64(1)
-	if _, err := a.QuotaUpdate(admin, gateway.DefaultProject, &one, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SyncBackups(admin); err != nil {
-		t.Fatal(err)
-	}
 	if u, err := b.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 1 {
 		t.Fatalf("the other gateway's quota after its catch-up: %+v, %v; want a limit of 1", u, err)
 	}
@@ -238,4 +247,40 @@ func series(t *testing.T, s *gateway.Service, prefix string) map[string]float64 
 		}
 	}
 	return got
+}
+
+// A quota record removed outside cairn (its copy left) is a loss, not a reset through another
+// gateway: the catch-up keeps the project's limits, and the overview names it to admins, until
+// repair stores it again (docs/design.md, "A metadata object lost, its copy left"). Before,
+// every gateway dropped the project's limits at its next catch-up.
+func TestALostQuotaRecordKeepsItsLimits(t *testing.T) {
+	dir := t.TempDir()
+	a, b := quotaOfOneOnA(t, dir)
+	admin := adminCtx()
+	if err := os.Remove(filepath.Join(dir, "repo", "meta", "quotas", hex.EncodeToString([]byte(gateway.DefaultProject)))); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []*gateway.Service{a, b} {
+		if err := g.SyncBackups(admin); err != nil {
+			t.Fatal(err)
+		}
+		if u, err := g.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 1 {
+			t.Fatalf("the quota after its record was removed outside cairn and a catch-up: %+v, %v; want the limit of 1 kept", u, err)
+		}
+		if !concerned(t, g, admin, gateway.ConcernQuota, "", "quota record in the repository is missing") {
+			t.Error("the overview does not name the missing quota record")
+		}
+	}
+	if _, err := a.Repair(admin, gateway.RepairOptions{RestoreMeta: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(admin); err != nil {
+		t.Fatal(err)
+	}
+	if u, err := b.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 1 {
+		t.Fatalf("the quota after repair: %+v, %v", u, err)
+	}
+	if c, err := b.Check(admin, repo.CheckOptions{}); err != nil || !c.OK() {
+		t.Fatalf("check after: %+v, %v", c, err)
+	}
 }

@@ -74,6 +74,11 @@ func addRange(ranges *[][2]int64, total *int64, start, end int64) {
 // damaged, and nothing is read or written by it.
 func (s *Service) manifestOf(ctx context.Context, b *index.Backup) (*repo.Manifest, error) {
 	m, err := s.repo.GetManifest(ctx, b.ID)
+	if errors.Is(err, backend.ErrNotFound) {
+		if _, lerr := s.lostManifest(ctx, b.ID); lerr != nil {
+			return nil, lerr
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", b.ID, err)
 	}

@@ -32,7 +32,7 @@ func (s *Service) RunPolicies(ctx context.Context) {
 	for {
 		at := now()
 		if loaded.IsZero() || at.Sub(loaded) >= policyReload {
-			ps, err := s.loadPolicies(ctx)
+			ps, _, err := s.loadPolicies(ctx)
 			if err != nil && ctx.Err() == nil {
 				s.log.Warn("cannot read the policies", "error", err)
 			}

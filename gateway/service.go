@@ -72,12 +72,16 @@ type Config struct {
 
 // Service is cairn's operations over one open repository. Safe for concurrent use.
 type Service struct {
-	cfg    Config
-	be     backend.Backend
-	idx    *index.Index
-	repo   *repo.Repository
-	log    *slog.Logger
-	volDir string
+	cfg Config
+	// lost holds the backups whose manifests a catch-up found lost (keepsLost), and missing
+	// the records (kind/id) it found missing while their second copies are left
+	// (missingRecord): the overview names each while it stays so.
+	lost, missing missingSince
+	be            backend.Backend
+	idx           *index.Index
+	repo          *repo.Repository
+	log           *slog.Logger
+	volDir        string
 	// meters hold the service's transfers to their rates (Config.Rates: the repository's
 	// meters; Config.VolumeReadRate: what backups read from volumes); nil ones: no bound.
 	meters      limit.Meters
@@ -470,6 +474,12 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		if _, _, _, err := s.restoreMeta(ctx, func(f string, a ...any) { s.log.Warn(fmt.Sprintf(f, a...)) }); err != nil {
 			s.Close()
 			return nil, fmt.Errorf("catch up with the repository: %w", err)
+		}
+		// Its first catch-up also adopts the backups whose manifests are lost, from their
+		// copies (adoptLost): deleting an index must not hide one.
+		if err := s.idx.SetMeta(adoptLostKey, "1"); err != nil {
+			s.Close()
+			return nil, err
 		}
 		if err := s.idx.SetMeta("repository", s.repo.Config().ID); err != nil {
 			s.Close()

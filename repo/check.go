@@ -49,10 +49,20 @@ type CheckReport struct {
 	// mendManifests are the backups whose manifest or its second copy repair writes again
 	// from the other (MendManifests).
 	mendManifests []string
+	// lostManifests are the backups whose manifests are lost and whose intact copies repair
+	// stores again (docs/design.md, "A manifest lost, its copy left").
+	lostManifests []string
 	// mendConfig says the config or its second copy is to be written again (MendConfig).
 	mendConfig bool
 	// mendKeys says a key object or a copy is to be written again or removed (MendKeys).
 	mendKeys bool
+	// mendMeta are the metadata objects whose second copy (or themselves) repair writes
+	// again (MendMeta).
+	mendMeta []string
+	// lostMeta are the metadata objects that are damaged with no copy that stands in.
+	lostMeta []string
+	// missingMeta are the metadata objects missing while their second copies are left.
+	missingMeta []string
 }
 
 // sizedEntry is a blob's copy and the size of the pack that holds it.
@@ -163,12 +173,27 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			return nil, err
 		}
 	}
+	// walk counts a backup and walks its block map: every damaged or missing object is listed
+	// with the bytes of each backup it costs, and the walk goes on past it.
+	walk := func(m *Manifest) error {
+		rep.Backups++
+		return r.checkWalk(ctx, m, seen, bad, stored, func(loc Location) { livePacks[loc.Pack] = struct{}{} },
+			func(class string, start, end int64, what string) {
+				rep.Classes[class]++
+				if class != ProblemIndex {
+					rep.Lost[m.ID] = append(rep.Lost[m.ID], [2]int64{start, end})
+				}
+				rep.problem("%s: backup %s: bytes %d-%d: %s", class, m.ID, start, end, what)
+			})
+	}
 	noCopy, oldCopy := 0, 0
+	read := make(map[string]bool, len(ids)) // the backups whose manifests were read
 	for _, id := range ids {
 		mc, err := r.checkManifest(ctx, id)
 		if errors.Is(err, backend.ErrNotFound) {
-			continue
+			continue // deleted since the listing, or lost: then its copy is looked at below
 		}
+		read[id] = true
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				return nil, err
@@ -196,20 +221,29 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			oldCopy++
 			rep.mendManifests = append(rep.mendManifests, id)
 		}
-		rep.Backups++
-		// Every damaged or missing object is listed with the bytes of each backup it costs;
-		// the walk goes on past it.
-		err = r.checkWalk(ctx, m, seen, bad, stored, func(loc Location) { livePacks[loc.Pack] = struct{}{} },
-			func(class string, start, end int64, what string) {
-				rep.Classes[class]++
-				if class != ProblemIndex {
-					rep.Lost[id] = append(rep.Lost[id], [2]int64{start, end})
-				}
-				rep.problem("%s: backup %s: bytes %d-%d: %s", class, id, start, end, what)
-			})
-		if err != nil {
+		if err := walk(m); err != nil {
 			return nil, err
 		}
+	}
+	// A copy whose manifest is missing and whose backup no delete began is a lost manifest's:
+	// the backup's blocks are walked through the copy, and repair stores the manifest again.
+	err = r.EachLostManifest(ctx, read, func(id string, m *Manifest, err error) error {
+		if err != nil {
+			if !errors.Is(err, ErrCorrupt) {
+				return err
+			}
+			rep.Classes[ProblemDamaged]++
+			rep.problem("%s: backup %s: its manifest is missing though no delete of it began, and %v: the backup is lost ('cairn repo repair --forget-damaged' forgets it)", ProblemDamaged, id, err)
+			rep.Lost[id] = [][2]int64{{0, -1}}
+			return nil
+		}
+		rep.Classes[ProblemMissing]++
+		rep.problem("%s: backup %s: its manifest is missing though no delete of it began (removed outside cairn?); its second copy is intact ('cairn repo repair' stores the manifest again from it)", ProblemMissing, id)
+		rep.lostManifests = append(rep.lostManifests, id)
+		return walk(m)
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := r.checkConfig(ctx, rep); err != nil {
 		return nil, err
@@ -253,19 +287,20 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	return rep, nil
 }
 
-// checkMeta reads and verifies every metadata object (volumes, snapshots, quotas, tombstones)
-// and every deletion record:
+// checkMeta reads and verifies every metadata object (volumes, snapshots, quotas, tombstones),
+// with its second copy where its kind has one (checkMetaPairs), and every deletion record:
 // rebuild-index skips a damaged one, so what it held is lost with the index
 // [TestCheckFindsADamagedMetadataObject].
 func (r *Repository) checkMeta(ctx context.Context, rep *CheckReport) error {
-	var keys []string
-	if err := r.be.ListKeys(ctx, metaPrefix, func(key string) error { keys = append(keys, key); return nil }); err != nil {
+	keys, err := r.checkMetaPairs(ctx, rep)
+	if err != nil {
 		return err
 	}
 	for _, key := range keys {
 		if _, err := r.getObject(ctx, key); errors.Is(err, ErrCorrupt) {
 			rep.Classes[ProblemDamaged]++
 			rep.problem("%s: metadata object %v", ProblemDamaged, err)
+			rep.lostMeta = append(rep.lostMeta, key)
 		} else if err != nil && !errors.Is(err, backend.ErrNotFound) {
 			return err
 		}

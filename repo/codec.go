@@ -82,6 +82,14 @@ func (k *keys) encodeBlob(dst, scratch []byte, plain []byte, c Compression, addr
 // ErrCorrupt marks a blob that failed authentication, decompression or address verification.
 var ErrCorrupt = errors.New("checksum mismatch")
 
+// Damage is damage to the repository said in its own words: an object missing, not one that
+// fails its check, so not "checksum mismatch". errors.Is(err, ErrCorrupt) holds for it (the
+// CLI exits 8), and two of the same words are the same error.
+type Damage string
+
+func (d Damage) Error() string        { return string(d) }
+func (d Damage) Is(target error) bool { return target == ErrCorrupt }
+
 // decodeBlob opens, decompresses and verifies one stored blob, appending its plaintext to dst.
 func (k *keys) decodeBlob(dst, scratch, stored []byte, t BlobType, addr Address) ([]byte, []byte, error) {
 	frame, err := k.open(scratch[:0], stored, addr[:])

@@ -110,7 +110,7 @@ var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' fir
 // prefixes the objects are written under.
 var topNames = func() map[string]bool {
 	names := map[string]bool{"config": true, configCopyKey: true}
-	for _, p := range []string{"keys/", keyCopyPrefix, "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix} {
+	for _, p := range []string{"keys/", keyCopyPrefix, "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix, metaCopyPrefix} {
 		names[strings.TrimSuffix(p, "/")] = true
 	}
 	return names
@@ -403,18 +403,25 @@ func openConfigAt(ctx context.Context, be backend.Backend, password, key string)
 		// Only an encrypted repository has key objects. An unencrypted config beside them
 		// replaced an encrypted one's (its MAC is keyed by the key it carries, so anyone can
 		// write one that fits): opened, it would store the next backups in clear.
-		keyObject, err := firstObject(ctx, be, "keys/")
-		if err != nil {
-			return Config{}, nil, "", err
-		}
-		if keyObject != "" {
-			return Config{}, nil, "", damagedConfig(be, key, "it says the repository is not encrypted, but the repository has key object %s: it was replaced", keyObject)
+		// A key object's copy says the same when the key objects are gone too.
+		for _, prefix := range []string{"keys/", keyCopyPrefix} {
+			keyObject, err := firstObject(ctx, be, prefix)
+			if err != nil {
+				return Config{}, nil, "", err
+			}
+			if keyObject != "" {
+				return Config{}, nil, "", damagedConfig(be, key, "it says the repository is not encrypted, but the repository has key object %s: it was replaced", keyObject)
+			}
 		}
 	case EncryptionAES:
 		if password == "" {
 			return Config{}, nil, "", ErrPasswordRequired
 		}
 		master, keyName, err = unlock(ctx, be, password, fits)
+		var km *keyMissingError
+		if errors.As(err, &km) {
+			km.lock = cfg.ObjectLock // for RestoreKey's store of the key object
+		}
 		if err != nil {
 			return Config{}, nil, "", err
 		}
@@ -528,6 +535,9 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 			return nil, "", fmt.Errorf("list keys: %w", err)
 		}
 		if len(names) == 0 {
+			if err := missingKey(ctx, be, password, fits); err != nil {
+				return nil, "", err
+			}
 			return nil, "", fmt.Errorf("%s: encrypted repository has no key objects", be.Location())
 		}
 		damaged = damaged[:0]
@@ -563,10 +573,70 @@ func unlock(ctx context.Context, be backend.Backend, password string, fits func(
 			break
 		}
 	}
+	if err := missingKey(ctx, be, password, fits); err != nil {
+		return nil, "", err
+	}
 	if len(damaged) > 0 {
 		return nil, "", fmt.Errorf("%s: %w: key object %s is damaged (its checksum does not match) and no other key opens with this passphrase: restore the key object from a copy", be.Location(), ErrCorrupt, damaged[0])
 	}
 	return nil, "", fmt.Errorf("%w: no key of %s opens with it", ErrWrongPassword, be.Location())
+}
+
+// ErrKeyObjectMissing marks a passphrase that opens no key object while the second copy of a
+// missing key object opens with it (docs/design.md, "A key object lost, its copy left"). It is
+// damage: errors.Is(err, ErrCorrupt) holds for its errors too.
+var ErrKeyObjectMissing = errors.New("the key object this passphrase opens is missing")
+
+// keyMissingError is ErrKeyObjectMissing's error: name is the missing key object, lock the
+// repository's object lock setting (for RestoreKey).
+type keyMissingError struct {
+	location, name string
+	lock           *ObjectLock
+}
+
+func (e *keyMissingError) Error() string {
+	return fmt.Sprintf("%s: %v: %s is its intact second copy, and 'cairn repo key restore' writes it again from it (unless the key was removed on purpose by a cairn from before 2026-12-07: then remove the copy with 'cairn repo key remove %s' under another key)",
+		e.location, ErrKeyObjectMissing, keyCopyName(e.name), keyID(e.name))
+}
+
+func (e *keyMissingError) Is(target error) bool {
+	return target == ErrKeyObjectMissing || target == ErrCorrupt
+}
+
+// missingKey looks, for a passphrase that opened no key object, for the second copy of a
+// missing key object that opens with it and fits the config: the error says so, and what
+// restores it. It is nil when there is none. Nothing opens through such a copy.
+func missingKey(ctx context.Context, be backend.Backend, password string, fits func(master []byte) bool) error {
+	name, err := keyWithoutObject(ctx, be, password, fits)
+	if err != nil || name == "" {
+		return err
+	}
+	return &keyMissingError{location: be.Location(), name: name}
+}
+
+// keyWithoutObject returns the name of the missing key object whose second copy is stored,
+// intact, and opens with password to a master key that fits; "" when there is none.
+func keyWithoutObject(ctx context.Context, be backend.Backend, password string, fits func(master []byte) bool) (string, error) {
+	var copies []string
+	if err := be.ListKeys(ctx, keyCopyPrefix, func(key string) error { copies = append(copies, key); return nil }); err != nil {
+		return "", fmt.Errorf("list %s: %w", keyCopyPrefix, err)
+	}
+	for _, c := range copies {
+		name := "keys/" + strings.TrimPrefix(c, keyCopyPrefix)
+		if _, err := be.Stat(ctx, name); err == nil {
+			continue
+		} else if !errors.Is(err, backend.ErrNotFound) {
+			return "", err
+		}
+		kf, err := readKeyFile(ctx, be, c)
+		if err != nil {
+			continue // damaged, or removed since the listing
+		}
+		if master, err := kf.unwrap(password); err == nil && fits(master) {
+			return name, nil
+		}
+	}
+	return "", nil
 }
 
 // checkConfig reports the config that did not open (its copy stood in: a problem), and a copy

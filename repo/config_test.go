@@ -57,6 +57,28 @@ func TestEncryptedConfigReplacedByAnUnencryptedOneIsRefused(t *testing.T) {
 			t.Errorf("passphrase %q: a forged unencrypted config of an encrypted repository opened", pw)
 		}
 	}
+	// The key objects removed too: their second copies tell.
+	saved := map[string][]byte{}
+	if err := be.ListKeys(ctx, "keys/", func(key string) error {
+		b, err := getAll(ctx, be, key)
+		saved[key] = b
+		return err
+	}); err != nil || len(saved) == 0 {
+		t.Fatalf("key objects: %v, %v", saved, err)
+	}
+	for key := range saved {
+		if err := be.Delete(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := readConfig(ctx, be, ""); err == nil || !strings.Contains(err.Error(), "it was replaced") {
+		t.Errorf("a forged unencrypted config, the key objects removed but their copies left: %v; want it refused as replaced", err)
+	}
+	for key, b := range saved {
+		if err := be.Put(ctx, key, b); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// An encrypted init that stopped before its config leaves a key object: an unencrypted
 	// init there is refused (it could not be opened), an encrypted one works.
 	if err := be.Delete(ctx, "config"); err != nil {

@@ -516,13 +516,15 @@ func (u *packUsage) sizeOr(r *Repository, id PackID) int64 {
 	return 0
 }
 
-// mark adds to live every blob reachable from every manifest in the backend. A manifest or
-// block map that cannot be read stops gc: what it needs is unknown, so nothing may be deleted.
+// mark adds to live every blob reachable from every manifest in the backend, and from the
+// copy of every lost manifest (docs/design.md, "A manifest lost, its copy left"). A manifest
+// or block map that cannot be read stops gc: what it needs is unknown, so nothing may be
+// deleted.
 //
 // Memory: the tree nodes walked are remembered exactly (so that a subtree many backups share
 // is walked once); there is one for every LeafFanout data blocks at most. Data blob addresses
-// go only to live, which spills to disk past its buffer. It returns the backups whose
-// manifests its listing named.
+// go only to live, which spills to disk past its buffer. It returns the backups it marked
+// through: those whose manifests it read, and those whose lost manifests' copies it read.
 func (r *Repository) mark(ctx context.Context, st *GCStats, live *markSet) (map[string]bool, error) {
 	var ids []string
 	if err := r.ListManifests(ctx, func(id string) error { ids = append(ids, id); return nil }); err != nil {
@@ -530,30 +532,47 @@ func (r *Repository) mark(ctx context.Context, st *GCStats, live *markSet) (map[
 	}
 	sort.Strings(ids)
 	trees := map[Address]struct{}{}
-	for _, id := range ids {
-		m, err := r.GetManifest(ctx, id)
-		if errors.Is(err, backend.ErrNotFound) {
-			continue // deleted since the listing (a delete needs no exclusive lock)
-		}
+	read := make(map[string]bool, len(ids))
+	// markFrom walks backup id's block map from m (read with err); a backup that cannot be
+	// read stops gc.
+	markFrom := func(id, what string, m *Manifest, err error) error {
 		if err == nil {
 			err = r.walkTrees(ctx, m.Root, m.RootLevel, trees, live.add)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, ctx.Err()
+				return ctx.Err()
 			}
 			if errors.Is(err, errMarkSet) {
-				return nil, err
+				return err
 			}
-			return nil, fmt.Errorf("gc: backup %s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, ErrUnreadableBackup, err)
+			return fmt.Errorf("gc: backup %s%s: %w (%w); nothing was deleted: run 'cairn repo check' to see the damage", id, what, ErrUnreadableBackup, err)
 		}
+		read[id] = true
 		st.Backups++
+		return nil
 	}
-	listed := make(map[string]bool, len(ids))
 	for _, id := range ids {
-		listed[id] = true
+		m, err := r.GetManifest(ctx, id)
+		if errors.Is(err, backend.ErrNotFound) {
+			// Deleted since the listing (a delete needs no exclusive lock), or lost: then
+			// its copy is marked from below.
+			continue
+		}
+		if err := markFrom(id, "", m, err); err != nil {
+			return nil, err
+		}
 	}
-	return listed, live.finish()
+	err := r.EachLostManifest(ctx, read, func(id string, m *Manifest, err error) error {
+		if err == nil {
+			r.logf("gc: backup %s: its manifest is lost; its blocks are kept through its second copy ('cairn repo repair' stores the manifest again)", id)
+		}
+		return markFrom(id, " (its manifest lost, read through its second copy)", m, err)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return read, live.finish()
 }
 
 // packEntries returns a pack's blob list from its index object, or its trailer.

@@ -105,10 +105,13 @@ func TestGCReclaimsOnlyWhatNoManifestReaches(t *testing.T) {
 }
 
 // deletesAfterListing is another process deleting a backup between gc's listing of
-// manifests/ and its reads: its ListKeys lists, then deletes the manifest of victim.
+// manifests/ and its reads: its ListKeys lists, then deletes victim through other (a delete:
+// tombstone, manifest, copy), or, with other nil, removes its manifest alone, as a hand or a
+// lifecycle rule would.
 type deletesAfterListing struct {
 	backend.Backend
 	victim string
+	other  *repo.Repository
 }
 
 func (d *deletesAfterListing) ListKeys(ctx context.Context, prefix string, fn func(string) error) error {
@@ -116,31 +119,64 @@ func (d *deletesAfterListing) ListKeys(ctx context.Context, prefix string, fn fu
 		return err
 	}
 	if prefix == "manifests/" && d.victim != "" {
-		return d.Backend.Delete(ctx, "manifests/"+d.victim)
+		victim := d.victim
+		d.victim = ""
+		if d.other != nil {
+			return d.other.DeleteManifest(ctx, victim)
+		}
+		return d.Backend.Delete(ctx, "manifests/"+victim)
 	}
 	return nil
 }
 
 // A manifest listed but deleted before gc reads it is skipped, as its delete meant: gc
-// reclaims what only it reached, and every other backup stays whole.
+// reclaims what only it reached, and every other backup stays whole. One that vanished
+// without a delete (no tombstone) is a lost manifest: gc marks through its copy and reclaims
+// nothing of it, and repair stores it again (docs/design.md, "A manifest lost, its copy
+// left"). Before, gc took it for deleted and reclaimed its data.
 func TestGCSkipsAManifestDeletedAfterItsListing(t *testing.T) {
-	f := newFixture(t, repo.InitOptions{})
-	a := &memSource{data: randomVolume(21, 4<<20)}
-	ma := f.backup(t, "a", a, nil)
-	b := &memSource{data: randomVolume(22, 4<<20)}
-	mb := f.backup(t, "b", b, nil)
-	be, err := local.Open(filepath.Join(f.dir, "repo"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := fixtureOn(t, &deletesAfterListing{Backend: be, victim: ma.ID}, f.dir, "index-g", repo.Options{})
-	st := g.gc(t)
-	if st.Backups != 1 || st.BytesFreed == 0 {
-		t.Fatalf("gc with a's manifest deleted after its listing: %+v, want 1 backup marked and a's data freed", st)
-	}
-	f.mustCheck(t)
-	if got := f.restore(t, mb); !bytes.Equal(got, b.data) {
-		t.Fatal("b differs after gc")
+	for _, deleted := range []bool{true, false} {
+		t.Run(map[bool]string{true: "deleted", false: "lost"}[deleted], func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{})
+			a := &memSource{data: randomVolume(21, 4<<20)}
+			ma := f.backup(t, "a", a, nil)
+			b := &memSource{data: randomVolume(22, 4<<20)}
+			mb := f.backup(t, "b", b, nil)
+			be, err := local.Open(filepath.Join(f.dir, "repo"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := &deletesAfterListing{Backend: be, victim: ma.ID}
+			if deleted {
+				d.other = f.peer(t, "other", repo.LockOptions{}).r
+			}
+			g := fixtureOn(t, d, f.dir, "index-g", repo.Options{})
+			st := g.gc(t)
+			if deleted {
+				if st.Backups != 1 || st.BytesFreed == 0 {
+					t.Fatalf("gc with a deleted after its listing: %+v, want 1 backup marked and a's data freed", st)
+				}
+				f.mustCheck(t)
+			} else {
+				if st.Backups != 2 || st.BytesFreed != 0 {
+					t.Fatalf("gc with a's manifest lost after its listing: %+v, want it marked through its copy and nothing freed", st)
+				}
+				rep, err := f.r.Check(context.Background(), repo.CheckOptions{ReadData: true})
+				if err != nil || len(rep.Problems) != 1 || len(rep.Lost) != 0 {
+					t.Fatalf("check: %v %+v; want the lost manifest reported, nothing lost", err, rep)
+				}
+				if n, err := f.r.MendManifests(context.Background(), rep); err != nil || n.Lost != 1 {
+					t.Fatalf("mend: %+v, %v", n, err)
+				}
+				f.mustCheck(t)
+				if got := f.restore(t, ma); !bytes.Equal(got, a.data) {
+					t.Fatal("a differs after gc and repair")
+				}
+			}
+			if got := f.restore(t, mb); !bytes.Equal(got, b.data) {
+				t.Fatal("b differs after gc")
+			}
+		})
 	}
 }
 

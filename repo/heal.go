@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -217,20 +218,33 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		return nil, err
 	}
 	defer lk.Unlock()
-	// The highest first: its rebuild rebuilds the lost nodes below it too.
+	// The highest first: its rebuild rebuilds the lost nodes below it too. Lost nodes at one
+	// place (level, first leaf, geometry) are built once: the roots of several backups of one
+	// volume read it once, not once each.
 	addrs := make([]Address, 0, len(lost))
 	for a := range lost {
 		addrs = append(addrs, a)
 	}
 	slices.SortFunc(addrs, func(a, b Address) int { return cmp.Compare(lost[b].Level, lost[a].Level) })
+	var places []LostNode
+	atPlace := map[LostNode][]Address{}
+	for _, a := range addrs {
+		ln := lost[a]
+		if ln.BlockSize != r.cfg.BlockSize || ln.Level < 0 {
+			continue // of a block size this cannot build
+		}
+		if _, ok := atPlace[ln]; !ok {
+			places = append(places, ln)
+		}
+		atPlace[ln] = append(atPlace[ln], a)
+	}
 	h := &healStore{r: r, lk: lk}
 	var scratch []byte
 	buf := make([]byte, r.cfg.BlockSize)
 	stored := r.storedIn(ctx)
-	for _, a := range addrs {
-		ln, ok := lost[a]
-		if !ok || ln.BlockSize != r.cfg.BlockSize || ln.Level < 0 {
-			continue // healed with a node above it, or of a block size this cannot build
+	for _, ln := range places {
+		if !slices.ContainsFunc(atPlace[ln], func(a Address) bool { _, ok := lost[a]; return ok }) {
+			continue // healed by a build above
 		}
 		g := newGeometry(ln.Size, ln.BlockSize)
 		under := int64(1)
@@ -243,29 +257,35 @@ func (r *Repository) HealNodes(ctx context.Context, src Source, lost map[Address
 		if ln.Level > 0 && src.Size() != ln.Size {
 			continue // not the backup's volume, or resized since: not worth reading it all
 		}
-		built := map[Address][]byte{} // the nodes to store (lost, or lost below it), as built
-		var builtBytes int
-		var below []Address // data blocks below that the index lacks or marks damaged
+		// A built node whose address is a lost one is that node (the address is the keyed
+		// hash of its content), wherever the build met it: stored whatever the top. What is
+		// below and unknown to the index is stored only below a top that matched.
+		found := map[Address][]byte{}
+		below := map[Address][]byte{}
+		var belowBytes int
+		var belowData []Address
 		got, err := r.buildNode(ctx, src, g, ln.Level, ln.FirstLeaf, buf, func(t BlobType, n Address, enc []byte) {
 			_, isLost := lost[n]
 			switch {
-			case t == BlobTree && (isLost || builtBytes < healBelowBytes && !stored(n)):
-				built[n] = enc
-				builtBytes += len(enc)
-			case t == BlobData && len(below) < healBelowBlocks && !stored(n):
-				below = append(below, n)
+			case t == BlobTree && isLost:
+				found[n] = enc
+			case t == BlobTree && belowBytes < healBelowBytes && !stored(n):
+				below[n] = enc
+				belowBytes += len(enc)
+			case t == BlobData && len(belowData) < healBelowBlocks && !stored(n):
+				belowData = append(belowData, n)
 			}
 		})
 		if err != nil {
 			return h.healed, err
 		}
-		if got != a {
-			continue // the volume changed since: not this node
+		if slices.Contains(atPlace[ln], got) {
+			maps.Copy(found, below)
+			for _, d := range belowData {
+				lostData[d] = struct{}{}
+			}
 		}
-		for _, d := range below {
-			lostData[d] = struct{}{}
-		}
-		for n, enc := range built {
+		for n, enc := range found {
 			var sealed []byte
 			sealed, scratch = r.keys.encodeBlob(nil, scratch, enc, r.cfg.Compression, n)
 			h.add(BlobTree, n, sealed, len(enc))

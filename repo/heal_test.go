@@ -177,3 +177,68 @@ func TestGCAfterRepairForgotALostNodeDeletesNothing(t *testing.T) {
 		t.Fatal("the backup does not restore after the heal and gc")
 	}
 }
+
+// Lost block map nodes at one place of one geometry (the roots of two backups of one volume,
+// damaged at once as when the pack holding them goes) are built once from a volume, not once
+// each: HealNodes reads the volume once and stores the root the volume still builds. And a
+// lost node a build meets below a top the volume no longer builds (a leaf a changed volume
+// still holds) is stored all the same, its address saying it is that node, without a read of
+// its own. Before, HealNodes read the whole volume once per lost root, and again for the leaf.
+func TestHealNodesBuildsEachPlaceOnce(t *testing.T) {
+	for _, c := range []string{"two roots", "a leaf under a changed root"} {
+		t.Run(c, func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+			ctx := context.Background()
+			const leaf = repo.LeafFanout * 16 << 10
+			old := randomVolume(42, 3*leaf)
+			a := f.backup(t, "a", &memSource{data: old}, nil)
+			now := bytes.Clone(old)
+			now[len(now)-1] ^= 1 // the last leaf, so the root, differ; the first leaf is shared
+			b := f.backup(t, "b", &memSource{data: now}, nil)
+			if a.Root == b.Root || a.RootLevel != 1 {
+				t.Fatalf("roots %v and %v at level %d: want two roots at level 1", a.Root, b.Root, a.RootLevel)
+			}
+			leafLoc := leafOf(t, f, a) // before a's root is damaged
+			damaged := []repo.Address{a.Root, b.Root}
+			if c != "two roots" {
+				damaged = damaged[:1]
+				f.damage(t, leafLoc) // b's root still reaches it: the check sees it lost
+			}
+			for _, root := range damaged {
+				loc, ok, err := f.idx.Lookup(root)
+				if err != nil || !ok {
+					t.Fatalf("a root is not indexed: %v %v", ok, err)
+				}
+				f.damage(t, loc)
+			}
+			rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			lost := rep.LostNodes()
+			if _, ok := lost[a.Root]; !ok || len(lost) != 2 {
+				t.Fatalf("lost nodes %+v, want a's root and one more", lost)
+			}
+			src := &countingSource{memSource: &memSource{data: now}}
+			if _, err := f.r.HealNodes(ctx, src, lost, rep.LostData()); err != nil {
+				t.Fatal(err)
+			}
+			if src.read.Load() > int64(len(now)) {
+				t.Errorf("HealNodes read %d bytes of a %d-byte volume: want one read of it", src.read.Load(), len(now))
+			}
+			if _, ok := lost[a.Root]; !ok || len(lost) != 1 {
+				t.Fatalf("left lost %+v: want a's root alone (the volume changed since a)", lost)
+			}
+			if got := f.restore(t, b); !bytes.Equal(got, now) {
+				t.Fatal("b does not restore after the heal")
+			}
+			rep, err = f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := rep.LostNodes()[a.Root]; !ok || len(rep.LostNodes()) != 1 {
+				t.Fatalf("lost after the heal: %+v, want a's root alone", rep.LostNodes())
+			}
+		})
+	}
+}

@@ -173,15 +173,21 @@ func (kr *Keyring) List(ctx context.Context) ([]KeyInfo, error) {
 		case err != nil:
 			return nil, err
 		}
-		m, err := kr.meta(ctx, name)
-		switch {
-		case errors.Is(err, backend.ErrNotFound):
-		case errors.Is(err, ErrCorrupt):
-			ki.Problem = cmp.Or(ki.Problem, "damaged info object (who added the key, and when, is unknown)")
-		case err != nil:
+		if err := kr.withMeta(ctx, &ki); err != nil {
 			return nil, err
-		default:
-			ki.Label, ki.Host, ki.User, ki.Created = m.Label, m.Host, m.User, m.Created
+		}
+		out = append(out, ki)
+	}
+	// A copy whose key object is missing lists too, so that it can be named to key remove:
+	// repair no longer removes it (docs/design.md, "A key object lost, its copy left").
+	missing, err := kr.copiesWithoutKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range missing {
+		ki := KeyInfo{ID: id, Problem: "key object missing, its second copy stored: 'cairn repo key restore' with its passphrase, or 'cairn repo key remove'"}
+		if err := kr.withMeta(ctx, &ki); err != nil {
+			return nil, err
 		}
 		out = append(out, ki)
 	}
@@ -189,6 +195,21 @@ func (kr *Keyring) List(ctx context.Context) ([]KeyInfo, error) {
 		return cmp.Or(a.Created.Compare(b.Created), strings.Compare(a.ID, b.ID))
 	})
 	return out, nil
+}
+
+// withMeta fills in who added key ki, and when, from its info object.
+func (kr *Keyring) withMeta(ctx context.Context, ki *KeyInfo) error {
+	m, err := kr.meta(ctx, "keys/"+ki.ID)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+	case errors.Is(err, ErrCorrupt):
+		ki.Problem = cmp.Or(ki.Problem, "damaged info object (who added the key, and when, is unknown)")
+	case err != nil:
+		return err
+	default:
+		ki.Label, ki.Host, ki.User, ki.Created = m.Label, m.Host, m.User, m.Created
+	}
+	return nil
 }
 
 // meta reads and verifies the info object of key object name.
@@ -314,6 +335,82 @@ func (kr *Keyring) removeKey(ctx context.Context, name string) error {
 	return nil
 }
 
+// RestoreKey writes again, from its second copy, the missing key object that password opens
+// (docs/design.md, "A key object lost, its copy left"), and returns its id. It works on a
+// repository no key object opens: the keys claim is taken with the master key the copy
+// unwraps, and under it the key object is looked for again and the copy read again (the same
+// bytes) before the store. It then opens the repository with password, to prove the restored key opens it.
+func RestoreKey(ctx context.Context, be backend.Backend, password string, o LockOptions) (string, error) {
+	cfg, _, name, err := openConfig(ctx, be, password)
+	if err == nil && cfg.Encryption != EncryptionAES {
+		return "", fmt.Errorf("%s: %w", be.Location(), ErrNotEncrypted)
+	}
+	if err == nil {
+		return "", fmt.Errorf("%w (%s): nothing to restore", ErrKeyExists, keyID(name))
+	}
+	var km *keyMissingError
+	if !errors.As(err, &km) {
+		return "", err
+	}
+	name = km.name
+	first, err := getAll(ctx, be, keyCopyName(name))
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", keyCopyName(name), err)
+	}
+	kf, err := parseKeyFile(keyCopyName(name), first)
+	if err != nil {
+		return "", err
+	}
+	master, err := kf.unwrap(password)
+	if err != nil {
+		return "", err
+	}
+	k, err := deriveKeys(master, true)
+	if err != nil {
+		return "", err
+	}
+	// In an object-locked repository the key object is locked as every other one.
+	rt, err := useRetention(ctx, be, km.lock, false)
+	if err != nil {
+		return "", err
+	}
+	l := newLocker(be, k, o)
+	l.retain = rt
+	lk, err := l.claimWithin(ctx, keysClaim, cmp.Or(o.Wait, DefaultLockWait))
+	if errors.Is(err, ErrLocked) {
+		return "", fmt.Errorf("another passwd or key command is running: %w", err)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer lk.Unlock()
+	// Under the claim no key command runs: the copy is still the missing key's, unless a
+	// key remove came between the look above and the claim.
+	if _, err := be.Stat(ctx, name); err == nil {
+		return keyID(name), nil // written again meanwhile
+	} else if !errors.Is(err, backend.ErrNotFound) {
+		return "", err
+	}
+	raw, err := getAll(ctx, be, keyCopyName(name))
+	if errors.Is(err, backend.ErrNotFound) || err == nil && !bytes.Equal(raw, first) {
+		return "", fmt.Errorf("%w: the copy of key %s was removed or replaced meanwhile (by a key command)", ErrKeyGone, keyID(name))
+	}
+	if err != nil {
+		return "", err
+	}
+	if err := lk.Confirm(ctx); err != nil {
+		return "", err
+	}
+	if err := be.Put(ctx, name, raw); err != nil {
+		return "", fmt.Errorf("write key %s again: %w", keyID(name), err)
+	}
+	lk.Unlock()
+	if _, _, _, err := openConfig(ctx, be, password); err != nil {
+		return "", fmt.Errorf("key %s was written again from its copy, but the repository still does not open with this passphrase: %w", keyID(name), err)
+	}
+	return keyID(name), nil
+}
+
 // Remove removes the key object id (or the one whose id starts with id, at least 4
 // characters), with its info, and returns what it was. It refuses the key this keyring
 // opened with (ErrOwnKey): that is what keeps a key that opens the repository.
@@ -350,6 +447,27 @@ func (kr *Keyring) Remove(ctx context.Context, id string) (KeyInfo, error) {
 		return KeyInfo{}, err
 	}
 	return ki, nil
+}
+
+// copiesWithoutKeys returns the ids of the key objects that are missing while their second
+// copies are stored.
+func (kr *Keyring) copiesWithoutKeys(ctx context.Context) ([]string, error) {
+	var ids []string
+	if err := kr.be.ListKeys(ctx, keyCopyPrefix, func(key string) error {
+		ids = append(ids, strings.TrimPrefix(key, keyCopyPrefix))
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("list %s: %w", keyCopyPrefix, err)
+	}
+	var out []string
+	for _, id := range ids {
+		if _, err := kr.be.Stat(ctx, "keys/"+id); errors.Is(err, backend.ErrNotFound) {
+			out = append(out, id)
+		} else if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // ChangePassword wraps the master key with a new passphrase and removes every key object of
@@ -472,6 +590,7 @@ func (r *Repository) checkKeys(ctx context.Context, rep *CheckReport) error {
 		switch {
 		case p.keyGone:
 			orphans++
+			continue // kept: it may be the last wrapping of a working passphrase
 		case !p.keyOK && p.copyOK:
 			rep.Classes[ProblemDamaged]++
 			rep.problem("%s: key object %s is damaged (its checksum does not match); its second copy is intact ('cairn repo repair' writes it again from it)", ProblemDamaged, id)
@@ -493,7 +612,7 @@ func (r *Repository) checkKeys(ctx context.Context, rep *CheckReport) error {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("%d key objects have no second copy (added by an earlier cairn; 'cairn repo repair' stores them)", noCopy))
 	}
 	if orphans > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d copies of removed keys are left (by an earlier cairn's key removal): they open nothing, but each wraps the master key under a removed passphrase; 'cairn repo repair' removes them", orphans))
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d key objects are missing while their second copies are stored: a key removed by a cairn from before 2026-12-07 leaves one, and so does a key object removed outside cairn. Such a copy opens nothing; if its passphrase should still open the repository, 'cairn repo key restore' with it writes the key object again, else 'cairn repo key remove ID' removes the copy ('cairn repo key list' shows the ids)", orphans))
 	}
 	return nil
 }
@@ -522,7 +641,7 @@ func (r *Repository) MendKeys(ctx context.Context, rep *CheckReport, wait time.D
 		}
 		switch {
 		case p.keyGone:
-			err = r.be.Delete(ctx, keyCopyName(p.name))
+			continue // never written again by repair: 'repo key restore' needs its passphrase
 		case !p.keyOK && p.copyOK:
 			err = r.be.Put(ctx, p.name, p.copy)
 		case p.keyOK && (!p.copied || !bytes.Equal(p.key, p.copy)):

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/hex"
 	"encoding/json"
@@ -316,17 +317,26 @@ func (r *Repository) checkManifest(ctx context.Context, id string) (*manifestChe
 	return mc, nil
 }
 
+// ManifestsMended counts what MendManifests wrote: damaged manifests written again from
+// their copies, lost manifests stored again from their copies, and copies written again from
+// their manifests.
+type ManifestsMended struct {
+	Damaged, Lost, Copies int
+}
+
 // MendManifests writes again, from the other, each manifest or second copy the check found
 // damaged, missing or stale: a damaged manifest from its intact copy as a rewrite (a delete
-// that came meanwhile wins), a copy from its manifest. It returns how many manifests and how
-// many copies it wrote.
-func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (manifests, copies int, err error) {
-	if len(rep.mendManifests) == 0 {
-		return 0, 0, nil
+// that came meanwhile wins), a copy from its manifest. A lost manifest (its copy stored, no
+// delete begun) is stored again from its copy as a rewrite too, once it is still missing and
+// still not deleted.
+func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (ManifestsMended, error) {
+	var n ManifestsMended
+	if len(rep.mendManifests)+len(rep.lostManifests) == 0 {
+		return n, nil
 	}
 	lk, err := r.Lock(ctx, LockShared, "repair manifests")
 	if err != nil {
-		return 0, 0, err
+		return n, err
 	}
 	defer lk.Unlock()
 	for _, id := range rep.mendManifests {
@@ -335,7 +345,7 @@ func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (manif
 			continue // deleted since the check
 		}
 		if err != nil {
-			return manifests, copies, err
+			return n, err
 		}
 		switch {
 		case mc.damaged != nil:
@@ -344,21 +354,55 @@ func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (manif
 				continue
 			}
 			if err == nil {
-				manifests++
+				n.Damaged++
 			}
 		case mc.copyDamaged != nil || mc.noCopy || mc.oldCopy:
 			if err = lk.Check(); err == nil {
 				err = r.putManifestCopy(ctx, id, mc.plain)
 			}
 			if err == nil {
-				copies++
+				n.Copies++
 			}
 		}
 		if err != nil {
-			return manifests, copies, fmt.Errorf("repair the manifest of backup %s: %w", id, err)
+			return n, fmt.Errorf("repair the manifest of backup %s: %w", id, err)
 		}
 	}
-	return manifests, copies, nil
+	for _, id := range rep.lostManifests {
+		stored, err := r.restoreLostManifest(ctx, lk, id)
+		if err != nil {
+			return n, fmt.Errorf("store the lost manifest of backup %s again: %w", id, err)
+		}
+		if stored {
+			n.Lost++
+		}
+	}
+	return n, nil
+}
+
+// restoreLostManifest stores a lost manifest again from its copy, as a rewrite: first it looks
+// again for the manifest (stored since the check: nothing to do), then for the tombstone (a
+// delete began: nothing to do); RewriteManifest looks for the tombstone after its store, so a
+// delete that comes meanwhile wins (docs/design.md, "A manifest lost, its copy left").
+func (r *Repository) restoreLostManifest(ctx context.Context, lk *Lock, id string) (bool, error) {
+	if lost, err := r.manifestLost(ctx, id); err != nil || !lost {
+		return false, err
+	}
+	m, _, err := r.getManifestCopy(ctx, id)
+	if errors.Is(err, backend.ErrNotFound) || errors.Is(err, ErrCorrupt) {
+		return false, nil // its delete finished since, or the copy was damaged since: repair's check after says so
+	}
+	if err != nil {
+		return false, err
+	}
+	err = r.RewriteManifest(ctx, lk, m)
+	if errors.Is(err, ErrManifestDeleted) {
+		return false, nil
+	}
+	if err == nil {
+		r.logf("backup %s: its lost manifest stored again from its second copy", id)
+	}
+	return err == nil, err
 }
 
 // decodeManifest opens sealed, stored under key (the manifest's or its copy's), and parses it
@@ -462,11 +506,7 @@ func (r *Repository) RewriteManifest(ctx context.Context, lk *Lock, m *Manifest)
 // stored with one is a delete that did not finish (a crash, a failing store), not a backup to
 // adopt or to record available.
 func (r *Repository) Deleted(ctx context.Context, id string) (bool, error) {
-	_, err := r.be.Stat(ctx, metaKey(metaTombstones, id))
-	if errors.Is(err, backend.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	return r.exists(ctx, metaKey(metaTombstones, id))
 }
 
 // ListDeleted calls fn with the id of every backup whose delete began (its tombstone is
@@ -543,18 +583,26 @@ func (r *Repository) pruneTombstones(ctx context.Context, lk *Lock, logf func(st
 			}
 			continue
 		}
-		err = r.be.Delete(ctx, key)
+		// The copy goes first: a copy without its manifest and without a tombstone is a lost
+		// manifest's, which gc keeps and repair stores again (invariant T, docs/design.md, "A
+		// manifest lost, its copy left") [TestAnOldTombstoneGoesOnlyAfterItsCopy].
+		if err = r.be.Delete(ctx, manifestCopyKey(id)); err != nil {
+			break
+		}
+		err = r.deleteMetaKey(ctx, key)
 	}
 	if err != nil {
 		logf("old tombstones not removed: %v", err)
 	}
 }
 
-// pruneManifestCopies removes the second copies whose manifests are gone: left by a delete
-// that stopped between the two, or by a gateway of an earlier cairn. have are the backups
-// whose manifests gc's mark listed. Nothing reads a copy without its manifest, and each
-// manifest is looked for again just before its copy goes (docs/design.md, "A manifest's second
-// copy"). It runs under gc's exclusive lock; a failure is logged, not gc's.
+// pruneManifestCopies removes the second copies of deleted backups: left by a delete that
+// stopped between the manifest and the copy, or by a gateway of an earlier cairn. have are the
+// backups gc's mark marked through (their manifests, or their lost manifests' copies).
+// Nothing reads a copy without its manifest; each manifest is looked for again just before
+// its copy goes, and so is the backup's tombstone: a copy without one is a lost manifest's,
+// which stays (docs/design.md, "A manifest's second copy" and "A manifest lost, its copy
+// left"). It runs under gc's exclusive lock; a failure is logged, not gc's.
 func (r *Repository) pruneManifestCopies(ctx context.Context, lk *Lock, have map[string]bool, logf func(string, ...any)) {
 	var orphans []string
 	err := r.be.ListKeys(ctx, manifestCopyPrefix, func(key string) error {
@@ -568,9 +616,12 @@ func (r *Repository) pruneManifestCopies(ctx context.Context, lk *Lock, have map
 		if err != nil {
 			break
 		}
-		var has bool
+		var has, deleted bool
 		if id := strings.TrimPrefix(key, manifestCopyPrefix); validID(id) {
 			if has, err = r.HasManifest(ctx, id); err != nil || has {
+				continue
+			}
+			if deleted, err = r.Deleted(ctx, id); err != nil || !deleted {
 				continue
 			}
 		}
@@ -589,6 +640,84 @@ func (r *Repository) pruneManifestCopies(ctx context.Context, lk *Lock, have map
 	}
 }
 
+// EachLostManifest calls fn with each backup whose manifest is lost, and its copy as read (the
+// manifest, or the copy's damage). A manifest is lost when its second copy is stored, it is
+// not, and no delete of the backup began (its tombstone is not stored). listed are the backups
+// whose manifests the caller listed (and read) before; the copies are listed after, and each
+// other copy's manifest is looked for before its tombstone, so neither a commit nor a delete
+// that lands meanwhile is taken for a loss (docs/design.md, "A manifest lost, its copy left").
+// A copy gone by its read is skipped (its delete finished).
+func (r *Repository) EachLostManifest(ctx context.Context, listed map[string]bool, fn func(id string, m *Manifest, err error) error) error {
+	var unlisted []string
+	if err := r.be.ListKeys(ctx, manifestCopyPrefix, func(key string) error {
+		if id := strings.TrimPrefix(key, manifestCopyPrefix); validID(id) && !listed[id] {
+			unlisted = append(unlisted, id)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	slices.Sort(unlisted)
+	for _, id := range unlisted {
+		if lost, err := r.manifestLost(ctx, id); err != nil || !lost {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		m, _, err := r.getManifestCopy(ctx, id)
+		if errors.Is(err, backend.ErrNotFound) {
+			continue
+		}
+		if err := fn(id, m, err); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// manifestLost reports whether a backup whose manifest's copy was seen stored has a lost
+// manifest: it looks for the manifest, then for the tombstone (the order EachLostManifest
+// needs).
+func (r *Repository) manifestLost(ctx context.Context, id string) (bool, error) {
+	if has, err := r.HasManifest(ctx, id); err != nil || has {
+		return false, err
+	}
+	deleted, err := r.Deleted(ctx, id)
+	return err == nil && !deleted, err
+}
+
+// ErrLostManifest marks a backup whose manifest is lost: missing, though no delete of it
+// began, its second copy still stored (docs/design.md, "A manifest lost, its copy left"). It
+// is damage to the repository: errors.Is(err, ErrCorrupt) holds for it too.
+var ErrLostManifest error = Damage("its manifest is missing though no delete of it began")
+
+// LostManifest tells a lost manifest from a deleted one, for a lookup that found no backup
+// id. When the manifest is lost it returns an error wrapping ErrLostManifest, with the copy's
+// manifest (verified) when the copy is intact, or with the copy's damage and no manifest when
+// the backup is lost whole. It returns backend.ErrNotFound when the backup is not lost
+// (stored, deleted, or never there), and any other error as it is. Reads do not fall back to
+// the copy: the caller says what is wrong and that repair stores it again.
+func (r *Repository) LostManifest(ctx context.Context, id string) (*Manifest, error) {
+	if !validID(id) {
+		return nil, backend.ErrNotFound
+	}
+	if _, err := r.be.Stat(ctx, manifestCopyKey(id)); err != nil {
+		return nil, err
+	}
+	if lost, err := r.manifestLost(ctx, id); err != nil || !lost {
+		return nil, cmp.Or(err, backend.ErrNotFound)
+	}
+	m, _, err := r.getManifestCopy(ctx, id)
+	if errors.Is(err, ErrCorrupt) {
+		return nil, fmt.Errorf("backup %s: %w, and %w", id, ErrLostManifest, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return m, fmt.Errorf("backup %s: %w; its second copy is intact", id, ErrLostManifest)
+}
+
 // ListManifests calls fn with every backup id that has a manifest.
 func (r *Repository) ListManifests(ctx context.Context, fn func(id string) error) error {
 	return r.be.ListKeys(ctx, "manifests/", func(key string) error {
@@ -602,9 +731,5 @@ func (r *Repository) ListManifests(ctx context.Context, fn func(id string) error
 
 // HasManifest reports whether a backup's manifest exists.
 func (r *Repository) HasManifest(ctx context.Context, id string) (bool, error) {
-	_, err := r.be.Stat(ctx, manifestKey(id))
-	if errors.Is(err, backend.ErrNotFound) {
-		return false, nil
-	}
-	return err == nil, err
+	return r.exists(ctx, manifestKey(id))
 }

@@ -57,9 +57,9 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 	}
 	mend := func(rep *repo.CheckReport, wantManifests, wantCopies int) {
 		t.Helper()
-		m, c, err := f.r.MendManifests(ctx, rep)
-		if err != nil || m != wantManifests || c != wantCopies {
-			t.Fatalf("mend: %d manifests, %d copies, %v; want %d, %d", m, c, err, wantManifests, wantCopies)
+		n, err := f.r.MendManifests(ctx, rep)
+		if err != nil || n != (repo.ManifestsMended{Damaged: wantManifests, Copies: wantCopies}) {
+			t.Fatalf("mend: %+v, %v; want %d manifests, %d copies", n, err, wantManifests, wantCopies)
 		}
 	}
 	restores := func(m *repo.Manifest, vol []byte) {
@@ -287,15 +287,7 @@ func TestMendingAManifestLosesToADelete(t *testing.T) {
 	f.backup(t, "a", &memSource{data: randomVolume(74, 1<<20)}, nil)
 	other := f.peer(t, "other", repo.LockOptions{})
 	dir := filepath.Join(f.dir, "repo")
-	path := filepath.Join(dir, "manifests", "a")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw[len(raw)/2] ^= 1
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	f.objectFiles(t).flip("manifests/a")
 	rep, err := f.r.Check(ctx, repo.CheckOptions{})
 	if err != nil || len(rep.Problems) != 1 {
 		t.Fatalf("check: %v %+v", err, rep)
@@ -305,8 +297,8 @@ func TestMendingAManifestLosesToADelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
-	if m, c, err := g.r.MendManifests(ctx, rep); err != nil || m != 0 || c != 0 {
-		t.Fatalf("mend during a delete: %d manifests, %d copies, %v; want nothing stored", m, c, err)
+	if n, err := g.r.MendManifests(ctx, rep); err != nil || n != (repo.ManifestsMended{}) {
+		t.Fatalf("mend during a delete: %+v, %v; want nothing stored", n, err)
 	}
 	for _, sub := range []string{"manifests", "manifest-copies"} {
 		if _, err := os.Stat(filepath.Join(dir, sub, "a")); !errors.Is(err, os.ErrNotExist) {
@@ -339,8 +331,8 @@ func TestACopyStoredAfterADeleteIsNeverReadAndGCRemovesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
-	if m, c, err := g.r.MendManifests(ctx, rep); err != nil || m != 0 || c != 1 {
-		t.Fatalf("mend during a delete: %d manifests, %d copies, %v; want the copy stored", m, c, err)
+	if n, err := g.r.MendManifests(ctx, rep); err != nil || n != (repo.ManifestsMended{Copies: 1}) {
+		t.Fatalf("mend during a delete: %+v, %v; want the copy stored", n, err)
 	}
 	if !files.exists("manifest-copies/a") || files.exists("manifests/a") {
 		t.Fatal("want the copy left without its manifest")
@@ -384,12 +376,31 @@ func (o objectFiles) write(key string, data []byte) {
 	}
 }
 
-// flip changes one bit in the middle of the object.
+// flip changes one bit in the middle of the object, as bit rot does: the file's modification
+// time (the time the store says it wrote the object) is kept.
 func (o objectFiles) flip(key string) {
 	o.t.Helper()
+	at := o.modTime(key)
 	data := o.read(key)
 	data[len(data)/2] ^= 0x10
 	o.write(key, data)
+	o.setModTime(key, at)
+}
+
+func (o objectFiles) modTime(key string) time.Time {
+	o.t.Helper()
+	fi, err := os.Stat(o.path(key))
+	if err != nil {
+		o.t.Fatal(err)
+	}
+	return fi.ModTime()
+}
+
+func (o objectFiles) setModTime(key string, at time.Time) {
+	o.t.Helper()
+	if err := os.Chtimes(o.path(key), at, at); err != nil {
+		o.t.Fatal(err)
+	}
 }
 
 func (o objectFiles) exists(key string) bool {

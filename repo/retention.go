@@ -73,7 +73,7 @@ type retention struct {
 // object-locked repository; their hidden versions are removed once their dates pass. A pack,
 // a deletion record or the config behind a delete marker was hidden by someone else, and is
 // kept for the admin to look at (docs/reliability.md).
-var lockedPrefixesHidden = []string{"manifests/", manifestCopyPrefix, metaPrefix, "keys/", keyCopyPrefix, lockPrefix, indexPrefix, logPrefix}
+var lockedPrefixesHidden = []string{"manifests/", manifestCopyPrefix, metaPrefix, metaCopyPrefix, "keys/", keyCopyPrefix, lockPrefix, indexPrefix, logPrefix}
 
 // useRetention makes be lock what it stores from now on, as the config says. A store that
 // cannot lock is refused, unless nothing will be written (readOnly): then the repository is

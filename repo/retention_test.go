@@ -427,9 +427,12 @@ func TestObjectLockedSweep(t *testing.T) {
 		t.Errorf("meta y came back: %v", err)
 	}
 	for k, kv := range vs {
-		if strings.HasPrefix(k, "meta/") && (len(kv) != 1 || kv[0].DeleteMarker) {
-			t.Errorf("%s: versions %+v after the sweep, want only x's current one", k, kv)
+		if (strings.HasPrefix(k, "meta/") || strings.HasPrefix(k, "meta-copies/")) && (len(kv) != 1 || kv[0].DeleteMarker) {
+			t.Errorf("%s: versions %+v after the sweep, want only x's current one (and its second copy's)", k, kv)
 		}
+	}
+	if xs := metaVersions(vs, "meta-copies/volumes/"); xs != 1 {
+		t.Errorf("second copies of volume records after the sweep: %d, want x's alone", xs)
 	}
 	if got := f.restore(t, ma); !bytes.Equal(got, a.data) {
 		t.Fatal("a differs after gc")
@@ -551,4 +554,15 @@ func TestGCSaysABucketKeepsWhatItDeletes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// metaVersions counts the keys under prefix with a version left.
+func metaVersions(vs map[string][]backend.Version, prefix string) int {
+	n := 0
+	for k, kv := range vs {
+		if strings.HasPrefix(k, prefix) && len(kv) > 0 {
+			n++
+		}
+	}
+	return n
 }

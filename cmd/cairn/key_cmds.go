@@ -78,9 +78,10 @@ func (g *Globals) keyCommand(prompt string) (gateway.Config, string, error) {
 
 // RepoKeyCmd groups the key commands.
 type RepoKeyCmd struct {
-	List   RepoKeyListCmd   `cmd:"" default:"withargs" help:"List the keys: id, label, who added it and when; * marks the one this passphrase opens."`
-	Add    RepoKeyAddCmd    `cmd:"" help:"Add a key: another passphrase that opens the repository."`
-	Remove RepoKeyRemoveCmd `cmd:"" help:"Remove a key (not the one this passphrase opens): its passphrase no longer opens the repository."`
+	List    RepoKeyListCmd    `cmd:"" default:"withargs" help:"List the keys: id, label, who added it and when; * marks the one this passphrase opens."`
+	Add     RepoKeyAddCmd     `cmd:"" help:"Add a key: another passphrase that opens the repository."`
+	Remove  RepoKeyRemoveCmd  `cmd:"" help:"Remove a key (not the one this passphrase opens): its passphrase no longer opens the repository."`
+	Restore RepoKeyRestoreCmd `cmd:"" help:"Write again, from its second copy, the key object this passphrase opens when it is missing (removed outside cairn)."`
 }
 
 // RepoKeyListCmd lists the keys.
@@ -163,5 +164,25 @@ func (c *RepoKeyRemoveCmd) Run(ctx context.Context, g *Globals) error {
 		return writeJSON(g.stdout, k)
 	}
 	fmt.Fprintf(g.stdout, "key %s removed\n", k.ID)
+	return nil
+}
+
+// RepoKeyRestoreCmd writes a missing key object again from its second copy.
+type RepoKeyRestoreCmd struct{}
+
+// Run restores the key object the passphrase opens.
+func (c *RepoKeyRestoreCmd) Run(ctx context.Context, g *Globals) error {
+	cfg, pw, err := g.keyCommand("passphrase: ")
+	if err != nil {
+		return err
+	}
+	id, err := gateway.RestoreKey(ctx, cfg, pw)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return writeJSON(g.stdout, map[string]string{"id": id})
+	}
+	fmt.Fprintf(g.stdout, "key %s written again from its second copy: this passphrase opens the repository again\n", id)
 	return nil
 }

@@ -315,6 +315,14 @@ func (c *PolicyListCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	t := &table{header: []string{"Name", "Project", "Schedule", "Volumes", "Keep", "Last Run", "Result", "Next Run", "Overdue"}}
 	for _, p := range ps {
+		if p.Damaged != "" {
+			result := "damaged"
+			if p.Missing {
+				result = "missing (repo repair --restore-meta)"
+			}
+			t.add(p.Name, "-", "-", "-", "-", "-", result, "-", "-")
+			continue
+		}
 		keep := keepText(p.Keep)
 		if p.PruneOnly {
 			keep += ", prune only"

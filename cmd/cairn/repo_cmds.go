@@ -378,7 +378,8 @@ func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
 // RepoRepairCmd lists damaged backups and forgets the ones the admin names.
 type RepoRepairCmd struct {
 	Forget        []string `help:"Forget this damaged backup (its manifest goes; gc can then run). Repeatable." placeholder:"BACKUP"`
-	ForgetDamaged bool     `help:"Forget every damaged backup."`
+	ForgetDamaged bool     `help:"Forget every damaged backup, remove every lost metadata object (damaged, and its second copy too), and the second copy of every missing one."`
+	RestoreMeta   bool     `help:"Store again, from its intact second copy, every metadata object that is missing (a policy, a volume's settings, a quota removed outside cairn)."`
 }
 
 // Run repairs.
@@ -388,7 +389,7 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		return err
 	}
 	defer g.closeService(s)
-	rep, err := s.Repair(ctx, c.Forget, c.ForgetDamaged)
+	rep, err := s.Repair(ctx, gateway.RepairOptions{Forget: c.Forget, ForgetDamaged: c.ForgetDamaged, RestoreMeta: c.RestoreMeta})
 	if err != nil {
 		return err
 	}
@@ -426,14 +427,21 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 		case "config-copy":
 			fmt.Fprintln(g.stdout, "wrote the config's second copy again (damaged or missing)")
 		}
-		if rep.Keys > 0 {
-			fmt.Fprintf(g.stdout, "mended %d key objects and their second copies\n", rep.Keys)
-		}
-		if rep.Manifests > 0 {
-			fmt.Fprintf(g.stdout, "wrote %d damaged manifests again from their second copies\n", rep.Manifests)
-		}
-		if rep.ManifestCopies > 0 {
-			fmt.Fprintf(g.stdout, "wrote %d second copies of manifests again (damaged, missing or older than the manifest)\n", rep.ManifestCopies)
+		// What repair wrote again from the other copy, one line for each kind of object.
+		for _, l := range []struct {
+			n      int
+			format string
+		}{
+			{rep.Keys, "mended %d key objects and their second copies\n"},
+			{rep.Manifests, "wrote %d damaged manifests again from their second copies\n"},
+			{rep.LostManifests, "stored %d lost manifests again from their second copies (missing, though no delete of their backups began)\n"},
+			{rep.ManifestCopies, "wrote %d second copies of manifests again (damaged, missing or older than the manifest)\n"},
+			{rep.Meta, "wrote %d damaged metadata objects again from their second copies\n"},
+			{rep.MetaCopies, "wrote %d second copies of metadata objects again (damaged, missing, different or older than the object)\n"},
+		} {
+			if l.n > 0 {
+				fmt.Fprintf(g.stdout, l.format, l.n)
+			}
 		}
 		if rep.GoodCopies > 0 {
 			fmt.Fprintf(g.stdout, "%d blocks whose indexed copy was damaged are read from a good copy in another pack\n", rep.GoodCopies)
@@ -448,13 +456,51 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 			fmt.Fprintf(g.stdout, "stored again %d lost blocks found in volumes %s\n", rep.Healed, strings.Join(rep.HealedFrom, ", "))
 		}
 	}
-	left := 0
+	left, lostMeta := 0, 0
 	for _, b := range rep.Backups {
 		if !b.Forgotten {
 			left++
 		}
 	}
+	for _, m := range rep.LostMeta {
+		if !g.json() {
+			action := "kept: 'cairn repo repair --forget-damaged' removes it"
+			if m.Forgotten {
+				action = "forgotten"
+			}
+			fmt.Fprintf(g.stdout, "metadata object %s is lost (damaged, and its second copy too): %s\n", m.MetaObject, action)
+		}
+		if !m.Forgotten {
+			lostMeta++
+		}
+	}
+	missing := 0
+	for _, m := range rep.MissingMeta {
+		if !g.json() {
+			action := "kept: 'cairn repo repair --restore-meta' stores it again from the copy, '--forget-damaged' removes the copy"
+			switch {
+			case m.Restored:
+				action = "stored again from its second copy"
+			case m.Refused != "":
+				action = "kept, not stored again: " + m.Refused
+			case m.Forgotten:
+				action = "its second copy removed"
+			}
+			fmt.Fprintf(g.stdout, "metadata object %s is missing while its second copy is left (removed outside cairn, or by a cairn from before 2026-12-07): %s\n", m.MetaObject, action)
+		}
+		if !m.Restored && !m.Forgotten {
+			missing++
+		}
+	}
 	switch {
+	case missing > 0 && lostMeta+left > 0:
+		return repo.Damage(fmt.Sprintf("%d backups are damaged, %d metadata objects are lost and %d are missing while their second copies are left: store the missing again with 'cairn repo repair --restore-meta' if they were lost, then forget what cannot be saved with '--forget-damaged'", left, lostMeta, missing))
+	case missing > 0:
+		return repo.Damage(fmt.Sprintf("%d metadata objects are missing while their second copies are left: store them again with 'cairn repo repair --restore-meta' if they were lost, or remove the copies with '--forget-damaged' if they were removed on purpose", missing))
+	case lostMeta > 0 && left > 0:
+		return fmt.Errorf("%w: %d backups are damaged and %d metadata objects are lost: forget them with 'cairn repo repair --forget-damaged' (or a backup with --forget ID), then run 'cairn repo gc'", repo.ErrCorrupt, left, lostMeta)
+	case lostMeta > 0:
+		return fmt.Errorf("%w: %d metadata objects are lost (a policy, a volume's record, a setting): remove them with 'cairn repo repair --forget-damaged', then create what they held again", repo.ErrCorrupt, lostMeta)
 	case left > 0:
 		return fmt.Errorf("%w: %d backups are damaged: forget those that cannot be saved with 'cairn repo repair --forget ID', then run 'cairn repo gc'", repo.ErrCorrupt, left)
 	case len(rep.Backups) > 0 && !g.json():

@@ -64,6 +64,7 @@ _cairn() {
       "repo key add") path="repo key add" ;;
       "repo key list") path="repo key list" ;;
       "repo key remove") path="repo key remove" ;;
+      "repo key restore") path="repo key restore" ;;
       "repo locks") path="repo locks" ;;
       "repo passwd") path="repo passwd" ;;
       "repo rebuild-index") path="repo rebuild-index" ;;
@@ -187,14 +188,15 @@ _cairn() {
     "repo check") COMPREPLY=($(compgen -W "--read-data --sample" -- "$cur")) ;;
     "repo gc") COMPREPLY=($(compgen -W "--dry-run" -- "$cur")) ;;
     "repo init") COMPREPLY=($(compgen -W "--block-size --compression --encryption --key-label --object-lock --retention" -- "$cur")) ;;
-    "repo key") COMPREPLY=($(compgen -W "add list remove" -- "$cur")) ;;
+    "repo key") COMPREPLY=($(compgen -W "add list remove restore" -- "$cur")) ;;
     "repo key add") COMPREPLY=($(compgen -W "--label --new-password-file" -- "$cur")) ;;
     "repo key list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo key remove") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+    "repo key restore") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo locks") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo passwd") COMPREPLY=($(compgen -W "--new-password-file" -- "$cur")) ;;
     "repo rebuild-index") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
-    "repo repair") COMPREPLY=($(compgen -W "--forget --forget-damaged" -- "$cur")) ;;
+    "repo repair") COMPREPLY=($(compgen -W "--forget --forget-damaged --restore-meta" -- "$cur")) ;;
     "repo settings") COMPREPLY=($(compgen -W "--min-age" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;

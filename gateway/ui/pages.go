@@ -227,7 +227,9 @@ func (s *server) policiesPage(w http.ResponseWriter, r *request) error {
 		return err
 	}
 	if !r.all {
-		ps = slices.DeleteFunc(ps, func(p *gateway.PolicyStatus) bool { return p.Project != r.sess.project && r.sess.caller.Admin })
+		ps = slices.DeleteFunc(ps, func(p *gateway.PolicyStatus) bool {
+			return p.Project != r.sess.project && r.sess.caller.Admin && p.Damaged == ""
+		})
 	}
 	s.render(w, r.Request, r.sess, http.StatusOK, "policies", view{Title: "Policies", Nav: "policies", Data: ps})
 	return nil

@@ -3,6 +3,7 @@ package ui_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -682,6 +683,22 @@ func TestVerifyFromTheBackupPage(t *testing.T) {
 	}
 	if _, body, _ := a.get("/ui/policies"); !strings.Contains(body, "copied to <code>s3://offsite/cairn</code>") {
 		t.Fatalf("the policies page does not say where the policy copies its backups:\n%s", body)
+	}
+	// One whose object and second copy are both damaged is shown to admins, in their
+	// project's view too (whose it was is not known), never left out; not to a member.
+	key := hex.EncodeToString([]byte("offsite"))
+	for _, sub := range []string{"meta", "meta-copies"} {
+		if err := os.WriteFile(filepath.Join(e.dir, "repo", sub, "policies", key), []byte("damaged"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	root := e.browser()
+	root.signIn("tok-admin")
+	if _, body, _ := root.get("/ui/policies"); !strings.Contains(body, "damaged, its second copy too") || !strings.Contains(body, "cairn policy delete offsite") {
+		t.Fatalf("the policies page of an admin does not show the damaged policy:\n%s", body)
+	}
+	if _, body, _ := a.get("/ui/policies"); strings.Contains(body, "offsite") {
+		t.Fatalf("the policies page of a member shows a damaged policy:\n%s", body)
 	}
 }
 

@@ -1,0 +1,163 @@
+package gateway_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// concerned reports whether the overview g gives ctx's caller has a concern of kind about
+// subject ("" for any) whose message says text.
+func concerned(t *testing.T, g *gateway.Service, ctx context.Context, kind, subject, text string) bool {
+	t.Helper()
+	o, err := g.Overview(ctx, gateway.OverviewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range o.Concerns {
+		if (kind == "" || c.Kind == kind) && (subject == "" || c.Subject == subject) && strings.Contains(c.Message, text) {
+			return true
+		}
+	}
+	return false
+}
+
+// A backup whose manifest was removed outside cairn (its copy left, no delete begun) is lost,
+// not deleted: the gateway keeps its record, its restore is refused saying the manifest is
+// lost and that repair stores it again (damage, exit 8 in the CLI), and a gateway whose index
+// never had it says the same on a lookup by id to those who see its project; another
+// project's member finds nothing and learns nothing of it. Repair stores the manifest again,
+// and the backup restores byte-exact (docs/design.md, "A manifest lost, its copy left").
+func TestALostManifestIsReportedToItsProjectAndRepaired(t *testing.T) {
+	s, dir := newService(t)
+	// Another gateway, whose first catch-up runs before the backup: its index never has the
+	// record.
+	other := gatewayOn(t, filepath.Join(dir, "repo"), filepath.Join(dir, "state-other"))
+	b := backedUp(t, s, dir)
+	if err := os.Remove(filepath.Join(dir, "repo", "manifests", b.ID)); err != nil {
+		t.Fatal(err)
+	}
+	member := as("alice", gateway.DefaultProject, false)
+	if _, err := s.Restore(member, gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "early.img")}); !errors.Is(err, repo.ErrLostManifest) {
+		t.Fatalf("a restore of a backup whose manifest is lost: %v; want it refused as a lost manifest", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "early.img")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused restore left a file: %v", err)
+	}
+	// The full catch-up (within a minute in cairn serve, at every start of the CLI) keeps the
+	// record: the backup is lost, not deleted, and still counts in its project's quota.
+	// Before, it dropped the record and nothing more was said of the backup.
+	if err := s.SyncBackups(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Backup(member, b.ID); err != nil || got.ID != b.ID {
+		t.Fatalf("the record of a backup whose manifest is lost, after a catch-up: %+v, %v; want it kept", got, err)
+	}
+	lostConcern := func() bool {
+		t.Helper()
+		return concerned(t, s, member, gateway.ConcernBackupDamaged, b.ID, "its manifest is missing")
+	}
+	if !lostConcern() {
+		t.Error("the overview does not name the backup whose manifest is lost")
+	}
+	// A gateway whose index is not new and never had the record does not adopt the backup at
+	// its catch-up, but a lookup by its id says what is wrong.
+	if err := other.SyncBackups(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Backup(member, b.ID); !errors.Is(err, repo.ErrLostManifest) || !errors.Is(err, repo.ErrCorrupt) ||
+		!strings.Contains(err.Error(), "'cairn repo repair' stores the manifest again") {
+		t.Fatalf("a lookup of a backup whose manifest is lost: %v; want the loss named, as damage", err)
+	}
+	if _, err := other.Backup(as("mallory", "p2", false), b.ID); !errors.Is(err, gateway.ErrNotFound) || strings.Contains(err.Error(), "manifest") {
+		t.Fatalf("another project's member looks up the lost backup: %v; want not found, and nothing said of it", err)
+	}
+	rep, err := s.Repair(adminCtx(), gateway.RepairOptions{})
+	if err != nil || rep.LostManifests != 1 || rep.Problems != 0 {
+		t.Fatalf("repair: %+v, %v; want the lost manifest stored again and no problem left", rep, err)
+	}
+	got, err := s.Backup(member, b.ID)
+	if err != nil || got.ID != b.ID || !got.Status.Committed() {
+		t.Fatalf("the backup after repair: %+v, %v", got, err)
+	}
+	if lostConcern() {
+		t.Error("the overview still names the backup after repair stored its manifest again")
+	}
+	out := filepath.Join(dir, "restored.img")
+	if _, err := s.Restore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, To: out}); err != nil {
+		t.Fatal(err)
+	}
+	if testutil.SHA256File(t, out) != testutil.SHA256File(t, filepath.Join(dir, "vm.img")) {
+		t.Fatal("the backup whose manifest repair stored again does not restore byte-exact")
+	}
+}
+
+// A new index (a new state dir, or one moved aside) adopts a backup whose manifest is lost from
+// its intact copy at its first catch-up, and so does rebuild-index: deleting an index never
+// hides a lost backup. The backup lists to its project (not to another's), is named in the
+// overview, its restore is refused as a lost manifest, and after repair it restores
+// byte-exact through the new index (docs/design.md, "A manifest lost, its copy left").
+func TestANewIndexAdoptsALostBackup(t *testing.T) {
+	s, dir := newService(t)
+	repoDir := filepath.Join(dir, "repo")
+	old := gatewayOn(t, repoDir, filepath.Join(dir, "state-old")) // bound before the backup
+	b := backedUp(t, s, dir)
+	if err := os.Remove(filepath.Join(repoDir, "manifests", b.ID)); err != nil {
+		t.Fatal(err)
+	}
+	member := as("alice", gateway.DefaultProject, false)
+	fresh := gatewayOn(t, repoDir, filepath.Join(dir, "state-fresh"))
+	listed := func(g *gateway.Service, c context.Context) bool {
+		t.Helper()
+		bs, err := g.ListBackups(c, gateway.ListFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range bs {
+			if x.ID == b.ID {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed(fresh, member) {
+		t.Fatal("a new index does not list the backup whose manifest is lost")
+	}
+	if listed(fresh, as("mallory", "p2", false)) {
+		t.Fatal("another project's member sees the lost backup")
+	}
+	if !concerned(t, fresh, member, gateway.ConcernBackupDamaged, b.ID, "") {
+		t.Error("the new index's overview does not name the lost backup")
+	}
+	if _, err := fresh.Restore(member, gateway.RestoreRequest{Backup: b.ID, To: filepath.Join(dir, "early.img")}); !errors.Is(err, repo.ErrLostManifest) {
+		t.Fatalf("a restore through the new index: %v; want it refused as a lost manifest", err)
+	}
+	// Its next catch-ups keep the record, as any gateway that has it.
+	if err := fresh.SyncBackups(adminCtx()); err != nil || !listed(fresh, member) {
+		t.Fatalf("after a second catch-up: %v, listed %v", err, listed(fresh, member))
+	}
+	// rebuild-index on an index that never had the record adopts it too.
+	if listed(old, member) {
+		t.Fatal("the old index had the record before its rebuild")
+	}
+	if _, err := old.RebuildIndex(adminCtx(), nil); err != nil || !listed(old, member) {
+		t.Fatalf("rebuild-index: %v, listed %v; want the lost backup recorded", err, listed(old, member))
+	}
+	if rep, err := fresh.Repair(adminCtx(), gateway.RepairOptions{}); err != nil || rep.LostManifests != 1 {
+		t.Fatalf("repair: %+v, %v", rep, err)
+	}
+	out := filepath.Join(dir, "restored.img")
+	if _, err := fresh.Restore(member, gateway.RestoreRequest{Backup: b.ID, To: out}); err != nil {
+		t.Fatal(err)
+	}
+	if testutil.SHA256File(t, out) != testutil.SHA256File(t, filepath.Join(dir, "vm.img")) {
+		t.Fatal("the backup restored through the new index differs")
+	}
+}
