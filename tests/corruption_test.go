@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"cmp"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -23,6 +25,14 @@ type damageKind struct {
 	name  string
 	class string // what check must report ("" = nothing: the damage is not to the repository)
 	apply func(t *testing.T, rng *rand.Rand, objs aObjects)
+	// seed, when set, seeds A's image and the random choices of apply in place of the row's
+	// place: the random flips keep their outcome (docs/reliability.md) as rows are added.
+	seed int
+	// decide, when set, is the repair flag an admin gives when plain repair leaves the choice
+	// to them (it exits 8), in place of --forget-damaged; restored is the object it must
+	// bring back.
+	decide   string
+	restored func(o aObjects) string
 }
 
 // aObjects are backup A's objects as files under the repository's root on disk.
@@ -32,24 +42,11 @@ type aObjects struct {
 	packIndex []string
 	manifest  string
 	copy      string // the manifest's second copy
+	volume    string // A's volume's record (meta/volumes/)
+	volCopy   string // its second copy (meta-copies/volumes/)
 }
 
-func flipAt(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := []byte{0}
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x5a
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
+func flipAt(t *testing.T, path string, off int64) { xorAt(t, path, off, 0x5a) }
 
 func fileSize(t *testing.T, path string) int64 {
 	t.Helper()
@@ -61,47 +58,70 @@ func fileSize(t *testing.T, path string) int64 {
 }
 
 var damageKinds = []damageKind{
-	{"pack: byte flipped in a block", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "pack: byte flipped in a block", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.packs[0], fileSize(t, o.packs[0])/3)
 	}},
-	{"pack: truncated", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "pack: truncated", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		if err := os.Truncate(o.packs[0], fileSize(t, o.packs[0])/2); err != nil {
 			t.Fatal(err)
 		}
 	}},
-	{"pack: deleted", "missing object", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "pack: deleted", class: "missing object", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		if err := os.Remove(o.packs[0]); err != nil {
 			t.Fatal(err)
 		}
 	}},
-	{"pack: trailer byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "pack: trailer byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.packs[0], fileSize(t, o.packs[0])-40) // inside the sealed trailer, before the footer
 	}},
-	{"pack index object: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "pack index object: byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.packIndex[0], fileSize(t, o.packIndex[0])/2)
 	}},
-	{"pack index object: deleted", "missing object", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "pack index object: deleted", class: "missing object", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		if err := os.Remove(o.packIndex[0]); err != nil {
 			t.Fatal(err)
 		}
 	}},
-	{"manifest: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "manifest: byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.manifest, fileSize(t, o.manifest)/2)
 	}},
-	{"manifest's second copy: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "manifest's second copy: byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.copy, fileSize(t, o.copy)/2)
 	}},
-	{"manifest and its second copy: byte flipped", "damaged data", func(t *testing.T, _ *rand.Rand, o aObjects) {
+	{name: "manifest and its second copy: byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
 		flipAt(t, o.manifest, fileSize(t, o.manifest)/2)
 		flipAt(t, o.copy, fileSize(t, o.copy)/3)
 	}},
-	{"random byte flips in A's objects", "", func(t *testing.T, rng *rand.Rand, o aObjects) {
+	{name: "volume record: byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.volume, fileSize(t, o.volume)/2)
+	}},
+	{name: "volume record and its second copy: byte flipped", class: "damaged data", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
+		flipAt(t, o.volume, fileSize(t, o.volume)/2)
+		flipAt(t, o.volCopy, fileSize(t, o.volCopy)/3)
+	}},
+	{name: "random byte flips in A's objects", class: "", apply: func(t *testing.T, rng *rand.Rand, o aObjects) {
 		all := append(append(append([]string(nil), o.packs...), o.packIndex...), o.manifest, o.copy)
 		for range 3 {
 			p := all[rng.IntN(len(all))]
 			flipAt(t, p, rng.Int64N(fileSize(t, p)))
 		}
+	}, seed: 9},
+	// Removed outside cairn (by hand, a lifecycle rule): no delete began, so its copy is the
+	// backup's, and repair stores the manifest again (docs/design.md, "A manifest lost, its copy
+	// left").
+	{name: "manifest: deleted", class: "missing object", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
+		if err := os.Remove(o.manifest); err != nil {
+			t.Fatal(err)
+		}
 	}},
+	// Removed outside cairn, or by a cairn from before the copies: only the admin can tell,
+	// and --restore-meta is their choice that it was lost (docs/design.md, "A metadata object
+	// lost, its copy left").
+	{name: "volume record: deleted", class: "missing object", apply: func(t *testing.T, _ *rand.Rand, o aObjects) {
+		if err := os.Remove(o.volume); err != nil {
+			t.Fatal(err)
+		}
+	}, decide: "--restore-meta", restored: func(o aObjects) string { return o.volume }},
 }
 
 func TestCorruptionMatrix(t *testing.T) {
@@ -142,10 +162,13 @@ func TestCorruptionMatrix(t *testing.T) {
 						return m
 					}
 					volA := filepath.Join(dir, "a.img")
-					testutil.WriteImage(t, volA, 3*mib, int64(100+ki), testutil.Mixed)
+					seed := cmp.Or(k.seed, ki)
+					testutil.WriteImage(t, volA, 3*mib, int64(100+seed), testutil.Mixed)
 					shaA := testutil.SHA256File(t, volA)
 					a := r.createBackup(volA)
-					objs := aObjects{root: root, manifest: filepath.Join(root, "manifests", a.ID), copy: filepath.Join(root, "manifest-copies", a.ID)}
+					vol := hex.EncodeToString([]byte(a.VolumeID))
+					objs := aObjects{root: root, manifest: filepath.Join(root, "manifests", a.ID), copy: filepath.Join(root, "manifest-copies", a.ID),
+						volume: filepath.Join(root, "meta", "volumes", vol), volCopy: filepath.Join(root, "meta-copies", "volumes", vol)}
 					for p := range files("packs") {
 						objs.packs = append(objs.packs, p)
 					}
@@ -162,7 +185,7 @@ func TestCorruptionMatrix(t *testing.T) {
 						t.Fatalf("backup A has %d packs and %d index objects, want 1 each", len(objs.packs), len(objs.packIndex))
 					}
 
-					k.apply(t, rand.New(rand.NewPCG(uint64(ki), 9)), objs)
+					k.apply(t, rand.New(rand.NewPCG(uint64(seed), 9)), objs)
 
 					res := r.run("repo", "check", "--read-data")
 					detected := "yes"
@@ -193,9 +216,18 @@ func TestCorruptionMatrix(t *testing.T) {
 
 					// Repair heals what it can; what it cannot, the admin forgets; then gc runs.
 					healed := "healed"
-					if rr := r.run("repo", "repair"); rr.Code != 0 {
+					switch rr := r.run("repo", "repair"); {
+					case rr.Code != 0 && k.decide != "":
+						healed = "stored again (" + k.decide + ")"
+						r.mustRun("repo", "repair", k.decide)
+						if _, err := os.Stat(k.restored(objs)); err != nil {
+							t.Errorf("%s: after repair %s: %v", k.name, k.decide, err)
+						}
+					case rr.Code != 0:
 						healed = "forgotten"
 						r.mustRun("repo", "repair", "--forget-damaged")
+					case k.decide != "":
+						t.Errorf("%s: repair exited 0 without the admin's %s:\n%s", k.name, k.decide, rr.Stdout)
 					}
 					r.mustRun("--quiet", "repo", "gc")
 					r.checkClean()

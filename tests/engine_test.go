@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -386,8 +388,16 @@ func packFiles(t *testing.T, repoDir string) []string {
 }
 
 // flipByte inverts the bits of the byte at off in path.
-func flipByte(t *testing.T, path string, off int64) {
+func flipByte(t *testing.T, path string, off int64) { xorAt(t, path, off, 0xff) }
+
+// xorAt changes the byte at off of the file at path by mask, as bit rot does: in place, and
+// with the file's modification time kept (the time a store says it wrote the object).
+func xorAt(t *testing.T, path string, off int64, mask byte) {
 	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -396,11 +406,14 @@ func flipByte(t *testing.T, path string, off int64) {
 	if _, err := f.ReadAt(b, off); err != nil {
 		t.Fatal(err)
 	}
-	b[0] ^= 0xff
+	b[0] ^= mask
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, fi.ModTime(), fi.ModTime()); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -1039,6 +1052,24 @@ func TestEngineDamagedKeyObject(t *testing.T) {
 	if msg := r.mustFail([]int{8}, "backup", "list"); !strings.Contains(msg, "damaged") {
 		t.Errorf("a key object and its copy damaged: %q", msg)
 	}
+
+	// The key object removed outside cairn, its copy left: until 2026-12-07 (later that day)
+	// the repository no longer opened ("has no key objects", exit 1) and nothing named the
+	// copy. Now every command names it and 'repo key restore' writes the key object again.
+	flipByte(t, copyPath, 40) // the copy intact again (a flip is its own undo)
+	if err := os.Remove(keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	if msg := r.mustFail([]int{8}, "backup", "list"); !strings.Contains(msg, "key-copies/"+id+" is its intact second copy") ||
+		!strings.Contains(msg, "'cairn repo key restore'") {
+		t.Errorf("the only key object removed: %q", msg)
+	}
+	if out := r.mustRun("repo", "key", "restore"); out != "key "+id+" written again from its second copy: this passphrase opens the repository again\n" {
+		t.Errorf("key restore printed %q", out)
+	}
+	r.mustFail([]int{4}, "repo", "key", "restore") // nothing to restore
+	r.checkClean()
+	r.restoreMatches(b.ID, sha, dir)
 }
 
 // A truncated pack: check names the backup and the byte range it costs (here the block map's
@@ -1470,4 +1501,118 @@ func TestEngineNextBackupStoresALostBlockAgain(t *testing.T) {
 	r.restoreMatches(b.ID, sha, dir)
 	r.mustRun("--quiet", "repo", "gc")
 	r.checkClean()
+}
+
+// A damaged policy object: its second copy stands in, so the policy still lists, shows and
+// runs (before 2026-12-07 it vanished from 'policy list' and from every scheduler, and its
+// backups silently stopped); check names it, repair writes it again. With both copies
+// damaged, 'policy show' exits 8.
+// withNightlyPolicy makes a repository with volume web (a 2 MiB image of seed) and policy
+// nightly over it, and returns the repository, the policy object's hex name and the paths of
+// the object and its second copy.
+func withNightlyPolicy(t *testing.T, seed int64) (r *cairnRepo, name, obj, cp string) {
+	t.Helper()
+	r = newCairnRepo(t, nil)
+	vol := filepath.Join(t.TempDir(), "vol.img")
+	testutil.WriteImage(t, vol, 2*mib, seed, testutil.Mixed)
+	r.mustRun("volume", "manage", vol, "--name", "web")
+	r.mustRun("policy", "create", "nightly", "--volume", "web", "--schedule", "daily", "--keep-last", "3")
+	name = hex.EncodeToString([]byte("nightly"))
+	return r, name, filepath.Join(r.Dir, "meta", "policies", name), filepath.Join(r.Dir, "meta-copies", "policies", name)
+}
+
+func TestEngineDamagedPolicyObject(t *testing.T) {
+	r, name, obj, cp := withNightlyPolicy(t, 28)
+	flipByte(t, obj, 40)
+	if out := r.mustRun("policy", "list"); !strings.Contains(out, "nightly") {
+		t.Errorf("policy list with a damaged policy object:\n%s", out)
+	}
+	if out := r.mustRun("policy", "show", "nightly"); !strings.Contains(out, "last 3") {
+		t.Errorf("policy show with a damaged policy object:\n%s", out)
+	}
+	r.mustRun("policy", "run", "nightly")
+	res := r.run("repo", "check")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "meta/policies/"+name) || !strings.Contains(res.Stdout, "stands in") {
+		t.Errorf("check with a damaged policy object: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if out := r.mustRun("repo", "repair"); !strings.Contains(out, "wrote 1 damaged metadata objects again") {
+		t.Errorf("repair of a damaged policy object:\n%s", out)
+	}
+	r.checkClean()
+
+	flipByte(t, obj, 40)
+	flipByte(t, cp, 40)
+	if msg := r.mustFail([]int{8}, "policy", "show", "nightly"); !strings.Contains(msg, "damaged too") {
+		t.Errorf("a policy object and its copy damaged: %q", msg)
+	}
+	// Both damaged: listed as damaged and in status's concerns, never silently gone; repair
+	// names it and exits 8 until --forget-damaged removes it; then it can be created again.
+	if out := r.mustRun("policy", "list"); !regexp.MustCompile(`nightly .*damaged`).MatchString(out) {
+		t.Errorf("policy list with a lost policy:\n%s", out)
+	}
+	if out := r.mustRun("status"); !strings.Contains(out, "policy nightly is damaged") {
+		t.Errorf("status with a lost policy:\n%s", out)
+	}
+	res = r.run("repo", "repair")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "metadata object policies/nightly is lost") {
+		t.Errorf("repair with a lost policy: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if out := r.mustRun("repo", "repair", "--forget-damaged"); !strings.Contains(out, "policies/nightly is lost (damaged, and its second copy too): forgotten") {
+		t.Errorf("repair --forget-damaged with a lost policy:\n%s", out)
+	}
+	r.checkClean()
+	r.mustRun("policy", "create", "nightly", "--volume", "web", "--schedule", "daily", "--keep-last", "3")
+}
+
+// A policy object removed outside cairn (its copy intact) is a problem check names and repair
+// keeps, never guessing: --restore-meta stores it again from its copy, --forget-damaged removes
+// the copy (docs/design.md, "A metadata object lost, its copy left"). Before, repair removed
+// the copy and the policy was gone for good.
+func TestEngineLostPolicyObject(t *testing.T) {
+	r, name, obj, cp := withNightlyPolicy(t, 29)
+	lose := func() {
+		t.Helper()
+		if err := os.Remove(obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lose()
+	// Before any check: status names the policy that no longer runs, and policy list shows it.
+	if out := r.mustRun("status"); !strings.Contains(out, "policy nightly does not run: its object is missing") {
+		t.Errorf("status with a lost policy object:\n%s", out)
+	}
+	if out := r.mustRun("policy", "list"); !regexp.MustCompile(`nightly .*missing`).MatchString(out) {
+		t.Errorf("policy list with a lost policy object:\n%s", out)
+	}
+	res := r.run("repo", "check")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "meta/policies/"+name+" is missing while its second copy is intact") {
+		t.Errorf("check with a lost policy object: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if out := r.mustRun("status"); !strings.Contains(out, "the last check found 1 problems") {
+		t.Errorf("status after that check:\n%s", out)
+	}
+	res = r.run("repo", "repair")
+	if res.Code != 8 || !strings.Contains(res.Stdout, "metadata object policies/nightly is missing while its second copy is left") || !strings.Contains(res.Stderr, "--restore-meta") {
+		t.Errorf("repair with a lost policy object: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if _, err := os.Stat(cp); err != nil {
+		t.Fatalf("repair removed the copy of a lost policy object: %v", err)
+	}
+	if out := r.mustRun("repo", "repair", "--restore-meta"); !strings.Contains(out, "policies/nightly is missing while its second copy is left (removed outside cairn, or by a cairn from before 2026-12-07): stored again from its second copy") {
+		t.Errorf("repair --restore-meta:\n%s", out)
+	}
+	if out := r.mustRun("policy", "show", "nightly"); !strings.Contains(out, "last 3") {
+		t.Errorf("policy show after the restore:\n%s", out)
+	}
+	r.checkClean()
+
+	lose()
+	if out := r.mustRun("repo", "repair", "--forget-damaged"); !strings.Contains(out, "policies/nightly is missing while its second copy is left (removed outside cairn, or by a cairn from before 2026-12-07): its second copy removed") {
+		t.Errorf("repair --forget-damaged:\n%s", out)
+	}
+	if _, err := os.Stat(cp); !os.IsNotExist(err) {
+		t.Fatalf("the copy after --forget-damaged: %v", err)
+	}
+	r.checkClean()
+	r.mustRun("policy", "create", "nightly", "--volume", "web", "--schedule", "daily", "--keep-last", "3")
 }

@@ -216,16 +216,24 @@ func TestObjectLockImmutableBackups(t *testing.T) {
 	}
 	r.checkClean()
 
-	// Ransomware with the gateway's credentials deletes the manifest: a delete marker hides it,
-	// and the backup is gone from cairn. Removing the marker brings it back.
+	// Ransomware with the gateway's credentials deletes the manifest: a delete marker hides it.
+	// Its copy is left and no delete began, so the backup is lost, not deleted: it still lists,
+	// its restore is refused saying what repair does, and check reports it (docs/design.md, "A
+	// manifest lost, its copy left"). Removing the marker brings it back.
 	key := prefix + "/manifests/" + a.ID
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := srv.Client().RemoveObject(ctx, srv.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if bs := r.listBackups(); len(bs) != 0 {
-		t.Fatalf("backups after the manifest was hidden: %+v", bs)
+	if bs := r.listBackups(); len(bs) != 1 || bs[0].ID != a.ID {
+		t.Fatalf("backups after the manifest was hidden: %+v; want a kept, its manifest lost", bs)
+	}
+	if msg := r.mustFail([]int{8}, "backup", "restore", "--yes", a.ID, "--to", filepath.Join(dir, "a-hidden.img")); !strings.Contains(msg, "its manifest is missing though no delete of it began") {
+		t.Errorf("restore of a backup whose manifest is hidden: %q", msg)
+	}
+	if res := r.run("repo", "check"); res.Code != 8 || !strings.Contains(res.Stdout, "backup "+a.ID+": its manifest is missing") {
+		t.Errorf("check with a's manifest hidden: exit %d\n%s%s", res.Code, res.Stdout, res.Stderr)
 	}
 	for _, v := range bucketVersions(t, srv, prefix, "manifests/")[key] {
 		if v.marker {
