@@ -6,10 +6,12 @@ import (
 	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -63,6 +65,9 @@ type CheckReport struct {
 	lostMeta []string
 	// missingMeta are the metadata objects missing while their second copies are left.
 	missingMeta []string
+	// mendDeletions are the deletion records missing while their second copies are left, or
+	// stored without one: repair writes each from the other (MendMeta).
+	mendDeletions []string
 }
 
 // sizedEntry is a blob's copy and the size of the pack that holds it.
@@ -312,16 +317,47 @@ func (r *Repository) checkMeta(ctx context.Context, rep *CheckReport) error {
 	if err := r.be.ListKeys(ctx, deletedPrefix, func(key string) error { keys = append(keys, key); return nil }); err != nil {
 		return err
 	}
+	copies := map[string]bool{}
+	if err := r.be.ListKeys(ctx, deletedCopyPrefix, func(ckey string) error {
+		copies[deletedPrefix+strings.TrimPrefix(ckey, deletedCopyPrefix)] = true
+		return nil
+	}); err != nil {
+		return err
+	}
+	var noCopy int
 	for _, key := range keys {
 		b, err := r.getObject(ctx, key)
 		if err == nil {
 			_, err = decodeDeletion(b)
 		}
 		if errors.Is(err, ErrCorrupt) {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("deletion record %s is damaged (%v): indexes that have not applied it check themselves against a full listing of the backend instead, so no backup is affected; the storage under the repository may be failing", key, err))
+			rep.Notes = append(rep.Notes, fmt.Sprintf("deletion record %s is damaged (%v): indexes that have not applied it read its second copy, or check themselves against a full listing of the backend, so no backup is affected; the storage under the repository may be failing", key, err))
+			if copies[key] {
+				rep.mendDeletions = append(rep.mendDeletions, key)
+			}
 		} else if err != nil && !errors.Is(err, backend.ErrNotFound) {
 			return err
 		}
+		if !copies[key] && err == nil {
+			noCopy++
+			rep.mendDeletions = append(rep.mendDeletions, key)
+		}
+		delete(copies, key)
+	}
+	if noCopy > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d deletion records have no second copy (written by an earlier cairn, or its store failed; 'cairn repo repair' stores them)", noCopy))
+	}
+	// A copy whose record the listing lacked: the record is looked for again (stored since the
+	// listing: gc stores it before its copy), and a missing one was removed outside cairn,
+	// which no cairn does (docs/design.md, "A deletion record removed outside cairn").
+	for _, key := range slices.Sorted(maps.Keys(copies)) {
+		if has, err := r.exists(ctx, key); err != nil {
+			return err
+		} else if has {
+			continue
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf("deletion record %s is missing while its second copy is left (removed outside cairn?): indexes apply the copy instead, so no backup is affected; 'cairn repo repair' stores the record again", key))
+		rep.mendDeletions = append(rep.mendDeletions, key)
 	}
 	return nil
 }

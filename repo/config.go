@@ -110,7 +110,7 @@ var ErrNoRepository = errors.New("no repository there: run 'cairn repo init' fir
 // prefixes the objects are written under.
 var topNames = func() map[string]bool {
 	names := map[string]bool{"config": true, configCopyKey: true}
-	for _, p := range []string{"keys/", keyCopyPrefix, "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, lockPrefix, logPrefix, metaPrefix, metaCopyPrefix} {
+	for _, p := range []string{"keys/", keyCopyPrefix, "packs/", "manifests/", manifestCopyPrefix, indexPrefix, deletedPrefix, deletedCopyPrefix, lockPrefix, logPrefix, metaPrefix, metaCopyPrefix} {
 		names[strings.TrimSuffix(p, "/")] = true
 	}
 	return names

@@ -427,7 +427,7 @@ func (r *Repository) deletePacks(ctx context.Context, lk *Lock, drop, repack []P
 		return err
 	}
 	key := timeKey(deletedPrefix, time.Now(), uuid.NewString()[:8])
-	if err := r.putObject(ctx, key, d.encode()); err != nil {
+	if err := r.storeDeletion(ctx, key, d); err != nil {
 		return fmt.Errorf("gc: store the deletion record: %w", err)
 	}
 	// This index forgets the packs (a blob the index does not list is never reused); then

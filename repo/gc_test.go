@@ -370,7 +370,9 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	if len(records) == 0 {
 		t.Fatal("gc wrote no deletion record")
 	}
-	for _, p := range records {
+	// The copies too: one that verifies stands in for its damaged record.
+	copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
+	for _, p := range append(records, copies...) {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatal(err)
@@ -397,6 +399,116 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(rep.Notes, "\n"), "deletion record deleted/") {
 		t.Fatalf("check does not note the damaged deletion record: %q", rep.Notes)
+	}
+}
+
+// A deletion record removed (or damaged) outside cairn before another index applied it is
+// applied there from its second copy: that index forgets the packs gc deleted and stores their
+// blocks again. Before, it went on locating them, and its next backup of the same data
+// reused blobs that were gone (docs/design.md, "A deletion record removed outside cairn").
+func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
+	for _, how := range []string{"removed", "damaged"} {
+		t.Run(how, func(t *testing.T) {
+			f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+			g := f.peer(t, "g", repo.LockOptions{})
+			ctx := context.Background()
+			base := randomVolume(15, 4<<20)
+			mA := f.backup(t, "a", &memSource{data: base}, nil)
+			if got := g.restore(t, mA); !bytes.Equal(got, base) { // g learns A's packs
+				t.Fatal("restore differs")
+			}
+			changed := append([]byte(nil), base...)
+			copy(changed[:3<<20], randomVolume(16, 3<<20))
+			mB := f.backup(t, "b", &memSource{data: changed}, mA)
+			if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+				t.Fatal(err)
+			}
+			if st := f.gc(t); st.PacksRepacked == 0 {
+				t.Fatalf("gc repacked nothing: %+v", st)
+			}
+			records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
+			copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
+			if len(records) == 0 || len(copies) != len(records) {
+				t.Fatalf("gc wrote %d deletion records and %d copies", len(records), len(copies))
+			}
+			for _, p := range records {
+				if how == "removed" {
+					if err := os.Remove(p); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b[len(b)/2] ^= 0x40
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := g.restore(t, mB); !bytes.Equal(got, changed) {
+				t.Fatal("restore through the other index differs")
+			}
+			// A's own blocks are gone: g stores them again rather than reuse what it located.
+			mC := g.backup(t, "c", &memSource{data: base}, nil)
+			if mC.Stats.NewBlobs == 0 {
+				t.Fatal("g reused blobs that gc deleted: the deletion record's copy was not applied")
+			}
+			if got := f.restore(t, mC); !bytes.Equal(got, base) {
+				t.Fatal("restore of g's backup differs")
+			}
+			rep, err := g.r.Check(ctx, repo.CheckOptions{ReadData: true})
+			if err != nil || !rep.OK() {
+				t.Fatalf("check: %v %+v", err, rep)
+			}
+			want := map[string]string{"removed": "is missing while its second copy is left", "damaged": "is damaged"}[how]
+			if notes := strings.Join(rep.Notes, "\n"); !strings.Contains(notes, want) {
+				t.Fatalf("check does not note the %s deletion record: %q", how, notes)
+			}
+			objects, _, err := g.r.MendMeta(ctx, rep)
+			if err != nil || objects != len(records) {
+				t.Fatalf("repair wrote %d deletion records again (%v), want %d", objects, err, len(records))
+			}
+			rep, err = g.r.Check(ctx, repo.CheckOptions{})
+			if err != nil || !rep.OK() || hasText(rep.Notes, "deletion record") {
+				t.Fatalf("check after repair: %v %+v", err, rep)
+			}
+		})
+	}
+}
+
+// A deletion record written by a cairn from before the copies (none beside it) is noted by
+// check, and repair stores its copy.
+func TestADeletionRecordWithoutACopyGetsOne(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	ctx := context.Background()
+	mA := f.backup(t, "a", &memSource{data: randomVolume(17, 2<<20)}, nil)
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.gc(t)
+	copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
+	if len(copies) == 0 {
+		t.Fatal("gc wrote no copy of its deletion record")
+	}
+	for _, p := range copies {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := f.r.Check(ctx, repo.CheckOptions{})
+	if err != nil || !rep.OK() || !hasText(rep.Notes, "deletion records have no second copy") {
+		t.Fatalf("check does not note the record without a copy: %q", rep.Notes)
+	}
+	if _, n, err := f.r.MendMeta(ctx, rep); err != nil || n != len(copies) {
+		t.Fatalf("repair wrote %d copies (%v), want %d", n, err, len(copies))
+	}
+	if again, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*")); len(again) != len(copies) {
+		t.Fatalf("%d copies after repair, want %d", len(again), len(copies))
+	}
+	if rep, err := f.r.Check(ctx, repo.CheckOptions{}); err != nil || !rep.OK() || hasText(rep.Notes, "deletion record") {
+		t.Fatalf("check after repair: %v %+v", err, rep)
 	}
 }
 
@@ -776,7 +888,7 @@ func TestGCDeletionOrder(t *testing.T) {
 	}
 	var patientReads int
 	for _, op := range rec.patient {
-		if strings.HasPrefix(op, "delete ") || strings.HasPrefix(op, "put deleted/") {
+		if strings.HasPrefix(op, "delete ") || strings.HasPrefix(op, "put deleted") { // the record and its copy
 			t.Errorf("gc's %s ran under a patient context", op)
 		}
 		if strings.HasPrefix(op, "get ") {
@@ -788,13 +900,14 @@ func TestGCDeletionOrder(t *testing.T) {
 	}
 	pos := map[string]int{}
 	for i, op := range rec.ops {
-		for _, kind := range []string{"delete packindex/", "put deleted/", "delete packs/"} {
+		for _, kind := range []string{"delete packindex/", "put deleted/", "put deleted-copies/", "delete packs/"} {
 			if _, seen := pos[kind]; !seen && strings.HasPrefix(op, kind) {
 				pos[kind] = i
 			}
 		}
 	}
-	if len(pos) != 3 || !(pos["delete packindex/"] < pos["put deleted/"] && pos["put deleted/"] < pos["delete packs/"]) {
+	if len(pos) != 4 || !(pos["delete packindex/"] < pos["put deleted/"] && pos["put deleted/"] < pos["put deleted-copies/"] &&
+		pos["put deleted-copies/"] < pos["delete packs/"]) {
 		t.Fatalf("gc's deletion order: %v", rec.ops)
 	}
 }

@@ -473,8 +473,12 @@ func (r *Repository) checkMetaPairs(ctx context.Context, rep *CheckReport) (unco
 // object is the record and its copy is written from it, and a damaged object whose copy stands
 // in is written from the copy. It reads the pair again after each store and repeats, up to four
 // rounds, until the two agree. A copy without its object it leaves alone: that is the admin's
-// to decide (RestoreMeta, ForgetMeta). It returns how many objects and copies it wrote.
+// to decide (RestoreMeta, ForgetMeta). Deletion records and their copies are mended first
+// (mendDeletions). It returns how many objects (records among them) and copies it wrote.
 func (r *Repository) MendMeta(ctx context.Context, rep *CheckReport) (objects, copies int, err error) {
+	if objects, copies, err = r.mendDeletions(ctx, rep); err != nil {
+		return objects, copies, err
+	}
 	for _, key := range rep.mendMeta {
 		ckey := metaCopyOf(key)
 		for round := 0; round < 4; round++ {
@@ -502,6 +506,39 @@ func (r *Repository) MendMeta(ctx context.Context, rep *CheckReport) (objects, c
 		}
 	}
 	return objects, copies, nil
+}
+
+// mendDeletions writes each deletion record the check found missing or damaged while its
+// second copy verifies again from the copy, and the copy of each that has none from the
+// record. Neither is a decision: no cairn removes either (docs/design.md, "A deletion record
+// removed outside cairn").
+func (r *Repository) mendDeletions(ctx context.Context, rep *CheckReport) (records, copies int, err error) {
+	for _, key := range rep.mendDeletions {
+		ckey := deletionCopyKey(key)
+		b, err := r.getObject(ctx, key)
+		if err == nil {
+			if _, err := r.be.Stat(ctx, ckey); !errors.Is(err, backend.ErrNotFound) {
+				continue // stored since, or cannot tell
+			}
+			if err := r.putObject(ctx, ckey, b); err != nil {
+				return records, copies, fmt.Errorf("write the second copy of %s: %w", key, err)
+			}
+			copies++
+			continue
+		}
+		if !errors.Is(err, backend.ErrNotFound) && !errors.Is(err, ErrCorrupt) {
+			return records, copies, err
+		}
+		cb, cerr := r.getObject(ctx, ckey)
+		if cerr != nil {
+			continue // nothing to write it from: the note stays
+		}
+		if err := r.putObject(ctx, key, cb); err != nil {
+			return records, copies, fmt.Errorf("write %s again from its second copy: %w", key, err)
+		}
+		records++
+	}
+	return records, copies, nil
 }
 
 // MissingMeta returns the metadata objects the check found missing while their second copies

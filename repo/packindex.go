@@ -257,7 +257,7 @@ func (r *Repository) rewritePack(ctx context.Context, lk *Lock, id PackID, size 
 		return false, err
 	}
 	key := timeKey(deletedPrefix, time.Now(), "repair"+id.String()[:8])
-	if err := r.putObject(ctx, key, d.encode()); err != nil {
+	if err := r.storeDeletion(ctx, key, d); err != nil {
 		return false, err
 	}
 	if err := r.applyDeletion(ctx, d); err != nil {

@@ -23,6 +23,8 @@ import (
 //	deleted/<t>-<random>   the packs one gc run deletes (with every blob address in them) and
 //	                       where the live blobs among those now are, written after their
 //	                       index objects go and before the packs go
+//	deleted-copies/<t>-<random>  the same record again, sealed under its own key, written
+//	                       right after the record and before the packs go
 //
 // <t> is the writer's clock in nanoseconds (16 hex digits), so a reader lists only the index
 // objects that sort after its last look, less syncMargin for clocks that disagree and writes
@@ -31,10 +33,30 @@ import (
 // deduplication, and a backup in its pack cannot be adopted by another gateway until a
 // Rescan reads every index object.
 const (
-	indexPrefix   = "packindex/"
-	deletedPrefix = "deleted/"
-	syncMargin    = 15 * time.Minute
+	indexPrefix       = "packindex/"
+	deletedPrefix     = "deleted/"
+	deletedCopyPrefix = "deleted-copies/"
+	syncMargin        = 15 * time.Minute
 )
+
+// deletionCopyKey is the key of the second copy of the deletion record stored as key.
+func deletionCopyKey(key string) string {
+	return deletedCopyPrefix + strings.TrimPrefix(key, deletedPrefix)
+}
+
+// storeDeletion stores d as the deletion record key, then its second copy, both before any
+// pack d dooms is deleted: a record removed outside cairn leaves its copy, which every sync
+// applies in its stead (docs/design.md, "A deletion record removed outside cairn").
+func (r *Repository) storeDeletion(ctx context.Context, key string, d *deletion) error {
+	b := d.encode()
+	if err := r.putObject(ctx, key, b); err != nil {
+		return err
+	}
+	if err := r.putObject(ctx, deletionCopyKey(key), b); err != nil {
+		return fmt.Errorf("its second copy: %w", err)
+	}
+	return nil
+}
 
 func timeKey(prefix string, t time.Time, name string) string {
 	return prefix + timeStamp(t) + "-" + name
@@ -397,11 +419,24 @@ func (r *Repository) sync(ctx context.Context, scope syncScope, lk *Lock) (SyncS
 	// Every record is listed, not only those after a cursor: a gc host whose clock is behind
 	// must not hide one (the applied marks keep each from being applied twice).
 	var keys, damaged []string
+	listedRecord := map[string]bool{}
 	if err := r.be.List(ctx, deletedPrefix, func(oi backend.ObjectInfo) error {
 		keys = append(keys, oi.Key)
+		listedRecord[oi.Key] = true
 		return nil
 	}); err != nil {
 		return st, lst, fmt.Errorf("sync: list deletion records: %w", err)
+	}
+	// Then the copies: one whose record the listing lacks stands in for it, since a record
+	// removed outside cairn leaves its copy (docs/design.md, "A deletion record removed
+	// outside cairn") [TestARemovedDeletionRecordIsAppliedFromItsCopy].
+	if err := r.be.ListKeys(ctx, deletedCopyPrefix, func(ckey string) error {
+		if key := deletedPrefix + strings.TrimPrefix(ckey, deletedCopyPrefix); !listedRecord[key] {
+			keys = append(keys, key)
+		}
+		return nil
+	}); err != nil {
+		return st, lst, fmt.Errorf("sync: list deletion records' copies: %w", err)
 	}
 	sort.Strings(keys)
 	for _, key := range keys {
@@ -413,7 +448,20 @@ func (r *Repository) sync(ctx context.Context, scope syncScope, lk *Lock) (SyncS
 		} else if done != "" {
 			continue
 		}
+		// The record is read first, as it may have been stored after the listing. Missing
+		// or damaged, its copy stands in; a damaged record without a copy that verifies
+		// makes the sync a full one (below), and a name with neither was never a record.
 		b, err := r.getObject(ctx, key)
+		if errors.Is(err, backend.ErrNotFound) || errors.Is(err, ErrCorrupt) {
+			cb, cerr := r.getObject(ctx, deletionCopyKey(key))
+			switch {
+			case cerr == nil:
+				r.logf("sync: deletion record %s: %v (removed or damaged outside cairn); applied from its second copy ('cairn repo repair' stores it again)", key, err)
+				b, err = cb, nil
+			case errors.Is(err, backend.ErrNotFound):
+				err = cerr
+			}
+		}
 		if errors.Is(err, backend.ErrNotFound) {
 			continue
 		}
