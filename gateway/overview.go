@@ -212,6 +212,11 @@ func (s *Service) Overview(ctx context.Context, opt OverviewOptions) (*Overview,
 		}
 	}
 	for key, at := range missing {
+		if id, ok := strings.CutPrefix(key, metaSnapshots+"/"); ok {
+			if sn, err := s.idx.Snapshot(id); err == nil && inView(sn.Project) {
+				add(ConcernVolumeError, sn.Project, cmp.Or(sn.Name, sn.ID), at, "snapshot %s: its record in the repository is missing while its second copy is left (removed outside cairn?): kept here; 'cairn repo repair --restore-meta' stores it again", cmp.Or(sn.Name, sn.ID))
+			}
+		}
 		if p, ok := strings.CutPrefix(key, metaQuotas+"/"); ok && c.Admin {
 			add(ConcernQuota, p, "quota", at, "project %s: its quota record in the repository is missing while its second copy is left (removed outside cairn?): its limits hold here until 'cairn repo repair --restore-meta' stores it again", p)
 		}
