@@ -407,10 +407,11 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 // blocks again. Before, it went on locating them, and its next backup of the same data
 // reused blobs that were gone (docs/design.md, "A deletion record removed outside cairn").
 func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
-	for _, how := range []string{"removed", "damaged"} {
+	for _, how := range []string{"removed", "damaged", "removed after the listing"} {
 		t.Run(how, func(t *testing.T) {
 			f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
-			g := f.peer(t, "g", repo.LockOptions{})
+			w := &afterListing{}
+			g := f.wrapped(t, "index-g", repo.Options{}, func(be backend.Backend) backend.Backend { w.Backend = be; return w })
 			ctx := context.Background()
 			base := randomVolume(15, 4<<20)
 			mA := f.backup(t, "a", &memSource{data: base}, nil)
@@ -431,24 +432,36 @@ func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
 			if len(records) == 0 || len(copies) != len(records) {
 				t.Fatalf("gc wrote %d deletion records and %d copies", len(records), len(copies))
 			}
-			for _, p := range records {
-				if how == "removed" {
+			remove := func() {
+				for _, p := range records {
 					if err := os.Remove(p); err != nil {
 						t.Fatal(err)
 					}
-					continue
-				}
-				b, err := os.ReadFile(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				b[len(b)/2] ^= 0x40
-				if err := os.WriteFile(p, b, 0o600); err != nil {
-					t.Fatal(err)
 				}
 			}
-			if got := g.restore(t, mB); !bytes.Equal(got, changed) {
-				t.Fatal("restore through the other index differs")
+			switch how {
+			case "removed":
+				remove()
+			case "damaged":
+				for _, p := range records {
+					b, err := os.ReadFile(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b[len(b)/2] ^= 0x40
+					if err := os.WriteFile(p, b, 0o600); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if how != "removed after the listing" {
+				if got := g.restore(t, mB); !bytes.Equal(got, changed) {
+					t.Fatal("restore through the other index differs")
+				}
+			} else {
+				// The backup's own sync lists the records, then finds them gone when it reads
+				// them: the sync right before it looks blobs up.
+				w.prefix, w.hook = "deleted/", remove
 			}
 			// A's own blocks are gone: g stores them again rather than reuse what it located.
 			mC := g.backup(t, "c", &memSource{data: base}, nil)
@@ -462,7 +475,13 @@ func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
 			if err != nil || !rep.OK() {
 				t.Fatalf("check: %v %+v", err, rep)
 			}
-			want := map[string]string{"removed": "is missing while its second copy is left", "damaged": "is damaged"}[how]
+			if w.hook != nil {
+				t.Fatal("the records were not removed during g's sync")
+			}
+			want := map[string]string{"damaged": "is damaged"}[how]
+			if want == "" {
+				want = "is missing while its second copy is left"
+			}
 			if notes := strings.Join(rep.Notes, "\n"); !strings.Contains(notes, want) {
 				t.Fatalf("check does not note the %s deletion record: %q", how, notes)
 			}
