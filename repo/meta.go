@@ -517,8 +517,10 @@ func (r *Repository) mendDeletions(ctx context.Context, rep *CheckReport) (recor
 		ckey := deletionCopyKey(key)
 		b, err := r.getObject(ctx, key)
 		if err == nil {
-			if _, err := r.be.Stat(ctx, ckey); !errors.Is(err, backend.ErrNotFound) {
-				continue // stored since, or cannot tell
+			if _, err := r.be.Stat(ctx, ckey); err == nil {
+				continue // stored since
+			} else if !errors.Is(err, backend.ErrNotFound) {
+				return records, copies, err
 			}
 			if err := r.putObject(ctx, ckey, b); err != nil {
 				return records, copies, fmt.Errorf("write the second copy of %s: %w", key, err)
