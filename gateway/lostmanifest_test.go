@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -159,5 +160,61 @@ func TestANewIndexAdoptsALostBackup(t *testing.T) {
 	}
 	if testutil.SHA256File(t, out) != testutil.SHA256File(t, filepath.Join(dir, "vm.img")) {
 		t.Fatal("the backup restored through the new index differs")
+	}
+}
+
+// A volume's record and a project's quota record removed outside cairn (their second copies
+// left) are learned from the copies by an index made anew, as the indexes that had them keep
+// them: it lists the volume, holds the project to its limits and names both, and so does
+// rebuild-index on an index that never had them. The volume's next backup stores its record
+// again. Before, a new index had neither: the volume was gone and the limits were the defaults
+// (docs/design.md, "A metadata object lost, its copy left").
+func TestANewIndexLearnsLostVolumeAndQuotaRecords(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, _, v := managedOnA(t, dir) // b has not caught up since: it knows neither
+	admin := adminCtx()
+	one := int64(1)
+	if _, err := a.QuotaUpdate(admin, gateway.DefaultProject, &one, nil); err != nil {
+		t.Fatal(err)
+	}
+	volRec := filepath.Join(repoDir, "meta", "volumes", hex.EncodeToString([]byte(v.ID)))
+	for _, p := range []string{volRec, filepath.Join(repoDir, "meta", "quotas", hex.EncodeToString([]byte(gateway.DefaultProject)))} {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	learned := func(g *gateway.Service, how string) {
+		t.Helper()
+		if _, err := g.Volume(admin, "vm"); err != nil {
+			t.Fatalf("%s: the volume whose record is lost: %v", how, err)
+		}
+		if u, err := g.QuotaUsage(admin, gateway.DefaultProject); err != nil || u.Backups.Limit != 1 {
+			t.Fatalf("%s: the quota whose record is lost: %+v, %v; want a limit of 1", how, u, err)
+		}
+		if !concerned(t, g, admin, gateway.ConcernVolumeError, "vm", "second copy is left") {
+			t.Errorf("%s: the overview does not name the volume whose record is missing", how)
+		}
+		if !concerned(t, g, admin, gateway.ConcernQuota, "", "quota record in the repository is missing") {
+			t.Errorf("%s: the overview does not name the quota whose record is missing", how)
+		}
+	}
+	fresh := gatewayOn(t, repoDir, filepath.Join(dir, "state-fresh"))
+	learned(fresh, "a new index")
+	if err := fresh.SyncBackups(admin); err != nil {
+		t.Fatal(err)
+	}
+	learned(fresh, "a new index's second catch-up")
+	if _, err := b.Volume(admin, "vm"); err == nil {
+		t.Fatal("the other gateway knew the volume before its rebuild")
+	}
+	if _, err := b.RebuildIndex(admin, nil); err != nil {
+		t.Fatal(err)
+	}
+	learned(b, "rebuild-index")
+	if _, err := fresh.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(volRec); err != nil {
+		t.Fatalf("the volume's backup through the new index did not store its record again: %v", err)
 	}
 }

@@ -124,6 +124,11 @@ func (s *Service) SyncBackups(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		learned, err := s.adoptLostRecords(ctx)
+		if err != nil {
+			return err
+		}
+		n += learned
 		if err := s.idx.SetMeta(adoptLostKey, ""); err != nil {
 			return err
 		}
@@ -421,6 +426,62 @@ func (s *Service) adoptLost(ctx context.Context, listed map[string]bool) (int, e
 		return nil
 	})
 	return n, err
+}
+
+// adoptLostRecords learns, into a new index, each volume and each project's quota limits whose
+// record is missing while its second copy is left, from the copy, and notes it missing
+// (missingRecord): what an index that read the record before the loss keeps (syncRecords,
+// syncQuotaLimits), so an index made anew loses nothing an older one has (docs/design.md, "A
+// metadata object lost, its copy left"). It returns how many it learned.
+func (s *Service) adoptLostRecords(ctx context.Context) (int, error) {
+	n := 0
+	vols, err := s.repo.MissingMetaNames(ctx, metaVolumes)
+	if err != nil {
+		return n, err
+	}
+	for _, id := range vols {
+		var v index.Volume
+		if err := s.repo.GetMetaCopy(ctx, metaVolumes, id, &v); err != nil || v.ID != id {
+			s.log.Warn("volume whose record is missing not learned from its second copy", "volume_id", id, "error", err)
+			continue
+		}
+		s.volumeRecMu.Lock()
+		err := s.idx.LearnVolume(&v)
+		s.volumeRecMu.Unlock()
+		if errors.Is(err, index.ErrExists) {
+			continue // known: the catch-up keeps it
+		} else if err != nil {
+			return n, err
+		}
+		s.missingRecord(metaVolumes, id)
+		n++
+	}
+	projects, err := s.repo.MissingMetaNames(ctx, metaQuotas)
+	if err != nil {
+		return n, err
+	}
+	for _, project := range projects {
+		var limits map[string]int64
+		if err := s.repo.GetMetaCopy(ctx, metaQuotas, project, &limits); err != nil {
+			s.log.Warn("quota whose record is missing not learned from its second copy", "project", project, "error", err)
+			continue
+		}
+		s.limitsMu.Lock()
+		have, err := s.idx.QuotaLimits(project)
+		learn := err == nil && len(have) == 0 // known: the catch-up keeps them
+		if learn {
+			err = s.idx.SetQuotaLimits(project, limits)
+		}
+		s.limitsMu.Unlock()
+		if err != nil {
+			return n, err
+		}
+		if learn {
+			s.missingRecord(metaQuotas, project)
+			n++
+		}
+	}
+	return n, nil
 }
 
 // missingRecord notes that the catch-up found the repository record id of kind missing while
@@ -1108,6 +1169,11 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	} else if n > 0 {
 		logf("recorded %d backups whose manifests are lost from their second copies ('cairn repo repair' stores the manifests again)", n)
 		res.Backups += n
+	}
+	if n, err := s.adoptLostRecords(ctx); err != nil {
+		return nil, err
+	} else if n > 0 {
+		logf("learned %d volumes and quotas whose records are missing from their second copies ('cairn repo repair --restore-meta' stores the records again)", n)
 	}
 	vols, err := s.idx.Volumes()
 	if err != nil {

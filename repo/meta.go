@@ -171,6 +171,25 @@ func (r *Repository) GetMeta(ctx context.Context, kind, name string, v any) erro
 	return nil
 }
 
+// GetMetaCopy reads and verifies the second copy of the metadata object name of kind into v;
+// backend.ErrNotFound when it has none. Reads of the object never fall back to it: this is for
+// a new index that learns what a lost object recorded, as the indexes that read the object
+// before the loss keep it (docs/design.md, "A metadata object lost, its copy left").
+func (r *Repository) GetMetaCopy(ctx context.Context, kind, name string, v any) error {
+	ckey := metaCopyOf(metaKey(kind, name))
+	if !validKind(kind) || name == "" || ckey == "" {
+		return fmt.Errorf("metadata %q/%q: no second copy is kept of this kind", kind, name)
+	}
+	b, err := r.getObject(ctx, ckey)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w: %v", ckey, ErrCorrupt, err)
+	}
+	return nil
+}
+
 // ListMetaNames calls fn with the name of every metadata object of kind, without reading them:
 // which objects exist, not what they say.
 func (r *Repository) ListMetaNames(ctx context.Context, kind string, fn func(name string) error) error {
