@@ -352,20 +352,7 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	g := f.peer(t, "g", repo.LockOptions{})
 	ctx := context.Background()
-	base := randomVolume(13, 4<<20)
-	mA := f.backup(t, "a", &memSource{data: base}, nil)
-	if got := g.restore(t, mA); !bytes.Equal(got, base) { // g learns A's packs
-		t.Fatal("restore differs")
-	}
-	changed := append([]byte(nil), base...)
-	copy(changed[:3<<20], randomVolume(14, 3<<20))
-	mB := f.backup(t, "b", &memSource{data: changed}, mA)
-	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
-		t.Fatal(err)
-	}
-	if st := f.gc(t); st.PacksRepacked == 0 {
-		t.Fatalf("gc repacked nothing: %+v", st)
-	}
+	base, changed, mB := repackedWhileKnown(t, f, g, 13)
 	records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
 	if len(records) == 0 {
 		t.Fatal("gc wrote no deletion record")
@@ -402,6 +389,28 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	}
 }
 
+// repackedWhileKnown backs up base (random, from seed) through f, restores it through g (which
+// learns its packs), backs up changed (its first 3 MiB new) on it, deletes the first backup
+// and runs gc, which repacks and writes a deletion record that g has not applied.
+func repackedWhileKnown(t *testing.T, f, g *fixture, seed uint64) (base, changed []byte, mB *repo.Manifest) {
+	t.Helper()
+	base = randomVolume(seed, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	if got := g.restore(t, mA); !bytes.Equal(got, base) {
+		t.Fatal("restore differs")
+	}
+	changed = append([]byte(nil), base...)
+	copy(changed[:3<<20], randomVolume(seed+1, 3<<20))
+	mB = f.backup(t, "b", &memSource{data: changed}, mA)
+	if err := f.r.DeleteManifest(context.Background(), mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.gc(t); st.PacksRepacked == 0 {
+		t.Fatalf("gc repacked nothing: %+v", st)
+	}
+	return base, changed, mB
+}
+
 // A deletion record removed (or damaged) outside cairn before another index applied it is
 // applied there from its second copy: that index forgets the packs gc deleted and stores their
 // blocks again. Before, it went on locating them, and its next backup of the same data
@@ -413,20 +422,7 @@ func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
 			w := &afterListing{}
 			g := f.wrapped(t, "index-g", repo.Options{}, func(be backend.Backend) backend.Backend { w.Backend = be; return w })
 			ctx := context.Background()
-			base := randomVolume(15, 4<<20)
-			mA := f.backup(t, "a", &memSource{data: base}, nil)
-			if got := g.restore(t, mA); !bytes.Equal(got, base) { // g learns A's packs
-				t.Fatal("restore differs")
-			}
-			changed := append([]byte(nil), base...)
-			copy(changed[:3<<20], randomVolume(16, 3<<20))
-			mB := f.backup(t, "b", &memSource{data: changed}, mA)
-			if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
-				t.Fatal(err)
-			}
-			if st := f.gc(t); st.PacksRepacked == 0 {
-				t.Fatalf("gc repacked nothing: %+v", st)
-			}
+			base, changed, mB := repackedWhileKnown(t, f, g, 15)
 			records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
 			copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
 			if len(records) == 0 || len(copies) != len(records) {
