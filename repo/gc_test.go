@@ -351,7 +351,6 @@ func TestRepackRelocatesForOtherIndexes(t *testing.T) {
 func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	g := f.peer(t, "g", repo.LockOptions{})
-	ctx := context.Background()
 	base, changed, mB := repackedWhileKnown(t, f, g, 13)
 	records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
 	if len(records) == 0 {
@@ -372,18 +371,7 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	if got := g.restore(t, mB); !bytes.Equal(got, changed) {
 		t.Fatal("restore through the other index differs after a damaged deletion record")
 	}
-	// A's own blocks are gone: g stores them again rather than reuse what it located.
-	mC := g.backup(t, "c", &memSource{data: base}, nil)
-	if mC.Stats.NewBlobs == 0 {
-		t.Fatal("g reused blobs that gc deleted")
-	}
-	if got := f.restore(t, mC); !bytes.Equal(got, base) {
-		t.Fatal("restore of g's backup differs")
-	}
-	rep, err := g.r.Check(ctx, repo.CheckOptions{ReadData: true})
-	if err != nil || !rep.OK() {
-		t.Fatalf("check: %v %+v", err, rep)
-	}
+	rep := storedAgain(t, f, g, base)
 	if !strings.Contains(strings.Join(rep.Notes, "\n"), "deletion record deleted/") {
 		t.Fatalf("check does not note the damaged deletion record: %q", rep.Notes)
 	}
@@ -409,6 +397,25 @@ func repackedWhileKnown(t *testing.T, f, g *fixture, seed uint64) (base, changed
 		t.Fatalf("gc repacked nothing: %+v", st)
 	}
 	return base, changed, mB
+}
+
+// storedAgain backs up base, whose blocks gc deleted, through g: g must store them again rather
+// than reuse what it located, the backup must restore through f, and g's check must pass. It
+// returns that check's report.
+func storedAgain(t *testing.T, f, g *fixture, base []byte) *repo.CheckReport {
+	t.Helper()
+	mC := g.backup(t, "c", &memSource{data: base}, nil)
+	if mC.Stats.NewBlobs == 0 {
+		t.Fatal("g reused blobs that gc deleted: it did not apply gc's deletion record")
+	}
+	if got := f.restore(t, mC); !bytes.Equal(got, base) {
+		t.Fatal("restore of g's backup differs")
+	}
+	rep, err := g.r.Check(context.Background(), repo.CheckOptions{ReadData: true})
+	if err != nil || !rep.OK() {
+		t.Fatalf("check: %v %+v", err, rep)
+	}
+	return rep
 }
 
 // A deletion record removed (or damaged) outside cairn before another index applied it is
@@ -459,18 +466,7 @@ func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
 				// them: the sync right before it looks blobs up.
 				w.prefix, w.hook = "deleted/", remove
 			}
-			// A's own blocks are gone: g stores them again rather than reuse what it located.
-			mC := g.backup(t, "c", &memSource{data: base}, nil)
-			if mC.Stats.NewBlobs == 0 {
-				t.Fatal("g reused blobs that gc deleted: the deletion record's copy was not applied")
-			}
-			if got := f.restore(t, mC); !bytes.Equal(got, base) {
-				t.Fatal("restore of g's backup differs")
-			}
-			rep, err := g.r.Check(ctx, repo.CheckOptions{ReadData: true})
-			if err != nil || !rep.OK() {
-				t.Fatalf("check: %v %+v", err, rep)
-			}
+			rep := storedAgain(t, f, g, base)
 			if w.hook != nil {
 				t.Fatal("the records were not removed during g's sync")
 			}
