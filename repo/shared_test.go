@@ -375,15 +375,21 @@ func TestConcurrentBackupDoesNotWaitForTwoStuckPacks(t *testing.T) {
 		data := append(append([]byte(nil), shared[k*leaf:(k+1)*leaf]...), randomBytes(uint64(60+k), leaf)...)
 		s := &stallSource{memSource: memSource{data: data}, stallAt: leaf, release: make(chan struct{})}
 		slows = append(slows, s)
+		// As in TestConcurrentBackupDoesNotWaitForAStuckPack: past its first leaf, the slow
+		// backup has passed that leaf's look for sessions waiting on its pack.
+		var collected atomic.Int64
+		progress := func(done, _ int64) { collected.Store(done) }
 		go func() {
 			var m *repo.Manifest
-			_, err := f.r.Write(ctx, s, repo.WriteOptions{}, func(res repo.WriteResult) error {
+			_, err := f.r.Write(ctx, s, repo.WriteOptions{Progress: progress}, func(res repo.WriteResult) error {
 				m = &repo.Manifest{ID: "slow" + itoa(k), VolumeID: "vol", Size: s.Size(), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
 				return f.r.PutManifest(ctx, m)
 			})
 			done <- slowDone{m, data, err}
 		}()
-		for deadline := time.Now().Add(10 * time.Second); !s.stalled.Load() || repo.SharedBlobsForTest(f.r) < (k+1)*repo.LeafFanout; time.Sleep(5 * time.Millisecond) {
+		// Without the last condition a loaded CI run under -cpu 1 (2026-12-07) let the fast
+		// backup ask before that look, and the pack was flushed in time.
+		for deadline := time.Now().Add(10 * time.Second); !s.stalled.Load() || repo.SharedBlobsForTest(f.r) < (k+1)*repo.LeafFanout || collected.Load() < leaf; time.Sleep(5 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("slow backup %d never packed its first leaf", k)
 			}

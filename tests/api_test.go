@@ -541,15 +541,21 @@ func TestAPIQuotaConcurrentCreates(t *testing.T) {
 	for _, b := range all {
 		e.waitBackup(b.ID, index.BackupAvailable)
 	}
-	// Metrics and health.
-	resp, err := http.Get(e.noauth + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	text, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(text), `cairn_jobs_total{kind="backup",result="success"} 2`) {
-		t.Fatalf("/metrics lacks 2 successful backup jobs:\n%s", text)
+	// Metrics and health. A job is counted when it ends, just after its backup shows
+	// available: a scrape in between counts one job less (a CI run of 2026-12-07 met that).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := http.Get(e.noauth + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		text, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if strings.Contains(string(text), `cairn_jobs_total{kind="backup",result="success"} 2`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks 2 successful backup jobs 10 s after both backups were available:\n%s", text)
+		}
 	}
 	if resp := do(t, mustRequest(t, e.noauth+"/healthz")); resp.StatusCode != http.StatusOK {
 		t.Fatalf("/healthz: %d", resp.StatusCode)
