@@ -489,6 +489,37 @@ func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
 	}
 }
 
+// A gc that stores its record and the record's copy between a sync's listing of the records
+// and its listing of the copies: the sync finds the copy without a listed record, reads the
+// record first (it is there) and applies it once; the next sync does not apply it again.
+func TestAGCBetweenASyncsTwoListingsIsAppliedOnce(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
+	w := &afterListing{}
+	g := f.wrapped(t, "index-g", repo.Options{}, func(be backend.Backend) backend.Backend { w.Backend = be; return w })
+	ctx := context.Background()
+	base := randomVolume(19, 4<<20)
+	mA := f.backup(t, "a", &memSource{data: base}, nil)
+	if got := g.restore(t, mA); !bytes.Equal(got, base) { // g learns A's packs
+		t.Fatal("restore differs")
+	}
+	if err := f.r.DeleteManifest(ctx, mA.ID); err != nil {
+		t.Fatal(err)
+	}
+	w.prefix, w.hook = "deleted/", func() {
+		if st := f.gc(t); st.PacksDeleted == 0 {
+			t.Errorf("gc deleted no pack: %+v", st)
+		}
+	}
+	st, err := g.r.Sync(ctx, false)
+	if err != nil || w.hook != nil || st.Deletions != 1 {
+		t.Fatalf("the sync a gc ran within: %+v, %v (gc ran: %v); want its record applied", st, err, w.hook == nil)
+	}
+	if st, err := g.r.Sync(ctx, false); err != nil || st.Deletions != 0 {
+		t.Fatalf("the next sync: %+v, %v; want nothing applied again", st, err)
+	}
+	storedAgain(t, f, g, base)
+}
+
 // A deletion record written by a cairn from before the copies (none beside it) is noted by
 // check, and repair stores its copy.
 func TestADeletionRecordWithoutACopyGetsOne(t *testing.T) {
