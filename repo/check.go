@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/cairn-backup/cairn/repo/backend"
 )
@@ -319,7 +318,7 @@ func (r *Repository) checkMeta(ctx context.Context, rep *CheckReport) error {
 	}
 	copies := map[string]bool{}
 	if err := r.be.ListKeys(ctx, deletedCopyPrefix, func(ckey string) error {
-		copies[deletedPrefix+strings.TrimPrefix(ckey, deletedCopyPrefix)] = true
+		copies[deletionOfCopy(ckey)] = true
 		return nil
 	}); err != nil {
 		return err

@@ -536,10 +536,10 @@ func (r *Repository) mendDeletions(ctx context.Context, rep *CheckReport) (recor
 		ckey := deletionCopyKey(key)
 		b, err := r.getObject(ctx, key)
 		if err == nil {
-			if _, err := r.be.Stat(ctx, ckey); err == nil {
-				continue // stored since
-			} else if !errors.Is(err, backend.ErrNotFound) {
+			if has, err := r.exists(ctx, ckey); err != nil {
 				return records, copies, err
+			} else if has {
+				continue // stored since
 			}
 			if err := r.putObject(ctx, ckey, b); err != nil {
 				return records, copies, fmt.Errorf("write the second copy of %s: %w", key, err)

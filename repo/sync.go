@@ -44,6 +44,11 @@ func deletionCopyKey(key string) string {
 	return deletedCopyPrefix + strings.TrimPrefix(key, deletedPrefix)
 }
 
+// deletionOfCopy is the key of the deletion record whose second copy is stored as ckey.
+func deletionOfCopy(ckey string) string {
+	return deletedPrefix + strings.TrimPrefix(ckey, deletedCopyPrefix)
+}
+
 // storeDeletion stores d as the deletion record key, then its second copy, both before any
 // pack d dooms is deleted: a record removed outside cairn leaves its copy, which every sync
 // applies in its stead (docs/design.md, "A deletion record removed outside cairn").
@@ -431,7 +436,7 @@ func (r *Repository) sync(ctx context.Context, scope syncScope, lk *Lock) (SyncS
 	// removed outside cairn leaves its copy (docs/design.md, "A deletion record removed
 	// outside cairn") [TestARemovedDeletionRecordIsAppliedFromItsCopy].
 	if err := r.be.ListKeys(ctx, deletedCopyPrefix, func(ckey string) error {
-		if key := deletedPrefix + strings.TrimPrefix(ckey, deletedCopyPrefix); !listedRecord[key] {
+		if key := deletionOfCopy(ckey); !listedRecord[key] {
 			keys = append(keys, key)
 		}
 		return nil
