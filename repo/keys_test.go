@@ -626,9 +626,7 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 	if _, err := repo.Unlock(ctx, be, "c"); !errors.Is(err, repo.ErrKeyObjectMissing) || !strings.Contains(err.Error(), "key-copies/"+c.ID) {
 		t.Fatalf("a removed key's passphrase with its copy left: %v; want it refused, naming the copy", err)
 	}
-	if err := os.Remove(files.path(cp)); err != nil {
-		t.Fatal(err)
-	}
+	files.remove(cp)
 	rep := check("", "1 key objects are missing while their second copies are stored")
 	check("", "1 key objects have no second copy")
 	if n, err := f.r.MendKeys(ctx, rep, time.Second); err != nil || n != 1 {
@@ -660,9 +658,7 @@ func TestKeyCopyStandsInForADamagedKey(t *testing.T) {
 
 	// A key object removed alone (by an earlier cairn) is removed, though its copy is left:
 	// a command that opened with it holds nothing any more.
-	if err := os.Remove(files.path(key)); err != nil {
-		t.Fatal(err)
-	}
+	files.remove(key)
 	if _, err := kb.Add(ctx, "d", ""); !errors.Is(err, repo.ErrKeyGone) {
 		t.Fatalf("key add with a key removed but for its copy: %v, want ErrKeyGone", err)
 	}
@@ -701,9 +697,7 @@ func TestALostKeyObjectIsRestoredFromItsCopy(t *testing.T) {
 	}
 
 	// B's key object lost: B's passphrase is told, A's repair keeps the copy, B restores it.
-	if err := os.Remove(files.path("keys/" + b.ID)); err != nil {
-		t.Fatal(err)
-	}
+	files.remove("keys/" + b.ID)
 	if _, err := repo.Unlock(ctx, be, "b"); !errors.Is(err, repo.ErrKeyObjectMissing) || !errors.Is(err, repo.ErrCorrupt) ||
 		!strings.Contains(err.Error(), "'cairn repo key restore'") {
 		t.Fatalf("open with b, its key object lost: %v; want the missing key object named", err)
@@ -783,9 +777,7 @@ func TestRestoreKeyLosesToAKeyRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := f.objectFiles(t)
-	if err := os.Remove(files.path("keys/" + b.ID)); err != nil {
-		t.Fatal(err)
-	}
+	files.remove("keys/" + b.ID)
 	wrapped := &removesBeforeClaim{Backend: be, key: "key-copies/" + b.ID}
 	if _, err := repo.RestoreKey(ctx, wrapped, "b", repo.LockOptions{}); !errors.Is(err, repo.ErrKeyGone) {
 		t.Fatalf("restore racing a key remove: %v; want ErrKeyGone", err)

@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
-	"github.com/cairn-backup/cairn/repo/backend/local"
 )
 
 // A manifest removed outside cairn, its copy left and no delete begun, is a lost manifest
@@ -27,9 +25,7 @@ func TestALostManifestIsStoredAgainFromItsCopy(t *testing.T) {
 	a := f.backup(t, "a", &memSource{data: volA}, nil)
 	b := f.backup(t, "b", &memSource{data: volB}, nil) // no block in common with a
 	files := f.objectFiles(t)
-	if err := os.Remove(files.path("manifests/b")); err != nil {
-		t.Fatal(err)
-	}
+	files.remove("manifests/b")
 	if _, err := f.r.GetManifest(ctx, "b"); !errors.Is(err, backend.ErrNotFound) {
 		t.Fatalf("a read of a lost manifest: %v; reads never fall back to a copy without its manifest", err)
 	}
@@ -70,9 +66,7 @@ func TestALostManifestIsStoredAgainFromItsCopy(t *testing.T) {
 
 	// Both gone: the manifest missing, its copy damaged. The backup is lost whole, and gc,
 	// which cannot tell what it needs, deletes nothing until it is forgotten.
-	if err := os.Remove(files.path("manifests/b")); err != nil {
-		t.Fatal(err)
-	}
+	files.remove("manifests/b")
 	files.flip("manifest-copies/b")
 	rep = check()
 	if len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "backup b: its manifest is missing") ||
@@ -125,22 +119,11 @@ func TestAnOldTombstoneGoesOnlyAfterItsCopy(t *testing.T) {
 // read of the copy and its store wins, and neither the manifest nor its copy is left.
 func TestStoringALostManifestLosesToADelete(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, repo.InitOptions{})
-	f.backup(t, "a", &memSource{data: randomVolume(84, 1<<20)}, nil)
-	other := f.peer(t, "other", repo.LockOptions{})
+	f, g, rep := mendDuringADelete(t, 84, func(files objectFiles) { files.remove("manifests/a") })
 	files := f.objectFiles(t)
-	if err := os.Remove(files.path("manifests/a")); err != nil {
-		t.Fatal(err)
+	if len(rep.Problems) != 1 {
+		t.Fatalf("check: %+v", rep)
 	}
-	rep, err := f.r.Check(ctx, repo.CheckOptions{})
-	if err != nil || len(rep.Problems) != 1 {
-		t.Fatalf("check: %v %+v", err, rep)
-	}
-	be, err := local.Open(files.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
 	if n, err := g.r.MendManifests(ctx, rep); err != nil || n != (repo.ManifestsMended{}) {
 		t.Fatalf("mend during a delete: %+v, %v; want nothing stored", n, err)
 	}
@@ -156,11 +139,9 @@ func TestStoringALostManifestLosesToADelete(t *testing.T) {
 func TestCheckSeesAManifestLostAfterItsListing(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
 	f.backup(t, "a", &memSource{data: randomVolume(85, 1<<20)}, nil)
-	be, err := local.Open(f.objectFiles(t).dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := fixtureOn(t, &deletesAfterListing{Backend: be, victim: "a"}, f.dir, "index-g", repo.Options{})
+	g := f.wrapped(t, "index-g", repo.Options{}, func(be backend.Backend) backend.Backend {
+		return &deletesAfterListing{Backend: be, victim: "a"}
+	})
 	rep, err := g.r.Check(context.Background(), repo.CheckOptions{})
 	if err != nil || len(rep.Problems) != 1 || !strings.Contains(rep.Problems[0], "backup a: its manifest is missing though no delete of it began") {
 		t.Fatalf("check with a's manifest lost after its listing: %v %+v", err, rep)

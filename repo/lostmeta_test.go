@@ -34,9 +34,7 @@ func TestALostMetadataObjectIsKeptUntilAnAdminDecides(t *testing.T) {
 			f.putPolicy(t, "nightly", 3)
 			lose := func() {
 				t.Helper()
-				if err := os.Remove(files.path(obj)); err != nil {
-					t.Fatal(err)
-				}
+				files.remove(obj)
 			}
 			lose()
 			var p testPolicy
@@ -128,9 +126,7 @@ func TestRestoreMetaLosesToADelete(t *testing.T) {
 			nightly := repo.MetaObject{Kind: "policies", Name: "nightly"}
 			obj, cp := metaKeys("policies", "nightly")
 			f.putPolicy(t, "nightly", 3)
-			if err := os.Remove(files.path(obj)); err != nil {
-				t.Fatal(err)
-			}
+			files.remove(obj)
 			other := f.peer(t, "other", repo.LockOptions{})
 			// The other writer lands between RestoreMeta's read of the pair and its store.
 			rb := &racingBackend{key: obj}
@@ -239,9 +235,7 @@ func TestMissingMetaNames(t *testing.T) {
 		f.putPolicy(t, name, 1)
 	}
 	obj, _ := metaKeys("policies", "nightly")
-	if err := os.Remove(files.path(obj)); err != nil {
-		t.Fatal(err)
-	}
+	files.remove(obj)
 	other := f.peer(t, "other", repo.LockOptions{})
 	w := &afterListing{prefix: "meta/policies/", hook: func() {
 		other.putPolicy(t, "weekly", 2)

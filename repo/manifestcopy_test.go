@@ -114,9 +114,7 @@ func testManifestCopy(t *testing.T, o repo.InitOptions) {
 
 	// The copy damaged, and one missing: repair writes both from their manifests.
 	files.flip("manifest-copies/b")
-	if err := os.Remove(files.path("manifest-copies/a")); err != nil {
-		t.Fatal(err)
-	}
+	files.remove("manifest-copies/a")
 	rep = check(1, "1 backups' manifests have no second copy")
 	if !strings.Contains(rep.Problems[0], "manifest-copies/b") {
 		t.Fatalf("check: %q", rep.Problems)
@@ -283,20 +281,11 @@ func (d *deletesOnCopyRead) Get(ctx context.Context, key string) (io.ReadCloser,
 // left (the interleaving of repair and another gateway's delete).
 func TestMendingAManifestLosesToADelete(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, repo.InitOptions{})
-	f.backup(t, "a", &memSource{data: randomVolume(74, 1<<20)}, nil)
-	other := f.peer(t, "other", repo.LockOptions{})
+	f, g, rep := mendDuringADelete(t, 74, func(files objectFiles) { files.flip("manifests/a") })
 	dir := filepath.Join(f.dir, "repo")
-	f.objectFiles(t).flip("manifests/a")
-	rep, err := f.r.Check(ctx, repo.CheckOptions{})
-	if err != nil || len(rep.Problems) != 1 {
-		t.Fatalf("check: %v %+v", err, rep)
+	if len(rep.Problems) != 1 {
+		t.Fatalf("check: %+v", rep)
 	}
-	be, err := local.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
 	if n, err := g.r.MendManifests(ctx, rep); err != nil || n != (repo.ManifestsMended{}) {
 		t.Fatalf("mend during a delete: %+v, %v; want nothing stored", n, err)
 	}
@@ -315,22 +304,11 @@ func TestMendingAManifestLosesToADelete(t *testing.T) {
 // next gc removes it.
 func TestACopyStoredAfterADeleteIsNeverReadAndGCRemovesIt(t *testing.T) {
 	ctx := context.Background()
-	f := newFixture(t, repo.InitOptions{})
-	f.backup(t, "a", &memSource{data: randomVolume(75, 1<<20)}, nil)
-	other := f.peer(t, "other", repo.LockOptions{})
+	f, g, rep := mendDuringADelete(t, 75, func(files objectFiles) { files.remove("manifest-copies/a") })
 	files := f.objectFiles(t)
-	if err := os.Remove(files.path("manifest-copies/a")); err != nil {
-		t.Fatal(err)
+	if !rep.OK() {
+		t.Fatalf("check: %+v", rep)
 	}
-	rep, err := f.r.Check(ctx, repo.CheckOptions{})
-	if err != nil || !rep.OK() {
-		t.Fatalf("check: %v %+v", err, rep)
-	}
-	be, err := local.Open(files.dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := fixtureOn(t, &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}, f.dir, "index-g", repo.Options{ChunkCacheBytes: 8 << 20})
 	if n, err := g.r.MendManifests(ctx, rep); err != nil || n != (repo.ManifestsMended{Copies: 1}) {
 		t.Fatalf("mend during a delete: %+v, %v; want the copy stored", n, err)
 	}
@@ -345,6 +323,26 @@ func TestACopyStoredAfterADeleteIsNeverReadAndGCRemovesIt(t *testing.T) {
 		t.Fatal("gc left the copy of a deleted backup")
 	}
 	f.mustCheck(t)
+}
+
+// mendDuringADelete backs up "a" in a new fixture f, lets damage harm its objects, and checks
+// it: it returns f, the check's report, and another index g of f's repository whose first read
+// of a's manifest copy is followed by a delete of a through a third one (deletesOnCopyRead):
+// repair's mend racing another gateway's delete.
+func mendDuringADelete(t *testing.T, seed uint64, damage func(objectFiles)) (f, g *fixture, rep *repo.CheckReport) {
+	t.Helper()
+	f = newFixture(t, repo.InitOptions{})
+	f.backup(t, "a", &memSource{data: randomVolume(seed, 1<<20)}, nil)
+	other := f.peer(t, "other", repo.LockOptions{})
+	damage(f.objectFiles(t))
+	rep, err := f.r.Check(context.Background(), repo.CheckOptions{})
+	if err != nil {
+		t.Fatalf("check: %v", err)
+	}
+	g = f.wrapped(t, "index-g", repo.Options{ChunkCacheBytes: 8 << 20}, func(be backend.Backend) backend.Backend {
+		return &deletesOnCopyRead{Backend: be, t: t, id: "a", other: other.r}
+	})
+	return f, g, rep
 }
 
 // objectFiles are the objects of a fixture's local repository as files, by key: for tests
@@ -385,6 +383,14 @@ func (o objectFiles) flip(key string) {
 	data[len(data)/2] ^= 0x10
 	o.write(key, data)
 	o.setModTime(key, at)
+}
+
+// remove removes the object, as a removal outside cairn does.
+func (o objectFiles) remove(key string) {
+	o.t.Helper()
+	if err := os.Remove(o.path(key)); err != nil {
+		o.t.Fatal(err)
+	}
 }
 
 func (o objectFiles) modTime(key string) time.Time {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -174,9 +173,7 @@ func TestMetaCopyStandsInForADamagedObject(t *testing.T) {
 
 			// A missing copy, and one that differs (an older write's): notes; repair writes
 			// each from the object, and then the copy stands in with the object's JSON.
-			if err := os.Remove(files.path(cp)); err != nil {
-				t.Fatal(err)
-			}
+			files.remove(cp)
 			if _, copies, rep = f.mendMeta(t); !rep.OK() || !hasText(rep.Notes, "no second copy") || copies != 1 {
 				t.Fatalf("missing copy: problems %q, notes %q, copies written %d", rep.Problems, rep.Notes, copies)
 			}
