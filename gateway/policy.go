@@ -509,27 +509,25 @@ func (s *Service) policyVolumes(p *Policy) ([]*index.Volume, error) {
 // learnVolumes adds to the index the volumes of p that another gateway managed since this one
 // opened its index (their records are in the repository): a run here skipped them, and the
 // gateway that manages them did not run the policy, since this one held its claim
-// [TestPolicyRunOnAnotherGatewayBacksUpItsVolumes].
+// [TestPolicyRunOnAnotherGatewayBacksUpItsVolumes]. Each is learned by learnVolume, which
+// reads the record again under volumeRecMu: a record read without it may be that of a volume
+// being forgotten here, and learned back it would be backed up, which stores its record again
+// [TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack].
 func (s *Service) learnVolumes(ctx context.Context, p *Policy) error {
-	learn := func(v *index.Volume) error {
-		if _, err := s.idx.Volume(v.ID); !errors.Is(err, index.ErrNotFound) {
+	learn := func(id string) error {
+		if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
 			return err
 		}
-		if err := s.idx.LearnVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
-			return err
+		learned, err := s.learnVolume(ctx, id)
+		if learned {
+			s.log.Info("volume managed through another gateway learned for a policy run", "policy", p.Name, "volume_id", id)
 		}
-		s.log.Info("volume managed through another gateway learned for a policy run", "policy", p.Name, "volume_id", v.ID, "volume", v.Name)
-		return nil
+		return err
 	}
 	if !p.AllOfProject {
 		for _, id := range p.Volumes {
-			if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
-				continue
-			}
-			if v := s.storedVolume(ctx, id); v != nil {
-				if err := learn(v); err != nil {
-					return err
-				}
+			if err := learn(id); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -539,7 +537,7 @@ func (s *Service) learnVolumes(ctx context.Context, p *Policy) error {
 		if json.Unmarshal(b, &v) != nil || v.ID != id || v.Project != p.Project {
 			return nil
 		}
-		return learn(&v)
+		return learn(id)
 	}, func(key string, err error) { s.log.Warn("volume record damaged: skipped", "key", key, "error", err) })
 }
 

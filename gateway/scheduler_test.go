@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -236,6 +237,59 @@ func TestPolicyRunOnAnotherGatewayBacksUpItsVolumes(t *testing.T) {
 		if len(bs) != want {
 			t.Fatalf("after policy %s ran on the other gateway there are %d backups, want %d", policy, len(bs), want)
 		}
+	}
+}
+
+// A policy run learns the volumes of its project that another gateway managed, but never one
+// being unmanaged here: until 2026-12-07 it learned from a record read without volumeRecMu, so
+// a run between the unmanage's removal of the index's record and of the repository's brought
+// the volume back and backed it up, which stored its record and copy again; the unmanage
+// then removed the record alone, and a new index learned the volume from the copy
+// (docs/design.md, "The full catch-up also follows").
+func TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	ctx := adminCtx()
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "all", Schedule: "daily",
+		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	// At the unmanage's delete of the volume's record (after the index forgot it and the
+	// record's copy went), the policy runs; the unmanage goes on when the run ends, or after a
+	// second if the run waits for it.
+	var once sync.Once
+	ran := make(chan error, 1)
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		return &beforeDelete{Backend: be, before: func(key string) {
+			if key != "meta/volumes/"+hex.EncodeToString([]byte(v.ID)) {
+				return
+			}
+			once.Do(func() {
+				go func() { _, err := s.RunPolicy(ctx, "all"); ran <- err }()
+				select {
+				case err := <-ran:
+					ran <- err
+				case <-time.After(time.Second):
+				}
+			})
+		}}
+	})
+	if _, err := s.UnmanageVolume(ctx, "vm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("the policy run: %v", err)
+	}
+	if vs, _ := s.ListVolumes(ctx, false); len(vs) != 0 {
+		t.Fatalf("after the unmanage the gateway lists volume %s (%s): a policy run learned it back", vs[0].Name, vs[0].Status)
+	}
+	if vs, _ := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-new")).ListVolumes(ctx, false); len(vs) != 0 {
+		t.Fatalf("a new index learns the unmanaged volume %s from the repository: its record was stored again", vs[0].Name)
 	}
 }
 
