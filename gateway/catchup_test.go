@@ -656,6 +656,156 @@ func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
 	}
 }
 
+// duringUnmanage makes g call run, once, right before g's removal of the repository record of
+// volume id (after its index forgot the volume and the record's copy went, with volumeRecMu
+// held), and lets the removal go on when run returns, or after a second if run waits for the
+// lock. It returns the channel run's error arrives on.
+func duringUnmanage(t *testing.T, g *gateway.Service, id string, run func() error) <-chan error {
+	t.Helper()
+	var once sync.Once
+	ran := make(chan error, 1)
+	gateway.WrapBackendForTest(t, g, func(be backend.Backend) backend.Backend {
+		return &beforeDelete{Backend: be, before: func(key string) {
+			if key != "meta/volumes/"+hex.EncodeToString([]byte(id)) {
+				return
+			}
+			once.Do(func() {
+				go func() { ran <- run() }()
+				select {
+				case err := <-ran:
+					ran <- err
+				case <-time.After(time.Second):
+				}
+			})
+		}}
+	})
+	return ran
+}
+
+// noVolume fails the test if g, or a new index on the repository in repoDir, lists a volume.
+func noVolume(t *testing.T, g *gateway.Service, repoDir, newState, why string) {
+	t.Helper()
+	if vs, _ := g.ListVolumes(adminCtx(), false); len(vs) != 0 {
+		t.Fatalf("%s: the gateway lists volume %s (%s)", why, vs[0].Name, vs[0].Status)
+	}
+	if vs, _ := gatewayOn(t, repoDir, newState).ListVolumes(adminCtx(), false); len(vs) != 0 {
+		t.Fatalf("%s: a new index learns volume %s from the repository: its record was stored again", why, vs[0].Name)
+	}
+}
+
+// A catch-up that adopts another gateway's backup of a volume this one is unmanaging does not
+// learn the volume back: its learn (ensureVolume) read the record without volumeRecMu until
+// 2026-12-07, and one between the forget's removal of the index's record and of the
+// repository's brought the volume back, listed with no record (docs/design.md, "A write of a
+// volume's record never brings one back either").
+func TestCatchUpDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, _, v := managedOnA(t, dir)
+	ctx := adminCtx()
+	if err := b.SyncBackups(ctx); err != nil { // b learns the volume
+		t.Fatal(err)
+	}
+	if _, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	// a's catch-up within a minute of its last full one follows the backup log.
+	ran := duringUnmanage(t, a, v.ID, func() error { return a.CatchUp(ctx) })
+	if _, err := a.UnmanageVolume(ctx, "vm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-ran; err != nil {
+		t.Fatalf("the catch-up: %v", err)
+	}
+	noVolume(t, a, repoDir, filepath.Join(dir, "state-new"), "after the unmanage and a catch-up that adopted a backup of the volume")
+}
+
+// The end of a backup that reads the index just before an unmanage here does not store the
+// volume's record after the unmanage removed it: every write of the record holds volumeRecMu
+// since 2026-12-07 (docs/design.md, "A write of a volume's record never brings one back
+// either").
+func TestJobEndDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	ctx := adminCtx()
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before the backup's end stores the record (the volume available again in the index), an
+	// unmanage runs; the store goes on when it ends, or after a second if it waits.
+	var once sync.Once
+	unmanaged := make(chan error, 1)
+	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+		return gateway.BeforePutForTest(be, func(key string) {
+			if key != "meta/volumes/"+hex.EncodeToString([]byte(v.ID)) {
+				return
+			}
+			if got, err := s.Volume(ctx, "vm"); err != nil || got.Status != index.VolumeAvailable {
+				return // the backup's start
+			}
+			once.Do(func() {
+				go func() { _, err := s.UnmanageVolume(ctx, "vm"); unmanaged <- err }()
+				select {
+				case err := <-unmanaged:
+					unmanaged <- err
+				case <-time.After(time.Second):
+				}
+			})
+		})
+	})
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-unmanaged:
+		if err != nil {
+			t.Fatalf("the unmanage: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no unmanage ran at the backup's end: the backup stored no volume record there")
+	}
+	noVolume(t, s, cfg.Repo, filepath.Join(dir, "state-new"), "after an unmanage at a backup's end")
+}
+
+// A backup running on one gateway while the volume is unmanaged through another does not store
+// the volume's record again at its end: the other gateway cannot tell the volume is busy here,
+// and until 2026-12-07 the end's write brought the unmanaged volume back on every gateway. The
+// write at a job's end stores the record only while the repository holds it or its copy.
+func TestJobOnOneGatewayDoesNotBringBackAVolumeUnmanagedOnAnother(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, _, _ := managedOnA(t, dir)
+	ctx := adminCtx()
+	if err := b.SyncBackups(ctx); err != nil { // b learns the volume
+		t.Fatal(err)
+	}
+	var once sync.Once
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		return gateway.BeforePutForTest(be, func(key string) {
+			if strings.HasPrefix(key, "manifests/") {
+				once.Do(func() {
+					if _, err := b.UnmanageVolume(ctx, "vm"); err != nil {
+						t.Errorf("unmanage through the other gateway while the backup runs: %v", err)
+					}
+				})
+			}
+		})
+	})
+	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	noVolume(t, b, repoDir, filepath.Join(dir, "state-new"), "after a backup through one gateway that another unmanaged the volume during")
+	// The gateway that ran the backup forgets the volume at its next full catch-up; the
+	// backup stays.
+	if err := a.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	noVolume(t, a, repoDir, filepath.Join(dir, "state-new2"), "after the backing-up gateway's full catch-up")
+	if bs, err := a.ListBackups(ctx, gateway.ListFilter{}); err != nil || len(bs) != 1 {
+		t.Fatalf("backups after the volume was forgotten: %d, %v", len(bs), err)
+	}
+}
+
 // A volume managed through one gateway is listed by another at that one's next full catch-up,
 // before any backup of it, and backed up through it (a forget through the first reaches the
 // other as in TestVolumeForgottenOnOneGatewayIsForgottenOnAnother). Before, the other gateway knew it only once a backup of it was adopted: a volume

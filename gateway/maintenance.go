@@ -440,21 +440,14 @@ func (s *Service) adoptLostRecords(ctx context.Context) (int, error) {
 		return n, err
 	}
 	for _, id := range vols {
-		var v index.Volume
-		if err := s.repo.GetMetaCopy(ctx, metaVolumes, id, &v); err != nil || v.ID != id {
-			s.log.Warn("volume whose record is missing not learned from its second copy", "volume_id", id, "error", err)
-			continue
-		}
-		s.volumeRecMu.Lock()
-		err := s.idx.LearnVolume(&v)
-		s.volumeRecMu.Unlock()
-		if errors.Is(err, index.ErrExists) {
-			continue // known: the catch-up keeps it
-		} else if err != nil {
+		learned, err := s.learnLostVolume(ctx, id)
+		if err != nil {
 			return n, err
 		}
-		s.missingRecord(metaVolumes, id)
-		n++
+		if learned {
+			s.missingRecord(metaVolumes, id)
+			n++
+		}
 	}
 	projects, err := s.repo.MissingMetaNames(ctx, metaQuotas)
 	if err != nil {
@@ -482,6 +475,30 @@ func (s *Service) adoptLostRecords(ctx context.Context) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// learnLostVolume learns volume id from its record's second copy if the index lacks it. It
+// reads the copy under volumeRecMu, as learnVolume reads the record: a forget here removes the
+// copy first, under the same lock, so a copy read before it is never learned after it.
+func (s *Service) learnLostVolume(ctx context.Context, id string) (bool, error) {
+	s.volumeRecMu.Lock()
+	defer s.volumeRecMu.Unlock()
+	if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
+		return false, err // known: the catch-up keeps it
+	}
+	var v index.Volume
+	if err := s.repo.GetMetaCopy(ctx, metaVolumes, id, &v); err != nil || v.ID != id {
+		if !errors.Is(err, backend.ErrNotFound) {
+			s.log.Warn("volume whose record is missing not learned from its second copy", "volume_id", id, "error", err)
+		}
+		return false, nil
+	}
+	if err := s.idx.LearnVolume(&v); errors.Is(err, index.ErrExists) {
+		return false, nil
+	} else if err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // missingRecord notes that the catch-up found the repository record id of kind missing while

@@ -18,15 +18,52 @@ const (
 	metaQuotas    = "quotas"
 )
 
-// saveVolume writes a volume's record through to the backend. Transient statuses are stored
-// as what recovery would make of them.
+// saveVolume writes a volume's record through to the backend, whatever the repository holds:
+// for the writes that make the record (a manage, a create, a restore's new volume). It holds
+// volumeRecMu, as every write of the record does, so a forget here never runs between its
+// read of the index and its store (docs/design.md, "A write of a volume's record never
+// brings one back either").
 func (s *Service) saveVolume(ctx context.Context, id string) error {
+	s.volumeRecMu.Lock()
+	defer s.volumeRecMu.Unlock()
+	return s.storeVolumeRecord(ctx, id, false)
+}
+
+// saveVolumeLogged is the write of a volume's record at a job's end (and a restore's start):
+// stored only while the repository holds the record or its copy, since a volume whose both
+// are gone was forgotten through another gateway while the job ran here
+// [TestJobOnOneGatewayDoesNotBringBackAVolumeUnmanagedOnAnother]. A failure must not undo what
+// already happened: it is logged, and the next change, or rebuild-index from the manifests,
+// covers it.
+func (s *Service) saveVolumeLogged(ctx context.Context, id string) {
+	s.volumeRecMu.Lock()
+	defer s.volumeRecMu.Unlock()
+	s.saveVolumeHeld(ctx, id, true)
+}
+
+// saveVolumeHeld is saveVolumeLogged for a caller that holds volumeRecMu; kept false stores
+// the record whatever the repository holds (a volume kept because its removal failed).
+func (s *Service) saveVolumeHeld(ctx context.Context, id string, kept bool) {
+	if err := s.storeVolumeRecord(context.WithoutCancel(ctx), id, kept); err != nil {
+		s.log.Warn("cannot write the volume's record to the repository", "volume_id", id, "error", err)
+	}
+}
+
+// storeVolumeRecord stores the index's record of volume id in the repository, or removes the
+// repository's when the index has none; the caller holds volumeRecMu. Transient statuses are
+// stored as what recovery would make of them. With kept, a record the repository no longer
+// holds, nor its copy, is not stored again.
+func (s *Service) storeVolumeRecord(ctx context.Context, id string, kept bool) error {
 	v, err := s.idx.Volume(id)
 	if errors.Is(err, index.ErrNotFound) {
 		return s.repo.DeleteMeta(ctx, metaVolumes, id)
 	}
 	if err != nil {
 		return err
+	}
+	if kept && !s.volumeRecordKept(ctx, id) {
+		s.log.Info("volume's record not stored again: it was forgotten through another gateway; the next catch-up forgets it here", "volume_id", id, "volume", v.Name)
+		return nil
 	}
 	switch v.Status {
 	case index.VolumeBackingUp:
@@ -40,12 +77,15 @@ func (s *Service) saveVolume(ctx context.Context, id string) error {
 	return s.repo.PutMeta(ctx, metaVolumes, id, v)
 }
 
-// saveVolumeLogged is saveVolume where a failure must not undo what already happened: the
-// next change, or rebuild-index from the manifests, covers it.
-func (s *Service) saveVolumeLogged(ctx context.Context, id string) {
-	if err := s.saveVolume(context.WithoutCancel(ctx), id); err != nil {
-		s.log.Warn("cannot write the volume's record to the repository", "volume_id", id, "error", err)
+// volumeRecordKept reports whether the repository holds volume id's record, or its copy (a
+// record lost outside cairn): the object first, then the copy, as every removal takes the
+// copy first. One it cannot ask about counts as kept.
+func (s *Service) volumeRecordKept(ctx context.Context, id string) bool {
+	if has, err := s.repo.HasMeta(ctx, metaVolumes, id); err != nil || has {
+		return true
 	}
+	left, err := s.repo.MetaCopyLeft(ctx, metaVolumes, id)
+	return err != nil || left
 }
 
 func (s *Service) saveSnapshot(ctx context.Context, sn *index.Snapshot) error {
@@ -102,11 +142,13 @@ func (s *Service) restoreMeta(ctx context.Context, logf func(string, ...any)) (v
 		if _, err := s.idx.Volume(id); err == nil {
 			return nil
 		}
-		if err := s.idx.LearnVolume(&v); err != nil && !errors.Is(err, index.ErrExists) {
-			return err
+		// Read again under volumeRecMu (learnVolume): a serving gateway's rebuild may list
+		// the record of a volume it is forgetting.
+		learned, err := s.learnVolume(ctx, id)
+		if learned {
+			vols++
 		}
-		vols++
-		return nil
+		return err
 	}, bad)
 	if err != nil {
 		return

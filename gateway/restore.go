@@ -459,7 +459,13 @@ func (s *Service) dropNewVolume(ctx context.Context, v *index.Volume, reason str
 	defer s.volumeRecMu.Unlock()
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		s.log.Error("cannot remove a volume whose start failed", "volume_id", v.ID, "error", err)
-		s.setVolumeStatus(v.ID, index.VolumeError, reason)
+		if _, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
+			rec.Status, rec.FailReason = index.VolumeError, reason
+			return nil
+		}); err != nil && !errors.Is(err, index.ErrNotFound) {
+			s.log.Error("cannot set volume status", "volume_id", v.ID, "status", index.VolumeError, "error", err)
+		}
+		s.saveVolumeHeld(ctx, v.ID, false)
 		return
 	}
 	if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
@@ -470,7 +476,7 @@ func (s *Service) dropNewVolume(ctx context.Context, v *index.Volume, reason str
 		if rerr := s.idx.LearnVolume(&kept); rerr != nil { // the repository records it
 			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
 		}
-		s.saveVolumeLogged(ctx, v.ID)
+		s.saveVolumeHeld(ctx, v.ID, false)
 		return
 	}
 	if v.TrackChanges {

@@ -259,38 +259,14 @@ func TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
 		t.Fatal(err)
 	}
-	// At the unmanage's delete of the volume's record (after the index forgot it and the
-	// record's copy went), the policy runs; the unmanage goes on when the run ends, or after a
-	// second if the run waits for it.
-	var once sync.Once
-	ran := make(chan error, 1)
-	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
-		return &beforeDelete{Backend: be, before: func(key string) {
-			if key != "meta/volumes/"+hex.EncodeToString([]byte(v.ID)) {
-				return
-			}
-			once.Do(func() {
-				go func() { _, err := s.RunPolicy(ctx, "all"); ran <- err }()
-				select {
-				case err := <-ran:
-					ran <- err
-				case <-time.After(time.Second):
-				}
-			})
-		}}
-	})
+	ran := duringUnmanage(t, s, v.ID, func() error { _, err := s.RunPolicy(ctx, "all"); return err })
 	if _, err := s.UnmanageVolume(ctx, "vm"); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-ran; err != nil {
 		t.Fatalf("the policy run: %v", err)
 	}
-	if vs, _ := s.ListVolumes(ctx, false); len(vs) != 0 {
-		t.Fatalf("after the unmanage the gateway lists volume %s (%s): a policy run learned it back", vs[0].Name, vs[0].Status)
-	}
-	if vs, _ := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-new")).ListVolumes(ctx, false); len(vs) != 0 {
-		t.Fatalf("a new index learns the unmanaged volume %s from the repository: its record was stored again", vs[0].Name)
-	}
+	noVolume(t, s, cfg.Repo, filepath.Join(dir, "state-new"), "after the unmanage and a policy run during it")
 }
 
 // A policy's --full-every count is the repository's, not one gateway's: runs that alternate

@@ -247,12 +247,8 @@ func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
 	if _, err := s.idx.Volume(m.VolumeID); err == nil {
 		return nil
 	}
-	v := s.storedVolume(ctx, m.VolumeID)
-	if v == nil {
-		return nil
-	}
-	if err := s.idx.LearnVolume(v); err != nil && !errors.Is(err, index.ErrExists) {
-		return err
-	}
-	return nil
+	// learnVolume reads the record under volumeRecMu: one read without it may be that of a
+	// volume being forgotten here [TestCatchUpDuringAnUnmanageDoesNotBringTheVolumeBack].
+	_, err := s.learnVolume(ctx, m.VolumeID)
+	return err
 }

@@ -574,7 +574,7 @@ func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error 
 		if rerr := s.idx.LearnVolume(v); rerr != nil {
 			s.log.Error("cannot keep the record of a volume whose delete failed", "volume_id", v.ID, "error", rerr)
 		} else {
-			s.saveVolumeLogged(ctx, v.ID)
+			s.saveVolumeHeld(ctx, v.ID, false)
 		}
 		return fmt.Errorf("volume %s is kept: its record in the repository cannot be removed (%w); try again", v.Name, err)
 	}

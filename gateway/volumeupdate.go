@@ -147,7 +147,7 @@ func (s *Service) UpdateVolume(ctx context.Context, ref string, u VolumeUpdate) 
 		// tracking on is refused at its claim.
 		s.dropTrackingBase(out)
 	}
-	s.saveVolumeLogged(ctx, v.ID)
+	s.saveVolumeHeld(ctx, v.ID, true)
 	s.dropVolumeSettings(ctx, v.ID, set.At)
 	s.notifyChange()
 	s.syncIndex()
