@@ -61,7 +61,7 @@ func (s *Service) storeVolumeRecord(ctx context.Context, id string, kept bool) e
 	if err != nil {
 		return err
 	}
-	if kept && !s.volumeRecordKept(ctx, id) {
+	if kept && !s.metaKept(ctx, metaVolumes, id) {
 		s.log.Info("volume's record not stored again: it was forgotten through another gateway; the next catch-up forgets it here", "volume_id", id, "volume", v.Name)
 		return nil
 	}
@@ -77,14 +77,14 @@ func (s *Service) storeVolumeRecord(ctx context.Context, id string, kept bool) e
 	return s.repo.PutMeta(ctx, metaVolumes, id, v)
 }
 
-// volumeRecordKept reports whether the repository holds volume id's record, or its copy (a
-// record lost outside cairn): the object first, then the copy, as every removal takes the
+// metaKept reports whether the repository holds the metadata object name of kind, or its copy
+// (an object lost outside cairn): the object first, then the copy, as every removal takes the
 // copy first. One it cannot ask about counts as kept.
-func (s *Service) volumeRecordKept(ctx context.Context, id string) bool {
-	if has, err := s.repo.HasMeta(ctx, metaVolumes, id); err != nil || has {
+func (s *Service) metaKept(ctx context.Context, kind, name string) bool {
+	if has, err := s.repo.HasMeta(ctx, kind, name); err != nil || has {
 		return true
 	}
-	left, err := s.repo.MetaCopyLeft(ctx, metaVolumes, id)
+	left, err := s.repo.MetaCopyLeft(ctx, kind, name)
 	return err != nil || left
 }
 

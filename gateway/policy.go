@@ -133,6 +133,8 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 	if !policyName.MatchString(req.Name) {
 		return nil, invalidf("policy name %q: use letters, digits, '.', '_' and '-' (at most 64)", req.Name)
 	}
+	s.policyRecMu.Lock()
+	defer s.policyRecMu.Unlock()
 	if _, err := s.storedPolicy(ctx, req.Name); errors.Is(err, repo.ErrCorrupt) {
 		return nil, wrapf(ErrExists, "policy %s exists but is damaged (its second copy too): an admin removes it with 'cairn policy delete %s', then create it again", req.Name, req.Name)
 	} else if err == nil {
@@ -169,12 +171,17 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 	return &p, nil
 }
 
-// UpdatePolicy changes a policy with fn (refs, when not nil, replace its volumes).
+// UpdatePolicy changes a policy with fn (refs, when not nil, replace its volumes). It stores
+// the policy again only while the repository still holds it: one deleted meanwhile, here
+// (policyRecMu) or through another gateway (a Stat before the store), stays deleted
+// [TestPolicyUpdateNeverBringsBackADeletedPolicy].
 func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, fn func(*Policy)) (*Policy, error) {
 	c, err := callerOf(ctx)
 	if err != nil {
 		return nil, err
 	}
+	s.policyRecMu.Lock()
+	defer s.policyRecMu.Unlock()
 	p, err := s.visiblePolicy(ctx, c, name)
 	if err != nil {
 		return nil, err
@@ -207,6 +214,9 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	}
 	if err := s.completePolicy(ctx, c, p, refs); err != nil {
 		return nil, err
+	}
+	if !s.metaKept(ctx, metaPolicies, p.Name) {
+		return nil, wrapf(ErrNotFound, "policy %s was deleted meanwhile, and nothing was changed: see 'cairn policy list'", name)
 	}
 	if err := s.repo.PutMeta(ctx, metaPolicies, p.Name, p); err != nil {
 		return nil, err
@@ -295,6 +305,8 @@ func (s *Service) DeletePolicy(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	s.policyRecMu.Lock()
+	defer s.policyRecMu.Unlock()
 	// A damaged policy's project is not known: an admin alone may remove it.
 	if _, err := s.visiblePolicy(ctx, c, name); err != nil && !(c.Admin && errors.Is(err, repo.ErrCorrupt)) {
 		return err

@@ -269,6 +269,83 @@ func TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 	noVolume(t, s, cfg.Repo, filepath.Join(dir, "state-new"), "after the unmanage and a policy run during it")
 }
 
+// A policy update reads the policy and stores it whole again; a delete between the two was
+// undone until 2026-12-07, and the deleted policy ran again and pruned by its keep rules. Here
+// the delete waits for the update (policyRecMu); through another gateway the update finds the
+// policy gone before it stores it, and fails (docs/design.md, "An update never brings back a
+// deleted policy").
+func TestPolicyUpdateNeverBringsBackADeletedPolicy(t *testing.T) {
+	for _, where := range []string{"here", "through another gateway"} {
+		t.Run(where, func(t *testing.T) {
+			dir := t.TempDir()
+			a, b, _ := twoGateways(t, dir)
+			ctx := adminCtx()
+			if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "p", Schedule: "daily",
+				AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
+				t.Fatal(err)
+			}
+			key := "meta/policies/" + hex.EncodeToString([]byte("p"))
+			var once sync.Once
+			deleted := make(chan error, 1)
+			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+				if where == "here" { // right before the update's store, a delete here
+					return gateway.BeforePutForTest(be, func(k string) {
+						if k != key {
+							return
+						}
+						once.Do(func() {
+							go func() { deleted <- a.DeletePolicy(ctx, "p") }()
+							select {
+							case err := <-deleted:
+								deleted <- err
+							case <-time.After(time.Second):
+							}
+						})
+					})
+				}
+				return &afterGet{Backend: be, after: func(k string) { // right after its read, one elsewhere
+					if k == key {
+						once.Do(func() { deleted <- b.DeletePolicy(ctx, "p") })
+					}
+				}}
+			})
+			_, uerr := a.UpdatePolicy(ctx, "p", nil, func(p *gateway.Policy) { p.Keep.Last = 3 })
+			select {
+			case err := <-deleted:
+				if err != nil {
+					t.Fatalf("the delete: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no delete ran during the update")
+			}
+			if where != "here" && !errors.Is(uerr, gateway.ErrNotFound) {
+				t.Fatalf("update of a policy deleted through another gateway after its read: %v, want not found", uerr)
+			}
+			for _, g := range []*gateway.Service{a, b} {
+				ps, err := g.Policies(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(ps) != 0 {
+					t.Fatalf("after the delete a gateway lists policy %s: the update stored it again", ps[0].Name)
+				}
+			}
+		})
+	}
+}
+
+// afterGet is a backend that calls after once a Get returned, with the key.
+type afterGet struct {
+	backend.Backend
+	after func(key string)
+}
+
+func (g *afterGet) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	rc, err := g.Backend.Get(ctx, key)
+	g.after(key)
+	return rc, err
+}
+
 // A policy's --full-every count is the repository's, not one gateway's: runs that alternate
 // between two gateways take a full backup every Nth run. Until 2026-12-05 each gateway counted
 // in its own index, and a run counted only its own gateway's backups since the last full.

@@ -136,6 +136,10 @@ type Service struct {
 	// repository's, and the catch-up's learn of a volume managed elsewhere (learnVolume) holds
 	// it, so a learn never brings back a volume being forgotten here.
 	volumeRecMu sync.Mutex
+	// policyRecMu: a create, an update and a delete of a policy hold it from their read of the
+	// policy to their store or removal, so an update never stores again a policy deleted here
+	// meanwhile (docs/design.md, "An update never brings back a deleted policy").
+	policyRecMu sync.Mutex
 	// stopping is set when the gateway shuts down: the jobs it cancels then end as error
 	// (interrupted), not as cancelled by their starter.
 	stopping atomic.Bool
