@@ -133,8 +133,9 @@ type Service struct {
 	// record and its manifest agree and no rewrite brings back a deleted manifest.
 	manifestMu sync.Mutex
 	// volumeRecMu: a forget of a volume holds it from the index's delete of the record to the
-	// repository's, and the catch-up's learn of a volume managed elsewhere (learnVolume) holds
-	// it, so a learn never brings back a volume being forgotten here.
+	// repository's, and every learn of a volume (learnVolume, learnLostVolume) and every write
+	// of its record (saveVolume and its kin) holds it, so neither brings back a volume being
+	// forgotten here.
 	volumeRecMu sync.Mutex
 	// policyRecMu: a create, an update and a delete of a policy hold it from their read of the
 	// policy to their store or removal, so an update never stores again a policy deleted here
