@@ -693,6 +693,39 @@ func noVolume(t *testing.T, g *gateway.Service, repoDir, newState, why string) {
 	}
 }
 
+// A backup or restore that claims a volume after an unmanage's look at its status and before
+// the index's delete keeps the volume: the look and the delete are one transaction
+// (index.DeleteVolumeIf) since 2026-12-07. Before, the unmanage forgot the volume under the
+// job (and a delete removed its image while a restore wrote it).
+func TestVolumeClaimedAsItIsForgottenStays(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	ctx := adminCtx()
+	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The claim a backup makes (claimVolume), right after the unmanage looked.
+	gateway.BeforeVolumeForgetForTest(t, func(id string) {
+		if _, err := s.Index().UpdateVolume(id, func(rec *index.Volume) error {
+			rec.Status = index.VolumeBackingUp
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	})
+	if _, err := s.UnmanageVolume(ctx, "vm"); !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("unmanage of a volume a backup claimed as it was forgotten: %v, want a conflict", err)
+	}
+	if got, err := s.Volume(ctx, "vm"); err != nil || got.ID != v.ID {
+		t.Fatalf("the volume a backup claimed is gone from the index (%v)", err)
+	}
+	if got, err := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-new")).Volume(ctx, "vm"); err != nil || got.ID != v.ID {
+		t.Fatalf("a new index lacks the volume a backup claimed: its record is gone from the repository (%v)", err)
+	}
+}
+
 // A catch-up that adopts another gateway's backup of a volume this one is unmanaging does not
 // learn the volume back: its learn (ensureVolume) read the record without volumeRecMu until
 // 2026-12-07, and one between the forget's removal of the index's record and of the

@@ -205,3 +205,10 @@ func SetAfterLastCancelLookForTest(t interface{ Cleanup(func()) }, fn func(id st
 	afterLastCancelLookForTest.Store(&fn)
 	t.Cleanup(func() { afterLastCancelLookForTest.Store(nil) })
 }
+
+// BeforeVolumeForgetForTest makes every forget of a volume call fn under volumeRecMu, before
+// the index's delete, until the test ends.
+func BeforeVolumeForgetForTest(t interface{ Cleanup(func()) }, fn func(id string)) {
+	beforeVolumeForgetForTest = fn
+	t.Cleanup(func() { beforeVolumeForgetForTest = nil })
+}

@@ -713,7 +713,10 @@ func (s *Service) syncVolumes(ctx context.Context, look time.Time, written map[s
 	}
 	return s.syncRecords(ctx, recordSync{kind: metaVolumes, stored: stored, local: local, learn: s.learnVolume,
 		forget: func(id string) (bool, error) {
-			if err := s.idx.DeleteVolume(id); err != nil {
+			// Claimed here since the look (a backup, a restore): left for a later catch-up.
+			if err := s.idx.DeleteVolumeIf(id, notBusy); errors.Is(err, ErrConflict) {
+				return false, nil
+			} else if err != nil {
 				return false, err
 			}
 			s.log.Info("volume forgotten elsewhere forgotten", "volume_id", id, "volume", names[id])

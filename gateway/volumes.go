@@ -528,9 +528,6 @@ func (s *Service) forgetVolume(ctx context.Context, ref string) (*index.Volume, 
 	if err != nil {
 		return nil, err
 	}
-	if v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup {
-		return nil, wrapf(ErrConflict, "volume %s is %s: wait for it to finish or cancel it", v.Name, v.Status)
-	}
 	if err := s.dropVolumeRecords(ctx, v); err != nil {
 		return nil, err
 	}
@@ -557,12 +554,18 @@ func (s *Service) dropTrackingBase(v *index.Volume) {
 }
 
 // dropVolumeRecords removes a volume's record from the index, then from the repository, under
-// volumeRecMu (so the catch-up's learn of volumes managed elsewhere sees both or neither). If
-// the repository's cannot be removed, the index's is put back and the volume stays.
+// volumeRecMu (so the catch-up's learn of volumes managed elsewhere sees both or neither),
+// unless a backup or restore has it: the index's delete checks that in the same transaction,
+// so a claim of the volume never lands between the check and the delete
+// [TestVolumeClaimedAsItIsForgottenStays]. If the repository's cannot be removed, the index's
+// is put back and the volume stays.
 func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error {
 	s.volumeRecMu.Lock()
 	defer s.volumeRecMu.Unlock()
-	if err := s.idx.DeleteVolume(v.ID); err != nil {
+	if h := beforeVolumeForgetForTest; h != nil {
+		h(v.ID)
+	}
+	if err := s.idx.DeleteVolumeIf(v.ID, notBusy); err != nil {
 		return err
 	}
 	// Its record in the repository goes too, or the volume stays: rebuild-index and every
@@ -581,6 +584,18 @@ func (s *Service) dropVolumeRecords(ctx context.Context, v *index.Volume) error 
 	s.dropVolumeSettings(ctx, v.ID, time.Time{})
 	return nil
 }
+
+// notBusy refuses a forget of a volume that a backup or restore has (DeleteVolumeIf).
+func notBusy(v *index.Volume) error {
+	if v.Status == index.VolumeBackingUp || v.Status == index.VolumeRestoringBackup {
+		return wrapf(ErrConflict, "volume %s is %s: wait for it to finish or cancel it", v.Name, v.Status)
+	}
+	return nil
+}
+
+// beforeVolumeForgetForTest, when set, runs in dropVolumeRecords under volumeRecMu, before the
+// index's delete.
+var beforeVolumeForgetForTest func(id string)
 
 func targetProject(c Caller, requested string) (string, error) {
 	if requested == "" || requested == c.Project {

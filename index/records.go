@@ -348,9 +348,20 @@ func (ix *Index) updateVolume(id string, fn func(v *Volume) error, shareName boo
 
 // DeleteVolume removes a volume's record.
 func (ix *Index) DeleteVolume(id string) error {
+	return ix.DeleteVolumeIf(id, func(*Volume) error { return nil })
+}
+
+// DeleteVolumeIf removes a volume's record if may, run inside the transaction on the record as
+// it is then, returns nil, and returns may's error otherwise (ErrNotFound without a record),
+// as DeleteSnapshotIf does for snapshots: a check of the volume's status and the delete are
+// one step, so no claim of the volume lands between them. may must not call the index.
+func (ix *Index) DeleteVolumeIf(id string, may func(*Volume) error) error {
 	return ix.update(func(txn *badger.Txn) error {
 		var v Volume
 		if err := getJSON(txn, volumeKey(id), &v); err != nil {
+			return err
+		}
+		if err := may(&v); err != nil {
 			return err
 		}
 		if err := removeVolumeID(txn, volumeNameKey(v.Project, v.Name), id); err != nil {
