@@ -659,27 +659,51 @@ func TestVolumeForgottenOnOneGatewayIsForgottenOnAnother(t *testing.T) {
 // duringUnmanage makes g call run, once, right before g's removal of the repository record of
 // volume id (after its index forgot the volume and the record's copy went, with volumeRecMu
 // held), and lets the removal go on when run returns, or after a second if run waits for the
-// lock. It returns the channel run's error arrives on.
-func duringUnmanage(t *testing.T, g *gateway.Service, id string, run func() error) <-chan error {
+// lock (runBriefly). It returns a wait for run's error.
+func duringUnmanage(t *testing.T, g *gateway.Service, id string, run func() error) (wait func() error) {
 	t.Helper()
 	var once sync.Once
-	ran := make(chan error, 1)
+	var ran chan error
 	gateway.WrapBackendForTest(t, g, func(be backend.Backend) backend.Backend {
 		return &beforeDelete{Backend: be, before: func(key string) {
 			if key != "meta/volumes/"+hex.EncodeToString([]byte(id)) {
 				return
 			}
-			once.Do(func() {
-				go func() { ran <- run() }()
-				select {
-				case err := <-ran:
-					ran <- err
-				case <-time.After(time.Second):
-				}
-			})
+			once.Do(func() { ran = runBriefly(run) })
 		}}
 	})
+	return func() error {
+		if ran == nil {
+			return errors.New("the unmanage removed no volume record")
+		}
+		return <-ran
+	}
+}
+
+// runBriefly starts run and waits for it to end, or for a second if it waits on something its
+// caller holds; its error arrives on the channel it returns.
+func runBriefly(run func() error) chan error {
+	ran := make(chan error, 1)
+	go func() { ran <- run() }()
+	select {
+	case err := <-ran:
+		ran <- err
+	case <-time.After(time.Second):
+	}
 	return ran
+}
+
+// managedHere opens one gateway on a new repository in dir and manages image vm.img of dir
+// through it as volume vm.
+func managedHere(t *testing.T, dir string) (cfg gateway.Config, s *gateway.Service, v *index.Volume) {
+	t.Helper()
+	cfg = newRepo(t, dir)
+	s = gatewayOn(t, cfg.Repo, cfg.StateDir)
+	v, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, s, v
 }
 
 // noVolume fails the test if g, or a new index on the repository in repoDir, lists a volume.
@@ -699,13 +723,8 @@ func noVolume(t *testing.T, g *gateway.Service, repoDir, newState, why string) {
 // job (and a delete removed its image while a restore wrote it).
 func TestVolumeClaimedAsItIsForgottenStays(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	cfg, s, v := managedHere(t, dir)
 	ctx := adminCtx()
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The claim a backup makes (claimVolume), right after the unmanage looked.
 	gateway.BeforeVolumeForgetForTest(t, func(id string) {
 		if _, err := s.Index().UpdateVolume(id, func(rec *index.Volume) error {
@@ -742,11 +761,11 @@ func TestCatchUpDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	// a's catch-up within a minute of its last full one follows the backup log.
-	ran := duringUnmanage(t, a, v.ID, func() error { return a.CatchUp(ctx) })
+	wait := duringUnmanage(t, a, v.ID, func() error { return a.CatchUp(ctx) })
 	if _, err := a.UnmanageVolume(ctx, "vm"); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-ran; err != nil {
+	if err := wait(); err != nil {
 		t.Fatalf("the catch-up: %v", err)
 	}
 	noVolume(t, a, repoDir, filepath.Join(dir, "state-new"), "after the unmanage and a catch-up that adopted a backup of the volume")
@@ -758,17 +777,12 @@ func TestCatchUpDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 // either").
 func TestJobEndDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	cfg, s, v := managedHere(t, dir)
 	ctx := adminCtx()
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Before the backup's end stores the record (the volume available again in the index), an
 	// unmanage runs; the store goes on when it ends, or after a second if it waits.
 	var once sync.Once
-	unmanaged := make(chan error, 1)
+	unmanaged := make(chan chan error, 1) // the hook runs in the backup's job
 	gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
 		return gateway.BeforePutForTest(be, func(key string) {
 			if key != "meta/volumes/"+hex.EncodeToString([]byte(v.ID)) {
@@ -778,12 +792,7 @@ func TestJobEndDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 				return // the backup's start
 			}
 			once.Do(func() {
-				go func() { _, err := s.UnmanageVolume(ctx, "vm"); unmanaged <- err }()
-				select {
-				case err := <-unmanaged:
-					unmanaged <- err
-				case <-time.After(time.Second):
-				}
+				unmanaged <- runBriefly(func() error { _, err := s.UnmanageVolume(ctx, "vm"); return err })
 			})
 		})
 	})
@@ -791,8 +800,8 @@ func TestJobEndDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-unmanaged:
-		if err != nil {
+	case ran := <-unmanaged:
+		if err := <-ran; err != nil {
 			t.Fatalf("the unmanage: %v", err)
 		}
 	case <-time.After(10 * time.Second):

@@ -248,22 +248,17 @@ func TestPolicyRunOnAnotherGatewayBacksUpItsVolumes(t *testing.T) {
 // (docs/design.md, "The full catch-up also follows").
 func TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
-	s := gatewayOn(t, cfg.Repo, cfg.StateDir)
+	cfg, s, v := managedHere(t, dir)
 	ctx := adminCtx()
-	v, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 64<<10), Name: "vm"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := s.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "all", Schedule: "daily",
 		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
 		t.Fatal(err)
 	}
-	ran := duringUnmanage(t, s, v.ID, func() error { _, err := s.RunPolicy(ctx, "all"); return err })
+	wait := duringUnmanage(t, s, v.ID, func() error { _, err := s.RunPolicy(ctx, "all"); return err })
 	if _, err := s.UnmanageVolume(ctx, "vm"); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-ran; err != nil {
+	if err := wait(); err != nil {
 		t.Fatalf("the policy run: %v", err)
 	}
 	noVolume(t, s, cfg.Repo, filepath.Join(dir, "state-new"), "after the unmanage and a policy run during it")
@@ -286,37 +281,28 @@ func TestPolicyUpdateNeverBringsBackADeletedPolicy(t *testing.T) {
 			}
 			key := "meta/policies/" + hex.EncodeToString([]byte("p"))
 			var once sync.Once
-			deleted := make(chan error, 1)
+			var deleted chan error
 			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
 				if where == "here" { // right before the update's store, a delete here
 					return gateway.BeforePutForTest(be, func(k string) {
 						if k != key {
 							return
 						}
-						once.Do(func() {
-							go func() { deleted <- a.DeletePolicy(ctx, "p") }()
-							select {
-							case err := <-deleted:
-								deleted <- err
-							case <-time.After(time.Second):
-							}
-						})
+						once.Do(func() { deleted = runBriefly(func() error { return a.DeletePolicy(ctx, "p") }) })
 					})
 				}
 				return &afterGet{Backend: be, after: func(k string) { // right after its read, one elsewhere
 					if k == key {
-						once.Do(func() { deleted <- b.DeletePolicy(ctx, "p") })
+						once.Do(func() { deleted = make(chan error, 1); deleted <- b.DeletePolicy(ctx, "p") })
 					}
 				}}
 			})
 			_, uerr := a.UpdatePolicy(ctx, "p", nil, func(p *gateway.Policy) { p.Keep.Last = 3 })
-			select {
-			case err := <-deleted:
-				if err != nil {
-					t.Fatalf("the delete: %v", err)
-				}
-			case <-time.After(10 * time.Second):
+			if deleted == nil {
 				t.Fatal("no delete ran during the update")
+			}
+			if err := <-deleted; err != nil {
+				t.Fatalf("the delete: %v", err)
 			}
 			if where != "here" && !errors.Is(uerr, gateway.ErrNotFound) {
 				t.Fatalf("update of a policy deleted through another gateway after its read: %v, want not found", uerr)
