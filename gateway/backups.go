@@ -509,14 +509,22 @@ func (s *Service) failBackup(id, reason, kind string, inDoubt bool) {
 }
 
 func (s *Service) setVolumeStatus(id string, status index.VolumeStatus, reason string) {
+	if s.markVolume(id, status, reason) {
+		s.saveVolumeLogged(context.Background(), id)
+	}
+}
+
+// markVolume sets a volume's status in the index, and reports whether it could (a volume
+// forgotten meanwhile is not an error, and is reported as set: its record is removed).
+func (s *Service) markVolume(id string, status index.VolumeStatus, reason string) bool {
 	if _, err := s.idx.UpdateVolume(id, func(v *index.Volume) error {
 		v.Status, v.FailReason = status, reason
 		return nil
 	}); err != nil && !errors.Is(err, index.ErrNotFound) {
 		s.log.Error("cannot set volume status", "volume_id", id, "status", status, "error", err)
-		return
+		return false
 	}
-	s.saveVolumeLogged(context.Background(), id)
+	return true
 }
 
 // latestBackup returns the volume's newest available backup in project, or nil. An

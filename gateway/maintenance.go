@@ -477,28 +477,20 @@ func (s *Service) adoptLostRecords(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// learnLostVolume learns volume id from its record's second copy if the index lacks it. It
-// reads the copy under volumeRecMu, as learnVolume reads the record: a forget here removes the
-// copy first, under the same lock, so a copy read before it is never learned after it.
+// learnLostVolume learns volume id from its record's second copy if the index lacks it (a
+// known one the catch-up keeps), read under volumeRecMu as learnVolume reads the record.
 func (s *Service) learnLostVolume(ctx context.Context, id string) (bool, error) {
-	s.volumeRecMu.Lock()
-	defer s.volumeRecMu.Unlock()
-	if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
-		return false, err // known: the catch-up keeps it
-	}
-	var v index.Volume
-	if err := s.repo.GetMetaCopy(ctx, metaVolumes, id, &v); err != nil || v.ID != id {
-		if !errors.Is(err, backend.ErrNotFound) {
-			s.log.Warn("volume whose record is missing not learned from its second copy", "volume_id", id, "error", err)
+	v, err := s.learnVolumeFrom(id, func() *index.Volume {
+		var v index.Volume
+		if err := s.repo.GetMetaCopy(ctx, metaVolumes, id, &v); err != nil || v.ID != id {
+			if !errors.Is(err, backend.ErrNotFound) {
+				s.log.Warn("volume whose record is missing not learned from its second copy", "volume_id", id, "error", err)
+			}
+			return nil
 		}
-		return false, nil
-	}
-	if err := s.idx.LearnVolume(&v); errors.Is(err, index.ErrExists) {
-		return false, nil
-	} else if err != nil {
-		return false, err
-	}
-	return true, nil
+		return &v
+	})
+	return v != nil, err
 }
 
 // missingRecord notes that the catch-up found the repository record id of kind missing while
@@ -790,26 +782,39 @@ func (s *Service) listVolumeRecords(ctx context.Context) (map[string]time.Time, 
 }
 
 // learnVolume adds a volume the index lacks from its record in the repository, if there is
-// one. It holds volumeRecMu, which a forget of a volume here holds from its index delete to
-// its record's, so it never brings back a volume being forgotten. It reports whether it
-// learned the volume.
+// one, and reports whether it learned it. Every learn of a volume is this one or
+// learnLostVolume (learnVolumeFrom).
 func (s *Service) learnVolume(ctx context.Context, id string) (bool, error) {
+	v, err := s.learnVolumeFrom(id, func() *index.Volume { return s.storedVolume(ctx, id) })
+	if v != nil {
+		s.log.Info("volume managed through another gateway learned", "volume_id", v.ID, "volume", v.Name, "project", v.Project)
+	}
+	return v != nil, err
+}
+
+// learnVolumeFrom adds volume id to the index from what read returns (nil: nothing to learn)
+// if the index lacks it, and returns the volume it learned, or nil. It reads under volumeRecMu, which a
+// forget of a volume here holds from its index delete to its record's (the copy first), so
+// it never brings back a volume being forgotten; a known volume costs no lock.
+func (s *Service) learnVolumeFrom(id string, read func() *index.Volume) (*index.Volume, error) {
+	if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
+		return nil, err
+	}
 	s.volumeRecMu.Lock()
 	defer s.volumeRecMu.Unlock()
 	if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
-		return false, err
+		return nil, err
 	}
-	v := s.storedVolume(ctx, id)
+	v := read()
 	if v == nil {
-		return false, nil
+		return nil, nil
 	}
 	if err := s.idx.LearnVolume(v); errors.Is(err, index.ErrExists) {
-		return false, nil // learned meanwhile (its id is known here now)
+		return nil, nil // learned meanwhile (its id is known here now)
 	} else if err != nil {
-		return false, err
+		return nil, err
 	}
-	s.log.Info("volume managed through another gateway learned", "volume_id", v.ID, "volume", v.Name, "project", v.Project)
-	return true, nil
+	return v, nil
 }
 
 // syncSnapshots makes the index's snapshots the repository's, as syncVolumes does volumes: it

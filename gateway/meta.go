@@ -139,9 +139,6 @@ func (s *Service) restoreMeta(ctx context.Context, logf func(string, ...any)) (v
 		if json.Unmarshal(b, &v) != nil || v.ID != id {
 			return nil
 		}
-		if _, err := s.idx.Volume(id); err == nil {
-			return nil
-		}
 		// Read again under volumeRecMu (learnVolume): a serving gateway's rebuild may list
 		// the record of a volume it is forgetting.
 		learned, err := s.learnVolume(ctx, id)

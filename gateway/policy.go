@@ -527,9 +527,6 @@ func (s *Service) policyVolumes(p *Policy) ([]*index.Volume, error) {
 // [TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack].
 func (s *Service) learnVolumes(ctx context.Context, p *Policy) error {
 	learn := func(id string) error {
-		if _, err := s.idx.Volume(id); !errors.Is(err, index.ErrNotFound) {
-			return err
-		}
 		learned, err := s.learnVolume(ctx, id)
 		if learned {
 			s.log.Info("volume managed through another gateway learned for a policy run", "policy", p.Name, "volume_id", id)

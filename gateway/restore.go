@@ -459,13 +459,9 @@ func (s *Service) dropNewVolume(ctx context.Context, v *index.Volume, reason str
 	defer s.volumeRecMu.Unlock()
 	if err := s.idx.DeleteVolume(v.ID); err != nil {
 		s.log.Error("cannot remove a volume whose start failed", "volume_id", v.ID, "error", err)
-		if _, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
-			rec.Status, rec.FailReason = index.VolumeError, reason
-			return nil
-		}); err != nil && !errors.Is(err, index.ErrNotFound) {
-			s.log.Error("cannot set volume status", "volume_id", v.ID, "status", index.VolumeError, "error", err)
+		if s.markVolume(v.ID, index.VolumeError, reason) {
+			s.saveVolumeHeld(ctx, v.ID, false) // setVolumeStatus, under the lock held here
 		}
-		s.saveVolumeHeld(ctx, v.ID, false)
 		return
 	}
 	if err := s.repo.DeleteMeta(context.WithoutCancel(ctx), metaVolumes, v.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {

@@ -244,9 +244,6 @@ func (s *Service) resolveParent(ctx context.Context, b *index.Backup) error {
 // be the volume's: that project could then back up or restore over another project's disk
 // [TestLostIndexBringsNoForgottenVolumeBack].
 func (s *Service) ensureVolume(ctx context.Context, m *repo.Manifest) error {
-	if _, err := s.idx.Volume(m.VolumeID); err == nil {
-		return nil
-	}
 	// learnVolume reads the record under volumeRecMu: one read without it may be that of a
 	// volume being forgotten here [TestCatchUpDuringAnUnmanageDoesNotBringTheVolumeBack].
 	_, err := s.learnVolume(ctx, m.VolumeID)
