@@ -352,21 +352,14 @@ func TestADamagedDeletionRecordFallsBackToAFullListing(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	g := f.peer(t, "g", repo.LockOptions{})
 	base, changed, mB := repackedWhileKnown(t, f, g, 13)
-	records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
+	o := f.objectFiles(t)
+	records := o.keys("deleted")
 	if len(records) == 0 {
 		t.Fatal("gc wrote no deletion record")
 	}
 	// The copies too: one that verifies stands in for its damaged record.
-	copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
-	for _, p := range append(records, copies...) {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b[len(b)/2] ^= 0x40
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
+	for _, k := range append(records, o.keys("deleted-copies")...) {
+		o.flip(k)
 	}
 	if got := g.restore(t, mB); !bytes.Equal(got, changed) {
 		t.Fatal("restore through the other index differs after a damaged deletion record")
@@ -430,31 +423,22 @@ func TestARemovedDeletionRecordIsAppliedFromItsCopy(t *testing.T) {
 			g := f.wrapped(t, "index-g", repo.Options{}, func(be backend.Backend) backend.Backend { w.Backend = be; return w })
 			ctx := context.Background()
 			base, changed, mB := repackedWhileKnown(t, f, g, 15)
-			records, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*"))
-			copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
+			o := f.objectFiles(t)
+			records, copies := o.keys("deleted"), o.keys("deleted-copies")
 			if len(records) == 0 || len(copies) != len(records) {
 				t.Fatalf("gc wrote %d deletion records and %d copies", len(records), len(copies))
 			}
 			remove := func() {
-				for _, p := range records {
-					if err := os.Remove(p); err != nil {
-						t.Fatal(err)
-					}
+				for _, k := range records {
+					o.remove(k)
 				}
 			}
 			switch how {
 			case "removed":
 				remove()
 			case "damaged":
-				for _, p := range records {
-					b, err := os.ReadFile(p)
-					if err != nil {
-						t.Fatal(err)
-					}
-					b[len(b)/2] ^= 0x40
-					if err := os.WriteFile(p, b, 0o600); err != nil {
-						t.Fatal(err)
-					}
+				for _, k := range records {
+					o.flip(k)
 				}
 			}
 			if how != "removed after the listing" {
@@ -530,14 +514,13 @@ func TestADeletionRecordWithoutACopyGetsOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.gc(t)
-	copies, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*"))
+	o := f.objectFiles(t)
+	copies := o.keys("deleted-copies")
 	if len(copies) == 0 {
 		t.Fatal("gc wrote no copy of its deletion record")
 	}
-	for _, p := range copies {
-		if err := os.Remove(p); err != nil {
-			t.Fatal(err)
-		}
+	for _, k := range copies {
+		o.remove(k)
 	}
 	rep, err := f.r.Check(ctx, repo.CheckOptions{})
 	if err != nil || !rep.OK() || !hasText(rep.Notes, "deletion records have no second copy") {
@@ -546,7 +529,7 @@ func TestADeletionRecordWithoutACopyGetsOne(t *testing.T) {
 	if _, n, err := f.r.MendMeta(ctx, rep); err != nil || n != len(copies) {
 		t.Fatalf("repair wrote %d copies (%v), want %d", n, err, len(copies))
 	}
-	if again, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted-copies", "*")); len(again) != len(copies) {
+	if again := o.keys("deleted-copies"); len(again) != len(copies) {
 		t.Fatalf("%d copies after repair, want %d", len(again), len(copies))
 	}
 	if rep, err := f.r.Check(ctx, repo.CheckOptions{}); err != nil || !rep.OK() || hasText(rep.Notes, "deletion record") {

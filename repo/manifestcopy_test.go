@@ -409,6 +409,16 @@ func (o objectFiles) setModTime(key string, at time.Time) {
 	}
 }
 
+// keys returns the keys of the objects under prefix (a directory of the repository).
+func (o objectFiles) keys(prefix string) []string {
+	paths, _ := filepath.Glob(filepath.Join(o.path(prefix), "*"))
+	keys := make([]string, len(paths))
+	for i, p := range paths {
+		keys[i] = prefix + "/" + filepath.Base(p)
+	}
+	return keys
+}
+
 func (o objectFiles) exists(key string) bool {
 	_, err := os.Stat(o.path(key))
 	return err == nil
