@@ -63,14 +63,22 @@ endif
 # time (CI used 73 % of two cores with the legs one after the other); its output follows the
 # race leg's.
 SLOWPKGS := ./tests/ ./repo/ ./gateway/
+# Both legs run with -json through contrib/testreport, which prints what go test without -v
+# would (ok and FAIL lines, the output of failed tests) and then each leg's slowest tests and
+# packages: what keeping CI inside its budget needs to know. A leg fails when go test or the
+# report says so.
 test: build
-	@one=$$(mktemp); \
-	$(GO) test -trimpath -count=1 -cpu 1 -timeout $(TIMEOUT) ./repo/ ./gateway/ ./repo/... ./index/... ./gateway/... >$$one 2>&1 & \
+	@tmp=$$(mktemp -d); \
+	$(GO) build -o $$tmp/testreport ./contrib/testreport || exit 1; \
+	{ $(GO) test -json -trimpath -count=1 -cpu 1 -timeout $(TIMEOUT) ./repo/ ./gateway/ ./repo/... ./index/... ./gateway/... 2>&1; echo $$? >$$tmp/cpu1.rc; } \
+		| $$tmp/testreport -slowest 5 >$$tmp/cpu1.out 2>&1 & \
 	pid=$$!; \
 	echo "$(GO) test -race -count=1 -parallel 4 -timeout $(TIMEOUT) $(SLOWPKGS) $(PKGS)   (the -cpu 1 leg beside it)"; \
-	CGO_ENABLED=1 $(GO) test -race -count=1 -parallel 4 -timeout $(TIMEOUT) $(SLOWPKGS) $(PKGS); race=$$?; \
-	wait $$pid; cpu1=$$?; \
-	echo "== the -cpu 1 leg (GOMAXPROCS=1, no -race)"; cat $$one; rm -f $$one; \
+	{ CGO_ENABLED=1 $(GO) test -json -race -count=1 -parallel 4 -timeout $(TIMEOUT) $(SLOWPKGS) $(PKGS) 2>&1; echo $$? >$$tmp/race.rc; } \
+		| $$tmp/testreport -slowest 25; report=$$?; \
+	race=$$(cat $$tmp/race.rc); [ $$report = 0 ] || race=1; \
+	wait $$pid; cpu1=$$?; [ "$$(cat $$tmp/cpu1.rc)" = 0 ] || cpu1=1; \
+	echo "== the -cpu 1 leg (GOMAXPROCS=1, no -race)"; cat $$tmp/cpu1.out; rm -rf $$tmp; \
 	[ $$race = 0 ] || { echo "make test: the race leg failed"; exit 1; }; \
 	[ $$cpu1 = 0 ] || { echo "make test: the -cpu 1 leg failed"; exit 1; }
 
