@@ -22,7 +22,11 @@ func SetFullCatchUpEveryForTest(t interface{ Cleanup(func()) }, d time.Duration)
 // LeaveRunningPolicyForTest records policy name's run as a gateway killed during it leaves
 // it: started at, still running.
 func LeaveRunningPolicyForTest(s *Service, name string, at time.Time) {
-	s.storeRun(context.Background(), name, PolicyRun{LastRun: at, LastResult: RunRunning})
+	p, err := s.storedPolicy(context.Background(), name)
+	if err != nil {
+		panic(err)
+	}
+	s.storeRun(context.Background(), p, PolicyRun{LastRun: at, LastResult: RunRunning})
 }
 
 // WrapBackendAtOpenForTest makes every Open until the test ends wrap the backend it opens.
@@ -70,7 +74,11 @@ func HoldPolicyClaimForTest(t testing.TB, s *Service, name string) (release func
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.storeRun(context.Background(), name, PolicyRun{LastRun: now(), LastResult: RunRunning})
+	p, err := s.storedPolicy(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.storeRun(context.Background(), p, PolicyRun{LastRun: now(), LastResult: RunRunning})
 	t.Cleanup(lk.Unlock)
 	return lk.Unlock
 }

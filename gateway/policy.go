@@ -602,7 +602,7 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
 	start := now()
 	run.LastRun, run.LastResult, run.LastError, run.Interrupted, run.LastDid = start, RunRunning, "", false, nil
-	if _, err := s.storeRun(ctx, p.Name, run); err != nil {
+	if _, err := s.storeRun(ctx, p, run); err != nil {
 		return fmt.Errorf("policy %s: record its run: %w: nothing was backed up", p.Name, err)
 	}
 	s.log.Info("policy run started", "policy", p.Name)
@@ -626,7 +626,7 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 			run.LastError, run.Interrupted = "interrupted: the gateway stopped during the run", true
 		}
 	}
-	st, _ := s.storeRun(ctx, p.Name, run)
+	st, _ := s.storeRun(ctx, p, run)
 	s.metrics.policyRun(p.Name, st, start)
 	if err != nil {
 		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(start).Seconds())
@@ -705,7 +705,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
 			break
 		}
-		_, _ = s.storeRun(ctx, p.Name, *run)
+		_, _ = s.storeRun(ctx, p, *run)
 		if p.VerifyNew {
 			if _, err := s.VerifyBackup(ctx, b.ID, nil); err != nil {
 				s.log.Error("policy: the new backup failed its verification; the volume's prune is skipped",

@@ -92,26 +92,55 @@ func (s *Service) cachePolicyState(name string, fn func(*PolicyState)) PolicySta
 	return st
 }
 
-// storeRun stores what a run did, in the repository and in the index. Only the holder of the
-// policy's claim calls it. A store that fails is logged and returned, and the index's copy is
-// left as the repository has it: a run whose start is not in the repository must not go on,
-// since another gateway would run its due time again [TestPolicyRunNotStoredDoesNotRun].
-func (s *Service) storeRun(ctx context.Context, name string, run PolicyRun) (PolicyState, error) {
-	if err := s.repo.PutMeta(context.WithoutCancel(ctx), metaPolicyRuns, name, &run); err != nil {
-		s.log.Error("cannot record a policy's run in the repository", "policy", name, "error", err)
-		return s.policyState(name), err
+// storeRun stores what a run of p did, in the repository and in the index. Only the holder of
+// the policy's claim calls it. A store that fails is logged and returned, and the index's copy
+// is left as the repository has it: a run whose start is not in the repository must not go on,
+// since another gateway would run its due time again [TestPolicyRunNotStoredDoesNotRun]. Nor
+// is anything stored once p is deleted, or made again under its name (ownState).
+func (s *Service) storeRun(ctx context.Context, p *Policy, run PolicyRun) (PolicyState, error) {
+	err := s.ownState(ctx, p, func(ctx context.Context) error {
+		return s.repo.PutMeta(ctx, metaPolicyRuns, p.Name, &run)
+	})
+	if err != nil {
+		s.log.Error("cannot record a policy's run in the repository", "policy", p.Name, "error", err)
+		return s.policyState(p.Name), err
 	}
-	return s.cachePolicyState(name, func(st *PolicyState) { st.PolicyRun = run }), nil
+	return s.cachePolicyState(p.Name, func(st *PolicyState) { st.PolicyRun = run }), nil
 }
 
 // storeVerify is storeRun for a verification [TestPolicyVerifyNotStoredDoesNotRun].
-func (s *Service) storeVerify(ctx context.Context, name string, v PolicyVerify) error {
-	if err := s.repo.PutMeta(context.WithoutCancel(ctx), metaPolicyVerifies, name, &v); err != nil {
-		s.log.Error("cannot record a policy's verification in the repository", "policy", name, "error", err)
+func (s *Service) storeVerify(ctx context.Context, p *Policy, v PolicyVerify) error {
+	err := s.ownState(ctx, p, func(ctx context.Context) error {
+		return s.repo.PutMeta(ctx, metaPolicyVerifies, p.Name, &v)
+	})
+	if err != nil {
+		s.log.Error("cannot record a policy's verification in the repository", "policy", p.Name, "error", err)
 		return err
 	}
-	s.cachePolicyState(name, func(st *PolicyState) { st.PolicyVerify = v })
+	s.cachePolicyState(p.Name, func(st *PolicyState) { st.PolicyVerify = v })
 	return nil
+}
+
+// ownState runs store, a store of p's state, only while the repository holds p itself: a run
+// that goes on after its policy's delete does not bring back the state objects the delete
+// removed, nor write over the empty state of a policy made again under its name (another
+// created_at). The read and the store hold policyRecMu, as a create and a delete do; through
+// another gateway the window is the one request between them. A policy that cannot be read
+// for another reason (the repository unreachable, or the policy damaged) is taken for p: the
+// store fails with the repository, or keeps a damaged policy's state, as before. docs/design.md,
+// "A run's state is stored only for its own policy" [TestPolicyStateIsNeverStoredForADeletedPolicy].
+func (s *Service) ownState(ctx context.Context, p *Policy, store func(context.Context) error) error {
+	ctx = context.WithoutCancel(ctx) // a run cancelled still stores how it ended
+	s.policyRecMu.Lock()
+	defer s.policyRecMu.Unlock()
+	cur, err := s.storedPolicy(ctx, p.Name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return wrapf(ErrNotFound, "policy %s was deleted meanwhile: its state is not stored", p.Name)
+	case err == nil && !cur.CreatedAt.Equal(p.CreatedAt):
+		return wrapf(ErrNotFound, "policy %s was deleted and made again meanwhile: the old one's state is not stored over the new one's", p.Name)
+	}
+	return store(ctx)
 }
 
 // storedState reads a policy's state from the repository into the index's copy and returns

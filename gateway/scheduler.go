@@ -169,15 +169,9 @@ func (s *Service) claimFailed(ctx context.Context, local string, verify bool, st
 // runIfDue runs p, whose claim lk is held, if it is still due by the state run read with the
 // claim: another gateway may have run it since this one's copy was read.
 func (s *Service) runIfDue(ctx context.Context, p *Policy, lk *repo.Lock, run PolicyRun) {
-	// The scheduler's copy may be a minute old: a policy deleted or changed through another
-	// gateway since does not run from it; the policies are read again first.
-	cur, err := s.storedPolicy(ctx, p.Name)
-	switch {
-	case errors.Is(err, ErrNotFound), err == nil && !cur.UpdatedAt.Equal(p.UpdatedAt):
-		s.policiesChanged()
+	cur, ok := s.currentPolicy(ctx, p)
+	if !ok {
 		return
-	case err != nil:
-		cur = p // cannot tell: the run goes on from the copy, and fails if the repository does
 	}
 	sp, err := calendar.Parse(cur.Schedule)
 	if err != nil {
@@ -199,12 +193,32 @@ func (s *Service) runIfDue(ctx context.Context, p *Policy, lk *repo.Lock, run Po
 	_ = s.runClaimedPolicy(ctx, cur, lk, run, true)
 }
 
+// currentPolicy reads p again once its claim is held. The scheduler's copy may be a minute
+// old: a policy deleted or changed through another gateway since does not run or verify from
+// it, and the scheduler reads the policies again (false). One that cannot be read goes on from
+// the copy, and fails if the repository does.
+func (s *Service) currentPolicy(ctx context.Context, p *Policy) (*Policy, bool) {
+	cur, err := s.storedPolicy(ctx, p.Name)
+	switch {
+	case errors.Is(err, ErrNotFound), err == nil && !cur.UpdatedAt.Equal(p.UpdatedAt):
+		s.policiesChanged()
+		return nil, false
+	case err != nil:
+		return p, true
+	}
+	return cur, true
+}
+
 // verifyIfDue re-reads a sample of the repository's packs, as p says, if p's verification is
 // still due by the state v read with its claim.
 func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
+	p, ok := s.currentPolicy(ctx, p)
+	if !ok || p.Verify == "" {
+		return
+	}
 	if v.VerifyResult == RunRunning {
 		v.VerifyResult, v.VerifyError = RunFailed, "interrupted: the gateway stopped during the check"
-		_ = s.storeVerify(ctx, p.Name, v)
+		_ = s.storeVerify(ctx, p, v)
 	}
 	vs, err := calendar.Parse(p.Verify)
 	if err != nil {
@@ -215,7 +229,7 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	}
 	start := now()
 	v.LastVerify, v.VerifyResult, v.VerifyError = start, RunRunning, ""
-	if s.storeVerify(ctx, p.Name, v) != nil {
+	if s.storeVerify(ctx, p, v) != nil {
 		return // not verified: the repository would not say so, and another gateway would again
 	}
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project, Admin: true})
@@ -227,7 +241,7 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	if err != nil {
 		v.VerifyResult, v.VerifyError = RunFailed, err.Error()
 	}
-	_ = s.storeVerify(ctx, p.Name, v)
+	_ = s.storeVerify(ctx, p, v)
 	if err != nil {
 		s.log.Error("policy verification failed", "policy", p.Name, "error", err)
 		return

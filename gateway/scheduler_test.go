@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -621,4 +622,78 @@ func vmBackups(t *testing.T, g *gateway.Service) int {
 		t.Fatal(err)
 	}
 	return len(bs)
+}
+
+// A run goes on after its policy's delete ("a run in progress finishes"), but it stores no
+// state for a policy that is gone: not the state objects the delete removed, nor, when a
+// policy of the same name was made meanwhile, its runs over the new policy's empty state.
+// Until 2026-12-07 the run stored its state after each volume and at its end whatever the
+// repository held; the new policy then took its first due time and its --full-every count
+// from the old one.
+func TestPolicyStateIsNeverStoredForADeletedPolicy(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		again, here bool
+	}{{"deleted here", false, true}, {"deleted through another gateway", false, false}, {"made again through another gateway", true, false}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a, b, repoDir := twoGateways(t, dir)
+			ctx := adminCtx()
+			p := gateway.Policy{Name: "nightly", Schedule: "daily", Keep: gateway.KeepRules{Last: 7}}
+			policyOfAVolume(t, a, image(t, dir, "vm.img", 256<<10), p)
+			var once sync.Once
+			var deleted chan error
+			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+				return gateway.BeforePutForTest(be, func(k string) {
+					if !strings.HasPrefix(k, "manifests/") { // the run's backup commits
+						return
+					}
+					once.Do(func() {
+						if c.here {
+							deleted = runBriefly(func() error { return a.DeletePolicy(ctx, p.Name) })
+							return
+						}
+						deleted = make(chan error, 1)
+						err := b.DeletePolicy(ctx, p.Name)
+						if err == nil && c.again {
+							again := p
+							again.AllOfProject = true // b has not learned volume vm
+							_, err = b.CreatePolicy(ctx, gateway.PolicyRequest{Policy: again})
+						}
+						deleted <- err
+					})
+				})
+			})
+			if _, err := a.RunPolicy(ctx, p.Name); err != nil {
+				t.Fatalf("the run, which goes on after the delete: %v", err)
+			}
+			if deleted == nil {
+				t.Fatal("no delete ran during the run")
+			}
+			if err := <-deleted; err != nil {
+				t.Fatalf("the delete: %v", err)
+			}
+			if c.again {
+				for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
+					st, err := g.PolicyStatus(ctx, p.Name)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if st.Runs != 0 || st.LastResult != "" || !st.LastRun.IsZero() {
+						t.Fatalf("gateway %s says the new policy ran %d times (last %q at %v): the deleted one's run stored its state over the new one's",
+							name, st.Runs, st.LastResult, st.LastRun)
+					}
+				}
+				return
+			}
+			for _, kind := range []string{"policy-runs", "policy-verifies"} {
+				for _, top := range []string{"meta", "meta-copies"} {
+					obj := filepath.Join(repoDir, top, kind, hex.EncodeToString([]byte(p.Name)))
+					if _, err := os.Stat(obj); !errors.Is(err, os.ErrNotExist) {
+						t.Errorf("%s of the deleted policy is in the repository (%v): the run stored it again", obj, err)
+					}
+				}
+			}
+		})
+	}
 }
