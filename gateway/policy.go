@@ -172,9 +172,11 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 }
 
 // UpdatePolicy changes a policy with fn (refs, when not nil, replace its volumes). It stores
-// the policy again only while the repository still holds it: one deleted meanwhile, here
-// (policyRecMu) or through another gateway (a Stat before the store), stays deleted
-// [TestPolicyUpdateNeverBringsBackADeletedPolicy].
+// the policy again only while the repository still holds it as it was read: one deleted
+// meanwhile, here (policyRecMu) or through another gateway (a read before the store), stays
+// deleted [TestPolicyUpdateNeverBringsBackADeletedPolicy], and one changed through another
+// gateway meanwhile keeps that change: this update fails with ErrConflict
+// [TestPolicyUpdateNeverUndoesAnotherGatewaysUpdate].
 func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, fn func(*Policy)) (*Policy, error) {
 	c, err := callerOf(ctx)
 	if err != nil {
@@ -186,6 +188,7 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	if err != nil {
 		return nil, err
 	}
+	read := p.UpdatedAt
 	// Without new refs it keeps the volumes it backs up now: one forgotten since (which its
 	// runs skip) would make the update fail with "not found".
 	named := !p.AllOfProject
@@ -215,8 +218,13 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	if err := s.completePolicy(ctx, c, p, refs); err != nil {
 		return nil, err
 	}
-	if !s.metaKept(ctx, metaPolicies, p.Name) {
+	// Read again right before the store: one deleted, or changed, through another gateway
+	// since the read above is not undone by this update.
+	switch cur, err := s.storedPolicy(ctx, name); {
+	case errors.Is(err, ErrNotFound):
 		return nil, wrapf(ErrNotFound, "policy %s was deleted meanwhile, and nothing was changed: see 'cairn policy list'", name)
+	case err == nil && !cur.UpdatedAt.Equal(read):
+		return nil, wrapf(ErrConflict, "policy %s was changed through another gateway meanwhile, and nothing was changed: see 'cairn policy show %s', then update it again", name, name)
 	}
 	if err := s.repo.PutMeta(ctx, metaPolicies, p.Name, p); err != nil {
 		return nil, err

@@ -321,6 +321,48 @@ func TestPolicyUpdateNeverBringsBackADeletedPolicy(t *testing.T) {
 	}
 }
 
+// Two updates of one policy through two gateways at once: the one whose read came before the
+// other's store fails with a conflict, and the other's change stays. Until 2026-12-07 both
+// were stored, and the later store undid the earlier update without a word.
+func TestPolicyUpdateNeverUndoesAnotherGatewaysUpdate(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "p", Schedule: "daily",
+		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	key := "meta/policies/" + hex.EncodeToString([]byte("p"))
+	var once sync.Once
+	var other error
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		return &afterGet{Backend: be, after: func(k string) { // right after a's read, b's update
+			if k == key {
+				once.Do(func() {
+					_, other = b.UpdatePolicy(ctx, "p", nil, func(p *gateway.Policy) { p.Keep.Last = 5 })
+				})
+			}
+		}}
+	})
+	_, err := a.UpdatePolicy(ctx, "p", nil, func(p *gateway.Policy) { p.Schedule = "weekly" })
+	if other != nil {
+		t.Fatalf("the update through the other gateway: %v", other)
+	}
+	if !errors.Is(err, gateway.ErrConflict) {
+		t.Fatalf("an update whose read came before another gateway's update: %v, want a conflict", err)
+	}
+	for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
+		st, err := g.PolicyStatus(ctx, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Keep.Last != 5 || st.Schedule != "daily" {
+			t.Fatalf("gateway %s has keep-last %d and schedule %s, want b's 5 and the old daily: an update was lost or half made",
+				name, st.Keep.Last, st.Schedule)
+		}
+	}
+}
+
 // afterGet is a backend that calls after once a Get returned, with the key.
 type afterGet struct {
 	backend.Backend
