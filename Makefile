@@ -103,8 +103,9 @@ torture:
 # -fuzztime deadline race is told from a finding.
 FUZZTIME ?= 5s
 FUZZPARALLEL ?= $(shell nproc)
+FUZZLANES ?= 1
 fuzz:
-	./contrib/fuzz.sh $(FUZZTIME) $(FUZZPARALLEL) $(GO)
+	./contrib/fuzz.sh $(FUZZTIME) $(FUZZPARALLEL) $(GO) $(FUZZLANES)
 
 # Builds, makes a small sample volume, backs it up (full + incremental), restores both,
 # checks them by sha256 and prints the backup table. Uses a scratch repository.
