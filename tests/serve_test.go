@@ -417,6 +417,7 @@ func TestServeAnnouncesItself(t *testing.T) {
 // and the jobs were cancelled only after the 30 s shutdown bound, when the gateway no longer
 // waited for them to record their end.
 func TestGatewayStopEndsJobsAWaitingCommandFollows(t *testing.T) {
+	t.Parallel() // 20 s of waiting on a stalled proxy
 	srv := testutil.StartS3(t)
 	proxy := testutil.StartFaultProxy(t, srv.Endpoint)
 	dir := t.TempDir()
