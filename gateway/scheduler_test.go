@@ -273,14 +273,8 @@ func TestPolicyRunDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 func TestPolicyUpdateNeverBringsBackADeletedPolicy(t *testing.T) {
 	for _, where := range []string{"here", "through another gateway"} {
 		t.Run(where, func(t *testing.T) {
-			dir := t.TempDir()
-			a, b, _ := twoGateways(t, dir)
+			a, b, key := policyOnTwoGateways(t)
 			ctx := adminCtx()
-			if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "p", Schedule: "daily",
-				AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
-				t.Fatal(err)
-			}
-			key := "meta/policies/" + hex.EncodeToString([]byte("p"))
 			var once sync.Once
 			var deleted chan error
 			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
@@ -325,14 +319,8 @@ func TestPolicyUpdateNeverBringsBackADeletedPolicy(t *testing.T) {
 // other's store fails with a conflict, and the other's change stays. Until 2026-12-07 both
 // were stored, and the later store undid the earlier update without a word.
 func TestPolicyUpdateNeverUndoesAnotherGatewaysUpdate(t *testing.T) {
-	dir := t.TempDir()
-	a, b, _ := twoGateways(t, dir)
+	a, b, key := policyOnTwoGateways(t)
 	ctx := adminCtx()
-	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "p", Schedule: "daily",
-		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
-		t.Fatal(err)
-	}
-	key := "meta/policies/" + hex.EncodeToString([]byte("p"))
 	var once sync.Once
 	var other error
 	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
@@ -361,6 +349,18 @@ func TestPolicyUpdateNeverUndoesAnotherGatewaysUpdate(t *testing.T) {
 				name, st.Keep.Last, st.Schedule)
 		}
 	}
+}
+
+// policyOnTwoGateways opens two gateways on a new repository and creates policy p (every
+// volume of the project, daily, keep the last 7) through a; key is the policy's object.
+func policyOnTwoGateways(t *testing.T) (a, b *gateway.Service, key string) {
+	t.Helper()
+	a, b, _ = twoGateways(t, t.TempDir())
+	if _, err := a.CreatePolicy(adminCtx(), gateway.PolicyRequest{Policy: gateway.Policy{Name: "p", Schedule: "daily",
+		AllOfProject: true, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, "meta/policies/" + hex.EncodeToString([]byte("p"))
 }
 
 // afterGet is a backend that calls after once a Get returned, with the key.
