@@ -634,8 +634,11 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 			run.LastError, run.Interrupted = "interrupted: the gateway stopped during the run", true
 		}
 	}
-	st, _ := s.storeRun(ctx, p, run)
-	s.metrics.policyRun(p.Name, st, start)
+	// A run of a policy deleted meanwhile (ErrNotFound) is not in the metrics either: its state
+	// is not the policy's, nor the state of one made again under its name.
+	if st, serr := s.storeRun(ctx, p, run); !errors.Is(serr, ErrNotFound) {
+		s.metrics.policyRun(p.Name, st, start)
+	}
 	if err != nil {
 		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(start).Seconds())
 		return fmt.Errorf("policy %s: %w", p.Name, err)

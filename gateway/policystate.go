@@ -98,49 +98,59 @@ func (s *Service) cachePolicyState(name string, fn func(*PolicyState)) PolicySta
 // since another gateway would run its due time again [TestPolicyRunNotStoredDoesNotRun]. Nor
 // is anything stored once p is deleted, or made again under its name (ownState).
 func (s *Service) storeRun(ctx context.Context, p *Policy, run PolicyRun) (PolicyState, error) {
-	err := s.ownState(ctx, p, func(ctx context.Context) error {
-		return s.repo.PutMeta(ctx, metaPolicyRuns, p.Name, &run)
+	var st PolicyState
+	err := s.ownState(ctx, p, "run", func(ctx context.Context) error {
+		if err := s.repo.PutMeta(ctx, metaPolicyRuns, p.Name, &run); err != nil {
+			return err
+		}
+		st = s.cachePolicyState(p.Name, func(st *PolicyState) { st.PolicyRun = run })
+		return nil
 	})
 	if err != nil {
-		s.log.Error("cannot record a policy's run in the repository", "policy", p.Name, "error", err)
 		return s.policyState(p.Name), err
 	}
-	return s.cachePolicyState(p.Name, func(st *PolicyState) { st.PolicyRun = run }), nil
+	return st, nil
 }
 
 // storeVerify is storeRun for a verification [TestPolicyVerifyNotStoredDoesNotRun].
 func (s *Service) storeVerify(ctx context.Context, p *Policy, v PolicyVerify) error {
-	err := s.ownState(ctx, p, func(ctx context.Context) error {
-		return s.repo.PutMeta(ctx, metaPolicyVerifies, p.Name, &v)
+	return s.ownState(ctx, p, "verification", func(ctx context.Context) error {
+		if err := s.repo.PutMeta(ctx, metaPolicyVerifies, p.Name, &v); err != nil {
+			return err
+		}
+		s.cachePolicyState(p.Name, func(st *PolicyState) { st.PolicyVerify = v })
+		return nil
 	})
-	if err != nil {
-		s.log.Error("cannot record a policy's verification in the repository", "policy", p.Name, "error", err)
-		return err
-	}
-	s.cachePolicyState(p.Name, func(st *PolicyState) { st.PolicyVerify = v })
-	return nil
 }
 
-// ownState runs store, a store of p's state, only while the repository holds p itself: a run
-// that goes on after its policy's delete does not bring back the state objects the delete
-// removed, nor write over the empty state of a policy made again under its name (another
-// created_at). The read and the store hold policyRecMu, as a create and a delete do; through
-// another gateway the window is the one request between them. A policy that cannot be read
-// for another reason (the repository unreachable, or the policy damaged) is taken for p: the
-// store fails with the repository, or keeps a damaged policy's state, as before. docs/design.md,
-// "A run's state is stored only for its own policy" [TestPolicyStateIsNeverStoredForADeletedPolicy].
-func (s *Service) ownState(ctx context.Context, p *Policy, store func(context.Context) error) error {
+// ownState runs store, a store of p's state in the repository and then in the index's copy,
+// only while the repository holds p itself: a run that goes on after its policy's delete does
+// not bring back the state objects the delete removed, nor write over the empty state of a
+// policy made again under its name (another created_at); that refusal is ErrNotFound. The read
+// and both stores hold policyRecMu, as a create and a delete do; through another gateway the
+// window is the one request between the read and the store. A policy that cannot be read for
+// another reason (the repository unreachable, or the policy damaged) is taken for p: the store
+// fails with the repository, or keeps a damaged policy's state, as before. Either failure is
+// logged, with what (a run or a verification). docs/design.md, "A run's state is stored only for
+// its own policy" [TestPolicyStateIsNeverStoredForADeletedPolicy].
+func (s *Service) ownState(ctx context.Context, p *Policy, what string, store func(context.Context) error) error {
 	ctx = context.WithoutCancel(ctx) // a run cancelled still stores how it ended
 	s.policyRecMu.Lock()
 	defer s.policyRecMu.Unlock()
 	cur, err := s.storedPolicy(ctx, p.Name)
 	switch {
 	case errors.Is(err, ErrNotFound):
-		return wrapf(ErrNotFound, "policy %s was deleted meanwhile: its state is not stored", p.Name)
+		err = wrapf(ErrNotFound, "policy %s was deleted meanwhile (or its object lost): the %s's state is not stored", p.Name, what)
 	case err == nil && !cur.CreatedAt.Equal(p.CreatedAt):
-		return wrapf(ErrNotFound, "policy %s was deleted and made again meanwhile: the old one's state is not stored over the new one's", p.Name)
+		err = wrapf(ErrNotFound, "policy %s was deleted and made again meanwhile: the old one's %s state is not stored over the new one's", p.Name, what)
+	default:
+		if err = store(ctx); err != nil {
+			s.log.Error("cannot record a policy's "+what+" in the repository", "policy", p.Name, "error", err)
+		}
+		return err
 	}
-	return store(ctx)
+	s.log.Info("policy gone: what its "+what+" did is not recorded", "policy", p.Name, "reason", err)
+	return err
 }
 
 // storedState reads a policy's state from the repository into the index's copy and returns

@@ -607,6 +607,43 @@ func TestPolicyVerifyNotStoredDoesNotRun(t *testing.T) {
 	}
 }
 
+// A verification reads its policy again once it holds the claim, as a run does: one changed
+// through another gateway since the scheduler's copy was read (here: its verification
+// removed) is not verified from that copy. Until 2026-12-07 a verification went on from the
+// copy, up to a reload period old.
+func TestPolicyVerificationFollowsAnUpdateThroughAnotherGateway(t *testing.T) {
+	gateway.SetPolicyReloadForTest(t, time.Hour) // a's copy stays as read at its start
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "checked", Schedule: "yearly", AllOfProject: true,
+		Verify: at.UTC().Format("2006-01-02 15:04:05") + " UTC", VerifySample: 100, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	reads := &packReads{}
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		reads.Backend = be
+		return reads
+	})
+	stop := runScheduler(t, a)
+	time.Sleep(500 * time.Millisecond) // a's scheduler has read the policy
+	if _, err := b.UpdatePolicy(ctx, "checked", nil, func(p *gateway.Policy) { p.Verify = "" }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Until(at) + 2*time.Second)
+	stop()
+	if n := reads.n.Load(); n != 0 {
+		t.Fatalf("gateway a verified a policy whose verification was removed through gateway b (%d pack reads): it went on from its copy", n)
+	}
+}
+
 // A policy whose state cannot be read keeps the index's copy: one failed read failed the
 // whole policy list, and left every policy's state unread by the scheduler.
 func TestPolicyListSurvivesOneUnreadableState(t *testing.T) {
@@ -668,7 +705,10 @@ func vmBackups(t *testing.T, g *gateway.Service) int {
 
 // A run goes on after its policy's delete ("a run in progress finishes"), but it stores no
 // state for a policy that is gone: not the state objects the delete removed, nor, when a
-// policy of the same name was made meanwhile, its runs over the new policy's empty state.
+// policy of the same name was made meanwhile, its runs over the new policy's empty state. A
+// delete here that comes during a store of the run's state waits for it (policyRecMu), and
+// then removes what it stored; through another gateway the run reads the policy before each
+// store.
 // Until 2026-12-07 the run stored its state after each volume and at its end whatever the
 // repository held; the new policy then took its first due time and its --full-every count
 // from the old one.
@@ -685,16 +725,17 @@ func TestPolicyStateIsNeverStoredForADeletedPolicy(t *testing.T) {
 			policyOfAVolume(t, a, image(t, dir, "vm.img", 256<<10), p)
 			var once sync.Once
 			var deleted chan error
+			runKey := "meta/policy-runs/" + hex.EncodeToString([]byte(p.Name))
 			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
 				return gateway.BeforePutForTest(be, func(k string) {
-					if !strings.HasPrefix(k, "manifests/") { // the run's backup commits
+					if c.here && k == runKey { // the store of the run's start: a delete here waits for it
+						once.Do(func() { deleted = runBriefly(func() error { return a.DeletePolicy(ctx, p.Name) }) })
+						return
+					}
+					if c.here || !strings.HasPrefix(k, "manifests/") { // the run's backup commits
 						return
 					}
 					once.Do(func() {
-						if c.here {
-							deleted = runBriefly(func() error { return a.DeletePolicy(ctx, p.Name) })
-							return
-						}
 						deleted = make(chan error, 1)
 						err := b.DeletePolicy(ctx, p.Name)
 						if err == nil && c.again {
@@ -724,6 +765,19 @@ func TestPolicyStateIsNeverStoredForADeletedPolicy(t *testing.T) {
 					if st.Runs != 0 || st.LastResult != "" || !st.LastRun.IsZero() {
 						t.Fatalf("gateway %s says the new policy ran %d times (last %q at %v): the deleted one's run stored its state over the new one's",
 							name, st.Runs, st.LastResult, st.LastRun)
+					}
+				}
+				// Nor do a's metrics say the new policy's last run failed (the alert
+				// CairnPolicyRunFailed), from the new one's empty state.
+				mfs, err := a.Metrics().Gather()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, mf := range mfs {
+					for _, m := range mf.GetMetric() {
+						if mf.GetName() == "cairn_policy_last_run_success" && m.GetGauge().GetValue() == 0 {
+							t.Fatalf("gateway a exports %s %v = 0 for a policy that never ran: the old run's end", mf.GetName(), m.GetLabel())
+						}
 					}
 				}
 				return

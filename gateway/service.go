@@ -139,7 +139,9 @@ type Service struct {
 	volumeRecMu sync.Mutex
 	// policyRecMu: a create, an update and a delete of a policy hold it from their read of the
 	// policy to their store or removal, so an update never stores again a policy deleted here
-	// meanwhile (docs/design.md, "An update never brings back a deleted policy").
+	// meanwhile (docs/design.md, "An update never brings back a deleted policy"); a store of a
+	// run's or a verification's state holds it from its read of the policy to its store
+	// (ownState), so it never lands after a delete or a create here.
 	policyRecMu sync.Mutex
 	// stopping is set when the gateway shuts down: the jobs it cancels then end as error
 	// (interrupted), not as cancelled by their starter.
