@@ -622,7 +622,7 @@ func TestPolicyVerificationFollowsAnUpdateThroughAnotherGateway(t *testing.T) {
 	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
 		t.Fatal(err)
 	}
-	at := time.Now().Add(3 * time.Second).Truncate(time.Second)
+	at := time.Now().Add(4 * time.Second).Truncate(time.Second)
 	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "checked", Schedule: "yearly", AllOfProject: true,
 		Verify: at.UTC().Format("2006-01-02 15:04:05") + " UTC", VerifySample: 100, Keep: gateway.KeepRules{Last: 7}}}); err != nil {
 		t.Fatal(err)
@@ -633,7 +633,14 @@ func TestPolicyVerificationFollowsAnUpdateThroughAnotherGateway(t *testing.T) {
 		return reads
 	})
 	stop := runScheduler(t, a)
-	time.Sleep(500 * time.Millisecond) // a's scheduler has read the policy
+	// a's scheduler has read the policy once it exports the policy's series; the update
+	// comes after that, and before the verification is due.
+	for !scheduled(t, a, "checked") {
+		if time.Until(at) < time.Second {
+			t.Fatal("gateway a's scheduler did not read the policy within 3 s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if _, err := b.UpdatePolicy(ctx, "checked", nil, func(p *gateway.Policy) { p.Verify = "" }); err != nil {
 		t.Fatal(err)
 	}
@@ -642,6 +649,29 @@ func TestPolicyVerificationFollowsAnUpdateThroughAnotherGateway(t *testing.T) {
 	if n := reads.n.Load(); n != 0 {
 		t.Fatalf("gateway a verified a policy whose verification was removed through gateway b (%d pack reads): it went on from its copy", n)
 	}
+}
+
+// scheduled says whether g's scheduler has scheduled policy name: it exports the policy's
+// cairn_policy_overdue_volumes series at each look.
+func scheduled(t *testing.T, g *gateway.Service, name string) bool {
+	t.Helper()
+	mfs, err := g.Metrics().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cairn_policy_overdue_volumes" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "policy" && l.GetValue() == name {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // A policy whose state cannot be read keeps the index's copy: one failed read failed the
