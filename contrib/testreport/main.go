@@ -52,6 +52,7 @@ func report(r io.Reader, w io.Writer, slowest int) (failed bool, err error) {
 	tests := map[string]*test{}
 	var order []*test
 	pkgTime := map[string]float64{}
+	raced := map[string][]string{} // by package: outputs of passed tests that hold a race report
 	var pkgs []string
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
@@ -78,7 +79,13 @@ func report(r io.Reader, w io.Writer, slowest int) (failed bool, err error) {
 					pkgs = append(pkgs, e.Package)
 				}
 				pkgTime[e.Package] = e.Elapsed
-				failed = failed || e.Action == "fail"
+				if e.Action == "fail" {
+					failed = true
+					for _, out := range raced[e.Package] {
+						fmt.Fprint(w, out)
+					}
+				}
+				delete(raced, e.Package)
 			}
 			continue
 		}
@@ -94,6 +101,12 @@ func report(r io.Reader, w io.Writer, slowest int) (failed bool, err error) {
 			t.output.WriteString(e.Output)
 		case "pass", "skip":
 			t.ended, t.elapsed = true, e.Elapsed
+			// The race detector writes its report past the testing package, so go test -json
+			// may give it to whichever test wrote last; the test it fails is another. Such
+			// output is kept, and printed if its package fails.
+			if out := t.output.String(); strings.Contains(out, "WARNING: DATA RACE") {
+				raced[e.Package] = append(raced[e.Package], fmt.Sprintf("--- %s passed, but its output holds a race report:\n%s", e.Test, out))
+			}
 			t.output.Reset()
 		case "fail":
 			t.ended, t.elapsed = true, e.Elapsed

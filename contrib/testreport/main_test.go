@@ -84,3 +84,38 @@ func TestStuck(t *testing.T) {
 		t.Errorf("the report lacks the package's ok line:\n%s", out.String())
 	}
 }
+
+// A race report go test -json gave to a test that passed (the detector writes it past the
+// testing package) is printed when its package fails, and only then.
+func TestReportKeepsARaceReportOfAPassedTest(t *testing.T) {
+	stream := func(pkgAction string) string {
+		return strings.Join([]string{
+			`{"Action":"run","Package":"p","Test":"TestA"}`,
+			`{"Action":"output","Package":"p","Test":"TestA","Output":"==================\n"}`,
+			`{"Action":"output","Package":"p","Test":"TestA","Output":"WARNING: DATA RACE\n"}`,
+			`{"Action":"output","Package":"p","Test":"TestA","Output":"Write at 0x00c000 by goroutine 8:\n"}`,
+			`{"Action":"pass","Package":"p","Test":"TestA","Elapsed":0.1}`,
+			`{"Action":"run","Package":"p","Test":"TestB"}`,
+			`{"Action":"output","Package":"p","Test":"TestB","Output":"    testing.go:1617: race detected during execution of test\n"}`,
+			`{"Action":"` + pkgAction + `","Package":"p","Test":"TestB","Elapsed":0.1}`,
+			`{"Action":"` + pkgAction + `","Package":"p","Elapsed":0.3}`,
+		}, "\n") + "\n"
+	}
+	var out bytes.Buffer
+	failed, err := report(strings.NewReader(stream("fail")), &out, 5)
+	if err != nil || !failed {
+		t.Fatalf("a failed package: failed %v, err %v", failed, err)
+	}
+	for _, want := range []string{"TestA passed, but its output holds a race report", "Write at 0x00c000 by goroutine 8", "race detected during execution of test"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	if failed, err := report(strings.NewReader(stream("pass")), &out, 5); err != nil || failed {
+		t.Fatalf("a passed package: failed %v, err %v", failed, err)
+	}
+	if strings.Contains(out.String(), "DATA RACE") {
+		t.Errorf("a passed package's race report is printed:\n%s", out.String())
+	}
+}
