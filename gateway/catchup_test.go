@@ -81,6 +81,16 @@ func managedOnA(t *testing.T, dir string) (a, b *gateway.Service, repoDir, path 
 	return a, b, repoDir, path, v
 }
 
+// managedOnBoth is managedOnA, and b's full catch-up then: both gateways know volume vm.
+func managedOnBoth(t *testing.T, dir string) (a, b *gateway.Service, repoDir, path string, v *index.Volume) {
+	t.Helper()
+	a, b, repoDir, path, v = managedOnA(t, dir)
+	if err := b.SyncBackups(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, repoDir, path, v
+}
+
 // record returns backup id's record in s's index, or nil when s does not know it.
 func record(t *testing.T, s *gateway.Service, id string) *index.Backup {
 	t.Helper()
@@ -752,11 +762,8 @@ func TestVolumeClaimedAsItIsForgottenStays(t *testing.T) {
 // volume's record never brings one back either").
 func TestCatchUpDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir, _, v := managedOnA(t, dir)
+	a, b, repoDir, _, v := managedOnBoth(t, dir)
 	ctx := adminCtx()
-	if err := b.SyncBackups(ctx); err != nil { // b learns the volume
-		t.Fatal(err)
-	}
 	if _, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
 		t.Fatal(err)
 	}
@@ -816,11 +823,8 @@ func TestJobEndDuringAnUnmanageDoesNotBringTheVolumeBack(t *testing.T) {
 // write at a job's end stores the record only while the repository holds it or its copy.
 func TestJobOnOneGatewayDoesNotBringBackAVolumeUnmanagedOnAnother(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir, _, _ := managedOnA(t, dir)
+	a, b, repoDir, _, _ := managedOnBoth(t, dir)
 	ctx := adminCtx()
-	if err := b.SyncBackups(ctx); err != nil { // b learns the volume
-		t.Fatal(err)
-	}
 	var once sync.Once
 	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
 		return gateway.BeforePutForTest(be, func(key string) {
@@ -1198,11 +1202,8 @@ func TestUpdatedAtIsTheManifestsOnEveryGateway(t *testing.T) {
 // volume at its next catch-up, silently.
 func TestALostVolumeRecordIsKeptByTheCatchUp(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir, _, v := managedOnA(t, dir)
+	a, b, repoDir, _, v := managedOnBoth(t, dir)
 	ctx := adminCtx()
-	if err := b.SyncBackups(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := b.Volume(ctx, "vm"); err != nil {
 		t.Fatalf("the other gateway did not learn the volume: %v", err)
 	}

@@ -119,13 +119,8 @@ func TestPolicyRunsOnceAcrossGateways(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
 	ctx := adminCtx()
-	if _, err := b.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 1<<20), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
 	// Both know the volume (the catch-up adopts it with its backup), so both could back it up.
-	if _, err := b.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
-		t.Fatal(err)
-	}
+	backedUpVolume(t, b, dir, 1<<20)
 	if err := a.SyncBackups(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -348,6 +343,19 @@ func TestPolicyUpdateNeverUndoesAnotherGatewaysUpdate(t *testing.T) {
 			t.Fatalf("gateway %s has keep-last %d and schedule %s, want b's 5 and the old daily: an update was lost or half made",
 				name, st.Keep.Last, st.Schedule)
 		}
+	}
+}
+
+// backedUpVolume manages image vol.img of dir (size bytes) through g as volume vm and backs
+// it up once.
+func backedUpVolume(t *testing.T, g *gateway.Service, dir string, size int) {
+	t.Helper()
+	ctx := adminCtx()
+	if _, err := g.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", size), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -581,12 +589,7 @@ func (b *packReads) GetRange(ctx context.Context, key string, offset, length int
 func TestPolicyVerifyNotStoredDoesNotRun(t *testing.T) {
 	a, dir := newService(t)
 	ctx := adminCtx()
-	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
-		t.Fatal(err)
-	}
+	backedUpVolume(t, a, dir, 64<<10)
 	at := time.Now().Add(2 * time.Second).Truncate(time.Second)
 	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "checked", Schedule: "yearly",
 		Verify: at.UTC().Format("2006-01-02 15:04:05") + " UTC", VerifySample: 100, Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
@@ -616,12 +619,7 @@ func TestPolicyVerificationFollowsAnUpdateThroughAnotherGateway(t *testing.T) {
 	dir := t.TempDir()
 	a, b, _ := twoGateways(t, dir)
 	ctx := adminCtx()
-	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"}); err != nil {
-		t.Fatal(err)
-	}
+	backedUpVolume(t, a, dir, 64<<10)
 	at := time.Now().Add(4 * time.Second).Truncate(time.Second)
 	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "checked", Schedule: "yearly", AllOfProject: true,
 		Verify: at.UTC().Format("2006-01-02 15:04:05") + " UTC", VerifySample: 100, Keep: gateway.KeepRules{Last: 7}}}); err != nil {

@@ -103,11 +103,8 @@ func volumeSettingsObjects(t *testing.T, repoDir, id string) []string {
 // later wins everywhere; a forget removes the rename objects.
 func TestVolumeRenamedOnOneGatewayIsRenamedOnAnother(t *testing.T) {
 	dir := t.TempDir()
-	a, b, repoDir, path, v := managedOnA(t, dir)
+	a, b, repoDir, path, v := managedOnBoth(t, dir)
 	ctx := adminCtx()
-	if err := b.SyncBackups(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := a.UpdateVolume(ctx, "vm", gateway.VolumeUpdate{Name: ptr("db"), Description: ptr("the database")}); err != nil {
 		t.Fatal(err)
 	}
