@@ -69,7 +69,7 @@ SLOWPKGS := ./tests/ ./repo/ ./gateway/
 # report says so.
 test: build
 	@tmp=$$(mktemp -d); \
-	$(GO) build -o $$tmp/testreport ./contrib/testreport || exit 1; \
+	$(GO) build -o $$tmp/testreport ./contrib/testreport || { rm -rf $$tmp; exit 1; }; \
 	{ $(GO) test -json -trimpath -count=1 -cpu 1 -timeout $(TIMEOUT) ./repo/ ./gateway/ ./repo/... ./index/... ./gateway/... 2>&1; echo $$? >$$tmp/cpu1.rc; } \
 		| $$tmp/testreport -slowest 5 >$$tmp/cpu1.out 2>&1 & \
 	pid=$$!; \

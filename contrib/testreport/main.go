@@ -8,6 +8,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -126,15 +127,7 @@ func report(r io.Reader, w io.Writer, slowest int) (failed bool, err error) {
 		}
 	}
 	top := slices.DeleteFunc(slices.Clone(order), func(t *test) bool { return !t.ended || strings.Contains(t.name, "/") })
-	slices.SortStableFunc(top, func(a, b *test) int {
-		switch {
-		case a.elapsed > b.elapsed:
-			return -1
-		case a.elapsed < b.elapsed:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(top, func(a, b *test) int { return cmp.Compare(b.elapsed, a.elapsed) })
 	if len(top) > slowest {
 		top = top[:slowest]
 	}
@@ -145,15 +138,7 @@ func report(r io.Reader, w io.Writer, slowest int) (failed bool, err error) {
 		}
 	}
 	if len(pkgs) > 0 {
-		slices.SortStableFunc(pkgs, func(a, b string) int {
-			switch {
-			case pkgTime[a] > pkgTime[b]:
-				return -1
-			case pkgTime[a] < pkgTime[b]:
-				return 1
-			}
-			return 0
-		})
+		slices.SortStableFunc(pkgs, func(a, b string) int { return cmp.Compare(pkgTime[b], pkgTime[a]) })
 		fmt.Fprintln(w, "== the packages by time")
 		for _, p := range pkgs {
 			if pkgTime[p] >= 1 {
