@@ -70,6 +70,11 @@ func PutDeletionForTest(r *Repository, at time.Time, id PackID, addrs []Address)
 // have named them.
 func SynthBackupForTest(ctx context.Context, r *Repository, id string, blocks int, seed uint64, at time.Time) (*Manifest, error) {
 	rng := rand.New(rand.NewPCG(seed, 99))
+	lk, err := r.Lock(ctx, LockShared, "backup")
+	if err != nil {
+		return nil, err
+	}
+	defer lk.Unlock()
 	var p packer
 	flush := func() error {
 		if p.empty() {
@@ -77,7 +82,7 @@ func SynthBackupForTest(ctx context.Context, r *Repository, id string, blocks in
 		}
 		pid, data, entries := p.finish(r.keys)
 		if at.IsZero() {
-			return r.storePack(ctx, pid, data, entries)
+			return r.storePack(ctx, lk, pid, data, entries)
 		}
 		if err := r.be.Put(ctx, pid.Key(), data); err != nil {
 			return err

@@ -287,7 +287,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		nid, newSize, err := r.repack(ctx, id, usage[id].size, live)
+		nid, newSize, err := r.repack(ctx, lk, id, usage[id].size, live)
 		if errors.Is(err, syscall.ENOSPC) {
 			// No room for a new pack (a local repository keeps local.Reserve free): this
 			// pack and the rest stay as they are, live blobs and all, for a later run, and
@@ -588,7 +588,7 @@ func (r *Repository) packEntries(ctx context.Context, id PackID, size int64, ind
 // repack rewrites the live blobs of a pack into a new one (with its index object) and
 // returns the new pack's id and size (0 when nothing was live there). The old pack is deleted
 // by the caller, after the deletion record.
-func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *markSet) (PackID, int64, error) {
+func (r *Repository) repack(ctx context.Context, lk *Lock, id PackID, size int64, live *markSet) (PackID, int64, error) {
 	entries, err := r.readTrailer(ctx, id, size)
 	if errors.Is(err, backend.ErrRange) {
 		return PackID{}, 0, fmt.Errorf("%w: the pack is shorter than its index says (cut short): 'cairn repo repair' rewrites it from what survives", err)
@@ -630,7 +630,7 @@ func (r *Repository) repack(ctx context.Context, id PackID, size int64, live *ma
 		return PackID{}, 0, nil
 	}
 	nid, ndata, nentries := p.finish(r.keys)
-	if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
+	if err := r.storePack(ctx, lk, nid, ndata, nentries); err != nil {
 		return PackID{}, 0, err
 	}
 	return nid, int64(len(ndata)), nil

@@ -174,7 +174,7 @@ func (h *healStore) flush(ctx context.Context) error {
 		return err
 	}
 	id, data, entries := h.p.finish(h.r.keys)
-	if err := h.r.storePack(ctx, id, data, entries); err != nil {
+	if err := h.r.storePack(ctx, h.lk, id, data, entries); err != nil {
 		return err
 	}
 	h.healed = append(h.healed, h.pending...)

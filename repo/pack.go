@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -218,30 +219,61 @@ func parseTrailer(id PackID, trailer []byte, dataLen int64) ([]PackEntry, error)
 
 // storePack writes a finished pack and its index object, and records it in the index. The
 // index object lets other processes' indexes learn the pack; the trailer is the second copy.
-func (r *Repository) storePack(ctx context.Context, id PackID, data []byte, entries []PackEntry) error {
+// lk is the writer's lock: nothing is stored once it is lost (mayStore).
+func (r *Repository) storePack(ctx context.Context, lk *Lock, id PackID, data []byte, entries []PackEntry) error {
+	if err := mayStore(lk); err != nil {
+		return fmt.Errorf("store pack %s: %w", id, err)
+	}
 	if err := r.be.Put(ctx, id.Key(), data); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
 	}
-	return r.indexPack(ctx, id, int64(len(data)), entries)
+	return r.indexPack(ctx, lk, id, int64(len(data)), entries)
 }
 
 // storeSpooledPack is storePack for a pack written to a file of sp (packer.finishSpool).
-func (r *Repository) storeSpooledPack(ctx context.Context, sp backend.Spooler, id PackID, f *os.File, size int64, entries []PackEntry) error {
+func (r *Repository) storeSpooledPack(ctx context.Context, lk *Lock, sp backend.Spooler, id PackID, f *os.File, size int64, entries []PackEntry) error {
+	if err := mayStore(lk); err != nil {
+		return fmt.Errorf("store pack %s: %w", id, err)
+	}
 	if err := sp.Commit(ctx, id.Key(), f); err != nil {
 		return fmt.Errorf("store pack %s: %w", id, err)
 	}
-	return r.indexPack(ctx, id, size, entries)
+	return r.indexPack(ctx, lk, id, size, entries)
 }
 
-// indexPack stores a stored pack's index object and records the pack in the index.
-func (r *Repository) indexPack(ctx context.Context, id PackID, size int64, entries []PackEntry) error {
-	if err := r.putObject(ctx, indexKey(id), encodePackIndex(size, entries)); err != nil {
+// indexPack stores a stored pack's index object and records the pack in the index, while lk
+// holds. An index object whose Put returned after lk was lost (it waited out an outage) is
+// removed again and the pack not recorded: a gc that ran meanwhile may have listed the index
+// objects before it landed and deleted the pack, and an index object must never name a pack
+// that is gone (docs/design.md, "A writer stalls past --lock-stale"). Without it the pack is
+// one every gc learns from its trailer.
+func (r *Repository) indexPack(ctx context.Context, lk *Lock, id PackID, size int64, entries []PackEntry) error {
+	if err := mayStore(lk); err != nil {
+		return fmt.Errorf("store the index of pack %s: %w", id, err)
+	}
+	key := indexKey(id)
+	if err := r.putObject(ctx, key, encodePackIndex(size, entries)); err != nil {
+		return fmt.Errorf("store the index of pack %s: %w", id, err)
+	}
+	if err := mayStore(lk); err != nil {
+		if derr := r.be.Delete(backend.Impatient(ctx), key); derr != nil && !errors.Is(derr, backend.ErrNotFound) {
+			r.logf("pack %s: its index object %s was stored after the lock was lost and could not be removed: %v", id, key, derr)
+		}
 		return fmt.Errorf("store the index of pack %s: %w", id, err)
 	}
 	if err := r.idx.AddPack(id, size, entries); err != nil {
 		return fmt.Errorf("index pack %s: %w", id, err)
 	}
 	return nil
+}
+
+// mayStore is lk.Check for a writer's stores: the lock's state and the time since its last
+// refresh, no request. Every writer that stores packs holds a lock.
+func mayStore(lk *Lock) error {
+	if lk == nil {
+		return fmt.Errorf("%w: a pack is stored without a lock", ErrLockLost)
+	}
+	return lk.Check()
 }
 
 // ListPacks calls fn for every pack object in the backend.

@@ -227,7 +227,7 @@ func (r *Repository) rewritePack(ctx context.Context, lk *Lock, id PackID, size 
 	}
 	if !pk.empty() {
 		nid, ndata, nentries := pk.finish(r.keys)
-		if err := r.storePack(ctx, nid, ndata, nentries); err != nil {
+		if err := r.storePack(ctx, lk, nid, ndata, nentries); err != nil {
 			return false, err
 		}
 		if nid == id {

@@ -994,7 +994,7 @@ func (w *writeSession) flushPack() error {
 			return err
 		}
 		w.uploads.Go(func() error {
-			err := w.r.storeSpooledPack(w.uctx, w.spool, id, f, size, entries)
+			err := w.r.storeSpooledPack(w.uctx, w.o.Lock, w.spool, id, f, size, entries)
 			w.r.shared.settle(t, entries, err)
 			if err != nil {
 				return err
@@ -1006,7 +1006,7 @@ func (w *writeSession) flushPack() error {
 	}
 	id, data, entries := w.packer.finish(w.r.keys) // the next addBlob takes a new buffer
 	w.uploads.Go(func() error {
-		err := w.r.storePack(w.uctx, id, data, entries)
+		err := w.r.storePack(w.uctx, w.o.Lock, id, data, entries)
 		w.r.shared.settle(t, entries, err)
 		if err != nil {
 			return err

@@ -1,0 +1,137 @@
+package repo_test
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/local"
+)
+
+// putHooks calls before and after around every Put, and logs the keys whose Put began.
+type putHooks struct {
+	backend.Backend
+	mu            sync.Mutex
+	began         []string
+	before, after func(key string)
+}
+
+func (h *putHooks) Put(ctx context.Context, key string, data []byte) error {
+	if h.before != nil {
+		h.before(key)
+	}
+	h.mu.Lock()
+	h.began = append(h.began, key)
+	h.mu.Unlock()
+	err := h.Backend.Put(ctx, key, data)
+	if h.after != nil {
+		h.after(key)
+	}
+	return err
+}
+
+func (h *putHooks) keys() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.began...)
+}
+
+// lostLockFixture opens f's repository again through hooks, and takes a shared lock there.
+func lostLockFixture(t *testing.T) (*fixture, *putHooks, *repo.Lock) {
+	t.Helper()
+	f := newFixture(t, repo.InitOptions{})
+	be, err := local.Open(filepath.Join(f.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &putHooks{Backend: be}
+	g := fixtureOn(t, h, f.dir, "index-hooked", repo.Options{ChunkCacheBytes: 8 << 20})
+	lk, err := g.r.Lock(context.Background(), repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lk.Unlock)
+	return g, h, lk
+}
+
+func writeWithLock(t *testing.T, f *fixture, lk *repo.Lock, vol []byte) error {
+	t.Helper()
+	_, err := f.r.Write(context.Background(), &memSource{data: vol}, repo.WriteOptions{Lock: lk}, func(repo.WriteResult) error {
+		t.Error("a backup whose lock was lost committed")
+		return nil
+	})
+	return err
+}
+
+// A backup whose lock is lost while it runs (it stalled past --lock-stale, a paused VM)
+// stores no pack and no index object from then on: with no lock object of its own, a gc may
+// run meanwhile, and an index object that lands after that gc listed them could name a pack
+// it deleted (docs/design.md, "A writer stalls past --lock-stale").
+func TestWriterStoresNothingOnceItsLockIsLost(t *testing.T) {
+	f, h, lk := lostLockFixture(t)
+	var once sync.Once
+	stalledAt := -1
+	h.before = func(key string) {
+		if strings.HasPrefix(key, "packs/") {
+			once.Do(func() {
+				repo.StallLockForTest(lk, time.Hour)
+				stalledAt = len(h.keys()) // this pack's Put began before the stall was seen
+			})
+		}
+	}
+	vol := make([]byte, 40<<20) // incompressible: more than one pack of 16 MiB
+	rand.NewChaCha8([32]byte{31}).Read(vol)
+	err := writeWithLock(t, f, lk, vol)
+	if !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("backup after its lock was lost: %v, want ErrLockLost", err)
+	}
+	if stalledAt < 0 {
+		t.Fatal("no pack was stored")
+	}
+	for _, k := range h.keys()[stalledAt+1:] {
+		if strings.HasPrefix(k, "packs/") || strings.HasPrefix(k, "packindex/") {
+			t.Errorf("stored %s after the lock was lost", k)
+		}
+	}
+}
+
+// An index object whose Put returns after the lock was lost (it waited out an outage while
+// a gc elsewhere broke the lock) is removed again, and its pack is not indexed: the pack is
+// left to every gc to learn from its trailer.
+func TestIndexObjectStoredAfterTheLockWasLostIsRemoved(t *testing.T) {
+	f, h, lk := lostLockFixture(t)
+	h.after = func(key string) {
+		if strings.HasPrefix(key, "packindex/") {
+			repo.StallLockForTest(lk, time.Hour)
+		}
+	}
+	err := writeWithLock(t, f, lk, randomVolume(32, 2<<20))
+	if !errors.Is(err, repo.ErrLockLost) {
+		t.Fatalf("backup whose index object landed after the lock was lost: %v, want ErrLockLost", err)
+	}
+	var packs, indexes int
+	ctx := context.Background()
+	if err := h.Backend.List(ctx, "packs/", func(backend.ObjectInfo) error { packs++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Backend.List(ctx, "packindex/", func(backend.ObjectInfo) error { indexes++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if packs != 1 || indexes != 0 {
+		t.Fatalf("%d packs and %d index objects left, want the pack and no index object", packs, indexes)
+	}
+	n := 0
+	if err := f.idx.Packs(func(repo.PackID, int64) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("the index records %d packs, want none: the pack's index object is gone", n)
+	}
+}
