@@ -60,7 +60,7 @@ func (s *Service) VerifyBackup(ctx context.Context, ref string, progress func(do
 	var lostBlocks []repo.Address // the lost data blocks, while every lost range is one
 	unknown := false
 	start := time.Now()
-	err = s.repo.Restore(ctx, m, discard{}, repo.RestoreOptions{Fresh: true, Progress: progress,
+	err = s.repo.Restore(ctx, m, discard{}, repo.RestoreOptions{Fresh: true, FromStore: true, Progress: progress,
 		Lost: func(lo, hi int64, why error) {
 			s.log.Warn("verify: range lost", "backup_id", b.ID, "start", lo, "end", hi, "error", why)
 			mu.Lock()

@@ -1,7 +1,9 @@
 package gateway_test
 
 import (
+	"encoding/binary"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -163,5 +165,43 @@ func TestRestoreOutcomeIsInTheRepository(t *testing.T) {
 	}
 	if got := record(t, dst, bk.ID).LastRestore; got != nil {
 		t.Errorf("the copy's last restore: %+v, want none", got)
+	}
+}
+
+// A verification reads every block map node back from the store: a gateway that read the
+// backup's leaf before (a restore, a mount, gc's mark: the process's node cache) and whose
+// pack was damaged at that leaf since finds the damage. Before, it walked the cached leaf,
+// read the data blocks it names (all sound) and recorded the backup verified, and a policy's
+// verification of new backups let the prune that follows it remove older, sound ones.
+func TestVerifyReadsTheBlockMapFromTheStore(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol, _ := distinctVolume(t, dir, "vm.img", 23)
+	bk, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: bk.ID, To: filepath.Join(dir, "out.img")}); err != nil {
+		t.Fatal(err) // reads the leaf through the node cache
+	}
+	damageLeaf(t, onlyPack(t, dir))
+	res, err := s.VerifyBackup(ctx, bk.ID, nil)
+	if !errors.Is(err, repo.ErrCorrupt) || res == nil || res.LostBytes == 0 {
+		t.Fatalf("verify of a backup whose leaf was damaged after it was cached: %+v, %v; want it damaged", res, err)
+	}
+}
+
+// damageLeaf flips a bit of the last blob of a pack of one backup of a 1 MiB volume: its one
+// block map leaf, stored after the data blocks it names, right before the trailer.
+func damageLeaf(t *testing.T, pack string) {
+	t.Helper()
+	p, err := os.ReadFile(pack)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trailer := int(binary.LittleEndian.Uint32(p[len(p)-8:]))
+	p[len(p)-16-trailer-64] ^= 0x40
+	if err := os.WriteFile(pack, p, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -32,6 +32,11 @@ type RestoreOptions struct {
 	// or missing) is written as zeros and reported here (the byte range and why) instead of
 	// stopping the restore. It is called from several goroutines at once.
 	Lost func(start, end int64, err error)
+	// FromStore reads every block map node from the backend, never from the process's node
+	// cache: a verification must see a node damaged or removed after this process (a
+	// gateway's gc mark, a mount, an incremental) cached it. Upper nodes are read once per
+	// restore; leaves once each, as always.
+	FromStore bool
 }
 
 // Restore writes the backup m onto t, verifying every block against its address. A mismatch
@@ -63,6 +68,10 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 		}
 	}
 	g := newGeometry(m.Size, r.cfg.BlockSize)
+	load := r.node
+	if o.FromStore {
+		load = r.storeNodes()
+	}
 	eg, ctx := errgroup.WithContext(ctx)
 	leaves := make(chan int64, o.Workers)
 	done := make(chan int64, o.Workers)
@@ -86,7 +95,7 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 			defer func() { slab.Put(buf); slab.Put(packs) }()
 			var look leafLookup
 			for i := range leaves {
-				n, err := r.restoreLeaf(ctx, m, g, i, t, buf, &packs, &look, o.Fresh, o.Lost)
+				n, err := r.restoreLeaf(ctx, load, m, g, i, t, buf, &packs, &look, o.Fresh, o.Lost)
 				if err != nil {
 					return err
 				}
@@ -126,11 +135,11 @@ func (r *Repository) Restore(ctx context.Context, m *Manifest, t Target, o Resto
 }
 
 // restoreLeaf restores one leaf's span and returns its length.
-func (r *Repository) restoreLeaf(ctx context.Context, m *Manifest, g geometry, i int64, t Target, buf []byte, packs *[]byte, look *leafLookup, fresh bool, lost func(int64, int64, error)) (int64, error) {
+func (r *Repository) restoreLeaf(ctx context.Context, load nodeLoader, m *Manifest, g geometry, i int64, t Target, buf []byte, packs *[]byte, look *leafLookup, fresh bool, lost func(int64, int64, error)) (int64, error) {
 	lo := i * g.leafBytes()
 	hi := min(lo+g.leafBytes(), g.size)
 	span := buf[:hi-lo]
-	lf, err := r.leaf(ctx, m.Root, m.RootLevel, i)
+	lf, err := r.leafVia(ctx, load, m.Root, m.RootLevel, i)
 	if err == nil && lf != nil {
 		if nb := (hi - lo + g.blockSize - 1) / g.blockSize; int64(len(lf.addrs)) != nb {
 			err = fmt.Errorf("leaf has %d blocks, want %d: %w", len(lf.addrs), nb, ErrCorrupt)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/zeebo/xxh3"
@@ -166,15 +167,51 @@ func (r *Repository) node(ctx context.Context, addr Address) (*node, error) {
 	})
 }
 
+// nodeLoader loads a decoded tree node: r.node (through the node cache) or storeNodes.
+type nodeLoader func(ctx context.Context, addr Address) (*node, error)
+
+// storeNodes returns a nodeLoader that reads every node from the backend, never from the
+// node cache, and keeps the upper nodes (not the leaves) it read for the loader's life, so
+// a walk of every leaf reads each upper node once (RestoreOptions.FromStore).
+func (r *Repository) storeNodes() nodeLoader {
+	var mu sync.Mutex
+	upper := map[Address]*node{}
+	return func(ctx context.Context, addr Address) (*node, error) {
+		mu.Lock()
+		n := upper[addr]
+		mu.Unlock()
+		if n != nil {
+			return n, nil
+		}
+		b, err := r.loadBlob(ctx, BlobTree, addr)
+		if err != nil {
+			return nil, err
+		}
+		if n, err = decodeNode(b); err != nil {
+			return nil, err
+		}
+		if n.level > 0 {
+			mu.Lock()
+			upper[addr] = n
+			mu.Unlock()
+		}
+		return n, nil
+	}
+}
+
 // leafAddress returns the address of leaf number i of the tree under root; zero where the
 // leaf is a hole.
 func (r *Repository) leafAddress(ctx context.Context, root Address, rootLevel int, i int64) (Address, error) {
+	return r.leafAddressVia(ctx, r.node, root, rootLevel, i)
+}
+
+func (r *Repository) leafAddressVia(ctx context.Context, load nodeLoader, root Address, rootLevel int, i int64) (Address, error) {
 	addr, level := root, rootLevel
 	for level > 0 {
 		if addr.IsZero() {
 			return Address{}, nil
 		}
-		n, err := r.node(ctx, addr)
+		n, err := load(ctx, addr)
 		if err != nil {
 			return Address{}, err
 		}
@@ -192,11 +229,15 @@ func (r *Repository) leafAddress(ctx context.Context, root Address, rootLevel in
 
 // leaf returns leaf number i of the tree under root, or nil where the leaf is a hole.
 func (r *Repository) leaf(ctx context.Context, root Address, rootLevel int, i int64) (*node, error) {
-	addr, err := r.leafAddress(ctx, root, rootLevel, i)
+	return r.leafVia(ctx, r.node, root, rootLevel, i)
+}
+
+func (r *Repository) leafVia(ctx context.Context, load nodeLoader, root Address, rootLevel int, i int64) (*node, error) {
+	addr, err := r.leafAddressVia(ctx, load, root, rootLevel, i)
 	if err != nil || addr.IsZero() {
 		return nil, err
 	}
-	n, err := r.node(ctx, addr)
+	n, err := load(ctx, addr)
 	if err != nil {
 		return nil, err
 	}
