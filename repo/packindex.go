@@ -111,7 +111,12 @@ func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err e
 		hasGood := len(st.keys[p.id]) > len(st.damaged[p.id])
 		switch {
 		case terr == nil && !hasGood:
-			if err := r.putObject(ctx, timeKey(indexPrefix, time.Now(), p.id.String()), encodePackIndex(p.size, entries)); err != nil {
+			// Under the lock, and not waiting out an outage: an index object that lands after
+			// a gc elsewhere broke this lock and deleted the pack would name a pack that is gone.
+			if err := stillHeld(lk); err != nil {
+				return indexes, packs, err
+			}
+			if err := r.putObject(rm, timeKey(indexPrefix, time.Now(), p.id.String()), encodePackIndex(p.size, entries)); err != nil {
 				return indexes, packs, fmt.Errorf("write the index of pack %s: %w", p.id, err)
 			}
 			indexes++

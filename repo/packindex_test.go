@@ -147,6 +147,8 @@ func TestRepairStopsWhenItsLockIsLost(t *testing.T) {
 		prepare func(t *testing.T, dir string, id repo.PackID)
 		// after checks the backend once repair has stopped, given the packs before it.
 		after func(t *testing.T, dir string, before []repo.PackID)
+		// trailer: the stall comes at the first trailer read, not at an index object's removal.
+		trailer bool
 	}{
 		{"before the old pack of a rewrite goes", repo.InitOptions{Encryption: repo.EncryptionAES, Password: "pw"}, 1,
 			func(t *testing.T, dir string, id repo.PackID) { damageTrailer(t, dir, id) },
@@ -158,7 +160,7 @@ func TestRepairStopsWhenItsLockIsLost(t *testing.T) {
 				if rec, _ := filepath.Glob(filepath.Join(dir, "repo", "deleted", "*")); len(rec) != 0 {
 					t.Fatalf("the stalled repair wrote a deletion record: %v", rec)
 				}
-			}},
+			}, false},
 		{"before a damaged index object goes", repo.InitOptions{Compression: repo.CompressNone}, 2,
 			func(t *testing.T, dir string, id repo.PackID) { addDamagedIndexObject(t, dir, id) },
 			func(t *testing.T, dir string, before []repo.PackID) {
@@ -169,7 +171,20 @@ func TestRepairStopsWhenItsLockIsLost(t *testing.T) {
 				if left != 1 {
 					t.Fatalf("%d damaged index objects left after the stalled repair, want 1 (it stalled removing the other)", left)
 				}
-			}},
+			}, false},
+		{"before an index object for a pack whose only one is damaged", repo.InitOptions{Compression: repo.CompressNone}, 1,
+			func(t *testing.T, dir string, id repo.PackID) {
+				good := indexObjects(t, dir, id)
+				addDamagedIndexObject(t, dir, id)
+				if err := os.Remove(good[0]); err != nil {
+					t.Fatal(err)
+				}
+			},
+			func(t *testing.T, dir string, before []repo.PackID) {
+				if objs := indexObjects(t, dir, before[0]); len(objs) != 1 {
+					t.Fatalf("index objects after the stalled repair: %v, want only the damaged one (it stalled reading the trailer)", objs)
+				}
+			}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -189,7 +204,11 @@ func TestRepairStopsWhenItsLockIsLost(t *testing.T) {
 			for _, id := range before {
 				c.prepare(t, dir, id)
 			}
-			be.stallAt.Store(int64(1500 * time.Millisecond))
+			if c.trailer {
+				be.stallTrailer.Store(int64(1500 * time.Millisecond))
+			} else {
+				be.stallAt.Store(int64(1500 * time.Millisecond))
+			}
 			if _, _, err := f.r.RepairPacks(ctx); !errors.Is(err, repo.ErrLockLost) {
 				t.Fatalf("repair that stalled 1.5 s with --lock-stale 1s: %v, want its lock lost", err)
 			}
