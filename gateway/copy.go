@@ -18,6 +18,7 @@ import (
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/stack"
+	"github.com/cairn-backup/cairn/units"
 )
 
 // How a copy read its backup (Backup.ReadMode of the copy in the destination).
@@ -227,7 +228,9 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 	o := repo.WriteOptions{Lock: lk, Workers: s.cfg.Workers, Uploads: s.cfg.transfers(), Progress: progress}
 	mode, fallback, base := ReadCopy, "", ""
 	if parent != nil {
-		base, fallback = s.copyBase(ctx, parent, src, changed, &o)
+		if base, fallback, err = s.copyBase(ctx, parent, src, changed, &o); err != nil {
+			return nil, fmt.Errorf("copy backup %s: %w", m.ID, err)
+		}
 		if base != "" {
 			mode = ReadCopyDiff
 		}
@@ -278,28 +281,39 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 
 // copyBase sets o up to build the copy on this repository's copy of parent, when there is
 // one to trust, and returns its id; else the reason the copy reads in full, if any.
-func (s *Service) copyBase(ctx context.Context, parent *repo.Manifest, src repo.Source, changed blockio.Changes, o *repo.WriteOptions) (base, fallback string) {
+func (s *Service) copyBase(ctx context.Context, parent *repo.Manifest, src repo.Source, changed blockio.Changes, o *repo.WriteOptions) (base, fallback string, err error) {
 	b, err := s.idx.Backup(parent.ID)
 	if err != nil || b.Status != index.BackupAvailable || b.Size != parent.Size {
-		return "", "" // the parent was not copied here: nothing to build on
+		return "", "", nil // the parent was not copied here: nothing to build on
+	}
+	if lv := b.LastVerify; lv.Damaged() {
+		// As for a backup's incremental (StartBackup): a copy built on it keeps its unchanged
+		// blocks without reading them, so it would be damaged the same way. A full copy looks
+		// every block up and stores again those whose copy a reader marked damaged here, once
+		// this gateway knows the marks (another gateway's verification may have set them).
+		if _, err := s.repo.LearnDamaged(ctx); err != nil {
+			return "", "", fmt.Errorf("learn the repository's damaged copies before a full copy: %w", err)
+		}
+		return "", fmt.Sprintf("the copy of parent backup %s here was found damaged (%s lost, verified %s): read in full, which stores the lost blocks again",
+			b.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST")), nil
 	}
 	// Under this lock no gc removes the base's blocks, once its manifest is seen.
 	if has, err := s.repo.HasManifest(ctx, b.ID); err != nil || !has {
-		return "", fmt.Sprintf("the copy of parent backup %s is being deleted here: read in full", b.ID)
+		return "", fmt.Sprintf("the copy of parent backup %s is being deleted here: read in full", b.ID), nil
 	}
 	rp := &repo.Parent{Root: b.Root, RootLevel: b.RootLevel, Size: b.Size, DataBlocks: b.Stats.DataBlocks}
 	probes := unchangedBlocks(changed, b.Size, int64(s.repo.Config().BlockSize), copyProbes)
 	differ, _, err := s.repo.DifferFromParent(ctx, src, rp, probes)
 	if err != nil {
-		return "", fmt.Sprintf("cannot compare with the copy of parent backup %s: %v: read in full", b.ID, err)
+		return "", fmt.Sprintf("cannot compare with the copy of parent backup %s: %v: read in full", b.ID, err), nil
 	}
 	if len(differ) > 0 {
 		s.log.Error("a copy here of a backup differs from the backup", "backup_id", b.ID, "blocks", len(differ), "of", len(probes))
 		return "", fmt.Sprintf("the copy of parent backup %s differs from it in %d of %d sampled blocks: read in full; check it with 'cairn backup verify %s'",
-			b.ID, len(differ), len(probes), b.ID)
+			b.ID, len(differ), len(probes), b.ID), nil
 	}
 	o.Parent, o.Changes = rp, changed
-	return b.ID, ""
+	return b.ID, "", nil
 }
 
 // unchangedBlocks picks up to n blocks at random outside changed, of a volume of size bytes.

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -238,11 +239,11 @@ func TestCopyChecksTheParentsCopy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if base, fallback := gateway.CopyBaseForTest(dst, copyOfP, gateway.ImageSourceForTest(t, src, p.ID)); base != p.ID || fallback != "" {
-		t.Errorf("the parent's own image: base %q (%s), want %s", base, fallback, p.ID)
+	if base, fallback, err := gateway.CopyBaseForTest(dst, copyOfP, gateway.ImageSourceForTest(t, src, p.ID)); err != nil || base != p.ID || fallback != "" {
+		t.Errorf("the parent's own image: base %q (%s, %v), want %s", base, fallback, err, p.ID)
 	}
-	base, fallback := gateway.CopyBaseForTest(dst, copyOfP, gateway.ImageSourceForTest(t, src, o.ID))
-	if base != "" || !strings.Contains(fallback, "differs from it") {
+	base, fallback, err := gateway.CopyBaseForTest(dst, copyOfP, gateway.ImageSourceForTest(t, src, o.ID))
+	if err != nil || base != "" || !strings.Contains(fallback, "differs from it") {
 		t.Errorf("another image: base %q, fallback %q; want a full read because the copy of the parent differs", base, fallback)
 	}
 }
@@ -634,5 +635,50 @@ func TestCopyFoundThereIsRecorded(t *testing.T) {
 	}
 	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{SkipDeletedThere: true}); err != nil || res.Copied || res.Skipped == "" {
 		t.Errorf("a copy of all after the destination deleted it: %+v, %v; want skipped", res, err)
+	}
+}
+
+// A copy is not built on a copy of its parent that a verification there found damaged: it
+// would keep the parent's unchanged blocks without reading them, the lost one with them. It
+// reads in full, says why, and stores the lost block again from the source, which still holds
+// it, as a backup of a volume does on a damaged parent.
+func TestCopyIsNotBuiltOnADamagedCopyOfItsParent(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	vol, _ := distinctVolume(t, dir, "vm.img", 41)
+	p, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dstDir := t.TempDir()
+	_, dst := otherRepo(t, dstDir)
+	if _, err := src.CopyBackup(ctx, p.ID, dst, gateway.CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	damagePack(t, onlyPack(t, dstDir))
+	if res, err := dst.VerifyBackup(ctx, p.ID, nil); !errors.Is(err, repo.ErrCorrupt) || res == nil || res.LostBytes == 0 {
+		t.Fatalf("verify of the damaged copy: %+v, %v; want it damaged", res, err)
+	}
+	f, err := os.OpenFile(vol, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bytes.Repeat([]byte{7}, 4096), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	c, err := src.CreateBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := src.CopyBackup(ctx, c.ID, dst, gateway.CopyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Base != "" {
+		t.Errorf("the copy was built on %s, the damaged copy of its parent; want a full read", res.Base)
+	}
+	if v, err := dst.VerifyBackup(ctx, c.ID, nil); err != nil || v.LostBytes != 0 {
+		t.Fatalf("verify of the incremental's copy: %+v, %v; want it sound", v, err)
 	}
 }

@@ -93,7 +93,7 @@ func SetVolumeRecordGraceForTest(t interface{ Cleanup(func()) }, d time.Duration
 
 // CopyBaseForTest asks dst whether a copy read from src may be built on dst's copy of the
 // source backup parent, as CopyBackup does when nothing is said to have changed.
-func CopyBaseForTest(dst *Service, parent *index.Backup, src repo.Source) (base, fallback string) {
+func CopyBaseForTest(dst *Service, parent *index.Backup, src repo.Source) (base, fallback string, err error) {
 	var o repo.WriteOptions
 	m := &repo.Manifest{ID: parent.ID, Size: parent.Size}
 	return dst.copyBase(context.Background(), m, src, nil, &o)
