@@ -33,7 +33,10 @@ func (f *FS) listLVM(ctx context.Context, kind string, b *index.Backup, m *repo.
 	}
 	out := make([]entry, 0, len(vgs))
 	for name, vg := range vgs {
-		i := ino(kind+"-lvm-vg", b.ID, vg.UUID)
+		// Names as well as UUIDs: an image's metadata may hold anything, two groups or
+		// volumes of one UUID (a cloned PV) or none, and go-fuse takes two entries of one
+		// inode number for one node: a read of one would return the other's bytes.
+		i := ino(kind+"-lvm-vg", b.ID, vg.UUID, name)
 		out = append(out, f.dirEntry(name, i, b.CreatedAt, func() *dir {
 			d := f.newDir(i, b.CreatedAt, func(context.Context) ([]entry, error) { return f.listVG(b, m, name, vg), nil })
 			d.immutable = true
@@ -52,12 +55,12 @@ func (f *FS) listVG(b *index.Backup, m *repo.Manifest, vgName string, vg *lvm.VG
 		if err != nil {
 			name := lvm.PathName(lv.Name) + ".not-exposed"
 			text := []byte(lv.Reason + "\n")
-			out = append(out, f.fileEntry(name, ino("lvm-reason", b.ID, vg.UUID, lv.UUID), b.CreatedAt,
+			out = append(out, f.fileEntry(name, ino("lvm-reason", b.ID, vg.UUID, vgName, lv.UUID, name), b.CreatedAt,
 				func() fileNode { return &bytesFile{data: text} }, int64(len(text)), int64(len(text))))
 			continue
 		}
 		name := lvm.PathName(lv.Name) + ".img"
-		out = append(out, f.fileEntry(name, ino("lvm-lv", b.ID, vg.UUID, lv.UUID), b.CreatedAt, func() fileNode {
+		out = append(out, f.fileEntry(name, ino("lvm-lv", b.ID, vg.UUID, vgName, lv.UUID, name), b.CreatedAt, func() fileNode {
 			return &lvFile{f: f, lv: v, backupID: b.ID, name: "lvm/" + vgName + "/" + name}
 		}, lv.Size, lv.Size))
 	}

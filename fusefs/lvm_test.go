@@ -130,3 +130,53 @@ func TestTreeLVMKinds(t *testing.T) {
 		t.Errorf("lvm.OpenVolume vg9/root: %v", err)
 	}
 }
+
+// Two volumes of one group whose metadata gives them one id (or none: an image's metadata may
+// hold anything) get inode numbers of their own: go-fuse takes two entries of one number for
+// one node, and a read of the second volume returned the first one's bytes.
+func TestLVsOfOneIDAreFilesOfTheirOwn(t *testing.T) {
+	x := newTreeFixture(t, Options{})
+	seed, err := os.ReadFile("../blockio/lvm/testdata/pv-kinds.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := lvm.ReadLabel(bytes.NewReader(seed), int64(len(seed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := randomBytes(8, int(hdr.DeviceSize))
+	copy(disk[:36864], make([]byte, 36864))
+	copy(disk, seed)
+	x.volume(t, "v1", "vm-disk", "")
+	x.backup(t, "b1", "v1", "", 0, disk)
+	ctx := context.Background()
+	m, err := x.r.GetManifest(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := x.ix.Backup("b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vgs, err := lvm.ImageVGs(ctx, x.r.Image(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vg := vgs["vg2"]
+	if vg == nil || len(vg.LVs) < 4 {
+		t.Fatalf("the seed's vg2: %+v", vg)
+	}
+	for _, lv := range vg.LVs {
+		lv.UUID = "" // exposed and not exposed ones alike
+	}
+	seen := map[uint64]string{}
+	for _, e := range x.fs.listVG(b, m, "vg2", vg) {
+		if other, ok := seen[e.attr.Ino]; ok {
+			t.Errorf("%s and %s share inode %d", other, e.name, e.attr.Ino)
+		}
+		seen[e.attr.Ino] = e.name
+	}
+	if len(seen) != len(vg.LVs) {
+		t.Fatalf("%d entries of distinct inodes, want %d", len(seen), len(vg.LVs))
+	}
+}
