@@ -295,3 +295,48 @@ func TestBounds(t *testing.T) {
 		t.Errorf("too many segments: %v", err)
 	}
 }
+
+// A PV whose label is on two devices of the image (a partition copied with dd keeps the PV's
+// and VG's uuids) is placed on neither: the newest metadata may be the copy's while the first
+// device is the original, and its LVs would read one device's blocks through the other's
+// layout, every block verifying. Its LVs are not exposed, and say why.
+func TestDuplicatePVIsNotPlaced(t *testing.T) {
+	seed, err := os.ReadFile(filepath.Join("testdata", "pv-kinds.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := ReadLabel(bytes.NewReader(seed), int64(len(seed)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := int64(hdr.DeviceSize)
+	img := make([]byte, 2*n)
+	copy(img, seed)
+	copy(img[n:], seed)
+	scan := func(devs []Device) *VG {
+		t.Helper()
+		vgs, err := Scan(bytes.NewReader(img), devs)
+		if err != nil || len(vgs) != 1 {
+			t.Fatalf("scan of %d devices: %d groups, %v", len(devs), len(vgs), err)
+		}
+		return vgs[0]
+	}
+	one := scan([]Device{{Name: "p1", Offset: 0, Size: n}})
+	exposed := 0
+	for _, lv := range one.LVs {
+		if lv.Exposed() {
+			exposed++
+		}
+	}
+	if exposed == 0 {
+		t.Fatal("no LV of the seed is exposed on one device: nothing to compare with")
+	}
+	two := scan([]Device{{Name: "p1", Offset: 0, Size: n}, {Name: "p2", Offset: n, Size: n}})
+	for _, lv := range two.LVs {
+		if lv.Exposed() {
+			t.Errorf("LV %s is exposed with its PV on two devices", lv.Name)
+		} else if lv.kindReason == "" && !strings.Contains(lv.Reason, "on 2 devices of this image (p1, p2)") {
+			t.Errorf("LV %s: %q, want the two devices named", lv.Name, lv.Reason)
+		}
+	}
+}

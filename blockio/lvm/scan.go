@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 )
 
 // Device is a byte range of an image that may hold a physical volume: the whole image or
@@ -67,9 +66,24 @@ func Scan(r io.ReaderAt, devs []Device) ([]*VG, error) {
 	for _, id := range order {
 		vg := newest[id]
 		for _, pv := range vg.PVs {
-			i := slices.IndexFunc(pvs, func(f found) bool { return f.hdr.UUID == pv.UUID })
-			if i >= 0 {
-				pv.Found, pv.Offset, pv.Size = true, pvs[i].dev.Offset, pvs[i].dev.Size
+			// A PV whose label is on two devices (a disk or partition copied with dd keeps
+			// its uuids) is not placed on either: the newest metadata may describe the copy
+			// while the first device is the original, and every block of the wrong one
+			// verifies, so nothing else would tell [TestDuplicatePVIsNotPlaced].
+			var on []found
+			for _, f := range pvs {
+				if f.hdr.UUID == pv.UUID {
+					on = append(on, f)
+				}
+			}
+			switch len(on) {
+			case 0:
+			case 1:
+				pv.Found, pv.Offset, pv.Size = true, on[0].dev.Offset, on[0].dev.Size
+			default:
+				for _, f := range on {
+					pv.OnDevices = append(pv.OnDevices, f.dev.Name)
+				}
 			}
 		}
 		vg.resolve()

@@ -29,6 +29,9 @@ type PV struct {
 	// Found says the PV is in the image, at Offset with Size bytes.
 	Found        bool
 	Offset, Size int64
+	// OnDevices, when the PV's label is on more than one device of the image (a copy of a
+	// disk or partition), names them; the PV is then not Found.
+	OnDevices []string
 }
 
 // LV is a logical volume. Reason is empty when the volume can be read (ReaderAt);
@@ -263,6 +266,11 @@ func (vg *VG) resolve() {
 	segs:
 		for _, seg := range lv.Segments {
 			for _, st := range seg.Stripes {
+				if len(st.PV.OnDevices) > 1 {
+					lv.Reason = fmt.Sprintf("pv %s is on %d devices of this image (%s), as after a copy of a disk or partition: which one the metadata describes cannot be told",
+						st.PV.UUID, len(st.PV.OnDevices), strings.Join(st.PV.OnDevices, ", "))
+					break segs
+				}
 				if !st.PV.Found {
 					lv.Reason = fmt.Sprintf("pv %s is not in this image", st.PV.UUID)
 					break segs
