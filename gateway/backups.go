@@ -829,7 +829,7 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 // not being created), dependants, and a status that allows it.
 func (s *Service) mayDelete(ctx context.Context, c Caller, b *index.Backup, force bool) error {
 	if b.Status != index.BackupCreating {
-		if err := s.refreshProtection(ctx, b); err != nil {
+		if err := s.refreshProtection(ctx, b, true); err != nil {
 			return err
 		}
 		st, err := s.Settings(ctx)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -216,5 +217,40 @@ func TestANewIndexLearnsLostVolumeAndQuotaRecords(t *testing.T) {
 	}
 	if _, err := os.Stat(volRec); err != nil {
 		t.Fatalf("the volume's backup through the new index did not store its record again: %v", err)
+	}
+}
+
+// A protection whose manifest copy could not be stored fails, and a backup whose manifest is
+// damaged is not deleted on its copy's word: a copy left older than its manifest (its
+// protection not in it) stood in for the damaged manifest, the record turned unprotected and
+// the delete went ahead (found by review).
+func TestADeleteDoesNotTrustAManifestCopy(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol := image(t, dir, "vm.img", 256<<10)
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := faultyRepository(t, s)
+	f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifest-copies/"})
+	if _, err := s.ProtectBackup(ctx, b.ID, true); err == nil || !strings.Contains(err.Error(), "second copy") {
+		t.Fatalf("protect whose manifest copy was not stored: %v, want it failed", err)
+	}
+	f.Reset()
+	key := filepath.Join(dir, "repo", "manifests", b.ID)
+	m, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m[len(m)/2] ^= 0x10
+	if err := os.WriteFile(key, m, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteBackup(ctx, b.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "repo repair") {
+		t.Fatalf("delete of a backup whose manifest is damaged: %v, want it refused until a repair", err)
+	}
+	if _, err := os.Stat(key); err != nil {
+		t.Fatalf("the manifest after the refused delete: %v", err)
 	}
 }

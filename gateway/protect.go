@@ -115,7 +115,7 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	} else if b.Status != index.BackupAvailable {
 		return nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be protected or unprotected", b.ID, b.Status)
 	}
-	if err := s.refreshProtection(ctx, b); err != nil {
+	if err := s.refreshProtection(ctx, b, false); err != nil {
 		return nil, err
 	}
 	if b.Protected == protect {
@@ -212,8 +212,11 @@ func mayRemove(c Caller, b *index.Backup, st Settings, force bool, at time.Time)
 
 // refreshProtection reads a committed backup's protection from its manifest, which another
 // gateway may have changed since this index learned it, and brings the record up to date.
-// A backup without a manifest (one that failed) keeps its record's word.
-func (s *Service) refreshProtection(ctx context.Context, b *index.Backup) error {
+// A backup without a manifest (one that failed) keeps its record's word. For a deletion
+// (deleting), a manifest read from its second copy is no answer: the copy may be older than
+// the manifest was (a protection whose copy was not stored), so the delete is refused until
+// a repair has written the manifest again.
+func (s *Service) refreshProtection(ctx context.Context, b *index.Backup, deleting bool) error {
 	if b.Status != index.BackupAvailable {
 		return nil
 	}
@@ -223,6 +226,9 @@ func (s *Service) refreshProtection(ctx context.Context, b *index.Backup) error 
 	}
 	if err != nil {
 		return err
+	}
+	if deleting && m.ReadFromCopy() {
+		return wrapf(ErrConflict, "backup %s: its manifest is damaged and only its second copy could be read, which may be older (its protection with it): run 'cairn repo repair', then delete it", b.ID)
 	}
 	if m.Protected == b.Protected {
 		return nil

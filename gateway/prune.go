@@ -436,7 +436,7 @@ func dependsOnParent(b *index.Backup) bool {
 // from is checked again (protection in the manifest; its dependants in the index; status and
 // protection under the index's transaction), then the manifest goes and the record with it.
 func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
-	if err := s.refreshProtection(ctx, b); err != nil {
+	if err := s.refreshProtection(ctx, b, true); err != nil {
 		return err
 	}
 	if b.Protected {

@@ -75,6 +75,10 @@ type Manifest struct {
 	// every backup there (docs/design.md, "Copies to another repository"). A descriptive
 	// field, rewritten like Protected.
 	Copies CopyRecords `json:"copies,omitempty"`
+	// fromCopy: GetManifest read the second copy, the manifest failing its check. A copy
+	// may be older than its manifest (a rewrite whose copy was not stored), so what guards a
+	// deletion (Protected) is not taken from it (ReadFromCopy).
+	fromCopy bool
 }
 
 // CopyRecord is one copy of a backup into another repository: that repository's id, where it
@@ -212,6 +216,12 @@ func validID(id string) bool {
 
 // PutManifest stores a backup's manifest durably, then its log object (backuplog.go).
 func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
+	return r.putManifest(ctx, m, false)
+}
+
+// putManifest is PutManifest; with copyRequired (a rewrite), a second copy that fails to
+// store fails it too.
+func (r *Repository) putManifest(ctx context.Context, m *Manifest, copyRequired bool) error {
 	if !validID(m.ID) {
 		return fmt.Errorf("manifest: invalid backup id %q", m.ID)
 	}
@@ -225,9 +235,15 @@ func (r *Repository) PutManifest(ctx context.Context, m *Manifest) error {
 	if err := r.putObject(ctx, key, b); err != nil {
 		return fmt.Errorf("store manifest of backup %s: %w", m.ID, err)
 	}
-	// The manifest is the commit point; its copy only guards it against damage, so a copy
-	// that fails to store is check's to note and repair's to write.
+	// A backup's manifest is its commit point; its copy only guards it against damage, so a
+	// copy that fails to store is check's to note and repair's to write. A rewrite's is not:
+	// its copy would stay older than the manifest, and read in its place once the manifest
+	// is damaged it would undo the change (a protection) without a word. The rewrite fails
+	// and is made again; the manifest already says what the copy will.
 	if err := r.putManifestCopy(ctx, m.ID, b); err != nil {
+		if copyRequired {
+			return fmt.Errorf("update backup %s: its manifest was stored but not its second copy: %w; make the change again", m.ID, err)
+		}
 		r.logf("manifest of backup %s: its second copy was not stored ('cairn repo repair' stores it): %v", m.ID, err)
 	}
 	r.logChange(ctx, m.ID)
@@ -255,8 +271,13 @@ func (r *Repository) GetManifest(ctx context.Context, id string) (*Manifest, err
 		return nil, err
 	}
 	r.logf("backup %s: %v; read its second copy instead ('cairn repo repair' writes the manifest again)", id, err)
+	c.fromCopy = true
 	return c, nil
 }
+
+// ReadFromCopy says GetManifest read m from the manifest's second copy, the manifest failing
+// its check: the copy may be older than the manifest was.
+func (m *Manifest) ReadFromCopy() bool { return m.fromCopy }
 
 // putManifestCopy stores b, backup id's manifest JSON, as the manifest's second copy.
 func (r *Repository) putManifestCopy(ctx context.Context, id string, b []byte) error {
@@ -486,7 +507,7 @@ func (r *Repository) RewriteManifest(ctx context.Context, lk *Lock, m *Manifest)
 	if err := lk.Check(); err != nil {
 		return fmt.Errorf("update backup %s: %w", m.ID, err)
 	}
-	if err := r.PutManifest(ctx, m); err != nil {
+	if err := r.putManifest(ctx, m, true); err != nil {
 		return err
 	}
 	_, err := r.be.Stat(ctx, metaKey(metaTombstones, m.ID))
