@@ -1239,3 +1239,42 @@ func TestALostVolumeRecordIsKeptByTheCatchUp(t *testing.T) {
 		t.Fatalf("check after: %+v, %v", c, err)
 	}
 }
+
+// A backup whose manifest a crash left unrecorded, and whose blocks are gone (its Put landed
+// after its lock was lost, and a gc elsewhere removed what it reused before the process could
+// check its lock and withdraw it), is withdrawn by its gateway's recovery and recorded failed,
+// not available on the manifest's word (found by review).
+func TestRecoveryWithdrawsABackupWhoseBlocksAreGone(t *testing.T) {
+	ctx := context.Background()
+	cfg, s, bk := backedUpAlone(t, t.TempDir())
+	// With its blocks all there, it is the backup the crash interrupted: available.
+	markCreating(t, s, bk.ID)
+	s.Close()
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := record(t, s, bk.ID); got == nil || got.Status != index.BackupAvailable {
+		t.Fatalf("after recovery the backup whose blocks are all there is %+v, want available", got)
+	}
+	markCreating(t, s, bk.ID)
+	s.Close()
+	for _, dir := range []string{"packindex", "packs"} { // as that gc removes them
+		if err := os.RemoveAll(filepath.Join(cfg.Repo, dir)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Mkdir(filepath.Join(cfg.Repo, dir), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, err = gateway.Open(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := record(t, s, bk.ID); got == nil || got.Status != index.BackupError || !strings.Contains(got.FailReason, "does not hold") {
+		t.Fatalf("after recovery the backup whose blocks are gone is %+v, want error saying so", got)
+	}
+	if has, err := s.Repository().HasManifest(ctx, bk.ID); err != nil || has {
+		t.Fatalf("after recovery its manifest is stored: %v (%v)", has, err)
+	}
+}
