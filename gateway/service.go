@@ -695,33 +695,6 @@ func (s *Service) TokenKey() []byte { return s.repo.TokenKey() }
 // Driver is the backup_service name of this repository's backend.
 func (s *Service) Driver() string { return s.driver }
 
-// recoveredBlocksMissing looks up, under a shared lock and after a sync (every deletion
-// record applied), every block of m, the manifest of a backup a crash left unrecorded: its
-// Put may have landed after its lock was lost, and a gc elsewhere removed what it reuses
-// (docs/design.md, "A manifest that lands late"). It returns why blocks are missing, or nil
-// when they are all there (a damaged tree node is not a late landing: verify and check
-// report it); err is what stopped the look.
-func (s *Service) recoveredBlocksMissing(ctx context.Context, m *repo.Manifest) (missing, err error) {
-	lk, err := s.repo.Lock(ctx, repo.LockShared, "recover")
-	if err != nil {
-		return nil, err
-	}
-	defer lk.Unlock()
-	if _, err := s.repo.Sync(ctx, false); err != nil {
-		return nil, err
-	}
-	switch err := s.repo.Verify(ctx, m); {
-	case err == nil:
-		return nil, nil
-	case errors.Is(err, repo.ErrBlocksMissing) || errors.Is(err, backend.ErrNotFound):
-		return err, nil
-	case errors.Is(err, repo.ErrCorrupt):
-		return nil, nil
-	default:
-		return nil, err
-	}
-}
-
 // recover repairs records left by a process that died mid-operation. Only one process has
 // the index open, so anything "running" in it was running in a dead process.
 func (s *Service) recover(ctx context.Context) error {
@@ -748,24 +721,6 @@ func (s *Service) recover(ctx context.Context) error {
 				}
 			}
 			if err == nil {
-				if missing, verr := s.recoveredBlocksMissing(ctx, m); verr != nil {
-					return verr
-				} else if missing != nil {
-					cause := fmt.Errorf("interrupted: cairn stopped while the backup committed, and its stored manifest names blocks the repository does not hold (%v): a gc elsewhere may have removed them while its lock was lost; back the volume up again", missing)
-					werr := s.withdrawManifest(b.ID, cause)
-					if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
-						rec.Status, rec.FailReason, rec.ManifestInDoubt = index.BackupError, cause.Error(), errors.Is(werr, errManifestInDoubt)
-						return nil
-					}); err != nil {
-						return err
-					}
-					if err := s.repo.DeleteMeta(ctx, metaReservations, b.ID); err != nil && !errors.Is(err, backend.ErrNotFound) {
-						s.log.Warn("cannot remove an interrupted backup's quota reservation; it ends by itself after a day", "backup_id", b.ID, "error", err)
-					}
-					s.removeCreating(b.ID)
-					s.log.Warn("backup committed just before a crash withdrawn: blocks it names are missing", "backup_id", b.ID, "error", missing)
-					continue
-				}
 				if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 					takeManifest(rec, m)
 					return nil

@@ -50,13 +50,8 @@ func (r *Repository) Walk(ctx context.Context, root Address, rootLevel int, seen
 	return ctx.Err()
 }
 
-// ErrBlocksMissing is Verify's (with ErrCorrupt) for a block map that names a blob no pack
-// the backend holds has: removed by a gc, or never stored.
-var ErrBlocksMissing = errors.New("blocks missing from the repository")
-
 // Verify checks that every blob of a backup's block map is indexed in a pack the backend
-// holds: the backup restores from what the repository holds. A blob or pack that is not
-// there is ErrBlocksMissing and ErrCorrupt; a tree node not in the index, backend.ErrNotFound. Callers hold a lock so that
+// holds: the backup restores from what the repository holds. Callers hold a lock so that
 // stays true. An index may still list a pack that is gone (lost, removed by hand)
 // [TestImportRefusesABackupWhosePackIsMissing], so each pack is looked for once.
 func (r *Repository) Verify(ctx context.Context, m *Manifest) error {
@@ -66,13 +61,13 @@ func (r *Repository) Verify(ctx context.Context, m *Manifest) error {
 		if err != nil {
 			return err
 		} else if !ok {
-			return fmt.Errorf("blob %s is not in the repository: %w: %w", a.Short(), ErrBlocksMissing, ErrCorrupt)
+			return fmt.Errorf("blob %s is not in the repository: %w", a.Short(), ErrCorrupt)
 		}
 		if packs[loc.Pack] {
 			return nil
 		}
 		if _, err := r.be.Stat(ctx, loc.Pack.Key()); errors.Is(err, backend.ErrNotFound) {
-			return fmt.Errorf("blob %s: its pack %s is missing from the backend: %w: %w", a.Short(), loc.Pack, ErrBlocksMissing, ErrCorrupt)
+			return fmt.Errorf("blob %s: its pack %s is missing from the backend: %w", a.Short(), loc.Pack, ErrCorrupt)
 		} else if err != nil {
 			return err
 		}
