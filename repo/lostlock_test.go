@@ -3,6 +3,7 @@ package repo_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,9 @@ type putHooks struct {
 	mu            sync.Mutex
 	began         []string
 	before, after func(key string)
+	// failAfter, when it says so, makes a Put that landed return an error all the same: a
+	// lost acknowledgement.
+	failAfter func(key string) bool
 }
 
 func (h *putHooks) Put(ctx context.Context, key string, data []byte) error {
@@ -33,6 +37,9 @@ func (h *putHooks) Put(ctx context.Context, key string, data []byte) error {
 	err := h.Backend.Put(ctx, key, data)
 	if h.after != nil {
 		h.after(key)
+	}
+	if err == nil && h.failAfter != nil && h.failAfter(key) {
+		err = fmt.Errorf("put %s: injected: the acknowledgement was lost: %w", key, backend.ErrUnavailable)
 	}
 	return err
 }
@@ -106,12 +113,21 @@ func TestWriterStoresNothingOnceItsLockIsLost(t *testing.T) {
 // a gc elsewhere broke the lock) is removed again, and its pack is not indexed: the pack is
 // left to every gc to learn from its trailer.
 func TestIndexObjectStoredAfterTheLockWasLostIsRemoved(t *testing.T) {
+	for _, lostAck := range []bool{false, true} {
+		t.Run(fmt.Sprintf("put failed after landing %v", lostAck), func(t *testing.T) {
+			indexObjectAfterLoss(t, lostAck)
+		})
+	}
+}
+
+func indexObjectAfterLoss(t *testing.T, lostAck bool) {
 	f, h, lk := lostLockFixture(t)
 	h.after = func(key string) {
 		if strings.HasPrefix(key, "packindex/") {
 			repo.StallLockForTest(lk, time.Hour)
 		}
 	}
+	h.failAfter = func(key string) bool { return lostAck && strings.HasPrefix(key, "packindex/") }
 	err := writeWithLock(t, f, lk, randomVolume(32, 2<<20))
 	if !errors.Is(err, repo.ErrLockLost) {
 		t.Fatalf("backup whose index object landed after the lock was lost: %v, want ErrLockLost", err)

@@ -248,23 +248,32 @@ func (r *Repository) storeSpooledPack(ctx context.Context, lk *Lock, sp backend.
 // that is gone (docs/design.md, "A writer stalls past --lock-stale"). Without it the pack is
 // one every gc learns from its trailer.
 func (r *Repository) indexPack(ctx context.Context, lk *Lock, id PackID, size int64, entries []PackEntry) error {
-	if err := mayStore(lk); err != nil {
-		return fmt.Errorf("store the index of pack %s: %w", id, err)
-	}
-	key := indexKey(id)
-	if err := r.putObject(ctx, key, encodePackIndex(size, entries)); err != nil {
-		return fmt.Errorf("store the index of pack %s: %w", id, err)
-	}
-	if err := mayStore(lk); err != nil {
-		if derr := r.be.Delete(backend.Impatient(ctx), key); derr != nil && !errors.Is(derr, backend.ErrNotFound) {
-			r.logf("pack %s: its index object %s was stored after the lock was lost and could not be removed: %v", id, key, derr)
-		}
+	if err := r.putIndexObject(ctx, lk, id, indexKey(id), encodePackIndex(size, entries)); err != nil {
 		return fmt.Errorf("store the index of pack %s: %w", id, err)
 	}
 	if err := r.idx.AddPack(id, size, entries); err != nil {
 		return fmt.Errorf("index pack %s: %w", id, err)
 	}
 	return nil
+}
+
+// putIndexObject stores pack id's index object under key while lk holds: lk is checked
+// before the Put and again after it, and an object whose Put returned once lk was lost (it
+// waited out an outage), or failed then (a failure can be a lost acknowledgement of a Put that
+// landed), is removed again, with a context of its own: the writer's may be cancelled by then
+// (docs/design.md, "A writer stalls past --lock-stale"). Every index object is stored here.
+func (r *Repository) putIndexObject(ctx context.Context, lk *Lock, id PackID, key string, plain []byte) error {
+	if err := mayStore(lk); err != nil {
+		return err
+	}
+	perr := r.putObject(ctx, key, plain)
+	if err := mayStore(lk); err != nil {
+		if derr := r.be.Delete(backend.Impatient(context.WithoutCancel(ctx)), key); derr != nil && !errors.Is(derr, backend.ErrNotFound) {
+			r.logf("pack %s: its index object %s may have been stored after the lock was lost, and could not be removed: %v", id, key, derr)
+		}
+		return err
+	}
+	return perr
 }
 
 // mayStore is lk.Check for a writer's stores: the lock's state and the time since its last

@@ -116,7 +116,7 @@ func (r *Repository) RepairPacks(ctx context.Context) (indexes, packs int, err e
 			if err := stillHeld(lk); err != nil {
 				return indexes, packs, err
 			}
-			if err := r.putObject(rm, timeKey(indexPrefix, time.Now(), p.id.String()), encodePackIndex(p.size, entries)); err != nil {
+			if err := r.putIndexObject(rm, lk, p.id, timeKey(indexPrefix, time.Now(), p.id.String()), encodePackIndex(p.size, entries)); err != nil {
 				return indexes, packs, fmt.Errorf("write the index of pack %s: %w", p.id, err)
 			}
 			indexes++

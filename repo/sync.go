@@ -771,7 +771,7 @@ func (r *Repository) describePack(ctx context.Context, lst *listing, lk *Lock, i
 		return err
 	}
 	key := indexKey(id)
-	if err := r.putObject(ctx, key, encodePackIndex(size, entries)); err != nil {
+	if err := r.putIndexObject(ctx, lk, id, key, encodePackIndex(size, entries)); err != nil {
 		return fmt.Errorf("store the index of pack %s, from its trailer: %w", id, err)
 	}
 	lst.indexKeys[id] = append(lst.indexKeys[id], key)
