@@ -254,3 +254,43 @@ func TestADeleteDoesNotTrustAManifestCopy(t *testing.T) {
 		t.Fatalf("the manifest after the refused delete: %v", err)
 	}
 }
+
+// A rewrite of a backup whose manifest is damaged and whose copy is older (a protection that
+// is not in the copy: a crash between the two Puts, or an earlier cairn) keeps the protection
+// the record shows: the rename below stored the copy's "unprotected" as a sound manifest, and
+// the delete that followed took its word (found by review).
+func TestARewriteFromAnOlderCopyKeepsTheProtection(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, "vm.img", 256<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyPath := filepath.Join(dir, "repo", "manifest-copies", b.ID)
+	older, err := os.ReadFile(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ProtectBackup(ctx, b.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(copyPath, older, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "repo", "manifests", b.ID)
+	m, err := os.ReadFile(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m[len(m)/2] ^= 0x10
+	if err := os.WriteFile(key, m, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name := "renamed"
+	if _, err := s.UpdateBackup(ctx, b.ID, gateway.BackupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteBackup(ctx, b.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
+		t.Fatalf("delete of the protected backup after a rewrite from its older copy: %v, want it refused as protected", err)
+	}
+}

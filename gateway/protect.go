@@ -176,6 +176,15 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	if err != nil {
 		return none, fmt.Errorf("backup %s: %w", id, err)
 	}
+	if m.ReadFromCopy() {
+		// The copy may be older than the damaged manifest: a protection this gateway knows
+		// of is kept, or the rewrite would store the copy's "unprotected" as a sound manifest
+		// and the next delete would take its word (fn, a protect or unprotect, says what the
+		// caller asks all the same).
+		if rec, err := s.idx.Backup(id); err == nil && rec.Protected {
+			m.Protected = true
+		}
+	}
 	root, level := m.Root, m.RootLevel
 	fn(m)
 	m.UpdatedAt = now()
@@ -230,8 +239,8 @@ func (s *Service) refreshProtection(ctx context.Context, b *index.Backup, deleti
 	if deleting && m.ReadFromCopy() {
 		return wrapf(ErrConflict, "backup %s: its manifest is damaged and only its second copy could be read, which may be older (its protection with it): run 'cairn repo repair', then delete it", b.ID)
 	}
-	if m.Protected == b.Protected {
-		return nil
+	if m.Protected == b.Protected || (m.ReadFromCopy() && b.Protected) {
+		return nil // a copy, which may be older, never lowers a protection
 	}
 	b.Protected = m.Protected
 	_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {

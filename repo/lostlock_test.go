@@ -151,3 +151,23 @@ func indexObjectAfterLoss(t *testing.T, lostAck bool) {
 		t.Fatalf("the index records %d packs, want none: the pack's index object is gone", n)
 	}
 }
+
+// A rewrite whose second copy fails to store still looks for a delete that came between the
+// caller's read and its store: its manifest is stored, and would bring the deleted backup
+// back until a gc finished the delete (found by review).
+func TestARewriteWhoseCopyFailedLosesToADelete(t *testing.T) {
+	f, h, lk := lostLockFixture(t)
+	m := f.backup(t, "a", &memSource{data: randomVolume(33, 1<<20)}, nil)
+	ctx := context.Background()
+	if err := f.r.DeleteManifest(ctx, m.ID); err != nil {
+		t.Fatal(err)
+	}
+	h.failAfter = func(key string) bool { return strings.HasPrefix(key, "manifest-copies/") }
+	m.Name = "renamed"
+	if err := f.r.RewriteManifest(ctx, lk, m); !errors.Is(err, repo.ErrManifestDeleted) {
+		t.Fatalf("rewrite after a delete, its copy failing: %v, want ErrManifestDeleted", err)
+	}
+	if has, err := f.r.HasManifest(ctx, m.ID); err != nil || has {
+		t.Fatalf("the deleted backup's manifest after the rewrite: %v (%v), want it gone", has, err)
+	}
+}

@@ -242,7 +242,7 @@ func (r *Repository) putManifest(ctx context.Context, m *Manifest, copyRequired 
 	// and is made again; the manifest already says what the copy will.
 	if err := r.putManifestCopy(ctx, m.ID, b); err != nil {
 		if copyRequired {
-			return fmt.Errorf("update backup %s: its manifest was stored but not its second copy: %w; make the change again", m.ID, err)
+			return fmt.Errorf("update backup %s: its manifest was stored but not its second copy: %w: %w; make the change again", m.ID, errCopyNotStored, err)
 		}
 		r.logf("manifest of backup %s: its second copy was not stored ('cairn repo repair' stores it): %v", m.ID, err)
 	}
@@ -376,6 +376,7 @@ func (r *Repository) MendManifests(ctx context.Context, rep *CheckReport) (Manif
 			}
 			if err == nil {
 				n.Damaged++
+				r.logf("backup %s: its manifest was written again from its second copy, which may be older than the manifest was: check its protection and name ('cairn backup show %s')", id, id)
 			}
 		case mc.copyDamaged != nil || mc.noCopy || mc.oldCopy:
 			if err = lk.Check(); err == nil {
@@ -496,6 +497,9 @@ type tombstone struct {
 	Deleted time.Time `json:"deleted"`
 }
 
+// errCopyNotStored is RewriteManifest's error for a manifest stored without its second copy.
+var errCopyNotStored = errors.New("the second copy was not stored")
+
 // ErrManifestDeleted is RewriteManifest's error for a backup deleted while it was rewritten.
 var ErrManifestDeleted = errors.New("the backup was deleted meanwhile")
 
@@ -507,12 +511,15 @@ func (r *Repository) RewriteManifest(ctx context.Context, lk *Lock, m *Manifest)
 	if err := lk.Check(); err != nil {
 		return fmt.Errorf("update backup %s: %w", m.ID, err)
 	}
-	if err := r.putManifest(ctx, m, true); err != nil {
-		return err
+	// A rewrite whose copy failed still looks for a delete that came meanwhile: its manifest
+	// is stored, and would bring the deleted backup back.
+	perr := r.putManifest(ctx, m, true)
+	if perr != nil && !errors.Is(perr, errCopyNotStored) {
+		return perr
 	}
 	_, err := r.be.Stat(ctx, metaKey(metaTombstones, m.ID))
 	if errors.Is(err, backend.ErrNotFound) {
-		return nil
+		return perr
 	}
 	if err == nil {
 		err = r.DeleteManifest(ctx, m.ID)
