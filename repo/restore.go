@@ -34,8 +34,8 @@ type RestoreOptions struct {
 	Lost func(start, end int64, err error)
 	// FromStore reads every block map node from the backend, never from the process's node
 	// cache: a verification must see a node damaged or removed after this process (a
-	// gateway's gc mark, a mount, an incremental) cached it. Upper nodes are read once per
-	// restore; leaves once each, as always.
+	// gateway's gc mark, a mount, an incremental) cached it. Upper nodes are kept while
+	// the leaves under them are read (storeNodesKept); leaves are read once each, as always.
 	FromStore bool
 }
 

@@ -170,9 +170,15 @@ func (r *Repository) node(ctx context.Context, addr Address) (*node, error) {
 // nodeLoader loads a decoded tree node: r.node (through the node cache) or storeNodes.
 type nodeLoader func(ctx context.Context, addr Address) (*node, error)
 
+// storeNodesKept bounds the upper nodes a storeNodes loader keeps: one level-1 node covers
+// 256 leaves (1 GiB of volume at 16 KiB blocks) and is about 12 KiB decoded, so this is some
+// 12 MiB, and the leaves a restore reads at once share far fewer.
+const storeNodesKept = 1024
+
 // storeNodes returns a nodeLoader that reads every node from the backend, never from the
-// node cache, and keeps the upper nodes (not the leaves) it read for the loader's life, so
-// a walk of every leaf reads each upper node once (RestoreOptions.FromStore).
+// node cache, and keeps upper nodes (not leaves) it read, up to storeNodesKept at a time
+// (then it starts again), so a walk of every leaf in order reads each upper node about once
+// (RestoreOptions.FromStore).
 func (r *Repository) storeNodes() nodeLoader {
 	var mu sync.Mutex
 	upper := map[Address]*node{}
@@ -192,6 +198,9 @@ func (r *Repository) storeNodes() nodeLoader {
 		}
 		if n.level > 0 {
 			mu.Lock()
+			if len(upper) >= storeNodesKept {
+				clear(upper)
+			}
 			upper[addr] = n
 			mu.Unlock()
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -330,6 +331,12 @@ func TestDuplicatePVIsNotPlaced(t *testing.T) {
 	}
 	if exposed == 0 {
 		t.Fatal("no LV of the seed is exposed on one device: nothing to compare with")
+	}
+	// A partition table that lists the same bytes twice is one PV, not a copy.
+	for _, lv := range scan([]Device{{Name: "p1", Offset: 0, Size: n}, {Name: "p1again", Offset: 0, Size: n}}).LVs {
+		if lv.Exposed() != slices.ContainsFunc(one.LVs, func(o *LV) bool { return o.Name == lv.Name && o.Exposed() }) {
+			t.Errorf("LV %s on one device listed twice: exposed %v, not as on one device", lv.Name, lv.Exposed())
+		}
 	}
 	two := scan([]Device{{Name: "p1", Offset: 0, Size: n}, {Name: "p2", Offset: n, Size: n}})
 	for _, lv := range two.LVs {

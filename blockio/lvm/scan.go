@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // Device is a byte range of an image that may hold a physical volume: the whole image or
@@ -72,7 +73,9 @@ func Scan(r io.ReaderAt, devs []Device) ([]*VG, error) {
 			// verifies, so nothing else would tell [TestDuplicatePVIsNotPlaced].
 			var on []found
 			for _, f := range pvs {
-				if f.hdr.UUID == pv.UUID {
+				// Two devices at one offset (a partition table listing the same bytes twice)
+				// are one PV, not a copy.
+				if f.hdr.UUID == pv.UUID && !slices.ContainsFunc(on, func(o found) bool { return o.dev.Offset == f.dev.Offset }) {
 					on = append(on, f)
 				}
 			}
