@@ -428,6 +428,18 @@ type CopyTarget struct {
 	CopyStateDir     string `json:"copy_state_dir,omitempty"`
 }
 
+// hiddenTarget stands for a copy target a member is not shown.
+const hiddenTarget = "another repository (set by an admin)"
+
+// shownTo is t as caller c may see it: an admin sees where and how, a member only that the
+// backups are copied (the destination is an admin's to know, as a copy's job is).
+func (t CopyTarget) shownTo(c Caller) CopyTarget {
+	if c.Admin || t == (CopyTarget{}) {
+		return t
+	}
+	return CopyTarget{CopyTo: hiddenTarget}
+}
+
 // Where says where the copies go, for people.
 func (t CopyTarget) Where() string {
 	switch {

@@ -554,6 +554,9 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 	member := as("bob", gateway.DefaultProject, false)
 	for what, get := range map[string]func(context.Context) (*index.Backup, error){
 		"backup show": func(c context.Context) (*index.Backup, error) { return src.Backup(c, ids[0]) },
+		"the API's and the console's backup by id": func(c context.Context) (*index.Backup, error) {
+			return src.BackupByID(c, ids[0])
+		},
 		"backup list": func(c context.Context) (*index.Backup, error) {
 			l, err := src.ListBackups(c, gateway.ListFilter{})
 			if err != nil || len(l) == 0 {

@@ -112,8 +112,10 @@ func (b hookSubject) id() string {
 	return b.snapshotID
 }
 
-// runHook runs one hook command under sh -c, bounded by timeout; its error names the hook and
-// says how it ended, with the end of its output.
+// runHook runs one hook command under sh -c, bounded by timeout; its error names the hook
+// (pre or post, never its command: the error reaches the job's log, the policy's last error
+// and the backup's notes, which the project's members see, and the command may hold an
+// admin's hosts or keys) and says how it ended, with the end of its output.
 func runHook(ctx context.Context, which, command, dir string, timeout time.Duration, env []string) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
@@ -143,7 +145,7 @@ func runHook(ctx context.Context, which, command, dir string, timeout time.Durat
 	case errors.As(err, &exit):
 		how = fmt.Sprintf("exit status %d", exit.ExitCode())
 	}
-	msg := fmt.Sprintf("%s-hook %q failed: %s", which, command, how)
+	msg := fmt.Sprintf("%s-hook failed: %s", which, how)
 	if t := strings.TrimSpace(string(tail)); t != "" {
 		msg += ": " + strings.ReplaceAll(t, "\n", " | ")
 	}

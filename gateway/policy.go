@@ -233,6 +233,7 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	s.log.Info("policy changed", "policy", p.Name, "schedule", p.Schedule)
 	shown := *p
 	shown.Hooks = shown.Hooks.shownTo(c)
+	shown.CopyTarget = shown.CopyTarget.shownTo(c)
 	return &shown, nil
 }
 
@@ -344,6 +345,7 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 		if c.sees(p.Project) {
 			st := s.policyStatus(p, now())
 			st.Hooks = st.Hooks.shownTo(c)
+			st.CopyTarget = st.CopyTarget.shownTo(c)
 			out = append(out, st)
 		}
 	}
@@ -380,6 +382,7 @@ func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus,
 	}
 	st := s.policyStatus(p, now())
 	st.Hooks = st.Hooks.shownTo(c)
+	st.CopyTarget = st.CopyTarget.shownTo(c)
 	return st, nil
 }
 
