@@ -103,10 +103,14 @@ func (s *Service) Prune(ctx context.Context, req PruneRequest) (*PruneResult, er
 		}
 		running := map[string]bool{} // parents of running incrementals stay
 		byProject := map[string][]*index.Backup{}
-		for _, b := range all {
+		for i, b := range all {
 			if !c.sees(b.Project) {
 				continue
 			}
+			// A backup another gateway restores shows as restoring, and stays whatever the
+			// rules say, as one restored here does.
+			b = s.backupShown(b)
+			all[i] = b
 			if b.Status == index.BackupCreating && b.ParentID != "" {
 				running[b.ParentID] = true
 			}
@@ -250,13 +254,25 @@ func goneStandIn(g index.GoneVolume) *index.Volume {
 // removal, then the new parent of each kept backup whose parent goes.
 func (s *Service) pruneChain(c Caller, v *index.Volume, bs []*index.Backup, kids map[string]int,
 	running map[string]bool, req PruneRequest, st Settings, at time.Time) *prunePlan {
-	items := make([]retention.Item, len(bs))
+	items := make([]retention.Item, 0, len(bs))
 	byID := make(map[string]*index.Backup, len(bs))
-	for i, b := range bs {
-		items[i] = retention.Item{ID: b.ID, Time: b.CreatedAt}
+	var damaged []retention.Decision
+	for _, b := range bs {
 		byID[b.ID] = b
+		if b.LastVerify.Damaged() {
+			// A backup a verification found damaged takes no slot of the rules: counted, it
+			// made a prune remove an older, sound backup to keep one that does not restore
+			// (what --verify-new's skipped prune is for, one run later). It stays, for a
+			// repair or a delete by hand.
+			damaged = append(damaged, retention.Decision{ID: b.ID, Time: b.CreatedAt, Keep: true, Reasons: []string{"damaged"}})
+			continue
+		}
+		items = append(items, retention.Item{ID: b.ID, Time: b.CreatedAt})
 	}
-	decided := retention.Apply(items, req.Rules)
+	decided := append(retention.Apply(items, req.Rules), damaged...)
+	slices.SortStableFunc(decided, func(a, b retention.Decision) int { // newest first, as Apply
+		return byID[b.ID].CreatedAt.Compare(byID[a.ID].CreatedAt)
+	})
 	out := make([]PruneDecision, len(decided))
 	removed := map[string]bool{}
 	for i, d := range decided {
@@ -337,6 +353,17 @@ func (pl *prunePlan) removals() int {
 // while a backup still names it as parent. What fails is recorded in the decision and stays.
 func (s *Service) carryOut(ctx context.Context, pl *prunePlan) {
 	out, byID, kids, removed, v := pl.out, pl.byID, pl.kids, pl.removed, pl.v
+	if gone := s.keptGone(ctx, pl); gone != "" {
+		// The plan removes what the rules put after a backup that is no longer there (deleted
+		// by hand, through the API or another gateway, since the plan): carried out, it could
+		// leave the volume without its newest backup. Nothing of this plan is done.
+		for i := range out {
+			if out[i].Action == PruneRemove || out[i].Reparented {
+				out[i].Error = fmt.Sprintf("kept: backup %s, which this prune keeps, was deleted meanwhile; run the prune again", gone)
+			}
+		}
+		return
+	}
 	for i := range out {
 		d := &out[i]
 		if !d.Reparented {
@@ -370,6 +397,27 @@ func (s *Service) carryOut(ctx context.Context, pl *prunePlan) {
 		kids[byID[d.ID].ParentID]--
 		s.log.Info("backup pruned", "backup_id", d.ID, "volume_id", v.ID, "created_at", d.CreatedAt)
 	}
+}
+
+// keptGone returns the first backup the plan keeps by its rules that is gone since the plan
+// (its record no longer available or restoring, or its manifest removed), or "".
+func (s *Service) keptGone(ctx context.Context, pl *prunePlan) string {
+	if pl.removals() == 0 {
+		return ""
+	}
+	for _, d := range pl.out {
+		if d.Action != PruneKeep || len(d.Reasons) == 0 || slices.Contains([]string{"protected", "in-use", "min-age", "damaged"}, d.Reasons[0]) {
+			continue
+		}
+		rec, err := s.idx.Backup(d.ID)
+		if err != nil || (rec.Status != index.BackupAvailable && rec.Status != index.BackupRestoring) {
+			return d.ID
+		}
+		if has, err := s.repo.HasManifest(ctx, d.ID); err == nil && !has {
+			return d.ID
+		}
+	}
+	return ""
 }
 
 // keepChain turns the removal of id and of its removed ancestors into failures, when a
@@ -441,6 +489,9 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	}
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
+	}
+	if e := s.restoringElsewhereOf(b.ID); e != nil {
+		return wrapf(ErrConflict, "backup %s is being restored through the gateway on %s since the prune decided: it stays", b.ID, e.obj.Host)
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental
 	// made after the newest backup was deleted takes the next newest as parent).

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/gateway/retention"
 	"github.com/cairn-backup/cairn/index"
+	"github.com/cairn-backup/cairn/repo"
 )
 
 // TestPruneProjectsAndPermissions: one project's prune never removes, or counts, another
@@ -344,5 +346,113 @@ func TestPruneGoneVolumes(t *testing.T) {
 	}
 	if _, err := s.Prune(p1, gateway.PruneRequest{Volumes: []string{"old"}, Rules: retention.Rules{Last: 1}}); !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "prune by volume id") {
 		t.Errorf("prune by a name two gone volumes had: %v, want invalid, saying to use the id", err)
+	}
+}
+
+// A prune removes nothing of a volume once a backup its rules keep is gone since it decided
+// (deleted by hand, through the API, or through another gateway): carried out, the plan below
+// removed the older full backup after the newer one it kept was deleted, and left the volume
+// without a backup (found by review).
+func TestPruneRemovesNothingOnceABackupItKeepsIsGone(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 2 {
+		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	asking := gateway.WithConfirm(ctx, func(string) error {
+		_, err := s.DeleteBackup(ctx, ids[1], false)
+		return err
+	})
+	res, err := s.Prune(asking, gateway.PruneRequest{Volumes: []string{"vm"}, Rules: retention.Rules{Last: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 0 || res.Failed != 1 {
+		t.Errorf("prune whose kept backup was deleted meanwhile: %d removed, %d failed; want none removed, one failed", res.Removed, res.Failed)
+	}
+	if _, err := s.Backup(ctx, ids[0]); err != nil {
+		t.Fatalf("the volume's one backup left after the prune: %v", err)
+	}
+}
+
+// A backup a verification found damaged takes no slot of the rules: with the last two kept,
+// the sound older backup stays beside the newest, and the damaged one stays too, said so.
+// Counted, it made the prune remove the sound one to keep the damaged one (found by review).
+func TestPruneGivesADamagedBackupNoSlot(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range 3 {
+		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	if _, err := s.Index().UpdateBackup(ids[1], func(rec *index.Backup) error {
+		rec.LastVerify = &index.VerifyOutcome{Result: repo.VerifyDamaged, LostBytes: 16 << 10, At: time.Now()}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Prune(ctx, gateway.PruneRequest{Volumes: []string{"vm"}, Rules: retention.Rules{Last: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{ids[0]: "last", ids[1]: "damaged", ids[2]: "last"}
+	for _, d := range res.Backups {
+		if d.Action != gateway.PruneKeep || len(d.Reasons) == 0 || !strings.HasPrefix(d.Reasons[0], want[d.ID]) {
+			t.Errorf("backup %s: %s %v, want kept (%s)", d.ID, d.Action, d.Reasons, want[d.ID])
+		}
+	}
+	if len(res.Backups) != 3 || res.Removed != 0 {
+		t.Fatalf("prune: %d decisions, %d removed; want three kept", len(res.Backups), res.Removed)
+	}
+}
+
+// A backup another gateway is restoring stays whatever the rules say, as one restored here
+// does: the prune read the index's records, not what the gateway shows, and removed it under
+// the other gateway's restore (found by review).
+func TestPruneKeepsABackupRestoringThroughAnotherGateway(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _, bk := backedUpOnA(t, dir)
+	ctx := adminCtx()
+	newer, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: bk.VolumeID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := a.StartRestore(ctx, gateway.RestoreRequest{Backup: bk.ID, To: filepath.Join(dir, "out.img")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	res, err := b.Prune(ctx, gateway.PruneRequest{Volumes: []string{bk.VolumeID}, Rules: retention.Rules{Last: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 0 {
+		t.Errorf("prune through b removed %d backups, want none: a restores the older one", res.Removed)
+	}
+	for _, d := range res.Backups {
+		if d.ID == bk.ID && (d.Action != gateway.PruneKeep || len(d.Reasons) == 0 || d.Reasons[0] != "in-use") {
+			t.Errorf("the backup a restores: %s %v, want kept in-use", d.Action, d.Reasons)
+		}
+	}
+	if err := job(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Backup(ctx, newer.ID); err != nil {
+		t.Fatal(err)
 	}
 }
