@@ -825,9 +825,53 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 	return b, nil
 }
 
+// unfinishedDeleteStays settles a record left deleting by a delete that failed part way,
+// before it is finished (asked again, or at the next start): when the delete never began in
+// the repository (no tombstone) and the manifest now says protected (through another gateway,
+// which still showed the backup available), or can only be read from its copy, the delete is
+// not finished: the record is available again (protected), or stays deleting for a repair.
+// It reports whether the delete stays unfinished, and why.
+func (s *Service) unfinishedDeleteStays(ctx context.Context, id string) (string, error) {
+	if deleted, err := s.repo.Deleted(ctx, id); err != nil || deleted {
+		return "", err
+	}
+	m, err := s.repo.GetManifest(ctx, id)
+	if errors.Is(err, backend.ErrNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if m.ReadFromCopy() {
+		return fmt.Sprintf("backup %s: its delete did not finish and its manifest is damaged: run 'cairn repo repair', then delete it again", id), nil
+	}
+	if !m.Protected {
+		return "", nil
+	}
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
+	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
+		if rec.Status == index.BackupDeleting {
+			takeManifest(rec, m)
+			rec.Protected = m.Protected
+		}
+		return nil
+	}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("backup %s was protected through another gateway before its delete here began in the repository: it stays, available", id), nil
+}
+
 // mayDelete is delete's checks of b as read: protection and the minimum age (of a backup
 // not being created), dependants, and a status that allows it.
 func (s *Service) mayDelete(ctx context.Context, c Caller, b *index.Backup, force bool) error {
+	if b.Status == index.BackupDeleting {
+		if why, err := s.unfinishedDeleteStays(ctx, b.ID); err != nil {
+			return err
+		} else if why != "" {
+			return wrapf(ErrConflict, "%s", why)
+		}
+	}
 	if b.Status != index.BackupCreating {
 		if err := s.refreshProtection(ctx, b, true); err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 	"github.com/cairn-backup/cairn/gateway/retention"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 )
 
 // TestPruneProjectsAndPermissions: one project's prune never removes, or counts, another
@@ -454,5 +455,43 @@ func TestPruneKeepsABackupRestoringThroughAnotherGateway(t *testing.T) {
 	}
 	if _, err := a.Backup(ctx, newer.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A delete that failed before it began in the repository (its tombstone not stored) leaves
+// the record deleting on its gateway, while the others still show the backup available; one
+// protected there since is not removed when that gateway starts again, nor when the delete is
+// asked again: its record is available again, protected (found by review).
+func TestAnUnfinishedDeleteSparesABackupProtectedElsewhere(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		t.Run(fmt.Sprintf("gateway started again %v", restart), func(t *testing.T) {
+			dir := t.TempDir()
+			a, b, repoDir, bk := backedUpOnA(t, dir)
+			ctx := adminCtx()
+			f := faultyRepository(t, a)
+			f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/tombstones/"})
+			if _, err := a.DeleteBackup(ctx, bk.ID, false); err == nil {
+				t.Fatal("the delete whose tombstone cannot be stored succeeded")
+			}
+			if rec := record(t, a, bk.ID); rec == nil || rec.Status != index.BackupDeleting {
+				t.Fatalf("a's record after the failed delete: %+v, want deleting", rec)
+			}
+			if _, err := b.ProtectBackup(ctx, bk.ID, true); err != nil {
+				t.Fatal(err)
+			}
+			f.Reset()
+			if restart {
+				a.Close()
+				a = gatewayOn(t, repoDir, filepath.Join(dir, "state-a"))
+			} else if _, err := a.DeleteBackup(ctx, bk.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected through another gateway") {
+				t.Fatalf("the delete asked again: %v, want it refused: protected elsewhere", err)
+			}
+			if rec := record(t, a, bk.ID); rec == nil || rec.Status != index.BackupAvailable || !rec.Protected {
+				t.Fatalf("a's record: %+v, want available and protected", rec)
+			}
+			if has, err := a.Repository().HasManifest(context.Background(), bk.ID); err != nil || !has {
+				t.Fatalf("the protected backup's manifest: %v (%v)", has, err)
+			}
+		})
 	}
 }

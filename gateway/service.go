@@ -770,6 +770,13 @@ func (s *Service) recover(ctx context.Context) error {
 			}
 			s.log.Warn("backup interrupted by a crash marked error", "backup_id", b.ID)
 		case index.BackupDeleting:
+			if why, err := s.unfinishedDeleteStays(ctx, b.ID); err != nil {
+				s.log.Warn("cannot tell whether an unfinished delete began; it stays deleting, and the next start tries again", "backup_id", b.ID, "error", err)
+				continue
+			} else if why != "" {
+				s.log.Warn("an unfinished delete is not finished: "+why, "backup_id", b.ID)
+				continue
+			}
 			// Finish the delete (not on a read-only repository: the next writer does). One the
 			// backend still refuses (a key that may not delete, an immutable file) stays
 			// deleting for the next start: failing the start for it, every start failed, and

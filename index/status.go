@@ -27,7 +27,10 @@ var backupTransitions = map[BackupStatus][]BackupStatus{
 	BackupAvailable: {BackupRestoring, BackupDeleting, BackupError},
 	BackupRestoring: {BackupAvailable, BackupError, BackupDeleting},
 	BackupError:     {BackupAvailable, BackupDeleting},
-	BackupDeleting:  {BackupError},
+	// deleting → available: only a delete that never began in the repository (no tombstone
+	// stored) and that a protection through another gateway overrode since (the gateway's
+	// unfinishedDeleteStays).
+	BackupDeleting: {BackupError, BackupAvailable},
 }
 
 var volumeTransitions = map[VolumeStatus][]VolumeStatus{

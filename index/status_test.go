@@ -19,7 +19,8 @@ func TestBackupTransitions(t *testing.T) {
 		{BackupAvailable, BackupCreating, false},
 		{BackupRestoring, BackupAvailable, true},
 		{BackupError, BackupAvailable, true}, // reset-state, when its manifest is stored
-		{BackupDeleting, BackupAvailable, false},
+		{BackupDeleting, BackupAvailable, true}, // a delete that never began, overridden by a protection
+		{BackupDeleting, BackupCreating, false},
 		{BackupDeleting, BackupError, true},
 		{BackupError, BackupError, true},
 	} {
