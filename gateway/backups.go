@@ -832,6 +832,10 @@ func (s *Service) DeleteBackup(ctx context.Context, ref string, force bool) (*in
 // not finished: the record is available again (protected), or stays deleting for a repair.
 // It reports whether the delete stays unfinished, and why.
 func (s *Service) unfinishedDeleteStays(ctx context.Context, id string) (string, error) {
+	// Under manifestMu, as removeCommitted: a delete of this backup in progress here holds
+	// it, so what is read below is one that failed, never one under way.
+	s.manifestMu.Lock()
+	defer s.manifestMu.Unlock()
 	if deleted, err := s.repo.Deleted(ctx, id); err != nil || deleted {
 		return "", err
 	}
@@ -845,18 +849,15 @@ func (s *Service) unfinishedDeleteStays(ctx context.Context, id string) (string,
 	if m.ReadFromCopy() {
 		return fmt.Sprintf("backup %s: its delete did not finish and its manifest is damaged: run 'cairn repo repair', then delete it again", id), nil
 	}
-	if !m.Protected {
-		return "", nil
+	if !m.Protected || m.Error != "" {
+		return "", nil // unprotected (the delete goes on), or reset to error: a delete may finish it
 	}
-	s.manifestMu.Lock()
-	defer s.manifestMu.Unlock()
-	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
-		if rec.Status == index.BackupDeleting {
-			takeManifest(rec, m)
-			rec.Protected = m.Protected
-		}
-		return nil
-	}); err != nil {
+	if _, err := s.idx.UndoDelete(id, func(rec *index.Backup) {
+		takeManifest(rec, m)
+		rec.Protected = m.Protected
+	}); errors.Is(err, index.ErrTransition) {
+		return "", nil // no longer deleting: settled meanwhile
+	} else if err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("backup %s was protected through another gateway before its delete here began in the repository: it stays, available", id), nil

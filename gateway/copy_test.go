@@ -557,6 +557,10 @@ func TestCopyAllLeavesWhatTheDestinationDeleted(t *testing.T) {
 		"the API's and the console's backup by id": func(c context.Context) (*index.Backup, error) {
 			return src.BackupByID(c, ids[0])
 		},
+		"backup update": func(c context.Context) (*index.Backup, error) {
+			d := "described"
+			return src.UpdateBackup(c, ids[0], gateway.BackupUpdate{Description: &d})
+		},
 		"backup list": func(c context.Context) (*index.Backup, error) {
 			l, err := src.ListBackups(c, gateway.ListFilter{})
 			if err != nil || len(l) == 0 {
@@ -683,5 +687,49 @@ func TestCopyIsNotBuiltOnADamagedCopyOfItsParent(t *testing.T) {
 	}
 	if v, err := dst.VerifyBackup(ctx, c.ID, nil); err != nil || v.LostBytes != 0 {
 		t.Fatalf("verify of the incremental's copy: %+v, %v; want it sound", v, err)
+	}
+}
+
+// A member of a policy's project sees that it copies, not where: not in the policy, and not
+// in the error of a run whose copies failed (a path or an endpoint of the admin's), which
+// reaches the member through the policy's status and the overview (found by review).
+func TestAPolicysCopyTargetIsNotShownToMembers(t *testing.T) {
+	ctx := adminCtx()
+	src, dir := newService(t)
+	if _, err := src.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 256<<10), Name: "vm", Project: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(dir, "offsite-hv7-secret")
+	pass := filepath.Join(dir, "offsite.pass")
+	if err := os.WriteFile(pass, []byte("pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	req := gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Project: "p1", AllOfProject: true, Schedule: "daily",
+		CopyTarget: gateway.CopyTarget{CopyTo: secret, CopyPasswordFile: pass}}}
+	if _, err := src.CreatePolicy(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.RunPolicy(ctx, "nightly"); err == nil {
+		t.Fatal("a run whose copy target is no repository succeeded")
+	}
+	member := as("bob", "p1", false)
+	st, err := src.PolicyStatus(member, "nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LastError == "" || strings.Contains(st.LastError, "hv7") || strings.Contains(st.CopyTo, "hv7") || st.CopyPasswordFile != "" {
+		t.Errorf("the policy as a member sees it: copy to %q (passphrase %q), last error %q; want neither where nor how, and the failure said", st.CopyTo, st.CopyPasswordFile, st.LastError)
+	}
+	if st, err := src.PolicyStatus(ctx, "nightly"); err != nil || st.CopyTo != secret {
+		t.Errorf("the policy as an admin sees it: %+v, %v; want the target", st, err)
+	}
+	o, err := src.Overview(member, gateway.OverviewOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range o.Concerns {
+		if strings.Contains(c.Message, "hv7") {
+			t.Errorf("a member's overview names the copy target: %s", c.Message)
+		}
 	}
 }

@@ -71,7 +71,11 @@ func (s *Service) UpdateBackup(ctx context.Context, ref string, u BackupUpdate) 
 	s.notifyChange()
 	s.syncIndex()
 	s.log.Info("backup updated", "backup_id", b.ID)
-	return out, nil
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return backupShownTo(out, c), nil // where it was copied is an admin's to know
 }
 
 func (u BackupUpdate) apply(name, description *string, metadata *map[string]string) {

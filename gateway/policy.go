@@ -751,7 +751,12 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		if err := lk.Check(); err != nil {
 			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
 		} else if err := s.policyCopies(ctx, p, vols); err != nil {
-			fail(err)
+			// Where the copies go, and why they failed there (a path, an endpoint), is an
+			// admin's to know: the run's error reaches the project's members (policy show,
+			// the console, the overview), so it says only that the copies failed; the
+			// gateway's log has the rest.
+			s.log.Warn("policy copies failed", "policy", p.Name, "to", p.Where(), "error", err)
+			fail(errors.New("copying the backups to the policy's copy target failed: the gateway's log says why"))
 		}
 	}
 	// Volumes the policy no longer backs up are no longer counted.

@@ -400,20 +400,30 @@ func (s *Service) carryOut(ctx context.Context, pl *prunePlan) {
 }
 
 // keptGone returns the first backup the plan keeps by its rules that is gone since the plan
-// (its record no longer available or restoring, or its manifest removed), or "".
+// (its record no longer available or restoring, or its delete begun in the repository, by
+// another gateway), or "". Only those newer than the plan's oldest removal are looked at (a
+// request each): an older one gone cannot leave a removal without what the rules kept after
+// it. A backup whose manifest is lost (its copy left) is not gone: its delete never began.
 func (s *Service) keptGone(ctx context.Context, pl *prunePlan) string {
-	if pl.removals() == 0 {
+	var oldest time.Time
+	for _, d := range pl.out {
+		if d.Action == PruneRemove && (oldest.IsZero() || d.CreatedAt.Before(oldest)) {
+			oldest = d.CreatedAt
+		}
+	}
+	if oldest.IsZero() {
 		return ""
 	}
 	for _, d := range pl.out {
-		if d.Action != PruneKeep || len(d.Reasons) == 0 || slices.Contains([]string{"protected", "in-use", "min-age", "damaged"}, d.Reasons[0]) {
+		if d.Action != PruneKeep || !d.CreatedAt.After(oldest) || len(d.Reasons) == 0 ||
+			slices.Contains([]string{"protected", "in-use", "min-age", "damaged"}, d.Reasons[0]) {
 			continue
 		}
 		rec, err := s.idx.Backup(d.ID)
 		if err != nil || (rec.Status != index.BackupAvailable && rec.Status != index.BackupRestoring) {
 			return d.ID
 		}
-		if has, err := s.repo.HasManifest(ctx, d.ID); err == nil && !has {
+		if deleted, err := s.repo.Deleted(ctx, d.ID); err == nil && deleted {
 			return d.ID
 		}
 	}
@@ -490,7 +500,7 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
 	}
-	if e := s.restoringElsewhereOf(b.ID); e != nil {
+	if e := s.restoringElsewhereOf(b.ID); e != nil && !e.cancelled { // as backupShown judges it
 		return wrapf(ErrConflict, "backup %s is being restored through the gateway on %s since the prune decided: it stays", b.ID, e.obj.Host)
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental

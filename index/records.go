@@ -453,6 +453,28 @@ func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, err
 	return &out, err
 }
 
+// UndoDelete makes a deleting backup available again, with fn's changes: the one way out of
+// deleting to available, for a delete that never began in the repository (its tombstone not
+// stored), which the caller has made sure of. A record that is no longer deleting is left
+// alone (ErrTransition).
+func (ix *Index) UndoDelete(id string, fn func(b *Backup)) (*Backup, error) {
+	var out Backup
+	err := ix.writeBackup(id, func(txn *badger.Txn) (*Backup, error) {
+		var b Backup
+		if err := getJSON(txn, backupKey(id), &b); err != nil {
+			return nil, err
+		}
+		if b.Status != BackupDeleting {
+			return nil, transitionError("backup", id, b.Status, BackupAvailable)
+		}
+		fn(&b)
+		b.Status, b.UpdatedAt = BackupAvailable, time.Now().UTC()
+		out = b
+		return &b, putBackup(txn, &b)
+	})
+	return &out, err
+}
+
 // DeleteBackup removes a backup record.
 func (ix *Index) DeleteBackup(id string) error { return ix.DeleteBackupIf(id, nil) }
 

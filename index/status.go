@@ -27,10 +27,9 @@ var backupTransitions = map[BackupStatus][]BackupStatus{
 	BackupAvailable: {BackupRestoring, BackupDeleting, BackupError},
 	BackupRestoring: {BackupAvailable, BackupError, BackupDeleting},
 	BackupError:     {BackupAvailable, BackupDeleting},
-	// deleting → available: only a delete that never began in the repository (no tombstone
-	// stored) and that a protection through another gateway overrode since (the gateway's
-	// unfinishedDeleteStays).
-	BackupDeleting: {BackupError, BackupAvailable},
+	// deleting → available is not here: only UndoDelete makes it, for a delete that never
+	// began in the repository; a reset-state must not bring back one whose delete did.
+	BackupDeleting: {BackupError},
 }
 
 var volumeTransitions = map[VolumeStatus][]VolumeStatus{

@@ -18,8 +18,8 @@ func TestBackupTransitions(t *testing.T) {
 		{BackupAvailable, BackupRestoring, true},
 		{BackupAvailable, BackupCreating, false},
 		{BackupRestoring, BackupAvailable, true},
-		{BackupError, BackupAvailable, true}, // reset-state, when its manifest is stored
-		{BackupDeleting, BackupAvailable, true}, // a delete that never began, overridden by a protection
+		{BackupError, BackupAvailable, true},     // reset-state, when its manifest is stored
+		{BackupDeleting, BackupAvailable, false}, // UndoDelete alone, for a delete that never began
 		{BackupDeleting, BackupCreating, false},
 		{BackupDeleting, BackupError, true},
 		{BackupError, BackupError, true},
