@@ -23,17 +23,7 @@ import (
 // with the reason. lvm.OpenVolume finds the same volumes by the same names.
 func TestTreeLVMKinds(t *testing.T) {
 	x := newTreeFixture(t, Options{})
-	seed, err := os.ReadFile("../blockio/lvm/testdata/pv-kinds.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr, err := lvm.ReadLabel(bytes.NewReader(seed), int64(len(seed)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk := randomBytes(7, int(hdr.DeviceSize))
-	copy(disk[:36864], make([]byte, 36864)) // the PV's head: label and metadata area
-	copy(disk, seed)
+	disk := pvKindsDisk(t, 7)
 	// Zeros, which the repository keeps as holes of whole blocks: all of swap (extent 2),
 	// and 64 KiB in the middle of root's first extent, aligned in the image.
 	const pe, es, hole = 72 * 512, 1 << 20, 64 << 10
@@ -136,17 +126,7 @@ func TestTreeLVMKinds(t *testing.T) {
 // one node, and a read of the second volume returned the first one's bytes.
 func TestLVsOfOneIDAreFilesOfTheirOwn(t *testing.T) {
 	x := newTreeFixture(t, Options{})
-	seed, err := os.ReadFile("../blockio/lvm/testdata/pv-kinds.bin")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hdr, err := lvm.ReadLabel(bytes.NewReader(seed), int64(len(seed)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk := randomBytes(8, int(hdr.DeviceSize))
-	copy(disk[:36864], make([]byte, 36864))
-	copy(disk, seed)
+	disk := pvKindsDisk(t, 8)
 	x.volume(t, "v1", "vm-disk", "")
 	x.backup(t, "b1", "v1", "", 0, disk)
 	ctx := context.Background()
@@ -179,4 +159,22 @@ func TestLVsOfOneIDAreFilesOfTheirOwn(t *testing.T) {
 	if len(seen) != len(vg.LVs) {
 		t.Fatalf("%d entries of distinct inodes, want %d", len(seen), len(vg.LVs))
 	}
+}
+
+// pvKindsDisk is a whole-disk PV of the seed pv-kinds (LVM's own metadata) with random extents
+// from seed.
+func pvKindsDisk(t *testing.T, seed uint64) []byte {
+	t.Helper()
+	head, err := os.ReadFile("../blockio/lvm/testdata/pv-kinds.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr, err := lvm.ReadLabel(bytes.NewReader(head), int64(len(head)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := randomBytes(seed, int(hdr.DeviceSize))
+	copy(disk[:36864], make([]byte, 36864)) // the PV's head: label and metadata area
+	copy(disk, head)
+	return disk
 }

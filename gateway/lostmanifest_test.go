@@ -238,15 +238,7 @@ func TestADeleteDoesNotTrustAManifestCopy(t *testing.T) {
 		t.Fatalf("protect whose manifest copy was not stored: %v, want it failed", err)
 	}
 	f.Reset()
-	key := filepath.Join(dir, "repo", "manifests", b.ID)
-	m, err := os.ReadFile(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m[len(m)/2] ^= 0x10
-	if err := os.WriteFile(key, m, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	key := damageManifest(t, dir, b.ID)
 	if _, err := s.DeleteBackup(ctx, b.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "repo repair") {
 		t.Fatalf("delete of a backup whose manifest is damaged: %v, want it refused until a repair", err)
 	}
@@ -277,7 +269,21 @@ func TestARewriteFromAnOlderCopyKeepsTheProtection(t *testing.T) {
 	if err := os.WriteFile(copyPath, older, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	key := filepath.Join(dir, "repo", "manifests", b.ID)
+	damageManifest(t, dir, b.ID)
+	name := "renamed"
+	if _, err := s.UpdateBackup(ctx, b.ID, gateway.BackupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeleteBackup(ctx, b.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
+		t.Fatalf("delete of the protected backup after a rewrite from its older copy: %v, want it refused as protected", err)
+	}
+}
+
+// damageManifest flips a bit in the middle of backup id's manifest in newService's repository
+// under dir, its second copy left as it is, and returns the manifest's path.
+func damageManifest(t *testing.T, dir, id string) string {
+	t.Helper()
+	key := filepath.Join(dir, "repo", "manifests", id)
 	m, err := os.ReadFile(key)
 	if err != nil {
 		t.Fatal(err)
@@ -286,11 +292,5 @@ func TestARewriteFromAnOlderCopyKeepsTheProtection(t *testing.T) {
 	if err := os.WriteFile(key, m, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	name := "renamed"
-	if _, err := s.UpdateBackup(ctx, b.ID, gateway.BackupUpdate{Name: &name}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.DeleteBackup(ctx, b.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
-		t.Fatalf("delete of the protected backup after a rewrite from its older copy: %v, want it refused as protected", err)
-	}
+	return key
 }

@@ -355,19 +355,8 @@ func TestPruneGoneVolumes(t *testing.T) {
 // removed the older full backup after the newer one it kept was deleted, and left the volume
 // without a backup (found by review).
 func TestPruneRemovesNothingOnceABackupItKeepsIsGone(t *testing.T) {
-	s, dir := newService(t)
+	s, ids := fullBackupsOfVM(t, 2)
 	ctx := adminCtx()
-	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for range 2 {
-		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, b.ID)
-	}
 	asking := gateway.WithConfirm(ctx, func(string) error {
 		_, err := s.DeleteBackup(ctx, ids[1], false)
 		return err
@@ -388,19 +377,8 @@ func TestPruneRemovesNothingOnceABackupItKeepsIsGone(t *testing.T) {
 // the sound older backup stays beside the newest, and the damaged one stays too, said so.
 // Counted, it made the prune remove the sound one to keep the damaged one (found by review).
 func TestPruneGivesADamagedBackupNoSlot(t *testing.T) {
-	s, dir := newService(t)
+	s, ids := fullBackupsOfVM(t, 3)
 	ctx := adminCtx()
-	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for range 3 {
-		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, b.ID)
-	}
 	if _, err := s.Index().UpdateBackup(ids[1], func(rec *index.Backup) error {
 		rec.LastVerify = &index.VerifyOutcome{Result: repo.VerifyDamaged, LostBytes: 16 << 10, At: time.Now()}
 		return nil
@@ -494,4 +472,24 @@ func TestAnUnfinishedDeleteSparesABackupProtectedElsewhere(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fullBackupsOfVM manages an image as volume vm of a new service and takes n full backups of
+// it, oldest first.
+func fullBackupsOfVM(t *testing.T, n int) (*gateway.Service, []string) {
+	t.Helper()
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vm.img", 256<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range n {
+		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "vm"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, b.ID)
+	}
+	return s, ids
 }
