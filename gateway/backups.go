@@ -852,13 +852,27 @@ func (s *Service) unfinishedDeleteStays(ctx context.Context, id string) (string,
 	if !m.Protected || m.Error != "" {
 		return "", nil // unprotected (the delete goes on), or reset to error: a delete may finish it
 	}
+	restoring := false
 	if _, err := s.idx.UndoDelete(id, func(rec *index.Backup) {
+		// The committed backup its manifest says, as a catch-up would take it: no failure,
+		// no doubt, and no restore running (one force-deleted while it ran ended with it).
 		takeManifest(rec, m)
 		rec.Protected = m.Protected
+		endDoubt(rec)
+		rec.FailReason, rec.FailKind, rec.RestoreTarget = "", "", ""
+		if lr := rec.LastRestore; lr.Running() {
+			restoring = true
+			rec.LastRestore = &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: lr.At,
+				Reason: "interrupted: the backup was being deleted; " + lr.Target + " is incomplete"}
+		}
+		stampUpdated(rec, m.Updated())
 	}); errors.Is(err, index.ErrTransition) {
 		return "", nil // no longer deleting: settled meanwhile
 	} else if err != nil {
 		return "", err
+	}
+	if restoring {
+		s.removeRestoring(id)
 	}
 	return fmt.Sprintf("backup %s was protected through another gateway before its delete here began in the repository: it stays, available", id), nil
 }

@@ -709,15 +709,16 @@ func TestAPolicysCopyTargetIsNotShownToMembers(t *testing.T) {
 	if _, err := src.CreatePolicy(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := src.RunPolicy(ctx, "nightly"); err == nil {
-		t.Fatal("a run whose copy target is no repository succeeded")
+	// The admin who runs it is told why, where.
+	if _, err := src.RunPolicy(ctx, "nightly"); err == nil || !strings.Contains(err.Error(), "copy target failed") || !strings.Contains(err.Error(), secret) {
+		t.Fatalf("a run whose copy target is no repository, run by an admin: %v; want its copies failed, saying where", err)
 	}
 	member := as("bob", "p1", false)
 	st, err := src.PolicyStatus(member, "nightly")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.LastError == "" || strings.Contains(st.LastError, "hv7") || strings.Contains(st.CopyTo, "hv7") || st.CopyPasswordFile != "" {
+	if !strings.Contains(st.LastError, "copy target failed") || strings.Contains(st.LastError, "hv7") || strings.Contains(st.CopyTo, "hv7") || st.CopyPasswordFile != "" {
 		t.Errorf("the policy as a member sees it: copy to %q (passphrase %q), last error %q; want neither where nor how, and the failure said", st.CopyTo, st.CopyPasswordFile, st.LastError)
 	}
 	if st, err := src.PolicyStatus(ctx, "nightly"); err != nil || st.CopyTo != secret {
@@ -727,9 +728,19 @@ func TestAPolicysCopyTargetIsNotShownToMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	said := false
 	for _, c := range o.Concerns {
 		if strings.Contains(c.Message, "hv7") {
 			t.Errorf("a member's overview names the copy target: %s", c.Message)
 		}
+		said = said || strings.Contains(c.Message, "policy nightly")
+	}
+	if !said {
+		t.Errorf("a member's overview does not say the policy failed: %+v", o.Concerns)
+	}
+	// A member may run it too: neither its error nor the status it returns says where.
+	st, err = src.RunPolicy(member, "nightly")
+	if err == nil || strings.Contains(err.Error(), "hv7") || st == nil || strings.Contains(st.CopyTo, "hv7") || st.CopyPasswordFile != "" {
+		t.Errorf("a run by a member: %v, status %+v; want it failed, saying nowhere where", err, st)
 	}
 }

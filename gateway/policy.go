@@ -602,7 +602,29 @@ func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, er
 	}
 	defer lk.Unlock()
 	err = s.runClaimedPolicy(ctx, p, lk, st.PolicyRun, false)
-	return s.policyStatus(p, now()), err
+	if cf := (*copiesFailed)(nil); !c.Admin && errors.As(err, &cf) {
+		err = fmt.Errorf("policy %s: %s", p.Name, cf.stored()) // a member may run it: not where
+	}
+	shown := s.policyStatus(p, now())
+	shown.Hooks, shown.CopyTarget = shown.Hooks.shownTo(c), shown.CopyTarget.shownTo(c)
+	return shown, err
+}
+
+// copiesFailed is a run's failure to copy its backups to the policy's copy target. The run's
+// error that is stored (LastError) reaches the project's members (the policy's status, the
+// console, the overview), so it says only that the copies failed; where, and why there (a
+// path, an endpoint), is the admin's: in the error the run returns (policy run) and in the
+// gateway's log.
+type copiesFailed struct{ err error }
+
+func (e *copiesFailed) Error() string {
+	return "copying the backups to the policy's copy target failed: " + e.err.Error()
+}
+
+func (e *copiesFailed) Unwrap() error { return e.err }
+
+func (e *copiesFailed) stored() string {
+	return "copying the backups to the policy's copy target failed: an admin sees why in 'cairn policy run' or the gateway's log"
 }
 
 // runClaimedPolicy is one run of a policy whose claim lk the caller holds, from the state run
@@ -633,6 +655,9 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	run.LastResult = RunSucceeded
 	if err != nil {
 		run.LastResult, run.LastError = RunFailed, err.Error()
+		if cf := (*copiesFailed)(nil); errors.As(err, &cf) {
+			run.LastError = cf.stored()
+		}
 		if scheduled && ctx.Err() != nil {
 			run.LastError, run.Interrupted = "interrupted: the gateway stopped during the run", true
 		}
@@ -756,7 +781,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			// the console, the overview), so it says only that the copies failed; the
 			// gateway's log has the rest.
 			s.log.Warn("policy copies failed", "policy", p.Name, "to", p.Where(), "error", err)
-			fail(errors.New("copying the backups to the policy's copy target failed: the gateway's log says why"))
+			fail(&copiesFailed{err})
 		}
 	}
 	// Volumes the policy no longer backs up are no longer counted.

@@ -414,17 +414,24 @@ func (s *Service) keptGone(ctx context.Context, pl *prunePlan) string {
 	if oldest.IsZero() {
 		return ""
 	}
+	var look []string
 	for _, d := range pl.out {
-		if d.Action != PruneKeep || !d.CreatedAt.After(oldest) || len(d.Reasons) == 0 ||
+		if d.Action == PruneKeep && d.Reparented && d.ParentID != "" {
+			look = append(look, d.ParentID) // the new parent the re-link will name
+		}
+		if d.Action != PruneKeep || d.CreatedAt.Before(oldest) || len(d.Reasons) == 0 ||
 			slices.Contains([]string{"protected", "in-use", "min-age", "damaged"}, d.Reasons[0]) {
 			continue
 		}
-		rec, err := s.idx.Backup(d.ID)
+		look = append(look, d.ID)
+	}
+	for _, id := range look {
+		rec, err := s.idx.Backup(id)
 		if err != nil || (rec.Status != index.BackupAvailable && rec.Status != index.BackupRestoring) {
-			return d.ID
+			return id
 		}
-		if deleted, err := s.repo.Deleted(ctx, d.ID); err == nil && deleted {
-			return d.ID
+		if deleted, err := s.repo.Deleted(ctx, id); err == nil && deleted {
+			return id
 		}
 	}
 	return ""
@@ -500,8 +507,8 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
 	}
-	if e := s.restoringElsewhereOf(b.ID); e != nil && !e.cancelled { // as backupShown judges it
-		return wrapf(ErrConflict, "backup %s is being restored through the gateway on %s since the prune decided: it stays", b.ID, e.obj.Host)
+	if host, ok := s.restoreRunsElsewhere(b.ID); ok {
+		return wrapf(ErrConflict, "backup %s is being restored through the gateway on %s since the prune decided: it stays", b.ID, host)
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental
 	// made after the newest backup was deleted takes the next newest as parent).

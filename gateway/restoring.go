@@ -252,6 +252,17 @@ func (s *Service) lookRestoring(ctx context.Context) {
 	s.showRestoring(ctx, listed, false, false)
 }
 
+// restoreRunsElsewhere reports whether another gateway restores backup id, as backupShown
+// judges it (a fresh restoring object, not cancelled here), and through which host.
+func (s *Service) restoreRunsElsewhere(id string) (string, bool) {
+	s.elsewhereMu.Lock()
+	defer s.elsewhereMu.Unlock()
+	if e := s.restoringAt[id]; e != nil && e.fresh(s.storeNow()) && !e.cancelled {
+		return e.obj.Host, true
+	}
+	return "", false
+}
+
 // backupShown is backup b as this gateway shows it: restoring while another gateway's
 // restore of it runs.
 func (s *Service) backupShown(b *index.Backup) *index.Backup {

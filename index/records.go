@@ -467,8 +467,12 @@ func (ix *Index) UndoDelete(id string, fn func(b *Backup)) (*Backup, error) {
 		if b.Status != BackupDeleting {
 			return nil, transitionError("backup", id, b.Status, BackupAvailable)
 		}
+		was := b.UpdatedAt
 		fn(&b)
-		b.Status, b.UpdatedAt = BackupAvailable, time.Now().UTC()
+		b.Status = BackupAvailable
+		if b.UpdatedAt.Equal(was) { // fn may set it (to the time its manifest records)
+			b.UpdatedAt = time.Now().UTC()
+		}
 		out = b
 		return &b, putBackup(txn, &b)
 	})

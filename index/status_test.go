@@ -61,3 +61,32 @@ func TestUpdatesFollowTheTable(t *testing.T) {
 		t.Fatalf("available → creating: %v", err)
 	}
 }
+
+// UndoDelete alone takes a backup from deleting to available, and only from deleting.
+func TestUndoDelete(t *testing.T) {
+	ix, err := Open(filepath.Join(t.TempDir(), "index"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	b := &Backup{ID: "b1", VolumeID: "v1", Status: BackupAvailable, CreatedAt: time.Now()}
+	if err := ix.CreateBackup(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.UndoDelete("b1", func(*Backup) {}); !errors.Is(err, ErrTransition) {
+		t.Fatalf("undo of a delete that is not under way: %v, want ErrTransition", err)
+	}
+	if _, err := ix.UpdateBackup("b1", func(b *Backup) error { b.Status = BackupDeleting; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.UpdateBackup("b1", func(b *Backup) error { b.Status = BackupAvailable; return nil }); !errors.Is(err, ErrTransition) {
+		t.Fatalf("deleting → available through UpdateBackup: %v, want ErrTransition", err)
+	}
+	got, err := ix.UndoDelete("b1", func(b *Backup) { b.Protected = true })
+	if err != nil || got.Status != BackupAvailable || !got.Protected {
+		t.Fatalf("undo of a delete: %+v, %v; want available, with fn's change", got, err)
+	}
+	if got, err := ix.Backup("b1"); err != nil || got.Status != BackupAvailable || !got.Protected {
+		t.Fatalf("the record after the undo: %+v, %v", got, err)
+	}
+}
