@@ -401,9 +401,10 @@ func (s *Service) carryOut(ctx context.Context, pl *prunePlan) {
 
 // keptGone returns the first backup the plan keeps by its rules that is gone since the plan
 // (its record no longer available or restoring, or its delete begun in the repository, by
-// another gateway), or "". Only those newer than the plan's oldest removal are looked at (a
-// request each): an older one gone cannot leave a removal without what the rules kept after
-// it. A backup whose manifest is lost (its copy left) is not gone: its delete never began.
+// another gateway), or "". Only those not older than the plan's oldest removal are looked
+// at, and the new parents re-links will name (a request each): an older one gone cannot leave
+// a removal without what the rules kept after it. A backup whose manifest is lost (its copy
+// left) is not gone: its delete never began.
 func (s *Service) keptGone(ctx context.Context, pl *prunePlan) string {
 	var oldest time.Time
 	for _, d := range pl.out {

@@ -242,6 +242,7 @@ func (r *Repository) putManifest(ctx context.Context, m *Manifest, copyRequired 
 	// and is made again; the manifest already says what the copy will.
 	if err := r.putManifestCopy(ctx, m.ID, b); err != nil {
 		if copyRequired {
+			r.logChange(ctx, m.ID) // the manifest changed: other gateways learn it all the same
 			return fmt.Errorf("update backup %s: its manifest was stored but not its second copy: %w: %w; make the change again", m.ID, errCopyNotStored, err)
 		}
 		r.logf("manifest of backup %s: its second copy was not stored ('cairn repo repair' stores it): %v", m.ID, err)
