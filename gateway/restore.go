@@ -129,6 +129,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			return nil, nil, invalidf("restore target %s is inside the repository or its state directory, whose files are what backups are stored in: give a path outside it, or a registered volume", path)
 		}
 	}
+	if vol != nil && cmp.Or(vol.Project, DefaultProject) != cmp.Or(b.Project, DefaultProject) {
+		// Only an admin sees both. The job, the volume's restoring state and the backup's
+		// last restore would show each project the other's (its volume's name and path, or a
+		// restore of its volume it cannot see), so the two are not mixed.
+		return nil, nil, invalidf("backup %s is project %s's and volume %s is project %s's: restore it to a volume of project %s, to a new volume (without --volume), or --to a path that is no volume",
+			b.ID, cmp.Or(b.Project, DefaultProject), vol.Name, cmp.Or(vol.Project, DefaultProject), cmp.Or(b.Project, DefaultProject))
+	}
 	created := false // the restore creates the file at path: a failed restore removes it
 	accepted := false
 	releaseTarget := func() {} // ends the claim on path (claimTarget), once the job has ended

@@ -878,3 +878,35 @@ func TestRestoreOntoASmallVolumeNamesIt(t *testing.T) {
 		t.Fatalf("restore onto a too small volume: %v", err)
 	}
 }
+
+// An admin's restore of one project's backup onto another project's volume is refused: its
+// job and the backup's last restore would show the backup's project the other's volume (its
+// name and path), and the volume's project a restore of its volume it cannot see (found by
+// review). A new volume, or a path, is the way.
+func TestRestoreOntoAnotherProjectsVolumeIsRefused(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	if _, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "a.img", 256<<10), Name: "a", Project: "p1"}); err != nil {
+		t.Fatal(err)
+	}
+	other, err := s.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "b.img", 256<<10), Name: "b", Project: "p2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bk, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := sha256File(t, other.Path)
+	for _, req := range []gateway.RestoreRequest{{Backup: bk.ID, Volume: "b"}, {Backup: bk.ID, To: other.Path}} {
+		if _, err := s.Restore(ctx, req); !errors.Is(err, gateway.ErrInvalid) || !strings.Contains(err.Error(), "project p2's") {
+			t.Errorf("restore %+v of a p1 backup onto p2's volume: %v, want it refused", req, err)
+		}
+	}
+	if sha256File(t, other.Path) != before {
+		t.Fatal("p2's volume changed")
+	}
+	if _, err := s.Restore(ctx, gateway.RestoreRequest{Backup: bk.ID, To: filepath.Join(dir, "elsewhere.img")}); err != nil {
+		t.Fatalf("restore to a path that is no volume: %v", err)
+	}
+}
