@@ -508,8 +508,8 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	if b.Protected {
 		return wrapf(ErrConflict, "backup %s was protected through another gateway: it stays", b.ID)
 	}
-	if host, ok := s.restoreRunsElsewhere(b.ID); ok {
-		return wrapf(ErrConflict, "backup %s is being restored through the gateway on %s since the prune decided: it stays", b.ID, host)
+	if obj, ok := s.restoreRunsElsewhere(b.ID); ok {
+		return wrapf(ErrConflict, "backup %s is being restored through the gateway on %s since the prune decided: it stays", b.ID, obj.Host)
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental
 	// made after the newest backup was deleted takes the next newest as parent).

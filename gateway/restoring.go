@@ -252,15 +252,16 @@ func (s *Service) lookRestoring(ctx context.Context) {
 	s.showRestoring(ctx, listed, false, false)
 }
 
-// restoreRunsElsewhere reports whether another gateway restores backup id, as backupShown
-// judges it (a fresh restoring object, not cancelled here), and through which host.
-func (s *Service) restoreRunsElsewhere(id string) (string, bool) {
+// restoreRunsElsewhere returns the object of another gateway's restore of backup id while
+// this gateway shows it as running (fresh, and not cancelled here: as the reset left it).
+// backupShown and prune's removal ask it alike.
+func (s *Service) restoreRunsElsewhere(id string) (restoringObject, bool) {
 	s.elsewhereMu.Lock()
 	defer s.elsewhereMu.Unlock()
 	if e := s.restoringAt[id]; e != nil && e.fresh(s.storeNow()) && !e.cancelled {
-		return e.obj.Host, true
+		return e.obj, true
 	}
-	return "", false
+	return restoringObject{}, false
 }
 
 // backupShown is backup b as this gateway shows it: restoring while another gateway's
@@ -269,16 +270,13 @@ func (s *Service) backupShown(b *index.Backup) *index.Backup {
 	if b.Status != index.BackupAvailable {
 		return b
 	}
-	s.elsewhereMu.Lock()
-	e := s.restoringAt[b.ID]
-	shows := e != nil && e.fresh(s.storeNow()) && !e.cancelled // a cancel requested here: as the reset left it
-	s.elsewhereMu.Unlock()
-	if !shows {
+	obj, ok := s.restoreRunsElsewhere(b.ID)
+	if !ok {
 		return b
 	}
 	shown := *b
-	shown.Status, shown.RestoreTarget = index.BackupRestoring, e.obj.VolumeID
-	shown.LastRestore = &index.RestoreOutcome{Target: e.obj.Target + " (through the gateway on " + e.obj.Host + ")", Result: repo.RestoreRunning, At: e.obj.At}
+	shown.Status, shown.RestoreTarget = index.BackupRestoring, obj.VolumeID
+	shown.LastRestore = &index.RestoreOutcome{Target: obj.Target + " (through the gateway on " + obj.Host + ")", Result: repo.RestoreRunning, At: obj.At}
 	return &shown
 }
 
