@@ -269,7 +269,14 @@ func (s *Service) pruneChain(c Caller, v *index.Volume, bs []*index.Backup, kids
 		}
 		items = append(items, retention.Item{ID: b.ID, Time: b.CreatedAt})
 	}
-	decided := append(retention.Apply(items, req.Rules), damaged...)
+	ruled := retention.Apply(items, req.Rules)
+	kept := map[string]bool{} // by the rules: what keptGone looks for before the removals
+	for _, d := range ruled {
+		if d.Keep {
+			kept[d.ID] = true
+		}
+	}
+	decided := append(ruled, damaged...)
 	slices.SortStableFunc(decided, func(a, b retention.Decision) int { // newest first, as Apply
 		return byID[b.ID].CreatedAt.Compare(byID[a.ID].CreatedAt)
 	})
@@ -310,7 +317,7 @@ func (s *Service) pruneChain(c Caller, v *index.Volume, bs []*index.Backup, kids
 		}
 		d.ParentID, d.IsIncremental, d.Reparented = p, p != "", true
 	}
-	return &prunePlan{v: v, out: out, byID: byID, kids: kids, removed: removed}
+	return &prunePlan{v: v, out: out, byID: byID, kids: kids, removed: removed, kept: kept}
 }
 
 // prunePlan is what prune decided for one volume's backups in one project.
@@ -320,6 +327,7 @@ type prunePlan struct {
 	byID    map[string]*index.Backup
 	kids    map[string]int // the volume's backups that name each backup as parent
 	removed map[string]bool
+	kept    map[string]bool // what the rules keep
 }
 
 // sameAsShown refuses plans that would remove a backup not among those shown.
@@ -420,8 +428,7 @@ func (s *Service) keptGone(ctx context.Context, pl *prunePlan) string {
 		if d.Action == PruneKeep && d.Reparented && d.ParentID != "" {
 			look = append(look, d.ParentID) // the new parent the re-link will name
 		}
-		if d.Action != PruneKeep || d.CreatedAt.Before(oldest) || len(d.Reasons) == 0 ||
-			slices.Contains([]string{"protected", "in-use", "min-age", "damaged"}, d.Reasons[0]) {
+		if !pl.kept[d.ID] || d.CreatedAt.Before(oldest) {
 			continue
 		}
 		look = append(look, d.ID)
