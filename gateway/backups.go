@@ -862,8 +862,7 @@ func (s *Service) unfinishedDeleteStays(ctx context.Context, id string) (string,
 		rec.FailReason, rec.FailKind, rec.RestoreTarget = "", "", ""
 		if lr := rec.LastRestore; lr.Running() {
 			restoring = true
-			rec.LastRestore = &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: lr.At,
-				Reason: "interrupted: the backup was being deleted; " + lr.Target + " is incomplete"}
+			rec.LastRestore = interruptedRestore(lr, "the backup was being deleted")
 		}
 		stampUpdated(rec, m.Updated())
 	}); errors.Is(err, index.ErrTransition) {
@@ -875,6 +874,13 @@ func (s *Service) unfinishedDeleteStays(ctx context.Context, id string) (string,
 		s.removeRestoring(id)
 	}
 	return fmt.Sprintf("backup %s was protected through another gateway before its delete here began in the repository: it stays, available", id), nil
+}
+
+// interruptedRestore is how the running restore lr ended when something else ended it (why):
+// failed, dated when it started, its target incomplete.
+func interruptedRestore(lr *index.RestoreOutcome, why string) *index.RestoreOutcome {
+	return &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: lr.At,
+		Reason: "interrupted: " + why + "; " + lr.Target + " is incomplete"}
 }
 
 // mayDelete is delete's checks of b as read: protection and the minimum age (of a backup

@@ -802,8 +802,7 @@ func (s *Service) recover(ctx context.Context) error {
 			var ended *index.RestoreOutcome
 			if _, err := s.idx.UpdateBackup(b.ID, func(b *index.Backup) error {
 				if lr := b.LastRestore; lr.Running() {
-					ended = &index.RestoreOutcome{Target: lr.Target, Result: repo.RestoreFailed, Kind: "failed", At: lr.At,
-						Reason: "interrupted: cairn stopped while the restore ran; " + lr.Target + " is incomplete"}
+					ended = interruptedRestore(lr, "cairn stopped while the restore ran")
 					b.LastRestore = ended
 				}
 				b.Status, b.RestoreTarget = index.BackupAvailable, ""
