@@ -88,6 +88,13 @@ func (k KeepRules) Rules() (retention.Rules, error) {
 	return r, nil
 }
 
+// shownTo is p as caller c may see it: a member sees that there are hooks and a copy
+// target, not the commands or where (they may name an admin's hosts, keys or files).
+func (p Policy) shownTo(c Caller) Policy {
+	p.Hooks, p.CopyTarget = p.Hooks.shownTo(c), p.CopyTarget.shownTo(c)
+	return p
+}
+
 // PolicyStatus is a policy with its state, its next times and the volumes it has not backed
 // up for two periods.
 type PolicyStatus struct {
@@ -231,9 +238,7 @@ func (s *Service) UpdatePolicy(ctx context.Context, name string, refs []string, 
 	}
 	s.policiesChanged()
 	s.log.Info("policy changed", "policy", p.Name, "schedule", p.Schedule)
-	shown := *p
-	shown.Hooks = shown.Hooks.shownTo(c)
-	shown.CopyTarget = shown.CopyTarget.shownTo(c)
+	shown := p.shownTo(c)
 	return &shown, nil
 }
 
@@ -344,8 +349,7 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 	for _, p := range all {
 		if c.sees(p.Project) {
 			st := s.policyStatus(p, now())
-			st.Hooks = st.Hooks.shownTo(c)
-			st.CopyTarget = st.CopyTarget.shownTo(c)
+			st.Policy = st.Policy.shownTo(c)
 			out = append(out, st)
 		}
 	}
@@ -381,8 +385,7 @@ func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus,
 		return nil, err
 	}
 	st := s.policyStatus(p, now())
-	st.Hooks = st.Hooks.shownTo(c)
-	st.CopyTarget = st.CopyTarget.shownTo(c)
+	st.Policy = st.Policy.shownTo(c)
 	return st, nil
 }
 
@@ -606,7 +609,7 @@ func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, er
 		err = fmt.Errorf("policy %s: %s", p.Name, cf.stored()) // a member may run it: not where
 	}
 	shown := s.policyStatus(p, now())
-	shown.Hooks, shown.CopyTarget = shown.Hooks.shownTo(c), shown.CopyTarget.shownTo(c)
+	shown.Policy = shown.Policy.shownTo(c)
 	return shown, err
 }
 
