@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
+	"github.com/cairn-backup/cairn/repo/backend/faulty"
 	"github.com/cairn-backup/cairn/repo/backend/local"
 )
 
@@ -169,5 +170,34 @@ func TestARewriteWhoseCopyFailedLosesToADelete(t *testing.T) {
 	}
 	if has, err := f.r.HasManifest(ctx, m.ID); err != nil || has {
 		t.Fatalf("the deleted backup's manifest after the rewrite: %v (%v), want it gone", has, err)
+	}
+}
+
+// TestALockThatOneReadCallsMissingStillKeepsGCOut: a lock object listed in locks/ whose read
+// says "not found" while it is still there (a proxy's 404 page, a lagging replica) is a lock
+// gc cannot read, so it counts as a damaged, exclusive one and keeps gc out. It was taken for
+// released while gc listed, and gc went on to delete the packs of the backup that held it. A
+// lock truly released is still passed over: its object is gone when looked at again.
+func TestALockThatOneReadCallsMissingStillKeepsGCOut(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	var fb *faulty.Faulty
+	g := f.wrapped(t, "index-g", repo.Options{Lock: repo.LockOptions{Wait: 300 * time.Millisecond}},
+		func(be backend.Backend) backend.Backend { fb = faulty.New(be, 1); return fb })
+	lk, err := f.r.Lock(ctx, repo.LockShared, "backup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb.Add(faulty.Rule{Methods: faulty.Get, Prefix: "locks/", Err: fmt.Errorf("not found (404 page of a proxy): %w", backend.ErrNotFound)})
+	locks, err := g.r.Locks(ctx)
+	if err != nil || len(locks) != 1 || !locks[0].Damaged || locks[0].Kind != repo.LockExclusive {
+		t.Fatalf("locks seen through the lying reads: %+v, %v; want the backup's lock, damaged", locks, err)
+	}
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); !errors.Is(err, repo.ErrLocked) {
+		t.Fatalf("gc while a backup holds a lock its read calls missing: %v, want ErrLocked", err)
+	}
+	lk.Unlock()
+	if _, err := g.r.GC(ctx, repo.GCOptions{}); err != nil {
+		t.Fatalf("gc once the lock is released: %v", err)
 	}
 }
