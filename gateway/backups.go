@@ -102,19 +102,11 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		if parent == nil {
 			return nil, nil, wrapf(ErrInvalid, "volume %s has no available backup in project %s to base an incremental on: create a full backup first (without --incremental)", v.Name, project)
 		}
-		if lv := parent.LastVerify; lv.Damaged() {
-			// An incremental keeps its parent's unchanged blocks without reading them, so on
-			// a parent a verification found damaged it is damaged the same way. A full backup
-			// looks every block up and stores again those whose copy a reader marked damaged.
-			fullInstead = fmt.Sprintf("parent backup %s was found damaged (%s lost, verified %s): a full backup instead, which stores the lost blocks again where the volume still holds them",
-				parent.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST"))
+		if fullInstead, err = s.fullInsteadOf(ctx, parent); err != nil {
+			return nil, nil, err
+		}
+		if fullInstead != "" {
 			parent = nil
-			// The verification may have been another gateway's, within the last full
-			// catch-up: its marks are learned now, or this full backup reuses the damaged
-			// copies ("Marks in the repository").
-			if _, err := s.repo.LearnDamaged(ctx); err != nil {
-				return nil, nil, fmt.Errorf("learn the repository's damaged copies before a full backup: %w", err)
-			}
 		}
 	}
 	id := uuid.NewString()
@@ -235,6 +227,54 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	return b, job, nil
 }
 
+// fullInsteadOf says why an incremental on parent must be a full backup instead ("" when it
+// need not). An incremental keeps its parent's unchanged blocks without reading them, so on a
+// parent a verification found damaged it is damaged the same way; a full backup looks every
+// block up and stores again those whose copy a reader marked damaged. The verification may
+// have been another gateway's, within the last full catch-up: its marks are learned first, or
+// the full backup would reuse the damaged copies ("Marks in the repository").
+func (s *Service) fullInsteadOf(ctx context.Context, parent *index.Backup) (string, error) {
+	lv := parent.LastVerify
+	if !lv.Damaged() {
+		return "", nil
+	}
+	if _, err := s.repo.LearnDamaged(ctx); err != nil {
+		return "", fmt.Errorf("learn the repository's damaged copies before a full backup: %w", err)
+	}
+	return fmt.Sprintf("parent backup %s was found damaged (%s lost, verified %s): a full backup instead, which stores the lost blocks again where the volume still holds them",
+		parent.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST")), nil
+}
+
+// parentNow reads an incremental's parent again once the backup's lock is held: the job may
+// have waited in the queue while a verification found the parent damaged (the backup is then
+// a full one, its record says so) or an admin reset it to error (the backup fails). Built on
+// the record read at acceptance, it kept the damaged parent's blocks unread and committed as
+// available [TestAQueuedIncrementalLooksAtItsParentAgain].
+func (s *Service) parentNow(ctx context.Context, b *index.Backup, plan *readPlan, parent *index.Backup) (*index.Backup, error) {
+	cur, err := s.idx.Backup(parent.ID)
+	switch {
+	case errors.Is(err, index.ErrNotFound), err == nil && !cur.Status.Committed():
+		return nil, wrapf(ErrConflict, "its parent backup %s was deleted or reset to error while it waited: run the incremental again", parent.ID)
+	case err != nil:
+		return nil, err
+	}
+	why, err := s.fullInsteadOf(ctx, cur)
+	if err != nil || why == "" {
+		return cur, err
+	}
+	if _, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		if rec.Status != index.BackupCreating {
+			return wrapf(ErrConflict, "backup %s was cancelled", b.ID)
+		}
+		rec.IsIncremental, rec.ParentID = false, ""
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	b.IsIncremental, b.ParentID, plan.fallback = false, "", why
+	return nil, nil
+}
+
 func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volume, plan *readPlan, parent *index.Backup, progress func(int64, int64), unclaim func()) error {
 	start := time.Now()
 	if plan.nbd != nil {
@@ -255,7 +295,12 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 			if has, err = s.repo.HasManifest(ctx, parent.ID); err == nil && !has {
 				err = wrapf(ErrConflict, "its parent backup %s was deleted while it waited: run the incremental again", parent.ID)
 			}
-			o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size, DataBlocks: parent.Stats.DataBlocks}
+			if err == nil {
+				parent, err = s.parentNow(ctx, b, plan, parent)
+			}
+			if parent != nil {
+				o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size, DataBlocks: parent.Stats.DataBlocks}
+			}
 		}
 	}
 	var how readChoice

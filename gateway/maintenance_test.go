@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
 	"github.com/cairn-backup/cairn/repo/backend"
 	"github.com/cairn-backup/cairn/repo/backend/faulty"
@@ -271,6 +272,56 @@ func TestIncrementalOnADamagedParentIsAFullBackup(t *testing.T) {
 	}
 	if !inc.IsIncremental || inc.ParentID != next.ID || inc.ReadFallback != "" {
 		t.Errorf("the incremental after it: incremental %v, parent %q, read_fallback %q; want an incremental of %s", inc.IsIncremental, inc.ParentID, inc.ReadFallback, next.ID)
+	}
+}
+
+// An incremental that waited in the queue while a verification found its parent damaged is a
+// full backup all the same, and one whose parent an admin reset to error meanwhile fails:
+// the parent is read again under the backup's lock. Both were built on the parent's record as
+// it was at acceptance, and the first committed as available on the damaged parent's blocks.
+func TestAQueuedIncrementalLooksAtItsParentAgain(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol, want := distinctVolume(t, dir, "vm.img", 17)
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, job, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
+	if err != nil || !b.IsIncremental || b.ParentID != full.ID {
+		t.Fatalf("incremental accepted: %+v, %v", b, err)
+	}
+	damagePack(t, onlyPack(t, dir))
+	if _, err := s.VerifyBackup(ctx, full.ID, nil); !errors.Is(err, repo.ErrCorrupt) {
+		t.Fatalf("verify of the damaged backup: %v", err)
+	}
+	if err := s.Submit(ctx, "backup", b.ID, job); err != nil {
+		t.Fatal(err)
+	}
+	next, err := s.Index().Backup(b.ID)
+	if err != nil || next.Status != index.BackupAvailable || next.IsIncremental || next.ParentID != "" ||
+		!strings.Contains(next.ReadFallback, "parent backup "+full.ID+" was found damaged") {
+		t.Fatalf("the queued incremental: %+v, %v; want an available full backup saying why", next, err)
+	}
+	if res, err := s.VerifyBackup(ctx, next.ID, nil); err != nil || res.Result != repo.VerifyOK {
+		t.Errorf("verify of the full backup made instead: %+v, %v; want ok", res, err)
+	}
+	if got := restoreSHA(t, s, ctx, next.ID); got != want {
+		t.Errorf("restore: sha256 %s, want %s", got, want)
+	}
+
+	b2, job2, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
+	if err != nil || b2.ParentID != next.ID {
+		t.Fatalf("second incremental accepted: %+v, %v", b2, err)
+	}
+	if _, err := s.ResetBackupState(ctx, next.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Submit(ctx, "backup", b2.ID, job2); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "reset to error while it waited") {
+		t.Fatalf("an incremental whose parent was reset to error while it waited: %v, want a conflict saying so", err)
+	}
+	if got, err := s.Index().Backup(b2.ID); err != nil || got.Status != index.BackupError {
+		t.Errorf("its record: %+v, %v; want error", got, err)
 	}
 }
 
