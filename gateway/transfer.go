@@ -119,7 +119,10 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			return nil, err
 		}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
-			return nil, err
+			// A Put that failed may have landed (its answer lost): withdrawn as a backup's
+			// commit withdraws it, or the next catch-up adopted as available a backup whose
+			// import failed, past its quota [TestAnImportWhosePutFailedLeavesNoManifest].
+			return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, err))
 		}
 		// As a backup's commit: a Put that landed after the lock may have gone stale is
 		// withdrawn (design.md, "A manifest that lands late").

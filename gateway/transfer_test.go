@@ -193,6 +193,35 @@ func TestImportStoresNothingOnceItsLockObjectIsGone(t *testing.T) {
 	}
 }
 
+// An import whose manifest Put failed after it landed (its answer lost) leaves no manifest:
+// it is withdrawn as a failed backup's is. It was left stored, and the next catch-up adopted
+// as available a backup whose import had failed, past the project's quota.
+func TestAnImportWhosePutFailedLeavesNoManifest(t *testing.T) {
+	a, dir := newService(t)
+	bk, exp := exportedThenDeleted(t, a, dir)
+	var f *faulty.Faulty
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		f = faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifests/", Effect: faulty.FailAfter, Times: 1})
+		return f
+	})
+	if _, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL); !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("import whose manifest Put lost its answer: %v, want it unavailable", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "repo", "manifests", bk.ID)); err == nil {
+		t.Fatalf("manifest of the failed import stored")
+	}
+	if err := a.SyncBackups(adminCtx()); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := a.Index().Backup(bk.ID); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("the failed import after a catch-up: %+v, %v; want no backup", got, err)
+	}
+	if _, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL); err != nil {
+		t.Errorf("the import again, the store sound: %v", err)
+	}
+}
+
 // An import that cannot read the backup's block map because the store is down says so
 // (unavailable: try again), not that the backup is not in the repository (invalid).
 func TestImportDuringAnOutageSaysUnavailable(t *testing.T) {
