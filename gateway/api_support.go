@@ -75,7 +75,7 @@ func (s *Service) Parents() (map[string]bool, error) {
 	}
 	out := map[string]bool{}
 	for _, b := range all {
-		if b.ParentID != "" {
+		if dependsOnParent(b) {
 			out[b.ParentID] = true
 		}
 	}

@@ -950,7 +950,9 @@ func (s *Service) mayDelete(ctx context.Context, c Caller, b *index.Backup, forc
 			return err
 		}
 	}
-	if deps, err := s.dependants(b.ID, nil); err != nil {
+	// A failed incremental that made no block map names its parent and needs nothing of it:
+	// as for prune, it does not keep its parent [TestAFailedIncrementalDoesNotKeepItsParent].
+	if deps, err := s.dependants(b.ID); err != nil {
 		return err
 	} else if len(deps) > 0 {
 		return wrapf(ErrConflict, "backup %s has dependent incremental backups (%s): delete those first; only the latest backup of a chain can be deleted", b.ID, strings.Join(deps, ", "))
@@ -1150,16 +1152,16 @@ func (s *Service) datedAfterEarlier(volumeID string, at time.Time) (time.Time, e
 	return latest.Add(time.Microsecond), nil
 }
 
-// dependants returns the ids of backups whose parent is id, of those counts says count
-// (nil: all).
-func (s *Service) dependants(id string, counts func(*index.Backup) bool) ([]string, error) {
+// dependants returns the ids of the backups that depend on backup id as their parent
+// (dependsOnParent): a delete and a prune leave id while there are any.
+func (s *Service) dependants(id string) ([]string, error) {
 	all, err := s.idx.Backups()
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, b := range all {
-		if b.ParentID == id && (counts == nil || counts(b)) {
+		if b.ParentID == id && dependsOnParent(b) {
 			out = append(out, b.ID)
 		}
 	}

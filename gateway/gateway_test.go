@@ -186,6 +186,49 @@ func TestDeleteOnlyLatestOfChain(t *testing.T) {
 	}
 }
 
+// An incremental that failed before it made a block map (here: interrupted by a stop of the
+// gateway) does not keep its parent: the parent can be deleted, and is not shown as having
+// dependants (Cinder's has_dependent_backups). Prune already let it go; a delete refused it
+// as having "dependent incremental backups".
+func TestAFailedIncrementalDoesNotKeepItsParent(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	ctx := adminCtx()
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol := image(t, dir, "vol.img", 256<<10)
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, _, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if parents, err := s.Parents(); err != nil || !parents[full.ID] {
+		t.Fatalf("parents while the incremental is being created: %v, %v; want the full backup among them", parents, err)
+	}
+	s.Close()
+	if s, err = gateway.Open(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := record(t, s, failed.ID); got == nil || got.Status != index.BackupError || got.ParentID != full.ID || !got.Root.IsZero() {
+		t.Fatalf("the interrupted incremental: %+v, want error, no block map, parent %s", got, full.ID)
+	}
+	if parents, err := s.Parents(); err != nil || parents[full.ID] {
+		t.Errorf("parents: %v, %v; the full backup has no dependent backup that needs it", parents, err)
+	}
+	if _, err := s.DeleteBackup(ctx, full.ID, false); err != nil {
+		t.Errorf("delete of the failed incremental's parent: %v", err)
+	}
+	if _, err := s.DeleteBackup(ctx, failed.ID, false); err != nil {
+		t.Errorf("delete of the failed incremental: %v", err)
+	}
+}
+
 // An incremental chains only onto a backup of its own project. The admin's incremental of
 // p1's volume does not take p1's hidden backup as its parent, so p1 can still delete it.
 func TestIncrementalParentInOwnProject(t *testing.T) {

@@ -520,7 +520,7 @@ func (s *Service) removeBackup(ctx context.Context, b *index.Backup) error {
 	}
 	// The plan counted dependants when it decided; one may have come since (an incremental
 	// made after the newest backup was deleted takes the next newest as parent).
-	if deps, err := s.dependants(b.ID, dependsOnParent); err != nil {
+	if deps, err := s.dependants(b.ID); err != nil {
 		return err
 	} else if len(deps) > 0 {
 		return wrapf(ErrConflict, "backup %s became the parent of %s during the prune: it stays", b.ID, strings.Join(deps, ", "))
