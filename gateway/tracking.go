@@ -248,8 +248,14 @@ func (s *Service) chooseRead(ctx context.Context, p *readPlan, parent *index.Bac
 		if err == nil {
 			return readChoice{changes: changes, mode: ReadReflinkDiff}
 		}
-		s.log.Info("change-tracking base not brought forward in place: cloning the volume", "volume", p.image, "reason", err)
-		s.cloneNow(p)
+		if errors.Is(err, errSizeChanged) {
+			// A clone would not have the backup's size either: the image is read as it is,
+			// in full, as one not in use is without tracking.
+			p.fallback = fmt.Sprintf("%v: read in full", err)
+		} else {
+			s.log.Info("change-tracking base not brought forward in place: cloning the volume", "volume", p.image, "reason", err)
+			s.cloneNow(p)
+		}
 	}
 	full := readChoice{mode: ReadFull, fallback: p.fallback}
 	switch {
@@ -337,6 +343,9 @@ func (s *Service) zeroedSince(ctx context.Context, parent *index.Backup, zeros b
 	return out, nil
 }
 
+// errSizeChanged: the image's size is not the one its backup was asked with.
+var errSizeChanged = errors.New("the volume's size changed")
+
 // advance brings the parent's base forward to the image in place and makes the backup read
 // it (docs/design.md, "Bringing a base forward in place"); it returns the ranges to read. It
 // does not when the image came into use since the backup was asked for (a point in time is
@@ -350,6 +359,15 @@ func (s *Service) advance(p *readPlan, parent *index.Backup, size int64) (blocki
 		return nil, err
 	} else if reason != "" {
 		return nil, fmt.Errorf("the volume is in use now (%s)", reason)
+	}
+	// The backup's size was fixed when it was asked for; the image may have grown or shrunk
+	// while the job waited. Compared by size alone, the base was brought forward to the
+	// image's first bytes and the backup said it read what changed, the size change unsaid
+	// [TestAQueuedTrackedIncrementalSeesTheVolumeGrow].
+	if fi, err := os.Stat(p.image); err != nil {
+		return nil, err
+	} else if fi.Size() != size {
+		return nil, fmt.Errorf("%w since the backup was asked for (%d bytes, now %d)", errSizeChanged, size, fi.Size())
 	}
 	base, changes, err := p.reflinkChanges(p.image, parent, size)
 	if err != nil {

@@ -2,8 +2,11 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -182,6 +185,57 @@ func fail(t *testing.T, s *gateway.Service, id string) {
 	}
 	if got, err := s.Index().Backup(b.ID); err == nil && got.Status == "available" {
 		t.Fatalf("the cancelled incremental shows as available: %+v", got)
+	}
+}
+
+// A tracked incremental whose image grew while the job waited reads in full and says the size
+// changed; it was compared by size alone, brought the base forward to the image's first bytes
+// and said it read only what changed. The next incremental, asked after the growth, backs up
+// the whole grown volume.
+func TestAQueuedTrackedIncrementalSeesTheVolumeGrow(t *testing.T) {
+	s, _ := newService(t)
+	ctx := adminCtx()
+	_, vol, v := trackedImage(t, s, 71)
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.ScatterWrites(t, vol, 72, 0.02, 4096, 65536)
+	b, job, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(vol, trackedSize+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	writeAt(t, vol, trackedSize, 64<<10, 7)
+	if err := job(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Index().Backup(b.ID)
+	if err != nil || got.ReadMode == gateway.ReadReflinkDiff || !strings.Contains(got.ReadFallback, "size changed") {
+		t.Fatalf("the incremental whose volume grew while it waited: %+v, %v; want a full read that says the size changed", got, err)
+	}
+	head := sha256.New()
+	f, err := os.Open(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(head, io.LimitReader(f, trackedSize)); err != nil {
+		t.Fatal(err)
+	}
+	if got := restoreSHA(t, s, ctx, b.ID); got != hex.EncodeToString(head.Sum(nil)) {
+		t.Errorf("it restores sha256 %s, the volume's first %d bytes are %x", got, trackedSize, head.Sum(nil))
+	}
+	next, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID, Incremental: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Size != trackedSize+1<<20 {
+		t.Errorf("the incremental after the growth has %d bytes, the volume %d", next.Size, trackedSize+1<<20)
+	}
+	if got, want := restoreSHA(t, s, ctx, next.ID), sha256File(t, vol); got != want {
+		t.Errorf("it restores sha256 %s, the volume has %s", got, want)
 	}
 }
 
