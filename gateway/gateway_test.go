@@ -104,6 +104,36 @@ func TestQuotaReservationsUnderConcurrency(t *testing.T) {
 	}
 }
 
+// An admin's reset of a backup to error keeps its manifest and data, and it still counts against
+// the project's quota: it freed its unit, a new backup took it, and the reset back to
+// available left the project over its limit.
+func TestAResetToErrorDoesNotFreeQuota(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	limit := int64(2)
+	if _, err := s.QuotaUpdate(ctx, gateway.DefaultProject, &limit, nil); err != nil {
+		t.Fatal(err)
+	}
+	var made []*index.Backup
+	for i := range 2 {
+		b, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("v%d.img", i), 64<<10)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, b)
+	}
+	if _, err := s.ResetBackupState(ctx, made[0].ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	third := image(t, dir, "v2.img", 64<<10)
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: third}); !errors.Is(err, gateway.ErrQuota) {
+		t.Fatalf("a third backup while one of two is reset to error: %v, want the quota exceeded", err)
+	}
+	if u, err := s.QuotaUsage(ctx, gateway.DefaultProject); err != nil || u.Backups.InUse != 2 {
+		t.Fatalf("usage with one backup reset to error: %+v, %v; want both in use", u, err)
+	}
+}
+
 // A quota change the repository does not take is reported failed and not made here either:
 // the index kept it, so this gateway enforced limits that rebuild-index and every other
 // gateway did not know (a reset here, the old limits back after rebuild-index).

@@ -215,8 +215,9 @@ func TestQuotaUseIsAMetric(t *testing.T) {
 	}
 	got := series(t, s, "cairn_quota_")
 	want := map[string]float64{
-		"cairn_quota_used p1 backups": 3, "cairn_quota_limit p1 backups": 10,
-		"cairn_quota_used p1 backup_gigabytes": 3, "cairn_quota_limit p1 backup_gigabytes": -1,
+		// The backup reset to error keeps its data, and counts [TestAResetToErrorDoesNotFreeQuota].
+		"cairn_quota_used p1 backups": 4, "cairn_quota_limit p1 backups": 10,
+		"cairn_quota_used p1 backup_gigabytes": 4, "cairn_quota_limit p1 backup_gigabytes": -1,
 		"cairn_quota_used p2 backups": 0, "cairn_quota_limit p2 backups": 4,
 		"cairn_quota_used p2 backup_gigabytes": 0, "cairn_quota_limit p2 backup_gigabytes": -1,
 	}
