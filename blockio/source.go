@@ -130,8 +130,7 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 		switch {
 		case err == nil, errors.Is(err, syscall.EINTR):
 		case errors.Is(err, io.EOF):
-			return n, fmt.Errorf("read volume %s at offset %d: file shrank below %d bytes: %w",
-				s.path, off+int64(n), s.size, io.ErrUnexpectedEOF)
+			return n, s.shrank("read", off+int64(n))
 		default:
 			return n, fmt.Errorf("read volume %s at offset %d: %w", s.path, off+int64(n), err)
 		}
@@ -143,7 +142,7 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 // with SEEK_DATA/SEEK_HOLE, so holes are skipped without reading them; extents are in the
 // filesystem's block granularity and may contain zeros. Devices, and filesystems that cannot
 // answer, are data to the end. At or after the end, and when only holes remain, it returns
-// start = end = Size() and io.EOF.
+// start = end = Size() and io.EOF. A file that shrank below Size is an error, as in ReadAt.
 func (s *Source) NextData(off int64) (start, end int64, err error) {
 	if off < 0 {
 		return 0, 0, fmt.Errorf("volume %s: negative offset %d", s.path, off)
@@ -160,11 +159,37 @@ func (s *Source) NextData(off int64) (start, end int64, err error) {
 	}
 	if !ok {
 		s.noSeekData.Store(true)
+	} else if start >= s.size || end < s.size {
+		// The file's data ends here as the filesystem sees it now. A file cut short since
+		// open ends its data early too (SEEK_DATA finds nothing, SEEK_HOLE stops at the new
+		// end): taken for holes, the bytes it lost would be backed up as zeros.
+		if err := s.checkSize(off); err != nil {
+			return 0, 0, err
+		}
 	}
 	if start >= s.size {
 		return s.size, s.size, io.EOF
 	}
 	return start, end, nil
+}
+
+// checkSize fails when the file is now smaller than its size at open.
+func (s *Source) checkSize(off int64) error {
+	fi, err := s.f.Stat()
+	if err != nil {
+		return fmt.Errorf("volume %s: %w", s.path, err)
+	}
+	if fi.Size() < s.size {
+		return s.shrank("find data in", off)
+	}
+	return nil
+}
+
+// shrank is the error for a file found smaller than its size at open: the bytes the backup
+// was promised are gone, and neither a short read nor a hole may stand in for them.
+func (s *Source) shrank(op string, off int64) error {
+	return fmt.Errorf("%s volume %s at offset %d: file shrank below %d bytes: %w",
+		op, s.path, off, s.size, io.ErrUnexpectedEOF)
 }
 
 // DropCache tells the kernel the backup is done with [off, off+n), so reading a large volume

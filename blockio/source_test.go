@@ -185,6 +185,44 @@ func TestSourceReadAtShrunk(t *testing.T) {
 	}
 }
 
+// A file cut short during a backup is an error to NextData too, wherever the cut lands: the
+// bytes it lost are not holes. Before, SEEK_DATA's ENXIO past the new end read as "only holes
+// remain" and SEEK_HOLE at the new end as the end of an extent, so a backup stored zeros for
+// the lost bytes and was committed as available.
+func TestNextDataShrunk(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name string
+		cut  int64 // the file's size after the cut
+		off  int64 // where NextData is asked next
+	}{
+		{"in a hole, asked past the cut", 3 * mib, 4 * mib},
+		{"in a hole, asked before it", 3 * mib, 2 * mib},
+		{"in the last extent", 10 * mib, 2 * mib},
+		{"in the last extent, asked from its start", 10 * mib, 8 * mib},
+		{"in the first extent", 1*mib + 512<<10, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := sparseFile(t, 12*mib, extent{1 * mib, 2 * mib}, extent{8 * mib, 12 * mib})
+			s, err := OpenSource(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			requireHoles(t, s)
+			if err := os.Truncate(path, tt.cut); err != nil {
+				t.Fatal(err)
+			}
+			start, end, err := s.NextData(tt.off)
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("NextData(%d) of a file cut from %d to %d bytes = [%d, %d), %v; want io.ErrUnexpectedEOF",
+					tt.off, s.Size(), tt.cut, start, end, err)
+			}
+		})
+	}
+}
+
 func TestOpenSourceErrors(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "fifo")

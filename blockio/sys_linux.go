@@ -93,7 +93,7 @@ func seekData(f *os.File, off, size int64) (start, end int64, ok bool, err error
 		return err
 	})
 	switch {
-	case errors.Is(err, unix.ENXIO): // no data at or after off
+	case errors.Is(err, unix.ENXIO): // no data at or after off, or off is past the file's end now
 		return size, size, true, nil
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP):
 		return off, size, false, nil

@@ -3,9 +3,15 @@ package repo_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/cairn-backup/cairn/blockio"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
 // shrunkSource is a volume that ended early after its size was taken (an image file
@@ -53,5 +59,85 @@ func TestBackupOfAVolumeThatEndsEarlyFails(t *testing.T) {
 	t.Log(err)
 	if got := f.restore(t, m); !bytes.Equal(got, other.data) {
 		t.Fatal("the earlier backup does not restore")
+	}
+}
+
+// cuttingSource is an image file that is cut to cut bytes while it is backed up: just before
+// the backup asks where its data is for the second time, so the first extent was found in
+// the file as it was opened and the rest is looked for in the shorter one.
+type cuttingSource struct {
+	*blockio.Source
+	cut    int64
+	asked  int
+	cutErr error
+}
+
+// NextData is called by the one goroutine that plans the leaves; Write's return orders it
+// before the test reads asked and cutErr.
+func (c *cuttingSource) NextData(off int64) (int64, int64, error) {
+	if c.asked++; c.asked == 2 {
+		c.cutErr = os.Truncate(c.Path(), c.cut)
+	}
+	return c.Source.NextData(off)
+}
+
+// A backup of an image file cut short while it runs fails, wherever the cut lands, and
+// commits nothing. Before, the file's data ended early as SEEK_DATA and SEEK_HOLE saw it,
+// the rest of the volume was taken for holes, and the backup was committed holding zeros
+// for bytes the file had when it was opened.
+func TestBackupOfAFileCutShortFails(t *testing.T) {
+	const mib = 1 << 20
+	for _, c := range []struct {
+		name string
+		cut  int64
+	}{
+		{"in a hole", 3 * mib},
+		{"in a data extent", 10 * mib},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Data at [1, 2) and [8, 12) MiB of 12 MiB, three leaves: the cut leaves the
+			// first extent and takes all or part of the second.
+			path := filepath.Join(t.TempDir(), "vol.img")
+			vol := randomVolume(81, 12*mib)
+			clear(vol[:1*mib])
+			clear(vol[2*mib : 8*mib])
+			fh, err := os.Create(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range [][2]int{{1 * mib, 2 * mib}, {8 * mib, 12 * mib}} {
+				if _, err := fh.WriteAt(vol[e[0]:e[1]], int64(e[0])); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := fh.Close(); err != nil {
+				t.Fatal(err)
+			}
+			src, err := blockio.OpenSource(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			if start, _, err := src.NextData(0); err != nil || start != 1*mib {
+				testutil.Skip(t, "the filesystem of %s does not report holes (SEEK_DATA): %d, %v", path, start, err)
+			}
+
+			f := newFixture(t, repo.InitOptions{})
+			cs := &cuttingSource{Source: src, cut: c.cut}
+			_, err = f.r.Write(context.Background(), cs, repo.WriteOptions{}, func(repo.WriteResult) error {
+				t.Errorf("a backup of a file cut from %d to %d bytes was committed", src.Size(), c.cut)
+				return nil
+			})
+			if cs.cutErr != nil {
+				t.Fatal(cs.cutErr)
+			}
+			if cs.asked < 2 {
+				t.Fatal("the backup asked for data once only; the file was never cut")
+			}
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Fatalf("Write = %v, want an error wrapping io.ErrUnexpectedEOF", err)
+			}
+			t.Log(err)
+		})
 	}
 }
