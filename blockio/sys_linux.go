@@ -5,7 +5,9 @@ package blockio
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"strconv"
 	"syscall"
 	"unsafe"
 
@@ -101,6 +103,45 @@ func seekData(f *os.File, off, size int64) (start, end int64, ok bool, err error
 		return 0, 0, true, err
 	}
 	return min(start, size), min(end, size), true, nil
+}
+
+// openDirect opens the file f has open once more, with O_DIRECT, for aligned reads; nil
+// where O_DIRECT is refused. It reopens the open file through /proc/self/fd, not by path: the
+// path may lead to another file by now (an image renamed over, a udev symlink moved to another
+// device), and the aligned reads would take that file's bytes into the backup. Without /proc
+// it opens path, and keeps the handle only if it is f's file.
+func openDirect(f *os.File, path string) *os.File {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil
+	}
+	var d *os.File
+	_ = control(f, func(fd int) error {
+		// Within control, so the number is still f's while it is reopened.
+		d = openSame(fi, "/proc/self/fd/"+strconv.Itoa(fd))
+		return nil
+	})
+	if d == nil {
+		d = openSame(fi, path)
+	}
+	return d
+}
+
+// openSame opens name read-only with O_DIRECT (and O_NOATIME where the kernel lets us) and
+// returns it if it is the file fi describes (the same st_dev and st_ino), else nil.
+func openSame(fi fs.FileInfo, name string) *os.File {
+	for _, flag := range []int{unix.O_DIRECT | unix.O_NOATIME, unix.O_DIRECT} {
+		d, err := os.OpenFile(name, os.O_RDONLY|flag, 0)
+		if err != nil {
+			continue
+		}
+		if di, err := d.Stat(); err == nil && os.SameFile(fi, di) {
+			return d
+		}
+		_ = d.Close() // read-only: nothing to lose
+		return nil
+	}
+	return nil
 }
 
 // punchHole deallocates [off, off+n) of a regular file so it reads as zeros, keeping the size.

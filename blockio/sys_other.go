@@ -34,6 +34,8 @@ func seekData(_ *os.File, off, size int64) (int64, int64, bool, error) {
 	return off, size, false, nil
 }
 
+func openDirect(*os.File, string) *os.File { return nil }
+
 func punchHole(*os.File, int64, int64) error { return errors.ErrUnsupported }
 
 func zeroOut(*os.File, int64, int64) error { return errors.ErrUnsupported }
