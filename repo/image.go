@@ -309,6 +309,8 @@ const prefetchRun = 64
 
 // NextData returns the next extent at or after off that is not a hole, at block granularity:
 // [start, end). Past the last data it returns io.EOF. FUSE uses it for SEEK_DATA/SEEK_HOLE.
+// A leaf with more or fewer blocks than its place in the volume holds is ErrCorrupt, as it is
+// to a read: the blocks it lacks are not holes.
 func (im *Image) NextData(ctx context.Context, off int64) (start, end int64, err error) {
 	bs := im.g.blockSize
 	if off >= im.m.Size {
@@ -317,19 +319,23 @@ func (im *Image) NextData(ctx context.Context, off int64) (start, end int64, err
 	b := off / bs
 	found := false
 	for b < im.g.blocks {
-		lf, err := im.r.leaf(ctx, im.m.Root, im.m.RootLevel, b/LeafFanout)
+		leaf := b / LeafFanout
+		lf, err := im.r.leaf(ctx, im.m.Root, im.m.RootLevel, leaf)
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, fmt.Errorf("backup %s: block map at offset %d: %w", im.m.ID, leaf*im.g.leafBytes(), err)
 		}
 		if lf == nil {
 			if found {
 				break
 			}
-			b = (b/LeafFanout + 1) * LeafFanout
+			b = (leaf + 1) * LeafFanout
 			continue
 		}
-		i := int(b % LeafFanout)
-		for ; i < len(lf.addrs); i, b = i+1, b+1 {
+		if want := min(LeafFanout, im.g.blocks-leaf*LeafFanout); int64(len(lf.addrs)) != want {
+			return 0, 0, fmt.Errorf("backup %s: block map at offset %d: leaf has %d blocks, want %d: %w",
+				im.m.ID, leaf*im.g.leafBytes(), len(lf.addrs), want, ErrCorrupt)
+		}
+		for i := int(b % LeafFanout); i < len(lf.addrs); i, b = i+1, b+1 {
 			hole := lf.addrs[i].IsZero()
 			if !found && !hole {
 				found, start = true, max(b*bs, off)
@@ -337,9 +343,6 @@ func (im *Image) NextData(ctx context.Context, off int64) (start, end int64, err
 			if found && hole {
 				return start, b * bs, nil
 			}
-		}
-		if i < LeafFanout {
-			break
 		}
 	}
 	if !found {

@@ -3,6 +3,7 @@ package repo_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -114,4 +115,42 @@ func TestImageConcurrentReaders(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// A leaf with fewer blocks than its place in the volume holds is damage to NextData, as it is
+// to a read, whether it is the last leaf or one before it. Before, NextData took a short leaf
+// for the end of the image, and SEEK_DATA over NBD or FUSE reported holes (zeros) where the
+// block map had no blocks at all, while a read of the same bytes failed as corrupt.
+//
+// A stored leaf cannot be cut short without failing its address check on load, so the damage
+// is made where a clean short leaf can come from: a block map that does not cover the size its
+// manifest records (the tree of a 6 MiB backup, whose second leaf holds half of a leaf's
+// blocks, under a manifest of 8 or 12 MiB).
+func TestImageNextDataShortLeafIsCorrupt(t *testing.T) {
+	const leaf = repo.LeafFanout * repo.DefaultBlockSize
+	f := newFixture(t, repo.InitOptions{})
+	m := f.backup(t, "short", &memSource{data: randomBytes(91, leaf+leaf/2)}, nil)
+	ctx := context.Background()
+	for _, c := range []struct {
+		name string
+		size int64
+	}{
+		{"the last leaf", 2 * leaf},
+		{"a leaf before the last", 3 * leaf},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			damaged := *m
+			damaged.Size = c.size
+			im := f.r.Image(&damaged)
+			if _, err := im.ReadAt(make([]byte, 4096), leaf+leaf/2); !errors.Is(err, repo.ErrCorrupt) {
+				t.Fatalf("a read past the short leaf's blocks: %v, want ErrCorrupt", err)
+			}
+			for _, off := range []int64{0, leaf, leaf + leaf/2} {
+				start, end, err := im.NextData(ctx, off)
+				if !errors.Is(err, repo.ErrCorrupt) {
+					t.Errorf("NextData(%d) = [%d, %d), %v; want ErrCorrupt", off, start, end, err)
+				}
+			}
+		})
+	}
 }
