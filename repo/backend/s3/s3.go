@@ -191,7 +191,7 @@ func (b *Backend) ReadRange(ctx context.Context, key string, offset int64, p []b
 	if err := opts.SetRange(offset, offset+length-1); err != nil {
 		return fmt.Errorf("%s: %v", what, err)
 	}
-	body, info, _, err := b.core().GetObject(ctx, b.bucket, b.name(key), opts)
+	body, info, hdr, err := b.core().GetObject(ctx, b.bucket, b.name(key), opts)
 	if err != nil {
 		return translate(ctx, what, err)
 	}
@@ -200,10 +200,40 @@ func (b *Backend) ReadRange(ctx context.Context, key string, offset int64, p []b
 	if info.Size >= 0 && info.Size < length {
 		return fmt.Errorf("%s: %w", what, errRange)
 	}
+	if err := rangeServed(hdr, info.Size, offset, length); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	if _, err := io.ReadFull(body, p); err != nil {
 		return translate(ctx, what, err)
 	}
 	return nil
+}
+
+// rangeServed checks that the answer to a ranged GET (size bytes, -1 when not said) holds the
+// range asked for. A server or proxy that ignores Range answers 200 with the whole object,
+// which minio-go accepts: read into p, its first bytes would stand for the range, every blob
+// in it would fail to open, and a reader that reads a blob twice before calling it damaged
+// would record good data as damaged [TestIgnoredRangeIsNotData].
+//
+// The error is backend.ErrUnavailable: the stored data is not at fault, so it must not read
+// as damage (ErrCorrupt, ErrRange) or loss (ErrNotFound), and check, restore and the heal path
+// stop on it as on an outage, recording nothing. The retry wrapper tries again, which mends a
+// proxy that misbehaved once and costs a few requests against one that always does.
+func rangeServed(h http.Header, size, offset, length int64) error {
+	var got string
+	switch cr := h.Get("Content-Range"); {
+	case size > length:
+		got = fmt.Sprintf("%d bytes", size)
+	case cr != "" && !strings.HasPrefix(cr, fmt.Sprintf("bytes %d-", offset)):
+		got = fmt.Sprintf("the range %q", cr)
+	case cr == "" && (size < 0 || offset != 0):
+		// A 206 always names its range; without one the body is the whole object, which
+		// is the range only when that starts at 0 and is as long.
+		got = "no Content-Range"
+	default:
+		return nil
+	}
+	return fmt.Errorf("%w (the server answered with %s, not the range asked for: a proxy or server in the way ignores Range; point the repository URL at the S3 endpoint itself)", backend.ErrUnavailable, got)
 }
 
 // Put uploads data in one PUT with its size known; S3 makes it visible whole or not at all.

@@ -1,9 +1,16 @@
 package s3
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -242,5 +249,94 @@ func TestFullServerSaysSo(t *testing.T) {
 	err := b.Put(context.Background(), "packs/00/big", make([]byte, 2<<20))
 	if err == nil || errors.Is(err, backend.ErrUnavailable) || !strings.Contains(err.Error(), "no room left") {
 		t.Fatalf("Put to a full server: %v; want an error that says it has no room, not ErrUnavailable", err)
+	}
+}
+
+// TestIgnoredRangeIsNotData: a proxy in front of the server that ignores Range (here: one that
+// turns each 206 into a 200 carrying a body as long as the whole object) makes ReadRange fail
+// as an outage, not as damage or loss. Before, minio-go accepted the 200, the whole object was
+// at least as long as the range, and ReadRange filled p from the object's start: every blob
+// read through such a proxy failed to open, and the repository marked good data damaged.
+func TestIgnoredRangeIsNotData(t *testing.T) {
+	srv := testutil.StartS3(t)
+	direct := open(t, srv, "ranges")
+	defer direct.Close()
+	ctx := context.Background()
+	data := make([]byte, 64<<10)
+	for i := range data {
+		data[i] = byte(i*7 + i>>8)
+	}
+	if err := direct.Put(ctx, "packs/00/p", data); err != nil {
+		t.Fatal(err)
+	}
+
+	var ignored atomic.Int64
+	target, err := url.Parse(srv.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httptest.NewServer(&httputil.ReverseProxy{
+		// Forwarded as it came, Host included: the request is signed for the proxy's address,
+		// its Range header too.
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode != http.StatusPartialContent {
+				return nil
+			}
+			var first, last, total int64
+			if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/%d", &first, &last, &total); err != nil {
+				return err
+			}
+			part, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			// The range's bytes at their offset in zeros: the length a server that ignores
+			// Range sends, and right bytes where a reader from offset 0 would find them.
+			whole := make([]byte, total)
+			copy(whole[first:], part)
+			resp.Body = io.NopCloser(bytes.NewReader(whole))
+			resp.StatusCode, resp.Status = http.StatusOK, "200 OK"
+			resp.ContentLength = total
+			resp.Header.Del("Content-Range")
+			resp.Header.Set("Content-Length", strconv.FormatInt(total, 10))
+			ignored.Add(1)
+			return nil
+		},
+	})
+	defer proxy.Close()
+	through, err := Open(ctx, Config{Endpoint: proxy.URL, Bucket: srv.Bucket, Prefix: "ranges", AccessKey: srv.AccessKey, SecretKey: srv.SecretKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer through.Close()
+
+	for _, r := range []struct{ offset, length int64 }{{4096, 512}, {0, 512}, {60 << 10, 4 << 10}} {
+		want := data[r.offset : r.offset+r.length]
+		p := make([]byte, r.length)
+		if err := direct.ReadRange(ctx, "packs/00/p", r.offset, p); err != nil || !bytes.Equal(p, want) {
+			t.Fatalf("direct ReadRange [%d,+%d): %v, or wrong bytes", r.offset, r.length, err)
+		}
+		before := ignored.Load()
+		err := through.ReadRange(ctx, "packs/00/p", r.offset, p)
+		if ignored.Load() == before {
+			t.Fatalf("ReadRange [%d,+%d): the proxy passed the answer on unchanged", r.offset, r.length)
+		}
+		if err == nil {
+			t.Fatalf("ReadRange [%d,+%d) through a proxy that ignores Range succeeded (bytes right: %v)", r.offset, r.length, bytes.Equal(p, want))
+		}
+		if errors.Is(err, backend.ErrNotFound) || errors.Is(err, backend.ErrRange) || !errors.Is(err, backend.ErrUnavailable) ||
+			!strings.Contains(err.Error(), "ignores Range") {
+			t.Errorf("ReadRange [%d,+%d) through a proxy that ignores Range: %v; want ErrUnavailable that says the range was ignored, not ErrNotFound or ErrRange", r.offset, r.length, err)
+		}
+	}
+	// A read of the whole object as one range is what a 200 holds: still served.
+	p := make([]byte, len(data))
+	if err := through.ReadRange(ctx, "packs/00/p", 0, p); err != nil || !bytes.Equal(p, data) {
+		t.Fatalf("ReadRange of the whole object through the proxy: %v, or wrong bytes", err)
 	}
 }
