@@ -174,26 +174,26 @@ func (r *Retry) List(ctx context.Context, prefix string, fn func(backend.ObjectI
 
 // ListAfter retries like List.
 func (r *Retry) ListAfter(ctx context.Context, prefix, after string, fn func(backend.ObjectInfo) error) error {
-	return listing(ctx, r, prefix, func(ctx context.Context, each func(backend.ObjectInfo) error) error {
+	return listing(ctx, r, "list", prefix, func(ctx context.Context, each func(backend.ObjectInfo) error) error {
 		return r.Backend.ListAfter(ctx, prefix, after, each)
 	}, func(fi backend.ObjectInfo) string { return fi.Key }, fn)
 }
 
 // ListKeys retries like List.
 func (r *Retry) ListKeys(ctx context.Context, prefix string, fn func(key string) error) error {
-	return listing(ctx, r, prefix, func(ctx context.Context, each func(string) error) error {
+	return listing(ctx, r, "list", prefix, func(ctx context.Context, each func(string) error) error {
 		return r.Backend.ListKeys(ctx, prefix, each)
 	}, func(k string) string { return k }, fn)
 }
 
-// listing runs list, a listing of items named by key, under the retry policy, and hands fn
-// only the items no earlier attempt handed it. An error from fn is returned as it is, never
+// listing runs list, a listing (op) of items named by key, under the retry policy, and hands
+// fn only the items no earlier attempt handed it. An error from fn is returned as it is, never
 // retried.
-func listing[T any](ctx context.Context, r *Retry, prefix string, list func(context.Context, func(T) error) error, key func(T) string, fn func(T) error) error {
+func listing[T any](ctx context.Context, r *Retry, op, prefix string, list func(context.Context, func(T) error) error, key func(T) string, fn func(T) error) error {
 	seen := make(map[string]struct{})
 	var fnErr error
-	err := r.do(ctx, "list", prefix, func(ctx context.Context) error {
-		return list(ctx, func(x T) error {
+	err := r.do(ctx, op, prefix, func(ctx context.Context) error {
+		err := list(ctx, func(x T) error {
 			k := key(x)
 			if _, ok := seen[k]; ok {
 				return nil
@@ -205,12 +205,23 @@ func listing[T any](ctx context.Context, r *Retry, prefix string, list func(cont
 			}
 			return nil
 		})
+		if fnErr != nil {
+			// fn's error ends the listing, whatever it wraps: one that wraps ErrUnavailable
+			// (fn's own store was down) would otherwise be retried, and fn called again for
+			// later keys after it failed [TestListStopsAtTheCallersError].
+			return errStopped
+		}
+		return err
 	})
 	if fnErr != nil {
 		return fnErr
 	}
 	return err
 }
+
+// errStopped is what an attempt of listing returns when fn failed: not ErrUnavailable, so do
+// returns at once.
+var errStopped = errors.New("the caller stopped the listing")
 
 // Do runs fn, a call outside the Backend interface (such as the connection check when a
 // backend is opened), under the same retry policy and attempt timeout; op and key name it in

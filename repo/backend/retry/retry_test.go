@@ -121,6 +121,70 @@ func TestListNoDuplicates(t *testing.T) {
 	}
 }
 
+// TestListStopsAtTheCallersError: an error from fn ends the listing and is returned as it is,
+// also one that wraps ErrUnavailable (fn's own store was down). Before, the wrapper took that
+// for the backend's outage and listed again, calling fn for later keys after it had failed.
+func TestListStopsAtTheCallersError(t *testing.T) {
+	downstream := fmt.Errorf("put into the index: %w", backend.ErrUnavailable)
+	lists := map[string]func(b backend.Backend, each func() error) error{
+		"List": func(b backend.Backend, each func() error) error {
+			return b.List(context.Background(), "", func(backend.ObjectInfo) error { return each() })
+		},
+		"ListAfter": func(b backend.Backend, each func() error) error {
+			return b.ListAfter(context.Background(), "", "", func(backend.ObjectInfo) error { return each() })
+		},
+		"ListKeys": func(b backend.Backend, each func() error) error {
+			return b.ListKeys(context.Background(), "", func(string) error { return each() })
+		},
+		"ListVersions": func(b backend.Backend, each func() error) error {
+			return b.(*Retry).ListVersions(context.Background(), "", func(backend.Version) error { return each() })
+		},
+	}
+	for name, list := range lists {
+		t.Run(name, func(t *testing.T) {
+			f := newFaulty(t)
+			for i := range 5 {
+				if err := f.Put(context.Background(), fmt.Sprintf("k%d", i), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+			calls := 0
+			err := list(New(versionsOf{Faulty: f}, fast), func() error { calls++; return downstream })
+			if err != downstream {
+				t.Errorf("listing = %v, want fn's error as it is", err)
+			}
+			if calls != 1 || f.Calls(faulty.List) != 1 {
+				t.Errorf("fn called %d times in %d listings, want once in one", calls, f.Calls(faulty.List))
+			}
+		})
+	}
+}
+
+// versionsOf is a backend.Versioned whose ListVersions lists the objects as one version each;
+// nothing else of Versioned is there.
+type versionsOf struct {
+	*faulty.Faulty
+	versionOps
+}
+
+// versionOps is backend.Versioned less Backend and ListVersions.
+type versionOps interface {
+	ObjectLock(ctx context.Context) (bool, error)
+	KeepsVersions(ctx context.Context) (bool, error)
+	SetRetention(r *backend.Retention)
+	RetainUntil(ctx context.Context, key, version string) (time.Time, error)
+	Retain(ctx context.Context, key, version string, until time.Time) error
+	DeleteVersion(ctx context.Context, key, version string) error
+}
+
+var _ backend.Versioned = versionsOf{}
+
+func (v versionsOf) ListVersions(ctx context.Context, prefix string, fn func(backend.Version) error) error {
+	return v.List(ctx, prefix, func(fi backend.ObjectInfo) error {
+		return fn(backend.Version{Key: fi.Key, ID: "1", Latest: true})
+	})
+}
+
 // TestCancelDuringBackoff cancels while the wrapper waits to retry: it returns at once.
 func TestCancelDuringBackoff(t *testing.T) {
 	f := newFaulty(t)

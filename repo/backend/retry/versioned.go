@@ -61,26 +61,10 @@ func (r *Retry) ListVersions(ctx context.Context, prefix string, fn func(backend
 	if err != nil {
 		return err
 	}
-	seen := make(map[[2]string]struct{})
-	var fnErr error
-	err = r.do(ctx, "list versions", prefix, func(ctx context.Context) error {
-		return v.ListVersions(ctx, prefix, func(ver backend.Version) error {
-			k := [2]string{ver.Key, ver.ID}
-			if _, ok := seen[k]; ok {
-				return nil
-			}
-			seen[k] = struct{}{}
-			if err := fn(ver); err != nil {
-				fnErr = err
-				return err
-			}
-			return nil
-		})
-	})
-	if fnErr != nil {
-		return fnErr
-	}
-	return err
+	// cairn's keys and a store's version ids hold no NUL: joined by one, they name a version.
+	return listing(ctx, r, "list versions", prefix, func(ctx context.Context, each func(backend.Version) error) error {
+		return v.ListVersions(ctx, prefix, each)
+	}, func(ver backend.Version) string { return ver.Key + "\x00" + ver.ID }, fn)
 }
 
 // RetainUntil retries the lookup.
