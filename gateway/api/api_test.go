@@ -243,6 +243,83 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// TestServerFaultsSayNoPathToMembers: a 500 tells a member Cinder's words for it, and an admin
+// and the log what failed. Before, a member read the error as it was: here, the path of the
+// volume's image under the state directory (elsewhere the repository's directory, or its S3
+// endpoint and bucket).
+func TestServerFaultsSayNoPathToMembers(t *testing.T) {
+	e := newEnv(t, api.Options{Tokens: api.Tokens{
+		"member": {Caller: gateway.Caller{User: "u1", Project: "p1"}},
+		"admin":  {Caller: gateway.Caller{User: "admin", Project: "p1", Admin: true}},
+	}})
+	v := e.volume(t, "p1", "vol1")
+	// A directory where the image was: reading it fails with no sentinel, so 500.
+	img := filepath.Join(e.dir, "vol1.img")
+	if err := os.Remove(img); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(img, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	create := func(token string) (int, http.Header, string) {
+		code, h, body := e.do(t, call{method: "POST", path: "/v3/p1/backups", body: `{"backup": {"volume_id": "` + v.ID + `"}}`,
+			header: []string{"X-Auth-Token", token}})
+		return code, h, string(body)
+	}
+	code, h, body := create("member")
+	if code != http.StatusInternalServerError {
+		t.Fatalf("member's backup of a volume whose image is a directory: %d %s, want 500", code, body)
+	}
+	if strings.Contains(body, e.dir) || !strings.Contains(body, "computeFault") || !strings.Contains(body, "has either erred") {
+		t.Errorf("member's 500: %s; want Cinder's message, no path", body)
+	}
+	if id := h.Get("X-Openstack-Request-Id"); id == "" || !strings.Contains(e.log.String(), id) || !strings.Contains(e.log.String(), img) {
+		t.Errorf("the log does not say what failed in request %q:\n%s", id, e.log.String())
+	}
+	if code, _, body := create("admin"); code != http.StatusInternalServerError || !strings.Contains(body, img) {
+		t.Errorf("admin's backup of a volume whose image is a directory: %d %s; want 500 naming %s", code, body, img)
+	}
+}
+
+// TestBackupContainerIsNoLocationToMembers: a backup's container names the repository's
+// location (its directory, or S3 bucket and prefix) to admins only; a member reads a name, which
+// a create takes back. Before, every member read the location in backup-show, and in the error
+// for a container that is not this gateway's.
+func TestBackupContainerIsNoLocationToMembers(t *testing.T) {
+	e := newEnv(t, api.Options{Auth: api.AuthNoAuth})
+	v, b := e.backedUp(t, "p1", "vol1")
+	member := call{user: "u1", project: "p1", version: "3.64"}
+	admin := call{user: "admin", project: "p1", version: "3.64"}
+	container := func(c call) string {
+		t.Helper()
+		c.method, c.path = "GET", "/v3/p1/backups/"+b.ID
+		code, _, body := e.do(t, c)
+		var got struct{ Backup struct{ Container *string } }
+		if err := json.Unmarshal(body, &got); code != http.StatusOK || err != nil || got.Backup.Container == nil {
+			t.Fatalf("%s's backup show: %d %s; want a container", c.user, code, body)
+		}
+		return *got.Backup.Container
+	}
+	loc := e.svc.Location()
+	if got := container(member); strings.Contains(got, loc) || strings.Contains(got, e.dir) || got == "" {
+		t.Errorf("a member's container = %q; want a name, not the location %s", got, loc)
+	}
+	if got := container(admin); got != loc {
+		t.Errorf("an admin's container = %q, want %s", got, loc)
+	}
+	for _, c := range []call{member, admin} {
+		c.method, c.path, c.body = "POST", "/v3/p1/backups", `{"backup": {"volume_id": "`+v.ID+`", "container": "`+container(member)+`"}}`
+		if code, _, body := e.do(t, c); code != http.StatusAccepted {
+			t.Errorf("%s's create in the container a member reads: %d %s", c.user, code, body)
+		}
+	}
+	c := member
+	c.method, c.path, c.body = "POST", "/v3/p1/backups", `{"backup": {"volume_id": "`+v.ID+`", "container": "elsewhere"}}`
+	if code, _, body := e.do(t, c); code != http.StatusBadRequest || strings.Contains(string(body), loc) {
+		t.Errorf("a member's create in another container: %d %s; want 400 without the location", code, body)
+	}
+}
+
 // TestBackupBodies: Cinder's shapes for create, show, list and quota usage, and a refused
 // create (413) that writes nothing.
 func TestBackupBodies(t *testing.T) {

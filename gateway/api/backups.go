@@ -10,7 +10,8 @@ import (
 )
 
 // backupView is a backup in Cinder's shape; parents says which backups have dependants.
-// Sizes are whole GiB rounded up; container is the repository (one for every backup).
+// Sizes are whole GiB rounded up; container is the repository (one for every backup), named
+// by its location to admins only (containerOf).
 func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, parents map[string]bool) map[string]any {
 	out := map[string]any{"id": b.ID, "name": orNull(b.Name), "links": links(r, "backups", b.ID)}
 	if !detail {
@@ -24,7 +25,7 @@ func (s *server) backupView(r *http.Request, b *index.Backup, detail bool, paren
 	out["snapshot_id"] = orNull(b.SnapshotID)
 	out["size"] = gateway.Gigabytes(b.Size)
 	out["object_count"] = b.ObjectCount()
-	out["container"] = s.svc.Location()
+	out["container"] = s.containerOf(r)
 	out["availability_zone"] = zone
 	out["created_at"] = stamp(b.CreatedAt)
 	out["updated_at"] = stamp(b.UpdatedAt)
@@ -149,10 +150,10 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 	case req.VolumeID == "":
 		s.writeFault(w, r, badRequest("incorrect request body format: volume_id is required"))
 		return
-	case deref(req.Container) != "" && *req.Container != s.svc.Location():
-		// The one container there is, as backup-show names it, is taken: a script that
-		// copies an earlier backup's container gets what it asked for.
-		s.writeFault(w, r, badRequest("container "+*req.Container+" is not this gateway's: every backup goes to its repository, "+s.svc.Location()))
+	case deref(req.Container) != "" && *req.Container != s.svc.Location() && *req.Container != memberContainer:
+		// The one container there is, as backup-show names it to anyone, is taken: a script
+		// that copies an earlier backup's container gets what it asked for.
+		s.writeFault(w, r, badRequest("container "+*req.Container+" is not this gateway's: every backup goes to its repository, container "+s.containerOf(r)+"; leave container out"))
 		return
 	case req.Metadata != nil && !versionOf(r).atLeast(43):
 		s.writeFault(w, r, badRequest("backup metadata needs microversion 3.43 or later"))
@@ -185,6 +186,15 @@ func (s *server) createBackup(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"backup": s.backupView(r, b, false, nil)})
+}
+
+// containerOf is the container of every backup as the caller of r sees it: the repository's
+// location for an admin, memberContainer for anyone else [TestBackupContainerIsNoLocationToMembers].
+func (s *server) containerOf(r *http.Request) string {
+	if callerOf(r).Admin {
+		return s.svc.Location()
+	}
+	return memberContainer
 }
 
 func deref(p *string) string {

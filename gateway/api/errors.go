@@ -68,16 +68,31 @@ func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		name = "computeFault"
 	}
-	body := map[string]any{"code": status, "message": err.Error()}
+	body := map[string]any{"code": status, "message": faultMessage(r, status, err)}
 	if status == http.StatusRequestEntityTooLarge {
 		// Cinder says when to retry an over-quota request: any time (after freeing quota).
 		w.Header().Set("Retry-After", "0")
 		body["retryAfter"] = "0"
 	}
 	if status >= 500 {
-		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "request_id", w.Header().Get("X-Openstack-Request-Id"), "error", err)
 	} else {
 		s.log.Debug("request refused", "method", r.Method, "path", r.URL.Path, "status", status, "error", err)
 	}
 	writeJSON(w, status, map[string]any{name: body})
+}
+
+// faultMessage is what a fault tells the caller of err. A server-side failure (5xx) says where
+// it happened: a volume's image path under the state directory, the repository's directory or
+// S3 endpoint and bucket. That goes to admins and to the log (with the request id the response
+// carries); anyone else reads Cinder's own words for the status, as a Cinder member reads them
+// for a failure Cinder does not explain [TestServerFaultsSayNoPathToMembers].
+func faultMessage(r *http.Request, status int, err error) string {
+	if status < 500 || callerOf(r).Admin {
+		return err.Error()
+	}
+	if status == http.StatusServiceUnavailable {
+		return "The server is currently unavailable. Please try again at a later time."
+	}
+	return "The server has either erred or is incapable of performing the requested operation."
 }

@@ -31,6 +31,11 @@ func orNull(s string) any {
 // zone is the one availability zone cairn reports (as 'cairn service list' does).
 const zone = "nova"
 
+// memberContainer is the container a backup is in as members see it. In Cinder a container is
+// a name within the backup store (a Swift container, a Ceph pool); cairn's one container is the
+// repository, whose directory or S3 endpoint, bucket and prefix only admins are shown.
+const memberContainer = "cairn"
+
 // links are a resource's self and bookmark links.
 func links(r *http.Request, kind, id string) []any {
 	project := url.PathEscape(callerOf(r).Project)
