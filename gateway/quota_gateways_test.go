@@ -112,6 +112,34 @@ func TestQuotaAcrossGateways(t *testing.T) {
 	}
 }
 
+// Backups another gateway accepted while their project had no limit (so with no reservation
+// object) count once a limit is set: they were in neither this gateway's index nor the
+// reservations, and it admitted the whole new quota on top of them.
+func TestALimitSetWhileAnotherGatewayCreatesCountsItsBackups(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	admin := adminCtx()
+	for i := range 3 {
+		if _, _, err := a.StartBackup(admin, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("a%d.img", i), 32<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limit := int64(4)
+	if _, err := a.QuotaUpdate(admin, gateway.DefaultProject, &limit, nil); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if err := b.SyncBackups(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.StartBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "b0.img", 32<<10)}); err != nil {
+		t.Fatalf("the fourth backup of a quota of 4: %v", err)
+	}
+	if _, _, err := b.StartBackup(admin, gateway.BackupRequest{Volume: image(t, dir, "b1.img", 32<<10)}); !errors.Is(err, gateway.ErrQuota) {
+		t.Fatalf("a fifth backup while another gateway creates three of a quota of 4: %v, want the quota exceeded", err)
+	}
+}
+
 // Another gateway's reservation goes once that gateway has known its backup committed for
 // the grace, by its own clock. It went by the record's time, the writer's clock: a writer
 // minutes behind had its reservation removed by the first gateway that learned the backup,
