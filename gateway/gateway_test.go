@@ -361,6 +361,43 @@ func TestCheckRejectsBadSample(t *testing.T) {
 	}
 }
 
+// rebuild-index takes what never changes after a commit (project, volume, block map, size)
+// from the manifest when a known backup's record disagrees: it kept the record as it was, so
+// the backup stayed shown to another project however often the admin rebuilt the index.
+func TestRebuildIndexTakesABackupsProjectFromItsManifest(t *testing.T) {
+	s, dir := newService(t)
+	p1, p2 := as("alice", "p1", false), as("bob", "p2", false)
+	if _, err := s.ManageVolume(p1, gateway.ManageRequest{Path: image(t, dir, "vm.img", 128<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	bk, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Index().UpdateBackup(bk.ID, func(b *index.Backup) error { b.Project, b.Size = "p2", b.Size+1; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(p2, bk.ID); err != nil {
+		t.Fatalf("the set-up is wrong: p2 does not see the record made to say p2: %v", err)
+	}
+	res, err := s.RebuildIndex(adminCtx(), t.Logf)
+	if err != nil || res.Corrected != 1 {
+		t.Fatalf("rebuild-index: %+v, %v; want one record corrected", res, err)
+	}
+	if _, err := s.Backup(p2, bk.ID); !errors.Is(err, gateway.ErrNotFound) {
+		t.Errorf("p2 after rebuild-index: %v, want the backup not found", err)
+	}
+	if got, err := s.Backup(p1, bk.ID); err != nil || got.Size != bk.Size {
+		t.Errorf("p1 after rebuild-index: %+v, %v; want its backup of %d bytes", got, err, bk.Size)
+	}
+	if rep, err := s.Check(adminCtx(), repo.CheckOptions{}); err != nil || !rep.OK() {
+		t.Errorf("check after rebuild-index: %+v, %v", rep, err)
+	}
+	if res, err := s.RebuildIndex(adminCtx(), t.Logf); err != nil || res.Corrected != 0 {
+		t.Errorf("rebuild-index again: %+v, %v; want nothing to correct", res, err)
+	}
+}
+
 // An index record that says a backup belongs to another project or volume than its manifest
 // does (a damaged index entry) shows the backup to the wrong project: check must report it,
 // not call the index clean.

@@ -1051,6 +1051,36 @@ func (s *Service) check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 	return rep, nil
 }
 
+// retakeIdentity makes b's record say what its manifest says of what never changes after the
+// commit: the project, volume, block map, size, user and snapshot. check reports a record that
+// disagrees (it shows the backup to another project, or describes another backup), and
+// rebuild-index, which brings the index in line with the backend, kept it as it was
+// [TestRebuildIndexTakesABackupsProjectFromItsManifest]. It says what it corrected ("" when
+// nothing).
+func (s *Service) retakeIdentity(ctx context.Context, b *index.Backup) (string, error) {
+	m, err := s.repo.GetManifest(ctx, b.ID)
+	if err != nil {
+		return "", err
+	}
+	want := recordOf(m)
+	if want.Project == b.Project && want.VolumeID == b.VolumeID && want.Root == b.Root && want.RootLevel == b.RootLevel &&
+		want.Size == b.Size && want.UserID == b.UserID && want.SnapshotID == b.SnapshotID {
+		return "", nil
+	}
+	if err := s.ensureVolume(ctx, m); err != nil {
+		return "", err
+	}
+	why := fmt.Sprintf("the index said project %s, volume %s, block map %s, %d bytes; its manifest %s, %s, %s, %d bytes",
+		b.Project, b.VolumeID, b.Root.Short(), b.Size, want.Project, want.VolumeID, want.Root.Short(), want.Size)
+	_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+		rec.Project, rec.VolumeID, rec.Root, rec.RootLevel = want.Project, want.VolumeID, want.Root, want.RootLevel
+		rec.Size, rec.UserID, rec.SnapshotID = want.Size, want.UserID, want.SnapshotID
+		rec.VolumeName, rec.VolumePath = want.VolumeName, want.VolumePath
+		return nil
+	})
+	return why, err
+}
+
 // manifestProject is the project a manifest names, as its record says it.
 func manifestProject(m *repo.Manifest) string {
 	if m.Project == "" {
@@ -1111,6 +1141,7 @@ type RebuildResult struct {
 	Quotas    int `json:"quotas"`
 	Skipped   int `json:"skipped"`
 	Relearned int `json:"blobs_relearned"` // blobs located again in packs the index knew
+	Corrected int `json:"corrected"`       // known backups whose record disagreed with their manifest
 }
 
 // RebuildIndex brings the index fully in line with the backend: every pack (from its index
@@ -1162,6 +1193,14 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	for _, id := range ids {
 		if b, err := s.idx.Backup(id); err == nil && b.Status != index.BackupCreating {
 			res.Backups++ // known already: kept, with what its manifest says of it now
+			if b.Status.Committed() || resetToError(b) {
+				if why, err := s.retakeIdentity(ctx, b); err != nil {
+					logf("backup %s kept as it was: %v", id, err)
+				} else if why != "" {
+					logf("backup %s: %s: taken from its manifest", id, why)
+					res.Corrected++
+				}
+			}
 			if committedRecord(b) {
 				// A change whose log object is missing is learned here, and only here: the
 				// full catch-up reads no manifest it knows

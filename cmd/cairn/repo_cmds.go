@@ -372,7 +372,8 @@ func (c *RepoRebuildCmd) Run(ctx context.Context, g *Globals) error {
 	}
 	return properties(g.stdout, [][2]string{{"packs", fmt.Sprint(res.Packs)}, {"backups", fmt.Sprint(res.Backups)},
 		{"volumes", fmt.Sprint(res.Volumes)}, {"snapshots", fmt.Sprint(res.Snapshots)}, {"quotas", fmt.Sprint(res.Quotas)},
-		{"skipped", fmt.Sprint(res.Skipped)}, {"blobs relearned", fmt.Sprint(res.Relearned)}})
+		{"skipped", fmt.Sprint(res.Skipped)}, {"blobs relearned", fmt.Sprint(res.Relearned)},
+		{"records corrected", fmt.Sprint(res.Corrected)}})
 }
 
 // RepoRepairCmd lists damaged backups and forgets the ones the admin names.
