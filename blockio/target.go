@@ -23,17 +23,19 @@ type Target struct {
 	size      int64
 	device    bool
 	fresh     bool // created by OpenTarget, or empty when opened: reads as zeros, its name may be new
+	tail      bool // an image file larger than size when opened: Trim cuts it, once restored
 	closeOnce sync.Once
 	closeErr  error
 }
 
 // OpenTarget opens path for restoring a volume of size bytes. A missing path is created as a
 // sparse regular file of that size with mode 0600 (its directory must exist). An existing
-// regular file is truncated or extended to size and keeps its old content: the restore must
-// write or Zero every range (unless Empty says it reads as zeros already, as a file that was
-// empty does). A block device must hold at least size bytes; it is opened O_EXCL, so a
-// mounted or otherwise claimed device fails with ErrInUse. OpenTarget does not check whether
-// an image file is attached to a loop device; call InUse for that.
+// regular file is extended to size and keeps its old content: the restore must write or Zero
+// every range (unless Empty says it reads as zeros already, as a file that was empty does).
+// One larger than size keeps its tail beyond size until Trim, which the restore calls once it
+// has written and synced everything. A block device must hold at least size bytes; it is
+// opened O_EXCL, so a mounted or otherwise claimed device fails with ErrInUse. OpenTarget does
+// not check whether an image file is attached to a loop device; call InUse for that.
 func OpenTarget(path string, size int64) (*Target, error) {
 	if size < 0 {
 		return nil, fmt.Errorf("restore target %s: negative size %d", path, size)
@@ -107,15 +109,17 @@ func openFileTarget(path string, size int64) (*Target, error) {
 	if err == nil && !fi.Mode().IsRegular() {
 		err = ErrNotVolume // replaced since the stat
 	}
-	if err == nil {
+	if err == nil && fi.Size() < size {
 		err = f.Truncate(size)
 	}
 	if err != nil {
 		_ = f.Close() // nothing written yet
 		return nil, fmt.Errorf("restore target %s: set size to %d bytes: %w", path, size, err)
 	}
-	// An empty file grown to size reads as zeros, as a created one does.
-	return &Target{f: f, path: path, size: size, fresh: fi.Size() == 0}, nil
+	// An empty file grown to size reads as zeros, as a created one does. A larger one is not
+	// cut here: a restore that stops before it writes (cancelled while queued, its backup
+	// deleted elsewhere, the repository's lock refused) would leave it without its tail.
+	return &Target{f: f, path: path, size: size, fresh: fi.Size() == 0, tail: fi.Size() > size}, nil
 }
 
 func openDeviceTarget(path string, size int64) (*Target, error) {
@@ -284,6 +288,24 @@ func (t *Target) Sync() error {
 			return fmt.Errorf("restore target %s: sync directory: %w", t.path, err)
 		}
 	}
+	return nil
+}
+
+// Trim cuts an image file that was larger than the volume when opened to the volume's size,
+// durably. Call it once the restore has written everything and Sync succeeded: until then the
+// file keeps its tail, and a restore that fails leaves that much of the file as it was.
+// Devices, and files that were not larger, have nothing to cut.
+func (t *Target) Trim() error {
+	if !t.tail {
+		return nil
+	}
+	if err := t.f.Truncate(t.size); err != nil {
+		return fmt.Errorf("restore target %s: set size to %d bytes: %w", t.path, t.size, err)
+	}
+	if err := t.f.Sync(); err != nil {
+		return fmt.Errorf("restore target %s: sync: %w", t.path, err)
+	}
+	t.tail = false
 	return nil
 }
 

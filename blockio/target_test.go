@@ -87,6 +87,8 @@ func TestOpenTargetCreatesSparseFile(t *testing.T) {
 	}
 }
 
+// A file smaller than the volume is grown when opened; a larger one keeps its tail until Trim,
+// so a restore that fails before it writes leaves it whole. Before, OpenTarget cut it at once.
 func TestOpenTargetResizesFile(t *testing.T) {
 	for _, size := range []int64{4096, 3 << 20} {
 		t.Run(strconv.FormatInt(size, 10), func(t *testing.T) {
@@ -101,6 +103,15 @@ func TestOpenTargetResizesFile(t *testing.T) {
 			}
 			if tg.Empty() {
 				t.Error("Empty() = true for an existing file with content")
+			}
+			if err := tg.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(path); err != nil || int64(len(got)) != max(size, int64(len(old))) || !bytes.Equal(got[:len(old)], old) {
+				t.Fatalf("file opened as a target, before Trim: %d bytes (want %d, the old ones kept), %v", len(got), max(size, int64(len(old))), err)
+			}
+			if err := tg.Trim(); err != nil {
+				t.Fatal(err)
 			}
 			closeTarget(t, tg)
 			got, err := os.ReadFile(path)

@@ -643,6 +643,11 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 				"mib_per_s", units.MiBPerSecond(b.Size, took))
 		}
 	}()
+	if ctx.Err() != nil {
+		// Cancelled while queued (reset-state through another gateway stops it so too): the
+		// target is not opened, let alone changed.
+		return wrapf(context.Canceled, "cancelled")
+	}
 	var t *blockio.Target
 	if create {
 		t, err = blockio.CreateTarget(path, b.Size)
@@ -688,6 +693,15 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 	err = s.repo.Restore(ctx, m, t, o)
 	if err == nil {
 		err = t.Sync()
+	}
+	if err == nil {
+		// A file larger than the backup is cut to its size only now, with the backup written
+		// and durable in it. Cut when opened, a restore that stopped before it wrote (its
+		// backup deleted elsewhere, the repository's lock refused) took the file's tail and
+		// wrote nothing, and the volume's record kept the old size
+		// [TestRestoreThatCannotRunLeavesALargerFileWhole]. After it the file is the backup's
+		// size, as the end above records in the volume's size.
+		err = t.Trim()
 	}
 	if cerr := t.Close(); err == nil {
 		err = cerr

@@ -206,6 +206,93 @@ func TestRestoreRefusesATargetAttachedAfterItWasAccepted(t *testing.T) {
 	}
 }
 
+// A restore onto an image volume larger than the backup that cannot run (cancelled while
+// queued, its backup deleted elsewhere meanwhile, the repository's lock refused) leaves the
+// file as it was, its size and every byte, and the volume's record its size; one that runs
+// leaves the backup's bytes at the backup's size, which the record then says. Before (found by
+// review), the file was cut to the backup's size when the job opened it, before the restore
+// knew it could run: its tail was gone though nothing was written.
+func TestRestoreThatCannotRunLeavesALargerFileWhole(t *testing.T) {
+	// onLarger backs up the 256 KiB volume vm, manages a 1 MiB image as volume "big" and
+	// accepts a restore of the backup onto it.
+	onLarger := func(t *testing.T) (s *gateway.Service, dir string, b *index.Backup, big string, job gateway.Job) {
+		s, dir = newService(t)
+		b = backedUp(t, s, dir)
+		big = image(t, dir, "big.img", 1<<20)
+		if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: big, Name: "big"}); err != nil {
+			t.Fatal(err)
+		}
+		_, job, err := s.StartRestore(adminCtx(), gateway.RestoreRequest{Backup: b.ID, Volume: "big"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s, dir, b, big, job
+	}
+	for _, tc := range []struct {
+		name string
+		is   error // what the restore's error says
+		// stop makes the accepted restore unable to run; it returns the job's context.
+		stop func(t *testing.T, s *gateway.Service, dir string, b *index.Backup) context.Context
+	}{
+		{"cancelled while queued", context.Canceled, func(t *testing.T, _ *gateway.Service, _ string, _ *index.Backup) context.Context {
+			ctx, cancel := context.WithCancel(adminCtx())
+			cancel()
+			return ctx
+		}},
+		{"backup deleted elsewhere", repo.ErrManifestDeleted, func(t *testing.T, _ *gateway.Service, dir string, b *index.Backup) context.Context {
+			if err := os.Remove(filepath.Join(dir, "repo", "manifests", b.ID)); err != nil {
+				t.Fatal(err)
+			}
+			return adminCtx()
+		}},
+		{"lock refused", os.ErrPermission, func(t *testing.T, s *gateway.Service, _ string, _ *index.Backup) context.Context {
+			gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
+				f := faulty.New(be, 1)
+				f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "locks/", Err: os.ErrPermission})
+				return f
+			})
+			return adminCtx()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, dir, b, big, job := onLarger(t)
+			want := sha256File(t, big)
+			if err := job(tc.stop(t, s, dir, b)); !errors.Is(err, tc.is) {
+				t.Fatalf("restore: %v; want it to fail of %v", err, tc.is)
+			}
+			if size, sum := fileSizeSHA(t, big); size != 1<<20 || sum != want {
+				t.Fatalf("the larger file after a restore that could not run: %d bytes, sha256 %s; want its 1 MiB unchanged, %s", size, sum, want)
+			}
+			if v, err := s.Volume(adminCtx(), "big"); err != nil || v.Size != 1<<20 {
+				t.Fatalf("volume big after a restore that could not run: %+v, %v; want its size 1 MiB", v, err)
+			}
+		})
+	}
+	t.Run("runs", func(t *testing.T) {
+		s, dir, _, big, job := onLarger(t)
+		if err := job(adminCtx()); err != nil {
+			t.Fatal(err)
+		}
+		want := sha256File(t, filepath.Join(dir, "vm.img"))
+		if size, sum := fileSizeSHA(t, big); size != 256<<10 || sum != want {
+			t.Fatalf("the larger file after the restore: %d bytes, sha256 %s; want the backup's 256 KiB, %s", size, sum, want)
+		}
+		if v, err := s.Volume(adminCtx(), "big"); err != nil || v.Size != 256<<10 || v.Status != index.VolumeAvailable {
+			t.Fatalf("volume big after the restore: %+v, %v; want available, of the backup's size", v, err)
+		}
+	})
+}
+
+// fileSizeSHA returns the size of the file at path and its sha256.
+func fileSizeSHA(t *testing.T, path string) (int64, string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size(), sha256File(t, path)
+}
+
 // A restore --to another name of a registered volume (a symbolic link, as /dev/disk/by-id/
 // links are, or a hard link) is a restore onto that volume: it claims the volume, so no backup
 // of it runs while the restore writes, and the volume's record says how it ended. Before
