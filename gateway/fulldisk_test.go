@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
@@ -142,6 +143,108 @@ func TestRestoreToANewVolumeThatCannotFitIsRefused(t *testing.T) {
 	}
 	if got := sha256File(t, res.Path); got != sha256File(t, img) {
 		t.Fatalf("the new volume has sha256 %s, want the backup's volume's", got)
+	}
+}
+
+// A restore onto a volume cairn made, a sparse image beside the index of any size its creator
+// asked, takes its room as a restore to a new volume does: a member's 1 PiB volume whose
+// restore would not fit beside the index's reserve is refused in one line that says what to
+// do, and the image is left as it was; once there is room it restores byte-exact. Before
+// (found by review), such a restore was never looked at, and a member could fill the disk
+// that holds the index.
+func TestRestoreOntoAVolumeThatCannotFitIsRefused(t *testing.T) {
+	dir, fs, s := gatewayOnTmpfs(t, 320<<20)
+	member := as("ann", gateway.DefaultProject, false)
+	img := randomImage(t, dir, "vm.img", 24<<20)
+	b := backedUpImage(t, s, img)
+	v, err := s.CreateVolume(member, gateway.CreateVolumeRequest{Name: "huge", Size: 1 << 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	free := testutil.FillFS(t, fs, 80<<20) // 24 MiB of data and the 64 MiB reserve do not fit
+	_, err = s.Restore(member, gateway.RestoreRequest{Backup: b.ID, Volume: "huge"})
+	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "does not fit") || !strings.Contains(err.Error(), "free space") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("restore onto a volume it cannot fit in: %v; want refused in one line, saying what to do", err)
+	}
+	t.Logf("the refusal: %v", err)
+	if fi, err := os.Stat(v.Path); err != nil || fi.Size() != 1<<50 || fi.Sys().(*syscall.Stat_t).Blocks != 0 {
+		t.Fatalf("the refused restore's volume image: %v; want it as it was, 1 PiB and nothing allocated", err)
+	}
+	if after, err := s.Volume(member, "huge"); err != nil || after.Status != "available" {
+		t.Fatalf("volume huge after the refused restore: %+v, %v; want it available", after, err)
+	}
+	free()
+	if _, err := s.Restore(member, gateway.RestoreRequest{Backup: b.ID, Volume: "huge"}); err != nil {
+		t.Fatalf("restore onto the volume once there is room: %v", err)
+	}
+	if got := sha256File(t, v.Path); got != sha256File(t, img) {
+		t.Fatalf("volume huge has sha256 %s, want the backup's volume's", got)
+	}
+}
+
+// Restores onto images cairn makes count what those accepted before and not ended are still
+// to write: of two that each fit alone but not together, the second is refused while the
+// first has not ended, whether onto a volume or to a new one; a first that ends, cancelled or
+// restored, gives its room back. Before (found by review), each compared the same free space
+// and both were accepted, together filling the disk that holds the index.
+func TestRestoresThatFitOnlyOneAtATimeAreAcceptedOneAtATime(t *testing.T) {
+	dir, fs, s := gatewayOnTmpfs(t, 320<<20)
+	admin := adminCtx()
+	img := randomImage(t, dir, "vm.img", 24<<20)
+	b1 := backedUpImage(t, s, img)
+	b2, err := s.CreateBackup(admin, gateway.BackupRequest{Volume: "vm"}) // a backup restores once at a time
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, err := s.CreateVolume(admin, gateway.CreateVolumeRequest{Name: name, Size: 1 << 30}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.FillFS(t, fs, 100<<20) // one restore (24 MiB and the 64 MiB reserve) fits, two do not
+	start := func(b *index.Backup, volume string) (gateway.Job, error) {
+		_, job, err := s.StartRestore(admin, gateway.RestoreRequest{Backup: b.ID, Volume: volume})
+		return job, err
+	}
+	first, err := start(b1, "a")
+	if err != nil {
+		t.Fatalf("the first restore: %v", err)
+	}
+	if _, err := start(b2, "b"); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "restores under way") {
+		t.Fatalf("a second restore onto a volume while the first has not ended: %v; want refused, saying the first takes the room", err)
+	}
+	if _, _, err := s.StartRestore(admin, gateway.RestoreRequest{Backup: b2.ID}); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "restores under way") {
+		t.Fatalf("a restore to a new volume while the first has not ended: %v; want refused, saying the first takes the room", err)
+	}
+	cancelled, cancel := context.WithCancel(admin)
+	cancel()
+	if err := first(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("the cancelled first restore: %v", err)
+	}
+	second, err := start(b2, "b")
+	if err != nil {
+		t.Fatalf("the second restore once the first was cancelled: %v", err)
+	}
+	if err := second(admin); err != nil {
+		t.Fatal(err)
+	}
+	// Volume b's image holds the restored data now; without it there is room for one again.
+	if _, err := s.DeleteVolume(admin, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	third, err := start(b1, "a")
+	if err != nil {
+		t.Fatalf("a restore once the second one ended and its volume was deleted: %v", err)
+	}
+	if err := third(admin); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.Volume(admin, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sha256File(t, a.Path); got != sha256File(t, img) {
+		t.Fatalf("volume a has sha256 %s, want the backup's volume's", got)
 	}
 }
 

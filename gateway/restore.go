@@ -139,6 +139,13 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	created := false // the restore creates the file at path: a failed restore removes it
 	accepted := false
 	releaseTarget := func() {} // ends the claim on path (claimTarget), once the job has ended
+	releaseRoom := func() {}   // gives back the room taken for an image cairn made (roomForImage), likewise
+	defer func() {
+		if !accepted {
+			releaseRoom()
+		}
+	}()
+	data := min(b.Stats.DataBlocks*int64(s.repo.Config().BlockSize), b.Size) // what a restore allocates
 	if path != "" {
 		what := "restore target " + path
 		if vol != nil {
@@ -146,6 +153,17 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		}
 		if err := checkRestoreTarget(path, what, b.Size); err != nil {
 			return nil, nil, err
+		}
+		if vol != nil && vol.Managed && vol.Kind == KindFile {
+			// A volume cairn made is a sparse image beside the index, as large as its creator
+			// asked (a member's too, 1 PiB if it likes), and the restore fills it: it takes its
+			// room as a restore to a new volume does.
+			room, err := s.roomForImage(filepath.Dir(path), fmt.Sprintf("restoring %s of data onto volume %s", units.Bytes(data), vol.Name),
+				"or restore --to a device or a file on another file system", data)
+			if err != nil {
+				return nil, nil, err
+			}
+			releaseRoom = room
 		}
 		_, serr := os.Stat(path)
 		created = vol == nil && errors.Is(serr, os.ErrNotExist)
@@ -175,9 +193,15 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if err := validName(name); err != nil {
 			return nil, nil, err
 		}
-		if err := s.roomForImage(b.Size, min(b.Stats.DataBlocks*int64(s.repo.Config().BlockSize), b.Size)); err != nil {
+		if err := os.MkdirAll(s.volDir, 0o700); err != nil {
+			return nil, nil, fmt.Errorf("volume directory: %w", err)
+		}
+		room, err := s.roomForImage(s.volDir, fmt.Sprintf("a new volume of %s holding %s of data", units.Bytes(b.Size), units.Bytes(data)),
+			"or restore onto an existing volume (--volume) or a device (--to)", data)
+		if err != nil {
 			return nil, nil, err
 		}
+		releaseRoom = room
 		if vol, err = s.newImageVolume(ctx, b.Project, name, "restored from backup "+b.ID, b.Size, index.VolumeRestoringBackup); err != nil {
 			return nil, nil, err
 		}
@@ -250,6 +274,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	req.Progress = s.jobProgress(jobID, req.Progress)
 	job := func(ctx context.Context) error {
 		defer releaseTarget()
+		defer releaseRoom()
 		defer cancel()
 		defer untrack()
 		stop := context.AfterFunc(ctx, cancel)

@@ -95,6 +95,11 @@ type Service struct {
 	// restoring: the targets of restores accepted and not ended (targetKey), with their
 	// backup ids; guarded by mu.
 	restoring map[string]string
+	// roomTaken: by file system (device number), the bytes of data that restores accepted
+	// onto images cairn made and not ended may still write there (roomForImage); guarded by
+	// roomMu.
+	roomTaken map[uint64]int64
+	roomMu    sync.Mutex
 
 	metrics *metrics
 	jobs    *jobTable // queued, running and recently finished jobs (the console)
@@ -424,7 +429,7 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 	if wrapOpened != nil {
 		be = wrapOpened(be)
 	}
-	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{}, restoring: map[string]string{},
+	s := &Service{cfg: c, be: be, log: c.Logger, cancels: map[string]*tracked{}, restoring: map[string]string{}, roomTaken: map[uint64]int64{},
 		health: health{beats: map[string]beat{}, started: time.Now()}, jobs: newJobTable(),
 		meters: bc.Meters, volumeReads: limit.NewMeter(c.VolumeReadRate)}
 	s.driver = "cairn.backup.drivers.local"

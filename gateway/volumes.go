@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 
@@ -248,29 +249,51 @@ func (s *Service) roomForIndex() error {
 		s.idx.Dir(), units.Bytes(max(free, 0)), units.Bytes(local.Reserve))
 }
 
-// roomForImage refuses a new volume image of size bytes that will hold need bytes of data
-// (a restore's data blocks: holes stay holes) when its file system has not that much free, and
-// local.Reserve more when the index lives there too (the volume directory is in the state
-// directory, beside the index, unless --state-dir moved one of them): Badger writes through
-// memory maps of sparse files and dies of a SIGBUS on a full disk. Before, a restore to a new
-// volume filled the disk and failed half-written [TestRestoreToANewVolumeThatCannotFitIsRefused].
-func (s *Service) roomForImage(size, need int64) error {
-	if err := os.MkdirAll(s.volDir, 0o700); err != nil {
-		return fmt.Errorf("volume directory: %w", err)
-	}
-	free, dev, err := blockio.FreeSpace(s.volDir)
+// roomForImage takes room for need bytes of data that a restore will write to an image file in
+// dir (holes stay holes) until release is called, when the restore has ended. It refuses when
+// dir's file system has not that much free beside what the restores accepted before and not
+// ended have taken, and local.Reserve more when the index lives there too (the volume
+// directory is in the state directory, beside the index, unless --state-dir moved one of
+// them): Badger writes through memory maps of sparse files and dies of a SIGBUS on a full
+// disk. Before, a restore to a new volume filled the disk and failed half-written
+// [TestRestoreToANewVolumeThatCannotFitIsRefused]; one onto a volume cairn made (1 PiB and
+// sparse, for a member) was not looked at, and two accepted back to back each saw the same
+// free space [TestRestoreOntoAVolumeThatCannotFitIsRefused,
+// TestRestoresThatFitOnlyOneAtATimeAreAcceptedOneAtATime]. A restore keeps its whole
+// share until it ends, though it fills the room as it writes: the count errs on the safe side.
+// what names the restore in the error ("a new volume of 1 GiB holding 200 MiB of data"), and
+// next says what else to do.
+func (s *Service) roomForImage(dir, what, next string, need int64) (release func(), err error) {
+	s.roomMu.Lock()
+	defer s.roomMu.Unlock()
+	free, dev, err := blockio.FreeSpace(dir)
 	if err != nil {
-		return nil // a file system that cannot tell: the write finds out
+		return func() {}, nil // a file system that cannot tell: the write finds out
 	}
 	keep := int64(0)
 	if _, idev, err := blockio.FreeSpace(s.idx.Dir()); err == nil && idev == dev {
 		keep = local.Reserve
 	}
-	if free-need >= keep {
-		return nil
+	taken := s.roomTaken[dev]
+	if free-taken-need >= keep {
+		s.roomTaken[dev] = taken + need
+		return sync.OnceFunc(func() {
+			s.roomMu.Lock()
+			defer s.roomMu.Unlock()
+			if s.roomTaken[dev] -= need; s.roomTaken[dev] <= 0 {
+				delete(s.roomTaken, dev)
+			}
+		}), nil
 	}
-	return wrapf(ErrConflict, "a new volume of %s holding %s of data does not fit in %s: it has %s free, and cairn keeps %s there for the index: free space, or restore onto an existing volume (--volume) or a device (--to)",
-		units.Bytes(size), units.Bytes(need), s.volDir, units.Bytes(max(free, 0)), units.Bytes(keep))
+	msg := fmt.Sprintf("%s does not fit in %s: it has %s free", what, dir, units.Bytes(max(free, 0)))
+	if taken > 0 {
+		msg += fmt.Sprintf(", %s of it taken by restores under way", units.Bytes(taken))
+		next = "wait for them to end, " + next
+	}
+	if keep > 0 {
+		msg += fmt.Sprintf(", and cairn keeps %s there for the index", units.Bytes(keep))
+	}
+	return nil, wrapf(ErrConflict, "%s: free space, %s", msg, next)
 }
 
 func (s *Service) newImageVolume(ctx context.Context, project, name, description string, size int64, status index.VolumeStatus) (*index.Volume, error) {
