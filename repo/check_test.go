@@ -3,6 +3,7 @@ package repo_test
 import (
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -363,5 +364,36 @@ func TestCheckFindsADamagedMetadataObject(t *testing.T) {
 		if rep.OK() || rep.Classes[repo.ProblemDamaged] == 0 {
 			t.Errorf("check (read data %v) of a repository whose volume record has a flipped byte: problems %q, want it damaged", readData, rep.Problems)
 		}
+	}
+}
+
+// A backup that commits while a check runs (both hold shared locks) is not reported lost: its
+// new packs were stored after the check listed the packs, and the check listed the manifests
+// after that, so it walked the new backup into packs it took for missing, and repair forgot
+// the backup's blobs (or, with --forget-damaged, the backup). Its packs, indexed by the
+// check's own index after the listing, are not "missing from the backend" either.
+func TestABackupCommittedDuringACheckIsNotLost(t *testing.T) {
+	for _, here := range []bool{false, true} {
+		f := newFixture(t, repo.InitOptions{})
+		ctx := context.Background()
+		f.backup(t, "a", &memSource{data: randomVolume(1, 1<<20)}, nil)
+		other := f.peer(t, "other", repo.LockOptions{})
+		var g *fixture
+		w := &afterListing{prefix: "packs/", hook: func() {
+			writer := other
+			if here {
+				writer = g
+			}
+			writer.backup(t, "b", &memSource{data: randomVolume(2, 1<<20)}, nil)
+		}}
+		g = f.wrapped(t, fmt.Sprintf("index-g-%v", here), repo.Options{}, func(be backend.Backend) backend.Backend { w.Backend = be; return w })
+		rep, err := g.r.Check(ctx, repo.CheckOptions{ReadData: true})
+		if w.hook != nil {
+			t.Fatal("the backup did not run during the check")
+		}
+		if err != nil || !rep.OK() || len(rep.Lost) != 0 {
+			t.Fatalf("check while a backup (through this index: %v) committed: %v %+v; want no problem", here, err, rep)
+		}
+		f.mustCheck(t)
 	}
 }
