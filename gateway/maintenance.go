@@ -1543,7 +1543,7 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 		for a := range nodes {
 			lost[a] = struct{}{}
 		}
-		if out.Forgotten, err = s.repo.ForgetDamaged(lost); err != nil {
+		if out.Forgotten, err = s.repo.ForgetDamaged(ctx, lost); err != nil {
 			return nil, err
 		}
 		if healed == 0 {

@@ -561,6 +561,16 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids
 				if _, ok := r.readAgain(ctx, e.Type, e.Addr, loc, nil); ok {
 					continue // the pack's read went wrong on the way: the copy is good
 				}
+				if !r.idx.Damaged(e.Addr, loc) {
+					// The second read judged nothing (an outage, a cancel: readAgain marks a
+					// copy damaged only when it fails to open twice). One bad read is no
+					// damage, and reported as some, repair forgot a sound blob
+					// [TestCheckStopsWhenTheSecondReadOfABlobCannotBeMade].
+					if err := ctx.Err(); err != nil {
+						return err
+					}
+					return fmt.Errorf("check: pack %s: blob %s did not open and could not be read again: %w", id, e.Addr.Short(), backend.ErrUnavailable)
+				}
 				rep.Classes[ProblemDamaged]++
 				rep.problem("%s: pack %s offset %d: %v", ProblemDamaged, id, e.Offset, err)
 				bad[e.Addr] = checkProblem{ProblemDamaged, fmt.Sprintf("%s blob %s: %v", typeName(e.Type), e.Addr.Short(), err), e.Type == BlobData, bad[e.Addr].node}

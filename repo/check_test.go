@@ -3,12 +3,14 @@ package repo_test
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -396,4 +398,49 @@ func TestABackupCommittedDuringACheckIsNotLost(t *testing.T) {
 		}
 		f.mustCheck(t)
 	}
+}
+
+// flakyPackRead corrupts the first whole-pack read (a byte in its middle) and fails the read
+// after it as unavailable: a read that went wrong on the way, then an outage.
+type flakyPackRead struct {
+	backend.Backend
+	mu              sync.Mutex
+	corrupted, done bool
+}
+
+func (f *flakyPackRead) GetRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !strings.HasPrefix(key, "packs/") || f.done {
+		return f.Backend.GetRange(ctx, key, off, n)
+	}
+	if f.corrupted {
+		f.done = true
+		return nil, fmt.Errorf("get %s: %w", key, backend.ErrUnavailable)
+	}
+	data, err := f.Backend.GetRange(ctx, key, off, n)
+	if err == nil && off == 0 && n > 256<<10 {
+		data[len(data)/2] ^= 1
+		f.corrupted = true
+	}
+	return data, err
+}
+
+// A blob that fails to open in check's read of its pack, and whose second read cannot be made
+// (an outage), stops the check as unavailable: one bad read is no damage. It was reported
+// damaged, and repair forgot the sound blob.
+func TestCheckStopsWhenTheSecondReadOfABlobCannotBeMade(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	f.backup(t, "a", &memSource{data: randomVolume(3, 2<<20)}, nil)
+	w := &flakyPackRead{}
+	g := f.wrapped(t, "index-g", repo.Options{}, func(be backend.Backend) backend.Backend { w.Backend = be; return w })
+	rep, err := g.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if !w.done {
+		t.Fatalf("the set-up is wrong: no second read was made (%v, %+v)", err, rep)
+	}
+	if !errors.Is(err, backend.ErrUnavailable) {
+		t.Fatalf("check whose second read of a blob met an outage: %v, %+v; want it unavailable, no damage", err, rep)
+	}
+	f.mustCheck(t)
 }

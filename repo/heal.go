@@ -104,15 +104,47 @@ func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, lo
 	return nil, false
 }
 
-// ForgetDamaged makes the index forget the lost data blobs whose only copy it knows is
+// ForgetDamaged makes the index forget the lost blobs (a check's) whose only copy it knows is
 // damaged or gone: the next full backup of a volume that holds the same data stores it again
 // (as Proxmox re-uploads a chunk its verify marked bad). Nothing is deleted from the backend.
-func (r *Repository) ForgetDamaged(lost map[Address]struct{}) (int, error) {
+// A blob the index now locates at a copy not marked damaged that reads and verifies was
+// stored again since the check (a backup that met the mark) and is kept: forgotten, the
+// sound copy was lost to every backup that needs it [TestForgetDamagedKeepsACopyStoredAgain].
+func (r *Repository) ForgetDamaged(ctx context.Context, lost map[Address]struct{}) (int, error) {
 	addrs := make([]Address, 0, len(lost))
 	for a := range lost {
+		loc, ok, err := r.idx.Lookup(a)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			continue
+		}
+		if !r.idx.Damaged(a, loc) {
+			if sound, err := r.soundAt(ctx, a, loc); err != nil {
+				return 0, err
+			} else if sound {
+				continue
+			}
+		}
 		addrs = append(addrs, a)
 	}
 	return len(addrs), r.idx.ForgetBlobs(addrs)
+}
+
+// soundAt reads the copy of blob a at loc and says whether it opens and verifies. Only an
+// outage or a cancelled read is an error.
+func (r *Repository) soundAt(ctx context.Context, a Address, loc Location) (bool, error) {
+	err := r.verifyCopy(ctx, PackEntry{Addr: a, Location: loc})
+	switch {
+	case err == nil:
+		return true, nil
+	case ctx.Err() != nil:
+		return false, ctx.Err()
+	case errors.Is(err, backend.ErrUnavailable):
+		return false, err
+	}
+	return false, nil
 }
 
 // Mended reports whether every one of the data blocks addrs (a damaged verification's lost

@@ -152,7 +152,7 @@ func TestGCAfterRepairForgotALostNodeDeletesNothing(t *testing.T) {
 	if _, ok := lost[m.Root]; !ok {
 		t.Fatalf("the check does not name the lost root: %+v", rep.LostNodes())
 	}
-	if _, err := f.r.ForgetDamaged(lost); err != nil {
+	if _, err := f.r.ForgetDamaged(ctx, lost); err != nil {
 		t.Fatal(err)
 	}
 	before := len(packFiles(f.dir))
@@ -241,4 +241,52 @@ func TestHealNodesBuildsEachPlaceOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A damaged copy a check found, whose data a backup stored again after the check (it met the
+// mark), is not forgotten by the repair that acts on that check: the index reads the new,
+// sound copy, and forgetting it lost the block for every backup that needs it.
+func TestForgetDamagedKeepsACopyStoredAgain(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	vol := randomVolume(45, 1<<20)
+	m := f.backup(t, "a", &memSource{data: vol}, nil)
+	addr := f.firstDataBlock(t, m)
+	loc, ok, err := f.idx.Lookup(addr)
+	if err != nil || !ok {
+		t.Fatalf("the first block is not indexed: %v %v", ok, err)
+	}
+	f.damage(t, loc)
+	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rep.LostData()[addr]; !ok {
+		t.Fatalf("the check does not name the damaged block: %+v", rep)
+	}
+	f.backup(t, "b", &memSource{data: vol}, nil) // stores the marked block again
+	if n, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 0 {
+		t.Fatalf("ForgetDamaged after the block was stored again: %d forgotten, %v; want none", n, err)
+	}
+	if got := f.restore(t, m); !bytes.Equal(got, vol) {
+		t.Fatal("backup a does not restore from the copy stored again")
+	}
+	// Without the new copy it is forgotten.
+	f.damage(t, mustLookup(t, f, addr))
+	rep, err = f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 1 {
+		t.Fatalf("ForgetDamaged of a damaged copy: %d forgotten, %v; want it", n, err)
+	}
+}
+
+func mustLookup(t *testing.T, f *fixture, a repo.Address) repo.Location {
+	t.Helper()
+	loc, ok, err := f.idx.Lookup(a)
+	if err != nil || !ok {
+		t.Fatalf("blob %s is not indexed: %v %v", a.Short(), ok, err)
+	}
+	return loc
 }
