@@ -4,7 +4,8 @@
 // read as data. A Target is where a restore writes: it creates or resizes image files, claims
 // devices exclusively, writes with O_DIRECT where it can, and zeroes ranges without leaving
 // old data behind (punched holes, BLKZEROOUT). InUse says whether a volume is mounted,
-// attached to a loop device, held by device-mapper or opened exclusively. blockio knows
-// nothing about backups, chunks or repositories and imports nothing of cairn; everything it
-// does is one volume, a byte range at a time, streamed.
+// attached to a loop device, held by device-mapper or opened exclusively; Overlapping, which
+// devices share blocks with one (a partition and its disk). blockio knows nothing about
+// backups, chunks or repositories and imports nothing of cairn; everything it does is one
+// volume, a byte range at a time, streamed.
 package blockio

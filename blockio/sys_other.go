@@ -58,3 +58,8 @@ func createSized(string, int64) (*os.File, error) { return nil, errNoTmpfile }
 
 // FreeSpace cannot tell here.
 func FreeSpace(string) (int64, uint64, error) { return 0, 0, errors.ErrUnsupported }
+
+// Overlapping returns the block devices that share blocks with rdev. Linux only.
+func Overlapping(rdev uint64) ([]uint64, error) {
+	return nil, fmt.Errorf("devices overlapping %d: %w", rdev, errors.ErrUnsupported)
+}

@@ -154,6 +154,9 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if err := checkRestoreTarget(path, what, b.Size); err != nil {
 			return nil, nil, err
 		}
+		if err := s.overlapsBusyVolume(path, what, vol); err != nil {
+			return nil, nil, err
+		}
 		if vol != nil && vol.Managed && vol.Kind == KindFile {
 			// A volume cairn made is a sparse image beside the index, as large as its creator
 			// asked (a member's too, 1 PiB if it likes), and the restore fills it: it takes its
@@ -322,15 +325,21 @@ func stillTheDevice(v *index.Volume) error {
 }
 
 // claimTarget claims path for the restore of backup id until release is called: a second
-// restore onto the same file or device (by any of its names) while one is accepted and has
-// not ended is refused. Two at once interleaved their writes, and the target held one backup
-// or a mix of both while both reported success [TestSecondRestoreOntoTheSameFileWaitsForTheFirst].
+// restore onto the same file or device (by any of its names), or onto a device that shares
+// blocks with it (overlapKeys: a partition of the disk, the disk of the partition), while one
+// is accepted and has not ended is refused. Two at once interleaved their writes, and the
+// target held one backup or a mix of both while both reported success
+// [TestSecondRestoreOntoTheSameFileWaitsForTheFirst].
 // Registered volumes are claimed by their status as well; this covers the other targets.
 func (s *Service) claimTarget(path, id string) (release func(), err error) {
 	keys := targetKeys(path)
+	overlap, err := overlapKeys(path)
+	if err != nil {
+		return nil, fmt.Errorf("restore target %s: %w", path, err)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if other := s.restorerOf(keys); other != "" {
+	if other := s.restorerOf(append(keys, overlap...)); other != "" {
 		return nil, wrapf(ErrInUse, "restore target %s is being written by the restore of backup %s: wait for it to end", path, other)
 	}
 	for _, k := range keys {
@@ -345,12 +354,17 @@ func (s *Service) claimTarget(path, id string) (release func(), err error) {
 	}, nil
 }
 
-// restoringOnto returns the backup id of a restore accepted onto path and not ended, or "".
-func (s *Service) restoringOnto(path string) string {
-	keys := targetKeys(path)
+// restoringOnto returns the backup id of a restore accepted onto path, or onto a device that
+// shares blocks with the one at path (overlapKeys), and not ended; or "".
+func (s *Service) restoringOnto(path string) (string, error) {
+	overlap, err := overlapKeys(path)
+	if err != nil {
+		return "", err
+	}
+	keys := append(targetKeys(path), overlap...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.restorerOf(keys)
+	return s.restorerOf(keys), nil
 }
 
 // restorerOf returns the backup id of the restore that claimed any of keys, or "". Called
@@ -374,6 +388,57 @@ func targetKeys(path string) []string {
 		}
 	}
 	return keys
+}
+
+// overlapKeys names, as whatIsThere does, the block devices that share blocks with the one at
+// path (blockio.Overlapping): the disk a partition is on, a disk's partitions, the devices
+// stacked on it or under it; none for a file. A restore onto one of them writes what a backup
+// of path reads, and the reverse. Before, only the device itself was looked at: a restore onto
+// a disk overwrote a partition of it that a backup was reading, and the backup was committed
+// with a mix of old and restored blocks [TestRestoreOverlappingAVolumeBeingBackedUpIsRefused].
+func overlapKeys(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode()&(os.ModeDevice|os.ModeCharDevice) != os.ModeDevice {
+		return nil, nil // a file, or a new one
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, nil
+	}
+	devs, err := blockio.Overlapping(uint64(st.Rdev))
+	if err != nil {
+		return nil, fmt.Errorf("devices that share blocks with %s: %w", path, err)
+	}
+	keys := make([]string, len(devs))
+	for i, d := range devs {
+		keys[i] = fmt.Sprintf("rdev:%d", d)
+	}
+	return keys, nil
+}
+
+// overlapsBusyVolume refuses a restore onto the block device at path while a registered
+// volume other than vol (the restore's own) whose device shares blocks with it (overlapKeys:
+// a partition of it, the disk it is a partition of) has a job on it: the restore would write
+// under its backup. what names the target, as in checkRestoreTarget. Asked when the restore
+// is accepted and again when its job runs.
+func (s *Service) overlapsBusyVolume(path, what string, vol *index.Volume) error {
+	keys, err := overlapKeys(path)
+	if err != nil || len(keys) == 0 {
+		return err
+	}
+	all, err := s.idx.Volumes()
+	if err != nil {
+		return err
+	}
+	for _, v := range all {
+		if v.Kind == KindNBD || !v.Status.Busy() || vol != nil && v.ID == vol.ID {
+			continue
+		}
+		if fi, err := os.Stat(v.Path); err == nil && slices.Contains(keys, whatIsThere(fi)) {
+			return wrapf(ErrConflict, "%s overlaps volume %s (%s), which is %s: wait for it to finish, then restore again", what, v.Name, v.Path, v.Status)
+		}
+	}
+	return nil
 }
 
 // whatIsThere names the file or device fi describes, whatever name reached it: a block
@@ -694,6 +759,13 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 			return fmt.Errorf("restore target %s: %w", path, ierr)
 		} else if reason != "" {
 			return wrapf(ErrInUse, "restore target %s is in use (%s): unmount or detach it first", path, reason)
+		}
+		what := "restore target " + path
+		if vol != nil {
+			what = "volume " + vol.Name
+		}
+		if err := s.overlapsBusyVolume(path, what, vol); err != nil {
+			return err
 		}
 		t, err = blockio.OpenTarget(path, b.Size)
 	}

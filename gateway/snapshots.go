@@ -110,7 +110,9 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 // old contents nor the backup's, and an available snapshot of it would give available
 // backups of a volume that never existed [TestSnapshotOfAVolumeBeingRestoredIsRefused].
 func (s *Service) notBeingRestored(v *index.Volume) error {
-	if id := s.restoringOnto(v.Path); id != "" {
+	if id, err := s.restoringOnto(v.Path); err != nil {
+		return fmt.Errorf("volume %s: %w", v.Name, err)
+	} else if id != "" {
 		return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
 	}
 	cur, err := s.idx.Volume(v.ID)
@@ -257,9 +259,13 @@ func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.
 // was gets the status and reason the claim replaced.
 func (s *Service) claimVolume(v *index.Volume, size int64, was *index.Volume) func() error {
 	return func() error {
-		if id := s.restoringOnto(v.Path); id != "" {
-			// A restore onto the path that is no volume's claims it only here
-			// [TestBackupOfAFileBeingRestoredIsRefused].
+		if id, err := s.restoringOnto(v.Path); err != nil {
+			return fmt.Errorf("volume %s: %w", v.Name, err)
+		} else if id != "" {
+			// A restore onto the path that is no volume's, or onto a device that shares
+			// blocks with the volume's (a partition's disk), claims it only here
+			// [TestBackupOfAFileBeingRestoredIsRefused,
+			// TestRestoreOverlappingAVolumeBeingBackedUpIsRefused].
 			return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
 		}
 		_, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {

@@ -1,0 +1,111 @@
+package gateway_test
+
+import (
+	"crypto/sha256"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/tests/testutil"
+)
+
+// A restore onto a block device that shares blocks with a registered volume being backed up
+// (the disk a partition volume is on, or a partition of a disk volume) is refused, naming the
+// volume, until the backup ends; then it is accepted, a backup of the volume waits for it,
+// and it restores byte for byte. Before (found by review), only the device itself was looked
+// at: the backup read the partition without O_EXCL, so nothing stopped the restore, which
+// overwrote the partition under the backup, and the backup was committed with a mix of old
+// and restored blocks.
+func TestRestoreOverlappingAVolumeBeingBackedUpIsRefused(t *testing.T) {
+	for _, c := range []struct{ name, volume, target string }{
+		{"onto the disk of a partition volume", "part", "disk"},
+		{"onto a partition of a disk volume", "disk", "part"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, dir := newService(t)
+			const size = 1 << 20 // the partition's size: the backup fits either target
+			src, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: image(t, dir, "src.img", size), Name: "src"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: src.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			devs := partitionedLoop(t, dir, size)
+			if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: devs[c.volume], Name: "vol"}); err != nil {
+				t.Fatal(err)
+			}
+			_, backup, err := s.StartBackup(adminCtx(), gateway.BackupRequest{Volume: "vol"}) // held: its job has not run
+			if err != nil {
+				t.Fatal(err)
+			}
+			yes := gateway.WithConfirm(adminCtx(), func(string) error { return nil })
+			to := devs[c.target]
+			if _, _, err := s.StartRestore(yes, gateway.RestoreRequest{Backup: b.ID, To: to}); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "volume vol ("+devs[c.volume]+")") {
+				t.Fatalf("restore --to %s while volume vol (%s) is backed up: %v, want a conflict naming the volume", to, devs[c.volume], err)
+			}
+			if err := backup(adminCtx()); err != nil {
+				t.Fatal(err)
+			}
+			_, restore, err := s.StartRestore(yes, gateway.RestoreRequest{Backup: b.ID, To: to})
+			if err != nil {
+				t.Fatalf("restore --to %s once the backup ended: %v", to, err)
+			}
+			if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vol"}); !errors.Is(err, gateway.ErrConflict) {
+				t.Errorf("backup of volume vol (%s) while a restore --to %s is accepted: %v, want a conflict", devs[c.volume], to, err)
+			}
+			if err := restore(adminCtx()); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			h := sha256.New()
+			if _, err := io.CopyN(h, f, size); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := [32]byte(h.Sum(nil)), sha256.Sum256(imageBytes(size, "src.img")); got != want {
+				t.Errorf("restored %s: sha256 %x, want %x", to, got, want)
+			}
+		})
+	}
+}
+
+// partitionedLoop attaches a loop device over a 4 MiB image under dir with one partition of
+// size bytes at 1 MiB; it returns the devices as "disk" and "part".
+func partitionedLoop(t *testing.T, dir string, size int64) map[string]string {
+	t.Helper()
+	sfdisk := testutil.RequireCommand(t, "sfdisk")
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(img, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sfdisk, "-q", img)
+	cmd.Stdin = strings.NewReader("label: dos\nstart=2048, size=" + strconv.FormatInt(size/512, 10) + ", type=83\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v: %s", err, out)
+	}
+	disk := testutil.LoopDevicePartitioned(t, img, false)
+	part := disk + "p1"
+	for range 50 { // devtmpfs makes the partition's node
+		if _, err := os.Stat(part); err == nil {
+			return map[string]string{"disk": disk, "part": part}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	testutil.Skip(t, "partition node %s did not appear (no devtmpfs or udev?)", part)
+	return nil
+}
