@@ -49,7 +49,7 @@ func OpenSource(path string) (*Source, error) {
 	}
 	// A hint only: a filesystem that ignores it reads the same bytes.
 	_ = adviseSequential(f)
-	s.direct = openDirect(f, path)
+	s.direct = openDirect(f, path, os.O_RDONLY)
 	return s, nil
 }
 

@@ -14,11 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Open flags that only Linux has.
-const (
-	flagDirect  = unix.O_DIRECT
-	flagNoAtime = unix.O_NOATIME
-)
+// An open flag that only Linux has.
+const flagNoAtime = unix.O_NOATIME
 
 // control runs fn with f's descriptor, retrying while the call is interrupted by a signal.
 // It goes through SyscallConn so a concurrent Close cannot hand fn a reused descriptor.
@@ -105,12 +102,14 @@ func seekData(f *os.File, off, size int64) (start, end int64, ok bool, err error
 	return min(start, size), min(end, size), true, nil
 }
 
-// openDirect opens the file f has open once more, with O_DIRECT, for aligned reads; nil
-// where O_DIRECT is refused. It reopens the open file through /proc/self/fd, not by path: the
-// path may lead to another file by now (an image renamed over, a udev symlink moved to another
-// device), and the aligned reads would take that file's bytes into the backup. Without /proc
-// it opens path, and keeps the handle only if it is f's file.
-func openDirect(f *os.File, path string) *os.File {
+// openDirect opens the file f has open once more, with O_DIRECT and mode (os.O_RDONLY for a
+// Source's aligned reads, os.O_RDWR for a Target's aligned writes); nil where O_DIRECT is
+// refused. It reopens the open file through /proc/self/fd, not by path: the path may lead to
+// another file by now (an image renamed over, a udev symlink moved to another device): a
+// backup's aligned reads would take that file's bytes, a restore's aligned writes would land
+// on a device nobody checked for size, claim or use. Without /proc it opens path, and keeps
+// the handle only if it is f's file.
+func openDirect(f *os.File, path string, mode int) *os.File {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil
@@ -118,27 +117,27 @@ func openDirect(f *os.File, path string) *os.File {
 	var d *os.File
 	_ = control(f, func(fd int) error {
 		// Within control, so the number is still f's while it is reopened.
-		d = openSame(fi, "/proc/self/fd/"+strconv.Itoa(fd))
+		d = openSame(fi, "/proc/self/fd/"+strconv.Itoa(fd), mode)
 		return nil
 	})
 	if d == nil {
-		d = openSame(fi, path)
+		d = openSame(fi, path, mode)
 	}
 	return d
 }
 
-// openSame opens name read-only with O_DIRECT (and O_NOATIME where the kernel lets us) and
+// openSame opens name with mode and O_DIRECT (and O_NOATIME where the kernel lets us) and
 // returns it if it is the file fi describes (the same st_dev and st_ino), else nil.
-func openSame(fi fs.FileInfo, name string) *os.File {
+func openSame(fi fs.FileInfo, name string, mode int) *os.File {
 	for _, flag := range []int{unix.O_DIRECT | unix.O_NOATIME, unix.O_DIRECT} {
-		d, err := os.OpenFile(name, os.O_RDONLY|flag, 0)
+		d, err := os.OpenFile(name, mode|flag, 0)
 		if err != nil {
 			continue
 		}
 		if di, err := d.Stat(); err == nil && os.SameFile(fi, di) {
 			return d
 		}
-		_ = d.Close() // read-only: nothing to lose
+		_ = d.Close() // nothing read or written through it
 		return nil
 	}
 	return nil

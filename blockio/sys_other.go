@@ -11,10 +11,7 @@ import (
 // cairn runs on Linux; these stand-ins keep the package building elsewhere (editors, tools)
 // and make every device operation fail with errors.ErrUnsupported.
 
-const (
-	flagDirect  = 0
-	flagNoAtime = 0
-)
+const flagNoAtime = 0
 
 // DeviceSize returns the size in bytes of the block device open as f. Linux only.
 func DeviceSize(f *os.File) (int64, error) {
@@ -34,7 +31,7 @@ func seekData(_ *os.File, off, size int64) (int64, int64, bool, error) {
 	return off, size, false, nil
 }
 
-func openDirect(*os.File, string) *os.File { return nil }
+func openDirect(*os.File, string, int) *os.File { return nil }
 
 func punchHole(*os.File, int64, int64) error { return errors.ErrUnsupported }
 

@@ -14,8 +14,8 @@ import (
 // far as the restore is concerned. It is safe for concurrent use.
 type Target struct {
 	f *os.File // read-write, through the page cache: unaligned writes, zeroing, fsync
-	// direct is a second, O_DIRECT descriptor for aligned writes to a device, so a restore
-	// streams past the page cache; nil for files and where the device refuses O_DIRECT.
+	// direct is f's device opened again with O_DIRECT (openDirect), for aligned writes, so a
+	// restore streams past the page cache; nil for files and where the device refuses O_DIRECT.
 	direct    *os.File
 	noDirect  atomic.Bool // set when the device refuses an O_DIRECT write after all
 	block     int64       // alignment of offsets and lengths for O_DIRECT and BLKZEROOUT
@@ -168,12 +168,9 @@ func newDeviceTarget(f *os.File, path string, size int64) (*Target, error) {
 	if lbs, err := logicalBlockSize(f); err == nil && lbs > t.block {
 		t.block = lbs
 	}
-	// Not exclusive: f already holds the claim, and a second O_EXCL open would be refused.
-	if d, err := os.OpenFile(path, os.O_RDWR|flagDirect, 0); err == nil && flagDirect != 0 {
-		t.direct = d
-	} else if err == nil {
-		_ = d.Close() // nothing written
-	}
+	// f's device, not whatever path names by now: the checks above were made on f. Not
+	// exclusive: f already holds the claim, and a second O_EXCL open would be refused.
+	t.direct = openDirect(f, path, os.O_RDWR)
 	return t, nil
 }
 
