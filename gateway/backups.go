@@ -75,7 +75,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 		// Refused before the volume is read and a record made that could only end as error.
 		return nil, nil, fmt.Errorf("back up: %w", backend.ErrReadOnly)
 	}
-	if err := s.roomForIndex(); err != nil {
+	if err := s.roomForIndex(c); err != nil {
 		return nil, nil, err
 	}
 	v, snap, err := s.backupSubject(ctx, req)

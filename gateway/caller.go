@@ -59,6 +59,18 @@ func adminOf(ctx context.Context, what string) (Caller, error) {
 // sees reports whether the caller may see a resource of project p.
 func (c Caller) sees(p string) bool { return c.Admin || c.Project == p }
 
+// shown is path as the caller may read it in a message: the path itself for an admin, who
+// registered the volume or runs the gateway; instead, the words for what is there, for a
+// member. A member gave no path (neither the API nor the console registers a volume), and one
+// would tell it where the state directory is, which holds the images cairn creates and the
+// index [TestMessagesNameNoPathToMembers].
+func (c Caller) shown(path, instead string) string {
+	if c.Admin {
+		return path
+	}
+	return instead
+}
+
 type workDirKey struct{}
 
 // WithWorkDir returns a context whose relative paths resolve against dir: the CLI's working

@@ -8,10 +8,13 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
+	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
+	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
 func sha256File(t *testing.T, path string) string {
@@ -217,4 +220,63 @@ func TestAdminNamesABackupOfTheProjectItActsIn(t *testing.T) {
 	if b, err := s.Backup(p1, "nightly"); err != nil || b.ID != theirs.ID {
 		t.Fatalf("p1 names its backup nightly: %v %v, want %s", b, err, theirs.ID)
 	}
+}
+
+// TestMessagesNameNoPathToMembers: a member whose volume's image is gone, whose volume a
+// restore is writing already, or whose volume cannot be tracked reads the volume's name; an
+// admin reads the path. Before, the member read the path of the image, which for a volume cairn
+// created is in the state directory, and the directory where tracking was refused.
+func TestMessagesNameNoPathToMembers(t *testing.T) {
+	fs := testutil.MountTmpfs(t, 128<<20) // makes no reflinks: tracking is refused
+	_, s := openedRepo(t, fs)
+	t.Cleanup(func() { s.Close() })
+	member, admin := as("alice", "p1", false), as("admin", "p1", true)
+	v, err := s.CreateVolume(member, gateway.CreateVolumeRequest{Name: "vol1", Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bs []*index.Backup
+	for range 2 {
+		b, err := s.CreateBackup(member, gateway.BackupRequest{Volume: v.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	// check fails unless a member's err names vol1 and not fs, and an admin's names v.Path.
+	check := func(what string, kind error, call func(ctx context.Context) error) {
+		t.Helper()
+		if err := call(member); !errors.Is(err, kind) || strings.Contains(err.Error(), fs) || !strings.Contains(err.Error(), "vol1") {
+			t.Errorf("%s, as a member: %v; want %v naming the volume, not a path", what, err, kind)
+		}
+		if err := call(admin); !errors.Is(err, kind) || !strings.Contains(err.Error(), fs) {
+			t.Errorf("%s, as an admin: %v; want %v naming %s", what, err, kind, v.Path)
+		}
+	}
+
+	on := true
+	check("tracking turned on where there are no reflinks", gateway.ErrInvalid, func(ctx context.Context) error {
+		_, err := s.UpdateVolume(ctx, v.ID, gateway.VolumeUpdate{TrackChanges: &on})
+		return err
+	})
+
+	_, job, err := s.StartRestore(member, gateway.RestoreRequest{Backup: bs[0].ID, Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("a second restore onto the volume", gateway.ErrInUse, func(ctx context.Context) error {
+		_, _, err := s.StartRestore(ctx, gateway.RestoreRequest{Backup: bs[1].ID, Volume: v.ID})
+		return err
+	})
+	if err := job(member); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := os.Remove(v.Path); err != nil {
+		t.Fatal(err)
+	}
+	check("a backup of a volume whose image is gone", gateway.ErrNotFound, func(ctx context.Context) error {
+		_, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+		return err
+	})
 }

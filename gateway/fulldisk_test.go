@@ -271,3 +271,40 @@ func TestCatchUpWaitsWhileTheIndexHasNoRoom(t *testing.T) {
 		t.Fatalf("after space was freed, the catch-up left %+v; want the other gateway's backup adopted", rec)
 	}
 }
+
+// A member refused a backup or a restore to a new volume for want of room reads how much
+// room there is, not where: the index and the volume directory are in the state directory.
+// An admin reads the directories. Before, a member read both.
+func TestNoRoomNamesNoDirectoryToMembers(t *testing.T) {
+	dir, fs, s := gatewayOnTmpfs(t, 160<<20)
+	member, admin := as("alice", "p1", false), as("admin", "p1", true)
+	v, err := s.ManageVolume(admin, gateway.ManageRequest{Path: randomImage(t, dir, "vm.img", 1<<20), Name: "vm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(member, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.FillFS(t, fs, 40<<20) // under the index's reserve
+	for _, op := range []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"backup", func(ctx context.Context) error {
+			_, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: v.ID})
+			return err
+		}},
+		{"restore to a new volume", func(ctx context.Context) error {
+			_, err := s.Restore(ctx, gateway.RestoreRequest{Backup: b.ID})
+			return err
+		}},
+	} {
+		if err := op.call(member); !errors.Is(err, gateway.ErrConflict) || strings.Contains(err.Error(), fs) || !strings.Contains(err.Error(), "free") {
+			t.Errorf("%s with no room, as a member: %v; want refused, saying how much is free but not where", op.name, err)
+		}
+		if err := op.call(admin); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), fs) {
+			t.Errorf("%s with no room, as an admin: %v; want refused, naming the directory in %s", op.name, err, fs)
+		}
+	}
+}

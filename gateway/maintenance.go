@@ -232,7 +232,7 @@ var fullCatchUpEvery = time.Minute
 // under the reserve (roomForIndex): each catch-up writes to the index, where Badger dies of a
 // SIGBUS on a full disk [TestCatchUpWaitsWhileTheIndexHasNoRoom].
 func (s *Service) CatchUp(ctx context.Context) error {
-	if err := s.roomForIndex(); err != nil {
+	if err := s.roomForIndex(Caller{Admin: true}); err != nil { // for the log
 		return err
 	}
 	s.syncMu.Lock()

@@ -94,6 +94,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 	if err != nil {
 		return nil, nil, err
 	}
+	c, _ := CallerFrom(ctx) // backupHere asked for one
 	if b.Status != index.BackupAvailable {
 		return nil, nil, wrapf(ErrConflict, "backup %s is %s: only an available backup can be restored", b.ID, b.Status)
 	}
@@ -161,7 +162,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 			// A volume cairn made is a sparse image beside the index, as large as its creator
 			// asked (a member's too, 1 PiB if it likes), and the restore fills it: it takes its
 			// room as a restore to a new volume does.
-			room, err := s.roomForImage(filepath.Dir(path), fmt.Sprintf("restoring %s of data onto volume %s", units.Bytes(data), vol.Name),
+			room, err := s.roomForImage(c, filepath.Dir(path), fmt.Sprintf("restoring %s of data onto volume %s", units.Bytes(data), vol.Name),
 				"or restore --to a device or a file on another file system", data)
 			if err != nil {
 				return nil, nil, err
@@ -175,7 +176,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 				return nil, nil, err
 			}
 		}
-		release, err := s.claimTarget(path, b.ID)
+		release, err := s.claimTarget(c.shown("restore target "+path, what), path, b.ID)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -199,7 +200,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if err := os.MkdirAll(s.volDir, 0o700); err != nil {
 			return nil, nil, fmt.Errorf("volume directory: %w", err)
 		}
-		room, err := s.roomForImage(s.volDir, fmt.Sprintf("a new volume of %s holding %s of data", units.Bytes(b.Size), units.Bytes(data)),
+		room, err := s.roomForImage(c, s.volDir, fmt.Sprintf("a new volume of %s holding %s of data", units.Bytes(b.Size), units.Bytes(data)),
 			"or restore onto an existing volume (--volume) or a device (--to)", data)
 		if err != nil {
 			return nil, nil, err
@@ -331,7 +332,8 @@ func stillTheDevice(v *index.Volume) error {
 // target held one backup or a mix of both while both reported success
 // [TestSecondRestoreOntoTheSameFileWaitsForTheFirst].
 // Registered volumes are claimed by their status as well; this covers the other targets.
-func (s *Service) claimTarget(path, id string) (release func(), err error) {
+// what names the target in the error.
+func (s *Service) claimTarget(what, path, id string) (release func(), err error) {
 	keys := targetKeys(path)
 	overlap, err := overlapKeys(path)
 	if err != nil {
@@ -340,7 +342,7 @@ func (s *Service) claimTarget(path, id string) (release func(), err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if other := s.restorerOf(append(keys, overlap...)); other != "" {
-		return nil, wrapf(ErrInUse, "restore target %s is being written by the restore of backup %s: wait for it to end", path, other)
+		return nil, wrapf(ErrInUse, "%s is being written by the restore of backup %s: wait for it to end", what, other)
 	}
 	for _, k := range keys {
 		s.restoring[k] = id

@@ -152,7 +152,7 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 	} else {
 		reason, err := blockio.InUse(v.Path)
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, wrapf(ErrNotFound, "volume %s: %s is gone: restore a backup of it (onto a new volume, or --to the path), or forget it with 'cairn volume unmanage %s'", v.Name, v.Path, v.Name)
+			return nil, volumeGone(ctx, v)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("volume %s: %w", v.Name, err)
@@ -216,6 +216,20 @@ func (s *Service) openForBackup(ctx context.Context, req BackupRequest, v *index
 	}
 	plan.src = src
 	return plan, nil
+}
+
+// volumeGone is the error for a backup of volume v whose image file or device is not at its
+// path. An admin reads the path and the CLI's ways on; a member, who gave no path
+// (Caller.shown), the API's. Before, a member read the path of an image in the state directory.
+func volumeGone(ctx context.Context, v *index.Volume) error {
+	if c, _ := CallerFrom(ctx); c.Admin {
+		return wrapf(ErrNotFound, "volume %s: %s is gone: restore a backup of it (onto a new volume, or --to the path), or forget it with 'cairn volume unmanage %s'", v.Name, v.Path, v.Name)
+	}
+	what := "image file"
+	if v.Kind == KindDevice {
+		what = "device"
+	}
+	return wrapf(ErrNotFound, "volume %s: its %s is gone: restore a backup of it onto a new volume, or delete the volume", v.Name, what)
 }
 
 // readChoice is what the job decided: the changes to read (nil: read everything), the mode

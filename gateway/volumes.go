@@ -81,7 +81,7 @@ func (s *Service) ManageVolume(ctx context.Context, req ManageRequest) (*index.V
 	}
 	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: kind, Size: size,
 		Status: index.VolumeAvailable, Description: req.Description, Identity: identity, CreatedAt: now(), UpdatedAt: now()}
-	if v.TrackChanges, err = trackChanges(v, req.TrackChanges); err != nil {
+	if v.TrackChanges, err = trackChanges(c, v, req.TrackChanges); err != nil {
 		return nil, err
 	}
 	if err := s.idx.CreateVolume(v); err != nil {
@@ -169,8 +169,9 @@ func (s *Service) probeVolume(ctx context.Context, ref string) (path string, siz
 
 // trackChanges decides whether a new volume is tracked: a thin logical volume is (through thin
 // snapshots kept in its pool), an image file is when asked, or by default when its file system
-// makes reflinks; asking for tracking anything else is refused.
-func trackChanges(v *index.Volume, want *bool) (bool, error) {
+// makes reflinks; asking for tracking anything else is refused. Why an image file cannot be
+// tracked names its directory, an admin's to read (Caller.shown).
+func trackChanges(c Caller, v *index.Volume, want *bool) (bool, error) {
 	if want != nil && !*want {
 		return false, nil
 	}
@@ -188,6 +189,9 @@ func trackChanges(v *index.Volume, want *bool) (bool, error) {
 	}
 	if err := trackable(v.Path, v.ID); err != nil {
 		if want != nil {
+			if !c.Admin { // why names the image's directory
+				return false, invalidf("volume %s cannot be tracked where its image is: leave changed-block tracking off", v.Name)
+			}
 			return false, invalidf("volume %s cannot be tracked: %v; put it on XFS (reflink=1) or btrfs, or leave out --track-changes", v.Name, err)
 		}
 		return false, nil
@@ -239,14 +243,15 @@ func (s *Service) CreateVolume(ctx context.Context, req CreateVolumeRequest) (*i
 // repository's packs keep the reserve (local.Reserve); this covers the state directory of a
 // remote one, which other writers may fill [TestBackupRefusedWhileTheIndexHasNoRoom].
 // Restores are not refused (they write a record or two; getting data back comes first), and
-// the heartbeat reports the backup service down meanwhile.
-func (s *Service) roomForIndex() error {
+// the heartbeat reports the backup service down meanwhile. The error names the index's
+// directory to c if c may read it (Caller.shown).
+func (s *Service) roomForIndex(c Caller) error {
 	free, _, err := blockio.FreeSpace(s.idx.Dir())
 	if err != nil || free >= local.Reserve {
 		return nil
 	}
-	return wrapf(ErrConflict, "the file system that holds the index (%s) has %s free, under the %s cairn keeps there: free space, and try again",
-		s.idx.Dir(), units.Bytes(max(free, 0)), units.Bytes(local.Reserve))
+	return wrapf(ErrConflict, "the file system that holds %s has %s free, under the %s cairn keeps there: free space, and try again",
+		c.shown("the index ("+s.idx.Dir()+")", "the gateway's index"), units.Bytes(max(free, 0)), units.Bytes(local.Reserve))
 }
 
 // roomForImage takes room for need bytes of data that a restore will write to an image file in
@@ -262,8 +267,8 @@ func (s *Service) roomForIndex() error {
 // TestRestoresThatFitOnlyOneAtATimeAreAcceptedOneAtATime]. A restore keeps its whole
 // share until it ends, though it fills the room as it writes: the count errs on the safe side.
 // what names the restore in the error ("a new volume of 1 GiB holding 200 MiB of data"), and
-// next says what else to do.
-func (s *Service) roomForImage(dir, what, next string, need int64) (release func(), err error) {
+// next says what else to do. The error names dir to c if c may read it (Caller.shown).
+func (s *Service) roomForImage(c Caller, dir, what, next string, need int64) (release func(), err error) {
 	s.roomMu.Lock()
 	defer s.roomMu.Unlock()
 	free, dev, err := blockio.FreeSpace(dir)
@@ -285,7 +290,7 @@ func (s *Service) roomForImage(dir, what, next string, need int64) (release func
 			}
 		}), nil
 	}
-	msg := fmt.Sprintf("%s does not fit in %s: it has %s free", what, dir, units.Bytes(max(free, 0)))
+	msg := fmt.Sprintf("%s does not fit in %s: it has %s free", what, c.shown(dir, "the gateway's volume directory"), units.Bytes(max(free, 0)))
 	if taken > 0 {
 		msg += fmt.Sprintf(", %s of it taken by restores under way", units.Bytes(taken))
 		next = "wait for them to end, " + next
@@ -317,7 +322,7 @@ func (s *Service) newImageVolume(ctx context.Context, project, name, description
 	identity, _ := blockio.Identify(path) // a file just made: it has one
 	v := &index.Volume{ID: id, Name: name, Path: path, Project: project, Kind: KindFile, Size: size, Status: status,
 		Managed: true, Description: description, Identity: identity, CreatedAt: now(), UpdatedAt: now()}
-	v.TrackChanges, _ = trackChanges(v, nil)
+	v.TrackChanges, _ = trackChanges(Caller{}, v, nil) // not asked for: never refused
 	if err := s.idx.CreateVolume(v); err != nil {
 		os.Remove(path)
 		if errors.Is(err, index.ErrExists) {

@@ -95,7 +95,8 @@ func (s *Service) UpdateVolume(ctx context.Context, ref string, u VolumeUpdate) 
 		set.Description = *u.Description
 	}
 	if u.TrackChanges != nil && *u.TrackChanges != v.TrackChanges {
-		if set.TrackChanges, err = trackChanges(v, u.TrackChanges); err != nil {
+		c, _ := CallerFrom(ctx) // findVolume asked for one
+		if set.TrackChanges, err = trackChanges(c, v, u.TrackChanges); err != nil {
 			return nil, err
 		}
 	}

@@ -522,6 +522,24 @@ func TestServicesPageTellsWhyOnlyToAdmins(t *testing.T) {
 	}
 }
 
+// TestVolumePageShowsItsPathToAdminsOnly: a volume's page names its image's path to an admin,
+// and not to a member, who gave none (an admin registered it, or cairn created it in its state
+// directory). Before, every member read it.
+func TestVolumePageShowsItsPathToAdminsOnly(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 1<<20)
+	alice := e.browser()
+	alice.signIn("tok-alice")
+	if code, body, _ := alice.get("/ui/volumes/" + v.ID); code != http.StatusOK || strings.Contains(body, v.Path) || strings.Contains(body, e.dir) {
+		t.Errorf("alice's page of her volume: %d, names %s:\n%s", code, v.Path, body)
+	}
+	admin := e.browser()
+	admin.signIn("tok-admin")
+	if code, body, _ := admin.get("/ui/volumes/" + v.ID); code != http.StatusOK || !strings.Contains(body, v.Path) {
+		t.Errorf("the admin's page of alice's volume: %d, does not name %s:\n%s", code, v.Path, body)
+	}
+}
+
 // TestConsoleShowsTheBackupsOfADeletedVolume: a deleted volume's backups stay, and the
 // console lists the volume (status deleted, by the name its backups recorded) with a page of its backups and no
 // actions that need the volume; another project sees neither.
