@@ -68,7 +68,7 @@ func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		name = "computeFault"
 	}
-	body := map[string]any{"code": status, "message": faultMessage(r, status, err)}
+	body := map[string]any{"code": status, "message": FaultMessage(callerOf(r), status, err)}
 	if status == http.StatusRequestEntityTooLarge {
 		// Cinder says when to retry an over-quota request: any time (after freeing quota).
 		w.Header().Set("Retry-After", "0")
@@ -82,13 +82,14 @@ func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, map[string]any{name: body})
 }
 
-// faultMessage is what a fault tells the caller of err. A server-side failure (5xx) says where
-// it happened: a volume's image path under the state directory, the repository's directory or
-// S3 endpoint and bucket. That goes to admins and to the log (with the request id the response
-// carries); anyone else reads Cinder's own words for the status, as a Cinder member reads them
-// for a failure Cinder does not explain [TestServerFaultsSayNoPathToMembers].
-func faultMessage(r *http.Request, status int, err error) string {
-	if status < 500 || callerOf(r).Admin {
+// FaultMessage is what caller c reads of err, which failed its request with status, through the
+// API and the web console alike. A server-side failure (5xx) says where it happened: a volume's
+// image path under the state directory, the repository's directory or S3 endpoint and bucket.
+// That goes to admins and to the log (with a request id the caller is given); anyone else reads
+// Cinder's own words for the status, as a Cinder member reads them for a failure Cinder does not
+// explain [TestServerFaultsSayNoPathToMembers, TestConsoleServerErrorsSayNoPathToMembers].
+func FaultMessage(c gateway.Caller, status int, err error) string {
+	if status < 500 || c.Admin {
 		return err.Error()
 	}
 	if status == http.StatusServiceUnavailable {

@@ -11,6 +11,7 @@
 // same-origin Origin or Referer. Pages are html/template; the style sheet and a small script
 // (live refresh of progress) are embedded, and nothing is fetched from elsewhere.
 //
-// It knows the gateway and HTTP, and maps gateway errors to statuses through
-// api.StatusOf; it knows nothing of the repository's storage or the CLI.
+// It knows the gateway and HTTP, and maps gateway errors to statuses through api.StatusOf and
+// to what a caller may read of them through api.FaultMessage; it knows nothing of the
+// repository's storage or the CLI.
 package ui

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/gateway/api"
+	"github.com/google/uuid"
 )
 
 // prefix is where the console is mounted.
@@ -279,13 +280,22 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, sess *session, s
 	_, _ = w.Write(buf.Bytes())
 }
 
-// fail shows err as an error page with its status.
+// fail shows err as an error page with its status, in the words the API's faults use
+// (api.FaultMessage): a server-side failure's detail names paths, an admin's to read. Its
+// request id ties the page to the log, which keeps the detail for everyone.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, sess *session, err error) {
 	status := statusOf(err)
-	if status >= 500 {
-		s.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+	var c gateway.Caller // nobody signed in: a member's words
+	if sess != nil {
+		c = sess.caller
 	}
-	s.render(w, r, sess, status, "error", view{Title: http.StatusText(status), Data: err.Error()})
+	msg := api.FaultMessage(c, status, err)
+	if status >= 500 {
+		id := "req-" + uuid.NewString()
+		s.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
+		msg += " (request " + id + ")"
+	}
+	s.render(w, r, sess, status, "error", view{Title: http.StatusText(status), Data: msg})
 }
 
 // home is the sign-in form, or the volumes for a signed-in session.

@@ -1,11 +1,13 @@
 package ui_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -32,6 +34,7 @@ type env struct {
 	srv   *httptest.Server
 	clock *clock
 	dir   string
+	log   *bytes.Buffer
 }
 
 type clock struct {
@@ -65,8 +68,8 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	svc.StartWorkers(2)
-	e := &env{t: t, svc: svc, clock: &clock{at: time.Now()}, dir: dir}
-	h, err := ui.New(svc, ui.Options{Tokens: tokens, Now: e.clock.now, Idle: time.Hour})
+	e := &env{t: t, svc: svc, clock: &clock{at: time.Now()}, dir: dir, log: &bytes.Buffer{}}
+	h, err := ui.New(svc, ui.Options{Tokens: tokens, Now: e.clock.now, Idle: time.Hour, Logger: slog.New(slog.NewTextHandler(e.log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,6 +522,38 @@ func TestServicesPageTellsWhyOnlyToAdmins(t *testing.T) {
 	}
 	if strings.Contains(body, repoDir) {
 		t.Fatalf("a member's services page names the repository (%s)", repoDir)
+	}
+}
+
+// TestConsoleServerErrorsSayNoPathToMembers: the page of a server-side failure tells a member
+// the API's words for it and a request id, and an admin and the log (under that id) what
+// failed. Before, a member read the error as it was: here, the path of the volume's image.
+func TestConsoleServerErrorsSayNoPathToMembers(t *testing.T) {
+	e := newEnv(t)
+	v := e.volume("p1", "alpha", 1<<20)
+	// A directory where the image was: reading it fails with no sentinel, so 500.
+	if err := os.Remove(v.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(v.Path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	backUp := func(token string) (int, string) {
+		b := e.browser()
+		b.signIn(token)
+		code, body, _ := b.post("/ui/volumes/"+v.ID+"/backup", b.form("mode", "full", "confirm", "yes"), "")
+		return code, body
+	}
+	code, body := backUp("tok-alice")
+	id := regexp.MustCompile(`req-[0-9a-f-]{36}`).FindString(body)
+	if code != http.StatusInternalServerError || strings.Contains(body, e.dir) || !strings.Contains(body, "has either erred") || id == "" {
+		t.Fatalf("alice's backup of a volume whose image is a directory: %d; want 500 in the API's words with a request id, no path:\n%s", code, body)
+	}
+	if log := e.log.String(); !strings.Contains(log, id) || !strings.Contains(log, v.Path) {
+		t.Errorf("the log does not say what failed in request %s:\n%s", id, log)
+	}
+	if code, body := backUp("tok-admin"); code != http.StatusInternalServerError || !strings.Contains(body, v.Path) {
+		t.Errorf("the admin's backup of a volume whose image is a directory: %d; want 500 naming %s:\n%s", code, v.Path, body)
 	}
 }
 
