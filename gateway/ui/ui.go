@@ -175,7 +175,11 @@ func (s *server) session(r *http.Request) *session {
 	}
 	sess := s.sessions.get(c.Value)
 	if sess != nil && sess.issued != "" {
-		if _, ok := s.users.Lookup(sess.issued); !ok {
+		// The users file is read again on every lookup: a session whose user's line changed
+		// (a role taken away, another project) ends, as the API's next request with the
+		// token would be another caller's. It kept the caller of its sign-in, an admin's
+		// rights among them, for the token's hour [TestASessionEndsWhenItsUsersRolesChange].
+		if c, ok := s.users.Lookup(sess.issued); !ok || c != sess.caller {
 			s.sessions.remove(sess.id)
 			return nil
 		}

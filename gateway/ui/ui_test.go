@@ -671,6 +671,51 @@ func TestSignInWithAPassword(t *testing.T) {
 	b.signIn("tok-bob")
 }
 
+// A session signed in with a password ends when its user's line changes even where the
+// password does not: an admin whose admin role was taken away (the hash left as it was)
+// kept the admin's rights in the console for the rest of the token's hour, while the API's
+// next request with the same token was already a member's.
+func TestASessionEndsWhenItsUsersRolesChange(t *testing.T) {
+	e := newEnv(t)
+	path := filepath.Join(e.dir, "users")
+	h, err := api.HashPassword("pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeRoles := func(roles []string, at time.Time) {
+		t.Helper()
+		line := api.UserLine{User: "carol", Project: "p1", Roles: roles, Hash: h}
+		if err := os.WriteFile(path, []byte(line.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeRoles([]string{"admin", "member"}, time.Now().Add(time.Minute))
+	users, err := api.LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, err := ui.New(e.svc, ui.Options{Tokens: tokens, Users: users, Idle: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Close()
+	e.srv = httptest.NewServer(hd)
+	b := e.browser()
+	if code, _, hdr := b.post("/ui/signin", url.Values{"user": {"carol"}, "password": {"pw"}}, ""); code != http.StatusSeeOther {
+		t.Fatalf("sign-in with a password: %d %v", code, hdr)
+	}
+	if code, _, _ := b.get("/ui/repository"); code != http.StatusOK {
+		t.Fatalf("the repository page to an admin: %d", code)
+	}
+	writeRoles([]string{"member"}, time.Now().Add(2*time.Minute))
+	if code, _, _ := b.get("/ui/repository"); code != http.StatusSeeOther {
+		t.Fatalf("the repository page once the user's admin role is gone: %d, want the sign-in page", code)
+	}
+}
+
 // Verify on a backup's page runs a verification job of the backup: confirmed first, only in
 // the backup's project, one at a time, and its log says the backup restores.
 func TestVerifyFromTheBackupPage(t *testing.T) {
