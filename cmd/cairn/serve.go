@@ -32,6 +32,7 @@ type ServeCmd struct {
 	Policies   bool   `help:"Run the repository's policies (with several gateways on one repository, each run happens on one of them; --no-policies on a gateway that cannot reach the policies' volumes)." default:"true" negatable:""`
 	NBD        string `help:"Serve every available backup read-only over NBD on this TCP address too, e.g. 127.0.0.1:10809; beyond loopback it needs --auth token and --tokens or --users (export names TOKEN@BACKUP_ID)." name:"nbd" placeholder:"ADDR"`
 	UI         bool   `help:"Serve the web console at /ui/ on the --listen address (sign-in with a user of --users or a token of --tokens; never on the unix socket)." default:"true" negatable:""`
+	PublicURL  string `help:"The console's address as browsers reach it through a TLS-terminating reverse proxy, e.g. https://backup.example.com: its forms must come from there, and https marks the session cookie Secure." name:"public-url" placeholder:"URL"`
 }
 
 // Run serves until SIGINT or SIGTERM.

@@ -23,7 +23,11 @@ func newAPI(svc *gateway.Service, c *ServeCmd, tokens api.Tokens, users *api.Use
 		log.Warn("the web console is off: it signs in with tokens, and the API runs with --auth " + c.Auth)
 		return sock, sock, false, nil
 	}
-	pages, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Users: users, Logger: log})
+	public, err := ui.ParsePublicURL(c.PublicURL)
+	if err != nil {
+		return nil, nil, false, gateway.Errorf(gateway.ErrInvalid, "--public-url: %v", err)
+	}
+	pages, err := ui.New(svc, ui.Options{Tokens: opts.Tokens, Users: users, Logger: log, PublicURL: public})
 	if err != nil {
 		return nil, nil, false, err
 	}

@@ -200,7 +200,7 @@ _cairn() {
     "repo settings") COMPREPLY=($(compgen -W "--min-age" -- "$cur")) ;;
     "repo stats") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "repo unlock") COMPREPLY=($(compgen -W "--force" -- "$cur")) ;;
-    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --nbd --policies --tokens --ui --users" -- "$cur")) ;;
+    "serve") COMPREPLY=($(compgen -W "--allow-other --auth --cache-size --job-workers --listen --mount --nbd --policies --public-url --tokens --ui --users" -- "$cur")) ;;
     "service") COMPREPLY=($(compgen -W "list" -- "$cur")) ;;
     "service list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     "service-list") COMPREPLY=($(compgen -W "" -- "$cur")) ;;

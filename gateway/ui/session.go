@@ -139,10 +139,25 @@ func (st *sessions) expireLocked(t time.Time) {
 }
 
 // setCookie gives the browser the session's id: HttpOnly (no script reads it),
-// SameSite=Strict (no other site's page sends it), Secure over TLS, scoped to /ui/.
-func setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
+// SameSite=Strict (no other site's page sends it), Secure over TLS (the proxy's, when the
+// public URL is https), scoped to /ui/.
+func (s *server) setCookie(w http.ResponseWriter, r *http.Request, value string, maxAge int) {
 	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: value, Path: prefix, MaxAge: maxAge,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.origin(r).Scheme == "https"})
+}
+
+// origin is where the console's pages are served from as browsers see it: the public URL
+// (a TLS-terminating proxy in front, which the gateway cannot tell from a request), else the
+// request's own host and scheme.
+func (s *server) origin(r *http.Request) *url.URL {
+	if s.public != nil {
+		return s.public
+	}
+	u := &url.URL{Scheme: "http", Host: r.Host}
+	if r.TLS != nil {
+		u.Scheme = "https"
+	}
+	return u
 }
 
 // validCSRF reports whether the form's token is the session's.
@@ -155,7 +170,11 @@ func validCSRF(s *session, r *http.Request) bool {
 // a browser sends none, its Referer) must name the host the request was sent to. A request
 // with neither is let through to the CSRF token check, which it cannot pass without a page
 // of this session.
-func sameOrigin(r *http.Request) bool {
+//
+// Behind a TLS-terminating proxy the browser says https and the proxy's host: without
+// --public-url every sign-in and action was refused there, and the cookie was never Secure
+// [TestConsoleBehindATLSProxy].
+func (s *server) sameOrigin(r *http.Request) bool {
 	src := r.Header.Get("Origin")
 	if src == "" {
 		src = r.Header.Get("Referer")
@@ -167,9 +186,6 @@ func sameOrigin(r *http.Request) bool {
 	if err != nil || u.Host == "" {
 		return false
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return u.Scheme == scheme && u.Host == r.Host
+	o := s.origin(r)
+	return u.Scheme == o.Scheme && u.Host == o.Host
 }

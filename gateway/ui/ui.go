@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -47,6 +48,27 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock (tests); nil is time.Now.
 	Now func() time.Time
+	// PublicURL is the console's address as browsers reach it, when a reverse proxy that
+	// ends TLS serves it (ParsePublicURL); nil: the address each request was sent to.
+	PublicURL *url.URL
+}
+
+// ParsePublicURL checks a console address given by an admin (--public-url): http or https,
+// a host, and no path, query or user. "" is none.
+func ParsePublicURL(s string) (*url.URL, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, err
+	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+		return nil, fmt.Errorf("%q: give the scheme and host browsers use, e.g. https://backup.example.com", s)
+	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "":
+		return nil, fmt.Errorf("%q: give only the scheme and host (the console is at /ui/ there)", s)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
 // server is the console's handler. Its only state is the session store.
@@ -58,6 +80,7 @@ type server struct {
 	log      *slog.Logger
 	now      func() time.Time
 	pages    map[string]*template.Template
+	public   *url.URL // Options.PublicURL
 }
 
 // New returns the console's handler, to be mounted at /ui/ (it serves /ui/ and below).
@@ -79,7 +102,7 @@ func New(svc *gateway.Service, opts Options) (http.Handler, error) {
 		return nil, err
 	}
 	s := &server{svc: svc, tokens: opts.Tokens, users: opts.Users, sessions: newSessions(opts.Idle, opts.Lifetime, opts.Now),
-		log: opts.Logger, now: opts.Now, pages: pages}
+		log: opts.Logger, now: opts.Now, pages: pages, public: opts.PublicURL}
 	static, _ := fs.Sub(staticFS, "static")
 	m := http.NewServeMux()
 	m.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", http.FileServerFS(static)))
@@ -221,7 +244,7 @@ func (s *server) action(fn func(w http.ResponseWriter, r *request) error) http.H
 			s.fail(w, r, nil, &statusError{http.StatusUnauthorized, "your session has ended: sign in again"})
 			return
 		}
-		if !sameOrigin(r) {
+		if !s.sameOrigin(r) {
 			s.log.Warn("console: cross-origin POST refused", "path", r.URL.Path, "origin", r.Header.Get("Origin"), "user", sess.caller.User)
 			s.fail(w, r, sess, &statusError{http.StatusForbidden, "cross-origin request refused"})
 			return
@@ -323,7 +346,7 @@ func (s *server) signinForm(msg string) signinForm {
 
 func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
-	if !sameOrigin(r) {
+	if !s.sameOrigin(r) {
 		s.fail(w, r, nil, &statusError{http.StatusForbidden, "cross-origin request refused"})
 		return
 	}
@@ -350,7 +373,7 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess := s.sessions.create(c, issued)
-	setCookie(w, r, sess.id, 0)
+	s.setCookie(w, r, sess.id, 0)
 	s.log.Info("console: signed in", "user", c.User, "project", c.Project, "admin", c.Admin, "remote", r.RemoteAddr)
 	http.Redirect(w, r, prefix+"volumes", http.StatusSeeOther)
 }
@@ -358,14 +381,14 @@ func (s *server) signIn(w http.ResponseWriter, r *http.Request) {
 func (s *server) signOut(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if sess := s.session(r); sess != nil {
-		if !sameOrigin(r) || !validCSRF(sess, r) {
+		if !s.sameOrigin(r) || !validCSRF(sess, r) {
 			s.fail(w, r, sess, &statusError{http.StatusForbidden, "the form's security token is missing or stale: reload the page and try again"})
 			return
 		}
 		s.sessions.remove(sess.id)
 		s.log.Info("console: signed out", "user", sess.caller.User)
 	}
-	setCookie(w, r, "", -1)
+	s.setCookie(w, r, "", -1)
 	http.Redirect(w, r, prefix, http.StatusSeeOther)
 }
 

@@ -671,6 +671,41 @@ func TestSignInWithAPassword(t *testing.T) {
 	b.signIn("tok-bob")
 }
 
+// Behind a TLS-terminating reverse proxy (--public-url https://…) a sign-in from the public
+// address is taken and its cookie is Secure; one whose Origin is the gateway's own address is
+// not from the console's pages there. Without the public URL every sign-in and action from
+// behind such a proxy was refused (the browser says https and the proxy's host), and the
+// cookie was never Secure.
+func TestConsoleBehindATLSProxy(t *testing.T) {
+	e := newEnv(t)
+	public, err := ui.ParsePublicURL("https://backup.example.test/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hd, err := ui.New(e.svc, ui.Options{Tokens: tokens, PublicURL: public})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Close()
+	e.srv = httptest.NewServer(hd)
+	b := e.browser()
+	code, _, h := b.post("/ui/signin", url.Values{"token": {"tok-alice"}}, "https://backup.example.test")
+	if code != http.StatusSeeOther {
+		t.Fatalf("sign-in from the public address: %d %v", code, h)
+	}
+	if c := h.Get("Set-Cookie"); !strings.Contains(c, "Secure") || !strings.Contains(c, "HttpOnly") {
+		t.Errorf("the session cookie behind an https proxy: %q, want Secure and HttpOnly", c)
+	}
+	if code, _, _ := e.browser().post("/ui/signin", url.Values{"token": {"tok-alice"}}, e.srv.URL); code != http.StatusForbidden {
+		t.Errorf("sign-in whose Origin is the gateway's own address behind the proxy: %d, want 403", code)
+	}
+	for _, bad := range []string{"backup.example.test", "ftp://backup.example.test", "https://backup.example.test/console", "https://u:p@backup.example.test"} {
+		if _, err := ui.ParsePublicURL(bad); err == nil {
+			t.Errorf("public URL %q taken", bad)
+		}
+	}
+}
+
 // A session signed in with a password ends when its user's line changes even where the
 // password does not: an admin whose admin role was taken away (the hash left as it was)
 // kept the admin's rights in the console for the rest of the token's hour, while the API's
