@@ -217,7 +217,7 @@ func (s *Service) StartCheck(ctx context.Context, o repo.CheckOptions) (string, 
 			s.jobs.logf(jobID, "problem: %s", p)
 		}
 		if !rep.OK() {
-			return wrapf(ErrConflict, "the check found %d problems", len(rep.Problems))
+			return wrapf(ErrConflict, "the check found %d problems", rep.ProblemCount)
 		}
 		return nil
 	})

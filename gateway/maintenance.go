@@ -1556,7 +1556,7 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 			break
 		}
 	}
-	out.Problems = len(rep.Problems)
+	out.Problems = rep.ProblemCount
 	want := map[string]bool{}
 	for _, id := range forget {
 		if _, ok := rep.Lost[id]; !ok {

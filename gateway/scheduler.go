@@ -235,7 +235,7 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project, Admin: true})
 	rep, err := s.Check(ctx, repo.CheckOptions{ReadData: true, SamplePercent: p.VerifySample})
 	if err == nil && !rep.OK() {
-		err = wrapf(repo.ErrCorrupt, "%d problems found: run 'cairn repo check' for the list", len(rep.Problems))
+		err = wrapf(repo.ErrCorrupt, "%d problems found: run 'cairn repo check' for the list", rep.ProblemCount)
 	}
 	v.VerifyResult = RunSucceeded
 	if err != nil {

@@ -33,11 +33,13 @@ type CheckReport struct {
 	Blobs    int64 `json:"blobs"`
 	ReadData bool  `json:"read_data"`
 	// SamplePercent is the share of the packs the check chose to read, when not all of them.
-	SamplePercent float64  `json:"sample_percent,omitempty"`
-	PacksRead     int      `json:"packs_read"`
-	BytesRead     int64    `json:"bytes_read"`
-	Problems      []string `json:"problems"`
-	Notes         []string `json:"notes"`
+	SamplePercent float64 `json:"sample_percent,omitempty"`
+	PacksRead     int     `json:"packs_read"`
+	BytesRead     int64   `json:"bytes_read"`
+	// Problems lists the first 1,000 problems; ProblemCount counts them all.
+	Problems     []string `json:"problems"`
+	ProblemCount int      `json:"problem_count"`
+	Notes        []string `json:"notes"`
 	// Classes counts problems by class (ProblemDamaged, ProblemMissing, ProblemIndex).
 	Classes map[string]int `json:"classes"`
 	// Lost lists, per stored backup with damaged or missing data, the byte ranges of its
@@ -87,6 +89,7 @@ func (c *CheckReport) LostNodes() map[Address]LostNode { return c.lostNodes }
 func (c *CheckReport) OK() bool { return len(c.Problems) == 0 }
 
 func (c *CheckReport) problem(format string, args ...any) {
+	c.ProblemCount++
 	if len(c.Problems) < 1000 {
 		c.Problems = append(c.Problems, fmt.Sprintf(format, args...))
 	}

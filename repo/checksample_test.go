@@ -48,3 +48,15 @@ func TestSamplePacksUniform(t *testing.T) {
 		t.Errorf("a sample of no packs: %v", got)
 	}
 }
+
+// A check's report keeps the first 1,000 problems' texts and counts them all: repair and the
+// CLI said "1000 problems" of a repository with more.
+func TestCheckReportCountsEveryProblem(t *testing.T) {
+	rep := &CheckReport{}
+	for i := range 1500 {
+		rep.problem("problem %d", i)
+	}
+	if len(rep.Problems) != 1000 || rep.ProblemCount != 1500 || rep.OK() {
+		t.Fatalf("%d texts, %d counted, ok %v; want 1000 texts and 1500 counted", len(rep.Problems), rep.ProblemCount, rep.OK())
+	}
+}

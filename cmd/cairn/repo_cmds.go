@@ -188,7 +188,7 @@ func (c *RepoCheckCmd) Run(ctx context.Context, g *Globals) error {
 		}
 	}
 	if !rep.OK() {
-		return fmt.Errorf("%w: check found %d problems in %s", repo.ErrCorrupt, len(rep.Problems), s.Location())
+		return fmt.Errorf("%w: check found %d problems in %s", repo.ErrCorrupt, rep.ProblemCount, s.Location())
 	}
 	if !g.json() {
 		fmt.Fprintln(g.stdout, "no problems found")
