@@ -155,7 +155,7 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if err := checkRestoreTarget(path, what, b.Size); err != nil {
 			return nil, nil, err
 		}
-		if err := s.overlapsBusyVolume(path, what, vol); err != nil {
+		if err := s.overlapsBusyVolume(c, path, what, vol); err != nil {
 			return nil, nil, err
 		}
 		if vol != nil && vol.Managed && vol.Kind == KindFile {
@@ -423,7 +423,7 @@ func overlapKeys(path string) ([]string, error) {
 // a partition of it, the disk it is a partition of) has a job on it: the restore would write
 // under its backup. what names the target, as in checkRestoreTarget. Asked when the restore
 // is accepted and again when its job runs.
-func (s *Service) overlapsBusyVolume(path, what string, vol *index.Volume) error {
+func (s *Service) overlapsBusyVolume(c Caller, path, what string, vol *index.Volume) error {
 	keys, err := overlapKeys(path)
 	if err != nil || len(keys) == 0 {
 		return err
@@ -437,7 +437,12 @@ func (s *Service) overlapsBusyVolume(path, what string, vol *index.Volume) error
 			continue
 		}
 		if fi, err := os.Stat(v.Path); err == nil && slices.Contains(keys, whatIsThere(fi)) {
-			return wrapf(ErrConflict, "%s overlaps volume %s (%s), which is %s: wait for it to finish, then restore again", what, v.Name, v.Path, v.Status)
+			if !c.sees(v.Project) {
+				// Another project's volume: neither its name nor its path, nor what it does.
+				return wrapf(ErrConflict, "%s shares blocks with a device that is busy: wait a while, then restore again", what)
+			}
+			return wrapf(ErrConflict, "%s overlaps volume %s%s, which is %s: wait for it to finish, then restore again",
+				what, v.Name, c.shown(" ("+v.Path+")", ""), v.Status)
 		}
 	}
 	return nil
@@ -766,7 +771,11 @@ func (s *Service) runRestore(ctx context.Context, b *index.Backup, m *repo.Manif
 		if vol != nil {
 			what = "volume " + vol.Name
 		}
-		if err := s.overlapsBusyVolume(path, what, vol); err != nil {
+		c, cerr := callerOf(ctx)
+		if cerr != nil {
+			c = Caller{} // a member's view: nothing of another project
+		}
+		if err := s.overlapsBusyVolume(c, path, what, vol); err != nil {
 			return err
 		}
 		t, err = blockio.OpenTarget(path, b.Size)

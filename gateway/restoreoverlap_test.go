@@ -52,6 +52,28 @@ func TestRestoreOverlappingAVolumeBeingBackedUpIsRefused(t *testing.T) {
 			if _, _, err := s.StartRestore(yes, gateway.RestoreRequest{Backup: b.ID, To: to}); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "volume vol ("+devs[c.volume]+")") {
 				t.Fatalf("restore --to %s while volume vol (%s) is backed up: %v, want a conflict naming the volume", to, devs[c.volume], err)
 			}
+			// A member of another project, restoring its own backup onto its own volume on the
+			// target device, reads nothing of the busy volume: not its name, nor its path.
+			p1 := as("alice", "p1", false)
+			if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: to, Name: "mine", Project: "p1"}); err != nil {
+				t.Fatal(err)
+			}
+			mine, err := s.ManageVolume(p1, gateway.ManageRequest{Path: image(t, dir, "mine-src.img", size), Name: "mine-src"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: mine.ID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p1yes := gateway.WithConfirm(p1, func(string) error { return nil })
+			if _, _, err := s.StartRestore(p1yes, gateway.RestoreRequest{Backup: mb.ID, Volume: "mine"}); !errors.Is(err, gateway.ErrConflict) ||
+				strings.Contains(err.Error(), "volume vol ") || strings.Contains(err.Error(), devs[c.volume]) || strings.Contains(err.Error(), "/dev/") {
+				t.Fatalf("a member's restore onto its volume beside another project's busy one: %v, want a conflict that names neither", err)
+			}
+			if _, err := s.UnmanageVolume(adminCtx(), "mine"); err != nil {
+				t.Fatal(err)
+			}
 			if err := backup(adminCtx()); err != nil {
 				t.Fatal(err)
 			}
