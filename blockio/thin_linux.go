@@ -4,9 +4,15 @@ package blockio
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // thinBasePrefix names the thin snapshots a backup keeps for change tracking:
@@ -153,7 +159,18 @@ func (t *ThinVolume) Delta(base, next string, size int64) (Changes, error) {
 	if _, err := dmsetup("mknodes", meta); err != nil {
 		return nil, err
 	}
+	unlock, err := lockPool(pool)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	if _, err := dmsetup("message", pool, "0", "reserve_metadata_snap"); err != nil {
+		if strings.Contains(err.Error(), "busy") { // EBUSY, as dmsetup says it
+			// The pool holds one metadata snapshot at most, and no cairn holds this one
+			// (the lock): a tool's (thin_dump --metadata-snap), or a cairn's that died
+			// while it read it, which stays held on disk until released.
+			return nil, fmt.Errorf("thin pool %s: its metadata snapshot is held by something else (a metadata dump, or a cairn that stopped while it read it): when nothing uses it, release it with 'dmsetup message %s 0 release_metadata_snap'", pool, pool)
+		}
 		return nil, fmt.Errorf("thin pool %s: metadata snapshot: %w", pool, err)
 	}
 	defer func() { _, _ = dmsetup("message", pool, "0", "release_metadata_snap") }()
@@ -166,6 +183,44 @@ func (t *ThinVolume) Delta(base, next string, size int64) (Changes, error) {
 	}
 	return ParseThinDelta(bytes.NewReader(out), size)
 }
+
+// poolLocks serialises the metadata snapshots of one pool in this process; lockPool's flock
+// does so across processes. A pool holds one metadata snapshot at most: two thin incrementals
+// of one pool at once (two job workers, or two processes) made one of them read in full.
+var poolLocks sync.Map // pool name → *sync.Mutex
+
+// lockPool takes pool's metadata snapshot for this caller, in this process and across cairn
+// processes (an flock of /run/lock/cairn-thin-POOL), and returns its release.
+func lockPool(pool string) (func(), error) {
+	mu, _ := poolLocks.LoadOrStore(pool, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	if err := os.MkdirAll(poolLockDir, 0o755); err != nil {
+		mu.(*sync.Mutex).Unlock()
+		return nil, fmt.Errorf("thin pool %s: lock directory: %w", pool, err)
+	}
+	f, err := os.OpenFile(filepath.Join(poolLockDir, "cairn-thin-"+pool), os.O_RDWR|os.O_CREATE, 0o600)
+	if err == nil {
+		for {
+			if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		mu.(*sync.Mutex).Unlock()
+		return nil, fmt.Errorf("thin pool %s: lock: %w", pool, err)
+	}
+	return func() {
+		f.Close() // ends the flock
+		mu.(*sync.Mutex).Unlock()
+	}, nil
+}
+
+// poolLockDir holds lockPool's lock files; a variable for tests.
+var poolLockDir = "/run/lock"
 
 // dmLVName is the device-mapper name of logical volume vg/lv: hyphens doubled, joined by one.
 func dmLVName(vg, lv string) string {

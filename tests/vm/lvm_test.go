@@ -167,7 +167,7 @@ func TestDMSnapshot(t *testing.T) {
 func TestThinChangeTracking(t *testing.T) {
 	const s = "thincbt"
 	r := scenario(t, s)
-	r.expectZero(t, s, "setup", "vol.rc", "restore.rc", "gone.restore.rc", "untrack.rc", "kept.untracked", "kept.untracked.after", "retrack.rc", "unmanage.rc", "kept.after")
+	r.expectZero(t, s, "setup", "vol.rc", "restore.rc", "gone.restore.rc", "held.reserve", "held.release", "untrack.rc", "kept.untracked", "kept.untracked.after", "retrack.rc", "unmanage.rc", "kept.after")
 	var vol struct {
 		TrackChanges bool `json:"track_changes"`
 	}
@@ -207,6 +207,10 @@ func TestThinChangeTracking(t *testing.T) {
 	}
 	if got, want := r.get(t, s, "gone.sha"), r.get(t, s, "gone.volume.sha"); got != want {
 		t.Errorf("the full-read incremental restores to %s, the volume is %s", got, want)
+	}
+	if held := r.backupOf(t, s, "held"); held.ReadMode != "full" || !strings.Contains(held.ReadFallback, "metadata snapshot is held by something else") ||
+		!strings.Contains(held.ReadFallback, "release_metadata_snap") {
+		t.Errorf("incremental while the pool's metadata snapshot is held: read_mode %q, read_fallback %q; want full, saying it is held and how to release it", held.ReadMode, held.ReadFallback)
 	}
 	// volume update --no-track-changes dropped the kept snapshot (checked zero above, with the
 	// untracked incremental's); the untracked incremental read in full; turned on again, the

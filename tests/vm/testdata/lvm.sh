@@ -143,6 +143,12 @@ scen_thincbt() {
 	cairn --quiet backup restore --yes "$B4" --to /tmp/r.img >/dev/null; r gone.restore.rc $?
 	r gone.sha "$(sha /tmp/r.img)"
 	rm -f /tmp/r.img
+	# The pool's metadata snapshot held by something else (a dump, a cairn that died while it
+	# read it): a full read that says so and how to release it.
+	dmsetup message vg0-pool-tpool 0 reserve_metadata_snap; r held.reserve $?
+	dd if=/dev/urandom of=/dev/vg0/tv bs=64K count=1 seek=120 conv=notrunc 2>/dev/null
+	j held backup create tv --incremental
+	dmsetup message vg0-pool-tpool 0 release_metadata_snap; r held.release $?
 	r pool.metasnap "$(dmsetup status vg0-pool-tpool | cut -d' ' -f7)"
 	# Tracking turned off later: the kept snapshot goes at once; the next incremental reads
 	# in full and keeps none. Turned on again, the backup after it keeps one.
