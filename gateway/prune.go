@@ -499,10 +499,15 @@ func children(all []*index.Backup) map[string]int {
 // record names is only a name; counting it, one interrupted backup kept its parent and, with
 // it, every older backup of the chain from every prune.
 func dependsOnParent(b *index.Backup) bool {
-	if b.ParentID == "" {
-		return false
-	}
-	return b.Status != index.BackupError || b.ManifestInDoubt || !b.Root.IsZero() || b.Size == 0
+	return b.ParentID != "" && !failedBeforeItsBlockMap(b)
+}
+
+// failedBeforeItsBlockMap says whether b failed before it made a block map: error, no root,
+// no manifest in doubt. It stores nothing, never becomes available, keeps no parent and holds
+// no quota. A committed backup of an empty volume has no root either (its size says so), and
+// an admin's reset to error keeps a committed backup's block map.
+func failedBeforeItsBlockMap(b *index.Backup) bool {
+	return b.Status == index.BackupError && !b.ManifestInDoubt && b.Root.IsZero() && b.Size != 0
 }
 
 // removeBackup deletes one committed backup with no dependants for prune: what prune decided

@@ -285,7 +285,7 @@ func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]*index.B
 // count adds what backup b of the project counts against its quota.
 func (u *QuotaUsage) count(b *index.Backup) {
 	switch {
-	case b.Status == index.BackupError && b.Root.IsZero() && !b.ManifestInDoubt:
+	case failedBeforeItsBlockMap(b):
 		// A failed backup released its reservation. One with a block map (an admin's
 		// reset to error keeps the manifest and the data) counts as stored until it is
 		// deleted: freed by a reset, its unit went to a new backup, and a reset back to
