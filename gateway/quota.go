@@ -264,11 +264,7 @@ func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]*index.B
 	}
 	ids := map[string]*index.Backup{}
 	u := QuotaUsage{Backups: QuotaUse{Limit: q.Backups}, BackupGigabytes: QuotaUse{Limit: q.BackupGigabytes}}
-	// With the backups other gateways are creating, as their creating objects say: one
-	// accepted while the project had no limit left no reservation object, and a limit set
-	// since let every other gateway admit its whole quota on top of them
-	// [TestALimitSetWhileAnotherGatewayCreatesCountsItsBackups].
-	all, err := s.withElsewhere()
+	all, err := s.idx.Backups()
 	if err != nil {
 		return QuotaUsage{}, nil, err
 	}
@@ -278,6 +274,18 @@ func (s *Service) quotaUsageIDs(project string) (QuotaUsage, map[string]*index.B
 		}
 		ids[b.ID] = b
 		u.count(b)
+	}
+	// With the backups other gateways are creating, as their creating objects say: one
+	// accepted while the project had no limit left no reservation object, and a limit set
+	// since let every other gateway admit its whole quota on top of them
+	// [TestALimitSetWhileAnotherGatewayCreatesCountsItsBackups]. Only those still creating:
+	// one whose object went stale is shown interrupted, but may still commit, and its
+	// reservation, if it has one, counts it (unknown to ids).
+	for _, b := range s.elsewhereRecords() {
+		if b.Project == project && b.Status == index.BackupCreating && ids[b.ID] == nil {
+			ids[b.ID] = b
+			u.count(b)
+		}
 	}
 	return u, ids, nil
 }
