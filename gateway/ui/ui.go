@@ -63,12 +63,20 @@ func ParsePublicURL(s string) (*url.URL, error) {
 	switch {
 	case err != nil:
 		return nil, err
-	case u.Scheme != "http" && u.Scheme != "https", u.Host == "":
+	case u.Scheme != "http" && u.Scheme != "https", u.Hostname() == "":
 		return nil, fmt.Errorf("%q: give the scheme and host browsers use, e.g. https://backup.example.com", s)
 	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "":
 		return nil, fmt.Errorf("%q: give only the scheme and host (the console is at /ui/ there)", s)
 	}
-	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+	// As a browser's Origin says it: the host in lower case, no port when it is the scheme's.
+	host := strings.ToLower(u.Host)
+	if p := u.Port(); u.Scheme == "https" && p == "443" || u.Scheme == "http" && p == "80" {
+		host = strings.ToLower(u.Hostname())
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+	}
+	return &url.URL{Scheme: u.Scheme, Host: host}, nil
 }
 
 // server is the console's handler. Its only state is the session store.

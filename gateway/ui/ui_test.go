@@ -699,7 +699,14 @@ func TestConsoleBehindATLSProxy(t *testing.T) {
 	if code, _, _ := e.browser().post("/ui/signin", url.Values{"token": {"tok-alice"}}, e.srv.URL); code != http.StatusForbidden {
 		t.Errorf("sign-in whose Origin is the gateway's own address behind the proxy: %d, want 403", code)
 	}
-	for _, bad := range []string{"backup.example.test", "ftp://backup.example.test", "https://backup.example.test/console", "https://u:p@backup.example.test"} {
+	// Written as a browser's Origin says it, or every form from there was refused.
+	for in, want := range map[string]string{"https://Backup.Example.test:443/": "https://backup.example.test",
+		"http://backup.example.test:80": "http://backup.example.test", "https://backup.example.test:8443": "https://backup.example.test:8443"} {
+		if u, err := ui.ParsePublicURL(in); err != nil || u.String() != want {
+			t.Errorf("public URL %q: %v, %v; want %s", in, u, err, want)
+		}
+	}
+	for _, bad := range []string{"backup.example.test", "ftp://backup.example.test", "https://backup.example.test/console", "https://u:p@backup.example.test", "https://:443"} {
 		if _, err := ui.ParsePublicURL(bad); err == nil {
 			t.Errorf("public URL %q taken", bad)
 		}
