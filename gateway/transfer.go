@@ -119,10 +119,19 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			return nil, err
 		}
 		if err := s.repo.PutManifest(ctx, m); err != nil {
-			// A Put that failed may have landed (its answer lost): withdrawn as a backup's
-			// commit withdraws it, or the next catch-up adopted as available a backup whose
-			// import failed, past its quota [TestAnImportWhosePutFailedLeavesNoManifest].
-			return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, err))
+			// A Put that failed may have landed (its answer lost). Landed while the lock
+			// held (checked below), it is as good as one acknowledged: the import goes on and
+			// the backup is adopted under its quota. Left as a failed import, the next
+			// catch-up adopted it past the quota; withdrawn, it could be another gateway's
+			// import of the same backup, committed meanwhile (the id is the export's, not a
+			// new one) [TestAnImportWhosePutLostItsAnswerIsImported].
+			landed, herr := s.repo.HasManifest(ctx, m.ID)
+			switch {
+			case herr != nil:
+				return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, err))
+			case !landed:
+				return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
+			}
 		}
 		// As a backup's commit: a Put that landed after the lock may have gone stale is
 		// withdrawn (design.md, "A manifest that lands late").

@@ -193,32 +193,49 @@ func TestImportStoresNothingOnceItsLockObjectIsGone(t *testing.T) {
 	}
 }
 
-// An import whose manifest Put failed after it landed (its answer lost) leaves no manifest:
-// it is withdrawn as a failed backup's is. It was left stored, and the next catch-up adopted
-// as available a backup whose import had failed, past the project's quota.
-func TestAnImportWhosePutFailedLeavesNoManifest(t *testing.T) {
-	a, dir := newService(t)
-	bk, exp := exportedThenDeleted(t, a, dir)
-	var f *faulty.Faulty
-	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
-		f = faulty.New(be, 1)
-		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifests/", Effect: faulty.FailAfter, Times: 1})
-		return f
-	})
-	if _, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL); !errors.Is(err, backend.ErrUnavailable) {
-		t.Fatalf("import whose manifest Put lost its answer: %v, want it unavailable", err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "repo", "manifests", bk.ID)); err == nil {
-		t.Fatalf("manifest of the failed import stored")
-	}
-	if err := a.SyncBackups(adminCtx()); err != nil {
-		t.Fatal(err)
-	}
-	if got, err := a.Index().Backup(bk.ID); !errors.Is(err, index.ErrNotFound) {
-		t.Errorf("the failed import after a catch-up: %+v, %v; want no backup", got, err)
-	}
-	if _, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL); err != nil {
-		t.Errorf("the import again, the store sound: %v", err)
+// An import whose manifest Put landed but lost its answer, under a lock that held, is imported:
+// the backup is available (under its quota) and restores. Before, the import failed and left
+// the manifest stored, and the next catch-up adopted it past the quota; withdrawn instead, it
+// could have been another gateway's import of the same backup. A Put that did not land
+// stores nothing, and a catch-up adopts nothing.
+func TestAnImportWhosePutLostItsAnswerIsImported(t *testing.T) {
+	for _, landed := range []bool{true, false} {
+		a, dir := newService(t)
+		bk, exp := exportedThenDeleted(t, a, dir)
+		effect := faulty.Fail
+		if landed {
+			effect = faulty.FailAfter
+		}
+		gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+			f := faulty.New(be, 1)
+			f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifests/", Effect: effect, Times: 1})
+			return f
+		})
+		b, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL)
+		if landed {
+			if err != nil || b.Status != index.BackupAvailable {
+				t.Fatalf("import whose manifest Put landed and lost its answer: %+v, %v; want it imported", b, err)
+			}
+			if got, want := restoreSHA(t, a, adminCtx(), bk.ID), sha256File(t, filepath.Join(dir, "vol.img")); got != want {
+				t.Errorf("the imported backup restores sha256 %s, want %s", got, want)
+			}
+			continue
+		}
+		if !errors.Is(err, backend.ErrUnavailable) {
+			t.Fatalf("import whose manifest Put failed: %v, want it unavailable", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "repo", "manifests", bk.ID)); err == nil {
+			t.Fatalf("manifest of the failed import stored")
+		}
+		if err := a.SyncBackups(adminCtx()); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := a.Index().Backup(bk.ID); !errors.Is(err, index.ErrNotFound) {
+			t.Errorf("the failed import after a catch-up: %+v, %v; want no backup", got, err)
+		}
+		if _, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL); err != nil {
+			t.Errorf("the import again, the store sound: %v", err)
+		}
 	}
 }
 
