@@ -166,6 +166,9 @@ func TestRestoreOntoAVolumeThatCannotFitIsRefused(t *testing.T) {
 	if !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "does not fit") || !strings.Contains(err.Error(), "free space") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("restore onto a volume it cannot fit in: %v; want refused in one line, saying what to do", err)
 	}
+	if strings.Contains(err.Error(), "--to") {
+		t.Errorf("a member is told to restore --to a device, which only an admin may: %v", err)
+	}
 	t.Logf("the refusal: %v", err)
 	if fi, err := os.Stat(v.Path); err != nil || fi.Size() != 1<<50 || fi.Sys().(*syscall.Stat_t).Blocks != 0 {
 		t.Fatalf("the refused restore's volume image: %v; want it as it was, 1 PiB and nothing allocated", err)
@@ -179,6 +182,12 @@ func TestRestoreOntoAVolumeThatCannotFitIsRefused(t *testing.T) {
 	}
 	if got := sha256File(t, v.Path); got != sha256File(t, img) {
 		t.Fatalf("volume huge has sha256 %s, want the backup's volume's", got)
+	}
+	// Its image holds the backup's data now: restored again, it writes over it in place and
+	// needs no room, however little is free.
+	testutil.FillFS(t, fs, 80<<20)
+	if _, err := s.Restore(member, gateway.RestoreRequest{Backup: b.ID, Volume: "huge"}); err != nil {
+		t.Fatalf("restore onto the volume that holds its data already: %v", err)
 	}
 }
 

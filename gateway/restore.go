@@ -161,9 +161,17 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol != nil && vol.Managed && vol.Kind == KindFile {
 			// A volume cairn made is a sparse image beside the index, as large as its creator
 			// asked (a member's too, 1 PiB if it likes), and the restore fills it: it takes its
-			// room as a restore to a new volume does.
+			// room as a restore to a new volume does, less what the image holds already (the
+			// restore writes over it in place; a full image took nothing new, and its restore
+			// was refused on a disk with less free than its data [TestRestoreOntoAVolumeThatCannotFitIsRefused]).
+			need := data
+			if fi, err := os.Stat(path); err == nil {
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+					need = max(0, data-st.Blocks*512)
+				}
+			}
 			room, err := s.roomForImage(c, filepath.Dir(path), fmt.Sprintf("restoring %s of data onto volume %s", units.Bytes(data), vol.Name),
-				"or restore --to a device or a file on another file system", data)
+				c.shown("or restore --to a device or a file on another file system", "or ask an admin for room"), need)
 			if err != nil {
 				return nil, nil, err
 			}
