@@ -154,10 +154,12 @@ func (s *Source) NextData(off int64) (start, end int64, err error) {
 	}
 	if !ok {
 		s.noSeekData.Store(true)
-	} else if start >= s.size || end < s.size {
-		// The file's data ends here as the filesystem sees it now. A file cut short since
-		// open ends its data early too (SEEK_DATA finds nothing, SEEK_HOLE stops at the new
-		// end): taken for holes, the bytes it lost would be backed up as zeros.
+	} else if start >= s.size {
+		// No more data as the filesystem sees it now. A file cut short since open has none
+		// past its new end either: taken for holes, the bytes it lost would be backed up as
+		// zeros. A cut inside an extent ends that extent early (SEEK_HOLE stops at the new
+		// end), and the caller's next look, from there, lands here. Looked at only here, not
+		// at every extent's end: an fstat per extent of a fragmented image.
 		if err := s.checkSize(off); err != nil {
 			return 0, 0, err
 		}

@@ -165,12 +165,19 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	for _, id := range unlisted {
 		// A backup running beside this check stores packs and indexes them after the
 		// listing: only one the backend does not have now is missing.
-		switch _, err := r.be.Stat(ctx, id.Key()); {
+		switch fi, err := r.be.Stat(ctx, id.Key()); {
 		case errors.Is(err, backend.ErrNotFound):
 			rep.Classes[ProblemMissing]++
 			rep.problem("%s: pack %s: in the index but missing from the backend", ProblemMissing, id)
 		case err != nil:
 			return nil, err
+		default:
+			// Stored since the listing: the walk and the reads below find it there.
+			stored[id] = fi.Size
+			if fi.Size != indexed[id] {
+				rep.Classes[ProblemDamaged]++
+				rep.problem("%s: pack %s: %d bytes in the backend, %d in the index (truncated or replaced)", ProblemDamaged, id, fi.Size, indexed[id])
+			}
 		}
 	}
 	unindexed := 0
@@ -561,13 +568,13 @@ func (r *Repository) checkData(ctx context.Context, stored map[PackID]int64, ids
 				}
 				loc := e.Location
 				loc.Pack = id
-				if _, ok := r.readAgain(ctx, e.Type, e.Addr, loc, nil); ok {
+				_, good, damaged := r.readAgainJudged(ctx, e.Type, e.Addr, loc, nil)
+				if good {
 					continue // the pack's read went wrong on the way: the copy is good
 				}
-				if !r.idx.Damaged(e.Addr, loc) {
-					// The second read judged nothing (an outage, a cancel: readAgain marks a
-					// copy damaged only when it fails to open twice). One bad read is no
-					// damage, and reported as some, repair forgot a sound blob
+				if !damaged {
+					// The second read judged nothing (an outage, a cancel). One bad read is
+					// no damage, and reported as some, repair forgot a sound blob
 					// [TestCheckStopsWhenTheSecondReadOfABlobCannotBeMade].
 					if err := ctx.Err(); err != nil {
 						return err

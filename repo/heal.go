@@ -85,15 +85,25 @@ func (r *Repository) sourceBlock(src Source, buf []byte, off int64) ([]byte, Add
 // index (LearnDamaged). A second read that fails otherwise (an outage, a cancelled read)
 // judges nothing.
 func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, loc Location, dst []byte) ([]byte, bool) {
+	plain, good, _ := r.readAgainJudged(ctx, t, addr, loc, dst)
+	return plain, good
+}
+
+// readAgainJudged is readAgain, and says too whether the copy is damaged: it failed to open a
+// second time, or was marked so before. Neither good nor damaged, the second read judged
+// nothing (an outage, a cancel) [TestCheckStopsWhenTheSecondReadOfABlobCannotBeMade].
+func (r *Repository) readAgainJudged(ctx context.Context, t BlobType, addr Address, loc Location, dst []byte) (plain []byte, good, damaged bool) {
 	stored, err := r.be.GetRange(ctx, loc.Pack.Key(), int64(loc.Offset), int64(loc.Length))
 	if err == nil {
-		var plain []byte
 		if plain, _, err = r.keys.decodeBlob(dst, nil, stored, t, addr); err == nil {
-			return plain, true
+			return plain, true, false
 		}
 	}
-	if !errors.Is(err, ErrCorrupt) || r.idx.Damaged(addr, loc) {
-		return nil, false
+	if !errors.Is(err, ErrCorrupt) {
+		return nil, false, false
+	}
+	if r.idx.Damaged(addr, loc) {
+		return nil, false, true
 	}
 	if err := r.idx.MarkDamaged(addr, loc); err != nil {
 		r.logf("blob %s in pack %s is damaged, and the index could not mark it so: %v", addr.Short(), loc.Pack, err)
@@ -101,7 +111,7 @@ func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, lo
 		r.logf("blob %s in pack %s is damaged: the next backup of the same data stores it again", addr.Short(), loc.Pack)
 		r.storeDamagedMark(ctx, addr, loc)
 	}
-	return nil, false
+	return nil, false, true
 }
 
 // ForgetDamaged makes the index forget the lost blobs (a check's) whose only copy it knows is
@@ -110,41 +120,34 @@ func (r *Repository) readAgain(ctx context.Context, t BlobType, addr Address, lo
 // A blob the index now locates at a copy not marked damaged that reads and verifies was
 // stored again since the check (a backup that met the mark) and is kept: forgotten, the
 // sound copy was lost to every backup that needs it [TestForgetDamagedKeepsACopyStoredAgain].
-func (r *Repository) ForgetDamaged(ctx context.Context, lost map[Address]struct{}) (int, error) {
+// It returns how many it forgot and how many it kept: when it kept any, the check's list of
+// damaged backups is out of date. Only an outage, a refused read or a cancel is an error.
+func (r *Repository) ForgetDamaged(ctx context.Context, lost map[Address]struct{}) (forgot, kept int, err error) {
 	addrs := make([]Address, 0, len(lost))
+	gone := map[PackID]bool{} // packs a read found missing or short: their other blobs are too
 	for a := range lost {
 		loc, ok, err := r.idx.Lookup(a)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if !ok {
 			continue
 		}
-		if !r.idx.Damaged(a, loc) {
-			if sound, err := r.soundAt(ctx, a, loc); err != nil {
-				return 0, err
-			} else if sound {
+		if !r.idx.Damaged(a, loc) && !gone[loc.Pack] {
+			err := r.verifyCopy(ctx, PackEntry{Addr: a, Location: loc})
+			switch {
+			case err == nil:
+				kept++
 				continue
+			case errors.Is(err, backend.ErrNotFound), errors.Is(err, backend.ErrRange):
+				gone[loc.Pack] = true
+			case !isDamage(err):
+				return 0, 0, err
 			}
 		}
 		addrs = append(addrs, a)
 	}
-	return len(addrs), r.idx.ForgetBlobs(addrs)
-}
-
-// soundAt reads the copy of blob a at loc and says whether it opens and verifies. Only an
-// outage or a cancelled read is an error.
-func (r *Repository) soundAt(ctx context.Context, a Address, loc Location) (bool, error) {
-	err := r.verifyCopy(ctx, PackEntry{Addr: a, Location: loc})
-	switch {
-	case err == nil:
-		return true, nil
-	case ctx.Err() != nil:
-		return false, ctx.Err()
-	case errors.Is(err, backend.ErrUnavailable):
-		return false, err
-	}
-	return false, nil
+	return len(addrs), kept, r.idx.ForgetBlobs(addrs)
 }
 
 // Mended reports whether every one of the data blocks addrs (a damaged verification's lost

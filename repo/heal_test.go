@@ -152,7 +152,7 @@ func TestGCAfterRepairForgotALostNodeDeletesNothing(t *testing.T) {
 	if _, ok := lost[m.Root]; !ok {
 		t.Fatalf("the check does not name the lost root: %+v", rep.LostNodes())
 	}
-	if _, err := f.r.ForgetDamaged(ctx, lost); err != nil {
+	if _, _, err := f.r.ForgetDamaged(ctx, lost); err != nil {
 		t.Fatal(err)
 	}
 	before := len(packFiles(f.dir))
@@ -265,7 +265,7 @@ func TestForgetDamagedKeepsACopyStoredAgain(t *testing.T) {
 		t.Fatalf("the check does not name the damaged block: %+v", rep)
 	}
 	f.backup(t, "b", &memSource{data: vol}, nil) // stores the marked block again
-	if n, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 0 {
+	if n, _, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 0 {
 		t.Fatalf("ForgetDamaged after the block was stored again: %d forgotten, %v; want none", n, err)
 	}
 	if got := f.restore(t, m); !bytes.Equal(got, vol) {
@@ -277,7 +277,7 @@ func TestForgetDamagedKeepsACopyStoredAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 1 {
+	if n, _, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 1 {
 		t.Fatalf("ForgetDamaged of a damaged copy: %d forgotten, %v; want it", n, err)
 	}
 }
