@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,6 +41,10 @@ func IsTemp(name string) bool {
 type Local struct {
 	root  string
 	files *files // recently read objects, kept open
+	// durable holds the directories whose entry in their parent this process has fsynced
+	// (mkdirAll): a Put into a directory another goroutine has just made, before that one
+	// fsynced its parent, was acknowledged with the directory's entry not yet durable.
+	durable sync.Map
 }
 
 var (
@@ -453,27 +458,32 @@ func (l *Local) filename(ctx context.Context, key string) (string, error) {
 
 // mkdirAll creates dir and its missing parents below the root, fsyncing each parent so the
 // new directory entry is as durable as the file that will be renamed into it.
+//
+// A directory that exists is taken as durable only once this process has fsynced its parent:
+// one made by another goroutine a moment ago may not be yet [TestPutIntoANewDirectoryIsDurable].
 func (l *Local) mkdirAll(dir string) error {
 	if dir == l.root {
 		return nil
 	}
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory", dir)
-		}
+	if _, ok := l.durable.Load(dir); ok {
 		return nil
 	}
 	parent := filepath.Dir(dir)
 	if err := l.mkdirAll(parent); err != nil {
 		return err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil // created concurrently
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is not a directory", dir)
 		}
+	} else if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) { // EEXIST: made concurrently
 		return translate(err)
 	}
-	return syncDir(parent)
+	if err := syncDir(parent); err != nil {
+		return err
+	}
+	l.durable.Store(dir, struct{}{})
+	return nil
 }
 
 // checkKey refuses keys that would escape the root or collide with temp files.

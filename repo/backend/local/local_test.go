@@ -276,3 +276,35 @@ func TestDeleteIsDurable(t *testing.T) {
 		t.Error("Delete returned without an fsync of the directory after the unlink")
 	}
 }
+
+// A Put into a directory another goroutine has just made (and not yet fsynced into its
+// parent) fsyncs that parent before it returns: it found the directory there and returned
+// at once, acknowledging an object whose directory entry a crash could still lose.
+func TestPutIntoANewDirectoryIsDurable(t *testing.T) {
+	l := newLocal(t)
+	ctx := context.Background()
+	packs := filepath.Join(l.root, "packs")
+	if err := os.MkdirAll(filepath.Join(packs, "ab"), 0o700); err != nil { // made, not fsynced
+		t.Fatal(err)
+	}
+	var synced []string
+	orig := syncDir
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		return orig(dir)
+	}
+	t.Cleanup(func() { syncDir = orig })
+	if err := l.Put(ctx, "packs/ab/abcdef", []byte("pack")); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(synced, packs) || !slices.Contains(synced, l.root) {
+		t.Errorf("Put into a directory made by another: fsynced %q, want %s (its entry) and %s too", synced, packs, l.root)
+	}
+	synced = nil
+	if err := l.Put(ctx, "packs/ab/abcdf0", []byte("pack")); err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(synced, packs) {
+		t.Errorf("the second Put into the directory fsynced its parent again: %q", synced)
+	}
+}
