@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -190,34 +191,55 @@ func (t *ThinVolume) Delta(base, next string, size int64) (Changes, error) {
 var poolLocks sync.Map // pool name → *sync.Mutex
 
 // lockPool takes pool's metadata snapshot for this caller, in this process and across cairn
-// processes (an flock of /run/lock/cairn-thin-POOL), and returns its release.
+// processes (an flock of /run/lock/cairn-thin-POOL), and returns its release. It waits at most
+// poolLockWait: a holder stuck in dmsetup or thin_delta (a suspended pool) must not hold every
+// later thin incremental of the pool, which reads in full instead.
 func lockPool(pool string) (func(), error) {
+	busy := fmt.Errorf("thin pool %s: another backup has held its metadata snapshot for %s", pool, poolLockWait)
+	deadline := time.Now().Add(poolLockWait)
 	mu, _ := poolLocks.LoadOrStore(pool, new(sync.Mutex))
-	mu.(*sync.Mutex).Lock()
-	if err := os.MkdirAll(poolLockDir, 0o755); err != nil {
-		mu.(*sync.Mutex).Unlock()
-		return nil, fmt.Errorf("thin pool %s: lock directory: %w", pool, err)
-	}
-	f, err := os.OpenFile(filepath.Join(poolLockDir, "cairn-thin-"+pool), os.O_RDWR|os.O_CREATE, 0o600)
-	if err == nil {
-		for {
-			if err = unix.Flock(int(f.Fd()), unix.LOCK_EX); !errors.Is(err, unix.EINTR) {
-				break
-			}
+	for !mu.(*sync.Mutex).TryLock() {
+		if time.Now().After(deadline) {
+			return nil, busy
 		}
-		if err != nil {
-			f.Close()
-		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	f, err := openPoolLock(pool)
 	if err != nil {
 		mu.(*sync.Mutex).Unlock()
 		return nil, fmt.Errorf("thin pool %s: lock: %w", pool, err)
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) || time.Now().After(deadline) {
+			f.Close()
+			mu.(*sync.Mutex).Unlock()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, busy
+			}
+			return nil, fmt.Errorf("thin pool %s: lock: %w", pool, err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	return func() {
 		f.Close() // ends the flock
 		mu.(*sync.Mutex).Unlock()
 	}, nil
 }
+
+// openPoolLock opens pool's lock file in poolLockDir, made if missing.
+func openPoolLock(pool string) (*os.File, error) {
+	if err := os.MkdirAll(poolLockDir, 0o755); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(poolLockDir, "cairn-thin-"+pool), os.O_RDWR|os.O_CREATE, 0o600)
+}
+
+// poolLockWait bounds lockPool's wait; a variable for tests.
+var poolLockWait = time.Minute
 
 // poolLockDir holds lockPool's lock files; a variable for tests.
 var poolLockDir = "/run/lock"
