@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -183,11 +184,21 @@ func TestRestoreOntoAVolumeThatCannotFitIsRefused(t *testing.T) {
 	if got := sha256File(t, v.Path); got != sha256File(t, img) {
 		t.Fatalf("volume huge has sha256 %s, want the backup's volume's", got)
 	}
-	// Its image holds the backup's data now: restored again, it writes over it in place and
-	// needs no room, however little is free.
+	// A volume whose image is allocated whole: the restore writes over it in place and needs
+	// no room, however little is free.
+	full, err := s.CreateVolume(member, gateway.CreateVolumeRequest{Name: "full", Size: 24 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(full.Path, bytes.Repeat([]byte{7}, 24<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	testutil.FillFS(t, fs, 80<<20)
-	if _, err := s.Restore(member, gateway.RestoreRequest{Backup: b.ID, Volume: "huge"}); err != nil {
-		t.Fatalf("restore onto the volume that holds its data already: %v", err)
+	if _, err := s.Restore(member, gateway.RestoreRequest{Backup: b.ID, Volume: "full"}); err != nil {
+		t.Fatalf("restore onto a volume allocated whole: %v", err)
+	}
+	if got := sha256File(t, full.Path); got != sha256File(t, img) {
+		t.Fatalf("volume full has sha256 %s, want the backup's volume's", got)
 	}
 }
 

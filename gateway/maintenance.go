@@ -1547,7 +1547,7 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 		if err != nil {
 			return nil, err
 		}
-		out.Forgotten = forgot
+		out.Forgotten += forgot
 		// A blob kept was stored again since the check (a backup running beside the repair
 		// met its mark): the check's damaged backups are out of date, and one forgotten by
 		// --forget-damaged from them could be whole again [TestForgetDamagedKeepsACopyStoredAgain].

@@ -503,11 +503,12 @@ func dependsOnParent(b *index.Backup) bool {
 }
 
 // failedBeforeItsBlockMap says whether b failed before it made a block map: error, no root,
-// no manifest in doubt. It stores nothing, never becomes available, keeps no parent and holds
-// no quota. A committed backup of an empty volume has no root either (its size says so), and
-// an admin's reset to error keeps a committed backup's block map.
+// no manifest in doubt, no blocks counted. It stores nothing, never becomes available, keeps
+// no parent and holds no quota. A committed backup of an empty or all-zero volume has no root
+// either, but its commit counted its blocks (an empty volume's none: its size says so); an
+// admin's reset to error keeps what the commit recorded.
 func failedBeforeItsBlockMap(b *index.Backup) bool {
-	return b.Status == index.BackupError && !b.ManifestInDoubt && b.Root.IsZero() && b.Size != 0
+	return b.Status == index.BackupError && !b.ManifestInDoubt && b.Root.IsZero() && b.Stats.Blocks == 0 && b.Size != 0
 }
 
 // removeBackup deletes one committed backup with no dependants for prune: what prune decided

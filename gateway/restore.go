@@ -161,13 +161,15 @@ func (s *Service) StartRestore(ctx context.Context, req RestoreRequest) (*Restor
 		if vol != nil && vol.Managed && vol.Kind == KindFile {
 			// A volume cairn made is a sparse image beside the index, as large as its creator
 			// asked (a member's too, 1 PiB if it likes), and the restore fills it: it takes its
-			// room as a restore to a new volume does, less what the image holds already (the
-			// restore writes over it in place; a full image took nothing new, and its restore
-			// was refused on a disk with less free than its data [TestRestoreOntoAVolumeThatCannotFitIsRefused]).
+			// room as a restore to a new volume does, unless the image is allocated whole (the
+			// restore writes over it in place and allocates nothing; it was refused on a disk
+			// with less free than its data [TestRestoreOntoAVolumeThatCannotFitIsRefused]). An
+			// image allocated in part is counted as empty: where the backup's data lands on its
+			// holes is not known here, and the restore allocates before it punches.
 			need := data
 			if fi, err := os.Stat(path); err == nil {
-				if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-					need = max(0, data-st.Blocks*512)
+				if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Blocks*512 >= fi.Size() {
+					need = 0
 				}
 			}
 			room, err := s.roomForImage(c, filepath.Dir(path), fmt.Sprintf("restoring %s of data onto volume %s", units.Bytes(data), vol.Name),

@@ -125,10 +125,14 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			// catch-up adopted it past the quota; withdrawn, it could be another gateway's
 			// import of the same backup, committed meanwhile (the id is the export's, not a
 			// new one) [TestAnImportWhosePutLostItsAnswerIsImported].
-			landed, herr := s.repo.HasManifest(ctx, m.ID)
+			// Asked on a context of its own: a caller that gave up must not make the
+			// answer "cannot tell". One that cannot be told leaves the manifest as it is.
+			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), withdrawTimeout)
+			landed, herr := s.repo.HasManifest(hctx, m.ID)
+			cancel()
 			switch {
 			case herr != nil:
-				return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, err))
+				return nil, fmt.Errorf("import backup %s: %w; whether its manifest landed cannot be told (%v): the next catch-up adopts it if it did", m.ID, err, herr)
 			case !landed:
 				return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
 			}

@@ -312,7 +312,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 	if err := lk.Check(); err != nil && !rep.OK() {
 		// Its problems may be a gc elsewhere removing what it was reading: no report, so
 		// nothing (repair, an admin) acts on them.
-		return nil, fmt.Errorf("check: %w, so the %d problems it found may be a gc elsewhere removing what it read, not damage: run it again", err, len(rep.Problems))
+		return nil, fmt.Errorf("check: %w, so the %d problems it found may be a gc elsewhere removing what it read, not damage: run it again", err, rep.ProblemCount)
 	}
 	return rep, nil
 }
