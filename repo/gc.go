@@ -81,8 +81,7 @@ var ErrUnreadableBackup = errors.New("a stored backup cannot be read")
 // packs that are mostly unreachable. In an object-locked repository it removes a pack only
 // once its dates have passed, extends the locks of what is in use and removes old versions
 // (retention.go). The argument for its safety is in docs/design.md.
-func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
-	var st GCStats
+func (r *Repository) GC(ctx context.Context, o GCOptions) (st GCStats, err error) {
 	logf := o.Log
 	if logf == nil {
 		logf = func(string, ...any) {}
@@ -95,6 +94,12 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		return st, err
 	}
 	defer lk.Unlock()
+	maintained := false // the object lock's dates were extended (lockPass.maintain)
+	defer func() {
+		if err != nil && !maintained && r.retain != nil && !o.DryRun && ctx.Err() == nil {
+			r.extendAfterFailedGC(ctx, lk, &st, logf)
+		}
+	}()
 	// The whole backend, once: every pack learned (from its index object or its trailer),
 	// every pack the backend lost forgotten; the listing serves the decisions below.
 	// A dry run writes nothing, so it learns no pack that lacks an index object (see
@@ -326,6 +331,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (GCStats, error) {
 		st.deleted(drop, usage)
 	}
 	if lp != nil {
+		maintained = true
 		if err := lp.maintain(rm, &st, usage, append(repack, deferred...), removed, false); err != nil {
 			return st, err
 		}

@@ -459,6 +459,39 @@ func (lp *lockPass) maintain(ctx context.Context, st *GCStats, usage map[PackID]
 	return nil
 }
 
+// extendAfterFailedGC extends the date of every current object the retention locks, when gc
+// stopped before its own extension (an unreadable backup stops its mark; a repack or a delete
+// can fail): gc is the only thing that extends dates, so one junk manifest (a new version,
+// which the lock allows anyone with the credentials to write) that stopped every gc let every
+// backup's lock lapse within a period [TestAFailedGCStillExtendsTheLocks]. Without the
+// mark, the objects in use are not known: all of them are extended, which costs storage
+// (unreachable packs wait a period longer), never a backup. Its own failure is logged beside
+// gc's.
+func (r *Repository) extendAfterFailedGC(ctx context.Context, lk *Lock, st *GCStats, logf func(string, ...any)) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Minute)
+	defer cancel()
+	lp, err := r.newLockPass(ctx, lk)
+	if err == nil {
+		var current []backend.Version
+		for key, kv := range lp.vs {
+			if !r.retain.set.Locks(key) {
+				continue
+			}
+			for _, v := range kv {
+				if v.Latest && !v.DeleteMarker {
+					current = append(current, v)
+				}
+			}
+		}
+		st.ObjectsExtended, err = r.extend(ctx, current, lp.now, false)
+	}
+	if err != nil {
+		logf("gc failed, and the locks' dates could not be extended either: %v", err)
+		return
+	}
+	logf("gc failed: the dates of all %d locked objects were extended all the same", st.ObjectsExtended)
+}
+
 // visible reports whether key had a current version when the run listed them.
 func (lp *lockPass) visible(key string) bool {
 	for _, v := range lp.vs[key] {

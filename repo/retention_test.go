@@ -566,3 +566,39 @@ func metaVersions(vs map[string][]backend.Version, prefix string) int {
 	}
 	return n
 }
+
+// A gc that stops before its own extension of the locks' dates (here: a manifest and its copy
+// overwritten with junk, new versions the lock allows anyone with the credentials to write, so
+// every gc stops at its mark) extends the dates of every locked object all the same. gc was
+// the only thing that extended them: one such object stopped every run, and every backup's
+// lock lapsed within a period.
+func TestAFailedGCStillExtendsTheLocks(t *testing.T) {
+	srv := testutil.StartS3(t, testutil.WithObjectLock())
+	const period = 6 * time.Second
+	f := newLockedFixture(t, srv, "failedgc", period)
+	ctx := context.Background()
+	f.backup(t, "a", &memSource{data: randomVolume(31, 1<<20)}, nil)
+	f.backup(t, "b", &memSource{data: randomVolume(32, 1<<20)}, nil)
+	before := map[string]time.Time{}
+	for k := range packKeys(t, f) {
+		before[k] = f.until(t, k)
+	}
+	for _, key := range []string{"manifests/b", "manifest-copies/b"} {
+		if err := f.be.Put(ctx, key, []byte("junk")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(period/2 + time.Second) // gc extends a date with less than half a period left
+	st, err := f.r.GC(ctx, repo.GCOptions{})
+	if err == nil {
+		t.Fatal("gc with a junk manifest succeeded: the set-up is wrong")
+	}
+	if st.ObjectsExtended == 0 {
+		t.Errorf("gc that failed (%v) extended nothing", err)
+	}
+	for k, u := range before {
+		if got := f.until(t, k); !got.After(u) {
+			t.Errorf("pack %s still locked until %v after the failed gc, as before", k, got)
+		}
+	}
+}
