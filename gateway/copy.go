@@ -93,6 +93,12 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 	if have, err := dst.hasBackup(ctx, b.ID); err != nil {
 		return nil, err
 	} else if have != nil {
+		if !have.Status.Committed() {
+			// Being deleted there (a delete that did not finish), or failed: no copy, and
+			// not one to record. Taken for "already there", it was recorded, and every copy
+			// of all after it skipped the backup as deleted there [TestCopyOverOneBeingDeletedThereSaysSo].
+			return nil, wrapf(ErrConflict, "backup %s is %s in %s (a delete there that did not finish, or a failure): delete it there ('cairn backup delete %s'), then copy it", b.ID, have.Status, dst.be.Location(), b.ID)
+		}
 		// A copy made before copies were recorded (or whose record did not land) is
 		// recorded now, once, so that a later delete there is left too.
 		if recorded == nil && !o.DryRun {
@@ -193,7 +199,13 @@ func (s *Service) hasBackup(ctx context.Context, id string) (*index.Backup, erro
 	if err != nil {
 		return nil, err
 	}
-	return recordOf(m), nil
+	b := recordOf(m)
+	if deleted, err := s.repo.Deleted(ctx, id); err != nil {
+		return nil, err
+	} else if deleted {
+		b.Status = index.BackupDeleting // its delete began there and did not finish
+	}
+	return b, nil
 }
 
 // storeCopy writes the backup m, read from src (the source repository's verified image of

@@ -645,6 +645,28 @@ func TestCopyFoundThereIsRecorded(t *testing.T) {
 	}
 }
 
+// A copy over one the destination is deleting (a delete there that did not finish) says so and
+// records nothing: taken for "already there", it was recorded, and every copy of all after it
+// skipped the backup as deleted there, with no copy anywhere.
+func TestCopyOverOneBeingDeletedThereSaysSo(t *testing.T) {
+	ctx := adminCtx()
+	src, b, _ := sourceBackup(t, 1<<20)
+	_, dst := otherRepo(t, t.TempDir())
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); err != nil || !res.Copied {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	gateway.ForgetCopiesForTest(t, src, b.ID)
+	if _, err := dst.Index().UpdateBackup(b.ID, func(r *index.Backup) error { r.Status = index.BackupDeleting; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "deleting") {
+		t.Fatalf("a copy over one being deleted there: %+v, %v; want a conflict saying so", res, err)
+	}
+	if got := record(t, src, b.ID).Copies; len(got) != 0 {
+		t.Errorf("the source records a copy the destination is deleting: %+v", got)
+	}
+}
+
 // A copy is not built on a copy of its parent that a verification there found damaged: it
 // would keep the parent's unchanged blocks without reading them, the lost one with them. It
 // reads in full, says why, and stores the lost block again from the source, which still holds
