@@ -94,10 +94,15 @@ func (s *Service) copyBackup(ctx context.Context, b *index.Backup, dst *Service,
 		return nil, err
 	} else if have != nil {
 		if !have.Status.Committed() {
-			// Being deleted there (a delete that did not finish), or failed: no copy, and
-			// not one to record. Taken for "already there", it was recorded, and every copy
-			// of all after it skipped the backup as deleted there [TestCopyOverOneBeingDeletedThereSaysSo].
-			return nil, wrapf(ErrConflict, "backup %s is %s in %s (a delete there that did not finish, or a failure): delete it there ('cairn backup delete %s'), then copy it", b.ID, have.Status, dst.be.Location(), b.ID)
+			// Being deleted there (a delete that did not finish), or failed, or reset to
+			// error: no copy to take for one, nor to record. Taken for "already there", it
+			// was recorded, and every copy of all after it skipped the backup as deleted
+			// there [TestCopyOverOneBeingDeletedThereSaysSo]. A copy of all skips one it
+			// recorded, as it skips one deleted there.
+			if o.SkipDeletedThere && recorded != nil {
+				return &CopyResult{Backup: b, Skipped: fmt.Sprintf("%s in the destination since its copy of %s", have.Status, recorded.At.UTC().Format(time.RFC3339))}, nil
+			}
+			return nil, wrapf(ErrConflict, "backup %s is %s in %s: delete it there ('cairn backup delete %s'), or reset its state there if its copy is whole, then copy it", b.ID, have.Status, dst.be.Location(), b.ID)
 		}
 		// A copy made before copies were recorded (or whose record did not land) is
 		// recorded now, once, so that a later delete there is left too.

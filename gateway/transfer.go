@@ -132,6 +132,14 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			cancel()
 			switch {
 			case herr != nil:
+				// Maybe landed: withdrawn if the lock may have gone stale (as a late
+				// manifest is), else left for the catch-up, under a reservation held for as
+				// long as a catch-up takes to learn it.
+				if cerr := lk.Check(); cerr != nil {
+					return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, cerr))
+				}
+				keep := dropReservation
+				dropReservation = func() { time.AfterFunc(reservationGrace, keep) }
 				return nil, fmt.Errorf("import backup %s: %w; whether its manifest landed cannot be told (%v): the next catch-up adopts it if it did", m.ID, err, herr)
 			case !landed:
 				return nil, fmt.Errorf("import backup %s: %w", m.ID, err)

@@ -96,7 +96,7 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (st GCStats, err error
 	defer lk.Unlock()
 	maintained := false // the object lock's dates were extended (lockPass.maintain)
 	defer func() {
-		if err != nil && !maintained && r.retain != nil && !o.DryRun && ctx.Err() == nil {
+		if err != nil && !maintained && r.retain != nil && !o.DryRun && ctx.Err() == nil && lk.Check() == nil {
 			r.extendAfterFailedGC(ctx, lk, &st, logf)
 		}
 	}()

@@ -477,8 +477,11 @@ func (r *Repository) extendAfterFailedGC(ctx context.Context, lk *Lock, st *GCSt
 			if !r.retain.set.Locks(key) {
 				continue
 			}
+			// A manifest's older versions too: what stopped gc may be a junk version
+			// written over a backup's manifest, which is then the one to keep.
+			older := strings.HasPrefix(key, "manifests/") || strings.HasPrefix(key, manifestCopyPrefix)
 			for _, v := range kv {
-				if v.Latest && !v.DeleteMarker {
+				if !v.DeleteMarker && (v.Latest || older) {
 					current = append(current, v)
 				}
 			}
