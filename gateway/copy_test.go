@@ -655,10 +655,14 @@ func TestCopyOverOneBeingDeletedThereSaysSo(t *testing.T) {
 	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); err != nil || !res.Copied {
 		t.Fatalf("copy: %+v, %v", res, err)
 	}
-	gateway.ForgetCopiesForTest(t, src, b.ID)
 	if _, err := dst.Index().UpdateBackup(b.ID, func(r *index.Backup) error { r.Status = index.BackupDeleting; return nil }); err != nil {
 		t.Fatal(err)
 	}
+	// A copy of all (a policy's) skips it: its copy was recorded, and it is being deleted there.
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{SkipDeletedThere: true}); err != nil || res.Copied || res.Skipped == "" {
+		t.Fatalf("a copy of all over a recorded copy being deleted there: %+v, %v; want skipped", res, err)
+	}
+	gateway.ForgetCopiesForTest(t, src, b.ID)
 	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "deleting") {
 		t.Fatalf("a copy over one being deleted there: %+v, %v; want a conflict saying so", res, err)
 	}
