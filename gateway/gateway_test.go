@@ -221,33 +221,12 @@ func TestDeleteOnlyLatestOfChain(t *testing.T) {
 // dependants (Cinder's has_dependent_backups). Prune already let it go; a delete refused it
 // as having "dependent incremental backups".
 func TestAFailedIncrementalDoesNotKeepItsParent(t *testing.T) {
-	dir := t.TempDir()
-	cfg := newRepo(t, dir)
 	ctx := adminCtx()
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vol := image(t, dir, "vol.img", 256<<10)
-	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	failed, _, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if parents, err := s.Parents(); err != nil || !parents[full.ID] {
-		t.Fatalf("parents while the incremental is being created: %v, %v; want the full backup among them", parents, err)
-	}
-	s.Close()
-	if s, err = gateway.Open(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if got := record(t, s, failed.ID); got == nil || got.Status != index.BackupError || got.ParentID != full.ID || !got.Root.IsZero() {
-		t.Fatalf("the interrupted incremental: %+v, want error, no block map, parent %s", got, full.ID)
-	}
+	s, _, full, failed := interruptedIncremental(t, func(s *gateway.Service, full *index.Backup) {
+		if parents, err := s.Parents(); err != nil || !parents[full.ID] {
+			t.Fatalf("parents while the incremental is being created: %v, %v; want the full backup among them", parents, err)
+		}
+	})
 	if parents, err := s.Parents(); err != nil || parents[full.ID] {
 		t.Errorf("parents: %v, %v; the full backup has no dependent backup that needs it", parents, err)
 	}

@@ -173,31 +173,8 @@ func TestPruneKeepsABackupThatGainedADependant(t *testing.T) {
 // It did, and with the parent every older backup of its chain, for as long as nobody deleted
 // the failed backup by hand: one interrupted backup stopped the volume's retention.
 func TestPruneIsNotStoppedByAFailedIncremental(t *testing.T) {
-	dir := t.TempDir()
-	cfg := newRepo(t, dir)
+	s, vol, _, _ := interruptedIncremental(t, nil)
 	ctx := adminCtx()
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vol := image(t, dir, "vol.img", 256<<10)
-	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// An incremental accepted, then the gateway stops before it runs: recovery fails it.
-	failed, _, err := s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	if s, err = gateway.Open(ctx, cfg); err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	if got := record(t, s, failed.ID); got == nil || got.Status != index.BackupError || got.ParentID != full.ID {
-		t.Fatalf("the interrupted incremental: %+v, want error, with parent %s", got, full.ID)
-	}
 	for range 2 {
 		if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true}); err != nil {
 			t.Fatal(err)
@@ -210,6 +187,40 @@ func TestPruneIsNotStoppedByAFailedIncremental(t *testing.T) {
 	if res.Removed != 2 || res.Failed != 0 {
 		t.Fatalf("prune --keep-last 1 of a full and two incrementals beside a failed incremental: %+v, want the two older removed", res)
 	}
+}
+
+// interruptedIncremental backs up a new image in full on a gateway of a new repository, accepts
+// an incremental of it and stops the gateway before that runs; the gateway opened again has
+// recovered it as failed, with no block map and the full backup as its parent. while, when
+// not nil, looks at the first gateway while the incremental is accepted.
+func interruptedIncremental(t *testing.T, while func(s *gateway.Service, full *index.Backup)) (s *gateway.Service, vol string, full, failed *index.Backup) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	ctx := adminCtx()
+	s, err := gateway.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vol = image(t, dir, "vol.img", 256<<10)
+	if full, err = s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol}); err != nil {
+		t.Fatal(err)
+	}
+	if failed, _, err = s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true}); err != nil {
+		t.Fatal(err)
+	}
+	if while != nil {
+		while(s, full)
+	}
+	s.Close()
+	if s, err = gateway.Open(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if got := record(t, s, failed.ID); got == nil || got.Status != index.BackupError || got.ParentID != full.ID || !got.Root.IsZero() {
+		t.Fatalf("the interrupted incremental: %+v, want error, no block map, parent %s", got, full.ID)
+	}
+	return s, vol, full, failed
 }
 
 // A backup is dated after every earlier backup of its volume, whatever the clock says: after
