@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cairn-backup/cairn/tests/testutil"
 )
@@ -100,35 +99,16 @@ func TestInUseMountedImage(t *testing.T) {
 
 // A whole device is in use when one of its partitions is mounted.
 func TestInUsePartitionMounted(t *testing.T) {
-	sfdisk := testutil.RequireCommand(t, "sfdisk")
 	image := filepath.Join(t.TempDir(), "disk.img")
 	testutil.WriteImage(t, image, 32<<20, 5, testutil.Sparse)
-	cmd := exec.Command(sfdisk, "-q", image)
-	cmd.Stdin = strings.NewReader("label: dos\nstart=2048, type=83\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v: %s", err, out)
-	}
-	dev := testutil.LoopDevicePartitioned(t, image, false)
-	part := dev + "p1"
-	waitForNode(t, part)
+	dev, parts := testutil.PartitionedLoop(t, image, "label: dos\nstart=2048, type=83\n", 1)
+	part := parts[0]
 	testutil.MakeExt4(t, part)
 	mnt := testutil.Mount(t, part)
 
 	if r, want := inUse(t, dev), "partition "+part+" mounted at "+mnt; r != want {
 		t.Errorf("InUse(disk) = %q, want %q", r, want)
 	}
-}
-
-// waitForNode waits for devtmpfs to create a partition's device node.
-func waitForNode(t *testing.T, path string) {
-	t.Helper()
-	for range 50 {
-		if _, err := os.Stat(path); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	testutil.Skip(t, "partition node %s did not appear (no devtmpfs or udev?)", path)
 }
 
 func TestInUseHeldExclusively(t *testing.T) {

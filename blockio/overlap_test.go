@@ -3,10 +3,8 @@
 package blockio
 
 import (
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -26,19 +24,10 @@ func TestOverlappingPartitions(t *testing.T) {
 // twoPartitions attaches a loop device over an 8 MiB image with two partitions.
 func twoPartitions(t *testing.T) (disk, p1, p2 string) {
 	t.Helper()
-	sfdisk := testutil.RequireCommand(t, "sfdisk")
 	image := filepath.Join(t.TempDir(), "disk.img")
 	testutil.WriteImage(t, image, 8<<20, 11, testutil.Sparse)
-	cmd := exec.Command(sfdisk, "-q", image)
-	cmd.Stdin = strings.NewReader("label: dos\n,2M\n,\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v: %s", err, out)
-	}
-	disk = testutil.LoopDevicePartitioned(t, image, false)
-	p1, p2 = disk+"p1", disk+"p2"
-	waitForNode(t, p1)
-	waitForNode(t, p2)
-	return disk, p1, p2
+	disk, parts := testutil.PartitionedLoop(t, image, "label: dos\n,2M\n,\n", 2)
+	return disk, parts[0], parts[1]
 }
 
 // checkOverlapping checks that Overlapping(dev) begins with dev and has each of want and none

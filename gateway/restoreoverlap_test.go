@@ -5,13 +5,11 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/tests/testutil"
@@ -108,7 +106,6 @@ func TestRestoreOverlappingAVolumeBeingBackedUpIsRefused(t *testing.T) {
 // size bytes at 1 MiB; it returns the devices as "disk" and "part".
 func partitionedLoop(t *testing.T, dir string, size int64) map[string]string {
 	t.Helper()
-	sfdisk := testutil.RequireCommand(t, "sfdisk")
 	img := filepath.Join(dir, "disk.img")
 	if err := os.WriteFile(img, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -116,19 +113,6 @@ func partitionedLoop(t *testing.T, dir string, size int64) map[string]string {
 	if err := os.Truncate(img, 4<<20); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(sfdisk, "-q", img)
-	cmd.Stdin = strings.NewReader("label: dos\nstart=2048, size=" + strconv.FormatInt(size/512, 10) + ", type=83\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v: %s", err, out)
-	}
-	disk := testutil.LoopDevicePartitioned(t, img, false)
-	part := disk + "p1"
-	for range 50 { // devtmpfs makes the partition's node
-		if _, err := os.Stat(part); err == nil {
-			return map[string]string{"disk": disk, "part": part}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	testutil.Skip(t, "partition node %s did not appear (no devtmpfs or udev?)", part)
-	return nil
+	disk, parts := testutil.PartitionedLoop(t, img, "label: dos\nstart=2048, size="+strconv.FormatInt(size/512, 10)+", type=83\n", 1)
+	return map[string]string{"disk": disk, "part": parts[0]}
 }

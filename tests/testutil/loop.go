@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -34,6 +36,38 @@ func LoopDevicePartitioned(t testing.TB, image string, readOnly bool) string {
 		t.Logf("partx -a %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
 	}
 	return dev
+}
+
+// PartitionedLoop lays the partition table layout (sfdisk's input) over the image at path,
+// attaches it with its partitions (LoopDevicePartitioned) and returns the disk and the nodes
+// of its first n partitions once devtmpfs has made them (it skips, see Skip, when it does not).
+func PartitionedLoop(t testing.TB, path, layout string, n int) (disk string, parts []string) {
+	t.Helper()
+	sfdisk := RequireCommand(t, "sfdisk")
+	cmd := exec.Command(sfdisk, "-q", path)
+	cmd.Stdin = strings.NewReader(layout)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v: %s", err, out)
+	}
+	disk = LoopDevicePartitioned(t, path, false)
+	for i := 1; i <= n; i++ {
+		part := fmt.Sprintf("%sp%d", disk, i)
+		WaitForNode(t, part)
+		parts = append(parts, part)
+	}
+	return disk, parts
+}
+
+// WaitForNode waits for devtmpfs to make a device node, and skips (see Skip) when it does not.
+func WaitForNode(t testing.TB, path string) {
+	t.Helper()
+	for range 50 {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	Skip(t, "device node %s did not appear (no devtmpfs or udev?)", path)
 }
 
 func attachLoop(t testing.TB, image string, readOnly, partitions bool) string {
