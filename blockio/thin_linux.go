@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -185,49 +184,32 @@ func (t *ThinVolume) Delta(base, next string, size int64) (Changes, error) {
 	return ParseThinDelta(bytes.NewReader(out), size)
 }
 
-// poolLocks serialises the metadata snapshots of one pool in this process; lockPool's flock
-// does so across processes. A pool holds one metadata snapshot at most: two thin incrementals
-// of one pool at once (two job workers, or two processes) made one of them read in full.
-var poolLocks sync.Map // pool name → *sync.Mutex
-
-// lockPool takes pool's metadata snapshot for this caller, in this process and across cairn
-// processes (an flock of /run/lock/cairn-thin-POOL), and returns its release. It waits at most
-// poolLockWait: a holder stuck in dmsetup or thin_delta (a suspended pool) must not hold every
-// later thin incremental of the pool, which reads in full instead.
+// lockPool takes pool's metadata snapshot for this caller, across cairn processes and within
+// this one (an flock of /run/lock/cairn-thin-POOL: each open of the file is its own lock), and
+// returns its release. A pool holds one metadata snapshot at most: two thin incrementals of
+// one pool at once (two job workers, or two processes) made one of them read in full. It
+// waits at most poolLockWait: a holder stuck in dmsetup or thin_delta (a suspended pool) must
+// not hold every later thin incremental of the pool, which reads in full instead.
 func lockPool(pool string) (func(), error) {
-	busy := fmt.Errorf("thin pool %s: another backup has held its metadata snapshot for %s", pool, poolLockWait)
-	deadline := time.Now().Add(poolLockWait)
-	mu, _ := poolLocks.LoadOrStore(pool, new(sync.Mutex))
-	for !mu.(*sync.Mutex).TryLock() {
-		if time.Now().After(deadline) {
-			return nil, busy
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	f, err := openPoolLock(pool)
 	if err != nil {
-		mu.(*sync.Mutex).Unlock()
 		return nil, fmt.Errorf("thin pool %s: lock: %w", pool, err)
 	}
+	deadline := time.Now().Add(poolLockWait)
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) || time.Now().After(deadline) {
+		switch {
+		case err == nil:
+			return func() { f.Close() }, nil // closed, the flock ends
+		case errors.Is(err, unix.EWOULDBLOCK) && time.Now().After(deadline):
 			f.Close()
-			mu.(*sync.Mutex).Unlock()
-			if errors.Is(err, unix.EWOULDBLOCK) {
-				return nil, busy
-			}
+			return nil, fmt.Errorf("thin pool %s: another backup has held its metadata snapshot for %s", pool, poolLockWait)
+		case !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR):
+			f.Close()
 			return nil, fmt.Errorf("thin pool %s: lock: %w", pool, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return func() {
-		f.Close() // ends the flock
-		mu.(*sync.Mutex).Unlock()
-	}, nil
 }
 
 // openPoolLock opens pool's lock file in poolLockDir, made if missing.
