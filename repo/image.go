@@ -331,9 +331,8 @@ func (im *Image) NextData(ctx context.Context, off int64) (start, end int64, err
 			b = (leaf + 1) * LeafFanout
 			continue
 		}
-		if want := min(LeafFanout, im.g.blocks-leaf*LeafFanout); int64(len(lf.addrs)) != want {
-			return 0, 0, fmt.Errorf("backup %s: block map at offset %d: leaf has %d blocks, want %d: %w",
-				im.m.ID, leaf*im.g.leafBytes(), len(lf.addrs), want, ErrCorrupt)
+		if err := im.g.checkLeaf(leaf, lf); err != nil {
+			return 0, 0, fmt.Errorf("backup %s: block map at offset %d: %w", im.m.ID, leaf*im.g.leafBytes(), err)
 		}
 		for i := int(b % LeafFanout); i < len(lf.addrs); i, b = i+1, b+1 {
 			hole := lf.addrs[i].IsZero()

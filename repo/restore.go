@@ -141,9 +141,7 @@ func (r *Repository) restoreLeaf(ctx context.Context, load nodeLoader, m *Manife
 	span := buf[:hi-lo]
 	lf, err := r.leafVia(ctx, load, m.Root, m.RootLevel, i)
 	if err == nil && lf != nil {
-		if nb := (hi - lo + g.blockSize - 1) / g.blockSize; int64(len(lf.addrs)) != nb {
-			err = fmt.Errorf("leaf has %d blocks, want %d: %w", len(lf.addrs), nb, ErrCorrupt)
-		}
+		err = g.checkLeaf(i, lf)
 	}
 	if err != nil && lost != nil && isDamage(err) {
 		// Salvage: the whole leaf's span is lost.

@@ -139,6 +139,16 @@ func newGeometry(size int64, blockSize int) geometry {
 // leafBytes is the volume span one leaf covers.
 func (g geometry) leafBytes() int64 { return g.blockSize * LeafFanout }
 
+// checkLeaf says whether lf, leaf i of the block map, holds as many blocks as its place in the
+// volume does: every leaf but the last is full. A shorter or longer one is damage, never the
+// end of the data nor holes (a read, a restore and SEEK_DATA judge it alike).
+func (g geometry) checkLeaf(i int64, lf *node) error {
+	if want := min(LeafFanout, g.blocks-i*LeafFanout); int64(len(lf.addrs)) != want {
+		return fmt.Errorf("leaf has %d blocks, want %d: %w", len(lf.addrs), want, ErrCorrupt)
+	}
+	return nil
+}
+
 // blockLen is the length of block b (the last one may be short).
 func (g geometry) blockLen(b int64) int {
 	if rest := g.size - b*g.blockSize; rest < g.blockSize {
