@@ -147,6 +147,10 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			break
 		}
 	}
+	sizeDiffers := func(id PackID, stored, indexed int64) {
+		rep.Classes[ProblemDamaged]++
+		rep.problem("%s: pack %s: %d bytes in the backend, %d in the index (truncated or replaced)", ProblemDamaged, id, stored, indexed)
+	}
 	indexed := map[PackID]int64{}
 	var unlisted []PackID // in the index, not in the listing: stored since, or missing
 	if err := r.idx.Packs(func(id PackID, size int64) error {
@@ -155,8 +159,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		if got, ok := stored[id]; !ok {
 			unlisted = append(unlisted, id)
 		} else if got != size {
-			rep.Classes[ProblemDamaged]++
-			rep.problem("%s: pack %s: %d bytes in the backend, %d in the index (truncated or replaced)", ProblemDamaged, id, got, size)
+			sizeDiffers(id, got, size)
 		}
 		return nil
 	}); err != nil {
@@ -175,8 +178,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 			// Stored since the listing: the walk and the reads below find it there.
 			stored[id] = fi.Size
 			if fi.Size != indexed[id] {
-				rep.Classes[ProblemDamaged]++
-				rep.problem("%s: pack %s: %d bytes in the backend, %d in the index (truncated or replaced)", ProblemDamaged, id, fi.Size, indexed[id])
+				sizeDiffers(id, fi.Size, indexed[id])
 			}
 		}
 	}
