@@ -1051,17 +1051,13 @@ func (s *Service) check(ctx context.Context, o repo.CheckOptions) (*repo.CheckRe
 	return rep, nil
 }
 
-// retakeIdentity makes b's record say what its manifest says of what never changes after the
+// retakeIdentity makes b's record say what its manifest m says of what never changes after the
 // commit: the project, volume, block map, size, user and snapshot. check reports a record that
 // disagrees (it shows the backup to another project, or describes another backup), and
 // rebuild-index, which brings the index in line with the backend, kept it as it was
 // [TestRebuildIndexTakesABackupsProjectFromItsManifest]. It says what it corrected ("" when
 // nothing).
-func (s *Service) retakeIdentity(ctx context.Context, b *index.Backup) (string, error) {
-	m, err := s.repo.GetManifest(ctx, b.ID)
-	if err != nil {
-		return "", err
-	}
+func (s *Service) retakeIdentity(ctx context.Context, b *index.Backup, m *repo.Manifest) (string, error) {
 	want := recordOf(m)
 	if want.Project == b.Project && want.VolumeID == b.VolumeID && want.Root == b.Root && want.RootLevel == b.RootLevel &&
 		want.Size == b.Size && want.UserID == b.UserID && want.SnapshotID == b.SnapshotID {
@@ -1072,7 +1068,7 @@ func (s *Service) retakeIdentity(ctx context.Context, b *index.Backup) (string, 
 	}
 	why := fmt.Sprintf("the index said project %s, volume %s, block map %s, %d bytes; its manifest %s, %s, %s, %d bytes",
 		b.Project, b.VolumeID, b.Root.Short(), b.Size, want.Project, want.VolumeID, want.Root.Short(), want.Size)
-	_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
+	_, err := s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
 		rec.Project, rec.VolumeID, rec.Root, rec.RootLevel = want.Project, want.VolumeID, want.Root, want.RootLevel
 		rec.Size, rec.UserID, rec.SnapshotID = want.Size, want.UserID, want.SnapshotID
 		rec.VolumeName, rec.VolumePath = want.VolumeName, want.VolumePath
@@ -1193,19 +1189,25 @@ func (s *Service) RebuildIndex(ctx context.Context, logf func(string, ...any)) (
 	for _, id := range ids {
 		if b, err := s.idx.Backup(id); err == nil && b.Status != index.BackupCreating {
 			res.Backups++ // known already: kept, with what its manifest says of it now
-			if b.Status.Committed() || resetToError(b) {
-				if why, err := s.retakeIdentity(ctx, b); err != nil {
-					logf("backup %s kept as it was: %v", id, err)
-				} else if why != "" {
-					logf("backup %s: %s: taken from its manifest", id, why)
-					res.Corrected++
-				}
+			if !b.Status.Committed() && !resetToError(b) {
+				continue
+			}
+			m, err := s.repo.GetManifest(ctx, id) // once, for both looks below
+			if err != nil {
+				logf("backup %s kept as it was: %v", id, err)
+				continue
+			}
+			if why, err := s.retakeIdentity(ctx, b, m); err != nil {
+				logf("backup %s kept as it was: %v", id, err)
+			} else if why != "" {
+				logf("backup %s: %s: taken from its manifest", id, why)
+				res.Corrected++
 			}
 			if committedRecord(b) {
 				// A change whose log object is missing is learned here, and only here: the
 				// full catch-up reads no manifest it knows
 				// [TestRebuildIndexTakesAChangeWhoseLogObjectIsMissing].
-				if err := s.relearnChain(ctx, id); err != nil {
+				if _, err := s.relearn(ctx, m); err != nil {
 					logf("backup %s kept as it was: %v", id, err)
 				}
 			}
