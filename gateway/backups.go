@@ -245,12 +245,20 @@ func (s *Service) fullInsteadOf(ctx context.Context, parent *index.Backup) (stri
 		parent.ID, units.Bytes(lv.LostBytes), lv.At.UTC().Format("2006-01-02 15:04 MST")), nil
 }
 
-// parentNow reads an incremental's parent again once the backup's lock is held: the job may
-// have waited in the queue while a verification found the parent damaged (the backup is then
-// a full one, its record says so) or an admin reset it to error (the backup fails). Built on
-// the record read at acceptance, it kept the damaged parent's blocks unread and committed as
-// available [TestAQueuedIncrementalLooksAtItsParentAgain].
+// parentNow looks at an incremental's parent again once the backup's lock is held: its
+// manifest must still be stored, and the job may have waited in the queue while a
+// verification found the parent damaged (the backup is then a full one, its record says so)
+// or an admin reset it to error (the backup fails). Built on the record read at acceptance,
+// it kept the damaged parent's blocks unread and committed as available
+// [TestAQueuedIncrementalLooksAtItsParentAgain].
 func (s *Service) parentNow(ctx context.Context, b *index.Backup, plan *readPlan, parent *index.Backup) (*index.Backup, error) {
+	// Its blocks are reused without looking them up: its manifest must still be stored, so
+	// that no gc removes them until this backup's manifest reaches them.
+	if has, err := s.repo.HasManifest(ctx, parent.ID); err != nil {
+		return nil, err
+	} else if !has {
+		return nil, wrapf(ErrConflict, "its parent backup %s was deleted while it waited: run the incremental again", parent.ID)
+	}
 	cur, err := s.idx.Backup(parent.ID)
 	switch {
 	case errors.Is(err, index.ErrNotFound), err == nil && !cur.Status.Committed():
@@ -291,13 +299,7 @@ func (s *Service) runBackup(ctx context.Context, b *index.Backup, v *index.Volum
 		o.Lock = lk
 		defer lk.Unlock()
 		if parent != nil {
-			var has bool
-			if has, err = s.repo.HasManifest(ctx, parent.ID); err == nil && !has {
-				err = wrapf(ErrConflict, "its parent backup %s was deleted while it waited: run the incremental again", parent.ID)
-			}
-			if err == nil {
-				parent, err = s.parentNow(ctx, b, plan, parent)
-			}
+			parent, err = s.parentNow(ctx, b, plan, parent)
 			if parent != nil {
 				o.Parent = &repo.Parent{Root: parent.Root, RootLevel: parent.RootLevel, Size: parent.Size, DataBlocks: parent.Stats.DataBlocks}
 			}
