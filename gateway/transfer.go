@@ -118,29 +118,23 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		if err := s.repo.Undelete(ctx, m.ID); err != nil {
 			return nil, err
 		}
+		// A Put that failed may have landed (its answer lost). Landed while the lock held
+		// (checked below), it is as good as one acknowledged: the import goes on and the
+		// backup is adopted under its quota. Left as a failed import, the next catch-up
+		// adopted it past the quota; withdrawn, it could be another gateway's import of the
+		// same backup, committed meanwhile (the id is the export's, not a new one)
+		// [TestAnImportWhosePutLostItsAnswerIsImported]. Whether it landed is asked on a
+		// context of its own (a caller that gave up must not make the answer "cannot tell");
+		// one that cannot be told is left for the catch-up, under a reservation held for as
+		// long as a catch-up takes to learn it.
+		var untold error
 		if err := s.repo.PutManifest(ctx, m); err != nil {
-			// A Put that failed may have landed (its answer lost). Landed while the lock
-			// held (checked below), it is as good as one acknowledged: the import goes on and
-			// the backup is adopted under its quota. Left as a failed import, the next
-			// catch-up adopted it past the quota; withdrawn, it could be another gateway's
-			// import of the same backup, committed meanwhile (the id is the export's, not a
-			// new one) [TestAnImportWhosePutLostItsAnswerIsImported].
-			// Asked on a context of its own: a caller that gave up must not make the
-			// answer "cannot tell". One that cannot be told leaves the manifest as it is.
 			hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), withdrawTimeout)
 			landed, herr := s.repo.HasManifest(hctx, m.ID)
 			cancel()
 			switch {
 			case herr != nil:
-				// Maybe landed: withdrawn if the lock may have gone stale (as a late
-				// manifest is), else left for the catch-up, under a reservation held for as
-				// long as a catch-up takes to learn it.
-				if cerr := lk.Check(); cerr != nil {
-					return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, cerr))
-				}
-				keep := dropReservation
-				dropReservation = func() { time.AfterFunc(reservationGrace, keep) }
-				return nil, fmt.Errorf("import backup %s: %w; whether its manifest landed cannot be told (%v): the next catch-up adopts it if it did", m.ID, err, herr)
+				untold = fmt.Errorf("import backup %s: %w; whether its manifest landed cannot be told (%v): the next catch-up adopts it if it did", m.ID, err, herr)
 			case !landed:
 				return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
 			}
@@ -149,6 +143,11 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		// withdrawn (design.md, "A manifest that lands late").
 		if err := lk.Check(); err != nil {
 			return nil, fmt.Errorf("import backup %s: %w", m.ID, s.withdrawManifest(m.ID, err))
+		}
+		if untold != nil {
+			keep := dropReservation
+			dropReservation = func() { time.AfterFunc(reservationGrace, keep) }
+			return nil, untold
 		}
 	}
 	b, err := s.adoptManifest(ctx, m)
