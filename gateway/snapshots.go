@@ -106,14 +106,23 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 	return rec, nil
 }
 
-// notBeingRestored refuses a snapshot of a volume a restore is writing: it holds neither its
-// old contents nor the backup's, and an available snapshot of it would give available
-// backups of a volume that never existed [TestSnapshotOfAVolumeBeingRestoredIsRefused].
-func (s *Service) notBeingRestored(v *index.Volume) error {
+// notRestoredOnto refuses v while a restore writes its file or device, or a device that shares
+// blocks with it (restoringOnto).
+func (s *Service) notRestoredOnto(v *index.Volume) error {
 	if id, err := s.restoringOnto(v.Path); err != nil {
 		return fmt.Errorf("volume %s: %w", v.Name, err)
 	} else if id != "" {
 		return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
+	}
+	return nil
+}
+
+// notBeingRestored refuses a snapshot of a volume a restore is writing: it holds neither its
+// old contents nor the backup's, and an available snapshot of it would give available
+// backups of a volume that never existed [TestSnapshotOfAVolumeBeingRestoredIsRefused].
+func (s *Service) notBeingRestored(v *index.Volume) error {
+	if err := s.notRestoredOnto(v); err != nil {
+		return err
 	}
 	cur, err := s.idx.Volume(v.ID)
 	if err != nil {
@@ -259,14 +268,12 @@ func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.
 // was gets the status and reason the claim replaced.
 func (s *Service) claimVolume(v *index.Volume, size int64, was *index.Volume) func() error {
 	return func() error {
-		if id, err := s.restoringOnto(v.Path); err != nil {
-			return fmt.Errorf("volume %s: %w", v.Name, err)
-		} else if id != "" {
-			// A restore onto the path that is no volume's, or onto a device that shares
-			// blocks with the volume's (a partition's disk), claims it only here
-			// [TestBackupOfAFileBeingRestoredIsRefused,
-			// TestRestoreOverlappingAVolumeBeingBackedUpIsRefused].
-			return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
+		// A restore onto the path that is no volume's, or onto a device that shares blocks
+		// with the volume's (a partition's disk), claims it only here
+		// [TestBackupOfAFileBeingRestoredIsRefused,
+		// TestRestoreOverlappingAVolumeBeingBackedUpIsRefused].
+		if err := s.notRestoredOnto(v); err != nil {
+			return err
 		}
 		_, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
 			if rec.Status != index.VolumeAvailable && rec.Status != index.VolumeError {
