@@ -423,7 +423,7 @@ func overlapKeys(path string) ([]string, error) {
 	}
 	keys := make([]string, len(devs))
 	for i, d := range devs {
-		keys[i] = fmt.Sprintf("rdev:%d", d)
+		keys[i] = rdevKey(d)
 	}
 	return keys, nil
 }
@@ -458,6 +458,10 @@ func (s *Service) overlapsBusyVolume(c Caller, path, what string, vol *index.Vol
 	return nil
 }
 
+// rdevKey names a block device by its device number: whatIsThere's and overlapKeys' keys must
+// match for an overlap to be seen.
+func rdevKey(rdev uint64) string { return fmt.Sprintf("rdev:%d", rdev) }
+
 // whatIsThere names the file or device fi describes, whatever name reached it: a block
 // device by its device number (two nodes of one device are one), anything else by its file
 // system and inode; "" when it cannot be told.
@@ -467,7 +471,7 @@ func whatIsThere(fi os.FileInfo) string {
 	case !ok:
 		return "" // no stat of a Unix system: nothing to name it by
 	case fi.Mode()&(os.ModeDevice|os.ModeCharDevice) == os.ModeDevice:
-		return fmt.Sprintf("rdev:%d", st.Rdev)
+		return rdevKey(uint64(st.Rdev))
 	default:
 		return fmt.Sprintf("file:%d:%d", st.Dev, st.Ino)
 	}
