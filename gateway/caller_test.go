@@ -14,7 +14,6 @@ import (
 	"github.com/cairn-backup/cairn/gateway"
 	"github.com/cairn-backup/cairn/index"
 	"github.com/cairn-backup/cairn/repo"
-	"github.com/cairn-backup/cairn/tests/testutil"
 )
 
 func sha256File(t *testing.T, path string) string {
@@ -227,9 +226,7 @@ func TestAdminNamesABackupOfTheProjectItActsIn(t *testing.T) {
 // admin reads the path. Before, the member read the path of the image, which for a volume cairn
 // created is in the state directory, and the directory where tracking was refused.
 func TestMessagesNameNoPathToMembers(t *testing.T) {
-	fs := testutil.MountTmpfs(t, 128<<20) // makes no reflinks: tracking is refused
-	_, s := openedRepo(t, fs)
-	t.Cleanup(func() { s.Close() })
+	_, fs, s := gatewayOnTmpfs(t, 128<<20) // a tmpfs makes no reflinks: tracking is refused
 	member, admin := as("alice", "p1", false), as("admin", "p1", true)
 	v, err := s.CreateVolume(member, gateway.CreateVolumeRequest{Name: "vol1", Size: 1 << 20})
 	if err != nil {

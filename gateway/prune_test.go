@@ -196,16 +196,10 @@ func TestPruneIsNotStoppedByAFailedIncremental(t *testing.T) {
 func interruptedIncremental(t *testing.T, while func(s *gateway.Service, full *index.Backup)) (s *gateway.Service, vol string, full, failed *index.Backup) {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
 	ctx := adminCtx()
-	s, err := gateway.Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vol = image(t, dir, "vol.img", 256<<10)
-	if full, err = s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol}); err != nil {
-		t.Fatal(err)
-	}
+	cfg, s, full := backedUpAlone(t, dir)
+	vol = filepath.Join(dir, "vol.img")
+	var err error
 	if failed, _, err = s.StartBackup(ctx, gateway.BackupRequest{Volume: vol, Incremental: true}); err != nil {
 		t.Fatal(err)
 	}

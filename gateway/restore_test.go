@@ -246,11 +246,7 @@ func TestRestoreThatCannotRunLeavesALargerFileWhole(t *testing.T) {
 			return adminCtx()
 		}},
 		{"lock refused", os.ErrPermission, func(t *testing.T, s *gateway.Service, _ string, _ *index.Backup) context.Context {
-			gateway.WrapBackendForTest(t, s, func(be backend.Backend) backend.Backend {
-				f := faulty.New(be, 1)
-				f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "locks/", Err: os.ErrPermission})
-				return f
-			})
+			faultyRepository(t, s).Add(faulty.Rule{Methods: faulty.Put, Prefix: "locks/", Err: os.ErrPermission})
 			return adminCtx()
 		}},
 	} {

@@ -206,11 +206,7 @@ func TestAnImportWhosePutLostItsAnswerIsImported(t *testing.T) {
 		if landed {
 			effect = faulty.FailAfter
 		}
-		gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
-			f := faulty.New(be, 1)
-			f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifests/", Effect: effect, Times: 1})
-			return f
-		})
+		faultyManifests(t, a, faulty.Rule{Methods: faulty.Put, Effect: effect, Times: 1})
 		b, err := a.ImportBackup(adminCtx(), exp.BackupService, exp.BackupURL)
 		if landed {
 			if err != nil || b.Status != index.BackupAvailable {

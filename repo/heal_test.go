@@ -252,11 +252,7 @@ func TestForgetDamagedKeepsACopyStoredAgain(t *testing.T) {
 	vol := randomVolume(45, 1<<20)
 	m := f.backup(t, "a", &memSource{data: vol}, nil)
 	addr := f.firstDataBlock(t, m)
-	loc, ok, err := f.idx.Lookup(addr)
-	if err != nil || !ok {
-		t.Fatalf("the first block is not indexed: %v %v", ok, err)
-	}
-	f.damage(t, loc)
+	f.damage(t, lookup(t, f, addr))
 	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +268,7 @@ func TestForgetDamagedKeepsACopyStoredAgain(t *testing.T) {
 		t.Fatal("backup a does not restore from the copy stored again")
 	}
 	// Without the new copy it is forgotten.
-	f.damage(t, mustLookup(t, f, addr))
+	f.damage(t, lookup(t, f, addr))
 	rep, err = f.r.Check(ctx, repo.CheckOptions{ReadData: true})
 	if err != nil {
 		t.Fatal(err)
@@ -280,13 +276,4 @@ func TestForgetDamagedKeepsACopyStoredAgain(t *testing.T) {
 	if n, _, err := f.r.ForgetDamaged(ctx, rep.LostData()); err != nil || n != 1 {
 		t.Fatalf("ForgetDamaged of a damaged copy: %d forgotten, %v; want it", n, err)
 	}
-}
-
-func mustLookup(t *testing.T, f *fixture, a repo.Address) repo.Location {
-	t.Helper()
-	loc, ok, err := f.idx.Lookup(a)
-	if err != nil || !ok {
-		t.Fatalf("blob %s is not indexed: %v %v", a.Short(), ok, err)
-	}
-	return loc
 }
