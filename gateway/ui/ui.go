@@ -71,10 +71,7 @@ func ParsePublicURL(s string) (*url.URL, error) {
 	// As a browser's Origin says it: the host in lower case, no port when it is the scheme's.
 	host := strings.ToLower(u.Host)
 	if p := u.Port(); u.Scheme == "https" && p == "443" || u.Scheme == "http" && p == "80" {
-		host = strings.ToLower(u.Hostname())
-		if strings.Contains(host, ":") {
-			host = "[" + host + "]"
-		}
+		host = strings.TrimSuffix(host, ":"+p)
 	}
 	return &url.URL{Scheme: u.Scheme, Host: host}, nil
 }
