@@ -82,6 +82,28 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
+// serve puts a console with options o in place of e's.
+func (e *env) serve(o ui.Options) {
+	e.t.Helper()
+	h, err := ui.New(e.svc, o)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.srv.Close()
+	e.srv = httptest.NewServer(h)
+}
+
+// writeUserLine writes line as the users file at path, dated at (a reload looks at the time).
+func writeUserLine(t *testing.T, path string, line api.UserLine, at time.Time) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(line.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(path, at, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // volume registers an image of size bytes in project.
 func (e *env) volume(project, name string, size int) *index.Volume {
 	e.t.Helper()
@@ -627,29 +649,18 @@ func TestSignInWithAPassword(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		line := api.UserLine{User: "alice", Project: "p1", Roles: []string{"member"}, Hash: h}
-		if err := os.WriteFile(path, []byte(line.String()+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
 		later := time.Now().Add(time.Minute) // the same size; a reload must see a new time
 		if password == "pw-2" {
 			later = later.Add(time.Minute)
 		}
-		if err := os.Chtimes(path, later, later); err != nil {
-			t.Fatal(err)
-		}
+		writeUserLine(t, path, api.UserLine{User: "alice", Project: "p1", Roles: []string{"member"}, Hash: h}, later)
 	}
 	writeUsers("pw-1")
 	users, err := api.LoadUsers(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := ui.New(e.svc, ui.Options{Tokens: tokens, Users: users, Idle: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv.Close()
-	e.srv = httptest.NewServer(h)
+	e.serve(ui.Options{Tokens: tokens, Users: users, Idle: time.Hour})
 	b := e.browser()
 	if code, body, _ := b.get("/ui/"); code != http.StatusOK || !strings.Contains(body, `name="user"`) || !strings.Contains(body, `name="token"`) {
 		t.Fatalf("sign-in form with users and tokens: %d\n%s", code, body)
@@ -682,12 +693,7 @@ func TestConsoleBehindATLSProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hd, err := ui.New(e.svc, ui.Options{Tokens: tokens, PublicURL: public})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv.Close()
-	e.srv = httptest.NewServer(hd)
+	e.serve(ui.Options{Tokens: tokens, PublicURL: public})
 	b := e.browser()
 	code, _, h := b.post("/ui/signin", url.Values{"token": {"tok-alice"}}, "https://backup.example.test")
 	if code != http.StatusSeeOther {
@@ -726,25 +732,14 @@ func TestASessionEndsWhenItsUsersRolesChange(t *testing.T) {
 	}
 	writeRoles := func(roles []string, at time.Time) {
 		t.Helper()
-		line := api.UserLine{User: "carol", Project: "p1", Roles: roles, Hash: h}
-		if err := os.WriteFile(path, []byte(line.String()+"\n"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Chtimes(path, at, at); err != nil {
-			t.Fatal(err)
-		}
+		writeUserLine(t, path, api.UserLine{User: "carol", Project: "p1", Roles: roles, Hash: h}, at)
 	}
 	writeRoles([]string{"admin", "member"}, time.Now().Add(time.Minute))
 	users, err := api.LoadUsers(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hd, err := ui.New(e.svc, ui.Options{Tokens: tokens, Users: users, Idle: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.srv.Close()
-	e.srv = httptest.NewServer(hd)
+	e.serve(ui.Options{Tokens: tokens, Users: users, Idle: time.Hour})
 	b := e.browser()
 	if code, _, hdr := b.post("/ui/signin", url.Values{"user": {"carol"}, "password": {"pw"}}, ""); code != http.StatusSeeOther {
 		t.Fatalf("sign-in with a password: %d %v", code, hdr)
