@@ -431,6 +431,23 @@ func (ix *Index) Backup(id string) (*Backup, error) {
 
 // UpdateBackup changes a backup atomically. fn must not call the index.
 func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, error) {
+	return ix.updateBackup(id, fn, BackupStatus.CanBecome)
+}
+
+// UndoDelete makes a deleting backup available again, with fn's changes: the one way out of
+// deleting to available, for a delete that never began in the repository (its tombstone not
+// stored), which the caller has made sure of. A record that is no longer deleting is left
+// alone (ErrTransition).
+func (ix *Index) UndoDelete(id string, fn func(b *Backup)) (*Backup, error) {
+	return ix.updateBackup(id, func(b *Backup) error {
+		fn(b)
+		b.Status = BackupAvailable
+		return nil
+	}, func(from, to BackupStatus) bool { return from == BackupDeleting && to == BackupAvailable })
+}
+
+// updateBackup changes a backup atomically, by fn, when allowed takes its change of status.
+func (ix *Index) updateBackup(id string, fn func(b *Backup) error, allowed func(from, to BackupStatus) bool) (*Backup, error) {
 	var out Backup
 	err := ix.writeBackup(id, func(txn *badger.Txn) (*Backup, error) {
 		var b Backup
@@ -441,35 +458,9 @@ func (ix *Index) UpdateBackup(id string, fn func(b *Backup) error) (*Backup, err
 		if err := fn(&b); err != nil {
 			return nil, err
 		}
-		if !oldStatus.CanBecome(b.Status) {
+		if !allowed(oldStatus, b.Status) {
 			return nil, transitionError("backup", id, oldStatus, b.Status)
 		}
-		if b.UpdatedAt.Equal(was) { // fn may set it (to the time its manifest records)
-			b.UpdatedAt = time.Now().UTC()
-		}
-		out = b
-		return &b, putBackup(txn, &b)
-	})
-	return &out, err
-}
-
-// UndoDelete makes a deleting backup available again, with fn's changes: the one way out of
-// deleting to available, for a delete that never began in the repository (its tombstone not
-// stored), which the caller has made sure of. A record that is no longer deleting is left
-// alone (ErrTransition).
-func (ix *Index) UndoDelete(id string, fn func(b *Backup)) (*Backup, error) {
-	var out Backup
-	err := ix.writeBackup(id, func(txn *badger.Txn) (*Backup, error) {
-		var b Backup
-		if err := getJSON(txn, backupKey(id), &b); err != nil {
-			return nil, err
-		}
-		if b.Status != BackupDeleting {
-			return nil, transitionError("backup", id, b.Status, BackupAvailable)
-		}
-		was := b.UpdatedAt
-		fn(&b)
-		b.Status = BackupAvailable
 		if b.UpdatedAt.Equal(was) { // fn may set it (to the time its manifest records)
 			b.UpdatedAt = time.Now().UTC()
 		}
