@@ -51,7 +51,7 @@ func (s *Service) BackupByID(ctx context.Context, id string) (*index.Backup, err
 	if err != nil {
 		return nil, err
 	}
-	return backupShownTo(s.backupShown(b), c), nil
+	return s.backupFor(c, b), nil
 }
 
 // backupByID is the index's record of backup id, or else the one another gateway is

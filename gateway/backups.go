@@ -696,11 +696,11 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 			continue
 		}
 		seen = true
-		b = s.backupShown(b)
+		b = s.backupFor(c, b)
 		if f.Status != "" && string(b.Status) != f.Status {
 			continue
 		}
-		out = append(out, backupShownTo(b, c))
+		out = append(out, b)
 	}
 	// A volume unmanaged or deleted (or copied here from another repository) keeps its
 	// backups, which restore: its id or name still lists them, as the API's volume_id does
@@ -742,7 +742,7 @@ func (s *Service) Backup(ctx context.Context, ref string) (*index.Backup, error)
 	if err != nil {
 		return nil, err
 	}
-	return backupShownTo(s.backupShown(b), c), nil
+	return s.backupFor(c, b), nil
 }
 
 // lostBackup is the error for a backup id not found whose manifest is lost (docs/design.md,
@@ -770,6 +770,12 @@ func (s *Service) lostManifest(ctx context.Context, id string) (*repo.Manifest, 
 		return nil, fmt.Errorf("%w: the backup is lost ('cairn repo repair --forget-damaged' forgets it)", err)
 	}
 	return m, fmt.Errorf("%w: an admin's 'cairn repo repair' stores the manifest again from it", err)
+}
+
+// backupFor is backup b as caller c is shown it: a restore running through another gateway
+// as running (backupShown), and where it was copied to an admin only (backupShownTo).
+func (s *Service) backupFor(c Caller, b *index.Backup) *index.Backup {
+	return backupShownTo(s.backupShown(b), c)
 }
 
 // backupShownTo is backup b as caller c may see it: where it was copied to is an admin's to
