@@ -435,7 +435,7 @@ func (s *Service) keptGone(ctx context.Context, pl *prunePlan) string {
 	}
 	for _, id := range look {
 		rec, err := s.idx.Backup(id)
-		if err != nil || (rec.Status != index.BackupAvailable && rec.Status != index.BackupRestoring) {
+		if err != nil || !rec.Status.Committed() {
 			return id
 		}
 		if deleted, err := s.repo.Deleted(ctx, id); err == nil && deleted {
