@@ -41,7 +41,7 @@ func Identify(path string) (string, error) {
 
 // sysfsIdentity returns the stable identifier sysfs publishes for block device rdev, or "".
 func sysfsIdentity(rdev uint64) string {
-	dir, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev)))
+	dir, err := sysfsDir(rdev)
 	if err != nil {
 		return ""
 	}

@@ -131,8 +131,7 @@ type blockDev struct {
 // withPartitions returns the device rdev followed by its partitions. Without sysfs entries
 // (a container without /sys) only the device itself is returned.
 func withPartitions(rdev uint64) ([]blockDev, error) {
-	link := fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev))
-	dir, err := filepath.EvalSymlinks(link)
+	dir, err := sysfsDir(rdev)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []blockDev{{rdev: rdev}}, nil
 	}
@@ -140,20 +139,42 @@ func withPartitions(rdev uint64) ([]blockDev, error) {
 		return nil, err
 	}
 	devs := []blockDev{{rdev: rdev, name: filepath.Base(dir), sysfs: dir}}
+	parts, err := partitionDirs(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, part := range parts {
+		if d, err := readDevNumber(filepath.Join(part, "dev")); err == nil {
+			devs = append(devs, blockDev{rdev: d, name: filepath.Base(part), sysfs: part})
+		}
+	}
+	return devs, nil
+}
+
+// sysfsDir is block device rdev's directory under /sys (/sys/dev/block/MAJ:MIN resolved).
+func sysfsDir(rdev uint64) (string, error) {
+	return filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev)))
+}
+
+// isPartition says whether the sysfs directory dir is a partition's.
+func isPartition(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, "partition"))
+	return err == nil
+}
+
+// partitionDirs returns the sysfs directories of the partitions of the disk at dir.
+func partitionDirs(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
 	}
+	var parts []string
 	for _, e := range entries {
-		part := filepath.Join(dir, e.Name())
-		if _, err := os.Stat(filepath.Join(part, "partition")); err != nil {
-			continue
-		}
-		if d, err := readDevNumber(filepath.Join(part, "dev")); err == nil {
-			devs = append(devs, blockDev{rdev: d, name: e.Name(), sysfs: part})
+		if part := filepath.Join(dir, e.Name()); isPartition(part) {
+			parts = append(parts, part)
 		}
 	}
-	return devs, nil
+	return parts, nil
 }
 
 // readDevNumber reads a sysfs "dev" file ("MAJOR:MINOR").

@@ -8,8 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-
-	"golang.org/x/sys/unix"
 )
 
 // Overlapping returns the device numbers of the block devices that share blocks with the
@@ -20,7 +18,7 @@ import (
 // are not in each other's list: they share the disk, not blocks. Without sysfs (a container
 // without /sys) only rdev itself is returned.
 func Overlapping(rdev uint64) ([]uint64, error) {
-	dir, err := filepath.EvalSymlinks(fmt.Sprintf("/sys/dev/block/%d:%d", unix.Major(rdev), unix.Minor(rdev)))
+	dir, err := sysfsDir(rdev)
 	if errors.Is(err, fs.ErrNotExist) {
 		return []uint64{rdev}, nil
 	}
@@ -68,7 +66,7 @@ func Overlapping(rdev uint64) ([]uint64, error) {
 // when it is a partition (the directory it is in), and its slaves.
 func beneath(dir string) ([]string, error) {
 	var dirs []string
-	if _, err := os.Stat(filepath.Join(dir, "partition")); err == nil {
+	if isPartition(dir) {
 		dirs = append(dirs, filepath.Dir(dir))
 	}
 	linked, err := linkedDevices(filepath.Join(dir, "slaves"))
@@ -78,16 +76,9 @@ func beneath(dir string) ([]string, error) {
 // above returns the sysfs directories of the devices made of the one at dir: its partitions
 // (directories in it with a partition file) and its holders.
 func above(dir string) ([]string, error) {
-	entries, err := os.ReadDir(dir)
+	dirs, err := partitionDirs(dir)
 	if err != nil {
 		return nil, err
-	}
-	var dirs []string
-	for _, e := range entries {
-		part := filepath.Join(dir, e.Name())
-		if _, err := os.Stat(filepath.Join(part, "partition")); err == nil {
-			dirs = append(dirs, part)
-		}
 	}
 	linked, err := linkedDevices(filepath.Join(dir, "holders"))
 	return append(dirs, linked...), err
