@@ -31,7 +31,7 @@ func (s *Service) VolumeByID(ctx context.Context, id string) (*index.Volume, err
 	if err != nil {
 		return nil, err
 	}
-	return s.volumeShown(v), nil
+	return s.volumeFor(c, v), nil
 }
 
 // BackupByID returns a backup by its exact id, if the caller may see it (another project's

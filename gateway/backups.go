@@ -686,6 +686,7 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 	}
 	var out []*index.Backup
 	seen := false // a backup the caller sees is of volumeID
+	show := s.backupsFor(c)
 	for _, b := range all {
 		if !(b.Project == c.Project || (f.AllProjects && c.Admin)) {
 			continue
@@ -696,7 +697,7 @@ func (s *Service) ListBackups(ctx context.Context, f ListFilter) ([]*index.Backu
 			continue
 		}
 		seen = true
-		b = s.backupFor(c, b)
+		b = show(b)
 		if f.Status != "" && string(b.Status) != f.Status {
 			continue
 		}
@@ -773,21 +774,37 @@ func (s *Service) lostManifest(ctx context.Context, id string) (*repo.Manifest, 
 }
 
 // backupFor is backup b as caller c is shown it: a restore running through another gateway
-// as running (backupShown), and where it was copied to an admin only (backupShownTo).
+// as running (backupShown), and what is an admin's to know kept from a member
+// (backupShownTo).
 func (s *Service) backupFor(c Caller, b *index.Backup) *index.Backup {
-	return backupShownTo(s.backupShown(b), c)
+	return s.backupsFor(c)(b)
+}
+
+// backupsFor is backupFor for a listing: the words a member reads are found once.
+func (s *Service) backupsFor(c Caller) func(*index.Backup) *index.Backup {
+	w := s.wordsFor(c)
+	return func(b *index.Backup) *index.Backup { return backupShownTo(s.backupShown(b), c, w) }
 }
 
 // backupShownTo is backup b as caller c may see it: where it was copied to is an admin's to
-// know (as a copy's job is), so a member sees when, not where.
-func backupShownTo(b *index.Backup, c Caller) *index.Backup {
-	if c.Admin || len(b.Copies) == 0 {
+// know (as a copy's job is), so a member sees when, not where; and a member reads its failure
+// and its last restore in w's words, without the paths they may name.
+func backupShownTo(b *index.Backup, c Caller, w words) *index.Backup {
+	if c.Admin {
 		return b
 	}
 	shown := *b // records may be shared with the index's cache: never changed in place
-	shown.Copies = make(repo.CopyRecords, len(b.Copies))
-	for i, cp := range b.Copies {
-		shown.Copies[i] = repo.CopyRecord{At: cp.At}
+	if len(b.Copies) > 0 {
+		shown.Copies = make(repo.CopyRecords, len(b.Copies))
+		for i, cp := range b.Copies {
+			shown.Copies[i] = repo.CopyRecord{At: cp.At}
+		}
+	}
+	shown.FailReason = w.of(b.FailReason)
+	if b.LastRestore != nil {
+		lr := *b.LastRestore
+		lr.Target, lr.Reason = w.of(lr.Target), w.of(lr.Reason)
+		shown.LastRestore = &lr
 	}
 	return &shown
 }

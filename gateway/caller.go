@@ -1,8 +1,13 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/cairn-backup/cairn/repo/backend/stack"
 )
 
 // Caller is who asks: a user acting in a project, perhaps an admin.
@@ -70,6 +75,62 @@ func (c Caller) shown(path, instead string) string {
 	}
 	return instead
 }
+
+// words is what a member reads in place of a path in a text cairn recorded (a failure reason, a
+// restore's target): Caller.shown's rule for the texts that were written before anyone asked.
+// The zero words (an admin's) leave a text as it is.
+type words struct{ r *strings.Replacer }
+
+// of is text as the words' caller may read it.
+func (w words) of(text string) string {
+	if w.r == nil || text == "" {
+		return text
+	}
+	return w.r.Replace(text)
+}
+
+// wordsFor is what caller c reads in place of paths: nothing changes for an admin; for a
+// member, the path of each volume's image or device becomes the volume's name (another
+// project's, "a volume"), and the volume directory, the index, the state directory and a local
+// repository's location become words [TestRecordedReasonsNameNoPathToMembers]. It reads every
+// volume's record: one per request, not per backup shown.
+func (s *Service) wordsFor(c Caller) words {
+	if c.Admin {
+		return words{}
+	}
+	type place struct{ path, name string }
+	places := []place{{s.volDir, "the gateway's volume directory"}, {s.cfg.IndexDir(), "the gateway's index"},
+		{s.cfg.stateDir(), "the gateway's state directory"}}
+	if u, err := stack.ParseURL(s.cfg.Repo); err == nil && u.Kind == stack.Local {
+		places = append(places, place{u.Path, "the repository"})
+	}
+	if vols, err := s.idx.Volumes(); err == nil {
+		for _, v := range vols {
+			name := "a volume"
+			if v.Project == c.Project {
+				name = "volume " + v.Name
+			}
+			// "volume PATH" in a message reads "volume NAME", not "volume volume NAME".
+			places = append(places, place{v.Path, name}, place{"volume " + v.Path, name})
+		}
+	} else {
+		s.log.Warn("cannot read the volumes' records to word a member's texts", "error", err)
+	}
+	// The longest first: a Replacer tries its pairs in order at each place in the text, and a
+	// volume's image inside the volume directory must read as the volume.
+	slices.SortStableFunc(places, func(a, b place) int { return cmp.Compare(len(b.path), len(a.path)) })
+	var pairs []string
+	for _, p := range places {
+		if p.path != "" && p.path != "/" && p.path != "volume " {
+			pairs = append(pairs, p.path, p.name)
+		}
+	}
+	return words{strings.NewReplacer(pairs...)}
+}
+
+// ShownText is text (a refusal's message) as caller c may read it: for a member, without the
+// paths wordsFor keeps from members.
+func (s *Service) ShownText(c Caller, text string) string { return s.wordsFor(c).of(text) }
 
 type workDirKey struct{}
 

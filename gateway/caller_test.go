@@ -277,3 +277,78 @@ func TestMessagesNameNoPathToMembers(t *testing.T) {
 		return err
 	})
 }
+
+// TestRecordedReasonsNameNoPathToMembers: what cairn recorded before anyone asked (where a
+// restore wrote, why it failed, why the volume is in error) reads, for a member, with the
+// volume's name where the record has its image's path in the state directory; an admin reads
+// the path. Before, a member read the image's path in every listing and in the console.
+func TestRecordedReasonsNameNoPathToMembers(t *testing.T) {
+	_, fs, s := gatewayOnTmpfs(t, 128<<20)
+	member, admin := as("alice", "p1", false), as("admin", "p1", true)
+	v, err := s.CreateVolume(member, gateway.CreateVolumeRequest{Name: "vol1", Size: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.CreateBackup(member, gateway.BackupRequest{Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, job, err := s.StartRestore(member, gateway.RestoreRequest{Backup: b.ID, Volume: v.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory where the image was, once the restore is accepted: it fails, naming the
+	// path it could not write.
+	if err := os.Remove(v.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(v.Path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := job(member); err == nil {
+		t.Fatal("a restore onto a directory succeeded")
+	}
+
+	texts := func(ctx context.Context) []string {
+		t.Helper()
+		got, err := s.Backup(ctx, b.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LastRestore == nil {
+			t.Fatal("no restore recorded")
+		}
+		out := []string{got.LastRestore.Target, got.LastRestore.Reason}
+		list, err := s.ListBackups(ctx, gateway.ListFilter{})
+		if err != nil || len(list) != 1 || list[0].LastRestore == nil {
+			t.Fatalf("list: %v, %v", list, err)
+		}
+		out = append(out, list[0].LastRestore.Target, list[0].LastRestore.Reason)
+		vol, err := s.ShowVolume(ctx, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		vols, err := s.ListVolumes(ctx, false)
+		if err != nil || len(vols) != 1 {
+			t.Fatalf("volumes: %v, %v", vols, err)
+		}
+		byID, err := s.VolumeByID(ctx, v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(out, vol.FailReason, vols[0].FailReason, byID.FailReason)
+	}
+	for i, text := range texts(member) {
+		if strings.Contains(text, fs) || text == "" {
+			t.Errorf("member's text %d: %q; want one without %s", i, text, fs)
+		}
+		if i%2 == 0 && i < 4 && text != "volume vol1" {
+			t.Errorf("member's restore target %d: %q; want the volume's name", i, text)
+		}
+	}
+	for i, text := range texts(admin) {
+		if !strings.Contains(text, v.Path) {
+			t.Errorf("admin's text %d: %q; want %s in it", i, text, v.Path)
+		}
+	}
+}

@@ -75,7 +75,7 @@ func (s *Service) UpdateBackup(ctx context.Context, ref string, u BackupUpdate) 
 	if err != nil {
 		return nil, err
 	}
-	return backupShownTo(out, c), nil // where it was copied is an admin's to know
+	return backupShownTo(out, c, s.wordsFor(c)), nil // what is an admin's to know kept from a member
 }
 
 func (u BackupUpdate) apply(name, description *string, metadata *map[string]string) {

@@ -351,12 +351,30 @@ func (s *Service) ListVolumes(ctx context.Context, allProjects bool) ([]*index.V
 		return nil, err
 	}
 	var out []*index.Volume
+	w := s.wordsFor(c)
 	for _, v := range all {
 		if v.Project == c.Project || (allProjects && c.Admin) {
-			out = append(out, s.volumeShown(v))
+			out = append(out, volumeShownTo(s.volumeShown(v), c, w))
 		}
 	}
 	return out, nil
+}
+
+// volumeFor is volume v as caller c is shown it: restoring-backup while a restore through
+// another gateway writes it (volumeShown), and its failure in a member's words.
+func (s *Service) volumeFor(c Caller, v *index.Volume) *index.Volume {
+	return volumeShownTo(s.volumeShown(v), c, s.wordsFor(c))
+}
+
+// volumeShownTo is volume v as caller c may see it: a member reads why it is in error in w's
+// words, without the paths the reason may name (its own image's among them).
+func volumeShownTo(v *index.Volume, c Caller, w words) *index.Volume {
+	if c.Admin || v.FailReason == "" {
+		return v
+	}
+	shown := *v // records may be shared with the index's cache: never changed in place
+	shown.FailReason = w.of(v.FailReason)
+	return &shown
 }
 
 // BackupsByVolume returns the backups the caller sees (with all, an admin sees every
@@ -388,11 +406,15 @@ func LastCommitted(bs []*index.Backup) *index.Backup {
 // ShowVolume is Volume as this gateway shows it: restoring-backup while a restore through
 // another gateway writes it.
 func (s *Service) ShowVolume(ctx context.Context, ref string) (*index.Volume, error) {
+	c, err := callerOf(ctx)
+	if err != nil {
+		return nil, err
+	}
 	v, err := s.Volume(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	return s.volumeShown(v), nil
+	return s.volumeFor(c, v), nil
 }
 
 // Volume resolves a volume by id, name or path. An unknown path of a block device or image

@@ -281,6 +281,34 @@ func TestServerFaultsSayNoPathToMembers(t *testing.T) {
 	}
 }
 
+// TestRefusalsNameNoPathToMembers: a refusal (4xx) says what is wrong, to a member with the
+// volume's name where the message had its image's path; an admin reads the path. Before, a
+// member's restore onto a volume whose image was not a file was told the image's path.
+func TestRefusalsNameNoPathToMembers(t *testing.T) {
+	e := newEnv(t, api.Options{Tokens: api.Tokens{
+		"member": {Caller: gateway.Caller{User: "u1", Project: "p1"}},
+		"admin":  {Caller: gateway.Caller{User: "admin", Project: "p1", Admin: true}},
+	}})
+	v, b := e.backedUp(t, "p1", "vol1")
+	if err := os.Remove(v.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(v.Path, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	restore := func(token string) (int, string) {
+		code, _, body := e.do(t, call{method: "POST", path: "/v3/p1/backups/" + b.ID + "/restore",
+			body: `{"restore": {"volume_id": "` + v.ID + `"}}`, header: []string{"X-Auth-Token", token}})
+		return code, string(body)
+	}
+	if code, body := restore("member"); code != http.StatusBadRequest || strings.Contains(body, e.dir) || !strings.Contains(body, "volume vol1") {
+		t.Errorf("member's restore onto a volume whose image is a directory: %d %s; want 400 naming volume vol1, no path", code, body)
+	}
+	if code, body := restore("admin"); code != http.StatusBadRequest || !strings.Contains(body, v.Path) {
+		t.Errorf("admin's restore onto a volume whose image is a directory: %d %s; want 400 naming %s", code, body, v.Path)
+	}
+}
+
 // TestBackupContainerIsNoLocationToMembers: a backup's container names the repository's
 // location (its directory, or S3 bucket and prefix) to admins only; a member reads a name, which
 // a create takes back. Before, every member read the location in backup-show, and in the error

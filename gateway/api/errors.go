@@ -68,7 +68,7 @@ func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
 	if !ok {
 		name = "computeFault"
 	}
-	body := map[string]any{"code": status, "message": FaultMessage(callerOf(r), status, err)}
+	body := map[string]any{"code": status, "message": FaultMessage(s.svc, callerOf(r), status, err)}
 	if status == http.StatusRequestEntityTooLarge {
 		// Cinder says when to retry an over-quota request: any time (after freeing quota).
 		w.Header().Set("Retry-After", "0")
@@ -87,10 +87,15 @@ func (s *server) writeFault(w http.ResponseWriter, r *http.Request, err error) {
 // image path under the state directory, the repository's directory or S3 endpoint and bucket.
 // That goes to admins and to the log (with a request id the caller is given); anyone else reads
 // Cinder's own words for the status, as a Cinder member reads them for a failure Cinder does not
-// explain [TestServerFaultsSayNoPathToMembers, TestConsoleServerErrorsSayNoPathToMembers].
-func FaultMessage(c gateway.Caller, status int, err error) string {
-	if status < 500 || c.Admin {
+// explain [TestServerFaultsSayNoPathToMembers, TestConsoleServerErrorsSayNoPathToMembers]. A
+// refusal (4xx) says what was wrong, to a member without the paths it may name
+// (Service.ShownText) [TestRefusalsNameNoPathToMembers].
+func FaultMessage(svc *gateway.Service, c gateway.Caller, status int, err error) string {
+	if c.Admin {
 		return err.Error()
+	}
+	if status < 500 {
+		return svc.ShownText(c, err.Error())
 	}
 	if status == http.StatusServiceUnavailable {
 		return "The server is currently unavailable. Please try again at a later time."

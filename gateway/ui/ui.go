@@ -321,7 +321,7 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, sess *session, err
 	if sess != nil {
 		c = sess.caller
 	}
-	msg := api.FaultMessage(c, status, err)
+	msg := api.FaultMessage(s.svc, c, status, err)
 	if status >= 500 {
 		id := "req-" + uuid.NewString()
 		s.log.Error("console request failed", "method", r.Method, "path", r.URL.Path, "request_id", id, "error", err)
