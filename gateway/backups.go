@@ -163,7 +163,7 @@ func (s *Service) StartBackup(ctx context.Context, req BackupRequest) (*index.Ba
 	// A volume an unfinished restore left error stays error, with its reason, after its backup
 	// [TestBackupOfAVolumeACancelledRestoreLeftErrorKeepsItError].
 	var was index.Volume // the volume's status and reason before the claim
-	claim, unclaim := s.claimVolume(v, src.Size(), &was), func() { s.setVolumeStatus(v.ID, was.Status, was.FailReason) }
+	claim, unclaim := s.claimVolume(c, v, src.Size(), &was), func() { s.setVolumeStatus(v.ID, was.Status, was.FailReason) }
 	if snap != nil {
 		b.SnapshotID = snap.ID
 		claim, unclaim = s.claimSnapshot(snap), func() { s.setSnapshotStatus(snap.ID, index.SnapshotAvailable) }

@@ -83,6 +83,17 @@ func TestRestoreOverlappingAVolumeBeingBackedUpIsRefused(t *testing.T) {
 			if _, err := s.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: "vol"}); !errors.Is(err, gateway.ErrConflict) {
 				t.Errorf("backup of volume vol (%s) while a restore --to %s is accepted: %v, want a conflict", devs[c.volume], to, err)
 			}
+			// The same device, another project's volume now: its member's backup is refused
+			// without the id of a backup it does not see.
+			if _, err := s.UnmanageVolume(adminCtx(), "vol"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ManageVolume(adminCtx(), gateway.ManageRequest{Path: devs[c.volume], Name: "theirs", Project: "p1"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.CreateBackup(p1, gateway.BackupRequest{Volume: "theirs"}); !errors.Is(err, gateway.ErrConflict) || strings.Contains(err.Error(), b.ID) {
+				t.Errorf("a member's backup of its volume (%s) while another project's restore --to %s is accepted: %v, want a conflict that does not name backup %s", devs[c.volume], to, err, b.ID)
+			}
 			if err := restore(adminCtx()); err != nil {
 				t.Fatal(err)
 			}

@@ -69,7 +69,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 		return nil, fmt.Errorf("volume %s: %w", v.Name, err)
 	}
 	// Asked once the snapshot is taken, so that a restore accepted meanwhile is seen too.
-	if err := s.notBeingRestored(v); err != nil {
+	if err := s.notBeingRestored(c, v); err != nil {
 		_ = snap.Remove()
 		return nil, err
 	}
@@ -107,21 +107,29 @@ func (s *Service) CreateSnapshot(ctx context.Context, req SnapshotRequest) (*ind
 }
 
 // notRestoredOnto refuses v while a restore writes its file or device, or a device that shares
-// blocks with it (restoringOnto).
-func (s *Service) notRestoredOnto(v *index.Volume) error {
-	if id, err := s.restoringOnto(v.Path); err != nil {
+// blocks with it (restoringOnto). The restore's backup is named to a caller c who sees its
+// project: an admin's restore of another project's backup onto a device that shares blocks
+// with a member's volume is "a restore" to the member [TestRestoreOverlappingAVolumeBeingBackedUpIsRefused].
+func (s *Service) notRestoredOnto(c Caller, v *index.Volume) error {
+	id, err := s.restoringOnto(v.Path)
+	if err != nil {
 		return fmt.Errorf("volume %s: %w", v.Name, err)
-	} else if id != "" {
-		return wrapf(ErrConflict, "volume %s is being written by the restore of backup %s: wait for it to finish", v.Name, id)
 	}
-	return nil
+	if id == "" {
+		return nil
+	}
+	what := "a restore"
+	if b, berr := s.idx.Backup(id); c.Admin || berr == nil && c.sees(b.Project) {
+		what = "the restore of backup " + id
+	}
+	return wrapf(ErrConflict, "volume %s is being written by %s: wait for it to finish", v.Name, what)
 }
 
 // notBeingRestored refuses a snapshot of a volume a restore is writing: it holds neither its
 // old contents nor the backup's, and an available snapshot of it would give available
 // backups of a volume that never existed [TestSnapshotOfAVolumeBeingRestoredIsRefused].
-func (s *Service) notBeingRestored(v *index.Volume) error {
-	if err := s.notRestoredOnto(v); err != nil {
+func (s *Service) notBeingRestored(c Caller, v *index.Volume) error {
+	if err := s.notRestoredOnto(c, v); err != nil {
 		return err
 	}
 	cur, err := s.idx.Volume(v.ID)
@@ -266,13 +274,13 @@ func (s *Service) backupSubject(ctx context.Context, req BackupRequest) (*index.
 // claimVolume marks the volume backing-up; one backup or restore at a time. It refuses one
 // whose changed-block tracking went off since v, the record the backup planned with, was read.
 // was gets the status and reason the claim replaced.
-func (s *Service) claimVolume(v *index.Volume, size int64, was *index.Volume) func() error {
+func (s *Service) claimVolume(c Caller, v *index.Volume, size int64, was *index.Volume) func() error {
 	return func() error {
 		// A restore onto the path that is no volume's, or onto a device that shares blocks
 		// with the volume's (a partition's disk), claims it only here
 		// [TestBackupOfAFileBeingRestoredIsRefused,
 		// TestRestoreOverlappingAVolumeBeingBackedUpIsRefused].
-		if err := s.notRestoredOnto(v); err != nil {
+		if err := s.notRestoredOnto(c, v); err != nil {
 			return err
 		}
 		_, err := s.idx.UpdateVolume(v.ID, func(rec *index.Volume) error {
