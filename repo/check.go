@@ -152,7 +152,8 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		rep.problem("%s: pack %s: %d bytes in the backend, %d in the index (truncated or replaced)", ProblemDamaged, id, stored, indexed)
 	}
 	indexed := map[PackID]int64{}
-	var unlisted []PackID // in the index, not in the listing: stored since, or missing
+	var unlisted []PackID        // in the index, not in the listing: stored since, or missing
+	missing := map[PackID]bool{} // in the index, and the backend does not have it
 	if err := r.idx.Packs(func(id PackID, size int64) error {
 		indexed[id] = size
 		rep.Packs++
@@ -170,6 +171,7 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		// listing: only one the backend does not have now is missing.
 		switch fi, err := r.be.Stat(ctx, id.Key()); {
 		case errors.Is(err, backend.ErrNotFound):
+			missing[id] = true
 			rep.Classes[ProblemMissing]++
 			rep.problem("%s: pack %s: in the index but missing from the backend", ProblemMissing, id)
 		case err != nil:
@@ -201,9 +203,9 @@ func (r *Repository) Check(ctx context.Context, o CheckOptions) (*CheckReport, e
 		if err := r.checkData(ctx, stored, samplePacks(stored, rep.SamplePercent), rep, bad); err != nil {
 			return nil, err
 		}
-		if err := r.findGoodCopies(ctx, stored, rep, bad); err != nil {
-			return nil, err
-		}
+	}
+	if err := r.findGoodCopies(ctx, stored, missing, rep, bad); err != nil {
+		return nil, err
 	}
 	// walk counts a backup and walks its block map: every damaged or missing object is listed
 	// with the bytes of each backup it costs, and the walk goes on past it.
@@ -417,13 +419,17 @@ func samplePacks(stored map[PackID]int64, percent float64) []PackID {
 	return ids
 }
 
-// findGoodCopies looks in every stored pack for a good copy of each blob checkData found
-// damaged where the index reads it: a blob stored twice (by two writers, or again after the
-// index forgot it) is not lost while one copy verifies. Such a blob is taken out of bad, so
-// no backup is named for it; an index problem names the good copy, and UseGoodCopies (repo
-// repair) points the index at it [TestCheckAndRepairUseAGoodCopyInAnotherPack]. It costs a
-// trailer per stored pack, and only when checkData found damage.
-func (r *Repository) findGoodCopies(ctx context.Context, stored map[PackID]int64, rep *CheckReport, bad map[Address]checkProblem) error {
+// findGoodCopies looks in every stored pack for a good copy of each blob whose indexed copy
+// cannot be read: one checkData found damaged, or one in a pack the backend does not have
+// (missing). A blob stored twice (by two writers, or again after the index forgot it) is not
+// lost while one copy verifies. A damaged one is taken out of bad, and a missing one's entry
+// in bad becomes an index problem, so no backup is named as losing it; the problem names the
+// good copy, and UseGoodCopies (repo repair) points the index at it
+// [TestCheckAndRepairUseAGoodCopyInAnotherPack, TestRepairUsesACopyOfABlobWhosePackIsMissing].
+// Before, repair forgot a blob whose indexed pack was missing, and with it every backup that
+// needed it, while another pack held it. It costs a trailer per stored pack, and only when a
+// blob was found damaged or a pack missing (then also an index look-up per stored blob).
+func (r *Repository) findGoodCopies(ctx context.Context, stored map[PackID]int64, missing map[PackID]bool, rep *CheckReport, bad map[Address]checkProblem) error {
 	damagedIn := map[Address]PackID{}
 	for a := range bad {
 		if loc, ok, err := r.idx.Lookup(a); err != nil {
@@ -432,7 +438,7 @@ func (r *Repository) findGoodCopies(ctx context.Context, stored map[PackID]int64
 			damagedIn[a] = loc.Pack
 		}
 	}
-	if len(damagedIn) == 0 {
+	if len(damagedIn) == 0 && len(missing) == 0 {
 		return nil
 	}
 	ids := make([]PackID, 0, len(stored))
@@ -449,10 +455,18 @@ func (r *Repository) findGoodCopies(ctx context.Context, stored map[PackID]int64
 			continue // reported by checkData when it read the pack
 		}
 		for _, e := range entries {
-			if p, ok := damagedIn[e.Addr]; !ok || p == id {
+			if _, found := rep.goodCopies[e.Addr]; found {
 				continue
 			}
-			if _, found := rep.goodCopies[e.Addr]; found {
+			p, ok := damagedIn[e.Addr]
+			if !ok && len(missing) > 0 {
+				loc, found, err := r.idx.Lookup(e.Addr)
+				if err != nil {
+					return err
+				}
+				p, ok = loc.Pack, found && missing[loc.Pack]
+			}
+			if !ok || p == id {
 				continue
 			}
 			if err := r.verifyCopy(ctx, e); err != nil {
@@ -465,10 +479,18 @@ func (r *Repository) findGoodCopies(ctx context.Context, stored map[PackID]int64
 				rep.goodCopies = map[Address]sizedEntry{}
 			}
 			rep.goodCopies[e.Addr] = sizedEntry{e, stored[id]}
-			delete(bad, e.Addr)
 			rep.Classes[ProblemIndex]++
+			if missing[p] {
+				// The walk meets it in the index's missing pack: it tells each backup that
+				// the index reads it from there, not that the backup lost it.
+				bad[e.Addr] = checkProblem{class: ProblemIndex, what: fmt.Sprintf("%s blob %s: the index reads it in pack %s, which is missing; pack %s holds a good copy", typeName(e.Type), e.Addr.Short(), p, id)}
+				rep.problem("%s: %s blob %s: the index reads it in pack %s, which is missing; pack %s holds a good one ('cairn repo repair' points the index at it)",
+					ProblemIndex, typeName(e.Type), e.Addr.Short(), p, id)
+				continue
+			}
+			delete(bad, e.Addr)
 			rep.problem("%s: %s blob %s: the copy the index reads in pack %s is damaged, pack %s holds a good one ('cairn repo repair' points the index at it)",
-				ProblemIndex, typeName(e.Type), e.Addr.Short(), damagedIn[e.Addr], id)
+				ProblemIndex, typeName(e.Type), e.Addr.Short(), p, id)
 		}
 	}
 	return nil

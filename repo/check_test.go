@@ -333,6 +333,53 @@ func TestCheckAndRepairUseAGoodCopyInAnotherPack(t *testing.T) {
 	}
 }
 
+// TestRepairUsesACopyOfABlobWhosePackIsMissing: a blob stored twice whose indexed pack is gone
+// from the backend is not lost while the other copy verifies. Check names the good copy as an
+// index problem and no backup as losing bytes, with or without reading the data, and repair
+// points the index at it. Before, only a damaged copy was looked for elsewhere: repair forgot
+// the blob, and with --forget-damaged both backups that needed it.
+func TestRepairUsesACopyOfABlobWhosePackIsMissing(t *testing.T) {
+	vol := randomBytes(62, 1<<20)
+	f, mA, mB, first, good, used := twoCopies(t, vol)
+	ctx := context.Background()
+	if err := os.Remove(filepath.Join(f.dir, "repo", filepath.FromSlash(used.Pack.Key()))); err != nil {
+		t.Fatal(err)
+	}
+	for _, readData := range []bool{false, true} {
+		rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: readData})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Lost) != 0 || len(rep.LostData()) != 0 || len(rep.LostNodes()) != 0 {
+			t.Fatalf("check (read data %v) counts lost %v (%d blocks) though pack %s holds a good copy: %v", readData, rep.Lost, len(rep.LostData()), good.Pack, rep.Problems)
+		}
+		if rep.Classes[repo.ProblemIndex] == 0 || !strings.Contains(strings.Join(rep.Problems, "\n"), good.Pack.String()) {
+			t.Fatalf("check (read data %v) does not name the good copy in pack %s: %v", readData, good.Pack, rep.Problems)
+		}
+		if !readData {
+			continue
+		}
+		if n, err := f.r.UseGoodCopies(ctx, rep); err != nil || n != 1 {
+			t.Fatalf("UseGoodCopies: %d %v; want 1", n, err)
+		}
+	}
+	if loc, ok, err := f.idx.Lookup(first); err != nil || !ok || loc != good {
+		t.Fatalf("the block after repair: %v %v %v; want %v", loc, ok, err, good)
+	}
+	for _, m := range []*repo.Manifest{mA, mB} {
+		if got := f.restore(t, m); sha256.Sum256(got) != sha256.Sum256(vol) {
+			t.Fatalf("backup %s restores a different sha256 after repair", m.ID)
+		}
+	}
+	rep, err := f.r.Check(ctx, repo.CheckOptions{ReadData: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Lost) != 0 || rep.Classes[repo.ProblemIndex] != 0 {
+		t.Fatalf("check after repair: %v", rep.Problems)
+	}
+}
+
 // A metadata object (a volume's record, a snapshot, a quota, a delete's tombstone) with a
 // flipped byte is damage like any other: rebuild-index skips it, so what it held is lost with
 // the index. Check must not call such a repository clean.

@@ -1849,6 +1849,15 @@ func (f *fixture) firstDataBlock(t *testing.T, m *repo.Manifest) repo.Address {
 // reads (used). good is the first copy, which the index no longer reads.
 func twoCopiesSetup(t *testing.T, vol []byte) (f *fixture, mA, mB *repo.Manifest, first repo.Address, good, used repo.Location) {
 	t.Helper()
+	f, mA, mB, first, good, used = twoCopies(t, vol)
+	f.damage(t, used)
+	return f, mA, mB, first, good, used
+}
+
+// twoCopies is twoCopiesSetup without the damage: the index reads the block's second copy,
+// used, and its first, good, is left in backup a's pack.
+func twoCopies(t *testing.T, vol []byte) (f *fixture, mA, mB *repo.Manifest, first repo.Address, good, used repo.Location) {
+	t.Helper()
 	f = newFixture(t, repo.InitOptions{Compression: repo.CompressNone})
 	mA = f.backup(t, "a", &memSource{data: vol}, nil)
 	first = f.firstDataBlock(t, mA)
@@ -1864,7 +1873,6 @@ func twoCopiesSetup(t *testing.T, vol []byte) (f *fixture, mA, mB *repo.Manifest
 	if err != nil || !ok || used.Pack == good.Pack {
 		t.Fatalf("the block after the second backup: %v %v %v; want a second copy outside pack %s", used, ok, err, good.Pack)
 	}
-	f.damage(t, used)
 	return f, mA, mB, first, good, used
 }
 
