@@ -445,7 +445,7 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 			}
 		}
 		if rep.GoodCopies > 0 {
-			fmt.Fprintf(g.stdout, "%d blocks whose indexed copy was damaged are read from a good copy in another pack\n", rep.GoodCopies)
+			fmt.Fprintf(g.stdout, "%d blocks whose indexed copy was damaged or missing are read from a good copy in another pack\n", rep.GoodCopies)
 		}
 		if rep.Forgotten > 0 {
 			fmt.Fprintf(g.stdout, "%d lost blocks are in no volume here: the next full backup of a volume that holds them stores them again\n", rep.Forgotten)
