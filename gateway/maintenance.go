@@ -1377,8 +1377,8 @@ type RepairReport struct {
 	Trailers int `json:"packs_rewritten"`
 	// Forgotten counts lost blocks the index forgot, for the next full backup to store again.
 	Forgotten int `json:"blocks_to_store_again"`
-	// GoodCopies counts blobs whose indexed copy was damaged that the index now reads from a
-	// good copy in another pack.
+	// GoodCopies counts blobs whose indexed copy was damaged or in a missing pack that the
+	// index now reads from a good copy in another pack.
 	GoodCopies int `json:"good_copies_used"`
 	// Manifests counts damaged manifests written again from their second copies, and
 	// ManifestCopies second copies written again (damaged, missing or older) from their
