@@ -220,3 +220,9 @@ func BeforeVolumeForgetForTest(t interface{ Cleanup(func()) }, fn func(id string
 	beforeVolumeForgetForTest = fn
 	t.Cleanup(func() { beforeVolumeForgetForTest = nil })
 }
+
+// AfterForgetDamagedForTest runs fn right after repair's ForgetDamaged, until the test ends.
+func AfterForgetDamagedForTest(t testing.TB, fn func()) {
+	afterForgetDamaged = fn
+	t.Cleanup(func() { afterForgetDamaged = nil })
+}

@@ -1364,8 +1364,11 @@ type RepairBackup struct {
 
 // RepairReport says what repo repair found and did.
 type RepairReport struct {
-	Backups  []RepairBackup `json:"backups"`
-	Problems int            `json:"problems"`
+	Backups []RepairBackup `json:"backups"`
+	// WholeAgain are backups the check found damaged that restore whole again (a backup
+	// running beside the repair stored their lost blocks again): kept, not forgotten.
+	WholeAgain []string `json:"whole_again,omitempty"`
+	Problems   int      `json:"problems"`
 	// Healed counts lost blocks stored again from the volumes named in HealedFrom, and
 	// HealedNodes lost block map nodes built again from them.
 	Healed      int      `json:"healed_blocks"`
@@ -1550,6 +1553,9 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 			return nil, err
 		}
 		out.Forgotten += forgot
+		if afterForgetDamaged != nil {
+			afterForgetDamaged()
+		}
 		// A blob kept was stored again since the check (a backup running beside the repair
 		// met its mark): the check's damaged backups are out of date, and one forgotten by
 		// --forget-damaged from them could be whole again [TestForgetDamagedKeepsACopyStoredAgain].
@@ -1585,6 +1591,20 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 			}
 			rb.Lost = append(rb.Lost, r)
 			rb.LostBytes += r[1] - r[0]
+		}
+		if (want[id] || forgetDamaged) && !rb.Whole {
+			// The last check is minutes old at scale, and ForgetDamaged has since forgotten
+			// the lost blocks, so a backup running beside the repair that met one stored it
+			// again: a backup whole again is kept [TestForgetDamagedKeepsABackupMadeWholeSinceTheCheck].
+			whole, err := s.wholeAgain(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("forget backup %s: %w", id, err)
+			}
+			if whole {
+				s.log.Info("damaged backup whole again since the check: kept", "backup_id", id)
+				out.WholeAgain = append(out.WholeAgain, id)
+				continue
+			}
 		}
 		if want[id] || forgetDamaged {
 			if err := s.repo.DeleteManifest(ctx, id); err != nil {
@@ -1681,5 +1701,33 @@ func (s *Service) settleVerifications(ctx context.Context, damaged []RepairBacku
 		case b.LastVerify.Damaged():
 			s.recordVerify(ctx, b.ID, &index.VerifyOutcome{Result: repo.VerifyOK, At: at})
 		}
+	}
+}
+
+// afterForgetDamaged, when set (by tests), runs right after repair's ForgetDamaged.
+var afterForgetDamaged func()
+
+// wholeAgain reports whether backup id, which the last check found damaged in part, restores
+// whole now: every blob of its block map is in the index (caught up first, so a backup through
+// another gateway counts) in a pack the backend holds. ForgetDamaged forgot each lost blob that
+// did not verify, so one indexed now was stored again since, and verified as it was.
+func (s *Service) wholeAgain(ctx context.Context, id string) (bool, error) {
+	if _, err := s.repo.Sync(ctx, false); err != nil {
+		return false, err
+	}
+	m, err := s.repo.GetManifest(ctx, id)
+	if err != nil {
+		if errors.Is(err, repo.ErrCorrupt) || errors.Is(err, backend.ErrNotFound) {
+			return false, nil
+		}
+		return false, err
+	}
+	switch err := s.repo.Verify(ctx, m); {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, repo.ErrCorrupt), errors.Is(err, backend.ErrNotFound):
+		return false, nil
+	default:
+		return false, err
 	}
 }

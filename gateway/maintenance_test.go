@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cairn-backup/cairn/gateway"
@@ -69,6 +70,57 @@ func TestRepairForgetsEveryBackupOfASharedDamagedBlock(t *testing.T) {
 	}
 	if _, err := s.Backup(ctx, full.ID); err != nil {
 		t.Fatalf("the full backup, not named: %v", err)
+	}
+}
+
+// TestForgetDamagedKeepsABackupMadeWholeSinceTheCheck: repair --forget-damaged forgets the
+// backups its last check found damaged; a backup that a backup running beside the repair made
+// whole again since (ForgetDamaged had forgotten the lost block, so that backup stored it
+// again) is kept and restores byte for byte. Before, it was forgotten from the check's list.
+func TestForgetDamagedKeepsABackupMadeWholeSinceTheCheck(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol, sum := distinctVolume(t, dir, "vm.img", 9)
+	full, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	damagePack(t, onlyPack(t, dir))
+	orig, err := os.ReadFile(vol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The volume changes: nothing to heal the damaged block from.
+	if err := os.WriteFile(vol, make([]byte, len(orig)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	gateway.AfterForgetDamagedForTest(t, func() {
+		once.Do(func() {
+			// The volume as it was, backed up beside the repair: its lost block is stored again.
+			if err := os.WriteFile(vol, orig, 0o600); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol}); err != nil {
+				t.Errorf("the backup beside the repair: %v", err)
+			}
+		})
+	})
+	rep, err := s.Repair(ctx, gateway.RepairOptions{ForgetDamaged: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rb := range rep.Backups {
+		if rb.ID == full.ID {
+			t.Fatalf("repair --forget-damaged: %+v; want backup %s kept, whole again", rep.Backups, full.ID)
+		}
+	}
+	if !slices.Contains(rep.WholeAgain, full.ID) {
+		t.Errorf("repair's report: whole again %v; want %s", rep.WholeAgain, full.ID)
+	}
+	if got := restoreSHA(t, s, ctx, full.ID); got != sum {
+		t.Fatalf("backup %s after the repair: sha256 %s, want %s", full.ID, got, sum)
 	}
 }
 

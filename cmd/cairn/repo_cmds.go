@@ -416,6 +416,9 @@ func (c *RepoRepairCmd) Run(ctx context.Context, g *Globals) error {
 				return err
 			}
 		}
+		for _, id := range rep.WholeAgain {
+			fmt.Fprintf(g.stdout, "backup %s restores whole again (a backup stored its lost blocks again since the check): kept\n", id)
+		}
 		if rep.Trailers > 0 {
 			fmt.Fprintf(g.stdout, "rewrote %d packs whose trailer was damaged\n", rep.Trailers)
 		}
