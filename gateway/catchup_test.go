@@ -1239,3 +1239,99 @@ func TestALostVolumeRecordIsKeptByTheCatchUp(t *testing.T) {
 		t.Fatalf("check after: %+v, %v", c, err)
 	}
 }
+
+// TestAGatewayAwayLearnsWhatChangedElsewhere: a gateway (or the embedded CLI's index) closed
+// while another reset one of the backups it knows to error and protected another learns both
+// when it opens again: from the backup log since its last look, or, with no look recorded (an
+// index from before, or one whose log gc may have pruned), from every known manifest. Before,
+// its open ran the full catch-up only, which reads no manifest it knows, and its first look at
+// the log began at the open: a change more than 15 minutes old stayed unseen until a
+// rebuild-index, and the reset backup was restored and taken as an incremental's parent.
+func TestAGatewayAwayLearnsWhatChangedElsewhere(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		look func(now time.Time) string // b's recorded last look
+	}{
+		{"from the log", func(now time.Time) string { return now.Add(-2 * time.Hour).UTC().Format(time.RFC3339Nano) }},
+		{"from every manifest", func(time.Time) string { return "" }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := newRepo(t, dir)
+			a := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-a"))
+			bCfg := gateway.Config{Repo: cfg.Repo, StateDir: filepath.Join(dir, "state-b")}
+			b, err := gateway.Open(context.Background(), bCfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := adminCtx()
+			var ids []string
+			for i := range 2 {
+				bk, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("vm%d.img", i), 64<<10)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, bk.ID)
+			}
+			catchUp(t, b)
+			if err := b.Close(); err != nil {
+				t.Fatal(err)
+			}
+			logged := map[string]bool{}
+			for _, p := range repoFiles(t, dir, "backuplog", "*") {
+				logged[p] = true
+			}
+			if _, err := a.ResetBackupState(ctx, ids[0], "error"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.ProtectBackup(ctx, ids[1], true); err != nil {
+				t.Fatal(err)
+			}
+			// The changes are an hour old: their log objects are moved back by an hour (or
+			// gone, where b reads every manifest), and b last looked two hours ago.
+			now := time.Now()
+			moved := 0
+			for _, p := range repoFiles(t, dir, "backuplog", "*") {
+				if logged[p] {
+					continue
+				}
+				moved++
+				if c.look(now) == "" {
+					if err := os.Remove(p); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				stamp, rest, _ := strings.Cut(filepath.Base(p), "-")
+				n, err := strconv.ParseUint(stamp, 16, 64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Rename(p, filepath.Join(filepath.Dir(p), fmt.Sprintf("%016x-%s", n-uint64(time.Hour), rest))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if moved < 2 {
+				t.Fatalf("%d log objects for the two changes; want two at least", moved)
+			}
+			idx, err := index.Open(bCfg.IndexDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := idx.SetMeta("catch-up/last-look", c.look(now)); err != nil {
+				t.Fatal(err)
+			}
+			if err := idx.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			b = gatewayOn(t, cfg.Repo, bCfg.StateDir)
+			if got, err := b.Backup(ctx, ids[0]); err != nil || got.Status != index.BackupError {
+				t.Errorf("backup %s, reset to error elsewhere while b was closed: %v; want error", ids[0], err)
+			}
+			if got, err := b.Backup(ctx, ids[1]); err != nil || !got.Protected {
+				t.Errorf("backup %s, protected elsewhere while b was closed: %v; want protected", ids[1], err)
+			}
+		})
+	}
+}

@@ -277,11 +277,13 @@ func (s *Service) followLog(ctx context.Context) error {
 		s.logSeen = map[string]time.Time{}
 	}
 	changed, forgotten := false, map[string]bool{}
+	examined := true // every backup the log named: the look may be saved
 	for _, id := range order {
 		ch, err := s.examine(ctx, id, forgotten)
 		if err != nil {
 			// Its keys stay unexamined: the next catch-up tries again.
 			s.log.Warn("backup named by the backup log not examined", "backup_id", id, "error", err)
+			examined = false
 			continue
 		}
 		changed = changed || ch
@@ -318,6 +320,82 @@ func (s *Service) followLog(ctx context.Context) error {
 	}
 	s.showCreating(ctx, creating, false, nil)
 	s.lastLook = look
+	if examined {
+		s.saveLook(look)
+	}
+	if changed {
+		s.notifyChange()
+	}
+	return nil
+}
+
+// lastLookKey holds, in the index, when the last catch-up that read the backup log (or every
+// known manifest) began, with nothing left unexamined: where the next open of the index reads
+// the log from (RFC 3339).
+const lastLookKey = "catch-up/last-look"
+
+// saveLook records look as the index's last look (lastLookKey). A failure costs the next open
+// a read of every known manifest, so it is logged, not returned.
+func (s *Service) saveLook(look time.Time) {
+	if err := s.idx.SetMeta(lastLookKey, look.UTC().Format(time.RFC3339Nano)); err != nil {
+		s.log.Warn("cannot record the catch-up's position in the index (the next start reads every manifest)", "error", err)
+	}
+}
+
+// catchUpSinceClosed learns the changes other gateways made, while this index was closed, to
+// backups it knows (a reset to error, a damaged verification, protection, a name, copies): the
+// full catch-up reads only the manifests it does not know, and its look is now, so the log
+// written while the index was closed went unread, and such a change was learned only at a
+// rebuild-index; the embedded CLI never read the log at all
+// [TestAGatewayAwayLearnsWhatChangedElsewhere]. It reads the log from the index's last look;
+// with none recorded, or one old enough that gc may have pruned the log since (repo.LogKeep
+// less the margin), it reads every known committed backup's manifest instead.
+func (s *Service) catchUpSinceClosed(ctx context.Context) error {
+	at, err := s.idx.Meta(lastLookKey)
+	if err != nil {
+		return err
+	}
+	if since, perr := time.Parse(time.RFC3339Nano, at); at != "" && perr == nil && time.Since(since) < repo.LogKeep-repo.SyncMargin {
+		s.syncMu.Lock()
+		s.lastLook = since
+		s.syncMu.Unlock()
+		return s.followLog(ctx)
+	}
+	return s.relearnKnown(ctx)
+}
+
+// relearnKnown examines every backup the index knows as committed (or restoring), as followLog
+// examines the ones the log names.
+func (s *Service) relearnKnown(ctx context.Context) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	look := time.Now()
+	all, err := s.idx.Backups()
+	if err != nil {
+		return err
+	}
+	changed, examined, forgotten := false, true, map[string]bool{}
+	for _, b := range all {
+		if !committedRecord(b) && b.Status != index.BackupRestoring {
+			continue
+		}
+		ch, err := s.examine(ctx, b.ID, forgotten)
+		if err != nil {
+			s.log.Warn("known backup not examined (the next start tries again)", "backup_id", b.ID, "error", err)
+			examined = false
+			continue
+		}
+		changed = changed || ch
+	}
+	if len(forgotten) > 0 {
+		if all, err = s.idx.Backups(); err != nil {
+			return err
+		}
+		s.relink(ctx, all, forgotten)
+	}
+	if examined {
+		s.saveLook(look)
+	}
 	if changed {
 		s.notifyChange()
 	}

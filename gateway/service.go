@@ -502,8 +502,17 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 		s.Close()
 		return nil, fmt.Errorf("recover after a crash: %w", err)
 	}
-	// Learn what other gateways on this repository did since this index last looked.
+	// Learn what other gateways on this repository did since this index last looked: the
+	// backups stored and deleted (the full catch-up), and the changes to backups it knows
+	// (catchUpSinceClosed).
+	began := time.Now()
 	if err := s.SyncBackups(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("catch up with the repository: %w", err)
+	}
+	if fresh {
+		s.saveLook(began) // every manifest was just read
+	} else if err := s.catchUpSinceClosed(ctx); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("catch up with the repository: %w", err)
 	}

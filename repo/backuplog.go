@@ -51,6 +51,10 @@ func (r *Repository) ListLog(ctx context.Context, since time.Time, fn func(LogEn
 	})
 }
 
+// LogKeep is how long gc leaves a log object: a reader whose last look is older may find the
+// log objects written since pruned.
+const LogKeep = logKeep
+
 // SyncMargin is how far before its last look a reader of keys named by their writers' clocks
 // starts its next listing: clocks that disagree, and writes that took a while.
 const SyncMargin = syncMargin
