@@ -1335,3 +1335,45 @@ func TestAGatewayAwayLearnsWhatChangedElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// TestAResetBackupProtectedElsewhereIsNotDeleted: a backup protected through one gateway and
+// reset to error through another that had not learned the protection yet is protected on
+// both, and its delete is refused. Before, the reset kept the record's word (unprotected), and
+// delete read protection from the manifest only for an available backup: the protected backup
+// was deleted.
+func TestAResetBackupProtectedElsewhereIsNotDeleted(t *testing.T) {
+	a, b, _, bk := backedUpOnA(t, t.TempDir())
+	ctx := adminCtx()
+	if _, err := a.ProtectBackup(ctx, bk.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.ResetBackupState(ctx, bk.ID, "error")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.Protected {
+		t.Errorf("backup %s after its reset on b: unprotected; want the protection set on a", bk.ID)
+	}
+	if _, err := b.DeleteBackup(ctx, bk.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
+		t.Fatalf("delete on b of a backup protected on a and reset to error on b: %v; want it refused as protected", err)
+	}
+	if _, err := a.Backup(ctx, bk.ID); err != nil {
+		t.Fatalf("backup %s after the refused delete: %v", bk.ID, err)
+	}
+	// Reset first, then protected through a gateway that still shows it available: the delete
+	// reads the protection from the manifest.
+	bk2, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, t.TempDir(), "vm2.img", 64<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if _, err := b.ResetBackupState(ctx, bk2.ID, "error"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.ProtectBackup(ctx, bk2.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.DeleteBackup(ctx, bk2.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
+		t.Fatalf("delete on b of a backup reset to error on b, then protected on a: %v; want it refused as protected", err)
+	}
+}

@@ -210,12 +210,16 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 		mark = "clear"
 	}
 	var at time.Time // the manifest's rewrite, if any
+	protected := b.Protected
 	if mark != "" {
 		if at, err = s.rewriteManifest(ctx, b.ID, func(m *repo.Manifest) {
 			m.Error = ""
 			if mark == "write" {
 				m.Error = resetReason
 			}
+			// Protected through another gateway since this index learned it: the record
+			// takes it, as a catch-up would.
+			protected = m.Protected
 		}); err != nil {
 			return nil, err
 		}
@@ -225,6 +229,7 @@ func (s *Service) ResetBackupState(ctx context.Context, ref, newState string) (*
 			return wrapf(ErrConflict, "backup %s never completed: it cannot become available", rec.ID)
 		}
 		rec.Status = state
+		rec.Protected = protected
 		stampUpdated(rec, at)
 		endDoubt(rec) // an admin's word settles a manifest in doubt
 		switch {

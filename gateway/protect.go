@@ -220,13 +220,16 @@ func mayRemove(c Caller, b *index.Backup, st Settings, force bool, at time.Time)
 }
 
 // refreshProtection reads a committed backup's protection from its manifest, which another
-// gateway may have changed since this index learned it, and brings the record up to date.
-// A backup without a manifest (one that failed) keeps its record's word. For a deletion
+// gateway may have changed since this index learned it, and brings the record up to date:
+// one available, being restored, or reset to error (until 2026-12-08 only an available one,
+// so a backup protected elsewhere and reset to error here was deleted here
+// [TestAResetBackupProtectedElsewhereIsNotDeleted]). A backup without a manifest (one that
+// failed) keeps its record's word. For a deletion
 // (deleting), a manifest read from its second copy is no answer: the copy may be older than
 // the manifest was (a protection whose copy was not stored), so the delete is refused until
 // a repair has written the manifest again.
 func (s *Service) refreshProtection(ctx context.Context, b *index.Backup, deleting bool) error {
-	if b.Status != index.BackupAvailable {
+	if !b.Status.Committed() && !resetToError(b) {
 		return nil
 	}
 	m, err := s.repo.GetManifest(ctx, b.ID)
