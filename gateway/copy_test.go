@@ -770,3 +770,33 @@ func TestAPolicysCopyTargetIsNotShownToMembers(t *testing.T) {
 		t.Errorf("a run by a member: %v, status %+v; want it failed, saying nowhere where", err, st)
 	}
 }
+
+// TestACopyWhoseRecordDidNotLandIsRecordedLater: a copy whose record in the backup's manifest
+// could not be written is not recorded in the index either, so the next copy that finds the
+// backup there records it, in the manifest every gateway and a rebuilt index read. Before, the
+// index alone kept it: no later copy recorded it, and a rebuilt index (or another gateway)
+// copied the backup again once the destination had deleted it.
+func TestACopyWhoseRecordDidNotLandIsRecordedLater(t *testing.T) {
+	ctx := adminCtx()
+	src, b, _ := sourceBackup(t, 1<<20)
+	_, dst := otherRepo(t, t.TempDir())
+	f := faultyRepository(t, src)
+	f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifests/"})
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{}); err != nil || !res.Copied {
+		t.Fatalf("copy: %+v, %v", res, err)
+	}
+	if got := record(t, src, b.ID).Copies; len(got) != 0 {
+		t.Fatalf("the index records a copy its manifest does not: %+v", got)
+	}
+	f.Reset()
+	if res, err := src.CopyBackup(ctx, b.ID, dst, gateway.CopyOptions{SkipDeletedThere: true}); err != nil || res.Copied {
+		t.Fatalf("a copy of all over the copy there: %+v, %v; want it found there", res, err)
+	}
+	m, err := src.Repository().GetManifest(context.Background(), b.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Copies) != 1 || len(record(t, src, b.ID).Copies) != 1 {
+		t.Fatalf("after the next copy: manifest records %+v, index %+v; want the copy in both", m.Copies, record(t, src, b.ID).Copies)
+	}
+}

@@ -166,11 +166,19 @@ func (s *Service) recordRestore(ctx context.Context, id string, outcome *index.R
 
 // recordCopy puts a copy of backup id into another repository in the backup's manifest, so
 // that a copy of every backup there leaves it once that repository has deleted it
-// (CopyOptions.SkipDeletedThere), on every gateway and after a rebuilt index.
+// (CopyOptions.SkipDeletedThere), on every gateway and after a rebuilt index. The index takes
+// it only once the manifest has it (or the service is read-only): a copy whose record did not
+// land is recorded by the next copy that finds it there. Before, the index alone kept it, so
+// no later copy recorded it, and every other gateway and a rebuilt index, which read the
+// manifest, copied the backup again once the destination had pruned it
+// [TestACopyWhoseRecordDidNotLandIsRecordedLater].
 func (s *Service) recordCopy(ctx context.Context, id string, c repo.CopyRecord) {
 	s.manifestMu.Lock()
 	defer s.manifestMu.Unlock()
 	at := s.outcomeToManifest(ctx, id, "copy", func(m *repo.Manifest) { m.Copies = m.Copies.With(c) })
+	if at.IsZero() && !s.cfg.ReadOnly {
+		return
+	}
 	if _, err := s.idx.UpdateBackup(id, func(rec *index.Backup) error {
 		rec.Copies = rec.Copies.With(c)
 		stampUpdated(rec, at)
