@@ -185,7 +185,21 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 	}
 	defer g.closeService(s)
 	set := flagsGiven(k)
-	var rerr error
+	keepSet := false
+	for _, f := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "timezone"} {
+		keepSet = keepSet || set[f]
+	}
+	// The rules given are checked before anything is stored: refused from inside the update,
+	// they left the flags read before them stored (--all-volumes, --prune-only) and the command
+	// said it had failed [TestPolicyUpdateWithABadRuleChangesNothing].
+	var keep gateway.KeepRules
+	if keepSet {
+		r, err := c.rules()
+		if err != nil {
+			return err
+		}
+		keep = gateway.KeepRulesOf(r)
+	}
 	var refs []string
 	if set["volume"] {
 		refs = c.Volume
@@ -249,39 +263,26 @@ func (c *PolicyUpdateCmd) Run(ctx context.Context, g *Globals, k *kong.Context) 
 		if set["copy-state-dir"] {
 			p.CopyStateDir = given.CopyStateDir
 		}
-		keepSet := false
-		for _, f := range []string{"keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly", "keep-within", "timezone"} {
-			keepSet = keepSet || set[f]
-		}
 		if keepSet {
-			r, err := c.rules()
-			if err != nil {
-				rerr = err
-				return
-			}
 			// Only the rules given change; the others, and the time zone, stay.
-			given := gateway.KeepRulesOf(r)
 			for _, f := range []struct {
 				flag     string
 				to, from *int
-			}{{"keep-last", &p.Keep.Last, &given.Last}, {"keep-hourly", &p.Keep.Hourly, &given.Hourly},
-				{"keep-daily", &p.Keep.Daily, &given.Daily}, {"keep-weekly", &p.Keep.Weekly, &given.Weekly},
-				{"keep-monthly", &p.Keep.Monthly, &given.Monthly}, {"keep-yearly", &p.Keep.Yearly, &given.Yearly}} {
+			}{{"keep-last", &p.Keep.Last, &keep.Last}, {"keep-hourly", &p.Keep.Hourly, &keep.Hourly},
+				{"keep-daily", &p.Keep.Daily, &keep.Daily}, {"keep-weekly", &p.Keep.Weekly, &keep.Weekly},
+				{"keep-monthly", &p.Keep.Monthly, &keep.Monthly}, {"keep-yearly", &p.Keep.Yearly, &keep.Yearly}} {
 				if set[f.flag] {
 					*f.to = *f.from
 				}
 			}
 			if set["keep-within"] {
-				p.Keep.Within = given.Within
+				p.Keep.Within = keep.Within
 			}
 			if set["timezone"] {
-				p.Keep.Timezone = given.Timezone
+				p.Keep.Timezone = keep.Timezone
 			}
 		}
 	})
-	if rerr != nil {
-		return rerr
-	}
 	if err != nil {
 		return err
 	}

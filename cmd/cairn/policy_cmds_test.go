@@ -36,3 +36,22 @@ func TestPolicyCreateWithoutVolumesNamesTheFlag(t *testing.T) {
 		t.Fatalf("policy create without volumes: exit %d: %q, want %d and the advice to give --volume or --all-volumes", code, errOut, exitInvalid)
 	}
 }
+
+// A 'policy update' refused for a bad keep rule changes nothing. The rule was checked inside
+// the update, after the flags before it had been applied: the command exited "invalid" and the
+// policy was stored pruning every volume of the project (--all-volumes --prune-only).
+func TestPolicyUpdateWithABadRuleChangesNothing(t *testing.T) {
+	repoDir, vol, must := cliRepo(t)
+	must("--quiet", "policy", "create", "nightly", "--volume", vol, "--schedule", "daily", "--keep-daily", "30")
+	_, errOut, code := cli(t, repoDir, "policy", "update", "nightly", "--all-volumes", "--prune-only", "--keep-within", "30days")
+	if code != exitInvalid {
+		t.Fatalf("policy update with --keep-within 30days: exit %d: %q, want %d", code, errOut, exitInvalid)
+	}
+	var st gateway.PolicyStatus
+	if err := json.Unmarshal([]byte(must("--format", "json", "policy", "show", "nightly")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.PruneOnly || st.AllOfProject || st.Keep.Daily != 30 || st.Keep.Last != 0 {
+		t.Fatalf("policy after a refused update: prune only %v, all volumes %v, keep %+v; want it as it was", st.PruneOnly, st.AllOfProject, st.Keep)
+	}
+}
