@@ -667,7 +667,7 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	}
 	// A run of a policy deleted meanwhile (ErrNotFound) is not in the metrics either: its state
 	// is not the policy's, nor the state of one made again under its name.
-	if st, serr := s.storeRun(ctx, p, run); !errors.Is(serr, ErrNotFound) {
+	if st, serr := s.storeRunEnd(ctx, p, lk, run); !errors.Is(serr, ErrNotFound) {
 		s.metrics.policyRun(p.Name, st, start)
 	}
 	if err != nil {
@@ -676,6 +676,32 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	}
 	s.log.Info("policy run finished", "policy", p.Name, "seconds", time.Since(start).Seconds())
 	return nil
+}
+
+// runEndRetries bounds the stores of a run's end after the first failed: waits of 1, 2, 4 and
+// 8 s. A variable for tests.
+var runEndRetries = 4
+
+// storeRunEnd stores how p's run ended, trying again while its claim lk is held: a run whose
+// end is not stored stays running in the repository, which the next claimer (any gateway)
+// takes for a run whose gateway is gone, and runs again at once: every volume backed up twice
+// and pruned once more [TestPolicyRunWhoseEndStoreFailedOnceIsNotRunAgain]. A gateway
+// stopping (ctx) stops trying.
+func (s *Service) storeRunEnd(ctx context.Context, p *Policy, lk *repo.Lock, run PolicyRun) (PolicyState, error) {
+	st, err := s.storeRun(ctx, p, run)
+	for i, wait := 0, time.Second; err != nil && !errors.Is(err, ErrNotFound) && i < runEndRetries; i, wait = i+1, 2*wait {
+		s.log.Warn("policy run's end not stored: trying again", "policy", p.Name, "in", wait, "error", err)
+		select {
+		case <-ctx.Done():
+			return st, err
+		case <-time.After(wait):
+		}
+		if lerr := lk.Check(); lerr != nil {
+			return st, err // another gateway may hold the claim now: its state stands
+		}
+		st, err = s.storeRun(ctx, p, run)
+	}
+	return st, err
 }
 
 // policyBackups backs up and prunes each of p's volumes in turn, counting the backups since

@@ -821,3 +821,44 @@ func TestPolicyStateIsNeverStoredForADeletedPolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyRunWhoseEndStoreFailedOnceIsNotRunAgain: a run whose end fails to store once (the
+// store hiccups) stores it again while it holds the claim, so no gateway takes the run for one
+// whose gateway is gone. Before, the state stayed running, and the next gateway to look ran
+// the policy again at once: a second backup of every volume, and one more prune.
+func TestPolicyRunWhoseEndStoreFailedOnceIsNotRunAgain(t *testing.T) {
+	dir := t.TempDir()
+	a, b, _ := twoGateways(t, dir)
+	ctx := adminCtx()
+	if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: image(t, dir, "vol.img", 64<<10), Name: "vm"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "daily",
+		Schedule: "daily", Keep: gateway.KeepRules{Last: 7}}, VolumeRefs: []string{"vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	// The run's stores: its start, its volume's, its end (the third fails once).
+	gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "meta/policy-runs/", Nth: 3, Times: 1, Effect: faulty.Fail})
+		return f
+	})
+	if _, err := a.RunPolicy(ctx, "daily"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop := runScheduler(t, b)
+	time.Sleep(2 * time.Second)
+	stop()
+	if err := b.SyncBackups(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := vmBackups(t, b); n != 1 {
+		t.Fatalf("one run of the policy, whose end store failed once, made %d backups; want 1", n)
+	}
+	if st, err := b.PolicyStatus(ctx, "daily"); err != nil || st.LastResult != gateway.RunSucceeded {
+		t.Fatalf("the policy's state: %+v, %v; want its run succeeded", st, err)
+	}
+}
