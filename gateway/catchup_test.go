@@ -1377,3 +1377,38 @@ func TestAResetBackupProtectedElsewhereIsNotDeleted(t *testing.T) {
 		t.Fatalf("delete on b of a backup reset to error on b, then protected on a: %v; want it refused as protected", err)
 	}
 }
+
+// TestAnOlderManifestPutBackDoesNotUnprotect: the sealed bytes of a backup's manifest from
+// before its protect, put back under its name by someone with write access to the bucket,
+// authenticate; neither the gateway that protected it nor another that learned the protection
+// takes them to lower it, and both refuse the delete. Before, delete read the older manifest's
+// "unprotected" and removed the backup.
+func TestAnOlderManifestPutBackDoesNotUnprotect(t *testing.T) {
+	dir := t.TempDir()
+	a, b, repoDir, bk := backedUpOnA(t, dir)
+	ctx := adminCtx()
+	path := filepath.Join(repoDir, "manifests", bk.ID)
+	before, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // the protect's stamp is later than the commit's
+	if _, err := a.ProtectBackup(ctx, bk.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
+	if got := record(t, b, bk.ID); got == nil || !got.Protected {
+		t.Fatalf("b after its catch-up: %+v; want the backup protected", got)
+	}
+	if err := os.WriteFile(path, before, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
+		if _, err := g.DeleteBackup(ctx, bk.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
+			t.Fatalf("delete on %s of a protected backup whose older manifest was put back: %v; want it refused as protected", name, err)
+		}
+	}
+	if got, err := a.Backup(ctx, bk.ID); err != nil || !got.Protected {
+		t.Fatalf("the backup after the refused deletes: %+v, %v; want it there, protected", got, err)
+	}
+}

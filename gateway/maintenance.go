@@ -1039,17 +1039,20 @@ func (s *Service) relearn(ctx context.Context, m *repo.Manifest) (bool, error) {
 		if m.Restored != nil && (restored == nil || !restored.Running() && m.Restored.At.After(restored.At)) {
 			restored = m.Restored
 		}
-		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == m.Protected &&
+		protected := s.protectionOf(b, m)
+		if b.ParentID == rec.ParentID && b.IsIncremental == rec.IsIncremental && b.Protected == protected &&
 			b.Name == m.Name && b.Description == m.Description && maps.Equal(b.Metadata, m.Metadata) && b.Status == status &&
 			verified == b.LastVerify && restored == b.LastRestore && b.Copies.Equal(m.Copies) {
 			return errUnchanged // nothing to write
 		}
-		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, m.Protected
+		b.ParentID, b.IsIncremental, b.Protected = rec.ParentID, rec.IsIncremental, protected
 		b.Name, b.Description, b.Metadata = m.Name, m.Description, m.Metadata
 		b.Status, b.FailReason, b.LastVerify, b.LastRestore = status, reason, verified, restored
 		b.Copies = m.Copies
-		if !m.UpdatedAt.IsZero() {
-			b.UpdatedAt = m.Updated() // the rewrite's time, as the gateway that made it shows it
+		if !m.UpdatedAt.IsZero() && m.Updated().After(b.UpdatedAt) {
+			// The rewrite's time, as the gateway that made it shows it; never back to an older
+			// one (a manifest put back), which protectionOf would then take as the newer word.
+			b.UpdatedAt = m.Updated()
 		}
 		return nil
 	})

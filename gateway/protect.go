@@ -242,13 +242,31 @@ func (s *Service) refreshProtection(ctx context.Context, b *index.Backup, deleti
 	if deleting && m.ReadFromCopy() {
 		return wrapf(ErrConflict, "backup %s: its manifest is damaged and only its second copy could be read, which may be older (its protection with it): run 'cairn repo repair', then delete it", b.ID)
 	}
-	if m.Protected == b.Protected || (m.ReadFromCopy() && b.Protected) {
+	protected := s.protectionOf(b, m)
+	if protected == b.Protected || (m.ReadFromCopy() && b.Protected) {
 		return nil // a copy, which may be older, never lowers a protection
 	}
-	b.Protected = m.Protected
+	b.Protected = protected
 	_, err = s.idx.UpdateBackup(b.ID, func(rec *index.Backup) error {
-		rec.Protected = m.Protected
+		rec.Protected = protected
 		return nil
 	})
 	return err
+}
+
+// protectionOf is backup b's protection as its manifest m says it, but never lowered by a
+// manifest older than the record's last change (the rewrite that stamped it): an older
+// manifest's bytes put back under its name authenticate (the object lock every immutable
+// repository needs keeps old versions), and before 2026-12-08 (found by review) one from
+// before a protect made delete and prune here remove the protected backup
+// [TestAnOlderManifestPutBackDoesNotUnprotect]. A later unprotect through a gateway whose
+// clock is behind is not taken either: the backup stays protected here until unprotected
+// here, the safe side.
+func (s *Service) protectionOf(b *index.Backup, m *repo.Manifest) bool {
+	if b.Protected && !m.Protected && m.Updated().Before(b.UpdatedAt) {
+		s.log.Warn("backup's manifest is older than its record and says unprotected: kept protected (an older manifest put back?)",
+			"backup_id", b.ID, "manifest_updated", m.Updated(), "record_updated", b.UpdatedAt)
+		return true
+	}
+	return m.Protected
 }
