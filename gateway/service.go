@@ -493,6 +493,10 @@ func Open(ctx context.Context, c Config) (*Service, error) {
 			s.Close()
 			return nil, err
 		}
+		if err := s.idx.SetMeta(keyIDKey, s.repo.KeyID()); err != nil {
+			s.Close()
+			return nil, err
+		}
 		if err := s.idx.SetMeta("repository", s.repo.Config().ID); err != nil {
 			s.Close()
 			return nil, err
@@ -531,9 +535,35 @@ func (s *Service) bindIndex() (bool, error) {
 	case "":
 		return true, nil
 	case want:
-		return false, nil
+		return false, s.sameKey()
 	}
 	return false, fmt.Errorf("the index in %s belongs to repository %s, not %s: use another --state-dir, or move it away and run 'cairn repo rebuild-index'", s.idx.Dir(), id, want)
+}
+
+// keyIDKey holds, in the index, the repository's repo.KeyID when the index was made.
+const keyIDKey = "repository-key"
+
+// sameKey refuses a repository whose config names another master key than the one this index
+// was made with: someone who can write to the bucket replaced the config (its id copied, the
+// key objects removed) with one that turns encryption off or holds a key of their choosing,
+// and every backup after would have been written under it, readable or forgeable by them
+// (found by review, 2026-12-08) [TestAReplacedConfigIsRefused]. An index from before the key
+// was recorded learns it now.
+func (s *Service) sameKey() error {
+	have, err := s.idx.Meta(keyIDKey)
+	if err != nil {
+		return err
+	}
+	now := s.repo.KeyID()
+	switch have {
+	case now:
+		return nil
+	case "":
+		return s.idx.SetMeta(keyIDKey, now)
+	}
+	mode, _, _ := strings.Cut(now, ":")
+	return fmt.Errorf("%w: the config of repository %s names another master key (encryption %s) than the one the index in %s was made with: the config was replaced, so nothing is read or written; put back the config you trust ('cairn repo check' says whether config-copy matches), or, if the repository was made again on purpose, move the index away and run 'cairn repo rebuild-index'",
+		repo.ErrCorrupt, s.be.Location(), mode, s.idx.Dir())
 }
 
 // WaitIndex waits, up to d, until no other process on this host has the repository's index

@@ -29,6 +29,7 @@ type keys struct {
 	export [32]byte    // authenticates export URLs
 	object [32]byte    // authenticates small objects in an unencrypted repository
 	tokens [32]byte    // signs the API tokens gateways issue to signed-in users
+	id     [16]byte    // names the master key without telling it (Repository.KeyID)
 	aead   cipher.AEAD // nil when the repository is not encrypted
 
 	hashers sync.Pool // of *blake3.Hasher keyed with addr
@@ -40,6 +41,7 @@ func deriveKeys(master []byte, encrypted bool) (*keys, error) {
 	blake3.DeriveKey("cairn 2026-11 export url", master, k.export[:])
 	blake3.DeriveKey("cairn 2026-12 object mac", master, k.object[:])
 	blake3.DeriveKey("cairn 2026-12 identity tokens", master, k.tokens[:])
+	blake3.DeriveKey("cairn 2026-12 master key id", master, k.id[:])
 	k.hashers.New = func() any {
 		h, err := blake3.NewKeyed(k.addr[:])
 		if err != nil {

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -156,6 +157,18 @@ func (r *Repository) Config() Config { return r.cfg }
 // (derived from the master key, like every other key): a token one gateway issued holds on
 // another, and across restarts.
 func (r *Repository) TokenKey() []byte { return append([]byte(nil), r.keys.tokens[:]...) }
+
+// KeyID names the repository's master key and whether it encrypts ("aes-256-gcm:HEX" or
+// "none:HEX"), derived one way from the key: an index records it when it is made, so a config
+// replaced by someone who can write to the bucket (another master key, or encryption off,
+// with the key objects removed) is refused by every gateway that knew the repository.
+func (r *Repository) KeyID() string {
+	mode := "none"
+	if r.keys.aead != nil {
+		mode = "aes-256-gcm"
+	}
+	return mode + ":" + hex.EncodeToString(r.keys.id[:])
+}
 
 // ReadOnly reports whether the repository was opened without writing to it.
 func (r *Repository) ReadOnly() bool { return r.readOnly }
