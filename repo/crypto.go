@@ -163,9 +163,14 @@ func wrapMaster(master []byte, password string) (*keyFile, error) {
 }
 
 func (kf *keyFile) unwrap(password string) ([]byte, error) {
-	// Bounds keep a tampered key object from asking for gigabytes of memory.
-	if kf.KDF != "scrypt" || kf.N < 2 || kf.N > 1<<18 || kf.R < 1 || kf.R > 16 || kf.P < 1 || kf.P > 4 {
-		return nil, fmt.Errorf("key object: unsupported kdf %q", kf.KDF)
+	// No more work than cairn asks for (wrapMaster): anyone who can write to the bucket can
+	// add key objects (even to an immutable one), their checksum is no secret, and every open
+	// tries each with the passphrase. The bounds of before (N 2^18, r 16, p 4: a 512 MiB work
+	// area and 64 times the work each) let a few planted objects stall every command or
+	// exhaust its memory (found by review, 2026-12-08) [TestKeyObjectAskingForMoreWorkIsRefused].
+	if kf.KDF != "scrypt" || kf.N < 2 || kf.N > scryptN || kf.R < 1 || kf.R > 8 || kf.P != 1 {
+		return nil, fmt.Errorf("key object: kdf %q with N=%d, r=%d, p=%d is not one cairn writes (scrypt with N at most %d, r at most 8, p 1): %w",
+			kf.KDF, kf.N, kf.R, kf.P, scryptN, ErrCorrupt)
 	}
 	kek, err := kf.kek(password)
 	if err != nil {

@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -85,4 +86,33 @@ func BenchmarkScryptKey(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestKeyObjectAskingForMoreWorkIsRefused: a key object whose scrypt parameters ask for more
+// work than cairn writes (anyone who can write to the bucket can add one, and every open tries
+// each) is refused before scrypt runs, as damage; the key object cairn wrote still opens.
+// Before, N up to 2^18, r up to 16 and p up to 4 were run: a 512 MiB work area and 64 times
+// the work for each planted object.
+func TestKeyObjectAskingForMoreWorkIsRefused(t *testing.T) {
+	kf, err := wrapMaster(make([]byte, masterKeyLen), "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tamper := range []struct {
+		what string
+		set  func(*keyFile)
+	}{
+		{"N 2^18", func(k *keyFile) { k.N = 1 << 18 }},
+		{"r 16", func(k *keyFile) { k.R = 16 }},
+		{"p 4", func(k *keyFile) { k.P = 4 }},
+	} {
+		k := *kf
+		tamper.set(&k)
+		if _, err := k.unwrap("pw"); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("a key object with %s: %v; want it refused as damage", tamper.what, err)
+		}
+	}
+	if _, err := kf.unwrap("pw"); err != nil {
+		t.Fatalf("the key object cairn wrote: %v", err)
+	}
 }
