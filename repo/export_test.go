@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/zeebo/xxh3"
@@ -195,4 +196,13 @@ func ReindexPackForTest(r *Repository, at time.Time, id PackID) error {
 		return err
 	}
 	return r.putObject(ctx, timeKey(indexPrefix, at, id.String()), encodePackIndex(size, entries))
+}
+
+// WallClockAheadForTest makes the wall clock that locks read run ahead by *ahead of the real one
+// (with no monotonic advance, as on a host that was suspended), until the test ends. Call it
+// before the locks it concerns are taken: their refreshers read it.
+func WallClockAheadForTest(t interface{ Cleanup(func()) }, ahead *atomic.Int64) {
+	old := wallNow
+	wallNow = func() time.Time { return time.Now().Add(time.Duration(ahead.Load())) }
+	t.Cleanup(func() { wallNow = old })
 }

@@ -780,6 +780,49 @@ func TestLockLostAfterAStall(t *testing.T) {
 	}
 }
 
+// A host suspended (or a VM paused) past --lock-stale: its monotonic clock stood still while
+// the store's ran on, and others took its lock for stale. Its wall clock says so, and the
+// lock is lost by it: to Check (gc's stillHeld, a backup before it commits), and to the
+// refresher, which must not write the object again as if nothing had happened. Judged by the
+// monotonic clock alone, a gc that woke from a suspend after its mark deleted packs a backup
+// elsewhere had just committed against.
+func TestLockLostWhenTheWallClockJumps(t *testing.T) {
+	for _, by := range []string{"check", "refresher"} {
+		t.Run(by, func(t *testing.T) {
+			var ahead atomic.Int64
+			repo.WallClockAheadForTest(t, &ahead)
+			f := newFixture(t, repo.InitOptions{})
+			stale := 10 * time.Minute // no refresh runs during the test
+			if by == "refresher" {
+				stale = time.Second // refreshed every 125 ms
+			}
+			g := f.peer(t, "g", repo.LockOptions{StaleAfter: stale})
+			lk, err := g.r.Lock(context.Background(), repo.LockExclusive, "gc")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lk.Unlock()
+			if by == "refresher" {
+				time.Sleep(300 * time.Millisecond)
+			}
+			if err := lk.Check(); err != nil {
+				t.Fatalf("a lock refreshing on time: %v", err)
+			}
+			ahead.Store(int64(3 * stale)) // suspended for three times --lock-stale
+			if by == "refresher" {
+				time.Sleep(300 * time.Millisecond) // a refresh comes after the suspend
+			}
+			err = lk.Check()
+			if !errors.Is(err, repo.ErrLockLost) {
+				t.Fatalf("after the wall clock jumped %s with no monotonic advance: %v, want the lock lost", 3*stale, err)
+			}
+			if by == "refresher" && !strings.Contains(err.Error(), "suspended?") {
+				t.Fatalf("after the jump: %v, want the refresher to have found the lock lost", err)
+			}
+		})
+	}
+}
+
 func writeForeignLock(t *testing.T, f *fixture, be backend.Backend, id, host string, pid int) {
 	t.Helper()
 	// Take a real lock through a throwaway repository handle, then rewrite its object as if

@@ -148,7 +148,7 @@ type Lock struct {
 	key  string
 
 	mu          sync.Mutex
-	lastRefresh time.Time // local monotonic time the last successful write of the object began
+	lastRefresh time.Time // local time (monotonic and wall) the last successful write of the object began
 	lost        error
 	stop        chan struct{}
 	done        chan struct{}
@@ -169,10 +169,24 @@ func (lk *Lock) Check() error {
 	if lost != nil || lk.local {
 		return lost
 	}
-	if since := time.Since(last); since > lk.l.o.StaleAfter*3/4 {
+	if since := sinceRefresh(last); since > lk.l.o.StaleAfter*3/4 {
 		return lk.lose(fmt.Errorf("%w: not refreshed for %s", ErrLockLost, since.Round(time.Second)))
 	}
 	return nil
+}
+
+// wallNow reads the wall clock for sinceRefresh; tests move it to jump the wall clock with no
+// monotonic advance, as a suspended host's does.
+var wallNow = time.Now
+
+// sinceRefresh is how long ago last was, by the monotonic clock or by the wall clock, whichever
+// says longer. The monotonic clock alone stands still while the host is suspended (and often
+// while a VM is paused), when the store's clock runs on: a holder that slept past --lock-stale
+// would count its lock held while others took it for stale and broke it. A wall clock stepped
+// forward may lose a lock that was not; that only fails a run
+// [TestLockLostWhenTheWallClockJumps].
+func sinceRefresh(last time.Time) time.Duration {
+	return max(time.Since(last), wallNow().Round(0).Sub(last.Round(0)))
 }
 
 // Confirm is Check, and also looks for the lock object: one removed since the last refresh
@@ -261,18 +275,20 @@ func (lk *Lock) refresher(every time.Duration) {
 // while gc runs; its next refresh finds the object gone, too late. So the lock is lost once
 // more than ¾ of --lock-stale lies between the start of one write and the end of the next,
 // whatever the object says: the object's time is at least its last write's start, so while
-// that rule holds, its age stays under --lock-stale and no one judges it stale.
+// that rule holds, its age stays under --lock-stale and no one judges it stale. The time is
+// the longer of the monotonic and the wall clock's (sinceRefresh): a suspended host's
+// monotonic clock says no time passed.
 func (lk *Lock) refresh(ctx context.Context) error {
 	limit := lk.l.o.StaleAfter * 3 / 4
 	lk.mu.Lock()
 	prev := lk.lastRefresh
 	lk.mu.Unlock()
 	start := time.Now()
-	stalled := func(at time.Time) error {
-		return lk.lose(fmt.Errorf("%w: not refreshed for %s (stalled?), so it may have been broken as stale", ErrLockLost, at.Sub(prev).Round(time.Second)))
+	stalled := func(since time.Duration) error {
+		return lk.lose(fmt.Errorf("%w: not refreshed for %s (stalled or suspended?), so it may have been broken as stale", ErrLockLost, since.Round(time.Second)))
 	}
-	if start.Sub(prev) > limit {
-		return stalled(start)
+	if since := sinceRefresh(prev); since > limit {
+		return stalled(since)
 	}
 	if err := lk.objectThere(ctx); err != nil {
 		return err
@@ -280,8 +296,8 @@ func (lk *Lock) refresh(ctx context.Context) error {
 	if err := lk.l.write(ctx, lk.key, lk.info); err != nil {
 		return err
 	}
-	if end := time.Now(); end.Sub(prev) > limit {
-		return stalled(end)
+	if since := sinceRefresh(prev); since > limit {
+		return stalled(since)
 	}
 	lk.mu.Lock()
 	lk.lastRefresh = start
