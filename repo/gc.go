@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
@@ -203,6 +204,16 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (st GCStats, err error
 	// lock check by more than the lock's margin, when a writer that broke the stale lock may
 	// already reuse what it removes (docs/design.md, "gc waits out an outage while it reads").
 	rm := backend.Impatient(ctx)
+	// Right before its first removal gc lists manifests/ once more (committedSince): a
+	// backup committed since the mark stops it with nothing deleted.
+	checked := false
+	beforeDelete := func() error {
+		if checked {
+			return nil
+		}
+		checked = true
+		return r.committedSince(ctx, marked)
+	}
 	// Index objects of packs the backend no longer holds (lost to damage, forgotten by the
 	// sync above) would teach other indexes a pack that is not there.
 	if !o.DryRun {
@@ -211,6 +222,9 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (st GCStats, err error
 				continue
 			}
 			for _, k := range keys {
+				if err := beforeDelete(); err != nil {
+					return st, err
+				}
 				if err := stillHeld(lk); err != nil {
 					return st, err
 				}
@@ -325,6 +339,9 @@ func (r *Repository) GC(ctx context.Context, o GCOptions) (st GCStats, err error
 	drop = slices.DeleteFunc(drop, func(id PackID) bool { return written[id] })
 	removed := map[string]bool{} // keys removed for good below
 	if len(drop)+len(repack) > 0 {
+		if err := beforeDelete(); err != nil {
+			return st, err
+		}
 		if err := r.deletePacks(rm, lk, drop, repack, usage, indexKeys, live, written, removed); err != nil {
 			return st, err
 		}
@@ -510,6 +527,29 @@ func stillHeld(lk *Lock) error {
 		return fmt.Errorf("%s stopped before it deleted anything more: %w", lk.info.Operation, err)
 	}
 	return nil
+}
+
+// committedSince is gc's catch-all before it deletes: it lists manifests/ again, and a
+// manifest there that the mark did not read (marked) is a backup committed while gc held the
+// repository exclusively. Its writer took gc's lock for stale (gc's host was suspended, or its
+// clock misjudged), and it may use blobs of the packs gc doomed, so gc stops. A manifest
+// deleted since the mark is no concern. Its cost: one more listing of manifests/ per gc that
+// deletes index objects or packs [TestGCStopsForABackupCommittedAfterItsMark].
+func (r *Repository) committedSince(ctx context.Context, marked map[string]bool) error {
+	var unseen []string
+	if err := r.ListManifests(ctx, func(id string) error {
+		if !marked[id] {
+			unseen = append(unseen, id)
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("gc: list the backups again before deleting: %w; nothing was deleted", err)
+	}
+	if len(unseen) == 0 {
+		return nil
+	}
+	sort.Strings(unseen)
+	return fmt.Errorf("gc: backup %s committed while gc held the repository exclusively: gc's lock was taken for stale (a suspended host?) (%w); nothing was deleted: run gc again", strings.Join(unseen, ", "), ErrLockLost)
 }
 
 func (u *packUsage) sizeOr(r *Repository, id PackID) int64 {

@@ -180,6 +180,92 @@ func TestGCSkipsAManifestDeletedAfterItsListing(t *testing.T) {
 	}
 }
 
+// commitsAfterListing commits a backup (commit) once gc's mark has listed manifests/: a
+// writer elsewhere that took gc's exclusive lock for stale (gc's host was suspended) and
+// committed while gc ran.
+type commitsAfterListing struct {
+	backend.Backend
+	commit func(context.Context) error
+}
+
+func (c *commitsAfterListing) ListKeys(ctx context.Context, prefix string, fn func(string) error) error {
+	if err := c.Backend.ListKeys(ctx, prefix, fn); err != nil {
+		return err
+	}
+	if commit := c.commit; prefix == "manifests/" && commit != nil {
+		c.commit = nil
+		return commit(ctx)
+	}
+	return nil
+}
+
+// A backup committed between gc's mark and its deletes, against the packs of a deleted
+// backup that gc doomed: its writer took gc's lock for stale, as it may once gc's host is
+// suspended past --lock-stale. gc lists manifests/ again before it deletes anything, finds a
+// backup its mark did not read, and stops: nothing deleted, the backup restores, and the next
+// gc marks it. Before, gc deleted the packs under the committed backup.
+func TestGCStopsForABackupCommittedAfterItsMark(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	ctx := context.Background()
+	vol := randomVolume(51, 4<<20)
+	ma := f.backup(t, "a", &memSource{data: vol}, nil)
+	// b dedups against a (no pack of its own) and is committed only during gc.
+	var mb *repo.Manifest
+	if _, err := f.r.Write(ctx, &memSource{data: vol}, repo.WriteOptions{}, func(res repo.WriteResult) error {
+		mb = &repo.Manifest{ID: "b", VolumeID: "vol", Size: int64(len(vol)), Root: res.Root, RootLevel: res.RootLevel, Stats: res.Stats}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.r.DeleteManifest(ctx, ma.ID); err != nil {
+		t.Fatal(err)
+	}
+	stored := func() []string {
+		var keys []string
+		for _, sub := range []string{"packs", "packindex"} {
+			_ = filepath.Walk(filepath.Join(f.dir, "repo", sub), func(p string, fi os.FileInfo, err error) error {
+				if err == nil && !fi.IsDir() {
+					keys = append(keys, p)
+				}
+				return nil
+			})
+		}
+		return keys
+	}
+	before := stored()
+	if len(before) == 0 {
+		t.Fatal("no pack stored")
+	}
+	be, err := local.Open(filepath.Join(f.dir, "repo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &commitsAfterListing{Backend: be, commit: func(ctx context.Context) error { return f.r.PutManifest(ctx, mb) }}
+	g := fixtureOn(t, w, f.dir, "index-g", repo.Options{})
+	st, err := g.r.GC(ctx, repo.GCOptions{})
+	if !errors.Is(err, repo.ErrLockLost) || !strings.Contains(err.Error(), "backup b committed") || !strings.Contains(err.Error(), "nothing was deleted") {
+		t.Fatalf("gc with b committed after its mark: %+v, %v; want it stopped for b", st, err)
+	}
+	for _, k := range before {
+		if !slices.Contains(stored(), k) {
+			t.Fatalf("gc deleted %s though it stopped", k)
+		}
+	}
+	if rec, _ := filepath.Glob(filepath.Join(f.dir, "repo", "deleted", "*")); len(rec) != 0 {
+		t.Fatalf("the stopped gc wrote a deletion record: %v", rec)
+	}
+	if got := f.restore(t, mb); !bytes.Equal(got, vol) {
+		t.Fatal("b differs after the stopped gc")
+	}
+	if st := g.gc(t); st.Backups != 1 || st.PacksDeleted != 0 {
+		t.Fatalf("the next gc: %+v, want b marked and nothing deleted", st)
+	}
+	if got := f.restore(t, mb); !bytes.Equal(got, vol) {
+		t.Fatal("b differs after the next gc")
+	}
+	f.mustCheck(t)
+}
+
 func TestGCRefusesWhenABackupCannotBeRead(t *testing.T) {
 	f := newFixture(t, repo.InitOptions{})
 	ctx := context.Background()
