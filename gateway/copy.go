@@ -253,9 +253,30 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 		}
 	}
 	var out *index.Backup
+	copied := true
 	_, err = s.repo.Write(ctx, src, o, func(res repo.WriteResult) error {
 		if err := srcLock.Confirm(ctx); err != nil {
 			return fmt.Errorf("the source repository's lock: %w", err)
+		}
+		// One commit of the backup here at a time, from the look for its manifest to its store
+		// or withdrawal: two copies of it that both found it missing (a policy's and an
+		// admin's, on two gateways) both stored it, and the one whose store failed, or whose
+		// lock was lost, withdrew the other's committed copy (the id is the source's, not a
+		// new one), which the source had recorded as copied
+		// [TestACopyDoesNotWithdrawAnotherCommittedMeanwhile].
+		cl, err := s.claimManifest(ctx, m.ID)
+		if err != nil {
+			return err
+		}
+		defer cl.Unlock()
+		if have, err := s.repo.HasManifest(ctx, m.ID); err != nil {
+			return err
+		} else if have {
+			// Another copy committed it meanwhile: found here, as one here before. The blocks
+			// this one stored are garbage, gc's to reclaim.
+			copied = false
+			out, err = s.adoptStored(ctx, m.ID)
+			return err
 		}
 		c := *m
 		c.Root, c.RootLevel, c.Stats, c.CommittedAt, c.UpdatedAt = res.Root, res.RootLevel, res.Stats, now(), time.Time{}
@@ -265,12 +286,16 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 		if base != "" {
 			c.ParentID, c.Incremental = base, true
 		}
+		if err := cl.Check(); err != nil {
+			return fmt.Errorf("its commit claim: %w", err)
+		}
 		// Copied on purpose: a tombstone of an earlier delete here must not undo it.
 		if err := s.repo.Undelete(ctx, c.ID); err != nil {
 			return err
 		}
 		if err := s.repo.PutManifest(ctx, &c); err != nil {
-			// It may have landed all the same (a lost reply): withdrawn, as a backup's is.
+			// It may have landed all the same (a lost reply): withdrawn, as a backup's is;
+			// under the claim it is this copy's own.
 			return s.withdrawManifest(c.ID, err)
 		}
 		// As a backup's commit: a Put that landed after the lock may have gone stale is
@@ -288,12 +313,30 @@ func (s *Service) storeCopy(ctx context.Context, m *repo.Manifest, src repo.Sour
 	if err != nil {
 		return nil, fmt.Errorf("copy backup %s: %w", m.ID, err)
 	}
+	if !copied {
+		s.log.Info("backup copied in meanwhile by another copy", "backup_id", out.ID)
+		return &CopyResult{Backup: out}, nil
+	}
 	committed = true
 	time.AfterFunc(reservationGrace, drop)
 	s.notifyChange()
 	s.syncIndex()
 	s.log.Info("backup copied in", "backup_id", out.ID, "base", base, "read_mode", mode, "new_bytes", out.Stats.NewBytes)
 	return &CopyResult{Backup: out, Copied: true, Base: base}, nil
+}
+
+// adoptStored records the backup whose manifest this repository holds, committed by another
+// gateway's copy or import of it, unless this gateway's index has it already.
+func (s *Service) adoptStored(ctx context.Context, id string) (*index.Backup, error) {
+	m, err := s.repo.GetManifest(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	b, err := s.adoptManifest(ctx, m)
+	if errors.Is(err, ErrExists) {
+		b, err = s.idx.Backup(id) // the catch-up adopted it first
+	}
+	return b, err
 }
 
 // copyBase sets o up to build the copy on this repository's copy of parent, when there is

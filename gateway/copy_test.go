@@ -800,3 +800,59 @@ func TestACopyWhoseRecordDidNotLandIsRecordedLater(t *testing.T) {
 		t.Fatalf("after the next copy: manifest records %+v, index %+v; want the copy in both", m.Copies, record(t, src, b.ID).Copies)
 	}
 }
+
+// Two copies of one backup into one repository that both found it without the backup (a
+// policy's and an admin's, through two gateways of it): the first commits while the second
+// writes its blocks. The second must not store its manifest over the first's, nor withdraw
+// the first's committed copy when its own store fails after landing: before, every gateway
+// of the destination forgot the backup and its gc reclaimed the blocks, while the source
+// recorded the copy, so a copy of all skipped the backup there for good.
+func TestACopyDoesNotWithdrawAnotherCommittedMeanwhile(t *testing.T) {
+	ctx := adminCtx()
+	src, b, sum := sourceBackup(t, 1<<20)
+	dcfg, one := otherRepo(t, t.TempDir())
+	other := dcfg
+	other.StateDir = filepath.Join(t.TempDir(), "state")
+	two, err := gateway.Open(context.Background(), other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer two.Close()
+	var (
+		once     sync.Once
+		first    *gateway.CopyResult
+		firstErr error
+	)
+	gateway.WrapBackendForTest(t, two, func(be backend.Backend) backend.Backend {
+		f := faulty.New(be, 1)
+		f.Add(faulty.Rule{Methods: faulty.Put, Prefix: "manifests/", Effect: faulty.FailAfter, Times: 1})
+		// The first copy runs, whole, as the second stores its first pack: after the
+		// second found the destination without the backup, before it commits.
+		return gateway.BeforePutForTest(f, func(key string) {
+			if strings.HasPrefix(key, "packs/") {
+				once.Do(func() { first, firstErr = src.CopyBackup(ctx, b.ID, one, gateway.CopyOptions{}) })
+			}
+		})
+	})
+	second, err := src.CopyBackup(ctx, b.ID, two, gateway.CopyOptions{})
+	if firstErr != nil || first == nil || !first.Copied {
+		t.Fatalf("the first copy: %+v, %v", first, firstErr)
+	}
+	if err != nil {
+		t.Errorf("the second copy, over the first's committed meanwhile: %v", err)
+	} else if second.Copied {
+		t.Errorf("the second copy stored the backup again over the first's: %+v", second)
+	}
+	for i, dst := range []*gateway.Service{one, two} {
+		if err := dst.SyncBackups(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		list, err := dst.ListBackups(ctx, gateway.ListFilter{AllProjects: true})
+		if err != nil || len(list) != 1 || list[0].ID != b.ID {
+			t.Fatalf("gateway %d of the destination lists %+v, %v; want backup %s", i, list, err, b.ID)
+		}
+		if got := restoreSHA(t, dst, ctx, b.ID); got != sum {
+			t.Errorf("gateway %d of the destination restores %s, want %s", i, got, sum)
+		}
+	}
+}

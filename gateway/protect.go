@@ -139,6 +139,21 @@ func (s *Service) ProtectBackup(ctx context.Context, ref string, protect bool) (
 	return b, nil
 }
 
+// claimManifest takes the claim of backup id's manifest, which a rewrite of it holds from
+// its read to its store, and a copy's or an import's commit from its look for the manifest to
+// its store (or withdrawal): the same manifest's rewrites and commits on other gateways queue
+// behind it, for up to rewriteWait.
+func (s *Service) claimManifest(ctx context.Context, id string) (*repo.Lock, error) {
+	cl, err := s.repo.ClaimWithin(ctx, "update backup "+id, rewriteWait)
+	if errors.Is(err, repo.ErrLocked) {
+		return nil, wrapf(ErrConflict, "backup %s is being updated on another gateway (%v): try again", id, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backup %s: %w", id, err)
+	}
+	return cl, nil
+}
+
 // rewriteWait bounds how long a manifest's rewrite waits for another gateway's rewrite of it.
 const rewriteWait = 30 * time.Second
 
@@ -161,12 +176,9 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	// One rewrite of a manifest at a time across processes, read to store: two gateways each
 	// storing what they read lost the earlier one's change (docs/design.md, "Manifest rewrites
 	// and deletes") [TestTwoRewritesOnTwoGatewaysKeepBothChanges].
-	cl, err := s.repo.ClaimWithin(ctx, "update backup "+id, rewriteWait)
-	if errors.Is(err, repo.ErrLocked) {
-		return none, wrapf(ErrConflict, "backup %s is being updated on another gateway (%v): try again", id, err)
-	}
+	cl, err := s.claimManifest(ctx, id)
 	if err != nil {
-		return none, fmt.Errorf("backup %s: %w", id, err)
+		return none, err
 	}
 	defer cl.Unlock()
 	m, err := s.repo.GetManifest(ctx, id)
