@@ -76,6 +76,16 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	} else if err != nil {
 		return nil, wrapf(ErrInvalid, "backup %s cannot be imported: %v (was it deleted and garbage-collected?)", m.ID, err)
 	}
+	// One commit of the backup at a time across gateways, from this look for its manifest to
+	// its store or withdrawal (claimManifest): two imports of one export that both found it
+	// missing both stored it, and the one whose lock was lost withdrew the other's committed
+	// manifest (the id is the export's, not a new one), as two copies did
+	// [TestACopyDoesNotWithdrawAnotherCommittedMeanwhile].
+	cl, err := s.claimManifest(ctx, m.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Unlock()
 	has, err := s.repo.HasManifest(ctx, m.ID)
 	if err != nil {
 		return nil, err
@@ -113,6 +123,9 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		// [TestImportStoresNothingOnceItsLockObjectIsGone].
 		if err := lk.Confirm(ctx); err != nil {
 			return nil, fmt.Errorf("import backup %s: %w", m.ID, err)
+		}
+		if err := cl.Check(); err != nil {
+			return nil, fmt.Errorf("import backup %s: its commit claim: %w", m.ID, err)
 		}
 		// Imported on purpose: a tombstone of an earlier delete must not undo it.
 		if err := s.repo.Undelete(ctx, m.ID); err != nil {
