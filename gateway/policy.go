@@ -452,7 +452,7 @@ func (s *Service) loadPolicies(ctx context.Context) (out []*Policy, damaged map[
 func (s *Service) policyStatus(p *Policy, at time.Time) *PolicyStatus {
 	st := &PolicyStatus{Policy: *p, PolicyState: s.policyState(p.Name)}
 	if sp, err := calendar.Parse(p.Schedule); err == nil {
-		st.NextRun = nextOf(sp, laterOf(st.LastRun, p.CreatedAt))
+		st.NextRun = nextOf(sp, s.runSince(p, st.PolicyRun, at))
 		if st.NextRun.Before(at) {
 			st.NextRun = at // missed: runs as soon as the scheduler looks
 		}
@@ -466,14 +466,17 @@ func (s *Service) policyStatus(p *Policy, at time.Time) *PolicyStatus {
 	}
 	if p.Verify != "" {
 		if sp, err := calendar.Parse(p.Verify); err == nil {
-			st.NextVerify = nextOf(sp, laterOf(st.LastVerify, p.CreatedAt))
+			st.NextVerify = s.verifyDue(sp, p, st.PolicyVerify, at)
 		}
 	}
 	return st
 }
 
 // overdueVolumes are the policy's volumes without an available backup for two periods of
-// its schedule (counted from the newest backup, or from the policy's creation); none for a
+// its schedule (counted from the newest backup, or from the policy's creation, or from when
+// this gateway first found that dated ahead of its clock: a backup dated by a clock that ran
+// ahead, and every later one dated after it (datedAfterEarlier), kept the warning silent until
+// the clocks caught up [TestVolumeWhoseBackupIsDatedAheadBecomesOverdue]); none for a
 // prune-only policy.
 func (s *Service) overdueVolumes(p *Policy, sp *calendar.Spec, at time.Time) []string {
 	if p.PruneOnly {
@@ -489,6 +492,7 @@ func (s *Service) overdueVolumes(p *Policy, sp *calendar.Spec, at time.Time) []s
 		if b, err := s.latestBackup(v.ID, p.Project); err == nil && b != nil && b.CreatedAt.After(since) {
 			since = b.CreatedAt
 		}
+		since = s.policyAhead.notAhead(s.log, "newest backup of volume "+v.Name+" ("+v.ID+") for policy "+p.Name, since, at)
 		first := nextOf(sp, since)
 		if first.IsZero() {
 			continue

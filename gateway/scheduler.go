@@ -75,29 +75,41 @@ func (s *Service) schedulePolicy(ctx context.Context, p *Policy, at time.Time, o
 	}
 	wait := policyReload
 	if sp, err := calendar.Parse(p.Schedule); err == nil {
-		wait = min(wait, s.startDue(ctx, p, false, runDue(sp, p, st.PolicyRun, at), st.LastResult == RunRunning, at))
+		wait = min(wait, s.startDue(ctx, p, false, s.runDue(sp, p, st.PolicyRun, at), st.LastResult == RunRunning, at))
 	}
 	if p.Verify != "" {
 		if vs, err := calendar.Parse(p.Verify); err == nil {
-			wait = min(wait, s.startDue(ctx, p, true, verifyDue(vs, p, st.PolicyVerify), st.VerifyResult == RunRunning, at))
+			wait = min(wait, s.startDue(ctx, p, true, s.verifyDue(vs, p, st.PolicyVerify, at), st.VerifyResult == RunRunning, at))
 		}
 	}
 	return wait
 }
 
-// runDue is when p's next run is due by the state run: the first time its calendar names after
-// its last run (or its creation), or now for a run that ended with its gateway
+// runDue is when p's next run is due by the state run at `at`: the first time its calendar
+// names after its last run (or its creation), or now for a run that ended with its gateway
 // [TestPolicyRunInterruptedByAStopRunsAgainAtStart].
-func runDue(sp *calendar.Spec, p *Policy, run PolicyRun, at time.Time) time.Time {
+func (s *Service) runDue(sp *calendar.Spec, p *Policy, run PolicyRun, at time.Time) time.Time {
 	if run.Interrupted && run.LastResult == RunFailed {
 		return at
 	}
-	return nextOf(sp, laterOf(run.LastRun, p.CreatedAt))
+	return nextOf(sp, s.runSince(p, run, at))
 }
 
-// verifyDue is when p's next verification is due by the state v.
-func verifyDue(vs *calendar.Spec, p *Policy, v PolicyVerify) time.Time {
-	return nextOf(vs, laterOf(v.LastVerify, p.CreatedAt))
+// runSince is what p's next run counts from at `at`: its last run, or its creation, or when
+// this gateway first found that dated ahead of its clock, which would hold the policy's runs
+// off on every gateway until the clocks caught up with it
+// [TestPolicyRunStampedByAClockAheadRunsAgainOnSchedule].
+func (s *Service) runSince(p *Policy, run PolicyRun, at time.Time) time.Time {
+	return s.policyAhead.notAhead(s.log, "run of policy "+p.Name, laterOf(run.LastRun, p.CreatedAt), at)
+}
+
+// dueBy says whether due, a due time (zero: never), has come at `at`.
+func dueBy(due, at time.Time) bool { return !due.IsZero() && !due.After(at) }
+
+// verifyDue is when p's next verification is due by the state v at `at`, counted as runDue
+// counts a run.
+func (s *Service) verifyDue(vs *calendar.Spec, p *Policy, v PolicyVerify, at time.Time) time.Time {
+	return nextOf(vs, s.policyAhead.notAhead(s.log, "verification of policy "+p.Name, laterOf(v.LastVerify, p.CreatedAt), at))
 }
 
 // startDue starts p's run (or verification) when it is due by the index's copy of its state,
@@ -178,7 +190,7 @@ func (s *Service) runIfDue(ctx context.Context, p *Policy, lk *repo.Lock, run Po
 		return
 	}
 	at := now()
-	due := runDue(sp, cur, run, at)
+	due := s.runDue(sp, cur, run, at)
 	if run.LastResult == RunRunning {
 		// No one else holds the claim, so its runner is gone [TestPolicyClaimOfAGoneGatewayIsTakenOver].
 		s.log.Warn("policy run left running by a gateway that is gone: running again now", "policy", cur.Name, "started", run.LastRun)
@@ -224,7 +236,7 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	if err != nil {
 		return
 	}
-	if due := verifyDue(vs, p, v); due.IsZero() || due.After(now()) {
+	if at := now(); !dueBy(s.verifyDue(vs, p, v, at), at) {
 		return
 	}
 	start := now()

@@ -862,3 +862,52 @@ func TestPolicyRunWhoseEndStoreFailedOnceIsNotRunAgain(t *testing.T) {
 		t.Fatalf("the policy's state: %+v, %v; want its run succeeded", st, err)
 	}
 }
+
+// A policy whose last run a clock running ahead stamped (a gateway booted two days ahead of
+// the store, before NTP set it right) runs again by its calendar once the clock is right: its
+// next run counts from when the gateway first found the stamp ahead of its clock. Until
+// 2026-12-08 it counted from the stamp, and no gateway ran the policy until the clocks caught
+// up with it (two days, for every policy the gateway had run).
+func TestPolicyRunStampedByAClockAheadRunsAgainOnSchedule(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	policyOfAVolume(t, s, image(t, dir, "vol.img", 64<<10), gateway.Policy{Name: "often", Schedule: "*:*:*",
+		Keep: gateway.KeepRules{Last: 7}})
+	gateway.SetClockSkewForTest(t, 48*time.Hour)
+	if _, err := s.RunPolicy(ctx, "often"); err != nil {
+		t.Fatal(err)
+	}
+	gateway.SetClockSkewForTest(t, 0) // NTP sets the clock right
+	runScheduler(t, s)
+	for deadline := time.Now().Add(10 * time.Second); vmBackups(t, s) < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			st, _ := s.PolicyStatus(ctx, "often")
+			t.Fatalf("a policy of every second did not run in 10 s after a run stamped 48 h ahead (last run %v, next %v)",
+				st.LastRun, st.NextRun)
+		}
+	}
+}
+
+// A volume whose newest backup a clock running ahead dated is overdue once two periods of its
+// policy pass, counted from when the gateway first found that date ahead of its clock: counted
+// from the date, the warning and cairn_policy_overdue_volumes stayed silent until the clocks
+// caught up with it, however long the policy's backups failed meanwhile.
+func TestVolumeWhoseBackupIsDatedAheadBecomesOverdue(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	vol := image(t, dir, "vol.img", 64<<10)
+	policyOfAVolume(t, s, vol, gateway.Policy{Name: "often", Schedule: "*:*:*", Keep: gateway.KeepRules{Last: 7}})
+	gateway.SetClockSkewForTest(t, 48*time.Hour)
+	if _, err := s.CreateBackup(ctx, gateway.BackupRequest{Volume: vol}); err != nil {
+		t.Fatal(err)
+	}
+	gateway.SetClockSkewForTest(t, 0)
+	if st, err := s.PolicyStatus(ctx, "often"); err != nil || len(st.Overdue) != 0 {
+		t.Fatalf("a volume backed up a moment ago: overdue %v, %v; want none", st.Overdue, err)
+	}
+	time.Sleep(2500 * time.Millisecond) // two periods of a policy of every second, and a half
+	if st, err := s.PolicyStatus(ctx, "often"); err != nil || !slices.Equal(st.Overdue, []string{"vm"}) {
+		t.Fatalf("a volume not backed up for two periods since its backup dated 48 h ahead was found: overdue %v, %v; want vm",
+			st.Overdue, err)
+	}
+}

@@ -160,6 +160,9 @@ type Service struct {
 	// that another gateway held.
 	policyRetry map[string]time.Time
 	policyWake  chan struct{} // tells RunPolicies to read the policies again
+	// policyAhead: the times a policy counts from that this gateway found dated ahead of its
+	// clock, and since when (clockahead.go).
+	policyAhead aheadTimes
 	// policyWork counts the policy runs and verifications RunPolicies started: it returns
 	// only once they ended, so none touches the service after its owner closes it.
 	policyWork sync.WaitGroup
