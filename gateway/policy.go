@@ -150,7 +150,7 @@ func (s *Service) CreatePolicy(ctx context.Context, req PolicyRequest) (*Policy,
 		return nil, err
 	}
 	p := req.Policy
-	p.CreatedAt = now()
+	p.CreatedAt = s.storeNow()
 	if err := p.Hooks.validate(c); err != nil {
 		return nil, err
 	}
@@ -288,7 +288,7 @@ func (s *Service) completePolicy(ctx context.Context, c Caller, p *Policy, refs 
 		}
 		p.Volumes = append(p.Volumes, v.ID)
 	}
-	p.UpdatedAt = now()
+	p.UpdatedAt = s.storeNow()
 	return nil
 }
 
@@ -348,7 +348,7 @@ func (s *Service) Policies(ctx context.Context) ([]*PolicyStatus, error) {
 	out := []*PolicyStatus{}
 	for _, p := range all {
 		if c.sees(p.Project) {
-			st := s.policyStatus(p, now())
+			st := s.policyStatus(p, s.storeNow())
 			st.Policy = st.Policy.shownTo(c)
 			out = append(out, st)
 		}
@@ -384,7 +384,7 @@ func (s *Service) PolicyStatus(ctx context.Context, name string) (*PolicyStatus,
 	if _, err := s.storedState(ctx, p.Name); err != nil {
 		return nil, err
 	}
-	st := s.policyStatus(p, now())
+	st := s.policyStatus(p, s.storeNow())
 	st.Policy = st.Policy.shownTo(c)
 	return st, nil
 }
@@ -612,7 +612,7 @@ func (s *Service) RunPolicy(ctx context.Context, name string) (*PolicyStatus, er
 	if cf := (*copiesFailed)(nil); !c.Admin && errors.As(err, &cf) {
 		err = fmt.Errorf("policy %s: %s", p.Name, cf.stored()) // a member may run it: not where
 	}
-	shown := s.policyStatus(p, now())
+	shown := s.policyStatus(p, s.storeNow())
 	shown.Policy = shown.Policy.shownTo(c)
 	return shown, err
 }
@@ -640,7 +640,7 @@ func (e *copiesFailed) stored() string {
 // runs it again at its next look. One an admin started and cancelled is only failed.
 func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock, run PolicyRun, scheduled bool) error {
 	ctx = WithCaller(ctx, Caller{User: "policy " + p.Name, Project: p.Project})
-	start := now()
+	began, start := time.Now(), s.storeNow()
 	run.LastRun, run.LastResult, run.LastError, run.Interrupted, run.LastDid = start, RunRunning, "", false, nil
 	if _, err := s.storeRun(ctx, p, run); err != nil {
 		return fmt.Errorf("policy %s: record its run: %w: nothing was backed up", p.Name, err)
@@ -675,10 +675,10 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 		s.metrics.policyRun(p.Name, st, start)
 	}
 	if err != nil {
-		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(start).Seconds())
+		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(began).Seconds())
 		return fmt.Errorf("policy %s: %w", p.Name, err)
 	}
-	s.log.Info("policy run finished", "policy", p.Name, "seconds", time.Since(start).Seconds())
+	s.log.Info("policy run finished", "policy", p.Name, "seconds", time.Since(began).Seconds())
 	return nil
 }
 

@@ -18,6 +18,9 @@ import (
 
 // PolicyRun is what a policy's runs did (meta/policy-runs/<name>).
 type PolicyRun struct {
+	// LastRun is the last run's start by the store's clock (storeNow), which the gateways'
+	// clocks agree with once they have measured it: one host's clock running ahead does not
+	// hold the policy off on the others.
 	LastRun    time.Time `json:"last_run,omitempty"`
 	LastResult string    `json:"last_result,omitempty"` // succeeded, failed, running
 	LastError  string    `json:"last_error,omitempty"`

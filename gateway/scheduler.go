@@ -30,7 +30,10 @@ func (s *Service) RunPolicies(ctx context.Context) {
 	var loaded time.Time
 	overdue := map[string]string{} // policy → overdue volumes last logged
 	for {
-		at := now()
+		// The store's clock, as every gateway stamps the runs by: against its own, a gateway
+		// whose clock runs ahead would find each run it stamped due again at once
+		// [TestPolicyRunsAreStampedAndScheduledByTheStoresClock].
+		at := s.storeNow()
 		if loaded.IsZero() || at.Sub(loaded) >= policyReload {
 			ps, _, err := s.loadPolicies(ctx)
 			if err != nil && ctx.Err() == nil {
@@ -174,7 +177,7 @@ func (s *Service) claimFailed(ctx context.Context, local string, verify bool, st
 	if s.policyRetry == nil {
 		s.policyRetry = map[string]time.Time{}
 	}
-	s.policyRetry[local] = now().Add(retry)
+	s.policyRetry[local] = s.storeNow().Add(retry)
 	s.policyMu.Unlock()
 }
 
@@ -189,7 +192,7 @@ func (s *Service) runIfDue(ctx context.Context, p *Policy, lk *repo.Lock, run Po
 	if err != nil {
 		return
 	}
-	at := now()
+	at := s.storeNow()
 	due := s.runDue(sp, cur, run, at)
 	if run.LastResult == RunRunning {
 		// No one else holds the claim, so its runner is gone [TestPolicyClaimOfAGoneGatewayIsTakenOver].
@@ -236,10 +239,10 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 	if err != nil {
 		return
 	}
-	if at := now(); !dueBy(s.verifyDue(vs, p, v, at), at) {
+	if at := s.storeNow(); !dueBy(s.verifyDue(vs, p, v, at), at) {
 		return
 	}
-	start := now()
+	began, start := time.Now(), s.storeNow()
 	v.LastVerify, v.VerifyResult, v.VerifyError = start, RunRunning, ""
 	if s.storeVerify(ctx, p, v) != nil {
 		return // not verified: the repository would not say so, and another gateway would again
@@ -258,7 +261,7 @@ func (s *Service) verifyIfDue(ctx context.Context, p *Policy, v PolicyVerify) {
 		s.log.Error("policy verification failed", "policy", p.Name, "error", err)
 		return
 	}
-	s.log.Info("policy verification finished", "policy", p.Name, "sample_percent", p.VerifySample, "seconds", time.Since(start).Seconds())
+	s.log.Info("policy verification finished", "policy", p.Name, "sample_percent", p.VerifySample, "seconds", time.Since(began).Seconds())
 }
 
 // policiesChanged makes the scheduler read the policies again now.

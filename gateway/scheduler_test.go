@@ -911,3 +911,28 @@ func TestVolumeWhoseBackupIsDatedAheadBecomesOverdue(t *testing.T) {
 			st.Overdue, err)
 	}
 }
+
+// A gateway whose clock runs ahead of the store's stamps and schedules its policies' runs by
+// the store's clock once it has measured the difference (its heartbeat): a run's last run is
+// the store's time, which the other gateways' clocks agree with, and the policy does not run
+// again before its calendar's next time by that clock.
+func TestPolicyRunsAreStampedAndScheduledByTheStoresClock(t *testing.T) {
+	s, dir := newService(t)
+	ctx := adminCtx()
+	policyOfAVolume(t, s, image(t, dir, "vol.img", 64<<10), gateway.Policy{Name: "nightly", Schedule: "daily",
+		Keep: gateway.KeepRules{Last: 7}})
+	gateway.SetClockSkewForTest(t, 48*time.Hour)
+	gateway.ShareServicesForTest(s)
+	st, err := s.RunPolicy(ctx, "nightly")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if off := st.LastRun.Sub(time.Now()); off > time.Minute || off < -time.Minute {
+		t.Fatalf("a run by a gateway 48 h ahead of the store is stamped %v, %v from the store's clock", st.LastRun, off)
+	}
+	runScheduler(t, s)
+	time.Sleep(3 * time.Second)
+	if n := vmBackups(t, s); n != 1 {
+		t.Fatalf("a daily policy run a moment ago made %d backups in 3 s of its scheduler, want its run's 1", n)
+	}
+}
