@@ -674,7 +674,11 @@ func (s *Service) runClaimedPolicy(ctx context.Context, p *Policy, lk *repo.Lock
 	if st, serr := s.storeRunEnd(ctx, p, lk, run); !errors.Is(serr, ErrNotFound) {
 		s.metrics.policyRun(p.Name, st, start)
 	}
-	if err != nil {
+	switch {
+	case isPolicyGone(err):
+		s.log.Info("policy deleted during its run: the run stopped", "policy", p.Name, "reason", err)
+		return fmt.Errorf("policy %s: %w", p.Name, err)
+	case err != nil:
 		s.log.Error("policy run failed", "policy", p.Name, "error", err, "seconds", time.Since(began).Seconds())
 		return fmt.Errorf("policy %s: %w", p.Name, err)
 	}
@@ -719,10 +723,6 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		return s.policyPrune(ctx, p, run)
 	}
 	vols, err := s.policyVolumes(p)
-	if err != nil {
-		return err
-	}
-	rules, err := p.Keep.Rules()
 	if err != nil {
 		return err
 	}
@@ -777,7 +777,10 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
 			break
 		}
-		_, _ = s.storeRun(ctx, p, *run)
+		if _, err := s.storeRun(ctx, p, *run); errors.Is(err, ErrNotFound) {
+			failed(&policyGone{v.Name})
+			break
+		}
 		if p.VerifyNew {
 			if _, err := s.VerifyBackup(ctx, b.ID, nil); err != nil {
 				s.log.Error("policy: the new backup failed its verification; the volume's prune is skipped",
@@ -786,6 +789,16 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 				continue
 			}
 			did.Verified = true
+		}
+		rules, err := s.currentRules(ctx, p, v)
+		if isPolicyGone(err) {
+			failed(err)
+			break
+		}
+		if err != nil {
+			s.log.Warn("policy prune skipped", "policy", p.Name, "volume_id", v.ID, "error", err)
+			failed(err)
+			continue
 		}
 		if rules.Empty() {
 			run.LastDid = append(run.LastDid, did)
@@ -805,7 +818,7 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 		}
 		run.LastDid = append(run.LastDid, did)
 	}
-	if p.CopyTarget != (CopyTarget{}) && ctx.Err() == nil {
+	if p.CopyTarget != (CopyTarget{}) && ctx.Err() == nil && !isPolicyGone(first) {
 		if err := lk.Check(); err != nil {
 			fail(fmt.Errorf("the policy's claim: %w: another gateway may run it now", err))
 		} else if err := s.policyCopies(ctx, p, vols); err != nil {
@@ -825,6 +838,40 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 	}
 	return first
 }
+
+// currentRules are the keep rules p's run prunes volume v by: those of the policy as the
+// repository holds it now, read again before each volume's prune. A prune cannot be undone and
+// a run over many volumes lasts hours: an admin who corrects a mistaken --keep-last during the
+// run, or deletes the policy, spares the volumes not yet pruned
+// [TestPolicyRunPrunesByTheRulesOfItsPolicyNow]. A policy deleted, or deleted and made again
+// (another created_at), is policyGone, and the run stops; one that cannot be read skips v's
+// prune. A change that lands between this read and the prune applies from the next volume.
+func (s *Service) currentRules(ctx context.Context, p *Policy, v *index.Volume) (retention.Rules, error) {
+	cur, err := s.storedPolicy(ctx, p.Name)
+	switch {
+	case errors.Is(err, ErrNotFound), err == nil && !cur.CreatedAt.Equal(p.CreatedAt):
+		return retention.Rules{}, &policyGone{v.Name}
+	case err != nil:
+		return retention.Rules{}, fmt.Errorf("volume %s was not pruned: its policy could not be read again before the prune (%w); the next run prunes it", v.Name, err)
+	}
+	if cur.Keep != p.Keep {
+		s.log.Info("policy's keep rules changed during its run: the volume is pruned by the new ones", "policy", p.Name, "volume_id", v.ID)
+	}
+	return cur.Keep.Rules()
+}
+
+// policyGone is why a run whose policy was deleted (or deleted and made again) during it
+// stopped at a volume: neither its backups nor its prunes are wanted any more. Its state is
+// not stored (ownState), so the run's error and the log say it. Of kind ErrNotFound.
+type policyGone struct{ volume string }
+
+func (e *policyGone) Error() string {
+	return "deleted during its run: the run stopped before pruning volume " + e.volume + ", and backed up or pruned no volume after it"
+}
+
+func (e *policyGone) Is(target error) bool { return target == ErrNotFound }
+
+func isPolicyGone(err error) bool { return errors.As(err, new(*policyGone)) }
 
 // policyPrune is the run of a prune-only policy: one prune of its volumes' backups by its
 // rules, as its project (every volume of the project, gone ones too, with AllOfProject).

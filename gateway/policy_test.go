@@ -545,3 +545,78 @@ func TestALostSettingsObjectKeepsDeletesGuarded(t *testing.T) {
 		t.Fatalf("a delete after the minimum age was set to none: %v", err)
 	}
 }
+
+// A run prunes each volume by the rules of its policy as the repository holds it when it gets
+// there: an admin who corrects a mistaken --keep-last 1 during a run over many volumes (here
+// through another gateway, as the run stores volume vm2's count) spares the volumes not yet
+// pruned, and one who deletes the policy stops the run, which neither prunes vm2 nor backs up
+// vm3. Until 2026-12-08 the run pruned every volume by the rules it read at its start, which
+// no later command could undo.
+func TestPolicyRunPrunesByTheRulesOfItsPolicyNow(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		change func(ctx context.Context, b *gateway.Service) error
+		runErr error
+		want   map[string]int // backups of each volume after the run
+	}{
+		{"its keep rules updated", func(ctx context.Context, b *gateway.Service) error {
+			_, err := b.UpdatePolicy(ctx, "nightly", nil, func(p *gateway.Policy) { p.Keep.Last = 30 })
+			return err
+		}, nil, map[string]int{"vm1": 1, "vm2": 3, "vm3": 3}},
+		{"deleted", func(ctx context.Context, b *gateway.Service) error { return b.DeletePolicy(ctx, "nightly") },
+			gateway.ErrNotFound, map[string]int{"vm1": 1, "vm2": 3, "vm3": 2}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			a, b, _ := twoGateways(t, dir)
+			ctx := adminCtx()
+			gateway.SetFullCatchUpEveryForTest(t, 0)
+			names := []string{"vm1", "vm2", "vm3"}
+			for _, name := range names {
+				vol := image(t, dir, name+".img", 64<<10)
+				if _, err := a.ManageVolume(ctx, gateway.ManageRequest{Path: vol, Name: name}); err != nil {
+					t.Fatal(err)
+				}
+				for range 2 {
+					if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: name}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if _, err := a.CreatePolicy(ctx, gateway.PolicyRequest{Policy: gateway.Policy{Name: "nightly", Schedule: "daily",
+				Keep: gateway.KeepRules{Last: 1}}, VolumeRefs: names}); err != nil {
+				t.Fatal(err)
+			}
+			catchUp(t, b) // b knows the volumes, so its update keeps them in the policy
+			runKey := "meta/policy-runs/" + hex.EncodeToString([]byte("nightly"))
+			var stores int
+			var changed error
+			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
+				return gateway.BeforePutForTest(be, func(k string) {
+					// The run stores its start, then each volume's count after its backup and
+					// before its prune: the third store is vm2's.
+					if k == runKey {
+						if stores++; stores == 3 {
+							changed = c.change(ctx, b)
+						}
+					}
+				})
+			})
+			if _, err := a.RunPolicy(ctx, "nightly"); !errors.Is(err, c.runErr) {
+				t.Fatalf("the run: %v, want %v", err, c.runErr)
+			}
+			if stores < 3 || changed != nil {
+				t.Fatalf("the change during the run: %d stores of the run's state, %v", stores, changed)
+			}
+			for _, name := range names {
+				bs, err := a.ListBackups(ctx, gateway.ListFilter{Volume: name})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(bs) != c.want[name] {
+					t.Errorf("volume %s has %d backups after the run, want %d", name, len(bs), c.want[name])
+				}
+			}
+		})
+	}
+}

@@ -731,12 +731,12 @@ func vmBackups(t *testing.T, g *gateway.Service) int {
 	return len(bs)
 }
 
-// A run goes on after its policy's delete ("a run in progress finishes"), but it stores no
-// state for a policy that is gone: not the state objects the delete removed, nor, when a
-// policy of the same name was made meanwhile, its runs over the new policy's empty state. A
-// delete here that comes during a store of the run's state waits for it (policyRecMu), and
-// then removes what it stored; through another gateway the run reads the policy before each
-// store.
+// A run stores no state for a policy deleted during it: not the state objects the delete
+// removed, nor, when a policy of the same name was made meanwhile, its runs over the new
+// policy's empty state; it stops at its next store, as not found (since 2026-12-08; it went on
+// before, without storing). A delete here that comes during a store of the run's state waits
+// for it (policyRecMu), and then removes what it stored; through another gateway the run reads
+// the policy before each store.
 // Until 2026-12-07 the run stored its state after each volume and at its end whatever the
 // repository held; the new policy then took its first due time and its --full-every count
 // from the old one.
@@ -775,8 +775,8 @@ func TestPolicyStateIsNeverStoredForADeletedPolicy(t *testing.T) {
 					})
 				})
 			})
-			if _, err := a.RunPolicy(ctx, p.Name); err != nil {
-				t.Fatalf("the run, which goes on after the delete: %v", err)
+			if _, err := a.RunPolicy(ctx, p.Name); !errors.Is(err, gateway.ErrNotFound) {
+				t.Fatalf("the run, which stops after the delete: %v, want not found", err)
 			}
 			if deleted == nil {
 				t.Fatal("no delete ran during the run")
