@@ -466,16 +466,27 @@ func (l *locker) list(ctx context.Context, own string, storeNow time.Time) ([]Lo
 	}
 	var objs []obj
 	now := storeNow
+	sawOwn := false
 	if err := l.be.List(ctx, lockPrefix, func(oi backend.ObjectInfo) error {
 		if oi.ModTime.After(now) {
 			now = oi.ModTime
 		}
 		if oi.Key != own {
 			objs = append(objs, obj{oi.Key, oi.ModTime})
+		} else {
+			sawOwn = true
 		}
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	// The locks rest on listings that show every write that completed before them: a listing
+	// without the object just written is proof that this store's do not (an eventually
+	// consistent replica behind a balancer, a caching proxy), and that another locker's object
+	// may be missing from it too. No lock is taken on such a listing
+	// [TestALockIsNotTakenOnAListingThatLagsItsOwnWrite].
+	if own != "" && !sawOwn {
+		return nil, fmt.Errorf("%w: the store's listing of %s does not show the lock object %s just written: its listings lag its writes (an eventually consistent replica or a caching proxy in front?), and cairn's locks need listings that show every completed write", backend.ErrUnavailable, lockPrefix, own)
 	}
 	var out []LockInfo
 	for _, o := range objs {

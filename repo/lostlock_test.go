@@ -201,3 +201,33 @@ func TestALockThatOneReadCallsMissingStillKeepsGCOut(t *testing.T) {
 		t.Fatalf("gc once the lock is released: %v", err)
 	}
 }
+
+// laggingLocks is a store whose listings of locks/ lag its writes: they show nothing.
+type laggingLocks struct{ backend.Backend }
+
+func (l *laggingLocks) List(ctx context.Context, prefix string, fn func(backend.ObjectInfo) error) error {
+	if prefix == "locks/" {
+		return nil
+	}
+	return l.Backend.List(ctx, prefix, fn)
+}
+
+// TestALockIsNotTakenOnAListingThatLagsItsOwnWrite: a locker whose listing does not show the
+// lock object it has just written is on a store whose listings lag its writes, where another
+// locker's object may be missing from the listing too: it takes no lock, and says why. Before,
+// an exclusive lock was taken on such a listing, and a gc could run beside a backup it did not
+// see.
+func TestALockIsNotTakenOnAListingThatLagsItsOwnWrite(t *testing.T) {
+	f := newFixture(t, repo.InitOptions{})
+	g := f.wrapped(t, "lagging", repo.Options{}, func(be backend.Backend) backend.Backend { return &laggingLocks{be} })
+	for _, kind := range []repo.LockKind{repo.LockExclusive, repo.LockShared} {
+		lk, err := g.r.Lock(context.Background(), kind, "test")
+		if err == nil {
+			lk.Unlock()
+			t.Fatalf("a %v lock was taken on a listing that does not show its own object", kind)
+		}
+		if !strings.Contains(err.Error(), "listings lag its writes") {
+			t.Fatalf("a %v lock on a lagging listing: %v; want it refused, saying why", kind, err)
+		}
+	}
+}
