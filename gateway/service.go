@@ -681,6 +681,10 @@ func (s *Service) notifyChange() {
 
 // Close releases the index and the backend.
 func (s *Service) Close() error {
+	if s.idx == nil {
+		return s.be.Close()
+	}
+	s.saveLogSeen()
 	err := s.idx.Close()
 	if cerr := s.be.Close(); err == nil {
 		err = cerr
