@@ -431,14 +431,7 @@ func TestCopyThatFailsLeavesNothing(t *testing.T) {
 func TestTwoCopiesOfABackupAtOnce(t *testing.T) {
 	ctx := adminCtx()
 	src, b, sum := sourceBackup(t, 2<<20)
-	dcfg, one := otherRepo(t, t.TempDir())
-	other := dcfg
-	other.StateDir = filepath.Join(t.TempDir(), "state")
-	two, err := gateway.Open(context.Background(), other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer two.Close()
+	one, two := twoDestinationGateways(t)
 	results := make([]*gateway.CopyResult, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
@@ -810,14 +803,7 @@ func TestACopyWhoseRecordDidNotLandIsRecordedLater(t *testing.T) {
 func TestACopyDoesNotWithdrawAnotherCommittedMeanwhile(t *testing.T) {
 	ctx := adminCtx()
 	src, b, sum := sourceBackup(t, 1<<20)
-	dcfg, one := otherRepo(t, t.TempDir())
-	other := dcfg
-	other.StateDir = filepath.Join(t.TempDir(), "state")
-	two, err := gateway.Open(context.Background(), other)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer two.Close()
+	one, two := twoDestinationGateways(t)
 	var (
 		once     sync.Once
 		first    *gateway.CopyResult
@@ -855,4 +841,18 @@ func TestACopyDoesNotWithdrawAnotherCommittedMeanwhile(t *testing.T) {
 			t.Errorf("gateway %d of the destination restores %s, want %s", i, got, sum)
 		}
 	}
+}
+
+// twoDestinationGateways opens a new destination repository (otherRepo) through two gateways
+// with indexes of their own, closed when the test ends.
+func twoDestinationGateways(t *testing.T) (one, two *gateway.Service) {
+	t.Helper()
+	cfg, one := otherRepo(t, t.TempDir())
+	cfg.StateDir = filepath.Join(t.TempDir(), "state")
+	two, err := gateway.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { two.Close() })
+	return one, two
 }
