@@ -1403,6 +1403,13 @@ func TestAnOlderManifestPutBackDoesNotUnprotect(t *testing.T) {
 	if err := os.WriteFile(path, before, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A rewrite of the manifest on a (a rename) stores the protection a knows, not the older
+	// manifest's, and b's catch-up learns it from there.
+	name := "renamed"
+	if _, err := a.UpdateBackup(ctx, bk.ID, gateway.BackupUpdate{Name: &name}); err != nil {
+		t.Fatal(err)
+	}
+	catchUp(t, b)
 	for name, g := range map[string]*gateway.Service{"a": a, "b": b} {
 		if _, err := g.DeleteBackup(ctx, bk.ID, false); !errors.Is(err, gateway.ErrConflict) || !strings.Contains(err.Error(), "protected") {
 			t.Fatalf("delete on %s of a protected backup whose older manifest was put back: %v; want it refused as protected", name, err)

@@ -188,14 +188,13 @@ func (s *Service) rewriteManifest(ctx context.Context, id string, fn func(*repo.
 	if err != nil {
 		return none, fmt.Errorf("backup %s: %w", id, err)
 	}
-	if m.ReadFromCopy() {
-		// The copy may be older than the damaged manifest: a protection this gateway knows
-		// of is kept, or the rewrite would store the copy's "unprotected" as a sound manifest
-		// and the next delete would take its word (fn, a protect or unprotect, says what the
-		// caller asks all the same).
-		if rec, err := s.idx.Backup(id); err == nil && rec.Protected {
-			m.Protected = true
-		}
+	// A copy may be older than the damaged manifest, and a manifest put back older than the
+	// record (protectionOf): a protection this gateway knows of is kept, or the rewrite would
+	// store their "unprotected" as a new sound manifest, which every gateway and the next
+	// delete would take (fn, a protect or unprotect, says what the caller asks all the same)
+	// [TestAnOlderManifestPutBackDoesNotUnprotect].
+	if rec, err := s.idx.Backup(id); err == nil && rec.Protected && (m.ReadFromCopy() || s.protectionOf(rec, m)) {
+		m.Protected = true
 	}
 	root, level := m.Root, m.RootLevel
 	fn(m)
