@@ -728,7 +728,9 @@ func (s *Service) policyBackups(ctx context.Context, p *Policy, lk *repo.Lock, r
 	}
 	var first error
 	fail := func(err error) {
-		if first == nil {
+		// A policy deleted during the run is what the run ends with, whatever failed before:
+		// it stops the copies below and says so [TestPolicyRunPrunesByTheRulesOfItsPolicyNow].
+		if first == nil || isPolicyGone(err) && !isPolicyGone(first) {
 			first = err
 		}
 	}

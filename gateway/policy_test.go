@@ -558,13 +558,18 @@ func TestPolicyRunPrunesByTheRulesOfItsPolicyNow(t *testing.T) {
 		change func(ctx context.Context, b *gateway.Service) error
 		runErr error
 		want   map[string]int // backups of each volume after the run
+		vm1    bool           // vm1's backup fails first (its image is a directory)
 	}{
 		{"its keep rules updated", func(ctx context.Context, b *gateway.Service) error {
 			_, err := b.UpdatePolicy(ctx, "nightly", nil, func(p *gateway.Policy) { p.Keep.Last = 30 })
 			return err
-		}, nil, map[string]int{"vm1": 1, "vm2": 3, "vm3": 3}},
+		}, nil, map[string]int{"vm1": 1, "vm2": 3, "vm3": 3}, false},
 		{"deleted", func(ctx context.Context, b *gateway.Service) error { return b.DeletePolicy(ctx, "nightly") },
-			gateway.ErrNotFound, map[string]int{"vm1": 1, "vm2": 3, "vm3": 2}},
+			gateway.ErrNotFound, map[string]int{"vm1": 1, "vm2": 3, "vm3": 2}, false},
+		// A volume that failed before does not hide the delete: the run still says the policy
+		// went (and runs no copies), where it reported the first volume's failure.
+		{"deleted after a volume failed", func(ctx context.Context, b *gateway.Service) error { return b.DeletePolicy(ctx, "nightly") },
+			gateway.ErrNotFound, map[string]int{"vm1": 2, "vm2": 3, "vm3": 2}, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -588,15 +593,29 @@ func TestPolicyRunPrunesByTheRulesOfItsPolicyNow(t *testing.T) {
 				t.Fatal(err)
 			}
 			catchUp(t, b) // b knows the volumes, so its update keeps them in the policy
+			if c.vm1 {
+				img := filepath.Join(dir, "vm1.img")
+				if err := os.Remove(img); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.Mkdir(img, 0o700); err != nil {
+					t.Fatal(err)
+				}
+			}
 			runKey := "meta/policy-runs/" + hex.EncodeToString([]byte("nightly"))
 			var stores int
 			var changed error
 			gateway.WrapBackendForTest(t, a, func(be backend.Backend) backend.Backend {
 				return gateway.BeforePutForTest(be, func(k string) {
 					// The run stores its start, then each volume's count after its backup and
-					// before its prune: the third store is vm2's.
+					// before its prune: the third store is vm2's (the second, when vm1's
+					// backup failed).
 					if k == runKey {
-						if stores++; stores == 3 {
+						at := 3
+						if c.vm1 {
+							at = 2
+						}
+						if stores++; stores == at {
 							changed = c.change(ctx, b)
 						}
 					}
@@ -605,7 +624,7 @@ func TestPolicyRunPrunesByTheRulesOfItsPolicyNow(t *testing.T) {
 			if _, err := a.RunPolicy(ctx, "nightly"); !errors.Is(err, c.runErr) {
 				t.Fatalf("the run: %v, want %v", err, c.runErr)
 			}
-			if stores < 3 || changed != nil {
+			if stores < 2 || changed != nil {
 				t.Fatalf("the change during the run: %d stores of the run's state, %v", stores, changed)
 			}
 			for _, name := range names {
