@@ -789,7 +789,7 @@ func (s *Service) backupsFor(c Caller) func(*index.Backup) *index.Backup {
 // backupShownTo is backup b as caller c may see it: where it was copied to is an admin's to
 // know (as a copy's job is), so a member sees when, not where; and a member reads its failure
 // and its last restore in w's words, without the paths they may name.
-func backupShownTo(b *index.Backup, c Caller, w words) *index.Backup {
+func backupShownTo(b *index.Backup, c Caller, w *words) *index.Backup {
 	if c.Admin {
 		return b
 	}

@@ -78,13 +78,21 @@ func (c Caller) shown(path, instead string) string {
 
 // words is what a member reads in place of a path in a text cairn recorded (a failure reason, a
 // restore's target): Caller.shown's rule for the texts that were written before anyone asked.
-// The zero words (an admin's) leave a text as it is.
-type words struct{ r *strings.Replacer }
+// An admin's (nil) leave a text as it is. The replacements are found at the first text that
+// has something to replace in (build): a listing whose records hold no failure reads no
+// volume's record for them, and neither does a refusal that names no path.
+type words struct {
+	build func() *strings.Replacer
+	r     *strings.Replacer
+}
 
 // of is text as the words' caller may read it.
-func (w words) of(text string) string {
-	if w.r == nil || text == "" {
-		return text
+func (w *words) of(text string) string {
+	if w == nil || text == "" || !strings.ContainsRune(text, '/') {
+		return text // every place replaced is a path
+	}
+	if w.r == nil {
+		w.r = w.build()
 	}
 	return w.r.Replace(text)
 }
@@ -92,12 +100,18 @@ func (w words) of(text string) string {
 // wordsFor is what caller c reads in place of paths: nothing changes for an admin; for a
 // member, the path of each volume's image or device becomes the volume's name (another
 // project's, "a volume"), and the volume directory, the index, the state directory and a local
-// repository's location become words [TestRecordedReasonsNameNoPathToMembers]. It reads every
-// volume's record: one per request, not per backup shown.
-func (s *Service) wordsFor(c Caller) words {
+// repository's location become words [TestRecordedReasonsNameNoPathToMembers]. They are found
+// once, at the first text with a path (every volume's record is read then): one per request,
+// not per backup shown.
+func (s *Service) wordsFor(c Caller) *words {
 	if c.Admin {
-		return words{}
+		return nil
 	}
+	return &words{build: func() *strings.Replacer { return s.replacerFor(c) }}
+}
+
+// replacerFor builds wordsFor's replacements for member c.
+func (s *Service) replacerFor(c Caller) *strings.Replacer {
 	type place struct{ path, name string }
 	places := []place{{s.volDir, "the gateway's volume directory"}, {s.cfg.IndexDir(), "the gateway's index"},
 		{s.cfg.stateDir(), "the gateway's state directory"}}
@@ -125,7 +139,7 @@ func (s *Service) wordsFor(c Caller) words {
 			pairs = append(pairs, p.path, p.name)
 		}
 	}
-	return words{strings.NewReplacer(pairs...)}
+	return strings.NewReplacer(pairs...)
 }
 
 // ShownText is text (a refusal's message) as caller c may read it: for a member, without the

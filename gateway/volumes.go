@@ -368,7 +368,7 @@ func (s *Service) volumeFor(c Caller, v *index.Volume) *index.Volume {
 
 // volumeShownTo is volume v as caller c may see it: a member reads why it is in error in w's
 // words, without the paths the reason may name (its own image's among them).
-func volumeShownTo(v *index.Volume, c Caller, w words) *index.Volume {
+func volumeShownTo(v *index.Volume, c Caller, w *words) *index.Volume {
 	if c.Admin || v.FailReason == "" {
 		return v
 	}
