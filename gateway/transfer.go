@@ -76,16 +76,6 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 	} else if err != nil {
 		return nil, wrapf(ErrInvalid, "backup %s cannot be imported: %v (was it deleted and garbage-collected?)", m.ID, err)
 	}
-	// One commit of the backup at a time across gateways, from this look for its manifest to
-	// its store or withdrawal (claimManifest): two imports of one export that both found it
-	// missing both stored it, and the one whose lock was lost withdrew the other's committed
-	// manifest (the id is the export's, not a new one), as two copies did
-	// [TestACopyDoesNotWithdrawAnotherCommittedMeanwhile].
-	cl, err := s.claimManifest(ctx, m.ID)
-	if err != nil {
-		return nil, err
-	}
-	defer cl.Unlock()
 	has, err := s.repo.HasManifest(ctx, m.ID)
 	if err != nil {
 		return nil, err
@@ -96,13 +86,8 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 			dropReservation()
 		}
 	}()
-	if has {
-		// The stored manifest is the truth: the URL's copy may predate a rename, a protect or
-		// a re-linked parent [TestImportOfAnOldURLTakesTheStoredManifest].
-		if m, err = s.repo.GetManifest(ctx, m.ID); err != nil {
-			return nil, fmt.Errorf("backup %s: %w", rec.Manifest.ID, err)
-		}
-	} else {
+	var cl *repo.Lock // the manifest's claim, for a backup new to the repository
+	if !has {
 		// A backup new to the repository joins its project as a created one does: it counts
 		// against the project's quota, and over it nothing is stored (Cinder reserves backups
 		// and backup_gigabytes for an import too). The quota lock holds until its record is
@@ -117,6 +102,33 @@ func (s *Service) ImportBackup(ctx context.Context, service, url string) (*index
 		}
 		defer release()
 		dropReservation = drop
+		// One commit of the backup at a time across gateways, from a second look for its
+		// manifest to its store or withdrawal (claimManifest), taken after the quota as a copy
+		// takes them: two imports of one export that both found it missing both stored it,
+		// and the one whose lock was lost withdrew the other's committed manifest (the id is
+		// the export's, not a new one), as two copies did
+		// [TestACopyDoesNotWithdrawAnotherCommittedMeanwhile].
+		if cl, err = s.claimManifest(ctx, m.ID); err != nil {
+			return nil, err
+		}
+		defer cl.Unlock()
+		if has, err = s.repo.HasManifest(ctx, m.ID); err != nil {
+			return nil, err
+		}
+		if has {
+			// Committed by another import since the first look: taken as stored, under its
+			// reservation.
+			dropReservation()
+			dropReservation = func() {}
+		}
+	}
+	if has {
+		// The stored manifest is the truth: the URL's copy may predate a rename, a protect or
+		// a re-linked parent [TestImportOfAnOldURLTakesTheStoredManifest].
+		if m, err = s.repo.GetManifest(ctx, m.ID); err != nil {
+			return nil, fmt.Errorf("backup %s: %w", rec.Manifest.ID, err)
+		}
+	} else {
 		// The blobs verified above stay only while the lock holds: once it is lost a gc
 		// elsewhere may have removed them [TestImportStoresNothingOnceItsLockIsLost], and so
 		// once its object is gone, refreshed on time or not
