@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1474,4 +1475,79 @@ func backupIDs(t *testing.T, s *gateway.Service) []string {
 		ids = append(ids, b.ID)
 	}
 	return ids
+}
+
+// TestAnOpenAfterADayReadsTheLogWhileGCLeftIt: an index whose last look is more than a day old
+// (a command cron runs once a day) reads the backup log from there while gc has not pruned the
+// log past it (its oldest object is older), and only the backups changed since cost a read of
+// their manifests; it reads every known manifest only when the log may be gone. Before, every
+// such open read every manifest.
+func TestAnOpenAfterADayReadsTheLogWhileGCLeftIt(t *testing.T) {
+	dir := t.TempDir()
+	cfg := newRepo(t, dir)
+	ctx := adminCtx()
+	a := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-a"))
+	for i := range 6 {
+		if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("vm%d.img", i), 64<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bCfg := gateway.Config{Repo: cfg.Repo, StateDir: filepath.Join(dir, "state-b")}
+	open := func(look string) (int, *gateway.Service) {
+		t.Helper()
+		idx, err := index.Open(bCfg.IndexDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := idx.SetMeta("catch-up/last-look", look); err != nil {
+			t.Fatal(err)
+		}
+		if err := idx.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var f *faulty.Faulty
+		gateway.WrapBackendAtOpenForTest(t, func(be backend.Backend) backend.Backend { f = faulty.New(be, 1); return f })
+		s, err := gateway.Open(context.Background(), bCfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Calls(faulty.Get), s
+	}
+	b, err := gateway.Open(context.Background(), bCfg) // b's index is made
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	// The backups were made 40 hours ago, and one of them was protected an hour ago; b last
+	// looked 30 hours ago.
+	now := time.Now()
+	ids := backupIDs(t, a)
+	older := repoFiles(t, dir, "backuplog", "*")
+	if _, err := a.ProtectBackup(ctx, ids[0], true); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range repoFiles(t, dir, "backuplog", "*") {
+		back := time.Hour
+		if slices.Contains(older, p) {
+			back = 40 * time.Hour
+		}
+		stamp, rest, _ := strings.Cut(filepath.Base(p), "-")
+		n, err := strconv.ParseUint(stamp, 16, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(p, filepath.Join(filepath.Dir(p), fmt.Sprintf("%016x-%s", n-uint64(back), rest))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logReads, b := open(now.Add(-30 * time.Hour).UTC().Format(time.RFC3339Nano))
+	if got := record(t, b, ids[0]); got == nil || !got.Protected {
+		t.Fatalf("backup %s, protected while b was closed: %+v; want it protected", ids[0], got)
+	}
+	b.Close()
+	allReads, b := open("")
+	b.Close()
+	if allReads-logReads < 4 {
+		t.Fatalf("an open reading the log read %d objects, one reading every manifest %d; want the log's to read the five unchanged manifests fewer", logReads, allReads)
+	}
 }

@@ -355,7 +355,19 @@ func (s *Service) catchUpSinceClosed(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if since, perr := time.Parse(time.RFC3339Nano, at); at != "" && perr == nil && time.Since(since) < repo.LogKeep-repo.SyncMargin {
+	since, perr := time.Parse(time.RFC3339Nano, at)
+	covered := at != "" && perr == nil && time.Since(since) < repo.LogKeep-repo.SyncMargin
+	if !covered && at != "" && perr == nil {
+		// Older than gc leaves log objects: the log still covers it if gc has not pruned past
+		// it (its oldest object is older than the look, less the margin). A command run by
+		// cron once a day read every manifest on every run otherwise.
+		oldest, ok, err := s.repo.OldestLog(ctx)
+		if err != nil {
+			return err
+		}
+		covered = ok && !oldest.After(since.Add(-repo.SyncMargin))
+	}
+	if covered {
 		var seen map[string]time.Time
 		if raw, err := s.idx.Meta(logSeenKey); err == nil && raw != "" && json.Unmarshal([]byte(raw), &seen) != nil {
 			seen = nil // read again, then: a key examined twice costs a read of its manifest
@@ -1614,6 +1626,10 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 		return nil, err
 	}
 	healedFrom := map[string]bool{}
+	// forgot: the blocks the last ForgetDamaged was given, while no check followed it (nil
+	// once one did): a backup beside the repair that stores one again may make a damaged
+	// backup whole before the forget step (wholeAgain).
+	var forgot map[repo.Address]struct{}
 	for round := 1; ; round++ {
 		lost, nodes := rep.LostData(), rep.LostNodes()
 		if len(lost)+len(nodes) == 0 {
@@ -1654,11 +1670,12 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 		for a := range nodes {
 			lost[a] = struct{}{}
 		}
-		forgot, kept, err := s.repo.ForgetDamaged(ctx, lost)
+		n, kept, err := s.repo.ForgetDamaged(ctx, lost)
 		if err != nil {
 			return nil, err
 		}
-		out.Forgotten += forgot
+		out.Forgotten += n
+		forgot = lost
 		if afterForgetDamaged != nil {
 			afterForgetDamaged()
 		}
@@ -1671,6 +1688,7 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 		if rep, err = check(); err != nil {
 			return nil, err
 		}
+		forgot = nil
 		if round == healRounds {
 			break
 		}
@@ -1688,6 +1706,30 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	// Whether any block ForgetDamaged forgot is indexed again (caught up first, so a backup
+	// through another gateway counts): only then can a damaged backup be whole again, and each
+	// one's block map is looked at (wholeAgain). Asked once, at the first backup to forget.
+	var storedAgain *bool
+	mayBeWhole := func() (bool, error) {
+		if storedAgain == nil {
+			again := false
+			if len(forgot) > 0 {
+				if _, err := s.repo.Sync(ctx, false); err != nil {
+					return false, err
+				}
+				for a := range forgot {
+					if _, ok, err := s.idx.Lookup(a); err != nil {
+						return false, err
+					} else if ok {
+						again = true
+						break
+					}
+				}
+			}
+			storedAgain = &again
+		}
+		return *storedAgain, nil
+	}
 	for _, id := range ids {
 		rb := RepairBackup{ID: id}
 		for _, r := range rep.Lost[id] {
@@ -1702,7 +1744,10 @@ func (s *Service) Repair(ctx context.Context, o RepairOptions) (*RepairReport, e
 			// The last check is minutes old at scale, and ForgetDamaged has since forgotten
 			// the lost blocks, so a backup running beside the repair that met one stored it
 			// again: a backup whole again is kept [TestForgetDamagedKeepsABackupMadeWholeSinceTheCheck].
-			whole, err := s.wholeAgain(ctx, id)
+			whole, err := mayBeWhole()
+			if err == nil && whole {
+				whole, err = s.wholeAgain(ctx, id)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("forget backup %s: %w", id, err)
 			}
@@ -1814,13 +1859,10 @@ func (s *Service) settleVerifications(ctx context.Context, damaged []RepairBacku
 var afterForgetDamaged func()
 
 // wholeAgain reports whether backup id, which the last check found damaged in part, restores
-// whole now: every blob of its block map is in the index (caught up first, so a backup through
-// another gateway counts) in a pack the backend holds. ForgetDamaged forgot each lost blob that
-// did not verify, so one indexed now was stored again since, and verified as it was.
+// whole now: every blob of its block map is in the index (its caller caught it up) in a pack the
+// backend holds. ForgetDamaged forgot each lost blob that did not verify, so one indexed now was
+// stored again since, and verified as it was.
 func (s *Service) wholeAgain(ctx context.Context, id string) (bool, error) {
-	if _, err := s.repo.Sync(ctx, false); err != nil {
-		return false, err
-	}
 	m, err := s.repo.GetManifest(ctx, id)
 	if err != nil {
 		if errors.Is(err, repo.ErrCorrupt) || errors.Is(err, backend.ErrNotFound) {

@@ -2,6 +2,7 @@ package repo
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/cairn-backup/cairn/repo/backend"
@@ -49,6 +50,26 @@ func (r *Repository) ListLog(ctx context.Context, since time.Time, fn func(LogEn
 		}
 		return fn(LogEntry{Key: oi.Key, Time: t, BackupID: id})
 	})
+}
+
+// errOldest ends OldestLog's listing at its first key.
+var errOldest = errors.New("oldest log object found")
+
+// OldestLog returns the time of the oldest log object by its writer's clock, and false when
+// there is none. gc prunes the log oldest first (pruneLog), so every log object written after
+// it is still there: a reader whose last look is later than it (less the margin) reads the
+// log from there whatever its age.
+func (r *Repository) OldestLog(ctx context.Context) (time.Time, bool, error) {
+	var oldest time.Time
+	found := false
+	err := r.ListLog(ctx, time.Unix(0, 0), func(e LogEntry) error {
+		oldest, found = e.Time, true
+		return errOldest
+	})
+	if errors.Is(err, errOldest) {
+		err = nil
+	}
+	return oldest, found, err
 }
 
 // LogKeep is how long gc leaves a log object: a reader whose last look is older may find the
