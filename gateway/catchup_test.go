@@ -1427,14 +1427,8 @@ func TestAnOlderManifestPutBackDoesNotUnprotect(t *testing.T) {
 // command read the manifest of every backup changed in the 15 minutes before its look again.
 func TestAnOpenDoesNotExamineAgainWhatTheLastOneDid(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
+	cfg, a := backupsOnA(t, dir, 5)
 	ctx := adminCtx()
-	a := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-a"))
-	for i := range 5 {
-		if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("vm%d.img", i), 64<<10)}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	bCfg := gateway.Config{Repo: cfg.Repo, StateDir: filepath.Join(dir, "state-b")}
 	gets := func() int {
 		t.Helper()
@@ -1484,14 +1478,8 @@ func backupIDs(t *testing.T, s *gateway.Service) []string {
 // such open read every manifest.
 func TestAnOpenAfterADayReadsTheLogWhileGCLeftIt(t *testing.T) {
 	dir := t.TempDir()
-	cfg := newRepo(t, dir)
+	cfg, a := backupsOnA(t, dir, 6)
 	ctx := adminCtx()
-	a := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-a"))
-	for i := range 6 {
-		if _, err := a.CreateBackup(ctx, gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("vm%d.img", i), 64<<10)}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	bCfg := gateway.Config{Repo: cfg.Repo, StateDir: filepath.Join(dir, "state-b")}
 	open := func(look string) (int, *gateway.Service) {
 		t.Helper()
@@ -1550,4 +1538,18 @@ func TestAnOpenAfterADayReadsTheLogWhileGCLeftIt(t *testing.T) {
 	if allReads-logReads < 4 {
 		t.Fatalf("an open reading the log read %d objects, one reading every manifest %d; want the log's to read the five unchanged manifests fewer", logReads, allReads)
 	}
+}
+
+// backupsOnA opens gateway a on a new repository in dir and backs up n small images through
+// it; it returns the repository's config (for a second gateway) and a.
+func backupsOnA(t *testing.T, dir string, n int) (gateway.Config, *gateway.Service) {
+	t.Helper()
+	cfg := newRepo(t, dir)
+	a := gatewayOn(t, cfg.Repo, filepath.Join(dir, "state-a"))
+	for i := range n {
+		if _, err := a.CreateBackup(adminCtx(), gateway.BackupRequest{Volume: image(t, dir, fmt.Sprintf("vm%d.img", i), 64<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cfg, a
 }
